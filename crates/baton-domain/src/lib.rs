@@ -1,1 +1,27 @@
-//! baton-domain
+//! Baton's pure core: ids, tasks, the pipeline as data, events, gate verdicts and `decide()`.
+//!
+//! Code map:
+//! - [`ids`]: newtype ids and the sanitizers that make titles safe for branch and path names.
+//! - [`pipeline`]: stages, actors, gates and human gates as data, with the SPEC §3 default.
+//! - [`task`]: the task state that `decide` reads and writes.
+//! - [`event`]: what can happen to a task (job results, human inputs, STOP).
+//! - [`decide`]: the one function that decides stage changes.
+//! - [`agent`]: the common agent-run record every adapter produces.
+//! - [`retry`]: the retry backoff schedule.
+//!
+//! Invariant: no IO, no async, no clock or random reads. `now` and randomness come in as arguments.
+
+pub mod agent;
+pub mod decide;
+pub mod event;
+pub mod ids;
+pub mod pipeline;
+pub mod retry;
+pub mod task;
+
+pub use agent::{AgentReport, AgentStatus, Usage};
+pub use decide::{Decision, Effect, NotifyKind, decide};
+pub use event::{Event, GateVerdict, JobOutcome, Verdict};
+pub use ids::{JobId, TaskId, WorkItemId};
+pub use pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
+pub use task::{Hold, TaskState};

@@ -1,1 +1,30 @@
-//! baton-runner
+//! Baton's only door to the operating system's processes: supervised agent processes and `git`.
+//!
+//! - [`process`]: spawn in its own process group with a scrubbed environment, stdout/stderr to
+//!   files, wall-clock and stall timeouts, stop = SIGTERM to the group, grace, SIGKILL.
+//! - [`command`]: short commands (tests, deploy, health, hooks) run to completion with a timeout.
+//! - [`git`]: `git` invoked with argument vectors only.
+//! - [`paths`]: path-safety checks for derived paths.
+//!
+//! Invariant: nothing outside this crate spawns a process (clippy `disallowed-methods`); no shell
+//! ever sees untrusted text.
+
+pub mod command;
+pub mod git;
+pub mod paths;
+pub mod process;
+
+pub use command::{CommandOutput, CommandSpec, run_command};
+pub use git::{Git, GitError};
+pub use process::{ExitReport, ProcessSpec, RunLimits, Supervised, group_alive, stop_group};
+
+/// Errors from running processes.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start `{program}`: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("io error on {what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("empty command: give at least the program to run")]
+    EmptyCommand,
+}

@@ -1,1 +1,115 @@
-//! baton-store
+//! Baton's durable store: the `Store` trait, its record types, and the SQLite implementation.
+//!
+//! Every stage change goes through [`Store::advance`], one transaction that compare-and-sets the
+//! task version, flips the finished job, appends the timeline event and enqueues the next job
+//! (SPEC §4.2). A lost race is [`StoreError::Conflict`] and the loser performs no effects.
+//!
+//! Invariant: only this crate speaks SQL; nothing in the trait assumes SQLite, so a PostgreSQL
+//! implementation can pass the same conformance suite.
+
+pub mod records;
+pub mod sqlite;
+
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use baton_domain::{JobId, TaskId};
+
+/// Errors at the store boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A compare-and-set lost: the task or job changed since it was read.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The input's dedup key was seen before; nothing changed.
+    #[error("duplicate input `{0}`")]
+    Duplicate(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The database file or server cannot be used (open, migrate, IO).
+    #[error("database error: {0}")]
+    Database(String),
+    /// A stored value could not be decoded (corrupt row or newer schema).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Database(error.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(error: serde_json::Error) -> Self {
+        StoreError::Corrupt(error.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The durable state of Baton. Implementations: [`SqliteStore`]; PostgreSQL later.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Creates a task with a fresh work-item id (`PREFIX-NNN`, collisions walk forward), its
+    /// `created` event, and applies `first` (the decision for `Event::Created`) in one transaction.
+    async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord>;
+
+    /// Finds a task by numeric id or work-item id.
+    async fn task(&self, key: &TaskKey) -> StoreResult<Option<TaskRecord>>;
+
+    /// Tasks, newest first; `active_only` hides done and cancelled tasks.
+    async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>>;
+
+    /// Applies one decided transition atomically (SPEC §4.2). Returns the enqueued job, if any.
+    async fn advance(&self, advance: Advance) -> StoreResult<Option<JobId>>;
+
+    /// Records an input whose decision was suppressed: the inbox row (so a replay is a duplicate)
+    /// and a timeline event saying why. `Duplicate` when the key was seen.
+    async fn record_suppressed(&self, task: TaskId, inbox: Option<InboxEntry>, event: NewEvent) -> StoreResult<()>;
+
+    /// Claims the next runnable job under the concurrency limits, marking it running.
+    async fn claim_job(&self, claim: &Claim) -> StoreResult<Option<JobRecord>>;
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>>;
+
+    /// Jobs in the given status, oldest first.
+    async fn jobs_with_status(&self, status: JobStatus) -> StoreResult<Vec<JobRecord>>;
+
+    async fn jobs_for_task(&self, task: TaskId) -> StoreResult<Vec<JobRecord>>;
+
+    /// Records the agent process of a running job (pid and process group).
+    async fn set_job_process(&self, job: JobId, pid: Option<u32>, pgid: Option<u32>) -> StoreResult<()>;
+
+    /// Puts a running job back in the queue (its runner died); guarded on `running`.
+    async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool>;
+
+    async fn insert_agent_run(&self, run: NewAgentRun) -> StoreResult<i64>;
+
+    async fn finish_agent_run(&self, id: i64, finish: AgentRunFinish) -> StoreResult<()>;
+
+    async fn agent_runs(&self, task: TaskId) -> StoreResult<Vec<AgentRunRecord>>;
+
+    /// Number of agent runs already started for (task, stage).
+    async fn count_agent_runs(&self, task: TaskId, stage: &str) -> StoreResult<u32>;
+
+    /// Appends an observer event (progress, notification) outside any transition.
+    async fn append_event(&self, event: NewEvent) -> StoreResult<i64>;
+
+    /// Timeline events with id greater than `after_id`, oldest first, optionally for one task.
+    async fn events(&self, task: Option<TaskId>, after_id: i64, limit: u32) -> StoreResult<Vec<EventRecord>>;
+
+    /// Takes or renews the named lease for `holder`. Re-acquiring one's own lease succeeds.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome>;
+
+    async fn lease(&self, name: &str) -> StoreResult<Option<LeaseRecord>>;
+
+    async fn leases(&self) -> StoreResult<Vec<LeaseRecord>>;
+
+    /// Whether an input with this dedup key was already recorded.
+    async fn inbox_seen(&self, dedup_key: &str) -> StoreResult<bool>;
+
+    /// Token and cost totals grouped by `group` (task, stage, adapter, model, repo, day).
+    async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>>;
+}

@@ -1,0 +1,292 @@
+//! `decide(&state, event, &pipeline, now)`: the one function that decides stage changes (SPEC §3, §4.1).
+//!
+//! It is pure: the shell evaluates gates and runs actors, then feeds the results back as events.
+//! A stale or duplicate event is not an error: it yields [`Decision::Suppress`] with a reason.
+
+use crate::event::{Event, GateVerdict, JobOutcome, Verdict};
+use crate::pipeline::{CANCELLED, DONE, GateSpec, OnGateFail, Pipeline, StageSpec};
+use crate::retry::backoff_ms;
+use crate::task::{Hold, TaskState};
+use serde::{Deserialize, Serialize};
+
+/// Who a notification is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyKind {
+    /// Progress worth showing (stage changes, done).
+    Info,
+    /// A human decision is needed (approve, answer, confirm deploy).
+    NeedsHuman,
+    /// Something failed and a human must look (blocked).
+    Alert,
+}
+
+/// Work the shell must do after the decision is committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "effect")]
+pub enum Effect {
+    /// Enqueue a job for `stage`, available after `delay_ms`; the store makes it the task's active job.
+    EnqueueJob { stage: String, delay_ms: u64 },
+    /// Mark every queued or running job of the task cancelled (never requeued).
+    CancelJobs,
+    /// Stop the running agent's process group (SIGTERM, grace, SIGKILL).
+    StopAgent,
+    /// Release every lease the task holds (the repo merge lease).
+    ReleaseLeases,
+    /// Remove the task's worktree.
+    RemoveWorktree,
+    /// Delete the task branch (never the default branch, never forced).
+    DeleteBranch,
+    /// Tell humans.
+    Notify { kind: NotifyKind, text: String },
+}
+
+/// The result of `decide`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Decision {
+    /// Move to `next` and perform `effects`; `note` is the timeline line.
+    Apply { next: TaskState, effects: Vec<Effect>, note: String },
+    /// Nothing changes; the reason is logged.
+    Suppress { reason: String },
+}
+
+fn suppress(reason: impl Into<String>) -> Decision {
+    Decision::Suppress { reason: reason.into() }
+}
+
+/// Decides what `event` does to a task in `state` under `pipeline` at time `now_ms`.
+pub fn decide(state: &TaskState, event: &Event, pipeline: &Pipeline, now_ms: i64) -> Decision {
+    if state.is_terminal() {
+        return suppress(format!("task is {}; terminal stages ignore `{}`", state.stage, event.kind()));
+    }
+    match event {
+        Event::Created => {
+            if state.job.is_some() || state.hold != Hold::None {
+                return suppress("task already started");
+            }
+            match pipeline.stage(&state.stage) {
+                Some(spec) => {
+                    let mut next = state.clone();
+                    let effects = enter(&mut next, spec, pipeline);
+                    Decision::Apply { next, effects, note: format!("started at {}", spec.name) }
+                }
+                None => suppress(format!("stage `{}` is not in the pipeline", state.stage)),
+            }
+        }
+        Event::JobFinished { job, stage, outcome } => {
+            if state.job != Some(*job) || &state.stage != stage {
+                return suppress(format!(
+                    "stale result of job {job} ({stage}); the task is at {} with active job {}",
+                    state.display(),
+                    state.job.map_or("none".to_string(), |j| j.to_string())
+                ));
+            }
+            match pipeline.stage(stage) {
+                Some(spec) => job_finished(state, spec, outcome, pipeline, now_ms),
+                None => suppress(format!("stage `{stage}` is not in the pipeline")),
+            }
+        }
+        Event::Approved { by } => match state.hold {
+            Hold::AwaitingApproval => advance(state, pipeline, format!("{} approved by {by}", state.stage)),
+            _ => suppress(format!("approve ignored: the task is at {}, not awaiting approval", state.display())),
+        },
+        Event::Answered { by, text } => match state.hold {
+            Hold::NeedsInput { .. } => {
+                let mut next = state.clone();
+                next.hold = Hold::None;
+                next.answers.push(text.clone());
+                let effects = vec![Effect::EnqueueJob { stage: state.stage.clone(), delay_ms: 0 }];
+                Decision::Apply { next, effects, note: format!("answered by {by}; {} relaunched", state.stage) }
+            }
+            _ => suppress(format!("answer ignored: the task is at {}, not waiting for input", state.display())),
+        },
+        Event::DeployConfirmed { by } => match state.hold {
+            Hold::AwaitingConfirm => {
+                let mut next = state.clone();
+                next.hold = Hold::None;
+                let effects = vec![Effect::EnqueueJob { stage: state.stage.clone(), delay_ms: 0 }];
+                Decision::Apply { next, effects, note: format!("{} confirmed by {by}", state.stage) }
+            }
+            _ => suppress(format!("confirm ignored: the task is at {}, not awaiting confirmation", state.display())),
+        },
+        Event::Retry { by } => match state.hold {
+            Hold::Blocked { .. } => {
+                let mut next = state.clone();
+                next.hold = Hold::None;
+                next.attempt = 1;
+                next.rollbacks = 0;
+                next.defers = 0;
+                let effects = vec![Effect::EnqueueJob { stage: state.stage.clone(), delay_ms: 0 }];
+                Decision::Apply { next, effects, note: format!("{} retried by {by}", state.stage) }
+            }
+            _ => suppress(format!("retry ignored: the task is at {}, not blocked", state.display())),
+        },
+        Event::Stop { by } => {
+            let mut next = state.clone();
+            next.stage = CANCELLED.to_string();
+            next.hold = Hold::None;
+            next.job = None;
+            let effects = vec![
+                Effect::StopAgent,
+                Effect::CancelJobs,
+                Effect::ReleaseLeases,
+                Effect::RemoveWorktree,
+                Effect::DeleteBranch,
+                Effect::Notify { kind: NotifyKind::Info, text: format!("stopped by {by} at {}", state.stage) },
+            ];
+            Decision::Apply { next, effects, note: format!("stopped by {by} at {}", state.display()) }
+        }
+    }
+}
+
+fn job_finished(
+    state: &TaskState,
+    spec: &StageSpec,
+    outcome: &JobOutcome,
+    pipeline: &Pipeline,
+    now_ms: i64,
+) -> Decision {
+    match outcome {
+        JobOutcome::Failed { reason } => failed_attempt(state, pipeline, reason, now_ms),
+        JobOutcome::NeedsInput { questions } => {
+            let mut next = state.clone();
+            next.hold = Hold::NeedsInput { questions: questions.clone() };
+            next.job = None;
+            let text = format!("{} has questions: {questions}", state.stage);
+            let effects = vec![Effect::Notify { kind: NotifyKind::NeedsHuman, text: text.clone() }];
+            Decision::Apply { next, effects, note: text }
+        }
+        JobOutcome::Completed { verdicts } => gates_verdict(state, spec, verdicts, pipeline, now_ms),
+    }
+}
+
+fn reasons(verdicts: &[GateVerdict], verdict: Verdict) -> Option<String> {
+    let parts: Vec<String> =
+        verdicts.iter().filter(|v| v.verdict == verdict).map(|v| format!("{}: {}", v.gate, v.reason)).collect();
+    if parts.is_empty() { None } else { Some(parts.join("; ")) }
+}
+
+fn gates_verdict(
+    state: &TaskState,
+    spec: &StageSpec,
+    verdicts: &[GateVerdict],
+    pipeline: &Pipeline,
+    now_ms: i64,
+) -> Decision {
+    if let Some(reason) = reasons(verdicts, Verdict::Error) {
+        return failed_attempt(state, pipeline, &format!("gate error: {reason}"), now_ms);
+    }
+    if let Some(reason) = reasons(verdicts, Verdict::Fail) {
+        return match &spec.on_gate_fail {
+            OnGateFail::Retry => failed_attempt(state, pipeline, &reason, now_ms),
+            OnGateFail::Block => block(state, format!("{} failed: {reason}", state.stage)),
+            OnGateFail::Rollback { to } => rollback(state, pipeline, to, &reason),
+        };
+    }
+    if let Some(reason) = reasons(verdicts, Verdict::Defer) {
+        if state.defers >= pipeline.defer_max {
+            return block(state, format!("{} deferred {} times: {reason}", state.stage, state.defers));
+        }
+        let mut next = state.clone();
+        next.defers += 1;
+        let effects = vec![Effect::EnqueueJob { stage: state.stage.clone(), delay_ms: pipeline.defer_delay_ms }];
+        return Decision::Apply { next, effects, note: format!("{} deferred: {reason}", state.stage) };
+    }
+    if spec.gates.contains(&GateSpec::HumanApproval) {
+        let mut next = state.clone();
+        next.hold = Hold::AwaitingApproval;
+        next.job = None;
+        let text = format!("{} is ready for approval", state.stage);
+        let effects = vec![Effect::Notify { kind: NotifyKind::NeedsHuman, text: text.clone() }];
+        return Decision::Apply { next, effects, note: text };
+    }
+    advance(state, pipeline, format!("{} passed its gates", state.stage))
+}
+
+/// Enters `spec` as a fresh stage: attempt 1, then either a job or a wait for confirmation.
+fn enter(next: &mut TaskState, spec: &StageSpec, _pipeline: &Pipeline) -> Vec<Effect> {
+    next.stage = spec.name.clone();
+    next.attempt = 1;
+    next.defers = 0;
+    next.answers.clear();
+    next.job = None;
+    if spec.confirm_before {
+        next.hold = Hold::AwaitingConfirm;
+        vec![Effect::Notify { kind: NotifyKind::NeedsHuman, text: format!("{} awaits confirmation", spec.name) }]
+    } else {
+        next.hold = Hold::None;
+        vec![Effect::EnqueueJob { stage: spec.name.clone(), delay_ms: 0 }]
+    }
+}
+
+fn advance(state: &TaskState, pipeline: &Pipeline, why: String) -> Decision {
+    let mut next = state.clone();
+    next.failure = None;
+    match pipeline.next_after(&state.stage) {
+        Some(spec) => {
+            let effects = enter(&mut next, spec, pipeline);
+            Decision::Apply { next, effects, note: format!("{why}; {} → {}", state.stage, spec.name) }
+        }
+        None => {
+            next.stage = DONE.to_string();
+            next.hold = Hold::None;
+            next.job = None;
+            let effects = vec![
+                Effect::ReleaseLeases,
+                Effect::RemoveWorktree,
+                Effect::Notify { kind: NotifyKind::Info, text: "done".to_string() },
+            ];
+            Decision::Apply { next, effects, note: format!("{why}; {} → done", state.stage) }
+        }
+    }
+}
+
+fn failed_attempt(state: &TaskState, pipeline: &Pipeline, reason: &str, now_ms: i64) -> Decision {
+    if state.attempt >= pipeline.retry_max {
+        return block(state, format!("{} failed {} times; last: {reason}", state.stage, state.attempt));
+    }
+    let mut next = state.clone();
+    next.attempt += 1;
+    next.failure = Some(reason.to_string());
+    next.job = None;
+    // Jitter comes from the decision time: deterministic for a given input, spread across tasks.
+    let delay_ms = backoff_ms(state.attempt, pipeline.retry_base_ms, now_ms.unsigned_abs());
+    let effects = vec![Effect::EnqueueJob { stage: state.stage.clone(), delay_ms }];
+    let note = format!(
+        "{} attempt {} failed: {reason}; retry {} in {} s",
+        state.stage,
+        state.attempt,
+        next.attempt,
+        delay_ms / 1000
+    );
+    Decision::Apply { next, effects, note }
+}
+
+fn rollback(state: &TaskState, pipeline: &Pipeline, to: &str, reason: &str) -> Decision {
+    if state.rollbacks >= pipeline.rollback_max {
+        return block(state, format!("rolled back {} times; last: {} failed: {reason}", state.rollbacks, state.stage));
+    }
+    let Some(target) = pipeline.stage(to) else {
+        return block(state, format!("rollback target `{to}` is not in the pipeline"));
+    };
+    let mut next = state.clone();
+    next.rollbacks += 1;
+    next.failure = Some(format!("{} failed: {reason}", state.stage));
+    let mut effects = vec![Effect::ReleaseLeases];
+    effects.extend(enter(&mut next, target, pipeline));
+    let note = format!(
+        "{} failed: {reason}; rolled back to {to} ({} of {})",
+        state.stage, next.rollbacks, pipeline.rollback_max
+    );
+    Decision::Apply { next, effects, note }
+}
+
+fn block(state: &TaskState, reason: String) -> Decision {
+    let mut next = state.clone();
+    next.hold = Hold::Blocked { reason: reason.clone() };
+    next.job = None;
+    let effects =
+        vec![Effect::ReleaseLeases, Effect::Notify { kind: NotifyKind::Alert, text: format!("blocked: {reason}") }];
+    Decision::Apply { next, effects, note: format!("blocked: {reason}") }
+}

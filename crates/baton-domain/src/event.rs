@@ -1,0 +1,77 @@
+//! What can happen to a task: job results with gate verdicts, human inputs and STOP.
+
+use crate::ids::JobId;
+use serde::{Deserialize, Serialize};
+
+/// A gate's verdict (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// Not now (e.g. the merge lease is busy): try the stage again later.
+    Defer,
+    /// The gate itself could not run; treated like a failed attempt.
+    Error,
+}
+
+/// One gate's verdict with its human-readable reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateVerdict {
+    pub gate: String,
+    pub verdict: Verdict,
+    pub reason: String,
+}
+
+impl GateVerdict {
+    pub fn new(gate: &str, verdict: Verdict, reason: impl Into<String>) -> Self {
+        GateVerdict { gate: gate.to_string(), verdict, reason: reason.into() }
+    }
+}
+
+/// How a job ended, as reported by the engine's shell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum JobOutcome {
+    /// The actor finished; these are the verdicts of the stage's automatic gates.
+    Completed { verdicts: Vec<GateVerdict> },
+    /// The agent ended with questions for a human.
+    NeedsInput { questions: String },
+    /// The actor failed (non-zero exit, timeout, stall, bad output).
+    Failed { reason: String },
+}
+
+/// An input to `decide`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Event {
+    /// The task was created; start its first stage.
+    Created,
+    /// A job of the task ended.
+    JobFinished { job: JobId, stage: String, outcome: JobOutcome },
+    /// A human approved the stage result (stop #1).
+    Approved { by: String },
+    /// A human answered the agent's questions.
+    Answered { by: String, text: String },
+    /// A human confirmed the deploy (stop #2).
+    DeployConfirmed { by: String },
+    /// A human asked to retry a blocked task from its current stage.
+    Retry { by: String },
+    /// STOP: cancel the task.
+    Stop { by: String },
+}
+
+impl Event {
+    /// The event's kind as stored in the timeline.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Created => "created",
+            Event::JobFinished { .. } => "job_finished",
+            Event::Approved { .. } => "approved",
+            Event::Answered { .. } => "answered",
+            Event::DeployConfirmed { .. } => "deploy_confirmed",
+            Event::Retry { .. } => "retry",
+            Event::Stop { .. } => "stop",
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The pipeline as data: stages, their actor, gates, human gates and failure policy (SPEC §3).
+
+use serde::{Deserialize, Serialize};
+
+/// The terminal stage reached by a finished task.
+pub const DONE: &str = "done";
+/// The terminal stage reached by a stopped task.
+pub const CANCELLED: &str = "cancelled";
+
+/// Who does the work of a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Actor {
+    /// Nothing runs; only the gates are evaluated (e.g. `deploy_staging`).
+    None,
+    /// An agent in the given role (analyst, architect, developer, reviewer, tester).
+    Agent { role: String },
+    /// Baton merges the retested head into the default branch, then runs the repo's `deploy` command.
+    Deploy,
+}
+
+/// A deterministic check that must pass to leave a stage (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum GateSpec {
+    /// The stage's artifact exists under `docs/baton/<WORK-ID>/`.
+    Artifact,
+    /// The artifact's front matter has `key` set to one of `pass`.
+    Verdict { key: String, pass: Vec<String> },
+    /// A human approves the stage's result (stop #1).
+    HumanApproval,
+    /// The repo `test` command exits 0 in the worktree.
+    TestsPassed,
+    /// The merge gate (§6.3): under the repo lease, rebase onto the default head and re-test.
+    Mergeable,
+    /// The repo `health` command exits 0 after deploy.
+    DeployStatus,
+    /// Any user command; its exit code is the verdict.
+    Command { name: String, argv: Vec<String> },
+}
+
+impl GateSpec {
+    /// The gate's name as shown in timelines and configuration.
+    pub fn name(&self) -> &str {
+        match self {
+            GateSpec::Artifact => "artifact",
+            GateSpec::Verdict { .. } => "verdict",
+            GateSpec::HumanApproval => "human_approval",
+            GateSpec::TestsPassed => "tests_passed",
+            GateSpec::Mergeable => "mergeable",
+            GateSpec::DeployStatus => "deploy_status",
+            GateSpec::Command { name, .. } => name,
+        }
+    }
+}
+
+/// What a failing gate does to the task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum OnGateFail {
+    /// Run the same stage again (counts an attempt).
+    Retry,
+    /// Go back to the named stage with the reason in its next prompt (counts a rollback).
+    Rollback { to: String },
+    /// Stop and ask a human (a failed deploy after the merge cannot be undone by an agent).
+    Block,
+}
+
+/// One stage of the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageSpec {
+    pub name: String,
+    pub actor: Actor,
+    /// Artifact file name, committed under `docs/baton/<WORK-ID>/`.
+    pub artifact: Option<String>,
+    pub gates: Vec<GateSpec>,
+    /// A human confirms before the actor runs (stop #2, Confirm Deploy).
+    pub confirm_before: bool,
+    pub on_gate_fail: OnGateFail,
+}
+
+/// The whole pipeline: stages in order, then `done`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub stages: Vec<StageSpec>,
+    /// Attempts of one stage (agent failures, red gates) before the task is blocked.
+    pub retry_max: u32,
+    /// Rollbacks of one task before it is blocked.
+    pub rollback_max: u32,
+    /// Merge-gate deferrals (lease busy) before the task is blocked.
+    pub defer_max: u32,
+    /// Delay before a deferred stage is tried again.
+    pub defer_delay_ms: u64,
+    /// Base of the exponential retry backoff (10 s by default).
+    pub retry_base_ms: u64,
+}
+
+impl Pipeline {
+    /// The SPEC §3 default pipeline.
+    pub fn default_pipeline() -> Self {
+        let agent = |role: &str| Actor::Agent { role: role.to_string() };
+        let verdict = |pass: &str| GateSpec::Verdict { key: "verdict".into(), pass: vec![pass.into()] };
+        let rollback = || OnGateFail::Rollback { to: "development".into() };
+        let stage = |name: &str, actor, artifact: Option<&str>, gates, on_gate_fail| StageSpec {
+            name: name.into(),
+            actor,
+            artifact: artifact.map(str::to_string),
+            gates,
+            confirm_before: false,
+            on_gate_fail,
+        };
+        let mut stages = vec![
+            stage(
+                "analysis",
+                agent("analyst"),
+                Some("01-analysis.md"),
+                vec![GateSpec::Artifact, GateSpec::HumanApproval],
+                OnGateFail::Retry,
+            ),
+            stage(
+                "architecture",
+                agent("architect"),
+                Some("02-architecture.md"),
+                vec![GateSpec::Artifact],
+                OnGateFail::Retry,
+            ),
+            stage("development", agent("developer"), None, vec![GateSpec::TestsPassed], OnGateFail::Retry),
+            stage(
+                "review",
+                agent("reviewer"),
+                Some("04-review.md"),
+                vec![GateSpec::Artifact, verdict("approve")],
+                rollback(),
+            ),
+            stage(
+                "testing",
+                agent("tester"),
+                Some("05-test-report.md"),
+                vec![GateSpec::Artifact, verdict("pass")],
+                rollback(),
+            ),
+            stage("deploy_staging", Actor::None, None, vec![GateSpec::Mergeable], rollback()),
+            stage("deploy", Actor::Deploy, None, vec![GateSpec::DeployStatus], OnGateFail::Block),
+        ];
+        if let Some(deploy) = stages.last_mut() {
+            deploy.confirm_before = true;
+        }
+        Pipeline {
+            stages,
+            retry_max: 3,
+            rollback_max: 3,
+            defer_max: 720,
+            defer_delay_ms: 5_000,
+            retry_base_ms: crate::retry::RETRY_BASE_MS,
+        }
+    }
+
+    pub fn first(&self) -> Option<&StageSpec> {
+        self.stages.first()
+    }
+
+    pub fn stage(&self, name: &str) -> Option<&StageSpec> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// The stage after `name`, or `None` when the next step is `done`.
+    pub fn next_after(&self, name: &str) -> Option<&StageSpec> {
+        let index = self.stages.iter().position(|s| s.name == name)?;
+        self.stages.get(index + 1)
+    }
+
+    /// Checks references between stages; returns one message per problem.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.stages.is_empty() {
+            problems.push("the pipeline has no stages".to_string());
+        }
+        for (i, stage) in self.stages.iter().enumerate() {
+            if stage.name == DONE || stage.name == CANCELLED {
+                problems.push(format!("stage name `{}` is reserved for the terminal stage", stage.name));
+            }
+            if self.stages[..i].iter().any(|s| s.name == stage.name) {
+                problems.push(format!("stage `{}` appears twice", stage.name));
+            }
+            if let OnGateFail::Rollback { to } = &stage.on_gate_fail {
+                match self.stages.iter().position(|s| &s.name == to) {
+                    None => problems.push(format!("stage `{}` rolls back to unknown stage `{to}`", stage.name)),
+                    Some(j) if j >= i => problems
+                        .push(format!("stage `{}` rolls back to `{to}`, which is not an earlier stage", stage.name)),
+                    Some(_) => {}
+                }
+            }
+            let needs_artifact = stage.gates.iter().any(|g| matches!(g, GateSpec::Artifact | GateSpec::Verdict { .. }));
+            if needs_artifact && stage.artifact.is_none() {
+                problems.push(format!(
+                    "stage `{}` has an artifact or verdict gate but no `artifact` file name",
+                    stage.name
+                ));
+            }
+        }
+        problems
+    }
+}

@@ -1,0 +1,83 @@
+//! The task state `decide` reads and writes; the store keeps it with a version for compare-and-set.
+
+use crate::ids::JobId;
+use crate::pipeline::{CANCELLED, DONE};
+use serde::{Deserialize, Serialize};
+
+/// Why a non-terminal task is not running a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Hold {
+    /// Running or queued: `TaskState::job` names the active job.
+    #[default]
+    None,
+    /// The stage's agent ended with questions; a human answer relaunches the stage.
+    NeedsInput { questions: String },
+    /// Waiting for a human to approve the stage's result (stop #1).
+    AwaitingApproval,
+    /// Waiting for a human to confirm before the stage's actor runs (stop #2, Confirm Deploy).
+    AwaitingConfirm,
+    /// Retries or rollbacks used up, or a failure only a human can fix.
+    Blocked { reason: String },
+}
+
+impl Hold {
+    /// The short label used in listings (`needs_input`, `awaiting_approval`, ...).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Hold::None => "",
+            Hold::NeedsInput { .. } => "needs_input",
+            Hold::AwaitingApproval => "awaiting_approval",
+            Hold::AwaitingConfirm => "awaiting_confirm",
+            Hold::Blocked { .. } => "blocked",
+        }
+    }
+}
+
+/// Everything `decide` needs to know about a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskState {
+    /// Current stage name, or `done` / `cancelled`.
+    pub stage: String,
+    pub hold: Hold,
+    /// The active job; job results for any other job are stale.
+    pub job: Option<JobId>,
+    /// Attempt of the current stage, from 1.
+    pub attempt: u32,
+    /// Rollbacks so far for this task.
+    pub rollbacks: u32,
+    /// Merge-gate deferrals in the current stage.
+    pub defers: u32,
+    /// Why the last attempt or gate failed; carried into the next prompt.
+    pub failure: Option<String>,
+    /// Human answers to the current stage's questions, oldest first.
+    pub answers: Vec<String>,
+}
+
+impl TaskState {
+    /// The state of a freshly created task, before its first job is enqueued.
+    pub fn new(first_stage: &str) -> Self {
+        TaskState {
+            stage: first_stage.to_string(),
+            hold: Hold::None,
+            job: None,
+            attempt: 1,
+            rollbacks: 0,
+            defers: 0,
+            failure: None,
+            answers: Vec::new(),
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.stage == DONE || self.stage == CANCELLED
+    }
+
+    /// `stage` or `stage (hold)` for humans.
+    pub fn display(&self) -> String {
+        match self.hold {
+            Hold::None => self.stage.clone(),
+            ref hold => format!("{} ({})", self.stage, hold.label()),
+        }
+    }
+}

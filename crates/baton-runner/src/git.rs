@@ -1,0 +1,104 @@
+//! `git` through argument vectors only: never a shell, never untrusted text in a command string.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot run git: {0}")]
+    Spawn(std::io::Error),
+    /// git ran and failed; `stderr` says why.
+    #[error("git {args} failed in {dir}: {stderr}")]
+    Failed { args: String, dir: String, stderr: String },
+}
+
+/// A git repository or worktree directory.
+#[derive(Debug, Clone)]
+pub struct Git {
+    dir: PathBuf,
+    /// Milliseconds spent inside git, summed, for overhead accounting.
+    spent_ms: Option<Arc<AtomicU64>>,
+}
+
+/// Settings applied to every invocation: no prompts, no background gc, no signing, a fixed identity.
+const FIXED_CONFIG: &[&str] = &[
+    "-c",
+    "gc.auto=0",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "user.name=Baton",
+    "-c",
+    "user.email=baton@localhost",
+    "-c",
+    "core.hooksPath=/dev/null",
+];
+
+impl Git {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Git { dir: dir.into(), spent_ms: None }
+    }
+
+    /// Adds the time of every git call to `counter`.
+    pub fn with_timer(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.spent_ms = Some(counter);
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs git with `args`; returns trimmed stdout, or the failure with stderr.
+    pub async fn run(&self, args: &[&str]) -> Result<String, GitError> {
+        let started = Instant::now();
+        let output = tokio::process::Command::new("git")
+            .args(FIXED_CONFIG)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("LC_ALL", "C")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .env_remove("GIT_INDEX_FILE")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(GitError::Spawn)?;
+        if let Some(counter) = &self.spent_ms {
+            counter.fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        } else {
+            let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            if stderr.is_empty() {
+                stderr = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            }
+            Err(GitError::Failed { args: args.join(" "), dir: self.dir.display().to_string(), stderr })
+        }
+    }
+
+    /// The commit id `rev` resolves to, or `None` when it does not exist.
+    pub async fn rev(&self, rev: &str) -> Option<String> {
+        self.run(&["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")]).await.ok()
+    }
+
+    /// Stages everything and commits with `message`; `Ok(false)` when there was nothing to commit.
+    pub async fn commit_all(&self, message: &str) -> Result<bool, GitError> {
+        self.run(&["add", "-A"]).await?;
+        let status = self.run(&["status", "--porcelain"]).await?;
+        if status.is_empty() {
+            return Ok(false);
+        }
+        self.run(&["commit", "-q", "-m", message]).await?;
+        Ok(true)
+    }
+
+    /// Whether `ancestor` is an ancestor of (or equal to) `descendant`.
+    pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> bool {
+        self.run(&["merge-base", "--is-ancestor", ancestor, descendant]).await.is_ok()
+    }
+}

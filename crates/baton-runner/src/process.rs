@@ -1,0 +1,204 @@
+//! Supervised processes: own process group, files for output, timeouts, TERM→grace→KILL.
+
+use crate::RunError;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What to run and where its output goes.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    /// The complete environment: the parent's environment is never inherited.
+    pub env: Vec<(String, String)>,
+    /// File fed to stdin; `None` means /dev/null.
+    pub stdin: Option<PathBuf>,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+/// Time limits of a supervised run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    pub timeout: Duration,
+    /// No new output on stdout or stderr for this long counts as a stall.
+    pub stall_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+}
+
+/// How a supervised run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitReport {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub stalled: bool,
+    /// Stopped on request (STOP or a budget).
+    pub stopped: bool,
+    pub duration_ms: u64,
+}
+
+impl ExitReport {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out && !self.stalled && !self.stopped
+    }
+
+    /// One sentence saying how the process ended.
+    pub fn describe(&self) -> String {
+        if self.stopped {
+            "stopped on request".to_string()
+        } else if self.timed_out {
+            format!("killed after the wall-clock timeout ({} s)", self.duration_ms / 1000)
+        } else if self.stalled {
+            "killed after producing no output for the stall timeout".to_string()
+        } else if let Some(code) = self.code {
+            format!("exited with code {code}")
+        } else if let Some(signal) = self.signal {
+            format!("killed by signal {signal}")
+        } else {
+            "ended without an exit status".to_string()
+        }
+    }
+}
+
+/// A running supervised process.
+#[derive(Debug)]
+pub struct Supervised {
+    child: tokio::process::Child,
+    pub pid: u32,
+    /// The process group id (equal to the pid: the child leads its own group).
+    pub pgid: u32,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    started: Instant,
+}
+
+fn open_output(path: &PathBuf) -> Result<std::fs::File, RunError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|source| RunError::Io { what: parent.display().to_string(), source })?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| RunError::Io { what: path.display().to_string(), source })
+}
+
+/// Starts `spec` as the leader of a new process group.
+pub fn spawn(spec: &ProcessSpec) -> Result<Supervised, RunError> {
+    let stdin = match &spec.stdin {
+        Some(path) => Stdio::from(
+            std::fs::File::open(path).map_err(|source| RunError::Io { what: path.display().to_string(), source })?,
+        ),
+        None => Stdio::null(),
+    };
+    let mut command = tokio::process::Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(stdin)
+        .stdout(Stdio::from(open_output(&spec.stdout)?))
+        .stderr(Stdio::from(open_output(&spec.stderr)?))
+        .process_group(0)
+        // Agents must outlive Baton (files, not pipes; no kill on drop) so a restart can find them.
+        .kill_on_drop(false);
+    let child = command.spawn().map_err(|source| RunError::Spawn { program: spec.program.clone(), source })?;
+    let pid = child.id().unwrap_or(0);
+    Ok(Supervised {
+        child,
+        pid,
+        pgid: pid,
+        stdout: spec.stdout.clone(),
+        stderr: spec.stderr.clone(),
+        started: Instant::now(),
+    })
+}
+
+fn output_len(supervised: &Supervised) -> u64 {
+    let len = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    len(&supervised.stdout) + len(&supervised.stderr)
+}
+
+impl Supervised {
+    /// Waits for the process, enforcing `limits`; a `true` on `stop` stops the group at once.
+    pub async fn wait(&mut self, limits: RunLimits, mut stop: watch::Receiver<bool>) -> ExitReport {
+        let mut last_len = output_len(self);
+        let mut last_output = Instant::now();
+        let mut ticker = tokio::time::interval(Duration::from_millis(250));
+        let mut reason: Option<&'static str> = None;
+        let status = loop {
+            tokio::select! {
+                status = self.child.wait() => break status.ok(),
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        reason = Some("stopped");
+                        break self.terminate(limits.stop_grace).await;
+                    }
+                }
+                _ = ticker.tick() => {
+                    let len = output_len(self);
+                    if len != last_len {
+                        last_len = len;
+                        last_output = Instant::now();
+                    }
+                    if self.started.elapsed() >= limits.timeout {
+                        reason = Some("timeout");
+                        break self.terminate(limits.stop_grace).await;
+                    }
+                    if last_output.elapsed() >= limits.stall_timeout {
+                        reason = Some("stall");
+                        break self.terminate(limits.stop_grace).await;
+                    }
+                }
+            }
+        };
+        use std::os::unix::process::ExitStatusExt;
+        ExitReport {
+            code: status.and_then(|s| s.code()),
+            signal: status.and_then(|s| s.signal()),
+            timed_out: reason == Some("timeout"),
+            stalled: reason == Some("stall"),
+            stopped: reason == Some("stopped"),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    async fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        stop_group(self.pgid, grace).await;
+        self.child.wait().await.ok()
+    }
+}
+
+/// Whether any process of the group is alive.
+pub fn group_alive(pgid: u32) -> bool {
+    pgid > 1 && killpg(Pid::from_raw(pgid as i32), None).is_ok()
+}
+
+/// SIGTERM to the whole group, wait up to `grace`, then SIGKILL whatever is left.
+pub async fn stop_group(pgid: u32, grace: Duration) {
+    if pgid <= 1 {
+        return;
+    }
+    let group = Pid::from_raw(pgid as i32);
+    if killpg(group, Signal::SIGTERM).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !group_alive(pgid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Agents have been seen ignoring SIGTERM and spinning for days: SIGKILL is not optional.
+    let _ = killpg(group, Signal::SIGKILL);
+}

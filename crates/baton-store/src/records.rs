@@ -1,0 +1,280 @@
+//! Plain records read from and written to the store.
+
+use baton_domain::{AgentReport, JobId, TaskId, TaskState};
+use serde::Serialize;
+use std::fmt;
+
+/// Holder name used for leases taken on behalf of a task.
+pub fn task_holder(task: TaskId) -> String {
+    format!("task:{task}")
+}
+
+/// How a task is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskKey {
+    Id(TaskId),
+    WorkItem(String),
+}
+
+impl TaskKey {
+    /// `42` → id 42; anything else is a work-item id.
+    pub fn parse(text: &str) -> Self {
+        match text.parse::<i64>() {
+            Ok(id) => TaskKey::Id(TaskId(id)),
+            Err(_) => TaskKey::WorkItem(text.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskKey::Id(id) => write!(f, "{id}"),
+            TaskKey::WorkItem(w) => f.write_str(w),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub active_only: bool,
+    pub repo: Option<String>,
+}
+
+/// A task to create.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub repo: String,
+    pub prefix: String,
+    pub title: String,
+    pub body: String,
+    pub external_ref: Option<String>,
+    /// Initial state (first stage, no job yet).
+    pub state: TaskState,
+}
+
+/// A stored task.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub repo: String,
+    pub work_item_id: String,
+    pub title: String,
+    pub body: String,
+    pub branch: String,
+    pub external_ref: Option<String>,
+    pub state: TaskState,
+    pub version: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Done => "done",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "done" => JobStatus::Done,
+            "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// A stored job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub task_id: TaskId,
+    pub repo: String,
+    pub stage: String,
+    pub attempt: u32,
+    pub status: JobStatus,
+    pub available_at_ms: i64,
+    pub owner: Option<String>,
+    pub pid: Option<u32>,
+    pub pgid: Option<u32>,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub result: Option<serde_json::Value>,
+}
+
+/// A claim request: who claims, when, and the concurrency limits to respect.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub owner: String,
+    pub now_ms: i64,
+    pub running_max: u32,
+    pub running_per_repo_max: u32,
+}
+
+/// A timeline event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub task: TaskId,
+    pub at_ms: i64,
+    pub kind: String,
+    pub stage: String,
+    pub message: String,
+    pub detail: serde_json::Value,
+}
+
+/// A stored timeline event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub task_id: TaskId,
+    pub at_ms: i64,
+    pub kind: String,
+    pub stage: String,
+    pub message: String,
+    pub detail: serde_json::Value,
+}
+
+/// An external input's dedup record (SPEC §4.5).
+#[derive(Debug, Clone)]
+pub struct InboxEntry {
+    pub dedup_key: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+}
+
+/// The finished job of a transition, flipped from `running` in the same transaction.
+#[derive(Debug, Clone)]
+pub struct JobFinish {
+    pub job: JobId,
+    pub status: JobStatus,
+    pub result: serde_json::Value,
+}
+
+/// The store-side part of a decision (everything that must commit together).
+#[derive(Debug, Clone, Default)]
+pub struct Transition {
+    /// Enqueue a job for this stage with this delay; it becomes the task's active job.
+    pub enqueue: Option<(String, i64)>,
+    pub cancel_jobs: bool,
+    pub release_leases: bool,
+}
+
+/// One atomic stage change (SPEC §4.2).
+#[derive(Debug, Clone)]
+pub struct Advance {
+    pub task: TaskId,
+    pub expected_version: i64,
+    pub next: TaskState,
+    pub finish_job: Option<JobFinish>,
+    pub event: NewEvent,
+    pub transition: Transition,
+    pub inbox: Option<InboxEntry>,
+    pub now_ms: i64,
+}
+
+/// An agent run being started.
+#[derive(Debug, Clone)]
+pub struct NewAgentRun {
+    pub job: JobId,
+    pub task: TaskId,
+    pub stage: String,
+    pub adapter: String,
+    pub model: Option<String>,
+    pub pid: Option<u32>,
+    pub started_at_ms: i64,
+    pub log_path: String,
+}
+
+/// How an agent run ended.
+#[derive(Debug, Clone)]
+pub struct AgentRunFinish {
+    pub ended_at_ms: i64,
+    pub exit_code: Option<i32>,
+    pub report: AgentReport,
+}
+
+/// A stored agent run with its accounting.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRunRecord {
+    pub id: i64,
+    pub job_id: JobId,
+    pub task_id: TaskId,
+    pub stage: String,
+    pub adapter: String,
+    pub model: Option<String>,
+    pub pid: Option<u32>,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub status: Option<String>,
+    pub error: Option<String>,
+    pub session_id: Option<String>,
+    pub turns: Option<u32>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cost_usd: Option<f64>,
+    pub log_path: String,
+}
+
+/// A lease row.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseRecord {
+    pub name: String,
+    pub holder: String,
+    /// Fencing token: strictly increases every time the lease changes hands.
+    pub token: i64,
+    pub acquired_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    Acquired { token: i64 },
+    Busy { holder: String },
+}
+
+/// What usage totals are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    Task,
+    Stage,
+    Adapter,
+    Model,
+    Repo,
+    Day,
+}
+
+/// One group of usage totals. `cost_usd` sums the priced runs; `unpriced_runs` counts the rest.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageRow {
+    pub key: String,
+    pub runs: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cost_usd: f64,
+    pub unpriced_runs: u64,
+}

@@ -1,0 +1,697 @@
+//! The SQLite store: WAL, one writer connection, every write transaction `BEGIN IMMEDIATE`.
+
+use crate::records::*;
+use crate::{Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use baton_domain::ids::branch_name;
+use baton_domain::{JobId, TaskId, TaskState, WorkItemId};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use std::path::Path;
+use std::time::Duration;
+
+/// Versioned migrations, applied in order at open; never edit an applied one.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// Work-item numbers tried past a collision before giving up.
+const WORK_ITEM_WALK_MAX: u32 = 10_000;
+
+/// SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs pending migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        // One writer: SQLite has one write lock, and IMMEDIATE transactions on one connection never hit SQLITE_BUSY upgrades.
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let store_for_migrate = writer.clone();
+        migrate(&store_for_migrate).await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *tx).await?;
+    if let Some(newest) = applied.iter().max()
+        && *newest > MIGRATIONS.len() as i64
+    {
+        return Err(StoreError::Database(format!(
+            "the database has schema version {newest}, newer than this Baton knows ({}); upgrade Baton",
+            MIGRATIONS.len()
+        )));
+    }
+    for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, strftime('%s','now') * 1000)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn opt_u32(row: &SqliteRow, column: &str) -> StoreResult<Option<u32>> {
+    let value: Option<i64> = row.try_get(column)?;
+    Ok(value.map(|v| v as u32))
+}
+
+fn json_column(row: &SqliteRow, column: &str) -> StoreResult<serde_json::Value> {
+    let text: String = row.try_get(column)?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn task_from_row(row: &SqliteRow) -> StoreResult<TaskRecord> {
+    let state_text: String = row.try_get("state")?;
+    let mut state: TaskState = serde_json::from_str(&state_text)?;
+    state.job = row.try_get::<Option<i64>, _>("current_job")?.map(JobId);
+    Ok(TaskRecord {
+        id: TaskId(row.try_get("id")?),
+        repo: row.try_get("repo")?,
+        work_item_id: row.try_get("work_item_id")?,
+        title: row.try_get("title")?,
+        body: row.try_get("body")?,
+        branch: row.try_get("branch")?,
+        external_ref: row.try_get("external_ref")?,
+        state,
+        version: row.try_get("version")?,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+    })
+}
+
+fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
+    let status: String = row.try_get("status")?;
+    let result: Option<String> = row.try_get("result")?;
+    Ok(JobRecord {
+        id: JobId(row.try_get("id")?),
+        task_id: TaskId(row.try_get("task_id")?),
+        repo: row.try_get("repo")?,
+        stage: row.try_get("stage")?,
+        attempt: row.try_get::<i64, _>("attempt")? as u32,
+        status: JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("job status `{status}`")))?,
+        available_at_ms: row.try_get("available_at")?,
+        owner: row.try_get("owner")?,
+        pid: opt_u32(row, "pid")?,
+        pgid: opt_u32(row, "pgid")?,
+        created_at_ms: row.try_get("created_at")?,
+        started_at_ms: row.try_get("started_at")?,
+        finished_at_ms: row.try_get("finished_at")?,
+        result: result.map(|r| serde_json::from_str(&r)).transpose()?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        task_id: TaskId(row.try_get("task_id")?),
+        at_ms: row.try_get("at")?,
+        kind: row.try_get("kind")?,
+        stage: row.try_get("stage")?,
+        message: row.try_get("message")?,
+        detail: json_column(row, "detail")?,
+    })
+}
+
+fn agent_run_from_row(row: &SqliteRow) -> StoreResult<AgentRunRecord> {
+    let u = |c: &str| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(c)? as u64) };
+    Ok(AgentRunRecord {
+        id: row.try_get("id")?,
+        job_id: JobId(row.try_get("job_id")?),
+        task_id: TaskId(row.try_get("task_id")?),
+        stage: row.try_get("stage")?,
+        adapter: row.try_get("adapter")?,
+        model: row.try_get("model")?,
+        pid: opt_u32(row, "pid")?,
+        started_at_ms: row.try_get("started_at")?,
+        ended_at_ms: row.try_get("ended_at")?,
+        exit_code: row.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
+        status: row.try_get("status")?,
+        error: row.try_get("error")?,
+        session_id: row.try_get("session_id")?,
+        turns: opt_u32(row, "turns")?,
+        input_tokens: u("input_tokens")?,
+        output_tokens: u("output_tokens")?,
+        cache_read_tokens: u("cache_read_tokens")?,
+        cache_write_tokens: u("cache_write_tokens")?,
+        reasoning_tokens: u("reasoning_tokens")?,
+        cost_usd: row.try_get("cost_usd")?,
+        log_path: row.try_get("log_path")?,
+    })
+}
+
+fn lease_from_row(row: &SqliteRow) -> StoreResult<LeaseRecord> {
+    Ok(LeaseRecord {
+        name: row.try_get("name")?,
+        holder: row.try_get("holder")?,
+        token: row.try_get("token")?,
+        acquired_at_ms: row.try_get("acquired_at")?,
+        expires_at_ms: row.try_get("expires_at")?,
+    })
+}
+
+async fn insert_event(tx: &mut Transaction<'static, Sqlite>, event: &NewEvent) -> StoreResult<i64> {
+    let result =
+        sqlx::query("INSERT INTO events (task_id, at, kind, stage, message, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(event.task.0)
+            .bind(event.at_ms)
+            .bind(&event.kind)
+            .bind(&event.stage)
+            .bind(&event.message)
+            .bind(event.detail.to_string())
+            .execute(&mut **tx)
+            .await?;
+    Ok(result.last_insert_rowid())
+}
+
+async fn insert_inbox(
+    tx: &mut Transaction<'static, Sqlite>,
+    task: TaskId,
+    entry: &InboxEntry,
+    outcome: &str,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let result = sqlx::query(
+        "INSERT INTO inbox (dedup_key, task_id, kind, payload, received_at, outcome) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (dedup_key) DO NOTHING",
+    )
+    .bind(&entry.dedup_key)
+    .bind(task.0)
+    .bind(&entry.kind)
+    .bind(entry.payload.to_string())
+    .bind(now_ms)
+    .bind(outcome)
+    .execute(&mut **tx)
+    .await?;
+    if result.rows_affected() == 0 {
+        return Err(StoreError::Duplicate(entry.dedup_key.clone()));
+    }
+    Ok(())
+}
+
+/// Applies the store-side effects of a transition inside `tx`; returns the enqueued job.
+async fn apply_transition(
+    tx: &mut Transaction<'static, Sqlite>,
+    task: TaskId,
+    repo: &str,
+    next: &TaskState,
+    transition: &Transition,
+    now_ms: i64,
+) -> StoreResult<Option<JobId>> {
+    if transition.cancel_jobs {
+        sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', finished_at = $2 WHERE task_id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(task.0)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if transition.release_leases {
+        sqlx::query("DELETE FROM leases WHERE holder = $1").bind(task_holder(task)).execute(&mut **tx).await?;
+    }
+    let mut enqueued = None;
+    if let Some((stage, delay_ms)) = &transition.enqueue {
+        let result = sqlx::query(
+            "INSERT INTO jobs (task_id, repo, stage, attempt, status, available_at, created_at)
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
+        )
+        .bind(task.0)
+        .bind(repo)
+        .bind(stage)
+        .bind(i64::from(next.attempt))
+        .bind(now_ms + delay_ms)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+        enqueued = Some(JobId(result.last_insert_rowid()));
+    }
+    sqlx::query("UPDATE tasks SET current_job = $2 WHERE id = $1")
+        .bind(task.0)
+        .bind(enqueued.map(|j| j.0))
+        .execute(&mut **tx)
+        .await?;
+    Ok(enqueued)
+}
+
+fn state_columns(state: &TaskState) -> StoreResult<(String, String)> {
+    let mut stored = state.clone();
+    // The active job lives in its own column, written by the transition itself.
+    stored.job = None;
+    Ok((serde_json::to_string(&stored)?, state.hold.label().to_string()))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord> {
+        let mut tx = self.begin().await?;
+        let start: Option<i64> =
+            sqlx::query_scalar("SELECT next_number FROM work_item_counters WHERE repo = $1 AND prefix = $2")
+                .bind(&new.repo)
+                .bind(&new.prefix)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let mut number = start.unwrap_or(1).max(1) as u32;
+        let mut walked = 0;
+        let work_item = loop {
+            let candidate = WorkItemId::new(&new.prefix, number);
+            let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE repo = $1 AND work_item_id = $2")
+                .bind(&new.repo)
+                .bind(candidate.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if taken.is_none() {
+                break candidate;
+            }
+            walked += 1;
+            if walked > WORK_ITEM_WALK_MAX {
+                return Err(StoreError::Conflict(format!("no free work-item id for {} after {walked}", new.prefix)));
+            }
+            number += 1;
+        };
+        sqlx::query(
+            "INSERT INTO work_item_counters (repo, prefix, next_number) VALUES ($1, $2, $3)
+             ON CONFLICT (repo, prefix) DO UPDATE SET next_number = excluded.next_number",
+        )
+        .bind(&new.repo)
+        .bind(&new.prefix)
+        .bind(i64::from(number) + 1)
+        .execute(&mut *tx)
+        .await?;
+        let branch = branch_name(&work_item, &new.title);
+        let (state_json, hold) = state_columns(&new.state)?;
+        let result = sqlx::query(
+            "INSERT INTO tasks (repo, work_item_id, title, body, branch, external_ref, stage, hold, state, version, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10)",
+        )
+        .bind(&new.repo)
+        .bind(work_item.as_str())
+        .bind(&new.title)
+        .bind(&new.body)
+        .bind(&branch)
+        .bind(&new.external_ref)
+        .bind(&new.state.stage)
+        .bind(hold)
+        .bind(state_json)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        let id = TaskId(result.last_insert_rowid());
+        insert_event(
+            &mut tx,
+            &NewEvent {
+                task: id,
+                at_ms: now_ms,
+                kind: "created".into(),
+                stage: new.state.stage.clone(),
+                message: format!("{work_item} created: {}", new.title),
+                detail: serde_json::json!({ "branch": branch }),
+            },
+        )
+        .await?;
+        apply_transition(&mut tx, id, &new.repo, &new.state, &first, now_ms).await?;
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(id.0).fetch_one(&mut *tx).await?;
+        let record = task_from_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn task(&self, key: &TaskKey) -> StoreResult<Option<TaskRecord>> {
+        let row = match key {
+            TaskKey::Id(id) => {
+                sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(id.0).fetch_optional(&self.reader).await?
+            }
+            TaskKey::WorkItem(w) => {
+                sqlx::query("SELECT * FROM tasks WHERE work_item_id = $1 ORDER BY id DESC LIMIT 1")
+                    .bind(w)
+                    .fetch_optional(&self.reader)
+                    .await?
+            }
+        };
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE ($1 = 0 OR stage NOT IN ('done', 'cancelled')) AND ($2 IS NULL OR repo = $2)
+             ORDER BY id DESC",
+        )
+        .bind(i64::from(filter.active_only))
+        .bind(&filter.repo)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn advance(&self, advance: Advance) -> StoreResult<Option<JobId>> {
+        let mut tx = self.begin().await?;
+        if let Some(entry) = &advance.inbox {
+            insert_inbox(&mut tx, advance.task, entry, "applied", advance.now_ms).await?;
+        }
+        let (state_json, hold) = state_columns(&advance.next)?;
+        let updated = sqlx::query(
+            "UPDATE tasks SET stage = $3, hold = $4, state = $5, version = version + 1, updated_at = $6
+             WHERE id = $1 AND version = $2",
+        )
+        .bind(advance.task.0)
+        .bind(advance.expected_version)
+        .bind(&advance.next.stage)
+        .bind(hold)
+        .bind(state_json)
+        .bind(advance.now_ms)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "task {} is no longer at version {}",
+                advance.task, advance.expected_version
+            )));
+        }
+        if let Some(finish) = &advance.finish_job {
+            let flipped = sqlx::query(
+                "UPDATE jobs SET status = $2, finished_at = $3, result = $4 WHERE id = $1 AND status = 'running'",
+            )
+            .bind(finish.job.0)
+            .bind(finish.status.as_str())
+            .bind(advance.now_ms)
+            .bind(finish.result.to_string())
+            .execute(&mut *tx)
+            .await?;
+            if flipped.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("job {} is no longer running", finish.job)));
+            }
+        }
+        let repo: String =
+            sqlx::query_scalar("SELECT repo FROM tasks WHERE id = $1").bind(advance.task.0).fetch_one(&mut *tx).await?;
+        insert_event(&mut tx, &advance.event).await?;
+        let enqueued =
+            apply_transition(&mut tx, advance.task, &repo, &advance.next, &advance.transition, advance.now_ms).await?;
+        tx.commit().await?;
+        Ok(enqueued)
+    }
+
+    async fn record_suppressed(&self, task: TaskId, inbox: Option<InboxEntry>, event: NewEvent) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        if let Some(entry) = &inbox {
+            insert_inbox(&mut tx, task, entry, "suppressed", event.at_ms).await?;
+        }
+        insert_event(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_job(&self, claim: &Claim) -> StoreResult<Option<JobRecord>> {
+        let mut tx = self.begin().await?;
+        let candidate: Option<i64> = sqlx::query_scalar(
+            "SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id
+             WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
+               AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running') < $2
+               AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' AND r.repo = j.repo) < $3
+             ORDER BY j.available_at, j.id LIMIT 1",
+        )
+        .bind(claim.now_ms)
+        .bind(i64::from(claim.running_max))
+        .bind(i64::from(claim.running_per_repo_max))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = candidate else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "UPDATE jobs SET status = 'running', owner = $2, started_at = $3, pid = NULL, pgid = NULL
+             WHERE id = $1 AND status = 'queued' RETURNING *",
+        )
+        .bind(id)
+        .bind(&claim.owner)
+        .bind(claim.now_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        let job = job_from_row(&row)?;
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id.0).fetch_optional(&self.reader).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn jobs_with_status(&self, status: JobStatus) -> StoreResult<Vec<JobRecord>> {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE status = $1 ORDER BY id")
+            .bind(status.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn jobs_for_task(&self, task: TaskId) -> StoreResult<Vec<JobRecord>> {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE task_id = $1 ORDER BY id")
+            .bind(task.0)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn set_job_process(&self, job: JobId, pid: Option<u32>, pgid: Option<u32>) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE jobs SET pid = $2, pgid = $3 WHERE id = $1")
+            .bind(job.0)
+            .bind(pid.map(i64::from))
+            .bind(pgid.map(i64::from))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "UPDATE jobs SET status = 'queued', owner = NULL, pid = NULL, pgid = NULL, available_at = $2
+             WHERE id = $1 AND status = 'running'",
+        )
+        .bind(job.0)
+        .bind(available_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn insert_agent_run(&self, run: NewAgentRun) -> StoreResult<i64> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "INSERT INTO agent_runs (job_id, task_id, stage, adapter, model, pid, started_at, log_path)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(run.job.0)
+        .bind(run.task.0)
+        .bind(&run.stage)
+        .bind(&run.adapter)
+        .bind(&run.model)
+        .bind(run.pid.map(i64::from))
+        .bind(run.started_at_ms)
+        .bind(&run.log_path)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(result.last_insert_rowid())
+    }
+
+    async fn finish_agent_run(&self, id: i64, finish: AgentRunFinish) -> StoreResult<()> {
+        let report = &finish.report;
+        let (status, error) = match &report.status {
+            baton_domain::AgentStatus::Succeeded => ("succeeded", None),
+            baton_domain::AgentStatus::NeedsInput { .. } => ("needs_input", None),
+            baton_domain::AgentStatus::Failed { message } => ("failed", Some(message.clone())),
+        };
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE agent_runs SET ended_at = $2, exit_code = $3, status = $4, error = $5, session_id = $6, turns = $7,
+               input_tokens = $8, output_tokens = $9, cache_read_tokens = $10, cache_write_tokens = $11,
+               reasoning_tokens = $12, cost_usd = $13, model = COALESCE($14, model)
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(finish.ended_at_ms)
+        .bind(finish.exit_code.map(i64::from))
+        .bind(status)
+        .bind(error)
+        .bind(&report.session_id)
+        .bind(report.turns.map(i64::from))
+        .bind(report.usage.input_tokens as i64)
+        .bind(report.usage.output_tokens as i64)
+        .bind(report.usage.cache_read_tokens as i64)
+        .bind(report.usage.cache_write_tokens as i64)
+        .bind(report.usage.reasoning_tokens as i64)
+        .bind(report.cost_usd)
+        .bind(&report.model)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn agent_runs(&self, task: TaskId) -> StoreResult<Vec<AgentRunRecord>> {
+        let rows = sqlx::query("SELECT * FROM agent_runs WHERE task_id = $1 ORDER BY id")
+            .bind(task.0)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(agent_run_from_row).collect()
+    }
+
+    async fn count_agent_runs(&self, task: TaskId, stage: &str) -> StoreResult<u32> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_runs WHERE task_id = $1 AND stage = $2")
+            .bind(task.0)
+            .bind(stage)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(count as u32)
+    }
+
+    async fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
+        let mut tx = self.begin().await?;
+        let id = insert_event(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn events(&self, task: Option<TaskId>, after_id: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM events WHERE id > $1 AND ($2 IS NULL OR task_id = $2) ORDER BY id LIMIT $3")
+                .bind(after_id)
+                .bind(task.map(|t| t.0))
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome> {
+        let mut tx = self.begin().await?;
+        let current = sqlx::query("SELECT * FROM leases WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
+        if let Some(row) = current.as_ref() {
+            let lease = lease_from_row(row)?;
+            if lease.holder == holder {
+                sqlx::query("UPDATE leases SET expires_at = $2 WHERE name = $1")
+                    .bind(name)
+                    .bind(now_ms + ttl_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(LeaseOutcome::Acquired { token: lease.token });
+            }
+            if lease.expires_at_ms > now_ms {
+                tx.commit().await?;
+                return Ok(LeaseOutcome::Busy { holder: lease.holder });
+            }
+        }
+        // Fencing tokens survive release, so a new holder always gets a larger token than any earlier one.
+        let token: i64 = sqlx::query_scalar(
+            "INSERT INTO lease_tokens (name, last_token) VALUES ($1, 1)
+             ON CONFLICT (name) DO UPDATE SET last_token = last_token + 1 RETURNING last_token",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO leases (name, holder, token, acquired_at, expires_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,
+               acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(token)
+        .bind(now_ms)
+        .bind(now_ms + ttl_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(LeaseOutcome::Acquired { token })
+    }
+
+    async fn lease(&self, name: &str) -> StoreResult<Option<LeaseRecord>> {
+        let row = sqlx::query("SELECT * FROM leases WHERE name = $1").bind(name).fetch_optional(&self.reader).await?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
+    async fn leases(&self) -> StoreResult<Vec<LeaseRecord>> {
+        let rows = sqlx::query("SELECT * FROM leases ORDER BY name").fetch_all(&self.reader).await?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
+    async fn inbox_seen(&self, dedup_key: &str) -> StoreResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM inbox WHERE dedup_key = $1")
+            .bind(dedup_key)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>> {
+        let key = match group {
+            UsageGroup::Task => "t.work_item_id",
+            UsageGroup::Stage => "r.stage",
+            UsageGroup::Adapter => "r.adapter",
+            UsageGroup::Model => "COALESCE(r.model, '(unknown)')",
+            UsageGroup::Repo => "t.repo",
+            UsageGroup::Day => "strftime('%Y-%m-%d', r.started_at / 1000, 'unixepoch')",
+        };
+        let sql = format!(
+            "SELECT {key} AS key, COUNT(*) AS runs, SUM(r.input_tokens) AS input_tokens, SUM(r.output_tokens) AS output_tokens,
+               SUM(r.cache_read_tokens) AS cache_read_tokens, SUM(r.cache_write_tokens) AS cache_write_tokens,
+               COALESCE(SUM(r.cost_usd), 0.0) AS cost_usd, SUM(CASE WHEN r.cost_usd IS NULL THEN 1 ELSE 0 END) AS unpriced_runs
+             FROM agent_runs r JOIN tasks t ON t.id = r.task_id GROUP BY 1 ORDER BY 1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|row| {
+                let u = |c: &str| -> StoreResult<u64> { Ok(row.try_get::<Option<i64>, _>(c)?.unwrap_or(0) as u64) };
+                Ok(UsageRow {
+                    key: row.try_get("key")?,
+                    runs: u("runs")?,
+                    input_tokens: u("input_tokens")?,
+                    output_tokens: u("output_tokens")?,
+                    cache_read_tokens: u("cache_read_tokens")?,
+                    cache_write_tokens: u("cache_write_tokens")?,
+                    cost_usd: row.try_get("cost_usd")?,
+                    unpriced_runs: u("unpriced_runs")?,
+                })
+            })
+            .collect()
+    }
+}
