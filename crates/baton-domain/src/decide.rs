@@ -285,6 +285,7 @@ fn rollback(state: &TaskState, pipeline: &Pipeline, to: &str, reason: &str) -> D
 fn block(state: &TaskState, reason: String) -> Decision {
     let mut next = state.clone();
     next.hold = Hold::Blocked { reason: reason.clone() };
+    next.failure = Some(reason.clone());
     next.job = None;
     let effects =
         vec![Effect::ReleaseLeases, Effect::Notify { kind: NotifyKind::Alert, text: format!("blocked: {reason}") }];

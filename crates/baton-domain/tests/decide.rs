@@ -360,7 +360,7 @@ fn fourth_rollback_blocks_with_alert() {
         job 7 development: ok → review [enqueue #8 review] {rollbacks 2}
         job 8 review: verdict fail (changes_requested 3) → development [release_leases, enqueue #9 development] {rollbacks 3, failure "review failed: verdict: changes_requested 3"}
         job 9 development: ok → review [enqueue #10 review] {rollbacks 3}
-        job 10 review: verdict fail (changes_requested 4) → review (blocked) [release_leases, notify alert "blocked: rolled back 3 times; last: review failed: verdict: changes_requested 4"] {rollbacks 3}
+        job 10 review: verdict fail (changes_requested 4) → review (blocked) [release_leases, notify alert "blocked: rolled back 3 times; last: review failed: verdict: changes_requested 4"] {rollbacks 3, failure "rolled back 3 times; last: review failed: verdict: changes_requested 4"}
         "#);
 }
 
@@ -377,12 +377,11 @@ fn tests_passed_failing_three_times_blocks_with_alert() {
     ], @r#"
         job 3 development: tests_passed fail (2 failing) → development [enqueue #4 development +9788ms] {attempt 2, failure "tests_passed: 2 failing"}
         job 4 development: tests_passed fail (1 failing) → development [enqueue #5 development +21224ms] {attempt 3, failure "tests_passed: 1 failing"}
-        job 5 development: tests_passed fail (1 failing) → development (blocked) [release_leases, notify alert "blocked: development failed 3 times; last: tests_passed: 1 failing"] {attempt 3, failure "tests_passed: 1 failing"}
+        job 5 development: tests_passed fail (1 failing) → development (blocked) [release_leases, notify alert "blocked: development failed 3 times; last: tests_passed: 1 failing"] {attempt 3, failure "development failed 3 times; last: tests_passed: 1 failing"}
         "#);
 }
 
 // Agent failures retry the same stage after a backoff, then block at the cap.
-// (Known defect, see decide.rs `block`: the blocked state keeps the previous attempt's failure, not "stalled".)
 #[test]
 fn agent_failures_retry_with_backoff_then_block() {
     check!(running("architecture", 2), [
@@ -392,7 +391,7 @@ fn agent_failures_retry_with_backoff_then_block() {
     ], @r#"
         job 2 architecture: agent failed (exit 1) → architecture [enqueue #3 architecture +9788ms] {attempt 2, failure "exit 1"}
         job 3 architecture: agent failed (timeout) → architecture [enqueue #4 architecture +21224ms] {attempt 3, failure "timeout"}
-        job 4 architecture: agent failed (stalled) → architecture (blocked) [release_leases, notify alert "blocked: architecture failed 3 times; last: stalled"] {attempt 3, failure "timeout"}
+        job 4 architecture: agent failed (stalled) → architecture (blocked) [release_leases, notify alert "blocked: architecture failed 3 times; last: stalled"] {attempt 3, failure "architecture failed 3 times; last: stalled"}
         "#);
 }
 
@@ -431,7 +430,7 @@ fn gate_error_counts_as_failed_attempt() {
     ], @r#"
         job 4 review: verdict error (front matter unreadable) → review [enqueue #5 review +9788ms] {attempt 2, failure "gate error: verdict: front matter unreadable"}
         job 5 review: artifact error (disk full) → review [enqueue #6 review +21224ms] {attempt 3, failure "gate error: artifact: disk full"}
-        job 6 review: verdict error (front matter unreadable) → review (blocked) [release_leases, notify alert "blocked: review failed 3 times; last: gate error: verdict: front matter unreadable"] {attempt 3, failure "gate error: artifact: disk full"}
+        job 6 review: verdict error (front matter unreadable) → review (blocked) [release_leases, notify alert "blocked: review failed 3 times; last: gate error: verdict: front matter unreadable"] {attempt 3, failure "review failed 3 times; last: gate error: verdict: front matter unreadable"}
         "#);
 }
 
@@ -439,7 +438,7 @@ fn gate_error_counts_as_failed_attempt() {
 #[test]
 fn deploy_health_failure_blocks() {
     check!(running("deploy", 8), [finish_fail("deploy_status", "health returned 503")], @r#"
-        job 8 deploy: deploy_status fail (health returned 503) → deploy (blocked) [release_leases, notify alert "blocked: deploy failed: deploy_status: health returned 503"]
+        job 8 deploy: deploy_status fail (health returned 503) → deploy (blocked) [release_leases, notify alert "blocked: deploy failed: deploy_status: health returned 503"] {failure "deploy failed: deploy_status: health returned 503"}
         "#);
 }
 
@@ -632,7 +631,7 @@ fn defers_beyond_defer_max_block() {
     let state = TaskState { defers: 719, ..running("deploy_staging", 6) };
     check!(state, [finish_defer("mergeable", "lease busy"), finish_defer("mergeable", "lease busy")], @r#"
         job 6 deploy_staging: mergeable defer (lease busy) → deploy_staging [enqueue #7 deploy_staging +5000ms] {defers 720}
-        job 7 deploy_staging: mergeable defer (lease busy) → deploy_staging (blocked) [release_leases, notify alert "blocked: deploy_staging deferred 720 times: mergeable: lease busy"] {defers 720}
+        job 7 deploy_staging: mergeable defer (lease busy) → deploy_staging (blocked) [release_leases, notify alert "blocked: deploy_staging deferred 720 times: mergeable: lease busy"] {defers 720, failure "deploy_staging deferred 720 times: mergeable: lease busy"}
         "#);
 }
 
@@ -678,8 +677,8 @@ fn stop_cancels_from_every_non_terminal_stage() {
 fn retry_on_blocked_task_resets_counters() {
     let state = TaskState { attempt: 3, rollbacks: 2, defers: 4, ..running("development", 9) };
     check!(state, [finish_fail("tests_passed", "3 failing"), retry(), finish_ok()], @r#"
-        job 9 development: tests_passed fail (3 failing) → development (blocked) [release_leases, notify alert "blocked: development failed 3 times; last: tests_passed: 3 failing"] {attempt 3, rollbacks 2, defers 4}
-        retry by ann → development [enqueue #10 development]
+        job 9 development: tests_passed fail (3 failing) → development (blocked) [release_leases, notify alert "blocked: development failed 3 times; last: tests_passed: 3 failing"] {attempt 3, rollbacks 2, defers 4, failure "development failed 3 times; last: tests_passed: 3 failing"}
+        retry by ann → development [enqueue #10 development] {failure "development failed 3 times; last: tests_passed: 3 failing"}
         job 10 development: ok → review [enqueue #11 review]
         "#);
 }
