@@ -367,7 +367,6 @@ fn fourth_rollback_blocks_with_alert() {
 // ---------------------------------------------------------------- retry cap and backoff
 
 // retry_max = 3: development's tests failing three times blocks the task with an alert.
-// (Known defect, see decide.rs `block`: the blocked state keeps attempt 2's failure, not attempt 3's.)
 #[test]
 fn tests_passed_failing_three_times_blocks_with_alert() {
     check!(running("development", 3), [
