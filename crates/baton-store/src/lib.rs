@@ -82,6 +82,9 @@ pub trait Store: Send + Sync {
     /// Records the agent process of a running job (pid and process group).
     async fn set_job_process(&self, job: JobId, pid: Option<u32>, pgid: Option<u32>) -> StoreResult<()>;
 
+    /// Ends a job outside a transition (its result was stale); guarded on queued or running.
+    async fn close_job(&self, job: JobId, status: JobStatus, result: serde_json::Value) -> StoreResult<bool>;
+
     /// Puts a running job back in the queue (its runner died); guarded on `running`.
     async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool>;
 

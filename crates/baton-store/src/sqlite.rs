@@ -498,6 +498,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn close_job(&self, job: JobId, status: JobStatus, result: serde_json::Value) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let closed = sqlx::query(
+            "UPDATE jobs SET status = $2, result = $3, finished_at = strftime('%s','now') * 1000
+             WHERE id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(job.0)
+        .bind(status.as_str())
+        .bind(result.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(closed.rows_affected() == 1)
+    }
+
     async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let result = sqlx::query(

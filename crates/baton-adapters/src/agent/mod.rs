@@ -1,0 +1,85 @@
+//! Agents: turn a stage request into a process to supervise, and its output into an [`AgentReport`].
+
+pub mod command;
+pub mod result_line;
+pub mod script;
+
+use crate::AdapterError;
+use baton_domain::AgentReport;
+use baton_runner::{ExitReport, ProcessSpec};
+use std::path::PathBuf;
+
+pub use command::{CommandAgent, PromptMode};
+pub use script::ScriptAgent;
+
+/// Everything an adapter needs to launch one agent run.
+#[derive(Debug, Clone)]
+pub struct AgentRequest {
+    pub work_item: String,
+    pub title: String,
+    pub stage: String,
+    pub role: String,
+    pub attempt: u32,
+    /// 1 for the first run of this stage for this task, 2 for the next, ...
+    pub run_number: u32,
+    pub worktree: PathBuf,
+    /// Directory for this run's prompt, logs and generated config homes.
+    pub run_dir: PathBuf,
+    pub prompt: String,
+    /// Environment allowed through to the agent (already filtered by the engine).
+    pub base_env: Vec<(String, String)>,
+    /// Answer to the previous run's questions, for adapters that resume a session.
+    pub resume_session: Option<String>,
+}
+
+impl AgentRequest {
+    pub fn stdout_path(&self) -> PathBuf {
+        self.run_dir.join("stdout.log")
+    }
+
+    pub fn stderr_path(&self) -> PathBuf {
+        self.run_dir.join("stderr.log")
+    }
+
+    pub fn prompt_path(&self) -> PathBuf {
+        self.run_dir.join("prompt.md")
+    }
+
+    /// Writes the prompt file; ticket text reaches agents only as file or stdin content.
+    pub fn write_prompt(&self) -> Result<PathBuf, AdapterError> {
+        let path = self.prompt_path();
+        std::fs::create_dir_all(&self.run_dir)
+            .map_err(|source| AdapterError::Io { what: self.run_dir.display().to_string(), source })?;
+        std::fs::write(&path, &self.prompt)
+            .map_err(|source| AdapterError::Io { what: path.display().to_string(), source })?;
+        Ok(path)
+    }
+
+    /// The context variables every adapter exposes (`BATON_STAGE`, `BATON_WORK_ITEM`, ...).
+    pub fn context_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("BATON_WORK_ITEM".into(), self.work_item.clone()),
+            ("BATON_TASK_TITLE".into(), self.title.clone()),
+            ("BATON_STAGE".into(), self.stage.clone()),
+            ("BATON_ROLE".into(), self.role.clone()),
+            ("BATON_ATTEMPT".into(), self.attempt.to_string()),
+            ("BATON_RUN".into(), self.run_number.to_string()),
+            ("BATON_PROMPT_FILE".into(), self.prompt_path().display().to_string()),
+        ]
+    }
+}
+
+/// An agent adapter.
+pub trait Agent: Send + Sync {
+    /// Adapter name as recorded on agent runs (`script`, `command`, `claude`, ...).
+    fn adapter(&self) -> &str;
+
+    /// Model the run is configured for, if any.
+    fn model(&self) -> Option<&str>;
+
+    /// Prepares files (prompt, config homes) and returns the process to run.
+    fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError>;
+
+    /// Turns the finished process's output into the common record. Never panics on bad output.
+    fn parse(&self, stdout: &str, stderr: &str, exit: &ExitReport) -> AgentReport;
+}

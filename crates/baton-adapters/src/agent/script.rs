@@ -1,0 +1,302 @@
+//! The built-in `script` agent: deterministic actions per task and stage, read from a TOML file.
+//!
+//! Baton runs it as a real process (`baton agent-script --script FILE`) so it is supervised,
+//! stopped and accounted exactly like a real CLI. Format:
+//!
+//! ```toml
+//! [[task]]
+//! match = "multiply"            # case-insensitive substring of the task title; "*" matches any
+//! [[task.step]]
+//! stage = "analysis"
+//! run = 1                       # optional: only the Nth run of this stage for the task
+//! model = "claude-sonnet-4-5"   # optional, with usage figures shaped like a real CLI's
+//! usage = { input_tokens = 1200, output_tokens = 340, cache_read_tokens = 0, cache_write_tokens = 0 }
+//! cost_usd = 0.0087
+//! actions = [
+//!   { write = { path = "docs/baton/{work_item}/01-analysis.md", content = "..." } },
+//!   { run = ["python3", "-m", "unittest"] },
+//!   { commit = "message" },
+//!   { sleep_ms = 100 },
+//!   { questions = "Which rounding?" },   # ends the run with questions (needs_input)
+//!   { fail = "reason" },                 # ends the run as failed (exit 1)
+//! ]
+//! ```
+//! `{work_item}`, `{title}`, `{stage}` and `{run}` are substituted in paths, contents and messages.
+
+use super::result_line::report_from_output;
+use super::{Agent, AgentRequest};
+use crate::AdapterError;
+use baton_domain::AgentReport;
+use baton_runner::paths::join_under;
+use baton_runner::{CommandSpec, ExitReport, Git, ProcessSpec, run_command};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A parsed script file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Script {
+    #[serde(default)]
+    pub task: Vec<ScriptTask>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptTask {
+    #[serde(rename = "match")]
+    pub matches: String,
+    #[serde(default)]
+    pub step: Vec<ScriptStep>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptUsage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptStep {
+    pub stage: String,
+    pub run: Option<u32>,
+    pub model: Option<String>,
+    #[serde(default)]
+    pub usage: ScriptUsage,
+    pub cost_usd: Option<f64>,
+    #[serde(default)]
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteAction {
+    pub path: String,
+    pub content: String,
+}
+
+/// One deterministic action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    Write(WriteAction),
+    Run(Vec<String>),
+    Commit(String),
+    SleepMs(u64),
+    Questions(String),
+    Fail(String),
+}
+
+impl Script {
+    /// Reads and parses a script file, naming the file and the problem on error.
+    pub fn load(path: &Path) -> Result<Script, AdapterError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| AdapterError::Io { what: path.display().to_string(), source })?;
+        toml::from_str(&text).map_err(|e| AdapterError::Config(format!("script {}: {e}", path.display())))
+    }
+
+    /// The step for (title, stage, run): the first matching task, then its first matching step.
+    pub fn step(&self, title: &str, stage: &str, run: u32) -> Option<&ScriptStep> {
+        let title = title.to_lowercase();
+        self.task
+            .iter()
+            .filter(|t| t.matches == "*" || title.contains(&t.matches.to_lowercase()))
+            .find_map(|t| t.step.iter().find(|s| s.stage == stage && s.run.is_none_or(|r| r == run)))
+    }
+}
+
+/// The `script` adapter: launches `baton agent-script` on a script file.
+#[derive(Debug, Clone)]
+pub struct ScriptAgent {
+    pub script: PathBuf,
+    pub baton_exe: PathBuf,
+}
+
+impl Agent for ScriptAgent {
+    fn adapter(&self) -> &str {
+        "script"
+    }
+
+    fn model(&self) -> Option<&str> {
+        None
+    }
+
+    fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
+        let prompt = request.write_prompt()?;
+        let mut env = request.base_env.clone();
+        env.extend(request.context_env());
+        Ok(ProcessSpec {
+            program: self.baton_exe.display().to_string(),
+            args: vec!["agent-script".into(), "--script".into(), self.script.display().to_string()],
+            cwd: request.worktree.clone(),
+            env,
+            stdin: Some(prompt),
+            stdout: request.stdout_path(),
+            stderr: request.stderr_path(),
+        })
+    }
+
+    fn parse(&self, stdout: &str, stderr: &str, exit: &ExitReport) -> AgentReport {
+        report_from_output(stdout, stderr, exit)
+    }
+}
+
+/// What the interpreter knows about the run (from `BATON_*` variables).
+#[derive(Debug, Clone)]
+pub struct ScriptContext {
+    pub work_item: String,
+    pub title: String,
+    pub stage: String,
+    pub run: u32,
+    pub worktree: PathBuf,
+}
+
+impl ScriptContext {
+    fn fill(&self, text: &str) -> String {
+        text.replace("{work_item}", &self.work_item)
+            .replace("{title}", &self.title)
+            .replace("{stage}", &self.stage)
+            .replace("{run}", &self.run.to_string())
+    }
+}
+
+/// Runs the script step for `context`; returns the result line to print and the exit code.
+pub async fn interpret(script: &Script, context: &ScriptContext) -> (String, i32) {
+    let step = script.step(&context.title, &context.stage, context.run);
+    let mut questions = None;
+    let mut error = None;
+    if let Some(step) = step {
+        for action in &step.actions {
+            match perform(action, context).await {
+                Ok(Some(Ending::Questions(q))) => {
+                    questions = Some(q);
+                    break;
+                }
+                Ok(Some(Ending::Fail(reason))) => {
+                    error = Some(reason);
+                    break;
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    error = Some(reason);
+                    break;
+                }
+            }
+        }
+    }
+    let usage = step.map(|s| s.usage.clone()).unwrap_or_default();
+    let line = serde_json::json!({
+        "type": "result",
+        "is_error": error.is_some(),
+        "result": error.clone().unwrap_or_else(|| format!("{} run {} finished", context.stage, context.run)),
+        "questions": questions,
+        "model": step.and_then(|s| s.model.clone()),
+        "session_id": format!("script-{}-{}-{}", context.work_item, context.stage, context.run),
+        "num_turns": step.map_or(0, |s| s.actions.len()),
+        "total_cost_usd": step.and_then(|s| s.cost_usd),
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cache_read_tokens,
+            "cache_creation_input_tokens": usage.cache_write_tokens,
+        },
+    });
+    (line.to_string(), if error.is_some() { 1 } else { 0 })
+}
+
+enum Ending {
+    Questions(String),
+    Fail(String),
+}
+
+async fn perform(action: &Action, context: &ScriptContext) -> Result<Option<Ending>, String> {
+    match action {
+        Action::Write(write) => {
+            let relative = context.fill(&write.path);
+            let parts: Vec<&str> = relative.split('/').collect();
+            let path = join_under(&context.worktree, &parts)
+                .ok_or_else(|| format!("script path `{relative}` leaves the worktree"))?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+            }
+            std::fs::write(&path, context.fill(&write.content)).map_err(|e| format!("write {relative}: {e}"))?;
+            Ok(None)
+        }
+        Action::Run(argv) => {
+            let spec = CommandSpec {
+                argv: argv.iter().map(|a| context.fill(a)).collect(),
+                cwd: context.worktree.clone(),
+                env: std::env::vars().collect(),
+                timeout: Duration::from_secs(600),
+                log: std::env::temp_dir().join(format!("baton-script-{}.log", std::process::id())),
+            };
+            let output = run_command(&spec).await.map_err(|e| e.to_string())?;
+            eprintln!("{}", output.tail);
+            if output.exit.success() {
+                Ok(None)
+            } else {
+                Err(format!("`{}` {}", argv.join(" "), output.exit.describe()))
+            }
+        }
+        Action::Commit(message) => {
+            Git::new(&context.worktree).commit_all(&context.fill(message)).await.map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+        Action::SleepMs(ms) => {
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            Ok(None)
+        }
+        Action::Questions(text) => Ok(Some(Ending::Questions(context.fill(text)))),
+        Action::Fail(reason) => Ok(Some(Ending::Fail(context.fill(reason)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Steps are chosen by title substring, stage and run number, a run-less step matching any run.
+    #[test]
+    fn step_selection() {
+        let script: Script = toml::from_str(
+            r#"
+            [[task]]
+            match = "Divide"
+            [[task.step]]
+            stage = "review"
+            run = 1
+            actions = [{ fail = "first" }]
+            [[task.step]]
+            stage = "review"
+            actions = [{ commit = "later" }]
+            [[task]]
+            match = "*"
+            [[task.step]]
+            stage = "review"
+            actions = []
+            "#,
+        )
+        .unwrap();
+        assert!(matches!(script.step("Safe divide", "review", 1).unwrap().actions[0], Action::Fail(_)));
+        assert!(matches!(script.step("Safe divide", "review", 2).unwrap().actions[0], Action::Commit(_)));
+        assert!(script.step("Other", "review", 1).unwrap().actions.is_empty());
+        assert!(script.step("Other", "analysis", 1).is_none());
+    }
+
+    // An unknown action is rejected with a message naming it.
+    #[test]
+    fn unknown_action_rejected() {
+        let error = toml::from_str::<Script>("[[task]]\nmatch='*'\n[[task.step]]\nstage='a'\nactions=[{explode=1}]")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("explode"), "{error}");
+    }
+}

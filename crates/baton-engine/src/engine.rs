@@ -1,0 +1,459 @@
+//! The engine handle: creating tasks, applying human inputs and job results through `decide`,
+//! performing the effects of committed decisions, and the claim loop.
+
+use crate::EngineError;
+use crate::clock::{Clock, SystemClock};
+use crate::executor;
+use crate::settings::EngineSettings;
+use crate::workspace::{remove_worktree, worktree_path};
+use baton_adapters::forge::{Forge, ForgeRepo, LocalForge};
+use baton_adapters::notifier::{LogNotifier, Notification, Notifier};
+use baton_adapters::tracker::{LocalTracker, Tracker, TrackerUpdate};
+use baton_domain::{Decision, Effect, Event, JobId, Pipeline, TaskState};
+use baton_store::{
+    Advance, Claim, InboxEntry, JobFinish, JobStatus, NewEvent, NewTask, Store, StoreError, TaskKey, TaskRecord,
+    Transition,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Re-reads and re-decides after a lost compare-and-set at most this many times.
+const ADVANCE_ATTEMPTS_MAX: u32 = 8;
+/// Longest title accepted for a task.
+pub const TITLE_CHARS_MAX: usize = 200;
+/// Largest body accepted for a task.
+pub const BODY_BYTES_MAX: usize = 100_000;
+/// Largest human answer accepted.
+pub const ANSWER_BYTES_MAX: usize = 20_000;
+/// Environment variables every agent and repo command gets (when set), before pass-through.
+const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TERM"];
+
+/// A task to create through the engine.
+#[derive(Debug, Clone)]
+pub struct NewTaskRequest {
+    pub repo: String,
+    pub title: String,
+    pub body: String,
+    pub external_ref: Option<String>,
+}
+
+/// A human input (CLI, API, later tracker and Telegram).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Approve,
+    Answer { text: String },
+    ConfirmDeploy,
+    Retry,
+    Stop,
+}
+
+impl Input {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Input::Approve => "approve",
+            Input::Answer { .. } => "answer",
+            Input::ConfirmDeploy => "confirm_deploy",
+            Input::Retry => "retry",
+            Input::Stop => "stop",
+        }
+    }
+
+    fn event(&self, by: &str) -> Event {
+        let by = by.to_string();
+        match self {
+            Input::Approve => Event::Approved { by },
+            Input::Answer { text } => Event::Answered { by, text: text.clone() },
+            Input::ConfirmDeploy => Event::DeployConfirmed { by },
+            Input::Retry => Event::Retry { by },
+            Input::Stop => Event::Stop { by },
+        }
+    }
+}
+
+/// What an input or job result did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum InputOutcome {
+    Applied {
+        note: String,
+    },
+    Suppressed {
+        reason: String,
+    },
+    /// The dedup key was seen before: nothing changed.
+    Duplicate,
+}
+
+/// The engine: shared by the claim loop, job executors, the HTTP API and the CLI.
+pub struct Engine {
+    pub settings: EngineSettings,
+    pub pipeline: Pipeline,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub forge: Arc<dyn Forge>,
+    pub notifier: Arc<dyn Notifier>,
+    pub tracker: Arc<dyn Tracker>,
+    /// Identifies this process as job owner.
+    pub owner: String,
+    pub(crate) running: Mutex<HashMap<JobId, watch::Sender<bool>>>,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("owner", &self.owner).finish()
+    }
+}
+
+impl Engine {
+    /// An engine with the built-in local tracker, forge and notifier.
+    pub fn new(settings: EngineSettings, store: Arc<dyn Store>) -> Arc<Engine> {
+        let pipeline = settings.effective_pipeline();
+        Arc::new(Engine {
+            pipeline,
+            settings,
+            store,
+            clock: Arc::new(SystemClock),
+            forge: Arc::new(LocalForge),
+            notifier: Arc::new(LogNotifier),
+            tracker: Arc::new(LocalTracker),
+            owner: format!("pid:{}", std::process::id()),
+            running: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Wakes the claim loop (a job became runnable).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The minimal environment for agents and repo commands: a fixed allowlist plus pass-through.
+    pub fn minimal_env(&self) -> Vec<(String, String)> {
+        BASE_ENV
+            .iter()
+            .map(|name| name.to_string())
+            .chain(self.settings.env_passthrough.iter().cloned())
+            .filter_map(|name| std::env::var(&name).ok().map(|value| (name, value)))
+            .collect()
+    }
+
+    /// Creates a task and enqueues its first stage; returns the stored task with its work-item id.
+    pub async fn create_task(&self, request: NewTaskRequest) -> Result<TaskRecord, EngineError> {
+        let repo = self.settings.repo(&request.repo).ok_or_else(|| {
+            let known: Vec<&str> = self.settings.repos.iter().map(|r| r.name.as_str()).collect();
+            EngineError::Invalid(format!(
+                "unknown repository `{}`; configured: {}",
+                request.repo,
+                if known.is_empty() {
+                    "none (add a [[repos]] entry to baton.toml)".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })?;
+        let title = request.title.trim();
+        if title.is_empty() {
+            return Err(EngineError::Invalid("the title is empty; give a short summary of the ticket".into()));
+        }
+        if title.chars().count() > TITLE_CHARS_MAX {
+            return Err(EngineError::Invalid(format!("the title is longer than {TITLE_CHARS_MAX} characters")));
+        }
+        if request.body.len() > BODY_BYTES_MAX {
+            return Err(EngineError::Invalid(format!("the body is larger than {BODY_BYTES_MAX} bytes")));
+        }
+        let first = self.pipeline.first().ok_or_else(|| EngineError::Invalid("the pipeline has no stages".into()))?;
+        let state = TaskState::new(&first.name);
+        let now = self.clock.now_ms();
+        let transition = match baton_domain::decide(&state, &Event::Created, &self.pipeline, now) {
+            Decision::Apply { effects, .. } => transition_of(&effects),
+            Decision::Suppress { reason } => return Err(EngineError::Invalid(reason)),
+        };
+        let new = NewTask {
+            repo: repo.name.clone(),
+            prefix: repo.prefix.clone(),
+            title: title.to_string(),
+            body: request.body,
+            external_ref: request.external_ref,
+            state,
+        };
+        let task = self.store.create_task(new, transition, now).await?;
+        self.wake();
+        Ok(task)
+    }
+
+    /// Applies a human input to a task. With a dedup key, a replay changes nothing.
+    pub async fn submit(
+        &self,
+        key: &TaskKey,
+        input: Input,
+        by: &str,
+        dedup_key: Option<String>,
+    ) -> Result<InputOutcome, EngineError> {
+        if let Input::Answer { text } = &input
+            && (text.trim().is_empty() || text.len() > ANSWER_BYTES_MAX)
+        {
+            return Err(EngineError::Invalid(format!("the answer must be 1 to {ANSWER_BYTES_MAX} bytes of text")));
+        }
+        let task = self.store.task(key).await?.ok_or_else(|| EngineError::NotFound(format!("task {key}")))?;
+        let inbox = dedup_key.map(|dedup_key| InboxEntry {
+            dedup_key,
+            kind: input.kind().to_string(),
+            payload: serde_json::json!({ "by": by, "input": format!("{input:?}") }),
+        });
+        self.apply_event(task.id, &input.event(by), None, inbox).await
+    }
+
+    /// Decides `event` for the task and commits it atomically; re-decides after a lost race.
+    pub async fn apply_event(
+        &self,
+        task_id: baton_domain::TaskId,
+        event: &Event,
+        finish: Option<JobFinish>,
+        inbox: Option<InboxEntry>,
+    ) -> Result<InputOutcome, EngineError> {
+        for _ in 0..ADVANCE_ATTEMPTS_MAX {
+            let task = self
+                .store
+                .task(&TaskKey::Id(task_id))
+                .await?
+                .ok_or_else(|| EngineError::NotFound(format!("task {task_id}")))?;
+            let now = self.clock.now_ms();
+            match baton_domain::decide(&task.state, event, &self.pipeline, now) {
+                Decision::Suppress { reason } => {
+                    tracing::info!(
+                        task = %task.work_item_id, caller = event.kind(), stage = %task.state.stage,
+                        verdict = "suppressed", "{reason}"
+                    );
+                    let row = NewEvent {
+                        task: task.id,
+                        at_ms: now,
+                        kind: "suppressed".into(),
+                        stage: task.state.stage.clone(),
+                        message: format!("{} suppressed: {reason}", event.kind()),
+                        detail: serde_json::json!({ "event": event }),
+                    };
+                    match self.store.record_suppressed(task.id, inbox, row).await {
+                        Err(StoreError::Duplicate(_)) => return Ok(InputOutcome::Duplicate),
+                        other => other?,
+                    }
+                    if let Some(finish) = finish {
+                        // The result is stale, but the job must not stay `running`.
+                        self.store.close_job(finish.job, JobStatus::Cancelled, finish.result).await?;
+                    }
+                    return Ok(InputOutcome::Suppressed { reason });
+                }
+                Decision::Apply { next, effects, note } => {
+                    let stop_groups = if effects.contains(&Effect::StopAgent) {
+                        self.running_groups(task.id).await?
+                    } else {
+                        Vec::new()
+                    };
+                    let advance = Advance {
+                        task: task.id,
+                        expected_version: task.version,
+                        next: next.clone(),
+                        finish_job: finish.clone(),
+                        event: NewEvent {
+                            task: task.id,
+                            at_ms: now,
+                            kind: event.kind().to_string(),
+                            stage: next.stage.clone(),
+                            message: note.clone(),
+                            detail: serde_json::json!({ "from": task.state.display(), "to": next.display(), "event": event }),
+                        },
+                        transition: transition_of(&effects),
+                        inbox: inbox.clone(),
+                        now_ms: now,
+                    };
+                    match self.store.advance(advance).await {
+                        Ok(_) => {
+                            tracing::info!(task = %task.work_item_id, "{note}");
+                            self.after_commit(&task, &next, &effects, stop_groups).await;
+                            self.wake();
+                            return Ok(InputOutcome::Applied { note });
+                        }
+                        Err(StoreError::Conflict(why)) => {
+                            tracing::debug!(task = %task.work_item_id, "lost the advance race ({why}); deciding again");
+                            continue;
+                        }
+                        Err(StoreError::Duplicate(_)) => return Ok(InputOutcome::Duplicate),
+                        Err(other) => return Err(other.into()),
+                    }
+                }
+            }
+        }
+        Err(EngineError::Invalid(format!(
+            "task {task_id} kept changing; gave up after {ADVANCE_ATTEMPTS_MAX} attempts"
+        )))
+    }
+
+    async fn running_groups(&self, task: baton_domain::TaskId) -> Result<Vec<(JobId, Option<u32>)>, EngineError> {
+        let jobs = self.store.jobs_for_task(task).await?;
+        Ok(jobs.into_iter().filter(|j| j.status == JobStatus::Running).map(|j| (j.id, j.pgid)).collect())
+    }
+
+    /// Performs a committed decision's external effects. Observers never fail the transition:
+    /// every error here is logged and recorded, never returned.
+    async fn after_commit(
+        &self,
+        task: &TaskRecord,
+        next: &TaskState,
+        effects: &[Effect],
+        stop: Vec<(JobId, Option<u32>)>,
+    ) {
+        let grace = Duration::from_secs(self.settings.limits.stop_grace_secs);
+        for (job, pgid) in stop {
+            self.signal_stop(job);
+            if let Some(pgid) = pgid {
+                baton_runner::stop_group(pgid, grace).await;
+            }
+        }
+        let repo = self.settings.repo(&task.repo);
+        if effects.contains(&Effect::RemoveWorktree)
+            && let Some(repo) = repo
+        {
+            let result = match worktree_path(&self.settings.worktrees_dir(), &task.repo, &task.work_item_id) {
+                Ok(path) => remove_worktree(repo, &path).await,
+                Err(e) => Err(e),
+            };
+            if let Err(error) = result {
+                self.observer_error(task, "remove worktree", &error.to_string()).await;
+            }
+        }
+        if effects.contains(&Effect::DeleteBranch)
+            && let Some(repo) = repo
+        {
+            let forge_repo = forge_repo(repo);
+            if let Err(error) = self.forge.delete_branch(&forge_repo, &task.branch).await {
+                self.observer_error(task, "delete branch", &error.to_string()).await;
+            }
+        }
+        for effect in effects {
+            if let Effect::Notify { kind, text } = effect {
+                let notification = Notification {
+                    work_item: task.work_item_id.clone(),
+                    title: task.title.clone(),
+                    kind: *kind,
+                    text: text.clone(),
+                };
+                if let Err(error) = self.notifier.notify(&notification).await {
+                    self.observer_error(task, "notify", &error.to_string()).await;
+                }
+            }
+        }
+        let update = TrackerUpdate {
+            work_item: task.work_item_id.clone(),
+            external_ref: task.external_ref.clone(),
+            title: task.title.clone(),
+            status: next.display(),
+        };
+        if let Err(error) = self.tracker.task_changed(&update).await {
+            self.observer_error(task, "tracker update", &error.to_string()).await;
+        }
+    }
+
+    async fn observer_error(&self, task: &TaskRecord, what: &str, error: &str) {
+        tracing::warn!(task = %task.work_item_id, "{what} failed: {error}");
+        let _ = self
+            .store
+            .append_event(NewEvent {
+                task: task.id,
+                at_ms: self.clock.now_ms(),
+                kind: "warning".into(),
+                stage: task.state.stage.clone(),
+                message: format!("{what} failed: {error}"),
+                detail: serde_json::Value::Null,
+            })
+            .await;
+    }
+
+    /// Asks a job running in this process to stop its agent.
+    pub(crate) fn signal_stop(&self, job: JobId) {
+        if let Ok(running) = self.running.lock()
+            && let Some(sender) = running.get(&job)
+        {
+            let _ = sender.send(true);
+        }
+    }
+
+    /// Puts work interrupted by a previous process back in the queue. Agents still running from
+    /// that process are stopped first, so no stage runs twice at once.
+    pub async fn recover(&self) -> Result<u32, EngineError> {
+        let mut recovered = 0;
+        for job in self.store.jobs_with_status(JobStatus::Running).await? {
+            if job.owner.as_deref() == Some(self.owner.as_str()) {
+                continue;
+            }
+            if let Some(pgid) = job.pgid
+                && baton_runner::group_alive(pgid)
+            {
+                baton_runner::stop_group(pgid, Duration::from_secs(self.settings.limits.stop_grace_secs)).await;
+            }
+            if self.store.requeue_job(job.id, self.clock.now_ms()).await? {
+                tracing::info!(job = %job.id, stage = %job.stage, "requeued a job interrupted by a restart");
+                recovered += 1;
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// The claim loop: recovers interrupted work, then claims runnable jobs under the limits and
+    /// runs each on its own task until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        match self.recover().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("recovered {n} interrupted job(s)"),
+            Err(error) => tracing::error!("recovery failed: {error}"),
+        }
+        let poll = Duration::from_millis(self.settings.limits.poll_interval_ms.max(10));
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            loop {
+                let claim = Claim {
+                    owner: self.owner.clone(),
+                    now_ms: self.clock.now_ms(),
+                    running_max: self.settings.limits.running_max,
+                    running_per_repo_max: self.settings.limits.running_per_repo_max,
+                };
+                match self.store.claim_job(&claim).await {
+                    Ok(Some(job)) => {
+                        tokio::spawn(executor::execute(self.clone(), job));
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::error!("claiming a job failed: {error}");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// The store-side part of a decision's effects.
+pub fn transition_of(effects: &[Effect]) -> Transition {
+    let mut transition = Transition::default();
+    for effect in effects {
+        match effect {
+            Effect::EnqueueJob { stage, delay_ms } => transition.enqueue = Some((stage.clone(), *delay_ms as i64)),
+            Effect::CancelJobs => transition.cancel_jobs = true,
+            Effect::ReleaseLeases => transition.release_leases = true,
+            _ => {}
+        }
+    }
+    transition
+}
+
+pub(crate) fn forge_repo(repo: &crate::settings::RepoSettings) -> ForgeRepo {
+    ForgeRepo { name: repo.name.clone(), path: repo.path.clone(), default_branch: repo.default_branch.clone() }
+}

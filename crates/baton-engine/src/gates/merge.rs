@@ -1,0 +1,92 @@
+//! The merge gate (SPEC §6.3): under the repo's merge lease, rebase the task branch onto the current
+//! default-branch head (always), squash it to one commit, and re-run `test` on the combined tree.
+//! The lease stays held through deploy → done; a busy lease defers, never deadlocks.
+
+use super::command::run_repo_command;
+use crate::executor::JobContext;
+use baton_domain::{GateVerdict, Verdict};
+use baton_runner::Git;
+use baton_store::{LeaseOutcome, task_holder};
+
+const GATE: &str = "mergeable";
+
+/// The name of a repository's merge lease.
+pub fn merge_lease_name(repo: &str) -> String {
+    format!("merge:{repo}")
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..10).unwrap_or(sha)
+}
+
+pub async fn check(ctx: &JobContext<'_>) -> GateVerdict {
+    let engine = ctx.engine;
+    let lease = merge_lease_name(&ctx.repo.name);
+    let ttl_ms = engine.settings.limits.lease_ttl_secs as i64 * 1000;
+    match engine.store.acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock.now_ms()).await {
+        Ok(LeaseOutcome::Acquired { .. }) => {}
+        Ok(LeaseOutcome::Busy { holder }) => {
+            return GateVerdict::new(
+                GATE,
+                Verdict::Defer,
+                format!("merge lease of {} is held by {holder}", ctx.repo.name),
+            );
+        }
+        Err(error) => return GateVerdict::new(GATE, Verdict::Error, format!("cannot take the merge lease: {error}")),
+    }
+    let main = Git::new(&ctx.repo.path).with_timer(ctx.external_ms.clone());
+    let default = &ctx.repo.default_branch;
+    let Some(base) = main.rev(&format!("refs/heads/{default}")).await else {
+        return GateVerdict::new(GATE, Verdict::Error, format!("default branch `{default}` not found"));
+    };
+    let git = &ctx.git;
+    if let Err(error) = git.run(&["rebase", "-q", &base]).await {
+        let _ = git.run(&["rebase", "--abort"]).await;
+        return GateVerdict::new(
+            GATE,
+            Verdict::Fail,
+            format!("rebase onto {default} ({}) conflicts: {error}", short(&base)),
+        );
+    }
+    match git.rev("HEAD").await {
+        Some(head) if head == base => {
+            return GateVerdict::new(GATE, Verdict::Fail, format!("the branch has no changes relative to {default}"));
+        }
+        Some(_) => {}
+        None => return GateVerdict::new(GATE, Verdict::Error, "the worktree has no HEAD"),
+    }
+    // One commit per task on the default branch, so every commit there is a retested head.
+    let title: String = ctx.task.title.chars().filter(|c| !c.is_control()).take(120).collect();
+    let message = format!("{}: {title}\n\nMerged by Baton from {}.", ctx.task.work_item_id, ctx.task.branch);
+    let squashed = async {
+        git.run(&["reset", "-q", "--soft", &base]).await?;
+        git.run(&["commit", "-q", "-m", &message]).await
+    };
+    if let Err(error) = squashed.await {
+        return GateVerdict::new(GATE, Verdict::Error, format!("squashing onto {default} failed: {error}"));
+    }
+    let head = git.rev("HEAD").await.unwrap_or_default();
+    if let Some(argv) = ctx.repo.test.clone() {
+        match run_repo_command(ctx, "merge-retest", &argv).await {
+            Ok(out) if out.exit.success() => {}
+            Ok(out) => {
+                return GateVerdict::new(
+                    GATE,
+                    Verdict::Fail,
+                    format!(
+                        "re-test on top of {default} ({}) {}; output tail:\n{}",
+                        short(&base),
+                        out.exit.describe(),
+                        out.tail
+                    ),
+                );
+            }
+            Err(error) => return GateVerdict::new(GATE, Verdict::Error, format!("re-test could not run: {error}")),
+        }
+    }
+    GateVerdict::new(
+        GATE,
+        Verdict::Pass,
+        format!("rebased onto {default} {}, squashed to {} and re-tested", short(&base), short(&head)),
+    )
+}

@@ -1,0 +1,69 @@
+//! Prompt templates (minijinja) per role, shipped in the binary and overridable from
+//! `<data_dir>/prompts/<role>.md.j2`. Ticket text reaches agents only as prompt content.
+
+use crate::EngineError;
+use minijinja::Environment;
+use serde::Serialize;
+use std::path::Path;
+
+const BUILT_IN: &[(&str, &str)] = &[
+    ("_context.md.j2", include_str!("../prompts/_context.md.j2")),
+    ("analyst.md.j2", include_str!("../prompts/analyst.md.j2")),
+    ("architect.md.j2", include_str!("../prompts/architect.md.j2")),
+    ("developer.md.j2", include_str!("../prompts/developer.md.j2")),
+    ("reviewer.md.j2", include_str!("../prompts/reviewer.md.j2")),
+    ("tester.md.j2", include_str!("../prompts/tester.md.j2")),
+];
+
+/// An earlier artifact shown to the agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArtifactText {
+    pub name: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptTask {
+    pub work_item: String,
+    pub title: String,
+    pub body: String,
+    pub branch: String,
+}
+
+/// Everything a prompt template may use.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptContext {
+    pub task: PromptTask,
+    pub stage: String,
+    pub role: String,
+    pub attempt: u32,
+    /// Path of the stage's artifact, relative to the worktree.
+    pub artifact_path: Option<String>,
+    pub failure: Option<String>,
+    pub answers: Vec<String>,
+    pub artifacts: Vec<ArtifactText>,
+}
+
+/// Renders the prompt for `context.role`, preferring `<overrides>/<role>.md.j2` when present.
+pub fn render(overrides: &Path, context: &PromptContext) -> Result<String, EngineError> {
+    let mut env = Environment::new();
+    for (name, source) in BUILT_IN {
+        let path = overrides.join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|_| (*source).to_string());
+        env.add_template_owned(name.to_string(), text)
+            .map_err(|e| EngineError::Invalid(format!("prompt template {name}: {e}")))?;
+    }
+    let name = format!("{}.md.j2", context.role);
+    if env.get_template(&name).is_err() {
+        let path = overrides.join(&name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+            "{% include \"_context.md.j2\" %}\n## Your job: {{ stage }}\n\nDo the work of this stage.\n".to_string()
+        });
+        env.add_template_owned(name.clone(), text)
+            .map_err(|e| EngineError::Invalid(format!("prompt template {name}: {e}")))?;
+    }
+    let template = env.get_template(&name).map_err(|e| EngineError::Invalid(format!("prompt template {name}: {e}")))?;
+    template
+        .render(minijinja::Value::from(minijinja::value::Serde(context)))
+        .map_err(|e| EngineError::Invalid(format!("rendering prompt {name}: {e}")))
+}

@@ -1,0 +1,149 @@
+//! Engine settings: limits, repositories, agents and the pipeline, as read from `baton.toml`.
+
+use baton_adapters::agent::PromptMode;
+use baton_domain::Pipeline;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Concurrency limits and timeouts (SPEC §13 `limits`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Jobs running at once across all repositories.
+    pub running_max: u32,
+    /// Jobs running at once in one repository.
+    pub running_per_repo_max: u32,
+    /// Wall-clock limit of one agent run.
+    pub agent_timeout_secs: u64,
+    /// An agent with no output for this long is stopped.
+    pub stall_timeout_secs: u64,
+    /// Time between SIGTERM and SIGKILL when stopping an agent.
+    pub stop_grace_secs: u64,
+    /// Wall-clock limit of repo commands (test, deploy, health) and gate commands.
+    pub command_timeout_secs: u64,
+    /// How often the claim loop looks for runnable jobs when not woken.
+    pub poll_interval_ms: u64,
+    /// Lifetime of the merge lease; renewed while the holder works.
+    pub lease_ttl_secs: u64,
+    /// Attempts of one stage before the task is blocked.
+    pub retry_max: u32,
+    /// Rollbacks of one task before it is blocked.
+    pub rollback_max: u32,
+    /// Base of the exponential retry backoff.
+    pub retry_base_secs: u64,
+    /// Delay before a deferred merge gate is tried again.
+    pub merge_defer_secs: u64,
+    /// Merge-gate deferrals before the task is blocked.
+    pub merge_defer_max: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            running_max: 4,
+            running_per_repo_max: 2,
+            agent_timeout_secs: 3_600,
+            stall_timeout_secs: 600,
+            stop_grace_secs: 10,
+            command_timeout_secs: 1_800,
+            poll_interval_ms: 500,
+            lease_ttl_secs: 3_600,
+            retry_max: 3,
+            rollback_max: 3,
+            retry_base_secs: 10,
+            merge_defer_secs: 5,
+            merge_defer_max: 720,
+        }
+    }
+}
+
+/// A repository Baton works on (SPEC §2). Commands are argument vectors, never shell strings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoSettings {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(default = "default_branch")]
+    pub default_branch: String,
+    pub prefix: String,
+    #[serde(default)]
+    pub test: Option<Vec<String>>,
+    #[serde(default)]
+    pub deploy: Option<Vec<String>>,
+    #[serde(default)]
+    pub health: Option<Vec<String>>,
+}
+
+fn default_branch() -> String {
+    "main".to_string()
+}
+
+/// Which adapter an agent uses and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterKind {
+    Script,
+    Command,
+}
+
+/// An agent definition; `[agents.<role>]`, with `[agents.default]` for roles not named.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    pub adapter: AdapterKind,
+    /// `script`: the script file.
+    #[serde(default)]
+    pub script: Option<PathBuf>,
+    /// `command`: the program and its arguments.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing)]
+    pub prompt: PromptMode,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// Everything the engine needs.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub data_dir: PathBuf,
+    pub limits: Limits,
+    pub repos: Vec<RepoSettings>,
+    pub agents: BTreeMap<String, AgentSettings>,
+    pub pipeline: Pipeline,
+    /// Path of the running `baton` binary (the script agent and shim re-execute it).
+    pub baton_exe: PathBuf,
+    /// Environment variable names passed through to agents, beyond the minimal set.
+    pub env_passthrough: Vec<String>,
+}
+
+impl EngineSettings {
+    pub fn repo(&self, name: &str) -> Option<&RepoSettings> {
+        self.repos.iter().find(|r| r.name == name)
+    }
+
+    /// The agent for `role`, falling back to `default`.
+    pub fn agent_for(&self, role: &str) -> Option<&AgentSettings> {
+        self.agents.get(role).or_else(|| self.agents.get("default"))
+    }
+
+    /// The pipeline with the configured retry, rollback and deferral limits applied.
+    pub fn effective_pipeline(&self) -> Pipeline {
+        let mut pipeline = self.pipeline.clone();
+        pipeline.retry_max = self.limits.retry_max;
+        pipeline.rollback_max = self.limits.rollback_max;
+        pipeline.retry_base_ms = self.limits.retry_base_secs * 1000;
+        pipeline.defer_delay_ms = self.limits.merge_defer_secs * 1000;
+        pipeline.defer_max = self.limits.merge_defer_max;
+        pipeline
+    }
+
+    pub fn worktrees_dir(&self) -> PathBuf {
+        self.data_dir.join("worktrees")
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.data_dir.join("runs")
+    }
+}
