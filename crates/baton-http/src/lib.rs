@@ -1,1 +1,73 @@
-//! baton-http
+//! Baton's HTTP API (SPEC §14): JSON under `/api`, a health probe, bearer-token mutations.
+//!
+//! Code map:
+//! - [`app`] builds the router from an [`AppState`]; tests drive it with `oneshot`, no socket.
+//! - [`serve`] runs it on a bound listener until a shutdown future resolves (`baton serve`).
+//! - [`api`]: one file per group of routes (tasks, status, usage).
+//! - [`auth`]: the bearer-token check on every mutating route.
+//! - [`extract`]: `Json`/`Query`/`Path` wrappers whose rejections are [`ApiError`]s.
+//! - [`error`]: [`ApiError`], the one error type, rendered as `{code, message}` JSON.
+//!
+//! Invariant: this crate reads through `Store` and changes tasks only through the `Engine`; it
+//! never writes SQL and never calls adapters.
+
+pub mod api;
+mod auth;
+pub mod error;
+pub mod extract;
+
+pub use error::ApiError;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use baton_engine::Engine;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Largest request body accepted on any route.
+pub const JSON_BODY_BYTES_MAX: usize = 256 * 1024;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    /// The bearer token mutations need. `None` (or empty) disables every mutation with 403.
+    pub api_token: Option<String>,
+    /// When this server started, in the engine clock's milliseconds; `/api/status` reports uptime.
+    pub started_at_ms: i64,
+}
+
+/// The whole HTTP surface: `/health`, `/api/...`, and JSON 404/405 for everything else.
+pub fn app(state: AppState) -> Router {
+    let state = Arc::new(state);
+    Router::new()
+        .route("/health", get(health))
+        .nest("/api", api::router(state.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+/// Serves [`app`] on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// The caller binds the listener, so a taken port is reported before anything else starts.
+pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route; the API lives under /api".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,102 @@
+//! `GET /api/status`: tasks by stage and by hold, the job queue, held leases and uptime.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::Json;
+use axum::extract::State;
+use baton_domain::Hold;
+use baton_domain::pipeline::{CANCELLED, DONE};
+use baton_store::{JobStatus, LeaseRecord, TaskFilter};
+use serde::Serialize;
+use std::sync::Arc;
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub tasks: TaskCounts,
+    pub jobs: JobCounts,
+    /// Leases whose expiry is still ahead (the repo merge leases).
+    pub leases: Vec<LeaseRecord>,
+    pub started_at_ms: i64,
+    pub uptime_secs: i64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct TaskCounts {
+    pub total: u64,
+    /// Neither done nor cancelled.
+    pub active: u64,
+    /// Every pipeline stage in order, then `done` and `cancelled`, each with its task count.
+    pub by_stage: Vec<StageCount>,
+    pub by_hold: HoldCounts,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StageCount {
+    pub stage: String,
+    pub tasks: u64,
+}
+
+/// Active tasks waiting on a human or blocked.
+#[derive(Debug, Default, Serialize)]
+pub struct HoldCounts {
+    pub needs_input: u64,
+    pub awaiting_approval: u64,
+    pub awaiting_confirm: u64,
+    pub blocked: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct JobCounts {
+    pub queued: u64,
+    pub running: u64,
+}
+
+pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>, ApiError> {
+    let engine = &state.engine;
+    let store = &engine.store;
+    let now_ms = engine.clock.now_ms();
+
+    let mut tasks = TaskCounts {
+        by_stage: engine
+            .pipeline
+            .stages
+            .iter()
+            .map(|stage| stage.name.as_str())
+            .chain([DONE, CANCELLED])
+            .map(|stage| StageCount { stage: stage.to_string(), tasks: 0 })
+            .collect(),
+        ..TaskCounts::default()
+    };
+    for task in store.list_tasks(&TaskFilter::default()).await? {
+        tasks.total += 1;
+        if !task.state.is_terminal() {
+            tasks.active += 1;
+        }
+        match tasks.by_stage.iter_mut().find(|count| count.stage == task.state.stage) {
+            Some(count) => count.tasks += 1,
+            // A stage no longer in the pipeline (renamed in config) still gets counted.
+            None => tasks.by_stage.push(StageCount { stage: task.state.stage.clone(), tasks: 1 }),
+        }
+        let hold = &mut tasks.by_hold;
+        match task.state.hold {
+            Hold::None => {}
+            Hold::NeedsInput { .. } => hold.needs_input += 1,
+            Hold::AwaitingApproval => hold.awaiting_approval += 1,
+            Hold::AwaitingConfirm => hold.awaiting_confirm += 1,
+            Hold::Blocked { .. } => hold.blocked += 1,
+        }
+    }
+
+    let jobs = JobCounts {
+        queued: store.jobs_with_status(JobStatus::Queued).await?.len() as u64,
+        running: store.jobs_with_status(JobStatus::Running).await?.len() as u64,
+    };
+    let leases = store.leases().await?.into_iter().filter(|lease| lease.expires_at_ms > now_ms).collect();
+    Ok(Json(StatusReport {
+        tasks,
+        jobs,
+        leases,
+        started_at_ms: state.started_at_ms,
+        uptime_secs: (now_ms - state.started_at_ms).max(0) / 1000,
+    }))
+}
