@@ -1,5 +1,8 @@
 //! `git` through argument vectors only: never a shell, never untrusted text in a command string.
 
+// The runner is the one crate allowed to spawn processes.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +37,8 @@ const FIXED_CONFIG: &[&str] = &[
     "user.email=baton@localhost",
     "-c",
     "core.hooksPath=/dev/null",
+    "-c",
+    "advice.mergeConflict=false",
 ];
 
 impl Git {

@@ -1,5 +1,8 @@
 //! Supervised processes: own process group, files for output, timeouts, TERM→grace→KILL.
 
+// The runner is the one crate allowed to spawn processes.
+#![allow(clippy::disallowed_methods)]
+
 use crate::RunError;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;

@@ -1,1 +1,41 @@
-fn main() {}
+//! The `baton` binary: parses the command line, loads configuration, and wires the crates together.
+//!
+//! Exit codes: 0 success · 1 runtime error · 2 bad usage or configuration · 3 task not found ·
+//! 4 the input changed nothing (suppressed: e.g. approve when nothing awaits approval) ·
+//! 5 the demo ended with a task short of its expected end.
+
+mod cli;
+mod config;
+mod demo;
+mod output;
+mod serve;
+mod task_cmd;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(cli::run(cli));
+    // Do not wait for detached job tasks: agents are separate processes and survive by design.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    ExitCode::from(code)
+}
+
+fn init_tracing(cli: &cli::Cli) {
+    let default = match &cli.command {
+        cli::Command::Serve => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -21,7 +21,7 @@
 //!   { fail = "reason" },                 # ends the run as failed (exit 1)
 //! ]
 //! ```
-//! `{work_item}`, `{title}`, `{stage}` and `{run}` are substituted in paths, contents and messages.
+//! `{work_item}`, `{work_item_snake}` (`demo_001`), `{title}`, `{stage}` and `{run}` are substituted in paths, contents and messages.
 
 use super::result_line::report_from_output;
 use super::{Agent, AgentRequest};
@@ -161,7 +161,8 @@ pub struct ScriptContext {
 
 impl ScriptContext {
     fn fill(&self, text: &str) -> String {
-        text.replace("{work_item}", &self.work_item)
+        text.replace("{work_item_snake}", &self.work_item.to_lowercase().replace('-', "_"))
+            .replace("{work_item}", &self.work_item)
             .replace("{title}", &self.title)
             .replace("{stage}", &self.stage)
             .replace("{run}", &self.run.to_string())

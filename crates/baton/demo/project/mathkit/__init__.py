@@ -1,0 +1,1 @@
+"""mathkit: a tiny arithmetic library used by the Baton demo."""

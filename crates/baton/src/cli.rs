@@ -1,0 +1,197 @@
+//! The command line: clap definitions and dispatch to the command modules.
+
+use crate::config::{self, Config};
+use anyhow::Context;
+use baton_engine::Engine;
+use baton_store::SqliteStore;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Baton: carries tickets to production through a pipeline of AI coding agents.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (default: embedded defaults; also BATON_CONFIG).
+    #[arg(long, global = true, env = "BATON_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented baton.toml to start from.
+    Init {
+        /// Directory to write baton.toml into.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run the engine and the HTTP API until interrupted.
+    Serve,
+    /// Create a sample project and carry three tickets through the whole pipeline.
+    Demo {
+        /// Directory for the demo (default: a new directory under the system temp dir, kept).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Approve the two human gates automatically (the demo says when it does).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Create, inspect and act on tasks.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Tasks by stage, running jobs and held leases.
+    Status,
+    /// Tokens and cost, grouped.
+    Usage {
+        /// Group by task, stage, adapter, model, repo or day.
+        #[arg(long, default_value = "task")]
+        by: String,
+    },
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run a script agent step (Baton starts this itself for the `script` adapter).
+    #[command(hide = true)]
+    AgentScript {
+        #[arg(long)]
+        script: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and list every problem with its key and a fix.
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Task id or work-item id (e.g. DEMO-001).
+    pub id: String,
+    /// Dedup key: a replay with the same key changes nothing.
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// File a ticket; prints its work-item id.
+    Add {
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, conflicts_with = "body_file")]
+        body: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        body_file: Option<PathBuf>,
+    },
+    /// List tasks (active ones unless --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show a task with its timeline, jobs and agent runs.
+    Show { id: String },
+    /// Approve the analysis (human gate #1).
+    Approve(InputArgs),
+    /// Answer the agent's questions; relaunches the stage.
+    Answer {
+        #[command(flatten)]
+        input: InputArgs,
+        #[arg(long)]
+        text: String,
+    },
+    /// Confirm the deploy (human gate #2).
+    ConfirmDeploy(InputArgs),
+    /// Retry a blocked task from its current stage.
+    Retry(InputArgs),
+    /// STOP: kill the agent, cancel the jobs, remove the worktree; the task ends `cancelled`.
+    Stop(InputArgs),
+}
+
+/// Exit codes (see main.rs).
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_NOT_FOUND: u8 = 3;
+pub const EXIT_SUPPRESSED: u8 = 4;
+pub const EXIT_DEMO_SHORT: u8 = 5;
+
+/// The process environment as pairs (config loading takes it explicitly to stay testable).
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars().collect()
+}
+
+pub fn baton_exe() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("baton"))
+}
+
+/// Loads the configuration, printing every issue on failure.
+pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, u8> {
+    match config::load(path, &process_env(), baton_exe()) {
+        Ok(config) => Ok(config),
+        Err(issues) => {
+            eprintln!("error: the configuration has {} problem(s):", issues.len());
+            for issue in &issues {
+                eprintln!("  {issue}");
+            }
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+/// Opens the store in the data directory and builds the engine.
+pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
+    let data_dir = &config.engine.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let db = data_dir.join("baton.db");
+    let store = SqliteStore::open(&db).await.with_context(|| format!("opening the database {}", db.display()))?;
+    Ok(Engine::new(config.engine.clone(), Arc::new(store)))
+}
+
+/// Runs the parsed command; returns the exit code.
+pub async fn run(cli: Cli) -> u8 {
+    let json = cli.json;
+    let config_path = cli.config.clone();
+    let result = match cli.command {
+        Command::Init { dir } => crate::serve::init(&dir).map(|_| EXIT_OK),
+        Command::Serve => match load_config(config_path.as_deref()) {
+            Ok(config) => crate::serve::serve(config).await,
+            Err(code) => return code,
+        },
+        Command::Demo { dir, yes } => crate::demo::run(dir, yes, json).await,
+        Command::AgentScript { script } => crate::task_cmd::agent_script(&script).await,
+        Command::Config(ConfigCommand::Check) => match load_config(config_path.as_deref()) {
+            Ok(config) => {
+                crate::output::config_ok(&config, json);
+                Ok(EXIT_OK)
+            }
+            Err(code) => return code,
+        },
+        Command::Task(command) => match load_config(config_path.as_deref()) {
+            Ok(config) => crate::task_cmd::run(&config, command, json).await,
+            Err(code) => return code,
+        },
+        Command::Status => match load_config(config_path.as_deref()) {
+            Ok(config) => crate::task_cmd::status(&config, json).await,
+            Err(code) => return code,
+        },
+        Command::Usage { by } => match load_config(config_path.as_deref()) {
+            Ok(config) => crate::task_cmd::usage(&config, &by, json).await,
+            Err(code) => return code,
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            EXIT_ERROR
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! `baton demo`: builds a small real project (Python, real unit tests), files three tickets and
+//! carries them through the whole default pipeline with the `script` agent — one straight through,
+//! one that fails review once and is fixed, one whose analysis ends with questions that the demo
+//! answers. Human gates are approved automatically only with `--yes`, and the demo says so.
+
+use crate::cli::{EXIT_DEMO_SHORT, EXIT_OK, load_config, open_engine};
+use crate::output::{self, duration_ms, tokens};
+use anyhow::Context;
+use baton_domain::Hold;
+use baton_engine::{Engine, Input, NewTaskRequest};
+use baton_runner::Git;
+use baton_store::{TaskFilter, TaskKey, TaskRecord};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The demo gives up after this long (it normally takes well under a minute).
+const DEMO_TIMEOUT_SECS: u64 = 900;
+const PROGRESS_POLL_MS: u64 = 150;
+
+const PROJECT_FILES: &[(&str, &str)] = &[
+    ("mathkit/__init__.py", include_str!("../demo/project/mathkit/__init__.py")),
+    ("mathkit/core.py", include_str!("../demo/project/mathkit/core.py")),
+    ("tests/__init__.py", include_str!("../demo/project/tests/__init__.py")),
+    ("tests/test_core.py", include_str!("../demo/project/tests/test_core.py")),
+    ("scripts/deploy.sh", include_str!("../demo/project/scripts/deploy.sh")),
+    ("scripts/health.sh", include_str!("../demo/project/scripts/health.sh")),
+    ("README.md", include_str!("../demo/project/README.md")),
+    (".gitignore", include_str!("../demo/project/.gitignore")),
+];
+const SCRIPT: &str = include_str!("../demo/script.toml");
+
+/// The three tickets: (title, body).
+pub const TICKETS: &[(&str, &str)] = &[
+    ("Add a multiply function", "mathkit needs multiply(a, b) with tests."),
+    ("Add a safe divide function", "divide(a, b); dividing by zero must fail with a clear error, not a crash."),
+    ("Add a power function", "power(base, exponent) with tests."),
+];
+/// What the demo answers when an analysis ends with questions.
+const DEMO_ANSWER: &str = "Yes: accept negative exponents and return a float.";
+
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+fn demo_config(dir: &Path) -> String {
+    let deployed = dir.join("deployed").display().to_string();
+    format!(
+        "# Written by `baton demo`: the sample project, its scripted agents and fast retry settings.\n\
+         [server]\ndata_dir = \"data\"\n\n\
+         [limits]\nrunning_max = 4\nrunning_per_repo_max = 3\nretry_base_secs = 1\nmerge_defer_secs = 1\n\
+         poll_interval_ms = 100\nstop_grace_secs = 2\nagent_timeout_secs = 300\nstall_timeout_secs = 120\n\
+         command_timeout_secs = 300\n\n\
+         [[repos]]\nname = \"demo\"\npath = \"project\"\ndefault_branch = \"main\"\nprefix = \"DEMO\"\n\
+         test = [\"python3\", \"-m\", \"unittest\", \"-q\"]\n\
+         deploy = [\"sh\", \"scripts/deploy.sh\", {d}]\nhealth = [\"sh\", \"scripts/health.sh\", {d}]\n\n\
+         [agents.default]\nadapter = \"script\"\nscript = \"script.toml\"\n",
+        d = toml_string(&deployed)
+    )
+}
+
+async fn create_project(dir: &Path) -> anyhow::Result<()> {
+    let project = dir.join("project");
+    for (path, content) in PROJECT_FILES {
+        let target = project.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&target, content).with_context(|| format!("writing {}", target.display()))?;
+    }
+    let git = Git::new(&project);
+    git.run(&["init", "-q", "-b", "main"]).await?;
+    git.commit_all("Initial commit: mathkit with add()").await?;
+    std::fs::write(dir.join("script.toml"), SCRIPT).context("writing script.toml")?;
+    std::fs::write(dir.join("baton.toml"), demo_config(dir)).context("writing baton.toml")?;
+    Ok(())
+}
+
+fn new_demo_dir() -> PathBuf {
+    let stamp = baton_engine::Clock::now_ms(&baton_engine::SystemClock);
+    std::env::temp_dir().join(format!("baton-demo-{stamp}"))
+}
+
+pub async fn run(dir: Option<PathBuf>, yes: bool, json: bool) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let dir = dir.unwrap_or_else(new_demo_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    if dir.join("project").exists() || dir.join("baton.toml").exists() {
+        anyhow::bail!("{} already holds a demo; pass an empty or new directory with --dir", dir.display());
+    }
+    println!("Baton demo in {} (kept afterwards)", dir.display());
+    create_project(&dir).await?;
+    let config_path = dir.join("baton.toml");
+    let config = match load_config(Some(&config_path)) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let engine = open_engine(&config).await?;
+    if yes {
+        println!("--yes given: the demo approves each analysis and confirms each deploy itself, and says so below.");
+    } else {
+        println!("Without --yes the two human gates wait for you; the demo prints the commands to run.");
+    }
+    let mut ids = Vec::new();
+    for (title, body) in TICKETS {
+        let task = engine
+            .create_task(NewTaskRequest {
+                repo: "demo".into(),
+                title: title.to_string(),
+                body: body.to_string(),
+                external_ref: None,
+            })
+            .await?;
+        println!("filed {}: {title}", task.work_item_id);
+        ids.push(task.id);
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let engine_loop = tokio::spawn(engine.clone().run(stop_rx));
+    let finished = follow(&engine, &config_path, yes, started).await;
+    let _ = stop_tx.send(true);
+    let _ = engine_loop.await;
+    let finished = finished?;
+    summary(&engine, &dir, &finished, started, json).await?;
+    let all_done = finished.iter().all(|t| t.state.stage == baton_domain::pipeline::DONE);
+    Ok(if all_done { EXIT_OK } else { EXIT_DEMO_SHORT })
+}
+
+/// Prints every timeline event as it happens and plays the human where allowed; returns the tasks
+/// once each is terminal or blocked.
+async fn follow(
+    engine: &Arc<Engine>,
+    config_path: &Path,
+    yes: bool,
+    started: Instant,
+) -> anyhow::Result<Vec<TaskRecord>> {
+    let mut last_event = 0;
+    let mut acted: HashSet<String> = HashSet::new();
+    let deadline = started + Duration::from_secs(DEMO_TIMEOUT_SECS);
+    loop {
+        let events = engine.store.events(None, last_event, 500).await?;
+        let tasks = engine.store.list_tasks(&TaskFilter::default()).await?;
+        for event in &events {
+            last_event = event.id;
+            let work_item = tasks.iter().find(|t| t.id == event.task_id).map_or("?", |t| t.work_item_id.as_str());
+            println!(
+                "[{:>6}] {work_item}  {:<14} {}",
+                format!("{:.1}s", started.elapsed().as_secs_f64()),
+                event.stage,
+                event.message.lines().next().unwrap_or("")
+            );
+        }
+        for task in &tasks {
+            play_human(engine, task, config_path, yes, &mut acted).await?;
+        }
+        let settled = tasks.iter().all(|t| t.state.is_terminal() || matches!(t.state.hold, Hold::Blocked { .. }));
+        if settled && events.is_empty() {
+            return Ok(tasks);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the demo did not settle within {DEMO_TIMEOUT_SECS} s");
+        }
+        tokio::time::sleep(Duration::from_millis(PROGRESS_POLL_MS)).await;
+    }
+}
+
+async fn play_human(
+    engine: &Arc<Engine>,
+    task: &TaskRecord,
+    config_path: &Path,
+    yes: bool,
+    acted: &mut HashSet<String>,
+) -> anyhow::Result<()> {
+    let (input, command) = match &task.state.hold {
+        Hold::AwaitingApproval => (Input::Approve, "approve"),
+        Hold::AwaitingConfirm => (Input::ConfirmDeploy, "confirm-deploy"),
+        Hold::NeedsInput { .. } => (Input::Answer { text: DEMO_ANSWER.into() }, "answer"),
+        _ => return Ok(()),
+    };
+    // One action per (task, stage, kind, attempt): the dedup key makes a replay harmless anyway.
+    let key =
+        format!("demo:{}:{}:{command}:{}:{}", task.work_item_id, task.state.stage, task.state.attempt, task.version);
+    if !acted.insert(format!("{}:{}:{command}:{}", task.work_item_id, task.state.stage, task.version)) {
+        return Ok(());
+    }
+    match input {
+        Input::Answer { .. } => {
+            println!("         {}  the demo answers the questions: \"{DEMO_ANSWER}\"", task.work_item_id);
+        }
+        _ if yes => println!("         {}  auto-{command} because --yes was given", task.work_item_id),
+        _ => {
+            println!(
+                "         {}  waits for you: baton --config {} task {command} {}",
+                task.work_item_id,
+                config_path.display(),
+                task.work_item_id
+            );
+            return Ok(());
+        }
+    }
+    engine.submit(&TaskKey::Id(task.id), input, "demo", Some(key)).await?;
+    Ok(())
+}
+
+async fn summary(
+    engine: &Arc<Engine>,
+    dir: &Path,
+    tasks: &[TaskRecord],
+    started: Instant,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    let mut overheads = Vec::new();
+    let mut report = Vec::new();
+    for task in tasks.iter().rev() {
+        let runs = engine.store.agent_runs(task.id).await?;
+        let jobs = engine.store.jobs_for_task(task.id).await?;
+        for job in &jobs {
+            if let Some(ms) = job.result.as_ref().and_then(|r| r.get("overhead_ms")).and_then(|v| v.as_u64()) {
+                overheads.push(ms);
+            }
+        }
+        let tokens_total: u64 =
+            runs.iter().map(|r| r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_write_tokens).sum();
+        let cost: f64 = runs.iter().filter_map(|r| r.cost_usd).sum();
+        let duration = task.updated_at_ms - task.created_at_ms;
+        rows.push(vec![
+            task.work_item_id.clone(),
+            task.state.display(),
+            runs.len().to_string(),
+            task.state.rollbacks.to_string(),
+            duration_ms(duration),
+            tokens(tokens_total),
+            format!("${cost:.4}"),
+        ]);
+        report.push(serde_json::json!({
+            "task": task.work_item_id, "title": task.title, "stage": task.state.display(), "agent_runs": runs.len(),
+            "rollbacks": task.state.rollbacks, "duration_ms": duration, "tokens": tokens_total, "cost_usd": cost,
+        }));
+    }
+    let main_log = Git::new(dir.join("project")).run(&["log", "--oneline", "main"]).await?;
+    overheads.sort_unstable();
+    let mean = if overheads.is_empty() { 0 } else { overheads.iter().sum::<u64>() / overheads.len() as u64 };
+    let p95 = overheads.get(overheads.len().saturating_sub(1) * 95 / 100).copied().unwrap_or(0);
+    if json {
+        output::print_json(&serde_json::json!({
+            "dir": dir, "wall_ms": started.elapsed().as_millis() as u64, "tasks": report, "main": main_log.lines().collect::<Vec<_>>(),
+            "overhead_ms_per_transition": { "mean": mean, "p95": p95, "jobs": overheads.len() },
+        }));
+        return Ok(());
+    }
+    println!();
+    output::table(&["TASK", "FINAL STAGE", "AGENT RUNS", "ROLLBACKS", "DURATION", "TOKENS", "COST"], &rows);
+    println!("\nmain of {}:", dir.join("project").display());
+    for line in main_log.lines() {
+        println!("  {line}");
+    }
+    println!(
+        "\ndemo wall time {:.1}s · Baton's own overhead per stage transition: mean {mean} ms, p95 {p95} ms over {} jobs",
+        started.elapsed().as_secs_f64(),
+        overheads.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! `baton task …`, `baton status`, `baton usage` and the hidden `agent-script` runner.
+//! Task commands work with or without `baton serve` running: they go through the same engine
+//! transactions, and a running server picks the result up on its next poll.
+
+use crate::cli::{EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, EXIT_SUPPRESSED, EXIT_USAGE, TaskCommand, open_engine};
+use crate::config::Config;
+use crate::output;
+use anyhow::Context;
+use baton_adapters::agent::script::{Script, ScriptContext, interpret};
+use baton_engine::{EngineError, Input, InputOutcome, NewTaskRequest};
+use baton_store::{JobStatus, TaskFilter, TaskKey, UsageGroup};
+use std::path::Path;
+
+pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::Result<u8> {
+    let engine = open_engine(config).await?;
+    let (key, input, dedup) = match command {
+        TaskCommand::Add { repo, title, body, body_file } => {
+            let body = match body_file {
+                Some(path) => std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+                None => body.unwrap_or_default(),
+            };
+            return match engine.create_task(NewTaskRequest { repo, title, body, external_ref: None }).await {
+                Ok(task) => {
+                    if json {
+                        output::print_json(&task);
+                    } else {
+                        println!("{}", task.work_item_id);
+                    }
+                    Ok(EXIT_OK)
+                }
+                Err(EngineError::Invalid(message)) => {
+                    eprintln!("error: {message}");
+                    Ok(EXIT_USAGE)
+                }
+                Err(other) => Err(other.into()),
+            };
+        }
+        TaskCommand::List { all } => {
+            let tasks = engine.store.list_tasks(&TaskFilter { active_only: !all, repo: None }).await?;
+            output::task_list(&tasks, json);
+            return Ok(EXIT_OK);
+        }
+        TaskCommand::Show { id } => {
+            let Some(task) = engine.store.task(&TaskKey::parse(&id)).await? else {
+                eprintln!("error: no task `{id}`; `baton task list --all` shows them");
+                return Ok(EXIT_NOT_FOUND);
+            };
+            let events = engine.store.events(Some(task.id), 0, 10_000).await?;
+            let jobs = engine.store.jobs_for_task(task.id).await?;
+            let runs = engine.store.agent_runs(task.id).await?;
+            output::task_detail(&task, &events, &jobs, &runs, json);
+            return Ok(EXIT_OK);
+        }
+        TaskCommand::Approve(a) => (a.id, Input::Approve, a.key),
+        TaskCommand::Answer { input, text } => (input.id, Input::Answer { text }, input.key),
+        TaskCommand::ConfirmDeploy(a) => (a.id, Input::ConfirmDeploy, a.key),
+        TaskCommand::Retry(a) => (a.id, Input::Retry, a.key),
+        TaskCommand::Stop(a) => (a.id, Input::Stop, a.key),
+    };
+    let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+    match engine.submit(&TaskKey::parse(&key), input, &by, dedup).await {
+        Ok(outcome) => {
+            if json {
+                output::print_json(&outcome);
+            }
+            Ok(match outcome {
+                InputOutcome::Applied { note } => {
+                    if !json {
+                        println!("{key}: {note}");
+                    }
+                    EXIT_OK
+                }
+                InputOutcome::Suppressed { reason } => {
+                    if !json {
+                        eprintln!("{key}: nothing changed: {reason}");
+                    }
+                    EXIT_SUPPRESSED
+                }
+                InputOutcome::Duplicate => {
+                    if !json {
+                        println!("{key}: already applied (same --key); nothing changed");
+                    }
+                    EXIT_OK
+                }
+            })
+        }
+        Err(EngineError::NotFound(what)) => {
+            eprintln!("error: no {what}; `baton task list --all` shows them");
+            Ok(EXIT_NOT_FOUND)
+        }
+        Err(EngineError::Invalid(message)) => {
+            eprintln!("error: {message}");
+            Ok(EXIT_USAGE)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
+    let engine = open_engine(config).await?;
+    let tasks = engine.store.list_tasks(&TaskFilter::default()).await?;
+    let queued = engine.store.jobs_with_status(JobStatus::Queued).await?;
+    let running = engine.store.jobs_with_status(JobStatus::Running).await?;
+    let leases = engine.store.leases().await?;
+    output::status(&tasks, &queued, &running, &leases, json);
+    Ok(EXIT_OK)
+}
+
+pub async fn usage(config: &Config, by: &str, json: bool) -> anyhow::Result<u8> {
+    let group = match by {
+        "task" => UsageGroup::Task,
+        "stage" => UsageGroup::Stage,
+        "adapter" => UsageGroup::Adapter,
+        "model" => UsageGroup::Model,
+        "repo" => UsageGroup::Repo,
+        "day" => UsageGroup::Day,
+        other => {
+            eprintln!("error: cannot group usage by `{other}`; use task, stage, adapter, model, repo or day");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let engine = open_engine(config).await?;
+    let rows = engine.store.usage(group).await?;
+    output::usage(by, &rows, json);
+    Ok(EXIT_OK)
+}
+
+/// The `script` agent process: reads its context from `BATON_*` variables, performs the step,
+/// prints the result line. Exit 1 when the step fails.
+pub async fn agent_script(script_path: &Path) -> anyhow::Result<u8> {
+    let script = Script::load(script_path)?;
+    let var = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set (Baton sets it)"));
+    let context = ScriptContext {
+        work_item: var("BATON_WORK_ITEM")?,
+        title: var("BATON_TASK_TITLE")?,
+        stage: var("BATON_STAGE")?,
+        run: var("BATON_RUN")?.parse().context("BATON_RUN is not a number")?,
+        worktree: std::env::current_dir().context("reading the working directory")?,
+    };
+    let (line, code) = interpret(&script, &context).await;
+    println!("{line}");
+    Ok(if code == 0 { EXIT_OK } else { EXIT_ERROR })
+}

@@ -1,0 +1,64 @@
+//! Restart smoke test: `kill -9` of `baton serve` mid-run, restart, every task still reaches its end.
+
+use crate::support::{Env, all_done, assert_each_main_commit_passes_tests, main_commits, pid_alive};
+use std::time::{Duration, Instant};
+
+const SLOW_STEPS: &str = r#"
+[[task]]
+match = "slow"
+[[task.step]]
+stage = "architecture"
+actions = [
+  { sleep_ms = 1500 },
+  { write = { path = "docs/baton/{work_item}/02-architecture.md", content = "Design.\n" } },
+]
+[[task.step]]
+stage = "development"
+actions = [
+  { sleep_ms = 1500 },
+  { write = { path = "mathkit/m_{work_item_snake}.py", content = "def value():\n    return 1\n" } },
+  { write = { path = "tests/test_{work_item_snake}.py", content = "import unittest\nimport importlib\n\n\nclass T(unittest.TestCase):\n    def test_value(self):\n        self.assertEqual(importlib.import_module('mathkit.m_{work_item_snake}').value(), 1)\n" } },
+]
+"#;
+
+// Three tasks run while `baton serve` is SIGKILLed twice mid-run (with agents running); after each
+// restart the interrupted work resumes, no agent of the dead server is left running, every task
+// reaches done, and main holds the three merged commits, each passing the tests.
+#[test]
+fn kill9_mid_run_then_restart_every_task_reaches_done() {
+    let env = Env::new(SLOW_STEPS, "");
+    for n in 1..=3 {
+        env.add_task(&format!("slow task {n}"));
+    }
+    for round in 0..2 {
+        let mut server = env.serve(round);
+        // Wait until an agent is running, then kill the server without warning.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let agent_pid = loop {
+            env.drive(Duration::from_secs(5), |_| true);
+            let status = env.json(&["status"]);
+            if let Some(pid) = status["running_jobs"].as_array().unwrap().iter().find_map(|j| j["pid"].as_u64()) {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "no agent started");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        server.kill9();
+        assert!(pid_alive(agent_pid), "the agent should outlive the killed server");
+        // The next server stops the orphaned agent before requeueing its job.
+        let next = env.serve(10 + round);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pid_alive(agent_pid) {
+            assert!(Instant::now() < deadline, "orphan agent {agent_pid} still running after restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(next);
+    }
+    let _server = env.serve(99);
+    let tasks = env.drive(Duration::from_secs(180), all_done);
+    assert_eq!(tasks.len(), 3);
+    let status = env.json(&["status"]);
+    assert!(status["leases"].as_array().unwrap().is_empty(), "leases left: {status}");
+    assert_eq!(main_commits(&env.project()).len(), 4);
+    assert_each_main_commit_passes_tests(&env.project());
+}

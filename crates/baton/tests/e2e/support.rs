@@ -1,0 +1,220 @@
+//! Shared fixtures: a sample Python project in a real git repository, a config, a script, and
+//! helpers to run `baton` commands and `baton serve`.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn baton_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_baton")
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@localhost", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A scratch environment: `<root>/project` (git repo), `<root>/baton.toml`, `<root>/script.toml`.
+pub struct Env {
+    pub _tmp: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+pub const PROJECT_TEST: &str = "import unittest\n\nfrom mathkit.core import add\n\n\nclass AddTest(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n";
+
+/// Script steps every task gets unless the test's own script overrides them (first match wins).
+pub const COMMON_STEPS: &str = r#"
+[[task]]
+match = "*"
+[[task.step]]
+stage = "analysis"
+actions = [{ write = { path = "docs/baton/{work_item}/01-analysis.md", content = "# {title}\n\nAnalysis.\n" } }]
+[[task.step]]
+stage = "architecture"
+actions = [{ write = { path = "docs/baton/{work_item}/02-architecture.md", content = "Design.\n" } }]
+[[task.step]]
+stage = "development"
+actions = [
+  { write = { path = "mathkit/m_{work_item_snake}.py", content = "def value():\n    return 1\n" } },
+  { write = { path = "tests/test_{work_item_snake}.py", content = "import unittest\nimport importlib\n\n\nclass T(unittest.TestCase):\n    def test_value(self):\n        self.assertEqual(importlib.import_module('mathkit.m_{work_item_snake}').value(), 1)\n" } },
+]
+[[task.step]]
+stage = "review"
+actions = [{ write = { path = "docs/baton/{work_item}/04-review.md", content = "---\nverdict: approve\n---\nOK\n" } }]
+[[task.step]]
+stage = "testing"
+actions = [{ write = { path = "docs/baton/{work_item}/05-test-report.md", content = "---\nverdict: pass\n---\nOK\n" } }]
+"#;
+
+impl Env {
+    /// Builds the project, a config with fast limits plus `extra_limits`, and `script` + common steps.
+    pub fn new(script: &str, extra_limits: &str) -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let project = root.join("project");
+        for (path, content) in [
+            ("mathkit/__init__.py", ""),
+            ("mathkit/core.py", "def add(a, b):\n    return a + b\n"),
+            ("tests/__init__.py", ""),
+            ("tests/test_core.py", PROJECT_TEST),
+            (".gitignore", "__pycache__/\n"),
+        ] {
+            let target = project.join(path);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(target, content).unwrap();
+        }
+        git(&project, &["init", "-q", "-b", "main"]);
+        git(&project, &["add", "-A"]);
+        git(&project, &["commit", "-q", "-m", "Initial commit"]);
+        let script = format!("{script}\n{COMMON_STEPS}");
+        std::fs::write(root.join("script.toml"), script).unwrap();
+        let config = format!(
+            "[server]\ndata_dir = \"data\"\nlisten = \"127.0.0.1:0\"\napi_token = \"test-token\"\n\n\
+             [limits]\nretry_base_secs = 1\nmerge_defer_secs = 1\npoll_interval_ms = 100\nstop_grace_secs = 2\n\
+             running_max = 4\nrunning_per_repo_max = 4\n{extra_limits}\n\n\
+             [[repos]]\nname = \"demo\"\npath = \"project\"\nprefix = \"DEMO\"\ntest = [\"python3\", \"-m\", \"unittest\", \"-q\"]\n\n\
+             [agents.default]\nadapter = \"script\"\nscript = \"script.toml\"\n"
+        );
+        std::fs::write(root.join("baton.toml"), config).unwrap();
+        Env { _tmp: tmp, root }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("baton.toml")
+    }
+
+    pub fn project(&self) -> PathBuf {
+        self.root.join("project")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(baton_exe());
+        command.arg("--config").arg(self.config()).env_remove("BATON_CONFIG").env("HOME", &self.root);
+        command
+    }
+
+    /// Runs `baton <args>` and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("baton runs")
+    }
+
+    /// Runs `baton --json <args>` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.command().arg("--json").args(args).output().expect("baton runs");
+        assert!(out.status.success(), "baton {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("baton {args:?} printed no JSON ({e})"))
+    }
+
+    pub fn add_task(&self, title: &str) -> String {
+        let out = self.run(&["task", "add", "--repo", "demo", "--title", title]);
+        assert!(out.status.success(), "task add: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Starts `baton serve` in the background with its log in `<root>/serve-<n>.log`.
+    pub fn serve(&self, n: u32) -> Server {
+        let log = std::fs::File::create(self.root.join(format!("serve-{n}.log"))).unwrap();
+        let child = self
+            .command()
+            .arg("serve")
+            .env("BATON_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("baton serve starts");
+        Server { child }
+    }
+
+    pub fn tasks(&self) -> Vec<Value> {
+        self.json(&["task", "list", "--all"]).as_array().unwrap().clone()
+    }
+
+    /// Approves and confirms whatever waits, until `done(tasks)` or the timeout.
+    pub fn drive(&self, timeout: Duration, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let tasks = self.tasks();
+            if done(&tasks) {
+                return tasks;
+            }
+            for task in &tasks {
+                let id = task["work_item_id"].as_str().unwrap();
+                match task["state"]["hold"]["kind"].as_str() {
+                    Some("awaiting_approval") => {
+                        self.run(&["task", "approve", id]);
+                    }
+                    Some("awaiting_confirm") => {
+                        self.run(&["task", "confirm-deploy", id]);
+                    }
+                    _ => {}
+                }
+            }
+            assert!(Instant::now() < deadline, "timed out; tasks: {tasks:#?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+pub fn stage(task: &Value) -> &str {
+    task["state"]["stage"].as_str().unwrap()
+}
+
+pub fn all_done(tasks: &[Value]) -> bool {
+    !tasks.is_empty() && tasks.iter().all(|t| stage(t) == "done")
+}
+
+/// A background `baton serve`, killed (SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+}
+
+impl Server {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn pid_alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Every commit on main, oldest first: (sha, subject).
+pub fn main_commits(project: &Path) -> Vec<(String, String)> {
+    git(project, &["log", "--reverse", "--format=%H %s", "main"])
+        .lines()
+        .map(|l| {
+            let (sha, subject) = l.split_once(' ').unwrap();
+            (sha.to_string(), subject.to_string())
+        })
+        .collect()
+}
+
+/// Checks out every commit of main in a scratch worktree and runs the project's tests there.
+pub fn assert_each_main_commit_passes_tests(project: &Path) {
+    let scratch = tempfile::tempdir().unwrap();
+    for (i, (sha, subject)) in main_commits(project).iter().enumerate() {
+        let path = scratch.path().join(format!("c{i}"));
+        git(project, &["worktree", "add", "-q", "--detach", path.to_str().unwrap(), sha]);
+        let out = Command::new("python3").args(["-m", "unittest", "-q"]).current_dir(&path).output().unwrap();
+        assert!(out.status.success(), "commit {sha} ({subject}) fails its tests: {}", String::from_utf8_lossy(&out.stderr));
+        git(project, &["worktree", "remove", "--force", path.to_str().unwrap()]);
+    }
+}
