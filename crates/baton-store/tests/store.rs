@@ -1,0 +1,1024 @@
+//! Store conformance suite (SPEC §4.2, §4.5, §4.6, §15), generic over the `Store` trait.
+//!
+//! Every `suite_*` function drives a backend only through `Arc<dyn Store>` and starts from an empty database, so the
+//! PostgreSQL store can run the same functions: add a block like `sqlite` at the bottom that builds its store.
+//! The few things the trait cannot do (reopen the database after a restart, rewind a work-item counter the way a
+//! restored backup would) go through [`Backend`], the only place that knows which database is under test.
+#![allow(clippy::unwrap_used)]
+
+use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};
+use baton_store::{
+    Advance, AgentRunFinish, Claim, EventRecord, InboxEntry, JobFinish, JobRecord, JobStatus, LeaseOutcome,
+    NewAgentRun, NewEvent, NewTask, SqliteStore, Store, StoreError, TaskFilter, TaskKey, TaskRecord, Transition,
+    UsageGroup, UsageRow, task_holder,
+};
+use serde_json::json;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::Barrier;
+
+/// The fake clock's origin: 2023-11-14T22:13:20Z.
+const T0: i64 = 1_700_000_000_000;
+const DAY_MS: i64 = 86_400_000;
+/// Rounds of the advance race; each round is a fresh task.
+const RACE_ROUNDS: usize = 50;
+
+// ---------------------------------------------------------------- backends
+
+/// One database under test, reached below the trait: reopen it, or edit a row the trait never edits.
+enum Backend {
+    Sqlite { path: PathBuf },
+}
+
+impl Backend {
+    /// Opens (and migrates) the database, as Baton does at start.
+    async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite { path } => Arc::new(SqliteStore::open(path).await.unwrap()),
+        }
+    }
+
+    /// Sets the next work-item number of (repo, prefix), as a restored backup or a hand edit would.
+    async fn set_work_item_counter(&self, repo: &str, prefix: &str, next: i64) {
+        match self {
+            Backend::Sqlite { path } => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+                let updated =
+                    sqlx::query("UPDATE work_item_counters SET next_number = $3 WHERE repo = $1 AND prefix = $2")
+                        .bind(repo)
+                        .bind(prefix)
+                        .bind(next)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                assert_eq!(updated.rows_affected(), 1, "no counter for ({repo}, {prefix})");
+                pool.close().await;
+            }
+        }
+    }
+}
+
+/// A fresh SQLite database file in its own temporary directory (deleted when the guard drops).
+async fn sqlite() -> (tempfile::TempDir, Backend, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::Sqlite { path: dir.path().join("baton.db") };
+    let store = backend.open().await;
+    (dir, backend, store)
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn new_task(repo: &str, prefix: &str, title: &str) -> NewTask {
+    NewTask {
+        repo: repo.into(),
+        prefix: prefix.into(),
+        title: title.into(),
+        body: format!("body of {title}"),
+        external_ref: None,
+        state: TaskState::new("analysis"),
+    }
+}
+
+fn enqueue(stage: &str, delay_ms: i64) -> Transition {
+    Transition { enqueue: Some((stage.into(), delay_ms)), ..Transition::default() }
+}
+
+/// Creates a task at `analysis` with its first job queued and available at `T0`.
+async fn create(store: &dyn Store, repo: &str, prefix: &str) -> TaskRecord {
+    let task = store.create_task(new_task(repo, prefix, "Add a feature"), enqueue("analysis", 0), T0).await.unwrap();
+    assert!(task.state.job.is_some(), "the first job is the task's active job");
+    task
+}
+
+async fn reload(store: &dyn Store, task: TaskId) -> TaskRecord {
+    store.task(&TaskKey::Id(task)).await.unwrap().unwrap()
+}
+
+async fn job_of(store: &dyn Store, job: JobId) -> JobRecord {
+    store.job(job).await.unwrap().unwrap()
+}
+
+async fn events_of(store: &dyn Store, task: TaskId) -> Vec<EventRecord> {
+    store.events(Some(task), 0, 10_000).await.unwrap()
+}
+
+fn note(task: TaskId, kind: &str, message: &str) -> NewEvent {
+    NewEvent {
+        task,
+        at_ms: T0,
+        kind: kind.into(),
+        stage: "analysis".into(),
+        message: message.into(),
+        detail: json!({ "message": message }),
+    }
+}
+
+fn inbox(key: &str) -> InboxEntry {
+    InboxEntry { dedup_key: key.into(), kind: "webhook".into(), payload: json!({ "key": key }) }
+}
+
+/// A claim with limits high enough never to bind.
+fn claim_at(owner: &str, now_ms: i64) -> Claim {
+    limits(owner, now_ms, 1_000, 1_000)
+}
+
+fn limits(owner: &str, now_ms: i64, running_max: u32, running_per_repo_max: u32) -> Claim {
+    Claim { owner: owner.into(), now_ms, running_max, running_per_repo_max }
+}
+
+/// Claims at `now_ms` and insists a job came back.
+async fn claim(store: &dyn Store, now_ms: i64) -> JobRecord {
+    store.claim_job(&claim_at("worker", now_ms)).await.unwrap().expect("a claimable job")
+}
+
+fn finished(job: JobId, result: serde_json::Value) -> Option<JobFinish> {
+    Some(JobFinish { job, status: JobStatus::Done, result })
+}
+
+/// The advance a fresh read of `task` would produce: move to `stage` at `T0 + 1`.
+fn step(task: &TaskRecord, stage: &str, finish_job: Option<JobFinish>, transition: Transition) -> Advance {
+    Advance {
+        task: task.id,
+        expected_version: task.version,
+        next: TaskState::new(stage),
+        finish_job,
+        event: NewEvent {
+            task: task.id,
+            at_ms: T0 + 1,
+            kind: "advanced".into(),
+            stage: stage.into(),
+            message: format!("to {stage}"),
+            detail: json!({ "to": stage }),
+        },
+        transition,
+        inbox: None,
+        now_ms: T0 + 1,
+    }
+}
+
+fn is_conflict<T: std::fmt::Debug>(result: &Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Conflict(_)))
+}
+
+fn is_duplicate<T: std::fmt::Debug>(result: &Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Duplicate(_)))
+}
+
+fn report(status: AgentStatus, usage: Usage, cost_usd: Option<f64>, model: Option<&str>) -> AgentReport {
+    AgentReport {
+        status,
+        usage,
+        cost_usd,
+        model: model.map(str::to_string),
+        session_id: Some("session-1".into()),
+        turns: Some(3),
+        final_text: None,
+    }
+}
+
+fn tokens(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Usage {
+    Usage {
+        input_tokens: input,
+        output_tokens: output,
+        cache_read_tokens: cache_read,
+        cache_write_tokens: cache_write,
+        reasoning_tokens: 7,
+    }
+}
+
+/// Starts and finishes one agent run for the task's active job.
+async fn run(store: &dyn Store, task: &TaskRecord, stage: &str, started_at_ms: i64, finish: AgentReport) -> i64 {
+    let id = store
+        .insert_agent_run(NewAgentRun {
+            job: task.state.job.unwrap(),
+            task: task.id,
+            stage: stage.into(),
+            adapter: if stage == "design" { "codex" } else { "claude" }.into(),
+            model: Some("model-a".into()),
+            pid: Some(4242),
+            started_at_ms,
+            log_path: format!("logs/{}-{stage}.log", task.work_item_id),
+        })
+        .await
+        .unwrap();
+    store
+        .finish_agent_run(id, AgentRunFinish { ended_at_ms: started_at_ms + 1_000, exit_code: Some(0), report: finish })
+        .await
+        .unwrap();
+    id
+}
+
+fn usage_row<'a>(rows: &'a [UsageRow], key: &str) -> &'a UsageRow {
+    rows.iter().find(|r| r.key == key).unwrap_or_else(|| panic!("no usage row `{key}` in {rows:?}"))
+}
+
+fn assert_usage(row: &UsageRow, runs: u64, input: u64, output: u64, cost_usd: f64, unpriced_runs: u64) {
+    assert_eq!(
+        (row.runs, row.input_tokens, row.output_tokens, row.unpriced_runs),
+        (runs, input, output, unpriced_runs),
+        "{row:?}"
+    );
+    assert!((row.cost_usd - cost_usd).abs() < 1e-9, "{row:?}: cost {cost_usd} expected");
+}
+
+// ---------------------------------------------------------------- suites: advance
+
+/// SPEC §4.2: of two advancers holding the same version, exactly one commits; the loser writes nothing.
+async fn suite_advance_race(store: Arc<dyn Store>) {
+    const STAGES: [&str; 2] = ["design", "implementation"];
+    for round in 0..RACE_ROUNDS {
+        let task = create(&*store, "race", "R").await;
+        // Earlier rounds' next jobs are a day out, so this claim can only take this round's job.
+        let job = claim(&*store, T0).await;
+        assert_eq!(Some(job.id), task.state.job, "round {round}");
+        let events_before = events_of(&*store, task.id).await.len();
+
+        let barrier = Arc::new(Barrier::new(STAGES.len()));
+        let racers: Vec<_> = STAGES
+            .iter()
+            .enumerate()
+            .map(|(racer, stage)| {
+                let mut advance =
+                    step(&task, stage, finished(job.id, json!({ "racer": racer })), enqueue(stage, DAY_MS));
+                advance.event.detail = json!({ "racer": racer });
+                advance.inbox = Some(inbox(&format!("race-{round}-{racer}")));
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.advance(advance).await
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for racer in racers {
+            outcomes.push(racer.await.unwrap());
+        }
+
+        let winners: Vec<usize> = (0..outcomes.len()).filter(|&i| outcomes[i].is_ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one advance commits: {outcomes:?}");
+        let (winner, loser) = (winners[0], 1 - winners[0]);
+        assert!(is_conflict(&outcomes[loser]), "round {round}: the loser sees a conflict: {outcomes:?}");
+        let next_job = outcomes[winner].as_ref().unwrap().expect("the winner enqueued a job");
+
+        let after = reload(&*store, task.id).await;
+        assert_eq!(after.version, task.version + 1, "round {round}");
+        assert_eq!(after.state.stage, STAGES[winner], "round {round}");
+        assert_eq!(after.state.job, Some(next_job), "round {round}");
+
+        let events = events_of(&*store, task.id).await;
+        assert_eq!(events.len(), events_before + 1, "round {round}: one event row for the transition");
+        assert_eq!(events.last().unwrap().detail, json!({ "racer": winner }), "round {round}");
+
+        let jobs = store.jobs_for_task(task.id).await.unwrap();
+        assert_eq!(jobs.len(), 2, "round {round}: one enqueue: {jobs:?}");
+        let old = jobs.iter().find(|j| j.id == job.id).unwrap();
+        assert_eq!(old.status, JobStatus::Done, "round {round}");
+        assert_eq!(old.result, Some(json!({ "racer": winner })), "round {round}: the winner's flip");
+        let new = jobs.iter().find(|j| j.id == next_job).unwrap();
+        assert_eq!((new.status, new.stage.as_str()), (JobStatus::Queued, STAGES[winner]), "round {round}");
+        assert_eq!(new.available_at_ms, T0 + 1 + DAY_MS, "round {round}");
+
+        assert!(store.inbox_seen(&format!("race-{round}-{winner}")).await.unwrap(), "round {round}");
+        assert!(!store.inbox_seen(&format!("race-{round}-{loser}")).await.unwrap(), "round {round}: loser's inbox");
+    }
+}
+
+/// SPEC §4.2: the job flip is part of the compare-and-set; a job that is not running rolls back the whole advance.
+async fn suite_finish_guard(store: Arc<dyn Store>) {
+    let task = create(&*store, "alpha", "P").await;
+    let job = task.state.job.unwrap();
+    let events_before = events_of(&*store, task.id).await.len();
+
+    // The job is still queued, not running.
+    let mut early = step(&task, "design", finished(job, json!("early")), enqueue("design", 0));
+    early.inbox = Some(inbox("guard-early"));
+    assert!(is_conflict(&store.advance(early).await), "finishing a queued job conflicts");
+    let after = reload(&*store, task.id).await;
+    assert_eq!((after.version, after.state.stage.as_str(), after.state.job), (task.version, "analysis", Some(job)));
+    assert_eq!(events_of(&*store, task.id).await.len(), events_before, "no event row");
+    let jobs = store.jobs_for_task(task.id).await.unwrap();
+    assert_eq!(jobs.len(), 1, "no enqueue: {jobs:?}");
+    assert_eq!((jobs[0].status, jobs[0].result.clone()), (JobStatus::Queued, None));
+    assert!(!store.inbox_seen("guard-early").await.unwrap(), "no inbox row");
+
+    // Finished once, then finished again by a caller that read the new version.
+    assert_eq!(claim(&*store, T0).await.id, job);
+    store.advance(step(&task, "design", finished(job, json!("once")), enqueue("design", 0))).await.unwrap();
+    let mid = reload(&*store, task.id).await;
+    let again = step(&mid, "implementation", finished(job, json!("twice")), enqueue("implementation", 0));
+    assert!(is_conflict(&store.advance(again).await), "finishing a done job conflicts");
+    let after = reload(&*store, task.id).await;
+    assert_eq!((after.version, after.state.stage.as_str(), after.state.job), (mid.version, "design", mid.state.job));
+    assert_eq!(store.jobs_for_task(task.id).await.unwrap().len(), 2, "no second enqueue");
+    assert_eq!(job_of(&*store, job).await.result, Some(json!("once")));
+    assert_eq!(events_of(&*store, task.id).await.len(), events_before + 1);
+}
+
+/// SPEC §4.2: an advance can only flip its own task's job; naming another task's running job changes nothing.
+async fn suite_finish_guard_other_task(store: Arc<dyn Store>) {
+    let mine = create(&*store, "alpha", "P").await;
+    let theirs = create(&*store, "alpha", "P").await;
+    let claimed = [claim(&*store, T0).await, claim(&*store, T0).await];
+    let their_job = claimed.into_iter().find(|j| j.task_id == theirs.id).unwrap();
+    assert_eq!(Some(their_job.id), theirs.state.job);
+
+    let wrong = step(&mine, "design", finished(their_job.id, json!("hijack")), enqueue("design", 0));
+    assert!(store.advance(wrong).await.is_err(), "another task's job is not this transition's job");
+    assert_eq!(job_of(&*store, their_job.id).await.status, JobStatus::Running, "their job keeps running");
+    assert_eq!(reload(&*store, mine.id).await.version, mine.version, "my task did not move");
+}
+
+// ---------------------------------------------------------------- suites: tasks and work items
+
+/// Work-item ids count per (repo, prefix) and walk forward past numbers already taken.
+async fn suite_work_item_ids(store: Arc<dyn Store>, backend: &Backend) {
+    let id = |repo: &'static str, prefix: &'static str| {
+        let store = store.clone();
+        async move { create(&*store, repo, prefix).await.work_item_id }
+    };
+    assert_eq!(id("alpha", "P").await, "P-001");
+    assert_eq!(id("alpha", "P").await, "P-002");
+    assert_eq!(id("beta", "P").await, "P-001", "another repo numbers independently");
+    assert_eq!(id("alpha", "Q").await, "Q-001", "another prefix numbers independently");
+    assert_eq!(id("alpha", "P").await, "P-003");
+
+    // The counter falls behind the tasks (a restored backup): the next id skips P-001..P-003.
+    backend.set_work_item_counter("alpha", "P", 1).await;
+    assert_eq!(id("alpha", "P").await, "P-004", "the walk skips taken numbers");
+    assert_eq!(id("alpha", "P").await, "P-005");
+    assert_eq!(id("beta", "P").await, "P-002");
+
+    let q = store.task(&TaskKey::WorkItem("Q-001".into())).await.unwrap().unwrap();
+    assert_eq!((q.repo.as_str(), q.work_item_id.as_str()), ("alpha", "Q-001"));
+    assert!(q.branch.starts_with("baton/Q-001-"), "branch {}", q.branch);
+    assert!(store.task(&TaskKey::WorkItem("Q-002".into())).await.unwrap().is_none());
+    assert!(store.task(&TaskKey::Id(TaskId(9_999))).await.unwrap().is_none());
+}
+
+/// Concurrent creates in one (repo, prefix) get distinct, gap-free work-item ids.
+async fn suite_work_item_ids_concurrent(store: Arc<dyn Store>) {
+    let barrier = Arc::new(Barrier::new(20));
+    let creators: Vec<_> = (0..20)
+        .map(|_| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                create(&*store, "alpha", "C").await.work_item_id
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for creator in creators {
+        ids.push(creator.await.unwrap());
+    }
+    ids.sort();
+    let expected: Vec<String> = (1..=20).map(|n| format!("C-{n:03}")).collect();
+    assert_eq!(ids, expected);
+}
+
+/// A created task round-trips its fields, and `list_tasks` filters by repo and activity, newest first.
+async fn suite_tasks_and_listing(store: Arc<dyn Store>) {
+    let mut new = new_task("alpha", "P", "Fix the login page");
+    new.external_ref = Some("GH-12".into());
+    let first = store.create_task(new, enqueue("analysis", 0), T0).await.unwrap();
+    assert_eq!(first.version, 1);
+    assert_eq!((first.created_at_ms, first.updated_at_ms), (T0, T0));
+    assert_eq!((first.title.as_str(), first.body.as_str()), ("Fix the login page", "body of Fix the login page"));
+    assert_eq!(first.external_ref.as_deref(), Some("GH-12"));
+    assert_eq!(first.state.stage, "analysis");
+    assert_eq!(reload(&*store, first.id).await.state, first.state);
+    let created = events_of(&*store, first.id).await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].kind, "created");
+
+    let second = create(&*store, "alpha", "P").await;
+    let other = create(&*store, "beta", "P").await;
+    let done = step(&second, "done", None, Transition { cancel_jobs: true, ..Transition::default() });
+    store.advance(done).await.unwrap();
+
+    let ids = |tasks: Vec<TaskRecord>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let all = store.list_tasks(&TaskFilter::default()).await.unwrap();
+    assert_eq!(ids(all), vec![other.id, second.id, first.id], "newest first");
+    let active = store.list_tasks(&TaskFilter { active_only: true, repo: None }).await.unwrap();
+    assert_eq!(ids(active), vec![other.id, first.id], "done tasks are not active");
+    let alpha = store.list_tasks(&TaskFilter { active_only: false, repo: Some("alpha".into()) }).await.unwrap();
+    assert_eq!(ids(alpha), vec![second.id, first.id]);
+    let closed = reload(&*store, second.id).await;
+    assert_eq!((closed.state.stage.as_str(), closed.state.job, closed.updated_at_ms), ("done", None, T0 + 1));
+}
+
+// ---------------------------------------------------------------- suites: claims
+
+/// Claims respect the global and per-repo running limits.
+async fn suite_claim_limits(store: Arc<dyn Store>) {
+    for _ in 0..3 {
+        create(&*store, "alpha", "A").await;
+    }
+    let first = store.claim_job(&limits("w", T0, 10, 2)).await.unwrap().unwrap();
+    let second = store.claim_job(&limits("w", T0, 10, 2)).await.unwrap().unwrap();
+    assert_eq!((first.repo.as_str(), second.repo.as_str()), ("alpha", "alpha"));
+    assert!(store.claim_job(&limits("w", T0, 10, 2)).await.unwrap().is_none(), "alpha is at its per-repo limit");
+
+    create(&*store, "beta", "B").await;
+    let beta = store.claim_job(&limits("w", T0, 10, 2)).await.unwrap().unwrap();
+    assert_eq!(beta.repo, "beta", "another repo is not held back by alpha's limit");
+
+    // Three running: a global limit of 3 binds even though alpha's per-repo limit (now 3) would allow one more.
+    assert!(store.claim_job(&limits("w", T0, 3, 3)).await.unwrap().is_none(), "the global limit binds");
+    let last = store.claim_job(&limits("w", T0, 4, 3)).await.unwrap().unwrap();
+    assert_eq!(last.repo, "alpha");
+    assert_eq!(store.jobs_with_status(JobStatus::Running).await.unwrap().len(), 4);
+    assert!(store.jobs_with_status(JobStatus::Queued).await.unwrap().is_empty());
+}
+
+/// A job delayed until `available_at` is not claimable a millisecond earlier.
+async fn suite_claim_available_at(store: Arc<dyn Store>) {
+    let task = store.create_task(new_task("alpha", "P", "Later"), enqueue("analysis", 60_000), T0).await.unwrap();
+    let job = job_of(&*store, task.state.job.unwrap()).await;
+    assert_eq!((job.status, job.available_at_ms, job.attempt), (JobStatus::Queued, T0 + 60_000, 1));
+    assert!(store.claim_job(&claim_at("w", T0)).await.unwrap().is_none());
+    assert!(store.claim_job(&claim_at("w", T0 + 59_999)).await.unwrap().is_none());
+    let claimed = store.claim_job(&claim_at("w", T0 + 60_000)).await.unwrap().unwrap();
+    assert_eq!(claimed.id, job.id);
+    assert_eq!(
+        (claimed.status, claimed.owner.as_deref(), claimed.started_at_ms),
+        (JobStatus::Running, Some("w"), Some(T0 + 60_000))
+    );
+}
+
+/// Four concurrent claimers over 200 jobs: every job is claimed exactly once, by the claimer that got it.
+async fn suite_claim_concurrent(store: Arc<dyn Store>) {
+    const JOBS: usize = 200;
+    const CLAIMERS: usize = 4;
+    for _ in 0..JOBS {
+        create(&*store, "alpha", "P").await;
+    }
+    let barrier = Arc::new(Barrier::new(CLAIMERS));
+    let claimers: Vec<_> = (0..CLAIMERS)
+        .map(|n| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let owner = format!("claimer-{n}");
+                barrier.wait().await;
+                let mut claimed = Vec::new();
+                while let Some(job) = store.claim_job(&claim_at(&owner, T0)).await.unwrap() {
+                    assert_eq!(job.owner.as_deref(), Some(owner.as_str()));
+                    claimed.push(job.id);
+                }
+                claimed
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.unwrap());
+    }
+    let distinct: HashSet<JobId> = all.iter().copied().collect();
+    assert_eq!(all.len(), JOBS, "claims in total");
+    assert_eq!(distinct.len(), JOBS, "no job claimed twice");
+    assert_eq!(store.jobs_with_status(JobStatus::Running).await.unwrap().len(), JOBS);
+    assert!(store.jobs_with_status(JobStatus::Queued).await.unwrap().is_empty());
+}
+
+/// Only a task's current job is claimable; a superseded queued job, or one of a task without a job, is not.
+async fn suite_claim_current_job_only(store: Arc<dyn Store>) {
+    let task = create(&*store, "alpha", "P").await;
+    let superseded = task.state.job.unwrap();
+    let current = store.advance(step(&task, "design", None, enqueue("design", 0))).await.unwrap().unwrap();
+    assert_eq!(claim(&*store, T0 + 1).await.id, current);
+    assert!(store.claim_job(&claim_at("w", T0 + 1)).await.unwrap().is_none(), "the superseded job stays put");
+    assert_eq!(job_of(&*store, superseded).await.status, JobStatus::Queued);
+
+    let waiting = create(&*store, "alpha", "P").await;
+    let mut hold = step(&waiting, "analysis", None, Transition::default());
+    hold.next.hold = Hold::AwaitingApproval;
+    assert_eq!(store.advance(hold).await.unwrap(), None);
+    assert_eq!(reload(&*store, waiting.id).await.state.job, None);
+    assert!(store.claim_job(&claim_at("w", T0 + 1)).await.unwrap().is_none(), "a task without a job has none to run");
+}
+
+// ---------------------------------------------------------------- suites: leases
+
+/// Leases: one holder at a time, renewable by the holder, taken over after expiry with a larger fencing token.
+async fn suite_leases(store: Arc<dyn Store>) {
+    let acquired = |outcome: LeaseOutcome| match outcome {
+        LeaseOutcome::Acquired { token } => token,
+        busy => panic!("expected the lease, got {busy:?}"),
+    };
+    let first = acquired(store.acquire_lease("merge:alpha", "one", 1_000, T0).await.unwrap());
+    assert_eq!(
+        store.acquire_lease("merge:alpha", "two", 1_000, T0 + 10).await.unwrap(),
+        LeaseOutcome::Busy { holder: "one".into() }
+    );
+    assert_eq!(acquired(store.acquire_lease("merge:alpha", "one", 1_000, T0 + 500).await.unwrap()), first, "renewal");
+    let lease = store.lease("merge:alpha").await.unwrap().unwrap();
+    assert_eq!((lease.holder.as_str(), lease.token, lease.expires_at_ms), ("one", first, T0 + 1_500));
+    assert_eq!(
+        store.acquire_lease("merge:alpha", "two", 1_000, T0 + 1_499).await.unwrap(),
+        LeaseOutcome::Busy { holder: "one".into() },
+        "the renewal extended the lease"
+    );
+    let second = acquired(store.acquire_lease("merge:alpha", "two", 1_000, T0 + 1_501).await.unwrap());
+    assert!(second > first, "a takeover after expiry gets a larger token ({second} > {first})");
+    assert_eq!(store.lease("merge:alpha").await.unwrap().unwrap().holder, "two");
+    assert!(store.lease("merge:beta").await.unwrap().is_none());
+}
+
+/// An advance with `release_leases` drops exactly the task's leases, and tokens keep growing across releases.
+async fn suite_lease_release(store: Arc<dyn Store>) {
+    let task = create(&*store, "alpha", "P").await;
+    let holder = task_holder(task.id);
+    let LeaseOutcome::Acquired { token: mut last } =
+        store.acquire_lease("merge:alpha", &holder, 60_000, T0).await.unwrap()
+    else {
+        panic!("a free lease is acquired")
+    };
+    store.acquire_lease("deploy:alpha", &holder, 60_000, T0).await.unwrap();
+    store.acquire_lease("merge:beta", "someone-else", 60_000, T0).await.unwrap();
+
+    let mut task = task;
+    for round in 0..5 {
+        let release = Transition { release_leases: true, ..Transition::default() };
+        store.advance(step(&task, "deploy", None, release)).await.unwrap();
+        task = reload(&*store, task.id).await;
+        let names: Vec<String> = store.leases().await.unwrap().into_iter().map(|l| l.name).collect();
+        assert_eq!(names, vec!["merge:beta".to_string()], "round {round}: only the task's leases are released");
+
+        // Alternate holders: each re-acquire of a released lease gets a strictly larger token.
+        let who = if round % 2 == 0 { "other-instance".to_string() } else { holder.clone() };
+        let LeaseOutcome::Acquired { token } = store.acquire_lease("merge:alpha", &who, 60_000, T0).await.unwrap()
+        else {
+            panic!("round {round}: a released lease is free")
+        };
+        assert!(token > last, "round {round}: token {token} > {last}");
+        last = token;
+        if who != holder {
+            // Hand it back so the next release has something to drop.
+            store.acquire_lease("merge:alpha", &who, -1, T0).await.unwrap();
+            let LeaseOutcome::Acquired { token } =
+                store.acquire_lease("merge:alpha", &holder, 60_000, T0).await.unwrap()
+            else {
+                panic!("round {round}: an expired lease is free")
+            };
+            assert!(token > last, "round {round}: token {token} > {last}");
+            last = token;
+        }
+    }
+}
+
+/// Eight holders racing for one free lease: exactly one gets it.
+async fn suite_lease_race(store: Arc<dyn Store>) {
+    let barrier = Arc::new(Barrier::new(8));
+    let racers: Vec<_> = (0..8)
+        .map(|n| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                (n, store.acquire_lease("merge:alpha", &format!("holder-{n}"), 60_000, T0).await.unwrap())
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        let (n, outcome) = racer.await.unwrap();
+        if matches!(outcome, LeaseOutcome::Acquired { .. }) {
+            winners.push(n);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(store.lease("merge:alpha").await.unwrap().unwrap().holder, format!("holder-{}", winners[0]));
+}
+
+// ---------------------------------------------------------------- suites: inbox
+
+/// SPEC §4.5: an input replayed with the same dedup key is `Duplicate` and changes nothing.
+async fn suite_inbox_dedup(store: Arc<dyn Store>) {
+    let task = create(&*store, "alpha", "P").await;
+    assert!(!store.inbox_seen("delivery-1").await.unwrap());
+    let mut approve = step(&task, "analysis", None, Transition::default());
+    approve.next.hold = Hold::AwaitingApproval;
+    approve.inbox = Some(inbox("delivery-1"));
+    store.advance(approve).await.unwrap();
+    assert!(store.inbox_seen("delivery-1").await.unwrap());
+    let after = reload(&*store, task.id).await;
+    let events = events_of(&*store, task.id).await.len();
+    let jobs = store.jobs_for_task(task.id).await.unwrap().len();
+
+    // The replay reads the new version, so only the dedup key can stop it.
+    let mut replay = step(&after, "design", None, enqueue("design", 0));
+    replay.inbox = Some(inbox("delivery-1"));
+    assert!(is_duplicate(&store.advance(replay).await), "a replayed delivery is a duplicate");
+    let unchanged = reload(&*store, task.id).await;
+    assert_eq!((unchanged.version, unchanged.state), (after.version, after.state.clone()));
+    assert_eq!(events_of(&*store, task.id).await.len(), events);
+    assert_eq!(store.jobs_for_task(task.id).await.unwrap().len(), jobs);
+
+    // A suppressed input is remembered too, and a replay of it is a duplicate that adds no event.
+    let mut why = note(task.id, "suppressed", "stale approval");
+    store.record_suppressed(task.id, Some(inbox("delivery-2")), why.clone()).await.unwrap();
+    assert!(store.inbox_seen("delivery-2").await.unwrap());
+    assert_eq!(events_of(&*store, task.id).await.len(), events + 1);
+    why.message = "replayed".into();
+    assert!(is_duplicate(&store.record_suppressed(task.id, Some(inbox("delivery-2")), why.clone()).await));
+    assert!(is_duplicate(&store.record_suppressed(task.id, Some(inbox("delivery-1")), why).await));
+    assert_eq!(events_of(&*store, task.id).await.len(), events + 1, "duplicates add no event");
+
+    let mut after_suppressed = step(&after, "design", None, enqueue("design", 0));
+    after_suppressed.inbox = Some(inbox("delivery-2"));
+    assert!(is_duplicate(&store.advance(after_suppressed).await), "a key seen as suppressed is a duplicate too");
+    assert_eq!(reload(&*store, task.id).await.version, after.version);
+
+    // Without a dedup key, a suppression is just a timeline line.
+    store.record_suppressed(task.id, None, note(task.id, "suppressed", "no key")).await.unwrap();
+    store.record_suppressed(task.id, None, note(task.id, "suppressed", "no key")).await.unwrap();
+    assert_eq!(events_of(&*store, task.id).await.len(), events + 3);
+    assert!(!store.inbox_seen("delivery-3").await.unwrap());
+}
+
+// ---------------------------------------------------------------- suites: jobs
+
+/// `cancel_jobs` cancels the task's queued and running jobs, leaves its finished ones, and no other task's.
+async fn suite_cancel_jobs(store: Arc<dyn Store>) {
+    let task = create(&*store, "alpha", "P").await;
+    let done = claim(&*store, T0).await.id;
+    store.advance(step(&task, "design", finished(done, json!("ok")), enqueue("design", 0))).await.unwrap();
+    let task = reload(&*store, task.id).await;
+    let running = claim(&*store, T0 + 1).await.id;
+    store.advance(step(&task, "review", None, enqueue("review", 0))).await.unwrap();
+    let task = reload(&*store, task.id).await;
+    let queued = task.state.job.unwrap();
+
+    let other = create(&*store, "alpha", "P").await;
+    // At T0 only the other task's job is available (this task's `review` job is at T0 + 1).
+    let other_running = claim(&*store, T0).await.id;
+    assert_eq!(Some(other_running), other.state.job);
+    let bystander = create(&*store, "alpha", "P").await;
+    let other_queued = bystander.state.job.unwrap();
+
+    let cancel = Transition { cancel_jobs: true, ..Transition::default() };
+    assert_eq!(store.advance(step(&task, "cancelled", None, cancel)).await.unwrap(), None);
+    let status = |job: JobId| {
+        let store = store.clone();
+        async move { job_of(&*store, job).await.status }
+    };
+    assert_eq!(status(done).await, JobStatus::Done);
+    assert_eq!(status(running).await, JobStatus::Cancelled);
+    assert_eq!(status(queued).await, JobStatus::Cancelled);
+    assert_eq!(job_of(&*store, queued).await.finished_at_ms, Some(T0 + 1));
+    assert_eq!(status(other_running).await, JobStatus::Running);
+    assert_eq!(status(other_queued).await, JobStatus::Queued);
+    let task = reload(&*store, task.id).await;
+    assert_eq!((task.state.stage.as_str(), task.state.job), ("cancelled", None));
+}
+
+/// `requeue_job` only moves running jobs; `close_job` only ends queued or running ones.
+async fn suite_requeue_and_close(store: Arc<dyn Store>) {
+    let a = create(&*store, "alpha", "P").await;
+    let job = a.state.job.unwrap();
+    assert!(!store.requeue_job(job, T0).await.unwrap(), "a queued job is not requeued");
+    claim(&*store, T0).await;
+    store.set_job_process(job, Some(100), Some(101)).await.unwrap();
+    let running = job_of(&*store, job).await;
+    assert_eq!((running.pid, running.pgid), (Some(100), Some(101)));
+
+    assert!(store.requeue_job(job, T0 + 5_000).await.unwrap());
+    let requeued = job_of(&*store, job).await;
+    assert_eq!(
+        (requeued.status, requeued.owner, requeued.pid, requeued.pgid, requeued.available_at_ms),
+        (JobStatus::Queued, None, None, None, T0 + 5_000)
+    );
+    assert!(!store.requeue_job(job, T0).await.unwrap(), "requeued once only");
+    assert!(store.claim_job(&claim_at("w", T0 + 4_999)).await.unwrap().is_none());
+    assert_eq!(store.claim_job(&claim_at("again", T0 + 5_000)).await.unwrap().unwrap().id, job);
+
+    assert!(store.close_job(job, JobStatus::Failed, json!({ "stale": true })).await.unwrap(), "running → closed");
+    let closed = job_of(&*store, job).await;
+    assert_eq!((closed.status, closed.result), (JobStatus::Failed, Some(json!({ "stale": true }))));
+    assert!(closed.finished_at_ms.is_some());
+    assert!(!store.close_job(job, JobStatus::Cancelled, json!(null)).await.unwrap(), "a failed job stays failed");
+    assert!(!store.requeue_job(job, T0).await.unwrap(), "a failed job is not requeued");
+    assert_eq!(job_of(&*store, job).await.status, JobStatus::Failed);
+
+    let b = create(&*store, "alpha", "P").await;
+    let queued = b.state.job.unwrap();
+    assert!(store.close_job(queued, JobStatus::Cancelled, json!("stale")).await.unwrap(), "queued → closed");
+    assert_eq!(job_of(&*store, queued).await.status, JobStatus::Cancelled);
+    assert!(!store.close_job(queued, JobStatus::Failed, json!("again")).await.unwrap());
+    assert!(!store.requeue_job(queued, T0).await.unwrap(), "a cancelled job is not requeued");
+
+    let c = create(&*store, "alpha", "P").await;
+    let done = claim(&*store, T0 + 5_000).await.id;
+    assert_eq!(Some(done), c.state.job);
+    store.advance(step(&c, "design", finished(done, json!("ok")), Transition::default())).await.unwrap();
+    assert!(!store.close_job(done, JobStatus::Failed, json!("late")).await.unwrap(), "a done job stays done");
+    assert!(!store.requeue_job(done, T0).await.unwrap(), "a done job is not requeued");
+    let kept = job_of(&*store, done).await;
+    assert_eq!((kept.status, kept.result), (JobStatus::Done, Some(json!("ok"))));
+}
+
+// ---------------------------------------------------------------- suites: agent runs and usage
+
+/// Agent runs keep their token figures and an unknown cost as `None`; usage sums them per group.
+async fn suite_agent_runs_and_usage(store: Arc<dyn Store>) {
+    let a = create(&*store, "alpha", "A").await;
+    let b = create(&*store, "beta", "B").await;
+    let succeeded = AgentStatus::Succeeded;
+    let r1 = run(&*store, &a, "analysis", T0, report(succeeded.clone(), tokens(100, 10, 5, 1), Some(0.5), None)).await;
+    let failed = AgentStatus::Failed { message: "rate limited".into() };
+    run(&*store, &a, "design", T0 + 1_000, report(failed, tokens(200, 20, 0, 0), None, Some("model-b"))).await;
+    run(&*store, &b, "analysis", T0 + DAY_MS, report(succeeded, tokens(50, 5, 0, 0), Some(0.25), None)).await;
+
+    let runs = store.agent_runs(a.id).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    let first = &runs[0];
+    assert_eq!(first.id, r1);
+    assert_eq!((first.job_id, first.task_id, first.stage.as_str()), (a.state.job.unwrap(), a.id, "analysis"));
+    assert_eq!((first.status.as_deref(), first.error.as_deref(), first.exit_code), (Some("succeeded"), None, Some(0)));
+    assert_eq!((first.model.as_deref(), first.cost_usd), (Some("model-a"), Some(0.5)), "no reported model: kept");
+    assert_eq!(
+        (first.input_tokens, first.output_tokens, first.cache_read_tokens, first.cache_write_tokens),
+        (100, 10, 5, 1)
+    );
+    assert_eq!((first.reasoning_tokens, first.turns, first.session_id.as_deref()), (7, Some(3), Some("session-1")));
+    assert_eq!((first.pid, first.started_at_ms, first.ended_at_ms), (Some(4242), T0, Some(T0 + 1_000)));
+    let second = &runs[1];
+    assert_eq!((second.status.as_deref(), second.error.as_deref()), (Some("failed"), Some("rate limited")));
+    assert_eq!((second.model.as_deref(), second.cost_usd), (Some("model-b"), None), "unpriced stays None, not 0");
+
+    let task = store.usage(UsageGroup::Task).await.unwrap();
+    assert_eq!(task.len(), 2, "{task:?}");
+    assert_usage(usage_row(&task, "A-001"), 2, 300, 30, 0.5, 1);
+    assert_usage(usage_row(&task, "B-001"), 1, 50, 5, 0.25, 0);
+    let stage = store.usage(UsageGroup::Stage).await.unwrap();
+    assert_eq!(stage.len(), 2, "{stage:?}");
+    assert_usage(usage_row(&stage, "analysis"), 2, 150, 15, 0.75, 0);
+    assert_usage(usage_row(&stage, "design"), 1, 200, 20, 0.0, 1);
+    let analysis = usage_row(&stage, "analysis");
+    assert_eq!((analysis.cache_read_tokens, analysis.cache_write_tokens), (5, 1));
+    let model = store.usage(UsageGroup::Model).await.unwrap();
+    assert_eq!(model.len(), 2, "{model:?}");
+    assert_usage(usage_row(&model, "model-a"), 2, 150, 15, 0.75, 0);
+    assert_usage(usage_row(&model, "model-b"), 1, 200, 20, 0.0, 1);
+    let day = store.usage(UsageGroup::Day).await.unwrap();
+    assert_eq!(day.len(), 2, "{day:?}");
+    assert_usage(usage_row(&day, "2023-11-14"), 2, 300, 30, 0.5, 1);
+    assert_usage(usage_row(&day, "2023-11-15"), 1, 50, 5, 0.25, 0);
+    let adapter = store.usage(UsageGroup::Adapter).await.unwrap();
+    assert_usage(usage_row(&adapter, "claude"), 2, 150, 15, 0.75, 0);
+    assert_usage(usage_row(&adapter, "codex"), 1, 200, 20, 0.0, 1);
+    let repo = store.usage(UsageGroup::Repo).await.unwrap();
+    assert_usage(usage_row(&repo, "alpha"), 2, 300, 30, 0.5, 1);
+    assert_usage(usage_row(&repo, "beta"), 1, 50, 5, 0.25, 0);
+
+    assert_eq!(store.count_agent_runs(a.id, "analysis").await.unwrap(), 1);
+    assert_eq!(store.count_agent_runs(a.id, "design").await.unwrap(), 1);
+    assert_eq!(store.count_agent_runs(a.id, "review").await.unwrap(), 0);
+    assert_eq!(store.count_agent_runs(b.id, "analysis").await.unwrap(), 1);
+    // A started run counts before it finishes.
+    let started = NewAgentRun {
+        job: b.state.job.unwrap(),
+        task: b.id,
+        stage: "analysis".into(),
+        adapter: "claude".into(),
+        model: None,
+        pid: None,
+        started_at_ms: T0 + DAY_MS + 5_000,
+        log_path: "logs/b.log".into(),
+    };
+    store.insert_agent_run(started).await.unwrap();
+    assert_eq!(store.count_agent_runs(b.id, "analysis").await.unwrap(), 2);
+    assert_eq!(store.count_agent_runs(a.id, "analysis").await.unwrap(), 1);
+}
+
+/// Per-task usage keeps two tasks apart even when their repos gave them the same work-item id.
+async fn suite_usage_by_task_across_repos(store: Arc<dyn Store>) {
+    let a = create(&*store, "alpha", "P").await;
+    let b = create(&*store, "beta", "P").await;
+    assert_eq!((a.work_item_id.as_str(), b.work_item_id.as_str()), ("P-001", "P-001"));
+    run(&*store, &a, "analysis", T0, report(AgentStatus::Succeeded, tokens(100, 10, 0, 0), Some(1.0), None)).await;
+    run(&*store, &b, "analysis", T0, report(AgentStatus::Succeeded, tokens(50, 5, 0, 0), Some(2.0), None)).await;
+    let rows = store.usage(UsageGroup::Task).await.unwrap();
+    assert_eq!(rows.len(), 2, "one row per task, not per work-item id: {rows:?}");
+    assert!(rows.iter().all(|r| r.runs == 1), "{rows:?}");
+}
+
+// ---------------------------------------------------------------- suites: events
+
+/// `events` returns rows after `after_id`, oldest first, up to `limit`, optionally for one task.
+async fn suite_events(store: Arc<dyn Store>) {
+    let a = create(&*store, "alpha", "P").await;
+    let b = create(&*store, "alpha", "P").await;
+    let mut ids = Vec::new();
+    for (n, task) in [a.id, b.id, a.id, b.id, a.id].into_iter().enumerate() {
+        let mut event = note(task, "progress", &format!("step {n}"));
+        event.at_ms = T0 + n as i64;
+        event.detail = json!({ "n": n, "nested": { "ok": true } });
+        ids.push((task, store.append_event(event).await.unwrap()));
+    }
+
+    let of_a = store.events(Some(a.id), 0, 100).await.unwrap();
+    let kinds: Vec<&str> = of_a.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["created", "progress", "progress", "progress"]);
+    assert!(of_a.iter().all(|e| e.task_id == a.id));
+    assert!(of_a.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+    let a_ids: Vec<i64> = ids.iter().filter(|(t, _)| *t == a.id).map(|(_, id)| *id).collect();
+    assert_eq!(of_a[1..].iter().map(|e| e.id).collect::<Vec<_>>(), a_ids);
+    let second = &of_a[2];
+    assert_eq!((second.message.as_str(), second.at_ms, second.stage.as_str()), ("step 2", T0 + 2, "analysis"));
+    assert_eq!(second.detail, json!({ "n": 2, "nested": { "ok": true } }));
+
+    let after = store.events(Some(a.id), a_ids[0], 100).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), a_ids[1..]);
+    let limited = store.events(Some(a.id), 0, 2).await.unwrap();
+    assert_eq!(limited.iter().map(|e| e.id).collect::<Vec<_>>(), of_a[..2].iter().map(|e| e.id).collect::<Vec<_>>());
+
+    let all = store.events(None, 0, 100).await.unwrap();
+    assert_eq!(all.len(), 2 + 5, "two created events and five appended");
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+    let last = all.last().unwrap().id;
+    assert!(store.events(None, last, 100).await.unwrap().is_empty());
+    let tail = store.events(None, all[4].id, 100).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.id).collect::<Vec<_>>(), all[5..].iter().map(|e| e.id).collect::<Vec<_>>());
+    assert!(store.events(Some(TaskId(9_999)), 0, 100).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------- suites: restart
+
+/// SPEC §4.6: everything written survives closing and reopening the database, and reopening re-runs no migration.
+async fn suite_restart(backend: &Backend) {
+    let store = backend.open().await;
+    let task = create(&*store, "alpha", "P").await;
+    let job = claim(&*store, T0).await;
+    store.set_job_process(job.id, Some(77), Some(77)).await.unwrap();
+    store.acquire_lease("merge:alpha", &task_holder(task.id), 60_000, T0).await.unwrap();
+    store.record_suppressed(task.id, Some(inbox("delivery-1")), note(task.id, "suppressed", "stale")).await.unwrap();
+    run(&*store, &task, "analysis", T0, report(AgentStatus::Succeeded, tokens(10, 1, 0, 0), None, None)).await;
+    let events = events_of(&*store, task.id).await;
+    drop(store);
+
+    for reopen in 0..2 {
+        let store = backend.open().await;
+        let again = reload(&*store, task.id).await;
+        assert_eq!((again.version, &again.state, &again.work_item_id), (task.version, &task.state, &task.work_item_id));
+        let job = job_of(&*store, job.id).await;
+        assert_eq!((job.status, job.pid, job.owner.as_deref()), (JobStatus::Running, Some(77), Some("worker")));
+        let lease = store.lease("merge:alpha").await.unwrap().unwrap();
+        assert_eq!(lease.holder, task_holder(task.id), "reopen {reopen}");
+        assert!(store.inbox_seen("delivery-1").await.unwrap(), "reopen {reopen}");
+        let ids = |e: Vec<EventRecord>| e.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(events_of(&*store, task.id).await), ids(events.clone()), "reopen {reopen}");
+        assert_eq!(store.count_agent_runs(task.id, "analysis").await.unwrap(), 1, "reopen {reopen}");
+        drop(store);
+    }
+    let store = backend.open().await;
+    assert_eq!(create(&*store, "alpha", "P").await.work_item_id, "P-002", "the counter survives a restart");
+}
+
+// ---------------------------------------------------------------- SQLite
+
+mod sqlite {
+    use super::*;
+
+    // Two advancers race on one version 50 times: one commits, the other conflicts and leaves no trace.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn advance_race_has_one_winner_and_no_partial_writes() {
+        let (_dir, _, store) = sqlite().await;
+        suite_advance_race(store).await;
+    }
+
+    // Finishing a job that is not running conflicts and rolls back the whole advance.
+    #[tokio::test]
+    async fn advance_finishing_a_job_not_running_rolls_back() {
+        let (_dir, _, store) = sqlite().await;
+        suite_finish_guard(store).await;
+    }
+
+    // An advance cannot flip another task's running job.
+    #[tokio::test]
+    async fn advance_refuses_to_finish_another_tasks_job() {
+        let (_dir, _, store) = sqlite().await;
+        suite_finish_guard_other_task(store).await;
+    }
+
+    // Work-item ids number per (repo, prefix) and walk past taken numbers after a counter rewind.
+    #[tokio::test]
+    async fn work_item_ids_number_per_repo_and_prefix_and_walk_past_collisions() {
+        let (_dir, backend, store) = sqlite().await;
+        suite_work_item_ids(store, &backend).await;
+    }
+
+    // Twenty concurrent creates get twenty distinct, consecutive work-item ids.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_creates_get_distinct_work_item_ids() {
+        let (_dir, _, store) = sqlite().await;
+        suite_work_item_ids_concurrent(store).await;
+    }
+
+    // Tasks round-trip, and listing filters by repo and activity, newest first.
+    #[tokio::test]
+    async fn tasks_round_trip_and_list_newest_first() {
+        let (_dir, _, store) = sqlite().await;
+        suite_tasks_and_listing(store).await;
+    }
+
+    // Claims stop at the global and the per-repo running limits.
+    #[tokio::test]
+    async fn claim_respects_running_limits() {
+        let (_dir, _, store) = sqlite().await;
+        suite_claim_limits(store).await;
+    }
+
+    // A job is not claimable before its available_at.
+    #[tokio::test]
+    async fn claim_waits_for_available_at() {
+        let (_dir, _, store) = sqlite().await;
+        suite_claim_available_at(store).await;
+    }
+
+    // Four concurrent claimers over 200 jobs claim each job exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_claimers_never_share_a_job() {
+        let (_dir, _, store) = sqlite().await;
+        suite_claim_concurrent(store).await;
+    }
+
+    // Only the task's current job is claimable.
+    #[tokio::test]
+    async fn claim_takes_only_the_current_job() {
+        let (_dir, _, store) = sqlite().await;
+        suite_claim_current_job_only(store).await;
+    }
+
+    // Leases are exclusive, renewable, and taken over after expiry with a larger token.
+    #[tokio::test]
+    async fn leases_are_exclusive_and_fenced() {
+        let (_dir, _, store) = sqlite().await;
+        suite_leases(store).await;
+    }
+
+    // release_leases drops only the task's leases, and tokens grow across release and re-acquire.
+    #[tokio::test]
+    async fn advance_releases_the_tasks_leases_and_tokens_keep_growing() {
+        let (_dir, _, store) = sqlite().await;
+        suite_lease_release(store).await;
+    }
+
+    // Eight concurrent acquirers of one lease: exactly one wins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_acquirers_get_one_lease() {
+        let (_dir, _, store) = sqlite().await;
+        suite_lease_race(store).await;
+    }
+
+    // A replayed dedup key is Duplicate for advance and record_suppressed and changes nothing.
+    #[tokio::test]
+    async fn inbox_replays_are_duplicates_that_change_nothing() {
+        let (_dir, _, store) = sqlite().await;
+        suite_inbox_dedup(store).await;
+    }
+
+    // cancel_jobs cancels this task's queued and running jobs only.
+    #[tokio::test]
+    async fn cancel_jobs_touches_only_the_tasks_live_jobs() {
+        let (_dir, _, store) = sqlite().await;
+        suite_cancel_jobs(store).await;
+    }
+
+    // requeue_job acts only on running jobs, close_job only on queued or running ones.
+    #[tokio::test]
+    async fn requeue_and_close_act_only_on_live_jobs() {
+        let (_dir, _, store) = sqlite().await;
+        suite_requeue_and_close(store).await;
+    }
+
+    // Agent runs keep tokens and unknown cost; usage sums per group and counts unpriced runs.
+    #[tokio::test]
+    async fn agent_runs_and_usage_totals() {
+        let (_dir, _, store) = sqlite().await;
+        suite_agent_runs_and_usage(store).await;
+    }
+
+    // Per-task usage does not merge two repos' tasks that share a work-item id.
+    #[tokio::test]
+    async fn usage_by_task_keeps_same_work_item_id_in_two_repos_apart() {
+        let (_dir, _, store) = sqlite().await;
+        suite_usage_by_task_across_repos(store).await;
+    }
+
+    // Events page by id, oldest first, with an optional task filter.
+    #[tokio::test]
+    async fn events_page_in_order_and_filter_by_task() {
+        let (_dir, _, store) = sqlite().await;
+        suite_events(store).await;
+    }
+
+    // Data survives a close and reopen; reopening twice re-runs no migration.
+    #[tokio::test]
+    async fn data_survives_restart_and_migrations_are_idempotent() {
+        let (_dir, backend, store) = sqlite().await;
+        drop(store);
+        suite_restart(&backend).await;
+    }
+}
