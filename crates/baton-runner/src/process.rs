@@ -181,9 +181,32 @@ impl Supervised {
     }
 }
 
-/// Whether any process of the group is alive.
+/// Whether any process of the group is alive. Zombies do not count: an orphan whose new parent
+/// never reaps it (pid 1 in some containers) must not look alive forever.
 pub fn group_alive(pgid: u32) -> bool {
-    pgid > 1 && killpg(Pid::from_raw(pgid as i32), None).is_ok()
+    if pgid <= 1 || killpg(Pid::from_raw(pgid as i32), None).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.filter_map(|e| e.ok()).any(|entry| {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // Fields after the command name: state, ppid, pgrp, ...
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, rest)| rest) else {
+            return false;
+        };
+        let mut fields = rest.split(' ');
+        let state = fields.next().unwrap_or("");
+        let group = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+        group == Some(pgid) && state != "Z" && state != "X"
+    })
 }
 
 /// SIGTERM to the whole group, wait up to `grace`, then SIGKILL whatever is left.

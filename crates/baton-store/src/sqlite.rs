@@ -402,12 +402,14 @@ impl Store for SqliteStore {
         }
         if let Some(finish) = &advance.finish_job {
             let flipped = sqlx::query(
-                "UPDATE jobs SET status = $2, finished_at = $3, result = $4 WHERE id = $1 AND status = 'running'",
+                "UPDATE jobs SET status = $2, finished_at = $3, result = $4
+                 WHERE id = $1 AND task_id = $5 AND status = 'running'",
             )
             .bind(finish.job.0)
             .bind(finish.status.as_str())
             .bind(advance.now_ms)
             .bind(finish.result.to_string())
+            .bind(advance.task.0)
             .execute(&mut *tx)
             .await?;
             if flipped.rows_affected() != 1 {
@@ -679,7 +681,7 @@ impl Store for SqliteStore {
 
     async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>> {
         let key = match group {
-            UsageGroup::Task => "t.work_item_id",
+            UsageGroup::Task => "t.repo || '/' || t.work_item_id",
             UsageGroup::Stage => "r.stage",
             UsageGroup::Adapter => "r.adapter",
             UsageGroup::Model => "COALESCE(r.model, '(unknown)')",

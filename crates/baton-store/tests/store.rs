@@ -749,8 +749,8 @@ async fn suite_agent_runs_and_usage(store: Arc<dyn Store>) {
 
     let task = store.usage(UsageGroup::Task).await.unwrap();
     assert_eq!(task.len(), 2, "{task:?}");
-    assert_usage(usage_row(&task, "A-001"), 2, 300, 30, 0.5, 1);
-    assert_usage(usage_row(&task, "B-001"), 1, 50, 5, 0.25, 0);
+    assert_usage(usage_row(&task, "alpha/A-001"), 2, 300, 30, 0.5, 1);
+    assert_usage(usage_row(&task, "beta/B-001"), 1, 50, 5, 0.25, 0);
     let stage = store.usage(UsageGroup::Stage).await.unwrap();
     assert_eq!(stage.len(), 2, "{stage:?}");
     assert_usage(usage_row(&stage, "analysis"), 2, 150, 15, 0.75, 0);

@@ -34,6 +34,11 @@ fn config_check_accepts_valid_and_rejects_missing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.toml"));
     let out = Command::new(baton_exe()).args(["init", "--dir"]).arg(tmp.path()).output().unwrap();
     assert!(out.status.success());
-    let out = Command::new(baton_exe()).arg("--config").arg(tmp.path().join("baton.toml")).args(["config", "check"]).output().unwrap();
+    let out = Command::new(baton_exe())
+        .arg("--config")
+        .arg(tmp.path().join("baton.toml"))
+        .args(["config", "check"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

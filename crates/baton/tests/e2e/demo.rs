@@ -10,9 +10,19 @@ use std::process::Command;
 fn demo_reaches_done_and_every_main_commit_passes_tests() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
-    let out = Command::new(baton_exe()).args(["demo", "--yes", "--dir"]).arg(&dir).env_remove("BATON_CONFIG").output().unwrap();
+    let out = Command::new(baton_exe())
+        .args(["demo", "--yes", "--dir"])
+        .arg(&dir)
+        .env_remove("BATON_CONFIG")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed ({:?}):\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed ({:?}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("auto-approve because --yes was given"), "{stdout}");
     assert!(stdout.contains("auto-confirm-deploy because --yes was given"), "{stdout}");
 
@@ -23,7 +33,10 @@ fn demo_reaches_done_and_every_main_commit_passes_tests() {
     assert!(subjects[0].starts_with("Initial commit"));
     let mut merged: Vec<&str> = subjects[1..].to_vec();
     merged.sort();
-    assert_eq!(merged, ["DEMO-001: Add a multiply function", "DEMO-002: Add a safe divide function", "DEMO-003: Add a power function"]);
+    assert_eq!(
+        merged,
+        ["DEMO-001: Add a multiply function", "DEMO-002: Add a safe divide function", "DEMO-003: Add a power function"]
+    );
     assert_each_main_commit_passes_tests(&project);
 
     let show = |id: &str| -> serde_json::Value {

@@ -36,7 +36,8 @@ fn two_tasks_at_the_merge_gate_one_defers_then_both_merge_retested_on_top() {
                 // Confirm the deploy only once the other task has been deferred at the merge gate.
                 Some("awaiting_confirm") => {
                     let other = ids.iter().find(|o| *o != id).unwrap();
-                    let deferred = messages(&timeline(&env, other), "job_finished").iter().any(|m| m.contains("deferred"));
+                    let deferred =
+                        messages(&timeline(&env, other), "job_finished").iter().any(|m| m.contains("deferred"));
                     let other_done = tasks.iter().any(|t| t["work_item_id"] == other.as_str() && stage(t) == "done");
                     if deferred || other_done {
                         deferred_seen |= deferred;

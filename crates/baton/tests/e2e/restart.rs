@@ -9,13 +9,13 @@ match = "slow"
 [[task.step]]
 stage = "architecture"
 actions = [
-  { sleep_ms = 1500 },
+  { sleep_ms = 5000 },
   { write = { path = "docs/baton/{work_item}/02-architecture.md", content = "Design.\n" } },
 ]
 [[task.step]]
 stage = "development"
 actions = [
-  { sleep_ms = 1500 },
+  { sleep_ms = 5000 },
   { write = { path = "mathkit/m_{work_item_snake}.py", content = "def value():\n    return 1\n" } },
   { write = { path = "tests/test_{work_item_snake}.py", content = "import unittest\nimport importlib\n\n\nclass T(unittest.TestCase):\n    def test_value(self):\n        self.assertEqual(importlib.import_module('mathkit.m_{work_item_snake}').value(), 1)\n" } },
 ]
@@ -35,9 +35,12 @@ fn kill9_mid_run_then_restart_every_task_reaches_done() {
         // Wait until an agent is running, then kill the server without warning.
         let deadline = Instant::now() + Duration::from_secs(60);
         let agent_pid = loop {
-            env.drive(Duration::from_secs(5), |_| true);
+            env.play_human(&env.tasks());
             let status = env.json(&["status"]);
-            if let Some(pid) = status["running_jobs"].as_array().unwrap().iter().find_map(|j| j["pid"].as_u64()) {
+            let slow = |j: &&serde_json::Value| j["stage"] == "architecture" || j["stage"] == "development";
+            if let Some(pid) =
+                status["running_jobs"].as_array().unwrap().iter().filter(slow).find_map(|j| j["pid"].as_u64())
+            {
                 break pid;
             }
             assert!(Instant::now() < deadline, "no agent started");
@@ -48,8 +51,12 @@ fn kill9_mid_run_then_restart_every_task_reaches_done() {
         // The next server stops the orphaned agent before requeueing its job.
         let next = env.serve(10 + round);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while pid_alive(agent_pid) {
-            assert!(Instant::now() < deadline, "orphan agent {agent_pid} still running after restart");
+        // …and puts its job back in the queue (no running job still carries that pid).
+        let carries = |status: &serde_json::Value| {
+            status["running_jobs"].as_array().unwrap().iter().any(|j| j["pid"].as_u64() == Some(agent_pid))
+        };
+        while pid_alive(agent_pid) || carries(&env.json(&["status"])) {
+            assert!(Instant::now() < deadline, "orphan agent {agent_pid} not stopped and requeued after restart");
             std::thread::sleep(Duration::from_millis(100));
         }
         drop(next);

@@ -30,7 +30,7 @@ pub struct Env {
 pub const PROJECT_TEST: &str = "import unittest\n\nfrom mathkit.core import add\n\n\nclass AddTest(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n";
 
 /// Script steps every task gets unless the test's own script overrides them (first match wins).
-pub const COMMON_STEPS: &str = r#"
+pub const COMMON_STEPS: &str = r##"
 [[task]]
 match = "*"
 [[task.step]]
@@ -51,7 +51,7 @@ actions = [{ write = { path = "docs/baton/{work_item}/04-review.md", content = "
 [[task.step]]
 stage = "testing"
 actions = [{ write = { path = "docs/baton/{work_item}/05-test-report.md", content = "---\nverdict: pass\n---\nOK\n" } }]
-"#;
+"##;
 
 impl Env {
     /// Builds the project, a config with fast limits plus `extra_limits`, and `script` + common steps.
@@ -144,20 +144,25 @@ impl Env {
             if done(&tasks) {
                 return tasks;
             }
-            for task in &tasks {
-                let id = task["work_item_id"].as_str().unwrap();
-                match task["state"]["hold"]["kind"].as_str() {
-                    Some("awaiting_approval") => {
-                        self.run(&["task", "approve", id]);
-                    }
-                    Some("awaiting_confirm") => {
-                        self.run(&["task", "confirm-deploy", id]);
-                    }
-                    _ => {}
-                }
-            }
+            self.play_human(&tasks);
             assert!(Instant::now() < deadline, "timed out; tasks: {tasks:#?}");
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Approves every analysis and confirms every deploy that waits, once.
+    pub fn play_human(&self, tasks: &[Value]) {
+        for task in tasks {
+            let id = task["work_item_id"].as_str().unwrap();
+            match task["state"]["hold"]["kind"].as_str() {
+                Some("awaiting_approval") => {
+                    self.run(&["task", "approve", id]);
+                }
+                Some("awaiting_confirm") => {
+                    self.run(&["task", "confirm-deploy", id]);
+                }
+                _ => {}
+            }
         }
     }
 }
@@ -214,7 +219,11 @@ pub fn assert_each_main_commit_passes_tests(project: &Path) {
         let path = scratch.path().join(format!("c{i}"));
         git(project, &["worktree", "add", "-q", "--detach", path.to_str().unwrap(), sha]);
         let out = Command::new("python3").args(["-m", "unittest", "-q"]).current_dir(&path).output().unwrap();
-        assert!(out.status.success(), "commit {sha} ({subject}) fails its tests: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "commit {sha} ({subject}) fails its tests: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         git(project, &["worktree", "remove", "--force", path.to_str().unwrap()]);
     }
 }
