@@ -149,7 +149,8 @@ pub fn init_template(data_dir_hint: &str) -> String {
     let mut limits = String::new();
     for (key, doc) in LIMIT_DOCS {
         if let Some(value) = defaults.get(*key) {
-            limits.push_str(&format!("# {key} = {value:<8} # {doc}\n"));
+            let entry = format!("# {key} = {value}");
+            limits.push_str(&format!("{entry:<34} # {doc}\n"));
         }
     }
     let data_dir = Value::String(data_dir_hint.to_string());
@@ -306,7 +307,6 @@ impl<'a> Loader<'a> {
     /// Parses the text; on a syntax error, reports it and blanks that line to look for more.
     fn parse_document(&mut self, text: &str, file_name: &str) -> Table {
         let mut text = text.to_string();
-        // The parser does not always report the earliest error first; issues are listed by line.
         let mut found: Vec<(usize, usize, ConfigIssue)> = Vec::new();
         let mut table = Table::new();
         for attempt in 0..SYNTAX_ERRORS_MAX {
@@ -320,11 +320,22 @@ impl<'a> Loader<'a> {
             };
             let offset = error.span().map_or(text.len(), |span| span.start);
             let (line, column) = line_column(&text, offset);
+            if found.iter().any(|(seen, _, _)| *seen == line) {
+                // An error on a line already skipped is fallout of an unclosed array, table or
+                // string; listing more would only add noise.
+                break;
+            }
             let line_text: String = text.lines().nth(line - 1).unwrap_or("").trim().chars().take(80).collect();
             let issue = ConfigIssue::new(
                 format!("{file_name}:{line}:{column}"),
                 format!("TOML syntax error at line {line}, column {column}: {}", error.message().trim()),
-                format!("correct line {line} (`{line_text}`); strings need quotes, arrays use [a, b], tables [name]"),
+                if line_text.is_empty() {
+                    format!("close the string, array or table that is still open at line {line}")
+                } else {
+                    format!(
+                        "correct line {line} (`{line_text}`); strings need quotes, arrays use [a, b], tables [name]"
+                    )
+                },
             );
             found.push((line, column, issue));
             let next = skip_line(&text, line, attempt);
@@ -334,6 +345,7 @@ impl<'a> Loader<'a> {
             }
             text = next;
         }
+        // The parser does not always report the earliest error first; list them by position.
         found.sort_by_key(|(line, column, _)| (*line, *column));
         self.issues.extend(found.into_iter().map(|(_, _, issue)| issue));
         table
@@ -383,7 +395,11 @@ impl<'a> Loader<'a> {
                 rest = after;
             } else if let Some(after) = tail.strip_prefix("${") {
                 let Some(end) = after.find('}') else {
-                    self.issue(key, "a `${` has no closing `}`", "close the reference as `${NAME}`, or write `$${` for a literal `${`");
+                    self.issue(
+                        key,
+                        "a `${` has no closing `}`",
+                        "close the reference as `${NAME}`, or write `$${` for a literal `${`",
+                    );
                     return None;
                 };
                 let reference = &after[..end];
@@ -510,7 +526,8 @@ impl<'a> Loader<'a> {
         secrets.retain(|(value, _)| value.len() >= REDACT_LEN_MIN);
         // Longest first, so a secret containing another is replaced whole.
         secrets.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
-        let redact = |text: &str| secrets.iter().fold(text.to_string(), |acc, (value, shown)| acc.replace(value, shown));
+        let redact =
+            |text: &str| secrets.iter().fold(text.to_string(), |acc, (value, shown)| acc.replace(value, shown));
         let mut out: Vec<ConfigIssue> = Vec::new();
         for mut issue in self.issues {
             let set_by = self.overrides.iter().rev().find(|o| {
@@ -609,7 +626,11 @@ impl<'a> Loader<'a> {
         let data_dir = match section.data_dir {
             Some(dir) if dir.as_os_str().is_empty() => {
                 if !skip_data_dir {
-                    self.issue("server.data_dir", "the data directory is empty", "name a directory, e.g. \"baton-data\"");
+                    self.issue(
+                        "server.data_dir",
+                        "the data directory is empty",
+                        "name a directory, e.g. \"baton-data\"",
+                    );
                 }
                 None
             }
@@ -1028,7 +1049,7 @@ impl SerdeProblem {
         } else if message.starts_with("unknown variant") {
             ProblemKind::UnknownVariant { given: ticks.first().cloned().unwrap_or_default(), expected: expected_ticks }
         } else {
-            let expected = message.rsplit_once(", expected ").map(|(_, e)| e.to_string());
+            let expected = message.rsplit_once(", expected ").map(|(_, e)| friendly_type(e));
             ProblemKind::Other { expected }
         };
         SerdeProblem { kind, path, message }
@@ -1061,7 +1082,11 @@ impl SerdeProblem {
             ),
             ProblemKind::UnknownVariant { given, expected } => {
                 let known: Vec<&str> = expected.iter().map(String::as_str).collect();
-                ConfigIssue::new(at, format!("`{given}` is not one of the accepted values"), suggest_fix(given, &known, "use one of"))
+                ConfigIssue::new(
+                    at,
+                    format!("`{given}` is not one of the accepted values"),
+                    suggest_fix(given, &known, "use one of"),
+                )
             }
             ProblemKind::Other { expected } => {
                 let fix = match expected {
@@ -1071,6 +1096,18 @@ impl SerdeProblem {
                 ConfigIssue::new(at, self.message.clone(), fix)
             }
         }
+    }
+}
+
+/// Serde's type words in configuration terms.
+fn friendly_type(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)".to_string(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_string(),
+        "a sequence" => "a list, e.g. [\"a\", \"b\"]".to_string(),
+        "a boolean" => "true or false".to_string(),
+        other if other.starts_with("struct ") || other.contains("enum ") => "a table".to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -1114,7 +1151,8 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 fn skip_line(text: &str, line: usize, attempt: usize) -> String {
     let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
     if let Some(target) = lines.get_mut(line - 1) {
-        *target = if target.trim_start().starts_with('[') { format!("[{SKIPPED_SECTION}{attempt}]") } else { String::new() };
+        *target =
+            if target.trim_start().starts_with('[') { format!("[{SKIPPED_SECTION}{attempt}]") } else { String::new() };
     }
     lines.join("\n")
 }
@@ -1194,9 +1232,9 @@ fn set_path(table: &mut Table, segments: &[String], value: Value, prefix: &str) 
         table.insert(first.clone(), value);
         return Ok(key);
     }
-    let entry = table.entry(first.clone()).or_insert_with(|| {
-        if first == "repos" { Value::Array(Vec::new()) } else { Value::Table(Table::new()) }
-    });
+    let entry = table
+        .entry(first.clone())
+        .or_insert_with(|| if first == "repos" { Value::Array(Vec::new()) } else { Value::Table(Table::new()) });
     match entry {
         Value::Table(inner) => set_path(inner, rest, value, &key),
         Value::Array(items) => {
@@ -1388,7 +1426,8 @@ mod tests {
     }
 
     fn loaded(result: Result<Config, Vec<ConfigIssue>>) -> Config {
-        result.unwrap_or_else(|issues| panic!("{}", issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("\n")))
+        result
+            .unwrap_or_else(|issues| panic!("{}", issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("\n")))
     }
 
     fn find<'i>(issues: &'i [ConfigIssue], key: &str) -> &'i ConfigIssue {
@@ -1434,7 +1473,10 @@ mod tests {
         let all = env(&[("HOME", "/h"), ("XDG_DATA_HOME", "/x"), ("BATON_DATA_DIR", "/b")]);
         assert_eq!(default_data_dir(&all), PathBuf::from("/b"));
         assert_eq!(default_data_dir(&all[..2]), PathBuf::from("/x/baton"));
-        assert_eq!(default_data_dir(&env(&[("HOME", "/h"), ("XDG_DATA_HOME", "rel")])), PathBuf::from("/h/.local/share/baton"));
+        assert_eq!(
+            default_data_dir(&env(&[("HOME", "/h"), ("XDG_DATA_HOME", "rel")])),
+            PathBuf::from("/h/.local/share/baton")
+        );
         assert_eq!(default_data_dir(&[]), PathBuf::from("baton-data"));
     }
 
@@ -1527,7 +1569,8 @@ mod tests {
     #[test]
     fn syntax_errors_do_not_hide_other_problems() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "baton.toml", "[server]\nlisten = 127.0.0.1:80\n\n[limits]\nrunning_max = 0\n[[repos]\n");
+        let path =
+            write(dir.path(), "baton.toml", "[server]\nlisten = 127.0.0.1:80\n\n[limits]\nrunning_max = 0\n[[repos]\n");
         let found = issues(load_file(&path, &[]));
         let syntax: Vec<_> = found.iter().filter(|i| i.message.starts_with("TOML syntax error")).collect();
         assert_eq!(syntax.len(), 2, "{found:#?}");
@@ -1591,7 +1634,8 @@ mod tests {
     fn interpolation_expands_and_never_leaks_secrets() {
         let dir = tempfile::tempdir().unwrap();
         let secret = "s3cr3t-token-value";
-        let good = write(dir.path(), "good.toml", "[server]\napi_token = \"${TOKEN}\"\ndata_dir = \"${BASE:-fallback}/d\"\n");
+        let good =
+            write(dir.path(), "good.toml", "[server]\napi_token = \"${TOKEN}\"\ndata_dir = \"${BASE:-fallback}/d\"\n");
         let config = loaded(load_file(&good, &[("TOKEN", secret)]));
         assert_eq!(config.server.api_token.as_deref(), Some(secret));
         assert_eq!(config.server.data_dir, dir.path().join("fallback/d"));
@@ -1641,8 +1685,11 @@ mod tests {
         let dir = valid_dir();
         let git = dir.path().join("project/.git");
         let main = std::fs::read_to_string(git.join("refs/heads/main")).unwrap();
-        std::fs::write(git.join("packed-refs"), format!("# pack-refs with: peeled\n{} refs/heads/release\n", main.trim()))
-            .unwrap();
+        std::fs::write(
+            git.join("packed-refs"),
+            format!("# pack-refs with: peeled\n{} refs/heads/release\n", main.trim()),
+        )
+        .unwrap();
         let path = dir.path().join("baton.toml");
         loaded(load_file(&path, &[("BATON_REPOS__DEMO__DEFAULT_BRANCH", "release")]));
         let found = issues(load_file(&path, &[("BATON_REPOS__DEMO__DEFAULT_BRANCH", "develop")]));
@@ -1666,6 +1713,20 @@ mod tests {
         for key in defaults.keys() {
             assert!(text.contains(&format!("# {key} = ")), "template misses limits.{key}");
         }
+    }
+
+    // The example in docs/configuration.md loads, given its repository and script file.
+    #[test]
+    fn documented_example_loads() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let example = doc.split("## Example\n\n```toml\n").nth(1).unwrap().split("```").next().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        git_repo(&dir.path().join("project"));
+        write(dir.path(), "script.toml", "");
+        let path = write(dir.path(), "baton.toml", example);
+        let config = loaded(load_file(&path, &[("BATON_API_TOKEN", "from-the-environment")]));
+        assert_eq!(config.engine.repos[0].health.as_deref().unwrap(), ["sh", "scripts/health.sh"]);
+        assert_eq!(config.engine.pipeline.stages.len(), 3);
     }
 
     // An issue displays as key, message and fix on two lines.
