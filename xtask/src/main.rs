@@ -50,8 +50,11 @@ fn in_ci() -> bool {
 /// Installs the pinned CLIs into the cache unless all are already there.
 fn install_clis() -> Result<PathBuf, String> {
     let dir = cli_dir();
-    let missing: Vec<&str> =
-        CLI_PACKAGES.iter().filter(|(bin, _)| !dir.join("node_modules/.bin").join(bin).exists()).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = CLI_PACKAGES
+        .iter()
+        .filter(|(bin, _)| !dir.join("node_modules/.bin").join(bin).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         eprintln!("xtask: agent CLIs present in {}", dir.display());
         return Ok(dir);
@@ -65,7 +68,9 @@ fn install_clis() -> Result<PathBuf, String> {
         if in_ci() {
             return Err(message);
         }
-        eprintln!("\n!!!!! {message}\n!!!!! Continuing outside CI: the real-CLI tests will report themselves as skipped.\n");
+        eprintln!(
+            "\n!!!!! {message}\n!!!!! Continuing outside CI: the real-CLI tests will report themselves as skipped.\n"
+        );
         return Ok(dir);
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;

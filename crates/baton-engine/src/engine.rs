@@ -393,7 +393,7 @@ impl Engine {
                 baton_runner::stop_group(pgid, Duration::from_secs(self.settings.limits.stop_grace_secs)).await;
             }
             if self.store.requeue_job(job.id, self.clock.now_ms()).await? {
-                tracing::info!(job = %job.id, stage = %job.stage, "requeued a job interrupted by a restart");
+                tracing::info!(job = %job.id, stage = %job.stage, owner = ?job.owner, me = %self.owner, "requeued a job interrupted by a restart");
                 recovered += 1;
             }
         }

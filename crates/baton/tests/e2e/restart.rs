@@ -37,7 +37,11 @@ fn kill9_mid_run_then_restart_every_task_reaches_done() {
         let agent_pid = loop {
             env.play_human(&env.tasks());
             let status = env.json(&["status"]);
-            let slow = |j: &&serde_json::Value| j["stage"] == "architecture" || j["stage"] == "development";
+            // Only an agent of this server: rows of the previous, killed server may still be in recovery.
+            let owner = format!("pid:{}", server.child.id());
+            let slow = |j: &&serde_json::Value| {
+                j["owner"] == owner.as_str() && (j["stage"] == "architecture" || j["stage"] == "development")
+            };
             if let Some(pid) =
                 status["running_jobs"].as_array().unwrap().iter().filter(slow).find_map(|j| j["pid"].as_u64())
             {
@@ -47,7 +51,9 @@ fn kill9_mid_run_then_restart_every_task_reaches_done() {
             std::thread::sleep(Duration::from_millis(100));
         };
         server.kill9();
-        assert!(pid_alive(agent_pid), "the agent should outlive the killed server");
+        let log = std::fs::read_to_string(env.root.join(format!("serve-{round}.log"))).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{agent_pid}/stat")).unwrap_or_default();
+        assert!(pid_alive(agent_pid), "the agent should outlive the killed server: {stat}\n{log}");
         // The next server stops the orphaned agent before requeueing its job.
         let next = env.serve(10 + round);
         let deadline = Instant::now() + Duration::from_secs(30);
