@@ -5,7 +5,7 @@
 
 use crate::event::{Event, GateVerdict, JobOutcome, Verdict};
 use crate::pipeline::{CANCELLED, DONE, GateSpec, OnGateFail, Pipeline, StageSpec};
-use crate::retry::backoff_ms;
+use crate::retry::{backoff_ms, quota_backoff_ms};
 use crate::task::{Hold, TaskState};
 use serde::{Deserialize, Serialize};
 
@@ -122,6 +122,15 @@ pub fn decide(state: &TaskState, event: &Event, pipeline: &Pipeline, now_ms: i64
             }
             _ => suppress(format!("retry ignored: the task is at {}, not blocked", state.display())),
         },
+        Event::Resume { by } => match state.hold {
+            Hold::PausedBudget { .. } | Hold::PausedQuota { .. } => {
+                let mut next = state.clone();
+                next.hold = Hold::None;
+                let effects = vec![Effect::EnqueueJob { stage: state.stage.clone(), delay_ms: 0 }];
+                Decision::Apply { next, effects, note: format!("{} resumed by {by}", state.stage) }
+            }
+            _ => suppress(format!("resume ignored: the task is at {}, not paused", state.display())),
+        },
         Event::Stop { by } => {
             let mut next = state.clone();
             next.stage = CANCELLED.to_string();
@@ -157,7 +166,38 @@ fn job_finished(
             let effects = vec![Effect::Notify { kind: NotifyKind::NeedsHuman, text: text.clone() }];
             Decision::Apply { next, effects, note: text }
         }
-        JobOutcome::Completed { verdicts } => gates_verdict(state, spec, verdicts, pipeline, now_ms),
+        JobOutcome::Completed { verdicts } => {
+            let mut decision = gates_verdict(state, spec, verdicts, pipeline, now_ms);
+            if let Decision::Apply { next, .. } = &mut decision {
+                next.quota_pauses = 0;
+            }
+            decision
+        }
+        JobOutcome::BudgetExceeded { reason } => {
+            let mut next = state.clone();
+            next.hold = Hold::PausedBudget { reason: reason.clone() };
+            next.job = None;
+            let text = format!("{} paused: {reason}; raise the cap, then `baton task resume`", state.stage);
+            let effects = vec![Effect::Notify { kind: NotifyKind::Alert, text: text.clone() }];
+            Decision::Apply { next, effects, note: text }
+        }
+        JobOutcome::QuotaExhausted { reason, resets_at_ms } => {
+            // Not the agent's fault: the attempt is not used up; resume at the reset time or after a backoff.
+            let mut next = state.clone();
+            next.quota_pauses += 1;
+            let resume_at_ms = resets_at_ms
+                .filter(|at| *at > now_ms)
+                .unwrap_or(now_ms + quota_backoff_ms(next.quota_pauses) as i64);
+            next.hold = Hold::PausedQuota { reason: reason.clone(), resume_at_ms };
+            next.job = None;
+            let text = format!(
+                "{} paused on provider quota: {reason}; resumes in {} s",
+                state.stage,
+                (resume_at_ms - now_ms).max(0) / 1000
+            );
+            let effects = vec![Effect::Notify { kind: NotifyKind::Info, text: text.clone() }];
+            Decision::Apply { next, effects, note: text }
+        }
     }
 }
 

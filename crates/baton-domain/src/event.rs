@@ -39,6 +39,10 @@ pub enum JobOutcome {
     NeedsInput { questions: String },
     /// The actor failed (non-zero exit, timeout, stall, bad output).
     Failed { reason: String },
+    /// A budget cap was reached before or during the run; the agent was stopped.
+    BudgetExceeded { reason: String },
+    /// The provider's quota ran out; `resets_at_ms` when the provider said.
+    QuotaExhausted { reason: String, resets_at_ms: Option<i64> },
 }
 
 /// An input to `decide`.
@@ -57,6 +61,8 @@ pub enum Event {
     DeployConfirmed { by: String },
     /// A human asked to retry a blocked task from its current stage.
     Retry { by: String },
+    /// Resume a task paused for budget or quota.
+    Resume { by: String },
     /// STOP: cancel the task.
     Stop { by: String },
 }
@@ -71,6 +77,7 @@ impl Event {
             Event::Answered { .. } => "answered",
             Event::DeployConfirmed { .. } => "deploy_confirmed",
             Event::Retry { .. } => "retry",
+            Event::Resume { .. } => "resume",
             Event::Stop { .. } => "stop",
         }
     }

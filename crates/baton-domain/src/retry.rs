@@ -17,6 +17,17 @@ pub fn backoff_ms(attempt: u32, base_ms: u64, random: u64) -> u64 {
     raw - raw / 10 + random % (span + 1)
 }
 
+/// Base delay of a quota pause when the provider gave no reset time.
+pub const QUOTA_BASE_MS: u64 = 60_000;
+/// Upper bound of a quota pause without a reset time.
+pub const QUOTA_CAP_MS: u64 = 1_800_000;
+
+/// Delay of the `pauses`-th consecutive quota pause (1 = first): 1 min · 2^(n−1), capped at 30 min.
+pub fn quota_backoff_ms(pauses: u32) -> u64 {
+    let exponent = pauses.saturating_sub(1).min(20);
+    QUOTA_BASE_MS.saturating_mul(1u64 << exponent).min(QUOTA_CAP_MS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,10 @@ pub enum Hold {
     AwaitingConfirm,
     /// Retries or rollbacks used up, or a failure only a human can fix.
     Blocked { reason: String },
+    /// A budget cap was reached; resumes when a human raises the cap and resumes the task.
+    PausedBudget { reason: String },
+    /// The provider's quota ran out; resumes by itself at `resume_at_ms` (or earlier on request).
+    PausedQuota { reason: String, resume_at_ms: i64 },
 }
 
 impl Hold {
@@ -30,6 +34,8 @@ impl Hold {
             Hold::AwaitingApproval => "awaiting_approval",
             Hold::AwaitingConfirm => "awaiting_confirm",
             Hold::Blocked { .. } => "blocked",
+            Hold::PausedBudget { .. } => "paused_budget",
+            Hold::PausedQuota { .. } => "paused_quota",
         }
     }
 }
@@ -52,6 +58,9 @@ pub struct TaskState {
     pub failure: Option<String>,
     /// Human answers to the current stage's questions, oldest first.
     pub answers: Vec<String>,
+    /// Consecutive quota pauses of the current stage (sets the backoff when no reset time is known).
+    #[serde(default)]
+    pub quota_pauses: u32,
 }
 
 impl TaskState {
@@ -66,6 +75,7 @@ impl TaskState {
             defers: 0,
             failure: None,
             answers: Vec::new(),
+            quota_pauses: 0,
         }
     }
 

@@ -5,7 +5,7 @@ pub mod result_line;
 pub mod script;
 
 use crate::AdapterError;
-use baton_domain::AgentReport;
+use baton_domain::{AgentReport, Usage};
 use baton_runner::{ExitReport, ProcessSpec};
 use std::path::PathBuf;
 
@@ -28,8 +28,35 @@ pub struct AgentRequest {
     pub prompt: String,
     /// Environment allowed through to the agent (already filtered by the engine).
     pub base_env: Vec<(String, String)>,
-    /// Answer to the previous run's questions, for adapters that resume a session.
+    /// Session of this stage's previous run that ended with questions; adapters that can resume
+    /// a session (claude `--resume`) continue it, the answers being in the prompt.
     pub resume_session: Option<String>,
+}
+
+/// What a streaming agent has reported so far, updated line by line while it runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveProgress {
+    /// Cumulative usage so far.
+    pub usage: Usage,
+    /// Cumulative cost when the CLI reports one; otherwise the engine prices `usage`.
+    pub cost_usd: Option<f64>,
+    pub model: Option<String>,
+    /// Human-readable progress lines for the task timeline (tool calls, turns), drained by the engine.
+    pub notes: Vec<String>,
+}
+
+/// A line in an agent's final text that starts its questions for a human: `QUESTIONS:`.
+pub const QUESTIONS_MARKER: &str = "QUESTIONS:";
+
+/// The questions in an agent's final text: everything after a line starting with `QUESTIONS:`.
+pub fn questions_in(final_text: &str) -> Option<String> {
+    let index = final_text.lines().position(|l| l.trim_start().starts_with(QUESTIONS_MARKER))?;
+    let mut lines = final_text.lines().skip(index);
+    let first = lines.next()?.trim_start().trim_start_matches(QUESTIONS_MARKER).trim().to_string();
+    let rest: Vec<&str> = lines.collect();
+    let text = if first.is_empty() { rest.join("\n") } else { std::iter::once(first.as_str()).chain(rest).collect::<Vec<_>>().join("\n") };
+    let text = text.trim().to_string();
+    (!text.is_empty()).then_some(text)
 }
 
 impl AgentRequest {
@@ -82,4 +109,8 @@ pub trait Agent: Send + Sync {
 
     /// Turns the finished process's output into the common record. Never panics on bad output.
     fn parse(&self, stdout: &str, stderr: &str, exit: &ExitReport) -> AgentReport;
+
+    /// Reads one complete stdout line while the agent runs (streaming adapters update usage and
+    /// add timeline notes). The default ignores it. Never panics on bad input.
+    fn observe(&self, _line: &str, _progress: &mut LiveProgress) {}
 }
