@@ -8,6 +8,7 @@
 //! - [`decide`]: the one function that decides stage changes.
 //! - [`agent`]: the common agent-run record every adapter produces.
 //! - [`retry`]: the retry backoff schedule.
+//! - [`pricing`]: the versioned model price table and its exact/normalized/longest-prefix lookup.
 //!
 //! Invariant: no IO, no async, no clock or random reads. `now` and randomness come in as arguments.
 
@@ -16,6 +17,7 @@ pub mod decide;
 pub mod event;
 pub mod ids;
 pub mod pipeline;
+pub mod pricing;
 pub mod retry;
 pub mod task;
 
@@ -24,4 +26,5 @@ pub use decide::{Decision, Effect, NotifyKind, decide};
 pub use event::{Event, GateVerdict, JobOutcome, Verdict};
 pub use ids::{JobId, TaskId, WorkItemId};
 pub use pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
+pub use pricing::{MatchKind, ModelPrice, PriceMatch, PriceTable, PriceTier, PricedCost, PricingError};
 pub use task::{Hold, TaskState};
