@@ -187,13 +187,13 @@ fn job_finished(
             next.quota_pauses += 1;
             let resume_at_ms = resets_at_ms
                 .filter(|at| *at > now_ms)
-                .unwrap_or(now_ms + quota_backoff_ms(next.quota_pauses) as i64);
+                .unwrap_or(now_ms.saturating_add(quota_backoff_ms(next.quota_pauses) as i64));
             next.hold = Hold::PausedQuota { reason: reason.clone(), resume_at_ms };
             next.job = None;
             let text = format!(
                 "{} paused on provider quota: {reason}; resumes in {} s",
                 state.stage,
-                (resume_at_ms - now_ms).max(0) / 1000
+                resume_at_ms.saturating_sub(now_ms).max(0) / 1000
             );
             let effects = vec![Effect::Notify { kind: NotifyKind::Info, text: text.clone() }];
             Decision::Apply { next, effects, note: text }

@@ -88,6 +88,10 @@ fn render_event(event: &Event) -> String {
                 }
                 JobOutcome::NeedsInput { questions } => format!("questions ({questions})"),
                 JobOutcome::Failed { reason } => format!("agent failed ({reason})"),
+                JobOutcome::BudgetExceeded { reason } => format!("budget exceeded ({reason})"),
+                JobOutcome::QuotaExhausted { reason, resets_at_ms } => {
+                    format!("quota exhausted ({reason}, resets at {resets_at_ms:?})")
+                }
             };
             format!("job {job} {stage}: {what}")
         }
@@ -95,6 +99,7 @@ fn render_event(event: &Event) -> String {
         Event::Answered { by, text } => format!("answer by {by}: {text}"),
         Event::DeployConfirmed { by } => format!("confirm by {by}"),
         Event::Retry { by } => format!("retry by {by}"),
+        Event::Resume { by } => format!("resume by {by}"),
         Event::Stop { by } => format!("stop by {by}"),
     }
 }
@@ -712,12 +717,17 @@ fn decide_never_panics_and_terminal_never_moves() {
         Hold::AwaitingApproval,
         Hold::AwaitingConfirm,
         Hold::Blocked { reason: "stuck".into() },
+        Hold::PausedBudget { reason: "cap".into() },
+        Hold::PausedQuota { reason: "limit".into(), resume_at_ms: 5 },
     ];
     let outcomes = |stage: &str| {
         let mut out = vec![
             JobOutcome::Completed { verdicts: vec![] },
             JobOutcome::NeedsInput { questions: "?".into() },
             JobOutcome::Failed { reason: "exit 1".into() },
+            JobOutcome::BudgetExceeded { reason: "cap".into() },
+            JobOutcome::QuotaExhausted { reason: "limit".into(), resets_at_ms: None },
+            JobOutcome::QuotaExhausted { reason: "limit".into(), resets_at_ms: Some(10_000) },
         ];
         let gate = pipeline.stage(stage).and_then(|s| s.gates.first()).map_or("artifact", GateSpec::name);
         for verdict in [Verdict::Pass, Verdict::Fail, Verdict::Defer, Verdict::Error] {
@@ -743,6 +753,7 @@ fn decide_never_panics_and_terminal_never_moves() {
                         defers,
                         failure: None,
                         answers: vec![],
+                        quota_pauses: 0,
                     };
                     let mut events = vec![
                         Event::Created,
@@ -750,6 +761,7 @@ fn decide_never_panics_and_terminal_never_moves() {
                         Event::Answered { by: "a".into(), text: "t".into() },
                         Event::DeployConfirmed { by: "a".into() },
                         Event::Retry { by: "a".into() },
+                        Event::Resume { by: "a".into() },
                         Event::Stop { by: "a".into() },
                     ];
                     for (job, event_stage) in [(1, stage.as_str()), (2, stage.as_str()), (1, "analysis")] {
@@ -861,4 +873,49 @@ fn validate_rejects_empty_pipeline() {
     insta::assert_snapshot!(pipeline.validate().join("\n"), @r"
         the pipeline has no stages
         ");
+}
+
+// ---------------------------------------------------------------- budgets and provider quota
+
+fn budget_exceeded() -> Step {
+    Box::new(|s, _| finished(s, JobOutcome::BudgetExceeded { reason: "task X spent $1.20 of its $1.00 budget".into() }))
+}
+
+fn quota(resets_at_ms: Option<i64>) -> Step {
+    Box::new(move |s, _| finished(s, JobOutcome::QuotaExhausted { reason: "usage limit".into(), resets_at_ms }))
+}
+
+fn resume() -> Step {
+    Box::new(|_, _| Event::Resume { by: "ann".to_string() })
+}
+
+// A budget stop parks the task without using an attempt; only a resume restarts the same stage.
+#[test]
+fn budget_exceeded_parks_until_resumed() {
+    check!(running("development", 4), [budget_exceeded(), finish_ok(), approve(), resume(), resume()], @r#"
+        job 4 development: budget exceeded (task X spent $1.20 of its $1.00 budget) → development (paused_budget) [notify alert "development paused: task X spent $1.20 of its $1.00 budget; raise the cap, then `baton task resume`"]
+        job 0 development: ok  suppressed: stale result of job 0 (development); the task is at development (paused_budget) with active job none
+        approve by ann  suppressed: approve ignored: the task is at development (paused_budget), not awaiting approval
+        resume by ann → development [enqueue #5 development]
+        resume by ann  suppressed: resume ignored: the task is at development, not paused
+        "#);
+}
+
+// A quota ending parks the task with a resume time: the provider's when given, else 60 s, then
+// doubling on consecutive pauses; attempts are untouched and a completed stage clears the count.
+#[test]
+fn quota_pauses_back_off_and_resume_without_using_attempts() {
+    check!(
+        running("development", 4),
+        [quota(None), resume(), quota(None), resume(), quota(Some(T0 + 3_600_000)), resume(), finish_ok()],
+        @r#"
+        job 4 development: quota exhausted (usage limit, resets at None) → development (paused_quota) [notify info "development paused on provider quota: usage limit; resumes in 60 s"]
+        resume by ann → development [enqueue #5 development]
+        job 5 development: quota exhausted (usage limit, resets at None) → development (paused_quota) [notify info "development paused on provider quota: usage limit; resumes in 120 s"]
+        resume by ann → development [enqueue #6 development]
+        job 6 development: quota exhausted (usage limit, resets at Some(1700003600000)) → development (paused_quota) [notify info "development paused on provider quota: usage limit; resumes in 3596 s"]
+        resume by ann → development [enqueue #7 development]
+        job 7 development: ok → review [enqueue #8 review]
+        "#
+    );
 }
