@@ -11,14 +11,16 @@ use baton_adapters::notifier::{LogNotifier, Notification, Notifier};
 use baton_adapters::tracker::{LocalTracker, Tracker, TrackerUpdate};
 use baton_domain::{Decision, Effect, Event, JobId, Pipeline, TaskState};
 use baton_store::{
-    Advance, Claim, InboxEntry, JobFinish, JobStatus, NewEvent, NewTask, Store, StoreError, TaskKey, TaskRecord,
-    Transition,
+    Advance, Claim, InboxEntry, JobFinish, JobStatus, NewEvent, NewTask, Store, StoreError, TaskFilter, TaskKey,
+    TaskRecord, Transition,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
+/// How often paused-on-quota tasks are checked for their resume time.
+const QUOTA_TIMER_MS: i64 = 1_000;
 /// Re-reads and re-decides after a lost compare-and-set at most this many times.
 const ADVANCE_ATTEMPTS_MAX: u32 = 8;
 /// Longest title accepted for a task.
@@ -43,9 +45,13 @@ pub struct NewTaskRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     Approve,
-    Answer { text: String },
+    Answer {
+        text: String,
+    },
     ConfirmDeploy,
     Retry,
+    /// Resume a task paused for budget or quota.
+    Resume,
     Stop,
 }
 
@@ -56,6 +62,7 @@ impl Input {
             Input::Answer { .. } => "answer",
             Input::ConfirmDeploy => "confirm_deploy",
             Input::Retry => "retry",
+            Input::Resume => "resume",
             Input::Stop => "stop",
         }
     }
@@ -67,6 +74,7 @@ impl Input {
             Input::Answer { text } => Event::Answered { by, text: text.clone() },
             Input::ConfirmDeploy => Event::DeployConfirmed { by },
             Input::Retry => Event::Retry { by },
+            Input::Resume => Event::Resume { by },
             Input::Stop => Event::Stop { by },
         }
     }
@@ -123,6 +131,15 @@ impl Engine {
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
         })
+    }
+
+    /// An engine reading time from `clock` (simulations and time-travel tests).
+    pub fn with_clock(settings: EngineSettings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Arc<Engine> {
+        let mut engine = Engine::new(settings, store);
+        if let Some(inner) = Arc::get_mut(&mut engine) {
+            inner.clock = clock;
+        }
+        engine
     }
 
     /// Wakes the claim loop (a job became runnable).
@@ -400,6 +417,22 @@ impl Engine {
         Ok(recovered)
     }
 
+    /// Resumes tasks paused on provider quota whose resume time has come.
+    pub async fn resume_due_quota_pauses(&self) -> Result<u32, EngineError> {
+        let now = self.clock.now_ms();
+        let mut resumed = 0;
+        for task in self.store.list_tasks(&TaskFilter { active_only: true, repo: None }).await? {
+            if let baton_domain::Hold::PausedQuota { resume_at_ms, .. } = task.state.hold
+                && resume_at_ms <= now
+                && let InputOutcome::Applied { .. } =
+                    self.apply_event(task.id, &Event::Resume { by: "quota timer".into() }, None, None).await?
+            {
+                resumed += 1;
+            }
+        }
+        Ok(resumed)
+    }
+
     /// The claim loop: recovers interrupted work, then claims runnable jobs under the limits and
     /// runs each on its own task until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
@@ -409,9 +442,17 @@ impl Engine {
             Err(error) => tracing::error!("recovery failed: {error}"),
         }
         let poll = Duration::from_millis(self.settings.limits.poll_interval_ms.max(10));
+        let mut last_timer_ms = i64::MIN;
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            let now = self.clock.now_ms();
+            if now.saturating_sub(last_timer_ms) >= QUOTA_TIMER_MS {
+                last_timer_ms = now;
+                if let Err(error) = self.resume_due_quota_pauses().await {
+                    tracing::error!("resuming quota-paused tasks failed: {error}");
+                }
             }
             loop {
                 let claim = Claim {

@@ -2,12 +2,15 @@
 //! commits the work, evaluates the gates, and feeds the result back as a `JobFinished` event.
 
 use crate::EngineError;
+use crate::budgets;
 use crate::engine::{Engine, forge_repo};
 use crate::gates::{self, RepoCommand, artifact_relative_path, run_repo_command};
 use crate::prompts::{self, ArtifactText, PromptContext, PromptTask};
 use crate::settings::{AdapterKind, RepoSettings};
 use crate::workspace::{ensure_worktree, worktree_path};
-use baton_adapters::agent::{Agent, AgentRequest, CommandAgent, ScriptAgent};
+use baton_adapters::agent::{
+    Agent, AgentRequest, ClaudeAgent, CliAgentConfig, CodexAgent, CommandAgent, GeminiAgent, LiveProgress, ScriptAgent,
+};
 use baton_adapters::forge::MergeOutcome;
 use baton_domain::{Actor, AgentReport, AgentStatus, Event, JobOutcome, StageSpec};
 use baton_runner::{Git, RunLimits};
@@ -23,6 +26,10 @@ use tokio::sync::watch;
 
 /// How often a running agent's job row is checked for a STOP from another process.
 const STOP_POLL_MS: u64 = 500;
+/// How often a running agent's output is read for progress and budget checks.
+const MONITOR_TICK_MS: u64 = 200;
+/// Progress notes recorded per tick at most (a chatty agent must not flood the timeline).
+const PROGRESS_NOTES_PER_TICK_MAX: usize = 20;
 /// Bytes of an earlier artifact included in a prompt.
 const ARTIFACT_PROMPT_BYTES_MAX: usize = 20_000;
 
@@ -109,12 +116,18 @@ async fn run_job(
         JobContext { engine, task: &task, job, repo, stage, worktree, git, run_dir, external_ms: external_ms.clone() };
     match &stage.actor {
         Actor::Agent { role } => {
-            let report = run_agent(&ctx, role, stop).await?;
+            let run = run_agent(&ctx, role, stop).await?;
             let message = format!("{} {}: {role} run", task.work_item_id, stage.name);
             ctx.git.commit_all(&message).await?;
-            match report.status {
+            if let Some(reason) = run.budget_stop {
+                return Ok(Some(JobOutcome::BudgetExceeded { reason }));
+            }
+            match run.report.status {
                 AgentStatus::Failed { message } => return Ok(Some(JobOutcome::Failed { reason: message })),
                 AgentStatus::NeedsInput { questions } => return Ok(Some(JobOutcome::NeedsInput { questions })),
+                AgentStatus::QuotaExhausted { message, resets_at_ms } => {
+                    return Ok(Some(JobOutcome::QuotaExhausted { reason: message, resets_at_ms }));
+                }
                 AgentStatus::Succeeded => {}
             }
         }
@@ -147,19 +160,31 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
 
-fn build_agent(engine: &Engine, role: &str) -> Result<Box<dyn Agent>, EngineError> {
+fn build_agent(engine: &Engine, role: &str) -> Result<Arc<dyn Agent>, EngineError> {
     let settings = engine.settings.agent_for(role).ok_or_else(|| {
         EngineError::Invalid(format!("no agent configured for role `{role}`: add [agents.{role}] or [agents.default]"))
     })?;
+    let cli = || CliAgentConfig {
+        program: settings.program.clone().unwrap_or_else(|| settings.adapter.default_program().to_string()),
+        model: settings.model.clone(),
+        base_url: settings.base_url.clone(),
+        api_key_env: settings.api_key_env.clone(),
+        max_turns: settings.max_turns,
+        permission_mode: settings.permission_mode.clone(),
+        allowed_tools: settings.allowed_tools.clone(),
+        sandbox: settings.sandbox.clone(),
+        streaming: settings.streaming,
+        extra_args: settings.extra_args.clone(),
+    };
     Ok(match settings.adapter {
-        AdapterKind::Script => Box::new(ScriptAgent {
+        AdapterKind::Script => Arc::new(ScriptAgent {
             script: settings
                 .script
                 .clone()
                 .ok_or_else(|| EngineError::Invalid(format!("agents.{role}: the script adapter needs `script`")))?,
             baton_exe: engine.settings.baton_exe.clone(),
         }),
-        AdapterKind::Command => Box::new(CommandAgent {
+        AdapterKind::Command => Arc::new(CommandAgent {
             name: "command".into(),
             argv: settings
                 .command
@@ -168,7 +193,37 @@ fn build_agent(engine: &Engine, role: &str) -> Result<Box<dyn Agent>, EngineErro
             prompt: settings.prompt,
             model: settings.model.clone(),
         }),
+        AdapterKind::Claude => Arc::new(ClaudeAgent { config: cli() }),
+        AdapterKind::Codex => Arc::new(CodexAgent { config: cli() }),
+        AdapterKind::Gemini => Arc::new(GeminiAgent { config: cli() }),
     })
+}
+
+/// The environment an agent of `role` gets: the engine's minimal set, the agent's own pass-through
+/// names and its API key variable. Nothing else of Baton's environment reaches it.
+fn agent_env(engine: &Engine, role: &str) -> Vec<(String, String)> {
+    let mut env = engine.minimal_env();
+    if let Some(settings) = engine.settings.agent_for(role) {
+        let names = settings.env.iter().chain(settings.api_key_env.iter());
+        for name in names {
+            if let Ok(value) = std::env::var(name)
+                && !env.iter().any(|(k, _)| k == name)
+            {
+                env.push((name.clone(), value));
+            }
+        }
+    }
+    env
+}
+
+/// Cost of `usage` on `model` from the pricing table; `None` (unpriced) for an unknown model.
+pub fn price(model: Option<&str>, usage: &baton_domain::Usage) -> Option<f64> {
+    let model = model?;
+    let priced = baton_domain::pricing::PriceTable::embedded().cost_usd(model, usage)?;
+    if priced.how == baton_domain::pricing::MatchKind::Prefix {
+        tracing::info!(model, matched = %priced.matched_id, "priced by longest prefix");
+    }
+    Some(priced.usd)
 }
 
 /// The earlier artifacts of this task, in file-name order.
@@ -196,7 +251,13 @@ fn earlier_artifacts(worktree: &Path, work_item: &str) -> Vec<ArtifactText> {
         .collect()
 }
 
-async fn run_agent(ctx: &JobContext<'_>, role: &str, stop: watch::Receiver<bool>) -> Result<AgentReport, EngineError> {
+/// The result of one agent run; `budget_stop` says why a budget stopped it (before or during).
+struct AgentRun {
+    report: AgentReport,
+    budget_stop: Option<String>,
+}
+
+async fn run_agent(ctx: &JobContext<'_>, role: &str, stop: watch::Receiver<bool>) -> Result<AgentRun, EngineError> {
     let engine = ctx.engine;
     let agent = build_agent(engine, role)?;
     let run_number = engine.store.count_agent_runs(ctx.task.id, &ctx.stage.name).await? + 1;
@@ -213,6 +274,7 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str, stop: watch::Receiver<bool>
             stage: ctx.stage.name.clone(),
             role: role.to_string(),
             attempt: ctx.task.state.attempt,
+            run: run_number,
             artifact_path,
             failure: ctx.task.state.failure.clone(),
             answers: ctx.task.state.answers.clone(),
@@ -230,10 +292,14 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str, stop: watch::Receiver<bool>
         worktree: ctx.worktree.clone(),
         run_dir: run_dir.clone(),
         prompt,
-        base_env: engine.minimal_env(),
-        resume_session: None,
+        base_env: agent_env(engine, role),
+        resume_session: resume_session(engine, ctx).await?,
     };
     let spec = agent.prepare(&request)?;
+    let limits_before = budgets::limits_for(engine, ctx.task).await?;
+    if let Some(reason) = budgets::exceeded(&limits_before, 0.0) {
+        return Ok(AgentRun { report: AgentReport::failed(reason.clone()), budget_stop: Some(reason) });
+    }
     let mut child = baton_runner::process::spawn(&spec)?;
     engine.store.set_job_process(ctx.job.id, Some(child.pid), Some(child.pgid)).await?;
     let started_at_ms = engine.clock.now_ms();
@@ -256,14 +322,41 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str, stop: watch::Receiver<bool>
         stall_timeout: Duration::from_secs(limits.stall_timeout_secs),
         stop_grace: Duration::from_secs(limits.stop_grace_secs),
     };
-    let (merged_tx, merged_rx) = watch::channel(false);
-    let watcher = tokio::spawn(watch_for_stop(engine.store.clone(), ctx.job.id, stop, merged_tx));
-    let exit = child.wait(run_limits, merged_rx).await;
-    watcher.abort();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, done_rx) = watch::channel(false);
+    let monitor = Monitor {
+        engine,
+        ctx,
+        agent: agent.clone(),
+        stdout: request.stdout_path(),
+        limits: limits_before,
+        local_stop: stop,
+        stop: stop_tx,
+        done: done_rx,
+    };
+    let waiting = async {
+        let exit = child.wait(run_limits, stop_rx).await;
+        let _ = done_tx.send(true);
+        exit
+    };
+    let (exit, (budget_stop, progress)) = tokio::join!(waiting, monitor.run());
     ctx.external_ms.fetch_add(exit.duration_ms, Ordering::Relaxed);
     let stdout = std::fs::read_to_string(request.stdout_path()).unwrap_or_default();
     let stderr = std::fs::read_to_string(request.stderr_path()).unwrap_or_default();
-    let report = agent.parse(&stdout, &stderr, &exit);
+    let mut report = agent.parse(&stdout, &stderr, &exit);
+    // A run stopped mid-way has no final figures: keep what it reported while running.
+    if report.usage == baton_domain::Usage::default() {
+        report.usage = progress.usage;
+    }
+    if report.cost_usd.is_none() {
+        report.cost_usd = progress.cost_usd;
+    }
+    if report.model.is_none() {
+        report.model = progress.model.clone().or_else(|| agent.model().map(str::to_string));
+    }
+    if report.cost_usd.is_none() {
+        report.cost_usd = price(report.model.as_deref(), &report.usage);
+    }
     engine
         .store
         .finish_agent_run(
@@ -271,12 +364,15 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str, stop: watch::Receiver<bool>
             AgentRunFinish { ended_at_ms: engine.clock.now_ms(), exit_code: exit.code, report: report.clone() },
         )
         .await?;
-    let status = match &report.status {
-        AgentStatus::Succeeded => "succeeded".to_string(),
-        AgentStatus::NeedsInput { .. } => "ended with questions".to_string(),
-        AgentStatus::Failed { message } => format!("failed: {message}"),
+    let status = match (&budget_stop, &report.status) {
+        (Some(reason), _) => format!("stopped by budget: {reason}"),
+        (None, AgentStatus::Succeeded) => "succeeded".to_string(),
+        (None, AgentStatus::NeedsInput { .. }) => "ended with questions".to_string(),
+        (None, AgentStatus::Failed { message }) => format!("failed: {message}"),
+        (None, AgentStatus::QuotaExhausted { message, .. }) => format!("hit the provider quota: {message}"),
     };
     let cost = report.cost_usd.map_or("unpriced".to_string(), |c| format!("${c:.4}"));
+    let model = report.model.clone().unwrap_or_else(|| "model unknown".into());
     let _ = engine
         .store
         .append_event(NewEvent {
@@ -285,43 +381,126 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str, stop: watch::Receiver<bool>
             kind: "agent".into(),
             stage: ctx.stage.name.clone(),
             message: format!(
-                "{role} run {run_number} ({}) {status} in {:.1} s · {} in / {} out · {cost}",
+                "{role} run {run_number} ({}, {model}) {status} in {:.1} s · {} in / {} out · {cost}",
                 agent.adapter(),
                 exit.duration_ms as f64 / 1000.0,
-                report.usage.input_tokens,
+                report.usage.input_tokens + report.usage.cache_read_tokens + report.usage.cache_write_tokens,
                 report.usage.output_tokens
             ),
-            detail: serde_json::json!({ "run_id": run_id, "pid": child.pid, "exit": exit.code }),
+            detail: serde_json::json!({ "run_id": run_id, "pid": child.pid, "exit": exit.code, "usage": report.usage }),
         })
         .await;
-    Ok(report)
+    budgets::warn_once(engine, ctx.task).await;
+    Ok(AgentRun { report, budget_stop })
 }
 
-/// Forwards a local stop request, and notices a STOP from another process (the job row left `running`).
-async fn watch_for_stop(
-    store: Arc<dyn baton_store::Store>,
-    job: baton_domain::JobId,
-    mut local: watch::Receiver<bool>,
-    merged: watch::Sender<bool>,
-) {
-    loop {
-        tokio::select! {
-            changed = local.changed() => {
-                if changed.is_err() || *local.borrow() {
-                    let _ = merged.send(true);
-                    return;
+/// Watches a running agent: forwards a local stop, notices a STOP from another process (the job
+/// row left `running`), reads the agent's stdout line by line for live progress, and stops the
+/// agent when its live cost reaches a budget cap. Returns the budget reason when it stopped it.
+struct Monitor<'a> {
+    engine: &'a Engine,
+    ctx: &'a JobContext<'a>,
+    agent: Arc<dyn Agent>,
+    stdout: PathBuf,
+    limits: Vec<budgets::BudgetLimit>,
+    local_stop: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    done: watch::Receiver<bool>,
+}
+
+impl Monitor<'_> {
+    async fn run(mut self) -> (Option<String>, LiveProgress) {
+        let mut progress = LiveProgress::default();
+        let mut offset = 0u64;
+        let mut partial = String::new();
+        let mut since_stop_poll = Duration::ZERO;
+        let tick = Duration::from_millis(MONITOR_TICK_MS);
+        loop {
+            tokio::select! {
+                changed = self.local_stop.changed() => {
+                    if changed.is_err() || *self.local_stop.borrow() {
+                        let _ = self.stop.send(true);
+                        return (None, progress);
+                    }
                 }
-            }
-            _ = tokio::time::sleep(Duration::from_millis(STOP_POLL_MS)) => {
-                if let Ok(Some(row)) = store.job(job).await
-                    && row.status != JobStatus::Running
-                {
-                    let _ = merged.send(true);
-                    return;
+                _ = self.done.changed() => {
+                    self.read_lines(&mut offset, &mut partial, &mut progress).await;
+                    return (None, progress);
+                }
+                _ = tokio::time::sleep(tick) => {
+                    self.read_lines(&mut offset, &mut partial, &mut progress).await;
+                    if let Some(reason) = self.budget_reached(&progress) {
+                        tracing::warn!(task = %self.ctx.task.work_item_id, "stopping the agent: {reason}");
+                        let _ = self.stop.send(true);
+                        return (Some(reason), progress);
+                    }
+                    since_stop_poll += tick;
+                    if since_stop_poll >= Duration::from_millis(STOP_POLL_MS) {
+                        since_stop_poll = Duration::ZERO;
+                        if let Ok(Some(row)) = self.engine.store.job(self.ctx.job.id).await
+                            && row.status != JobStatus::Running
+                        {
+                            let _ = self.stop.send(true);
+                            return (None, progress);
+                        }
+                    }
                 }
             }
         }
     }
+
+    fn budget_reached(&self, progress: &LiveProgress) -> Option<String> {
+        if self.limits.is_empty() {
+            return None;
+        }
+        let model = progress.model.as_deref().or(self.agent.model());
+        let live_usd = progress.cost_usd.or_else(|| price(model, &progress.usage)).unwrap_or(0.0);
+        budgets::exceeded(&self.limits, live_usd)
+    }
+
+    /// Feeds complete new stdout lines to the adapter and records its progress notes.
+    async fn read_lines(&self, offset: &mut u64, partial: &mut String, progress: &mut LiveProgress) {
+        let Ok(bytes) = std::fs::read(&self.stdout) else {
+            return;
+        };
+        let Some(new) = bytes.get(*offset as usize..) else {
+            return;
+        };
+        *offset = bytes.len() as u64;
+        partial.push_str(&String::from_utf8_lossy(new));
+        while let Some(end) = partial.find('\n') {
+            let line: String = partial.drain(..=end).collect();
+            self.agent.observe(line.trim_end(), progress);
+        }
+        let notes: Vec<String> = progress.notes.drain(..).collect();
+        for note in notes.into_iter().take(PROGRESS_NOTES_PER_TICK_MAX) {
+            let _ = self
+                .engine
+                .store
+                .append_event(NewEvent {
+                    task: self.ctx.task.id,
+                    at_ms: self.engine.clock.now_ms(),
+                    kind: "progress".into(),
+                    stage: self.ctx.stage.name.clone(),
+                    message: note,
+                    detail: serde_json::Value::Null,
+                })
+                .await;
+        }
+    }
+}
+
+/// The session of this stage's last run that ended with questions, when the task has answers.
+async fn resume_session(engine: &Engine, ctx: &JobContext<'_>) -> Result<Option<String>, EngineError> {
+    if ctx.task.state.answers.is_empty() {
+        return Ok(None);
+    }
+    let runs = engine.store.agent_runs(ctx.task.id).await?;
+    Ok(runs
+        .into_iter()
+        .rev()
+        .find(|r| r.stage == ctx.stage.name && r.status.as_deref() == Some("needs_input"))
+        .and_then(|r| r.session_id))
 }
 
 /// The deploy actor: fast-forward the default branch to the retested head, then run `deploy`.

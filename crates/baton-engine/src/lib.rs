@@ -12,6 +12,7 @@
 //! Invariant: every stage change goes through `baton_domain::decide` and one `Store::advance`;
 //! external effects run only after that transaction committed, and only for its winner.
 
+pub mod budgets;
 pub mod clock;
 pub mod engine;
 pub mod executor;
@@ -22,7 +23,7 @@ pub mod workspace;
 
 pub use clock::{Clock, SystemClock};
 pub use engine::{Engine, Input, InputOutcome, NewTaskRequest};
-pub use settings::{AdapterKind, AgentSettings, EngineSettings, Limits, RepoSettings};
+pub use settings::{AdapterKind, AgentSettings, Budgets, EngineSettings, Limits, RepoSettings};
 
 /// Errors at the engine boundary.
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,8 @@ pub struct PromptContext {
     pub stage: String,
     pub role: String,
     pub attempt: u32,
+    /// 1 for the stage's first agent run for this task, 2 for the next, ...
+    pub run: u32,
     /// Path of the stage's artifact, relative to the worktree.
     pub artifact_path: Option<String>,
     pub failure: Option<String>,

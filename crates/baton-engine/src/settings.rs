@@ -85,6 +85,22 @@ fn default_branch() -> String {
 pub enum AdapterKind {
     Script,
     Command,
+    Claude,
+    Codex,
+    Gemini,
+}
+
+impl AdapterKind {
+    /// The CLI program run by default for the real-agent adapters.
+    pub fn default_program(self) -> &'static str {
+        match self {
+            AdapterKind::Script => "baton",
+            AdapterKind::Command => "",
+            AdapterKind::Claude => "claude",
+            AdapterKind::Codex => "codex",
+            AdapterKind::Gemini => "gemini",
+        }
+    }
 }
 
 /// An agent definition; `[agents.<role>]`, with `[agents.default]` for roles not named.
@@ -102,6 +118,61 @@ pub struct AgentSettings {
     pub prompt: PromptMode,
     #[serde(default)]
     pub model: Option<String>,
+    /// claude/codex/gemini: the CLI binary (default: the adapter's name on PATH).
+    #[serde(default)]
+    pub program: Option<String>,
+    /// claude/codex/gemini: the model API's base URL (e.g. `baton mock-llm` on loopback).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Name of the environment variable holding the API key; passed through to this agent only.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// claude: `--max-turns`.
+    #[serde(default)]
+    pub max_turns: Option<u32>,
+    /// claude: `--permission-mode` (default acceptEdits); gemini: `--approval-mode` (default yolo).
+    #[serde(default)]
+    pub permission_mode: Option<String>,
+    /// claude: `--allowedTools`.
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
+    /// codex: sandbox mode (default workspace-write).
+    #[serde(default)]
+    pub sandbox: Option<String>,
+    /// Stream progress and usage while running (claude stream-json, gemini stream-json).
+    #[serde(default = "default_true")]
+    pub streaming: bool,
+    /// Extra arguments appended to the CLI's command line.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// More environment variable names passed through to this agent.
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Spending caps (SPEC §9). Caps are in USD; `None` means no cap. Runtime overrides set with
+/// `baton budget set` take precedence over these.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budgets {
+    /// Total spend of one task.
+    pub task_usd: Option<f64>,
+    /// Spend of one repository per UTC day.
+    pub repo_daily_usd: Option<f64>,
+    /// Spend of all repositories per UTC day.
+    pub global_daily_usd: Option<f64>,
+    /// Fraction of a cap at which one warning alert is sent.
+    pub warn_ratio: f64,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets { task_usd: None, repo_daily_usd: None, global_daily_usd: None, warn_ratio: 0.8 }
+    }
 }
 
 /// Everything the engine needs.
@@ -112,6 +183,7 @@ pub struct EngineSettings {
     pub repos: Vec<RepoSettings>,
     pub agents: BTreeMap<String, AgentSettings>,
     pub pipeline: Pipeline,
+    pub budgets: Budgets,
     /// Path of the running `baton` binary (the script agent and shim re-execute it).
     pub baton_exe: PathBuf,
     /// Environment variable names passed through to agents, beyond the minimal set.

@@ -46,6 +46,7 @@ impl Harness {
             }],
             agents: BTreeMap::new(),
             pipeline: Pipeline::default_pipeline(),
+            budgets: baton_engine::Budgets::default(),
             baton_exe: PathBuf::from("baton"),
             env_passthrough: vec![],
         };

@@ -113,6 +113,18 @@ pub trait Store: Send + Sync {
     /// Whether an input with this dedup key was already recorded.
     async fn inbox_seen(&self, dedup_key: &str) -> StoreResult<bool>;
 
+    /// Sets (or with `None` clears) the runtime budget cap of a scope (`global`, `repo:<name>`, `task:<id>`).
+    async fn set_budget_cap(&self, scope: &str, cap_usd: Option<f64>, now_ms: i64) -> StoreResult<()>;
+
+    /// Runtime budget caps by scope; a `None` cap means "no cap" and overrides configuration.
+    async fn budget_caps(&self) -> StoreResult<Vec<(String, Option<f64>)>>;
+
+    /// Priced spend of agent runs matching `filter` (unpriced runs add nothing).
+    async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64>;
+
+    /// Records `key` once; `true` the first time (one-shot alerts such as budget warnings).
+    async fn record_once(&self, key: &str, kind: &str, now_ms: i64) -> StoreResult<bool>;
+
     /// Token and cost totals grouped by `group` (task, stage, adapter, model, repo, day).
     async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>>;
 }

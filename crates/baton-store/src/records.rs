@@ -278,3 +278,12 @@ pub struct UsageRow {
     pub cost_usd: f64,
     pub unpriced_runs: u64,
 }
+
+/// Which agent runs a spend total covers; every `None` is "any".
+#[derive(Debug, Clone, Default)]
+pub struct SpendFilter {
+    pub task: Option<TaskId>,
+    pub repo: Option<String>,
+    /// Runs started at or after this time (the start of the UTC day for daily caps).
+    pub since_ms: Option<i64>,
+}

@@ -13,7 +13,10 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Versioned migrations, applied in order at open; never edit an applied one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_budgets.sql")),
+];
 
 /// Work-item numbers tried past a collision before giving up.
 const WORK_ITEM_WALK_MAX: u32 = 10_000;
@@ -555,6 +558,7 @@ impl Store for SqliteStore {
             baton_domain::AgentStatus::Succeeded => ("succeeded", None),
             baton_domain::AgentStatus::NeedsInput { .. } => ("needs_input", None),
             baton_domain::AgentStatus::Failed { message } => ("failed", Some(message.clone())),
+            baton_domain::AgentStatus::QuotaExhausted { message, .. } => ("quota_exhausted", Some(message.clone())),
         };
         let mut tx = self.begin().await?;
         sqlx::query(
@@ -677,6 +681,54 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reader)
             .await?;
         Ok(found.is_some())
+    }
+
+    async fn set_budget_cap(&self, scope: &str, cap_usd: Option<f64>, now_ms: i64) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO budget_caps (scope, cap_usd, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (scope) DO UPDATE SET cap_usd = excluded.cap_usd, updated_at = excluded.updated_at",
+        )
+        .bind(scope)
+        .bind(cap_usd)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn budget_caps(&self) -> StoreResult<Vec<(String, Option<f64>)>> {
+        let rows = sqlx::query("SELECT scope, cap_usd FROM budget_caps ORDER BY scope").fetch_all(&self.reader).await?;
+        rows.iter().map(|row| Ok((row.try_get("scope")?, row.try_get("cap_usd")?))).collect()
+    }
+
+    async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64> {
+        let spent: Option<f64> = sqlx::query_scalar(
+            "SELECT SUM(r.cost_usd) FROM agent_runs r JOIN tasks t ON t.id = r.task_id
+             WHERE ($1 IS NULL OR r.task_id = $1) AND ($2 IS NULL OR t.repo = $2) AND ($3 IS NULL OR r.started_at >= $3)",
+        )
+        .bind(filter.task.map(|t| t.0))
+        .bind(&filter.repo)
+        .bind(filter.since_ms)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(spent.unwrap_or(0.0))
+    }
+
+    async fn record_once(&self, key: &str, kind: &str, now_ms: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "INSERT INTO inbox (dedup_key, task_id, kind, payload, received_at, outcome) VALUES ($1, NULL, $2, '{}', $3, 'once')
+             ON CONFLICT (dedup_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(kind)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
     }
 
     async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>> {

@@ -52,6 +52,9 @@ pub enum Command {
         #[arg(long, default_value = "task")]
         by: String,
     },
+    /// Budget caps set at runtime (they override [budgets] in baton.toml).
+    #[command(subcommand)]
+    Budget(BudgetCommand),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -61,6 +64,24 @@ pub enum Command {
         #[arg(long)]
         script: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BudgetCommand {
+    /// Set a cap in USD: one of --task, --repo (per UTC day) or --global (per UTC day).
+    Set {
+        #[arg(long, group = "scope")]
+        task: Option<String>,
+        #[arg(long, group = "scope")]
+        repo: Option<String>,
+        #[arg(long, group = "scope")]
+        global: bool,
+        /// The cap in USD; `none` removes the cap for that scope.
+        #[arg(long)]
+        usd: String,
+    },
+    /// Show the caps in force and what was spent under each.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +132,8 @@ pub enum TaskCommand {
     ConfirmDeploy(InputArgs),
     /// Retry a blocked task from its current stage.
     Retry(InputArgs),
+    /// Resume a task paused by a budget cap (after raising it) or by a provider quota.
+    Resume(InputArgs),
     /// STOP: kill the agent, cancel the jobs, remove the worktree; the task ends `cancelled`.
     Stop(InputArgs),
 }
@@ -180,6 +203,10 @@ pub async fn run(cli: Cli) -> u8 {
         },
         Command::Status => match load_config(config_path.as_deref()) {
             Ok(config) => crate::task_cmd::status(&config, json).await,
+            Err(code) => return code,
+        },
+        Command::Budget(command) => match load_config(config_path.as_deref()) {
+            Ok(config) => crate::task_cmd::budget(&config, command, json).await,
             Err(code) => return code,
         },
         Command::Usage { by } => match load_config(config_path.as_deref()) {

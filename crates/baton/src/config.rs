@@ -9,7 +9,7 @@
 
 use baton_domain::ids::{valid_prefix, valid_repo_name};
 use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
-use baton_engine::{AdapterKind, AgentSettings, EngineSettings, Limits, RepoSettings};
+use baton_engine::{AdapterKind, AgentSettings, Budgets, EngineSettings, Limits, RepoSettings};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -21,7 +21,7 @@ use toml::{Table, Value};
 /// Where the server listens when `server.listen` is not set.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8377";
 /// The top-level sections this version understands.
-const SECTIONS: &[&str] = &["server", "limits", "repos", "agents", "pipeline"];
+const SECTIONS: &[&str] = &["server", "limits", "budgets", "repos", "agents", "pipeline"];
 /// Sections SPEC §13 names that this version does not read yet.
 const PLANNED_SECTIONS: &[&str] = &["trackers", "forges", "notifiers", "features", "pricing"];
 /// Agent roles always accepted under `[agents.<role>]`.
@@ -499,6 +499,7 @@ impl<'a> Loader<'a> {
         let roles = pipeline_roles(doc.get("pipeline"));
         let server = self.server(doc.remove("server"));
         let limits = self.limits(doc.remove("limits"));
+        let budgets = self.budgets(doc.remove("budgets"));
         let repos = self.repos(doc.remove("repos"));
         let agents = self.agents(doc.remove("agents"), &roles);
         let pipeline = self.pipeline(doc.remove("pipeline"));
@@ -509,6 +510,7 @@ impl<'a> Loader<'a> {
             repos: repos?,
             agents: agents?,
             pipeline: pipeline?,
+            budgets: budgets?,
             baton_exe,
             env_passthrough,
         };
@@ -653,6 +655,38 @@ impl<'a> Loader<'a> {
         }
         let server = ServerConfig { listen: listen?, data_dir: data_dir?, api_token };
         sound.then_some((server, section.agent_env))
+    }
+
+    fn budgets(&mut self, raw: Option<Value>) -> Option<Budgets> {
+        let table = self.section_table("budgets", raw, "write it as a [budgets] section")?;
+        let parsed = self.deserialize::<Budgets>("budgets", table);
+        let budgets = parsed.value?;
+        let mut ok = parsed.bad.is_empty();
+        for (key, value) in [
+            ("task_usd", budgets.task_usd),
+            ("repo_daily_usd", budgets.repo_daily_usd),
+            ("global_daily_usd", budgets.global_daily_usd),
+        ] {
+            if let Some(v) = value
+                && !(v.is_finite() && v > 0.0)
+            {
+                ok = false;
+                self.issue(
+                    format!("budgets.{key}"),
+                    format!("`{key}` is {v}; a cap must be a positive number of dollars"),
+                    "set it to the most you want spent (e.g. 5.0), or remove it for no cap",
+                );
+            }
+        }
+        if !(budgets.warn_ratio > 0.0 && budgets.warn_ratio <= 1.0) {
+            ok = false;
+            self.issue(
+                "budgets.warn_ratio",
+                format!("`warn_ratio` is {}; it is a fraction of the cap", budgets.warn_ratio),
+                "use a number above 0 and at most 1, e.g. 0.8 to warn at 80 %",
+            );
+        }
+        ok.then_some(budgets)
     }
 
     fn limits(&mut self, raw: Option<Value>) -> Option<Limits> {

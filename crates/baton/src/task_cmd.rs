@@ -2,7 +2,9 @@
 //! Task commands work with or without `baton serve` running: they go through the same engine
 //! transactions, and a running server picks the result up on its next poll.
 
-use crate::cli::{EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, EXIT_SUPPRESSED, EXIT_USAGE, TaskCommand, open_engine};
+use crate::cli::{
+    BudgetCommand, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, EXIT_SUPPRESSED, EXIT_USAGE, TaskCommand, open_engine,
+};
 use crate::config::Config;
 use crate::output;
 use anyhow::Context;
@@ -55,6 +57,7 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
         TaskCommand::Answer { input, text } => (input.id, Input::Answer { text }, input.key),
         TaskCommand::ConfirmDeploy(a) => (a.id, Input::ConfirmDeploy, a.key),
         TaskCommand::Retry(a) => (a.id, Input::Retry, a.key),
+        TaskCommand::Resume(a) => (a.id, Input::Resume, a.key),
         TaskCommand::Stop(a) => (a.id, Input::Stop, a.key),
     };
     let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
@@ -136,8 +139,80 @@ pub async fn agent_script(script_path: &Path) -> anyhow::Result<u8> {
         stage: var("BATON_STAGE")?,
         run: var("BATON_RUN")?.parse().context("BATON_RUN is not a number")?,
         worktree: std::env::current_dir().context("reading the working directory")?,
+        now_ms: baton_engine::Clock::now_ms(&baton_engine::SystemClock),
+        run_dir: var("BATON_PROMPT_FILE")
+            .map(|p| Path::new(&p).parent().map(Path::to_path_buf).unwrap_or_default())
+            .unwrap_or_else(|_| std::env::temp_dir()),
     };
     let (line, code) = interpret(&script, &context).await;
     println!("{line}");
     Ok(if code == 0 { EXIT_OK } else { EXIT_ERROR })
+}
+
+/// `baton budget set|show`.
+pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyhow::Result<u8> {
+    let engine = open_engine(config).await?;
+    match command {
+        BudgetCommand::Set { task, repo, global, usd } => {
+            let cap = match usd.as_str() {
+                "none" => None,
+                text => match text.parse::<f64>() {
+                    Ok(v) if v.is_finite() && v >= 0.0 => Some(v),
+                    _ => {
+                        eprintln!("error: --usd must be a non-negative number of dollars or `none`, not `{text}`");
+                        return Ok(EXIT_USAGE);
+                    }
+                },
+            };
+            let scope = match (task, repo, global) {
+                (Some(id), None, false) => match engine.store.task(&TaskKey::parse(&id)).await? {
+                    Some(task) => format!("task:{}", task.id),
+                    None => {
+                        eprintln!("error: no task `{id}`");
+                        return Ok(EXIT_NOT_FOUND);
+                    }
+                },
+                (None, Some(repo), false) => format!("repo:{repo}"),
+                (None, None, true) => "global".to_string(),
+                _ => {
+                    eprintln!("error: give exactly one of --task ID, --repo NAME or --global");
+                    return Ok(EXIT_USAGE);
+                }
+            };
+            engine.store.set_budget_cap(&scope, cap, engine.clock.now_ms()).await?;
+            if json {
+                output::print_json(&serde_json::json!({ "scope": scope, "cap_usd": cap }));
+            } else {
+                match cap {
+                    Some(cap) => println!("{scope}: cap ${cap:.2}"),
+                    None => println!("{scope}: no cap"),
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        BudgetCommand::Show => {
+            let caps = engine.store.budget_caps().await?;
+            let b = &config.engine.budgets;
+            if json {
+                output::print_json(&serde_json::json!({
+                    "configured": { "task_usd": b.task_usd, "repo_daily_usd": b.repo_daily_usd,
+                                    "global_daily_usd": b.global_daily_usd, "warn_ratio": b.warn_ratio },
+                    "overrides": caps.iter().map(|(s, c)| serde_json::json!({ "scope": s, "cap_usd": c })).collect::<Vec<_>>(),
+                }));
+            } else {
+                let show = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("${v:.2}"));
+                println!(
+                    "configured: task {} · repo per day {} · global per day {} · warn at {:.0} %",
+                    show(b.task_usd),
+                    show(b.repo_daily_usd),
+                    show(b.global_daily_usd),
+                    b.warn_ratio * 100.0
+                );
+                for (scope, cap) in caps {
+                    println!("override {scope}: {}", show(cap));
+                }
+            }
+            Ok(EXIT_OK)
+        }
+    }
 }

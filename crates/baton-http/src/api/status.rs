@@ -43,6 +43,8 @@ pub struct HoldCounts {
     pub awaiting_approval: u64,
     pub awaiting_confirm: u64,
     pub blocked: u64,
+    pub paused_budget: u64,
+    pub paused_quota: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -84,6 +86,8 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Json<St
             Hold::AwaitingApproval => hold.awaiting_approval += 1,
             Hold::AwaitingConfirm => hold.awaiting_confirm += 1,
             Hold::Blocked { .. } => hold.blocked += 1,
+            Hold::PausedBudget { .. } => hold.paused_budget += 1,
+            Hold::PausedQuota { .. } => hold.paused_quota += 1,
         }
     }
 

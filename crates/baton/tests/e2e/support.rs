@@ -56,6 +56,11 @@ actions = [{ write = { path = "docs/baton/{work_item}/05-test-report.md", conten
 impl Env {
     /// Builds the project, a config with fast limits plus `extra_limits`, and `script` + common steps.
     pub fn new(script: &str, extra_limits: &str) -> Env {
+        Env::with_config(script, extra_limits, "")
+    }
+
+    /// Like [`Env::new`], with `extra` appended to baton.toml (more sections).
+    pub fn with_config(script: &str, extra_limits: &str, extra: &str) -> Env {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().canonicalize().unwrap();
         let project = root.join("project");
@@ -80,10 +85,19 @@ impl Env {
              [limits]\nretry_base_secs = 1\nmerge_defer_secs = 1\npoll_interval_ms = 100\nstop_grace_secs = 2\n\
              running_max = 4\nrunning_per_repo_max = 4\n{extra_limits}\n\n\
              [[repos]]\nname = \"demo\"\npath = \"project\"\nprefix = \"DEMO\"\ntest = [\"python3\", \"-m\", \"unittest\", \"-q\"]\n\n\
-             [agents.default]\nadapter = \"script\"\nscript = \"script.toml\"\n"
+             [agents.default]\nadapter = \"script\"\nscript = \"script.toml\"\n\n{extra}"
         );
         std::fs::write(root.join("baton.toml"), config).unwrap();
         Env { _tmp: tmp, root }
+    }
+
+    pub fn request(&self, title: &str) -> baton_engine::NewTaskRequest {
+        baton_engine::NewTaskRequest {
+            repo: "demo".into(),
+            title: title.into(),
+            body: String::new(),
+            external_ref: None,
+        }
     }
 
     pub fn config(&self) -> PathBuf {
@@ -225,5 +239,88 @@ pub fn assert_each_main_commit_passes_tests(project: &Path) {
             String::from_utf8_lossy(&out.stderr)
         );
         git(project, &["worktree", "remove", "--force", path.to_str().unwrap()]);
+    }
+}
+
+/// A clock the test moves by hand.
+#[derive(Debug)]
+pub struct FakeClock(std::sync::atomic::AtomicI64);
+
+impl FakeClock {
+    pub fn now(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl baton_engine::Clock for FakeClock {
+    fn now_ms(&self) -> i64 {
+        self.now()
+    }
+}
+
+/// An engine on a fake clock over a fresh environment (script agents run as real processes).
+pub async fn engine_for(script: &str) -> (Env, std::sync::Arc<baton_engine::Engine>, std::sync::Arc<FakeClock>) {
+    use std::sync::Arc;
+    let env = Env::new(script, "");
+    let store = baton_store::SqliteStore::open(&env.root.join("engine.db")).await.unwrap();
+    let limits = baton_engine::Limits { poll_interval_ms: 50, stop_grace_secs: 2, ..baton_engine::Limits::default() };
+    let agent = baton_engine::AgentSettings {
+        adapter: baton_engine::AdapterKind::Script,
+        script: Some(env.root.join("script.toml")),
+        command: None,
+        prompt: Default::default(),
+        model: None,
+        program: None,
+        base_url: None,
+        api_key_env: None,
+        max_turns: None,
+        permission_mode: None,
+        allowed_tools: vec![],
+        sandbox: None,
+        streaming: true,
+        extra_args: vec![],
+        env: vec![],
+    };
+    let settings = baton_engine::EngineSettings {
+        data_dir: env.root.join("engine-data"),
+        limits,
+        repos: vec![baton_engine::RepoSettings {
+            name: "demo".into(),
+            path: env.project(),
+            default_branch: "main".into(),
+            prefix: "DEMO".into(),
+            test: Some(vec!["python3".into(), "-m".into(), "unittest".into(), "-q".into()]),
+            deploy: None,
+            health: None,
+        }],
+        agents: [("default".to_string(), agent)].into_iter().collect(),
+        pipeline: baton_domain::Pipeline::default_pipeline(),
+        budgets: baton_engine::Budgets::default(),
+        baton_exe: PathBuf::from(baton_exe()),
+        env_passthrough: vec![],
+    };
+    let clock = Arc::new(FakeClock(std::sync::atomic::AtomicI64::new(1_800_000_000_000)));
+    let engine = baton_engine::Engine::with_clock(settings, Arc::new(store), clock.clone());
+    (env, engine, clock)
+}
+
+/// Polls the task until `done` holds (real-time timeout: 60 s).
+pub async fn wait_for(
+    engine: &baton_engine::Engine,
+    key: &baton_store::TaskKey,
+    done: impl Fn(&baton_store::TaskRecord) -> bool,
+) -> baton_store::TaskRecord {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let task = engine.store.task(key).await.unwrap().unwrap();
+        if done(&task) {
+            return task;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting; task: {:#?}", task.state);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
