@@ -329,8 +329,9 @@ impl Engine {
             }
         }
         let repo = self.settings.repo(&task.repo);
+        // A repository directory that no longer exists has no worktrees to remove.
         if effects.contains(&Effect::RemoveWorktree)
-            && let Some(repo) = repo
+            && let Some(repo) = repo.filter(|r| r.path.exists())
         {
             let result = match worktree_path(&self.settings.worktrees_dir(), &task.repo, &task.work_item_id) {
                 Ok(path) => remove_worktree(repo, &path).await,

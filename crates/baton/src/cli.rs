@@ -1,6 +1,6 @@
 //! The command line: clap definitions and dispatch to the command modules.
 
-use crate::config::{self, Config};
+use baton::config::{self, Config};
 use anyhow::Context;
 use baton_engine::Engine;
 use baton_store::SqliteStore;

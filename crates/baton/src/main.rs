@@ -5,7 +5,6 @@
 //! 5 the demo ended with a task short of its expected end.
 
 mod cli;
-mod config;
 mod demo;
 mod output;
 mod serve;

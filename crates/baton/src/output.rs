@@ -1,6 +1,6 @@
 //! Human-readable and `--json` output of the read commands.
 
-use crate::config::Config;
+use baton::config::Config;
 use baton_store::{AgentRunRecord, EventRecord, JobRecord, LeaseRecord, TaskRecord, UsageRow};
 use serde::Serialize;
 

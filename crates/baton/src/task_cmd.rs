@@ -5,7 +5,7 @@
 use crate::cli::{
     BudgetCommand, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, EXIT_SUPPRESSED, EXIT_USAGE, TaskCommand, open_engine,
 };
-use crate::config::Config;
+use baton::config::Config;
 use crate::output;
 use anyhow::Context;
 use baton_adapters::agent::script::{Script, ScriptContext, interpret};

@@ -9,6 +9,7 @@ mod verdict;
 pub use artifact::artifact_relative_path;
 pub use command::{RepoCommand, run_repo_command};
 pub use merge::merge_lease_name;
+pub use verdict::front_matter;
 
 use crate::executor::JobContext;
 use baton_domain::{GateSpec, GateVerdict, Verdict};
