@@ -1,6 +1,10 @@
 //! Agents: turn a stage request into a process to supervise, and its output into an [`AgentReport`].
 
+pub mod claude;
+pub mod cli;
+pub mod codex;
 pub mod command;
+pub mod gemini;
 pub mod result_line;
 pub mod script;
 
@@ -9,7 +13,11 @@ use baton_domain::{AgentReport, Usage};
 use baton_runner::{ExitReport, ProcessSpec};
 use std::path::PathBuf;
 
+pub use claude::ClaudeAgent;
+pub use cli::CliAgentConfig;
+pub use codex::CodexAgent;
 pub use command::{CommandAgent, PromptMode};
+pub use gemini::GeminiAgent;
 pub use script::ScriptAgent;
 
 /// Everything an adapter needs to launch one agent run.
@@ -43,6 +51,9 @@ pub struct LiveProgress {
     pub model: Option<String>,
     /// Human-readable progress lines for the task timeline (tool calls, turns), drained by the engine.
     pub notes: Vec<String>,
+    /// Adapter bookkeeping: usage already counted per streamed message id, so the repeated lines
+    /// of one message (claude prints one per content block) are not counted twice.
+    pub counted: std::collections::BTreeMap<String, Usage>,
 }
 
 /// A line in an agent's final text that starts its questions for a human: `QUESTIONS:`.
