@@ -54,6 +54,10 @@ impl Agent for CommandAgent {
         })
     }
 
+    fn observe(&self, line: &str, progress: &mut super::LiveProgress) {
+        super::result_line::observe_line(line, progress);
+    }
+
     fn parse(&self, stdout: &str, stderr: &str, exit: &ExitReport) -> AgentReport {
         let mut report = report_from_output(stdout, stderr, exit);
         if report.model.is_none() {

@@ -38,6 +38,49 @@ struct ResultLine {
     total_cost_usd: Option<f64>,
     #[serde(default)]
     usage: ResultUsage,
+    /// `"quota"`: the provider's usage limit ended the run (not a failure of the agent).
+    error_class: Option<String>,
+    resets_at_ms: Option<i64>,
+}
+
+/// A progress line: `{"type":"progress","message":"…","usage":{…},"total_cost_usd":0.1,"model":"m"}`
+/// with cumulative figures.
+#[derive(Debug, Deserialize)]
+struct ProgressLine {
+    #[serde(rename = "type")]
+    kind: String,
+    message: Option<String>,
+    model: Option<String>,
+    total_cost_usd: Option<f64>,
+    usage: Option<ResultUsage>,
+}
+
+/// Updates `progress` from one stdout line of the command contract (ignores anything else).
+pub fn observe_line(line: &str, progress: &mut super::LiveProgress) {
+    let Ok(p) = serde_json::from_str::<ProgressLine>(line.trim()) else {
+        return;
+    };
+    if p.kind != "progress" {
+        return;
+    }
+    if let Some(u) = p.usage {
+        progress.usage = Usage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cache_read_tokens: u.cache_read_input_tokens,
+            cache_write_tokens: u.cache_creation_input_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+        };
+    }
+    if p.total_cost_usd.is_some() {
+        progress.cost_usd = p.total_cost_usd;
+    }
+    if p.model.is_some() {
+        progress.model = p.model;
+    }
+    if let Some(message) = p.message {
+        progress.notes.push(message);
+    }
 }
 
 /// Finds the last line of `stdout` that is a `{"type":"result"}` object.
@@ -53,6 +96,10 @@ fn find_result(stdout: &str) -> Option<ResultLine> {
 pub fn report_from_output(stdout: &str, stderr: &str, exit: &ExitReport) -> AgentReport {
     let line = find_result(stdout);
     let status = match (&line, exit.success()) {
+        (Some(l), _) if l.error_class.as_deref() == Some("quota") => AgentStatus::QuotaExhausted {
+            message: l.result.clone().unwrap_or_else(|| "provider usage limit reached".into()),
+            resets_at_ms: l.resets_at_ms,
+        },
         (_, false) => AgentStatus::Failed { message: failure_message(exit, line.as_ref(), stderr) },
         (Some(l), true) if l.is_error => AgentStatus::Failed {
             message: format!("agent reported an error: {}", l.result.clone().unwrap_or_default()),

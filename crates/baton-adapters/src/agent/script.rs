@@ -19,6 +19,8 @@
 //!   { sleep_ms = 100 },
 //!   { questions = "Which rounding?" },   # ends the run with questions (needs_input)
 //!   { fail = "reason" },                 # ends the run as failed (exit 1)
+//!   { progress = { message = "turn 1", input_tokens = 900, output_tokens = 80, cost_usd = 0.02 } },
+//!   { quota = { message = "usage limit reached", resets_in_secs = 30 } },  # ends as quota-exhausted
 //! ]
 //! ```
 //! `{work_item}`, `{work_item_snake}` (`demo_001`), `{title}`, `{stage}` and `{run}` are substituted in paths, contents and messages.
@@ -93,6 +95,31 @@ pub enum Action {
     SleepMs(u64),
     Questions(String),
     Fail(String),
+    /// Prints a progress line with cumulative usage and cost, like a streaming CLI.
+    Progress(ProgressAction),
+    /// Ends the run as stopped by the provider's usage limit, resetting in `resets_in_secs`.
+    Quota(QuotaAction),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressAction {
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaAction {
+    pub message: String,
+    #[serde(default)]
+    pub resets_in_secs: Option<u64>,
 }
 
 impl Script {
@@ -144,6 +171,10 @@ impl Agent for ScriptAgent {
         })
     }
 
+    fn observe(&self, line: &str, progress: &mut super::LiveProgress) {
+        super::result_line::observe_line(line, progress);
+    }
+
     fn parse(&self, stdout: &str, stderr: &str, exit: &ExitReport) -> AgentReport {
         report_from_output(stdout, stderr, exit)
     }
@@ -157,6 +188,10 @@ pub struct ScriptContext {
     pub stage: String,
     pub run: u32,
     pub worktree: PathBuf,
+    /// Current time, for reset times of quota endings.
+    pub now_ms: i64,
+    /// Directory for this run's files (command logs).
+    pub run_dir: PathBuf,
 }
 
 impl ScriptContext {
@@ -174,6 +209,7 @@ pub async fn interpret(script: &Script, context: &ScriptContext) -> (String, i32
     let step = script.step(&context.title, &context.stage, context.run);
     let mut questions = None;
     let mut error = None;
+    let mut quota: Option<(String, Option<u64>)> = None;
     if let Some(step) = step {
         for action in &step.actions {
             match perform(action, context).await {
@@ -183,6 +219,11 @@ pub async fn interpret(script: &Script, context: &ScriptContext) -> (String, i32
                 }
                 Ok(Some(Ending::Fail(reason))) => {
                     error = Some(reason);
+                    break;
+                }
+                Ok(Some(Ending::Quota(message, resets_in))) => {
+                    error = Some(message.clone());
+                    quota = Some((message, resets_in));
                     break;
                 }
                 Ok(None) => {}
@@ -203,6 +244,8 @@ pub async fn interpret(script: &Script, context: &ScriptContext) -> (String, i32
         "session_id": format!("script-{}-{}-{}", context.work_item, context.stage, context.run),
         "num_turns": step.map_or(0, |s| s.actions.len()),
         "total_cost_usd": step.and_then(|s| s.cost_usd),
+        "error_class": quota.as_ref().map(|_| "quota"),
+        "resets_at_ms": quota.as_ref().and_then(|(_, secs)| *secs).map(|secs| context.now_ms + secs as i64 * 1000),
         "usage": {
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
@@ -216,6 +259,7 @@ pub async fn interpret(script: &Script, context: &ScriptContext) -> (String, i32
 enum Ending {
     Questions(String),
     Fail(String),
+    Quota(String, Option<u64>),
 }
 
 async fn perform(action: &Action, context: &ScriptContext) -> Result<Option<Ending>, String> {
@@ -237,7 +281,7 @@ async fn perform(action: &Action, context: &ScriptContext) -> Result<Option<Endi
                 cwd: context.worktree.clone(),
                 env: std::env::vars().collect(),
                 timeout: Duration::from_secs(600),
-                log: std::env::temp_dir().join(format!("baton-script-{}.log", std::process::id())),
+                log: context.run_dir.join("script-commands.log"),
             };
             let output = run_command(&spec).await.map_err(|e| e.to_string())?;
             eprintln!("{}", output.tail);
@@ -257,6 +301,17 @@ async fn perform(action: &Action, context: &ScriptContext) -> Result<Option<Endi
         }
         Action::Questions(text) => Ok(Some(Ending::Questions(context.fill(text)))),
         Action::Fail(reason) => Ok(Some(Ending::Fail(context.fill(reason)))),
+        Action::Progress(p) => {
+            let line = serde_json::json!({
+                "type": "progress",
+                "message": p.message.as_deref().map(|m| context.fill(m)),
+                "total_cost_usd": p.cost_usd,
+                "usage": { "input_tokens": p.input_tokens, "output_tokens": p.output_tokens },
+            });
+            println!("{line}");
+            Ok(None)
+        }
+        Action::Quota(q) => Ok(Some(Ending::Quota(context.fill(&q.message), q.resets_in_secs))),
     }
 }
 
