@@ -18,12 +18,19 @@ pub struct Usage {
 pub enum AgentStatus {
     Succeeded,
     /// The agent ended by asking questions.
-    NeedsInput { questions: String },
+    NeedsInput {
+        questions: String,
+    },
     /// The run failed; `message` says why in a sentence.
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
     /// The provider's usage limit or an exhausted rate limit ended the run: not the agent's fault.
     /// `resets_at_ms` is when the provider said the limit resets, when it said.
-    QuotaExhausted { message: String, resets_at_ms: Option<i64> },
+    QuotaExhausted {
+        message: String,
+        resets_at_ms: Option<i64>,
+    },
 }
 
 /// The common agent-run record (SPEC §2, §7).

@@ -131,22 +131,39 @@ pub fn decide(state: &TaskState, event: &Event, pipeline: &Pipeline, now_ms: i64
             }
             _ => suppress(format!("resume ignored: the task is at {}, not paused", state.display())),
         },
-        Event::Stop { by } => {
-            let mut next = state.clone();
-            next.stage = CANCELLED.to_string();
-            next.hold = Hold::None;
-            next.job = None;
-            let effects = vec![
-                Effect::StopAgent,
-                Effect::CancelJobs,
-                Effect::ReleaseLeases,
-                Effect::RemoveWorktree,
-                Effect::DeleteBranch,
-                Effect::Notify { kind: NotifyKind::Info, text: format!("stopped by {by} at {}", state.stage) },
-            ];
-            Decision::Apply { next, effects, note: format!("stopped by {by} at {}", state.display()) }
+        Event::Stop { by, critical } => {
+            if let Some(first) = &state.cancel_requested {
+                return suppress(format!("stop already requested by {first}; it applies when the running step ends"));
+            }
+            if *critical && state.job.is_some() && state.hold == Hold::None {
+                // The merge/deploy step cannot be interrupted honestly: cancel when it ends.
+                let mut next = state.clone();
+                next.cancel_requested = Some(by.clone());
+                let text = format!("stop requested by {by}: deferred until the running {} step ends", state.stage);
+                let effects = vec![Effect::Notify { kind: NotifyKind::Info, text: text.clone() }];
+                return Decision::Apply { next, effects, note: text };
+            }
+            cancel(state, &format!("stopped by {by} at {}", state.display()))
         }
     }
+}
+
+/// The task ends `cancelled`: stop the agent, cancel jobs, release leases, remove the worktree and
+/// the task branch.
+fn cancel(state: &TaskState, note: &str) -> Decision {
+    let mut next = state.clone();
+    next.stage = CANCELLED.to_string();
+    next.hold = Hold::None;
+    next.job = None;
+    let effects = vec![
+        Effect::StopAgent,
+        Effect::CancelJobs,
+        Effect::ReleaseLeases,
+        Effect::RemoveWorktree,
+        Effect::DeleteBranch,
+        Effect::Notify { kind: NotifyKind::Info, text: note.to_string() },
+    ];
+    Decision::Apply { next, effects, note: note.to_string() }
 }
 
 fn job_finished(
@@ -156,6 +173,9 @@ fn job_finished(
     pipeline: &Pipeline,
     now_ms: i64,
 ) -> Decision {
+    if let Some(by) = &state.cancel_requested {
+        return cancel(state, &format!("stopped by {by} after the {} step ended", state.stage));
+    }
     match outcome {
         JobOutcome::Failed { reason } => failed_attempt(state, pipeline, reason, now_ms),
         JobOutcome::NeedsInput { questions } => {

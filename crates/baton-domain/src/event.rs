@@ -63,8 +63,13 @@ pub enum Event {
     Retry { by: String },
     /// Resume a task paused for budget or quota.
     Resume { by: String },
-    /// STOP: cancel the task.
-    Stop { by: String },
+    /// STOP: cancel the task. `critical` is set by the shell when a merge or deploy actor of the
+    /// task is running right now (the irreversible step): the cancel then waits for it to end.
+    Stop {
+        by: String,
+        #[serde(default)]
+        critical: bool,
+    },
 }
 
 impl Event {

@@ -61,6 +61,9 @@ pub struct TaskState {
     /// Consecutive quota pauses of the current stage (sets the backoff when no reset time is known).
     #[serde(default)]
     pub quota_pauses: u32,
+    /// A STOP arrived while the merge or deploy step ran; who asked. Applied when the step ends.
+    #[serde(default)]
+    pub cancel_requested: Option<String>,
 }
 
 impl TaskState {
@@ -76,6 +79,7 @@ impl TaskState {
             failure: None,
             answers: Vec::new(),
             quota_pauses: 0,
+            cancel_requested: None,
         }
     }
 

@@ -100,7 +100,7 @@ fn render_event(event: &Event) -> String {
         Event::DeployConfirmed { by } => format!("confirm by {by}"),
         Event::Retry { by } => format!("retry by {by}"),
         Event::Resume { by } => format!("resume by {by}"),
-        Event::Stop { by } => format!("stop by {by}"),
+        Event::Stop { by, critical } => format!("stop by {by}{}", if *critical { " (critical)" } else { "" }),
     }
 }
 
@@ -265,7 +265,7 @@ fn retry() -> Step {
 }
 
 fn stop() -> Step {
-    Box::new(|_, _| Event::Stop { by: "ann".to_string() })
+    Box::new(|_, _| Event::Stop { by: "ann".to_string(), critical: false })
 }
 
 /// One event of every kind, with `result` as the job result.
@@ -667,10 +667,10 @@ fn stop_cancels_from_every_non_terminal_stage() {
         testing                        stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at testing"]
         deploy_staging                 stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at deploy_staging"]
         deploy                         stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at deploy"]
-        analysis (needs_input)         stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at analysis"]
-        analysis (awaiting_approval)   stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at analysis"]
-        deploy (awaiting_confirm)      stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at deploy"]
-        development (blocked)          stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at development"]
+        analysis (needs_input)         stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at analysis (needs_input)"]
+        analysis (awaiting_approval)   stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at analysis (awaiting_approval)"]
+        deploy (awaiting_confirm)      stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at deploy (awaiting_confirm)"]
+        development (blocked)          stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at development (blocked)"]
         "#);
 }
 
@@ -754,6 +754,7 @@ fn decide_never_panics_and_terminal_never_moves() {
                         failure: None,
                         answers: vec![],
                         quota_pauses: 0,
+                        cancel_requested: None,
                     };
                     let mut events = vec![
                         Event::Created,
@@ -762,7 +763,8 @@ fn decide_never_panics_and_terminal_never_moves() {
                         Event::DeployConfirmed { by: "a".into() },
                         Event::Retry { by: "a".into() },
                         Event::Resume { by: "a".into() },
-                        Event::Stop { by: "a".into() },
+                        Event::Stop { by: "a".into(), critical: false },
+                        Event::Stop { by: "a".into(), critical: true },
                     ];
                     for (job, event_stage) in [(1, stage.as_str()), (2, stage.as_str()), (1, "analysis")] {
                         for outcome in outcomes(event_stage) {
@@ -814,7 +816,9 @@ fn assert_coherent(pipeline: &Pipeline, state: &TaskState, event: &Event, decisi
     }
     let enqueues = effects.iter().filter(|e| matches!(e, Effect::EnqueueJob { .. })).count();
     assert!(enqueues <= 1, "more than one job enqueued: {context}");
-    if next.hold == Hold::None && !next.is_terminal() {
+    // A running task gets a new job, unless a deferred STOP leaves its running job alone.
+    let deferred_stop = next.cancel_requested.is_some() && next.job.is_some() && next.job == state.job;
+    if next.hold == Hold::None && !next.is_terminal() && !deferred_stop {
         assert_eq!(enqueues, 1, "a running task without a job: {context}");
     }
     assert!(next.attempt >= 1 && next.attempt <= pipeline.retry_max, "attempt out of range: {context}");
@@ -918,4 +922,32 @@ fn quota_pauses_back_off_and_resume_without_using_attempts() {
         job 7 development: ok → review [enqueue #8 review]
         "#
     );
+}
+
+// ---------------------------------------------------------------- STOP during the irreversible step
+
+fn stop_critical() -> Step {
+    Box::new(|_, _| Event::Stop { by: "bob".to_string(), critical: true })
+}
+
+// A STOP while the deploy actor runs is deferred (one notification; a repeated STOP changes
+// nothing), then applied when the step ends, whatever its outcome (SPEC §12, ORCH-090).
+#[test]
+fn stop_during_running_deploy_is_deferred_then_applied() {
+    check!(running("deploy", 9), [stop_critical(), stop_critical(), stop(), finish_ok(), stop()], @r#"
+        stop by bob (critical) → deploy [notify info "stop requested by bob: deferred until the running deploy step ends"]
+        stop by bob (critical)  suppressed: stop already requested by bob; it applies when the running step ends
+        stop by ann  suppressed: stop already requested by bob; it applies when the running step ends
+        job 9 deploy: ok → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by bob after the deploy step ended"]
+        stop by ann  suppressed: task is cancelled; terminal stages ignore `stop`
+        "#);
+}
+
+// Idle parking at Confirm Deploy (lease held, nothing running) is not critical: STOP cancels at once.
+#[test]
+fn stop_while_awaiting_confirm_cancels_at_once() {
+    check!(held("deploy", Hold::AwaitingConfirm), [stop(), confirm()], @r#"
+        stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at deploy (awaiting_confirm)"]
+        confirm by ann  suppressed: task is cancelled; terminal stages ignore `deploy_confirmed`
+        "#);
 }

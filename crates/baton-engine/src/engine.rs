@@ -3,7 +3,7 @@
 
 use crate::EngineError;
 use crate::clock::{Clock, SystemClock};
-use crate::executor;
+use crate::executor::{self, Start};
 use crate::settings::EngineSettings;
 use crate::workspace::{remove_worktree, worktree_path};
 use baton_adapters::forge::{Forge, ForgeRepo, LocalForge};
@@ -11,8 +11,8 @@ use baton_adapters::notifier::{LogNotifier, Notification, Notifier};
 use baton_adapters::tracker::{LocalTracker, Tracker, TrackerUpdate};
 use baton_domain::{Decision, Effect, Event, JobId, Pipeline, TaskState};
 use baton_store::{
-    Advance, Claim, InboxEntry, JobFinish, JobStatus, NewEvent, NewTask, Store, StoreError, TaskFilter, TaskKey,
-    TaskRecord, Transition,
+    Advance, Claim, InboxEntry, JobFinish, JobRecord, JobStatus, NewEvent, NewTask, Store, StoreError, TaskFilter,
+    TaskKey, TaskRecord, Transition,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -75,7 +75,7 @@ impl Input {
             Input::ConfirmDeploy => Event::DeployConfirmed { by },
             Input::Retry => Event::Retry { by },
             Input::Resume => Event::Resume { by },
-            Input::Stop => Event::Stop { by },
+            Input::Stop => Event::Stop { by, critical: false },
         }
     }
 }
@@ -215,12 +215,29 @@ impl Engine {
             return Err(EngineError::Invalid(format!("the answer must be 1 to {ANSWER_BYTES_MAX} bytes of text")));
         }
         let task = self.store.task(key).await?.ok_or_else(|| EngineError::NotFound(format!("task {key}")))?;
-        let inbox = dedup_key.map(|dedup_key| InboxEntry {
+        // Without a caller's key, the input is keyed by what it does to which task version: a
+        // replay of the same command on the same state is a duplicate and changes nothing.
+        let dedup_key = dedup_key.unwrap_or_else(|| auto_dedup_key(&task, &input));
+        let inbox = Some(InboxEntry {
             dedup_key,
             kind: input.kind().to_string(),
             payload: serde_json::json!({ "by": by, "input": format!("{input:?}") }),
         });
-        self.apply_event(task.id, &input.event(by), None, inbox).await
+        let mut event = input.event(by);
+        if let Event::Stop { critical, .. } = &mut event {
+            *critical = self.in_critical_step(&task).await?;
+        }
+        self.apply_event(task.id, &event, None, inbox).await
+    }
+
+    /// Whether the task's merge/deploy actor is running right now (a STOP must then wait for it).
+    /// Idle parking, such as waiting for Confirm Deploy while holding the lease, is not critical.
+    async fn in_critical_step(&self, task: &TaskRecord) -> Result<bool, EngineError> {
+        let deploying = self.pipeline.stage(&task.state.stage).is_some_and(|s| s.actor == baton_domain::Actor::Deploy);
+        let Some(job) = task.state.job.filter(|_| deploying) else {
+            return Ok(false);
+        };
+        Ok(self.store.job(job).await?.is_some_and(|j| j.status == JobStatus::Running))
     }
 
     /// Decides `event` for the task and commits it atomically; re-decides after a lost race.
@@ -397,25 +414,69 @@ impl Engine {
         }
     }
 
-    /// Puts work interrupted by a previous process back in the queue. Agents still running from
-    /// that process are stopped first, so no stage runs twice at once.
+    /// Registers `job` as running here and starts its executor.
+    pub fn start_job(self: &Arc<Self>, job: JobRecord, start: Start) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        if let Ok(mut running) = self.running.lock() {
+            if running.contains_key(&job.id) {
+                return;
+            }
+            running.insert(job.id, stop_tx);
+        }
+        tokio::spawn(executor::execute(self.clone(), job, stop_rx, start));
+    }
+
+    /// Whether a job's agent (started by any Baton) is still running or has recorded its exit.
+    async fn agent_outlives(&self, job: &JobRecord) -> Result<bool, EngineError> {
+        let Some(pgid) = job.pgid else {
+            return Ok(false);
+        };
+        let alive = baton_runner::group_alive(pgid)
+            && job.proc_start.is_none_or(|ticks| baton_runner::process::process_start_ticks(pgid) == Some(ticks));
+        if alive {
+            return Ok(true);
+        }
+        let runs = self.store.agent_runs(job.task_id).await?;
+        Ok(runs.iter().rev().find(|r| r.job_id == job.id).is_some_and(|r| {
+            baton_runner::shim::read_exit(&std::path::Path::new(&r.log_path).join(baton_runner::shim::EXIT_FILE))
+                .is_some()
+        }))
+    }
+
+    /// Puts work interrupted by a previous process back in the queue when nothing of it survives
+    /// (no agent still running, no recorded agent exit). Jobs whose agent outlived that process are
+    /// left `running` for [`Engine::adopt_orphans`]: their agent must not run a second time.
     pub async fn recover(&self) -> Result<u32, EngineError> {
         let mut recovered = 0;
         for job in self.store.jobs_with_status(JobStatus::Running).await? {
-            if job.owner.as_deref() == Some(self.owner.as_str()) {
+            if self.is_running_here(job.id) || self.agent_outlives(&job).await? {
                 continue;
             }
-            if let Some(pgid) = job.pgid
-                && baton_runner::group_alive(pgid)
-            {
-                baton_runner::stop_group(pgid, Duration::from_secs(self.settings.limits.stop_grace_secs)).await;
-            }
             if self.store.requeue_job(job.id, self.clock.now_ms()).await? {
-                tracing::info!(job = %job.id, stage = %job.stage, owner = ?job.owner, me = %self.owner, "requeued a job interrupted by a restart");
+                tracing::info!(job = %job.id, stage = %job.stage, owner = ?job.owner, "requeued a job interrupted by a restart");
                 recovered += 1;
             }
         }
         Ok(recovered)
+    }
+
+    /// Re-adopts running jobs that no executor of this process watches (their Baton died, or their
+    /// executor vanished): the executor waits for the surviving agent or takes its recorded result.
+    pub async fn adopt_orphans(self: &Arc<Self>) -> Result<u32, EngineError> {
+        let mut adopted = 0;
+        for job in self.store.jobs_with_status(JobStatus::Running).await? {
+            if self.is_running_here(job.id) {
+                continue;
+            }
+            tracing::info!(job = %job.id, stage = %job.stage, owner = ?job.owner, "re-adopting an orphaned running job");
+            self.start_job(job, Start::Adopt);
+            adopted += 1;
+        }
+        Ok(adopted)
+    }
+
+    fn is_running_here(&self, job: JobId) -> bool {
+        self.running.lock().map(|r| r.contains_key(&job)).unwrap_or(false)
     }
 
     /// Resumes tasks paused on provider quota whose resume time has come.
@@ -442,8 +503,14 @@ impl Engine {
             Ok(n) => tracing::info!("recovered {n} interrupted job(s)"),
             Err(error) => tracing::error!("recovery failed: {error}"),
         }
+        if let Err(error) = self.adopt_orphans().await {
+            tracing::error!("re-adopting running jobs failed: {error}");
+        }
+        crate::reaper::sweep_at_start(&self).await;
         let poll = Duration::from_millis(self.settings.limits.poll_interval_ms.max(10));
         let mut last_timer_ms = i64::MIN;
+        let mut last_reaper_ms = now_or_min(&*self.clock);
+        let mut last_reconciler_ms = now_or_min(&*self.clock);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -455,6 +522,18 @@ impl Engine {
                     tracing::error!("resuming quota-paused tasks failed: {error}");
                 }
             }
+            if self.settings.limits.reaper_interval_secs > 0
+                && now.saturating_sub(last_reaper_ms) >= self.settings.limits.reaper_interval_secs as i64 * 1000
+            {
+                last_reaper_ms = now;
+                crate::reaper::tick(&self).await;
+            }
+            if self.settings.limits.reconciler_interval_secs > 0
+                && now.saturating_sub(last_reconciler_ms) >= self.settings.limits.reconciler_interval_secs as i64 * 1000
+            {
+                last_reconciler_ms = now;
+                crate::reconciler::tick(&self).await;
+            }
             loop {
                 let claim = Claim {
                     owner: self.owner.clone(),
@@ -463,9 +542,7 @@ impl Engine {
                     running_per_repo_max: self.settings.limits.running_per_repo_max,
                 };
                 match self.store.claim_job(&claim).await {
-                    Ok(Some(job)) => {
-                        tokio::spawn(executor::execute(self.clone(), job));
-                    }
+                    Ok(Some(job)) => self.start_job(job, Start::Fresh),
                     Ok(None) => break,
                     Err(error) => {
                         tracing::error!("claiming a job failed: {error}");
@@ -480,6 +557,28 @@ impl Engine {
             }
         }
     }
+}
+
+/// The current time, from which periodic work first runs one interval later.
+fn now_or_min(clock: &dyn Clock) -> i64 {
+    clock.now_ms()
+}
+
+/// The inbox key of an input given without one: kind, task, task version and (for answers) a
+/// digest of the text.
+fn auto_dedup_key(task: &TaskRecord, input: &Input) -> String {
+    let text = match input {
+        Input::Answer { text } => {
+            // FNV-1a: a stable digest without a dependency; collisions only merge identical-looking replays.
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in text.bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+            format!(":{hash:016x}")
+        }
+        _ => String::new(),
+    };
+    format!("auto:{}:{}:v{}{text}", input.kind(), task.id, task.version)
 }
 
 /// The store-side part of a decision's effects.

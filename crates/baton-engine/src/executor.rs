@@ -47,15 +47,22 @@ pub struct JobContext<'a> {
     pub external_ms: Arc<AtomicU64>,
 }
 
+/// How a job comes to this executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Freshly claimed: run the stage.
+    Fresh,
+    /// Running when a previous Baton died (or its executor vanished): re-adopt the agent it started
+    /// (wait for it, or take its recorded result) instead of starting a second one.
+    Adopt,
+}
+
 /// Executes `job` and applies its result. Never panics; failures become `JobOutcome::Failed`.
-pub async fn execute(engine: Arc<Engine>, job: JobRecord) {
+/// The caller has registered the job in `engine.running` (with the sender of `stop`).
+pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiver<bool>, start: Start) {
     let started = Instant::now();
     let external_ms = Arc::new(AtomicU64::new(0));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    if let Ok(mut running) = engine.running.lock() {
-        running.insert(job.id, stop_tx);
-    }
-    let outcome = run_job(&engine, &job, &external_ms, stop_rx).await;
+    let outcome = run_job(&engine, &job, &external_ms, stop_rx, start).await;
     if let Ok(mut running) = engine.running.lock() {
         running.remove(&job.id);
     }
@@ -94,6 +101,7 @@ async fn run_job(
     job: &JobRecord,
     external_ms: &Arc<AtomicU64>,
     stop: watch::Receiver<bool>,
+    start: Start,
 ) -> Result<Option<JobOutcome>, EngineError> {
     let Some(task) = engine.store.task(&TaskKey::Id(job.task_id)).await? else {
         return Ok(None);
@@ -116,7 +124,7 @@ async fn run_job(
         JobContext { engine, task: &task, job, repo, stage, worktree, git, run_dir, external_ms: external_ms.clone() };
     match &stage.actor {
         Actor::Agent { role } => {
-            let run = run_agent(&ctx, role, stop).await?;
+            let run = run_agent(&ctx, role, stop, start).await?;
             let message = format!("{} {}: {role} run", task.work_item_id, stage.name);
             ctx.git.commit_all(&message).await?;
             if let Some(reason) = run.budget_stop {
@@ -257,9 +265,20 @@ struct AgentRun {
     budget_stop: Option<String>,
 }
 
-async fn run_agent(ctx: &JobContext<'_>, role: &str, stop: watch::Receiver<bool>) -> Result<AgentRun, EngineError> {
+async fn run_agent(
+    ctx: &JobContext<'_>,
+    role: &str,
+    stop: watch::Receiver<bool>,
+    start: Start,
+) -> Result<AgentRun, EngineError> {
     let engine = ctx.engine;
     let agent = build_agent(engine, role)?;
+    if start == Start::Adopt
+        && let Some(adopted) = adoptable(ctx).await?
+    {
+        tracing::info!(task = %ctx.task.work_item_id, job = %ctx.job.id, "re-adopting the agent started before a restart");
+        return supervise(ctx, role, agent, adopted, stop).await;
+    }
     let run_number = engine.store.count_agent_runs(ctx.task.id, &ctx.stage.name).await? + 1;
     let artifact_path = ctx.stage.artifact.as_deref().map(|name| artifact_relative_path(&ctx.task.work_item_id, name));
     let prompt = prompts::render(
@@ -300,8 +319,15 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str, stop: watch::Receiver<bool>
     if let Some(reason) = budgets::exceeded(&limits_before, 0.0) {
         return Ok(AgentRun { report: AgentReport::failed(reason.clone()), budget_stop: Some(reason) });
     }
-    let mut child = baton_runner::process::spawn(&spec)?;
+    // The shim leads the agent's process group and records its exit, so the agent outlives Baton.
+    let exit_file = run_dir.join(baton_runner::shim::EXIT_FILE);
+    let _ = std::fs::remove_file(&exit_file);
+    let spec = baton_runner::shim::wrap(spec, &engine.settings.baton_exe, &exit_file);
+    let child = baton_runner::process::spawn(&spec)?;
     engine.store.set_job_process(ctx.job.id, Some(child.pid), Some(child.pgid)).await?;
+    if let Some(ticks) = baton_runner::process::process_start_ticks(child.pid) {
+        engine.store.set_job_proc_start(ctx.job.id, ticks).await?;
+    }
     let started_at_ms = engine.clock.now_ms();
     let run_id = engine
         .store
@@ -316,6 +342,77 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str, stop: watch::Receiver<bool>
             log_path: run_dir.display().to_string(),
         })
         .await?;
+    let process = AgentProcess::Spawned(child);
+    supervise(ctx, role, agent, Supervision { run_id, run_number, run_dir, started_at_ms, process }, stop).await
+}
+
+/// A running (or finished) agent process and its run record.
+struct Supervision {
+    run_id: i64,
+    run_number: u32,
+    run_dir: PathBuf,
+    started_at_ms: i64,
+    process: AgentProcess,
+}
+
+enum AgentProcess {
+    /// Started by this Baton: its child.
+    Spawned(baton_runner::Supervised),
+    /// Started by an earlier Baton: known by process group and the shim's exit record.
+    Adopted { pgid: u32 },
+}
+
+/// The agent run of this job that an earlier Baton started, when its agent is still running or
+/// has recorded its exit; `None` when there is nothing to adopt (the stage then runs afresh).
+async fn adoptable(ctx: &JobContext<'_>) -> Result<Option<Supervision>, EngineError> {
+    let runs = ctx.engine.store.agent_runs(ctx.task.id).await?;
+    let Some(run) = runs.into_iter().rev().find(|r| r.job_id == ctx.job.id) else {
+        return Ok(None);
+    };
+    let run_dir = PathBuf::from(&run.log_path);
+    let recorded = baton_runner::shim::read_exit(&run_dir.join(baton_runner::shim::EXIT_FILE)).is_some();
+    let alive = match (ctx.job.pgid, ctx.job.proc_start) {
+        (Some(pgid), Some(ticks)) => {
+            baton_runner::group_alive(pgid) && baton_runner::process::process_start_ticks(pgid) == Some(ticks)
+        }
+        (Some(pgid), None) => baton_runner::group_alive(pgid),
+        _ => false,
+    };
+    let (true, Some(pgid)) = (recorded || alive, ctx.job.pgid) else {
+        return Ok(None);
+    };
+    let run_number = run_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("run"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    Ok(Some(Supervision {
+        run_id: run.id,
+        run_number,
+        run_dir,
+        started_at_ms: run.started_at_ms,
+        process: AgentProcess::Adopted { pgid },
+    }))
+}
+
+/// Watches the agent to its end (budgets, STOP, timeouts), then records its report.
+async fn supervise(
+    ctx: &JobContext<'_>,
+    role: &str,
+    agent: Arc<dyn Agent>,
+    run: Supervision,
+    stop: watch::Receiver<bool>,
+) -> Result<AgentRun, EngineError> {
+    let engine = ctx.engine;
+    let Supervision { run_id, run_number, run_dir, started_at_ms, mut process } = run;
+    let pid = match &process {
+        AgentProcess::Spawned(child) => child.pid,
+        AgentProcess::Adopted { pgid } => *pgid,
+    };
+    let stdout_path = run_dir.join("stdout.log");
+    let stderr_path = run_dir.join("stderr.log");
+    let limits_before = budgets::limits_for(engine, ctx.task).await?;
     let limits = &engine.settings.limits;
     let run_limits = RunLimits {
         timeout: Duration::from_secs(limits.agent_timeout_secs),
@@ -328,21 +425,36 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str, stop: watch::Receiver<bool>
         engine,
         ctx,
         agent: agent.clone(),
-        stdout: request.stdout_path(),
+        stdout: stdout_path.clone(),
         limits: limits_before,
         local_stop: stop,
         stop: stop_tx,
         done: done_rx,
     };
+    let exit_file = run_dir.join(baton_runner::shim::EXIT_FILE);
     let waiting = async {
-        let exit = child.wait(run_limits, stop_rx).await;
+        let exit = match &mut process {
+            AgentProcess::Spawned(child) => child.wait(run_limits, stop_rx).await,
+            AgentProcess::Adopted { pgid } => {
+                let already_ms = (engine.clock.now_ms() - started_at_ms).max(0) as u64;
+                baton_runner::process::wait_adopted(
+                    *pgid,
+                    &exit_file,
+                    [&stdout_path, &stderr_path],
+                    Duration::from_millis(already_ms),
+                    run_limits,
+                    stop_rx,
+                )
+                .await
+            }
+        };
         let _ = done_tx.send(true);
         exit
     };
     let (exit, (budget_stop, progress)) = tokio::join!(waiting, monitor.run());
     ctx.external_ms.fetch_add(exit.duration_ms, Ordering::Relaxed);
-    let stdout = std::fs::read_to_string(request.stdout_path()).unwrap_or_default();
-    let stderr = std::fs::read_to_string(request.stderr_path()).unwrap_or_default();
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let mut report = agent.parse(&stdout, &stderr, &exit);
     // A run stopped mid-way has no final figures: keep what it reported while running.
     if report.usage == baton_domain::Usage::default() {
@@ -387,7 +499,7 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str, stop: watch::Receiver<bool>
                 report.usage.input_tokens + report.usage.cache_read_tokens + report.usage.cache_write_tokens,
                 report.usage.output_tokens
             ),
-            detail: serde_json::json!({ "run_id": run_id, "pid": child.pid, "exit": exit.code, "usage": report.usage }),
+            detail: serde_json::json!({ "run_id": run_id, "pid": pid, "exit": exit.code, "usage": report.usage }),
         })
         .await;
     budgets::warn_once(engine, ctx.task).await;

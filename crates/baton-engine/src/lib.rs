@@ -18,6 +18,8 @@ pub mod engine;
 pub mod executor;
 pub mod gates;
 pub mod prompts;
+pub mod reaper;
+pub mod reconciler;
 pub mod settings;
 pub mod workspace;
 

@@ -36,6 +36,14 @@ pub struct Limits {
     pub merge_defer_secs: u64,
     /// Merge-gate deferrals before the task is blocked.
     pub merge_defer_max: u32,
+    /// How often the reaper looks for orphaned jobs, stuck executors and dead lease holders (0 = off).
+    pub reaper_interval_secs: u64,
+    /// A job running longer than this is stopped and failed by the reaper (the backstop).
+    pub job_backstop_secs: u64,
+    /// How often the reconciler looks for tasks whose finished job was never applied (0 = off).
+    pub reconciler_interval_secs: u64,
+    /// A task idle this long with a finished but unapplied job is reconciled.
+    pub reconcile_grace_secs: u64,
 }
 
 impl Default for Limits {
@@ -54,6 +62,10 @@ impl Default for Limits {
             retry_base_secs: 10,
             merge_defer_secs: 5,
             merge_defer_max: 720,
+            reaper_interval_secs: 5,
+            job_backstop_secs: 4 * 3_600 + 1_800,
+            reconciler_interval_secs: 10,
+            reconcile_grace_secs: 30,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod command;
 pub mod git;
 pub mod paths;
 pub mod process;
+pub mod shim;
 
 pub use command::{CommandOutput, CommandSpec, run_command};
 pub use git::{Git, GitError};

@@ -228,3 +228,112 @@ pub async fn stop_group(pgid: u32, grace: Duration) {
     // Agents have been seen ignoring SIGTERM and spinning for days: SIGKILL is not optional.
     let _ = killpg(group, Signal::SIGKILL);
 }
+
+/// The start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22): with the
+/// pid it identifies a process across pid reuse.
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    // Fields after the command name start at field 3 (state); start time is field 22.
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Waits for an agent Baton did not start in this process (re-adopted after a restart): its exit
+/// comes from the shim's record; a group that vanished without one was killed.
+pub async fn wait_adopted(
+    pgid: u32,
+    exit_file: &std::path::Path,
+    outputs: [&std::path::Path; 2],
+    already_ran: Duration,
+    limits: RunLimits,
+    mut stop: watch::Receiver<bool>,
+) -> ExitReport {
+    let started = Instant::now() - already_ran.min(Duration::from_secs(365 * 86_400));
+    let len = || outputs.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum::<u64>();
+    let mut last_len = len();
+    let mut last_output = Instant::now();
+    let mut reason: Option<&'static str> = None;
+    loop {
+        if let Some(record) = crate::shim::read_exit(exit_file) {
+            return ExitReport {
+                code: record.code,
+                signal: record.signal,
+                timed_out: reason == Some("timeout"),
+                stalled: reason == Some("stall"),
+                stopped: reason == Some("stopped"),
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+        }
+        if !group_alive(pgid) {
+            // Gone without a record: killed (SIGKILL) or lost; the exit file may land a moment late.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(record) = crate::shim::read_exit(exit_file) {
+                return ExitReport {
+                    code: record.code,
+                    signal: record.signal,
+                    timed_out: false,
+                    stalled: false,
+                    stopped: reason.is_some(),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                };
+            }
+            return ExitReport {
+                code: None,
+                signal: Some(9),
+                timed_out: reason == Some("timeout"),
+                stalled: reason == Some("stall"),
+                stopped: reason == Some("stopped"),
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+        }
+        let current = len();
+        if current != last_len {
+            last_len = current;
+            last_output = Instant::now();
+        }
+        if reason.is_none() {
+            if *stop.borrow() {
+                reason = Some("stopped");
+            } else if started.elapsed() >= limits.timeout {
+                reason = Some("timeout");
+            } else if last_output.elapsed() >= limits.stall_timeout {
+                reason = Some("stall");
+            }
+            if reason.is_some() {
+                stop_group(pgid, limits.stop_grace).await;
+                continue;
+            }
+        }
+        // A closed stop channel must not turn this into a busy loop.
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(200), stop.changed()).await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Running `baton shim` processes whose exit file lies under `runs_dir`: (pid, process group).
+pub fn find_shims(runs_dir: &str) -> Vec<(u32, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<String> =
+                cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
+            let is_shim = args.get(1).is_some_and(|a| a == "shim")
+                && args.iter().skip_while(|a| *a != "--exit-file").nth(1).is_some_and(|f| f.starts_with(runs_dir));
+            if !is_shim {
+                return None;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = stat.rsplit_once(") ")?.1;
+            let mut fields = rest.split(' ');
+            let state = fields.next()?;
+            let pgid: u32 = fields.nth(1)?.parse().ok()?;
+            (state != "Z").then_some((pid, pgid))
+        })
+        .collect()
+}

@@ -82,6 +82,18 @@ pub trait Store: Send + Sync {
     /// Records the agent process of a running job (pid and process group).
     async fn set_job_process(&self, job: JobId, pid: Option<u32>, pgid: Option<u32>) -> StoreResult<()>;
 
+    /// Records the agent process's start time (see `JobRecord::proc_start`). A store that cannot
+    /// keep it may ignore it: re-adoption then trusts the pid alone.
+    async fn set_job_proc_start(&self, _job: JobId, _start_ticks: u64) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Releases the named lease if `holder` holds it (reclaiming a dead holder's lease).
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        let _ = (name, holder);
+        Err(StoreError::Database("this store does not implement release_lease".into()))
+    }
+
     /// Ends a job outside a transition (its result was stale); guarded on queued or running.
     async fn close_job(&self, job: JobId, status: JobStatus, result: serde_json::Value) -> StoreResult<bool>;
 

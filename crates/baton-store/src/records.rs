@@ -115,6 +115,8 @@ pub struct JobRecord {
     pub owner: Option<String>,
     pub pid: Option<u32>,
     pub pgid: Option<u32>,
+    /// Start time of the agent process in clock ticks since boot (pid-reuse guard).
+    pub proc_start: Option<u64>,
     pub created_at_ms: i64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,

@@ -16,6 +16,7 @@ use std::time::Duration;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_budgets.sql")),
+    (3, include_str!("../migrations/sqlite/0003_adoption.sql")),
 ];
 
 /// Work-item numbers tried past a collision before giving up.
@@ -130,6 +131,7 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
         owner: row.try_get("owner")?,
         pid: opt_u32(row, "pid")?,
         pgid: opt_u32(row, "pgid")?,
+        proc_start: row.try_get::<Option<i64>, _>("proc_start")?.map(|t| t as u64),
         created_at_ms: row.try_get("created_at")?,
         started_at_ms: row.try_get("started_at")?,
         finished_at_ms: row.try_get("finished_at")?,
@@ -281,6 +283,15 @@ fn state_columns(state: &TaskState) -> StoreResult<(String, String)> {
 impl Store for SqliteStore {
     async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord> {
         let mut tx = self.begin().await?;
+        if let Some(external) = &new.external_ref {
+            let active: Option<String> = sqlx::query_scalar("SELECT work_item_id FROM tasks WHERE external_ref = $1")
+                .bind(external)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(work_item) = active {
+                return Err(StoreError::Duplicate(format!("ticket {external} already has task {work_item}")));
+            }
+        }
         let start: Option<i64> =
             sqlx::query_scalar("SELECT next_number FROM work_item_counters WHERE repo = $1 AND prefix = $2")
                 .bind(&new.repo)
@@ -419,6 +430,15 @@ impl Store for SqliteStore {
                 return Err(StoreError::Conflict(format!("job {} is no longer running", finish.job)));
             }
         }
+        if advance.next.stage == baton_domain::pipeline::CANCELLED {
+            // Tombstone the natural key: the same ticket may start again from scratch.
+            sqlx::query(
+                "UPDATE tasks SET tombstoned_ref = external_ref, external_ref = NULL WHERE id = $1 AND external_ref IS NOT NULL",
+            )
+            .bind(advance.task.0)
+            .execute(&mut *tx)
+            .await?;
+        }
         let repo: String =
             sqlx::query_scalar("SELECT repo FROM tasks WHERE id = $1").bind(advance.task.0).fetch_one(&mut *tx).await?;
         insert_event(&mut tx, &advance.event).await?;
@@ -457,7 +477,7 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let row = sqlx::query(
-            "UPDATE jobs SET status = 'running', owner = $2, started_at = $3, pid = NULL, pgid = NULL
+            "UPDATE jobs SET status = 'running', owner = $2, started_at = $3, pid = NULL, pgid = NULL, proc_start = NULL
              WHERE id = $1 AND status = 'queued' RETURNING *",
         )
         .bind(id)
@@ -503,6 +523,28 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn set_job_proc_start(&self, job: JobId, start_ticks: u64) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE jobs SET proc_start = $2 WHERE id = $1")
+            .bind(job.0)
+            .bind(start_ticks as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     async fn close_job(&self, job: JobId, status: JobStatus, result: serde_json::Value) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let closed = sqlx::query(
@@ -521,7 +563,7 @@ impl Store for SqliteStore {
     async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let result = sqlx::query(
-            "UPDATE jobs SET status = 'queued', owner = NULL, pid = NULL, pgid = NULL, available_at = $2
+            "UPDATE jobs SET status = 'queued', owner = NULL, pid = NULL, pgid = NULL, proc_start = NULL, available_at = $2
              WHERE id = $1 AND status = 'running'",
         )
         .bind(job.0)

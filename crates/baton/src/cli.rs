@@ -1,7 +1,7 @@
 //! The command line: clap definitions and dispatch to the command modules.
 
-use baton::config::{self, Config};
 use anyhow::Context;
+use baton::config::{self, Config};
 use baton_engine::Engine;
 use baton_store::SqliteStore;
 use clap::{Args, Parser, Subcommand};
@@ -40,6 +40,19 @@ pub enum Command {
         /// Approve the two human gates automatically (the demo says when it does).
         #[arg(long)]
         yes: bool,
+        /// Who runs the agent stages: the built-in script agent, or the real `claude` or `codex`
+        /// CLI against an in-process `baton mock-llm` (the CLI must be installed).
+        #[arg(long, value_enum, default_value_t = crate::demo::DemoAgent::Script)]
+        agent: crate::demo::DemoAgent,
+    },
+    /// Serve a scripted model API (Anthropic, OpenAI Responses, Gemini) for the real agent CLIs.
+    MockLlm {
+        /// The script of conversations and turns (format: docs/mock-llm.md).
+        #[arg(long, value_name = "FILE")]
+        script: PathBuf,
+        /// Address to listen on; port 0 picks a free one (printed as the first stdout line).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
     },
     /// Create, inspect and act on tasks.
     #[command(subcommand)]
@@ -63,6 +76,14 @@ pub enum Command {
     AgentScript {
         #[arg(long)]
         script: PathBuf,
+    },
+    /// Supervise one agent and record its exit (Baton starts every agent through this).
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        exit_file: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
 }
 
@@ -188,8 +209,13 @@ pub async fn run(cli: Cli) -> u8 {
             Ok(config) => crate::serve::serve(config).await,
             Err(code) => return code,
         },
-        Command::Demo { dir, yes } => crate::demo::run(dir, yes, json).await,
+        Command::Demo { dir, yes, agent } => crate::demo::run(dir, yes, agent, json).await,
+        Command::MockLlm { script, listen } => crate::mock_llm_cmd::run(&script, listen).await,
         Command::AgentScript { script } => crate::task_cmd::agent_script(&script).await,
+        Command::Shim { exit_file, command } => {
+            let code = baton_runner::shim::run(exit_file, command).await;
+            return u8::try_from(code.clamp(0, 255)).unwrap_or(1);
+        }
         Command::Config(ConfigCommand::Check) => match load_config(config_path.as_deref()) {
             Ok(config) => {
                 crate::output::config_ok(&config, json);

@@ -111,36 +111,42 @@ pub fn load(path: Option<&Path>, env: &[(String, String)], baton_exe: PathBuf) -
     // Without a current directory relative paths stay relative, which is the best left to do.
     let cwd = std::env::current_dir().unwrap_or_default();
     let mut loader = Loader::new(env, cwd.clone());
-    let mut doc = Table::new();
-    let mut source = None;
-    if let Some(path) = path {
-        let path = clean(&cwd.join(path));
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(vec![ConfigIssue::new(
-                    path.display().to_string(),
-                    "the configuration file does not exist",
-                    "run `baton init` to write a commented baton.toml, or pass the right file with --config or BATON_CONFIG",
-                )]);
-            }
-            Err(e) => {
-                return Err(vec![ConfigIssue::new(
-                    path.display().to_string(),
-                    format!("the configuration file cannot be read: {e}"),
-                    "check that the path names a readable file",
-                )]);
-            }
-        };
-        let file_name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
-        doc = loader.parse_document(&text, &file_name);
-        loader.config_dir = path.parent().map_or_else(|| cwd.clone(), Path::to_path_buf);
-        loader.interpolate_table(&mut doc, "");
-        source = Some(path);
-    }
-    loader.apply_overrides(&mut doc);
-    let config = loader.build(doc, source, baton_exe);
-    loader.finish(config)
+    let Some(path) = path else {
+        return loader.load_text(None, None, baton_exe);
+    };
+    let path = clean(&cwd.join(path));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(vec![ConfigIssue::new(
+                path.display().to_string(),
+                "the configuration file does not exist",
+                "run `baton init` to write a commented baton.toml, or pass the right file with --config or BATON_CONFIG",
+            )]);
+        }
+        Err(e) => {
+            return Err(vec![ConfigIssue::new(
+                path.display().to_string(),
+                format!("the configuration file cannot be read: {e}"),
+                "check that the path names a readable file",
+            )]);
+        }
+    };
+    let file_name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+    loader.config_dir = path.parent().map_or_else(|| cwd.clone(), Path::to_path_buf);
+    loader.load_text(Some((&text, &file_name)), Some(path), baton_exe)
+}
+
+/// Loads configuration text as if read from `<base_dir>/baton.toml` with `base_dir` as the current
+/// directory: the same parsing, interpolation, overrides and checks as [`load`], without reading
+/// the file (tests and fuzzers). `Config::source` is `None`: the text came from no file.
+pub fn load_str(
+    text: &str,
+    env: &[(String, String)],
+    base_dir: &Path,
+    baton_exe: PathBuf,
+) -> Result<Config, Vec<ConfigIssue>> {
+    Loader::new(env, base_dir.to_path_buf()).load_text(Some((text, "baton.toml")), None, baton_exe)
 }
 
 /// A commented `baton.toml` for `baton init`; it loads cleanly as written.
@@ -298,6 +304,24 @@ struct Parsed<T> {
 impl<'a> Loader<'a> {
     fn new(env: &'a [(String, String)], cwd: PathBuf) -> Self {
         Loader { env, config_dir: cwd.clone(), cwd, issues: Vec::new(), overrides: Vec::new(), secrets: Vec::new() }
+    }
+
+    /// Parses `text` (named `file_name` in issues) when given, then applies the `BATON_*`
+    /// overrides, builds the configuration and checks it.
+    fn load_text(
+        mut self,
+        text: Option<(&str, &str)>,
+        source: Option<PathBuf>,
+        baton_exe: PathBuf,
+    ) -> Result<Config, Vec<ConfigIssue>> {
+        let mut doc = Table::new();
+        if let Some((text, file_name)) = text {
+            doc = self.parse_document(text, file_name);
+            self.interpolate_table(&mut doc, "");
+        }
+        self.apply_overrides(&mut doc);
+        let config = self.build(doc, source, baton_exe);
+        self.finish(config)
     }
 
     fn issue(&mut self, key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) {
@@ -1499,6 +1523,22 @@ mod tests {
         assert_eq!(config.engine.limits.running_max, Limits::default().running_max);
         assert_eq!(config.engine.baton_exe, PathBuf::from("baton"));
         assert!(config.source.is_none());
+    }
+
+    // Text loaded with `load_str` gives what `load` gives for the same file, relative paths
+    // resolving against the base directory, with no source file recorded.
+    #[test]
+    fn load_str_matches_load_of_the_same_file() {
+        let dir = valid_dir();
+        let root = dir.path();
+        let text = std::fs::read_to_string(root.join("baton.toml")).unwrap();
+        let from_text = loaded(load_str(&text, &env(&[]), root, PathBuf::from("/usr/bin/baton")));
+        let from_file = loaded(load_file(&root.join("baton.toml"), &[]));
+        assert!(from_text.source.is_none());
+        assert_eq!(format!("{:?}", from_text.engine), format!("{:?}", from_file.engine));
+        assert_eq!(from_text.server.data_dir, root.join("data"));
+        let found = issues(load_str("[server\nlisten = 1\n", &env(&[]), root, PathBuf::from("baton")));
+        assert!(found[0].key.starts_with("baton.toml:1:"), "{found:#?}");
     }
 
     // The default data dir prefers BATON_DATA_DIR, then an absolute XDG_DATA_HOME, then HOME.

@@ -2,8 +2,12 @@
 //! carries them through the whole default pipeline with the `script` agent — one straight through,
 //! one that fails review once and is fixed, one whose analysis ends with questions that the demo
 //! answers. Human gates are approved automatically only with `--yes`, and the demo says so.
+//!
+//! With `--agent claude|codex` every agent stage is run by the real CLI instead, against an
+//! in-process `baton mock-llm` whose script (`demo/mock-<agent>.toml`) makes the CLI write the same
+//! artifacts and code with its own tools; the tickets reach the same ends.
 
-use crate::cli::{EXIT_DEMO_SHORT, EXIT_OK, load_config, open_engine};
+use crate::cli::{EXIT_DEMO_SHORT, EXIT_OK, EXIT_USAGE, load_config, open_engine};
 use crate::output::{self, duration_ms, tokens};
 use anyhow::Context;
 use baton_domain::Hold;
@@ -30,6 +34,8 @@ const PROJECT_FILES: &[(&str, &str)] = &[
     (".gitignore", include_str!("../demo/project/.gitignore")),
 ];
 const SCRIPT: &str = include_str!("../demo/script.toml");
+const MOCK_CLAUDE: &str = include_str!("../demo/mock-claude.toml");
+const MOCK_CODEX: &str = include_str!("../demo/mock-codex.toml");
 
 /// The three tickets: (title, body).
 pub const TICKETS: &[(&str, &str)] = &[
@@ -44,10 +50,10 @@ fn toml_string(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
 }
 
-fn demo_config(dir: &Path) -> String {
+fn demo_config(dir: &Path, agents: &str) -> String {
     let deployed = dir.join("deployed").display().to_string();
     format!(
-        "# Written by `baton demo`: the sample project, its scripted agents and fast retry settings.\n\
+        "# Written by `baton demo`: the sample project, its agents and fast retry settings.\n\
          [server]\ndata_dir = \"data\"\n\n\
          [limits]\nrunning_max = 4\nrunning_per_repo_max = 3\nretry_base_secs = 1\nmerge_defer_secs = 1\n\
          poll_interval_ms = 100\nstop_grace_secs = 2\nagent_timeout_secs = 300\nstall_timeout_secs = 120\n\
@@ -55,12 +61,34 @@ fn demo_config(dir: &Path) -> String {
          [[repos]]\nname = \"demo\"\npath = \"project\"\ndefault_branch = \"main\"\nprefix = \"DEMO\"\n\
          test = [\"python3\", \"-m\", \"unittest\", \"-q\"]\n\
          deploy = [\"sh\", \"scripts/deploy.sh\", {d}]\nhealth = [\"sh\", \"scripts/health.sh\", {d}]\n\n\
-         [agents.default]\nadapter = \"script\"\nscript = \"script.toml\"\n",
+         {agents}",
         d = toml_string(&deployed)
     )
 }
 
-async fn create_project(dir: &Path) -> anyhow::Result<()> {
+/// `[agents.default]` for the script agent.
+fn script_agents() -> String {
+    "[agents.default]\nadapter = \"script\"\nscript = \"script.toml\"\n".to_string()
+}
+
+/// `[agents.default]` for a real CLI pointed at the demo's mock model server.
+fn cli_agents(cli: &RealCli, program: &Path, base_url: &str) -> String {
+    let tools = if cli.name == "claude" { "allowed_tools = [\"Bash\"]\n" } else { "" };
+    format!(
+        "# The real {name} CLI against a scripted model server that lives only while `baton demo` runs;\n\
+         # to run these agents again, start `baton mock-llm --script {script} --listen {addr}`.\n\
+         [agents.default]\nadapter = \"{name}\"\nprogram = {program}\nmodel = \"{model}\"\nbase_url = {url}\n{tools}",
+        name = cli.name,
+        script = cli.script_file,
+        addr = base_url.trim_start_matches("http://"),
+        program = toml_string(&program.display().to_string()),
+        model = cli.model,
+        url = toml_string(base_url),
+    )
+}
+
+/// Writes the project (a git repository), the agents' script files and baton.toml into `dir`.
+async fn create_project(dir: &Path, agents: &str, scripts: &[(&str, &str)]) -> anyhow::Result<()> {
     let project = dir.join("project");
     for (path, content) in PROJECT_FILES {
         let target = project.join(path);
@@ -72,9 +100,96 @@ async fn create_project(dir: &Path) -> anyhow::Result<()> {
     let git = Git::new(&project);
     git.run(&["init", "-q", "-b", "main"]).await?;
     git.commit_all("Initial commit: mathkit with add()").await?;
-    std::fs::write(dir.join("script.toml"), SCRIPT).context("writing script.toml")?;
-    std::fs::write(dir.join("baton.toml"), demo_config(dir)).context("writing baton.toml")?;
+    for (name, text) in scripts {
+        std::fs::write(dir.join(name), text).with_context(|| format!("writing {name}"))?;
+    }
+    std::fs::write(dir.join("baton.toml"), demo_config(dir, agents)).context("writing baton.toml")?;
     Ok(())
+}
+
+/// A real agent CLI the demo can drive, and the mock script that plays its model.
+#[derive(Debug)]
+struct RealCli {
+    name: &'static str,
+    /// The pinned npm package (keep in step with `CLI_PACKAGES` in xtask/src/main.rs).
+    package: &'static str,
+    /// A model the CLI knows and the pricing table prices.
+    model: &'static str,
+    mock_script: &'static str,
+    script_file: &'static str,
+}
+
+impl DemoAgent {
+    fn real_cli(self) -> Option<RealCli> {
+        match self {
+            DemoAgent::Script => None,
+            DemoAgent::Claude => Some(RealCli {
+                name: "claude",
+                package: "@anthropic-ai/claude-code@2.1.197",
+                model: "claude-sonnet-4-5",
+                mock_script: MOCK_CLAUDE,
+                script_file: "mock-claude.toml",
+            }),
+            // Codex 0.169.0 offers its apply_patch tool only for models it has metadata for
+            // (gpt-5.5 among the priced ones; gpt-5-codex gets exec_command alone).
+            DemoAgent::Codex => Some(RealCli {
+                name: "codex",
+                package: "@openai/codex@0.169.0",
+                model: "gpt-5.5",
+                mock_script: MOCK_CODEX,
+                script_file: "mock-codex.toml",
+            }),
+        }
+    }
+}
+
+/// Where the pinned CLIs are installed: `$BATON_CLI_DIR`, default `$HOME/.cache/baton/clis`.
+fn cli_dir() -> PathBuf {
+    match std::env::var_os("BATON_CLI_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cache/baton/clis"),
+    }
+}
+
+/// The CLI's executable: the pinned install under [`cli_dir`], else `name` on PATH.
+fn locate_cli(name: &str) -> Option<PathBuf> {
+    let pinned = cli_dir().join("node_modules/.bin").join(name);
+    if pinned.is_file() {
+        return Some(pinned);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+}
+
+fn print_install_hint(cli: &RealCli) {
+    eprintln!("error: `baton demo --agent {}` needs the {} CLI, which is not installed.", cli.name, cli.name);
+    eprintln!("  install the pinned CLIs from a Baton checkout:  cargo xtask install-clis");
+    eprintln!("  or with npm:  npm install --prefix \"$HOME/.cache/baton/clis\" {}", cli.package);
+    eprintln!(
+        "  (the demo looks in $BATON_CLI_DIR/node_modules/.bin, default {}, then on PATH)",
+        cli_dir().join("node_modules/.bin").display()
+    );
+}
+
+/// Writes the mock model server's request log (one line per request) for a look afterwards.
+fn write_mock_log(dir: &Path, server: &baton_mock_llm::MockServer) -> anyhow::Result<()> {
+    let lines: Vec<String> = server
+        .state()
+        .requests()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} conversation={} turn={}",
+                r.status,
+                r.method,
+                r.path,
+                r.conversation.as_deref().unwrap_or("-"),
+                r.turn.map_or("-".to_string(), |t| t.to_string())
+            )
+        })
+        .collect();
+    let path = dir.join("mock-llm.log");
+    std::fs::write(&path, lines.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
 fn new_demo_dir() -> PathBuf {
@@ -82,8 +197,30 @@ fn new_demo_dir() -> PathBuf {
     std::env::temp_dir().join(format!("baton-demo-{stamp}"))
 }
 
-pub async fn run(dir: Option<PathBuf>, yes: bool, json: bool) -> anyhow::Result<u8> {
+/// Who runs the demo's agent stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoAgent {
+    /// Baton's built-in script agent (no CLI needed).
+    Script,
+    /// The real Claude Code CLI against an in-process `baton mock-llm`.
+    Claude,
+    /// The real Codex CLI against an in-process `baton mock-llm`.
+    Codex,
+}
+
+pub async fn run(dir: Option<PathBuf>, yes: bool, agent: DemoAgent, json: bool) -> anyhow::Result<u8> {
     let started = Instant::now();
+    let real_cli = agent.real_cli();
+    let program = match &real_cli {
+        Some(cli) => match locate_cli(cli.name) {
+            Some(program) => Some(program),
+            None => {
+                print_install_hint(cli);
+                return Ok(EXIT_USAGE);
+            }
+        },
+        None => None,
+    };
     let dir = dir.unwrap_or_else(new_demo_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
@@ -91,7 +228,29 @@ pub async fn run(dir: Option<PathBuf>, yes: bool, json: bool) -> anyhow::Result<
         anyhow::bail!("{} already holds a demo; pass an empty or new directory with --dir", dir.display());
     }
     println!("Baton demo in {} (kept afterwards)", dir.display());
-    create_project(&dir).await?;
+    // The mock model server runs in this process for as long as the demo does.
+    let mut mock = None;
+    let agents = match (&real_cli, &program) {
+        (Some(cli), Some(program)) => {
+            let script = baton_mock_llm::Script::from_toml(cli.mock_script)
+                .with_context(|| format!("the built-in {} is invalid", cli.script_file))?;
+            let server = baton_mock_llm::start(script, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .context("starting the mock model server on 127.0.0.1")?;
+            println!(
+                "agents: the real {} CLI ({}, model {}) against baton mock-llm at {} (scripted model: no network, no API key)",
+                cli.name,
+                program.display(),
+                cli.model,
+                server.base_url()
+            );
+            let agents = cli_agents(cli, program, &server.base_url());
+            mock = Some(server);
+            (agents, (cli.script_file, cli.mock_script))
+        }
+        _ => (script_agents(), ("script.toml", SCRIPT)),
+    };
+    create_project(&dir, &agents.0, &[agents.1]).await?;
     let config_path = dir.join("baton.toml");
     let config = match load_config(Some(&config_path)) {
         Ok(config) => config,
@@ -121,6 +280,9 @@ pub async fn run(dir: Option<PathBuf>, yes: bool, json: bool) -> anyhow::Result<
     let finished = follow(&engine, &config_path, yes, started).await;
     let _ = stop_tx.send(true);
     let _ = engine_loop.await;
+    if let Some(server) = &mock {
+        write_mock_log(&dir, server)?;
+    }
     let finished = finished?;
     summary(&engine, &dir, &finished, started, json).await?;
     let all_done = finished.iter().all(|t| t.state.stage == baton_domain::pipeline::DONE);

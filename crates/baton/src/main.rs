@@ -6,6 +6,7 @@
 
 mod cli;
 mod demo;
+mod mock_llm_cmd;
 mod output;
 mod serve;
 mod task_cmd;
@@ -32,6 +33,8 @@ fn main() -> ExitCode {
 fn init_tracing(cli: &cli::Cli) {
     let default = match &cli.command {
         cli::Command::Serve => "info",
+        // The shim shares the agent's stderr: it must stay silent.
+        cli::Command::Shim { .. } => "off",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")

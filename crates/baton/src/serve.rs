@@ -1,8 +1,8 @@
 //! `baton init` and `baton serve`: the engine's claim loop plus the HTTP API in one process.
 
 use crate::cli::{EXIT_ERROR, EXIT_OK, open_engine};
-use baton::config::{Config, init_template};
 use anyhow::Context;
+use baton::config::{Config, init_template};
 use std::io::Read;
 use std::path::Path;
 

@@ -5,9 +5,9 @@
 use crate::cli::{
     BudgetCommand, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, EXIT_SUPPRESSED, EXIT_USAGE, TaskCommand, open_engine,
 };
-use baton::config::Config;
 use crate::output;
 use anyhow::Context;
+use baton::config::Config;
 use baton_adapters::agent::script::{Script, ScriptContext, interpret};
 use baton_engine::{EngineError, Input, InputOutcome, NewTaskRequest};
 use baton_store::{JobStatus, TaskFilter, TaskKey, UsageGroup};

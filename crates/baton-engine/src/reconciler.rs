@@ -1,0 +1,49 @@
+//! The reconciler (SPEC §7): a non-terminal task whose current job finished but whose result was
+//! never applied (the applying process died between the job's end and the transition) is idle
+//! forever. After a grace period the reconciler re-applies the recorded outcome through the normal
+//! path (decide + one transaction); anything it cannot judge stays silent (one log line, no alert).
+
+use crate::engine::Engine;
+use baton_domain::{Event, Hold, JobOutcome};
+use baton_store::{JobStatus, TaskFilter};
+use std::sync::Arc;
+
+/// One reconciler pass. Never fails: problems are logged.
+pub async fn tick(engine: &Arc<Engine>) {
+    let Ok(tasks) = engine.store.list_tasks(&TaskFilter { active_only: true, repo: None }).await else {
+        return;
+    };
+    let now = engine.clock.now_ms();
+    let grace_ms = engine.settings.limits.reconcile_grace_secs as i64 * 1000;
+    for task in tasks.into_iter().filter(|t| t.state.hold == Hold::None && now - t.updated_at_ms > grace_ms) {
+        let Some(job_id) = task.state.job else {
+            tracing::warn!(task = %task.work_item_id, "reconciler: running task without a job; left for a human");
+            continue;
+        };
+        let Ok(Some(job)) = engine.store.job(job_id).await else {
+            continue;
+        };
+        if matches!(job.status, JobStatus::Queued | JobStatus::Running) {
+            continue;
+        }
+        if job.finished_at_ms.is_some_and(|at| now - at < grace_ms) {
+            continue;
+        }
+        let outcome = job
+            .result
+            .as_ref()
+            .and_then(|r| r.get("outcome"))
+            .and_then(|o| serde_json::from_value::<JobOutcome>(o.clone()).ok());
+        let Some(outcome) = outcome else {
+            tracing::info!(task = %task.work_item_id, job = %job.id, "reconciler: finished job has no recorded outcome; silent");
+            continue;
+        };
+        let event = Event::JobFinished { job: job.id, stage: job.stage.clone(), outcome };
+        match engine.apply_event(task.id, &event, None, None).await {
+            Ok(outcome) => {
+                tracing::info!(task = %task.work_item_id, job = %job.id, ?outcome, "reconciler re-applied a finished job")
+            }
+            Err(error) => tracing::warn!(task = %task.work_item_id, "reconciler failed: {error}"),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `baton shim`: a tiny supervisor parent per agent. It leads the agent's process group, waits for
+//! the agent, and records its exit status in `exit.json` (temp file + rename), so a Baton that was
+//! restarted meanwhile can use the agent's result instead of starting a second agent.
+//!
+//! The shim ignores SIGTERM, SIGINT and SIGHUP itself (the agent, in the same group, receives
+//! them and ends), so the exit is recorded on every stop but SIGKILL.
+
+// The runner is the one crate allowed to spawn processes.
+#![allow(clippy::disallowed_methods)]
+
+use crate::process::ProcessSpec;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// File name of the exit record inside an agent run's directory.
+pub const EXIT_FILE: &str = "exit.json";
+
+/// How the supervised agent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// Reads an exit record, if the agent has ended.
+pub fn read_exit(path: &Path) -> Option<ExitRecord> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Wraps `spec` so that `baton shim` (at `baton_exe`) runs it and records its exit in `exit_file`.
+pub fn wrap(spec: ProcessSpec, baton_exe: &Path, exit_file: &Path) -> ProcessSpec {
+    let mut args =
+        vec!["shim".to_string(), "--exit-file".to_string(), exit_file.display().to_string(), "--".to_string()];
+    args.push(spec.program.clone());
+    args.extend(spec.args.iter().cloned());
+    ProcessSpec { program: baton_exe.display().to_string(), args, ..spec }
+}
+
+/// The shim's body: runs `argv` as a child (same process group, inherited stdio), waits, records.
+/// Returns the exit code to exit with (the agent's, or 128 + signal).
+pub async fn run(exit_file: PathBuf, argv: Vec<String>) -> i32 {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registering handlers makes the shim survive these signals; exec resets them in the child.
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let Some((program, args)) = argv.split_first() else {
+        eprintln!("baton shim: no command given");
+        return 2;
+    };
+    let mut child = match tokio::process::Command::new(program).args(args).kill_on_drop(false).spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            eprintln!("baton shim: cannot start `{program}`: {error}");
+            write_record(&exit_file, ExitRecord { code: Some(127), signal: None });
+            return 127;
+        }
+    };
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.ok(),
+            _ = recv(&mut term) => {}
+            _ = recv(&mut int) => {}
+            _ = recv(&mut hup) => {}
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let record = ExitRecord { code: status.and_then(|s| s.code()), signal: status.and_then(|s| s.signal()) };
+    write_record(&exit_file, record);
+    record.code.unwrap_or_else(|| 128 + record.signal.unwrap_or(0))
+}
+
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+fn write_record(path: &Path, record: ExitRecord) {
+    let temp = path.with_extension("json.tmp");
+    let written = serde_json::to_string(&record)
+        .map_err(std::io::Error::other)
+        .and_then(|text| std::fs::write(&temp, text))
+        .and_then(|_| std::fs::rename(&temp, path));
+    if let Err(error) = written {
+        eprintln!("baton shim: cannot record the exit in {}: {error}", path.display());
+    }
+}
