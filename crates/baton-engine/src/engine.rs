@@ -469,6 +469,7 @@ impl Engine {
                 continue;
             }
             tracing::info!(job = %job.id, stage = %job.stage, owner = ?job.owner, "re-adopting an orphaned running job");
+            self.store.set_job_owner(job.id, &self.owner).await?;
             self.start_job(job, Start::Adopt);
             adopted += 1;
         }

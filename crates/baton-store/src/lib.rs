@@ -88,6 +88,12 @@ pub trait Store: Send + Sync {
         Ok(())
     }
 
+    /// Records that `owner` now supervises a running job it re-adopted. Bookkeeping for humans and
+    /// metrics only (nothing decides on it), so a store may keep the default, which records nothing.
+    async fn set_job_owner(&self, _job: JobId, _owner: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Releases the named lease if `holder` holds it (reclaiming a dead holder's lease).
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
         let _ = (name, holder);

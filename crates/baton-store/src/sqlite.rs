@@ -264,9 +264,11 @@ async fn apply_transition(
         .await?;
         enqueued = Some(JobId(result.last_insert_rowid()));
     }
+    // The active job is the one just enqueued, else the one the decision kept (a deferred STOP
+    // keeps the running job), else none.
     sqlx::query("UPDATE tasks SET current_job = $2 WHERE id = $1")
         .bind(task.0)
-        .bind(enqueued.map(|j| j.0))
+        .bind(enqueued.or(next.job).map(|j| j.0))
         .execute(&mut **tx)
         .await?;
     Ok(enqueued)
@@ -528,6 +530,17 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE jobs SET proc_start = $2 WHERE id = $1")
             .bind(job.0)
             .bind(start_ticks as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE jobs SET owner = $2 WHERE id = $1 AND status = 'running'")
+            .bind(job.0)
+            .bind(owner)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -208,18 +208,54 @@ pub enum DemoAgent {
     Codex,
 }
 
+/// How the demo's agents are set up: baton.toml's agent section, the script file written beside
+/// it, and (for a real CLI) the mock model server, which must live as long as the demo.
+struct DemoAgents {
+    section: String,
+    script: (&'static str, &'static str),
+    mock: Option<baton_mock_llm::MockServer>,
+}
+
+impl DemoAgents {
+    fn script() -> DemoAgents {
+        DemoAgents { section: script_agents(), script: ("script.toml", SCRIPT), mock: None }
+    }
+
+    /// Starts the in-process mock model server on a free loopback port for `cli` at `program`.
+    async fn real(cli: &RealCli, program: &Path) -> anyhow::Result<DemoAgents> {
+        let script = baton_mock_llm::Script::from_toml(cli.mock_script)
+            .with_context(|| format!("the built-in {} is invalid", cli.script_file))?;
+        let server = baton_mock_llm::start(script, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .context("starting the mock model server on 127.0.0.1")?;
+        println!(
+            "agents: the real {} CLI ({}, model {}) against baton mock-llm at {} \
+             (a scripted model: no network, no API key)",
+            cli.name,
+            program.display(),
+            cli.model,
+            server.base_url()
+        );
+        Ok(DemoAgents {
+            section: cli_agents(cli, program, &server.base_url()),
+            script: (cli.script_file, cli.mock_script),
+            mock: Some(server),
+        })
+    }
+}
+
+/// Runs the demo; with a real-CLI `agent` that is not installed, says how to install it (exit 2).
 pub async fn run(dir: Option<PathBuf>, yes: bool, agent: DemoAgent, json: bool) -> anyhow::Result<u8> {
     let started = Instant::now();
-    let real_cli = agent.real_cli();
-    let program = match &real_cli {
+    let cli = match agent.real_cli() {
+        None => None,
         Some(cli) => match locate_cli(cli.name) {
-            Some(program) => Some(program),
+            Some(program) => Some((cli, program)),
             None => {
-                print_install_hint(cli);
+                print_install_hint(&cli);
                 return Ok(EXIT_USAGE);
             }
         },
-        None => None,
     };
     let dir = dir.unwrap_or_else(new_demo_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -228,29 +264,11 @@ pub async fn run(dir: Option<PathBuf>, yes: bool, agent: DemoAgent, json: bool) 
         anyhow::bail!("{} already holds a demo; pass an empty or new directory with --dir", dir.display());
     }
     println!("Baton demo in {} (kept afterwards)", dir.display());
-    // The mock model server runs in this process for as long as the demo does.
-    let mut mock = None;
-    let agents = match (&real_cli, &program) {
-        (Some(cli), Some(program)) => {
-            let script = baton_mock_llm::Script::from_toml(cli.mock_script)
-                .with_context(|| format!("the built-in {} is invalid", cli.script_file))?;
-            let server = baton_mock_llm::start(script, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-                .await
-                .context("starting the mock model server on 127.0.0.1")?;
-            println!(
-                "agents: the real {} CLI ({}, model {}) against baton mock-llm at {} (scripted model: no network, no API key)",
-                cli.name,
-                program.display(),
-                cli.model,
-                server.base_url()
-            );
-            let agents = cli_agents(cli, program, &server.base_url());
-            mock = Some(server);
-            (agents, (cli.script_file, cli.mock_script))
-        }
-        _ => (script_agents(), ("script.toml", SCRIPT)),
+    let agents = match &cli {
+        Some((cli, program)) => DemoAgents::real(cli, program).await?,
+        None => DemoAgents::script(),
     };
-    create_project(&dir, &agents.0, &[agents.1]).await?;
+    create_project(&dir, &agents.section, &[agents.script]).await?;
     let config_path = dir.join("baton.toml");
     let config = match load_config(Some(&config_path)) {
         Ok(config) => config,
@@ -280,7 +298,7 @@ pub async fn run(dir: Option<PathBuf>, yes: bool, agent: DemoAgent, json: bool) 
     let finished = follow(&engine, &config_path, yes, started).await;
     let _ = stop_tx.send(true);
     let _ = engine_loop.await;
-    if let Some(server) = &mock {
+    if let Some(server) = &agents.mock {
         write_mock_log(&dir, server)?;
     }
     let finished = finished?;

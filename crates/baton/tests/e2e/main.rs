@@ -8,6 +8,7 @@ mod config_check;
 mod demo;
 mod lease;
 mod path_safety;
+mod real_cli;
 mod restart;
 mod stop;
 mod support;

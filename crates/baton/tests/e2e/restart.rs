@@ -22,8 +22,8 @@ actions = [
 "#;
 
 // Three tasks run while `baton serve` is SIGKILLed twice mid-run (with agents running); after each
-// restart the interrupted work resumes, no agent of the dead server is left running, every task
-// reaches done, and main holds the three merged commits, each passing the tests.
+// restart the surviving agent is re-adopted (no second agent for its job, its result used), every
+// task reaches done, and main holds the three merged commits, each passing the tests.
 #[test]
 fn kill9_mid_run_then_restart_every_task_reaches_done() {
     let env = Env::new(SLOW_STEPS, "");
@@ -54,17 +54,31 @@ fn kill9_mid_run_then_restart_every_task_reaches_done() {
         let log = std::fs::read_to_string(env.root.join(format!("serve-{round}.log"))).unwrap_or_default();
         let stat = std::fs::read_to_string(format!("/proc/{agent_pid}/stat")).unwrap_or_default();
         assert!(pid_alive(agent_pid), "the agent should outlive the killed server: {stat}\n{log}");
-        // The next server stops the orphaned agent before requeueing its job.
+        // The next server re-adopts the surviving agent: it waits for it and uses its result,
+        // never starting a second agent for that job.
         let next = env.serve(10 + round);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        // …and puts its job back in the queue (no running job still carries that pid).
+        let deadline = Instant::now() + Duration::from_secs(60);
         let carries = |status: &serde_json::Value| {
             status["running_jobs"].as_array().unwrap().iter().any(|j| j["pid"].as_u64() == Some(agent_pid))
         };
         while pid_alive(agent_pid) || carries(&env.json(&["status"])) {
-            assert!(Instant::now() < deadline, "orphan agent {agent_pid} not stopped and requeued after restart");
+            assert!(Instant::now() < deadline, "the job of agent {agent_pid} never finished after the restart");
             std::thread::sleep(Duration::from_millis(100));
         }
+        let runs_of_job: Vec<serde_json::Value> = env
+            .tasks()
+            .iter()
+            .flat_map(|t| {
+                env.json(&["task", "show", t["work_item_id"].as_str().unwrap()])["agent_runs"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        let run = runs_of_job.iter().find(|r| r["pid"].as_u64() == Some(agent_pid)).expect("the agent's run record");
+        let same_job = runs_of_job.iter().filter(|r| r["job_id"] == run["job_id"]).count();
+        assert_eq!(same_job, 1, "a second agent ran for job {}", run["job_id"]);
+        assert_eq!(run["status"], "succeeded", "the first agent's result was not used: {run:#}");
         drop(next);
     }
     let _server = env.serve(99);

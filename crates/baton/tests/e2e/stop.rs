@@ -51,3 +51,88 @@ fn stop_kills_the_running_agent_and_cancels_the_task() {
     assert_eq!(again.status.code(), Some(4));
     assert!(Path::new(&env.project()).join(".git").exists());
 }
+
+fn wait_until(env: &Env, id: &str, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let detail = env.json(&["task", "show", id]);
+        if done(&detail) {
+            return detail;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {detail:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn approve_until(env: &Env, id: &str, hold: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let detail = env.json(&["task", "show", id]);
+        let current = detail["task"]["state"]["hold"]["kind"].as_str().unwrap_or("").to_string();
+        if current == hold {
+            return;
+        }
+        if current == "awaiting_approval" {
+            env.run(&["task", "approve", id]);
+        }
+        assert!(Instant::now() < deadline, "never reached {hold}: {detail:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// STOP while the task waits at Confirm Deploy holding the merge lease (idle parking, SPEC §12,
+// ORCH-090): cancelled at once, the lease released, main untouched.
+#[test]
+fn stop_while_awaiting_confirm_with_the_lease_cancels_at_once() {
+    let env = Env::new("", "");
+    let id = env.add_task("parked change");
+    let _server = env.serve(0);
+    approve_until(&env, &id, "awaiting_confirm");
+    let leases = env.json(&["status"])["leases"].as_array().unwrap().clone();
+    assert_eq!(leases.len(), 1, "the merge lease should be held while awaiting confirmation");
+    let out = env.run(&["task", "stop", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let detail = env.json(&["task", "show", &id]);
+    assert_eq!(stage(&detail["task"]), "cancelled", "idle parking must cancel at once");
+    assert!(env.json(&["status"])["leases"].as_array().unwrap().is_empty(), "lease not released");
+    assert_eq!(crate::support::main_commits(&env.project()).len(), 1);
+}
+
+// STOP while the deploy step runs (merge done, deploy command running): deferred, one notice; a
+// repeated STOP changes nothing; when the step ends the cancel is applied and the lease released.
+#[test]
+fn stop_during_a_running_deploy_is_deferred_until_it_ends() {
+    let env = Env::new("", "");
+    let config = std::fs::read_to_string(env.config()).unwrap().replace(
+        "test = [\"python3\", \"-m\", \"unittest\", \"-q\"]\n",
+        "test = [\"python3\", \"-m\", \"unittest\", \"-q\"]\ndeploy = [\"sh\", \"-c\", \"sleep 3\"]\n",
+    );
+    std::fs::write(env.config(), config).unwrap();
+    let id = env.add_task("deploying change");
+    let _server = env.serve(0);
+    approve_until(&env, &id, "awaiting_confirm");
+    assert!(env.run(&["task", "confirm-deploy", &id]).status.success());
+    let deploying = |d: &serde_json::Value| {
+        d["jobs"].as_array().unwrap().iter().any(|j| j["stage"] == "deploy" && j["status"] == "running")
+    };
+    wait_until(&env, &id, "the deploy job to run", deploying);
+    std::thread::sleep(Duration::from_millis(500));
+    let first = env.run(&["task", "stop", &id]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("deferred"), "{}", String::from_utf8_lossy(&first.stdout));
+    let detail = env.json(&["task", "show", &id]);
+    assert_eq!(stage(&detail["task"]), "deploy", "the running deploy must not be interrupted");
+    let again = env.run(&["task", "stop", &id]);
+    assert_eq!(again.status.code(), Some(4), "a repeated STOP changes nothing");
+    let done = wait_until(&env, &id, "the deferred cancel", |d| stage(&d["task"]) == "cancelled");
+    let notices = done["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["message"].as_str().unwrap().contains("deferred"))
+        .count();
+    assert_eq!(notices, 1, "one notice for the deferred STOP");
+    assert!(env.json(&["status"])["leases"].as_array().unwrap().is_empty(), "lease not released");
+    // The merge that had begun was completed honestly before the cancel.
+    assert_eq!(crate::support::main_commits(&env.project()).len(), 2);
+}
