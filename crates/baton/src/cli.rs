@@ -132,6 +132,9 @@ pub enum TaskCommand {
         body: Option<String>,
         #[arg(long, value_name = "FILE")]
         body_file: Option<PathBuf>,
+        /// The ticket's id in its tracker (e.g. `plane:ORCH-12`); one active task per ref.
+        #[arg(long, value_name = "REF")]
+        external_ref: Option<String>,
     },
     /// List tasks (active ones unless --all).
     List {

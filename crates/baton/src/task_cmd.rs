@@ -16,12 +16,12 @@ use std::path::Path;
 pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::Result<u8> {
     let engine = open_engine(config).await?;
     let (key, input, dedup) = match command {
-        TaskCommand::Add { repo, title, body, body_file } => {
+        TaskCommand::Add { repo, title, body, body_file, external_ref } => {
             let body = match body_file {
                 Some(path) => std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
                 None => body.unwrap_or_default(),
             };
-            return match engine.create_task(NewTaskRequest { repo, title, body, external_ref: None }).await {
+            return match engine.create_task(NewTaskRequest { repo, title, body, external_ref }).await {
                 Ok(task) => {
                     if json {
                         output::print_json(&task);
@@ -32,6 +32,10 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
                 }
                 Err(EngineError::Invalid(message)) => {
                     eprintln!("error: {message}");
+                    Ok(EXIT_USAGE)
+                }
+                Err(EngineError::Store(baton_store::StoreError::Duplicate(message))) => {
+                    eprintln!("error: {message}; stop it first to start the ticket again");
                     Ok(EXIT_USAGE)
                 }
                 Err(other) => Err(other.into()),

@@ -1,14 +1,18 @@
 //! End-to-end tests of the `baton` binary on real git repositories, a real SQLite file and real
-//! processes: the demo, restart after `kill -9`, STOP, path safety, the merge lease, config check.
+//! processes: the demo, restart after `kill -9`, the crash test (SIGKILL at random moments), STOP,
+//! path safety, the merge lease, config check, and the replay of the committed fuzz inputs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod agents;
 mod config_check;
+mod crash;
 mod demo;
+mod fuzz_corpus;
 mod lease;
 mod path_safety;
 mod real_cli;
+mod recovery;
 mod restart;
 mod stop;
 mod support;
