@@ -21,8 +21,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("install-clis") => install_clis().map(|_| ()),
+        Some("sim") => sim(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask test [nextest args…] | cargo xtask install-clis");
+            eprintln!("usage: cargo xtask test [nextest args…] | cargo xtask install-clis | cargo xtask sim [--seeds N] [--seed S]");
             return ExitCode::from(2);
         }
     };
@@ -99,4 +100,14 @@ fn test(extra: &[String]) -> Result<(), String> {
     }
     let status = command.args(extra).env("BATON_CLI_DIR", &dir).status().map_err(|e| format!("running cargo: {e}"))?;
     if status.success() { Ok(()) } else { Err(format!("tests failed ({status})")) }
+}
+
+/// The deterministic simulation (crates/baton-sim), built with optimizations: seeds per second matter.
+fn sim(extra: &[String]) -> Result<(), String> {
+    let status = Command::new("cargo")
+        .args(["run", "--quiet", "--release", "-p", "baton-sim", "--"])
+        .args(extra)
+        .status()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("the simulation failed ({status})")) }
 }

@@ -73,6 +73,20 @@ pub enum Event {
 }
 
 impl Event {
+    /// Who or what sent the event, for log lines (`cli:ann`, `job 12`, `created`).
+    pub fn caller(&self) -> String {
+        match self {
+            Event::Created => "created".to_string(),
+            Event::JobFinished { job, .. } => format!("job {job}"),
+            Event::Approved { by }
+            | Event::Answered { by, .. }
+            | Event::DeployConfirmed { by }
+            | Event::Retry { by }
+            | Event::Resume { by }
+            | Event::Stop { by, .. } => by.clone(),
+        }
+    }
+
     /// The event's kind as stored in the timeline.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -257,9 +257,10 @@ impl Engine {
             let now = self.clock.now_ms();
             match baton_domain::decide(&task.state, event, &self.pipeline, now) {
                 Decision::Suppress { reason } => {
+                    // One structured line per late, stale or duplicate caller (SPEC §4.3).
                     tracing::info!(
-                        task = %task.work_item_id, caller = event.kind(), stage = %task.state.stage,
-                        verdict = "suppressed", "{reason}"
+                        task = %task.work_item_id, caller = %event.caller(), target = event.kind(),
+                        stage = %task.state.display(), verdict = "suppressed", "{reason}"
                     );
                     let row = NewEvent {
                         task: task.id,

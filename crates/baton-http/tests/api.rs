@@ -3,6 +3,9 @@
 // Tests may unwrap, and they init a git repository with std::process::Command.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
+#[path = "api/fuzz_corpus.rs"]
+mod fuzz_corpus;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};

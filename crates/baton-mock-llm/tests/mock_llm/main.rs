@@ -3,6 +3,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod cli;
+mod fuzz_corpus;
 mod protocol_anthropic;
 mod protocol_gemini;
 mod protocol_log;
