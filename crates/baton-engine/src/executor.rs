@@ -342,7 +342,7 @@ async fn run_agent(
             log_path: run_dir.display().to_string(),
         })
         .await?;
-    let process = AgentProcess::Spawned(child);
+    let process = AgentProcess::Spawned(Box::new(child));
     supervise(ctx, role, agent, Supervision { run_id, run_number, run_dir, started_at_ms, process }, stop).await
 }
 
@@ -357,7 +357,7 @@ struct Supervision {
 
 enum AgentProcess {
     /// Started by this Baton: its child.
-    Spawned(baton_runner::Supervised),
+    Spawned(Box<baton_runner::Supervised>),
     /// Started by an earlier Baton: known by process group and the shim's exit record.
     Adopted { pgid: u32 },
 }
