@@ -4,6 +4,7 @@
 //! 4 the input changed nothing (suppressed: e.g. approve when nothing awaits approval) ·
 //! 5 the demo ended with a task short of its expected end.
 
+mod bench;
 mod cli;
 mod demo;
 mod mock_llm_cmd;

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod agents;
+mod bench;
 mod config_check;
 mod crash;
 mod demo;
