@@ -23,7 +23,9 @@ fn main() -> ExitCode {
         Some("install-clis") => install_clis().map(|_| ()),
         Some("sim") => sim(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask test [nextest args…] | cargo xtask install-clis | cargo xtask sim [--seeds N] [--seed S]");
+            eprintln!(
+                "usage: cargo xtask test [nextest args…] | cargo xtask install-clis | cargo xtask sim [--seeds N] [--seed S]"
+            );
             return ExitCode::from(2);
         }
     };

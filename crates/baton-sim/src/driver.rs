@@ -1,0 +1,573 @@
+//! The seeded schedule: per seed, draws a world (repositories, limits, fault rate), then picks the
+//! next enabled action at random — create, claim, finish a job with a scripted outcome, deliver a
+//! result again, a human input (new, replayed or delayed), STOP, time passing, the quota timer,
+//! a kill and restart, or a burst of several of these interleaved — checking the invariants after
+//! every step. Then it drains (no faults, helpful humans, time advanced) and checks that every
+//! task settled.
+
+use crate::actors::{Delivery, Script};
+use crate::check::{Kind, Violation};
+use crate::report::{Failure, Totals};
+use crate::rng::Rng;
+use crate::store::{FaultRates, Mutation};
+use crate::world::{Action, Outcome, SentInput, World, WorldConfig, sim_limits};
+use baton_domain::{Hold, JobId, TaskId};
+use baton_engine::{Clock, Input, InputOutcome};
+use baton_store::{JobStatus, TaskRecord};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Rounds of the drain before giving up on settling.
+const DRAIN_ROUNDS_MAX: u32 = 400;
+/// Claims per claim-loop pass in the drain.
+const CLAIMS_PER_PASS_MAX: u32 = 16;
+/// Results kept for a later duplicate delivery.
+const LATE_DELIVERIES_MAX: usize = 8;
+/// Human inputs held back for delivery out of order.
+const DELAYED_INPUTS_MAX: usize = 8;
+/// Human inputs remembered for replays.
+const SENT_INPUTS_MAX: usize = 64;
+/// Kills per seed at most.
+const KILLS_MAX: u32 = 6;
+/// Actions that may run concurrently in a burst (numbers as in `Driver::step`'s weights).
+const BURST_CHOICES: [usize; 9] = [1, 2, 2, 3, 4, 5, 6, 9, 12];
+/// Retries a simulated human grants one blocked task.
+const HUMAN_RETRIES_MAX: u32 = 2;
+
+/// What a seed run is asked to do.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub seed: u64,
+    pub tasks_min: u32,
+    pub tasks_max: u32,
+    pub steps_max: u32,
+    /// Inject store and forge faults (per-seed rate).
+    pub faults: bool,
+    /// Count known engine bugs instead of failing on them.
+    pub tolerate_known_bugs: bool,
+    pub mutation: Mutation,
+    pub skip_recover: bool,
+    /// Print every step as it happens.
+    pub echo: bool,
+}
+
+impl Config {
+    /// The default sweep: 3–6 tasks, up to 400 steps, faults on, known engine bugs counted.
+    pub fn sweep(seed: u64) -> Self {
+        Config {
+            seed,
+            tasks_min: 3,
+            tasks_max: 6,
+            steps_max: 400,
+            faults: true,
+            tolerate_known_bugs: true,
+            mutation: Mutation::None,
+            skip_recover: false,
+            echo: false,
+        }
+    }
+}
+
+/// How a started job will end, chosen when it is claimed.
+#[derive(Debug, Clone)]
+struct Plan {
+    script: Script,
+    ready_at_ms: i64,
+}
+
+/// Per-seed knobs drawn from the seed.
+#[derive(Debug, Clone)]
+struct Params {
+    tasks_target: u32,
+    stop_weight: u32,
+    kill_weight: u32,
+    burst_weight: u32,
+}
+
+/// Runs one seed; the counts, or the first failure.
+pub fn run_seed(config: &Config) -> Result<Totals, Failure> {
+    let mut driver = Driver::new(config);
+    driver.run()?;
+    driver.drain()?;
+    Ok(driver.totals())
+}
+
+/// Runs `count` seeds from `first`; stops at the first failure.
+pub fn sweep(first: u64, count: u64, base: &Config) -> Result<Totals, Failure> {
+    let mut totals = Totals::default();
+    for seed in first..first.saturating_add(count) {
+        let config = Config { seed, ..base.clone() };
+        totals.add(&run_seed(&config)?);
+    }
+    Ok(totals)
+}
+
+struct Driver {
+    config: Config,
+    world: World,
+    rng: Rng,
+    params: Params,
+    plans: BTreeMap<JobId, Plan>,
+    late: Vec<Delivery>,
+    delayed: Vec<SentInput>,
+    sent: Vec<SentInput>,
+    retries: BTreeMap<TaskId, u32>,
+    keys: u64,
+    create_attempts: u32,
+    known_bugs: BTreeSet<Kind>,
+    known_bug_seen: BTreeSet<String>,
+    /// Violations found outside the per-step check (at a restart), reported at the next check.
+    pending: Vec<Violation>,
+    /// Jobs chosen to finish in the current step.
+    finishing: BTreeSet<JobId>,
+}
+
+impl Driver {
+    fn new(config: &Config) -> Self {
+        let mut rng = Rng::fork(config.seed, 0xD21E);
+        let repos: Vec<String> =
+            if rng.chance(500) { vec!["alpha".into()] } else { vec!["alpha".into(), "beta".into()] };
+        let running_max = rng.range(1, 3) as u32;
+        let per_repo = rng.range(1, 2) as u32;
+        let per_mille = if !config.faults || rng.chance(200) { 0 } else { rng.range(5, 40) as u32 };
+        let faults = FaultRates { per_mille, reply_lost_per_mille: rng.range(200, 700) as u32 };
+        let mut world = World::new(WorldConfig {
+            seed: config.seed,
+            repos,
+            limits: sim_limits(running_max, per_repo),
+            faults,
+            mutation: config.mutation,
+            skip_recover: config.skip_recover,
+            reuse_owner: false,
+        });
+        world.arm_faults(per_mille > 0);
+        world.echo = config.echo;
+        let params = Params {
+            tasks_target: rng.range(u64::from(config.tasks_min), u64::from(config.tasks_max)) as u32,
+            stop_weight: rng.range(0, 1) as u32,
+            kill_weight: rng.range(0, 3) as u32,
+            burst_weight: rng.range(2, 6) as u32,
+        };
+        Driver {
+            config: config.clone(),
+            world,
+            rng,
+            params,
+            plans: BTreeMap::new(),
+            late: Vec::new(),
+            delayed: Vec::new(),
+            sent: Vec::new(),
+            retries: BTreeMap::new(),
+            keys: 0,
+            create_attempts: 0,
+            known_bugs: BTreeSet::new(),
+            known_bug_seen: BTreeSet::new(),
+            pending: Vec::new(),
+            finishing: BTreeSet::new(),
+        }
+    }
+
+    fn fresh_key(&mut self) -> String {
+        self.keys += 1;
+        format!("sim-{}-{}", self.config.seed, self.keys)
+    }
+
+    fn check(&mut self) -> Result<(), Failure> {
+        let mut found = std::mem::take(&mut self.pending);
+        found.extend(self.world.check());
+        self.judge(found)
+    }
+
+    /// Fails on any violation except the known engine bugs a tolerant sweep only counts.
+    fn judge(&mut self, found: Vec<Violation>) -> Result<(), Failure> {
+        let mut fatal = Vec::new();
+        for violation in found {
+            if violation.kind.is_known_engine_bug() && self.config.tolerate_known_bugs {
+                self.known_bugs.insert(violation.kind);
+                if self.known_bug_seen.insert(violation.message.clone()) {
+                    self.world.note(format!("known engine bug (tolerated): {violation}"));
+                }
+            } else {
+                fatal.push(violation);
+            }
+        }
+        if fatal.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure {
+                seed: self.config.seed,
+                step: self.world.counters.steps,
+                violations: fatal,
+                trace: self.world.trace(),
+            })
+        }
+    }
+
+    fn tasks(&self) -> Vec<TaskRecord> {
+        self.world.store.peek_tasks()
+    }
+
+    fn run(&mut self) -> Result<(), Failure> {
+        for _ in 0..self.config.steps_max {
+            self.world.counters.steps += 1;
+            self.step();
+            self.check()?;
+        }
+        Ok(())
+    }
+
+    /// Jobs this process runs whose scripted end time has come (hung jobs never come).
+    fn ready_jobs(&self) -> Vec<JobId> {
+        let now = self.world.clock.now_ms();
+        self.world
+            .running_jobs()
+            .iter()
+            .map(|r| r.job.id)
+            .filter(|job| self.plans.get(job).is_none_or(|p| p.script != Script::Hang && p.ready_at_ms <= now))
+            .collect()
+    }
+
+    /// Gives every job this process runs a plan (claimed or adopted), and forgets finished ones.
+    fn sync_plans(&mut self) {
+        let running: Vec<JobId> = self.world.running_jobs().iter().map(|r| r.job.id).collect();
+        self.plans.retain(|job, _| running.contains(job));
+        for job in running {
+            if !self.plans.contains_key(&job) {
+                let plan = self.plan();
+                self.plans.insert(job, plan);
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        self.sync_plans();
+        self.finishing.clear();
+        let tasks = self.tasks();
+        let waiting: Vec<TaskId> =
+            tasks.iter().filter(|t| !t.state.is_terminal() && t.state.hold != Hold::None).map(|t| t.id).collect();
+        let ready = self.ready_jobs();
+        let creating = self.create_attempts < self.params.tasks_target;
+        let weights = [
+            if creating { 6 } else { 0 },                               // 0 create
+            8,                                                          // 1 claim
+            if ready.is_empty() { 0 } else { 12 },                      // 2 finish
+            if self.late.is_empty() { 0 } else { 2 },                   // 3 deliver a result again
+            if waiting.is_empty() { 1 } else { 6 },                     // 4 human input
+            if self.sent.is_empty() { 0 } else { 1 },                   // 5 replay an input
+            if self.delayed.is_empty() { 0 } else { 2 },                // 6 delayed input arrives
+            if tasks.is_empty() { 0 } else { self.params.stop_weight }, // 7 STOP
+            5,                                                          // 8 time passes
+            2,                                                          // 9 quota timer
+            if self.world.counters.kills < u64::from(KILLS_MAX) { self.params.kill_weight } else { 0 }, // 10 kill
+            self.params.burst_weight,                                   // 11 burst
+            2,                                                          // 12 reaper
+            1,                                                          // 13 reconciler
+        ];
+        match self.rng.weighted(&weights) {
+            Some(8) => {
+                let ms = self.time_step_ms();
+                self.world.advance_clock(ms);
+            }
+            Some(10) => {
+                self.plans.clear();
+                self.late.clear();
+                let zombies = self.world.kill_and_restart();
+                self.pending.extend(zombies);
+            }
+            Some(11) => {
+                let count = self.rng.range(2, 3);
+                let mut actions = Vec::new();
+                for _ in 0..count * 3 {
+                    if actions.len() as u64 == count {
+                        break;
+                    }
+                    let stop = self.params.stop_weight > 0 && self.rng.chance(60);
+                    let choice = if stop { 7 } else { self.rng.pick(&BURST_CHOICES).copied().unwrap_or(1) };
+                    if let Some(action) = self.action_for(choice, &tasks, &waiting, &ready) {
+                        actions.push(action);
+                    }
+                }
+                self.perform(actions);
+            }
+            Some(choice) => {
+                if let Some(action) = self.action_for(choice, &tasks, &waiting, &ready) {
+                    self.perform(vec![action]);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn time_step_ms(&mut self) -> i64 {
+        let roll = self.rng.below(100);
+        (if roll < 70 {
+            self.rng.range(100, 5_000)
+        } else if roll < 92 {
+            self.rng.range(5_000, 60_000)
+        } else {
+            self.rng.range(60_000, 600_000)
+        }) as i64
+    }
+
+    /// The engine action for choice `choice` (numbers as in `step`'s weights), if one applies.
+    fn action_for(
+        &mut self,
+        choice: usize,
+        tasks: &[TaskRecord],
+        waiting: &[TaskId],
+        ready: &[JobId],
+    ) -> Option<Action> {
+        match choice {
+            0 => {
+                self.create_attempts += 1;
+                let repos = self.world.config.repos.clone();
+                let repo = self.rng.pick(&repos)?.clone();
+                // Tickets from a tracker carry its id; the same ticket may arrive again (a
+                // duplicate while its task lives, a fresh start once it was cancelled).
+                let external_ref = match self.rng.below(10) {
+                    0..=2 => Some(format!("TRK-{}", self.create_attempts)),
+                    3 => Some(format!("TRK-{}", self.rng.range(1, u64::from(self.create_attempts)))),
+                    _ => None,
+                };
+                Some(Action::Create { repo, external_ref })
+            }
+            1 => Some(Action::Claim),
+            2 => {
+                let job = *self.rng.pick(ready)?;
+                // One executor per job: a burst never finishes the same job twice.
+                if !self.finishing.insert(job) {
+                    return None;
+                }
+                let script = self.plans.remove(&job).map_or(Script::Pass, |p| p.script);
+                Some(Action::Finish { job, script })
+            }
+            3 => {
+                if self.late.is_empty() {
+                    return None;
+                }
+                let index = self.rng.below(self.late.len() as u64) as usize;
+                Some(Action::Deliver(self.late.swap_remove(index)))
+            }
+            4 => {
+                let sent = self.human_input(tasks, waiting)?;
+                if self.delayed.len() < DELAYED_INPUTS_MAX && self.rng.chance(200) {
+                    self.world.note(format!("human {} on task {} delayed in transit", sent.input.kind(), sent.task));
+                    self.delayed.push(sent);
+                    return None;
+                }
+                Some(Action::Submit(sent))
+            }
+            5 => self.rng.pick(&self.sent).cloned().map(Action::Submit),
+            6 => {
+                if self.delayed.is_empty() {
+                    return None;
+                }
+                let index = self.rng.below(self.delayed.len() as u64) as usize;
+                Some(Action::Submit(self.delayed.swap_remove(index)))
+            }
+            7 => {
+                let task = self.pick_stop_target(tasks)?;
+                let key = Some(self.fresh_key());
+                Some(Action::Submit(SentInput { task, input: Input::Stop, key }))
+            }
+            9 => Some(Action::QuotaTimer),
+            12 => Some(Action::ReaperTick),
+            13 => Some(Action::ReconcilerTick),
+            _ => None,
+        }
+    }
+
+    /// STOP prefers the interesting moments: deploy stages and running jobs.
+    fn pick_stop_target(&mut self, tasks: &[TaskRecord]) -> Option<TaskId> {
+        let deploying: Vec<TaskId> = tasks
+            .iter()
+            .filter(|t| !t.state.is_terminal() && crate::check::LEASE_STAGES.contains(&t.state.stage.as_str()))
+            .map(|t| t.id)
+            .collect();
+        if !deploying.is_empty() && self.rng.chance(600) {
+            return self.rng.pick(&deploying).copied();
+        }
+        let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+        self.rng.pick(&ids).copied()
+    }
+
+    /// What a human does about one task: the right answer for its hold, or now and then a wrong one.
+    fn human_input(&mut self, tasks: &[TaskRecord], waiting: &[TaskId]) -> Option<SentInput> {
+        let task = match self.rng.pick(waiting) {
+            Some(id) if !self.rng.chance(150) => tasks.iter().find(|t| t.id == *id)?,
+            _ => self.rng.pick(tasks)?,
+        };
+        let right = match &task.state.hold {
+            Hold::AwaitingApproval => Some(Input::Approve),
+            Hold::NeedsInput { .. } => Some(Input::Answer { text: "Use SQLite.".into() }),
+            Hold::AwaitingConfirm => Some(Input::ConfirmDeploy),
+            Hold::PausedBudget { .. } | Hold::PausedQuota { .. } => Some(Input::Resume),
+            Hold::Blocked { .. } => {
+                let retries = self.retries.entry(task.id).or_insert(0);
+                if *retries < HUMAN_RETRIES_MAX {
+                    *retries += 1;
+                    Some(Input::Retry)
+                } else {
+                    None
+                }
+            }
+            Hold::None => None,
+        };
+        let wrong = [Input::Approve, Input::ConfirmDeploy, Input::Resume, Input::Retry];
+        let input = match right {
+            Some(input) if !self.rng.chance(100) => input,
+            _ => self.rng.pick(&wrong)?.clone(),
+        };
+        let key = if self.rng.chance(850) { Some(self.fresh_key()) } else { None };
+        let sent = SentInput { task: task.id, input, key };
+        if self.sent.len() < SENT_INPUTS_MAX {
+            self.sent.push(sent.clone());
+        }
+        Some(sent)
+    }
+
+    fn plan(&mut self) -> Plan {
+        let script = match self.rng.weighted(&[620, 100, 80, 60, 50, 30, 30, 30]) {
+            Some(1) => Script::GateFail,
+            Some(2) => Script::Fail,
+            Some(3) => Script::NeedsInput,
+            Some(4) => Script::Quota { resets_in_ms: None },
+            Some(5) => Script::Quota { resets_in_ms: Some(self.rng.range(1_000, 300_000) as i64) },
+            Some(6) => Script::Budget,
+            Some(7) => Script::Hang,
+            _ => Script::Pass,
+        };
+        let duration_ms =
+            if self.rng.chance(100) { self.rng.range(60_000, 400_000) } else { self.rng.range(0, 20_000) } as i64;
+        Plan { script, ready_at_ms: self.world.clock.now_ms() + duration_ms }
+    }
+
+    fn perform(&mut self, actions: Vec<Action>) {
+        if actions.is_empty() {
+            return;
+        }
+        for outcome in self.world.run(actions) {
+            if let Outcome::Finished(_, Some(delivery), _) | Outcome::Delivered(delivery, _) = outcome
+                && self.late.len() < LATE_DELIVERIES_MAX
+                && self.rng.chance(150)
+            {
+                self.late.push(delivery);
+            }
+        }
+    }
+
+    /// No more faults, a restart, helpful humans and passing jobs, time advanced until nothing is
+    /// left to do; then every task must be terminal or waiting for a human.
+    fn drain(&mut self) -> Result<(), Failure> {
+        self.world.arm_faults(false);
+        self.world.note("drain: faults off, restart, humans answer everything".into());
+        self.plans.clear();
+        self.late.clear();
+        let zombies = self.world.kill_and_restart();
+        self.pending.extend(zombies);
+        let delayed = std::mem::take(&mut self.delayed);
+        for sent in delayed {
+            self.world.act(Action::Submit(sent));
+        }
+        for _ in 0..DRAIN_ROUNDS_MAX {
+            self.world.counters.steps += 1;
+            let mut progressed = false;
+            let running: Vec<JobId> = self.world.running_jobs().iter().map(|r| r.job.id).collect();
+            for job in running {
+                self.world.act(Action::Finish { job, script: Script::Pass });
+                progressed = true;
+            }
+            for task in self.tasks() {
+                let input = match task.state.hold {
+                    Hold::AwaitingApproval => Input::Approve,
+                    Hold::NeedsInput { .. } => Input::Answer { text: "Use SQLite.".into() },
+                    Hold::AwaitingConfirm => Input::ConfirmDeploy,
+                    Hold::PausedBudget { .. } => Input::Resume,
+                    _ => continue,
+                };
+                if task.state.is_terminal() {
+                    continue;
+                }
+                let key = Some(self.fresh_key());
+                if let Outcome::Submitted(_, Ok(InputOutcome::Applied { .. })) =
+                    self.world.act(Action::Submit(SentInput { task: task.id, input, key }))
+                {
+                    progressed = true;
+                }
+            }
+            for _ in 0..CLAIMS_PER_PASS_MAX {
+                match self.world.act(Action::Claim) {
+                    Outcome::Claimed(crate::actors::Claimed::Nothing) => break,
+                    _ => progressed = true,
+                }
+            }
+            if let Outcome::Timer(Ok(n)) = self.world.act(Action::QuotaTimer)
+                && n > 0
+            {
+                progressed = true;
+            }
+            if let Outcome::Reaper(reaped) = self.world.act(Action::ReaperTick)
+                && (!reaped.adopted.is_empty() || !reaped.backstopped.is_empty())
+            {
+                progressed = true;
+            }
+            self.world.act(Action::ReconcilerTick);
+            self.check()?;
+            if !progressed {
+                match self.next_wake_ms() {
+                    Some(at) => {
+                        let now = self.world.clock.now_ms();
+                        self.world.advance_clock((at - now).max(1));
+                    }
+                    None => break,
+                }
+            }
+        }
+        let unsettled = self.world.checker.check_settled(&self.world.store);
+        self.judge(unsettled)
+    }
+
+    /// When something becomes runnable next: a queued job's `available_at` or a quota resume time.
+    fn next_wake_ms(&self) -> Option<i64> {
+        let now = self.world.clock.now_ms();
+        let mut next: Option<i64> = None;
+        for task in self.tasks() {
+            if let Hold::PausedQuota { resume_at_ms, .. } = task.state.hold {
+                next = Some(next.map_or(resume_at_ms, |n| n.min(resume_at_ms)));
+            }
+            for job in self.world.store.peek_jobs(task.id) {
+                if job.status == JobStatus::Queued && task.state.job == Some(job.id) {
+                    next = Some(next.map_or(job.available_at_ms, |n| n.min(job.available_at_ms)));
+                }
+            }
+        }
+        next.map(|at| at.max(now + 1))
+    }
+
+    fn totals(&self) -> Totals {
+        let counters = self.world.counters;
+        let tasks = self.tasks();
+        let mut totals = Totals {
+            seeds: 1,
+            steps: counters.steps,
+            kills: counters.kills,
+            faults: self.world.store.fault_counts().total(),
+            tasks: tasks.len() as u64,
+            checks: self.world.checker.checks,
+            merges: self.world.forge.merges(),
+            done: tasks.iter().filter(|t| t.state.stage == "done").count() as u64,
+            cancelled: tasks.iter().filter(|t| t.state.stage == "cancelled").count() as u64,
+            blocked: tasks.iter().filter(|t| matches!(t.state.hold, Hold::Blocked { .. })).count() as u64,
+            bursts: counters.bursts,
+            results_applied: counters.results_applied,
+            results_suppressed: counters.results_suppressed,
+            duplicates: counters.inputs_duplicate,
+            engine_errors: counters.engine_errors,
+            ..Totals::default()
+        };
+        for kind in &self.known_bugs {
+            totals.known_bugs.insert(format!("{kind:?}"), 1);
+            totals.known_bug_seeds.insert(format!("{kind:?}"), self.config.seed);
+        }
+        totals
+    }
+}

@@ -1,0 +1,116 @@
+//! What a run reports: the counts of one or many seeds, and a failing seed with how to reproduce
+//! it and its last steps.
+
+use crate::check::Violation;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Counts from one or many seeds.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub seeds: u64,
+    pub steps: u64,
+    pub kills: u64,
+    pub faults: u64,
+    pub tasks: u64,
+    pub checks: u64,
+    pub merges: u64,
+    pub done: u64,
+    pub cancelled: u64,
+    pub blocked: u64,
+    pub bursts: u64,
+    pub results_applied: u64,
+    pub results_suppressed: u64,
+    pub duplicates: u64,
+    pub engine_errors: u64,
+    /// Seeds that hit each known engine bug (tolerated).
+    pub known_bugs: BTreeMap<String, u64>,
+    /// First seed that hit each known engine bug.
+    pub known_bug_seeds: BTreeMap<String, u64>,
+}
+
+impl Totals {
+    pub fn add(&mut self, other: &Totals) {
+        self.seeds += other.seeds;
+        self.steps += other.steps;
+        self.kills += other.kills;
+        self.faults += other.faults;
+        self.tasks += other.tasks;
+        self.checks += other.checks;
+        self.merges += other.merges;
+        self.done += other.done;
+        self.cancelled += other.cancelled;
+        self.blocked += other.blocked;
+        self.bursts += other.bursts;
+        self.results_applied += other.results_applied;
+        self.results_suppressed += other.results_suppressed;
+        self.duplicates += other.duplicates;
+        self.engine_errors += other.engine_errors;
+        for (kind, n) in &other.known_bugs {
+            *self.known_bugs.entry(kind.clone()).or_insert(0) += n;
+        }
+        for (kind, seed) in &other.known_bug_seeds {
+            self.known_bug_seeds.entry(kind.clone()).or_insert(*seed);
+        }
+    }
+}
+
+impl fmt::Display for Totals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seeds {} · steps {} · kills {} · faults injected {} · tasks {} · invariant checks {}",
+            self.seeds, self.steps, self.kills, self.faults, self.tasks, self.checks
+        )?;
+        writeln!(
+            f,
+            "tasks done {} · cancelled {} · blocked {} · merges {} · concurrent bursts {} · results applied {} · suppressed {} · duplicates {} · engine errors {}",
+            self.done,
+            self.cancelled,
+            self.blocked,
+            self.merges,
+            self.bursts,
+            self.results_applied,
+            self.results_suppressed,
+            self.duplicates,
+            self.engine_errors
+        )?;
+        if self.known_bugs.is_empty() {
+            write!(f, "known engine bugs hit: none")
+        } else {
+            let hits: Vec<String> = self
+                .known_bugs
+                .iter()
+                .map(|(kind, n)| {
+                    let seed = self.known_bug_seeds.get(kind).copied().unwrap_or_default();
+                    format!("{kind} in {n} seeds (e.g. --seed {seed})")
+                })
+                .collect();
+            write!(f, "known engine bugs hit (tolerated): {}", hits.join("; "))
+        }
+    }
+}
+
+/// A seed that broke an invariant.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub seed: u64,
+    pub step: u64,
+    pub violations: Vec<Violation>,
+    pub trace: Vec<String>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "seed {} broke an invariant at step {}:", self.seed, self.step)?;
+        for violation in &self.violations {
+            writeln!(f, "  {violation}")?;
+        }
+        writeln!(f, "reproduce: cargo xtask sim --seed {}", self.seed)?;
+        writeln!(f, "last {} steps:", self.trace.len())?;
+        for line in &self.trace {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,564 @@
+//! `SimStore`: an in-memory [`Store`] with `SqliteStore`'s semantics, seeded faults and an audit log.
+//!
+//! Semantics copied from `baton_store::sqlite` (the reference): the advance transaction checks
+//! the inbox, compare-and-sets the task version, flips the finished job guarded on `running`,
+//! appends the event and applies the transition, all or nothing; claims take the oldest runnable
+//! job that is its task's `current_job`, under the global and per-repo running limits; leases
+//! are renewed by their holder, taken over only after their TTL, with fencing tokens that never
+//! repeat, released by their holder or reclaimed; `close_job`, `requeue_job` and `set_job_owner`
+//! are guarded on the job's status; a ticket's external id belongs to one live task and is
+//! tombstoned when the task is cancelled; a transition that enqueues nothing keeps the job the
+//! decision kept (a deferred STOP).
+//!
+//! Faults (when armed): a call fails before touching anything (`StoreError::Database`), or — for
+//! writes — commits and then loses its reply (also `Database`). While interleaving, every call
+//! first yields one to three times, so concurrent engine calls interleave call by call in any
+//! order (two can read the same version before either commits).
+//!
+//! [`Mutation`]s deliberately break one rule; the tests use them to prove each invariant check
+//! and regression test can fail.
+
+mod state;
+
+pub(crate) use state::State;
+
+use crate::clock::SimClock;
+use crate::sched::yield_once;
+use async_trait::async_trait;
+use baton_domain::{AgentStatus, JobId, TaskId};
+use baton_engine::Clock;
+use baton_store::*;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// One deliberately broken rule (for proving that the checks can fail); `None` in real runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mutation {
+    #[default]
+    None,
+    /// `advance` ignores the expected version.
+    SkipVersionCas,
+    /// `advance` flips the finished job whatever its status.
+    SkipJobFlipGuard,
+    /// `advance` ignores the version and the job status (no guard at all).
+    SkipAllAdvanceGuards,
+    /// Releasing leases does nothing.
+    KeepLeasesOnRelease,
+    /// A write that fails before committing still records its inbox key (not atomic).
+    InboxSurvivesFailure,
+    /// `requeue_job` does nothing.
+    RequeueNothing,
+    /// A transition that enqueues nothing clears the current job even when the decision kept it.
+    ForgetKeptJob,
+}
+
+impl Mutation {
+    /// Every mutation, for self-checks.
+    pub const ALL: [Mutation; 7] = [
+        Mutation::SkipVersionCas,
+        Mutation::SkipJobFlipGuard,
+        Mutation::SkipAllAdvanceGuards,
+        Mutation::KeepLeasesOnRelease,
+        Mutation::InboxSurvivesFailure,
+        Mutation::RequeueNothing,
+        Mutation::ForgetKeptJob,
+    ];
+
+    /// Parses the `Debug` name (`SkipVersionCas`, ...).
+    pub fn parse(name: &str) -> Option<Mutation> {
+        Mutation::ALL.into_iter().find(|m| format!("{m:?}").eq_ignore_ascii_case(name))
+    }
+}
+
+/// How often calls fail while faults are armed.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultRates {
+    /// Chance per call, in thousandths.
+    pub per_mille: u32,
+    /// Of the write faults, the share (thousandths) that commit and then lose the reply.
+    pub reply_lost_per_mille: u32,
+}
+
+/// Faults injected so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FaultCounts {
+    pub failed_before_commit: u64,
+    pub reply_lost: u64,
+}
+
+impl FaultCounts {
+    pub fn total(&self) -> u64 {
+        self.failed_before_commit + self.reply_lost
+    }
+}
+
+/// One committed `advance`, as the invariant checks see it.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub task: TaskId,
+    pub expected_version: i64,
+    pub version_before: i64,
+    pub version_after: i64,
+    pub finish_job: Option<JobId>,
+    pub kind: String,
+    pub stage_before: String,
+    pub stage_after: String,
+    pub enqueued: Option<JobId>,
+    pub inbox_key: Option<String>,
+    /// The task's hold after the transition (`""` when running).
+    pub hold_after: String,
+    /// Whether the task still held any lease right after the transition committed.
+    pub holds_lease_after: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct InboxRow {
+    #[allow(dead_code)] // kept for parity with the SQLite inbox and for debugging dumps
+    pub(crate) outcome: String,
+}
+
+/// How an injected fault hits a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The call fails before touching anything.
+    Before,
+    /// The call commits, then its reply is lost (writes only).
+    ReplyLost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// The in-memory store.
+#[derive(Debug)]
+pub struct SimStore {
+    state: Mutex<State>,
+    clock: Arc<SimClock>,
+}
+
+fn database(what: &str, fault: &str) -> StoreError {
+    StoreError::Database(format!("{what}: {fault} (injected)"))
+}
+
+impl SimStore {
+    /// An empty store; faults use their own stream of `seed`.
+    pub fn new(clock: Arc<SimClock>, seed: u64, rates: FaultRates, mutation: Mutation) -> Self {
+        SimStore { clock, state: Mutex::new(State::new(seed, rates, mutation)) }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Turns fault injection on or off.
+    pub fn arm_faults(&self, armed: bool) {
+        self.lock().faults_armed = armed;
+    }
+
+    /// Changes the fault rates (scripted scenarios use 1000 ‰ for "the next call fails").
+    pub fn set_fault_rates(&self, rates: FaultRates) {
+        self.lock().rates = rates;
+    }
+
+    /// Makes the next call to `call` (e.g. `"advance"`) fail with `fault`, armed or not.
+    pub fn fail_next(&self, call: &str, fault: Fault) {
+        self.lock().fail_next = Some((call.to_string(), fault));
+    }
+
+    /// Advances refused so far because the task version or the job status had moved.
+    pub fn conflicts(&self) -> u64 {
+        self.lock().conflicts
+    }
+
+    /// Turns the yield before every call on or off.
+    pub fn set_interleaving(&self, on: bool) {
+        self.lock().interleaving = on;
+    }
+
+    pub fn fault_counts(&self) -> FaultCounts {
+        self.lock().fault_counts
+    }
+
+    /// Reads the state without faults (the checks' and the simulated humans' view).
+    pub(crate) fn peek<R>(&self, read: impl FnOnce(&State) -> R) -> R {
+        read(&self.lock())
+    }
+
+    /// A task as stored, without faults.
+    pub fn peek_task(&self, id: TaskId) -> Option<TaskRecord> {
+        self.lock().tasks.get(&id).cloned()
+    }
+
+    /// All tasks, oldest first, without faults.
+    pub fn peek_tasks(&self) -> Vec<TaskRecord> {
+        self.lock().tasks.values().cloned().collect()
+    }
+
+    /// A job as stored, without faults.
+    pub fn peek_job(&self, id: JobId) -> Option<JobRecord> {
+        self.lock().jobs.get(&id).cloned()
+    }
+
+    /// All jobs of a task, oldest first, without faults.
+    pub fn peek_jobs(&self, task: TaskId) -> Vec<JobRecord> {
+        self.lock().jobs.values().filter(|j| j.task_id == task).cloned().collect()
+    }
+
+    /// A lease as stored, without faults.
+    pub fn peek_lease(&self, name: &str) -> Option<LeaseRecord> {
+        self.lock().leases.get(name).cloned()
+    }
+
+    /// Committed advances so far.
+    pub fn commits(&self) -> Vec<Commit> {
+        self.lock().commits.clone()
+    }
+
+    /// Whether the inbox holds `key`, without faults.
+    pub fn peek_inbox(&self, key: &str) -> bool {
+        self.lock().inbox.contains_key(key)
+    }
+
+    /// While interleaving, yields one to three times before a call, so concurrent callers drift
+    /// against each other and any order of their calls can happen.
+    async fn pause(&self) {
+        let yields = {
+            let mut state = self.lock();
+            if state.interleaving { 1 + state.pause_rng.below(3) } else { 0 }
+        };
+        for _ in 0..yields {
+            yield_once().await;
+        }
+    }
+
+    /// Runs one call atomically under the lock, with a fault rolled first.
+    async fn call<T>(
+        &self,
+        what: &str,
+        access: Access,
+        body: impl FnOnce(&mut State, i64) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.pause().await;
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        let fault = state.roll(what, access);
+        if fault == Some(Fault::Before) {
+            state.fault_counts.failed_before_commit += 1;
+            return Err(database(what, "failed before commit"));
+        }
+        let result = body(&mut state, now);
+        if fault == Some(Fault::ReplyLost) && result.is_ok() {
+            state.fault_counts.reply_lost += 1;
+            return Err(database(what, "committed, but the reply was lost"));
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Store for SimStore {
+    async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord> {
+        self.call("create_task", Access::Write, |s, _| s.create_task(new, first, now_ms)).await
+    }
+
+    async fn task(&self, key: &TaskKey) -> StoreResult<Option<TaskRecord>> {
+        self.call("task", Access::Read, |s, _| {
+            Ok(match key {
+                TaskKey::Id(id) => s.tasks.get(id).cloned(),
+                TaskKey::WorkItem(w) => s.tasks.values().rev().find(|t| &t.work_item_id == w).cloned(),
+            })
+        })
+        .await
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+        self.call("list_tasks", Access::Read, |s, _| {
+            Ok(s.tasks
+                .values()
+                .rev()
+                .filter(|t| !filter.active_only || !t.state.is_terminal())
+                .filter(|t| filter.repo.as_deref().is_none_or(|r| t.repo == r))
+                .cloned()
+                .collect())
+        })
+        .await
+    }
+
+    async fn advance(&self, advance: Advance) -> StoreResult<Option<JobId>> {
+        self.pause().await;
+        let mut state = self.lock();
+        let fault = state.roll("advance", Access::Write);
+        if fault == Some(Fault::Before) {
+            state.fault_counts.failed_before_commit += 1;
+            if state.mutation == Mutation::InboxSurvivesFailure
+                && let Some(entry) = &advance.inbox
+            {
+                let _ = state.insert_inbox(entry, "applied");
+            }
+            return Err(database("advance", "failed before commit"));
+        }
+        let result = state.advance(&advance);
+        if matches!(result, Err(StoreError::Conflict(_))) {
+            state.conflicts += 1;
+        }
+        if fault == Some(Fault::ReplyLost) && result.is_ok() {
+            state.fault_counts.reply_lost += 1;
+            return Err(database("advance", "committed, but the reply was lost"));
+        }
+        result
+    }
+
+    async fn record_suppressed(&self, _task: TaskId, inbox: Option<InboxEntry>, event: NewEvent) -> StoreResult<()> {
+        self.call("record_suppressed", Access::Write, |s, _| {
+            if let Some(entry) = &inbox {
+                s.insert_inbox(entry, "suppressed")?;
+                s.keys_without_commit.insert(entry.dedup_key.clone());
+            }
+            s.insert_event(&event);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_job(&self, claim: &Claim) -> StoreResult<Option<JobRecord>> {
+        self.call("claim_job", Access::Write, |s, _| Ok(s.claim(claim))).await
+    }
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
+        self.call("job", Access::Read, |s, _| Ok(s.jobs.get(&id).cloned())).await
+    }
+
+    async fn jobs_with_status(&self, status: JobStatus) -> StoreResult<Vec<JobRecord>> {
+        self.call("jobs_with_status", Access::Read, |s, _| {
+            Ok(s.jobs.values().filter(|j| j.status == status).cloned().collect())
+        })
+        .await
+    }
+
+    async fn jobs_for_task(&self, task: TaskId) -> StoreResult<Vec<JobRecord>> {
+        self.call("jobs_for_task", Access::Read, |s, _| {
+            Ok(s.jobs.values().filter(|j| j.task_id == task).cloned().collect())
+        })
+        .await
+    }
+
+    async fn set_job_process(&self, job: JobId, pid: Option<u32>, pgid: Option<u32>) -> StoreResult<()> {
+        self.call("set_job_process", Access::Write, |s, _| {
+            if let Some(row) = s.jobs.get_mut(&job) {
+                row.pid = pid;
+                row.pgid = pgid;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_job_proc_start(&self, job: JobId, start_ticks: u64) -> StoreResult<()> {
+        self.call("set_job_proc_start", Access::Write, |s, _| {
+            if let Some(row) = s.jobs.get_mut(&job) {
+                row.proc_start = Some(start_ticks);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
+        self.call("set_job_owner", Access::Write, |s, _| {
+            if let Some(row) = s.jobs.get_mut(&job).filter(|j| j.status == JobStatus::Running) {
+                row.owner = Some(owner.to_string());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        self.call("release_lease", Access::Write, |s, _| {
+            let held = s.leases.get(name).is_some_and(|l| l.holder == holder);
+            if held {
+                s.leases.remove(name);
+            }
+            Ok(held)
+        })
+        .await
+    }
+
+    async fn close_job(&self, job: JobId, status: JobStatus, result: serde_json::Value) -> StoreResult<bool> {
+        self.call("close_job", Access::Write, |s, now| {
+            let active = s.jobs.get(&job).is_some_and(|j| matches!(j.status, JobStatus::Queued | JobStatus::Running));
+            if active {
+                s.end_job(job, status, Some(result), now);
+            }
+            Ok(active)
+        })
+        .await
+    }
+
+    async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {
+        self.call("requeue_job", Access::Write, |s, _| {
+            if s.mutation == Mutation::RequeueNothing {
+                return Ok(false);
+            }
+            match s.jobs.get_mut(&job) {
+                Some(row) if row.status == JobStatus::Running => {
+                    row.status = JobStatus::Queued;
+                    row.owner = None;
+                    row.pid = None;
+                    row.pgid = None;
+                    row.proc_start = None;
+                    row.available_at_ms = available_at_ms;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .await
+    }
+
+    async fn insert_agent_run(&self, run: NewAgentRun) -> StoreResult<i64> {
+        self.call("insert_agent_run", Access::Write, |s, _| {
+            let id = s.agent_runs.last().map_or(1, |r| r.id + 1);
+            s.agent_runs.push(AgentRunRecord {
+                id,
+                job_id: run.job,
+                task_id: run.task,
+                stage: run.stage,
+                adapter: run.adapter,
+                model: run.model,
+                pid: run.pid,
+                started_at_ms: run.started_at_ms,
+                ended_at_ms: None,
+                exit_code: None,
+                status: None,
+                error: None,
+                session_id: None,
+                turns: None,
+                input_tokens: 0,
+                output_tokens: 0,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                reasoning_tokens: 0,
+                cost_usd: None,
+                log_path: run.log_path,
+            });
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn finish_agent_run(&self, id: i64, finish: AgentRunFinish) -> StoreResult<()> {
+        self.call("finish_agent_run", Access::Write, |s, _| {
+            if let Some(run) = s.agent_runs.iter_mut().find(|r| r.id == id) {
+                let report = &finish.report;
+                let (status, error) = match &report.status {
+                    AgentStatus::Succeeded => ("succeeded", None),
+                    AgentStatus::NeedsInput { .. } => ("needs_input", None),
+                    AgentStatus::Failed { message } => ("failed", Some(message.clone())),
+                    AgentStatus::QuotaExhausted { message, .. } => ("quota_exhausted", Some(message.clone())),
+                };
+                run.ended_at_ms = Some(finish.ended_at_ms);
+                run.exit_code = finish.exit_code;
+                run.status = Some(status.to_string());
+                run.error = error;
+                run.session_id.clone_from(&report.session_id);
+                run.turns = report.turns;
+                run.input_tokens = report.usage.input_tokens;
+                run.output_tokens = report.usage.output_tokens;
+                run.cache_read_tokens = report.usage.cache_read_tokens;
+                run.cache_write_tokens = report.usage.cache_write_tokens;
+                run.reasoning_tokens = report.usage.reasoning_tokens;
+                run.cost_usd = report.cost_usd;
+                if report.model.is_some() {
+                    run.model.clone_from(&report.model);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn agent_runs(&self, task: TaskId) -> StoreResult<Vec<AgentRunRecord>> {
+        self.call("agent_runs", Access::Read, |s, _| {
+            Ok(s.agent_runs.iter().filter(|r| r.task_id == task).cloned().collect())
+        })
+        .await
+    }
+
+    async fn count_agent_runs(&self, task: TaskId, stage: &str) -> StoreResult<u32> {
+        self.call("count_agent_runs", Access::Read, |s, _| {
+            Ok(s.agent_runs.iter().filter(|r| r.task_id == task && r.stage == stage).count() as u32)
+        })
+        .await
+    }
+
+    async fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
+        self.call("append_event", Access::Write, |s, _| Ok(s.insert_event(&event))).await
+    }
+
+    async fn events(&self, task: Option<TaskId>, after_id: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
+        self.call("events", Access::Read, |s, _| {
+            Ok(s.events
+                .iter()
+                .filter(|e| e.id > after_id && task.is_none_or(|t| e.task_id == t))
+                .take(limit as usize)
+                .cloned()
+                .collect())
+        })
+        .await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome> {
+        self.call("acquire_lease", Access::Write, |s, _| Ok(s.acquire_lease(name, holder, ttl_ms, now_ms))).await
+    }
+
+    async fn lease(&self, name: &str) -> StoreResult<Option<LeaseRecord>> {
+        self.call("lease", Access::Read, |s, _| Ok(s.leases.get(name).cloned())).await
+    }
+
+    async fn leases(&self) -> StoreResult<Vec<LeaseRecord>> {
+        self.call("leases", Access::Read, |s, _| Ok(s.leases.values().cloned().collect())).await
+    }
+
+    async fn inbox_seen(&self, dedup_key: &str) -> StoreResult<bool> {
+        self.call("inbox_seen", Access::Read, |s, _| Ok(s.inbox.contains_key(dedup_key))).await
+    }
+
+    async fn set_budget_cap(&self, scope: &str, cap_usd: Option<f64>, _now_ms: i64) -> StoreResult<()> {
+        self.call("set_budget_cap", Access::Write, |s, _| {
+            s.budget_caps.insert(scope.to_string(), cap_usd);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn budget_caps(&self) -> StoreResult<Vec<(String, Option<f64>)>> {
+        self.call("budget_caps", Access::Read, |s, _| Ok(s.budget_caps.iter().map(|(k, v)| (k.clone(), *v)).collect()))
+            .await
+    }
+
+    async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64> {
+        self.call("spend_usd", Access::Read, |s, _| {
+            Ok(s.agent_runs.iter().filter(|r| s.run_matches(r, filter)).filter_map(|r| r.cost_usd).sum())
+        })
+        .await
+    }
+
+    async fn record_once(&self, key: &str, _kind: &str, _now_ms: i64) -> StoreResult<bool> {
+        self.call("record_once", Access::Write, |s, _| {
+            if s.inbox.contains_key(key) {
+                return Ok(false);
+            }
+            s.inbox.insert(key.to_string(), InboxRow { outcome: "once".into() });
+            s.keys_without_commit.insert(key.to_string());
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>> {
+        self.call("usage", Access::Read, |s, _| Ok(s.usage(group))).await
+    }
+}

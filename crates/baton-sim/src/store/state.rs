@@ -1,0 +1,420 @@
+//! The store's tables in memory and the transactional operations on them, one method per
+//! `SqliteStore` transaction, checking every guard before writing anything (all or nothing).
+
+use super::{Access, Commit, Fault, FaultCounts, FaultRates, InboxRow, Mutation};
+use crate::rng::Rng;
+use baton_domain::ids::branch_name;
+use baton_domain::{JobId, TaskId, TaskState, WorkItemId};
+use baton_store::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Work-item numbers tried past a collision before giving up (as in SQLite).
+const WORK_ITEM_WALK_MAX: u32 = 10_000;
+
+/// Everything the store holds, plus the audit trail the checks read.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) tasks: BTreeMap<TaskId, TaskRecord>,
+    pub(crate) jobs: BTreeMap<JobId, JobRecord>,
+    pub(crate) events: Vec<EventRecord>,
+    pub(crate) leases: BTreeMap<String, LeaseRecord>,
+    pub(crate) lease_tokens: BTreeMap<String, i64>,
+    pub(crate) counters: BTreeMap<(String, String), u32>,
+    pub(crate) inbox: BTreeMap<String, InboxRow>,
+    pub(crate) agent_runs: Vec<AgentRunRecord>,
+    pub(crate) budget_caps: BTreeMap<String, Option<f64>>,
+    /// Every committed advance, in commit order.
+    pub(crate) commits: Vec<Commit>,
+    /// How often each job went from queued/running to a final status (must be at most once).
+    pub(crate) job_endings: BTreeMap<JobId, u32>,
+    /// Inbox keys recorded by `record_suppressed` and `record_once` (the rest come with a commit).
+    pub(crate) keys_without_commit: BTreeSet<String>,
+    pub(crate) faults_armed: bool,
+    /// A one-shot fault for the next call named so (scripted scenarios).
+    pub(crate) fail_next: Option<(String, Fault)>,
+    /// Advances refused because the task version or the job status moved.
+    pub(crate) conflicts: u64,
+    pub(crate) rates: FaultRates,
+    pub(crate) fault_rng: Rng,
+    pub(crate) fault_counts: FaultCounts,
+    pub(crate) interleaving: bool,
+    pub(crate) pause_rng: Rng,
+    pub(crate) mutation: Mutation,
+}
+
+impl State {
+    pub(crate) fn new(seed: u64, rates: FaultRates, mutation: Mutation) -> Self {
+        State {
+            tasks: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            events: Vec::new(),
+            leases: BTreeMap::new(),
+            lease_tokens: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            inbox: BTreeMap::new(),
+            agent_runs: Vec::new(),
+            budget_caps: BTreeMap::new(),
+            commits: Vec::new(),
+            job_endings: BTreeMap::new(),
+            keys_without_commit: BTreeSet::new(),
+            faults_armed: false,
+            fail_next: None,
+            conflicts: 0,
+            rates,
+            fault_rng: Rng::fork(seed, 0xFA17),
+            fault_counts: FaultCounts::default(),
+            interleaving: false,
+            pause_rng: Rng::fork(seed, 0x9A05E),
+            mutation,
+        }
+    }
+}
+
+impl State {
+    pub(crate) fn roll(&mut self, what: &str, access: Access) -> Option<Fault> {
+        if self.fail_next.as_ref().is_some_and(|(call, _)| call == what) {
+            return self.fail_next.take().map(|(_, fault)| fault);
+        }
+        if !self.faults_armed || !self.fault_rng.chance(self.rates.per_mille) {
+            return None;
+        }
+        if access == Access::Write && self.fault_rng.chance(self.rates.reply_lost_per_mille) {
+            Some(Fault::ReplyLost)
+        } else {
+            Some(Fault::Before)
+        }
+    }
+
+    pub(crate) fn insert_event(&mut self, event: &NewEvent) -> i64 {
+        let id = self.events.last().map_or(1, |e| e.id + 1);
+        self.events.push(EventRecord {
+            id,
+            task_id: event.task,
+            at_ms: event.at_ms,
+            kind: event.kind.clone(),
+            stage: event.stage.clone(),
+            message: event.message.clone(),
+            detail: event.detail.clone(),
+        });
+        id
+    }
+
+    pub(crate) fn insert_inbox(&mut self, entry: &InboxEntry, outcome: &str) -> StoreResult<()> {
+        if self.inbox.contains_key(&entry.dedup_key) {
+            return Err(StoreError::Duplicate(entry.dedup_key.clone()));
+        }
+        self.inbox.insert(entry.dedup_key.clone(), InboxRow { outcome: outcome.to_string() });
+        Ok(())
+    }
+
+    pub(crate) fn end_job(&mut self, id: JobId, status: JobStatus, result: Option<serde_json::Value>, now: i64) {
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.status = status;
+            job.finished_at_ms = Some(now);
+            if result.is_some() {
+                job.result = result;
+            }
+            *self.job_endings.entry(id).or_insert(0) += 1;
+        }
+    }
+
+    pub(crate) fn release_leases(&mut self, task: TaskId) {
+        if self.mutation == Mutation::KeepLeasesOnRelease {
+            return;
+        }
+        let holder = task_holder(task);
+        self.leases.retain(|_, lease| lease.holder != holder);
+    }
+
+    /// The store-side effects of a transition (cancel, release, enqueue, current job).
+    pub(crate) fn apply_transition(
+        &mut self,
+        task: TaskId,
+        repo: &str,
+        next: &TaskState,
+        transition: &Transition,
+        now: i64,
+    ) -> Option<JobId> {
+        if transition.cancel_jobs {
+            let active: Vec<JobId> = self
+                .jobs
+                .values()
+                .filter(|j| j.task_id == task && matches!(j.status, JobStatus::Queued | JobStatus::Running))
+                .map(|j| j.id)
+                .collect();
+            for id in active {
+                self.end_job(id, JobStatus::Cancelled, None, now);
+            }
+        }
+        if transition.release_leases {
+            self.release_leases(task);
+        }
+        let mut enqueued = None;
+        if let Some((stage, delay_ms)) = &transition.enqueue {
+            let id = JobId(self.jobs.keys().next_back().map_or(1, |j| j.0 + 1));
+            self.jobs.insert(
+                id,
+                JobRecord {
+                    id,
+                    task_id: task,
+                    repo: repo.to_string(),
+                    stage: stage.clone(),
+                    attempt: next.attempt,
+                    status: JobStatus::Queued,
+                    available_at_ms: now + delay_ms,
+                    owner: None,
+                    pid: None,
+                    pgid: None,
+                    proc_start: None,
+                    created_at_ms: now,
+                    started_at_ms: None,
+                    finished_at_ms: None,
+                    result: None,
+                },
+            );
+            enqueued = Some(id);
+        }
+        // The active job is the one just enqueued, else the one the decision kept (a deferred STOP
+        // keeps the running job), else none.
+        if let Some(record) = self.tasks.get_mut(&task) {
+            let kept = if self.mutation == Mutation::ForgetKeptJob { None } else { next.job };
+            record.state.job = enqueued.or(kept);
+        }
+        enqueued
+    }
+
+    pub(crate) fn create_task(&mut self, new: NewTask, first: Transition, now: i64) -> StoreResult<TaskRecord> {
+        if let Some(external) = &new.external_ref
+            && let Some(task) = self.tasks.values().find(|t| t.external_ref.as_ref() == Some(external))
+        {
+            return Err(StoreError::Duplicate(format!("ticket {external} already has task {}", task.work_item_id)));
+        }
+        let key = (new.repo.clone(), new.prefix.clone());
+        let mut number = self.counters.get(&key).copied().unwrap_or(1).max(1);
+        let mut walked = 0;
+        let work_item = loop {
+            let candidate = WorkItemId::new(&new.prefix, number);
+            let taken = self.tasks.values().any(|t| t.repo == new.repo && t.work_item_id == candidate.as_str());
+            if !taken {
+                break candidate;
+            }
+            walked += 1;
+            if walked > WORK_ITEM_WALK_MAX {
+                return Err(StoreError::Conflict(format!("no free work-item id for {} after {walked}", new.prefix)));
+            }
+            number += 1;
+        };
+        self.counters.insert(key, number + 1);
+        let id = TaskId(self.tasks.keys().next_back().map_or(1, |t| t.0 + 1));
+        let branch = branch_name(&work_item, &new.title);
+        let mut state = new.state.clone();
+        state.job = None;
+        self.tasks.insert(
+            id,
+            TaskRecord {
+                id,
+                repo: new.repo.clone(),
+                work_item_id: work_item.as_str().to_string(),
+                title: new.title.clone(),
+                body: new.body.clone(),
+                branch: branch.clone(),
+                external_ref: new.external_ref.clone(),
+                state,
+                version: 1,
+                created_at_ms: now,
+                updated_at_ms: now,
+            },
+        );
+        self.insert_event(&NewEvent {
+            task: id,
+            at_ms: now,
+            kind: "created".into(),
+            stage: new.state.stage.clone(),
+            message: format!("{work_item} created: {}", new.title),
+            detail: serde_json::json!({ "branch": branch }),
+        });
+        self.apply_transition(id, &new.repo, &new.state, &first, now);
+        self.tasks.get(&id).cloned().ok_or_else(|| StoreError::NotFound(format!("task {id}")))
+    }
+
+    pub(crate) fn advance(&mut self, advance: &Advance) -> StoreResult<Option<JobId>> {
+        // Check everything first, then write: the in-memory equivalent of one transaction.
+        if let Some(entry) = &advance.inbox
+            && self.inbox.contains_key(&entry.dedup_key)
+        {
+            return Err(StoreError::Duplicate(entry.dedup_key.clone()));
+        }
+        let skip_cas = matches!(self.mutation, Mutation::SkipVersionCas | Mutation::SkipAllAdvanceGuards);
+        let skip_flip = matches!(self.mutation, Mutation::SkipJobFlipGuard | Mutation::SkipAllAdvanceGuards);
+        let lost = || {
+            StoreError::Conflict(format!("task {} is no longer at version {}", advance.task, advance.expected_version))
+        };
+        let task = self.tasks.get(&advance.task).cloned().ok_or_else(lost)?;
+        if task.version != advance.expected_version && !skip_cas {
+            return Err(lost());
+        }
+        if let Some(finish) = &advance.finish_job {
+            let job = self.jobs.get(&finish.job).filter(|j| j.task_id == advance.task);
+            let running = job.is_some_and(|j| j.status == JobStatus::Running);
+            if !(running || skip_flip && job.is_some()) {
+                return Err(StoreError::Conflict(format!("job {} is no longer running", finish.job)));
+            }
+        }
+        if let Some(entry) = &advance.inbox {
+            self.insert_inbox(entry, "applied")?;
+        }
+        if let Some(record) = self.tasks.get_mut(&advance.task) {
+            record.state = advance.next.clone();
+            record.version = task.version + 1;
+            record.updated_at_ms = advance.now_ms;
+            if advance.next.stage == baton_domain::pipeline::CANCELLED {
+                // Tombstone the natural key: the same ticket may start again from scratch.
+                record.external_ref = None;
+            }
+        }
+        if let Some(finish) = &advance.finish_job {
+            self.end_job(finish.job, finish.status, Some(finish.result.clone()), advance.now_ms);
+        }
+        self.insert_event(&advance.event);
+        let enqueued =
+            self.apply_transition(advance.task, &task.repo, &advance.next, &advance.transition, advance.now_ms);
+        self.commits.push(Commit {
+            task: advance.task,
+            expected_version: advance.expected_version,
+            version_before: task.version,
+            version_after: task.version + 1,
+            finish_job: advance.finish_job.as_ref().map(|f| f.job),
+            kind: advance.event.kind.clone(),
+            stage_before: task.state.stage.clone(),
+            stage_after: advance.next.stage.clone(),
+            enqueued,
+            inbox_key: advance.inbox.as_ref().map(|e| e.dedup_key.clone()),
+            hold_after: advance.next.hold.label().to_string(),
+            holds_lease_after: self.leases.values().any(|l| l.holder == task_holder(advance.task)),
+        });
+        Ok(enqueued)
+    }
+
+    pub(crate) fn claim(&mut self, claim: &Claim) -> Option<JobRecord> {
+        let running = |repo: Option<&str>| {
+            self.jobs.values().filter(|j| j.status == JobStatus::Running && repo.is_none_or(|r| j.repo == r)).count()
+                as u64
+        };
+        if running(None) >= u64::from(claim.running_max) {
+            return None;
+        }
+        let candidate = self
+            .jobs
+            .values()
+            .filter(|j| j.status == JobStatus::Queued && j.available_at_ms <= claim.now_ms)
+            .filter(|j| self.tasks.get(&j.task_id).is_some_and(|t| t.state.job == Some(j.id)))
+            .filter(|j| running(Some(&j.repo)) < u64::from(claim.running_per_repo_max))
+            .min_by_key(|j| (j.available_at_ms, j.id))
+            .map(|j| j.id)?;
+        let job = self.jobs.get_mut(&candidate)?;
+        job.status = JobStatus::Running;
+        job.owner = Some(claim.owner.clone());
+        job.started_at_ms = Some(claim.now_ms);
+        job.pid = None;
+        job.pgid = None;
+        job.proc_start = None;
+        Some(job.clone())
+    }
+
+    pub(crate) fn acquire_lease(&mut self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> LeaseOutcome {
+        if let Some(lease) = self.leases.get_mut(name) {
+            if lease.holder == holder {
+                lease.expires_at_ms = now_ms + ttl_ms;
+                return LeaseOutcome::Acquired { token: lease.token };
+            }
+            if lease.expires_at_ms > now_ms {
+                return LeaseOutcome::Busy { holder: lease.holder.clone() };
+            }
+        }
+        // Fencing tokens survive release, so a new holder always gets a larger token than any earlier one.
+        let token = self.lease_tokens.entry(name.to_string()).or_insert(0);
+        *token += 1;
+        let token = *token;
+        self.leases.insert(
+            name.to_string(),
+            LeaseRecord {
+                name: name.to_string(),
+                holder: holder.to_string(),
+                token,
+                acquired_at_ms: now_ms,
+                expires_at_ms: now_ms + ttl_ms,
+            },
+        );
+        LeaseOutcome::Acquired { token }
+    }
+
+    pub(crate) fn run_matches(&self, run: &AgentRunRecord, filter: &SpendFilter) -> bool {
+        filter.task.is_none_or(|t| run.task_id == t)
+            && filter.repo.as_deref().is_none_or(|r| self.tasks.get(&run.task_id).is_some_and(|t| t.repo == r))
+            && filter.since_ms.is_none_or(|since| run.started_at_ms >= since)
+    }
+
+    pub(crate) fn usage(&self, group: UsageGroup) -> Vec<UsageRow> {
+        let mut rows: BTreeMap<String, UsageRow> = BTreeMap::new();
+        for run in &self.agent_runs {
+            let Some(task) = self.tasks.get(&run.task_id) else { continue };
+            let key = match group {
+                UsageGroup::Task => format!("{}/{}", task.repo, task.work_item_id),
+                UsageGroup::Stage => run.stage.clone(),
+                UsageGroup::Adapter => run.adapter.clone(),
+                UsageGroup::Model => run.model.clone().unwrap_or_else(|| "(unknown)".into()),
+                UsageGroup::Repo => task.repo.clone(),
+                UsageGroup::Day => utc_day(run.started_at_ms),
+            };
+            let row = rows.entry(key.clone()).or_insert_with(|| UsageRow {
+                key,
+                runs: 0,
+                input_tokens: 0,
+                output_tokens: 0,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                cost_usd: 0.0,
+                unpriced_runs: 0,
+            });
+            row.runs += 1;
+            row.input_tokens += run.input_tokens;
+            row.output_tokens += run.output_tokens;
+            row.cache_read_tokens += run.cache_read_tokens;
+            row.cache_write_tokens += run.cache_write_tokens;
+            match run.cost_usd {
+                Some(cost) => row.cost_usd += cost,
+                None => row.unpriced_runs += 1,
+            }
+        }
+        rows.into_values().collect()
+    }
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix time in milliseconds, as SQLite's `strftime('%Y-%m-%d')`.
+fn utc_day(ms: i64) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let days = ms.div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The day key matches SQLite's strftime for a few known instants.
+    #[test]
+    fn utc_day_matches_the_calendar() {
+        assert_eq!(utc_day(0), "1970-01-01");
+        assert_eq!(utc_day(951_782_400_000), "2000-02-29");
+        assert_eq!(utc_day(1_800_000_000_000), "2027-01-15");
+    }
+}

@@ -1,0 +1,354 @@
+//! The simulation's tests: a sweep over thousands of seeds, exact replay, proof that the checks
+//! catch broken rules, and one scripted regression test per incident class. Each regression
+//! scenario is a function of the world's configuration, so `regression_scenarios_fail_without_their_protection`
+//! can run it again with the protection removed and see it fail.
+
+use baton_domain::{Event, GateVerdict, Hold, JobOutcome, TaskId, Verdict};
+use baton_engine::{Input, InputOutcome};
+use baton_sim::actors::{Script, delivery_for};
+use baton_sim::world::{Action, Outcome};
+use baton_sim::{Config, Fault, Kind, Mutation, Violation, World, WorldConfig, run_seed, sweep};
+use baton_store::{JobStatus, TaskRecord};
+
+/// A scripted regression scenario: `Err` says what went wrong.
+type Scenario = fn(WorldConfig) -> Result<(), String>;
+
+/// Steps a scripted scenario may take to reach a stage.
+const DRIVE_STEPS_MAX: u32 = 200;
+
+fn no_violations(world: &mut World) -> Result<(), String> {
+    let found = world.check();
+    if found.is_empty() { Ok(()) } else { Err(describe(world, &found)) }
+}
+
+fn describe(world: &World, found: &[Violation]) -> String {
+    let lines: Vec<String> = found.iter().map(|v| format!("  {v}")).collect();
+    format!("{}\ntrace:\n  {}", lines.join("\n"), world.trace().join("\n  "))
+}
+
+fn ensure(condition: bool, what: impl Into<String>) -> Result<(), String> {
+    if condition { Ok(()) } else { Err(what.into()) }
+}
+
+fn active_jobs(world: &World, task: TaskId) -> usize {
+    world.store.peek_jobs(task).iter().filter(|j| matches!(j.status, JobStatus::Queued | JobStatus::Running)).count()
+}
+
+fn at(world: &mut World, task: TaskId, stage: &str, hold: Hold) -> Result<TaskRecord, String> {
+    let reached = world.drive_until(task, DRIVE_STEPS_MAX, |t| t.state.stage == stage && t.state.hold == hold);
+    let record = world.task(task);
+    ensure(reached, format!("task {task} did not reach {stage}; it is {}", record.state.display()))?;
+    Ok(record)
+}
+
+/// Drives a task to deploy, confirms, and claims the deploy job; returns its id.
+fn deploying(world: &mut World, task: TaskId) -> Result<baton_domain::JobId, String> {
+    at(world, task, "deploy", Hold::AwaitingConfirm)?;
+    world.submit(task, Input::ConfirmDeploy, Some("confirm-1"))?;
+    world.claim().ok_or_else(|| "the deploy job was not claimed".to_string())
+}
+
+// A sweep of 2,000 seeds (3–6 tasks, up to 400 steps, faults, kills, bursts) keeps every SPEC §4
+// invariant; known engine bugs are counted and printed, not failed on.
+#[test]
+fn two_thousand_seeds_keep_the_invariants() {
+    let started = std::time::Instant::now();
+    let totals = sweep(0, 2_000, &Config::sweep(0)).unwrap_or_else(|failure| panic!("{failure}"));
+    let secs = started.elapsed().as_secs_f64();
+    println!("{totals}\n{:.0} seeds/s", totals.seeds as f64 / secs);
+    assert_eq!(totals.seeds, 2_000);
+    assert!(totals.done > 0 && totals.cancelled > 0 && totals.merges > 0, "the sweep exercised little: {totals}");
+    assert!(totals.kills > 0 && totals.faults > 0 && totals.bursts > 0, "the sweep injected little: {totals}");
+}
+
+// A seed replays exactly: same counts, same final trace.
+#[test]
+fn a_seed_replays_exactly() {
+    let config = Config::sweep(4242);
+    let first = run_seed(&config).unwrap_or_else(|failure| panic!("{failure}"));
+    let second = run_seed(&config).unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(format!("{first:?}"), format!("{second:?}"));
+}
+
+// Each store rule the invariants rely on, broken on purpose, is caught within a few hundred seeds.
+#[test]
+fn broken_rules_are_caught_by_the_sweep() {
+    let broken = [
+        (Mutation::SkipVersionCas, false),
+        (Mutation::SkipAllAdvanceGuards, false),
+        (Mutation::KeepLeasesOnRelease, false),
+        (Mutation::InboxSurvivesFailure, false),
+        (Mutation::None, true),
+    ];
+    for (mutation, skip_recover) in broken {
+        let config = Config { mutation, skip_recover, ..Config::sweep(0) };
+        let result = sweep(0, 500, &config);
+        assert!(result.is_err(), "{mutation:?} (skip recover: {skip_recover}) went unnoticed");
+    }
+}
+
+/// ORCH-065: a job whose runner died stays `running`; after a restart, `recover()` requeues it and
+/// the queue moves at concurrency 1.
+fn zombie_running_job_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let first = world.create_task("alpha");
+    let second = world.create_task("alpha");
+    let job = world.claim().ok_or("the first analysis job was not claimed")?;
+    ensure(world.claim().is_none(), "concurrency 1 must hold the second job back")?;
+    let zombies = world.kill_and_restart();
+    ensure(zombies.is_empty(), describe(&world, &zombies))?;
+    let row = world.store.peek_job(job).ok_or("the job vanished")?;
+    ensure(row.status == JobStatus::Queued, format!("job {job} is {:?} after the restart, not queued", row.status))?;
+    at(&mut world, first, "analysis", Hold::AwaitingApproval)?;
+    at(&mut world, second, "analysis", Hold::AwaitingApproval)?;
+    no_violations(&mut world)
+}
+
+// ORCH-065: a zombie running job does not block the queue after a restart.
+#[test]
+fn zombie_running_job_does_not_block_the_queue() {
+    zombie_running_job_scenario(WorldConfig::scripted(1)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// ORCH-065 (reaper race): two deliveries of the same job result race; the loser changes nothing
+/// and enqueues nothing. Tried under several interleavings; at least one must make them collide.
+fn lost_claim_race_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut collided = false;
+    for schedule in 0..16 {
+        let mut world = World::new(WorldConfig { seed: config.seed + schedule, ..config.clone() });
+        let task = world.create_task("alpha");
+        at(&mut world, task, "architecture", Hold::None)?;
+        let job = world.claim().ok_or("the architecture job was not claimed")?;
+        let record = world.task(task);
+        let row = world.store.peek_job(job).ok_or("no job row")?;
+        let verdicts = vec![GateVerdict::new("artifact", Verdict::Pass, "present")];
+        let delivery = delivery_for(&row, JobOutcome::Completed { verdicts });
+        let conflicts = world.store.conflicts();
+        let outcomes = world.run(vec![Action::Deliver(delivery.clone()), Action::Deliver(delivery)]);
+        collided |= world.store.conflicts() > conflicts;
+        let applied =
+            outcomes.iter().filter(|o| matches!(o, Outcome::Delivered(_, Ok(InputOutcome::Applied { .. })))).count();
+        let after = world.task(task);
+        ensure(applied == 1, format!("schedule {schedule}: {applied} deliveries applied: {outcomes:?}"))?;
+        ensure(
+            after.version == record.version + 1,
+            format!("schedule {schedule}: version {} → {}", record.version, after.version),
+        )?;
+        ensure(after.state.stage == "development", format!("schedule {schedule}: task is {}", after.state.display()))?;
+        ensure(
+            active_jobs(&world, task) == 1,
+            format!("schedule {schedule}: {} active jobs", active_jobs(&world, task)),
+        )?;
+        no_violations(&mut world)?;
+    }
+    ensure(collided, "no schedule made the two deliveries collide")
+}
+
+// ORCH-065 reaper race: of two concurrent deliveries of one job result, the loser performs no advance.
+#[test]
+fn lost_claim_race_performs_no_advance() {
+    lost_claim_race_scenario(WorldConfig::scripted(100)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// ORCH-053: an approval webhook is lost (the write fails before committing): the task still waits
+/// for a human (not stuck running) and the redelivery with the same key applies. And when the
+/// write committed but the reply was lost, the redelivery is a duplicate: applied exactly once.
+fn lost_webhook_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let task = world.create_task("alpha");
+    at(&mut world, task, "analysis", Hold::AwaitingApproval)?;
+    world.store.fail_next("advance", Fault::Before);
+    ensure(world.submit(task, Input::Approve, Some("hook-1")).is_err(), "the lost write must surface as an error")?;
+    let waiting = world.task(task);
+    ensure(
+        waiting.state.hold == Hold::AwaitingApproval,
+        format!("after the lost webhook: {}", waiting.state.display()),
+    )?;
+    ensure(active_jobs(&world, task) == 0, "a task waiting for approval runs nothing")?;
+    no_violations(&mut world)?;
+    let redelivered = world.submit(task, Input::Approve, Some("hook-1"))?;
+    ensure(matches!(redelivered, InputOutcome::Applied { .. }), format!("redelivery: {redelivered:?}"))?;
+    ensure(world.task(task).state.stage == "architecture", "the approval moved the task on")?;
+
+    let other = world.create_task("alpha");
+    at(&mut world, other, "analysis", Hold::AwaitingApproval)?;
+    let before = world.task(other).version;
+    world.store.fail_next("advance", Fault::ReplyLost);
+    ensure(world.submit(other, Input::Approve, Some("hook-2")).is_err(), "the lost reply must surface as an error")?;
+    let replay = world.submit(other, Input::Approve, Some("hook-2"))?;
+    ensure(replay == InputOutcome::Duplicate, format!("replay after a lost reply: {replay:?}"))?;
+    ensure(world.task(other).version == before + 1, "the approval applied exactly once")?;
+    no_violations(&mut world)
+}
+
+// ORCH-053: a lost webhook leaves the task waiting for a human, and its redelivery applies once.
+#[test]
+fn lost_webhook_task_is_not_stuck() {
+    lost_webhook_scenario(WorldConfig::scripted(2)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// ORCH-094: a task is done; late deploy-phase events (the deploy result again, a late merge-gate
+/// result, confirm, retry, approve, resume, STOP, reaper and reconciler passes) are suppressed
+/// and the task stays done.
+fn done_task_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let task = world.create_task("alpha");
+    at(&mut world, task, "deploy_staging", Hold::None)?;
+    let gate = world.claim().ok_or("the merge gate was not claimed")?;
+    let (gate_result, _) = world.finish(gate, Script::Pass);
+    let job = deploying(&mut world, task)?;
+    let (deploy_result, applied) = world.finish(job, Script::Pass);
+    ensure(matches!(applied, Ok(InputOutcome::Applied { .. })), format!("deploy: {applied:?}"))?;
+    let done = world.task(task);
+    ensure(done.state.stage == "done", format!("the task is {}", done.state.display()))?;
+    let mut late: Vec<Action> = [gate_result, deploy_result].into_iter().flatten().map(Action::Deliver).collect();
+    for (i, input) in
+        [Input::ConfirmDeploy, Input::Retry, Input::Approve, Input::Resume, Input::Stop].into_iter().enumerate()
+    {
+        late.push(Action::Submit(baton_sim::world::SentInput { task, input, key: Some(format!("late-{i}")) }));
+    }
+    late.push(Action::ReaperTick);
+    late.push(Action::ReconcilerTick);
+    for action in late {
+        if let Outcome::Delivered(_, Ok(InputOutcome::Applied { note }))
+        | Outcome::Submitted(_, Ok(InputOutcome::Applied { note })) = world.act(action)
+        {
+            return Err(format!("a late event applied to a done task: {note}"));
+        }
+    }
+    let after = world.task(task);
+    ensure(
+        after.state.stage == "done" && after.version == done.version,
+        format!("done task became {} (v{})", after.state.display(), after.version),
+    )?;
+    ensure(active_jobs(&world, task) == 0, "a done task runs nothing")?;
+    ensure(world.store.peek_lease("merge:alpha").is_none(), "a done task holds no lease")?;
+    no_violations(&mut world)
+}
+
+// ORCH-094: late deploy-phase events on a done task are suppressed; the stage stays done.
+#[test]
+fn done_task_never_flaps_back() {
+    done_task_scenario(WorldConfig::scripted(3)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// ORCH-090: STOP while the task waits at deploy for Confirm Deploy, holding the merge lease
+/// (idle parking, not the critical step): cancelled at once and the lease released.
+fn stop_awaiting_confirm_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let task = world.create_task("alpha");
+    at(&mut world, task, "deploy", Hold::AwaitingConfirm)?;
+    let lease = world.store.peek_lease("merge:alpha").ok_or("the task should hold the merge lease at deploy")?;
+    ensure(lease.holder == format!("task:{task}"), format!("lease held by {}", lease.holder))?;
+    let stopped = world.submit(task, Input::Stop, Some("stop-1"))?;
+    ensure(matches!(stopped, InputOutcome::Applied { .. }), format!("STOP: {stopped:?}"))?;
+    let after = world.task(task);
+    ensure(after.state.stage == "cancelled", format!("after STOP the task is {}", after.state.display()))?;
+    ensure(world.store.peek_lease("merge:alpha").is_none(), "the merge lease must be released by the STOP")?;
+    ensure(active_jobs(&world, task) == 0, "a cancelled task runs nothing")?;
+    no_violations(&mut world)
+}
+
+// ORCH-090: STOP at deploy awaiting confirmation while holding the lease cancels at once.
+#[test]
+fn stop_while_awaiting_confirm_with_lease_cancels_at_once() {
+    stop_awaiting_confirm_scenario(WorldConfig::scripted(4)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+// Every regression scenario fails when the protection it pins is removed (ORCH-094's protection is
+// `decide`'s terminal guard, which only an engine edit removes; see the crate's report).
+#[test]
+fn regression_scenarios_fail_without_their_protection() {
+    let broken = |mutation| WorldConfig { mutation, ..WorldConfig::scripted(1) };
+    let cases: [(&str, Scenario, WorldConfig); 5] = [
+        (
+            "zombie without recovery",
+            zombie_running_job_scenario,
+            WorldConfig { skip_recover: true, ..WorldConfig::scripted(1) },
+        ),
+        ("race without advance guards", lost_claim_race_scenario, broken(Mutation::SkipAllAdvanceGuards)),
+        ("webhook with a non-atomic inbox", lost_webhook_scenario, broken(Mutation::InboxSurvivesFailure)),
+        ("stop with leases never released", stop_awaiting_confirm_scenario, broken(Mutation::KeepLeasesOnRelease)),
+        ("deferred stop forgetting the job", deferred_stop_scenario, broken(Mutation::ForgetKeptJob)),
+    ];
+    for (name, scenario, config) in cases {
+        assert!(scenario(config).is_err(), "{name}: the scenario passed with its protection removed");
+    }
+}
+
+/// Found by this simulation (seed 206, before the store kept the running job): a STOP deferred
+/// during a running deploy must keep the deploy as the task's current job, so the deploy's result
+/// applies the STOP afterwards (instead of being dropped as stale, leaving the task stuck at deploy).
+fn deferred_stop_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let task = world.create_task("alpha");
+    let job = deploying(&mut world, task)?;
+    let stopped = world.submit(task, Input::Stop, Some("stop-1"))?;
+    ensure(matches!(stopped, InputOutcome::Applied { .. }), format!("STOP: {stopped:?}"))?;
+    let deferred = world.task(task);
+    ensure(deferred.state.cancel_requested.is_some(), format!("the STOP is deferred: {:?}", deferred.state))?;
+    ensure(deferred.state.job == Some(job), format!("the running deploy must stay current: {:?}", deferred.state.job))?;
+    let (_, result) = world.finish(job, Script::Pass);
+    let after = world.task(task);
+    ensure(
+        after.state.stage == "cancelled",
+        format!("the deploy's end applies the STOP ({result:?}); task is {}", after.state.display()),
+    )?;
+    ensure(world.store.peek_lease("merge:alpha").is_none(), "the STOP releases the lease")?;
+    no_violations(&mut world)
+}
+
+// A STOP deferred during a running deploy keeps the running job and applies when it ends.
+#[test]
+fn deferred_stop_during_deploy_keeps_the_running_job() {
+    deferred_stop_scenario(WorldConfig::scripted(5)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+// A STOP racing the claim of a confirmed deploy (decided "not critical" before the claim) must not
+// let the deploy merge for a cancelled task. Tried under several interleavings.
+#[test]
+fn stop_racing_the_deploy_claim_never_merges_a_cancelled_task() {
+    for schedule in 0..32 {
+        let mut world = World::new(WorldConfig::scripted(200 + schedule));
+        let task = world.create_task("alpha");
+        at(&mut world, task, "deploy", Hold::AwaitingConfirm).unwrap_or_else(|e| panic!("{e}"));
+        world.submit(task, Input::ConfirmDeploy, Some("confirm-1")).unwrap_or_else(|e| panic!("{e}"));
+        let stop = baton_sim::world::SentInput { task, input: Input::Stop, key: Some("stop-1".into()) };
+        world.run(vec![Action::Submit(stop), Action::Claim]);
+        for running in world.running_jobs() {
+            let _ = world.finish(running.job.id, Script::Pass);
+        }
+        // Only this race's own harm: main moving for a task that is no longer deploying.
+        let found: Vec<Violation> = world
+            .check()
+            .into_iter()
+            .filter(|v| matches!(v.kind, Kind::MergeForInactiveTask | Kind::MainSacred))
+            .collect();
+        assert!(found.is_empty(), "schedule {schedule}:\n{}", describe(&world, &found));
+    }
+}
+
+// The reaper must not re-adopt (and re-run) a deploy whose executor is applying its result.
+#[test]
+fn reaper_never_reruns_a_deploy_being_applied() {
+    for schedule in 0..32 {
+        let mut world = World::new(WorldConfig::scripted(300 + schedule));
+        let task = world.create_task("alpha");
+        let job = deploying(&mut world, task).unwrap_or_else(|e| panic!("{e}"));
+        world.run(vec![Action::Finish { job, script: Script::Pass }, Action::ReaperTick]);
+        let found = world.check();
+        assert!(found.is_empty(), "schedule {schedule}:\n{}", describe(&world, &found));
+    }
+}
+
+// The event the executor builds for a job result names the job and its stage.
+#[test]
+fn deliveries_carry_the_job_and_stage() {
+    let mut world = World::new(WorldConfig::scripted(6));
+    let task = world.create_task("alpha");
+    let job = world.claim().expect("the analysis job starts");
+    let row = world.store.peek_job(job).expect("job row");
+    let delivery = delivery_for(&row, JobOutcome::Failed { reason: "boom".into() });
+    assert_eq!(delivery.task, task);
+    assert!(matches!(delivery.event, Event::JobFinished { job: j, ref stage, .. } if j == job && stage == "analysis"));
+}
