@@ -166,7 +166,7 @@ fn sigkill_at_random_moments_keeps_spec_4_invariants() {
         }
         server.kill9();
         // Sometimes the human acts while no server runs (the CLI works without one).
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             env.play_human(&env.tasks());
         }
         server = start(&mut servers);

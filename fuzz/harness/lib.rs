@@ -1,0 +1,18 @@
+//! Fuzz harnesses for every parser of outside input (SPEC §17), as plain functions: the cargo-fuzz
+//! targets in `fuzz_targets/` call them with libFuzzer's inputs, and stable tests in the main
+//! workspace replay `corpus/<target>/*` through the same functions (each file is included there
+//! with `#[path]`), so CI checks every committed corpus input without nightly.
+//!
+//! - [`config`]: `baton.toml` text plus `BATON_*` overrides → `baton::config::load_str`.
+//! - [`front_matter`]: artifact front matter (`verdict: approve`) → `gates::front_matter`.
+//! - [`agent_output`]: agent stdout/stderr → each adapter's `Agent::parse` and `Agent::observe`.
+//! - [`mock_llm_script`]: mock-llm script TOML → `baton_mock_llm::Script::from_toml`.
+//! - [`api_body`]: HTTP request bodies, query strings and path ids → `baton_http::app`.
+//! - [`replay`]: runs every file of a corpus directory through a harness, naming any that panics.
+
+pub mod agent_output;
+pub mod api_body;
+pub mod config;
+pub mod front_matter;
+pub mod mock_llm_script;
+pub mod replay;
