@@ -48,6 +48,8 @@ pub struct Running {
     pub task: Option<TaskRecord>,
     /// Its executor is finishing it (one executor per job: it cannot finish twice).
     pub finishing: bool,
+    /// Started by `adopt_orphans` (`Start::Adopt`) rather than a claim.
+    pub adopted: bool,
 }
 
 /// The jobs the current process's executors watch, shared with in-flight actions.
@@ -134,12 +136,16 @@ pub async fn claim(h: Handles) -> Claimed {
 /// `Engine::start_job` + `run_job`'s first lines: register the job as running here, read the
 /// task, close the job when it is stale.
 pub async fn start(h: Handles, job: JobRecord) -> Claimed {
+    start_as(h, job, false).await
+}
+
+async fn start_as(h: Handles, job: JobRecord, adopted: bool) -> Claimed {
     {
         let mut running = h.running();
         if running.contains_key(&job.id) {
             return Claimed::Nothing;
         }
-        running.insert(job.id, Running { job: job.clone(), task: None, finishing: false });
+        running.insert(job.id, Running { job: job.clone(), task: None, finishing: false, adopted });
     }
     match h.store.task(&TaskKey::Id(job.task_id)).await {
         Ok(Some(task)) if task.state.job == Some(job.id) && !task.state.is_terminal() => {
@@ -197,13 +203,13 @@ pub async fn finish(h: Handles, job: JobId, script: Script) -> (Option<Delivery>
         r.finishing = true;
         r.clone()
     });
-    let Some(Running { job, task: Some(task), .. }) = taken else {
+    let Some(Running { job, task: Some(task), adopted, .. }) = taken else {
         return (None, Err(format!("job {job} is not running in this process")));
     };
     let outcome = match h.engine.pipeline.stage(&job.stage).cloned() {
         None => JobOutcome::Failed { reason: format!("stage `{}` is not in the pipeline", job.stage) },
         Some(stage) => match &stage.actor {
-            Actor::Agent { .. } => agent_run(&h, &task, &stage, &script),
+            Actor::Agent { .. } => agent_run(&h, &job, &task, &stage, &script, adopted),
             Actor::None => {
                 let verdicts = evaluate_gates(&h, &task, &stage, &script).await;
                 JobOutcome::Completed { verdicts }
@@ -224,8 +230,21 @@ pub async fn finish(h: Handles, job: JobId, script: Script) -> (Option<Delivery>
 }
 
 /// A scripted agent run: it commits on the task branch, then ends as scripted.
-fn agent_run(h: &Handles, task: &TaskRecord, stage: &StageSpec, script: &Script) -> JobOutcome {
-    h.forge.commit(task.id, &task.repo);
+///
+/// An adopted job whose agent already ran re-adopts that run (`executor::adoptable` finds its
+/// recorded exit): no second agent, no new commit.
+fn agent_run(
+    h: &Handles,
+    job: &JobRecord,
+    task: &TaskRecord,
+    stage: &StageSpec,
+    script: &Script,
+    adopted: bool,
+) -> JobOutcome {
+    if !(adopted && h.forge.agent_exited(job.id)) {
+        h.forge.commit(task.id, &task.repo);
+        h.forge.record_agent_exit(job.id);
+    }
     let now = h.clock.now_ms();
     match script {
         Script::Pass | Script::Hang => JobOutcome::Completed { verdicts: automatic_gates(stage, None) },
@@ -397,7 +416,7 @@ pub async fn adopt_orphans(h: Handles) -> Result<Vec<Claimed>, String> {
     for job in jobs {
         if !h.is_running(job.id) {
             h.store.set_job_owner(job.id, &h.engine.owner).await.map_err(|e| e.to_string())?;
-            adopted.push(start(h.clone(), job).await);
+            adopted.push(start_as(h.clone(), job, true).await);
         }
     }
     Ok(adopted)
@@ -413,8 +432,8 @@ async fn backstop(h: &Handles, reaped: &mut Reaped) {
         let outcome = JobOutcome::Failed { reason: "ran longer than the backstop; stopped by the reaper".into() };
         let delivery = delivery_for(&job, outcome);
         let result = deliver(h.clone(), delivery).await;
-        // `signal_stop`: the executor gives up; its agent is killed, so it reports nothing more.
-        h.running().remove(&job.id);
+        // `signal_stop` stops an agent, whose executor then reports a stale result; a merge gate or
+        // deploy does not watch the signal and runs on. Either way the executor stays.
         reaped.backstopped.push((job.id, result));
     }
 }

@@ -446,7 +446,9 @@ impl Driver {
             return;
         }
         for outcome in self.world.run(actions) {
-            if let Outcome::Finished(_, Some(delivery), _) | Outcome::Delivered(delivery, _) = outcome
+            // Duplicates of results the engine received (a failed delivery is dropped by the
+            // executor and left to the reaper, as in `executor::execute`).
+            if let Outcome::Finished(_, Some(delivery), Ok(_)) | Outcome::Delivered(delivery, Ok(_)) = outcome
                 && self.late.len() < LATE_DELIVERIES_MAX
                 && self.rng.chance(150)
             {

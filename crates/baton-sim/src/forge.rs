@@ -16,7 +16,7 @@ use baton_domain::TaskId;
 use baton_engine::Clock;
 use baton_engine::gates::merge_lease_name;
 use baton_store::task_holder;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The stage whose actor merges (the engine's `Actor::Deploy`).
@@ -37,6 +37,10 @@ struct Git {
     /// Each task's branch as a chain of commits.
     worktrees: BTreeMap<TaskId, Vec<String>>,
     passed: BTreeMap<String, Passed>,
+    /// Heads made by a merge gate's rebase and squash (passed or not).
+    squashed: BTreeSet<String>,
+    /// Jobs whose agent run recorded its exit (the shim's exit file survives a restart).
+    agent_exits: BTreeSet<baton_domain::JobId>,
     next_commit: u64,
     violations: Vec<Violation>,
     merges: u64,
@@ -98,12 +102,23 @@ impl SimForge {
         commit
     }
 
+    /// Records that the agent of `job` ran and left its exit record.
+    pub fn record_agent_exit(&self, job: baton_domain::JobId) {
+        self.lock().agent_exits.insert(job);
+    }
+
+    /// Whether the agent of `job` left an exit record.
+    pub fn agent_exited(&self, job: baton_domain::JobId) -> bool {
+        self.lock().agent_exits.contains(&job)
+    }
+
     /// The merge gate's rebase and squash: the branch becomes `base` plus one new commit.
     pub fn rebase_and_squash(&self, task: TaskId, base: &str) -> String {
         let mut git = self.lock();
         git.next_commit += 1;
         let head = format!("c{}", git.next_commit);
         git.worktrees.insert(task, vec![base.to_string(), head.clone()]);
+        git.squashed.insert(head.clone());
         head
     }
 
@@ -131,10 +146,21 @@ impl SimForge {
     fn check_merge(&self, git: &mut Git, repo: &str, base: &str, head: &str) {
         let now = self.clock.now_ms();
         let Some(passed) = git.passed.get(head).cloned() else {
-            git.violations.push(Violation::new(
-                Kind::MainSacred,
-                format!("{repo} main moved to {head}, which never passed the merge gate"),
-            ));
+            let violation = if git.squashed.contains(head) {
+                Violation::new(
+                    Kind::StaleGateHeadMerged,
+                    format!(
+                        "{repo} main moved to {head}: a merge gate squashed it but its re-test did not pass \
+                         (a stale gate run replaced the worktree HEAD the deploy merged)"
+                    ),
+                )
+            } else {
+                Violation::new(
+                    Kind::MainSacred,
+                    format!("{repo} main moved to {head}, which never passed the merge gate"),
+                )
+            };
+            git.violations.push(violation);
             return;
         };
         if passed.base != base || passed.repo != repo {
@@ -158,7 +184,11 @@ impl SimForge {
             )),
         }
         let task = self.store.peek_task(passed.task);
-        let deploying = task.as_ref().is_some_and(|t| !t.state.is_terminal() && t.state.stage == DEPLOY_STAGE);
+        let deploying = task.as_ref().is_some_and(|t| {
+            !t.state.is_terminal()
+                && t.state.stage == DEPLOY_STAGE
+                && !matches!(t.state.hold, baton_domain::Hold::Blocked { .. })
+        });
         if !deploying {
             let state = task.map_or("missing".to_string(), |t| t.state.display());
             git.violations.push(Violation::new(

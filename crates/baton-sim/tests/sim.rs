@@ -341,6 +341,67 @@ fn reaper_never_reruns_a_deploy_being_applied() {
     }
 }
 
+// Found by the sweep (seed 50639 at 1,200 steps): a merge gate re-run by the reaper while its
+// first result was being applied keeps running after the task moved on to deploy; its squash with
+// a red re-test replaces the worktree HEAD, and deploy merges that HEAD. Main must only ever get
+// the head the gate passed.
+#[test]
+fn stale_merge_gate_run_never_reaches_main() {
+    let mut exercised = false;
+    for schedule in 0..64 {
+        let mut world = World::new(WorldConfig::scripted(400 + schedule));
+        let task = world.create_task("alpha");
+        at(&mut world, task, "deploy_staging", Hold::None).unwrap_or_else(|e| panic!("{e}"));
+        let gate = world.claim().expect("the merge gate starts");
+        world.run(vec![Action::Finish { job: gate, script: Script::Pass }, Action::ReaperTick]);
+        if !world.running_jobs().iter().any(|r| r.job.id == gate) {
+            continue;
+        }
+        exercised = true;
+        world.submit(task, Input::ConfirmDeploy, Some("confirm-1")).unwrap_or_else(|e| panic!("{e}"));
+        let deploy = world.claim().expect("the deploy starts");
+        let _ = world.finish(gate, Script::GateFail);
+        let _ = world.finish(deploy, Script::Pass);
+        let found: Vec<Violation> = world
+            .check()
+            .into_iter()
+            .filter(|v| matches!(v.kind, Kind::MainSacred | Kind::StaleGateHeadMerged))
+            .collect();
+        assert!(found.is_empty(), "schedule {schedule}:\n{}", describe(&world, &found));
+    }
+    assert!(exercised, "no schedule let the reaper re-run the merge gate");
+}
+
+// Found by the sweep (seed 301316 at 1,200 steps): a deploy that outlives the job backstop keeps
+// running after the reaper failed it and the task was blocked; it re-takes the merge lease for the
+// blocked task, and the reaper then renews that lease at every pass. A blocked task must not keep
+// the merge lease: the repository's merges would wait for a human forever.
+#[test]
+fn blocked_task_does_not_keep_the_merge_lease() {
+    let mut world = World::new(WorldConfig::scripted(7));
+    let task = world.create_task("alpha");
+    let first = deploying(&mut world, task).unwrap_or_else(|e| panic!("{e}"));
+    let _ = world.finish(first, Script::Fail);
+    world.advance_clock(5_000);
+    let second = world.claim().expect("deploy attempt 2 starts");
+    let _ = world.finish(second, Script::Fail);
+    world.advance_clock(5_000);
+    let third = world.claim().expect("deploy attempt 3 starts");
+    // The third deploy hangs past the backstop; the reaper fails it and the task is blocked.
+    world.advance_clock(1_000_000);
+    world.act(Action::ReaperTick);
+    let blocked = world.task(task);
+    assert!(matches!(blocked.state.hold, Hold::Blocked { .. }), "the task is {}", blocked.state.display());
+    // The deploy was never told to stop: it ends now, after the task was blocked.
+    let _ = world.finish(third, Script::Pass);
+    for _ in 0..3 {
+        world.act(Action::ReaperTick);
+        world.advance_clock(60_000);
+    }
+    let lease = world.store.peek_lease("merge:alpha");
+    assert!(lease.is_none(), "the blocked task still holds {lease:?}\n{}", world.trace().join("\n"));
+}
+
 // The event the executor builds for a job result names the job and its stage.
 #[test]
 fn deliveries_carry_the_job_and_stage() {
