@@ -21,11 +21,15 @@ pub struct GateVerdict {
     pub gate: String,
     pub verdict: Verdict,
     pub reason: String,
+    /// What the verdict was given on, when a later step must act on exactly that (the merge gate:
+    /// the re-tested head that deploy may merge, and nothing else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 impl GateVerdict {
     pub fn new(gate: &str, verdict: Verdict, reason: impl Into<String>) -> Self {
-        GateVerdict { gate: gate.to_string(), verdict, reason: reason.into() }
+        GateVerdict { gate: gate.to_string(), verdict, reason: reason.into(), evidence: None }
     }
 }
 

@@ -223,11 +223,7 @@ impl Engine {
             kind: input.kind().to_string(),
             payload: serde_json::json!({ "by": by, "input": format!("{input:?}") }),
         });
-        let mut event = input.event(by);
-        if let Event::Stop { critical, .. } = &mut event {
-            *critical = self.in_critical_step(&task).await?;
-        }
-        self.apply_event(task.id, &event, None, inbox).await
+        self.apply_event(task.id, &input.event(by), None, inbox).await
     }
 
     /// Whether the task's merge/deploy actor is running right now (a STOP must then wait for it).
@@ -255,6 +251,13 @@ impl Engine {
                 .await?
                 .ok_or_else(|| EngineError::NotFound(format!("task {task_id}")))?;
             let now = self.clock.now_ms();
+            // Whether a STOP must wait is judged on the state it is decided against: a claim of
+            // the deploy job bumps the task version, so a STOP read before it loses its CAS here.
+            let mut event = event.clone();
+            if let Event::Stop { critical, .. } = &mut event {
+                *critical = self.in_critical_step(&task).await?;
+            }
+            let event = &event;
             match baton_domain::decide(&task.state, event, &self.pipeline, now) {
                 Decision::Suppress { reason } => {
                     // One structured line per late, stale or duplicate caller (SPEC §4.3).

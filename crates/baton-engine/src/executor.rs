@@ -7,7 +7,7 @@ use crate::engine::{Engine, forge_repo};
 use crate::gates::{self, RepoCommand, artifact_relative_path, run_repo_command};
 use crate::prompts::{self, ArtifactText, PromptContext, PromptTask};
 use crate::settings::{AdapterKind, RepoSettings};
-use crate::workspace::{ensure_worktree, worktree_path};
+use crate::workspace::{clean_worktree, ensure_worktree, worktree_path};
 use baton_adapters::agent::{
     Agent, AgentRequest, ClaudeAgent, CliAgentConfig, CodexAgent, CommandAgent, GeminiAgent, LiveProgress, ScriptAgent,
 };
@@ -63,9 +63,21 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
     let started = Instant::now();
     let external_ms = Arc::new(AtomicU64::new(0));
     let outcome = run_job(&engine, &job, &external_ms, stop_rx, start).await;
+    finish_job(&engine, &job, outcome, started, &external_ms).await;
+    // Only now is the job no longer ours: a reaper pass before this point must not adopt it.
     if let Ok(mut running) = engine.running.lock() {
         running.remove(&job.id);
     }
+}
+
+/// Applies the job's outcome through the normal transition (or closes a stale job).
+async fn finish_job(
+    engine: &Arc<Engine>,
+    job: &JobRecord,
+    outcome: Result<Option<JobOutcome>, EngineError>,
+    started: Instant,
+    external_ms: &Arc<AtomicU64>,
+) {
     let outcome = match outcome {
         Ok(Some(outcome)) => outcome,
         Ok(None) => {
@@ -119,6 +131,11 @@ async fn run_job(
         .ok_or_else(|| EngineError::Invalid(format!("stage `{}` is not in the pipeline", job.stage)))?;
     let worktree = worktree_path(&engine.settings.worktrees_dir(), &task.repo, &task.work_item_id)?;
     let git = ensure_worktree(repo, &worktree, &task.branch, external_ms).await?;
+    // A re-adopted agent's uncommitted work must survive; every other start cleans leftovers.
+    let adopting_agent = start == Start::Adopt && matches!(stage.actor, Actor::Agent { .. });
+    if !adopting_agent {
+        clean_worktree(&git).await?;
+    }
     let run_dir = engine.settings.runs_dir().join(&task.work_item_id).join(format!("{}-job{}", job.stage, job.id));
     let ctx =
         JobContext { engine, task: &task, job, repo, stage, worktree, git, run_dir, external_ms: external_ms.clone() };
@@ -278,6 +295,10 @@ async fn run_agent(
     {
         tracing::info!(task = %ctx.task.work_item_id, job = %ctx.job.id, "re-adopting the agent started before a restart");
         return supervise(ctx, role, agent, adopted, stop).await;
+    }
+    if start == Start::Adopt {
+        // Nothing survived to adopt: the stage runs afresh from a clean worktree.
+        clean_worktree(&ctx.git).await?;
     }
     let run_number = engine.store.count_agent_runs(ctx.task.id, &ctx.stage.name).await? + 1;
     let artifact_path = ctx.stage.artifact.as_deref().map(|name| artifact_relative_path(&ctx.task.work_item_id, name));
@@ -615,6 +636,18 @@ async fn resume_session(engine: &Engine, ctx: &JobContext<'_>) -> Result<Option<
         .and_then(|r| r.session_id))
 }
 
+/// The head the task's last passing merge gate re-tested (from the deploy_staging job's result).
+async fn merge_gate_head(ctx: &JobContext<'_>) -> Option<String> {
+    let jobs = ctx.engine.store.jobs_for_task(ctx.task.id).await.ok()?;
+    jobs.iter().rev().filter(|j| j.status == JobStatus::Done).find_map(|j| {
+        let outcome = j.result.as_ref()?.get("outcome")?.clone();
+        let JobOutcome::Completed { verdicts } = serde_json::from_value::<JobOutcome>(outcome).ok()? else {
+            return None;
+        };
+        verdicts.into_iter().find(|v| v.gate == "mergeable" && v.verdict == baton_domain::Verdict::Pass)?.evidence
+    })
+}
+
 /// The deploy actor: fast-forward the default branch to the retested head, then run `deploy`.
 async fn deploy(ctx: &JobContext<'_>) -> Result<(), String> {
     let engine = ctx.engine;
@@ -631,7 +664,22 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<(), String> {
         Err(error) => return Err(format!("cannot renew the merge lease: {error}")),
     }
     let head = ctx.git.rev("HEAD").await.ok_or("the worktree has no HEAD")?;
+    // Merge exactly the head the merge gate re-tested, and nothing else (main is sacred).
+    match merge_gate_head(ctx).await {
+        Some(passed) if passed == head => {}
+        Some(passed) => {
+            return Err(format!(
+                "the worktree is at {head}, not at {passed} that the merge gate re-tested; refusing to merge"
+            ));
+        }
+        None => return Err("no merge-gate pass recorded for this task; refusing to merge".into()),
+    }
     let base = ctx.git.rev("HEAD^").await.ok_or("the retested head has no parent")?;
+    // The task may have been stopped since this job was claimed: never merge for a cancelled task.
+    let current = engine.store.task(&TaskKey::Id(ctx.task.id)).await.ok().flatten();
+    if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {
+        return Err("the task changed before the merge; not merging".into());
+    }
     let started = Instant::now();
     let merged = engine.forge.fast_forward(&forge_repo(ctx.repo), &base, &head).await;
     ctx.external_ms.fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);

@@ -60,8 +60,10 @@ async fn leases(engine: &Arc<Engine>) {
             Some(id) => engine.store.task(&TaskKey::Id(baton_domain::TaskId(id))).await.ok().flatten(),
             None => None,
         };
+        // A blocked or paused task must not keep the repo's merges waiting for a human.
         let holds_legitimately = task.as_ref().is_some_and(|t| {
             !t.state.is_terminal()
+                && matches!(t.state.hold, baton_domain::Hold::None | baton_domain::Hold::AwaitingConfirm)
                 && engine.pipeline.stage(&t.state.stage).is_some_and(|s| {
                     s.gates.contains(&baton_domain::GateSpec::Mergeable) || s.actor == baton_domain::Actor::Deploy
                 })

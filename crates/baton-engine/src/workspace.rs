@@ -22,7 +22,7 @@ pub fn worktree_path(root: &Path, repo: &str, work_item: &str) -> Result<PathBuf
         .ok_or_else(|| EngineError::Invalid(format!("worktree path for {repo}/{work_item} leaves {}", root.display())))
 }
 
-/// Makes sure the task's worktree exists on its branch and holds no leftovers of an interrupted run.
+/// Makes sure the task's worktree exists on its branch (leftovers are cleaned by the caller).
 pub async fn ensure_worktree(
     repo: &RepoSettings,
     path: &Path,
@@ -32,9 +32,6 @@ pub async fn ensure_worktree(
     let main = Git::new(&repo.path).with_timer(timer.clone());
     let git = Git::new(path).with_timer(timer.clone());
     if path.join(".git").exists() {
-        // A previous run of this task may have died mid-way: discard uncommitted leftovers.
-        git.run(&["reset", "-q", "--hard"]).await?;
-        git.run(&["clean", "-q", "-fd"]).await?;
         return Ok(git);
     }
     if let Some(parent) = path.parent() {
@@ -49,6 +46,14 @@ pub async fn ensure_worktree(
         main.run(&["worktree", "add", "-q", "-b", branch, &path_text, &repo.default_branch]).await?;
     }
     Ok(git)
+}
+
+/// Discards uncommitted leftovers of a run that died mid-way, before a stage runs afresh. Never
+/// called for a re-adopted agent: what it wrote before the restart is its work.
+pub async fn clean_worktree(git: &Git) -> Result<(), EngineError> {
+    git.run(&["reset", "-q", "--hard"]).await?;
+    git.run(&["clean", "-q", "-fd"]).await?;
+    Ok(())
 }
 
 /// Removes the task's worktree (forced: its work is committed or abandoned) and prunes the registration.

@@ -488,6 +488,12 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let job = job_from_row(&row)?;
+        // A claim changes what the task is doing: decisions read before it (a STOP judging whether
+        // a deploy is running) must lose their compare-and-set and decide again.
+        sqlx::query("UPDATE tasks SET version = version + 1 WHERE id = $1")
+            .bind(job.task_id.0)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some(job))
     }

@@ -117,9 +117,11 @@ async fn bench_store(dir: &Path) -> anyhow::Result<Vec<Figure>> {
         let Some(job) = store.claim_job(&claim).await? else { break };
         claim_samples.push(started.elapsed());
         let next = TaskState { stage: "architecture".into(), ..task.state.clone() };
+        // The claim bumped the task's version; an advance compares against the current one.
+        let version = store.task(&baton_store::TaskKey::Id(job.task_id)).await?.map_or(task.version, |t| t.version);
         let advance = Advance {
             task: job.task_id,
-            expected_version: task.version,
+            expected_version: version,
             next,
             finish_job: Some(JobFinish { job: job.id, status: JobStatus::Done, result: serde_json::json!({}) }),
             event: NewEvent {

@@ -212,6 +212,20 @@ const TEMPLATE_AGENTS: &str = "\
 # command = [\"my-agent\", \"--json\"]
 # prompt = \"stdin\"                       # or \"file\": path in $BATON_PROMPT_FILE and {prompt_file}
 # model = \"claude-sonnet-4-5\"
+#
+# [agents.reviewer]
+# adapter = \"claude\"                     # or \"codex\", \"gemini\": the real CLIs
+# model = \"claude-sonnet-4-5\"
+# api_key_env = \"ANTHROPIC_API_KEY\"      # passed to this agent only
+# allowed_tools = [\"Bash\"]
+# max_turns = 40
+
+# Spending caps in USD (none by default); `baton budget set` overrides them at runtime.
+# [budgets]
+# task_usd = 5.0
+# repo_daily_usd = 50.0
+# global_daily_usd = 200.0
+# warn_ratio = 0.8                       # one alert per scope and day at 80 % of a cap
 ";
 
 const TEMPLATE_PIPELINE_HEAD: &str = "\
@@ -235,6 +249,10 @@ const LIMIT_DOCS: &[(&str, &str)] = &[
     ("retry_base_secs", "base of the exponential retry backoff"),
     ("merge_defer_secs", "delay before a deferred merge gate is retried"),
     ("merge_defer_max", "merge deferrals before the task is blocked"),
+    ("reaper_interval_secs", "how often the reaper looks for orphaned jobs (0 = off)"),
+    ("job_backstop_secs", "a job running longer is stopped and failed"),
+    ("reconciler_interval_secs", "how often finished but unapplied jobs are looked for"),
+    ("reconcile_grace_secs", "idle time before the reconciler acts on a task"),
 ];
 
 /// The pipeline as commented `[[pipeline.stages]]` blocks in the short forms the loader accepts.

@@ -24,7 +24,15 @@ pub async fn check(ctx: &JobContext<'_>) -> GateVerdict {
     let lease = merge_lease_name(&ctx.repo.name);
     let ttl_ms = engine.settings.limits.lease_ttl_secs as i64 * 1000;
     match engine.store.acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock.now_ms()).await {
-        Ok(LeaseOutcome::Acquired { .. }) => {}
+        Ok(LeaseOutcome::Acquired { .. }) => {
+            // The task may have been stopped between the claim and the lease: never hold the
+            // repo's lease for a task that is no longer running this job.
+            let current = engine.store.task(&baton_store::TaskKey::Id(ctx.task.id)).await.ok().flatten();
+            if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {
+                let _ = engine.store.release_lease(&lease, &task_holder(ctx.task.id)).await;
+                return GateVerdict::new(GATE, Verdict::Error, "the task changed while the merge gate started");
+            }
+        }
         Ok(LeaseOutcome::Busy { holder }) => {
             return GateVerdict::new(
                 GATE,
@@ -84,9 +92,11 @@ pub async fn check(ctx: &JobContext<'_>) -> GateVerdict {
             Err(error) => return GateVerdict::new(GATE, Verdict::Error, format!("re-test could not run: {error}")),
         }
     }
-    GateVerdict::new(
+    let mut verdict = GateVerdict::new(
         GATE,
         Verdict::Pass,
         format!("rebased onto {default} {}, squashed to {} and re-tested", short(&base), short(&head)),
-    )
+    );
+    verdict.evidence = Some(head);
+    verdict
 }

@@ -120,7 +120,7 @@ async fn quota_pause_resumes_automatically_without_using_an_attempt() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(matches!(engine.store.task(&key).await.unwrap().unwrap().state.hold, Hold::PausedQuota { .. }));
     clock.advance_ms(wait_ms + 1);
-    let moved = wait_for(&engine, &key, |t| t.state.stage == "review" || t.state.is_terminal()).await;
+    let moved = wait_for(&engine, &key, |t| t.state.stage != "development" && t.state.stage != "analysis").await;
     assert_eq!(moved.state.quota_pauses, 0);
     let dev_jobs: Vec<_> =
         engine.store.jobs_for_task(task.id).await.unwrap().into_iter().filter(|j| j.stage == "development").collect();
