@@ -233,6 +233,8 @@ async fn suite_advance_race(store: Arc<dyn Store>) {
         // Earlier rounds' next jobs are a day out, so this claim can only take this round's job.
         let job = claim(&*store, T0).await;
         assert_eq!(Some(job.id), task.state.job, "round {round}");
+        // A claim bumps the version: the racers both read the task after it.
+        let task = reload(&*store, task.id).await;
         let events_before = events_of(&*store, task.id).await.len();
 
         let barrier = Arc::new(Barrier::new(STAGES.len()));
@@ -305,6 +307,7 @@ async fn suite_finish_guard(store: Arc<dyn Store>) {
 
     // Finished once, then finished again by a caller that read the new version.
     assert_eq!(claim(&*store, T0).await.id, job);
+    let task = reload(&*store, task.id).await;
     store.advance(step(&task, "design", finished(job, json!("once")), enqueue("design", 0))).await.unwrap();
     let mid = reload(&*store, task.id).await;
     let again = step(&mid, "implementation", finished(job, json!("twice")), enqueue("implementation", 0));
@@ -323,6 +326,7 @@ async fn suite_finish_guard_other_task(store: Arc<dyn Store>) {
     let claimed = [claim(&*store, T0).await, claim(&*store, T0).await];
     let their_job = claimed.into_iter().find(|j| j.task_id == theirs.id).unwrap();
     assert_eq!(Some(their_job.id), theirs.state.job);
+    let mine = reload(&*store, mine.id).await;
 
     let wrong = step(&mine, "design", finished(their_job.id, json!("hijack")), enqueue("design", 0));
     assert!(store.advance(wrong).await.is_err(), "another task's job is not this transition's job");
@@ -643,9 +647,11 @@ async fn suite_inbox_dedup(store: Arc<dyn Store>) {
 async fn suite_cancel_jobs(store: Arc<dyn Store>) {
     let task = create(&*store, "alpha", "P").await;
     let done = claim(&*store, T0).await.id;
+    let task = reload(&*store, task.id).await;
     store.advance(step(&task, "design", finished(done, json!("ok")), enqueue("design", 0))).await.unwrap();
     let task = reload(&*store, task.id).await;
     let running = claim(&*store, T0 + 1).await.id;
+    let task = reload(&*store, task.id).await;
     store.advance(step(&task, "review", None, enqueue("review", 0))).await.unwrap();
     let task = reload(&*store, task.id).await;
     let queued = task.state.job.unwrap();
@@ -711,6 +717,7 @@ async fn suite_requeue_and_close(store: Arc<dyn Store>) {
     let c = create(&*store, "alpha", "P").await;
     let done = claim(&*store, T0 + 5_000).await.id;
     assert_eq!(Some(done), c.state.job);
+    let c = reload(&*store, c.id).await;
     store.advance(step(&c, "design", finished(done, json!("ok")), Transition::default())).await.unwrap();
     assert!(!store.close_job(done, JobStatus::Failed, json!("late")).await.unwrap(), "a done job stays done");
     assert!(!store.requeue_job(done, T0).await.unwrap(), "a done job is not requeued");
@@ -851,6 +858,7 @@ async fn suite_restart(backend: &Backend) {
     let store = backend.open().await;
     let task = create(&*store, "alpha", "P").await;
     let job = claim(&*store, T0).await;
+    let task = reload(&*store, task.id).await;
     store.set_job_process(job.id, Some(77), Some(77)).await.unwrap();
     store.acquire_lease("merge:alpha", &task_holder(task.id), 60_000, T0).await.unwrap();
     store.record_suppressed(task.id, Some(inbox("delivery-1")), note(task.id, "suppressed", "stale")).await.unwrap();
