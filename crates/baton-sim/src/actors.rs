@@ -12,7 +12,7 @@ use crate::forge::{Passed, SimForge};
 use crate::store::SimStore;
 use baton_adapters::forge::{Forge, ForgeRepo, MergeOutcome};
 use baton_domain::JobId;
-use baton_domain::{Actor, Event, GateSpec, GateVerdict, JobOutcome, StageSpec, TaskId, Verdict};
+use baton_domain::{Actor, Event, GateSpec, GateVerdict, Hold, JobOutcome, StageSpec, TaskId, Verdict};
 use baton_engine::gates::merge_lease_name;
 use baton_engine::{Clock, Engine, Input, InputOutcome, NewTaskRequest};
 use baton_store::{
@@ -38,6 +38,29 @@ pub enum Script {
     Budget,
     /// The job never finishes (until Baton is killed).
     Hang,
+}
+
+/// An engine protection the copies here mirror (each one fixed a bug this simulation found).
+/// A world may remove some, restoring the old behaviour, to prove that the regression test
+/// pinning it fails without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protection {
+    /// `executor::execute`: the job leaves `running` only after its result is applied, so a
+    /// reaper pass cannot re-adopt (and re-run) a job whose result is being applied.
+    KeepJobUntilApplied,
+    /// `executor::deploy`: merge only the head the last passing merge gate re-tested
+    /// (`merge_gate_head`, from the gate verdict's `evidence`).
+    MergeOnlyGatePassedHead,
+    /// `executor::deploy`: right before merging, the task is still at this job and not terminal.
+    DeployRechecksTask,
+    /// `SqliteStore::claim_job`: a claim bumps the task version, so a STOP decided on the state
+    /// before a deploy claim loses its compare-and-set and re-decides as deferred.
+    ClaimBumpsVersion,
+    /// `reaper::leases`: only a task whose hold is none or awaiting-confirm keeps the merge lease.
+    LeaseOnlyForActiveHolds,
+    /// `gates::merge::check`: after taking the lease, the task is still at this job and not
+    /// terminal; otherwise the lease is released and the verdict is an error.
+    MergeGateRechecksTask,
 }
 
 /// A job the current Baton process runs (the engine's `running` map plus what the simulated
@@ -72,6 +95,8 @@ pub struct Handles {
     pub clock: Arc<SimClock>,
     pub running: RunningJobs,
     pub process: Arc<Mutex<Process>>,
+    /// Protections removed on purpose (empty in real runs).
+    pub removed: Arc<BTreeSet<Protection>>,
 }
 
 impl Handles {
@@ -81,6 +106,11 @@ impl Handles {
 
     pub fn is_running(&self, job: JobId) -> bool {
         self.running().contains_key(&job)
+    }
+
+    /// Whether the engine protection is in place (it always is, except in a broken variant).
+    pub fn protects(&self, protection: Protection) -> bool {
+        !self.removed.contains(&protection)
     }
 
     fn process(&self) -> MutexGuard<'_, Process> {
@@ -196,7 +226,7 @@ pub async fn deliver(h: Handles, delivery: Delivery) -> Result<InputOutcome, Str
 }
 
 /// Runs the rest of a started job under `script` and delivers its result, as `executor::execute`:
-/// the job leaves the running set just before its result is applied.
+/// the job leaves the running set only after its result is applied (`finish_job`, then remove).
 /// Returns the delivery (for duplicates) and what the engine answered.
 pub async fn finish(h: Handles, job: JobId, script: Script) -> (Option<Delivery>, Result<InputOutcome, String>) {
     let taken = h.running().get_mut(&job).filter(|r| !r.finishing && r.task.is_some()).map(|r| {
@@ -211,21 +241,28 @@ pub async fn finish(h: Handles, job: JobId, script: Script) -> (Option<Delivery>
         Some(stage) => match &stage.actor {
             Actor::Agent { .. } => agent_run(&h, &job, &task, &stage, &script, adopted),
             Actor::None => {
-                let verdicts = evaluate_gates(&h, &task, &stage, &script).await;
+                let verdicts = evaluate_gates(&h, &job, &task, &stage, &script).await;
                 JobOutcome::Completed { verdicts }
             }
-            Actor::Deploy => match deploy(&h, &task, &script).await {
+            Actor::Deploy => match deploy(&h, &job, &task, &script).await {
                 Err(reason) => JobOutcome::Failed { reason },
-                Ok(()) => JobOutcome::Completed { verdicts: evaluate_gates(&h, &task, &stage, &script).await },
+                Ok(()) => JobOutcome::Completed { verdicts: evaluate_gates(&h, &job, &task, &stage, &script).await },
             },
         },
     };
-    // As `executor::execute`: out of `running` first, then the result is applied.
-    h.running().remove(&job.id);
+    // As `executor::execute`: the result is applied, and only then is the job no longer ours (a
+    // reaper pass before that must not adopt it). The old order is kept for the broken variant.
+    let keep = h.protects(Protection::KeepJobUntilApplied);
+    if !keep {
+        h.running().remove(&job.id);
+    }
     h.process().delivering.insert(job.id);
     let delivery = delivery_for(&job, outcome);
     let result = deliver(h.clone(), delivery.clone()).await;
     h.process().delivering.remove(&job.id);
+    if keep {
+        h.running().remove(&job.id);
+    }
     (Some(delivery), result)
 }
 
@@ -277,12 +314,18 @@ fn automatic_gates(stage: &StageSpec, failing: Option<usize>) -> Vec<GateVerdict
 }
 
 /// The stage's automatic gates after the actor ran (`gates::evaluate_all`), with the timeline rows.
-async fn evaluate_gates(h: &Handles, task: &TaskRecord, stage: &StageSpec, script: &Script) -> Vec<GateVerdict> {
+async fn evaluate_gates(
+    h: &Handles,
+    job: &JobRecord,
+    task: &TaskRecord,
+    stage: &StageSpec,
+    script: &Script,
+) -> Vec<GateVerdict> {
     let mut verdicts = Vec::new();
     for gate in &stage.gates {
         let verdict = match gate {
             GateSpec::HumanApproval => continue,
-            GateSpec::Mergeable => merge_gate(h, task, script).await,
+            GateSpec::Mergeable => merge_gate(h, job, task, script).await,
             GateSpec::DeployStatus if *script == Script::GateFail => {
                 GateVerdict::new("deploy_status", Verdict::Fail, "health check failed")
             }
@@ -304,13 +347,28 @@ async fn evaluate_gates(h: &Handles, task: &TaskRecord, stage: &StageSpec, scrip
     verdicts
 }
 
-/// `gates::merge::check`: take the lease (busy → defer), rebase onto main's head, squash, re-test.
-async fn merge_gate(h: &Handles, task: &TaskRecord, script: &Script) -> GateVerdict {
+/// Whether the task is still at `job` and not terminal (read from the store; a failed read counts
+/// as "changed", as the engine's `.ok().flatten()`).
+async fn still_at(h: &Handles, task: TaskId, job: JobId) -> bool {
+    let current = h.store.task(&TaskKey::Id(task)).await.ok().flatten();
+    current.is_some_and(|t| t.state.job == Some(job) && !t.state.is_terminal())
+}
+
+/// `gates::merge::check`: take the lease (busy → defer), re-check the task, rebase onto main's
+/// head, squash, re-test; a pass names the re-tested head as its evidence.
+async fn merge_gate(h: &Handles, job: &JobRecord, task: &TaskRecord, script: &Script) -> GateVerdict {
     const GATE: &str = "mergeable";
     let lease = merge_lease_name(&task.repo);
     let ttl_ms = h.engine.settings.limits.lease_ttl_secs as i64 * 1000;
     match h.store.acquire_lease(&lease, &task_holder(task.id), ttl_ms, h.clock.now_ms()).await {
-        Ok(LeaseOutcome::Acquired { .. }) => {}
+        Ok(LeaseOutcome::Acquired { .. }) => {
+            // The task may have been stopped between the claim and the lease: never hold the
+            // repo's lease for a task that is no longer running this job.
+            if h.protects(Protection::MergeGateRechecksTask) && !still_at(h, task.id, job.id).await {
+                let _ = h.store.release_lease(&lease, &task_holder(task.id)).await;
+                return GateVerdict::new(GATE, Verdict::Error, "the task changed while the merge gate started");
+            }
+        }
         Ok(LeaseOutcome::Busy { holder }) => {
             return GateVerdict::new(GATE, Verdict::Defer, format!("merge lease of {} is held by {holder}", task.repo));
         }
@@ -327,11 +385,28 @@ async fn merge_gate(h: &Handles, task: &TaskRecord, script: &Script) -> GateVerd
         return GateVerdict::new(GATE, Verdict::Fail, format!("re-test on top of {base} failed"));
     }
     h.forge.record_passed(&head, Passed { task: task.id, repo: task.repo.clone(), base: base.clone() });
-    GateVerdict::new(GATE, Verdict::Pass, format!("rebased onto {base}, squashed to {head} and re-tested"))
+    let mut verdict =
+        GateVerdict::new(GATE, Verdict::Pass, format!("rebased onto {base}, squashed to {head} and re-tested"));
+    verdict.evidence = Some(head);
+    verdict
 }
 
-/// `executor::deploy`: renew the lease, fast-forward main from `HEAD^` to `HEAD`, run `deploy`.
-async fn deploy(h: &Handles, task: &TaskRecord, script: &Script) -> Result<(), String> {
+/// `executor::merge_gate_head`: the head the task's last passing merge gate re-tested (from the
+/// deploy_staging job's recorded result).
+async fn merge_gate_head(h: &Handles, task: TaskId) -> Option<String> {
+    let jobs = h.store.jobs_for_task(task).await.ok()?;
+    jobs.iter().rev().filter(|j| j.status == JobStatus::Done).find_map(|j| {
+        let outcome = j.result.as_ref()?.get("outcome")?.clone();
+        let JobOutcome::Completed { verdicts } = serde_json::from_value::<JobOutcome>(outcome).ok()? else {
+            return None;
+        };
+        verdicts.into_iter().find(|v| v.gate == "mergeable" && v.verdict == Verdict::Pass)?.evidence
+    })
+}
+
+/// `executor::deploy`: renew the lease, check that `HEAD` is the head the merge gate re-tested,
+/// re-check the task, fast-forward main from `HEAD^` to `HEAD`, run `deploy`.
+async fn deploy(h: &Handles, job: &JobRecord, task: &TaskRecord, script: &Script) -> Result<(), String> {
     let lease = merge_lease_name(&task.repo);
     let ttl_ms = h.engine.settings.limits.lease_ttl_secs as i64 * 1000;
     match h.store.acquire_lease(&lease, &task_holder(task.id), ttl_ms, h.clock.now_ms()).await {
@@ -343,7 +418,23 @@ async fn deploy(h: &Handles, task: &TaskRecord, script: &Script) -> Result<(), S
     }
     let branch = h.forge.worktree(task.id, &task.repo);
     let head = branch.last().cloned().ok_or("the worktree has no HEAD")?;
+    // Merge exactly the head the merge gate re-tested, and nothing else (main is sacred).
+    if h.protects(Protection::MergeOnlyGatePassedHead) {
+        match merge_gate_head(h, task.id).await {
+            Some(passed) if passed == head => {}
+            Some(passed) => {
+                return Err(format!(
+                    "the worktree is at {head}, not at {passed} that the merge gate re-tested; refusing to merge"
+                ));
+            }
+            None => return Err("no merge-gate pass recorded for this task; refusing to merge".into()),
+        }
+    }
     let base = branch.iter().rev().nth(1).cloned().ok_or("the retested head has no parent")?;
+    // The task may have been stopped since this job was claimed: never merge for a cancelled task.
+    if h.protects(Protection::DeployRechecksTask) && !still_at(h, task.id, job.id).await {
+        return Err("the task changed before the merge; not merging".into());
+    }
     let repo = ForgeRepo { name: task.repo.clone(), path: "/nonexistent".into(), default_branch: "main".into() };
     match h.forge.fast_forward(&repo, &base, &head).await {
         Ok(MergeOutcome::Merged) | Ok(MergeOutcome::AlreadyMerged) => {}
@@ -449,8 +540,13 @@ async fn leases(h: &Handles, reaped: &mut Reaped) {
             Some(id) => h.store.task(&TaskKey::Id(TaskId(id))).await.ok().flatten(),
             None => None,
         };
+        // A blocked or paused task must not keep the repo's merges waiting for a human.
+        let active_hold = |hold: &Hold| {
+            matches!(hold, Hold::None | Hold::AwaitingConfirm) || !h.protects(Protection::LeaseOnlyForActiveHolds)
+        };
         let holds_legitimately = task.as_ref().is_some_and(|t| {
             !t.state.is_terminal()
+                && active_hold(&t.state.hold)
                 && h.engine
                     .pipeline
                     .stage(&t.state.stage)

@@ -138,6 +138,7 @@ impl Driver {
             mutation: config.mutation,
             skip_recover: config.skip_recover,
             reuse_owner: false,
+            removed: Vec::new(),
         });
         world.arm_faults(per_mille > 0);
         world.echo = config.echo;

@@ -35,8 +35,11 @@
 //! - [`driver`]: the seeded schedule, the drain, and sweeps over many seeds.
 //! - [`report`]: counts and failure reports.
 //!
-//! Known engine bugs the sweep counts instead of failing on (each pinned by a failing regression
-//! test until fixed): see [`Kind::is_known_engine_bug`].
+//! Engine fixes this simulation led to are mirrored in the copies as [`actors::Protection`]s; a
+//! world may remove some (`WorldConfig::without`) to restore the old bug, which is how
+//! `regression_scenarios_fail_without_their_protection` proves each regression test can fail.
+//! Known engine bugs the sweep still counts instead of failing on (`--strict` fails on them):
+//! see [`Kind::is_known_engine_bug`].
 //!
 //! Invariant: deterministic — a seed replays the same schedule (no wall clock, no OS randomness,
 //! no hash-order iteration, no threads).

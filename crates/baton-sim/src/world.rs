@@ -5,7 +5,7 @@
 //! This is the scripted API the regression tests use directly; [`crate::driver`] chooses actions
 //! at random from a seed.
 
-use crate::actors::{self, Claimed, Delivery, Handles, Process, Reaped, Running, RunningJobs, Script};
+use crate::actors::{self, Claimed, Delivery, Handles, Process, Protection, Reaped, Running, RunningJobs, Script};
 use crate::check::{Checker, Ledger, Violation};
 use crate::clock::SimClock;
 use crate::forge::SimForge;
@@ -15,7 +15,7 @@ use crate::store::{FaultRates, Mutation, SimStore};
 use baton_domain::{JobId, Pipeline, TaskId};
 use baton_engine::{Budgets, Clock, Engine, EngineSettings, Input, InputOutcome, Limits, RepoSettings};
 use baton_store::{Store, TaskRecord};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -35,6 +35,9 @@ pub struct WorldConfig {
     /// Every Baton process keeps the engine's default owner `pid:<pid>`, as a container whose
     /// Baton is always PID 1 would. Otherwise each process gets its own owner.
     pub reuse_owner: bool,
+    /// Engine protections removed on purpose, restoring old bugs (to prove each regression test
+    /// can fail); empty in real runs.
+    pub removed: Vec<Protection>,
 }
 
 impl WorldConfig {
@@ -48,7 +51,13 @@ impl WorldConfig {
             mutation: Mutation::None,
             skip_recover: false,
             reuse_owner: false,
+            removed: Vec::new(),
         }
+    }
+
+    /// The same configuration with `removed` engine protections taken away.
+    pub fn without(self, removed: &[Protection]) -> Self {
+        WorldConfig { removed: removed.to_vec(), ..self }
     }
 }
 
@@ -97,6 +106,12 @@ pub enum Action {
     QuotaTimer,
     ReaperTick,
     ReconcilerTick,
+    /// The action, started only after its future was polled `yields` times (to place it late in
+    /// an interleaving: a scripted race whose window opens after several store calls).
+    After {
+        yields: u32,
+        action: Box<Action>,
+    },
 }
 
 /// What an action returned.
@@ -138,6 +153,7 @@ pub struct World {
     /// Jobs the current Baton process is running.
     running: RunningJobs,
     process: Arc<Mutex<Process>>,
+    removed: Arc<BTreeSet<Protection>>,
     /// Orders concurrent futures.
     schedule_rng: Rng,
     pub ledger: Ledger,
@@ -186,6 +202,8 @@ impl World {
     pub fn new(config: WorldConfig) -> Self {
         let clock = Arc::new(SimClock::default());
         let store = Arc::new(SimStore::new(clock.clone(), config.seed, config.faults, config.mutation));
+        store.set_claim_bumps_version(!config.removed.contains(&Protection::ClaimBumpsVersion));
+        let removed = Arc::new(config.removed.iter().copied().collect());
         let forge =
             Arc::new(SimForge::new(&config.repos, store.clone(), clock.clone(), config.seed, config.faults.per_mille));
         let settings = settings_for(&config);
@@ -200,6 +218,7 @@ impl World {
             incarnation: 0,
             running: Arc::new(Mutex::new(BTreeMap::new())),
             process: Arc::new(Mutex::new(Process::default())),
+            removed,
             schedule_rng,
             ledger: Ledger::default(),
             checker: Checker::default(),
@@ -234,6 +253,7 @@ impl World {
             clock: self.clock.clone(),
             running: self.running.clone(),
             process: self.process.clone(),
+            removed: self.removed.clone(),
         }
     }
 
@@ -308,6 +328,15 @@ impl World {
                 actors::reconciler_tick(h).await;
                 Outcome::Reconciler
             }),
+            Action::After { yields, action } => {
+                let later = self.future(*action);
+                Box::pin(async move {
+                    for _ in 0..yields {
+                        crate::sched::yield_once().await;
+                    }
+                    later.await
+                })
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 
 use baton_domain::{Event, GateVerdict, Hold, JobOutcome, TaskId, Verdict};
 use baton_engine::{Input, InputOutcome};
-use baton_sim::actors::{Script, delivery_for};
+use baton_sim::actors::{Protection, Script, delivery_for};
 use baton_sim::world::{Action, Outcome};
 use baton_sim::{Config, Fault, Kind, Mutation, Violation, World, WorldConfig, run_seed, sweep};
 use baton_store::{JobStatus, TaskRecord};
@@ -260,7 +260,8 @@ fn stop_while_awaiting_confirm_with_lease_cancels_at_once() {
 #[test]
 fn regression_scenarios_fail_without_their_protection() {
     let broken = |mutation| WorldConfig { mutation, ..WorldConfig::scripted(1) };
-    let cases: [(&str, Scenario, WorldConfig); 5] = [
+    let removed = |protections: &[Protection]| WorldConfig::scripted(1).without(protections);
+    let cases: [(&str, Scenario, WorldConfig); 10] = [
         (
             "zombie without recovery",
             zombie_running_job_scenario,
@@ -270,6 +271,35 @@ fn regression_scenarios_fail_without_their_protection() {
         ("webhook with a non-atomic inbox", lost_webhook_scenario, broken(Mutation::InboxSurvivesFailure)),
         ("stop with leases never released", stop_awaiting_confirm_scenario, broken(Mutation::KeepLeasesOnRelease)),
         ("deferred stop forgetting the job", deferred_stop_scenario, broken(Mutation::ForgetKeptJob)),
+        (
+            "executor releasing the job before applying its result",
+            reaper_rerun_scenario,
+            removed(&[Protection::KeepJobUntilApplied]),
+        ),
+        (
+            "deploy merging the worktree HEAD (stale gate runs possible and unchecked)",
+            stale_merge_gate_scenario,
+            removed(&[
+                Protection::KeepJobUntilApplied,
+                Protection::MergeGateRechecksTask,
+                Protection::MergeOnlyGatePassedHead,
+            ]),
+        ),
+        (
+            "claims keeping the version and deploy not re-checking its task",
+            stop_racing_deploy_claim_scenario,
+            removed(&[Protection::ClaimBumpsVersion, Protection::DeployRechecksTask]),
+        ),
+        (
+            "reaper renewing a blocked task's lease",
+            blocked_task_lease_scenario,
+            removed(&[Protection::LeaseOnlyForActiveHolds]),
+        ),
+        (
+            "merge gate not re-checking its task after the lease",
+            merge_gate_after_stop_scenario,
+            removed(&[Protection::MergeGateRechecksTask]),
+        ),
     ];
     for (name, scenario, config) in cases {
         assert!(scenario(config).is_err(), "{name}: the scenario passed with its protection removed");
@@ -304,15 +334,16 @@ fn deferred_stop_during_deploy_keeps_the_running_job() {
     deferred_stop_scenario(WorldConfig::scripted(5)).unwrap_or_else(|e| panic!("{e}"));
 }
 
-// A STOP racing the claim of a confirmed deploy (decided "not critical" before the claim) must not
-// let the deploy merge for a cancelled task. Tried under several interleavings.
-#[test]
-fn stop_racing_the_deploy_claim_never_merges_a_cancelled_task() {
+/// A STOP racing the claim of a confirmed deploy (decided "not critical" before the claim) must not
+/// let the deploy merge for a cancelled task. Tried under several interleavings. Two layers protect
+/// it: the claim bumps the task version (the STOP loses its compare-and-set and re-decides as
+/// deferred) and deploy re-checks its task right before merging.
+fn stop_racing_deploy_claim_scenario(config: WorldConfig) -> Result<(), String> {
     for schedule in 0..32 {
-        let mut world = World::new(WorldConfig::scripted(200 + schedule));
+        let mut world = World::new(WorldConfig { seed: 200 + schedule, ..config.clone() });
         let task = world.create_task("alpha");
-        at(&mut world, task, "deploy", Hold::AwaitingConfirm).unwrap_or_else(|e| panic!("{e}"));
-        world.submit(task, Input::ConfirmDeploy, Some("confirm-1")).unwrap_or_else(|e| panic!("{e}"));
+        at(&mut world, task, "deploy", Hold::AwaitingConfirm)?;
+        world.submit(task, Input::ConfirmDeploy, Some("confirm-1"))?;
         let stop = baton_sim::world::SentInput { task, input: Input::Stop, key: Some("stop-1".into()) };
         world.run(vec![Action::Submit(stop), Action::Claim]);
         for running in world.running_jobs() {
@@ -324,42 +355,62 @@ fn stop_racing_the_deploy_claim_never_merges_a_cancelled_task() {
             .into_iter()
             .filter(|v| matches!(v.kind, Kind::MergeForInactiveTask | Kind::MainSacred))
             .collect();
-        assert!(found.is_empty(), "schedule {schedule}:\n{}", describe(&world, &found));
+        ensure(found.is_empty(), format!("schedule {schedule}:\n{}", describe(&world, &found)))?;
     }
+    Ok(())
 }
 
-// The reaper must not re-adopt (and re-run) a deploy whose executor is applying its result.
+// A STOP racing the claim of a confirmed deploy never lets the deploy merge for a cancelled task,
+// and each of its two protections suffices on its own.
+#[test]
+fn stop_racing_the_deploy_claim_never_merges_a_cancelled_task() {
+    let base = WorldConfig::scripted(0);
+    stop_racing_deploy_claim_scenario(base.clone()).unwrap_or_else(|e| panic!("{e}"));
+    stop_racing_deploy_claim_scenario(base.clone().without(&[Protection::ClaimBumpsVersion]))
+        .unwrap_or_else(|e| panic!("deploy's re-check alone: {e}"));
+    stop_racing_deploy_claim_scenario(base.without(&[Protection::DeployRechecksTask]))
+        .unwrap_or_else(|e| panic!("the claim's version bump alone: {e}"));
+}
+
+/// The reaper must not re-adopt (and re-run) a deploy whose executor is applying its result.
+fn reaper_rerun_scenario(config: WorldConfig) -> Result<(), String> {
+    for schedule in 0..64 {
+        let mut world = World::new(WorldConfig { seed: 300 + schedule, ..config.clone() });
+        let task = world.create_task("alpha");
+        let job = deploying(&mut world, task)?;
+        // The reaper starts at a different point of the deploy's run in each schedule.
+        let reaper = Action::After { yields: (schedule % 16) as u32, action: Box::new(Action::ReaperTick) };
+        world.run(vec![Action::Finish { job, script: Script::Pass }, reaper]);
+        let found = world.check();
+        ensure(found.is_empty(), format!("schedule {schedule}:\n{}", describe(&world, &found)))?;
+    }
+    Ok(())
+}
+
+// The reaper never re-adopts (and re-runs) a deploy whose executor is applying its result.
 #[test]
 fn reaper_never_reruns_a_deploy_being_applied() {
-    for schedule in 0..32 {
-        let mut world = World::new(WorldConfig::scripted(300 + schedule));
-        let task = world.create_task("alpha");
-        let job = deploying(&mut world, task).unwrap_or_else(|e| panic!("{e}"));
-        world.run(vec![Action::Finish { job, script: Script::Pass }, Action::ReaperTick]);
-        let found = world.check();
-        assert!(found.is_empty(), "schedule {schedule}:\n{}", describe(&world, &found));
-    }
+    reaper_rerun_scenario(WorldConfig::scripted(0)).unwrap_or_else(|e| panic!("{e}"));
 }
 
-// Found by the sweep (seed 50639 at 1,200 steps): a merge gate re-run by the reaper while its
-// first result was being applied keeps running after the task moved on to deploy; its squash with
-// a red re-test replaces the worktree HEAD, and deploy merges that HEAD. Main must only ever get
-// the head the gate passed.
-#[test]
-fn stale_merge_gate_run_never_reaches_main() {
+/// Found by the sweep (seed 50639 at 1,200 steps): a merge gate re-run by the reaper while its
+/// first result was being applied keeps running after the task moved on to deploy; its squash with
+/// a red re-test replaces the worktree HEAD, and deploy merges that HEAD. Main must only ever get
+/// the head the gate passed. Returns whether some schedule produced the stale gate run.
+fn stale_merge_gate_runs(config: &WorldConfig) -> Result<bool, String> {
     let mut exercised = false;
     for schedule in 0..64 {
-        let mut world = World::new(WorldConfig::scripted(400 + schedule));
+        let mut world = World::new(WorldConfig { seed: 400 + schedule, ..config.clone() });
         let task = world.create_task("alpha");
-        at(&mut world, task, "deploy_staging", Hold::None).unwrap_or_else(|e| panic!("{e}"));
-        let gate = world.claim().expect("the merge gate starts");
+        at(&mut world, task, "deploy_staging", Hold::None)?;
+        let gate = world.claim().ok_or("the merge gate did not start")?;
         world.run(vec![Action::Finish { job: gate, script: Script::Pass }, Action::ReaperTick]);
         if !world.running_jobs().iter().any(|r| r.job.id == gate) {
             continue;
         }
         exercised = true;
-        world.submit(task, Input::ConfirmDeploy, Some("confirm-1")).unwrap_or_else(|e| panic!("{e}"));
-        let deploy = world.claim().expect("the deploy starts");
+        world.submit(task, Input::ConfirmDeploy, Some("confirm-1"))?;
+        let deploy = world.claim().ok_or("the deploy did not start")?;
         let _ = world.finish(gate, Script::GateFail);
         let _ = world.finish(deploy, Script::Pass);
         let found: Vec<Violation> = world
@@ -367,31 +418,48 @@ fn stale_merge_gate_run_never_reaches_main() {
             .into_iter()
             .filter(|v| matches!(v.kind, Kind::MainSacred | Kind::StaleGateHeadMerged))
             .collect();
-        assert!(found.is_empty(), "schedule {schedule}:\n{}", describe(&world, &found));
+        ensure(found.is_empty(), format!("schedule {schedule}:\n{}", describe(&world, &found)))?;
     }
-    assert!(exercised, "no schedule let the reaper re-run the merge gate");
+    Ok(exercised)
 }
 
-// Found by the sweep (seed 301316 at 1,200 steps): a deploy that outlives the job backstop keeps
-// running after the reaper failed it and the task was blocked; it re-takes the merge lease for the
-// blocked task, and the reaper then renews that lease at every pass. A blocked task must not keep
-// the merge lease: the repository's merges would wait for a human forever.
+/// The stale merge gate scenario, with the two earlier protections removed so that the stale run
+/// exists and squashes: only deploy's "merge the head the gate passed" is left to protect main.
+fn stale_merge_gate_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut removed = config.removed.clone();
+    removed.extend([Protection::KeepJobUntilApplied, Protection::MergeGateRechecksTask]);
+    let exercised = stale_merge_gate_runs(&WorldConfig { removed, ..config })?;
+    ensure(exercised, "no schedule let the reaper re-run the merge gate")
+}
+
+// A stale merge-gate run never reaches main: with every protection, the reaper cannot re-run the
+// gate at all; with the stale run forced, deploy merges only the head the gate passed.
 #[test]
-fn blocked_task_does_not_keep_the_merge_lease() {
-    let mut world = World::new(WorldConfig::scripted(7));
+fn stale_merge_gate_run_never_reaches_main() {
+    let exercised = stale_merge_gate_runs(&WorldConfig::scripted(0)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!exercised, "the reaper re-ran a merge gate whose result was being applied");
+    stale_merge_gate_scenario(WorldConfig::scripted(0)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Found by the sweep (seed 301316 at 1,200 steps): a deploy that outlives the job backstop keeps
+/// running after the reaper failed it and the task was blocked; it re-takes the merge lease for the
+/// blocked task, and the reaper then renewed that lease at every pass. A blocked task must not keep
+/// the merge lease: the repository's merges would wait for a human forever.
+fn blocked_task_lease_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
     let task = world.create_task("alpha");
-    let first = deploying(&mut world, task).unwrap_or_else(|e| panic!("{e}"));
+    let first = deploying(&mut world, task)?;
     let _ = world.finish(first, Script::Fail);
     world.advance_clock(5_000);
-    let second = world.claim().expect("deploy attempt 2 starts");
+    let second = world.claim().ok_or("deploy attempt 2 did not start")?;
     let _ = world.finish(second, Script::Fail);
     world.advance_clock(5_000);
-    let third = world.claim().expect("deploy attempt 3 starts");
+    let third = world.claim().ok_or("deploy attempt 3 did not start")?;
     // The third deploy hangs past the backstop; the reaper fails it and the task is blocked.
     world.advance_clock(1_000_000);
     world.act(Action::ReaperTick);
     let blocked = world.task(task);
-    assert!(matches!(blocked.state.hold, Hold::Blocked { .. }), "the task is {}", blocked.state.display());
+    ensure(matches!(blocked.state.hold, Hold::Blocked { .. }), format!("the task is {}", blocked.state.display()))?;
     // The deploy was never told to stop: it ends now, after the task was blocked.
     let _ = world.finish(third, Script::Pass);
     for _ in 0..3 {
@@ -399,7 +467,36 @@ fn blocked_task_does_not_keep_the_merge_lease() {
         world.advance_clock(60_000);
     }
     let lease = world.store.peek_lease("merge:alpha");
-    assert!(lease.is_none(), "the blocked task still holds {lease:?}\n{}", world.trace().join("\n"));
+    ensure(lease.is_none(), format!("the blocked task still holds {lease:?}\n{}", world.trace().join("\n")))
+}
+
+// A blocked task does not keep the merge lease: the reaper reclaims it.
+#[test]
+fn blocked_task_does_not_keep_the_merge_lease() {
+    blocked_task_lease_scenario(WorldConfig::scripted(7)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A STOP at deploy_staging while the merge gate job is claimed but has not taken the lease yet
+/// (a merge gate is not a critical step: the STOP cancels at once). The gate then takes the lease
+/// for the cancelled task; it must give it back at once, not leave it until the TTL or the reaper.
+fn merge_gate_after_stop_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let task = world.create_task("alpha");
+    at(&mut world, task, "deploy_staging", Hold::None)?;
+    let gate = world.claim().ok_or("the merge gate did not start")?;
+    let stopped = world.submit(task, Input::Stop, Some("stop-1"))?;
+    ensure(matches!(stopped, InputOutcome::Applied { .. }), format!("STOP: {stopped:?}"))?;
+    ensure(world.task(task).state.stage == "cancelled", "the STOP cancels at once")?;
+    let _ = world.finish(gate, Script::Pass);
+    let lease = world.store.peek_lease("merge:alpha");
+    ensure(lease.is_none(), format!("the cancelled task holds {lease:?}"))?;
+    no_violations(&mut world)
+}
+
+// The merge gate never keeps the lease for a task stopped between its claim and its lease.
+#[test]
+fn merge_gate_never_keeps_the_lease_for_a_cancelled_task() {
+    merge_gate_after_stop_scenario(WorldConfig::scripted(8)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 // The event the executor builds for a job result names the job and its stage.

@@ -7,7 +7,8 @@
 //! are renewed by their holder, taken over only after their TTL, with fencing tokens that never
 //! repeat, released by their holder or reclaimed; `close_job`, `requeue_job` and `set_job_owner`
 //! are guarded on the job's status; a ticket's external id belongs to one live task and is
-//! tombstoned when the task is cancelled; a transition that enqueues nothing keeps the job the
+//! tombstoned when the task is cancelled; a claim bumps its task's version (so a decision read
+//! before the claim loses its compare-and-set); a transition that enqueues nothing keeps the job the
 //! decision kept (a deferred STOP).
 //!
 //! Faults (when armed): a call fails before touching anything (`StoreError::Database`), or — for
@@ -150,6 +151,12 @@ impl SimStore {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a claim bumps its task's version (`SqliteStore::claim_job` does; off only to
+    /// restore the old behaviour in a broken variant).
+    pub fn set_claim_bumps_version(&self, bumps: bool) {
+        self.lock().claim_bumps_version = bumps;
     }
 
     /// Turns fault injection on or off.

@@ -40,6 +40,11 @@ pub(crate) struct State {
     pub(crate) interleaving: bool,
     pub(crate) pause_rng: Rng,
     pub(crate) mutation: Mutation,
+    /// A claim bumps its task's version, as `SqliteStore::claim_job` (off only to prove the
+    /// regression test of the STOP racing a deploy claim can fail).
+    pub(crate) claim_bumps_version: bool,
+    /// Version bumps by claims per task (not transitions: the checks count them apart).
+    pub(crate) claim_bumps: BTreeMap<TaskId, i64>,
 }
 
 impl State {
@@ -66,6 +71,8 @@ impl State {
             interleaving: false,
             pause_rng: Rng::fork(seed, 0x9A05E),
             mutation,
+            claim_bumps_version: true,
+            claim_bumps: BTreeMap::new(),
         }
     }
 }
@@ -318,7 +325,16 @@ impl State {
         job.pid = None;
         job.pgid = None;
         job.proc_start = None;
-        Some(job.clone())
+        let job = job.clone();
+        // A claim changes what the task is doing: decisions read before it (a STOP judging whether
+        // a deploy is running) must lose their compare-and-set and decide again.
+        if self.claim_bumps_version
+            && let Some(task) = self.tasks.get_mut(&job.task_id)
+        {
+            task.version += 1;
+            *self.claim_bumps.entry(job.task_id).or_insert(0) += 1;
+        }
+        Some(job)
     }
 
     pub(crate) fn acquire_lease(&mut self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> LeaseOutcome {
