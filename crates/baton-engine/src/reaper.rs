@@ -70,7 +70,8 @@ async fn leases(engine: &Arc<Engine>) {
         });
         if holds_legitimately {
             if lease.expires_at_ms - now < ttl_ms / 2 {
-                let _ = engine.store.acquire_lease(&lease.name, &lease.holder, ttl_ms, now).await;
+                // Extend only: a STOP may have released the lease since it was read.
+                let _ = engine.store.renew_lease(&lease.name, &lease.holder, ttl_ms, now).await;
             }
             continue;
         }

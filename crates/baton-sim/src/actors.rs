@@ -554,7 +554,7 @@ async fn leases(h: &Handles, reaped: &mut Reaped) {
         });
         if holds_legitimately {
             if lease.expires_at_ms - now < ttl_ms / 2
-                && h.store.acquire_lease(&lease.name, &lease.holder, ttl_ms, now).await.is_ok()
+                && matches!(h.store.renew_lease(&lease.name, &lease.holder, ttl_ms, now).await, Ok(true))
             {
                 reaped.leases_renewed += 1;
             }

@@ -517,7 +517,6 @@ fn deliveries_carry_the_job_and_stage() {
 // the cancelled task, held until the reaper's next pass. Engine bug, not fixed (a renewal must not
 // take a lease that is gone); counted as `Kind::StaleLease` by the sweep.
 #[test]
-#[ignore = "engine bug: reaper::leases renewal resurrects a lease a STOP released (Kind::StaleLease)"]
 fn reaper_renewal_never_resurrects_a_released_lease() {
     for schedule in 0..32 {
         let mut world = World::new(WorldConfig::scripted(500 + schedule));

@@ -94,6 +94,13 @@ pub trait Store: Send + Sync {
         Ok(())
     }
 
+    /// Extends the named lease if `holder` still holds it; never creates one (a renewal must not
+    /// resurrect a lease released meanwhile). `true` when extended.
+    async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {
+        let _ = (name, holder, ttl_ms, now_ms);
+        Err(StoreError::Database("this store does not implement renew_lease".into()))
+    }
+
     /// Releases the named lease if `holder` holds it (reclaiming a dead holder's lease).
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
         let _ = (name, holder);

@@ -553,6 +553,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query("UPDATE leases SET expires_at = $3 WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .bind(now_ms + ttl_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let result = sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")

@@ -65,7 +65,11 @@ pub fn questions_in(final_text: &str) -> Option<String> {
     let mut lines = final_text.lines().skip(index);
     let first = lines.next()?.trim_start().trim_start_matches(QUESTIONS_MARKER).trim().to_string();
     let rest: Vec<&str> = lines.collect();
-    let text = if first.is_empty() { rest.join("\n") } else { std::iter::once(first.as_str()).chain(rest).collect::<Vec<_>>().join("\n") };
+    let text = if first.is_empty() {
+        rest.join("\n")
+    } else {
+        std::iter::once(first.as_str()).chain(rest).collect::<Vec<_>>().join("\n")
+    };
     let text = text.trim().to_string();
     (!text.is_empty()).then_some(text)
 }

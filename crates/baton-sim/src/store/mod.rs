@@ -382,6 +382,17 @@ impl Store for SimStore {
         .await
     }
 
+    async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {
+        self.call("renew_lease", Access::Write, |s, _| {
+            let Some(lease) = s.leases.get_mut(name).filter(|l| l.holder == holder) else {
+                return Ok(false);
+            };
+            lease.expires_at_ms = now_ms + ttl_ms;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
         self.call("release_lease", Access::Write, |s, _| {
             let held = s.leases.get(name).is_some_and(|l| l.holder == holder);
