@@ -32,7 +32,7 @@ fn request(assistant_turns: usize, stream: bool) -> Value {
     json!({
         "model": "claude-sonnet-4-5",
         "stream": stream,
-        "system": [{"type": "text", "text": "# Environment\n - Primary working directory: /work/dir\n"}],
+        "system": [{"type": "text", "text": "# Environment\n - Primary working directory: /home/user/project\n"}],
         "messages": messages,
     })
 }
@@ -67,7 +67,7 @@ async fn first_turn_streams_tool_use_with_cwd_and_disjoint_usage() {
     assert_eq!(events[4].1["content_block"]["name"], "Write");
     let partial = events[5].1["delta"]["partial_json"].as_str().expect("input_json_delta");
     let input: Value = serde_json::from_str(partial).expect("partial_json is the whole input");
-    assert_eq!(input, json!({"file_path": "/work/dir/hello.txt", "content": "hi"}));
+    assert_eq!(input, json!({"file_path": "/home/user/project/hello.txt", "content": "hi"}));
     let delta = &events[7].1;
     assert_eq!(delta["delta"]["stop_reason"], "tool_use");
     assert_eq!(
