@@ -37,22 +37,7 @@ pub async fn run(script: &Path, listen: SocketAddr) -> anyhow::Result<u8> {
         served = baton_mock_llm::serve(listener, MockState::new(script)) => {
             served.with_context(|| format!("serving on {addr}"))?;
         }
-        () = wait_for_signal() => {}
+        () = crate::serve::wait_for_signal() => {}
     }
     Ok(EXIT_OK)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

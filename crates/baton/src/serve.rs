@@ -101,7 +101,8 @@ pub async fn serve(config: Config) -> anyhow::Result<u8> {
     }
 }
 
-async fn wait_for_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(signal) => signal,
         Err(_) => {
