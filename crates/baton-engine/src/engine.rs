@@ -432,19 +432,15 @@ impl Engine {
 
     /// Whether a job's agent (started by any Baton) is still running or has recorded its exit.
     async fn agent_outlives(&self, job: &JobRecord) -> Result<bool, EngineError> {
-        let Some(pgid) = job.pgid else {
+        if job.pgid.is_none() {
             return Ok(false);
-        };
-        let alive = baton_runner::group_alive(pgid)
-            && job.proc_start.is_none_or(|ticks| baton_runner::process::process_start_ticks(pgid) == Some(ticks));
-        if alive {
-            return Ok(true);
         }
         let runs = self.store.agent_runs(job.task_id).await?;
-        Ok(runs.iter().rev().find(|r| r.job_id == job.id).is_some_and(|r| {
-            baton_runner::shim::read_exit(&std::path::Path::new(&r.log_path).join(baton_runner::shim::EXIT_FILE))
-                .is_some()
-        }))
+        Ok(runs
+            .iter()
+            .rev()
+            .find(|r| r.job_id == job.id)
+            .is_some_and(|r| baton_runner::shim::survives(job.pgid, job.proc_start, std::path::Path::new(&r.log_path))))
     }
 
     /// Puts work interrupted by a previous process back in the queue when nothing of it survives
@@ -514,8 +510,9 @@ impl Engine {
         crate::reaper::sweep_at_start(&self).await;
         let poll = Duration::from_millis(self.settings.limits.poll_interval_ms.max(10));
         let mut last_timer_ms = i64::MIN;
-        let mut last_reaper_ms = now_or_min(&*self.clock);
-        let mut last_reconciler_ms = now_or_min(&*self.clock);
+        // Periodic work first runs one interval after start (recovery just ran).
+        let mut last_reaper_ms = self.clock.now_ms();
+        let mut last_reconciler_ms = last_reaper_ms;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -562,11 +559,6 @@ impl Engine {
             }
         }
     }
-}
-
-/// The current time, from which periodic work first runs one interval later.
-fn now_or_min(clock: &dyn Clock) -> i64 {
-    clock.now_ms()
 }
 
 /// The inbox key of an input given without one: kind, task, task version and (for answers) a

@@ -364,7 +364,8 @@ async fn run_agent(
         })
         .await?;
     let process = AgentProcess::Spawned(Box::new(child));
-    supervise(ctx, role, agent, Supervision { run_id, run_number, run_dir, started_at_ms, process }, stop).await
+    let run = Supervision { run_id, run_number, run_dir, started_at_ms, process, limits: limits_before };
+    supervise(ctx, role, agent, run, stop).await
 }
 
 /// A running (or finished) agent process and its run record.
@@ -374,6 +375,8 @@ struct Supervision {
     run_dir: PathBuf,
     started_at_ms: i64,
     process: AgentProcess,
+    /// The budget caps in force for this run, with the spend before it.
+    limits: Vec<budgets::BudgetLimit>,
 }
 
 enum AgentProcess {
@@ -391,15 +394,8 @@ async fn adoptable(ctx: &JobContext<'_>) -> Result<Option<Supervision>, EngineEr
         return Ok(None);
     };
     let run_dir = PathBuf::from(&run.log_path);
-    let recorded = baton_runner::shim::read_exit(&run_dir.join(baton_runner::shim::EXIT_FILE)).is_some();
-    let alive = match (ctx.job.pgid, ctx.job.proc_start) {
-        (Some(pgid), Some(ticks)) => {
-            baton_runner::group_alive(pgid) && baton_runner::process::process_start_ticks(pgid) == Some(ticks)
-        }
-        (Some(pgid), None) => baton_runner::group_alive(pgid),
-        _ => false,
-    };
-    let (true, Some(pgid)) = (recorded || alive, ctx.job.pgid) else {
+    let Some(pgid) = ctx.job.pgid.filter(|_| baton_runner::shim::survives(ctx.job.pgid, ctx.job.proc_start, &run_dir))
+    else {
         return Ok(None);
     };
     let run_number = run_dir
@@ -414,6 +410,7 @@ async fn adoptable(ctx: &JobContext<'_>) -> Result<Option<Supervision>, EngineEr
         run_dir,
         started_at_ms: run.started_at_ms,
         process: AgentProcess::Adopted { pgid },
+        limits: budgets::limits_for(ctx.engine, ctx.task).await?,
     }))
 }
 
@@ -426,14 +423,13 @@ async fn supervise(
     stop: watch::Receiver<bool>,
 ) -> Result<AgentRun, EngineError> {
     let engine = ctx.engine;
-    let Supervision { run_id, run_number, run_dir, started_at_ms, mut process } = run;
+    let Supervision { run_id, run_number, run_dir, started_at_ms, mut process, limits: limits_before } = run;
     let pid = match &process {
         AgentProcess::Spawned(child) => child.pid,
         AgentProcess::Adopted { pgid } => *pgid,
     };
     let stdout_path = run_dir.join("stdout.log");
     let stderr_path = run_dir.join("stderr.log");
-    let limits_before = budgets::limits_for(engine, ctx.task).await?;
     let limits = &engine.settings.limits;
     let run_limits = RunLimits {
         timeout: Duration::from_secs(limits.agent_timeout_secs),

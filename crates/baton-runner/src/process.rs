@@ -47,6 +47,25 @@ pub struct ExitReport {
     pub duration_ms: u64,
 }
 
+/// Why Baton ended a supervised process itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndReason {
+    Stopped,
+    Timeout,
+    Stall,
+}
+
+fn report(code: Option<i32>, signal: Option<i32>, reason: Option<EndReason>, started: Instant) -> ExitReport {
+    ExitReport {
+        code,
+        signal,
+        timed_out: reason == Some(EndReason::Timeout),
+        stalled: reason == Some(EndReason::Stall),
+        stopped: reason == Some(EndReason::Stopped),
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
 impl ExitReport {
     pub fn success(&self) -> bool {
         self.code == Some(0) && !self.timed_out && !self.stalled && !self.stopped
@@ -137,13 +156,13 @@ impl Supervised {
         let mut last_len = output_len(self);
         let mut last_output = Instant::now();
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
-        let mut reason: Option<&'static str> = None;
+        let mut reason: Option<EndReason> = None;
         let status = loop {
             tokio::select! {
                 status = self.child.wait() => break status.ok(),
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {
-                        reason = Some("stopped");
+                        reason = Some(EndReason::Stopped);
                         break self.terminate(limits.stop_grace).await;
                     }
                 }
@@ -154,25 +173,18 @@ impl Supervised {
                         last_output = Instant::now();
                     }
                     if self.started.elapsed() >= limits.timeout {
-                        reason = Some("timeout");
+                        reason = Some(EndReason::Timeout);
                         break self.terminate(limits.stop_grace).await;
                     }
                     if last_output.elapsed() >= limits.stall_timeout {
-                        reason = Some("stall");
+                        reason = Some(EndReason::Stall);
                         break self.terminate(limits.stop_grace).await;
                     }
                 }
             }
         };
         use std::os::unix::process::ExitStatusExt;
-        ExitReport {
-            code: status.and_then(|s| s.code()),
-            signal: status.and_then(|s| s.signal()),
-            timed_out: reason == Some("timeout"),
-            stalled: reason == Some("stall"),
-            stopped: reason == Some("stopped"),
-            duration_ms: self.started.elapsed().as_millis() as u64,
-        }
+        report(status.and_then(|s| s.code()), status.and_then(|s| s.signal()), reason, self.started)
     }
 
     async fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
@@ -190,22 +202,37 @@ pub fn group_alive(pgid: u32) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return true;
     };
-    entries.filter_map(|e| e.ok()).any(|entry| {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
-            return false;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // Fields after the command name: state, ppid, pgrp, ...
-        let Some(rest) = stat.rsplit_once(") ").map(|(_, rest)| rest) else {
-            return false;
-        };
-        let mut fields = rest.split(' ');
-        let state = fields.next().unwrap_or("");
-        let group = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
-        group == Some(pgid) && state != "Z" && state != "X"
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(proc_stat)
+        .any(|stat| stat.pgid == pgid && stat.live())
+}
+
+/// The fields of `/proc/<pid>/stat` Baton reads.
+#[derive(Debug, Clone, Copy)]
+struct ProcStat {
+    state: char,
+    pgid: u32,
+    /// Start time in clock ticks since boot (field 22).
+    start_ticks: u64,
+}
+
+impl ProcStat {
+    /// Running or sleeping: neither a zombie nor dead.
+    fn live(self) -> bool {
+        self.state != 'Z' && self.state != 'X'
+    }
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces and parentheses): state (field 3), ppid, pgrp, ...
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        pgid: fields.get(2)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
     })
 }
 
@@ -232,10 +259,7 @@ pub async fn stop_group(pgid: u32, grace: Duration) {
 /// The start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22): with the
 /// pid it identifies a process across pid reuse.
 pub fn process_start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(") ")?.1;
-    // Fields after the command name start at field 3 (state); start time is field 22.
-    rest.split(' ').nth(19)?.parse().ok()
+    proc_stat(pid).map(|stat| stat.start_ticks)
 }
 
 /// Waits for an agent Baton did not start in this process (re-adopted after a restart): its exit
@@ -252,39 +276,17 @@ pub async fn wait_adopted(
     let len = || outputs.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum::<u64>();
     let mut last_len = len();
     let mut last_output = Instant::now();
-    let mut reason: Option<&'static str> = None;
+    let mut reason: Option<EndReason> = None;
     loop {
         if let Some(record) = crate::shim::read_exit(exit_file) {
-            return ExitReport {
-                code: record.code,
-                signal: record.signal,
-                timed_out: reason == Some("timeout"),
-                stalled: reason == Some("stall"),
-                stopped: reason == Some("stopped"),
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
+            return report(record.code, record.signal, reason, started);
         }
         if !group_alive(pgid) {
             // Gone without a record: killed (SIGKILL) or lost; the exit file may land a moment late.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if let Some(record) = crate::shim::read_exit(exit_file) {
-                return ExitReport {
-                    code: record.code,
-                    signal: record.signal,
-                    timed_out: false,
-                    stalled: false,
-                    stopped: reason.is_some(),
-                    duration_ms: started.elapsed().as_millis() as u64,
-                };
-            }
-            return ExitReport {
-                code: None,
-                signal: Some(9),
-                timed_out: reason == Some("timeout"),
-                stalled: reason == Some("stall"),
-                stopped: reason == Some("stopped"),
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
+            let record = crate::shim::read_exit(exit_file);
+            let (code, signal) = record.map_or((None, Some(9)), |r| (r.code, r.signal));
+            return report(code, signal, reason, started);
         }
         let current = len();
         if current != last_len {
@@ -293,11 +295,11 @@ pub async fn wait_adopted(
         }
         if reason.is_none() {
             if *stop.borrow() {
-                reason = Some("stopped");
+                reason = Some(EndReason::Stopped);
             } else if started.elapsed() >= limits.timeout {
-                reason = Some("timeout");
+                reason = Some(EndReason::Timeout);
             } else if last_output.elapsed() >= limits.stall_timeout {
-                reason = Some("stall");
+                reason = Some(EndReason::Stall);
             }
             if reason.is_some() {
                 stop_group(pgid, limits.stop_grace).await;
@@ -328,12 +330,24 @@ pub fn find_shims(runs_dir: &str) -> Vec<(u32, u32)> {
             if !is_shim {
                 return None;
             }
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let rest = stat.rsplit_once(") ")?.1;
-            let mut fields = rest.split(' ');
-            let state = fields.next()?;
-            let pgid: u32 = fields.nth(1)?.parse().ok()?;
-            (state != "Z").then_some((pid, pgid))
+            let stat = proc_stat(pid)?;
+            stat.live().then_some((pid, stat.pgid))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // This test's own process parses as live, with a stable start time, in a live group.
+    #[test]
+    fn proc_stat_reads_this_process() {
+        let pid = std::process::id();
+        let stat = proc_stat(pid).expect("own /proc entry");
+        assert!(stat.live());
+        assert_eq!(process_start_ticks(pid), Some(stat.start_ticks));
+        assert!(group_alive(stat.pgid));
+        assert!(proc_stat(u32::MAX).is_none());
+    }
 }

@@ -27,6 +27,17 @@ pub fn read_exit(path: &Path) -> Option<ExitRecord> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
+/// Whether an agent started under a shim survives: its process group is alive (and its leader is
+/// the process started at `start_ticks`, when known: pids get reused), or it recorded its exit in
+/// `run_dir`. Such an agent must be re-adopted, never started a second time.
+pub fn survives(pgid: Option<u32>, start_ticks: Option<u64>, run_dir: &Path) -> bool {
+    let alive = pgid.is_some_and(|pgid| {
+        crate::process::group_alive(pgid)
+            && start_ticks.is_none_or(|ticks| crate::process::process_start_ticks(pgid) == Some(ticks))
+    });
+    alive || read_exit(&run_dir.join(EXIT_FILE)).is_some()
+}
+
 /// Wraps `spec` so that `baton shim` (at `baton_exe`) runs it and records its exit in `exit_file`.
 pub fn wrap(spec: ProcessSpec, baton_exe: &Path, exit_file: &Path) -> ProcessSpec {
     let mut args =
