@@ -51,6 +51,13 @@ pub enum Decision {
     Suppress { reason: String },
 }
 
+/// After the first, consecutive infrastructure failures alert once per this many.
+const INFRA_ALERT_EVERY: u32 = 5;
+
+fn short_sha(sha: &str) -> &str {
+    sha.get(..10).unwrap_or(sha)
+}
+
 fn suppress(reason: impl Into<String>) -> Decision {
     Decision::Suppress { reason: reason.into() }
 }
@@ -174,6 +181,22 @@ fn job_finished(
     now_ms: i64,
 ) -> Decision {
     if let Some(by) = &state.cancel_requested {
+        // Shipped code is never called cancelled (SPEC §12): once the deploy step merged, the STOP
+        // arrived too late and the stage ends on its own gates (the health check still counts).
+        if let Some(head) = outcome.merged_head() {
+            let mut shipped = state.clone();
+            shipped.cancel_requested = None;
+            let mut decision = job_finished(&shipped, spec, outcome, pipeline, now_ms);
+            if let Decision::Apply { effects, note, .. } = &mut decision {
+                let late = format!(
+                    "stop requested by {by} arrived too late: {} is already merged and deployed",
+                    short_sha(head)
+                );
+                effects.push(Effect::Notify { kind: NotifyKind::Alert, text: late.clone() });
+                *note = format!("{late}; {note}");
+            }
+            return decision;
+        }
         return cancel(state, &format!("stopped by {by} after the {} step ended", state.stage));
     }
     match outcome {
@@ -190,8 +213,29 @@ fn job_finished(
             let mut decision = gates_verdict(state, spec, verdicts, pipeline, now_ms);
             if let Decision::Apply { next, .. } = &mut decision {
                 next.quota_pauses = 0;
+                next.infra_failures = 0;
             }
             decision
+        }
+        JobOutcome::Infrastructure { reason } => {
+            // Not the code's fault: the attempt, the rollbacks and the failure carried into the next
+            // prompt stay as they were; the stage runs again after a backoff, and humans hear of it.
+            let mut next = state.clone();
+            next.infra_failures = next.infra_failures.saturating_add(1);
+            next.job = None;
+            let delay_ms = backoff_ms(next.infra_failures, pipeline.retry_base_ms, now_ms.unsigned_abs());
+            let text = format!(
+                "{} hit an infrastructure failure ({} in a row): {reason}; running it again in {} s",
+                state.stage,
+                next.infra_failures,
+                delay_ms / 1000
+            );
+            let mut effects = vec![Effect::EnqueueJob { stage: state.stage.clone(), delay_ms }];
+            // Alert on the first failure and then every fifth: a full disk must not flood the channel.
+            if next.infra_failures == 1 || next.infra_failures % INFRA_ALERT_EVERY == 0 {
+                effects.push(Effect::Notify { kind: NotifyKind::Alert, text: text.clone() });
+            }
+            Decision::Apply { next, effects, note: text }
         }
         JobOutcome::BudgetExceeded { reason } => {
             let mut next = state.clone();

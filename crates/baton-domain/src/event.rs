@@ -47,6 +47,27 @@ pub enum JobOutcome {
     BudgetExceeded { reason: String },
     /// The provider's quota ran out; `resets_at_ms` when the provider said.
     QuotaExhausted { reason: String, resets_at_ms: Option<i64> },
+    /// The machine, not the code, failed (disk full, I/O error, a git lock file, a busy database,
+    /// a command killed from outside): retried with backoff without spending the stage's attempts
+    /// or rollbacks, and never shown to an agent as a failure of its work.
+    Infrastructure { reason: String },
+}
+
+/// The name of the verdict the deploy actor records once the default branch holds the task's
+/// re-tested head (its evidence): from then on the change is shipped and cannot be cancelled.
+pub const MERGED_VERDICT: &str = "merged";
+
+impl JobOutcome {
+    /// The head the job merged into the default branch, when it did.
+    pub fn merged_head(&self) -> Option<&str> {
+        match self {
+            JobOutcome::Completed { verdicts } => verdicts
+                .iter()
+                .find(|v| v.gate == MERGED_VERDICT && v.verdict == Verdict::Pass)
+                .and_then(|v| v.evidence.as_deref()),
+            _ => None,
+        }
+    }
 }
 
 /// An input to `decide`.

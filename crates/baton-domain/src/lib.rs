@@ -23,7 +23,7 @@ pub mod task;
 
 pub use agent::{AgentReport, AgentStatus, Usage};
 pub use decide::{Decision, Effect, NotifyKind, decide};
-pub use event::{Event, GateVerdict, JobOutcome, Verdict};
+pub use event::{Event, GateVerdict, JobOutcome, MERGED_VERDICT, Verdict};
 pub use ids::{JobId, TaskId, WorkItemId};
 pub use pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
 pub use pricing::{MatchKind, ModelPrice, PriceMatch, PriceTable, PriceTier, PricedCost, PricingError};

@@ -64,6 +64,9 @@ pub struct TaskState {
     /// A STOP arrived while the merge or deploy step ran; who asked. Applied when the step ends.
     #[serde(default)]
     pub cancel_requested: Option<String>,
+    /// Consecutive infrastructure failures of the current stage (sets their backoff and alerts).
+    #[serde(default)]
+    pub infra_failures: u32,
 }
 
 impl TaskState {
@@ -80,6 +83,7 @@ impl TaskState {
             answers: Vec::new(),
             quota_pauses: 0,
             cancel_requested: None,
+            infra_failures: 0,
         }
     }
 

@@ -92,6 +92,7 @@ fn render_event(event: &Event) -> String {
                 JobOutcome::QuotaExhausted { reason, resets_at_ms } => {
                     format!("quota exhausted ({reason}, resets at {resets_at_ms:?})")
                 }
+                JobOutcome::Infrastructure { reason } => format!("infrastructure failure ({reason})"),
             };
             format!("job {job} {stage}: {what}")
         }
@@ -153,6 +154,9 @@ fn render_extras(state: &TaskState) -> String {
     }
     if let Some(failure) = &state.failure {
         parts.push(format!("failure \"{failure}\""));
+    }
+    if state.infra_failures != 0 {
+        parts.push(format!("infra {}", state.infra_failures));
     }
     if !state.answers.is_empty() {
         parts.push(format!("answers {:?}", state.answers));
@@ -728,6 +732,7 @@ fn decide_never_panics_and_terminal_never_moves() {
             JobOutcome::BudgetExceeded { reason: "cap".into() },
             JobOutcome::QuotaExhausted { reason: "limit".into(), resets_at_ms: None },
             JobOutcome::QuotaExhausted { reason: "limit".into(), resets_at_ms: Some(10_000) },
+            JobOutcome::Infrastructure { reason: "disk full".into() },
         ];
         let gate = pipeline.stage(stage).and_then(|s| s.gates.first()).map_or("artifact", GateSpec::name);
         for verdict in [Verdict::Pass, Verdict::Fail, Verdict::Defer, Verdict::Error] {
@@ -755,6 +760,7 @@ fn decide_never_panics_and_terminal_never_moves() {
                         answers: vec![],
                         quota_pauses: 0,
                         cancel_requested: None,
+                        infra_failures: 0,
                     };
                     let mut events = vec![
                         Event::Created,
@@ -949,5 +955,72 @@ fn stop_while_awaiting_confirm_cancels_at_once() {
     check!(held("deploy", Hold::AwaitingConfirm), [stop(), confirm()], @r#"
         stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at deploy (awaiting_confirm)"]
         confirm by ann  suppressed: task is cancelled; terminal stages ignore `deploy_confirmed`
+        "#);
+}
+
+// ---------------------------------------------------------------- infrastructure failures
+
+fn infra(reason: &'static str) -> Step {
+    Box::new(move |s, _| finished(s, JobOutcome::Infrastructure { reason: reason.into() }))
+}
+
+// A full disk is not the code's fault: the stage runs again after a growing backoff without using
+// an attempt or a rollback and without a failure for the next prompt; humans get an alert on the
+// first and every fifth one; a completed run clears the count.
+#[test]
+fn infrastructure_failures_retry_without_spending_attempts_or_reaching_the_prompt() {
+    let state = TaskState { attempt: 2, failure: Some("review: add a test".into()), ..running("deploy_staging", 4) };
+    check!(
+        state,
+        [infra("No space left on device"), infra("No space left on device"), infra("x"), infra("x"), infra("x"), finish_ok()],
+        @r#"
+        job 4 deploy_staging: infrastructure failure (No space left on device) → deploy_staging [enqueue #5 deploy_staging +9788ms, notify alert "deploy_staging hit an infrastructure failure (1 in a row): No space left on device; running it again in 9 s"] {attempt 2, failure "review: add a test", infra 1}
+        job 5 deploy_staging: infrastructure failure (No space left on device) → deploy_staging [enqueue #6 deploy_staging +21224ms] {attempt 2, failure "review: add a test", infra 2}
+        job 6 deploy_staging: infrastructure failure (x) → deploy_staging [enqueue #7 deploy_staging +36559ms] {attempt 2, failure "review: add a test", infra 3}
+        job 7 deploy_staging: infrastructure failure (x) → deploy_staging [enqueue #8 deploy_staging +87641ms] {attempt 2, failure "review: add a test", infra 4}
+        job 8 deploy_staging: infrastructure failure (x) → deploy_staging [enqueue #9 deploy_staging +144660ms, notify alert "deploy_staging hit an infrastructure failure (5 in a row): x; running it again in 144 s"] {attempt 2, failure "review: add a test", infra 5}
+        job 9 deploy_staging: ok → deploy (awaiting_confirm) [notify needs_human "deploy awaits confirmation"]
+        "#
+    );
+}
+
+// ---------------------------------------------------------------- STOP after the merge
+
+/// The deploy job merged `head` and its health gate passed (or failed).
+fn deployed(health: Verdict) -> Step {
+    Box::new(move |s, _| {
+        let mut merged = GateVerdict::new(baton_domain::MERGED_VERDICT, Verdict::Pass, "main fast-forwarded");
+        merged.evidence = Some("0123456789abcdef".into());
+        let health = GateVerdict::new("deploy_status", health, "health");
+        finished(s, JobOutcome::Completed { verdicts: vec![merged, health] })
+    })
+}
+
+// A STOP deferred during deploy arrives too late once main holds the change: the task ends done
+// (its health gate decided), with an alert saying the stop came too late; never `cancelled`.
+#[test]
+fn stop_during_deploy_after_the_merge_ends_done_and_says_too_late() {
+    check!(running("deploy", 9), [stop_critical(), deployed(Verdict::Pass), stop()], @r#"
+        stop by bob (critical) → deploy [notify info "stop requested by bob: deferred until the running deploy step ends"]
+        job 9 deploy: ok → done [release_leases, remove_worktree, notify info "done", notify alert "stop requested by bob arrived too late: 0123456789 is already merged and deployed"]
+        stop by ann  suppressed: task is done; terminal stages ignore `stop`
+        "#);
+}
+
+// The same after a failed health check: the change is shipped, so the task blocks for a human.
+#[test]
+fn stop_during_deploy_after_the_merge_with_failed_health_blocks() {
+    check!(running("deploy", 9), [stop_critical(), deployed(Verdict::Fail)], @r#"
+        stop by bob (critical) → deploy [notify info "stop requested by bob: deferred until the running deploy step ends"]
+        job 9 deploy: deploy_status fail (health) → deploy (blocked) [release_leases, notify alert "blocked: deploy failed: deploy_status: health", notify alert "stop requested by bob arrived too late: 0123456789 is already merged and deployed"] {failure "deploy failed: deploy_status: health"}
+        "#);
+}
+
+// A deploy job that ended before merging (it failed, or refused) lets the STOP cancel the task.
+#[test]
+fn stop_during_deploy_before_the_merge_cancels() {
+    check!(running("deploy", 9), [stop_critical(), agent_failed("deploy lease lost")], @r#"
+        stop by bob (critical) → deploy [notify info "stop requested by bob: deferred until the running deploy step ends"]
+        job 9 deploy: agent failed (deploy lease lost) → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by bob after the deploy step ended"]
         "#);
 }

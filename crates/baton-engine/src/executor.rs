@@ -139,6 +139,7 @@ async fn run_job(
     let run_dir = engine.settings.runs_dir().join(&task.work_item_id).join(format!("{}-job{}", job.stage, job.id));
     let ctx =
         JobContext { engine, task: &task, job, repo, stage, worktree, git, run_dir, external_ms: external_ms.clone() };
+    let mut shipped = None;
     match &stage.actor {
         Actor::Agent { role } => {
             let run = run_agent(&ctx, role, stop, start).await?;
@@ -156,15 +157,32 @@ async fn run_job(
                 AgentStatus::Succeeded => {}
             }
         }
-        Actor::Deploy => {
-            if let Err(reason) = deploy(&ctx).await {
-                return Ok(Some(JobOutcome::Failed { reason }));
+        Actor::Deploy => match deploy(&ctx).await {
+            Err(reason) => return Ok(Some(JobOutcome::Failed { reason })),
+            // The default branch holds the change now: the verdicts say so, whatever follows.
+            Ok(Deployed { merged, failed: Some(failed) }) => {
+                let verdicts = vec![merged, failed];
+                record_verdicts(engine, &task, stage, &verdicts).await;
+                return Ok(Some(JobOutcome::Completed { verdicts }));
             }
-        }
+            Ok(Deployed { merged, failed: None }) => shipped = Some(merged),
+        },
         Actor::None => {}
     }
-    let verdicts = gates::evaluate_all(&ctx, &stage.gates).await;
-    for verdict in &verdicts {
+    let mut verdicts: Vec<_> = shipped.into_iter().collect();
+    verdicts.extend(gates::evaluate_all(&ctx, &stage.gates).await);
+    record_verdicts(engine, &task, stage, &verdicts).await;
+    Ok(Some(JobOutcome::Completed { verdicts }))
+}
+
+/// Records each verdict on the task's timeline.
+async fn record_verdicts(
+    engine: &Engine,
+    task: &TaskRecord,
+    stage: &StageSpec,
+    verdicts: &[baton_domain::GateVerdict],
+) {
+    for verdict in verdicts {
         let _ = engine
             .store
             .append_event(NewEvent {
@@ -178,7 +196,6 @@ async fn run_job(
             })
             .await;
     }
-    Ok(Some(JobOutcome::Completed { verdicts }))
 }
 
 fn first_line(text: &str) -> &str {
@@ -644,8 +661,17 @@ async fn merge_gate_head(ctx: &JobContext<'_>) -> Option<String> {
     })
 }
 
+/// What the deploy actor did once the default branch holds the re-tested head.
+struct Deployed {
+    /// The `merged` verdict, with the head as its evidence.
+    merged: baton_domain::GateVerdict,
+    /// The `deploy` command's failure, when it failed after the merge.
+    failed: Option<baton_domain::GateVerdict>,
+}
+
 /// The deploy actor: fast-forward the default branch to the retested head, then run `deploy`.
-async fn deploy(ctx: &JobContext<'_>) -> Result<(), String> {
+/// `Err` means nothing was merged.
+async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, String> {
     let engine = ctx.engine;
     let lease = gates::merge_lease_name(&ctx.repo.name);
     let ttl_ms = engine.settings.limits.lease_ttl_secs as i64 * 1000;
@@ -700,11 +726,20 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<(), String> {
             detail: serde_json::json!({ "base": base, "head": head }),
         })
         .await;
-    if let Some(argv) = RepoCommand::Deploy.argv(ctx) {
-        let out = run_repo_command(ctx, "deploy", &argv).await.map_err(|e| format!("deploy could not run: {e}"))?;
-        if !out.exit.success() {
-            return Err(format!("`{}` {}; output tail:\n{}", argv.join(" "), out.exit.describe(), out.tail));
-        }
-    }
-    Ok(())
+    let mut merged = baton_domain::GateVerdict::new(
+        baton_domain::MERGED_VERDICT,
+        baton_domain::Verdict::Pass,
+        format!("{} fast-forwarded to {}", ctx.repo.default_branch, &head[..head.len().min(10)]),
+    );
+    merged.evidence = Some(head);
+    let failed = match RepoCommand::Deploy.argv(ctx) {
+        None => None,
+        Some(argv) => match run_repo_command(ctx, "deploy", &argv).await {
+            Ok(out) if out.exit.success() => None,
+            Ok(out) => Some(format!("`{}` {}; output tail:\n{}", argv.join(" "), out.exit.describe(), out.tail)),
+            Err(error) => Some(format!("deploy could not run: {error}")),
+        },
+    };
+    let failed = failed.map(|reason| baton_domain::GateVerdict::new("deploy", baton_domain::Verdict::Fail, reason));
+    Ok(Deployed { merged, failed })
 }

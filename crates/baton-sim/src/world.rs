@@ -606,6 +606,7 @@ fn outcome_name(event: &baton_domain::Event) -> String {
             baton_domain::JobOutcome::Failed { reason } => format!("failed: {reason}"),
             baton_domain::JobOutcome::BudgetExceeded { .. } => "budget".into(),
             baton_domain::JobOutcome::QuotaExhausted { .. } => "quota".into(),
+            baton_domain::JobOutcome::Infrastructure { reason } => format!("infrastructure: {reason}"),
         },
         other => other.kind().to_string(),
     }
