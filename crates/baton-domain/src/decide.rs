@@ -232,7 +232,7 @@ fn job_finished(
             );
             let mut effects = vec![Effect::EnqueueJob { stage: state.stage.clone(), delay_ms }];
             // Alert on the first failure and then every fifth: a full disk must not flood the channel.
-            if next.infra_failures == 1 || next.infra_failures % INFRA_ALERT_EVERY == 0 {
+            if next.infra_failures == 1 || next.infra_failures.is_multiple_of(INFRA_ALERT_EVERY) {
                 effects.push(Effect::Notify { kind: NotifyKind::Alert, text: text.clone() });
             }
             Decision::Apply { next, effects, note: text }
