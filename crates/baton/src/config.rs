@@ -8,7 +8,7 @@
 //! message, so printing the issues never leaks them.
 
 use baton_domain::ids::{valid_prefix, valid_repo_name};
-use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
+use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, PipelineProblem, StageSpec};
 use baton_engine::{AdapterKind, AgentSettings, Budgets, EngineSettings, Limits, RepoSettings};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -1022,8 +1022,7 @@ impl<'a> Loader<'a> {
         let pipeline = Pipeline { stages: specs, ..Pipeline::default_pipeline() };
         let problems = pipeline.validate();
         for problem in &problems {
-            let key = stage_key_of(&pipeline, problem);
-            self.issue(key, problem.clone(), validate_fix(problem));
+            self.issue(stage_key(&pipeline, problem), problem.to_string(), pipeline_fix(problem));
         }
         problems.is_empty().then_some(pipeline)
     }
@@ -1377,29 +1376,28 @@ fn pipeline_roles(raw: Option<&Value>) -> Vec<String> {
     roles
 }
 
-/// The stage a `Pipeline::validate` message is about (its first backticked name), as a key.
-fn stage_key_of(pipeline: &Pipeline, problem: &str) -> String {
-    backticked(problem)
-        .first()
-        .and_then(|name| pipeline.stages.iter().position(|s| &s.name == name))
+/// The key of the stage a pipeline problem concerns (the first stage of that name), or of the
+/// whole list for a problem of the pipeline.
+fn stage_key(pipeline: &Pipeline, problem: &PipelineProblem) -> String {
+    problem
+        .stage()
+        .and_then(|name| pipeline.stages.iter().position(|s| s.name == name))
         .map_or_else(|| "pipeline.stages".to_string(), |i| format!("pipeline.stages[{i}]"))
 }
 
-fn validate_fix(problem: &str) -> String {
-    let fix = if problem.contains("no stages") {
-        "list at least one stage, or remove [pipeline] to use the default pipeline"
-    } else if problem.contains("reserved") {
-        "rename the stage; `done` and `cancelled` are the terminal stages"
-    } else if problem.contains("appears twice") {
-        "give each stage a unique name"
-    } else if problem.contains("rolls back") {
-        "set `on_gate_fail = { kind = \"rollback\", to = \"<stage>\" }` to an earlier stage's name"
-    } else if problem.contains("artifact") {
-        "add `artifact = \"NN-name.md\"` to the stage, or drop its artifact and verdict gates"
-    } else {
-        "correct the pipeline as the message says"
-    };
-    fix.to_string()
+/// How to fix a pipeline problem in `baton.toml`.
+fn pipeline_fix(problem: &PipelineProblem) -> &'static str {
+    match problem {
+        PipelineProblem::Empty => "list at least one stage, or remove [pipeline] to use the default pipeline",
+        PipelineProblem::ReservedStageName { .. } => "rename the stage; `done` and `cancelled` are the terminal stages",
+        PipelineProblem::DuplicateStage { .. } => "give each stage a unique name",
+        PipelineProblem::UnknownRollbackTarget { .. } | PipelineProblem::RollbackNotEarlier { .. } => {
+            "set `on_gate_fail = { kind = \"rollback\", to = \"<stage>\" }` to an earlier stage's name"
+        }
+        PipelineProblem::MissingArtifact { .. } => {
+            "add `artifact = \"NN-name.md\"` to the stage, or drop its artifact and verdict gates"
+        }
+    }
 }
 
 /// "did you mean `x`?" when a known name is close, else the list of known names.
@@ -1819,6 +1817,63 @@ mod tests {
         let config = loaded(load_file(&path, &[("BATON_API_TOKEN", "from-the-environment")]));
         assert_eq!(config.engine.repos[0].health.as_deref().unwrap(), ["sh", "scripts/health.sh"]);
         assert_eq!(config.engine.pipeline.stages.len(), 3);
+    }
+
+    // Each pipeline problem is reported at the key of the stage it concerns, with the fix for that problem.
+    #[test]
+    fn pipeline_problems_name_their_stage_and_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage =
+            |name: &str, extra: &str| format!("[[pipeline.stages]]\nname = \"{name}\"\nactor = \"none\"\n{extra}\n");
+        let text = [
+            stage("build", "on_gate_fail = { kind = \"rollback\", to = \"ship\" }"),
+            stage("review", "gates = [{ kind = \"verdict\", key = \"verdict\", pass = [\"ok\"] }]\non_gate_fail = { kind = \"rollback\", to = \"nowhere\" }"),
+            stage("review", "artifact = \"r.md\"\ngates = [\"artifact\"]"),
+            stage("done", "gates = [\"artifact\"]"),
+            stage("cancelled", ""),
+            stage("ship", "artifact = \"s.md\"\non_gate_fail = { kind = \"rollback\", to = \"ship\" }"),
+        ]
+        .concat();
+        let found = issues(load_str(&text, &env(&[]), dir.path(), PathBuf::from("baton")));
+        let rollback = "set `on_gate_fail = { kind = \"rollback\", to = \"<stage>\" }` to an earlier stage's name";
+        let artifact = "add `artifact = \"NN-name.md\"` to the stage, or drop its artifact and verdict gates";
+        let reserved = "rename the stage; `done` and `cancelled` are the terminal stages";
+        let expected = [
+            ("pipeline.stages[0]", "stage `build` rolls back to `ship`, which is not an earlier stage", rollback),
+            ("pipeline.stages[1]", "stage `review` rolls back to unknown stage `nowhere`", rollback),
+            (
+                "pipeline.stages[1]",
+                "stage `review` has an artifact or verdict gate but no `artifact` file name",
+                artifact,
+            ),
+            // A duplicate is reported at the first stage of that name.
+            ("pipeline.stages[1]", "stage `review` appears twice", "give each stage a unique name"),
+            ("pipeline.stages[3]", "stage name `done` is reserved for the terminal stage", reserved),
+            (
+                "pipeline.stages[3]",
+                "stage `done` has an artifact or verdict gate but no `artifact` file name",
+                artifact,
+            ),
+            ("pipeline.stages[4]", "stage name `cancelled` is reserved for the terminal stage", reserved),
+            ("pipeline.stages[5]", "stage `ship` rolls back to `ship`, which is not an earlier stage", rollback),
+        ];
+        let shown: Vec<(&str, &str, &str)> =
+            found.iter().map(|i| (i.key.as_str(), i.message.as_str(), i.fix.as_str())).collect();
+        assert_eq!(shown, expected);
+        let empty = issues(load_str("[pipeline]\nstages = []\n", &env(&[]), dir.path(), PathBuf::from("baton")));
+        assert_eq!(
+            empty,
+            [ConfigIssue::new(
+                "pipeline.stages",
+                "the pipeline has no stages",
+                "list at least one stage, or remove [pipeline] to use the default pipeline"
+            )]
+        );
+        // The fix follows the problem, not words of the stage's name.
+        let twice = [stage("reserved", ""), stage("reserved", "")].concat();
+        let found = issues(load_str(&twice, &env(&[]), dir.path(), PathBuf::from("baton")));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].fix, "give each stage a unique name");
     }
 
     // An issue displays as key, message and fix on two lines.
