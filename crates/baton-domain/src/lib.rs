@@ -25,6 +25,6 @@ pub use agent::{AgentReport, AgentStatus, Usage};
 pub use decide::{Decision, Effect, NotifyKind, decide};
 pub use event::{Event, GateVerdict, JobOutcome, MERGED_VERDICT, Verdict};
 pub use ids::{JobId, TaskId, WorkItemId};
-pub use pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
+pub use pipeline::{Actor, GateSpec, OnGateFail, Pipeline, PipelineProblem, StageSpec};
 pub use pricing::{MatchKind, ModelPrice, PriceMatch, PriceTable, PriceTier, PricedCost, PricingError};
 pub use task::{Hold, TaskState};

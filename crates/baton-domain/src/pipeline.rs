@@ -1,6 +1,7 @@
 //! The pipeline as data: stages, their actor, gates, human gates and failure policy (SPEC §3).
 
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// The terminal stage reached by a finished task.
 pub const DONE: &str = "done";
@@ -169,35 +170,86 @@ impl Pipeline {
         self.stages.get(index + 1)
     }
 
-    /// Checks references between stages; returns one message per problem.
-    pub fn validate(&self) -> Vec<String> {
+    /// Checks references between stages; returns every problem, in stage order.
+    pub fn validate(&self) -> Vec<PipelineProblem> {
         let mut problems = Vec::new();
         if self.stages.is_empty() {
-            problems.push("the pipeline has no stages".to_string());
+            problems.push(PipelineProblem::Empty);
         }
         for (i, stage) in self.stages.iter().enumerate() {
+            let name = || stage.name.clone();
             if stage.name == DONE || stage.name == CANCELLED {
-                problems.push(format!("stage name `{}` is reserved for the terminal stage", stage.name));
+                problems.push(PipelineProblem::ReservedStageName { stage: name() });
             }
             if self.stages[..i].iter().any(|s| s.name == stage.name) {
-                problems.push(format!("stage `{}` appears twice", stage.name));
+                problems.push(PipelineProblem::DuplicateStage { stage: name() });
             }
             if let OnGateFail::Rollback { to } = &stage.on_gate_fail {
                 match self.stages.iter().position(|s| &s.name == to) {
-                    None => problems.push(format!("stage `{}` rolls back to unknown stage `{to}`", stage.name)),
-                    Some(j) if j >= i => problems
-                        .push(format!("stage `{}` rolls back to `{to}`, which is not an earlier stage", stage.name)),
+                    None => problems.push(PipelineProblem::UnknownRollbackTarget { stage: name(), target: to.clone() }),
+                    Some(j) if j >= i => {
+                        problems.push(PipelineProblem::RollbackNotEarlier { stage: name(), target: to.clone() })
+                    }
                     Some(_) => {}
                 }
             }
             let needs_artifact = stage.gates.iter().any(|g| matches!(g, GateSpec::Artifact | GateSpec::Verdict { .. }));
             if needs_artifact && stage.artifact.is_none() {
-                problems.push(format!(
-                    "stage `{}` has an artifact or verdict gate but no `artifact` file name",
-                    stage.name
-                ));
+                problems.push(PipelineProblem::MissingArtifact { stage: name() });
             }
         }
         problems
+    }
+}
+
+/// One problem [`Pipeline::validate`] finds; `Display` gives the message shown to users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PipelineProblem {
+    /// The pipeline has no stages.
+    Empty,
+    /// A stage is named `done` or `cancelled`, the names of the terminal stages.
+    ReservedStageName { stage: String },
+    /// A second stage has the same name as an earlier one.
+    DuplicateStage { stage: String },
+    /// `on_gate_fail` rolls back to a stage the pipeline does not have.
+    UnknownRollbackTarget { stage: String, target: String },
+    /// `on_gate_fail` rolls back to the stage itself or a later one.
+    RollbackNotEarlier { stage: String, target: String },
+    /// An artifact or verdict gate without an `artifact` file name to check.
+    MissingArtifact { stage: String },
+}
+
+impl PipelineProblem {
+    /// The name of the stage the problem concerns; `None` for a problem of the whole pipeline.
+    pub fn stage(&self) -> Option<&str> {
+        match self {
+            PipelineProblem::Empty => None,
+            PipelineProblem::ReservedStageName { stage }
+            | PipelineProblem::DuplicateStage { stage }
+            | PipelineProblem::UnknownRollbackTarget { stage, .. }
+            | PipelineProblem::RollbackNotEarlier { stage, .. }
+            | PipelineProblem::MissingArtifact { stage } => Some(stage),
+        }
+    }
+}
+
+impl fmt::Display for PipelineProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PipelineProblem::Empty => write!(f, "the pipeline has no stages"),
+            PipelineProblem::ReservedStageName { stage } => {
+                write!(f, "stage name `{stage}` is reserved for the terminal stage")
+            }
+            PipelineProblem::DuplicateStage { stage } => write!(f, "stage `{stage}` appears twice"),
+            PipelineProblem::UnknownRollbackTarget { stage, target } => {
+                write!(f, "stage `{stage}` rolls back to unknown stage `{target}`")
+            }
+            PipelineProblem::RollbackNotEarlier { stage, target } => {
+                write!(f, "stage `{stage}` rolls back to `{target}`, which is not an earlier stage")
+            }
+            PipelineProblem::MissingArtifact { stage } => {
+                write!(f, "stage `{stage}` has an artifact or verdict gate but no `artifact` file name")
+            }
+        }
     }
 }

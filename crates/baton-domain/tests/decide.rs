@@ -8,7 +8,7 @@
 use baton_domain::pipeline::{CANCELLED, DONE};
 use baton_domain::{
     Actor, Decision, Effect, Event, GateSpec, GateVerdict, Hold, JobId, JobOutcome, NotifyKind, OnGateFail, Pipeline,
-    StageSpec, TaskState, Verdict, decide,
+    PipelineProblem, StageSpec, TaskState, Verdict, decide,
 };
 use std::fmt::Write as _;
 
@@ -837,10 +837,15 @@ fn assert_coherent(pipeline: &Pipeline, state: &TaskState, event: &Event, decisi
 // The built-in SPEC §3 pipeline has no problems.
 #[test]
 fn validate_accepts_default_pipeline() {
-    assert_eq!(Pipeline::default_pipeline().validate(), Vec::<String>::new());
+    assert_eq!(Pipeline::default_pipeline().validate(), Vec::<PipelineProblem>::new());
 }
 
-// Each broken reference is reported once, in stage order.
+/// The problems' messages, one a line.
+fn problem_lines(problems: &[PipelineProblem]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+// Each broken reference is reported once, in stage order, naming the stage it concerns.
 #[test]
 fn validate_reports_every_broken_reference() {
     let stage = |name: &str, artifact: Option<&str>, gates: Vec<GateSpec>, on_gate_fail| StageSpec {
@@ -864,7 +869,24 @@ fn validate_reports_every_broken_reference() {
         ],
         ..Pipeline::default_pipeline()
     };
-    insta::assert_snapshot!(pipeline.validate().join("\n"), @r"
+    let problems = pipeline.validate();
+    let name = |name: &str| name.to_string();
+    assert_eq!(
+        problems,
+        [
+            PipelineProblem::RollbackNotEarlier { stage: name("build"), target: name("ship") },
+            PipelineProblem::UnknownRollbackTarget { stage: name("review"), target: name("nowhere") },
+            PipelineProblem::MissingArtifact { stage: name("review") },
+            PipelineProblem::DuplicateStage { stage: name("review") },
+            PipelineProblem::ReservedStageName { stage: name("done") },
+            PipelineProblem::MissingArtifact { stage: name("done") },
+            PipelineProblem::ReservedStageName { stage: name("cancelled") },
+            PipelineProblem::RollbackNotEarlier { stage: name("ship"), target: name("ship") },
+        ]
+    );
+    let stages: Vec<_> = problems.iter().map(PipelineProblem::stage).collect();
+    assert_eq!(stages, ["build", "review", "review", "review", "done", "done", "cancelled", "ship"].map(Some));
+    insta::assert_snapshot!(problem_lines(&problems), @r"
         stage `build` rolls back to `ship`, which is not an earlier stage
         stage `review` rolls back to unknown stage `nowhere`
         stage `review` has an artifact or verdict gate but no `artifact` file name
@@ -880,7 +902,10 @@ fn validate_reports_every_broken_reference() {
 #[test]
 fn validate_rejects_empty_pipeline() {
     let pipeline = Pipeline { stages: vec![], ..Pipeline::default_pipeline() };
-    insta::assert_snapshot!(pipeline.validate().join("\n"), @r"
+    let problems = pipeline.validate();
+    assert_eq!(problems, [PipelineProblem::Empty]);
+    assert_eq!(problems[0].stage(), None);
+    insta::assert_snapshot!(problem_lines(&problems), @r"
         the pipeline has no stages
         ");
 }

@@ -1,0 +1,182 @@
+//! `baton.toml`: reading, `${VAR}` interpolation, `BATON_*` overrides, and checks that report every problem.
+//!
+//! Loading never stops at the first mistake. The text is parsed (skipping broken lines to find
+//! more syntax errors), each section and each entry is deserialized on its own, and then the
+//! meaning is checked (names, prefixes, git repositories, files, limits, the pipeline). Every
+//! problem becomes one [`ConfigIssue`] naming the key, what is wrong and how to fix it. Secret
+//! values that came from the environment are replaced by their `${VAR}` reference in every
+//! message, so printing the issues never leaks them.
+//!
+//! The work is split by concern: `sources` (where values come from: `${VAR}` interpolation,
+//! `BATON_*` overrides, relative paths, and the final issues named after their sources),
+//! `sections` (each section read into the engine's settings and checked), `diagnostics` (TOML
+//! and serde errors turned into issues, "did you mean" suggestions) and `template` (the file
+//! `baton init` writes).
+
+mod diagnostics;
+mod sections;
+mod sources;
+mod template;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
+
+pub use template::init_template;
+
+use baton_engine::EngineSettings;
+use sources::{Override, clean, env_get};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use toml::Table;
+
+/// Where the server listens when `server.listen` is not set.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8377";
+
+/// The `[server]` section.
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub api_token: Option<String>,
+}
+
+// Written by hand so that debug output and logs never show the token.
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The loaded configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub engine: EngineSettings,
+    /// The file used; `None` means the embedded defaults.
+    pub source: Option<PathBuf>,
+}
+
+/// One problem in the configuration: the offending key, what is wrong, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}\n  fix: {fix}")]
+pub struct ConfigIssue {
+    pub key: String,
+    pub message: String,
+    pub fix: String,
+}
+
+impl ConfigIssue {
+    fn new(key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigIssue { key: key.into(), message: message.into(), fix: fix.into() }
+    }
+}
+
+/// `$BATON_DATA_DIR`, else `$XDG_DATA_HOME/baton`, else `$HOME/.local/share/baton`, else `./baton-data`.
+pub fn default_data_dir(env: &[(String, String)]) -> PathBuf {
+    if let Some(dir) = env_get(env, "BATON_DATA_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    // The XDG spec says a relative XDG_DATA_HOME is invalid and must be ignored.
+    if let Some(xdg) = env_get(env, "XDG_DATA_HOME").filter(|v| Path::new(v).is_absolute()) {
+        return Path::new(xdg).join("baton");
+    }
+    match env_get(env, "HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Path::new(home).join(".local").join("share").join("baton"),
+        None => PathBuf::from("baton-data"),
+    }
+}
+
+/// Loads `path` (or the embedded defaults when `None`), applying `${VAR}` interpolation and
+/// `BATON_*` overrides from `env`; returns every problem found.
+pub fn load(path: Option<&Path>, env: &[(String, String)], baton_exe: PathBuf) -> Result<Config, Vec<ConfigIssue>> {
+    // Without a current directory relative paths stay relative, which is the best left to do.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let mut loader = Loader::new(env, cwd.clone());
+    let Some(path) = path else {
+        return loader.load_text(None, None, baton_exe);
+    };
+    let path = clean(&cwd.join(path));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(vec![ConfigIssue::new(
+                path.display().to_string(),
+                "the configuration file does not exist",
+                "run `baton init` to write a commented baton.toml, or pass the right file with --config or BATON_CONFIG",
+            )]);
+        }
+        Err(e) => {
+            return Err(vec![ConfigIssue::new(
+                path.display().to_string(),
+                format!("the configuration file cannot be read: {e}"),
+                "check that the path names a readable file",
+            )]);
+        }
+    };
+    let file_name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+    loader.config_dir = path.parent().map_or_else(|| cwd.clone(), Path::to_path_buf);
+    loader.load_text(Some((&text, &file_name)), Some(path), baton_exe)
+}
+
+/// Loads configuration text as if read from `<base_dir>/baton.toml` with `base_dir` as the current
+/// directory: the same parsing, interpolation, overrides and checks as [`load`], without reading
+/// the file (tests and fuzzers). `Config::source` is `None`: the text came from no file.
+pub fn load_str(
+    text: &str,
+    env: &[(String, String)],
+    base_dir: &Path,
+    baton_exe: PathBuf,
+) -> Result<Config, Vec<ConfigIssue>> {
+    Loader::new(env, base_dir.to_path_buf()).load_text(Some((text, "baton.toml")), None, baton_exe)
+}
+
+/// The state of one `load`: what has been found wrong, and where values came from.
+struct Loader<'a> {
+    env: &'a [(String, String)],
+    cwd: PathBuf,
+    /// Relative paths in the file resolve against this directory.
+    config_dir: PathBuf,
+    issues: Vec<ConfigIssue>,
+    overrides: Vec<Override>,
+    /// Values to hide in messages, each with what to show instead.
+    secrets: Vec<(String, String)>,
+}
+
+impl<'a> Loader<'a> {
+    fn new(env: &'a [(String, String)], cwd: PathBuf) -> Self {
+        Loader { env, config_dir: cwd.clone(), cwd, issues: Vec::new(), overrides: Vec::new(), secrets: Vec::new() }
+    }
+
+    /// Parses `text` (named `file_name` in issues) when given, then applies the `BATON_*`
+    /// overrides, builds the configuration and checks it.
+    fn load_text(
+        mut self,
+        text: Option<(&str, &str)>,
+        source: Option<PathBuf>,
+        baton_exe: PathBuf,
+    ) -> Result<Config, Vec<ConfigIssue>> {
+        let mut doc = Table::new();
+        if let Some((text, file_name)) = text {
+            doc = self.parse_document(text, file_name);
+            self.interpolate_table(&mut doc, "");
+        }
+        self.apply_overrides(&mut doc);
+        let config = self.build(doc, source, baton_exe);
+        self.finish(config)
+    }
+
+    /// Records one problem.
+    fn issue(&mut self, key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) {
+        self.issues.push(ConfigIssue::new(key, message, fix));
+    }
+}
+
+/// A dotted key: `prefix.key`, or `key` at the top level.
+fn join_key(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") }
+}

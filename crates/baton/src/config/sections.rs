@@ -1,0 +1,626 @@
+//! Reading each section of `baton.toml` into the engine's settings and checking what it means:
+//! `[server]`, `[limits]`, `[budgets]`, `[[repos]]` (names, prefixes, git checkouts and branches),
+//! `[agents.<role>]` and `[pipeline]`.
+
+use super::diagnostics::{suggest_fix, type_name};
+use super::sources::{clean, valid_env_name};
+use super::{Config, ConfigIssue, DEFAULT_LISTEN, Loader, ServerConfig, default_data_dir};
+use baton_domain::ids::{valid_prefix, valid_repo_name};
+use baton_domain::pipeline::{Actor, GateSpec, Pipeline, PipelineProblem, StageSpec};
+use baton_engine::{AdapterKind, AgentSettings, Budgets, EngineSettings, Limits, RepoSettings};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use toml::{Table, Value};
+
+/// The top-level sections this version understands.
+pub(super) const SECTIONS: &[&str] = &["server", "limits", "budgets", "repos", "agents", "pipeline"];
+
+/// Sections SPEC §13 names that this version does not read yet.
+const PLANNED_SECTIONS: &[&str] = &["trackers", "forges", "notifiers", "features", "pricing"];
+
+/// Agent roles always accepted under `[agents.<role>]`.
+const BUILTIN_ROLES: &[&str] = &["default", "analyst", "architect", "developer", "reviewer", "tester"];
+
+/// Keys of one `[[pipeline.stages]]` entry (`StageSpec` itself ignores unknown keys).
+const STAGE_KEYS: &[&str] = &["name", "actor", "artifact", "gates", "confirm_before", "on_gate_fail"];
+
+/// Limits that make Baton useless at 0 (nothing runs, or every run is stopped at once).
+const LIMITS_NONZERO: &[&str] = &[
+    "running_max",
+    "running_per_repo_max",
+    "agent_timeout_secs",
+    "stall_timeout_secs",
+    "command_timeout_secs",
+    "lease_ttl_secs",
+    "poll_interval_ms",
+];
+
+impl Loader<'_> {
+    /// Reads every section of the parsed document; `None` when any of them has a problem.
+    pub(super) fn build(&mut self, mut doc: Table, source: Option<PathBuf>, baton_exe: PathBuf) -> Option<Config> {
+        for key in doc.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                let issue = unknown_section(key);
+                self.issues.push(issue);
+            }
+        }
+        let roles = pipeline_roles(doc.get("pipeline"));
+        let server = self.server(doc.remove("server"));
+        let limits = self.limits(doc.remove("limits"));
+        let budgets = self.budgets(doc.remove("budgets"));
+        let repos = self.repos(doc.remove("repos"));
+        let agents = self.agents(doc.remove("agents"), &roles);
+        let pipeline = self.pipeline(doc.remove("pipeline"));
+        let (server, env_passthrough) = server?;
+        let engine = EngineSettings {
+            data_dir: server.data_dir.clone(),
+            limits: limits?,
+            repos: repos?,
+            agents: agents?,
+            pipeline: pipeline?,
+            budgets: budgets?,
+            baton_exe,
+            env_passthrough,
+        };
+        Some(Config { server, engine, source })
+    }
+
+    /// Takes a section that must be a table; reports it otherwise.
+    fn section_table(&mut self, key: &str, value: Option<Value>, how: &str) -> Option<Table> {
+        match value {
+            None => Some(Table::new()),
+            Some(Value::Table(table)) => Some(table),
+            Some(other) => {
+                self.issue(key, format!("`{key}` must be a table, not {}", type_name(&other)), how.to_string());
+                None
+            }
+        }
+    }
+
+    fn server(&mut self, raw: Option<Value>) -> Option<(ServerConfig, Vec<String>)> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ServerSection {
+            #[serde(default)]
+            listen: Option<String>,
+            #[serde(default)]
+            data_dir: Option<PathBuf>,
+            #[serde(default)]
+            api_token: Option<String>,
+            #[serde(default)]
+            agent_env: Vec<String>,
+        }
+        let mut table = self.section_table("server", raw, "write it as a [server] section")?;
+        split_string_list(&mut table, "agent_env", |c| c.is_whitespace() || c == ',');
+        let parsed = self.deserialize::<ServerSection>("server", table);
+        let bad = |key: &str| parsed.bad.iter().any(|b| b == key);
+        let (skip_listen, skip_data_dir, skip_env) = (bad("listen"), bad("data_dir"), bad("agent_env"));
+        let sound = parsed.bad.is_empty();
+        let section = parsed.value?;
+        let listen_text = section.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = parse_listen(&listen_text);
+        if listen.is_none() && !skip_listen {
+            self.issue(
+                "server.listen",
+                format!("`{listen_text}` is not an address and port"),
+                format!("write an IP address and a port, e.g. \"{DEFAULT_LISTEN}\" or \"0.0.0.0:8377\""),
+            );
+        }
+        let data_dir = match section.data_dir {
+            Some(dir) if dir.as_os_str().is_empty() => {
+                if !skip_data_dir {
+                    self.issue(
+                        "server.data_dir",
+                        "the data directory is empty",
+                        "name a directory, e.g. \"baton-data\"",
+                    );
+                }
+                None
+            }
+            Some(dir) => Some(self.resolve("server.data_dir", &dir)),
+            None => Some(clean(&self.cwd.join(default_data_dir(self.env)))),
+        };
+        let api_token = section.api_token.filter(|token| !token.is_empty());
+        if let Some(token) = &api_token {
+            // A token written literally in the file is hidden from messages too.
+            self.secrets.push((token.clone(), "<api_token>".to_string()));
+        }
+        for (i, name) in section.agent_env.iter().enumerate() {
+            if !skip_env && !valid_env_name(name) {
+                self.issue(
+                    format!("server.agent_env[{i}]"),
+                    format!("`{name}` is not an environment variable name"),
+                    "list variable names only (letters, digits, `_`), e.g. [\"ANTHROPIC_API_KEY\"]",
+                );
+            }
+        }
+        let server = ServerConfig { listen: listen?, data_dir: data_dir?, api_token };
+        sound.then_some((server, section.agent_env))
+    }
+
+    fn budgets(&mut self, raw: Option<Value>) -> Option<Budgets> {
+        let table = self.section_table("budgets", raw, "write it as a [budgets] section")?;
+        let parsed = self.deserialize::<Budgets>("budgets", table);
+        let budgets = parsed.value?;
+        let mut ok = parsed.bad.is_empty();
+        for (key, value) in [
+            ("task_usd", budgets.task_usd),
+            ("repo_daily_usd", budgets.repo_daily_usd),
+            ("global_daily_usd", budgets.global_daily_usd),
+        ] {
+            if let Some(v) = value
+                && !(v.is_finite() && v > 0.0)
+            {
+                ok = false;
+                self.issue(
+                    format!("budgets.{key}"),
+                    format!("`{key}` is {v}; a cap must be a positive number of dollars"),
+                    "set it to the most you want spent (e.g. 5.0), or remove it for no cap",
+                );
+            }
+        }
+        if !(budgets.warn_ratio > 0.0 && budgets.warn_ratio <= 1.0) {
+            ok = false;
+            self.issue(
+                "budgets.warn_ratio",
+                format!("`warn_ratio` is {}; it is a fraction of the cap", budgets.warn_ratio),
+                "use a number above 0 and at most 1, e.g. 0.8 to warn at 80 %",
+            );
+        }
+        ok.then_some(budgets)
+    }
+
+    fn limits(&mut self, raw: Option<Value>) -> Option<Limits> {
+        let table = self.section_table("limits", raw, "write it as a [limits] section")?;
+        let parsed = self.deserialize::<Limits>("limits", table);
+        let limits = parsed.value?;
+        let values = limits_table(&limits);
+        let defaults = limits_table(&Limits::default());
+        let mut ok = parsed.bad.is_empty();
+        for key in LIMITS_NONZERO {
+            if parsed.bad.iter().any(|b| b == key) || values.get(*key).and_then(Value::as_integer) != Some(0) {
+                continue;
+            }
+            ok = false;
+            let default = defaults.get(*key).map_or_else(String::new, |v| format!(" (the default is {v})"));
+            let message = if key.contains("running") {
+                format!("`{key}` is 0, so no job could ever run")
+            } else {
+                format!("`{key}` is 0, which would stop or spin every run at once")
+            };
+            self.issue(format!("limits.{key}"), message, format!("set it to at least 1{default}, or remove it"));
+        }
+        ok.then_some(limits)
+    }
+
+    fn repos(&mut self, raw: Option<Value>) -> Option<Vec<RepoSettings>> {
+        let entries = match raw {
+            None => return Some(Vec::new()),
+            Some(Value::Array(entries)) => entries,
+            Some(other) => {
+                self.issue(
+                    "repos",
+                    format!("`repos` must be a list of tables, not {}", type_name(&other)),
+                    "write each repository as its own [[repos]] block (two brackets)",
+                );
+                return None;
+            }
+        };
+        let mut repos = Vec::new();
+        let mut ok = true;
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let base = format!("repos[{i}]");
+            let Value::Table(mut table) = entry else {
+                self.issue(base, "a repository entry must be a table", "write each repository as a [[repos]] block");
+                ok = false;
+                continue;
+            };
+            for key in ["test", "deploy", "health"] {
+                split_string_list(&mut table, key, char::is_whitespace);
+            }
+            let parsed = self.deserialize::<RepoSettings>(&base, table);
+            ok &= parsed.bad.is_empty();
+            let Some(mut repo) = parsed.value else {
+                ok = false;
+                continue;
+            };
+            ok &= self.check_repo(&base, &mut repo, &parsed.bad, &mut names, i);
+            repos.push(repo);
+        }
+        ok.then_some(repos)
+    }
+
+    /// Checks one repository's meaning; resolves its path. Returns whether it is sound.
+    fn check_repo(
+        &mut self,
+        base: &str,
+        repo: &mut RepoSettings,
+        bad: &[String],
+        names: &mut BTreeMap<String, usize>,
+        index: usize,
+    ) -> bool {
+        let before = self.issues.len();
+        let skip = |key: &str| bad.iter().any(|b| b == key);
+        if !skip("name") {
+            if !valid_repo_name(&repo.name) {
+                self.issue(
+                    format!("{base}.name"),
+                    format!("`{}` is not a valid repository name", repo.name),
+                    "use 1–64 characters of a–z, 0–9, '.', '_' or '-', not starting with a dot, e.g. \"demo\"",
+                );
+            } else if let Some(first) = names.get(&repo.name) {
+                self.issue(
+                    format!("{base}.name"),
+                    format!("the repository name `{}` is already used by repos[{first}]", repo.name),
+                    "give each repository a unique name",
+                );
+            } else {
+                names.insert(repo.name.clone(), index);
+            }
+        }
+        if !skip("prefix") && !valid_prefix(&repo.prefix) {
+            self.issue(
+                format!("{base}.prefix"),
+                format!("`{}` is not a valid work-item prefix", repo.prefix),
+                "use 1–10 upper-case letters/digits starting with a letter, e.g. ORCH",
+            );
+        }
+        if !skip("path") {
+            repo.path = self.resolve(&format!("{base}.path"), &repo.path);
+            if !skip("default_branch") {
+                self.check_git_repo(base, &repo.path, &repo.default_branch);
+            }
+        }
+        for (key, argv) in [("test", &repo.test), ("deploy", &repo.deploy), ("health", &repo.health)] {
+            if let Some(argv) = argv
+                && !skip(key)
+            {
+                self.check_argv(&format!("{base}.{key}"), argv);
+            }
+        }
+        self.issues.len() == before
+    }
+
+    /// The path must be a git checkout that has the default branch; read from files, no `git` spawned.
+    fn check_git_repo(&mut self, base: &str, path: &Path, branch: &str) {
+        if !path.exists() {
+            self.issue(
+                format!("{base}.path"),
+                format!("the repository path {} does not exist", path.display()),
+                "point `path` at a git checkout (relative paths start at the config file's directory)",
+            );
+            return;
+        }
+        let Some(git_dir) = git_dir(path) else {
+            self.issue(
+                format!("{base}.path"),
+                format!("{} is not a git repository (it has no .git)", path.display()),
+                "run `git init` there and make a first commit, or point `path` at a git checkout",
+            );
+            return;
+        };
+        let branch_ok = !branch.is_empty()
+            && !branch.starts_with(['/', '-'])
+            && !branch.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+        if !branch_ok {
+            self.issue(
+                format!("{base}.default_branch"),
+                format!("`{branch}` is not a valid branch name"),
+                "name the repository's main branch, e.g. \"main\"",
+            );
+            return;
+        }
+        if !has_branch(&git_dir, branch) {
+            self.issue(
+                format!("{base}.default_branch"),
+                format!("the repository {} has no branch `{branch}`", path.display()),
+                format!("set `default_branch` to an existing branch, or create it (a new repository needs a first commit on `{branch}`)"),
+            );
+        }
+    }
+
+    fn check_argv(&mut self, key: &str, argv: &[String]) {
+        if argv.first().is_none_or(|program| program.trim().is_empty()) {
+            self.issue(
+                key,
+                "the command is empty",
+                "give the program and its arguments, e.g. [\"python3\", \"-m\", \"unittest\"], or remove the key",
+            );
+        }
+    }
+
+    fn agents(&mut self, raw: Option<Value>, roles: &[String]) -> Option<BTreeMap<String, AgentSettings>> {
+        let table = self.section_table("agents", raw, "write one [agents.<role>] table per role")?;
+        let mut agents = BTreeMap::new();
+        let mut ok = true;
+        for (role, entry) in table {
+            let base = format!("agents.{role}");
+            if !roles.contains(&role) {
+                let known: Vec<&str> = roles.iter().map(String::as_str).collect();
+                self.issue(
+                    base.clone(),
+                    format!("`{role}` is not a role of the pipeline"),
+                    suggest_fix(&role, &known, "the roles are"),
+                );
+                ok = false;
+            }
+            let Value::Table(mut entry) = entry else {
+                self.issue(base, format!("`agents.{role}` must be a table"), format!("write it as [agents.{role}]"));
+                ok = false;
+                continue;
+            };
+            split_string_list(&mut entry, "command", char::is_whitespace);
+            let parsed = self.deserialize::<AgentSettings>(&base, entry);
+            ok &= parsed.bad.is_empty();
+            let Some(mut agent) = parsed.value else {
+                ok = false;
+                continue;
+            };
+            ok &= self.check_agent(&base, &mut agent, &parsed.bad);
+            agents.insert(role, agent);
+        }
+        ok.then_some(agents)
+    }
+
+    /// Checks one agent: the script adapter needs an existing script, the command adapter a command.
+    fn check_agent(&mut self, base: &str, agent: &mut AgentSettings, bad: &[String]) -> bool {
+        let before = self.issues.len();
+        let skip = |key: &str| bad.iter().any(|b| b == key);
+        if let Some(script) = &agent.script
+            && !skip("script")
+        {
+            let resolved = self.resolve(&format!("{base}.script"), script);
+            if !resolved.is_file() {
+                self.issue(
+                    format!("{base}.script"),
+                    format!("the script file {} does not exist", resolved.display()),
+                    "create it or correct `script` (relative paths start at the config file's directory)",
+                );
+            }
+            agent.script = Some(resolved);
+        }
+        if let Some(command) = &agent.command
+            && !skip("command")
+        {
+            let command = command.clone();
+            self.check_argv(&format!("{base}.command"), &command);
+        }
+        match agent.adapter {
+            AdapterKind::Script if agent.script.is_none() && !skip("script") => self.issue(
+                format!("{base}.script"),
+                "the script adapter needs a script file",
+                "add `script = \"script.toml\"` (relative to the config file's directory)",
+            ),
+            AdapterKind::Command if agent.command.is_none() && !skip("command") => self.issue(
+                format!("{base}.command"),
+                "the command adapter needs a command",
+                "add `command = [\"program\", \"arg\"]`; the prompt arrives on stdin",
+            ),
+            _ => {}
+        }
+        self.issues.len() == before
+    }
+
+    fn pipeline(&mut self, raw: Option<Value>) -> Option<Pipeline> {
+        let Some(raw) = raw else {
+            return Some(Pipeline::default_pipeline());
+        };
+        let mut table = self.section_table("pipeline", Some(raw), "write it as a [pipeline] section")?;
+        let mut ok = true;
+        for key in table.keys().filter(|k| k.as_str() != "stages") {
+            let fix = suggest_fix(key, &["stages"], "the only key is");
+            self.issues.push(ConfigIssue::new(format!("pipeline.{key}"), format!("unknown key `{key}`"), fix));
+            ok = false;
+        }
+        let stages = match table.remove("stages") {
+            Some(Value::Array(stages)) => stages,
+            Some(other) => {
+                self.issue(
+                    "pipeline.stages",
+                    format!("`stages` must be a list of tables, not {}", type_name(&other)),
+                    "write each stage as a [[pipeline.stages]] block",
+                );
+                return None;
+            }
+            None => {
+                self.issue(
+                    "pipeline.stages",
+                    "[pipeline] has no `stages`",
+                    "list the stages as [[pipeline.stages]] blocks, or remove [pipeline] to use the default pipeline",
+                );
+                return None;
+            }
+        };
+        let mut specs = Vec::new();
+        for (i, stage) in stages.into_iter().enumerate() {
+            let base = format!("pipeline.stages[{i}]");
+            let Value::Table(stage) = stage else {
+                self.issue(base, "a stage must be a table", "write each stage as a [[pipeline.stages]] block");
+                ok = false;
+                continue;
+            };
+            let stage = self.stage_defaults(&base, stage);
+            let parsed = self.deserialize::<StageSpec>(&base, stage);
+            ok &= parsed.bad.is_empty();
+            match parsed.value {
+                Some(spec) => {
+                    for (g, gate) in spec.gates.iter().enumerate() {
+                        if let GateSpec::Command { argv, .. } = gate {
+                            self.check_argv(&format!("{base}.gates[{g}].argv"), argv);
+                        }
+                    }
+                    specs.push(spec);
+                }
+                None => ok = false,
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let pipeline = Pipeline { stages: specs, ..Pipeline::default_pipeline() };
+        let problems = pipeline.validate();
+        for problem in &problems {
+            self.issue(stage_key(&pipeline, problem), problem.to_string(), pipeline_fix(problem));
+        }
+        problems.is_empty().then_some(pipeline)
+    }
+
+    /// Checks a stage's keys and fills the short forms: `"retry"` for `{ kind = "retry" }`, and
+    /// defaults for `gates`, `confirm_before` and `on_gate_fail`.
+    fn stage_defaults(&mut self, base: &str, mut stage: Table) -> Table {
+        let unknown: Vec<String> = stage.keys().filter(|k| !STAGE_KEYS.contains(&k.as_str())).cloned().collect();
+        for key in unknown {
+            let fix = suggest_fix(&key, STAGE_KEYS, "the stage keys are");
+            self.issue(format!("{base}.{key}"), format!("unknown key `{key}`"), fix);
+            stage.remove(&key);
+        }
+        let kind = |value: &mut Value| {
+            if let Value::String(kind) = value {
+                let mut table = Table::new();
+                table.insert("kind".into(), Value::String(kind.clone()));
+                *value = Value::Table(table);
+            }
+        };
+        if let Some(actor) = stage.get_mut("actor") {
+            kind(actor);
+        }
+        if let Some(Value::Array(gates)) = stage.get_mut("gates") {
+            gates.iter_mut().for_each(kind);
+        }
+        let retry = {
+            let mut table = Table::new();
+            table.insert("kind".into(), Value::String("retry".into()));
+            Value::Table(table)
+        };
+        let on_fail = stage.entry("on_gate_fail").or_insert(retry);
+        kind(on_fail);
+        stage.entry("gates").or_insert_with(|| Value::Array(Vec::new()));
+        stage.entry("confirm_before").or_insert(Value::Boolean(false));
+        stage
+    }
+}
+
+/// A string where a list is expected becomes that list (split by `sep`, no shell involved).
+fn split_string_list(table: &mut Table, key: &str, sep: fn(char) -> bool) {
+    if let Some(value) = table.get_mut(key)
+        && let Value::String(text) = value
+    {
+        let parts = text.split(sep).filter(|p| !p.is_empty()).map(|p| Value::String(p.to_string())).collect();
+        *value = Value::Array(parts);
+    }
+}
+
+/// An address and port; `localhost:<port>` is taken as `127.0.0.1:<port>`.
+fn parse_listen(text: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = text.parse() {
+        return Some(addr);
+    }
+    // `localhost:8377` is common enough to accept without a DNS lookup.
+    let port = text.strip_prefix("localhost:")?;
+    format!("127.0.0.1:{port}").parse().ok()
+}
+
+/// The limits as a TOML table, to look values up by key.
+pub(super) fn limits_table(limits: &Limits) -> Table {
+    match Value::try_from(limits) {
+        Ok(Value::Table(table)) => table,
+        _ => Table::new(),
+    }
+}
+
+/// The issue for a top-level section this version does not read.
+fn unknown_section(key: &str) -> ConfigIssue {
+    if PLANNED_SECTIONS.contains(&key) {
+        return ConfigIssue::new(
+            key,
+            format!("the `{key}` section is not supported by this version of Baton"),
+            "remove it; the sections read are server, limits, repos, agents and pipeline",
+        );
+    }
+    ConfigIssue::new(key, format!("unknown section `{key}`"), suggest_fix(key, SECTIONS, "the sections are"))
+}
+
+/// The agent roles `[agents.<role>]` may name: the built-in ones plus every role of the pipeline.
+fn pipeline_roles(raw: Option<&Value>) -> Vec<String> {
+    let mut roles: Vec<String> = BUILTIN_ROLES.iter().map(|r| r.to_string()).collect();
+    let from_pipeline: Vec<String> = match raw {
+        None => Pipeline::default_pipeline()
+            .stages
+            .iter()
+            .filter_map(|s| match &s.actor {
+                Actor::Agent { role } => Some(role.clone()),
+                _ => None,
+            })
+            .collect(),
+        Some(raw) => raw
+            .get("stages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|stage| stage.get("actor")?.get("role")?.as_str().map(str::to_string))
+            .collect(),
+    };
+    for role in from_pipeline {
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    roles
+}
+
+/// The key of the stage a pipeline problem concerns (the first stage of that name), or of the
+/// whole list for a problem of the pipeline.
+fn stage_key(pipeline: &Pipeline, problem: &PipelineProblem) -> String {
+    problem
+        .stage()
+        .and_then(|name| pipeline.stages.iter().position(|s| s.name == name))
+        .map_or_else(|| "pipeline.stages".to_string(), |i| format!("pipeline.stages[{i}]"))
+}
+
+/// How to fix a pipeline problem in `baton.toml`.
+fn pipeline_fix(problem: &PipelineProblem) -> &'static str {
+    match problem {
+        PipelineProblem::Empty => "list at least one stage, or remove [pipeline] to use the default pipeline",
+        PipelineProblem::ReservedStageName { .. } => "rename the stage; `done` and `cancelled` are the terminal stages",
+        PipelineProblem::DuplicateStage { .. } => "give each stage a unique name",
+        PipelineProblem::UnknownRollbackTarget { .. } | PipelineProblem::RollbackNotEarlier { .. } => {
+            "set `on_gate_fail = { kind = \"rollback\", to = \"<stage>\" }` to an earlier stage's name"
+        }
+        PipelineProblem::MissingArtifact { .. } => {
+            "add `artifact = \"NN-name.md\"` to the stage, or drop its artifact and verdict gates"
+        }
+    }
+}
+
+/// The git directory of a checkout: `.git` itself, or where a `.git` file (`gitdir: …`) points.
+fn git_dir(repo: &Path) -> Option<PathBuf> {
+    let dot_git = repo.join(".git");
+    if dot_git.is_dir() {
+        return Some(dot_git);
+    }
+    let text = std::fs::read_to_string(&dot_git).ok()?;
+    let target = text.trim().strip_prefix("gitdir:")?.trim();
+    Some(repo.join(target))
+}
+
+/// Whether the branch exists as a loose ref or in packed-refs (in the common dir of a worktree).
+fn has_branch(git_dir: &Path, branch: &str) -> bool {
+    let common = match std::fs::read_to_string(git_dir.join("commondir")) {
+        Ok(text) => git_dir.join(text.trim()),
+        Err(_) => git_dir.to_path_buf(),
+    };
+    // The reftable format cannot be read without git; trust the configuration then.
+    if common.join("reftable").is_dir() {
+        return true;
+    }
+    if common.join("refs").join("heads").join(branch).is_file() {
+        return true;
+    }
+    let wanted = format!("refs/heads/{branch}");
+    std::fs::read_to_string(common.join("packed-refs")).is_ok_and(|packed| {
+        packed.lines().any(|line| line.split_once(' ').is_some_and(|(_, name)| name.trim() == wanted))
+    })
+}

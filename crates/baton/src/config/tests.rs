@@ -1,0 +1,415 @@
+//! Tests of configuration loading through `load` and `load_str`, the way the binary and the
+//! fuzzers call them: every section, overrides, interpolation, the template and the documented example.
+
+use super::sections::limits_table;
+use super::{Config, ConfigIssue, DEFAULT_LISTEN, default_data_dir, init_template, load, load_str};
+use baton_domain::pipeline::{Actor, OnGateFail, Pipeline};
+use baton_engine::Limits;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// A git repository at `path` with one commit on `main`.
+#[allow(clippy::disallowed_methods)] // tests may run git directly to build fixtures
+fn git_repo(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "init"],
+    ] {
+        let status = std::process::Command::new("git").args(args).current_dir(path).status().unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn load_file(path: &Path, vars: &[(&str, &str)]) -> Result<Config, Vec<ConfigIssue>> {
+    load(Some(path), &env(vars), PathBuf::from("/usr/bin/baton"))
+}
+
+fn issues(result: Result<Config, Vec<ConfigIssue>>) -> Vec<ConfigIssue> {
+    match result {
+        Ok(config) => panic!("expected issues, got {config:?}"),
+        Err(issues) => issues,
+    }
+}
+
+fn loaded(result: Result<Config, Vec<ConfigIssue>>) -> Config {
+    result.unwrap_or_else(|issues| panic!("{}", issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("\n")))
+}
+
+fn find<'i>(issues: &'i [ConfigIssue], key: &str) -> &'i ConfigIssue {
+    issues.iter().find(|i| i.key == key).unwrap_or_else(|| panic!("no issue for `{key}` in {issues:#?}"))
+}
+
+/// A valid file: a git repo `project`, a script file, one default agent.
+fn valid_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    git_repo(&dir.path().join("project"));
+    write(dir.path(), "script.toml", "");
+    write(
+        dir.path(),
+        "baton.toml",
+        "[server]\nlisten = \"127.0.0.1:9000\"\ndata_dir = \"data\"\nagent_env = [\"ANTHROPIC_API_KEY\"]\n\n\
+         [limits]\nrunning_max = 3\n\n\
+         [[repos]]\nname = \"demo\"\npath = \"./project\"\nprefix = \"DEMO\"\ntest = \"python3 -m  unittest\"\n\
+         deploy = [\"sh\", \"scripts/deploy.sh\"]\n\n\
+         [agents.default]\nadapter = \"script\"\nscript = \"script.toml\"\n\n\
+         [agents.developer]\nadapter = \"command\"\ncommand = \"my-agent --json\"\n",
+    );
+    dir
+}
+
+// Without a file, the embedded defaults load: default listen, XDG-style data dir, default pipeline.
+#[test]
+fn no_file_means_embedded_defaults() {
+    let config = loaded(load(None, &env(&[("HOME", "/home/u")]), PathBuf::from("baton")));
+    assert_eq!(config.server.listen, DEFAULT_LISTEN.parse::<SocketAddr>().unwrap());
+    assert_eq!(config.server.data_dir, PathBuf::from("/home/u/.local/share/baton"));
+    assert_eq!(config.engine.data_dir, config.server.data_dir);
+    assert_eq!(config.server.api_token, None);
+    assert!(config.engine.repos.is_empty() && config.engine.agents.is_empty());
+    assert_eq!(config.engine.pipeline, Pipeline::default_pipeline());
+    assert_eq!(config.engine.limits.running_max, Limits::default().running_max);
+    assert_eq!(config.engine.baton_exe, PathBuf::from("baton"));
+    assert!(config.source.is_none());
+}
+
+// Text loaded with `load_str` gives what `load` gives for the same file, relative paths
+// resolving against the base directory, with no source file recorded.
+#[test]
+fn load_str_matches_load_of_the_same_file() {
+    let dir = valid_dir();
+    let root = dir.path();
+    let text = std::fs::read_to_string(root.join("baton.toml")).unwrap();
+    let from_text = loaded(load_str(&text, &env(&[]), root, PathBuf::from("/usr/bin/baton")));
+    let from_file = loaded(load_file(&root.join("baton.toml"), &[]));
+    assert!(from_text.source.is_none());
+    assert_eq!(format!("{:?}", from_text.engine), format!("{:?}", from_file.engine));
+    assert_eq!(from_text.server.data_dir, root.join("data"));
+    let found = issues(load_str("[server\nlisten = 1\n", &env(&[]), root, PathBuf::from("baton")));
+    assert!(found[0].key.starts_with("baton.toml:1:"), "{found:#?}");
+}
+
+// The default data dir prefers BATON_DATA_DIR, then an absolute XDG_DATA_HOME, then HOME.
+#[test]
+fn default_data_dir_precedence() {
+    let all = env(&[("HOME", "/h"), ("XDG_DATA_HOME", "/x"), ("BATON_DATA_DIR", "/b")]);
+    assert_eq!(default_data_dir(&all), PathBuf::from("/b"));
+    assert_eq!(default_data_dir(&all[..2]), PathBuf::from("/x/baton"));
+    assert_eq!(
+        default_data_dir(&env(&[("HOME", "/h"), ("XDG_DATA_HOME", "rel")])),
+        PathBuf::from("/h/.local/share/baton")
+    );
+    assert_eq!(default_data_dir(&[]), PathBuf::from("baton-data"));
+}
+
+// A missing file is one issue that names the file and points at `baton init`.
+#[test]
+fn missing_file_suggests_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let found = issues(load_file(&dir.path().join("nope.toml"), &[]));
+    assert_eq!(found.len(), 1);
+    assert!(found[0].key.ends_with("nope.toml"));
+    assert!(found[0].fix.contains("baton init"));
+}
+
+// A valid file loads; relative paths resolve against its directory; string commands are split.
+#[test]
+fn valid_file_resolves_paths_and_splits_commands() {
+    let dir = valid_dir();
+    let root = dir.path();
+    let config = loaded(load_file(&root.join("baton.toml"), &[]));
+    assert_eq!(config.source.as_deref(), Some(root.join("baton.toml").as_path()));
+    assert_eq!(config.server.listen.port(), 9000);
+    assert_eq!(config.server.data_dir, root.join("data"));
+    assert_eq!(config.engine.env_passthrough, vec!["ANTHROPIC_API_KEY".to_string()]);
+    assert_eq!(config.engine.limits.running_max, 3);
+    let repo = config.engine.repo("demo").unwrap();
+    assert_eq!(repo.path, root.join("project"));
+    assert_eq!(repo.default_branch, "main");
+    assert_eq!(repo.test.as_deref().unwrap(), ["python3", "-m", "unittest"]);
+    let default = config.engine.agent_for("analyst").unwrap();
+    assert_eq!(default.script.as_deref(), Some(root.join("script.toml").as_path()));
+    let developer = config.engine.agent_for("developer").unwrap();
+    assert_eq!(developer.command.as_deref().unwrap(), ["my-agent", "--json"]);
+}
+
+// A file with mistakes in every section reports all of them, each with its key and a fix.
+#[test]
+fn every_problem_is_reported_with_key_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    git_repo(&dir.path().join("project"));
+    std::fs::create_dir_all(dir.path().join("plain")).unwrap();
+    let path = write(
+        dir.path(),
+        "baton.toml",
+        "[server]\nlisten = \"not an address\"\napi_token = \"${MISSING_TOKEN}\"\n\n\
+         [limits]\nrunning_max = 0\nruning_per_repo_max = 2\nagent_timeout_secs = \"long\"\n\n\
+         [[repos]]\nname = \"demo\"\npath = \"project\"\nprefix = \"demo\"\ndefault_branch = \"develop\"\ntest = []\n\n\
+         [[repos]]\nname = \"demo\"\npath = \"plain\"\nprefix = 7\n\n\
+         [[repos]]\nname = \"Bad Name\"\npath = \"missing\"\nprefix = \"OK\"\n\n\
+         [agents.default]\nadapter = \"script\"\n\n\
+         [agents.developer]\nadapter = \"scrip\"\n\n\
+         [agents.wizard]\nadapter = \"command\"\n\n\
+         [pipeline]\nstages = [{ name = \"build\", actor = \"none\", on_gate_fail = { kind = \"rollback\", to = \"nowhere\" } }]\n\n\
+         [trackers]\nkind = \"plane\"\n\n[extra]\n",
+    );
+    let found = issues(load_file(&path, &[]));
+    for key in [
+        "trackers",
+        "extra",
+        "server.api_token",
+        "server.listen",
+        "limits.running_max",
+        "limits.runing_per_repo_max",
+        "limits.agent_timeout_secs",
+        "repos[0].prefix",
+        "repos[0].default_branch",
+        "repos[0].test",
+        "repos[1].prefix",
+        "repos[2].name",
+        "repos[2].path",
+        "agents.default.script",
+        "agents.developer.adapter",
+        "agents.wizard",
+        "agents.wizard.command",
+        "pipeline.stages[0]",
+    ] {
+        let issue = find(&found, key);
+        assert!(!issue.message.is_empty() && !issue.fix.is_empty(), "{issue:?}");
+    }
+    assert!(find(&found, "limits.runing_per_repo_max").fix.contains("running_per_repo_max"));
+    assert!(find(&found, "agents.developer.adapter").fix.contains("`script`"));
+    assert!(find(&found, "repos[0].prefix").fix.contains("ORCH"));
+    assert!(find(&found, "server.api_token").message.contains("MISSING_TOKEN"));
+    // The second `demo` is a duplicate name; the `plain` directory is not a git repository.
+    assert!(found.iter().any(|i| i.key == "repos[1].name" && i.message.contains("already used")));
+    assert!(find(&found, "repos[1].path").message.contains("not a git repository"));
+    assert!(found.len() >= 20, "{found:#?}");
+}
+
+// Syntax errors carry line and column; broken lines are skipped so later sections are still checked.
+#[test]
+fn syntax_errors_do_not_hide_other_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let path =
+        write(dir.path(), "baton.toml", "[server]\nlisten = 127.0.0.1:80\n\n[limits]\nrunning_max = 0\n[[repos]\n");
+    let found = issues(load_file(&path, &[]));
+    let syntax: Vec<_> = found.iter().filter(|i| i.message.starts_with("TOML syntax error")).collect();
+    assert_eq!(syntax.len(), 2, "{found:#?}");
+    assert!(syntax[0].key.starts_with("baton.toml:2:"), "{:?}", syntax[0]);
+    assert!(syntax[0].message.contains("line 2, column"));
+    assert!(syntax[1].key.starts_with("baton.toml:6:"));
+    find(&found, "limits.running_max");
+}
+
+// Environment overrides set keys (parsed as TOML values), and relative env paths use the current dir.
+#[test]
+fn env_overrides_apply() {
+    let dir = valid_dir();
+    let vars = [
+        ("BATON_SERVER__LISTEN", "0.0.0.0:7000"),
+        ("BATON_LIMITS__RUNNING_MAX", "2"),
+        ("BATON_LIMITS__STOP_GRACE_SECS", "0"),
+        ("BATON_DATA_DIR", "from-env"),
+        ("BATON_API_TOKEN", "12345678"),
+        ("BATON_REPOS__DEMO__TEST", "make check"),
+        ("BATON_REPOS__0__PREFIX", "ORCH"),
+        ("BATON_AGENTS__DEVELOPER__COMMAND", "[\"other\", \"--x\"]"),
+        ("BATON_PROMPT_FILE", "/ignored"),
+    ];
+    let config = loaded(load_file(&dir.path().join("baton.toml"), &vars));
+    assert_eq!(config.server.listen, "0.0.0.0:7000".parse::<SocketAddr>().unwrap());
+    assert_eq!(config.engine.limits.running_max, 2);
+    assert_eq!(config.engine.limits.stop_grace_secs, 0);
+    assert_eq!(config.server.data_dir, std::env::current_dir().unwrap().join("from-env"));
+    assert_eq!(config.server.api_token.as_deref(), Some("12345678"));
+    let repo = config.engine.repo("demo").unwrap();
+    assert_eq!(repo.test.as_deref().unwrap(), ["make", "check"]);
+    assert_eq!(repo.prefix, "ORCH");
+    assert_eq!(config.engine.agents["developer"].command.as_deref().unwrap(), ["other", "--x"]);
+}
+
+// A bad override is reported under the variable's name, with the key it overrides in the message.
+#[test]
+fn bad_env_overrides_name_the_variable() {
+    let vars = [
+        ("BATON_LIMITS__RUNNING_MAX", "many"),
+        ("BATON_LIMITS__COMMAND_TIMEOUT_SECS", "0"),
+        ("BATON_LIMITS__RUNING_MAX", "1"),
+        ("BATON_NOPE__X", "1"),
+        ("BATON_SERVER__LISTEN", "nowhere"),
+        ("BATON_REPOS__GHOST__PATH", "/tmp"),
+    ];
+    let found = issues(load(None, &env(&vars), PathBuf::from("baton")));
+    for (var, _) in vars {
+        let issue = find(&found, var);
+        assert!(!issue.fix.is_empty());
+    }
+    assert!(find(&found, "BATON_LIMITS__RUNNING_MAX").message.contains("limits.running_max"));
+    assert!(find(&found, "BATON_LIMITS__RUNING_MAX").fix.contains("running_max"));
+    assert!(find(&found, "BATON_NOPE__X").fix.contains("server"));
+    assert_eq!(found.len(), vars.len(), "{found:#?}");
+}
+
+// `${VAR}` takes the variable's value; an unset one is named; secret values never appear in messages.
+#[test]
+fn interpolation_expands_and_never_leaks_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "s3cr3t-token-value";
+    let good =
+        write(dir.path(), "good.toml", "[server]\napi_token = \"${TOKEN}\"\ndata_dir = \"${BASE:-fallback}/d\"\n");
+    let config = loaded(load_file(&good, &[("TOKEN", secret)]));
+    assert_eq!(config.server.api_token.as_deref(), Some(secret));
+    assert_eq!(config.server.data_dir, dir.path().join("fallback/d"));
+    assert!(!format!("{config:?}").contains(secret));
+
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[server]\napi_token = \"${TOKEN}\"\nlisten = \"${TOKEN}\"\n[limits]\nrunning_max = \"${TOKEN}\"\n\
+         [[repos]]\nname = \"x\"\npath = \"${NOT_SET}\"\nprefix = \"$${LITERAL}\"\n",
+    );
+    let found = issues(load_file(&bad, &[("TOKEN", secret)]));
+    let unset = find(&found, "repos[0].path");
+    assert!(unset.message.contains("NOT_SET") && unset.fix.contains("export NOT_SET"));
+    find(&found, "server.listen");
+    find(&found, "limits.running_max");
+    assert!(find(&found, "repos[0].prefix").message.contains("${LITERAL}"));
+    for issue in &found {
+        assert!(!issue.to_string().contains(secret), "secret leaked: {issue}");
+    }
+}
+
+// A custom pipeline in short form loads; its agent roles become valid `[agents.<role>]` names.
+#[test]
+fn custom_pipeline_and_its_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", "");
+    let path = write(
+        dir.path(),
+        "baton.toml",
+        "[agents.coder]\nadapter = \"script\"\nscript = \"s.toml\"\n\n\
+         [[pipeline.stages]]\nname = \"code\"\nactor = { kind = \"agent\", role = \"coder\" }\ngates = [\"tests_passed\"]\n\n\
+         [[pipeline.stages]]\nname = \"ship\"\nactor = \"deploy\"\ngates = [\"deploy_status\"]\nconfirm_before = true\non_gate_fail = \"block\"\n",
+    );
+    let config = loaded(load_file(&path, &[]));
+    let stages = &config.engine.pipeline.stages;
+    assert_eq!(stages.len(), 2);
+    assert_eq!(stages[0].on_gate_fail, OnGateFail::Retry);
+    assert_eq!(stages[1].actor, Actor::Deploy);
+    assert!(stages[1].confirm_before);
+    assert!(config.engine.agents.contains_key("coder"));
+}
+
+// Branches are found in packed-refs too; a missing default branch is reported.
+#[test]
+fn default_branch_is_read_from_files() {
+    let dir = valid_dir();
+    let git = dir.path().join("project/.git");
+    let main = std::fs::read_to_string(git.join("refs/heads/main")).unwrap();
+    std::fs::write(git.join("packed-refs"), format!("# pack-refs with: peeled\n{} refs/heads/release\n", main.trim()))
+        .unwrap();
+    let path = dir.path().join("baton.toml");
+    loaded(load_file(&path, &[("BATON_REPOS__DEMO__DEFAULT_BRANCH", "release")]));
+    let found = issues(load_file(&path, &[("BATON_REPOS__DEMO__DEFAULT_BRANCH", "develop")]));
+    assert!(find(&found, "BATON_REPOS__DEMO__DEFAULT_BRANCH").message.contains("no branch `develop`"));
+}
+
+// The `baton init` template loads as written, and its commented pipeline is the default one.
+#[test]
+fn init_template_loads_and_documents_the_default_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = init_template("baton-data");
+    let path = write(dir.path(), "baton.toml", &text);
+    let config = loaded(load_file(&path, &[]));
+    assert_eq!(config.server.data_dir, dir.path().join("baton-data"));
+    assert_eq!(config.engine.pipeline, Pipeline::default_pipeline());
+    let pipeline_part = &text[text.find("# [pipeline]").unwrap()..];
+    let uncommented: String = pipeline_part.lines().map(|l| format!("{}\n", l.trim_start_matches("# "))).collect();
+    let path = write(dir.path(), "pipeline.toml", &uncommented);
+    assert_eq!(loaded(load_file(&path, &[])).engine.pipeline, Pipeline::default_pipeline());
+    let defaults = limits_table(&Limits::default());
+    for key in defaults.keys() {
+        assert!(text.contains(&format!("# {key} = ")), "template misses limits.{key}");
+    }
+}
+
+// The example in docs/configuration.md loads, given its repository and script file.
+#[test]
+fn documented_example_loads() {
+    let doc = include_str!("../../../../docs/configuration.md");
+    let example = doc.split("## Example\n\n```toml\n").nth(1).unwrap().split("```").next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    git_repo(&dir.path().join("project"));
+    write(dir.path(), "script.toml", "");
+    let path = write(dir.path(), "baton.toml", example);
+    let config = loaded(load_file(&path, &[("BATON_API_TOKEN", "from-the-environment")]));
+    assert_eq!(config.engine.repos[0].health.as_deref().unwrap(), ["sh", "scripts/health.sh"]);
+    assert_eq!(config.engine.pipeline.stages.len(), 3);
+}
+
+// Each pipeline problem is reported at the key of the stage it concerns, with the fix for that problem.
+#[test]
+fn pipeline_problems_name_their_stage_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage =
+        |name: &str, extra: &str| format!("[[pipeline.stages]]\nname = \"{name}\"\nactor = \"none\"\n{extra}\n");
+    let text = [
+        stage("build", "on_gate_fail = { kind = \"rollback\", to = \"ship\" }"),
+        stage("review", "gates = [{ kind = \"verdict\", key = \"verdict\", pass = [\"ok\"] }]\non_gate_fail = { kind = \"rollback\", to = \"nowhere\" }"),
+        stage("review", "artifact = \"r.md\"\ngates = [\"artifact\"]"),
+        stage("done", "gates = [\"artifact\"]"),
+        stage("cancelled", ""),
+        stage("ship", "artifact = \"s.md\"\non_gate_fail = { kind = \"rollback\", to = \"ship\" }"),
+    ]
+    .concat();
+    let found = issues(load_str(&text, &env(&[]), dir.path(), PathBuf::from("baton")));
+    let rollback = "set `on_gate_fail = { kind = \"rollback\", to = \"<stage>\" }` to an earlier stage's name";
+    let artifact = "add `artifact = \"NN-name.md\"` to the stage, or drop its artifact and verdict gates";
+    let reserved = "rename the stage; `done` and `cancelled` are the terminal stages";
+    let expected = [
+        ("pipeline.stages[0]", "stage `build` rolls back to `ship`, which is not an earlier stage", rollback),
+        ("pipeline.stages[1]", "stage `review` rolls back to unknown stage `nowhere`", rollback),
+        ("pipeline.stages[1]", "stage `review` has an artifact or verdict gate but no `artifact` file name", artifact),
+        // A duplicate is reported at the first stage of that name.
+        ("pipeline.stages[1]", "stage `review` appears twice", "give each stage a unique name"),
+        ("pipeline.stages[3]", "stage name `done` is reserved for the terminal stage", reserved),
+        ("pipeline.stages[3]", "stage `done` has an artifact or verdict gate but no `artifact` file name", artifact),
+        ("pipeline.stages[4]", "stage name `cancelled` is reserved for the terminal stage", reserved),
+        ("pipeline.stages[5]", "stage `ship` rolls back to `ship`, which is not an earlier stage", rollback),
+    ];
+    let shown: Vec<(&str, &str, &str)> =
+        found.iter().map(|i| (i.key.as_str(), i.message.as_str(), i.fix.as_str())).collect();
+    assert_eq!(shown, expected);
+    let empty = issues(load_str("[pipeline]\nstages = []\n", &env(&[]), dir.path(), PathBuf::from("baton")));
+    assert_eq!(
+        empty,
+        [ConfigIssue::new(
+            "pipeline.stages",
+            "the pipeline has no stages",
+            "list at least one stage, or remove [pipeline] to use the default pipeline"
+        )]
+    );
+    // The fix follows the problem, not words of the stage's name.
+    let twice = [stage("reserved", ""), stage("reserved", "")].concat();
+    let found = issues(load_str(&twice, &env(&[]), dir.path(), PathBuf::from("baton")));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].fix, "give each stage a unique name");
+}
+
+// An issue displays as key, message and fix on two lines.
+#[test]
+fn issue_display() {
+    let issue = ConfigIssue::new("limits.running_max", "is 0", "set it to 1");
+    assert_eq!(issue.to_string(), "limits.running_max: is 0\n  fix: set it to 1");
+}
