@@ -38,20 +38,21 @@ pub fn exceeded(limits: &[BudgetLimit], extra_usd: f64) -> Option<String> {
 
 /// The caps that apply to `task` now, with current spend under each.
 pub async fn limits_for(engine: &Engine, task: &TaskRecord) -> Result<Vec<BudgetLimit>, EngineError> {
-    let configured = &engine.settings.budgets;
-    let overrides = engine.store.budget_caps().await?;
+    let configured = &engine.settings().budgets;
+    let overrides = engine.store().budget_caps().await?;
     let cap = |scope: &str, default: Option<f64>| -> Option<f64> {
         match overrides.iter().find(|(s, _)| s == scope) {
             Some((_, cap)) => *cap,
             None => default,
         }
     };
-    let now = engine.clock.now_ms();
+    let now = engine.clock().now_ms();
     let day_start = now - now.rem_euclid(DAY_MS);
     let mut limits = Vec::new();
     let task_scope = format!("task:{}", task.id);
     if let Some(cap_usd) = cap(&task_scope, configured.task_usd) {
-        let spent_usd = engine.store.spend_usd(&SpendFilter { task: Some(task.id), ..SpendFilter::default() }).await?;
+        let spent_usd =
+            engine.store().spend_usd(&SpendFilter { task: Some(task.id), ..SpendFilter::default() }).await?;
         limits.push(BudgetLimit {
             label: format!("task {}", task.work_item_id),
             scope: task_scope,
@@ -62,12 +63,12 @@ pub async fn limits_for(engine: &Engine, task: &TaskRecord) -> Result<Vec<Budget
     let repo_scope = format!("repo:{}", task.repo);
     if let Some(cap_usd) = cap(&repo_scope, configured.repo_daily_usd) {
         let filter = SpendFilter { repo: Some(task.repo.clone()), since_ms: Some(day_start), ..SpendFilter::default() };
-        let spent_usd = engine.store.spend_usd(&filter).await?;
+        let spent_usd = engine.store().spend_usd(&filter).await?;
         limits.push(BudgetLimit { label: format!("repo {} today", task.repo), scope: repo_scope, cap_usd, spent_usd });
     }
     if let Some(cap_usd) = cap("global", configured.global_daily_usd) {
         let filter = SpendFilter { since_ms: Some(day_start), ..SpendFilter::default() };
-        let spent_usd = engine.store.spend_usd(&filter).await?;
+        let spent_usd = engine.store().spend_usd(&filter).await?;
         limits.push(BudgetLimit { label: "all repos today".into(), scope: "global".into(), cap_usd, spent_usd });
     }
     Ok(limits)
@@ -78,18 +79,18 @@ pub async fn warn_once(engine: &Engine, task: &TaskRecord) {
     let Ok(limits) = limits_for(engine, task).await else {
         return;
     };
-    let ratio = engine.settings.budgets.warn_ratio;
-    let now = engine.clock.now_ms();
+    let ratio = engine.settings().budgets.warn_ratio;
+    let now = engine.clock().now_ms();
     let day = now.div_euclid(DAY_MS);
     for limit in limits.iter().filter(|l| l.spent_usd >= ratio * l.cap_usd && l.spent_usd < l.cap_usd) {
         let key = format!("budget-warning:{}:{}:{day}", limit.scope, limit.cap_usd);
-        if !matches!(engine.store.record_once(&key, "budget_warning", now).await, Ok(true)) {
+        if !matches!(engine.store().record_once(&key, "budget_warning", now).await, Ok(true)) {
             continue;
         }
         let text =
             format!("budget warning: {} ({:.0} %)", limit.describe(0.0), 100.0 * limit.spent_usd / limit.cap_usd);
         let _ = engine
-            .store
+            .store()
             .append_event(NewEvent {
                 task: task.id,
                 at_ms: now,
@@ -105,7 +106,7 @@ pub async fn warn_once(engine: &Engine, task: &TaskRecord) {
             kind: NotifyKind::Alert,
             text,
         };
-        if let Err(error) = engine.notifier.notify(&notification).await {
+        if let Err(error) = engine.notifier().notify(&notification).await {
             tracing::warn!("budget warning notification failed: {error}");
         }
     }

@@ -2,14 +2,16 @@
 //! performing the effects of committed decisions, and the claim loop.
 
 use crate::EngineError;
-use crate::clock::{Clock, SystemClock};
+use crate::agents::{AgentFactory, ConfiguredAgents};
+use crate::clock::{Clock, Spawner, SystemClock, TokioSpawner};
+use crate::effects::{self, RunningProcess};
 use crate::executor::{self, Start};
 use crate::settings::EngineSettings;
-use crate::workspace::{remove_worktree, worktree_path};
 use baton_adapters::forge::{Forge, ForgeRepo, LocalForge};
-use baton_adapters::notifier::{LogNotifier, Notification, Notifier};
-use baton_adapters::tracker::{LocalTracker, Tracker, TrackerUpdate};
+use baton_adapters::notifier::{LogNotifier, Notifier};
+use baton_adapters::tracker::{LocalTracker, Tracker};
 use baton_domain::{Decision, Effect, Event, JobId, Pipeline, TaskState};
+use baton_runner::{CommandRunner, GitVcs, ShimCommands, ShimSupervisor, Supervisor, Vcs};
 use baton_store::{
     Advance, Claim, InboxEntry, JobFinish, JobRecord, JobStatus, NewEvent, NewTask, Store, StoreError, TaskFilter,
     TaskKey, TaskRecord, Transition,
@@ -21,6 +23,8 @@ use tokio::sync::{Notify, watch};
 
 /// How often paused-on-quota tasks are checked for their resume time.
 const QUOTA_TIMER_MS: i64 = 1_000;
+/// How often the outbox is checked for effects left by a crash or due for a retry.
+const OUTBOX_INTERVAL_MS: i64 = 1_000;
 /// Re-reads and re-decides after a lost compare-and-set at most this many times.
 const ADVANCE_ATTEMPTS_MAX: u32 = 8;
 /// Longest title accepted for a task.
@@ -94,17 +98,23 @@ pub enum InputOutcome {
     Duplicate,
 }
 
-/// The engine: shared by the claim loop, job executors, the HTTP API and the CLI.
+/// The engine: shared by the claim loop, job executors, the HTTP API and the CLI. It reaches the
+/// world only through the ports given to its [`EngineBuilder`].
 pub struct Engine {
-    pub settings: EngineSettings,
-    pub pipeline: Pipeline,
-    pub store: Arc<dyn Store>,
-    pub clock: Arc<dyn Clock>,
-    pub forge: Arc<dyn Forge>,
-    pub notifier: Arc<dyn Notifier>,
-    pub tracker: Arc<dyn Tracker>,
+    settings: EngineSettings,
+    pipeline: Pipeline,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    spawner: Arc<dyn Spawner>,
+    vcs: Arc<dyn Vcs>,
+    supervisor: Arc<dyn Supervisor>,
+    commands: Arc<dyn CommandRunner>,
+    agents: Arc<dyn AgentFactory>,
+    forge: Arc<dyn Forge>,
+    notifier: Arc<dyn Notifier>,
+    tracker: Arc<dyn Tracker>,
     /// Identifies this process as job owner.
-    pub owner: String,
+    owner: String,
     pub(crate) running: Mutex<HashMap<JobId, watch::Sender<bool>>>,
     wake: Notify,
 }
@@ -115,31 +125,174 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-impl Engine {
-    /// An engine with the built-in local tracker, forge and notifier.
-    pub fn new(settings: EngineSettings, store: Arc<dyn Store>) -> Arc<Engine> {
-        let pipeline = settings.effective_pipeline();
+/// Builds an [`Engine`] from its ports. Every port has a real default: the wall clock, tokio,
+/// git, `baton shim`, the configured agents, and the built-in local forge, log notifier and
+/// local tracker.
+pub struct EngineBuilder {
+    settings: EngineSettings,
+    store: Arc<dyn Store>,
+    clock: Option<Arc<dyn Clock>>,
+    spawner: Option<Arc<dyn Spawner>>,
+    vcs: Option<Arc<dyn Vcs>>,
+    supervisor: Option<Arc<dyn Supervisor>>,
+    commands: Option<Arc<dyn CommandRunner>>,
+    agents: Option<Arc<dyn AgentFactory>>,
+    forge: Option<Arc<dyn Forge>>,
+    notifier: Option<Arc<dyn Notifier>>,
+    tracker: Option<Arc<dyn Tracker>>,
+    owner: Option<String>,
+}
+
+impl EngineBuilder {
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    pub fn spawner(mut self, spawner: Arc<dyn Spawner>) -> Self {
+        self.spawner = Some(spawner);
+        self
+    }
+
+    pub fn vcs(mut self, vcs: Arc<dyn Vcs>) -> Self {
+        self.vcs = Some(vcs);
+        self
+    }
+
+    pub fn supervisor(mut self, supervisor: Arc<dyn Supervisor>) -> Self {
+        self.supervisor = Some(supervisor);
+        self
+    }
+
+    pub fn commands(mut self, commands: Arc<dyn CommandRunner>) -> Self {
+        self.commands = Some(commands);
+        self
+    }
+
+    pub fn agents(mut self, agents: Arc<dyn AgentFactory>) -> Self {
+        self.agents = Some(agents);
+        self
+    }
+
+    pub fn forge(mut self, forge: Arc<dyn Forge>) -> Self {
+        self.forge = Some(forge);
+        self
+    }
+
+    pub fn notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    pub fn tracker(mut self, tracker: Arc<dyn Tracker>) -> Self {
+        self.tracker = Some(tracker);
+        self
+    }
+
+    /// The job-owner name of this process (default `pid:<pid>`).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    pub fn build(self) -> Arc<Engine> {
+        let pipeline = self.settings.effective_pipeline();
+        let supervisor: Arc<dyn Supervisor> =
+            self.supervisor.unwrap_or_else(|| Arc::new(ShimSupervisor::new(self.settings.baton_exe.clone())));
+        let commands: Arc<dyn CommandRunner> =
+            self.commands.unwrap_or_else(|| Arc::new(ShimCommands::new(supervisor.clone())));
         Arc::new(Engine {
             pipeline,
-            settings,
-            store,
-            clock: Arc::new(SystemClock),
-            forge: Arc::new(LocalForge),
-            notifier: Arc::new(LogNotifier),
-            tracker: Arc::new(LocalTracker),
-            owner: format!("pid:{}", std::process::id()),
+            store: self.store,
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            spawner: self.spawner.unwrap_or_else(|| Arc::new(TokioSpawner)),
+            vcs: self.vcs.unwrap_or_else(|| Arc::new(GitVcs)),
+            supervisor,
+            commands,
+            agents: self.agents.unwrap_or_else(|| Arc::new(ConfiguredAgents)),
+            forge: self.forge.unwrap_or_else(|| Arc::new(LocalForge)),
+            notifier: self.notifier.unwrap_or_else(|| Arc::new(LogNotifier)),
+            tracker: self.tracker.unwrap_or_else(|| Arc::new(LocalTracker)),
+            owner: self.owner.unwrap_or_else(|| format!("pid:{}", std::process::id())),
+            settings: self.settings,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
         })
     }
+}
 
-    /// An engine reading time from `clock` (simulations and time-travel tests).
-    pub fn with_clock(settings: EngineSettings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Arc<Engine> {
-        let mut engine = Engine::new(settings, store);
-        if let Some(inner) = Arc::get_mut(&mut engine) {
-            inner.clock = clock;
+impl Engine {
+    /// A builder over `store` with every other port at its real default.
+    pub fn builder(settings: EngineSettings, store: Arc<dyn Store>) -> EngineBuilder {
+        EngineBuilder {
+            settings,
+            store,
+            clock: None,
+            spawner: None,
+            vcs: None,
+            supervisor: None,
+            commands: None,
+            agents: None,
+            forge: None,
+            notifier: None,
+            tracker: None,
+            owner: None,
         }
-        engine
+    }
+
+    /// An engine with every port at its real default.
+    pub fn new(settings: EngineSettings, store: Arc<dyn Store>) -> Arc<Engine> {
+        Engine::builder(settings, store).build()
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// The effective pipeline (configured stages with the repo-independent defaults applied).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub(crate) fn vcs(&self) -> &Arc<dyn Vcs> {
+        &self.vcs
+    }
+
+    pub(crate) fn supervisor(&self) -> &Arc<dyn Supervisor> {
+        &self.supervisor
+    }
+
+    pub(crate) fn commands(&self) -> &Arc<dyn CommandRunner> {
+        &self.commands
+    }
+
+    pub(crate) fn agents(&self) -> &Arc<dyn AgentFactory> {
+        &self.agents
+    }
+
+    pub(crate) fn forge(&self) -> &Arc<dyn Forge> {
+        &self.forge
+    }
+
+    pub(crate) fn notifier(&self) -> &Arc<dyn Notifier> {
+        &self.notifier
+    }
+
+    pub(crate) fn tracker(&self) -> &Arc<dyn Tracker> {
+        &self.tracker
+    }
+
+    /// This process's job-owner name.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// Wakes the claim loop (a job became runnable).
@@ -284,8 +437,8 @@ impl Engine {
                     return Ok(InputOutcome::Suppressed { reason });
                 }
                 Decision::Apply { next, effects, note } => {
-                    let stop_groups = if effects.contains(&Effect::StopAgent) {
-                        self.running_groups(task.id).await?
+                    let running = if effects.contains(&Effect::StopAgent) {
+                        self.running_processes(task.id).await?
                     } else {
                         Vec::new()
                     };
@@ -304,12 +457,15 @@ impl Engine {
                         },
                         transition: transition_of(&effects),
                         inbox: inbox.clone(),
+                        effects: effects::outbox_rows(&task, &next, &effects, &running),
                         now_ms: now,
                     };
                     match self.store.advance(advance).await {
                         Ok(_) => {
                             tracing::info!(task = %task.work_item_id, "{note}");
-                            self.after_commit(&task, &next, &effects, stop_groups).await;
+                            // The effects are durable now; carry out this task's at once (a worker
+                            // picks up whatever a crash here leaves).
+                            effects::drain(self, Some(task.id)).await;
                             self.wake();
                             return Ok(InputOutcome::Applied { note });
                         }
@@ -328,85 +484,13 @@ impl Engine {
         )))
     }
 
-    async fn running_groups(&self, task: baton_domain::TaskId) -> Result<Vec<(JobId, Option<u32>)>, EngineError> {
+    async fn running_processes(&self, task: baton_domain::TaskId) -> Result<Vec<RunningProcess>, EngineError> {
         let jobs = self.store.jobs_for_task(task).await?;
-        Ok(jobs.into_iter().filter(|j| j.status == JobStatus::Running).map(|j| (j.id, j.pgid)).collect())
-    }
-
-    /// Performs a committed decision's external effects. Observers never fail the transition:
-    /// every error here is logged and recorded, never returned.
-    async fn after_commit(
-        &self,
-        task: &TaskRecord,
-        next: &TaskState,
-        effects: &[Effect],
-        stop: Vec<(JobId, Option<u32>)>,
-    ) {
-        let grace = Duration::from_secs(self.settings.limits.stop_grace_secs);
-        for (job, pgid) in stop {
-            self.signal_stop(job);
-            if let Some(pgid) = pgid {
-                baton_runner::stop_group(pgid, grace).await;
-            }
-        }
-        let repo = self.settings.repo(&task.repo);
-        // A repository directory that no longer exists has no worktrees to remove.
-        if effects.contains(&Effect::RemoveWorktree)
-            && let Some(repo) = repo.filter(|r| r.path.exists())
-        {
-            let result = match worktree_path(&self.settings.worktrees_dir(), &task.repo, &task.work_item_id) {
-                Ok(path) => remove_worktree(repo, &path).await,
-                Err(e) => Err(e),
-            };
-            if let Err(error) = result {
-                self.observer_error(task, "remove worktree", &error.to_string()).await;
-            }
-        }
-        if effects.contains(&Effect::DeleteBranch)
-            && let Some(repo) = repo
-        {
-            let forge_repo = forge_repo(repo);
-            if let Err(error) = self.forge.delete_branch(&forge_repo, &task.branch).await {
-                self.observer_error(task, "delete branch", &error.to_string()).await;
-            }
-        }
-        for effect in effects {
-            if let Effect::Notify { kind, text } = effect {
-                let notification = Notification {
-                    work_item: task.work_item_id.clone(),
-                    title: task.title.clone(),
-                    kind: *kind,
-                    text: text.clone(),
-                };
-                if let Err(error) = self.notifier.notify(&notification).await {
-                    self.observer_error(task, "notify", &error.to_string()).await;
-                }
-            }
-        }
-        let update = TrackerUpdate {
-            work_item: task.work_item_id.clone(),
-            external_ref: task.external_ref.clone(),
-            title: task.title.clone(),
-            status: next.display(),
-        };
-        if let Err(error) = self.tracker.task_changed(&update).await {
-            self.observer_error(task, "tracker update", &error.to_string()).await;
-        }
-    }
-
-    async fn observer_error(&self, task: &TaskRecord, what: &str, error: &str) {
-        tracing::warn!(task = %task.work_item_id, "{what} failed: {error}");
-        let _ = self
-            .store
-            .append_event(NewEvent {
-                task: task.id,
-                at_ms: self.clock.now_ms(),
-                kind: "warning".into(),
-                stage: task.state.stage.clone(),
-                message: format!("{what} failed: {error}"),
-                detail: serde_json::Value::Null,
-            })
-            .await;
+        Ok(jobs
+            .into_iter()
+            .filter(|j| j.status == JobStatus::Running)
+            .map(|j| RunningProcess { job: j.id, pgid: j.pgid, proc_start: j.proc_start })
+            .collect())
     }
 
     /// Asks a job running in this process to stop its agent.
@@ -427,20 +511,39 @@ impl Engine {
             }
             running.insert(job.id, stop_tx);
         }
-        tokio::spawn(executor::execute(self.clone(), job, stop_rx, start));
+        self.spawner.spawn(Box::pin(executor::execute(self.clone(), job, stop_rx, start)));
     }
 
-    /// Whether a job's agent (started by any Baton) is still running or has recorded its exit.
-    async fn agent_outlives(&self, job: &JobRecord) -> Result<bool, EngineError> {
-        if job.pgid.is_none() {
-            return Ok(false);
+    /// Whether something a job started outlived the Baton that started it and must be adopted, not
+    /// started again: its agent (running, or ended with a recorded exit), or — for the deploy step,
+    /// whose command may never run twice — anything at all (its executor judges on adoption).
+    async fn outlives(&self, job: &JobRecord) -> Result<bool, EngineError> {
+        let actor = self.pipeline.stage(&job.stage).map(|s| s.actor.clone());
+        if actor == Some(baton_domain::Actor::Deploy) {
+            return Ok(true);
         }
         let runs = self.store.agent_runs(job.task_id).await?;
-        Ok(runs
-            .iter()
-            .rev()
-            .find(|r| r.job_id == job.id)
-            .is_some_and(|r| baton_runner::shim::survives(job.pgid, job.proc_start, std::path::Path::new(&r.log_path))))
+        let Some(run) = runs.iter().rev().find(|r| r.job_id == job.id) else {
+            return Ok(false);
+        };
+        let alive = job.pgid.is_some_and(|pgid| self.supervisor.is_same_group(pgid, job.proc_start));
+        Ok(alive
+            || matches!(
+                self.supervisor.previous(std::path::Path::new(&run.log_path)),
+                baton_runner::Previous::Running(_) | baton_runner::Previous::Exited(_)
+            ))
+    }
+
+    /// Closes the agent runs of `job` that never recorded their end: the agent died with the Baton
+    /// that ran it and left no exit record, so its spend is unknown.
+    pub(crate) async fn close_lost_runs(&self, job: JobId, why: &str) -> Result<u32, EngineError> {
+        let mut closed = 0;
+        for run in self.store.open_agent_runs().await?.into_iter().filter(|r| r.job_id == job) {
+            if self.store.close_agent_run(run.id, "lost", why, self.clock.now_ms()).await? {
+                closed += 1;
+            }
+        }
+        Ok(closed)
     }
 
     /// Puts work interrupted by a previous process back in the queue when nothing of it survives
@@ -449,11 +552,13 @@ impl Engine {
     pub async fn recover(&self) -> Result<u32, EngineError> {
         let mut recovered = 0;
         for job in self.store.jobs_with_status(JobStatus::Running).await? {
-            if self.is_running_here(job.id) || self.agent_outlives(&job).await? {
+            if self.is_running_here(job.id) || self.outlives(&job).await? {
                 continue;
             }
             if self.store.requeue_job(job.id, self.clock.now_ms()).await? {
                 tracing::info!(job = %job.id, stage = %job.stage, owner = ?job.owner, "requeued a job interrupted by a restart");
+                self.close_lost_runs(job.id, "the agent died with the Baton that ran it and left no exit record")
+                    .await?;
                 recovered += 1;
             }
         }
@@ -513,6 +618,7 @@ impl Engine {
         // Periodic work first runs one interval after start (recovery just ran).
         let mut last_reaper_ms = self.clock.now_ms();
         let mut last_reconciler_ms = last_reaper_ms;
+        let mut last_outbox_ms = i64::MIN;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -552,8 +658,12 @@ impl Engine {
                     }
                 }
             }
+            if now.saturating_sub(last_outbox_ms) >= OUTBOX_INTERVAL_MS {
+                last_outbox_ms = now;
+                effects::drain(&self, None).await;
+            }
             tokio::select! {
-                _ = tokio::time::sleep(poll) => {}
+                _ = self.clock.sleep(poll) => {}
                 _ = self.wake.notified() => {}
                 _ = shutdown.changed() => {}
             }

@@ -1,19 +1,23 @@
 //! Runs one claimed job: prepares the worktree, runs the stage's actor (agent or deploy),
-//! commits the work, evaluates the gates, and feeds the result back as a `JobFinished` event.
+//! commits the work, evaluates the gates, and returns the job's outcome; [`execute`] feeds it back
+//! as a `JobFinished` event.
+//!
+//! Everything external goes through the engine's ports (store, clock, vcs, supervisor, commands,
+//! agents, forge). Every process runs under `baton shim` with a run directory that records the
+//! intent, the launch and the exit, so a job re-adopted after a crash waits for what survives or
+//! takes its recorded exit and never starts a second agent or a second deploy.
 
 use crate::EngineError;
 use crate::budgets;
 use crate::engine::{Engine, forge_repo};
-use crate::gates::{self, RepoCommand, artifact_relative_path, run_repo_command};
+use crate::gates::{self, GateContext, RepoCommand, artifact_relative_path};
 use crate::prompts::{self, ArtifactText, PromptContext, PromptTask};
-use crate::settings::{AdapterKind, RepoSettings};
-use crate::workspace::{clean_worktree, ensure_worktree, worktree_path};
-use baton_adapters::agent::{
-    Agent, AgentRequest, ClaudeAgent, CliAgentConfig, CodexAgent, CommandAgent, GeminiAgent, LiveProgress, ScriptAgent,
-};
+use crate::settings::RepoSettings;
+use crate::workspace::worktree_path;
+use baton_adapters::agent::{Agent, AgentRequest, LiveProgress};
 use baton_adapters::forge::MergeOutcome;
-use baton_domain::{Actor, AgentReport, AgentStatus, Event, JobOutcome, StageSpec};
-use baton_runner::{Git, RunLimits};
+use baton_domain::{Actor, AgentReport, AgentStatus, Event, GateVerdict, JobOutcome, StageSpec, Verdict};
+use baton_runner::{LaunchRecord, Previous, Provenance, RunLimits};
 use baton_store::{
     AgentRunFinish, JobFinish, JobRecord, JobStatus, LeaseOutcome, NewAgentRun, NewEvent, TaskKey, TaskRecord,
     task_holder,
@@ -21,7 +25,7 @@ use baton_store::{
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// How often a running agent's job row is checked for a STOP from another process.
@@ -32,36 +36,81 @@ const MONITOR_TICK_MS: u64 = 200;
 const PROGRESS_NOTES_PER_TICK_MAX: usize = 20;
 /// Bytes of an earlier artifact included in a prompt.
 const ARTIFACT_PROMPT_BYTES_MAX: usize = 20_000;
-
-/// Everything a gate or actor needs about the job being run.
-pub struct JobContext<'a> {
-    pub engine: &'a Engine,
-    pub task: &'a TaskRecord,
-    pub job: &'a JobRecord,
-    pub repo: &'a RepoSettings,
-    pub stage: &'a StageSpec,
-    pub worktree: PathBuf,
-    pub git: Git,
-    pub run_dir: PathBuf,
-    /// Milliseconds spent in agents, git and repo commands (not Baton's own overhead).
-    pub external_ms: Arc<AtomicU64>,
-}
+/// Environment variables every agent and repo command gets (when set), before pass-through.
+const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TERM"];
 
 /// How a job comes to this executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
     /// Freshly claimed: run the stage.
     Fresh,
-    /// Running when a previous Baton died (or its executor vanished): re-adopt the agent it started
-    /// (wait for it, or take its recorded result) instead of starting a second one.
+    /// Running when a previous Baton died (or its executor vanished): re-adopt what it started
+    /// (wait for it, or take its recorded result) instead of starting it a second time.
     Adopt,
 }
 
-/// Executes `job` and applies its result. Never panics; failures become `JobOutcome::Failed`.
+/// The job being run, with the engine whose ports it uses.
+struct JobContext<'a> {
+    engine: &'a Engine,
+    task: &'a TaskRecord,
+    job: &'a JobRecord,
+    repo: &'a RepoSettings,
+    stage: &'a StageSpec,
+    worktree: PathBuf,
+    run_dir: PathBuf,
+    env: Vec<(String, String)>,
+    external_ms: &'a AtomicU64,
+    stop: watch::Receiver<bool>,
+    start: Start,
+}
+
+impl JobContext<'_> {
+    /// The narrow view gates and the deploy step get.
+    fn gates(&self) -> GateContext<'_> {
+        GateContext {
+            store: self.engine.store().as_ref(),
+            clock: self.engine.clock().as_ref(),
+            vcs: self.engine.vcs().as_ref(),
+            commands: self.engine.commands().as_ref(),
+            task: self.task,
+            job: self.job,
+            repo: self.repo,
+            stage: self.stage,
+            worktree: &self.worktree,
+            run_dir: &self.run_dir,
+            env: &self.env,
+            limits: &self.engine.settings().limits,
+            external_ms: self.external_ms,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+/// The environment of repository commands: the minimal set, pass-through, and the task's names.
+fn repo_env(engine: &Engine, task: &TaskRecord) -> Vec<(String, String)> {
+    let mut env = minimal_env(engine);
+    env.push(("BATON_WORK_ITEM".into(), task.work_item_id.clone()));
+    env.push(("BATON_REPO".into(), task.repo.clone()));
+    env.push(("BATON_BRANCH".into(), task.branch.clone()));
+    env
+}
+
+/// The minimal environment for agents and repo commands: a fixed allowlist plus pass-through.
+pub fn minimal_env(engine: &Engine) -> Vec<(String, String)> {
+    BASE_ENV
+        .iter()
+        .map(|name| name.to_string())
+        .chain(engine.settings().env_passthrough.iter().cloned())
+        .filter_map(|name| std::env::var(&name).ok().map(|value| (name, value)))
+        .collect()
+}
+
+/// Executes `job` and applies its result. Never panics; failures become `JobOutcome::Failed`, or
+/// `JobOutcome::Infrastructure` when the machine rather than the code failed.
 /// The caller has registered the job in `engine.running` (with the sender of `stop`).
 pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiver<bool>, start: Start) {
-    let started = Instant::now();
-    let external_ms = Arc::new(AtomicU64::new(0));
+    let started = engine.clock().now_ms();
+    let external_ms = AtomicU64::new(0);
     let outcome = run_job(&engine, &job, &external_ms, stop_rx, start).await;
     finish_job(&engine, &job, outcome, started, &external_ms).await;
     // Only now is the job no longer ours: a reaper pass before this point must not adopt it.
@@ -75,21 +124,22 @@ async fn finish_job(
     engine: &Arc<Engine>,
     job: &JobRecord,
     outcome: Result<Option<JobOutcome>, EngineError>,
-    started: Instant,
-    external_ms: &Arc<AtomicU64>,
+    started_ms: i64,
+    external_ms: &AtomicU64,
 ) {
     let outcome = match outcome {
         Ok(Some(outcome)) => outcome,
         Ok(None) => {
-            let _ = engine.store.close_job(job.id, JobStatus::Cancelled, serde_json::json!({ "stale": true })).await;
+            let _ = engine.store().close_job(job.id, JobStatus::Cancelled, serde_json::json!({ "stale": true })).await;
             return;
         }
+        Err(error) if error.is_infrastructure() => JobOutcome::Infrastructure { reason: error.to_string() },
         Err(error) => JobOutcome::Failed { reason: error.to_string() },
     };
-    let wall_ms = started.elapsed().as_millis() as u64;
+    let wall_ms = (engine.clock().now_ms() - started_ms).max(0) as u64;
     let external = external_ms.load(Ordering::Relaxed).min(wall_ms);
     let status = match outcome {
-        JobOutcome::Failed { .. } => JobStatus::Failed,
+        JobOutcome::Failed { .. } | JobOutcome::Infrastructure { .. } => JobStatus::Failed,
         _ => JobStatus::Done,
     };
     let finish = JobFinish {
@@ -108,43 +158,63 @@ async fn finish_job(
     }
 }
 
+/// Runs `work` (git, a process), counting its time as external work.
+async fn timed<T>(ctx: &JobContext<'_>, work: impl std::future::Future<Output = T>) -> T {
+    let clock = ctx.engine.clock();
+    let started = clock.now_ms();
+    let result = work.await;
+    ctx.external_ms.fetch_add((clock.now_ms() - started).max(0) as u64, Ordering::Relaxed);
+    result
+}
+
 async fn run_job(
     engine: &Engine,
     job: &JobRecord,
-    external_ms: &Arc<AtomicU64>,
+    external_ms: &AtomicU64,
     stop: watch::Receiver<bool>,
     start: Start,
 ) -> Result<Option<JobOutcome>, EngineError> {
-    let Some(task) = engine.store.task(&TaskKey::Id(job.task_id)).await? else {
+    let Some(task) = engine.store().task(&TaskKey::Id(job.task_id)).await? else {
         return Ok(None);
     };
     if task.state.job != Some(job.id) || task.state.is_terminal() {
         return Ok(None);
     }
-    let repo = engine
-        .settings
+    let settings = engine.settings();
+    let repo = settings
         .repo(&task.repo)
         .ok_or_else(|| EngineError::Invalid(format!("repository `{}` is no longer configured", task.repo)))?;
     let stage = engine
-        .pipeline
+        .pipeline()
         .stage(&job.stage)
         .ok_or_else(|| EngineError::Invalid(format!("stage `{}` is not in the pipeline", job.stage)))?;
-    let worktree = worktree_path(&engine.settings.worktrees_dir(), &task.repo, &task.work_item_id)?;
-    let git = ensure_worktree(repo, &worktree, &task.branch, external_ms).await?;
+    let worktree = worktree_path(&settings.worktrees_dir(), &task.repo, &task.work_item_id)?;
+    let run_dir = settings.runs_dir().join(&task.work_item_id).join(format!("{}-job{}", job.stage, job.id));
+    let ctx = JobContext {
+        engine,
+        task: &task,
+        job,
+        repo,
+        stage,
+        worktree,
+        run_dir,
+        env: repo_env(engine, &task),
+        external_ms,
+        stop,
+        start,
+    };
+    timed(&ctx, engine.vcs().ensure_worktree(&repo.path, &ctx.worktree, &task.branch, &repo.default_branch)).await?;
     // A re-adopted agent's uncommitted work must survive; every other start cleans leftovers.
     let adopting_agent = start == Start::Adopt && matches!(stage.actor, Actor::Agent { .. });
     if !adopting_agent {
-        clean_worktree(&git).await?;
+        timed(&ctx, engine.vcs().clean(&ctx.worktree)).await?;
     }
-    let run_dir = engine.settings.runs_dir().join(&task.work_item_id).join(format!("{}-job{}", job.stage, job.id));
-    let ctx =
-        JobContext { engine, task: &task, job, repo, stage, worktree, git, run_dir, external_ms: external_ms.clone() };
     let mut shipped = None;
     match &stage.actor {
         Actor::Agent { role } => {
-            let run = run_agent(&ctx, role, stop, start).await?;
+            let run = run_agent(&ctx, role).await?;
             let message = format!("{} {}: {role} run", task.work_item_id, stage.name);
-            ctx.git.commit_all(&message).await?;
+            timed(&ctx, engine.vcs().commit_all(&ctx.worktree, &message)).await?;
             if let Some(reason) = run.budget_stop {
                 return Ok(Some(JobOutcome::BudgetExceeded { reason }));
             }
@@ -158,6 +228,9 @@ async fn run_job(
             }
         }
         Actor::Deploy => match deploy(&ctx).await {
+            Err(reason) if baton_runner::is_infrastructure(&reason) => {
+                return Ok(Some(JobOutcome::Infrastructure { reason }));
+            }
             Err(reason) => return Ok(Some(JobOutcome::Failed { reason })),
             // The default branch holds the change now: the verdicts say so, whatever follows.
             Ok(Deployed { merged, failed: Some(failed) }) => {
@@ -169,25 +242,34 @@ async fn run_job(
         },
         Actor::None => {}
     }
-    let mut verdicts: Vec<_> = shipped.into_iter().collect();
-    verdicts.extend(gates::evaluate_all(&ctx, &stage.gates).await);
+    let mut verdicts: Vec<GateVerdict> = shipped.into_iter().collect();
+    verdicts.extend(gates::evaluate_all(&ctx.gates(), &stage.gates).await);
     record_verdicts(engine, &task, stage, &verdicts).await;
+    // A gate that failed because the machine did (a full disk in the merge gate's rebase, a git
+    // lock) says nothing about the code: retry the stage without spending an attempt or a rollback.
+    let broken = verdicts.iter().find(|v| {
+        v.verdict != Verdict::Pass
+            && v.gate != baton_domain::MERGED_VERDICT
+            && baton_runner::is_infrastructure(&v.reason)
+    });
+    if let Some(broken) = broken
+        && verdicts.iter().all(|v| v.gate != baton_domain::MERGED_VERDICT)
+    {
+        return Ok(Some(JobOutcome::Infrastructure {
+            reason: format!("{}: {}", broken.gate, first_line(&broken.reason)),
+        }));
+    }
     Ok(Some(JobOutcome::Completed { verdicts }))
 }
 
 /// Records each verdict on the task's timeline.
-async fn record_verdicts(
-    engine: &Engine,
-    task: &TaskRecord,
-    stage: &StageSpec,
-    verdicts: &[baton_domain::GateVerdict],
-) {
+async fn record_verdicts(engine: &Engine, task: &TaskRecord, stage: &StageSpec, verdicts: &[GateVerdict]) {
     for verdict in verdicts {
         let _ = engine
-            .store
+            .store()
             .append_event(NewEvent {
                 task: task.id,
-                at_ms: engine.clock.now_ms(),
+                at_ms: engine.clock().now_ms(),
                 kind: "gate".into(),
                 stage: stage.name.clone(),
                 message: format!("{} {:?}: {}", verdict.gate, verdict.verdict, first_line(&verdict.reason))
@@ -202,50 +284,11 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
 
-fn build_agent(engine: &Engine, role: &str) -> Result<Arc<dyn Agent>, EngineError> {
-    let settings = engine.settings.agent_for(role).ok_or_else(|| {
-        EngineError::Invalid(format!("no agent configured for role `{role}`: add [agents.{role}] or [agents.default]"))
-    })?;
-    let cli = || CliAgentConfig {
-        program: settings.program.clone().unwrap_or_else(|| settings.adapter.default_program().to_string()),
-        model: settings.model.clone(),
-        base_url: settings.base_url.clone(),
-        api_key_env: settings.api_key_env.clone(),
-        max_turns: settings.max_turns,
-        permission_mode: settings.permission_mode.clone(),
-        allowed_tools: settings.allowed_tools.clone(),
-        sandbox: settings.sandbox.clone(),
-        streaming: settings.streaming,
-        extra_args: settings.extra_args.clone(),
-    };
-    Ok(match settings.adapter {
-        AdapterKind::Script => Arc::new(ScriptAgent {
-            script: settings
-                .script
-                .clone()
-                .ok_or_else(|| EngineError::Invalid(format!("agents.{role}: the script adapter needs `script`")))?,
-            baton_exe: engine.settings.baton_exe.clone(),
-        }),
-        AdapterKind::Command => Arc::new(CommandAgent {
-            name: "command".into(),
-            argv: settings
-                .command
-                .clone()
-                .ok_or_else(|| EngineError::Invalid(format!("agents.{role}: the command adapter needs `command`")))?,
-            prompt: settings.prompt,
-            model: settings.model.clone(),
-        }),
-        AdapterKind::Claude => Arc::new(ClaudeAgent { config: cli() }),
-        AdapterKind::Codex => Arc::new(CodexAgent { config: cli() }),
-        AdapterKind::Gemini => Arc::new(GeminiAgent { config: cli() }),
-    })
-}
-
 /// The environment an agent of `role` gets: the engine's minimal set, the agent's own pass-through
 /// names and its API key variable. Nothing else of Baton's environment reaches it.
 fn agent_env(engine: &Engine, role: &str) -> Vec<(String, String)> {
-    let mut env = engine.minimal_env();
-    if let Some(settings) = engine.settings.agent_for(role) {
+    let mut env = minimal_env(engine);
+    if let Some(settings) = engine.settings().agent_for(role) {
         let names = settings.env.iter().chain(settings.api_key_env.iter());
         for name in names {
             if let Ok(value) = std::env::var(name)
@@ -269,28 +312,25 @@ pub fn price(model: Option<&str>, usage: &baton_domain::Usage) -> Option<f64> {
 }
 
 /// The earlier artifacts of this task, in file-name order.
-fn earlier_artifacts(worktree: &Path, work_item: &str) -> Vec<ArtifactText> {
-    let dir = worktree.join("docs/baton").join(work_item);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
-        .unwrap_or_default();
-    names.sort();
-    names
-        .into_iter()
-        .filter_map(|name| {
-            let text = std::fs::read_to_string(dir.join(&name)).ok()?;
-            let mut content = text;
-            if content.len() > ARTIFACT_PROMPT_BYTES_MAX {
-                let mut cut = ARTIFACT_PROMPT_BYTES_MAX;
-                while !content.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                content.truncate(cut);
-                content.push_str("\n[truncated]");
+async fn earlier_artifacts(ctx: &JobContext<'_>) -> Vec<ArtifactText> {
+    let vcs = ctx.engine.vcs();
+    let dir = format!("docs/baton/{}", ctx.task.work_item_id);
+    let mut artifacts = Vec::new();
+    for name in vcs.list_dir(&ctx.worktree, &dir).await {
+        let Some(mut content) = vcs.read_file(&ctx.worktree, &format!("{dir}/{name}")).await else {
+            continue;
+        };
+        if content.len() > ARTIFACT_PROMPT_BYTES_MAX {
+            let mut cut = ARTIFACT_PROMPT_BYTES_MAX;
+            while !content.is_char_boundary(cut) {
+                cut -= 1;
             }
-            Some(ArtifactText { name, content })
-        })
-        .collect()
+            content.truncate(cut);
+            content.push_str("\n[truncated]");
+        }
+        artifacts.push(ArtifactText { name, content });
+    }
+    artifacts
 }
 
 /// The result of one agent run; `budget_stop` says why a budget stopped it (before or during).
@@ -299,28 +339,23 @@ struct AgentRun {
     budget_stop: Option<String>,
 }
 
-async fn run_agent(
-    ctx: &JobContext<'_>,
-    role: &str,
-    stop: watch::Receiver<bool>,
-    start: Start,
-) -> Result<AgentRun, EngineError> {
+async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineError> {
     let engine = ctx.engine;
-    let agent = build_agent(engine, role)?;
-    if start == Start::Adopt
-        && let Some(adopted) = adoptable(ctx).await?
-    {
-        tracing::info!(task = %ctx.task.work_item_id, job = %ctx.job.id, "re-adopting the agent started before a restart");
-        return supervise(ctx, role, agent, adopted, stop).await;
+    let agent = engine.agents().agent(engine.settings(), role)?;
+    if ctx.start == Start::Adopt {
+        if let Some(adopted) = adoptable(ctx).await? {
+            tracing::info!(task = %ctx.task.work_item_id, job = %ctx.job.id, "re-adopting the agent started before a restart");
+            return supervise(ctx, role, agent, adopted).await;
+        }
+        // Nothing survived to adopt: the stage runs afresh from a clean worktree, and the run
+        // that died without a trace is closed as lost.
+        engine.close_lost_runs(ctx.job.id, "the agent died with the Baton that ran it and left no exit record").await?;
+        timed(ctx, engine.vcs().clean(&ctx.worktree)).await?;
     }
-    if start == Start::Adopt {
-        // Nothing survived to adopt: the stage runs afresh from a clean worktree.
-        clean_worktree(&ctx.git).await?;
-    }
-    let run_number = engine.store.count_agent_runs(ctx.task.id, &ctx.stage.name).await? + 1;
+    let run_number = engine.store().count_agent_runs(ctx.task.id, &ctx.stage.name).await? + 1;
     let artifact_path = ctx.stage.artifact.as_deref().map(|name| artifact_relative_path(&ctx.task.work_item_id, name));
     let prompt = prompts::render(
-        &engine.settings.data_dir.join("prompts"),
+        &engine.settings().data_dir.join("prompts"),
         &PromptContext {
             task: PromptTask {
                 work_item: ctx.task.work_item_id.clone(),
@@ -335,7 +370,7 @@ async fn run_agent(
             artifact_path,
             failure: ctx.task.state.failure.clone(),
             answers: ctx.task.state.answers.clone(),
-            artifacts: earlier_artifacts(&ctx.worktree, &ctx.task.work_item_id),
+            artifacts: earlier_artifacts(ctx).await,
         },
     )?;
     let run_dir = ctx.run_dir.join(format!("run{run_number}"));
@@ -350,39 +385,43 @@ async fn run_agent(
         run_dir: run_dir.clone(),
         prompt,
         base_env: agent_env(engine, role),
-        resume_session: resume_session(engine, ctx).await?,
+        resume_session: resume_session(ctx).await?,
     };
     let spec = agent.prepare(&request)?;
     let limits_before = budgets::limits_for(engine, ctx.task).await?;
     if let Some(reason) = budgets::exceeded(&limits_before, 0.0) {
         return Ok(AgentRun { report: AgentReport::failed(reason.clone()), budget_stop: Some(reason) });
     }
-    // The shim leads the agent's process group and records its exit, so the agent outlives Baton.
-    let exit_file = run_dir.join(baton_runner::shim::EXIT_FILE);
-    let _ = std::fs::remove_file(&exit_file);
-    let spec = baton_runner::shim::wrap(spec, &engine.settings.baton_exe, &exit_file);
-    let child = baton_runner::process::spawn(&spec)?;
-    engine.store.set_job_process(ctx.job.id, Some(child.pid), Some(child.pgid)).await?;
-    if let Some(ticks) = baton_runner::process::process_start_ticks(child.pid) {
-        engine.store.set_job_proc_start(ctx.job.id, ticks).await?;
-    }
-    let started_at_ms = engine.clock.now_ms();
+    // The run's row comes first: whatever happens from here on, its spend has a place, and a
+    // restarted Baton finds its run directory (where the shim records the launch and the exit).
+    let started_at_ms = engine.clock().now_ms();
     let run_id = engine
-        .store
+        .store()
         .insert_agent_run(NewAgentRun {
             job: ctx.job.id,
             task: ctx.task.id,
             stage: ctx.stage.name.clone(),
             adapter: agent.adapter().to_string(),
             model: agent.model().map(str::to_string),
-            pid: Some(child.pid),
+            pid: None,
             started_at_ms,
             log_path: run_dir.display().to_string(),
         })
         .await?;
-    let process = AgentProcess::Spawned(Box::new(child));
-    let run = Supervision { run_id, run_number, run_dir, started_at_ms, process, limits: limits_before };
-    supervise(ctx, role, agent, run, stop).await
+    let launch = match engine.supervisor().launch(spec, &run_dir).await {
+        Ok(launch) => launch,
+        Err(error) => {
+            let _ = engine.store().close_agent_run(run_id, "failed", &error.to_string(), engine.clock().now_ms()).await;
+            return Err(error.into());
+        }
+    };
+    engine.store().set_job_process(ctx.job.id, Some(launch.pid), Some(launch.pgid)).await?;
+    engine.store().set_agent_run_pid(run_id, launch.pid).await?;
+    if let Some(ticks) = launch.start_ticks {
+        engine.store().set_job_proc_start(ctx.job.id, ticks).await?;
+    }
+    let run = Supervision { run_id, run_number, run_dir, started_at_ms, launch, limits: limits_before };
+    supervise(ctx, role, agent, run).await
 }
 
 /// A running (or finished) agent process and its run record.
@@ -391,28 +430,34 @@ struct Supervision {
     run_number: u32,
     run_dir: PathBuf,
     started_at_ms: i64,
-    process: AgentProcess,
+    launch: LaunchRecord,
     /// The budget caps in force for this run, with the spend before it.
     limits: Vec<budgets::BudgetLimit>,
-}
-
-enum AgentProcess {
-    /// Started by this Baton: its child.
-    Spawned(Box<baton_runner::Supervised>),
-    /// Started by an earlier Baton: known by process group and the shim's exit record.
-    Adopted { pgid: u32 },
 }
 
 /// The agent run of this job that an earlier Baton started, when its agent is still running or
 /// has recorded its exit; `None` when there is nothing to adopt (the stage then runs afresh).
 async fn adoptable(ctx: &JobContext<'_>) -> Result<Option<Supervision>, EngineError> {
-    let runs = ctx.engine.store.agent_runs(ctx.task.id).await?;
+    let runs = ctx.engine.store().agent_runs(ctx.task.id).await?;
     let Some(run) = runs.into_iter().rev().find(|r| r.job_id == ctx.job.id) else {
         return Ok(None);
     };
     let run_dir = PathBuf::from(&run.log_path);
-    let Some(pgid) = ctx.job.pgid.filter(|_| baton_runner::shim::survives(ctx.job.pgid, ctx.job.proc_start, &run_dir))
-    else {
+    // The shim's own launch record names the process even when the kill landed before its pid
+    // reached the job row; older runs fall back to the row.
+    let from_row = ctx.job.pgid.map(|pgid| LaunchRecord {
+        pid: ctx.job.pid.unwrap_or(pgid),
+        pgid,
+        start_ticks: ctx.job.proc_start,
+    });
+    let launch = match ctx.engine.supervisor().previous(&run_dir) {
+        Previous::Running(launch) => Some(launch),
+        Previous::Exited(_) => baton_runner::shim::read_launch(&run_dir.join(baton_runner::shim::LAUNCH_FILE))
+            .or(from_row)
+            .or(Some(LaunchRecord { pid: 0, pgid: 0, start_ticks: None })),
+        Previous::Vanished(_) | Previous::Nothing => None,
+    };
+    let Some(launch) = launch else {
         return Ok(None);
     };
     let run_number = run_dir
@@ -426,7 +471,7 @@ async fn adoptable(ctx: &JobContext<'_>) -> Result<Option<Supervision>, EngineEr
         run_number,
         run_dir,
         started_at_ms: run.started_at_ms,
-        process: AgentProcess::Adopted { pgid },
+        launch,
         limits: budgets::limits_for(ctx.engine, ctx.task).await?,
     }))
 }
@@ -437,17 +482,12 @@ async fn supervise(
     role: &str,
     agent: Arc<dyn Agent>,
     run: Supervision,
-    stop: watch::Receiver<bool>,
 ) -> Result<AgentRun, EngineError> {
     let engine = ctx.engine;
-    let Supervision { run_id, run_number, run_dir, started_at_ms, mut process, limits: limits_before } = run;
-    let pid = match &process {
-        AgentProcess::Spawned(child) => child.pid,
-        AgentProcess::Adopted { pgid } => *pgid,
-    };
+    let Supervision { run_id, run_number, run_dir, started_at_ms, launch, limits: limits_before } = run;
     let stdout_path = run_dir.join("stdout.log");
     let stderr_path = run_dir.join("stderr.log");
-    let limits = &engine.settings.limits;
+    let limits = &engine.settings().limits;
     let run_limits = RunLimits {
         timeout: Duration::from_secs(limits.agent_timeout_secs),
         stall_timeout: Duration::from_secs(limits.stall_timeout_secs),
@@ -456,32 +496,27 @@ async fn supervise(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(false);
     let monitor = Monitor {
-        engine,
         ctx,
         agent: agent.clone(),
         stdout: stdout_path.clone(),
         limits: limits_before,
-        local_stop: stop,
+        local_stop: ctx.stop.clone(),
         stop: stop_tx,
         done: done_rx,
     };
-    let exit_file = run_dir.join(baton_runner::shim::EXIT_FILE);
     let waiting = async {
-        let exit = match &mut process {
-            AgentProcess::Spawned(child) => child.wait(run_limits, stop_rx).await,
-            AgentProcess::Adopted { pgid } => {
-                let already_ms = (engine.clock.now_ms() - started_at_ms).max(0) as u64;
-                baton_runner::process::wait_adopted(
-                    *pgid,
-                    &exit_file,
-                    [&stdout_path, &stderr_path],
-                    Duration::from_millis(already_ms),
-                    run_limits,
-                    stop_rx,
-                )
-                .await
-            }
-        };
+        let already_ms = (engine.clock().now_ms() - started_at_ms).max(0) as u64;
+        let exit = engine
+            .supervisor()
+            .wait(
+                &launch,
+                &run_dir,
+                [&stdout_path, &stderr_path],
+                Duration::from_millis(already_ms),
+                run_limits,
+                stop_rx,
+            )
+            .await;
         let _ = done_tx.send(true);
         exit
     };
@@ -504,10 +539,10 @@ async fn supervise(
         report.cost_usd = price(report.model.as_deref(), &report.usage);
     }
     engine
-        .store
+        .store()
         .finish_agent_run(
             run_id,
-            AgentRunFinish { ended_at_ms: engine.clock.now_ms(), exit_code: exit.code, report: report.clone() },
+            AgentRunFinish { ended_at_ms: engine.clock().now_ms(), exit_code: exit.code, report: report.clone() },
         )
         .await?;
     let status = match (&budget_stop, &report.status) {
@@ -520,10 +555,10 @@ async fn supervise(
     let cost = report.cost_usd.map_or("unpriced".to_string(), |c| format!("${c:.4}"));
     let model = report.model.clone().unwrap_or_else(|| "model unknown".into());
     let _ = engine
-        .store
+        .store()
         .append_event(NewEvent {
             task: ctx.task.id,
-            at_ms: engine.clock.now_ms(),
+            at_ms: engine.clock().now_ms(),
             kind: "agent".into(),
             stage: ctx.stage.name.clone(),
             message: format!(
@@ -533,7 +568,7 @@ async fn supervise(
                 report.usage.input_tokens + report.usage.cache_read_tokens + report.usage.cache_write_tokens,
                 report.usage.output_tokens
             ),
-            detail: serde_json::json!({ "run_id": run_id, "pid": pid, "exit": exit.code, "usage": report.usage }),
+            detail: serde_json::json!({ "run_id": run_id, "pid": launch.pid, "exit": exit.code, "usage": report.usage }),
         })
         .await;
     budgets::warn_once(engine, ctx.task).await;
@@ -544,7 +579,6 @@ async fn supervise(
 /// row left `running`), reads the agent's stdout line by line for live progress, and stops the
 /// agent when its live cost reaches a budget cap. Returns the budget reason when it stopped it.
 struct Monitor<'a> {
-    engine: &'a Engine,
     ctx: &'a JobContext<'a>,
     agent: Arc<dyn Agent>,
     stdout: PathBuf,
@@ -556,6 +590,7 @@ struct Monitor<'a> {
 
 impl Monitor<'_> {
     async fn run(mut self) -> (Option<String>, LiveProgress) {
+        let engine = self.ctx.engine;
         let mut progress = LiveProgress::default();
         let mut offset = 0u64;
         let mut partial = String::new();
@@ -563,6 +598,7 @@ impl Monitor<'_> {
         let tick = Duration::from_millis(MONITOR_TICK_MS);
         loop {
             tokio::select! {
+                biased;
                 changed = self.local_stop.changed() => {
                     if changed.is_err() || *self.local_stop.borrow() {
                         let _ = self.stop.send(true);
@@ -573,7 +609,7 @@ impl Monitor<'_> {
                     self.read_lines(&mut offset, &mut partial, &mut progress).await;
                     return (None, progress);
                 }
-                _ = tokio::time::sleep(tick) => {
+                _ = engine.clock().sleep(tick) => {
                     self.read_lines(&mut offset, &mut partial, &mut progress).await;
                     if let Some(reason) = self.budget_reached(&progress) {
                         tracing::warn!(task = %self.ctx.task.work_item_id, "stopping the agent: {reason}");
@@ -583,7 +619,7 @@ impl Monitor<'_> {
                     since_stop_poll += tick;
                     if since_stop_poll >= Duration::from_millis(STOP_POLL_MS) {
                         since_stop_poll = Duration::ZERO;
-                        if let Ok(Some(row)) = self.engine.store.job(self.ctx.job.id).await
+                        if let Ok(Some(row)) = engine.store().job(self.ctx.job.id).await
                             && row.status != JobStatus::Running
                         {
                             let _ = self.stop.send(true);
@@ -619,13 +655,13 @@ impl Monitor<'_> {
             self.agent.observe(line.trim_end(), progress);
         }
         let notes: Vec<String> = progress.notes.drain(..).collect();
+        let engine = self.ctx.engine;
         for note in notes.into_iter().take(PROGRESS_NOTES_PER_TICK_MAX) {
-            let _ = self
-                .engine
-                .store
+            let _ = engine
+                .store()
                 .append_event(NewEvent {
                     task: self.ctx.task.id,
-                    at_ms: self.engine.clock.now_ms(),
+                    at_ms: engine.clock().now_ms(),
                     kind: "progress".into(),
                     stage: self.ctx.stage.name.clone(),
                     message: note,
@@ -637,11 +673,11 @@ impl Monitor<'_> {
 }
 
 /// The session of this stage's last run that ended with questions, when the task has answers.
-async fn resume_session(engine: &Engine, ctx: &JobContext<'_>) -> Result<Option<String>, EngineError> {
+async fn resume_session(ctx: &JobContext<'_>) -> Result<Option<String>, EngineError> {
     if ctx.task.state.answers.is_empty() {
         return Ok(None);
     }
-    let runs = engine.store.agent_runs(ctx.task.id).await?;
+    let runs = ctx.engine.store().agent_runs(ctx.task.id).await?;
     Ok(runs
         .into_iter()
         .rev()
@@ -651,22 +687,22 @@ async fn resume_session(engine: &Engine, ctx: &JobContext<'_>) -> Result<Option<
 
 /// The head the task's last passing merge gate re-tested (from the deploy_staging job's result).
 async fn merge_gate_head(ctx: &JobContext<'_>) -> Option<String> {
-    let jobs = ctx.engine.store.jobs_for_task(ctx.task.id).await.ok()?;
+    let jobs = ctx.engine.store().jobs_for_task(ctx.task.id).await.ok()?;
     jobs.iter().rev().filter(|j| j.status == JobStatus::Done).find_map(|j| {
         let outcome = j.result.as_ref()?.get("outcome")?.clone();
         let JobOutcome::Completed { verdicts } = serde_json::from_value::<JobOutcome>(outcome).ok()? else {
             return None;
         };
-        verdicts.into_iter().find(|v| v.gate == "mergeable" && v.verdict == baton_domain::Verdict::Pass)?.evidence
+        verdicts.into_iter().find(|v| v.gate == "mergeable" && v.verdict == Verdict::Pass)?.evidence
     })
 }
 
 /// What the deploy actor did once the default branch holds the re-tested head.
 struct Deployed {
     /// The `merged` verdict, with the head as its evidence.
-    merged: baton_domain::GateVerdict,
+    merged: GateVerdict,
     /// The `deploy` command's failure, when it failed after the merge.
-    failed: Option<baton_domain::GateVerdict>,
+    failed: Option<GateVerdict>,
 }
 
 /// The deploy actor: fast-forward the default branch to the retested head, then run `deploy`.
@@ -674,8 +710,8 @@ struct Deployed {
 async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, String> {
     let engine = ctx.engine;
     let lease = gates::merge_lease_name(&ctx.repo.name);
-    let ttl_ms = engine.settings.limits.lease_ttl_secs as i64 * 1000;
-    match engine.store.acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock.now_ms()).await {
+    let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
+    match engine.store().acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock().now_ms()).await {
         Ok(LeaseOutcome::Acquired { .. }) => {}
         Ok(LeaseOutcome::Busy { holder }) => {
             return Err(format!(
@@ -685,7 +721,7 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, String> {
         }
         Err(error) => return Err(format!("cannot renew the merge lease: {error}")),
     }
-    let head = ctx.git.rev("HEAD").await.ok_or("the worktree has no HEAD")?;
+    let head = timed(ctx, engine.vcs().rev(&ctx.worktree, "HEAD")).await.ok_or("the worktree has no HEAD")?;
     // Merge exactly the head the merge gate re-tested, and nothing else (main is sacred).
     match merge_gate_head(ctx).await {
         Some(passed) if passed == head => {}
@@ -696,15 +732,13 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, String> {
         }
         None => return Err("no merge-gate pass recorded for this task; refusing to merge".into()),
     }
-    let base = ctx.git.rev("HEAD^").await.ok_or("the retested head has no parent")?;
+    let base = timed(ctx, engine.vcs().rev(&ctx.worktree, "HEAD^")).await.ok_or("the retested head has no parent")?;
     // The task may have been stopped since this job was claimed: never merge for a cancelled task.
-    let current = engine.store.task(&TaskKey::Id(ctx.task.id)).await.ok().flatten();
+    let current = engine.store().task(&TaskKey::Id(ctx.task.id)).await.ok().flatten();
     if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {
         return Err("the task changed before the merge; not merging".into());
     }
-    let started = Instant::now();
-    let merged = engine.forge.fast_forward(&forge_repo(ctx.repo), &base, &head).await;
-    ctx.external_ms.fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let merged = timed(ctx, engine.forge().fast_forward(&forge_repo(ctx.repo), &base, &head)).await;
     match merged {
         Ok(MergeOutcome::Merged) | Ok(MergeOutcome::AlreadyMerged) => {}
         Ok(MergeOutcome::Moved { current }) => {
@@ -715,31 +749,112 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, String> {
         }
         Err(error) => return Err(format!("merge failed: {error}")),
     }
+    let short = &head[..head.len().min(10)];
     let _ = engine
-        .store
+        .store()
         .append_event(NewEvent {
             task: ctx.task.id,
-            at_ms: engine.clock.now_ms(),
+            at_ms: engine.clock().now_ms(),
             kind: "merged".into(),
             stage: ctx.stage.name.clone(),
-            message: format!("{} fast-forwarded to {}", ctx.repo.default_branch, &head[..head.len().min(10)]),
+            message: format!("{} fast-forwarded to {short}", ctx.repo.default_branch),
             detail: serde_json::json!({ "base": base, "head": head }),
         })
         .await;
-    let mut merged = baton_domain::GateVerdict::new(
+    let mut merged = GateVerdict::new(
         baton_domain::MERGED_VERDICT,
-        baton_domain::Verdict::Pass,
-        format!("{} fast-forwarded to {}", ctx.repo.default_branch, &head[..head.len().min(10)]),
+        Verdict::Pass,
+        format!("{} fast-forwarded to {short}", ctx.repo.default_branch),
     );
-    merged.evidence = Some(head);
-    let failed = match RepoCommand::Deploy.argv(ctx) {
+    merged.evidence = Some(head.clone());
+    let gates = ctx.gates();
+    let failed = match RepoCommand::Deploy.argv(&gates) {
         None => None,
-        Some(argv) => match run_repo_command(ctx, "deploy", &argv).await {
-            Ok(out) if out.exit.success() => None,
-            Ok(out) => Some(format!("`{}` {}; output tail:\n{}", argv.join(" "), out.exit.describe(), out.tail)),
-            Err(error) => Some(format!("deploy could not run: {error}")),
-        },
+        Some(argv) => deploy_command(ctx, &gates, &head, &argv).await,
     };
-    let failed = failed.map(|reason| baton_domain::GateVerdict::new("deploy", baton_domain::Verdict::Fail, reason));
+    let failed = failed.map(|reason| GateVerdict::new("deploy", Verdict::Fail, reason));
     Ok(Deployed { merged, failed })
+}
+
+/// The job that launched a deploy, recorded in its run directory before the launch.
+const DEPLOY_JOB_FILE: &str = "job.json";
+
+/// Runs the repository's `deploy` for `head` at most once: its run directory is keyed by the head,
+/// so a deploy still running is waited for, one that succeeded is not run again (whichever job ran
+/// it), and one that failed or was killed is run again only by a new job (a human's retry), never
+/// by a re-adoption. Returns why it failed, or `None` when the head is deployed.
+async fn deploy_command(ctx: &JobContext<'_>, gates: &GateContext<'_>, head: &str, argv: &[String]) -> Option<String> {
+    let engine = ctx.engine;
+    let commands = engine.commands();
+    let run_dir = engine.settings().runs_dir().join(&ctx.repo.name).join("deploys").join(head);
+    let marker = run_dir.join(DEPLOY_JOB_FILE);
+    let launched_by = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v.get("job").and_then(serde_json::Value::as_i64));
+    let ours = launched_by == Some(ctx.job.id.0);
+    match commands.previous(&run_dir) {
+        Previous::Running(_) => {} // waited for below, never started twice
+        Previous::Exited(exit) if exit.code == Some(0) => {
+            if !ours {
+                let by = launched_by.map_or("an earlier job".to_string(), |j| format!("job {j}"));
+                let _ = engine
+                    .store()
+                    .append_event(NewEvent {
+                        task: ctx.task.id,
+                        at_ms: engine.clock().now_ms(),
+                        kind: "deploy".into(),
+                        stage: ctx.stage.name.clone(),
+                        message: format!(
+                            "{} was already deployed by {by}; not deploying it again",
+                            &head[..head.len().min(10)]
+                        ),
+                        detail: serde_json::Value::Null,
+                    })
+                    .await;
+            }
+            return None;
+        }
+        Previous::Exited(_) if ours => {} // its recorded failure is taken below
+        Previous::Vanished(_) if ours => {
+            return Some(format!(
+                "the deploy of {} was interrupted (its process group was killed) and its outcome is unknown; \
+                 check the target, then `baton task retry` to deploy again",
+                &head[..head.len().min(10)]
+            ));
+        }
+        Previous::Exited(_) | Previous::Vanished(_) => {
+            // A new job (a human's retry) deploys again; the earlier attempt's records are kept.
+            if let Err(error) = commands.archive(&run_dir) {
+                return Some(format!("deploy could not start: {error}"));
+            }
+        }
+        Previous::Nothing => {}
+    }
+    if !matches!(commands.previous(&run_dir), Previous::Running(_))
+        && !ours
+        && let Err(error) = std::fs::create_dir_all(&run_dir)
+            .and_then(|_| std::fs::write(&marker, serde_json::json!({ "job": ctx.job.id.0 }).to_string()))
+    {
+        return Some(format!("deploy could not start: cannot write {}: {error}", marker.display()));
+    }
+    let request = gates::command_request(gates, argv, run_dir);
+    match timed(ctx, commands.run(&request, ctx.stop.clone())).await {
+        Ok(run) => {
+            if run.provenance == Provenance::Adopted {
+                tracing::info!(task = %ctx.task.work_item_id, "waited for the deploy started before a restart");
+            }
+            if run.output.exit.success() {
+                None
+            } else {
+                Some(format!("`{}` {}; output tail:\n{}", argv.join(" "), run.output.exit.describe(), run.output.tail))
+            }
+        }
+        Err(error) => Some(format!("deploy could not run: {error}")),
+    }
+}
+
+/// Where a job's run directory is, for tests and tools.
+pub fn job_run_dir(runs_dir: &Path, work_item: &str, stage: &str, job: baton_domain::JobId) -> PathBuf {
+    runs_dir.join(work_item).join(format!("{stage}-job{job}"))
 }

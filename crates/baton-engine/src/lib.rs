@@ -2,9 +2,13 @@
 //! deploy), human inputs, and the effects of committed decisions.
 //!
 //! Code map:
-//! - [`engine`]: the [`Engine`] handle, task creation, inputs, applying decisions, the claim loop.
+//! - [`engine`]: the [`Engine`] handle and its [`EngineBuilder`] (the ports), task creation,
+//!   inputs, applying decisions, recovery, the claim loop.
 //! - [`executor`]: running one claimed job and turning its result into a `JobFinished` event.
-//! - [`gates`]: one file per gate kind, including the merge gate.
+//! - [`effects`]: the outbox of durable effects and its worker.
+//! - [`gates`]: one file per gate kind, including the merge gate; gates see only a `GateContext`.
+//! - [`agents`]: the agent port ([`AgentFactory`]) and the configured adapters.
+//! - [`clock`]: the time and spawn ports ([`Clock`], [`Spawner`]).
 //! - [`workspace`]: worktree paths (with path safety), creation and removal.
 //! - [`prompts`]: minijinja prompt templates per role.
 //! - [`settings`], [`clock`].
@@ -12,8 +16,10 @@
 //! Invariant: every stage change goes through `baton_domain::decide` and one `Store::advance`;
 //! external effects run only after that transaction committed, and only for its winner.
 
+pub mod agents;
 pub mod budgets;
 pub mod clock;
+pub mod effects;
 pub mod engine;
 pub mod executor;
 pub mod gates;
@@ -23,8 +29,9 @@ pub mod reconciler;
 pub mod settings;
 pub mod workspace;
 
-pub use clock::{Clock, SystemClock};
-pub use engine::{Engine, Input, InputOutcome, NewTaskRequest};
+pub use agents::{AgentFactory, ConfiguredAgents};
+pub use clock::{BoxFuture, Clock, Spawner, SystemClock, TokioSpawner};
+pub use engine::{Engine, EngineBuilder, Input, InputOutcome, NewTaskRequest};
 pub use settings::{AdapterKind, AgentSettings, Budgets, EngineSettings, Limits, RepoSettings};
 
 /// Errors at the engine boundary.
@@ -44,4 +51,18 @@ pub enum EngineError {
     Run(#[from] baton_runner::RunError),
     #[error(transparent)]
     Adapter(#[from] baton_adapters::AdapterError),
+}
+
+impl EngineError {
+    /// Whether the machine failed rather than the code or the configuration (disk, I/O, git
+    /// locks, the database): such a failure is retried without spending the stage's attempts.
+    pub fn is_infrastructure(&self) -> bool {
+        match self {
+            EngineError::Store(baton_store::StoreError::Database(_)) | EngineError::Io(_) => true,
+            EngineError::Run(baton_runner::RunError::Io { .. }) => true,
+            EngineError::Store(_) | EngineError::Invalid(_) | EngineError::NotFound(_) => false,
+            EngineError::Run(_) => false,
+            other => baton_runner::is_infrastructure(&other.to_string()),
+        }
+    }
 }

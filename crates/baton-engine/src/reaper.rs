@@ -6,7 +6,6 @@
 //! race performs no effect.
 
 use crate::engine::Engine;
-use crate::workspace::remove_worktree;
 use baton_domain::{Event, JobOutcome};
 use baton_store::{JobFinish, JobStatus, NewEvent, TaskKey};
 use std::sync::Arc;
@@ -18,15 +17,36 @@ pub async fn tick(engine: &Arc<Engine>) {
     }
     backstop(engine).await;
     leases(engine).await;
+    lost_runs(engine).await;
+}
+
+/// Closes agent runs that never recorded their end while their job is no longer running: the
+/// agent died with a Baton and nothing will ever finish the row (its spend is unknown).
+async fn lost_runs(engine: &Arc<Engine>) {
+    let Ok(open) = engine.store().open_agent_runs().await else {
+        return;
+    };
+    for run in open {
+        let Ok(Some(job)) = engine.store().job(run.job_id).await else {
+            continue;
+        };
+        if job.status == JobStatus::Running {
+            continue;
+        }
+        let why = format!("its job ended ({}) without the agent recording an exit", job.status.as_str());
+        if let Ok(true) = engine.store().close_agent_run(run.id, "lost", &why, engine.clock().now_ms()).await {
+            tracing::warn!(run = run.id, job = %job.id, "closed an agent run that never recorded its end");
+        }
+    }
 }
 
 /// Fails jobs running longer than `job_backstop_secs` and stops their agent.
 async fn backstop(engine: &Arc<Engine>) {
-    let Ok(running) = engine.store.jobs_with_status(JobStatus::Running).await else {
+    let Ok(running) = engine.store().jobs_with_status(JobStatus::Running).await else {
         return;
     };
-    let now = engine.clock.now_ms();
-    let backstop_ms = engine.settings.limits.job_backstop_secs as i64 * 1000;
+    let now = engine.clock().now_ms();
+    let backstop_ms = engine.settings().limits.job_backstop_secs as i64 * 1000;
     for job in running.into_iter().filter(|j| j.started_at_ms.is_some_and(|s| now - s > backstop_ms)) {
         let reason = format!("ran longer than the {} s backstop; stopped by the reaper", backstop_ms / 1000);
         let outcome = JobOutcome::Failed { reason: reason.clone() };
@@ -41,45 +61,45 @@ async fn backstop(engine: &Arc<Engine>) {
             Err(error) => tracing::warn!(job = %job.id, "reaper backstop failed: {error}"),
         }
         engine.signal_stop(job.id);
-        if let Some(pgid) = job.pgid {
-            baton_runner::stop_group(pgid, std::time::Duration::from_secs(engine.settings.limits.stop_grace_secs))
-                .await;
+        if let Some(pgid) = job.pgid.filter(|pgid| engine.supervisor().is_same_group(*pgid, job.proc_start)) {
+            let grace = std::time::Duration::from_secs(engine.settings().limits.stop_grace_secs);
+            engine.supervisor().stop_group(pgid, grace).await;
         }
     }
 }
 
 /// Renews the merge lease of holders still at the merge/deploy stages; reclaims the others.
 async fn leases(engine: &Arc<Engine>) {
-    let Ok(leases) = engine.store.leases().await else {
+    let Ok(leases) = engine.store().leases().await else {
         return;
     };
-    let now = engine.clock.now_ms();
-    let ttl_ms = engine.settings.limits.lease_ttl_secs as i64 * 1000;
+    let now = engine.clock().now_ms();
+    let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
     for lease in leases {
         let task = match lease.holder.strip_prefix("task:").and_then(|id| id.parse::<i64>().ok()) {
-            Some(id) => engine.store.task(&TaskKey::Id(baton_domain::TaskId(id))).await.ok().flatten(),
+            Some(id) => engine.store().task(&TaskKey::Id(baton_domain::TaskId(id))).await.ok().flatten(),
             None => None,
         };
         // A blocked or paused task must not keep the repo's merges waiting for a human.
         let holds_legitimately = task.as_ref().is_some_and(|t| {
             !t.state.is_terminal()
                 && matches!(t.state.hold, baton_domain::Hold::None | baton_domain::Hold::AwaitingConfirm)
-                && engine.pipeline.stage(&t.state.stage).is_some_and(|s| {
+                && engine.pipeline().stage(&t.state.stage).is_some_and(|s| {
                     s.gates.contains(&baton_domain::GateSpec::Mergeable) || s.actor == baton_domain::Actor::Deploy
                 })
         });
         if holds_legitimately {
             if lease.expires_at_ms - now < ttl_ms / 2 {
                 // Extend only: a STOP may have released the lease since it was read.
-                let _ = engine.store.renew_lease(&lease.name, &lease.holder, ttl_ms, now).await;
+                let _ = engine.store().renew_lease(&lease.name, &lease.holder, ttl_ms, now).await;
             }
             continue;
         }
-        if let Ok(true) = engine.store.release_lease(&lease.name, &lease.holder).await {
+        if let Ok(true) = engine.store().release_lease(&lease.name, &lease.holder).await {
             tracing::warn!(lease = %lease.name, holder = %lease.holder, "reclaimed a lease whose holder is gone");
             if let Some(task) = task {
                 let _ = engine
-                    .store
+                    .store()
                     .append_event(NewEvent {
                         task: task.id,
                         at_ms: now,
@@ -94,36 +114,49 @@ async fn leases(engine: &Arc<Engine>) {
     }
 }
 
-/// At start: removes worktrees of finished or unknown tasks and stops agent processes of this data
-/// directory that no running job owns.
+/// At start: removes worktrees of finished or unknown tasks, stops agent processes of this data
+/// directory that no running job owns, and closes agent runs lost with an earlier Baton.
 pub async fn sweep_at_start(engine: &Arc<Engine>) {
-    let root = engine.settings.worktrees_dir();
-    for repo in &engine.settings.repos {
-        let Ok(entries) = std::fs::read_dir(root.join(&repo.name)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let work_item = entry.file_name().to_string_lossy().to_string();
-            let task = engine.store.task(&TaskKey::WorkItem(work_item.clone())).await.ok().flatten();
+    let root = engine.settings().worktrees_dir();
+    let vcs = engine.vcs();
+    for repo in &engine.settings().repos {
+        for work_item in vcs.entries(&root.join(&repo.name)) {
+            let task = engine.store().task(&TaskKey::WorkItem(work_item.clone())).await.ok().flatten();
             let orphan = task.is_none_or(|t| t.repo != repo.name || t.state.is_terminal());
-            if orphan && repo.path.exists() {
+            if orphan && vcs.exists(&repo.path) {
                 tracing::info!(repo = %repo.name, %work_item, "sweeping an orphaned worktree");
-                if let Err(error) = remove_worktree(repo, &entry.path()).await {
-                    tracing::warn!("sweeping {} failed: {error}", entry.path().display());
+                let path = root.join(&repo.name).join(&work_item);
+                if let Err(error) = vcs.remove_worktree(&repo.path, &path).await {
+                    tracing::warn!("sweeping {} failed: {error}", path.display());
                 }
             }
         }
     }
-    let Ok(running) = engine.store.jobs_with_status(JobStatus::Running).await else {
+    lost_runs(engine).await;
+    let Ok(running) = engine.store().jobs_with_status(JobStatus::Running).await else {
         return;
     };
+    // A process belongs to a running job by its recorded group, or by where its records live: a
+    // job's run directory (`…-job<id>/…`), or a deploy directory naming the job that launched it.
+    // (A kill between the spawn and storing the pid leaves only the second.)
     let owned: Vec<u32> = running.iter().filter_map(|j| j.pgid).collect();
-    let runs_dir = engine.settings.runs_dir().display().to_string();
-    for (pid, pgid) in baton_runner::process::find_shims(&runs_dir) {
-        if !owned.contains(&pgid) {
+    let owns = |run_dir: &std::path::Path| {
+        let text = run_dir.display().to_string();
+        let by_dir = running
+            .iter()
+            .any(|j| text.contains(&format!("-job{}/", j.id)) || text.ends_with(&format!("-job{}", j.id)));
+        let by_marker = std::fs::read_to_string(run_dir.join("job.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("job").and_then(serde_json::Value::as_i64))
+            .is_some_and(|id| running.iter().any(|j| j.id.0 == id));
+        by_dir || by_marker
+    };
+    for (pid, pgid, run_dir) in engine.supervisor().shims_under(&engine.settings().runs_dir()) {
+        if !owned.contains(&pgid) && !owns(&run_dir) {
             tracing::warn!(pid, pgid, "stopping an orphaned agent no running job owns");
-            baton_runner::stop_group(pgid, std::time::Duration::from_secs(engine.settings.limits.stop_grace_secs))
-                .await;
+            let grace = std::time::Duration::from_secs(engine.settings().limits.stop_grace_secs);
+            engine.supervisor().stop_group(pgid, grace).await;
         }
     }
 }

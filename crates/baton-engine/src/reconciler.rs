@@ -10,17 +10,17 @@ use std::sync::Arc;
 
 /// One reconciler pass. Never fails: problems are logged.
 pub async fn tick(engine: &Arc<Engine>) {
-    let Ok(tasks) = engine.store.list_tasks(&TaskFilter { active_only: true, repo: None }).await else {
+    let Ok(tasks) = engine.store().list_tasks(&TaskFilter { active_only: true, repo: None }).await else {
         return;
     };
-    let now = engine.clock.now_ms();
-    let grace_ms = engine.settings.limits.reconcile_grace_secs as i64 * 1000;
+    let now = engine.clock().now_ms();
+    let grace_ms = engine.settings().limits.reconcile_grace_secs as i64 * 1000;
     for task in tasks.into_iter().filter(|t| t.state.hold == Hold::None && now - t.updated_at_ms > grace_ms) {
         let Some(job_id) = task.state.job else {
             tracing::warn!(task = %task.work_item_id, "reconciler: running task without a job; left for a human");
             continue;
         };
-        let Ok(Some(job)) = engine.store.job(job_id).await else {
+        let Ok(Some(job)) = engine.store().job(job_id).await else {
             continue;
         };
         if matches!(job.status, JobStatus::Queued | JobStatus::Running) {

@@ -5,6 +5,8 @@
 //! - [`command`]: short commands (tests, deploy, health, hooks) run to completion with a timeout.
 //! - [`git`]: `git` invoked with argument vectors only.
 //! - [`paths`]: path-safety checks for derived paths.
+//! - [`ports`]: the `Vcs`, `Supervisor` and `CommandRunner` ports the engine uses, with their
+//!   real implementations (git, `baton shim`).
 //!
 //! Invariant: nothing outside this crate spawns a process (clippy `disallowed-methods`); no shell
 //! ever sees untrusted text.
@@ -12,12 +14,18 @@
 pub mod command;
 pub mod git;
 pub mod paths;
+pub mod ports;
 pub mod process;
 pub mod shim;
 
 pub use command::{CommandOutput, CommandSpec, run_command};
 pub use git::{Git, GitError};
+pub use ports::{
+    CommandRequest, CommandRun, CommandRunner, GitVcs, Provenance, ShimCommands, ShimSupervisor, Supervisor, Vcs,
+    is_infrastructure,
+};
 pub use process::{ExitReport, ProcessSpec, RunLimits, Supervised, group_alive, stop_group};
+pub use shim::{LaunchRecord, Previous};
 
 /// Errors from running processes.
 #[derive(Debug, thiserror::Error)]

@@ -313,8 +313,9 @@ pub async fn wait_adopted(
     }
 }
 
-/// Running `baton shim` processes whose exit file lies under `runs_dir`: (pid, process group).
-pub fn find_shims(runs_dir: &str) -> Vec<(u32, u32)> {
+/// Running `baton shim` processes whose exit file lies under `runs_dir`: (pid, process group,
+/// exit file).
+pub fn find_shims(runs_dir: &str) -> Vec<(u32, u32, PathBuf)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -325,13 +326,13 @@ pub fn find_shims(runs_dir: &str) -> Vec<(u32, u32)> {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let args: Vec<String> =
                 cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
-            let is_shim = args.get(1).is_some_and(|a| a == "shim")
-                && args.iter().skip_while(|a| *a != "--exit-file").nth(1).is_some_and(|f| f.starts_with(runs_dir));
+            let exit_file = args.iter().skip_while(|a| *a != "--exit-file").nth(1)?;
+            let is_shim = args.get(1).is_some_and(|a| a == "shim") && exit_file.starts_with(runs_dir);
             if !is_shim {
                 return None;
             }
             let stat = proc_stat(pid)?;
-            stat.live().then_some((pid, stat.pgid))
+            stat.live().then(|| (pid, stat.pgid, PathBuf::from(exit_file)))
         })
         .collect()
 }

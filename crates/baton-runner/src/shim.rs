@@ -14,6 +14,64 @@ use std::path::{Path, PathBuf};
 
 /// File name of the exit record inside an agent run's directory.
 pub const EXIT_FILE: &str = "exit.json";
+/// File name of the launch record: the shim writes its own pid, process group and start time there
+/// before it starts the command, so a Baton killed between its spawn and storing the pid still
+/// finds the running process (and never starts a second one).
+pub const LAUNCH_FILE: &str = "launch.json";
+/// File name of the intent record Baton writes before it spawns anything into a run directory.
+pub const INTENT_FILE: &str = "intent.json";
+
+/// Who a launched process group is: the shim leads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchRecord {
+    pub pid: u32,
+    pub pgid: u32,
+    /// Start time of the leader in clock ticks since boot (defeats pid reuse).
+    pub start_ticks: Option<u64>,
+}
+
+/// Reads a launch record.
+pub fn read_launch(path: &Path) -> Option<LaunchRecord> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// What an earlier launch into a run directory left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Previous {
+    /// Nothing was started there (no launch record, no exit record).
+    Nothing,
+    /// Its process group is still running.
+    Running(LaunchRecord),
+    /// It ended and recorded how.
+    Exited(ExitRecord),
+    /// It was started, but its group is gone without an exit record (killed with its shim).
+    Vanished(LaunchRecord),
+}
+
+/// Reads what a run directory says about its launch (see [`Previous`]).
+pub fn previous(run_dir: &Path) -> Previous {
+    if let Some(exit) = read_exit(&run_dir.join(EXIT_FILE)) {
+        return Previous::Exited(exit);
+    }
+    let Some(launch) = read_launch(&run_dir.join(LAUNCH_FILE)) else {
+        return Previous::Nothing;
+    };
+    if same_group(launch.pgid, launch.start_ticks) {
+        return Previous::Running(launch);
+    }
+    // The exit record may have landed between the two reads.
+    match read_exit(&run_dir.join(EXIT_FILE)) {
+        Some(exit) => Previous::Exited(exit),
+        None => Previous::Vanished(launch),
+    }
+}
+
+/// Whether the process group `pgid` is alive and (when `start_ticks` is known) still led by the
+/// process that started then.
+pub fn same_group(pgid: u32, start_ticks: Option<u64>) -> bool {
+    crate::process::group_alive(pgid)
+        && start_ticks.is_none_or(|ticks| crate::process::process_start_ticks(pgid) == Some(ticks))
+}
 
 /// How the supervised agent ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,11 +89,8 @@ pub fn read_exit(path: &Path) -> Option<ExitRecord> {
 /// the process started at `start_ticks`, when known: pids get reused), or it recorded its exit in
 /// `run_dir`. Such an agent must be re-adopted, never started a second time.
 pub fn survives(pgid: Option<u32>, start_ticks: Option<u64>, run_dir: &Path) -> bool {
-    let alive = pgid.is_some_and(|pgid| {
-        crate::process::group_alive(pgid)
-            && start_ticks.is_none_or(|ticks| crate::process::process_start_ticks(pgid) == Some(ticks))
-    });
-    alive || read_exit(&run_dir.join(EXIT_FILE)).is_some()
+    let alive = pgid.is_some_and(|pgid| same_group(pgid, start_ticks));
+    alive || matches!(previous(run_dir), Previous::Running(_) | Previous::Exited(_))
 }
 
 /// Wraps `spec` so that `baton shim` (at `baton_exe`) runs it and records its exit in `exit_file`.
@@ -59,6 +114,14 @@ pub async fn run(exit_file: PathBuf, argv: Vec<String>) -> i32 {
         eprintln!("baton shim: no command given");
         return 2;
     };
+    // Before the command starts: who this process group is, for a Baton that must adopt it.
+    let pid = std::process::id();
+    let launch = LaunchRecord {
+        pid,
+        pgid: nix::unistd::getpgrp().as_raw() as u32,
+        start_ticks: crate::process::process_start_ticks(pid),
+    };
+    write_json(&exit_file.with_file_name(LAUNCH_FILE), &launch);
     let mut child = match tokio::process::Command::new(program).args(args).kill_on_drop(false).spawn() {
         Ok(child) => child,
         Err(error) => {
@@ -91,12 +154,17 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
 }
 
 fn write_record(path: &Path, record: ExitRecord) {
+    write_json(path, &record);
+}
+
+/// Writes `value` as JSON by temp file and rename, so a reader never sees half of it.
+pub fn write_json(path: &Path, value: &impl Serialize) {
     let temp = path.with_extension("json.tmp");
-    let written = serde_json::to_string(&record)
+    let written = serde_json::to_string(value)
         .map_err(std::io::Error::other)
         .and_then(|text| std::fs::write(&temp, text))
         .and_then(|_| std::fs::rename(&temp, path));
     if let Err(error) = written {
-        eprintln!("baton shim: cannot record the exit in {}: {error}", path.display());
+        eprintln!("baton shim: cannot write {}: {error}", path.display());
     }
 }

@@ -149,9 +149,9 @@ pub enum Claimed {
 /// One claim of the claim loop, then `Engine::start_job` and the executor's start check.
 pub async fn claim(h: Handles) -> Claimed {
     let engine = &h.engine;
-    let limits = &engine.settings.limits;
+    let limits = &engine.settings().limits;
     let claim = Claim {
-        owner: engine.owner.clone(),
+        owner: engine.owner().to_string(),
         now_ms: h.clock.now_ms(),
         running_max: limits.running_max,
         running_per_repo_max: limits.running_per_repo_max,
@@ -184,7 +184,7 @@ async fn start_as(h: Handles, job: JobRecord, adopted: bool) -> Claimed {
             }
             // Agent stages re-adopt the recorded exit of the agent (no second agent run); merge
             // gates and deploys run again from the start.
-            let reruns = h.engine.pipeline.stage(&job.stage).is_some_and(|s| !matches!(s.actor, Actor::Agent { .. }));
+            let reruns = h.engine.pipeline().stage(&job.stage).is_some_and(|s| !matches!(s.actor, Actor::Agent { .. }));
             if reruns && h.process().delivering.contains(&job.id) {
                 h.process().found.push(Violation::new(
                     Kind::AdoptedWhileDelivering,
@@ -236,7 +236,7 @@ pub async fn finish(h: Handles, job: JobId, script: Script) -> (Option<Delivery>
     let Some(Running { job, task: Some(task), adopted, .. }) = taken else {
         return (None, Err(format!("job {job} is not running in this process")));
     };
-    let outcome = match h.engine.pipeline.stage(&job.stage).cloned() {
+    let outcome = match h.engine.pipeline().stage(&job.stage).cloned() {
         None => JobOutcome::Failed { reason: format!("stage `{}` is not in the pipeline", job.stage) },
         Some(stage) => match &stage.actor {
             Actor::Agent { .. } => agent_run(&h, &job, &task, &stage, &script, adopted),
@@ -359,7 +359,7 @@ async fn still_at(h: &Handles, task: TaskId, job: JobId) -> bool {
 async fn merge_gate(h: &Handles, job: &JobRecord, task: &TaskRecord, script: &Script) -> GateVerdict {
     const GATE: &str = "mergeable";
     let lease = merge_lease_name(&task.repo);
-    let ttl_ms = h.engine.settings.limits.lease_ttl_secs as i64 * 1000;
+    let ttl_ms = h.engine.settings().limits.lease_ttl_secs as i64 * 1000;
     match h.store.acquire_lease(&lease, &task_holder(task.id), ttl_ms, h.clock.now_ms()).await {
         Ok(LeaseOutcome::Acquired { .. }) => {
             // The task may have been stopped between the claim and the lease: never hold the
@@ -408,7 +408,7 @@ async fn merge_gate_head(h: &Handles, task: TaskId) -> Option<String> {
 /// re-check the task, fast-forward main from `HEAD^` to `HEAD`, run `deploy`.
 async fn deploy(h: &Handles, job: &JobRecord, task: &TaskRecord, script: &Script) -> Result<(), String> {
     let lease = merge_lease_name(&task.repo);
-    let ttl_ms = h.engine.settings.limits.lease_ttl_secs as i64 * 1000;
+    let ttl_ms = h.engine.settings().limits.lease_ttl_secs as i64 * 1000;
     match h.store.acquire_lease(&lease, &task_holder(task.id), ttl_ms, h.clock.now_ms()).await {
         Ok(LeaseOutcome::Acquired { .. }) => {}
         Ok(LeaseOutcome::Busy { holder }) => {
@@ -506,7 +506,7 @@ pub async fn adopt_orphans(h: Handles) -> Result<Vec<Claimed>, String> {
     let mut adopted = Vec::new();
     for job in jobs {
         if !h.is_running(job.id) {
-            h.store.set_job_owner(job.id, &h.engine.owner).await.map_err(|e| e.to_string())?;
+            h.store.set_job_owner(job.id, h.engine.owner()).await.map_err(|e| e.to_string())?;
             adopted.push(start_as(h.clone(), job, true).await);
         }
     }
@@ -518,7 +518,7 @@ async fn backstop(h: &Handles, reaped: &mut Reaped) {
         return;
     };
     let now = h.clock.now_ms();
-    let backstop_ms = h.engine.settings.limits.job_backstop_secs as i64 * 1000;
+    let backstop_ms = h.engine.settings().limits.job_backstop_secs as i64 * 1000;
     for job in running.into_iter().filter(|j| j.started_at_ms.is_some_and(|s| now - s > backstop_ms)) {
         let outcome = JobOutcome::Failed { reason: "ran longer than the backstop; stopped by the reaper".into() };
         let delivery = delivery_for(&job, outcome);
@@ -534,7 +534,7 @@ async fn leases(h: &Handles, reaped: &mut Reaped) {
         return;
     };
     let now = h.clock.now_ms();
-    let ttl_ms = h.engine.settings.limits.lease_ttl_secs as i64 * 1000;
+    let ttl_ms = h.engine.settings().limits.lease_ttl_secs as i64 * 1000;
     for lease in leases {
         let task = match lease.holder.strip_prefix("task:").and_then(|id| id.parse::<i64>().ok()) {
             Some(id) => h.store.task(&TaskKey::Id(TaskId(id))).await.ok().flatten(),
@@ -548,7 +548,7 @@ async fn leases(h: &Handles, reaped: &mut Reaped) {
             !t.state.is_terminal()
                 && active_hold(&t.state.hold)
                 && h.engine
-                    .pipeline
+                    .pipeline()
                     .stage(&t.state.stage)
                     .is_some_and(|s| s.gates.contains(&GateSpec::Mergeable) || s.actor == Actor::Deploy)
         });

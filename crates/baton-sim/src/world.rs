@@ -209,7 +209,7 @@ impl World {
         let settings = settings_for(&config);
         let schedule_rng = Rng::fork(config.seed, 0x5C4E);
         let mut world = World {
-            engine: Engine::with_clock(settings.clone(), store.clone(), clock.clone()),
+            engine: Engine::builder(settings.clone(), store.clone()).clock(clock.clone()).build(),
             config,
             clock,
             store,
@@ -236,13 +236,11 @@ impl World {
         self.incarnation += 1;
         let store: Arc<dyn Store> = self.store.clone();
         let clock: Arc<dyn Clock> = self.clock.clone();
-        let mut engine = Engine::with_clock(self.settings.clone(), store, clock);
-        let inner = Arc::get_mut(&mut engine).expect("a freshly built engine has exactly one owner");
-        inner.forge = self.forge.clone();
+        let mut builder = Engine::builder(self.settings.clone(), store).clock(clock).forge(self.forge.clone());
         if !self.config.reuse_owner {
-            inner.owner = format!("sim-process-{}", self.incarnation);
+            builder = builder.owner(format!("sim-process-{}", self.incarnation));
         }
-        engine
+        builder.build()
     }
 
     pub fn handles(&self) -> Handles {

@@ -115,6 +115,9 @@ pub trait Store: Send + Sync {
 
     async fn insert_agent_run(&self, run: NewAgentRun) -> StoreResult<i64>;
 
+    /// Records the pid of an agent run inserted before its process started.
+    async fn set_agent_run_pid(&self, id: i64, pid: u32) -> StoreResult<()>;
+
     async fn finish_agent_run(&self, id: i64, finish: AgentRunFinish) -> StoreResult<()>;
 
     async fn agent_runs(&self, task: TaskId) -> StoreResult<Vec<AgentRunRecord>>;
@@ -152,4 +155,24 @@ pub trait Store: Send + Sync {
 
     /// Token and cost totals grouped by `group` (task, stage, adapter, model, repo, day).
     async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>>;
+
+    /// Claims due, unacknowledged outbox rows (oldest first): each is hidden from other workers
+    /// until `now + claim_ms` and its attempt count goes up by one.
+    async fn claim_effects(&self, claim: &EffectClaim) -> StoreResult<Vec<EffectRecord>>;
+
+    /// Acknowledges an outbox row: it is never carried out again. `false` when already acknowledged.
+    async fn complete_effect(&self, id: i64, now_ms: i64) -> StoreResult<bool>;
+
+    /// Records a failed try of an outbox row; it becomes due again at `retry_at_ms`.
+    async fn fail_effect(&self, id: i64, error: &str, retry_at_ms: i64) -> StoreResult<()>;
+
+    /// Outbox rows, oldest first, optionally one task's and optionally only unacknowledged ones.
+    async fn effects(&self, task: Option<TaskId>, pending_only: bool) -> StoreResult<Vec<EffectRecord>>;
+
+    /// Agent runs that never recorded their end, oldest first.
+    async fn open_agent_runs(&self) -> StoreResult<Vec<AgentRunRecord>>;
+
+    /// Closes an agent run that never recorded its end with `status` (e.g. `lost`) and why;
+    /// `false` when it had ended meanwhile.
+    async fn close_agent_run(&self, id: i64, status: &str, error: &str, now_ms: i64) -> StoreResult<bool>;
 }

@@ -190,7 +190,44 @@ pub struct Advance {
     pub event: NewEvent,
     pub transition: Transition,
     pub inbox: Option<InboxEntry>,
+    /// The decision's external effects, written to the outbox in the same transaction.
+    pub effects: Vec<NewEffect>,
     pub now_ms: i64,
+}
+
+/// An external effect of a decision, to be carried out after the commit by an outbox worker.
+/// The store keeps it opaque: `kind` and a JSON `payload` the engine defines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEffect {
+    pub kind: String,
+    pub payload: serde_json::Value,
+}
+
+/// A stored outbox row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EffectRecord {
+    pub id: i64,
+    pub task_id: TaskId,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub created_at_ms: i64,
+    pub available_at_ms: i64,
+    /// Times a worker claimed it (1 on the first try).
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// When it was acknowledged; `None` while pending.
+    pub done_at_ms: Option<i64>,
+}
+
+/// Which outbox rows to claim.
+#[derive(Debug, Clone)]
+pub struct EffectClaim {
+    pub now_ms: i64,
+    /// Other workers do not see a claimed row for this long (then it is due again).
+    pub claim_ms: i64,
+    pub limit: u32,
+    /// Only this task's rows (a CLI carrying out the effects of its own input).
+    pub task: Option<TaskId>,
 }
 
 /// An agent run being started.

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_budgets.sql")),
     (3, include_str!("../migrations/sqlite/0003_adoption.sql")),
+    (4, include_str!("../migrations/sqlite/0004_outbox.sql")),
 ];
 
 /// Work-item numbers tried past a collision before giving up.
@@ -175,6 +176,20 @@ fn agent_run_from_row(row: &SqliteRow) -> StoreResult<AgentRunRecord> {
         reasoning_tokens: u("reasoning_tokens")?,
         cost_usd: row.try_get("cost_usd")?,
         log_path: row.try_get("log_path")?,
+    })
+}
+
+fn effect_from_row(row: &SqliteRow) -> StoreResult<EffectRecord> {
+    Ok(EffectRecord {
+        id: row.try_get("id")?,
+        task_id: TaskId(row.try_get("task_id")?),
+        kind: row.try_get("kind")?,
+        payload: json_column(row, "payload")?,
+        created_at_ms: row.try_get("created_at")?,
+        available_at_ms: row.try_get("available_at")?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        last_error: row.try_get("last_error")?,
+        done_at_ms: row.try_get("done_at")?,
     })
 }
 
@@ -446,6 +461,17 @@ impl Store for SqliteStore {
         insert_event(&mut tx, &advance.event).await?;
         let enqueued =
             apply_transition(&mut tx, advance.task, &repo, &advance.next, &advance.transition, advance.now_ms).await?;
+        for effect in &advance.effects {
+            sqlx::query(
+                "INSERT INTO outbox (task_id, kind, payload, created_at, available_at) VALUES ($1, $2, $3, $4, $4)",
+            )
+            .bind(advance.task.0)
+            .bind(&effect.kind)
+            .bind(effect.payload.to_string())
+            .bind(advance.now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(enqueued)
     }
@@ -623,6 +649,17 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(result.last_insert_rowid())
+    }
+
+    async fn set_agent_run_pid(&self, id: i64, pid: u32) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE agent_runs SET pid = $2 WHERE id = $1")
+            .bind(id)
+            .bind(i64::from(pid))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn finish_agent_run(&self, id: i64, finish: AgentRunFinish) -> StoreResult<()> {
@@ -835,5 +872,84 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn claim_effects(&self, claim: &EffectClaim) -> StoreResult<Vec<EffectRecord>> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE outbox SET claimed_until = $1 + $2, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE done_at IS NULL AND available_at <= $1 AND claimed_until <= $1
+                            AND ($4 IS NULL OR task_id = $4)
+                          ORDER BY id LIMIT $3)
+             RETURNING *",
+        )
+        .bind(claim.now_ms)
+        .bind(claim.claim_ms)
+        .bind(i64::from(claim.limit))
+        .bind(claim.task.map(|t| t.0))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut effects = rows.iter().map(effect_from_row).collect::<StoreResult<Vec<_>>>()?;
+        effects.sort_by_key(|e| e.id);
+        Ok(effects)
+    }
+
+    async fn complete_effect(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE outbox SET done_at = $2 WHERE id = $1 AND done_at IS NULL")
+            .bind(id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail_effect(&self, id: i64, error: &str, retry_at_ms: i64) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE outbox SET last_error = $2, available_at = $3, claimed_until = 0 WHERE id = $1 AND done_at IS NULL",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(retry_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn effects(&self, task: Option<TaskId>, pending_only: bool) -> StoreResult<Vec<EffectRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM outbox WHERE ($1 IS NULL OR task_id = $1) AND ($2 = 0 OR done_at IS NULL) ORDER BY id",
+        )
+        .bind(task.map(|t| t.0))
+        .bind(i64::from(pending_only))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(effect_from_row).collect()
+    }
+
+    async fn open_agent_runs(&self) -> StoreResult<Vec<AgentRunRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM agent_runs WHERE ended_at IS NULL ORDER BY id").fetch_all(&self.reader).await?;
+        rows.iter().map(agent_run_from_row).collect()
+    }
+
+    async fn close_agent_run(&self, id: i64, status: &str, error: &str, now_ms: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let closed = sqlx::query(
+            "UPDATE agent_runs SET ended_at = $2, status = $3, error = $4 WHERE id = $1 AND ended_at IS NULL",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(status)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(closed.rows_affected() == 1)
     }
 }

@@ -8,9 +8,9 @@
 
 use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};
 use baton_store::{
-    Advance, AgentRunFinish, Claim, EventRecord, InboxEntry, JobFinish, JobRecord, JobStatus, LeaseOutcome,
-    NewAgentRun, NewEvent, NewTask, SqliteStore, Store, StoreError, TaskFilter, TaskKey, TaskRecord, Transition,
-    UsageGroup, UsageRow, task_holder,
+    Advance, AgentRunFinish, Claim, EffectClaim, EventRecord, InboxEntry, JobFinish, JobRecord, JobStatus,
+    LeaseOutcome, NewAgentRun, NewEffect, NewEvent, NewTask, SqliteStore, Store, StoreError, TaskFilter, TaskKey,
+    TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
 };
 use serde_json::json;
 use std::collections::HashSet;
@@ -154,6 +154,7 @@ fn step(task: &TaskRecord, stage: &str, finish_job: Option<JobFinish>, transitio
         },
         transition,
         inbox: None,
+        effects: Vec::new(),
         now_ms: T0 + 1,
     }
 }
@@ -854,6 +855,78 @@ async fn suite_events(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------- suites: restart
 
 /// SPEC §4.6: everything written survives closing and reopening the database, and reopening re-runs no migration.
+/// Outbox rows (SPEC §4.2): written by the advance that decided them and only by a winner; a
+/// claim hides a row from other workers until its claim ends; an acknowledged row never comes back;
+/// a failed try is due again at its retry time.
+async fn suite_outbox(store: Arc<dyn Store>) {
+    let task = create(store.as_ref(), "alpha", "ALPHA").await;
+    let effect = |kind: &str| NewEffect { kind: kind.into(), payload: json!({ "effect": kind }) };
+    let mut winner = step(&task, "development", None, Transition::default());
+    winner.effects = vec![effect("remove_worktree"), effect("notify")];
+    let mut loser = winner.clone();
+    loser.effects = vec![effect("delete_branch")];
+    store.advance(winner).await.unwrap();
+    assert!(matches!(store.advance(loser).await, Err(StoreError::Conflict(_))));
+    let pending = store.effects(Some(task.id), true).await.unwrap();
+    let kinds: Vec<&str> = pending.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["remove_worktree", "notify"], "the loser's effect must not be written");
+    assert_eq!(pending[0].payload, json!({ "effect": "remove_worktree" }));
+
+    let claim = |now_ms, limit| EffectClaim { now_ms, claim_ms: 1_000, limit, task: None };
+    let first = store.claim_effects(&claim(T0 + 10, 1)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].kind.as_str(), first[0].attempts), ("remove_worktree", 1));
+    let second = store.claim_effects(&claim(T0 + 10, 10)).await.unwrap();
+    assert_eq!(second.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["notify"], "claimed rows are hidden");
+    assert!(store.claim_effects(&claim(T0 + 20, 10)).await.unwrap().is_empty());
+
+    assert!(store.complete_effect(first[0].id, T0 + 30).await.unwrap());
+    assert!(!store.complete_effect(first[0].id, T0 + 31).await.unwrap(), "acknowledged once");
+    store.fail_effect(second[0].id, "notifier down", T0 + 5_000).await.unwrap();
+    assert!(store.claim_effects(&claim(T0 + 4_999, 10)).await.unwrap().is_empty(), "not due before its retry");
+    let again = store.claim_effects(&claim(T0 + 5_000, 10)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].attempts, again[0].last_error.as_deref()), (2, Some("notifier down")));
+    // A worker that died holding a claim: the row is due again when the claim ends.
+    assert_eq!(store.claim_effects(&claim(T0 + 6_000, 10)).await.unwrap().len(), 1);
+    assert!(store.complete_effect(again[0].id, T0 + 6_001).await.unwrap());
+    assert!(store.effects(Some(task.id), true).await.unwrap().is_empty());
+    assert_eq!(store.effects(None, false).await.unwrap().len(), 2);
+}
+
+/// Agent runs that never recorded their end are listed, and closed once with a status.
+async fn suite_lost_agent_runs(store: Arc<dyn Store>) {
+    let task = create(store.as_ref(), "alpha", "ALPHA").await;
+    let job = claim(store.as_ref(), T0).await;
+    let new_run = |started_at_ms| NewAgentRun {
+        job: job.id,
+        task: task.id,
+        stage: "analysis".into(),
+        adapter: "script".into(),
+        model: None,
+        pid: None,
+        started_at_ms,
+        log_path: "run".into(),
+    };
+    let open = store.insert_agent_run(new_run(T0)).await.unwrap();
+    let ended = store.insert_agent_run(new_run(T0 + 1)).await.unwrap();
+    let finish =
+        AgentRunFinish { ended_at_ms: T0 + 2, exit_code: Some(0), report: AgentReport::failed("x".to_string()) };
+    store.finish_agent_run(ended, finish).await.unwrap();
+    let listed: Vec<i64> = store.open_agent_runs().await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(listed, [open]);
+    assert!(store.close_agent_run(open, "lost", "died with Baton", T0 + 3).await.unwrap());
+    assert!(!store.close_agent_run(open, "lost", "again", T0 + 4).await.unwrap());
+    assert!(!store.close_agent_run(ended, "lost", "ended runs stay as they were", T0 + 4).await.unwrap());
+    let runs = store.agent_runs(task.id).await.unwrap();
+    let closed = runs.iter().find(|r| r.id == open).unwrap();
+    assert_eq!(
+        (closed.status.as_deref(), closed.error.as_deref(), closed.ended_at_ms),
+        (Some("lost"), Some("died with Baton"), Some(T0 + 3))
+    );
+    assert!(store.open_agent_runs().await.unwrap().is_empty());
+}
+
 async fn suite_restart(backend: &Backend) {
     let store = backend.open().await;
     let task = create(&*store, "alpha", "P").await;
@@ -1028,5 +1101,19 @@ mod sqlite {
         let (_dir, backend, store) = sqlite().await;
         drop(store);
         suite_restart(&backend).await;
+    }
+
+    // The outbox: effects commit with their decision (never a loser's), claims hide rows, acks are final.
+    #[tokio::test]
+    async fn outbox_rows_commit_with_their_decision_and_are_claimed_once_until_acknowledged() {
+        let (_dir, _backend, store) = sqlite().await;
+        suite_outbox(store).await;
+    }
+
+    // Lost agent runs are listed and closed once; ended runs are left alone.
+    #[tokio::test]
+    async fn agent_runs_without_an_end_are_listed_and_closed_once() {
+        let (_dir, _backend, store) = sqlite().await;
+        suite_lost_agent_runs(store).await;
     }
 }

@@ -134,6 +134,7 @@ async fn bench_store(dir: &Path) -> anyhow::Result<Vec<Figure>> {
             },
             transition: Transition { enqueue: Some(("architecture".into(), 0)), ..Transition::default() },
             inbox: None,
+            effects: Vec::new(),
             now_ms: clock.now_ms(),
         };
         let started = Instant::now();

@@ -319,8 +319,8 @@ async fn follow(
     let mut acted: HashSet<String> = HashSet::new();
     let deadline = started + Duration::from_secs(DEMO_TIMEOUT_SECS);
     loop {
-        let events = engine.store.events(None, last_event, 500).await?;
-        let tasks = engine.store.list_tasks(&TaskFilter::default()).await?;
+        let events = engine.store().events(None, last_event, 500).await?;
+        let tasks = engine.store().list_tasks(&TaskFilter::default()).await?;
         for event in &events {
             last_event = event.id;
             let work_item = tasks.iter().find(|t| t.id == event.task_id).map_or("?", |t| t.work_item_id.as_str());
@@ -394,8 +394,8 @@ async fn summary(
     let mut overheads = Vec::new();
     let mut report = Vec::new();
     for task in tasks.iter().rev() {
-        let runs = engine.store.agent_runs(task.id).await?;
-        let jobs = engine.store.jobs_for_task(task.id).await?;
+        let runs = engine.store().agent_runs(task.id).await?;
+        let jobs = engine.store().jobs_for_task(task.id).await?;
         for job in &jobs {
             if let Some(ms) = job.result.as_ref().and_then(|r| r.get("overhead_ms")).and_then(|v| v.as_u64()) {
                 overheads.push(ms);

@@ -81,7 +81,7 @@ pub async fn serve(config: Config) -> anyhow::Result<u8> {
         config.engine.repos.len()
     );
     let state =
-        baton_http::AppState { engine: engine.clone(), api_token: Some(token), started_at_ms: engine.clock.now_ms() };
+        baton_http::AppState { engine: engine.clone(), api_token: Some(token), started_at_ms: engine.clock().now_ms() };
     let mut http_shutdown = shutdown_rx.clone();
     let server = axum::serve(listener, baton_http::app(state)).with_graceful_shutdown(async move {
         let _ = http_shutdown.changed().await;

@@ -42,18 +42,18 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
             };
         }
         TaskCommand::List { all } => {
-            let tasks = engine.store.list_tasks(&TaskFilter { active_only: !all, repo: None }).await?;
+            let tasks = engine.store().list_tasks(&TaskFilter { active_only: !all, repo: None }).await?;
             output::task_list(&tasks, json);
             return Ok(EXIT_OK);
         }
         TaskCommand::Show { id } => {
-            let Some(task) = engine.store.task(&TaskKey::parse(&id)).await? else {
+            let Some(task) = engine.store().task(&TaskKey::parse(&id)).await? else {
                 eprintln!("error: no task `{id}`; `baton task list --all` shows them");
                 return Ok(EXIT_NOT_FOUND);
             };
-            let events = engine.store.events(Some(task.id), 0, 10_000).await?;
-            let jobs = engine.store.jobs_for_task(task.id).await?;
-            let runs = engine.store.agent_runs(task.id).await?;
+            let events = engine.store().events(Some(task.id), 0, 10_000).await?;
+            let jobs = engine.store().jobs_for_task(task.id).await?;
+            let runs = engine.store().agent_runs(task.id).await?;
             output::task_detail(&task, &events, &jobs, &runs, json);
             return Ok(EXIT_OK);
         }
@@ -105,10 +105,10 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
     let engine = open_engine(config).await?;
-    let tasks = engine.store.list_tasks(&TaskFilter::default()).await?;
-    let queued = engine.store.jobs_with_status(JobStatus::Queued).await?;
-    let running = engine.store.jobs_with_status(JobStatus::Running).await?;
-    let leases = engine.store.leases().await?;
+    let tasks = engine.store().list_tasks(&TaskFilter::default()).await?;
+    let queued = engine.store().jobs_with_status(JobStatus::Queued).await?;
+    let running = engine.store().jobs_with_status(JobStatus::Running).await?;
+    let leases = engine.store().leases().await?;
     output::status(&tasks, &queued, &running, &leases, json);
     Ok(EXIT_OK)
 }
@@ -127,7 +127,7 @@ pub async fn usage(config: &Config, by: &str, json: bool) -> anyhow::Result<u8> 
         }
     };
     let engine = open_engine(config).await?;
-    let rows = engine.store.usage(group).await?;
+    let rows = engine.store().usage(group).await?;
     output::usage(by, &rows, json);
     Ok(EXIT_OK)
 }
@@ -169,7 +169,7 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
                 },
             };
             let scope = match (task, repo, global) {
-                (Some(id), None, false) => match engine.store.task(&TaskKey::parse(&id)).await? {
+                (Some(id), None, false) => match engine.store().task(&TaskKey::parse(&id)).await? {
                     Some(task) => format!("task:{}", task.id),
                     None => {
                         eprintln!("error: no task `{id}`");
@@ -183,7 +183,7 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
                     return Ok(EXIT_USAGE);
                 }
             };
-            engine.store.set_budget_cap(&scope, cap, engine.clock.now_ms()).await?;
+            engine.store().set_budget_cap(&scope, cap, engine.clock().now_ms()).await?;
             if json {
                 output::print_json(&serde_json::json!({ "scope": scope, "cap_usd": cap }));
             } else {
@@ -195,7 +195,7 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
             Ok(EXIT_OK)
         }
         BudgetCommand::Show => {
-            let caps = engine.store.budget_caps().await?;
+            let caps = engine.store().budget_caps().await?;
             let b = &config.engine.budgets;
             if json {
                 output::print_json(&serde_json::json!({

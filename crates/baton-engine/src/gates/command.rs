@@ -1,9 +1,10 @@
 //! Command gates: `tests_passed` (repo `test`), `deploy_status` (repo `health`), and `command`.
+//! Every command runs under `baton shim` in its own run directory; a check is idempotent, so a
+//! leftover of an interrupted run is stopped and set aside, and the check runs afresh.
 
-use crate::executor::JobContext;
+use super::GateContext;
 use baton_domain::{GateVerdict, Verdict};
-use baton_runner::{CommandOutput, CommandSpec, RunError, run_command};
-use std::sync::atomic::Ordering;
+use baton_runner::{CommandOutput, CommandRequest, RunError};
 use std::time::Duration;
 
 /// A command configured on the repository.
@@ -23,7 +24,7 @@ impl RepoCommand {
         }
     }
 
-    pub fn argv(self, ctx: &JobContext<'_>) -> Option<Vec<String>> {
+    pub fn argv(self, ctx: &GateContext<'_>) -> Option<Vec<String>> {
         match self {
             RepoCommand::Test => ctx.repo.test.clone(),
             RepoCommand::Deploy => ctx.repo.deploy.clone(),
@@ -32,27 +33,28 @@ impl RepoCommand {
     }
 }
 
-/// Runs `argv` in the worktree with a minimal environment; the time counts as external work.
-pub async fn run_repo_command(ctx: &JobContext<'_>, name: &str, argv: &[String]) -> Result<CommandOutput, RunError> {
-    let mut env = ctx.engine.minimal_env();
-    env.push(("BATON_WORK_ITEM".into(), ctx.task.work_item_id.clone()));
-    env.push(("BATON_REPO".into(), ctx.task.repo.clone()));
-    env.push(("BATON_BRANCH".into(), ctx.task.branch.clone()));
-    let spec = CommandSpec {
+/// The request for `argv` in the worktree with the repository-command environment.
+pub(crate) fn request(ctx: &GateContext<'_>, argv: &[String], run_dir: std::path::PathBuf) -> CommandRequest {
+    CommandRequest {
         argv: argv.to_vec(),
         cwd: ctx.worktree.to_path_buf(),
-        env,
-        timeout: Duration::from_secs(ctx.engine.settings.limits.command_timeout_secs),
-        log: ctx.run_dir.join(format!("{name}.log")),
-    };
-    let output = run_command(&spec).await;
-    if let Ok(out) = &output {
-        ctx.external_ms.fetch_add(out.exit.duration_ms, Ordering::Relaxed);
+        env: ctx.env.to_vec(),
+        timeout: Duration::from_secs(ctx.limits.command_timeout_secs),
+        stop_grace: Duration::from_secs(ctx.limits.stop_grace_secs),
+        run_dir,
     }
-    output
 }
 
-pub async fn check(ctx: &JobContext<'_>, gate: &str, command: RepoCommand) -> GateVerdict {
+/// Runs `argv` in the worktree as a fresh check named `name`; its time counts as external work.
+pub async fn run_repo_command(ctx: &GateContext<'_>, name: &str, argv: &[String]) -> Result<CommandOutput, RunError> {
+    let run_dir = ctx.run_dir.join(format!("cmd-{name}"));
+    ctx.commands.reset(&run_dir, Duration::from_secs(ctx.limits.stop_grace_secs)).await?;
+    let request = request(ctx, argv, run_dir);
+    let run = ctx.timed(ctx.commands.run(&request, ctx.stop.clone())).await?;
+    Ok(run.output)
+}
+
+pub async fn check(ctx: &GateContext<'_>, gate: &str, command: RepoCommand) -> GateVerdict {
     match command.argv(ctx) {
         Some(argv) => check_argv(ctx, gate, &argv).await,
         None => GateVerdict::new(
@@ -63,7 +65,7 @@ pub async fn check(ctx: &JobContext<'_>, gate: &str, command: RepoCommand) -> Ga
     }
 }
 
-pub async fn check_argv(ctx: &JobContext<'_>, gate: &str, argv: &[String]) -> GateVerdict {
+pub async fn check_argv(ctx: &GateContext<'_>, gate: &str, argv: &[String]) -> GateVerdict {
     match run_repo_command(ctx, gate, argv).await {
         Ok(out) if out.exit.success() => GateVerdict::new(gate, Verdict::Pass, format!("`{}` passed", argv.join(" "))),
         Ok(out) => GateVerdict::new(

@@ -2,10 +2,9 @@
 //! default-branch head (always), squash it to one commit, and re-run `test` on the combined tree.
 //! The lease stays held through deploy → done; a busy lease defers, never deadlocks.
 
+use super::GateContext;
 use super::command::run_repo_command;
-use crate::executor::JobContext;
 use baton_domain::{GateVerdict, Verdict};
-use baton_runner::Git;
 use baton_store::{LeaseOutcome, task_holder};
 
 const GATE: &str = "mergeable";
@@ -19,17 +18,16 @@ fn short(sha: &str) -> &str {
     sha.get(..10).unwrap_or(sha)
 }
 
-pub async fn check(ctx: &JobContext<'_>) -> GateVerdict {
-    let engine = ctx.engine;
+pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
     let lease = merge_lease_name(&ctx.repo.name);
-    let ttl_ms = engine.settings.limits.lease_ttl_secs as i64 * 1000;
-    match engine.store.acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock.now_ms()).await {
+    let ttl_ms = ctx.limits.lease_ttl_secs as i64 * 1000;
+    match ctx.store.acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, ctx.clock.now_ms()).await {
         Ok(LeaseOutcome::Acquired { .. }) => {
             // The task may have been stopped between the claim and the lease: never hold the
             // repo's lease for a task that is no longer running this job.
-            let current = engine.store.task(&baton_store::TaskKey::Id(ctx.task.id)).await.ok().flatten();
+            let current = ctx.store.task(&baton_store::TaskKey::Id(ctx.task.id)).await.ok().flatten();
             if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {
-                let _ = engine.store.release_lease(&lease, &task_holder(ctx.task.id)).await;
+                let _ = ctx.store.release_lease(&lease, &task_holder(ctx.task.id)).await;
                 return GateVerdict::new(GATE, Verdict::Error, "the task changed while the merge gate started");
             }
         }
@@ -42,21 +40,18 @@ pub async fn check(ctx: &JobContext<'_>) -> GateVerdict {
         }
         Err(error) => return GateVerdict::new(GATE, Verdict::Error, format!("cannot take the merge lease: {error}")),
     }
-    let main = Git::new(&ctx.repo.path).with_timer(ctx.external_ms.clone());
     let default = &ctx.repo.default_branch;
-    let Some(base) = main.rev(&format!("refs/heads/{default}")).await else {
+    let Some(base) = ctx.timed(ctx.vcs.rev(&ctx.repo.path, &format!("refs/heads/{default}"))).await else {
         return GateVerdict::new(GATE, Verdict::Error, format!("default branch `{default}` not found"));
     };
-    let git = &ctx.git;
-    if let Err(error) = git.run(&["rebase", "-q", &base]).await {
-        let _ = git.run(&["rebase", "--abort"]).await;
+    if let Err(error) = ctx.timed(ctx.vcs.rebase(ctx.worktree, &base)).await {
         return GateVerdict::new(
             GATE,
             Verdict::Fail,
             format!("rebase onto {default} ({}) conflicts: {error}", short(&base)),
         );
     }
-    match git.rev("HEAD").await {
+    match ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD")).await {
         Some(head) if head == base => {
             return GateVerdict::new(GATE, Verdict::Fail, format!("the branch has no changes relative to {default}"));
         }
@@ -66,14 +61,10 @@ pub async fn check(ctx: &JobContext<'_>) -> GateVerdict {
     // One commit per task on the default branch, so every commit there is a retested head.
     let title: String = ctx.task.title.chars().filter(|c| !c.is_control()).take(120).collect();
     let message = format!("{}: {title}\n\nMerged by Baton from {}.", ctx.task.work_item_id, ctx.task.branch);
-    let squashed = async {
-        git.run(&["reset", "-q", "--soft", &base]).await?;
-        git.run(&["commit", "-q", "-m", &message]).await
-    };
-    if let Err(error) = squashed.await {
+    if let Err(error) = ctx.timed(ctx.vcs.squash(ctx.worktree, &base, &message)).await {
         return GateVerdict::new(GATE, Verdict::Error, format!("squashing onto {default} failed: {error}"));
     }
-    let head = git.rev("HEAD").await.unwrap_or_default();
+    let head = ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD")).await.unwrap_or_default();
     if let Some(argv) = ctx.repo.test.clone() {
         match run_repo_command(ctx, "merge-retest", &argv).await {
             Ok(out) if out.exit.success() => {}

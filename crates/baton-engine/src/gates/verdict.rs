@@ -1,7 +1,7 @@
 //! The `verdict` gate: reads `key:` from the artifact's YAML-style front matter.
 
+use super::GateContext;
 use super::artifact::artifact_relative_path;
-use crate::executor::JobContext;
 use baton_domain::{GateVerdict, Verdict};
 
 /// Characters of the artifact body carried into a failure reason (the next prompt shows them).
@@ -29,12 +29,12 @@ pub fn front_matter(text: &str) -> Option<(Vec<(String, String)>, String)> {
     None
 }
 
-pub fn check(ctx: &JobContext<'_>, key: &str, pass: &[String]) -> GateVerdict {
+pub async fn check(ctx: &GateContext<'_>, key: &str, pass: &[String]) -> GateVerdict {
     let Some(name) = ctx.stage.artifact.as_deref() else {
         return GateVerdict::new("verdict", Verdict::Error, "the stage names no artifact file");
     };
     let relative = artifact_relative_path(&ctx.task.work_item_id, name);
-    let Ok(text) = std::fs::read_to_string(ctx.worktree.join(&relative)) else {
+    let Some(text) = ctx.vcs.read_file(ctx.worktree, &relative).await else {
         return GateVerdict::new("verdict", Verdict::Fail, format!("{relative} is missing"));
     };
     let Some((pairs, body)) = front_matter(&text) else {

@@ -55,12 +55,12 @@ pub struct JobCounts {
 
 pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>, ApiError> {
     let engine = &state.engine;
-    let store = &engine.store;
-    let now_ms = engine.clock.now_ms();
+    let store = &engine.store();
+    let now_ms = engine.clock().now_ms();
 
     let mut tasks = TaskCounts {
         by_stage: engine
-            .pipeline
+            .pipeline()
             .stages
             .iter()
             .map(|stage| stage.name.as_str())

@@ -92,14 +92,14 @@ pub(crate) async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<TaskRecord>>, ApiError> {
     let filter = TaskFilter { active_only: query.active, repo: query.repo };
-    Ok(Json(state.engine.store.list_tasks(&filter).await?))
+    Ok(Json(state.engine.store().list_tasks(&filter).await?))
 }
 
 pub(crate) async fn show(
     State(state): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TaskDetail>, ApiError> {
-    let store = &state.engine.store;
+    let store = &state.engine.store();
     let task = store
         .task(&TaskKey::parse(&id))
         .await?

@@ -30,7 +30,7 @@ pub(crate) async fn usage(
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<Json<Vec<UsageRow>>, ApiError> {
     let group = parse_group(query.by.as_deref().unwrap_or("task"))?;
-    Ok(Json(state.engine.store.usage(group).await?))
+    Ok(Json(state.engine.store().usage(group).await?))
 }
 
 fn parse_group(text: &str) -> Result<UsageGroup, ApiError> {

@@ -467,6 +467,16 @@ impl Store for SimStore {
         .await
     }
 
+    async fn set_agent_run_pid(&self, id: i64, pid: u32) -> StoreResult<()> {
+        self.call("set_agent_run_pid", Access::Write, |s, _| {
+            if let Some(run) = s.agent_runs.iter_mut().find(|r| r.id == id) {
+                run.pid = Some(pid);
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn finish_agent_run(&self, id: i64, finish: AgentRunFinish) -> StoreResult<()> {
         self.call("finish_agent_run", Access::Write, |s, _| {
             if let Some(run) = s.agent_runs.iter_mut().find(|r| r.id == id) {
@@ -578,5 +588,88 @@ impl Store for SimStore {
 
     async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>> {
         self.call("usage", Access::Read, |s, _| Ok(s.usage(group))).await
+    }
+
+    async fn claim_effects(&self, claim: &EffectClaim) -> StoreResult<Vec<EffectRecord>> {
+        self.call("claim_effects", Access::Write, |s, _| {
+            let mut claimed = Vec::new();
+            for (record, claimed_until) in s.outbox.iter_mut() {
+                if claimed.len() as u32 >= claim.limit {
+                    break;
+                }
+                let due = record.done_at_ms.is_none()
+                    && record.available_at_ms <= claim.now_ms
+                    && *claimed_until <= claim.now_ms
+                    && claim.task.is_none_or(|t| t == record.task_id);
+                if due {
+                    *claimed_until = claim.now_ms + claim.claim_ms;
+                    record.attempts += 1;
+                    claimed.push(record.clone());
+                }
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn complete_effect(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
+        self.call("complete_effect", Access::Write, |s, _| {
+            Ok(match s.outbox.iter_mut().find(|(r, _)| r.id == id) {
+                Some((record, _)) if record.done_at_ms.is_none() => {
+                    record.done_at_ms = Some(now_ms);
+                    true
+                }
+                _ => false,
+            })
+        })
+        .await
+    }
+
+    async fn fail_effect(&self, id: i64, error: &str, retry_at_ms: i64) -> StoreResult<()> {
+        self.call("fail_effect", Access::Write, |s, _| {
+            if let Some((record, claimed_until)) =
+                s.outbox.iter_mut().find(|(r, _)| r.id == id && r.done_at_ms.is_none())
+            {
+                record.last_error = Some(error.to_string());
+                record.available_at_ms = retry_at_ms;
+                *claimed_until = 0;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn effects(&self, task: Option<TaskId>, pending_only: bool) -> StoreResult<Vec<EffectRecord>> {
+        self.call("effects", Access::Read, |s, _| {
+            Ok(s.outbox
+                .iter()
+                .map(|(r, _)| r)
+                .filter(|r| task.is_none_or(|t| t == r.task_id) && (!pending_only || r.done_at_ms.is_none()))
+                .cloned()
+                .collect())
+        })
+        .await
+    }
+
+    async fn open_agent_runs(&self) -> StoreResult<Vec<AgentRunRecord>> {
+        self.call("open_agent_runs", Access::Read, |s, _| {
+            Ok(s.agent_runs.iter().filter(|r| r.ended_at_ms.is_none()).cloned().collect())
+        })
+        .await
+    }
+
+    async fn close_agent_run(&self, id: i64, status: &str, error: &str, now_ms: i64) -> StoreResult<bool> {
+        self.call("close_agent_run", Access::Write, |s, _| {
+            Ok(match s.agent_runs.iter_mut().find(|r| r.id == id && r.ended_at_ms.is_none()) {
+                Some(run) => {
+                    run.ended_at_ms = Some(now_ms);
+                    run.status = Some(status.to_string());
+                    run.error = Some(error.to_string());
+                    true
+                }
+                None => false,
+            })
+        })
+        .await
     }
 }

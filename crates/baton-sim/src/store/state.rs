@@ -23,6 +23,8 @@ pub(crate) struct State {
     pub(crate) inbox: BTreeMap<String, InboxRow>,
     pub(crate) agent_runs: Vec<AgentRunRecord>,
     pub(crate) budget_caps: BTreeMap<String, Option<f64>>,
+    /// The outbox of durable effects (claimed rows carry their claim's end).
+    pub(crate) outbox: Vec<(EffectRecord, i64)>,
     /// Every committed advance, in commit order.
     pub(crate) commits: Vec<Commit>,
     /// How often each job went from queued/running to a final status (must be at most once).
@@ -59,6 +61,7 @@ impl State {
             inbox: BTreeMap::new(),
             agent_runs: Vec::new(),
             budget_caps: BTreeMap::new(),
+            outbox: Vec::new(),
             commits: Vec::new(),
             job_endings: BTreeMap::new(),
             keys_without_commit: BTreeSet::new(),
@@ -285,6 +288,21 @@ impl State {
         self.insert_event(&advance.event);
         let enqueued =
             self.apply_transition(advance.task, &task.repo, &advance.next, &advance.transition, advance.now_ms);
+        for effect in &advance.effects {
+            let id = self.outbox.len() as i64 + 1;
+            let record = EffectRecord {
+                id,
+                task_id: advance.task,
+                kind: effect.kind.clone(),
+                payload: effect.payload.clone(),
+                created_at_ms: advance.now_ms,
+                available_at_ms: advance.now_ms,
+                attempts: 0,
+                last_error: None,
+                done_at_ms: None,
+            };
+            self.outbox.push((record, 0));
+        }
         self.commits.push(Commit {
             task: advance.task,
             expected_version: advance.expected_version,

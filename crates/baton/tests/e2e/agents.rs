@@ -82,7 +82,7 @@ async fn retries_follow_the_backoff_schedule_then_block() {
     engine.submit(&key, Input::Approve, "test", None).await.unwrap();
     for attempt in 2..=3u32 {
         let t = wait_for(&engine, &key, |t| t.state.stage == "development" && t.state.attempt == attempt).await;
-        let jobs = engine.store.jobs_for_task(t.id).await.unwrap();
+        let jobs = engine.store().jobs_for_task(t.id).await.unwrap();
         let failed = jobs.iter().rev().find(|j| j.status == JobStatus::Failed).unwrap();
         let next = jobs.last().unwrap();
         let delay = next.available_at_ms - failed.finished_at_ms.unwrap();
@@ -90,13 +90,13 @@ async fn retries_follow_the_backoff_schedule_then_block() {
         assert!((expected * 9 / 10..=expected * 11 / 10).contains(&delay), "retry {attempt}: delay {delay} ms");
         // Nothing runs before its time.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(engine.store.job(next.id).await.unwrap().unwrap().status, JobStatus::Queued);
+        assert_eq!(engine.store().job(next.id).await.unwrap().unwrap().status, JobStatus::Queued);
         clock.advance_ms(delay + 1);
         engine.wake();
     }
     let blocked = wait_for(&engine, &key, |t| matches!(t.state.hold, Hold::Blocked { .. })).await;
     assert!(blocked.state.failure.as_deref().unwrap().contains("the compiler exploded"), "{:?}", blocked.state);
-    let events = engine.store.events(Some(task.id), 0, 1000).await.unwrap();
+    let events = engine.store().events(Some(task.id), 0, 1000).await.unwrap();
     assert!(events.iter().any(|e| e.kind == "job_finished" && e.message.contains("blocked")));
     let _ = stop_tx.send(true);
 }
@@ -119,12 +119,12 @@ async fn quota_pause_resumes_automatically_without_using_an_attempt() {
     let wait_ms = resume_at_ms - clock.now();
     assert!((59_000..=61_000).contains(&wait_ms), "first quota backoff is 60 s, got {wait_ms} ms");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(matches!(engine.store.task(&key).await.unwrap().unwrap().state.hold, Hold::PausedQuota { .. }));
+    assert!(matches!(engine.store().task(&key).await.unwrap().unwrap().state.hold, Hold::PausedQuota { .. }));
     clock.advance_ms(wait_ms + 1);
     let moved = wait_for(&engine, &key, |t| t.state.stage != "development" && t.state.stage != "analysis").await;
     assert_eq!(moved.state.quota_pauses, 0);
     let dev_jobs: Vec<_> =
-        engine.store.jobs_for_task(task.id).await.unwrap().into_iter().filter(|j| j.stage == "development").collect();
+        engine.store().jobs_for_task(task.id).await.unwrap().into_iter().filter(|j| j.stage == "development").collect();
     assert!(
         dev_jobs.iter().all(|j| j.attempt == 1),
         "attempts: {:?}",

@@ -11,20 +11,20 @@ async fn reconciler_applies_a_finished_job_that_was_never_applied() {
     let (env, engine, clock) = engine_for("").await;
     let task = engine.create_task(env.request("lost result")).await.unwrap();
     let claim = Claim { owner: "dead".into(), now_ms: clock.now(), running_max: 4, running_per_repo_max: 4 };
-    let job = engine.store.claim_job(&claim).await.unwrap().unwrap();
+    let job = engine.store().claim_job(&claim).await.unwrap().unwrap();
     let outcome = JobOutcome::Completed { verdicts: vec![] };
     let result = serde_json::json!({ "outcome": outcome });
-    assert!(engine.store.close_job(job.id, JobStatus::Done, result).await.unwrap());
+    assert!(engine.store().close_job(job.id, JobStatus::Done, result).await.unwrap());
     baton_engine::reconciler::tick(&engine).await;
     let key = TaskKey::Id(task.id);
-    assert_eq!(engine.store.task(&key).await.unwrap().unwrap().state.hold, Hold::None, "acted before the grace");
-    clock.advance_ms(engine.settings.limits.reconcile_grace_secs as i64 * 1000 + 5_000);
+    assert_eq!(engine.store().task(&key).await.unwrap().unwrap().state.hold, Hold::None, "acted before the grace");
+    clock.advance_ms(engine.settings().limits.reconcile_grace_secs as i64 * 1000 + 5_000);
     baton_engine::reconciler::tick(&engine).await;
     let task = wait_for(&engine, &key, |t| t.state.hold == Hold::AwaitingApproval).await;
     assert_eq!(task.state.stage, "analysis");
     // A second pass changes nothing (the task now waits for a human).
     baton_engine::reconciler::tick(&engine).await;
-    assert_eq!(engine.store.task(&key).await.unwrap().unwrap().version, task.version);
+    assert_eq!(engine.store().task(&key).await.unwrap().unwrap().version, task.version);
 }
 
 // A lease held by a task that is no longer at the merge/deploy stages (e.g. cancelled by a crash
@@ -36,14 +36,14 @@ async fn reaper_reclaims_leases_of_finished_or_unknown_holders() {
     let dead = engine.create_task(env.request("dead holder")).await.unwrap();
     engine.submit(&TaskKey::Id(dead.id), baton_engine::Input::Stop, "test", None).await.unwrap();
     let ttl = 3_600_000;
-    let taken = engine.store.acquire_lease("merge:demo", &task_holder(dead.id), ttl, clock.now()).await.unwrap();
+    let taken = engine.store().acquire_lease("merge:demo", &task_holder(dead.id), ttl, clock.now()).await.unwrap();
     assert!(matches!(taken, LeaseOutcome::Acquired { .. }));
     baton_engine::reaper::tick(&engine).await;
-    assert!(engine.store.leases().await.unwrap().is_empty(), "the dead holder's lease must be reclaimed");
-    let other = engine.store.acquire_lease("merge:other", "task:999999", ttl, clock.now()).await.unwrap();
+    assert!(engine.store().leases().await.unwrap().is_empty(), "the dead holder's lease must be reclaimed");
+    let other = engine.store().acquire_lease("merge:other", "task:999999", ttl, clock.now()).await.unwrap();
     assert!(matches!(other, LeaseOutcome::Acquired { .. }));
     baton_engine::reaper::tick(&engine).await;
-    assert!(engine.store.leases().await.unwrap().is_empty(), "a holder that does not exist is dead too");
+    assert!(engine.store().leases().await.unwrap().is_empty(), "a holder that does not exist is dead too");
 }
 
 // STOP tombstones the ticket's external ref: the same ticket can start again from scratch, while

@@ -260,6 +260,11 @@ impl baton_engine::Clock for FakeClock {
     fn now_ms(&self) -> i64 {
         self.now()
     }
+
+    /// Waiting still takes real time: agents and commands are real processes.
+    fn sleep(&self, duration: std::time::Duration) -> baton_engine::BoxFuture {
+        baton_engine::SystemClock.sleep(duration)
+    }
 }
 
 /// An engine on a fake clock over a fresh environment (script agents run as real processes).
@@ -304,7 +309,7 @@ pub async fn engine_for(script: &str) -> (Env, std::sync::Arc<baton_engine::Engi
         env_passthrough: vec![],
     };
     let clock = Arc::new(FakeClock(std::sync::atomic::AtomicI64::new(1_800_000_000_000)));
-    let engine = baton_engine::Engine::with_clock(settings, Arc::new(store), clock.clone());
+    let engine = baton_engine::Engine::builder(settings, Arc::new(store)).clock(clock.clone()).build();
     (env, engine, clock)
 }
 
@@ -316,7 +321,7 @@ pub async fn wait_for(
 ) -> baton_store::TaskRecord {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let task = engine.store.task(key).await.unwrap().unwrap();
+        let task = engine.store().task(key).await.unwrap().unwrap();
         if done(&task) {
             return task;
         }

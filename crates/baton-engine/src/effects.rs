@@ -1,0 +1,229 @@
+//! Durable effects (the outbox, SPEC §4.2): a committed decision's external effects — stop an
+//! agent, remove a worktree, delete a branch, notify, tell the tracker — are written as outbox rows
+//! in the decision's own transaction, then carried out by [`drain`] until acknowledged. A crash
+//! between the commit and the effect, or between the effect and its acknowledgement, only delays
+//! or repeats it; every effect here is idempotent, so repeating one is harmless.
+
+use crate::engine::Engine;
+use crate::workspace::worktree_path;
+use baton_adapters::notifier::Notification;
+use baton_adapters::tracker::TrackerUpdate;
+use baton_domain::{Effect, JobId, NotifyKind, TaskId, TaskState};
+use baton_store::{EffectClaim, EffectRecord, NewEffect, NewEvent, TaskRecord};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// A worker does not see an effect another worker claimed for this long.
+const CLAIM_MS: i64 = 60_000;
+/// Effects claimed per pass at most.
+const CLAIM_BATCH_MAX: u32 = 64;
+/// First retry delay of a failed effect; doubles per try.
+const RETRY_BASE_MS: i64 = 1_000;
+/// Longest retry delay of a failed effect.
+const RETRY_CAP_MS: i64 = 300_000;
+
+/// One durable effect, as stored in the outbox payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "effect")]
+pub enum OutboxEffect {
+    /// Stop the job's agent: signal its executor here, and TERM → grace → KILL its process group
+    /// when that group is still the one the job started (`proc_start` guards against pid reuse).
+    StopAgent {
+        job: JobId,
+        pgid: Option<u32>,
+        proc_start: Option<u64>,
+    },
+    /// Remove the task's worktree (a missing one is already removed).
+    RemoveWorktree {
+        repo: String,
+        work_item: String,
+    },
+    /// Delete the task branch (a missing one is already deleted).
+    DeleteBranch {
+        repo: String,
+        branch: String,
+    },
+    Notify {
+        work_item: String,
+        title: String,
+        kind: NotifyKind,
+        text: String,
+    },
+    /// Tell the tracker the task's new status.
+    TrackerUpdate {
+        work_item: String,
+        external_ref: Option<String>,
+        title: String,
+        status: String,
+    },
+}
+
+impl OutboxEffect {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutboxEffect::StopAgent { .. } => "stop_agent",
+            OutboxEffect::RemoveWorktree { .. } => "remove_worktree",
+            OutboxEffect::DeleteBranch { .. } => "delete_branch",
+            OutboxEffect::Notify { .. } => "notify",
+            OutboxEffect::TrackerUpdate { .. } => "tracker_update",
+        }
+    }
+
+    fn to_row(&self) -> NewEffect {
+        NewEffect {
+            kind: self.kind().to_string(),
+            payload: serde_json::to_value(self).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// A job that was running when the decision was taken, with what identifies its process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningProcess {
+    pub job: JobId,
+    pub pgid: Option<u32>,
+    pub proc_start: Option<u64>,
+}
+
+/// The outbox rows of a decision's external effects, in the order they are carried out (the
+/// agent stops before its worktree goes; the worktree goes before its branch).
+pub fn outbox_rows(
+    task: &TaskRecord,
+    next: &TaskState,
+    effects: &[Effect],
+    running: &[RunningProcess],
+) -> Vec<NewEffect> {
+    let mut rows = Vec::new();
+    if effects.contains(&Effect::StopAgent) {
+        for process in running {
+            rows.push(OutboxEffect::StopAgent { job: process.job, pgid: process.pgid, proc_start: process.proc_start });
+        }
+    }
+    if effects.contains(&Effect::RemoveWorktree) {
+        rows.push(OutboxEffect::RemoveWorktree { repo: task.repo.clone(), work_item: task.work_item_id.clone() });
+    }
+    if effects.contains(&Effect::DeleteBranch) {
+        rows.push(OutboxEffect::DeleteBranch { repo: task.repo.clone(), branch: task.branch.clone() });
+    }
+    for effect in effects {
+        if let Effect::Notify { kind, text } = effect {
+            rows.push(OutboxEffect::Notify {
+                work_item: task.work_item_id.clone(),
+                title: task.title.clone(),
+                kind: *kind,
+                text: text.clone(),
+            });
+        }
+    }
+    rows.push(OutboxEffect::TrackerUpdate {
+        work_item: task.work_item_id.clone(),
+        external_ref: task.external_ref.clone(),
+        title: task.title.clone(),
+        status: next.display(),
+    });
+    rows.iter().map(OutboxEffect::to_row).collect()
+}
+
+/// Carries out due outbox effects (only `task`'s when given) until none is left that this
+/// worker may take; returns how many were acknowledged. Never fails: a failed effect is retried
+/// later with backoff and leaves a warning on the task's timeline.
+pub async fn drain(engine: &Engine, task: Option<TaskId>) -> u32 {
+    let mut done = 0;
+    loop {
+        let claim = EffectClaim { now_ms: engine.clock().now_ms(), claim_ms: CLAIM_MS, limit: CLAIM_BATCH_MAX, task };
+        let claimed = match engine.store().claim_effects(&claim).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!("claiming outbox effects failed: {error}");
+                return done;
+            }
+        };
+        if claimed.is_empty() {
+            return done;
+        }
+        for record in claimed {
+            match carry_out(engine, &record).await {
+                Ok(()) => {
+                    if let Err(error) = engine.store().complete_effect(record.id, engine.clock().now_ms()).await {
+                        // Not acknowledged: it runs again later, which is harmless.
+                        tracing::warn!(effect = record.id, "acknowledging an outbox effect failed: {error}");
+                    }
+                    done += 1;
+                }
+                Err(error) => failed(engine, &record, &error).await,
+            }
+        }
+    }
+}
+
+async fn failed(engine: &Engine, record: &EffectRecord, error: &str) {
+    let exponent = record.attempts.saturating_sub(1).min(20);
+    let delay = RETRY_BASE_MS.saturating_mul(1 << exponent).min(RETRY_CAP_MS);
+    let now = engine.clock().now_ms();
+    tracing::warn!(effect = record.id, kind = %record.kind, attempts = record.attempts, "{error}; retrying in {} s", delay / 1000);
+    let _ = engine.store().fail_effect(record.id, error, now + delay).await;
+    let _ = engine
+        .store()
+        .append_event(NewEvent {
+            task: record.task_id,
+            at_ms: now,
+            kind: "warning".into(),
+            stage: String::new(),
+            message: format!(
+                "{} failed (try {}): {error}; retrying in {} s",
+                record.kind,
+                record.attempts,
+                delay / 1000
+            ),
+            detail: serde_json::json!({ "effect": record.id }),
+        })
+        .await;
+}
+
+/// Carries out one effect. Idempotent: what is already done counts as done.
+async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String> {
+    let effect: OutboxEffect = serde_json::from_value(record.payload.clone())
+        .map_err(|e| format!("unreadable outbox effect {} ({}): {e}", record.id, record.kind))?;
+    let settings = engine.settings();
+    match effect {
+        OutboxEffect::StopAgent { job, pgid, proc_start } => {
+            engine.signal_stop(job);
+            if let Some(pgid) = pgid {
+                let supervisor = engine.supervisor();
+                // A group that ended long ago may have a new owner: stop only the one we started.
+                if supervisor.is_same_group(pgid, proc_start) {
+                    supervisor.stop_group(pgid, Duration::from_secs(settings.limits.stop_grace_secs)).await;
+                }
+            }
+            Ok(())
+        }
+        OutboxEffect::RemoveWorktree { repo, work_item } => {
+            // A repository that is no longer configured or no longer exists has no worktrees.
+            let Some(repo) = settings.repo(&repo).filter(|r| engine.vcs().exists(&r.path)) else {
+                return Ok(());
+            };
+            let path = worktree_path(&settings.worktrees_dir(), &repo.name, &work_item).map_err(|e| e.to_string())?;
+            engine.vcs().remove_worktree(&repo.path, &path).await.map_err(|e| format!("remove worktree: {e}"))
+        }
+        OutboxEffect::DeleteBranch { repo, branch } => {
+            let Some(repo) = settings.repo(&repo) else {
+                return Ok(());
+            };
+            engine
+                .forge()
+                .delete_branch(&crate::engine::forge_repo(repo), &branch)
+                .await
+                .map_err(|e| format!("delete branch: {e}"))
+        }
+        OutboxEffect::Notify { work_item, title, kind, text } => engine
+            .notifier()
+            .notify(&Notification { work_item, title, kind, text })
+            .await
+            .map_err(|e| format!("notify: {e}")),
+        OutboxEffect::TrackerUpdate { work_item, external_ref, title, status } => engine
+            .tracker()
+            .task_changed(&TrackerUpdate { work_item, external_ref, title, status })
+            .await
+            .map_err(|e| format!("tracker update: {e}")),
+    }
+}

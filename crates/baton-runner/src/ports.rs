@@ -1,0 +1,447 @@
+//! The ports through which the engine reaches git and processes — [`Vcs`], [`Supervisor`] and
+//! [`CommandRunner`] — with their real implementations ([`GitVcs`], [`ShimSupervisor`],
+//! [`ShimCommands`]). The engine holds only the traits, so the simulation can drive the same engine
+//! code over in-memory implementations.
+//!
+//! Every process started through these ports runs under `baton shim` with a run directory that
+//! records the intent to spawn, the launch (pid, group, start time) and the exit, so a restarted
+//! Baton adopts a surviving process or takes its recorded exit instead of starting it twice.
+
+use crate::RunError;
+use crate::command::{CommandOutput, read_tail};
+use crate::git::{Git, GitError};
+use crate::process::{ExitReport, ProcessSpec, RunLimits, Supervised};
+use crate::shim::{self, EXIT_FILE, INTENT_FILE, LaunchRecord, Previous};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Whether an error text says the machine failed rather than the code: a full disk, an I/O error,
+/// a read-only file system, no memory, too many open files, or a git lock file left behind. Such a
+/// failure is retried with backoff; it never spends a stage's attempts or reaches an agent prompt.
+pub fn is_infrastructure(text: &str) -> bool {
+    const SIGNS: &[&str] = &[
+        "No space left on device",
+        "Disk quota exceeded",
+        "Input/output error",
+        "Read-only file system",
+        "Cannot allocate memory",
+        "Too many open files",
+        "ENOSPC",
+        "EIO",
+        "database is locked",
+        "database is busy",
+    ];
+    let lock_file = text.contains(".lock") && (text.contains("File exists") || text.contains("Unable to create"));
+    lock_file || SIGNS.iter().any(|sign| text.contains(sign))
+}
+
+/// Git operations on repositories and task worktrees.
+#[async_trait]
+pub trait Vcs: Send + Sync {
+    /// Whether `path` exists (a repository that vanished has nothing to clean up).
+    fn exists(&self, path: &Path) -> bool;
+    /// Makes sure `worktree` is a worktree of `repo` on `branch`, creating the branch from
+    /// `default_branch` when it does not exist.
+    async fn ensure_worktree(
+        &self,
+        repo: &Path,
+        worktree: &Path,
+        branch: &str,
+        default_branch: &str,
+    ) -> Result<(), GitError>;
+    /// Discards uncommitted leftovers (and an interrupted rebase) before a stage runs afresh.
+    async fn clean(&self, worktree: &Path) -> Result<(), GitError>;
+    /// Stages everything and commits; `false` when there was nothing to commit.
+    async fn commit_all(&self, worktree: &Path, message: &str) -> Result<bool, GitError>;
+    /// The commit `rev` resolves to in `dir`, or `None`.
+    async fn rev(&self, dir: &Path, rev: &str) -> Option<String>;
+    /// Rebases the worktree's branch onto `onto`; on failure the rebase is aborted.
+    async fn rebase(&self, worktree: &Path, onto: &str) -> Result<(), GitError>;
+    /// Squashes everything since `base` into one commit with `message`.
+    async fn squash(&self, worktree: &Path, base: &str, message: &str) -> Result<(), GitError>;
+    /// Removes a worktree (forced) and prunes its registration; a missing one is fine.
+    async fn remove_worktree(&self, repo: &Path, worktree: &Path) -> Result<(), GitError>;
+    /// A text file of the worktree (an artifact), or `None`.
+    async fn read_file(&self, worktree: &Path, relative: &str) -> Option<String>;
+    /// File names in a directory of the worktree, sorted; empty when it does not exist.
+    async fn list_dir(&self, worktree: &Path, relative: &str) -> Vec<String>;
+    /// Names of the entries of a directory outside any worktree (the worktree root), sorted.
+    fn entries(&self, dir: &Path) -> Vec<String>;
+}
+
+/// Processes started under `baton shim`, each with its own run directory.
+#[async_trait]
+pub trait Supervisor: Send + Sync {
+    /// Records the intent, then starts `spec` under the shim with its records in `run_dir`.
+    async fn launch(&self, spec: ProcessSpec, run_dir: &Path) -> Result<LaunchRecord, RunError>;
+    /// What an earlier launch into `run_dir` left behind.
+    fn previous(&self, run_dir: &Path) -> Previous;
+    /// Waits for a launched (or adopted) process group to end, enforcing `limits` and stopping it
+    /// when `stop` turns true. `already_ran` counts toward the timeout of an adopted one.
+    async fn wait(
+        &self,
+        launch: &LaunchRecord,
+        run_dir: &Path,
+        outputs: [&Path; 2],
+        already_ran: Duration,
+        limits: RunLimits,
+        stop: watch::Receiver<bool>,
+    ) -> ExitReport;
+    /// Whether `pgid` is alive and still led by the process that started at `start_ticks`.
+    fn is_same_group(&self, pgid: u32, start_ticks: Option<u64>) -> bool;
+    /// SIGTERM to the group, `grace`, then SIGKILL.
+    async fn stop_group(&self, pgid: u32, grace: Duration);
+    /// Shims still running whose records lie under `runs_dir`: (pid, process group, run directory).
+    fn shims_under(&self, runs_dir: &Path) -> Vec<(u32, u32, PathBuf)>;
+}
+
+/// A repository command (test, deploy, health, a gate) to run to completion.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub stop_grace: Duration,
+    /// Its own directory: intent, launch and exit records, and `output.log`.
+    pub run_dir: PathBuf,
+}
+
+/// How a command run came to its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// Started now.
+    Started,
+    /// Started earlier (by a Baton that died) and waited for until it ended.
+    Adopted,
+    /// Ended earlier; its recorded exit was taken without running anything.
+    Recorded,
+}
+
+/// A finished command run.
+#[derive(Debug, Clone)]
+pub struct CommandRun {
+    pub output: CommandOutput,
+    pub provenance: Provenance,
+}
+
+/// Runs repository commands under the shim. A run directory holds at most one execution: when it
+/// already holds a running one, that one is waited for; when it holds a finished one, its exit is
+/// returned; a new execution needs [`CommandRunner::archive`] first.
+#[async_trait]
+pub trait CommandRunner: Send + Sync {
+    async fn run(&self, request: &CommandRequest, stop: watch::Receiver<bool>) -> Result<CommandRun, RunError>;
+    /// What an earlier execution in `run_dir` left behind.
+    fn previous(&self, run_dir: &Path) -> Previous;
+    /// Moves a finished or vanished execution's records aside (kept for humans), so that the run
+    /// directory can hold a new one. Refuses while its process group runs.
+    fn archive(&self, run_dir: &Path) -> Result<(), RunError>;
+    /// Makes `run_dir` ready for a fresh execution: a leftover still running is stopped (TERM,
+    /// `grace`, KILL), and whatever it left is archived.
+    async fn reset(&self, run_dir: &Path, grace: Duration) -> Result<(), RunError>;
+}
+
+/// The real [`Vcs`]: `git` with argument vectors.
+#[derive(Debug, Default, Clone)]
+pub struct GitVcs;
+
+#[async_trait]
+impl Vcs for GitVcs {
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    async fn ensure_worktree(
+        &self,
+        repo: &Path,
+        worktree: &Path,
+        branch: &str,
+        default_branch: &str,
+    ) -> Result<(), GitError> {
+        if worktree.join(".git").exists() {
+            return Ok(());
+        }
+        let main = Git::new(repo);
+        if let Some(parent) = worktree.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| GitError::Failed {
+                args: "worktree add".into(),
+                dir: parent.display().to_string(),
+                stderr: e.to_string(),
+            })?;
+        }
+        // A stale registration (directory deleted by hand) would block `worktree add`.
+        main.run(&["worktree", "prune"]).await?;
+        let path = worktree.display().to_string();
+        if main.rev(&format!("refs/heads/{branch}")).await.is_some() {
+            main.run(&["worktree", "add", "-q", &path, branch]).await?;
+        } else {
+            main.run(&["worktree", "add", "-q", "-b", branch, &path, default_branch]).await?;
+        }
+        Ok(())
+    }
+
+    async fn clean(&self, worktree: &Path) -> Result<(), GitError> {
+        let git = Git::new(worktree);
+        // A Baton killed mid-git leaves its lock; nothing else works in a task's worktree.
+        if let Ok(git_dir) = git.run(&["rev-parse", "--absolute-git-dir"]).await {
+            let _ = std::fs::remove_file(Path::new(&git_dir).join("index.lock"));
+        }
+        let _ = git.run(&["rebase", "--abort"]).await;
+        git.run(&["reset", "-q", "--hard"]).await?;
+        git.run(&["clean", "-q", "-fd"]).await?;
+        Ok(())
+    }
+
+    async fn commit_all(&self, worktree: &Path, message: &str) -> Result<bool, GitError> {
+        Git::new(worktree).commit_all(message).await
+    }
+
+    async fn rev(&self, dir: &Path, rev: &str) -> Option<String> {
+        Git::new(dir).rev(rev).await
+    }
+
+    async fn rebase(&self, worktree: &Path, onto: &str) -> Result<(), GitError> {
+        let git = Git::new(worktree);
+        let rebased = git.run(&["rebase", "-q", onto]).await;
+        if rebased.is_err() {
+            let _ = git.run(&["rebase", "--abort"]).await;
+        }
+        rebased.map(|_| ())
+    }
+
+    async fn squash(&self, worktree: &Path, base: &str, message: &str) -> Result<(), GitError> {
+        let git = Git::new(worktree);
+        git.run(&["reset", "-q", "--soft", base]).await?;
+        git.run(&["commit", "-q", "-m", message]).await?;
+        Ok(())
+    }
+
+    async fn remove_worktree(&self, repo: &Path, worktree: &Path) -> Result<(), GitError> {
+        let main = Git::new(repo);
+        if worktree.exists() {
+            let path = worktree.display().to_string();
+            if main.run(&["worktree", "remove", "--force", &path]).await.is_err() {
+                std::fs::remove_dir_all(worktree).map_err(|e| GitError::Failed {
+                    args: "worktree remove".into(),
+                    dir: path.clone(),
+                    stderr: e.to_string(),
+                })?;
+            }
+        }
+        main.run(&["worktree", "prune"]).await?;
+        Ok(())
+    }
+
+    async fn read_file(&self, worktree: &Path, relative: &str) -> Option<String> {
+        let path = crate::paths::join_under(worktree, &relative.split('/').collect::<Vec<_>>())?;
+        std::fs::read_to_string(path).ok()
+    }
+
+    async fn list_dir(&self, worktree: &Path, relative: &str) -> Vec<String> {
+        match crate::paths::join_under(worktree, &relative.split('/').collect::<Vec<_>>()) {
+            Some(dir) => self.entries(&dir),
+            None => Vec::new(),
+        }
+    }
+
+    fn entries(&self, dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+/// The real [`Supervisor`]: `baton shim` (at `baton_exe`) leads each process group.
+#[derive(Debug)]
+pub struct ShimSupervisor {
+    baton_exe: PathBuf,
+    /// Children this process started, by process group, so waiting reaps them.
+    children: Mutex<HashMap<u32, Supervised>>,
+}
+
+impl ShimSupervisor {
+    pub fn new(baton_exe: impl Into<PathBuf>) -> Self {
+        ShimSupervisor { baton_exe: baton_exe.into(), children: Mutex::new(HashMap::new()) }
+    }
+}
+
+fn io_error(what: &Path, source: std::io::Error) -> RunError {
+    RunError::Io { what: what.display().to_string(), source }
+}
+
+#[async_trait]
+impl Supervisor for ShimSupervisor {
+    async fn launch(&self, spec: ProcessSpec, run_dir: &Path) -> Result<LaunchRecord, RunError> {
+        std::fs::create_dir_all(run_dir).map_err(|e| io_error(run_dir, e))?;
+        let intent = run_dir.join(INTENT_FILE);
+        let argv: Vec<&str> =
+            std::iter::once(spec.program.as_str()).chain(spec.args.iter().map(String::as_str)).collect();
+        std::fs::write(&intent, serde_json::json!({ "argv": argv }).to_string()).map_err(|e| io_error(&intent, e))?;
+        let exit_file = run_dir.join(EXIT_FILE);
+        let spec = shim::wrap(spec, &self.baton_exe, &exit_file);
+        let child = crate::process::spawn(&spec)?;
+        let launch = LaunchRecord {
+            pid: child.pid,
+            pgid: child.pgid,
+            start_ticks: crate::process::process_start_ticks(child.pid),
+        };
+        if let Ok(mut children) = self.children.lock() {
+            children.insert(child.pgid, child);
+        }
+        Ok(launch)
+    }
+
+    fn previous(&self, run_dir: &Path) -> Previous {
+        shim::previous(run_dir)
+    }
+
+    async fn wait(
+        &self,
+        launch: &LaunchRecord,
+        run_dir: &Path,
+        outputs: [&Path; 2],
+        already_ran: Duration,
+        limits: RunLimits,
+        stop: watch::Receiver<bool>,
+    ) -> ExitReport {
+        let child = self.children.lock().ok().and_then(|mut children| children.remove(&launch.pgid));
+        match child {
+            Some(mut child) => child.wait(limits, stop).await,
+            None => {
+                crate::process::wait_adopted(launch.pgid, &run_dir.join(EXIT_FILE), outputs, already_ran, limits, stop)
+                    .await
+            }
+        }
+    }
+
+    fn is_same_group(&self, pgid: u32, start_ticks: Option<u64>) -> bool {
+        shim::same_group(pgid, start_ticks)
+    }
+
+    async fn stop_group(&self, pgid: u32, grace: Duration) {
+        crate::process::stop_group(pgid, grace).await;
+    }
+
+    fn shims_under(&self, runs_dir: &Path) -> Vec<(u32, u32, PathBuf)> {
+        crate::process::find_shims(&runs_dir.display().to_string())
+            .into_iter()
+            .map(|(pid, pgid, exit_file)| (pid, pgid, exit_file.parent().map(Path::to_path_buf).unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// The real [`CommandRunner`]: each command under the shim, through a [`Supervisor`].
+pub struct ShimCommands {
+    supervisor: std::sync::Arc<dyn Supervisor>,
+}
+
+impl std::fmt::Debug for ShimCommands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShimCommands")
+    }
+}
+
+impl ShimCommands {
+    pub fn new(supervisor: std::sync::Arc<dyn Supervisor>) -> Self {
+        ShimCommands { supervisor }
+    }
+}
+
+/// File name of a command's combined output inside its run directory.
+pub const OUTPUT_FILE: &str = "output.log";
+
+fn exit_report(exit: shim::ExitRecord) -> ExitReport {
+    ExitReport {
+        code: exit.code,
+        signal: exit.signal,
+        timed_out: false,
+        stalled: false,
+        stopped: false,
+        duration_ms: 0,
+    }
+}
+
+#[async_trait]
+impl CommandRunner for ShimCommands {
+    async fn run(&self, request: &CommandRequest, stop: watch::Receiver<bool>) -> Result<CommandRun, RunError> {
+        let log = request.run_dir.join(OUTPUT_FILE);
+        let limits =
+            RunLimits { timeout: request.timeout, stall_timeout: request.timeout, stop_grace: request.stop_grace };
+        let (launch, provenance) = match self.supervisor.previous(&request.run_dir) {
+            Previous::Exited(exit) => {
+                let output = CommandOutput { exit: exit_report(exit), tail: read_tail(&log, 0) };
+                return Ok(CommandRun { output, provenance: Provenance::Recorded });
+            }
+            Previous::Vanished(_) => {
+                // Killed together with its shim: no exit to report, and running it again is the
+                // caller's decision (archive first).
+                let exit = ExitReport {
+                    code: None,
+                    signal: Some(9),
+                    timed_out: false,
+                    stalled: false,
+                    stopped: false,
+                    duration_ms: 0,
+                };
+                return Ok(CommandRun {
+                    output: CommandOutput { exit, tail: read_tail(&log, 0) },
+                    provenance: Provenance::Recorded,
+                });
+            }
+            Previous::Running(launch) => (launch, Provenance::Adopted),
+            Previous::Nothing => {
+                let (program, args) = request.argv.split_first().ok_or(RunError::EmptyCommand)?;
+                let spec = ProcessSpec {
+                    program: program.clone(),
+                    args: args.to_vec(),
+                    cwd: request.cwd.clone(),
+                    env: request.env.clone(),
+                    stdin: None,
+                    stdout: log.clone(),
+                    stderr: log.clone(),
+                };
+                (self.supervisor.launch(spec, &request.run_dir).await?, Provenance::Started)
+            }
+        };
+        let exit = self.supervisor.wait(&launch, &request.run_dir, [&log, &log], Duration::ZERO, limits, stop).await;
+        Ok(CommandRun { output: CommandOutput { exit, tail: read_tail(&log, 0) }, provenance })
+    }
+
+    fn previous(&self, run_dir: &Path) -> Previous {
+        self.supervisor.previous(run_dir)
+    }
+
+    async fn reset(&self, run_dir: &Path, grace: Duration) -> Result<(), RunError> {
+        match self.supervisor.previous(run_dir) {
+            Previous::Nothing if !run_dir.exists() => return Ok(()),
+            Previous::Running(launch) => self.supervisor.stop_group(launch.pgid, grace).await,
+            _ => {}
+        }
+        self.archive(run_dir)
+    }
+
+    fn archive(&self, run_dir: &Path) -> Result<(), RunError> {
+        if let Previous::Running(launch) = self.supervisor.previous(run_dir) {
+            return Err(RunError::Io {
+                what: run_dir.display().to_string(),
+                source: std::io::Error::other(format!("its process group {} is still running", launch.pgid)),
+            });
+        }
+        if !run_dir.exists() {
+            return Ok(());
+        }
+        let name = run_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let parent = run_dir.parent().unwrap_or(run_dir);
+        let mut n = 1;
+        while parent.join(format!("{name}.{n}")).exists() {
+            n += 1;
+        }
+        std::fs::rename(run_dir, parent.join(format!("{name}.{n}"))).map_err(|e| io_error(run_dir, e))
+    }
+}
