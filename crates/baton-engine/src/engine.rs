@@ -581,7 +581,29 @@ impl Engine {
         Ok(adopted)
     }
 
-    fn is_running_here(&self, job: JobId) -> bool {
+    /// One claim of the claim loop: the next runnable job under the limits, started here.
+    pub async fn claim_next(self: &Arc<Self>) -> Result<Option<JobRecord>, EngineError> {
+        let claim = Claim {
+            owner: self.owner.clone(),
+            now_ms: self.clock.now_ms(),
+            running_max: self.settings.limits.running_max,
+            running_per_repo_max: self.settings.limits.running_per_repo_max,
+        };
+        let job = self.store.claim_job(&claim).await?;
+        if let Some(job) = &job {
+            self.start_job(job.clone(), Start::Fresh);
+        }
+        Ok(job)
+    }
+
+    /// The jobs whose executor runs in this process.
+    pub fn running_here(&self) -> Vec<JobId> {
+        let mut jobs: Vec<JobId> = self.running.lock().map(|r| r.keys().copied().collect()).unwrap_or_default();
+        jobs.sort();
+        jobs
+    }
+
+    pub fn is_running_here(&self, job: JobId) -> bool {
         self.running.lock().map(|r| r.contains_key(&job)).unwrap_or(false)
     }
 
@@ -643,14 +665,8 @@ impl Engine {
                 crate::reconciler::tick(&self).await;
             }
             loop {
-                let claim = Claim {
-                    owner: self.owner.clone(),
-                    now_ms: self.clock.now_ms(),
-                    running_max: self.settings.limits.running_max,
-                    running_per_repo_max: self.settings.limits.running_per_repo_max,
-                };
-                match self.store.claim_job(&claim).await {
-                    Ok(Some(job)) => self.start_job(job, Start::Fresh),
+                match self.claim_next().await {
+                    Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(error) => {
                         tracing::error!("claiming a job failed: {error}");

@@ -408,7 +408,7 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
             log_path: run_dir.display().to_string(),
         })
         .await?;
-    let launch = match engine.supervisor().launch(spec, &run_dir).await {
+    let launch = match engine.supervisor().launch(spec, &run_dir, &format!("job:{}", ctx.job.id)).await {
         Ok(launch) => launch,
         Err(error) => {
             let _ = engine.store().close_agent_run(run_id, "failed", &error.to_string(), engine.clock().now_ms()).await;
@@ -522,8 +522,8 @@ async fn supervise(
     };
     let (exit, (budget_stop, progress)) = tokio::join!(waiting, monitor.run());
     ctx.external_ms.fetch_add(exit.duration_ms, Ordering::Relaxed);
-    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let output = |path: &Path| String::from_utf8_lossy(&engine.supervisor().read_output(path)).to_string();
+    let (stdout, stderr) = (output(&stdout_path), output(&stderr_path));
     let mut report = agent.parse(&stdout, &stderr, &exit);
     // A run stopped mid-way has no final figures: keep what it reported while running.
     if report.usage == baton_domain::Usage::default() {
@@ -642,9 +642,7 @@ impl Monitor<'_> {
 
     /// Feeds complete new stdout lines to the adapter and records its progress notes.
     async fn read_lines(&self, offset: &mut u64, partial: &mut String, progress: &mut LiveProgress) {
-        let Ok(bytes) = std::fs::read(&self.stdout) else {
-            return;
-        };
+        let bytes = self.ctx.engine.supervisor().read_output(&self.stdout);
         let Some(new) = bytes.get(*offset as usize..) else {
             return;
         };
@@ -776,9 +774,6 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, String> {
     Ok(Deployed { merged, failed })
 }
 
-/// The job that launched a deploy, recorded in its run directory before the launch.
-const DEPLOY_JOB_FILE: &str = "job.json";
-
 /// Runs the repository's `deploy` for `head` at most once: its run directory is keyed by the head,
 /// so a deploy still running is waited for, one that succeeded is not run again (whichever job ran
 /// it), and one that failed or was killed is run again only by a new job (a human's retry), never
@@ -787,17 +782,14 @@ async fn deploy_command(ctx: &JobContext<'_>, gates: &GateContext<'_>, head: &st
     let engine = ctx.engine;
     let commands = engine.commands();
     let run_dir = engine.settings().runs_dir().join(&ctx.repo.name).join("deploys").join(head);
-    let marker = run_dir.join(DEPLOY_JOB_FILE);
-    let launched_by = std::fs::read_to_string(&marker)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|v| v.get("job").and_then(serde_json::Value::as_i64));
-    let ours = launched_by == Some(ctx.job.id.0);
+    let owner = format!("job:{}", ctx.job.id);
+    let launched_by = commands.owner(&run_dir);
+    let ours = launched_by.as_deref() == Some(owner.as_str());
     match commands.previous(&run_dir) {
         Previous::Running(_) => {} // waited for below, never started twice
         Previous::Exited(exit) if exit.code == Some(0) => {
             if !ours {
-                let by = launched_by.map_or("an earlier job".to_string(), |j| format!("job {j}"));
+                let by = launched_by.unwrap_or_else(|| "an earlier job".to_string());
                 let _ = engine
                     .store()
                     .append_event(NewEvent {
@@ -830,13 +822,6 @@ async fn deploy_command(ctx: &JobContext<'_>, gates: &GateContext<'_>, head: &st
             }
         }
         Previous::Nothing => {}
-    }
-    if !matches!(commands.previous(&run_dir), Previous::Running(_))
-        && !ours
-        && let Err(error) = std::fs::create_dir_all(&run_dir)
-            .and_then(|_| std::fs::write(&marker, serde_json::json!({ "job": ctx.job.id.0 }).to_string()))
-    {
-        return Some(format!("deploy could not start: cannot write {}: {error}", marker.display()));
     }
     let request = gates::command_request(gates, argv, run_dir);
     match timed(ctx, commands.run(&request, ctx.stop.clone())).await {

@@ -137,7 +137,7 @@ pub async fn sweep_at_start(engine: &Arc<Engine>) {
         return;
     };
     // A process belongs to a running job by its recorded group, or by where its records live: a
-    // job's run directory (`…-job<id>/…`), or a deploy directory naming the job that launched it.
+    // job's run directory (`…-job<id>/…`), or a run directory whose intent names the job that launched it.
     // (A kill between the spawn and storing the pid leaves only the second.)
     let owned: Vec<u32> = running.iter().filter_map(|j| j.pgid).collect();
     let owns = |run_dir: &std::path::Path| {
@@ -145,10 +145,10 @@ pub async fn sweep_at_start(engine: &Arc<Engine>) {
         let by_dir = running
             .iter()
             .any(|j| text.contains(&format!("-job{}/", j.id)) || text.ends_with(&format!("-job{}", j.id)));
-        let by_marker = std::fs::read_to_string(run_dir.join("job.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.get("job").and_then(serde_json::Value::as_i64))
+        let by_marker = engine
+            .supervisor()
+            .owner(run_dir)
+            .and_then(|owner| owner.strip_prefix("job:").and_then(|id| id.parse::<i64>().ok()))
             .is_some_and(|id| running.iter().any(|j| j.id.0 == id));
         by_dir || by_marker
     };

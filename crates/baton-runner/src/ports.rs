@@ -76,8 +76,13 @@ pub trait Vcs: Send + Sync {
 /// Processes started under `baton shim`, each with its own run directory.
 #[async_trait]
 pub trait Supervisor: Send + Sync {
-    /// Records the intent, then starts `spec` under the shim with its records in `run_dir`.
-    async fn launch(&self, spec: ProcessSpec, run_dir: &Path) -> Result<LaunchRecord, RunError>;
+    /// Records the intent (with `owner`, e.g. `job:12`), then starts `spec` under the shim with its
+    /// records in `run_dir`.
+    async fn launch(&self, spec: ProcessSpec, run_dir: &Path, owner: &str) -> Result<LaunchRecord, RunError>;
+    /// The owner recorded with the intent of the launch in `run_dir`.
+    fn owner(&self, run_dir: &Path) -> Option<String>;
+    /// What a supervised process wrote to `path` (its stdout or stderr file) so far.
+    fn read_output(&self, path: &Path) -> Vec<u8>;
     /// What an earlier launch into `run_dir` left behind.
     fn previous(&self, run_dir: &Path) -> Previous;
     /// Waits for a launched (or adopted) process group to end, enforcing `limits` and stopping it
@@ -109,6 +114,8 @@ pub struct CommandRequest {
     pub stop_grace: Duration,
     /// Its own directory: intent, launch and exit records, and `output.log`.
     pub run_dir: PathBuf,
+    /// Recorded with the intent (e.g. `job:12`): who launched it.
+    pub owner: String,
 }
 
 /// How a command run came to its output.
@@ -137,6 +144,8 @@ pub trait CommandRunner: Send + Sync {
     async fn run(&self, request: &CommandRequest, stop: watch::Receiver<bool>) -> Result<CommandRun, RunError>;
     /// What an earlier execution in `run_dir` left behind.
     fn previous(&self, run_dir: &Path) -> Previous;
+    /// Who launched the execution in `run_dir` (see [`CommandRequest::owner`]).
+    fn owner(&self, run_dir: &Path) -> Option<String>;
     /// Moves a finished or vanished execution's records aside (kept for humans), so that the run
     /// directory can hold a new one. Refuses while its process group runs.
     fn archive(&self, run_dir: &Path) -> Result<(), RunError>;
@@ -277,12 +286,13 @@ fn io_error(what: &Path, source: std::io::Error) -> RunError {
 
 #[async_trait]
 impl Supervisor for ShimSupervisor {
-    async fn launch(&self, spec: ProcessSpec, run_dir: &Path) -> Result<LaunchRecord, RunError> {
+    async fn launch(&self, spec: ProcessSpec, run_dir: &Path, owner: &str) -> Result<LaunchRecord, RunError> {
         std::fs::create_dir_all(run_dir).map_err(|e| io_error(run_dir, e))?;
         let intent = run_dir.join(INTENT_FILE);
         let argv: Vec<&str> =
             std::iter::once(spec.program.as_str()).chain(spec.args.iter().map(String::as_str)).collect();
-        std::fs::write(&intent, serde_json::json!({ "argv": argv }).to_string()).map_err(|e| io_error(&intent, e))?;
+        let record = serde_json::json!({ "argv": argv, "owner": owner }).to_string();
+        std::fs::write(&intent, record).map_err(|e| io_error(&intent, e))?;
         let exit_file = run_dir.join(EXIT_FILE);
         let spec = shim::wrap(spec, &self.baton_exe, &exit_file);
         let child = crate::process::spawn(&spec)?;
@@ -299,6 +309,16 @@ impl Supervisor for ShimSupervisor {
 
     fn previous(&self, run_dir: &Path) -> Previous {
         shim::previous(run_dir)
+    }
+
+    fn owner(&self, run_dir: &Path) -> Option<String> {
+        let text = std::fs::read_to_string(run_dir.join(INTENT_FILE)).ok()?;
+        let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+        value.get("owner")?.as_str().map(str::to_string)
+    }
+
+    fn read_output(&self, path: &Path) -> Vec<u8> {
+        std::fs::read(path).unwrap_or_default()
     }
 
     async fn wait(
@@ -406,7 +426,7 @@ impl CommandRunner for ShimCommands {
                     stdout: log.clone(),
                     stderr: log.clone(),
                 };
-                (self.supervisor.launch(spec, &request.run_dir).await?, Provenance::Started)
+                (self.supervisor.launch(spec, &request.run_dir, &request.owner).await?, Provenance::Started)
             }
         };
         let exit = self.supervisor.wait(&launch, &request.run_dir, [&log, &log], Duration::ZERO, limits, stop).await;
@@ -415,6 +435,10 @@ impl CommandRunner for ShimCommands {
 
     fn previous(&self, run_dir: &Path) -> Previous {
         self.supervisor.previous(run_dir)
+    }
+
+    fn owner(&self, run_dir: &Path) -> Option<String> {
+        self.supervisor.owner(run_dir)
     }
 
     async fn reset(&self, run_dir: &Path, grace: Duration) -> Result<(), RunError> {

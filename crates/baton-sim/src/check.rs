@@ -2,6 +2,7 @@
 //!
 //! Reads the store directly (no faults) plus what the simulator saw the engine answer.
 
+use crate::ports::{AGENT_PROGRAM, DEPLOY_PROGRAM, Execution};
 use crate::store::{SimStore, State};
 use baton_domain::{Hold, JobId, TaskId, TaskState};
 use baton_store::{JobStatus, TaskRecord};
@@ -51,20 +52,22 @@ pub enum Kind {
     StaleGateHeadMerged,
     /// §4.6: after draining, a task is neither terminal nor waiting for a human.
     NotSettled,
+    /// §4.6: a second agent ran for one job (one stage attempt) while the first was running or
+    /// had left its exit record (witnessed by the simulated processes, not the store).
+    DuplicateAgent,
+    /// §4.6: a head was deployed while another deploy of it ran, or after one of it succeeded.
+    DuplicateDeploy,
+    /// After draining: a done or cancelled task kept its worktree, a cancelled task its branch,
+    /// or an agent run of an ended job was never closed.
+    LeftBehind,
 }
 
 impl Kind {
     /// Violations that the engine is known to commit today (see the crate docs and the
     /// regression tests named after them); a sweep may count them instead of failing.
     pub fn is_known_engine_bug(self) -> bool {
-        // StaleLease: the engine still lets a lease be (re-)taken for a task that has left, until
-        // the reaper's next pass reclaims it: `reaper::leases` renews with `acquire_lease` after
-        // reading the holder as legitimate, so a STOP releasing the lease in between is undone (a
-        // new lease for the cancelled task); `executor::deploy` renews the lease before its
-        // re-check and keeps it when it refuses (a deploy outliving the backstop, task blocked);
-        // `gates::merge::check` ignores a failed release after its re-check. Pinned by the
-        // ignored test `reaper_renewal_never_resurrects_a_released_lease`.
-        matches!(self, Kind::StaleLease)
+        // None today: the sweep tolerates no kind.
+        false
     }
 }
 
@@ -325,6 +328,80 @@ impl Checker {
     }
 
     /// Right after a restart whose recovery succeeded: every running job has an executor here.
+    /// What the simulated processes witnessed: at most one agent per job unless the earlier one
+    /// vanished without an exit record (then the stage runs afresh), and each head deployed by
+    /// one deploy at a time and never again after one succeeded.
+    pub fn check_executions(&self, executions: &[Execution], forge: &crate::forge::SimForge) -> Vec<Violation> {
+        let _ = forge;
+        let mut found = Vec::new();
+        let mut agents: BTreeMap<JobId, Vec<&Execution>> = BTreeMap::new();
+        let mut deploys: BTreeMap<&str, Vec<&Execution>> = BTreeMap::new();
+        for execution in executions {
+            if execution.program == AGENT_PROGRAM
+                && let Some(job) = execution.job
+            {
+                agents.entry(job).or_default().push(execution);
+            }
+            if execution.program == DEPLOY_PROGRAM
+                && let Some(head) = execution.head.as_deref()
+            {
+                deploys.entry(head).or_default().push(execution);
+            }
+        }
+        for (job, runs) in agents {
+            for pair in runs.windows(2) {
+                let (earlier, later) = (pair[0], pair[1]);
+                let ended_before = earlier.ended_ms.is_some_and(|end| end <= later.started_ms);
+                if !(ended_before && earlier.vanished) {
+                    found.push(Violation::new(
+                        Kind::DuplicateAgent,
+                        format!(
+                            "job {job} started a second agent at {} ms ({}) while its first ({}) {}",
+                            later.started_ms,
+                            later.run_dir.display(),
+                            earlier.run_dir.display(),
+                            if earlier.ended_ms.is_none() { "was still running" } else { "had recorded its exit" }
+                        ),
+                    ));
+                }
+            }
+        }
+        for (head, runs) in deploys {
+            for pair in runs.windows(2) {
+                let (earlier, later) = (pair[0], pair[1]);
+                let overlapping = earlier.ended_ms.is_none_or(|end| end > later.started_ms);
+                if overlapping || earlier.succeeded == Some(true) {
+                    found.push(Violation::new(
+                        Kind::DuplicateDeploy,
+                        format!(
+                            "{head} deployed again at {} ms (job {:?}) while an earlier deploy (job {:?}) {}",
+                            later.started_ms,
+                            later.job,
+                            earlier.job,
+                            if overlapping { "was still running" } else { "had succeeded" }
+                        ),
+                    ));
+                }
+            }
+        }
+        found
+    }
+
+    /// After draining: no agent run of a job that is no longer running is left open.
+    pub fn check_runs_closed(&self, store: &SimStore) -> Vec<Violation> {
+        store.peek(|state| {
+            state
+                .agent_runs
+                .iter()
+                .filter(|r| r.ended_at_ms.is_none())
+                .filter(|r| state.jobs.get(&r.job_id).is_none_or(|j| j.status != JobStatus::Running))
+                .map(|r| {
+                    Violation::new(Kind::LeftBehind, format!("agent run {} of job {} was never closed", r.id, r.job_id))
+                })
+                .collect()
+        })
+    }
+
     pub fn check_no_zombies(&self, store: &SimStore, watched: &[JobId]) -> Vec<Violation> {
         store.peek(|state| {
             state

@@ -5,14 +5,14 @@
 //! every step. Then it drains (no faults, helpful humans, time advanced) and checks that every
 //! task settled.
 
-use crate::actors::{Delivery, Script};
 use crate::check::{Kind, Violation};
+use crate::ports::Script;
 use crate::report::{Failure, Totals};
 use crate::rng::Rng;
 use crate::store::{FaultRates, Mutation};
-use crate::world::{Action, Outcome, SentInput, World, WorldConfig, sim_limits};
+use crate::world::{Action, Delivery, Outcome, SentInput, World, WorldConfig, sim_limits};
 use baton_domain::{Hold, JobId, TaskId};
-use baton_engine::{Clock, Input, InputOutcome};
+use baton_engine::{Clock, Input};
 use baton_store::{JobStatus, TaskRecord};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -138,7 +138,6 @@ impl Driver {
             mutation: config.mutation,
             skip_recover: config.skip_recover,
             reuse_owner: false,
-            removed: Vec::new(),
         });
         world.arm_faults(per_mille > 0);
         world.echo = config.echo;
@@ -222,14 +221,14 @@ impl Driver {
         self.world
             .running_jobs()
             .iter()
-            .map(|r| r.job.id)
+            .map(|r| r.id)
             .filter(|job| self.plans.get(job).is_none_or(|p| p.script != Script::Hang && p.ready_at_ms <= now))
             .collect()
     }
 
     /// Gives every job this process runs a plan (claimed or adopted), and forgets finished ones.
     fn sync_plans(&mut self) {
-        let running: Vec<JobId> = self.world.running_jobs().iter().map(|r| r.job.id).collect();
+        let running: Vec<JobId> = self.world.running_jobs().iter().map(|r| r.id).collect();
         self.plans.retain(|job, _| running.contains(job));
         for job in running {
             if !self.plans.contains_key(&job) {
@@ -262,6 +261,8 @@ impl Driver {
             self.params.burst_weight,                                   // 11 burst
             2,                                                          // 12 reaper
             1,                                                          // 13 reconciler
+            2,                                                          // 14 outbox worker
+            if ready.is_empty() { 0 } else { self.params.kill_weight }, // 15 kill a job's process group
         ];
         match self.rng.weighted(&weights) {
             Some(8) => {
@@ -373,6 +374,8 @@ impl Driver {
             9 => Some(Action::QuotaTimer),
             12 => Some(Action::ReaperTick),
             13 => Some(Action::ReconcilerTick),
+            14 => Some(Action::OutboxTick),
+            15 => Some(Action::KillGroup { job: *self.rng.pick(ready)? }),
             _ => None,
         }
     }
@@ -427,14 +430,13 @@ impl Driver {
     }
 
     fn plan(&mut self) -> Plan {
-        let script = match self.rng.weighted(&[620, 100, 80, 60, 50, 30, 30, 30]) {
+        let script = match self.rng.weighted(&[650, 100, 80, 60, 50, 30, 30]) {
             Some(1) => Script::GateFail,
             Some(2) => Script::Fail,
             Some(3) => Script::NeedsInput,
             Some(4) => Script::Quota { resets_in_ms: None },
             Some(5) => Script::Quota { resets_in_ms: Some(self.rng.range(1_000, 300_000) as i64) },
-            Some(6) => Script::Budget,
-            Some(7) => Script::Hang,
+            Some(6) => Script::Hang,
             _ => Script::Pass,
         };
         let duration_ms =
@@ -473,11 +475,10 @@ impl Driver {
         }
         for _ in 0..DRAIN_ROUNDS_MAX {
             self.world.counters.steps += 1;
-            let mut progressed = false;
-            let running: Vec<JobId> = self.world.running_jobs().iter().map(|r| r.job.id).collect();
+            let before = self.progress_mark();
+            let running: Vec<JobId> = self.world.running_jobs().iter().map(|r| r.id).collect();
             for job in running {
                 self.world.act(Action::Finish { job, script: Script::Pass });
-                progressed = true;
             }
             for task in self.tasks() {
                 let input = match task.state.hold {
@@ -491,31 +492,19 @@ impl Driver {
                     continue;
                 }
                 let key = Some(self.fresh_key());
-                if let Outcome::Submitted(_, Ok(InputOutcome::Applied { .. })) =
-                    self.world.act(Action::Submit(SentInput { task: task.id, input, key }))
-                {
-                    progressed = true;
-                }
+                self.world.act(Action::Submit(SentInput { task: task.id, input, key }));
             }
             for _ in 0..CLAIMS_PER_PASS_MAX {
-                match self.world.act(Action::Claim) {
-                    Outcome::Claimed(crate::actors::Claimed::Nothing) => break,
-                    _ => progressed = true,
+                if let Outcome::Claimed(Ok(None)) = self.world.act(Action::Claim) {
+                    break;
                 }
             }
-            if let Outcome::Timer(Ok(n)) = self.world.act(Action::QuotaTimer)
-                && n > 0
-            {
-                progressed = true;
-            }
-            if let Outcome::Reaper(reaped) = self.world.act(Action::ReaperTick)
-                && (!reaped.adopted.is_empty() || !reaped.backstopped.is_empty())
-            {
-                progressed = true;
-            }
+            self.world.act(Action::QuotaTimer);
+            self.world.act(Action::ReaperTick);
+            self.world.act(Action::OutboxTick);
             self.world.act(Action::ReconcilerTick);
             self.check()?;
-            if !progressed {
+            if self.progress_mark() == before {
                 match self.next_wake_ms() {
                     Some(at) => {
                         let now = self.world.clock.now_ms();
@@ -525,8 +514,17 @@ impl Driver {
                 }
             }
         }
-        let unsettled = self.world.checker.check_settled(&self.world.store);
+        let mut unsettled = self.world.checker.check_settled(&self.world.store);
+        unsettled.extend(self.world.check_cleaned_up());
         self.judge(unsettled)
+    }
+
+    /// What changes when the drain makes progress: commits, running jobs, outbox, open runs.
+    fn progress_mark(&self) -> (usize, Vec<JobId>, usize) {
+        let commits = self.world.store.commits().len();
+        let running = self.world.running_jobs().iter().map(|r| r.id).collect();
+        let pending = self.world.store.peek(|s| s.outbox.iter().filter(|(r, _)| r.done_at_ms.is_none()).count());
+        (commits, running, pending)
     }
 
     /// When something becomes runnable next: a queued job's `available_at` or a quota resume time.

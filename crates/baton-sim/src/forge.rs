@@ -1,9 +1,11 @@
-//! `SimForge`: the simulated git world — each repository's default branch (a list of heads), each
-//! task's worktree (a chain of commits), the heads that passed the merge gate — behind the real
-//! [`Forge`] trait, checking "main is sacred" (SPEC §4.7) at the moment main moves.
+//! `SimForge`: the simulated git world behind the engine's real ports — [`Vcs`] (worktrees,
+//! commits, rebase, squash, files) and [`Forge`] (fast-forward of the default branch) — checking
+//! "main is sacred" (SPEC §4.7) at the moment main moves.
 //!
-//! Commits are opaque names (`c17`); a worktree is the chain its branch holds, so `HEAD^` is the
-//! second-last entry, exactly what the engine's deploy reads from git.
+//! Commits are opaque names (`c17`); a worktree is the chain its branch holds (`HEAD^` is the
+//! second-last entry) plus its files, committed and uncommitted. Which heads passed the merge gate
+//! is not taken from the engine: the simulated re-test command tells (see `ports::SimProcs`), so
+//! the check is independent of the code under test.
 
 use crate::check::{Kind, Violation};
 use crate::clock::SimClock;
@@ -15,8 +17,10 @@ use baton_adapters::forge::{Forge, ForgeRepo, MergeOutcome};
 use baton_domain::TaskId;
 use baton_engine::Clock;
 use baton_engine::gates::merge_lease_name;
+use baton_runner::{GitError, Vcs};
 use baton_store::task_holder;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The stage whose actor merges (the engine's `Actor::Deploy`).
@@ -30,23 +34,40 @@ pub struct Passed {
     pub base: String,
 }
 
+/// One task worktree.
+#[derive(Debug, Clone, Default)]
+struct Tree {
+    repo: String,
+    chain: Vec<String>,
+    committed: BTreeMap<String, String>,
+    files: BTreeMap<String, String>,
+}
+
+impl Tree {
+    fn dirty(&self) -> bool {
+        self.files != self.committed
+    }
+}
+
 #[derive(Debug, Default)]
 struct Git {
-    /// Default-branch history per repository; the last entry is the head.
+    /// Where repositories live (`<root>/<repo>`) and their default-branch history; the last
+    /// entry is the head.
+    repos: BTreeMap<PathBuf, String>,
     mains: BTreeMap<String, Vec<String>>,
-    /// Each task's branch as a chain of commits.
-    worktrees: BTreeMap<TaskId, Vec<String>>,
+    /// Task branches by name (they outlive a removed worktree).
+    branches: BTreeMap<String, Vec<String>>,
+    worktrees: BTreeMap<PathBuf, (String, Tree)>,
     passed: BTreeMap<String, Passed>,
-    /// Heads made by a merge gate's rebase and squash (passed or not).
+    /// Heads made by a merge gate's squash (passed or not).
     squashed: BTreeSet<String>,
-    /// Jobs whose agent run recorded its exit (the shim's exit file survives a restart).
-    agent_exits: BTreeSet<baton_domain::JobId>,
     next_commit: u64,
     violations: Vec<Violation>,
     merges: u64,
     fault_rng: Option<Rng>,
     fault_per_mille: u32,
     faults_armed: bool,
+    infra_faults: u64,
 }
 
 /// The simulated forge and repositories.
@@ -57,11 +78,24 @@ pub struct SimForge {
     clock: Arc<SimClock>,
 }
 
+fn failed(what: &str, dir: &Path, why: &str) -> GitError {
+    GitError::Failed { args: what.to_string(), dir: dir.display().to_string(), stderr: why.to_string() }
+}
+
 impl SimForge {
-    /// Repositories `repos`, each with a one-commit default branch; forge faults use `seed`'s own stream.
-    pub fn new(repos: &[String], store: Arc<SimStore>, clock: Arc<SimClock>, seed: u64, fault_per_mille: u32) -> Self {
+    /// Repositories `repos` at `<root>/<name>`, each with a one-commit default branch; forge and git
+    /// faults use `seed`'s own stream.
+    pub fn new(
+        root: &Path,
+        repos: &[String],
+        store: Arc<SimStore>,
+        clock: Arc<SimClock>,
+        seed: u64,
+        fault_per_mille: u32,
+    ) -> Self {
         let mut git = Git { fault_rng: Some(Rng::fork(seed, 0xF0F6E)), fault_per_mille, ..Git::default() };
         for repo in repos {
+            git.repos.insert(root.join(repo), repo.clone());
             git.mains.insert(repo.clone(), vec![format!("{repo}-root")]);
         }
         SimForge { git: Mutex::new(git), store, clock }
@@ -75,7 +109,7 @@ impl SimForge {
         self.lock().faults_armed = armed;
     }
 
-    /// The default branch head of `repo` (what `git rev refs/heads/main` returns).
+    /// The default branch head of `repo`.
     pub fn main_head(&self, repo: &str) -> Option<String> {
         self.lock().mains.get(repo).and_then(|m| m.last().cloned())
     }
@@ -85,44 +119,33 @@ impl SimForge {
         self.lock().mains.get(repo).cloned().unwrap_or_default()
     }
 
-    /// The task's branch; created from the default branch head on first use (`ensure_worktree`).
-    pub fn worktree(&self, task: TaskId, repo: &str) -> Vec<String> {
-        let mut git = self.lock();
-        let head = git.mains.get(repo).and_then(|m| m.last().cloned()).unwrap_or_default();
-        git.worktrees.entry(task).or_insert_with(|| vec![head]).clone()
+    /// Worktrees that exist, by path.
+    pub fn worktree_paths(&self) -> Vec<PathBuf> {
+        self.lock().worktrees.keys().cloned().collect()
     }
 
-    /// An agent run commits its work on the task branch.
-    pub fn commit(&self, task: TaskId, repo: &str) -> String {
-        self.worktree(task, repo);
-        let mut git = self.lock();
-        git.next_commit += 1;
-        let commit = format!("c{}", git.next_commit);
-        git.worktrees.entry(task).or_default().push(commit.clone());
-        commit
+    /// Task branches that exist.
+    pub fn branch_names(&self) -> Vec<String> {
+        self.lock().branches.keys().cloned().collect()
     }
 
-    /// Records that the agent of `job` ran and left its exit record.
-    pub fn record_agent_exit(&self, job: baton_domain::JobId) {
-        self.lock().agent_exits.insert(job);
+    /// The head and its parent of the worktree at `path` (what a command started there tests).
+    pub fn head_and_base(&self, path: &Path) -> Option<(String, Option<String>, String)> {
+        let git = self.lock();
+        let (_, tree) = git.worktrees.get(path)?;
+        let head = tree.chain.last()?.clone();
+        let base = tree.chain.len().checked_sub(2).and_then(|i| tree.chain.get(i)).cloned();
+        Some((head, base, tree.repo.clone()))
     }
 
-    /// Whether the agent of `job` left an exit record.
-    pub fn agent_exited(&self, job: baton_domain::JobId) -> bool {
-        self.lock().agent_exits.contains(&job)
+    /// Writes a file into a worktree, uncommitted (what an agent does).
+    pub fn write(&self, path: &Path, relative: &str, content: &str) {
+        if let Some((_, tree)) = self.lock().worktrees.get_mut(path) {
+            tree.files.insert(relative.to_string(), content.to_string());
+        }
     }
 
-    /// The merge gate's rebase and squash: the branch becomes `base` plus one new commit.
-    pub fn rebase_and_squash(&self, task: TaskId, base: &str) -> String {
-        let mut git = self.lock();
-        git.next_commit += 1;
-        let head = format!("c{}", git.next_commit);
-        git.worktrees.insert(task, vec![base.to_string(), head.clone()]);
-        git.squashed.insert(head.clone());
-        head
-    }
-
-    /// Records that `head` was retested on top of `base` for `task`.
+    /// Records that `head` was retested green on top of `base` for `task` (the re-test command said so).
     pub fn record_passed(&self, head: &str, passed: Passed) {
         self.lock().passed.insert(head.to_string(), passed);
     }
@@ -136,9 +159,28 @@ impl SimForge {
         self.lock().merges
     }
 
+    /// Git failures injected as infrastructure faults (a full disk).
+    pub fn infra_faults(&self) -> u64 {
+        self.lock().infra_faults
+    }
+
     fn roll_fault(git: &mut Git) -> bool {
         let (armed, per_mille) = (git.faults_armed, git.fault_per_mille);
         armed && git.fault_rng.as_mut().is_some_and(|rng| rng.chance(per_mille))
+    }
+
+    /// An injected full disk for a git write, at the fault rate.
+    fn disk_full(git: &mut Git, what: &str, dir: &Path) -> Result<(), GitError> {
+        if Self::roll_fault(git) {
+            git.infra_faults += 1;
+            return Err(failed(what, dir, "fatal: unable to write new index file: No space left on device (injected)"));
+        }
+        Ok(())
+    }
+
+    fn new_commit(git: &mut Git) -> String {
+        git.next_commit += 1;
+        format!("c{}", git.next_commit)
     }
 
     /// SPEC §4.7 at the moment of a merge: a gate-passed head, on the base it was retested on,
@@ -149,10 +191,7 @@ impl SimForge {
             let violation = if git.squashed.contains(head) {
                 Violation::new(
                     Kind::StaleGateHeadMerged,
-                    format!(
-                        "{repo} main moved to {head}: a merge gate squashed it but its re-test did not pass \
-                         (a stale gate run replaced the worktree HEAD the deploy merged)"
-                    ),
+                    format!("{repo} main moved to {head}: a merge gate squashed it but its re-test never passed"),
                 )
             } else {
                 Violation::new(
@@ -233,12 +272,166 @@ impl Forge for SimForge {
     }
 
     async fn delete_branch(&self, repo: &ForgeRepo, branch: &str) -> Result<(), AdapterError> {
+        let mut git = self.lock();
         if branch == repo.default_branch || !branch.starts_with("baton/") {
-            self.lock()
-                .violations
+            git.violations
                 .push(Violation::new(Kind::MainSacred, format!("asked to delete branch `{branch}` of {}", repo.name)));
             return Err(AdapterError::Rejected(format!("refusing to delete branch `{branch}`")));
         }
+        if git.worktrees.values().any(|(name, _)| name == branch) {
+            return Err(AdapterError::Rejected(format!("branch `{branch}` is checked out in a worktree")));
+        }
+        git.branches.remove(branch);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Vcs for SimForge {
+    fn exists(&self, path: &Path) -> bool {
+        let git = self.lock();
+        git.repos.contains_key(path) || git.worktrees.contains_key(path)
+    }
+
+    async fn ensure_worktree(
+        &self,
+        repo: &Path,
+        worktree: &Path,
+        branch: &str,
+        default_branch: &str,
+    ) -> Result<(), GitError> {
+        let mut git = self.lock();
+        if git.worktrees.contains_key(worktree) {
+            return Ok(());
+        }
+        Self::disk_full(&mut git, "worktree add", worktree)?;
+        let repo_name =
+            git.repos.get(repo).cloned().ok_or_else(|| failed("worktree add", repo, "not a git repository"))?;
+        let chain = match git.branches.get(branch) {
+            Some(chain) => chain.clone(),
+            None => {
+                let head = git.mains.get(&repo_name).and_then(|m| m.last().cloned());
+                let head = head.ok_or_else(|| failed("worktree add", repo, &format!("no branch {default_branch}")))?;
+                vec![head]
+            }
+        };
+        git.branches.insert(branch.to_string(), chain.clone());
+        let tree = Tree { repo: repo_name, chain, ..Tree::default() };
+        git.worktrees.insert(worktree.to_path_buf(), (branch.to_string(), tree));
+        Ok(())
+    }
+
+    async fn clean(&self, worktree: &Path) -> Result<(), GitError> {
+        let mut git = self.lock();
+        let (_, tree) = git.worktrees.get_mut(worktree).ok_or_else(|| failed("reset", worktree, "no worktree"))?;
+        tree.files = tree.committed.clone();
+        Ok(())
+    }
+
+    async fn commit_all(&self, worktree: &Path, _message: &str) -> Result<bool, GitError> {
+        let mut git = self.lock();
+        if !git.worktrees.get(worktree).is_some_and(|(_, t)| t.dirty()) {
+            return Ok(false);
+        }
+        Self::disk_full(&mut git, "commit", worktree)?;
+        let commit = Self::new_commit(&mut git);
+        let Some((branch, tree)) = git.worktrees.get_mut(worktree) else {
+            return Err(failed("commit", worktree, "no worktree"));
+        };
+        tree.committed = tree.files.clone();
+        tree.chain.push(commit);
+        let (branch, chain) = (branch.clone(), tree.chain.clone());
+        git.branches.insert(branch, chain);
+        Ok(true)
+    }
+
+    async fn rev(&self, dir: &Path, rev: &str) -> Option<String> {
+        let git = self.lock();
+        if let Some(repo) = git.repos.get(dir) {
+            let name = rev.strip_prefix("refs/heads/")?;
+            if name == "main" {
+                return git.mains.get(repo).and_then(|m| m.last().cloned());
+            }
+            return git.branches.get(name).and_then(|c| c.last().cloned());
+        }
+        let (_, tree) = git.worktrees.get(dir)?;
+        match rev {
+            "HEAD" => tree.chain.last().cloned(),
+            "HEAD^" => tree.chain.len().checked_sub(2).and_then(|i| tree.chain.get(i)).cloned(),
+            _ => None,
+        }
+    }
+
+    async fn rebase(&self, worktree: &Path, onto: &str) -> Result<(), GitError> {
+        let mut git = self.lock();
+        Self::disk_full(&mut git, "rebase", worktree)?;
+        let Some((_, tree)) = git.worktrees.get(worktree) else {
+            return Err(failed("rebase", worktree, "no worktree"));
+        };
+        if tree.chain.first().is_some_and(|base| base == onto) {
+            return Ok(());
+        }
+        // The branch's own commits are replayed onto `onto` as new commits.
+        let own = tree.chain.len().saturating_sub(1);
+        let mut chain = vec![onto.to_string()];
+        for _ in 0..own {
+            chain.push(Self::new_commit(&mut git));
+        }
+        if let Some((branch, tree)) = git.worktrees.get_mut(worktree) {
+            tree.chain = chain.clone();
+            let branch = branch.clone();
+            git.branches.insert(branch, chain);
+        }
+        Ok(())
+    }
+
+    async fn squash(&self, worktree: &Path, base: &str, _message: &str) -> Result<(), GitError> {
+        let mut git = self.lock();
+        Self::disk_full(&mut git, "commit", worktree)?;
+        let head = Self::new_commit(&mut git);
+        git.squashed.insert(head.clone());
+        let Some((branch, tree)) = git.worktrees.get_mut(worktree) else {
+            return Err(failed("commit", worktree, "no worktree"));
+        };
+        tree.chain = vec![base.to_string(), head];
+        tree.committed = tree.files.clone();
+        let (branch, chain) = (branch.clone(), tree.chain.clone());
+        git.branches.insert(branch, chain);
+        Ok(())
+    }
+
+    async fn remove_worktree(&self, _repo: &Path, worktree: &Path) -> Result<(), GitError> {
+        self.lock().worktrees.remove(worktree);
+        Ok(())
+    }
+
+    async fn read_file(&self, worktree: &Path, relative: &str) -> Option<String> {
+        self.lock().worktrees.get(worktree)?.1.files.get(relative).cloned()
+    }
+
+    async fn list_dir(&self, worktree: &Path, relative: &str) -> Vec<String> {
+        let git = self.lock();
+        let Some((_, tree)) = git.worktrees.get(worktree) else {
+            return Vec::new();
+        };
+        let prefix = format!("{}/", relative.trim_end_matches('/'));
+        tree.files
+            .keys()
+            .filter_map(|path| path.strip_prefix(&prefix))
+            .filter(|rest| !rest.contains('/'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn entries(&self, dir: &Path) -> Vec<String> {
+        let git = self.lock();
+        let names: BTreeSet<String> = git
+            .worktrees
+            .keys()
+            .filter_map(|path| path.strip_prefix(dir).ok())
+            .filter_map(|rest| rest.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().to_string())
+            .collect();
+        names.into_iter().collect()
     }
 }

@@ -1,54 +1,50 @@
 //! A deterministic simulation of Baton's engine (SPEC §17): thousands of seeded schedules of the
-//! real `baton_engine::Engine` over an in-memory store with injected faults, checking the SPEC §4
-//! invariants after every step. Run it with `cargo xtask sim [--seeds N] [--seed S]`.
+//! real `baton_engine::Engine` — its executor, gates, merge gate, deploy step, reaper,
+//! reconciler, quota timer and outbox worker — over in-memory ports with injected faults, checking
+//! the SPEC §4 invariants after every step. Run it with `cargo xtask sim [--seeds N] [--seed S]`.
 //!
-//! **What it covers.** Everything between the engine's inputs and its store: `create_task`,
-//! human inputs through `Engine::submit` (approve, answer, confirm deploy, retry, resume, STOP —
-//! new, replayed with the same dedup key, delayed and reordered, some wrong for the task's state),
-//! job results through `Engine::apply_event` exactly as the executor feeds them (once, twice,
-//! concurrently, late after the task moved on), the quota timer, the reconciler
-//! (`reconciler::tick`), `Engine::recover` after Baton is killed at any step, lease expiry by
-//! moving the clock past the TTL, and several of these interleaved store call by store call. The store ([`SimStore`]) has `SqliteStore`'s semantics
-//! (version CAS, guarded job flips, claims under limits and `current_job`, fenced leases with a
-//! TTL, the inbox) and fails calls at a seeded rate, before committing or after committing with
-//! the reply lost. Jobs are executed by the simulator with scripted, seeded outcomes (pass, gate
-//! failure, agent failure, questions, quota, budget, hang, slow exit); the merge gate and deploy
-//! mirror the engine's code step by step against a simulated forge ([`SimForge`]) whose default
-//! branch checks "main is sacred" at every merge.
+//! **How the real code runs here.** The engine is built with `Engine::builder` over simulated
+//! ports: [`SimStore`] (the store, with `SqliteStore`'s semantics, failing calls at a seeded rate
+//! before committing or after committing with the reply lost), [`SimForge`] (git worktrees,
+//! commits, rebase, squash and files behind the `Vcs` port, the forge's fast-forward, and injected
+//! full disks), [`ports::SimProcs`] (process groups behind the `Supervisor` and `CommandRunner`
+//! ports: launch, exit and vanish records that outlive a killed Baton, as `baton shim` makes them),
+//! [`ports::SimAgents`], a [`SimClock`] whose sleeps end when the simulator moves time, and
+//! [`ports::SimSpawner`], which hands the executors the engine spawns to the seeded scheduler
+//! ([`sched::run_with`]). The simulator never decides a job's outcome itself: it releases a job's
+//! processes with a [`ports::Script`] (agents write their artifacts, commands exit 0 or 1) and the
+//! engine's own code evaluates gates, rebases, squashes, merges and applies the result.
 //!
-//! **What it does not cover.** It spawns no process and runs no git: agents, repo commands,
-//! worktrees, process groups, signals and agents outliving Baton are not exercised. The engine's
-//! executor, claim loop (`Engine::run`) and reaper (`adopt_orphans` spawns the real executor;
-//! `backstop` and `leases` are private) are replaced by copies in [`actors`] — when those change
-//! in the engine, the copies must change with them. Real SQLite
-//! (locking, durability, the SQL itself) is not under test here: the store conformance suite
+//! **Independent witnesses.** Which heads passed the merge gate comes from the simulated re-test
+//! command (not from the engine's verdict), so "main is sacred" is checked against what was tested;
+//! the simulated processes count agent executions per job and deploys per head.
+//!
+//! **What it does not cover.** Real processes, signals, files and SQL: the store conformance suite
 //! covers SQL, and the crash test with the real binary (SIGKILL at random points against real
-//! SQLite) covers processes and git. Time is simulated, so wall-clock timeouts never fire.
+//! SQLite, git and `baton shim`) covers processes and git. Streaming progress and budgets are not
+//! simulated (simulated agents report no usage).
 //!
 //! Code map:
 //! - [`rng`]: the seeded SplitMix64 behind every random choice.
-//! - [`sched`]: `block_on` and the seeded interleaving of concurrent engine calls.
-//! - [`clock`], [`store`], [`forge`]: the simulated clock, store and forge.
-//! - [`actors`]: claim, the executor's start check, scripted agents, the merge gate and deploy.
+//! - [`sched`]: `block_on`, the seeded interleaving of concurrent engine calls, and the executors.
+//! - [`clock`], [`store`], [`forge`], [`ports`]: the simulated ports.
 //! - [`world`]: one simulated installation and the scripted API the regression tests use.
 //! - [`check`]: the invariants.
 //! - [`driver`]: the seeded schedule, the drain, and sweeps over many seeds.
 //! - [`report`]: counts and failure reports.
 //!
-//! Engine fixes this simulation led to are mirrored in the copies as [`actors::Protection`]s; a
-//! world may remove some (`WorldConfig::without`) to restore the old bug, which is how
-//! `regression_scenarios_fail_without_their_protection` proves each regression test can fail.
-//! Known engine bugs the sweep still counts instead of failing on (`--strict` fails on them):
-//! see [`Kind::is_known_engine_bug`].
+//! Every guard in the engine's own code that a regression test pins is removed from the real code
+//! by `cargo xtask guards`, which expects the pinning test to fail without it. The sweep tolerates
+//! no invariant kind.
 //!
 //! Invariant: deterministic — a seed replays the same schedule (no wall clock, no OS randomness,
 //! no hash-order iteration, no threads).
 
-pub mod actors;
 pub mod check;
 pub mod clock;
 pub mod driver;
 pub mod forge;
+pub mod ports;
 pub mod report;
 pub mod rng;
 pub mod sched;

@@ -1,26 +1,37 @@
-//! The simulated world: one [`SimStore`], one [`SimForge`], a [`SimClock`], and the current Baton
-//! process (a real `Engine` plus the jobs its executor is running). Actions run through the real
-//! engine; a kill drops the process and starts a new one over the same store.
+//! The simulated world: one [`SimStore`], one [`SimForge`] (git and forge), the simulated
+//! processes ([`SimProcs`]), a [`SimClock`], and the current Baton process — a real `Engine` built
+//! over those ports, whose executors (spawned through [`SimSpawner`]) run the real job code: the
+//! executor, the gates, the merge gate, the deploy step. Reaper, reconciler, quota timer and
+//! outbox worker are the engine's own functions. A kill drops the process (its executors die
+//! mid-await) and starts a new one over the same store, git and processes.
 //!
 //! This is the scripted API the regression tests use directly; [`crate::driver`] chooses actions
 //! at random from a seed.
 
-use crate::actors::{self, Claimed, Delivery, Handles, Process, Protection, Reaped, Running, RunningJobs, Script};
-use crate::check::{Checker, Ledger, Violation};
+use crate::check::{Checker, Kind, Ledger, Violation};
 use crate::clock::SimClock;
 use crate::forge::SimForge;
+use crate::ports::{
+    DEPLOY_PROGRAM, HEALTH_PROGRAM, Script, SimAgents, SimCommands, SimProcs, SimSpawner, SimSupervisor, TEST_PROGRAM,
+};
 use crate::rng::Rng;
-use crate::sched::{Task, block_on, interleave};
+use crate::sched::{Background, Task, run_with, yield_once};
 use crate::store::{FaultRates, Mutation, SimStore};
-use baton_domain::{JobId, Pipeline, TaskId};
-use baton_engine::{Budgets, Clock, Engine, EngineSettings, Input, InputOutcome, Limits, RepoSettings};
-use baton_store::{Store, TaskRecord};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use baton_domain::{Event, JobId, JobOutcome, Pipeline, TaskId};
+use baton_engine::{Budgets, Clock, Engine, EngineSettings, Input, InputOutcome, Limits, NewTaskRequest, RepoSettings};
+use baton_store::{JobFinish, JobRecord, JobStatus, Store, TaskKey, TaskRecord};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 /// Trace lines kept for a failure report.
 pub const TRACE_LINES_MAX: usize = 50;
+/// Rounds a `Finish` waits for the job's executor to apply its result.
+const FINISH_ROUNDS_MAX: u32 = 64;
+/// Rounds the background is polled after the actions of a step ended.
+const SETTLE_ROUNDS: u32 = 6;
+/// Where the simulated installation lives (never touched on disk).
+const ROOT: &str = "/nonexistent/baton-sim";
 
 /// How a simulated world is set up.
 #[derive(Debug, Clone)]
@@ -30,14 +41,12 @@ pub struct WorldConfig {
     pub limits: Limits,
     pub faults: FaultRates,
     pub mutation: Mutation,
-    /// A restart does not call `Engine::recover` (to prove the zombie test can fail).
+    /// A restart does not call `Engine::recover` and does not re-adopt (to prove the zombie test
+    /// can fail).
     pub skip_recover: bool,
     /// Every Baton process keeps the engine's default owner `pid:<pid>`, as a container whose
     /// Baton is always PID 1 would. Otherwise each process gets its own owner.
     pub reuse_owner: bool,
-    /// Engine protections removed on purpose, restoring old bugs (to prove each regression test
-    /// can fail); empty in real runs.
-    pub removed: Vec<Protection>,
 }
 
 impl WorldConfig {
@@ -51,13 +60,7 @@ impl WorldConfig {
             mutation: Mutation::None,
             skip_recover: false,
             reuse_owner: false,
-            removed: Vec::new(),
         }
-    }
-
-    /// The same configuration with `removed` engine protections taken away.
-    pub fn without(self, removed: &[Protection]) -> Self {
-        WorldConfig { removed: removed.to_vec(), ..self }
     }
 }
 
@@ -88,7 +91,31 @@ pub struct SentInput {
     pub key: Option<String>,
 }
 
-/// One thing to do through the engine; several may run interleaved.
+/// A job result as an executor feeds it to `Engine::apply_event` (kept for late re-deliveries).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub task: TaskId,
+    pub event: Event,
+    pub finish: JobFinish,
+}
+
+impl Delivery {
+    pub fn job(&self) -> JobId {
+        self.finish.job
+    }
+}
+
+/// The result the executor delivers for `job` ending with `outcome`.
+pub fn delivery_for(job: &JobRecord, outcome: JobOutcome) -> Delivery {
+    let status = match outcome {
+        JobOutcome::Failed { .. } | JobOutcome::Infrastructure { .. } => JobStatus::Failed,
+        _ => JobStatus::Done,
+    };
+    let finish = JobFinish { job: job.id, status, result: serde_json::json!({ "outcome": outcome }) };
+    Delivery { task: job.task_id, event: Event::JobFinished { job: job.id, stage: job.stage.clone(), outcome }, finish }
+}
+
+/// One thing to do through the engine; several may run interleaved (with the executors).
 #[derive(Debug, Clone)]
 pub enum Action {
     /// A ticket arrives; `external_ref` is the tracker's id when it came from a tracker.
@@ -96,16 +123,25 @@ pub enum Action {
         repo: String,
         external_ref: Option<String>,
     },
+    /// One claim of the claim loop (`Engine::claim_next`, which starts the real executor).
     Claim,
+    /// The job's processes end as `script` says; waits for its executor to apply the result.
     Finish {
         job: JobId,
         script: Script,
     },
+    /// A job result fed to `Engine::apply_event` again.
     Deliver(Delivery),
     Submit(SentInput),
     QuotaTimer,
     ReaperTick,
     ReconcilerTick,
+    /// The outbox worker's pass.
+    OutboxTick,
+    /// Someone kills the job's process groups, shims included (no exit record).
+    KillGroup {
+        job: JobId,
+    },
     /// The action, started only after its future was polled `yields` times (to place it late in
     /// an interleaving: a scripted race whose window opens after several store calls).
     After {
@@ -119,13 +155,16 @@ pub enum Action {
 #[allow(clippy::large_enum_variant)] // a handful live at a time; boxing would only add noise
 pub enum Outcome {
     Created(Result<TaskRecord, String>),
-    Claimed(Claimed),
+    /// The claimed job (its executor started), nothing runnable, or the claim's error.
+    Claimed(Result<Option<JobRecord>, String>),
     Finished(JobId, Option<Delivery>, Result<InputOutcome, String>),
     Delivered(Delivery, Result<InputOutcome, String>),
     Submitted(SentInput, Result<InputOutcome, String>),
     Timer(Result<u32, String>),
-    Reaper(Reaped),
+    Reaper,
     Reconciler,
+    Outbox(u32),
+    KilledGroup(JobId, u32),
 }
 
 /// Counts for the report.
@@ -133,6 +172,7 @@ pub enum Outcome {
 pub struct Counters {
     pub steps: u64,
     pub kills: u64,
+    pub group_kills: u64,
     pub claims: u64,
     pub results_applied: u64,
     pub results_suppressed: u64,
@@ -147,13 +187,13 @@ pub struct World {
     pub clock: Arc<SimClock>,
     pub store: Arc<SimStore>,
     pub forge: Arc<SimForge>,
+    pub procs: Arc<SimProcs>,
+    spawner: Arc<SimSpawner>,
+    /// The executors of the current Baton process.
+    background: Vec<Background>,
     engine: Arc<Engine>,
     settings: EngineSettings,
     incarnation: u32,
-    /// Jobs the current Baton process is running.
-    running: RunningJobs,
-    process: Arc<Mutex<Process>>,
-    removed: Arc<BTreeSet<Protection>>,
     /// Orders concurrent futures.
     schedule_rng: Rng,
     pub ledger: Ledger,
@@ -172,7 +212,8 @@ impl std::fmt::Debug for World {
 }
 
 fn settings_for(config: &WorldConfig) -> EngineSettings {
-    let root = PathBuf::from("/nonexistent/baton-sim");
+    let root = PathBuf::from(ROOT);
+    let argv = |program: &str| Some(vec![program.to_string()]);
     EngineSettings {
         data_dir: root.join("data"),
         limits: config.limits.clone(),
@@ -181,13 +222,12 @@ fn settings_for(config: &WorldConfig) -> EngineSettings {
             .iter()
             .map(|name| RepoSettings {
                 name: name.clone(),
-                // Missing on purpose: the engine skips worktree removal for a missing repository.
                 path: root.join(name),
                 default_branch: "main".into(),
                 prefix: name.to_uppercase(),
-                test: None,
-                deploy: None,
-                health: None,
+                test: argv(TEST_PROGRAM),
+                deploy: argv(DEPLOY_PROGRAM),
+                health: argv(HEALTH_PROGRAM),
             })
             .collect(),
         agents: BTreeMap::new(),
@@ -202,23 +242,30 @@ impl World {
     pub fn new(config: WorldConfig) -> Self {
         let clock = Arc::new(SimClock::default());
         let store = Arc::new(SimStore::new(clock.clone(), config.seed, config.faults, config.mutation));
-        store.set_claim_bumps_version(!config.removed.contains(&Protection::ClaimBumpsVersion));
-        let removed = Arc::new(config.removed.iter().copied().collect());
-        let forge =
-            Arc::new(SimForge::new(&config.repos, store.clone(), clock.clone(), config.seed, config.faults.per_mille));
+        let forge = Arc::new(SimForge::new(
+            &PathBuf::from(ROOT),
+            &config.repos,
+            store.clone(),
+            clock.clone(),
+            config.seed,
+            config.faults.per_mille,
+        ));
+        let procs = Arc::new(SimProcs::new(clock.clone(), forge.clone(), store.clone()));
         let settings = settings_for(&config);
+        let spawner = Arc::new(SimSpawner::default());
         let schedule_rng = Rng::fork(config.seed, 0x5C4E);
+        let engine = Engine::builder(settings.clone(), store.clone()).build();
         let mut world = World {
-            engine: Engine::builder(settings.clone(), store.clone()).clock(clock.clone()).build(),
             config,
             clock,
             store,
             forge,
+            procs,
+            spawner,
+            background: Vec::new(),
+            engine,
             settings,
             incarnation: 0,
-            running: Arc::new(Mutex::new(BTreeMap::new())),
-            process: Arc::new(Mutex::new(Process::default())),
-            removed,
             schedule_rng,
             ledger: Ledger::default(),
             checker: Checker::default(),
@@ -231,42 +278,48 @@ impl World {
         world
     }
 
-    /// A new Baton process: a fresh engine (no in-memory state) over the same store, clock and forge.
+    /// A new Baton process: a fresh engine (no in-memory state) over the same ports.
     fn start_engine(&mut self) -> Arc<Engine> {
         self.incarnation += 1;
         let store: Arc<dyn Store> = self.store.clone();
         let clock: Arc<dyn Clock> = self.clock.clone();
-        let mut builder = Engine::builder(self.settings.clone(), store).clock(clock).forge(self.forge.clone());
+        let mut builder = Engine::builder(self.settings.clone(), store)
+            .clock(clock)
+            .spawner(self.spawner.clone())
+            .vcs(self.forge.clone())
+            .forge(self.forge.clone())
+            .supervisor(Arc::new(SimSupervisor(self.procs.clone())))
+            .commands(Arc::new(SimCommands(self.procs.clone())))
+            .agents(Arc::new(SimAgents));
         if !self.config.reuse_owner {
             builder = builder.owner(format!("sim-process-{}", self.incarnation));
         }
         builder.build()
     }
 
-    pub fn handles(&self) -> Handles {
-        Handles {
-            engine: self.engine.clone(),
-            store: self.store.clone(),
-            forge: self.forge.clone(),
-            clock: self.clock.clone(),
-            running: self.running.clone(),
-            process: self.process.clone(),
-            removed: self.removed.clone(),
-        }
-    }
-
-    /// Jobs the current process runs whose executor has passed its start check, oldest first.
-    pub fn running_jobs(&self) -> Vec<Running> {
-        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        running.values().filter(|r| r.task.is_some() && !r.finishing).cloned().collect()
-    }
-
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
 
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
     pub fn incarnation(&self) -> u32 {
         self.incarnation
+    }
+
+    /// Jobs that are running: watched by an executor of this process, or with a process still
+    /// running (an agent that outlived the Baton that started it). Oldest first.
+    pub fn running_jobs(&self) -> Vec<JobRecord> {
+        let mut jobs = self.engine.running_here();
+        for job in self.store.peek_running_jobs() {
+            if !jobs.contains(&job) && self.procs.has_live(job) {
+                jobs.push(job);
+            }
+        }
+        jobs.sort();
+        jobs.into_iter().filter_map(|job| self.store.peek_job(job)).filter(|j| j.status == JobStatus::Running).collect()
     }
 
     /// Faults on or off, in the store and the forge.
@@ -294,43 +347,86 @@ impl World {
         self.store.peek_task(id).unwrap_or_else(|| panic!("task {id} does not exist"))
     }
 
+    /// Time passes; the executors get to see it (sleeps end, timeouts fire).
     pub fn advance_clock(&mut self, ms: i64) {
         self.clock.advance_ms(ms);
         self.note(format!("clock +{:.1}s", ms as f64 / 1000.0));
+        self.run(Vec::new());
     }
 
     fn future(&mut self, action: Action) -> Task<'static, Outcome> {
-        let h = self.handles();
+        let engine = self.engine.clone();
         match action {
             Action::Create { repo, external_ref } => {
                 self.task_numbers += 1;
                 let number = self.task_numbers;
-                Box::pin(async move { Outcome::Created(actors::create(h, repo, number, external_ref).await) })
+                Box::pin(async move {
+                    let request = NewTaskRequest {
+                        repo,
+                        title: format!("Simulated ticket {number}"),
+                        body: "Generated by baton-sim.".into(),
+                        external_ref,
+                    };
+                    Outcome::Created(engine.create_task(request).await.map_err(|e| e.to_string()))
+                })
             }
-            Action::Claim => Box::pin(async move { Outcome::Claimed(actors::claim(h).await) }),
-            Action::Finish { job, script } => Box::pin(async move {
-                let (delivery, result) = actors::finish(h, job, script).await;
-                Outcome::Finished(job, delivery, result)
-            }),
+            Action::Claim => {
+                Box::pin(async move { Outcome::Claimed(engine.claim_next().await.map_err(|e| e.to_string())) })
+            }
+            Action::Finish { job, script } => {
+                let procs = self.procs.clone();
+                let store = self.store.clone();
+                Box::pin(async move {
+                    procs.release(job, script);
+                    for _ in 0..FINISH_ROUNDS_MAX {
+                        if !engine.is_running_here(job) {
+                            break;
+                        }
+                        yield_once().await;
+                    }
+                    let (delivery, result) = finished(&store, job, engine.is_running_here(job));
+                    Outcome::Finished(job, delivery, result)
+                })
+            }
             Action::Deliver(delivery) => Box::pin(async move {
-                let result = actors::deliver(h, delivery.clone()).await;
+                let result = engine
+                    .apply_event(delivery.task, &delivery.event, Some(delivery.finish.clone()), None)
+                    .await
+                    .map_err(|e| e.to_string());
                 Outcome::Delivered(delivery, result)
             }),
             Action::Submit(sent) => Box::pin(async move {
-                let result = actors::submit(h, sent.task, sent.input.clone(), sent.key.clone()).await;
+                let result = engine
+                    .submit(&TaskKey::Id(sent.task), sent.input.clone(), "sim-human", sent.key.clone())
+                    .await
+                    .map_err(|e| e.to_string());
                 Outcome::Submitted(sent, result)
             }),
-            Action::QuotaTimer => Box::pin(async move { Outcome::Timer(actors::quota_timer(h).await) }),
-            Action::ReaperTick => Box::pin(async move { Outcome::Reaper(actors::reaper_tick(h).await) }),
+            Action::QuotaTimer => {
+                Box::pin(
+                    async move { Outcome::Timer(engine.resume_due_quota_pauses().await.map_err(|e| e.to_string())) },
+                )
+            }
+            Action::ReaperTick => Box::pin(async move {
+                baton_engine::reaper::tick(&engine).await;
+                Outcome::Reaper
+            }),
             Action::ReconcilerTick => Box::pin(async move {
-                actors::reconciler_tick(h).await;
+                baton_engine::reconciler::tick(&engine).await;
                 Outcome::Reconciler
             }),
+            Action::OutboxTick => {
+                Box::pin(async move { Outcome::Outbox(baton_engine::effects::drain(&engine, None).await) })
+            }
+            Action::KillGroup { job } => {
+                let procs = self.procs.clone();
+                Box::pin(async move { Outcome::KilledGroup(job, procs.kill_group(job)) })
+            }
             Action::After { yields, action } => {
                 let later = self.future(*action);
                 Box::pin(async move {
                     for _ in 0..yields {
-                        crate::sched::yield_once().await;
+                        yield_once().await;
                     }
                     later.await
                 })
@@ -338,24 +434,23 @@ impl World {
         }
     }
 
-    /// Runs one action to completion.
+    /// Runs one action to completion (with the executors).
     pub fn act(&mut self, action: Action) -> Outcome {
         self.run(vec![action]).pop().expect("one action yields one outcome")
     }
 
-    /// Runs actions concurrently, their store calls interleaved in a seeded order.
+    /// Runs actions concurrently with the executors, their store calls interleaved in a seeded order.
     pub fn run(&mut self, actions: Vec<Action>) -> Vec<Outcome> {
         let concurrent = actions.len() > 1;
         let futures: Vec<_> = actions.into_iter().map(|a| self.future(a)).collect();
-        let outcomes = if concurrent {
+        if concurrent {
             self.counters.bursts += 1;
             self.store.set_interleaving(true);
-            let outcomes = interleave(futures, &mut self.schedule_rng);
-            self.store.set_interleaving(false);
-            outcomes
-        } else {
-            futures.into_iter().map(block_on).collect()
-        };
+        }
+        let spawner = self.spawner.clone();
+        let outcomes =
+            run_with(futures, &mut self.background, &|| spawner.take(), &mut self.schedule_rng, SETTLE_ROUNDS);
+        self.store.set_interleaving(false);
         for outcome in &outcomes {
             let line = self.record(outcome);
             self.note(line);
@@ -388,9 +483,19 @@ impl World {
                 self.counters.engine_errors += 1;
                 format!("create failed: {e}")
             }
-            Outcome::Claimed(claimed) => self.record_claim(claimed, "claimed"),
+            Outcome::Claimed(Ok(Some(job))) => {
+                self.counters.claims += 1;
+                format!("claimed job {} of task {} ({} attempt {})", job.id, job.task_id, job.stage, job.attempt)
+            }
+            Outcome::Claimed(Ok(None)) => "claim: nothing runnable".into(),
+            Outcome::Claimed(Err(e)) => {
+                self.counters.engine_errors += 1;
+                format!("claim failed: {e}")
+            }
             Outcome::Finished(job, delivery, result) => {
-                self.count_result(Some(*job), result);
+                if let Ok(InputOutcome::Applied { .. }) = result {
+                    self.counters.results_applied += 1;
+                }
                 let what = delivery.as_ref().map_or("?".to_string(), |d| outcome_name(&d.event));
                 format!("job {job} finished ({what}): {}", show(result))
             }
@@ -418,25 +523,13 @@ impl World {
                     show(result)
                 )
             }
-            Outcome::Reaper(reaped) => {
-                let mut parts = Vec::new();
-                for adopted in &reaped.adopted {
-                    parts.push(self.record_claim(adopted, "adopted"));
-                }
-                for (job, result) in &reaped.backstopped {
-                    self.count_result(Some(*job), result);
-                    parts.push(format!("backstop failed job {job}: {}", show(result)));
-                }
-                if reaped.leases_renewed + reaped.leases_reclaimed > 0 {
-                    parts.push(format!(
-                        "leases renewed {} reclaimed {}",
-                        reaped.leases_renewed, reaped.leases_reclaimed
-                    ));
-                }
-                parts.extend(reaped.errors.iter().cloned());
-                format!("reaper: [{}]", parts.join("; "))
-            }
+            Outcome::Reaper => "reaper pass".into(),
             Outcome::Reconciler => "reconciler pass".into(),
+            Outcome::Outbox(n) => format!("outbox worker carried out {n} effect(s)"),
+            Outcome::KilledGroup(job, n) => {
+                self.counters.group_kills += 1;
+                format!("killed {n} process group(s) of job {job}")
+            }
             Outcome::Timer(result) => match result {
                 Ok(n) => format!("quota timer resumed {n}"),
                 Err(e) => {
@@ -447,55 +540,35 @@ impl World {
         }
     }
 
-    fn record_claim(&mut self, claimed: &Claimed, verb: &str) -> String {
-        match claimed {
-            Claimed::Nothing => format!("{verb}: nothing runnable"),
-            Claimed::Error(e) => {
-                self.counters.engine_errors += 1;
-                format!("{verb}: claim failed: {e}")
-            }
-            Claimed::Stale(job) => format!("{verb} job {} ({}) but it was stale: closed", job.id, job.stage),
-            Claimed::Started(job, task) => {
-                self.counters.claims += 1;
-                format!("{verb} job {} of task {} ({} attempt {})", job.id, task.id, job.stage, job.attempt)
-            }
-            Claimed::StartFailed(job, _, result) => {
-                self.count_result(Some(job.id), result);
-                format!("{verb} job {} but reading its task failed; reported: {}", job.id, show(result))
-            }
-        }
-    }
-
-    /// Kills Baton (its executors die with it) and starts a new process, which recovers
-    /// (`Engine::recover`, then `adopt_orphans`, as `Engine::run` begins). When both succeeded,
-    /// no job may be left running without an executor.
+    /// Kills Baton (its executors die mid-await with it) and starts a new process, which starts
+    /// as `Engine::run` does: `recover`, `adopt_orphans`, the start-up sweep. When recovery
+    /// succeeded, no job may be left running without an executor.
     pub fn kill_and_restart(&mut self) -> Vec<Violation> {
         self.counters.kills += 1;
-        self.running = Arc::new(Mutex::new(BTreeMap::new()));
-        let found = std::mem::take(&mut self.process.lock().unwrap_or_else(PoisonError::into_inner).found);
-        self.process = Arc::new(Mutex::new(Process { found, ..Process::default() }));
+        self.background.clear();
+        drop(self.spawner.take());
         self.engine = self.start_engine();
         if self.config.skip_recover {
+            // Nothing re-adopts or requeues: whatever was running is left without an executor.
             self.note(format!("killed Baton; process {} started WITHOUT recovery", self.incarnation));
-        } else {
-            let recovered = block_on(actors::recover(self.handles()));
-            self.note(format!("killed Baton; process {} recovered: {recovered:?}", self.incarnation));
-            let adopted = block_on(actors::adopt_orphans(self.handles()));
-            match &adopted {
-                Ok(adopted) => {
-                    for claimed in adopted {
-                        let line = self.record_claim(claimed, "adopted");
-                        self.note(line);
-                    }
-                }
-                Err(error) => self.note(format!("adopting orphans failed: {error}")),
-            }
-            let failed = |c: &Claimed| matches!(c, Claimed::Error(_) | Claimed::StartFailed(..));
-            if recovered.is_err() || adopted.as_ref().map_or(true, |a| a.iter().any(failed)) {
-                return Vec::new();
-            }
+            return self.checker.check_no_zombies(&self.store, &self.engine.running_here());
         }
-        let watched: Vec<JobId> = self.running.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+        let engine = self.engine.clone();
+        let start: Task<'static, Result<(u32, u32), String>> = Box::pin(async move {
+            let recovered = engine.recover().await.map_err(|e| e.to_string())?;
+            let adopted = engine.adopt_orphans().await.map_err(|e| e.to_string())?;
+            baton_engine::reaper::sweep_at_start(&engine).await;
+            Ok((recovered, adopted))
+        });
+        let spawner = self.spawner.clone();
+        let result = run_with(vec![start], &mut self.background, &|| spawner.take(), &mut self.schedule_rng, 0)
+            .pop()
+            .expect("one start");
+        self.note(format!("killed Baton; process {} started: recovered/adopted {result:?}", self.incarnation));
+        if result.is_err() {
+            return Vec::new();
+        }
+        let watched = self.engine.running_here();
         self.checker.check_no_zombies(&self.store, &watched)
     }
 
@@ -510,12 +583,12 @@ impl World {
     /// One claim of the claim loop; the started job, if any.
     pub fn claim(&mut self) -> Option<JobId> {
         match self.act(Action::Claim) {
-            Outcome::Claimed(Claimed::Started(job, _)) => Some(job.id),
+            Outcome::Claimed(Ok(Some(job))) => Some(job.id),
             _ => None,
         }
     }
 
-    /// Finishes a running job with `script` and returns what the engine answered.
+    /// Ends a running job's processes with `script` and returns what its executor delivered.
     pub fn finish(&mut self, job: JobId, script: Script) -> (Option<Delivery>, Result<InputOutcome, String>) {
         match self.act(Action::Finish { job, script }) {
             Outcome::Finished(_, delivery, result) => (delivery, result),
@@ -534,8 +607,34 @@ impl World {
     /// Checks the invariants now; all violations found.
     pub fn check(&mut self) -> Vec<Violation> {
         let mut found = self.forge.take_violations();
-        found.append(&mut self.process.lock().unwrap_or_else(PoisonError::into_inner).found);
         found.extend(self.checker.check(&self.store, &self.ledger, self.clock.now_ms()));
+        found.extend(self.checker.check_executions(&self.procs.executions(), &self.forge));
+        found
+    }
+
+    /// After draining: what cancelled and done tasks must have left behind (nothing), and every
+    /// agent run closed.
+    pub fn check_cleaned_up(&self) -> Vec<Violation> {
+        let mut found = Vec::new();
+        let worktrees = self.forge.worktree_paths();
+        let branches = self.forge.branch_names();
+        let root = self.settings.worktrees_dir();
+        for task in self.store.peek_tasks().iter().filter(|t| t.state.is_terminal()) {
+            let path = root.join(&task.repo).join(&task.work_item_id);
+            if worktrees.contains(&path) {
+                found.push(Violation::new(
+                    Kind::LeftBehind,
+                    format!("{} task {} kept its worktree", task.state.stage, task.id),
+                ));
+            }
+            if task.state.stage == baton_domain::pipeline::CANCELLED && branches.contains(&task.branch) {
+                found.push(Violation::new(
+                    Kind::LeftBehind,
+                    format!("cancelled task {} kept branch {}", task.id, task.branch),
+                ));
+            }
+        }
+        found.extend(self.checker.check_runs_closed(&self.store));
         found
     }
 
@@ -563,7 +662,7 @@ impl World {
                 continue;
             }
             // Any running job: at concurrency 1 another task's job may hold the only slot.
-            if let Some(job) = self.running_jobs().first().map(|r| r.job.id) {
+            if let Some(job) = self.running_jobs().first().map(|r| r.id) {
                 let _ = self.finish(job, Script::Pass);
                 continue;
             }
@@ -576,6 +675,35 @@ impl World {
     }
 }
 
+/// What a finished job delivered, read back from the store: the result its executor recorded, and
+/// whether that result moved the task (a transition finished the job) or was stale.
+fn finished(store: &SimStore, job: JobId, still_running: bool) -> (Option<Delivery>, Result<InputOutcome, String>) {
+    let Some(row) = store.peek_job(job) else {
+        return (None, Err(format!("job {job} does not exist")));
+    };
+    if still_running || row.status == JobStatus::Running {
+        return (None, Err(format!("job {job} is still running")));
+    }
+    let outcome = row
+        .result
+        .as_ref()
+        .and_then(|r| r.get("outcome"))
+        .and_then(|o| serde_json::from_value::<JobOutcome>(o.clone()).ok());
+    let delivery = outcome.map(|outcome| Delivery {
+        task: row.task_id,
+        event: Event::JobFinished { job, stage: row.stage.clone(), outcome },
+        finish: JobFinish { job, status: row.status, result: row.result.clone().unwrap_or_default() },
+    });
+    let applied = store.commits().iter().rev().find(|c| c.finish_job == Some(job)).map(|c| c.kind.clone());
+    let result = match applied {
+        Some(kind) => Ok(InputOutcome::Applied { note: format!("{kind} → {}", row.stage) }),
+        None => {
+            Ok(InputOutcome::Suppressed { reason: format!("job {job} ended {:?} without moving its task", row.status) })
+        }
+    };
+    (delivery, result)
+}
+
 fn show(result: &Result<InputOutcome, String>) -> String {
     match result {
         Ok(InputOutcome::Applied { note }) => format!("applied: {note}"),
@@ -585,10 +713,10 @@ fn show(result: &Result<InputOutcome, String>) -> String {
     }
 }
 
-fn outcome_name(event: &baton_domain::Event) -> String {
+fn outcome_name(event: &Event) -> String {
     match event {
-        baton_domain::Event::JobFinished { outcome, .. } => match outcome {
-            baton_domain::JobOutcome::Completed { verdicts } => {
+        Event::JobFinished { outcome, .. } => match outcome {
+            JobOutcome::Completed { verdicts } => {
                 let failing: Vec<&str> = verdicts
                     .iter()
                     .filter(|v| v.verdict != baton_domain::Verdict::Pass)
@@ -600,11 +728,11 @@ fn outcome_name(event: &baton_domain::Event) -> String {
                     format!("completed, not passing: {}", failing.join(","))
                 }
             }
-            baton_domain::JobOutcome::NeedsInput { .. } => "needs input".into(),
-            baton_domain::JobOutcome::Failed { reason } => format!("failed: {reason}"),
-            baton_domain::JobOutcome::BudgetExceeded { .. } => "budget".into(),
-            baton_domain::JobOutcome::QuotaExhausted { .. } => "quota".into(),
-            baton_domain::JobOutcome::Infrastructure { reason } => format!("infrastructure: {reason}"),
+            JobOutcome::NeedsInput { .. } => "needs input".into(),
+            JobOutcome::Failed { reason } => format!("failed: {reason}"),
+            JobOutcome::BudgetExceeded { .. } => "budget".into(),
+            JobOutcome::QuotaExhausted { .. } => "quota".into(),
+            JobOutcome::Infrastructure { reason } => format!("infrastructure: {reason}"),
         },
         other => other.kind().to_string(),
     }

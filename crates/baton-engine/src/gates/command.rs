@@ -42,6 +42,7 @@ pub(crate) fn request(ctx: &GateContext<'_>, argv: &[String], run_dir: std::path
         timeout: Duration::from_secs(ctx.limits.command_timeout_secs),
         stop_grace: Duration::from_secs(ctx.limits.stop_grace_secs),
         run_dir,
+        owner: format!("job:{}", ctx.job.id),
     }
 }
 

@@ -209,6 +209,11 @@ impl SimStore {
     }
 
     /// All jobs of a task, oldest first, without faults.
+    /// Jobs in `running`, oldest first.
+    pub fn peek_running_jobs(&self) -> Vec<JobId> {
+        self.peek(|s| s.jobs.values().filter(|j| j.status == JobStatus::Running).map(|j| j.id).collect())
+    }
+
     pub fn peek_jobs(&self, task: TaskId) -> Vec<JobRecord> {
         self.lock().jobs.values().filter(|j| j.task_id == task).cloned().collect()
     }
