@@ -415,10 +415,21 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
             return Err(error.into());
         }
     };
-    engine.store().set_job_process(ctx.job.id, Some(launch.pid), Some(launch.pgid)).await?;
-    engine.store().set_agent_run_pid(run_id, launch.pid).await?;
-    if let Some(ticks) = launch.start_ticks {
-        engine.store().set_job_proc_start(ctx.job.id, ticks).await?;
+    let recorded = async {
+        engine.store().set_job_process(ctx.job.id, Some(launch.pid), Some(launch.pgid)).await?;
+        engine.store().set_agent_run_pid(run_id, launch.pid).await?;
+        if let Some(ticks) = launch.start_ticks {
+            engine.store().set_job_proc_start(ctx.job.id, ticks).await?;
+        }
+        Ok::<(), baton_store::StoreError>(())
+    };
+    if let Err(error) = recorded.await {
+        // An agent this job cannot account for must not run on beside the next attempt.
+        let grace = Duration::from_secs(engine.settings().limits.stop_grace_secs);
+        engine.supervisor().stop_group(launch.pgid, grace).await;
+        let why = format!("stopped: its process could not be recorded ({error})");
+        let _ = engine.store().close_agent_run(run_id, "stopped", &why, engine.clock().now_ms()).await;
+        return Err(error.into());
     }
     let run = Supervision { run_id, run_number, run_dir, started_at_ms, launch, limits: limits_before };
     supervise(ctx, role, agent, run).await

@@ -370,7 +370,10 @@ impl Checker {
             for pair in runs.windows(2) {
                 let (earlier, later) = (pair[0], pair[1]);
                 let overlapping = earlier.ended_ms.is_none_or(|end| end > later.started_ms);
-                if overlapping || earlier.succeeded == Some(true) {
+                // A job deploys a head once; only a new job (a human's retry) may deploy it again,
+                // and only after the earlier deploy failed.
+                let same_job = earlier.job == later.job;
+                if overlapping || same_job || earlier.succeeded == Some(true) {
                     found.push(Violation::new(
                         Kind::DuplicateDeploy,
                         format!(
@@ -378,7 +381,13 @@ impl Checker {
                             later.started_ms,
                             later.job,
                             earlier.job,
-                            if overlapping { "was still running" } else { "had succeeded" }
+                            if overlapping {
+                                "was still running"
+                            } else if same_job {
+                                "was the same job's"
+                            } else {
+                                "had succeeded"
+                            }
                         ),
                     ));
                 }

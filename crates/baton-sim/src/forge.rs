@@ -68,6 +68,8 @@ struct Git {
     fault_per_mille: u32,
     faults_armed: bool,
     infra_faults: u64,
+    /// A one-shot full disk for the next git write named so (scripted scenarios).
+    fail_next: Option<String>,
 }
 
 /// The simulated forge and repositories.
@@ -169,9 +171,18 @@ impl SimForge {
         armed && git.fault_rng.as_mut().is_some_and(|rng| rng.chance(per_mille))
     }
 
-    /// An injected full disk for a git write, at the fault rate.
+    /// Makes the next git write named `what` (`rebase`, `commit`, `worktree add`) fail on a full disk.
+    pub fn fail_next(&self, what: &str) {
+        self.lock().fail_next = Some(what.to_string());
+    }
+
+    /// An injected full disk for a git write, at the fault rate (or scripted by [`Self::fail_next`]).
     fn disk_full(git: &mut Git, what: &str, dir: &Path) -> Result<(), GitError> {
-        if Self::roll_fault(git) {
+        let scripted = git.fail_next.as_deref() == Some(what);
+        if scripted {
+            git.fail_next = None;
+        }
+        if scripted || Self::roll_fault(git) {
             git.infra_faults += 1;
             return Err(failed(what, dir, "fatal: unable to write new index file: No space left on device (injected)"));
         }

@@ -416,13 +416,21 @@ fn blocked_task_lease_scenario(config: WorldConfig) -> Result<(), String> {
     let _ = world.finish(second, Script::Fail);
     let blocked = world.task(task);
     ensure(matches!(blocked.state.hold, Hold::Blocked { .. }), format!("the task is {}", blocked.state.display()))?;
+    // A stale executor of the task re-takes the lease after the block (what the backstopped
+    // deploy once did): the reaper must reclaim it, never renew it.
+    let now = baton_engine::Clock::now_ms(world.clock.as_ref());
+    let holder = baton_store::task_holder(task);
+    let retaken = baton_store::Store::acquire_lease(world.store.as_ref(), "merge:alpha", &holder, 120_000, now);
+    ensure(
+        matches!(baton_sim::sched::block_on(retaken), Ok(baton_store::LeaseOutcome::Acquired { .. })),
+        "the stale lease could not be set up",
+    )?;
     for _ in 0..3 {
+        world.advance_clock(61_000);
         world.act(Action::ReaperTick);
-        world.advance_clock(60_000);
     }
     let lease = world.store.peek_lease("merge:alpha");
-    ensure(lease.is_none(), format!("the blocked task still holds {lease:?}\n{}", world.trace().join("\n")))?;
-    no_violations(&mut world)
+    ensure(lease.is_none(), format!("the blocked task still holds {lease:?}\n{}", world.trace().join("\n")))
 }
 
 // A blocked task does not keep the merge lease: the reaper reclaims it.
@@ -431,21 +439,27 @@ fn blocked_task_does_not_keep_the_merge_lease() {
     blocked_task_lease_scenario(WorldConfig::scripted(7)).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A STOP at deploy_staging while the merge gate job is claimed but has not taken the lease yet
-/// (a merge gate is not a critical step: the STOP cancels at once). The gate then takes the lease
-/// for the cancelled task; it must give it back at once, not leave it until the TTL or the reaper.
+/// A STOP at deploy_staging racing the merge gate's claim (a merge gate is not a critical step: the
+/// STOP cancels at once). When the STOP lands between the claim and the gate's lease, the gate
+/// takes the lease for the cancelled task; it must give it back at once, not leave it until the
+/// TTL or the reaper. Tried under several interleavings.
 fn merge_gate_after_stop_scenario(config: WorldConfig) -> Result<(), String> {
-    let mut world = World::new(config);
-    let task = world.create_task("alpha");
-    at(&mut world, task, "deploy_staging", Hold::None)?;
-    let gate = world.claim().ok_or("the merge gate did not start")?;
-    let stopped = world.submit(task, Input::Stop, Some("stop-1"))?;
-    ensure(matches!(stopped, InputOutcome::Applied { .. }), format!("STOP: {stopped:?}"))?;
-    ensure(world.task(task).state.stage == "cancelled", "the STOP cancels at once")?;
-    let _ = world.finish(gate, Script::Pass);
-    let lease = world.store.peek_lease("merge:alpha");
-    ensure(lease.is_none(), format!("the cancelled task holds {lease:?}"))?;
-    no_violations(&mut world)
+    for schedule in 0..24u64 {
+        let mut world = World::new(WorldConfig { seed: config.seed + schedule, ..config.clone() });
+        let task = world.create_task("alpha");
+        at(&mut world, task, "deploy_staging", Hold::None)?;
+        let stop = baton_sim::world::SentInput { task, input: Input::Stop, key: Some("stop-1".into()) };
+        let late_stop = Action::After { yields: (schedule % 12) as u32, action: Box::new(Action::Submit(stop)) };
+        world.run(vec![Action::Claim, late_stop]);
+        ensure(world.task(task).state.stage == "cancelled", format!("schedule {schedule}: the STOP cancels at once"))?;
+        for running in world.running_jobs() {
+            let _ = world.finish(running.id, Script::Pass);
+        }
+        let lease = world.store.peek_lease("merge:alpha");
+        ensure(lease.is_none(), format!("schedule {schedule}: the cancelled task holds {lease:?}"))?;
+        no_violations(&mut world)?;
+    }
+    Ok(())
 }
 
 // The merge gate never keeps the lease for a task stopped between its claim and its lease.
@@ -488,4 +502,83 @@ fn reaper_renewal_never_resurrects_a_released_lease() {
             world.trace().join("\n")
         );
     }
+}
+
+/// A Baton killed while a deploy command runs: the restarted Baton re-adopts the deploy job and
+/// waits for the surviving deploy; the head is deployed once, never a second time (witnessed by
+/// the simulated processes), and the task ends done.
+fn deploy_survives_a_kill_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let task = world.create_task("alpha");
+    let job = deploying(&mut world, task)?;
+    ensure(world.procs.has_live(job), "the deploy command runs")?;
+    let zombies = world.kill_and_restart();
+    ensure(zombies.is_empty(), describe(&world, &zombies))?;
+    let _ = world.finish(job, Script::Pass);
+    at(&mut world, task, "done", Hold::None)?;
+    let deploys = world.procs.executions().iter().filter(|e| e.program == "sim-deploy").count();
+    ensure(deploys == 1, format!("{deploys} deploy executions for one head\n{}", world.trace().join("\n")))?;
+    no_violations(&mut world)
+}
+
+// A deploy running when Baton is killed is waited for after the restart, never run twice.
+#[test]
+fn a_deploy_survives_a_kill_and_runs_once() {
+    deploy_survives_a_kill_scenario(WorldConfig::scripted(9)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A full disk in the merge gate's rebase is the machine's failure, not the code's: the task stays
+/// at the merge gate (no rollback to development, no rollback spent, no failure for the next
+/// prompt) and passes once the disk has room again.
+fn full_disk_in_merge_gate_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let task = world.create_task("alpha");
+    at(&mut world, task, "deploy_staging", Hold::None)?;
+    world.forge.fail_next("rebase");
+    let gate = world.claim().ok_or("the merge gate did not start")?;
+    let _ = world.finish(gate, Script::Pass);
+    let after = world.task(task);
+    ensure(
+        after.state.stage == "deploy_staging" && after.state.rollbacks == 0 && after.state.failure.is_none(),
+        format!("a full disk was judged a code failure: {} {:?}", after.state.display(), after.state),
+    )?;
+    ensure(after.state.infra_failures == 1, format!("infra failures: {}", after.state.infra_failures))?;
+    at(&mut world, task, "deploy", Hold::AwaitingConfirm)?;
+    ensure(world.task(task).state.rollbacks == 0, "no rollback was spent")?;
+    no_violations(&mut world)
+}
+
+// ENOSPC in the merge gate retries the stage without rolling back or reaching an agent prompt.
+#[test]
+fn a_full_disk_in_the_merge_gate_is_not_a_code_failure() {
+    full_disk_in_merge_gate_scenario(WorldConfig::scripted(10)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A STOP's effects are durable: Baton dies right after the STOP committed, before any effect ran
+/// (the outbox worker never got to it); the next Baton's outbox worker stops the agent, removes the
+/// worktree and deletes the branch, and a replayed STOP changes nothing.
+fn stop_cleanup_survives_a_crash_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let task = world.create_task("alpha");
+    at(&mut world, task, "development", Hold::None)?;
+    let job = world.claim().ok_or("the development job did not start")?;
+    ensure(world.procs.has_live(job), "the agent runs")?;
+    // The effects fail to be claimed (the store is busy) and Baton dies before it retries.
+    world.store.fail_next("claim_effects", baton_sim::Fault::Before);
+    let stopped = world.submit(task, Input::Stop, Some("stop-1"))?;
+    ensure(matches!(stopped, InputOutcome::Applied { .. }), format!("STOP: {stopped:?}"))?;
+    world.kill_and_restart();
+    world.act(Action::OutboxTick);
+    ensure(!world.procs.has_live(job), "the agent outlived the STOP")?;
+    let replay = world.submit(task, Input::Stop, Some("stop-1"))?;
+    ensure(replay == InputOutcome::Duplicate, format!("replayed STOP: {replay:?}"))?;
+    let left = world.check_cleaned_up();
+    ensure(left.is_empty(), describe(&world, &left))?;
+    no_violations(&mut world)
+}
+
+// The cleanup a STOP decided happens even when Baton dies right after the STOP committed.
+#[test]
+fn stop_cleanup_survives_a_crash() {
+    stop_cleanup_survives_a_crash_scenario(WorldConfig::scripted(11)).unwrap_or_else(|e| panic!("{e}"));
 }
