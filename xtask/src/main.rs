@@ -1,10 +1,14 @@
-//! Baton's task runner: `cargo xtask test` is the one command that runs every test (CI calls it).
+//! Baton's task runner: `cargo xtask test` is the one command that runs every test (CI calls it);
+//! `cargo xtask sim` runs the simulation; `cargo xtask guards` proves each regression test fails
+//! when its guard is removed from the real code.
 //!
 //! It installs the pinned agent CLIs from npm into a cache outside the repository (reused when
 //! present), then runs the whole workspace's tests with cargo-nextest (or `cargo test` without it).
 
 // xtask exists to run other programs.
 #![allow(clippy::disallowed_methods)]
+
+mod guards;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -22,9 +26,13 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("install-clis") => install_clis().map(|_| ()),
         Some("sim") => sim(&args[1..]),
+        Some("guards") => {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            guards::run(&root, args.get(1).map(String::as_str))
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask test [nextest args…] | cargo xtask install-clis | cargo xtask sim [--seeds N] [--seed S]"
+                "usage: cargo xtask test [nextest args…] | cargo xtask install-clis | cargo xtask sim [--seeds N] [--seed S] | cargo xtask guards [NAME]"
             );
             return ExitCode::from(2);
         }

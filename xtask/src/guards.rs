@@ -1,0 +1,182 @@
+//! `cargo xtask guards`: proves that each regression test pins a guard in the real code. For every
+//! named guard it edits the guard out of the source (a literal find-and-replace), runs the pinning
+//! test and expects it to fail, restores the file, and runs the test again expecting it to pass.
+//! The source is always restored, even when a step fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One edit of a source file: `find` must occur exactly once.
+struct Edit {
+    file: &'static str,
+    find: &'static str,
+    replace: &'static str,
+}
+
+/// A guard, the edits that remove it, and the test (in `baton-sim`'s `sim` suite) that pins it.
+struct Guard {
+    name: &'static str,
+    edits: &'static [Edit],
+    test: &'static str,
+}
+
+const EXECUTOR: &str = "crates/baton-engine/src/executor.rs";
+
+const GUARDS: &[Guard] = &[
+    Guard {
+        name: "the executor keeps its job until the result is applied (the reaper cannot re-run it)",
+        edits: &[Edit {
+            file: EXECUTOR,
+            find: "    finish_job(&engine, &job, outcome, started, &external_ms).await;\n    // Only now is the job no longer ours: a reaper pass before this point must not adopt it.\n    if let Ok(mut running) = engine.running.lock() {\n        running.remove(&job.id);\n    }",
+            replace: "    if let Ok(mut running) = engine.running.lock() {\n        running.remove(&job.id);\n    }\n    finish_job(&engine, &job, outcome, started, &external_ms).await;",
+        }],
+        test: "reaper_never_reruns_a_deploy_being_applied",
+    },
+    Guard {
+        name: "deploy re-checks its task right before merging (with claims no longer bumping the version)",
+        edits: &[
+            Edit {
+                file: EXECUTOR,
+                find: "    if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {\n        return Err(\"the task changed before the merge; not merging\".into());\n    }",
+                replace: "    let _ = current;",
+            },
+            Edit {
+                file: "crates/baton-sim/src/store/state.rs",
+                find: "        if self.claim_bumps_version\n",
+                replace: "        if false\n",
+            },
+        ],
+        test: "stop_racing_the_deploy_claim_never_merges_a_cancelled_task",
+    },
+    Guard {
+        name: "the reaper keeps the merge lease only for active holds",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/reaper.rs",
+            find: "matches!(t.state.hold, baton_domain::Hold::None | baton_domain::Hold::AwaitingConfirm)",
+            replace: "true",
+        }],
+        test: "blocked_task_does_not_keep_the_merge_lease",
+    },
+    Guard {
+        name: "the merge gate re-checks its task after taking the lease",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/gates/merge.rs",
+            find: "            if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {",
+            replace: "            if current.is_none() {",
+        }],
+        test: "merge_gate_never_keeps_the_lease_for_a_cancelled_task",
+    },
+    Guard {
+        name: "a running deploy is waited for, never started a second time",
+        edits: &[Edit {
+            file: EXECUTOR,
+            find: "        Previous::Running(_) => {} // waited for below, never started twice",
+            replace: "        Previous::Running(_) => {\n            let _ = commands.reset(&run_dir, Duration::ZERO).await;\n        }",
+        }],
+        test: "a_deploy_survives_a_kill_and_runs_once",
+    },
+    Guard {
+        name: "restart recovery never requeues a job whose agent survives",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/engine.rs",
+            find: "        Ok(alive\n            || matches!(",
+            replace: "        Ok(false\n            && matches!(",
+        }],
+        test: "zombie_running_job_does_not_block_the_queue",
+    },
+    Guard {
+        name: "a gate failing on a full disk is an infrastructure failure",
+        edits: &[Edit {
+            file: EXECUTOR,
+            find: "            && baton_runner::is_infrastructure(&v.reason)",
+            replace: "            && false",
+        }],
+        test: "a_full_disk_in_the_merge_gate_is_not_a_code_failure",
+    },
+    Guard {
+        name: "a decision's effects are written to the outbox in its transaction",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/engine.rs",
+            find: "                        effects: effects::outbox_rows(&task, &next, &effects, &running),",
+            replace: "                        effects: { let _ = &running; Vec::new() },",
+        }],
+        test: "stop_cleanup_survives_a_crash",
+    },
+    Guard {
+        name: "a STOP after the deploy merged arrives too late (shipped code is never cancelled)",
+        edits: &[Edit {
+            file: "crates/baton-domain/src/decide.rs",
+            find: "        if let Some(head) = outcome.merged_head() {",
+            replace: "        if let Some(head) = None::<&str> {",
+        }],
+        test: "deferred_stop_during_deploy_keeps_the_running_job",
+    },
+];
+
+/// Runs the pinning test; `true` when it passed.
+fn test_passes(root: &Path, test: &str) -> Result<bool, String> {
+    let status = Command::new("cargo")
+        .args(["nextest", "run", "--no-fail-fast", "-p", "baton-sim", "--test", "sim", "-E"])
+        .arg(format!("test(={test})"))
+        .current_dir(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("running cargo nextest: {e}"))?;
+    Ok(status.success())
+}
+
+/// Applies `edits`, returning the original texts to restore.
+fn apply(root: &Path, edits: &[Edit]) -> Result<Vec<(PathBuf, String)>, String> {
+    let mut originals: Vec<(PathBuf, String)> = Vec::new();
+    for edit in edits {
+        let path = root.join(edit.file);
+        let text = match originals.iter().find(|(p, _)| *p == path) {
+            Some(_) => std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+            None => {
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                originals.push((path.clone(), text.clone()));
+                text
+            }
+        };
+        if text.matches(edit.find).count() != 1 {
+            restore(&originals);
+            return Err(format!("{}: the guard's text is not found exactly once:\n{}", edit.file, edit.find));
+        }
+        std::fs::write(&path, text.replacen(edit.find, edit.replace, 1))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(originals)
+}
+
+fn restore(originals: &[(PathBuf, String)]) {
+    for (path, text) in originals {
+        if let Err(error) = std::fs::write(path, text) {
+            eprintln!("xtask guards: RESTORING {} FAILED: {error}", path.display());
+        }
+    }
+}
+
+/// Runs every guard (or those whose name contains `only`); fails when any guard's test does not
+/// fail without it, or does not pass with it.
+pub fn run(root: &Path, only: Option<&str>) -> Result<(), String> {
+    let mut bad = Vec::new();
+    for guard in GUARDS.iter().filter(|g| only.is_none_or(|o| g.name.contains(o) || g.test.contains(o))) {
+        eprintln!("xtask guards: {} — removing it …", guard.name);
+        let originals = apply(root, guard.edits)?;
+        let without = test_passes(root, guard.test);
+        restore(&originals);
+        let without = without?;
+        let with = test_passes(root, guard.test)?;
+        let verdict = match (without, with) {
+            (false, true) => "ok: fails without the guard, passes with it",
+            (true, _) => "NOT PINNED: the test passes without the guard",
+            (false, false) => "BROKEN: the test fails even with the guard",
+        };
+        println!("{:<92} {:<60} {verdict}", guard.name, guard.test);
+        if !(!without && with) {
+            bad.push(guard.name);
+        }
+    }
+    if bad.is_empty() { Ok(()) } else { Err(format!("guards not proven: {}", bad.join("; "))) }
+}
