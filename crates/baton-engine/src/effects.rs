@@ -180,6 +180,37 @@ async fn failed(engine: &Engine, record: &EffectRecord, error: &str) {
         .await;
 }
 
+/// Removes what a task that ended left in git: its worktree, and for a cancelled task its branch.
+/// Called by an executor that may have touched the worktree after the task's own cleanup ran (a
+/// STOP landing between the executor's start check and its `ensure_worktree`), and by the start-up
+/// sweep. Idempotent; failures are logged.
+pub async fn clean_up_ended(engine: &Engine, task: &TaskRecord) {
+    if !task.state.is_terminal() {
+        return;
+    }
+    let mut cleanup =
+        vec![OutboxEffect::RemoveWorktree { repo: task.repo.clone(), work_item: task.work_item_id.clone() }];
+    if task.state.stage == baton_domain::pipeline::CANCELLED {
+        cleanup.push(OutboxEffect::DeleteBranch { repo: task.repo.clone(), branch: task.branch.clone() });
+    }
+    for effect in cleanup {
+        let record = EffectRecord {
+            id: 0,
+            task_id: task.id,
+            kind: effect.kind().to_string(),
+            payload: serde_json::to_value(&effect).unwrap_or(serde_json::Value::Null),
+            created_at_ms: 0,
+            available_at_ms: 0,
+            attempts: 1,
+            last_error: None,
+            done_at_ms: None,
+        };
+        if let Err(error) = carry_out(engine, &record).await {
+            tracing::warn!(task = %task.work_item_id, "cleaning up after the ended task failed: {error}");
+        }
+    }
+}
+
 /// Carries out one effect. Idempotent: what is already done counts as done.
 async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String> {
     let effect: OutboxEffect = serde_json::from_value(record.payload.clone())

@@ -112,7 +112,16 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
     let started = engine.clock().now_ms();
     let external_ms = AtomicU64::new(0);
     let outcome = run_job(&engine, &job, &external_ms, stop_rx, start).await;
+    let touched_git = !matches!(outcome, Ok(None));
     finish_job(&engine, &job, outcome, started, &external_ms).await;
+    // A task that ended while this job ran had its worktree and branch removed by its own
+    // cleanup; this job may have re-created them since. Leave nothing behind.
+    if touched_git
+        && let Ok(Some(task)) = engine.store().task(&TaskKey::Id(job.task_id)).await
+        && task.state.is_terminal()
+    {
+        crate::effects::clean_up_ended(&engine, &task).await;
+    }
     // Only now is the job no longer ours: a reaper pass before this point must not adopt it.
     if let Ok(mut running) = engine.running.lock() {
         running.remove(&job.id);

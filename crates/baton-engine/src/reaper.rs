@@ -122,13 +122,21 @@ pub async fn sweep_at_start(engine: &Arc<Engine>) {
     for repo in &engine.settings().repos {
         for work_item in vcs.entries(&root.join(&repo.name)) {
             let task = engine.store().task(&TaskKey::WorkItem(work_item.clone())).await.ok().flatten();
-            let orphan = task.is_none_or(|t| t.repo != repo.name || t.state.is_terminal());
-            if orphan && vcs.exists(&repo.path) {
-                tracing::info!(repo = %repo.name, %work_item, "sweeping an orphaned worktree");
-                let path = root.join(&repo.name).join(&work_item);
-                if let Err(error) = vcs.remove_worktree(&repo.path, &path).await {
-                    tracing::warn!("sweeping {} failed: {error}", path.display());
+            match task {
+                // An ended task's leftovers: its worktree, and a cancelled task's branch.
+                Some(task) if task.repo == repo.name && task.state.is_terminal() => {
+                    tracing::info!(repo = %repo.name, %work_item, "sweeping the worktree of an ended task");
+                    crate::effects::clean_up_ended(engine, &task).await;
                 }
+                Some(task) if task.repo == repo.name => {}
+                _ if vcs.exists(&repo.path) => {
+                    tracing::info!(repo = %repo.name, %work_item, "sweeping an orphaned worktree");
+                    let path = root.join(&repo.name).join(&work_item);
+                    if let Err(error) = vcs.remove_worktree(&repo.path, &path).await {
+                        tracing::warn!("sweeping {} failed: {error}", path.display());
+                    }
+                }
+                _ => {}
             }
         }
     }
