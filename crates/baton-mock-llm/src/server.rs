@@ -81,6 +81,7 @@ pub async fn start(script: Script, addr: SocketAddr) -> std::io::Result<MockServ
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let state = MockState::new(script);
+    #[allow(clippy::disallowed_methods)] // the model server is its own program, outside the engine's ports
     let task = tokio::spawn(serve(listener, state.clone()));
     tracing::info!(%addr, "baton mock-llm listening");
     Ok(MockServer { addr, state, task })

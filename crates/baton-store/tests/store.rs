@@ -4,6 +4,8 @@
 //! PostgreSQL store can run the same functions: add a block like `sqlite` at the bottom that builds its store.
 //! The few things the trait cannot do (reopen the database after a restart, rewind a work-item counter the way a
 //! restored backup would) go through [`Backend`], the only place that knows which database is under test.
+// Tests drive real processes against real time: they sleep, spawn and read the clock directly.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used)]
 
 use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};

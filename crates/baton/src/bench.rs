@@ -2,6 +2,9 @@
 //! decision, a store transition (claim + advance, one commit each), a supervised process spawn
 //! through `baton shim`, and a git call — so the overhead per stage transition can be read in context.
 
+// A benchmark measures wall time: it reads the system clock on purpose.
+#![allow(clippy::disallowed_methods)]
+
 use crate::cli::EXIT_OK;
 use crate::output;
 use anyhow::Context;

@@ -245,6 +245,8 @@ impl DemoAgents {
 }
 
 /// Runs the demo; with a real-CLI `agent` that is not installed, says how to install it (exit 2).
+// The demo is a composition root: it starts the engine loop on the runtime and reports wall time.
+#[allow(clippy::disallowed_methods)]
 pub async fn run(dir: Option<PathBuf>, yes: bool, agent: DemoAgent, json: bool) -> anyhow::Result<u8> {
     let started = Instant::now();
     let cli = match agent.real_cli() {
@@ -309,6 +311,8 @@ pub async fn run(dir: Option<PathBuf>, yes: bool, agent: DemoAgent, json: bool) 
 
 /// Prints every timeline event as it happens and plays the human where allowed; returns the tasks
 /// once each is terminal or blocked.
+// Watching the demo from outside the engine: real time, real sleeps between polls.
+#[allow(clippy::disallowed_methods)]
 async fn follow(
     engine: &Arc<Engine>,
     config_path: &Path,

@@ -65,6 +65,8 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::F
     })
 }
 
+// The server is the composition root: it starts the engine loop and the HTTP server on the runtime.
+#[allow(clippy::disallowed_methods)]
 pub async fn serve(config: Config) -> anyhow::Result<u8> {
     let engine = open_engine(&config).await?;
     let _lock = lock_data_dir(&config.engine.data_dir)?;

@@ -296,6 +296,7 @@ async fn perform(action: &Action, context: &ScriptContext) -> Result<Option<Endi
             Ok(None)
         }
         Action::SleepMs(ms) => {
+            #[allow(clippy::disallowed_methods)] // the script agent runs as its own process (`baton agent-script`)
             tokio::time::sleep(Duration::from_millis(*ms)).await;
             Ok(None)
         }
