@@ -27,8 +27,8 @@ const GUARDS: &[Guard] = &[
         name: "the executor keeps its job until the result is applied (the reaper cannot re-run it)",
         edits: &[Edit {
             file: EXECUTOR,
-            find: "    finish_job(&engine, &job, outcome, started, &external_ms).await;\n    // Only now is the job no longer ours: a reaper pass before this point must not adopt it.\n    if let Ok(mut running) = engine.running.lock() {\n        running.remove(&job.id);\n    }",
-            replace: "    if let Ok(mut running) = engine.running.lock() {\n        running.remove(&job.id);\n    }\n    finish_job(&engine, &job, outcome, started, &external_ms).await;",
+            find: "    let touched_git = !matches!(outcome, Ok(None));\n    finish_job(",
+            replace: "    let touched_git = !matches!(outcome, Ok(None));\n    if let Ok(mut running) = engine.running.lock() {\n        running.remove(&job.id);\n    }\n    finish_job(",
         }],
         test: "reaper_never_reruns_a_deploy_being_applied",
     },
