@@ -79,7 +79,8 @@ pub enum Command {
         #[arg(long)]
         script: PathBuf,
     },
-    /// Supervise one agent and record its exit (Baton starts every agent through this).
+    /// Supervise one process and record its launch and exit (Baton starts every agent and repo
+    /// command through this).
     #[command(hide = true)]
     Shim {
         #[arg(long)]
@@ -160,7 +161,8 @@ pub enum TaskCommand {
     Retry(InputArgs),
     /// Resume a task paused by a budget cap (after raising it) or by a provider quota.
     Resume(InputArgs),
-    /// STOP: kill the agent, cancel the jobs, remove the worktree; the task ends `cancelled`.
+    /// STOP: kill the agent, cancel the jobs, remove the worktree and branch; the task ends
+    /// `cancelled` (during a running deploy the STOP waits; once merged, it arrives too late).
     Stop(InputArgs),
 }
 
