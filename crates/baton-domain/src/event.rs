@@ -58,6 +58,17 @@ pub enum JobOutcome {
 pub const MERGED_VERDICT: &str = "merged";
 
 impl JobOutcome {
+    /// The head a passing merge gate re-tested (what deploy may merge), when this is one.
+    pub fn retested_head(&self) -> Option<&str> {
+        match self {
+            JobOutcome::Completed { verdicts } => verdicts
+                .iter()
+                .find(|v| v.gate == "mergeable" && v.verdict == Verdict::Pass)
+                .and_then(|v| v.evidence.as_deref()),
+            _ => None,
+        }
+    }
+
     /// The head the job merged into the default branch, when it did.
     pub fn merged_head(&self) -> Option<&str> {
         match self {

@@ -706,13 +706,10 @@ async fn resume_session(ctx: &JobContext<'_>) -> Result<Option<String>, EngineEr
 /// The head the task's last passing merge gate re-tested (from the deploy_staging job's result).
 async fn merge_gate_head(ctx: &JobContext<'_>) -> Option<String> {
     let jobs = ctx.engine.store().jobs_for_task(ctx.task.id).await.ok()?;
-    jobs.iter().rev().filter(|j| j.status == JobStatus::Done).find_map(|j| {
-        let outcome = j.result.as_ref()?.get("outcome")?.clone();
-        let JobOutcome::Completed { verdicts } = serde_json::from_value::<JobOutcome>(outcome).ok()? else {
-            return None;
-        };
-        verdicts.into_iter().find(|v| v.gate == "mergeable" && v.verdict == Verdict::Pass)?.evidence
-    })
+    jobs.iter()
+        .rev()
+        .filter(|j| j.status == JobStatus::Done)
+        .find_map(|j| j.outcome().and_then(|o| o.retested_head().map(str::to_string)))
 }
 
 /// What the deploy actor did once the default branch holds the re-tested head.

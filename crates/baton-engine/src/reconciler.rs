@@ -4,7 +4,7 @@
 //! path (decide + one transaction); anything it cannot judge stays silent (one log line, no alert).
 
 use crate::engine::Engine;
-use baton_domain::{Event, Hold, JobOutcome};
+use baton_domain::{Event, Hold};
 use baton_store::{JobStatus, TaskFilter};
 use std::sync::Arc;
 
@@ -29,12 +29,7 @@ pub async fn tick(engine: &Arc<Engine>) {
         if job.finished_at_ms.is_some_and(|at| now - at < grace_ms) {
             continue;
         }
-        let outcome = job
-            .result
-            .as_ref()
-            .and_then(|r| r.get("outcome"))
-            .and_then(|o| serde_json::from_value::<JobOutcome>(o.clone()).ok());
-        let Some(outcome) = outcome else {
+        let Some(outcome) = job.outcome() else {
             tracing::info!(task = %task.work_item_id, job = %job.id, "reconciler: finished job has no recorded outcome; silent");
             continue;
         };

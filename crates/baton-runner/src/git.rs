@@ -107,3 +107,33 @@ impl Git {
         self.run(&["merge-base", "--is-ancestor", ancestor, descendant]).await.is_ok()
     }
 }
+
+/// The git directory of a checkout: `.git` itself, or where a `.git` file (`gitdir: …`) points.
+pub fn git_dir(repo: &Path) -> Option<PathBuf> {
+    let dot_git = repo.join(".git");
+    if dot_git.is_dir() {
+        return Some(dot_git);
+    }
+    let text = std::fs::read_to_string(&dot_git).ok()?;
+    let target = text.trim().strip_prefix("gitdir:")?.trim();
+    Some(repo.join(target))
+}
+
+/// Whether the branch exists as a loose ref or in packed-refs (in the common dir of a worktree).
+pub fn has_branch(git_dir: &Path, branch: &str) -> bool {
+    let common = match std::fs::read_to_string(git_dir.join("commondir")) {
+        Ok(text) => git_dir.join(text.trim()),
+        Err(_) => git_dir.to_path_buf(),
+    };
+    // The reftable format cannot be read without git; trust the configuration then.
+    if common.join("reftable").is_dir() {
+        return true;
+    }
+    if common.join("refs").join("heads").join(branch).is_file() {
+        return true;
+    }
+    let wanted = format!("refs/heads/{branch}");
+    std::fs::read_to_string(common.join("packed-refs")).is_ok_and(|packed| {
+        packed.lines().any(|line| line.split_once(' ').is_some_and(|(_, name)| name.trim() == wanted))
+    })
+}

@@ -684,12 +684,7 @@ fn finished(store: &SimStore, job: JobId, still_running: bool) -> (Option<Delive
     if still_running || row.status == JobStatus::Running {
         return (None, Err(format!("job {job} is still running")));
     }
-    let outcome = row
-        .result
-        .as_ref()
-        .and_then(|r| r.get("outcome"))
-        .and_then(|o| serde_json::from_value::<JobOutcome>(o.clone()).ok());
-    let delivery = outcome.map(|outcome| Delivery {
+    let delivery = row.outcome().map(|outcome| Delivery {
         task: row.task_id,
         event: Event::JobFinished { job, stage: row.stage.clone(), outcome },
         finish: JobFinish { job, status: row.status, result: row.result.clone().unwrap_or_default() },

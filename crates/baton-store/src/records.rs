@@ -123,6 +123,14 @@ pub struct JobRecord {
     pub result: Option<serde_json::Value>,
 }
 
+impl JobRecord {
+    /// The outcome the job's executor recorded in its result, when it ended with one.
+    pub fn outcome(&self) -> Option<baton_domain::JobOutcome> {
+        let outcome = self.result.as_ref()?.get("outcome")?;
+        serde_json::from_value(outcome.clone()).ok()
+    }
+}
+
 /// A claim request: who claims, when, and the concurrency limits to respect.
 #[derive(Debug, Clone)]
 pub struct Claim {

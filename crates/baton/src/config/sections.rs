@@ -294,7 +294,7 @@ impl Loader<'_> {
             );
             return;
         }
-        let Some(git_dir) = git_dir(path) else {
+        let Some(git_dir) = baton_runner::git::git_dir(path) else {
             self.issue(
                 format!("{base}.path"),
                 format!("{} is not a git repository (it has no .git)", path.display()),
@@ -313,7 +313,7 @@ impl Loader<'_> {
             );
             return;
         }
-        if !has_branch(&git_dir, branch) {
+        if !baton_runner::git::has_branch(&git_dir, branch) {
             self.issue(
                 format!("{base}.default_branch"),
                 format!("the repository {} has no branch `{branch}`", path.display()),
@@ -593,34 +593,4 @@ fn pipeline_fix(problem: &PipelineProblem) -> &'static str {
             "add `artifact = \"NN-name.md\"` to the stage, or drop its artifact and verdict gates"
         }
     }
-}
-
-/// The git directory of a checkout: `.git` itself, or where a `.git` file (`gitdir: …`) points.
-fn git_dir(repo: &Path) -> Option<PathBuf> {
-    let dot_git = repo.join(".git");
-    if dot_git.is_dir() {
-        return Some(dot_git);
-    }
-    let text = std::fs::read_to_string(&dot_git).ok()?;
-    let target = text.trim().strip_prefix("gitdir:")?.trim();
-    Some(repo.join(target))
-}
-
-/// Whether the branch exists as a loose ref or in packed-refs (in the common dir of a worktree).
-fn has_branch(git_dir: &Path, branch: &str) -> bool {
-    let common = match std::fs::read_to_string(git_dir.join("commondir")) {
-        Ok(text) => git_dir.join(text.trim()),
-        Err(_) => git_dir.to_path_buf(),
-    };
-    // The reftable format cannot be read without git; trust the configuration then.
-    if common.join("reftable").is_dir() {
-        return true;
-    }
-    if common.join("refs").join("heads").join(branch).is_file() {
-        return true;
-    }
-    let wanted = format!("refs/heads/{branch}");
-    std::fs::read_to_string(common.join("packed-refs")).is_ok_and(|packed| {
-        packed.lines().any(|line| line.split_once(' ').is_some_and(|(_, name)| name.trim() == wanted))
-    })
 }
