@@ -30,7 +30,9 @@ const GUARDS: &[Guard] = &[
             find: "    let touched_git = !matches!(outcome, Ok(None));\n    finish_job(",
             replace: "    let touched_git = !matches!(outcome, Ok(None));\n    if let Ok(mut running) = engine.running.lock() {\n        running.remove(&job.id);\n    }\n    finish_job(",
         }],
-        test: "reaper_never_reruns_a_deploy_being_applied",
+        // (A deploy re-run by the reaper is also caught by the deploy's run-once record; the merge
+        // gate has no such second layer, so its stale re-run pins this guard.)
+        test: "stale_merge_gate_run_never_reaches_main",
     },
     Guard {
         name: "deploy re-checks its task right before merging (with claims no longer bumping the version)",
