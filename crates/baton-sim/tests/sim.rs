@@ -319,13 +319,15 @@ fn deferred_stop_during_deploy_keeps_the_running_job() {
 /// it: the claim bumps the task version (the STOP loses its compare-and-set and re-decides as
 /// deferred) and deploy re-checks its task right before merging.
 fn stop_racing_deploy_claim_scenario(config: WorldConfig) -> Result<(), String> {
-    for schedule in 0..32 {
+    for schedule in 0..64 {
         let mut world = World::new(WorldConfig { seed: 200 + schedule, ..config.clone() });
         let task = world.create_task("alpha");
         at(&mut world, task, "deploy", Hold::AwaitingConfirm)?;
         world.submit(task, Input::ConfirmDeploy, Some("confirm-1"))?;
         let stop = baton_sim::world::SentInput { task, input: Input::Stop, key: Some("stop-1".into()) };
-        world.run(vec![Action::Submit(stop), Action::Claim]);
+        // The STOP arrives at a different point of the claim and the deploy's first steps each time.
+        let stop = Action::After { yields: (schedule % 16) as u32, action: Box::new(Action::Submit(stop)) };
+        world.run(vec![stop, Action::Claim]);
         for running in world.running_jobs() {
             let _ = world.finish(running.id, Script::Pass);
         }
