@@ -22,34 +22,12 @@ struct Guard {
 
 const EXECUTOR: &str = "crates/baton-engine/src/executor.rs";
 
+// Two guards are layered behind others in the real code, so removing one alone harms nothing a
+// test can see, and they are not listed: the executor keeping its job until the result is applied
+// (an adopted twin re-checks its task at start and finds it moved on; a deploy's run-once record
+// stops a second deploy), and deploy re-checking its task before merging (a STOP reads the running
+// deploy job and defers; a claim bumps the task version). Their scenarios still run as tests.
 const GUARDS: &[Guard] = &[
-    Guard {
-        name: "the executor keeps its job until the result is applied (the reaper cannot re-run it)",
-        edits: &[Edit {
-            file: EXECUTOR,
-            find: "    let touched_git = !matches!(outcome, Ok(None));\n    finish_job(",
-            replace: "    let touched_git = !matches!(outcome, Ok(None));\n    if let Ok(mut running) = engine.running.lock() {\n        running.remove(&job.id);\n    }\n    finish_job(",
-        }],
-        // (A deploy re-run by the reaper is also caught by the deploy's run-once record; the merge
-        // gate has no such second layer, so its stale re-run pins this guard.)
-        test: "stale_merge_gate_run_never_reaches_main",
-    },
-    Guard {
-        name: "deploy re-checks its task right before merging (with claims no longer bumping the version)",
-        edits: &[
-            Edit {
-                file: EXECUTOR,
-                find: "    if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {\n        return Err(\"the task changed before the merge; not merging\".into());\n    }",
-                replace: "    let _ = current;",
-            },
-            Edit {
-                file: "crates/baton-sim/src/store/state.rs",
-                find: "        if self.claim_bumps_version\n",
-                replace: "        if false\n",
-            },
-        ],
-        test: "stop_racing_the_deploy_claim_never_merges_a_cancelled_task",
-    },
     Guard {
         name: "the reaper keeps the merge lease only for active holds",
         edits: &[Edit {
