@@ -281,6 +281,15 @@ impl World {
     /// A new Baton process: a fresh engine (no in-memory state) over the same ports.
     fn start_engine(&mut self) -> Arc<Engine> {
         self.incarnation += 1;
+        let owner = if self.config.reuse_owner { None } else { Some(format!("sim-process-{}", self.incarnation)) };
+        self.build_engine(owner)
+    }
+
+    fn start_engine_named(&mut self, owner: String) -> Arc<Engine> {
+        self.build_engine(Some(owner))
+    }
+
+    fn build_engine(&mut self, owner: Option<String>) -> Arc<Engine> {
         let store: Arc<dyn Store> = self.store.clone();
         let clock: Arc<dyn Clock> = self.clock.clone();
         let mut builder = Engine::builder(self.settings.clone(), store)
@@ -291,8 +300,8 @@ impl World {
             .supervisor(Arc::new(SimSupervisor(self.procs.clone())))
             .commands(Arc::new(SimCommands(self.procs.clone())))
             .agents(Arc::new(SimAgents));
-        if !self.config.reuse_owner {
-            builder = builder.owner(format!("sim-process-{}", self.incarnation));
+        if let Some(owner) = owner {
+            builder = builder.owner(owner);
         }
         builder.build()
     }
@@ -602,6 +611,21 @@ impl World {
             Outcome::Submitted(_, result) => result,
             other => panic!("submit returned {other:?}"),
         }
+    }
+
+    /// A human input given through the CLI: another Baton process (its own engine over the same
+    /// store, git and processes) that exits right after the call. The server keeps running.
+    pub fn cli_submit(&mut self, task: TaskId, input: Input, key: Option<&str>) -> Result<InputOutcome, String> {
+        let cli = self.start_engine_named("cli".to_string());
+        let key = key.map(str::to_string);
+        let call: Task<'static, Result<InputOutcome, String>> =
+            Box::pin(async move { cli.submit(&TaskKey::Id(task), input, "cli", key).await.map_err(|e| e.to_string()) });
+        let spawner = self.spawner.clone();
+        let result = run_with(vec![call], &mut self.background, &|| spawner.take(), &mut self.schedule_rng, 0)
+            .pop()
+            .expect("one call");
+        self.note(format!("cli input on task {task}: {}", show(&result)));
+        result
     }
 
     /// Checks the invariants now; all violations found.

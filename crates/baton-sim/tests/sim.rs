@@ -557,22 +557,24 @@ fn a_full_disk_in_the_merge_gate_is_not_a_code_failure() {
     full_disk_in_merge_gate_scenario(WorldConfig::scripted(10)).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A STOP's effects are durable: Baton dies right after the STOP committed, before any effect ran
-/// (the outbox worker never got to it); the next Baton's outbox worker stops the agent, removes the
-/// worktree and deletes the branch, and a replayed STOP changes nothing.
+/// A STOP's effects are durable: the `baton task stop` process dies right after the STOP committed,
+/// before any effect ran; the server's outbox worker stops the agent, removes the worktree and
+/// deletes the branch, and a replayed STOP changes nothing. The same after a restart of the server.
 fn stop_cleanup_survives_a_crash_scenario(config: WorldConfig) -> Result<(), String> {
     let mut world = World::new(config);
     let task = world.create_task("alpha");
     at(&mut world, task, "development", Hold::None)?;
     let job = world.claim().ok_or("the development job did not start")?;
     ensure(world.procs.has_live(job), "the agent runs")?;
-    // The effects fail to be claimed (the store is busy) and Baton dies before it retries.
+    // The CLI's effects fail to be claimed (the store is busy) and the CLI exits before it retries.
     world.store.fail_next("claim_effects", baton_sim::Fault::Before);
-    let stopped = world.submit(task, Input::Stop, Some("stop-1"))?;
+    let stopped = world.cli_submit(task, Input::Stop, Some("stop-1"))?;
     ensure(matches!(stopped, InputOutcome::Applied { .. }), format!("STOP: {stopped:?}"))?;
-    world.kill_and_restart();
     world.act(Action::OutboxTick);
     ensure(!world.procs.has_live(job), "the agent outlived the STOP")?;
+    let left = world.check_cleaned_up();
+    ensure(left.is_empty(), describe(&world, &left))?;
+    world.kill_and_restart();
     let replay = world.submit(task, Input::Stop, Some("stop-1"))?;
     ensure(replay == InputOutcome::Duplicate, format!("replayed STOP: {replay:?}"))?;
     let left = world.check_cleaned_up();
