@@ -432,7 +432,7 @@ impl Engine {
                     }
                     if let Some(finish) = finish {
                         // The result is stale, but the job must not stay `running`.
-                        self.store.close_job(finish.job, JobStatus::Cancelled, finish.result).await?;
+                        self.store.close_job(finish.job, JobStatus::Cancelled, finish.result, now).await?;
                     }
                     return Ok(InputOutcome::Suppressed { reason });
                 }

@@ -139,7 +139,9 @@ async fn finish_job(
     let outcome = match outcome {
         Ok(Some(outcome)) => outcome,
         Ok(None) => {
-            let _ = engine.store().close_job(job.id, JobStatus::Cancelled, serde_json::json!({ "stale": true })).await;
+            let now = engine.clock().now_ms();
+            let _ =
+                engine.store().close_job(job.id, JobStatus::Cancelled, serde_json::json!({ "stale": true }), now).await;
             return;
         }
         Err(error) if error.is_infrastructure() => JobOutcome::Infrastructure { reason: error.to_string() },
@@ -752,6 +754,18 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, String> {
     let current = engine.store().task(&TaskKey::Id(ctx.task.id)).await.ok().flatten();
     if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {
         return Err("the task changed before the merge; not merging".into());
+    }
+    // The lease must still be ours at the moment of the merge: a Baton paused past the lease's TTL
+    // (or a long step) may have lost it to another task, which may be merging now.
+    match engine.store().renew_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock().now_ms()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(format!(
+                "the merge lease of {} was lost before the merge (held past its TTL?); the merge gate must run again",
+                ctx.repo.name
+            ));
+        }
+        Err(error) => return Err(format!("cannot renew the merge lease before the merge: {error}")),
     }
     let merged = timed(ctx, engine.forge().fast_forward(&forge_repo(ctx.repo), &base, &head)).await;
     match merged {

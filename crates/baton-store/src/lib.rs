@@ -108,7 +108,13 @@ pub trait Store: Send + Sync {
     }
 
     /// Ends a job outside a transition (its result was stale); guarded on queued or running.
-    async fn close_job(&self, job: JobId, status: JobStatus, result: serde_json::Value) -> StoreResult<bool>;
+    async fn close_job(
+        &self,
+        job: JobId,
+        status: JobStatus,
+        result: serde_json::Value,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
 
     /// Puts a running job back in the queue (its runner died); guarded on `running`.
     async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool>;

@@ -602,15 +602,22 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn close_job(&self, job: JobId, status: JobStatus, result: serde_json::Value) -> StoreResult<bool> {
+    async fn close_job(
+        &self,
+        job: JobId,
+        status: JobStatus,
+        result: serde_json::Value,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let closed = sqlx::query(
-            "UPDATE jobs SET status = $2, result = $3, finished_at = strftime('%s','now') * 1000
+            "UPDATE jobs SET status = $2, result = $3, finished_at = $4
              WHERE id = $1 AND status IN ('queued', 'running')",
         )
         .bind(job.0)
         .bind(status.as_str())
         .bind(result.to_string())
+        .bind(now_ms)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

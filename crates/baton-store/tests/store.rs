@@ -702,19 +702,25 @@ async fn suite_requeue_and_close(store: Arc<dyn Store>) {
     assert!(store.claim_job(&claim_at("w", T0 + 4_999)).await.unwrap().is_none());
     assert_eq!(store.claim_job(&claim_at("again", T0 + 5_000)).await.unwrap().unwrap().id, job);
 
-    assert!(store.close_job(job, JobStatus::Failed, json!({ "stale": true })).await.unwrap(), "running → closed");
+    assert!(
+        store.close_job(job, JobStatus::Failed, json!({ "stale": true }), T0 + 50).await.unwrap(),
+        "running → closed"
+    );
     let closed = job_of(&*store, job).await;
     assert_eq!((closed.status, closed.result), (JobStatus::Failed, Some(json!({ "stale": true }))));
     assert!(closed.finished_at_ms.is_some());
-    assert!(!store.close_job(job, JobStatus::Cancelled, json!(null)).await.unwrap(), "a failed job stays failed");
+    assert!(
+        !store.close_job(job, JobStatus::Cancelled, json!(null), T0 + 50).await.unwrap(),
+        "a failed job stays failed"
+    );
     assert!(!store.requeue_job(job, T0).await.unwrap(), "a failed job is not requeued");
     assert_eq!(job_of(&*store, job).await.status, JobStatus::Failed);
 
     let b = create(&*store, "alpha", "P").await;
     let queued = b.state.job.unwrap();
-    assert!(store.close_job(queued, JobStatus::Cancelled, json!("stale")).await.unwrap(), "queued → closed");
+    assert!(store.close_job(queued, JobStatus::Cancelled, json!("stale"), T0 + 50).await.unwrap(), "queued → closed");
     assert_eq!(job_of(&*store, queued).await.status, JobStatus::Cancelled);
-    assert!(!store.close_job(queued, JobStatus::Failed, json!("again")).await.unwrap());
+    assert!(!store.close_job(queued, JobStatus::Failed, json!("again"), T0 + 50).await.unwrap());
     assert!(!store.requeue_job(queued, T0).await.unwrap(), "a cancelled job is not requeued");
 
     let c = create(&*store, "alpha", "P").await;
@@ -722,7 +728,7 @@ async fn suite_requeue_and_close(store: Arc<dyn Store>) {
     assert_eq!(Some(done), c.state.job);
     let c = reload(&*store, c.id).await;
     store.advance(step(&c, "design", finished(done, json!("ok")), Transition::default())).await.unwrap();
-    assert!(!store.close_job(done, JobStatus::Failed, json!("late")).await.unwrap(), "a done job stays done");
+    assert!(!store.close_job(done, JobStatus::Failed, json!("late"), T0 + 50).await.unwrap(), "a done job stays done");
     assert!(!store.requeue_job(done, T0).await.unwrap(), "a done job is not requeued");
     let kept = job_of(&*store, done).await;
     assert_eq!((kept.status, kept.result), (JobStatus::Done, Some(json!("ok"))));

@@ -409,8 +409,15 @@ impl Store for SimStore {
         .await
     }
 
-    async fn close_job(&self, job: JobId, status: JobStatus, result: serde_json::Value) -> StoreResult<bool> {
-        self.call("close_job", Access::Write, |s, now| {
+    async fn close_job(
+        &self,
+        job: JobId,
+        status: JobStatus,
+        result: serde_json::Value,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.call("close_job", Access::Write, |s, _| {
+            let now = now_ms;
             let active = s.jobs.get(&job).is_some_and(|j| matches!(j.status, JobStatus::Queued | JobStatus::Running));
             if active {
                 s.end_job(job, status, Some(result), now);

@@ -16,4 +16,5 @@ mod real_cli;
 mod recovery;
 mod restart;
 mod stop;
+mod supervised;
 mod support;

@@ -14,7 +14,7 @@ async fn reconciler_applies_a_finished_job_that_was_never_applied() {
     let job = engine.store().claim_job(&claim).await.unwrap().unwrap();
     let outcome = JobOutcome::Completed { verdicts: vec![] };
     let result = serde_json::json!({ "outcome": outcome });
-    assert!(engine.store().close_job(job.id, JobStatus::Done, result).await.unwrap());
+    assert!(engine.store().close_job(job.id, JobStatus::Done, result, engine.clock().now_ms()).await.unwrap());
     baton_engine::reconciler::tick(&engine).await;
     let key = TaskKey::Id(task.id);
     assert_eq!(engine.store().task(&key).await.unwrap().unwrap().state.hold, Hold::None, "acted before the grace");
