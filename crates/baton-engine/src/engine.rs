@@ -11,7 +11,7 @@ use baton_adapters::forge::{Forge, ForgeRepo, LocalForge};
 use baton_adapters::notifier::{LogNotifier, Notifier};
 use baton_adapters::tracker::{LocalTracker, Tracker};
 use baton_domain::{Decision, Effect, Event, JobId, Pipeline, TaskState};
-use baton_runner::{CommandRunner, GitVcs, ShimCommands, ShimSupervisor, Supervisor, Vcs};
+use baton_runner::{CommandRunner, GitVcs, ShimSupervisor, SupervisedCommands, Supervisor, Vcs};
 use baton_store::{
     Advance, Claim, InboxEntry, JobFinish, JobRecord, JobStatus, NewEvent, NewTask, Store, StoreError, TaskFilter,
     TaskKey, TaskRecord, Transition,
@@ -200,7 +200,7 @@ impl EngineBuilder {
         let supervisor: Arc<dyn Supervisor> =
             self.supervisor.unwrap_or_else(|| Arc::new(ShimSupervisor::new(self.settings.baton_exe.clone())));
         let commands: Arc<dyn CommandRunner> =
-            self.commands.unwrap_or_else(|| Arc::new(ShimCommands::new(supervisor.clone())));
+            self.commands.unwrap_or_else(|| Arc::new(SupervisedCommands::new(supervisor.clone())));
         Arc::new(Engine {
             pipeline,
             store: self.store,

@@ -21,7 +21,7 @@ pub mod shim;
 pub use command::{CommandOutput, CommandSpec, run_command};
 pub use git::{Git, GitError};
 pub use ports::{
-    CommandRequest, CommandRun, CommandRunner, GitVcs, Provenance, ShimCommands, ShimSupervisor, Supervisor, Vcs,
+    CommandRequest, CommandRun, CommandRunner, GitVcs, Provenance, ShimSupervisor, SupervisedCommands, Supervisor, Vcs,
     is_infrastructure,
 };
 pub use process::{ExitReport, ProcessSpec, RunLimits, Supervised, group_alive, stop_group};

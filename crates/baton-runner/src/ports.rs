@@ -1,6 +1,6 @@
 //! The ports through which the engine reaches git and processes — [`Vcs`], [`Supervisor`] and
 //! [`CommandRunner`] — with their real implementations ([`GitVcs`], [`ShimSupervisor`],
-//! [`ShimCommands`]). The engine holds only the traits, so the simulation can drive the same engine
+//! [`SupervisedCommands`]). The engine holds only the traits, so the simulation can drive the same engine
 //! code over in-memory implementations.
 //!
 //! Every process started through these ports runs under `baton shim` with a run directory that
@@ -8,7 +8,7 @@
 //! Baton adopts a surviving process or takes its recorded exit instead of starting it twice.
 
 use crate::RunError;
-use crate::command::{CommandOutput, read_tail};
+use crate::command::{CommandOutput, OUTPUT_TAIL_BYTES_MAX};
 use crate::git::{Git, GitError};
 use crate::process::{ExitReport, ProcessSpec, RunLimits, Supervised};
 use crate::shim::{self, EXIT_FILE, INTENT_FILE, LaunchRecord, Previous};
@@ -102,6 +102,9 @@ pub trait Supervisor: Send + Sync {
     async fn stop_group(&self, pgid: u32, grace: Duration);
     /// Shims still running whose records lie under `runs_dir`: (pid, process group, run directory).
     fn shims_under(&self, runs_dir: &Path) -> Vec<(u32, u32, PathBuf)>;
+    /// Moves the records of a finished or vanished launch in `run_dir` aside (kept for humans), so
+    /// the directory can hold a new one. Refuses while its process group runs.
+    fn archive(&self, run_dir: &Path) -> Result<(), RunError>;
 }
 
 /// A repository command (test, deploy, health, a gate) to run to completion.
@@ -354,22 +357,49 @@ impl Supervisor for ShimSupervisor {
             .map(|(pid, pgid, exit_file)| (pid, pgid, exit_file.parent().map(Path::to_path_buf).unwrap_or_default()))
             .collect()
     }
-}
 
-/// The real [`CommandRunner`]: each command under the shim, through a [`Supervisor`].
-pub struct ShimCommands {
-    supervisor: std::sync::Arc<dyn Supervisor>,
-}
-
-impl std::fmt::Debug for ShimCommands {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ShimCommands")
+    fn archive(&self, run_dir: &Path) -> Result<(), RunError> {
+        if let Previous::Running(launch) = shim::previous(run_dir) {
+            return Err(RunError::Io {
+                what: run_dir.display().to_string(),
+                source: std::io::Error::other(format!("its process group {} is still running", launch.pgid)),
+            });
+        }
+        if !run_dir.exists() {
+            return Ok(());
+        }
+        let name = run_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let parent = run_dir.parent().unwrap_or(run_dir);
+        let mut n = 1;
+        while parent.join(format!("{name}.{n}")).exists() {
+            n += 1;
+        }
+        std::fs::rename(run_dir, parent.join(format!("{name}.{n}"))).map_err(|e| io_error(run_dir, e))
     }
 }
 
-impl ShimCommands {
+/// The [`CommandRunner`] over any [`Supervisor`]: with [`ShimSupervisor`] each command runs under
+/// the shim; the simulation runs this same code over its simulated processes.
+pub struct SupervisedCommands {
+    supervisor: std::sync::Arc<dyn Supervisor>,
+}
+
+impl std::fmt::Debug for SupervisedCommands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SupervisedCommands")
+    }
+}
+
+impl SupervisedCommands {
     pub fn new(supervisor: std::sync::Arc<dyn Supervisor>) -> Self {
-        ShimCommands { supervisor }
+        SupervisedCommands { supervisor }
+    }
+
+    /// The last bytes of a command's output, for failure reasons.
+    fn tail(&self, log: &Path) -> String {
+        let bytes = self.supervisor.read_output(log);
+        let start = bytes.len().saturating_sub(OUTPUT_TAIL_BYTES_MAX);
+        String::from_utf8_lossy(&bytes[start..]).trim().to_string()
     }
 }
 
@@ -388,14 +418,14 @@ fn exit_report(exit: shim::ExitRecord) -> ExitReport {
 }
 
 #[async_trait]
-impl CommandRunner for ShimCommands {
+impl CommandRunner for SupervisedCommands {
     async fn run(&self, request: &CommandRequest, stop: watch::Receiver<bool>) -> Result<CommandRun, RunError> {
         let log = request.run_dir.join(OUTPUT_FILE);
         let limits =
             RunLimits { timeout: request.timeout, stall_timeout: request.timeout, stop_grace: request.stop_grace };
         let (launch, provenance) = match self.supervisor.previous(&request.run_dir) {
             Previous::Exited(exit) => {
-                let output = CommandOutput { exit: exit_report(exit), tail: read_tail(&log, 0) };
+                let output = CommandOutput { exit: exit_report(exit), tail: self.tail(&log) };
                 return Ok(CommandRun { output, provenance: Provenance::Recorded });
             }
             Previous::Vanished(_) => {
@@ -410,7 +440,7 @@ impl CommandRunner for ShimCommands {
                     duration_ms: 0,
                 };
                 return Ok(CommandRun {
-                    output: CommandOutput { exit, tail: read_tail(&log, 0) },
+                    output: CommandOutput { exit, tail: self.tail(&log) },
                     provenance: Provenance::Recorded,
                 });
             }
@@ -430,7 +460,7 @@ impl CommandRunner for ShimCommands {
             }
         };
         let exit = self.supervisor.wait(&launch, &request.run_dir, [&log, &log], Duration::ZERO, limits, stop).await;
-        Ok(CommandRun { output: CommandOutput { exit, tail: read_tail(&log, 0) }, provenance })
+        Ok(CommandRun { output: CommandOutput { exit, tail: self.tail(&log) }, provenance })
     }
 
     fn previous(&self, run_dir: &Path) -> Previous {
@@ -451,21 +481,6 @@ impl CommandRunner for ShimCommands {
     }
 
     fn archive(&self, run_dir: &Path) -> Result<(), RunError> {
-        if let Previous::Running(launch) = self.supervisor.previous(run_dir) {
-            return Err(RunError::Io {
-                what: run_dir.display().to_string(),
-                source: std::io::Error::other(format!("its process group {} is still running", launch.pgid)),
-            });
-        }
-        if !run_dir.exists() {
-            return Ok(());
-        }
-        let name = run_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let parent = run_dir.parent().unwrap_or(run_dir);
-        let mut n = 1;
-        while parent.join(format!("{name}.{n}")).exists() {
-            n += 1;
-        }
-        std::fs::rename(run_dir, parent.join(format!("{name}.{n}"))).map_err(|e| io_error(run_dir, e))
+        self.supervisor.archive(run_dir)
     }
 }

@@ -1,6 +1,6 @@
 //! The engine's process ports in memory: [`SimProcs`] is the simulated operating system — process
 //! groups with run directories, launch and exit records, output files — behind the real
-//! [`Supervisor`] and [`CommandRunner`] traits; [`SimAgents`] builds the agent that reads a
+//! [`Supervisor`] trait (the engine's real `SupervisedCommands` runs repository commands over it); [`SimAgents`] builds the agent that reads a
 //! simulated run's output; [`SimSpawner`] hands the engine's executors to the world's scheduler.
 //!
 //! A process never ends by itself: the world releases a job with a [`Script`], and every process of
@@ -15,10 +15,7 @@ use baton_adapters::agent::{Agent, AgentRequest};
 use baton_domain::{AgentReport, AgentStatus, JobId, Usage};
 use baton_engine::{AgentFactory, BoxFuture, Clock, EngineError, EngineSettings, Spawner};
 use baton_runner::shim::ExitRecord;
-use baton_runner::{
-    CommandOutput, CommandRequest, CommandRun, CommandRunner, ExitReport, LaunchRecord, Previous, ProcessSpec,
-    Provenance, RunError, RunLimits, Supervisor,
-};
+use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -452,78 +449,6 @@ impl Supervisor for SimSupervisor {
         let procs = self.0.lock();
         procs.by_dir.iter().filter(|(_, p)| p.state == State::Live).map(|(d, p)| (p.pgid, p.pgid, d.clone())).collect()
     }
-}
-
-/// The simulated [`CommandRunner`]: repository commands as simulated processes.
-#[derive(Debug, Clone)]
-pub struct SimCommands(pub Arc<SimProcs>);
-
-#[async_trait]
-impl CommandRunner for SimCommands {
-    async fn run(&self, request: &CommandRequest, stop: watch::Receiver<bool>) -> Result<CommandRun, RunError> {
-        let limits =
-            RunLimits { timeout: request.timeout, stall_timeout: request.timeout, stop_grace: request.stop_grace };
-        let supervisor = SimSupervisor(self.0.clone());
-        let tail = |procs: &SimProcs, dir: &Path| {
-            let guard = procs.lock();
-            let out = guard.by_dir.get(dir).and_then(|p| guard.outputs.get(&p.stdout));
-            out.map(|bytes| String::from_utf8_lossy(bytes).to_string()).unwrap_or_default()
-        };
-        let (launch, provenance) = match self.0.record(&request.run_dir) {
-            Previous::Exited(exit) => {
-                let report = ExitReport {
-                    code: exit.code,
-                    signal: exit.signal,
-                    timed_out: false,
-                    stalled: false,
-                    stopped: false,
-                    duration_ms: 0,
-                };
-                let output = CommandOutput { exit: report, tail: tail(&self.0, &request.run_dir) };
-                return Ok(CommandRun { output, provenance: Provenance::Recorded });
-            }
-            Previous::Vanished(_) => {
-                let report = ExitReport {
-                    code: None,
-                    signal: Some(9),
-                    timed_out: false,
-                    stalled: false,
-                    stopped: false,
-                    duration_ms: 0,
-                };
-                return Ok(CommandRun {
-                    output: CommandOutput { exit: report, tail: String::new() },
-                    provenance: Provenance::Recorded,
-                });
-            }
-            Previous::Running(launch) => (launch, Provenance::Adopted),
-            Previous::Nothing => {
-                let (program, args) = request.argv.split_first().ok_or(RunError::EmptyCommand)?;
-                let spec = ProcessSpec {
-                    program: program.clone(),
-                    args: args.to_vec(),
-                    cwd: request.cwd.clone(),
-                    env: Vec::new(),
-                    stdin: None,
-                    stdout: request.run_dir.join("output.log"),
-                    stderr: request.run_dir.join("output.log"),
-                };
-                (supervisor.launch(spec, &request.run_dir, &request.owner).await?, Provenance::Started)
-            }
-        };
-        let exit = supervisor
-            .wait(&launch, &request.run_dir, [&request.run_dir, &request.run_dir], Duration::ZERO, limits, stop)
-            .await;
-        Ok(CommandRun { output: CommandOutput { exit, tail: tail(&self.0, &request.run_dir) }, provenance })
-    }
-
-    fn previous(&self, run_dir: &Path) -> Previous {
-        self.0.record(run_dir)
-    }
-
-    fn owner(&self, run_dir: &Path) -> Option<String> {
-        SimSupervisor(self.0.clone()).owner(run_dir)
-    }
 
     fn archive(&self, run_dir: &Path) -> Result<(), RunError> {
         let mut procs = self.0.lock();
@@ -537,14 +462,6 @@ impl CommandRunner for SimCommands {
             procs.archived += 1;
         }
         Ok(())
-    }
-
-    async fn reset(&self, run_dir: &Path, _grace: Duration) -> Result<(), RunError> {
-        let live = self.0.lock().by_dir.get(run_dir).filter(|p| p.state == State::Live).map(|p| p.pgid);
-        if let Some(pgid) = live {
-            self.0.stop(pgid);
-        }
-        self.archive(run_dir)
     }
 }
 

@@ -12,13 +12,14 @@ use crate::check::{Checker, Kind, Ledger, Violation};
 use crate::clock::SimClock;
 use crate::forge::SimForge;
 use crate::ports::{
-    DEPLOY_PROGRAM, HEALTH_PROGRAM, Script, SimAgents, SimCommands, SimProcs, SimSpawner, SimSupervisor, TEST_PROGRAM,
+    DEPLOY_PROGRAM, HEALTH_PROGRAM, Script, SimAgents, SimProcs, SimSpawner, SimSupervisor, TEST_PROGRAM,
 };
 use crate::rng::Rng;
 use crate::sched::{Background, Task, run_with, yield_once};
 use crate::store::{FaultRates, Mutation, SimStore};
 use baton_domain::{Event, JobId, JobOutcome, Pipeline, TaskId};
 use baton_engine::{Budgets, Clock, Engine, EngineSettings, Input, InputOutcome, Limits, NewTaskRequest, RepoSettings};
+use baton_runner::SupervisedCommands;
 use baton_store::{JobFinish, JobRecord, JobStatus, Store, TaskKey, TaskRecord};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -298,7 +299,7 @@ impl World {
             .vcs(self.forge.clone())
             .forge(self.forge.clone())
             .supervisor(Arc::new(SimSupervisor(self.procs.clone())))
-            .commands(Arc::new(SimCommands(self.procs.clone())))
+            .commands(Arc::new(SupervisedCommands::new(Arc::new(SimSupervisor(self.procs.clone())))))
             .agents(Arc::new(SimAgents));
         if let Some(owner) = owner {
             builder = builder.owner(owner);

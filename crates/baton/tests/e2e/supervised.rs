@@ -1,4 +1,4 @@
-//! The real process ports (`ShimSupervisor`, `ShimCommands`) with the real `baton shim`: a run
+//! The real process ports (`ShimSupervisor`, `SupervisedCommands`) with the real `baton shim`: a run
 //! directory holds at most one execution (a finished one is returned, never run again), a process
 //! whose Baton died between the spawn and storing its pid is found from the shim's own launch
 //! record and adopted, and a reset stops a leftover before a fresh run. Executions are counted from
@@ -6,7 +6,7 @@
 
 use crate::support::{baton_exe, pid_alive};
 use baton_runner::{
-    CommandRequest, CommandRunner, Previous, ProcessSpec, Provenance, RunLimits, ShimCommands, ShimSupervisor,
+    CommandRequest, CommandRunner, Previous, ProcessSpec, Provenance, RunLimits, ShimSupervisor, SupervisedCommands,
     Supervisor,
 };
 use std::path::Path;
@@ -36,7 +36,7 @@ async fn a_run_directory_holds_one_execution() {
     let dir = tempfile::tempdir().unwrap();
     let witness = dir.path().join("witness.log");
     let run_dir = dir.path().join("runs/deploy-abc");
-    let commands = ShimCommands::new(Arc::new(ShimSupervisor::new(baton_exe())));
+    let commands = SupervisedCommands::new(Arc::new(ShimSupervisor::new(baton_exe())));
     let script = format!("echo deployed >> {}; exit 3", witness.display());
     let (_keep, stop) = tokio::sync::watch::channel(false);
     let first = commands.run(&request(dir.path(), &run_dir, &script), stop.clone()).await.unwrap();
@@ -106,7 +106,7 @@ async fn reset_stops_a_leftover_before_a_fresh_run() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("runs/cmd-test");
     let supervisor = Arc::new(ShimSupervisor::new(baton_exe()));
-    let commands = ShimCommands::new(supervisor.clone());
+    let commands = SupervisedCommands::new(supervisor.clone());
     let spec = ProcessSpec {
         program: "sleep".into(),
         args: vec!["30".into()],
