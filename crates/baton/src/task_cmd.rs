@@ -141,12 +141,15 @@ pub async fn agent_script(script_path: &Path) -> anyhow::Result<u8> {
         work_item: var("BATON_WORK_ITEM")?,
         title: var("BATON_TASK_TITLE")?,
         stage: var("BATON_STAGE")?,
+        attempt: var("BATON_ATTEMPT")?.parse().context("BATON_ATTEMPT is not a number")?,
         run: var("BATON_RUN")?.parse().context("BATON_RUN is not a number")?,
         worktree: std::env::current_dir().context("reading the working directory")?,
         now_ms: baton_engine::Clock::now_ms(&baton_engine::SystemClock),
         run_dir: var("BATON_PROMPT_FILE")
             .map(|p| Path::new(&p).parent().map(Path::to_path_buf).unwrap_or_default())
             .unwrap_or_else(|_| std::env::temp_dir()),
+        pid: std::process::id(),
+        append_dir: std::env::var_os(baton_adapters::agent::script::APPEND_DIR_ENV).map(std::path::PathBuf::from),
     };
     let (line, code) = interpret(&script, &context).await;
     println!("{line}");

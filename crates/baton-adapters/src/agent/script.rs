@@ -21,9 +21,21 @@
 //!   { fail = "reason" },                 # ends the run as failed (exit 1)
 //!   { progress = { message = "turn 1", input_tokens = 900, output_tokens = 80, cost_usd = 0.02 } },
 //!   { quota = { message = "usage limit reached", resets_in_secs = 30 } },  # ends as quota-exhausted
+//!   { append = { path = "agents.log", content = "{work_item} {stage} {attempt} {run} {pid}\n" } },
 //! ]
 //! ```
-//! `{work_item}`, `{work_item_snake}` (`demo_001`), `{title}`, `{stage}` and `{run}` are substituted in paths, contents and messages.
+//! `{work_item}`, `{work_item_snake}` (`demo_001`), `{title}`, `{stage}`, `{attempt}` (the stage
+//! attempt), `{run}` (the run of this stage for the task), `{pid}` (this agent process),
+//! `{started_ms}` (when it started, ms since the epoch) and `{run_dir}` (Baton's directory for this
+//! run) are substituted in paths, contents and messages.
+//!
+//! `write` replaces a file of the worktree. `append` adds `content` to the end of a file in one
+//! write (lines from concurrent agents do not interleave); its path is relative and confined like
+//! `write`'s (no `..`, no absolute path), and it lies under the directory named by
+//! `$BATON_SCRIPT_APPEND_DIR` when that variable reaches the agent (an absolute path; pass it
+//! through with `[server] agent_env`), else under the worktree. So a test can keep a witness log
+//! of every agent execution outside the worktree and outside Baton's store, while a script still
+//! cannot write anywhere the operator did not name.
 
 use super::result_line::report_from_output;
 use super::{Agent, AgentRequest};
@@ -85,11 +97,16 @@ pub struct WriteAction {
     pub content: String,
 }
 
+/// The variable naming the directory `append` paths lie under (else the worktree).
+pub const APPEND_DIR_ENV: &str = "BATON_SCRIPT_APPEND_DIR";
+
 /// One deterministic action.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     Write(WriteAction),
+    /// Appends to a file under `$BATON_SCRIPT_APPEND_DIR` (else the worktree), in one write.
+    Append(WriteAction),
     Run(Vec<String>),
     Commit(String),
     SleepMs(u64),
@@ -186,12 +203,18 @@ pub struct ScriptContext {
     pub work_item: String,
     pub title: String,
     pub stage: String,
+    /// The stage attempt (`BATON_ATTEMPT`; 1 for the first).
+    pub attempt: u32,
     pub run: u32,
     pub worktree: PathBuf,
-    /// Current time, for reset times of quota endings.
+    /// Current time, for reset times of quota endings (and `{started_ms}`).
     pub now_ms: i64,
     /// Directory for this run's files (command logs).
     pub run_dir: PathBuf,
+    /// This agent process's id (`{pid}`).
+    pub pid: u32,
+    /// Where `append` paths lie (`$BATON_SCRIPT_APPEND_DIR`); `None`: the worktree.
+    pub append_dir: Option<PathBuf>,
 }
 
 impl ScriptContext {
@@ -200,7 +223,19 @@ impl ScriptContext {
             .replace("{work_item}", &self.work_item)
             .replace("{title}", &self.title)
             .replace("{stage}", &self.stage)
+            .replace("{attempt}", &self.attempt.to_string())
             .replace("{run}", &self.run.to_string())
+            .replace("{run_dir}", &self.run_dir.display().to_string())
+            .replace("{pid}", &self.pid.to_string())
+            .replace("{started_ms}", &self.now_ms.to_string())
+    }
+
+    /// The file a script path names under `root` (called `what`), refusing traversal and
+    /// absolute paths.
+    fn confined(&self, root: &Path, what: &str, path: &str) -> Result<PathBuf, String> {
+        let relative = self.fill(path);
+        let parts: Vec<&str> = relative.split('/').collect();
+        join_under(root, &parts).ok_or_else(|| format!("script path `{relative}` leaves {what}"))
     }
 }
 
@@ -265,14 +300,32 @@ enum Ending {
 async fn perform(action: &Action, context: &ScriptContext) -> Result<Option<Ending>, String> {
     match action {
         Action::Write(write) => {
-            let relative = context.fill(&write.path);
-            let parts: Vec<&str> = relative.split('/').collect();
-            let path = join_under(&context.worktree, &parts)
-                .ok_or_else(|| format!("script path `{relative}` leaves the worktree"))?;
+            let path = context.confined(&context.worktree, "the worktree", &write.path)?;
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
             }
-            std::fs::write(&path, context.fill(&write.content)).map_err(|e| format!("write {relative}: {e}"))?;
+            std::fs::write(&path, context.fill(&write.content))
+                .map_err(|e| format!("write {}: {e}", context.fill(&write.path)))?;
+            Ok(None)
+        }
+        Action::Append(append) => {
+            let (root, what) = match &context.append_dir {
+                Some(dir) if dir.is_absolute() => (dir, format!("${APPEND_DIR_ENV}")),
+                Some(dir) => return Err(format!("{APPEND_DIR_ENV} must be an absolute path, not `{}`", dir.display())),
+                None => (&context.worktree, "the worktree".to_string()),
+            };
+            let path = context.confined(root, &what, &append.path)?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+            }
+            // One write of the whole text on an O_APPEND file: concurrent appenders do not interleave.
+            let text = context.fill(&append.content);
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+                .map_err(|e| format!("append to {}: {e}", path.display()))?;
             Ok(None)
         }
         Action::Run(argv) => {
@@ -346,6 +399,77 @@ mod tests {
         assert!(matches!(script.step("Safe divide", "review", 2).unwrap().actions[0], Action::Commit(_)));
         assert!(script.step("Other", "review", 1).unwrap().actions.is_empty());
         assert!(script.step("Other", "analysis", 1).is_none());
+    }
+
+    fn context(worktree: &Path, append_dir: Option<PathBuf>) -> ScriptContext {
+        ScriptContext {
+            work_item: "DEMO-007".into(),
+            title: "Witness".into(),
+            stage: "review".into(),
+            attempt: 2,
+            run: 3,
+            worktree: worktree.to_path_buf(),
+            now_ms: 1_700_000_000_123,
+            run_dir: PathBuf::from("/data/runs/DEMO-007/review-job9/run3"),
+            pid: 4242,
+            append_dir,
+        }
+    }
+
+    // `append` adds lines (never replaces) under $BATON_SCRIPT_APPEND_DIR with every template
+    // variable filled in, and leaves the worktree alone; without the variable it appends in the
+    // worktree.
+    #[test]
+    fn append_adds_lines_under_the_append_dir() {
+        let worktree = tempfile::tempdir().unwrap();
+        let witness = tempfile::tempdir().unwrap();
+        let script: Script = toml::from_str(
+            r#"
+            [[task]]
+            match = "*"
+            [[task.step]]
+            stage = "review"
+            actions = [
+              { append = { path = "w/agents.log", content = "{work_item} {stage} {attempt} {run} {pid} {started_ms} {run_dir}\n" } },
+              { append = { path = "w/agents.log", content = "end {work_item_snake}\n" } },
+            ]
+            "#,
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (line, code) =
+            runtime.block_on(interpret(&script, &context(worktree.path(), Some(witness.path().to_path_buf()))));
+        assert_eq!(code, 0, "{line}");
+        let log = std::fs::read_to_string(witness.path().join("w/agents.log")).unwrap();
+        assert_eq!(log, "DEMO-007 review 2 3 4242 1700000000123 /data/runs/DEMO-007/review-job9/run3\nend demo_007\n");
+        assert!(!worktree.path().join("w").exists(), "append wrote into the worktree");
+        // Without an append directory the file lies in the worktree; a second run appends.
+        for _ in 0..2 {
+            let (_, code) = runtime.block_on(interpret(&script, &context(worktree.path(), None)));
+            assert_eq!(code, 0);
+        }
+        let log = std::fs::read_to_string(worktree.path().join("w/agents.log")).unwrap();
+        assert_eq!(log.lines().count(), 4, "{log}");
+    }
+
+    // `append` paths are confined like `write` paths: traversal and absolute paths fail the run,
+    // and a relative append directory is refused; nothing is written outside.
+    #[test]
+    fn append_paths_are_confined() {
+        let worktree = tempfile::tempdir().unwrap();
+        let witness = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for path in ["../escape.log", "/tmp/escape.log", "a/../../escape.log", ""] {
+            let action = Action::Append(WriteAction { path: path.into(), content: "x\n".into() });
+            let context = context(worktree.path(), Some(witness.path().join("inner")));
+            let error = runtime.block_on(perform(&action, &context)).err().unwrap_or_default();
+            assert!(error.contains("leaves $BATON_SCRIPT_APPEND_DIR"), "{path}: {error}");
+        }
+        assert!(!witness.path().join("escape.log").exists());
+        let action = Action::Append(WriteAction { path: "ok.log".into(), content: "x\n".into() });
+        let relative = context(worktree.path(), Some(PathBuf::from("witness")));
+        let error = runtime.block_on(perform(&action, &relative)).err().unwrap_or_default();
+        assert!(error.contains("must be an absolute path"), "{error}");
     }
 
     // An unknown action is rejected with a message naming it.
