@@ -25,6 +25,24 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 pub struct Env {
     pub _tmp: tempfile::TempDir,
     pub root: PathBuf,
+    /// Environment variables `baton serve` gets besides the test's own.
+    pub serve_env: Vec<(String, String)>,
+}
+
+/// Additions to the generated baton.toml, section by section; `{root}` in any of them stands for
+/// the environment's root directory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConfigExtra<'a> {
+    /// Lines added to `[server]`.
+    pub server: &'a str,
+    /// Lines added to `[limits]`.
+    pub limits: &'a str,
+    /// The repository's `test` command (TOML array); `None`: `python3 -m unittest -q`.
+    pub test: Option<&'a str>,
+    /// Lines added to the `[[repos]]` entry (`deploy`, `health`).
+    pub repo: &'a str,
+    /// Sections appended at the end.
+    pub sections: &'a str,
 }
 
 pub const PROJECT_TEST: &str = "import unittest\n\nfrom mathkit.core import add\n\n\nclass AddTest(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n";
@@ -61,6 +79,11 @@ impl Env {
 
     /// Like [`Env::new`], with `extra` appended to baton.toml (more sections).
     pub fn with_config(script: &str, extra_limits: &str, extra: &str) -> Env {
+        Env::with_extra(script, &ConfigExtra { limits: extra_limits, sections: extra, ..ConfigExtra::default() })
+    }
+
+    /// Like [`Env::new`], with additions to every section of baton.toml.
+    pub fn with_extra(script: &str, extra: &ConfigExtra<'_>) -> Env {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().canonicalize().unwrap();
         let project = root.join("project");
@@ -80,15 +103,20 @@ impl Env {
         git(&project, &["commit", "-q", "-m", "Initial commit"]);
         let script = format!("{script}\n{COMMON_STEPS}");
         std::fs::write(root.join("script.toml"), script).unwrap();
+        let ConfigExtra { server, limits, test, repo, sections } = *extra;
+        let test = test.unwrap_or("[\"python3\", \"-m\", \"unittest\", \"-q\"]");
+        let root_text = root.display().to_string();
+        let [server, limits, test, repo, sections] =
+            [server, limits, test, repo, sections].map(|s| s.replace("{root}", &root_text));
         let config = format!(
-            "[server]\ndata_dir = \"data\"\nlisten = \"127.0.0.1:0\"\napi_token = \"test-token\"\n\n\
+            "[server]\ndata_dir = \"data\"\nlisten = \"127.0.0.1:0\"\napi_token = \"test-token\"\n{server}\n\n\
              [limits]\nretry_base_secs = 1\nmerge_defer_secs = 1\npoll_interval_ms = 100\nstop_grace_secs = 2\n\
-             running_max = 4\nrunning_per_repo_max = 4\n{extra_limits}\n\n\
-             [[repos]]\nname = \"demo\"\npath = \"project\"\nprefix = \"DEMO\"\ntest = [\"python3\", \"-m\", \"unittest\", \"-q\"]\n\n\
-             [agents.default]\nadapter = \"script\"\nscript = \"script.toml\"\n\n{extra}"
+             running_max = 4\nrunning_per_repo_max = 4\n{limits}\n\n\
+             [[repos]]\nname = \"demo\"\npath = \"project\"\nprefix = \"DEMO\"\ntest = {test}\n{repo}\n\n\
+             [agents.default]\nadapter = \"script\"\nscript = \"script.toml\"\n\n{sections}"
         );
         std::fs::write(root.join("baton.toml"), config).unwrap();
-        Env { _tmp: tmp, root }
+        Env { _tmp: tmp, root, serve_env: Vec::new() }
     }
 
     pub fn request(&self, title: &str) -> baton_engine::NewTaskRequest {
@@ -139,6 +167,7 @@ impl Env {
             .command()
             .arg("serve")
             .env("BATON_LOG", "info")
+            .envs(self.serve_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
