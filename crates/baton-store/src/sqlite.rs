@@ -60,6 +60,21 @@ impl SqliteStore {
 }
 
 async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
+    // Up to date already (the common case): a read, so opening the store never waits for the write
+    // lock of another Baton (a frozen `baton serve` must not hang `baton status`).
+    let applied: Option<Vec<i64>> =
+        sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(pool).await.ok();
+    if let Some(applied) = applied
+        && MIGRATIONS.iter().all(|(version, _)| applied.contains(version))
+    {
+        return match applied.iter().max() {
+            Some(newest) if *newest > MIGRATIONS.len() as i64 => Err(StoreError::Database(format!(
+                "the database has schema version {newest}, newer than this Baton knows ({}); upgrade Baton",
+                MIGRATIONS.len()
+            ))),
+            _ => Ok(()),
+        };
+    }
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
