@@ -217,6 +217,7 @@ fn job_finished(
             }
             decision
         }
+        JobOutcome::LeaseLost { reason } => lease_lost(state, pipeline, reason, now_ms),
         JobOutcome::Infrastructure { reason } => {
             // Not the code's fault: the attempt, the rollbacks and the failure carried into the next
             // prompt stay as they were; the stage runs again after a backoff, and humans hear of it.
@@ -365,6 +366,24 @@ fn failed_attempt(state: &TaskState, pipeline: &Pipeline, reason: &str, now_ms: 
         delay_ms / 1000
     );
     Decision::Apply { next, effects, note }
+}
+
+/// The merge lease was lost before the merge: back to the stage whose merge gate rebases and
+/// re-tests (the head it passed may no longer sit on the default branch's head). Not the code's
+/// fault: no rollback is spent and the next prompt hears nothing of it.
+fn lease_lost(state: &TaskState, pipeline: &Pipeline, reason: &str, now_ms: i64) -> Decision {
+    let current = pipeline.stages.iter().position(|s| s.name == state.stage);
+    let gate =
+        current.and_then(|at| pipeline.stages[..at].iter().rev().find(|s| s.gates.contains(&GateSpec::Mergeable)));
+    let Some(gate) = gate else {
+        return failed_attempt(state, pipeline, reason, now_ms);
+    };
+    let mut next = state.clone();
+    let mut effects = vec![Effect::ReleaseLeases];
+    effects.extend(enter(&mut next, gate, pipeline));
+    let text = format!("{} lost the merge lease before merging: {reason}; back to {}", state.stage, gate.name);
+    effects.push(Effect::Notify { kind: NotifyKind::Info, text: text.clone() });
+    Decision::Apply { next, effects, note: text }
 }
 
 fn rollback(state: &TaskState, pipeline: &Pipeline, to: &str, reason: &str) -> Decision {

@@ -51,6 +51,9 @@ pub enum JobOutcome {
     /// a command killed from outside): retried with backoff without spending the stage's attempts
     /// or rollbacks, and never shown to an agent as a failure of its work.
     Infrastructure { reason: String },
+    /// The deploy step found the repository's merge lease gone (taken by another task after it
+    /// expired) before merging: nothing was merged; the merge gate must rebase and re-test again.
+    LeaseLost { reason: String },
 }
 
 /// The name of the verdict the deploy actor records once the default branch holds the task's

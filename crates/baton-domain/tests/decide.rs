@@ -93,6 +93,7 @@ fn render_event(event: &Event) -> String {
                     format!("quota exhausted ({reason}, resets at {resets_at_ms:?})")
                 }
                 JobOutcome::Infrastructure { reason } => format!("infrastructure failure ({reason})"),
+                JobOutcome::LeaseLost { reason } => format!("lease lost ({reason})"),
             };
             format!("job {job} {stage}: {what}")
         }
@@ -733,6 +734,7 @@ fn decide_never_panics_and_terminal_never_moves() {
             JobOutcome::QuotaExhausted { reason: "limit".into(), resets_at_ms: None },
             JobOutcome::QuotaExhausted { reason: "limit".into(), resets_at_ms: Some(10_000) },
             JobOutcome::Infrastructure { reason: "disk full".into() },
+            JobOutcome::LeaseLost { reason: "held by task:9".into() },
         ];
         let gate = pipeline.stage(stage).and_then(|s| s.gates.first()).map_or("artifact", GateSpec::name);
         for verdict in [Verdict::Pass, Verdict::Fail, Verdict::Defer, Verdict::Error] {
@@ -1047,5 +1049,18 @@ fn stop_during_deploy_before_the_merge_cancels() {
     check!(running("deploy", 9), [stop_critical(), agent_failed("deploy lease lost")], @r#"
         stop by bob (critical) → deploy [notify info "stop requested by bob: deferred until the running deploy step ends"]
         job 9 deploy: agent failed (deploy lease lost) → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by bob after the deploy step ended"]
+        "#);
+}
+
+// The deploy found the merge lease taken by another task (it expired while Baton was paused):
+// nothing was merged, so the task goes back to the merge gate to rebase and re-test, spending no
+// rollback and telling the next prompt nothing.
+#[test]
+fn lease_lost_before_the_merge_goes_back_to_the_merge_gate() {
+    let lost = || -> Step { Box::new(|s, _| finished(s, JobOutcome::LeaseLost { reason: "held by task:21".into() })) };
+    check!(running("deploy", 9), [lost(), finish_ok(), confirm()], @r#"
+        job 9 deploy: lease lost (held by task:21) → deploy_staging [release_leases, enqueue #10 deploy_staging, notify info "deploy lost the merge lease before merging: held by task:21; back to deploy_staging"]
+        job 10 deploy_staging: ok → deploy (awaiting_confirm) [notify needs_human "deploy awaits confirmation"]
+        confirm by ann → deploy [enqueue #11 deploy]
         "#);
 }

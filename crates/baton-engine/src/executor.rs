@@ -239,10 +239,11 @@ async fn run_job(
             }
         }
         Actor::Deploy => match deploy(&ctx).await {
-            Err(reason) if baton_runner::is_infrastructure(&reason) => {
+            Err(Refused::LeaseLost(reason)) => return Ok(Some(JobOutcome::LeaseLost { reason })),
+            Err(Refused::Other(reason)) if baton_runner::is_infrastructure(&reason) => {
                 return Ok(Some(JobOutcome::Infrastructure { reason }));
             }
-            Err(reason) => return Ok(Some(JobOutcome::Failed { reason })),
+            Err(Refused::Other(reason)) => return Ok(Some(JobOutcome::Failed { reason })),
             // The default branch holds the change now: the verdicts say so, whatever follows.
             Ok(Deployed { merged, failed: Some(failed) }) => {
                 let verdicts = vec![merged, failed];
@@ -722,21 +723,37 @@ struct Deployed {
     failed: Option<GateVerdict>,
 }
 
+/// Why the deploy actor merged nothing.
+enum Refused {
+    /// The merge lease is another task's now: the merge gate must rebase and re-test again.
+    LeaseLost(String),
+    Other(String),
+}
+
+impl From<&str> for Refused {
+    fn from(reason: &str) -> Self {
+        Refused::Other(reason.to_string())
+    }
+}
+
+impl From<String> for Refused {
+    fn from(reason: String) -> Self {
+        Refused::Other(reason)
+    }
+}
+
 /// The deploy actor: fast-forward the default branch to the retested head, then run `deploy`.
 /// `Err` means nothing was merged.
-async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, String> {
+async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     let engine = ctx.engine;
     let lease = gates::merge_lease_name(&ctx.repo.name);
     let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
     match engine.store().acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock().now_ms()).await {
         Ok(LeaseOutcome::Acquired { .. }) => {}
         Ok(LeaseOutcome::Busy { holder }) => {
-            return Err(format!(
-                "the merge lease of {} is held by {holder}; the merge gate must run again",
-                ctx.repo.name
-            ));
+            return Err(Refused::LeaseLost(format!("the merge lease of {} is held by {holder}", ctx.repo.name)));
         }
-        Err(error) => return Err(format!("cannot renew the merge lease: {error}")),
+        Err(error) => return Err(format!("cannot renew the merge lease: {error}").into()),
     }
     let head = timed(ctx, engine.vcs().rev(&ctx.worktree, "HEAD")).await.ok_or("the worktree has no HEAD")?;
     // Merge exactly the head the merge gate re-tested, and nothing else (main is sacred).
@@ -745,7 +762,8 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, String> {
         Some(passed) => {
             return Err(format!(
                 "the worktree is at {head}, not at {passed} that the merge gate re-tested; refusing to merge"
-            ));
+            )
+            .into());
         }
         None => return Err("no merge-gate pass recorded for this task; refusing to merge".into()),
     }
@@ -760,23 +778,24 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, String> {
     match engine.store().renew_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock().now_ms()).await {
         Ok(true) => {}
         Ok(false) => {
-            return Err(format!(
-                "the merge lease of {} was lost before the merge (held past its TTL?); the merge gate must run again",
+            return Err(Refused::LeaseLost(format!(
+                "the merge lease of {} was lost before the merge (held past its TTL)",
                 ctx.repo.name
-            ));
+            )));
         }
-        Err(error) => return Err(format!("cannot renew the merge lease before the merge: {error}")),
+        Err(error) => return Err(format!("cannot renew the merge lease before the merge: {error}").into()),
     }
     let merged = timed(ctx, engine.forge().fast_forward(&forge_repo(ctx.repo), &base, &head)).await;
     match merged {
         Ok(MergeOutcome::Merged) | Ok(MergeOutcome::AlreadyMerged) => {}
         Ok(MergeOutcome::Moved { current }) => {
-            return Err(format!(
+            // Someone else merged meanwhile (the lease was lost): rebase and re-test first.
+            return Err(Refused::LeaseLost(format!(
                 "{} moved to {current} since the merge gate; refusing to merge (main is sacred)",
                 ctx.repo.default_branch
-            ));
+            )));
         }
-        Err(error) => return Err(format!("merge failed: {error}")),
+        Err(error) => return Err(format!("merge failed: {error}").into()),
     }
     let short = &head[..head.len().min(10)];
     let _ = engine

@@ -753,6 +753,7 @@ fn outcome_name(event: &Event) -> String {
             JobOutcome::BudgetExceeded { .. } => "budget".into(),
             JobOutcome::QuotaExhausted { .. } => "quota".into(),
             JobOutcome::Infrastructure { reason } => format!("infrastructure: {reason}"),
+            JobOutcome::LeaseLost { reason } => format!("lease lost: {reason}"),
         },
         other => other.kind().to_string(),
     }
