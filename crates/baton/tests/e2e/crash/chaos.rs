@@ -577,12 +577,12 @@ impl<'e> Chaos<'e> {
         self.server.kill9();
         let dir = intent.parent().unwrap_or(&intent);
         let what = match dir.file_name().and_then(|n| n.to_str()).unwrap_or("") {
-            name if name.starts_with("run") => "agent",
-            name if name.starts_with("cmd-") => "gate command",
-            _ => "deploy",
+            name if name.starts_with("run") => "an agent",
+            name if name.starts_with("cmd-") => "a gate command",
+            _ => "a deploy",
         };
         let launched = if dir.join("launch.json").exists() { "after" } else { "before" };
-        self.note(format!("serve killed just after an {what} launch, {launched} the shim's launch record"));
+        self.note(format!("serve killed just after {what} launch, {launched} the shim's launch record"));
         self.servers += 1;
         self.server = self.env.serve(self.servers);
         true
