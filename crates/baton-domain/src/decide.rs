@@ -53,6 +53,9 @@ pub enum Decision {
 
 /// After the first, consecutive infrastructure failures alert once per this many.
 const INFRA_ALERT_EVERY: u32 = 5;
+/// Consecutive infrastructure failures of one stage before a human must look (a machine that
+/// keeps failing, or an agent that keeps claiming it does).
+const INFRA_FAILURES_MAX: u32 = 12;
 
 fn short_sha(sha: &str) -> &str {
     sha.get(..10).unwrap_or(sha)
@@ -218,6 +221,10 @@ fn job_finished(
             decision
         }
         JobOutcome::LeaseLost { reason } => lease_lost(state, pipeline, reason, now_ms),
+        JobOutcome::Infrastructure { reason } if state.infra_failures + 1 >= INFRA_FAILURES_MAX => block(
+            state,
+            format!("{} hit {INFRA_FAILURES_MAX} infrastructure failures in a row; last: {reason}", state.stage),
+        ),
         JobOutcome::Infrastructure { reason } => {
             // Not the code's fault: the attempt, the rollbacks and the failure carried into the next
             // prompt stay as they were; the stage runs again after a backoff, and humans hear of it.

@@ -1064,3 +1064,13 @@ fn lease_lost_before_the_merge_goes_back_to_the_merge_gate() {
         confirm by ann → deploy [enqueue #11 deploy]
         "#);
 }
+
+// Twelve infrastructure failures in a row block the task for a human (a machine that keeps failing,
+// or an agent that keeps claiming it does, must not retry for ever).
+#[test]
+fn infrastructure_failures_block_after_twelve_in_a_row() {
+    let state = TaskState { infra_failures: 11, ..running("development", 4) };
+    check!(state, [infra("No space left on device")], @r#"
+        job 4 development: infrastructure failure (No space left on device) → development (blocked) [release_leases, notify alert "blocked: development hit 12 infrastructure failures in a row; last: No space left on device"] {failure "development hit 12 infrastructure failures in a row; last: No space left on device", infra 11}
+        "#);
+}

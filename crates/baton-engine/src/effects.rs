@@ -13,10 +13,11 @@ use baton_store::{EffectClaim, EffectRecord, NewEffect, NewEvent, TaskRecord};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// A worker does not see an effect another worker claimed for this long.
-const CLAIM_MS: i64 = 60_000;
-/// Effects claimed per pass at most.
-const CLAIM_BATCH_MAX: u32 = 64;
+/// A worker does not see an effect another worker claimed for this long (a worker that died holding
+/// a claim delays its effects by at most this).
+const CLAIM_MS: i64 = 20_000;
+/// Effects claimed per pass at most (few: a dying worker hides few).
+const CLAIM_BATCH_MAX: u32 = 8;
 /// First retry delay of a failed effect; doubles per try.
 const RETRY_BASE_MS: i64 = 1_000;
 /// Longest retry delay of a failed effect.

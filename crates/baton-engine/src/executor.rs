@@ -230,6 +230,11 @@ async fn run_job(
                 return Ok(Some(JobOutcome::BudgetExceeded { reason }));
             }
             match run.report.status {
+                // The agent could not write its work because the machine failed (a full disk):
+                // not the code's fault, and nothing for the next prompt.
+                AgentStatus::Failed { message } if baton_runner::is_infrastructure(&message) => {
+                    return Ok(Some(JobOutcome::Infrastructure { reason: message }));
+                }
                 AgentStatus::Failed { message } => return Ok(Some(JobOutcome::Failed { reason: message })),
                 AgentStatus::NeedsInput { questions } => return Ok(Some(JobOutcome::NeedsInput { questions })),
                 AgentStatus::QuotaExhausted { message, resets_at_ms } => {
@@ -443,7 +448,8 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
         let _ = engine.store().close_agent_run(run_id, "stopped", &why, engine.clock().now_ms()).await;
         return Err(error.into());
     }
-    let run = Supervision { run_id, run_number, run_dir, started_at_ms, launch, limits: limits_before };
+    let run =
+        Supervision { run_id, run_number, run_dir, started_at_ms, launch, limits: limits_before, recorded: false };
     supervise(ctx, role, agent, run).await
 }
 
@@ -456,6 +462,8 @@ struct Supervision {
     launch: LaunchRecord,
     /// The budget caps in force for this run, with the spend before it.
     limits: Vec<budgets::BudgetLimit>,
+    /// Its end was already recorded (by a Baton that died before applying the job's result).
+    recorded: bool,
 }
 
 /// The agent run of this job that an earlier Baton started, when its agent is still running or
@@ -496,6 +504,7 @@ async fn adoptable(ctx: &JobContext<'_>) -> Result<Option<Supervision>, EngineEr
         started_at_ms: run.started_at_ms,
         launch,
         limits: budgets::limits_for(ctx.engine, ctx.task).await?,
+        recorded: run.ended_at_ms.is_some(),
     }))
 }
 
@@ -507,7 +516,7 @@ async fn supervise(
     run: Supervision,
 ) -> Result<AgentRun, EngineError> {
     let engine = ctx.engine;
-    let Supervision { run_id, run_number, run_dir, started_at_ms, launch, limits: limits_before } = run;
+    let Supervision { run_id, run_number, run_dir, started_at_ms, launch, limits: limits_before, recorded } = run;
     let stdout_path = run_dir.join("stdout.log");
     let stderr_path = run_dir.join("stderr.log");
     let limits = &engine.settings().limits;
@@ -577,6 +586,10 @@ async fn supervise(
     };
     let cost = report.cost_usd.map_or("unpriced".to_string(), |c| format!("${c:.4}"));
     let model = report.model.clone().unwrap_or_else(|| "model unknown".into());
+    // A run whose end an earlier Baton recorded is on the timeline already.
+    if recorded {
+        return Ok(AgentRun { report, budget_stop });
+    }
     let _ = engine
         .store()
         .append_event(NewEvent {
