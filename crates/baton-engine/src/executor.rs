@@ -787,16 +787,30 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         return Err("the task changed before the merge; not merging".into());
     }
     // The lease must still be ours at the moment of the merge: a Baton paused past the lease's TTL
-    // (or a long step) may have lost it to another task, which may be merging now.
-    match engine.store().renew_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock().now_ms()).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(Refused::LeaseLost(format!(
-                "the merge lease of {} was lost before the merge (held past its TTL)",
-                ctx.repo.name
-            )));
+    // (or a long step) may have lost it to another task, which may be merging now. Renew it, then
+    // read it back with a fresh clock (a pause between the renewal's clock read and its write would
+    // leave it stale); nothing awaits between the last check and the merge.
+    let holder = task_holder(ctx.task.id);
+    let mut fresh = false;
+    for _ in 0..3 {
+        match engine.store().renew_lease(&lease, &holder, ttl_ms, engine.clock().now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Refused::LeaseLost(format!(
+                    "the merge lease of {} was lost before the merge (held past its TTL)",
+                    ctx.repo.name
+                )));
+            }
+            Err(error) => return Err(format!("cannot renew the merge lease before the merge: {error}").into()),
         }
-        Err(error) => return Err(format!("cannot renew the merge lease before the merge: {error}").into()),
+        let current = engine.store().lease(&lease).await.ok().flatten();
+        if current.is_some_and(|l| l.holder == holder && l.expires_at_ms - engine.clock().now_ms() > ttl_ms / 2) {
+            fresh = true;
+            break;
+        }
+    }
+    if !fresh {
+        return Err(Refused::LeaseLost(format!("the merge lease of {} could not be kept fresh", ctx.repo.name)));
     }
     let merged = timed(ctx, engine.forge().fast_forward(&forge_repo(ctx.repo), &base, &head)).await;
     match merged {
