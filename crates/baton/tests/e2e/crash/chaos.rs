@@ -710,7 +710,9 @@ impl<'e> Chaos<'e> {
             return false;
         };
         std::thread::sleep(Duration::from_millis(self.rng.between((0, 200))));
-        if killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL).is_ok() {
+        // A group whose leader is a zombie has ended already (killpg still "succeeds" on it).
+        let alive = crate::support::pid_alive(u64::from(pgid));
+        if alive && killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL).is_ok() {
             self.killed_groups.insert(run_dir);
             self.note("agent process group killed");
             true
