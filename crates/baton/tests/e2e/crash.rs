@@ -438,6 +438,24 @@ fn random_kills_keep_spec_4_invariants_as_the_witnesses_see_them() {
     let merged_heads: Vec<String> = main_commits(&env.project())[1..].iter().map(|(sha, _)| sha.clone()).collect();
     violations.extend(witness::check_commands(&witness, &merged_heads, &mut counts));
 
+    // A full disk is the machine's failure: it never rolls a task back, never spends an attempt,
+    // and never reaches an agent's prompt as a failure of its work.
+    let mut disk_rollbacks = 0;
+    for (id, detail) in &details {
+        for event in detail["timeline"].as_array().map_or(&[][..], Vec::as_slice) {
+            let message = event["message"].as_str().unwrap_or("");
+            let by_disk = message.contains("No space left on device");
+            let spent = message.contains("rolled back") || message.contains(" failed: ") && message.contains("retry");
+            if by_disk && spent {
+                disk_rollbacks += 1;
+                violations.push(Violation {
+                    task: Some(id.clone()),
+                    text: format!("a full disk was judged a code failure: {message}"),
+                });
+            }
+        }
+    }
+
     for failing in commits_failing_tests(&env.project()) {
         violations.push(Violation { task: None, text: format!("a commit on main fails its tests: {failing}") });
     }
@@ -483,7 +501,7 @@ fn random_kills_keep_spec_4_invariants_as_the_witnesses_see_them() {
     summary.push(format!(
         "  witness: {} agent executions ({} completed, {} killed by the test, {} failed, {} interrupted by Baton), \
          store: {} agent runs ({} lost); {} test runs ({} unfinished); {} deploys; {} health checks; \
-         {} main commits",
+         {} main commits; {} attempts or rollbacks spent on a full disk",
         counts.agent_executions,
         counts.agent_completed,
         counts.agent_killed_by_test,
@@ -496,6 +514,7 @@ fn random_kills_keep_spec_4_invariants_as_the_witnesses_see_them() {
         counts.deploys,
         counts.health_checks,
         merged_heads.len() + 1,
+        disk_rollbacks,
     ));
     for line in &counts.unfinished {
         summary.push(format!("    not completed: {line}"));
