@@ -20,8 +20,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Whether an error text says the machine failed rather than the code: a full disk, an I/O error,
-/// a read-only file system, no memory, too many open files, or a git lock file left behind. Such a
-/// failure is retried with backoff; it never spends a stage's attempts or reaches an agent prompt.
+/// a read-only file system, no memory, too many open files, a git lock file left behind, a busy
+/// database, or a command killed from outside (SIGKILL: the OOM killer, an operator, a dead shim).
+/// Such a failure is retried with backoff; it never spends a stage's attempts or reaches an agent
+/// prompt.
 pub fn is_infrastructure(text: &str) -> bool {
     const SIGNS: &[&str] = &[
         "No space left on device",
@@ -34,6 +36,7 @@ pub fn is_infrastructure(text: &str) -> bool {
         "EIO",
         "database is locked",
         "database is busy",
+        "killed by signal 9",
     ];
     let lock_file = text.contains(".lock") && (text.contains("File exists") || text.contains("Unable to create"));
     lock_file || SIGNS.iter().any(|sign| text.contains(sign))
@@ -155,6 +158,28 @@ pub trait CommandRunner: Send + Sync {
     /// Makes `run_dir` ready for a fresh execution: a leftover still running is stopped (TERM,
     /// `grace`, KILL), and whatever it left is archived.
     async fn reset(&self, run_dir: &Path, grace: Duration) -> Result<(), RunError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_infrastructure;
+
+    // The machine's failures are told apart from the code's by what the error says.
+    #[test]
+    fn infrastructure_failures_are_recognised() {
+        for text in [
+            "write docs/x.md: No space left on device (os error 28)",
+            "fatal: Unable to create '/r/.git/index.lock': File exists.",
+            "error returned from database: (code: 5) database is locked",
+            "`sh test.sh` killed by signal 9; output tail:",
+            "read: Input/output error",
+        ] {
+            assert!(is_infrastructure(text), "{text}");
+        }
+        for text in ["`sh test.sh` exited with code 1", "killed by signal 11", "rebase conflicts in src/lib.rs"] {
+            assert!(!is_infrastructure(text), "{text}");
+        }
+    }
 }
 
 /// The real [`Vcs`]: `git` with argument vectors.
