@@ -189,6 +189,17 @@ pub async fn clean_up_ended(engine: &Engine, task: &TaskRecord) {
     if !task.state.is_terminal() {
         return;
     }
+    // A lease this job took after the task ended (its own release may have failed) goes too.
+    let lease = crate::gates::merge_lease_name(&task.repo);
+    let holder = baton_store::task_holder(task.id);
+    for _ in 0..3 {
+        match engine.store().release_lease(&lease, &holder).await {
+            Ok(_) => break,
+            Err(error) => {
+                tracing::warn!(task = %task.work_item_id, "releasing {lease} after the task ended failed: {error}")
+            }
+        }
+    }
     let mut cleanup =
         vec![OutboxEffect::RemoveWorktree { repo: task.repo.clone(), work_item: task.work_item_id.clone() }];
     if task.state.stage == baton_domain::pipeline::CANCELLED {

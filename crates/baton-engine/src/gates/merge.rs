@@ -27,7 +27,12 @@ pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
             // repo's lease for a task that is no longer running this job.
             let current = ctx.store.task(&baton_store::TaskKey::Id(ctx.task.id)).await.ok().flatten();
             if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {
-                let _ = ctx.store.release_lease(&lease, &task_holder(ctx.task.id)).await;
+                // Retried: a lease kept here would hold up the repository's merges until the reaper.
+                for _ in 0..3 {
+                    if ctx.store.release_lease(&lease, &task_holder(ctx.task.id)).await.is_ok() {
+                        break;
+                    }
+                }
                 return GateVerdict::new(GATE, Verdict::Error, "the task changed while the merge gate started");
             }
         }
