@@ -200,7 +200,7 @@ async fn run_job(
         .stage(&job.stage)
         .ok_or_else(|| EngineError::Invalid(format!("stage `{}` is not in the pipeline", job.stage)))?;
     let worktree = worktree_path(&settings.worktrees_dir(), &task.repo, &task.work_item_id)?;
-    let run_dir = settings.runs_dir().join(&task.work_item_id).join(format!("{}-job{}", job.stage, job.id));
+    let run_dir = job_run_dir(&settings.runs_dir(), &task.work_item_id, &job.stage, job.id);
     let ctx = JobContext {
         engine,
         task: &task,
@@ -916,7 +916,7 @@ async fn deploy_command(ctx: &JobContext<'_>, gates: &GateContext<'_>, head: &st
     }
 }
 
-/// Where a job's run directory is, for tests and tools.
+/// Where a job's run directory is (`<runs>/<work item>/<stage>-job<id>`).
 pub fn job_run_dir(runs_dir: &Path, work_item: &str, stage: &str, job: baton_domain::JobId) -> PathBuf {
     runs_dir.join(work_item).join(format!("{stage}-job{job}"))
 }

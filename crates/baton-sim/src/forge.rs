@@ -67,7 +67,6 @@ struct Git {
     fault_rng: Option<Rng>,
     fault_per_mille: u32,
     faults_armed: bool,
-    infra_faults: u64,
     /// A one-shot full disk for the next git write named so (scripted scenarios).
     fail_next: Option<String>,
 }
@@ -161,11 +160,6 @@ impl SimForge {
         self.lock().merges
     }
 
-    /// Git failures injected as infrastructure faults (a full disk).
-    pub fn infra_faults(&self) -> u64 {
-        self.lock().infra_faults
-    }
-
     fn roll_fault(git: &mut Git) -> bool {
         let (armed, per_mille) = (git.faults_armed, git.fault_per_mille);
         armed && git.fault_rng.as_mut().is_some_and(|rng| rng.chance(per_mille))
@@ -183,7 +177,6 @@ impl SimForge {
             git.fail_next = None;
         }
         if scripted || Self::roll_fault(git) {
-            git.infra_faults += 1;
             return Err(failed(what, dir, "fatal: unable to write new index file: No space left on device (injected)"));
         }
         Ok(())

@@ -93,7 +93,6 @@ pub struct Execution {
 struct Procs {
     next_pgid: u32,
     by_dir: BTreeMap<PathBuf, Proc>,
-    archived: u64,
     scripts: BTreeMap<JobId, Script>,
     outputs: BTreeMap<PathBuf, Vec<u8>>,
     executions: Vec<Execution>,
@@ -170,11 +169,6 @@ impl SimProcs {
     /// Every execution so far, in start order.
     pub fn executions(&self) -> Vec<Execution> {
         self.lock().executions.clone()
-    }
-
-    /// Live process groups.
-    pub fn live_groups(&self) -> usize {
-        self.lock().by_dir.values().filter(|p| p.state == State::Live).count()
     }
 
     /// Plays the script of the process in `dir` to its end, if its job has one.
@@ -458,9 +452,7 @@ impl Supervisor for SimSupervisor {
                 source: std::io::Error::other("its process group is still running"),
             });
         }
-        if procs.by_dir.remove(run_dir).is_some() {
-            procs.archived += 1;
-        }
+        procs.by_dir.remove(run_dir);
         Ok(())
     }
 }
