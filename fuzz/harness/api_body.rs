@@ -88,7 +88,12 @@ impl ApiHarness {
             .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
             .body(Body::from(body.to_vec()));
         let Ok(request) = request else { return };
-        let router = app(AppState { engine: self.engine.clone(), api_token: Some(TOKEN.into()), started_at_ms: 0 });
+        let router = app(AppState {
+            engine: self.engine.clone(),
+            api_token: Some(TOKEN.into()),
+            read_requires_token: false,
+            started_at_ms: 0,
+        });
         self.runtime.block_on(async {
             let response = router.oneshot(request).await.expect("the router is infallible");
             let status = response.status();

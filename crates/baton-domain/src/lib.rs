@@ -9,6 +9,8 @@
 //! - [`agent`]: the common agent-run record every adapter produces.
 //! - [`retry`]: the retry backoff schedule.
 //! - [`pricing`]: the versioned model price table and its exact/normalized/longest-prefix lookup.
+//! - [`redact`]: secret masking for whole texts and for output streams cut anywhere.
+//! - [`text`]: checks on untrusted input text and terminal-safe escaping on output.
 //!
 //! Invariant: no IO, no async, no clock or random reads. `now` and randomness come in as arguments.
 
@@ -18,8 +20,10 @@ pub mod event;
 pub mod ids;
 pub mod pipeline;
 pub mod pricing;
+pub mod redact;
 pub mod retry;
 pub mod task;
+pub mod text;
 
 pub use agent::{AgentReport, AgentStatus, Usage};
 pub use decide::{Decision, Effect, NotifyKind, decide};
@@ -27,4 +31,5 @@ pub use event::{Event, GateVerdict, JobOutcome, MERGED_VERDICT, Verdict};
 pub use ids::{JobId, TaskId, WorkItemId};
 pub use pipeline::{Actor, GateSpec, OnGateFail, Pipeline, PipelineProblem, StageSpec};
 pub use pricing::{MatchKind, ModelPrice, PriceMatch, PriceTable, PriceTier, PricedCost, PricingError};
+pub use redact::{Redactor, StreamRedactor};
 pub use task::{Hold, TaskState};

@@ -6,11 +6,12 @@ use crate::agents::{AgentFactory, ConfiguredAgents};
 use crate::clock::{Clock, Spawner, SystemClock, TokioSpawner};
 use crate::effects::{self, RunningProcess};
 use crate::executor::{self, Start};
+use crate::redacting::RedactingStore;
 use crate::settings::EngineSettings;
 use baton_adapters::forge::{Forge, ForgeRepo, LocalForge};
 use baton_adapters::notifier::{LogNotifier, Notifier};
 use baton_adapters::tracker::{LocalTracker, Tracker};
-use baton_domain::{Decision, Effect, Event, JobId, Pipeline, TaskState};
+use baton_domain::{Decision, Effect, Event, JobId, Pipeline, Redactor, TaskState, text};
 use baton_runner::{CommandRunner, GitVcs, ShimSupervisor, SupervisedCommands, Supervisor, Vcs};
 use baton_store::{
     Advance, Claim, InboxEntry, JobFinish, JobRecord, JobStatus, NewEvent, NewTask, Store, StoreError, TaskFilter,
@@ -27,12 +28,6 @@ const QUOTA_TIMER_MS: i64 = 1_000;
 const OUTBOX_INTERVAL_MS: i64 = 1_000;
 /// Re-reads and re-decides after a lost compare-and-set at most this many times.
 const ADVANCE_ATTEMPTS_MAX: u32 = 8;
-/// Longest title accepted for a task.
-pub const TITLE_CHARS_MAX: usize = 200;
-/// Largest body accepted for a task.
-pub const BODY_BYTES_MAX: usize = 100_000;
-/// Largest human answer accepted.
-pub const ANSWER_BYTES_MAX: usize = 20_000;
 /// Environment variables every agent and repo command gets (when set), before pass-through.
 const BASE_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TERM"];
 
@@ -115,6 +110,8 @@ pub struct Engine {
     tracker: Arc<dyn Tracker>,
     /// Identifies this process as job owner.
     owner: String,
+    /// Every secret this engine knows, masked in everything it records (SPEC §16).
+    redactor: Redactor,
     pub(crate) running: Mutex<HashMap<JobId, watch::Sender<bool>>>,
     wake: Notify,
 }
@@ -141,6 +138,7 @@ pub struct EngineBuilder {
     notifier: Option<Arc<dyn Notifier>>,
     tracker: Option<Arc<dyn Tracker>>,
     owner: Option<String>,
+    secrets: Vec<String>,
 }
 
 impl EngineBuilder {
@@ -189,6 +187,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Secrets to mask beyond those the engine finds itself (the API token, webhook secrets).
+    pub fn secrets(mut self, values: impl IntoIterator<Item = String>) -> Self {
+        self.secrets.extend(values);
+        self
+    }
+
     /// The job-owner name of this process (default `pid:<pid>`).
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
@@ -197,13 +201,18 @@ impl EngineBuilder {
 
     pub fn build(self) -> Arc<Engine> {
         let pipeline = self.settings.effective_pipeline();
-        let supervisor: Arc<dyn Supervisor> =
-            self.supervisor.unwrap_or_else(|| Arc::new(ShimSupervisor::new(self.settings.baton_exe.clone())));
+        let redactor = Redactor::new(known_secrets(&self.settings).into_iter().chain(self.secrets));
+        let supervisor: Arc<dyn Supervisor> = self.supervisor.unwrap_or_else(|| {
+            Arc::new(ShimSupervisor::new(self.settings.baton_exe.clone()).with_redactor(redactor.clone()))
+        });
         let commands: Arc<dyn CommandRunner> =
             self.commands.unwrap_or_else(|| Arc::new(SupervisedCommands::new(supervisor.clone())));
+        // Every write goes through the redacting store when there is a secret to mask.
+        let store: Arc<dyn Store> =
+            if redactor.is_empty() { self.store } else { Arc::new(RedactingStore::new(self.store, redactor.clone())) };
         Arc::new(Engine {
             pipeline,
-            store: self.store,
+            store,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             spawner: self.spawner.unwrap_or_else(|| Arc::new(TokioSpawner)),
             vcs: self.vcs.unwrap_or_else(|| Arc::new(GitVcs)),
@@ -214,6 +223,7 @@ impl EngineBuilder {
             notifier: self.notifier.unwrap_or_else(|| Arc::new(LogNotifier)),
             tracker: self.tracker.unwrap_or_else(|| Arc::new(LocalTracker)),
             owner: self.owner.unwrap_or_else(|| format!("pid:{}", std::process::id())),
+            redactor,
             settings: self.settings,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
@@ -237,7 +247,13 @@ impl Engine {
             notifier: None,
             tracker: None,
             owner: None,
+            secrets: Vec::new(),
         }
+    }
+
+    /// The secrets this engine masks (SPEC §16): use it on every text that leaves Baton.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// An engine with every port at its real default.
@@ -312,6 +328,16 @@ impl Engine {
 
     /// Creates a task and enqueues its first stage; returns the stored task with its work-item id.
     pub async fn create_task(&self, request: NewTaskRequest) -> Result<TaskRecord, EngineError> {
+        self.create_task_keyed(request, None).await
+    }
+
+    /// [`Engine::create_task`] answering the idempotency key `key` (begun with
+    /// `Store::begin_idempotent`): the task is recorded under the key in the same transaction.
+    pub async fn create_task_keyed(
+        &self,
+        request: NewTaskRequest,
+        key: Option<String>,
+    ) -> Result<TaskRecord, EngineError> {
         let repo = self.settings.repo(&request.repo).ok_or_else(|| {
             let known: Vec<&str> = self.settings.repos.iter().map(|r| r.name.as_str()).collect();
             EngineError::Invalid(format!(
@@ -324,15 +350,20 @@ impl Engine {
                 }
             ))
         })?;
+        let limits = &self.settings.limits;
         let title = request.title.trim();
-        if title.is_empty() {
-            return Err(EngineError::Invalid("the title is empty; give a short summary of the ticket".into()));
-        }
-        if title.chars().count() > TITLE_CHARS_MAX {
-            return Err(EngineError::Invalid(format!("the title is longer than {TITLE_CHARS_MAX} characters")));
-        }
-        if request.body.len() > BODY_BYTES_MAX {
-            return Err(EngineError::Invalid(format!("the body is larger than {BODY_BYTES_MAX} bytes")));
+        text::check_line(title, limits.title_chars_max)
+            .map_err(|problem| invalid_input("the title", problem, "limits.title_chars_max"))?;
+        text::check_text(&request.body, limits.body_bytes_max)
+            .map_err(|problem| invalid_input("the body", problem, "limits.body_bytes_max"))?;
+        if let Some(external) = &request.external_ref {
+            let max = limits.external_ref_bytes_max;
+            let checked = match text::check_line(external, max) {
+                Ok(()) if external.len() > max => Err(text::TextProblem::TooLong(max, "bytes")),
+                other => other,
+            };
+            checked
+                .map_err(|problem| invalid_input("the external reference", problem, "limits.external_ref_bytes_max"))?;
         }
         let first = self.pipeline.first().ok_or_else(|| EngineError::Invalid("the pipeline has no stages".into()))?;
         let state = TaskState::new(&first.name);
@@ -348,6 +379,7 @@ impl Engine {
             body: request.body,
             external_ref: request.external_ref,
             state,
+            idempotency_key: key,
         };
         let task = self.store.create_task(new, transition, now).await?;
         self.wake();
@@ -362,10 +394,15 @@ impl Engine {
         by: &str,
         dedup_key: Option<String>,
     ) -> Result<InputOutcome, EngineError> {
-        if let Input::Answer { text } = &input
-            && (text.trim().is_empty() || text.len() > ANSWER_BYTES_MAX)
-        {
-            return Err(EngineError::Invalid(format!("the answer must be 1 to {ANSWER_BYTES_MAX} bytes of text")));
+        if let Input::Answer { text: answer } = &input {
+            let max = self.settings.limits.answer_bytes_max;
+            if answer.trim().is_empty() {
+                return Err(EngineError::Invalid(
+                    "the answer is empty; write the answer to the agent's question".into(),
+                ));
+            }
+            text::check_text(answer, max)
+                .map_err(|problem| invalid_input("the answer", problem, "limits.answer_bytes_max"))?;
         }
         let task = self.store.task(key).await?.ok_or_else(|| EngineError::NotFound(format!("task {key}")))?;
         // Without a caller's key, the input is keyed by what it does to which task version: a
@@ -685,6 +722,39 @@ impl Engine {
             }
         }
     }
+}
+
+/// The error for input text that failed a check, naming the limit to raise when it was too long.
+fn invalid_input(what: &str, problem: text::TextProblem, limit_key: &str) -> EngineError {
+    match problem {
+        text::TextProblem::Empty => {
+            EngineError::Invalid(format!("{what} is empty; give a short summary of the ticket"))
+        }
+        text::TextProblem::TooLong(..) => {
+            EngineError::Invalid(format!("{what} {problem} (shorten it, or raise `{limit_key}` in baton.toml)"))
+        }
+        text::TextProblem::Forbidden { .. } => EngineError::Invalid(format!("{what} {problem}")),
+    }
+}
+
+/// The values of every variable that carries a secret: those passed through to agents (globally
+/// or per agent, API keys included) and, in Baton's own environment, any whose name says it holds
+/// a key, token, secret or password.
+fn known_secrets(settings: &EngineSettings) -> Vec<String> {
+    let mut names: Vec<String> = settings.env_passthrough.clone();
+    for agent in settings.agents.values() {
+        names.extend(agent.api_key_env.iter().cloned());
+        names.extend(agent.env.iter().cloned());
+    }
+    let mut values: Vec<String> = names.iter().filter_map(|name| std::env::var(name).ok()).collect();
+    values.extend(std::env::vars().filter(|(name, _)| secret_name(name)).map(|(_, value)| value));
+    values
+}
+
+/// Whether a variable's name says it holds a secret (`ANTHROPIC_API_KEY`, `GITHUB_TOKEN`, …).
+fn secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"].iter().any(|word| upper.contains(word))
 }
 
 /// The inbox key of an input given without one: kind, task, task version and (for answers) a

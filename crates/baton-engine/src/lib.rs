@@ -7,15 +7,18 @@
 //! - [`executor`]: running one claimed job and turning its result into a `JobFinished` event.
 //! - [`effects`]: the outbox of durable effects and its worker.
 //! - [`gates`]: one file per gate kind, including the merge gate; gates see only a `GateContext`.
+//! - [`access`]: principals, scoped API tokens (stored as digests), the scope a decision needs.
 //! - [`agents`]: the agent port ([`AgentFactory`]) and the configured adapters.
 //! - [`clock`]: the time and spawn ports ([`Clock`], [`Spawner`]).
 //! - [`workspace`]: worktree paths (with path safety), creation and removal.
 //! - [`prompts`]: minijinja prompt templates per role.
+//! - `redacting`: the store wrapper that masks every known secret in what the engine writes.
 //! - [`settings`], [`clock`].
 //!
 //! Invariant: every stage change goes through `baton_domain::decide` and one `Store::advance`;
 //! external effects run only after that transaction committed, and only for its winner.
 
+pub mod access;
 pub mod agents;
 pub mod budgets;
 pub mod clock;
@@ -26,9 +29,11 @@ pub mod gates;
 pub mod prompts;
 pub mod reaper;
 pub mod reconciler;
+mod redacting;
 pub mod settings;
 pub mod workspace;
 
+pub use access::{Principal, Scope};
 pub use agents::{AgentFactory, ConfiguredAgents};
 pub use clock::{BoxFuture, Clock, Spawner, SystemClock, TokioSpawner};
 pub use engine::{Engine, EngineBuilder, Input, InputOutcome, NewTaskRequest};

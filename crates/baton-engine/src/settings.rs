@@ -44,6 +44,14 @@ pub struct Limits {
     pub reconciler_interval_secs: u64,
     /// A task idle this long with a finished but unapplied job is reconciled.
     pub reconcile_grace_secs: u64,
+    /// Longest task title, in characters.
+    pub title_chars_max: usize,
+    /// Largest task body, in bytes (files are read only this far).
+    pub body_bytes_max: usize,
+    /// Largest human answer, in bytes.
+    pub answer_bytes_max: usize,
+    /// Longest external ticket reference, in bytes.
+    pub external_ref_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -66,6 +74,10 @@ impl Default for Limits {
             job_backstop_secs: 4 * 3_600 + 1_800,
             reconciler_interval_secs: 10,
             reconcile_grace_secs: 30,
+            title_chars_max: 200,
+            body_bytes_max: 100_000,
+            answer_bytes_max: 20_000,
+            external_ref_bytes_max: 200,
         }
     }
 }

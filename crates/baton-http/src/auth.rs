@@ -1,5 +1,7 @@
-//! The API token check for mutations (SPEC §16): `Authorization: Bearer <token>`, compared in
-//! constant time. A server without a configured token refuses every mutation.
+//! Who is asking (SPEC §16): `Authorization: Bearer <token>` names a principal with a scope — a
+//! named token from the database (`baton token create`), or the one set in `server.api_token`.
+//! Mutations need the `act` scope; reads are open unless `server.read_requires_token`. The
+//! principal rides in the request's extensions, so every input records who made it.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -7,12 +9,28 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use baton_engine::{Principal, Scope};
 use std::sync::Arc;
 
-/// Middleware for the mutating routes: passes the request on only with the right bearer token.
-pub(crate) async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    match check(state.api_token.as_deref(), request.headers()) {
-        Ok(()) => next.run(request).await,
+/// Middleware for the mutating routes: passes the request on only for a principal with `act`.
+pub(crate) async fn require_act(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    guard(&state, Scope::Act, request, next).await
+}
+
+/// Middleware for the read routes: open unless the server requires a `read` token.
+pub(crate) async fn require_read(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if !state.read_requires_token {
+        return next.run(request).await;
+    }
+    guard(&state, Scope::Read, request, next).await
+}
+
+async fn guard(state: &AppState, needed: Scope, mut request: Request, next: Next) -> Response {
+    match principal(state, request.headers(), needed).await {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
         Err(error @ ApiError::Unauthorized(_)) => {
             let mut response = error.into_response();
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -22,22 +40,25 @@ pub(crate) async fn require_token(State(state): State<Arc<AppState>>, request: R
     }
 }
 
-fn check(expected: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = expected.filter(|token| !token.trim().is_empty()) else {
-        return Err(ApiError::Forbidden(
-            "this server has no API token, so actions are disabled; set `server.api_token` in baton.toml \
-             or the BATON_API_TOKEN environment variable and restart"
-                .into(),
-        ));
-    };
+async fn principal(state: &AppState, headers: &HeaderMap, needed: Scope) -> Result<Principal, ApiError> {
     let presented = bearer(headers).ok_or_else(|| {
-        ApiError::Unauthorized("this action needs the API token: send `Authorization: Bearer <token>`".into())
+        ApiError::Unauthorized(format!(
+            "this request needs a token with the `{needed}` scope: send `Authorization: Bearer <token>` \
+             (create one with `baton token create NAME --scope {needed}`)"
+        ))
     })?;
-    if tokens_match(presented.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized("the API token is not valid".into()))
+    let principal = state
+        .engine
+        .authenticate(presented, state.api_token.as_deref())
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("the token is not valid (unknown or revoked)".into()))?;
+    if !principal.allows(needed) {
+        return Err(ApiError::Forbidden(format!(
+            "the token `{}` has the `{}` scope; this request needs `{needed}`",
+            principal.name, principal.scope
+        )));
     }
+    Ok(principal)
 }
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive.
@@ -47,30 +68,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
 }
 
-/// Compares without an early exit, so the time taken depends only on the expected token's length,
-/// never on how many leading bytes of a guess are right. A dozen lines here instead of a crate.
-fn tokens_match(presented: &[u8], expected: &[u8]) -> bool {
-    let mut diff = presented.len() ^ expected.len();
-    for (i, byte) in expected.iter().enumerate() {
-        let other = presented.get(i).copied().unwrap_or(0);
-        diff |= usize::from(byte ^ other);
-    }
-    std::hint::black_box(diff) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    // Equal tokens match; a prefix, an extension, a different byte or an empty guess do not.
-    #[test]
-    fn tokens_match_only_when_equal() {
-        assert!(tokens_match(b"s3cret", b"s3cret"));
-        assert!(!tokens_match(b"s3cre", b"s3cret"));
-        assert!(!tokens_match(b"s3cret!", b"s3cret"));
-        assert!(!tokens_match(b"s3creT", b"s3cret"));
-        assert!(!tokens_match(b"", b"s3cret"));
-    }
 
     // The bearer scheme is found case-insensitively and other schemes are ignored.
     #[test]

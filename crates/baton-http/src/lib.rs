@@ -4,7 +4,8 @@
 //! - [`app`] builds the router from an [`AppState`]; tests drive it with `oneshot`, no socket.
 //! - [`serve`] runs it on a bound listener until a shutdown future resolves (`baton serve`).
 //! - [`api`]: one file per group of routes (tasks, status, usage).
-//! - [`auth`]: the bearer-token check on every mutating route.
+//! - [`auth`]: the principal behind a bearer token and the scope each route needs.
+//! - [`idempotency`]: exact `Idempotency-Key` handling on every mutation.
 //! - [`extract`]: `Json`/`Query`/`Path` wrappers whose rejections are [`ApiError`]s.
 //! - [`error`]: [`ApiError`], the one error type, rendered as `{code, message}` JSON.
 //!
@@ -15,6 +16,7 @@ pub mod api;
 mod auth;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 
 pub use error::ApiError;
 
@@ -33,8 +35,11 @@ pub const JSON_BODY_BYTES_MAX: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct AppState {
     pub engine: Arc<Engine>,
-    /// The bearer token mutations need. `None` (or empty) disables every mutation with 403.
+    /// The token set in `server.api_token` (principal `api:config`, scope admin), besides the
+    /// named tokens in the database.
     pub api_token: Option<String>,
+    /// Reads need a token with the `read` scope too (`server.read_requires_token`).
+    pub read_requires_token: bool,
     /// When this server started, in the engine clock's milliseconds; `/api/status` reports uptime.
     pub started_at_ms: i64,
 }

@@ -5,6 +5,8 @@
 
 #[path = "api/fuzz_corpus.rs"]
 mod fuzz_corpus;
+#[path = "api/trust.rs"]
+mod trust;
 
 use axum::Router;
 use axum::body::Body;
@@ -58,7 +60,12 @@ impl Harness {
     }
 
     fn app_with_token(&self, token: Option<&str>) -> Router {
-        app(AppState { engine: self.engine.clone(), api_token: token.map(str::to_string), started_at_ms: 0 })
+        app(AppState {
+            engine: self.engine.clone(),
+            api_token: token.map(str::to_string),
+            read_requires_token: false,
+            started_at_ms: 0,
+        })
     }
 
     fn app(&self) -> Router {
@@ -285,11 +292,15 @@ async fn mutations_need_the_right_token() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     error_message(&reply, "unauthorized");
 
+    // Without server.api_token, the configured token is just an unknown one; the message says
+    // how to create a named token.
     let no_server_token = authed(Method::POST, "/api/tasks").body(body()).unwrap();
     let (status, reply) = send(h.app_with_token(None), no_server_token).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let message = error_message(&reply, "forbidden");
-    assert!(message.contains("server.api_token") && message.contains("BATON_API_TOKEN"), "{message}");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    error_message(&reply, "unauthorized");
+    let bare = Request::post("/api/tasks").header(header::CONTENT_TYPE, "application/json").body(body()).unwrap();
+    let (_, reply) = send(h.app_with_token(None), bare).await;
+    assert!(error_message(&reply, "unauthorized").contains("baton token create"), "{reply}");
 
     // Nothing was created by the refused requests, and reading needed no token.
     assert_eq!(h.get("/api/tasks").await, (StatusCode::OK, json!([])));
@@ -338,9 +349,12 @@ async fn idempotency_key_replay_is_a_duplicate() {
     };
     let (_, first) = send(h.app(), stop("stop-1")).await;
     assert_eq!(first["outcome"], "applied", "{first}");
+    // The replay answers exactly what the first request answered, and changes nothing.
+    let events = h.get("/api/tasks/DEMO-001").await.1["timeline"].as_array().unwrap().len();
     let (status, replay) = send(h.app(), stop("stop-1")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(replay, json!({ "outcome": "duplicate" }));
+    assert_eq!(replay, first);
+    assert_eq!(h.get("/api/tasks/DEMO-001").await.1["timeline"].as_array().unwrap().len(), events);
 
     let (status, body) = send(h.app(), stop(&"k".repeat(201))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -413,7 +427,7 @@ async fn serves_health_on_a_real_socket() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let state = AppState { engine: h.engine.clone(), api_token: None, started_at_ms: 0 };
+    let state = AppState { engine: h.engine.clone(), api_token: None, read_requires_token: false, started_at_ms: 0 };
     let server = tokio::spawn(baton_http::serve(listener, state, async {
         let _ = stop_rx.await;
     }));

@@ -13,6 +13,7 @@ use crate::git::{Git, GitError};
 use crate::process::{ExitReport, ProcessSpec, RunLimits, Supervised};
 use crate::shim::{self, EXIT_FILE, INTENT_FILE, LaunchRecord, Previous};
 use async_trait::async_trait;
+use baton_domain::redact::Redactor;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -298,13 +299,26 @@ impl Vcs for GitVcs {
 #[derive(Debug)]
 pub struct ShimSupervisor {
     baton_exe: PathBuf,
+    /// Secrets the shim masks in every launched command's output.
+    redactor: Redactor,
     /// Children this process started, by process group, so waiting reaps them.
     children: Mutex<HashMap<u32, Supervised>>,
 }
 
 impl ShimSupervisor {
     pub fn new(baton_exe: impl Into<PathBuf>) -> Self {
-        ShimSupervisor { baton_exe: baton_exe.into(), children: Mutex::new(HashMap::new()) }
+        ShimSupervisor {
+            baton_exe: baton_exe.into(),
+            redactor: Redactor::default(),
+            children: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The same supervisor, masking `redactor`'s secrets in every launched command's output and
+    /// in the recorded intent.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
     }
 }
 
@@ -319,10 +333,11 @@ impl Supervisor for ShimSupervisor {
         let intent = run_dir.join(INTENT_FILE);
         let argv: Vec<&str> =
             std::iter::once(spec.program.as_str()).chain(spec.args.iter().map(String::as_str)).collect();
+        let argv: Vec<String> = argv.iter().map(|arg| self.redactor.redact(arg).into_owned()).collect();
         let record = serde_json::json!({ "argv": argv, "owner": owner }).to_string();
         std::fs::write(&intent, record).map_err(|e| io_error(&intent, e))?;
         let exit_file = run_dir.join(EXIT_FILE);
-        let spec = shim::wrap(spec, &self.baton_exe, &exit_file);
+        let spec = shim::wrap(spec, &self.baton_exe, &exit_file, &self.redactor);
         let child = crate::process::spawn(&spec)?;
         let launch = LaunchRecord {
             pid: child.pid,

@@ -106,9 +106,12 @@ fn open_output(path: &PathBuf) -> Result<std::fs::File, RunError> {
         std::fs::create_dir_all(parent)
             .map_err(|source| RunError::Io { what: parent.display().to_string(), source })?;
     }
+    use std::os::unix::fs::OpenOptionsExt;
+    // Run logs may quote anything an agent saw: owner-only, like the rest of the data dir.
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)
         .map_err(|source| RunError::Io { what: path.display().to_string(), source })
 }

@@ -4,11 +4,16 @@
 //!
 //! The shim ignores SIGTERM, SIGINT and SIGHUP itself (the agent, in the same group, receives
 //! them and ends), so the exit is recorded on every stop but SIGKILL.
+//!
+//! The command's stdout and stderr reach their files through the shim: it masks every secret
+//! named in [`REDACT_ENV`] (passed by Baton, removed from the command's environment) before a byte
+//! is written, so no run log ever holds a key the command printed.
 
 // The runner is the one crate allowed to spawn processes.
 #![allow(clippy::disallowed_methods)]
 
 use crate::process::ProcessSpec;
+use baton_domain::redact::{Redactor, StreamRedactor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -20,6 +25,13 @@ pub const EXIT_FILE: &str = "exit.json";
 pub const LAUNCH_FILE: &str = "launch.json";
 /// File name of the intent record Baton writes before it spawns anything into a run directory.
 pub const INTENT_FILE: &str = "intent.json";
+
+/// Environment variable carrying the secrets the shim masks in the output (a JSON array of
+/// strings). The shim reads it and removes it before starting the command.
+pub const REDACT_ENV: &str = "BATON_SHIM_REDACT";
+/// How long the shim keeps copying output after the command exited (a background process it left
+/// may hold the pipes open forever).
+const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Who a launched process group is: the shim leads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,16 +105,23 @@ pub fn survives(pgid: Option<u32>, start_ticks: Option<u64>, run_dir: &Path) -> 
     alive || matches!(previous(run_dir), Previous::Running(_) | Previous::Exited(_))
 }
 
-/// Wraps `spec` so that `baton shim` (at `baton_exe`) runs it and records its exit in `exit_file`.
-pub fn wrap(spec: ProcessSpec, baton_exe: &Path, exit_file: &Path) -> ProcessSpec {
+/// Wraps `spec` so that `baton shim` (at `baton_exe`) runs it and records its exit in `exit_file`;
+/// the shim masks `redactor`'s secrets in the command's output.
+pub fn wrap(spec: ProcessSpec, baton_exe: &Path, exit_file: &Path, redactor: &Redactor) -> ProcessSpec {
     let mut args =
         vec!["shim".to_string(), "--exit-file".to_string(), exit_file.display().to_string(), "--".to_string()];
     args.push(spec.program.clone());
     args.extend(spec.args.iter().cloned());
-    ProcessSpec { program: baton_exe.display().to_string(), args, ..spec }
+    let mut env: Vec<(String, String)> = spec.env.iter().filter(|(name, _)| name != REDACT_ENV).cloned().collect();
+    if !redactor.is_empty() {
+        let secrets = serde_json::to_string(redactor.secrets()).unwrap_or_else(|_| "[]".into());
+        env.push((REDACT_ENV.to_string(), secrets));
+    }
+    ProcessSpec { program: baton_exe.display().to_string(), args, env, ..spec }
 }
 
-/// The shim's body: runs `argv` as a child (same process group, inherited stdio), waits, records.
+/// The shim's body: runs `argv` as a child (same process group), copies its output through the
+/// redactor into the shim's own stdout and stderr (the run's files), waits, records.
 /// Returns the exit code to exit with (the agent's, or 128 + signal).
 pub async fn run(exit_file: PathBuf, argv: Vec<String>) -> i32 {
     use tokio::signal::unix::{SignalKind, signal};
@@ -114,6 +133,11 @@ pub async fn run(exit_file: PathBuf, argv: Vec<String>) -> i32 {
         eprintln!("baton shim: no command given");
         return 2;
     };
+    let redactor = std::env::var(REDACT_ENV)
+        .ok()
+        .and_then(|json| serde_json::from_str::<Vec<String>>(&json).ok())
+        .map(Redactor::new)
+        .unwrap_or_default();
     // Before the command starts: who this process group is, for a Baton that must adopt it.
     let pid = std::process::id();
     let launch = LaunchRecord {
@@ -122,7 +146,14 @@ pub async fn run(exit_file: PathBuf, argv: Vec<String>) -> i32 {
         start_ticks: crate::process::process_start_ticks(pid),
     };
     write_json(&exit_file.with_file_name(LAUNCH_FILE), &launch);
-    let mut child = match tokio::process::Command::new(program).args(args).kill_on_drop(false).spawn() {
+    let spawned = tokio::process::Command::new(program)
+        .args(args)
+        .env_remove(REDACT_ENV)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(false)
+        .spawn();
+    let mut child = match spawned {
         Ok(child) => child,
         Err(error) => {
             eprintln!("baton shim: cannot start `{program}`: {error}");
@@ -130,18 +161,70 @@ pub async fn run(exit_file: PathBuf, argv: Vec<String>) -> i32 {
             return 127;
         }
     };
+    let out = copy_redacted(child.stdout.take(), own_output(false), redactor.stream());
+    let err = copy_redacted(child.stderr.take(), own_output(true), redactor.stream());
+    let copying = async { tokio::join!(out, err) };
+    tokio::pin!(copying);
+    let mut copied = false;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.ok(),
+            _ = &mut copying, if !copied => copied = true,
             _ = recv(&mut term) => {}
             _ = recv(&mut int) => {}
             _ = recv(&mut hup) => {}
         }
     };
+    // Everything the command wrote is in the files before its exit is recorded: readers parse the
+    // output once they see the exit record.
+    if !copied {
+        let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut copying).await;
+    }
     use std::os::unix::process::ExitStatusExt;
     let record = ExitRecord { code: status.and_then(|s| s.code()), signal: status.and_then(|s| s.signal()) };
     write_record(&exit_file, record);
     record.code.unwrap_or_else(|| 128 + record.signal.unwrap_or(0))
+}
+
+/// The shim's own stdout or stderr — the run's output files — as an async writer.
+fn own_output(stderr: bool) -> Option<tokio::fs::File> {
+    use std::os::fd::AsFd;
+    let owned = if stderr {
+        std::io::stderr().as_fd().try_clone_to_owned()
+    } else {
+        std::io::stdout().as_fd().try_clone_to_owned()
+    };
+    Some(tokio::fs::File::from_std(std::fs::File::from(owned.ok()?)))
+}
+
+/// Copies `from` into `to` through `redactor` until end of stream. A failed write (a full disk)
+/// drops that chunk and keeps draining, so the command never blocks on a pipe nobody reads.
+async fn copy_redacted<R, W>(from: Option<R>, to: Option<W>, mut redactor: StreamRedactor)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(mut from) = from else { return };
+    let mut to = to;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let ready = redactor.push(&buffer[..n]);
+                if let Some(to) = to.as_mut().filter(|_| !ready.is_empty()) {
+                    let _ = to.write_all(&ready).await;
+                    let _ = to.flush().await;
+                }
+            }
+        }
+    }
+    let rest = redactor.finish();
+    if let Some(to) = to.as_mut() {
+        let _ = to.write_all(&rest).await;
+        let _ = to.flush().await;
+    }
 }
 
 async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {

@@ -30,6 +30,9 @@ pub enum StoreError {
     /// The database file or server cannot be used (open, migrate, IO).
     #[error("database error: {0}")]
     Database(String),
+    /// The thing to create exists already (a live task for the same ticket): here it is.
+    #[error("exists already: {}", .0.work_item_id)]
+    Exists(Box<TaskRecord>),
     /// A stored value could not be decoded (corrupt row or newer schema).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -181,4 +184,41 @@ pub trait Store: Send + Sync {
     /// Closes an agent run that never recorded its end with `status` (e.g. `lost`) and why;
     /// `false` when it had ended meanwhile.
     async fn close_agent_run(&self, id: i64, status: &str, error: &str, now_ms: i64) -> StoreResult<bool>;
+
+    /// Stores a new API token under `name` by its digest; [`StoreError::Conflict`] when the name
+    /// is taken (revoked names stay taken: the timeline names them).
+    async fn create_api_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        scope: &str,
+        created_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
+    /// The live (not revoked) token with this digest.
+    async fn api_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiTokenRecord>>;
+
+    /// Every token, revoked ones included, by name.
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiTokenRecord>>;
+
+    /// Revokes the token `name`; false when there is no live token by that name.
+    async fn revoke_api_token(&self, name: &str, now_ms: i64) -> StoreResult<bool>;
+
+    /// Starts a request under an idempotency `key` (already scoped by principal and route) whose
+    /// request digest is `request_hash`. An attempt started more than `stale_ms` ago and never
+    /// finished is taken over ([`IdempotencyBegin::Resumed`]).
+    async fn begin_idempotent(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now_ms: i64,
+        stale_ms: i64,
+    ) -> StoreResult<IdempotencyBegin>;
+
+    /// Records the answer to replay for `key`.
+    async fn finish_idempotent(&self, key: &str, status: u16, body: &str, now_ms: i64) -> StoreResult<()>;
+
+    /// Forgets an unfinished `key` (the request failed in a way worth retrying).
+    async fn abandon_idempotent(&self, key: &str) -> StoreResult<()>;
 }

@@ -51,6 +51,9 @@ pub struct NewTask {
     pub external_ref: Option<String>,
     /// Initial state (first stage, no job yet).
     pub state: TaskState,
+    /// The idempotency key this create answers (see [`crate::Store::begin_idempotent`]): the same
+    /// transaction records the new task under it.
+    pub idempotency_key: Option<String>,
 }
 
 /// A stored task.
@@ -333,4 +336,31 @@ pub struct SpendFilter {
     pub repo: Option<String>,
     /// Runs started at or after this time (the start of the UTC day for daily caps).
     pub since_ms: Option<i64>,
+}
+
+/// A named API token (the token itself is never stored, only its digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiTokenRecord {
+    pub name: String,
+    /// `read`, `act` or `admin`.
+    pub scope: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// What [`crate::Store::begin_idempotent`] found for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// First use: the caller performs the request, then records its answer.
+    Started,
+    /// Answered before: replay this status and body.
+    Replay { status: u16, body: String },
+    /// Used before with a different request.
+    Mismatch,
+    /// Another request with this key is being performed right now.
+    InProgress,
+    /// An earlier attempt was abandoned mid-way (a crash): the caller performs it again, and a
+    /// create finds the task that attempt already made here.
+    Resumed { task: Option<TaskId> },
 }

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_budgets.sql")),
     (3, include_str!("../migrations/sqlite/0003_adoption.sql")),
     (4, include_str!("../migrations/sqlite/0004_outbox.sql")),
+    (5, include_str!("../migrations/sqlite/0005_principals.sql")),
 ];
 
 /// Work-item numbers tried past a collision before giving up.
@@ -112,6 +113,16 @@ fn opt_u32(row: &SqliteRow, column: &str) -> StoreResult<Option<u32>> {
 fn json_column(row: &SqliteRow, column: &str) -> StoreResult<serde_json::Value> {
     let text: String = row.try_get(column)?;
     Ok(serde_json::from_str(&text)?)
+}
+
+fn token_from_row(row: &SqliteRow) -> StoreResult<ApiTokenRecord> {
+    Ok(ApiTokenRecord {
+        name: row.try_get("name")?,
+        scope: row.try_get("scope")?,
+        created_by: row.try_get("created_by")?,
+        created_at_ms: row.try_get("created_at")?,
+        revoked_at_ms: row.try_get("revoked_at")?,
+    })
 }
 
 fn task_from_row(row: &SqliteRow) -> StoreResult<TaskRecord> {
@@ -320,8 +331,12 @@ impl Store for SqliteStore {
                 .bind(external)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if let Some(work_item) = active {
-                return Err(StoreError::Duplicate(format!("ticket {external} already has task {work_item}")));
+            if active.is_some() {
+                let row = sqlx::query("SELECT * FROM tasks WHERE external_ref = $1")
+                    .bind(external)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                return Err(StoreError::Exists(Box::new(task_from_row(&row)?)));
             }
         }
         let start: Option<i64> =
@@ -389,6 +404,13 @@ impl Store for SqliteStore {
         )
         .await?;
         apply_transition(&mut tx, id, &new.repo, &new.state, &first, now_ms).await?;
+        if let Some(key) = &new.idempotency_key {
+            sqlx::query("UPDATE idempotency SET task_id = $1 WHERE key = $2")
+                .bind(id.0)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
         let row = sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(id.0).fetch_one(&mut *tx).await?;
         let record = task_from_row(&row)?;
         tx.commit().await?;
@@ -973,5 +995,121 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(closed.rows_affected() == 1)
+    }
+
+    async fn create_api_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        scope: &str,
+        created_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "INSERT INTO api_tokens (name, token_hash, scope, created_by, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(token_hash)
+        .bind(scope)
+        .bind(created_by)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("a token named `{name}` exists already")));
+        }
+        Ok(())
+    }
+
+    async fn api_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiTokenRecord>> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
+            .bind(token_hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiTokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY name").fetch_all(&self.reader).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_api_token(&self, name: &str, now_ms: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
+            .bind(now_ms)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn begin_idempotent(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now_ms: i64,
+        stale_ms: i64,
+    ) -> StoreResult<IdempotencyBegin> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT * FROM idempotency WHERE key = $1").bind(key).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else {
+            sqlx::query("INSERT INTO idempotency (key, request_hash, started_at) VALUES ($1, $2, $3)")
+                .bind(key)
+                .bind(request_hash)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(IdempotencyBegin::Started);
+        };
+        let stored_hash: String = row.try_get("request_hash")?;
+        if stored_hash != request_hash {
+            return Ok(IdempotencyBegin::Mismatch);
+        }
+        if let (Some(status), Some(body)) =
+            (row.try_get::<Option<i64>, _>("status")?, row.try_get::<Option<String>, _>("response")?)
+        {
+            return Ok(IdempotencyBegin::Replay { status: u16::try_from(status).unwrap_or(500), body });
+        }
+        let started: i64 = row.try_get("started_at")?;
+        if now_ms - started < stale_ms {
+            return Ok(IdempotencyBegin::InProgress);
+        }
+        sqlx::query("UPDATE idempotency SET started_at = $1 WHERE key = $2")
+            .bind(now_ms)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let task = row.try_get::<Option<i64>, _>("task_id")?.map(TaskId);
+        Ok(IdempotencyBegin::Resumed { task })
+    }
+
+    async fn finish_idempotent(&self, key: &str, status: u16, body: &str, now_ms: i64) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE idempotency SET status = $1, response = $2, finished_at = $3 WHERE key = $4")
+            .bind(i64::from(status))
+            .bind(body)
+            .bind(now_ms)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn abandon_idempotent(&self, key: &str) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM idempotency WHERE key = $1 AND status IS NULL AND task_id IS NULL")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

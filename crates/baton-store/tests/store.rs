@@ -79,6 +79,7 @@ fn new_task(repo: &str, prefix: &str, title: &str) -> NewTask {
         title: title.into(),
         body: format!("body of {title}"),
         external_ref: None,
+        idempotency_key: None,
         state: TaskState::new("analysis"),
     }
 }

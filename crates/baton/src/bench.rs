@@ -100,6 +100,7 @@ async fn bench_store(dir: &Path) -> anyhow::Result<Vec<Figure>> {
             title: format!("task {n}"),
             body: String::new(),
             external_ref: None,
+            idempotency_key: None,
             state: TaskState::new("analysis"),
         };
         let first = Transition { enqueue: Some(("analysis".into(), 0)), ..Transition::default() };
@@ -165,7 +166,12 @@ async fn bench_spawn(dir: &Path) -> anyhow::Result<Figure> {
             stdout: dir.join("spawn.out"),
             stderr: dir.join("spawn.err"),
         };
-        let spec = baton_runner::shim::wrap(spec, &exe, &dir.join(format!("exit{n}.json")));
+        let spec = baton_runner::shim::wrap(
+            spec,
+            &exe,
+            &dir.join(format!("exit{n}.json")),
+            &baton_domain::Redactor::default(),
+        );
         let started = Instant::now();
         let mut child = baton_runner::process::spawn(&spec)?;
         let limits = baton_runner::RunLimits {

@@ -73,6 +73,9 @@ pub enum Command {
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Named API tokens with a scope (read, act, admin); stored only as digests.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run a script agent step (Baton starts this itself for the `script` adapter).
     #[command(hide = true)]
     AgentScript {
@@ -106,6 +109,22 @@ pub enum BudgetCommand {
     },
     /// Show the caps in force and what was spent under each.
     Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (once): `read` reads, `act` also creates tasks and decides
+    /// human gates, `admin` is everything.
+    Create {
+        /// The token's name, shown as `api:<name>` on every input made with it.
+        name: String,
+        #[arg(long, default_value = "act")]
+        scope: String,
+    },
+    /// List tokens (names, scopes, who created them, revoked or live); never the tokens.
+    List,
+    /// Revoke a token: requests with it are refused at once.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,10 +219,61 @@ pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, u8> {
 /// Opens the store in the data directory and builds the engine.
 pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
     let data_dir = &config.engine.data_dir;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    create_private_dir(data_dir)?;
     let db = data_dir.join("baton.db");
+    if !db.exists() {
+        // An empty file is a new database to SQLite; creating it here gives it (and the WAL and
+        // shared-memory files SQLite derives from it) owner-only permissions from the start.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&db);
+    }
     let store = SqliteStore::open(&db).await.with_context(|| format!("opening the database {}", db.display()))?;
-    Ok(Engine::new(config.engine.clone(), Arc::new(store)))
+    for name in ["baton.db", "baton.db-wal", "baton.db-shm", "api-token"] {
+        make_private(&data_dir.join(name), 0o600);
+    }
+    let engine = Engine::builder(config.engine.clone(), Arc::new(store))
+        .secrets(config.server.api_token.iter().cloned())
+        .build();
+    crate::logging::set_redactor(engine.redactor().clone());
+    Ok(engine)
+}
+
+/// Creates the data directory readable by its owner only (0700); an existing looser one is
+/// tightened, with a warning, since it holds the database, tokens and run logs.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    }
+    make_private(dir, 0o700);
+    Ok(())
+}
+
+/// Sets `path`'s mode to `mode` when it is looser (group or others may read it), with a warning.
+fn make_private(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    let current = meta.permissions().mode() & 0o777;
+    if current & 0o077 == 0 {
+        return;
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        Ok(()) => tracing::warn!(
+            "{} was readable by other users (mode {current:o}); set it to {mode:o}: it holds Baton's \
+             database, tokens or run logs",
+            path.display()
+        ),
+        Err(error) => tracing::warn!(
+            "{} is readable by other users (mode {current:o}) and cannot be tightened ({error}); \
+             run `chmod {mode:o} {}`",
+            path.display(),
+            path.display()
+        ),
+    }
 }
 
 /// Runs the parsed command; returns the exit code.
@@ -232,6 +302,10 @@ pub async fn run(cli: Cli) -> u8 {
         },
         Command::Task(command) => match load_config(config_path.as_deref()) {
             Ok(config) => crate::task_cmd::run(&config, command, json).await,
+            Err(code) => return code,
+        },
+        Command::Token(command) => match load_config(config_path.as_deref()) {
+            Ok(config) => crate::token_cmd::run(&config, command, json).await,
             Err(code) => return code,
         },
         Command::Status => match load_config(config_path.as_deref()) {

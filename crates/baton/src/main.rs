@@ -4,13 +4,16 @@
 //! 4 the input changed nothing (suppressed: e.g. approve when nothing awaits approval) ·
 //! 5 the demo ended with a task short of its expected end.
 
+#[macro_use]
+mod output;
 mod bench;
 mod cli;
 mod demo;
+mod logging;
 mod mock_llm_cmd;
-mod output;
 mod serve;
 mod task_cmd;
+mod token_cmd;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -40,5 +43,5 @@ fn init_tracing(cli: &cli::Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(logging::RedactingStderr).try_init();
 }

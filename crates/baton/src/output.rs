@@ -1,13 +1,61 @@
-//! Human-readable and `--json` output of the read commands.
+//! Human-readable and `--json` output of the read commands. Everything printed passes through
+//! [`safe`]: stored text (titles, failures, answers) can never move the cursor, ring the bell, set
+//! the terminal title or reorder a line with bidi characters, and a closed pipe (`| head`) ends the
+//! output quietly.
+
+/// `println!` for text that may hold stored, untrusted parts: escapes terminal control and bidi
+/// characters, and ignores a closed stdout.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::write_line(&format!($($arg)*))
+    };
+}
+
+/// `eprintln!` with the same escaping.
+macro_rules! warn_line {
+    ($($arg:tt)*) => {
+        $crate::output::write_err_line(&format!($($arg)*))
+    };
+}
 
 use baton::config::Config;
 use baton_store::{AgentRunRecord, EventRecord, JobRecord, LeaseRecord, TaskRecord, UsageRow};
 use serde::Serialize;
 
+/// Writes one line to stdout, terminal-safe; a closed pipe is not an error.
+pub fn write_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{}", safe(text));
+}
+
+/// Writes one line to stderr, terminal-safe.
+pub fn write_err_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{}", safe(text));
+}
+
+/// Text with control characters (but newlines and tabs) and bidi characters escaped.
+pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+    baton_domain::text::terminal_safe(text, true)
+}
+
+/// Pretty JSON; bidi characters, which JSON leaves raw, are written as `\uXXXX` escapes too.
 pub fn print_json<T: Serialize + ?Sized>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(error) => eprintln!("error: cannot encode JSON: {error}"),
+        Ok(text) => {
+            let escaped: String = text
+                .chars()
+                .map(|ch| {
+                    if baton_domain::text::is_bidi_control(ch) || matches!(ch, '\u{2028}' | '\u{2029}') {
+                        format!("\\u{:04x}", u32::from(ch))
+                    } else {
+                        ch.to_string()
+                    }
+                })
+                .collect();
+            write_line(&escaped);
+        }
+        Err(error) => write_err_line(&format!("error: cannot encode JSON: {error}")),
     }
 }
 
@@ -41,7 +89,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
     let line = |cells: Vec<String>| {
         let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
-        println!("{}", padded.join("  ").trim_end());
+        say!("{}", padded.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     line(widths.iter().map(|w| "-".repeat(*w)).collect());
@@ -55,7 +103,7 @@ pub fn task_list(tasks: &[TaskRecord], json: bool) {
         return print_json(tasks);
     }
     if tasks.is_empty() {
-        println!("no tasks");
+        say!("no tasks");
         return;
     }
     let rows: Vec<Vec<String>> = tasks
@@ -85,15 +133,15 @@ pub fn task_detail(task: &TaskRecord, events: &[EventRecord], jobs: &[JobRecord]
     if json {
         return print_json(&TaskDetail { task, timeline: events, jobs, agent_runs: runs });
     }
-    println!("{}  {}", task.work_item_id, task.title);
-    println!("repo {} · branch {} · stage {}", task.repo, task.branch, task.state.display());
+    say!("{}  {}", task.work_item_id, task.title);
+    say!("repo {} · branch {} · stage {}", task.repo, task.branch, task.state.display());
     if let Some(failure) = &task.state.failure {
-        println!("last failure: {}", failure.lines().next().unwrap_or(""));
+        say!("last failure: {}", failure.lines().next().unwrap_or(""));
     }
     let start = events.first().map_or(0, |e| e.at_ms);
-    println!("\ntimeline:");
+    say!("\ntimeline:");
     for event in events {
-        println!(
+        say!(
             "  {:>8}  {:<12} {:<15} {}",
             duration_ms(event.at_ms - start),
             event.stage,
@@ -102,7 +150,7 @@ pub fn task_detail(task: &TaskRecord, events: &[EventRecord], jobs: &[JobRecord]
         );
     }
     if !runs.is_empty() {
-        println!("\nagent runs:");
+        say!("\nagent runs:");
         let rows: Vec<Vec<String>> = runs
             .iter()
             .map(|r| {
@@ -120,7 +168,7 @@ pub fn task_detail(task: &TaskRecord, events: &[EventRecord], jobs: &[JobRecord]
             .collect();
         table(&["STAGE", "ADAPTER", "MODEL", "STATUS", "TIME", "IN", "OUT", "COST"], &rows);
     }
-    println!("\njobs: {}", jobs.len());
+    say!("\njobs: {}", jobs.len());
 }
 
 #[derive(Serialize)]
@@ -144,13 +192,13 @@ pub fn status(tasks: &[TaskRecord], queued: &[JobRecord], running: &[JobRecord],
             leases,
         });
     }
-    println!("tasks: {}", tasks.len());
+    say!("tasks: {}", tasks.len());
     for (stage, count) in &by_stage {
-        println!("  {stage:<28} {count}");
+        say!("  {stage:<28} {count}");
     }
-    println!("jobs: {} queued, {} running", queued.len(), running.len());
+    say!("jobs: {} queued, {} running", queued.len(), running.len());
     for job in running {
-        println!(
+        say!(
             "  job {} task {} {} (pid {})",
             job.id,
             job.task_id,
@@ -159,7 +207,7 @@ pub fn status(tasks: &[TaskRecord], queued: &[JobRecord], running: &[JobRecord],
         );
     }
     for lease in leases {
-        println!("lease {} held by {} (token {})", lease.name, lease.holder, lease.token);
+        say!("lease {} held by {} (token {})", lease.name, lease.holder, lease.token);
     }
 }
 
@@ -185,7 +233,7 @@ pub fn usage(by: &str, rows: &[UsageRow], json: bool) {
         })
         .collect();
     table(&[&by.to_uppercase(), "RUNS", "IN", "OUT", "CACHE READ", "CACHE WRITE", "COST", "UNPRICED"], &lines);
-    println!("total ${total:.4}");
+    say!("total ${total:.4}");
 }
 
 pub fn config_ok(config: &Config, json: bool) {
@@ -200,9 +248,9 @@ pub fn config_ok(config: &Config, json: bool) {
             "stages": config.engine.pipeline.stages.iter().map(|s| &s.name).collect::<Vec<_>>(),
         }));
     }
-    println!("configuration OK ({source})");
-    println!("  data dir: {}", config.engine.data_dir.display());
-    println!("  repos: {}", config.engine.repos.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "));
-    println!("  agents: {}", config.engine.agents.keys().cloned().collect::<Vec<_>>().join(", "));
-    println!("  listen: {}", config.server.listen);
+    say!("configuration OK ({source})");
+    say!("  data dir: {}", config.engine.data_dir.display());
+    say!("  repos: {}", config.engine.repos.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "));
+    say!("  agents: {}", config.engine.agents.keys().cloned().collect::<Vec<_>>().join(", "));
+    say!("  listen: {}", config.server.listen);
 }

@@ -3,7 +3,6 @@
 use crate::cli::{EXIT_ERROR, EXIT_OK, open_engine};
 use anyhow::Context;
 use baton::config::{Config, init_template};
-use std::io::Read;
 use std::path::Path;
 
 /// Writes a commented `baton.toml` into `dir`, refusing to overwrite one.
@@ -16,37 +15,6 @@ pub fn init(dir: &Path) -> anyhow::Result<()> {
     std::fs::write(&path, init_template("baton-data")).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());
     println!("next: add a [[repos]] entry, then `baton --config {} config check`", path.display());
-    Ok(())
-}
-
-/// The API token: from configuration, else the one stored in the data dir, else a new random one.
-fn api_token(config: &Config) -> anyhow::Result<String> {
-    if let Some(token) = &config.server.api_token {
-        return Ok(token.clone());
-    }
-    let path = config.engine.data_dir.join("api-token");
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_string());
-    }
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("reading /dev/urandom")?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(&path, &token)?;
-    eprintln!("generated an API token in {} (set server.api_token to choose one)", path.display());
-    Ok(token)
-}
-
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
     Ok(())
 }
 
@@ -65,12 +33,35 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::F
     })
 }
 
+/// Says how to get a token when none can act, and that the old plaintext token file is no longer
+/// used (tokens are stored as digests; an agent must never find one on disk).
+async fn warn_about_tokens(config: &Config, engine: &baton_engine::Engine) {
+    let old = config.engine.data_dir.join("api-token");
+    if old.exists() {
+        match std::fs::remove_file(&old) {
+            Ok(()) => tracing::warn!(
+                "removed {}: API tokens are now named and stored only as digests; create one with \
+                 `baton token create NAME --scope act`",
+                old.display()
+            ),
+            Err(error) => tracing::warn!("{} is no longer used and could not be removed: {error}", old.display()),
+        }
+    }
+    let named = engine.store().api_tokens().await.map(|t| t.iter().any(|t| t.revoked_at_ms.is_none()));
+    if config.server.api_token.is_none() && matches!(named, Ok(false)) {
+        tracing::warn!(
+            "no API token exists, so HTTP actions are refused; create one with \
+             `baton token create NAME --scope act` (it is shown once)"
+        );
+    }
+}
+
 // The server is the composition root: it starts the engine loop and the HTTP server on the runtime.
 #[allow(clippy::disallowed_methods)]
 pub async fn serve(config: Config) -> anyhow::Result<u8> {
     let engine = open_engine(&config).await?;
     let _lock = lock_data_dir(&config.engine.data_dir)?;
-    let token = api_token(&config)?;
+    warn_about_tokens(&config, &engine).await;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let engine_loop = tokio::spawn(engine.clone().run(shutdown_rx.clone()));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -82,8 +73,12 @@ pub async fn serve(config: Config) -> anyhow::Result<u8> {
         config.engine.data_dir.display(),
         config.engine.repos.len()
     );
-    let state =
-        baton_http::AppState { engine: engine.clone(), api_token: Some(token), started_at_ms: engine.clock().now_ms() };
+    let state = baton_http::AppState {
+        engine: engine.clone(),
+        api_token: config.server.api_token.clone(),
+        read_requires_token: config.server.read_requires_token,
+        started_at_ms: engine.clock().now_ms(),
+    };
     let mut http_shutdown = shutdown_rx.clone();
     let server = axum::serve(listener, baton_http::app(state)).with_graceful_shutdown(async move {
         let _ = http_shutdown.changed().await;

@@ -13,12 +13,41 @@ use baton_engine::{EngineError, Input, InputOutcome, NewTaskRequest};
 use baton_store::{JobStatus, TaskFilter, TaskKey, UsageGroup};
 use std::path::Path;
 
+/// Reads a text file (or stdin for `-`) of at most `max` bytes, never more: `/dev/zero` or a huge
+/// file is refused after `max + 1` bytes, naming the limit.
+fn read_bounded(path: &Path, max: usize) -> Result<String, String> {
+    use std::io::Read;
+    let source: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?)
+    };
+    let mut bytes = Vec::new();
+    source
+        .take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    if bytes.len() > max {
+        return Err(format!(
+            "{} is larger than {max} bytes, the limit for a task body (limits.body_bytes_max)",
+            path.display()
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
+}
+
 pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::Result<u8> {
     let engine = open_engine(config).await?;
     let (key, input, dedup) = match command {
         TaskCommand::Add { repo, title, body, body_file, external_ref } => {
             let body = match body_file {
-                Some(path) => std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+                Some(path) => match read_bounded(&path, config.engine.limits.body_bytes_max) {
+                    Ok(text) => text,
+                    Err(message) => {
+                        warn_line!("error: {message}");
+                        return Ok(EXIT_USAGE);
+                    }
+                },
                 None => body.unwrap_or_default(),
             };
             return match engine.create_task(NewTaskRequest { repo, title, body, external_ref }).await {
@@ -26,17 +55,28 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
                     if json {
                         output::print_json(&task);
                     } else {
-                        println!("{}", task.work_item_id);
+                        say!("{}", task.work_item_id);
                     }
                     Ok(EXIT_OK)
                 }
                 Err(EngineError::Invalid(message)) => {
-                    eprintln!("error: {message}");
+                    warn_line!("error: {message}");
                     Ok(EXIT_USAGE)
                 }
-                Err(EngineError::Store(baton_store::StoreError::Duplicate(message))) => {
-                    eprintln!("error: {message}; stop it first to start the ticket again");
-                    Ok(EXIT_USAGE)
+                Err(EngineError::Store(baton_store::StoreError::Exists(task))) => {
+                    // The ticket is already being carried: answer with its task, change nothing.
+                    if json {
+                        output::print_json(&task);
+                    } else {
+                        say!("{}", task.work_item_id);
+                    }
+                    warn_line!(
+                        "{}: ticket {} already has this live task; nothing created (stop it first to start \
+                         the ticket again)",
+                        task.work_item_id,
+                        task.external_ref.as_deref().unwrap_or("?")
+                    );
+                    Ok(EXIT_SUPPRESSED)
                 }
                 Err(other) => Err(other.into()),
             };
@@ -48,7 +88,7 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
         }
         TaskCommand::Show { id } => {
             let Some(task) = engine.store().task(&TaskKey::parse(&id)).await? else {
-                eprintln!("error: no task `{id}`; `baton task list --all` shows them");
+                warn_line!("error: no task `{id}`; `baton task list --all` shows them");
                 return Ok(EXIT_NOT_FOUND);
             };
             let events = engine.store().events(Some(task.id), 0, 10_000).await?;
@@ -73,30 +113,30 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
             Ok(match outcome {
                 InputOutcome::Applied { note } => {
                     if !json {
-                        println!("{key}: {note}");
+                        say!("{key}: {note}");
                     }
                     EXIT_OK
                 }
                 InputOutcome::Suppressed { reason } => {
                     if !json {
-                        eprintln!("{key}: nothing changed: {reason}");
+                        warn_line!("{key}: nothing changed: {reason}");
                     }
                     EXIT_SUPPRESSED
                 }
                 InputOutcome::Duplicate => {
                     if !json {
-                        println!("{key}: already applied (same --key); nothing changed");
+                        say!("{key}: already applied (same --key); nothing changed");
                     }
                     EXIT_OK
                 }
             })
         }
         Err(EngineError::NotFound(what)) => {
-            eprintln!("error: no {what}; `baton task list --all` shows them");
+            warn_line!("error: no {what}; `baton task list --all` shows them");
             Ok(EXIT_NOT_FOUND)
         }
         Err(EngineError::Invalid(message)) => {
-            eprintln!("error: {message}");
+            warn_line!("error: {message}");
             Ok(EXIT_USAGE)
         }
         Err(other) => Err(other.into()),
@@ -122,7 +162,7 @@ pub async fn usage(config: &Config, by: &str, json: bool) -> anyhow::Result<u8> 
         "repo" => UsageGroup::Repo,
         "day" => UsageGroup::Day,
         other => {
-            eprintln!("error: cannot group usage by `{other}`; use task, stage, adapter, model, repo or day");
+            warn_line!("error: cannot group usage by `{other}`; use task, stage, adapter, model, repo or day");
             return Ok(EXIT_USAGE);
         }
     };
@@ -152,7 +192,7 @@ pub async fn agent_script(script_path: &Path) -> anyhow::Result<u8> {
         append_dir: std::env::var_os(baton_adapters::agent::script::APPEND_DIR_ENV).map(std::path::PathBuf::from),
     };
     let (line, code) = interpret(&script, &context).await;
-    println!("{line}");
+    say!("{line}");
     Ok(if code == 0 { EXIT_OK } else { EXIT_ERROR })
 }
 
@@ -166,7 +206,7 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
                 text => match text.parse::<f64>() {
                     Ok(v) if v.is_finite() && v >= 0.0 => Some(v),
                     _ => {
-                        eprintln!("error: --usd must be a non-negative number of dollars or `none`, not `{text}`");
+                        warn_line!("error: --usd must be a non-negative number of dollars or `none`, not `{text}`");
                         return Ok(EXIT_USAGE);
                     }
                 },
@@ -175,14 +215,14 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
                 (Some(id), None, false) => match engine.store().task(&TaskKey::parse(&id)).await? {
                     Some(task) => format!("task:{}", task.id),
                     None => {
-                        eprintln!("error: no task `{id}`");
+                        warn_line!("error: no task `{id}`");
                         return Ok(EXIT_NOT_FOUND);
                     }
                 },
                 (None, Some(repo), false) => format!("repo:{repo}"),
                 (None, None, true) => "global".to_string(),
                 _ => {
-                    eprintln!("error: give exactly one of --task ID, --repo NAME or --global");
+                    warn_line!("error: give exactly one of --task ID, --repo NAME or --global");
                     return Ok(EXIT_USAGE);
                 }
             };
@@ -191,8 +231,8 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
                 output::print_json(&serde_json::json!({ "scope": scope, "cap_usd": cap }));
             } else {
                 match cap {
-                    Some(cap) => println!("{scope}: cap ${cap:.2}"),
-                    None => println!("{scope}: no cap"),
+                    Some(cap) => say!("{scope}: cap ${cap:.2}"),
+                    None => say!("{scope}: no cap"),
                 }
             }
             Ok(EXIT_OK)
@@ -208,7 +248,7 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
                 }));
             } else {
                 let show = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("${v:.2}"));
-                println!(
+                say!(
                     "configured: task {} · repo per day {} · global per day {} · warn at {:.0} %",
                     show(b.task_usd),
                     show(b.repo_daily_usd),
@@ -216,7 +256,7 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
                     b.warn_ratio * 100.0
                 );
                 for (scope, cap) in caps {
-                    println!("override {scope}: {}", show(cap));
+                    say!("override {scope}: {}", show(cap));
                 }
             }
             Ok(EXIT_OK)

@@ -1,4 +1,5 @@
-//! The `/api` routes: reads are open, every mutation passes the bearer-token check first.
+//! The `/api` routes: every mutation needs a principal with the `act` scope and honours
+//! `Idempotency-Key`; reads are open unless `server.read_requires_token`.
 //!
 //! - [`tasks`]: list, show, create, and the human actions (approve, answer, confirm-deploy, stop, retry).
 //! - [`status`]: counts by stage and hold, the job queue, held leases, uptime.
@@ -9,7 +10,8 @@ pub mod tasks;
 pub mod usage;
 
 use crate::AppState;
-use crate::auth::require_token;
+use crate::auth::{require_act, require_read};
+use crate::idempotency::idempotent;
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
@@ -24,11 +26,14 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tasks/{id}/confirm-deploy", post(tasks::confirm_deploy))
         .route("/tasks/{id}/stop", post(tasks::stop))
         .route("/tasks/{id}/retry", post(tasks::retry))
-        .route_layer(from_fn_with_state(state, require_token));
+        .route("/tasks/{id}/resume", post(tasks::resume))
+        .route_layer(from_fn_with_state(state.clone(), idempotent))
+        .route_layer(from_fn_with_state(state.clone(), require_act));
     let reads = Router::new()
         .route("/status", get(status::status))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::show))
-        .route("/usage", get(usage::usage));
+        .route("/usage", get(usage::usage))
+        .route_layer(from_fn_with_state(state, require_read));
     reads.merge(mutations)
 }

@@ -4,21 +4,19 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::idempotency::IdempotencyKey;
+use axum::Extension;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use baton_engine::{Input, InputOutcome, NewTaskRequest};
-use baton_store::{AgentRunRecord, EventRecord, JobRecord, TaskFilter, TaskKey, TaskRecord};
+use baton_engine::{EngineError, Input, InputOutcome, NewTaskRequest, Principal};
+use baton_store::{AgentRunRecord, EventRecord, JobRecord, StoreError, TaskFilter, TaskKey, TaskRecord};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Timeline events returned with one task.
 pub const TIMELINE_EVENTS_MAX: u32 = 1000;
-/// Longest `Idempotency-Key` header accepted.
-pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
-/// Who the engine records as the author of API inputs.
-const INPUT_BY: &str = "api";
 
 /// `GET /api/tasks` query: `?active=true` hides done and cancelled tasks; `?repo=` filters.
 #[derive(Debug, Default, Deserialize)]
@@ -36,6 +34,10 @@ pub struct CreateTask {
     pub title: String,
     #[serde(default)]
     pub body: String,
+    /// The ticket this task carries (a tracker's id); a second create for a live ticket answers
+    /// 409 naming its task.
+    #[serde(default)]
+    pub external_ref: Option<String>,
 }
 
 /// `POST /api/tasks/{id}/answer` body.
@@ -113,77 +115,88 @@ pub(crate) async fn show(
 
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
+    key: Option<Extension<IdempotencyKey>>,
     ApiJson(body): ApiJson<CreateTask>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let request = NewTaskRequest { repo: body.repo, title: body.title, body: body.body, external_ref: None };
-    let task = state.engine.create_task(request).await?;
+    let request =
+        NewTaskRequest { repo: body.repo, title: body.title, body: body.body, external_ref: body.external_ref };
+    let task = match state.engine.create_task_keyed(request, key.map(|Extension(k)| k.0)).await {
+        Err(EngineError::Store(StoreError::Exists(task))) => {
+            return Err(ApiError::Conflict(format!(
+                "ticket {} already has the live task {}; stop it first to start the ticket again",
+                task.external_ref.as_deref().unwrap_or("?"),
+                task.work_item_id
+            )));
+        }
+        other => other?,
+    };
     let location = format!("/api/tasks/{}", task.work_item_id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(task)))
 }
 
+/// The principal and idempotency key the middleware attached to a request.
+type Caller = (Extension<Principal>, Option<Extension<IdempotencyKey>>);
+
 pub(crate) async fn approve(
     State(state): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<InputOutcome>, ApiError> {
-    submit(&state, &id, Input::Approve, &headers).await
+    submit(&state, &id, Input::Approve, caller).await
 }
 
 pub(crate) async fn answer(
     State(state): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiJson(body): ApiJson<AnswerBody>,
 ) -> Result<Json<InputOutcome>, ApiError> {
-    submit(&state, &id, Input::Answer { text: body.text }, &headers).await
+    submit(&state, &id, Input::Answer { text: body.text }, caller).await
 }
 
 pub(crate) async fn confirm_deploy(
     State(state): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<InputOutcome>, ApiError> {
-    submit(&state, &id, Input::ConfirmDeploy, &headers).await
+    submit(&state, &id, Input::ConfirmDeploy, caller).await
 }
 
 pub(crate) async fn stop(
     State(state): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<InputOutcome>, ApiError> {
-    submit(&state, &id, Input::Stop, &headers).await
+    submit(&state, &id, Input::Stop, caller).await
 }
 
 pub(crate) async fn retry(
     State(state): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<InputOutcome>, ApiError> {
-    submit(&state, &id, Input::Retry, &headers).await
+    submit(&state, &id, Input::Retry, caller).await
 }
 
-/// Hands one human input to the engine. A suppressed input is a normal 200 answer carrying the
-/// reason, because "nothing to approve" is information, not a failure.
-async fn submit(state: &AppState, id: &str, input: Input, headers: &HeaderMap) -> Result<Json<InputOutcome>, ApiError> {
-    let dedup_key = idempotency_key(headers)?;
-    let outcome = state.engine.submit(&TaskKey::parse(id), input, INPUT_BY, dedup_key).await?;
+pub(crate) async fn resume(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+    caller: Caller,
+) -> Result<Json<InputOutcome>, ApiError> {
+    submit(&state, &id, Input::Resume, caller).await
+}
+
+/// Hands one human input to the engine, recorded as made by the caller's principal. A suppressed
+/// input is a normal 200 answer carrying the reason, because "nothing to approve" is information,
+/// not a failure. With an `Idempotency-Key`, the inbox records the input under the scoped key in
+/// the same transaction that applies it.
+async fn submit(
+    state: &AppState,
+    id: &str,
+    input: Input,
+    (Extension(principal), key): Caller,
+) -> Result<Json<InputOutcome>, ApiError> {
+    let dedup_key = key.map(|Extension(k)| format!("idem:{}", k.0));
+    let outcome = state.engine.submit(&TaskKey::parse(id), input, &principal.name, dedup_key).await?;
     Ok(Json(outcome))
-}
-
-/// The inbox dedup key for an `Idempotency-Key` header. Namespaced with `api:` so a client's key
-/// can never collide with the keys webhooks and other input sources record in the same inbox.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let invalid = || {
-        ApiError::BadRequest(format!(
-            "the Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes of visible ASCII"
-        ))
-    };
-    let key = value.to_str().map_err(|_| invalid())?.trim();
-    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
-        return Err(invalid());
-    }
-    Ok(Some(format!("api:{key}")))
 }

@@ -684,4 +684,103 @@ impl Store for SimStore {
         })
         .await
     }
+
+    async fn create_api_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        scope: &str,
+        created_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        self.call("create_api_token", Access::Write, |s, _| {
+            if s.api_tokens.contains_key(name) || s.api_tokens.values().any(|(hash, _)| hash == token_hash) {
+                return Err(StoreError::Conflict(format!("a token named `{name}` exists already")));
+            }
+            let record = ApiTokenRecord {
+                name: name.to_string(),
+                scope: scope.to_string(),
+                created_by: created_by.to_string(),
+                created_at_ms: now_ms,
+                revoked_at_ms: None,
+            };
+            s.api_tokens.insert(name.to_string(), (token_hash.to_string(), record));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn api_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiTokenRecord>> {
+        self.call("api_token_by_hash", Access::Read, |s, _| {
+            Ok(s.api_tokens
+                .values()
+                .find(|(hash, record)| hash == token_hash && record.revoked_at_ms.is_none())
+                .map(|(_, record)| record.clone()))
+        })
+        .await
+    }
+
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiTokenRecord>> {
+        self.call("api_tokens", Access::Read, |s, _| Ok(s.api_tokens.values().map(|(_, r)| r.clone()).collect())).await
+    }
+
+    async fn revoke_api_token(&self, name: &str, now_ms: i64) -> StoreResult<bool> {
+        self.call("revoke_api_token", Access::Write, |s, _| {
+            Ok(match s.api_tokens.get_mut(name) {
+                Some((_, record)) if record.revoked_at_ms.is_none() => {
+                    record.revoked_at_ms = Some(now_ms);
+                    true
+                }
+                _ => false,
+            })
+        })
+        .await
+    }
+
+    async fn begin_idempotent(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now_ms: i64,
+        stale_ms: i64,
+    ) -> StoreResult<IdempotencyBegin> {
+        self.call("begin_idempotent", Access::Write, |s, _| {
+            let Some(row) = s.idempotency.get_mut(key) else {
+                s.idempotency.insert(key.to_string(), (request_hash.to_string(), now_ms, None, None));
+                return Ok(IdempotencyBegin::Started);
+            };
+            if row.0 != request_hash {
+                return Ok(IdempotencyBegin::Mismatch);
+            }
+            if let Some((status, body)) = &row.3 {
+                return Ok(IdempotencyBegin::Replay { status: *status, body: body.clone() });
+            }
+            if now_ms - row.1 < stale_ms {
+                return Ok(IdempotencyBegin::InProgress);
+            }
+            row.1 = now_ms;
+            Ok(IdempotencyBegin::Resumed { task: row.2 })
+        })
+        .await
+    }
+
+    async fn finish_idempotent(&self, key: &str, status: u16, body: &str, _now_ms: i64) -> StoreResult<()> {
+        self.call("finish_idempotent", Access::Write, |s, _| {
+            if let Some(row) = s.idempotency.get_mut(key) {
+                row.3 = Some((status, body.to_string()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn abandon_idempotent(&self, key: &str) -> StoreResult<()> {
+        self.call("abandon_idempotent", Access::Write, |s, _| {
+            if s.idempotency.get(key).is_some_and(|row| row.2.is_none() && row.3.is_none()) {
+                s.idempotency.remove(key);
+            }
+            Ok(())
+        })
+        .await
+    }
 }

@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 const WORK_ITEM_WALK_MAX: u32 = 10_000;
 
 /// Everything the store holds, plus the audit trail the checks read.
+/// An idempotency row: (request digest, started at, task created under it, the answer).
+pub(crate) type IdempotencyRow = (String, i64, Option<TaskId>, Option<(u16, String)>);
+
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) tasks: BTreeMap<TaskId, TaskRecord>,
@@ -31,6 +34,10 @@ pub(crate) struct State {
     pub(crate) job_endings: BTreeMap<JobId, u32>,
     /// Inbox keys recorded by `record_suppressed` and `record_once` (the rest come with a commit).
     pub(crate) keys_without_commit: BTreeSet<String>,
+    /// API tokens by name, with their digests.
+    pub(crate) api_tokens: BTreeMap<String, (String, ApiTokenRecord)>,
+    /// Idempotency rows by key.
+    pub(crate) idempotency: BTreeMap<String, IdempotencyRow>,
     pub(crate) faults_armed: bool,
     /// A one-shot fault for the next call named so (scripted scenarios).
     pub(crate) fail_next: Option<(String, Fault)>,
@@ -65,6 +72,8 @@ impl State {
             commits: Vec::new(),
             job_endings: BTreeMap::new(),
             keys_without_commit: BTreeSet::new(),
+            api_tokens: BTreeMap::new(),
+            idempotency: BTreeMap::new(),
             faults_armed: false,
             fail_next: None,
             conflicts: 0,
@@ -197,8 +206,9 @@ impl State {
         if let Some(external) = &new.external_ref
             && let Some(task) = self.tasks.values().find(|t| t.external_ref.as_ref() == Some(external))
         {
-            return Err(StoreError::Duplicate(format!("ticket {external} already has task {}", task.work_item_id)));
+            return Err(StoreError::Exists(Box::new(task.clone())));
         }
+        let idempotency_key = new.idempotency_key.clone();
         let key = (new.repo.clone(), new.prefix.clone());
         let mut number = self.counters.get(&key).copied().unwrap_or(1).max(1);
         let mut walked = 0;
@@ -244,6 +254,9 @@ impl State {
             detail: serde_json::json!({ "branch": branch }),
         });
         self.apply_transition(id, &new.repo, &new.state, &first, now);
+        if let Some(row) = idempotency_key.and_then(|key| self.idempotency.get_mut(&key)) {
+            row.2 = Some(id);
+        }
         self.tasks.get(&id).cloned().ok_or_else(|| StoreError::NotFound(format!("task {id}")))
     }
 

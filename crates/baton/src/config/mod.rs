@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub api_token: Option<String>,
+    /// Reads (`GET /api/...`) need a token with the `read` scope too.
+    pub read_requires_token: bool,
 }
 
 // Written by hand so that debug output and logs never show the token.
@@ -48,6 +50,7 @@ impl fmt::Debug for ServerConfig {
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("read_requires_token", &self.read_requires_token)
             .finish()
     }
 }

@@ -28,6 +28,10 @@ const STAGE_KEYS: &[&str] = &["name", "actor", "artifact", "gates", "confirm_bef
 
 /// Limits that make Baton useless at 0 (nothing runs, or every run is stopped at once).
 const LIMITS_NONZERO: &[&str] = &[
+    "title_chars_max",
+    "body_bytes_max",
+    "answer_bytes_max",
+    "external_ref_bytes_max",
     "running_max",
     "running_per_repo_max",
     "agent_timeout_secs",
@@ -90,6 +94,8 @@ impl Loader<'_> {
             #[serde(default)]
             api_token: Option<String>,
             #[serde(default)]
+            read_requires_token: bool,
+            #[serde(default)]
             agent_env: Vec<String>,
         }
         let mut table = self.section_table("server", raw, "write it as a [server] section")?;
@@ -136,7 +142,12 @@ impl Loader<'_> {
                 );
             }
         }
-        let server = ServerConfig { listen: listen?, data_dir: data_dir?, api_token };
+        let server = ServerConfig {
+            listen: listen?,
+            data_dir: data_dir?,
+            api_token,
+            read_requires_token: section.read_requires_token,
+        };
         sound.then_some((server, section.agent_env))
     }
 

@@ -1,0 +1,221 @@
+//! The database side of the one redaction choke point: a [`Store`] that masks every known secret in
+//! each text it is asked to write (events, task state, job results, agent reports, outbox payloads,
+//! effect errors) before the real store sees it. The engine wraps its store in it when it knows a
+//! secret, so no code path — executor, gates, reaper, effects — can write one by forgetting.
+
+use async_trait::async_trait;
+use baton_domain::{JobId, Redactor, TaskId};
+use baton_store::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// Masks secrets on the way in; reads pass through unchanged.
+pub(crate) struct RedactingStore {
+    inner: Arc<dyn Store>,
+    redactor: Redactor,
+}
+
+impl RedactingStore {
+    pub(crate) fn new(inner: Arc<dyn Store>, redactor: Redactor) -> Self {
+        RedactingStore { inner, redactor }
+    }
+
+    fn text(&self, text: &str) -> String {
+        self.redactor.redact(text).into_owned()
+    }
+
+    fn json(&self, mut value: serde_json::Value) -> serde_json::Value {
+        self.redactor.redact_json(&mut value);
+        value
+    }
+
+    /// Any serde value, through JSON: unchanged when nothing matched or the round trip fails.
+    fn value<T: Serialize + DeserializeOwned>(&self, value: T) -> T {
+        let Ok(mut json) = serde_json::to_value(&value) else { return value };
+        if !self.redactor.redact_json(&mut json) {
+            return value;
+        }
+        serde_json::from_value(json).unwrap_or(value)
+    }
+
+    fn event(&self, event: NewEvent) -> NewEvent {
+        NewEvent { message: self.text(&event.message), detail: self.json(event.detail), ..event }
+    }
+
+    fn finish(&self, finish: JobFinish) -> JobFinish {
+        JobFinish { result: self.json(finish.result), ..finish }
+    }
+}
+
+#[async_trait]
+impl Store for RedactingStore {
+    async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord> {
+        let new = NewTask { title: self.text(&new.title), body: self.text(&new.body), ..new };
+        self.inner.create_task(new, first, now_ms).await
+    }
+    async fn task(&self, key: &TaskKey) -> StoreResult<Option<TaskRecord>> {
+        self.inner.task(key).await
+    }
+    async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+        self.inner.list_tasks(filter).await
+    }
+    async fn advance(&self, advance: Advance) -> StoreResult<Option<JobId>> {
+        let advance = Advance {
+            next: self.value(advance.next),
+            finish_job: advance.finish_job.map(|finish| self.finish(finish)),
+            event: self.event(advance.event),
+            effects: advance
+                .effects
+                .into_iter()
+                .map(|effect| NewEffect { payload: self.json(effect.payload), ..effect })
+                .collect(),
+            ..advance
+        };
+        self.inner.advance(advance).await
+    }
+    async fn record_suppressed(&self, task: TaskId, inbox: Option<InboxEntry>, event: NewEvent) -> StoreResult<()> {
+        let inbox = inbox.map(|entry| InboxEntry { payload: self.json(entry.payload), ..entry });
+        self.inner.record_suppressed(task, inbox, self.event(event)).await
+    }
+    async fn claim_job(&self, claim: &Claim) -> StoreResult<Option<JobRecord>> {
+        self.inner.claim_job(claim).await
+    }
+    async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
+        self.inner.job(id).await
+    }
+    async fn jobs_with_status(&self, status: JobStatus) -> StoreResult<Vec<JobRecord>> {
+        self.inner.jobs_with_status(status).await
+    }
+    async fn jobs_for_task(&self, task: TaskId) -> StoreResult<Vec<JobRecord>> {
+        self.inner.jobs_for_task(task).await
+    }
+    async fn set_job_process(&self, job: JobId, pid: Option<u32>, pgid: Option<u32>) -> StoreResult<()> {
+        self.inner.set_job_process(job, pid, pgid).await
+    }
+    async fn set_job_proc_start(&self, job: JobId, start_ticks: u64) -> StoreResult<()> {
+        self.inner.set_job_proc_start(job, start_ticks).await
+    }
+    async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
+        self.inner.set_job_owner(job, owner).await
+    }
+    async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {
+        self.inner.renew_lease(name, holder, ttl_ms, now_ms).await
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        self.inner.release_lease(name, holder).await
+    }
+    async fn close_job(
+        &self,
+        job: JobId,
+        status: JobStatus,
+        result: serde_json::Value,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.inner.close_job(job, status, self.json(result), now_ms).await
+    }
+    async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {
+        self.inner.requeue_job(job, available_at_ms).await
+    }
+    async fn insert_agent_run(&self, run: NewAgentRun) -> StoreResult<i64> {
+        self.inner.insert_agent_run(run).await
+    }
+    async fn set_agent_run_pid(&self, id: i64, pid: u32) -> StoreResult<()> {
+        self.inner.set_agent_run_pid(id, pid).await
+    }
+    async fn finish_agent_run(&self, id: i64, finish: AgentRunFinish) -> StoreResult<()> {
+        let finish = AgentRunFinish { report: self.value(finish.report), ..finish };
+        self.inner.finish_agent_run(id, finish).await
+    }
+    async fn agent_runs(&self, task: TaskId) -> StoreResult<Vec<AgentRunRecord>> {
+        self.inner.agent_runs(task).await
+    }
+    async fn count_agent_runs(&self, task: TaskId, stage: &str) -> StoreResult<u32> {
+        self.inner.count_agent_runs(task, stage).await
+    }
+    async fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
+        self.inner.append_event(self.event(event)).await
+    }
+    async fn events(&self, task: Option<TaskId>, after_id: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
+        self.inner.events(task, after_id, limit).await
+    }
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome> {
+        self.inner.acquire_lease(name, holder, ttl_ms, now_ms).await
+    }
+    async fn lease(&self, name: &str) -> StoreResult<Option<LeaseRecord>> {
+        self.inner.lease(name).await
+    }
+    async fn leases(&self) -> StoreResult<Vec<LeaseRecord>> {
+        self.inner.leases().await
+    }
+    async fn inbox_seen(&self, dedup_key: &str) -> StoreResult<bool> {
+        self.inner.inbox_seen(dedup_key).await
+    }
+    async fn set_budget_cap(&self, scope: &str, cap_usd: Option<f64>, now_ms: i64) -> StoreResult<()> {
+        self.inner.set_budget_cap(scope, cap_usd, now_ms).await
+    }
+    async fn budget_caps(&self) -> StoreResult<Vec<(String, Option<f64>)>> {
+        self.inner.budget_caps().await
+    }
+    async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64> {
+        self.inner.spend_usd(filter).await
+    }
+    async fn record_once(&self, key: &str, kind: &str, now_ms: i64) -> StoreResult<bool> {
+        self.inner.record_once(key, kind, now_ms).await
+    }
+    async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>> {
+        self.inner.usage(group).await
+    }
+    async fn claim_effects(&self, claim: &EffectClaim) -> StoreResult<Vec<EffectRecord>> {
+        self.inner.claim_effects(claim).await
+    }
+    async fn complete_effect(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
+        self.inner.complete_effect(id, now_ms).await
+    }
+    async fn fail_effect(&self, id: i64, error: &str, retry_at_ms: i64) -> StoreResult<()> {
+        self.inner.fail_effect(id, &self.text(error), retry_at_ms).await
+    }
+    async fn effects(&self, task: Option<TaskId>, pending_only: bool) -> StoreResult<Vec<EffectRecord>> {
+        self.inner.effects(task, pending_only).await
+    }
+    async fn open_agent_runs(&self) -> StoreResult<Vec<AgentRunRecord>> {
+        self.inner.open_agent_runs().await
+    }
+    async fn close_agent_run(&self, id: i64, status: &str, error: &str, now_ms: i64) -> StoreResult<bool> {
+        self.inner.close_agent_run(id, status, &self.text(error), now_ms).await
+    }
+    async fn create_api_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        scope: &str,
+        created_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        self.inner.create_api_token(name, token_hash, scope, created_by, now_ms).await
+    }
+    async fn api_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiTokenRecord>> {
+        self.inner.api_token_by_hash(token_hash).await
+    }
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiTokenRecord>> {
+        self.inner.api_tokens().await
+    }
+    async fn revoke_api_token(&self, name: &str, now_ms: i64) -> StoreResult<bool> {
+        self.inner.revoke_api_token(name, now_ms).await
+    }
+    async fn begin_idempotent(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now_ms: i64,
+        stale_ms: i64,
+    ) -> StoreResult<IdempotencyBegin> {
+        self.inner.begin_idempotent(key, request_hash, now_ms, stale_ms).await
+    }
+    async fn finish_idempotent(&self, key: &str, status: u16, body: &str, now_ms: i64) -> StoreResult<()> {
+        self.inner.finish_idempotent(key, status, &self.text(body), now_ms).await
+    }
+    async fn abandon_idempotent(&self, key: &str) -> StoreResult<()> {
+        self.inner.abandon_idempotent(key).await
+    }
+}
