@@ -41,11 +41,11 @@ pub fn forbidden_in_line(ch: char) -> bool {
     ch.is_control() || is_bidi_control(ch) || matches!(ch, '\u{2028}' | '\u{2029}')
 }
 
-/// Characters no multi-line text may hold: every control except tab, newline and carriage return.
-/// (ESC and bidi characters are allowed in bodies, which are prose and code; they are escaped on
-/// every terminal output instead.)
+/// Characters no multi-line text may hold: every control except tab, newline, carriage return and
+/// ESC. (ESC, for terminal logs pasted into a ticket, and bidi marks, which right-to-left prose
+/// needs, are allowed in bodies and answers; they are escaped on every terminal output instead.)
 pub fn forbidden_in_text(ch: char) -> bool {
-    ch.is_control() && !matches!(ch, '\t' | '\n' | '\r')
+    ch.is_control() && !matches!(ch, '\t' | '\n' | '\r' | '\u{1b}')
 }
 
 /// Checks a single-line field (title, reference): not blank, at most `max_chars` characters, no
@@ -64,7 +64,7 @@ pub fn check_line(text: &str, max_chars: usize) -> Result<(), TextProblem> {
 }
 
 /// Checks multi-line text (body, answer): at most `max_bytes` bytes, no NUL or other control
-/// character but tab and line breaks. Empty is allowed; callers that need text check that.
+/// character but tab, line breaks and ESC. Empty is allowed; callers that need text check that.
 pub fn check_text(text: &str, max_bytes: usize) -> Result<(), TextProblem> {
     if text.len() > max_bytes {
         return Err(TextProblem::TooLong(max_bytes, "bytes"));
@@ -122,6 +122,8 @@ mod tests {
         assert_eq!(check_text("line 1\n\tline 2\r\n", 100), Ok(()));
         assert_eq!(check_text("", 100), Ok(()));
         assert!(check_text("nul\0", 100).is_err());
+        assert!(check_text("bell\u{7}", 100).is_err());
+        assert_eq!(check_text("colored \u{1b}[31mlog\u{1b}[0m", 100), Ok(()));
         assert_eq!(check_text("12345", 4), Err(TextProblem::TooLong(4, "bytes")));
         assert!(TextProblem::Forbidden { ch: '\0', at: 3 }.to_string().contains("U+0000"));
     }

@@ -751,10 +751,11 @@ fn known_secrets(settings: &EngineSettings) -> Vec<String> {
     values
 }
 
-/// Whether a variable's name says it holds a secret (`ANTHROPIC_API_KEY`, `GITHUB_TOKEN`, …).
+/// Whether a variable's name says it holds a secret: one of its `_`-separated words is KEY,
+/// TOKEN, SECRET, PASSWORD, … (`ANTHROPIC_API_KEY`, `GITHUB_TOKEN`; not `KEYBOARD_LAYOUT`).
 fn secret_name(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"].iter().any(|word| upper.contains(word))
+    const WORDS: &[&str] = &["KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS"];
+    name.to_ascii_uppercase().split(['_', '-']).any(|word| WORDS.contains(&word))
 }
 
 /// The inbox key of an input given without one: kind, task, task version and (for answers) a

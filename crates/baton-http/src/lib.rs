@@ -6,6 +6,7 @@
 //! - [`api`]: one file per group of routes (tasks, status, usage).
 //! - [`auth`]: the principal behind a bearer token and the scope each route needs.
 //! - [`idempotency`]: exact `Idempotency-Key` handling on every mutation.
+//! - `redact`: every response masked with the engine's redactor.
 //! - [`extract`]: `Json`/`Query`/`Path` wrappers whose rejections are [`ApiError`]s.
 //! - [`error`]: [`ApiError`], the one error type, rendered as `{code, message}` JSON.
 //!
@@ -17,6 +18,7 @@ mod auth;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+mod redact;
 
 pub use error::ApiError;
 
@@ -53,6 +55,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), redact::redact_responses))
         .with_state(state)
 }
 

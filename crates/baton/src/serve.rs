@@ -67,9 +67,10 @@ pub async fn serve(config: Config) -> anyhow::Result<u8> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("listening on {} (server.listen)", config.server.listen))?;
+    let bound = listener.local_addr().unwrap_or(config.server.listen);
     tracing::info!(
         "baton serve: listening on http://{} · data dir {} · {} repo(s)",
-        config.server.listen,
+        bound,
         config.engine.data_dir.display(),
         config.engine.repos.len()
     );

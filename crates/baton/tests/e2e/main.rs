@@ -18,3 +18,4 @@ mod restart;
 mod stop;
 mod supervised;
 mod support;
+mod trust;
