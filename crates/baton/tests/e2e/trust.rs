@@ -53,7 +53,7 @@ fn served_address(log: &Path) -> String {
 // read route of the API: it appears nowhere, and the masked form does.
 #[test]
 fn a_key_printed_by_an_agent_is_masked_everywhere() {
-    let agent = format!(
+    let agent = concat!(
         "[agents.developer]\nadapter = \"command\"\ncommand = [\"sh\", \"-c\", \"echo \\\"using key $BATON_E2E_API_KEY\\\"; \
          echo \\\"401 Unauthorized: invalid x-api-key $BATON_E2E_API_KEY\\\" >&2; exit 3\"]\n"
     );
@@ -62,7 +62,7 @@ fn a_key_printed_by_an_agent_is_masked_everywhere() {
         &ConfigExtra {
             server: "agent_env = [\"BATON_E2E_API_KEY\"]",
             limits: "retry_max = 2",
-            sections: &agent,
+            sections: agent,
             ..ConfigExtra::default()
         },
     );
