@@ -53,10 +53,9 @@ fn served_address(log: &Path) -> String {
 // read route of the API: it appears nowhere, and the masked form does.
 #[test]
 fn a_key_printed_by_an_agent_is_masked_everywhere() {
-    let agent = concat!(
-        "[agents.developer]\nadapter = \"command\"\ncommand = [\"sh\", \"-c\", \"echo \\\"using key $BATON_E2E_API_KEY\\\"; \
-         echo \\\"401 Unauthorized: invalid x-api-key $BATON_E2E_API_KEY\\\" >&2; exit 3\"]\n"
-    );
+    let agent = "[agents.developer]\nadapter = \"command\"\ncommand = [\"sh\", \"-c\", \"echo \\\"using key \
+                 $BATON_E2E_API_KEY\\\"; echo \\\"401 Unauthorized: invalid x-api-key $BATON_E2E_API_KEY\\\" >&2; \
+                 exit 3\"]\n";
     let mut env = Env::with_extra(
         "",
         &ConfigExtra {
