@@ -968,6 +968,84 @@ async fn suite_restart(backend: &Backend) {
 
 // ---------------------------------------------------------------- SQLite
 
+// ---------------------------------------------------------------- suites: principals and idempotency
+
+async fn suite_api_tokens(store: Arc<dyn Store>) {
+    store.create_api_token("ci", "digest-1", "read", "cli:ann", T0).await.unwrap();
+    store.create_api_token("ops", "digest-2", "admin", "cli:ann", T0).await.unwrap();
+    // A taken name or a taken digest is a conflict.
+    assert!(matches!(
+        store.create_api_token("ci", "digest-3", "act", "cli:ann", T0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.create_api_token("other", "digest-2", "act", "cli:ann", T0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let found = store.api_token_by_hash("digest-1").await.unwrap().unwrap();
+    assert_eq!((found.name.as_str(), found.scope.as_str(), found.created_by.as_str()), ("ci", "read", "cli:ann"));
+    assert_eq!(store.api_token_by_hash("nope").await.unwrap(), None);
+    assert!(store.revoke_api_token("ci", T0 + 1).await.unwrap());
+    assert!(!store.revoke_api_token("ci", T0 + 2).await.unwrap(), "revoked once");
+    assert!(!store.revoke_api_token("missing", T0).await.unwrap());
+    assert_eq!(store.api_token_by_hash("digest-1").await.unwrap(), None, "a revoked token no longer authenticates");
+    let all = store.api_tokens().await.unwrap();
+    assert_eq!(
+        all.iter().map(|t| (t.name.as_str(), t.revoked_at_ms)).collect::<Vec<_>>(),
+        [("ci", Some(T0 + 1)), ("ops", None)]
+    );
+    // A revoked name stays taken: the timeline keeps naming it.
+    assert!(matches!(
+        store.create_api_token("ci", "digest-9", "read", "cli:ann", T0).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn suite_idempotency(store: Arc<dyn Store>) {
+    use baton_store::IdempotencyBegin as B;
+    assert_eq!(store.begin_idempotent("p|POST /x|k", "h1", T0, 30_000).await.unwrap(), B::Started);
+    // While unanswered, a replay is in progress; another request under the key is a mismatch.
+    assert_eq!(store.begin_idempotent("p|POST /x|k", "h1", T0 + 10, 30_000).await.unwrap(), B::InProgress);
+    assert_eq!(store.begin_idempotent("p|POST /x|k", "h2", T0 + 10, 30_000).await.unwrap(), B::Mismatch);
+    store.finish_idempotent("p|POST /x|k", 200, "{\"ok\":true}", T0 + 20).await.unwrap();
+    assert_eq!(
+        store.begin_idempotent("p|POST /x|k", "h1", T0 + 30, 30_000).await.unwrap(),
+        B::Replay { status: 200, body: "{\"ok\":true}".into() }
+    );
+    assert_eq!(store.begin_idempotent("p|POST /x|k", "h2", T0 + 30, 30_000).await.unwrap(), B::Mismatch);
+    // Keys are exact strings: another scope is another key.
+    assert_eq!(store.begin_idempotent("q|POST /x|k", "h2", T0, 30_000).await.unwrap(), B::Started);
+
+    // An abandoned attempt can be retried at once; a stale unanswered one is resumed.
+    store.abandon_idempotent("q|POST /x|k").await.unwrap();
+    assert_eq!(store.begin_idempotent("q|POST /x|k", "h3", T0, 30_000).await.unwrap(), B::Started);
+    assert_eq!(
+        store.begin_idempotent("q|POST /x|k", "h3", T0 + 30_001, 30_000).await.unwrap(),
+        B::Resumed { task: None }
+    );
+
+    // A create records its task under the key in its own transaction: an attempt that died after
+    // committing is resumed with that task, and abandoning it cannot forget the task.
+    assert_eq!(store.begin_idempotent("p|POST /tasks|c", "hc", T0, 30_000).await.unwrap(), B::Started);
+    let new = NewTask { idempotency_key: Some("p|POST /tasks|c".into()), ..new_task("demo", "DEMO", "Once") };
+    let task = store.create_task(new, enqueue("analysis", 0), T0).await.unwrap();
+    store.abandon_idempotent("p|POST /tasks|c").await.unwrap();
+    assert_eq!(
+        store.begin_idempotent("p|POST /tasks|c", "hc", T0 + 60_000, 30_000).await.unwrap(),
+        B::Resumed { task: Some(task.id) }
+    );
+}
+
+async fn suite_external_ref_exists(store: Arc<dyn Store>) {
+    let new = || NewTask { external_ref: Some("plane:ORCH-1".into()), ..new_task("demo", "DEMO", "Ticket") };
+    let first = store.create_task(new(), enqueue("analysis", 0), T0).await.unwrap();
+    match store.create_task(new(), enqueue("analysis", 0), T0).await {
+        Err(StoreError::Exists(task)) => assert_eq!(task.id, first.id),
+        other => panic!("expected Exists with the live task, got {other:?}"),
+    }
+    assert_eq!(store.list_tasks(&TaskFilter::default()).await.unwrap().len(), 1);
+}
+
 mod sqlite {
     use super::*;
 
@@ -1124,5 +1202,26 @@ mod sqlite {
     async fn agent_runs_without_an_end_are_listed_and_closed_once() {
         let (_dir, _backend, store) = sqlite().await;
         suite_lost_agent_runs(store).await;
+    }
+
+    // Tokens: names and digests unique, revoked tokens stop authenticating, names stay taken.
+    #[tokio::test]
+    async fn api_tokens_are_unique_revocable_and_never_reused() {
+        let (_dir, _backend, store) = sqlite().await;
+        suite_api_tokens(store).await;
+    }
+
+    // Idempotency: started, in progress, mismatch, replay, abandoned, resumed (with a create's task).
+    #[tokio::test]
+    async fn idempotency_keys_replay_refuse_mismatches_and_resume_creates() {
+        let (_dir, _backend, store) = sqlite().await;
+        suite_idempotency(store).await;
+    }
+
+    // A second create for a live ticket returns the live task instead of a bare error.
+    #[tokio::test]
+    async fn a_live_external_ref_answers_with_its_task() {
+        let (_dir, _backend, store) = sqlite().await;
+        suite_external_ref_exists(store).await;
     }
 }
