@@ -8,6 +8,8 @@
 //! - [`agent_output`]: agent stdout/stderr → each adapter's `Agent::parse` and `Agent::observe`.
 //! - [`mock_llm_script`]: mock-llm script TOML → `baton_mock_llm::Script::from_toml`.
 //! - [`api_body`]: HTTP request bodies, query strings and path ids → `baton_http::app`.
+//! - [`redact_stream`]: secret masking of an output stream cut anywhere (the shim's run logs).
+//! - [`text_input`]: input-text checks and terminal escaping.
 //! - [`replay`]: runs every file of a corpus directory through a harness, naming any that panics.
 
 pub mod agent_output;
@@ -15,4 +17,6 @@ pub mod api_body;
 pub mod config;
 pub mod front_matter;
 pub mod mock_llm_script;
+pub mod redact_stream;
 pub mod replay;
+pub mod text_input;

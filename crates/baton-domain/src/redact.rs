@@ -52,18 +52,17 @@ impl Redactor {
         &self.secrets
     }
 
-    /// `text` with every secret masked; borrowed when nothing matched.
+    /// `text` with every secret masked; borrowed when nothing matched. Scans left to right and
+    /// masks the longest secret starting at each position (the same rule as [`StreamRedactor`],
+    /// so a stream and the whole text always mask alike).
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         if !self.secrets.iter().any(|secret| text.contains(secret.as_str())) {
             return Cow::Borrowed(text);
         }
-        let mut out = text.to_string();
-        for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), MASK);
-            }
-        }
-        Cow::Owned(out)
+        let secrets: Vec<&[u8]> = self.secrets.iter().map(|s| s.as_bytes()).collect();
+        let (masked, _) = mask(text.as_bytes(), &secrets, true);
+        // Secrets are whole UTF-8 strings, so every match starts and ends on a char boundary.
+        Cow::Owned(String::from_utf8(masked).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 
     /// Masks every string inside a JSON value, in place; returns whether anything changed.
@@ -96,8 +95,8 @@ impl Redactor {
 }
 
 /// Masks secrets in a byte stream that arrives in chunks cut anywhere, even inside a secret.
-/// It holds back only the shortest tail that could still grow into a secret, so output is never
-/// delayed by more than one secret's length.
+/// It holds back only from the first position where a secret might start but the bytes to decide
+/// have not arrived, so output is never delayed by more than one secret's length.
 #[derive(Debug, Clone, Default)]
 pub struct StreamRedactor {
     secrets: Vec<Vec<u8>>,
@@ -111,47 +110,45 @@ impl StreamRedactor {
             return chunk.to_vec();
         }
         self.pending.extend_from_slice(chunk);
-        let masked = mask_bytes(&self.pending, &self.secrets);
-        let hold = self.held_tail(&masked);
-        let ready = masked.len() - hold;
-        self.pending = masked[ready..].to_vec();
-        masked[..ready].to_vec()
+        let secrets: Vec<&[u8]> = self.secrets.iter().map(Vec::as_slice).collect();
+        let (ready, used) = mask(&self.pending, &secrets, false);
+        self.pending.drain(..used);
+        ready
     }
 
-    /// Ends the stream: returns what was held back.
+    /// Ends the stream: returns what was held back, masked.
     pub fn finish(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.pending)
-    }
-
-    /// Length of the longest suffix of `text` that is a proper prefix of some secret.
-    fn held_tail(&self, text: &[u8]) -> usize {
-        let longest = self.secrets.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0);
-        (1..=longest.min(text.len()))
-            .rev()
-            .find(|&n| {
-                let tail = &text[text.len() - n..];
-                self.secrets.iter().any(|secret| secret.len() > n && secret.starts_with(tail))
-            })
-            .unwrap_or(0)
+        let secrets: Vec<&[u8]> = self.secrets.iter().map(Vec::as_slice).collect();
+        let (rest, _) = mask(&self.pending, &secrets, true);
+        self.pending.clear();
+        rest
     }
 }
 
-/// Replaces every occurrence of any secret (longest first at each position) with [`MASK`].
-fn mask_bytes(text: &[u8], secrets: &[Vec<u8>]) -> Vec<u8> {
+/// Masks `text` left to right, at each position the longest secret that starts there (`secrets`
+/// are sorted longest first). Unless `at_end`, stops where a secret might start but `text` ends
+/// before that can be decided. Returns the output and how many input bytes it consumed.
+fn mask(text: &[u8], secrets: &[&[u8]], at_end: bool) -> (Vec<u8>, usize) {
     let mut out = Vec::with_capacity(text.len());
     let mut i = 0;
-    while i < text.len() {
-        if let Some(secret) = secrets.iter().find(|secret| text[i..].starts_with(secret)) {
-            out.extend_from_slice(MASK.as_bytes());
-            i += secret.len();
-        } else {
-            out.push(text[i]);
-            i += 1;
+    'scan: while i < text.len() {
+        let rest = &text[i..];
+        for secret in secrets {
+            if rest.len() >= secret.len() {
+                if rest.starts_with(secret) {
+                    out.extend_from_slice(MASK.as_bytes());
+                    i += secret.len();
+                    continue 'scan;
+                }
+            } else if !at_end && secret.starts_with(rest) {
+                break 'scan;
+            }
         }
+        out.push(text[i]);
+        i += 1;
     }
-    out
+    (out, i)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +189,26 @@ mod tests {
             assert_eq!(String::from_utf8(out).unwrap(), whole, "chunk size {size}");
         }
         assert!(!whole.contains("TOKEN-0123456789"));
+    }
+
+    // A secret that extends a shorter one is waited for, not masked as the shorter one; secrets
+    // that overlap are masked by the same rule whole or streamed.
+    #[test]
+    fn stream_waits_for_the_longer_secret() {
+        let r = Redactor::new(["AAAAAAAAAA", "AAAAAAAA", "xxxxBBBBBBBB", "AAAAxxxx"]);
+        for text in ["AAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAAA", "AAAAxxxxBBBBBBBB"] {
+            let whole = r.redact(text).into_owned();
+            for size in 1..=text.len() {
+                let mut stream = r.stream();
+                let mut out = Vec::new();
+                for chunk in text.as_bytes().chunks(size) {
+                    out.extend(stream.push(chunk));
+                }
+                out.extend(stream.finish());
+                assert_eq!(String::from_utf8(out).unwrap(), whole, "{text} in chunks of {size}");
+            }
+        }
+        assert_eq!(r.redact("AAAAAAAAAA"), "[REDACTED]");
     }
 
     // Text that cannot start a secret is passed on at once, not held back.

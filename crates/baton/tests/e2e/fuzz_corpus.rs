@@ -8,8 +8,12 @@ mod agent_output;
 mod config;
 #[path = "../../../../fuzz/harness/front_matter.rs"]
 mod front_matter;
+#[path = "../../../../fuzz/harness/redact_stream.rs"]
+mod redact_stream;
 #[path = "../../../../fuzz/harness/replay.rs"]
 mod replay;
+#[path = "../../../../fuzz/harness/text_input.rs"]
+mod text_input;
 
 use std::path::PathBuf;
 
@@ -37,4 +41,16 @@ fn fuzz_corpus_agent_outputs_never_panic() {
     replay::replay(&fuzz_dir(), "agent_claude", agent_output::claude);
     replay::replay(&fuzz_dir(), "agent_codex", agent_output::codex);
     replay::replay(&fuzz_dir(), "agent_gemini", agent_output::gemini);
+}
+
+// Every redaction input masks the same chunked as whole, and leaves no secret behind.
+#[test]
+fn fuzz_corpus_redact_stream_masks_every_secret() {
+    replay::replay(&fuzz_dir(), "redact_stream", redact_stream::run);
+}
+
+// Every text input passes or fails the checks without a panic, and escapes to terminal-safe text.
+#[test]
+fn fuzz_corpus_text_input_is_checked_and_escaped() {
+    replay::replay(&fuzz_dir(), "text_input", text_input::run);
 }
