@@ -26,6 +26,8 @@ use tokio::sync::{Notify, watch};
 const QUOTA_TIMER_MS: i64 = 1_000;
 /// How often the outbox is checked for effects left by a crash or due for a retry.
 const OUTBOX_INTERVAL_MS: i64 = 1_000;
+/// How often the claim loop runs the store's health checks (the database file still there).
+const STORE_CHECK_MS: i64 = 1_000;
 /// Re-reads and re-decides after a lost compare-and-set at most this many times.
 const ADVANCE_ATTEMPTS_MAX: u32 = 8;
 /// Environment variables every agent and repo command gets (when set), before pass-through.
@@ -114,6 +116,8 @@ pub struct Engine {
     redactor: Redactor,
     pub(crate) running: Mutex<HashMap<JobId, watch::Sender<bool>>>,
     wake: Notify,
+    /// Why the store can no longer be used (a failed fatal health check); the loop then stops.
+    store_lost: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -227,6 +231,7 @@ impl EngineBuilder {
             settings: self.settings,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            store_lost: Mutex::new(None),
         })
     }
 }
@@ -276,6 +281,11 @@ impl Engine {
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The port background work starts through (the HTTP server's connections use it too).
+    pub fn spawner(&self) -> &Arc<dyn Spawner> {
+        &self.spawner
     }
 
     pub(crate) fn vcs(&self) -> &Arc<dyn Vcs> {
@@ -660,8 +670,29 @@ impl Engine {
         Ok(resumed)
     }
 
+    /// Runs the store's health checks; a failed fatal one (the database file deleted or replaced)
+    /// is logged once and remembered: [`Engine::run`] then stops and [`Engine::store_lost`] says why.
+    pub async fn check_store(&self) -> Vec<baton_store::HealthCheck> {
+        let checks = self.store.health().await;
+        if let Some(fatal) = checks.iter().find(|c| !c.ok && c.fatal)
+            && let Ok(mut lost) = self.store_lost.lock()
+            && lost.is_none()
+        {
+            tracing::error!("the store can no longer be used, stopping: {}: {}", fatal.name, fatal.detail);
+            *lost = Some(format!("{}: {}", fatal.name, fatal.detail));
+            self.wake.notify_one();
+        }
+        checks
+    }
+
+    /// Why the store can no longer be used, once a health check found it (see [`Engine::check_store`]).
+    pub fn store_lost(&self) -> Option<String> {
+        self.store_lost.lock().map(|l| l.clone()).unwrap_or(None)
+    }
+
     /// The claim loop: recovers interrupted work, then claims runnable jobs under the limits and
-    /// runs each on its own task until `shutdown` turns true.
+    /// runs each on its own task until `shutdown` turns true, or until the store is lost (checked
+    /// every second; see [`Engine::check_store`]).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         match self.recover().await {
             Ok(0) => {}
@@ -678,11 +709,19 @@ impl Engine {
         let mut last_reaper_ms = self.clock.now_ms();
         let mut last_reconciler_ms = last_reaper_ms;
         let mut last_outbox_ms = i64::MIN;
+        let mut last_store_check_ms = i64::MIN;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let now = self.clock.now_ms();
+            if now.saturating_sub(last_store_check_ms) >= STORE_CHECK_MS {
+                last_store_check_ms = now;
+                self.check_store().await;
+            }
+            if self.store_lost().is_some() {
+                break;
+            }
             if now.saturating_sub(last_timer_ms) >= QUOTA_TIMER_MS {
                 last_timer_ms = now;
                 if let Err(error) = self.resume_due_quota_pauses().await {

@@ -63,7 +63,12 @@ impl EngineError {
     /// locks, the database): such a failure is retried without spending the stage's attempts.
     pub fn is_infrastructure(&self) -> bool {
         match self {
-            EngineError::Store(baton_store::StoreError::Database(_)) | EngineError::Io(_) => true,
+            EngineError::Store(
+                baton_store::StoreError::Database(_)
+                | baton_store::StoreError::Busy(_)
+                | baton_store::StoreError::Lost(_),
+            )
+            | EngineError::Io(_) => true,
             EngineError::Run(baton_runner::RunError::Io { .. }) => true,
             EngineError::Store(_) | EngineError::Invalid(_) | EngineError::NotFound(_) => false,
             EngineError::Run(_) => false,

@@ -218,4 +218,7 @@ impl Store for RedactingStore {
     async fn abandon_idempotent(&self, key: &str) -> StoreResult<()> {
         self.inner.abandon_idempotent(key).await
     }
+    async fn health(&self) -> Vec<HealthCheck> {
+        self.inner.health().await
+    }
 }

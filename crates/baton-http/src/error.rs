@@ -1,7 +1,7 @@
 //! [`ApiError`]: the one error type of the HTTP API, rendered as a status and `{code, message}` JSON.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use baton_engine::EngineError;
 use baton_store::StoreError;
@@ -34,6 +34,19 @@ pub enum ApiError {
     /// The task kept changing under the request; retrying is safe.
     #[error("{0}")]
     Conflict(String),
+    /// The `Host` header (or the request target's authority) names a host this server does not
+    /// answer for: a DNS-rebinding page, or a name missing from `server.allowed_hosts`.
+    #[error("{0}")]
+    HostNotAllowed(String),
+    /// The `Origin` header names a site that is not an allowed host (a cross-site browser request).
+    #[error("{0}")]
+    OriginNotAllowed(String),
+    /// The database is locked by another connection; nothing changed, retry after a second.
+    #[error("the database is busy; nothing changed, retry in a moment")]
+    DatabaseBusy,
+    /// The server cannot serve this now (its database was lost); the message says why.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something broke inside Baton; the details are in the server log, not in the response.
     #[error("internal error; the server log has the details")]
     Internal,
@@ -51,6 +64,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::DatabaseBusy | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,6 +83,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::HostNotAllowed(_) => "host_not_allowed",
+            ApiError::OriginNotAllowed(_) => "origin_not_allowed",
+            ApiError::DatabaseBusy => "database_busy",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal => "internal",
         }
     }
@@ -82,7 +102,11 @@ struct ErrorBody<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { code: self.code(), message: self.to_string() };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if self == ApiError::DatabaseBusy {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -102,6 +126,11 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} does not exist")),
             StoreError::Conflict(_) => ApiError::Conflict("the task changed while the request ran; try again".into()),
+            StoreError::Busy(why) => {
+                tracing::warn!("request answered 503: the database is busy: {why}");
+                ApiError::DatabaseBusy
+            }
+            StoreError::Lost(why) => ApiError::Unavailable(format!("the database was lost: {why}")),
             other => internal(&other),
         }
     }

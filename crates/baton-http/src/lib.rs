@@ -2,7 +2,10 @@
 //!
 //! Code map:
 //! - [`app`] builds the router from an [`AppState`]; tests drive it with `oneshot`, no socket.
-//! - [`serve`] runs it on a bound listener until a shutdown future resolves (`baton serve`).
+//! - [`serve`] / [`server::serve_with`] run it on a bound listener until a shutdown future
+//!   resolves (`baton serve`): connection limit, header and idle timeouts ([`server`]), behind the
+//!   `Host`/`Origin` allowlist ([`guard`]).
+//! - [`health`]: `/health`, the store's checks (200, or 503 naming the failed check).
 //! - [`api`]: one file per group of routes (tasks, status, usage).
 //! - [`auth`]: the principal behind a bearer token and the scope each route needs.
 //! - [`idempotency`]: exact `Idempotency-Key` handling on every mutation.
@@ -19,6 +22,9 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 mod redact;
+pub mod guard;
+mod health;
+pub mod server;
 
 pub use error::ApiError;
 
@@ -50,7 +56,7 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let state = Arc::new(state);
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(health::health))
         .nest("/api", api::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -59,17 +65,14 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`app`] on `listener` until `shutdown` resolves, then lets in-flight requests finish.
-/// The caller binds the listener, so a taken port is reported before anything else starts.
+/// Serves [`app`] behind the host guard on `listener`, with the default [`server::ServerSettings`],
+/// until `shutdown` resolves, then lets in-flight requests finish. The caller binds the listener,
+/// so a taken port is reported before anything else starts.
 pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> std::io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
-}
-
-async fn health() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+    server::serve_with(listener, state, server::ServerSettings::default(), shutdown).await
 }
 
 async fn not_found() -> ApiError {

@@ -131,9 +131,14 @@ fn error_message(body: &Value, code: &str) -> String {
 
 #[tokio::test]
 async fn health_says_ok() {
-    // `/health` answers `{"status":"ok"}` without a token.
+    // `/health` answers `{"status":"ok", checks}` without a token, every check passed.
     let h = Harness::new().await;
-    assert_eq!(h.get("/health").await, (StatusCode::OK, json!({ "status": "ok" })));
+    let (status, body) = h.get("/health").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ok", "{body}");
+    let names: Vec<&str> = body["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["database_file", "schema", "tasks"], "{body}");
+    assert!(body["checks"].as_array().unwrap().iter().all(|c| c["ok"] == true), "{body}");
 }
 
 #[tokio::test]
@@ -438,7 +443,7 @@ async fn serves_health_on_a_real_socket() {
     stream.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.to_lowercase().contains("content-type: application/json"), "{response}");
-    assert!(response.ends_with("{\"status\":\"ok\"}"), "{response}");
+    assert!(response.contains("\"status\":\"ok\""), "{response}");
 
     stop_tx.send(()).unwrap();
     server.await.unwrap().unwrap();

@@ -183,6 +183,49 @@ mod tests {
     }
 }
 
+/// Whether the existing directory `worktree` can be reused for `branch`: it is a registered
+/// worktree of the repository (`main`) and has `branch` checked out. `Err` says what is wrong.
+async fn reusable_worktree(main: &Git, worktree: &Path, branch: &str) -> Result<(), String> {
+    if !worktree.join(".git").exists() {
+        return Err("it is not a git worktree".into());
+    }
+    let wanted = worktree.canonicalize().map_err(|e| format!("cannot resolve its path: {e}"))?;
+    let listing = main.run(&["worktree", "list", "--porcelain"]).await.map_err(|e| e.to_string())?;
+    let registered = listing
+        .lines()
+        .filter_map(|line| line.strip_prefix("worktree "))
+        .any(|path| Path::new(path).canonicalize().is_ok_and(|p| p == wanted));
+    if !registered {
+        return Err(format!("it is not a registered worktree of {}", main.dir().display()));
+    }
+    let tree = Git::new(worktree);
+    // Its own repository, not a nested one: the worktree's common git dir is the repository's.
+    let common = |git: &Git| {
+        let git = git.clone();
+        async move {
+            let dir = git.run(&["rev-parse", "--path-format=absolute", "--git-common-dir"]).await.ok()?;
+            Path::new(&dir).canonicalize().ok()
+        }
+    };
+    let (own, repo_common) = (common(&tree).await, common(main).await);
+    if own.is_none() || own != repo_common {
+        return Err(format!("it belongs to another repository than {}", main.dir().display()));
+    }
+    let head = match tree.run(&["symbolic-ref", "-q", "--short", "HEAD"]).await {
+        Ok(head) => head,
+        Err(_) => {
+            // A Baton killed mid-rebase leaves HEAD detached; aborting puts the branch back.
+            let _ = tree.run(&["rebase", "--abort"]).await;
+            tree.run(&["symbolic-ref", "-q", "--short", "HEAD"]).await.unwrap_or_default()
+        }
+    };
+    if head != branch {
+        let found = if head.is_empty() { "a detached HEAD".to_string() } else { format!("branch `{head}`") };
+        return Err(format!("it has {found} checked out, not the task's branch `{branch}`"));
+    }
+    Ok(())
+}
+
 /// The real [`Vcs`]: `git` with argument vectors.
 #[derive(Debug, Default, Clone)]
 pub struct GitVcs;
@@ -200,10 +243,18 @@ impl Vcs for GitVcs {
         branch: &str,
         default_branch: &str,
     ) -> Result<(), GitError> {
-        if worktree.join(".git").exists() {
-            return Ok(());
-        }
         let main = Git::new(repo);
+        if worktree.exists() {
+            match reusable_worktree(&main, worktree, branch).await {
+                Ok(()) => return Ok(()),
+                Err(why) => {
+                    // Never let a task work in a tree that is not its own (an old task's worktree
+                    // left under a reused work-item id, a checkout switched by hand): start afresh.
+                    tracing::warn!("re-creating worktree {}: {why}", worktree.display());
+                    self.remove_worktree(repo, worktree).await?;
+                }
+            }
+        }
         if let Some(parent) = worktree.parent() {
             std::fs::create_dir_all(parent).map_err(|e| GitError::Failed {
                 args: "worktree add".into(),

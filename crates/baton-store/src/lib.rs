@@ -36,11 +36,56 @@ pub enum StoreError {
     /// A stored value could not be decoded (corrupt row or newer schema).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// Another connection holds the database lock past the busy timeout (SQLite's SQLITE_BUSY or
+    /// SQLITE_LOCKED); nothing changed and retrying shortly is safe.
+    #[error("the database is busy: {0}")]
+    Busy(String),
+    /// The database can no longer be used safely: its file was deleted or replaced while Baton ran.
+    /// Every write fails with this from then on; restart Baton on the right file.
+    #[error("the database was lost: {0}")]
+    Lost(String),
 }
+
+/// SQLite's primary result codes for "another connection holds the lock".
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        StoreError::Database(error.to_string())
+        // Extended codes (SQLITE_BUSY_SNAPSHOT = 517, ...) carry the primary code in the low byte.
+        let primary = error
+            .as_database_error()
+            .and_then(|db| db.code())
+            .and_then(|code| code.parse::<i64>().ok())
+            .map(|code| code & 0xff);
+        match primary {
+            Some(SQLITE_BUSY | SQLITE_LOCKED) => StoreError::Busy(error.to_string()),
+            _ => StoreError::Database(error.to_string()),
+        }
+    }
+}
+
+/// One check of [`Store::health`]: `/health` reports each, and the engine stops on a failed
+/// `fatal` one (the database file is gone), because continuing would lose every later write.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HealthCheck {
+    /// A stable name: `database_file`, `schema`, `tasks`, ...
+    pub name: String,
+    pub ok: bool,
+    /// What was found, in words an operator can act on.
+    pub detail: String,
+    /// Whether a failure means the store must not be used any more (not merely busy or slow).
+    #[serde(skip)]
+    pub fatal: bool,
+}
+
+impl HealthCheck {
+    pub fn ok(name: &str, detail: impl Into<String>) -> Self {
+        HealthCheck { name: name.to_string(), ok: true, detail: detail.into(), fatal: false }
+    }
+
+    pub fn failed(name: &str, detail: impl Into<String>, fatal: bool) -> Self {
+        HealthCheck { name: name.to_string(), ok: false, detail: detail.into(), fatal }
     }
 }
 
@@ -221,4 +266,9 @@ pub trait Store: Send + Sync {
 
     /// Forgets an unfinished `key` (the request failed in a way worth retrying).
     async fn abandon_idempotent(&self, key: &str) -> StoreResult<()>;
+    /// Cheap checks that the store still works (never a full integrity scan): for SQLite, the
+    /// database file is still the one opened, the schema version is known, the tasks table
+    /// answers. Never fails: a failure is a check with `ok: false`. Called by `/health` and about
+    /// once a second by the engine loop, which stops on a failed `fatal` check.
+    async fn health(&self) -> Vec<HealthCheck>;
 }

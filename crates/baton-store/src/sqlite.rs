@@ -1,7 +1,7 @@
 //! The SQLite store: WAL, one writer connection, every write transaction `BEGIN IMMEDIATE`.
 
 use crate::records::*;
-use crate::{Store, StoreError, StoreResult};
+use crate::{HealthCheck, Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use baton_domain::ids::branch_name;
 use baton_domain::{JobId, TaskId, TaskState, WorkItemId};
@@ -9,7 +9,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Versioned migrations, applied in order at open; never edit an applied one.
@@ -29,6 +30,60 @@ const WORK_ITEM_WALK_MAX: u32 = 10_000;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    file: Arc<FileWatch>,
+}
+
+/// The database file as opened: its path and identity (device, inode). Once the path is found
+/// gone or naming another file, `lost` keeps why, and every write fails with [`StoreError::Lost`]:
+/// SQLite would otherwise keep writing into an unlinked inode that no restart ever sees.
+#[derive(Debug)]
+struct FileWatch {
+    path: PathBuf,
+    identity: Option<(u64, u64)>,
+    lost: Mutex<Option<String>>,
+}
+
+impl FileWatch {
+    fn open(path: &Path) -> Self {
+        FileWatch { path: path.to_path_buf(), identity: file_identity(path).ok(), lost: Mutex::new(None) }
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.lost.lock().map(|l| l.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Compares the path's identity with the one at open; remembers a loss for good.
+    fn check(&self) -> HealthCheck {
+        if let Some(why) = self.lost() {
+            return HealthCheck::failed("database_file", why, true);
+        }
+        let Some(opened) = self.identity else {
+            return HealthCheck::ok("database_file", "no file identity recorded at open; not checked");
+        };
+        let path = self.path.display();
+        let why = match file_identity(&self.path) {
+            Ok(now) if now == opened => return HealthCheck::ok("database_file", format!("{path} is the file opened")),
+            Ok(_) => format!(
+                "the database file {path} was replaced by a different file while Baton ran; \
+                 writes since then went to the old file; restart Baton to use the new one"
+            ),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => format!(
+                "the database file {path} was deleted while Baton ran; \
+                 Baton stopped writing to it; restore it from a backup or restart on a fresh database"
+            ),
+            Err(error) => return HealthCheck::failed("database_file", format!("cannot stat {path}: {error}"), false),
+        };
+        if let Ok(mut lost) = self.lost.lock() {
+            lost.get_or_insert(why.clone());
+        }
+        HealthCheck::failed("database_file", why, true)
+    }
+}
+
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -52,11 +107,41 @@ impl SqliteStore {
         let store_for_migrate = writer.clone();
         migrate(&store_for_migrate).await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore { writer, reader, file: Arc::new(FileWatch::open(path)) })
     }
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        if let Some(why) = self.file.lost() {
+            return Err(StoreError::Lost(why));
+        }
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The schema version and a one-row read of the tasks table, on a reader connection.
+    async fn query_checks(&self) -> Vec<HealthCheck> {
+        let mut checks = Vec::new();
+        let newest: Result<Option<i64>, StoreError> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(Into::into);
+        let known = MIGRATIONS.len() as i64;
+        checks.push(match newest {
+            Ok(Some(version)) if version == known => HealthCheck::ok("schema", format!("schema version {version}")),
+            Ok(version) => {
+                HealthCheck::failed("schema", format!("schema version {version:?}, this Baton expects {known}"), false)
+            }
+            Err(error) => HealthCheck::failed("schema", format!("reading the schema version failed: {error}"), false),
+        });
+        let newest_task: Result<Option<i64>, StoreError> =
+            sqlx::query_scalar("SELECT id FROM tasks ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(Into::into);
+        checks.push(match newest_task {
+            Ok(_) => HealthCheck::ok("tasks", "the tasks table answers"),
+            Err(error) => HealthCheck::failed("tasks", format!("reading the tasks table failed: {error}"), false),
+        });
+        checks
     }
 }
 
@@ -324,6 +409,17 @@ fn state_columns(state: &TaskState) -> StoreResult<(String, String)> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn health(&self) -> Vec<HealthCheck> {
+        let file = self.file.check();
+        if !file.ok && file.fatal {
+            // Reading a file that is not the one opened would only mislead.
+            return vec![file];
+        }
+        let mut checks = vec![file];
+        checks.extend(self.query_checks().await);
+        checks
+    }
+
     async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord> {
         let mut tx = self.begin().await?;
         if let Some(external) = &new.external_ref {

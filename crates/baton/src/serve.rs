@@ -63,7 +63,7 @@ pub async fn serve(config: Config) -> anyhow::Result<u8> {
     let _lock = lock_data_dir(&config.engine.data_dir)?;
     warn_about_tokens(&config, &engine).await;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let engine_loop = tokio::spawn(engine.clone().run(shutdown_rx.clone()));
+    let mut engine_loop = tokio::spawn(engine.clone().run(shutdown_rx.clone()));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("listening on {} (server.listen)", config.server.listen))?;
@@ -80,16 +80,38 @@ pub async fn serve(config: Config) -> anyhow::Result<u8> {
         read_requires_token: config.server.read_requires_token,
         started_at_ms: engine.clock().now_ms(),
     };
+    let settings = baton_http::server::ServerSettings {
+        max_connections: config.server.max_connections,
+        header_timeout: std::time::Duration::from_secs(config.server.header_timeout_secs),
+        idle_timeout: std::time::Duration::from_secs(config.server.idle_timeout_secs),
+        allowed_hosts: config.server.allowed_hosts.clone(),
+        ..Default::default()
+    };
     let mut http_shutdown = shutdown_rx.clone();
-    let server = axum::serve(listener, baton_http::app(state)).with_graceful_shutdown(async move {
+    let server_task = tokio::spawn(baton_http::server::serve_with(listener, state, settings, async move {
         let _ = http_shutdown.changed().await;
-    });
-    let server_task = tokio::spawn(async move { server.await });
-    wait_for_signal().await;
-    tracing::info!("shutting down: running agents keep running and are recovered on the next start");
+    }));
+    // The engine loop ends on its own only when the store is lost (its database file deleted or
+    // replaced): then the whole server stops, loudly, rather than keep answering from a lost file.
+    let engine_ended = tokio::select! {
+        _ = wait_for_signal() => false,
+        _ = &mut engine_loop => true,
+    };
+    if engine_ended {
+        let why = engine.store_lost().unwrap_or_else(|| "the engine loop ended".into());
+        tracing::error!("stopping: the store can no longer be used: {why}");
+    } else {
+        tracing::info!("shutting down: running agents keep running and are recovered on the next start");
+    }
     let _ = shutdown_tx.send(true);
-    let _ = engine_loop.await;
-    match server_task.await {
+    if !engine_ended {
+        let _ = engine_loop.await;
+    }
+    let served = server_task.await;
+    if engine_ended {
+        return Ok(EXIT_ERROR);
+    }
+    match served {
         Ok(Ok(())) => Ok(EXIT_OK),
         Ok(Err(error)) => {
             tracing::error!("HTTP server error: {error}");

@@ -271,6 +271,12 @@ impl SimStore {
 
 #[async_trait]
 impl Store for SimStore {
+    /// Always healthy, and without rolling a fault or yielding to the scheduler: the engine loop
+    /// calls it every second, and a seed must replay the same whether or not it does.
+    async fn health(&self) -> Vec<baton_store::HealthCheck> {
+        vec![baton_store::HealthCheck::ok("sim_store", "the simulated store has no file to lose")]
+    }
+
     async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord> {
         self.call("create_task", Access::Write, |s, _| s.create_task(new, first, now_ms)).await
     }

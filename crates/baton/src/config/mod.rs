@@ -41,6 +41,14 @@ pub struct ServerConfig {
     pub api_token: Option<String>,
     /// Reads (`GET /api/...`) need a token with the `read` scope too.
     pub read_requires_token: bool,
+    /// Connections served at once; more wait in the listen backlog (`server.max_connections`).
+    pub max_connections: usize,
+    /// Time a client has to send a whole request head (`server.header_timeout_secs`).
+    pub header_timeout_secs: u64,
+    /// A connection with no byte moving this long is closed (`server.idle_timeout_secs`).
+    pub idle_timeout_secs: u64,
+    /// Host names answered besides loopback and the listen address (`server.allowed_hosts`).
+    pub allowed_hosts: Vec<String>,
 }
 
 // Written by hand so that debug output and logs never show the token.
@@ -51,6 +59,10 @@ impl fmt::Debug for ServerConfig {
             .field("data_dir", &self.data_dir)
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("read_requires_token", &self.read_requires_token)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
 }

@@ -97,9 +97,18 @@ impl Loader<'_> {
             read_requires_token: bool,
             #[serde(default)]
             agent_env: Vec<String>,
+            #[serde(default)]
+            max_connections: Option<usize>,
+            #[serde(default)]
+            header_timeout_secs: Option<u64>,
+            #[serde(default)]
+            idle_timeout_secs: Option<u64>,
+            #[serde(default)]
+            allowed_hosts: Vec<String>,
         }
         let mut table = self.section_table("server", raw, "write it as a [server] section")?;
         split_string_list(&mut table, "agent_env", |c| c.is_whitespace() || c == ',');
+        split_string_list(&mut table, "allowed_hosts", |c| c.is_whitespace() || c == ',');
         let parsed = self.deserialize::<ServerSection>("server", table);
         let bad = |key: &str| parsed.bad.iter().any(|b| b == key);
         let (skip_listen, skip_data_dir, skip_env) = (bad("listen"), bad("data_dir"), bad("agent_env"));
@@ -142,13 +151,72 @@ impl Loader<'_> {
                 );
             }
         }
+        let limits = self.server_limits(
+            section.max_connections,
+            section.header_timeout_secs,
+            section.idle_timeout_secs,
+            &section.allowed_hosts,
+        );
         let server = ServerConfig {
             listen: listen?,
             data_dir: data_dir?,
             api_token,
             read_requires_token: section.read_requires_token,
+            max_connections: limits.0,
+            header_timeout_secs: limits.1,
+            idle_timeout_secs: limits.2,
+            allowed_hosts: section.allowed_hosts,
         };
         sound.then_some((server, section.agent_env))
+    }
+
+    /// The HTTP server's limits with their defaults, each checked: (max connections, header
+    /// timeout, idle timeout); an out-of-range value is an issue and falls back to the default.
+    fn server_limits(
+        &mut self,
+        max_connections: Option<usize>,
+        header_timeout_secs: Option<u64>,
+        idle_timeout_secs: Option<u64>,
+        allowed_hosts: &[String],
+    ) -> (usize, u64, u64) {
+        use baton_http::server::{
+            HEADER_TIMEOUT_SECS_DEFAULT, IDLE_TIMEOUT_SECS_DEFAULT, MAX_CONNECTIONS_DEFAULT, MAX_CONNECTIONS_LIMIT,
+        };
+        /// Longest accepted timeout: a day.
+        const TIMEOUT_SECS_MAX: u64 = 86_400;
+        let max_connections = max_connections.unwrap_or(MAX_CONNECTIONS_DEFAULT);
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&max_connections) {
+            self.issue(
+                "server.max_connections",
+                format!("{max_connections} is out of range"),
+                format!("set it between 1 and {MAX_CONNECTIONS_LIMIT} (default {MAX_CONNECTIONS_DEFAULT})"),
+            );
+        }
+        let mut timeout = |key: &str, value: Option<u64>, default: u64| {
+            let value = value.unwrap_or(default);
+            if !(1..=TIMEOUT_SECS_MAX).contains(&value) {
+                self.issue(
+                    format!("server.{key}"),
+                    format!("{value} is out of range"),
+                    format!("set it between 1 and {TIMEOUT_SECS_MAX} seconds (default {default})"),
+                );
+            }
+            value
+        };
+        let header = timeout("header_timeout_secs", header_timeout_secs, HEADER_TIMEOUT_SECS_DEFAULT);
+        let idle = timeout("idle_timeout_secs", idle_timeout_secs, IDLE_TIMEOUT_SECS_DEFAULT);
+        for (i, entry) in allowed_hosts.iter().enumerate() {
+            if entry.trim() != "*"
+                && let Err(why) = baton_http::guard::HostPattern::parse(entry)
+            {
+                self.issue(
+                    format!("server.allowed_hosts[{i}]"),
+                    why,
+                    "write a host name or IP address, optionally with :port, e.g. \"baton.example.com\" or \"[::1]:8377\"; \"*\" allows every host",
+                );
+            }
+        }
+        (max_connections, header, idle)
     }
 
     fn budgets(&mut self, raw: Option<Value>) -> Option<Budgets> {
