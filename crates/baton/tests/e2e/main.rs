@@ -11,6 +11,7 @@ mod crash;
 mod demo;
 mod fuzz_corpus;
 mod lease;
+mod lost_database;
 mod path_safety;
 mod real_cli;
 mod recovery;
