@@ -10,12 +10,14 @@
 //! - [`api_body`]: HTTP request bodies, query strings and path ids → `baton_http::app`.
 //! - [`redact_stream`]: secret masking of an output stream cut anywhere (the shim's run logs).
 //! - [`text_input`]: input-text checks and terminal escaping.
+//! - [`http_request`]: raw HTTP/1 requests over loopback TCP → the hardened `baton_http` server.
 //! - [`replay`]: runs every file of a corpus directory through a harness, naming any that panics.
 
 pub mod agent_output;
 pub mod api_body;
 pub mod config;
 pub mod front_matter;
+pub mod http_request;
 pub mod mock_llm_script;
 pub mod redact_stream;
 pub mod replay;

@@ -140,6 +140,12 @@ impl HostAllowlist {
 /// The middleware: refuses a request whose `Host` or `Origin` is not allowed, before any route.
 pub async fn guard(State(allowlist): State<Arc<HostAllowlist>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
+    for (name, key) in [("Host", header::HOST), ("Origin", header::ORIGIN)] {
+        if headers.get_all(&key).iter().nth(1).is_some() {
+            let refusal = ApiError::HostNotAllowed(format!("the request has more than one {name} header; send one"));
+            return refusal.into_response();
+        }
+    }
     let host = headers.get(header::HOST).map(|v| v.as_bytes());
     let origin = headers.get(header::ORIGIN).map(|v| v.as_bytes());
     let target = request.uri().authority().map(|a| a.as_str());
