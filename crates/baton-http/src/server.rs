@@ -126,6 +126,9 @@ where
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
         .keep_alive(true)
+        // A client may close its sending side after its last request (`printf ... | nc`) and
+        // still be answered, every pipelined request included; timeouts bound it as any other.
+        .half_close(true)
         .max_buf_size(READ_BUFFER_BYTES_MAX);
     let max = settings.max_connections.clamp(1, MAX_CONNECTIONS_LIMIT);
     let permits = Arc::new(Semaphore::new(max));
