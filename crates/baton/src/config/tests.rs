@@ -413,3 +413,40 @@ fn issue_display() {
     let issue = ConfigIssue::new("limits.running_max", "is 0", "set it to 1");
     assert_eq!(issue.to_string(), "limits.running_max: is 0\n  fix: set it to 1");
 }
+
+// The HTTP server keys: defaults, values read (a string list split on commas), and every bad
+// value reported with its key.
+#[test]
+fn server_limits_and_allowed_hosts() {
+    let dir = valid_dir();
+    let path = dir.path().join("baton.toml");
+    let config = loaded(load_file(&path, &[]));
+    assert_eq!(
+        (config.server.max_connections, config.server.header_timeout_secs, config.server.idle_timeout_secs),
+        (512, 10, 60)
+    );
+    assert!(config.server.allowed_hosts.is_empty());
+
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[server]\n",
+        "[server]\nmax_connections = 64\nheader_timeout_secs = 5\nidle_timeout_secs = 30\nallowed_hosts = \"baton.lan, [::1]:9000\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let config = loaded(load_file(&path, &[]));
+    assert_eq!(
+        (config.server.max_connections, config.server.header_timeout_secs, config.server.idle_timeout_secs),
+        (64, 5, 30)
+    );
+    assert_eq!(config.server.allowed_hosts, ["baton.lan", "[::1]:9000"]);
+
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("max_connections = 64", "max_connections = 0")
+        .replace("header_timeout_secs = 5", "header_timeout_secs = 0")
+        .replace("\"baton.lan, [::1]:9000\"", "[\"http://baton.lan/\"]");
+    std::fs::write(&path, text).unwrap();
+    let found = issues(load_file(&path, &[]));
+    assert!(find(&found, "server.max_connections").fix.contains("between 1 and"));
+    find(&found, "server.header_timeout_secs");
+    assert!(find(&found, "server.allowed_hosts[0]").message.contains("http://baton.lan/"));
+}
