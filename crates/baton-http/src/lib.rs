@@ -20,10 +20,10 @@ pub mod api;
 mod auth;
 pub mod error;
 pub mod extract;
-pub mod idempotency;
-mod redact;
 pub mod guard;
 mod health;
+pub mod idempotency;
+mod redact;
 pub mod server;
 
 pub use error::ApiError;

@@ -58,7 +58,12 @@ impl Running {
         let stats = Arc::new(ServerStats::default());
         settings.stats = stats.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState { engine: engine.clone(), api_token: Some(TOKEN.into()), started_at_ms: 0 };
+        let state = AppState {
+            engine: engine.clone(),
+            api_token: Some(TOKEN.into()),
+            read_requires_token: false,
+            started_at_ms: 0,
+        };
         let task = tokio::spawn(serve_with(listener, state, settings, async {
             let _ = stopped.await;
         }));
