@@ -552,11 +552,24 @@ async fn supervise(
         let _ = done_tx.send(true);
         exit
     };
-    let (exit, (budget_stop, progress)) = tokio::join!(waiting, monitor.run());
+    let (exit, (stop, progress)) = tokio::join!(waiting, monitor.run());
     ctx.external_ms.fetch_add(exit.duration_ms, Ordering::Relaxed);
+    let budget_stop = match &stop {
+        Some(Stopped::Budget(reason)) => Some(reason.clone()),
+        _ => None,
+    };
+    // A run Baton ended (STOP, a budget, the reaper) is stopped whatever its exit code: some CLIs
+    // exit 0 on SIGTERM. A STOP from another process may have ended it before the monitor looked.
+    let stopped = stop.is_some() || exit.stopped || job_ended_elsewhere(ctx).await;
     let output = |path: &Path| String::from_utf8_lossy(&engine.supervisor().read_output(path)).to_string();
     let (stdout, stderr) = (output(&stdout_path), output(&stderr_path));
     let mut report = agent.parse(&stdout, &stderr, &exit);
+    if stopped {
+        let why = budget_stop
+            .as_ref()
+            .map_or_else(|| "stopped on request".to_string(), |r| format!("stopped by budget: {r}"));
+        report.status = AgentStatus::Failed { message: why };
+    }
     // A run stopped mid-way has no final figures: keep what it reported while running.
     if report.usage == baton_domain::Usage::default() {
         report.usage = progress.usage;
@@ -574,11 +587,17 @@ async fn supervise(
         .store()
         .finish_agent_run(
             run_id,
-            AgentRunFinish { ended_at_ms: engine.clock().now_ms(), exit_code: exit.code, report: report.clone() },
+            AgentRunFinish {
+                ended_at_ms: engine.clock().now_ms(),
+                exit_code: exit.code,
+                report: report.clone(),
+                stopped,
+            },
         )
         .await?;
     let status = match (&budget_stop, &report.status) {
         (Some(reason), _) => format!("stopped by budget: {reason}"),
+        (None, AgentStatus::Failed { message }) if stopped => message.clone(),
         (None, AgentStatus::Succeeded) => "succeeded".to_string(),
         (None, AgentStatus::NeedsInput { .. }) => "ended with questions".to_string(),
         (None, AgentStatus::Failed { message }) => format!("failed: {message}"),
@@ -611,9 +630,23 @@ async fn supervise(
     Ok(AgentRun { report, budget_stop })
 }
 
+/// Whether this job's row left `running` while its agent ran (a STOP or the reaper ended it).
+async fn job_ended_elsewhere(ctx: &JobContext<'_>) -> bool {
+    matches!(ctx.engine.store().job(ctx.job.id).await, Ok(Some(row)) if row.status != JobStatus::Running)
+}
+
+/// Why the monitor stopped a running agent.
+#[derive(Debug, Clone, PartialEq)]
+enum Stopped {
+    /// A STOP (local or from another process), or the reaper.
+    Requested,
+    /// Its live cost reached a budget cap; the reason names the cap.
+    Budget(String),
+}
+
 /// Watches a running agent: forwards a local stop, notices a STOP from another process (the job
 /// row left `running`), reads the agent's stdout line by line for live progress, and stops the
-/// agent when its live cost reaches a budget cap. Returns the budget reason when it stopped it.
+/// agent when its live cost reaches a budget cap. Returns why it stopped it, when it did.
 struct Monitor<'a> {
     ctx: &'a JobContext<'a>,
     agent: Arc<dyn Agent>,
@@ -625,7 +658,7 @@ struct Monitor<'a> {
 }
 
 impl Monitor<'_> {
-    async fn run(mut self) -> (Option<String>, LiveProgress) {
+    async fn run(mut self) -> (Option<Stopped>, LiveProgress) {
         let engine = self.ctx.engine;
         let mut progress = LiveProgress::default();
         let mut offset = 0u64;
@@ -638,7 +671,7 @@ impl Monitor<'_> {
                 changed = self.local_stop.changed() => {
                     if changed.is_err() || *self.local_stop.borrow() {
                         let _ = self.stop.send(true);
-                        return (None, progress);
+                        return (Some(Stopped::Requested), progress);
                     }
                 }
                 _ = self.done.changed() => {
@@ -650,7 +683,7 @@ impl Monitor<'_> {
                     if let Some(reason) = self.budget_reached(&progress) {
                         tracing::warn!(task = %self.ctx.task.work_item_id, "stopping the agent: {reason}");
                         let _ = self.stop.send(true);
-                        return (Some(reason), progress);
+                        return (Some(Stopped::Budget(reason)), progress);
                     }
                     since_stop_poll += tick;
                     if since_stop_poll >= Duration::from_millis(STOP_POLL_MS) {
@@ -659,7 +692,7 @@ impl Monitor<'_> {
                             && row.status != JobStatus::Running
                         {
                             let _ = self.stop.send(true);
-                            return (None, progress);
+                            return (Some(Stopped::Requested), progress);
                         }
                     }
                 }

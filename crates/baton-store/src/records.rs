@@ -260,6 +260,25 @@ pub struct AgentRunFinish {
     pub ended_at_ms: i64,
     pub exit_code: Option<i32>,
     pub report: AgentReport,
+    /// Baton ended the run itself (STOP, a budget, the reaper): it is recorded `stopped` whatever
+    /// the report says, since a CLI may exit 0 on SIGTERM.
+    pub stopped: bool,
+}
+
+impl AgentRunFinish {
+    /// The run's recorded `status` and `error`: the one mapping every store uses.
+    pub fn status_and_error(&self) -> (&'static str, Option<String>) {
+        let (status, error) = match &self.report.status {
+            baton_domain::AgentStatus::Succeeded => ("succeeded", None),
+            baton_domain::AgentStatus::NeedsInput { .. } => ("needs_input", None),
+            baton_domain::AgentStatus::Failed { message } => ("failed", Some(message.clone())),
+            baton_domain::AgentStatus::QuotaExhausted { message, .. } => ("quota_exhausted", Some(message.clone())),
+        };
+        if self.stopped {
+            return ("stopped", Some(error.unwrap_or_else(|| "stopped on request".to_string())));
+        }
+        (status, error)
+    }
 }
 
 /// A stored agent run with its accounting.

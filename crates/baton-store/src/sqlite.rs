@@ -804,12 +804,7 @@ impl Store for SqliteStore {
 
     async fn finish_agent_run(&self, id: i64, finish: AgentRunFinish) -> StoreResult<()> {
         let report = &finish.report;
-        let (status, error) = match &report.status {
-            baton_domain::AgentStatus::Succeeded => ("succeeded", None),
-            baton_domain::AgentStatus::NeedsInput { .. } => ("needs_input", None),
-            baton_domain::AgentStatus::Failed { message } => ("failed", Some(message.clone())),
-            baton_domain::AgentStatus::QuotaExhausted { message, .. } => ("quota_exhausted", Some(message.clone())),
-        };
+        let (status, error) = finish.status_and_error();
         let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE agent_runs SET ended_at = $2, exit_code = $3, status = $4, error = $5, session_id = $6, turns = $7,

@@ -208,7 +208,10 @@ async fn run(store: &dyn Store, task: &TaskRecord, stage: &str, started_at_ms: i
         .await
         .unwrap();
     store
-        .finish_agent_run(id, AgentRunFinish { ended_at_ms: started_at_ms + 1_000, exit_code: Some(0), report: finish })
+        .finish_agent_run(
+            id,
+            AgentRunFinish { ended_at_ms: started_at_ms + 1_000, exit_code: Some(0), report: finish, stopped: false },
+        )
         .await
         .unwrap();
     id
@@ -919,8 +922,12 @@ async fn suite_lost_agent_runs(store: Arc<dyn Store>) {
     };
     let open = store.insert_agent_run(new_run(T0)).await.unwrap();
     let ended = store.insert_agent_run(new_run(T0 + 1)).await.unwrap();
-    let finish =
-        AgentRunFinish { ended_at_ms: T0 + 2, exit_code: Some(0), report: AgentReport::failed("x".to_string()) };
+    let finish = AgentRunFinish {
+        ended_at_ms: T0 + 2,
+        exit_code: Some(0),
+        report: AgentReport::failed("x".to_string()),
+        stopped: false,
+    };
     store.finish_agent_run(ended, finish).await.unwrap();
     let listed: Vec<i64> = store.open_agent_runs().await.unwrap().iter().map(|r| r.id).collect();
     assert_eq!(listed, [open]);

@@ -26,7 +26,7 @@ pub(crate) use state::State;
 use crate::clock::SimClock;
 use crate::sched::yield_once;
 use async_trait::async_trait;
-use baton_domain::{AgentStatus, JobId, TaskId};
+use baton_domain::{JobId, TaskId};
 use baton_engine::Clock;
 use baton_store::*;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -499,12 +499,7 @@ impl Store for SimStore {
         self.call("finish_agent_run", Access::Write, |s, _| {
             if let Some(run) = s.agent_runs.iter_mut().find(|r| r.id == id) {
                 let report = &finish.report;
-                let (status, error) = match &report.status {
-                    AgentStatus::Succeeded => ("succeeded", None),
-                    AgentStatus::NeedsInput { .. } => ("needs_input", None),
-                    AgentStatus::Failed { message } => ("failed", Some(message.clone())),
-                    AgentStatus::QuotaExhausted { message, .. } => ("quota_exhausted", Some(message.clone())),
-                };
+                let (status, error) = finish.status_and_error();
                 run.ended_at_ms = Some(finish.ended_at_ms);
                 run.exit_code = finish.exit_code;
                 run.status = Some(status.to_string());

@@ -139,3 +139,39 @@ fn stop_during_a_running_deploy_is_deferred_and_arrives_too_late_for_shipped_cod
     // The merge that had begun was completed honestly, and the deploy ran once.
     assert_eq!(crate::support::main_commits(&env.project()).len(), 2);
 }
+
+/// An analyst that exits 0 when it gets SIGTERM, as gemini does.
+const EXITS_ZERO_ON_TERM: &str = "[agents.analyst]\nadapter = \"command\"\n\
+    command = [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 120 & wait\"]\nmodel = \"claude-sonnet-4-5\"\n";
+
+// Regression (issue 8): an agent stopped by `baton task stop` that exits 0 on SIGTERM was
+// recorded `succeeded`. A run Baton stopped is `stopped`, whatever its exit code.
+#[test]
+fn a_stopped_agent_that_exits_zero_on_sigterm_is_recorded_stopped() {
+    let env = Env::with_config("", "", EXITS_ZERO_ON_TERM);
+    let id = env.add_task("stoppable task");
+    let _server = env.serve(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        let status = env.json(&["status"]);
+        if let Some(pid) = status["running_jobs"].as_array().unwrap().iter().find_map(|j| j["pid"].as_u64()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the agent never started");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Let the shell install its trap before the STOP arrives.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = env.run(&["task", "stop", &id]);
+    assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
+    let detail = wait_until(&env, &id, "the agent run to be closed", |d| {
+        d["agent_runs"].as_array().unwrap().iter().all(|r| !r["ended_at_ms"].is_null())
+    });
+    assert!(!pid_alive(pid), "agent {pid} survived STOP");
+    let runs = detail["agent_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    let run = &runs[0];
+    assert_eq!(run["exit_code"], 0, "the agent exits 0 on SIGTERM: {run:#}");
+    assert_eq!(run["status"], "stopped", "{run:#}");
+    assert_eq!(stage(&detail["task"]), "cancelled");
+}
