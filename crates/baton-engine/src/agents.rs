@@ -34,6 +34,7 @@ impl AgentFactory for ConfiguredAgents {
             sandbox: settings.sandbox.clone(),
             streaming: settings.streaming,
             extra_args: settings.extra_args.clone(),
+            max_retries: settings.max_retries,
         };
         Ok(match settings.adapter {
             AdapterKind::Script => Arc::new(ScriptAgent {

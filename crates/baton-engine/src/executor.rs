@@ -531,6 +531,7 @@ async fn supervise(
         ctx,
         agent: agent.clone(),
         stdout: stdout_path.clone(),
+        stderr: stderr_path.clone(),
         limits: limits_before,
         local_stop: ctx.stop.clone(),
         stop: stop_tx,
@@ -651,6 +652,7 @@ struct Monitor<'a> {
     ctx: &'a JobContext<'a>,
     agent: Arc<dyn Agent>,
     stdout: PathBuf,
+    stderr: PathBuf,
     limits: Vec<budgets::BudgetLimit>,
     local_stop: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
@@ -661,8 +663,7 @@ impl Monitor<'_> {
     async fn run(mut self) -> (Option<Stopped>, LiveProgress) {
         let engine = self.ctx.engine;
         let mut progress = LiveProgress::default();
-        let mut offset = 0u64;
-        let mut partial = String::new();
+        let mut reading = Reading::default();
         let mut since_stop_poll = Duration::ZERO;
         let tick = Duration::from_millis(MONITOR_TICK_MS);
         loop {
@@ -675,11 +676,11 @@ impl Monitor<'_> {
                     }
                 }
                 _ = self.done.changed() => {
-                    self.read_lines(&mut offset, &mut partial, &mut progress).await;
+                    self.read_lines(&mut reading, &mut progress).await;
                     return (None, progress);
                 }
                 _ = engine.clock().sleep(tick) => {
-                    self.read_lines(&mut offset, &mut partial, &mut progress).await;
+                    self.read_lines(&mut reading, &mut progress).await;
                     if let Some(reason) = self.budget_reached(&progress) {
                         tracing::warn!(task = %self.ctx.task.work_item_id, "stopping the agent: {reason}");
                         let _ = self.stop.send(true);
@@ -709,34 +710,64 @@ impl Monitor<'_> {
         budgets::exceeded(&self.limits, live_usd)
     }
 
-    /// Feeds complete new stdout lines to the adapter and records its progress notes.
-    async fn read_lines(&self, offset: &mut u64, partial: &mut String, progress: &mut LiveProgress) {
-        let bytes = self.ctx.engine.supervisor().read_output(&self.stdout);
-        let Some(new) = bytes.get(*offset as usize..) else {
-            return;
-        };
-        *offset = bytes.len() as u64;
-        partial.push_str(&String::from_utf8_lossy(new));
-        while let Some(end) = partial.find('\n') {
-            let line: String = partial.drain(..=end).collect();
-            self.agent.observe(line.trim_end(), progress);
+    /// Feeds complete new stdout and stderr lines to the adapter and records its progress notes
+    /// and, once each, the waits on the provider it saw.
+    async fn read_lines(&self, reading: &mut Reading, progress: &mut LiveProgress) {
+        let agent = &self.agent;
+        for line in new_lines(self.ctx.engine, &self.stdout, &mut reading.stdout) {
+            agent.observe(line.trim_end(), progress);
         }
-        let notes: Vec<String> = progress.notes.drain(..).collect();
+        for line in new_lines(self.ctx.engine, &self.stderr, &mut reading.stderr) {
+            agent.observe_stderr(line.trim_end(), progress);
+        }
+        let notes = progress.notes.drain(..).map(|note| ("progress", note));
+        let waits = progress.waits.drain(..).filter(|wait| reading.waits_seen.insert(wait.clone()));
+        let events: Vec<(&str, String)> = notes.chain(waits.map(|wait| ("waiting", wait))).collect();
         let engine = self.ctx.engine;
-        for note in notes.into_iter().take(PROGRESS_NOTES_PER_TICK_MAX) {
+        for (kind, message) in events.into_iter().take(PROGRESS_NOTES_PER_TICK_MAX) {
             let _ = engine
                 .store()
                 .append_event(NewEvent {
                     task: self.ctx.task.id,
                     at_ms: engine.clock().now_ms(),
-                    kind: "progress".into(),
+                    kind: kind.into(),
                     stage: self.ctx.stage.name.clone(),
-                    message: note,
+                    message,
                     detail: serde_json::Value::Null,
                 })
                 .await;
         }
     }
+}
+
+/// How far the monitor has read one output file: the offset and an incomplete last line.
+#[derive(Debug, Default)]
+struct Cursor {
+    offset: u64,
+    partial: String,
+}
+
+/// The monitor's reading of the agent's output, and the provider waits already recorded.
+#[derive(Debug, Default)]
+struct Reading {
+    stdout: Cursor,
+    stderr: Cursor,
+    waits_seen: std::collections::BTreeSet<String>,
+}
+
+/// The complete lines added to `path` since `cursor`, which moves past them.
+fn new_lines(engine: &Engine, path: &Path, cursor: &mut Cursor) -> Vec<String> {
+    let bytes = engine.supervisor().read_output(path);
+    let Some(new) = bytes.get(cursor.offset as usize..) else {
+        return Vec::new();
+    };
+    cursor.offset = bytes.len() as u64;
+    cursor.partial.push_str(&String::from_utf8_lossy(new));
+    let mut lines = Vec::new();
+    while let Some(end) = cursor.partial.find('\n') {
+        lines.push(cursor.partial.drain(..=end).collect());
+    }
+    lines
 }
 
 /// The session of this stage's last run that ended with questions, when the task has answers.

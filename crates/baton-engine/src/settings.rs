@@ -169,6 +169,10 @@ pub struct AgentSettings {
     /// Extra arguments appended to the CLI's command line.
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// claude/codex/gemini: how many times the CLI itself retries a failed model request (a 429,
+    /// an overload) before Baton's quota handling decides (default 2).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
     /// More environment variable names passed through to this agent.
     #[serde(default)]
     pub env: Vec<String>,

@@ -3,13 +3,14 @@
 //!
 //! Accounting comes from the result's `modelUsage`, keyed by the model the CLI really used (its
 //! aliases resolve to other ids than `--model`), and failure from `is_error`, never `subtype`
-//! alone: an API error ends with `is_error: true, subtype: "success"`.
+//! alone: an API error ends with `is_error: true, subtype: "success"`. Its made-up assistant
+//! message names the model `<synthetic>`: the run keeps the last real model (or the configured one).
 
 use super::cli::{
-    CliAgentConfig, Env, create_dir, exit_failure, json_lines, killed, last_line, mentions_quota, quota_status,
-    raise_usage, shorten, str_at, u64_at, unreadable,
+    CliAgentConfig, Env, create_dir, exit_failure, is_placeholder_model, json_lines, killed, last_line, mentions_quota,
+    quota_status, raise_usage, real_model_at, shorten, str_at, u64_at, unreadable,
 };
-use super::{Agent, AgentRequest, LiveProgress, questions_in};
+use super::{Agent, AgentRequest, LiveProgress, provider_wait, questions_in};
 use crate::AdapterError;
 use baton_domain::{AgentReport, AgentStatus, Usage};
 use baton_runner::{ExitReport, ProcessSpec};
@@ -121,6 +122,9 @@ fn read_result(value: &Value) -> ClaudeResult {
                     reasoning_tokens: u64_at(figures, "thinkingTokens"),
                 };
                 super::cli::add_usage(&mut total, &usage);
+                if is_placeholder_model(name) {
+                    continue;
+                }
                 if main.is_none_or(|(_, most)| usage.output_tokens > most) {
                     main = Some((name, usage.output_tokens));
                 }
@@ -233,10 +237,11 @@ fn observe_assistant(event: &Value, progress: &mut LiveProgress) {
         super::cli::add_usage(counted, &delta);
         super::cli::add_usage(&mut progress.usage, &delta);
     }
+    // An API error ends with a made-up `<synthetic>` message: the last real model stands.
     if event.get("parent_tool_use_id").is_none_or(Value::is_null)
-        && let Some(model) = str_at(message, "model")
+        && let Some(model) = real_model_at(message, "model")
     {
-        progress.model = Some(model.to_string());
+        progress.model = Some(model);
     }
     let blocks = message.get("content").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     for block in blocks.iter().filter(|b| str_at(b, "type") == Some("tool_use")) {
@@ -246,14 +251,19 @@ fn observe_assistant(event: &Value, progress: &mut LiveProgress) {
 
 fn observe_system(event: &Value, progress: &mut LiveProgress) {
     match str_at(event, "subtype") {
-        Some("init") if progress.model.is_none() => progress.model = str_at(event, "model").map(String::from),
+        Some("init") if progress.model.is_none() => progress.model = real_model_at(event, "model"),
+        // `{attempt, max_retries, retry_delay_ms, error_status (null: no connection), error}`.
         Some("api_retry") => {
-            let status = event.get("error_status").map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
-            progress.notes.push(format!(
-                "API retry {}/{} after status {status}",
-                u64_at(event, "attempt"),
-                u64_at(event, "max_retries")
-            ));
+            let status = event.get("error_status").and_then(Value::as_u64).map(|s| s.to_string());
+            let why = match (status, str_at(event, "error")) {
+                (Some(status), Some(error)) => format!("{status} ({error})"),
+                (Some(status), None) => status,
+                (None, Some(error)) => error.to_string(),
+                (None, None) => "connection error".to_string(),
+            };
+            let max = event.get("max_retries").and_then(Value::as_u64);
+            let delay = event.get("retry_delay_ms").and_then(Value::as_f64);
+            progress.waits.push(provider_wait(&why, u64_at(event, "attempt"), max, delay));
         }
         Some("compact_boundary") => progress.notes.push("context compacted".to_string()),
         _ => {}
@@ -330,6 +340,8 @@ impl Agent for ClaudeAgent {
             env.set("ANTHROPIC_API_KEY", &key);
         }
         env.set("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+        // Its own retries of a 429 or an overload (default 10, clamped at 15 by the CLI).
+        env.set("CLAUDE_CODE_MAX_RETRIES", &self.config.max_retries().to_string());
         Ok(ProcessSpec {
             program: self.config.program_or("claude"),
             args: self.args(resume),

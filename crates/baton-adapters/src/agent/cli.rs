@@ -34,7 +34,16 @@ pub struct CliAgentConfig {
     pub streaming: bool,
     /// Appended to the generated arguments.
     pub extra_args: Vec<String>,
+    /// How many times the CLI itself retries a failed model request (a 429, an overload) before
+    /// it gives up and Baton's own quota handling decides; `None` means [`DEFAULT_MAX_RETRIES`].
+    /// claude `CLAUDE_CODE_MAX_RETRIES`, gemini `general.maxAttempts` (retries + 1), codex
+    /// `stream_max_retries` of the provider Baton defines for a `base_url`.
+    pub max_retries: Option<u32>,
 }
+
+/// The CLIs' own retries of a failed model request when none is configured: a few, so a quota
+/// reaches Baton in seconds instead of the minutes the CLIs' defaults wait.
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
 
 /// The key passed to a custom `base_url` when no key variable is configured.
 pub const PLACEHOLDER_API_KEY: &str = "baton-placeholder-key";
@@ -65,6 +74,11 @@ impl CliAgentConfig {
             }
             None => Ok(self.base_url.as_ref().map(|_| PLACEHOLDER_API_KEY.to_string())),
         }
+    }
+
+    /// The CLI's own retries of a failed model request (configured, or [`DEFAULT_MAX_RETRIES`]).
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES)
     }
 
     /// `base_url` without a trailing slash.
@@ -194,6 +208,19 @@ pub fn unreadable(adapter: &str, what: &str) -> String {
 /// Whether the run was ended from outside (timeout, stall, stop) rather than by the CLI.
 pub fn killed(exit: &ExitReport) -> bool {
     exit.timed_out || exit.stalled || exit.stopped
+}
+
+/// A model name a CLI reports that names no real model, so it is never recorded (and never
+/// priced): claude's `<synthetic>` (the message it makes up for an API error) and gemini's `auto`
+/// aliases (its router picks the real model per request).
+pub fn is_placeholder_model(model: &str) -> bool {
+    let model = model.trim();
+    model.is_empty() || model.starts_with('<') || model == "auto" || model.starts_with("auto-")
+}
+
+/// The model name at `key` of `value`, unless it is a placeholder.
+pub fn real_model_at(value: &Value, key: &str) -> Option<String> {
+    str_at(value, key).filter(|m| !is_placeholder_model(m)).map(String::from)
 }
 
 /// Adds `delta` to `usage`.

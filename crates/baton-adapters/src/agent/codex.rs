@@ -9,7 +9,7 @@ use super::cli::{
     CliAgentConfig, Env, add_usage, check_prompt_arg, create_dir, exit_failure, json_lines, killed, last_line,
     mentions_quota, reset_time_ms, shorten, str_at, u64_at, unreadable, write_file,
 };
-use super::{Agent, AgentRequest, LiveProgress, questions_in};
+use super::{Agent, AgentRequest, LiveProgress, provider_wait, questions_in};
 use crate::AdapterError;
 use baton_domain::{AgentReport, AgentStatus, Usage};
 use baton_runner::{ExitReport, ProcessSpec};
@@ -46,8 +46,9 @@ impl CodexAgent {
         }
     }
 
-    /// The `config.toml` for this run: model, a `local` provider when `base_url` is set (no retries,
-    /// so an error reaches Baton at once), plugins and analytics off (they reach the internet).
+    /// The `config.toml` for this run: model, a `local` provider when `base_url` is set (its own
+    /// retries capped, so a quota reaches Baton in seconds; codex ignores such settings for its
+    /// built-in OpenAI provider), plugins and analytics off (they reach the internet).
     pub fn config_toml(&self) -> Result<String, AdapterError> {
         let mut root = Table::new();
         if let Some(model) = &self.config.model {
@@ -60,8 +61,11 @@ impl CodexAgent {
             provider.insert("base_url".into(), api_base.into());
             provider.insert("env_key".into(), self.key_env().into());
             provider.insert("wire_api".into(), "responses".into());
+            // Codex retries a turn's stream (a 429 with retry-after, a 5xx) `stream_max_retries`
+            // times and, for a 5xx, each try's request `request_max_retries` times more: only the
+            // stream retries are kept, so the CLI makes at most `max_retries + 1` requests.
             provider.insert("request_max_retries".into(), 0.into());
-            provider.insert("stream_max_retries".into(), 0.into());
+            provider.insert("stream_max_retries".into(), i64::from(self.config.max_retries()).into());
             root.insert("model_provider".into(), LOCAL_PROVIDER.into());
             root.insert(
                 "model_providers".into(),
@@ -154,6 +158,16 @@ fn read_events(stdout: &str) -> CodexRun {
         }
     }
     run
+}
+
+/// The provider wait in codex's retry notice `Reconnecting... 1/2 (<why>)` (an `error` event).
+fn reconnecting(message: &str) -> Option<String> {
+    let rest = message.trim().strip_prefix("Reconnecting...")?.trim_start();
+    let (count, why) = rest.split_once(' ').unwrap_or((rest, ""));
+    let (attempt, max) = count.split_once('/')?;
+    let why = why.trim().trim_start_matches('(').trim_end_matches(')');
+    let why = if why.is_empty() { "request failed".to_string() } else { shorten(why, 200) };
+    Some(provider_wait(&why, attempt.parse().ok()?, max.parse().ok(), None))
 }
 
 fn item_notes(item: &Value, notes: &mut Vec<String>) {
@@ -267,6 +281,11 @@ impl Agent for CodexAgent {
             Some("turn.failed") => {
                 let message = event.get("error").and_then(|e| str_at(e, "message")).unwrap_or("the turn failed");
                 progress.notes.push(format!("turn failed: {}", readable_error(message)));
+            }
+            Some("error") => {
+                if let Some(wait) = str_at(&event, "message").and_then(reconnecting) {
+                    progress.waits.push(wait);
+                }
             }
             _ => {}
         }

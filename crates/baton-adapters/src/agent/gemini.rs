@@ -8,10 +8,11 @@
 //! `output_tokens` include the thinking tokens (also shown as `reasoning_tokens`), as for codex.
 
 use super::cli::{
-    CliAgentConfig, Env, add_usage, check_prompt_arg, create_dir, exit_failure, json_lines, killed, last_json_object,
-    mentions_quota, raise_usage, reset_time_ms, shorten, str_at, u64_at, unreadable, write_file,
+    CliAgentConfig, Env, add_usage, check_prompt_arg, create_dir, exit_failure, is_placeholder_model, json_lines,
+    killed, last_json_object, mentions_quota, raise_usage, real_model_at, reset_time_ms, shorten, str_at, u64_at,
+    unreadable, write_file,
 };
-use super::{Agent, AgentRequest, LiveProgress, questions_in};
+use super::{Agent, AgentRequest, LiveProgress, provider_wait, questions_in};
 use crate::AdapterError;
 use baton_domain::{AgentReport, AgentStatus, Usage};
 use baton_runner::{ExitReport, ProcessSpec};
@@ -27,6 +28,9 @@ pub struct GeminiAgent {
 /// are offered in headless mode.
 pub const DEFAULT_APPROVAL_MODE: &str = "yolo";
 
+/// The most attempts gemini accepts in `general.maxAttempts`.
+pub const MAX_ATTEMPTS_MAX: u32 = 10;
+
 /// Exit code of an HTTP 429 (429 & 255).
 const EXIT_TOO_MANY_REQUESTS: i32 = 173;
 
@@ -36,9 +40,12 @@ impl GeminiAgent {
     }
 
     /// `$HOME/.gemini/settings.json`: API-key auth pinned (else exit 41), no usage statistics or
-    /// telemetry.
-    pub fn settings_json() -> String {
+    /// telemetry, and the CLI's own attempts per model request capped (`general.maxAttempts`:
+    /// retries + 1, at most [`MAX_ATTEMPTS_MAX`]; its default is 10, 5 s apart and doubling).
+    pub fn settings_json(&self) -> String {
+        let attempts = self.config.max_retries().saturating_add(1).min(MAX_ATTEMPTS_MAX);
         let settings = json!({
+            "general": {"maxAttempts": attempts},
             "security": {"auth": {"selectedType": "gemini-api-key"}},
             "privacy": {"usageStatisticsEnabled": false},
             "telemetry": {"enabled": false},
@@ -138,6 +145,9 @@ fn sum_models(models: Option<&Value>, figures: impl Fn(&Value) -> Usage) -> (Usa
     for (name, stats) in models.and_then(Value::as_object).into_iter().flatten() {
         let usage = figures(stats);
         add_usage(&mut total, &usage);
+        if is_placeholder_model(name) {
+            continue;
+        }
         if main.as_ref().is_none_or(|(_, most)| usage.output_tokens > *most) {
             main = Some((name.clone(), usage.output_tokens));
         }
@@ -201,7 +211,7 @@ fn read_stream(events: &[Value]) -> GeminiRun {
         match str_at(event, "type") {
             Some("init") => {
                 run.session_id = str_at(event, "session_id").map(String::from);
-                run.model = str_at(event, "model").map(String::from);
+                run.model = real_model_at(event, "model");
             }
             Some("message") if str_at(event, "role") == Some("assistant") => {
                 text.push_str(str_at(event, "content").unwrap_or(""));
@@ -272,7 +282,7 @@ impl Agent for GeminiAgent {
         let home = request.run_dir.join("gemini-home");
         let settings_dir = home.join(".gemini");
         create_dir(&settings_dir)?;
-        write_file(&settings_dir.join("settings.json"), &Self::settings_json())?;
+        write_file(&settings_dir.join("settings.json"), &self.settings_json())?;
         let mut env = Env::for_request(request);
         env.set("HOME", &home.display().to_string());
         if let Some(base_url) = self.config.base_url_trimmed() {
@@ -333,10 +343,29 @@ impl Agent for GeminiAgent {
         }
     }
 
+    /// gemini announces its retries on stderr: `Attempt 1 failed with status 429. Retrying with
+    /// backoff...` or `Attempt 1 failed: <why>. Retrying after 5000ms...`.
+    fn observe_stderr(&self, line: &str, progress: &mut LiveProgress) {
+        let Some(rest) = line.trim().strip_prefix("Attempt ") else { return };
+        let Some((attempt, rest)) = rest.split_once(" failed") else { return };
+        let Ok(attempt) = attempt.parse::<u64>() else { return };
+        let Some((why, after)) = rest.split_once(". Retrying") else { return };
+        let why = why.trim_start_matches(':').trim();
+        let why = why.strip_prefix("with status ").unwrap_or(why);
+        let why = if why.is_empty() { "request failed".to_string() } else { shorten(why, 200) };
+        let delay_ms = after
+            .trim()
+            .strip_prefix("after ")
+            .and_then(|d| d.split("ms").next())
+            .and_then(|d| d.trim().parse::<f64>().ok());
+        let retries = u64::from(self.config.max_retries().min(MAX_ATTEMPTS_MAX - 1));
+        progress.waits.push(provider_wait(&why, attempt, Some(retries), delay_ms));
+    }
+
     fn observe(&self, line: &str, progress: &mut LiveProgress) {
         let Ok(event) = serde_json::from_str::<Value>(line.trim()) else { return };
         match str_at(&event, "type") {
-            Some("init") => progress.model = str_at(&event, "model").map(String::from).or(progress.model.take()),
+            Some("init") => progress.model = real_model_at(&event, "model").or(progress.model.take()),
             Some("tool_use") => progress.notes.push(tool_note(&event)),
             Some("tool_result") if str_at(&event, "status") == Some("error") => {
                 let error =

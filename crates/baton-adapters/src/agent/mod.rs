@@ -51,6 +51,10 @@ pub struct LiveProgress {
     pub model: Option<String>,
     /// Human-readable progress lines for the task timeline (tool calls, turns), drained by the engine.
     pub notes: Vec<String>,
+    /// Waits on the provider the CLI announced (a 429 or an overload it retries after a delay),
+    /// one line each, e.g. `waiting on the provider: 429 (rate_limit), retry 1/2 in 0.5 s`;
+    /// drained by the engine, which records each distinct line once.
+    pub waits: Vec<String>,
     /// Adapter bookkeeping: usage already counted per streamed message id, so the repeated lines
     /// of one message (claude prints one per content block) are not counted twice.
     pub counted: std::collections::BTreeMap<String, Usage>,
@@ -128,4 +132,16 @@ pub trait Agent: Send + Sync {
     /// Reads one complete stdout line while the agent runs (streaming adapters update usage and
     /// add timeline notes). The default ignores it. Never panics on bad input.
     fn observe(&self, _line: &str, _progress: &mut LiveProgress) {}
+
+    /// Reads one complete stderr line while the agent runs (CLIs that announce their retries there
+    /// add provider waits). The default ignores it. Never panics on bad input.
+    fn observe_stderr(&self, _line: &str, _progress: &mut LiveProgress) {}
+}
+
+/// The timeline line for one wait on the provider: `waiting on the provider: <why>, retry n/m`
+/// and, when the CLI says, ` in <seconds> s`.
+pub fn provider_wait(why: &str, attempt: u64, max: Option<u64>, delay_ms: Option<f64>) -> String {
+    let of = max.map(|m| format!("/{m}")).unwrap_or_default();
+    let delay = delay_ms.map(|ms| format!(" in {:.1} s", ms / 1000.0)).unwrap_or_default();
+    format!("waiting on the provider: {why}, retry {attempt}{of}{delay}")
 }

@@ -210,9 +210,15 @@ fn prepare_builds_argv_env_and_config_dir() {
     assert_eq!(env_value(&spec, "ANTHROPIC_BASE_URL"), Some("http://127.0.0.1:4010"));
     assert_eq!(env_value(&spec, "ANTHROPIC_API_KEY"), Some("sk-from-base-env"));
     assert_eq!(env_value(&spec, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"), Some("1"));
+    assert_eq!(env_value(&spec, "CLAUDE_CODE_MAX_RETRIES"), Some("2"), "its own retries are capped by default");
     assert_eq!(env_value(&spec, "HOME"), Some("/home/agent"));
-    let own =
-        ["CLAUDE_CONFIG_DIR", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"];
+    let own = [
+        "CLAUDE_CONFIG_DIR",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_API_KEY",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+        "CLAUDE_CODE_MAX_RETRIES",
+    ];
     assert_env_keys(&spec, &req, &own);
 }
 
@@ -262,4 +268,76 @@ fn resume_without_a_transcript_starts_afresh() {
     req.resume_session = Some("../../etc/passwd".into());
     let spec = claude().prepare(&req).expect("prepare");
     assert!(!spec.args.iter().any(|a| a == "--resume"), "{:?}", spec.args);
+}
+
+// Regression (issue 8): a run ending on an API error was recorded under the model `<synthetic>`,
+// the name of the message claude makes up for the error. The last real model stands.
+#[test]
+fn api_error_on_the_first_turn_keeps_the_real_model_not_synthetic() {
+    // Real stream (claude 2.1.197 against `baton mock-llm`, a 500 on the first request, no retries).
+    let agent = claude();
+    let stdout = fixture("claude_stream_api_error_first_turn.jsonl");
+    assert!(stdout.contains("\"model\":\"<synthetic>\""), "the fixture holds the synthetic message");
+    let report = agent.parse(&stdout, "", &exit(1));
+    assert!(failed_message(&report.status).contains("API status 500"), "{:?}", report.status);
+    assert_eq!(report.model.as_deref(), Some("claude-sonnet-4-5"), "the init event's model");
+    assert_eq!(replay(&agent, &stdout).model.as_deref(), Some("claude-sonnet-4-5"), "live progress too");
+    // With no model anywhere but the synthetic message, the configured one stands.
+    let configured = ClaudeAgent::new(CliAgentConfig { model: Some("claude-opus-4-1".into()), ..Default::default() });
+    let only_synthetic: String =
+        stdout.lines().filter(|l| !l.contains("\"subtype\":\"init\"")).collect::<Vec<_>>().join("\n");
+    assert_eq!(configured.parse(&only_synthetic, "", &exit(1)).model.as_deref(), Some("claude-opus-4-1"));
+    assert_eq!(claude().parse(&only_synthetic, "", &exit(1)).model, None, "never `<synthetic>`");
+}
+
+#[test]
+fn api_error_after_a_turn_keeps_the_turns_model_usage_and_cost() {
+    // Real stream: one real turn (a Write), then a 500. The figures are the real turn's.
+    let agent = claude();
+    let stdout = fixture("claude_stream_api_error_after_a_turn.jsonl");
+    let report = agent.parse(&stdout, "", &exit(1));
+    assert!(failed_message(&report.status).contains("scripted outage"), "{:?}", report.status);
+    assert_eq!(report.model.as_deref(), Some("claude-sonnet-4-5"));
+    assert_eq!(report.usage, usage(1000, 20, 0, 800, 0));
+    assert_eq!(report.cost_usd, Some(0.0063));
+    let progress = replay(&agent, &stdout);
+    assert_eq!(progress.model.as_deref(), Some("claude-sonnet-4-5"));
+    assert_eq!(progress.usage, report.usage);
+}
+
+#[test]
+fn synthetic_model_usage_entry_is_never_the_model() {
+    // A `<synthetic>` key in modelUsage adds its (zero) figures but is never chosen as the model.
+    let result = r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":500,"result":"API Error: 500","session_id":"s","modelUsage":{"<synthetic>":{"inputTokens":0,"outputTokens":0,"cacheReadInputTokens":0,"cacheCreationInputTokens":0}}}"#;
+    let configured = ClaudeAgent::new(CliAgentConfig { model: Some("claude-sonnet-4-5".into()), ..Default::default() });
+    assert_eq!(configured.parse(result, "", &exit(1)).model.as_deref(), Some("claude-sonnet-4-5"));
+    assert_eq!(claude().parse(result, "", &exit(1)).model, None);
+}
+
+#[test]
+fn capped_rate_limit_retries_are_waits_and_end_as_quota() {
+    // Real stream: CLAUDE_CODE_MAX_RETRIES=2 and a permanent 429: two `api_retry` events (each a
+    // wait on the provider), then the synthetic error message and an is_error result.
+    let agent = claude();
+    let stdout = fixture("claude_stream_rate_limit_retries_capped.jsonl");
+    let report = agent.parse(&stdout, "", &exit(1));
+    assert!(matches!(report.status, AgentStatus::QuotaExhausted { .. }), "{:?}", report.status);
+    assert_eq!(report.model.as_deref(), Some("claude-sonnet-4-5"));
+    let progress = replay(&agent, &stdout);
+    assert_eq!(
+        progress.waits,
+        [
+            "waiting on the provider: 429 (rate_limit), retry 1/2 in 0.5 s",
+            "waiting on the provider: 429 (rate_limit), retry 2/2 in 1.1 s"
+        ]
+    );
+    assert!(progress.notes.is_empty(), "{:?}", progress.notes);
+}
+
+#[test]
+fn prepare_caps_claudes_own_retries_as_configured() {
+    let dir = temp();
+    let agent = ClaudeAgent::new(CliAgentConfig { max_retries: Some(0), ..Default::default() });
+    let spec = agent.prepare(&request(dir.path())).expect("prepare");
+    assert_eq!(env_value(&spec, "CLAUDE_CODE_MAX_RETRIES"), Some("0"));
 }

@@ -115,7 +115,7 @@ fn nonzero_exit_without_events_fails_with_stderr_tail() {
 
 #[test]
 fn prepare_writes_a_local_provider_config() {
-    // With base_url: config.toml (valid TOML) defines the local provider, no retries, plugins and analytics off.
+    // With base_url: config.toml (valid TOML) defines the local provider, capped retries, plugins and analytics off.
     let dir = temp();
     let req = request(dir.path());
     let agent = CodexAgent::new(CliAgentConfig {
@@ -135,7 +135,7 @@ fn prepare_writes_a_local_provider_config() {
     assert_eq!(provider["env_key"].as_str(), Some(LOCAL_KEY_ENV));
     assert_eq!(provider["wire_api"].as_str(), Some("responses"));
     assert_eq!(provider["request_max_retries"].as_integer(), Some(0));
-    assert_eq!(provider["stream_max_retries"].as_integer(), Some(0));
+    assert_eq!(provider["stream_max_retries"].as_integer(), Some(2));
     assert_eq!(config["features"]["plugins"].as_bool(), Some(false));
     assert_eq!(config["analytics"]["enabled"].as_bool(), Some(false));
     assert_eq!(spec.program, "/opt/clis/codex");
@@ -187,4 +187,20 @@ fn prepare_refuses_a_prompt_longer_than_one_argument_may_be() {
     req.prompt = "x".repeat(200_000);
     let error = codex(None).prepare(&req).expect_err("too long");
     assert!(error.to_string().contains("200000 bytes"), "{error}");
+}
+
+#[test]
+fn reconnecting_notices_are_waits_and_the_429_ends_as_quota() {
+    // Real stream (codex 0.169.0 against `baton mock-llm`, a permanent 429 with retry-after,
+    // stream_max_retries = 2): each `Reconnecting... n/2` error event is one wait on the provider.
+    let agent = CodexAgent::new(CliAgentConfig { model: Some("gpt-5.5".into()), ..CliAgentConfig::default() });
+    let stdout = fixture("codex_rate_limit_429_reconnecting.jsonl");
+    let progress = replay(&agent, &stdout);
+    let why = "exceeded retry limit, last status: 429 Too Many Requests";
+    assert_eq!(
+        progress.waits,
+        [format!("waiting on the provider: {why}, retry 1/2"), format!("waiting on the provider: {why}, retry 2/2")]
+    );
+    let report = agent.parse(&stdout, "", &exit(1));
+    assert!(matches!(report.status, AgentStatus::QuotaExhausted { .. }), "{:?}", report.status);
 }

@@ -29,8 +29,13 @@ fn process_environment_never_reaches_the_agent() {
     let dir = temp();
     let mut req = request(dir.path());
     req.base_env.push(("AGENT_API_KEY".into(), "key-from-base-env".into()));
-    let own =
-        ["CLAUDE_CONFIG_DIR", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"];
+    let own = [
+        "CLAUDE_CONFIG_DIR",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_API_KEY",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+        "CLAUDE_CODE_MAX_RETRIES",
+    ];
     let own: Vec<&str> = own
         .into_iter()
         .chain(["CODEX_HOME", "GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY", "GEMINI_CLI_TRUST_WORKSPACE"])

@@ -136,6 +136,7 @@ fn prepare_writes_settings_and_overrides_home() {
     assert_eq!(settings["security"]["auth"]["selectedType"], "gemini-api-key");
     assert_eq!(settings["privacy"]["usageStatisticsEnabled"], false);
     assert_eq!(settings["telemetry"]["enabled"], false);
+    assert_eq!(settings["general"]["maxAttempts"], 3, "two retries by default: three attempts");
     assert_eq!(spec.program, "gemini");
     assert_eq!(spec.args[0], format!("--prompt={}", req.prompt));
     assert!(has_flag(&spec.args, "-o", "stream-json"));
@@ -148,4 +149,35 @@ fn prepare_writes_settings_and_overrides_home() {
     assert_eq!(env_value(&spec, "GEMINI_API_KEY"), Some("g-key"));
     assert_eq!(env_value(&spec, "GEMINI_CLI_TRUST_WORKSPACE"), Some("true"));
     assert_env_keys(&spec, &req, &["GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY", "GEMINI_CLI_TRUST_WORKSPACE"]);
+}
+
+#[test]
+fn stderr_retry_notices_are_waits_and_the_429_ends_as_quota() {
+    // Real run (gemini 0.61.0 against `baton mock-llm`, a permanent 429, general.maxAttempts = 3):
+    // stderr announces each retry; stdout ends with an error result; exit 173 (429 & 255).
+    let agent = GeminiAgent::new(CliAgentConfig { streaming: true, ..CliAgentConfig::default() });
+    let stderr = fixture("gemini_quota_429_retries_stderr.txt");
+    let mut progress = baton_adapters::agent::LiveProgress::default();
+    stderr.lines().for_each(|line| agent.observe_stderr(line, &mut progress));
+    assert_eq!(progress.waits, ["waiting on the provider: 429, retry 1/2", "waiting on the provider: 429, retry 2/2"]);
+    let report = agent.parse(&fixture("gemini_stream_quota_429_after_retries.jsonl"), &stderr, &exit(173));
+    assert!(matches!(report.status, AgentStatus::QuotaExhausted { .. }), "{:?}", report.status);
+    assert_eq!(report.model.as_deref(), Some("gemini-2.5-pro"));
+}
+
+#[test]
+fn an_auto_model_alias_is_never_recorded() {
+    // Without `-m`, gemini's init event names its router alias (`auto-gemini-3`): not a model.
+    let agent = GeminiAgent::new(CliAgentConfig { streaming: true, ..CliAgentConfig::default() });
+    let stdout = r#"{"type":"init","timestamp":"2026-11-21T05:04:58.805Z","session_id":"s","model":"auto-gemini-3"}"#;
+    assert_eq!(replay(&agent, stdout).model, None);
+    let configured = GeminiAgent::new(CliAgentConfig { max_retries: Some(50), ..CliAgentConfig::default() });
+    let dir = temp();
+    let req = request(dir.path());
+    configured.prepare(&req).expect("prepare");
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(req.run_dir.join("gemini-home/.gemini/settings.json")).expect("settings"),
+    )
+    .expect("settings.json parses");
+    assert_eq!(settings["general"]["maxAttempts"], 10, "gemini refuses more than 10 attempts");
 }

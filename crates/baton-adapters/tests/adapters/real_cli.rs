@@ -203,3 +203,109 @@ async fn gemini_runs_and_reports() {
     assert_eq!(report.model.as_deref(), Some("gemini-2.5-pro"));
     assert_eq!(replay(&agent, &stdout).usage, report.usage);
 }
+
+/// How long a CLI capped to a few retries may take to give up on a permanent 429.
+const QUOTA_GIVE_UP_SECS_MAX: u64 = 40;
+
+/// Runs `agent` against `mock` (whose only conversation answers 429 forever) to its end; returns
+/// the report, the live progress over stdout and stderr, the model requests the mock saw and
+/// the seconds the run took.
+async fn run_to_quota(
+    agent: &dyn Agent,
+    request: &AgentRequest,
+    mock: &MockServer,
+) -> (AgentReport, baton_adapters::agent::LiveProgress, usize, f64) {
+    let spec = agent.prepare(request).expect("prepare");
+    let mut child = baton_runner::process::spawn(&spec).expect("spawn the CLI");
+    let timeout = Duration::from_secs(CLI_RUN_TIMEOUT_SECS);
+    let limits = RunLimits { timeout, stall_timeout: timeout, stop_grace: Duration::from_secs(5) };
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    let exit = child.wait(limits, stop).await;
+    let stdout = std::fs::read_to_string(&spec.stdout).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&spec.stderr).unwrap_or_default();
+    let report = agent.parse(&stdout, &stderr, &exit);
+    let mut progress = replay(agent, &stdout);
+    stderr.lines().for_each(|line| agent.observe_stderr(line, &mut progress));
+    let tries = mock.state().requests().iter().filter(|r| r.turn.is_some() && r.status == 429).count();
+    let seconds = exit.duration_ms as f64 / 1000.0;
+    let _ = writeln!(std::io::stderr(), "QUOTA {} gave up after {tries} requests in {seconds:.1} s", agent.adapter());
+    let context = format!("exit {exit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(matches!(report.status, AgentStatus::QuotaExhausted { .. }), "{:?}\n{context}", report.status);
+    assert!(seconds < QUOTA_GIVE_UP_SECS_MAX as f64, "took {seconds} s\n{context}");
+    (report, progress, tries, seconds)
+}
+
+fn quota_script(provider: &str, retry_after: bool) -> String {
+    let retry_after = if retry_after { ", retry_after = 1" } else { "" };
+    format!(
+        "[[conversation]]\nname = \"quota\"\nprovider = \"{provider}\"\nmatch = \"Say done\"\n[[conversation.turns]]\n\
+         error = {{ status = 429, message = \"Rate limit reached for requests\"{retry_after} }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_gives_up_on_a_429_after_its_capped_retries() {
+    // CLAUDE_CODE_MAX_RETRIES = 2: three requests, two waits on the provider, then quota, in
+    // seconds (its default is 10 retries with backoff). The model stays the configured one.
+    let Some(claude) = locate("claude") else { return };
+    let mock = server(&quota_script("anthropic", false)).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let agent = ClaudeAgent::new(CliAgentConfig {
+        program: claude.display().to_string(),
+        model: Some("claude-sonnet-4-5".into()),
+        base_url: Some(mock.base_url()),
+        streaming: true,
+        max_retries: Some(2),
+        ..CliAgentConfig::default()
+    });
+    let (report, progress, tries, _) = run_to_quota(&agent, &request(dir.path(), "q-job1", "Say done"), &mock).await;
+    assert_eq!(tries, 3, "one request and two retries");
+    assert_eq!(progress.waits.len(), 2, "{:?}", progress.waits);
+    assert!(
+        progress.waits[0].starts_with("waiting on the provider: 429 (rate_limit), retry 1/2 in "),
+        "{:?}",
+        progress.waits
+    );
+    assert_eq!(report.model.as_deref(), Some("claude-sonnet-4-5"));
+    assert_eq!(progress.model.as_deref(), Some("claude-sonnet-4-5"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_gives_up_on_a_429_after_its_capped_attempts() {
+    // general.maxAttempts = 2 (one retry, 5 s later; its default is 10 attempts, doubling from
+    // 5 s): two requests, one wait announced on stderr, then quota.
+    let Some(gemini) = locate("gemini") else { return };
+    let mock = server(&quota_script("gemini", false)).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let agent = GeminiAgent::new(CliAgentConfig {
+        program: gemini.display().to_string(),
+        model: Some("gemini-2.5-pro".into()),
+        base_url: Some(mock.base_url()),
+        streaming: true,
+        max_retries: Some(1),
+        ..CliAgentConfig::default()
+    });
+    let (report, progress, tries, _) = run_to_quota(&agent, &request(dir.path(), "q-job1", "Say done"), &mock).await;
+    assert_eq!(tries, 2, "one request and one retry");
+    assert_eq!(progress.waits, ["waiting on the provider: 429, retry 1/1"]);
+    assert_eq!(report.model.as_deref(), Some("gemini-2.5-pro"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_gives_up_on_a_429_after_its_capped_retries() {
+    // stream_max_retries = 2 (request retries off): a 429 with retry-after is tried three times,
+    // each retry announced as `Reconnecting... n/2`, then quota.
+    let Some(codex) = locate("codex") else { return };
+    let mock = server(&quota_script("codex", true)).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let agent = CodexAgent::new(CliAgentConfig {
+        program: codex.display().to_string(),
+        model: Some("gpt-5.5".into()),
+        base_url: Some(mock.base_url()),
+        max_retries: Some(2),
+        ..CliAgentConfig::default()
+    });
+    let (_, progress, tries, _) = run_to_quota(&agent, &request(dir.path(), "q-job1", "Say done"), &mock).await;
+    assert_eq!(tries, 3, "one request and two retries");
+    assert_eq!(progress.waits.len(), 2, "{:?}", progress.waits);
+}

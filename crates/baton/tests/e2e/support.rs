@@ -317,6 +317,7 @@ pub async fn engine_for(script: &str) -> (Env, std::sync::Arc<baton_engine::Engi
         sandbox: None,
         streaming: true,
         extra_args: vec![],
+        max_retries: None,
         env: vec![],
     };
     let settings = baton_engine::EngineSettings {
