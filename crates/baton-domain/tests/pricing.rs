@@ -211,6 +211,8 @@ fn unknown_variants_fall_back_to_the_longest_bounded_prefix() {
 // A prefix counts only when a separator follows it, and an unknown model is unpriced, never $0.
 #[test]
 fn non_separator_prefixes_and_unknown_models_are_unpriced() {
+    // The CLIs' placeholder model names (claude's `<synthetic>` on an API error, gemini's `auto`
+    // aliases) match no row: the adapters never record them, and the lookup is not fooled either.
     let table = PriceTable::embedded();
     insta::assert_snapshot!(resolve_all(table, &[
         "gpt-50",
@@ -219,6 +221,9 @@ fn non_separator_prefixes_and_unknown_models_are_unpriced() {
         "gemini-2.5-proto",
         "mystery-model",
         "",
+        "<synthetic>",
+        "auto",
+        "auto-gemini-3",
     ]), @r"
     gpt-50 → unpriced
     gpt-5x → unpriced
@@ -226,6 +231,9 @@ fn non_separator_prefixes_and_unknown_models_are_unpriced() {
     gemini-2.5-proto → unpriced
     mystery-model → unpriced
      → unpriced
+    <synthetic> → unpriced
+    auto → unpriced
+    auto-gemini-3 → unpriced
     ");
     assert_eq!(table.cost_usd("mystery-model", &usage(1000, 1000, 0, 0)), None);
     // Odd input (non-ASCII, bare suffixes) never panics in normalization.

@@ -379,3 +379,112 @@ fn real_cli_demo_with_codex_reaches_its_three_ends() {
     let Some(codex) = locate_cli("codex") else { return };
     demo_reaches_its_three_ends("codex", &codex);
 }
+
+/// The analysis stage's requests all answer 429 (no `retry-after`: claude backs off by itself).
+const MOCK_CLAUDE_QUOTA: &str = r#"
+[[conversation]]
+name = "DEMO-001 analysis"
+match = "DEMO-001 · analysis ·"
+provider = "anthropic"
+[[conversation.turns]]
+error = { status = 429, message = "Rate limit reached for requests" }
+"#;
+
+/// The seconds a claude capped at two retries may take to hand a permanent 429 to Baton.
+const QUOTA_HANDOFF_SECS_MAX: u64 = 45;
+
+// Issue 8: claude, capped at two retries of its own, gives up on a permanent 429 after three
+// requests, in seconds; Baton parks the task `paused_quota`; each wait on the provider is one
+// `waiting` event on the timeline; the run keeps its configured model, never `<synthetic>`.
+#[test]
+fn real_cli_claude_quota_reaches_baton_in_seconds_with_its_waits_on_the_timeline() {
+    let Some(claude) = locate_cli("claude") else { return };
+    let env = Env::new("", "agent_timeout_secs = 120\nstall_timeout_secs = 60");
+    let (_mock, url) = start_mock_llm(&env, "mock-claude-quota.toml", MOCK_CLAUDE_QUOTA);
+    let agent = cli_agent("analyst", "claude", &claude, "claude-sonnet-4-5", &url);
+    let mut config = std::fs::read_to_string(env.config()).unwrap();
+    config.push_str(&format!("\n{agent}max_retries = 2\n"));
+    std::fs::write(env.config(), config).unwrap();
+    let id = env.add_task(TICKET);
+    assert_eq!(id, "DEMO-001", "the mock script is written for DEMO-001");
+    let started = std::time::Instant::now();
+    let _server = env.serve(0);
+    env.drive(Duration::from_secs(QUOTA_HANDOFF_SECS_MAX), |tasks| tasks[0]["state"]["hold"]["kind"] == "paused_quota");
+    eprintln!("QUOTA claude → paused_quota {} ms after serve", started.elapsed().as_millis());
+    let detail = env.json(&["task", "show", &id]);
+    let runs = runs_of(&detail, "analysis");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    let run = runs[0];
+    assert_eq!(run["status"], "quota_exhausted", "{run:#}");
+    assert_eq!(run["model"], "claude-sonnet-4-5", "{run:#}");
+    let requests = mock_requests(&url);
+    let tries = requests.iter().filter(|r| r["provider"] == "anthropic" && r["status"] == 429).count();
+    assert_eq!(tries, 3, "one request and claude's two capped retries: {requests:#?}");
+    let waits: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "waiting")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(waits.len(), 2, "one timeline event per wait: {waits:#?}");
+    assert!(waits[0].starts_with("waiting on the provider: 429 (rate_limit), retry 1/2 in "), "{waits:#?}");
+    assert!(waits[1].starts_with("waiting on the provider: 429 (rate_limit), retry 2/2 in "), "{waits:#?}");
+}
+
+/// Gemini's analysis runs a shell command that outlasts the test, so only a STOP ends it.
+const MOCK_GEMINI_LONG: &str = r#"
+[[conversation]]
+name = "DEMO-001 analysis"
+match = "DEMO-001 · analysis ·"
+provider = "gemini"
+[[conversation.turns]]
+text = "Thinking it over."
+usage = { input = 500, output = 40 }
+[[conversation.turns.tool_calls]]
+name = "run_shell_command"
+arguments = { command = "sleep 60" }
+[[conversation.turns]]
+text = "Done."
+"#;
+
+// Regression (issue 8): gemini stopped by `baton task stop` exits 0, and its run was recorded
+// `succeeded`. A run Baton stopped is `stopped`, whatever the CLI's exit code.
+#[test]
+fn real_cli_gemini_stopped_mid_run_is_recorded_stopped() {
+    let Some(gemini) = locate_cli("gemini") else { return };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let script = baton_mock_llm::Script::from_toml(MOCK_GEMINI_LONG).unwrap();
+    let mock = runtime.block_on(baton_mock_llm::start(script, "127.0.0.1:0".parse().unwrap())).unwrap();
+    let agent = cli_agent("analyst", "gemini", &gemini, "gemini-2.5-pro", &mock.base_url());
+    let env = Env::with_config("", "agent_timeout_secs = 120\nstall_timeout_secs = 90", &agent);
+    let id = env.add_task(TICKET);
+    assert_eq!(id, "DEMO-001", "the mock script is written for DEMO-001");
+    let _server = env.serve(0);
+    let shows_the_command = |d: &Value| {
+        d["timeline"].as_array().unwrap().iter().any(|e| e["message"].as_str().unwrap().contains("sleep 60"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !shows_the_command(&env.json(&["task", "show", &id])) {
+        assert!(std::time::Instant::now() < deadline, "gemini never ran its command");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = env.run(&["task", "stop", &id]);
+    assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let detail = env.json(&["task", "show", &id]);
+        let runs = runs_of(&detail, "analysis").into_iter().cloned().collect::<Vec<_>>();
+        if let [run] = runs.as_slice()
+            && !run["ended_at_ms"].is_null()
+        {
+            break run.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "the stopped run was never closed: {detail:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("STOP gemini exited with {} and was recorded {}", run["exit_code"], run["status"]);
+    assert_eq!(run["status"], "stopped", "{run:#}");
+    assert_eq!(run["model"], "gemini-2.5-pro", "{run:#}");
+    drop(mock);
+}
