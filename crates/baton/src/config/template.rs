@@ -77,6 +77,7 @@ const TEMPLATE_AGENTS: &str = "\
 # api_key_env = \"ANTHROPIC_API_KEY\"      # passed to this agent only
 # allowed_tools = [\"Bash\"]
 # max_turns = 40
+# max_retries = 2                        # the CLI's own retries of a 429 before Baton's quota logic
 
 # Spending caps in USD (none by default); `baton budget set` overrides them at runtime.
 # [budgets]
