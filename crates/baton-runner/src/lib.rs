@@ -5,6 +5,7 @@
 //! - [`command`]: short commands (tests, deploy, health, hooks) run to completion with a timeout.
 //! - [`git`]: `git` invoked with argument vectors only.
 //! - [`paths`]: path-safety checks for derived paths.
+//! - [`sandbox`]: the bubblewrap wrapper that confines agent processes.
 //! - [`ports`]: the `Vcs`, `Supervisor` and `CommandRunner` ports the engine uses, with their
 //!   real implementations (git, `baton shim`).
 //!
@@ -16,6 +17,7 @@ pub mod git;
 pub mod paths;
 pub mod ports;
 pub mod process;
+pub mod sandbox;
 pub mod shim;
 
 pub use command::{CommandOutput, CommandSpec, run_command};
@@ -24,6 +26,7 @@ pub use ports::{
     CommandRequest, CommandRun, CommandRunner, GitVcs, Provenance, ShimSupervisor, SupervisedCommands, Supervisor, Vcs,
     is_infrastructure,
 };
+pub use sandbox::{SandboxMode, SandboxNetwork, SandboxPolicy};
 pub use process::{ExitReport, ProcessSpec, RunLimits, Supervised, group_alive, stop_group};
 pub use shim::{LaunchRecord, Previous};
 

@@ -1,0 +1,248 @@
+//! The agent sandbox: an agent's process wrapped in a `bwrap` (bubblewrap) invocation that sees
+//! the system read-only, an empty `/tmp`, an empty data directory, its own `/proc` (no Baton
+//! processes) and, bound back read-write, only what the run needs (the worktree, its git
+//! directory, the run directory with the generated config homes).
+//!
+//! The wrapper runs INSIDE `baton shim` (shim → bwrap → agent): bwrap is started without
+//! `--new-session` and without `--die-with-parent`, so the shim stays the leader of the process
+//! group and a SIGTERM/SIGKILL to the group reaches bwrap, its pid-1 helper and the agent alike.
+//! All capabilities are dropped (`--cap-drop ALL`): a Baton running as root must not hand the
+//! agent the power to unmount the tmpfs that hides the data directory.
+
+// Probing bwrap spawns it: the runner is the one crate allowed to spawn processes.
+#![allow(clippy::disallowed_methods)]
+
+use crate::ProcessSpec;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Whether agents run sandboxed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxMode {
+    /// Sandboxed when bubblewrap works here; otherwise unsandboxed, with a warning.
+    #[default]
+    Auto,
+    /// Sandboxed, or the agent does not run.
+    Required,
+    /// Never sandboxed: the agent can read Baton's API token and database.
+    Off,
+}
+
+impl SandboxMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Auto => "auto",
+            SandboxMode::Required => "required",
+            SandboxMode::Off => "off",
+        }
+    }
+}
+
+/// The network a sandboxed agent gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxNetwork {
+    /// The host's network (real CLIs need the model API).
+    #[default]
+    Open,
+    /// A network namespace of its own: loopback only, nothing outside.
+    None,
+}
+
+/// What one sandboxed process may see and touch. Every path must be absolute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxPolicy {
+    /// Directories replaced by an empty tmpfs (besides `/tmp`, always hidden): the data directory.
+    pub hidden: Vec<PathBuf>,
+    /// Paths bound back read-only where a hidden directory covers them (the repository's git
+    /// directory, the `baton` binary, a script file). Missing ones are skipped.
+    pub read_only: Vec<PathBuf>,
+    /// Paths bound read-write (the worktree, its git directory, the run directory). Missing ones
+    /// are skipped.
+    pub writable: Vec<PathBuf>,
+    /// Files inside writable paths bound read-only over themselves when they exist at start (the
+    /// shim's launch and intent records).
+    pub protected: Vec<PathBuf>,
+    pub network: SandboxNetwork,
+    /// Variables set (or replaced) in the sandboxed process's environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// Where bwrap is looked for when `PATH` does not name it.
+pub const BWRAP_FALLBACK: &str = "/usr/bin/bwrap";
+
+/// The arguments common to every sandbox (and to the probe): a read-only system, fresh `/dev`,
+/// `/proc` of a private pid namespace, private IPC, no capabilities, an empty `/tmp`.
+fn base_args(network: SandboxNetwork) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--unshare-pid",
+        "--proc",
+        "/proc",
+        "--unshare-ipc",
+        "--cap-drop",
+        "ALL",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    if network == SandboxNetwork::None {
+        args.push("--unshare-net".into());
+    }
+    args
+}
+
+/// One mount of the sandbox, applied shallowest path first so deeper ones land on top.
+enum Mount<'a> {
+    Tmpfs(&'a Path),
+    ReadOnly(&'a Path),
+    Writable(&'a Path),
+}
+
+impl Mount<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Mount::Tmpfs(p) | Mount::ReadOnly(p) | Mount::Writable(p) => p,
+        }
+    }
+}
+
+/// The bwrap arguments (without the program) that run `spec` under `policy`.
+pub fn bwrap_args(spec: &ProcessSpec, policy: &SandboxPolicy) -> Vec<String> {
+    let mut args = base_args(policy.network);
+    let tmp = Path::new("/tmp");
+    let mut mounts: Vec<Mount<'_>> = vec![Mount::Tmpfs(tmp)];
+    mounts.extend(policy.hidden.iter().map(|p| Mount::Tmpfs(p)));
+    mounts.extend(policy.read_only.iter().map(|p| Mount::ReadOnly(p)));
+    mounts.extend(policy.writable.iter().map(|p| Mount::Writable(p)));
+    // A mount hides what an earlier one put below its path: parents first, children on top, and at
+    // equal depth tmpfs, then read-only, then writable (the order they were listed in).
+    mounts.sort_by_key(|m| m.path().components().count());
+    for mount in mounts {
+        let path = mount.path().to_string_lossy().to_string();
+        match mount {
+            Mount::Tmpfs(_) => args.extend(["--tmpfs".to_string(), path]),
+            Mount::ReadOnly(_) => args.extend(["--ro-bind-try".to_string(), path.clone(), path]),
+            Mount::Writable(_) => args.extend(["--bind-try".to_string(), path.clone(), path]),
+        }
+    }
+    for file in &policy.protected {
+        let path = file.to_string_lossy().to_string();
+        args.extend(["--ro-bind-try".to_string(), path.clone(), path]);
+    }
+    args.extend(["--chdir".to_string(), spec.cwd.to_string_lossy().to_string(), "--".to_string()]);
+    args
+}
+
+/// `spec` run inside the sandbox by `bwrap`: same output files, stdin and working directory;
+/// the policy's variables added to its environment.
+pub fn wrap(spec: ProcessSpec, bwrap: &Path, policy: &SandboxPolicy) -> ProcessSpec {
+    let mut args = bwrap_args(&spec, policy);
+    args.push(spec.program.clone());
+    args.extend(spec.args.iter().cloned());
+    let mut env: Vec<(String, String)> =
+        spec.env.into_iter().filter(|(k, _)| !policy.env.iter().any(|(name, _)| name == k)).collect();
+    env.extend(policy.env.iter().cloned());
+    ProcessSpec {
+        program: bwrap.to_string_lossy().to_string(),
+        args,
+        cwd: spec.cwd,
+        env,
+        stdin: spec.stdin,
+        stdout: spec.stdout,
+        stderr: spec.stderr,
+    }
+}
+
+/// The bwrap binary: the first `bwrap` on `path` (a `PATH` value), else [`BWRAP_FALLBACK`] when
+/// it exists.
+pub fn find_bwrap(path: Option<&str>) -> Option<PathBuf> {
+    let on_path = path
+        .into_iter()
+        .flat_map(|p| p.split(':'))
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join("bwrap"))
+        .find(|candidate| candidate.is_file());
+    on_path.or_else(|| Some(PathBuf::from(BWRAP_FALLBACK)).filter(|p| p.is_file()))
+}
+
+/// How to make the sandbox available, for warnings and refusals.
+pub const HOW_TO_ENABLE: &str = "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`) and allow \
+     unprivileged user namespaces (`sysctl kernel.unprivileged_userns_clone=1`, or on Ubuntu 24.04+ \
+     `sysctl kernel.apparmor_restrict_unprivileged_userns=0`)";
+
+/// Whether bwrap works here: runs `true` inside a sandbox with the same namespaces and mounts an
+/// agent gets. `Err` says why not, in one line.
+pub fn probe(bwrap: &Path, network: SandboxNetwork) -> Result<(), String> {
+    let mut args = base_args(network);
+    args.extend(["--tmpfs".into(), "/tmp".into(), "--".into(), "true".into()]);
+    let output = std::process::Command::new(bwrap)
+        .args(&args)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let reason = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim().to_string();
+    Err(format!("`{} --ro-bind / / … true` failed ({}): {reason}", bwrap.display(), output.status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ProcessSpec {
+        ProcessSpec {
+            program: "agent".into(),
+            args: vec!["--flag".into()],
+            cwd: PathBuf::from("/data/worktrees/demo/DEMO-001"),
+            env: vec![("HOME".into(), "/root".into()), ("PATH".into(), "/usr/bin".into())],
+            stdin: None,
+            stdout: PathBuf::from("/data/runs/x/stdout.log"),
+            stderr: PathBuf::from("/data/runs/x/stderr.log"),
+        }
+    }
+
+    // Mounts come parents first, whatever order the policy lists them in; the program follows `--`.
+    #[test]
+    fn mounts_are_ordered_by_depth_and_the_program_follows() {
+        let policy = SandboxPolicy {
+            hidden: vec![PathBuf::from("/data")],
+            read_only: vec![PathBuf::from("/repo/.git")],
+            writable: vec![PathBuf::from("/data/worktrees/demo/DEMO-001"), PathBuf::from("/repo/.git/worktrees/x")],
+            protected: vec![PathBuf::from("/data/runs/x/launch.json")],
+            network: SandboxNetwork::None,
+            env: vec![("HOME".into(), "/data/runs/x/home".into())],
+        };
+        let wrapped = wrap(spec(), Path::new("/usr/bin/bwrap"), &policy);
+        assert_eq!(wrapped.program, "/usr/bin/bwrap");
+        let args = wrapped.args.join(" ");
+        let at = |needle: &str| args.find(needle).unwrap_or_else(|| panic!("{needle} missing in {args}"));
+        assert!(at("--tmpfs /tmp") < at("--tmpfs /data"));
+        assert!(at("--tmpfs /data") < at("--bind-try /data/worktrees"));
+        assert!(at("--ro-bind-try /repo/.git /repo/.git") < at("--bind-try /repo/.git/worktrees/x"));
+        assert!(at("--bind-try /data/worktrees") < at("--ro-bind-try /data/runs/x/launch.json"));
+        assert!(args.contains("--unshare-net"));
+        assert!(args.contains("--unshare-pid"));
+        assert!(!args.contains("--new-session") && !args.contains("--die-with-parent"));
+        assert!(args.ends_with("--chdir /data/worktrees/demo/DEMO-001 -- agent --flag"));
+        assert_eq!(wrapped.env.iter().filter(|(k, _)| k == "HOME").count(), 1);
+        assert!(wrapped.env.contains(&("HOME".into(), "/data/runs/x/home".into())));
+        assert_eq!(wrapped.stdout, spec().stdout);
+    }
+
+    #[test]
+    fn open_network_shares_the_host_network() {
+        let args = bwrap_args(&spec(), &SandboxPolicy::default()).join(" ");
+        assert!(!args.contains("--unshare-net"));
+    }
+}
