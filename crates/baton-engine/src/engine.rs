@@ -7,6 +7,7 @@ use crate::clock::{Clock, Spawner, SystemClock, TokioSpawner};
 use crate::effects::{self, RunningProcess};
 use crate::executor::{self, Start};
 use crate::redacting::RedactingStore;
+use crate::sandbox::Sandbox;
 use crate::settings::EngineSettings;
 use baton_adapters::forge::{Forge, ForgeRepo, LocalForge};
 use baton_adapters::notifier::{LogNotifier, Notifier};
@@ -99,6 +100,7 @@ pub enum InputOutcome {
 /// world only through the ports given to its [`EngineBuilder`].
 pub struct Engine {
     settings: EngineSettings,
+    sandbox: Option<Arc<Sandbox>>,
     pipeline: Pipeline,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -143,6 +145,7 @@ pub struct EngineBuilder {
     tracker: Option<Arc<dyn Tracker>>,
     owner: Option<String>,
     secrets: Vec<String>,
+    sandbox: Option<Arc<Sandbox>>,
 }
 
 impl EngineBuilder {
@@ -197,6 +200,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Baton's agent sandbox. Without one (embedded engines, simulations) agents run unconfined;
+    /// the `baton` binary always sets it from `[sandbox]`.
+    pub fn sandbox(mut self, sandbox: Arc<Sandbox>) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
     /// The job-owner name of this process (default `pid:<pid>`).
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
@@ -229,6 +239,7 @@ impl EngineBuilder {
             owner: self.owner.unwrap_or_else(|| format!("pid:{}", std::process::id())),
             redactor,
             settings: self.settings,
+            sandbox: self.sandbox,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             store_lost: Mutex::new(None),
@@ -253,6 +264,7 @@ impl Engine {
             tracker: None,
             owner: None,
             secrets: Vec::new(),
+            sandbox: None,
         }
     }
 
@@ -268,6 +280,11 @@ impl Engine {
 
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
+    }
+
+    /// Baton's agent sandbox, when this engine was given one.
+    pub fn sandbox(&self) -> Option<&Arc<Sandbox>> {
+        self.sandbox.as_ref()
     }
 
     /// The effective pipeline (configured stages with the repo-independent defaults applied).

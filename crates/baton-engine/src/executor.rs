@@ -12,6 +12,7 @@ use crate::budgets;
 use crate::engine::{Engine, forge_repo};
 use crate::gates::{self, GateContext, RepoCommand, artifact_relative_path};
 use crate::prompts::{self, ArtifactText, PromptContext, PromptTask};
+use crate::sandbox::Confinement;
 use crate::settings::RepoSettings;
 use crate::workspace::worktree_path;
 use baton_adapters::agent::{Agent, AgentRequest, LiveProgress};
@@ -391,6 +392,12 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
         },
     )?;
     let run_dir = ctx.run_dir.join(format!("run{run_number}"));
+    // Only agent runs are confined (repository commands are not); see `sandbox::agent_policy`.
+    let agent_settings = engine.settings().agent_for(role);
+    let confinement = engine.sandbox().map_or(Confinement::Unsandboxed, |s| s.confinement(agent_settings));
+    if let Confinement::Refused(reason) = &confinement {
+        return Ok(AgentRun { report: AgentReport::failed(reason.clone()), budget_stop: None });
+    }
     let request = AgentRequest {
         work_item: ctx.task.work_item_id.clone(),
         title: ctx.task.title.clone(),
@@ -403,8 +410,21 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
         prompt,
         base_env: agent_env(engine, role),
         resume_session: resume_session(ctx).await?,
+        sandboxed: matches!(confinement, Confinement::Sandboxed { .. }),
     };
-    let spec = agent.prepare(&request)?;
+    let mut spec = agent.prepare(&request)?;
+    if let (Confinement::Sandboxed { bwrap, network }, Some(sandbox)) = (&confinement, engine.sandbox()) {
+        let policy = crate::sandbox::agent_policy(
+            engine.settings(),
+            sandbox.settings(),
+            agent_settings,
+            *network,
+            ctx.repo,
+            &request,
+            &spec,
+        );
+        spec = baton_runner::sandbox::wrap(spec, bwrap, &policy);
+    }
     let limits_before = budgets::limits_for(engine, ctx.task).await?;
     if let Some(reason) = budgets::exceeded(&limits_before, 0.0) {
         return Ok(AgentRun { report: AgentReport::failed(reason.clone()), budget_stop: Some(reason) });

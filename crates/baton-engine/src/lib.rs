@@ -13,6 +13,7 @@
 //! - [`workspace`]: worktree paths (with path safety), creation and removal.
 //! - [`prompts`]: minijinja prompt templates per role.
 //! - `redacting`: the store wrapper that masks every known secret in what the engine writes.
+//! - [`sandbox`]: whether an agent run is confined, and what a confined run may touch.
 //! - [`settings`], [`clock`].
 //!
 //! Invariant: every stage change goes through `baton_domain::decide` and one `Store::advance`;
@@ -30,6 +31,7 @@ pub mod prompts;
 pub mod reaper;
 pub mod reconciler;
 mod redacting;
+pub mod sandbox;
 pub mod settings;
 pub mod workspace;
 
@@ -37,7 +39,11 @@ pub use access::{Principal, Scope};
 pub use agents::{AgentFactory, ConfiguredAgents};
 pub use clock::{BoxFuture, Clock, Spawner, SystemClock, TokioSpawner};
 pub use engine::{Engine, EngineBuilder, Input, InputOutcome, NewTaskRequest};
-pub use settings::{AdapterKind, AgentSettings, Budgets, EngineSettings, Limits, RepoSettings};
+pub use sandbox::{Confinement, Sandbox};
+pub use settings::{
+    AdapterKind, AgentSettings, Budgets, EngineSettings, Limits, RepoSettings, SandboxMode, SandboxNetwork,
+    SandboxSettings,
+};
 
 /// Errors at the engine boundary.
 #[derive(Debug, thiserror::Error)]

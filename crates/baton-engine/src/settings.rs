@@ -2,6 +2,7 @@
 
 use baton_adapters::agent::PromptMode;
 use baton_domain::Pipeline;
+pub use baton_runner::sandbox::{SandboxMode, SandboxNetwork};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -160,9 +161,16 @@ pub struct AgentSettings {
     /// claude: `--allowedTools`.
     #[serde(default)]
     pub allowed_tools: Vec<String>,
-    /// codex: sandbox mode (default workspace-write).
+    /// codex: its own sandbox mode, `-s` (default workspace-write; danger-full-access when
+    /// Baton's sandbox confines the run).
     #[serde(default)]
     pub sandbox: Option<String>,
+    /// Baton's sandbox for this agent (`auto`, `required`, `off`); `None`: `[sandbox] mode`.
+    #[serde(default)]
+    pub sandbox_mode: Option<SandboxMode>,
+    /// The network of this agent's sandbox (`open`, `none`); `None`: `[sandbox] network`.
+    #[serde(default)]
+    pub sandbox_network: Option<SandboxNetwork>,
     /// Stream progress and usage while running (claude stream-json, gemini stream-json).
     #[serde(default = "default_true")]
     pub streaming: bool,
@@ -180,6 +188,20 @@ pub struct AgentSettings {
 
 fn default_true() -> bool {
     true
+}
+
+/// Baton's agent sandbox (`[sandbox]`): bubblewrap around every agent run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSettings {
+    /// `auto` (sandboxed when bubblewrap works, else a warning), `required` or `off`.
+    pub mode: SandboxMode,
+    /// `open` (the host network) or `none` (loopback only).
+    pub network: SandboxNetwork,
+    /// More paths agents may write (e.g. a shared build cache), absolute.
+    pub writable: Vec<PathBuf>,
+    /// More paths agents may read where the sandbox hides them (under /tmp), absolute.
+    pub read_only: Vec<PathBuf>,
 }
 
 /// Spending caps (SPEC §9). Caps are in USD; `None` means no cap. Runtime overrides set with

@@ -93,6 +93,9 @@ impl Git {
 
     /// Stages everything and commits with `message`; `Ok(false)` when there was nothing to commit.
     pub async fn commit_all(&self, message: &str) -> Result<bool, GitError> {
+        // The index goes back to HEAD first: a sandboxed agent's `git add` wrote its blobs to the
+        // run's private object directory, so an index naming them would not commit here.
+        let _ = self.run(&["reset", "-q"]).await;
         self.run(&["add", "-A"]).await?;
         let status = self.run(&["status", "--porcelain"]).await?;
         if status.is_empty() {

@@ -26,8 +26,8 @@ pub use ports::{
     CommandRequest, CommandRun, CommandRunner, GitVcs, Provenance, ShimSupervisor, SupervisedCommands, Supervisor, Vcs,
     is_infrastructure,
 };
-pub use sandbox::{SandboxMode, SandboxNetwork, SandboxPolicy};
 pub use process::{ExitReport, ProcessSpec, RunLimits, Supervised, group_alive, stop_group};
+pub use sandbox::{SandboxMode, SandboxNetwork, SandboxPolicy};
 pub use shim::{LaunchRecord, Previous};
 
 /// Errors from running processes.

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use baton::config::{self, Config};
-use baton_engine::Engine;
+use baton_engine::{Engine, Sandbox};
 use baton_store::SqliteStore;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -231,8 +231,10 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
     for name in ["baton.db", "baton.db-wal", "baton.db-shm", "api-token"] {
         make_private(&data_dir.join(name), 0o600);
     }
+    let sandbox = Arc::new(Sandbox::new(config.sandbox.clone()));
     let engine = Engine::builder(config.engine.clone(), Arc::new(store))
         .secrets(config.server.api_token.iter().cloned())
+        .sandbox(sandbox)
         .build();
     crate::logging::set_redactor(engine.redactor().clone());
     Ok(engine)

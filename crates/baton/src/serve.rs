@@ -74,6 +74,10 @@ pub async fn serve(config: Config) -> anyhow::Result<u8> {
         config.engine.data_dir.display(),
         config.engine.repos.len()
     );
+    if let Some(sandbox) = engine.sandbox() {
+        let agents: Vec<&baton_engine::AgentSettings> = config.engine.agents.values().collect();
+        tracing::info!("baton serve: {}", sandbox.startup_report(&agents));
+    }
     let state = baton_http::AppState {
         engine: engine.clone(),
         api_token: config.server.api_token.clone(),

@@ -25,6 +25,9 @@ pub struct CodexAgent {
 /// Sandbox when none is configured: edits in the work dir, no network.
 pub const DEFAULT_SANDBOX: &str = "workspace-write";
 
+/// Sandbox mode inside Baton's sandbox: codex's own sandbox off.
+pub const SANDBOXED_MODE: &str = "danger-full-access";
+
 /// Name of the provider defined in `config.toml` when a `base_url` is configured.
 pub const LOCAL_PROVIDER: &str = "local";
 
@@ -77,8 +80,18 @@ impl CodexAgent {
         toml::to_string(&root).map_err(|e| AdapterError::Config(format!("cannot write codex config.toml: {e}")))
     }
 
-    fn args(&self, prompt: &str) -> Vec<String> {
-        let sandbox = self.config.sandbox.clone().unwrap_or_else(|| DEFAULT_SANDBOX.to_string());
+    /// The `-s` mode: the configured one; else `workspace-write`, or `danger-full-access` inside
+    /// Baton's sandbox (codex's own bubblewrap cannot start there, and Baton's confines the run).
+    pub fn sandbox_mode(&self, sandboxed: bool) -> String {
+        match &self.config.sandbox {
+            Some(mode) => mode.clone(),
+            None if sandboxed => SANDBOXED_MODE.to_string(),
+            None => DEFAULT_SANDBOX.to_string(),
+        }
+    }
+
+    fn args(&self, prompt: &str, sandboxed: bool) -> Vec<String> {
+        let sandbox = self.sandbox_mode(sandboxed);
         let mut args: Vec<String> =
             vec!["exec".into(), "--json".into(), "--skip-git-repo-check".into(), "-s".into(), sandbox];
         args.extend(self.config.extra_args.iter().cloned());
@@ -224,7 +237,7 @@ impl Agent for CodexAgent {
         }
         Ok(ProcessSpec {
             program: self.config.program_or("codex"),
-            args: self.args(&request.prompt),
+            args: self.args(&request.prompt, request.sandboxed),
             cwd: request.worktree.clone(),
             env: env.into_vec(),
             stdin: None,

@@ -39,6 +39,9 @@ pub struct AgentRequest {
     /// Session of this stage's previous run that ended with questions; adapters that can resume
     /// a session (claude `--resume`) continue it, the answers being in the prompt.
     pub resume_session: Option<String>,
+    /// Baton's sandbox confines this run: adapters turn their CLI's own sandbox off (a sandbox
+    /// inside bubblewrap fails or adds nothing).
+    pub sandboxed: bool,
 }
 
 /// What a streaming agent has reported so far, updated line by line while it runs.

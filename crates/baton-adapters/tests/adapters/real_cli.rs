@@ -64,6 +64,7 @@ fn request(root: &Path, run: &str, prompt: &str) -> AgentRequest {
             ("TMPDIR".into(), std::env::temp_dir().display().to_string()),
         ],
         resume_session: None,
+        sandboxed: false,
     }
 }
 

@@ -36,6 +36,7 @@ pub fn request(root: &Path) -> AgentRequest {
             ("TMPDIR".into(), "/tmp".into()),
         ],
         resume_session: None,
+        sandboxed: false,
     }
 }
 

@@ -23,7 +23,7 @@ mod tests;
 
 pub use template::init_template;
 
-use baton_engine::EngineSettings;
+use baton_engine::{EngineSettings, SandboxSettings};
 use sources::{Override, clean, env_get};
 use std::fmt;
 use std::net::SocketAddr;
@@ -72,6 +72,8 @@ impl fmt::Debug for ServerConfig {
 pub struct Config {
     pub server: ServerConfig,
     pub engine: EngineSettings,
+    /// `[sandbox]`: how agent runs are confined.
+    pub sandbox: SandboxSettings,
     /// The file used; `None` means the embedded defaults.
     pub source: Option<PathBuf>,
 }

@@ -1,13 +1,13 @@
 //! Reading each section of `baton.toml` into the engine's settings and checking what it means:
 //! `[server]`, `[limits]`, `[budgets]`, `[[repos]]` (names, prefixes, git checkouts and branches),
-//! `[agents.<role>]` and `[pipeline]`.
+//! `[agents.<role>]`, `[pipeline]` and `[sandbox]`.
 
 use super::diagnostics::{suggest_fix, type_name};
 use super::sources::{clean, valid_env_name};
 use super::{Config, ConfigIssue, DEFAULT_LISTEN, Loader, ServerConfig, default_data_dir};
 use baton_domain::ids::{valid_prefix, valid_repo_name};
 use baton_domain::pipeline::{Actor, GateSpec, Pipeline, PipelineProblem, StageSpec};
-use baton_engine::{AdapterKind, AgentSettings, Budgets, EngineSettings, Limits, RepoSettings};
+use baton_engine::{AdapterKind, AgentSettings, Budgets, EngineSettings, Limits, RepoSettings, SandboxSettings};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 /// The top-level sections this version understands.
-pub(super) const SECTIONS: &[&str] = &["server", "limits", "budgets", "repos", "agents", "pipeline"];
+pub(super) const SECTIONS: &[&str] = &["server", "limits", "budgets", "repos", "agents", "pipeline", "sandbox"];
 
 /// Sections SPEC §13 names that this version does not read yet.
 const PLANNED_SECTIONS: &[&str] = &["trackers", "forges", "notifiers", "features", "pricing"];
@@ -57,6 +57,7 @@ impl Loader<'_> {
         let repos = self.repos(doc.remove("repos"));
         let agents = self.agents(doc.remove("agents"), &roles);
         let pipeline = self.pipeline(doc.remove("pipeline"));
+        let sandbox = self.sandbox(doc.remove("sandbox"), server.as_ref().map(|(s, _)| s.data_dir.as_path()));
         let (server, env_passthrough) = server?;
         let engine = EngineSettings {
             data_dir: server.data_dir.clone(),
@@ -68,7 +69,7 @@ impl Loader<'_> {
             baton_exe,
             env_passthrough,
         };
-        Some(Config { server, engine, source })
+        Some(Config { server, engine, sandbox: sandbox?, source })
     }
 
     /// Takes a section that must be a table; reports it otherwise.
@@ -217,6 +218,32 @@ impl Loader<'_> {
             }
         }
         (max_connections, header, idle)
+    }
+
+    /// `[sandbox]`: mode and network are checked by their types; extra paths are resolved like
+    /// every other path and must not open the data directory to agents.
+    fn sandbox(&mut self, raw: Option<Value>, data_dir: Option<&Path>) -> Option<SandboxSettings> {
+        let table = self.section_table("sandbox", raw, "write it as a [sandbox] section")?;
+        let parsed = self.deserialize::<SandboxSettings>("sandbox", table);
+        let mut ok = parsed.bad.is_empty();
+        let mut sandbox = parsed.value?;
+        for (key, paths) in [("writable", &mut sandbox.writable), ("read_only", &mut sandbox.read_only)] {
+            for (i, path) in paths.iter_mut().enumerate() {
+                let at = format!("sandbox.{key}[{i}]");
+                *path = self.resolve(&at, path);
+                if let Some(data_dir) = data_dir
+                    && (path.starts_with(data_dir) || data_dir == path.as_path())
+                {
+                    ok = false;
+                    self.issue(
+                        at,
+                        format!("{} is the data directory or inside it", path.display()),
+                        "remove it: agents must not see Baton's database, API token or other tasks' worktrees",
+                    );
+                }
+            }
+        }
+        ok.then_some(sandbox)
     }
 
     fn budgets(&mut self, raw: Option<Value>) -> Option<Budgets> {
@@ -616,7 +643,7 @@ fn unknown_section(key: &str) -> ConfigIssue {
         return ConfigIssue::new(
             key,
             format!("the `{key}` section is not supported by this version of Baton"),
-            "remove it; the sections read are server, limits, repos, agents and pipeline",
+            "remove it; the sections read are server, limits, budgets, repos, agents, pipeline and sandbox",
         );
     }
     ConfigIssue::new(key, format!("unknown section `{key}`"), suggest_fix(key, SECTIONS, "the sections are"))

@@ -139,9 +139,12 @@ async fn quota_pause_resumes_automatically_without_using_an_attempt() {
 fn agent_environment_is_scrubbed() {
     let tmp = tempfile::tempdir().unwrap();
     let dump = tmp.path().join("env.txt");
+    // The dump lies outside the worktree: the sandbox must let the agent write there.
     let agent = format!(
-        "[agents.developer]\nadapter = \"command\"\ncommand = [\"sh\", \"-c\", \"env > {}\"]\n",
-        dump.display()
+        "[agents.developer]\nadapter = \"command\"\ncommand = [\"sh\", \"-c\", \"env > {}\"]\n\n\
+         [sandbox]\nwritable = [\"{}\"]\n",
+        dump.display(),
+        tmp.path().display()
     );
     let env = Env::with_config("", "", &agent);
     let config = std::fs::read_to_string(env.config())
@@ -172,10 +175,12 @@ fn agent_environment_is_scrubbed() {
     assert!(text.contains("ALLOWED_VAR=visible"), "{text}");
     let allowed =
         ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TERM", "ALLOWED_VAR", "PWD", "SHLVL", "_", "OLDPWD"];
+    // Set by the sandbox: git objects of the agent's `git add` go to its run directory.
+    let sandbox = ["GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES"];
     for line in text.lines() {
         let name = line.split('=').next().unwrap();
         assert!(
-            allowed.contains(&name) || name.starts_with("BATON_") && !name.contains("TOKEN"),
+            allowed.contains(&name) || sandbox.contains(&name) || name.starts_with("BATON_") && !name.contains("TOKEN"),
             "unexpected variable {name}"
         );
     }

@@ -109,7 +109,7 @@ impl Drop for Kept {
 
 /// The project, the witness scripts and a config whose `test`, `deploy` and `health` commands
 /// write witness lines; agents get `BATON_SCRIPT_APPEND_DIR` (the witness directory, outside the
-/// worktrees and the store) through `[server] agent_env`.
+/// worktrees and the store) through `[server] agent_env`, and may write it from their sandbox.
 fn scene() -> (Env, PathBuf) {
     let script = SCRIPT.replace("@start", AGENT_START).replace("@end", AGENT_END);
     let limits = format!("lease_ttl_secs = {LEASE_TTL_SECS}\nreaper_interval_secs = 1\n");
@@ -120,7 +120,9 @@ fn scene() -> (Env, PathBuf) {
             limits: &limits,
             test: Some("[\"sh\", \"{root}/bin/test.sh\"]"),
             repo: "deploy = [\"sh\", \"{root}/bin/deploy.sh\"]\nhealth = [\"sh\", \"{root}/bin/health.sh\"]",
-            sections: "",
+            // The agents run sandboxed; the witness directory is the one place outside their
+            // worktrees they may write.
+            sections: "[sandbox]\nmode = \"required\"\nwritable = [\"{root}/witness\"]\n",
         },
     );
     let witness = env.root.join("witness");

@@ -315,6 +315,8 @@ pub async fn engine_for(script: &str) -> (Env, std::sync::Arc<baton_engine::Engi
         permission_mode: None,
         allowed_tools: vec![],
         sandbox: None,
+        sandbox_mode: None,
+        sandbox_network: None,
         streaming: true,
         extra_args: vec![],
         max_retries: None,
