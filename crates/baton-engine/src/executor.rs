@@ -421,7 +421,6 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
             *network,
             ctx.repo,
             &request,
-            &spec,
         );
         spec = baton_runner::sandbox::wrap(spec, bwrap, &policy);
     }

@@ -7,7 +7,7 @@
 use crate::settings::{AgentSettings, EngineSettings, RepoSettings, SandboxMode, SandboxNetwork, SandboxSettings};
 use baton_adapters::agent::AgentRequest;
 use baton_runner::sandbox::{self, HOW_TO_ENABLE, SandboxPolicy};
-use baton_runner::{ProcessSpec, git, shim};
+use baton_runner::{git, shim};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,11 +150,12 @@ fn absolute_program(program: &str) -> Option<PathBuf> {
 ///   shim's launch and intent records in it;
 /// - read-only where hidden: the repository's common git directory, the `baton` binary, the
 ///   agent's script or absolute program, and `[sandbox] read_only`; `[sandbox] writable` read-write;
-/// - environment: `HOME` in the run directory (unless the adapter set one there), and git objects
-///   written to the run directory with the repository's as alternates (the common git directory
-///   stays read-only; Baton commits the agent's work itself after the run).
+/// - environment: git objects written to the run directory with the repository's as alternates
+///   (the common git directory stays read-only; Baton commits the agent's work itself after the
+///   run). `HOME` stays as the adapter set it: the CLIs' config homes are in the run directory,
+///   and the user's real home is readable but not writable (toolchains under it keep working).
 ///
-/// Creates the run's `home` and `git-objects` directories.
+/// Creates the run's `git-objects` directory.
 pub fn agent_policy(
     settings: &EngineSettings,
     sandbox: &SandboxSettings,
@@ -162,7 +163,6 @@ pub fn agent_policy(
     network: SandboxNetwork,
     repo: &RepoSettings,
     request: &AgentRequest,
-    spec: &ProcessSpec,
 ) -> SandboxPolicy {
     let (worktree, run_dir) = (request.worktree.as_path(), request.run_dir.as_path());
     let mut read_only: Vec<PathBuf> = vec![settings.baton_exe.clone()];
@@ -186,13 +186,6 @@ pub fn agent_policy(
     }
     read_only.extend(sandbox.read_only.iter().cloned());
     writable.extend(sandbox.writable.iter().cloned());
-    let home_in_run = spec.env.iter().any(|(k, v)| k == "HOME" && Path::new(v).starts_with(run_dir));
-    if !home_in_run {
-        let home = run_dir.join("home");
-        if std::fs::create_dir_all(&home).is_ok() {
-            env.push(("HOME".into(), home.display().to_string()));
-        }
-    }
     SandboxPolicy {
         hidden: vec![settings.data_dir.clone()],
         read_only,

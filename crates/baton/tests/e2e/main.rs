@@ -16,6 +16,7 @@ mod path_safety;
 mod real_cli;
 mod recovery;
 mod restart;
+mod sandbox;
 mod stop;
 mod supervised;
 mod support;
