@@ -3,7 +3,8 @@
 //! when its guard is removed from the real code.
 //!
 //! It installs the pinned agent CLIs from npm into a cache outside the repository (reused when
-//! present), then runs the whole workspace's tests with cargo-nextest (or `cargo test` without it).
+//! present) and bubblewrap (the agent sandbox's tests need `bwrap`; Debian, as root or with sudo),
+//! then runs the whole workspace's tests with cargo-nextest (or `cargo test` without it).
 
 // xtask exists to run other programs.
 #![allow(clippy::disallowed_methods)]
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("install-clis") => install_clis().map(|_| ()),
+        Some("install-bwrap") => install_bwrap(),
         Some("sim") => sim(&args[1..]),
         Some("guards") => {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -32,7 +34,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask test [nextest args…] | cargo xtask install-clis | cargo xtask sim [--seeds N] [--seed S] | cargo xtask guards [NAME]"
+                "usage: cargo xtask test [nextest args…] | cargo xtask install-clis | cargo xtask install-bwrap | cargo xtask sim [--seeds N] [--seed S] | cargo xtask guards [NAME]"
             );
             return ExitCode::from(2);
         }
@@ -98,7 +100,53 @@ fn install_clis() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// Whether `program --version` runs.
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program).args(args).output().is_ok_and(|o| o.status.success())
+}
+
+/// Installs bubblewrap with apt-get when `bwrap` is missing (Debian/Ubuntu, as root or through
+/// sudo); otherwise says how, since the sandbox tests fail without it.
+fn install_bwrap() -> Result<(), String> {
+    if runs("bwrap", &["--version"]) || std::path::Path::new("/usr/bin/bwrap").exists() {
+        eprintln!("xtask: bubblewrap present");
+        return Ok(());
+    }
+    let note = "bubblewrap (`bwrap`) is not installed, so the agent sandbox tests will fail.\n\
+                Install it (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), then re-run.";
+    if !runs("apt-get", &["--version"]) {
+        eprintln!("\n!!!!! {note}\n");
+        return Ok(());
+    }
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !is_root && !runs("sudo", &["-n", "true"]) {
+        eprintln!("\n!!!!! {note}\n!!!!! (not root and no password-less sudo: not installing it myself)\n");
+        return Ok(());
+    }
+    let apt = |args: &[&str]| {
+        let mut command = if is_root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !is_root {
+            command.args(["-n", "apt-get"]);
+        }
+        command
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("running apt-get: {e}"))
+    };
+    eprintln!("xtask: installing bubblewrap with apt-get …");
+    let install = ["install", "-y", "--no-install-recommends", "bubblewrap"];
+    if apt(&install)?.success() {
+        return Ok(());
+    }
+    // The package lists may be missing (fresh containers): refresh them once and retry.
+    let _ = apt(&["update"])?;
+    let status = apt(&install)?;
+    if status.success() { Ok(()) } else { Err(format!("apt-get install bubblewrap failed ({status}); {note}")) }
+}
+
 fn test(extra: &[String]) -> Result<(), String> {
+    install_bwrap()?;
     let dir = install_clis()?;
     let has_nextest = Command::new("cargo").args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success());
     let mut command = Command::new("cargo");

@@ -5,6 +5,8 @@
 //! These tests need a working bubblewrap (`cargo xtask test` installs it); without one they fail
 //! with the reason rather than pass without checking anything.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 use baton_runner::process::{spawn, stop_group};
 use baton_runner::sandbox::{self, SandboxNetwork, SandboxPolicy};
 use baton_runner::{ProcessSpec, RunLimits, group_alive};

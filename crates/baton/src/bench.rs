@@ -1,6 +1,6 @@
 //! `baton bench`: measures Baton's own costs next to the unavoidable work it orchestrates — a pure
 //! decision, a store transition (claim + advance, one commit each), a supervised process spawn
-//! through `baton shim`, and a git call — so the overhead per stage transition can be read in context.
+//! through `baton shim` (bare, and inside the bubblewrap agent sandbox), and a git call — so the overhead per stage transition can be read in context.
 
 // A benchmark measures wall time: it reads the system clock on purpose.
 #![allow(clippy::disallowed_methods)]
@@ -62,7 +62,14 @@ pub async fn run(json: bool) -> anyhow::Result<u8> {
 async fn measure(dir: &Path) -> anyhow::Result<Vec<Figure>> {
     let mut figures = vec![bench_decide()];
     figures.extend(bench_store(dir).await?);
-    figures.push(bench_spawn(dir).await?);
+    figures.push(bench_spawn(dir, None).await?);
+    // The sandbox's cost per agent spawn, where bubblewrap works.
+    let bwrap = baton_runner::sandbox::find_bwrap(std::env::var("PATH").ok().as_deref());
+    match bwrap.map(|b| baton_runner::sandbox::probe(&b, baton_runner::SandboxNetwork::Open).map(|_| b)) {
+        Some(Ok(bwrap)) => figures.push(bench_spawn(dir, Some(&bwrap)).await?),
+        Some(Err(why)) => eprintln!("no sandboxed spawn figure: {why}"),
+        None => eprintln!("no sandboxed spawn figure: bubblewrap (`bwrap`) is not installed"),
+    }
     figures.push(bench_git(dir).await?);
     Ok(figures)
 }
@@ -152,24 +159,44 @@ async fn bench_store(dir: &Path) -> anyhow::Result<Vec<Figure>> {
     ])
 }
 
-/// A supervised process through `baton shim` running `true`, waited to its end.
-async fn bench_spawn(dir: &Path) -> anyhow::Result<Figure> {
+/// Spawns measured per figure.
+const SPAWNS: usize = 200;
+
+/// A supervised process through `baton shim` running `true`, waited to its end; with `sandbox`,
+/// wrapped in bubblewrap as an agent run is (data directory hidden, worktree and run directory
+/// writable).
+async fn bench_spawn(dir: &Path, sandbox: Option<&Path>) -> anyhow::Result<Figure> {
     let exe = crate::cli::baton_exe();
+    let data = dir.join("data");
+    let (worktree, run_dir) = (data.join("worktrees/demo/BENCH-001"), data.join("runs/BENCH-001/run1"));
+    std::fs::create_dir_all(&worktree)?;
+    std::fs::create_dir_all(&run_dir)?;
+    let policy = baton_runner::SandboxPolicy {
+        hidden: vec![data.clone()],
+        read_only: vec![exe.clone()],
+        writable: vec![worktree.clone(), run_dir.clone()],
+        protected: vec![run_dir.join(baton_runner::shim::LAUNCH_FILE)],
+        ..baton_runner::SandboxPolicy::default()
+    };
     let mut samples = Vec::new();
-    for n in 0..30 {
+    for n in 0..SPAWNS {
         let spec = baton_runner::ProcessSpec {
             program: "true".into(),
             args: vec![],
-            cwd: dir.to_path_buf(),
+            cwd: worktree.clone(),
             env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
             stdin: None,
-            stdout: dir.join("spawn.out"),
-            stderr: dir.join("spawn.err"),
+            stdout: run_dir.join("spawn.out"),
+            stderr: run_dir.join("spawn.err"),
+        };
+        let spec = match sandbox {
+            Some(bwrap) => baton_runner::sandbox::wrap(spec, bwrap, &policy),
+            None => spec,
         };
         let spec = baton_runner::shim::wrap(
             spec,
             &exe,
-            &dir.join(format!("exit{n}.json")),
+            &run_dir.join(format!("exit{n}.json")),
             &baton_domain::Redactor::default(),
         );
         let started = Instant::now();
@@ -180,10 +207,14 @@ async fn bench_spawn(dir: &Path) -> anyhow::Result<Figure> {
             stop_grace: Duration::from_secs(1),
         };
         let (_keep, stop) = tokio::sync::watch::channel(false);
-        child.wait(limits, stop).await;
+        let exit = child.wait(limits, stop).await;
+        anyhow::ensure!(exit.success(), "the benchmark's `true` {}", exit.describe());
         samples.push(started.elapsed());
     }
-    Ok(figure("spawn agent via baton shim", samples))
+    Ok(match sandbox {
+        Some(_) => figure("spawn agent via baton shim + bwrap sandbox", samples),
+        None => figure("spawn agent via baton shim", samples),
+    })
 }
 
 /// `git rev-parse HEAD` in a fresh repository.

@@ -269,6 +269,13 @@ fn real_cli_codex_develops_and_its_usage_is_priced_from_the_table() {
     assert_eq!(recorded_usage(run), expected, "Baton's tokens vs codex's turn.completed");
     assert!(expected.cache_read_tokens > 0 && expected.input_tokens > 0, "{expected:?}");
     assert_eq!(run["model"], "gpt-5.5");
+    // Baton's sandbox confined the run (bwrap inside the shim), with codex's own sandbox off: its
+    // bubblewrap cannot start inside Baton's.
+    let intent_file = Path::new(run["log_path"].as_str().unwrap()).join("intent.json");
+    let intent: Value = serde_json::from_str(&std::fs::read_to_string(intent_file).unwrap()).unwrap();
+    let argv: Vec<&str> = intent["argv"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(argv[0].ends_with("bwrap"), "{argv:?}");
+    assert!(argv.windows(2).any(|w| w == ["-s", "danger-full-access"]), "{argv:?}");
     let priced = PriceTable::embedded().cost_usd("gpt-5.5", &expected).expect("gpt-5.5 is priced");
     assert_cost(run, priced.usd);
     let requests = mock.state().requests();
