@@ -449,4 +449,35 @@ fn server_limits_and_allowed_hosts() {
     assert!(find(&found, "server.max_connections").fix.contains("between 1 and"));
     find(&found, "server.header_timeout_secs");
     assert!(find(&found, "server.allowed_hosts[0]").message.contains("http://baton.lan/"));
+
+// `[sandbox]` defaults to auto with an open network; values and per-agent overrides load; bad
+// values and paths that would open the data directory to agents are reported with key and fix.
+#[test]
+fn sandbox_section_loads_and_reports_bad_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[server]\ndata_dir = \"data\"\n\n";
+    let config = loaded(load_str(base, &env(&[]), dir.path(), PathBuf::from("baton")));
+    assert_eq!(config.sandbox, baton_engine::SandboxSettings::default());
+    assert_eq!(config.sandbox.mode, baton_engine::SandboxMode::Auto);
+    assert_eq!(config.sandbox.network, baton_engine::SandboxNetwork::Open);
+    let text = format!(
+        "{base}[sandbox]\nmode = \"required\"\nnetwork = \"none\"\nwritable = [\"cache\"]\n\n\
+         [agents.default]\nadapter = \"command\"\ncommand = [\"agent\"]\nsandbox_mode = \"off\"\nsandbox_network = \"open\"\n"
+    );
+    let config = loaded(load_str(&text, &env(&[]), dir.path(), PathBuf::from("baton")));
+    assert_eq!(config.sandbox.mode, baton_engine::SandboxMode::Required);
+    assert_eq!(config.sandbox.network, baton_engine::SandboxNetwork::None);
+    assert_eq!(config.sandbox.writable, vec![dir.path().join("cache")]);
+    let agent = &config.engine.agents["default"];
+    assert_eq!(agent.sandbox_mode, Some(baton_engine::SandboxMode::Off));
+    assert_eq!(agent.sandbox_network, Some(baton_engine::SandboxNetwork::Open));
+    let bad = format!(
+        "{base}[sandbox]\nmode = \"strict\"\nnetwork = \"closed\"\nread_only = [\"data/runs\"]\n\n\
+         [agents.default]\nadapter = \"command\"\ncommand = [\"agent\"]\nsandbox_mode = \"yes\"\n"
+    );
+    let issues = issues(load_str(&bad, &env(&[]), dir.path(), PathBuf::from("baton")));
+    assert!(find(&issues, "sandbox.mode").fix.contains("required"), "{issues:#?}");
+    assert!(find(&issues, "sandbox.network").fix.contains("none"), "{issues:#?}");
+    assert!(find(&issues, "sandbox.read_only[0]").message.contains("data directory"), "{issues:#?}");
+    assert!(find(&issues, "agents.default.sandbox_mode").fix.contains("auto"), "{issues:#?}");
 }
