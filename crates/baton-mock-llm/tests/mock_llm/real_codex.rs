@@ -66,8 +66,11 @@ enabled = false
         "exec",
         "--json",
         "--skip-git-repo-check",
+        // codex's own sandbox re-runs itself under bubblewrap, which cannot work in a temp dir
+        // where bubblewrap is installed; Baton runs codex with it off inside its own sandbox, and
+        // this test is about the model server, not codex's sandbox.
         "-s",
-        "workspace-write",
+        "danger-full-access",
         prompt,
     ]);
     command

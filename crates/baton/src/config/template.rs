@@ -112,6 +112,10 @@ const LIMIT_DOCS: &[(&str, &str)] = &[
     ("job_backstop_secs", "a job running longer is stopped and failed"),
     ("reconciler_interval_secs", "how often finished but unapplied jobs are looked for"),
     ("reconcile_grace_secs", "idle time before the reconciler acts on a task"),
+    ("title_chars_max", "longest task title, in characters"),
+    ("body_bytes_max", "largest task body, in bytes (files are read only this far)"),
+    ("answer_bytes_max", "largest human answer, in bytes"),
+    ("external_ref_bytes_max", "longest tracker reference, in bytes"),
 ];
 
 /// The pipeline as commented `[[pipeline.stages]]` blocks in the short forms the loader accepts.

@@ -449,6 +449,7 @@ fn server_limits_and_allowed_hosts() {
     assert!(find(&found, "server.max_connections").fix.contains("between 1 and"));
     find(&found, "server.header_timeout_secs");
     assert!(find(&found, "server.allowed_hosts[0]").message.contains("http://baton.lan/"));
+}
 
 // `[sandbox]` defaults to auto with an open network; values and per-agent overrides load; bad
 // values and paths that would open the data directory to agents are reported with key and fix.

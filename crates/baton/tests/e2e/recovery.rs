@@ -58,7 +58,10 @@ fn stopped_ticket_can_start_again() {
     assert!(first.status.success());
     let first_id = String::from_utf8_lossy(&first.stdout).trim().to_string();
     let twice = add(&env);
-    assert_eq!(twice.status.code(), Some(2), "a second active task for one ticket must be refused");
+    // A second active task for one ticket is refused: the live task is named (stdout and the
+    // message) and nothing changes (exit 4).
+    assert_eq!(twice.status.code(), Some(4), "a second active task for one ticket must be refused");
+    assert_eq!(String::from_utf8_lossy(&twice.stdout).trim(), first_id);
     assert!(String::from_utf8_lossy(&twice.stderr).contains(&first_id));
     assert!(env.run(&["task", "stop", &first_id]).status.success());
     let again = add(&env);
