@@ -793,14 +793,15 @@ fn invalid_input(what: &str, problem: text::TextProblem, limit_key: &str) -> Eng
     }
 }
 
-/// The values of every variable that carries a secret: those passed through to agents (globally
-/// or per agent, API keys included) and, in Baton's own environment, any whose name says it holds
-/// a key, token, secret or password.
+/// The values of every variable that carries a secret: each agent's API-key variable, and every
+/// variable passed through to agents or present in Baton's own environment whose name says it
+/// holds a key, token, secret or password. (Other passed-through values — `NODE_ENV=production` —
+/// are not masked: masking them would garble every log; `server.secret_env` names more.)
 fn known_secrets(settings: &EngineSettings) -> Vec<String> {
-    let mut names: Vec<String> = settings.env_passthrough.clone();
+    let mut names: Vec<String> = settings.env_passthrough.iter().filter(|n| secret_name(n)).cloned().collect();
     for agent in settings.agents.values() {
         names.extend(agent.api_key_env.iter().cloned());
-        names.extend(agent.env.iter().cloned());
+        names.extend(agent.env.iter().filter(|n| secret_name(n)).cloned());
     }
     let mut values: Vec<String> = names.iter().filter_map(|name| std::env::var(name).ok()).collect();
     values.extend(std::env::vars().filter(|(name, _)| secret_name(name)).map(|(_, value)| value));

@@ -191,6 +191,7 @@ pub fn agent_policy(
         read_only,
         writable,
         protected: vec![run_dir.join(shim::LAUNCH_FILE), run_dir.join(shim::INTENT_FILE)],
+        masked_files: sandbox.masked_files.clone(),
         network,
         env,
     }

@@ -202,6 +202,10 @@ pub struct SandboxSettings {
     pub writable: Vec<PathBuf>,
     /// More paths agents may read where the sandbox hides them (under /tmp), absolute.
     pub read_only: Vec<PathBuf>,
+    /// Files agents see as empty: the configuration file Baton was started with (it may hold a
+    /// token or a secret). Set by the loader, not by the file.
+    #[serde(skip)]
+    pub masked_files: Vec<PathBuf>,
 }
 
 /// Spending caps (SPEC §9). Caps are in USD; `None` means no cap. Runtime overrides set with

@@ -64,6 +64,10 @@ pub struct SandboxPolicy {
     /// Files inside writable paths bound read-only over themselves when they exist at start (the
     /// shim's launch and intent records).
     pub protected: Vec<PathBuf>,
+    /// Files that cannot be read inside (the host's `/dev/null` bound over them, which the
+    /// sandbox's `nodev` mounts refuse to open): Baton's configuration file, which may hold a
+    /// token. Missing ones are skipped.
+    pub masked_files: Vec<PathBuf>,
     pub network: SandboxNetwork,
     /// Variables set (or replaced) in the sandboxed process's environment.
     pub env: Vec<(String, String)>,
@@ -134,6 +138,9 @@ pub fn bwrap_args(spec: &ProcessSpec, policy: &SandboxPolicy) -> Vec<String> {
     for file in &policy.protected {
         let path = file.to_string_lossy().to_string();
         args.extend(["--ro-bind-try".to_string(), path.clone(), path]);
+    }
+    for file in policy.masked_files.iter().filter(|f| f.is_file()) {
+        args.extend(["--ro-bind".to_string(), "/dev/null".to_string(), file.to_string_lossy().to_string()]);
     }
     args.extend(["--chdir".to_string(), spec.cwd.to_string_lossy().to_string(), "--".to_string()]);
     args
@@ -220,6 +227,7 @@ mod tests {
             read_only: vec![PathBuf::from("/repo/.git")],
             writable: vec![PathBuf::from("/data/worktrees/demo/DEMO-001"), PathBuf::from("/repo/.git/worktrees/x")],
             protected: vec![PathBuf::from("/data/runs/x/launch.json")],
+            masked_files: vec![],
             network: SandboxNetwork::None,
             env: vec![("HOME".into(), "/data/runs/x/home".into())],
         };

@@ -42,6 +42,7 @@ fn layout() -> Layout {
     let readonly = root.join("shared");
     std::fs::create_dir_all(&readonly).unwrap();
     std::fs::write(readonly.join("input.txt"), "readable\n").unwrap();
+    std::fs::write(readonly.join("baton.toml"), "[server]\napi_token = \"config-token-in-file\"\n").unwrap();
     Layout { _tmp: tmp, data, worktree, readonly }
 }
 
@@ -51,6 +52,7 @@ fn policy(layout: &Layout) -> SandboxPolicy {
         read_only: vec![layout.readonly.clone()],
         writable: vec![layout.worktree.clone()],
         protected: vec![],
+        masked_files: vec![layout.readonly.join("baton.toml")],
         network: SandboxNetwork::Open,
         env: vec![],
     }
@@ -92,6 +94,7 @@ async fn the_worktree_is_writable_and_everything_else_is_read_only_or_hidden() {
          (echo x > {ro}/new.txt) 2>/dev/null && echo ro-write=ok || echo ro-write=denied
          (echo x > /etc/baton-sandbox-test) 2>/dev/null && echo etc-write=ok || echo etc-write=denied
          cat {data}/api-token 2>/dev/null && echo token=read || echo token=denied
+         echo config-bytes=$(cat {ro}/baton.toml 2>/dev/null | wc -c)
          ls {data}/worktrees/demo/B 2>/dev/null && echo other-worktree=listed || echo other-worktree=denied
          echo data-entries=$(ls -A {data} | tr '\\n' ' ')
          if grep -l CARGO_PKG_NAME /proc/[0-9]*/environ 2>/dev/null | grep -q .; then echo host-environ=read; else echo host-environ=denied; fi
@@ -117,6 +120,9 @@ async fn the_worktree_is_writable_and_everything_else_is_read_only_or_hidden() {
         assert!(out.lines().any(|l| l.trim() == expected), "`{expected}` missing:\n{out}\n{err}");
     }
     assert!(!out.contains("secret-token"), "{out}");
+    // Nothing of the configuration file can be read inside; it is untouched outside.
+    assert!(out.lines().any(|l| l.trim() == "config-bytes=0"), "{out}");
+    assert!(std::fs::read_to_string(layout.readonly.join("baton.toml")).unwrap().contains("config-token"));
     // The data directory shows only the mount points leading to the worktree.
     assert!(out.lines().any(|l| l.trim() == "data-entries=worktrees"), "{out}");
     let procs: usize = out.lines().find_map(|l| l.strip_prefix("procs=")).unwrap().trim().parse().unwrap();

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub api_token: Option<String>,
     /// Reads (`GET /api/...`) need a token with the `read` scope too.
     pub read_requires_token: bool,
+    /// More environment variables whose values are secrets to mask (besides API-key variables and
+    /// names with KEY, TOKEN, SECRET, PASSWORD).
+    pub secret_env: Vec<String>,
     /// Connections served at once; more wait in the listen backlog (`server.max_connections`).
     pub max_connections: usize,
     /// Time a client has to send a whole request head (`server.header_timeout_secs`).
@@ -59,6 +62,7 @@ impl fmt::Debug for ServerConfig {
             .field("data_dir", &self.data_dir)
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("read_requires_token", &self.read_requires_token)
+            .field("secret_env", &self.secret_env)
             .field("max_connections", &self.max_connections)
             .field("header_timeout_secs", &self.header_timeout_secs)
             .field("idle_timeout_secs", &self.idle_timeout_secs)

@@ -69,7 +69,10 @@ impl Loader<'_> {
             baton_exe,
             env_passthrough,
         };
-        Some(Config { server, engine, sandbox: sandbox?, source })
+        let mut sandbox = sandbox?;
+        // Agents never read the configuration: it may hold `server.api_token` or other secrets.
+        sandbox.masked_files.extend(source.iter().cloned());
+        Some(Config { server, engine, sandbox, source })
     }
 
     /// Takes a section that must be a table; reports it otherwise.
@@ -97,6 +100,8 @@ impl Loader<'_> {
             #[serde(default)]
             read_requires_token: bool,
             #[serde(default)]
+            secret_env: Vec<String>,
+            #[serde(default)]
             agent_env: Vec<String>,
             #[serde(default)]
             max_connections: Option<usize>,
@@ -109,6 +114,7 @@ impl Loader<'_> {
         }
         let mut table = self.section_table("server", raw, "write it as a [server] section")?;
         split_string_list(&mut table, "agent_env", |c| c.is_whitespace() || c == ',');
+        split_string_list(&mut table, "secret_env", |c| c.is_whitespace() || c == ',');
         split_string_list(&mut table, "allowed_hosts", |c| c.is_whitespace() || c == ',');
         let parsed = self.deserialize::<ServerSection>("server", table);
         let bad = |key: &str| parsed.bad.iter().any(|b| b == key);
@@ -163,6 +169,7 @@ impl Loader<'_> {
             data_dir: data_dir?,
             api_token,
             read_requires_token: section.read_requires_token,
+            secret_env: section.secret_env.clone(),
             max_connections: limits.0,
             header_timeout_secs: limits.1,
             idle_timeout_secs: limits.2,

@@ -1,5 +1,5 @@
 //! The agent sandbox against a hostile agent: a `command` agent runs `attack.sh` from its worktree,
-//! which tries to (a) read the API token in the data directory, (b) read the database, (c) list
+//! which tries to (a) read the API token from Baton's configuration file, (b) read the database, (c) list
 //! other tasks' worktrees and run logs, (d) read the environment of Baton's processes, and (e)
 //! approve another task over HTTP with whatever token it found. Real binary, real git, real
 //! SQLite, a real `baton serve`. Sandboxed, every attempt fails and the other task stays
@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 /// Each attempt prints `attempt <what>: …` then `result <what>: READ|DENIED …` (or the HTTP code).
 const ATTACK: &str = r#"#!/bin/sh
 D="$ATTACK_DATA_DIR"
-echo "attempt token: cat $D/api-token"
-if TOKEN=$(cat "$D/api-token" 2>&1); then echo "result token: READ"; else echo "result token: DENIED ($TOKEN)"; TOKEN=none; fi
+echo "attempt token: read api_token from $ATTACK_CONFIG"
+TOKEN=$(sed -n 's/^api_token = "\(.*\)"$/\1/p' "$ATTACK_CONFIG" 2>/dev/null)
+if [ -n "$TOKEN" ]; then echo "result token: READ"; else echo "result token: DENIED ($(head -c 40 "$ATTACK_CONFIG" 2>&1))"; TOKEN=none; fi
 echo "attempt db: read $D/baton.db"
 if head -c 15 "$D/baton.db" 2>/dev/null | grep -q "SQLite format"; then echo "result db: READ"; else echo "result db: DENIED ($(head -c 15 "$D/baton.db" 2>&1))"; fi
 echo "attempt list: ls $D/worktrees/demo $D/runs"
@@ -82,12 +83,16 @@ fn attack(mode: &str) -> Outcome {
         "[agents.developer]\nadapter = \"command\"\ncommand = [\"sh\", \"attack.sh\"]\n\n[sandbox]\nmode = \"{mode}\"\n"
     );
     let mut env = Env::with_config("", "", &developer);
-    // No token in the config: Baton generates `<data_dir>/api-token`, the file the agent goes for.
+    // The token written into the configuration file (a common mistake; `${VAR}` is the advice):
+    // the file the agent goes for.
     let config = std::fs::read_to_string(env.config())
         .unwrap()
-        .replace("api_token = \"test-token\"\n", "")
+        .replace("api_token = \"test-token\"\n", "api_token = \"attack-target-token-0001\"\n")
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
-        .replace("[server]\n", "[server]\nagent_env = [\"ATTACK_DATA_DIR\", \"ATTACK_URL\", \"ATTACK_OTHER\"]\n");
+        .replace(
+            "[server]\n",
+            "[server]\nagent_env = [\"ATTACK_DATA_DIR\", \"ATTACK_URL\", \"ATTACK_OTHER\", \"ATTACK_CONFIG\"]\n",
+        );
     std::fs::write(env.config(), config).unwrap();
     let project = env.project();
     std::fs::write(project.join("attack.sh"), ATTACK).unwrap();
@@ -99,6 +104,7 @@ fn attack(mode: &str) -> Outcome {
         ("ATTACK_DATA_DIR".into(), data.display().to_string()),
         ("ATTACK_URL".into(), format!("http://127.0.0.1:{port}")),
         ("ATTACK_OTHER".into(), other.clone()),
+        ("ATTACK_CONFIG".into(), env.config().display().to_string()),
         // In Baton's environment only (not passed to agents): found only by reading /proc/*/environ.
         ("ATTACK_MARKER".into(), "baton-process-environment".into()),
     ];
@@ -129,7 +135,7 @@ fn attack(mode: &str) -> Outcome {
 }
 
 // Sandboxed (mode "required", so a missing bubblewrap fails here rather than passing unconfined):
-// the token, the database, the other task's worktree and run logs and Baton's environment are all
+// the token in the configuration file, the database, the other task's worktree and run logs and Baton's environment are all
 // out of reach, the approval is refused as unauthenticated, and the other task still waits.
 #[test]
 fn sandboxed_agent_cannot_read_the_token_the_database_other_worktrees_or_approve_another_task() {
@@ -143,13 +149,14 @@ fn sandboxed_agent_cannot_read_the_token_the_database_other_worktrees_or_approve
         );
     }
     assert_eq!(result(log, "approve"), "HTTP 401", "the approval must fail authentication:\n{log}");
-    assert!(log.contains("attempt token: cat ") && log.contains("attempt approve: POST "), "{log}");
+    assert!(log.contains("attempt token: read api_token") && log.contains("attempt approve: POST "), "{log}");
     assert_eq!(hold(&outcome.other), Some("awaiting_approval"), "the other task was approved: {:#?}", outcome.other);
     assert_eq!(outcome.other["state"]["stage"], "analysis");
     assert!(outcome.serve_log.contains("agents run sandboxed"), "{}", outcome.serve_log);
 }
 
-// The risk of `mode = "off"`, shown: the agent reads the API token and the database, lists the
+// The risk of `mode = "off"`, shown: the agent reads the API token from the configuration file and
+// the database (which holds only token digests, but could be written), lists the
 // other task's worktree and run logs, reads Baton's environment, and approves the other task with
 // the stolen token. Baton's log warns that this is possible.
 #[test]

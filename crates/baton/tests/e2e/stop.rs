@@ -141,8 +141,10 @@ fn stop_during_a_running_deploy_is_deferred_and_arrives_too_late_for_shipped_cod
 }
 
 /// An analyst that exits 0 when it gets SIGTERM, as gemini does.
+/// Unsandboxed, so the exit code recorded is the agent's own (inside bubblewrap it is bwrap's).
 const EXITS_ZERO_ON_TERM: &str = "[agents.analyst]\nadapter = \"command\"\n\
-    command = [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 120 & wait\"]\nmodel = \"claude-sonnet-4-5\"\n";
+    command = [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 120 & wait\"]\nmodel = \"claude-sonnet-4-5\"\n\
+    sandbox_mode = \"off\"\n";
 
 // Regression (issue 8): an agent stopped by `baton task stop` that exits 0 on SIGTERM was
 // recorded `succeeded`. A run Baton stopped is `stopped`, whatever its exit code.
