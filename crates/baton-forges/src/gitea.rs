@@ -1,0 +1,188 @@
+//! Gitea and Forgejo REST (`https://<host>/api/v1`); Forgejo keeps Gitea's API.
+
+use crate::error::ApiError;
+use crate::forge::{CiState, ForgeApi, Issue, MergeStyle, NewPullRequest, PullRequest, fold_ci, parse_issue, parse_pr};
+use crate::http::{Auth, ClientConfig, HttpClient, Secret, branch_path, seg};
+use async_trait::async_trait;
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+const MAX_PAGES: usize = 50;
+const PAGE: &str = "50";
+
+/// One Gitea/Forgejo repository.
+#[derive(Debug, Clone)]
+pub struct Gitea {
+    http: HttpClient,
+    owner: String,
+    repo: String,
+}
+
+impl Gitea {
+    /// `config.base_url` ends in `/api/v1`; `config.auth` should be `Auth::GiteaToken`.
+    pub fn new(config: ClientConfig, owner: &str, repo: &str) -> Result<Self, ApiError> {
+        Ok(Gitea { http: HttpClient::new(config, HeaderMap::new())?, owner: owner.to_string(), repo: repo.to_string() })
+    }
+
+    pub fn with_token(base_url: &str, token: Secret, owner: &str, repo: &str) -> Result<Self, ApiError> {
+        Gitea::new(ClientConfig::new(base_url, Auth::GiteaToken(token)), owner, repo)
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!("/repos/{}/{}{rest}", seg(&self.owner), seg(&self.repo))
+    }
+
+    /// Label ids by name: label calls take ids on every Gitea/Forgejo version.
+    async fn label_id(&self, call: &str, name: &str) -> Result<Option<u64>, ApiError> {
+        let labels = self
+            .http
+            .get_all_linked(call, &self.path("/labels"), &[("limit", PAGE.to_string())], None, MAX_PAGES)
+            .await?;
+        Ok(labels.iter().find(|l| crate::forge::s(l, "name") == name).and_then(|l| l.get("id")).and_then(Value::as_u64))
+    }
+}
+
+#[async_trait]
+impl ForgeApi for Gitea {
+    fn kind(&self) -> &'static str {
+        "gitea"
+    }
+
+    async fn find_open_pr(&self, branch: &str) -> Result<Option<PullRequest>, ApiError> {
+        let call = "gitea.find_open_pr";
+        let q = [("state", "open".to_string()), ("limit", PAGE.to_string())];
+        let prs = self.http.get_all_linked(call, &self.path("/pulls"), &q, None, MAX_PAGES).await?;
+        for pr in &prs {
+            let pr = parse_pr(call, pr)?;
+            if pr.head_ref == branch && pr.state == "open" {
+                return Ok(Some(pr));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn create_pr(&self, pr: &NewPullRequest) -> Result<PullRequest, ApiError> {
+        let call = "gitea.create_pr";
+        let body = json!({"head": pr.head, "base": pr.base, "title": pr.title, "body": pr.body});
+        let reply = self.http.send(call, Method::POST, &self.path("/pulls"), &[], Some(&body)).await?;
+        parse_pr(call, &reply.json(call)?)
+    }
+
+    async fn get_pr(&self, number: u64) -> Result<PullRequest, ApiError> {
+        let call = "gitea.get_pr";
+        parse_pr(call, &self.http.get_json(call, &self.path(&format!("/pulls/{number}")), &[]).await?)
+    }
+
+    async fn update_pr(&self, number: u64, title: Option<&str>, body: Option<&str>) -> Result<PullRequest, ApiError> {
+        let call = "gitea.update_pr";
+        let mut patch = serde_json::Map::new();
+        if let Some(t) = title {
+            patch.insert("title".into(), json!(t));
+        }
+        if let Some(b) = body {
+            patch.insert("body".into(), json!(b));
+        }
+        let reply = self
+            .http
+            .send(call, Method::PATCH, &self.path(&format!("/pulls/{number}")), &[], Some(&Value::Object(patch)))
+            .await?;
+        parse_pr(call, &reply.json(call)?)
+    }
+
+    async fn merge_pr(&self, number: u64, expected_head: &str, style: MergeStyle) -> Result<(), ApiError> {
+        let call = "gitea.merge_pr";
+        let style = match style {
+            MergeStyle::Merge => "merge",
+            MergeStyle::Squash => "squash",
+            MergeStyle::Rebase => "rebase",
+            MergeStyle::FastForwardOnly => "fast-forward-only",
+        };
+        // `Do` is the key every version reads; `head_commit_id` fences the merge to the re-tested head.
+        let body = json!({
+            "Do": style,
+            "head_commit_id": expected_head,
+            "delete_branch_after_merge": false,
+            "force_merge": false,
+            "merge_when_checks_succeed": false,
+        });
+        self.http.send(call, Method::POST, &self.path(&format!("/pulls/{number}/merge")), &[], Some(&body)).await?;
+        Ok(())
+    }
+
+    async fn delete_branch(&self, branch: &str) -> Result<(), ApiError> {
+        let call = "gitea.delete_branch";
+        let path = self.path(&format!("/branches/{}", branch_path(branch)));
+        match self.http.send(call, Method::DELETE, &path, &[], None).await {
+            Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn ci_state(&self, sha: &str) -> Result<CiState, ApiError> {
+        let call = "gitea.ci_state";
+        let combined = self.http.get_json(call, &self.path(&format!("/commits/{}/status", seg(sha))), &[]).await?;
+        // No statuses: Gitea answers `state: ""`, `total_count: 0` (GitHub says "pending").
+        let statuses = combined.get("statuses").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(fold_ci(&statuses, &[]))
+    }
+
+    async fn list_issues_with_label(&self, label: &str) -> Result<Vec<Issue>, ApiError> {
+        let call = "gitea.list_issues";
+        let q = [
+            ("labels", label.to_string()),
+            ("state", "open".to_string()),
+            ("type", "issues".to_string()),
+            ("limit", PAGE.to_string()),
+        ];
+        let items = self.http.get_all_linked(call, &self.path("/issues"), &q, None, MAX_PAGES).await?;
+        items
+            .iter()
+            .filter(|i| i.get("pull_request").is_none_or(Value::is_null))
+            .map(|i| parse_issue(call, i))
+            .collect()
+    }
+
+    async fn get_issue(&self, number: u64) -> Result<Issue, ApiError> {
+        let call = "gitea.get_issue";
+        parse_issue(call, &self.http.get_json(call, &self.path(&format!("/issues/{number}")), &[]).await?)
+    }
+
+    async fn add_label(&self, number: u64, label: &str) -> Result<(), ApiError> {
+        let call = "gitea.add_label";
+        let id = self
+            .label_id(call, label)
+            .await?
+            .ok_or_else(|| ApiError::invalid(call, format!("no label `{label}` in the repository")))?;
+        let body = json!({"labels": [id]});
+        self.http.send(call, Method::POST, &self.path(&format!("/issues/{number}/labels")), &[], Some(&body)).await?;
+        Ok(())
+    }
+
+    async fn remove_label(&self, number: u64, label: &str) -> Result<(), ApiError> {
+        let call = "gitea.remove_label";
+        let Some(id) = self.label_id(call, label).await? else { return Ok(()) };
+        match self
+            .http
+            .send(call, Method::DELETE, &self.path(&format!("/issues/{number}/labels/{id}")), &[], None)
+            .await
+        {
+            Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn comment(&self, number: u64, body: &str) -> Result<(), ApiError> {
+        let call = "gitea.comment";
+        let body = json!({"body": body});
+        self.http.send(call, Method::POST, &self.path(&format!("/issues/{number}/comments")), &[], Some(&body)).await?;
+        Ok(())
+    }
+
+    async fn close_issue(&self, number: u64) -> Result<(), ApiError> {
+        let call = "gitea.close_issue";
+        let body = json!({"state": "closed"});
+        self.http.send(call, Method::PATCH, &self.path(&format!("/issues/{number}")), &[], Some(&body)).await?;
+        Ok(())
+    }
+}
