@@ -1,4 +1,6 @@
 //! Every client call against its request-checking fake: GitHub, Gitea, Plane.
+// Helpers outside #[test] fns share the tests' rule: a failed call or poisoned lock panics the test.
+#![allow(clippy::unwrap_used)]
 
 mod fakes;
 

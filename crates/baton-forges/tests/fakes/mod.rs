@@ -1,6 +1,7 @@
 //! In-process fakes of the GitHub, Gitea and Plane REST APIs (axum on 127.0.0.1:0) that check
 //! every request against the documented shape, keep state, paginate, and inject faults.
-#![allow(dead_code)]
+// Test scaffolding: a poisoned lock or a bad fixture should panic the test.
+#![allow(dead_code, clippy::unwrap_used, clippy::result_large_err)]
 
 pub mod forge;
 pub mod plane;
@@ -195,9 +196,9 @@ pub fn req(method: Method, uri: &axum::http::Uri, headers: HeaderMap, body: Byte
         .query()
         .map(|q| {
             q.split('&')
-                .filter_map(|kv| {
+                .map(|kv| {
                     let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    Some((dec(k), dec(v)))
+                    (dec(k), dec(v))
                 })
                 .collect()
         })
