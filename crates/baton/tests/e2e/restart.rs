@@ -39,8 +39,14 @@ fn kill9_mid_run_then_restart_every_task_reaches_done() {
             let status = env.json(&["status"]);
             // Only an agent of this server: rows of the previous, killed server may still be in recovery.
             let owner = format!("pid:{}", server.child.id());
+            // And one started less than 2 s ago, so its 5 s step is sure to outlive the kill (an agent
+            // re-adopted from the previous round may be about to end).
+            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+            let fresh = |j: &serde_json::Value| j["started_at_ms"].as_i64().is_some_and(|t| now_ms - t < 2_000);
             let slow = |j: &&serde_json::Value| {
-                j["owner"] == owner.as_str() && (j["stage"] == "architecture" || j["stage"] == "development")
+                j["owner"] == owner.as_str()
+                    && (j["stage"] == "architecture" || j["stage"] == "development")
+                    && fresh(j)
             };
             if let Some(pid) =
                 status["running_jobs"].as_array().unwrap().iter().filter(slow).find_map(|j| j["pid"].as_u64())
