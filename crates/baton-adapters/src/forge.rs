@@ -1,8 +1,9 @@
-//! Forges hold the default branch and merge into it. The built-in default is a local repository.
+//! Forges hold the default branch and merge into it. The built-in default is a local repository,
+//! or a plain git remote (a `url` repository) reached from Baton's clone of it.
 
 use crate::AdapterError;
 use async_trait::async_trait;
-use baton_runner::Git;
+use baton_runner::{Git, Remote};
 use std::path::PathBuf;
 
 /// What a forge needs to know about a repository.
@@ -11,6 +12,9 @@ pub struct ForgeRepo {
     pub name: String,
     pub path: PathBuf,
     pub default_branch: String,
+    /// A `url` repository's remote (`path` is Baton's clone of it): merges and branch deletions
+    /// happen there.
+    pub remote: Option<Remote>,
 }
 
 /// Result of a fast-forward request.
@@ -58,6 +62,9 @@ impl Forge for LocalForge {
         expected_base: &str,
         head: &str,
     ) -> Result<MergeOutcome, AdapterError> {
+        if let Some(remote) = &repo.remote {
+            return fast_forward_remote(remote, repo, expected_base, head).await;
+        }
         let git = Git::new(&repo.path);
         let branch_ref = format!("refs/heads/{}", repo.default_branch);
         let current = git.run(&["rev-parse", "--verify", &branch_ref]).await?;
@@ -87,6 +94,36 @@ impl Forge for LocalForge {
         if git.rev(&format!("refs/heads/{branch}")).await.is_some() {
             git.run(&["branch", "-D", branch]).await?;
         }
+        if let Some(remote) = &repo.remote {
+            remote.delete_branch(&repo.path, branch, &repo.default_branch).await?;
+        }
         Ok(())
     }
+}
+
+/// The merge of a `url` repository: the remote's default branch is pushed to `head` as a
+/// fast-forward only (never forced). A remote default branch other than `expected_base`, or a push
+/// refused as not a fast-forward, is `Moved` (back to the merge gate).
+async fn fast_forward_remote(
+    remote: &Remote,
+    repo: &ForgeRepo,
+    expected_base: &str,
+    head: &str,
+) -> Result<MergeOutcome, AdapterError> {
+    let branch = &repo.default_branch;
+    let current = remote.remote_head(&repo.path, branch).await?;
+    let missing = || AdapterError::Rejected(format!("the remote has no branch `{branch}`"));
+    let current = current.ok_or_else(missing)?;
+    if current == head {
+        return Ok(MergeOutcome::AlreadyMerged);
+    }
+    if current != expected_base {
+        return Ok(MergeOutcome::Moved { current });
+    }
+    if remote.push_fast_forward(&repo.path, branch, head).await? {
+        return Ok(MergeOutcome::Merged);
+    }
+    // Refused: someone pushed in between (or the push landed and its answer was lost).
+    let current = remote.remote_head(&repo.path, branch).await?.ok_or_else(missing)?;
+    if current == head { Ok(MergeOutcome::AlreadyMerged) } else { Ok(MergeOutcome::Moved { current }) }
 }

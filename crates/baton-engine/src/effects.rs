@@ -39,8 +39,15 @@ pub enum OutboxEffect {
         repo: String,
         work_item: String,
     },
-    /// Delete the task branch (a missing one is already deleted).
+    /// Delete the task branch (a missing one is already deleted); for a `url` repository also on
+    /// the remote, when its `delete_remote_branch` says so on STOP.
     DeleteBranch {
+        repo: String,
+        branch: String,
+    },
+    /// A task merged: delete its branch on the remote of a `url` repository, when its
+    /// `delete_remote_branch` says so (nothing for a local repository).
+    DeleteMergedBranch {
         repo: String,
         branch: String,
     },
@@ -65,6 +72,7 @@ impl OutboxEffect {
             OutboxEffect::StopAgent { .. } => "stop_agent",
             OutboxEffect::RemoveWorktree { .. } => "remove_worktree",
             OutboxEffect::DeleteBranch { .. } => "delete_branch",
+            OutboxEffect::DeleteMergedBranch { .. } => "delete_merged_branch",
             OutboxEffect::Notify { .. } => "notify",
             OutboxEffect::TrackerUpdate { .. } => "tracker_update",
         }
@@ -105,6 +113,9 @@ pub fn outbox_rows(
     }
     if effects.contains(&Effect::DeleteBranch) {
         rows.push(OutboxEffect::DeleteBranch { repo: task.repo.clone(), branch: task.branch.clone() });
+    }
+    if next.stage == baton_domain::pipeline::DONE {
+        rows.push(OutboxEffect::DeleteMergedBranch { repo: task.repo.clone(), branch: task.branch.clone() });
     }
     for effect in effects {
         if let Effect::Notify { kind, text } = effect {
@@ -252,11 +263,21 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
             let Some(repo) = settings.repo(&repo) else {
                 return Ok(());
             };
+            let mut forge_repo = crate::engine::forge_repo(repo);
+            if !repo.deletes_remote_branch(true) {
+                forge_repo.remote = None;
+            }
+            engine.forge().delete_branch(&forge_repo, &branch).await.map_err(|e| format!("delete branch: {e}"))
+        }
+        OutboxEffect::DeleteMergedBranch { repo, branch } => {
+            let Some(repo) = settings.repo(&repo).filter(|r| r.pushes() && r.deletes_remote_branch(false)) else {
+                return Ok(());
+            };
             engine
                 .forge()
                 .delete_branch(&crate::engine::forge_repo(repo), &branch)
                 .await
-                .map_err(|e| format!("delete branch: {e}"))
+                .map_err(|e| format!("delete merged branch: {e}"))
         }
         OutboxEffect::Notify { work_item, title, kind, text } => engine
             .notifier()

@@ -803,6 +803,8 @@ fn known_secrets(settings: &EngineSettings) -> Vec<String> {
         names.extend(agent.api_key_env.iter().cloned());
         names.extend(agent.env.iter().filter(|n| secret_name(n)).cloned());
     }
+    // A remote repository's token, whatever its variable is called.
+    names.extend(settings.repos.iter().filter_map(|repo| repo.credentials_env.clone()));
     let mut values: Vec<String> = names.iter().filter_map(|name| std::env::var(name).ok()).collect();
     values.extend(std::env::vars().filter(|(name, _)| secret_name(name)).map(|(_, value)| value));
     values
@@ -847,5 +849,10 @@ pub fn transition_of(effects: &[Effect]) -> Transition {
 }
 
 pub(crate) fn forge_repo(repo: &crate::settings::RepoSettings) -> ForgeRepo {
-    ForgeRepo { name: repo.name.clone(), path: repo.path.clone(), default_branch: repo.default_branch.clone() }
+    ForgeRepo {
+        name: repo.name.clone(),
+        path: repo.path.clone(),
+        default_branch: repo.default_branch.clone(),
+        remote: repo.remote(),
+    }
 }

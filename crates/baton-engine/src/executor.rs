@@ -215,7 +215,13 @@ async fn run_job(
         stop,
         start,
     };
-    timed(&ctx, engine.vcs().ensure_worktree(&repo.path, &ctx.worktree, &task.branch, &repo.default_branch)).await?;
+    // A `url` repository: Baton's clone is created on first use and fetched before a new worktree.
+    if let Some(remote) = repo.remote()
+        && !engine.vcs().exists(&ctx.worktree)
+    {
+        timed(&ctx, engine.vcs().sync_remote(&repo.path, &remote, &repo.default_branch)).await?;
+    }
+    timed(&ctx, engine.vcs().ensure_worktree(&repo.path, &ctx.worktree, &task.branch, &repo.default_ref())).await?;
     // A re-adopted agent's uncommitted work must survive; every other start cleans leftovers.
     let adopting_agent = start == Start::Adopt && matches!(stage.actor, Actor::Agent { .. });
     if !adopting_agent {
@@ -227,6 +233,9 @@ async fn run_job(
             let run = run_agent(&ctx, role).await?;
             let message = format!("{} {}: {role} run", task.work_item_id, stage.name);
             timed(&ctx, engine.vcs().commit_all(&ctx.worktree, &message)).await?;
+            if let Some(reason) = push_task_branch(&ctx).await {
+                return Ok(Some(JobOutcome::Failed { reason }));
+            }
             if let Some(reason) = run.budget_stop {
                 return Ok(Some(JobOutcome::BudgetExceeded { reason }));
             }
@@ -278,6 +287,35 @@ async fn run_job(
         }));
     }
     Ok(Some(JobOutcome::Completed { verdicts }))
+}
+
+/// Pushes the task branch of a `url` repository (with a lease on what Baton pushed last). An
+/// unreachable remote only leaves a warning: the work is in Baton's clone and the next push
+/// carries it. `Some(reason)`: the push was refused (someone else pushed to the branch).
+async fn push_task_branch(ctx: &JobContext<'_>) -> Option<String> {
+    let (engine, repo) = (ctx.engine, ctx.repo);
+    let remote = repo.remote().filter(|_| repo.pushes())?;
+    let pushed = timed(ctx, engine.vcs().push_branch(&repo.path, &remote, &ctx.task.branch, &repo.default_branch));
+    let error = pushed.await.err()?.to_string();
+    if baton_runner::is_infrastructure(&error) {
+        let _ = engine
+            .store()
+            .append_event(NewEvent {
+                task: ctx.task.id,
+                at_ms: engine.clock().now_ms(),
+                kind: "warning".into(),
+                stage: ctx.stage.name.clone(),
+                message: format!(
+                    "pushing {} failed; the next push carries it: {}",
+                    ctx.task.branch,
+                    first_line(&error)
+                ),
+                detail: serde_json::Value::Null,
+            })
+            .await;
+        return None;
+    }
+    Some(error)
 }
 
 /// Records each verdict on the task's timeline.

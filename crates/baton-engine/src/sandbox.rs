@@ -130,6 +130,10 @@ impl Sandbox {
 /// The git directory shared by every worktree of the checkout at `repo` (its `.git`, or where a
 /// worktree's `commondir` points).
 fn common_git_dir(repo: &Path) -> Option<PathBuf> {
+    // A bare repository (Baton's clone of a `url` repository) is its own git directory.
+    if !repo.join(".git").exists() && repo.join("HEAD").is_file() && repo.join("objects").is_dir() {
+        return Some(repo.to_path_buf());
+    }
     let dir = git::git_dir(repo)?;
     match std::fs::read_to_string(dir.join("commondir")) {
         Ok(common) => Some(dir.join(common.trim())),

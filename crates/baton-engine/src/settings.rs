@@ -2,6 +2,7 @@
 
 use baton_adapters::agent::PromptMode;
 use baton_domain::Pipeline;
+use baton_runner::Remote;
 pub use baton_runner::sandbox::{SandboxMode, SandboxNetwork};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -88,7 +89,22 @@ impl Default for Limits {
 #[serde(deny_unknown_fields)]
 pub struct RepoSettings {
     pub name: String,
+    /// A local checkout; for a `url` repository, Baton's own clone under the data dir (set by
+    /// the configuration loader, not by the file).
+    #[serde(default)]
     pub path: PathBuf,
+    /// A remote repository (`https://…`, `ssh://…`, or a bare repository's path) instead of `path`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Push task branches to the remote (default: true for a `url` repository).
+    #[serde(default)]
+    pub push: Option<bool>,
+    /// When Baton deletes a task branch on the remote.
+    #[serde(default)]
+    pub delete_remote_branch: DeleteRemoteBranch,
+    /// Name of the environment variable holding the remote's access token.
+    #[serde(default)]
+    pub credentials_env: Option<String>,
     #[serde(default = "default_branch")]
     pub default_branch: String,
     pub prefix: String,
@@ -98,6 +114,49 @@ pub struct RepoSettings {
     pub deploy: Option<Vec<String>>,
     #[serde(default)]
     pub health: Option<Vec<String>>,
+}
+
+/// When the remote task branch of a `url` repository is deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteRemoteBranch {
+    /// After the task's head was merged into the default branch.
+    AfterMerge,
+    /// On STOP (the task is cancelled) and after the merge.
+    #[default]
+    OnStopAndAfterMerge,
+    /// Never: remote task branches stay for humans to delete.
+    Never,
+}
+
+impl RepoSettings {
+    /// The remote of a `url` repository (Baton works in its clone at `path`).
+    pub fn remote(&self) -> Option<Remote> {
+        self.url.as_ref().map(|url| Remote { url: url.clone(), credentials_env: self.credentials_env.clone() })
+    }
+
+    /// Whether task branches are pushed to the remote.
+    pub fn pushes(&self) -> bool {
+        self.url.is_some() && self.push.unwrap_or(true)
+    }
+
+    /// The ref new worktrees branch from and the merge gate rebases onto: `origin/<default>` in
+    /// Baton's clone of a remote, else the local default branch.
+    pub fn default_ref(&self) -> String {
+        match self.url {
+            Some(_) => format!("refs/remotes/origin/{}", self.default_branch),
+            None => format!("refs/heads/{}", self.default_branch),
+        }
+    }
+
+    /// Whether the remote task branch goes when the task is stopped (`stop`) or merged.
+    pub fn deletes_remote_branch(&self, stop: bool) -> bool {
+        match self.delete_remote_branch {
+            DeleteRemoteBranch::Never => false,
+            DeleteRemoteBranch::AfterMerge => !stop,
+            DeleteRemoteBranch::OnStopAndAfterMerge => true,
+        }
+    }
 }
 
 fn default_branch() -> String {

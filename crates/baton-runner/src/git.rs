@@ -18,11 +18,14 @@ pub enum GitError {
 }
 
 /// A git repository or worktree directory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Git {
     dir: PathBuf,
     /// Milliseconds spent inside git, summed, for overhead accounting.
     spent_ms: Option<Arc<AtomicU64>>,
+    /// Extra environment of every call (a remote's credentials as `GIT_CONFIG_*`: never on the
+    /// command line, never on disk).
+    env: Vec<(String, String)>,
 }
 
 /// Settings applied to every invocation: no prompts, no background gc, no signing, a fixed identity.
@@ -41,9 +44,23 @@ const FIXED_CONFIG: &[&str] = &[
     "advice.mergeConflict=false",
 ];
 
+impl std::fmt::Debug for Git {
+    // The environment may hold a credential: only its names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Git").field("dir", &self.dir).field("env", &names).finish()
+    }
+}
+
 impl Git {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Git { dir: dir.into(), spent_ms: None }
+        Git { dir: dir.into(), spent_ms: None, env: Vec::new() }
+    }
+
+    /// Adds `env` to the environment of every call.
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Self {
+        self.env = env;
+        self
     }
 
     /// Adds the time of every git call to `counter`.
@@ -68,6 +85,7 @@ impl Git {
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
             .env_remove("GIT_INDEX_FILE")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(std::process::Stdio::null())
             .output()
             .await

@@ -5,6 +5,7 @@
 //! - [`command`]: short commands (tests, deploy, health, hooks) run to completion with a timeout.
 //! - [`git`]: `git` invoked with argument vectors only.
 //! - [`paths`]: path-safety checks for derived paths.
+//! - [`remote`]: Baton's clone of a remote repository: fetch, lease pushes, fast-forward pushes.
 //! - [`sandbox`]: the bubblewrap wrapper that confines agent processes.
 //! - [`ports`]: the `Vcs`, `Supervisor` and `CommandRunner` ports the engine uses, with their
 //!   real implementations (git, `baton shim`).
@@ -17,6 +18,7 @@ pub mod git;
 pub mod paths;
 pub mod ports;
 pub mod process;
+pub mod remote;
 pub mod sandbox;
 pub mod shim;
 
@@ -27,6 +29,7 @@ pub use ports::{
     is_infrastructure,
 };
 pub use process::{ExitReport, ProcessSpec, RunLimits, Supervised, group_alive, stop_group};
+pub use remote::Remote;
 pub use sandbox::{SandboxMode, SandboxNetwork, SandboxPolicy};
 pub use shim::{LaunchRecord, Previous};
 

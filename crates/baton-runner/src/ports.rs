@@ -11,6 +11,7 @@ use crate::RunError;
 use crate::command::{CommandOutput, OUTPUT_TAIL_BYTES_MAX};
 use crate::git::{Git, GitError};
 use crate::process::{ExitReport, ProcessSpec, RunLimits, Supervised};
+use crate::remote::Remote;
 use crate::shim::{self, EXIT_FILE, INTENT_FILE, LaunchRecord, Previous};
 use async_trait::async_trait;
 use baton_domain::redact::Redactor;
@@ -38,6 +39,21 @@ pub fn is_infrastructure(text: &str) -> bool {
         "database is locked",
         "database is busy",
         "killed by signal 9",
+        // A remote repository that cannot be reached right now.
+        "Could not resolve host",
+        "Could not resolve hostname",
+        "Connection refused",
+        "Connection reset",
+        "Connection timed out",
+        "Operation timed out",
+        "unable to access",
+        "Failed to connect",
+        "Could not read from remote repository",
+        "The remote end hung up unexpectedly",
+        "Network is unreachable",
+        "No route to host",
+        "RPC failed",
+        "The requested URL returned error: 5",
     ];
     let lock_file = text.contains(".lock") && (text.contains("File exists") || text.contains("Unable to create"));
     lock_file || SIGNS.iter().any(|sign| text.contains(sign))
@@ -75,6 +91,24 @@ pub trait Vcs: Send + Sync {
     async fn list_dir(&self, worktree: &Path, relative: &str) -> Vec<String>;
     /// Names of the entries of a directory outside any worktree (the worktree root), sorted.
     fn entries(&self, dir: &Path) -> Vec<String>;
+    /// A repository that is Baton's clone of `remote`: creates the clone on first use and fetches
+    /// (`--prune`). Nothing to do for a local repository (the default).
+    async fn sync_remote(&self, repo: &Path, remote: &Remote, default_branch: &str) -> Result<(), GitError> {
+        let _ = (repo, remote, default_branch);
+        Ok(())
+    }
+    /// Pushes the task `branch` of Baton's clone to `remote` with a lease (never the default
+    /// branch, never forced); `Ok(false)` when there was nothing new.
+    async fn push_branch(
+        &self,
+        repo: &Path,
+        remote: &Remote,
+        branch: &str,
+        default_branch: &str,
+    ) -> Result<bool, GitError> {
+        let _ = (repo, remote, branch, default_branch);
+        Ok(false)
+    }
 }
 
 /// Processes started under `baton shim`, each with its own run directory.
@@ -174,10 +208,18 @@ mod tests {
             "error returned from database: (code: 5) database is locked",
             "`sh test.sh` killed by signal 9; output tail:",
             "read: Input/output error",
+            "fatal: unable to access 'http://127.0.0.1:1/r.git/': Failed to connect to 127.0.0.1 port 1: Connection refused",
+            "ssh: Could not resolve hostname example.invalid: Name or service not known",
+            "fatal: Could not read from remote repository.",
         ] {
             assert!(is_infrastructure(text), "{text}");
         }
-        for text in ["`sh test.sh` exited with code 1", "killed by signal 11", "rebase conflicts in src/lib.rs"] {
+        for text in [
+            "`sh test.sh` exited with code 1",
+            "killed by signal 11",
+            "rebase conflicts in src/lib.rs",
+            "! [rejected] baton/x -> baton/x (stale info)",
+        ] {
             assert!(!is_infrastructure(text), "{text}");
         }
     }
@@ -268,7 +310,7 @@ impl Vcs for GitVcs {
         if main.rev(&format!("refs/heads/{branch}")).await.is_some() {
             main.run(&["worktree", "add", "-q", &path, branch]).await?;
         } else {
-            main.run(&["worktree", "add", "-q", "-b", branch, &path, default_branch]).await?;
+            main.run(&["worktree", "add", "-q", "--no-track", "-b", branch, &path, default_branch]).await?;
         }
         Ok(())
     }
@@ -335,6 +377,20 @@ impl Vcs for GitVcs {
             Some(dir) => self.entries(&dir),
             None => Vec::new(),
         }
+    }
+
+    async fn sync_remote(&self, repo: &Path, remote: &Remote, default_branch: &str) -> Result<(), GitError> {
+        remote.sync(repo, default_branch).await
+    }
+
+    async fn push_branch(
+        &self,
+        repo: &Path,
+        remote: &Remote,
+        branch: &str,
+        default_branch: &str,
+    ) -> Result<bool, GitError> {
+        remote.push_branch(repo, branch, default_branch).await
     }
 
     fn entries(&self, dir: &Path) -> Vec<String> {

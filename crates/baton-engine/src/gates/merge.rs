@@ -46,7 +46,13 @@ pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
         Err(error) => return GateVerdict::new(GATE, Verdict::Error, format!("cannot take the merge lease: {error}")),
     }
     let default = &ctx.repo.default_branch;
-    let Some(base) = ctx.timed(ctx.vcs.rev(&ctx.repo.path, &format!("refs/heads/{default}"))).await else {
+    // A `url` repository: rebase onto the remote's default head as it is now.
+    if let Some(remote) = ctx.repo.remote()
+        && let Err(error) = ctx.timed(ctx.vcs.sync_remote(&ctx.repo.path, &remote, default)).await
+    {
+        return GateVerdict::new(GATE, Verdict::Error, format!("cannot fetch the remote: {error}"));
+    }
+    let Some(base) = ctx.timed(ctx.vcs.rev(&ctx.repo.path, &ctx.repo.default_ref())).await else {
         return GateVerdict::new(GATE, Verdict::Error, format!("default branch `{default}` not found"));
     };
     if let Err(error) = ctx.timed(ctx.vcs.rebase(ctx.worktree, &base)).await {

@@ -69,6 +69,11 @@ impl Loader<'_> {
             baton_exe,
             env_passthrough,
         };
+        // A `url` repository is worked on in Baton's own clone under the data dir.
+        let mut engine = engine;
+        for repo in engine.repos.iter_mut().filter(|r| r.url.is_some()) {
+            repo.path = engine.data_dir.join("repos").join(format!("{}.git", repo.name));
+        }
         let mut sandbox = sandbox?;
         // Agents never read the configuration: it may hold `server.api_token` or other secrets.
         sandbox.masked_files.extend(source.iter().cloned());
@@ -381,10 +386,37 @@ impl Loader<'_> {
                 "use 1–10 upper-case letters/digits starting with a letter, e.g. ORCH",
             );
         }
-        if !skip("path") {
-            repo.path = self.resolve(&format!("{base}.path"), &repo.path);
-            if !skip("default_branch") {
-                self.check_git_repo(base, &repo.path, &repo.default_branch);
+        if repo.url.is_some() {
+            if !skip("url") {
+                self.check_remote(base, repo);
+            }
+        } else {
+            for (key, set) in [
+                ("push", repo.push.is_some()),
+                ("credentials_env", repo.credentials_env.is_some()),
+                ("delete_remote_branch", repo.delete_remote_branch != Default::default()),
+            ] {
+                if set {
+                    self.issue(
+                        format!("{base}.{key}"),
+                        format!("`{key}` applies only to a repository given by `url`"),
+                        "remove it, or give the repository's `url` instead of `path`",
+                    );
+                }
+            }
+            if repo.path.as_os_str().is_empty() {
+                if !skip("path") {
+                    self.issue(
+                        format!("{base}.path"),
+                        "the repository has neither `path` nor `url`",
+                        "set `path` to a local git checkout, or `url` to a remote (https://…, ssh://…, or a bare repository's path)",
+                    );
+                }
+            } else if !skip("path") {
+                repo.path = self.resolve(&format!("{base}.path"), &repo.path);
+                if !skip("default_branch") {
+                    self.check_git_repo(base, &repo.path, &repo.default_branch);
+                }
             }
         }
         for (key, argv) in [("test", &repo.test), ("deploy", &repo.deploy), ("health", &repo.health)] {
@@ -395,6 +427,103 @@ impl Loader<'_> {
             }
         }
         self.issues.len() == before
+    }
+
+    /// A `url` repository: one of https (http only on loopback), ssh, file or a bare repository's
+    /// path; no credentials in the URL (they come from `credentials_env`); not with `path`. A path
+    /// is resolved like `path`. Baton's clone (`path`) is set once the data dir is known.
+    fn check_remote(&mut self, base: &str, repo: &mut RepoSettings) {
+        let key = format!("{base}.url");
+        let url = repo.url.clone().unwrap_or_default();
+        if !repo.path.as_os_str().is_empty() {
+            self.issue(
+                format!("{base}.path"),
+                "`path` and `url` are mutually exclusive",
+                "keep `url` for a remote repository (Baton keeps its own clone) or `path` for a local checkout",
+            );
+        }
+        if let Some(name) = &repo.credentials_env
+            && !valid_env_name(name)
+        {
+            self.issue(
+                format!("{base}.credentials_env"),
+                format!("`{name}` is not an environment variable name"),
+                "name the variable that holds the token, e.g. \"GIT_TOKEN\" (never the token itself)",
+            );
+        }
+        let branch = &repo.default_branch;
+        if branch.is_empty()
+            || branch.starts_with(['/', '-'])
+            || branch.split('/').any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            self.issue(
+                format!("{base}.default_branch"),
+                format!("`{branch}` is not a valid branch name"),
+                "name the repository's main branch, e.g. \"main\"",
+            );
+        }
+        let no_credentials =
+            "remove them from the URL; put the token in an environment variable and name it in `credentials_env`";
+        if url.starts_with('-') || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            self.issue(key, "the URL has spaces, control characters or a leading '-'", "give a plain URL");
+            return;
+        }
+        if let Some((scheme, rest)) = url.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            let (userinfo, host) = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => (Some(userinfo), host),
+                None => (None, authority),
+            };
+            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            match scheme {
+                "https" | "http" | "ssh" | "file" => {}
+                _ => {
+                    self.issue(
+                        key,
+                        format!("the URL scheme `{scheme}` is not supported"),
+                        "use https://…, ssh://…, file://… or a bare repository's path",
+                    );
+                    return;
+                }
+            }
+            if userinfo.is_some_and(|u| u.contains(':') || scheme.starts_with("http")) {
+                self.issue(key, "the URL holds credentials", no_credentials);
+                return;
+            }
+            if scheme == "http" && !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+                self.issue(
+                    key.clone(),
+                    "plain http sends the token unencrypted",
+                    "use https://… (http is allowed on loopback only)",
+                );
+            }
+            if scheme != "file" && host.is_empty() {
+                self.issue(key, "the URL has no host", "give the full URL, e.g. https://git.example.com/team/app.git");
+            }
+            return;
+        }
+        // scp-like ssh (`git@host:team/app.git`): a colon before any slash.
+        if let Some((before, _)) = url.split_once(':')
+            && !before.contains('/')
+            && !before.is_empty()
+        {
+            if url.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':')) {
+                self.issue(key, "the URL holds credentials", no_credentials);
+            }
+            return;
+        }
+        let path = self.resolve(&key, Path::new(&url));
+        if !(path.join("HEAD").is_file() && path.join("objects").is_dir())
+            && baton_runner::git::git_dir(&path).is_none()
+        {
+            self.issue(
+                key,
+                format!("{} is not a git repository", path.display()),
+                "give https://…, ssh://… or the path of a bare repository (`git init --bare`)",
+            );
+            return;
+        }
+        repo.url = Some(path.display().to_string());
     }
 
     /// The path must be a git checkout that has the default branch; read from files, no `git` spawned.

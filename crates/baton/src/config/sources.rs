@@ -219,7 +219,10 @@ fn env_value(segments: &[String], raw: &str) -> Value {
     let last = segments.last().map_or("", String::as_str);
     let string_only = match segments[0].as_str() {
         "server" => matches!(last, "listen" | "data_dir" | "api_token" | "read_requires_token" | "secret_env"),
-        "repos" => matches!(last, "name" | "path" | "default_branch" | "prefix"),
+        "repos" => matches!(
+            last,
+            "name" | "path" | "default_branch" | "prefix" | "url" | "credentials_env" | "delete_remote_branch"
+        ),
         "agents" => matches!(last, "adapter" | "script" | "model" | "prompt"),
         _ => false,
     };
