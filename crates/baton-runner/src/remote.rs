@@ -101,7 +101,7 @@ impl Remote {
         }
         let lease = format!("--force-with-lease=refs/heads/{branch}:{expected}");
         let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
-        match git.run(&["push", "-q", "--porcelain", &lease, "origin", &refspec]).await {
+        match git.run(&["push", "-q", &lease, "origin", &refspec]).await {
             Ok(_) => {}
             Err(GitError::Failed { args, dir, stderr }) if stderr.contains("stale info") => {
                 return Err(GitError::Failed {
@@ -129,7 +129,7 @@ impl Remote {
     /// anything else). `Ok(false)`: refused because the branch is not an ancestor of `head`.
     pub async fn push_fast_forward(&self, clone: &Path, branch: &str, head: &str) -> Result<bool, GitError> {
         let refspec = format!("{head}:refs/heads/{branch}");
-        match self.git(clone).run(&["push", "-q", "--porcelain", "origin", &refspec]).await {
+        match self.git(clone).run(&["push", "-q", "origin", &refspec]).await {
             Ok(_) => Ok(true),
             Err(GitError::Failed { stderr, .. })
                 if stderr.contains("non-fast-forward")
