@@ -254,8 +254,21 @@ pub fn seed_bare(root: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
     bare
 }
 
-/// The values `refs/heads/<branch>` of the bare repository took, oldest first (from its reflog).
+/// The values `refs/heads/<branch>` of the bare repository took since its reflog started, oldest
+/// first: the value before the first logged update, then each update's new value. Each logged
+/// update must start from the value the previous one left (no update went unlogged).
 pub fn ref_history(bare: &Path, branch: &str) -> Vec<String> {
     let log = std::fs::read_to_string(bare.join("logs/refs/heads").join(branch)).unwrap_or_default();
-    log.lines().filter_map(|line| line.split_whitespace().nth(1).map(str::to_string)).collect()
+    let mut history: Vec<String> = Vec::new();
+    for line in log.lines() {
+        let mut fields = line.split_whitespace();
+        let (old, new) = (fields.next().unwrap().to_string(), fields.next().unwrap().to_string());
+        match history.last() {
+            Some(last) => assert_eq!(*last, old, "an update of {branch} went unlogged"),
+            None if old.bytes().all(|b| b == b'0') => {}
+            None => history.push(old),
+        }
+        history.push(new);
+    }
+    history
 }

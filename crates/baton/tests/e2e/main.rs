@@ -15,6 +15,7 @@ mod lost_database;
 mod path_safety;
 mod real_cli;
 mod recovery;
+mod remote;
 mod restart;
 mod sandbox;
 mod stop;
