@@ -51,12 +51,7 @@ async fn commit_file(worktree: &Path, file: &str, content: &str) {
 }
 
 fn remote_rev(bare: &Path, rev: &str) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--verify", "--quiet", rev])
-        .current_dir(bare)
-        .output()
-        .unwrap();
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    git_http::try_git(bare, &["rev-parse", "--verify", "--quiet", rev])
 }
 
 // First use clones (bare, with `origin` tracking refs); a worktree branches from origin/main; a

@@ -231,6 +231,12 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Git in `dir`: its output, or `None` when it failed.
+pub fn try_git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).current_dir(dir).output().expect("git runs");
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// A bare repository `<root>/<name>` whose `main` has one commit (a README), with every ref
 /// update logged (so tests can see that `main` only ever moved forward).
 pub fn seed_bare(root: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
