@@ -482,3 +482,63 @@ fn sandbox_section_loads_and_reports_bad_values() {
     assert!(find(&issues, "sandbox.read_only[0]").message.contains("data directory"), "{issues:#?}");
     assert!(find(&issues, "agents.default.sandbox_mode").fix.contains("auto"), "{issues:#?}");
 }
+
+// A `url` repository loads with Baton's clone under the data dir as its path; a bare repository's
+// path is accepted as its URL (resolved like `path`).
+#[test]
+fn url_repository_gets_a_clone_under_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    git_repo(&dir.path().join("project"));
+    let path = write(
+        dir.path(),
+        "baton.toml",
+        "[server]\ndata_dir = \"data\"\n\n\
+         [[repos]]\nname = \"app\"\nurl = \"https://git.example.com/team/app.git\"\ncredentials_env = \"GIT_TOKEN\"\nprefix = \"APP\"\n\n\
+         [[repos]]\nname = \"local\"\nurl = \"project\"\nprefix = \"LOC\"\ndelete_remote_branch = \"never\"\npush = false\n",
+    );
+    let config = loaded(load_file(&path, &[]));
+    let app = config.engine.repo("app").unwrap();
+    assert_eq!(app.path, dir.path().join("data/repos/app.git"));
+    assert!(app.pushes() && app.deletes_remote_branch(true) && app.deletes_remote_branch(false));
+    assert_eq!(app.default_ref(), "refs/remotes/origin/main");
+    let local = config.engine.repo("local").unwrap();
+    assert_eq!(local.url.as_deref(), Some(dir.path().join("project").to_str().unwrap()));
+    assert!(!local.pushes() && !local.deletes_remote_branch(false));
+}
+
+// Every mistake in a `url` repository is reported with its key and a fix.
+#[test]
+fn url_repository_mistakes_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    git_repo(&dir.path().join("project"));
+    let path = write(
+        dir.path(),
+        "baton.toml",
+        "[[repos]]\nname = \"a\"\nurl = \"https://user:secret@git.example.com/a.git\"\nprefix = \"A\"\n\n\
+         [[repos]]\nname = \"b\"\nurl = \"http://git.example.com/b.git\"\nprefix = \"B\"\ncredentials_env = \"not a name\"\n\n\
+         [[repos]]\nname = \"c\"\nurl = \"ftp://host/c.git\"\npath = \"project\"\nprefix = \"C\"\n\n\
+         [[repos]]\nname = \"d\"\npath = \"project\"\nprefix = \"D\"\npush = true\ncredentials_env = \"GIT_TOKEN\"\n\n\
+         [[repos]]\nname = \"e\"\nprefix = \"E\"\n\n\
+         [[repos]]\nname = \"f\"\nurl = \"missing-dir\"\nprefix = \"F\"\n\n\
+         [[repos]]\nname = \"g\"\nurl = \"https://host/g.git\"\nprefix = \"G\"\ndelete_remote_branch = \"sometimes\"\n",
+    );
+    let found = issues(load_file(&path, &[]));
+    let keys: Vec<&str> = found.iter().map(|i| i.key.as_str()).collect();
+    for key in [
+        "repos[0].url",
+        "repos[1].url",
+        "repos[1].credentials_env",
+        "repos[2].url",
+        "repos[2].path",
+        "repos[3].push",
+        "repos[3].credentials_env",
+        "repos[4].path",
+        "repos[5].url",
+        "repos[6].delete_remote_branch",
+    ] {
+        assert!(keys.contains(&key), "no issue for {key}: {found:#?}");
+    }
+    let credentials = found.iter().find(|i| i.key == "repos[0].url").unwrap();
+    assert!(credentials.fix.contains("credentials_env"), "{credentials:?}");
+    assert!(!found.iter().any(|i| i.to_string().contains("secret@")), "the URL's password was echoed: {found:#?}");
+}
