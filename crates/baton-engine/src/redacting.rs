@@ -203,6 +203,29 @@ impl Store for RedactingStore {
     async fn revoke_api_token(&self, name: &str, now_ms: i64) -> StoreResult<bool> {
         self.inner.revoke_api_token(name, now_ms).await
     }
+    async fn record_delivery(&self, delivery: NewDelivery) -> StoreResult<bool> {
+        // The raw body is kept as text, so masking it keeps it valid JSON: a secret is replaced
+        // inside the string it appears in.
+        let delivery = NewDelivery { payload: self.text(&delivery.payload), ..delivery };
+        self.inner.record_delivery(delivery).await
+    }
+    async fn pending_deliveries(&self, limit: u32) -> StoreResult<Vec<DeliveryRecord>> {
+        self.inner.pending_deliveries(limit).await
+    }
+    async fn mark_delivery(
+        &self,
+        id: i64,
+        processed_at_ms: i64,
+        parsed: Option<&str>,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        let parsed = parsed.map(|text| self.text(text));
+        let error = error.map(|text| self.text(text));
+        self.inner.mark_delivery(id, processed_at_ms, parsed.as_deref(), error.as_deref()).await
+    }
+    async fn deliveries(&self, source: Option<&str>) -> StoreResult<Vec<DeliveryRecord>> {
+        self.inner.deliveries(source).await
+    }
     async fn begin_idempotent(
         &self,
         key: &str,

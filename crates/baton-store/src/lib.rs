@@ -266,6 +266,26 @@ pub trait Store: Send + Sync {
 
     /// Forgets an unfinished `key` (the request failed in a way worth retrying).
     async fn abandon_idempotent(&self, key: &str) -> StoreResult<()>;
+    /// Stores a verified webhook delivery in the inbox, once per `(source, delivery_id)`: `true`
+    /// when it is new, `false` when that delivery was stored before (nothing changed).
+    async fn record_delivery(&self, delivery: NewDelivery) -> StoreResult<bool>;
+
+    /// Up to `limit` deliveries not yet processed, oldest first.
+    async fn pending_deliveries(&self, limit: u32) -> StoreResult<Vec<DeliveryRecord>>;
+
+    /// Records how delivery `id` was handled (a summary of the parsed event, or the error), once:
+    /// `false` when it was processed already or does not exist.
+    async fn mark_delivery(
+        &self,
+        id: i64,
+        processed_at_ms: i64,
+        parsed: Option<&str>,
+        error: Option<&str>,
+    ) -> StoreResult<bool>;
+
+    /// Stored deliveries of `source` (every source when `None`), oldest first.
+    async fn deliveries(&self, source: Option<&str>) -> StoreResult<Vec<DeliveryRecord>>;
+
     /// Cheap checks that the store still works (never a full integrity scan): for SQLite, the
     /// database file is still the one opened, the schema version is known, the tasks table
     /// answers. Never fails: a failure is a check with `ok: false`. Called by `/health` and about

@@ -383,3 +383,34 @@ pub enum IdempotencyBegin {
     /// create finds the task that attempt already made here.
     Resumed { task: Option<TaskId> },
 }
+
+/// A verified webhook to store in the inbox (its signature already checked by the receiver).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// `github`, `gitea` or `plane`.
+    pub source: String,
+    /// The sender's delivery id, or a digest of the body when it sent none.
+    pub delivery_id: String,
+    /// The sender's event name (`issues`, `pull_request`, `issue`, ...); may be empty.
+    pub event: String,
+    /// The raw body as received.
+    pub payload: String,
+    pub received_at_ms: i64,
+}
+
+/// A stored webhook delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub source: String,
+    pub delivery_id: String,
+    pub event: String,
+    pub received_at_ms: i64,
+    pub payload: String,
+    /// When the worker handled it; `None` while pending.
+    pub processed_at_ms: Option<i64>,
+    /// What the worker made of it (a one-line summary of the parsed event).
+    pub parsed: Option<String>,
+    /// Why it could not be handled (a parse error).
+    pub error: Option<String>,
+}

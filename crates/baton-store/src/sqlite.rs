@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_adoption.sql")),
     (4, include_str!("../migrations/sqlite/0004_outbox.sql")),
     (5, include_str!("../migrations/sqlite/0005_principals.sql")),
+    (6, include_str!("../migrations/sqlite/0006_webhooks.sql")),
 ];
 
 /// Work-item numbers tried past a collision before giving up.
@@ -198,6 +199,20 @@ fn opt_u32(row: &SqliteRow, column: &str) -> StoreResult<Option<u32>> {
 fn json_column(row: &SqliteRow, column: &str) -> StoreResult<serde_json::Value> {
     let text: String = row.try_get(column)?;
     Ok(serde_json::from_str(&text)?)
+}
+
+fn delivery_from_row(row: &SqliteRow) -> StoreResult<DeliveryRecord> {
+    Ok(DeliveryRecord {
+        id: row.try_get("id")?,
+        source: row.try_get("source")?,
+        delivery_id: row.try_get("delivery_id")?,
+        event: row.try_get("event")?,
+        received_at_ms: row.try_get("received_at")?,
+        payload: row.try_get("payload")?,
+        processed_at_ms: row.try_get("processed_at")?,
+        parsed: row.try_get("parsed")?,
+        error: row.try_get("error")?,
+    })
 }
 
 fn token_from_row(row: &SqliteRow) -> StoreResult<ApiTokenRecord> {
@@ -1137,6 +1152,61 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn record_delivery(&self, delivery: NewDelivery) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "INSERT INTO webhook_deliveries (source, delivery_id, event, received_at, payload)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, delivery_id) DO NOTHING",
+        )
+        .bind(&delivery.source)
+        .bind(&delivery.delivery_id)
+        .bind(&delivery.event)
+        .bind(delivery.received_at_ms)
+        .bind(&delivery.payload)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn pending_deliveries(&self, limit: u32) -> StoreResult<Vec<DeliveryRecord>> {
+        let rows = sqlx::query("SELECT * FROM webhook_deliveries WHERE processed_at IS NULL ORDER BY id LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn mark_delivery(
+        &self,
+        id: i64,
+        processed_at_ms: i64,
+        parsed: Option<&str>,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "UPDATE webhook_deliveries SET processed_at = $1, parsed = $2, error = $3
+             WHERE id = $4 AND processed_at IS NULL",
+        )
+        .bind(processed_at_ms)
+        .bind(parsed)
+        .bind(error)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn deliveries(&self, source: Option<&str>) -> StoreResult<Vec<DeliveryRecord>> {
+        let rows = sqlx::query("SELECT * FROM webhook_deliveries WHERE $1 IS NULL OR source = $1 ORDER BY id")
+            .bind(source)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(delivery_from_row).collect()
     }
 
     async fn begin_idempotent(

@@ -11,8 +11,8 @@
 use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};
 use baton_store::{
     Advance, AgentRunFinish, Claim, EffectClaim, EventRecord, InboxEntry, JobFinish, JobRecord, JobStatus,
-    LeaseOutcome, NewAgentRun, NewEffect, NewEvent, NewTask, SqliteStore, Store, StoreError, TaskFilter, TaskKey,
-    TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
+    LeaseOutcome, NewAgentRun, NewDelivery, NewEffect, NewEvent, NewTask, SqliteStore, Store, StoreError, TaskFilter,
+    TaskKey, TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
 };
 use serde_json::json;
 use std::collections::HashSet;
@@ -1043,6 +1043,54 @@ async fn suite_idempotency(store: Arc<dyn Store>) {
     );
 }
 
+fn delivery(source: &str, id: &str, payload: &str) -> NewDelivery {
+    NewDelivery {
+        source: source.into(),
+        delivery_id: id.into(),
+        event: "issues".into(),
+        payload: payload.into(),
+        received_at_ms: T0,
+    }
+}
+
+async fn suite_webhook_deliveries(store: Arc<dyn Store>) {
+    assert!(store.record_delivery(delivery("github", "d-1", "{\"a\":1}")).await.unwrap());
+    // The same id from the same source is a replay: nothing changes, even with another body.
+    assert!(!store.record_delivery(delivery("github", "d-1", "{\"a\":2}")).await.unwrap());
+    // The same id from another source is another delivery.
+    assert!(store.record_delivery(delivery("gitea", "d-1", "{}")).await.unwrap());
+    assert!(store.record_delivery(delivery("github", "d-2", "{}")).await.unwrap());
+    let github = store.deliveries(Some("github")).await.unwrap();
+    assert_eq!(github.len(), 2);
+    assert_eq!(github[0].payload, "{\"a\":1}", "a replay never overwrites the stored body");
+    assert_eq!((github[0].event.as_str(), github[0].received_at_ms), ("issues", T0));
+    assert_eq!(store.deliveries(None).await.unwrap().len(), 3);
+
+    let pending = store.pending_deliveries(2).await.unwrap();
+    assert_eq!(pending.len(), 2, "the limit holds");
+    assert_eq!(pending[0].delivery_id, "d-1");
+    assert_eq!(pending[0].source, "github");
+    assert!(pending[0].processed_at_ms.is_none());
+    assert!(store.mark_delivery(pending[0].id, T0 + 5, Some("issue #1 labeled"), None).await.unwrap());
+    assert!(!store.mark_delivery(pending[0].id, T0 + 6, None, Some("again")).await.unwrap(), "marked once");
+    assert!(store.mark_delivery(pending[1].id, T0 + 7, None, Some("bad json")).await.unwrap());
+    assert!(!store.mark_delivery(9_999, T0, None, None).await.unwrap(), "no such delivery");
+
+    let rest = store.pending_deliveries(10).await.unwrap();
+    assert_eq!(rest.iter().map(|d| d.delivery_id.as_str()).collect::<Vec<_>>(), ["d-2"]);
+    let all = store.deliveries(None).await.unwrap();
+    let first = all.iter().find(|d| d.id == pending[0].id).unwrap();
+    assert_eq!(
+        (first.processed_at_ms, first.parsed.as_deref(), first.error.as_deref()),
+        (Some(T0 + 5), Some("issue #1 labeled"), None)
+    );
+    let second = all.iter().find(|d| d.id == pending[1].id).unwrap();
+    assert_eq!(
+        (second.processed_at_ms, second.parsed.as_deref(), second.error.as_deref()),
+        (Some(T0 + 7), None, Some("bad json"))
+    );
+}
+
 async fn suite_external_ref_exists(store: Arc<dyn Store>) {
     let new = || NewTask { external_ref: Some("plane:ORCH-1".into()), ..new_task("demo", "DEMO", "Ticket") };
     let first = store.create_task(new(), enqueue("analysis", 0), T0).await.unwrap();
@@ -1230,5 +1278,12 @@ mod sqlite {
     async fn a_live_external_ref_answers_with_its_task() {
         let (_dir, _backend, store) = sqlite().await;
         suite_external_ref_exists(store).await;
+    }
+
+    // Webhook inbox: one row per (source, delivery id), replays change nothing, pending rows are marked once.
+    #[tokio::test]
+    async fn webhook_deliveries_are_stored_once_and_marked_once() {
+        let (_dir, _backend, store) = sqlite().await;
+        suite_webhook_deliveries(store).await;
     }
 }

@@ -686,6 +686,63 @@ impl Store for SimStore {
         .await
     }
 
+    async fn record_delivery(&self, delivery: NewDelivery) -> StoreResult<bool> {
+        self.call("record_delivery", Access::Write, |s, _| {
+            if s.deliveries.iter().any(|d| d.source == delivery.source && d.delivery_id == delivery.delivery_id) {
+                return Ok(false);
+            }
+            let id = s.deliveries.len() as i64 + 1;
+            s.deliveries.push(DeliveryRecord {
+                id,
+                source: delivery.source,
+                delivery_id: delivery.delivery_id,
+                event: delivery.event,
+                received_at_ms: delivery.received_at_ms,
+                payload: delivery.payload,
+                processed_at_ms: None,
+                parsed: None,
+                error: None,
+            });
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn pending_deliveries(&self, limit: u32) -> StoreResult<Vec<DeliveryRecord>> {
+        self.call("pending_deliveries", Access::Read, |s, _| {
+            Ok(s.deliveries.iter().filter(|d| d.processed_at_ms.is_none()).take(limit as usize).cloned().collect())
+        })
+        .await
+    }
+
+    async fn mark_delivery(
+        &self,
+        id: i64,
+        processed_at_ms: i64,
+        parsed: Option<&str>,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        self.call("mark_delivery", Access::Write, |s, _| {
+            Ok(match s.deliveries.iter_mut().find(|d| d.id == id && d.processed_at_ms.is_none()) {
+                Some(row) => {
+                    row.processed_at_ms = Some(processed_at_ms);
+                    row.parsed = parsed.map(str::to_string);
+                    row.error = error.map(str::to_string);
+                    true
+                }
+                None => false,
+            })
+        })
+        .await
+    }
+
+    async fn deliveries(&self, source: Option<&str>) -> StoreResult<Vec<DeliveryRecord>> {
+        self.call("deliveries", Access::Read, |s, _| {
+            Ok(s.deliveries.iter().filter(|d| source.is_none_or(|src| d.source == src)).cloned().collect())
+        })
+        .await
+    }
+
     async fn create_api_token(
         &self,
         name: &str,

@@ -38,6 +38,8 @@ pub(crate) struct State {
     pub(crate) api_tokens: BTreeMap<String, (String, ApiTokenRecord)>,
     /// Idempotency rows by key.
     pub(crate) idempotency: BTreeMap<String, IdempotencyRow>,
+    /// The webhook inbox, in arrival order (the row id is the index plus one).
+    pub(crate) deliveries: Vec<DeliveryRecord>,
     pub(crate) faults_armed: bool,
     /// A one-shot fault for the next call named so (scripted scenarios).
     pub(crate) fail_next: Option<(String, Fault)>,
@@ -74,6 +76,7 @@ impl State {
             keys_without_commit: BTreeSet::new(),
             api_tokens: BTreeMap::new(),
             idempotency: BTreeMap::new(),
+            deliveries: Vec::new(),
             faults_armed: false,
             fail_next: None,
             conflicts: 0,
