@@ -8,6 +8,7 @@ pub mod agent;
 pub mod forge;
 pub mod notifier;
 pub mod tracker;
+pub mod webhook;
 
 /// Errors at the adapter boundary.
 #[derive(Debug, thiserror::Error)]
