@@ -97,6 +97,7 @@ impl ApiHarness {
             api_token: Some(TOKEN.into()),
             read_requires_token: false,
             started_at_ms: 0,
+            webhooks: baton_http::WebhookSecrets::default(),
         });
         self.runtime.block_on(async {
             let response = router.oneshot(request).await.expect("the router is infallible");

@@ -90,8 +90,13 @@ impl HttpHarness {
             engine.create_task(request).await.expect("the first task is created");
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
             let address = listener.local_addr().expect("the bound address");
-            let state =
-                AppState { engine, api_token: Some(TOKEN.into()), read_requires_token: false, started_at_ms: 0 };
+            let state = AppState {
+                engine,
+                api_token: Some(TOKEN.into()),
+                read_requires_token: false,
+                started_at_ms: 0,
+                webhooks: baton_http::WebhookSecrets::default(),
+            };
             let settings = ServerSettings {
                 max_connections: 64,
                 header_timeout: Duration::from_secs(2),

@@ -9,6 +9,7 @@ use crate::executor::{self, Start};
 use crate::redacting::RedactingStore;
 use crate::sandbox::Sandbox;
 use crate::settings::EngineSettings;
+use crate::webhooks::{LogSink, WebhookPass, WebhookSink};
 use baton_adapters::forge::{Forge, ForgeRepo, LocalForge};
 use baton_adapters::notifier::{LogNotifier, Notifier};
 use baton_adapters::tracker::{LocalTracker, Tracker};
@@ -19,6 +20,7 @@ use baton_store::{
     TaskKey, TaskRecord, Transition,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -112,6 +114,9 @@ pub struct Engine {
     forge: Arc<dyn Forge>,
     notifier: Arc<dyn Notifier>,
     tracker: Arc<dyn Tracker>,
+    webhook_sink: Arc<dyn WebhookSink>,
+    /// A webhook delivery was stored since the loop last looked.
+    webhooks_pending: AtomicBool,
     /// Identifies this process as job owner.
     owner: String,
     /// Every secret this engine knows, masked in everything it records (SPEC §16).
@@ -143,6 +148,7 @@ pub struct EngineBuilder {
     forge: Option<Arc<dyn Forge>>,
     notifier: Option<Arc<dyn Notifier>>,
     tracker: Option<Arc<dyn Tracker>>,
+    webhook_sink: Option<Arc<dyn WebhookSink>>,
     owner: Option<String>,
     secrets: Vec<String>,
     sandbox: Option<Arc<Sandbox>>,
@@ -194,6 +200,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Where parsed webhook events go (default: [`LogSink`], which logs them).
+    pub fn webhook_sink(mut self, sink: Arc<dyn WebhookSink>) -> Self {
+        self.webhook_sink = Some(sink);
+        self
+    }
+
     /// Secrets to mask beyond those the engine finds itself (the API token, webhook secrets).
     pub fn secrets(mut self, values: impl IntoIterator<Item = String>) -> Self {
         self.secrets.extend(values);
@@ -236,6 +248,8 @@ impl EngineBuilder {
             forge: self.forge.unwrap_or_else(|| Arc::new(LocalForge)),
             notifier: self.notifier.unwrap_or_else(|| Arc::new(LogNotifier)),
             tracker: self.tracker.unwrap_or_else(|| Arc::new(LocalTracker)),
+            webhook_sink: self.webhook_sink.unwrap_or_else(|| Arc::new(LogSink)),
+            webhooks_pending: AtomicBool::new(true),
             owner: self.owner.unwrap_or_else(|| format!("pid:{}", std::process::id())),
             redactor,
             settings: self.settings,
@@ -262,6 +276,7 @@ impl Engine {
             forge: None,
             notifier: None,
             tracker: None,
+            webhook_sink: None,
             owner: None,
             secrets: Vec::new(),
             sandbox: None,
@@ -303,6 +318,22 @@ impl Engine {
     /// The port background work starts through (the HTTP server's connections use it too).
     pub fn spawner(&self) -> &Arc<dyn Spawner> {
         &self.spawner
+    }
+
+    pub(crate) fn webhook_sink(&self) -> &Arc<dyn WebhookSink> {
+        &self.webhook_sink
+    }
+
+    /// A webhook delivery was stored: the engine loop handles it on its next pass, now.
+    pub fn webhook_received(&self) {
+        self.webhooks_pending.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Parses and hands to the sink up to one batch of stored webhook deliveries; the engine loop
+    /// calls it on every pass (tests call it directly).
+    pub async fn process_webhooks(&self) -> Result<WebhookPass, EngineError> {
+        Ok(crate::webhooks::drain(self).await?)
     }
 
     pub(crate) fn vcs(&self) -> &Arc<dyn Vcs> {
@@ -765,6 +796,18 @@ impl Engine {
                         tracing::error!("claiming a job failed: {error}");
                         break;
                     }
+                }
+            }
+            // New deliveries at once; left-overs (a full batch, a failed sink) once a second.
+            if self.webhooks_pending.swap(false, Ordering::AcqRel)
+                || now.saturating_sub(last_outbox_ms) >= OUTBOX_INTERVAL_MS
+            {
+                match self.process_webhooks().await {
+                    Ok(pass) if pass.handled + pass.failed == crate::webhooks::DELIVERIES_PER_PASS => {
+                        self.webhooks_pending.store(true, Ordering::Release);
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!("processing webhook deliveries failed: {error}"),
                 }
             }
             if now.saturating_sub(last_outbox_ms) >= OUTBOX_INTERVAL_MS {

@@ -14,6 +14,7 @@
 //! - [`prompts`]: minijinja prompt templates per role.
 //! - `redacting`: the store wrapper that masks every known secret in what the engine writes.
 //! - [`sandbox`]: whether an agent run is confined, and what a confined run may touch.
+//! - [`webhooks`]: the webhook inbox worker and the [`webhooks::WebhookSink`] hook.
 //! - [`settings`], [`clock`].
 //!
 //! Invariant: every stage change goes through `baton_domain::decide` and one `Store::advance`;
@@ -33,6 +34,7 @@ pub mod reconciler;
 mod redacting;
 pub mod sandbox;
 pub mod settings;
+pub mod webhooks;
 pub mod workspace;
 
 pub use access::{Principal, Scope};

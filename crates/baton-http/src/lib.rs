@@ -7,6 +7,8 @@
 //!   `Host`/`Origin` allowlist ([`guard`]).
 //! - [`health`]: `/health`, the store's checks (200, or 503 naming the failed check).
 //! - [`api`]: one file per group of routes (tasks, status, usage).
+//! - [`webhooks`]: `POST /webhooks/{github,gitea,plane}`, signed deliveries stored in the inbox
+//!   and acknowledged with 202 before any processing.
 //! - [`auth`]: the principal behind a bearer token and the scope each route needs.
 //! - [`idempotency`]: exact `Idempotency-Key` handling on every mutation.
 //! - `redact`: every response masked with the engine's redactor.
@@ -25,8 +27,10 @@ mod health;
 pub mod idempotency;
 mod redact;
 pub mod server;
+pub mod webhooks;
 
 pub use error::ApiError;
+pub use webhooks::WebhookSecrets;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -50,6 +54,8 @@ pub struct AppState {
     pub read_requires_token: bool,
     /// When this server started, in the engine clock's milliseconds; `/api/status` reports uptime.
     pub started_at_ms: i64,
+    /// The secret of each webhook source (`[webhooks]`); an unset one turns its route off.
+    pub webhooks: WebhookSecrets,
 }
 
 /// The whole HTTP surface: `/health`, `/api/...`, and JSON 404/405 for everything else.
@@ -58,6 +64,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .nest("/api", api::router(state.clone()))
+        .merge(webhooks::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX))

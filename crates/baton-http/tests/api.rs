@@ -7,6 +7,8 @@
 mod fuzz_corpus;
 #[path = "api/trust.rs"]
 mod trust;
+#[path = "api/webhooks.rs"]
+mod webhooks;
 
 use axum::Router;
 use axum::body::Body;
@@ -69,6 +71,7 @@ impl Harness {
             api_token: token.map(str::to_string),
             read_requires_token: false,
             started_at_ms: 0,
+            webhooks: baton_http::WebhookSecrets::default(),
         })
     }
 
@@ -436,7 +439,13 @@ async fn serves_health_on_a_real_socket() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let state = AppState { engine: h.engine.clone(), api_token: None, read_requires_token: false, started_at_ms: 0 };
+    let state = AppState {
+        engine: h.engine.clone(),
+        api_token: None,
+        read_requires_token: false,
+        started_at_ms: 0,
+        webhooks: baton_http::WebhookSecrets::default(),
+    };
     let server = tokio::spawn(baton_http::serve(listener, state, async {
         let _ = stop_rx.await;
     }));

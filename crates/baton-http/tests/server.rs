@@ -67,6 +67,7 @@ impl Running {
             api_token: Some(TOKEN.into()),
             read_requires_token: false,
             started_at_ms: 0,
+            webhooks: baton_http::WebhookSecrets::default(),
         };
         let task = tokio::spawn(serve_with(listener, state, settings, async {
             let _ = stopped.await;

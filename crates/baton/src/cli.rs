@@ -234,6 +234,9 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
     let sandbox = Arc::new(Sandbox::new(config.sandbox.clone()));
     let engine = Engine::builder(config.engine.clone(), Arc::new(store))
         .secrets(config.server.api_token.iter().cloned())
+        .secrets(
+            [&config.webhooks.github, &config.webhooks.gitea, &config.webhooks.plane].into_iter().flatten().cloned(),
+        )
         .secrets(config.server.secret_env.iter().filter_map(|name| std::env::var(name).ok()))
         .sandbox(sandbox)
         .build();

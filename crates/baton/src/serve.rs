@@ -83,6 +83,7 @@ pub async fn serve(config: Config) -> anyhow::Result<u8> {
         api_token: config.server.api_token.clone(),
         read_requires_token: config.server.read_requires_token,
         started_at_ms: engine.clock().now_ms(),
+        webhooks: config.webhooks.clone(),
     };
     let settings = baton_http::server::ServerSettings {
         max_connections: config.server.max_connections,

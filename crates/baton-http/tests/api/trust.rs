@@ -90,6 +90,7 @@ async fn reads_can_require_a_read_token() {
             api_token: Some(TOKEN.into()),
             read_requires_token: true,
             started_at_ms: 0,
+            webhooks: baton_http::WebhookSecrets::default(),
         })
     };
     let (status, _) = send(app(), Request::get("/api/tasks").body(Body::empty()).unwrap()).await;

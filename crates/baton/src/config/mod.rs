@@ -78,6 +78,8 @@ pub struct Config {
     pub engine: EngineSettings,
     /// `[sandbox]`: how agent runs are confined.
     pub sandbox: SandboxSettings,
+    /// `[webhooks]`: the secret of each webhook source (unset: that route answers 404).
+    pub webhooks: baton_http::WebhookSecrets,
     /// The file used; `None` means the embedded defaults.
     pub source: Option<PathBuf>,
 }

@@ -1,6 +1,6 @@
 //! Reading each section of `baton.toml` into the engine's settings and checking what it means:
 //! `[server]`, `[limits]`, `[budgets]`, `[[repos]]` (names, prefixes, git checkouts and branches),
-//! `[agents.<role>]`, `[pipeline]` and `[sandbox]`.
+//! `[agents.<role>]`, `[pipeline]`, `[sandbox]` and `[webhooks]`.
 
 use super::diagnostics::{suggest_fix, type_name};
 use super::sources::{clean, valid_env_name};
@@ -15,7 +15,11 @@ use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 /// The top-level sections this version understands.
-pub(super) const SECTIONS: &[&str] = &["server", "limits", "budgets", "repos", "agents", "pipeline", "sandbox"];
+pub(super) const SECTIONS: &[&str] =
+    &["server", "limits", "budgets", "repos", "agents", "pipeline", "sandbox", "webhooks"];
+
+/// Shortest webhook secret accepted: the signature is only as strong as the secret.
+const WEBHOOK_SECRET_CHARS_MIN: usize = 16;
 
 /// Sections SPEC §13 names that this version does not read yet.
 const PLANNED_SECTIONS: &[&str] = &["trackers", "forges", "notifiers", "features", "pricing"];
@@ -58,6 +62,7 @@ impl Loader<'_> {
         let agents = self.agents(doc.remove("agents"), &roles);
         let pipeline = self.pipeline(doc.remove("pipeline"));
         let sandbox = self.sandbox(doc.remove("sandbox"), server.as_ref().map(|(s, _)| s.data_dir.as_path()));
+        let webhooks = self.webhooks(doc.remove("webhooks"));
         let (server, env_passthrough) = server?;
         let engine = EngineSettings {
             data_dir: server.data_dir.clone(),
@@ -77,7 +82,7 @@ impl Loader<'_> {
         let mut sandbox = sandbox?;
         // Agents never read the configuration: it may hold `server.api_token` or other secrets.
         sandbox.masked_files.extend(source.iter().cloned());
-        Some(Config { server, engine, sandbox, source })
+        Some(Config { server, engine, sandbox, webhooks: webhooks?, source })
     }
 
     /// Takes a section that must be a table; reports it otherwise.
@@ -234,6 +239,43 @@ impl Loader<'_> {
 
     /// `[sandbox]`: mode and network are checked by their types; extra paths are resolved like
     /// every other path and must not open the data directory to agents.
+    /// `[webhooks]`: one secret per source, normally `"${VAR}"`; a secret written in the file is
+    /// hidden from messages like `server.api_token`. Empty means unset (the route is off).
+    fn webhooks(&mut self, raw: Option<Value>) -> Option<baton_http::WebhookSecrets> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct WebhooksSection {
+            #[serde(default)]
+            github_secret: Option<String>,
+            #[serde(default)]
+            gitea_secret: Option<String>,
+            #[serde(default)]
+            plane_secret: Option<String>,
+        }
+        let table = self.section_table("webhooks", raw, "write it as a [webhooks] section")?;
+        let parsed = self.deserialize::<WebhooksSection>("webhooks", table);
+        let sound = parsed.bad.is_empty();
+        let section = parsed.value?;
+        let mut check = |key: &str, value: Option<String>| {
+            let value = value.filter(|v| !v.is_empty())?;
+            self.secrets.push((value.clone(), format!("<webhooks.{key}>")));
+            if value.chars().count() < WEBHOOK_SECRET_CHARS_MIN {
+                self.issue(
+                    format!("webhooks.{key}"),
+                    format!("the secret is shorter than {WEBHOOK_SECRET_CHARS_MIN} characters"),
+                    "use a long random secret, e.g. the output of `openssl rand -hex 32`, in the forge and here",
+                );
+            }
+            Some(value)
+        };
+        let secrets = baton_http::WebhookSecrets {
+            github: check("github_secret", section.github_secret),
+            gitea: check("gitea_secret", section.gitea_secret),
+            plane: check("plane_secret", section.plane_secret),
+        };
+        sound.then_some(secrets)
+    }
+
     fn sandbox(&mut self, raw: Option<Value>, data_dir: Option<&Path>) -> Option<SandboxSettings> {
         let table = self.section_table("sandbox", raw, "write it as a [sandbox] section")?;
         let parsed = self.deserialize::<SandboxSettings>("sandbox", table);

@@ -131,7 +131,9 @@ impl<'a> Loader<'a> {
                 self.issue(var.clone(), format!("there is no `{}` section to override", segments[0]), fix);
                 continue;
             }
-            if segments.last().is_some_and(|key| key == "api_token") && raw.len() >= REDACT_LEN_MIN {
+            if segments.last().is_some_and(|key| key == "api_token" || key.ends_with("_secret"))
+                && raw.len() >= REDACT_LEN_MIN
+            {
                 self.secrets.push((raw.clone(), format!("${var}")));
             }
             let value = env_value(&segments, raw);
@@ -224,6 +226,7 @@ fn env_value(segments: &[String], raw: &str) -> Value {
             "name" | "path" | "default_branch" | "prefix" | "url" | "credentials_env" | "delete_remote_branch"
         ),
         "agents" => matches!(last, "adapter" | "script" | "model" | "prompt"),
+        "webhooks" => true,
         _ => false,
     };
     if !string_only
