@@ -11,6 +11,7 @@
 //! - [`redact_stream`]: secret masking of an output stream cut anywhere (the shim's run logs).
 //! - [`text_input`]: input-text checks and terminal escaping.
 //! - [`http_request`]: raw HTTP/1 requests over loopback TCP → the hardened `baton_http` server.
+//! - [`webhook`]: signed webhook bodies (GitHub, Gitea, Plane) → `baton_adapters::webhook::parse`.
 //! - [`replay`]: runs every file of a corpus directory through a harness, naming any that panics.
 
 pub mod agent_output;
@@ -22,3 +23,4 @@ pub mod mock_llm_script;
 pub mod redact_stream;
 pub mod replay;
 pub mod text_input;
+pub mod webhook;

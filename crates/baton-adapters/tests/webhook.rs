@@ -2,6 +2,11 @@
 //! `<event>__<what it proves>.json` and parsed with its event name.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../fuzz/harness/replay.rs"]
+mod replay;
+#[path = "../../../fuzz/harness/webhook.rs"]
+mod webhook_harness;
+
 use baton_adapters::webhook::{ParseError, Source, WebhookEvent, WorkItemAction, parse};
 use std::path::PathBuf;
 
@@ -237,4 +242,21 @@ fn every_fixture_parses_to_a_one_line_summary_or_an_error() {
         }
     }
     assert!(seen >= 20, "{seen} fixtures");
+}
+
+// Every committed fuzz input (seeds and minimized corpus) of the three webhook targets parses or is
+// refused without a panic, with a one-line summary.
+#[test]
+fn fuzz_corpus_webhooks_never_panic() {
+    let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    assert!(replay::replay(&fuzz, "webhook_github", webhook_harness::github) >= 10);
+    assert!(replay::replay(&fuzz, "webhook_gitea", webhook_harness::gitea) >= 5);
+    assert!(replay::replay(&fuzz, "webhook_plane", webhook_harness::plane) >= 5);
+}
+
+#[test]
+fn control_characters_in_payload_names_never_reach_the_summary() {
+    let body = br#"{"action":"labeled","issue":{"number":1,"title":"t","labels":[]},"repository":{"full_name":"o/r\r\nFAKE LOG LINE"}}"#;
+    let summary = parse(Source::Github, "issues", body).unwrap().summary();
+    assert!(!summary.contains('\n') && !summary.contains('\r'), "{summary:?}");
 }

@@ -76,8 +76,18 @@ pub enum WebhookEvent {
 }
 
 impl WebhookEvent {
-    /// One line for logs and the inbox row: what happened to what.
+    /// One line for logs and the inbox row: what happened to what. Control characters from the
+    /// payload become `?` and the line is cut at 300 characters.
     pub fn summary(&self) -> String {
+        let text = self.describe();
+        let mut line: String = text.chars().take(300).map(|c| if c.is_control() { '?' } else { c }).collect();
+        if text.chars().count() > 300 {
+            line.push('…');
+        }
+        line
+    }
+
+    fn describe(&self) -> String {
         match self {
             WebhookEvent::Issue(e) => format!("issue {}#{} {}", e.repo, e.number, e.action),
             WebhookEvent::PullRequest(e) => {

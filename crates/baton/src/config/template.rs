@@ -85,6 +85,13 @@ const TEMPLATE_AGENTS: &str = "\
 # repo_daily_usd = 50.0
 # global_daily_usd = 200.0
 # warn_ratio = 0.8                       # one alert per scope and day at 80 % of a cap
+
+# Signed webhooks (docs/webhooks.md): each secret turns on POST /webhooks/<source>. Keep the
+# secrets in the environment.
+# [webhooks]
+# github_secret = \"${GITHUB_WEBHOOK_SECRET}\"
+# gitea_secret = \"${GITEA_WEBHOOK_SECRET}\"
+# plane_secret = \"${PLANE_WEBHOOK_SECRET}\"
 ";
 
 const TEMPLATE_PIPELINE_HEAD: &str = "\

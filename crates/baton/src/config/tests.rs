@@ -542,3 +542,31 @@ fn url_repository_mistakes_are_reported() {
     assert!(credentials.fix.contains("credentials_env"), "{credentials:?}");
     assert!(!found.iter().any(|i| i.to_string().contains("secret@")), "the URL's password was echoed: {found:#?}");
 }
+
+// `[webhooks]`: secrets from `${VAR}` or `BATON_WEBHOOKS__*`, unset ones leave the route off, a short
+// one is an issue, and no secret value appears in debug output or messages.
+#[test]
+fn webhook_secrets_load_from_the_environment_and_never_leak() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = "gh-webhook-secret-0123456789";
+    let plane = "plane-webhook-secret-abcdef";
+    let path = write(
+        dir.path(),
+        "baton.toml",
+        "[server]\ndata_dir = \"d\"\n[webhooks]\ngithub_secret = \"${GH_HOOK}\"\ngitea_secret = \"\"\n",
+    );
+    let config = loaded(load_file(&path, &[("GH_HOOK", github), ("BATON_WEBHOOKS__PLANE_SECRET", plane)]));
+    assert_eq!(config.webhooks.github.as_deref(), Some(github));
+    assert_eq!(config.webhooks.gitea, None, "empty means off");
+    assert_eq!(config.webhooks.plane.as_deref(), Some(plane));
+    let shown = format!("{config:?}");
+    assert!(!shown.contains(github) && !shown.contains(plane), "{shown}");
+
+    let short = write(dir.path(), "short.toml", "[webhooks]\ngitea_secret = \"${SHORT}\"\nnope = 1\n");
+    let found = issues(load_file(&short, &[("SHORT", "tiny-secret")]));
+    assert!(find(&found, "webhooks.gitea_secret").message.contains("16"));
+    find(&found, "webhooks.nope");
+    for issue in &found {
+        assert!(!issue.to_string().contains("tiny-secret"), "secret leaked: {issue}");
+    }
+}
