@@ -7,7 +7,8 @@
 
 use crate::Engine;
 use async_trait::async_trait;
-use baton_adapters::webhook::{self, Source, WebhookEvent};
+pub use baton_adapters::webhook::WebhookEvent;
+use baton_adapters::webhook::{self, Source};
 use baton_store::{DeliveryRecord, StoreResult};
 
 /// Deliveries handled per pass of the engine loop.

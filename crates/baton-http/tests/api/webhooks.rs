@@ -323,6 +323,70 @@ async fn known_secrets_in_a_payload_are_masked_in_the_inbox() {
     assert!(serde_json::from_str::<serde_json::Value>(&row.payload).is_ok(), "still JSON after masking");
 }
 
+/// The engine loop (as `baton serve` runs it) picks up a stored delivery by itself, woken by
+/// the receiver, and hands it to the configured sink exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_loop_processes_a_delivery_after_the_202() {
+    use baton_engine::webhooks::{WebhookEvent, WebhookSink};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+    #[async_trait::async_trait]
+    impl WebhookSink for Recorder {
+        async fn handle(&self, _: &Engine, delivery: &DeliveryRecord, event: &WebhookEvent) -> Result<(), String> {
+            self.0.lock().unwrap().push(format!("{} {}", delivery.delivery_id, event.summary()));
+            Ok(())
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("baton.db")).await.unwrap();
+    let settings = EngineSettings {
+        data_dir: dir.path().join("data"),
+        limits: Limits { poll_interval_ms: 60_000, ..Limits::default() },
+        repos: vec![],
+        agents: BTreeMap::new(),
+        pipeline: Pipeline::default_pipeline(),
+        budgets: baton_engine::Budgets::default(),
+        baton_exe: PathBuf::from("baton"),
+        env_passthrough: vec![],
+    };
+    let recorder = Arc::new(Recorder::default());
+    let engine = Engine::builder(settings, Arc::new(store)).webhook_sink(recorder.clone()).build();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let engine_loop = tokio::spawn(engine.clone().run(shutdown));
+    // Let the loop finish its first pass and go to sleep for the (long) poll interval.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let hooks = Hooks { _dir: dir, engine: engine.clone() };
+    let sender = &SENDERS[0];
+    let body = fixture(sender.fixture);
+    for _ in 0..2 {
+        let (status, _) =
+            send(hooks.app(), signed(sender, "live-1", &body).body(Body::from(body.clone())).unwrap()).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let mut processed = None;
+    for _ in 0..100 {
+        let row = hooks.rows("github").await.pop().unwrap();
+        if row.processed_at_ms.is_some() {
+            processed = Some(row);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let row = processed.expect("processed within 2 s, long before the 60 s poll interval");
+    assert_eq!(row.parsed.as_deref(), Some("issue acme/shop#42 labeled"));
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        ["live-1 issue acme/shop#42 labeled"],
+        "once, the replay was not handed on"
+    );
+    stop.send(true).unwrap();
+    engine_loop.await.unwrap();
+}
+
 /// Webhook-to-202 latency over loopback TCP, one connection per delivery as the senders do:
 /// prints p50/p99 (a figure for the note, not an assertion beyond "every answer was 202").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
