@@ -185,6 +185,36 @@ async fn without_a_delivery_id_the_body_digest_deduplicates() {
 }
 
 #[tokio::test]
+async fn gitea_events_come_from_the_fine_header_else_the_coarse_one() {
+    let h = Hooks::new().await;
+    let body = fixture("gitea/status__failure.json");
+    let signature = sign(SECRET.as_bytes(), &body);
+    // Gitea 1.23.0 sent `status` with an empty X-Gitea-Event and only X-Gitea-Event-Type set.
+    let cases = [
+        ("1", "", "status", "status"),
+        ("2", "issues", "", "issues"),
+        ("3", "pull_request", "pull_request_sync", "pull_request_sync"),
+    ];
+    for (id, coarse, fine, stored) in cases {
+        let request = Request::post("/webhooks/gitea")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("X-Gitea-Signature", &signature)
+            .header("X-Gitea-Delivery", id)
+            .header("X-Gitea-Event", coarse)
+            .header("X-Gitea-Event-Type", fine)
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let (status, answer) = send(h.app(), request).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        let rows = h.rows("gitea").await;
+        assert_eq!(rows.iter().find(|r| r.delivery_id == id).unwrap().event, stored);
+    }
+    h.engine.process_webhooks().await.unwrap();
+    let first = h.rows("gitea").await.into_iter().find(|r| r.delivery_id == "1").unwrap();
+    assert_eq!(first.parsed.as_deref().unwrap().split(' ').next(), Some("status"), "{first:?}");
+}
+
+#[tokio::test]
 async fn forged_missing_or_misplaced_signatures_are_401_and_store_nothing() {
     let h = Hooks::new().await;
     for sender in &SENDERS {
