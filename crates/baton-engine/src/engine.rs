@@ -331,7 +331,7 @@ impl Engine {
     }
 
     /// Parses and hands to the sink up to one batch of stored webhook deliveries; the engine loop
-    /// calls it on every pass (tests call it directly).
+    /// calls it when woken by [`Engine::webhook_received`] and once a second (tests call it directly).
     pub async fn process_webhooks(&self) -> Result<WebhookPass, EngineError> {
         Ok(crate::webhooks::drain(self).await?)
     }
@@ -803,8 +803,9 @@ impl Engine {
                 || now.saturating_sub(last_outbox_ms) >= OUTBOX_INTERVAL_MS
             {
                 match self.process_webhooks().await {
+                    // A full batch: there may be more, go round again without sleeping.
                     Ok(pass) if pass.handled + pass.failed == crate::webhooks::DELIVERIES_PER_PASS => {
-                        self.webhooks_pending.store(true, Ordering::Release);
+                        self.webhook_received();
                     }
                     Ok(_) => {}
                     Err(error) => tracing::error!("processing webhook deliveries failed: {error}"),
