@@ -6,6 +6,7 @@
 //!   inputs, applying decisions, recovery, the claim loop.
 //! - [`executor`]: running one claimed job and turning its result into a `JobFinished` event.
 //! - [`effects`]: the outbox of durable effects and its worker.
+//! - [`intake`]: forge issues with the start label become tasks (a webhook sink).
 //! - [`gates`]: one file per gate kind, including the merge gate; gates see only a `GateContext`.
 //! - [`access`]: principals, scoped API tokens (stored as digests), the scope a decision needs.
 //! - [`agents`]: the agent port ([`AgentFactory`]) and the configured adapters.
@@ -28,6 +29,7 @@ pub mod effects;
 pub mod engine;
 pub mod executor;
 pub mod gates;
+pub mod intake;
 pub mod prompts;
 pub mod reaper;
 pub mod reconciler;

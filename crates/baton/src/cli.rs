@@ -238,8 +238,14 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
             [&config.webhooks.github, &config.webhooks.gitea, &config.webhooks.plane].into_iter().flatten().cloned(),
         )
         .secrets(config.server.secret_env.iter().filter_map(|name| std::env::var(name).ok()))
-        .sandbox(sandbox)
-        .build();
+        .sandbox(sandbox);
+    // Forge issues with the start label become tasks once a tracker is configured.
+    let engine = if config.trackers.is_empty() {
+        engine
+    } else {
+        engine.webhook_sink(Arc::new(baton_engine::intake::IntakeSink::new(config.trackers.clone())))
+    }
+    .build();
     crate::logging::set_redactor(engine.redactor().clone());
     Ok(engine)
 }

@@ -464,3 +464,83 @@ async fn webhook_to_202_latency_over_loopback() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// A receiver whose engine turns GitHub issues of `acme/shop` labelled `baton` into tasks of the
+/// Baton repository `shop` (issues by `alice` only).
+async fn intake_hooks() -> (tempfile::TempDir, Arc<Engine>) {
+    use baton_engine::intake::{IntakeRule, IntakeSink, IntakeSource};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("baton.db")).await.unwrap();
+    let settings = EngineSettings {
+        data_dir: dir.path().join("data"),
+        limits: Limits::default(),
+        repos: vec![baton_engine::RepoSettings {
+            name: "shop".into(),
+            path: dir.path().join("shop"),
+            default_branch: "main".into(),
+            prefix: "SHOP".into(),
+            url: None,
+            push: None,
+            delete_remote_branch: baton_engine::DeleteRemoteBranch::default(),
+            credentials_env: None,
+            test: None,
+            deploy: None,
+            health: None,
+        }],
+        agents: BTreeMap::new(),
+        pipeline: Pipeline::default_pipeline(),
+        budgets: baton_engine::Budgets::default(),
+        baton_exe: PathBuf::from("baton"),
+        env_passthrough: vec![],
+    };
+    let rule = IntakeRule {
+        source: IntakeSource::Github,
+        forge_repo: "acme/shop".into(),
+        repo: "shop".into(),
+        start_label: "baton".into(),
+        authors: vec!["alice".into()],
+    };
+    let engine = Engine::builder(settings, Arc::new(store)).webhook_sink(Arc::new(IntakeSink::new(vec![rule]))).build();
+    (dir, engine)
+}
+
+// An issue labelled with the start label becomes one task carrying the ticket's reference; the
+// same label event again (a new delivery) or a replay creates nothing more; an issue by an author
+// off the allowlist, another label, or a comment creates nothing.
+#[tokio::test]
+async fn a_labelled_issue_becomes_one_task_and_nothing_else_does() {
+    let (_dir, engine) = intake_hooks().await;
+    let hooks = Hooks { _dir: tempfile::tempdir().unwrap(), engine: engine.clone() };
+    let github = &SENDERS[0];
+    let labelled = fixture(github.fixture);
+    let deliver = |id: &str, event: &'static str, body: Vec<u8>| {
+        Request::post("/webhooks/github")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(github.signature_header, format!("sha256={}", sign(SECRET.as_bytes(), &body)))
+            .header(github.delivery_header, id)
+            .header(github.event_header, event)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    for id in ["d-1", "d-1", "d-2"] {
+        let (status, _) = send(hooks.app(), deliver(id, "issues", labelled.clone())).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(&labelled).unwrap();
+    value["issue"]["number"] = 43.into();
+    value["issue"]["user"]["login"] = "mallory".into();
+    send(hooks.app(), deliver("d-3", "issues", serde_json::to_vec(&value).unwrap())).await;
+    let mut other_label = serde_json::from_slice::<serde_json::Value>(&labelled).unwrap();
+    other_label["issue"]["number"] = 44.into();
+    other_label["label"]["name"] = "bug".into();
+    send(hooks.app(), deliver("d-4", "issues", serde_json::to_vec(&other_label).unwrap())).await;
+    send(hooks.app(), deliver("d-5", "issue_comment", fixture("github/issue_comment__created_is_ignored.json"))).await;
+
+    let pass = engine.process_webhooks().await.unwrap();
+    assert_eq!((pass.handled, pass.failed, pass.retried), (5, 0, 0));
+    let tasks = engine.store().list_tasks(&baton_store::TaskFilter::default()).await.unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(tasks[0].external_ref.as_deref(), Some("github:acme/shop#42"));
+    assert_eq!(tasks[0].title, "Checkout rounds totals wrongly");
+    assert_eq!(tasks[0].repo, "shop");
+}

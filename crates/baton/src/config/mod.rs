@@ -80,6 +80,8 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     /// `[webhooks]`: the secret of each webhook source (unset: that route answers 404).
     pub webhooks: baton_http::WebhookSecrets,
+    /// `[[trackers]]`: forge issues with the start label become tasks.
+    pub trackers: Vec<baton_engine::intake::IntakeRule>,
     /// The file used; `None` means the embedded defaults.
     pub source: Option<PathBuf>,
 }

@@ -7,6 +7,7 @@ use super::sources::{clean, valid_env_name};
 use super::{Config, ConfigIssue, DEFAULT_LISTEN, Loader, ServerConfig, default_data_dir};
 use baton_domain::ids::{valid_prefix, valid_repo_name};
 use baton_domain::pipeline::{Actor, GateSpec, Pipeline, PipelineProblem, StageSpec};
+use baton_engine::intake::{IntakeRule, IntakeSource};
 use baton_engine::{AdapterKind, AgentSettings, Budgets, EngineSettings, Limits, RepoSettings, SandboxSettings};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -16,13 +17,13 @@ use toml::{Table, Value};
 
 /// The top-level sections this version understands.
 pub(super) const SECTIONS: &[&str] =
-    &["server", "limits", "budgets", "repos", "agents", "pipeline", "sandbox", "webhooks"];
+    &["server", "limits", "budgets", "repos", "agents", "pipeline", "sandbox", "webhooks", "trackers"];
 
 /// Shortest webhook secret accepted: the signature is only as strong as the secret.
 const WEBHOOK_SECRET_CHARS_MIN: usize = 16;
 
 /// Sections SPEC §13 names that this version does not read yet.
-const PLANNED_SECTIONS: &[&str] = &["trackers", "forges", "notifiers", "features", "pricing"];
+const PLANNED_SECTIONS: &[&str] = &["forges", "notifiers", "features", "pricing"];
 
 /// Agent roles always accepted under `[agents.<role>]`.
 const BUILTIN_ROLES: &[&str] = &["default", "analyst", "architect", "developer", "reviewer", "tester"];
@@ -63,6 +64,7 @@ impl Loader<'_> {
         let pipeline = self.pipeline(doc.remove("pipeline"));
         let sandbox = self.sandbox(doc.remove("sandbox"), server.as_ref().map(|(s, _)| s.data_dir.as_path()));
         let webhooks = self.webhooks(doc.remove("webhooks"));
+        let trackers = self.trackers(doc.remove("trackers"), repos.as_deref().unwrap_or(&[]));
         let (server, env_passthrough) = server?;
         let engine = EngineSettings {
             data_dir: server.data_dir.clone(),
@@ -82,7 +84,7 @@ impl Loader<'_> {
         let mut sandbox = sandbox?;
         // Agents never read the configuration: it may hold `server.api_token` or other secrets.
         sandbox.masked_files.extend(source.iter().cloned());
-        Some(Config { server, engine, sandbox, webhooks: webhooks?, source })
+        Some(Config { server, engine, sandbox, webhooks: webhooks?, trackers: trackers?, source })
     }
 
     /// Takes a section that must be a table; reports it otherwise.
@@ -241,6 +243,108 @@ impl Loader<'_> {
     /// every other path and must not open the data directory to agents.
     /// `[webhooks]`: one secret per source, normally `"${VAR}"`; a secret written in the file is
     /// hidden from messages like `server.api_token`. Empty means unset (the route is off).
+    /// `[[trackers]]`: where tickets come from. Each entry maps a forge repository's issues with the
+    /// start label to a Baton repository.
+    fn trackers(&mut self, raw: Option<Value>, repos: &[RepoSettings]) -> Option<Vec<IntakeRule>> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TrackerEntry {
+            kind: String,
+            repo: String,
+            forge_repo: String,
+            #[serde(default = "default_start_label")]
+            start_label: String,
+            #[serde(default)]
+            authors: Vec<String>,
+        }
+        fn default_start_label() -> String {
+            "baton".to_string()
+        }
+        let entries = match raw {
+            None => return Some(Vec::new()),
+            Some(Value::Array(entries)) => entries,
+            Some(other) => {
+                self.issue(
+                    "trackers",
+                    format!("`trackers` must be a list of tables, not {}", type_name(&other)),
+                    "write each tracker as its own [[trackers]] block (two brackets)",
+                );
+                return None;
+            }
+        };
+        let mut rules = Vec::new();
+        let mut ok = true;
+        for (i, entry) in entries.into_iter().enumerate() {
+            let base = format!("trackers[{i}]");
+            let Value::Table(mut table) = entry else {
+                self.issue(base, "a tracker entry must be a table", "write each tracker as a [[trackers]] block");
+                ok = false;
+                continue;
+            };
+            split_string_list(&mut table, "authors", |c| c.is_whitespace() || c == ',');
+            let parsed = self.deserialize::<TrackerEntry>(&base, table);
+            ok &= parsed.bad.is_empty();
+            let Some(entry) = parsed.value else {
+                ok = false;
+                continue;
+            };
+            let source = match entry.kind.as_str() {
+                "github" => Some(IntakeSource::Github),
+                "gitea" | "forgejo" => Some(IntakeSource::Gitea),
+                other => {
+                    let fix = if other == "plane" {
+                        "Plane intake is not available yet; use github or gitea"
+                    } else {
+                        "use \"github\" or \"gitea\" (Forgejo: \"gitea\")"
+                    };
+                    self.issue(format!("{base}.kind"), format!("`{other}` is not a tracker kind Baton reads"), fix);
+                    None
+                }
+            };
+            if !repos.iter().any(|r| r.name == entry.repo) {
+                let known: Vec<&str> = repos.iter().map(|r| r.name.as_str()).collect();
+                self.issue(
+                    format!("{base}.repo"),
+                    format!("`{}` is not a configured repository", entry.repo),
+                    format!(
+                        "name one of the [[repos]] entries: {}",
+                        if known.is_empty() { "none yet".into() } else { known.join(", ") }
+                    ),
+                );
+                ok = false;
+            }
+            let parts: Vec<&str> = entry.forge_repo.split('/').collect();
+            if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || p.contains(char::is_whitespace)) {
+                self.issue(
+                    format!("{base}.forge_repo"),
+                    format!("`{}` is not `owner/name`", entry.forge_repo),
+                    "write the repository as it appears in its URL, e.g. \"acme/shop\"",
+                );
+                ok = false;
+            }
+            if entry.start_label.trim().is_empty() {
+                self.issue(
+                    format!("{base}.start_label"),
+                    "the start label is empty",
+                    "name the label that starts a ticket, e.g. \"baton\"",
+                );
+                ok = false;
+            }
+            let Some(source) = source else {
+                ok = false;
+                continue;
+            };
+            rules.push(IntakeRule {
+                source,
+                forge_repo: entry.forge_repo,
+                repo: entry.repo,
+                start_label: entry.start_label,
+                authors: entry.authors,
+            });
+        }
+        ok.then_some(rules)
+    }
+
     fn webhooks(&mut self, raw: Option<Value>) -> Option<baton_http::WebhookSecrets> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]

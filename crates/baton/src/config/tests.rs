@@ -570,3 +570,29 @@ fn webhook_secrets_load_from_the_environment_and_never_leak() {
         assert!(!issue.to_string().contains("tiny-secret"), "secret leaked: {issue}");
     }
 }
+
+// `[[trackers]]`: an entry maps a forge repository's labelled issues to a configured repository;
+// every mistake is reported with its key and a fix.
+#[test]
+fn trackers_load_and_report_mistakes() {
+    let dir = valid_dir();
+    let path = dir.path().join("baton.toml");
+    let base = std::fs::read_to_string(&path).unwrap();
+    let good = format!(
+        "{base}\n[[trackers]]\nkind = \"github\"\nrepo = \"demo\"\nforge_repo = \"acme/shop\"\nauthors = \"alice, bob\"\n"
+    );
+    std::fs::write(&path, good).unwrap();
+    let config = loaded(load_file(&path, &[]));
+    assert_eq!(config.trackers.len(), 1);
+    assert_eq!(config.trackers[0].start_label, "baton", "the default start label");
+    assert_eq!(config.trackers[0].authors, ["alice", "bob"]);
+    let bad = format!(
+        "{base}\n[[trackers]]\nkind = \"plane\"\nrepo = \"nope\"\nforge_repo = \"acme\"\nstart_label = \" \"\n"
+    );
+    std::fs::write(&path, bad).unwrap();
+    let found = issues(load_file(&path, &[]));
+    assert!(find(&found, "trackers[0].kind").fix.contains("not available yet"), "{found:#?}");
+    assert!(find(&found, "trackers[0].repo").fix.contains("demo"), "{found:#?}");
+    assert!(find(&found, "trackers[0].forge_repo").message.contains("owner/name"), "{found:#?}");
+    find(&found, "trackers[0].start_label");
+}
