@@ -7,13 +7,18 @@
 //! reach the agent only as prompt content; text a task may not hold (control characters, length
 //! past the limits) is cleaned, never refused, so a ticket is not silently dropped. Other events
 //! (comments above all) never drive the pipeline.
+//!
+//! Human decisions by label: the rule's approve, deploy and stop labels (and closing the issue,
+//! a STOP) go to the ticket's live task through `Engine::submit`, recorded as made by
+//! `tracker:<source>:<login>`, so `decide` judges them like any other input (an approve with
+//! nothing awaiting approval changes nothing). An `approvers` list limits who may decide.
 
 use crate::webhooks::{LogSink, WebhookSink};
-use crate::{Engine, EngineError, NewTaskRequest};
+use crate::{Engine, EngineError, Input, NewTaskRequest};
 use async_trait::async_trait;
 use baton_adapters::webhook::{IssueEvent, WebhookEvent};
 use baton_domain::text::{forbidden_in_line, forbidden_in_text};
-use baton_store::{DeliveryRecord, StoreError};
+use baton_store::{DeliveryRecord, StoreError, TaskFilter, TaskKey};
 
 /// Which forge a rule listens to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +47,27 @@ pub struct IntakeRule {
     pub start_label: String,
     /// Logins whose issues may start tickets; empty: anyone who can label.
     pub authors: Vec<String>,
+    /// Labels that decide the human gates on the live task: approve the analysis, confirm the
+    /// deploy, STOP. (Closing the issue is a STOP too.)
+    pub approve_label: String,
+    pub deploy_label: String,
+    pub stop_label: String,
+    /// Logins whose labels and closes may decide; empty: anyone who can label. Never give an
+    /// agent a forge token of one of them.
+    pub approvers: Vec<String>,
+}
+
+impl IntakeRule {
+    /// The human decision an issue event makes on the ticket's live task, if any.
+    fn decision(&self, issue: &IssueEvent) -> Option<Input> {
+        match (issue.action.as_str(), issue.label.as_deref()) {
+            ("closed", _) => Some(Input::Stop),
+            ("labeled", Some(label)) if label == self.approve_label => Some(Input::Approve),
+            ("labeled", Some(label)) if label == self.deploy_label => Some(Input::ConfirmDeploy),
+            ("labeled", Some(label)) if label == self.stop_label => Some(Input::Stop),
+            _ => None,
+        }
+    }
 }
 
 /// What the intake made of one issue event.
@@ -52,8 +78,10 @@ pub enum IntakeOutcome {
     Created(String),
     /// The ticket already has its live task.
     AlreadyLive(String),
-    /// The author is not on the rule's allowlist.
+    /// The author (or, for a decision, the sender) is not on the rule's allowlist.
     Refused(String),
+    /// A human decision reached the live task: what the engine made of it.
+    Decided(String),
 }
 
 /// The sink: issue events go through the rules, every event is also logged.
@@ -74,6 +102,10 @@ impl IntakeSink {
         else {
             return Ok(IntakeOutcome::NotForUs(format!("no [[trackers]] entry for {source} {}", issue.repo)));
         };
+        let reference = format!("{source}:{}#{}", issue.repo, issue.number);
+        if let Some(input) = rule.decision(issue) {
+            return self.decide(engine, rule, &reference, issue, input).await;
+        }
         let labelled_now = match issue.action.as_str() {
             "labeled" => issue.label.as_deref() == Some(rule.start_label.as_str()),
             "opened" | "reopened" | "label_updated" => issue.labels.iter().any(|l| l == &rule.start_label),
@@ -85,7 +117,6 @@ impl IntakeSink {
                 issue.repo, issue.number, issue.action, rule.start_label
             )));
         }
-        let reference = format!("{source}:{}#{}", issue.repo, issue.number);
         if !rule.authors.is_empty() && !rule.authors.iter().any(|a| a.eq_ignore_ascii_case(&issue.author)) {
             return Ok(IntakeOutcome::Refused(format!(
                 "{reference}: author `{}` is not in the tracker's `authors` list",
@@ -109,6 +140,36 @@ impl IntakeSink {
     }
 }
 
+impl IntakeSink {
+    /// Hands a decision by label or close to the ticket's live task, recorded as made by
+    /// `tracker:<source>:<sender>`; a ticket without a live task, or a sender off the approvers
+    /// list, changes nothing.
+    async fn decide(
+        &self,
+        engine: &Engine,
+        rule: &IntakeRule,
+        reference: &str,
+        issue: &IssueEvent,
+        input: Input,
+    ) -> Result<IntakeOutcome, EngineError> {
+        if !rule.approvers.is_empty() && !rule.approvers.iter().any(|a| a.eq_ignore_ascii_case(&issue.sender)) {
+            return Ok(IntakeOutcome::Refused(format!(
+                "{reference}: `{}` by `{}`, who is not in the tracker's `approvers` list",
+                input.kind(),
+                issue.sender
+            )));
+        }
+        let active =
+            engine.store().list_tasks(&TaskFilter { active_only: true, repo: Some(rule.repo.clone()) }).await?;
+        let Some(task) = active.iter().find(|t| t.external_ref.as_deref() == Some(reference)) else {
+            return Ok(IntakeOutcome::NotForUs(format!("{reference}: no live task for `{}`", input.kind())));
+        };
+        let by = format!("tracker:{}:{}", rule.source.as_str(), issue.sender);
+        let outcome = engine.submit(&TaskKey::Id(task.id), input.clone(), &by, None).await?;
+        Ok(IntakeOutcome::Decided(format!("{reference} {} by {by}: {outcome:?}", input.kind())))
+    }
+}
+
 #[async_trait]
 impl WebhookSink for IntakeSink {
     async fn handle(&self, engine: &Engine, delivery: &DeliveryRecord, event: &WebhookEvent) -> Result<(), String> {
@@ -117,7 +178,7 @@ impl WebhookSink for IntakeSink {
             return Ok(());
         };
         match self.take(engine, &delivery.source, issue).await {
-            Ok(IntakeOutcome::Created(what)) => tracing::info!("intake: {what}"),
+            Ok(IntakeOutcome::Created(what) | IntakeOutcome::Decided(what)) => tracing::info!("intake: {what}"),
             Ok(IntakeOutcome::Refused(why)) => tracing::warn!("intake refused: {why}"),
             Ok(IntakeOutcome::AlreadyLive(what) | IntakeOutcome::NotForUs(what)) => tracing::debug!("intake: {what}"),
             // A configuration problem (an unknown repository): retrying cannot help.

@@ -499,6 +499,10 @@ async fn intake_hooks() -> (tempfile::TempDir, Arc<Engine>) {
         repo: "shop".into(),
         start_label: "baton".into(),
         authors: vec!["alice".into()],
+        approve_label: "baton:approved".into(),
+        deploy_label: "baton:deploy".into(),
+        stop_label: "baton:stop".into(),
+        approvers: vec!["alice".into()],
     };
     let engine = Engine::builder(settings, Arc::new(store)).webhook_sink(Arc::new(IntakeSink::new(vec![rule]))).build();
     (dir, engine)
@@ -543,4 +547,45 @@ async fn a_labelled_issue_becomes_one_task_and_nothing_else_does() {
     assert_eq!(tasks[0].external_ref.as_deref(), Some("github:acme/shop#42"));
     assert_eq!(tasks[0].title, "Checkout rounds totals wrongly");
     assert_eq!(tasks[0].repo, "shop");
+}
+
+// Decisions by label reach the ticket's live task under the sender's principal: an approve label
+// by someone off the approvers list changes nothing; closing the issue is a STOP.
+#[tokio::test]
+async fn labels_and_close_decide_the_live_task_for_approvers_only() {
+    let (_dir, engine) = intake_hooks().await;
+    let hooks = Hooks { _dir: tempfile::tempdir().unwrap(), engine: engine.clone() };
+    let github = &SENDERS[0];
+    let labelled: serde_json::Value = serde_json::from_slice(&fixture(github.fixture)).unwrap();
+    let deliver = |id: &str, value: &serde_json::Value| {
+        let body = serde_json::to_vec(value).unwrap();
+        Request::post("/webhooks/github")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(github.signature_header, format!("sha256={}", sign(SECRET.as_bytes(), &body)))
+            .header(github.delivery_header, id)
+            .header(github.event_header, "issues")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    send(hooks.app(), deliver("start", &labelled)).await;
+    engine.process_webhooks().await.unwrap();
+    let task = engine.store().list_tasks(&baton_store::TaskFilter::default()).await.unwrap().remove(0);
+
+    let mut approve = labelled.clone();
+    approve["label"]["name"] = "baton:approved".into();
+    approve["sender"]["login"] = "mallory".into();
+    send(hooks.app(), deliver("approve-mallory", &approve)).await;
+    let mut close = labelled.clone();
+    close["action"] = "closed".into();
+    close["issue"]["state"] = "closed".into();
+    close["sender"]["login"] = "alice".into();
+    send(hooks.app(), deliver("close-alice", &close)).await;
+    engine.process_webhooks().await.unwrap();
+
+    let events = engine.store().events(Some(task.id), 0, 100).await.unwrap();
+    assert!(!events.iter().any(|e| e.kind == "approved"), "mallory's label approved: {events:#?}");
+    let stop = events.iter().find(|e| e.kind == "stop").unwrap_or_else(|| panic!("no stop: {events:#?}"));
+    assert_eq!(stop.detail["event"]["by"], "tracker:github:alice", "{stop:?}");
+    let after = engine.store().task(&baton_store::TaskKey::Id(task.id)).await.unwrap().unwrap();
+    assert!(after.state.is_terminal(), "closing the issue stops the task: {:?}", after.state);
 }

@@ -256,9 +256,26 @@ impl Loader<'_> {
             start_label: String,
             #[serde(default)]
             authors: Vec<String>,
+            #[serde(default = "default_approve_label")]
+            approve_label: String,
+            #[serde(default = "default_deploy_label")]
+            deploy_label: String,
+            #[serde(default = "default_stop_label")]
+            stop_label: String,
+            #[serde(default)]
+            approvers: Vec<String>,
         }
         fn default_start_label() -> String {
             "baton".to_string()
+        }
+        fn default_approve_label() -> String {
+            "baton:approved".to_string()
+        }
+        fn default_deploy_label() -> String {
+            "baton:deploy".to_string()
+        }
+        fn default_stop_label() -> String {
+            "baton:stop".to_string()
         }
         let entries = match raw {
             None => return Some(Vec::new()),
@@ -282,6 +299,7 @@ impl Loader<'_> {
                 continue;
             };
             split_string_list(&mut table, "authors", |c| c.is_whitespace() || c == ',');
+            split_string_list(&mut table, "approvers", |c| c.is_whitespace() || c == ',');
             let parsed = self.deserialize::<TrackerEntry>(&base, table);
             ok &= parsed.bad.is_empty();
             let Some(entry) = parsed.value else {
@@ -340,6 +358,10 @@ impl Loader<'_> {
                 repo: entry.repo,
                 start_label: entry.start_label,
                 authors: entry.authors,
+                approve_label: entry.approve_label,
+                deploy_label: entry.deploy_label,
+                stop_label: entry.stop_label,
+                approvers: entry.approvers,
             });
         }
         ok.then_some(rules)

@@ -586,6 +586,11 @@ fn trackers_load_and_report_mistakes() {
     assert_eq!(config.trackers.len(), 1);
     assert_eq!(config.trackers[0].start_label, "baton", "the default start label");
     assert_eq!(config.trackers[0].authors, ["alice", "bob"]);
+    assert_eq!(
+        (config.trackers[0].approve_label.as_str(), config.trackers[0].stop_label.as_str()),
+        ("baton:approved", "baton:stop")
+    );
+    assert!(config.trackers[0].approvers.is_empty());
     let bad = format!(
         "{base}\n[[trackers]]\nkind = \"plane\"\nrepo = \"nope\"\nforge_repo = \"acme\"\nstart_label = \" \"\n"
     );
