@@ -69,7 +69,19 @@ pub const CONFIG_TOKEN_NAME: &str = "config";
 /// The digest a token is stored and looked up by (hex SHA-256: tokens are 192 random bits, so a
 /// fast digest is enough; nothing about the token can be recovered from the database).
 pub fn token_digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    digest_hex(&[token.as_bytes()])
+}
+
+/// Hex SHA-256 of `parts` joined by NUL bytes (tokens, idempotent requests).
+pub fn digest_hex(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update([0]);
+        }
+        hasher.update(part);
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A new random token: the prefix and 48 hex digits from the kernel's random source.

@@ -14,7 +14,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use baton_engine::Principal;
 use baton_store::{IdempotencyBegin, TaskKey};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,13 +119,7 @@ fn replay(status: u16, body: String) -> Response {
 
 /// The digest that says whether two requests are the same: method, path and body bytes.
 fn request_digest(method: &str, path: &str, body: &[u8]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(method.as_bytes());
-    hasher.update([0]);
-    hasher.update(path.as_bytes());
-    hasher.update([0]);
-    hasher.update(body);
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    baton_engine::access::digest_hex(&[method.as_bytes(), path.as_bytes(), body])
 }
 
 /// The `Idempotency-Key` header: 1 to 200 bytes of visible ASCII.
