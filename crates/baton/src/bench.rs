@@ -1,6 +1,10 @@
 //! `baton bench`: measures Baton's own costs next to the unavoidable work it orchestrates — a pure
 //! decision, a store transition (claim + advance, one commit each), a supervised process spawn
 //! through `baton shim` (bare, and inside the bubblewrap agent sandbox), and a git call — so the overhead per stage transition can be read in context.
+//! `baton bench webhooks`: the webhook receiver as `baton serve` runs it (same composition root,
+//! same accept loop, a real SQLite file, the engine loop draining the inbox meanwhile), fed signed
+//! GitHub `issues` deliveries and a share of redeliveries over loopback TCP: webhook-to-202
+//! latency, deliveries per second, and a check that each delivery was stored exactly once.
 
 // A benchmark measures wall time: it reads the system clock on purpose.
 #![allow(clippy::disallowed_methods)]
@@ -33,7 +37,46 @@ fn figure(what: &'static str, mut samples: Vec<Duration>) -> Figure {
     Figure { what, runs: samples.len(), mean_us: mean, p50_us: at(50), p95_us: at(95) }
 }
 
-pub async fn run(json: bool) -> anyhow::Result<u8> {
+/// `baton bench [SCENARIO]`: without a scenario, the core figures.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub scenario: Option<Scenario>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Scenario {
+    /// Signed GitHub `issues` deliveries (and redeliveries) against `POST /webhooks/github` on
+    /// 127.0.0.1: webhook-to-202 latency, deliveries per second, each stored once.
+    Webhooks(WebhookArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// Distinct deliveries to send (each with its own delivery id).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub deliveries: u32,
+    /// Redeliveries of an earlier delivery id, as a percentage of `--deliveries` (answered 202
+    /// duplicate; nothing stored).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub replay_percent: u32,
+    /// Senders at once, each opening one connection per delivery as GitHub does.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// Keep the data directory (its `baton.db` holds the inbox) here instead of a temporary one
+    /// removed at the end; it must not exist yet.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+pub async fn run(args: BenchArgs, json: bool) -> anyhow::Result<u8> {
+    match args.scenario {
+        None => run_core(json).await,
+        Some(Scenario::Webhooks(args)) => webhooks::run(args, json).await,
+    }
+}
+
+async fn run_core(json: bool) -> anyhow::Result<u8> {
     let dir = std::env::temp_dir().join(format!("baton-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let result = measure(&dir).await;
@@ -232,4 +275,401 @@ async fn bench_git(dir: &Path) -> anyhow::Result<Figure> {
         samples.push(started.elapsed());
     }
     Ok(figure("git rev-parse", samples))
+}
+
+mod webhooks {
+    //! The webhook scenario: `open_engine` and `serve_with` as `baton serve` calls them, then
+    //! senders on loopback TCP with one connection per delivery.
+
+    use super::WebhookArgs;
+    use crate::cli::EXIT_OK;
+    use crate::output;
+    use anyhow::{Context, bail, ensure};
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The webhook secret of the benchmark's own server (loopback only, gone at the end).
+    const SECRET: &str = "baton-bench-webhook-secret-9f86d081884c7d65";
+    /// How long the engine loop may take to parse every stored delivery after the last answer.
+    const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+    /// What the scenario measured.
+    #[derive(Debug, serde::Serialize)]
+    pub struct WebhookFigures {
+        scenario: &'static str,
+        /// Distinct deliveries sent.
+        deliveries: usize,
+        /// Redeliveries sent (an earlier delivery id again).
+        replays: usize,
+        concurrency: usize,
+        body_bytes: usize,
+        /// Answers `202 {"duplicate": false}` and `202 {"duplicate": true}`.
+        accepted_new: usize,
+        accepted_duplicate: usize,
+        /// Rows in the inbox afterwards, and how many distinct delivery ids they hold.
+        stored: usize,
+        stored_distinct: usize,
+        /// Webhook-to-202 over every request: connect, send, full answer read.
+        p50_us: f64,
+        p99_us: f64,
+        max_us: f64,
+        mean_us: f64,
+        /// Redeliveries alone.
+        replay_p50_us: f64,
+        replay_p99_us: f64,
+        /// Requests answered per second of wall time (deliveries and replays).
+        requests_per_sec: f64,
+        /// Distinct deliveries stored per second of wall time.
+        deliveries_per_sec: f64,
+        /// From the last answer until the engine loop had parsed every stored delivery.
+        drain_ms: f64,
+        /// Where the database was kept (`--dir`), if anywhere.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data_dir: Option<PathBuf>,
+    }
+
+    /// One request to make: a delivery id, and whether it repeats an earlier one.
+    struct Send {
+        delivery: String,
+        number: u64,
+        replay: bool,
+    }
+
+    /// One answer: how long it took and whether the server called it a duplicate.
+    struct Answer {
+        took: Duration,
+        replay: bool,
+        duplicate: bool,
+    }
+
+    pub async fn run(args: WebhookArgs, json: bool) -> anyhow::Result<u8> {
+        let (dir, keep) = match &args.dir {
+            Some(dir) => {
+                ensure!(
+                    !dir.exists(),
+                    "--dir {} already exists: name a new directory (the benchmark needs an empty inbox)",
+                    dir.display()
+                );
+                (dir.clone(), true)
+            }
+            None => (std::env::temp_dir().join(format!("baton-bench-webhooks-{}", std::process::id())), false),
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+        let result = measure(&args, &dir).await;
+        if !keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let mut figures = result?;
+        if keep {
+            figures.data_dir = Some(dir.join("data"));
+        }
+        if json {
+            output::print_json(&figures);
+        } else {
+            print_text(&figures);
+        }
+        Ok(EXIT_OK)
+    }
+
+    fn print_text(f: &WebhookFigures) {
+        println!(
+            "POST /webhooks/github on 127.0.0.1 (SQLite inbox, engine loop running): {} deliveries + {} replays \
+             of {} bytes, {} sender(s), one connection each",
+            f.deliveries, f.replays, f.body_bytes, f.concurrency
+        );
+        let rows = vec![
+            vec![
+                "webhook → 202, all requests".into(),
+                format!("{:.0}", f.p50_us),
+                format!("{:.0}", f.p99_us),
+                format!("{:.0}", f.max_us),
+            ],
+            vec![
+                "webhook → 202, replays only".into(),
+                format!("{:.0}", f.replay_p50_us),
+                format!("{:.0}", f.replay_p99_us),
+                "-".into(),
+            ],
+        ];
+        output::table(&["MEASURE", "P50 µs", "P99 µs", "MAX µs"], &rows);
+        println!(
+            "{:.0} deliveries/s ({:.0} requests/s); 202 new: {}, 202 duplicate: {}; stored: {} rows, {} distinct ids; \
+             inbox parsed {:.0} ms after the last answer",
+            f.deliveries_per_sec,
+            f.requests_per_sec,
+            f.accepted_new,
+            f.accepted_duplicate,
+            f.stored,
+            f.stored_distinct,
+            f.drain_ms
+        );
+        if let Some(dir) = &f.data_dir {
+            println!("data directory kept: {}", dir.display());
+        }
+    }
+
+    async fn measure(args: &WebhookArgs, dir: &Path) -> anyhow::Result<WebhookFigures> {
+        let data_dir = dir.join("data");
+        // The configuration `baton serve` would read, through the same loader; no environment, so
+        // no `BATON_*` override of the caller's shell changes what is measured.
+        let text = format!(
+            "[server]\ndata_dir = {}\n\n[webhooks]\ngithub_secret = \"{SECRET}\"\n",
+            toml::Value::String(data_dir.display().to_string())
+        );
+        let config = baton::config::load_str(&text, &[], dir, crate::cli::baton_exe()).map_err(|issues| {
+            let all: Vec<String> = issues.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("the benchmark's configuration: {}", all.join("; "))
+        })?;
+        let engine = crate::cli::open_engine(&config).await?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let engine_loop = tokio::spawn(engine.clone().run(stop_rx.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding 127.0.0.1:0")?;
+        let address = listener.local_addr()?;
+        let state = baton_http::AppState {
+            engine: engine.clone(),
+            api_token: None,
+            read_requires_token: false,
+            started_at_ms: 0,
+            webhooks: config.webhooks.clone(),
+        };
+        let settings = baton_http::server::ServerSettings {
+            max_connections: config.server.max_connections,
+            header_timeout: Duration::from_secs(config.server.header_timeout_secs),
+            idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
+            ..Default::default()
+        };
+        let mut http_stop = stop_rx.clone();
+        let server = tokio::spawn(baton_http::server::serve_with(listener, state, settings, async move {
+            let _ = http_stop.changed().await;
+        }));
+
+        let outcome = drive(args, address).await;
+        let drain = match &outcome {
+            Ok(_) => wait_drained(&engine).await,
+            Err(_) => Ok(Duration::ZERO),
+        };
+        let rows = engine.store().deliveries(Some("github")).await;
+        let _ = stop_tx.send(true);
+        let _ = engine_loop.await;
+        let _ = server.await;
+        let (answers, wall, body_bytes) = outcome?;
+        let drain = drain?;
+        let rows = rows?;
+
+        let deliveries = args.deliveries as usize;
+        let replays = answers.iter().filter(|a| a.replay).count();
+        let accepted_duplicate = answers.iter().filter(|a| a.duplicate).count();
+        let accepted_new = answers.len() - accepted_duplicate;
+        let stored_distinct = rows.iter().map(|r| r.delivery_id.as_str()).collect::<HashSet<_>>().len();
+        ensure!(
+            accepted_new == deliveries && accepted_duplicate == replays,
+            "expected {deliveries} new and {replays} duplicate answers, got {accepted_new} and {accepted_duplicate}"
+        );
+        ensure!(
+            rows.len() == deliveries && stored_distinct == deliveries,
+            "expected each of the {deliveries} deliveries stored once, found {} rows with {stored_distinct} distinct ids",
+            rows.len()
+        );
+        let all: Vec<Duration> = answers.iter().map(|a| a.took).collect();
+        let replayed: Vec<Duration> = answers.iter().filter(|a| a.replay).map(|a| a.took).collect();
+        let (p50, p99, max, mean) = percentiles(all);
+        let (replay_p50, replay_p99, _, _) = percentiles(replayed);
+        let secs = wall.as_secs_f64().max(1e-9);
+        Ok(WebhookFigures {
+            scenario: "webhooks",
+            deliveries,
+            replays,
+            concurrency: args.concurrency as usize,
+            body_bytes,
+            accepted_new,
+            accepted_duplicate,
+            stored: rows.len(),
+            stored_distinct,
+            p50_us: p50,
+            p99_us: p99,
+            max_us: max,
+            mean_us: mean,
+            replay_p50_us: replay_p50,
+            replay_p99_us: replay_p99,
+            requests_per_sec: answers.len() as f64 / secs,
+            deliveries_per_sec: deliveries as f64 / secs,
+            drain_ms: drain.as_secs_f64() * 1e3,
+            data_dir: None,
+        })
+    }
+
+    /// p50, p99, max and mean in microseconds (nearest rank); zeros for no samples.
+    fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64, f64) {
+        if samples.is_empty() {
+            return (0.0, 0.0, 0.0, 0.0);
+        }
+        samples.sort();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let rank = |q: f64| us(samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1]);
+        let mean = samples.iter().map(|d| us(*d)).sum::<f64>() / samples.len() as f64;
+        (rank(0.50), rank(0.99), us(samples[samples.len() - 1]), mean)
+    }
+
+    /// The requests in order: every `every`-th delivery is followed by a redelivery of one sent
+    /// well before it (far enough back that concurrent senders have had it answered).
+    fn plan(args: &WebhookArgs) -> Vec<Send> {
+        let deliveries = args.deliveries as usize;
+        let replays = deliveries * args.replay_percent as usize / 100;
+        let run = std::process::id();
+        let id = |i: usize| format!("bench-{run:x}-{i:08}");
+        let mut sends = Vec::with_capacity(deliveries + replays);
+        let every = deliveries.checked_div(replays).unwrap_or(usize::MAX);
+        let mut replayed = 0;
+        for i in 0..deliveries {
+            sends.push(Send { delivery: id(i), number: i as u64 + 1, replay: false });
+            if replayed < replays && (i + 1) % every == 0 {
+                let earlier = i / 2;
+                sends.push(Send { delivery: id(earlier), number: earlier as u64 + 1, replay: true });
+                replayed += 1;
+            }
+        }
+        sends
+    }
+
+    /// Sends the plan with `concurrency` senders; returns each answer, the wall time and the
+    /// size of a body.
+    async fn drive(args: &WebhookArgs, address: SocketAddr) -> anyhow::Result<(Vec<Answer>, Duration, usize)> {
+        let sends = Arc::new(plan(args));
+        let body_bytes = issue_body(1).len();
+        let next = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut senders = Vec::new();
+        for _ in 0..args.concurrency {
+            let (sends, next) = (sends.clone(), next.clone());
+            senders.push(tokio::spawn(async move {
+                let mut answers = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(send) = sends.get(n) else { break };
+                    answers.push(deliver(address, send).await?);
+                }
+                anyhow::Ok(answers)
+            }));
+        }
+        let mut answers = Vec::with_capacity(sends.len());
+        for sender in senders {
+            answers.extend(sender.await.context("a sender panicked")??);
+        }
+        Ok((answers, started.elapsed(), body_bytes))
+    }
+
+    /// One delivery as GitHub sends it: its own connection, signed body, read to the end.
+    async fn deliver(address: SocketAddr, send: &Send) -> anyhow::Result<Answer> {
+        let body = issue_body(send.number);
+        let signature = baton_http::webhooks::sign(SECRET.as_bytes(), &body);
+        let head = format!(
+            "POST /webhooks/github HTTP/1.1\r\nHost: {address}\r\nUser-Agent: GitHub-Hookshot/bench\r\n\
+             Content-Type: application/json\r\nX-GitHub-Event: issues\r\nX-GitHub-Delivery: {}\r\n\
+             X-GitHub-Hook-ID: 1\r\nX-Hub-Signature-256: sha256={signature}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            send.delivery,
+            body.len()
+        );
+        let mut request = head.into_bytes();
+        request.extend_from_slice(&body);
+        let started = Instant::now();
+        let mut stream = tokio::net::TcpStream::connect(address).await.context("connecting to the benchmark server")?;
+        stream.set_nodelay(true)?;
+        stream.write_all(&request).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        let took = started.elapsed();
+        let text = String::from_utf8_lossy(&answer);
+        let Some((status, json)) = text.split_once("\r\n\r\n") else {
+            bail!("delivery {}: a truncated answer: {text}", send.delivery);
+        };
+        if !status.starts_with("HTTP/1.1 202 ") {
+            bail!("delivery {}: expected 202 Accepted, got: {text}", send.delivery);
+        }
+        let json: serde_json::Value = serde_json::from_str(json)
+            .with_context(|| format!("delivery {}: the answer body: {json}", send.delivery))?;
+        let Some(duplicate) = json["duplicate"].as_bool() else {
+            bail!("delivery {}: the answer has no `duplicate`: {json}", send.delivery);
+        };
+        if json["delivery_id"] != send.delivery.as_str() {
+            bail!("delivery {}: the answer names another delivery: {json}", send.delivery);
+        }
+        Ok(Answer { took, replay: send.replay, duplicate })
+    }
+
+    /// A GitHub `issues` `labeled` delivery of issue `number`, shaped like the real one (the
+    /// fields Baton reads, and the repository and user objects that make up most of its size).
+    fn issue_body(number: u64) -> Vec<u8> {
+        let user = |login: &str, id: u64| {
+            serde_json::json!({
+                "login": login, "id": id, "node_id": format!("U_kgDO{id:08}"), "type": "User",
+                "avatar_url": format!("https://avatars.githubusercontent.com/u/{id}?v=4"),
+                "html_url": format!("https://github.com/{login}"), "site_admin": false,
+                "url": format!("https://api.github.com/users/{login}"),
+            })
+        };
+        let label = |name: &str, id: u64, color: &str| {
+            serde_json::json!({ "id": id, "node_id": format!("LA_kwDO{id:08}"), "name": name, "color": color,
+                "default": false, "description": null,
+                "url": format!("https://api.github.com/repos/acme/shop/labels/{name}") })
+        };
+        let issue_url = format!("https://api.github.com/repos/acme/shop/issues/{number}");
+        let payload = serde_json::json!({
+            "action": "labeled",
+            "issue": {
+                "url": issue_url,
+                "repository_url": "https://api.github.com/repos/acme/shop",
+                "labels_url": format!("{issue_url}/labels{{/name}}"),
+                "comments_url": format!("{issue_url}/comments"),
+                "events_url": format!("{issue_url}/events"),
+                "html_url": format!("https://github.com/acme/shop/issues/{number}"),
+                "id": 2_000_000_000u64 + number, "node_id": format!("I_kwDO{number:08}"), "number": number,
+                "title": format!("Checkout shows the wrong total for order {number}"),
+                "user": user("alice", 1001),
+                "labels": [label("bug", 1, "d73a4a"), label("baton", 2, "0e8a16")],
+                "state": "open", "locked": false, "assignee": null, "assignees": [], "milestone": null,
+                "comments": 0, "created_at": "2026-01-05T10:00:00Z", "updated_at": "2026-01-05T10:00:05Z",
+                "closed_at": null, "author_association": "MEMBER", "active_lock_reason": null,
+                "body": "When a coupon and a gift card are both applied, the total on the checkout page \
+                         is computed before the coupon. Steps: add any item, apply coupon SAVE10, pay \
+                         part with a gift card. Expected: total minus 10%, then the gift card.",
+                "reactions": { "url": format!("{issue_url}/reactions"), "total_count": 0 },
+                "timeline_url": format!("{issue_url}/timeline"), "state_reason": null,
+            },
+            "label": label("baton", 2, "0e8a16"),
+            "repository": {
+                "id": 700_000_001u64, "node_id": "R_kgDOKshop", "name": "shop", "full_name": "acme/shop",
+                "private": true, "owner": user("acme", 9001), "html_url": "https://github.com/acme/shop",
+                "description": "The shop", "fork": false, "url": "https://api.github.com/repos/acme/shop",
+                "created_at": "2025-03-01T09:00:00Z", "updated_at": "2026-01-05T09:00:00Z",
+                "pushed_at": "2026-01-05T09:30:00Z", "git_url": "git://github.com/acme/shop.git",
+                "ssh_url": "git@github.com:acme/shop.git", "clone_url": "https://github.com/acme/shop.git",
+                "size": 5120, "stargazers_count": 0, "watchers_count": 0, "language": "Rust",
+                "has_issues": true, "open_issues_count": 12, "visibility": "private", "forks": 0,
+                "default_branch": "main",
+            },
+            "sender": user("alice", 1001),
+        });
+        serde_json::to_vec(&payload).unwrap_or_default()
+    }
+
+    /// Waits until the engine loop has parsed every stored delivery; returns how long it took.
+    async fn wait_drained(engine: &baton_engine::Engine) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        loop {
+            if engine.store().pending_deliveries(1).await?.is_empty() {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > DRAIN_TIMEOUT {
+                bail!("the engine loop left deliveries unparsed {} s after the last answer", DRAIN_TIMEOUT.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }

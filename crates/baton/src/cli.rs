@@ -65,8 +65,9 @@ pub enum Command {
         #[arg(long, default_value = "task")]
         by: String,
     },
-    /// Measure Baton's own costs (decide, store transactions, process spawn, git).
-    Bench,
+    /// Measure Baton's own costs (decide, store transactions, process spawn, git); `bench
+    /// webhooks`: the webhook receiver's latency and throughput.
+    Bench(crate::bench::BenchArgs),
     /// Budget caps set at runtime (they override [budgets] in baton.toml).
     #[command(subcommand)]
     Budget(BudgetCommand),
@@ -324,7 +325,7 @@ pub async fn run(cli: Cli) -> u8 {
             Ok(config) => crate::task_cmd::status(&config, json).await,
             Err(code) => return code,
         },
-        Command::Bench => crate::bench::run(json).await,
+        Command::Bench(args) => crate::bench::run(args, json).await,
         Command::Budget(command) => match load_config(config_path.as_deref()) {
             Ok(config) => crate::task_cmd::budget(&config, command, json).await,
             Err(code) => return code,
