@@ -34,6 +34,9 @@ pub enum GateSpec {
     TestsPassed,
     /// The merge gate (§6.3): under the repo lease, rebase onto the default head and re-test.
     Mergeable,
+    /// The hosted forge's CI is green on the re-tested head (pushed to the task branch, its pull
+    /// request kept current); pending checks defer, a red check fails with its log tail.
+    CiGreen,
     /// The repo `health` command exits 0 after deploy.
     DeployStatus,
     /// Any user command; its exit code is the verdict.
@@ -49,6 +52,7 @@ impl GateSpec {
             GateSpec::HumanApproval => "human_approval",
             GateSpec::TestsPassed => "tests_passed",
             GateSpec::Mergeable => "mergeable",
+            GateSpec::CiGreen => "ci_green",
             GateSpec::DeployStatus => "deploy_status",
             GateSpec::Command { name, .. } => name,
         }

@@ -57,6 +57,15 @@ pub enum OutboxEffect {
         kind: NotifyKind,
         text: String,
     },
+    /// Open (once) or update the task's pull request on a hosted forge: title, status, artifact
+    /// links. Nothing while the branch is not on the remote.
+    SyncPullRequest {
+        repo: String,
+        work_item: String,
+        branch: String,
+        title: String,
+        status: String,
+    },
     /// Tell the tracker the task's new status.
     TrackerUpdate {
         work_item: String,
@@ -74,6 +83,7 @@ impl OutboxEffect {
             OutboxEffect::DeleteBranch { .. } => "delete_branch",
             OutboxEffect::DeleteMergedBranch { .. } => "delete_merged_branch",
             OutboxEffect::Notify { .. } => "notify",
+            OutboxEffect::SyncPullRequest { .. } => "sync_pull_request",
             OutboxEffect::TrackerUpdate { .. } => "tracker_update",
         }
     }
@@ -95,12 +105,14 @@ pub struct RunningProcess {
 }
 
 /// The outbox rows of a decision's external effects, in the order they are carried out (the
-/// agent stops before its worktree goes; the worktree goes before its branch).
+/// agent stops before its worktree goes; the worktree goes before its branch). `hosted_forge`:
+/// the task's repository is on GitHub or Gitea/Forgejo (its pull request follows the status).
 pub fn outbox_rows(
     task: &TaskRecord,
     next: &TaskState,
     effects: &[Effect],
     running: &[RunningProcess],
+    hosted_forge: bool,
 ) -> Vec<NewEffect> {
     let mut rows = Vec::new();
     if effects.contains(&Effect::StopAgent) {
@@ -126,6 +138,17 @@ pub fn outbox_rows(
                 text: text.clone(),
             });
         }
+    }
+    // A merged or cancelled task's pull request is left as the forge has it (a sync after the
+    // merge would find no open PR and open a new one).
+    if hosted_forge && !next.is_terminal() {
+        rows.push(OutboxEffect::SyncPullRequest {
+            repo: task.repo.clone(),
+            work_item: task.work_item_id.clone(),
+            branch: task.branch.clone(),
+            title: task.title.clone(),
+            status: next.display(),
+        });
     }
     rows.push(OutboxEffect::TrackerUpdate {
         work_item: task.work_item_id.clone(),
@@ -284,6 +307,18 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
             .notify(&Notification { work_item, title, kind, text })
             .await
             .map_err(|e| format!("notify: {e}")),
+        OutboxEffect::SyncPullRequest { repo, work_item, branch, title, status } => {
+            let Some(repo) = settings.repo(&repo).filter(|r| r.forge.is_hosted()) else {
+                return Ok(());
+            };
+            let spec = crate::gates::pull_request_spec(repo, engine.pipeline(), &work_item, &title, &branch, &status);
+            engine
+                .forge()
+                .sync_pull_request(&crate::engine::forge_repo(repo), &spec)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("sync pull request: {e}"))
+        }
         OutboxEffect::TrackerUpdate { work_item, external_ref, title, status } => engine
             .tracker()
             .task_changed(&TrackerUpdate { work_item, external_ref, title, status })

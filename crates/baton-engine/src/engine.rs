@@ -552,7 +552,13 @@ impl Engine {
                         },
                         transition: transition_of(&effects),
                         inbox: inbox.clone(),
-                        effects: effects::outbox_rows(&task, &next, &effects, &running),
+                        effects: effects::outbox_rows(
+                            &task,
+                            &next,
+                            &effects,
+                            &running,
+                            self.settings.repo(&task.repo).is_some_and(|r| r.forge.is_hosted()),
+                        ),
                         now_ms: now,
                     };
                     match self.store.advance(advance).await {
@@ -849,6 +855,7 @@ fn known_secrets(settings: &EngineSettings) -> Vec<String> {
     }
     // A remote repository's token, whatever its variable is called.
     names.extend(settings.repos.iter().filter_map(|repo| repo.credentials_env.clone()));
+    names.extend(settings.repos.iter().filter_map(|repo| repo.forge.token_env.clone()));
     let mut values: Vec<String> = names.iter().filter_map(|name| std::env::var(name).ok()).collect();
     values.extend(std::env::vars().filter(|(name, _)| secret_name(name)).map(|(_, value)| value));
     values
@@ -898,5 +905,6 @@ pub(crate) fn forge_repo(repo: &crate::settings::RepoSettings) -> ForgeRepo {
         path: repo.path.clone(),
         default_branch: repo.default_branch.clone(),
         remote: repo.remote(),
+        merge_style: repo.forge.merge_style,
     }
 }

@@ -73,6 +73,8 @@ impl JobContext<'_> {
             clock: self.engine.clock().as_ref(),
             vcs: self.engine.vcs().as_ref(),
             commands: self.engine.commands().as_ref(),
+            forge: self.engine.forge().as_ref(),
+            pipeline: self.engine.pipeline(),
             task: self.task,
             job: self.job,
             repo: self.repo,
@@ -255,7 +257,7 @@ async fn run_job(
         }
         Actor::Deploy => match deploy(&ctx).await {
             Err(Refused::LeaseLost(reason)) => return Ok(Some(JobOutcome::LeaseLost { reason })),
-            Err(Refused::Other(reason)) if baton_runner::is_infrastructure(&reason) => {
+            Err(Refused::Other(reason)) if gates::is_infrastructure(&reason) => {
                 return Ok(Some(JobOutcome::Infrastructure { reason }));
             }
             Err(Refused::Other(reason)) => return Ok(Some(JobOutcome::Failed { reason })),
@@ -277,7 +279,7 @@ async fn run_job(
     let broken = verdicts.iter().find(|v| {
         v.verdict != Verdict::Pass
             && v.gate != baton_domain::MERGED_VERDICT
-            && baton_runner::is_infrastructure(&v.reason)
+            && gates::is_infrastructure(&v.reason)
     });
     if let Some(broken) = broken
         && verdicts.iter().all(|v| v.gate != baton_domain::MERGED_VERDICT)
@@ -933,7 +935,7 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     if !fresh {
         return Err(Refused::LeaseLost(format!("the merge lease of {} could not be kept fresh", ctx.repo.name)));
     }
-    let merged = timed(ctx, engine.forge().fast_forward(&forge_repo(ctx.repo), &base, &head)).await;
+    let merged = timed(ctx, engine.forge().merge(&forge_repo(ctx.repo), &ctx.task.branch, &base, &head)).await;
     match merged {
         Ok(MergeOutcome::Merged) | Ok(MergeOutcome::AlreadyMerged) => {}
         Ok(MergeOutcome::Moved { current }) => {
@@ -943,9 +945,18 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
                 ctx.repo.default_branch
             )));
         }
+        // A forge that cannot be reached (rate limit, outage): the machine's fault, not the code's.
+        Err(error) if error.is_transient() => {
+            return Err(format!("{}: merge failed: {error}", gates::FORGE_UNAVAILABLE).into());
+        }
         Err(error) => return Err(format!("merge failed: {error}").into()),
     }
     let short = &head[..head.len().min(10)];
+    let landed = match ctx.repo.forge.merge_style {
+        crate::settings::MergeStyle::FastForward => "fast-forwarded to",
+        crate::settings::MergeStyle::Squash => "squash-merged at",
+        crate::settings::MergeStyle::Merge => "merged at",
+    };
     let _ = engine
         .store()
         .append_event(NewEvent {
@@ -953,14 +964,14 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
             at_ms: engine.clock().now_ms(),
             kind: "merged".into(),
             stage: ctx.stage.name.clone(),
-            message: format!("{} fast-forwarded to {short}", ctx.repo.default_branch),
+            message: format!("{} {landed} {short}", ctx.repo.default_branch),
             detail: serde_json::json!({ "base": base, "head": head }),
         })
         .await;
     let mut merged = GateVerdict::new(
         baton_domain::MERGED_VERDICT,
         Verdict::Pass,
-        format!("{} fast-forwarded to {short}", ctx.repo.default_branch),
+        format!("{} {landed} {short}", ctx.repo.default_branch),
     );
     merged.evidence = Some(head.clone());
     let gates = ctx.gates();

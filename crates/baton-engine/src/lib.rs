@@ -45,8 +45,8 @@ pub use clock::{BoxFuture, Clock, Spawner, SystemClock, TokioSpawner};
 pub use engine::{Engine, EngineBuilder, Input, InputOutcome, NewTaskRequest};
 pub use sandbox::{Confinement, Sandbox};
 pub use settings::{
-    AdapterKind, AgentSettings, Budgets, DeleteRemoteBranch, EngineSettings, Limits, RepoSettings, SandboxMode,
-    SandboxNetwork, SandboxSettings,
+    AdapterKind, AgentSettings, Budgets, CiPolicy, DeleteRemoteBranch, EngineSettings, ForgeKind, Limits, MergeStyle,
+    RepoForge, RepoSettings, SandboxMode, SandboxNetwork, SandboxSettings,
 };
 
 /// Errors at the engine boundary.

@@ -1,6 +1,7 @@
 //! Engine settings: limits, repositories, agents and the pipeline, as read from `baton.toml`.
 
 use baton_adapters::agent::PromptMode;
+pub use baton_adapters::forge::MergeStyle;
 use baton_domain::Pipeline;
 use baton_runner::Remote;
 pub use baton_runner::sandbox::{SandboxMode, SandboxNetwork};
@@ -114,6 +115,54 @@ pub struct RepoSettings {
     pub deploy: Option<Vec<String>>,
     #[serde(default)]
     pub health: Option<Vec<String>>,
+    /// The hosted forge of the repository (`forge`, `forge_repo`, … in the file, read by the
+    /// configuration loader; default: local).
+    #[serde(skip)]
+    pub forge: RepoForge,
+}
+
+/// Which forge holds a repository.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForgeKind {
+    /// The repository itself (or a plain git remote): no pull requests, no CI.
+    #[default]
+    Local,
+    GitHub,
+    /// Gitea or Forgejo.
+    Gitea,
+}
+
+/// Whether the `ci_green` gate requires the forge to report checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CiPolicy {
+    /// No checks reported for the head: wait for them (a hosted repository's default).
+    #[default]
+    Required,
+    /// No checks reported for the head: pass (a repository without CI).
+    Optional,
+}
+
+/// A repository's forge settings (`forge`, `forge_repo`, `forge_api_url`, `forge_token_env`,
+/// `merge_style`, `ci`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoForge {
+    pub kind: ForgeKind,
+    /// `owner/name` on the forge.
+    pub repo: Option<String>,
+    /// The API base URL (GitHub: `https://api.github.com`; Gitea: `https://host/api/v1`).
+    pub api_url: Option<String>,
+    /// The variable holding the API token.
+    pub token_env: Option<String>,
+    pub merge_style: MergeStyle,
+    pub ci: CiPolicy,
+}
+
+impl RepoForge {
+    /// Whether the repository is on GitHub or Gitea/Forgejo (pull requests, CI).
+    pub fn is_hosted(&self) -> bool {
+        self.kind != ForgeKind::Local
+    }
 }
 
 /// When the remote task branch of a `url` repository is deleted.

@@ -54,6 +54,7 @@ impl Harness {
                 test: None,
                 deploy: None,
                 health: None,
+                forge: Default::default(),
             }],
             agents: BTreeMap::new(),
             pipeline: Pipeline::default_pipeline(),

@@ -49,6 +49,7 @@ impl Running {
                 test: None,
                 deploy: None,
                 health: None,
+                forge: Default::default(),
             }],
             agents: Default::default(),
             pipeline: Pipeline::default_pipeline(),

@@ -13,7 +13,7 @@ use crate::rng::Rng;
 use crate::store::SimStore;
 use async_trait::async_trait;
 use baton_adapters::AdapterError;
-use baton_adapters::forge::{Forge, ForgeRepo, MergeOutcome};
+use baton_adapters::forge::{CiStatus, Forge, ForgeRepo, MergeOutcome, PullRequestRef, PullRequestSpec};
 use baton_domain::TaskId;
 use baton_engine::Clock;
 use baton_engine::gates::merge_lease_name;
@@ -248,9 +248,10 @@ impl Forge for SimForge {
         "sim"
     }
 
-    async fn fast_forward(
+    async fn merge(
         &self,
         repo: &ForgeRepo,
+        _branch: &str,
         expected_base: &str,
         head: &str,
     ) -> Result<MergeOutcome, AdapterError> {
@@ -273,6 +274,18 @@ impl Forge for SimForge {
             return Err(AdapterError::Transient("merged, but the reply was lost (injected)".into()));
         }
         Ok(MergeOutcome::Merged)
+    }
+
+    async fn sync_pull_request(
+        &self,
+        _repo: &ForgeRepo,
+        _spec: &PullRequestSpec,
+    ) -> Result<Option<PullRequestRef>, AdapterError> {
+        Ok(None)
+    }
+
+    async fn ci_status(&self, _repo: &ForgeRepo, _sha: &str) -> Result<CiStatus, AdapterError> {
+        Ok(CiStatus::NoChecks)
     }
 
     async fn delete_branch(&self, repo: &ForgeRepo, branch: &str) -> Result<(), AdapterError> {

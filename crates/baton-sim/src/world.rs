@@ -233,6 +233,7 @@ fn settings_for(config: &WorldConfig) -> EngineSettings {
                 test: argv(TEST_PROGRAM),
                 deploy: argv(DEPLOY_PROGRAM),
                 health: argv(HEALTH_PROGRAM),
+                forge: Default::default(),
             })
             .collect(),
         agents: BTreeMap::new(),

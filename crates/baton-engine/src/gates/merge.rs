@@ -5,7 +5,7 @@
 use super::GateContext;
 use super::command::run_repo_command;
 use baton_domain::{GateVerdict, Verdict};
-use baton_store::{LeaseOutcome, task_holder};
+use baton_store::{JobStatus, LeaseOutcome, task_holder};
 
 const GATE: &str = "mergeable";
 
@@ -21,6 +21,10 @@ fn short(sha: &str) -> &str {
 pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
     let lease = merge_lease_name(&ctx.repo.name);
     let ttl_ms = ctx.limits.lease_ttl_secs as i64 * 1000;
+    // A re-run of this stage (a deferred `ci_green`) while the task still holds the lease.
+    let held_before = ctx.store.lease(&lease).await.ok().flatten().is_some_and(|l| {
+        l.holder == task_holder(ctx.task.id) && l.expires_at_ms > ctx.clock.now_ms()
+    });
     match ctx.store.acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, ctx.clock.now_ms()).await {
         Ok(LeaseOutcome::Acquired { .. }) => {
             // The task may have been stopped between the claim and the lease: never hold the
@@ -55,6 +59,17 @@ pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
     let Some(base) = ctx.timed(ctx.vcs.rev(&ctx.repo.path, &ctx.repo.default_ref())).await else {
         return GateVerdict::new(GATE, Verdict::Error, format!("default branch `{default}` not found"));
     };
+    if held_before && let Some(head) = already_retested(ctx, &base).await {
+        // Nothing moved since this task's own pass: rebasing and squashing again would make a new
+        // commit (and restart the forge's CI) for the same tree.
+        let mut verdict = GateVerdict::new(
+            GATE,
+            Verdict::Pass,
+            format!("already rebased onto {default} {} and re-tested at {}", short(&base), short(&head)),
+        );
+        verdict.evidence = Some(head);
+        return verdict;
+    }
     if let Err(error) = ctx.timed(ctx.vcs.rebase(ctx.worktree, &base)).await {
         return GateVerdict::new(
             GATE,
@@ -101,4 +116,21 @@ pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
     );
     verdict.evidence = Some(head);
     verdict
+}
+
+/// The worktree's head when it is the one this task's last passing merge gate re-tested and sits
+/// right on `base` (the default branch's current head).
+async fn already_retested(ctx: &GateContext<'_>, base: &str) -> Option<String> {
+    let head = ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD")).await?;
+    let parent = ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD^")).await?;
+    if parent != base {
+        return None;
+    }
+    let jobs = ctx.store.jobs_for_task(ctx.task.id).await.ok()?;
+    let passed = jobs
+        .iter()
+        .rev()
+        .filter(|j| j.status == JobStatus::Done)
+        .find_map(|j| j.outcome().and_then(|o| o.retested_head().map(str::to_string)))?;
+    (passed == head).then_some(head)
 }

@@ -5,11 +5,13 @@
 //! They never reach the engine or the executor.
 
 mod artifact;
+mod ci;
 mod command;
 mod merge;
 mod verdict;
 
 pub use artifact::artifact_relative_path;
+pub use ci::{FORGE_UNAVAILABLE, pull_request_spec, web_url};
 pub(crate) use command::request as command_request;
 pub use command::{RepoCommand, run_repo_command};
 pub use merge::merge_lease_name;
@@ -17,7 +19,8 @@ pub use verdict::front_matter;
 
 use crate::clock::Clock;
 use crate::settings::{Limits, RepoSettings};
-use baton_domain::{GateSpec, GateVerdict, StageSpec, Verdict};
+use baton_adapters::forge::Forge;
+use baton_domain::{GateSpec, GateVerdict, Pipeline, StageSpec, Verdict};
 use baton_runner::{CommandRunner, Vcs};
 use baton_store::{JobRecord, Store, TaskRecord};
 use std::future::Future;
@@ -31,6 +34,10 @@ pub struct GateContext<'a> {
     pub clock: &'a dyn Clock,
     pub vcs: &'a dyn Vcs,
     pub commands: &'a dyn CommandRunner,
+    /// The forge of the task's repository (pull requests, CI).
+    pub forge: &'a dyn Forge,
+    /// The effective pipeline (its artifact names go into the pull request).
+    pub pipeline: &'a Pipeline,
     pub task: &'a TaskRecord,
     pub job: &'a JobRecord,
     pub repo: &'a RepoSettings,
@@ -58,6 +65,12 @@ impl GateContext<'_> {
     }
 }
 
+/// Whether a gate's reason says the machine or a service failed rather than the code: retried
+/// without spending an attempt.
+pub fn is_infrastructure(reason: &str) -> bool {
+    baton_runner::is_infrastructure(reason) || reason.contains(FORGE_UNAVAILABLE)
+}
+
 /// Evaluates one gate of the current stage. `human_approval` is decided by `decide`, not here.
 pub async fn evaluate(ctx: &GateContext<'_>, gate: &GateSpec) -> Option<GateVerdict> {
     let verdict = match gate {
@@ -68,6 +81,7 @@ pub async fn evaluate(ctx: &GateContext<'_>, gate: &GateSpec) -> Option<GateVerd
         GateSpec::DeployStatus => command::check(ctx, "deploy_status", RepoCommand::Health).await,
         GateSpec::Command { name, argv } => command::check_argv(ctx, name, argv).await,
         GateSpec::Mergeable => merge::check(ctx).await,
+        GateSpec::CiGreen => ci::check(ctx).await,
     };
     Some(verdict)
 }

@@ -486,6 +486,7 @@ async fn intake_hooks() -> (tempfile::TempDir, Arc<Engine>) {
             test: None,
             deploy: None,
             health: None,
+            forge: Default::default(),
         }],
         agents: BTreeMap::new(),
         pipeline: Pipeline::default_pipeline(),

@@ -337,6 +337,7 @@ pub async fn engine_for(script: &str) -> (Env, std::sync::Arc<baton_engine::Engi
             test: Some(vec!["python3".into(), "-m".into(), "unittest".into(), "-q".into()]),
             deploy: None,
             health: None,
+            forge: Default::default(),
         }],
         agents: [("default".to_string(), agent)].into_iter().collect(),
         pipeline: baton_domain::Pipeline::default_pipeline(),
