@@ -288,7 +288,10 @@ async fn merge_commit(
 async fn is_merge_of(git: &Git, commit: &str, base: &str, head: &str) -> bool {
     let parents = git.run(&["rev-list", "--parents", "-n", "1", commit]).await.unwrap_or_default();
     let parents: Vec<&str> = parents.split_whitespace().skip(1).collect();
-    parents == [base, head] && git.rev(&format!("{commit}^{{tree}}")).await == git.rev(&format!("{head}^{{tree}}")).await
+    let tree = |c: &str| format!("{c}^{{tree}}");
+    let merged = git.run(&["rev-parse", "--verify", "--quiet", &tree(commit)]).await.ok();
+    let tested = git.run(&["rev-parse", "--verify", "--quiet", &tree(head)]).await.ok();
+    parents == [base, head] && merged.is_some() && merged == tested
 }
 
 /// The merge of a `url` repository: the remote's default branch is pushed to `target` (`head`, or

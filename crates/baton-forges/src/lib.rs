@@ -40,6 +40,7 @@ pub mod error;
 pub mod forge;
 pub mod gitea;
 pub mod github;
+pub mod hosted;
 pub mod http;
 pub mod plane;
 
@@ -47,6 +48,7 @@ pub use adapters::PlaneTracker;
 pub use error::ApiError;
 pub use forge::{CiState, ForgeApi, Issue, MergeStyle, NewPullRequest, PullRequest};
 pub use gitea::Gitea;
+pub use hosted::HostedForge;
 pub use github::GitHub;
 pub use http::{Auth, ClientConfig, Clock, RetryPolicy, Secret, SystemClock};
 pub use plane::{Plane, PlaneState, StateMap, WorkItem};

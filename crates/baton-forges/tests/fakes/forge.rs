@@ -61,6 +61,22 @@ pub struct ForgeState {
     pub statuses: BTreeMap<String, Vec<Value>>,
     /// sha → check runs (GitHub only)
     pub check_runs: BTreeMap<String, Vec<Value>>,
+    /// A real bare repository behind the fake: branch heads are read from its refs (not
+    /// `branches`), and a merge really moves its base branch (squash: one commit with the head's
+    /// tree; merge: a merge commit with the head's tree).
+    pub git: Option<std::path::PathBuf>,
+}
+
+/// Runs git in `dir` (test scaffolding; the fake answers synchronously under its lock).
+#[allow(clippy::disallowed_methods)]
+pub fn git_in(dir: &std::path::Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=Forge", "-c", "user.email=forge@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 impl ForgeState {
@@ -77,6 +93,28 @@ impl ForgeState {
             is_pr: false,
         });
         number
+    }
+
+    /// The head of `branch`: from the bare repository when there is one.
+    pub fn branch_head(&self, branch: &str) -> Option<String> {
+        match &self.git {
+            Some(dir) => git_in(dir, &["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")]),
+            None => self.branches.get(branch).cloned(),
+        }
+    }
+
+    /// Lands `head` on `base` in the bare repository as the forge would for `style`.
+    fn land(&self, base: &str, head: &str, style: &str, title: &str) {
+        let Some(dir) = &self.git else { return };
+        let base_ref = format!("refs/heads/{base}");
+        let current = git_in(dir, &["rev-parse", &base_ref]).unwrap();
+        let tree = format!("{head}^{{tree}}");
+        let new = match style {
+            "squash" => git_in(dir, &["commit-tree", &tree, "-p", &current, "-m", title]).unwrap(),
+            "merge" => git_in(dir, &["commit-tree", &tree, "-p", &current, "-p", head, "-m", title]).unwrap(),
+            _ => head.to_string(),
+        };
+        git_in(dir, &["update-ref", &base_ref, &new, &current]).unwrap();
     }
 
     fn next_number(&self) -> u64 {
@@ -99,7 +137,7 @@ impl ForgeState {
         v["head"]["ref"] = json!(pr.head);
         v["head"]["label"] =
             json!(if self.flavor == Flavor::GitHub { format!("acme:{}", pr.head) } else { pr.head.clone() });
-        v["head"]["sha"] = json!(self.branches.get(&pr.head).cloned().unwrap_or_default());
+        v["head"]["sha"] = json!(self.branch_head(&pr.head).unwrap_or_default());
         v["base"]["ref"] = json!(pr.base);
         v
     }
@@ -142,6 +180,7 @@ pub async fn start(flavor: Flavor, token: &str) -> (FakeForge, String) {
         labels: BTreeMap::new(),
         statuses: BTreeMap::new(),
         check_runs: BTreeMap::new(),
+        git: None,
     }));
     let app = axum::Router::new().fallback(handle).with_state(state.clone());
     let addr = super::serve(app).await;
@@ -241,7 +280,7 @@ fn route(st: &mut ForgeState, r: &Req) -> Response {
                 Err(resp) => return resp,
             };
             let head = v["head"].as_str().unwrap_or("").to_string();
-            if !st.branches.contains_key(&head) {
+            if st.branch_head(&head).is_none() {
                 return unprocessable(
                     invalid,
                     json!({"message": "Validation Failed", "errors": [{"field": "head", "code": "invalid"}]}),
@@ -313,7 +352,7 @@ fn route(st: &mut ForgeState, r: &Req) -> Response {
                     json!({"message": "Pull Request is not mergeable"}),
                 );
             }
-            let head = st.branches.get(&st.prs[i].head).cloned().unwrap_or_default();
+            let head = st.branch_head(&st.prs[i].head).unwrap_or_default();
             if v[sha_key].as_str() != Some(head.as_str()) {
                 return if gh {
                     unprocessable(
@@ -324,6 +363,8 @@ fn route(st: &mut ForgeState, r: &Req) -> Response {
                     unprocessable(StatusCode::CONFLICT, json!({"message": "head out of date"}))
                 };
             }
+            let (base, title) = (st.prs[i].base.clone(), st.prs[i].title.clone());
+            st.land(&base, &head, &style, &title);
             st.prs[i].merged = true;
             st.prs[i].state = "closed".into();
             st.prs[i].merge_style = Some(style);
