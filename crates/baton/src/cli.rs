@@ -239,6 +239,7 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
             [&config.webhooks.github, &config.webhooks.gitea, &config.webhooks.plane].into_iter().flatten().cloned(),
         )
         .secrets(config.server.secret_env.iter().filter_map(|name| std::env::var(name).ok()))
+        .forge(forges(&config.engine)?)
         .sandbox(sandbox);
     // Forge issues with the start label become tasks once a tracker is configured.
     let engine = if config.trackers.is_empty() {
@@ -249,6 +250,31 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
     .build();
     crate::logging::set_redactor(engine.redactor().clone());
     Ok(engine)
+}
+
+/// The forge of every repository: GitHub or Gitea/Forgejo where configured, else the local one.
+fn forges(settings: &baton_engine::EngineSettings) -> anyhow::Result<Arc<dyn baton_adapters::forge::Forge>> {
+    use baton_adapters::forge::{ForgeSet, LocalForge};
+    use baton_engine::ForgeKind;
+    use baton_forges::{Auth, ClientConfig, ForgeApi, Gitea, GitHub, HostedForge, Secret};
+    let mut set = ForgeSet::new(Arc::new(LocalForge));
+    for repo in settings.repos.iter().filter(|r| r.forge.is_hosted()) {
+        let forge = &repo.forge;
+        let (owner, name) = forge.repo.as_deref().and_then(|r| r.split_once('/')).unwrap_or_default();
+        let token = forge.token_env.as_deref().and_then(|n| std::env::var(n).ok()).unwrap_or_default();
+        let api: Arc<dyn ForgeApi> = match forge.kind {
+            ForgeKind::GitHub => {
+                let url = forge.api_url.as_deref().unwrap_or("https://api.github.com");
+                Arc::new(GitHub::new(ClientConfig::new(url, Auth::Bearer(Secret::new(token))), owner, name)?)
+            }
+            _ => {
+                let url = forge.api_url.as_deref().unwrap_or_default();
+                Arc::new(Gitea::new(ClientConfig::new(url, Auth::GiteaToken(Secret::new(token))), owner, name)?)
+            }
+        };
+        set = set.with(repo.name.clone(), Arc::new(HostedForge::new(api)));
+    }
+    Ok(Arc::new(set))
 }
 
 /// Creates the data directory readable by its owner only (0700); an existing looser one is

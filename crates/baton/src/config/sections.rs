@@ -8,7 +8,10 @@ use super::{Config, ConfigIssue, DEFAULT_LISTEN, Loader, ServerConfig, default_d
 use baton_domain::ids::{valid_prefix, valid_repo_name};
 use baton_domain::pipeline::{Actor, GateSpec, Pipeline, PipelineProblem, StageSpec};
 use baton_engine::intake::{IntakeRule, IntakeSource};
-use baton_engine::{AdapterKind, AgentSettings, Budgets, EngineSettings, Limits, RepoSettings, SandboxSettings};
+use baton_engine::{
+    AdapterKind, AgentSettings, Budgets, CiPolicy, EngineSettings, ForgeKind, Limits, MergeStyle, RepoForge,
+    RepoSettings, SandboxSettings,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +33,9 @@ const BUILTIN_ROLES: &[&str] = &["default", "analyst", "architect", "developer",
 
 /// Keys of one `[[pipeline.stages]]` entry (`StageSpec` itself ignores unknown keys).
 const STAGE_KEYS: &[&str] = &["name", "actor", "artifact", "gates", "confirm_before", "on_gate_fail"];
+
+/// The forge keys of a `[[repos]]` entry (read apart from the git ones).
+const FORGE_KEYS: &[&str] = &["forge", "forge_repo", "forge_api_url", "forge_token_env", "merge_style", "ci"];
 
 /// Limits that make Baton useless at 0 (nothing runs, or every run is stopped at once).
 const LIMITS_NONZERO: &[&str] = &[
@@ -66,12 +72,16 @@ impl Loader<'_> {
         let webhooks = self.webhooks(doc.remove("webhooks"));
         let trackers = self.trackers(doc.remove("trackers"), repos.as_deref().unwrap_or(&[]));
         let (server, env_passthrough) = server?;
+        let mut pipeline = pipeline?;
+        if repos.as_deref().is_some_and(|r| r.iter().any(|repo| repo.forge.is_hosted())) {
+            with_ci_gate(&mut pipeline);
+        }
         let engine = EngineSettings {
             data_dir: server.data_dir.clone(),
             limits: limits?,
             repos: repos?,
             agents: agents?,
-            pipeline: pipeline?,
+            pipeline,
             budgets: budgets?,
             baton_exe,
             env_passthrough,
@@ -507,6 +517,13 @@ impl Loader<'_> {
             for key in ["test", "deploy", "health"] {
                 split_string_list(&mut table, key, char::is_whitespace);
             }
+            // The forge keys are read on their own (the engine keeps them apart from git's).
+            let mut forge_table = Table::new();
+            for key in FORGE_KEYS {
+                if let Some(value) = table.remove(*key) {
+                    forge_table.insert(key.to_string(), value);
+                }
+            }
             let parsed = self.deserialize::<RepoSettings>(&base, table);
             ok &= parsed.bad.is_empty();
             let Some(mut repo) = parsed.value else {
@@ -514,9 +531,155 @@ impl Loader<'_> {
                 continue;
             };
             ok &= self.check_repo(&base, &mut repo, &parsed.bad, &mut names, i);
+            match self.repo_forge(&base, forge_table, &repo) {
+                Some(forge) => repo.forge = forge,
+                None => ok = false,
+            }
             repos.push(repo);
         }
         ok.then_some(repos)
+    }
+
+    /// A repository's forge keys: `forge` (local, github, gitea/forgejo), `forge_repo`,
+    /// `forge_api_url`, `forge_token_env`, `merge_style`, `ci`. A hosted forge needs the
+    /// repository's `url`, its `owner/name`, an API URL (GitHub's by default) and a token variable
+    /// that is set; the token is masked like every secret.
+    fn repo_forge(&mut self, base: &str, table: Table, repo: &RepoSettings) -> Option<RepoForge> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ForgeEntry {
+            #[serde(default)]
+            forge: Option<String>,
+            #[serde(default)]
+            forge_repo: Option<String>,
+            #[serde(default)]
+            forge_api_url: Option<String>,
+            #[serde(default)]
+            forge_token_env: Option<String>,
+            #[serde(default)]
+            merge_style: MergeStyle,
+            #[serde(default)]
+            ci: Option<CiPolicy>,
+        }
+        let before = self.issues.len();
+        let parsed = self.deserialize::<ForgeEntry>(base, table);
+        let entry = parsed.value?;
+        let kind = match entry.forge.as_deref().unwrap_or("local") {
+            "local" => ForgeKind::Local,
+            "github" => ForgeKind::GitHub,
+            "gitea" | "forgejo" => ForgeKind::Gitea,
+            other => {
+                self.issue(
+                    format!("{base}.forge"),
+                    format!("`{other}` is not a forge Baton knows"),
+                    "use \"local\" (the default), \"github\" or \"gitea\" (Forgejo: \"gitea\" or \"forgejo\")",
+                );
+                return None;
+            }
+        };
+        let forge = RepoForge {
+            kind,
+            repo: entry.forge_repo.clone(),
+            api_url: entry.forge_api_url.clone(),
+            token_env: entry.forge_token_env.clone().or_else(|| repo.credentials_env.clone()),
+            merge_style: entry.merge_style,
+            ci: entry.ci.unwrap_or_default(),
+        };
+        if kind == ForgeKind::Local {
+            for (key, set) in [
+                ("forge_repo", entry.forge_repo.is_some()),
+                ("forge_api_url", entry.forge_api_url.is_some()),
+                ("forge_token_env", entry.forge_token_env.is_some()),
+                ("ci", entry.ci.is_some()),
+            ] {
+                if set {
+                    self.issue(
+                        format!("{base}.{key}"),
+                        format!("`{key}` applies only to a hosted forge"),
+                        "remove it, or set `forge = \"github\"` or `forge = \"gitea\"`",
+                    );
+                }
+            }
+            return (self.issues.len() == before).then_some(forge);
+        }
+        if repo.url.is_none() {
+            self.issue(
+                format!("{base}.url"),
+                format!("a repository on the `{}` forge needs `url`", entry.forge.as_deref().unwrap_or_default()),
+                "give the repository's clone URL as `url` (Baton pushes task branches there) instead of `path`",
+            );
+        }
+        match entry.forge_repo.as_deref() {
+            None => self.issue(
+                format!("{base}.forge_repo"),
+                "a hosted forge needs the repository's `owner/name`",
+                "add `forge_repo = \"owner/name\"` as it appears in the repository's web address",
+            ),
+            Some(name) => {
+                let parts: Vec<&str> = name.split('/').collect();
+                if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || p.contains(char::is_whitespace)) {
+                    self.issue(
+                        format!("{base}.forge_repo"),
+                        format!("`{name}` is not `owner/name`"),
+                        "write the repository as it appears in its URL, e.g. \"acme/shop\"",
+                    );
+                }
+            }
+        }
+        match (kind, entry.forge_api_url.as_deref()) {
+            (ForgeKind::Gitea, None) => self.issue(
+                format!("{base}.forge_api_url"),
+                "a Gitea/Forgejo forge needs its API URL",
+                "add `forge_api_url = \"https://git.example.com/api/v1\"`",
+            ),
+            (_, Some(url)) => self.check_api_url(&format!("{base}.forge_api_url"), url),
+            _ => {}
+        }
+        match forge.token_env.as_deref() {
+            None => self.issue(
+                format!("{base}.forge_token_env"),
+                "a hosted forge needs an API token",
+                "name the environment variable that holds it: `forge_token_env = \"FORGE_TOKEN\"` (default: `credentials_env`)",
+            ),
+            Some(name) if !valid_env_name(name) => self.issue(
+                format!("{base}.forge_token_env"),
+                format!("`{name}` is not an environment variable name"),
+                "name the variable that holds the token, e.g. \"FORGE_TOKEN\" (never the token itself)",
+            ),
+            Some(name) => match self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()) {
+                Some(token) if !token.is_empty() => self.secrets.push((token, format!("${name}"))),
+                _ => self.issue(
+                    format!("{base}.forge_token_env"),
+                    format!("the environment variable `{name}` is not set"),
+                    format!("export {name}=<an API token of the forge> before starting Baton"),
+                ),
+            },
+        }
+        (self.issues.len() == before).then_some(forge)
+    }
+
+    /// An API base URL: https (http only on loopback), a host, no credentials.
+    fn check_api_url(&mut self, key: &str, url: &str) {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            self.issue(key, format!("`{url}` is not a URL"), "give the full URL, e.g. \"https://git.example.com/api/v1\"");
+            return;
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.contains('@') {
+            self.issue(key, "the URL holds credentials", "remove them; the token comes from `forge_token_env`");
+            return;
+        }
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        match scheme {
+            "https" if !host.is_empty() => {}
+            "http" if matches!(host, "127.0.0.1" | "localhost" | "[::1]") => {}
+            "http" => self.issue(
+                key,
+                "plain http sends the token unencrypted",
+                "use https://… (http is allowed on loopback only)",
+            ),
+            _ => self.issue(key, format!("`{url}` is not an https URL with a host"), "give e.g. \"https://git.example.com/api/v1\""),
+        }
     }
 
     /// Checks one repository's meaning; resolves its path. Returns whether it is sound.
@@ -1001,6 +1164,20 @@ fn pipeline_fix(problem: &PipelineProblem) -> &'static str {
         }
         PipelineProblem::MissingArtifact { .. } => {
             "add `artifact = \"NN-name.md\"` to the stage, or drop its artifact and verdict gates"
+        }
+    }
+}
+
+/// A hosted forge's CI gates the merge: `ci_green` right after `mergeable`, in every stage that
+/// has `mergeable` and no `ci_green` yet (a custom pipeline may place it itself). On a repository
+/// of the local forge the gate passes at once.
+fn with_ci_gate(pipeline: &mut Pipeline) {
+    for stage in &mut pipeline.stages {
+        if stage.gates.contains(&GateSpec::CiGreen) {
+            continue;
+        }
+        if let Some(at) = stage.gates.iter().position(|g| *g == GateSpec::Mergeable) {
+            stage.gates.insert(at + 1, GateSpec::CiGreen);
         }
     }
 }

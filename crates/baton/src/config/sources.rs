@@ -223,7 +223,19 @@ fn env_value(segments: &[String], raw: &str) -> Value {
         "server" => matches!(last, "listen" | "data_dir" | "api_token" | "read_requires_token" | "secret_env"),
         "repos" => matches!(
             last,
-            "name" | "path" | "default_branch" | "prefix" | "url" | "credentials_env" | "delete_remote_branch"
+            "name"
+                | "path"
+                | "default_branch"
+                | "prefix"
+                | "url"
+                | "credentials_env"
+                | "delete_remote_branch"
+                | "forge"
+                | "forge_repo"
+                | "forge_api_url"
+                | "forge_token_env"
+                | "merge_style"
+                | "ci"
         ),
         "agents" => matches!(last, "adapter" | "script" | "model" | "prompt"),
         "webhooks" => true,
