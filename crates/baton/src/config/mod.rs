@@ -20,6 +20,8 @@ mod template;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
+#[cfg(test)]
+mod forge_tests;
 
 pub use template::init_template;
 
