@@ -1,0 +1,395 @@
+//! The `ci_green` gate in a running engine: a `url` repository on a (test) hosted forge, real git
+//! and SQLite, a recording agent and supervisor. Pending CI defers without re-squashing or
+//! re-testing, green passes and merges exactly the re-tested head, a red check rolls the task back
+//! to development with the check's name and log tail in the developer's next prompt.
+// Test scaffolding: a failed setup step or a poisoned lock should panic the test.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use async_trait::async_trait;
+use baton_adapters::AdapterError;
+use baton_adapters::agent::{Agent, AgentRequest};
+use baton_adapters::forge::{
+    CiStatus, Forge, ForgeRepo, LocalForge, MergeOutcome, PullRequestRef, PullRequestSpec,
+};
+use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
+use baton_domain::{AgentReport, AgentStatus, JobOutcome, Usage, Verdict};
+use baton_engine::{
+    AgentFactory, BoxFuture, Clock, Engine, EngineError, EngineSettings, ForgeKind, NewTaskRequest, RepoForge,
+    RepoSettings, Spawner, SystemClock,
+};
+use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
+use baton_store::{SqliteStore, TaskKey, TaskRecord};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A hosted forge as the engine sees it: CI answers set by the test; merges and branch deletion
+/// by git as the local forge does; every call recorded.
+#[derive(Default)]
+struct TestForge {
+    ci: Mutex<Option<CiStatus>>,
+    ci_asked: Mutex<Vec<String>>,
+    synced: Mutex<Vec<PullRequestSpec>>,
+}
+
+#[async_trait]
+impl Forge for TestForge {
+    fn name(&self) -> &str {
+        "test"
+    }
+    async fn merge(&self, repo: &ForgeRepo, branch: &str, base: &str, head: &str) -> Result<MergeOutcome, AdapterError> {
+        LocalForge.merge(repo, branch, base, head).await
+    }
+    async fn sync_pull_request(
+        &self,
+        _repo: &ForgeRepo,
+        spec: &PullRequestSpec,
+    ) -> Result<Option<PullRequestRef>, AdapterError> {
+        self.synced.lock().unwrap().push(spec.clone());
+        Ok(Some(PullRequestRef { number: 7, url: "https://forge.example.com/acme/app/pull/7".into() }))
+    }
+    async fn ci_status(&self, _repo: &ForgeRepo, sha: &str) -> Result<CiStatus, AdapterError> {
+        self.ci_asked.lock().unwrap().push(sha.to_string());
+        Ok(self.ci.lock().unwrap().clone().unwrap_or(CiStatus::NoChecks))
+    }
+    async fn delete_branch(&self, repo: &ForgeRepo, branch: &str) -> Result<(), AdapterError> {
+        LocalForge.delete_branch(repo, branch).await
+    }
+}
+
+/// The developer: records its prompt and writes a file into the worktree (its "work").
+struct TestAgents(Arc<Mutex<Vec<String>>>);
+
+impl AgentFactory for TestAgents {
+    fn agent(&self, _settings: &EngineSettings, _role: &str) -> Result<Arc<dyn Agent>, EngineError> {
+        Ok(Arc::new(TestAgent(self.0.clone())))
+    }
+}
+
+struct TestAgent(Arc<Mutex<Vec<String>>>);
+
+impl Agent for TestAgent {
+    fn adapter(&self) -> &str {
+        "test"
+    }
+    fn model(&self) -> Option<&str> {
+        None
+    }
+    fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
+        let mut prompts = self.0.lock().unwrap();
+        prompts.push(request.prompt.clone());
+        std::fs::write(request.worktree.join(format!("work-{}.txt", prompts.len())), "work\n").unwrap();
+        Ok(ProcessSpec {
+            program: "test-agent".into(),
+            args: vec![],
+            cwd: request.worktree.clone(),
+            env: vec![],
+            stdin: None,
+            stdout: request.stdout_path(),
+            stderr: request.stderr_path(),
+        })
+    }
+    fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
+        AgentReport {
+            status: AgentStatus::Succeeded,
+            usage: Usage::default(),
+            cost_usd: None,
+            model: None,
+            session_id: None,
+            turns: None,
+            final_text: None,
+        }
+    }
+}
+
+/// Every process (the agent, the merge gate's re-test) "runs" at once and exits 0; launches are
+/// recorded by run directory.
+#[derive(Default)]
+struct TestSupervisor {
+    launched: Mutex<Vec<PathBuf>>,
+}
+
+#[async_trait]
+impl Supervisor for TestSupervisor {
+    async fn launch(&self, _spec: ProcessSpec, run_dir: &Path, _owner: &str) -> Result<LaunchRecord, RunError> {
+        self.launched.lock().unwrap().push(run_dir.to_path_buf());
+        Ok(LaunchRecord { pid: 0, pgid: 0, start_ticks: None })
+    }
+    fn owner(&self, _run_dir: &Path) -> Option<String> {
+        None
+    }
+    fn read_output(&self, _path: &Path) -> Vec<u8> {
+        Vec::new()
+    }
+    fn previous(&self, _run_dir: &Path) -> Previous {
+        Previous::Nothing
+    }
+    async fn wait(
+        &self,
+        _launch: &LaunchRecord,
+        _run_dir: &Path,
+        _outputs: [&Path; 2],
+        _already_ran: Duration,
+        _limits: RunLimits,
+        _stop: watch::Receiver<bool>,
+    ) -> ExitReport {
+        ExitReport { code: Some(0), signal: None, timed_out: false, stalled: false, stopped: false, duration_ms: 1 }
+    }
+    fn is_same_group(&self, _pgid: u32, _start_ticks: Option<u64>) -> bool {
+        false
+    }
+    async fn stop_group(&self, _pgid: u32, _grace: Duration) {}
+    fn shims_under(&self, _runs_dir: &Path) -> Vec<(u32, u32, PathBuf)> {
+        Vec::new()
+    }
+    fn archive(&self, _run_dir: &Path) -> Result<(), RunError> {
+        Ok(())
+    }
+}
+
+/// Executors are collected and run by the test, one claim at a time.
+#[derive(Default)]
+struct Collect(Mutex<Vec<BoxFuture>>);
+
+impl Spawner for Collect {
+    fn spawn(&self, work: BoxFuture) {
+        self.0.lock().unwrap().push(work);
+    }
+}
+
+struct TestClock(AtomicI64);
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn sleep(&self, duration: Duration) -> BoxFuture {
+        SystemClock.sleep(duration)
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    bare: PathBuf,
+    engine: Arc<Engine>,
+    forge: Arc<TestForge>,
+    prompts: Arc<Mutex<Vec<String>>>,
+    supervisor: Arc<TestSupervisor>,
+    spawner: Arc<Collect>,
+    clock: Arc<TestClock>,
+}
+
+impl World {
+    async fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("app.git");
+        std::fs::create_dir_all(&bare).unwrap();
+        git(&bare, &["init", "-q", "--bare", "-b", "main", "."]);
+        git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), "seed"]);
+        let seed = dir.path().join("seed");
+        git(&seed, &["checkout", "-q", "-b", "main"]);
+        std::fs::write(seed.join("README"), "app\n").unwrap();
+        git(&seed, &["add", "."]);
+        git(&seed, &["commit", "-q", "-m", "initial"]);
+        git(&seed, &["push", "-q", "origin", "main"]);
+        let stage = |name: &str, actor: Actor, gates: Vec<GateSpec>, on_gate_fail: OnGateFail| StageSpec {
+            name: name.into(),
+            actor,
+            artifact: None,
+            gates,
+            confirm_before: false,
+            on_gate_fail,
+        };
+        let pipeline = Pipeline {
+            stages: vec![
+                stage("development", Actor::Agent { role: "developer".into() }, vec![], OnGateFail::Retry),
+                stage(
+                    "deploy_staging",
+                    Actor::None,
+                    vec![GateSpec::Mergeable, GateSpec::CiGreen],
+                    OnGateFail::Rollback { to: "development".into() },
+                ),
+                stage("deploy", Actor::Deploy, vec![], OnGateFail::Block),
+            ],
+            ..Pipeline::default_pipeline()
+        };
+        let data_dir = dir.path().join("data");
+        let settings = EngineSettings {
+            data_dir: data_dir.clone(),
+            limits: Default::default(),
+            repos: vec![RepoSettings {
+                name: "app".into(),
+                path: data_dir.join("repos/app.git"),
+                url: Some(bare.display().to_string()),
+                push: None,
+                delete_remote_branch: Default::default(),
+                credentials_env: None,
+                default_branch: "main".into(),
+                prefix: "APP".into(),
+                test: Some(vec!["run-tests".into()]),
+                deploy: None,
+                health: None,
+                forge: RepoForge {
+                    kind: ForgeKind::GitHub,
+                    repo: Some("acme/app".into()),
+                    api_url: None,
+                    token_env: None,
+                    merge_style: Default::default(),
+                    ci: Default::default(),
+                },
+            }],
+            agents: Default::default(),
+            pipeline,
+            budgets: Default::default(),
+            baton_exe: PathBuf::from("/nonexistent/baton"),
+            env_passthrough: vec![],
+        };
+        let store = SqliteStore::open(&dir.path().join("baton.db")).await.unwrap();
+        let forge = Arc::new(TestForge::default());
+        let prompts = Arc::new(Mutex::new(Vec::new()));
+        let supervisor = Arc::new(TestSupervisor::default());
+        let spawner = Arc::new(Collect::default());
+        let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
+        let engine = Engine::builder(settings, Arc::new(store))
+            .forge(forge.clone())
+            .agents(Arc::new(TestAgents(prompts.clone())))
+            .supervisor(supervisor.clone())
+            .spawner(spawner.clone())
+            .clock(clock.clone())
+            .build();
+        World { _dir: dir, bare, engine, forge, prompts, supervisor, spawner, clock }
+    }
+
+    /// Claims and runs the next job (after any delay); returns its stage.
+    async fn step(&self) -> String {
+        self.clock.0.fetch_add(600_000, Ordering::SeqCst);
+        let job = self.engine.claim_next().await.unwrap().expect("a runnable job");
+        let work: Vec<BoxFuture> = std::mem::take(&mut *self.spawner.0.lock().unwrap());
+        for future in work {
+            future.await;
+        }
+        job.stage
+    }
+
+    async fn task(&self, id: &str) -> TaskRecord {
+        self.engine.store().task(&TaskKey::WorkItem(id.to_string())).await.unwrap().unwrap()
+    }
+
+    /// The verdicts of the task's last finished job.
+    async fn last_verdicts(&self, task: &TaskRecord) -> Vec<baton_domain::GateVerdict> {
+        let jobs = self.engine.store().jobs_for_task(task.id).await.unwrap();
+        let job = jobs.iter().rev().find(|j| j.outcome().is_some()).unwrap();
+        match job.outcome().unwrap() {
+            JobOutcome::Completed { verdicts } => verdicts,
+            other => panic!("job ended {other:?}"),
+        }
+    }
+
+    fn retests(&self) -> usize {
+        self.supervisor.launched.lock().unwrap().iter().filter(|d| d.display().to_string().contains("merge-retest")).count()
+    }
+
+    fn remote(&self, reference: &str) -> String {
+        git(&self.bare, &["rev-parse", reference])
+    }
+}
+
+fn verdict<'v>(verdicts: &'v [baton_domain::GateVerdict], gate: &str) -> &'v baton_domain::GateVerdict {
+    verdicts.iter().find(|v| v.gate == gate).unwrap_or_else(|| panic!("no {gate} verdict in {verdicts:#?}"))
+}
+
+#[tokio::test]
+async fn ci_green_defers_while_pending_passes_on_green_and_the_merge_gate_rerun_does_not_resquash() {
+    let w = World::new().await;
+    let task = w
+        .engine
+        .create_task(NewTaskRequest { repo: "app".into(), title: "add feature".into(), body: "".into(), external_ref: None })
+        .await
+        .unwrap();
+    let id = task.work_item_id.clone();
+    *w.forge.ci.lock().unwrap() = Some(CiStatus::Pending { running: vec!["build".into()] });
+    assert_eq!(w.step().await, "development");
+    assert_eq!(w.step().await, "deploy_staging");
+    let task = w.task(&id).await;
+    assert_eq!(task.state.stage, "deploy_staging", "{:?}", task.state);
+    let verdicts = w.last_verdicts(&task).await;
+    let head = verdict(&verdicts, "mergeable").evidence.clone().unwrap();
+    let ci = verdict(&verdicts, "ci_green");
+    assert_eq!(ci.verdict, Verdict::Defer);
+    assert!(ci.reason.contains("build running") && ci.reason.contains(&head[..10]), "{}", ci.reason);
+    // The re-tested head is on the task branch for the forge's CI, and the PR was synced.
+    assert_eq!(w.remote(&format!("refs/heads/{}", task.branch)), head);
+    assert_eq!(w.retests(), 1);
+    {
+        let synced = w.forge.synced.lock().unwrap();
+        let spec = synced.last().unwrap();
+        assert_eq!(spec.title, format!("{id}: add feature"));
+        assert!(spec.body.contains(&format!("<!-- baton:{id} -->")), "{}", spec.body);
+        assert!(spec.body.contains("https://github.com/acme/app/blob/"), "{}", spec.body);
+    }
+
+    // Deferred: the stage runs again; the merge gate passes at once (same head, no re-test).
+    assert_eq!(w.step().await, "deploy_staging");
+    let verdicts = w.last_verdicts(&w.task(&id).await).await;
+    let merge = verdict(&verdicts, "mergeable");
+    assert_eq!(merge.verdict, Verdict::Pass);
+    assert!(merge.reason.contains("already rebased"), "{}", merge.reason);
+    assert_eq!(merge.evidence.as_deref(), Some(head.as_str()), "no new squash");
+    assert_eq!(verdict(&verdicts, "ci_green").verdict, Verdict::Defer);
+    assert_eq!(w.retests(), 1, "not re-tested");
+    assert!(w.forge.ci_asked.lock().unwrap().iter().all(|sha| *sha == head), "CI asked only about the one head");
+
+    // Green: the gate passes with the head as evidence, and deploy merges exactly that head.
+    *w.forge.ci.lock().unwrap() = Some(CiStatus::Green);
+    assert_eq!(w.step().await, "deploy_staging");
+    let verdicts = w.last_verdicts(&w.task(&id).await).await;
+    let ci = verdict(&verdicts, "ci_green");
+    assert_eq!((ci.verdict, ci.evidence.as_deref()), (Verdict::Pass, Some(head.as_str())));
+    assert_eq!(w.step().await, "deploy");
+    assert_eq!(w.task(&id).await.state.stage, "done");
+    assert_eq!(w.remote("refs/heads/main"), head, "main is the re-tested head");
+    assert_eq!(w.retests(), 1);
+}
+
+#[tokio::test]
+async fn a_red_check_rolls_back_to_development_with_its_name_and_log_tail_in_the_prompt() {
+    let w = World::new().await;
+    let task = w
+        .engine
+        .create_task(NewTaskRequest { repo: "app".into(), title: "add feature".into(), body: "".into(), external_ref: None })
+        .await
+        .unwrap();
+    let id = task.work_item_id.clone();
+    *w.forge.ci.lock().unwrap() = Some(CiStatus::Red {
+        check: "unit tests".into(),
+        url: Some("https://ci.example.com/run/9".into()),
+        log_tail: "test_total ... FAILED\nAssertionError: 3 != 4".into(),
+    });
+    assert_eq!(w.step().await, "development");
+    assert_eq!(w.step().await, "deploy_staging");
+    let task = w.task(&id).await;
+    assert_eq!(task.state.stage, "development", "rolled back: {:?}", task.state);
+    let lease = w.engine.store().lease(&baton_engine::gates::merge_lease_name("app")).await.unwrap();
+    assert!(lease.is_none_or(|l| l.holder != baton_store::task_holder(task.id)), "the lease was released");
+    assert_eq!(w.step().await, "development");
+    let prompts = w.prompts.lock().unwrap().clone();
+    assert_eq!(prompts.len(), 2);
+    let prompt = &prompts[1];
+    assert!(prompt.contains("CI check `unit tests` failed on"), "{prompt}");
+    assert!(prompt.contains("https://ci.example.com/run/9"), "{prompt}");
+    assert!(prompt.contains("test_total ... FAILED\nAssertionError: 3 != 4"), "{prompt}");
+    assert!(!prompts[0].contains("unit tests"), "the first prompt had no failure");
+}
