@@ -56,6 +56,7 @@ impl ApiHarness {
                     test: None,
                     deploy: None,
                     health: None,
+                    forge: Default::default(),
                 }],
                 agents: Default::default(),
                 pipeline: baton_domain::Pipeline::default_pipeline(),

@@ -77,6 +77,7 @@ impl HttpHarness {
                     test: None,
                     deploy: None,
                     health: None,
+                    forge: Default::default(),
                 }],
                 agents: Default::default(),
                 pipeline: baton_domain::Pipeline::default_pipeline(),

@@ -277,9 +277,7 @@ async fn run_job(
     // A gate that failed because the machine did (a full disk in the merge gate's rebase, a git
     // lock) says nothing about the code: retry the stage without spending an attempt or a rollback.
     let broken = verdicts.iter().find(|v| {
-        v.verdict != Verdict::Pass
-            && v.gate != baton_domain::MERGED_VERDICT
-            && gates::is_infrastructure(&v.reason)
+        v.verdict != Verdict::Pass && v.gate != baton_domain::MERGED_VERDICT && gates::is_infrastructure(&v.reason)
     });
     if let Some(broken) = broken
         && verdicts.iter().all(|v| v.gate != baton_domain::MERGED_VERDICT)

@@ -8,9 +8,7 @@
 use async_trait::async_trait;
 use baton_adapters::AdapterError;
 use baton_adapters::agent::{Agent, AgentRequest};
-use baton_adapters::forge::{
-    CiStatus, Forge, ForgeRepo, LocalForge, MergeOutcome, PullRequestRef, PullRequestSpec,
-};
+use baton_adapters::forge::{CiStatus, Forge, ForgeRepo, LocalForge, MergeOutcome, PullRequestRef, PullRequestSpec};
 use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
 use baton_domain::{AgentReport, AgentStatus, JobOutcome, Usage, Verdict};
 use baton_engine::{
@@ -50,7 +48,13 @@ impl Forge for TestForge {
     fn name(&self) -> &str {
         "test"
     }
-    async fn merge(&self, repo: &ForgeRepo, branch: &str, base: &str, head: &str) -> Result<MergeOutcome, AdapterError> {
+    async fn merge(
+        &self,
+        repo: &ForgeRepo,
+        branch: &str,
+        base: &str,
+        head: &str,
+    ) -> Result<MergeOutcome, AdapterError> {
         LocalForge.merge(repo, branch, base, head).await
     }
     async fn sync_pull_request(
@@ -299,7 +303,13 @@ impl World {
     }
 
     fn retests(&self) -> usize {
-        self.supervisor.launched.lock().unwrap().iter().filter(|d| d.display().to_string().contains("merge-retest")).count()
+        self.supervisor
+            .launched
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.display().to_string().contains("merge-retest"))
+            .count()
     }
 
     fn remote(&self, reference: &str) -> String {
@@ -316,7 +326,12 @@ async fn ci_green_defers_while_pending_passes_on_green_and_the_merge_gate_rerun_
     let w = World::new().await;
     let task = w
         .engine
-        .create_task(NewTaskRequest { repo: "app".into(), title: "add feature".into(), body: "".into(), external_ref: None })
+        .create_task(NewTaskRequest {
+            repo: "app".into(),
+            title: "add feature".into(),
+            body: "".into(),
+            external_ref: None,
+        })
         .await
         .unwrap();
     let id = task.work_item_id.clone();
@@ -369,7 +384,12 @@ async fn a_red_check_rolls_back_to_development_with_its_name_and_log_tail_in_the
     let w = World::new().await;
     let task = w
         .engine
-        .create_task(NewTaskRequest { repo: "app".into(), title: "add feature".into(), body: "".into(), external_ref: None })
+        .create_task(NewTaskRequest {
+            repo: "app".into(),
+            title: "add feature".into(),
+            body: "".into(),
+            external_ref: None,
+        })
         .await
         .unwrap();
     let id = task.work_item_id.clone();

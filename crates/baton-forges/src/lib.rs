@@ -11,21 +11,12 @@
 //!   labels) with [`GitHub`] and [`Gitea`] (Forgejo shares Gitea's API).
 //! - [`plane`]: [`Plane`] work items, states ([`StateMap`] maps "In Progress" to its id), comments.
 //! - [`adapters`]: [`PlaneTracker`], the engine's `Tracker` port over Plane.
+//! - [`hosted`]: [`HostedForge`], the engine's `Forge` port on GitHub or Gitea/Forgejo: pull
+//!   requests found before created, merges through the API fenced on the re-tested head (or a
+//!   fast-forward push), CI state with a bounded log tail; git work through the repository's
+//!   remote (`docs/forges.md`, "How the engine uses a forge").
 //!
-//! # How the engine's ports sit on top (not wired yet)
-//!
-//! **`Forge`** (`baton_adapters::forge`): `fast_forward(repo, expected_base, head)` becomes, for a
-//! remote forge, "merge the task's PR exactly at `head`": the effect that pushes the task branch
-//! calls [`ForgeApi::ensure_pr`] (find-before-create, so a re-driven effect opens no second PR) and
-//! keeps title/body current with [`ForgeApi::update_pr`]; the deploy actor calls
-//! [`ForgeApi::merge_pr`] with `expected_head = head` and the repo's [`MergeStyle`]. A
-//! [`ApiError::Conflict`] (GitHub 409 "Head branch was modified", Gitea 409/405) maps to
-//! `MergeOutcome::Moved` (re-gate, never a blind merge); a PR already merged at `head` (seen with
-//! [`ForgeApi::get_pr`]) maps to `AlreadyMerged`. The port needs the PR number (or branch) in its
-//! arguments for that, which is the engine change pending. `delete_branch` maps directly to
-//! [`ForgeApi::delete_branch`] (missing = success). The `ci_green` gate reads
-//! [`ForgeApi::ci_state`]: `Pending`/`NoChecks` → defer (or pass when the repo declares no CI),
-//! `Red { check, summary, .. }` → rollback with the check's name and log tail in the prompt.
+//! # How the `Tracker` port sits on top
 //!
 //! **`Tracker`** (`baton_adapters::tracker`): `task_changed` maps the status (`stage` or
 //! `stage (hold)`) to a Plane state name ([`adapters::plane_state_for`]) and writes its id
@@ -48,7 +39,7 @@ pub use adapters::PlaneTracker;
 pub use error::ApiError;
 pub use forge::{CiState, ForgeApi, Issue, MergeStyle, NewPullRequest, PullRequest};
 pub use gitea::Gitea;
-pub use hosted::HostedForge;
 pub use github::GitHub;
+pub use hosted::HostedForge;
 pub use http::{Auth, ClientConfig, Clock, RetryPolicy, Secret, SystemClock};
 pub use plane::{Plane, PlaneState, StateMap, WorkItem};

@@ -46,10 +46,13 @@ impl Setup {
         git(&work, &["push", "-q", "origin", "main"]);
         let (fake, base) = fakes::forge::start(flavor, TOKEN).await;
         fake.lock().unwrap().git = Some(bare.clone());
-        let config = ClientConfig::new(&base, match flavor {
-            Flavor::GitHub => Auth::Bearer(Secret::new(TOKEN)),
-            Flavor::Gitea => Auth::GiteaToken(Secret::new(TOKEN)),
-        });
+        let config = ClientConfig::new(
+            &base,
+            match flavor {
+                Flavor::GitHub => Auth::Bearer(Secret::new(TOKEN)),
+                Flavor::Gitea => Auth::GiteaToken(Secret::new(TOKEN)),
+            },
+        );
         let api: Arc<dyn ForgeApi> = match flavor {
             Flavor::GitHub => Arc::new(GitHub::new(config, "acme", "app").unwrap()),
             Flavor::Gitea => Arc::new(Gitea::new(config, "acme", "app").unwrap()),
@@ -159,7 +162,10 @@ async fn squash_merge_call_carries_the_expected_head_and_main_gets_its_tree() {
         }
         let main = s.main();
         assert_ne!(main, head);
-        assert_eq!(git(&s.bare, &["rev-parse", &format!("{main}^{{tree}}")]), git(&s.bare, &["rev-parse", &format!("{head}^{{tree}}")]));
+        assert_eq!(
+            git(&s.bare, &["rev-parse", &format!("{main}^{{tree}}")]),
+            git(&s.bare, &["rev-parse", &format!("{head}^{{tree}}")])
+        );
         assert_eq!(git(&s.bare, &["rev-parse", &format!("{main}^1")]), base);
         // Baton's clone fetched the merged main.
         assert_eq!(git(&s.repo.path, &["rev-parse", "refs/remotes/origin/main"]), main);
@@ -211,10 +217,11 @@ async fn red_ci_gives_the_check_name_and_a_bounded_log_tail() {
     let head = s.push_task_commit("a.txt").await;
     assert_eq!(s.forge.ci_status(&s.repo, &head).await.unwrap(), CiStatus::NoChecks);
     let log: String = (1..=100).map(|i| format!("line {i}\n")).collect();
-    s.fake.lock().unwrap().check_runs.insert(
-        head.clone(),
-        vec![json!({"name": "unit tests", "status": "in_progress", "conclusion": null})],
-    );
+    s.fake
+        .lock()
+        .unwrap()
+        .check_runs
+        .insert(head.clone(), vec![json!({"name": "unit tests", "status": "in_progress", "conclusion": null})]);
     assert_eq!(s.forge.ci_status(&s.repo, &head).await.unwrap(), CiStatus::Pending { running: vec![] });
     s.fake.lock().unwrap().check_runs.insert(
         head.clone(),

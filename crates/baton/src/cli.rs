@@ -256,7 +256,7 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
 fn forges(settings: &baton_engine::EngineSettings) -> anyhow::Result<Arc<dyn baton_adapters::forge::Forge>> {
     use baton_adapters::forge::{ForgeSet, LocalForge};
     use baton_engine::ForgeKind;
-    use baton_forges::{Auth, ClientConfig, ForgeApi, Gitea, GitHub, HostedForge, Secret};
+    use baton_forges::{Auth, ClientConfig, ForgeApi, GitHub, Gitea, HostedForge, Secret};
     let mut set = ForgeSet::new(Arc::new(LocalForge));
     for repo in settings.repos.iter().filter(|r| r.forge.is_hosted()) {
         let forge = &repo.forge;

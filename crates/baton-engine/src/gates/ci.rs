@@ -54,9 +54,8 @@ pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
         );
     };
     // The forge's CI runs on the task branch: it must hold exactly the re-tested head.
-    let pushed = ctx
-        .timed(ctx.vcs.push_branch(&ctx.repo.path, &remote, &ctx.task.branch, &ctx.repo.default_branch))
-        .await;
+    let pushed =
+        ctx.timed(ctx.vcs.push_branch(&ctx.repo.path, &remote, &ctx.task.branch, &ctx.repo.default_branch)).await;
     if let Err(error) = pushed {
         return GateVerdict::new(
             GATE,

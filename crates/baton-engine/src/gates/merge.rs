@@ -22,9 +22,13 @@ pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
     let lease = merge_lease_name(&ctx.repo.name);
     let ttl_ms = ctx.limits.lease_ttl_secs as i64 * 1000;
     // A re-run of this stage (a deferred `ci_green`) while the task still holds the lease.
-    let held_before = ctx.store.lease(&lease).await.ok().flatten().is_some_and(|l| {
-        l.holder == task_holder(ctx.task.id) && l.expires_at_ms > ctx.clock.now_ms()
-    });
+    let held_before = ctx
+        .store
+        .lease(&lease)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|l| l.holder == task_holder(ctx.task.id) && l.expires_at_ms > ctx.clock.now_ms());
     match ctx.store.acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, ctx.clock.now_ms()).await {
         Ok(LeaseOutcome::Acquired { .. }) => {
             // The task may have been stopped between the claim and the lease: never hold the

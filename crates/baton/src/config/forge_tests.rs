@@ -101,8 +101,7 @@ fn forge_key_mistakes_are_reported_with_key_and_fix() {
          [[repos]]\nname = \"f\"\nurl = \"https://h/f.git\"\nprefix = \"F\"\nforge = \"github\"\nforge_repo = \"o/f\"\n",
         &[("GH_TOKEN", TOKEN)],
     )
-    .err()
-    .expect("issues");
+    .expect_err("issues");
     let has = |key: &str, words: &str| {
         let issue = found.iter().find(|i| i.key == key).unwrap_or_else(|| panic!("no issue for {key}: {found:#?}"));
         assert!(!issue.fix.is_empty(), "{issue:?}");
@@ -127,15 +126,15 @@ fn hosted_forge_needs_url() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("project/.git/refs/heads")).unwrap();
     std::fs::write(dir.path().join("project/.git/HEAD"), "ref: refs/heads/main\n").unwrap();
-    std::fs::write(dir.path().join("project/.git/refs/heads/main"), "0000000000000000000000000000000000000001\n").unwrap();
+    std::fs::write(dir.path().join("project/.git/refs/heads/main"), "0000000000000000000000000000000000000001\n")
+        .unwrap();
     let found = load_text(
         dir.path(),
         "[server]\ndata_dir = \"data\"\n[[repos]]\nname = \"a\"\npath = \"project\"\nprefix = \"A\"\nforge = \"github\"\n\
          forge_repo = \"o/a\"\nforge_token_env = \"GH_TOKEN\"\n",
         &[("GH_TOKEN", TOKEN)],
     )
-    .err()
-    .expect("issues");
+    .expect_err("issues");
     let issue = found.iter().find(|i| i.key == "repos[0].url").unwrap_or_else(|| panic!("{found:#?}"));
     assert!(issue.fix.contains("url"), "{issue}");
 }

@@ -14,14 +14,14 @@
 //! `baton init` writes).
 
 mod diagnostics;
+#[cfg(test)]
+mod forge_tests;
 mod sections;
 mod sources;
 mod template;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
-#[cfg(test)]
-mod forge_tests;
 
 pub use template::init_template;
 

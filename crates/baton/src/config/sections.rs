@@ -661,7 +661,11 @@ impl Loader<'_> {
     /// An API base URL: https (http only on loopback), a host, no credentials.
     fn check_api_url(&mut self, key: &str, url: &str) {
         let Some((scheme, rest)) = url.split_once("://") else {
-            self.issue(key, format!("`{url}` is not a URL"), "give the full URL, e.g. \"https://git.example.com/api/v1\"");
+            self.issue(
+                key,
+                format!("`{url}` is not a URL"),
+                "give the full URL, e.g. \"https://git.example.com/api/v1\"",
+            );
             return;
         };
         let authority = rest.split('/').next().unwrap_or_default();
@@ -678,7 +682,11 @@ impl Loader<'_> {
                 "plain http sends the token unencrypted",
                 "use https://… (http is allowed on loopback only)",
             ),
-            _ => self.issue(key, format!("`{url}` is not an https URL with a host"), "give e.g. \"https://git.example.com/api/v1\""),
+            _ => self.issue(
+                key,
+                format!("`{url}` is not an https URL with a host"),
+                "give e.g. \"https://git.example.com/api/v1\"",
+            ),
         }
     }
 
