@@ -62,11 +62,22 @@ pub struct Issue {
     pub html_url: String,
 }
 
+/// What `config check --online` learns about the repository: it exists, the token sees it, and
+/// whether the token may push (`None` when the forge does not say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoInfo {
+    pub full_name: String,
+    pub default_branch: String,
+    pub can_push: Option<bool>,
+}
+
 /// One forge repository (GitHub or Gitea/Forgejo) as an API.
 #[async_trait]
 pub trait ForgeApi: Send + Sync {
     /// `github` or `gitea`.
     fn kind(&self) -> &'static str;
+    /// The repository itself (`GET /repos/{owner}/{name}`): proves the token and the name.
+    async fn repository(&self) -> Result<RepoInfo, ApiError>;
     /// The open PR whose head is `branch` (find-before-create).
     async fn find_open_pr(&self, branch: &str) -> Result<Option<PullRequest>, ApiError>;
     async fn create_pr(&self, pr: &NewPullRequest) -> Result<PullRequest, ApiError>;
@@ -97,6 +108,15 @@ pub trait ForgeApi: Send + Sync {
 
 pub(crate) fn s(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+pub(crate) fn parse_repo(call: &str, v: &Value) -> Result<RepoInfo, ApiError> {
+    let full_name = s(v, "full_name");
+    if full_name.is_empty() {
+        return Err(ApiError::invalid(call, "repository without full_name"));
+    }
+    let can_push = v.get("permissions").and_then(|p| p.get("push")).and_then(Value::as_bool);
+    Ok(RepoInfo { full_name, default_branch: s(v, "default_branch"), can_push })
 }
 
 pub(crate) fn parse_pr(call: &str, v: &Value) -> Result<PullRequest, ApiError> {

@@ -1,7 +1,10 @@
 //! Gitea and Forgejo REST (`https://<host>/api/v1`); Forgejo keeps Gitea's API.
 
 use crate::error::ApiError;
-use crate::forge::{CiState, ForgeApi, Issue, MergeStyle, NewPullRequest, PullRequest, fold_ci, parse_issue, parse_pr};
+use crate::forge::{
+    CiState, ForgeApi, Issue, MergeStyle, NewPullRequest, PullRequest, RepoInfo, fold_ci, parse_issue, parse_pr,
+    parse_repo,
+};
 use crate::http::{Auth, ClientConfig, HttpClient, Secret, branch_path, seg};
 use async_trait::async_trait;
 use reqwest::Method;
@@ -47,6 +50,11 @@ impl Gitea {
 impl ForgeApi for Gitea {
     fn kind(&self) -> &'static str {
         "gitea"
+    }
+
+    async fn repository(&self) -> Result<RepoInfo, ApiError> {
+        let call = "gitea.repository";
+        parse_repo(call, &self.http.get_json(call, &self.path(""), &[]).await?)
     }
 
     async fn find_open_pr(&self, branch: &str) -> Result<Option<PullRequest>, ApiError> {

@@ -1,7 +1,10 @@
 //! GitHub REST v3 (`https://api.github.com`, or `https://<host>/api/v3` on Enterprise).
 
 use crate::error::ApiError;
-use crate::forge::{CiState, ForgeApi, Issue, MergeStyle, NewPullRequest, PullRequest, fold_ci, parse_issue, parse_pr};
+use crate::forge::{
+    CiState, ForgeApi, Issue, MergeStyle, NewPullRequest, PullRequest, RepoInfo, fold_ci, parse_issue, parse_pr,
+    parse_repo,
+};
 use crate::http::{Auth, ClientConfig, HttpClient, Secret, branch_path, seg};
 use async_trait::async_trait;
 use reqwest::Method;
@@ -40,6 +43,11 @@ impl GitHub {
 impl ForgeApi for GitHub {
     fn kind(&self) -> &'static str {
         "github"
+    }
+
+    async fn repository(&self) -> Result<RepoInfo, ApiError> {
+        let call = "github.repository";
+        parse_repo(call, &self.http.get_json(call, &self.path(""), &[]).await?)
     }
 
     async fn find_open_pr(&self, branch: &str) -> Result<Option<PullRequest>, ApiError> {

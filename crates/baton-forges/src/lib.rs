@@ -37,7 +37,7 @@ pub mod plane;
 
 pub use adapters::PlaneTracker;
 pub use error::ApiError;
-pub use forge::{CiState, ForgeApi, Issue, MergeStyle, NewPullRequest, PullRequest};
+pub use forge::{CiState, ForgeApi, Issue, MergeStyle, NewPullRequest, PullRequest, RepoInfo};
 pub use gitea::Gitea;
 pub use github::GitHub;
 pub use hosted::HostedForge;

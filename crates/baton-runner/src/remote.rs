@@ -119,6 +119,13 @@ impl Remote {
         Ok(true)
     }
 
+    /// The commit `branch` points at on the remote, asked from any directory `dir` (no clone
+    /// needed: `baton config check --online`), or `None` when the branch does not exist.
+    pub async fn probe(&self, dir: &Path, branch: &str) -> Result<Option<String>, GitError> {
+        let listing = self.git(dir).run(&["ls-remote", &self.url, &format!("refs/heads/{branch}")]).await?;
+        Ok(listing.split_whitespace().next().map(str::to_string))
+    }
+
     /// The commit `branch` points at on the remote, or `None` when it does not exist.
     pub async fn remote_head(&self, clone: &Path, branch: &str) -> Result<Option<String>, GitError> {
         let listing = self.git(clone).run(&["ls-remote", "origin", &format!("refs/heads/{branch}")]).await?;

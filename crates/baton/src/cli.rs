@@ -131,7 +131,12 @@ pub enum TokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration and list every problem with its key and a fix.
-    Check,
+    Check {
+        /// Also call each configured service once (git remotes, forge APIs, trackers): token,
+        /// repository or project, webhook secret.
+        #[arg(long)]
+        online: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -255,23 +260,10 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
 /// The forge of every repository: GitHub or Gitea/Forgejo where configured, else the local one.
 fn forges(settings: &baton_engine::EngineSettings) -> anyhow::Result<Arc<dyn baton_adapters::forge::Forge>> {
     use baton_adapters::forge::{ForgeSet, LocalForge};
-    use baton_engine::ForgeKind;
-    use baton_forges::{Auth, ClientConfig, ForgeApi, GitHub, Gitea, HostedForge, Secret};
+    use baton_forges::HostedForge;
     let mut set = ForgeSet::new(Arc::new(LocalForge));
-    for repo in settings.repos.iter().filter(|r| r.forge.is_hosted()) {
-        let forge = &repo.forge;
-        let (owner, name) = forge.repo.as_deref().and_then(|r| r.split_once('/')).unwrap_or_default();
-        let token = forge.token_env.as_deref().and_then(|n| std::env::var(n).ok()).unwrap_or_default();
-        let api: Arc<dyn ForgeApi> = match forge.kind {
-            ForgeKind::GitHub => {
-                let url = forge.api_url.as_deref().unwrap_or("https://api.github.com");
-                Arc::new(GitHub::new(ClientConfig::new(url, Auth::Bearer(Secret::new(token))), owner, name)?)
-            }
-            _ => {
-                let url = forge.api_url.as_deref().unwrap_or_default();
-                Arc::new(Gitea::new(ClientConfig::new(url, Auth::GiteaToken(Secret::new(token))), owner, name)?)
-            }
-        };
+    for repo in settings.repos.iter() {
+        let Some(api) = crate::online::forge_api(repo)? else { continue };
         set = set.with(repo.name.clone(), Arc::new(HostedForge::new(api)));
     }
     Ok(Arc::new(set))
@@ -332,7 +324,11 @@ pub async fn run(cli: Cli) -> u8 {
             let code = baton_runner::shim::run(exit_file, command).await;
             return u8::try_from(code.clamp(0, 255)).unwrap_or(1);
         }
-        Command::Config(ConfigCommand::Check) => match load_config(config_path.as_deref()) {
+        Command::Config(ConfigCommand::Check { online }) => match load_config(config_path.as_deref()) {
+            Ok(config) if online => {
+                let checks = crate::online::check(&config).await;
+                Ok(if crate::online::print(&checks, json) { EXIT_OK } else { EXIT_ERROR })
+            }
             Ok(config) => {
                 crate::output::config_ok(&config, json);
                 Ok(EXIT_OK)

@@ -11,6 +11,7 @@ mod cli;
 mod demo;
 mod logging;
 mod mock_llm_cmd;
+mod online;
 mod serve;
 mod task_cmd;
 mod token_cmd;

@@ -213,6 +213,7 @@ fn route(st: &mut ForgeState, r: &Req) -> Response {
     let m = r.method.as_str();
     // The endpoint key (route template) for counts, faults and violations.
     let endpoint = match (m, segs.as_slice()) {
+        ("GET", [""]) => "GET /repo",
         ("GET", ["pulls"]) => "GET /pulls",
         ("POST", ["pulls"]) => "POST /pulls",
         ("GET", ["pulls", _]) => "GET /pulls/{n}",
@@ -262,6 +263,17 @@ fn route(st: &mut ForgeState, r: &Req) -> Response {
     let invalid = StatusCode::UNPROCESSABLE_ENTITY;
     let num = |s: &str| s.parse::<u64>().unwrap_or(0);
     match (endpoint, segs.as_slice()) {
+        ("GET /repo", _) => {
+            let base = if gh { "" } else { "/api/v1" };
+            axum::Json(json!({
+                "id": 500, "name": "app", "full_name": "acme/app", "private": true,
+                "owner": {"login": "acme"}, "default_branch": "main",
+                "html_url": format!("{}/acme/app", st.base_url),
+                "url": format!("{}{base}/repos/acme/app", st.base_url),
+                "permissions": {"admin": false, "push": true, "pull": true},
+            }))
+            .into_response()
+        }
         ("GET /pulls", _) => {
             let state_q = r.q("state").unwrap_or("open").to_string();
             let head_q = r.q("head").map(str::to_string);

@@ -5,7 +5,7 @@
 //! remote that is down as an infrastructure failure.
 
 #[path = "../../../baton-runner/tests/support/git_http.rs"]
-mod git_http;
+pub(crate) mod git_http;
 
 use crate::support::{Env, all_done, git, stage};
 use git_http::{GitHttp, ref_history};
