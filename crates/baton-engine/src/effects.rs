@@ -7,9 +7,9 @@
 use crate::engine::Engine;
 use crate::workspace::worktree_path;
 use baton_adapters::notifier::Notification;
-use baton_adapters::tracker::TrackerUpdate;
-use baton_domain::{Effect, JobId, NotifyKind, TaskId, TaskState};
-use baton_store::{EffectClaim, EffectRecord, NewEffect, NewEvent, TaskRecord};
+use baton_adapters::tracker::{TicketStatus, TrackerUpdate};
+use baton_domain::{Actor, Effect, JobId, NotifyKind, Pipeline, TaskId, TaskState};
+use baton_store::{EffectClaim, EffectRecord, NewEffect, NewEvent, TaskKey, TaskRecord};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -66,12 +66,19 @@ pub enum OutboxEffect {
         title: String,
         status: String,
     },
-    /// Tell the tracker the task's new status.
+    /// Tell the tracker the task's new status. Done is final: when it is carried out, a task
+    /// that has ended since sends its final status instead (a late or retried update never
+    /// moves a ticket out of Done).
     TrackerUpdate {
         work_item: String,
         external_ref: Option<String>,
         title: String,
+        /// `stage` or `stage (hold)`.
         status: String,
+        /// The structured status (absent in rows written before it existed: then derived from
+        /// `status`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<TicketStatus>,
     },
 }
 
@@ -108,6 +115,7 @@ pub struct RunningProcess {
 /// agent stops before its worktree goes; the worktree goes before its branch). `hosted_forge`:
 /// the task's repository is on GitHub or Gitea/Forgejo (its pull request follows the status).
 pub fn outbox_rows(
+    pipeline: &Pipeline,
     task: &TaskRecord,
     next: &TaskState,
     effects: &[Effect],
@@ -150,13 +158,29 @@ pub fn outbox_rows(
             status: next.display(),
         });
     }
-    rows.push(OutboxEffect::TrackerUpdate {
+    rows.push(tracker_update(pipeline, task, next));
+    rows.iter().map(OutboxEffect::to_row).collect()
+}
+
+/// The tracker update telling `task`'s ticket that the task is now in `state`.
+pub(crate) fn tracker_update(pipeline: &Pipeline, task: &TaskRecord, state: &TaskState) -> OutboxEffect {
+    OutboxEffect::TrackerUpdate {
         work_item: task.work_item_id.clone(),
         external_ref: task.external_ref.clone(),
         title: task.title.clone(),
-        status: next.display(),
-    });
-    rows.iter().map(OutboxEffect::to_row).collect()
+        status: state.display(),
+        ticket: Some(ticket_status(pipeline, state)),
+    }
+}
+
+/// The ticket status of a task in `state` under `pipeline`.
+pub fn ticket_status(pipeline: &Pipeline, state: &TaskState) -> TicketStatus {
+    TicketStatus::of(state, pipeline.stage(&state.stage).is_some_and(|s| s.actor == Actor::Deploy))
+}
+
+/// The outbox row of an effect (for decisions that write one outside [`outbox_rows`]).
+pub(crate) fn row(effect: &OutboxEffect) -> NewEffect {
+    effect.to_row()
 }
 
 /// Carries out due outbox effects (only `task`'s when given) until none is left that this
@@ -319,10 +343,30 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
                 .map(|_| ())
                 .map_err(|e| format!("sync pull request: {e}"))
         }
-        OutboxEffect::TrackerUpdate { work_item, external_ref, title, status } => engine
-            .tracker()
-            .task_changed(&TrackerUpdate { work_item, external_ref, title, status })
-            .await
-            .map_err(|e| format!("tracker update: {e}")),
+        OutboxEffect::TrackerUpdate { work_item, external_ref, title, status, ticket } => {
+            let mut update = TrackerUpdate {
+                work_item,
+                external_ref,
+                title,
+                branch: String::new(),
+                status: ticket.unwrap_or_else(|| TicketStatus::from_display(&status)),
+                display: status,
+            };
+            // Done is final: the task is read again now, and an ended task's final status is what
+            // is sent, whatever this row said when it was written.
+            let task = engine.store().task(&TaskKey::Id(record.task_id)).await.map_err(|e| e.to_string())?;
+            if let Some(task) = task {
+                if task.state.is_terminal() {
+                    update.status = ticket_status(engine.pipeline(), &task.state);
+                    update.display = task.state.display();
+                }
+                update.branch = task.branch;
+                // A cancelled task gave its reference up; the ticket is still the one the row names.
+                if update.external_ref.is_none() {
+                    update.external_ref = task.external_ref;
+                }
+            }
+            engine.tracker().task_changed(&update).await.map_err(|e| format!("tracker update: {e}"))
+        }
     }
 }

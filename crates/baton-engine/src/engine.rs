@@ -553,6 +553,7 @@ impl Engine {
                         transition: transition_of(&effects),
                         inbox: inbox.clone(),
                         effects: effects::outbox_rows(
+                            &self.pipeline,
                             &task,
                             &next,
                             &effects,

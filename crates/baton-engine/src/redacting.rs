@@ -57,6 +57,12 @@ impl Store for RedactingStore {
     async fn task(&self, key: &TaskKey) -> StoreResult<Option<TaskRecord>> {
         self.inner.task(key).await
     }
+    async fn task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>> {
+        self.inner.task_by_external_ref(external_ref).await
+    }
+    async fn live_task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>> {
+        self.inner.live_task_by_external_ref(external_ref).await
+    }
     async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
         self.inner.list_tasks(filter).await
     }

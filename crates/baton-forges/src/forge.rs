@@ -71,6 +71,24 @@ pub struct RepoInfo {
     pub can_push: Option<bool>,
 }
 
+/// A comment on an issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    pub author: String,
+    pub body: String,
+    /// RFC 3339, as the forge wrote it.
+    pub created_at: String,
+}
+
+/// A label added to an issue: who added which, when (GitHub issue events `labeled`, Gitea
+/// timeline entries of type `label` that add).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelEvent {
+    pub actor: String,
+    pub label: String,
+    pub created_at: String,
+}
+
 /// One forge repository (GitHub or Gitea/Forgejo) as an API.
 #[async_trait]
 pub trait ForgeApi: Send + Sync {
@@ -104,6 +122,18 @@ pub trait ForgeApi: Send + Sync {
     /// A status note. Comments never drive the pipeline.
     async fn comment(&self, number: u64, body: &str) -> Result<(), ApiError>;
     async fn close_issue(&self, number: u64) -> Result<(), ApiError>;
+    /// The issue's comments (every page), those created at or after `since` (RFC 3339) when given.
+    async fn list_comments(&self, number: u64, since: Option<&str>) -> Result<Vec<Comment>, ApiError>;
+    /// Every label addition on the issue, oldest first (every page).
+    async fn list_label_events(&self, number: u64) -> Result<Vec<LabelEvent>, ApiError>;
+}
+
+pub(crate) fn parse_comment(v: &Value) -> Comment {
+    Comment {
+        author: v.get("user").map(|u| s(u, "login")).unwrap_or_default(),
+        body: s(v, "body"),
+        created_at: s(v, "created_at"),
+    }
 }
 
 pub(crate) fn s(v: &Value, key: &str) -> String {

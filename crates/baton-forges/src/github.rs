@@ -2,8 +2,7 @@
 
 use crate::error::ApiError;
 use crate::forge::{
-    CiState, ForgeApi, Issue, MergeStyle, NewPullRequest, PullRequest, RepoInfo, fold_ci, parse_issue, parse_pr,
-    parse_repo,
+    CiState, Comment, ForgeApi, Issue, LabelEvent, MergeStyle, NewPullRequest, PullRequest, RepoInfo, fold_ci, parse_comment, parse_issue, parse_pr, parse_repo, s,
 };
 use crate::http::{Auth, ClientConfig, HttpClient, Secret, branch_path, seg};
 use async_trait::async_trait;
@@ -192,5 +191,32 @@ impl ForgeApi for GitHub {
         let body = json!({"state": "closed"});
         self.http.send(call, Method::PATCH, &self.path(&format!("/issues/{number}")), &[], Some(&body)).await?;
         Ok(())
+    }
+
+    async fn list_comments(&self, number: u64, since: Option<&str>) -> Result<Vec<Comment>, ApiError> {
+        let call = "github.list_comments";
+        let mut q = vec![("per_page", "100".to_string())];
+        if let Some(since) = since {
+            q.push(("since", since.to_string()));
+        }
+        let items =
+            self.http.get_all_linked(call, &self.path(&format!("/issues/{number}/comments")), &q, None, MAX_PAGES).await?;
+        Ok(items.iter().map(parse_comment).collect())
+    }
+
+    async fn list_label_events(&self, number: u64) -> Result<Vec<LabelEvent>, ApiError> {
+        let call = "github.list_label_events";
+        let q = [("per_page", "100".to_string())];
+        let items =
+            self.http.get_all_linked(call, &self.path(&format!("/issues/{number}/events")), &q, None, MAX_PAGES).await?;
+        Ok(items
+            .iter()
+            .filter(|e| s(e, "event") == "labeled")
+            .map(|e| LabelEvent {
+                actor: e.get("actor").map(|a| s(a, "login")).unwrap_or_default(),
+                label: e.get("label").map(|l| s(l, "name")).unwrap_or_default(),
+                created_at: s(e, "created_at"),
+            })
+            .collect())
     }
 }

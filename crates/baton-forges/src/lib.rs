@@ -10,7 +10,10 @@
 //! - [`forge`]: the [`ForgeApi`] trait (PRs, fenced merges, branch deletion, CI state, issues and
 //!   labels) with [`GitHub`] and [`Gitea`] (Forgejo shares Gitea's API).
 //! - [`plane`]: [`Plane`] work items, states ([`StateMap`] maps "In Progress" to its id), comments.
-//! - [`adapters`]: [`PlaneTracker`], the engine's `Tracker` port over Plane.
+//! - [`trackers`]: the engine's `Tracker` port over issues ([`LabelTracker`]: one `baton:<status>`
+//!   label, decision labels consumed, closed when done) and over Plane ([`PlaneTracker`]: SPEC §8
+//!   states), and the `TicketPoller` port ([`ForgePoller`], [`PlanePoller`]) that recovers lost
+//!   webhooks by listing tickets every `poll_secs`.
 //! - [`hosted`]: [`HostedForge`], the engine's `Forge` port on GitHub or Gitea/Forgejo: pull
 //!   requests found before created, merges through the API fenced on the re-tested head (or a
 //!   fast-forward push), CI state with a bounded log tail; git work through the repository's
@@ -18,13 +21,12 @@
 //!
 //! # How the `Tracker` port sits on top
 //!
-//! **`Tracker`** (`baton_adapters::tracker`): `task_changed` maps the status (`stage` or
-//! `stage (hold)`) to a Plane state name ([`adapters::plane_state_for`]) and writes its id
-//! ([`PlaneTracker`], done here). For GitHub/Gitea issues the same update becomes
-//! [`ForgeApi::add_label`]/[`ForgeApi::remove_label`] of `baton:<state>` labels and
-//! [`ForgeApi::close_issue`] on done/cancelled. Intake (the reconciler's poll) uses
-//! [`Plane::list_work_items_in_state`] for "To Analyse" and
-//! [`ForgeApi::list_issues_with_label`] for the start label. Comments are status notes only.
+//! **`Tracker`** (`baton_adapters::tracker`): `task_changed` maps the structured status to a
+//! Plane state name ([`trackers::plane_state_for`]) and writes its id ([`PlaneTracker`]), or to
+//! one `baton:<status>` label with [`ForgeApi::add_label`]/[`ForgeApi::remove_label`] and
+//! [`ForgeApi::close_issue`] when done ([`LabelTracker`]). The pollers list tickets
+//! ([`ForgeApi::list_issues_with_label`], [`Plane::list_work_items`]) for the engine's intake.
+//! Comments are prompt content (answers) or status notes, never triggers.
 
 pub mod adapters;
 pub mod error;
@@ -34,12 +36,13 @@ pub mod github;
 pub mod hosted;
 pub mod http;
 pub mod plane;
+pub mod trackers;
 
-pub use adapters::PlaneTracker;
+pub use trackers::{ForgePoller, LabelSettings, LabelTracker, PlanePoller, PlaneTracker};
 pub use error::ApiError;
-pub use forge::{CiState, ForgeApi, Issue, MergeStyle, NewPullRequest, PullRequest, RepoInfo};
+pub use forge::{CiState, Comment, ForgeApi, Issue, LabelEvent, MergeStyle, NewPullRequest, PullRequest, RepoInfo};
 pub use gitea::Gitea;
 pub use github::GitHub;
 pub use hosted::HostedForge;
 pub use http::{Auth, ClientConfig, Clock, RetryPolicy, Secret, SystemClock};
-pub use plane::{Plane, PlaneState, StateMap, WorkItem};
+pub use plane::{Plane, PlaneComment, PlaneState, StateMap, WorkItem};

@@ -30,6 +30,16 @@ pub struct WorkItem {
     pub description_html: String,
 }
 
+/// One comment on a work item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaneComment {
+    /// The author's display name (`actor_detail.display_name`), else the actor's id.
+    pub author: String,
+    pub comment_html: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
 /// A project's states by name, to turn "In Progress" into the id Plane wants.
 #[derive(Debug, Clone, Default)]
 pub struct StateMap {
@@ -132,6 +142,31 @@ impl Plane {
         let body = json!({"state": state_id});
         self.http.send(call, Method::PATCH, &self.path(&format!("/work-items/{}/", seg(id))), &[], Some(&body)).await?;
         Ok(())
+    }
+
+    /// Every comment of a work item, every page, oldest first.
+    pub async fn list_comments(&self, id: &str) -> Result<Vec<PlaneComment>, ApiError> {
+        let call = "plane.list_comments";
+        let q = [("per_page", "100".to_string()), ("expand", "actor".to_string())];
+        let items =
+            self.http.get_all_cursor(call, &self.path(&format!("/work-items/{}/comments/", seg(id))), &q, MAX_PAGES).await?;
+        Ok(items
+            .iter()
+            .map(|v| {
+                let detail = v.get("actor_detail").or_else(|| v.get("actor").filter(|a| a.is_object()));
+                let name = detail.map(|d| s(d, "display_name")).filter(|n| !n.is_empty());
+                PlaneComment {
+                    author: name.unwrap_or_else(|| s(v, "actor")),
+                    comment_html: s(v, "comment_html"),
+                    created_at: s(v, "created_at"),
+                }
+            })
+            .collect())
+    }
+
+    /// The project id this client works on.
+    pub fn project(&self) -> &str {
+        &self.project
     }
 
     /// Adds an internal comment; `text` is escaped into one HTML paragraph.

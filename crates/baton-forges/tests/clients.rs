@@ -5,7 +5,7 @@
 mod fakes;
 
 use async_trait::async_trait;
-use baton_adapters::tracker::{Tracker, TrackerUpdate};
+use baton_adapters::tracker::{TicketStatus, Tracker, TrackerUpdate};
 use baton_forges::adapters::plane_state_for;
 use baton_forges::*;
 use fakes::Fault;
@@ -344,15 +344,20 @@ async fn plane_tracker_mirrors_status() {
         ("analysis (awaiting_approval)", "In Review"),
         ("development (needs_input)", "Needs Input"),
         ("deploy (awaiting_confirm)", "Awaiting Deploy"),
+        ("deploy", "Deploying"),
         ("done", "Done"),
+        // The project has no `STOP` state: the next best.
         ("cancelled", "Cancelled"),
     ] {
-        assert_eq!(plane_state_for(status), want);
+        let ticket = TicketStatus::from_display(status);
+        assert!(plane_state_for(ticket).contains(&want), "{status}");
         let update = TrackerUpdate {
             work_item: "ORCH-1".into(),
-            external_ref: Some(id.clone()),
+            external_ref: Some(format!("plane:p1/{id}")),
             title: "t".into(),
-            status: status.into(),
+            branch: "baton/ORCH-1".into(),
+            status: ticket,
+            display: status.into(),
         };
         tracker.task_changed(&update).await.unwrap();
         let f = fake.lock().unwrap();

@@ -107,6 +107,13 @@ pub trait Store: Send + Sync {
     /// Finds a task by numeric id or work-item id.
     async fn task(&self, key: &TaskKey) -> StoreResult<Option<TaskRecord>>;
 
+    /// The task holding the ticket reference `external_ref`, live or done (a cancelled task gave
+    /// its reference up, so at most one task holds it; indexed).
+    async fn task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>>;
+
+    /// The ticket's live task: the holder of `external_ref` unless it is done (indexed).
+    async fn live_task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>>;
+
     /// Tasks, newest first; `active_only` hides done and cancelled tasks.
     async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>>;
 

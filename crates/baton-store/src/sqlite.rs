@@ -543,6 +543,22 @@ impl Store for SqliteStore {
         row.as_ref().map(task_from_row).transpose()
     }
 
+    async fn task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE external_ref = $1")
+            .bind(external_ref)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn live_task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE external_ref = $1 AND stage NOT IN ('done', 'cancelled')")
+            .bind(external_ref)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
     async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM tasks WHERE ($1 = 0 OR stage NOT IN ('done', 'cancelled')) AND ($2 IS NULL OR repo = $2)

@@ -1101,6 +1101,37 @@ async fn suite_external_ref_exists(store: Arc<dyn Store>) {
     assert_eq!(store.list_tasks(&TaskFilter::default()).await.unwrap().len(), 1);
 }
 
+/// The ticket lookups: the live task by its reference; a done task still holds its reference
+/// but is not live; a cancelled one gave it up, so the ticket may start a fresh task.
+async fn suite_live_task_by_external_ref(store: Arc<dyn Store>) {
+    let new = |r: &str| NewTask { external_ref: Some(r.into()), ..new_task("demo", "DEMO", "Ticket") };
+    assert!(store.live_task_by_external_ref("github:a/b#1").await.unwrap().is_none());
+    let one = store.create_task(new("github:a/b#1"), enqueue("analysis", 0), T0).await.unwrap();
+    let two = store.create_task(new("github:a/b#2"), enqueue("analysis", 0), T0).await.unwrap();
+    assert_eq!(store.live_task_by_external_ref("github:a/b#1").await.unwrap().map(|t| t.id), Some(one.id));
+    assert_eq!(store.live_task_by_external_ref("github:a/b#2").await.unwrap().map(|t| t.id), Some(two.id));
+
+    let one = reload(&*store, one.id).await;
+    store.advance(step(&one, "done", None, Transition { cancel_jobs: true, ..Transition::default() })).await.unwrap();
+    assert!(store.live_task_by_external_ref("github:a/b#1").await.unwrap().is_none(), "a done task is not live");
+    assert_eq!(
+        store.task_by_external_ref("github:a/b#1").await.unwrap().map(|t| t.id),
+        Some(one.id),
+        "a done task keeps its ticket"
+    );
+
+    let two = reload(&*store, two.id).await;
+    store
+        .advance(step(&two, "cancelled", None, Transition { cancel_jobs: true, ..Transition::default() }))
+        .await
+        .unwrap();
+    assert!(store.live_task_by_external_ref("github:a/b#2").await.unwrap().is_none());
+    assert!(store.task_by_external_ref("github:a/b#2").await.unwrap().is_none(), "a cancelled task is a tombstone");
+    let again = store.create_task(new("github:a/b#2"), enqueue("analysis", 0), T0).await.unwrap();
+    assert_ne!(again.id, two.id);
+    assert_eq!(store.live_task_by_external_ref("github:a/b#2").await.unwrap().map(|t| t.id), Some(again.id));
+}
+
 mod sqlite {
     use super::*;
 
@@ -1278,6 +1309,13 @@ mod sqlite {
     async fn a_live_external_ref_answers_with_its_task() {
         let (_dir, _backend, store) = sqlite().await;
         suite_external_ref_exists(store).await;
+    }
+
+    // The live task of a ticket is found by its reference; done and cancelled tasks are not live.
+    #[tokio::test]
+    async fn live_task_by_external_ref_ignores_ended_tasks() {
+        let (_dir, _, store) = sqlite().await;
+        suite_live_task_by_external_ref(store).await;
     }
 
     // Webhook inbox: one row per (source, delivery id), replays change nothing, pending rows are marked once.

@@ -291,6 +291,23 @@ impl Store for SimStore {
         .await
     }
 
+    async fn task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>> {
+        self.call("task_by_external_ref", Access::Read, |s, _| {
+            Ok(s.tasks.values().find(|t| t.external_ref.as_deref() == Some(external_ref)).cloned())
+        })
+        .await
+    }
+
+    async fn live_task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>> {
+        self.call("live_task_by_external_ref", Access::Read, |s, _| {
+            Ok(s.tasks
+                .values()
+                .find(|t| t.external_ref.as_deref() == Some(external_ref) && !t.state.is_terminal())
+                .cloned())
+        })
+        .await
+    }
+
     async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
         self.call("list_tasks", Access::Read, |s, _| {
             Ok(s.tasks
