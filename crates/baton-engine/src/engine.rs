@@ -12,7 +12,7 @@ use crate::settings::EngineSettings;
 use crate::webhooks::{LogSink, WebhookPass, WebhookSink};
 use baton_adapters::forge::{Forge, ForgeRepo, LocalForge};
 use baton_adapters::notifier::{LogNotifier, Notifier};
-use baton_adapters::tracker::{LocalTracker, Tracker};
+use baton_adapters::tracker::{LocalTracker, TicketPoller, Tracker};
 use baton_domain::{Decision, Effect, Event, JobId, Pipeline, Redactor, TaskState, text};
 use baton_runner::{CommandRunner, GitVcs, ShimSupervisor, SupervisedCommands, Supervisor, Vcs};
 use baton_store::{
@@ -115,6 +115,9 @@ pub struct Engine {
     notifier: Arc<dyn Notifier>,
     tracker: Arc<dyn Tracker>,
     webhook_sink: Arc<dyn WebhookSink>,
+    pollers: Vec<Arc<dyn TicketPoller>>,
+    /// A ticket poll pass is running (one at a time).
+    polling: Arc<AtomicBool>,
     /// A webhook delivery was stored since the loop last looked.
     webhooks_pending: AtomicBool,
     /// Identifies this process as job owner.
@@ -149,6 +152,7 @@ pub struct EngineBuilder {
     notifier: Option<Arc<dyn Notifier>>,
     tracker: Option<Arc<dyn Tracker>>,
     webhook_sink: Option<Arc<dyn WebhookSink>>,
+    pollers: Vec<Arc<dyn TicketPoller>>,
     owner: Option<String>,
     secrets: Vec<String>,
     sandbox: Option<Arc<Sandbox>>,
@@ -206,6 +210,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Ticket pollers: what they find goes to the webhook sink as if a webhook had said it
+    /// (SPEC §7: a lost webhook costs at most one poll interval).
+    pub fn pollers(mut self, pollers: Vec<Arc<dyn TicketPoller>>) -> Self {
+        self.pollers = pollers;
+        self
+    }
+
     /// Secrets to mask beyond those the engine finds itself (the API token, webhook secrets).
     pub fn secrets(mut self, values: impl IntoIterator<Item = String>) -> Self {
         self.secrets.extend(values);
@@ -249,6 +260,8 @@ impl EngineBuilder {
             notifier: self.notifier.unwrap_or_else(|| Arc::new(LogNotifier)),
             tracker: self.tracker.unwrap_or_else(|| Arc::new(LocalTracker)),
             webhook_sink: self.webhook_sink.unwrap_or_else(|| Arc::new(LogSink)),
+            pollers: self.pollers,
+            polling: Arc::new(AtomicBool::new(false)),
             webhooks_pending: AtomicBool::new(true),
             owner: self.owner.unwrap_or_else(|| format!("pid:{}", std::process::id())),
             redactor,
@@ -277,6 +290,7 @@ impl Engine {
             notifier: None,
             tracker: None,
             webhook_sink: None,
+            pollers: Vec::new(),
             owner: None,
             secrets: Vec::new(),
             sandbox: None,
@@ -334,6 +348,52 @@ impl Engine {
     /// calls it when woken by [`Engine::webhook_received`] and once a second (tests call it directly).
     pub async fn process_webhooks(&self) -> Result<WebhookPass, EngineError> {
         Ok(crate::webhooks::drain(self).await?)
+    }
+
+    /// Runs every ticket poller that is due and hands what each found to the webhook sink, as a
+    /// delivery of the poller's source would be; returns how many events were handled. A poller
+    /// that fails is logged and backs off by itself. The engine loop calls it once a second
+    /// (tests call it directly).
+    pub async fn poll_tickets(&self) -> Result<u32, EngineError> {
+        let mut handled = 0;
+        for poller in &self.pollers {
+            let prefix = poller.ref_prefix();
+            let live: Vec<String> = self
+                .store
+                .list_tasks(&TaskFilter { active_only: true, repo: None })
+                .await?
+                .into_iter()
+                .filter_map(|t| t.external_ref.filter(|r| r.starts_with(&prefix)))
+                .collect();
+            let now = self.clock.now_ms();
+            let events = match poller.poll(now, &live).await {
+                Ok(Some(events)) => events,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!("polling {prefix} tickets failed: {error}");
+                    continue;
+                }
+            };
+            let delivery = baton_store::DeliveryRecord {
+                id: 0,
+                source: poller.source().to_string(),
+                delivery_id: format!("poll:{now}"),
+                event: "poll".into(),
+                received_at_ms: now,
+                payload: String::new(),
+                processed_at_ms: None,
+                parsed: None,
+                error: None,
+            };
+            for event in events {
+                match self.webhook_sink.handle(self, &delivery, &event).await {
+                    Ok(()) => handled += 1,
+                    // The next poll finds the ticket again.
+                    Err(error) => tracing::warn!("a polled ticket could not be handled: {error}"),
+                }
+            }
+        }
+        Ok(handled)
     }
 
     pub(crate) fn vcs(&self) -> &Arc<dyn Vcs> {
@@ -821,6 +881,16 @@ impl Engine {
             if now.saturating_sub(last_outbox_ms) >= OUTBOX_INTERVAL_MS {
                 last_outbox_ms = now;
                 effects::drain(&self, None).await;
+                // Ticket polls talk to the trackers: off the loop, one pass at a time.
+                if !self.pollers.is_empty() && !self.polling.swap(true, Ordering::AcqRel) {
+                    let engine = self.clone();
+                    self.spawner.spawn(Box::pin(async move {
+                        if let Err(error) = engine.poll_tickets().await {
+                            tracing::warn!("polling tickets failed: {error}");
+                        }
+                        engine.polling.store(false, Ordering::Release);
+                    }));
+                }
             }
             tokio::select! {
                 _ = self.clock.sleep(poll) => {}

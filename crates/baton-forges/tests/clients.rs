@@ -346,8 +346,7 @@ async fn plane_tracker_mirrors_status() {
         ("deploy (awaiting_confirm)", "Awaiting Deploy"),
         ("deploy", "Deploying"),
         ("done", "Done"),
-        // The project has no `STOP` state: the next best.
-        ("cancelled", "Cancelled"),
+        ("cancelled", "STOP"),
     ] {
         let ticket = TicketStatus::from_display(status);
         assert!(plane_state_for(ticket).contains(&want), "{status}");
@@ -363,7 +362,7 @@ async fn plane_tracker_mirrors_status() {
         let f = fake.lock().unwrap();
         assert_eq!(f.items[0].2, f.state_id(want), "{status}");
     }
-    assert_eq!(fake.lock().unwrap().rec.count("GET states/"), 3, "states listed once (3 pages), then cached");
+    assert_eq!(fake.lock().unwrap().rec.count("GET states/"), 4, "states listed once (4 pages), then cached");
     let v = fake.lock().unwrap().rec.violations.clone();
     assert!(v.is_empty(), "{v:#?}");
 }

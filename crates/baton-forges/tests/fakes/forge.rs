@@ -43,6 +43,30 @@ pub struct FakeIssue {
     pub state: String,
     pub comments: Vec<String>,
     pub is_pr: bool,
+    /// Every comment with its author and time (Baton's own are by `baton-bot`).
+    pub comment_log: Vec<FakeComment>,
+    /// Every label addition: (actor, label, created_at).
+    pub label_log: Vec<(String, String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeComment {
+    pub author: String,
+    pub body: String,
+    pub created_at: String,
+}
+
+/// Whether `text` is an RFC 3339 UTC time as the clients send it (`YYYY-MM-DDTHH:MM:SSZ`).
+fn is_rfc3339(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
 }
 
 #[derive(Debug)]
@@ -65,6 +89,8 @@ pub struct ForgeState {
     /// `branches`), and a merge really moves its base branch (squash: one commit with the head's
     /// tree; merge: a merge commit with the head's tree).
     pub git: Option<std::path::PathBuf>,
+    /// The fake's clock: the `created_at` of what Baton writes.
+    pub now: String,
 }
 
 /// Runs git in `dir` (test scaffolding; the fake answers synchronously under its lock).
@@ -80,6 +106,26 @@ pub fn git_in(dir: &std::path::Path, args: &[&str]) -> Option<String> {
 }
 
 impl ForgeState {
+    /// A human's comment on issue `number` at `at` (RFC 3339).
+    pub fn human_comment(&mut self, number: u64, author: &str, body: &str, at: &str) {
+        let issue = self.issues.iter_mut().find(|i| i.number == number).expect("issue");
+        issue.comments.push(body.into());
+        issue.comment_log.push(FakeComment { author: author.into(), body: body.into(), created_at: at.into() });
+    }
+
+    /// A human adds `label` to issue `number` (no webhook: the fake sends none).
+    pub fn human_label(&mut self, number: u64, actor: &str, label: &str, at: &str) {
+        let issue = self.issues.iter_mut().find(|i| i.number == number).expect("issue");
+        if !issue.labels.iter().any(|l| l == label) {
+            issue.labels.push(label.into());
+        }
+        issue.label_log.push((actor.into(), label.into(), at.into()));
+    }
+
+    pub fn labels_of(&self, number: u64) -> Vec<String> {
+        self.issues.iter().find(|i| i.number == number).map(|i| i.labels.clone()).unwrap_or_default()
+    }
+
     pub fn issue(&mut self, title: &str, labels: &[&str]) -> u64 {
         let number = self.next_number();
         self.issues.push(FakeIssue {
@@ -91,6 +137,8 @@ impl ForgeState {
             state: "open".into(),
             comments: vec![],
             is_pr: false,
+            comment_log: vec![],
+            label_log: vec![],
         });
         number
     }
@@ -181,6 +229,7 @@ pub async fn start(flavor: Flavor, token: &str) -> (FakeForge, String) {
         statuses: BTreeMap::new(),
         check_runs: BTreeMap::new(),
         git: None,
+        now: "2026-01-01T00:00:00Z".into(),
     }));
     let app = axum::Router::new().fallback(handle).with_state(state.clone());
     let addr = super::serve(app).await;
@@ -230,6 +279,9 @@ fn route(st: &mut ForgeState, r: &Req) -> Response {
         ("POST", ["issues", _, "labels"]) => "POST /issues/{n}/labels",
         ("DELETE", ["issues", _, "labels", _]) => "DELETE /issues/{n}/labels/{label}",
         ("POST", ["issues", _, "comments"]) => "POST /issues/{n}/comments",
+        ("GET", ["issues", _, "comments"]) => "GET /issues/{n}/comments",
+        ("GET", ["issues", _, "events"]) if gh => "GET /issues/{n}/events",
+        ("GET", ["issues", _, "timeline"]) if !gh => "GET /issues/{n}/timeline",
         ("GET", ["labels"]) if !gh => "GET /labels",
         _ => return st.rec.violation(StatusCode::NOT_FOUND, format!("unknown route {m} {}", r.path)),
     };
@@ -488,9 +540,11 @@ fn route(st: &mut ForgeState, r: &Req) -> Response {
                 }
             }
             let Some(i) = st.issues.iter().position(|i| i.number == num(n)) else { return not_found() };
+            let now = st.now.clone();
             for name in names {
                 if !st.issues[i].labels.contains(&name) {
-                    st.issues[i].labels.push(name);
+                    st.issues[i].labels.push(name.clone());
+                    st.issues[i].label_log.push(("baton-bot".into(), name, now.clone()));
                 }
             }
             axum::Json(st.issue_json(&st.issues[i].clone())["labels"].clone()).into_response()
@@ -520,7 +574,48 @@ fn route(st: &mut ForgeState, r: &Req) -> Response {
             };
             let Some(i) = st.issues.iter().position(|i| i.number == num(n)) else { return not_found() };
             st.issues[i].comments.push(v["body"].as_str().unwrap_or("").into());
+            let comment = FakeComment {
+                author: "baton-bot".into(),
+                body: v["body"].as_str().unwrap_or("").into(),
+                created_at: st.now.clone(),
+            };
+            st.issues[i].comment_log.push(comment);
             (StatusCode::CREATED, axum::Json(json!({"id": 1, "body": v["body"]}))).into_response()
+        }
+        ("GET /issues/{n}/comments", [_, n, _]) => {
+            let since = r.q("since").map(str::to_string);
+            if let Some(since) = &since
+                && !is_rfc3339(since)
+            {
+                return st.rec.violation(invalid, format!("{endpoint}: since `{since}` is not RFC 3339"));
+            }
+            let Some(issue) = st.issues.iter().find(|i| i.number == num(n)) else { return not_found() };
+            let items: Vec<Value> = issue
+                .comment_log
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| since.as_ref().is_none_or(|s| c.created_at.as_str() >= s.as_str()))
+                .map(|(k, c)| {
+                    json!({"id": k + 1, "body": c.body, "user": {"login": c.author, "id": 7}, "created_at": c.created_at, "updated_at": c.created_at})
+                })
+                .collect();
+            list(items, r, &st.base_url, per_page_key, max_per_page)
+        }
+        ("GET /issues/{n}/events", [_, n, _]) => {
+            let Some(issue) = st.issues.iter().find(|i| i.number == num(n)) else { return not_found() };
+            let mut items = vec![json!({"id": 1, "event": "subscribed", "actor": {"login": "alice"}, "created_at": "2025-01-01T00:00:00Z"})];
+            items.extend(issue.label_log.iter().enumerate().map(|(k, (actor, label, at))| {
+                json!({"id": k + 2, "event": "labeled", "actor": {"login": actor}, "label": {"name": label, "color": "ededed"}, "created_at": at})
+            }));
+            list(items, r, &st.base_url, per_page_key, max_per_page)
+        }
+        ("GET /issues/{n}/timeline", [_, n, _]) => {
+            let Some(issue) = st.issues.iter().find(|i| i.number == num(n)) else { return not_found() };
+            let mut items = vec![json!({"id": 1, "type": "comment", "body": "hello", "user": {"login": "alice"}, "created_at": "2025-01-01T00:00:00Z"})];
+            items.extend(issue.label_log.iter().enumerate().map(|(k, (actor, label, at))| {
+                json!({"id": k + 2, "type": "label", "body": "1", "user": {"login": actor}, "label": {"id": 1, "name": label}, "created_at": at})
+            }));
+            list(items, r, &st.base_url, per_page_key, max_per_page)
         }
         ("GET /labels", _) => {
             let items: Vec<Value> =

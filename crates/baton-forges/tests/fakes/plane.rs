@@ -21,12 +21,33 @@ pub struct PlaneFake {
     pub states: Vec<(String, String, String)>,
     /// (id, name, state id, comments)
     pub items: Vec<(String, String, String, Vec<String>)>,
+    /// Every comment: (item id, author display name, comment_html, created_at).
+    pub comment_log: Vec<(String, String, String, String)>,
+    /// The fake's clock: the `created_at` of what Baton writes.
+    pub now: String,
 }
 
 impl PlaneFake {
     pub fn state_id(&self, name: &str) -> String {
         self.states.iter().find(|s| s.1 == name).map(|s| s.0.clone()).unwrap_or_default()
     }
+    /// A human's comment on a work item at `at` (RFC 3339).
+    pub fn human_comment(&mut self, id: &str, author: &str, html: &str, at: &str) {
+        self.comment_log.push((id.into(), author.into(), html.into(), at.into()));
+    }
+
+    /// A human moves a work item to the state named `state` (no webhook: the fake sends none).
+    pub fn move_item(&mut self, id: &str, state: &str) {
+        let sid = self.state_id(state);
+        let item = self.items.iter_mut().find(|it| it.0 == id).expect("item");
+        item.2 = sid;
+    }
+
+    pub fn state_of(&self, id: &str) -> String {
+        let sid = self.items.iter().find(|it| it.0 == id).map(|it| it.2.clone()).unwrap_or_default();
+        self.states.iter().find(|s| s.0 == sid).map(|s| s.1.clone()).unwrap_or_default()
+    }
+
     pub fn add_item(&mut self, name: &str, state: &str) -> String {
         let id = format!("a0000000-0000-4000-8000-{:012}", self.items.len() + 1);
         let sid = self.state_id(state);
@@ -47,6 +68,9 @@ pub const STATES: &[(&str, &str)] = &[
     ("Deploying", "started"),
     ("Done", "completed"),
     ("Cancelled", "cancelled"),
+    ("Approved", "started"),
+    ("Rejected", "cancelled"),
+    ("STOP", "cancelled"),
 ];
 
 pub async fn start(key: &str) -> (FakePlane, String) {
@@ -55,7 +79,14 @@ pub async fn start(key: &str) -> (FakePlane, String) {
         .enumerate()
         .map(|(i, (n, g))| (format!("5{:07}-0000-4000-8000-000000000000", i), n.to_string(), g.to_string()))
         .collect();
-    let state = Arc::new(Mutex::new(PlaneFake { key: key.into(), rec: Recorder::default(), states, items: vec![] }));
+    let state = Arc::new(Mutex::new(PlaneFake {
+        key: key.into(),
+        rec: Recorder::default(),
+        states,
+        items: vec![],
+        comment_log: vec![],
+        now: "2026-01-01T00:00:00Z".into(),
+    }));
     let app = axum::Router::new().fallback(handle).with_state(state.clone());
     let addr = super::serve(app).await;
     (state, format!("{addr}/api/v1"))
@@ -108,6 +139,7 @@ fn route(st: &mut PlaneFake, r: &Req) -> Response {
         ("GET", ["work-items", _, ""]) => "GET work-items/{id}/",
         ("PATCH", ["work-items", _, ""]) => "PATCH work-items/{id}/",
         ("POST", ["work-items", _, "comments", ""]) => "POST work-items/{id}/comments/",
+        ("GET", ["work-items", _, "comments", ""]) => "GET work-items/{id}/comments/",
         _ => return st.rec.violation(StatusCode::NOT_FOUND, format!("unknown route {} {}", r.method, r.path)),
     };
     st.rec.check_user_agent(r, endpoint);
@@ -191,7 +223,28 @@ fn route(st: &mut PlaneFake, r: &Req) -> Response {
                 return (StatusCode::NOT_FOUND, axum::Json(json!({"error": "not found"}))).into_response();
             };
             st.items[i].3.push(v["comment_html"].as_str().unwrap_or("").into());
+            let entry = (id.to_string(), "Baton".to_string(), v["comment_html"].as_str().unwrap_or("").to_string(), st.now.clone());
+            st.comment_log.push(entry);
             (StatusCode::CREATED, axum::Json(json!({"id": "c1", "comment_html": v["comment_html"]}))).into_response()
+        }
+        ("GET work-items/{id}/comments/", [_, id, _, _]) => {
+            if !st.items.iter().any(|it| it.0 == *id) {
+                return (StatusCode::NOT_FOUND, axum::Json(json!({"error": "not found"}))).into_response();
+            }
+            let all = st
+                .comment_log
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.0 == *id)
+                .map(|(k, c)| {
+                    json!({
+                        "id": format!("c{k}"), "comment_html": c.2, "comment_stripped": c.2, "actor": format!("u-{}", c.1),
+                        "actor_detail": {"id": format!("u-{}", c.1), "display_name": c.1}, "created_at": c.3,
+                        "issue": id, "access": "INTERNAL"
+                    })
+                })
+                .collect();
+            page(all, r, &mut st.rec)
         }
         _ => st.rec.violation(StatusCode::NOT_FOUND, format!("unhandled {endpoint}")),
     }

@@ -504,6 +504,7 @@ async fn intake_hooks() -> (tempfile::TempDir, Arc<Engine>) {
         deploy_label: "baton:deploy".into(),
         stop_label: "baton:stop".into(),
         approvers: vec!["alice".into()],
+        ..IntakeRule::default()
     };
     let engine = Engine::builder(settings, Arc::new(store)).webhook_sink(Arc::new(IntakeSink::new(vec![rule]))).build();
     (dir, engine)
