@@ -119,6 +119,11 @@ impl Tracker for LabelTracker {
         let issue = self.api.get_issue(number).await?;
         let want = self.labels.status_label(update.status);
         let already = issue.labels.contains(&want);
+        let done = self.labels.status_label(TicketStatus::Done);
+        if update.status != TicketStatus::Done && issue.labels.contains(&done) {
+            // Done is final: a late or retried update never takes a ticket out of it.
+            return Ok(());
+        }
         // Exactly one status label: the others go, the current one comes (once).
         for status in TicketStatus::ALL {
             let label = self.labels.status_label(status);
@@ -142,6 +147,11 @@ impl Tracker for LabelTracker {
             self.api.remove_label(number, &self.labels.start_label).await?;
         }
         if update.status == TicketStatus::Done && self.labels.close_on_done && issue.state == "open" {
+            if already {
+                // Reopened after Done: closed again, the note was written the first time.
+                self.api.close_issue(number).await?;
+                return Ok(());
+            }
             let note = format!(
                 "{BATON_COMMENT_MARK}: {} is done: branch `{}` merged.",
                 update.work_item,
@@ -244,6 +254,14 @@ impl Tracker for PlaneTracker {
             return Ok(()); // A task that did not come from this project.
         };
         let state_id = self.state_id(update.status).await?;
+        let current = self.plane.get_work_item(item).await?;
+        if current.state_id == state_id {
+            return Ok(()); // Already right.
+        }
+        let done = current.state_name.as_deref().is_some_and(|n| n.trim().eq_ignore_ascii_case("Done"));
+        if done && update.status != TicketStatus::Done {
+            return Ok(()); // Done is final: a late or retried update never takes an item out of it.
+        }
         self.plane.set_state(item, &state_id).await?;
         Ok(())
     }

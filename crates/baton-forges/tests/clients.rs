@@ -345,8 +345,8 @@ async fn plane_tracker_mirrors_status() {
         ("development (needs_input)", "Needs Input"),
         ("deploy (awaiting_confirm)", "Awaiting Deploy"),
         ("deploy", "Deploying"),
-        ("done", "Done"),
         ("cancelled", "STOP"),
+        ("done", "Done"),
     ] {
         let ticket = TicketStatus::from_display(status);
         assert!(plane_state_for(ticket).contains(&want), "{status}");
