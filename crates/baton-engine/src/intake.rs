@@ -350,7 +350,26 @@ impl IntakeSink {
 /// is reported, not duplicated.
 async fn create(engine: &Engine, request: NewTaskRequest, reference: &str) -> Result<IntakeOutcome, EngineError> {
     match engine.create_task(request).await {
-        Ok(task) => Ok(IntakeOutcome::Created(format!("{reference} → {}", task.work_item_id))),
+        Ok(task) => {
+            // The ticket shows at once that Baton took it (best effort: creation writes no outbox
+            // row; the next status change writes one, and retries until it lands).
+            if let effects::OutboxEffect::TrackerUpdate { work_item, external_ref, title, status, ticket } =
+                effects::tracker_update(engine.pipeline(), &task, &task.state)
+            {
+                let update = baton_adapters::tracker::TrackerUpdate {
+                    work_item,
+                    external_ref,
+                    title,
+                    branch: task.branch.clone(),
+                    status: ticket.unwrap_or(TicketStatus::InProgress),
+                    display: status,
+                };
+                if let Err(error) = engine.tracker().task_changed(&update).await {
+                    tracing::warn!("{reference}: showing the new task on the ticket failed: {error}");
+                }
+            }
+            Ok(IntakeOutcome::Created(format!("{reference} → {}", task.work_item_id)))
+        }
         Err(EngineError::Store(StoreError::Exists(task))) => {
             Ok(IntakeOutcome::AlreadyLive(format!("{reference} already has {}", task.work_item_id)))
         }
