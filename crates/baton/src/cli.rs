@@ -246,11 +246,17 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
         .secrets(config.server.secret_env.iter().filter_map(|name| std::env::var(name).ok()))
         .forge(forges(&config.engine)?)
         .sandbox(sandbox);
-    // Forge issues with the start label become tasks once a tracker is configured.
+    // Tickets become tasks, and task status is mirrored onto them, once a tracker is configured.
     let engine = if config.trackers.is_empty() {
         engine
     } else {
-        engine.webhook_sink(Arc::new(baton_engine::intake::IntakeSink::new(config.trackers.clone())))
+        let (set, pollers) = crate::trackers::build(&config.trackers)?;
+        let rules = config.trackers.iter().map(|t| t.rule.clone()).collect();
+        engine
+            .secrets(config.trackers.iter().map(|t| t.token.clone()))
+            .tracker(Arc::new(set))
+            .pollers(pollers)
+            .webhook_sink(Arc::new(baton_engine::intake::IntakeSink::new(rules)))
     }
     .build();
     crate::logging::set_redactor(engine.redactor().clone());

@@ -15,6 +15,7 @@ mod online;
 mod serve;
 mod task_cmd;
 mod token_cmd;
+mod trackers;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -82,10 +82,41 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     /// `[webhooks]`: the secret of each webhook source (unset: that route answers 404).
     pub webhooks: baton_http::WebhookSecrets,
-    /// `[[trackers]]`: forge issues with the start label become tasks.
-    pub trackers: Vec<baton_engine::intake::IntakeRule>,
+    /// `[[trackers]]`: where tickets come from and where task status is mirrored.
+    pub trackers: Vec<TrackerConfig>,
     /// The file used; `None` means the embedded defaults.
     pub source: Option<PathBuf>,
+}
+
+/// One `[[trackers]]` entry: the intake rule (which tickets start tasks, which labels or states
+/// decide) and how to reach the tracker.
+#[derive(Clone)]
+pub struct TrackerConfig {
+    pub rule: baton_engine::intake::IntakeRule,
+    /// The REST API's base URL (`https://api.github.com`, `https://gitea.example/api/v1`,
+    /// `https://plane.example/api/v1`).
+    pub api_url: String,
+    /// The variable that holds the token.
+    pub token_env: String,
+    /// The token itself (from `token_env`); never shown.
+    pub token: String,
+    /// Seconds between polls of the tracker (0: webhooks only).
+    pub poll_secs: u64,
+    /// Plane: the workspace slug.
+    pub workspace: Option<String>,
+}
+
+impl std::fmt::Debug for TrackerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerConfig")
+            .field("rule", &self.rule)
+            .field("api_url", &self.api_url)
+            .field("token_env", &self.token_env)
+            .field("token", &"<redacted>")
+            .field("poll_secs", &self.poll_secs)
+            .field("workspace", &self.workspace)
+            .finish()
+    }
 }
 
 /// One problem in the configuration: the offending key, what is wrong, and how to fix it.

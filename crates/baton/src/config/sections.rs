@@ -4,7 +4,7 @@
 
 use super::diagnostics::{suggest_fix, type_name};
 use super::sources::{clean, valid_env_name};
-use super::{Config, ConfigIssue, DEFAULT_LISTEN, Loader, ServerConfig, default_data_dir};
+use super::{Config, ConfigIssue, DEFAULT_LISTEN, Loader, ServerConfig, TrackerConfig, default_data_dir};
 use baton_domain::ids::{valid_prefix, valid_repo_name};
 use baton_domain::pipeline::{Actor, GateSpec, Pipeline, PipelineProblem, StageSpec};
 use baton_engine::intake::{IntakeRule, IntakeSource};
@@ -253,39 +253,50 @@ impl Loader<'_> {
     /// every other path and must not open the data directory to agents.
     /// `[webhooks]`: one secret per source, normally `"${VAR}"`; a secret written in the file is
     /// hidden from messages like `server.api_token`. Empty means unset (the route is off).
-    /// `[[trackers]]`: where tickets come from. Each entry maps a forge repository's issues with the
-    /// start label to a Baton repository.
-    fn trackers(&mut self, raw: Option<Value>, repos: &[RepoSettings]) -> Option<Vec<IntakeRule>> {
+    /// `[[trackers]]`: where tickets come from. Each entry maps a forge repository's issues (start
+    /// label) or a Plane project's work items (start state) to a Baton repository, says how to
+    /// reach the tracker (`api_url`, `token_env`) and how often to poll it.
+    fn trackers(&mut self, raw: Option<Value>, repos: &[RepoSettings]) -> Option<Vec<TrackerConfig>> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct TrackerEntry {
             kind: String,
             repo: String,
-            forge_repo: String,
-            #[serde(default = "default_start_label")]
-            start_label: String,
+            #[serde(default)]
+            forge_repo: Option<String>,
+            #[serde(default)]
+            start_label: Option<String>,
             #[serde(default)]
             authors: Vec<String>,
-            #[serde(default = "default_approve_label")]
-            approve_label: String,
-            #[serde(default = "default_deploy_label")]
-            deploy_label: String,
-            #[serde(default = "default_stop_label")]
-            stop_label: String,
+            #[serde(default)]
+            approve_label: Option<String>,
+            #[serde(default)]
+            deploy_label: Option<String>,
+            #[serde(default)]
+            stop_label: Option<String>,
+            #[serde(default)]
+            answer_label: Option<String>,
+            #[serde(default)]
+            status_label_prefix: Option<String>,
+            #[serde(default)]
+            close_on_done: Option<bool>,
             #[serde(default)]
             approvers: Vec<String>,
+            #[serde(default)]
+            api_url: Option<String>,
+            #[serde(default)]
+            token_env: Option<String>,
+            #[serde(default = "default_poll_secs")]
+            poll_secs: u64,
+            #[serde(default)]
+            workspace: Option<String>,
+            #[serde(default)]
+            project: Option<String>,
+            #[serde(default)]
+            start_state: Option<String>,
         }
-        fn default_start_label() -> String {
-            "baton".to_string()
-        }
-        fn default_approve_label() -> String {
-            "baton:approved".to_string()
-        }
-        fn default_deploy_label() -> String {
-            "baton:deploy".to_string()
-        }
-        fn default_stop_label() -> String {
-            "baton:stop".to_string()
+        fn default_poll_secs() -> u64 {
+            60
         }
         let entries = match raw {
             None => return Some(Vec::new()),
@@ -299,7 +310,7 @@ impl Loader<'_> {
                 return None;
             }
         };
-        let mut rules = Vec::new();
+        let mut trackers = Vec::new();
         let mut ok = true;
         for (i, entry) in entries.into_iter().enumerate() {
             let base = format!("trackers[{i}]");
@@ -316,16 +327,17 @@ impl Loader<'_> {
                 ok = false;
                 continue;
             };
+            let before = self.issues.len();
             let source = match entry.kind.as_str() {
                 "github" => Some(IntakeSource::Github),
                 "gitea" | "forgejo" => Some(IntakeSource::Gitea),
+                "plane" => Some(IntakeSource::Plane),
                 other => {
-                    let fix = if other == "plane" {
-                        "Plane intake is not available yet; use github or gitea"
-                    } else {
-                        "use \"github\" or \"gitea\" (Forgejo: \"gitea\")"
-                    };
-                    self.issue(format!("{base}.kind"), format!("`{other}` is not a tracker kind Baton reads"), fix);
+                    self.issue(
+                        format!("{base}.kind"),
+                        format!("`{other}` is not a tracker kind Baton reads"),
+                        "use \"github\", \"gitea\" (Forgejo too) or \"plane\"",
+                    );
                     None
                 }
             };
@@ -339,42 +351,184 @@ impl Loader<'_> {
                         if known.is_empty() { "none yet".into() } else { known.join(", ") }
                     ),
                 );
-                ok = false;
-            }
-            let parts: Vec<&str> = entry.forge_repo.split('/').collect();
-            if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || p.contains(char::is_whitespace)) {
-                self.issue(
-                    format!("{base}.forge_repo"),
-                    format!("`{}` is not `owner/name`", entry.forge_repo),
-                    "write the repository as it appears in its URL, e.g. \"acme/shop\"",
-                );
-                ok = false;
-            }
-            if entry.start_label.trim().is_empty() {
-                self.issue(
-                    format!("{base}.start_label"),
-                    "the start label is empty",
-                    "name the label that starts a ticket, e.g. \"baton\"",
-                );
-                ok = false;
             }
             let Some(source) = source else {
                 ok = false;
                 continue;
             };
-            rules.push(IntakeRule {
+            let plane = source == IntakeSource::Plane;
+            // Keys of the other kind are mistakes, not silently ignored.
+            let label_keys = [
+                ("forge_repo", entry.forge_repo.is_some()),
+                ("start_label", entry.start_label.is_some()),
+                ("approve_label", entry.approve_label.is_some()),
+                ("deploy_label", entry.deploy_label.is_some()),
+                ("stop_label", entry.stop_label.is_some()),
+                ("answer_label", entry.answer_label.is_some()),
+                ("status_label_prefix", entry.status_label_prefix.is_some()),
+                ("close_on_done", entry.close_on_done.is_some()),
+            ];
+            let plane_keys = [
+                ("workspace", entry.workspace.is_some()),
+                ("project", entry.project.is_some()),
+                ("start_state", entry.start_state.is_some()),
+            ];
+            let (foreign, fix) = if plane {
+                (&label_keys[..], "a Plane tracker names `workspace`, `project` and `start_state`; remove this key")
+            } else {
+                (&plane_keys[..], "this key is for `kind = \"plane\"` only; remove it")
+            };
+            for (key, _) in foreign.iter().filter(|(_, set)| *set) {
+                self.issue(format!("{base}.{key}"), format!("`{key}` does not apply to a {} tracker", entry.kind), fix);
+            }
+            let api_url = match (&entry.api_url, source) {
+                (Some(url), _) => url.trim_end_matches('/').to_string(),
+                (None, IntakeSource::Github) => "https://api.github.com".to_string(),
+                (None, _) => {
+                    let example = if plane { "https://plane.example.com/api/v1" } else { "https://gitea.example.com/api/v1" };
+                    self.issue(
+                        format!("{base}.api_url"),
+                        format!("a {} tracker needs the API's URL", entry.kind),
+                        format!("set `api_url`, e.g. \"{example}\""),
+                    );
+                    String::new()
+                }
+            };
+            if !api_url.is_empty() {
+                self.check_api_url(&format!("{base}.api_url"), &api_url);
+            }
+            let mut token = String::new();
+            match &entry.token_env {
+                None => self.issue(
+                    format!("{base}.token_env"),
+                    "no token variable",
+                    "name the environment variable that holds the API token, e.g. token_env = \"GITHUB_TOKEN\"",
+                ),
+                Some(name) if !valid_env_name(name) => self.issue(
+                    format!("{base}.token_env"),
+                    format!("`{name}` is not an environment variable name"),
+                    "name the variable that holds the token (never the token itself), e.g. \"GITHUB_TOKEN\"",
+                ),
+                Some(name) => match super::sources::env_get(self.env, name).filter(|v| !v.is_empty()) {
+                    Some(value) => {
+                        token = value.to_string();
+                        self.secrets.push((token.clone(), format!("${{{name}}}")));
+                    }
+                    None => self.issue(
+                        format!("{base}.token_env"),
+                        format!("the variable `{name}` is not set"),
+                        format!("export {name} with the tracker's API token before starting Baton"),
+                    ),
+                },
+            }
+            let forge_repo = if plane {
+                let mut need = |key: &str, value: &Option<String>, example: &str| match value {
+                    Some(v) if !v.trim().is_empty() && !v.contains(['/', ' ']) => v.trim().to_string(),
+                    _ => {
+                        self.issue(
+                            format!("{base}.{key}"),
+                            format!("a Plane tracker needs `{key}` (without spaces or slashes)"),
+                            format!("set `{key}`, e.g. {key} = \"{example}\""),
+                        );
+                        String::new()
+                    }
+                };
+                need("workspace", &entry.workspace, "acme");
+                need("project", &entry.project, "the project's id from its URL")
+            } else {
+                let forge_repo = entry.forge_repo.clone().unwrap_or_default();
+                let parts: Vec<&str> = forge_repo.split('/').collect();
+                if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || p.contains(char::is_whitespace)) {
+                    self.issue(
+                        format!("{base}.forge_repo"),
+                        format!("`{forge_repo}` is not `owner/name`"),
+                        "write the repository as it appears in its URL, e.g. \"acme/shop\"",
+                    );
+                }
+                forge_repo
+            };
+            let start = if plane {
+                entry.start_state.clone().unwrap_or_else(|| "To Analyse".to_string())
+            } else {
+                entry.start_label.clone().unwrap_or_else(|| "baton".to_string())
+            };
+            if start.trim().is_empty() {
+                let key = if plane { "start_state" } else { "start_label" };
+                self.issue(
+                    format!("{base}.{key}"),
+                    format!("the {} is empty", if plane { "start state" } else { "start label" }),
+                    if plane { "name the state that starts a ticket, e.g. \"To Analyse\"" } else { "name the label that starts a ticket, e.g. \"baton\"" },
+                );
+            }
+            let prefix = entry.status_label_prefix.clone().unwrap_or_else(|| "baton:".to_string());
+            let label = |value: &Option<String>, default: &str| value.clone().unwrap_or_else(|| default.to_string());
+            let rule = IntakeRule {
                 source,
-                forge_repo: entry.forge_repo,
-                repo: entry.repo,
-                start_label: entry.start_label,
-                authors: entry.authors,
-                approve_label: entry.approve_label,
-                deploy_label: entry.deploy_label,
-                stop_label: entry.stop_label,
-                approvers: entry.approvers,
+                forge_repo,
+                repo: entry.repo.clone(),
+                start_label: start,
+                authors: entry.authors.clone(),
+                approve_label: if plane { String::new() } else { label(&entry.approve_label, "baton:approved") },
+                deploy_label: if plane { String::new() } else { label(&entry.deploy_label, "baton:deploy") },
+                stop_label: if plane { String::new() } else { label(&entry.stop_label, "baton:stop") },
+                answer_label: if plane { String::new() } else { label(&entry.answer_label, "baton:answered") },
+                status_label_prefix: prefix.clone(),
+                close_on_done: entry.close_on_done.unwrap_or(true),
+                approvers: entry.approvers.clone(),
+            };
+            if !plane {
+                let status_labels: Vec<String> =
+                    baton_adapters::tracker::TicketStatus::ALL.iter().map(|s| format!("{prefix}{}", s.slug())).collect();
+                for (key, value) in [
+                    ("start_label", &rule.start_label),
+                    ("approve_label", &rule.approve_label),
+                    ("deploy_label", &rule.deploy_label),
+                    ("stop_label", &rule.stop_label),
+                    ("answer_label", &rule.answer_label),
+                ] {
+                    if status_labels.contains(value) {
+                        self.issue(
+                            format!("{base}.{key}"),
+                            format!("`{value}` is one of Baton's status labels (`status_label_prefix` + a status)"),
+                            "choose another label, or another `status_label_prefix`",
+                        );
+                    }
+                }
+            }
+            if self.issues.len() != before {
+                ok = false;
+                continue;
+            }
+            trackers.push(TrackerConfig {
+                rule,
+                api_url,
+                token_env: entry.token_env.unwrap_or_default(),
+                token,
+                poll_secs: entry.poll_secs,
+                workspace: entry.workspace.filter(|_| plane),
             });
         }
-        ok.then_some(rules)
+        ok.then_some(trackers)
+    }
+
+    /// A tracker API's URL: https, or http on loopback only (the token travels with every call).
+    fn check_api_url(&mut self, key: &str, url: &str) {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            self.issue(key, format!("`{url}` is not a URL"), "give the API's full URL, e.g. \"https://api.github.com\"");
+            return;
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        if url.chars().any(|c| c.is_control() || c.is_whitespace()) || authority.contains('@') || host.is_empty() {
+            self.issue(key, format!("`{url}` is not a plain URL with a host"), "give the API's URL without credentials, e.g. \"https://api.github.com\"");
+            return;
+        }
+        match scheme {
+            "https" => {}
+            "http" if matches!(host, "127.0.0.1" | "localhost" | "[::1]") => {}
+            "http" => self.issue(key, "plain http sends the token unencrypted", "use https://… (http is allowed on loopback only)"),
+            other => self.issue(key, format!("the URL scheme `{other}` is not supported"), "use https://…"),
+        }
     }
 
     fn webhooks(&mut self, raw: Option<Value>) -> Option<baton_http::WebhookSecrets> {

@@ -579,25 +579,86 @@ fn trackers_load_and_report_mistakes() {
     let path = dir.path().join("baton.toml");
     let base = std::fs::read_to_string(&path).unwrap();
     let good = format!(
-        "{base}\n[[trackers]]\nkind = \"github\"\nrepo = \"demo\"\nforge_repo = \"acme/shop\"\nauthors = \"alice, bob\"\n"
+        "{base}\n[[trackers]]\nkind = \"github\"\nrepo = \"demo\"\nforge_repo = \"acme/shop\"\nauthors = \"alice, bob\"\n\
+         token_env = \"GH_TOKEN\"\n"
     );
     std::fs::write(&path, good).unwrap();
-    let config = loaded(load_file(&path, &[]));
+    let config = loaded(load_file(&path, &[("GH_TOKEN", "ghp_secret_token_value_1234")]));
     assert_eq!(config.trackers.len(), 1);
-    assert_eq!(config.trackers[0].start_label, "baton", "the default start label");
-    assert_eq!(config.trackers[0].authors, ["alice", "bob"]);
+    let tracker = &config.trackers[0];
+    assert_eq!(tracker.rule.start_label, "baton", "the default start label");
+    assert_eq!(tracker.rule.authors, ["alice", "bob"]);
     assert_eq!(
-        (config.trackers[0].approve_label.as_str(), config.trackers[0].stop_label.as_str()),
-        ("baton:approved", "baton:stop")
+        (tracker.rule.approve_label.as_str(), tracker.rule.stop_label.as_str(), tracker.rule.answer_label.as_str()),
+        ("baton:approved", "baton:stop", "baton:answered")
     );
-    assert!(config.trackers[0].approvers.is_empty());
+    assert_eq!((tracker.rule.status_label_prefix.as_str(), tracker.rule.close_on_done), ("baton:", true));
+    assert_eq!((tracker.api_url.as_str(), tracker.poll_secs), ("https://api.github.com", 60));
+    assert_eq!(tracker.token, "ghp_secret_token_value_1234");
+    assert!(!format!("{config:?}").contains("ghp_secret_token_value_1234"), "the token is never shown");
+    assert!(tracker.rule.approvers.is_empty());
     let bad = format!(
-        "{base}\n[[trackers]]\nkind = \"plane\"\nrepo = \"nope\"\nforge_repo = \"acme\"\nstart_label = \" \"\n"
+        "{base}\n[[trackers]]\nkind = \"jira\"\nrepo = \"nope\"\nforge_repo = \"acme\"\n\n\
+         [[trackers]]\nkind = \"github\"\nrepo = \"demo\"\nforge_repo = \"acme\"\nstart_label = \" \"\n"
     );
     std::fs::write(&path, bad).unwrap();
     let found = issues(load_file(&path, &[]));
-    assert!(find(&found, "trackers[0].kind").fix.contains("not available yet"), "{found:#?}");
+    assert!(find(&found, "trackers[0].kind").fix.contains("plane"), "{found:#?}");
     assert!(find(&found, "trackers[0].repo").fix.contains("demo"), "{found:#?}");
-    assert!(find(&found, "trackers[0].forge_repo").message.contains("owner/name"), "{found:#?}");
-    find(&found, "trackers[0].start_label");
+    assert!(find(&found, "trackers[1].forge_repo").message.contains("owner/name"), "{found:#?}");
+    find(&found, "trackers[1].start_label");
+    assert!(find(&found, "trackers[1].token_env").fix.contains("token_env"), "{found:#?}");
+}
+
+// The tracker keys: a Plane entry with its workspace, project and start state; gitea needs its
+// API URL; http only on loopback; the token variable must be set; keys of the other kind and
+// status labels used as decision labels are mistakes; no message shows the token.
+#[test]
+fn tracker_keys_for_each_kind_and_their_errors() {
+    let dir = valid_dir();
+    let path = dir.path().join("baton.toml");
+    let base = std::fs::read_to_string(&path).unwrap();
+    let plane = format!(
+        "{base}\n[[trackers]]\nkind = \"plane\"\nrepo = \"demo\"\nworkspace = \"acme\"\nproject = \"p-123\"\n\
+         api_url = \"https://plane.example.com/api/v1/\"\ntoken_env = \"PLANE_KEY\"\napprovers = \"Alice\"\npoll_secs = 0\n\n\
+         [[trackers]]\nkind = \"gitea\"\nrepo = \"demo\"\nforge_repo = \"team/app\"\napi_url = \"http://127.0.0.1:3000/api/v1\"\n\
+         token_env = \"GITEA_TOKEN\"\nanswer_label = \"answered\"\nstatus_label_prefix = \"bot/\"\nclose_on_done = false\n"
+    );
+    std::fs::write(&path, plane).unwrap();
+    let config = loaded(load_file(&path, &[("PLANE_KEY", "plane_api_key_0123456789"), ("GITEA_TOKEN", "gitea_token_0123456789")]));
+    let plane = &config.trackers[0];
+    assert_eq!(plane.rule.source, baton_engine::intake::IntakeSource::Plane);
+    assert_eq!((plane.rule.forge_repo.as_str(), plane.rule.start_label.as_str()), ("p-123", "To Analyse"));
+    assert_eq!((plane.workspace.as_deref(), plane.api_url.as_str()), (Some("acme"), "https://plane.example.com/api/v1"));
+    assert_eq!((plane.poll_secs, plane.rule.approvers.clone()), (0, vec!["Alice".to_string()]));
+    let gitea = &config.trackers[1];
+    assert_eq!(
+        (gitea.rule.answer_label.as_str(), gitea.rule.status_label_prefix.as_str(), gitea.rule.close_on_done),
+        ("answered", "bot/", false)
+    );
+
+    let bad = format!(
+        "{base}\n[[trackers]]\nkind = \"plane\"\nrepo = \"demo\"\nforge_repo = \"a/b\"\nstart_state = \"\"\n\
+         api_url = \"https://plane.example.com/api/v1\"\ntoken_env = \"UNSET_VAR\"\n\n\
+         [[trackers]]\nkind = \"gitea\"\nrepo = \"demo\"\nforge_repo = \"team/app\"\ntoken_env = \"not a name\"\nproject = \"x\"\n\n\
+         [[trackers]]\nkind = \"github\"\nrepo = \"demo\"\nforge_repo = \"team/app\"\napi_url = \"http://github.example.com\"\n\
+         token_env = \"GH\"\napprove_label = \"baton:in-review\"\n\n\
+         [[trackers]]\nkind = \"github\"\nrepo = \"demo\"\nforge_repo = \"team/app\"\napi_url = \"https://u:p@github.example.com\"\ntoken_env = \"GH\"\n"
+    );
+    std::fs::write(&path, bad).unwrap();
+    let found = issues(load_file(&path, &[("GH", "ghp_do_not_show_0123456789")]));
+    assert!(find(&found, "trackers[0].forge_repo").fix.contains("workspace"), "{found:#?}");
+    assert!(find(&found, "trackers[0].workspace").fix.contains("workspace ="), "{found:#?}");
+    find(&found, "trackers[0].project");
+    find(&found, "trackers[0].start_state");
+    assert!(find(&found, "trackers[0].token_env").fix.contains("export UNSET_VAR"), "{found:#?}");
+    assert!(find(&found, "trackers[1].api_url").fix.contains("api_url"), "{found:#?}");
+    find(&found, "trackers[1].token_env");
+    assert!(find(&found, "trackers[1].project").fix.contains("plane"), "{found:#?}");
+    assert!(find(&found, "trackers[2].api_url").fix.contains("loopback"), "{found:#?}");
+    assert!(find(&found, "trackers[2].approve_label").message.contains("status label"), "{found:#?}");
+    find(&found, "trackers[3].api_url");
+    for issue in &found {
+        assert!(!issue.to_string().contains("ghp_do_not_show_0123456789"), "token leaked: {issue}");
+    }
 }
