@@ -263,7 +263,20 @@ pub fn html_to_text(html: &str) -> String {
         let name: String = tag.trim_start_matches('/').chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
         let block = matches!(
             name.as_str(),
-            "br" | "p" | "div" | "li" | "ul" | "ol" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "pre" | "blockquote" | "tr"
+            "br" | "p"
+                | "div"
+                | "li"
+                | "ul"
+                | "ol"
+                | "h1"
+                | "h2"
+                | "h3"
+                | "h4"
+                | "h5"
+                | "h6"
+                | "pre"
+                | "blockquote"
+                | "tr"
         );
         let closes = name == "br" || tag.starts_with('/');
         if block && (closes || (name == "li" && !out.is_empty() && !out.ends_with('\n'))) {
@@ -318,8 +331,7 @@ pub trait TicketPoller: Send + Sync {
     /// One poll at `now_ms` when one is due: `Ok(None)` while it is not (the interval has not
     /// passed, a rate limit's wait or an error's back-off is running). `live_refs` are the
     /// external references of the live tasks of this tracker (to see a ticket closed).
-    async fn poll(&self, now_ms: i64, live_refs: &[String])
-    -> Result<Option<Vec<WebhookEvent>>, crate::AdapterError>;
+    async fn poll(&self, now_ms: i64, live_refs: &[String]) -> Result<Option<Vec<WebhookEvent>>, crate::AdapterError>;
 }
 
 #[cfg(test)]
@@ -349,7 +361,8 @@ mod tests {
     // HTML becomes readable text: tags gone, paragraphs and items on their own lines.
     #[test]
     fn html_becomes_plain_text() {
-        let html = "<p>Fix the <strong>login</strong> &amp; signup</p><ul><li>one</li><li>two</li></ul><p></p><p>a<br/>b</p>";
+        let html =
+            "<p>Fix the <strong>login</strong> &amp; signup</p><ul><li>one</li><li>two</li></ul><p></p><p>a<br/>b</p>";
         assert_eq!(html_to_text(html), "Fix the login & signup\n- one\n- two\n\na\nb");
         assert_eq!(html_to_text("plain &lt;tag&gt;"), "plain <tag>");
     }

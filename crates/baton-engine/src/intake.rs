@@ -194,9 +194,15 @@ impl IntakeSink {
         // the start label again is (the tracker removed it when the task stopped).
         let stopped_label = format!("{}{}", rule.status_label_prefix, TicketStatus::Stopped.slug());
         if issue.action == "polled"
-            && issue.labels.iter().any(|l| *l == stopped_label || (!rule.stop_label.is_empty() && *l == rule.stop_label))
+            && issue
+                .labels
+                .iter()
+                .any(|l| *l == stopped_label || (!rule.stop_label.is_empty() && *l == rule.stop_label))
         {
-            return Ok(IntakeOutcome::NotForUs(format!("{reference}: stopped; add `{}` again to restart", rule.start_label)));
+            return Ok(IntakeOutcome::NotForUs(format!(
+                "{reference}: stopped; add `{}` again to restart",
+                rule.start_label
+            )));
         }
         if !rule.may_start(&issue.author) {
             return Ok(IntakeOutcome::Refused(format!(
@@ -233,7 +239,11 @@ impl IntakeSink {
             return Ok(IntakeOutcome::NotForUs(format!("work item {} deleted", item.id)));
         }
         if item.changed_field.as_deref().is_some_and(|f| f != "state" && f != "state_id") {
-            return Ok(IntakeOutcome::NotForUs(format!("work item {}: {} changed", item.id, item.changed_field.as_deref().unwrap_or("?"))));
+            return Ok(IntakeOutcome::NotForUs(format!(
+                "work item {}: {} changed",
+                item.id,
+                item.changed_field.as_deref().unwrap_or("?")
+            )));
         }
         let reference = format!("plane:{}/{}", rule.forge_repo, item.id);
         let state = match (&item.state_name, &item.state_id) {
@@ -288,7 +298,9 @@ impl IntakeSink {
             return Ok(IntakeOutcome::NotForUs(format!("{reference}: state `{state}` decides nothing")));
         }
         if !rule.may_start(&actor) {
-            return Ok(IntakeOutcome::Refused(format!("{reference}: `{actor}` is not in the tracker's `authors` list")));
+            return Ok(IntakeOutcome::Refused(format!(
+                "{reference}: `{actor}` is not in the tracker's `authors` list"
+            )));
         }
         let limits = &engine.settings().limits;
         let title = item.name.as_deref().unwrap_or_default();
@@ -299,7 +311,10 @@ impl IntakeSink {
         let request = NewTaskRequest {
             repo: rule.repo.clone(),
             title: clean_title(title, &fallback, limits.title_chars_max),
-            body: clean_body(&html_to_text(item.description_html.as_deref().unwrap_or_default()), limits.body_bytes_max),
+            body: clean_body(
+                &html_to_text(item.description_html.as_deref().unwrap_or_default()),
+                limits.body_bytes_max,
+            ),
             external_ref: Some(reference.clone()),
         };
         create(engine, request, &reference).await
@@ -381,7 +396,8 @@ async fn create(engine: &Engine, request: NewTaskRequest, reference: &str) -> Re
 /// Needs Input, oldest first, bounded by `limits.answer_bytes_max`; when there are none, a line
 /// saying the answer is in the ticket.
 async fn answer_text(engine: &Engine, task: &TaskRecord, reference: &str) -> Result<String, EngineError> {
-    let comments = engine.tracker().comments_since(reference, task.updated_at_ms).await.map_err(EngineError::Adapter)?;
+    let comments =
+        engine.tracker().comments_since(reference, task.updated_at_ms).await.map_err(EngineError::Adapter)?;
     let mut text = String::new();
     for comment in comments.iter().filter(|c| !c.body.trim().is_empty()) {
         if !text.is_empty() {
@@ -397,10 +413,18 @@ async fn answer_text(engine: &Engine, task: &TaskRecord, reference: &str) -> Res
 
 /// Sets the ticket of a done task back to Done: a tracker-update outbox row and a timeline event,
 /// in one transaction (none while an update of the task is still pending: that one converges).
-async fn converge(engine: &Engine, task: &TaskRecord, reference: &str, why: &str) -> Result<IntakeOutcome, EngineError> {
+async fn converge(
+    engine: &Engine,
+    task: &TaskRecord,
+    reference: &str,
+    why: &str,
+) -> Result<IntakeOutcome, EngineError> {
     let pending = engine.store().effects(Some(task.id), true).await?;
     if pending.iter().any(|e| e.kind == "tracker_update") {
-        return Ok(IntakeOutcome::AlreadyLive(format!("{reference}: {} is done; its ticket update is pending", task.work_item_id)));
+        return Ok(IntakeOutcome::AlreadyLive(format!(
+            "{reference}: {} is done; its ticket update is pending",
+            task.work_item_id
+        )));
     }
     let now = engine.clock().now_ms();
     let message = format!("the ticket {reference} left Done ({why}); Baton set it back to Done: a done task is final");

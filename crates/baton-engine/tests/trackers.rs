@@ -12,7 +12,9 @@ use baton_domain::{Hold, Pipeline, TaskState};
 use baton_engine::clock::{BoxFuture, Clock};
 use baton_engine::intake::{IntakeRule, IntakeSink, IntakeSource};
 use baton_engine::{Engine, EngineSettings, Limits, RepoSettings};
-use baton_forges::{Auth, ClientConfig, ForgePoller, GitHub, LabelSettings, LabelTracker, Plane, PlanePoller, PlaneTracker, Secret};
+use baton_forges::{
+    Auth, ClientConfig, ForgePoller, GitHub, LabelSettings, LabelTracker, Plane, PlanePoller, PlaneTracker, Secret,
+};
 use baton_store::{Advance, NewDelivery, NewEvent, SqliteStore, TaskFilter, TaskKey, TaskRecord, Transition};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -171,7 +173,8 @@ impl Harness {
             status: status.into(),
             ticket: None,
         };
-        let row = baton_store::NewEffect { kind: update.kind().into(), payload: serde_json::to_value(&update).unwrap() };
+        let row =
+            baton_store::NewEffect { kind: update.kind().into(), payload: serde_json::to_value(&update).unwrap() };
         self.engine
             .store()
             .advance(Advance {
@@ -444,7 +447,13 @@ async fn github_harness() -> (Harness, fakes::forge::FakeForge) {
 }
 
 /// A GitHub `issues` webhook for the fake's issue `number` as it is now.
-fn issue_payload(fake: &fakes::forge::FakeForge, number: u64, action: &str, label: Option<&str>, sender: &str) -> serde_json::Value {
+fn issue_payload(
+    fake: &fakes::forge::FakeForge,
+    number: u64,
+    action: &str,
+    label: Option<&str>,
+    sender: &str,
+) -> serde_json::Value {
     let f = fake.lock().unwrap();
     let issue = f.issues.iter().find(|i| i.number == number).unwrap();
     let labels: Vec<serde_json::Value> = issue.labels.iter().map(|l| json!({"name": l})).collect();
@@ -513,7 +522,11 @@ async fn github_answer_label_answers_with_the_comments() {
     h.deliver("github", "issues", issue_payload(&fake, n, "labeled", Some("baton:answered"), "alice")).await;
     let after = h.task(task).await;
     assert_eq!(after.state.answers.len(), 2);
-    assert!(after.state.answers[1].contains("The answer is in the ticket github:acme/app#"), "{:?}", after.state.answers);
+    assert!(
+        after.state.answers[1].contains("The answer is in the ticket github:acme/app#"),
+        "{:?}",
+        after.state.answers
+    );
     github_ok(&fake);
 }
 

@@ -199,8 +199,10 @@ impl ForgeApi for Gitea {
         if let Some(since) = since {
             q.push(("since", since.to_string()));
         }
-        let items =
-            self.http.get_all_linked(call, &self.path(&format!("/issues/{number}/comments")), &q, None, MAX_PAGES).await?;
+        let items = self
+            .http
+            .get_all_linked(call, &self.path(&format!("/issues/{number}/comments")), &q, None, MAX_PAGES)
+            .await?;
         Ok(items.iter().map(parse_comment).collect())
     }
 

@@ -199,16 +199,20 @@ impl ForgeApi for GitHub {
         if let Some(since) = since {
             q.push(("since", since.to_string()));
         }
-        let items =
-            self.http.get_all_linked(call, &self.path(&format!("/issues/{number}/comments")), &q, None, MAX_PAGES).await?;
+        let items = self
+            .http
+            .get_all_linked(call, &self.path(&format!("/issues/{number}/comments")), &q, None, MAX_PAGES)
+            .await?;
         Ok(items.iter().map(parse_comment).collect())
     }
 
     async fn list_label_events(&self, number: u64) -> Result<Vec<LabelEvent>, ApiError> {
         let call = "github.list_label_events";
         let q = [("per_page", "100".to_string())];
-        let items =
-            self.http.get_all_linked(call, &self.path(&format!("/issues/{number}/events")), &q, None, MAX_PAGES).await?;
+        let items = self
+            .http
+            .get_all_linked(call, &self.path(&format!("/issues/{number}/events")), &q, None, MAX_PAGES)
+            .await?;
         Ok(items
             .iter()
             .filter(|e| s(e, "event") == "labeled")

@@ -38,7 +38,6 @@ pub mod http;
 pub mod plane;
 pub mod trackers;
 
-pub use trackers::{ForgePoller, LabelSettings, LabelTracker, PlanePoller, PlaneTracker};
 pub use error::ApiError;
 pub use forge::{CiState, Comment, ForgeApi, Issue, LabelEvent, MergeStyle, NewPullRequest, PullRequest, RepoInfo};
 pub use gitea::Gitea;
@@ -46,3 +45,4 @@ pub use github::GitHub;
 pub use hosted::HostedForge;
 pub use http::{Auth, ClientConfig, Clock, RetryPolicy, Secret, SystemClock};
 pub use plane::{Plane, PlaneComment, PlaneState, StateMap, WorkItem};
+pub use trackers::{ForgePoller, LabelSettings, LabelTracker, PlanePoller, PlaneTracker};

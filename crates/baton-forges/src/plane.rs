@@ -148,8 +148,10 @@ impl Plane {
     pub async fn list_comments(&self, id: &str) -> Result<Vec<PlaneComment>, ApiError> {
         let call = "plane.list_comments";
         let q = [("per_page", "100".to_string()), ("expand", "actor".to_string())];
-        let items =
-            self.http.get_all_cursor(call, &self.path(&format!("/work-items/{}/comments/", seg(id))), &q, MAX_PAGES).await?;
+        let items = self
+            .http
+            .get_all_cursor(call, &self.path(&format!("/work-items/{}/comments/", seg(id))), &q, MAX_PAGES)
+            .await?;
         Ok(items
             .iter()
             .map(|v| {

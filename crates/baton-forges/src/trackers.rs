@@ -172,8 +172,11 @@ impl Tracker for LabelTracker {
             .into_iter()
             .filter_map(|c| {
                 let at_ms = time_ms(&c.created_at).unwrap_or(since_ms);
-                (at_ms >= since_ms && !c.body.trim_start().starts_with(BATON_COMMENT_MARK))
-                    .then_some(TicketComment { author: c.author, body: c.body, at_ms })
+                (at_ms >= since_ms && !c.body.trim_start().starts_with(BATON_COMMENT_MARK)).then_some(TicketComment {
+                    author: c.author,
+                    body: c.body,
+                    at_ms,
+                })
             })
             .collect())
     }
@@ -276,8 +279,11 @@ impl Tracker for PlaneTracker {
             .filter_map(|c| {
                 let at_ms = time_ms(&c.created_at).unwrap_or(since_ms);
                 let body = html_to_text(&c.comment_html);
-                (at_ms >= since_ms && !body.trim_start().starts_with(BATON_COMMENT_MARK))
-                    .then_some(TicketComment { author: c.author, body, at_ms })
+                (at_ms >= since_ms && !body.trim_start().starts_with(BATON_COMMENT_MARK)).then_some(TicketComment {
+                    author: c.author,
+                    body,
+                    at_ms,
+                })
             })
             .collect())
     }
@@ -381,10 +387,12 @@ impl ForgePoller {
             // `polled`: a ticket found carrying its start label (not the act of adding it).
             events.push(self.event(&issue, "polled", Some(&self.labels.start_label), &issue.author));
         }
-        let decisions = [&self.labels.approve_label, &self.labels.deploy_label, &self.labels.stop_label, &self.labels.answer_label];
+        let decisions =
+            [&self.labels.approve_label, &self.labels.deploy_label, &self.labels.stop_label, &self.labels.answer_label];
         for label in decisions.into_iter().filter(|l| !l.is_empty()) {
             // A decision label matters only on the ticket of a live task.
-            for issue in self.api.list_issues_with_label(label).await?.into_iter().filter(|i| live.contains(&i.number)) {
+            for issue in self.api.list_issues_with_label(label).await?.into_iter().filter(|i| live.contains(&i.number))
+            {
                 let sender = if self.approvers_limited {
                     let added = self.api.list_label_events(issue.number).await?;
                     added.into_iter().rev().find(|e| e.label == *label).map(|e| e.actor).unwrap_or_default()

@@ -40,7 +40,9 @@ fn config(base: &str, auth: Auth) -> ClientConfig {
 async fn forge(flavor: Flavor) -> (FakeForge, Arc<dyn ForgeApi>) {
     let (fake, base) = fakes::forge::start(flavor, TOKEN).await;
     let api: Arc<dyn ForgeApi> = match flavor {
-        Flavor::GitHub => Arc::new(GitHub::new(config(&base, Auth::Bearer(Secret::new(TOKEN))), "acme", "app").unwrap()),
+        Flavor::GitHub => {
+            Arc::new(GitHub::new(config(&base, Auth::Bearer(Secret::new(TOKEN))), "acme", "app").unwrap())
+        }
         Flavor::Gitea => {
             Arc::new(Gitea::new(config(&base, Auth::GiteaToken(Secret::new(TOKEN))), "acme", "app").unwrap())
         }
@@ -50,7 +52,9 @@ async fn forge(flavor: Flavor) -> (FakeForge, Arc<dyn ForgeApi>) {
     for (i, status) in TicketStatus::ALL.iter().enumerate() {
         f.labels.insert(format!("baton:{}", status.slug()), 100 + i as u64);
     }
-    for (i, name) in ["baton", "bug", "baton:approved", "baton:deploy", "baton:stop", "baton:answered"].iter().enumerate() {
+    for (i, name) in
+        ["baton", "bug", "baton:approved", "baton:deploy", "baton:stop", "baton:answered"].iter().enumerate()
+    {
         f.labels.insert(name.to_string(), 200 + i as u64);
     }
     drop(f);
@@ -108,7 +112,10 @@ async fn one_status_label(flavor: Flavor) {
     assert_eq!(writes(&fake), 2, "an update that is already true writes nothing");
     // A ticket of another repository is not this tracker's.
     tracker
-        .task_changed(&TrackerUpdate { external_ref: Some("github:other/repo#1".into()), ..update(kind, n, TicketStatus::Done) })
+        .task_changed(&TrackerUpdate {
+            external_ref: Some("github:other/repo#1".into()),
+            ..update(kind, n, TicketStatus::Done)
+        })
         .await
         .unwrap();
     assert_eq!(fake.lock().unwrap().rec.count("GET /issues/{n}"), 2);
@@ -264,7 +271,14 @@ async fn poller_reads_every_page(flavor: Flavor, count: usize) {
     assert!(found.contains(&("labeled".into(), live, Some("baton:approved".into()), "alice".into())), "{found:?}");
     assert!(!found.iter().any(|e| e.0 == "labeled" && e.1 == other), "{found:?}");
     assert!(found.iter().any(|e| e.0 == "closed" && e.1 == closed), "{found:?}");
-    assert_eq!(fake.lock().unwrap().rec.count(if kind == "github" { "GET /issues/{n}/events" } else { "GET /issues/{n}/timeline" }), 1);
+    assert_eq!(
+        fake.lock().unwrap().rec.count(if kind == "github" {
+            "GET /issues/{n}/events"
+        } else {
+            "GET /issues/{n}/timeline"
+        }),
+        1
+    );
     // Not due again before the interval.
     assert!(poller.poll(30_000, &refs).await.unwrap().is_none());
     assert!(poller.poll(61_000, &refs).await.unwrap().is_some());

@@ -31,7 +31,9 @@ pub fn build(trackers: &[TrackerConfig]) -> anyhow::Result<(TrackerSet, Vec<Arc<
         }
         let (owner, name) = rule.forge_repo.split_once('/').unwrap_or((&rule.forge_repo, ""));
         let api: Arc<dyn ForgeApi> = match rule.source {
-            IntakeSource::Gitea => Arc::new(Gitea::with_token(&tracker.api_url, token, owner, name).with_context(context)?),
+            IntakeSource::Gitea => {
+                Arc::new(Gitea::with_token(&tracker.api_url, token, owner, name).with_context(context)?)
+            }
             _ => Arc::new(GitHub::with_token(&tracker.api_url, token, owner, name).with_context(context)?),
         };
         let labels = LabelSettings {
@@ -47,7 +49,13 @@ pub fn build(trackers: &[TrackerConfig]) -> anyhow::Result<(TrackerSet, Vec<Arc<
         set = set.with(mirror.ref_prefix(), Arc::new(mirror));
         if tracker.poll_secs > 0 {
             let approvers_limited = !rule.approvers.is_empty();
-            pollers.push(Arc::new(ForgePoller::new(api, &rule.forge_repo, labels, approvers_limited, tracker.poll_secs)));
+            pollers.push(Arc::new(ForgePoller::new(
+                api,
+                &rule.forge_repo,
+                labels,
+                approvers_limited,
+                tracker.poll_secs,
+            )));
         }
     }
     Ok((set, pollers))

@@ -603,7 +603,9 @@ fn route(st: &mut ForgeState, r: &Req) -> Response {
         }
         ("GET /issues/{n}/events", [_, n, _]) => {
             let Some(issue) = st.issues.iter().find(|i| i.number == num(n)) else { return not_found() };
-            let mut items = vec![json!({"id": 1, "event": "subscribed", "actor": {"login": "alice"}, "created_at": "2025-01-01T00:00:00Z"})];
+            let mut items = vec![
+                json!({"id": 1, "event": "subscribed", "actor": {"login": "alice"}, "created_at": "2025-01-01T00:00:00Z"}),
+            ];
             items.extend(issue.label_log.iter().enumerate().map(|(k, (actor, label, at))| {
                 json!({"id": k + 2, "event": "labeled", "actor": {"login": actor}, "label": {"name": label, "color": "ededed"}, "created_at": at})
             }));
@@ -611,7 +613,9 @@ fn route(st: &mut ForgeState, r: &Req) -> Response {
         }
         ("GET /issues/{n}/timeline", [_, n, _]) => {
             let Some(issue) = st.issues.iter().find(|i| i.number == num(n)) else { return not_found() };
-            let mut items = vec![json!({"id": 1, "type": "comment", "body": "hello", "user": {"login": "alice"}, "created_at": "2025-01-01T00:00:00Z"})];
+            let mut items = vec![
+                json!({"id": 1, "type": "comment", "body": "hello", "user": {"login": "alice"}, "created_at": "2025-01-01T00:00:00Z"}),
+            ];
             items.extend(issue.label_log.iter().enumerate().map(|(k, (actor, label, at))| {
                 json!({"id": k + 2, "type": "label", "body": "1", "user": {"login": actor}, "label": {"id": 1, "name": label}, "created_at": at})
             }));

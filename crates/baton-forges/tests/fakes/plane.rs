@@ -223,7 +223,12 @@ fn route(st: &mut PlaneFake, r: &Req) -> Response {
                 return (StatusCode::NOT_FOUND, axum::Json(json!({"error": "not found"}))).into_response();
             };
             st.items[i].3.push(v["comment_html"].as_str().unwrap_or("").into());
-            let entry = (id.to_string(), "Baton".to_string(), v["comment_html"].as_str().unwrap_or("").to_string(), st.now.clone());
+            let entry = (
+                id.to_string(),
+                "Baton".to_string(),
+                v["comment_html"].as_str().unwrap_or("").to_string(),
+                st.now.clone(),
+            );
             st.comment_log.push(entry);
             (StatusCode::CREATED, axum::Json(json!({"id": "c1", "comment_html": v["comment_html"]}))).into_response()
         }

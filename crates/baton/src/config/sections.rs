@@ -385,7 +385,8 @@ impl Loader<'_> {
                 (Some(url), _) => url.trim_end_matches('/').to_string(),
                 (None, IntakeSource::Github) => "https://api.github.com".to_string(),
                 (None, _) => {
-                    let example = if plane { "https://plane.example.com/api/v1" } else { "https://gitea.example.com/api/v1" };
+                    let example =
+                        if plane { "https://plane.example.com/api/v1" } else { "https://gitea.example.com/api/v1" };
                     self.issue(
                         format!("{base}.api_url"),
                         format!("a {} tracker needs the API's URL", entry.kind),
@@ -457,7 +458,11 @@ impl Loader<'_> {
                 self.issue(
                     format!("{base}.{key}"),
                     format!("the {} is empty", if plane { "start state" } else { "start label" }),
-                    if plane { "name the state that starts a ticket, e.g. \"To Analyse\"" } else { "name the label that starts a ticket, e.g. \"baton\"" },
+                    if plane {
+                        "name the state that starts a ticket, e.g. \"To Analyse\""
+                    } else {
+                        "name the label that starts a ticket, e.g. \"baton\""
+                    },
                 );
             }
             let prefix = entry.status_label_prefix.clone().unwrap_or_else(|| "baton:".to_string());
@@ -477,8 +482,10 @@ impl Loader<'_> {
                 approvers: entry.approvers.clone(),
             };
             if !plane {
-                let status_labels: Vec<String> =
-                    baton_adapters::tracker::TicketStatus::ALL.iter().map(|s| format!("{prefix}{}", s.slug())).collect();
+                let status_labels: Vec<String> = baton_adapters::tracker::TicketStatus::ALL
+                    .iter()
+                    .map(|s| format!("{prefix}{}", s.slug()))
+                    .collect();
                 for (key, value) in [
                     ("start_label", &rule.start_label),
                     ("approve_label", &rule.approve_label),
@@ -514,19 +521,31 @@ impl Loader<'_> {
     /// A tracker API's URL: https, or http on loopback only (the token travels with every call).
     fn check_api_url(&mut self, key: &str, url: &str) {
         let Some((scheme, rest)) = url.split_once("://") else {
-            self.issue(key, format!("`{url}` is not a URL"), "give the API's full URL, e.g. \"https://api.github.com\"");
+            self.issue(
+                key,
+                format!("`{url}` is not a URL"),
+                "give the API's full URL, e.g. \"https://api.github.com\"",
+            );
             return;
         };
         let authority = rest.split('/').next().unwrap_or_default();
         let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
         if url.chars().any(|c| c.is_control() || c.is_whitespace()) || authority.contains('@') || host.is_empty() {
-            self.issue(key, format!("`{url}` is not a plain URL with a host"), "give the API's URL without credentials, e.g. \"https://api.github.com\"");
+            self.issue(
+                key,
+                format!("`{url}` is not a plain URL with a host"),
+                "give the API's URL without credentials, e.g. \"https://api.github.com\"",
+            );
             return;
         }
         match scheme {
             "https" => {}
             "http" if matches!(host, "127.0.0.1" | "localhost" | "[::1]") => {}
-            "http" => self.issue(key, "plain http sends the token unencrypted", "use https://… (http is allowed on loopback only)"),
+            "http" => self.issue(
+                key,
+                "plain http sends the token unencrypted",
+                "use https://… (http is allowed on loopback only)",
+            ),
             other => self.issue(key, format!("the URL scheme `{other}` is not supported"), "use https://…"),
         }
     }

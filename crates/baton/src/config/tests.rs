@@ -625,11 +625,17 @@ fn tracker_keys_for_each_kind_and_their_errors() {
          token_env = \"GITEA_TOKEN\"\nanswer_label = \"answered\"\nstatus_label_prefix = \"bot/\"\nclose_on_done = false\n"
     );
     std::fs::write(&path, plane).unwrap();
-    let config = loaded(load_file(&path, &[("PLANE_KEY", "plane_api_key_0123456789"), ("GITEA_TOKEN", "gitea_token_0123456789")]));
+    let config = loaded(load_file(
+        &path,
+        &[("PLANE_KEY", "plane_api_key_0123456789"), ("GITEA_TOKEN", "gitea_token_0123456789")],
+    ));
     let plane = &config.trackers[0];
     assert_eq!(plane.rule.source, baton_engine::intake::IntakeSource::Plane);
     assert_eq!((plane.rule.forge_repo.as_str(), plane.rule.start_label.as_str()), ("p-123", "To Analyse"));
-    assert_eq!((plane.workspace.as_deref(), plane.api_url.as_str()), (Some("acme"), "https://plane.example.com/api/v1"));
+    assert_eq!(
+        (plane.workspace.as_deref(), plane.api_url.as_str()),
+        (Some("acme"), "https://plane.example.com/api/v1")
+    );
     assert_eq!((plane.poll_secs, plane.rule.approvers.clone()), (0, vec!["Alice".to_string()]));
     let gitea = &config.trackers[1];
     assert_eq!(
