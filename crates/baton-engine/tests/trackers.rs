@@ -299,6 +299,12 @@ async fn plane_decisions_by_state() {
     let (item, task) = &tasks[2];
     h.deliver("plane", "issue", work_item(&fake, item, "STOP", true, "Alice")).await;
     assert_eq!(h.task(*task).await.state.stage, "cancelled");
+    assert_eq!(fake.lock().unwrap().state_of(item), "STOP");
+    // Moved to the start state again: a fresh task (the cancelled one is a tombstone).
+    h.deliver("plane", "issue", work_item(&fake, item, "To Analyse", true, "Alice")).await;
+    let fresh = h.engine.store().live_task_by_external_ref(&format!("plane:p1/{item}")).await.unwrap().unwrap();
+    assert_ne!(fresh.id, *task);
+    assert_eq!(h.tasks().await.len(), 5);
 
     // Rejected stops, and the rejection is on the timeline.
     let (item, task) = &tasks[3];
