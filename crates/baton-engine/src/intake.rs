@@ -210,6 +210,16 @@ impl IntakeSink {
                 issue.author
             )));
         }
+        // Done is final: a ticket whose task shipped never starts again, whatever label event
+        // arrives for it (Gitea's `label_updated` after Baton's own `done` label, a late replay).
+        if let Some(done) = engine.store().task_by_external_ref(&reference).await?
+            && done.state.stage == baton_domain::pipeline::DONE
+        {
+            return Ok(IntakeOutcome::NotForUs(format!(
+                "{reference}: its task {} is done, and Done is final; open a new ticket for new work",
+                done.work_item_id
+            )));
+        }
         let limits = &engine.settings().limits;
         let request = NewTaskRequest {
             repo: rule.repo.clone(),

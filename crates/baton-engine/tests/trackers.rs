@@ -83,6 +83,7 @@ fn settings(dir: &Path) -> EngineSettings {
             url: None,
             push: None,
             delete_remote_branch: baton_engine::DeleteRemoteBranch::default(),
+            forge: Default::default(),
             credentials_env: None,
             test: None,
             deploy: None,

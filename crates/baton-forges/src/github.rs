@@ -2,7 +2,8 @@
 
 use crate::error::ApiError;
 use crate::forge::{
-    CiState, Comment, ForgeApi, Issue, LabelEvent, MergeStyle, NewPullRequest, PullRequest, RepoInfo, fold_ci, parse_comment, parse_issue, parse_pr, parse_repo, s,
+    CiState, Comment, ForgeApi, Issue, LabelEvent, MergeStyle, NewPullRequest, PullRequest, RepoInfo, fold_ci,
+    parse_comment, parse_issue, parse_pr, parse_repo, s,
 };
 use crate::http::{Auth, ClientConfig, HttpClient, Secret, branch_path, seg};
 use async_trait::async_trait;

@@ -167,16 +167,84 @@ fn forge_kind(repo: &RepoSettings) -> &'static str {
     }
 }
 
-/// Each tracker: its webhook secret (the API checks of its forge repository run above when the
-/// repository is hosted on the same forge).
+/// Each tracker: one API call (GitHub/Gitea: the repository; Plane: the project's states, with
+/// the SPEC §8 states Baton uses), and its webhook secret.
 async fn check_trackers(config: &Config) -> Vec<OnlineCheck> {
+    use baton_engine::intake::IntakeSource;
+    use baton_forges::{ForgeApi, GitHub, Gitea, Plane, Secret};
     let mut checks = Vec::new();
-    for (i, rule) in config.trackers.iter().enumerate() {
+    for (i, tracker) in config.trackers.iter().enumerate() {
+        let rule = &tracker.rule;
         let source = rule.source.as_str();
         let subject = format!("trackers[{i}] ({source} {})", rule.forge_repo);
+        let token = Secret::new(tracker.token.clone());
+        let var = &tracker.token_env;
+        let check = if rule.source == IntakeSource::Plane {
+            let workspace = tracker.workspace.as_deref().unwrap_or_default();
+            match Plane::with_key(&tracker.api_url, token, workspace, &rule.forge_repo) {
+                Ok(plane) => match plane.list_states().await {
+                    Ok(states) => {
+                        let wanted = [rule.start_label.as_str(), "In Progress", "Needs Input", "In Review", "Approved"]
+                            .into_iter()
+                            .chain(["Awaiting Deploy", "Deploying", "Done"]);
+                        let missing: Vec<&str> = wanted.filter(|name| states.id_for(name).is_none()).collect();
+                        let stop = states.id_for("STOP").is_some() || states.id_for("Cancelled").is_some();
+                        if missing.is_empty() && stop {
+                            OnlineCheck::ok(
+                                &subject,
+                                format!("project `{}` found with every state Baton uses", rule.forge_repo),
+                            )
+                        } else {
+                            let mut missing = missing.join("`, `");
+                            if !stop {
+                                missing.push_str(if missing.is_empty() { "STOP" } else { "`, `STOP" });
+                            }
+                            OnlineCheck::problem(
+                                &subject,
+                                format!("the project has no state `{missing}`"),
+                                "add the states in Plane's project settings (docs/plane.md lists them)",
+                            )
+                        }
+                    }
+                    Err(error) => api_problem(&subject, var, &error, "plane", "check `workspace` and `project`"),
+                },
+                Err(error) => OnlineCheck::problem(&subject, error.to_string(), "check `api_url`"),
+            }
+        } else {
+            let (owner, name) = rule.forge_repo.split_once('/').unwrap_or((&rule.forge_repo, ""));
+            let api: Result<Arc<dyn ForgeApi>, _> = match rule.source {
+                IntakeSource::Gitea => {
+                    Gitea::with_token(&tracker.api_url, token, owner, name).map(|a| Arc::new(a) as _)
+                }
+                _ => GitHub::with_token(&tracker.api_url, token, owner, name).map(|a| Arc::new(a) as _),
+            };
+            match api {
+                Ok(api) => match api.repository().await {
+                    Ok(info) => OnlineCheck::ok(&subject, format!("issues of `{}` readable", info.full_name)),
+                    Err(error) => api_problem(&subject, var, &error, source, "check `forge_repo`"),
+                },
+                Err(error) => OnlineCheck::problem(&subject, error.to_string(), "check `api_url`"),
+            }
+        };
+        checks.push(check);
         checks.push(webhook_secret(config, source, &subject));
     }
     checks
+}
+
+/// A failed API call as a check: a refused token, a missing repository or project, or another error.
+fn api_problem(subject: &str, var: &str, error: &baton_forges::ApiError, docs: &str, missing: &str) -> OnlineCheck {
+    match error {
+        baton_forges::ApiError::Unauthorized { .. } => OnlineCheck::problem(
+            subject,
+            format!("the service refused the token in ${var} (401/403)"),
+            format!("create a new token with the scopes in docs/{docs}.md and put it in ${var}"),
+        ),
+        baton_forges::ApiError::NotFound { .. } => {
+            OnlineCheck::problem(subject, "not found, or the token cannot see it", missing.to_string())
+        }
+        other => OnlineCheck::problem(subject, other.to_string(), "check `api_url` and that the service is reachable"),
+    }
 }
 
 /// Whether a webhook source has its secret; when not, a warning (polling only).

@@ -518,13 +518,14 @@ impl Loader<'_> {
         ok.then_some(trackers)
     }
 
-    /// A tracker API's URL: https, or http on loopback only (the token travels with every call).
+    /// An API base URL (a forge, a tracker): https, or http on loopback only (the token travels
+    /// with every call); a host, no credentials.
     fn check_api_url(&mut self, key: &str, url: &str) {
         let Some((scheme, rest)) = url.split_once("://") else {
             self.issue(
                 key,
                 format!("`{url}` is not a URL"),
-                "give the API's full URL, e.g. \"https://api.github.com\"",
+                "give the API's full URL, e.g. \"https://api.github.com\" or \"https://git.example.com/api/v1\"",
             );
             return;
         };
@@ -829,38 +830,6 @@ impl Loader<'_> {
             },
         }
         (self.issues.len() == before).then_some(forge)
-    }
-
-    /// An API base URL: https (http only on loopback), a host, no credentials.
-    fn check_api_url(&mut self, key: &str, url: &str) {
-        let Some((scheme, rest)) = url.split_once("://") else {
-            self.issue(
-                key,
-                format!("`{url}` is not a URL"),
-                "give the full URL, e.g. \"https://git.example.com/api/v1\"",
-            );
-            return;
-        };
-        let authority = rest.split('/').next().unwrap_or_default();
-        if authority.contains('@') {
-            self.issue(key, "the URL holds credentials", "remove them; the token comes from `forge_token_env`");
-            return;
-        }
-        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-        match scheme {
-            "https" if !host.is_empty() => {}
-            "http" if matches!(host, "127.0.0.1" | "localhost" | "[::1]") => {}
-            "http" => self.issue(
-                key,
-                "plain http sends the token unencrypted",
-                "use https://… (http is allowed on loopback only)",
-            ),
-            _ => self.issue(
-                key,
-                format!("`{url}` is not an https URL with a host"),
-                "give e.g. \"https://git.example.com/api/v1\"",
-            ),
-        }
     }
 
     /// Checks one repository's meaning; resolves its path. Returns whether it is sound.

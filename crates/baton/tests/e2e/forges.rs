@@ -8,10 +8,10 @@
 #[path = "../../../baton-forges/tests/fakes/mod.rs"]
 mod fakes;
 
+use crate::remote::git_http::GitHttp;
 use crate::support::{ConfigExtra, Env, git, stage};
 use fakes::forge::{FakeForge, Flavor};
 use fakes::plane::FakePlane;
-use crate::remote::git_http::GitHttp;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -52,14 +52,27 @@ fn forge_world(flavor: Flavor, script: &str) -> World {
     let sections = format!(
         "[webhooks]\n{kind}_secret = \"${{BATON_E2E_WEBHOOK_SECRET}}\"\n\n\
          [[trackers]]\nkind = \"{kind}\"\nrepo = \"demo\"\nforge_repo = \"{FORGE_REPO}\"\napi_url = \"{api}\"\n\
-         token_env = \"BATON_E2E_API_TOKEN\"\npoll_secs = 1\n"
+         token_env = \"BATON_E2E_API_TOKEN\"\npoll_secs = 1\napprovers = [\"alice\"]\n"
     );
     let repo = format!(
         "forge = \"{kind}\"\nforge_repo = \"{FORGE_REPO}\"\nforge_api_url = \"{api}\"\n\
          forge_token_env = \"BATON_E2E_API_TOKEN\"\n"
     );
     let (env, server, bare) = remote(script, &repo, &sections);
-    fake.lock().unwrap().git = Some(bare.clone());
+    {
+        let mut st = fake.lock().unwrap();
+        st.git = Some(bare.clone());
+        // Gitea adds labels by id: the repository has them (docs/gitea.md lists them).
+        let statuses =
+            ["in-progress", "needs-input", "in-review", "awaiting-deploy", "deploying", "done", "stopped", "blocked"];
+        let names = ["baton", "baton:approved", "baton:deploy", "baton:stop", "baton:answered"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(statuses.iter().map(|s| format!("baton:{s}")));
+        for (i, name) in names.enumerate() {
+            st.labels.insert(name, 100 + i as u64);
+        }
+    }
     World { env, _git: server, bare, forge: Some(fake), plane: None, _rt: rt, addr: None, deliveries: 0 }
 }
 
@@ -176,6 +189,20 @@ impl World {
         self.env.tasks()
     }
 
+    /// Waits for `done`; on a timeout the failure shows the end of the serve log.
+    fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done() {
+            if Instant::now() >= deadline {
+                let log = std::fs::read_to_string(self.env.root.join("serve-0.log")).unwrap_or_default();
+                let tail: String =
+                    log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                panic!("timed out waiting for {what}; serve log tail:\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn task_for(&self, reference: &str) -> Option<Value> {
         self.tasks().into_iter().find(|t| t["external_ref"].as_str() == Some(reference))
     }
@@ -196,7 +223,16 @@ impl World {
     /// Green (or red, with a failing check run and its log) CI for every PR head without a verdict.
     fn report_ci(&self, red: Option<&str>) -> Vec<String> {
         let mut st = self.forge();
-        let heads: Vec<String> = st.prs.iter().filter_map(|p| st.branch_head(&p.head)).collect();
+        // Only heads the CI gate can wait on: the merge gate's squash, one commit on today's main.
+        let main = st.branch_head("main").unwrap_or_default();
+        let heads: Vec<String> = st
+            .prs
+            .iter()
+            .filter_map(|p| st.branch_head(&p.head))
+            .filter(|head| {
+                fakes::forge::git_in(&self.bare, &["rev-parse", &format!("{head}^")]).as_deref() == Some(main.as_str())
+            })
+            .collect();
         let mut reported = Vec::new();
         for sha in heads {
             if st.statuses.contains_key(&sha) {
@@ -228,6 +264,7 @@ impl World {
         let issue = st.issues.iter_mut().find(|i| i.number == number).unwrap();
         if !issue.labels.iter().any(|l| l == label) {
             issue.labels.push(label.into());
+            issue.label_log.push(("alice".into(), label.into(), "2026-01-01T00:00:01Z".into()));
         }
     }
 
@@ -295,6 +332,293 @@ fn retested_head(detail: &Value) -> Option<String> {
         .filter(|v| v["gate"] == "mergeable" && v["verdict"] == "pass")
         .filter_map(|v| v["evidence"].as_str().map(str::to_string))
         .next_back()
+}
+
+/// A ticket labelled on the forge runs the whole pipeline: the human gates are passed by labels
+/// (webhooks), a PR is opened once, CI goes green, main gets exactly the re-tested head, the
+/// ticket ends Done (labelled and closed) and the branch is deleted. A replayed delivery changes
+/// nothing and a forged one is refused.
+fn whole_pipeline_by_labels(flavor: Flavor) {
+    let source = if flavor == Flavor::GitHub { "github" } else { "gitea" };
+    let mut w = forge_world(flavor, "");
+    let number = w.forge().issue("Add a value function", &["baton"]);
+    let reference = format!("{source}:{FORGE_REPO}#{number}");
+    let seed = remote_branch(&w.bare, "main").unwrap();
+    let _baton = w.serve();
+
+    // A forged delivery is refused and stores nothing; the real one is accepted once.
+    // GitHub says which label was added; Gitea's `issues` event is the opening with its labels,
+    // and its label changes (`issue_label`, `label_updated`) carry only the label set.
+    let opened = match flavor {
+        Flavor::GitHub => w.issue_event(number, "labeled", Some("baton"), "alice"),
+        Flavor::Gitea => w.issue_event(number, "opened", None, "alice"),
+    };
+    let (label_event, label_action) =
+        if flavor == Flavor::GitHub { ("issues", "labeled") } else { ("issue_label", "label_updated") };
+    let (code, _) = w.deliver_as(source, "issues", &opened, "forged-1", "not-the-secret-at-all");
+    assert_eq!(code, 401);
+    let (code, _) = w.deliver_as(source, "issues", &opened, "delivery-1", SECRET);
+    assert_eq!(code, 202);
+    let (code, body) = w.deliver_as(source, "issues", &opened, "delivery-1", SECRET);
+    assert_eq!((code, body.contains("duplicate")), (202, true), "{body}");
+
+    let task = w.wait_task(&reference, "the ticket's task", Duration::from_secs(30), |_| true);
+    let id = task["work_item_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let (mut approved, mut confirmed) = (false, false);
+    loop {
+        let task = w.task_for(&reference).unwrap();
+        if stage(&task) == "done" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "timed out: {task:#}");
+        match hold(&task) {
+            Some("awaiting_approval") if !approved => {
+                w.add_label(number, "baton:approved");
+                let event = w.issue_event(number, label_action, Some("baton:approved"), "alice");
+                assert_eq!(w.deliver(source, label_event, &event).0, 202);
+                approved = true;
+            }
+            Some("awaiting_confirm") if !confirmed => {
+                w.add_label(number, "baton:deploy");
+                let event = w.issue_event(number, label_action, Some("baton:deploy"), "alice");
+                assert_eq!(w.deliver(source, label_event, &event).0, 202);
+                confirmed = true;
+            }
+            _ => {}
+        }
+        w.report_ci(None);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let detail = w.env.json(&["task", "show", &id]);
+    let head = retested_head(&detail).expect("a merge-gate pass");
+    assert_eq!(remote_branch(&w.bare, "main").as_deref(), Some(head.as_str()), "main holds the re-tested head");
+    assert_eq!(git(&w.bare, &["rev-parse", &format!("{head}^")]), seed);
+    let branch = detail["task"]["branch"].as_str().unwrap().to_string();
+    {
+        let st = w.forge();
+        assert_eq!(st.prs.len(), 1, "one PR per task: {:#?}", st.prs);
+        assert_eq!(st.prs[0].head, branch);
+        assert!(st.prs[0].title.contains(&id), "{:?}", st.prs[0].title);
+        assert!(st.statuses.contains_key(&head), "CI was read for the re-tested head");
+    }
+    let timeline = detail.to_string();
+    assert!(timeline.contains(&format!("tracker:{source}:alice")), "decisions by the labeller");
+    w.wait_for("the ticket to be closed as Done", Duration::from_secs(30), || {
+        let st = w.forge();
+        let issue = st.issues.iter().find(|i| i.number == number).unwrap();
+        issue.state == "closed" && issue.labels.iter().any(|l| l == "baton:done")
+    });
+    wait_for("the task branch to be deleted", Duration::from_secs(30), || remote_branch(&w.bare, &branch).is_none());
+    // The replayed delivery made no second task.
+    assert_eq!(w.tasks().len(), 1);
+    w.assert_no_violations();
+    let calls = w.report_calls(&format!("{source} whole pipeline"));
+    assert!(calls > 0);
+}
+
+#[test]
+fn github_ticket_runs_the_whole_pipeline_by_labels() {
+    whole_pipeline_by_labels(Flavor::GitHub);
+}
+
+#[test]
+fn gitea_ticket_runs_the_whole_pipeline_by_labels() {
+    whole_pipeline_by_labels(Flavor::Gitea);
+}
+
+// No webhook ever arrives (every delivery was lost): polling alone starts the ticket, sees the
+// approval and the deploy confirmation, and the ticket reaches Done.
+#[test]
+fn lost_webhooks_are_recovered_by_polling() {
+    let mut w = forge_world(Flavor::GitHub, "");
+    let number = w.forge().issue("Polled ticket", &["baton"]);
+    let reference = format!("github:{FORGE_REPO}#{number}");
+    let _baton = w.serve();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        if let Some(task) = w.task_for(&reference) {
+            if stage(&task) == "done" {
+                break;
+            }
+            match hold(&task) {
+                Some("awaiting_approval") => w.add_label(number, "baton:approved"),
+                Some("awaiting_confirm") => w.add_label(number, "baton:deploy"),
+                _ => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out: {:#?}", w.tasks());
+        w.report_ci(None);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(w.tasks().len(), 1);
+    w.assert_no_violations();
+    w.report_calls("github polling only");
+}
+
+// A red CI check rolls the task back to development with the check's name and log in the
+// developer's next prompt; once CI is green the ticket reaches Done.
+#[test]
+fn red_ci_rolls_back_with_the_log_tail_in_the_next_prompt() {
+    let mut w = forge_world(Flavor::GitHub, "");
+    let number = w.forge().issue("CI will fail once", &["baton"]);
+    let reference = format!("github:{FORGE_REPO}#{number}");
+    let _baton = w.serve();
+    let marker = "AssertionError: expected 5, got 4 (CI-TAIL-3f9)";
+    let mut red_done = false;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(task) = w.task_for(&reference) {
+            if stage(&task) == "done" {
+                break;
+            }
+            match hold(&task) {
+                Some("awaiting_approval") => w.add_label(number, "baton:approved"),
+                Some("awaiting_confirm") => w.add_label(number, "baton:deploy"),
+                _ => {}
+            }
+            // The first head the CI gate waits on is red; every later one (after the rollback)
+            // is green. (Earlier heads of the PR, before the merge gate's squash, are not gated.)
+            if stage(&task) != "deploy_staging" {
+            } else if !red_done {
+                red_done = !w.report_ci(Some(marker)).is_empty();
+            } else {
+                w.report_ci(None);
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out: {:#?}", w.tasks());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let task = w.task_for(&reference).unwrap();
+    let id = task["work_item_id"].as_str().unwrap();
+    let runs = w.env.root.join("data/runs").join(id);
+    let prompts: Vec<String> = std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("development-"))
+        .flat_map(|e| prompts_of(&e.path()))
+        .collect();
+    let show = w.env.run(&["task", "show", id]);
+    assert!(
+        prompts.len() >= 2,
+        "development ran again after the red CI: {prompts:#?}\n{}",
+        String::from_utf8_lossy(&show.stdout)
+    );
+    assert!(
+        prompts.iter().any(|p| p.contains(marker) && p.contains("ci/test")),
+        "no development prompt carries the CI failure: {prompts:#?}"
+    );
+    w.assert_no_violations();
+}
+
+/// Every `prompt.md` under `dir`.
+fn prompts_of(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "prompt.md") {
+                found.push(std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    found
+}
+
+const SLOW_ARCHITECTURE: &str = r##"
+[[task]]
+match = "stoppable"
+[[task.step]]
+stage = "analysis"
+actions = [{ write = { path = "docs/baton/{work_item}/01-analysis.md", content = "# A\n\nAnalysis.\n" } }]
+[[task.step]]
+stage = "architecture"
+actions = [{ sleep_ms = 120000 }]
+"##;
+
+// Closing the issue is a STOP: the task is cancelled at once, its branch deleted on the remote,
+// the ticket labelled stopped; labelling it again starts a fresh task.
+#[test]
+fn stop_from_the_tracker_cancels_and_a_restart_is_fresh() {
+    let mut w = forge_world(Flavor::GitHub, SLOW_ARCHITECTURE);
+    let number = w.forge().issue("stoppable ticket", &["baton"]);
+    let reference = format!("github:{FORGE_REPO}#{number}");
+    let _baton = w.serve();
+    let opened = w.issue_event(number, "labeled", Some("baton"), "alice");
+    assert_eq!(w.deliver("github", "issues", &opened).0, 202);
+    let task =
+        w.wait_task(&reference, "the approval hold", Duration::from_secs(60), |t| hold(t) == Some("awaiting_approval"));
+    let id = task["work_item_id"].as_str().unwrap().to_string();
+    w.add_label(number, "baton:approved");
+    let approve = w.issue_event(number, "labeled", Some("baton:approved"), "alice");
+    assert_eq!(w.deliver("github", "issues", &approve).0, 202);
+    w.wait_task(&reference, "architecture", Duration::from_secs(60), |t| stage(t) == "architecture");
+    let branch = w.env.json(&["task", "show", &id])["task"]["branch"].as_str().unwrap().to_string();
+    w.forge().issues.iter_mut().find(|i| i.number == number).unwrap().state = "closed".into();
+    let closed = w.issue_event(number, "closed", None, "alice");
+    assert_eq!(w.deliver("github", "issues", &closed).0, 202);
+    wait_for("the task to be cancelled", Duration::from_secs(30), || {
+        stage(&w.env.json(&["task", "show", &id])["task"]) == "cancelled"
+    });
+    wait_for("the remote branch to be deleted", Duration::from_secs(30), || remote_branch(&w.bare, &branch).is_none());
+    wait_for("the ticket to be labelled stopped", Duration::from_secs(30), || {
+        w.forge().issues.iter().any(|i| i.number == number && i.labels.iter().any(|l| l == "baton:stopped"))
+    });
+    // Reopened and labelled again: a fresh task, the cancelled one stays a tombstone.
+    w.forge().issues.iter_mut().find(|i| i.number == number).unwrap().state = "open".into();
+    let again = w.issue_event(number, "labeled", Some("baton"), "alice");
+    assert_eq!(w.deliver("github", "issues", &again).0, 202);
+    // The cancelled task gave its reference up; the ticket's reference now names the fresh one.
+    wait_for("a fresh task", Duration::from_secs(30), || {
+        w.task_for(&reference).is_some_and(|t| t["work_item_id"].as_str() != Some(id.as_str()))
+    });
+    assert_eq!(w.tasks().len(), 2);
+    assert_eq!(stage(&w.env.json(&["task", "show", &id])["task"]), "cancelled");
+    w.assert_no_violations();
+}
+
+// A Plane work item moved to "To Analyse" runs the pipeline; the human gates are passed by state
+// changes (In Review → Approved, Awaiting Deploy → Deploying) and the item ends Done.
+#[test]
+fn plane_ticket_runs_the_whole_pipeline_by_states() {
+    let mut w = plane_world("");
+    let item = w.plane().add_item("Plane ticket", "To Analyse");
+    let _baton = w.serve();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let reference_part = item.clone();
+    loop {
+        let task =
+            w.tasks().into_iter().find(|t| t["external_ref"].as_str().is_some_and(|r| r.ends_with(&reference_part)));
+        if let Some(task) = task {
+            if stage(&task) == "done" {
+                break;
+            }
+            let state = match hold(&task) {
+                Some("awaiting_approval") => Some("Approved"),
+                Some("awaiting_confirm") => Some("Deploying"),
+                _ => None,
+            };
+            if let Some(state) = state {
+                let mut st = w.plane();
+                let sid = st.state_id(state);
+                if let Some(entry) = st.items.iter_mut().find(|i| i.0 == item) {
+                    entry.2 = sid;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out: {:#?}", w.tasks());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for("the work item to be Done", Duration::from_secs(30), || {
+        let st = w.plane();
+        let done = st.state_id("Done");
+        st.items.iter().any(|i| i.0 == item && i.2 == done)
+    });
+    w.assert_no_violations();
+    w.report_calls("plane whole pipeline (polling)");
 }
 
 // `config check --online` calls each service once: the git remote, the forge API (token, repository,

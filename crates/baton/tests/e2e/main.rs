@@ -9,7 +9,6 @@ mod bench;
 mod config_check;
 mod crash;
 mod demo;
-#[allow(dead_code, unused_imports)] // The pipeline tests over this harness come with the tracker wiring.
 mod forges;
 mod fuzz_corpus;
 mod lease;

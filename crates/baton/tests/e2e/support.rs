@@ -139,6 +139,8 @@ impl Env {
     pub fn command(&self) -> Command {
         let mut command = Command::new(baton_exe());
         command.arg("--config").arg(self.config()).env_remove("BATON_CONFIG").env("HOME", &self.root);
+        // The CLI runs in the server's environment (its tokens' variables are set there too).
+        command.envs(self.serve_env.iter().map(|(k, v)| (k, v)));
         command
     }
 
