@@ -20,12 +20,19 @@ pub struct Gitea {
     http: HttpClient,
     owner: String,
     repo: String,
+    /// Label ids by name, listed once and re-listed when a name is missing (a label created since).
+    labels: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 impl Gitea {
     /// `config.base_url` ends in `/api/v1`; `config.auth` should be `Auth::GiteaToken`.
     pub fn new(config: ClientConfig, owner: &str, repo: &str) -> Result<Self, ApiError> {
-        Ok(Gitea { http: HttpClient::new(config, HeaderMap::new())?, owner: owner.to_string(), repo: repo.to_string() })
+        Ok(Gitea {
+            http: HttpClient::new(config, HeaderMap::new())?,
+            owner: owner.to_string(),
+            repo: repo.to_string(),
+            labels: Default::default(),
+        })
     }
 
     pub fn with_token(base_url: &str, token: Secret, owner: &str, repo: &str) -> Result<Self, ApiError> {
@@ -38,11 +45,32 @@ impl Gitea {
 
     /// Label ids by name: label calls take ids on every Gitea/Forgejo version.
     async fn label_id(&self, call: &str, name: &str) -> Result<Option<u64>, ApiError> {
+        if let Some(id) = self.cached_label(name) {
+            return Ok(Some(id));
+        }
         let labels = self
             .http
             .get_all_linked(call, &self.path("/labels"), &[("limit", PAGE.to_string())], None, MAX_PAGES)
             .await?;
-        Ok(labels.iter().find(|l| crate::forge::s(l, "name") == name).and_then(|l| l.get("id")).and_then(Value::as_u64))
+        let listed: std::collections::HashMap<String, u64> = labels
+            .iter()
+            .filter_map(|l| Some((crate::forge::s(l, "name"), l.get("id").and_then(Value::as_u64)?)))
+            .collect();
+        let id = listed.get(name).copied();
+        if let Ok(mut cache) = self.labels.lock() {
+            *cache = listed;
+        }
+        Ok(id)
+    }
+
+    fn forget_labels(&self) {
+        if let Ok(mut cache) = self.labels.lock() {
+            cache.clear();
+        }
+    }
+
+    fn cached_label(&self, name: &str) -> Option<u64> {
+        self.labels.lock().ok().and_then(|cache| cache.get(name).copied())
     }
 }
 
@@ -163,21 +191,29 @@ impl ForgeApi for Gitea {
             .await?
             .ok_or_else(|| ApiError::invalid(call, format!("no label `{label}` in the repository")))?;
         let body = json!({"labels": [id]});
-        self.http.send(call, Method::POST, &self.path(&format!("/issues/{number}/labels")), &[], Some(&body)).await?;
+        let path = self.path(&format!("/issues/{number}/labels"));
+        if let Err(error) = self.http.send(call, Method::POST, &path, &[], Some(&body)).await {
+            // The cached id may be stale (the label was deleted and made again): list afresh next time.
+            self.forget_labels();
+            return Err(error);
+        }
         Ok(())
     }
 
     async fn remove_label(&self, number: u64, label: &str) -> Result<(), ApiError> {
         let call = "gitea.remove_label";
-        let Some(id) = self.label_id(call, label).await? else { return Ok(()) };
-        match self
-            .http
-            .send(call, Method::DELETE, &self.path(&format!("/issues/{number}/labels/{id}")), &[], None)
-            .await
-        {
-            Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
+        for fresh in [false, true] {
+            let Some(id) = self.label_id(call, label).await? else { return Ok(()) };
+            let path = self.path(&format!("/issues/{number}/labels/{id}"));
+            match self.http.send(call, Method::DELETE, &path, &[], None).await {
+                Ok(_) => return Ok(()),
+                // Not on the issue — or a stale cached id: list the labels again once.
+                Err(ApiError::NotFound { .. }) if !fresh => self.forget_labels(),
+                Err(ApiError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
 
     async fn comment(&self, number: u64, body: &str) -> Result<(), ApiError> {

@@ -233,6 +233,35 @@ async fn gitea_issues_and_labels() {
     issues(Flavor::Gitea).await;
 }
 
+// Gitea takes label ids: they are listed once for many label writes, and listed again when a
+// label was deleted and made anew under another id (the stale id's write fails once).
+#[tokio::test]
+async fn gitea_label_ids_are_listed_once_and_relisted_when_stale() {
+    let (fake, api, _) = forge(Flavor::Gitea, TOKEN).await;
+    let number = {
+        let mut f = fake.lock().unwrap();
+        f.labels.insert("baton:in-progress".into(), 8);
+        f.labels.insert("baton:done".into(), 9);
+        f.issue("labels", &[])
+    };
+    for _ in 0..3 {
+        api.add_label(number, "baton:in-progress").await.unwrap();
+        api.remove_label(number, "baton:in-progress").await.unwrap();
+    }
+    api.add_label(number, "baton:done").await.unwrap();
+    assert_eq!(fake.lock().unwrap().rec.count("GET /labels"), 1, "one listing for seven label writes");
+    // `baton:done` deleted and made again as id 19: the stale id fails once, then the name is
+    // looked up afresh.
+    fake.lock().unwrap().labels.insert("baton:done".into(), 19);
+    fake.lock().unwrap().issues.iter_mut().find(|i| i.number == number).unwrap().labels.clear();
+    let first = api.add_label(number, "baton:done").await;
+    if first.is_err() {
+        api.add_label(number, "baton:done").await.unwrap();
+    }
+    assert_eq!(api.get_issue(number).await.unwrap().labels, vec!["baton:done".to_string()]);
+    assert!(fake.lock().unwrap().rec.count("GET /labels") <= 2);
+}
+
 #[tokio::test]
 async fn retries_5xx_for_idempotent_calls_only() {
     let (fake, api, clock) = forge(Flavor::GitHub, TOKEN).await;
