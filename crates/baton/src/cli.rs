@@ -1,7 +1,7 @@
 //! The command line: clap definitions and dispatch to the command modules.
 
 use anyhow::Context;
-use baton::config::{self, Config};
+use baton::config::{self, Config, LoadMode};
 use baton_engine::{Engine, Sandbox};
 use baton_store::SqliteStore;
 use clap::{Args, Parser, Subcommand};
@@ -208,9 +208,15 @@ pub fn baton_exe() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("baton"))
 }
 
-/// Loads the configuration, printing every issue on failure.
+/// Loads the configuration for `serve`-like commands (every secret needed), printing every issue
+/// on failure.
 pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, u8> {
-    match config::load(path, &process_env(), baton_exe()) {
+    load_config_for(path, LoadMode::Serve)
+}
+
+/// Loads the configuration for a command that needs only the secrets `mode` requires.
+pub fn load_config_for(path: Option<&std::path::Path>, mode: LoadMode) -> Result<Config, u8> {
+    match config::load_for(path, &process_env(), baton_exe(), mode) {
         Ok(config) => Ok(config),
         Err(issues) => {
             eprintln!("error: the configuration has {} problem(s):", issues.len());
@@ -313,8 +319,18 @@ fn make_private(path: &std::path::Path, mode: u32) {
     }
 }
 
+/// What a task command needs of the secrets: reading needs none; an input may carry out its
+/// effects at once (a tracker update, a branch deletion), so it needs the service tokens.
+fn task_mode(command: &TaskCommand) -> LoadMode {
+    match command {
+        TaskCommand::List { .. } | TaskCommand::Show { .. } => LoadMode::Read,
+        _ => LoadMode::Act,
+    }
+}
+
 /// Runs the parsed command; returns the exit code.
 pub async fn run(cli: Cli) -> u8 {
+    crate::output::quiet_broken_pipe();
     let json = cli.json;
     let config_path = cli.config.clone();
     let result = match cli.command {
@@ -341,24 +357,24 @@ pub async fn run(cli: Cli) -> u8 {
             }
             Err(code) => return code,
         },
-        Command::Task(command) => match load_config(config_path.as_deref()) {
+        Command::Task(command) => match load_config_for(config_path.as_deref(), task_mode(&command)) {
             Ok(config) => crate::task_cmd::run(&config, command, json).await,
             Err(code) => return code,
         },
-        Command::Token(command) => match load_config(config_path.as_deref()) {
+        Command::Token(command) => match load_config_for(config_path.as_deref(), LoadMode::Read) {
             Ok(config) => crate::token_cmd::run(&config, command, json).await,
             Err(code) => return code,
         },
-        Command::Status => match load_config(config_path.as_deref()) {
+        Command::Status => match load_config_for(config_path.as_deref(), LoadMode::Read) {
             Ok(config) => crate::task_cmd::status(&config, json).await,
             Err(code) => return code,
         },
         Command::Bench(args) => crate::bench::run(args, json).await,
-        Command::Budget(command) => match load_config(config_path.as_deref()) {
+        Command::Budget(command) => match load_config_for(config_path.as_deref(), LoadMode::Read) {
             Ok(config) => crate::task_cmd::budget(&config, command, json).await,
             Err(code) => return code,
         },
-        Command::Usage { by } => match load_config(config_path.as_deref()) {
+        Command::Usage { by } => match load_config_for(config_path.as_deref(), LoadMode::Read) {
             Ok(config) => crate::task_cmd::usage(&config, &by, json).await,
             Err(code) => return code,
         },

@@ -21,6 +21,7 @@ macro_rules! warn_line {
 use baton::config::Config;
 use baton_store::{AgentRunRecord, EventRecord, JobRecord, LeaseRecord, TaskRecord, UsageRow};
 use serde::Serialize;
+use std::path::PathBuf;
 
 /// Writes one line to stdout, terminal-safe; a closed pipe is not an error.
 pub fn write_line(text: &str) {
@@ -32,6 +33,31 @@ pub fn write_line(text: &str) {
 pub fn write_err_line(text: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "{}", safe(text));
+}
+
+/// Exit status of a command whose output pipe was closed (128 + SIGPIPE, as a shell reports it).
+pub const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Makes a closed output pipe (`baton … | head -1`) end the process quietly: `say!` already
+/// ignores it, and a `println!` elsewhere, which panics on a closed pipe, exits with
+/// [`EXIT_BROKEN_PIPE`] instead of printing a panic message. Any other panic is reported as before.
+pub fn quiet_broken_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message =
+            payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+        if message.is_some_and(is_broken_pipe_panic) {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        report(info);
+    }));
+}
+
+/// Whether a panic message is the standard library's for printing into a closed pipe.
+fn is_broken_pipe_panic(message: &str) -> bool {
+    (message.starts_with("failed printing to stdout") || message.starts_with("failed printing to stderr"))
+        && message.contains("Broken pipe")
 }
 
 /// Text with control characters (but newlines and tabs) and bidi characters escaped.
@@ -73,8 +99,40 @@ pub fn duration_ms(ms: i64) -> String {
     if secs < 60.0 { format!("{secs:.1}s") } else { format!("{}m{:02}s", (secs / 60.0) as u64, (secs % 60.0) as u64) }
 }
 
+/// A cost for people: `unpriced` when unknown, else [`money`].
 pub fn cost(cost_usd: Option<f64>) -> String {
-    cost_usd.map_or("unpriced".to_string(), |c| format!("${c:.4}"))
+    cost_usd.map_or("unpriced".to_string(), money)
+}
+
+/// Dollars for people: `$0` for zero, 4 decimals under $1 (`$0.0527`), 2 from $1 (`$12.30`); an
+/// amount too small for 4 decimals keeps 2 significant digits (`$0.000031`) rather than reading
+/// as zero. JSON output keeps the plain numbers.
+pub fn money(usd: f64) -> String {
+    if !usd.is_finite() {
+        return "unpriced".to_string();
+    }
+    let sign = if usd < 0.0 { "-" } else { "" };
+    let abs = usd.abs();
+    if abs == 0.0 {
+        return "$0".to_string();
+    }
+    if abs >= 1.0 {
+        return format!("{sign}${abs:.2}");
+    }
+    if abs >= 0.000_05 {
+        return format!("{sign}${abs:.4}");
+    }
+    // Two significant digits: the first non-zero decimal is at position -floor(log10(abs)).
+    let decimals = (-abs.log10().floor()) as usize + 1;
+    format!("{sign}${abs:.decimals$}")
+}
+
+/// `spent / cap` as a percentage for people (`-` without a cap).
+pub fn percent(spent: f64, cap: Option<f64>) -> String {
+    match cap {
+        Some(cap) if cap > 0.0 => format!("{:.0} %", 100.0 * spent / cap),
+        _ => "-".to_string(),
+    }
 }
 
 /// Prints rows as an aligned table with a header.
@@ -121,22 +179,104 @@ pub fn task_list(tasks: &[TaskRecord], json: bool) {
     table(&["TASK", "REPO", "STAGE", "ATTEMPT", "TITLE"], &rows);
 }
 
+/// Where a task's files are, for `task show`.
+#[derive(Debug, Serialize)]
+pub struct TaskFiles {
+    /// The task's worktree (it exists while the task is live).
+    pub worktree: Option<PathBuf>,
+    /// Each stage's artifact.
+    pub artifacts: Vec<ArtifactPath>,
+    /// The most recent failing agent run or gate command.
+    pub last_failure: Option<FailureDetail>,
+}
+
+/// One stage's artifact: relative to the worktree (as the agents see it) and absolute (in the
+/// worktree while the task is live, else in the repository's checkout).
+#[derive(Debug, Serialize)]
+pub struct ArtifactPath {
+    pub stage: String,
+    pub relative: String,
+    pub absolute: Option<PathBuf>,
+    pub exists: bool,
+}
+
+/// The failing part of a job: what failed, why, its run log and the log's tail.
+#[derive(Debug, Serialize)]
+pub struct FailureDetail {
+    pub job: i64,
+    pub stage: String,
+    /// `agent run 7 (claude)`, `gate tests_passed`, `the job`.
+    pub what: String,
+    pub reason: String,
+    pub log: Option<PathBuf>,
+    pub tail: Option<String>,
+}
+
 #[derive(Serialize)]
 struct TaskDetail<'a> {
     task: &'a TaskRecord,
     timeline: &'a [EventRecord],
     jobs: &'a [JobRecord],
     agent_runs: &'a [AgentRunRecord],
+    files: &'a TaskFiles,
 }
 
-pub fn task_detail(task: &TaskRecord, events: &[EventRecord], jobs: &[JobRecord], runs: &[AgentRunRecord], json: bool) {
+pub fn task_detail(
+    task: &TaskRecord,
+    events: &[EventRecord],
+    jobs: &[JobRecord],
+    runs: &[AgentRunRecord],
+    files: &TaskFiles,
+    json: bool,
+) {
     if json {
-        return print_json(&TaskDetail { task, timeline: events, jobs, agent_runs: runs });
+        return print_json(&TaskDetail { task, timeline: events, jobs, agent_runs: runs, files });
     }
     say!("{}  {}", task.work_item_id, task.title);
     say!("repo {} · branch {} · stage {}", task.repo, task.branch, task.state.display());
     if let Some(failure) = &task.state.failure {
         say!("last failure: {}", failure.lines().next().unwrap_or(""));
+    }
+    match &files.worktree {
+        Some(worktree) if worktree.is_dir() => say!("worktree: {}", worktree.display()),
+        Some(worktree) if task.state.is_terminal() => say!("worktree: {} (removed)", worktree.display()),
+        Some(worktree) => say!("worktree: {} (not created yet)", worktree.display()),
+        None => {}
+    }
+    if !files.artifacts.is_empty() {
+        say!("");
+        let rows: Vec<Vec<String>> = files
+            .artifacts
+            .iter()
+            .map(|a| {
+                let absolute = a.absolute.as_ref().map_or_else(String::new, |p| p.display().to_string());
+                let state = if a.exists { "" } else { " (not written yet)" };
+                vec![a.stage.clone(), a.relative.clone(), format!("{absolute}{state}")]
+            })
+            .collect();
+        table(&["ARTIFACT OF", "PATH IN WORKTREE", "ABSOLUTE PATH"], &rows);
+    }
+    if let Some(failure) = &files.last_failure {
+        say!("\nlast failing run: job {} · {} · {}", failure.job, failure.stage, failure.what);
+        say!("  reason: {}", failure.reason.lines().next().unwrap_or(""));
+        if let Some(log) = &failure.log {
+            say!("  log: {}", log.display());
+        }
+        match &failure.tail {
+            Some(tail) => {
+                say!("  log tail:");
+                for line in tail.lines() {
+                    say!("    {line}");
+                }
+            }
+            None if failure.reason.lines().count() > 1 => {
+                say!("  output:");
+                for line in failure.reason.lines().skip(1) {
+                    say!("    {line}");
+                }
+            }
+            None => {}
+        }
     }
     let start = events.first().map_or(0, |e| e.at_ms);
     say!("\ntimeline:");
@@ -171,27 +311,64 @@ pub fn task_detail(task: &TaskRecord, events: &[EventRecord], jobs: &[JobRecord]
     say!("\njobs: {}", jobs.len());
 }
 
+/// Whether a `baton serve` runs on this data directory: it holds an exclusive lock on
+/// `serve.lock` there for its whole life.
+#[derive(Debug, Serialize)]
+pub struct ServerState {
+    pub running: bool,
+    /// The lock file probed.
+    pub lock_file: PathBuf,
+    /// `server.listen` from the configuration (port 0: picked when the server starts).
+    pub listen: String,
+}
+
+impl ServerState {
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        if self.running {
+            let api = if self.listen.ends_with(":0") {
+                "its API port is picked at start (see its log)".to_string()
+            } else {
+                format!("API on http://{}", self.listen)
+            };
+            format!("server: running (`baton serve` holds {}; {api})", self.lock_file.display())
+        } else {
+            "server: not running — no job starts until you run `baton serve`".to_string()
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Status<'a> {
+    server: &'a ServerState,
     tasks_by_stage: std::collections::BTreeMap<String, usize>,
     queued_jobs: usize,
     running_jobs: &'a [JobRecord],
     leases: &'a [LeaseRecord],
 }
 
-pub fn status(tasks: &[TaskRecord], queued: &[JobRecord], running: &[JobRecord], leases: &[LeaseRecord], json: bool) {
+pub fn status(
+    server: &ServerState,
+    tasks: &[TaskRecord],
+    queued: &[JobRecord],
+    running: &[JobRecord],
+    leases: &[LeaseRecord],
+    json: bool,
+) {
     let mut by_stage = std::collections::BTreeMap::new();
     for task in tasks {
         *by_stage.entry(task.state.display()).or_insert(0) += 1;
     }
     if json {
         return print_json(&Status {
+            server,
             tasks_by_stage: by_stage,
             queued_jobs: queued.len(),
             running_jobs: running,
             leases,
         });
     }
+    say!("{}", server.describe());
     say!("tasks: {}", tasks.len());
     for (stage, count) in &by_stage {
         say!("  {stage:<28} {count}");
@@ -227,13 +404,13 @@ pub fn usage(by: &str, rows: &[UsageRow], json: bool) {
                 tokens(r.output_tokens),
                 tokens(r.cache_read_tokens),
                 tokens(r.cache_write_tokens),
-                format!("${:.4}", r.cost_usd),
+                money(r.cost_usd),
                 r.unpriced_runs.to_string(),
             ]
         })
         .collect();
     table(&[&by.to_uppercase(), "RUNS", "IN", "OUT", "CACHE READ", "CACHE WRITE", "COST", "UNPRICED"], &lines);
-    say!("total ${total:.4}");
+    say!("total {}", money(total));
 }
 
 pub fn config_ok(config: &Config, json: bool) {

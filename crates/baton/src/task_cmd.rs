@@ -56,6 +56,20 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
                         output::print_json(&task);
                     } else {
                         say!("{}", task.work_item_id);
+                        // On stderr: scripts read the id from stdout.
+                        if server_state(config).running {
+                            warn_line!(
+                                "{}: filed; the running `baton serve` starts its analysis on its next poll",
+                                task.work_item_id
+                            );
+                        } else {
+                            warn_line!(
+                                "{}: filed; no `baton serve` is running on {}, so it waits — start one with \
+                                 `baton serve` and the task begins with its analysis",
+                                task.work_item_id,
+                                config.engine.data_dir.display()
+                            );
+                        }
                     }
                     Ok(EXIT_OK)
                 }
@@ -94,7 +108,8 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
             let events = engine.store().events(Some(task.id), 0, 10_000).await?;
             let jobs = engine.store().jobs_for_task(task.id).await?;
             let runs = engine.store().agent_runs(task.id).await?;
-            output::task_detail(&task, &events, &jobs, &runs, json);
+            let files = task_files(config, &task, &jobs, &runs);
+            output::task_detail(&task, &events, &jobs, &runs, &files, json);
             return Ok(EXIT_OK);
         }
         TaskCommand::Approve(a) => (a.id, Input::Approve, a.key),
@@ -143,13 +158,227 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
     }
 }
 
+/// Spend under one budget scope, against its cap in force.
+#[derive(Debug, serde::Serialize)]
+struct ScopeSpend {
+    /// `all repos today`, `repo demo today`, `task DEMO-001`.
+    label: String,
+    /// As `baton budget set` names it: `global`, `repo:<name>`, `task:<id>`.
+    scope: String,
+    spent_usd: f64,
+    /// The override when set, else `[budgets]`; `None`: no cap.
+    cap_usd: Option<f64>,
+}
+
+/// Spend against every cap `budget show` reports: global and each repository for the current UTC
+/// day, and each active task (or task with an override) for its whole life.
+async fn budget_spend(
+    engine: &baton_engine::Engine,
+    config: &Config,
+    caps: &[(String, Option<f64>)],
+) -> anyhow::Result<Vec<ScopeSpend>> {
+    use baton_store::SpendFilter;
+    const DAY_MS: i64 = 86_400_000;
+    let configured = &config.engine.budgets;
+    let cap = |scope: &str, default: Option<f64>| match caps.iter().find(|(s, _)| s == scope) {
+        Some((_, cap)) => *cap,
+        None => default,
+    };
+    let now = engine.clock().now_ms();
+    let today = Some(now - now.rem_euclid(DAY_MS));
+    let store = engine.store();
+    let mut out = vec![ScopeSpend {
+        label: "all repos today".into(),
+        scope: "global".into(),
+        spent_usd: store.spend_usd(&SpendFilter { since_ms: today, ..SpendFilter::default() }).await?,
+        cap_usd: cap("global", configured.global_daily_usd),
+    }];
+    let mut repos: Vec<String> = config.engine.repos.iter().map(|r| r.name.clone()).collect();
+    for (scope, _) in caps {
+        if let Some(name) = scope.strip_prefix("repo:")
+            && !repos.iter().any(|r| r == name)
+        {
+            repos.push(name.to_string());
+        }
+    }
+    for repo in repos {
+        let scope = format!("repo:{repo}");
+        let filter = SpendFilter { repo: Some(repo.clone()), since_ms: today, ..SpendFilter::default() };
+        out.push(ScopeSpend {
+            label: format!("repo {repo} today"),
+            spent_usd: store.spend_usd(&filter).await?,
+            cap_usd: cap(&scope, configured.repo_daily_usd),
+            scope,
+        });
+    }
+    let mut tasks = store.list_tasks(&TaskFilter { active_only: true, repo: None }).await?;
+    for (scope, _) in caps {
+        let Some(id) = scope.strip_prefix("task:").and_then(|id| id.parse::<i64>().ok()) else { continue };
+        let id = baton_domain::TaskId(id);
+        if !tasks.iter().any(|t| t.id == id)
+            && let Some(task) = store.task(&TaskKey::Id(id)).await?
+        {
+            tasks.push(task);
+        }
+    }
+    for task in tasks {
+        let scope = format!("task:{}", task.id);
+        let filter = SpendFilter { task: Some(task.id), ..SpendFilter::default() };
+        out.push(ScopeSpend {
+            label: format!("task {}", task.work_item_id),
+            spent_usd: store.spend_usd(&filter).await?,
+            cap_usd: cap(&scope, configured.task_usd),
+            scope,
+        });
+    }
+    Ok(out)
+}
+
+/// Lines of a log shown as a failure's tail.
+const TAIL_LINES: usize = 20;
+
+/// Bytes read from the end of a log to find its tail (a run log can be large).
+const TAIL_BYTES_MAX: u64 = 64 * 1024;
+
+/// Where a task's files are: its worktree, each stage's artifact (relative to the worktree and
+/// absolute), and the log of the last failing agent run or gate command with its tail.
+fn task_files(
+    config: &Config,
+    task: &baton_store::TaskRecord,
+    jobs: &[baton_store::JobRecord],
+    runs: &[baton_store::AgentRunRecord],
+) -> output::TaskFiles {
+    let settings = &config.engine;
+    let worktree = baton_engine::workspace::worktree_path(&settings.worktrees_dir(), &task.repo, &task.work_item_id).ok();
+    // After the task ends its worktree is gone; the artifacts are then in the repository's checkout.
+    let checkout = settings.repo(&task.repo).filter(|r| r.url.is_none()).map(|r| r.path.clone());
+    let base = worktree.clone().filter(|w| w.is_dir()).or(checkout);
+    let artifacts = settings
+        .pipeline
+        .stages
+        .iter()
+        .filter_map(|stage| {
+            let name = stage.artifact.as_ref()?;
+            let relative = format!("docs/baton/{}/{name}", task.work_item_id);
+            let absolute = base.as_ref().or(worktree.as_ref()).map(|b| b.join(&relative));
+            let exists = absolute.as_ref().is_some_and(|p| p.is_file());
+            Some(output::ArtifactPath { stage: stage.name.clone(), relative, absolute, exists })
+        })
+        .collect();
+    let last_failure = last_failure(config, task, jobs, runs);
+    output::TaskFiles { worktree, artifacts, last_failure }
+}
+
+/// The most recent failing job: its failing agent run (stderr log, else stdout) or gate command
+/// (combined output log), with the log's tail; else the recorded reason.
+fn last_failure(
+    config: &Config,
+    task: &baton_store::TaskRecord,
+    jobs: &[baton_store::JobRecord],
+    runs: &[baton_store::AgentRunRecord],
+) -> Option<output::FailureDetail> {
+    use baton_domain::{JobOutcome, Verdict};
+    let mut jobs: Vec<&baton_store::JobRecord> = jobs.iter().collect();
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.id));
+    for job in jobs {
+        let Some(outcome) = job.outcome() else { continue };
+        let agent_failure = |reason: &str| {
+            let run = runs.iter().filter(|r| r.job_id == job.id).max_by_key(|r| r.id);
+            let log = run.map(|r| {
+                let dir = Path::new(&r.log_path);
+                let stderr = dir.join("stderr.log");
+                if std::fs::metadata(&stderr).is_ok_and(|m| m.len() > 0) { stderr } else { dir.join("stdout.log") }
+            });
+            output::FailureDetail {
+                job: job.id.0,
+                stage: job.stage.clone(),
+                what: run.map_or_else(|| "the job".to_string(), |r| format!("agent run {} ({})", r.id, r.adapter)),
+                reason: reason.to_string(),
+                tail: log.as_deref().and_then(tail_of),
+                log,
+            }
+        };
+        match &outcome {
+            JobOutcome::Failed { reason }
+            | JobOutcome::Infrastructure { reason }
+            | JobOutcome::BudgetExceeded { reason }
+            | JobOutcome::QuotaExhausted { reason, .. } => return Some(agent_failure(reason)),
+            JobOutcome::Completed { verdicts } => {
+                let Some(verdict) = verdicts.iter().find(|v| matches!(v.verdict, Verdict::Fail | Verdict::Error))
+                else {
+                    continue;
+                };
+                let run_dir = baton_engine::executor::job_run_dir(
+                    &config.engine.runs_dir(),
+                    &task.work_item_id,
+                    &job.stage,
+                    job.id,
+                );
+                let log = run_dir.join(format!("cmd-{}", verdict.gate)).join(baton_runner::ports::OUTPUT_FILE);
+                let log = log.is_file().then_some(log);
+                return Some(output::FailureDetail {
+                    job: job.id.0,
+                    stage: job.stage.clone(),
+                    what: format!("gate {}", verdict.gate),
+                    reason: verdict.reason.clone(),
+                    tail: log.as_deref().and_then(tail_of),
+                    log,
+                });
+            }
+            _ => continue,
+        }
+    }
+    None
+}
+
+/// The last [`TAIL_LINES`] lines of a log file (read from its last [`TAIL_BYTES_MAX`] bytes);
+/// `None` when it cannot be read or is empty.
+fn tail_of(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES_MAX))).ok()?;
+    let mut bytes = Vec::new();
+    file.take(TAIL_BYTES_MAX).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+    (!tail.trim().is_empty()).then_some(tail)
+}
+
+/// Whether a `baton serve` runs on the configured data directory. The server holds an exclusive
+/// `flock` on `<data_dir>/serve.lock` while it runs (released by the kernel when it dies, even by
+/// `kill -9`), so the probe tries a shared lock without waiting and lets go at once: refused
+/// means a server holds it. A missing lock file means no server ever ran there.
+pub fn server_state(config: &Config) -> output::ServerState {
+    let lock_file = config.engine.data_dir.join("serve.lock");
+    let running = match std::fs::File::open(&lock_file) {
+        Err(_) => false,
+        Ok(file) => match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+            Ok(lock) => {
+                drop(lock);
+                false
+            }
+            Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+        },
+    };
+    output::ServerState { running, lock_file, listen: config.server.listen.to_string() }
+}
+
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
     let engine = open_engine(config).await?;
+    let server = server_state(config);
     let tasks = engine.store().list_tasks(&TaskFilter::default()).await?;
     let queued = engine.store().jobs_with_status(JobStatus::Queued).await?;
     let running = engine.store().jobs_with_status(JobStatus::Running).await?;
     let leases = engine.store().leases().await?;
-    output::status(&tasks, &queued, &running, &leases, json);
+    output::status(&server, &tasks, &queued, &running, &leases, json);
+    if !json {
+        // Secrets the server needs but this shell does not have: worth knowing before `serve`.
+        for issue in &config.deferred {
+            warn_line!("note: `baton serve` would stop here: {}: {}", issue.key, issue.message);
+        }
+    }
     Ok(EXIT_OK)
 }
 
@@ -231,7 +460,7 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
                 output::print_json(&serde_json::json!({ "scope": scope, "cap_usd": cap }));
             } else {
                 match cap {
-                    Some(cap) => say!("{scope}: cap ${cap:.2}"),
+                    Some(cap) => say!("{scope}: cap {}", output::money(cap)),
                     None => say!("{scope}: no cap"),
                 }
             }
@@ -240,14 +469,16 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
         BudgetCommand::Show => {
             let caps = engine.store().budget_caps().await?;
             let b = &config.engine.budgets;
+            let spend = budget_spend(&engine, config, &caps).await?;
             if json {
                 output::print_json(&serde_json::json!({
                     "configured": { "task_usd": b.task_usd, "repo_daily_usd": b.repo_daily_usd,
                                     "global_daily_usd": b.global_daily_usd, "warn_ratio": b.warn_ratio },
                     "overrides": caps.iter().map(|(s, c)| serde_json::json!({ "scope": s, "cap_usd": c })).collect::<Vec<_>>(),
+                    "spend": spend,
                 }));
             } else {
-                let show = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("${v:.2}"));
+                let show = |v: Option<f64>| v.map_or("none".to_string(), output::money);
                 say!(
                     "configured: task {} · repo per day {} · global per day {} · warn at {:.0} %",
                     show(b.task_usd),
@@ -255,9 +486,23 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
                     show(b.global_daily_usd),
                     b.warn_ratio * 100.0
                 );
-                for (scope, cap) in caps {
-                    say!("override {scope}: {}", show(cap));
+                for (scope, cap) in &caps {
+                    say!("override {scope}: {}", show(*cap));
                 }
+                say!("");
+                let rows: Vec<Vec<String>> = spend
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.label.clone(),
+                            s.scope.clone(),
+                            output::money(s.spent_usd),
+                            show(s.cap_usd),
+                            output::percent(s.spent_usd, s.cap_usd),
+                        ]
+                    })
+                    .collect();
+                output::table(&["SPEND", "SCOPE", "SPENT", "CAP", "USED"], &rows);
             }
             Ok(EXIT_OK)
         }

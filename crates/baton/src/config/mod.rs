@@ -73,6 +73,55 @@ impl fmt::Debug for ServerConfig {
     }
 }
 
+/// What the configuration is loaded for: which missing secrets stop the load.
+///
+/// A secret's environment variable (`server.api_token = "${VAR}"`, a `[webhooks]` secret, a
+/// tracker's `token_env`, a repository's `forge_token_env`) is needed only by the process that
+/// uses it. `serve`, `demo` and `config check` insist on all of them; the other commands run
+/// without the ones they never use, and keep each as a [`Config::deferred`] issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Every secret's variable must be set (`serve`, `demo`, `config check`).
+    Serve,
+    /// Commands that act on tasks and may carry out their effects at once (inputs reach the
+    /// tracker or forge): the API token and webhook secrets may be unset, service tokens not.
+    Act,
+    /// Commands that only read or change Baton's own database: every secret may be unset.
+    Read,
+}
+
+impl LoadMode {
+    /// Whether an unset variable of this kind of secret is deferred rather than an error.
+    fn defers(self, secret: SecretKind) -> bool {
+        match (self, secret) {
+            (LoadMode::Serve, _) => false,
+            (LoadMode::Act, SecretKind::Server) => true,
+            (LoadMode::Act, SecretKind::Service) => false,
+            (LoadMode::Read, _) => true,
+        }
+    }
+}
+
+/// Who uses a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretKind {
+    /// Only the server answers with it: `server.api_token`, `[webhooks]` secrets.
+    Server,
+    /// Calls to a tracker or forge carry it: `[[trackers]] token_env`, `forge_token_env`.
+    Service,
+}
+
+/// The kind of secret a key holds, if it holds one.
+fn secret_kind(key: &str) -> Option<SecretKind> {
+    if key == "server.api_token" || key.starts_with("webhooks.") {
+        return Some(SecretKind::Server);
+    }
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let service = (key.starts_with("trackers[") || key.starts_with("repos["))
+        && matches!(last, "token_env" | "forge_token_env");
+    service.then_some(SecretKind::Service)
+}
+
 /// The loaded configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -86,6 +135,9 @@ pub struct Config {
     pub trackers: Vec<TrackerConfig>,
     /// The file used; `None` means the embedded defaults.
     pub source: Option<PathBuf>,
+    /// Problems the [`LoadMode`] let pass: secrets whose variables are unset, which `baton serve`
+    /// (and `config check`) would report. Empty when loaded for `serve`.
+    pub deferred: Vec<ConfigIssue>,
 }
 
 /// One `[[trackers]]` entry: the intake rule (which tickets start tasks, which labels or states
@@ -152,9 +204,22 @@ pub fn default_data_dir(env: &[(String, String)]) -> PathBuf {
 /// Loads `path` (or the embedded defaults when `None`), applying `${VAR}` interpolation and
 /// `BATON_*` overrides from `env`; returns every problem found.
 pub fn load(path: Option<&Path>, env: &[(String, String)], baton_exe: PathBuf) -> Result<Config, Vec<ConfigIssue>> {
+    load_for(path, env, baton_exe, LoadMode::Serve)
+}
+
+/// Like [`load`], for a command that needs only some secrets (see [`LoadMode`]): a secret whose
+/// variable is unset and that `mode` does not need is left empty and listed in
+/// [`Config::deferred`] instead of failing the load.
+pub fn load_for(
+    path: Option<&Path>,
+    env: &[(String, String)],
+    baton_exe: PathBuf,
+    mode: LoadMode,
+) -> Result<Config, Vec<ConfigIssue>> {
     // Without a current directory relative paths stay relative, which is the best left to do.
     let cwd = std::env::current_dir().unwrap_or_default();
     let mut loader = Loader::new(env, cwd.clone());
+    loader.mode = mode;
     let Some(path) = path else {
         return loader.load_text(None, None, baton_exe);
     };
@@ -203,11 +268,24 @@ struct Loader<'a> {
     overrides: Vec<Override>,
     /// Values to hide in messages, each with what to show instead.
     secrets: Vec<(String, String)>,
+    /// Which unset secrets are let pass.
+    mode: LoadMode,
+    /// The unset secrets let pass (reported in `Config::deferred`).
+    deferred: Vec<ConfigIssue>,
 }
 
 impl<'a> Loader<'a> {
     fn new(env: &'a [(String, String)], cwd: PathBuf) -> Self {
-        Loader { env, config_dir: cwd.clone(), cwd, issues: Vec::new(), overrides: Vec::new(), secrets: Vec::new() }
+        Loader {
+            env,
+            config_dir: cwd.clone(),
+            cwd,
+            issues: Vec::new(),
+            overrides: Vec::new(),
+            secrets: Vec::new(),
+            mode: LoadMode::Serve,
+            deferred: Vec::new(),
+        }
     }
 
     /// Parses `text` (named `file_name` in issues) when given, then applies the `BATON_*`
@@ -231,6 +309,16 @@ impl<'a> Loader<'a> {
     /// Records one problem.
     fn issue(&mut self, key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) {
         self.issues.push(ConfigIssue::new(key, message, fix));
+    }
+
+    /// Records that the variable of the secret at `key` is unset: an issue, or a deferred one
+    /// when the load mode lets this kind of secret pass.
+    fn unset_secret(&mut self, key: &str, message: impl Into<String>, fix: impl Into<String>) {
+        let issue = ConfigIssue::new(key, message, fix);
+        match secret_kind(key) {
+            Some(kind) if self.mode.defers(kind) => self.deferred.push(issue),
+            _ => self.issues.push(issue),
+        }
     }
 }
 

@@ -94,7 +94,7 @@ impl Loader<'_> {
         let mut sandbox = sandbox?;
         // Agents never read the configuration: it may hold `server.api_token` or other secrets.
         sandbox.masked_files.extend(source.iter().cloned());
-        Some(Config { server, engine, sandbox, webhooks: webhooks?, trackers: trackers?, source })
+        Some(Config { server, engine, sandbox, webhooks: webhooks?, trackers: trackers?, source, deferred: Vec::new() })
     }
 
     /// Takes a section that must be a table; reports it otherwise.
@@ -415,8 +415,8 @@ impl Loader<'_> {
                         token = value.to_string();
                         self.secrets.push((token.clone(), format!("${{{name}}}")));
                     }
-                    None => self.issue(
-                        format!("{base}.token_env"),
+                    None => self.unset_secret(
+                        &format!("{base}.token_env"),
                         format!("the variable `{name}` is not set"),
                         format!("export {name} with the tracker's API token before starting Baton"),
                     ),
@@ -822,8 +822,8 @@ impl Loader<'_> {
             ),
             Some(name) => match self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()) {
                 Some(token) if !token.is_empty() => self.secrets.push((token, format!("${name}"))),
-                _ => self.issue(
-                    format!("{base}.forge_token_env"),
+                _ => self.unset_secret(
+                    &format!("{base}.forge_token_env"),
                     format!("the environment variable `{name}` is not set"),
                     format!("export {name}=<an API token of the forge> before starting Baton"),
                 ),

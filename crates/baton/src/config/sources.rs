@@ -87,11 +87,17 @@ impl<'a> Loader<'a> {
                     (Some(value), _) => value,
                     (None, Some(fallback)) => fallback,
                     (None, None) => {
-                        self.issue(
-                            key,
-                            format!("`${{{name}}}` refers to the environment variable {name}, which is not set"),
-                            format!("export {name} before starting Baton, or write `${{{name}:-fallback}}` to give a default"),
+                        let message =
+                            format!("`${{{name}}}` refers to the environment variable {name}, which is not set");
+                        let fix = format!(
+                            "export {name} before starting Baton, or write `${{{name}:-fallback}}` to give a default"
                         );
+                        if super::secret_kind(key).is_some() {
+                            // A secret is never the reference's own text: it stays unset (empty).
+                            self.unset_secret(key, message, fix);
+                            return Some(String::new());
+                        }
+                        self.issue(key, message, fix);
                         return None;
                     }
                 };
@@ -159,20 +165,29 @@ impl<'a> Loader<'a> {
     }
 
     /// The issues, each key set by the environment renamed to its variable and secrets hidden.
-    pub(super) fn finish(self, config: Option<Config>) -> Result<Config, Vec<ConfigIssue>> {
+    pub(super) fn finish(mut self, config: Option<Config>) -> Result<Config, Vec<ConfigIssue>> {
         if self.issues.is_empty() {
-            return config.ok_or_else(|| {
+            let deferred = std::mem::take(&mut self.deferred);
+            let mut config = config.ok_or_else(|| {
                 vec![ConfigIssue::new("config", "the configuration could not be assembled", "report this as a bug")]
-            });
+            })?;
+            config.deferred = self.named(deferred);
+            return Ok(config);
         }
-        let mut secrets = self.secrets;
+        let issues = std::mem::take(&mut self.issues);
+        Err(self.named(issues))
+    }
+
+    /// Issues with each key set by the environment renamed to its variable and secrets hidden.
+    fn named(&self, issues: Vec<ConfigIssue>) -> Vec<ConfigIssue> {
+        let mut secrets = self.secrets.clone();
         secrets.retain(|(value, _)| value.len() >= REDACT_LEN_MIN);
         // Longest first, so a secret containing another is replaced whole.
         secrets.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
         let redact =
             |text: &str| secrets.iter().fold(text.to_string(), |acc, (value, shown)| acc.replace(value, shown));
         let mut out: Vec<ConfigIssue> = Vec::new();
-        for mut issue in self.issues {
+        for mut issue in issues {
             let set_by = self.overrides.iter().rev().find(|o| {
                 issue.key == o.key
                     || issue.key.strip_prefix(o.key.as_str()).is_some_and(|rest| rest.starts_with(['.', '[']))
@@ -187,7 +202,7 @@ impl<'a> Loader<'a> {
                 out.push(issue);
             }
         }
-        Err(out)
+        out
     }
 }
 
