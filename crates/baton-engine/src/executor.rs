@@ -505,6 +505,10 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
         let _ = engine.store().close_agent_run(run_id, "stopped", &why, engine.clock().now_ms()).await;
         return Err(error.into());
     }
+    tracing::info!(
+        task = %ctx.task.work_item_id, stage = %ctx.stage.name, adapter = agent.adapter(),
+        model = agent.model().unwrap_or("default"), pid = launch.pid, run = run_id, "agent started"
+    );
     let run =
         Supervision { run_id, run_number, run_dir, started_at_ms, launch, limits: limits_before, recorded: false };
     supervise(ctx, role, agent, run).await
@@ -663,6 +667,12 @@ async fn supervise(
     };
     let cost = report.cost_usd.map_or("unpriced".to_string(), |c| format!("${c:.4}"));
     let model = report.model.clone().unwrap_or_else(|| "model unknown".into());
+    tracing::info!(
+        task = %ctx.task.work_item_id, stage = %ctx.stage.name, adapter = agent.adapter(), model = %model,
+        pid = launch.pid, run = run_id, status = %status, input_tokens = report.usage.input_tokens,
+        output_tokens = report.usage.output_tokens, cost = %cost, duration_s = exit.duration_ms as f64 / 1000.0,
+        "agent ended"
+    );
     // A run whose end an earlier Baton recorded is on the timeline already.
     if recorded {
         return Ok(AgentRun { report, budget_stop });

@@ -103,9 +103,15 @@ async fn run_core(json: bool) -> anyhow::Result<u8> {
 }
 
 async fn measure(dir: &Path) -> anyhow::Result<Vec<Figure>> {
+    let progress = output::progress("bench", 5);
+    progress.step("decide");
     let mut figures = vec![bench_decide()];
+    progress.step("store transactions");
     figures.extend(bench_store(dir).await?);
+    progress.step("process spawn");
     figures.push(bench_spawn(dir, None).await?);
+    progress.step("sandboxed spawn");
+    progress.clear();
     // The sandbox's cost per agent spawn, where bubblewrap works.
     let bwrap = baton_runner::sandbox::find_bwrap(std::env::var("PATH").ok().as_deref());
     match bwrap.map(|b| baton_runner::sandbox::probe(&b, baton_runner::SandboxNetwork::Open).map(|_| b)) {
@@ -113,7 +119,9 @@ async fn measure(dir: &Path) -> anyhow::Result<Vec<Figure>> {
         Some(Err(why)) => eprintln!("no sandboxed spawn figure: {why}"),
         None => eprintln!("no sandboxed spawn figure: bubblewrap (`bwrap`) is not installed"),
     }
+    progress.step("git");
     figures.push(bench_git(dir).await?);
+    progress.finish("measured");
     Ok(figures)
 }
 

@@ -322,9 +322,11 @@ async fn follow(
     let mut last_event = 0;
     let mut acted: HashSet<String> = HashSet::new();
     let deadline = started + Duration::from_secs(DEMO_TIMEOUT_SECS);
+    let progress = crate::output::progress("demo", TICKETS.len() as u64);
     loop {
         let events = engine.store().events(None, last_event, 500).await?;
         let tasks = engine.store().list_tasks(&TaskFilter::default()).await?;
+        progress.clear();
         for event in &events {
             last_event = event.id;
             let work_item = tasks.iter().find(|t| t.id == event.task_id).map_or("?", |t| t.work_item_id.as_str());
@@ -339,6 +341,8 @@ async fn follow(
             play_human(engine, task, config_path, yes, &mut acted).await?;
         }
         let settled = tasks.iter().all(|t| t.state.is_terminal() || matches!(t.state.hold, Hold::Blocked { .. }));
+        let ended = tasks.iter().filter(|t| t.state.is_terminal()).count() as u64;
+        progress.set(ended, "tickets carried to their end");
         if settled && events.is_empty() {
             return Ok(tasks);
         }
@@ -416,7 +420,7 @@ async fn summary(
             task.state.rollbacks.to_string(),
             duration_ms(duration),
             tokens(tokens_total),
-            format!("${cost:.4}"),
+            crate::output::money(cost),
         ]);
         report.push(serde_json::json!({
             "task": task.work_item_id, "title": task.title, "stage": task.state.display(), "agent_runs": runs.len(),

@@ -431,3 +431,116 @@ pub fn config_ok(config: &Config, json: bool) {
     say!("  agents: {}", config.engine.agents.keys().cloned().collect::<Vec<_>>().join(", "));
     say!("  listen: {}", config.server.listen);
 }
+
+/// Width of the progress bar, in cells.
+const PROGRESS_BAR_CELLS: usize = 24;
+
+/// Progress of a long operation (`baton demo`, `baton bench`) on stderr: a bar redrawn in place
+/// on a terminal, plain lines otherwise (one per change, so a log stays readable). Stdout keeps
+/// only the command's own output.
+pub struct Progress {
+    label: String,
+    total: u64,
+    terminal: bool,
+    state: std::sync::Mutex<ProgressState>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    /// Steps done.
+    done: u64,
+    /// Whether a bar is on the screen (to erase before other output).
+    drawn: bool,
+    /// The last line written without a terminal, not repeated.
+    last_plain: String,
+}
+
+/// Starts a progress report of `total` steps named `label`.
+pub fn progress(label: &str, total: u64) -> Progress {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    progress_to(label, total, terminal)
+}
+
+/// A progress report drawn as a bar (`terminal`) or written as plain lines.
+pub fn progress_to(label: &str, total: u64, terminal: bool) -> Progress {
+    Progress {
+        label: label.to_string(),
+        total: total.max(1),
+        terminal,
+        state: std::sync::Mutex::new(ProgressState::default()),
+    }
+}
+
+impl Progress {
+    /// Starts the next step, described by `message`: the steps before it count as done.
+    pub fn step(&self, message: &str) {
+        let done = self.lock().done;
+        self.set(done, message);
+        self.lock().done = (done + 1).min(self.total);
+    }
+
+    /// Shows `done` of the total steps with `message`.
+    pub fn set(&self, done: u64, message: &str) {
+        let done = done.min(self.total);
+        let line = self.render(done, message);
+        let mut state = self.lock();
+        state.done = done;
+        if self.terminal {
+            write_err_raw(&line);
+            state.drawn = true;
+        } else if state.last_plain != line {
+            write_err_line(&line);
+            state.last_plain = line;
+        }
+    }
+
+    /// Erases the bar so that other output starts on a clean line (no-op without a terminal).
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        if self.terminal && state.drawn {
+            write_err_raw("");
+            state.drawn = false;
+        }
+    }
+
+    /// Ends the report with a last line.
+    pub fn finish(&self, message: &str) {
+        self.clear();
+        let line = self.render(self.total, message);
+        let mut state = self.lock();
+        state.done = self.total;
+        if state.last_plain != line {
+            write_err_line(&line);
+            state.last_plain = line;
+        }
+    }
+
+    /// `label [#####-----] 2/5 message` on a terminal, `label: 2/5 message` otherwise.
+    fn render(&self, done: u64, message: &str) -> String {
+        if !self.terminal {
+            return format!("{}: {done}/{} {message}", self.label, self.total);
+        }
+        let filled = (done as usize * PROGRESS_BAR_CELLS) / self.total as usize;
+        let bar = format!("{}{}", "#".repeat(filled), "-".repeat(PROGRESS_BAR_CELLS - filled));
+        format!("{} [{bar}] {done}/{} {message}", self.label, self.total)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Erases the current terminal line and writes `text` (terminal-safe) there, without a newline.
+fn write_err_raw(text: &str) {
+    use std::io::Write;
+    let mut stderr = std::io::stderr().lock();
+    let _ = write!(stderr, "\r\x1b[2K{}", safe(text));
+    let _ = stderr.flush();
+}
