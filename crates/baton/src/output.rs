@@ -116,15 +116,23 @@ pub fn money(usd: f64) -> String {
     if abs == 0.0 {
         return "$0".to_string();
     }
-    if abs >= 1.0 {
-        return format!("{sign}${abs:.2}");
-    }
-    if abs >= 0.000_05 {
-        return format!("{sign}${abs:.4}");
-    }
-    // Two significant digits: the first non-zero decimal is at position -floor(log10(abs)).
-    let decimals = (-abs.log10().floor()) as usize + 1;
-    format!("{sign}${abs:.decimals$}")
+    let decimals = if abs >= 1.0 {
+        2
+    } else if abs >= 0.000_05 {
+        4
+    } else {
+        // Two significant digits: the first non-zero decimal is at position -floor(log10(abs)).
+        (-abs.log10().floor()) as usize + 1
+    };
+    format!("{sign}${:.decimals$}", round_half_up(abs, decimals))
+}
+
+/// `value` rounded half up at `decimals` places, as the decimal it stands for: a cost of 0.05265
+/// is stored as 0.052649999…, which plain rounding would take down to 0.0526.
+fn round_half_up(value: f64, decimals: usize) -> f64 {
+    let scale = 10f64.powi(decimals as i32);
+    // A relative nudge far below a cent's fraction, far above the binary representation error.
+    (value * scale * (1.0 + 1e-12)).round() / scale
 }
 
 /// `spent / cap` as a percentage for people (`-` without a cap).
@@ -518,6 +526,7 @@ impl Progress {
 
     /// `label [#####-----] 2/5 message` on a terminal, `label: 2/5 message` otherwise.
     fn render(&self, done: u64, message: &str) -> String {
+        let done = done.min(self.total);
         if !self.terminal {
             return format!("{}: {done}/{} {message}", self.label, self.total);
         }
@@ -543,4 +552,36 @@ fn write_err_raw(text: &str) {
     let mut stderr = std::io::stderr().lock();
     let _ = write!(stderr, "\r\x1b[2K{}", safe(text));
     let _ = stderr.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The money rules: $0, 4 decimals under $1 (rounded as the decimal it stands for), 2 from $1,
+    // 2 significant digits for dust, `unpriced` when unknown.
+    #[test]
+    fn money_reads_as_people_write_it() {
+        assert_eq!(money(0.0), "$0");
+        assert_eq!(money(0.052649999999999995), "$0.0527");
+        assert_eq!(money(0.0526), "$0.0526");
+        assert_eq!(money(0.5), "$0.5000");
+        assert_eq!(money(1.0), "$1.00");
+        assert_eq!(money(12.345), "$12.35");
+        assert_eq!(money(0.000031), "$0.000031");
+        assert_eq!(cost(None), "unpriced");
+        assert_eq!(cost(Some(2.0)), "$2.00");
+        assert_eq!(percent(0.05265, Some(1.0)), "5 %");
+        assert_eq!(percent(1.0, None), "-");
+    }
+
+    // Off a terminal the progress is one plain line per change; on one, a bar with the count.
+    #[test]
+    fn progress_renders_plain_or_bar() {
+        let plain = progress_to("bench", 4, false);
+        assert_eq!(plain.render(1, "store"), "bench: 1/4 store");
+        let bar = progress_to("demo", 4, true);
+        assert_eq!(bar.render(2, "x"), format!("demo [{}{}] 2/4 x", "#".repeat(12), "-".repeat(12)));
+        assert_eq!(bar.render(9, "x"), format!("demo [{}] 4/4 x", "#".repeat(24)));
+    }
 }

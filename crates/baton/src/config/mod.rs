@@ -16,6 +16,7 @@
 mod diagnostics;
 #[cfg(test)]
 mod forge_tests;
+mod keys;
 mod sections;
 mod sources;
 mod template;
@@ -23,6 +24,7 @@ mod template;
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
 
+pub use keys::accepted_keys;
 pub use template::init_template;
 
 use baton_engine::{EngineSettings, SandboxSettings};

@@ -6,6 +6,7 @@
 
 mod agents;
 mod bench;
+mod cli;
 mod config_check;
 mod crash;
 mod demo;
