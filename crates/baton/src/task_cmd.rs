@@ -249,7 +249,8 @@ fn task_files(
     runs: &[baton_store::AgentRunRecord],
 ) -> output::TaskFiles {
     let settings = &config.engine;
-    let worktree = baton_engine::workspace::worktree_path(&settings.worktrees_dir(), &task.repo, &task.work_item_id).ok();
+    let worktree =
+        baton_engine::workspace::worktree_path(&settings.worktrees_dir(), &task.repo, &task.work_item_id).ok();
     // After the task ends its worktree is gone; the artifacts are then in the repository's checkout.
     let checkout = settings.repo(&task.repo).filter(|r| r.url.is_none()).map(|r| r.path.clone());
     let base = worktree.clone().filter(|w| w.is_dir()).or(checkout);

@@ -32,7 +32,9 @@ pub fn accepted_keys() -> Vec<String> {
         let text = text.replace("PROBE", PROBE);
         let issues = load_str(&text, &[], Path::new("/"), "baton".into()).err().unwrap_or_default();
         let names = issues.iter().find(|i| i.key.ends_with(PROBE)).map(listed_keys).unwrap_or_default();
-        keys.extend(names.iter().map(|name| if section.is_empty() { name.clone() } else { format!("{section}.{name}") }));
+        keys.extend(
+            names.iter().map(|name| if section.is_empty() { name.clone() } else { format!("{section}.{name}") }),
+        );
     }
     // The forge keys of a repository are read apart from its git keys.
     keys.extend(FORGE_KEYS.iter().map(|k| format!("repos.{k}")));

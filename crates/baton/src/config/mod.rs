@@ -119,8 +119,8 @@ fn secret_kind(key: &str) -> Option<SecretKind> {
         return Some(SecretKind::Server);
     }
     let last = key.rsplit('.').next().unwrap_or(key);
-    let service = (key.starts_with("trackers[") || key.starts_with("repos["))
-        && matches!(last, "token_env" | "forge_token_env");
+    let service =
+        (key.starts_with("trackers[") || key.starts_with("repos[")) && matches!(last, "token_env" | "forge_token_env");
     service.then_some(SecretKind::Service)
 }
 

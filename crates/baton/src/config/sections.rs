@@ -35,7 +35,8 @@ const BUILTIN_ROLES: &[&str] = &["default", "analyst", "architect", "developer",
 const STAGE_KEYS: &[&str] = &["name", "actor", "artifact", "gates", "confirm_before", "on_gate_fail"];
 
 /// The forge keys of a `[[repos]]` entry (read apart from the git ones).
-pub(super) const FORGE_KEYS: &[&str] = &["forge", "forge_repo", "forge_api_url", "forge_token_env", "merge_style", "ci"];
+pub(super) const FORGE_KEYS: &[&str] =
+    &["forge", "forge_repo", "forge_api_url", "forge_token_env", "merge_style", "ci"];
 
 /// Limits that make Baton useless at 0 (nothing runs, or every run is stopped at once).
 const LIMITS_NONZERO: &[&str] = &[

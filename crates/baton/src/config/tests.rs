@@ -668,3 +668,41 @@ fn tracker_keys_for_each_kind_and_their_errors() {
         assert!(!issue.to_string().contains("ghp_do_not_show_0123456789"), "token leaked: {issue}");
     }
 }
+
+// The load modes: `serve` needs every secret's variable; a task input needs the tracker's token
+// but not the API token or a webhook secret; a read needs none. Whatever is let pass is kept in
+// `deferred`, naming the variable, and the secret stays unset (never the reference's own text).
+#[test]
+fn load_modes_defer_only_the_secrets_a_command_never_uses() {
+    use super::{LoadMode, load_for};
+    let dir = valid_dir();
+    let path = dir.path().join("baton.toml");
+    let base = std::fs::read_to_string(&path).unwrap().replace("[server]\n", "[server]\napi_token = \"${API_TOK}\"\n");
+    assert!(base.contains("${API_TOK}"), "{base}");
+    let text = format!(
+        "{base}\n[webhooks]\ngithub_secret = \"${{HOOK_SECRET}}\"\n\n[[trackers]]\nkind = \"github\"\nrepo = \"demo\"\n\
+         forge_repo = \"acme/shop\"\ntoken_env = \"TRACKER_TOK\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    let exe = PathBuf::from("/usr/bin/baton");
+    let serve = issues(load_for(Some(&path), &[], exe.clone(), LoadMode::Serve));
+    for (key, var) in [
+        ("server.api_token", "API_TOK"),
+        ("webhooks.github_secret", "HOOK_SECRET"),
+        ("trackers[0].token_env", "TRACKER_TOK"),
+    ] {
+        assert!(find(&serve, key).message.contains(var), "{serve:#?}");
+    }
+    assert!(serve.iter().all(|i| !i.message.contains("16")), "an unset secret is not a short one: {serve:#?}");
+    let act = issues(load_for(Some(&path), &[], exe.clone(), LoadMode::Act));
+    assert_eq!(act.len(), 1, "{act:#?}");
+    find(&act, "trackers[0].token_env");
+    let config =
+        loaded(load_for(Some(&path), &env(&[("TRACKER_TOK", "tracker-token-1234")]), exe.clone(), LoadMode::Act));
+    assert_eq!((config.server.api_token.as_deref(), config.webhooks.github.as_deref()), (None, None));
+    assert_eq!(config.deferred.len(), 2, "{:#?}", config.deferred);
+    let read = loaded(load_for(Some(&path), &[], exe, LoadMode::Read));
+    assert_eq!(read.trackers[0].token, "");
+    let keys: Vec<&str> = read.deferred.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, ["server.api_token", "webhooks.github_secret", "trackers[0].token_env"]);
+}

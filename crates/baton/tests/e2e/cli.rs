@@ -9,7 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The variables the secret-holding config of [`secret_env`] names.
-const SECRET_VARS: &[&str] = &["CLI_TEST_API_TOKEN", "CLI_TEST_HOOK_SECRET", "CLI_TEST_TRACKER_TOKEN", "CLI_TEST_FORGE_TOKEN"];
+const SECRET_VARS: &[&str] =
+    &["CLI_TEST_API_TOKEN", "CLI_TEST_HOOK_SECRET", "CLI_TEST_TRACKER_TOKEN", "CLI_TEST_FORGE_TOKEN"];
 
 /// An environment whose config reads every kind of secret from a variable: `server.api_token`,
 /// a `[webhooks]` secret, a tracker's `token_env` and a hosted repository's `forge_token_env`.
@@ -17,10 +18,9 @@ fn secret_env() -> Env {
     let env = Env::new("", "");
     let remote = env.root.join("remote.git");
     git(&env.root, &["clone", "-q", "--bare", "project", remote.to_str().unwrap()]);
-    let config = std::fs::read_to_string(env.config()).unwrap().replace(
-        "api_token = \"test-token\"",
-        "api_token = \"${CLI_TEST_API_TOKEN}\"",
-    );
+    let config = std::fs::read_to_string(env.config())
+        .unwrap()
+        .replace("api_token = \"test-token\"", "api_token = \"${CLI_TEST_API_TOKEN}\"");
     let config = format!(
         "{config}\n[webhooks]\ngithub_secret = \"${{CLI_TEST_HOOK_SECRET}}\"\n\n\
          [[repos]]\nname = \"hosted\"\nurl = \"remote.git\"\nprefix = \"HOST\"\nforge = \"github\"\n\
@@ -230,7 +230,9 @@ fn task_show_budget_status_and_serve_log_after_a_failed_run() {
         assert!(started.contains(part), "`{part}` missing in `{started}`");
     }
     let ended = serve_log.lines().find(|l| l.contains("agent ended")).unwrap_or_else(|| panic!("{serve_log}"));
-    for part in ["task=DEMO-001", "status=failed", "input_tokens=1200", "output_tokens=340", "cost=$0.052", "duration_s="] {
+    for part in
+        ["task=DEMO-001", "status=failed", "input_tokens=1200", "output_tokens=340", "cost=$0.052", "duration_s="]
+    {
         assert!(ended.contains(part), "`{part}` missing in `{ended}`");
     }
 }
@@ -275,11 +277,8 @@ fn configuration_reference_names_every_key() {
     let doc_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
     let doc = std::fs::read_to_string(&doc_path).unwrap();
     // The doc split at its `## ` headings: (heading, body).
-    let sections: Vec<(&str, &str)> = doc
-        .split("\n## ")
-        .skip(1)
-        .map(|part| part.split_once('\n').unwrap_or((part, "")))
-        .collect();
+    let sections: Vec<(&str, &str)> =
+        doc.split("\n## ").skip(1).map(|part| part.split_once('\n').unwrap_or((part, ""))).collect();
     let keys = baton::config::accepted_keys();
     assert!(keys.len() > 80, "the loader was not asked properly: {keys:?}");
     let mut missing = Vec::new();
@@ -289,7 +288,8 @@ fn configuration_reference_names_every_key() {
             Some((section, name)) => (section.split('.').next().unwrap(), name),
             None => (key.as_str(), ""),
         };
-        let heading = sections.iter().find(|(h, _)| h.contains(&format!("[{section}]")) || h.contains(&format!("[{section}.")));
+        let heading =
+            sections.iter().find(|(h, _)| h.contains(&format!("[{section}]")) || h.contains(&format!("[{section}.")));
         let Some((_, body)) = heading else {
             missing.push(format!("{key} (no `## [{section}]` heading)"));
             continue;
