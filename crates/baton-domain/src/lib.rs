@@ -11,6 +11,7 @@
 //! - [`pricing`]: the versioned model price table and its exact/normalized/longest-prefix lookup.
 //! - [`redact`]: secret masking for whole texts and for output streams cut anywhere.
 //! - [`text`]: checks on untrusted input text and terminal-safe escaping on output.
+//! - [`money`]: amounts of money for people (`$0.0527`).
 //!
 //! Invariant: no IO, no async, no clock or random reads. `now` and randomness come in as arguments.
 
@@ -18,6 +19,7 @@ pub mod agent;
 pub mod decide;
 pub mod event;
 pub mod ids;
+pub mod money;
 pub mod pipeline;
 pub mod pricing;
 pub mod redact;
@@ -29,6 +31,7 @@ pub use agent::{AgentReport, AgentStatus, Usage};
 pub use decide::{Decision, Effect, NotifyKind, decide};
 pub use event::{Event, GateVerdict, JobOutcome, MERGED_VERDICT, Verdict};
 pub use ids::{JobId, TaskId, WorkItemId};
+pub use money::money;
 pub use pipeline::{Actor, GateSpec, OnGateFail, Pipeline, PipelineProblem, StageSpec};
 pub use pricing::{MatchKind, ModelPrice, PriceMatch, PriceTable, PriceTier, PricedCost, PricingError};
 pub use redact::{Redactor, StreamRedactor};

@@ -27,7 +27,12 @@ impl BudgetLimit {
     }
 
     pub fn describe(&self, extra_usd: f64) -> String {
-        format!("{} spent ${:.4} of its ${:.2} budget", self.label, self.spent_usd + extra_usd, self.cap_usd)
+        format!(
+            "{} spent {} of its {} budget",
+            self.label,
+            baton_domain::money(self.spent_usd + extra_usd),
+            baton_domain::money(self.cap_usd)
+        )
     }
 }
 

@@ -665,7 +665,7 @@ async fn supervise(
         (None, AgentStatus::Failed { message }) => format!("failed: {message}"),
         (None, AgentStatus::QuotaExhausted { message, .. }) => format!("hit the provider quota: {message}"),
     };
-    let cost = report.cost_usd.map_or("unpriced".to_string(), |c| format!("${c:.4}"));
+    let cost = report.cost_usd.map_or("unpriced".to_string(), baton_domain::money);
     let model = report.model.clone().unwrap_or_else(|| "model unknown".into());
     tracing::info!(
         task = %ctx.task.work_item_id, stage = %ctx.stage.name, adapter = agent.adapter(), model = %model,
