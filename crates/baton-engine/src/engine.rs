@@ -128,6 +128,8 @@ pub struct Engine {
     wake: Notify,
     /// Why the store can no longer be used (a failed fatal health check); the loop then stops.
     store_lost: Mutex<Option<String>>,
+    /// What the reaper's and the reconciler's last passes did.
+    maintenance: crate::stats::MaintenanceStats,
 }
 
 impl std::fmt::Debug for Engine {
@@ -270,6 +272,7 @@ impl EngineBuilder {
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             store_lost: Mutex::new(None),
+            maintenance: crate::stats::MaintenanceStats::default(),
         })
     }
 }
@@ -319,6 +322,11 @@ impl Engine {
     /// The effective pipeline (configured stages with the repo-independent defaults applied).
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
+    }
+
+    /// What the reaper's and the reconciler's passes did, read-only.
+    pub fn maintenance(&self) -> &crate::stats::MaintenanceStats {
+        &self.maintenance
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

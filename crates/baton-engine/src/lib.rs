@@ -16,6 +16,7 @@
 //! - `redacting`: the store wrapper that masks every known secret in what the engine writes.
 //! - [`sandbox`]: whether an agent run is confined, and what a confined run may touch.
 //! - [`webhooks`]: the webhook inbox worker and the [`webhooks::WebhookSink`] hook.
+//! - [`stats`]: what the reaper's and the reconciler's last passes did (read by `/api/queue`).
 //! - [`settings`], [`clock`].
 //!
 //! Invariant: every stage change goes through `baton_domain::decide` and one `Store::advance`;
@@ -36,6 +37,7 @@ pub mod reconciler;
 mod redacting;
 pub mod sandbox;
 pub mod settings;
+pub mod stats;
 pub mod webhooks;
 pub mod workspace;
 

@@ -6,25 +6,31 @@
 //! race performs no effect.
 
 use crate::engine::Engine;
+use crate::stats::ReaperPass;
 use baton_domain::{Event, JobOutcome};
 use baton_store::{JobFinish, JobStatus, NewEvent, TaskKey};
 use std::sync::Arc;
 
 /// One reaper pass. Never fails: problems are logged.
 pub async fn tick(engine: &Arc<Engine>) {
-    if let Err(error) = engine.adopt_orphans().await {
-        tracing::warn!("reaper: re-adopting orphaned jobs failed: {error}");
+    let mut pass = ReaperPass::default();
+    match engine.adopt_orphans().await {
+        Ok(adopted) => pass.adopted = adopted,
+        Err(error) => tracing::warn!("reaper: re-adopting orphaned jobs failed: {error}"),
     }
-    backstop(engine).await;
-    leases(engine).await;
-    lost_runs(engine).await;
+    pass.backstopped = backstop(engine).await;
+    (pass.leases_renewed, pass.leases_reclaimed) = leases(engine).await;
+    pass.runs_closed = lost_runs(engine).await;
+    pass.at_ms = engine.clock().now_ms();
+    engine.maintenance().reaper_done(pass);
 }
 
 /// Closes agent runs that never recorded their end while their job is no longer running: the
 /// agent died with a Baton and nothing will ever finish the row (its spend is unknown).
-async fn lost_runs(engine: &Arc<Engine>) {
+async fn lost_runs(engine: &Arc<Engine>) -> u32 {
+    let mut closed = 0;
     let Ok(open) = engine.store().open_agent_runs().await else {
-        return;
+        return closed;
     };
     for run in open {
         let Ok(Some(job)) = engine.store().job(run.job_id).await else {
@@ -36,14 +42,17 @@ async fn lost_runs(engine: &Arc<Engine>) {
         let why = format!("its job ended ({}) without the agent recording an exit", job.status.as_str());
         if let Ok(true) = engine.store().close_agent_run(run.id, "lost", &why, engine.clock().now_ms()).await {
             tracing::warn!(run = run.id, job = %job.id, "closed an agent run that never recorded its end");
+            closed += 1;
         }
     }
+    closed
 }
 
 /// Fails jobs running longer than `job_backstop_secs` and stops their agent.
-async fn backstop(engine: &Arc<Engine>) {
+async fn backstop(engine: &Arc<Engine>) -> u32 {
+    let mut failed = 0;
     let Ok(running) = engine.store().jobs_with_status(JobStatus::Running).await else {
-        return;
+        return failed;
     };
     let now = engine.clock().now_ms();
     let backstop_ms = engine.settings().limits.job_backstop_secs as i64 * 1000;
@@ -57,7 +66,10 @@ async fn backstop(engine: &Arc<Engine>) {
         };
         let event = Event::JobFinished { job: job.id, stage: job.stage.clone(), outcome };
         match engine.apply_event(job.task_id, &event, Some(finish), None).await {
-            Ok(outcome) => tracing::warn!(job = %job.id, ?outcome, "{reason}"),
+            Ok(outcome) => {
+                failed += 1;
+                tracing::warn!(job = %job.id, ?outcome, "{reason}")
+            }
             Err(error) => tracing::warn!(job = %job.id, "reaper backstop failed: {error}"),
         }
         engine.signal_stop(job.id);
@@ -66,12 +78,14 @@ async fn backstop(engine: &Arc<Engine>) {
             engine.supervisor().stop_group(pgid, grace).await;
         }
     }
+    failed
 }
 
 /// Renews the merge lease of holders still at the merge/deploy stages; reclaims the others.
-async fn leases(engine: &Arc<Engine>) {
+async fn leases(engine: &Arc<Engine>) -> (u32, u32) {
+    let (mut renewed, mut reclaimed) = (0, 0);
     let Ok(leases) = engine.store().leases().await else {
-        return;
+        return (renewed, reclaimed);
     };
     let now = engine.clock().now_ms();
     let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
@@ -91,12 +105,15 @@ async fn leases(engine: &Arc<Engine>) {
         if holds_legitimately {
             if lease.expires_at_ms - now < ttl_ms / 2 {
                 // Extend only: a STOP may have released the lease since it was read.
-                let _ = engine.store().renew_lease(&lease.name, &lease.holder, ttl_ms, now).await;
+                if let Ok(true) = engine.store().renew_lease(&lease.name, &lease.holder, ttl_ms, now).await {
+                    renewed += 1;
+                }
             }
             continue;
         }
         if let Ok(true) = engine.store().release_lease(&lease.name, &lease.holder).await {
             tracing::warn!(lease = %lease.name, holder = %lease.holder, "reclaimed a lease whose holder is gone");
+            reclaimed += 1;
             if let Some(task) = task {
                 let _ = engine
                     .store()
@@ -112,6 +129,7 @@ async fn leases(engine: &Arc<Engine>) {
             }
         }
     }
+    (renewed, reclaimed)
 }
 
 /// At start: removes worktrees of finished or unknown tasks, stops agent processes of this data

@@ -4,18 +4,27 @@
 //! path (decide + one transaction); anything it cannot judge stays silent (one log line, no alert).
 
 use crate::engine::Engine;
+use crate::stats::ReconcilerPass;
 use baton_domain::{Event, Hold};
 use baton_store::{JobStatus, TaskFilter};
 use std::sync::Arc;
 
 /// One reconciler pass. Never fails: problems are logged.
 pub async fn tick(engine: &Arc<Engine>) {
+    let mut pass = ReconcilerPass::default();
+    pass_over(engine, &mut pass).await;
+    pass.at_ms = engine.clock().now_ms();
+    engine.maintenance().reconciler_done(pass);
+}
+
+async fn pass_over(engine: &Arc<Engine>, pass: &mut ReconcilerPass) {
     let Ok(tasks) = engine.store().list_tasks(&TaskFilter { active_only: true, repo: None }).await else {
         return;
     };
     let now = engine.clock().now_ms();
     let grace_ms = engine.settings().limits.reconcile_grace_secs as i64 * 1000;
     for task in tasks.into_iter().filter(|t| t.state.hold == Hold::None && now - t.updated_at_ms > grace_ms) {
+        pass.examined += 1;
         let Some(job_id) = task.state.job else {
             tracing::warn!(task = %task.work_item_id, "reconciler: running task without a job; left for a human");
             continue;
@@ -36,9 +45,13 @@ pub async fn tick(engine: &Arc<Engine>) {
         let event = Event::JobFinished { job: job.id, stage: job.stage.clone(), outcome };
         match engine.apply_event(task.id, &event, None, None).await {
             Ok(outcome) => {
+                pass.reapplied += 1;
                 tracing::info!(task = %task.work_item_id, job = %job.id, ?outcome, "reconciler re-applied a finished job")
             }
-            Err(error) => tracing::warn!(task = %task.work_item_id, "reconciler failed: {error}"),
+            Err(error) => {
+                pass.failed += 1;
+                tracing::warn!(task = %task.work_item_id, "reconciler failed: {error}")
+            }
         }
     }
 }

@@ -187,6 +187,12 @@ impl Store for RedactingStore {
     async fn open_agent_runs(&self) -> StoreResult<Vec<AgentRunRecord>> {
         self.inner.open_agent_runs().await
     }
+    async fn open_jobs(&self) -> StoreResult<Vec<baton_store::OpenJob>> {
+        self.inner.open_jobs().await
+    }
+    async fn metric_counts(&self, bounds: &baton_store::HistogramBounds) -> StoreResult<baton_store::MetricCounts> {
+        self.inner.metric_counts(bounds).await
+    }
     async fn close_agent_run(&self, id: i64, status: &str, error: &str, now_ms: i64) -> StoreResult<bool> {
         self.inner.close_agent_run(id, status, &self.text(error), now_ms).await
     }

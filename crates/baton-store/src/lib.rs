@@ -7,9 +7,11 @@
 //! Invariant: only this crate speaks SQL; nothing in the trait assumes SQLite, so a PostgreSQL
 //! implementation can pass the same conformance suite.
 
+pub mod metrics;
 pub mod records;
 pub mod sqlite;
 
+pub use metrics::{HistogramBounds, MetricCounts, OpenJob};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -298,4 +300,12 @@ pub trait Store: Send + Sync {
     /// answers. Never fails: a failure is a check with `ok: false`. Called by `/health` and about
     /// once a second by the engine loop, which stops on a failed `fatal` check.
     async fn health(&self) -> Vec<HealthCheck>;
+
+    /// Queued and running jobs (oldest due first) with their task's work item and pending cancel:
+    /// the queue view, without loading every task.
+    async fn open_jobs(&self) -> StoreResult<Vec<OpenJob>>;
+
+    /// Counters and histograms over the whole history by aggregate queries (`/metrics`); every
+    /// figure as [`MetricCounts::from_records`] defines it.
+    async fn metric_counts(&self, bounds: &HistogramBounds) -> StoreResult<MetricCounts>;
 }

@@ -1,5 +1,6 @@
 //! The SQLite store: WAL, one writer connection, every write transaction `BEGIN IMMEDIATE`.
 
+use crate::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts, OpenJob, TokenTotals};
 use crate::records::*;
 use crate::{HealthCheck, Store, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -422,8 +423,138 @@ fn state_columns(state: &TaskState) -> StoreResult<(String, String)> {
     Ok((serde_json::to_string(&stored)?, state.hold.label().to_string()))
 }
 
+/// Reads a histogram over the values `v` of `values` (a subquery) with one aggregate query.
+async fn histogram(reader: &SqlitePool, values: &str, bounds_ms: &[i64]) -> StoreResult<Histogram> {
+    // The bounds are integers, written into the query text (nothing outside can reach them).
+    let mut columns: Vec<String> = bounds_ms
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("COALESCE(SUM(CASE WHEN v <= {b} THEN 1 ELSE 0 END), 0) AS b{i}"))
+        .collect();
+    columns.push("COUNT(v) AS n".into());
+    columns.push("COALESCE(SUM(v), 0) AS s".into());
+    let sql = format!("SELECT {} FROM ({values})", columns.join(", "));
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(reader).await?;
+    let mut histogram = Histogram::new(bounds_ms);
+    for (i, bucket) in histogram.buckets.iter_mut().enumerate() {
+        *bucket = row.try_get::<i64, _>(format!("b{i}").as_str())? as u64;
+    }
+    histogram.count = row.try_get::<i64, _>("n")? as u64;
+    histogram.sum_ms = row.try_get("s")?;
+    Ok(histogram)
+}
+
+/// Rows of (text, text, count).
+async fn triples(reader: &SqlitePool, sql: String) -> StoreResult<Vec<(String, String, u64)>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(reader).await?;
+    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get::<i64, _>(2)? as u64))).collect()
+}
+
+/// The stage part of a state display in SQL (`review (awaiting approval)` → `review`).
+fn sql_stage(column: &str) -> String {
+    format!("CASE WHEN instr({column}, ' (') > 0 THEN substr({column}, 1, instr({column}, ' (') - 1) ELSE {column} END")
+}
+
 #[async_trait]
 impl Store for SqliteStore {
+    async fn open_jobs(&self) -> StoreResult<Vec<OpenJob>> {
+        let rows = sqlx::query(
+            "SELECT j.*, t.work_item_id AS work_item_id, t.state AS task_state FROM jobs j JOIN tasks t ON t.id = j.task_id
+             WHERE j.status IN ('queued', 'running') ORDER BY j.available_at, j.id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>("task_state")?)?;
+                Ok(OpenJob {
+                    job: job_from_row(row)?,
+                    work_item_id: row.try_get("work_item_id")?,
+                    cancel_requested: state.get("cancel_requested").and_then(|v| v.as_str()).map(str::to_string),
+                })
+            })
+            .collect()
+    }
+
+    async fn metric_counts(&self, bounds: &HistogramBounds) -> StoreResult<MetricCounts> {
+        let reader = &self.reader;
+        let stages = sqlx::query("SELECT stage, COUNT(*) AS n FROM tasks GROUP BY stage ORDER BY stage")
+            .fetch_all(reader)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("stage")?, row.try_get::<i64, _>("n")? as u64)))
+            .collect::<StoreResult<Vec<(String, u64)>>>()?;
+        let stage_transitions = triples(
+            reader,
+            format!(
+                "SELECT f, t, COUNT(*) FROM (SELECT {} AS f, {} AS t FROM (
+                   SELECT json_extract(detail, '$.from') AS fr, json_extract(detail, '$.to') AS tt FROM events
+                   WHERE json_type(detail, '$.from') = 'text' AND json_type(detail, '$.to') = 'text'))
+                 WHERE f <> t GROUP BY f, t ORDER BY f, t",
+                sql_stage("fr"),
+                sql_stage("tt")
+            ),
+        )
+        .await?;
+        let gate_verdicts = triples(
+            reader,
+            "SELECT json_extract(detail, '$.gate') AS g, json_extract(detail, '$.verdict') AS v, COUNT(*) FROM events
+             WHERE kind = 'gate' AND json_type(detail, '$.gate') = 'text' AND json_type(detail, '$.verdict') = 'text'
+             GROUP BY g, v ORDER BY g, v"
+                .into(),
+        )
+        .await?;
+        let agent_runs = triples(
+            reader,
+            "SELECT adapter, COALESCE(status, 'running') AS s, COUNT(*) FROM agent_runs GROUP BY adapter, s ORDER BY adapter, s"
+                .into(),
+        )
+        .await?;
+        let totals = sqlx::query(
+            "SELECT COALESCE(SUM(input_tokens), 0) AS i, COALESCE(SUM(output_tokens), 0) AS o,
+               COALESCE(SUM(cache_read_tokens), 0) AS cr, COALESCE(SUM(cache_write_tokens), 0) AS cw,
+               COALESCE(SUM(reasoning_tokens), 0) AS r, COALESCE(SUM(cost_usd), 0.0) AS c FROM agent_runs",
+        )
+        .fetch_one(reader)
+        .await?;
+        let count = |name: &str| -> StoreResult<u64> { Ok(totals.try_get::<i64, _>(name)? as u64) };
+        let tokens = TokenTotals {
+            input: count("i")?,
+            output: count("o")?,
+            cache_read: count("cr")?,
+            cache_write: count("cw")?,
+            reasoning: count("r")?,
+        };
+        let job_latency = histogram(
+            reader,
+            "SELECT max(finished_at - max(available_at, created_at), 0) AS v FROM jobs WHERE finished_at IS NOT NULL",
+            &bounds.job_latency_ms,
+        )
+        .await?;
+        let merge_wait = histogram(
+            reader,
+            &format!(
+                "SELECT pass - first AS v FROM (
+                   SELECT MIN(at) AS first, MIN(CASE WHEN json_extract(detail, '$.verdict') = 'pass' THEN at END) AS pass
+                   FROM events WHERE kind = 'gate' AND json_extract(detail, '$.gate') = '{MERGE_GATE}'
+                     AND json_type(detail, '$.gate') = 'text' AND json_type(detail, '$.verdict') = 'text'
+                   GROUP BY task_id) WHERE pass IS NOT NULL"
+            ),
+            &bounds.merge_wait_ms,
+        )
+        .await?;
+        Ok(MetricCounts {
+            tasks_by_stage: stages,
+            stage_transitions,
+            gate_verdicts,
+            agent_runs,
+            tokens,
+            cost_usd: totals.try_get("c")?,
+            job_latency,
+            merge_wait,
+        })
+    }
+
     async fn health(&self) -> Vec<HealthCheck> {
         let file = self.file.check();
         if !file.ok && file.fatal {

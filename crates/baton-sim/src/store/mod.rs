@@ -681,6 +681,40 @@ impl Store for SimStore {
         .await
     }
 
+    async fn open_jobs(&self) -> StoreResult<Vec<baton_store::OpenJob>> {
+        self.call("open_jobs", Access::Read, |s, _| {
+            let mut open: Vec<baton_store::OpenJob> = s
+                .jobs
+                .values()
+                .filter(|j| matches!(j.status, JobStatus::Queued | JobStatus::Running))
+                .filter_map(|j| {
+                    let task = s.tasks.get(&j.task_id)?;
+                    Some(baton_store::OpenJob {
+                        job: j.clone(),
+                        work_item_id: task.work_item_id.clone(),
+                        cancel_requested: task.state.cancel_requested.clone(),
+                    })
+                })
+                .collect();
+            open.sort_by_key(|o| (o.job.available_at_ms, o.job.id.0));
+            Ok(open)
+        })
+        .await
+    }
+
+    async fn metric_counts(&self, bounds: &baton_store::HistogramBounds) -> StoreResult<baton_store::MetricCounts> {
+        self.call("metric_counts", Access::Read, |s, _| {
+            Ok(baton_store::MetricCounts::from_records(
+                s.tasks.values(),
+                s.jobs.values(),
+                s.events.iter(),
+                s.agent_runs.iter(),
+                bounds,
+            ))
+        })
+        .await
+    }
+
     async fn open_agent_runs(&self) -> StoreResult<Vec<AgentRunRecord>> {
         self.call("open_agent_runs", Access::Read, |s, _| {
             Ok(s.agent_runs.iter().filter(|r| r.ended_at_ms.is_none()).cloned().collect())
