@@ -7,6 +7,10 @@
 //!   `Host`/`Origin` allowlist ([`guard`]).
 //! - [`health`]: `/health`, the store's checks (200, or 503 naming the failed check).
 //! - [`api`]: one file per group of routes (tasks, status, usage).
+//! - Observability: `/api/queue` and `/api/metrics` ([`api`]), `/metrics` in the Prometheus
+//!   text format ([`prometheus`]), each with a kill switch ([`Observability`]); `procfs`: CPU
+//!   ticks of agent process groups; [`openapi`]: the OpenAPI document at `/api/openapi.json`.
+//!   [`ROUTES`] lists every route.
 //! - [`webhooks`]: `POST /webhooks/{github,gitea,plane}`, signed deliveries stored in the inbox
 //!   and acknowledged with 202 before any processing.
 //! - [`auth`]: the principal behind a bearer token and the scope each route needs.
@@ -25,6 +29,9 @@ pub mod extract;
 pub mod guard;
 mod health;
 pub mod idempotency;
+pub mod openapi;
+mod procfs;
+pub mod prometheus;
 mod redact;
 pub mod server;
 pub mod webhooks;
@@ -56,13 +63,57 @@ pub struct AppState {
     pub started_at_ms: i64,
     /// The secret of each webhook source (`[webhooks]`); an unset one turns its route off.
     pub webhooks: WebhookSecrets,
+    /// The kill switches of the observability routes.
+    pub observability: Observability,
 }
+
+/// Which observability routes answer (`[server] metrics`, `queue_api`); an off one is a 404
+/// naming its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observability {
+    /// `/metrics` and `/api/metrics`.
+    pub metrics: bool,
+    /// `/api/queue`.
+    pub queue_api: bool,
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Observability { metrics: true, queue_api: true }
+    }
+}
+
+/// Every route the router serves, as (method, path) with `{param}` segments. The OpenAPI
+/// document covers each (a test checks it, and that each answers on a real server); a new route
+/// goes here too.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/api/status"),
+    ("GET", "/api/tasks"),
+    ("POST", "/api/tasks"),
+    ("GET", "/api/tasks/{id}"),
+    ("POST", "/api/tasks/{id}/approve"),
+    ("POST", "/api/tasks/{id}/answer"),
+    ("POST", "/api/tasks/{id}/confirm-deploy"),
+    ("POST", "/api/tasks/{id}/stop"),
+    ("POST", "/api/tasks/{id}/retry"),
+    ("POST", "/api/tasks/{id}/resume"),
+    ("GET", "/api/usage"),
+    ("GET", "/api/queue"),
+    ("GET", "/api/metrics"),
+    ("GET", "/api/openapi.json"),
+    ("POST", "/webhooks/github"),
+    ("POST", "/webhooks/gitea"),
+    ("POST", "/webhooks/plane"),
+];
 
 /// The whole HTTP surface: `/health`, `/api/...`, and JSON 404/405 for everything else.
 pub fn app(state: AppState) -> Router {
     let state = Arc::new(state);
     Router::new()
         .route("/health", get(health::health))
+        .merge(api::observability_root(state.clone()))
         .nest("/api", api::router(state.clone()))
         .merge(webhooks::router(state.clone()))
         .fallback(not_found)

@@ -73,6 +73,7 @@ impl Harness {
             read_requires_token: false,
             started_at_ms: 0,
             webhooks: baton_http::WebhookSecrets::default(),
+            observability: baton_http::Observability::default(),
         })
     }
 
@@ -446,6 +447,7 @@ async fn serves_health_on_a_real_socket() {
         read_requires_token: false,
         started_at_ms: 0,
         webhooks: baton_http::WebhookSecrets::default(),
+        observability: baton_http::Observability::default(),
     };
     let server = tokio::spawn(baton_http::serve(listener, state, async {
         let _ = stop_rx.await;

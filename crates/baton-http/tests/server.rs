@@ -69,6 +69,7 @@ impl Running {
             read_requires_token: false,
             started_at_ms: 0,
             webhooks: baton_http::WebhookSecrets::default(),
+            observability: baton_http::Observability::default(),
         };
         let task = tokio::spawn(serve_with(listener, state, settings, async {
             let _ = stopped.await;

@@ -445,6 +445,7 @@ mod webhooks {
             read_requires_token: false,
             started_at_ms: 0,
             webhooks: config.webhooks.clone(),
+            observability: baton_http::Observability::default(),
         };
         let settings = baton_http::server::ServerSettings {
             max_connections: config.server.max_connections,

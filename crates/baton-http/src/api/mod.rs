@@ -4,7 +4,12 @@
 //! - [`tasks`]: list, show, create, and the human actions (approve, answer, confirm-deploy, stop, retry).
 //! - [`status`]: counts by stage and hold, the job queue, held leases, uptime.
 //! - [`usage`]: token and cost totals grouped by task, stage, adapter, model, repo or day.
+//! - [`queue`]: open jobs, merge leases and who waits, reaper/reconciler passes, budgets, pending STOPs.
+//! - [`metrics`]: the versioned metrics envelope (stages, queue, live agents, cost).
+//! - `/openapi.json`: the OpenAPI document ([`crate::openapi`]).
 
+pub mod metrics;
+pub mod queue;
 pub mod status;
 pub mod tasks;
 pub mod usage;
@@ -34,6 +39,15 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::show))
         .route("/usage", get(usage::usage))
+        // Observability (kill switches in `crate::Observability`).
+        .route("/queue", get(queue::queue))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .route_layer(from_fn_with_state(state, require_read));
     reads.merge(mutations)
+}
+
+/// `/metrics` (Prometheus), outside `/api` but behind the same read rule.
+pub(crate) fn observability_root(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new().route("/metrics", get(crate::prometheus::metrics)).route_layer(from_fn_with_state(state, require_read))
 }

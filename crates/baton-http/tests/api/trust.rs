@@ -91,6 +91,7 @@ async fn reads_can_require_a_read_token() {
             read_requires_token: true,
             started_at_ms: 0,
             webhooks: baton_http::WebhookSecrets::default(),
+            observability: baton_http::Observability::default(),
         })
     };
     let (status, _) = send(app(), Request::get("/api/tasks").body(Body::empty()).unwrap()).await;

@@ -98,6 +98,7 @@ impl Hooks {
             read_requires_token: false,
             started_at_ms: 0,
             webhooks: secrets,
+            observability: baton_http::Observability::default(),
         }
     }
 

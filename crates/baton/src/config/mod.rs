@@ -56,6 +56,10 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// Host names answered besides loopback and the listen address (`server.allowed_hosts`).
     pub allowed_hosts: Vec<String>,
+    /// Serve `/metrics` and `/api/metrics` (`server.metrics`, default true).
+    pub metrics: bool,
+    /// Serve `/api/queue` (`server.queue_api`, default true).
+    pub queue_api: bool,
 }
 
 // Written by hand so that debug output and logs never show the token.
@@ -71,6 +75,8 @@ impl fmt::Debug for ServerConfig {
             .field("header_timeout_secs", &self.header_timeout_secs)
             .field("idle_timeout_secs", &self.idle_timeout_secs)
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("metrics", &self.metrics)
+            .field("queue_api", &self.queue_api)
             .finish()
     }
 }

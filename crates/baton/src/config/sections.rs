@@ -134,6 +134,13 @@ impl Loader<'_> {
             idle_timeout_secs: Option<u64>,
             #[serde(default)]
             allowed_hosts: Vec<String>,
+            #[serde(default = "on")]
+            metrics: bool,
+            #[serde(default = "on")]
+            queue_api: bool,
+        }
+        fn on() -> bool {
+            true
         }
         let mut table = self.section_table("server", raw, "write it as a [server] section")?;
         split_string_list(&mut table, "agent_env", |c| c.is_whitespace() || c == ',');
@@ -197,6 +204,8 @@ impl Loader<'_> {
             header_timeout_secs: limits.1,
             idle_timeout_secs: limits.2,
             allowed_hosts: section.allowed_hosts,
+            metrics: section.metrics,
+            queue_api: section.queue_api,
         };
         sound.then_some((server, section.agent_env))
     }

@@ -1,0 +1,129 @@
+//! The OpenAPI 3.1 document of the whole HTTP surface, served at `GET /api/openapi.json`:
+//! generated with `utoipa` from the handlers' `#[utoipa::path]` annotations and response types.
+//! [`crate::ROUTES`] lists every route the router serves; a test checks that each one is in this
+//! document and answers on a real server.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use std::sync::Arc;
+use utoipa::{OpenApi, ToSchema};
+
+/// Every error answer: a stable machine-readable `code` and a message saying what to fix.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Baton", description = "Baton's HTTP API: tasks, human actions, usage, observability and webhooks."),
+    paths(
+        health, status, tasks_list, tasks_create, tasks_show, task_action, usage,
+        crate::api::queue::queue, crate::api::metrics::metrics, crate::prometheus::metrics, openapi_json, webhook,
+    ),
+    components(schemas(ErrorBody)),
+    tags((name = "observability", description = "Queue, metrics and this document")),
+)]
+struct Doc;
+
+/// The document, built once per call (cheap: no IO).
+pub fn document() -> utoipa::openapi::OpenApi {
+    Doc::openapi()
+}
+
+/// `GET /api/openapi.json`.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "observability",
+    responses((status = 200, description = "This OpenAPI document", body = Object)))]
+pub(crate) async fn openapi_json(State(_state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    serde_json::to_value(document()).map(Json).map_err(|error| {
+        tracing::error!("rendering the OpenAPI document failed: {error}");
+        ApiError::Internal
+    })
+}
+
+// The routes whose handlers live elsewhere are described here, by path, with their bodies.
+
+/// The store's health checks.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, description = "`{status: \"ok\", checks: [{name, ok, detail}]}`", body = Object),
+              (status = 503, description = "A check failed; the body names it", body = Object)))]
+#[allow(dead_code)]
+fn health() {}
+
+/// Tasks by stage and hold, job counts, held leases, uptime.
+#[utoipa::path(get, path = "/api/status", tag = "tasks", responses((status = 200, description = "Status report", body = Object)))]
+#[allow(dead_code)]
+fn status() {}
+
+/// Tasks, newest first (`?active=true`, `?repo=`).
+#[utoipa::path(get, path = "/api/tasks", tag = "tasks",
+    params(("active" = Option<bool>, Query, description = "hide done and cancelled tasks"),
+           ("repo" = Option<String>, Query, description = "only this repository's tasks")),
+    responses((status = 200, description = "Task records", body = Vec<Object>), (status = 400, body = ErrorBody)))]
+#[allow(dead_code)]
+fn tasks_list() {}
+
+/// Creates a task (`act` scope; honours `Idempotency-Key`).
+#[utoipa::path(post, path = "/api/tasks", tag = "tasks",
+    request_body(content = Object, description = "`{repo, title, body?, external_ref?}`"),
+    responses((status = 201, description = "The new task", body = Object), (status = 401, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[allow(dead_code)]
+fn tasks_create() {}
+
+/// One task with its timeline, jobs, agent runs and totals.
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "numeric id or work-item id")),
+    responses((status = 200, description = "Task detail", body = Object), (status = 404, body = ErrorBody)))]
+#[allow(dead_code)]
+fn tasks_show() {}
+
+/// A human action on a task (`act` scope; honours `Idempotency-Key`); `answer` takes `{text}`.
+#[utoipa::path(post, path = "/api/tasks/{id}/{action}", tag = "tasks",
+    params(("id" = String, Path, description = "numeric id or work-item id"),
+           ("action" = String, Path, description = "approve | answer | confirm-deploy | stop | retry | resume")),
+    responses((status = 200, description = "The input's outcome (applied or suppressed with a reason)", body = Object),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[allow(dead_code)]
+fn task_action() {}
+
+/// Token and cost totals grouped by task, stage, adapter, model, repo or day.
+#[utoipa::path(get, path = "/api/usage", tag = "usage",
+    params(("by" = Option<String>, Query, description = "task | stage | adapter | model | repo | day")),
+    responses((status = 200, description = "Usage rows", body = Vec<Object>), (status = 400, body = ErrorBody)))]
+#[allow(dead_code)]
+fn usage() {}
+
+/// A signed webhook delivery, stored once and acknowledged before any processing.
+#[utoipa::path(post, path = "/webhooks/{source}", tag = "webhooks",
+    params(("source" = String, Path, description = "github | gitea | plane")),
+    request_body(content = Object, description = "The sender's JSON payload, HMAC-SHA256 signed"),
+    responses((status = 202, description = "`{accepted: true, duplicate}`", body = Object),
+              (status = 401, body = ErrorBody), (status = 404, description = "The source's secret is not configured", body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+#[allow(dead_code)]
+fn webhook() {}
+
+/// Whether `(method, path)` of the router is a path of the document: `{param}` segments match
+/// any one segment of the document's path (the document names some routes by a template, such
+/// as `/api/tasks/{id}/{action}`).
+pub fn documents(doc: &utoipa::openapi::OpenApi, method: &str, path: &str) -> bool {
+    doc.paths.paths.iter().any(|(template, item)| {
+        let operation = match method {
+            "GET" => item.get.is_some(),
+            "POST" => item.post.is_some(),
+            "PUT" => item.put.is_some(),
+            "DELETE" => item.delete.is_some(),
+            "PATCH" => item.patch.is_some(),
+            _ => false,
+        };
+        let (a, b): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+        operation
+            && a.len() == b.len()
+            && a.iter().zip(&b).all(|(t, p)| t == p || (t.starts_with('{') && (p.starts_with('{') || !p.is_empty())))
+    })
+}
