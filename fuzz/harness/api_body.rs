@@ -99,6 +99,7 @@ impl ApiHarness {
             read_requires_token: false,
             started_at_ms: 0,
             webhooks: baton_http::WebhookSecrets::default(),
+            observability: baton_http::Observability::default(),
         });
         self.runtime.block_on(async {
             let response = router.oneshot(request).await.expect("the router is infallible");

@@ -97,6 +97,7 @@ impl HttpHarness {
                 read_requires_token: false,
                 started_at_ms: 0,
                 webhooks: baton_http::WebhookSecrets::default(),
+                observability: baton_http::Observability::default(),
             };
             let settings = ServerSettings {
                 max_connections: 64,

@@ -16,7 +16,9 @@ const AT_CLKTCK: u64 = 17;
 /// The unit of `/proc/<pid>/stat` CPU times, in ticks per second.
 pub fn clk_tck() -> u64 {
     static TICKS: OnceLock<u64> = OnceLock::new();
-    *TICKS.get_or_init(|| std::fs::read("/proc/self/auxv").ok().and_then(|v| auxv_value(&v, AT_CLKTCK)).unwrap_or(CLK_TCK_DEFAULT))
+    *TICKS.get_or_init(|| {
+        std::fs::read("/proc/self/auxv").ok().and_then(|v| auxv_value(&v, AT_CLKTCK)).unwrap_or(CLK_TCK_DEFAULT)
+    })
 }
 
 /// The value of `key` in an auxiliary vector of native-endian 64-bit (type, value) pairs.

@@ -43,7 +43,11 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Respon
     for (stage, n) in &counts.tasks_by_stage {
         out.sample("baton_tasks", &[("stage", stage)], *n as f64);
     }
-    out.family("baton_stage_transitions_total", "counter", "Applied decisions that moved a task from one stage to another.");
+    out.family(
+        "baton_stage_transitions_total",
+        "counter",
+        "Applied decisions that moved a task from one stage to another.",
+    );
     for (from, to, n) in &counts.stage_transitions {
         out.sample("baton_stage_transitions_total", &[("from", from), ("to", to)], *n as f64);
     }
@@ -122,7 +126,11 @@ pub fn escape_label(value: &str) -> String {
 
 /// A sample value: integers without a fraction, others as Rust prints them (shortest round-trip).
 fn number(value: f64) -> String {
-    if value.is_finite() && value.fract() == 0.0 && value.abs() < 1e15 { format!("{}", value as i64) } else { format!("{value}") }
+    if value.is_finite() && value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
 }
 
 #[cfg(test)]

@@ -84,10 +84,7 @@ pub async fn serve(config: Config) -> anyhow::Result<u8> {
         read_requires_token: config.server.read_requires_token,
         started_at_ms: engine.clock().now_ms(),
         webhooks: config.webhooks.clone(),
-        observability: baton_http::Observability {
-            metrics: config.server.metrics,
-            queue_api: config.server.queue_api,
-        },
+        observability: baton_http::Observability { metrics: config.server.metrics, queue_api: config.server.queue_api },
     };
     let settings = baton_http::server::ServerSettings {
         max_connections: config.server.max_connections,

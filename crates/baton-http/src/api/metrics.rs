@@ -79,9 +79,8 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Json<M
     let engine = &state.engine;
     let store = engine.store();
     let now = engine.clock().now_ms();
-    let counts = store
-        .metric_counts(&baton_store::HistogramBounds { job_latency_ms: vec![], merge_wait_ms: vec![] })
-        .await?;
+    let counts =
+        store.metric_counts(&baton_store::HistogramBounds { job_latency_ms: vec![], merge_wait_ms: vec![] }).await?;
     let open = store.open_jobs().await?;
     let mut queue = QueueCounts::default();
     for o in &open {

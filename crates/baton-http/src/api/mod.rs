@@ -49,5 +49,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
 
 /// `/metrics` (Prometheus), outside `/api` but behind the same read rule.
 pub(crate) fn observability_root(state: Arc<AppState>) -> Router<Arc<AppState>> {
-    Router::new().route("/metrics", get(crate::prometheus::metrics)).route_layer(from_fn_with_state(state, require_read))
+    Router::new()
+        .route("/metrics", get(crate::prometheus::metrics))
+        .route_layer(from_fn_with_state(state, require_read))
 }

@@ -151,7 +151,9 @@ pub struct PendingStop {
               (status = 404, description = "Turned off by `server.queue_api = false`", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn queue(State(state): State<Arc<AppState>>) -> Result<Json<QueueReport>, ApiError> {
     if !state.observability.queue_api {
-        return Err(ApiError::NotFound("the queue view is turned off; set `server.queue_api = true` to serve it".into()));
+        return Err(ApiError::NotFound(
+            "the queue view is turned off; set `server.queue_api = true` to serve it".into(),
+        ));
     }
     let engine = &state.engine;
     let store = engine.store();
@@ -159,7 +161,8 @@ pub(crate) async fn queue(State(state): State<Arc<AppState>>) -> Result<Json<Que
     let open = store.open_jobs().await?;
 
     let jobs = open.iter().map(|o| queue_job(o, now)).collect();
-    let merge_gated = |stage: &str| engine.pipeline().stage(stage).is_some_and(|s| s.gates.contains(&GateSpec::Mergeable));
+    let merge_gated =
+        |stage: &str| engine.pipeline().stage(stage).is_some_and(|s| s.gates.contains(&GateSpec::Mergeable));
     let leases = store
         .leases()
         .await?
