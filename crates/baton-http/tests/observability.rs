@@ -408,6 +408,20 @@ async fn metrics_exposition_matches_the_scenario() {
     assert_eq!(scrape.value("baton_merge_queue_wait_seconds_sum", &[]), Some(120.0));
     assert_eq!(scrape.value("baton_merge_queue_wait_seconds_bucket", &[("le", "60")]), Some(0.0));
     assert_eq!(scrape.value("baton_merge_queue_wait_seconds_bucket", &[("le", "300")]), Some(1.0));
+
+    // SQLite's aggregate queries answer exactly what the reference definition computes from the rows.
+    let store = h.store();
+    let tasks = store.list_tasks(&baton_store::TaskFilter::default()).await.unwrap();
+    let (mut jobs, mut runs) = (Vec::new(), Vec::new());
+    for task in &tasks {
+        jobs.extend(store.jobs_for_task(task.id).await.unwrap());
+        runs.extend(store.agent_runs(task.id).await.unwrap());
+    }
+    let events = store.events(None, 0, 10_000).await.unwrap();
+    let bounds =
+        baton_store::HistogramBounds { job_latency_ms: vec![500, 3_000], merge_wait_ms: vec![60_000, 300_000] };
+    let reference = baton_store::MetricCounts::from_records(&tasks, &jobs, &events, &runs, &bounds);
+    assert_eq!(store.metric_counts(&bounds).await.unwrap(), reference);
 }
 
 // A lease held by one task at the merge-gated stage, another task waiting for it with a deferred
