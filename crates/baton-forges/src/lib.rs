@@ -26,6 +26,9 @@
 //! one `baton:<status>` label with [`ForgeApi::add_label`]/[`ForgeApi::remove_label`] and
 //! [`ForgeApi::close_issue`] when done ([`LabelTracker`]). The pollers list tickets
 //! ([`ForgeApi::list_issues_with_label`], [`Plane::list_work_items`]) for the engine's intake.
+//! - [`telegram`]: the Bot API client and [`Telegram`], the notifier (alerts) and live board (one
+//!   message per task, edited in place, with buttons); [`notify_webhook`]: signed JSON POSTs.
+//!
 //! Comments are prompt content (answers) or status notes, never triggers.
 
 pub mod adapters;
@@ -35,7 +38,9 @@ pub mod gitea;
 pub mod github;
 pub mod hosted;
 pub mod http;
+pub mod notify_webhook;
 pub mod plane;
+pub mod telegram;
 pub mod trackers;
 
 pub use error::ApiError;
@@ -44,5 +49,7 @@ pub use gitea::Gitea;
 pub use github::GitHub;
 pub use hosted::HostedForge;
 pub use http::{Auth, ClientConfig, Clock, RetryPolicy, Secret, SystemClock};
+pub use notify_webhook::{NotifierSet, WebhookNotifier};
 pub use plane::{Plane, PlaneComment, PlaneState, StateMap, WorkItem};
+pub use telegram::{Telegram, TelegramClient, TelegramConfig, TelegramError};
 pub use trackers::{ForgePoller, LabelSettings, LabelTracker, PlanePoller, PlaneTracker};

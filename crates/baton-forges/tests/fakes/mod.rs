@@ -5,6 +5,7 @@
 
 pub mod forge;
 pub mod plane;
+pub mod telegram;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode};
