@@ -80,6 +80,11 @@ pub enum OutboxEffect {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ticket: Option<TicketStatus>,
     },
+    /// Show the task's live card (Telegram), unless `version` or a later one is already shown.
+    LiveUpdate {
+        work_item: String,
+        version: i64,
+    },
 }
 
 impl OutboxEffect {
@@ -92,6 +97,7 @@ impl OutboxEffect {
             OutboxEffect::Notify { .. } => "notify",
             OutboxEffect::SyncPullRequest { .. } => "sync_pull_request",
             OutboxEffect::TrackerUpdate { .. } => "tracker_update",
+            OutboxEffect::LiveUpdate { .. } => "live_update",
         }
     }
 
@@ -113,7 +119,8 @@ pub struct RunningProcess {
 
 /// The outbox rows of a decision's external effects, in the order they are carried out (the
 /// agent stops before its worktree goes; the worktree goes before its branch). `hosted_forge`:
-/// the task's repository is on GitHub or Gitea/Forgejo (its pull request follows the status).
+/// the task's repository is on GitHub or Gitea/Forgejo (its pull request follows the status);
+/// `live`: a live board is configured (the task's card shows the new version).
 pub fn outbox_rows(
     pipeline: &Pipeline,
     task: &TaskRecord,
@@ -121,6 +128,7 @@ pub fn outbox_rows(
     effects: &[Effect],
     running: &[RunningProcess],
     hosted_forge: bool,
+    live: bool,
 ) -> Vec<NewEffect> {
     let mut rows = Vec::new();
     if effects.contains(&Effect::StopAgent) {
@@ -159,6 +167,9 @@ pub fn outbox_rows(
         });
     }
     rows.push(tracker_update(pipeline, task, next));
+    if live {
+        rows.push(OutboxEffect::LiveUpdate { work_item: task.work_item_id.clone(), version: task.version + 1 });
+    }
     rows.iter().map(OutboxEffect::to_row).collect()
 }
 
@@ -368,5 +379,6 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
             }
             engine.tracker().task_changed(&update).await.map_err(|e| format!("tracker update: {e}"))
         }
+        OutboxEffect::LiveUpdate { version, .. } => crate::telegram::show(engine, record.task_id, version).await,
     }
 }

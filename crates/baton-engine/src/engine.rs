@@ -116,6 +116,8 @@ pub struct Engine {
     tracker: Arc<dyn Tracker>,
     webhook_sink: Arc<dyn WebhookSink>,
     pollers: Vec<Arc<dyn TicketPoller>>,
+    /// Telegram's live cards and buttons, when configured.
+    live: Option<Arc<crate::telegram::LiveUpdates>>,
     /// A ticket poll pass is running (one at a time).
     polling: Arc<AtomicBool>,
     /// A webhook delivery was stored since the loop last looked.
@@ -155,6 +157,7 @@ pub struct EngineBuilder {
     tracker: Option<Arc<dyn Tracker>>,
     webhook_sink: Option<Arc<dyn WebhookSink>>,
     pollers: Vec<Arc<dyn TicketPoller>>,
+    live: Option<Arc<crate::telegram::LiveUpdates>>,
     owner: Option<String>,
     secrets: Vec<String>,
     sandbox: Option<Arc<Sandbox>>,
@@ -219,6 +222,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Telegram's live cards (a `live_update` outbox row with every transition) and buttons.
+    pub fn live_updates(mut self, live: crate::telegram::LiveUpdates) -> Self {
+        self.live = Some(Arc::new(live));
+        self
+    }
+
     /// Secrets to mask beyond those the engine finds itself (the API token, webhook secrets).
     pub fn secrets(mut self, values: impl IntoIterator<Item = String>) -> Self {
         self.secrets.extend(values);
@@ -263,6 +272,7 @@ impl EngineBuilder {
             tracker: self.tracker.unwrap_or_else(|| Arc::new(LocalTracker)),
             webhook_sink: self.webhook_sink.unwrap_or_else(|| Arc::new(LogSink)),
             pollers: self.pollers,
+            live: self.live,
             polling: Arc::new(AtomicBool::new(false)),
             webhooks_pending: AtomicBool::new(true),
             owner: self.owner.unwrap_or_else(|| format!("pid:{}", std::process::id())),
@@ -294,6 +304,7 @@ impl Engine {
             tracker: None,
             webhook_sink: None,
             pollers: Vec::new(),
+            live: None,
             owner: None,
             secrets: Vec::new(),
             sandbox: None,
@@ -426,6 +437,11 @@ impl Engine {
 
     pub(crate) fn notifier(&self) -> &Arc<dyn Notifier> {
         &self.notifier
+    }
+
+    /// Telegram's live cards and buttons, when configured.
+    pub fn live(&self) -> Option<&Arc<crate::telegram::LiveUpdates>> {
+        self.live.as_ref()
     }
 
     pub(crate) fn tracker(&self) -> &Arc<dyn Tracker> {
@@ -627,6 +643,7 @@ impl Engine {
                             &effects,
                             &running,
                             self.settings.repo(&task.repo).is_some_and(|r| r.forge.is_hosted()),
+                            self.live.is_some(),
                         ),
                         now_ms: now,
                     };
@@ -897,6 +914,20 @@ impl Engine {
                             tracing::warn!("polling tickets failed: {error}");
                         }
                         engine.polling.store(false, Ordering::Release);
+                    }));
+                }
+                // Telegram presses by long polling (`mode = "poll"`): off the loop, one at a time.
+                if let Some(live) = self.live.as_ref().filter(|l| l.polls())
+                    && !live.polling.swap(true, Ordering::AcqRel)
+                {
+                    let engine = self.clone();
+                    self.spawner.spawn(Box::pin(async move {
+                        if let Err(error) = crate::telegram::poll(&engine).await {
+                            tracing::warn!("polling Telegram updates failed: {error}");
+                        }
+                        if let Some(live) = engine.live() {
+                            live.polling.store(false, Ordering::Release);
+                        }
                     }));
                 }
             }

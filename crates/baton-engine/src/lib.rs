@@ -38,6 +38,7 @@ mod redacting;
 pub mod sandbox;
 pub mod settings;
 pub mod stats;
+pub mod telegram;
 pub mod webhooks;
 pub mod workspace;
 

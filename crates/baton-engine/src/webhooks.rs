@@ -49,6 +49,20 @@ pub(crate) async fn drain(engine: &Engine) -> StoreResult<WebhookPass> {
     let mut pass = WebhookPass::default();
     let pending = engine.store().pending_deliveries(DELIVERIES_PER_PASS).await?;
     for delivery in pending {
+        if delivery.source == crate::telegram::SOURCE {
+            let now = engine.clock().now_ms();
+            match crate::telegram::handle_delivery(engine, &delivery).await {
+                Ok(summary) => {
+                    engine.store().mark_delivery(delivery.id, now, Some(&summary), None).await?;
+                    pass.handled += 1;
+                }
+                Err(error) => {
+                    tracing::warn!("telegram update {}: handling failed, will retry: {error}", delivery.delivery_id);
+                    pass.retried += 1;
+                }
+            }
+            continue;
+        }
         let parsed = match Source::from_name(&delivery.source) {
             Some(source) => {
                 webhook::parse(source, &delivery.event, delivery.payload.as_bytes()).map_err(|e| e.to_string())
