@@ -10,11 +10,13 @@
 //! first time, `{"accepted":true,"duplicate":true}` for a redelivery. Nothing is parsed or acted
 //! on before the answer: the engine's webhook worker does that afterwards.
 //!
-//! One file per source holds its headers: [`github`], [`gitea`], [`plane`].
+//! One file per source holds its headers: [`github`], [`gitea`], [`plane`]; [`telegram`] has its
+//! own route (a secret-token header instead of a signature, deduplicated by `update_id`).
 
 pub mod gitea;
 pub mod github;
 pub mod plane;
+pub mod telegram;
 
 use crate::{ApiError, AppState};
 use axum::Json;
@@ -44,6 +46,8 @@ pub struct WebhookSecrets {
     pub github: Option<String>,
     pub gitea: Option<String>,
     pub plane: Option<String>,
+    /// Telegram's `setWebhook` secret token (`[telegram] webhook_secret_env`).
+    pub telegram: Option<String>,
 }
 
 // Written by hand so that debug output never shows a secret.
@@ -54,6 +58,7 @@ impl fmt::Debug for WebhookSecrets {
             .field("github", &shown(&self.github))
             .field("gitea", &shown(&self.gitea))
             .field("plane", &shown(&self.plane))
+            .field("telegram", &shown(&self.telegram))
             .finish()
     }
 }
@@ -84,6 +89,7 @@ pub(crate) fn router(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/webhooks/github", post(|s: State<Arc<AppState>>, r: Request| receive(s, &github::SPEC, r)))
         .route("/webhooks/gitea", post(|s: State<Arc<AppState>>, r: Request| receive(s, &gitea::SPEC, r)))
         .route("/webhooks/plane", post(|s: State<Arc<AppState>>, r: Request| receive(s, &plane::SPEC, r)))
+        .route("/webhooks/telegram", post(telegram::receive))
         .with_state(state)
 }
 

@@ -104,7 +104,12 @@ impl Hooks {
 
     fn app(&self) -> Router {
         let secret = Some(SECRET.to_string());
-        app(self.state(WebhookSecrets { github: secret.clone(), gitea: secret.clone(), plane: secret }))
+        app(self.state(WebhookSecrets {
+            github: secret.clone(),
+            gitea: secret.clone(),
+            plane: secret,
+            ..Default::default()
+        }))
     }
 
     async fn rows(&self, source: &str) -> Vec<DeliveryRecord> {
@@ -426,7 +431,8 @@ async fn webhook_to_202_latency_over_loopback() {
     const DELIVERIES: usize = 1_000;
     let h = Hooks::new().await;
     let secret = Some(SECRET.to_string());
-    let state = h.state(WebhookSecrets { github: secret.clone(), gitea: secret.clone(), plane: secret });
+    let state =
+        h.state(WebhookSecrets { github: secret.clone(), gitea: secret.clone(), plane: secret, ..Default::default() });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -592,6 +592,7 @@ impl Loader<'_> {
             github: check("github_secret", section.github_secret),
             gitea: check("gitea_secret", section.gitea_secret),
             plane: check("plane_secret", section.plane_secret),
+            telegram: None,
         };
         sound.then_some(secrets)
     }
