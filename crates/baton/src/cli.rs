@@ -263,10 +263,37 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
             .tracker(Arc::new(set))
             .pollers(pollers)
             .webhook_sink(Arc::new(baton_engine::intake::IntakeSink::new(rules)))
-    }
-    .build();
+    };
+    let engine = with_notifiers(engine, config)?.build();
     crate::logging::set_redactor(engine.redactor().clone());
     Ok(engine)
+}
+
+/// `[telegram]` (alerts, the live card per task, its buttons) and `[[notifiers]]` (signed
+/// webhooks) beside the log notifier.
+fn with_notifiers(engine: baton_engine::EngineBuilder, config: &Config) -> anyhow::Result<baton_engine::EngineBuilder> {
+    use baton_adapters::notifier::{LogNotifier, Notifier};
+    use baton_engine::telegram::{LiveUpdates, PressMode};
+    let mut notifiers: Vec<Arc<dyn Notifier>> = vec![Arc::new(LogNotifier)];
+    let mut engine = engine;
+    for n in &config.notifiers {
+        notifiers.push(Arc::new(baton_forges::WebhookNotifier::new(&n.name, &n.url, &n.secret)?));
+        engine = engine.secrets([n.secret.clone()]);
+    }
+    if let Some(t) = &config.telegram {
+        let client =
+            baton_forges::TelegramClient::new(baton_forges::TelegramConfig::new(&t.api_url, &t.bot_token, &t.chat_id))?;
+        let telegram = Arc::new(baton_forges::Telegram::new(client));
+        notifiers.push(telegram.clone());
+        let mode = if t.mode == config::TelegramMode::Poll { PressMode::Poll } else { PressMode::Webhook };
+        engine = engine
+            .secrets([t.bot_token.clone()].into_iter().chain(t.webhook_secret.clone()))
+            .live_updates(LiveUpdates::new(telegram, t.allowed_user_ids.clone(), mode));
+    }
+    if notifiers.len() == 1 {
+        return Ok(engine);
+    }
+    Ok(engine.notifier(Arc::new(baton_forges::NotifierSet::new(notifiers))))
 }
 
 /// The forge of every repository: GitHub or Gitea/Forgejo where configured, else the local one.

@@ -25,6 +25,7 @@ mod template;
 mod tests;
 
 pub use keys::accepted_keys;
+pub use sections::{NotifierConfig, TelegramConfig, TelegramMode};
 pub use template::init_template;
 
 use baton_engine::{EngineSettings, SandboxSettings};
@@ -141,6 +142,10 @@ pub struct Config {
     pub webhooks: baton_http::WebhookSecrets,
     /// `[[trackers]]`: where tickets come from and where task status is mirrored.
     pub trackers: Vec<TrackerConfig>,
+    /// `[telegram]`: the live message per task, alerts and buttons (None: not configured).
+    pub telegram: Option<TelegramConfig>,
+    /// `[[notifiers]]`: further notifiers (signed JSON webhooks).
+    pub notifiers: Vec<NotifierConfig>,
     /// The file used; `None` means the embedded defaults.
     pub source: Option<PathBuf>,
     /// Problems the [`LoadMode`] let pass: secrets whose variables are unset, which `baton serve`

@@ -19,14 +19,25 @@ use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 /// The top-level sections this version understands.
-pub(super) const SECTIONS: &[&str] =
-    &["server", "limits", "budgets", "repos", "agents", "pipeline", "sandbox", "webhooks", "trackers"];
+pub(super) const SECTIONS: &[&str] = &[
+    "server",
+    "limits",
+    "budgets",
+    "repos",
+    "agents",
+    "pipeline",
+    "sandbox",
+    "webhooks",
+    "trackers",
+    "telegram",
+    "notifiers",
+];
 
 /// Shortest webhook secret accepted: the signature is only as strong as the secret.
 const WEBHOOK_SECRET_CHARS_MIN: usize = 16;
 
 /// Sections SPEC §13 names that this version does not read yet.
-const PLANNED_SECTIONS: &[&str] = &["forges", "notifiers", "features", "pricing"];
+const PLANNED_SECTIONS: &[&str] = &["forges", "features", "pricing"];
 
 /// Agent roles always accepted under `[agents.<role>]`.
 const BUILTIN_ROLES: &[&str] = &["default", "analyst", "architect", "developer", "reviewer", "tester"];
@@ -72,6 +83,8 @@ impl Loader<'_> {
         let sandbox = self.sandbox(doc.remove("sandbox"), server.as_ref().map(|(s, _)| s.data_dir.as_path()));
         let webhooks = self.webhooks(doc.remove("webhooks"));
         let trackers = self.trackers(doc.remove("trackers"), repos.as_deref().unwrap_or(&[]));
+        let telegram = self.telegram(doc.remove("telegram"));
+        let notifiers = self.notifiers(doc.remove("notifiers"));
         let (server, env_passthrough) = server?;
         let mut pipeline = pipeline?;
         if repos.as_deref().is_some_and(|r| r.iter().any(|repo| repo.forge.is_hosted())) {
@@ -95,7 +108,10 @@ impl Loader<'_> {
         let mut sandbox = sandbox?;
         // Agents never read the configuration: it may hold `server.api_token` or other secrets.
         sandbox.masked_files.extend(source.iter().cloned());
-        Some(Config { server, engine, sandbox, webhooks: webhooks?, trackers: trackers?, source, deferred: Vec::new() })
+        let telegram = telegram?;
+        let mut webhooks = webhooks?;
+        webhooks.telegram = telegram.as_ref().and_then(|t| t.webhook_secret.clone());
+        Some(Config { server, engine, sandbox, webhooks, trackers: trackers?, telegram, notifiers: notifiers?, source, deferred: Vec::new() })
     }
 
     /// Takes a section that must be a table; reports it otherwise.
@@ -1340,5 +1356,223 @@ fn with_ci_gate(pipeline: &mut Pipeline) {
         if let Some(at) = stage.gates.iter().position(|g| *g == GateSpec::Mergeable) {
             stage.gates.insert(at + 1, GateSpec::CiGreen);
         }
+    }
+}
+
+/// How Telegram button presses reach Baton.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelegramMode {
+    /// `POST /webhooks/telegram` (set with the Bot API's `setWebhook` and `secret_token`).
+    Webhook,
+    /// Long polling `getUpdates` from the engine loop.
+    Poll,
+}
+
+/// `[telegram]`: the bot, its chat and who may press its buttons.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TelegramConfig {
+    pub api_url: String,
+    pub bot_token: String,
+    pub chat_id: String,
+    pub allowed_user_ids: Vec<i64>,
+    pub mode: TelegramMode,
+    /// The `setWebhook` secret token (mode `webhook`).
+    pub webhook_secret: Option<String>,
+}
+
+// Written by hand so that debug output never shows the token or the secret.
+impl std::fmt::Debug for TelegramConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramConfig")
+            .field("api_url", &self.api_url)
+            .field("bot_token", &"<redacted>")
+            .field("chat_id", &self.chat_id)
+            .field("allowed_user_ids", &self.allowed_user_ids)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+/// One `[[notifiers]]` entry: a JSON webhook signed with the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NotifierConfig {
+    pub name: String,
+    pub url: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for NotifierConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifierConfig").field("name", &self.name).field("url", &self.url).finish()
+    }
+}
+
+impl Loader<'_> {
+    /// The value of the variable `key` names, registered as a secret; an issue when unset.
+    fn secret_env(&mut self, key: &str, name: &str, example: &str) -> Option<String> {
+        if !valid_env_name(name) {
+            self.issue(
+                key,
+                format!("`{name}` is not an environment variable name"),
+                format!("name the variable that holds the secret (never the secret itself), e.g. \"{example}\""),
+            );
+            return None;
+        }
+        match super::sources::env_get(self.env, name).filter(|v| !v.is_empty()) {
+            Some(value) => {
+                let value = value.to_string();
+                self.secrets.push((value.clone(), format!("${{{name}}}")));
+                Some(value)
+            }
+            None => {
+                self.issue(
+                    key,
+                    format!("the variable `{name}` is not set"),
+                    format!("export {name}=… before starting Baton"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `[telegram]`.
+    fn telegram(&mut self, raw: Option<Value>) -> Option<Option<TelegramConfig>> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TelegramSection {
+            bot_token_env: String,
+            chat_id: Value,
+            #[serde(default)]
+            allowed_user_ids: Vec<i64>,
+            #[serde(default)]
+            mode: Option<String>,
+            #[serde(default)]
+            webhook_secret_env: Option<String>,
+            #[serde(default)]
+            api_url: Option<String>,
+        }
+        let Some(raw) = raw else { return Some(None) };
+        let table = self.section_table("telegram", Some(raw), "write it as a [telegram] section")?;
+        let parsed = self.deserialize::<TelegramSection>("telegram", table);
+        let section = parsed.value?;
+        let before = self.issues.len();
+        let api_url =
+            section.api_url.as_deref().unwrap_or("https://api.telegram.org").trim_end_matches('/').to_string();
+        self.check_api_url("telegram.api_url", &api_url);
+        let bot_token = self.secret_env("telegram.bot_token_env", &section.bot_token_env, "TELEGRAM_BOT_TOKEN");
+        let chat_id = match &section.chat_id {
+            Value::Integer(id) => id.to_string(),
+            Value::String(name) if name.starts_with('@') && name.len() > 1 => name.clone(),
+            Value::String(id) if id.trim().parse::<i64>().is_ok() => id.trim().to_string(),
+            other => {
+                self.issue(
+                    "telegram.chat_id",
+                    format!("`{other}` is not a chat id"),
+                    "give the numeric chat id (e.g. -1001234567890 for a group) or a channel's \"@name\"",
+                );
+                String::new()
+            }
+        };
+        if section.allowed_user_ids.is_empty() {
+            self.issue(
+                "telegram.allowed_user_ids",
+                "no user may press the buttons",
+                "list the Telegram user ids allowed to approve, confirm and stop, e.g. allowed_user_ids = [123456789]",
+            );
+        }
+        let mode = match section.mode.as_deref().unwrap_or("webhook") {
+            "webhook" => TelegramMode::Webhook,
+            "poll" => TelegramMode::Poll,
+            other => {
+                self.issue("telegram.mode", format!("`{other}` is not a mode"), "use \"webhook\" or \"poll\"");
+                TelegramMode::Webhook
+            }
+        };
+        let webhook_secret = match (&section.webhook_secret_env, mode) {
+            (Some(name), _) => self.secret_env("telegram.webhook_secret_env", name, "TELEGRAM_WEBHOOK_SECRET"),
+            (None, TelegramMode::Webhook) => {
+                self.issue(
+                    "telegram.webhook_secret_env",
+                    "mode \"webhook\" needs the secret Telegram sends in X-Telegram-Bot-Api-Secret-Token",
+                    "name the variable holding it, e.g. webhook_secret_env = \"TELEGRAM_WEBHOOK_SECRET\", or set mode = \"poll\"",
+                );
+                None
+            }
+            (None, TelegramMode::Poll) => None,
+        };
+        if let Some(secret) = &webhook_secret {
+            let valid = (1..=256).contains(&secret.len())
+                && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid || secret.len() < WEBHOOK_SECRET_CHARS_MIN {
+                self.issue(
+                    "telegram.webhook_secret_env",
+                    format!("Telegram takes 1-256 characters of A-Z, a-z, 0-9, _ and -, and Baton wants at least {WEBHOOK_SECRET_CHARS_MIN}"),
+                    "use e.g. the output of `openssl rand -hex 32`",
+                );
+            }
+        }
+        if self.issues.len() > before || !parsed.bad.is_empty() {
+            return None;
+        }
+        Some(Some(TelegramConfig {
+            api_url,
+            bot_token: bot_token?,
+            chat_id,
+            allowed_user_ids: section.allowed_user_ids,
+            mode,
+            webhook_secret,
+        }))
+    }
+
+    /// `[[notifiers]]`.
+    fn notifiers(&mut self, raw: Option<Value>) -> Option<Vec<NotifierConfig>> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct NotifierEntry {
+            kind: String,
+            url: String,
+            secret_env: String,
+            #[serde(default)]
+            name: Option<String>,
+        }
+        let entries = match raw {
+            None => return Some(Vec::new()),
+            Some(Value::Array(entries)) => entries,
+            Some(other) => {
+                self.issue(
+                    "notifiers",
+                    format!("`notifiers` must be a list of tables, not {}", type_name(&other)),
+                    "write each notifier as its own [[notifiers]] block (two brackets)",
+                );
+                return None;
+            }
+        };
+        let before = self.issues.len();
+        let mut out = Vec::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let base = format!("notifiers[{i}]");
+            let Value::Table(table) = entry else {
+                self.issue(base, "a notifier entry must be a table", "write each notifier as a [[notifiers]] block");
+                continue;
+            };
+            let Some(entry) = self.deserialize::<NotifierEntry>(&base, table).value else { continue };
+            if entry.kind != "webhook" {
+                self.issue(
+                    format!("{base}.kind"),
+                    format!("`{}` is not a notifier kind", entry.kind),
+                    "use kind = \"webhook\" (Telegram is configured in [telegram])",
+                );
+            }
+            self.check_api_url(&format!("{base}.url"), &entry.url);
+            let secret = self.secret_env(&format!("{base}.secret_env"), &entry.secret_env, "BATON_NOTIFY_SECRET");
+            if let Some(secret) = secret {
+                out.push(NotifierConfig {
+                    name: entry.name.unwrap_or_else(|| format!("webhook-{i}")),
+                    url: entry.url,
+                    secret,
+                });
+            }
+        }
+        (self.issues.len() == before).then_some(out)
     }
 }
