@@ -30,4 +30,3 @@ fn round_half_up(value: f64, decimals: usize) -> f64 {
     // A relative nudge far below a cent's fraction, far above the binary representation error.
     (value * scale * (1.0 + 1e-12)).round() / scale
 }
-

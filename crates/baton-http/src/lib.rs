@@ -106,6 +106,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/webhooks/github"),
     ("POST", "/webhooks/gitea"),
     ("POST", "/webhooks/plane"),
+    ("POST", "/webhooks/telegram"),
 ];
 
 /// The whole HTTP surface: `/health`, `/api/...`, and JSON 404/405 for everything else.

@@ -100,9 +100,10 @@ fn usage() {}
 
 /// A signed webhook delivery, stored once and acknowledged before any processing.
 #[utoipa::path(post, path = "/webhooks/{source}", tag = "webhooks",
-    params(("source" = String, Path, description = "github | gitea | plane")),
-    request_body(content = Object, description = "The sender's JSON payload, HMAC-SHA256 signed"),
+    params(("source" = String, Path, description = "github | gitea | plane (HMAC-SHA256 signed, answered 202) | telegram (X-Telegram-Bot-Api-Secret-Token, answered 200)")),
+    request_body(content = Object, description = "The sender's JSON payload"),
     responses((status = 202, description = "`{accepted: true, duplicate}`", body = Object),
+              (status = 200, description = "Telegram: the update is stored", body = Object),
               (status = 401, body = ErrorBody), (status = 404, description = "The source's secret is not configured", body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 #[allow(dead_code)]

@@ -70,6 +70,7 @@ impl Harness {
                 github: Some("gh-secret".into()),
                 gitea: Some("gitea-secret".into()),
                 plane: Some("plane-secret".into()),
+                telegram: Some("telegram-secret-0123456789".into()),
             },
             observability,
         }

@@ -49,6 +49,7 @@ impl Hooks {
             read_requires_token: false,
             started_at_ms: 0,
             webhooks: WebhookSecrets { telegram: secret.map(str::to_string), ..Default::default() },
+            observability: baton_http::Observability::default(),
         })
     }
 

@@ -122,12 +122,14 @@ enum SecretKind {
 
 /// The kind of secret a key holds, if it holds one.
 fn secret_kind(key: &str) -> Option<SecretKind> {
-    if key == "server.api_token" || key.starts_with("webhooks.") {
+    if key == "server.api_token" || key.starts_with("webhooks.") || key == "telegram.webhook_secret_env" {
         return Some(SecretKind::Server);
     }
     let last = key.rsplit('.').next().unwrap_or(key);
-    let service =
-        (key.starts_with("trackers[") || key.starts_with("repos[")) && matches!(last, "token_env" | "forge_token_env");
+    let service = ((key.starts_with("trackers[") || key.starts_with("repos["))
+        && matches!(last, "token_env" | "forge_token_env"))
+        || key == "telegram.bot_token_env"
+        || (key.starts_with("notifiers[") && last == "secret_env");
     service.then_some(SecretKind::Service)
 }
 

@@ -111,7 +111,17 @@ impl Loader<'_> {
         let telegram = telegram?;
         let mut webhooks = webhooks?;
         webhooks.telegram = telegram.as_ref().and_then(|t| t.webhook_secret.clone());
-        Some(Config { server, engine, sandbox, webhooks, trackers: trackers?, telegram, notifiers: notifiers?, source, deferred: Vec::new() })
+        Some(Config {
+            server,
+            engine,
+            sandbox,
+            webhooks,
+            trackers: trackers?,
+            telegram,
+            notifiers: notifiers?,
+            source,
+            deferred: Vec::new(),
+        })
     }
 
     /// Takes a section that must be a table; reports it otherwise.
@@ -1425,7 +1435,7 @@ impl Loader<'_> {
                 Some(value)
             }
             None => {
-                self.issue(
+                self.unset_secret(
                     key,
                     format!("the variable `{name}` is not set"),
                     format!("export {name}=… before starting Baton"),
@@ -1516,7 +1526,8 @@ impl Loader<'_> {
         }
         Some(Some(TelegramConfig {
             api_url,
-            bot_token: bot_token?,
+            // Unset only when the load mode let it pass (a read-only command): never used then.
+            bot_token: bot_token.unwrap_or_default(),
             chat_id,
             allowed_user_ids: section.allowed_user_ids,
             mode,
@@ -1565,13 +1576,12 @@ impl Loader<'_> {
             }
             self.check_api_url(&format!("{base}.url"), &entry.url);
             let secret = self.secret_env(&format!("{base}.secret_env"), &entry.secret_env, "BATON_NOTIFY_SECRET");
-            if let Some(secret) = secret {
-                out.push(NotifierConfig {
-                    name: entry.name.unwrap_or_else(|| format!("webhook-{i}")),
-                    url: entry.url,
-                    secret,
-                });
-            }
+            // Unset only when the load mode let it pass (a read-only command): never used then.
+            out.push(NotifierConfig {
+                name: entry.name.unwrap_or_else(|| format!("webhook-{i}")),
+                url: entry.url,
+                secret: secret.unwrap_or_default(),
+            });
         }
         (self.issues.len() == before).then_some(out)
     }

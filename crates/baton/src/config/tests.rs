@@ -681,7 +681,8 @@ fn load_modes_defer_only_the_secrets_a_command_never_uses() {
     assert!(base.contains("${API_TOK}"), "{base}");
     let text = format!(
         "{base}\n[webhooks]\ngithub_secret = \"${{HOOK_SECRET}}\"\n\n[[trackers]]\nkind = \"github\"\nrepo = \"demo\"\n\
-         forge_repo = \"acme/shop\"\ntoken_env = \"TRACKER_TOK\"\n"
+         forge_repo = \"acme/shop\"\ntoken_env = \"TRACKER_TOK\"\n\n\
+         [telegram]\nbot_token_env = \"BOT_TOK\"\nchat_id = -100123\nmode = \"poll\"\nallowed_user_ids = [42]\n"
     );
     std::fs::write(&path, text).unwrap();
     let exe = PathBuf::from("/usr/bin/baton");
@@ -690,19 +691,21 @@ fn load_modes_defer_only_the_secrets_a_command_never_uses() {
         ("server.api_token", "API_TOK"),
         ("webhooks.github_secret", "HOOK_SECRET"),
         ("trackers[0].token_env", "TRACKER_TOK"),
+        ("telegram.bot_token_env", "BOT_TOK"),
     ] {
         assert!(find(&serve, key).message.contains(var), "{serve:#?}");
     }
     assert!(serve.iter().all(|i| !i.message.contains("16")), "an unset secret is not a short one: {serve:#?}");
     let act = issues(load_for(Some(&path), &[], exe.clone(), LoadMode::Act));
-    assert_eq!(act.len(), 1, "{act:#?}");
+    assert_eq!(act.len(), 2, "{act:#?}");
     find(&act, "trackers[0].token_env");
-    let config =
-        loaded(load_for(Some(&path), &env(&[("TRACKER_TOK", "tracker-token-1234")]), exe.clone(), LoadMode::Act));
+    find(&act, "telegram.bot_token_env");
+    let both = env(&[("TRACKER_TOK", "tracker-token-1234"), ("BOT_TOK", "123:bot-token")]);
+    let config = loaded(load_for(Some(&path), &both, exe.clone(), LoadMode::Act));
     assert_eq!((config.server.api_token.as_deref(), config.webhooks.github.as_deref()), (None, None));
     assert_eq!(config.deferred.len(), 2, "{:#?}", config.deferred);
     let read = loaded(load_for(Some(&path), &[], exe, LoadMode::Read));
     assert_eq!(read.trackers[0].token, "");
     let keys: Vec<&str> = read.deferred.iter().map(|i| i.key.as_str()).collect();
-    assert_eq!(keys, ["server.api_token", "webhooks.github_secret", "trackers[0].token_env"]);
+    assert_eq!(keys, ["server.api_token", "webhooks.github_secret", "trackers[0].token_env", "telegram.bot_token_env"]);
 }
