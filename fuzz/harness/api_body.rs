@@ -100,6 +100,7 @@ impl ApiHarness {
             started_at_ms: 0,
             webhooks: baton_http::WebhookSecrets::default(),
             observability: baton_http::Observability::default(),
+            dashboard: baton_http::Dashboard::default(),
         });
         self.runtime.block_on(async {
             let response = router.oneshot(request).await.expect("the router is infallible");

@@ -98,6 +98,7 @@ impl HttpHarness {
                 started_at_ms: 0,
                 webhooks: baton_http::WebhookSecrets::default(),
                 observability: baton_http::Observability::default(),
+                dashboard: baton_http::Dashboard::default(),
             };
             let settings = ServerSettings {
                 max_connections: 64,

@@ -11,6 +11,8 @@
 //!   text format ([`prometheus`]), each with a kill switch ([`Observability`]); `procfs`: CPU
 //!   ticks of agent process groups; [`openapi`]: the OpenAPI document at `/api/openapi.json`.
 //!   [`ROUTES`] lists every route.
+//! - [`dashboard`]: the server-rendered web dashboard (board, task, usage, system pages), its
+//!   login sessions and CSRF-checked actions; `/api/events` (SSE) keeps its pages live.
 //! - [`webhooks`]: `POST /webhooks/{github,gitea,plane}`, signed deliveries stored in the inbox
 //!   and acknowledged with 202 before any processing.
 //! - [`auth`]: the principal behind a bearer token and the scope each route needs.
@@ -24,6 +26,7 @@
 
 pub mod api;
 mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod guard;
@@ -36,6 +39,7 @@ mod redact;
 pub mod server;
 pub mod webhooks;
 
+pub use dashboard::{Dashboard, DashboardMode};
 pub use error::ApiError;
 pub use webhooks::WebhookSecrets;
 
@@ -65,6 +69,8 @@ pub struct AppState {
     pub webhooks: WebhookSecrets,
     /// The kill switches of the observability routes.
     pub observability: Observability,
+    /// The web dashboard's mode (`server.dashboard`) and its login sessions.
+    pub dashboard: Dashboard,
 }
 
 /// Which observability routes answer (`[server] metrics`, `queue_api`); an off one is a 404
@@ -117,6 +123,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::observability_root(state.clone()))
         .nest("/api", api::router(state.clone()))
         .merge(webhooks::router(state.clone()))
+        .merge(dashboard::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_BYTES_MAX))

@@ -74,6 +74,7 @@ impl Harness {
             started_at_ms: 0,
             webhooks: baton_http::WebhookSecrets::default(),
             observability: baton_http::Observability::default(),
+            dashboard: baton_http::Dashboard::default(),
         })
     }
 
@@ -448,6 +449,7 @@ async fn serves_health_on_a_real_socket() {
         started_at_ms: 0,
         webhooks: baton_http::WebhookSecrets::default(),
         observability: baton_http::Observability::default(),
+        dashboard: baton_http::Dashboard::default(),
     };
     let server = tokio::spawn(baton_http::serve(listener, state, async {
         let _ = stop_rx.await;

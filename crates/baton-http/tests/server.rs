@@ -70,6 +70,7 @@ impl Running {
             started_at_ms: 0,
             webhooks: baton_http::WebhookSecrets::default(),
             observability: baton_http::Observability::default(),
+            dashboard: baton_http::Dashboard::default(),
         };
         let task = tokio::spawn(serve_with(listener, state, settings, async {
             let _ = stopped.await;

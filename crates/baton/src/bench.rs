@@ -446,6 +446,7 @@ mod webhooks {
             started_at_ms: 0,
             webhooks: config.webhooks.clone(),
             observability: baton_http::Observability::default(),
+            dashboard: baton_http::Dashboard::default(),
         };
         let settings = baton_http::server::ServerSettings {
             max_connections: config.server.max_connections,

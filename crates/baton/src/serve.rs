@@ -85,6 +85,7 @@ pub async fn serve(config: Config) -> anyhow::Result<u8> {
         started_at_ms: engine.clock().now_ms(),
         webhooks: config.webhooks.clone(),
         observability: baton_http::Observability { metrics: config.server.metrics, queue_api: config.server.queue_api },
+        dashboard: baton_http::Dashboard::new(config.server.dashboard),
     };
     let settings = baton_http::server::ServerSettings {
         max_connections: config.server.max_connections,

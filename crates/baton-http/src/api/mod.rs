@@ -3,6 +3,7 @@
 //!
 //! - [`tasks`]: list, show, create, and the human actions (approve, answer, confirm-deploy, stop, retry).
 //! - [`status`]: counts by stage and hold, the job queue, held leases, uptime.
+//! - [`events`]: `/api/events`, the timeline as server-sent events, resumable by `Last-Event-ID`.
 //! - [`usage`]: token and cost totals grouped by task, stage, adapter, model, repo or day.
 //! - [`queue`]: open jobs, merge leases and who waits, reaper/reconciler passes, budgets, pending STOPs.
 //! - [`metrics`]: the versioned metrics envelope (stages, queue, live agents, cost).
@@ -10,6 +11,7 @@
 
 pub mod metrics;
 pub mod queue;
+pub mod events;
 pub mod status;
 pub mod tasks;
 pub mod usage;
@@ -43,8 +45,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/queue", get(queue::queue))
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(crate::openapi::openapi_json))
-        .route_layer(from_fn_with_state(state, require_read));
-    reads.merge(mutations)
+        .route_layer(from_fn_with_state(state.clone(), require_read));
+    reads.merge(mutations).merge(events::router(state))
 }
 
 /// `/metrics` (Prometheus), outside `/api` but behind the same read rule.

@@ -92,6 +92,7 @@ async fn reads_can_require_a_read_token() {
             started_at_ms: 0,
             webhooks: baton_http::WebhookSecrets::default(),
             observability: baton_http::Observability::default(),
+            dashboard: baton_http::Dashboard::default(),
         })
     };
     let (status, _) = send(app(), Request::get("/api/tasks").body(Body::empty()).unwrap()).await;

@@ -99,6 +99,7 @@ impl Hooks {
             started_at_ms: 0,
             webhooks: secrets,
             observability: baton_http::Observability::default(),
+            dashboard: baton_http::Dashboard::default(),
         }
     }
 

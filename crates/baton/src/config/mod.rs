@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub metrics: bool,
     /// Serve `/api/queue` (`server.queue_api`, default true).
     pub queue_api: bool,
+    /// The web dashboard: off, read-only, or on with actions (`server.dashboard`).
+    pub dashboard: baton_http::DashboardMode,
 }
 
 // Written by hand so that debug output and logs never show the token.
@@ -78,6 +80,7 @@ impl fmt::Debug for ServerConfig {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("metrics", &self.metrics)
             .field("queue_api", &self.queue_api)
+            .field("dashboard", &self.dashboard)
             .finish()
     }
 }

@@ -164,6 +164,8 @@ impl Loader<'_> {
             metrics: bool,
             #[serde(default = "on")]
             queue_api: bool,
+            #[serde(default)]
+            dashboard: Option<String>,
         }
         fn on() -> bool {
             true
@@ -220,6 +222,14 @@ impl Loader<'_> {
             section.idle_timeout_secs,
             &section.allowed_hosts,
         );
+        let dashboard = match section.dashboard.as_deref().map(baton_http::DashboardMode::parse) {
+            None => Some(baton_http::DashboardMode::default()),
+            Some(Ok(mode)) => Some(mode),
+            Some(Err(why)) => {
+                self.issue("server.dashboard", why, "write dashboard = \"on\", \"read_only\" or \"off\"");
+                None
+            }
+        };
         let server = ServerConfig {
             listen: listen?,
             data_dir: data_dir?,
@@ -232,6 +242,7 @@ impl Loader<'_> {
             allowed_hosts: section.allowed_hosts,
             metrics: section.metrics,
             queue_api: section.queue_api,
+            dashboard: dashboard?,
         };
         sound.then_some((server, section.agent_env))
     }
