@@ -40,8 +40,7 @@ async fn get(app: &Router, uri: &str, cookie: Option<&str>) -> Answer {
 }
 
 async fn post_form(app: &Router, uri: &str, cookie: Option<&str>, form: &str) -> Answer {
-    let mut request =
-        Request::post(uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    let mut request = Request::post(uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
     if let Some(cookie) = cookie {
         request = request.header(header::COOKIE, cookie);
     }
@@ -137,7 +136,8 @@ async fn read_only_dashboard_has_no_buttons_and_refuses_actions() {
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(action_forms(&page.body), 0, "no action buttons in read-only mode");
     assert!(page.body.contains("read-only"));
-    let refused = post_form(&app, &format!("/tasks/{}/approve", task.work_item_id), Some(&cookie), &format!("csrf={csrf}")).await;
+    let refused =
+        post_form(&app, &format!("/tasks/{}/approve", task.work_item_id), Some(&cookie), &format!("csrf={csrf}")).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert!(refused.body.contains("server.dashboard"), "{}", refused.body);
     assert_eq!(h.task(&task.work_item_id).await.state.stage, "analysis");
@@ -163,8 +163,7 @@ async fn read_scope_session_sees_no_buttons() {
     assert_eq!(action_forms(&read_page.body), 0);
     let anonymous = get(&app, &uri, None).await;
     assert_eq!(action_forms(&anonymous.body), 0);
-    let refused =
-        post_form(&app, &format!("{uri}/approve"), Some(&read_cookie), &format!("csrf={read_csrf}")).await;
+    let refused = post_form(&app, &format!("{uri}/approve"), Some(&read_cookie), &format!("csrf={read_csrf}")).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert!(refused.body.contains("`act`"), "{}", refused.body);
 }
@@ -304,7 +303,8 @@ async fn events_resume_with_last_event_id() {
     assert!(fresh[0].0 > newest, "no old event is replayed");
     assert_eq!(fresh[0].1["task_id"], second.id.0);
 
-    let bad = client.get(format!("{}/api/events", served.base)).header("Last-Event-ID", "yesterday").send().await.unwrap();
+    let bad =
+        client.get(format!("{}/api/events", served.base)).header("Last-Event-ID", "yesterday").send().await.unwrap();
     assert_eq!(bad.status(), 400);
     served.shutdown().await;
 }

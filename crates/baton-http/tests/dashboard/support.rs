@@ -6,7 +6,9 @@
 use baton_domain::{AgentReport, AgentStatus, Event, GateVerdict, JobOutcome, Pipeline, Usage, Verdict};
 use baton_engine::{Engine, EngineSettings, Limits, NewTaskRequest, RepoSettings, Scope};
 use baton_http::{AppState, Dashboard, DashboardMode};
-use baton_store::{AgentRunFinish, Claim, JobFinish, JobStatus, NewAgentRun, NewEvent, SqliteStore, TaskKey, TaskRecord};
+use baton_store::{
+    AgentRunFinish, Claim, JobFinish, JobStatus, NewAgentRun, NewEvent, SqliteStore, TaskKey, TaskRecord,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,7 +75,8 @@ impl Harness {
     }
 
     pub async fn create(&self, title: &str) -> TaskRecord {
-        let request = NewTaskRequest { repo: "demo".into(), title: title.into(), body: String::new(), external_ref: None };
+        let request =
+            NewTaskRequest { repo: "demo".into(), title: title.into(), body: String::new(), external_ref: None };
         self.engine.create_task(request).await.unwrap()
     }
 
@@ -128,12 +131,9 @@ impl Harness {
             .finish_agent_run(run, AgentRunFinish { ended_at_ms: now, exit_code: Some(0), report, stopped: false })
             .await
             .unwrap();
-        let worktree = baton_engine::workspace::worktree_path(
-            &self.engine.settings().worktrees_dir(),
-            "demo",
-            &task.work_item_id,
-        )
-        .unwrap();
+        let worktree =
+            baton_engine::workspace::worktree_path(&self.engine.settings().worktrees_dir(), "demo", &task.work_item_id)
+                .unwrap();
         let docs = worktree.join("docs/baton").join(&task.work_item_id);
         std::fs::create_dir_all(&docs).unwrap();
         std::fs::write(docs.join("01-analysis.md"), ANALYSIS).unwrap();

@@ -48,6 +48,9 @@
     var source = new EventSource(url);
     source.onopen = function () { if (dot) dot.className = "live-dot on"; };
     source.onerror = function () { if (dot) dot.className = "live-dot"; };
+    // Closed when the page goes away, so a stream never holds one of the browser's few
+    // connections to this host while the next page loads.
+    window.addEventListener("pagehide", function () { source.close(); });
     source.addEventListener("timeline", function (event) {
       live.dataset.lastEvent = event.lastEventId;
       if (!pending) pending = setTimeout(refresh, 120);
