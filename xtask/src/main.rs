@@ -3,7 +3,8 @@
 //! when its guard is removed from the real code.
 //!
 //! It installs the pinned agent CLIs from npm into a cache outside the repository (reused when
-//! present) and bubblewrap (the agent sandbox's tests need `bwrap`; Debian, as root or with sudo),
+//! present), bubblewrap (the agent sandbox's tests need `bwrap`) and Chromium with chromedriver (the
+//! dashboard's browser tests), both with apt-get on Debian as root or with sudo,
 //! then runs the whole workspace's tests with cargo-nextest (or `cargo test` without it).
 
 // xtask exists to run other programs.
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("install-clis") => install_clis().map(|_| ()),
         Some("install-bwrap") => install_bwrap(),
+        Some("install-chromium") => install_chromium(),
         Some("sim") => sim(&args[1..]),
         Some("guards") => {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -34,7 +36,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask test [nextest args…] | cargo xtask install-clis | cargo xtask install-bwrap | cargo xtask sim [--seeds N] [--seed S] | cargo xtask guards [NAME]"
+                "usage: cargo xtask test [nextest args…] | cargo xtask install-clis | cargo xtask install-bwrap | cargo xtask install-chromium | cargo xtask sim [--seeds N] [--seed S] | cargo xtask guards [NAME]"
             );
             return ExitCode::from(2);
         }
@@ -114,6 +116,26 @@ fn install_bwrap() -> Result<(), String> {
     }
     let note = "bubblewrap (`bwrap`) is not installed, so the agent sandbox tests will fail.\n\
                 Install it (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), then re-run.";
+    apt_install(&["bubblewrap"], note)
+}
+
+/// Installs Chromium and chromedriver with apt-get when either is missing: the dashboard's
+/// browser tests drive real headless Chromium and fail (saying how to install it) without them.
+fn install_chromium() -> Result<(), String> {
+    if runs("chromedriver", &["--version"])
+        && (runs("chromium", &["--version"]) || runs("chromium-browser", &["--version"]))
+    {
+        eprintln!("xtask: chromium and chromedriver present");
+        return Ok(());
+    }
+    let note = "Chromium and chromedriver are not installed, so the dashboard's browser tests will fail.\n\
+                Install them (Debian: apt-get install chromium chromium-driver), then re-run.";
+    apt_install(&["chromium", "chromium-driver"], note)
+}
+
+/// `apt-get install -y packages` as root or through password-less sudo (refreshing the package
+/// lists once if the first try fails); without apt-get or the rights, prints `note` and goes on.
+fn apt_install(packages: &[&str], note: &str) -> Result<(), String> {
     if !runs("apt-get", &["--version"]) {
         eprintln!("\n!!!!! {note}\n");
         return Ok(());
@@ -134,19 +156,22 @@ fn install_bwrap() -> Result<(), String> {
             .status()
             .map_err(|e| format!("running apt-get: {e}"))
     };
-    eprintln!("xtask: installing bubblewrap with apt-get …");
-    let install = ["install", "-y", "--no-install-recommends", "bubblewrap"];
+    let names = packages.join(" ");
+    eprintln!("xtask: installing {names} with apt-get …");
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend_from_slice(packages);
     if apt(&install)?.success() {
         return Ok(());
     }
     // The package lists may be missing (fresh containers): refresh them once and retry.
     let _ = apt(&["update"])?;
     let status = apt(&install)?;
-    if status.success() { Ok(()) } else { Err(format!("apt-get install bubblewrap failed ({status}); {note}")) }
+    if status.success() { Ok(()) } else { Err(format!("apt-get install {names} failed ({status}); {note}")) }
 }
 
 fn test(extra: &[String]) -> Result<(), String> {
     install_bwrap()?;
+    install_chromium()?;
     let dir = install_clis()?;
     let has_nextest = Command::new("cargo").args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success());
     let mut command = Command::new("cargo");

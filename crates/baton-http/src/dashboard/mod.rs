@@ -135,12 +135,21 @@ pub(crate) fn session_of(state: &AppState, headers: &HeaderMap) -> Option<Sessio
         .find_map(|id| state.dashboard.sessions.get(id, now))
 }
 
+/// Where a page sends a visitor who must log in first.
+#[derive(Debug)]
+pub(crate) struct LoginFirst(String);
+
+impl IntoResponse for LoginFirst {
+    fn into_response(self) -> Response {
+        (axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, self.0)]).into_response()
+    }
+}
+
 /// The viewer of a page; when reads need a token and there is no session, a redirect to login.
-pub(crate) fn viewer(state: &AppState, headers: &HeaderMap, path: &str) -> Result<Viewer, Response> {
+pub(crate) fn viewer(state: &AppState, headers: &HeaderMap, path: &str) -> Result<Viewer, LoginFirst> {
     let session = session_of(state, headers);
     if session.is_none() && state.read_requires_token {
-        let target = format!("/login?next={}", encode_component(path));
-        return Err((axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response());
+        return Err(LoginFirst(format!("/login?next={}", encode_component(path))));
     }
     let can_act =
         state.dashboard.mode == DashboardMode::On && session.as_ref().is_some_and(|s| s.principal.allows(Scope::Act));

@@ -146,7 +146,7 @@ pub(crate) async fn board(
 ) -> Result<Response, ApiError> {
     let viewer = match viewer(&state, &headers, "/") {
         Ok(viewer) => viewer,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(redirect.into_response()),
     };
     let store = state.engine.store();
     // The cursor is read before the tasks, so no change between the two is missed by the stream.
@@ -311,7 +311,7 @@ pub(crate) async fn task(
 ) -> Result<Response, ApiError> {
     let viewer = match viewer(&state, &headers, &format!("/tasks/{id}")) {
         Ok(viewer) => viewer,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(redirect.into_response()),
     };
     let store = state.engine.store();
     let task = store
@@ -523,7 +523,7 @@ pub(crate) async fn log_tail(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     if let Err(redirect) = viewer(&state, &headers, &format!("/tasks/{id}")) {
-        return Ok(redirect);
+        return Ok(redirect.into_response());
     }
     let store = state.engine.store();
     let task = store
@@ -573,7 +573,7 @@ struct UsagePage {
 pub(crate) async fn usage(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let viewer = match viewer(&state, &headers, "/usage") {
         Ok(viewer) => viewer,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(redirect.into_response()),
     };
     let store = state.engine.store();
     let cursor = latest_event_id(store.as_ref()).await?;
@@ -653,7 +653,7 @@ struct SystemPage {
 pub(crate) async fn system(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let viewer = match viewer(&state, &headers, "/system") {
         Ok(viewer) => viewer,
-        Err(redirect) => return Ok(redirect),
+        Err(redirect) => return Ok(redirect.into_response()),
     };
     let store = state.engine.store();
     let cursor = latest_event_id(store.as_ref()).await?;
