@@ -4,9 +4,11 @@
 //! neither the stream starts at the newest event (only what happens from now on). `?task=ID`
 //! (numeric id or work-item id) keeps one task's events.
 //!
-//! Each connection reads the store in pages of at most [`EVENTS_PAGE_MAX`] events every
-//! [`POLL_INTERVAL`] and holds no more than one page, so its memory is bounded however far behind
-//! it starts; a comment line every [`KEEP_ALIVE`] keeps proxies from closing an idle stream.
+//! Each connection reads the store in pages of at most [`EVENTS_PAGE_MAX`] events and holds no
+//! more than one page, so its memory is bounded however far behind it starts. Idle connections
+//! share one [`LatestEvent`] probe: at most one one-row query per [`POLL_INTERVAL`] for the whole
+//! server tells whether anything new happened, and only then does each connection read its page.
+//! A comment line every [`KEEP_ALIVE`] keeps proxies from closing an idle stream.
 //! Events are masked with the engine's redactor here, because the response middleware never
 //! buffers a stream. Reads need a `read` token when `server.read_requires_token` is set — a
 //! bearer token, or the dashboard's session cookie (browsers cannot set headers on `EventSource`).
@@ -27,6 +29,7 @@ use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// Events read from the store per query; also the most a connection holds at once.
@@ -85,7 +88,7 @@ async fn events(
         Some(id) => id,
         None => latest_event_id(store.as_ref()).await?,
     };
-    let feed = Feed { state: state.clone(), store, task, cursor, pending: VecDeque::new(), polled: false };
+    let feed = Feed { state: state.clone(), store, task, cursor, seen: -1, pending: VecDeque::new() };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         let record = feed.next().await;
         let event = feed.render(&record);
@@ -100,26 +103,34 @@ struct Feed {
     store: Arc<dyn Store>,
     task: Option<TaskId>,
     cursor: i64,
+    /// Every event up to this id has been read for this connection's filter.
+    seen: i64,
     pending: VecDeque<EventRecord>,
-    polled: bool,
 }
 
 impl Feed {
-    /// The next event after the cursor, waiting (polling the store) until there is one. A store
-    /// error is retried after the poll interval: the stream outlives a busy database.
+    /// The next event after the cursor, waiting (polling) until there is one. A store error is
+    /// retried after the poll interval: the stream outlives a busy database.
     async fn next(&mut self) -> EventRecord {
+        let clock = self.state.engine.clock().clone();
         loop {
             if let Some(record) = self.pending.pop_front() {
                 self.cursor = record.id;
                 return record;
             }
-            if self.polled {
-                self.state.engine.clock().sleep(POLL_INTERVAL).await;
+            let latest = self.state.dashboard.latest.get(self.store.as_ref(), clock.now_ms()).await;
+            if latest <= self.seen.max(self.cursor) {
+                clock.sleep(POLL_INTERVAL).await;
+                continue;
             }
-            self.polled = true;
-            if let Ok(page) = self.store.events(self.task, self.cursor, EVENTS_PAGE_MAX).await {
-                self.polled = page.is_empty();
-                self.pending.extend(page);
+            match self.store.events(self.task, self.cursor, EVENTS_PAGE_MAX).await {
+                Ok(page) => {
+                    if (page.len() as u32) < EVENTS_PAGE_MAX {
+                        self.seen = latest;
+                    }
+                    self.pending.extend(page);
+                }
+                Err(_) => clock.sleep(POLL_INTERVAL).await,
             }
         }
     }
@@ -153,4 +164,35 @@ pub async fn latest_event_id(store: &dyn Store) -> Result<i64, ApiError> {
         }
     }
     Ok(high)
+}
+
+/// The newest event id as last probed, shared by every stream of a server: whoever finds the
+/// probe older than [`POLL_INTERVAL`] refreshes it (one query), the others read the number.
+#[derive(Debug, Default)]
+pub struct LatestEvent {
+    id: AtomicI64,
+    probed_at_ms: AtomicI64,
+}
+
+impl LatestEvent {
+    async fn get(&self, store: &dyn Store, now_ms: i64) -> i64 {
+        let probed = self.probed_at_ms.load(Ordering::Acquire);
+        let stale = now_ms - probed >= POLL_INTERVAL.as_millis() as i64;
+        if stale && self.probed_at_ms.compare_exchange(probed, now_ms, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            let known = self.id.load(Ordering::Acquire);
+            let newest = if known == 0 {
+                latest_event_id(store).await.ok()
+            } else {
+                match store.events(None, known, EVENTS_PAGE_MAX).await {
+                    Ok(page) if page.len() as u32 == EVENTS_PAGE_MAX => latest_event_id(store).await.ok(),
+                    Ok(page) => Some(page.last().map_or(known, |e| e.id)),
+                    Err(_) => None,
+                }
+            };
+            if let Some(newest) = newest {
+                self.id.fetch_max(newest, Ordering::AcqRel);
+            }
+        }
+        self.id.load(Ordering::Acquire)
+    }
 }

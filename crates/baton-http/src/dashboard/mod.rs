@@ -68,16 +68,18 @@ impl fmt::Display for DashboardMode {
     }
 }
 
-/// The dashboard's share of [`AppState`]: its mode and its login sessions.
+/// The dashboard's share of [`AppState`]: its mode, its login sessions, and the newest-event
+/// probe its live streams share.
 #[derive(Debug, Clone, Default)]
 pub struct Dashboard {
     pub mode: DashboardMode,
     pub sessions: Arc<Sessions>,
+    pub latest: Arc<crate::api::events::LatestEvent>,
 }
 
 impl Dashboard {
     pub fn new(mode: DashboardMode) -> Self {
-        Dashboard { mode, sessions: Arc::default() }
+        Dashboard { mode, ..Dashboard::default() }
     }
 }
 
