@@ -44,6 +44,9 @@ pub enum Command {
         /// CLI against an in-process `baton mock-llm` (the CLI must be installed).
         #[arg(long, value_enum, default_value_t = crate::demo::DemoAgent::Script)]
         agent: crate::demo::DemoAgent,
+        /// Keep serving the dashboard (and running the engine) after the demo ends, until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
     },
     /// Serve a scripted model API (Anthropic, OpenAI Responses, Gemini) for the real agent CLIs.
     MockLlm {
@@ -366,7 +369,7 @@ pub async fn run(cli: Cli) -> u8 {
             Ok(config) => crate::serve::serve(config).await,
             Err(code) => return code,
         },
-        Command::Demo { dir, yes, agent } => crate::demo::run(dir, yes, agent, json).await,
+        Command::Demo { dir, yes, agent, serve } => crate::demo::run(dir, yes, agent, serve, json).await,
         Command::MockLlm { script, listen } => crate::mock_llm_cmd::run(&script, listen).await,
         Command::AgentScript { script } => crate::task_cmd::agent_script(&script).await,
         Command::Shim { exit_file, command } => {

@@ -6,6 +6,9 @@
 //! With `--agent claude|codex` every agent stage is run by the real CLI instead, against an
 //! in-process `baton mock-llm` whose script (`demo/mock-<agent>.toml`) makes the CLI write the same
 //! artifacts and code with its own tools; the tickets reach the same ends.
+//!
+//! The web dashboard is served while the demo runs (its URL is the first line printed, on
+//! 127.0.0.1:8377 when free, else a free port); `--serve` keeps it and the engine up afterwards.
 
 use crate::cli::{EXIT_DEMO_SHORT, EXIT_OK, EXIT_USAGE, load_config, open_engine};
 use crate::output::{self, duration_ms, tokens};
@@ -247,8 +250,20 @@ impl DemoAgents {
 /// Runs the demo; with a real-CLI `agent` that is not installed, says how to install it (exit 2).
 // The demo is a composition root: it starts the engine loop on the runtime and reports wall time.
 #[allow(clippy::disallowed_methods)]
-pub async fn run(dir: Option<PathBuf>, yes: bool, agent: DemoAgent, json: bool) -> anyhow::Result<u8> {
+pub async fn run(dir: Option<PathBuf>, yes: bool, agent: DemoAgent, serve: bool, json: bool) -> anyhow::Result<u8> {
     let started = Instant::now();
+    let listener = match tokio::net::TcpListener::bind(DASHBOARD_LISTEN).await {
+        Ok(listener) => listener,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the demo's dashboard")?,
+    };
+    let url = format!("http://{}/", listener.local_addr().context("the dashboard's address")?);
+    let keep = if serve { "; --serve keeps it up afterwards" } else { "" };
+    // The URL comes first; with --json it goes to stderr so stdout stays one JSON document.
+    if json {
+        eprintln!("dashboard: {url} (live while the demo runs{keep})");
+    } else {
+        println!("dashboard: {url} (live while the demo runs{keep})");
+    }
     let cli = match agent.real_cli() {
         None => None,
         Some(cli) => match locate_cli(cli.name) {
@@ -296,17 +311,65 @@ pub async fn run(dir: Option<PathBuf>, yes: bool, agent: DemoAgent, json: bool) 
         ids.push(task.id);
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let engine_loop = tokio::spawn(engine.clone().run(stop_rx));
+    let engine_loop = tokio::spawn(engine.clone().run(stop_rx.clone()));
+    let http = serve_dashboard(&engine, listener, stop_rx, json).await?;
     let finished = follow(&engine, &config_path, yes, started).await;
+    if serve {
+        if let Ok(finished) = &finished {
+            summary(&engine, &dir, finished, started, json).await?;
+        }
+        let line = format!("the demo is over; the dashboard stays up at {url} until Ctrl-C");
+        if json {
+            eprintln!("{line}")
+        } else {
+            println!("\n{line}")
+        }
+        crate::serve::wait_for_signal().await;
+    }
     let _ = stop_tx.send(true);
     let _ = engine_loop.await;
+    let _ = http.await;
     if let Some(server) = &agents.mock {
         write_mock_log(&dir, server)?;
     }
     let finished = finished?;
-    summary(&engine, &dir, &finished, started, json).await?;
+    if !serve {
+        summary(&engine, &dir, &finished, started, json).await?;
+    }
     let all_done = finished.iter().all(|t| t.state.stage == baton_domain::pipeline::DONE);
     Ok(if all_done { EXIT_OK } else { EXIT_DEMO_SHORT })
+}
+
+/// Where the demo's dashboard listens when the port is free (else any free port on 127.0.0.1).
+const DASHBOARD_LISTEN: &str = "127.0.0.1:8377";
+
+/// Serves the dashboard on `listener` until `stop` flips, with an `act` token printed for logging
+/// in (the demo's data dir is its own, so the token is too).
+#[allow(clippy::disallowed_methods)] // the demo is a composition root: it starts the HTTP server
+async fn serve_dashboard(
+    engine: &Arc<Engine>,
+    listener: tokio::net::TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    json: bool,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let token = engine.create_token("demo", baton_engine::Scope::Act, "cli:demo").await?;
+    let line = format!("dashboard login token (act scope, this demo only): {token}");
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+    let state = baton_http::AppState {
+        engine: engine.clone(),
+        api_token: None,
+        read_requires_token: false,
+        started_at_ms: engine.clock().now_ms(),
+        webhooks: baton_http::WebhookSecrets::default(),
+        dashboard: baton_http::Dashboard::new(baton_http::DashboardMode::On),
+    };
+    Ok(tokio::spawn(baton_http::serve(listener, state, async move {
+        let _ = stop.changed().await;
+    })))
 }
 
 /// Prints every timeline event as it happens and plays the human where allowed; returns the tasks

@@ -9,6 +9,7 @@ mod bench;
 mod cli;
 mod config_check;
 mod crash;
+mod dashboard;
 mod demo;
 mod forges;
 mod fuzz_corpus;
