@@ -109,6 +109,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/queue"),
     ("GET", "/api/metrics"),
     ("GET", "/api/openapi.json"),
+    ("GET", "/api/events"),
     ("POST", "/webhooks/github"),
     ("POST", "/webhooks/gitea"),
     ("POST", "/webhooks/plane"),

@@ -23,7 +23,7 @@ pub struct ErrorBody {
     info(title = "Baton", description = "Baton's HTTP API: tasks, human actions, usage, observability and webhooks."),
     paths(
         health, status, tasks_list, tasks_create, tasks_show, task_action, usage,
-        crate::api::queue::queue, crate::api::metrics::metrics, crate::prometheus::metrics, openapi_json, webhook,
+        crate::api::queue::queue, crate::api::metrics::metrics, crate::prometheus::metrics, openapi_json, webhook, events,
     ),
     components(schemas(ErrorBody)),
     tags((name = "observability", description = "Queue, metrics and this document")),
@@ -97,6 +97,15 @@ fn task_action() {}
     responses((status = 200, description = "Usage rows", body = Vec<Object>), (status = 400, body = ErrorBody)))]
 #[allow(dead_code)]
 fn usage() {}
+
+/// Timeline events as server-sent events, resumable with `Last-Event-ID`.
+#[utoipa::path(get, path = "/api/events", tag = "events",
+    params(("after" = Option<i64>, Query, description = "Replay events after this id (Last-Event-ID wins)"),
+           ("task" = Option<String>, Query, description = "Only this task's events")),
+    responses((status = 200, description = "`text/event-stream`: one `event` per timeline event, id = event id", content_type = "text/event-stream", body = String),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+#[allow(dead_code)]
+fn events() {}
 
 /// A signed webhook delivery, stored once and acknowledged before any processing.
 #[utoipa::path(post, path = "/webhooks/{source}", tag = "webhooks",

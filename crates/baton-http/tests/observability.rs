@@ -73,6 +73,7 @@ impl Harness {
                 telegram: Some("telegram-secret-0123456789".into()),
             },
             observability,
+            dashboard: baton_http::Dashboard::default(),
         }
     }
 
@@ -564,9 +565,17 @@ async fn status_over_socket(address: std::net::SocketAddr, method: &str, path: &
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    answer.split(' ').nth(1).unwrap().parse().unwrap()
+    // Only the status line: a stream (`/api/events`) never ends.
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        let n = stream.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&answer).split(' ').nth(1).unwrap().parse().unwrap()
 }
 
 // Every route of the route table is in the OpenAPI document and every documented operation is a

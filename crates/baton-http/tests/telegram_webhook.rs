@@ -50,6 +50,7 @@ impl Hooks {
             started_at_ms: 0,
             webhooks: WebhookSecrets { telegram: secret.map(str::to_string), ..Default::default() },
             observability: baton_http::Observability::default(),
+            dashboard: baton_http::Dashboard::default(),
         })
     }
 

@@ -366,6 +366,7 @@ async fn serve_dashboard(
         started_at_ms: engine.clock().now_ms(),
         webhooks: baton_http::WebhookSecrets::default(),
         dashboard: baton_http::Dashboard::new(baton_http::DashboardMode::On),
+        observability: baton_http::Observability::default(),
     };
     Ok(tokio::spawn(baton_http::serve(listener, state, async move {
         let _ = stop.changed().await;

@@ -9,9 +9,9 @@
 //! - [`metrics`]: the versioned metrics envelope (stages, queue, live agents, cost).
 //! - `/openapi.json`: the OpenAPI document ([`crate::openapi`]).
 
+pub mod events;
 pub mod metrics;
 pub mod queue;
-pub mod events;
 pub mod status;
 pub mod tasks;
 pub mod usage;

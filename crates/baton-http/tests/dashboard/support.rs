@@ -71,6 +71,7 @@ impl Harness {
             started_at_ms: 0,
             webhooks: baton_http::WebhookSecrets::default(),
             dashboard: Dashboard::new(mode),
+            observability: baton_http::Observability::default(),
         }
     }
 
