@@ -126,6 +126,6 @@ mod tests {
     fn exceeded_counts_live_cost() {
         let limits = vec![BudgetLimit { label: "task X".into(), scope: "task:1".into(), cap_usd: 1.0, spent_usd: 0.6 }];
         assert_eq!(exceeded(&limits, 0.3), None);
-        assert_eq!(exceeded(&limits, 0.4).as_deref(), Some("task X spent $1.0000 of its $1.00 budget"));
+        assert_eq!(exceeded(&limits, 0.4).as_deref(), Some("task X spent $1.00 of its $1.00 budget"));
     }
 }
