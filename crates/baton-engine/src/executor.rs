@@ -116,7 +116,8 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
     let external_ms = AtomicU64::new(0);
     let outcome = run_job(&engine, &job, &external_ms, stop_rx, start).await;
     let touched_git = !matches!(outcome, Ok(None));
-    finish_job(&engine, &job, outcome, started, &external_ms).await;
+    let diff_stat = if touched_git { diff_stat(&engine, &job).await } else { None };
+    finish_job(&engine, &job, outcome, started, &external_ms, diff_stat).await;
     // A task that ended while this job ran had its worktree and branch removed by its own
     // cleanup; this job may have re-created them since. Leave nothing behind.
     if touched_git
@@ -131,6 +132,18 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
     }
 }
 
+/// What the task's branch changes relative to its repository's default branch, after this job
+/// (the dashboard's diff stat); `None` when the worktree is gone or nothing changed.
+async fn diff_stat(engine: &Engine, job: &JobRecord) -> Option<String> {
+    let task = engine.store().task(&TaskKey::Id(job.task_id)).await.ok()??;
+    let repo = engine.settings().repo(&task.repo)?;
+    let worktree = worktree_path(&engine.settings().worktrees_dir(), &task.repo, &task.work_item_id).ok()?;
+    if !engine.vcs().exists(&worktree) {
+        return None;
+    }
+    engine.vcs().diff_stat(&worktree, &repo.default_ref()).await
+}
+
 /// Applies the job's outcome through the normal transition (or closes a stale job).
 async fn finish_job(
     engine: &Arc<Engine>,
@@ -138,6 +151,7 @@ async fn finish_job(
     outcome: Result<Option<JobOutcome>, EngineError>,
     started_ms: i64,
     external_ms: &AtomicU64,
+    diff_stat: Option<String>,
 ) {
     let outcome = match outcome {
         Ok(Some(outcome)) => outcome,
@@ -164,6 +178,7 @@ async fn finish_job(
             "wall_ms": wall_ms,
             "external_ms": external,
             "overhead_ms": wall_ms - external,
+            "diff_stat": diff_stat,
         }),
     };
     let event = Event::JobFinished { job: job.id, stage: job.stage.clone(), outcome };

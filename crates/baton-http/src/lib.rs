@@ -81,11 +81,13 @@ pub struct Observability {
     pub metrics: bool,
     /// `/api/queue`.
     pub queue_api: bool,
+    /// `/api/events` (the dashboard then redraws only on reload).
+    pub events: bool,
 }
 
 impl Default for Observability {
     fn default() -> Self {
-        Observability { metrics: true, queue_api: true }
+        Observability { metrics: true, queue_api: true, events: true }
     }
 }
 

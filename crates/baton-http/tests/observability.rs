@@ -538,7 +538,7 @@ async fn api_metrics_lists_a_live_agent_with_cpu_ticks() {
 #[tokio::test]
 async fn kill_switches_answer_404_naming_the_key() {
     let h = Harness::new().await;
-    let off = app(h.state(Observability { metrics: false, queue_api: true }));
+    let off = app(h.state(Observability { metrics: false, queue_api: true, events: true }));
     for uri in ["/metrics", "/api/metrics"] {
         let (status, body) = get_json(off.clone(), uri).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
@@ -547,12 +547,18 @@ async fn kill_switches_answer_404_naming_the_key() {
     }
     assert_eq!(get(off, "/api/queue").await.0, StatusCode::OK);
 
-    let off = app(h.state(Observability { metrics: true, queue_api: false }));
+    let off = app(h.state(Observability { metrics: true, queue_api: false, events: true }));
     let (status, body) = get_json(off.clone(), "/api/queue").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body["message"].as_str().unwrap().contains("server.queue_api = true"), "{body}");
     assert_eq!(get(off.clone(), "/metrics").await.0, StatusCode::OK);
     assert_eq!(get(off, "/api/metrics").await.0, StatusCode::OK);
+
+    let off = app(h.state(Observability { metrics: true, queue_api: true, events: false }));
+    let (status, body) = get_json(off.clone(), "/api/events").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["message"].as_str().unwrap().contains("server.events = true"), "{body}");
+    assert_eq!(get(off, "/api/queue").await.0, StatusCode::OK);
 }
 
 /// Sends one request over a real socket and returns the status code.

@@ -109,6 +109,13 @@ pub trait Vcs: Send + Sync {
         let _ = (repo, remote, branch, default_branch);
         Ok(false)
     }
+    /// What the worktree's branch changes relative to `base` (from their merge base), as git's
+    /// one-line summary (`3 files changed, 20 insertions(+), 2 deletions(-)`); `None` when
+    /// unknown or unchanged. Shown on the dashboard's task page.
+    async fn diff_stat(&self, worktree: &Path, base: &str) -> Option<String> {
+        let _ = (worktree, base);
+        None
+    }
 }
 
 /// Processes started under `baton shim`, each with its own run directory.
@@ -365,6 +372,13 @@ impl Vcs for GitVcs {
         }
         main.run(&["worktree", "prune"]).await?;
         Ok(())
+    }
+
+    async fn diff_stat(&self, worktree: &Path, base: &str) -> Option<String> {
+        let range = format!("{base}...HEAD");
+        let stat = Git::new(worktree).run(&["diff", "--shortstat", &range]).await.ok()?;
+        let stat = stat.trim();
+        (!stat.is_empty()).then(|| stat.to_string())
     }
 
     async fn read_file(&self, worktree: &Path, relative: &str) -> Option<String> {

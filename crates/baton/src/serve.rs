@@ -84,7 +84,11 @@ pub async fn serve(config: Config) -> anyhow::Result<u8> {
         read_requires_token: config.server.read_requires_token,
         started_at_ms: engine.clock().now_ms(),
         webhooks: config.webhooks.clone(),
-        observability: baton_http::Observability { metrics: config.server.metrics, queue_api: config.server.queue_api },
+        observability: baton_http::Observability {
+            metrics: config.server.metrics,
+            queue_api: config.server.queue_api,
+            events: config.server.events,
+        },
         dashboard: baton_http::Dashboard::new(config.server.dashboard),
     };
     let settings = baton_http::server::ServerSettings {

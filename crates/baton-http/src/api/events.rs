@@ -58,6 +58,11 @@ async fn events(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    if !state.observability.events {
+        return Err(ApiError::NotFound(
+            "the event stream is turned off; set `server.events = true` to serve it".into(),
+        ));
+    }
     if state.read_requires_token {
         crate::dashboard::reader(&state, &headers, Scope::Read).await?;
     }

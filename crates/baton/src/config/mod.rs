@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub metrics: bool,
     /// Serve `/api/queue` (`server.queue_api`, default true).
     pub queue_api: bool,
+    /// Serve `/api/events` (`server.events`, default true).
+    pub events: bool,
     /// The web dashboard: off, read-only, or on with actions (`server.dashboard`).
     pub dashboard: baton_http::DashboardMode,
 }
@@ -80,6 +82,7 @@ impl fmt::Debug for ServerConfig {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("metrics", &self.metrics)
             .field("queue_api", &self.queue_api)
+            .field("events", &self.events)
             .field("dashboard", &self.dashboard)
             .finish()
     }

@@ -164,6 +164,8 @@ impl Loader<'_> {
             metrics: bool,
             #[serde(default = "on")]
             queue_api: bool,
+            #[serde(default = "on")]
+            events: bool,
             #[serde(default)]
             dashboard: Option<String>,
         }
@@ -242,6 +244,7 @@ impl Loader<'_> {
             allowed_hosts: section.allowed_hosts,
             metrics: section.metrics,
             queue_api: section.queue_api,
+            events: section.events,
             dashboard: dashboard?,
         };
         sound.then_some((server, section.agent_env))

@@ -404,6 +404,10 @@ fn whole_pipeline_by_labels(flavor: Flavor) {
     }
     let timeline = detail.to_string();
     assert!(timeline.contains(&format!("tracker:{source}:alice")), "decisions by the labeller");
+    // Each job records what the branch changes (the dashboard's diff stat).
+    let stats: Vec<&str> =
+        detail["jobs"].as_array().unwrap().iter().filter_map(|job| job["result"]["diff_stat"].as_str()).collect();
+    assert!(stats.iter().any(|s| s.contains("changed") && s.contains("insertion")), "{stats:?}");
     w.wait_for("the ticket to be closed as Done", Duration::from_secs(30), || {
         let st = w.forge();
         let issue = st.issues.iter().find(|i| i.number == number).unwrap();
