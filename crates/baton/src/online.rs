@@ -71,6 +71,9 @@ pub async fn check(config: &Config) -> Vec<OnlineCheck> {
         }
     }
     checks.extend(check_trackers(config).await);
+    if let Some(telegram) = &config.telegram {
+        checks.push(check_telegram(telegram).await);
+    }
     checks
 }
 
@@ -230,6 +233,28 @@ async fn check_trackers(config: &Config) -> Vec<OnlineCheck> {
         checks.push(webhook_secret(config, source, &subject));
     }
     checks
+}
+
+/// `[telegram]`: `getMe` proves the bot token (the bot's name is shown).
+async fn check_telegram(t: &baton::config::TelegramConfig) -> OnlineCheck {
+    let subject = "telegram";
+    if t.bot_token.is_empty() {
+        return OnlineCheck::problem(subject, "the bot token is not set", "export the variable `bot_token_env` names");
+    }
+    let config = baton_forges::TelegramConfig::new(&t.api_url, &t.bot_token, &t.chat_id);
+    let client = match baton_forges::TelegramClient::new(config) {
+        Ok(client) => client,
+        Err(error) => return OnlineCheck::problem(subject, error.to_string(), "check `telegram.api_url`"),
+    };
+    match client.get_me().await {
+        Ok(name) => OnlineCheck::ok(subject, format!("the bot token works (bot @{name})")),
+        Err(error) if error.code == Some(401) || error.code == Some(404) => OnlineCheck::problem(
+            subject,
+            "Telegram refused the bot token (401/404)",
+            "take the token from @BotFather (`/token`) and put it in the variable `bot_token_env` names",
+        ),
+        Err(error) => OnlineCheck::problem(subject, error.to_string(), "check `telegram.api_url` and the network"),
+    }
 }
 
 /// A failed API call as a check: a refused token, a missing repository or project, or another error.

@@ -660,3 +660,31 @@ fn config_check_online_reports_each_service() {
     assert!(!text.contains("a-token-the-forge-does-not-know") && !text.contains(API_TOKEN), "{text}");
     assert!(fake.lock().unwrap().rec.violations.is_empty(), "{:?}", fake.lock().unwrap().rec.violations);
 }
+
+// With `[telegram]`, `config check --online` calls `getMe` once: a working token names the bot, a
+// refused one is a failure with the fix, and the token is never printed.
+#[test]
+fn config_check_online_calls_telegram_get_me() {
+    let rt = runtime();
+    let (fake, api) = rt.block_on(fakes::telegram::start("123:bot-token-for-e2e", -100_123));
+    let sections = format!(
+        "[telegram]\nbot_token_env = \"BATON_E2E_BOT_TOKEN\"\nchat_id = -100123\nmode = \"poll\"\n\
+         allowed_user_ids = [42]\napi_url = \"{api}\"\n"
+    );
+    let env = Env::with_extra("", &ConfigExtra { sections: &sections, ..ConfigExtra::default() });
+    let online = |token: &str| {
+        let mut command = env.command();
+        command.env("BATON_E2E_BOT_TOKEN", token).args(["config", "check", "--online"]);
+        command.output().unwrap()
+    };
+    let good = online("123:bot-token-for-e2e");
+    let text = String::from_utf8_lossy(&good.stdout).to_string();
+    assert!(good.status.success(), "{text}{}", String::from_utf8_lossy(&good.stderr));
+    assert!(text.contains("telegram: the bot token works (bot @baton_bot)"), "{text}");
+    let bad = online("999:not-the-token");
+    let text = String::from_utf8_lossy(&bad.stdout).to_string();
+    assert!(!bad.status.success(), "{text}");
+    assert!(text.contains("FAIL telegram") && text.contains("@BotFather"), "{text}");
+    assert!(!text.contains("not-the-token") && !text.contains("bot-token-for-e2e"), "{text}");
+    drop(fake);
+}
