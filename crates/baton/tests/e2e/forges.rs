@@ -259,6 +259,10 @@ impl World {
         reported
     }
 
+    fn has_label(&self, number: u64, label: &str) -> bool {
+        self.forge().issues.iter().any(|i| i.number == number && i.labels.iter().any(|l| l == label))
+    }
+
     fn add_label(&self, number: u64, label: &str) {
         let mut st = self.forge();
         let issue = st.issues.iter_mut().find(|i| i.number == number).unwrap();
@@ -373,13 +377,15 @@ fn whole_pipeline_by_labels(flavor: Flavor) {
         }
         assert!(Instant::now() < deadline, "timed out: {task:#}");
         match hold(&task) {
-            Some("awaiting_approval") if !approved => {
+            // As a human would: after the ticket shows the hold (Baton clears decision labels put
+            // up before the question when it sets the status label).
+            Some("awaiting_approval") if !approved && w.has_label(number, "baton:in-review") => {
                 w.add_label(number, "baton:approved");
                 let event = w.issue_event(number, label_action, Some("baton:approved"), "alice");
                 assert_eq!(w.deliver(source, label_event, &event).0, 202);
                 approved = true;
             }
-            Some("awaiting_confirm") if !confirmed => {
+            Some("awaiting_confirm") if !confirmed && w.has_label(number, "baton:awaiting-deploy") => {
                 w.add_label(number, "baton:deploy");
                 let event = w.issue_event(number, label_action, Some("baton:deploy"), "alice");
                 assert_eq!(w.deliver(source, label_event, &event).0, 202);
