@@ -190,6 +190,9 @@ impl Store for RedactingStore {
     async fn open_jobs(&self) -> StoreResult<Vec<baton_store::OpenJob>> {
         self.inner.open_jobs().await
     }
+    async fn task_counts(&self) -> StoreResult<Vec<baton_store::TaskCount>> {
+        self.inner.task_counts().await
+    }
     async fn metric_counts(&self, bounds: &baton_store::HistogramBounds) -> StoreResult<baton_store::MetricCounts> {
         self.inner.metric_counts(bounds).await
     }

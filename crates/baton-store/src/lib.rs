@@ -308,4 +308,9 @@ pub trait Store: Send + Sync {
     /// Counters and histograms over the whole history by aggregate queries (`/metrics`); every
     /// figure as [`MetricCounts::from_records`] defines it.
     async fn metric_counts(&self, bounds: &HistogramBounds) -> StoreResult<MetricCounts>;
+
+    /// How many tasks are in each (stage, hold) pair, by one aggregate query (`/api/status`,
+    /// the dashboard's counts): never loads a task. `hold` is [`baton_domain::Hold::label`]
+    /// (empty for none). Sorted by stage, then hold.
+    async fn task_counts(&self) -> StoreResult<Vec<TaskCount>>;
 }

@@ -41,6 +41,15 @@ pub struct TaskFilter {
     pub repo: Option<String>,
 }
 
+/// How many tasks share a stage and a hold ([`Store::task_counts`](crate::Store::task_counts)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskCount {
+    pub stage: String,
+    /// The hold's label (`awaiting_approval`, …), empty when the task holds for nothing.
+    pub hold: String,
+    pub tasks: u64,
+}
+
 /// A task to create.
 #[derive(Debug, Clone)]
 pub struct NewTask {

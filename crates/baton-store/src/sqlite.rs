@@ -476,6 +476,22 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn task_counts(&self) -> StoreResult<Vec<TaskCount>> {
+        let rows =
+            sqlx::query("SELECT stage, hold, COUNT(*) AS n FROM tasks GROUP BY stage, hold ORDER BY stage, hold")
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TaskCount {
+                    stage: row.try_get("stage")?,
+                    hold: row.try_get("hold")?,
+                    tasks: row.try_get::<i64, _>("n")?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
     async fn metric_counts(&self, bounds: &HistogramBounds) -> StoreResult<MetricCounts> {
         let reader = &self.reader;
         let stages = sqlx::query("SELECT stage, COUNT(*) AS n FROM tasks GROUP BY stage ORDER BY stage")

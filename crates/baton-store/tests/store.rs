@@ -1132,8 +1132,44 @@ async fn suite_live_task_by_external_ref(store: Arc<dyn Store>) {
     assert_eq!(store.live_task_by_external_ref("github:a/b#2").await.unwrap().map(|t| t.id), Some(again.id));
 }
 
+/// `task_counts` agrees with counting `list_tasks` by (stage, hold): one aggregate query, no task
+/// loaded.
+async fn suite_task_counts(store: Arc<dyn Store>) {
+    assert!(store.task_counts().await.unwrap().is_empty());
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            store.create_task(new_task("demo", "DEMO", &format!("t{i}")), enqueue("analysis", 0), T0).await.unwrap().id,
+        );
+    }
+    let held = reload(&*store, ids[0]).await;
+    let mut state = TaskState::new("analysis");
+    state.hold = baton_domain::Hold::AwaitingApproval;
+    store.advance(Advance { next: state, ..step(&held, "analysis", None, Transition::default()) }).await.unwrap();
+    let done = reload(&*store, ids[1]).await;
+    store.advance(step(&done, "done", None, Transition { cancel_jobs: true, ..Transition::default() })).await.unwrap();
+    let counts = store.task_counts().await.unwrap();
+    let mut expected = std::collections::BTreeMap::<(String, String), u64>::new();
+    for task in store.list_tasks(&TaskFilter::default()).await.unwrap() {
+        *expected.entry((task.state.stage.clone(), task.state.hold.label().to_string())).or_default() += 1;
+    }
+    let got: std::collections::BTreeMap<(String, String), u64> =
+        counts.iter().map(|c| ((c.stage.clone(), c.hold.clone()), c.tasks)).collect();
+    assert_eq!(got, expected);
+    assert_eq!(got.get(&("analysis".to_string(), "awaiting_approval".to_string())), Some(&1));
+    assert_eq!(got.get(&("analysis".to_string(), String::new())), Some(&3));
+    assert_eq!(got.get(&("done".to_string(), String::new())), Some(&1));
+}
+
 mod sqlite {
     use super::*;
+
+    // Tasks by (stage, hold) from one aggregate query agree with counting every task.
+    #[tokio::test]
+    async fn task_counts_agree_with_the_tasks() {
+        let (_dir, _, store) = sqlite().await;
+        suite_task_counts(store).await;
+    }
 
     // Two advancers race on one version 50 times: one commits, the other conflicts and leaves no trace.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,9 +4,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use axum::Json;
 use axum::extract::State;
-use baton_domain::Hold;
 use baton_domain::pipeline::{CANCELLED, DONE};
-use baton_store::{JobStatus, LeaseRecord, TaskFilter};
+use baton_store::{JobStatus, LeaseRecord};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -69,25 +68,27 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Json<St
             .collect(),
         ..TaskCounts::default()
     };
-    for task in store.list_tasks(&TaskFilter::default()).await? {
-        tasks.total += 1;
-        if !task.state.is_terminal() {
-            tasks.active += 1;
+    // One aggregate query: the status never loads a task.
+    for count in store.task_counts().await? {
+        let n = count.tasks;
+        tasks.total += n;
+        if count.stage != DONE && count.stage != CANCELLED {
+            tasks.active += n;
         }
-        match tasks.by_stage.iter_mut().find(|count| count.stage == task.state.stage) {
-            Some(count) => count.tasks += 1,
+        match tasks.by_stage.iter_mut().find(|c| c.stage == count.stage) {
+            Some(c) => c.tasks += n,
             // A stage no longer in the pipeline (renamed in config) still gets counted.
-            None => tasks.by_stage.push(StageCount { stage: task.state.stage.clone(), tasks: 1 }),
+            None => tasks.by_stage.push(StageCount { stage: count.stage.clone(), tasks: n }),
         }
         let hold = &mut tasks.by_hold;
-        match task.state.hold {
-            Hold::None => {}
-            Hold::NeedsInput { .. } => hold.needs_input += 1,
-            Hold::AwaitingApproval => hold.awaiting_approval += 1,
-            Hold::AwaitingConfirm => hold.awaiting_confirm += 1,
-            Hold::Blocked { .. } => hold.blocked += 1,
-            Hold::PausedBudget { .. } => hold.paused_budget += 1,
-            Hold::PausedQuota { .. } => hold.paused_quota += 1,
+        match count.hold.as_str() {
+            "needs_input" => hold.needs_input += n,
+            "awaiting_approval" => hold.awaiting_approval += n,
+            "awaiting_confirm" => hold.awaiting_confirm += n,
+            "blocked" => hold.blocked += n,
+            "paused_budget" => hold.paused_budget += n,
+            "paused_quota" => hold.paused_quota += n,
+            _ => {}
         }
     }
 

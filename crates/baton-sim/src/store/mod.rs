@@ -681,6 +681,17 @@ impl Store for SimStore {
         .await
     }
 
+    async fn task_counts(&self) -> StoreResult<Vec<baton_store::TaskCount>> {
+        self.call("task_counts", Access::Read, |s, _| {
+            let mut counts = std::collections::BTreeMap::<(String, String), u64>::new();
+            for task in s.tasks.values() {
+                *counts.entry((task.state.stage.clone(), task.state.hold.label().to_string())).or_default() += 1;
+            }
+            Ok(counts.into_iter().map(|((stage, hold), tasks)| baton_store::TaskCount { stage, hold, tasks }).collect())
+        })
+        .await
+    }
+
     async fn open_jobs(&self) -> StoreResult<Vec<baton_store::OpenJob>> {
         self.call("open_jobs", Access::Read, |s, _| {
             let mut open: Vec<baton_store::OpenJob> = s
