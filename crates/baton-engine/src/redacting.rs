@@ -190,6 +190,14 @@ impl Store for RedactingStore {
     async fn open_jobs(&self) -> StoreResult<Vec<baton_store::OpenJob>> {
         self.inner.open_jobs().await
     }
+    async fn list_tasks_page(
+        &self,
+        filter: &baton_store::TaskFilter,
+        before: Option<baton_domain::TaskId>,
+        limit: u32,
+    ) -> StoreResult<Vec<baton_store::TaskRecord>> {
+        self.inner.list_tasks_page(filter, before, limit).await
+    }
     async fn task_counts(&self) -> StoreResult<Vec<baton_store::TaskCount>> {
         self.inner.task_counts().await
     }

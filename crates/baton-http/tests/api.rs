@@ -196,6 +196,39 @@ async fn list_and_show_by_either_id() {
     assert_eq!(by_id["totals"]["cost_usd"], 0.0);
 }
 
+// `GET /api/tasks` pages newest first: a full page links the next one (`before` = its last id),
+// following the links visits every task once, and the last page has no link.
+#[tokio::test]
+async fn list_pages_newest_first_with_a_next_link() {
+    let h = Harness::new().await;
+    for i in 0..5 {
+        h.create(&format!("Task {i}")).await;
+    }
+    let mut seen = Vec::new();
+    let mut uri = "/api/tasks?limit=2".to_string();
+    let mut pages = 0;
+    loop {
+        let response = h.app().oneshot(Request::get(&uri).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let link = response.headers().get("link").map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let page: Value = serde_json::from_slice(&body).unwrap();
+        seen.extend(page.as_array().unwrap().iter().map(|t| t["work_item_id"].as_str().unwrap().to_string()));
+        pages += 1;
+        match link {
+            Some(link) => {
+                assert!(link.ends_with(">; rel=\"next\""), "{link}");
+                uri = link.trim_start_matches('<').split('>').next().unwrap().to_string();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, ["DEMO-005", "DEMO-004", "DEMO-003", "DEMO-002", "DEMO-001"]);
+    let (status, body) = h.get("/api/tasks?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
 #[tokio::test]
 async fn list_rejects_a_bad_filter() {
     // A query value that is not understood is a 400 with the error shape, not axum's plain text.

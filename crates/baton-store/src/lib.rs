@@ -119,6 +119,15 @@ pub trait Store: Send + Sync {
     /// Tasks, newest first; `active_only` hides done and cancelled tasks.
     async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>>;
 
+    /// One page of [`Store::list_tasks`]: newest first, only ids below `before` (keyset paging:
+    /// stable while tasks are added), at most `limit` tasks (indexed; never loads the rest).
+    async fn list_tasks_page(
+        &self,
+        filter: &TaskFilter,
+        before: Option<TaskId>,
+        limit: u32,
+    ) -> StoreResult<Vec<TaskRecord>>;
+
     /// Applies one decided transition atomically (SPEC §4.2). Returns the enqueued job, if any.
     async fn advance(&self, advance: Advance) -> StoreResult<Option<JobId>>;
 

@@ -718,6 +718,25 @@ impl Store for SqliteStore {
         rows.iter().map(task_from_row).collect()
     }
 
+    async fn list_tasks_page(
+        &self,
+        filter: &TaskFilter,
+        before: Option<TaskId>,
+        limit: u32,
+    ) -> StoreResult<Vec<TaskRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE ($1 = 0 OR stage NOT IN ('done', 'cancelled')) AND ($2 IS NULL OR repo = $2)
+             AND id < $3 ORDER BY id DESC LIMIT $4",
+        )
+        .bind(i64::from(filter.active_only))
+        .bind(&filter.repo)
+        .bind(before.map_or(i64::MAX, |id| id.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
     async fn advance(&self, advance: Advance) -> StoreResult<Option<JobId>> {
         let mut tx = self.begin().await?;
         if let Some(entry) = &advance.inbox {

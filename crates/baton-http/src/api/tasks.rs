@@ -24,7 +24,14 @@ pub struct ListQuery {
     #[serde(default)]
     pub active: bool,
     pub repo: Option<String>,
+    /// At most this many tasks (default and maximum [`PAGE_MAX`]).
+    pub limit: Option<u32>,
+    /// Only tasks with a smaller id: the `before` of the previous page's `Link: rel="next"`.
+    pub before: Option<i64>,
 }
+
+/// The largest page of `GET /api/tasks` (and its default).
+pub const PAGE_MAX: u32 = 500;
 
 /// `POST /api/tasks` body.
 #[derive(Debug, Deserialize)]
@@ -89,12 +96,46 @@ impl RunTotals {
     }
 }
 
+/// `GET /api/tasks`: newest first, one page at a time (keyset paging on the id). A full page
+/// carries `Link: </api/tasks?…&before=<last id>>; rel="next"`.
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<TaskRecord>>, ApiError> {
-    let filter = TaskFilter { active_only: query.active, repo: query.repo };
-    Ok(Json(state.engine.store().list_tasks(&filter).await?))
+) -> Result<axum::response::Response, ApiError> {
+    let limit = match query.limit {
+        Some(0) => return Err(ApiError::BadRequest("`limit` must be at least 1".into())),
+        Some(n) => n.min(PAGE_MAX),
+        None => PAGE_MAX,
+    };
+    let filter = TaskFilter { active_only: query.active, repo: query.repo.clone() };
+    let before = query.before.map(baton_domain::TaskId);
+    let page = state.engine.store().list_tasks_page(&filter, before, limit).await?;
+    let next = (page.len() == limit as usize).then(|| page.last().map(|t| t.id.0)).flatten();
+    let mut response = Json(page).into_response();
+    if let Some(last) = next {
+        let mut link = format!("/api/tasks?limit={limit}&before={last}");
+        if query.active {
+            link.push_str("&active=true");
+        }
+        if let Some(repo) = &query.repo {
+            link.push_str(&format!("&repo={}", percent_encode(repo)));
+        }
+        if let Ok(value) = axum::http::HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(response)
+}
+
+/// A query value: unreserved characters kept, everything else `%XX`.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub(crate) async fn show(

@@ -681,6 +681,16 @@ impl Store for SimStore {
         .await
     }
 
+    async fn list_tasks_page(
+        &self,
+        filter: &TaskFilter,
+        before: Option<TaskId>,
+        limit: u32,
+    ) -> StoreResult<Vec<TaskRecord>> {
+        let all = self.list_tasks(filter).await?;
+        Ok(all.into_iter().filter(|t| before.is_none_or(|b| t.id.0 < b.0)).take(limit as usize).collect())
+    }
+
     async fn task_counts(&self) -> StoreResult<Vec<baton_store::TaskCount>> {
         self.call("task_counts", Access::Read, |s, _| {
             let mut counts = std::collections::BTreeMap::<(String, String), u64>::new();
