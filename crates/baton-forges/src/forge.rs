@@ -140,6 +140,29 @@ pub(crate) fn s(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
+/// The open PR whose head is `branch` among a listing of PRs (GitHub and Gitea alike).
+pub(crate) fn open_pr_for(call: &str, prs: &[Value], branch: &str) -> Result<Option<PullRequest>, ApiError> {
+    for pr in prs {
+        let pr = parse_pr(call, pr)?;
+        if pr.head_ref == branch && pr.state == "open" {
+            return Ok(Some(pr));
+        }
+    }
+    Ok(None)
+}
+
+/// The body of a PR update: only the fields given.
+pub(crate) fn pr_patch(title: Option<&str>, body: Option<&str>) -> Value {
+    let mut patch = serde_json::Map::new();
+    if let Some(t) = title {
+        patch.insert("title".into(), Value::String(t.to_string()));
+    }
+    if let Some(b) = body {
+        patch.insert("body".into(), Value::String(b.to_string()));
+    }
+    Value::Object(patch)
+}
+
 pub(crate) fn parse_repo(call: &str, v: &Value) -> Result<RepoInfo, ApiError> {
     let full_name = s(v, "full_name");
     if full_name.is_empty() {

@@ -3,7 +3,7 @@
 use crate::error::ApiError;
 use crate::forge::{
     CiState, Comment, ForgeApi, Issue, LabelEvent, MergeStyle, NewPullRequest, PullRequest, RepoInfo, fold_ci,
-    parse_comment, parse_issue, parse_pr, parse_repo, s,
+    open_pr_for, parse_comment, parse_issue, parse_pr, parse_repo, pr_patch, s,
 };
 use crate::http::{Auth, ClientConfig, HttpClient, Secret, branch_path, seg};
 use async_trait::async_trait;
@@ -58,13 +58,7 @@ impl ForgeApi for GitHub {
             ("per_page", "100".to_string()),
         ];
         let prs = self.http.get_all_linked(call, &self.path("/pulls"), &q, None, MAX_PAGES).await?;
-        for pr in &prs {
-            let pr = parse_pr(call, pr)?;
-            if pr.head_ref == branch && pr.state == "open" {
-                return Ok(Some(pr));
-            }
-        }
-        Ok(None)
+        open_pr_for(call, &prs, branch)
     }
 
     async fn create_pr(&self, pr: &NewPullRequest) -> Result<PullRequest, ApiError> {
@@ -81,17 +75,9 @@ impl ForgeApi for GitHub {
 
     async fn update_pr(&self, number: u64, title: Option<&str>, body: Option<&str>) -> Result<PullRequest, ApiError> {
         let call = "github.update_pr";
-        let mut patch = serde_json::Map::new();
-        if let Some(t) = title {
-            patch.insert("title".into(), json!(t));
-        }
-        if let Some(b) = body {
-            patch.insert("body".into(), json!(b));
-        }
-        let reply = self
-            .http
-            .send(call, Method::PATCH, &self.path(&format!("/pulls/{number}")), &[], Some(&Value::Object(patch)))
-            .await?;
+        let patch = pr_patch(title, body);
+        let reply =
+            self.http.send(call, Method::PATCH, &self.path(&format!("/pulls/{number}")), &[], Some(&patch)).await?;
         parse_pr(call, &reply.json(call)?)
     }
 
