@@ -54,6 +54,8 @@ impl TicketStatus {
             Hold::NeedsInput { .. } => TicketStatus::NeedsInput,
             Hold::AwaitingApproval => TicketStatus::InReview,
             Hold::AwaitingConfirm => TicketStatus::AwaitingDeploy,
+            // Confirmed and on its way: the merge queue tests, lands and deploys it.
+            Hold::MergeQueue => TicketStatus::Deploying,
             Hold::Blocked { .. } | Hold::PausedBudget { .. } => TicketStatus::Blocked,
             Hold::None | Hold::PausedQuota { .. } if deploy_stage => TicketStatus::Deploying,
             Hold::None | Hold::PausedQuota { .. } => TicketStatus::InProgress,
@@ -74,7 +76,7 @@ impl TicketStatus {
             (_, "blocked") | (_, "paused_budget") => TicketStatus::Blocked,
             (_, "awaiting_approval") => TicketStatus::InReview,
             (_, "awaiting_confirm") => TicketStatus::AwaitingDeploy,
-            ("deploy", _) => TicketStatus::Deploying,
+            (_, "merge_queue") | ("deploy", _) => TicketStatus::Deploying,
             _ => TicketStatus::InProgress,
         }
     }

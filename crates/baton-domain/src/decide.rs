@@ -141,6 +141,18 @@ pub fn decide(state: &TaskState, event: &Event, pipeline: &Pipeline, now_ms: i64
             }
             _ => suppress(format!("resume ignored: the task is at {}, not paused", state.display())),
         },
+        Event::QueueTurn { why } => match state.hold {
+            Hold::MergeQueue => {
+                let mut next = state.clone();
+                next.hold = Hold::None;
+                let effects = vec![Effect::EnqueueJob { stage: state.stage.clone(), delay_ms: 0 }];
+                Decision::Apply { next, effects, note: format!("{}: {why}", state.stage) }
+            }
+            _ => suppress(format!(
+                "merge queue turn ignored: the task is at {}, not in the merge queue",
+                state.display()
+            )),
+        },
         Event::Stop { by, critical } => {
             if let Some(first) = &state.cancel_requested {
                 return suppress(format!("stop already requested by {first}; it applies when the running step ends"));
@@ -296,6 +308,18 @@ fn gates_verdict(
             OnGateFail::Rollback { to } => rollback(state, pipeline, to, &reason),
         };
     }
+    if let Some(reason) = reasons(verdicts, Verdict::Queued) {
+        // Waiting in the merge queue costs nothing: no job, no deferral count, no timer.
+        let mut next = state.clone();
+        next.hold = Hold::MergeQueue;
+        next.job = None;
+        next.defers = 0;
+        return Decision::Apply {
+            next,
+            effects: Vec::new(),
+            note: format!("{} in the merge queue: {reason}", state.stage),
+        };
+    }
     if let Some(reason) = reasons(verdicts, Verdict::Defer) {
         if state.defers >= pipeline.defer_max {
             return block(state, format!("{} deferred {} times: {reason}", state.stage, state.defers));
@@ -317,13 +341,19 @@ fn gates_verdict(
 }
 
 /// Enters `spec` as a fresh stage: attempt 1, then either a job or a wait for confirmation.
-fn enter(next: &mut TaskState, spec: &StageSpec, _pipeline: &Pipeline) -> Vec<Effect> {
+fn enter(next: &mut TaskState, spec: &StageSpec, pipeline: &Pipeline) -> Vec<Effect> {
+    enter_confirmed(next, spec, pipeline, false)
+}
+
+/// [`enter`], skipping the confirmation when a human already gave it for this passage (the
+/// task goes back to the merge queue on its own, not because its code changed).
+fn enter_confirmed(next: &mut TaskState, spec: &StageSpec, _pipeline: &Pipeline, confirmed: bool) -> Vec<Effect> {
     next.stage = spec.name.clone();
     next.attempt = 1;
     next.defers = 0;
     next.answers.clear();
     next.job = None;
-    if spec.confirm_before {
+    if spec.confirm_before && !confirmed {
         next.hold = Hold::AwaitingConfirm;
         vec![Effect::Notify { kind: NotifyKind::NeedsHuman, text: format!("{} awaits confirmation", spec.name) }]
     } else {
@@ -387,7 +417,8 @@ fn lease_lost(state: &TaskState, pipeline: &Pipeline, reason: &str, now_ms: i64)
     };
     let mut next = state.clone();
     let mut effects = vec![Effect::ReleaseLeases];
-    effects.extend(enter(&mut next, gate, pipeline));
+    // The human's confirmation stands: the change itself did not change.
+    effects.extend(enter_confirmed(&mut next, gate, pipeline, true));
     let text = format!("{} lost the merge lease before merging: {reason}; back to {}", state.stage, gate.name);
     effects.push(Effect::Notify { kind: NotifyKind::Info, text: text.clone() });
     Decision::Apply { next, effects, note: text }

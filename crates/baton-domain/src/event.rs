@@ -13,6 +13,9 @@ pub enum Verdict {
     Defer,
     /// The gate itself could not run; treated like a failed attempt.
     Error,
+    /// The change waits in the repository's merge queue (tested, or to be tested, on top of the
+    /// changes ahead): the task parks without a job until the queue wakes it.
+    Queued,
 }
 
 /// One gate's verdict with its human-readable reason.
@@ -109,6 +112,9 @@ pub enum Event {
         #[serde(default)]
         critical: bool,
     },
+    /// The merge queue wakes a parked task: its change is to be tested on a new base, landed, or
+    /// evicted; `why` is the timeline line.
+    QueueTurn { why: String },
 }
 
 impl Event {
@@ -123,6 +129,7 @@ impl Event {
             | Event::Retry { by }
             | Event::Resume { by }
             | Event::Stop { by, .. } => by.clone(),
+            Event::QueueTurn { .. } => "merge queue".to_string(),
         }
     }
 
@@ -137,6 +144,7 @@ impl Event {
             Event::Retry { .. } => "retry",
             Event::Resume { .. } => "resume",
             Event::Stop { .. } => "stop",
+            Event::QueueTurn { .. } => "queue_turn",
         }
     }
 }

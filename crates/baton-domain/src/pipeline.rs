@@ -32,7 +32,8 @@ pub enum GateSpec {
     HumanApproval,
     /// The repo `test` command exits 0 in the worktree.
     TestsPassed,
-    /// The merge gate (§6.3): under the repo lease, rebase onto the default head and re-test.
+    /// The merge gate (§6.3): the change waits in the repo's merge queue, is rebased onto the
+    /// changes ahead of it (or the default head) and re-tested there; it passes when it may land.
     Mergeable,
     /// The hosted forge's CI is green on the re-tested head (pushed to the task branch, its pull
     /// request kept current); pending checks defer, a red check fails with its log tail.
@@ -92,7 +93,7 @@ pub struct Pipeline {
     pub retry_max: u32,
     /// Rollbacks of one task before it is blocked.
     pub rollback_max: u32,
-    /// Merge-gate deferrals (lease busy) before the task is blocked.
+    /// Deferrals of one stage (a gate said "not yet", e.g. CI pending) before the task is blocked.
     pub defer_max: u32,
     /// Delay before a deferred stage is tried again.
     pub defer_delay_ms: u64,
@@ -147,8 +148,11 @@ impl Pipeline {
             stage("deploy_staging", Actor::None, None, vec![GateSpec::Mergeable], rollback()),
             stage("deploy", Actor::Deploy, None, vec![GateSpec::DeployStatus], OnGateFail::Block),
         ];
-        if let Some(deploy) = stages.last_mut() {
-            deploy.confirm_before = true;
+        // Confirm Deploy comes before the merge queue: the human says "ship it", then the queue
+        // tests the change on top of the ones ahead, lands it and deploys it without waiting on
+        // anyone while it holds the repository's merge lease (SPEC §6.3).
+        if let Some(staging) = stages.iter_mut().find(|s| s.name == "deploy_staging") {
+            staging.confirm_before = true;
         }
         Pipeline {
             stages,

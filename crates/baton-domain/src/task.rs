@@ -17,6 +17,9 @@ pub enum Hold {
     AwaitingApproval,
     /// Waiting for a human to confirm before the stage's actor runs (stop #2, Confirm Deploy).
     AwaitingConfirm,
+    /// In the repository's merge queue: no job, no slot, no events while it waits; the queue wakes
+    /// the task when it is its turn to be tested or landed (SPEC §6.3).
+    MergeQueue,
     /// Retries or rollbacks used up, or a failure only a human can fix.
     Blocked { reason: String },
     /// A budget cap was reached; resumes when a human raises the cap and resumes the task.
@@ -33,6 +36,7 @@ impl Hold {
             Hold::NeedsInput { .. } => "needs_input",
             Hold::AwaitingApproval => "awaiting_approval",
             Hold::AwaitingConfirm => "awaiting_confirm",
+            Hold::MergeQueue => "merge_queue",
             Hold::Blocked { .. } => "blocked",
             Hold::PausedBudget { .. } => "paused_budget",
             Hold::PausedQuota { .. } => "paused_quota",

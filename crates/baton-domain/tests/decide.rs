@@ -103,6 +103,7 @@ fn render_event(event: &Event) -> String {
         Event::Retry { by } => format!("retry by {by}"),
         Event::Resume { by } => format!("resume by {by}"),
         Event::Stop { by, critical } => format!("stop by {by}{}", if *critical { " (critical)" } else { "" }),
+        Event::QueueTurn { why } => format!("queue turn: {why}"),
     }
 }
 
@@ -112,6 +113,7 @@ fn verdict_name(verdict: Verdict) -> &'static str {
         Verdict::Fail => "fail",
         Verdict::Defer => "defer",
         Verdict::Error => "error",
+        Verdict::Queued => "queued",
     }
 }
 
@@ -227,6 +229,16 @@ fn finish_defer(gate: &'static str, reason: &'static str) -> Step {
     Box::new(move |s, p| finished(s, JobOutcome::Completed { verdicts: verdicts(s, p, gate, Verdict::Defer, reason) }))
 }
 
+/// The active job completes; `gate` parks the change in the merge queue.
+fn finish_queued(gate: &'static str, reason: &'static str) -> Step {
+    Box::new(move |s, p| finished(s, JobOutcome::Completed { verdicts: verdicts(s, p, gate, Verdict::Queued, reason) }))
+}
+
+/// The merge queue wakes the task.
+fn queue_turn(why: &'static str) -> Step {
+    Box::new(move |_, _| Event::QueueTurn { why: why.to_string() })
+}
+
 /// The active job completes; `gate` itself could not run.
 fn finish_error(gate: &'static str, reason: &'static str) -> Step {
     Box::new(move |s, p| finished(s, JobOutcome::Completed { verdicts: verdicts(s, p, gate, Verdict::Error, reason) }))
@@ -291,8 +303,8 @@ fn happy_path_walks_every_default_stage_to_done() {
         finish_ok(),
         finish_ok(),
         finish_ok(),
-        finish_ok(),
         confirm(),
+        finish_ok(),
         finish_ok(),
     ], @r#"
         created → analysis [enqueue #1 analysis]
@@ -301,9 +313,9 @@ fn happy_path_walks_every_default_stage_to_done() {
         job 2 architecture: ok → development [enqueue #3 development]
         job 3 development: ok → review [enqueue #4 review]
         job 4 review: ok → testing [enqueue #5 testing]
-        job 5 testing: ok → deploy_staging [enqueue #6 deploy_staging]
-        job 6 deploy_staging: ok → deploy (awaiting_confirm) [notify needs_human "deploy awaits confirmation"]
-        confirm by ann → deploy [enqueue #7 deploy]
+        job 5 testing: ok → deploy_staging (awaiting_confirm) [notify needs_human "deploy_staging awaits confirmation"]
+        confirm by ann → deploy_staging [enqueue #6 deploy_staging]
+        job 6 deploy_staging: ok → deploy [enqueue #7 deploy]
         job 7 deploy: ok → done [release_leases, remove_worktree, notify info "done"]
         "#);
 }
@@ -514,12 +526,12 @@ fn approve_does_not_answer_questions() {
 // Confirm only acts while deploy awaits confirmation: not earlier, not twice, not while the deploy runs.
 #[test]
 fn confirm_only_acts_when_awaiting_confirm() {
-    check!(running("deploy_staging", 6), [confirm(), finish_ok(), confirm(), confirm(), finish_ok()], @r#"
+    check!(running("testing", 5), [confirm(), finish_ok(), confirm(), confirm(), finish_ok()], @r#"
+        confirm by ann  suppressed: confirm ignored: the task is at testing, not awaiting confirmation
+        job 5 testing: ok → deploy_staging (awaiting_confirm) [notify needs_human "deploy_staging awaits confirmation"]
+        confirm by ann → deploy_staging [enqueue #6 deploy_staging]
         confirm by ann  suppressed: confirm ignored: the task is at deploy_staging, not awaiting confirmation
-        job 6 deploy_staging: ok → deploy (awaiting_confirm) [notify needs_human "deploy awaits confirmation"]
-        confirm by ann → deploy [enqueue #7 deploy]
-        confirm by ann  suppressed: confirm ignored: the task is at deploy, not awaiting confirmation
-        job 7 deploy: ok → done [release_leases, remove_worktree, notify info "done"]
+        job 6 deploy_staging: ok → deploy [enqueue #7 deploy]
         "#);
 }
 
@@ -530,9 +542,9 @@ fn human_gates_are_not_interchangeable() {
         confirm by ann  suppressed: confirm ignored: the task is at analysis (awaiting_approval), not awaiting confirmation
         approve by ann → architecture [enqueue #1 architecture]
         ");
-    check!(held("deploy", Hold::AwaitingConfirm), [approve(), confirm()], @r"
-        approve by ann  suppressed: approve ignored: the task is at deploy (awaiting_confirm), not awaiting approval
-        confirm by ann → deploy [enqueue #1 deploy]
+    check!(held("deploy_staging", Hold::AwaitingConfirm), [approve(), confirm()], @r"
+        approve by ann  suppressed: approve ignored: the task is at deploy_staging (awaiting_confirm), not awaiting approval
+        confirm by ann → deploy_staging [enqueue #1 deploy_staging]
         ");
 }
 
@@ -618,6 +630,43 @@ fn result_of_superseded_attempt_is_suppressed() {
         "#);
 }
 
+// ---------------------------------------------------------------- merge queue
+
+// A change in the merge queue parks the task: no job, no deferral, no timer; the queue's turn
+// relaunches the stage; a turn for a task that is not parked is suppressed; a STOP while it waits
+// cancels at once (nothing irreversible is running).
+#[test]
+fn merge_queue_parks_without_a_job_and_its_turn_relaunches_the_stage() {
+    let state = TaskState { defers: 3, ..running("deploy_staging", 6) };
+    check!(state, [
+        finish_queued("mergeable", "entered the merge queue of demo"),
+        queue_turn("tested on main 0123456789"),
+        queue_turn("a second wake"),
+        finish_queued("mergeable", "green on top of 0123456789; waits for its turn to land"),
+        queue_turn("landing"),
+        finish_ok(),
+    ], @r#"
+        job 6 deploy_staging: mergeable queued (entered the merge queue of demo) → deploy_staging (merge_queue) []
+        queue turn: tested on main 0123456789 → deploy_staging [enqueue #7 deploy_staging]
+        queue turn: a second wake  suppressed: merge queue turn ignored: the task is at deploy_staging, not in the merge queue
+        job 7 deploy_staging: mergeable queued (green on top of 0123456789; waits for its turn to land) → deploy_staging (merge_queue) []
+        queue turn: landing → deploy_staging [enqueue #8 deploy_staging]
+        job 8 deploy_staging: ok → deploy [enqueue #9 deploy]
+        "#);
+    check!(held("deploy_staging", Hold::MergeQueue), [stop()], @r#"
+        stop by ann → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by ann at deploy_staging (merge_queue)"]
+        "#);
+}
+
+// An evicted change (its re-test failed on top of green changes) rolls back to development with
+// the reason, leaving the queue with its leases.
+#[test]
+fn merge_queue_eviction_rolls_back_with_the_reason() {
+    check!(running("deploy_staging", 6), [finish_fail("mergeable", "re-test on top of main failed")], @r#"
+        job 6 deploy_staging: mergeable fail (re-test on top of main failed) → development [release_leases, enqueue #7 development] {rollbacks 1, failure "deploy_staging failed: mergeable: re-test on top of main failed"}
+        "#);
+}
+
 // ---------------------------------------------------------------- defer
 
 // A busy merge lease defers deploy_staging: same stage again after defer_delay_ms, attempt unchanged.
@@ -630,7 +679,7 @@ fn mergeable_defer_requeues_same_stage_with_delay() {
     ], @r#"
         job 6 deploy_staging: mergeable defer (repo lease held by DEMO-002) → deploy_staging [enqueue #7 deploy_staging +5000ms] {defers 1}
         job 7 deploy_staging: mergeable defer (repo lease held by DEMO-002) → deploy_staging [enqueue #8 deploy_staging +5000ms] {defers 2}
-        job 8 deploy_staging: ok → deploy (awaiting_confirm) [notify needs_human "deploy awaits confirmation"]
+        job 8 deploy_staging: ok → deploy [enqueue #9 deploy]
         "#);
 }
 
@@ -1006,7 +1055,7 @@ fn infrastructure_failures_retry_without_spending_attempts_or_reaching_the_promp
         job 6 deploy_staging: infrastructure failure (x) → deploy_staging [enqueue #7 deploy_staging +36559ms] {attempt 2, failure "review: add a test", infra 3}
         job 7 deploy_staging: infrastructure failure (x) → deploy_staging [enqueue #8 deploy_staging +87641ms] {attempt 2, failure "review: add a test", infra 4}
         job 8 deploy_staging: infrastructure failure (x) → deploy_staging [enqueue #9 deploy_staging +144660ms, notify alert "deploy_staging hit an infrastructure failure (5 in a row): x; running it again in 144 s"] {attempt 2, failure "review: add a test", infra 5}
-        job 9 deploy_staging: ok → deploy (awaiting_confirm) [notify needs_human "deploy awaits confirmation"]
+        job 9 deploy_staging: ok → deploy [enqueue #10 deploy]
         "#
     );
 }
@@ -1060,8 +1109,8 @@ fn lease_lost_before_the_merge_goes_back_to_the_merge_gate() {
     let lost = || -> Step { Box::new(|s, _| finished(s, JobOutcome::LeaseLost { reason: "held by task:21".into() })) };
     check!(running("deploy", 9), [lost(), finish_ok(), confirm()], @r#"
         job 9 deploy: lease lost (held by task:21) → deploy_staging [release_leases, enqueue #10 deploy_staging, notify info "deploy lost the merge lease before merging: held by task:21; back to deploy_staging"]
-        job 10 deploy_staging: ok → deploy (awaiting_confirm) [notify needs_human "deploy awaits confirmation"]
-        confirm by ann → deploy [enqueue #11 deploy]
+        job 10 deploy_staging: ok → deploy [enqueue #11 deploy]
+        confirm by ann  suppressed: confirm ignored: the task is at deploy, not awaiting confirmation
         "#);
 }
 

@@ -132,6 +132,8 @@ pub struct Engine {
     store_lost: Mutex<Option<String>>,
     /// What the reaper's and the reconciler's last passes did.
     maintenance: crate::stats::MaintenanceStats,
+    /// The merge queues' depth and pending passes.
+    queues: crate::queue::MergeQueues,
 }
 
 impl std::fmt::Debug for Engine {
@@ -277,12 +279,16 @@ impl EngineBuilder {
             webhooks_pending: AtomicBool::new(true),
             owner: self.owner.unwrap_or_else(|| format!("pid:{}", std::process::id())),
             redactor,
-            settings: self.settings,
             sandbox: self.sandbox,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             store_lost: Mutex::new(None),
             maintenance: crate::stats::MaintenanceStats::default(),
+            queues: crate::queue::MergeQueues::new(
+                self.settings.limits.merge_queue_depth,
+                self.settings.limits.merge_queue_depth_max,
+            ),
+            settings: self.settings,
         })
     }
 }
@@ -336,6 +342,11 @@ impl Engine {
     }
 
     /// What the reaper's and the reconciler's passes did, read-only.
+    /// The merge queues' scheduler state (depth per repository, pending passes).
+    pub fn queues(&self) -> &crate::queue::MergeQueues {
+        &self.queues
+    }
+
     pub fn maintenance(&self) -> &crate::stats::MaintenanceStats {
         &self.maintenance
     }
@@ -653,6 +664,9 @@ impl Engine {
                             // The effects are durable now; carry out this task's at once (a worker
                             // picks up whatever a crash here leaves).
                             effects::drain(self, Some(task.id)).await;
+                            // The repository's merge queue may move now (a change entered or left
+                            // it, the lease was released, the default branch moved).
+                            Box::pin(crate::queue::schedule(self, &task.repo)).await;
                             self.wake();
                             return Ok(InputOutcome::Applied { note });
                         }
@@ -880,6 +894,7 @@ impl Engine {
                 last_reconciler_ms = now;
                 crate::reconciler::tick(&self).await;
             }
+            crate::queue::schedule_kicked(&self).await;
             loop {
                 match self.claim_next().await {
                     Ok(Some(_)) => {}
@@ -934,6 +949,7 @@ impl Engine {
             tokio::select! {
                 _ = self.clock.sleep(poll) => {}
                 _ = self.wake.notified() => {}
+                _ = self.queues.kicked() => {}
                 _ = shutdown.changed() => {}
             }
         }

@@ -85,6 +85,7 @@ impl JobContext<'_> {
             limits: &self.engine.settings().limits,
             external_ms: self.external_ms,
             stop: self.stop.clone(),
+            queues: self.engine.queues(),
         }
     }
 }

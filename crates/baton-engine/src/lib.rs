@@ -32,6 +32,7 @@ pub mod executor;
 pub mod gates;
 pub mod intake;
 pub mod prompts;
+pub mod queue;
 pub mod reaper;
 pub mod reconciler;
 mod redacting;

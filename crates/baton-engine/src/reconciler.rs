@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub async fn tick(engine: &Arc<Engine>) {
     let mut pass = ReconcilerPass::default();
     pass_over(engine, &mut pass).await;
+    // The merge queues' backstop: a wake lost in a crash, a default branch moved from outside.
+    crate::queue::schedule_all(engine).await;
     pass.at_ms = engine.clock().now_ms();
     engine.maintenance().reconciler_done(pass);
 }

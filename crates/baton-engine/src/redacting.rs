@@ -267,4 +267,28 @@ impl Store for RedactingStore {
     async fn health(&self) -> Vec<HealthCheck> {
         self.inner.health().await
     }
+
+    async fn queue_enter(&self, task: TaskId, repo: &str, priority: i64, now_ms: i64) -> StoreResult<bool> {
+        self.inner.queue_enter(task, repo, priority, now_ms).await
+    }
+    async fn queue_entry(&self, task: TaskId) -> StoreResult<Option<baton_store::QueueEntry>> {
+        self.inner.queue_entry(task).await
+    }
+    async fn queue_entries(&self, repo: Option<&str>) -> StoreResult<Vec<baton_store::QueueEntry>> {
+        self.inner.queue_entries(repo).await
+    }
+    async fn queue_update(
+        &self,
+        task: TaskId,
+        expect: &baton_store::QueueExpect,
+        change: &baton_store::QueueChange,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let mut change = change.clone();
+        change.reason = change.reason.map(|r| self.text(&r));
+        self.inner.queue_update(task, expect, &change, now_ms).await
+    }
+    async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool> {
+        self.inner.set_queue_priority(task, priority).await
+    }
 }

@@ -39,6 +39,11 @@ pub struct Limits {
     pub merge_defer_secs: u64,
     /// Merge-gate deferrals before the task is blocked.
     pub merge_defer_max: u32,
+    /// Changes of one repository's merge queue tested at once, each on top of the ones ahead
+    /// (speculation): the starting depth, adapted as results come in.
+    pub merge_queue_depth: u32,
+    /// The deepest the speculation grows after green results.
+    pub merge_queue_depth_max: u32,
     /// How often the reaper looks for orphaned jobs, stuck executors and dead lease holders (0 = off).
     pub reaper_interval_secs: u64,
     /// A job running longer than this is stopped and failed by the reaper (the backstop).
@@ -73,6 +78,8 @@ impl Default for Limits {
             retry_base_secs: 10,
             merge_defer_secs: 5,
             merge_defer_max: 720,
+            merge_queue_depth: 3,
+            merge_queue_depth_max: 8,
             reaper_interval_secs: 5,
             job_backstop_secs: 4 * 3_600 + 1_800,
             reconciler_interval_secs: 10,

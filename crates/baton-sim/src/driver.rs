@@ -404,6 +404,7 @@ impl Driver {
             Hold::AwaitingApproval => Some(Input::Approve),
             Hold::NeedsInput { .. } => Some(Input::Answer { text: "Use SQLite.".into() }),
             Hold::AwaitingConfirm => Some(Input::ConfirmDeploy),
+            Hold::MergeQueue => None,
             Hold::PausedBudget { .. } | Hold::PausedQuota { .. } => Some(Input::Resume),
             Hold::Blocked { .. } => {
                 let retries = self.retries.entry(task.id).or_insert(0);

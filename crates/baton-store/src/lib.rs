@@ -322,4 +322,28 @@ pub trait Store: Send + Sync {
     /// the dashboard's counts): never loads a task. `hold` is [`baton_domain::Hold::label`]
     /// (empty for none). Sorted by stage, then hold.
     async fn task_counts(&self) -> StoreResult<Vec<TaskCount>>;
+
+    /// Puts the task into its repository's merge queue as `waiting`; `false` (nothing changed)
+    /// when it is queued already.
+    async fn queue_enter(&self, task: TaskId, repo: &str, priority: i64, now_ms: i64) -> StoreResult<bool>;
+
+    /// The task's merge-queue entry.
+    async fn queue_entry(&self, task: TaskId) -> StoreResult<Option<QueueEntry>>;
+
+    /// Merge-queue entries of `repo` (every repository when `None`), ordered by entry time then
+    /// task id (the queue order adds priority: [`QueueEntry::order_key`]). Indexed by repository.
+    async fn queue_entries(&self, repo: Option<&str>) -> StoreResult<Vec<QueueEntry>>;
+
+    /// Compare-and-set on a queue entry: applies `change` only while the entry is still in
+    /// `expect`'s state on `expect`'s base. `false` when it changed meanwhile (or left the queue).
+    async fn queue_update(
+        &self,
+        task: TaskId,
+        expect: &QueueExpect,
+        change: &QueueChange,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// Sets the priority of a queued change; `false` when the task is not in a merge queue.
+    async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool>;
 }

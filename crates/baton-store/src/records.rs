@@ -423,3 +423,95 @@ pub struct DeliveryRecord {
     /// Why it could not be handled (a parse error).
     pub error: Option<String>,
 }
+
+/// Where a change stands in its repository's merge queue (SPEC §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueState {
+    /// Waiting for its turn (beyond the speculation depth, or behind a change not yet built).
+    Waiting,
+    /// Assigned a base (the default head, or the change ahead's tested head) and being tested on
+    /// it; `head` is set once the change is rebased and squashed onto that base.
+    Testing,
+    /// Its test passed on `base`; it lands once the default branch is `base`.
+    Green,
+    /// Its test failed on `base` (after one retry): the culprit once everything ahead is green.
+    Red,
+    /// It holds the merge lease and lands (merge, deploy) now.
+    Landing,
+    /// Found to be the culprit: the task is woken to roll back with `reason`.
+    Evicted,
+}
+
+impl QueueState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Waiting => "waiting",
+            QueueState::Testing => "testing",
+            QueueState::Green => "green",
+            QueueState::Red => "red",
+            QueueState::Landing => "landing",
+            QueueState::Evicted => "evicted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "waiting" => QueueState::Waiting,
+            "testing" => QueueState::Testing,
+            "green" => QueueState::Green,
+            "red" => QueueState::Red,
+            "landing" => QueueState::Landing,
+            "evicted" => QueueState::Evicted,
+            _ => return None,
+        })
+    }
+}
+
+/// One change in a repository's merge queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueEntry {
+    pub task: TaskId,
+    pub work_item_id: String,
+    pub repo: String,
+    /// Higher goes first; each point is worth [`QUEUE_PRIORITY_STEP_MS`] of waiting (aging: a
+    /// low-priority change still overtakes every newer one eventually).
+    pub priority: i64,
+    pub entered_at_ms: i64,
+    pub state: QueueState,
+    /// The commit the change is (or was) tested on top of.
+    pub base: Option<String>,
+    /// The change rebased and squashed onto `base`: what lands.
+    pub head: Option<String>,
+    /// Failed tests on the current base (the first is retried: a pass then is a flake).
+    pub fails: u32,
+    pub reason: Option<String>,
+    pub updated_at_ms: i64,
+}
+
+/// How much waiting one priority point is worth in the queue order (ten minutes).
+pub const QUEUE_PRIORITY_STEP_MS: i64 = 600_000;
+
+impl QueueEntry {
+    /// The queue's sort key: lower goes first (entry time, pulled forward by priority).
+    pub fn order_key(&self) -> (i64, i64) {
+        (self.entered_at_ms.saturating_sub(self.priority.saturating_mul(QUEUE_PRIORITY_STEP_MS)), self.task.0)
+    }
+}
+
+/// What a queue entry must still be for [`crate::Store::queue_update`] to change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueExpect {
+    pub state: QueueState,
+    pub base: Option<String>,
+}
+
+/// The new state of a queue entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueChange {
+    pub state: QueueState,
+    pub base: Option<String>,
+    pub head: Option<String>,
+    pub fails: u32,
+    pub reason: Option<String>,
+}

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_outbox.sql")),
     (5, include_str!("../migrations/sqlite/0005_principals.sql")),
     (6, include_str!("../migrations/sqlite/0006_webhooks.sql")),
+    (7, include_str!("../migrations/sqlite/0007_merge_queue.sql")),
 ];
 
 /// Work-item numbers tried past a collision before giving up.
@@ -320,6 +321,27 @@ fn effect_from_row(row: &SqliteRow) -> StoreResult<EffectRecord> {
     })
 }
 
+fn queue_from_row(row: &SqliteRow) -> StoreResult<QueueEntry> {
+    let state: String = row.try_get("state")?;
+    Ok(QueueEntry {
+        task: TaskId(row.try_get("task_id")?),
+        work_item_id: row.try_get("work_item_id")?,
+        repo: row.try_get("repo")?,
+        priority: row.try_get("priority")?,
+        entered_at_ms: row.try_get("entered_at")?,
+        state: QueueState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown merge queue state `{state}`")))?,
+        base: row.try_get("base")?,
+        head: row.try_get("head")?,
+        fails: row.try_get::<i64, _>("fails")?.clamp(0, i64::from(u32::MAX)) as u32,
+        reason: row.try_get("reason")?,
+        updated_at_ms: row.try_get("updated_at")?,
+    })
+}
+
+const QUEUE_COLUMNS: &str = "q.task_id, t.work_item_id, q.repo, q.priority, q.entered_at, q.state, q.base, q.head, \
+     q.fails, q.reason, q.updated_at FROM merge_queue q JOIN tasks t ON t.id = q.task_id";
+
 fn lease_from_row(row: &SqliteRow) -> StoreResult<LeaseRecord> {
     Ok(LeaseRecord {
         name: row.try_get("name")?,
@@ -389,6 +411,8 @@ async fn apply_transition(
     }
     if transition.release_leases {
         sqlx::query("DELETE FROM leases WHERE holder = $1").bind(task_holder(task)).execute(&mut **tx).await?;
+        // Leaving the merge queue goes with releasing the lease (done, rollback, block, cancel).
+        sqlx::query("DELETE FROM merge_queue WHERE task_id = $1").bind(task.0).execute(&mut **tx).await?;
     }
     let mut enqueued = None;
     if let Some((stage, delay_ms)) = &transition.enqueue {
@@ -1454,5 +1478,79 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn queue_enter(&self, task: TaskId, repo: &str, priority: i64, now_ms: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "INSERT INTO merge_queue (task_id, repo, priority, entered_at, state, updated_at)
+             VALUES ($1, $2, $3, $4, 'waiting', $4) ON CONFLICT (task_id) DO NOTHING",
+        )
+        .bind(task.0)
+        .bind(repo)
+        .bind(priority)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn queue_entry(&self, task: TaskId) -> StoreResult<Option<QueueEntry>> {
+        let sql = format!("SELECT {QUEUE_COLUMNS} WHERE q.task_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(task.0).fetch_optional(&self.reader).await?;
+        row.as_ref().map(queue_from_row).transpose()
+    }
+
+    async fn queue_entries(&self, repo: Option<&str>) -> StoreResult<Vec<QueueEntry>> {
+        let rows = match repo {
+            Some(repo) => {
+                let sql = format!("SELECT {QUEUE_COLUMNS} WHERE q.repo = $1 ORDER BY q.entered_at, q.task_id");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repo).fetch_all(&self.reader).await?
+            }
+            None => {
+                let sql = format!("SELECT {QUEUE_COLUMNS} ORDER BY q.repo, q.entered_at, q.task_id");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.reader).await?
+            }
+        };
+        rows.iter().map(queue_from_row).collect()
+    }
+
+    async fn queue_update(
+        &self,
+        task: TaskId,
+        expect: &QueueExpect,
+        change: &QueueChange,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "UPDATE merge_queue SET state = $4, base = $5, head = $6, fails = $7, reason = $8, updated_at = $9
+             WHERE task_id = $1 AND state = $2 AND base IS $3",
+        )
+        .bind(task.0)
+        .bind(expect.state.as_str())
+        .bind(expect.base.as_deref())
+        .bind(change.state.as_str())
+        .bind(change.base.as_deref())
+        .bind(change.head.as_deref())
+        .bind(i64::from(change.fails))
+        .bind(change.reason.as_deref())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query("UPDATE merge_queue SET priority = $2 WHERE task_id = $1")
+            .bind(task.0)
+            .bind(priority)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
     }
 }

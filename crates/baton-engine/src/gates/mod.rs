@@ -52,6 +52,8 @@ pub struct GateContext<'a> {
     pub external_ms: &'a AtomicU64,
     /// Turns true when the job must stop (STOP, reaper backstop).
     pub stop: watch::Receiver<bool>,
+    /// The merge queues' scheduler hooks (ask for a pass, adapt the depth).
+    pub queues: &'a crate::queue::MergeQueues,
 }
 
 impl GateContext<'_> {

@@ -95,6 +95,7 @@ fn hold_detail(hold: &Hold) -> String {
         }
         Hold::AwaitingApproval => "the stage's result waits for approval".into(),
         Hold::AwaitingConfirm => "the deploy waits for confirmation".into(),
+        Hold::MergeQueue => "in the merge queue: tested on top of the changes ahead, then landed".into(),
         Hold::None => String::new(),
     }
 }
@@ -410,6 +411,7 @@ fn verdict_row(event: &EventRecord) -> Option<VerdictRow> {
         Verdict::Fail => "fail",
         Verdict::Defer => "defer",
         Verdict::Error => "error",
+        Verdict::Queued => "queued",
     };
     Some(VerdictRow {
         at: event.at_ms,
@@ -455,7 +457,7 @@ fn actions_for(task: &TaskRecord) -> Vec<Action> {
         Hold::AwaitingConfirm => actions.push(action("confirm-deploy", "Confirm deploy", false, false)),
         Hold::Blocked { .. } => actions.push(action("retry", "Retry", false, false)),
         Hold::PausedBudget { .. } | Hold::PausedQuota { .. } => actions.push(action("resume", "Resume", false, false)),
-        Hold::None => {}
+        Hold::None | Hold::MergeQueue => {}
     }
     actions.push(action("stop", "Stop", false, true));
     actions

@@ -913,4 +913,77 @@ impl Store for SimStore {
         })
         .await
     }
+
+    async fn queue_enter(&self, task: TaskId, repo: &str, priority: i64, now_ms: i64) -> StoreResult<bool> {
+        self.call("queue_enter", Access::Write, |s, _| {
+            if s.queue.contains_key(&task) {
+                return Ok(false);
+            }
+            let work_item_id = s.tasks.get(&task).map(|t| t.work_item_id.clone()).unwrap_or_default();
+            s.queue.insert(
+                task,
+                QueueEntry {
+                    task,
+                    work_item_id,
+                    repo: repo.to_string(),
+                    priority,
+                    entered_at_ms: now_ms,
+                    state: QueueState::Waiting,
+                    base: None,
+                    head: None,
+                    fails: 0,
+                    reason: None,
+                    updated_at_ms: now_ms,
+                },
+            );
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn queue_entry(&self, task: TaskId) -> StoreResult<Option<QueueEntry>> {
+        self.call("queue_entry", Access::Read, |s, _| Ok(s.queue.get(&task).cloned())).await
+    }
+
+    async fn queue_entries(&self, repo: Option<&str>) -> StoreResult<Vec<QueueEntry>> {
+        self.call("queue_entries", Access::Read, |s, _| {
+            let mut entries: Vec<QueueEntry> =
+                s.queue.values().filter(|e| repo.is_none_or(|r| e.repo == r)).cloned().collect();
+            entries.sort_by(|a, b| (&a.repo, a.entered_at_ms, a.task).cmp(&(&b.repo, b.entered_at_ms, b.task)));
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn queue_update(
+        &self,
+        task: TaskId,
+        expect: &QueueExpect,
+        change: &QueueChange,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.call("queue_update", Access::Write, |s, _| {
+            let Some(entry) = s.queue.get_mut(&task) else {
+                return Ok(false);
+            };
+            if entry.state != expect.state || entry.base != expect.base {
+                return Ok(false);
+            }
+            entry.state = change.state;
+            entry.base = change.base.clone();
+            entry.head = change.head.clone();
+            entry.fails = change.fails;
+            entry.reason = change.reason.clone();
+            entry.updated_at_ms = now_ms;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool> {
+        self.call("set_queue_priority", Access::Write, |s, _| {
+            Ok(s.queue.get_mut(&task).map(|e| e.priority = priority).is_some())
+        })
+        .await
+    }
 }

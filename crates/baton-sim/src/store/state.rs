@@ -21,6 +21,8 @@ pub(crate) struct State {
     pub(crate) jobs: BTreeMap<JobId, JobRecord>,
     pub(crate) events: Vec<EventRecord>,
     pub(crate) leases: BTreeMap<String, LeaseRecord>,
+    /// The merge queues' entries by task.
+    pub(crate) queue: BTreeMap<TaskId, QueueEntry>,
     pub(crate) lease_tokens: BTreeMap<String, i64>,
     pub(crate) counters: BTreeMap<(String, String), u32>,
     pub(crate) inbox: BTreeMap<String, InboxRow>,
@@ -65,6 +67,7 @@ impl State {
             jobs: BTreeMap::new(),
             events: Vec::new(),
             leases: BTreeMap::new(),
+            queue: BTreeMap::new(),
             lease_tokens: BTreeMap::new(),
             counters: BTreeMap::new(),
             inbox: BTreeMap::new(),
@@ -170,6 +173,7 @@ impl State {
         }
         if transition.release_leases {
             self.release_leases(task);
+            self.queue.remove(&task);
         }
         let mut enqueued = None;
         if let Some((stage, delay_ms)) = &transition.enqueue {

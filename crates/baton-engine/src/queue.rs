@@ -1,0 +1,293 @@
+//! The per-repository merge queue's scheduler (SPEC §6.3): which queued change is tested on which
+//! base, which one lands, which one is evicted. Event-driven: a pass runs after every transition
+//! of a task in the repository, when a merge-gate job has built a change (the next one can build
+//! on it), and as a backstop from the reconciler; waiting changes hold no job and write nothing.
+//!
+//! The train: the first change is tested on the default branch's head, the second on the first's
+//! tested head, and so on up to the speculation depth (adaptive: halved on an eviction, one more
+//! on every green result, between 1 and `merge_queue_depth_max`). A change lands when its tested
+//! base is the default head (everything ahead has landed) and the repository's merge lease is
+//! free; it is evicted when its test failed twice on a base whose changes ahead are all green, so
+//! it is the culprit. A change whose base is no longer on the train (something ahead was evicted,
+//! or the default branch moved) is tested again on the train's base: only what depended on the
+//! culprit is re-tested.
+
+use crate::engine::Engine;
+use baton_domain::{Event, GateSpec, Hold, TaskId};
+use baton_store::{LeaseOutcome, QueueChange, QueueEntry, QueueExpect, QueueState, TaskKey, task_holder};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::Notify;
+
+/// The merge queues' in-memory part: the adaptive depth per repository and the repositories
+/// whose queue changed since the engine loop last scheduled them.
+#[derive(Debug)]
+pub struct MergeQueues {
+    depth_start: u32,
+    depth_max: u32,
+    depth: Mutex<HashMap<String, u32>>,
+    kicked: Mutex<BTreeSet<String>>,
+    wake: Notify,
+    /// A pass is running in this process; `again` asks it to go round once more.
+    passing: tokio::sync::Mutex<()>,
+    again: AtomicBool,
+}
+
+impl MergeQueues {
+    pub fn new(depth_start: u32, depth_max: u32) -> Self {
+        let depth_max = depth_max.max(1);
+        MergeQueues {
+            depth_start: depth_start.clamp(1, depth_max),
+            depth_max,
+            depth: Mutex::new(HashMap::new()),
+            kicked: Mutex::new(BTreeSet::new()),
+            wake: Notify::new(),
+            passing: tokio::sync::Mutex::new(()),
+            again: AtomicBool::new(false),
+        }
+    }
+
+    /// The current speculation depth of `repo`.
+    pub fn depth(&self, repo: &str) -> u32 {
+        self.depth.lock().map(|d| d.get(repo).copied().unwrap_or(self.depth_start)).unwrap_or(self.depth_start)
+    }
+
+    /// Adapts the depth to a test result: one deeper on green, half as deep on an eviction.
+    pub fn record(&self, repo: &str, green: bool) {
+        if let Ok(mut depths) = self.depth.lock() {
+            let depth = depths.entry(repo.to_string()).or_insert(self.depth_start);
+            *depth = if green { (*depth + 1).min(self.depth_max) } else { (*depth / 2).max(1) };
+        }
+    }
+
+    /// Asks for a pass over `repo`'s queue (the engine loop runs it at once).
+    pub fn kick(&self, repo: &str) {
+        if let Ok(mut kicked) = self.kicked.lock() {
+            kicked.insert(repo.to_string());
+        }
+        self.wake.notify_one();
+    }
+
+    fn take_kicked(&self) -> Vec<String> {
+        self.kicked.lock().map(|mut k| std::mem::take(&mut *k).into_iter().collect()).unwrap_or_default()
+    }
+
+    /// Resolves when a pass was asked for.
+    pub async fn kicked(&self) {
+        self.wake.notified().await
+    }
+}
+
+/// Passes over every repository kicked since the last call (the engine loop).
+pub async fn schedule_kicked(engine: &Engine) {
+    for repo in engine.queues().take_kicked() {
+        schedule(engine, &repo).await;
+    }
+}
+
+/// Passes over every repository that has a queue (the reconciler's backstop: a wake lost in a
+/// crash, or a default branch moved from outside).
+pub async fn schedule_all(engine: &Engine) {
+    let Ok(entries) = engine.store().queue_entries(None).await else {
+        return;
+    };
+    let repos: BTreeSet<String> = entries.into_iter().map(|e| e.repo).collect();
+    for repo in repos {
+        schedule(engine, &repo).await;
+    }
+}
+
+/// One pass over `repo`'s queue. At most one pass runs at a time in a process; a pass asked for
+/// meanwhile makes the running one go round again. Never fails: problems are logged and the next
+/// pass tries again.
+pub async fn schedule(engine: &Engine, repo: &str) {
+    let queues = engine.queues();
+    let Ok(_guard) = queues.passing.try_lock() else {
+        queues.again.store(true, Ordering::Release);
+        return;
+    };
+    for _ in 0..8 {
+        queues.again.store(false, Ordering::Release);
+        if let Err(error) = pass(engine, repo).await {
+            tracing::warn!(repo, "merge queue pass failed: {error}");
+        }
+        if !queues.again.swap(false, Ordering::AcqRel) {
+            break;
+        }
+    }
+}
+
+/// The queue of `repo` in train order: the landing change, then the changes being tested or
+/// judged (their order is fixed once they are on the train), then the waiting ones by priority
+/// and entry time (aging).
+pub fn train_order(mut entries: Vec<QueueEntry>) -> Vec<QueueEntry> {
+    let rank = |e: &QueueEntry| match e.state {
+        QueueState::Landing => 0,
+        QueueState::Testing | QueueState::Green | QueueState::Red => 1,
+        QueueState::Waiting => 2,
+        QueueState::Evicted => 3,
+    };
+    entries.sort_by_key(|e| (rank(e), e.order_key()));
+    entries
+}
+
+async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError> {
+    let store = engine.store();
+    let entries = store.queue_entries(Some(repo_name)).await?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let Some(repo) = engine.settings().repo(repo_name) else {
+        return Ok(());
+    };
+    let Some(main) = engine.vcs().rev(&repo.path, &repo.default_ref()).await else {
+        tracing::warn!(repo = repo_name, "merge queue: the default branch `{}` cannot be read", repo.default_branch);
+        return Ok(());
+    };
+    let depth = engine.queues().depth(repo_name) as usize;
+    let mut base = main.clone();
+    let mut in_flight = 0usize;
+    let mut ahead_green = true;
+    for entry in train_order(entries) {
+        let on_train = entry.base.as_deref() == Some(base.as_str());
+        match entry.state {
+            QueueState::Landing => {
+                if on_train && let Some(head) = &entry.head {
+                    base = head.clone();
+                }
+                wake_parked(engine, &entry, "it holds the merge lease: landing").await;
+                continue;
+            }
+            QueueState::Evicted => {
+                wake_parked(engine, &entry, "evicted from the merge queue").await;
+                continue;
+            }
+            _ => {}
+        }
+        if in_flight >= depth {
+            break;
+        }
+        in_flight += 1;
+        match (entry.state, on_train, entry.head.clone()) {
+            (QueueState::Testing, true, Some(head)) => {
+                // Built on the train: the next change can build on it while this one is tested.
+                wake_parked(engine, &entry, "tested on the merge queue's train").await;
+                ahead_green = false;
+                base = head;
+            }
+            (QueueState::Testing, true, None) => {
+                // Not built yet: the changes behind wait for its head.
+                wake_parked(engine, &entry, "tested on the merge queue's train").await;
+                break;
+            }
+            (QueueState::Green, true, Some(head)) => {
+                if base == main {
+                    land(engine, &entry, &head).await?;
+                }
+                base = head;
+            }
+            (QueueState::Red, true, _) if ahead_green => {
+                evict(engine, &entry).await?;
+                in_flight -= 1;
+            }
+            (QueueState::Red, true, _) => break,
+            _ => {
+                // Waiting, or tested on a base no longer on the train: test it on the train's base.
+                let position = in_flight;
+                let change = QueueChange {
+                    state: QueueState::Testing,
+                    base: Some(base.clone()),
+                    head: None,
+                    fails: 0,
+                    reason: None,
+                };
+                let expect = QueueExpect { state: entry.state, base: entry.base.clone() };
+                if store.queue_update(entry.task, &expect, &change, engine.clock().now_ms()).await? {
+                    let on = if base == main {
+                        format!("{} {}", repo.default_branch, short(&base))
+                    } else {
+                        format!("{} (position {position}, on top of the changes ahead)", short(&base))
+                    };
+                    wake_parked(engine, &entry, &format!("merge queue: tested on {on}")).await;
+                }
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..10).unwrap_or(sha)
+}
+
+/// The first green change sits on the default head: it takes the merge lease and its task is
+/// woken to land.
+async fn land(engine: &Engine, entry: &QueueEntry, head: &str) -> Result<(), crate::EngineError> {
+    let store = engine.store();
+    let lease = crate::gates::merge_lease_name(&entry.repo);
+    let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
+    let holder = task_holder(entry.task);
+    match store.acquire_lease(&lease, &holder, ttl_ms, engine.clock().now_ms()).await? {
+        LeaseOutcome::Acquired { .. } => {}
+        LeaseOutcome::Busy { .. } => return Ok(()),
+    }
+    let expect = QueueExpect { state: QueueState::Green, base: entry.base.clone() };
+    let change = QueueChange {
+        state: QueueState::Landing,
+        base: entry.base.clone(),
+        head: Some(head.to_string()),
+        fails: entry.fails,
+        reason: None,
+    };
+    if store.queue_update(entry.task, &expect, &change, engine.clock().now_ms()).await? {
+        wake_parked(engine, entry, &format!("merge queue: {} is green on the default head; landing", short(head)))
+            .await;
+    } else {
+        // The entry changed meanwhile: never keep the lease for a change that is not landing.
+        store.release_lease(&lease, &holder).await?;
+    }
+    Ok(())
+}
+
+/// A change red on a base whose changes ahead are all green is the culprit: its task is woken to
+/// roll back with the reason; the changes behind it are tested again without it.
+async fn evict(engine: &Engine, entry: &QueueEntry) -> Result<(), crate::EngineError> {
+    let expect = QueueExpect { state: QueueState::Red, base: entry.base.clone() };
+    let change = QueueChange {
+        state: QueueState::Evicted,
+        base: entry.base.clone(),
+        head: entry.head.clone(),
+        fails: entry.fails,
+        reason: entry.reason.clone(),
+    };
+    if engine.store().queue_update(entry.task, &expect, &change, engine.clock().now_ms()).await? {
+        engine.queues().record(&entry.repo, false);
+        wake_parked(engine, entry, "evicted from the merge queue: its test failed on top of green changes").await;
+    }
+    Ok(())
+}
+
+/// Wakes the entry's task when it is parked in the queue (a task running its merge-gate job
+/// reads the entry itself when the test ends).
+async fn wake_parked(engine: &Engine, entry: &QueueEntry, why: &str) {
+    let Ok(Some(task)) = engine.store().task(&TaskKey::Id(entry.task)).await else {
+        return;
+    };
+    if task.state.hold != Hold::MergeQueue || !is_queue_stage(engine, &task.state.stage) {
+        return;
+    }
+    wake(engine, entry.task, why).await;
+}
+
+fn is_queue_stage(engine: &Engine, stage: &str) -> bool {
+    engine.pipeline().stage(stage).is_some_and(|s| s.gates.contains(&GateSpec::Mergeable))
+}
+
+async fn wake(engine: &Engine, task: TaskId, why: &str) {
+    let event = Event::QueueTurn { why: why.to_string() };
+    if let Err(error) = Box::pin(engine.apply_event(task, &event, None, None)).await {
+        tracing::warn!(task = %task, "waking a task in the merge queue failed: {error}");
+    }
+}
