@@ -41,10 +41,15 @@ fn at(world: &mut World, task: TaskId, stage: &str, hold: Hold) -> Result<TaskRe
     Ok(record)
 }
 
-/// Drives a task to deploy, confirms, and claims the deploy job; returns its id.
+/// Drives a task through Confirm Deploy and the merge queue until its deploy job is queued (it
+/// holds the merge lease then).
+fn to_deploy(world: &mut World, task: TaskId) -> Result<TaskRecord, String> {
+    at(world, task, "deploy", Hold::None)
+}
+
+/// Drives a task to deploy and claims the deploy job; returns its id.
 fn deploying(world: &mut World, task: TaskId) -> Result<baton_domain::JobId, String> {
-    at(world, task, "deploy", Hold::AwaitingConfirm)?;
-    world.submit(task, Input::ConfirmDeploy, Some("confirm-1"))?;
+    to_deploy(world, task)?;
     world.claim().ok_or_else(|| "the deploy job was not claimed".to_string())
 }
 
@@ -200,6 +205,7 @@ fn done_task_scenario(config: WorldConfig) -> Result<(), String> {
     let mut world = World::new(config);
     let task = world.create_task("alpha");
     at(&mut world, task, "deploy_staging", Hold::None)?;
+    // The merge gate's first job puts the change in the merge queue; its result comes late below.
     let gate = world.claim().ok_or("the merge gate was not claimed")?;
     let (gate_result, _) = world.finish(gate, Script::Pass);
     let job = deploying(&mut world, task)?;
@@ -238,13 +244,20 @@ fn done_task_never_flaps_back() {
     done_task_scenario(WorldConfig::scripted(3)).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// ORCH-090: STOP while the task waits at deploy for Confirm Deploy, holding the merge lease
-/// (idle parking, not the critical step): cancelled at once and the lease released.
+/// ORCH-090: a task waiting for Confirm Deploy holds no lease (SPEC §6.3: a human's wait never
+/// holds up the repository's merges); a STOP while the task holds the merge lease to land (its
+/// deploy job queued, not the critical step yet) cancels at once and releases the lease.
 fn stop_awaiting_confirm_scenario(config: WorldConfig) -> Result<(), String> {
     let mut world = World::new(config);
+    let waiting = world.create_task("alpha");
+    at(&mut world, waiting, "deploy_staging", Hold::AwaitingConfirm)?;
+    let lease = world.store.peek_lease("merge:alpha");
+    ensure(lease.is_none(), format!("a task awaiting Confirm Deploy holds {lease:?}"))?;
+    let stopped = world.submit(waiting, Input::Stop, Some("stop-0"))?;
+    ensure(matches!(stopped, InputOutcome::Applied { .. }), format!("STOP: {stopped:?}"))?;
     let task = world.create_task("alpha");
-    at(&mut world, task, "deploy", Hold::AwaitingConfirm)?;
-    let lease = world.store.peek_lease("merge:alpha").ok_or("the task should hold the merge lease at deploy")?;
+    to_deploy(&mut world, task)?;
+    let lease = world.store.peek_lease("merge:alpha").ok_or("the landing task should hold the merge lease")?;
     ensure(lease.holder == format!("task:{task}"), format!("lease held by {}", lease.holder))?;
     let stopped = world.submit(task, Input::Stop, Some("stop-1"))?;
     ensure(matches!(stopped, InputOutcome::Applied { .. }), format!("STOP: {stopped:?}"))?;
@@ -255,7 +268,7 @@ fn stop_awaiting_confirm_scenario(config: WorldConfig) -> Result<(), String> {
     no_violations(&mut world)
 }
 
-// ORCH-090: STOP at deploy awaiting confirmation while holding the lease cancels at once.
+// ORCH-090: no lease while awaiting confirmation; a STOP while holding the lease cancels at once.
 #[test]
 fn stop_while_awaiting_confirm_with_lease_cancels_at_once() {
     stop_awaiting_confirm_scenario(WorldConfig::scripted(4)).unwrap_or_else(|e| panic!("{e}"));
@@ -322,8 +335,7 @@ fn stop_racing_deploy_claim_scenario(config: WorldConfig) -> Result<(), String> 
     for schedule in 0..64 {
         let mut world = World::new(WorldConfig { seed: 200 + schedule, ..config.clone() });
         let task = world.create_task("alpha");
-        at(&mut world, task, "deploy", Hold::AwaitingConfirm)?;
-        world.submit(task, Input::ConfirmDeploy, Some("confirm-1"))?;
+        to_deploy(&mut world, task)?;
         let stop = baton_sim::world::SentInput { task, input: Input::Stop, key: Some("stop-1".into()) };
         // The STOP arrives at a different point of the claim and the deploy's first steps each time.
         let stop = Action::After { yields: (schedule % 16) as u32, action: Box::new(Action::Submit(stop)) };
@@ -377,13 +389,20 @@ fn stale_merge_gate_scenario(config: WorldConfig) -> Result<(), String> {
     for schedule in 0..32 {
         let mut world = World::new(WorldConfig { seed: config.seed + schedule, ..config.clone() });
         let task = world.create_task("alpha");
-        at(&mut world, task, "deploy_staging", Hold::None)?;
-        let gate = world.claim().ok_or("the merge gate did not start")?;
-        world.run(vec![Action::Finish { job: gate, script: Script::Pass }, Action::ReaperTick]);
-        ensure(
-            !world.running_jobs().iter().any(|r| r.id == gate),
-            format!("schedule {schedule}: the reaper re-ran merge gate {gate} while its result was applied"),
-        )?;
+        // Each merge-gate job (entering the queue, the re-test, the landing check) races the reaper.
+        for _ in 0..6 {
+            let record = world.task(task);
+            if record.state.stage != "deploy_staging" {
+                break;
+            }
+            at(&mut world, task, "deploy_staging", Hold::None)?;
+            let gate = world.claim().ok_or("the merge gate did not start")?;
+            world.run(vec![Action::Finish { job: gate, script: Script::Pass }, Action::ReaperTick]);
+            ensure(
+                !world.running_jobs().iter().any(|r| r.id == gate),
+                format!("schedule {schedule}: the reaper re-ran merge gate {gate} while its result was applied"),
+            )?;
+        }
         at(&mut world, task, "done", Hold::None)?;
         let found: Vec<Violation> = world
             .check()
@@ -493,7 +512,7 @@ fn reaper_renewal_never_resurrects_a_released_lease() {
     for schedule in 0..32 {
         let mut world = World::new(WorldConfig::scripted(500 + schedule));
         let task = world.create_task("alpha");
-        at(&mut world, task, "deploy", Hold::AwaitingConfirm).unwrap_or_else(|e| panic!("{e}"));
+        to_deploy(&mut world, task).unwrap_or_else(|e| panic!("{e}"));
         world.advance_clock(61_000);
         let stop = baton_sim::world::SentInput { task, input: Input::Stop, key: Some("stop-1".into()) };
         let reaper = Action::After { yields: (schedule % 8) as u32, action: Box::new(Action::ReaperTick) };
@@ -537,6 +556,10 @@ fn full_disk_in_merge_gate_scenario(config: WorldConfig) -> Result<(), String> {
     let mut world = World::new(config);
     let task = world.create_task("alpha");
     at(&mut world, task, "deploy_staging", Hold::None)?;
+    // The first merge-gate job puts the change in the queue; the next one rebases it.
+    let enter = world.claim().ok_or("the merge gate did not start")?;
+    let _ = world.finish(enter, Script::Pass);
+    at(&mut world, task, "deploy_staging", Hold::None)?;
     world.forge.fail_next("rebase");
     let gate = world.claim().ok_or("the merge gate did not start")?;
     let _ = world.finish(gate, Script::Pass);
@@ -546,7 +569,7 @@ fn full_disk_in_merge_gate_scenario(config: WorldConfig) -> Result<(), String> {
         format!("a full disk was judged a code failure: {} {:?}", after.state.display(), after.state),
     )?;
     ensure(after.state.infra_failures == 1, format!("infra failures: {}", after.state.infra_failures))?;
-    at(&mut world, task, "deploy", Hold::AwaitingConfirm)?;
+    to_deploy(&mut world, task)?;
     ensure(world.task(task).state.rollbacks == 0, "no rollback was spent")?;
     no_violations(&mut world)
 }
