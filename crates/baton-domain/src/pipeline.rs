@@ -201,6 +201,9 @@ impl Pipeline {
                     Some(_) => {}
                 }
             }
+            if stage.confirm_before && self.stages[..i].iter().any(|s| s.gates.contains(&GateSpec::Mergeable)) {
+                problems.push(PipelineProblem::ConfirmAfterMergeQueue { stage: name() });
+            }
             let needs_artifact = stage.gates.iter().any(|g| matches!(g, GateSpec::Artifact | GateSpec::Verdict { .. }));
             if needs_artifact && stage.artifact.is_none() {
                 problems.push(PipelineProblem::MissingArtifact { stage: name() });
@@ -225,6 +228,9 @@ pub enum PipelineProblem {
     RollbackNotEarlier { stage: String, target: String },
     /// An artifact or verdict gate without an `artifact` file name to check.
     MissingArtifact { stage: String },
+    /// A human confirmation after the merge queue: the task would wait for a human while holding
+    /// the repository's merge lease, stalling every other merge.
+    ConfirmAfterMergeQueue { stage: String },
 }
 
 impl PipelineProblem {
@@ -236,7 +242,8 @@ impl PipelineProblem {
             | PipelineProblem::DuplicateStage { stage }
             | PipelineProblem::UnknownRollbackTarget { stage, .. }
             | PipelineProblem::RollbackNotEarlier { stage, .. }
-            | PipelineProblem::MissingArtifact { stage } => Some(stage),
+            | PipelineProblem::MissingArtifact { stage }
+            | PipelineProblem::ConfirmAfterMergeQueue { stage } => Some(stage),
         }
     }
 }
@@ -255,6 +262,12 @@ impl fmt::Display for PipelineProblem {
             PipelineProblem::RollbackNotEarlier { stage, target } => {
                 write!(f, "stage `{stage}` rolls back to `{target}`, which is not an earlier stage")
             }
+            PipelineProblem::ConfirmAfterMergeQueue { stage } => write!(
+                f,
+                "stage `{stage}` asks for confirmation after the merge queue (a `mergeable` gate comes earlier): \
+                 the task would wait for a human while holding the merge lease; set `confirm_before = true` \
+                 on the stage with the `mergeable` gate instead"
+            ),
             PipelineProblem::MissingArtifact { stage } => {
                 write!(f, "stage `{stage}` has an artifact or verdict gate but no `artifact` file name")
             }

@@ -291,3 +291,64 @@ async fn wake(engine: &Engine, task: TaskId, why: &str) {
         tracing::warn!(task = %task, "waking a task in the merge queue failed: {error}");
     }
 }
+
+/// One repository's merge queue as humans see it (`/api/queue`, `baton status`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueView {
+    pub repo: String,
+    /// The speculation depth now (adaptive).
+    pub depth: u32,
+    /// The changes in train order: the landing one first.
+    pub entries: Vec<QueueViewEntry>,
+}
+
+/// One change in a merge queue.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueViewEntry {
+    /// 1 = next to land.
+    pub position: u32,
+    pub task: i64,
+    pub work_item_id: String,
+    /// `waiting`, `testing`, `green`, `red`, `landing` or `evicted`.
+    pub state: String,
+    /// What it is tested on: the default head, or the change ahead's tested head.
+    pub base: Option<String>,
+    pub head: Option<String>,
+    pub priority: i64,
+    pub entered_at_ms: i64,
+    /// How long it has been in the queue.
+    pub waited_ms: i64,
+    pub reason: Option<String>,
+}
+
+/// Every repository's merge queue, from one indexed read.
+pub async fn views(engine: &Engine) -> Result<Vec<QueueView>, crate::EngineError> {
+    let now = engine.clock().now_ms();
+    let mut by_repo: std::collections::BTreeMap<String, Vec<QueueEntry>> = std::collections::BTreeMap::new();
+    for entry in engine.store().queue_entries(None).await? {
+        by_repo.entry(entry.repo.clone()).or_default().push(entry);
+    }
+    Ok(by_repo
+        .into_iter()
+        .map(|(repo, entries)| QueueView {
+            depth: engine.queues().depth(&repo),
+            entries: train_order(entries)
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| QueueViewEntry {
+                    position: i as u32 + 1,
+                    task: e.task.0,
+                    work_item_id: e.work_item_id,
+                    state: e.state.as_str().to_string(),
+                    base: e.base,
+                    head: e.head,
+                    priority: e.priority,
+                    entered_at_ms: e.entered_at_ms,
+                    waited_ms: now.saturating_sub(e.entered_at_ms),
+                    reason: e.reason,
+                })
+                .collect(),
+            repo,
+        })
+        .collect())
+}

@@ -7,7 +7,6 @@ use crate::AppState;
 use crate::error::ApiError;
 use axum::Json;
 use axum::extract::State;
-use baton_domain::GateSpec;
 use baton_engine::stats::{ReaperPass, ReconcilerPass};
 use baton_store::{JobStatus, OpenJob, SpendFilter};
 use serde::Serialize;
@@ -22,6 +21,11 @@ pub struct QueueReport {
     pub generated_at_ms: i64,
     pub jobs: Vec<QueueJob>,
     pub leases: Vec<QueueLease>,
+    /// Each repository's merge queue in train order (the landing change first): per change its
+    /// position, state (`waiting`, `testing`, `green`, `red`, `landing`, `evicted`), the base it
+    /// is tested on, its tested head, priority and time waited; and the speculation depth.
+    #[schema(value_type = Vec<Object>)]
+    pub merge_queues: Vec<baton_engine::queue::QueueView>,
     pub reaper: PassReport<ReaperPassView>,
     pub reconciler: PassReport<ReconcilerPassView>,
     pub budgets: BudgetReport,
@@ -61,7 +65,7 @@ pub struct QueueLease {
     pub expires_at_ms: i64,
     /// The lease ran out and nobody renewed it (the reaper reclaims it).
     pub expired: bool,
-    /// Work items of the repository's other open jobs at a merge-gated stage.
+    /// Work items of the repository's other changes in its merge queue, in train order.
     pub waiting: Vec<String>,
 }
 
@@ -161,8 +165,7 @@ pub(crate) async fn queue(State(state): State<Arc<AppState>>) -> Result<Json<Que
     let open = store.open_jobs().await?;
 
     let jobs = open.iter().map(|o| queue_job(o, now)).collect();
-    let merge_gated =
-        |stage: &str| engine.pipeline().stage(stage).is_some_and(|s| s.gates.contains(&GateSpec::Mergeable));
+    let merge_queues = baton_engine::queue::views(engine).await?;
     let leases = store
         .leases()
         .await?
@@ -172,13 +175,13 @@ pub(crate) async fn queue(State(state): State<Arc<AppState>>) -> Result<Json<Que
             let holder_task = lease.holder.strip_prefix("task:").and_then(|id| id.parse::<i64>().ok());
             let holder_work_item =
                 open.iter().find(|o| Some(o.job.task_id.0) == holder_task).map(|o| o.work_item_id.clone());
-            let mut waiting: Vec<String> = open
+            let waiting: Vec<String> = merge_queues
                 .iter()
-                .filter(|o| Some(&o.job.repo) == repo.as_ref())
-                .filter(|o| Some(o.job.task_id.0) != holder_task && merge_gated(&o.job.stage))
-                .map(|o| o.work_item_id.clone())
+                .filter(|q| Some(&q.repo) == repo.as_ref())
+                .flat_map(|q| q.entries.iter())
+                .filter(|e| Some(e.task) != holder_task)
+                .map(|e| e.work_item_id.clone())
                 .collect();
-            waiting.dedup();
             QueueLease {
                 expired: lease.expires_at_ms <= now,
                 name: lease.name,
@@ -209,6 +212,7 @@ pub(crate) async fn queue(State(state): State<Arc<AppState>>) -> Result<Json<Que
         generated_at_ms: now,
         jobs,
         leases,
+        merge_queues,
         reaper: PassReport { passes: stats.reaper_passes, last: stats.reaper_last.map(Into::into) },
         reconciler: PassReport { passes: stats.reconciler_passes, last: stats.reconciler_last.map(Into::into) },
         budgets: budgets(&state, now).await?,

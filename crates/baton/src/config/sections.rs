@@ -1366,6 +1366,9 @@ fn pipeline_fix(problem: &PipelineProblem) -> &'static str {
         PipelineProblem::MissingArtifact { .. } => {
             "add `artifact = \"NN-name.md\"` to the stage, or drop its artifact and verdict gates"
         }
+        PipelineProblem::ConfirmAfterMergeQueue { .. } => {
+            "move `confirm_before = true` to the stage whose gates include `mergeable` (confirm, then queue)"
+        }
     }
 }
 

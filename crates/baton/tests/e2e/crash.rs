@@ -283,13 +283,15 @@ fn check_store(env: &Env, chaos: &Chaos<'_>, tasks: &[Value], details: &BTreeMap
         }
         let approvals = events(detail, "approved").len();
         let confirms = events(detail, "deploy_confirmed").len();
-        let entries = messages_contain(detail, "deploy_staging → deploy");
+        // Confirm Deploy comes before the merge queue: one per entry into deploy_staging (a
+        // change sent back by a lost lease keeps its confirmation).
+        let entries = messages_contain(detail, "testing → deploy_staging");
         let done = stage_of(task) == "done";
         if approvals > 1 || (done && approvals != 1) {
             flag(id, format!("{approvals} applied approvals"));
         }
         if confirms > entries || (done && confirms != entries) {
-            flag(id, format!("{confirms} applied deploy confirmations for {entries} entries into deploy"));
+            flag(id, format!("{confirms} applied deploy confirmations for {entries} entries into deploy_staging"));
         }
         for job in detail["jobs"].as_array().into_iter().flatten() {
             if matches!(job["status"].as_str(), Some("running" | "queued")) {

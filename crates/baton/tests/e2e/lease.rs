@@ -1,7 +1,11 @@
-//! The merge lease (SPEC §6.3): two tasks reach the merge gate of one repo together.
+//! The merge queue (SPEC §6.3) end to end with `baton serve`, real git and real test commands:
+//! a human's wait never holds up another task's merge; changes are tested on top of the ones
+//! ahead of them; only the culprit is evicted; every commit on main passed the test command on
+//! exactly its tree.
 
-use crate::support::{Env, assert_each_main_commit_passes_tests, main_commits, stage};
+use crate::support::{ConfigExtra, Env, assert_each_main_commit_passes_tests, git, main_commits, stage};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 fn timeline(env: &Env, id: &str) -> Vec<Value> {
@@ -12,37 +16,72 @@ fn messages(events: &[Value], kind: &str) -> Vec<String> {
     events.iter().filter(|e| e["kind"] == kind).map(|e| e["message"].as_str().unwrap().to_string()).collect()
 }
 
-// Both tasks arrive at deploy_staging; the lease holder goes on to deploy while the other defers
-// (no deadlock); once the first is done the second takes the lease, is rebased onto the first's
-// merged commit and re-tested there, and merges. Main = initial + both, each commit green.
+fn hold(task: &Value) -> &str {
+    task["state"]["hold"]["kind"].as_str().unwrap_or("")
+}
+
+fn find<'t>(tasks: &'t [Value], id: &str) -> &'t Value {
+    tasks.iter().find(|t| t["work_item_id"] == id).unwrap()
+}
+
+/// A test command that records `<tree> <exit>` for every run in `witness`, so the test can check
+/// that main only ever holds trees that passed; a change whose squashed commit's subject starts
+/// with `culprit` fails on the merge queue's re-test (and only there: its development commits
+/// have other subjects).
+fn witness_test(env: &Env, culprit: &str) -> String {
+    let script = format!(
+        "#!/bin/sh\n\
+         tree=$(git rev-parse 'HEAD^{{tree}}')\n\
+         case \"$(git log -1 --format=%s)\" in\n\
+         \x20 '{culprit}:'*) echo \"$tree 1\" >> '{root}/witness'; echo 'the combined tree breaks' >&2; exit 1 ;;\n\
+         esac\n\
+         python3 -m unittest -q\n\
+         rc=$?\n\
+         echo \"$tree $rc\" >> '{root}/witness'\n\
+         exit $rc\n",
+        root = env.root.display()
+    );
+    std::fs::write(env.root.join("check.sh"), script).unwrap();
+    format!("[\"sh\", \"{}/check.sh\"]", env.root.display())
+}
+
+/// Every commit on main after the first has a tree the test command passed on.
+fn assert_main_trees_passed(env: &Env) {
+    let witness = std::fs::read_to_string(env.root.join("witness")).unwrap_or_default();
+    let passed: BTreeSet<&str> = witness.lines().filter_map(|l| l.strip_suffix(" 0")).map(str::trim).collect();
+    for (sha, subject) in main_commits(&env.project()).iter().skip(1) {
+        let tree = git(&env.project(), &["rev-parse", &format!("{sha}^{{tree}}")]);
+        assert!(passed.contains(tree.as_str()), "main commit {sha} ({subject}) has a tree no test passed on");
+    }
+}
+
+// One task's deploy is never confirmed; the other task is confirmed later, yet merges and reaches
+// done while the first still waits: a human's wait holds no lease and no queue position.
 #[test]
-fn two_tasks_at_the_merge_gate_one_defers_then_both_merge_retested_on_top() {
+fn a_deploy_never_confirmed_does_not_delay_another_tasks_merge() {
     let env = Env::new("", "");
-    let ids = [env.add_task("first change"), env.add_task("second change")];
+    let waiting = env.add_task("first change");
+    let shipped = env.add_task("second change");
     let _server = env.serve(0);
     let deadline = Instant::now() + Duration::from_secs(180);
-    let mut deferred_seen = false;
     loop {
         let tasks = env.tasks();
-        if tasks.iter().all(|t| stage(t) == "done") {
+        if stage(find(&tasks, &shipped)) == "done" {
+            let first = find(&tasks, &waiting);
+            assert_eq!((stage(first), hold(first)), ("deploy_staging", "awaiting_confirm"), "{first:#}");
             break;
         }
         for task in &tasks {
             let id = task["work_item_id"].as_str().unwrap();
-            match task["state"]["hold"]["kind"].as_str() {
-                Some("awaiting_approval") => {
+            match hold(task) {
+                "awaiting_approval" => {
                     env.run(&["task", "approve", id]);
                 }
-                // Confirm the deploy only once the other task has been deferred at the merge gate.
-                Some("awaiting_confirm") => {
-                    let other = ids.iter().find(|o| *o != id).unwrap();
-                    let deferred =
-                        messages(&timeline(&env, other), "job_finished").iter().any(|m| m.contains("deferred"));
-                    let other_done = tasks.iter().any(|t| t["work_item_id"] == other.as_str() && stage(t) == "done");
-                    if deferred || other_done {
-                        deferred_seen |= deferred;
-                        env.run(&["task", "confirm-deploy", id]);
-                    }
+                // Only the second task's deploy is confirmed, and only once the first one waits
+                // for its confirmation too (it got there first: it would hold the lease if a
+                // human's wait did).
+                "awaiting_confirm" if id == shipped && hold(find(&tasks, &waiting)) == "awaiting_confirm" => {
+                    env.run(&["task", "confirm-deploy", id]);
                 }
                 _ => {}
             }
@@ -50,15 +89,80 @@ fn two_tasks_at_the_merge_gate_one_defers_then_both_merge_retested_on_top() {
         assert!(Instant::now() < deadline, "timed out: {tasks:#?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(deferred_seen, "no task was deferred at the merge gate");
-
+    // The first change is confirmed at last: it lands on top of the second one, re-tested there.
+    env.run(&["task", "confirm-deploy", &waiting]);
+    env.drive(Duration::from_secs(120), |tasks| stage(find(tasks, &waiting)) == "done");
     let commits = main_commits(&env.project());
     assert_eq!(commits.len(), 3, "{commits:?}");
-    let (first_sha, first_subject) = &commits[1];
-    let second_id = if first_subject.starts_with(&ids[0]) { &ids[1] } else { &ids[0] };
-    // The second task's merge gate rebased onto the first task's merged commit and re-tested there.
-    let passes = messages(&timeline(&env, second_id), "gate");
+    assert!(commits[1].1.starts_with(&shipped) && commits[2].1.starts_with(&waiting), "{commits:?}");
+    let passes = messages(&timeline(&env, &waiting), "gate");
     let last_pass = passes.iter().rev().find(|m| m.starts_with("mergeable pass")).expect("a mergeable pass");
-    assert!(last_pass.contains(&first_sha[..10]), "second merge gate did not rebase onto {first_sha}: {last_pass}");
+    assert!(last_pass.contains(&commits[1].0[..10]), "not re-tested on top of {}: {last_pass}", commits[1].0);
+    assert_each_main_commit_passes_tests(&env.project());
+}
+
+// Four changes enter the queue together: they are tested on top of each other (speculation), the
+// one whose combined tree fails is evicted back to development (and blocks after its rollbacks),
+// the changes behind it are re-tested without it, and main receives only trees the test command
+// passed on.
+#[test]
+fn the_queue_tests_changes_on_top_of_each_other_and_evicts_only_the_culprit() {
+    let env = Env::with_extra("", &ConfigExtra { limits: "rollback_max = 1", ..ConfigExtra::default() });
+    let culprit_id = "DEMO-002";
+    let test = witness_test(&env, culprit_id);
+    // Rewrite the config's test command to the witness script.
+    let config = std::fs::read_to_string(env.config()).unwrap();
+    let config = config.replace("test = [\"python3\", \"-m\", \"unittest\", \"-q\"]", &format!("test = {test}"));
+    std::fs::write(env.config(), config).unwrap();
+    let ids: Vec<String> = (1..=4).map(|i| env.add_task(&format!("change {i}"))).collect();
+    assert_eq!(ids[1], culprit_id);
+    let _server = env.serve(0);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let tasks = env.tasks();
+        let settled = |t: &Value| stage(t) == "done" || hold(t) == "blocked";
+        if tasks.iter().all(settled) {
+            break;
+        }
+        // Confirm every deploy together, once all four wait for it: they enter the queue at once.
+        let all_waiting = tasks.iter().all(|t| hold(t) == "awaiting_confirm" || stage(t) == "done");
+        for task in &tasks {
+            let id = task["work_item_id"].as_str().unwrap();
+            match hold(task) {
+                "awaiting_approval" => {
+                    env.run(&["task", "approve", id]);
+                }
+                "awaiting_confirm" if all_waiting || id == culprit_id && task["state"]["rollbacks"] != 0 => {
+                    env.run(&["task", "confirm-deploy", id]);
+                }
+                _ => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out: {tasks:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let tasks = env.tasks();
+    for id in &ids {
+        let task = find(&tasks, id);
+        if id == culprit_id {
+            assert_eq!(hold(task), "blocked", "{task:#}");
+        } else {
+            assert_eq!(stage(task), "done", "{task:#}");
+        }
+    }
+    // The culprit was evicted with the re-test's output, and rolled back to development.
+    let culprit = timeline(&env, culprit_id);
+    let rolled = messages(&culprit, "job_finished");
+    assert!(
+        rolled.iter().any(|m| m.contains("rolled back to development") && m.contains("the combined tree breaks")),
+        "{rolled:#?}"
+    );
+    // Speculation: some change was tested on top of changes ahead of it, not on main.
+    let turns: Vec<String> = ids.iter().flat_map(|id| messages(&timeline(&env, id), "queue_turn")).collect();
+    assert!(turns.iter().any(|m| m.contains("on top of the changes ahead")), "{turns:#?}");
+    let commits = main_commits(&env.project());
+    assert_eq!(commits.len(), 4, "{commits:?}");
+    assert!(commits.iter().all(|(_, subject)| !subject.starts_with(culprit_id)), "{commits:?}");
+    assert_main_trees_passed(&env);
     assert_each_main_commit_passes_tests(&env.project());
 }
