@@ -352,3 +352,42 @@ pub async fn views(engine: &Engine) -> Result<Vec<QueueView>, crate::EngineError
         })
         .collect())
 }
+
+/// Sets the merge-queue priority of a queued change (higher lands sooner; each point is worth ten
+/// minutes of waiting), recorded on the task's timeline with who set it. An error names what to
+/// do when the task is not in a merge queue.
+pub async fn set_priority(
+    engine: &Engine,
+    key: &TaskKey,
+    priority: i64,
+    by: &str,
+) -> Result<String, crate::EngineError> {
+    let store = engine.store();
+    let name = match key {
+        TaskKey::Id(id) => id.to_string(),
+        TaskKey::WorkItem(w) => w.clone(),
+    };
+    let task = store.task(key).await?.ok_or_else(|| crate::EngineError::NotFound(format!("task {name}")))?;
+    if !store.set_queue_priority(task.id, priority).await? {
+        return Err(crate::EngineError::Invalid(format!(
+            "{} is not in a merge queue (it is at {}); a priority applies while a change waits there — \
+             `baton status` lists the queues",
+            task.work_item_id,
+            task.state.display()
+        )));
+    }
+    let note = format!("merge queue priority set to {priority} by {by}");
+    store
+        .append_event(baton_store::NewEvent {
+            task: task.id,
+            at_ms: engine.clock().now_ms(),
+            kind: "queue_priority".into(),
+            stage: task.state.stage.clone(),
+            message: note.clone(),
+            detail: serde_json::json!({ "priority": priority, "by": by }),
+        })
+        .await?;
+    engine.queues().kick(&task.repo);
+    schedule(engine, &task.repo).await;
+    Ok(note)
+}

@@ -104,6 +104,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tasks/{id}/approve"),
     ("POST", "/api/tasks/{id}/answer"),
     ("POST", "/api/tasks/{id}/confirm-deploy"),
+    ("POST", "/api/tasks/{id}/priority"),
     ("POST", "/api/tasks/{id}/stop"),
     ("POST", "/api/tasks/{id}/retry"),
     ("POST", "/api/tasks/{id}/resume"),

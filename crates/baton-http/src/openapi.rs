@@ -85,10 +85,11 @@ fn tasks_create() {}
 #[allow(dead_code)]
 fn tasks_show() {}
 
-/// A human action on a task (`act` scope; honours `Idempotency-Key`); `answer` takes `{text}`.
+/// A human action on a task (`act` scope; honours `Idempotency-Key`); `answer` takes `{text}`,
+/// `priority` takes `{priority}` (the change's place in its merge queue; 422 when not queued).
 #[utoipa::path(post, path = "/api/tasks/{id}/{action}", tag = "tasks",
     params(("id" = String, Path, description = "numeric id or work-item id"),
-           ("action" = String, Path, description = "approve | answer | confirm-deploy | stop | retry | resume")),
+           ("action" = String, Path, description = "approve | answer | confirm-deploy | stop | retry | resume | priority")),
     responses((status = 200, description = "The input's outcome (applied or suppressed with a reason)", body = Object),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[allow(dead_code)]

@@ -499,3 +499,31 @@ async fn serves_health_on_a_real_socket() {
     stop_tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+// A change waiting in its merge queue gets a priority (recorded on its timeline with the caller);
+// a task that is not queued answers 422 naming why; a malformed body is a 400/422 with the shape.
+#[tokio::test]
+async fn priority_moves_a_queued_change_and_refuses_one_not_queued() {
+    let h = Harness::new().await;
+    let queued = h.create("queued").await;
+    let other = h.create("not queued").await;
+    let id = baton_domain::TaskId(queued["id"].as_i64().unwrap());
+    assert!(h.engine.store().queue_enter(id, "demo", 0, 1_000).await.unwrap());
+    let work_item = queued["work_item_id"].as_str().unwrap();
+
+    let (status, body) = h.post(&format!("/api/tasks/{work_item}/priority"), json!({ "priority": 5 })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["applied"].as_str().unwrap().contains("priority set to 5 by api:config"), "{body}");
+    let entry = h.engine.store().queue_entry(id).await.unwrap().unwrap();
+    assert_eq!(entry.priority, 5);
+    let (_, detail) = h.get(&format!("/api/tasks/{work_item}")).await;
+    assert!(detail["timeline"].as_array().unwrap().iter().any(|e| e["kind"] == "queue_priority"), "{detail}");
+
+    let other_id = other["work_item_id"].as_str().unwrap();
+    let (status, body) = h.post(&format!("/api/tasks/{other_id}/priority"), json!({ "priority": 1 })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(error_message(&body, "invalid").contains("is not in a merge queue"), "{body}");
+
+    let (status, body) = h.post(&format!("/api/tasks/{work_item}/priority"), json!({ "priority": "high" })).await;
+    assert!(status.is_client_error(), "{status} {body}");
+}

@@ -439,6 +439,7 @@ async fn queue_shows_a_held_lease_its_waiter_and_a_deferred_job() {
     h.move_to(waiter.id, "deploy_staging", 600_000, now, None).await;
     let lease = h.store().acquire_lease("merge:demo", &format!("task:{}", holder.id), 300_000, now).await.unwrap();
     assert!(matches!(lease, baton_store::LeaseOutcome::Acquired { .. }));
+    assert!(h.store().queue_enter(waiter.id, "demo", 0, now - 5_000).await.unwrap());
     h.store().set_budget_cap(&format!("task:{}", idle.id), Some(2.0), now).await.unwrap();
 
     let (status, queue) = get_json(h.app(), "/api/queue").await;
@@ -451,6 +452,15 @@ async fn queue_shows_a_held_lease_its_waiter_and_a_deferred_job() {
     assert_eq!(leases[0]["holder_work_item"], holder.work_item_id);
     assert_eq!(leases[0]["expired"], false);
     assert_eq!(leases[0]["waiting"], json!([waiter.work_item_id]));
+    // The merge queue: the waiter's change, its position, state and time waited.
+    let queues = queue["merge_queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 1, "{queue}");
+    assert_eq!(queues[0]["repo"], "demo");
+    assert_eq!(queues[0]["depth"], 3);
+    let entry = &queues[0]["entries"][0];
+    assert_eq!((entry["position"].clone(), entry["work_item_id"].clone()), (json!(1), json!(waiter.work_item_id)));
+    assert_eq!(entry["state"], "waiting");
+    assert!(entry["waited_ms"].as_i64().unwrap() >= 5_000, "{entry}");
 
     let jobs = queue["jobs"].as_array().unwrap();
     let job_of = |w: &str| jobs.iter().find(|j| j["work_item_id"] == w).unwrap().clone();

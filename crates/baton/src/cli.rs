@@ -189,6 +189,15 @@ pub enum TaskCommand {
     Retry(InputArgs),
     /// Resume a task paused by a budget cap (after raising it) or by a provider quota.
     Resume(InputArgs),
+    /// Set the merge-queue priority of a change waiting in its repository's merge queue (higher
+    /// lands sooner; one point is worth ten minutes of waiting, so nothing starves).
+    Priority {
+        /// Task id or work-item id (e.g. DEMO-001).
+        id: String,
+        /// The priority (default 0; negative goes later).
+        #[arg(allow_hyphen_values = true)]
+        priority: i64,
+    },
     /// STOP: kill the agent, cancel the jobs, remove the worktree and branch; the task ends
     /// `cancelled` (during a running deploy the STOP waits; once merged, it arrives too late).
     Stop(InputArgs),

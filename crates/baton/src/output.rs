@@ -323,23 +323,29 @@ impl ServerState {
 #[derive(Serialize)]
 struct Status<'a> {
     server: &'a ServerState,
-    tasks_by_stage: std::collections::BTreeMap<String, usize>,
+    tasks_by_stage: std::collections::BTreeMap<String, u64>,
     queued_jobs: usize,
     running_jobs: &'a [JobRecord],
     leases: &'a [LeaseRecord],
+    /// Each repository's merge queue in train order.
+    merge_queues: &'a [baton_engine::queue::QueueView],
 }
 
 pub fn status(
     server: &ServerState,
-    tasks: &[TaskRecord],
+    counts: &[baton_store::TaskCount],
     queued: &[JobRecord],
     running: &[JobRecord],
     leases: &[LeaseRecord],
+    queues: &[baton_engine::queue::QueueView],
     json: bool,
 ) {
     let mut by_stage = std::collections::BTreeMap::new();
-    for task in tasks {
-        *by_stage.entry(task.state.display()).or_insert(0) += 1;
+    let mut total = 0;
+    for count in counts {
+        let key = if count.hold.is_empty() { count.stage.clone() } else { format!("{} ({})", count.stage, count.hold) };
+        *by_stage.entry(key).or_insert(0) += count.tasks;
+        total += count.tasks;
     }
     if json {
         return print_json(&Status {
@@ -348,10 +354,11 @@ pub fn status(
             queued_jobs: queued.len(),
             running_jobs: running,
             leases,
+            merge_queues: queues,
         });
     }
     say!("{}", server.describe());
-    say!("tasks: {}", tasks.len());
+    say!("tasks: {total}");
     for (stage, count) in &by_stage {
         say!("  {stage:<28} {count}");
     }
@@ -367,6 +374,19 @@ pub fn status(
     }
     for lease in leases {
         say!("lease {} held by {} (token {})", lease.name, lease.holder, lease.token);
+    }
+    for queue in queues {
+        say!("merge queue {} (speculation depth {}):", safe(&queue.repo), queue.depth);
+        for entry in &queue.entries {
+            let on = entry.base.as_deref().map_or(String::new(), |b| format!(" on {}", &b[..b.len().min(10)]));
+            say!(
+                "  {:>2}. {:<12} {:<8}{on} waiting {}",
+                entry.position,
+                entry.work_item_id,
+                entry.state,
+                duration_ms(entry.waited_ms)
+            );
+        }
     }
 }
 

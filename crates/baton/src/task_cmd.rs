@@ -112,6 +112,28 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
             output::task_detail(&task, &events, &jobs, &runs, &files, json);
             return Ok(EXIT_OK);
         }
+        TaskCommand::Priority { id, priority } => {
+            let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            return match baton_engine::queue::set_priority(&engine, &TaskKey::parse(&id), priority, &by).await {
+                Ok(note) => {
+                    if json {
+                        output::print_json(&serde_json::json!({ "applied": note }));
+                    } else {
+                        say!("{id}: {note}");
+                    }
+                    Ok(EXIT_OK)
+                }
+                Err(baton_engine::EngineError::NotFound(what)) => {
+                    warn_line!("error: no {what}; `baton task list --all` shows them");
+                    Ok(EXIT_NOT_FOUND)
+                }
+                Err(baton_engine::EngineError::Invalid(why)) => {
+                    warn_line!("{id}: nothing changed: {why}");
+                    Ok(EXIT_SUPPRESSED)
+                }
+                Err(other) => Err(other.into()),
+            };
+        }
         TaskCommand::Approve(a) => (a.id, Input::Approve, a.key),
         TaskCommand::Answer { input, text } => (input.id, Input::Answer { text }, input.key),
         TaskCommand::ConfirmDeploy(a) => (a.id, Input::ConfirmDeploy, a.key),
@@ -369,11 +391,13 @@ pub fn server_state(config: &Config) -> output::ServerState {
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
     let engine = open_engine(config).await?;
     let server = server_state(config);
-    let tasks = engine.store().list_tasks(&TaskFilter::default()).await?;
+    // Counts by one aggregate query: the command stays quick with any backlog.
+    let counts = engine.store().task_counts().await?;
     let queued = engine.store().jobs_with_status(JobStatus::Queued).await?;
     let running = engine.store().jobs_with_status(JobStatus::Running).await?;
     let leases = engine.store().leases().await?;
-    output::status(&server, &tasks, &queued, &running, &leases, json);
+    let queues = baton_engine::queue::views(&engine).await?;
+    output::status(&server, &counts, &queued, &running, &leases, &queues, json);
     if !json {
         // Secrets the server needs but this shell does not have: worth knowing before `serve`.
         for issue in &config.deferred {

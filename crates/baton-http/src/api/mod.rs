@@ -34,6 +34,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tasks/{id}/stop", post(tasks::stop))
         .route("/tasks/{id}/retry", post(tasks::retry))
         .route("/tasks/{id}/resume", post(tasks::resume))
+        .route("/tasks/{id}/priority", post(tasks::priority))
         .route_layer(from_fn_with_state(state.clone(), idempotent))
         .route_layer(from_fn_with_state(state.clone(), require_act));
     let reads = Router::new()

@@ -227,6 +227,25 @@ pub(crate) async fn resume(
     submit(&state, &id, Input::Resume, caller).await
 }
 
+/// The body of `POST /api/tasks/{id}/priority`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PriorityBody {
+    priority: i64,
+}
+
+/// Sets the merge-queue priority of a queued change, recorded with the caller's principal.
+pub(crate) async fn priority(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+    Extension(principal): Extension<Principal>,
+    ApiJson(body): ApiJson<PriorityBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let note =
+        baton_engine::queue::set_priority(&state.engine, &TaskKey::parse(&id), body.priority, &principal.name).await?;
+    Ok(Json(serde_json::json!({ "applied": note })))
+}
+
 /// Hands one human input to the engine, recorded as made by the caller's principal. A suppressed
 /// input is a normal 200 answer carrying the reason, because "nothing to approve" is information,
 /// not a failure. With an `Idempotency-Key`, the inbox records the input under the scoped key in

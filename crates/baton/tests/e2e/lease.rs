@@ -89,6 +89,10 @@ fn a_deploy_never_confirmed_does_not_delay_another_tasks_merge() {
         assert!(Instant::now() < deadline, "timed out: {tasks:#?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // While the first task waits for its human, it holds no lease and no place in the queue.
+    let status = env.json(&["status"]);
+    assert_eq!(status["leases"], serde_json::json!([]), "{status:#}");
+    assert_eq!(status["merge_queues"], serde_json::json!([]), "{status:#}");
     // The first change is confirmed at last: it lands on top of the second one, re-tested there.
     env.run(&["task", "confirm-deploy", &waiting]);
     env.drive(Duration::from_secs(120), |tasks| stage(find(tasks, &waiting)) == "done");
