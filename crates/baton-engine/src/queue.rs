@@ -391,3 +391,70 @@ pub async fn set_priority(
     schedule(engine, &task.repo).await;
     Ok(note)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_store::QUEUE_PRIORITY_STEP_MS;
+
+    fn entry(task: i64, state: QueueState, entered_at_ms: i64, priority: i64) -> QueueEntry {
+        QueueEntry {
+            task: TaskId(task),
+            work_item_id: format!("T-{task}"),
+            repo: "app".into(),
+            priority,
+            entered_at_ms,
+            state,
+            base: None,
+            head: None,
+            fails: 0,
+            reason: None,
+            updated_at_ms: entered_at_ms,
+        }
+    }
+
+    fn order(entries: Vec<QueueEntry>) -> Vec<i64> {
+        train_order(entries).into_iter().map(|e| e.task.0).collect()
+    }
+
+    // Landing first, then the changes on the train in their order, then the waiting ones by
+    // entry time pulled forward by priority: a priority point is worth ten minutes of waiting.
+    #[test]
+    fn train_order_keeps_the_train_and_ages_priorities() {
+        let minute = 60_000;
+        let entries = vec![
+            entry(1, QueueState::Waiting, 0, 0),
+            entry(2, QueueState::Testing, 50 * minute, 0),
+            entry(3, QueueState::Waiting, 5 * minute, 1),
+            entry(4, QueueState::Landing, 60 * minute, 0),
+            entry(5, QueueState::Waiting, 30 * minute, 2),
+            entry(6, QueueState::Green, 40 * minute, 0),
+        ];
+        // 3: 5 min - 10 min = -5 min; 1: 0; 5: 30 - 20 = 10 min.
+        assert_eq!(order(entries), vec![4, 6, 2, 3, 1, 5]);
+        // Aging: a priority-1 newcomer overtakes an old change only if it came within ten minutes.
+        let old = entry(1, QueueState::Waiting, 0, 0);
+        let late = entry(2, QueueState::Waiting, QUEUE_PRIORITY_STEP_MS + 1, 1);
+        assert_eq!(order(vec![old.clone(), late]), vec![1, 2]);
+        let soon = entry(3, QueueState::Waiting, QUEUE_PRIORITY_STEP_MS - 1, 1);
+        assert_eq!(order(vec![old, soon]), vec![3, 1]);
+    }
+
+    // One deeper per green result up to the maximum; half as deep per eviction, never below 1.
+    #[test]
+    fn depth_adapts_between_one_and_the_maximum() {
+        let queues = MergeQueues::new(3, 5);
+        assert_eq!(queues.depth("app"), 3);
+        for _ in 0..4 {
+            queues.record("app", true);
+        }
+        assert_eq!(queues.depth("app"), 5);
+        assert_eq!(queues.depth("other"), 3, "each repository adapts on its own");
+        queues.record("app", false);
+        assert_eq!(queues.depth("app"), 2);
+        queues.record("app", false);
+        queues.record("app", false);
+        assert_eq!(queues.depth("app"), 1);
+        assert_eq!(MergeQueues::new(0, 0).depth("x"), 1, "a zero depth still tests one change");
+    }
+}

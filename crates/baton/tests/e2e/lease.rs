@@ -27,13 +27,14 @@ fn find<'t>(tasks: &'t [Value], id: &str) -> &'t Value {
 /// A test command that records `<tree> <exit>` for every run in `witness`, so the test can check
 /// that main only ever holds trees that passed; a change whose squashed commit's subject starts
 /// with `culprit` fails on the merge queue's re-test (and only there: its development commits
-/// have other subjects).
-fn witness_test(env: &Env, culprit: &str) -> String {
+/// have other subjects); one starting with `flaky` fails its first merge-queue re-test only.
+fn witness_test(env: &Env, culprit: &str, flaky: &str) -> String {
     let script = format!(
         "#!/bin/sh\n\
          tree=$(git rev-parse 'HEAD^{{tree}}')\n\
          case \"$(git log -1 --format=%s)\" in\n\
          \x20 '{culprit}:'*) echo \"$tree 1\" >> '{root}/witness'; echo 'the combined tree breaks' >&2; exit 1 ;;\n\
+         \x20 '{flaky}:'*) if [ ! -e '{root}/flaked' ]; then touch '{root}/flaked'; echo flaky >&2; exit 1; fi ;;\n\
          esac\n\
          python3 -m unittest -q\n\
          rc=$?\n\
@@ -113,7 +114,8 @@ fn a_deploy_never_confirmed_does_not_delay_another_tasks_merge() {
 fn the_queue_tests_changes_on_top_of_each_other_and_evicts_only_the_culprit() {
     let env = Env::with_extra("", &ConfigExtra { limits: "rollback_max = 1", ..ConfigExtra::default() });
     let culprit_id = "DEMO-002";
-    let test = witness_test(&env, culprit_id);
+    let flaky_id = "DEMO-003";
+    let test = witness_test(&env, culprit_id, flaky_id);
     // Rewrite the config's test command to the witness script.
     let config = std::fs::read_to_string(env.config()).unwrap();
     let config = config.replace("test = [\"python3\", \"-m\", \"unittest\", \"-q\"]", &format!("test = {test}"));
@@ -161,6 +163,10 @@ fn the_queue_tests_changes_on_top_of_each_other_and_evicts_only_the_culprit() {
         rolled.iter().any(|m| m.contains("rolled back to development") && m.contains("the combined tree breaks")),
         "{rolled:#?}"
     );
+    // The flaky change failed once and passed on the same tree: a flake, not a culprit.
+    let flakes = messages(&timeline(&env, flaky_id), "flake");
+    assert_eq!(flakes.len(), 1, "{flakes:#?}");
+    assert!(flakes[0].contains("counted as a flake"), "{flakes:#?}");
     // Speculation: some change was tested on top of changes ahead of it, not on main.
     let turns: Vec<String> = ids.iter().flat_map(|id| messages(&timeline(&env, id), "queue_turn")).collect();
     assert!(turns.iter().any(|m| m.contains("on top of the changes ahead")), "{turns:#?}");
