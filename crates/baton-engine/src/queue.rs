@@ -17,7 +17,6 @@ use baton_domain::{Event, GateSpec, Hold, TaskId};
 use baton_store::{LeaseOutcome, QueueChange, QueueEntry, QueueExpect, QueueState, TaskKey, task_holder};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
 /// The merge queues' in-memory part: the adaptive depth per repository and the repositories
@@ -29,9 +28,8 @@ pub struct MergeQueues {
     depth: Mutex<HashMap<String, u32>>,
     kicked: Mutex<BTreeSet<String>>,
     wake: Notify,
-    /// A pass is running in this process; `again` asks it to go round once more.
+    /// A pass is running in this process (it drains `kicked` before it stops).
     passing: tokio::sync::Mutex<()>,
-    again: AtomicBool,
 }
 
 impl MergeQueues {
@@ -44,7 +42,6 @@ impl MergeQueues {
             kicked: Mutex::new(BTreeSet::new()),
             wake: Notify::new(),
             passing: tokio::sync::Mutex::new(()),
-            again: AtomicBool::new(false),
         }
     }
 
@@ -81,9 +78,7 @@ impl MergeQueues {
 
 /// Passes over every repository kicked since the last call (the engine loop).
 pub async fn schedule_kicked(engine: &Engine) {
-    for repo in engine.queues().take_kicked() {
-        schedule(engine, &repo).await;
-    }
+    run_kicked(engine).await;
 }
 
 /// Passes over every repository that has a queue (the reconciler's backstop: a wake lost in a
@@ -92,28 +87,35 @@ pub async fn schedule_all(engine: &Engine) {
     let Ok(entries) = engine.store().queue_entries(None).await else {
         return;
     };
-    let repos: BTreeSet<String> = entries.into_iter().map(|e| e.repo).collect();
-    for repo in repos {
-        schedule(engine, &repo).await;
+    for repo in entries.into_iter().map(|e| e.repo).collect::<BTreeSet<String>>() {
+        engine.queues().kick(&repo);
     }
+    run_kicked(engine).await;
 }
 
-/// One pass over `repo`'s queue. At most one pass runs at a time in a process; a pass asked for
-/// meanwhile makes the running one go round again. Never fails: problems are logged and the next
-/// pass tries again.
+/// A pass over `repo`'s queue. At most one pass runs at a time in a process: a pass asked for
+/// while another runs is left in the kicked set, which the running one drains before it stops.
+/// Never fails: problems are logged and the next pass tries again.
 pub async fn schedule(engine: &Engine, repo: &str) {
+    engine.queues().kick(repo);
+    run_kicked(engine).await;
+}
+
+async fn run_kicked(engine: &Engine) {
     let queues = engine.queues();
     let Ok(_guard) = queues.passing.try_lock() else {
-        queues.again.store(true, Ordering::Release);
         return;
     };
+    // Bounded: a pass's own wakes kick the repository again; the engine loop takes the rest.
     for _ in 0..8 {
-        queues.again.store(false, Ordering::Release);
-        if let Err(error) = pass(engine, repo).await {
-            tracing::warn!(repo, "merge queue pass failed: {error}");
-        }
-        if !queues.again.swap(false, Ordering::AcqRel) {
+        let repos = queues.take_kicked();
+        if repos.is_empty() {
             break;
+        }
+        for repo in repos {
+            if let Err(error) = pass(engine, &repo).await {
+                tracing::warn!(repo, "merge queue pass failed: {error}");
+            }
         }
     }
 }
