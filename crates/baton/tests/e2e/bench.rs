@@ -70,3 +70,58 @@ async fn bench_webhooks_gets_202_for_every_delivery_and_stores_each_once() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--dir"), "{}", String::from_utf8_lossy(&again.stderr));
 }
+
+// `baton bench pipeline` carries three tickets to done through the whole default pipeline (human
+// gates off) and reports every figure it promises: each ticket merged once, at least one job per
+// stage and some events per ticket, a database on disk. The speeds are printed, not asserted.
+#[test]
+fn bench_pipeline_carries_every_ticket_to_done_and_reports_every_figure() {
+    let out = Command::new(baton_exe())
+        .args(["bench", "pipeline", "--tickets", "3", "--json"])
+        .env_remove("BATON_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!("{figures}");
+    assert_eq!(figures["scenario"], "pipeline", "{figures}");
+    assert_eq!((figures["tickets"].as_u64(), figures["tickets_done"].as_u64()), (Some(3), Some(3)), "{figures}");
+    assert_eq!(figures["tickets_not_done"], 0, "{figures}");
+    assert_eq!(figures["merges"], 3, "one merge per ticket: {figures}");
+    for key in ["wall_s", "merges_per_s", "merge_phase_s", "events_per_ticket"] {
+        assert!(figures[key].as_f64().unwrap() > 0.0, "{key}: {figures}");
+    }
+    assert!(figures["jobs_per_ticket"].as_f64().unwrap() >= 7.0, "a job per stage at least: {figures}");
+    assert!(figures["db_bytes"].as_u64().unwrap() > 0, "{figures}");
+    assert_eq!((figures["parallel"].as_u64(), figures["test_sleep_ms"].as_u64()), (Some(4), Some(0)));
+    assert!(figures.get("baseline").is_none() && figures.get("ratio").is_none(), "no --baseline: {figures}");
+}
+
+// `bench/baseline.sh` does the same git and process work for three tickets and prints its one
+// JSON line; the repository it leaves holds one squashed commit per ticket on main, and no
+// worktree or task branch.
+#[test]
+fn bench_baseline_script_merges_every_ticket_and_prints_its_json_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("baseline");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/baseline.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["--tickets", "3", "--parallel", "2", "--test-sleep-ms", "10", "--dir"])
+        .arg(&kept)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+    let figures: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(figures["tickets"], 3, "{figures}");
+    assert!(figures["seconds"].as_f64().unwrap() > 0.0 && figures["merges_per_s"].as_f64().unwrap() > 0.0);
+    let repo = kept.join("repo");
+    let log = crate::support::git(&repo, &["log", "--format=%s", "main"]);
+    let mut subjects: Vec<&str> = log.lines().collect();
+    subjects.sort_unstable();
+    assert_eq!(subjects, ["BASE-0001", "BASE-0002", "BASE-0003", "Initial commit"], "{log}");
+    assert_eq!(crate::support::git(&repo, &["worktree", "list"]).lines().count(), 1);
+    assert_eq!(crate::support::git(&repo, &["branch", "--format=%(refname:short)"]), "main");
+}

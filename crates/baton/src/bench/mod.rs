@@ -5,9 +5,14 @@
 //! same accept loop, a real SQLite file, the engine loop draining the inbox meanwhile), fed signed
 //! GitHub `issues` deliveries and a share of redeliveries over loopback TCP: webhook-to-202
 //! latency, deliveries per second, and a check that each delivery was stored exactly once.
+//! `baton bench pipeline` (`pipeline.rs`): tickets carried end to end by the in-process engine
+//! against a real git repository, next to `bench/baseline.sh` doing the same git and process work
+//! without orchestration.
 
 // A benchmark measures wall time: it reads the system clock on purpose.
 #![allow(clippy::disallowed_methods)]
+
+mod pipeline;
 
 use crate::cli::EXIT_OK;
 use crate::output;
@@ -49,6 +54,10 @@ pub enum Scenario {
     /// Signed GitHub `issues` deliveries (and redeliveries) against `POST /webhooks/github` on
     /// 127.0.0.1: webhook-to-202 latency, deliveries per second, each stored once.
     Webhooks(WebhookArgs),
+    /// Tickets carried through the whole pipeline by the in-process engine (script agents, human
+    /// gates off, a real git repository): wall time, merges per second, jobs and events per
+    /// ticket, database size; `--baseline` runs `bench/baseline.sh` for comparison.
+    Pipeline(pipeline::PipelineArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +82,7 @@ pub async fn run(args: BenchArgs, json: bool) -> anyhow::Result<u8> {
     match args.scenario {
         None => run_core(json).await,
         Some(Scenario::Webhooks(args)) => webhooks::run(args, json).await,
+        Some(Scenario::Pipeline(args)) => pipeline::run(args, json).await,
     }
 }
 

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# baseline.sh — the baseline of `baton bench pipeline`: the same git and process work Baton
+# orchestrates for N tickets (worktree, ticket file, commit, test; then, one at a time: rebase onto
+# main, squash, re-test, fast-forward main, deploy, health; worktree removed), with the same
+# parallelism and no orchestration at all: no database, no supervisor, no agents, no retries.
+# Usage: bash bench/baseline.sh [--tickets N] [--parallel P] [--test-sleep-ms MS] [--dir DIR]
+# Prints one JSON line: {"tickets":N,"seconds":S,"merges_per_s":M} (docs/bench.md).
+set -euo pipefail
+export LC_ALL=C
+
+tickets=50 parallel=4 test_sleep_ms=0 dir=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tickets) tickets=$2; shift 2 ;;
+    --parallel) parallel=$2; shift 2 ;;
+    --test-sleep-ms) test_sleep_ms=$2; shift 2 ;;
+    --dir) dir=$2; shift 2 ;;
+    *) echo "baseline.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ -n "$dir" ] || { dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT; }
+mkdir -p "$dir"
+repo="$dir/repo" merges="$dir/merges" lock="$dir/merge.lock"
+
+# Baton runs `true` as a process (through its shim); so does the baseline, not as a builtin.
+enable -n true
+if [ "$test_sleep_ms" -gt 0 ]; then
+  test_cmd=(sleep "$(printf '%d.%03d' $((test_sleep_ms / 1000)) $((test_sleep_ms % 1000)))")
+else
+  test_cmd=(true)
+fi
+# A fixed identity and no user or system git configuration, so the figures do not depend on them.
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+export GIT_AUTHOR_NAME=baseline GIT_AUTHOR_EMAIL=baseline@localhost
+export GIT_COMMITTER_NAME=baseline GIT_COMMITTER_EMAIL=baseline@localhost
+
+git init -q -b main "$repo"
+echo "baseline" > "$repo/README.md"
+git -C "$repo" add -A && git -C "$repo" commit -q -m "Initial commit"
+: > "$merges"
+
+# One ticket, start to end: the work of Baton's development stage, merge gate and deploy stage.
+ticket() {
+  local id=$1 wt="$dir/wt/$1" branch="baton/$1"
+  git -C "$repo" worktree add -q -b "$branch" "$wt" main
+  mkdir -p "$wt/tickets" && echo "ticket $id" > "$wt/tickets/$id.txt"
+  git -C "$wt" add -A && git -C "$wt" commit -q -m "$id: ticket file"
+  (cd "$wt" && "${test_cmd[@]}")
+  {
+    flock 9
+    git -C "$wt" rebase -q main
+    git -C "$wt" reset -q --soft main && git -C "$wt" commit -q -m "$id"
+    (cd "$wt" && "${test_cmd[@]}")
+    local old head
+    old=$(git -C "$repo" rev-parse refs/heads/main) head=$(git -C "$wt" rev-parse HEAD)
+    git -C "$repo" update-ref refs/heads/main "$head" "$old"
+    echo "$EPOCHREALTIME" >> "$merges"
+    (cd "$repo" && true && true) # deploy, then health
+  } 9> "$lock"
+  git -C "$repo" worktree remove --force "$wt"
+  git -C "$repo" branch -q -D "$branch"
+}
+
+started=$EPOCHREALTIME
+running=0
+for n in $(seq 1 "$tickets"); do
+  if [ "$running" -ge "$parallel" ]; then
+    wait -n
+    running=$((running - 1))
+  fi
+  ticket "$(printf 'BASE-%04d' "$n")" &
+  running=$((running + 1))
+done
+while [ "$running" -gt 0 ]; do
+  wait -n
+  running=$((running - 1))
+done
+ended=$EPOCHREALTIME
+
+done_count=$(wc -l < "$merges")
+[ "$done_count" -eq "$tickets" ] || { echo "baseline.sh: $done_count of $tickets tickets merged" >&2; exit 1; }
+# Merges per second over the merge phase: merges after the first, over first-to-last merge time.
+sort -n "$merges" | awk -v n="$tickets" -v s="$started" -v e="$ended" '
+  NR == 1 { first = $1 } { last = $1 }
+  END {
+    phase = last - first
+    rate = (n > 1 && phase > 0) ? (n - 1) / phase : n / (e - s)
+    printf "{\"tickets\":%d,\"seconds\":%.3f,\"merges_per_s\":%.3f}\n", n, e - s, rate
+  }'

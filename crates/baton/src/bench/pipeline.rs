@@ -1,0 +1,461 @@
+//! `baton bench pipeline`: N tickets carried through the whole default pipeline by the engine,
+//! in process and built as `baton serve` builds it (`open_engine`), against a real local git
+//! repository — script agents, every human gate off, trivial test/deploy/health commands — so what
+//! is measured is Baton's orchestration around the unavoidable git and process work. With
+//! `--baseline`, `bench/baseline.sh` does that same work with the same parallelism and no
+//! orchestration, and the figures are set side by side (docs/bench.md).
+
+// A benchmark measures wall time and waits in real time: it reads the system clock on purpose.
+#![allow(clippy::disallowed_methods)]
+
+use crate::cli::{EXIT_ERROR, EXIT_OK};
+use crate::output;
+use anyhow::{Context, bail, ensure};
+use baton_domain::{GateSpec, Hold, Pipeline};
+use baton_engine::{Engine, NewTaskRequest};
+use baton_store::{TaskFilter, TaskRecord};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The bench fails when the tickets have not all settled by then.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How often the bench looks at the task counts while the engine works.
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+/// Events read per page when counting a task's timeline.
+const EVENTS_PAGE: u32 = 500;
+/// The baseline script, embedded so the bench runs the committed one from any directory.
+const BASELINE_SCRIPT: &str = include_str!("../../../../bench/baseline.sh");
+
+#[derive(Debug, clap::Args)]
+pub struct PipelineArgs {
+    /// Tickets to carry from analysis to done.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub tickets: u32,
+    /// What the repository's `test` command costs: 0 runs `true`, more runs `sleep` that long.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=600_000))]
+    pub test_sleep_ms: u32,
+    /// Jobs at once (`limits.running_max`, and `running_per_repo_max` of the one repository);
+    /// the baseline runs as many tickets at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+    /// The repository's merge-queue depth (tickets re-tested ahead of the one merging).
+    // TODO(merge queue): pass it to `RepoSettings::merge_queue_depth` once the event-driven merge
+    // queue adds that setting; until then it is accepted, reported, and ignored.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub depth: Option<u32>,
+    /// Also run `bench/baseline.sh` with the same tickets, parallelism and test cost, and report
+    /// Baton/baseline ratios.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Keep the data directory, the repository and the baseline's files here instead of a
+    /// temporary directory removed at the end; it must not exist yet.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// What the scenario measured.
+#[derive(Debug, serde::Serialize)]
+pub struct PipelineFigures {
+    scenario: &'static str,
+    tickets: usize,
+    parallel: u32,
+    test_sleep_ms: u32,
+    /// `--depth` as given (not applied while the merge-queue setting does not exist).
+    depth: Option<u32>,
+    depth_applied: bool,
+    /// Tickets that reached `done`, and those left blocked or cancelled.
+    tickets_done: usize,
+    tickets_not_done: usize,
+    /// From filing the first ticket until every ticket was settled.
+    wall_s: f64,
+    /// `merged` timeline events, and the merge phase from the first to the last of them.
+    merges: usize,
+    merge_phase_s: f64,
+    /// Merges after the first over the merge phase (the baseline's definition too).
+    merges_per_s: f64,
+    /// Rows in the jobs and the events tables, per ticket.
+    jobs_per_ticket: f64,
+    events_per_ticket: f64,
+    /// The SQLite database with its write-ahead log, at the end.
+    db_bytes: u64,
+    /// `bench/baseline.sh` with the same tickets, parallelism and test cost (`--baseline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<Baseline>,
+    /// Baton's figure divided by the baseline's (`--baseline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio: Option<Ratio>,
+    /// Where the files were kept (`--dir`), if anywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+}
+
+/// The one JSON line `bench/baseline.sh` prints.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Baseline {
+    tickets: usize,
+    seconds: f64,
+    merges_per_s: f64,
+}
+
+/// Baton/baseline: above 1 for the wall time means Baton is slower; below 1 for merges per
+/// second means Baton merges more slowly.
+#[derive(Debug, serde::Serialize)]
+struct Ratio {
+    wall: f64,
+    merges_per_s: f64,
+}
+
+pub async fn run(args: PipelineArgs, json: bool) -> anyhow::Result<u8> {
+    let (dir, keep) = match &args.dir {
+        Some(dir) => {
+            ensure!(!dir.exists(), "--dir {} already exists: name a new directory", dir.display());
+            (dir.clone(), true)
+        }
+        None => (std::env::temp_dir().join(format!("baton-bench-pipeline-{}", std::process::id())), false),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    if args.depth.is_some() {
+        eprintln!("bench pipeline: --depth is ignored until the merge queue's depth setting exists");
+    }
+    let result = measure(&args, &dir).await;
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let mut figures = result?;
+    if keep {
+        figures.data_dir = Some(dir);
+    }
+    if json {
+        output::print_json(&figures);
+    } else {
+        print_text(&figures);
+    }
+    // The figures are printed either way; a ticket short of done fails the run.
+    Ok(if figures.tickets_not_done == 0 { EXIT_OK } else { EXIT_ERROR })
+}
+
+async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigures> {
+    let project = dir.join("project");
+    create_repo(&project).await?;
+    std::fs::write(dir.join("script.toml"), SCRIPT).context("writing the agents' script")?;
+    let mut config = load_config(args, dir)?;
+    config.engine.pipeline = pipeline_without_human_gates();
+    let engine = crate::cli::open_engine(&config).await?;
+
+    let started = Instant::now();
+    let ids = file_tickets(&engine, args.tickets).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let engine_loop = tokio::spawn(engine.clone().run(stop_rx));
+    let settled = wait_settled(&engine, ids.len(), started).await;
+    let wall = started.elapsed();
+    let _ = stop_tx.send(true);
+    let _ = engine_loop.await;
+    settled?;
+
+    let mut figures = count(&engine, &ids, wall).await?;
+    figures.parallel = args.parallel;
+    figures.test_sleep_ms = args.test_sleep_ms;
+    figures.depth = args.depth;
+    figures.db_bytes = ["baton.db", "baton.db-wal"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(config.engine.data_dir.join(name)).ok())
+        .map(|meta| meta.len())
+        .sum();
+    if args.baseline {
+        let baseline = run_baseline(args, dir).await?;
+        figures.ratio = Some(Ratio {
+            wall: figures.wall_s / baseline.seconds.max(1e-9),
+            merges_per_s: figures.merges_per_s / baseline.merges_per_s.max(1e-9),
+        });
+        figures.baseline = Some(baseline);
+    }
+    Ok(figures)
+}
+
+/// The default pipeline with every human gate removed: no approval gate on any stage and no
+/// confirmation before any actor, wherever those sit.
+fn pipeline_without_human_gates() -> Pipeline {
+    let mut pipeline = Pipeline::default_pipeline();
+    for stage in &mut pipeline.stages {
+        stage.gates.retain(|gate| !matches!(gate, GateSpec::HumanApproval));
+        stage.confirm_before = false;
+    }
+    pipeline
+}
+
+/// A real repository with one commit on `main`.
+async fn create_repo(project: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(project.join("tickets")).with_context(|| format!("creating {}", project.display()))?;
+    std::fs::write(project.join("README.md"), "The repository of `baton bench pipeline`.\n")?;
+    std::fs::write(project.join("tickets/.keep"), "")?;
+    let git = baton_runner::Git::new(project);
+    git.run(&["init", "-q", "-b", "main"]).await?;
+    git.commit_all("Initial commit").await?;
+    Ok(())
+}
+
+/// The configuration `baton serve` would read, through the same loader and no environment (no
+/// `BATON_*` override of the caller's shell changes what is measured). Retries and merge-gate
+/// deferrals are as short as the settings allow, and deferrals never run out.
+fn load_config(args: &PipelineArgs, dir: &Path) -> anyhow::Result<baton::config::Config> {
+    let path = |p: PathBuf| toml::Value::String(p.display().to_string());
+    let test = match args.test_sleep_ms {
+        0 => "[\"true\"]".to_string(),
+        ms => format!("[\"sleep\", \"{}.{:03}\"]", ms / 1000, ms % 1000),
+    };
+    let text = format!(
+        "[server]\ndata_dir = {data}\n\n\
+         [limits]\nrunning_max = {p}\nrunning_per_repo_max = {p}\nretry_base_secs = 1\nmerge_defer_secs = 1\n\
+         merge_defer_max = {defer_max}\npoll_interval_ms = 100\n\n\
+         [[repos]]\nname = \"bench\"\npath = {project}\ndefault_branch = \"main\"\nprefix = \"BENCH\"\n\
+         test = {test}\ndeploy = [\"true\"]\nhealth = [\"true\"]\n\n\
+         [agents.default]\nadapter = \"script\"\nscript = {script}\n",
+        data = path(dir.join("data")),
+        p = args.parallel,
+        // Every ticket may wait for every other one at the merge gate, a second per deferral.
+        defer_max = 1_000 + 10 * args.tickets,
+        project = path(dir.join("project")),
+        script = path(dir.join("script.toml")),
+    );
+    baton::config::load_str(&text, &[], dir, crate::cli::baton_exe()).map_err(|issues| {
+        let all: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("the benchmark's configuration: {}", all.join("; "))
+    })
+}
+
+/// What the script agents do: the artifacts every gate asks for, and one distinct file per ticket
+/// from the developer, so no two merges conflict.
+const SCRIPT: &str = r##"# Written by `baton bench pipeline`: the smallest work that passes every gate.
+[[task]]
+match = "*"
+[[task.step]]
+stage = "analysis"
+actions = [{ write = { path = "docs/baton/{work_item}/01-analysis.md", content = "# {work_item}\n" } }]
+[[task.step]]
+stage = "architecture"
+actions = [{ write = { path = "docs/baton/{work_item}/02-architecture.md", content = "# {work_item}\n" } }]
+[[task.step]]
+stage = "development"
+actions = [{ write = { path = "tickets/{work_item}.txt", content = "{title}\n" } }]
+[[task.step]]
+stage = "review"
+actions = [{ write = { path = "docs/baton/{work_item}/04-review.md", content = "---\nverdict: approve\n---\n" } }]
+[[task.step]]
+stage = "testing"
+actions = [{ write = { path = "docs/baton/{work_item}/05-test-report.md", content = "---\nverdict: pass\n---\n" } }]
+"##;
+
+async fn file_tickets(engine: &Arc<Engine>, tickets: u32) -> anyhow::Result<Vec<baton_domain::TaskId>> {
+    let mut ids = Vec::with_capacity(tickets as usize);
+    for n in 1..=tickets {
+        let task = engine
+            .create_task(NewTaskRequest {
+                repo: "bench".into(),
+                title: format!("Bench ticket {n}"),
+                body: "Add this ticket's file under tickets/.".into(),
+                external_ref: None,
+            })
+            .await?;
+        ids.push(task.id);
+    }
+    Ok(ids)
+}
+
+/// Waits until every ticket is done, cancelled or blocked; a ticket waiting for a human (there
+/// are no human gates) or the timeout fails the bench.
+async fn wait_settled(engine: &Arc<Engine>, tickets: usize, started: Instant) -> anyhow::Result<()> {
+    let progress = output::progress("bench pipeline", tickets as u64);
+    loop {
+        let counts = engine.store().task_counts().await?;
+        let mut settled = 0;
+        let mut done = 0;
+        for count in &counts {
+            let terminal =
+                count.stage == baton_domain::pipeline::DONE || count.stage == baton_domain::pipeline::CANCELLED;
+            if terminal || count.hold == "blocked" {
+                settled += count.tasks as usize;
+            }
+            if count.stage == baton_domain::pipeline::DONE {
+                done += count.tasks as usize;
+            }
+            if ["awaiting_approval", "awaiting_confirm", "needs_input"].contains(&count.hold.as_str()) {
+                progress.clear();
+                bail!(
+                    "{} ticket(s) at {} wait for a human ({}): the bench turns every human gate off",
+                    count.tasks,
+                    count.stage,
+                    count.hold
+                );
+            }
+        }
+        progress.set(done as u64, "tickets done");
+        if settled >= tickets {
+            progress.finish("settled");
+            return Ok(());
+        }
+        if started.elapsed() > SETTLE_TIMEOUT {
+            progress.clear();
+            bail!(
+                "the tickets did not settle within {} min: {settled} of {tickets} settled, {done} done",
+                SETTLE_TIMEOUT.as_secs() / 60
+            );
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
+/// The figures read back from the store: outcomes, merges, jobs and events per ticket.
+async fn count(engine: &Arc<Engine>, ids: &[baton_domain::TaskId], wall: Duration) -> anyhow::Result<PipelineFigures> {
+    let store = engine.store();
+    let tasks: Vec<TaskRecord> = store.list_tasks(&TaskFilter::default()).await?;
+    let tickets_done = tasks.iter().filter(|t| t.state.stage == baton_domain::pipeline::DONE).count();
+    let (mut jobs, mut events, mut merged_at_ms) = (0usize, 0usize, Vec::new());
+    for id in ids {
+        jobs += store.jobs_for_task(*id).await?.len();
+        let mut after = 0;
+        loop {
+            let page = store.events(Some(*id), after, EVENTS_PAGE).await?;
+            events += page.len();
+            merged_at_ms.extend(page.iter().filter(|e| e.kind == "merged").map(|e| e.at_ms));
+            match page.last() {
+                Some(last) if page.len() == EVENTS_PAGE as usize => after = last.id,
+                _ => break,
+            }
+        }
+    }
+    merged_at_ms.sort_unstable();
+    let merge_phase_s = match (merged_at_ms.first(), merged_at_ms.last()) {
+        (Some(first), Some(last)) => (last - first) as f64 / 1e3,
+        _ => 0.0,
+    };
+    let merges = merged_at_ms.len();
+    let merges_per_s = if merges > 1 && merge_phase_s > 0.0 {
+        (merges - 1) as f64 / merge_phase_s
+    } else {
+        merges as f64 / wall.as_secs_f64().max(1e-9)
+    };
+    let n = ids.len().max(1) as f64;
+    let problems: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.state.stage != baton_domain::pipeline::DONE)
+        .take(3)
+        .map(|t| match &t.state.hold {
+            Hold::Blocked { reason } => format!("{} blocked at {}: {reason}", t.work_item_id, t.state.stage),
+            _ => format!("{} ended at {}", t.work_item_id, t.state.display()),
+        })
+        .collect();
+    if !problems.is_empty() {
+        eprintln!("bench pipeline: {} ticket(s) not done, e.g. {}", ids.len() - tickets_done, problems.join("; "));
+    }
+    Ok(PipelineFigures {
+        scenario: "pipeline",
+        tickets: ids.len(),
+        parallel: 0,
+        test_sleep_ms: 0,
+        depth: None,
+        depth_applied: false,
+        tickets_done,
+        tickets_not_done: ids.len() - tickets_done,
+        wall_s: wall.as_secs_f64(),
+        merges,
+        merge_phase_s,
+        merges_per_s,
+        jobs_per_ticket: jobs as f64 / n,
+        events_per_ticket: events as f64 / n,
+        db_bytes: 0,
+        baseline: None,
+        ratio: None,
+        data_dir: None,
+    })
+}
+
+/// Runs the committed `bench/baseline.sh` as a child process (through the runner, like every
+/// spawn) with the bench's own knobs, and parses its one JSON line.
+async fn run_baseline(args: &PipelineArgs, dir: &Path) -> anyhow::Result<Baseline> {
+    let script = dir.join("baseline.sh");
+    std::fs::write(&script, BASELINE_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
+    let (stdout, stderr) = (dir.join("baseline.out"), dir.join("baseline.err"));
+    let env = ["PATH", "HOME", "TMPDIR"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|value| (name.to_string(), value)))
+        .collect();
+    let spec = baton_runner::ProcessSpec {
+        program: "bash".into(),
+        args: vec![
+            script.display().to_string(),
+            "--tickets".into(),
+            args.tickets.to_string(),
+            "--parallel".into(),
+            args.parallel.to_string(),
+            "--test-sleep-ms".into(),
+            args.test_sleep_ms.to_string(),
+            "--dir".into(),
+            dir.join("baseline").display().to_string(),
+        ],
+        cwd: dir.to_path_buf(),
+        env,
+        stdin: None,
+        stdout: stdout.clone(),
+        stderr: stderr.clone(),
+    };
+    let progress = output::progress("bench pipeline", 1);
+    progress.step("baseline: bench/baseline.sh");
+    let mut child = baton_runner::process::spawn(&spec).context("starting bash bench/baseline.sh")?;
+    let limits = baton_runner::RunLimits {
+        timeout: SETTLE_TIMEOUT,
+        stall_timeout: SETTLE_TIMEOUT,
+        stop_grace: Duration::from_secs(2),
+    };
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    let exit = child.wait(limits, stop).await;
+    progress.clear();
+    let out = std::fs::read_to_string(&stdout).unwrap_or_default();
+    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+    ensure!(exit.success(), "bench/baseline.sh {}: {}", exit.describe(), err.trim());
+    let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("bench/baseline.sh printed no JSON figures line: {out}"))
+}
+
+fn print_text(f: &PipelineFigures) {
+    println!(
+        "{} tickets through the default pipeline (script agents, human gates off), {} at once, test {}",
+        f.tickets,
+        f.parallel,
+        if f.test_sleep_ms == 0 { "`true`".to_string() } else { format!("`sleep` {} ms", f.test_sleep_ms) }
+    );
+    let ratio = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
+    let base = f.baseline.as_ref();
+    let rows = vec![
+        vec![
+            "wall time (s)".into(),
+            format!("{:.2}", f.wall_s),
+            base.map_or("-".into(), |b| format!("{:.2}", b.seconds)),
+            ratio(f.ratio.as_ref().map(|r| r.wall)),
+        ],
+        vec![
+            "merges per second".into(),
+            format!("{:.3}", f.merges_per_s),
+            base.map_or("-".into(), |b| format!("{:.3}", b.merges_per_s)),
+            ratio(f.ratio.as_ref().map(|r| r.merges_per_s)),
+        ],
+    ];
+    output::table(&["MEASURE", "BATON", "BASELINE", "BATON/BASELINE"], &rows);
+    println!(
+        "tickets done {} of {} · merges {} over {:.1} s · jobs/ticket {:.1} · events/ticket {:.1} · database {:.1} MiB",
+        f.tickets_done,
+        f.tickets,
+        f.merges,
+        f.merge_phase_s,
+        f.jobs_per_ticket,
+        f.events_per_ticket,
+        f.db_bytes as f64 / (1024.0 * 1024.0)
+    );
+    if let Some(depth) = f.depth {
+        println!("--depth {depth}: not applied (no merge-queue depth setting yet)");
+    }
+    if let Some(dir) = &f.data_dir {
+        println!("files kept: {}", dir.display());
+    }
+}
