@@ -42,7 +42,8 @@ git -C "$repo" add -A && git -C "$repo" commit -q -m "Initial commit"
 # One ticket, start to end: the work of Baton's development stage, merge gate and deploy stage.
 ticket() {
   local id=$1 wt="$dir/wt/$1" branch="baton/$1"
-  git -C "$repo" worktree add -q -b "$branch" "$wt" main
+  # Git's worktree bookkeeping is not safe under a concurrent add and remove: a short lock of its own.
+  flock "$dir/worktree.lock" git -C "$repo" worktree add -q -b "$branch" "$wt" main
   mkdir -p "$wt/tickets" && echo "ticket $id" > "$wt/tickets/$id.txt"
   git -C "$wt" add -A && git -C "$wt" commit -q -m "$id: ticket file"
   (cd "$wt" && "${test_cmd[@]}")
@@ -57,8 +58,8 @@ ticket() {
     echo "$EPOCHREALTIME" >> "$merges"
     (cd "$repo" && true && true) # deploy, then health
   } 9> "$lock"
-  git -C "$repo" worktree remove --force "$wt"
-  git -C "$repo" branch -q -D "$branch"
+  flock "$dir/worktree.lock" git -C "$repo" worktree remove --force "$wt"
+  flock "$dir/worktree.lock" git -C "$repo" branch -q -D "$branch"
 }
 
 started=$EPOCHREALTIME
