@@ -661,12 +661,13 @@ impl Engine {
                     match self.store.advance(advance).await {
                         Ok(_) => {
                             tracing::info!(task = %task.work_item_id, "{note}");
+                            // The repository's merge queue may move now (a change entered or left
+                            // it, the lease was released with the transition): the next change
+                            // starts landing while this task's effects are carried out.
+                            Box::pin(crate::queue::schedule(self, &task.repo)).await;
                             // The effects are durable now; carry out this task's at once (a worker
                             // picks up whatever a crash here leaves).
                             effects::drain(self, Some(task.id)).await;
-                            // The repository's merge queue may move now (a change entered or left
-                            // it, the lease was released, the default branch moved).
-                            Box::pin(crate::queue::schedule(self, &task.repo)).await;
                             self.wake();
                             return Ok(InputOutcome::Applied { note });
                         }

@@ -39,6 +39,8 @@ pub fn is_infrastructure(text: &str) -> bool {
         "database is locked",
         "database is busy",
         "killed by signal 9",
+        // Git's worktree bookkeeping raced another process's `worktree add/remove/prune`.
+        "failed to read .git/worktrees/",
         // A remote repository that cannot be reached right now.
         "Could not resolve host",
         "Could not resolve hostname",
@@ -279,6 +281,16 @@ async fn reusable_worktree(main: &Git, worktree: &Path, branch: &str) -> Result<
 #[derive(Debug, Default, Clone)]
 pub struct GitVcs;
 
+/// Git's worktree bookkeeping (`.git/worktrees/`) is not safe under concurrent `worktree add`,
+/// `remove` and `prune` in one repository ("failed to read .git/worktrees/…/commondir"): each
+/// repository's worktree changes in this process go one at a time.
+fn worktree_lock(repo: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<Mutex<HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>> =
+        std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+    let mut locks = LOCKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    locks.entry(repo.to_path_buf()).or_default().clone()
+}
+
 #[async_trait]
 impl Vcs for GitVcs {
     fn exists(&self, path: &Path) -> bool {
@@ -293,6 +305,8 @@ impl Vcs for GitVcs {
         default_branch: &str,
     ) -> Result<(), GitError> {
         let main = Git::new(repo);
+        let lock = worktree_lock(repo);
+        let _one_at_a_time = lock.lock().await;
         if worktree.exists() {
             match reusable_worktree(&main, worktree, branch).await {
                 Ok(()) => return Ok(()),
@@ -300,7 +314,7 @@ impl Vcs for GitVcs {
                     // Never let a task work in a tree that is not its own (an old task's worktree
                     // left under a reused work-item id, a checkout switched by hand): start afresh.
                     tracing::warn!("re-creating worktree {}: {why}", worktree.display());
-                    self.remove_worktree(repo, worktree).await?;
+                    remove_worktree_locked(&main, worktree).await?;
                 }
             }
         }
@@ -359,19 +373,9 @@ impl Vcs for GitVcs {
     }
 
     async fn remove_worktree(&self, repo: &Path, worktree: &Path) -> Result<(), GitError> {
-        let main = Git::new(repo);
-        if worktree.exists() {
-            let path = worktree.display().to_string();
-            if main.run(&["worktree", "remove", "--force", &path]).await.is_err() {
-                std::fs::remove_dir_all(worktree).map_err(|e| GitError::Failed {
-                    args: "worktree remove".into(),
-                    dir: path.clone(),
-                    stderr: e.to_string(),
-                })?;
-            }
-        }
-        main.run(&["worktree", "prune"]).await?;
-        Ok(())
+        let lock = worktree_lock(repo);
+        let _one_at_a_time = lock.lock().await;
+        remove_worktree_locked(&Git::new(repo), worktree).await
     }
 
     async fn diff_stat(&self, worktree: &Path, base: &str) -> Option<String> {
@@ -644,4 +648,21 @@ impl CommandRunner for SupervisedCommands {
     fn archive(&self, run_dir: &Path) -> Result<(), RunError> {
         self.supervisor.archive(run_dir)
     }
+}
+
+/// Removes a worktree (forced) and prunes its registration; the caller holds the repository's
+/// worktree lock.
+async fn remove_worktree_locked(main: &Git, worktree: &Path) -> Result<(), GitError> {
+    if worktree.exists() {
+        let path = worktree.display().to_string();
+        if main.run(&["worktree", "remove", "--force", &path]).await.is_err() {
+            std::fs::remove_dir_all(worktree).map_err(|e| GitError::Failed {
+                args: "worktree remove".into(),
+                dir: path.clone(),
+                stderr: e.to_string(),
+            })?;
+        }
+    }
+    main.run(&["worktree", "prune"]).await?;
+    Ok(())
 }
