@@ -27,6 +27,8 @@ use tokio::sync::{Notify, watch};
 
 /// How often paused-on-quota tasks are checked for their resume time.
 const QUOTA_TIMER_MS: i64 = 1_000;
+/// Quota pauses resumed per pass of the quota timer at most (the loop comes back for the rest).
+pub const DUE_HOLDS_PER_PASS: u32 = 100;
 /// How often the outbox is checked for effects left by a crash or due for a retry.
 const OUTBOX_INTERVAL_MS: i64 = 1_000;
 /// How often the claim loop runs the store's health checks (the database file still there).
@@ -390,7 +392,7 @@ impl Engine {
             let prefix = poller.ref_prefix();
             let live: Vec<String> = self
                 .store
-                .list_tasks(&TaskFilter { active_only: true, repo: None })
+                .list_tasks(&TaskFilter { active_only: true, ..TaskFilter::default() })
                 .await?
                 .into_iter()
                 .filter_map(|t| t.external_ref.filter(|r| r.starts_with(&prefix)))
@@ -809,11 +811,14 @@ impl Engine {
         self.running.lock().map(|r| r.contains_key(&job)).unwrap_or(false)
     }
 
-    /// Resumes tasks paused on provider quota whose resume time has come.
+    /// Resumes tasks paused on provider quota whose resume time has come. Asks the store for the
+    /// due ones only (`Store::due_holds`, indexed): never lists tasks, so its cost does not grow
+    /// with the backlog. At most [`DUE_HOLDS_PER_PASS`] per call; the loop comes back for more.
     pub async fn resume_due_quota_pauses(&self) -> Result<u32, EngineError> {
         let now = self.clock.now_ms();
         let mut resumed = 0;
-        for task in self.store.list_tasks(&TaskFilter { active_only: true, repo: None }).await? {
+        for id in self.store.due_holds(now, DUE_HOLDS_PER_PASS).await? {
+            let Some(task) = self.store.task(&TaskKey::Id(id)).await? else { continue };
             if let baton_domain::Hold::PausedQuota { resume_at_ms, .. } = task.state.hold
                 && resume_at_ms <= now
                 && let InputOutcome::Applied { .. } =
@@ -823,6 +828,15 @@ impl Engine {
             }
         }
         Ok(resumed)
+    }
+
+    /// The earliest due hold (`None`: nothing will be due until a new pause); on a failed read,
+    /// one timer interval from `now`.
+    async fn next_due_ms(&self, now: i64) -> Option<i64> {
+        self.store.next_due_ms().await.unwrap_or_else(|error| {
+            tracing::warn!("reading the next due hold failed: {error}");
+            Some(now + QUOTA_TIMER_MS)
+        })
     }
 
     /// Runs the store's health checks; a failed fatal one (the database file deleted or replaced)
@@ -859,7 +873,12 @@ impl Engine {
         }
         crate::reaper::sweep_at_start(&self).await;
         let poll = Duration::from_millis(self.settings.limits.poll_interval_ms.max(10));
-        let mut last_timer_ms = i64::MIN;
+        // The quota timer runs only when the earliest due hold has come; the cached time is read
+        // again after each pass, whenever the loop is woken, and once a second (a pause written by
+        // another process).
+        let mut quota_check_ms: Option<i64> = Some(i64::MIN);
+        let mut quota_known_ms = i64::MIN;
+        let mut woken = false;
         // Periodic work first runs one interval after start (recovery just ran).
         let mut last_reaper_ms = self.clock.now_ms();
         let mut last_reconciler_ms = last_reaper_ms;
@@ -877,11 +896,18 @@ impl Engine {
             if self.store_lost().is_some() {
                 break;
             }
-            if now.saturating_sub(last_timer_ms) >= QUOTA_TIMER_MS {
-                last_timer_ms = now;
+            if woken || now.saturating_sub(quota_known_ms) >= QUOTA_TIMER_MS {
+                quota_known_ms = now;
+                quota_check_ms = self.next_due_ms(now).await;
+            }
+            if quota_check_ms.is_some_and(|due| due <= now) {
                 if let Err(error) = self.resume_due_quota_pauses().await {
                     tracing::error!("resuming quota-paused tasks failed: {error}");
                 }
+                quota_known_ms = now;
+                // A task still due could not be resumed: try again in a timer interval, not at once.
+                quota_check_ms =
+                    self.next_due_ms(now).await.map(|due| if due <= now { now + QUOTA_TIMER_MS } else { due });
             }
             if self.settings.limits.reaper_interval_secs > 0
                 && now.saturating_sub(last_reaper_ms) >= self.settings.limits.reaper_interval_secs as i64 * 1000
@@ -947,12 +973,12 @@ impl Engine {
                     }));
                 }
             }
-            tokio::select! {
-                _ = self.clock.sleep(poll) => {}
-                _ = self.wake.notified() => {}
-                _ = self.queues.kicked() => {}
-                _ = shutdown.changed() => {}
-            }
+            woken = tokio::select! {
+                _ = self.clock.sleep(poll) => false,
+                _ = self.wake.notified() => true,
+                _ = self.queues.kicked() => true,
+                _ = shutdown.changed() => false,
+            };
         }
     }
 }

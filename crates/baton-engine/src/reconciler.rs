@@ -6,8 +6,11 @@
 use crate::engine::Engine;
 use crate::stats::ReconcilerPass;
 use baton_domain::{Event, Hold};
-use baton_store::{JobStatus, TaskFilter};
+use baton_store::JobStatus;
 use std::sync::Arc;
+
+/// Candidates examined per pass at most (the next pass takes the rest).
+const UNAPPLIED_PER_PASS: u32 = 200;
 
 /// One reconciler pass. Never fails: problems are logged.
 pub async fn tick(engine: &Arc<Engine>) {
@@ -20,11 +23,13 @@ pub async fn tick(engine: &Arc<Engine>) {
 }
 
 async fn pass_over(engine: &Arc<Engine>, pass: &mut ReconcilerPass) {
-    let Ok(tasks) = engine.store().list_tasks(&TaskFilter { active_only: true, repo: None }).await else {
-        return;
-    };
     let now = engine.clock().now_ms();
     let grace_ms = engine.settings().limits.reconcile_grace_secs as i64 * 1000;
+    // Only live tasks without a hold whose current job ended (indexed): an idle Baton's pass costs
+    // nothing per task of the backlog.
+    let Ok(tasks) = engine.store().unapplied_tasks(now - grace_ms, UNAPPLIED_PER_PASS).await else {
+        return;
+    };
     for task in tasks.into_iter().filter(|t| t.state.hold == Hold::None && now - t.updated_at_ms > grace_ms) {
         pass.examined += 1;
         let Some(job_id) = task.state.job else {

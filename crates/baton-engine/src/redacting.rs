@@ -291,4 +291,13 @@ impl Store for RedactingStore {
     async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool> {
         self.inner.set_queue_priority(task, priority).await
     }
+    async fn due_holds(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<TaskId>> {
+        self.inner.due_holds(now_ms, limit).await
+    }
+    async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
+        self.inner.next_due_ms().await
+    }
+    async fn unapplied_tasks(&self, updated_before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
+        self.inner.unapplied_tasks(updated_before_ms, limit).await
+    }
 }

@@ -59,12 +59,14 @@ fn health() {}
 #[allow(dead_code)]
 fn status() {}
 
-/// Tasks, newest first (`?active=true`, `?repo=`), one page at a time: a full page carries
-/// `Link: <…&before=<last id>>; rel="next"`.
+/// Tasks, newest first (`?active=true`, `?repo=`, `?stage=`, `?hold=`), one page at a time: a
+/// full page carries `Link: <…&before=<last id>>; rel="next"`.
 #[utoipa::path(get, path = "/api/tasks", tag = "tasks",
     params(("active" = Option<bool>, Query, description = "hide done and cancelled tasks"),
            ("repo" = Option<String>, Query, description = "only this repository's tasks"),
-           ("limit" = Option<u32>, Query, description = "at most this many tasks (default and maximum 500)"),
+           ("stage" = Option<String>, Query, description = "only tasks in this stage (`review`, `done`, ...)"),
+           ("hold" = Option<String>, Query, description = "only tasks with this hold (`awaiting_approval`, `needs_input`, `blocked`, `paused_budget`, `paused_quota`, ...; `none` for tasks holding for nothing)"),
+           ("limit" = Option<u32>, Query, description = "at most this many tasks (default 100, maximum 500)"),
            ("before" = Option<i64>, Query, description = "only tasks with a smaller id (the next page)")),
     responses((status = 200, description = "Task records", body = Vec<Object>), (status = 400, body = ErrorBody)))]
 #[allow(dead_code)]

@@ -236,9 +236,14 @@ async fn board_is_bounded_and_paged() {
     assert!(cards <= 2 * 12, "at most 12 cards per column, got {cards}");
     assert!(board.body.contains("+59 more"), "71 analysis tasks, 12 shown: {}", board.body);
     assert!(board.body.contains("Waiting for you") && board.body.contains("awaiting approval"));
-    let page2 = get(&app, "/?stage=analysis&page=2", None).await;
-    assert!(page2.body.contains("page 2 of 2"), "71 tasks in pages of 50");
-    assert!(page2.body.contains("ticket number 0<"), "the oldest is on the last page");
+    let list = get(&app, "/?stage=analysis", None).await;
+    assert!(list.body.contains("71 tasks"), "counted from the store's aggregate");
+    assert!(list.body.contains("ticket number 0<"), "71 tasks fit one page of 100");
+    assert!(!list.body.contains("next page"), "a page that is not full has no next");
+    // Keyset paging: `before` shows only older tasks.
+    let older = get(&app, "/?stage=analysis&before=2", None).await;
+    assert!(older.body.contains("ticket number 0<") && !older.body.contains("ticket number 1<"), "{}", older.body);
+    assert!(older.body.contains("← newest"));
 }
 
 /// Reads SSE frames from `response` until `count` events with ids arrived (or the deadline).

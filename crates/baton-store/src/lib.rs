@@ -346,4 +346,16 @@ pub trait Store: Send + Sync {
 
     /// Sets the priority of a queued change; `false` when the task is not in a merge queue.
     async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool>;
+
+    /// Tasks whose hold ends by itself and whose time has come (`due_at_ms <= now_ms`: a quota
+    /// pause's `resume_at_ms`), earliest first, at most `limit` (indexed; never lists tasks).
+    async fn due_holds(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<TaskId>>;
+
+    /// The earliest time a hold ends by itself, if any task has one (indexed).
+    async fn next_due_ms(&self) -> StoreResult<Option<i64>>;
+
+    /// Live tasks holding for nothing, last changed before `updated_before_ms`, whose current job
+    /// has ended (done, failed or cancelled): the reconciler's candidates, at most `limit`
+    /// (indexed on live tasks without a hold; never reads the history or a held task).
+    async fn unapplied_tasks(&self, updated_before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>>;
 }

@@ -35,10 +35,16 @@ impl fmt::Display for TaskKey {
     }
 }
 
+/// Which tasks a listing shows; every `None` is "any".
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
+    /// Hide done and cancelled tasks.
     pub active_only: bool,
     pub repo: Option<String>,
+    /// Only tasks in this stage (`review`, `done`, ...).
+    pub stage: Option<String>,
+    /// Only tasks with this hold kind ([`baton_domain::Hold::label`]; empty for none).
+    pub hold: Option<String>,
 }
 
 /// How many tasks share a stage and a hold ([`Store::task_counts`](crate::Store::task_counts)).

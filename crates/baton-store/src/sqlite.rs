@@ -14,6 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod queries;
+
+#[doc(hidden)]
+pub use queries::hot_queries;
+use queries::*;
+
 /// Versioned migrations, applied in order at open; never edit an applied one.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -23,7 +29,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/sqlite/0005_principals.sql")),
     (6, include_str!("../migrations/sqlite/0006_webhooks.sql")),
     (7, include_str!("../migrations/sqlite/0007_merge_queue.sql")),
+    (8, include_str!("../migrations/sqlite/0008_idle.sql")),
 ];
+
+/// The newest schema version this Baton knows (versions may be merged out of order, so not the
+/// number of migrations).
+fn newest_known() -> i64 {
+    MIGRATIONS.iter().map(|(version, _)| *version).max().unwrap_or(0)
+}
 
 /// Work-item numbers tried past a collision before giving up.
 const WORK_ITEM_WALK_MAX: u32 = 10_000;
@@ -127,7 +140,7 @@ impl SqliteStore {
             .fetch_one(&self.reader)
             .await
             .map_err(Into::into);
-        let known = MIGRATIONS.len() as i64;
+        let known = newest_known();
         checks.push(match newest {
             Ok(Some(version)) if version == known => HealthCheck::ok("schema", format!("schema version {version}")),
             Ok(version) => {
@@ -136,10 +149,7 @@ impl SqliteStore {
             Err(error) => HealthCheck::failed("schema", format!("reading the schema version failed: {error}"), false),
         });
         let newest_task: Result<Option<i64>, StoreError> =
-            sqlx::query_scalar("SELECT id FROM tasks ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(Into::into);
+            sqlx::query_scalar(NEWEST_TASK).fetch_one(&self.reader).await.map_err(Into::into);
         checks.push(match newest_task {
             Ok(_) => HealthCheck::ok("tasks", "the tasks table answers"),
             Err(error) => HealthCheck::failed("tasks", format!("reading the tasks table failed: {error}"), false),
@@ -157,9 +167,9 @@ async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
         && MIGRATIONS.iter().all(|(version, _)| applied.contains(version))
     {
         return match applied.iter().max() {
-            Some(newest) if *newest > MIGRATIONS.len() as i64 => Err(StoreError::Database(format!(
+            Some(newest) if *newest > newest_known() => Err(StoreError::Database(format!(
                 "the database has schema version {newest}, newer than this Baton knows ({}); upgrade Baton",
-                MIGRATIONS.len()
+                newest_known()
             ))),
             _ => Ok(()),
         };
@@ -172,11 +182,11 @@ async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
     .await?;
     let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *tx).await?;
     if let Some(newest) = applied.iter().max()
-        && *newest > MIGRATIONS.len() as i64
+        && *newest > newest_known()
     {
         return Err(StoreError::Database(format!(
             "the database has schema version {newest}, newer than this Baton knows ({}); upgrade Baton",
-            MIGRATIONS.len()
+            newest_known()
         )));
     }
     for (version, sql) in MIGRATIONS {
@@ -440,11 +450,34 @@ async fn apply_transition(
     Ok(enqueued)
 }
 
-fn state_columns(state: &TaskState) -> StoreResult<(String, String)> {
+/// The stored columns of a task state: the JSON (without the active job), the hold kind
+/// (`Hold::label`, '' for none) and when the hold ends by itself (`due_at_ms`).
+struct StateColumns {
+    json: String,
+    hold: String,
+    due_at_ms: Option<i64>,
+}
+
+fn state_columns(state: &TaskState) -> StoreResult<StateColumns> {
     let mut stored = state.clone();
     // The active job lives in its own column, written by the transition itself.
     stored.job = None;
-    Ok((serde_json::to_string(&stored)?, state.hold.label().to_string()))
+    let due_at_ms = match state.hold {
+        baton_domain::Hold::PausedQuota { resume_at_ms, .. } => Some(resume_at_ms),
+        _ => None,
+    };
+    Ok(StateColumns { json: serde_json::to_string(&stored)?, hold: state.hold.label().to_string(), due_at_ms })
+}
+
+/// Binds a [`TaskFilter`]'s values in the order [`list_tasks_sql`] writes their terms.
+fn bind_task_filter<'q>(
+    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    filter: &TaskFilter,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    for value in [&filter.repo, &filter.stage, &filter.hold].into_iter().flatten() {
+        query = query.bind(value.clone());
+    }
+    query
 }
 
 /// Reads a histogram over the values `v` of `values` (a subquery) with one aggregate query.
@@ -501,10 +534,7 @@ impl Store for SqliteStore {
     }
 
     async fn task_counts(&self) -> StoreResult<Vec<TaskCount>> {
-        let rows =
-            sqlx::query("SELECT stage, hold, COUNT(*) AS n FROM tasks GROUP BY stage, hold ORDER BY stage, hold")
-                .fetch_all(&self.reader)
-                .await?;
+        let rows = sqlx::query(TASK_COUNTS).fetch_all(&self.reader).await?;
         rows.iter()
             .map(|row| {
                 Ok(TaskCount {
@@ -655,10 +685,10 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         let branch = branch_name(&work_item, &new.title);
-        let (state_json, hold) = state_columns(&new.state)?;
+        let columns = state_columns(&new.state)?;
         let result = sqlx::query(
-            "INSERT INTO tasks (repo, work_item_id, title, body, branch, external_ref, stage, hold, state, version, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10)",
+            "INSERT INTO tasks (repo, work_item_id, title, body, branch, external_ref, stage, hold, state, version, created_at, updated_at, due_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11)",
         )
         .bind(&new.repo)
         .bind(work_item.as_str())
@@ -667,9 +697,10 @@ impl Store for SqliteStore {
         .bind(&branch)
         .bind(&new.external_ref)
         .bind(&new.state.stage)
-        .bind(hold)
-        .bind(state_json)
+        .bind(columns.hold)
+        .bind(columns.json)
         .bind(now_ms)
+        .bind(columns.due_at_ms)
         .execute(&mut *tx)
         .await?;
         let id = TaskId(result.last_insert_rowid());
@@ -704,12 +735,7 @@ impl Store for SqliteStore {
             TaskKey::Id(id) => {
                 sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(id.0).fetch_optional(&self.reader).await?
             }
-            TaskKey::WorkItem(w) => {
-                sqlx::query("SELECT * FROM tasks WHERE work_item_id = $1 ORDER BY id DESC LIMIT 1")
-                    .bind(w)
-                    .fetch_optional(&self.reader)
-                    .await?
-            }
+            TaskKey::WorkItem(w) => sqlx::query(TASK_BY_WORK_ITEM).bind(w).fetch_optional(&self.reader).await?,
         };
         row.as_ref().map(task_from_row).transpose()
     }
@@ -731,14 +757,8 @@ impl Store for SqliteStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM tasks WHERE ($1 = 0 OR stage NOT IN ('done', 'cancelled')) AND ($2 IS NULL OR repo = $2)
-             ORDER BY id DESC",
-        )
-        .bind(i64::from(filter.active_only))
-        .bind(&filter.repo)
-        .fetch_all(&self.reader)
-        .await?;
+        let sql = list_tasks_sql(filter, false);
+        let rows = bind_task_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter).fetch_all(&self.reader).await?;
         rows.iter().map(task_from_row).collect()
     }
 
@@ -748,16 +768,12 @@ impl Store for SqliteStore {
         before: Option<TaskId>,
         limit: u32,
     ) -> StoreResult<Vec<TaskRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM tasks WHERE ($1 = 0 OR stage NOT IN ('done', 'cancelled')) AND ($2 IS NULL OR repo = $2)
-             AND id < $3 ORDER BY id DESC LIMIT $4",
-        )
-        .bind(i64::from(filter.active_only))
-        .bind(&filter.repo)
-        .bind(before.map_or(i64::MAX, |id| id.0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?;
+        let sql = list_tasks_sql(filter, true);
+        let rows = bind_task_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter)
+            .bind(before.map_or(i64::MAX, |id| id.0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(task_from_row).collect()
     }
 
@@ -766,17 +782,18 @@ impl Store for SqliteStore {
         if let Some(entry) = &advance.inbox {
             insert_inbox(&mut tx, advance.task, entry, "applied", advance.now_ms).await?;
         }
-        let (state_json, hold) = state_columns(&advance.next)?;
+        let columns = state_columns(&advance.next)?;
         let updated = sqlx::query(
-            "UPDATE tasks SET stage = $3, hold = $4, state = $5, version = version + 1, updated_at = $6
+            "UPDATE tasks SET stage = $3, hold = $4, state = $5, version = version + 1, updated_at = $6, due_at_ms = $7
              WHERE id = $1 AND version = $2",
         )
         .bind(advance.task.0)
         .bind(advance.expected_version)
         .bind(&advance.next.stage)
-        .bind(hold)
-        .bind(state_json)
+        .bind(columns.hold)
+        .bind(columns.json)
         .bind(advance.now_ms)
+        .bind(columns.due_at_ms)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
@@ -842,18 +859,12 @@ impl Store for SqliteStore {
 
     async fn claim_job(&self, claim: &Claim) -> StoreResult<Option<JobRecord>> {
         let mut tx = self.begin().await?;
-        let candidate: Option<i64> = sqlx::query_scalar(
-            "SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id
-             WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
-               AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running') < $2
-               AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' AND r.repo = j.repo) < $3
-             ORDER BY j.available_at, j.id LIMIT 1",
-        )
-        .bind(claim.now_ms)
-        .bind(i64::from(claim.running_max))
-        .bind(i64::from(claim.running_per_repo_max))
-        .fetch_optional(&mut *tx)
-        .await?;
+        let candidate: Option<i64> = sqlx::query_scalar(CLAIM_JOB)
+            .bind(claim.now_ms)
+            .bind(i64::from(claim.running_max))
+            .bind(i64::from(claim.running_per_repo_max))
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(id) = candidate else {
             tx.commit().await?;
             return Ok(None);
@@ -884,18 +895,12 @@ impl Store for SqliteStore {
     }
 
     async fn jobs_with_status(&self, status: JobStatus) -> StoreResult<Vec<JobRecord>> {
-        let rows = sqlx::query("SELECT * FROM jobs WHERE status = $1 ORDER BY id")
-            .bind(status.as_str())
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query(JOBS_WITH_STATUS).bind(status.as_str()).fetch_all(&self.reader).await?;
         rows.iter().map(job_from_row).collect()
     }
 
     async fn jobs_for_task(&self, task: TaskId) -> StoreResult<Vec<JobRecord>> {
-        let rows = sqlx::query("SELECT * FROM jobs WHERE task_id = $1 ORDER BY id")
-            .bind(task.0)
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query(JOBS_OF_TASK).bind(task.0).fetch_all(&self.reader).await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -1054,10 +1059,7 @@ impl Store for SqliteStore {
     }
 
     async fn agent_runs(&self, task: TaskId) -> StoreResult<Vec<AgentRunRecord>> {
-        let rows = sqlx::query("SELECT * FROM agent_runs WHERE task_id = $1 ORDER BY id")
-            .bind(task.0)
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query(AGENT_RUNS_OF_TASK).bind(task.0).fetch_all(&self.reader).await?;
         rows.iter().map(agent_run_from_row).collect()
     }
 
@@ -1078,13 +1080,11 @@ impl Store for SqliteStore {
     }
 
     async fn events(&self, task: Option<TaskId>, after_id: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM events WHERE id > $1 AND ($2 IS NULL OR task_id = $2) ORDER BY id LIMIT $3")
-                .bind(after_id)
-                .bind(task.map(|t| t.0))
-                .bind(i64::from(limit))
-                .fetch_all(&self.reader)
-                .await?;
+        let query = match task {
+            Some(task) => sqlx::query(EVENTS_OF_TASK).bind(task.0).bind(after_id),
+            None => sqlx::query(EVENTS_ALL).bind(after_id),
+        };
+        let rows = query.bind(i64::from(limit)).fetch_all(&self.reader).await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -1170,15 +1170,17 @@ impl Store for SqliteStore {
     }
 
     async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64> {
-        let spent: Option<f64> = sqlx::query_scalar(
-            "SELECT SUM(r.cost_usd) FROM agent_runs r JOIN tasks t ON t.id = r.task_id
-             WHERE ($1 IS NULL OR r.task_id = $1) AND ($2 IS NULL OR t.repo = $2) AND ($3 IS NULL OR r.started_at >= $3)",
-        )
-        .bind(filter.task.map(|t| t.0))
-        .bind(&filter.repo)
-        .bind(filter.since_ms)
-        .fetch_one(&self.reader)
-        .await?;
+        let mut query = sqlx::query_scalar::<_, Option<f64>>(sqlx::AssertSqlSafe(spend_sql(filter)));
+        if let Some(task) = filter.task {
+            query = query.bind(task.0);
+        }
+        if let Some(repo) = &filter.repo {
+            query = query.bind(repo.clone());
+        }
+        if let Some(since) = filter.since_ms {
+            query = query.bind(since);
+        }
+        let spent = query.fetch_one(&self.reader).await?;
         Ok(spent.unwrap_or(0.0))
     }
 
@@ -1232,20 +1234,13 @@ impl Store for SqliteStore {
 
     async fn claim_effects(&self, claim: &EffectClaim) -> StoreResult<Vec<EffectRecord>> {
         let mut tx = self.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE outbox SET claimed_until = $1 + $2, attempts = attempts + 1
-             WHERE id IN (SELECT id FROM outbox
-                          WHERE done_at IS NULL AND available_at <= $1 AND claimed_until <= $1
-                            AND ($4 IS NULL OR task_id = $4)
-                          ORDER BY id LIMIT $3)
-             RETURNING *",
-        )
-        .bind(claim.now_ms)
-        .bind(claim.claim_ms)
-        .bind(i64::from(claim.limit))
-        .bind(claim.task.map(|t| t.0))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(CLAIM_EFFECTS)
+            .bind(claim.now_ms)
+            .bind(claim.claim_ms)
+            .bind(i64::from(claim.limit))
+            .bind(claim.task.map(|t| t.0))
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         let mut effects = rows.iter().map(effect_from_row).collect::<StoreResult<Vec<_>>>()?;
         effects.sort_by_key(|e| e.id);
@@ -1289,8 +1284,7 @@ impl Store for SqliteStore {
     }
 
     async fn open_agent_runs(&self) -> StoreResult<Vec<AgentRunRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM agent_runs WHERE ended_at IS NULL ORDER BY id").fetch_all(&self.reader).await?;
+        let rows = sqlx::query(OPEN_AGENT_RUNS).fetch_all(&self.reader).await?;
         rows.iter().map(agent_run_from_row).collect()
     }
 
@@ -1378,10 +1372,7 @@ impl Store for SqliteStore {
     }
 
     async fn pending_deliveries(&self, limit: u32) -> StoreResult<Vec<DeliveryRecord>> {
-        let rows = sqlx::query("SELECT * FROM webhook_deliveries WHERE processed_at IS NULL ORDER BY id LIMIT $1")
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query(PENDING_DELIVERIES).bind(i64::from(limit)).fetch_all(&self.reader).await?;
         rows.iter().map(delivery_from_row).collect()
     }
 
@@ -1552,5 +1543,21 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn due_holds(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<TaskId>> {
+        let ids: Vec<i64> =
+            sqlx::query_scalar(DUE_HOLDS).bind(now_ms).bind(i64::from(limit)).fetch_all(&self.reader).await?;
+        Ok(ids.into_iter().map(TaskId).collect())
+    }
+
+    async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar(NEXT_DUE).fetch_one(&self.reader).await?)
+    }
+
+    async fn unapplied_tasks(&self, updated_before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
+        let rows =
+            sqlx::query(UNAPPLIED_TASKS).bind(updated_before_ms).bind(i64::from(limit)).fetch_all(&self.reader).await?;
+        rows.iter().map(task_from_row).collect()
     }
 }

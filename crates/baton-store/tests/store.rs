@@ -412,12 +412,61 @@ async fn suite_tasks_and_listing(store: Arc<dyn Store>) {
     let ids = |tasks: Vec<TaskRecord>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
     let all = store.list_tasks(&TaskFilter::default()).await.unwrap();
     assert_eq!(ids(all), vec![other.id, second.id, first.id], "newest first");
-    let active = store.list_tasks(&TaskFilter { active_only: true, repo: None }).await.unwrap();
+    let active = store.list_tasks(&TaskFilter { active_only: true, ..TaskFilter::default() }).await.unwrap();
     assert_eq!(ids(active), vec![other.id, first.id], "done tasks are not active");
-    let alpha = store.list_tasks(&TaskFilter { active_only: false, repo: Some("alpha".into()) }).await.unwrap();
+    let alpha = store.list_tasks(&TaskFilter { repo: Some("alpha".into()), ..TaskFilter::default() }).await.unwrap();
     assert_eq!(ids(alpha), vec![second.id, first.id]);
     let closed = reload(&*store, second.id).await;
     assert_eq!((closed.state.stage.as_str(), closed.state.job, closed.updated_at_ms), ("done", None, T0 + 1));
+}
+
+/// Due holds, hold and stage filters and the reconciler's candidates come from the indexed columns
+/// the state writes keep in step.
+async fn suite_holds_and_filters(store: Arc<dyn Store>) {
+    let paused = create(&*store, "alpha", "A").await;
+    let approval = create(&*store, "alpha", "A").await;
+    let running = create(&*store, "beta", "B").await;
+    let later = create(&*store, "beta", "B").await;
+    let quota = |resume_at_ms| Hold::PausedQuota { reason: "quota".into(), resume_at_ms };
+    let hold = |task: &TaskRecord, hold: Hold| {
+        let mut advance = step(task, "analysis", None, Transition { cancel_jobs: true, ..Transition::default() });
+        advance.next.hold = hold;
+        advance
+    };
+    store.advance(hold(&paused, quota(T0 + 50))).await.unwrap();
+    store.advance(hold(&later, quota(T0 + 900))).await.unwrap();
+    store.advance(hold(&approval, Hold::AwaitingApproval)).await.unwrap();
+
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(T0 + 50));
+    assert_eq!(store.due_holds(T0 + 49, 10).await.unwrap(), Vec::<TaskId>::new(), "nothing due yet");
+    assert_eq!(store.due_holds(T0 + 50, 10).await.unwrap(), vec![paused.id]);
+    assert_eq!(store.due_holds(T0 + 1_000, 10).await.unwrap(), vec![paused.id, later.id], "earliest first");
+    assert_eq!(store.due_holds(T0 + 1_000, 1).await.unwrap(), vec![paused.id], "the limit holds");
+    // Resuming clears the due time.
+    store.advance(step(&reload(&*store, paused.id).await, "analysis", None, enqueue("analysis", 0))).await.unwrap();
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(T0 + 900));
+
+    let ids = |tasks: Vec<TaskRecord>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let by_hold = |hold: &str| TaskFilter { hold: Some(hold.into()), ..TaskFilter::default() };
+    assert_eq!(ids(store.list_tasks_page(&by_hold("awaiting_approval"), None, 10).await.unwrap()), vec![approval.id]);
+    assert_eq!(ids(store.list_tasks_page(&by_hold("paused_quota"), None, 10).await.unwrap()), vec![later.id]);
+    assert_eq!(ids(store.list_tasks_page(&by_hold(""), None, 10).await.unwrap()), vec![running.id, paused.id]);
+    let beta_quota = TaskFilter { repo: Some("beta".into()), ..by_hold("paused_quota") };
+    assert_eq!(ids(store.list_tasks(&beta_quota).await.unwrap()), vec![later.id]);
+    let by_stage = |stage: &str| TaskFilter { stage: Some(stage.into()), active_only: true, ..TaskFilter::default() };
+    assert_eq!(
+        ids(store.list_tasks_page(&by_stage("analysis"), Some(later.id), 2).await.unwrap()),
+        vec![running.id, approval.id]
+    );
+    assert!(store.list_tasks_page(&by_stage("review"), None, 10).await.unwrap().is_empty());
+
+    // The reconciler's candidates: a live task without a hold whose current job ended.
+    assert!(store.unapplied_tasks(T0 + 10, 10).await.unwrap().is_empty(), "every current job is queued");
+    let job = claim(&*store, T0 + 2).await;
+    assert_eq!(job.task_id, running.id);
+    assert!(store.close_job(job.id, JobStatus::Done, json!({}), T0 + 3).await.unwrap());
+    assert_eq!(ids(store.unapplied_tasks(T0 + 10, 10).await.unwrap()), vec![running.id]);
+    assert!(store.unapplied_tasks(T0, 10).await.unwrap().is_empty(), "changed too recently");
 }
 
 // ---------------------------------------------------------------- suites: claims
@@ -1302,6 +1351,14 @@ mod sqlite {
     async fn events_page_in_order_and_filter_by_task() {
         let (_dir, _, store) = sqlite().await;
         suite_events(store).await;
+    }
+
+    // Quota pauses are due from an index; listings filter by hold, stage and repo; the
+    // reconciler's candidates are live tasks without a hold whose job ended.
+    #[tokio::test]
+    async fn holds_are_due_and_filtered_from_indexed_columns() {
+        let (_dir, _backend, store) = sqlite().await;
+        suite_holds_and_filters(store).await;
     }
 
     // Data survives a close and reopen; reopening twice re-runs no migration.

@@ -96,7 +96,7 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
             };
         }
         TaskCommand::List { all } => {
-            let tasks = engine.store().list_tasks(&TaskFilter { active_only: !all, repo: None }).await?;
+            let tasks = engine.store().list_tasks(&TaskFilter { active_only: !all, ..TaskFilter::default() }).await?;
             output::task_list(&tasks, json);
             return Ok(EXIT_OK);
         }
@@ -233,7 +233,7 @@ async fn budget_spend(
             scope,
         });
     }
-    let mut tasks = store.list_tasks(&TaskFilter { active_only: true, repo: None }).await?;
+    let mut tasks = store.list_tasks(&TaskFilter { active_only: true, ..TaskFilter::default() }).await?;
     for (scope, _) in caps {
         let Some(id) = scope.strip_prefix("task:").and_then(|id| id.parse::<i64>().ok()) else { continue };
         let id = baton_domain::TaskId(id);

@@ -18,20 +18,45 @@ use std::sync::Arc;
 /// Timeline events returned with one task.
 pub const TIMELINE_EVENTS_MAX: u32 = 1000;
 
-/// `GET /api/tasks` query: `?active=true` hides done and cancelled tasks; `?repo=` filters.
+/// `GET /api/tasks` query: `?active=true` hides done and cancelled tasks; `?repo=`, `?stage=`
+/// and `?hold=` filter (each an index walk in the store).
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
     #[serde(default)]
     pub active: bool,
     pub repo: Option<String>,
-    /// At most this many tasks (default and maximum [`PAGE_MAX`]).
+    /// Only tasks in this stage (`review`, `done`, …).
+    pub stage: Option<String>,
+    /// Only tasks with this hold (`awaiting_approval`, `paused_quota`, …; `none` for tasks
+    /// holding for nothing).
+    pub hold: Option<String>,
+    /// At most this many tasks (default [`PAGE_DEFAULT`], maximum [`PAGE_MAX`]).
     pub limit: Option<u32>,
     /// Only tasks with a smaller id: the `before` of the previous page's `Link: rel="next"`.
     pub before: Option<i64>,
 }
 
-/// The largest page of `GET /api/tasks` (and its default).
+/// The largest page of `GET /api/tasks`.
 pub const PAGE_MAX: u32 = 500;
+
+/// The page of `GET /api/tasks` without `?limit=`.
+pub const PAGE_DEFAULT: u32 = 100;
+
+/// Longest `?stage=` / `?hold=` value (stage names and hold kinds are short identifiers).
+const FILTER_NAME_CHARS_MAX: usize = 64;
+
+/// A `?stage=` or `?hold=` value: a short snake_case identifier.
+fn filter_name(key: &str, value: &str) -> Result<String, ApiError> {
+    let valid = !value.is_empty()
+        && value.len() <= FILTER_NAME_CHARS_MAX
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(ApiError::BadRequest(format!(
+            "`{key}` must be a stage or hold name (lowercase letters, digits, `_`, `-`; at most {FILTER_NAME_CHARS_MAX})"
+        )));
+    }
+    Ok(value.to_string())
+}
 
 /// `POST /api/tasks` body.
 #[derive(Debug, Deserialize)]
@@ -105,9 +130,17 @@ pub(crate) async fn list(
     let limit = match query.limit {
         Some(0) => return Err(ApiError::BadRequest("`limit` must be at least 1".into())),
         Some(n) => n.min(PAGE_MAX),
-        None => PAGE_MAX,
+        None => PAGE_DEFAULT,
     };
-    let filter = TaskFilter { active_only: query.active, repo: query.repo.clone() };
+    let stage = query.stage.as_deref().map(|s| filter_name("stage", s)).transpose()?;
+    // A task holding for nothing has the empty hold kind.
+    let hold = query.hold.as_deref().map(|h| filter_name("hold", h)).transpose()?;
+    let filter = TaskFilter {
+        active_only: query.active,
+        repo: query.repo.clone(),
+        stage: stage.clone(),
+        hold: hold.clone().map(|h| if h == "none" { String::new() } else { h }),
+    };
     let before = query.before.map(baton_domain::TaskId);
     let page = state.engine.store().list_tasks_page(&filter, before, limit).await?;
     let next = (page.len() == limit as usize).then(|| page.last().map(|t| t.id.0)).flatten();
@@ -119,6 +152,12 @@ pub(crate) async fn list(
         }
         if let Some(repo) = &query.repo {
             link.push_str(&format!("&repo={}", percent_encode(repo)));
+        }
+        if let Some(stage) = &stage {
+            link.push_str(&format!("&stage={stage}"));
+        }
+        if let Some(hold) = &hold {
+            link.push_str(&format!("&hold={hold}"));
         }
         if let Ok(value) = axum::http::HeaderValue::from_str(&format!("<{link}>; rel=\"next\"")) {
             response.headers_mut().insert(header::LINK, value);

@@ -20,7 +20,7 @@ use std::sync::Arc;
 /// Cards per column on the board; the rest are behind the column's own paged list.
 pub const BOARD_CARDS_MAX: usize = 12;
 /// Tasks per page in one stage's list.
-pub const STAGE_PAGE_SIZE: usize = 50;
+pub const STAGE_PAGE_SIZE: usize = 100;
 /// Held tasks listed in the board's "waiting for you" strip.
 pub const HELD_MAX: usize = 20;
 /// Timeline events shown on a task page (the newest).
@@ -107,14 +107,16 @@ struct Column {
     held: usize,
     cards: Vec<Card>,
     more: usize,
+    /// Whether `total` and `more` are counts (without `?repo=`), or only what was read.
+    counted: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct BoardQuery {
     /// Show one stage's tasks as a paged list.
     pub stage: Option<String>,
-    /// 1-based page of that list.
-    pub page: Option<usize>,
+    /// The next page of that list: tasks older than this id (keyset paging).
+    pub before: Option<i64>,
     /// Only this repository's tasks.
     pub repo: Option<String>,
 }
@@ -122,10 +124,13 @@ pub struct BoardQuery {
 #[derive(Debug, Serialize)]
 struct StageList {
     stage: String,
-    page: usize,
-    pages: usize,
-    total: usize,
+    /// Tasks in the stage (with `?repo=`: unknown, shown as `None`).
+    total: Option<u64>,
     cards: Vec<Card>,
+    /// The `before` of the next (older) page, when this page is full.
+    next_before: Option<i64>,
+    /// Whether this is a later page (a link back to the newest).
+    later: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -133,13 +138,50 @@ struct BoardPage {
     common: Common,
     columns: Vec<Column>,
     held: Vec<Card>,
-    held_total: usize,
+    held_total: u64,
     list: Option<StageList>,
-    total: usize,
-    active: usize,
+    total: u64,
+    active: u64,
     repo: Option<String>,
 }
 
+/// Task counts by stage (total, held) and overall, from [`Store::task_counts`] (one aggregate
+/// over an index): the board never loads every task to count them.
+#[derive(Debug, Default)]
+struct BoardCounts {
+    by_stage: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Hold kinds with at least one live task.
+    holds: std::collections::BTreeSet<String>,
+    total: u64,
+    active: u64,
+    held: u64,
+}
+
+impl BoardCounts {
+    fn of(counts: &[baton_store::TaskCount]) -> Self {
+        let mut board = BoardCounts::default();
+        for count in counts {
+            let live = count.stage != DONE && count.stage != CANCELLED;
+            let held = live && !count.hold.is_empty();
+            let entry = board.by_stage.entry(count.stage.clone()).or_default();
+            entry.0 += count.tasks;
+            board.total += count.tasks;
+            if live {
+                board.active += count.tasks;
+            }
+            if held {
+                entry.1 += count.tasks;
+                board.held += count.tasks;
+                board.holds.insert(count.hold.clone());
+            }
+        }
+        board
+    }
+}
+
+/// The board: per stage a count and its newest cards, the held tasks, and with `?stage=` one
+/// stage's tasks a page at a time (keyset on the id: `?before=`). Every read is an index walk of
+/// at most a page, so the board costs the same with a thousand tasks or a hundred thousand.
 pub(crate) async fn board(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -152,62 +194,79 @@ pub(crate) async fn board(
     let store = state.engine.store();
     // The cursor is read before the tasks, so no change between the two is missed by the stream.
     let cursor = latest_event_id(store.as_ref()).await?;
-    let tasks = store.list_tasks(&TaskFilter { active_only: false, repo: query.repo.clone() }).await?;
-    let mut columns: Vec<Column> = state
+    let counts = BoardCounts::of(&store.task_counts().await?);
+    // Counts are per repository only without `?repo=`; with it, columns show what they hold.
+    let counted = query.repo.is_none();
+    let mut stages: Vec<String> = state
         .engine
         .pipeline()
         .stages
         .iter()
-        .map(|stage| stage.name.as_str())
-        .chain([DONE, CANCELLED])
-        .map(|stage| Column { stage: stage.to_string(), total: 0, held: 0, cards: Vec::new(), more: 0 })
+        .map(|stage| stage.name.clone())
+        .chain([DONE.into(), CANCELLED.into()])
         .collect();
-    let mut held = Vec::new();
-    let mut held_total = 0;
-    let mut active = 0;
-    // Tasks come newest first; each column keeps its first cards and counts the rest.
-    for task in &tasks {
-        if !task.state.is_terminal() {
-            active += 1;
-        }
-        let index = match columns.iter().position(|c| c.stage == task.state.stage) {
-            Some(index) => index,
-            None => {
-                columns.push(Column { stage: task.state.stage.clone(), total: 0, held: 0, cards: Vec::new(), more: 0 });
-                columns.len() - 1
-            }
-        };
-        let column = &mut columns[index];
-        column.total += 1;
-        let is_held = !matches!(task.state.hold, Hold::None) && !task.state.is_terminal();
-        if is_held {
-            column.held += 1;
-            held_total += 1;
-            if held.len() < HELD_MAX {
-                held.push(Card::of(task));
-            }
-        }
-        if column.cards.len() < BOARD_CARDS_MAX {
-            column.cards.push(Card::of(task));
-        } else {
-            column.more += 1;
+    for stage in counts.by_stage.keys() {
+        if !stages.contains(stage) {
+            stages.push(stage.clone());
         }
     }
-    let list = query.stage.as_ref().map(|stage| {
-        let matching: Vec<&TaskRecord> = tasks.iter().filter(|t| &t.state.stage == stage).collect();
-        let pages = matching.len().div_ceil(STAGE_PAGE_SIZE).max(1);
-        let page = query.page.unwrap_or(1).clamp(1, pages);
-        let cards =
-            matching.iter().skip((page - 1) * STAGE_PAGE_SIZE).take(STAGE_PAGE_SIZE).map(|t| Card::of(t)).collect();
-        StageList { stage: stage.clone(), page, pages, total: matching.len(), cards }
-    });
+    let filter = |stage: Option<&str>, hold: Option<&str>| TaskFilter {
+        active_only: hold.is_some(),
+        repo: query.repo.clone(),
+        stage: stage.map(str::to_string),
+        hold: hold.map(str::to_string),
+    };
+    let mut columns = Vec::new();
+    for stage in stages {
+        let mut tasks = store.list_tasks_page(&filter(Some(&stage), None), None, BOARD_CARDS_MAX as u32 + 1).await?;
+        let (total, held) = counts.by_stage.get(&stage).copied().unwrap_or_default();
+        let more = if counted {
+            (total as usize).saturating_sub(tasks.len().min(BOARD_CARDS_MAX))
+        } else {
+            usize::from(tasks.len() > BOARD_CARDS_MAX)
+        };
+        tasks.truncate(BOARD_CARDS_MAX);
+        let total = if counted { total as usize } else { tasks.len() };
+        let held = if counted { held as usize } else { tasks.iter().filter(|t| t.state.hold != Hold::None).count() };
+        columns.push(Column { stage, total, held, cards: tasks.iter().map(Card::of).collect(), more, counted });
+    }
+    // Held tasks, newest first: the newest page of each hold kind that has any, merged.
+    let mut held: Vec<TaskRecord> = Vec::new();
+    for hold in &counts.holds {
+        held.extend(store.list_tasks_page(&filter(None, Some(hold)), None, HELD_MAX as u32).await?);
+    }
+    held.sort_by_key(|t| std::cmp::Reverse(t.id.0));
+    held.truncate(HELD_MAX);
+    let held_total = if counted { counts.held } else { held.len() as u64 };
+    let list = match &query.stage {
+        Some(stage) => {
+            let before = query.before.map(baton_domain::TaskId);
+            let page = store.list_tasks_page(&filter(Some(stage), None), before, STAGE_PAGE_SIZE as u32).await?;
+            let next_before = (page.len() == STAGE_PAGE_SIZE).then(|| page.last().map(|t| t.id.0)).flatten();
+            let total = counted.then(|| counts.by_stage.get(stage).map_or(0, |c| c.0));
+            Some(StageList {
+                stage: stage.clone(),
+                total,
+                cards: page.iter().map(Card::of).collect(),
+                next_before,
+                later: before.is_some(),
+            })
+        }
+        None => None,
+    };
+    let (total, active) = if counted {
+        (counts.total, counts.active)
+    } else {
+        let shown: usize = columns.iter().map(|c| c.total).sum();
+        (shown as u64, columns.iter().filter(|c| c.stage != DONE && c.stage != CANCELLED).map(|c| c.total as u64).sum())
+    };
     let context = BoardPage {
         common: common(&state, &viewer, "Board".into(), "board", cursor),
         columns,
-        held,
+        held: held.iter().map(Card::of).collect(),
         held_total,
         list,
-        total: tasks.len(),
+        total,
         active,
         repo: query.repo,
     };
@@ -595,7 +654,7 @@ pub(crate) async fn usage(State(state): State<Arc<AppState>>, headers: HeaderMap
         }
         tables.push(UsageTable { title, rows: bars(&rows) });
     }
-    let merged = store.list_tasks(&TaskFilter::default()).await?.iter().filter(|t| t.state.stage == DONE).count();
+    let merged = store.task_counts().await?.iter().filter(|c| c.stage == DONE).map(|c| c.tasks as usize).sum::<usize>();
     let per_merged = (merged > 0).then(|| total_cost / merged as f64);
     let context = UsagePage {
         common: common(&state, &viewer, "Usage".into(), "usage", cursor),

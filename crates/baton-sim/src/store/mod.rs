@@ -315,6 +315,8 @@ impl Store for SimStore {
                 .rev()
                 .filter(|t| !filter.active_only || !t.state.is_terminal())
                 .filter(|t| filter.repo.as_deref().is_none_or(|r| t.repo == r))
+                .filter(|t| filter.stage.as_deref().is_none_or(|stage| t.state.stage == stage))
+                .filter(|t| filter.hold.as_deref().is_none_or(|hold| t.state.hold.label() == hold))
                 .cloned()
                 .collect())
         })
@@ -941,6 +943,24 @@ impl Store for SimStore {
         .await
     }
 
+    async fn due_holds(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<TaskId>> {
+        self.call("due_holds", Access::Read, |s, _| {
+            let mut due: Vec<(i64, TaskId)> = s
+                .tasks
+                .values()
+                .filter_map(|t| match t.state.hold {
+                    baton_domain::Hold::PausedQuota { resume_at_ms, .. } if resume_at_ms <= now_ms => {
+                        Some((resume_at_ms, t.id))
+                    }
+                    _ => None,
+                })
+                .collect();
+            due.sort();
+            Ok(due.into_iter().take(limit as usize).map(|(_, id)| id).collect())
+        })
+        .await
+    }
+
     async fn queue_entry(&self, task: TaskId) -> StoreResult<Option<QueueEntry>> {
         self.call("queue_entry", Access::Read, |s, _| Ok(s.queue.get(&task).cloned())).await
     }
@@ -983,6 +1003,39 @@ impl Store for SimStore {
     async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool> {
         self.call("set_queue_priority", Access::Write, |s, _| {
             Ok(s.queue.get_mut(&task).map(|e| e.priority = priority).is_some())
+        })
+        .await
+    }
+
+    /// Like `health`, without rolling a fault or yielding: the engine loop asks about once a
+    /// second, and a seed must replay the same whether or not it does.
+    async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
+        let state = self.lock();
+        Ok(state
+            .tasks
+            .values()
+            .filter_map(|t| match t.state.hold {
+                baton_domain::Hold::PausedQuota { resume_at_ms, .. } => Some(resume_at_ms),
+                _ => None,
+            })
+            .min())
+    }
+
+    async fn unapplied_tasks(&self, updated_before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
+        self.call("unapplied_tasks", Access::Read, |s, _| {
+            Ok(s.tasks
+                .values()
+                .filter(|t| !t.state.is_terminal() && t.state.hold == baton_domain::Hold::None)
+                .filter(|t| t.updated_at_ms < updated_before_ms)
+                .filter(|t| {
+                    t.state
+                        .job
+                        .and_then(|job| s.jobs.get(&job))
+                        .is_some_and(|job| !matches!(job.status, JobStatus::Queued | JobStatus::Running))
+                })
+                .take(limit as usize)
+                .cloned()
+                .collect())
         })
         .await
     }

@@ -1,0 +1,178 @@
+//! The SQL text of the SQLite store's hot queries — those an idle or busy Baton runs often, or
+//! whose cost would otherwise grow with the stored backlog — written so SQLite answers each from
+//! an index. [`hot_queries`] lists every one (each filter shape of the dynamic ones) for the test
+//! that runs `EXPLAIN QUERY PLAN` over them.
+//!
+//! The rule behind the shapes: no `($n IS NULL OR column = $n)` on an indexed column (the `OR`
+//! hides the index from the planner), so optional filters build their `WHERE` from the terms
+//! present, and a term a partial index is defined on is written exactly as in its definition.
+
+use crate::records::{SpendFilter, TaskFilter};
+
+/// Live tasks, exactly as the partial indexes `tasks_live` and `tasks_unapplied` say it.
+pub(crate) const LIVE: &str = "stage NOT IN ('done', 'cancelled')";
+
+pub(crate) const TASK_BY_WORK_ITEM: &str = "SELECT * FROM tasks WHERE work_item_id = $1 ORDER BY id DESC LIMIT 1";
+
+/// One task's timeline after an event id (`events_task (task_id, id)`).
+pub(crate) const EVENTS_OF_TASK: &str = "SELECT * FROM events WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+
+/// Every task's timeline after an event id (the primary key).
+pub(crate) const EVENTS_ALL: &str = "SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2";
+
+pub(crate) const AGENT_RUNS_OF_TASK: &str = "SELECT * FROM agent_runs WHERE task_id = $1 ORDER BY id";
+
+pub(crate) const JOBS_OF_TASK: &str = "SELECT * FROM jobs WHERE task_id = $1 ORDER BY id";
+
+pub(crate) const JOBS_WITH_STATUS: &str = "SELECT * FROM jobs WHERE status = $1 ORDER BY id";
+
+/// The next runnable job under the limits (`jobs_queue (status, available_at)`; the running
+/// counts read the same index).
+pub(crate) const CLAIM_JOB: &str = "SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id
+     WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
+       AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running') < $2
+       AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' AND r.repo = j.repo) < $3
+     ORDER BY j.available_at, j.id LIMIT 1";
+
+/// Due, unacknowledged outbox rows (`outbox_due (done_at, available_at)`).
+pub(crate) const CLAIM_EFFECTS: &str = "UPDATE outbox SET claimed_until = $1 + $2, attempts = attempts + 1
+     WHERE id IN (SELECT id FROM outbox
+                  WHERE done_at IS NULL AND available_at <= $1 AND claimed_until <= $1
+                    AND ($4 IS NULL OR task_id = $4)
+                  ORDER BY id LIMIT $3)
+     RETURNING *";
+
+/// Tasks by (stage, hold), read from the covering index `tasks_stage_hold`, never the table.
+pub(crate) const TASK_COUNTS: &str =
+    "SELECT stage, hold, COUNT(*) AS n FROM tasks GROUP BY stage, hold ORDER BY stage, hold";
+
+/// Tasks whose hold ends by itself and is due (`tasks_due`, partial on `due_at_ms`).
+pub(crate) const DUE_HOLDS: &str =
+    "SELECT id FROM tasks WHERE due_at_ms IS NOT NULL AND due_at_ms <= $1 ORDER BY due_at_ms, id LIMIT $2";
+
+/// The earliest due time (one step down `tasks_due`).
+pub(crate) const NEXT_DUE: &str = "SELECT MIN(due_at_ms) FROM tasks WHERE due_at_ms IS NOT NULL";
+
+/// Live tasks holding for nothing whose current job has ended (the reconciler's candidates):
+/// walks only the partial index `tasks_unapplied` (live tasks without a hold), never the history.
+pub(crate) const UNAPPLIED_TASKS: &str = "SELECT t.* FROM tasks t INDEXED BY tasks_unapplied
+     JOIN jobs j ON j.id = t.current_job
+     WHERE t.hold = '' AND t.stage NOT IN ('done', 'cancelled') AND t.updated_at < $1
+       AND j.status NOT IN ('queued', 'running')
+     ORDER BY t.current_job LIMIT $2";
+
+/// The health check's one-row read of the tasks table.
+pub(crate) const NEWEST_TASK: &str = "SELECT MAX(id) FROM tasks";
+
+pub(crate) const PENDING_DELIVERIES: &str =
+    "SELECT * FROM webhook_deliveries WHERE processed_at IS NULL ORDER BY id LIMIT $1";
+
+pub(crate) const OPEN_AGENT_RUNS: &str = "SELECT * FROM agent_runs WHERE ended_at IS NULL ORDER BY id";
+
+/// Tasks matching `filter`, newest first; with `paged`, only ids below a bound and at most a
+/// limit (bound in that order after the filter's values: repo, stage, hold). Each filter is an
+/// index walk in id order: `tasks_repo`, `tasks_stage`, `tasks_hold`, `tasks_live`.
+pub(crate) fn list_tasks_sql(filter: &TaskFilter, paged: bool) -> String {
+    let mut terms: Vec<&str> = Vec::new();
+    if filter.active_only {
+        terms.push(LIVE);
+    }
+    if filter.repo.is_some() {
+        terms.push("repo = ?");
+    }
+    if filter.stage.is_some() {
+        terms.push("stage = ?");
+    }
+    if filter.hold.is_some() {
+        terms.push("hold = ?");
+    }
+    if paged {
+        terms.push("id < ?");
+    }
+    let mut sql = String::from("SELECT * FROM tasks");
+    if !terms.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&terms.join(" AND "));
+    }
+    sql.push_str(" ORDER BY id DESC");
+    if paged {
+        sql.push_str(" LIMIT ?");
+    }
+    sql
+}
+
+/// Priced spend of agent runs under `filter` (bound in order: task, repo, since). The tasks
+/// table is joined only for a repository.
+pub(crate) fn spend_sql(filter: &SpendFilter) -> String {
+    let mut terms: Vec<&str> = Vec::new();
+    if filter.task.is_some() {
+        terms.push("r.task_id = ?");
+    }
+    if filter.repo.is_some() {
+        terms.push("t.repo = ?");
+    }
+    if filter.since_ms.is_some() {
+        terms.push("r.started_at >= ?");
+    }
+    let mut sql = String::from("SELECT SUM(r.cost_usd) FROM agent_runs r");
+    if filter.repo.is_some() {
+        sql.push_str(" JOIN tasks t ON t.id = r.task_id");
+    }
+    if !terms.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&terms.join(" AND "));
+    }
+    sql
+}
+
+/// Every hot query as (name, SQL), each filter shape of the dynamic ones included: the
+/// store test runs `EXPLAIN QUERY PLAN` on each and fails on a full scan of a large table.
+#[doc(hidden)]
+pub fn hot_queries() -> Vec<(String, String)> {
+    let mut queries: Vec<(String, String)> = [
+        ("task(work_item)", TASK_BY_WORK_ITEM),
+        ("events(task)", EVENTS_OF_TASK),
+        ("events(all)", EVENTS_ALL),
+        ("agent_runs(task)", AGENT_RUNS_OF_TASK),
+        ("jobs_for_task", JOBS_OF_TASK),
+        ("jobs_with_status", JOBS_WITH_STATUS),
+        ("claim_job", CLAIM_JOB),
+        ("claim_effects", CLAIM_EFFECTS),
+        ("task_counts", TASK_COUNTS),
+        ("due_holds", DUE_HOLDS),
+        ("next_due_ms", NEXT_DUE),
+        ("unapplied_tasks", UNAPPLIED_TASKS),
+        ("health(tasks)", NEWEST_TASK),
+        ("pending_deliveries", PENDING_DELIVERIES),
+        ("open_agent_runs", OPEN_AGENT_RUNS),
+    ]
+    .into_iter()
+    .map(|(name, sql)| (name.to_string(), sql.to_string()))
+    .collect();
+    for shape in 0..16u8 {
+        let filter = TaskFilter {
+            active_only: shape & 1 != 0,
+            repo: (shape & 2 != 0).then(|| "r".to_string()),
+            stage: (shape & 4 != 0).then(|| "s".to_string()),
+            hold: (shape & 8 != 0).then(|| "h".to_string()),
+        };
+        let name = format!(
+            "list_tasks_page(active={}, repo={}, stage={}, hold={})",
+            filter.active_only,
+            filter.repo.is_some(),
+            filter.stage.is_some(),
+            filter.hold.is_some()
+        );
+        queries.push((name, list_tasks_sql(&filter, true)));
+    }
+    let spends = [
+        ("spend_usd(task)", SpendFilter { task: Some(baton_domain::TaskId(1)), ..SpendFilter::default() }),
+        ("spend_usd(since)", SpendFilter { since_ms: Some(0), ..SpendFilter::default() }),
+        ("spend_usd(repo)", SpendFilter { repo: Some("r".into()), ..SpendFilter::default() }),
+        ("spend_usd(repo, since)", SpendFilter { repo: Some("r".into()), since_ms: Some(0), ..SpendFilter::default() }),
+    ];
+    for (name, filter) in spends {
+        queries.push((name.to_string(), spend_sql(&filter)));
+    }
+    queries
+}

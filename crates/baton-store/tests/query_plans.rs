@@ -1,0 +1,109 @@
+//! Every hot query of the SQLite store (`baton_store::sqlite::hot_queries`) is answered from an
+//! index: `EXPLAIN QUERY PLAN` shows no full scan of a table that grows with the backlog, so an
+//! idle or busy Baton costs the same with 100 tasks or 100 000. Dropping an index turns it red.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use baton_store::SqliteStore;
+use baton_store::sqlite::hot_queries;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Row, SqliteConnection};
+
+/// Tables that stay small whatever the backlog (a scan of one is fine).
+const SMALL_TABLES: &[&str] = &["leases", "lease_tokens", "schema_migrations", "budget_caps", "api_tokens"];
+
+/// Queries a rowid range would also answer without a full scan, but in time that grows with the
+/// history: each must walk the index named.
+const REQUIRED_INDEX: &[(&str, &str)] = &[
+    ("events(task)", "events_task"),
+    ("task(work_item)", "tasks_work_item_id"),
+    ("due_holds", "tasks_due"),
+    ("next_due_ms", "tasks_due"),
+    ("unapplied_tasks", "tasks_unapplied"),
+    ("task_counts", "tasks_stage_hold"),
+    ("list_tasks_page(active=true, repo=false, stage=false, hold=false)", "tasks_live"),
+    ("list_tasks_page(active=false, repo=true, stage=false, hold=false)", "tasks_repo"),
+    ("list_tasks_page(active=true, repo=true, stage=false, hold=false)", "tasks_repo"),
+    ("list_tasks_page(active=false, repo=false, stage=true, hold=false)", "tasks_stage"),
+    ("list_tasks_page(active=true, repo=false, stage=true, hold=false)", "tasks_stage"),
+    ("list_tasks_page(active=false, repo=false, stage=false, hold=true)", "tasks_hold"),
+    ("list_tasks_page(active=true, repo=false, stage=false, hold=true)", "tasks_hold"),
+];
+
+/// A fresh, fully migrated database and a raw connection to it.
+async fn migrated() -> (tempfile::TempDir, SqliteConnection) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.db");
+    drop(SqliteStore::open(&path).await.unwrap());
+    let connection = SqliteConnectOptions::new().filename(&path).connect().await.unwrap();
+    (dir, connection)
+}
+
+/// What is wrong with the plan of hot query `name`: full scans of a large table, or the index it
+/// must walk missing from the plan. Returns them with the plan.
+async fn violations(connection: &mut SqliteConnection, name: &str, sql: &str) -> (Vec<String>, Vec<String>) {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+        .fetch_all(&mut *connection)
+        .await
+        .unwrap_or_else(|error| panic!("EXPLAIN failed for {sql}: {error}"));
+    let plan: Vec<String> = rows.iter().map(|row| row.get::<String, _>("detail")).collect();
+    let scans = plan
+        .iter()
+        .filter(|line| {
+            let Some(rest) = line.strip_prefix("SCAN ") else { return false };
+            let table = rest.split_whitespace().next().unwrap_or_default();
+            !rest.contains("USING INDEX")
+                && !rest.contains("USING COVERING INDEX")
+                && !SMALL_TABLES.contains(&table)
+                && table != "CONSTANT"
+        })
+        .cloned();
+    let mut problems: Vec<String> = scans.collect();
+    for (_, index) in REQUIRED_INDEX.iter().filter(|(query, _)| *query == name) {
+        let walks =
+            |line: &String| line.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["INDEX", index]);
+        if !plan.iter().any(walks) {
+            problems.push(format!("does not use {index}"));
+        }
+    }
+    (problems, plan)
+}
+
+#[tokio::test]
+async fn every_hot_query_is_answered_from_an_index() {
+    let (_dir, mut connection) = migrated().await;
+    let mut failures = Vec::new();
+    for (name, sql) in hot_queries() {
+        let (scans, plan) = violations(&mut connection, &name, &sql).await;
+        if !scans.is_empty() {
+            failures.push(format!("{name}: {scans:?}\n  sql: {sql}\n  plan: {plan:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "hot queries scanning a large table:\n{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn dropping_an_index_is_caught() {
+    // The check above is only worth something if a missing index makes it fail.
+    let (_dir, mut connection) = migrated().await;
+    for index in ["tasks_due", "events_task", "jobs_task", "tasks_hold", "agent_runs_task", "tasks_live"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {index}"))).execute(&mut connection).await.unwrap();
+    }
+    let scanned: Vec<String> = {
+        let mut scanned = Vec::new();
+        for (name, sql) in hot_queries() {
+            if !violations(&mut connection, &name, &sql).await.0.is_empty() {
+                scanned.push(name);
+            }
+        }
+        scanned
+    };
+    for expected in ["due_holds", "next_due_ms", "events(task)", "jobs_for_task", "agent_runs(task)", "spend_usd(task)"]
+    {
+        assert!(scanned.iter().any(|n| n == expected), "{expected} not caught; caught: {scanned:?}");
+    }
+    assert!(
+        scanned.iter().any(|n| n.starts_with("list_tasks_page(active=false, repo=false, stage=false, hold=true)")),
+        "the hold filter not caught; caught: {scanned:?}"
+    );
+}
