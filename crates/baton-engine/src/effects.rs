@@ -39,6 +39,15 @@ pub enum OutboxEffect {
         repo: String,
         work_item: String,
     },
+    /// Park the worktree of a task that waits for a human (or a quota or budget): remove it, keep
+    /// its branch (the agent's work is committed on it). Carried out only while the task is still
+    /// at `version` and still parked, so a task resumed meanwhile keeps its worktree; the
+    /// executor's `ensure_worktree` recreates a parked one from the branch when work resumes.
+    ParkWorktree {
+        repo: String,
+        work_item: String,
+        version: i64,
+    },
     /// Delete the task branch (a missing one is already deleted); for a `url` repository also on
     /// the remote, when its `delete_remote_branch` says so on STOP.
     DeleteBranch {
@@ -92,6 +101,7 @@ impl OutboxEffect {
         match self {
             OutboxEffect::StopAgent { .. } => "stop_agent",
             OutboxEffect::RemoveWorktree { .. } => "remove_worktree",
+            OutboxEffect::ParkWorktree { .. } => "park_worktree",
             OutboxEffect::DeleteBranch { .. } => "delete_branch",
             OutboxEffect::DeleteMergedBranch { .. } => "delete_merged_branch",
             OutboxEffect::Notify { .. } => "notify",
@@ -138,6 +148,12 @@ pub fn outbox_rows(
     }
     if effects.contains(&Effect::RemoveWorktree) {
         rows.push(OutboxEffect::RemoveWorktree { repo: task.repo.clone(), work_item: task.work_item_id.clone() });
+    } else if parks_worktree(next) && !parks_worktree(&task.state) {
+        rows.push(OutboxEffect::ParkWorktree {
+            repo: task.repo.clone(),
+            work_item: task.work_item_id.clone(),
+            version: task.version + 1,
+        });
     }
     if effects.contains(&Effect::DeleteBranch) {
         rows.push(OutboxEffect::DeleteBranch { repo: task.repo.clone(), branch: task.branch.clone() });
@@ -171,6 +187,22 @@ pub fn outbox_rows(
         rows.push(OutboxEffect::LiveUpdate { work_item: task.work_item_id.clone(), version: task.version + 1 });
     }
     rows.iter().map(OutboxEffect::to_row).collect()
+}
+
+/// Whether a task in `state` waits long enough for its worktree to be parked: for a human
+/// (approval, an answer, a blocked task), a budget raise or a quota. Not while it waits for a
+/// deploy confirmation or a merge slot: those resume into work that needs the tree at once.
+pub fn parks_worktree(state: &TaskState) -> bool {
+    use baton_domain::Hold;
+    !state.is_terminal()
+        && matches!(
+            state.hold,
+            Hold::AwaitingApproval
+                | Hold::NeedsInput { .. }
+                | Hold::Blocked { .. }
+                | Hold::PausedBudget { .. }
+                | Hold::PausedQuota { .. }
+        )
 }
 
 /// The tracker update telling `task`'s ticket that the task is now in `state`.
@@ -316,6 +348,18 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
             };
             let path = worktree_path(&settings.worktrees_dir(), &repo.name, &work_item).map_err(|e| e.to_string())?;
             engine.vcs().remove_worktree(&repo.path, &path).await.map_err(|e| format!("remove worktree: {e}"))
+        }
+        OutboxEffect::ParkWorktree { repo, work_item, version } => {
+            // The task moved on (resumed, answered, cancelled) since: its worktree is not ours to park.
+            let task = engine.store().task(&TaskKey::Id(record.task_id)).await.map_err(|e| e.to_string())?;
+            if !task.is_some_and(|t| t.version == version && parks_worktree(&t.state)) {
+                return Ok(());
+            }
+            let Some(repo) = settings.repo(&repo).filter(|r| engine.vcs().exists(&r.path)) else {
+                return Ok(());
+            };
+            let path = worktree_path(&settings.worktrees_dir(), &repo.name, &work_item).map_err(|e| e.to_string())?;
+            engine.vcs().remove_worktree(&repo.path, &path).await.map_err(|e| format!("park worktree: {e}"))
         }
         OutboxEffect::DeleteBranch { repo, branch } => {
             let Some(repo) = settings.repo(&repo) else {

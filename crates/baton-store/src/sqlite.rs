@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod queries;
+mod seed;
 
 #[doc(hidden)]
 pub use queries::hot_queries;

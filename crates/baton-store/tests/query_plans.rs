@@ -107,3 +107,23 @@ async fn dropping_an_index_is_caught() {
         "the hold filter not caught; caught: {scanned:?}"
     );
 }
+
+#[tokio::test]
+async fn the_bench_seed_writes_a_readable_backlog() {
+    // The seeded rows decode like real ones and spread over stages, holds and due times.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("seed.db")).await.unwrap();
+    store.bench_seed(200, 1_000_000).await.unwrap();
+    store.bench_seed(40, 1_000_000).await.unwrap();
+    use baton_store::{Store, TaskFilter};
+    let all = store.list_tasks(&TaskFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 240);
+    let counts = store.task_counts().await.unwrap();
+    assert!(counts.iter().any(|c| c.stage == "done") && counts.iter().any(|c| c.hold == "paused_quota"), "{counts:?}");
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(1_000_000 + 86_400_000));
+    let task = &all[0];
+    assert_eq!(store.events(Some(task.id), 0, 100).await.unwrap().len(), 6);
+    assert_eq!(store.agent_runs(task.id).await.unwrap().len(), 2);
+    assert!(store.jobs_for_task(task.id).await.unwrap().len() >= 3);
+    assert!(store.unapplied_tasks(i64::MAX, 10).await.unwrap().is_empty(), "every live job is queued");
+}

@@ -533,6 +533,11 @@ async fn artifacts(state: &AppState, task: &TaskRecord) -> (Vec<Artifact>, Strin
     let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
         let note = if task.state.is_terminal() {
             format!("the worktree is gone; the artifacts are in the repository under docs/baton/{}/", task.work_item_id)
+        } else if baton_engine::effects::parks_worktree(&task.state) {
+            format!(
+                "the worktree is parked while the task waits; the artifacts are committed on branch {} under docs/baton/{}/",
+                task.branch, task.work_item_id
+            )
         } else {
             "no artifact written yet".into()
         };

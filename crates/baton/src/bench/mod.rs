@@ -8,6 +8,7 @@
 //! `baton bench pipeline` (`pipeline.rs`): tickets carried end to end by the in-process engine
 //! against a real git repository, next to `bench/baseline.sh` doing the same git and process work
 //! without orchestration.
+//! `baton bench idle`: an idle `baton serve` over a large seeded backlog (`bench/idle.rs`).
 
 // A benchmark measures wall time: it reads the system clock on purpose.
 #![allow(clippy::disallowed_methods)]
@@ -58,7 +59,12 @@ pub enum Scenario {
     /// gates off, a real git repository): wall time, merges per second, jobs and events per
     /// ticket, database size; `--baseline` runs `bench/baseline.sh` for comparison.
     Pipeline(pipeline::PipelineArgs),
+    /// An idle `baton serve` (the real binary, 127.0.0.1) over a seeded backlog of `--tasks`
+    /// tasks: CPU % of one core and RSS while idle, `/api/status` and `/api/tasks` latency.
+    Idle(idle::IdleArgs),
 }
+
+mod idle;
 
 #[derive(Debug, clap::Args)]
 pub struct WebhookArgs {
@@ -83,6 +89,7 @@ pub async fn run(args: BenchArgs, json: bool) -> anyhow::Result<u8> {
         None => run_core(json).await,
         Some(Scenario::Webhooks(args)) => webhooks::run(args, json).await,
         Some(Scenario::Pipeline(args)) => pipeline::run(args, json).await,
+        Some(Scenario::Idle(args)) => idle::run(args, json).await,
     }
 }
 

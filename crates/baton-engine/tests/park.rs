@@ -1,0 +1,250 @@
+//! Worktrees parked while a human is awaited: a task entering `awaiting_approval` has its worktree
+//! removed by a durable `park_worktree` outbox row (the branch, with the agent's committed work,
+//! stays), and when it is approved the next stage's `ensure_worktree` recreates the worktree from
+//! the branch: the agent finds the earlier stage's file back. Real git and SQLite.
+// Test scaffolding: a failed setup step or a poisoned lock should panic the test.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use async_trait::async_trait;
+use baton_adapters::AdapterError;
+use baton_adapters::agent::{Agent, AgentRequest};
+use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
+use baton_domain::{AgentReport, AgentStatus, Hold, Usage};
+use baton_engine::{
+    AgentFactory, BoxFuture, Clock, Engine, EngineError, EngineSettings, Input, NewTaskRequest, RepoSettings, Spawner,
+    SystemClock,
+};
+use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
+use baton_store::{SqliteStore, TaskKey};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Every agent records which earlier work files its worktree holds, then writes its own
+/// (`work-N.txt`, committed by the executor).
+struct TestAgents(Arc<Mutex<Vec<String>>>);
+
+impl AgentFactory for TestAgents {
+    fn agent(&self, _settings: &EngineSettings, _role: &str) -> Result<Arc<dyn Agent>, EngineError> {
+        Ok(Arc::new(TestAgent(self.0.clone())))
+    }
+}
+
+struct TestAgent(Arc<Mutex<Vec<String>>>);
+
+impl Agent for TestAgent {
+    fn adapter(&self) -> &str {
+        "test"
+    }
+    fn model(&self) -> Option<&str> {
+        None
+    }
+    fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
+        let mut seen = self.0.lock().unwrap();
+        let mut found: Vec<String> = std::fs::read_dir(&request.worktree)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("work-"))
+            .collect();
+        found.sort();
+        seen.push(found.join(","));
+        std::fs::write(request.worktree.join(format!("work-{}.txt", seen.len())), "work\n").unwrap();
+        Ok(ProcessSpec {
+            program: "test-agent".into(),
+            args: vec![],
+            cwd: request.worktree.clone(),
+            env: vec![],
+            stdin: None,
+            stdout: request.stdout_path(),
+            stderr: request.stderr_path(),
+        })
+    }
+    fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
+        AgentReport {
+            status: AgentStatus::Succeeded,
+            usage: Usage::default(),
+            cost_usd: None,
+            model: None,
+            session_id: None,
+            turns: None,
+            final_text: None,
+        }
+    }
+}
+
+/// Every process (the agent, the merge gate's re-test) "runs" at once and exits 0; launches are
+/// recorded by run directory.
+#[derive(Default)]
+struct TestSupervisor {
+    launched: Mutex<Vec<PathBuf>>,
+}
+
+#[async_trait]
+impl Supervisor for TestSupervisor {
+    async fn launch(&self, _spec: ProcessSpec, run_dir: &Path, _owner: &str) -> Result<LaunchRecord, RunError> {
+        self.launched.lock().unwrap().push(run_dir.to_path_buf());
+        Ok(LaunchRecord { pid: 0, pgid: 0, start_ticks: None })
+    }
+    fn owner(&self, _run_dir: &Path) -> Option<String> {
+        None
+    }
+    fn read_output(&self, _path: &Path) -> Vec<u8> {
+        Vec::new()
+    }
+    fn previous(&self, _run_dir: &Path) -> Previous {
+        Previous::Nothing
+    }
+    async fn wait(
+        &self,
+        _launch: &LaunchRecord,
+        _run_dir: &Path,
+        _outputs: [&Path; 2],
+        _already_ran: Duration,
+        _limits: RunLimits,
+        _stop: watch::Receiver<bool>,
+    ) -> ExitReport {
+        ExitReport { code: Some(0), signal: None, timed_out: false, stalled: false, stopped: false, duration_ms: 1 }
+    }
+    fn is_same_group(&self, _pgid: u32, _start_ticks: Option<u64>) -> bool {
+        false
+    }
+    async fn stop_group(&self, _pgid: u32, _grace: Duration) {}
+    fn shims_under(&self, _runs_dir: &Path) -> Vec<(u32, u32, PathBuf)> {
+        Vec::new()
+    }
+    fn archive(&self, _run_dir: &Path) -> Result<(), RunError> {
+        Ok(())
+    }
+}
+
+/// Executors are collected and run by the test, one claim at a time.
+#[derive(Default)]
+struct Collect(Mutex<Vec<BoxFuture>>);
+
+impl Spawner for Collect {
+    fn spawn(&self, work: BoxFuture) {
+        self.0.lock().unwrap().push(work);
+    }
+}
+
+struct TestClock(AtomicI64);
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn sleep(&self, duration: Duration) -> BoxFuture {
+        SystemClock.sleep(duration)
+    }
+}
+
+#[tokio::test]
+async fn an_approval_hold_parks_the_worktree_and_approval_brings_the_committed_work_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("app");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main", "."]);
+    std::fs::write(repo.join("README"), "app\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "initial"]);
+    let stage = |name: &str, gates: Vec<GateSpec>| StageSpec {
+        name: name.into(),
+        actor: Actor::Agent { role: "developer".into() },
+        artifact: None,
+        gates,
+        confirm_before: false,
+        on_gate_fail: OnGateFail::Retry,
+    };
+    let pipeline = Pipeline {
+        stages: vec![
+            stage("analysis", vec![GateSpec::HumanApproval]),
+            stage("development", vec![GateSpec::HumanApproval]),
+        ],
+        ..Pipeline::default_pipeline()
+    };
+    let data_dir = dir.path().join("data");
+    let settings = EngineSettings {
+        data_dir: data_dir.clone(),
+        limits: Default::default(),
+        repos: vec![RepoSettings {
+            name: "app".into(),
+            path: repo.clone(),
+            url: None,
+            push: None,
+            delete_remote_branch: Default::default(),
+            credentials_env: None,
+            default_branch: "main".into(),
+            prefix: "APP".into(),
+            test: None,
+            deploy: None,
+            health: None,
+            forge: Default::default(),
+        }],
+        agents: Default::default(),
+        pipeline,
+        budgets: Default::default(),
+        baton_exe: PathBuf::from("/nonexistent/baton"),
+        env_passthrough: vec![],
+    };
+    let store = SqliteStore::open(&dir.path().join("baton.db")).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let spawner = Arc::new(Collect::default());
+    let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
+    let engine = Engine::builder(settings, Arc::new(store))
+        .agents(Arc::new(TestAgents(seen.clone())))
+        .supervisor(Arc::new(TestSupervisor::default()))
+        .spawner(spawner.clone())
+        .clock(clock.clone())
+        .build();
+    let step = || async {
+        clock.0.fetch_add(600_000, Ordering::SeqCst);
+        let job = engine.claim_next().await.unwrap().expect("a runnable job");
+        let work: Vec<BoxFuture> = std::mem::take(&mut *spawner.0.lock().unwrap());
+        for future in work {
+            future.await;
+        }
+        job.stage
+    };
+    let task = engine
+        .create_task(NewTaskRequest {
+            repo: "app".into(),
+            title: "add feature".into(),
+            body: "".into(),
+            external_ref: None,
+        })
+        .await
+        .unwrap();
+    let worktree =
+        baton_engine::workspace::worktree_path(&engine.settings().worktrees_dir(), "app", &task.work_item_id).unwrap();
+
+    assert_eq!(step().await, "analysis");
+    let held = engine.store().task(&TaskKey::Id(task.id)).await.unwrap().unwrap();
+    assert_eq!(held.state.hold, Hold::AwaitingApproval, "{:?}", held.state);
+    baton_engine::effects::drain(&engine, None).await;
+    let parked: Vec<_> = engine.store().effects(Some(task.id), false).await.unwrap();
+    assert!(parked.iter().any(|e| e.kind == "park_worktree" && e.done_at_ms.is_some()), "{parked:#?}");
+    assert!(!worktree.exists(), "the worktree is parked while the human is awaited");
+    let tree = git(&repo, &["ls-tree", "--name-only", &held.branch]);
+    assert!(tree.lines().any(|f| f == "work-1.txt"), "the agent's work is committed on the branch: {tree}");
+
+    let outcome = engine.submit(&TaskKey::Id(task.id), Input::Approve, "cli:test", None).await.unwrap();
+    assert!(matches!(outcome, baton_engine::InputOutcome::Applied { .. }), "{outcome:?}");
+    assert_eq!(step().await, "development");
+    // The development agent ran in a worktree recreated from the branch, holding analysis's work.
+    assert_eq!(seen.lock().unwrap().clone(), vec!["".to_string(), "work-1.txt".to_string()], "the work came back");
+    let tree = git(&repo, &["ls-tree", "--name-only", &held.branch]);
+    assert!(tree.lines().any(|f| f == "work-2.txt"), "development's work is committed too: {tree}");
+}
