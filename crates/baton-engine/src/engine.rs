@@ -872,6 +872,11 @@ impl Engine {
             tracing::error!("re-adopting running jobs failed: {error}");
         }
         crate::reaper::sweep_at_start(&self).await;
+        // The reconciler's first pass looks at every ended job once (later ones only at what ended
+        // since): start-up work, done before the loop settles into idling.
+        if self.settings.limits.reconciler_interval_secs > 0 {
+            crate::reconciler::tick(&self).await;
+        }
         let poll = Duration::from_millis(self.settings.limits.poll_interval_ms.max(10));
         // The quota timer runs only when the earliest due hold has come; the cached time is read
         // again after each pass, whenever the loop is woken, and once a second (a pause written by

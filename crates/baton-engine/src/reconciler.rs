@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 /// Candidates examined per pass at most (the next pass takes the rest).
 const UNAPPLIED_PER_PASS: u32 = 200;
+/// How far back each pass looks again past the previous one's window.
+const RECHECK_MS: i64 = 10 * 60 * 1000;
 
 /// One reconciler pass. Never fails: problems are logged.
 pub async fn tick(engine: &Arc<Engine>) {
@@ -25,11 +27,18 @@ pub async fn tick(engine: &Arc<Engine>) {
 async fn pass_over(engine: &Arc<Engine>, pass: &mut ReconcilerPass) {
     let now = engine.clock().now_ms();
     let grace_ms = engine.settings().limits.reconcile_grace_secs as i64 * 1000;
-    // Only live tasks without a hold whose current job ended (indexed): an idle Baton's pass costs
-    // nothing per task of the backlog.
-    let Ok(tasks) = engine.store().unapplied_tasks(now - grace_ms, UNAPPLIED_PER_PASS).await else {
+    // Only live tasks without a hold whose current job ended since the last look (indexed on the
+    // jobs' end time): an idle Baton's pass reads nothing of the backlog. The first pass after a
+    // start looks at every ended job once (a Baton that died between a job's end and applying it);
+    // later passes look again at the last `RECHECK_MS` (a failed re-apply is retried meanwhile).
+    let since = engine.maintenance().reconciler_since_ms();
+    let before = now - grace_ms;
+    let Ok(tasks) = engine.store().unapplied_tasks(since, before, UNAPPLIED_PER_PASS).await else {
         return;
     };
+    if tasks.len() < UNAPPLIED_PER_PASS as usize {
+        engine.maintenance().set_reconciler_since_ms(before - RECHECK_MS);
+    }
     for task in tasks.into_iter().filter(|t| t.state.hold == Hold::None && now - t.updated_at_ms > grace_ms) {
         pass.examined += 1;
         let Some(job_id) = task.state.job else {

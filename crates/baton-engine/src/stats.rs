@@ -44,9 +44,20 @@ pub struct MaintenanceSnapshot {
 #[derive(Debug, Default)]
 pub struct MaintenanceStats {
     inner: Mutex<MaintenanceSnapshot>,
+    /// Jobs that ended before this were looked at by the reconciler already (0 at start: the
+    /// first pass looks at every ended job once).
+    reconciler_since_ms: std::sync::atomic::AtomicI64,
 }
 
 impl MaintenanceStats {
+    pub(crate) fn reconciler_since_ms(&self) -> i64 {
+        self.reconciler_since_ms.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn set_reconciler_since_ms(&self, since_ms: i64) {
+        self.reconciler_since_ms.fetch_max(since_ms, std::sync::atomic::Ordering::AcqRel);
+    }
+
     pub(crate) fn reaper_done(&self, pass: ReaperPass) {
         if let Ok(mut stats) = self.inner.lock() {
             stats.reaper_passes += 1;

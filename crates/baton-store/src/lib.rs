@@ -354,8 +354,13 @@ pub trait Store: Send + Sync {
     /// The earliest time a hold ends by itself, if any task has one (indexed).
     async fn next_due_ms(&self) -> StoreResult<Option<i64>>;
 
-    /// Live tasks holding for nothing, last changed before `updated_before_ms`, whose current job
-    /// has ended (done, failed or cancelled): the reconciler's candidates, at most `limit`
-    /// (indexed on live tasks without a hold; never reads the history or a held task).
-    async fn unapplied_tasks(&self, updated_before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>>;
+    /// Live tasks holding for nothing whose current job ended (done, failed or cancelled) at or
+    /// after `since_ms` and before `before_ms`, and which last changed before `before_ms`: the
+    /// reconciler's candidates, oldest ended job first, at most `limit` (indexed on the jobs'
+    /// end time: a pass over a quiet window reads nothing of the history).
+    async fn unapplied_tasks(&self, since_ms: i64, before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>>;
+
+    /// How many jobs are queued and how many running, counted from an index (`/api/status`):
+    /// never loads a job.
+    async fn job_counts(&self) -> StoreResult<JobCounts>;
 }

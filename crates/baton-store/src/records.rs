@@ -47,6 +47,13 @@ pub struct TaskFilter {
     pub hold: Option<String>,
 }
 
+/// Open jobs by status ([`Store::job_counts`](crate::Store::job_counts)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct JobCounts {
+    pub queued: u64,
+    pub running: u64,
+}
+
 /// How many tasks share a stage and a hold ([`Store::task_counts`](crate::Store::task_counts)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskCount {

@@ -1556,9 +1556,26 @@ impl Store for SqliteStore {
         Ok(sqlx::query_scalar(NEXT_DUE).fetch_one(&self.reader).await?)
     }
 
-    async fn unapplied_tasks(&self, updated_before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
-        let rows =
-            sqlx::query(UNAPPLIED_TASKS).bind(updated_before_ms).bind(i64::from(limit)).fetch_all(&self.reader).await?;
+    async fn unapplied_tasks(&self, since_ms: i64, before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
+        let rows = sqlx::query(UNAPPLIED_TASKS)
+            .bind(since_ms)
+            .bind(before_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(task_from_row).collect()
+    }
+
+    async fn job_counts(&self) -> StoreResult<JobCounts> {
+        let mut counts = JobCounts::default();
+        for row in sqlx::query(JOB_COUNTS).fetch_all(&self.reader).await? {
+            let n = row.try_get::<i64, _>("n")?.max(0) as u64;
+            match row.try_get::<String, _>("status")?.as_str() {
+                "queued" => counts.queued = n,
+                "running" => counts.running = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
     }
 }

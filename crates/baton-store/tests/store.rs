@@ -10,7 +10,7 @@
 
 use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};
 use baton_store::{
-    Advance, AgentRunFinish, Claim, EffectClaim, EventRecord, InboxEntry, JobFinish, JobRecord, JobStatus,
+    Advance, AgentRunFinish, Claim, EffectClaim, EventRecord, InboxEntry, JobCounts, JobFinish, JobRecord, JobStatus,
     LeaseOutcome, NewAgentRun, NewDelivery, NewEffect, NewEvent, NewTask, SqliteStore, Store, StoreError, TaskFilter,
     TaskKey, TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
 };
@@ -461,12 +461,16 @@ async fn suite_holds_and_filters(store: Arc<dyn Store>) {
     assert!(store.list_tasks_page(&by_stage("review"), None, 10).await.unwrap().is_empty());
 
     // The reconciler's candidates: a live task without a hold whose current job ended.
-    assert!(store.unapplied_tasks(T0 + 10, 10).await.unwrap().is_empty(), "every current job is queued");
+    assert!(store.unapplied_tasks(0, T0 + 10, 10).await.unwrap().is_empty(), "every current job is queued");
+    assert_eq!(store.job_counts().await.unwrap(), JobCounts { queued: 2, running: 0 });
     let job = claim(&*store, T0 + 2).await;
     assert_eq!(job.task_id, running.id);
+    assert_eq!(store.job_counts().await.unwrap(), JobCounts { queued: 1, running: 1 });
     assert!(store.close_job(job.id, JobStatus::Done, json!({}), T0 + 3).await.unwrap());
-    assert_eq!(ids(store.unapplied_tasks(T0 + 10, 10).await.unwrap()), vec![running.id]);
-    assert!(store.unapplied_tasks(T0, 10).await.unwrap().is_empty(), "changed too recently");
+    assert_eq!(ids(store.unapplied_tasks(0, T0 + 10, 10).await.unwrap()), vec![running.id]);
+    assert_eq!(ids(store.unapplied_tasks(T0 + 3, T0 + 10, 10).await.unwrap()), vec![running.id], "ended in the window");
+    assert!(store.unapplied_tasks(T0 + 4, T0 + 10, 10).await.unwrap().is_empty(), "ended before the window");
+    assert!(store.unapplied_tasks(0, T0 + 1, 10).await.unwrap().is_empty(), "changed too recently");
 }
 
 // ---------------------------------------------------------------- suites: claims

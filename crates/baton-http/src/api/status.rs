@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use axum::Json;
 use axum::extract::State;
 use baton_domain::pipeline::{CANCELLED, DONE};
-use baton_store::{JobStatus, LeaseRecord};
+use baton_store::LeaseRecord;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -92,10 +92,9 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Json<St
         }
     }
 
-    let jobs = JobCounts {
-        queued: store.jobs_with_status(JobStatus::Queued).await?.len() as u64,
-        running: store.jobs_with_status(JobStatus::Running).await?.len() as u64,
-    };
+    // Counted from an index: a backlog of queued jobs is never loaded.
+    let counted = store.job_counts().await?;
+    let jobs = JobCounts { queued: counted.queued, running: counted.running };
     let leases = store.leases().await?.into_iter().filter(|lease| lease.expires_at_ms > now_ms).collect();
     Ok(Json(StatusReport {
         tasks,

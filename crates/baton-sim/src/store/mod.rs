@@ -1021,21 +1021,30 @@ impl Store for SimStore {
             .min())
     }
 
-    async fn unapplied_tasks(&self, updated_before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
+    async fn unapplied_tasks(&self, since_ms: i64, before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
         self.call("unapplied_tasks", Access::Read, |s, _| {
-            Ok(s.tasks
+            let mut found: Vec<(i64, JobId, TaskRecord)> = s
+                .tasks
                 .values()
                 .filter(|t| !t.state.is_terminal() && t.state.hold == baton_domain::Hold::None)
-                .filter(|t| t.updated_at_ms < updated_before_ms)
-                .filter(|t| {
-                    t.state
-                        .job
-                        .and_then(|job| s.jobs.get(&job))
-                        .is_some_and(|job| !matches!(job.status, JobStatus::Queued | JobStatus::Running))
+                .filter(|t| t.updated_at_ms < before_ms)
+                .filter_map(|t| {
+                    let job = t.state.job.and_then(|job| s.jobs.get(&job))?;
+                    let ended = !matches!(job.status, JobStatus::Queued | JobStatus::Running);
+                    let at = job.finished_at_ms.filter(|at| ended && *at >= since_ms && *at < before_ms)?;
+                    Some((at, job.id, t.clone()))
                 })
-                .take(limit as usize)
-                .cloned()
-                .collect())
+                .collect();
+            found.sort_by_key(|(at, job, _)| (*at, job.0));
+            Ok(found.into_iter().take(limit as usize).map(|(_, _, t)| t).collect())
+        })
+        .await
+    }
+
+    async fn job_counts(&self) -> StoreResult<baton_store::JobCounts> {
+        self.call("job_counts", Access::Read, |s, _| {
+            let count = |status| s.jobs.values().filter(|j| j.status == status).count() as u64;
+            Ok(baton_store::JobCounts { queued: count(JobStatus::Queued), running: count(JobStatus::Running) })
         })
         .await
     }

@@ -9,7 +9,7 @@
 
 use crate::records::{SpendFilter, TaskFilter};
 
-/// Live tasks, exactly as the partial indexes `tasks_live` and `tasks_unapplied` say it.
+/// Live tasks, exactly as the partial index `tasks_live` says it.
 pub(crate) const LIVE: &str = "stage NOT IN ('done', 'cancelled')";
 
 pub(crate) const TASK_BY_WORK_ITEM: &str = "SELECT * FROM tasks WHERE work_item_id = $1 ORDER BY id DESC LIMIT 1";
@@ -42,9 +42,9 @@ pub(crate) const CLAIM_EFFECTS: &str = "UPDATE outbox SET claimed_until = $1 + $
                   ORDER BY id LIMIT $3)
      RETURNING *";
 
-/// Tasks by (stage, hold), read from the covering index `tasks_stage_hold`, never the table.
-pub(crate) const TASK_COUNTS: &str =
-    "SELECT stage, hold, COUNT(*) AS n FROM tasks GROUP BY stage, hold ORDER BY stage, hold";
+/// Tasks by (stage, hold), read from the tally the triggers of migration 8 keep: a few rows,
+/// whatever the backlog.
+pub(crate) const TASK_COUNTS: &str = "SELECT stage, hold, n FROM task_tally WHERE n > 0 ORDER BY stage, hold";
 
 /// Tasks whose hold ends by itself and is due (`tasks_due`, partial on `due_at_ms`).
 pub(crate) const DUE_HOLDS: &str =
@@ -53,13 +53,18 @@ pub(crate) const DUE_HOLDS: &str =
 /// The earliest due time (one step down `tasks_due`).
 pub(crate) const NEXT_DUE: &str = "SELECT MIN(due_at_ms) FROM tasks WHERE due_at_ms IS NOT NULL";
 
-/// Live tasks holding for nothing whose current job has ended (the reconciler's candidates):
-/// walks only the partial index `tasks_unapplied` (live tasks without a hold), never the history.
-pub(crate) const UNAPPLIED_TASKS: &str = "SELECT t.* FROM tasks t INDEXED BY tasks_unapplied
-     JOIN jobs j ON j.id = t.current_job
-     WHERE t.hold = '' AND t.stage NOT IN ('done', 'cancelled') AND t.updated_at < $1
-       AND j.status NOT IN ('queued', 'running')
-     ORDER BY t.current_job LIMIT $2";
+/// Live tasks holding for nothing whose current job ended in `[$1, $2)` and which last changed
+/// before `$2` (the reconciler's candidates): walks the jobs that ended in the window
+/// (`jobs_finished`), never the history.
+pub(crate) const UNAPPLIED_TASKS: &str = "SELECT t.* FROM jobs j INDEXED BY jobs_finished
+     JOIN tasks t ON t.id = j.task_id
+     WHERE j.finished_at IS NOT NULL AND j.finished_at >= $1 AND j.finished_at < $2
+       AND j.status NOT IN ('queued', 'running') AND t.current_job = j.id
+       AND t.hold = '' AND t.stage NOT IN ('done', 'cancelled') AND t.updated_at < $2
+     ORDER BY j.finished_at, j.id LIMIT $3";
+
+/// Open jobs by status, from the tally the triggers of migration 8 keep.
+pub(crate) const JOB_COUNTS: &str = "SELECT status, n FROM job_tally WHERE status IN ('queued', 'running')";
 
 /// The health check's one-row read of the tasks table.
 pub(crate) const NEWEST_TASK: &str = "SELECT MAX(id) FROM tasks";
@@ -139,6 +144,7 @@ pub fn hot_queries() -> Vec<(String, String)> {
         ("claim_job", CLAIM_JOB),
         ("claim_effects", CLAIM_EFFECTS),
         ("task_counts", TASK_COUNTS),
+        ("job_counts", JOB_COUNTS),
         ("due_holds", DUE_HOLDS),
         ("next_due_ms", NEXT_DUE),
         ("unapplied_tasks", UNAPPLIED_TASKS),

@@ -5,6 +5,11 @@ use super::{SqliteStore, state_columns};
 use crate::StoreResult;
 use baton_domain::{Hold, TaskState};
 
+/// How long ago the newest seeded task last changed.
+const SEED_LAST_CHANGE_AGO_MS: i64 = 15 * 60 * 1000;
+/// Over how long the seeded tasks' changes are spread.
+const SEED_SPAN_MS: i64 = 30 * 86_400_000;
+
 /// Stages the seeded live tasks are spread over.
 const STAGES: &[&str] = &["analysis", "architecture", "development", "review", "testing"];
 
@@ -28,7 +33,7 @@ impl SqliteStore {
     /// Adds `tasks` tasks after the existing ones, with 3 finished jobs, 6 timeline events, 2
     /// priced agent runs and 1 acknowledged outbox row each, and for a live task holding for
     /// nothing a queued job due only in `now_ms + 10 days` (so nothing runs). Quota pauses resume
-    /// a day after `now_ms`. Ids are contiguous; everything is one transaction of set-based
+    /// a day after `now_ms`; tasks last changed over the month before. Ids are contiguous; everything is one transaction of set-based
     /// inserts (seconds for 100 000 tasks).
     #[doc(hidden)]
     pub async fn bench_seed(&self, tasks: u32, now_ms: i64) -> StoreResult<()> {
@@ -66,6 +71,9 @@ impl SqliteStore {
         let first_job: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs").fetch_one(&mut *tx).await?;
         let stages = STAGES.len() as i64;
+        // Tasks were last touched over the past month, newest a few minutes ago (as a real
+        // backlog: nothing ended in the reconciler's recent window).
+        let spacing_ms = (SEED_SPAN_MS / i64::from(tasks.max(1))).max(1);
         // `n.i` counts 0..tasks; task id = first + i; its kind is (id % 20, (id / 20) % stages).
         let numbers = "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1)";
         let kind_of = format!("((($2 + n.i) % 20) * {stages} + (($2 + n.i) / 20) % {stages})");
@@ -76,7 +84,7 @@ impl SqliteStore {
                  SELECT $2 + n.i, 'repo' || (n.i % 4), 'BENCH-' || ($2 + n.i), 'Seeded task ' || ($2 + n.i),
                    'A seeded task body of a realistic length, a few sentences describing the ticket.',
                    'baton/bench-' || ($2 + n.i), k.stage, k.hold, k.state,
-                   CASE WHEN k.queued THEN $3 + n.i * 4 + 3 END, 3, $4 - n.i, $4 - n.i, k.due
+                   CASE WHEN k.queued THEN $3 + n.i * 4 + 3 END, 3, $5 - n.i * $6, $5 - n.i * $6, k.due
                  FROM n JOIN bench_kinds k ON k.k = {kind_of}"
             ),
             // Three finished jobs per task, and the queued one of a task holding for nothing.
@@ -85,15 +93,15 @@ impl SqliteStore {
                  INSERT INTO jobs (id, task_id, repo, stage, attempt, status, available_at, created_at, started_at, finished_at, result)
                  SELECT $3 + n.i * 4 + j.x, $2 + n.i, 'repo' || (n.i % 4), k.stage, 1,
                    CASE WHEN j.x = 3 THEN 'queued' ELSE 'done' END,
-                   CASE WHEN j.x = 3 THEN $4 + 864000000 ELSE $4 - n.i END,
-                   $4 - n.i, CASE WHEN j.x = 3 THEN NULL ELSE $4 - n.i END, CASE WHEN j.x = 3 THEN NULL ELSE $4 - n.i END,
+                   CASE WHEN j.x = 3 THEN $4 + 864000000 ELSE $5 - n.i * $6 END,
+                   $5 - n.i * $6, CASE WHEN j.x = 3 THEN NULL ELSE $5 - n.i * $6 END, CASE WHEN j.x = 3 THEN NULL ELSE $5 - n.i * $6 END,
                    CASE WHEN j.x = 3 THEN NULL ELSE '{{\"outcome\":{{\"kind\":\"completed\",\"verdicts\":[]}}}}' END
                  FROM n JOIN bench_kinds k ON k.k = {kind_of} CROSS JOIN j WHERE j.x < 3 OR k.queued"
             ),
             format!(
                 "{numbers}, e(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM e WHERE x < 5)
                  INSERT INTO events (task_id, at, kind, stage, message, detail)
-                 SELECT $2 + n.i, $4 - n.i + e.x, CASE e.x WHEN 0 THEN 'created' WHEN 5 THEN 'advanced' ELSE 'progress' END,
+                 SELECT $2 + n.i, $5 - n.i * $6 + e.x, CASE e.x WHEN 0 THEN 'created' WHEN 5 THEN 'advanced' ELSE 'progress' END,
                    'analysis', 'a seeded timeline event', '{{\"from\":\"analysis\",\"to\":\"architecture\"}}'
                  FROM n CROSS JOIN e"
             ),
@@ -101,13 +109,13 @@ impl SqliteStore {
                 "{numbers}, r(x) AS (SELECT 0 UNION ALL SELECT 1)
                  INSERT INTO agent_runs (job_id, task_id, stage, adapter, model, started_at, ended_at, exit_code, status,
                    input_tokens, output_tokens, cost_usd, log_path)
-                 SELECT $3 + n.i * 4 + r.x, $2 + n.i, 'analysis', 'claude', 'claude-sonnet-4-5', $4 - n.i, $4 - n.i + 1000, 0,
+                 SELECT $3 + n.i * 4 + r.x, $2 + n.i, 'analysis', 'claude', 'claude-sonnet-4-5', $5 - n.i * $6, $5 - n.i * $6 + 1000, 0,
                    'done', 12000, 3000, 0.05, ''
                  FROM n CROSS JOIN r"
             ),
             format!(
                 "{numbers} INSERT INTO outbox (task_id, kind, payload, created_at, available_at, attempts, done_at)
-                 SELECT $2 + n.i, 'notify', '{{}}', $4 - n.i, $4 - n.i, 1, $4 - n.i FROM n"
+                 SELECT $2 + n.i, 'notify', '{{}}', $5 - n.i * $6, $5 - n.i * $6, 1, $5 - n.i * $6 FROM n"
             ),
         ];
         for sql in statements {
@@ -116,6 +124,8 @@ impl SqliteStore {
                 .bind(first)
                 .bind(first_job)
                 .bind(now_ms)
+                .bind(now_ms - SEED_LAST_CHANGE_AGO_MS)
+                .bind(spacing_ms)
                 .execute(&mut *tx)
                 .await?;
         }
