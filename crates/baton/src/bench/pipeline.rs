@@ -107,7 +107,8 @@ struct Baseline {
 /// second means Baton merges more slowly.
 #[derive(Debug, serde::Serialize)]
 struct Ratio {
-    wall: f64,
+    /// `null` when Baton timed out: its wall time is then only a lower bound.
+    wall: Option<f64>,
     merges_per_s: f64,
 }
 
@@ -179,7 +180,7 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
     if args.baseline {
         let baseline = run_baseline(args, dir, timeout).await?;
         figures.ratio = Some(Ratio {
-            wall: figures.wall_s / baseline.seconds.max(1e-9),
+            wall: (!figures.timed_out).then(|| figures.wall_s / baseline.seconds.max(1e-9)),
             merges_per_s: figures.merges_per_s / baseline.merges_per_s.max(1e-9),
         });
         figures.baseline = Some(baseline);
@@ -444,7 +445,7 @@ fn print_text(f: &PipelineFigures) {
             "wall time (s)".into(),
             format!("{:.2}", f.wall_s),
             base.map_or("-".into(), |b| format!("{:.2}", b.seconds)),
-            ratio(f.ratio.as_ref().map(|r| r.wall)),
+            ratio(f.ratio.as_ref().and_then(|r| r.wall)),
         ],
         vec![
             "merges per second".into(),
