@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # baseline.sh — the baseline of `baton bench pipeline`: the same git and process work Baton
-# orchestrates for N tickets (worktree, ticket file, commit, test; then, one at a time: rebase onto
+# orchestrates for N tickets (worktree; five stages, each one process writing its file and a
+# commit; the test after development; then, one at a time: rebase onto
 # main, squash, re-test, fast-forward main, deploy, health; worktree removed), with the same
 # parallelism and no orchestration at all: no database, no supervisor, no agents, no retries.
 # Usage: bash bench/baseline.sh [--tickets N] [--parallel P] [--test-sleep-ms MS] [--dir DIR]
@@ -44,9 +45,18 @@ ticket() {
   local id=$1 wt="$dir/wt/$1" branch="baton/$1"
   # Git's worktree bookkeeping is not safe under a concurrent add and remove: a short lock of its own.
   flock "$dir/worktree.lock" git -C "$repo" worktree add -q -b "$branch" "$wt" main
-  mkdir -p "$wt/tickets" && echo "ticket $id" > "$wt/tickets/$id.txt"
-  git -C "$wt" add -A && git -C "$wt" commit -q -m "$id: ticket file"
-  (cd "$wt" && "${test_cmd[@]}")
+  # The five agent stages: one process each writes its file, then a commit (as Baton's script
+  # agent and its commit after every stage); the development stage's test gate runs once.
+  local stage
+  for stage in analysis architecture development review testing; do
+    if [ "$stage" = development ]; then
+      sh -c 'mkdir -p "$1/tickets" && echo "ticket $2" > "$1/tickets/$2.txt"' sh "$wt" "$id"
+    else
+      sh -c 'mkdir -p "$1/docs/$2" && echo "$3" > "$1/docs/$2/$3.md"' sh "$wt" "$id" "$stage"
+    fi
+    git -C "$wt" add -A && git -C "$wt" commit -q -m "$id $stage"
+    if [ "$stage" = development ]; then (cd "$wt" && "${test_cmd[@]}"); fi
+  done
   {
     flock 9
     git -C "$wt" rebase -q main

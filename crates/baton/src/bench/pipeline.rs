@@ -37,9 +37,8 @@ pub struct PipelineArgs {
     /// the baseline runs as many tickets at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub parallel: u32,
-    /// The repository's merge-queue depth (tickets re-tested ahead of the one merging).
-    // TODO(merge queue): pass it to `RepoSettings::merge_queue_depth` once the event-driven merge
-    // queue adds that setting; until then it is accepted, reported, and ignored.
+    /// The merge queue's starting speculation depth (`limits.merge_queue_depth`: changes tested
+    /// at once, each on top of the ones ahead); default: the configuration's default (3).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub depth: Option<u32>,
     /// Also run `bench/baseline.sh` with the same tickets, parallelism and test cost, and report
@@ -63,9 +62,8 @@ pub struct PipelineFigures {
     tickets: usize,
     parallel: u32,
     test_sleep_ms: u32,
-    /// `--depth` as given (not applied while the merge-queue setting does not exist).
+    /// `--depth` as given (the merge queue's starting speculation depth).
     depth: Option<u32>,
-    depth_applied: bool,
     /// Tickets that reached `done`, and the rest (blocked, cancelled, or still under way at the
     /// timeout).
     tickets_done: usize,
@@ -122,9 +120,6 @@ pub async fn run(args: PipelineArgs, json: bool) -> anyhow::Result<u8> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
-    if args.depth.is_some() {
-        eprintln!("bench pipeline: --depth is ignored until the merge queue's depth setting exists");
-    }
     let result = measure(&args, &dir).await;
     if !keep {
         let _ = std::fs::remove_dir_all(&dir);
@@ -222,12 +217,16 @@ fn load_config(args: &PipelineArgs, dir: &Path) -> anyhow::Result<baton::config:
     let text = format!(
         "[server]\ndata_dir = {data}\n\n\
          [limits]\nrunning_max = {p}\nrunning_per_repo_max = {p}\nretry_base_secs = 1\nmerge_defer_secs = 1\n\
-         merge_defer_max = {defer_max}\npoll_interval_ms = 100\n\n\
+         merge_defer_max = {defer_max}\npoll_interval_ms = 100\n{depth}\n\
          [[repos]]\nname = \"bench\"\npath = {project}\ndefault_branch = \"main\"\nprefix = \"BENCH\"\n\
          test = {test}\ndeploy = [\"true\"]\nhealth = [\"true\"]\n\n\
          [agents.default]\nadapter = \"script\"\nscript = {script}\n",
         data = path(dir.join("data")),
         p = args.parallel,
+        depth = args
+            .depth
+            .map(|d| format!("merge_queue_depth = {d}\nmerge_queue_depth_max = {}", d.max(8)))
+            .unwrap_or_default(),
         // Every ticket may wait for every other one at the merge gate, a second per deferral.
         defer_max = 1_000 + 10 * args.tickets,
         project = path(dir.join("project")),
@@ -371,7 +370,6 @@ async fn count(engine: &Arc<Engine>, ids: &[baton_domain::TaskId], wall: Duratio
         parallel: 0,
         test_sleep_ms: 0,
         depth: None,
-        depth_applied: false,
         tickets_done,
         tickets_not_done: ids.len() - tickets_done,
         timed_out: false,
@@ -469,7 +467,7 @@ fn print_text(f: &PipelineFigures) {
         println!("timed out: the figures cover the tickets settled by then");
     }
     if let Some(depth) = f.depth {
-        println!("--depth {depth}: not applied (no merge-queue depth setting yet)");
+        println!("merge queue: starting speculation depth {depth}");
     }
     if let Some(dir) = &f.data_dir {
         println!("files kept: {}", dir.display());
