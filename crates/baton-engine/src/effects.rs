@@ -39,8 +39,8 @@ pub enum OutboxEffect {
         repo: String,
         work_item: String,
     },
-    /// Park the worktree of a task that waits for a human (or a quota or budget): remove it, keep
-    /// its branch (the agent's work is committed on it). Carried out only while the task is still
+    /// Park the worktree of a task that waits for a budget or a quota ([`parks_worktree`]): remove
+    /// it, keep its branch (the agent's work is committed on it). Carried out only while the task is still
     /// at `version` and still parked, so a task resumed meanwhile keeps its worktree; the
     /// executor's `ensure_worktree` recreates a parked one from the branch when work resumes.
     ParkWorktree {
@@ -189,20 +189,14 @@ pub fn outbox_rows(
     rows.iter().map(OutboxEffect::to_row).collect()
 }
 
-/// Whether a task in `state` waits long enough for its worktree to be parked: for a human
-/// (approval, an answer, a blocked task), a budget raise or a quota. Not while it waits for a
-/// deploy confirmation or a merge slot: those resume into work that needs the tree at once.
+/// Whether a task in `state` waits long enough, with nobody reading its worktree, for the
+/// worktree to be parked: a budget raise or a provider quota (hours, days). Not while a human is
+/// awaited (approval, an answer, a blocked task): the dashboard's artifacts and `baton task show`'s
+/// file paths are read from the worktree, and the human reviews exactly those; they join this list
+/// once both read the branch instead. Never while a deploy confirmation or a merge slot is awaited.
 pub fn parks_worktree(state: &TaskState) -> bool {
     use baton_domain::Hold;
-    !state.is_terminal()
-        && matches!(
-            state.hold,
-            Hold::AwaitingApproval
-                | Hold::NeedsInput { .. }
-                | Hold::Blocked { .. }
-                | Hold::PausedBudget { .. }
-                | Hold::PausedQuota { .. }
-        )
+    !state.is_terminal() && matches!(state.hold, Hold::PausedBudget { .. } | Hold::PausedQuota { .. })
 }
 
 /// The tracker update telling `task`'s ticket that the task is now in `state`.

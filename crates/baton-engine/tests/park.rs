@@ -1,7 +1,7 @@
-//! Worktrees parked while a human is awaited: a task entering `awaiting_approval` has its worktree
+//! Worktrees parked while a task is paused: a task entering `paused_budget` has its worktree
 //! removed by a durable `park_worktree` outbox row (the branch, with the agent's committed work,
-//! stays), and when it is approved the next stage's `ensure_worktree` recreates the worktree from
-//! the branch: the agent finds the earlier stage's file back. Real git and SQLite.
+//! stays), and when it is resumed the stage's `ensure_worktree` recreates the worktree from the
+//! branch: the agent finds the earlier stage's file back. Real git and SQLite.
 // Test scaffolding: a failed setup step or a poisoned lock should panic the test.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -76,7 +76,8 @@ impl Agent for TestAgent {
         AgentReport {
             status: AgentStatus::Succeeded,
             usage: Usage::default(),
-            cost_usd: None,
+            // Each run costs a dollar: the second stage starts over a half-dollar task cap.
+            cost_usd: Some(1.0),
             model: None,
             session_id: None,
             turns: None,
@@ -152,7 +153,7 @@ impl Clock for TestClock {
 }
 
 #[tokio::test]
-async fn an_approval_hold_parks_the_worktree_and_approval_brings_the_committed_work_back() {
+async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_work_back() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("app");
     std::fs::create_dir_all(&repo).unwrap();
@@ -169,10 +170,7 @@ async fn an_approval_hold_parks_the_worktree_and_approval_brings_the_committed_w
         on_gate_fail: OnGateFail::Retry,
     };
     let pipeline = Pipeline {
-        stages: vec![
-            stage("analysis", vec![GateSpec::HumanApproval]),
-            stage("development", vec![GateSpec::HumanApproval]),
-        ],
+        stages: vec![stage("analysis", vec![]), stage("development", vec![])],
         ..Pipeline::default_pipeline()
     };
     let data_dir = dir.path().join("data");
@@ -195,7 +193,7 @@ async fn an_approval_hold_parks_the_worktree_and_approval_brings_the_committed_w
         }],
         agents: Default::default(),
         pipeline,
-        budgets: Default::default(),
+        budgets: baton_engine::Budgets { task_usd: Some(0.5), ..Default::default() },
         baton_exe: PathBuf::from("/nonexistent/baton"),
         env_passthrough: vec![],
     };
@@ -231,20 +229,23 @@ async fn an_approval_hold_parks_the_worktree_and_approval_brings_the_committed_w
         baton_engine::workspace::worktree_path(&engine.settings().worktrees_dir(), "app", &task.work_item_id).unwrap();
 
     assert_eq!(step().await, "analysis");
+    assert_eq!(step().await, "development");
     let held = engine.store().task(&TaskKey::Id(task.id)).await.unwrap().unwrap();
-    assert_eq!(held.state.hold, Hold::AwaitingApproval, "{:?}", held.state);
+    assert!(matches!(held.state.hold, Hold::PausedBudget { .. }), "{:?}", held.state);
     baton_engine::effects::drain(&engine, None).await;
     let parked: Vec<_> = engine.store().effects(Some(task.id), false).await.unwrap();
     assert!(parked.iter().any(|e| e.kind == "park_worktree" && e.done_at_ms.is_some()), "{parked:#?}");
-    assert!(!worktree.exists(), "the worktree is parked while the human is awaited");
+    assert!(!worktree.exists(), "the worktree is parked while the task is paused");
     let tree = git(&repo, &["ls-tree", "--name-only", &held.branch]);
     assert!(tree.lines().any(|f| f == "work-1.txt"), "the agent's work is committed on the branch: {tree}");
 
-    let outcome = engine.submit(&TaskKey::Id(task.id), Input::Approve, "cli:test", None).await.unwrap();
+    let now = clock.now_ms();
+    engine.store().set_budget_cap(&format!("task:{}", task.id), Some(100.0), now).await.unwrap();
+    let outcome = engine.submit(&TaskKey::Id(task.id), Input::Resume, "cli:test", None).await.unwrap();
     assert!(matches!(outcome, baton_engine::InputOutcome::Applied { .. }), "{outcome:?}");
     assert_eq!(step().await, "development");
-    // The development agent ran in a worktree recreated from the branch, holding analysis's work.
-    assert_eq!(seen.lock().unwrap().clone(), vec!["".to_string(), "work-1.txt".to_string()], "the work came back");
-    let tree = git(&repo, &["ls-tree", "--name-only", &held.branch]);
-    assert!(tree.lines().any(|f| f == "work-2.txt"), "development's work is committed too: {tree}");
+    // The budget stopped the first development run after it wrote (and the executor committed)
+    // its file; the resumed run works in a worktree recreated from the branch, holding both.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.last().map(String::as_str), Some("work-1.txt,work-2.txt"), "the work came back: {seen:?}");
 }

@@ -535,7 +535,7 @@ async fn artifacts(state: &AppState, task: &TaskRecord) -> (Vec<Artifact>, Strin
             format!("the worktree is gone; the artifacts are in the repository under docs/baton/{}/", task.work_item_id)
         } else if baton_engine::effects::parks_worktree(&task.state) {
             format!(
-                "the worktree is parked while the task waits; the artifacts are committed on branch {} under docs/baton/{}/",
+                "the worktree is parked while the task is paused; the artifacts are committed on branch {} under docs/baton/{}/",
                 task.branch, task.work_item_id
             )
         } else {
