@@ -70,15 +70,7 @@ struct Target {
 }
 
 pub async fn run(args: IdleArgs, json: bool) -> anyhow::Result<u8> {
-    let (dir, keep) = match &args.dir {
-        Some(dir) => {
-            ensure!(!dir.exists(), "--dir {} already exists: name a new directory", dir.display());
-            (dir.clone(), true)
-        }
-        None => (std::env::temp_dir().join(format!("baton-bench-idle-{}", std::process::id())), false),
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    let (dir, keep) = super::work_dir(args.dir.as_deref(), "idle", "")?;
     let result = measure(&args, &dir).await;
     if !keep {
         let _ = std::fs::remove_dir_all(&dir);

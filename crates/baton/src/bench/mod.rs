@@ -302,6 +302,21 @@ async fn bench_git(dir: &Path) -> anyhow::Result<Figure> {
     Ok(figure("git rev-parse", samples))
 }
 
+/// A benchmark's working directory, created and canonical: `--dir` (which must not exist yet,
+/// `hint` says why; kept afterwards) or a new temporary one the caller removes (`false`).
+fn work_dir(dir: Option<&Path>, scenario: &str, hint: &str) -> anyhow::Result<(std::path::PathBuf, bool)> {
+    let (dir, keep) = match dir {
+        Some(dir) => {
+            anyhow::ensure!(!dir.exists(), "--dir {} already exists: name a new directory{hint}", dir.display());
+            (dir.to_path_buf(), true)
+        }
+        None => (std::env::temp_dir().join(format!("baton-bench-{scenario}-{}", std::process::id())), false),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    Ok((dir, keep))
+}
+
 mod webhooks {
     //! The webhook scenario: `open_engine` and `serve_with` as `baton serve` calls them, then
     //! senders on loopback TCP with one connection per delivery.
@@ -373,19 +388,7 @@ mod webhooks {
     }
 
     pub async fn run(args: WebhookArgs, json: bool) -> anyhow::Result<u8> {
-        let (dir, keep) = match &args.dir {
-            Some(dir) => {
-                ensure!(
-                    !dir.exists(),
-                    "--dir {} already exists: name a new directory (the benchmark needs an empty inbox)",
-                    dir.display()
-                );
-                (dir.clone(), true)
-            }
-            None => (std::env::temp_dir().join(format!("baton-bench-webhooks-{}", std::process::id())), false),
-        };
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+        let (dir, keep) = super::work_dir(args.dir.as_deref(), "webhooks", " (the benchmark needs an empty inbox)")?;
         let result = measure(&args, &dir).await;
         if !keep {
             let _ = std::fs::remove_dir_all(&dir);
