@@ -4,18 +4,21 @@
 # commit; the test after development; then, one at a time: rebase onto
 # main, squash, re-test, fast-forward main, deploy, health; worktree removed), with the same
 # parallelism and no orchestration at all: no database, no supervisor, no agents, no retries.
-# Usage: bash bench/baseline.sh [--tickets N] [--parallel P] [--test-sleep-ms MS] [--dir DIR]
+# Usage: bash bench/baseline.sh [--tickets N] [--parallel P] [--test-sleep-ms MS] [--queue] [--dir DIR]
+# With --queue, every ticket's stages are done first; then the merges run one after another: the
+# serial floor of the merge work (rebase, squash, re-test, fast-forward, deploy, health).
 # Prints one JSON line: {"tickets":N,"seconds":S,"merges_per_s":M} (docs/bench.md).
 set -euo pipefail
 export LC_ALL=C
 
-tickets=50 parallel=4 test_sleep_ms=0 dir=""
+tickets=50 parallel=4 test_sleep_ms=0 dir="" queue=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --tickets) tickets=$2; shift 2 ;;
     --parallel) parallel=$2; shift 2 ;;
     --test-sleep-ms) test_sleep_ms=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
+    --queue) queue=1; shift ;;
     *) echo "baseline.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -40,8 +43,8 @@ echo "baseline" > "$repo/README.md"
 git -C "$repo" add -A && git -C "$repo" commit -q -m "Initial commit"
 : > "$merges"
 
-# One ticket, start to end: the work of Baton's development stage, merge gate and deploy stage.
-ticket() {
+# One ticket's stages: the work of Baton's five agent stages in its own worktree.
+stages() {
   local id=$1 wt="$dir/wt/$1" branch="baton/$1"
   # Git's worktree bookkeeping is not safe under a concurrent add and remove: a short lock of its own.
   flock "$dir/worktree.lock" git -C "$repo" worktree add -q -b "$branch" "$wt" main
@@ -57,6 +60,11 @@ ticket() {
     git -C "$wt" add -A && git -C "$wt" commit -q -m "$id $stage"
     if [ "$stage" = development ]; then (cd "$wt" && "${test_cmd[@]}"); fi
   done
+}
+
+# One ticket's merge, one at a time: the merge gate's and the deploy stage's work.
+merge() {
+  local id=$1 wt="$dir/wt/$1" branch="baton/$1"
   {
     flock 9
     git -C "$wt" rebase -q main
@@ -72,20 +80,36 @@ ticket() {
   flock "$dir/worktree.lock" git -C "$repo" branch -q -D "$branch"
 }
 
-started=$EPOCHREALTIME
-running=0
-for n in $(seq 1 "$tickets"); do
-  if [ "$running" -ge "$parallel" ]; then
+# One ticket, start to end.
+ticket() {
+  stages "$1"
+  merge "$1"
+}
+
+# Runs "$1" for every ticket, P at a time.
+each() {
+  local running=0 n
+  for n in $(seq 1 "$tickets"); do
+    if [ "$running" -ge "$parallel" ]; then
+      wait -n
+      running=$((running - 1))
+    fi
+    "$1" "$(printf 'BASE-%04d' "$n")" &
+    running=$((running + 1))
+  done
+  while [ "$running" -gt 0 ]; do
     wait -n
     running=$((running - 1))
-  fi
-  ticket "$(printf 'BASE-%04d' "$n")" &
-  running=$((running + 1))
-done
-while [ "$running" -gt 0 ]; do
-  wait -n
-  running=$((running - 1))
-done
+  done
+}
+
+started=$EPOCHREALTIME
+if [ "$queue" -eq 1 ]; then
+  each stages
+  for n in $(seq 1 "$tickets"); do merge "$(printf 'BASE-%04d' "$n")"; done
+else
+  each ticket
+fi
 ended=$EPOCHREALTIME
 
 done_count=$(wc -l < "$merges")

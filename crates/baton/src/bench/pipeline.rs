@@ -12,7 +12,7 @@ use crate::cli::{EXIT_ERROR, EXIT_OK};
 use crate::output;
 use anyhow::{Context, bail, ensure};
 use baton_domain::{GateSpec, Hold, Pipeline};
-use baton_engine::{Engine, NewTaskRequest};
+use baton_engine::{Engine, Input, NewTaskRequest};
 use baton_store::{TaskFilter, TaskRecord};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +41,11 @@ pub struct PipelineArgs {
     /// at once, each on top of the ones ahead); default: the configuration's default (3).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub depth: Option<u32>,
+    /// Measure the merge queue alone: every ticket waits for its deploy confirmation until all of
+    /// them do, then all are confirmed at once and the merges are timed from there (the baseline
+    /// then does every ticket's stages first and the merges one after another: the serial floor).
+    #[arg(long)]
+    pub queue: bool,
     /// Also run `bench/baseline.sh` with the same tickets, parallelism and test cost, and report
     /// Baton/baseline ratios.
     #[arg(long)]
@@ -64,6 +69,8 @@ pub struct PipelineFigures {
     test_sleep_ms: u32,
     /// `--depth` as given (the merge queue's starting speculation depth).
     depth: Option<u32>,
+    /// `--queue`: the merges were timed from the moment every ticket was confirmed at once.
+    queue: bool,
     /// Tickets that reached `done`, and the rest (blocked, cancelled, or still under way at the
     /// timeout).
     tickets_done: usize,
@@ -134,7 +141,7 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
     create_repo(&project).await?;
     std::fs::write(dir.join("script.toml"), SCRIPT).context("writing the agents' script")?;
     let mut config = load_config(args, dir)?;
-    config.engine.pipeline = pipeline_without_human_gates();
+    config.engine.pipeline = pipeline_without_human_gates(args.queue);
     let engine = crate::cli::open_engine(&config).await?;
 
     let started = Instant::now();
@@ -142,7 +149,7 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let engine_loop = tokio::spawn(engine.clone().run(stop_rx));
     let timeout = Duration::from_secs(args.timeout_secs);
-    let settled = wait_settled(&engine, ids.len(), started, timeout).await;
+    let settled = wait_settled(&engine, ids.len(), args.queue, started, timeout).await;
     let wall = started.elapsed();
     let _ = stop_tx.send(true);
     let _ = engine_loop.await;
@@ -159,6 +166,7 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
     figures.parallel = args.parallel;
     figures.test_sleep_ms = args.test_sleep_ms;
     figures.depth = args.depth;
+    figures.queue = args.queue;
     figures.db_bytes = ["baton.db", "baton.db-wal"]
         .iter()
         .filter_map(|name| std::fs::metadata(config.engine.data_dir.join(name)).ok())
@@ -176,12 +184,13 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
 }
 
 /// The default pipeline with every human gate removed: no approval gate on any stage and no
-/// confirmation before any actor, wherever those sit.
-fn pipeline_without_human_gates() -> Pipeline {
+/// confirmation before any actor, wherever those sit — except, with `keep_confirm` (`--queue`),
+/// the deploy confirmation before the merge queue, which holds every ticket until all are ready.
+fn pipeline_without_human_gates(keep_confirm: bool) -> Pipeline {
     let mut pipeline = Pipeline::default_pipeline();
     for stage in &mut pipeline.stages {
         stage.gates.retain(|gate| !matches!(gate, GateSpec::HumanApproval));
-        stage.confirm_before = false;
+        stage.confirm_before &= keep_confirm && stage.gates.contains(&GateSpec::Mergeable);
     }
     pipeline
 }
@@ -269,15 +278,35 @@ async fn file_tickets(engine: &Arc<Engine>, tickets: u32) -> anyhow::Result<Vec<
 }
 
 /// Waits until every ticket is done, cancelled or blocked (true) or `timeout` ran out (false); a
-/// ticket waiting for a human (there are no human gates) fails the bench at once.
+/// ticket waiting for a human (there are no human gates) fails the bench at once. With `queue`,
+/// the tickets waiting for their deploy confirmation are all confirmed once every ticket waits.
 async fn wait_settled(
     engine: &Arc<Engine>,
     tickets: usize,
+    queue: bool,
     started: Instant,
     timeout: Duration,
 ) -> anyhow::Result<bool> {
     let progress = output::progress("bench pipeline", tickets as u64);
+    let mut confirmed = !queue;
     loop {
+        if !confirmed {
+            let counts = engine.store().task_counts().await?;
+            let waiting: u64 = counts.iter().filter(|c| c.hold == "awaiting_confirm").map(|c| c.tasks).sum();
+            if waiting as usize >= tickets {
+                progress.step("every ticket is ready: confirming all deploys at once");
+                let held = engine
+                    .store()
+                    .list_tasks(&TaskFilter { active_only: true, ..TaskFilter::default() })
+                    .await?;
+                for task in held.iter().filter(|t| t.state.hold == Hold::AwaitingConfirm) {
+                    engine
+                        .submit(&baton_store::TaskKey::Id(task.id), Input::ConfirmDeploy, "bench", None)
+                        .await?;
+                }
+                confirmed = true;
+            }
+        }
         let counts = engine.store().task_counts().await?;
         let mut settled = 0;
         let mut done = 0;
@@ -290,7 +319,8 @@ async fn wait_settled(
             if count.stage == baton_domain::pipeline::DONE {
                 done += count.tasks as usize;
             }
-            if ["awaiting_approval", "awaiting_confirm", "needs_input"].contains(&count.hold.as_str()) {
+            let human = ["awaiting_approval", "awaiting_confirm", "needs_input"].contains(&count.hold.as_str());
+            if human && !(queue && count.hold == "awaiting_confirm") {
                 progress.clear();
                 bail!(
                     "{} ticket(s) at {} wait for a human ({}): the bench turns every human gate off",
@@ -362,6 +392,7 @@ async fn count(engine: &Arc<Engine>, ids: &[baton_domain::TaskId], wall: Duratio
         parallel: 0,
         test_sleep_ms: 0,
         depth: None,
+        queue: false,
         tickets_done,
         tickets_not_done: ids.len() - tickets_done,
         timed_out: false,
@@ -400,7 +431,10 @@ async fn run_baseline(args: &PipelineArgs, dir: &Path, timeout: Duration) -> any
             args.test_sleep_ms.to_string(),
             "--dir".into(),
             dir.join("baseline").display().to_string(),
-        ],
+        ]
+        .into_iter()
+        .chain(args.queue.then(|| "--queue".to_string()))
+        .collect(),
         cwd: dir.to_path_buf(),
         env,
         stdin: None,
@@ -457,6 +491,9 @@ fn print_text(f: &PipelineFigures) {
     );
     if f.timed_out {
         println!("timed out: the figures cover the tickets settled by then");
+    }
+    if f.queue {
+        println!("merge queue alone: every ticket confirmed at once when all were ready (--queue)");
     }
     if let Some(depth) = f.depth {
         println!("merge queue: starting speculation depth {depth}");
