@@ -56,6 +56,7 @@ impl ApiHarness {
                     test: None,
                     deploy: None,
                     health: None,
+                    merge_batch: 1,
                     forge: Default::default(),
                 }],
                 agents: Default::default(),

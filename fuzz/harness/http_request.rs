@@ -77,6 +77,7 @@ impl HttpHarness {
                     test: None,
                     deploy: None,
                     health: None,
+                    merge_batch: 1,
                     forge: Default::default(),
                 }],
                 agents: Default::default(),

@@ -906,6 +906,11 @@ impl From<String> for Refused {
 /// `Err` means nothing was merged.
 async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     let engine = ctx.engine;
+    if let Ok(Some(entry)) = engine.store().queue_entry(ctx.task.id).await
+        && crate::queue::is_batch_member(&entry)
+    {
+        return deploy_batch_member(ctx, &entry).await;
+    }
     let lease = gates::merge_lease_name(&ctx.repo.name);
     let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
     match engine.store().acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock().now_ms()).await {
@@ -915,19 +920,27 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         }
         Err(error) => return Err(format!("cannot renew the merge lease: {error}").into()),
     }
-    let head = timed(ctx, engine.vcs().rev(&ctx.worktree, "HEAD")).await.ok_or("the worktree has no HEAD")?;
+    let worktree_head = timed(ctx, engine.vcs().rev(&ctx.worktree, "HEAD")).await.ok_or("the worktree has no HEAD")?;
+    // The last change of a batch lands the batch's commit: its build's tree on the batch's base.
+    let batch_tail =
+        matches!(engine.store().queue_entry(ctx.task.id).await, Ok(Some(e)) if e.batch == Some(ctx.task.id));
     // Merge exactly the head the merge gate re-tested, and nothing else (main is sacred).
-    match merge_gate_head(ctx).await {
-        Some(passed) if passed == head => {}
+    let head = match merge_gate_head(ctx).await {
+        Some(passed) if passed == worktree_head => passed,
+        Some(passed) if batch_tail && timed(ctx, engine.vcs().same_tree(&ctx.worktree, "HEAD", &passed)).await => {
+            passed
+        }
         Some(passed) => {
             return Err(format!(
-                "the worktree is at {head}, not at {passed} that the merge gate re-tested; refusing to merge"
+                "the worktree is at {worktree_head}, not at {passed} that the merge gate re-tested; refusing to merge"
             )
             .into());
         }
         None => return Err("no merge-gate pass recorded for this task; refusing to merge".into()),
-    }
-    let base = timed(ctx, engine.vcs().rev(&ctx.worktree, "HEAD^")).await.ok_or("the retested head has no parent")?;
+    };
+    let parent = if batch_tail { format!("{head}^") } else { "HEAD^".to_string() };
+    let dir = if batch_tail { ctx.repo.path.clone() } else { ctx.worktree.clone() };
+    let base = timed(ctx, engine.vcs().rev(&dir, &parent)).await.ok_or("the retested head has no parent")?;
     // The task may have been stopped since this job was claimed: never merge for a cancelled task.
     let current = engine.store().task(&TaskKey::Id(ctx.task.id)).await.ok().flatten();
     if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {
@@ -997,6 +1010,58 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         Verdict::Pass,
         format!("{} {landed} {short}", ctx.repo.default_branch),
     );
+    merged.evidence = Some(head.clone());
+    let gates = ctx.gates();
+    let failed = match RepoCommand::Deploy.argv(&gates) {
+        None => None,
+        Some(argv) => deploy_command(ctx, &gates, &head, &argv).await,
+    };
+    let failed = failed.map(|reason| GateVerdict::new("deploy", Verdict::Fail, reason));
+    Ok(Deployed { merged, failed })
+}
+
+/// The deploy stage of a change that landed inside a batch: the batch's last change merged the
+/// batch's one commit under the merge lease; this one only confirms the default branch holds it
+/// and deploys that commit at most once (whichever of the batch's deploy jobs runs it first).
+async fn deploy_batch_member(ctx: &JobContext<'_>, entry: &baton_store::QueueEntry) -> Result<Deployed, Refused> {
+    let engine = ctx.engine;
+    let head = timed(ctx, engine.vcs().rev(&ctx.worktree, "HEAD")).await.ok_or("the worktree has no HEAD")?;
+    match merge_gate_head(ctx).await {
+        Some(passed) if passed == head && entry.head.as_deref() == Some(head.as_str()) => {}
+        _ => {
+            return Err(format!(
+                "the worktree is at {head}, not at the batch's commit the merge gate recorded; refusing to deploy"
+            )
+            .into());
+        }
+    }
+    if let Some(remote) = ctx.repo.remote() {
+        timed(ctx, engine.vcs().sync_remote(&ctx.repo.path, &remote, &ctx.repo.default_branch))
+            .await
+            .map_err(|error| format!("cannot fetch the remote: {error}"))?;
+    }
+    let main = timed(ctx, engine.vcs().rev(&ctx.repo.path, &ctx.repo.default_ref())).await.unwrap_or_default();
+    if main != head && !timed(ctx, engine.vcs().is_ancestor(&ctx.repo.path, &head, &main)).await {
+        return Err(Refused::LeaseLost(format!(
+            "the batch's commit {} is not on {}; back to the merge queue",
+            &head[..head.len().min(10)],
+            ctx.repo.default_branch
+        )));
+    }
+    let short = &head[..head.len().min(10)];
+    let message = format!("{} holds {short}: landed with its batch", ctx.repo.default_branch);
+    let _ = engine
+        .store()
+        .append_event(NewEvent {
+            task: ctx.task.id,
+            at_ms: engine.clock().now_ms(),
+            kind: "merged".into(),
+            stage: ctx.stage.name.clone(),
+            message: message.clone(),
+            detail: serde_json::json!({ "head": head, "batch": entry.batch.map(|t| t.0) }),
+        })
+        .await;
+    let mut merged = GateVerdict::new(baton_domain::MERGED_VERDICT, Verdict::Pass, message);
     merged.evidence = Some(head.clone());
     let gates = ctx.gates();
     let failed = match RepoCommand::Deploy.argv(&gates) {

@@ -126,7 +126,7 @@ async fn run_kicked(engine: &Engine) {
 pub fn train_order(mut entries: Vec<QueueEntry>) -> Vec<QueueEntry> {
     let rank = |e: &QueueEntry| match e.state {
         QueueState::Landing => 0,
-        QueueState::Testing | QueueState::Green | QueueState::Red => 1,
+        QueueState::Testing | QueueState::Built | QueueState::Green | QueueState::Red => 1,
         QueueState::Waiting => 2,
         QueueState::Evicted => 3,
     };
@@ -148,21 +148,29 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
         return Ok(());
     };
     let depth = engine.queues().depth(repo_name) as usize;
+    let train = train_order(entries);
     let mut base = main.clone();
     let mut in_flight = 0usize;
     let mut ahead_green = true;
-    for entry in train_order(entries) {
+    let mut i = 0;
+    while let Some(entry) = train.get(i) {
         let on_train = entry.base.as_deref() == Some(base.as_str());
         match entry.state {
             QueueState::Landing => {
                 if on_train && let Some(head) = &entry.head {
                     base = head.clone();
                 }
-                wake_parked(engine, &entry, "it holds the merge lease: landing").await;
+                if is_batch_member(entry) {
+                    landed_member(engine, repo, &main, entry, &train).await?;
+                } else {
+                    wake_parked(engine, entry, "it holds the merge lease: landing").await;
+                }
+                i += 1;
                 continue;
             }
             QueueState::Evicted => {
-                wake_parked(engine, &entry, "evicted from the merge queue").await;
+                wake_parked(engine, entry, "evicted from the merge queue").await;
+                i += 1;
                 continue;
             }
             _ => {}
@@ -171,31 +179,55 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
             break;
         }
         in_flight += 1;
+        if let Some(tail) = entry.batch {
+            // A batch moves as one: its changes are built one on another, the last one tests them all.
+            let end = train[i..].iter().position(|e| e.batch != Some(tail)).map_or(train.len(), |n| i + n);
+            match walk_batch(engine, &main, &base, &train[i..end], ahead_green).await? {
+                Some((head, green)) => {
+                    base = head;
+                    ahead_green &= green;
+                    i = end;
+                    continue;
+                }
+                None => break,
+            }
+        }
         match (entry.state, on_train, entry.head.clone()) {
             (QueueState::Testing, true, Some(head)) => {
                 // Built on the train: the next change can build on it while this one is tested.
-                wake_parked(engine, &entry, "tested on the merge queue's train").await;
+                wake_parked(engine, entry, "tested on the merge queue's train").await;
                 ahead_green = false;
                 base = head;
             }
             (QueueState::Testing, true, None) => {
                 // Not built yet: the changes behind wait for its head.
-                wake_parked(engine, &entry, "tested on the merge queue's train").await;
+                wake_parked(engine, entry, "tested on the merge queue's train").await;
                 break;
             }
             (QueueState::Green, true, Some(head)) => {
                 if base == main {
-                    land(engine, &entry, &head).await?;
+                    land(engine, entry, &head).await?;
                 }
                 base = head;
             }
             (QueueState::Red, true, _) if ahead_green => {
-                evict(engine, &entry).await?;
+                evict(engine, entry).await?;
                 in_flight -= 1;
             }
             (QueueState::Red, true, _) => break,
             _ => {
-                // Waiting, or tested on a base no longer on the train: test it on the train's base.
+                // Waiting, or tested on a base no longer on the train: test it on the train's base,
+                // alone or with the changes behind it as one batch.
+                let cap = repo.merge_batch.max(1).min(entry.split.unwrap_or(u32::MAX).max(1)) as usize;
+                let batch: Vec<&QueueEntry> = train[i..]
+                    .iter()
+                    .take_while(|e| e.batch.is_none() && !matches!(e.state, QueueState::Landing | QueueState::Evicted))
+                    .take(cap)
+                    .collect();
+                if batch.len() > 1 {
+                    start_batch(engine, repo, &main, &base, &batch).await?;
+                    break;
+                }
                 let position = in_flight;
                 let change = QueueChange {
                     state: QueueState::Testing,
@@ -203,21 +235,262 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
                     head: None,
                     fails: 0,
                     reason: None,
+                    batch: None,
+                    split: entry.split,
                 };
-                let expect = QueueExpect { state: entry.state, base: entry.base.clone() };
-                if store.queue_update(entry.task, &expect, &change, engine.clock().now_ms()).await? {
+                if store.queue_update(entry.task, &QueueExpect::of(entry), &change, engine.clock().now_ms()).await? {
                     let on = if base == main {
                         format!("{} {}", repo.default_branch, short(&base))
                     } else {
                         format!("{} (position {position}, on top of the changes ahead)", short(&base))
                     };
-                    wake_parked(engine, &entry, &format!("merge queue: tested on {on}")).await;
+                    wake_parked(engine, entry, &format!("merge queue: tested on {on}")).await;
                 }
                 break;
             }
         }
+        i += 1;
     }
     Ok(())
+}
+
+/// Whether the entry is a change of a batch other than its last.
+pub fn is_batch_member(entry: &QueueEntry) -> bool {
+    entry.batch.is_some_and(|tail| tail != entry.task)
+}
+
+/// Puts `changes` (consecutive in the queue, at least two) on the train as one batch on `base`:
+/// every one is built on the one ahead, and the last one's test covers them all. The first is
+/// woken to build now; each next one gets its base when the one ahead is built.
+async fn start_batch(
+    engine: &Engine,
+    repo: &crate::settings::RepoSettings,
+    main: &str,
+    base: &str,
+    changes: &[&QueueEntry],
+) -> Result<(), crate::EngineError> {
+    let store = engine.store();
+    let Some(tail) = changes.last().map(|e| e.task) else {
+        return Ok(());
+    };
+    let mut assigned: Vec<&QueueEntry> = Vec::new();
+    for (k, entry) in changes.iter().enumerate() {
+        let change = QueueChange {
+            state: QueueState::Testing,
+            base: (k == 0).then(|| base.to_string()),
+            head: None,
+            fails: 0,
+            reason: None,
+            batch: Some(tail),
+            split: entry.split,
+        };
+        if !store.queue_update(entry.task, &QueueExpect::of(entry), &change, engine.clock().now_ms()).await? {
+            // Changed meanwhile: undo what was assigned; the next pass forms the batch again.
+            for done in assigned {
+                let expect = QueueExpect {
+                    state: QueueState::Testing,
+                    base: (done.task == changes[0].task).then(|| base.to_string()),
+                };
+                store
+                    .queue_update(done.task, &expect, &QueueChange::waiting(done.split), engine.clock().now_ms())
+                    .await?;
+            }
+            engine.queues().kick(&repo.name);
+            return Ok(());
+        }
+        assigned.push(entry);
+    }
+    let names: Vec<&str> = changes.iter().map(|e| e.work_item_id.as_str()).collect();
+    let on = if base == main { format!("{} {}", repo.default_branch, short(base)) } else { short(base).to_string() };
+    wake_parked(
+        engine,
+        changes[0],
+        &format!("merge queue: batch of {} ({}) tested as one on {on}", changes.len(), names.join(", ")),
+    )
+    .await;
+    Ok(())
+}
+
+/// One batch on the train, ahead of it `base`. `Some((head, green))`: the batch is built (its last
+/// change's head, which the next change builds on) and whether it is green; `None`: the pass stops
+/// here (a change is being built, the batch is red or was broken up).
+async fn walk_batch(
+    engine: &Engine,
+    main: &str,
+    base: &str,
+    unit: &[QueueEntry],
+    ahead_green: bool,
+) -> Result<Option<(String, bool)>, crate::EngineError> {
+    let store = engine.store();
+    let (Some(first), Some(last)) = (unit.first(), unit.last()) else {
+        return Ok(None);
+    };
+    let complete = Some(last.task) == first.batch;
+    let mut cur = base.to_string();
+    for entry in unit {
+        let is_tail = entry.batch == Some(entry.task);
+        match (entry.state, entry.base.as_deref(), entry.head.clone()) {
+            _ if !complete => break,
+            (QueueState::Testing, None, _) => {
+                // The change ahead in the batch is built: this one builds on it.
+                let change = QueueChange { base: Some(cur.clone()), ..QueueChange::from(entry) };
+                if store.queue_update(entry.task, &QueueExpect::of(entry), &change, engine.clock().now_ms()).await? {
+                    wake_parked(engine, entry, &format!("merge queue: built on {} in its batch", short(&cur))).await;
+                }
+                return Ok(None);
+            }
+            (_, Some(b), _) if b != cur => break,
+            (QueueState::Testing, Some(_), None) => return Ok(None),
+            (QueueState::Built | QueueState::Testing, Some(_), Some(head)) if !is_tail => cur = head,
+            (QueueState::Testing, Some(_), Some(head)) => {
+                wake_parked(engine, entry, "merge queue: testing its batch").await;
+                return Ok(Some((head, false)));
+            }
+            (QueueState::Green, Some(_), Some(head)) if is_tail => {
+                if base == main {
+                    land_batch(engine, unit, &head).await?;
+                }
+                return Ok(Some((head, true)));
+            }
+            (QueueState::Red, Some(_), _) if is_tail => {
+                if ahead_green {
+                    split(engine, unit, base).await?;
+                }
+                return Ok(None);
+            }
+            _ => break,
+        }
+    }
+    // The batch no longer fits the train (its last change left, or something ahead moved): its
+    // changes wait again and are tested anew.
+    for entry in unit {
+        store
+            .queue_update(
+                entry.task,
+                &QueueExpect::of(entry),
+                &QueueChange::waiting(entry.split),
+                engine.clock().now_ms(),
+            )
+            .await?;
+    }
+    engine.queues().kick(&first.repo);
+    Ok(None)
+}
+
+/// A green batch on the default head: its last change takes the merge lease and lands the batch's
+/// one commit; the other changes follow it as landed once the default branch holds that commit.
+/// They are marked first (a crash then leaves them landing beside a tail that is not, which the
+/// next pass sends back to wait); if the lease is busy they go back to built.
+async fn land_batch(engine: &Engine, unit: &[QueueEntry], head: &str) -> Result<(), crate::EngineError> {
+    let store = engine.store();
+    let Some((tail, members)) = unit.split_last() else {
+        return Ok(());
+    };
+    let mut marked = Vec::new();
+    for member in members {
+        let change =
+            QueueChange { state: QueueState::Landing, head: Some(head.to_string()), ..QueueChange::from(member) };
+        if !store.queue_update(member.task, &QueueExpect::of(member), &change, engine.clock().now_ms()).await? {
+            break;
+        }
+        marked.push(member);
+    }
+    if marked.len() == members.len() && land(engine, tail, head).await? {
+        return Ok(());
+    }
+    for member in marked {
+        let expect = QueueExpect { state: QueueState::Landing, base: member.base.clone() };
+        store.queue_update(member.task, &expect, &QueueChange::from(member), engine.clock().now_ms()).await?;
+    }
+    Ok(())
+}
+
+/// A landing change of a batch other than its last: woken once the default branch holds the
+/// batch's commit (its own landing); sent back to wait when the batch's landing was given up.
+async fn landed_member(
+    engine: &Engine,
+    repo: &crate::settings::RepoSettings,
+    main: &str,
+    entry: &QueueEntry,
+    train: &[QueueEntry],
+) -> Result<(), crate::EngineError> {
+    let Some(head) = entry.head.as_deref() else {
+        return Ok(());
+    };
+    if main == head || engine.vcs().is_ancestor(&repo.path, head, main).await {
+        wake_parked(engine, entry, &format!("merge queue: its batch landed as {}", short(head))).await;
+        return Ok(());
+    }
+    let tail_landing = train.iter().any(|e| Some(e.task) == entry.batch && e.state == QueueState::Landing);
+    if !tail_landing
+        && engine
+            .store()
+            .queue_update(
+                entry.task,
+                &QueueExpect::of(entry),
+                &QueueChange::waiting(entry.split),
+                engine.clock().now_ms(),
+            )
+            .await?
+    {
+        engine.queues().kick(&repo.name);
+    }
+    Ok(())
+}
+
+/// A red batch whose changes ahead are green holds the culprit: it is split in two halves, each
+/// tested as a batch of its own (the second on top of the first), until the culprit is a batch of
+/// one and is evicted. Every step is recorded on each change's timeline.
+async fn split(engine: &Engine, unit: &[QueueEntry], base: &str) -> Result<(), crate::EngineError> {
+    let store = engine.store();
+    let first_half = unit.len().div_ceil(2);
+    let names: Vec<&str> = unit.iter().map(|e| e.work_item_id.as_str()).collect();
+    let (left, right) = names.split_at(first_half);
+    let why = unit.last().and_then(|e| e.reason.as_deref()).and_then(|r| r.lines().next()).unwrap_or("its test failed");
+    let message = format!(
+        "merge queue: the batch of {} ({}) is red on top of {}: {why}; split into {} and {} to find the culprit",
+        unit.len(),
+        names.join(", "),
+        short(base),
+        span(left),
+        span(right)
+    );
+    for (k, entry) in unit.iter().enumerate() {
+        let cap = if k < first_half { first_half } else { unit.len() - first_half } as u32;
+        if !store
+            .queue_update(
+                entry.task,
+                &QueueExpect::of(entry),
+                &QueueChange::waiting(Some(cap)),
+                engine.clock().now_ms(),
+            )
+            .await?
+        {
+            continue;
+        }
+        let task = store.task(&TaskKey::Id(entry.task)).await?;
+        store
+            .append_event(baton_store::NewEvent {
+                task: entry.task,
+                at_ms: engine.clock().now_ms(),
+                kind: "bisect".into(),
+                stage: task.map(|t| t.state.stage).unwrap_or_default(),
+                message: message.clone(),
+                detail: serde_json::json!({ "batch": names, "base": base, "halves": [left, right] }),
+            })
+            .await?;
+    }
+    engine.queues().record(&unit[0].repo, false);
+    engine.queues().kick(&unit[0].repo);
+    Ok(())
+}
+
+fn span(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first, .., last] => format!("{first}..{last}"),
+    }
 }
 
 fn short(sha: &str) -> &str {
@@ -226,44 +499,38 @@ fn short(sha: &str) -> &str {
 
 /// The first green change sits on the default head: it takes the merge lease and its task is
 /// woken to land.
-async fn land(engine: &Engine, entry: &QueueEntry, head: &str) -> Result<(), crate::EngineError> {
+async fn land(engine: &Engine, entry: &QueueEntry, head: &str) -> Result<bool, crate::EngineError> {
     let store = engine.store();
     let lease = crate::gates::merge_lease_name(&entry.repo);
     let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
     let holder = task_holder(entry.task);
     match store.acquire_lease(&lease, &holder, ttl_ms, engine.clock().now_ms()).await? {
         LeaseOutcome::Acquired { .. } => {}
-        LeaseOutcome::Busy { .. } => return Ok(()),
+        LeaseOutcome::Busy { .. } => return Ok(false),
     }
     let expect = QueueExpect { state: QueueState::Green, base: entry.base.clone() };
     let change = QueueChange {
         state: QueueState::Landing,
-        base: entry.base.clone(),
         head: Some(head.to_string()),
-        fails: entry.fails,
         reason: None,
+        ..QueueChange::from(entry)
     };
     if store.queue_update(entry.task, &expect, &change, engine.clock().now_ms()).await? {
         wake_parked(engine, entry, &format!("merge queue: {} is green on the default head; landing", short(head)))
             .await;
+        Ok(true)
     } else {
         // The entry changed meanwhile: never keep the lease for a change that is not landing.
         store.release_lease(&lease, &holder).await?;
+        Ok(false)
     }
-    Ok(())
 }
 
 /// A change red on a base whose changes ahead are all green is the culprit: its task is woken to
 /// roll back with the reason; the changes behind it are tested again without it.
 async fn evict(engine: &Engine, entry: &QueueEntry) -> Result<(), crate::EngineError> {
     let expect = QueueExpect { state: QueueState::Red, base: entry.base.clone() };
-    let change = QueueChange {
-        state: QueueState::Evicted,
-        base: entry.base.clone(),
-        head: entry.head.clone(),
-        fails: entry.fails,
-        reason: entry.reason.clone(),
-    };
+    let change = QueueChange { state: QueueState::Evicted, ..QueueChange::from(entry) };
     if engine.store().queue_update(entry.task, &expect, &change, engine.clock().now_ms()).await? {
         engine.queues().record(&entry.repo, false);
         wake_parked(engine, entry, "evicted from the merge queue: its test failed on top of green changes").await;
@@ -412,6 +679,8 @@ mod tests {
             fails: 0,
             reason: None,
             updated_at_ms: entered_at_ms,
+            batch: None,
+            split: None,
         }
     }
 

@@ -122,6 +122,11 @@ pub struct RepoSettings {
     pub deploy: Option<Vec<String>>,
     #[serde(default)]
     pub health: Option<Vec<String>>,
+    /// Batches in the merge queue (opt-in): up to this many queued changes are tested as one
+    /// combined head and land as one commit; a red batch is split in halves until the culprit is
+    /// found (docs/merge-queue.md). 1 (the default) tests every change on its own.
+    #[serde(default = "default_merge_batch")]
+    pub merge_batch: u32,
     /// The hosted forge of the repository (`forge`, `forge_repo`, … in the file, read by the
     /// configuration loader; default: local).
     #[serde(skip)]
@@ -184,6 +189,13 @@ pub enum DeleteRemoteBranch {
     /// Never: remote task branches stay for humans to delete.
     Never,
 }
+
+fn default_merge_batch() -> u32 {
+    1
+}
+
+/// The largest merge-queue batch (`merge_batch`).
+pub const MERGE_BATCH_MAX: u32 = 32;
 
 impl RepoSettings {
     /// The remote of a `url` repository (Baton works in its clone at `path`).

@@ -246,6 +246,7 @@ impl World {
                 test: Some(vec!["run-tests".into()]),
                 deploy: None,
                 health: None,
+                merge_batch: 1,
                 forge: RepoForge {
                     kind: ForgeKind::GitHub,
                     repo: Some("acme/app".into()),

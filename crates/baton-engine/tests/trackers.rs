@@ -83,6 +83,7 @@ fn settings(dir: &Path) -> EngineSettings {
             url: None,
             push: None,
             delete_remote_branch: baton_engine::DeleteRemoteBranch::default(),
+            merge_batch: 1,
             forge: Default::default(),
             credentials_env: None,
             test: None,

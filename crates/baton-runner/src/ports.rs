@@ -61,6 +61,12 @@ pub fn is_infrastructure(text: &str) -> bool {
     lock_file || SIGNS.iter().any(|sign| text.contains(sign))
 }
 
+/// The ref recording what the merge gate last squashed `branch` onto (its next rebase replays
+/// only the commits after it).
+fn built_on_ref(branch: &str) -> String {
+    format!("refs/baton/built-on/{branch}")
+}
+
 /// Git operations on repositories and task worktrees.
 #[async_trait]
 pub trait Vcs: Send + Sync {
@@ -85,6 +91,17 @@ pub trait Vcs: Send + Sync {
     async fn rebase(&self, worktree: &Path, onto: &str) -> Result<(), GitError>;
     /// Squashes everything since `base` into one commit with `message`.
     async fn squash(&self, worktree: &Path, base: &str, message: &str) -> Result<(), GitError>;
+    /// A new commit with the worktree HEAD's tree on `parent` (a merge-queue batch's one commit),
+    /// moving no branch; returns its id.
+    async fn commit_tree(&self, worktree: &Path, parent: &str, message: &str) -> Result<String, GitError>;
+    /// Whether commits `a` and `b` have the same tree, in the repository at `dir`.
+    async fn same_tree(&self, dir: &Path, a: &str, b: &str) -> bool;
+    /// Moves the worktree's branch, index and files to `commit` (an existing commit of the
+    /// repository: a merge-queue batch's commit).
+    async fn reset_to(&self, worktree: &Path, commit: &str) -> Result<(), GitError>;
+    /// Whether `ancestor` is `descendant` or one of its ancestors, in the repository at `dir`;
+    /// `false` when either is unknown.
+    async fn is_ancestor(&self, dir: &Path, ancestor: &str, descendant: &str) -> bool;
     /// Removes a worktree (forced) and prunes its registration; a missing one is fine.
     async fn remove_worktree(&self, repo: &Path, worktree: &Path) -> Result<(), GitError>;
     /// A text file of the worktree (an artifact), or `None`.
@@ -358,7 +375,19 @@ impl Vcs for GitVcs {
 
     async fn rebase(&self, worktree: &Path, onto: &str) -> Result<(), GitError> {
         let git = Git::new(worktree);
-        let rebased = git.run(&["rebase", "-q", onto]).await;
+        // A branch the merge gate squashed before sits on the base it was built on — maybe the
+        // head of a change ahead in the merge queue, not the branch's own work: replay only what
+        // came after that base, never the other change.
+        let built_on = match git.run(&["symbolic-ref", "--short", "-q", "HEAD"]).await {
+            Ok(branch) => git.run(&["rev-parse", "-q", "--verify", &built_on_ref(&branch)]).await.ok(),
+            Err(_) => None,
+        };
+        let rebased = match built_on {
+            Some(upstream) if git.is_ancestor(&upstream, "HEAD").await => {
+                git.run(&["rebase", "-q", "--onto", onto, &upstream]).await
+            }
+            _ => git.run(&["rebase", "-q", onto]).await,
+        };
         if rebased.is_err() {
             let _ = git.run(&["rebase", "--abort"]).await;
         }
@@ -369,7 +398,34 @@ impl Vcs for GitVcs {
         let git = Git::new(worktree);
         git.run(&["reset", "-q", "--soft", base]).await?;
         git.run(&["commit", "-q", "-m", message]).await?;
+        if let Ok(branch) = git.run(&["symbolic-ref", "--short", "-q", "HEAD"]).await {
+            git.run(&["update-ref", &built_on_ref(&branch), base]).await?;
+        }
         Ok(())
+    }
+
+    async fn commit_tree(&self, worktree: &Path, parent: &str, message: &str) -> Result<String, GitError> {
+        Git::new(worktree).run(&["commit-tree", "HEAD^{tree}", "-p", parent, "-m", message]).await
+    }
+
+    async fn same_tree(&self, dir: &Path, a: &str, b: &str) -> bool {
+        let git = Git::new(dir);
+        let tree = |rev: &str| format!("{rev}^{{tree}}");
+        match (
+            git.run(&["rev-parse", "-q", "--verify", &tree(a)]).await,
+            git.run(&["rev-parse", "-q", "--verify", &tree(b)]).await,
+        ) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+    }
+
+    async fn reset_to(&self, worktree: &Path, commit: &str) -> Result<(), GitError> {
+        Git::new(worktree).run(&["reset", "-q", "--hard", commit]).await.map(|_| ())
+    }
+
+    async fn is_ancestor(&self, dir: &Path, ancestor: &str, descendant: &str) -> bool {
+        Git::new(dir).is_ancestor(ancestor, descendant).await
     }
 
     async fn remove_worktree(&self, repo: &Path, worktree: &Path) -> Result<(), GitError> {

@@ -61,6 +61,9 @@ struct Git {
     passed: BTreeMap<String, Passed>,
     /// Heads made by a merge gate's squash (passed or not).
     squashed: BTreeSet<String>,
+    /// Commits made with another commit's tree on a parent of their own (a merge-queue batch's one
+    /// commit): commit → (the commit whose tree it has, its parent).
+    aliases: BTreeMap<String, (String, String)>,
     next_commit: u64,
     violations: Vec<Violation>,
     merges: u64,
@@ -191,7 +194,12 @@ impl SimForge {
     /// by the task holding the repo's merge lease, while that task is deploying.
     fn check_merge(&self, git: &mut Git, repo: &str, base: &str, head: &str) {
         let now = self.clock.now_ms();
-        let Some(passed) = git.passed.get(head).cloned() else {
+        // A batch's commit has the tree its last change's build was tested on, on its own parent.
+        let passed = git.passed.get(head).cloned().or_else(|| {
+            let (tree, parent) = git.aliases.get(head)?;
+            git.passed.get(tree).cloned().map(|p| Passed { base: parent.clone(), ..p })
+        });
+        let Some(passed) = passed else {
             let violation = if git.squashed.contains(head) {
                 Violation::new(
                     Kind::StaleGateHeadMerged,
@@ -364,6 +372,9 @@ impl Vcs for SimForge {
 
     async fn rev(&self, dir: &Path, rev: &str) -> Option<String> {
         let git = self.lock();
+        if let Some((_, parent)) = rev.strip_suffix('^').and_then(|c| git.aliases.get(c)) {
+            return Some(parent.clone());
+        }
         if let Some(repo) = git.repos.get(dir) {
             let name = rev.strip_prefix("refs/heads/")?;
             if name == "main" {
@@ -415,6 +426,79 @@ impl Vcs for SimForge {
         let (branch, chain) = (branch.clone(), tree.chain.clone());
         git.branches.insert(branch, chain);
         Ok(())
+    }
+
+    async fn reset_to(&self, worktree: &Path, commit: &str) -> Result<(), GitError> {
+        let mut git = self.lock();
+        Self::disk_full(&mut git, "reset", worktree)?;
+        // The chain that ends at `commit`: main's (a batch's commit once landed), or a branch's.
+        let chain_to = |git: &Git, commit: &str| {
+            git.mains
+                .values()
+                .find_map(|main| {
+                    let at = main.iter().position(|c| c == commit)?;
+                    Some(main[..=at].to_vec())
+                })
+                .or_else(|| {
+                    git.branches.values().find(|chain| chain.last().map(String::as_str) == Some(commit)).cloned()
+                })
+        };
+        let chain = chain_to(&git, commit)
+            .or_else(|| {
+                let (_, parent) = git.aliases.get(commit)?;
+                let mut chain = chain_to(&git, parent)?;
+                chain.push(commit.to_string());
+                Some(chain)
+            })
+            .ok_or_else(|| failed("reset", worktree, &format!("unknown commit {commit}")))?;
+        let Some((branch, tree)) = git.worktrees.get_mut(worktree) else {
+            return Err(failed("reset", worktree, "no worktree"));
+        };
+        tree.chain = chain.clone();
+        tree.files = tree.committed.clone();
+        let branch = branch.clone();
+        git.branches.insert(branch, chain);
+        Ok(())
+    }
+
+    async fn commit_tree(&self, worktree: &Path, parent: &str, _message: &str) -> Result<String, GitError> {
+        let mut git = self.lock();
+        Self::disk_full(&mut git, "commit", worktree)?;
+        let head = git
+            .worktrees
+            .get(worktree)
+            .and_then(|(_, t)| t.chain.last().cloned())
+            .ok_or_else(|| failed("commit-tree", worktree, "no worktree"))?;
+        let commit = Self::new_commit(&mut git);
+        git.squashed.insert(commit.clone());
+        git.aliases.insert(commit.clone(), (head, parent.to_string()));
+        Ok(commit)
+    }
+
+    async fn same_tree(&self, dir: &Path, a: &str, b: &str) -> bool {
+        let git = self.lock();
+        let resolve = |rev: &str| -> Option<String> {
+            let commit = match (rev, git.worktrees.get(dir)) {
+                ("HEAD", Some((_, tree))) => tree.chain.last()?.clone(),
+                _ => rev.to_string(),
+            };
+            // A commit's tree is named by the commit that first had it.
+            Some(git.aliases.get(&commit).map_or(commit, |(tree, _)| tree.clone()))
+        };
+        matches!((resolve(a), resolve(b)), (Some(x), Some(y)) if x == y)
+    }
+
+    async fn is_ancestor(&self, dir: &Path, ancestor: &str, descendant: &str) -> bool {
+        let git = self.lock();
+        let chain = match git.repos.get(dir) {
+            Some(repo) => git.mains.get(repo).cloned().unwrap_or_default(),
+            None => git.worktrees.get(dir).map(|(_, t)| t.chain.clone()).unwrap_or_default(),
+        };
+        // Main's history (or a worktree's chain) up to `descendant`.
+        chain.iter().position(|c| c == descendant).is_some_and(|at| chain[..=at].iter().any(|c| c == ancestor))
+            || git.branches.values().any(|chain| {
+                chain.iter().position(|c| c == descendant).is_some_and(|at| chain[..=at].iter().any(|c| c == ancestor))
+            })
     }
 
     async fn remove_worktree(&self, _repo: &Path, worktree: &Path) -> Result<(), GitError> {

@@ -233,6 +233,7 @@ fn settings_for(config: &WorldConfig) -> EngineSettings {
                 test: argv(TEST_PROGRAM),
                 deploy: argv(DEPLOY_PROGRAM),
                 health: argv(HEALTH_PROGRAM),
+                merge_batch: 1,
                 forge: Default::default(),
             })
             .collect(),

@@ -450,6 +450,9 @@ pub enum QueueState {
     Green,
     /// Its test failed on `base` (after one retry): the culprit once everything ahead is green.
     Red,
+    /// A change of a batch other than its last: rebased and squashed onto `base` (`head` set) and
+    /// not tested alone — the batch's last change tests them all at once.
+    Built,
     /// It holds the merge lease and lands (merge, deploy) now.
     Landing,
     /// Found to be the culprit: the task is woken to roll back with `reason`.
@@ -465,6 +468,7 @@ impl QueueState {
             QueueState::Red => "red",
             QueueState::Landing => "landing",
             QueueState::Evicted => "evicted",
+            QueueState::Built => "built",
         }
     }
 
@@ -476,6 +480,7 @@ impl QueueState {
             "red" => QueueState::Red,
             "landing" => QueueState::Landing,
             "evicted" => QueueState::Evicted,
+            "built" => QueueState::Built,
             _ => return None,
         })
     }
@@ -500,6 +505,10 @@ pub struct QueueEntry {
     pub fails: u32,
     pub reason: Option<String>,
     pub updated_at_ms: i64,
+    /// In a batch: the task whose change ends it (and whose test covers the whole batch).
+    pub batch: Option<TaskId>,
+    /// After a red batch was split: the largest batch this change may join next.
+    pub split: Option<u32>,
 }
 
 /// How much waiting one priority point is worth in the queue order (ten minutes).
@@ -527,4 +536,35 @@ pub struct QueueChange {
     pub head: Option<String>,
     pub fails: u32,
     pub reason: Option<String>,
+    /// The batch the change belongs to (the task ending it), if any.
+    pub batch: Option<TaskId>,
+    /// The largest batch it may join next (set when a red batch is split).
+    pub split: Option<u32>,
+}
+
+impl QueueChange {
+    /// `entry` as it is, to be changed field by field (`QueueChange { state, ..from(&entry) }`).
+    pub fn from(entry: &QueueEntry) -> Self {
+        QueueChange {
+            state: entry.state,
+            base: entry.base.clone(),
+            head: entry.head.clone(),
+            fails: entry.fails,
+            reason: entry.reason.clone(),
+            batch: entry.batch,
+            split: entry.split,
+        }
+    }
+
+    /// Back to waiting, with nothing tested (keeps a split's batch size cap).
+    pub fn waiting(split: Option<u32>) -> Self {
+        QueueChange { state: QueueState::Waiting, base: None, head: None, fails: 0, reason: None, batch: None, split }
+    }
+}
+
+impl QueueExpect {
+    /// What `entry` is now.
+    pub fn of(entry: &QueueEntry) -> Self {
+        QueueExpect { state: entry.state, base: entry.base.clone() }
+    }
 }

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/sqlite/0006_webhooks.sql")),
     (7, include_str!("../migrations/sqlite/0007_merge_queue.sql")),
     (8, include_str!("../migrations/sqlite/0008_idle.sql")),
+    (9, include_str!("../migrations/sqlite/0009_queue_batch.sql")),
 ];
 
 /// The newest schema version this Baton knows (versions may be merged out of order, so not the
@@ -347,11 +348,13 @@ fn queue_from_row(row: &SqliteRow) -> StoreResult<QueueEntry> {
         fails: row.try_get::<i64, _>("fails")?.clamp(0, i64::from(u32::MAX)) as u32,
         reason: row.try_get("reason")?,
         updated_at_ms: row.try_get("updated_at")?,
+        batch: row.try_get::<Option<i64>, _>("batch")?.map(TaskId),
+        split: row.try_get::<Option<i64>, _>("split")?.map(|s| s.clamp(1, i64::from(u32::MAX)) as u32),
     })
 }
 
 const QUEUE_COLUMNS: &str = "q.task_id, t.work_item_id, q.repo, q.priority, q.entered_at, q.state, q.base, q.head, \
-     q.fails, q.reason, q.updated_at FROM merge_queue q JOIN tasks t ON t.id = q.task_id";
+     q.fails, q.reason, q.updated_at, q.batch, q.split FROM merge_queue q JOIN tasks t ON t.id = q.task_id";
 
 fn lease_from_row(row: &SqliteRow) -> StoreResult<LeaseRecord> {
     Ok(LeaseRecord {
@@ -1517,7 +1520,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let result = sqlx::query(
-            "UPDATE merge_queue SET state = $4, base = $5, head = $6, fails = $7, reason = $8, updated_at = $9
+            "UPDATE merge_queue SET state = $4, base = $5, head = $6, fails = $7, reason = $8, updated_at = $9,
+                 batch = $10, split = $11
              WHERE task_id = $1 AND state = $2 AND base IS $3",
         )
         .bind(task.0)
@@ -1529,6 +1533,8 @@ impl Store for SqliteStore {
         .bind(i64::from(change.fails))
         .bind(change.reason.as_deref())
         .bind(now_ms)
+        .bind(change.batch.map(|b| b.0))
+        .bind(change.split.map(i64::from))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -70,6 +70,12 @@ pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
                     entry.reason.as_deref().unwrap_or("")
                 ));
             }
+            QueueState::Built => {
+                return queued(format!(
+                    "built on top of {}; tested with the rest of its batch",
+                    short(entry.base.as_deref().unwrap_or(""))
+                ));
+            }
         };
         match next {
             Round::Done(v) => return v,
@@ -77,6 +83,45 @@ pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
         }
     }
     queued("the merge queue moved this change while it was tested; it waits for its next turn")
+}
+
+/// The change's part in the train.
+enum Role {
+    /// Tested on its own.
+    Alone,
+    /// A change of a batch other than its last: built, not tested alone.
+    Member,
+    /// The last change of a batch: squashes the whole batch onto its base and tests it.
+    Tail(Batch),
+}
+
+/// A batch, as its last change builds it.
+struct Batch {
+    /// What the batch is built on (the first change's base).
+    base: String,
+    /// The batch's changes in train order: work item and title.
+    changes: Vec<(String, String)>,
+}
+
+/// The batch that `entry` (its last change) ends.
+async fn batch_of(ctx: &GateContext<'_>, entry: &QueueEntry) -> Result<Batch, GateVerdict> {
+    let entries = ctx
+        .store
+        .queue_entries(Some(&ctx.repo.name))
+        .await
+        .map_err(|error| verdict(Verdict::Error, format!("cannot read the merge queue: {error}")))?;
+    let batch: Vec<QueueEntry> =
+        crate::queue::train_order(entries).into_iter().filter(|e| e.batch == Some(entry.task)).collect();
+    let base = batch.first().and_then(|e| e.base.clone()).ok_or_else(|| queued("its batch has no base yet"))?;
+    let mut changes = Vec::new();
+    for e in &batch {
+        let title = match ctx.store.task(&baton_store::TaskKey::Id(e.task)).await {
+            Ok(Some(task)) => task.title.chars().filter(|c| !c.is_control()).take(120).collect(),
+            _ => String::new(),
+        };
+        changes.push((e.work_item_id.clone(), title));
+    }
+    Ok(Batch { base, changes })
 }
 
 enum Round {
@@ -90,23 +135,45 @@ async fn test_round(ctx: &GateContext<'_>, entry: &QueueEntry) -> Round {
     let Some(base) = entry.base.clone() else {
         return Round::Done(queued("waiting for a base in the merge queue"));
     };
+    let role = match entry.batch {
+        None => Role::Alone,
+        Some(tail) if tail != ctx.task.id => Role::Member,
+        Some(_) => match batch_of(ctx, entry).await {
+            Ok(batch) => Role::Tail(batch),
+            Err(done) => return Round::Done(done),
+        },
+    };
+    let alone = matches!(role, Role::Alone);
     let default = &ctx.repo.default_branch;
-    let head = match built(ctx, entry, &base).await {
+    let head = match built(ctx, entry, &base, &role).await {
         Some(head) => head,
-        None => match build(ctx, entry, &base).await {
+        None => match build(ctx, entry, &base, &role).await {
             Ok(head) => head,
             Err(done) => return done,
         },
     };
+    if let Role::Member = role {
+        // Not tested alone: the batch's last change tests the whole batch.
+        let expect = QueueExpect { state: QueueState::Testing, base: Some(base.clone()) };
+        let change = QueueChange { state: QueueState::Built, head: Some(head.clone()), ..QueueChange::from(entry) };
+        return match ctx.store.queue_update(ctx.task.id, &expect, &change, ctx.clock.now_ms()).await {
+            Ok(true) => {
+                ctx.queues.kick(&ctx.repo.name);
+                Round::Done(queued(format!("built on top of {}; tested with the rest of its batch", short(&base))))
+            }
+            Ok(false) => Round::Again,
+            Err(error) => Round::Done(verdict(Verdict::Error, format!("cannot record the build: {error}"))),
+        };
+    }
     let mut fails = entry.fails;
     loop {
         let Some(argv) = ctx.repo.test.clone() else {
-            return record_green(ctx, &base, &head, fails, None).await;
+            return record_green(ctx, &base, &head, fails, None, alone).await;
         };
         match run_repo_command(ctx, "merge-retest", &argv).await {
             Ok(out) if out.exit.success() => {
                 let flake = (fails > 0).then(|| argv.join(" "));
-                return record_green(ctx, &base, &head, fails, flake).await;
+                return record_green(ctx, &base, &head, fails, flake, alone).await;
             }
             Ok(out) => {
                 let on = if Some(base.as_str()) == current_main(ctx).await.as_deref() {
@@ -124,6 +191,7 @@ async fn test_round(ctx: &GateContext<'_>, entry: &QueueEntry) -> Round {
                         head: Some(head.clone()),
                         fails,
                         reason: Some(reason),
+                        ..QueueChange::from(entry)
                     };
                     let expect = QueueExpect { state: QueueState::Testing, base: Some(base.clone()) };
                     match ctx.store.queue_update(ctx.task.id, &expect, &change, ctx.clock.now_ms()).await {
@@ -134,7 +202,7 @@ async fn test_round(ctx: &GateContext<'_>, entry: &QueueEntry) -> Round {
                         }
                     }
                 }
-                return record_red(ctx, &base, &head, fails, reason).await;
+                return record_red(ctx, &base, &head, fails, reason, alone).await;
             }
             Err(error) => {
                 return Round::Done(verdict(Verdict::Error, format!("re-test could not run: {error}")));
@@ -143,18 +211,32 @@ async fn test_round(ctx: &GateContext<'_>, entry: &QueueEntry) -> Round {
     }
 }
 
-/// The worktree's head when it already is this entry's build on `base` (a job restarted after
-/// the build, or the flake retry).
-async fn built(ctx: &GateContext<'_>, entry: &QueueEntry, base: &str) -> Option<String> {
+/// The recorded head when the worktree already is this entry's build on `base` (a job restarted
+/// after the build, or the flake retry). A batch's last change is built like any change; its
+/// recorded head is the batch's commit, which has the same tree on the batch's base.
+async fn built(ctx: &GateContext<'_>, entry: &QueueEntry, base: &str, role: &Role) -> Option<String> {
     let recorded = entry.head.as_deref()?;
     let head = ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD")).await?;
     let parent = ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD^")).await?;
-    (head == recorded && parent == base).then_some(head)
+    if parent != base {
+        return None;
+    }
+    match role {
+        Role::Tail(batch) => {
+            let on = ctx.timed(ctx.vcs.rev(&ctx.repo.path, &format!("{recorded}^"))).await;
+            let same = ctx.timed(ctx.vcs.same_tree(ctx.worktree, "HEAD", recorded)).await;
+            (same && on.as_deref() == Some(batch.base.as_str())).then(|| recorded.to_string())
+        }
+        Role::Alone | Role::Member => (head == recorded).then_some(head),
+    }
 }
 
 /// Rebases the task branch onto `base`, squashes it to one commit and records the head, so the
-/// change behind it can build on it while this one is tested.
-async fn build(ctx: &GateContext<'_>, entry: &QueueEntry, base: &str) -> Result<String, Round> {
+/// change behind it can build on it while this one is tested. The last change of a batch also
+/// makes the batch's one commit: its build's tree (every change of the batch) on the batch's base,
+/// recorded as the head; its own branch keeps only its own change.
+async fn build(ctx: &GateContext<'_>, entry: &QueueEntry, base: &str, role: &Role) -> Result<String, Round> {
+    let alone = matches!(role, Role::Alone);
     let default = &ctx.repo.default_branch;
     // A `url` repository: the default head comes from the remote.
     if let Some(remote) = ctx.repo.remote()
@@ -167,12 +249,12 @@ async fn build(ctx: &GateContext<'_>, entry: &QueueEntry, base: &str) -> Result<
         if baton_runner::is_infrastructure(&reason) {
             return Err(Round::Done(verdict(Verdict::Error, reason)));
         }
-        return Err(record_red(ctx, base, "", 2, reason).await);
+        return Err(record_red(ctx, base, "", 2, reason, alone).await);
     }
     match ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD")).await {
         Some(head) if head == base => {
             let reason = format!("the branch has no changes relative to {default}");
-            return Err(record_red(ctx, base, "", 2, reason).await);
+            return Err(record_red(ctx, base, "", 2, reason, alone).await);
         }
         Some(_) => {}
         None => return Err(Round::Done(verdict(Verdict::Error, "the worktree has no HEAD"))),
@@ -183,16 +265,30 @@ async fn build(ctx: &GateContext<'_>, entry: &QueueEntry, base: &str) -> Result<
     if let Err(error) = ctx.timed(ctx.vcs.squash(ctx.worktree, base, &message)).await {
         return Err(Round::Done(verdict(Verdict::Error, format!("squashing onto {} failed: {error}", short(base)))));
     }
-    let Some(head) = ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD")).await else {
+    let Some(mut head) = ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD")).await else {
         return Err(Round::Done(verdict(Verdict::Error, "the worktree has no HEAD after squashing")));
     };
+    if let Role::Tail(batch) = role {
+        let names: Vec<&str> = batch.changes.iter().map(|(id, _)| id.as_str()).collect();
+        let lines: Vec<String> = batch.changes.iter().map(|(id, title)| format!("- {id}: {title}")).collect();
+        let message = format!(
+            "Merge queue batch: {}\n\n{}\n\nTested together and merged by Baton as one commit.",
+            names.join(", "),
+            lines.join("\n")
+        );
+        head = match ctx.timed(ctx.vcs.commit_tree(ctx.worktree, &batch.base, &message)).await {
+            Ok(commit) => commit,
+            Err(error) => {
+                return Err(Round::Done(verdict(Verdict::Error, format!("making the batch's commit failed: {error}"))));
+            }
+        };
+    }
     let expect = QueueExpect { state: QueueState::Testing, base: Some(base.to_string()) };
     let change = QueueChange {
         state: QueueState::Testing,
         base: Some(base.to_string()),
         head: Some(head.clone()),
-        fails: entry.fails,
-        reason: entry.reason.clone(),
+        ..QueueChange::from(entry)
     };
     match ctx.store.queue_update(ctx.task.id, &expect, &change, ctx.clock.now_ms()).await {
         Ok(true) => {
@@ -208,14 +304,24 @@ async fn current_main(ctx: &GateContext<'_>) -> Option<String> {
     ctx.timed(ctx.vcs.rev(&ctx.repo.path, &ctx.repo.default_ref())).await
 }
 
-async fn record_green(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32, flake: Option<String>) -> Round {
+async fn record_green(
+    ctx: &GateContext<'_>,
+    base: &str,
+    head: &str,
+    fails: u32,
+    flake: Option<String>,
+    alone: bool,
+) -> Round {
     let expect = QueueExpect { state: QueueState::Testing, base: Some(base.to_string()) };
+    let batch = if alone { None } else { Some(ctx.task.id) };
     let change = QueueChange {
         state: QueueState::Green,
         base: Some(base.to_string()),
         head: Some(head.to_string()),
         fails,
         reason: None,
+        batch,
+        split: None,
     };
     match ctx.store.queue_update(ctx.task.id, &expect, &change, ctx.clock.now_ms()).await {
         Ok(true) => {}
@@ -239,8 +345,9 @@ async fn record_green(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32,
             })
             .await;
     }
-    // On the default head with the lease free: land now, without a round trip through the queue.
-    if current_main(ctx).await.as_deref() == Some(base) {
+    // On the default head with the lease free: land now, without a round trip through the queue
+    // (a batch lands through the queue, which marks its other changes).
+    if alone && current_main(ctx).await.as_deref() == Some(base) {
         let lease = merge_lease_name(&ctx.repo.name);
         let ttl_ms = ctx.limits.lease_ttl_secs as i64 * 1000;
         let holder = task_holder(ctx.task.id);
@@ -261,18 +368,30 @@ async fn record_green(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32,
     Round::Done(queued(format!("green on top of {}; waits for its turn to land", short(base))))
 }
 
-async fn record_red(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32, reason: String) -> Round {
+async fn record_red(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32, reason: String, alone: bool) -> Round {
     let expect = QueueExpect { state: QueueState::Testing, base: Some(base.to_string()) };
     let head = (!head.is_empty()).then(|| head.to_string());
-    let change =
-        QueueChange { state: QueueState::Red, base: Some(base.to_string()), head, fails, reason: Some(reason.clone()) };
+    let entry = match ctx.store.queue_entry(ctx.task.id).await {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return Round::Again,
+        Err(error) => return Round::Done(verdict(Verdict::Error, format!("cannot read the merge queue: {error}"))),
+    };
+    let change = QueueChange {
+        state: QueueState::Red,
+        base: Some(base.to_string()),
+        head,
+        fails,
+        reason: Some(reason.clone()),
+        ..QueueChange::from(&entry)
+    };
     match ctx.store.queue_update(ctx.task.id, &expect, &change, ctx.clock.now_ms()).await {
         Ok(true) => {}
         Ok(false) => return Round::Again,
         Err(error) => return Round::Done(verdict(Verdict::Error, format!("cannot record the re-test: {error}"))),
     }
-    // Tested on the default head itself: nothing ahead can be blamed.
-    if current_main(ctx).await.as_deref() == Some(base) {
+    // Tested alone on the default head itself: nothing ahead can be blamed (a batch is split by
+    // the queue until its culprit is alone).
+    if alone && current_main(ctx).await.as_deref() == Some(base) {
         let expect = QueueExpect { state: QueueState::Red, base: Some(base.to_string()) };
         let evicted = QueueChange { state: QueueState::Evicted, ..change };
         if let Ok(true) = ctx.store.queue_update(ctx.task.id, &expect, &evicted, ctx.clock.now_ms()).await {
@@ -288,7 +407,10 @@ async fn record_red(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32, r
 /// The queue woke the task to land: pass if the lease is the task's, the worktree is the tested
 /// head and the default branch is still its base; otherwise back into the queue.
 async fn landing(ctx: &GateContext<'_>, entry: &QueueEntry) -> GateVerdict {
-    let (Some(base), Some(head)) = (entry.base.clone(), entry.head.clone()) else {
+    if crate::queue::is_batch_member(entry) {
+        return landed_with_batch(ctx, entry).await;
+    }
+    let Some(head) = entry.head.clone() else {
         return requeue(ctx, entry, "the landing change has no tested head").await;
     };
     let lease = merge_lease_name(&ctx.repo.name);
@@ -305,14 +427,56 @@ async fn landing(ctx: &GateContext<'_>, entry: &QueueEntry) -> GateVerdict {
     {
         return verdict(Verdict::Error, format!("cannot fetch the remote: {error}"));
     }
+    // A batch's last change lands the batch's commit: its build's tree on the batch's base.
+    let tail = entry.batch == Some(ctx.task.id);
+    let at_head = if tail {
+        ctx.timed(ctx.vcs.same_tree(ctx.worktree, "HEAD", &head)).await
+    } else {
+        ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD")).await.as_deref() == Some(head.as_str())
+    };
+    if !at_head {
+        return requeue(ctx, entry, "the worktree is not at the tested head").await;
+    }
+    let (dir, parent) =
+        if tail { (ctx.repo.path.as_path(), format!("{head}^")) } else { (ctx.worktree, "HEAD^".to_string()) };
+    let Some(base) = ctx.timed(ctx.vcs.rev(dir, &parent)).await else {
+        return requeue(ctx, entry, "the tested head has no parent").await;
+    };
     if current_main(ctx).await.as_deref() != Some(base.as_str()) {
         return requeue(ctx, entry, &format!("{} moved since the change was tested", ctx.repo.default_branch)).await;
     }
-    let worktree_head = ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD")).await;
-    if worktree_head.as_deref() != Some(head.as_str()) {
-        return requeue(ctx, entry, "the worktree is not at the tested head").await;
-    }
     pass(ctx, &base, &head)
+}
+
+/// A change of a batch other than its last: it has landed once the default branch holds the
+/// batch's commit; its worktree is then moved to that commit (what its deploy stage ships).
+async fn landed_with_batch(ctx: &GateContext<'_>, entry: &QueueEntry) -> GateVerdict {
+    let Some(head) = entry.head.clone() else {
+        return requeue(ctx, entry, "the batch's commit is not recorded").await;
+    };
+    if let Some(remote) = ctx.repo.remote()
+        && let Err(error) = ctx.timed(ctx.vcs.sync_remote(&ctx.repo.path, &remote, &ctx.repo.default_branch)).await
+    {
+        return verdict(Verdict::Error, format!("cannot fetch the remote: {error}"));
+    }
+    let main = current_main(ctx).await.unwrap_or_default();
+    if main != head && !ctx.timed(ctx.vcs.is_ancestor(&ctx.repo.path, &head, &main)).await {
+        return queued(format!("its batch lands as {} under the merge lease; it follows", short(&head)));
+    }
+    if ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD")).await.as_deref() != Some(head.as_str())
+        && let Err(error) = ctx.timed(ctx.vcs.reset_to(ctx.worktree, &head)).await
+    {
+        return verdict(
+            Verdict::Error,
+            format!("cannot move the worktree to the batch's commit {}: {error}", short(&head)),
+        );
+    }
+    let mut v = verdict(
+        Verdict::Pass,
+        format!("landed with its batch as {}, tested as one on {}", short(&head), ctx.repo.default_branch),
+    );
+    v.evidence = Some(head);
+    v
 }
 
 fn pass(ctx: &GateContext<'_>, base: &str, head: &str) -> GateVerdict {
@@ -329,11 +493,21 @@ fn pass(ctx: &GateContext<'_>, base: &str, head: &str) -> GateVerdict {
     v
 }
 
-/// Gives the lease back and puts the change back to `waiting` (it is tested again on the train).
+/// Gives the lease back and puts the change back to `waiting` (it is tested again on the train);
+/// the last change of a batch takes the batch's other changes back with it.
 async fn requeue(ctx: &GateContext<'_>, entry: &QueueEntry, why: &str) -> GateVerdict {
-    let expect = QueueExpect { state: entry.state, base: entry.base.clone() };
-    let change = QueueChange { state: QueueState::Waiting, base: None, head: None, fails: 0, reason: None };
-    let _ = ctx.store.queue_update(ctx.task.id, &expect, &change, ctx.clock.now_ms()).await;
+    let _ = ctx
+        .store
+        .queue_update(ctx.task.id, &QueueExpect::of(entry), &QueueChange::waiting(None), ctx.clock.now_ms())
+        .await;
+    if entry.batch == Some(ctx.task.id)
+        && let Ok(entries) = ctx.store.queue_entries(Some(&ctx.repo.name)).await
+    {
+        for member in entries.iter().filter(|e| e.batch == Some(ctx.task.id) && e.task != ctx.task.id) {
+            let change = QueueChange::waiting(member.split);
+            let _ = ctx.store.queue_update(member.task, &QueueExpect::of(member), &change, ctx.clock.now_ms()).await;
+        }
+    }
     let _ = ctx.store.release_lease(&merge_lease_name(&ctx.repo.name), &task_holder(ctx.task.id)).await;
     ctx.queues.kick(&ctx.repo.name);
     queued(format!("back in the merge queue: {why}"))

@@ -494,6 +494,7 @@ async fn intake_hooks() -> (tempfile::TempDir, Arc<Engine>) {
             test: None,
             deploy: None,
             health: None,
+            merge_batch: 1,
             forge: Default::default(),
         }],
         agents: BTreeMap::new(),

@@ -49,6 +49,7 @@ impl Harness {
                 test: None,
                 deploy: None,
                 health: None,
+                merge_batch: 1,
                 forge: Default::default(),
             }],
             agents: BTreeMap::new(),

@@ -936,6 +936,8 @@ impl Store for SimStore {
                     fails: 0,
                     reason: None,
                     updated_at_ms: now_ms,
+                    batch: None,
+                    split: None,
                 },
             );
             Ok(true)
@@ -995,6 +997,8 @@ impl Store for SimStore {
             entry.fails = change.fails;
             entry.reason = change.reason.clone();
             entry.updated_at_ms = now_ms;
+            entry.batch = change.batch;
+            entry.split = change.split;
             Ok(true)
         })
         .await

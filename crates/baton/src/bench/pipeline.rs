@@ -41,6 +41,10 @@ pub struct PipelineArgs {
     /// at once, each on top of the ones ahead); default: the configuration's default (3).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub depth: Option<u32>,
+    /// The repository's `merge_batch`: up to this many queued changes tested as one and landed as
+    /// one commit (1: every change tested on its own).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub batch: u32,
     /// Measure the merge queue alone: every ticket waits for its deploy confirmation until all of
     /// them do, then all are confirmed at once and the merges are timed from there (the baseline
     /// then does every ticket's stages first and the merges one after another: the serial floor).
@@ -69,6 +73,8 @@ pub struct PipelineFigures {
     test_sleep_ms: u32,
     /// `--depth` as given (the merge queue's starting speculation depth).
     depth: Option<u32>,
+    /// `--batch` (the repository's `merge_batch`).
+    batch: u32,
     /// `--queue`: the merges were timed from the moment every ticket was confirmed at once.
     queue: bool,
     /// Tickets that reached `done`, and the rest (blocked, cancelled, or still under way at the
@@ -167,6 +173,7 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
     figures.test_sleep_ms = args.test_sleep_ms;
     figures.depth = args.depth;
     figures.queue = args.queue;
+    figures.batch = args.batch;
     figures.db_bytes = ["baton.db", "baton.db-wal"]
         .iter()
         .filter_map(|name| std::fs::metadata(config.engine.data_dir.join(name)).ok())
@@ -220,10 +227,11 @@ fn load_config(args: &PipelineArgs, dir: &Path) -> anyhow::Result<baton::config:
          [limits]\nrunning_max = {p}\nrunning_per_repo_max = {p}\nretry_base_secs = 1\nmerge_defer_secs = 1\n\
          merge_defer_max = {defer_max}\npoll_interval_ms = 100\n{depth}\n\
          [[repos]]\nname = \"bench\"\npath = {project}\ndefault_branch = \"main\"\nprefix = \"BENCH\"\n\
-         test = {test}\ndeploy = [\"true\"]\nhealth = [\"true\"]\n\n\
+         test = {test}\ndeploy = [\"true\"]\nhealth = [\"true\"]\nmerge_batch = {batch}\n\n\
          [agents.default]\nadapter = \"script\"\nscript = {script}\n",
         data = path(dir.join("data")),
         p = args.parallel,
+        batch = args.batch,
         depth = args
             .depth
             .map(|d| format!("merge_queue_depth = {d}\nmerge_queue_depth_max = {}", d.max(8)))
@@ -295,14 +303,10 @@ async fn wait_settled(
             let waiting: u64 = counts.iter().filter(|c| c.hold == "awaiting_confirm").map(|c| c.tasks).sum();
             if waiting as usize >= tickets {
                 progress.step("every ticket is ready: confirming all deploys at once");
-                let held = engine
-                    .store()
-                    .list_tasks(&TaskFilter { active_only: true, ..TaskFilter::default() })
-                    .await?;
+                let held =
+                    engine.store().list_tasks(&TaskFilter { active_only: true, ..TaskFilter::default() }).await?;
                 for task in held.iter().filter(|t| t.state.hold == Hold::AwaitingConfirm) {
-                    engine
-                        .submit(&baton_store::TaskKey::Id(task.id), Input::ConfirmDeploy, "bench", None)
-                        .await?;
+                    engine.submit(&baton_store::TaskKey::Id(task.id), Input::ConfirmDeploy, "bench", None).await?;
                 }
                 confirmed = true;
             }
@@ -393,6 +397,7 @@ async fn count(engine: &Arc<Engine>, ids: &[baton_domain::TaskId], wall: Duratio
         test_sleep_ms: 0,
         depth: None,
         queue: false,
+        batch: 1,
         tickets_done,
         tickets_not_done: ids.len() - tickets_done,
         timed_out: false,
@@ -494,6 +499,9 @@ fn print_text(f: &PipelineFigures) {
     }
     if f.queue {
         println!("merge queue alone: every ticket confirmed at once when all were ready (--queue)");
+    }
+    if f.batch > 1 {
+        println!("merge queue: batches of up to {} changes (merge_batch)", f.batch);
     }
     if let Some(depth) = f.depth {
         println!("merge queue: starting speculation depth {depth}");

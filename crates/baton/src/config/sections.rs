@@ -760,6 +760,14 @@ impl Loader<'_> {
                 Some(forge) => repo.forge = forge,
                 None => ok = false,
             }
+            if repo.merge_batch > 1 && repo.forge.is_hosted() {
+                self.issue(
+                    format!("{base}.merge_batch"),
+                    "batches land as one commit pushed to the default branch; a hosted forge merges pull requests one by one",
+                    "remove `merge_batch` (the merge queue still tests several changes at once, each on top of the ones ahead), or use the repository without `forge`",
+                );
+                ok = false;
+            }
             repos.push(repo);
         }
         ok.then_some(repos)
@@ -950,6 +958,16 @@ impl Loader<'_> {
                     self.check_git_repo(base, &repo.path, &repo.default_branch);
                 }
             }
+        }
+        if !skip("merge_batch") && !(1..=baton_engine::settings::MERGE_BATCH_MAX).contains(&repo.merge_batch) {
+            self.issue(
+                format!("{base}.merge_batch"),
+                format!("`merge_batch = {}` is out of range", repo.merge_batch),
+                format!(
+                    "use 1 (no batches) to {}: how many queued changes are tested together",
+                    baton_engine::settings::MERGE_BATCH_MAX
+                ),
+            );
         }
         for (key, argv) in [("test", &repo.test), ("deploy", &repo.deploy), ("health", &repo.health)] {
             if let Some(argv) = argv

@@ -173,6 +173,105 @@ fn the_queue_tests_changes_on_top_of_each_other_and_evicts_only_the_culprit() {
     let commits = main_commits(&env.project());
     assert_eq!(commits.len(), 4, "{commits:?}");
     assert!(commits.iter().all(|(_, subject)| !subject.starts_with(culprit_id)), "{commits:?}");
+    // Nor did the culprit's change reach main inside a change that was once built on top of it.
+    let culprit_file = git(&env.project(), &["ls-tree", "--name-only", "main", "mathkit/m_demo_002.py"]);
+    assert!(culprit_file.is_empty(), "the evicted change's file is on main: {culprit_file}");
+    assert_main_trees_passed(&env);
+    assert_each_main_commit_passes_tests(&env.project());
+}
+
+/// A test command for batches: it records `<tree> <exit>` in `witness`, and fails on the merge
+/// queue's re-test (a commit whose subject is a batch's or a squashed change's) whenever the tree
+/// holds `culprit_file`, whichever changes are tested with it. A re-test takes a second, so the
+/// changes confirmed while the first one is tested wait together and form a batch.
+fn batch_witness_test(env: &Env, culprit_file: &str) -> String {
+    let script = format!(
+        "#!/bin/sh\n\
+         tree=$(git rev-parse 'HEAD^{{tree}}')\n\
+         case \"$(git log -1 --format=%s)\" in\n\
+         \x20 'Merge queue batch:'*|DEMO-[0-9][0-9][0-9]:*) sleep 1; if [ -e '{culprit_file}' ]; then echo \"$tree 1\" >> '{root}/witness'; echo 'the combined tree breaks' >&2; exit 1; fi ;;\n\
+         esac\n\
+         python3 -m unittest -q\n\
+         rc=$?\n\
+         echo \"$tree $rc\" >> '{root}/witness'\n\
+         exit $rc\n",
+        root = env.root.display()
+    );
+    std::fs::write(env.root.join("check.sh"), script).unwrap();
+    format!("[\"sh\", \"{}/check.sh\"]", env.root.display())
+}
+
+// Batching: the changes waiting together are tested as one; the red batch is split in halves
+// (recorded on each change's timeline) until the culprit is alone and evicted; a green half lands
+// as one commit, and every commit on main has a tree the test command passed on, without the
+// culprit's change.
+#[test]
+fn a_red_batch_is_bisected_to_its_culprit_and_the_rest_lands() {
+    let env = Env::with_extra(
+        "",
+        &ConfigExtra { limits: "rollback_max = 1", repo: "merge_batch = 4", ..ConfigExtra::default() },
+    );
+    let culprit_id = "DEMO-004";
+    let test = batch_witness_test(&env, "mathkit/m_demo_004.py");
+    let config = std::fs::read_to_string(env.config()).unwrap();
+    let config = config.replace("test = [\"python3\", \"-m\", \"unittest\", \"-q\"]", &format!("test = {test}"));
+    std::fs::write(env.config(), config).unwrap();
+    let ids: Vec<String> = (1..=4).map(|i| env.add_task(&format!("change {i}"))).collect();
+    assert_eq!(ids[3], culprit_id);
+    let _server = env.serve(0);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut tasks = env.tasks();
+        // Confirmed in filing order: the culprit last, behind the changes it is batched with.
+        tasks.sort_by_key(|t| t["work_item_id"].as_str().unwrap_or("").to_string());
+        let settled = |t: &Value| stage(t) == "done" || hold(t) == "blocked";
+        if tasks.iter().all(settled) {
+            break;
+        }
+        let all_waiting = tasks.iter().all(|t| hold(t) == "awaiting_confirm" || stage(t) == "done");
+        for task in &tasks {
+            let id = task["work_item_id"].as_str().unwrap();
+            match hold(task) {
+                "awaiting_approval" => {
+                    env.run(&["task", "approve", id]);
+                }
+                "awaiting_confirm" if all_waiting || id == culprit_id && task["state"]["rollbacks"] != 0 => {
+                    env.run(&["task", "confirm-deploy", id]);
+                }
+                _ => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out: {tasks:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let tasks = env.tasks();
+    for id in &ids {
+        let task = find(&tasks, id);
+        if id == culprit_id {
+            assert_eq!(hold(task), "blocked", "{task:#}");
+        } else {
+            assert_eq!(stage(task), "done", "{task:#}");
+        }
+    }
+    // The culprit's batch was red: the split is on its timeline, naming the halves.
+    let bisect = messages(&timeline(&env, culprit_id), "bisect");
+    assert!(bisect.iter().any(|m| m.contains("is red on top of") && m.contains("split into")), "{bisect:#?}");
+    // The culprit was evicted alone with the re-test's output and rolled back to development.
+    let rolled = messages(&timeline(&env, culprit_id), "job_finished");
+    assert!(
+        rolled.iter().any(|m| m.contains("rolled back to development") && m.contains("the combined tree breaks")),
+        "{rolled:#?}"
+    );
+    // Some batch of more than one change landed as one commit.
+    let commits = main_commits(&env.project());
+    assert!(commits.iter().any(|(_, subject)| subject.starts_with("Merge queue batch:")), "{commits:?}");
+    let culprit_file = git(&env.project(), &["ls-tree", "--name-only", "main", "mathkit/m_demo_004.py"]);
+    assert!(culprit_file.is_empty(), "the culprit's file is on main: {culprit_file}");
+    for id in ids.iter().filter(|id| *id != culprit_id) {
+        let snake = id.to_lowercase().replace('-', "_");
+        let path = format!("mathkit/m_{snake}.py");
+        assert!(!git(&env.project(), &["ls-tree", "--name-only", "main", &path]).is_empty(), "{path} on main");
+    }
     assert_main_trees_passed(&env);
     assert_each_main_commit_passes_tests(&env.project());
 }

@@ -339,6 +339,7 @@ pub async fn engine_for(script: &str) -> (Env, std::sync::Arc<baton_engine::Engi
             test: Some(vec!["python3".into(), "-m".into(), "unittest".into(), "-q".into()]),
             deploy: None,
             health: None,
+            merge_batch: 1,
             forge: Default::default(),
         }],
         agents: [("default".to_string(), agent)].into_iter().collect(),
