@@ -524,7 +524,7 @@ impl Engine {
         let state = TaskState::new(&first.name);
         let now = self.clock.now_ms();
         let transition = match baton_domain::decide(&state, &Event::Created, &self.pipeline, now) {
-            Decision::Apply { effects, .. } => transition_of(&effects),
+            Decision::Apply { effects, .. } => transition_of(&effects, &self.pipeline),
             Decision::Suppress { reason } => return Err(EngineError::Invalid(reason)),
         };
         let new = NewTask {
@@ -647,7 +647,7 @@ impl Engine {
                             message: note.clone(),
                             detail: serde_json::json!({ "from": task.state.display(), "to": next.display(), "event": event }),
                         },
-                        transition: transition_of(&effects),
+                        transition: transition_of(&effects, &self.pipeline),
                         inbox: inbox.clone(),
                         effects: effects::outbox_rows(
                             &self.pipeline,
@@ -1043,18 +1043,28 @@ fn auto_dedup_key(task: &TaskRecord, input: &Input) -> String {
     format!("auto:{}:{}:v{}{text}", input.kind(), task.id, task.version)
 }
 
-/// The store-side part of a decision's effects.
-pub fn transition_of(effects: &[Effect]) -> Transition {
+/// The store-side part of a decision's effects. An enqueued job is ranked by its stage's place in
+/// `pipeline` (1 for the first stage, 0 for a stage the pipeline does not name), so claims take
+/// later stages first: tasks in progress finish before new ones start.
+pub fn transition_of(effects: &[Effect], pipeline: &Pipeline) -> Transition {
     let mut transition = Transition::default();
     for effect in effects {
         match effect {
-            Effect::EnqueueJob { stage, delay_ms } => transition.enqueue = Some((stage.clone(), *delay_ms as i64)),
+            Effect::EnqueueJob { stage, delay_ms } => {
+                transition.enqueue = Some((stage.clone(), *delay_ms as i64));
+                transition.rank = stage_rank(pipeline, stage);
+            }
             Effect::CancelJobs => transition.cancel_jobs = true,
             Effect::ReleaseLeases => transition.release_leases = true,
             _ => {}
         }
     }
     transition
+}
+
+/// The claim rank of a job of `stage`: its 1-based position in the pipeline, 0 when unknown.
+fn stage_rank(pipeline: &Pipeline, stage: &str) -> i64 {
+    pipeline.stages.iter().position(|s| s.name == stage).map_or(0, |index| index as i64 + 1)
 }
 
 pub(crate) fn forge_repo(repo: &crate::settings::RepoSettings) -> ForgeRepo {

@@ -122,6 +122,7 @@ impl Harness {
             },
             transition: Transition {
                 enqueue: (!final_stage).then(|| (stage.to_string(), delay_ms)),
+                rank: 0,
                 cancel_jobs: true,
                 release_leases: false,
             },

@@ -502,6 +502,34 @@ fn deliveries_carry_the_job_and_stage() {
     assert!(matches!(delivery.event, Event::JobFinished { job: j, ref stage, .. } if j == job && stage == "analysis"));
 }
 
+// Finish before starting: with one slot, a task's next stage is claimed before another task's
+// first stage that has waited longer (claims order by the stage's place in the pipeline first).
+#[test]
+fn a_later_stage_is_claimed_before_an_earlier_stage_of_another_task() {
+    let mut world = World::new(WorldConfig::scripted(7));
+    let ahead = world.create_task("alpha");
+    let behind = world.create_task("alpha");
+    let first = world.claim().expect("an analysis job starts");
+    let first_row = world.store.peek_job(first).expect("job row");
+    assert_eq!((first_row.task_id, first_row.stage.as_str()), (ahead, "analysis"), "equal ranks: the older job");
+    world.finish(first, Script::Pass).1.unwrap_or_else(|e| panic!("{e}"));
+    at(&mut world, ahead, "architecture", Hold::None).unwrap_or_else(|e| panic!("{e}"));
+    let waiting = world.task(behind).state.job.expect("the later task's analysis job");
+    let waiting_row = world.store.peek_job(waiting).expect("job row");
+    assert_eq!((waiting_row.stage.as_str(), waiting_row.status), ("analysis", JobStatus::Queued));
+
+    let next = world.claim().expect("a job starts");
+    let row = world.store.peek_job(next).expect("job row");
+    assert_eq!(
+        (row.task_id, row.stage.as_str()),
+        (ahead, "architecture"),
+        "claimed before the analysis job of task {behind} (available since {}, job {waiting})",
+        waiting_row.available_at_ms
+    );
+    assert!(row.rank > waiting_row.rank && row.id > waiting, "rank, not age, decided: {row:?}");
+    assert!(world.check().is_empty(), "{:?}", world.check());
+}
+
 // Found by the strict sweep after the engine fixes (seed 4523): `reaper::leases` reads a lease's
 // holder as legitimate (at deploy, confirmed) and then renews it with `acquire_lease`; a STOP that
 // cancels the task and releases the lease in between is undone: the renewal takes a new lease for

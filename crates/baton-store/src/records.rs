@@ -137,6 +137,8 @@ pub struct JobRecord {
     pub attempt: u32,
     pub status: JobStatus,
     pub available_at_ms: i64,
+    /// Claim preference: higher first, then `available_at_ms`, then id (see [`Transition::rank`]).
+    pub rank: i64,
     pub owner: Option<String>,
     pub pid: Option<u32>,
     pub pgid: Option<u32>,
@@ -209,6 +211,9 @@ pub struct JobFinish {
 pub struct Transition {
     /// Enqueue a job for this stage with this delay; it becomes the task's active job.
     pub enqueue: Option<(String, i64)>,
+    /// Claim preference of the enqueued job: higher first; the stage's position in the pipeline,
+    /// so work in progress finishes before new work starts (0 by default).
+    pub rank: i64,
     pub cancel_jobs: bool,
     pub release_leases: bool,
 }

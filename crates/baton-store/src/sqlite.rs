@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/sqlite/0007_merge_queue.sql")),
     (8, include_str!("../migrations/sqlite/0008_idle.sql")),
     (9, include_str!("../migrations/sqlite/0009_queue_batch.sql")),
+    (10, include_str!("../migrations/sqlite/0010_job_rank.sql")),
 ];
 
 /// The newest schema version this Baton knows (versions may be merged out of order, so not the
@@ -269,6 +270,7 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
         attempt: row.try_get::<i64, _>("attempt")? as u32,
         status: JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("job status `{status}`")))?,
         available_at_ms: row.try_get("available_at")?,
+        rank: row.try_get("rank")?,
         owner: row.try_get("owner")?,
         pid: opt_u32(row, "pid")?,
         pgid: opt_u32(row, "pgid")?,
@@ -431,8 +433,8 @@ async fn apply_transition(
     let mut enqueued = None;
     if let Some((stage, delay_ms)) = &transition.enqueue {
         let result = sqlx::query(
-            "INSERT INTO jobs (task_id, repo, stage, attempt, status, available_at, created_at)
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
+            "INSERT INTO jobs (task_id, repo, stage, attempt, status, available_at, created_at, rank)
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
         )
         .bind(task.0)
         .bind(repo)
@@ -440,6 +442,7 @@ async fn apply_transition(
         .bind(i64::from(next.attempt))
         .bind(now_ms + delay_ms)
         .bind(now_ms)
+        .bind(transition.rank)
         .execute(&mut **tx)
         .await?;
         enqueued = Some(JobId(result.last_insert_rowid()));

@@ -563,6 +563,33 @@ async fn suite_claim_current_job_only(store: Arc<dyn Store>) {
     assert!(store.claim_job(&claim_at("w", T0 + 1)).await.unwrap().is_none(), "a task without a job has none to run");
 }
 
+/// Claims take the highest rank first (the later pipeline stage), then the oldest `available_at`,
+/// then the lowest id; the rank is read back with the job.
+async fn suite_claim_rank(store: Arc<dyn Store>) {
+    let ranked = |rank: i64, delay_ms: i64| Transition { rank, ..enqueue("analysis", delay_ms) };
+    let mut by_rank = Vec::new();
+    for rank in [1, 5, 3] {
+        let task = store.create_task(new_task("alpha", "R", "Ranked"), ranked(rank, 0), T0).await.unwrap();
+        assert_eq!(job_of(&*store, task.state.job.unwrap()).await.rank, rank);
+        by_rank.push((rank, task.id));
+    }
+    let claimed: Vec<(i64, TaskId)> = [claim(&*store, T0).await, claim(&*store, T0).await, claim(&*store, T0).await]
+        .iter()
+        .map(|job| (job.rank, job.task_id))
+        .collect();
+    by_rank.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
+    assert_eq!(claimed, by_rank, "claimed by rank, highest first");
+    assert_eq!(claimed.iter().map(|(rank, _)| *rank).collect::<Vec<_>>(), [5, 3, 1]);
+
+    // Equal rank: the older `available_at` first, though its job was enqueued later (higher id).
+    let later = store.create_task(new_task("alpha", "R", "Later"), ranked(2, 10), T0).await.unwrap();
+    let sooner = store.create_task(new_task("alpha", "R", "Sooner"), ranked(2, 0), T0).await.unwrap();
+    assert!(later.state.job.unwrap() < sooner.state.job.unwrap());
+    assert_eq!(claim(&*store, T0 + 10).await.task_id, sooner.id);
+    assert_eq!(claim(&*store, T0 + 10).await.task_id, later.id);
+    assert!(store.claim_job(&claim_at("w", T0 + 10)).await.unwrap().is_none());
+}
+
 // ---------------------------------------------------------------- suites: leases
 
 /// Leases: one holder at a time, renewable by the holder, taken over after expiry with a larger fencing token.
@@ -1292,6 +1319,13 @@ mod sqlite {
     async fn claim_takes_only_the_current_job() {
         let (_dir, _, store) = sqlite().await;
         suite_claim_current_job_only(store).await;
+    }
+
+    // Claims take the highest rank first, then the oldest available_at.
+    #[tokio::test]
+    async fn claim_prefers_higher_rank_then_older_available_at() {
+        let (_dir, _, store) = sqlite().await;
+        suite_claim_rank(store).await;
     }
 
     // Leases are exclusive, renewable, and taken over after expiry with a larger token.

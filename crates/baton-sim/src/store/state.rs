@@ -188,6 +188,7 @@ impl State {
                     attempt: next.attempt,
                     status: JobStatus::Queued,
                     available_at_ms: now + delay_ms,
+                    rank: transition.rank,
                     owner: None,
                     pid: None,
                     pgid: None,
@@ -354,7 +355,8 @@ impl State {
             .filter(|j| j.status == JobStatus::Queued && j.available_at_ms <= claim.now_ms)
             .filter(|j| self.tasks.get(&j.task_id).is_some_and(|t| t.state.job == Some(j.id)))
             .filter(|j| running(Some(&j.repo)) < u64::from(claim.running_per_repo_max))
-            .min_by_key(|j| (j.available_at_ms, j.id))
+            // As `SqliteStore`'s claim: the highest rank (later pipeline stage) first.
+            .min_by_key(|j| (std::cmp::Reverse(j.rank), j.available_at_ms, j.id))
             .map(|j| j.id)?;
         let job = self.jobs.get_mut(&candidate)?;
         job.status = JobStatus::Running;
@@ -463,6 +465,34 @@ fn utc_day(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task_at(state: &mut State, rank: i64, delay_ms: i64) -> TaskId {
+        let new = NewTask {
+            repo: "alpha".into(),
+            prefix: "R".into(),
+            title: "Ranked".into(),
+            body: String::new(),
+            external_ref: None,
+            state: TaskState::new("analysis"),
+            idempotency_key: None,
+        };
+        let first = Transition { enqueue: Some(("analysis".into(), delay_ms)), rank, ..Transition::default() };
+        state.create_task(new, first, 0).map(|task| task.id).unwrap_or_else(|error| panic!("create: {error}"))
+    }
+
+    // Claims take the highest rank first, then the oldest available_at, then the lowest id (as SQLite).
+    #[test]
+    fn claim_prefers_higher_rank_then_older_available_at() {
+        let mut state = State::new(1, FaultRates { per_mille: 0, reply_lost_per_mille: 0 }, Mutation::None);
+        let low = task_at(&mut state, 1, 0);
+        let high = task_at(&mut state, 5, 0);
+        let middle = task_at(&mut state, 3, 0);
+        let middle_later = task_at(&mut state, 3, 10);
+        let middle_sooner = task_at(&mut state, 3, 5);
+        let claim = Claim { owner: "w".into(), now_ms: 10, running_max: 100, running_per_repo_max: 100 };
+        let order: Vec<TaskId> = std::iter::from_fn(|| state.claim(&claim)).map(|job| job.task_id).collect();
+        assert_eq!(order, [high, middle, middle_sooner, middle_later, low]);
+    }
 
     // The day key matches SQLite's strftime for a few known instants.
     #[test]

@@ -26,13 +26,14 @@ pub(crate) const JOBS_OF_TASK: &str = "SELECT * FROM jobs WHERE task_id = $1 ORD
 
 pub(crate) const JOBS_WITH_STATUS: &str = "SELECT * FROM jobs WHERE status = $1 ORDER BY id";
 
-/// The next runnable job under the limits (`jobs_queue (status, available_at)`; the running
-/// counts read the same index).
-pub(crate) const CLAIM_JOB: &str = "SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id
+/// The next runnable job under the limits: highest rank (the later pipeline stage) first, then the
+/// oldest `available_at`, then id — walked in that order down `jobs_claim (status, rank DESC,
+/// available_at, id)`; the running counts read `jobs_queue (status, available_at)`.
+pub(crate) const CLAIM_JOB: &str = "SELECT j.id FROM jobs j INDEXED BY jobs_claim JOIN tasks t ON t.id = j.task_id
      WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
        AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running') < $2
        AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' AND r.repo = j.repo) < $3
-     ORDER BY j.available_at, j.id LIMIT 1";
+     ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1";
 
 /// Due, unacknowledged outbox rows (`outbox_due (done_at, available_at)`).
 pub(crate) const CLAIM_EFFECTS: &str = "UPDATE outbox SET claimed_until = $1 + $2, attempts = attempts + 1
