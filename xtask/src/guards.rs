@@ -91,6 +91,15 @@ const GUARDS: &[Guard] = &[
         }],
         test: "deferred_stop_during_deploy_keeps_the_running_job",
     },
+    Guard {
+        name: "a job is ranked by its stage's place in the pipeline (later stages claimed first)",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/engine.rs",
+            find: "                transition.rank = stage_rank(pipeline, stage);",
+            replace: "                transition.rank = stage_rank(pipeline, \"\");",
+        }],
+        test: "a_later_stage_is_claimed_before_an_earlier_stage_of_another_task",
+    },
 ];
 
 /// Runs the pinning test; `true` when it passed.

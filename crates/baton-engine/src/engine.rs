@@ -1076,3 +1076,22 @@ pub(crate) fn forge_repo(repo: &crate::settings::RepoSettings) -> ForgeRepo {
         merge_style: repo.forge.merge_style,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // An enqueued job is ranked by its stage's place in the pipeline (later stages claimed first);
+    // a stage the pipeline does not name, or no job at all, ranks 0.
+    #[test]
+    fn transition_ranks_the_enqueued_stage_by_its_place_in_the_pipeline() {
+        let pipeline = Pipeline::default_pipeline();
+        let enqueue = |stage: &str| vec![Effect::EnqueueJob { stage: stage.into(), delay_ms: 0 }];
+        let last = pipeline.stages.last().map(|s| s.name.clone()).expect("the default pipeline has stages");
+        assert_eq!(transition_of(&enqueue("analysis"), &pipeline).rank, 1);
+        assert_eq!(transition_of(&enqueue("architecture"), &pipeline).rank, 2);
+        assert_eq!(transition_of(&enqueue(&last), &pipeline).rank, pipeline.stages.len() as i64);
+        assert_eq!(transition_of(&enqueue("nowhere"), &pipeline).rank, 0);
+        assert_eq!(transition_of(&[Effect::CancelJobs], &pipeline).rank, 0);
+    }
+}
