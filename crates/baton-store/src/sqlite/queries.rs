@@ -28,7 +28,8 @@ pub(crate) const JOBS_WITH_STATUS: &str = "SELECT * FROM jobs WHERE status = $1 
 
 /// The next runnable job under the limits: highest rank (the later pipeline stage) first, then the
 /// oldest `available_at`, then id — walked in that order down `jobs_claim (status, rank DESC,
-/// available_at, id)`; the running counts read `jobs_queue (status, available_at)`.
+/// available_at, id)` (pinned: the planner would rather sort the available jobs); the running
+/// counts search a `status` prefix.
 pub(crate) const CLAIM_JOB: &str = "SELECT j.id FROM jobs j INDEXED BY jobs_claim JOIN tasks t ON t.id = j.task_id
      WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
        AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running') < $2
