@@ -77,7 +77,7 @@ const GUARDS: &[Guard] = &[
         name: "a decision's effects are written to the outbox in its transaction",
         edits: &[Edit {
             file: "crates/baton-engine/src/engine.rs",
-            find: "                        effects: effects::outbox_rows(&task, &next, &effects, &running),",
+            find: "                        effects: effects::outbox_rows(\n                            &self.pipeline,\n                            &task,\n                            &next,\n                            &effects,\n                            &running,\n                            self.settings.repo(&task.repo).is_some_and(|r| r.forge.is_hosted()),\n                            self.live.is_some(),\n                        ),",
             replace: "                        effects: { let _ = &running; Vec::new() },",
         }],
         test: "stop_cleanup_survives_a_crash",

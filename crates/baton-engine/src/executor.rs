@@ -988,6 +988,11 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         }
         Err(error) => return Err(format!("merge failed: {error}").into()),
     }
+    // A batch's commit is on the default branch now: the deploy runs on exactly that commit (the
+    // worktree had the same tree on its own branch), and the change never goes back to the queue.
+    if batch_tail && let Err(error) = timed(ctx, engine.vcs().reset_to(&ctx.worktree, &head)).await {
+        return Err(format!("cannot move the worktree to the batch's commit: {error}").into());
+    }
     let short = &head[..head.len().min(10)];
     let landed = match ctx.repo.forge.merge_style {
         crate::settings::MergeStyle::FastForward => "fast-forwarded to",

@@ -130,14 +130,24 @@ impl Driver {
         let per_repo = rng.range(1, 2) as u32;
         let per_mille = if !config.faults || rng.chance(200) { 0 } else { rng.range(5, 40) as u32 };
         let faults = FaultRates { per_mille, reply_lost_per_mille: rng.range(200, 700) as u32 };
+        // Half the worlds batch their merge queues (a stream of its own: the other draws keep
+        // their seeds).
+        let mut batch_rng = Rng::fork(config.seed, 0xBA7C);
+        let merge_batch = if batch_rng.chance(500) { 1 } else { batch_rng.range(2, 4) as u32 };
+        let mut limits = sim_limits(running_max, per_repo);
+        if merge_batch > 1 {
+            // A shallow train leaves changes waiting together, which is when batches form.
+            limits.merge_queue_depth = batch_rng.range(1, 2) as u32;
+        }
         let mut world = World::new(WorldConfig {
             seed: config.seed,
             repos,
-            limits: sim_limits(running_max, per_repo),
+            limits,
             faults,
             mutation: config.mutation,
             skip_recover: config.skip_recover,
             reuse_owner: false,
+            merge_batch,
         });
         world.arm_faults(per_mille > 0);
         world.echo = config.echo;
@@ -556,6 +566,7 @@ impl Driver {
             tasks: tasks.len() as u64,
             checks: self.world.checker.checks,
             merges: self.world.forge.merges(),
+            batch_merges: self.world.forge.batch_merges(),
             done: tasks.iter().filter(|t| t.state.stage == "done").count() as u64,
             cancelled: tasks.iter().filter(|t| t.state.stage == "cancelled").count() as u64,
             blocked: tasks.iter().filter(|t| matches!(t.state.hold, Hold::Blocked { .. })).count() as u64,

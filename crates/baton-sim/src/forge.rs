@@ -67,6 +67,7 @@ struct Git {
     next_commit: u64,
     violations: Vec<Violation>,
     merges: u64,
+    batch_merges: u64,
     fault_rng: Option<Rng>,
     fault_per_mille: u32,
     faults_armed: bool,
@@ -161,6 +162,11 @@ impl SimForge {
 
     pub fn merges(&self) -> u64 {
         self.lock().merges
+    }
+
+    /// Merges of a batch's one commit.
+    pub fn batch_merges(&self) -> u64 {
+        self.lock().batch_merges
     }
 
     fn roll_fault(git: &mut Git) -> bool {
@@ -277,6 +283,9 @@ impl Forge for SimForge {
         self.check_merge(&mut git, &repo.name, expected_base, head);
         git.mains.entry(repo.name.clone()).or_default().push(head.to_string());
         git.merges += 1;
+        if git.aliases.contains_key(head) {
+            git.batch_merges += 1;
+        }
         // A forge may apply the merge and still fail the reply; the deploy must then re-drive.
         if Self::roll_fault(&mut git) {
             return Err(AdapterError::Transient("merged, but the reply was lost (injected)".into()));

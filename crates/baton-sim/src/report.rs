@@ -15,6 +15,8 @@ pub struct Totals {
     pub tasks: u64,
     pub checks: u64,
     pub merges: u64,
+    /// Merges of a merge-queue batch's one commit (several changes at once).
+    pub batch_merges: u64,
     pub done: u64,
     pub cancelled: u64,
     pub blocked: u64,
@@ -38,6 +40,7 @@ impl Totals {
         self.tasks += other.tasks;
         self.checks += other.checks;
         self.merges += other.merges;
+        self.batch_merges += other.batch_merges;
         self.done += other.done;
         self.cancelled += other.cancelled;
         self.blocked += other.blocked;
@@ -64,11 +67,12 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "tasks done {} · cancelled {} · blocked {} · merges {} · concurrent bursts {} · results applied {} · suppressed {} · duplicates {} · engine errors {}",
+            "tasks done {} · cancelled {} · blocked {} · merges {} (batches {}) · concurrent bursts {} · results applied {} · suppressed {} · duplicates {} · engine errors {}",
             self.done,
             self.cancelled,
             self.blocked,
             self.merges,
+            self.batch_merges,
             self.bursts,
             self.results_applied,
             self.results_suppressed,

@@ -48,6 +48,8 @@ pub struct WorldConfig {
     /// Every Baton process keeps the engine's default owner `pid:<pid>`, as a container whose
     /// Baton is always PID 1 would. Otherwise each process gets its own owner.
     pub reuse_owner: bool,
+    /// Every repository's `merge_batch` (1: no batches in the merge queue).
+    pub merge_batch: u32,
 }
 
 impl WorldConfig {
@@ -61,6 +63,7 @@ impl WorldConfig {
             mutation: Mutation::None,
             skip_recover: false,
             reuse_owner: false,
+            merge_batch: 1,
         }
     }
 }
@@ -233,7 +236,7 @@ fn settings_for(config: &WorldConfig) -> EngineSettings {
                 test: argv(TEST_PROGRAM),
                 deploy: argv(DEPLOY_PROGRAM),
                 health: argv(HEALTH_PROGRAM),
-                merge_batch: 1,
+                merge_batch: config.merge_batch,
                 forge: Default::default(),
             })
             .collect(),

@@ -638,3 +638,37 @@ fn stop_cleanup_survives_a_crash_scenario(config: WorldConfig) -> Result<(), Str
 fn stop_cleanup_survives_a_crash() {
     stop_cleanup_survives_a_crash_scenario(WorldConfig::scripted(11)).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Merge-queue batches: four changes confirmed together with room for one change on the train
+/// (depth 1): the first is tested alone, the three behind it wait together and are tested and
+/// landed as one batch commit; main only ever receives heads whose trees passed, under the lease.
+fn batch_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let tasks: Vec<TaskId> = (0..4).map(|_| world.create_task("alpha")).collect();
+    for task in &tasks {
+        at(&mut world, *task, "deploy_staging", Hold::AwaitingConfirm)?;
+    }
+    for (n, task) in tasks.iter().enumerate() {
+        let confirmed = world.submit(*task, Input::ConfirmDeploy, Some(&format!("confirm-{n}")))?;
+        ensure(matches!(confirmed, InputOutcome::Applied { .. }), format!("confirm: {confirmed:?}"))?;
+    }
+    for task in &tasks {
+        let record = world.task(*task);
+        let done = world.drive_until(*task, DRIVE_STEPS_MAX, |t| t.state.stage == "done");
+        ensure(done, format!("task {task} did not reach done; it was {}", record.state.display()))?;
+    }
+    ensure(world.forge.batch_merges() >= 1, format!("no batch landed; {} merges", world.forge.merges()))?;
+    ensure(world.store.peek_lease("merge:alpha").is_none(), "the merge lease is released at the end")?;
+    no_violations(&mut world)
+}
+
+// Batches land as one commit whose tree was tested, under the lease, by the batch's last change.
+#[test]
+fn a_batch_lands_as_one_tested_commit() {
+    let mut config = WorldConfig::scripted(7);
+    config.merge_batch = 3;
+    config.limits.merge_queue_depth = 1;
+    config.limits.running_max = 3;
+    config.limits.running_per_repo_max = 3;
+    batch_scenario(config).unwrap_or_else(|e| panic!("{e}"));
+}

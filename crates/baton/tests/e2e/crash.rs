@@ -9,7 +9,8 @@
 //! them with the store: at most one agent execution per (task, stage, run) and one completed one
 //! per job, each known to the store; each merged head re-tested, deployed exactly once, never two
 //! deploys at once; no lease, worktree, open agent run or process left; no branch of a cancelled
-//! task; main = initial + one re-tested commit per done task, each passing its tests.
+//! task; main = initial + one re-tested commit per done task (or per merge-queue batch of them:
+//! the repository batches up to three changes on a one-deep train), each passing its tests.
 //!
 //! `BATON_CRASH_SEED=<n>` repeats a kill schedule (the seed is printed first; the machine's timing
 //! still varies); `BATON_CRASH_KINDS=serve,deploy,merge,launch,cli,group,freeze,disk` (any subset)
@@ -112,14 +113,17 @@ impl Drop for Kept {
 /// worktrees and the store) through `[server] agent_env`, and may write it from their sandbox.
 fn scene() -> (Env, PathBuf) {
     let script = SCRIPT.replace("@start", AGENT_START).replace("@end", AGENT_END);
-    let limits = format!("lease_ttl_secs = {LEASE_TTL_SECS}\nreaper_interval_secs = 1\n");
+    // A shallow train with batches of up to three: changes wait together and land as one commit.
+    let limits = format!(
+        "lease_ttl_secs = {LEASE_TTL_SECS}\nreaper_interval_secs = 1\nmerge_queue_depth = 1\nmerge_queue_depth_max = 2\n"
+    );
     let mut env = Env::with_extra(
         &script,
         &ConfigExtra {
             server: "agent_env = [\"BATON_SCRIPT_APPEND_DIR\"]",
             limits: &limits,
             test: Some("[\"sh\", \"{root}/bin/test.sh\"]"),
-            repo: "deploy = [\"sh\", \"{root}/bin/deploy.sh\"]\nhealth = [\"sh\", \"{root}/bin/health.sh\"]",
+            repo: "deploy = [\"sh\", \"{root}/bin/deploy.sh\"]\nhealth = [\"sh\", \"{root}/bin/health.sh\"]\nmerge_batch = 3",
             // The agents run sandboxed; the witness directory is the one place outside their
             // worktrees they may write.
             sections: "[sandbox]\nmode = \"required\"\nwritable = [\"{root}/witness\"]\n",
@@ -259,7 +263,7 @@ fn cleaned_up(env: &Env, tasks: &[Value]) -> bool {
 /// The store-side checks: every task ended (done or cancelled, never blocked), cancelled exactly
 /// when the test stopped it (a STOP after the merge ends it done, "arrived too late"), each input
 /// applied once (approve, confirm-deploy, stop), no lease, no job left running, no worktree left,
-/// no branch of a cancelled task, and main = initial + one commit per done task.
+/// no branch of a cancelled task, and main = initial + one commit per done task or batch.
 fn check_store(env: &Env, chaos: &Chaos<'_>, tasks: &[Value], details: &BTreeMap<String, Value>) -> Vec<Violation> {
     let mut found = Vec::new();
     let mut flag = |task: &str, text: String| found.push(Violation { task: Some(task.to_string()), text });
@@ -346,13 +350,19 @@ fn check_store(env: &Env, chaos: &Chaos<'_>, tasks: &[Value], details: &BTreeMap
         .filter(|t| stage_of(t) == "done")
         .map(|t| t["work_item_id"].as_str().unwrap().to_string())
         .collect();
+    // One commit per change, or one per merge-queue batch naming its changes.
     let commits = main_commits(&project);
-    let merged: Vec<String> =
-        commits[1..].iter().map(|(_, subject)| subject.split([' ', ':']).next().unwrap().to_string()).collect();
-    if commits.len() != 1 + done.len() || merged.iter().cloned().collect::<BTreeSet<_>>() != done {
+    let merged: Vec<String> = commits[1..]
+        .iter()
+        .flat_map(|(_, subject)| match subject.strip_prefix("Merge queue batch: ") {
+            Some(ids) => ids.split(", ").map(str::to_string).collect::<Vec<_>>(),
+            None => vec![subject.split([' ', ':']).next().unwrap().to_string()],
+        })
+        .collect();
+    if merged.len() != done.len() || merged.iter().cloned().collect::<BTreeSet<_>>() != done {
         found.push(Violation {
             task: None,
-            text: format!("main is not initial + one commit per done task: done {done:?}, main {commits:#?}"),
+            text: format!("main is not initial + one commit per done task or batch: done {done:?}, main {commits:#?}"),
         });
     }
     found
@@ -439,7 +449,10 @@ fn random_kills_keep_spec_4_invariants_as_the_witnesses_see_them() {
     let mut counts = Counts::default();
     let views: Vec<Detail<'_>> = details.iter().map(|(id, value)| Detail { work_item: id, value }).collect();
     violations.extend(witness::check_agents(&witness, &views, &chaos.killed_groups, AGENT_STAGES, &mut counts));
-    let merged_heads: Vec<String> = main_commits(&env.project())[1..].iter().map(|(sha, _)| sha.clone()).collect();
+    let merged_heads: Vec<(String, String)> = main_commits(&env.project())[1..]
+        .iter()
+        .map(|(sha, _)| (sha.clone(), git(&env.project(), &["rev-parse", &format!("{sha}^{{tree}}")])))
+        .collect();
     violations.extend(witness::check_commands(&witness, &merged_heads, &mut counts));
 
     // A full disk is the machine's failure: it never rolls a task back, never spends an attempt,
@@ -505,7 +518,7 @@ fn random_kills_keep_spec_4_invariants_as_the_witnesses_see_them() {
     summary.push(format!(
         "  witness: {} agent executions ({} completed, {} killed by the test, {} failed, {} interrupted by Baton), \
          store: {} agent runs ({} lost); {} test runs ({} unfinished); {} deploys; {} health checks; \
-         {} main commits; {} attempts or rollbacks spent on a full disk",
+         {} main commits ({} of them merge-queue batches); {} attempts or rollbacks spent on a full disk",
         counts.agent_executions,
         counts.agent_completed,
         counts.agent_killed_by_test,
@@ -518,6 +531,7 @@ fn random_kills_keep_spec_4_invariants_as_the_witnesses_see_them() {
         counts.deploys,
         counts.health_checks,
         merged_heads.len() + 1,
+        main_commits(&env.project()).iter().filter(|(_, s)| s.starts_with("Merge queue batch:")).count(),
         disk_rollbacks,
     ));
     for line in &counts.unfinished {

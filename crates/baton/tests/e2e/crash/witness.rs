@@ -24,7 +24,7 @@ pub const AGENT_END: &str =
 pub fn test_script(witness: &Path) -> String {
     format!(
         "#!/bin/sh\n# Crash-test witness: one start and one end line per test run.\n\
-         log='{log}'\nhead=$(git rev-parse HEAD)\n\
+         log='{log}'\nhead=$(git rev-parse 'HEAD^{{tree}}')\n\
          echo \"start $head $$ $(date +%s%N) ${{BATON_WORK_ITEM:-none}}\" >> \"$log\"\n\
          python3 -m unittest -q\ncode=$?\n\
          echo \"end $head $$ $(date +%s%N) $code\" >> \"$log\"\nexit $code\n",
@@ -383,14 +383,19 @@ pub fn check_agents(
 /// exactly that head, never two deploys at once, every deploy finished and followed by a health
 /// check, no deploy of anything not on main; and each merged head re-tested (a passing test run of
 /// that very commit) before its deploy started.
-pub fn check_commands(witness: &Witness, merged_heads: &[String], counts: &mut Counts) -> Vec<Violation> {
+/// `merged`: each commit on main after the first, with its tree (a test run is logged by the tree
+/// it tested: a merge-queue batch's commit has the tree its last change's build was tested on).
+pub fn check_commands(witness: &Witness, merged: &[(String, String)], counts: &mut Counts) -> Vec<Violation> {
+    let merged_heads: Vec<String> = merged.iter().map(|(head, _)| head.clone()).collect();
+    let trees: std::collections::BTreeMap<&str, &str> =
+        merged.iter().map(|(head, tree)| (head.as_str(), tree.as_str())).collect();
     let mut found = Vec::new();
     counts.test_runs = witness.tests.len();
     counts.test_runs_unfinished = witness.tests.iter().filter(|t| t.end_ns.is_none()).count();
     counts.deploys = witness.deploys.len();
     counts.health_checks = witness.health.len();
     let merged: BTreeSet<&str> = merged_heads.iter().map(String::as_str).collect();
-    for head in merged_heads {
+    for head in &merged_heads {
         let deploys: Vec<&CommandExec> = witness.deploys.iter().filter(|d| &d.head == head).collect();
         if deploys.len() != 1 {
             found.push(violation(
@@ -399,14 +404,15 @@ pub fn check_commands(witness: &Witness, merged_heads: &[String], counts: &mut C
             ));
         }
         let Some(deploy) = deploys.first() else { continue };
-        let retested = witness
-            .tests
-            .iter()
-            .any(|t| &t.head == head && t.code == Some(0) && t.end_ns.is_some_and(|end| end <= deploy.start_ns));
+        let retested = witness.tests.iter().any(|t| {
+            Some(t.head.as_str()) == trees.get(head.as_str()).copied()
+                && t.code == Some(0)
+                && t.end_ns.is_some_and(|end| end <= deploy.start_ns)
+        });
         if !retested {
             found.push(violation(
                 Some(&deploy.work_item),
-                format!("merged head {head} was deployed without a passing test run of that commit before it"),
+                format!("merged head {head} was deployed without a passing test run of its tree before it"),
             ));
         }
         if deploy.main_at_start.as_deref() != Some(head.as_str()) {
