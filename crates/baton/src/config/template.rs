@@ -56,6 +56,7 @@ const TEMPLATE_REPOS: &str = "\
 # test = [\"python3\", \"-m\", \"unittest\"]   # the tests_passed and merge gates run this
 # deploy = [\"sh\", \"scripts/deploy.sh\"]   # run by the deploy stage after the merge
 # health = [\"sh\", \"scripts/health.sh\"]   # the deploy_status gate runs this
+# merge_batch = 4   # test up to 4 waiting changes as one in the merge queue (default 1: each alone)
 ";
 
 const TEMPLATE_AGENTS: &str = "\
