@@ -21,7 +21,7 @@ const REQUIRED_INDEX: &[(&str, &str)] = &[
     ("due_holds", "tasks_due"),
     ("next_due_ms", "tasks_due"),
     ("unapplied_tasks", "jobs_finished"),
-    ("claim_job", "jobs_claim"),
+    ("claim_job", "jobs_queue"),
     ("list_tasks_page(active=true, repo=false, stage=false, hold=false)", "tasks_live"),
     ("list_tasks_page(active=false, repo=true, stage=false, hold=false)", "tasks_repo"),
     ("list_tasks_page(active=true, repo=true, stage=false, hold=false)", "tasks_repo"),

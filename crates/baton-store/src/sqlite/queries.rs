@@ -27,10 +27,11 @@ pub(crate) const JOBS_OF_TASK: &str = "SELECT * FROM jobs WHERE task_id = $1 ORD
 pub(crate) const JOBS_WITH_STATUS: &str = "SELECT * FROM jobs WHERE status = $1 ORDER BY id";
 
 /// The next runnable job under the limits: highest rank (the later pipeline stage) first, then the
-/// oldest `available_at`, then id — walked in that order down `jobs_claim (status, rank DESC,
-/// available_at, id)` (pinned: the planner would rather sort the available jobs); the running
-/// counts search a `status` prefix.
-pub(crate) const CLAIM_JOB: &str = "SELECT j.id FROM jobs j INDEXED BY jobs_claim JOIN tasks t ON t.id = j.task_id
+/// oldest `available_at`, then id. Only the jobs available now are read (a range of `jobs_queue
+/// (status, available_at)`) and sorted: a backlog of jobs deferred to later costs nothing (an
+/// index in claim order would walk past every one of them on each claim). The running counts
+/// search a `status` prefix.
+pub(crate) const CLAIM_JOB: &str = "SELECT j.id FROM jobs j INDEXED BY jobs_queue JOIN tasks t ON t.id = j.task_id
      WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
        AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running') < $2
        AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' AND r.repo = j.repo) < $3
