@@ -340,7 +340,12 @@ async fn walk_batch(
                 return Ok(None);
             }
             (_, Some(b), _) if b != cur => break,
-            (QueueState::Testing, Some(_), None) => return Ok(None),
+            (QueueState::Testing, Some(_), None) => {
+                // Being built. Woken again on every pass: a wake sent while its job was still
+                // finishing (it entered the queue a moment ago) found nothing parked and was lost.
+                wake_parked(engine, entry, &format!("merge queue: built on {} in its batch", short(&cur))).await;
+                return Ok(None);
+            }
             (QueueState::Built | QueueState::Testing, Some(_), Some(head)) if !is_tail => cur = head,
             (QueueState::Testing, Some(_), Some(head)) => {
                 wake_parked(engine, entry, "merge queue: testing its batch").await;

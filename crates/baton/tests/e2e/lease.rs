@@ -241,7 +241,18 @@ fn a_red_batch_is_bisected_to_its_culprit_and_the_rest_lands() {
                 _ => {}
             }
         }
-        assert!(Instant::now() < deadline, "timed out: {tasks:#?}");
+        if Instant::now() >= deadline {
+            let status = String::from_utf8_lossy(&env.run(&["status"]).stdout).to_string();
+            let recent: Vec<String> = ids
+                .iter()
+                .flat_map(|id| {
+                    let events = timeline(&env, id);
+                    let skip = events.len().saturating_sub(12);
+                    events.into_iter().skip(skip).map(move |e| format!("{id} {} {}", e["kind"], e["message"]))
+                })
+                .collect();
+            panic!("timed out: status:\n{status}\nlast events:\n{}\ntasks: {tasks:#?}", recent.join("\n"));
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     let tasks = env.tasks();
