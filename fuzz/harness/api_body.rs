@@ -38,7 +38,7 @@ impl ApiHarness {
             .build()
             .expect("a tokio runtime for the API harness");
         let engine = runtime.block_on(async {
-            let store = baton_store::SqliteStore::open(&dir.path().join("baton.db"))
+            let store = baton_store_sqlite::SqliteStore::open(&dir.path().join("baton.db"))
                 .await
                 .expect("a SQLite store in a temp dir");
             let settings = EngineSettings {

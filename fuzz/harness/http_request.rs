@@ -59,7 +59,7 @@ impl HttpHarness {
             .build()
             .expect("a tokio runtime for the HTTP harness");
         let (address, stop) = runtime.block_on(async {
-            let store = baton_store::SqliteStore::open(&dir.path().join("baton.db"))
+            let store = baton_store_sqlite::SqliteStore::open(&dir.path().join("baton.db"))
                 .await
                 .expect("a SQLite store in a temp dir");
             let settings = EngineSettings {

@@ -4,13 +4,15 @@
 //!
 //! It installs the pinned agent CLIs from npm into a cache outside the repository (reused when
 //! present), bubblewrap (the agent sandbox's tests need `bwrap`) and Chromium with chromedriver (the
-//! dashboard's browser tests), both with apt-get on Debian as root or with sudo,
+//! dashboard's browser tests), both with apt-get on Debian as root or with sudo, starts a throwaway
+//! PostgreSQL cluster for the PostgreSQL store's tests (unless `BATON_TEST_DATABASE_URL` names one),
 //! then runs the whole workspace's tests with cargo-nextest (or `cargo test` without it).
 
 // xtask exists to run other programs.
 #![allow(clippy::disallowed_methods)]
 
 mod guards;
+mod postgres;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -173,6 +175,14 @@ fn test(extra: &[String]) -> Result<(), String> {
     install_bwrap()?;
     install_chromium()?;
     let dir = install_clis()?;
+    // The PostgreSQL store's tests run on a throwaway cluster unless one is named already.
+    let cluster = match std::env::var("BATON_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            eprintln!("xtask: PostgreSQL tests use BATON_TEST_DATABASE_URL");
+            None
+        }
+        _ => Some(postgres::Cluster::start()?),
+    };
     let has_nextest = Command::new("cargo").args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success());
     let mut command = Command::new("cargo");
     if has_nextest {
@@ -181,7 +191,12 @@ fn test(extra: &[String]) -> Result<(), String> {
         eprintln!("xtask: cargo-nextest not found; using cargo test");
         command.args(["test", "--workspace", "--no-fail-fast"]);
     }
-    let status = command.args(extra).env("BATON_CLI_DIR", &dir).status().map_err(|e| format!("running cargo: {e}"))?;
+    command.args(extra).env("BATON_CLI_DIR", &dir);
+    if let Some(cluster) = &cluster {
+        command.env("BATON_TEST_DATABASE_URL", &cluster.url);
+    }
+    let status = command.status().map_err(|e| format!("running cargo: {e}"))?;
+    drop(cluster);
     if status.success() { Ok(()) } else { Err(format!("tests failed ({status})")) }
 }
 

@@ -80,6 +80,7 @@ impl EngineError {
             EngineError::Store(
                 baton_store::StoreError::Database(_)
                 | baton_store::StoreError::Busy(_)
+                | baton_store::StoreError::Unavailable(_)
                 | baton_store::StoreError::Lost(_),
             )
             | EngineError::Io(_) => true,

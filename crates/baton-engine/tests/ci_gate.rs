@@ -16,7 +16,8 @@ use baton_engine::{
     RepoSettings, Spawner, SystemClock,
 };
 use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
-use baton_store::{SqliteStore, TaskKey, TaskRecord};
+use baton_store::{TaskKey, TaskRecord};
+use baton_store_sqlite::SqliteStore;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -15,7 +15,8 @@ use baton_engine::{
     SystemClock,
 };
 use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
-use baton_store::{SqliteStore, TaskKey};
+use baton_store::TaskKey;
+use baton_store_sqlite::SqliteStore;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};

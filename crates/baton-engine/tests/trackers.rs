@@ -15,7 +15,8 @@ use baton_engine::{Engine, EngineSettings, Limits, RepoSettings};
 use baton_forges::{
     Auth, ClientConfig, ForgePoller, GitHub, LabelSettings, LabelTracker, Plane, PlanePoller, PlaneTracker, Secret,
 };
-use baton_store::{Advance, NewDelivery, NewEvent, SqliteStore, TaskFilter, TaskKey, TaskRecord, Transition};
+use baton_store::{Advance, NewDelivery, NewEvent, TaskFilter, TaskKey, TaskRecord, Transition};
+use baton_store_sqlite::SqliteStore;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -131,6 +131,10 @@ impl From<StoreError> for ApiError {
                 ApiError::DatabaseBusy
             }
             StoreError::Lost(why) => ApiError::Unavailable(format!("the database was lost: {why}")),
+            StoreError::Unavailable(why) => {
+                tracing::warn!("request answered 503: the database is unavailable: {why}");
+                ApiError::Unavailable("the database is unavailable; try again shortly".into())
+            }
             other => internal(&other),
         }
     }

@@ -16,7 +16,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use baton_domain::Pipeline;
 use baton_engine::{Engine, EngineSettings, Limits, RepoSettings};
 use baton_http::{AppState, app};
-use baton_store::SqliteStore;
+use baton_store_sqlite::SqliteStore;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

@@ -11,9 +11,8 @@ use axum::http::{Request, StatusCode};
 use baton_domain::{AgentReport, AgentStatus, GateVerdict, Pipeline, TaskId, TaskState, Usage, Verdict};
 use baton_engine::{Engine, EngineSettings, Limits, NewTaskRequest, RepoSettings};
 use baton_http::{AppState, Observability, app};
-use baton_store::{
-    Advance, AgentRunFinish, NewAgentRun, NewEvent, SqliteStore, Store, TaskKey, TaskRecord, Transition,
-};
+use baton_store::{Advance, AgentRunFinish, NewAgentRun, NewEvent, Store, TaskKey, TaskRecord, Transition};
+use baton_store_sqlite::SqliteStore;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};

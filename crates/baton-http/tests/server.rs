@@ -8,7 +8,7 @@ use baton_domain::Pipeline;
 use baton_engine::{Engine, EngineSettings, Limits, NewTaskRequest, RepoSettings};
 use baton_http::AppState;
 use baton_http::server::{ServerSettings, ServerStats, serve_with};
-use baton_store::SqliteStore;
+use baton_store_sqlite::SqliteStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,4 +1,7 @@
-//! Baton's durable store: the `Store` trait, its record types, and the SQLite implementation.
+//! Baton's durable store: the `Store` trait, its record types and errors, and (feature
+//! `conformance`) the suite every implementation passes. The implementations live in their own
+//! crates: `baton-store-sqlite` (the embedded default) and `baton-store-postgres` (several
+//! instances on one database).
 //!
 //! Every stage change goes through [`Store::advance`], one transaction that compare-and-sets the
 //! task version, flips the finished job, appends the timeline event and enqueues the next job
@@ -7,13 +10,15 @@
 //! Invariant: only this crate speaks SQL; nothing in the trait assumes SQLite, so a PostgreSQL
 //! implementation can pass the same conformance suite.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod metrics;
 pub mod records;
-pub mod sqlite;
+#[doc(hidden)]
+pub mod rows;
 
 pub use metrics::{HistogramBounds, MetricCounts, OpenJob};
 pub use records::*;
-pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use baton_domain::{JobId, TaskId};
@@ -39,9 +44,14 @@ pub enum StoreError {
     #[error("corrupt row: {0}")]
     Corrupt(String),
     /// Another connection holds the database lock past the busy timeout (SQLite's SQLITE_BUSY or
-    /// SQLITE_LOCKED); nothing changed and retrying shortly is safe.
+    /// SQLITE_LOCKED), or PostgreSQL aborted the transaction for a serialization failure, a
+    /// deadlock or a lock timeout; nothing changed and retrying shortly is safe.
     #[error("the database is busy: {0}")]
     Busy(String),
+    /// The database server cannot be reached or refuses connections (down, restarting, out of
+    /// connections); nothing changed and retrying later is safe.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// The database can no longer be used safely: its file was deleted or replaced while Baton ran.
     /// Every write fails with this from then on; restart Baton on the right file.
     #[error("the database was lost: {0}")]
@@ -53,17 +63,60 @@ const SQLITE_BUSY: i64 = 5;
 const SQLITE_LOCKED: i64 = 6;
 
 impl From<sqlx::Error> for StoreError {
+    /// Maps a database error to what a caller can do about it. PostgreSQL reports a five-character
+    /// SQLSTATE, SQLite a decimal result code of at most four digits, so the code's shape tells the
+    /// backend apart.
     fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => return StoreError::Unavailable(error.to_string()),
+            _ => {}
+        }
+        let Some(code) = error.as_database_error().and_then(|db| db.code()).map(|c| c.into_owned()) else {
+            return StoreError::Database(error.to_string());
+        };
+        if code.len() == 5 {
+            return match sqlstate_class(&code) {
+                SqlState::Retry => StoreError::Busy(error.to_string()),
+                SqlState::Unavailable => StoreError::Unavailable(error.to_string()),
+                SqlState::Unique => StoreError::Conflict(error.to_string()),
+                SqlState::Other => StoreError::Database(error.to_string()),
+            };
+        }
         // Extended codes (SQLITE_BUSY_SNAPSHOT = 517, ...) carry the primary code in the low byte.
-        let primary = error
-            .as_database_error()
-            .and_then(|db| db.code())
-            .and_then(|code| code.parse::<i64>().ok())
-            .map(|code| code & 0xff);
-        match primary {
+        match code.parse::<i64>().ok().map(|code| code & 0xff) {
             Some(SQLITE_BUSY | SQLITE_LOCKED) => StoreError::Busy(error.to_string()),
             _ => StoreError::Database(error.to_string()),
         }
+    }
+}
+
+/// What a PostgreSQL SQLSTATE means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlState {
+    /// Serialization failure (40001), deadlock (40P01), lock not available (55P03), query
+    /// cancelled by a timeout (57014): the transaction rolled back; retry it.
+    Retry,
+    /// Connection exceptions (class 08), the server shutting down or restarting (57P01–57P03),
+    /// too many connections (53300): try again later.
+    Unavailable,
+    /// A unique constraint (23505): someone else created the row first.
+    Unique,
+    /// Anything else: a bug or a broken database; not retried.
+    Other,
+}
+
+/// Classifies a PostgreSQL SQLSTATE (see [`SqlState`]).
+pub fn sqlstate_class(code: &str) -> SqlState {
+    match code {
+        "40001" | "40P01" | "55P03" | "57014" => SqlState::Retry,
+        "57P01" | "57P02" | "57P03" | "53300" => SqlState::Unavailable,
+        "23505" => SqlState::Unique,
+        _ if code.starts_with("08") => SqlState::Unavailable,
+        _ => SqlState::Other,
     }
 }
 
@@ -99,7 +152,8 @@ impl From<serde_json::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The durable state of Baton. Implementations: [`SqliteStore`]; PostgreSQL later.
+/// The durable state of Baton. Implementations: `baton_store_sqlite::SqliteStore`,
+/// `baton_store_postgres::PgStore`, and the simulation's in-memory `SimStore`.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Creates a task with a fresh work-item id (`PREFIX-NNN`, collisions walk forward), its
@@ -148,30 +202,19 @@ pub trait Store: Send + Sync {
     /// Records the agent process of a running job (pid and process group).
     async fn set_job_process(&self, job: JobId, pid: Option<u32>, pgid: Option<u32>) -> StoreResult<()>;
 
-    /// Records the agent process's start time (see `JobRecord::proc_start`). A store that cannot
-    /// keep it may ignore it: re-adoption then trusts the pid alone.
-    async fn set_job_proc_start(&self, _job: JobId, _start_ticks: u64) -> StoreResult<()> {
-        Ok(())
-    }
+    /// Records the agent process's start time (see `JobRecord::proc_start`).
+    async fn set_job_proc_start(&self, job: JobId, start_ticks: u64) -> StoreResult<()>;
 
     /// Records that `owner` now supervises a running job it re-adopted. Bookkeeping for humans and
-    /// metrics only (nothing decides on it), so a store may keep the default, which records nothing.
-    async fn set_job_owner(&self, _job: JobId, _owner: &str) -> StoreResult<()> {
-        Ok(())
-    }
+    /// metrics only (nothing decides on it).
+    async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()>;
 
     /// Extends the named lease if `holder` still holds it; never creates one (a renewal must not
     /// resurrect a lease released meanwhile). `true` when extended.
-    async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {
-        let _ = (name, holder, ttl_ms, now_ms);
-        Err(StoreError::Database("this store does not implement renew_lease".into()))
-    }
+    async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool>;
 
     /// Releases the named lease if `holder` holds it (reclaiming a dead holder's lease).
-    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
-        let _ = (name, holder);
-        Err(StoreError::Database("this store does not implement release_lease".into()))
-    }
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool>;
 
     /// Ends a job outside a transition (its result was stale); guarded on queued or running.
     async fn close_job(

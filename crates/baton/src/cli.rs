@@ -3,7 +3,7 @@
 use anyhow::Context;
 use baton::config::{self, Config, LoadMode};
 use baton_engine::{Engine, Sandbox};
-use baton_store::SqliteStore;
+use baton_store_sqlite::SqliteStore;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -240,10 +240,18 @@ pub fn load_config_for(path: Option<&std::path::Path>, mode: LoadMode) -> Result
     }
 }
 
-/// Opens the store in the data directory and builds the engine.
-pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
+/// Opens the store: the PostgreSQL database of `server.database_url` when set, else the SQLite
+/// file in the data directory (created owner-only).
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn baton_store::Store>> {
     let data_dir = &config.engine.data_dir;
     create_private_dir(data_dir)?;
+    make_private(&data_dir.join("api-token"), 0o600);
+    if let Some(url) = &config.server.database_url {
+        let store = baton_store_postgres::PgStore::connect(url)
+            .await
+            .with_context(|| format!("opening the database {}", baton_store_postgres::redact_url(url)))?;
+        return Ok(Arc::new(store));
+    }
     let db = data_dir.join("baton.db");
     if !db.exists() {
         // An empty file is a new database to SQLite; creating it here gives it (and the WAL and
@@ -252,11 +260,17 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
         let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&db);
     }
     let store = SqliteStore::open(&db).await.with_context(|| format!("opening the database {}", db.display()))?;
-    for name in ["baton.db", "baton.db-wal", "baton.db-shm", "api-token"] {
+    for name in ["baton.db", "baton.db-wal", "baton.db-shm"] {
         make_private(&data_dir.join(name), 0o600);
     }
+    Ok(Arc::new(store))
+}
+
+/// Opens the store and builds the engine.
+pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
+    let store = open_store(config).await?;
     let sandbox = Arc::new(Sandbox::new(config.sandbox.clone()));
-    let engine = Engine::builder(config.engine.clone(), Arc::new(store))
+    let engine = Engine::builder(config.engine.clone(), store)
         .secrets(config.server.api_token.iter().cloned())
         .secrets(
             [&config.webhooks.github, &config.webhooks.gitea, &config.webhooks.plane].into_iter().flatten().cloned(),

@@ -1,5 +1,5 @@
-//! `baton config check --online`: calls each configured outside service once — the git remote of
-//! every `url` repository, the forge API of every hosted repository, every tracker — and says, per
+//! `baton config check --online`: calls each configured outside service once — the PostgreSQL
+//! database, the git remote of every `url` repository, the forge API of every hosted repository, every tracker — and says, per
 //! service, whether the token works, the repository or project exists, and whether its webhook
 //! secret is set, with the fix when it is not.
 
@@ -62,6 +62,9 @@ pub fn forge_api(repo: &RepoSettings) -> anyhow::Result<Option<Arc<dyn baton_for
 /// Runs every online check of `config`, in configuration order.
 pub async fn check(config: &Config) -> Vec<OnlineCheck> {
     let mut checks = Vec::new();
+    if let Some(url) = &config.server.database_url {
+        checks.push(check_database(url).await);
+    }
     for repo in &config.engine.repos {
         if let Some(remote) = repo.remote() {
             checks.push(check_remote(config, repo, &remote).await);
@@ -75,6 +78,19 @@ pub async fn check(config: &Config) -> Vec<OnlineCheck> {
         checks.push(check_telegram(telegram).await);
     }
     checks
+}
+
+async fn check_database(url: &str) -> OnlineCheck {
+    let subject = format!("server.database_url ({})", baton_store_postgres::redact_url(url));
+    match baton_store_postgres::probe(url).await {
+        Ok(found) => OnlineCheck::ok(&subject, found),
+        Err(error) => OnlineCheck::problem(
+            &subject,
+            format!("cannot use the database: {error}"),
+            "check the host, port, database name, user and password; the server must accept connections from \
+             this machine (pg_hba.conf) and the user must own the database or may create tables in it",
+        ),
+    }
 }
 
 async fn check_remote(config: &Config, repo: &RepoSettings, remote: &baton_runner::Remote) -> OnlineCheck {

@@ -6,9 +6,8 @@
 use baton_domain::{AgentReport, AgentStatus, Event, GateVerdict, JobOutcome, Pipeline, Usage, Verdict};
 use baton_engine::{Engine, EngineSettings, Limits, NewTaskRequest, RepoSettings, Scope};
 use baton_http::{AppState, Dashboard, DashboardMode};
-use baton_store::{
-    AgentRunFinish, Claim, JobFinish, JobStatus, NewAgentRun, NewEvent, SqliteStore, TaskKey, TaskRecord,
-};
+use baton_store::{AgentRunFinish, Claim, JobFinish, JobStatus, NewAgentRun, NewEvent, TaskKey, TaskRecord};
+use baton_store_sqlite::SqliteStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

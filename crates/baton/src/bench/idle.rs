@@ -11,7 +11,8 @@
 use crate::cli::EXIT_OK;
 use crate::output;
 use anyhow::{Context, bail, ensure};
-use baton_store::{SqliteStore, Store};
+use baton_store::Store;
+use baton_store_sqlite::SqliteStore;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

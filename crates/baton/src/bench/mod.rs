@@ -20,7 +20,8 @@ use crate::output;
 use anyhow::Context;
 use baton_domain::{Event, GateVerdict, JobOutcome, Pipeline, TaskState, Verdict, decide};
 use baton_engine::{Clock, SystemClock};
-use baton_store::{Advance, Claim, JobFinish, JobStatus, NewEvent, NewTask, SqliteStore, Store, Transition};
+use baton_store::{Advance, Claim, JobFinish, JobStatus, NewEvent, NewTask, Store, Transition};
+use baton_store_sqlite::SqliteStore;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -43,6 +43,9 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8377";
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`server.database_url`): several instances share that database. `None`:
+    /// the SQLite file `baton.db` in the data directory.
+    pub database_url: Option<String>,
     pub api_token: Option<String>,
     /// Reads (`GET /api/...`) need a token with the `read` scope too.
     pub read_requires_token: bool,
@@ -73,6 +76,7 @@ impl fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_deref().map(baton_store_postgres::redact_url))
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("read_requires_token", &self.read_requires_token)
             .field("secret_env", &self.secret_env)

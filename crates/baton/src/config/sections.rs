@@ -145,6 +145,8 @@ impl Loader<'_> {
             #[serde(default)]
             data_dir: Option<PathBuf>,
             #[serde(default)]
+            database_url: Option<String>,
+            #[serde(default)]
             api_token: Option<String>,
             #[serde(default)]
             read_requires_token: bool,
@@ -204,6 +206,7 @@ impl Loader<'_> {
             Some(dir) => Some(self.resolve("server.data_dir", &dir)),
             None => Some(clean(&self.cwd.join(default_data_dir(self.env)))),
         };
+        let database_url = self.database_url(section.database_url);
         let api_token = section.api_token.filter(|token| !token.is_empty());
         if let Some(token) = &api_token {
             // A token written literally in the file is hidden from messages too.
@@ -235,6 +238,7 @@ impl Loader<'_> {
         let server = ServerConfig {
             listen: listen?,
             data_dir: data_dir?,
+            database_url,
             api_token,
             read_requires_token: section.read_requires_token,
             secret_env: section.secret_env.clone(),
@@ -248,6 +252,32 @@ impl Loader<'_> {
             dashboard: dashboard?,
         };
         sound.then_some((server, section.agent_env))
+    }
+
+    /// `server.database_url`: empty or absent means the SQLite file in the data directory; else a
+    /// PostgreSQL URL, checked for shape here (`config check --online` connects). Its password is
+    /// a secret, masked in every message.
+    fn database_url(&mut self, url: Option<String>) -> Option<String> {
+        let url = url.filter(|u| !u.trim().is_empty())?;
+        let example = "write postgres://USER:PASSWORD@HOST:5432/DATABASE (the password from the environment: \
+                       \"postgres://baton:${BATON_DB_PASSWORD}@db:5432/baton\"), or remove the key to use SQLite";
+        if !baton_store_postgres::is_postgres_url(&url) {
+            let scheme = url.split("://").next().unwrap_or_default();
+            self.issue(
+                "server.database_url",
+                format!("`{scheme}://…` is not a PostgreSQL URL (Baton stores in SQLite or PostgreSQL)"),
+                example,
+            );
+            return None;
+        }
+        if let Some(password) = baton_store_postgres::url_password(&url) {
+            self.secrets.push((password, "<database password>".to_string()));
+        }
+        if let Err(why) = baton_store_postgres::check_url(&url) {
+            self.issue("server.database_url", why, example);
+            return None;
+        }
+        Some(url)
     }
 
     /// The HTTP server's limits with their defaults, each checked: (max connections, header

@@ -113,12 +113,14 @@ impl<'a> Loader<'a> {
         Some(out)
     }
 
-    /// Applies `BATON_<SECTION>__<KEY>` variables and the `BATON_DATA_DIR` / `BATON_API_TOKEN` shorthands.
+    /// Applies `BATON_<SECTION>__<KEY>` variables and the `BATON_DATA_DIR` / `BATON_API_TOKEN` /
+    /// `BATON_DATABASE_URL` shorthands.
     pub(super) fn apply_overrides(&mut self, doc: &mut Table) {
         for (var, raw) in self.env {
             let segments: Vec<String> = match var.as_str() {
                 "BATON_DATA_DIR" => vec!["server".into(), "data_dir".into()],
                 "BATON_API_TOKEN" => vec!["server".into(), "api_token".into()],
+                "BATON_DATABASE_URL" => vec!["server".into(), "database_url".into()],
                 _ => match var.strip_prefix("BATON_").filter(|rest| rest.contains("__")) {
                     Some(rest) => rest.split("__").map(str::to_ascii_lowercase).collect(),
                     None => continue,

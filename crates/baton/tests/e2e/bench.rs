@@ -50,7 +50,7 @@ async fn bench_webhooks_gets_202_for_every_delivery_and_stores_each_once() {
     }
     println!("{figures}");
 
-    let store = baton_store::SqliteStore::open(&kept.join("data").join("baton.db")).await.unwrap();
+    let store = baton_store_sqlite::SqliteStore::open(&kept.join("data").join("baton.db")).await.unwrap();
     let rows = baton_store::Store::deliveries(&store, Some("github")).await.unwrap();
     assert_eq!(rows.len(), 120, "one row per distinct delivery, none per redelivery");
     let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r.delivery_id.as_str()).collect();

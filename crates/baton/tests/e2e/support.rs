@@ -302,7 +302,7 @@ impl baton_engine::Clock for FakeClock {
 pub async fn engine_for(script: &str) -> (Env, std::sync::Arc<baton_engine::Engine>, std::sync::Arc<FakeClock>) {
     use std::sync::Arc;
     let env = Env::new(script, "");
-    let store = baton_store::SqliteStore::open(&env.root.join("engine.db")).await.unwrap();
+    let store = baton_store_sqlite::SqliteStore::open(&env.root.join("engine.db")).await.unwrap();
     let limits = baton_engine::Limits { poll_interval_ms: 50, stop_grace_secs: 2, ..baton_engine::Limits::default() };
     let agent = baton_engine::AgentSettings {
         adapter: baton_engine::AdapterKind::Script,

@@ -1,9 +1,10 @@
 //! `SqliteStore::bench_seed`: a large, realistic backlog written with a few set-based statements
 //! (`baton bench idle`, the store's criterion benches). Not for production data.
 
-use super::{SqliteStore, state_columns};
-use crate::StoreResult;
+use super::SqliteStore;
 use baton_domain::{Hold, TaskState};
+use baton_store::StoreResult;
+use baton_store::rows::state_columns;
 
 /// How long ago the newest seeded task last changed.
 const SEED_LAST_CHANGE_AGO_MS: i64 = 15 * 60 * 1000;

@@ -1,11 +1,12 @@
-//! The SQLite store: WAL, one writer connection, every write transaction `BEGIN IMMEDIATE`.
+//! Baton's SQLite store (the embedded default): WAL, one writer connection, every write transaction
+//! `BEGIN IMMEDIATE`, so a transaction runs alone and the store's guards are plain reads.
 
-use crate::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts, OpenJob, TokenTotals};
-use crate::records::*;
-use crate::{HealthCheck, Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use baton_domain::ids::branch_name;
 use baton_domain::{JobId, TaskId, TaskState, WorkItemId};
+use baton_store::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts, OpenJob, TokenTotals};
+use baton_store::rows::{WORK_ITEM_WALK_MAX, state_columns};
+use baton_store::*;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -23,16 +24,16 @@ use queries::*;
 
 /// Versioned migrations, applied in order at open; never edit an applied one.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/sqlite/0001_init.sql")),
-    (2, include_str!("../migrations/sqlite/0002_budgets.sql")),
-    (3, include_str!("../migrations/sqlite/0003_adoption.sql")),
-    (4, include_str!("../migrations/sqlite/0004_outbox.sql")),
-    (5, include_str!("../migrations/sqlite/0005_principals.sql")),
-    (6, include_str!("../migrations/sqlite/0006_webhooks.sql")),
-    (7, include_str!("../migrations/sqlite/0007_merge_queue.sql")),
-    (8, include_str!("../migrations/sqlite/0008_idle.sql")),
-    (9, include_str!("../migrations/sqlite/0009_queue_batch.sql")),
-    (10, include_str!("../migrations/sqlite/0010_job_rank.sql")),
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_budgets.sql")),
+    (3, include_str!("../migrations/0003_adoption.sql")),
+    (4, include_str!("../migrations/0004_outbox.sql")),
+    (5, include_str!("../migrations/0005_principals.sql")),
+    (6, include_str!("../migrations/0006_webhooks.sql")),
+    (7, include_str!("../migrations/0007_merge_queue.sql")),
+    (8, include_str!("../migrations/0008_idle.sql")),
+    (9, include_str!("../migrations/0009_queue_batch.sql")),
+    (10, include_str!("../migrations/0010_job_rank.sql")),
 ];
 
 /// The newest schema version this Baton knows (versions may be merged out of order, so not the
@@ -40,9 +41,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
 fn newest_known() -> i64 {
     MIGRATIONS.iter().map(|(version, _)| *version).max().unwrap_or(0)
 }
-
-/// Work-item numbers tried past a collision before giving up.
-const WORK_ITEM_WALK_MAX: u32 = 10_000;
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -206,167 +204,10 @@ async fn migrate(pool: &SqlitePool) -> StoreResult<()> {
     Ok(())
 }
 
-fn opt_u32(row: &SqliteRow, column: &str) -> StoreResult<Option<u32>> {
-    let value: Option<i64> = row.try_get(column)?;
-    Ok(value.map(|v| v as u32))
-}
-
-fn json_column(row: &SqliteRow, column: &str) -> StoreResult<serde_json::Value> {
-    let text: String = row.try_get(column)?;
-    Ok(serde_json::from_str(&text)?)
-}
-
-fn delivery_from_row(row: &SqliteRow) -> StoreResult<DeliveryRecord> {
-    Ok(DeliveryRecord {
-        id: row.try_get("id")?,
-        source: row.try_get("source")?,
-        delivery_id: row.try_get("delivery_id")?,
-        event: row.try_get("event")?,
-        received_at_ms: row.try_get("received_at")?,
-        payload: row.try_get("payload")?,
-        processed_at_ms: row.try_get("processed_at")?,
-        parsed: row.try_get("parsed")?,
-        error: row.try_get("error")?,
-    })
-}
-
-fn token_from_row(row: &SqliteRow) -> StoreResult<ApiTokenRecord> {
-    Ok(ApiTokenRecord {
-        name: row.try_get("name")?,
-        scope: row.try_get("scope")?,
-        created_by: row.try_get("created_by")?,
-        created_at_ms: row.try_get("created_at")?,
-        revoked_at_ms: row.try_get("revoked_at")?,
-    })
-}
-
-fn task_from_row(row: &SqliteRow) -> StoreResult<TaskRecord> {
-    let state_text: String = row.try_get("state")?;
-    let mut state: TaskState = serde_json::from_str(&state_text)?;
-    state.job = row.try_get::<Option<i64>, _>("current_job")?.map(JobId);
-    Ok(TaskRecord {
-        id: TaskId(row.try_get("id")?),
-        repo: row.try_get("repo")?,
-        work_item_id: row.try_get("work_item_id")?,
-        title: row.try_get("title")?,
-        body: row.try_get("body")?,
-        branch: row.try_get("branch")?,
-        external_ref: row.try_get("external_ref")?,
-        state,
-        version: row.try_get("version")?,
-        created_at_ms: row.try_get("created_at")?,
-        updated_at_ms: row.try_get("updated_at")?,
-    })
-}
-
-fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
-    let status: String = row.try_get("status")?;
-    let result: Option<String> = row.try_get("result")?;
-    Ok(JobRecord {
-        id: JobId(row.try_get("id")?),
-        task_id: TaskId(row.try_get("task_id")?),
-        repo: row.try_get("repo")?,
-        stage: row.try_get("stage")?,
-        attempt: row.try_get::<i64, _>("attempt")? as u32,
-        status: JobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("job status `{status}`")))?,
-        available_at_ms: row.try_get("available_at")?,
-        rank: row.try_get("rank")?,
-        owner: row.try_get("owner")?,
-        pid: opt_u32(row, "pid")?,
-        pgid: opt_u32(row, "pgid")?,
-        proc_start: row.try_get::<Option<i64>, _>("proc_start")?.map(|t| t as u64),
-        created_at_ms: row.try_get("created_at")?,
-        started_at_ms: row.try_get("started_at")?,
-        finished_at_ms: row.try_get("finished_at")?,
-        result: result.map(|r| serde_json::from_str(&r)).transpose()?,
-    })
-}
-
-fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
-    Ok(EventRecord {
-        id: row.try_get("id")?,
-        task_id: TaskId(row.try_get("task_id")?),
-        at_ms: row.try_get("at")?,
-        kind: row.try_get("kind")?,
-        stage: row.try_get("stage")?,
-        message: row.try_get("message")?,
-        detail: json_column(row, "detail")?,
-    })
-}
-
-fn agent_run_from_row(row: &SqliteRow) -> StoreResult<AgentRunRecord> {
-    let u = |c: &str| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(c)? as u64) };
-    Ok(AgentRunRecord {
-        id: row.try_get("id")?,
-        job_id: JobId(row.try_get("job_id")?),
-        task_id: TaskId(row.try_get("task_id")?),
-        stage: row.try_get("stage")?,
-        adapter: row.try_get("adapter")?,
-        model: row.try_get("model")?,
-        pid: opt_u32(row, "pid")?,
-        started_at_ms: row.try_get("started_at")?,
-        ended_at_ms: row.try_get("ended_at")?,
-        exit_code: row.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
-        status: row.try_get("status")?,
-        error: row.try_get("error")?,
-        session_id: row.try_get("session_id")?,
-        turns: opt_u32(row, "turns")?,
-        input_tokens: u("input_tokens")?,
-        output_tokens: u("output_tokens")?,
-        cache_read_tokens: u("cache_read_tokens")?,
-        cache_write_tokens: u("cache_write_tokens")?,
-        reasoning_tokens: u("reasoning_tokens")?,
-        cost_usd: row.try_get("cost_usd")?,
-        log_path: row.try_get("log_path")?,
-    })
-}
-
-fn effect_from_row(row: &SqliteRow) -> StoreResult<EffectRecord> {
-    Ok(EffectRecord {
-        id: row.try_get("id")?,
-        task_id: TaskId(row.try_get("task_id")?),
-        kind: row.try_get("kind")?,
-        payload: json_column(row, "payload")?,
-        created_at_ms: row.try_get("created_at")?,
-        available_at_ms: row.try_get("available_at")?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        last_error: row.try_get("last_error")?,
-        done_at_ms: row.try_get("done_at")?,
-    })
-}
-
-fn queue_from_row(row: &SqliteRow) -> StoreResult<QueueEntry> {
-    let state: String = row.try_get("state")?;
-    Ok(QueueEntry {
-        task: TaskId(row.try_get("task_id")?),
-        work_item_id: row.try_get("work_item_id")?,
-        repo: row.try_get("repo")?,
-        priority: row.try_get("priority")?,
-        entered_at_ms: row.try_get("entered_at")?,
-        state: QueueState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown merge queue state `{state}`")))?,
-        base: row.try_get("base")?,
-        head: row.try_get("head")?,
-        fails: row.try_get::<i64, _>("fails")?.clamp(0, i64::from(u32::MAX)) as u32,
-        reason: row.try_get("reason")?,
-        updated_at_ms: row.try_get("updated_at")?,
-        batch: row.try_get::<Option<i64>, _>("batch")?.map(TaskId),
-        split: row.try_get::<Option<i64>, _>("split")?.map(|s| s.clamp(1, i64::from(u32::MAX)) as u32),
-    })
-}
+baton_store::row_decoders!(SqliteRow);
 
 const QUEUE_COLUMNS: &str = "q.task_id, t.work_item_id, q.repo, q.priority, q.entered_at, q.state, q.base, q.head, \
      q.fails, q.reason, q.updated_at, q.batch, q.split FROM merge_queue q JOIN tasks t ON t.id = q.task_id";
-
-fn lease_from_row(row: &SqliteRow) -> StoreResult<LeaseRecord> {
-    Ok(LeaseRecord {
-        name: row.try_get("name")?,
-        holder: row.try_get("holder")?,
-        token: row.try_get("token")?,
-        acquired_at_ms: row.try_get("acquired_at")?,
-        expires_at_ms: row.try_get("expires_at")?,
-    })
-}
 
 async fn insert_event(tx: &mut Transaction<'static, Sqlite>, event: &NewEvent) -> StoreResult<i64> {
     let result =
@@ -455,25 +296,6 @@ async fn apply_transition(
         .execute(&mut **tx)
         .await?;
     Ok(enqueued)
-}
-
-/// The stored columns of a task state: the JSON (without the active job), the hold kind
-/// (`Hold::label`, '' for none) and when the hold ends by itself (`due_at_ms`).
-struct StateColumns {
-    json: String,
-    hold: String,
-    due_at_ms: Option<i64>,
-}
-
-fn state_columns(state: &TaskState) -> StoreResult<StateColumns> {
-    let mut stored = state.clone();
-    // The active job lives in its own column, written by the transition itself.
-    stored.job = None;
-    let due_at_ms = match state.hold {
-        baton_domain::Hold::PausedQuota { resume_at_ms, .. } => Some(resume_at_ms),
-        _ => None,
-    };
-    Ok(StateColumns { json: serde_json::to_string(&stored)?, hold: state.hold.label().to_string(), due_at_ms })
 }
 
 /// Binds a [`TaskFilter`]'s values in the order [`list_tasks_sql`] writes their terms.

@@ -1,11 +1,10 @@
-//! Every hot query of the SQLite store (`baton_store::sqlite::hot_queries`) is answered from an
+//! Every hot query of the SQLite store (`baton_store_sqlite::hot_queries`) is answered from an
 //! index: `EXPLAIN QUERY PLAN` shows no full scan of a table that grows with the backlog, so an
 //! idle or busy Baton costs the same with 100 tasks or 100 000. Dropping an index turns it red.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use baton_store::SqliteStore;
-use baton_store::sqlite::hot_queries;
+use baton_store_sqlite::{SqliteStore, hot_queries};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Row, SqliteConnection};
 

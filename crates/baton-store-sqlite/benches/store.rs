@@ -1,13 +1,14 @@
 //! Criterion benches of the SQLite store's hot paths over a seeded backlog (10 000 tasks from
 //! `SqliteStore::bench_seed`): claim + advance, a page of `list_tasks_page`, `task_counts`, one
-//! task's timeline (`events`) and `spend_usd`. `cargo bench -p baton-store`.
+//! task's timeline (`events`) and `spend_usd`. `cargo bench -p baton-store-sqlite`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use baton_domain::{TaskId, TaskState};
 use baton_store::{
-    Advance, Claim, JobFinish, JobStatus, NewEvent, NewTask, SpendFilter, SqliteStore, Store, TaskFilter, Transition,
+    Advance, Claim, JobFinish, JobStatus, NewEvent, NewTask, SpendFilter, Store, TaskFilter, Transition,
 };
+use baton_store_sqlite::SqliteStore;
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::atomic::{AtomicI64, Ordering};
 

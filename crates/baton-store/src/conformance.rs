@@ -1,22 +1,21 @@
-//! Store conformance suite (SPEC §4.2, §4.5, §4.6, §15), generic over the `Store` trait.
-//!
-//! Every `suite_*` function drives a backend only through `Arc<dyn Store>` and starts from an empty database, so the
-//! PostgreSQL store can run the same functions: add a block like `sqlite` at the bottom that builds its store.
-//! The few things the trait cannot do (reopen the database after a restart, rewind a work-item counter the way a
-//! restored backup would) go through [`Backend`], the only place that knows which database is under test.
-// Tests drive real processes against real time: they sleep, spawn and read the clock directly.
+//! The store conformance suite (SPEC §4.2, §4.5, §4.6, §15): every `suite_*` function drives a
+//! backend only through `Arc<dyn Store>` from an empty database, and [`conformance_tests!`]
+//! turns them into one test each for a backend's test crate (SQLite, PostgreSQL, the in-memory
+//! simulation store). The few things the trait cannot do (reopen the database after a restart,
+//! rewind a work-item counter the way a restored backup would) go through [`Harness`].
+// Suites drive real concurrency against real time, and fail by panicking.
 #![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used)]
+#![allow(missing_docs)]
 
-use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};
-use baton_store::{
+use crate::{
     Advance, AgentRunFinish, Claim, EffectClaim, EventRecord, InboxEntry, JobCounts, JobFinish, JobRecord, JobStatus,
-    LeaseOutcome, NewAgentRun, NewDelivery, NewEffect, NewEvent, NewTask, SqliteStore, Store, StoreError, TaskFilter,
-    TaskKey, TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
+    LeaseOutcome, NewAgentRun, NewDelivery, NewEffect, NewEvent, NewTask, Store, StoreError, TaskFilter, TaskKey,
+    TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
 };
+use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};
 use serde_json::json;
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Barrier;
 
@@ -28,46 +27,15 @@ const RACE_ROUNDS: usize = 50;
 
 // ---------------------------------------------------------------- backends
 
-/// One database under test, reached below the trait: reopen it, or edit a row the trait never edits.
-enum Backend {
-    Sqlite { path: PathBuf },
-}
-
-impl Backend {
+/// One database under test, reached below the trait: reopen it, or edit a row the trait never
+/// edits. Each backend's test crate implements it and calls [`conformance_tests!`](crate::conformance_tests).
+#[async_trait::async_trait]
+pub trait Harness: Send + Sync {
     /// Opens (and migrates) the database, as Baton does at start.
-    async fn open(&self) -> Arc<dyn Store> {
-        match self {
-            Backend::Sqlite { path } => Arc::new(SqliteStore::open(path).await.unwrap()),
-        }
-    }
+    async fn open(&self) -> Arc<dyn Store>;
 
     /// Sets the next work-item number of (repo, prefix), as a restored backup or a hand edit would.
-    async fn set_work_item_counter(&self, repo: &str, prefix: &str, next: i64) {
-        match self {
-            Backend::Sqlite { path } => {
-                let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-                let updated =
-                    sqlx::query("UPDATE work_item_counters SET next_number = $3 WHERE repo = $1 AND prefix = $2")
-                        .bind(repo)
-                        .bind(prefix)
-                        .bind(next)
-                        .execute(&pool)
-                        .await
-                        .unwrap();
-                assert_eq!(updated.rows_affected(), 1, "no counter for ({repo}, {prefix})");
-                pool.close().await;
-            }
-        }
-    }
-}
-
-/// A fresh SQLite database file in its own temporary directory (deleted when the guard drops).
-async fn sqlite() -> (tempfile::TempDir, Backend, Arc<dyn Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::Sqlite { path: dir.path().join("baton.db") };
-    let store = backend.open().await;
-    (dir, backend, store)
+    async fn set_work_item_counter(&self, repo: &str, prefix: &str, next: i64);
 }
 
 // ---------------------------------------------------------------- helpers
@@ -233,7 +201,7 @@ fn assert_usage(row: &UsageRow, runs: u64, input: u64, output: u64, cost_usd: f6
 // ---------------------------------------------------------------- suites: advance
 
 /// SPEC §4.2: of two advancers holding the same version, exactly one commits; the loser writes nothing.
-async fn suite_advance_race(store: Arc<dyn Store>) {
+pub async fn suite_advance_race(store: Arc<dyn Store>) {
     const STAGES: [&str; 2] = ["design", "implementation"];
     for round in 0..RACE_ROUNDS {
         let task = create(&*store, "race", "R").await;
@@ -295,7 +263,7 @@ async fn suite_advance_race(store: Arc<dyn Store>) {
 }
 
 /// SPEC §4.2: the job flip is part of the compare-and-set; a job that is not running rolls back the whole advance.
-async fn suite_finish_guard(store: Arc<dyn Store>) {
+pub async fn suite_finish_guard(store: Arc<dyn Store>) {
     let task = create(&*store, "alpha", "P").await;
     let job = task.state.job.unwrap();
     let events_before = events_of(&*store, task.id).await.len();
@@ -327,7 +295,7 @@ async fn suite_finish_guard(store: Arc<dyn Store>) {
 }
 
 /// SPEC §4.2: an advance can only flip its own task's job; naming another task's running job changes nothing.
-async fn suite_finish_guard_other_task(store: Arc<dyn Store>) {
+pub async fn suite_finish_guard_other_task(store: Arc<dyn Store>) {
     let mine = create(&*store, "alpha", "P").await;
     let theirs = create(&*store, "alpha", "P").await;
     let claimed = [claim(&*store, T0).await, claim(&*store, T0).await];
@@ -344,7 +312,7 @@ async fn suite_finish_guard_other_task(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------- suites: tasks and work items
 
 /// Work-item ids count per (repo, prefix) and walk forward past numbers already taken.
-async fn suite_work_item_ids(store: Arc<dyn Store>, backend: &Backend) {
+pub async fn suite_work_item_ids(store: Arc<dyn Store>, backend: &dyn Harness) {
     let id = |repo: &'static str, prefix: &'static str| {
         let store = store.clone();
         async move { create(&*store, repo, prefix).await.work_item_id }
@@ -369,7 +337,7 @@ async fn suite_work_item_ids(store: Arc<dyn Store>, backend: &Backend) {
 }
 
 /// Concurrent creates in one (repo, prefix) get distinct, gap-free work-item ids.
-async fn suite_work_item_ids_concurrent(store: Arc<dyn Store>) {
+pub async fn suite_work_item_ids_concurrent(store: Arc<dyn Store>) {
     let barrier = Arc::new(Barrier::new(20));
     let creators: Vec<_> = (0..20)
         .map(|_| {
@@ -390,7 +358,7 @@ async fn suite_work_item_ids_concurrent(store: Arc<dyn Store>) {
 }
 
 /// A created task round-trips its fields, and `list_tasks` filters by repo and activity, newest first.
-async fn suite_tasks_and_listing(store: Arc<dyn Store>) {
+pub async fn suite_tasks_and_listing(store: Arc<dyn Store>) {
     let mut new = new_task("alpha", "P", "Fix the login page");
     new.external_ref = Some("GH-12".into());
     let first = store.create_task(new, enqueue("analysis", 0), T0).await.unwrap();
@@ -422,7 +390,7 @@ async fn suite_tasks_and_listing(store: Arc<dyn Store>) {
 
 /// Due holds, hold and stage filters and the reconciler's candidates come from the indexed columns
 /// the state writes keep in step.
-async fn suite_holds_and_filters(store: Arc<dyn Store>) {
+pub async fn suite_holds_and_filters(store: Arc<dyn Store>) {
     let paused = create(&*store, "alpha", "A").await;
     let approval = create(&*store, "alpha", "A").await;
     let running = create(&*store, "beta", "B").await;
@@ -476,7 +444,7 @@ async fn suite_holds_and_filters(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------- suites: claims
 
 /// Claims respect the global and per-repo running limits.
-async fn suite_claim_limits(store: Arc<dyn Store>) {
+pub async fn suite_claim_limits(store: Arc<dyn Store>) {
     for _ in 0..3 {
         create(&*store, "alpha", "A").await;
     }
@@ -498,7 +466,7 @@ async fn suite_claim_limits(store: Arc<dyn Store>) {
 }
 
 /// A job delayed until `available_at` is not claimable a millisecond earlier.
-async fn suite_claim_available_at(store: Arc<dyn Store>) {
+pub async fn suite_claim_available_at(store: Arc<dyn Store>) {
     let task = store.create_task(new_task("alpha", "P", "Later"), enqueue("analysis", 60_000), T0).await.unwrap();
     let job = job_of(&*store, task.state.job.unwrap()).await;
     assert_eq!((job.status, job.available_at_ms, job.attempt), (JobStatus::Queued, T0 + 60_000, 1));
@@ -513,7 +481,7 @@ async fn suite_claim_available_at(store: Arc<dyn Store>) {
 }
 
 /// Four concurrent claimers over 200 jobs: every job is claimed exactly once, by the claimer that got it.
-async fn suite_claim_concurrent(store: Arc<dyn Store>) {
+pub async fn suite_claim_concurrent(store: Arc<dyn Store>) {
     const JOBS: usize = 200;
     const CLAIMERS: usize = 4;
     for _ in 0..JOBS {
@@ -547,7 +515,7 @@ async fn suite_claim_concurrent(store: Arc<dyn Store>) {
 }
 
 /// Only a task's current job is claimable; a superseded queued job, or one of a task without a job, is not.
-async fn suite_claim_current_job_only(store: Arc<dyn Store>) {
+pub async fn suite_claim_current_job_only(store: Arc<dyn Store>) {
     let task = create(&*store, "alpha", "P").await;
     let superseded = task.state.job.unwrap();
     let current = store.advance(step(&task, "design", None, enqueue("design", 0))).await.unwrap().unwrap();
@@ -565,7 +533,7 @@ async fn suite_claim_current_job_only(store: Arc<dyn Store>) {
 
 /// Claims take the highest rank first (the later pipeline stage), then the oldest `available_at`,
 /// then the lowest id; the rank is read back with the job.
-async fn suite_claim_rank(store: Arc<dyn Store>) {
+pub async fn suite_claim_rank(store: Arc<dyn Store>) {
     let ranked = |rank: i64, delay_ms: i64| Transition { rank, ..enqueue("analysis", delay_ms) };
     let mut by_rank = Vec::new();
     for rank in [1, 5, 3] {
@@ -593,7 +561,7 @@ async fn suite_claim_rank(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------- suites: leases
 
 /// Leases: one holder at a time, renewable by the holder, taken over after expiry with a larger fencing token.
-async fn suite_leases(store: Arc<dyn Store>) {
+pub async fn suite_leases(store: Arc<dyn Store>) {
     let acquired = |outcome: LeaseOutcome| match outcome {
         LeaseOutcome::Acquired { token } => token,
         busy => panic!("expected the lease, got {busy:?}"),
@@ -618,7 +586,7 @@ async fn suite_leases(store: Arc<dyn Store>) {
 }
 
 /// An advance with `release_leases` drops exactly the task's leases, and tokens keep growing across releases.
-async fn suite_lease_release(store: Arc<dyn Store>) {
+pub async fn suite_lease_release(store: Arc<dyn Store>) {
     let task = create(&*store, "alpha", "P").await;
     let holder = task_holder(task.id);
     let LeaseOutcome::Acquired { token: mut last } =
@@ -660,7 +628,7 @@ async fn suite_lease_release(store: Arc<dyn Store>) {
 }
 
 /// Eight holders racing for one free lease: exactly one gets it.
-async fn suite_lease_race(store: Arc<dyn Store>) {
+pub async fn suite_lease_race(store: Arc<dyn Store>) {
     let barrier = Arc::new(Barrier::new(8));
     let racers: Vec<_> = (0..8)
         .map(|n| {
@@ -685,7 +653,7 @@ async fn suite_lease_race(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------- suites: inbox
 
 /// SPEC §4.5: an input replayed with the same dedup key is `Duplicate` and changes nothing.
-async fn suite_inbox_dedup(store: Arc<dyn Store>) {
+pub async fn suite_inbox_dedup(store: Arc<dyn Store>) {
     let task = create(&*store, "alpha", "P").await;
     assert!(!store.inbox_seen("delivery-1").await.unwrap());
     let mut approve = step(&task, "analysis", None, Transition::default());
@@ -731,7 +699,7 @@ async fn suite_inbox_dedup(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------- suites: jobs
 
 /// `cancel_jobs` cancels the task's queued and running jobs, leaves its finished ones, and no other task's.
-async fn suite_cancel_jobs(store: Arc<dyn Store>) {
+pub async fn suite_cancel_jobs(store: Arc<dyn Store>) {
     let task = create(&*store, "alpha", "P").await;
     let done = claim(&*store, T0).await.id;
     let task = reload(&*store, task.id).await;
@@ -767,7 +735,7 @@ async fn suite_cancel_jobs(store: Arc<dyn Store>) {
 }
 
 /// `requeue_job` only moves running jobs; `close_job` only ends queued or running ones.
-async fn suite_requeue_and_close(store: Arc<dyn Store>) {
+pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
     let a = create(&*store, "alpha", "P").await;
     let job = a.state.job.unwrap();
     assert!(!store.requeue_job(job, T0).await.unwrap(), "a queued job is not requeued");
@@ -821,7 +789,7 @@ async fn suite_requeue_and_close(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------- suites: agent runs and usage
 
 /// Agent runs keep their token figures and an unknown cost as `None`; usage sums them per group.
-async fn suite_agent_runs_and_usage(store: Arc<dyn Store>) {
+pub async fn suite_agent_runs_and_usage(store: Arc<dyn Store>) {
     let a = create(&*store, "alpha", "A").await;
     let b = create(&*store, "beta", "B").await;
     let succeeded = AgentStatus::Succeeded;
@@ -893,7 +861,7 @@ async fn suite_agent_runs_and_usage(store: Arc<dyn Store>) {
 }
 
 /// Per-task usage keeps two tasks apart even when their repos gave them the same work-item id.
-async fn suite_usage_by_task_across_repos(store: Arc<dyn Store>) {
+pub async fn suite_usage_by_task_across_repos(store: Arc<dyn Store>) {
     let a = create(&*store, "alpha", "P").await;
     let b = create(&*store, "beta", "P").await;
     assert_eq!((a.work_item_id.as_str(), b.work_item_id.as_str()), ("P-001", "P-001"));
@@ -907,7 +875,192 @@ async fn suite_usage_by_task_across_repos(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------- suites: events
 
 /// `events` returns rows after `after_id`, oldest first, up to `limit`, optionally for one task.
-async fn suite_events(store: Arc<dyn Store>) {
+/// Eight claimers on their own connections, over two repositories, finishing each job after a
+/// moment: the number of running jobs never exceeds the global limit, nor a repository's its own.
+pub async fn suite_claim_limits_concurrent(store: Arc<dyn Store>) {
+    const JOBS_PER_REPO: usize = 30;
+    const CLAIMERS: usize = 8;
+    const RUNNING_MAX: u32 = 4;
+    const PER_REPO_MAX: u32 = 3;
+    for _ in 0..JOBS_PER_REPO {
+        create(&*store, "alpha", "P").await;
+        create(&*store, "beta", "P").await;
+    }
+    let barrier = Arc::new(Barrier::new(CLAIMERS + 1));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let claimers: Vec<_> = (0..CLAIMERS)
+        .map(|n| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let owner = format!("claimer-{n}");
+                barrier.wait().await;
+                let mut claimed = 0;
+                let mut idle = 0;
+                while idle < 50 {
+                    match store.claim_job(&limits(&owner, T0, RUNNING_MAX, PER_REPO_MAX)).await.unwrap() {
+                        Some(job) => {
+                            idle = 0;
+                            claimed += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                            assert!(store.close_job(job.id, JobStatus::Done, json!({}), T0).await.unwrap());
+                        }
+                        None => {
+                            idle += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                        }
+                    }
+                }
+                claimed
+            })
+        })
+        .collect();
+    let watcher = {
+        let (store, barrier, done) = (store.clone(), barrier.clone(), done.clone());
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let mut most = (0, 0, 0);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let running = store.jobs_with_status(JobStatus::Running).await.unwrap();
+                let in_repo = |repo: &str| running.iter().filter(|j| j.repo == repo).count();
+                let now = (running.len(), in_repo("alpha"), in_repo("beta"));
+                assert!(now.0 <= RUNNING_MAX as usize, "{} jobs running, limit {RUNNING_MAX}", now.0);
+                assert!(now.1.max(now.2) <= PER_REPO_MAX as usize, "per repo {now:?}, limit {PER_REPO_MAX}");
+                most = (most.0.max(now.0), most.1.max(now.1), most.2.max(now.2));
+                tokio::task::yield_now().await;
+            }
+            most
+        })
+    };
+    let mut total = 0;
+    for claimer in claimers {
+        total += claimer.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = watcher.await.unwrap();
+    assert_eq!(total, 2 * JOBS_PER_REPO, "every job claimed once");
+    assert!(most.0 >= 2, "the claimers overlapped (most running at once: {most:?})");
+}
+
+/// Four writers append events (directly and with advances) while a reader pages by id from its
+/// cursor: the reader sees every committed event exactly once, none skipped by a later id that
+/// committed first.
+pub async fn suite_events_cursor_concurrent(store: Arc<dyn Store>) {
+    const WRITERS: usize = 4;
+    const EVENTS_EACH: usize = 60;
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        tasks.push(create(&*store, "alpha", "P").await);
+    }
+    let start = store.events(None, 0, 1_000).await.unwrap().last().map_or(0, |e| e.id);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (store.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut cursor = start;
+            let mut seen = Vec::new();
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let page = store.events(None, cursor, 7).await.unwrap();
+                if page.is_empty() {
+                    if finished {
+                        return seen;
+                    }
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                cursor = page.last().unwrap().id;
+                seen.extend(page.into_iter().map(|e| e.id));
+            }
+        })
+    };
+    let writers: Vec<_> = tasks
+        .into_iter()
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut task = task;
+                for n in 0..EVENTS_EACH {
+                    if n % 3 == 0 {
+                        let next = task.state.clone();
+                        let mut advance = step(&task, "analysis", None, Transition::default());
+                        advance.next = next;
+                        store.advance(advance).await.unwrap();
+                        task = reload(&*store, task.id).await;
+                    } else {
+                        store.append_event(note(task.id, "progress", &format!("step {n}"))).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+    let all: Vec<i64> = store.events(None, start, 10_000).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(all.len(), WRITERS * EVENTS_EACH, "every event stored");
+    assert_eq!(seen, all, "the reader saw every event once, in id order");
+}
+
+/// `metric_counts` (aggregate queries) agrees with [`crate::MetricCounts::from_records`] over
+/// the same rows: stages, transitions, gate verdicts, runs, tokens, cost and both histograms.
+pub async fn suite_metric_counts(store: Arc<dyn Store>) {
+    let a = create(&*store, "alpha", "P").await;
+    let b = create(&*store, "beta", "P").await;
+    let job = claim(&*store, T0 + 5).await;
+    let task = reload(&*store, job.task_id).await;
+    let mut next = task.state.clone();
+    next.stage = "development".into();
+    let mut advance = step(&task, "development", finished(job.id, json!({"ok": true})), enqueue("development", 0));
+    advance.next = next;
+    advance.now_ms = T0 + 900;
+    advance.event.detail = json!({ "from": "analysis (awaiting approval)", "to": "development" });
+    store.advance(advance).await.unwrap();
+    for (at, verdict) in [(T0 + 1_000, "fail"), (T0 + 4_000, "pass"), (T0 + 9_000, "pass")] {
+        let mut event = note(a.id, "gate", verdict);
+        event.at_ms = at;
+        event.detail = json!({ "gate": crate::metrics::MERGE_GATE, "verdict": verdict });
+        store.append_event(event).await.unwrap();
+    }
+    let mut event = note(b.id, "gate", "tests");
+    event.detail = json!({ "gate": "tests", "verdict": "fail", "from": 3 });
+    store.append_event(event).await.unwrap();
+    run(&*store, &a, "analysis", T0, report(AgentStatus::Succeeded, tokens(100, 20, 5, 1), Some(0.25), Some("m")))
+        .await;
+    run(
+        &*store,
+        &b,
+        "analysis",
+        T0,
+        report(AgentStatus::Failed { message: "broke".into() }, tokens(7, 3, 0, 0), None, None),
+    )
+    .await;
+
+    let bounds = crate::HistogramBounds { job_latency_ms: vec![100, 1_000, 10_000], merge_wait_ms: vec![1_000, 5_000] };
+    let counts = store.metric_counts(&bounds).await.unwrap();
+    let tasks = store.list_tasks(&TaskFilter::default()).await.unwrap();
+    let mut jobs = Vec::new();
+    let mut runs = Vec::new();
+    for task in &tasks {
+        jobs.extend(store.jobs_for_task(task.id).await.unwrap());
+        runs.extend(store.agent_runs(task.id).await.unwrap());
+    }
+    let events = store.events(None, 0, 10_000).await.unwrap();
+    let reference = crate::MetricCounts::from_records(&tasks, &jobs, &events, &runs, &bounds);
+    assert_eq!(counts.tasks_by_stage, reference.tasks_by_stage);
+    assert_eq!(counts.stage_transitions, reference.stage_transitions);
+    assert_eq!(counts.stage_transitions, vec![("analysis".to_string(), "development".to_string(), 1)]);
+    assert_eq!(counts.gate_verdicts, reference.gate_verdicts);
+    assert_eq!(counts.agent_runs, reference.agent_runs);
+    assert_eq!(counts.tokens, reference.tokens);
+    assert!((counts.cost_usd - 0.25).abs() < 1e-9, "cost {}", counts.cost_usd);
+    assert_eq!(counts.job_latency, reference.job_latency);
+    assert_eq!(counts.merge_wait, reference.merge_wait);
+    assert_eq!((counts.merge_wait.count, counts.merge_wait.sum_ms), (1, 3_000));
+}
+
+pub async fn suite_events(store: Arc<dyn Store>) {
     let a = create(&*store, "alpha", "P").await;
     let b = create(&*store, "alpha", "P").await;
     let mut ids = Vec::new();
@@ -950,7 +1103,7 @@ async fn suite_events(store: Arc<dyn Store>) {
 /// Outbox rows (SPEC §4.2): written by the advance that decided them and only by a winner; a
 /// claim hides a row from other workers until its claim ends; an acknowledged row never comes back;
 /// a failed try is due again at its retry time.
-async fn suite_outbox(store: Arc<dyn Store>) {
+pub async fn suite_outbox(store: Arc<dyn Store>) {
     let task = create(store.as_ref(), "alpha", "ALPHA").await;
     let effect = |kind: &str| NewEffect { kind: kind.into(), payload: json!({ "effect": kind }) };
     let mut winner = step(&task, "development", None, Transition::default());
@@ -987,7 +1140,7 @@ async fn suite_outbox(store: Arc<dyn Store>) {
 }
 
 /// Agent runs that never recorded their end are listed, and closed once with a status.
-async fn suite_lost_agent_runs(store: Arc<dyn Store>) {
+pub async fn suite_lost_agent_runs(store: Arc<dyn Store>) {
     let task = create(store.as_ref(), "alpha", "ALPHA").await;
     let job = claim(store.as_ref(), T0).await;
     let new_run = |started_at_ms| NewAgentRun {
@@ -1023,7 +1176,7 @@ async fn suite_lost_agent_runs(store: Arc<dyn Store>) {
     assert!(store.open_agent_runs().await.unwrap().is_empty());
 }
 
-async fn suite_restart(backend: &Backend) {
+pub async fn suite_restart(backend: &dyn Harness) {
     let store = backend.open().await;
     let task = create(&*store, "alpha", "P").await;
     let job = claim(&*store, T0).await;
@@ -1053,11 +1206,9 @@ async fn suite_restart(backend: &Backend) {
     assert_eq!(create(&*store, "alpha", "P").await.work_item_id, "P-002", "the counter survives a restart");
 }
 
-// ---------------------------------------------------------------- SQLite
-
 // ---------------------------------------------------------------- suites: principals and idempotency
 
-async fn suite_api_tokens(store: Arc<dyn Store>) {
+pub async fn suite_api_tokens(store: Arc<dyn Store>) {
     store.create_api_token("ci", "digest-1", "read", "cli:ann", T0).await.unwrap();
     store.create_api_token("ops", "digest-2", "admin", "cli:ann", T0).await.unwrap();
     // A taken name or a taken digest is a conflict.
@@ -1088,8 +1239,8 @@ async fn suite_api_tokens(store: Arc<dyn Store>) {
     ));
 }
 
-async fn suite_idempotency(store: Arc<dyn Store>) {
-    use baton_store::IdempotencyBegin as B;
+pub async fn suite_idempotency(store: Arc<dyn Store>) {
+    use crate::IdempotencyBegin as B;
     assert_eq!(store.begin_idempotent("p|POST /x|k", "h1", T0, 30_000).await.unwrap(), B::Started);
     // While unanswered, a replay is in progress; another request under the key is a mismatch.
     assert_eq!(store.begin_idempotent("p|POST /x|k", "h1", T0 + 10, 30_000).await.unwrap(), B::InProgress);
@@ -1133,7 +1284,7 @@ fn delivery(source: &str, id: &str, payload: &str) -> NewDelivery {
     }
 }
 
-async fn suite_webhook_deliveries(store: Arc<dyn Store>) {
+pub async fn suite_webhook_deliveries(store: Arc<dyn Store>) {
     assert!(store.record_delivery(delivery("github", "d-1", "{\"a\":1}")).await.unwrap());
     // The same id from the same source is a replay: nothing changes, even with another body.
     assert!(!store.record_delivery(delivery("github", "d-1", "{\"a\":2}")).await.unwrap());
@@ -1171,7 +1322,7 @@ async fn suite_webhook_deliveries(store: Arc<dyn Store>) {
     );
 }
 
-async fn suite_external_ref_exists(store: Arc<dyn Store>) {
+pub async fn suite_external_ref_exists(store: Arc<dyn Store>) {
     let new = || NewTask { external_ref: Some("plane:ORCH-1".into()), ..new_task("demo", "DEMO", "Ticket") };
     let first = store.create_task(new(), enqueue("analysis", 0), T0).await.unwrap();
     match store.create_task(new(), enqueue("analysis", 0), T0).await {
@@ -1183,7 +1334,7 @@ async fn suite_external_ref_exists(store: Arc<dyn Store>) {
 
 /// The ticket lookups: the live task by its reference; a done task still holds its reference
 /// but is not live; a cancelled one gave it up, so the ticket may start a fresh task.
-async fn suite_live_task_by_external_ref(store: Arc<dyn Store>) {
+pub async fn suite_live_task_by_external_ref(store: Arc<dyn Store>) {
     let new = |r: &str| NewTask { external_ref: Some(r.into()), ..new_task("demo", "DEMO", "Ticket") };
     assert!(store.live_task_by_external_ref("github:a/b#1").await.unwrap().is_none());
     let one = store.create_task(new("github:a/b#1"), enqueue("analysis", 0), T0).await.unwrap();
@@ -1214,7 +1365,7 @@ async fn suite_live_task_by_external_ref(store: Arc<dyn Store>) {
 
 /// `task_counts` agrees with counting `list_tasks` by (stage, hold): one aggregate query, no task
 /// loaded.
-async fn suite_task_counts(store: Arc<dyn Store>) {
+pub async fn suite_task_counts(store: Arc<dyn Store>) {
     assert!(store.task_counts().await.unwrap().is_empty());
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -1241,218 +1392,242 @@ async fn suite_task_counts(store: Arc<dyn Store>) {
     assert_eq!(got.get(&("done".to_string(), String::new())), Some(&1));
 }
 
-mod sqlite {
-    use super::*;
+/// One `#[tokio::test]` per suite for a backend: `$fresh` is an async fn returning
+/// `(keep, harness, store)`, a fresh empty database each call (`keep` is dropped at the test's end).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fresh:path) => {
+        // Tasks by (stage, hold) from one aggregate query agree with counting every task.
+        #[::tokio::test]
+        async fn task_counts_agree_with_the_tasks() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_task_counts(store).await;
+        }
 
-    // Tasks by (stage, hold) from one aggregate query agree with counting every task.
-    #[tokio::test]
-    async fn task_counts_agree_with_the_tasks() {
-        let (_dir, _, store) = sqlite().await;
-        suite_task_counts(store).await;
-    }
+        // Two advancers race on one version 50 times: one commits, the other conflicts and leaves no trace.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn advance_race_has_one_winner_and_no_partial_writes() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_advance_race(store).await;
+        }
 
-    // Two advancers race on one version 50 times: one commits, the other conflicts and leaves no trace.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn advance_race_has_one_winner_and_no_partial_writes() {
-        let (_dir, _, store) = sqlite().await;
-        suite_advance_race(store).await;
-    }
+        // Finishing a job that is not running conflicts and rolls back the whole advance.
+        #[::tokio::test]
+        async fn advance_finishing_a_job_not_running_rolls_back() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_finish_guard(store).await;
+        }
 
-    // Finishing a job that is not running conflicts and rolls back the whole advance.
-    #[tokio::test]
-    async fn advance_finishing_a_job_not_running_rolls_back() {
-        let (_dir, _, store) = sqlite().await;
-        suite_finish_guard(store).await;
-    }
+        // An advance cannot flip another task's running job.
+        #[::tokio::test]
+        async fn advance_refuses_to_finish_another_tasks_job() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_finish_guard_other_task(store).await;
+        }
 
-    // An advance cannot flip another task's running job.
-    #[tokio::test]
-    async fn advance_refuses_to_finish_another_tasks_job() {
-        let (_dir, _, store) = sqlite().await;
-        suite_finish_guard_other_task(store).await;
-    }
+        // Work-item ids number per (repo, prefix) and walk past taken numbers after a counter rewind.
+        #[::tokio::test]
+        async fn work_item_ids_number_per_repo_and_prefix_and_walk_past_collisions() {
+            let (_dir, backend, store) = $fresh().await;
+            $crate::conformance::suite_work_item_ids(store, &backend).await;
+        }
 
-    // Work-item ids number per (repo, prefix) and walk past taken numbers after a counter rewind.
-    #[tokio::test]
-    async fn work_item_ids_number_per_repo_and_prefix_and_walk_past_collisions() {
-        let (_dir, backend, store) = sqlite().await;
-        suite_work_item_ids(store, &backend).await;
-    }
+        // Twenty concurrent creates get twenty distinct, consecutive work-item ids.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_creates_get_distinct_work_item_ids() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_work_item_ids_concurrent(store).await;
+        }
 
-    // Twenty concurrent creates get twenty distinct, consecutive work-item ids.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_creates_get_distinct_work_item_ids() {
-        let (_dir, _, store) = sqlite().await;
-        suite_work_item_ids_concurrent(store).await;
-    }
+        // Tasks round-trip, and listing filters by repo and activity, newest first.
+        #[::tokio::test]
+        async fn tasks_round_trip_and_list_newest_first() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_tasks_and_listing(store).await;
+        }
 
-    // Tasks round-trip, and listing filters by repo and activity, newest first.
-    #[tokio::test]
-    async fn tasks_round_trip_and_list_newest_first() {
-        let (_dir, _, store) = sqlite().await;
-        suite_tasks_and_listing(store).await;
-    }
+        // Claims stop at the global and the per-repo running limits.
+        #[::tokio::test]
+        async fn claim_respects_running_limits() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_claim_limits(store).await;
+        }
 
-    // Claims stop at the global and the per-repo running limits.
-    #[tokio::test]
-    async fn claim_respects_running_limits() {
-        let (_dir, _, store) = sqlite().await;
-        suite_claim_limits(store).await;
-    }
+        // A job is not claimable before its available_at.
+        #[::tokio::test]
+        async fn claim_waits_for_available_at() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_claim_available_at(store).await;
+        }
 
-    // A job is not claimable before its available_at.
-    #[tokio::test]
-    async fn claim_waits_for_available_at() {
-        let (_dir, _, store) = sqlite().await;
-        suite_claim_available_at(store).await;
-    }
+        // Four concurrent claimers over 200 jobs claim each job exactly once.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_claimers_never_share_a_job() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_claim_concurrent(store).await;
+        }
 
-    // Four concurrent claimers over 200 jobs claim each job exactly once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_claimers_never_share_a_job() {
-        let (_dir, _, store) = sqlite().await;
-        suite_claim_concurrent(store).await;
-    }
+        // Only the task's current job is claimable.
+        #[::tokio::test]
+        async fn claim_takes_only_the_current_job() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_claim_current_job_only(store).await;
+        }
 
-    // Only the task's current job is claimable.
-    #[tokio::test]
-    async fn claim_takes_only_the_current_job() {
-        let (_dir, _, store) = sqlite().await;
-        suite_claim_current_job_only(store).await;
-    }
+        // Claims take the highest rank first, then the oldest available_at.
+        #[::tokio::test]
+        async fn claim_prefers_higher_rank_then_older_available_at() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_claim_rank(store).await;
+        }
 
-    // Claims take the highest rank first, then the oldest available_at.
-    #[tokio::test]
-    async fn claim_prefers_higher_rank_then_older_available_at() {
-        let (_dir, _, store) = sqlite().await;
-        suite_claim_rank(store).await;
-    }
+        // Leases are exclusive, renewable, and taken over after expiry with a larger token.
+        #[::tokio::test]
+        async fn leases_are_exclusive_and_fenced() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_leases(store).await;
+        }
 
-    // Leases are exclusive, renewable, and taken over after expiry with a larger token.
-    #[tokio::test]
-    async fn leases_are_exclusive_and_fenced() {
-        let (_dir, _, store) = sqlite().await;
-        suite_leases(store).await;
-    }
+        // release_leases drops only the task's leases, and tokens grow across release and re-acquire.
+        #[::tokio::test]
+        async fn advance_releases_the_tasks_leases_and_tokens_keep_growing() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_lease_release(store).await;
+        }
 
-    // release_leases drops only the task's leases, and tokens grow across release and re-acquire.
-    #[tokio::test]
-    async fn advance_releases_the_tasks_leases_and_tokens_keep_growing() {
-        let (_dir, _, store) = sqlite().await;
-        suite_lease_release(store).await;
-    }
+        // Eight concurrent acquirers of one lease: exactly one wins.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_acquirers_get_one_lease() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_lease_race(store).await;
+        }
 
-    // Eight concurrent acquirers of one lease: exactly one wins.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_acquirers_get_one_lease() {
-        let (_dir, _, store) = sqlite().await;
-        suite_lease_race(store).await;
-    }
+        // A replayed dedup key is Duplicate for advance and record_suppressed and changes nothing.
+        #[::tokio::test]
+        async fn inbox_replays_are_duplicates_that_change_nothing() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_inbox_dedup(store).await;
+        }
 
-    // A replayed dedup key is Duplicate for advance and record_suppressed and changes nothing.
-    #[tokio::test]
-    async fn inbox_replays_are_duplicates_that_change_nothing() {
-        let (_dir, _, store) = sqlite().await;
-        suite_inbox_dedup(store).await;
-    }
+        // cancel_jobs cancels this task's queued and running jobs only.
+        #[::tokio::test]
+        async fn cancel_jobs_touches_only_the_tasks_live_jobs() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_cancel_jobs(store).await;
+        }
 
-    // cancel_jobs cancels this task's queued and running jobs only.
-    #[tokio::test]
-    async fn cancel_jobs_touches_only_the_tasks_live_jobs() {
-        let (_dir, _, store) = sqlite().await;
-        suite_cancel_jobs(store).await;
-    }
+        // requeue_job acts only on running jobs, close_job only on queued or running ones.
+        #[::tokio::test]
+        async fn requeue_and_close_act_only_on_live_jobs() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_requeue_and_close(store).await;
+        }
 
-    // requeue_job acts only on running jobs, close_job only on queued or running ones.
-    #[tokio::test]
-    async fn requeue_and_close_act_only_on_live_jobs() {
-        let (_dir, _, store) = sqlite().await;
-        suite_requeue_and_close(store).await;
-    }
+        // Agent runs keep tokens and unknown cost; usage sums per group and counts unpriced runs.
+        #[::tokio::test]
+        async fn agent_runs_and_usage_totals() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_agent_runs_and_usage(store).await;
+        }
 
-    // Agent runs keep tokens and unknown cost; usage sums per group and counts unpriced runs.
-    #[tokio::test]
-    async fn agent_runs_and_usage_totals() {
-        let (_dir, _, store) = sqlite().await;
-        suite_agent_runs_and_usage(store).await;
-    }
+        // Per-task usage does not merge two repos' tasks that share a work-item id.
+        #[::tokio::test]
+        async fn usage_by_task_keeps_same_work_item_id_in_two_repos_apart() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_usage_by_task_across_repos(store).await;
+        }
 
-    // Per-task usage does not merge two repos' tasks that share a work-item id.
-    #[tokio::test]
-    async fn usage_by_task_keeps_same_work_item_id_in_two_repos_apart() {
-        let (_dir, _, store) = sqlite().await;
-        suite_usage_by_task_across_repos(store).await;
-    }
+        // Events page by id, oldest first, with an optional task filter.
+        #[::tokio::test]
+        async fn events_page_in_order_and_filter_by_task() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_events(store).await;
+        }
 
-    // Events page by id, oldest first, with an optional task filter.
-    #[tokio::test]
-    async fn events_page_in_order_and_filter_by_task() {
-        let (_dir, _, store) = sqlite().await;
-        suite_events(store).await;
-    }
+        // Quota pauses are due from an index; listings filter by hold, stage and repo; the
+        // reconciler's candidates are live tasks without a hold whose job ended.
+        #[::tokio::test]
+        async fn holds_are_due_and_filtered_from_indexed_columns() {
+            let (_dir, _backend, store) = $fresh().await;
+            $crate::conformance::suite_holds_and_filters(store).await;
+        }
 
-    // Quota pauses are due from an index; listings filter by hold, stage and repo; the
-    // reconciler's candidates are live tasks without a hold whose job ended.
-    #[tokio::test]
-    async fn holds_are_due_and_filtered_from_indexed_columns() {
-        let (_dir, _backend, store) = sqlite().await;
-        suite_holds_and_filters(store).await;
-    }
+        // Data survives a close and reopen; reopening twice re-runs no migration.
+        #[::tokio::test]
+        async fn data_survives_restart_and_migrations_are_idempotent() {
+            let (_dir, backend, store) = $fresh().await;
+            drop(store);
+            $crate::conformance::suite_restart(&backend).await;
+        }
 
-    // Data survives a close and reopen; reopening twice re-runs no migration.
-    #[tokio::test]
-    async fn data_survives_restart_and_migrations_are_idempotent() {
-        let (_dir, backend, store) = sqlite().await;
-        drop(store);
-        suite_restart(&backend).await;
-    }
+        // The outbox: effects commit with their decision (never a loser's), claims hide rows, acks are final.
+        #[::tokio::test]
+        async fn outbox_rows_commit_with_their_decision_and_are_claimed_once_until_acknowledged() {
+            let (_dir, _backend, store) = $fresh().await;
+            $crate::conformance::suite_outbox(store).await;
+        }
 
-    // The outbox: effects commit with their decision (never a loser's), claims hide rows, acks are final.
-    #[tokio::test]
-    async fn outbox_rows_commit_with_their_decision_and_are_claimed_once_until_acknowledged() {
-        let (_dir, _backend, store) = sqlite().await;
-        suite_outbox(store).await;
-    }
+        // Lost agent runs are listed and closed once; ended runs are left alone.
+        #[::tokio::test]
+        async fn agent_runs_without_an_end_are_listed_and_closed_once() {
+            let (_dir, _backend, store) = $fresh().await;
+            $crate::conformance::suite_lost_agent_runs(store).await;
+        }
 
-    // Lost agent runs are listed and closed once; ended runs are left alone.
-    #[tokio::test]
-    async fn agent_runs_without_an_end_are_listed_and_closed_once() {
-        let (_dir, _backend, store) = sqlite().await;
-        suite_lost_agent_runs(store).await;
-    }
+        // Tokens: names and digests unique, revoked tokens stop authenticating, names stay taken.
+        #[::tokio::test]
+        async fn api_tokens_are_unique_revocable_and_never_reused() {
+            let (_dir, _backend, store) = $fresh().await;
+            $crate::conformance::suite_api_tokens(store).await;
+        }
 
-    // Tokens: names and digests unique, revoked tokens stop authenticating, names stay taken.
-    #[tokio::test]
-    async fn api_tokens_are_unique_revocable_and_never_reused() {
-        let (_dir, _backend, store) = sqlite().await;
-        suite_api_tokens(store).await;
-    }
+        // Idempotency: started, in progress, mismatch, replay, abandoned, resumed (with a create's task).
+        #[::tokio::test]
+        async fn idempotency_keys_replay_refuse_mismatches_and_resume_creates() {
+            let (_dir, _backend, store) = $fresh().await;
+            $crate::conformance::suite_idempotency(store).await;
+        }
 
-    // Idempotency: started, in progress, mismatch, replay, abandoned, resumed (with a create's task).
-    #[tokio::test]
-    async fn idempotency_keys_replay_refuse_mismatches_and_resume_creates() {
-        let (_dir, _backend, store) = sqlite().await;
-        suite_idempotency(store).await;
-    }
+        // A second create for a live ticket returns the live task instead of a bare error.
+        #[::tokio::test]
+        async fn a_live_external_ref_answers_with_its_task() {
+            let (_dir, _backend, store) = $fresh().await;
+            $crate::conformance::suite_external_ref_exists(store).await;
+        }
 
-    // A second create for a live ticket returns the live task instead of a bare error.
-    #[tokio::test]
-    async fn a_live_external_ref_answers_with_its_task() {
-        let (_dir, _backend, store) = sqlite().await;
-        suite_external_ref_exists(store).await;
-    }
+        // The live task of a ticket is found by its reference; done and cancelled tasks are not live.
+        #[::tokio::test]
+        async fn live_task_by_external_ref_ignores_ended_tasks() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_live_task_by_external_ref(store).await;
+        }
 
-    // The live task of a ticket is found by its reference; done and cancelled tasks are not live.
-    #[tokio::test]
-    async fn live_task_by_external_ref_ignores_ended_tasks() {
-        let (_dir, _, store) = sqlite().await;
-        suite_live_task_by_external_ref(store).await;
-    }
+        // Webhook inbox: one row per (source, delivery id), replays change nothing, pending rows are marked once.
+        #[::tokio::test]
+        async fn webhook_deliveries_are_stored_once_and_marked_once() {
+            let (_dir, _backend, store) = $fresh().await;
+            $crate::conformance::suite_webhook_deliveries(store).await;
+        }
 
-    // Webhook inbox: one row per (source, delivery id), replays change nothing, pending rows are marked once.
-    #[tokio::test]
-    async fn webhook_deliveries_are_stored_once_and_marked_once() {
-        let (_dir, _backend, store) = sqlite().await;
-        suite_webhook_deliveries(store).await;
-    }
+        // Eight claimers on their own connections never exceed the global or per-repository limit.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_claimers_respect_running_limits() {
+            let (_keep, _backend, store) = $fresh().await;
+            $crate::conformance::suite_claim_limits_concurrent(store).await;
+        }
+
+        // A reader paging events by id during concurrent writes sees each committed event once.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn an_events_cursor_never_skips_a_concurrent_write() {
+            let (_keep, _backend, store) = $fresh().await;
+            $crate::conformance::suite_events_cursor_concurrent(store).await;
+        }
+
+        // Aggregate metrics agree with the reference definition over the same rows.
+        #[::tokio::test]
+        async fn metric_counts_agree_with_the_records() {
+            let (_keep, _backend, store) = $fresh().await;
+            $crate::conformance::suite_metric_counts(store).await;
+        }
+    };
 }

@@ -7,7 +7,7 @@
 //! hides the index from the planner), so optional filters build their `WHERE` from the terms
 //! present, and a term a partial index is defined on is written exactly as in its definition.
 
-use crate::records::{SpendFilter, TaskFilter};
+use baton_store::{SpendFilter, TaskFilter};
 
 /// Live tasks, exactly as the partial index `tasks_live` says it.
 pub(crate) const LIVE: &str = "stage NOT IN ('done', 'cancelled')";

@@ -1,0 +1,1518 @@
+//! Baton's PostgreSQL store: several `baton serve` instances, on several machines, share one
+//! database with the guarantees of the SQLite store (SPEC §15).
+//!
+//! Transactions run at READ COMMITTED. Where SQLite's single writer made a read-then-write safe,
+//! this store takes a lock instead, each held until its transaction ends:
+//!
+//! - **claims** take one advisory lock (`CLAIM_LOCK`), so the running counts a claim checks
+//!   cannot change under it: the global and per-repository limits hold across instances. The
+//!   candidate row is also locked `FOR UPDATE SKIP LOCKED`;
+//! - **leases** take an advisory lock per lease name, then read, compare and write;
+//! - **work-item ids** lock their `(repo, prefix)` counter row by upserting it first;
+//! - **events** take the events lock (`EVENTS_LOCK`) just before their insert, so ids are handed
+//!   out in commit order and a reader paging by id never skips a row that commits late;
+//! - **compare-and-sets** (task version, job status, queue state) are `UPDATE ... WHERE`, which
+//!   PostgreSQL re-checks against the newest row version after waiting for a concurrent writer.
+//!
+//! Errors keep their kind ([`StoreError::Busy`] for a serialization failure, deadlock or lock
+//! timeout, [`StoreError::Unavailable`] for a lost server, [`StoreError::Conflict`] for a unique
+//! violation); every timestamp comes from the engine's clock (only `schema_migrations` records
+//! the server's time).
+
+use baton_domain::ids::branch_name;
+use baton_domain::{JobId, TaskId, WorkItemId};
+use baton_store::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts, OpenJob, TokenTotals};
+use baton_store::rows::{WORK_ITEM_WALK_MAX, state_columns};
+use baton_store::*;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Versioned migrations, applied in order at connect under [`MIGRATE_LOCK`]; never edit an
+/// applied one.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+/// Advisory lock keys (one namespace for Baton: the high bits spell "BATN").
+const MIGRATE_LOCK: i64 = 0x4241_544E_0000_0001;
+const CLAIM_LOCK: i64 = 0x4241_544E_0000_0002;
+const EVENTS_LOCK: i64 = 0x4241_544E_0000_0003;
+
+/// Connections per instance unless the URL's caller says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+fn newest_known() -> i64 {
+    MIGRATIONS.iter().map(|(version, _)| *version).max().unwrap_or(0)
+}
+
+/// PostgreSQL-backed [`Store`].
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgStore")
+    }
+}
+
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The URL with its password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// The password in `url`, if it has one (a secret to mask in messages).
+pub fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let credentials = rest.rsplit_once('@')?.0;
+    let password = credentials.split_once(':')?.1;
+    (!password.is_empty()).then(|| password.to_string())
+}
+
+/// Checks that `url` parses as a PostgreSQL connection URL, without connecting; the error says
+/// what is wrong (with the password masked).
+pub fn check_url(url: &str) -> Result<(), String> {
+    PgConnectOptions::from_str(url)
+        .map(|_| ())
+        .map_err(|e| format!("`{}` is not a valid PostgreSQL URL: {e}", redact_url(url)))
+}
+
+/// Connects once to `url` and reports the server's version, without migrating anything
+/// (`baton config check --online`).
+pub async fn probe(url: &str) -> StoreResult<String> {
+    use sqlx::Connection;
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Database(format!("the database URL {} is not valid: {e}", redact_url(url))))?;
+    let mut connection = sqlx::PgConnection::connect_with(&options).await?;
+    let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&mut connection).await?;
+    let schema: Option<i64> = sqlx::query_scalar(
+        "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN NULL
+                ELSE (SELECT MAX(version) FROM schema_migrations) END",
+    )
+    .fetch_one(&mut connection)
+    .await?;
+    connection.close().await?;
+    Ok(match schema {
+        Some(v) => format!("PostgreSQL {version}, Baton schema version {v}"),
+        None => format!("PostgreSQL {version}, no Baton schema yet (created at the first start)"),
+    })
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`) with
+    /// [`DEFAULT_MAX_CONNECTIONS`] and runs pending migrations.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// [`PgStore::connect`] with a pool of at most `max_connections`.
+    pub async fn connect_with(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Database(format!("the database URL {} is not valid: {e}", redact_url(url))))?
+            .application_name("baton");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Unavailable(why) | StoreError::Database(why) => {
+                    StoreError::Unavailable(format!("cannot connect to {}: {why}", redact_url(url)))
+                }
+                other => other,
+            })?;
+        migrate(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    /// The pool, for tests and tools that read below the trait.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+async fn migrate(pool: &PgPool) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
+    // One migrator at a time: several instances may start at once.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATE_LOCK).execute(&mut *tx).await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *tx).await?;
+    if let Some(newest) = applied.iter().max()
+        && *newest > newest_known()
+    {
+        return Err(StoreError::Database(format!(
+            "the database has schema version {newest}, newer than this Baton knows ({}); upgrade Baton",
+            newest_known()
+        )));
+    }
+    for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, applied_at)
+             VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
+        )
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+baton_store::row_decoders!(PgRow);
+
+const QUEUE_COLUMNS: &str = "q.task_id, t.work_item_id, q.repo, q.priority, q.entered_at, q.state, q.base, q.head, \
+     q.fails, q.reason, q.updated_at, q.batch, q.split FROM merge_queue q JOIN tasks t ON t.id = q.task_id";
+
+/// Live tasks, as the partial index `tasks_live` says it.
+const LIVE: &str = "stage NOT IN ('done', 'cancelled')";
+
+/// The next runnable job (highest rank, then oldest `available_at`, then id), locked for the
+/// claim; the running counts are exact because every claim holds [`CLAIM_LOCK`].
+const CLAIM_JOB: &str = "SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id
+     WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
+       AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running') < $2
+       AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' AND r.repo = j.repo) < $3
+     ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED";
+
+const CLAIM_EFFECTS: &str = "UPDATE outbox SET claimed_until = $1 + $2, attempts = attempts + 1
+     WHERE id IN (SELECT id FROM outbox
+                  WHERE done_at IS NULL AND available_at <= $1 AND claimed_until <= $1
+                    AND ($4::bigint IS NULL OR task_id = $4)
+                  ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+     RETURNING *";
+
+const UNAPPLIED_TASKS: &str = "SELECT t.* FROM jobs j JOIN tasks t ON t.id = j.task_id
+     WHERE j.finished_at IS NOT NULL AND j.finished_at >= $1 AND j.finished_at < $2
+       AND j.status NOT IN ('queued', 'running') AND t.current_job = j.id
+       AND t.hold = '' AND t.stage NOT IN ('done', 'cancelled') AND t.updated_at < $2
+     ORDER BY j.finished_at, j.id LIMIT $3";
+
+/// Tasks matching `filter`, newest first; with `paged`, only ids below a bound and at most a
+/// limit (bound in that order after the filter's values: repo, stage, hold).
+fn list_tasks_sql(filter: &TaskFilter, paged: bool) -> String {
+    let mut terms: Vec<String> = Vec::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if filter.active_only {
+        terms.push(LIVE.to_string());
+    }
+    if filter.repo.is_some() {
+        terms.push(format!("repo = ${}", next()));
+    }
+    if filter.stage.is_some() {
+        terms.push(format!("stage = ${}", next()));
+    }
+    if filter.hold.is_some() {
+        terms.push(format!("hold = ${}", next()));
+    }
+    let (below, limit) = if paged { (next(), next()) } else { (0, 0) };
+    if paged {
+        terms.push(format!("id < ${below}"));
+    }
+    let mut sql = String::from("SELECT * FROM tasks");
+    if !terms.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&terms.join(" AND "));
+    }
+    sql.push_str(" ORDER BY id DESC");
+    if paged {
+        sql.push_str(&format!(" LIMIT ${limit}"));
+    }
+    sql
+}
+
+fn bind_task_filter<'q>(
+    mut query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    filter: &TaskFilter,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    for value in [&filter.repo, &filter.stage, &filter.hold].into_iter().flatten() {
+        query = query.bind(value.clone());
+    }
+    query
+}
+
+/// Priced spend of agent runs under `filter` (bound in order: task, repo, since).
+fn spend_sql(filter: &SpendFilter) -> String {
+    let mut terms: Vec<String> = Vec::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if filter.task.is_some() {
+        terms.push(format!("r.task_id = ${}", next()));
+    }
+    if filter.repo.is_some() {
+        terms.push(format!("t.repo = ${}", next()));
+    }
+    if filter.since_ms.is_some() {
+        terms.push(format!("r.started_at >= ${}", next()));
+    }
+    let mut sql = String::from("SELECT SUM(r.cost_usd) FROM agent_runs r");
+    if filter.repo.is_some() {
+        sql.push_str(" JOIN tasks t ON t.id = r.task_id");
+    }
+    if !terms.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&terms.join(" AND "));
+    }
+    sql
+}
+
+/// Appends a timeline event. Takes [`EVENTS_LOCK`] first and keeps it to the end of the
+/// transaction, so event ids commit in order; call it as late in a transaction as possible.
+async fn insert_event(tx: &mut Transaction<'static, Postgres>, event: &NewEvent) -> StoreResult<i64> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENTS_LOCK).execute(&mut **tx).await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO events (task_id, at, kind, stage, message, detail) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(event.task.0)
+    .bind(event.at_ms)
+    .bind(&event.kind)
+    .bind(&event.stage)
+    .bind(&event.message)
+    .bind(event.detail.to_string())
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+async fn insert_inbox(
+    tx: &mut Transaction<'static, Postgres>,
+    task: TaskId,
+    entry: &InboxEntry,
+    outcome: &str,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let result = sqlx::query(
+        "INSERT INTO inbox (dedup_key, task_id, kind, payload, received_at, outcome) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (dedup_key) DO NOTHING",
+    )
+    .bind(&entry.dedup_key)
+    .bind(task.0)
+    .bind(&entry.kind)
+    .bind(entry.payload.to_string())
+    .bind(now_ms)
+    .bind(outcome)
+    .execute(&mut **tx)
+    .await?;
+    if result.rows_affected() == 0 {
+        return Err(StoreError::Duplicate(entry.dedup_key.clone()));
+    }
+    Ok(())
+}
+
+/// Applies the store-side effects of a transition inside `tx`; returns the enqueued job.
+async fn apply_transition(
+    tx: &mut Transaction<'static, Postgres>,
+    task: TaskId,
+    repo: &str,
+    next: &baton_domain::TaskState,
+    transition: &Transition,
+    now_ms: i64,
+) -> StoreResult<Option<JobId>> {
+    if transition.cancel_jobs {
+        sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', finished_at = $2 WHERE task_id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(task.0)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if transition.release_leases {
+        sqlx::query("DELETE FROM leases WHERE holder = $1").bind(task_holder(task)).execute(&mut **tx).await?;
+        sqlx::query("DELETE FROM merge_queue WHERE task_id = $1").bind(task.0).execute(&mut **tx).await?;
+    }
+    let mut enqueued = None;
+    if let Some((stage, delay_ms)) = &transition.enqueue {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO jobs (task_id, repo, stage, attempt, status, available_at, created_at, rank)
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7) RETURNING id",
+        )
+        .bind(task.0)
+        .bind(repo)
+        .bind(stage)
+        .bind(i64::from(next.attempt))
+        .bind(now_ms + delay_ms)
+        .bind(now_ms)
+        .bind(transition.rank)
+        .fetch_one(&mut **tx)
+        .await?;
+        enqueued = Some(JobId(id));
+    }
+    sqlx::query("UPDATE tasks SET current_job = $2 WHERE id = $1")
+        .bind(task.0)
+        .bind(enqueued.or(next.job).map(|j| j.0))
+        .execute(&mut **tx)
+        .await?;
+    Ok(enqueued)
+}
+
+/// Reads a histogram over the values `v` of `values` (a subquery) with one aggregate query.
+async fn histogram(pool: &PgPool, values: &str, bounds_ms: &[i64]) -> StoreResult<Histogram> {
+    let mut columns: Vec<String> =
+        bounds_ms.iter().enumerate().map(|(i, b)| format!("COUNT(*) FILTER (WHERE v <= {b}) AS b{i}")).collect();
+    columns.push("COUNT(v) AS n".into());
+    columns.push("COALESCE(SUM(v), 0)::bigint AS s".into());
+    let sql = format!("SELECT {} FROM ({values}) AS h", columns.join(", "));
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await?;
+    let mut histogram = Histogram::new(bounds_ms);
+    for (i, bucket) in histogram.buckets.iter_mut().enumerate() {
+        *bucket = row.try_get::<i64, _>(format!("b{i}").as_str())? as u64;
+    }
+    histogram.count = row.try_get::<i64, _>("n")? as u64;
+    histogram.sum_ms = row.try_get("s")?;
+    Ok(histogram)
+}
+
+async fn triples(pool: &PgPool, sql: String) -> StoreResult<Vec<(String, String, u64)>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?;
+    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get::<i64, _>(2)? as u64))).collect()
+}
+
+/// The stage part of a state display (`review (awaiting approval)` → `review`).
+fn sql_stage(column: &str) -> String {
+    format!(
+        "CASE WHEN strpos({column}, ' (') > 0 THEN substr({column}, 1, strpos({column}, ' (') - 1) ELSE {column} END"
+    )
+}
+
+/// Whether `error` is a unique violation (someone else inserted the row first).
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "23505")
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn open_jobs(&self) -> StoreResult<Vec<OpenJob>> {
+        let rows = sqlx::query(
+            "SELECT j.*, t.work_item_id AS work_item_id, t.state AS task_state FROM jobs j JOIN tasks t ON t.id = j.task_id
+             WHERE j.status IN ('queued', 'running') ORDER BY j.available_at, j.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>("task_state")?)?;
+                Ok(OpenJob {
+                    job: job_from_row(row)?,
+                    work_item_id: row.try_get("work_item_id")?,
+                    cancel_requested: state.get("cancel_requested").and_then(|v| v.as_str()).map(str::to_string),
+                })
+            })
+            .collect()
+    }
+
+    async fn task_counts(&self) -> StoreResult<Vec<TaskCount>> {
+        let rows =
+            sqlx::query("SELECT stage, hold, COUNT(*) AS n FROM tasks GROUP BY stage, hold ORDER BY stage, hold")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TaskCount {
+                    stage: row.try_get("stage")?,
+                    hold: row.try_get("hold")?,
+                    tasks: row.try_get::<i64, _>("n")?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn metric_counts(&self, bounds: &HistogramBounds) -> StoreResult<MetricCounts> {
+        let pool = &self.pool;
+        let stages = sqlx::query("SELECT stage, COUNT(*) AS n FROM tasks GROUP BY stage ORDER BY stage")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("stage")?, row.try_get::<i64, _>("n")? as u64)))
+            .collect::<StoreResult<Vec<(String, u64)>>>()?;
+        let stage_transitions = triples(
+            pool,
+            format!(
+                "SELECT f, t, COUNT(*) FROM (SELECT {} AS f, {} AS t FROM (
+                   SELECT d ->> 'from' AS fr, d ->> 'to' AS tt FROM (SELECT detail::jsonb AS d FROM events) AS e
+                   WHERE jsonb_typeof(d -> 'from') = 'string' AND jsonb_typeof(d -> 'to') = 'string') AS x) AS y
+                 WHERE f <> t GROUP BY f, t ORDER BY f, t",
+                sql_stage("fr"),
+                sql_stage("tt")
+            ),
+        )
+        .await?;
+        let gate_verdicts = triples(
+            pool,
+            "SELECT d ->> 'gate' AS g, d ->> 'verdict' AS v, COUNT(*) FROM
+               (SELECT detail::jsonb AS d FROM events WHERE kind = 'gate') AS e
+             WHERE jsonb_typeof(d -> 'gate') = 'string' AND jsonb_typeof(d -> 'verdict') = 'string'
+             GROUP BY g, v ORDER BY g, v"
+                .into(),
+        )
+        .await?;
+        let agent_runs = triples(
+            pool,
+            "SELECT adapter, COALESCE(status, 'running') AS s, COUNT(*) FROM agent_runs GROUP BY adapter, s ORDER BY adapter, s"
+                .into(),
+        )
+        .await?;
+        let totals = sqlx::query(
+            "SELECT COALESCE(SUM(input_tokens), 0)::bigint AS i, COALESCE(SUM(output_tokens), 0)::bigint AS o,
+               COALESCE(SUM(cache_read_tokens), 0)::bigint AS cr, COALESCE(SUM(cache_write_tokens), 0)::bigint AS cw,
+               COALESCE(SUM(reasoning_tokens), 0)::bigint AS r, COALESCE(SUM(cost_usd), 0.0)::float8 AS c FROM agent_runs",
+        )
+        .fetch_one(pool)
+        .await?;
+        let count = |name: &str| -> StoreResult<u64> { Ok(totals.try_get::<i64, _>(name)? as u64) };
+        let tokens = TokenTotals {
+            input: count("i")?,
+            output: count("o")?,
+            cache_read: count("cr")?,
+            cache_write: count("cw")?,
+            reasoning: count("r")?,
+        };
+        let job_latency = histogram(
+            pool,
+            "SELECT GREATEST(finished_at - GREATEST(available_at, created_at), 0) AS v FROM jobs WHERE finished_at IS NOT NULL",
+            &bounds.job_latency_ms,
+        )
+        .await?;
+        let merge_wait = histogram(
+            pool,
+            &format!(
+                "SELECT pass - first AS v FROM (
+                   SELECT MIN(at) AS first, MIN(CASE WHEN d ->> 'verdict' = 'pass' THEN at END) AS pass
+                   FROM (SELECT task_id, at, detail::jsonb AS d FROM events WHERE kind = 'gate') AS e
+                   WHERE d ->> 'gate' = '{MERGE_GATE}'
+                     AND jsonb_typeof(d -> 'gate') = 'string' AND jsonb_typeof(d -> 'verdict') = 'string'
+                   GROUP BY task_id) AS w WHERE pass IS NOT NULL"
+            ),
+            &bounds.merge_wait_ms,
+        )
+        .await?;
+        Ok(MetricCounts {
+            tasks_by_stage: stages,
+            stage_transitions,
+            gate_verdicts,
+            agent_runs,
+            tokens,
+            cost_usd: totals.try_get("c")?,
+            job_latency,
+            merge_wait,
+        })
+    }
+
+    async fn health(&self) -> Vec<HealthCheck> {
+        let mut checks = Vec::new();
+        let newest: Result<Option<i64>, StoreError> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(Into::into);
+        let known = newest_known();
+        checks.push(match newest {
+            Ok(Some(version)) if version == known => HealthCheck::ok("schema", format!("schema version {version}")),
+            Ok(version) => {
+                HealthCheck::failed("schema", format!("schema version {version:?}, this Baton expects {known}"), false)
+            }
+            Err(error) => HealthCheck::failed("database", format!("the database does not answer: {error}"), false),
+        });
+        let newest_task: Result<Option<i64>, StoreError> =
+            sqlx::query_scalar("SELECT MAX(id) FROM tasks").fetch_one(&self.pool).await.map_err(Into::into);
+        checks.push(match newest_task {
+            Ok(_) => HealthCheck::ok("tasks", "the tasks table answers"),
+            Err(error) => HealthCheck::failed("tasks", format!("reading the tasks table failed: {error}"), false),
+        });
+        checks
+    }
+
+    async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord> {
+        // A concurrent create of the same ticket loses on the unique index; the retry then finds
+        // the winner's task and answers `Exists`.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.try_create_task(&new, &first, now_ms).await {
+                Err(Attempt::Unique(_)) if tries < 3 => continue,
+                Err(Attempt::Unique(error)) => return Err(StoreError::from(error)),
+                Err(Attempt::Store(error)) => return Err(error),
+                Ok(record) => return Ok(record),
+            }
+        }
+    }
+
+    async fn task(&self, key: &TaskKey) -> StoreResult<Option<TaskRecord>> {
+        let row = match key {
+            TaskKey::Id(id) => {
+                sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(id.0).fetch_optional(&self.pool).await?
+            }
+            TaskKey::WorkItem(w) => {
+                sqlx::query("SELECT * FROM tasks WHERE work_item_id = $1 ORDER BY id DESC LIMIT 1")
+                    .bind(w)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE external_ref = $1")
+            .bind(external_ref)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn live_task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE external_ref = $1 AND stage NOT IN ('done', 'cancelled')")
+            .bind(external_ref)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
+        let sql = list_tasks_sql(filter, false);
+        let rows = bind_task_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter).fetch_all(&self.pool).await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn list_tasks_page(
+        &self,
+        filter: &TaskFilter,
+        before: Option<TaskId>,
+        limit: u32,
+    ) -> StoreResult<Vec<TaskRecord>> {
+        let sql = list_tasks_sql(filter, true);
+        let rows = bind_task_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter)
+            .bind(before.map_or(i64::MAX, |id| id.0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn advance(&self, advance: Advance) -> StoreResult<Option<JobId>> {
+        let mut tx = self.begin().await?;
+        if let Some(entry) = &advance.inbox {
+            insert_inbox(&mut tx, advance.task, entry, "applied", advance.now_ms).await?;
+        }
+        let columns = state_columns(&advance.next)?;
+        let repo: Option<String> = sqlx::query_scalar(
+            "UPDATE tasks SET stage = $3, hold = $4, state = $5, version = version + 1, updated_at = $6, due_at_ms = $7
+             WHERE id = $1 AND version = $2 RETURNING repo",
+        )
+        .bind(advance.task.0)
+        .bind(advance.expected_version)
+        .bind(&advance.next.stage)
+        .bind(columns.hold)
+        .bind(columns.json)
+        .bind(advance.now_ms)
+        .bind(columns.due_at_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(repo) = repo else {
+            return Err(StoreError::Conflict(format!(
+                "task {} is no longer at version {}",
+                advance.task, advance.expected_version
+            )));
+        };
+        if let Some(finish) = &advance.finish_job {
+            let flipped = sqlx::query(
+                "UPDATE jobs SET status = $2, finished_at = $3, result = $4
+                 WHERE id = $1 AND task_id = $5 AND status = 'running'",
+            )
+            .bind(finish.job.0)
+            .bind(finish.status.as_str())
+            .bind(advance.now_ms)
+            .bind(finish.result.to_string())
+            .bind(advance.task.0)
+            .execute(&mut *tx)
+            .await?;
+            if flipped.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("job {} is no longer running", finish.job)));
+            }
+        }
+        if advance.next.stage == baton_domain::pipeline::CANCELLED {
+            sqlx::query(
+                "UPDATE tasks SET tombstoned_ref = external_ref, external_ref = NULL WHERE id = $1 AND external_ref IS NOT NULL",
+            )
+            .bind(advance.task.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let enqueued =
+            apply_transition(&mut tx, advance.task, &repo, &advance.next, &advance.transition, advance.now_ms).await?;
+        for effect in &advance.effects {
+            sqlx::query(
+                "INSERT INTO outbox (task_id, kind, payload, created_at, available_at) VALUES ($1, $2, $3, $4, $4)",
+            )
+            .bind(advance.task.0)
+            .bind(&effect.kind)
+            .bind(effect.payload.to_string())
+            .bind(advance.now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_event(&mut tx, &advance.event).await?;
+        tx.commit().await?;
+        Ok(enqueued)
+    }
+
+    async fn record_suppressed(&self, task: TaskId, inbox: Option<InboxEntry>, event: NewEvent) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        if let Some(entry) = &inbox {
+            insert_inbox(&mut tx, task, entry, "suppressed", event.at_ms).await?;
+        }
+        insert_event(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_job(&self, claim: &Claim) -> StoreResult<Option<JobRecord>> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CLAIM_LOCK).execute(&mut *tx).await?;
+        let candidate: Option<i64> = sqlx::query_scalar(CLAIM_JOB)
+            .bind(claim.now_ms)
+            .bind(i64::from(claim.running_max))
+            .bind(i64::from(claim.running_per_repo_max))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(id) = candidate else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "UPDATE jobs SET status = 'running', owner = $2, started_at = $3, pid = NULL, pgid = NULL, proc_start = NULL
+             WHERE id = $1 AND status = 'queued' RETURNING *",
+        )
+        .bind(id)
+        .bind(&claim.owner)
+        .bind(claim.now_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        let job = job_from_row(&row)?;
+        // A claim changes what the task is doing: decisions read before it must lose their
+        // compare-and-set and decide again.
+        sqlx::query("UPDATE tasks SET version = version + 1 WHERE id = $1")
+            .bind(job.task_id.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id.0).fetch_optional(&self.pool).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn jobs_with_status(&self, status: JobStatus) -> StoreResult<Vec<JobRecord>> {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE status = $1 ORDER BY id")
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn jobs_for_task(&self, task: TaskId) -> StoreResult<Vec<JobRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM jobs WHERE task_id = $1 ORDER BY id").bind(task.0).fetch_all(&self.pool).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn set_job_process(&self, job: JobId, pid: Option<u32>, pgid: Option<u32>) -> StoreResult<()> {
+        sqlx::query("UPDATE jobs SET pid = $2, pgid = $3 WHERE id = $1")
+            .bind(job.0)
+            .bind(pid.map(i64::from))
+            .bind(pgid.map(i64::from))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_job_proc_start(&self, job: JobId, start_ticks: u64) -> StoreResult<()> {
+        sqlx::query("UPDATE jobs SET proc_start = $2 WHERE id = $1")
+            .bind(job.0)
+            .bind(start_ticks as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE jobs SET owner = $2 WHERE id = $1 AND status = 'running'")
+            .bind(job.0)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {
+        let result = sqlx::query("UPDATE leases SET expires_at = $3 WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .bind(now_ms + ttl_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn close_job(
+        &self,
+        job: JobId,
+        status: JobStatus,
+        result: serde_json::Value,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let closed = sqlx::query(
+            "UPDATE jobs SET status = $2, result = $3, finished_at = $4
+             WHERE id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(job.0)
+        .bind(status.as_str())
+        .bind(result.to_string())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(closed.rows_affected() == 1)
+    }
+
+    async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE jobs SET status = 'queued', owner = NULL, pid = NULL, pgid = NULL, proc_start = NULL, available_at = $2
+             WHERE id = $1 AND status = 'running'",
+        )
+        .bind(job.0)
+        .bind(available_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn insert_agent_run(&self, run: NewAgentRun) -> StoreResult<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO agent_runs (job_id, task_id, stage, adapter, model, pid, started_at, log_path)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(run.job.0)
+        .bind(run.task.0)
+        .bind(&run.stage)
+        .bind(&run.adapter)
+        .bind(&run.model)
+        .bind(run.pid.map(i64::from))
+        .bind(run.started_at_ms)
+        .bind(&run.log_path)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn set_agent_run_pid(&self, id: i64, pid: u32) -> StoreResult<()> {
+        sqlx::query("UPDATE agent_runs SET pid = $2 WHERE id = $1")
+            .bind(id)
+            .bind(i64::from(pid))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_agent_run(&self, id: i64, finish: AgentRunFinish) -> StoreResult<()> {
+        let report = &finish.report;
+        let (status, error) = finish.status_and_error();
+        sqlx::query(
+            "UPDATE agent_runs SET ended_at = $2, exit_code = $3, status = $4, error = $5, session_id = $6, turns = $7,
+               input_tokens = $8, output_tokens = $9, cache_read_tokens = $10, cache_write_tokens = $11,
+               reasoning_tokens = $12, cost_usd = $13, model = COALESCE($14, model)
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(finish.ended_at_ms)
+        .bind(finish.exit_code.map(i64::from))
+        .bind(status)
+        .bind(error)
+        .bind(&report.session_id)
+        .bind(report.turns.map(i64::from))
+        .bind(report.usage.input_tokens as i64)
+        .bind(report.usage.output_tokens as i64)
+        .bind(report.usage.cache_read_tokens as i64)
+        .bind(report.usage.cache_write_tokens as i64)
+        .bind(report.usage.reasoning_tokens as i64)
+        .bind(report.cost_usd)
+        .bind(&report.model)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn agent_runs(&self, task: TaskId) -> StoreResult<Vec<AgentRunRecord>> {
+        let rows = sqlx::query("SELECT * FROM agent_runs WHERE task_id = $1 ORDER BY id")
+            .bind(task.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(agent_run_from_row).collect()
+    }
+
+    async fn count_agent_runs(&self, task: TaskId, stage: &str) -> StoreResult<u32> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_runs WHERE task_id = $1 AND stage = $2")
+            .bind(task.0)
+            .bind(stage)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count as u32)
+    }
+
+    async fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
+        let mut tx = self.begin().await?;
+        let id = insert_event(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn events(&self, task: Option<TaskId>, after_id: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
+        let query = match task {
+            Some(task) => sqlx::query("SELECT * FROM events WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+                .bind(task.0)
+                .bind(after_id),
+            None => sqlx::query("SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2").bind(after_id),
+        };
+        let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome> {
+        let mut tx = self.begin().await?;
+        // One acquirer of this lease at a time, across instances.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('baton-lease:' || $1, 0))")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let current = sqlx::query("SELECT * FROM leases WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
+        if let Some(row) = current.as_ref() {
+            let lease = lease_from_row(row)?;
+            if lease.holder == holder {
+                sqlx::query("UPDATE leases SET expires_at = $2 WHERE name = $1")
+                    .bind(name)
+                    .bind(now_ms + ttl_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(LeaseOutcome::Acquired { token: lease.token });
+            }
+            if lease.expires_at_ms > now_ms {
+                tx.commit().await?;
+                return Ok(LeaseOutcome::Busy { holder: lease.holder });
+            }
+        }
+        let token: i64 = sqlx::query_scalar(
+            "INSERT INTO lease_tokens (name, last_token) VALUES ($1, 1)
+             ON CONFLICT (name) DO UPDATE SET last_token = lease_tokens.last_token + 1 RETURNING last_token",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO leases (name, holder, token, acquired_at, expires_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,
+               acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(token)
+        .bind(now_ms)
+        .bind(now_ms + ttl_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(LeaseOutcome::Acquired { token })
+    }
+
+    async fn lease(&self, name: &str) -> StoreResult<Option<LeaseRecord>> {
+        let row = sqlx::query("SELECT * FROM leases WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
+    async fn leases(&self) -> StoreResult<Vec<LeaseRecord>> {
+        let rows = sqlx::query("SELECT * FROM leases ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
+    async fn inbox_seen(&self, dedup_key: &str) -> StoreResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM inbox WHERE dedup_key = $1")
+            .bind(dedup_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn set_budget_cap(&self, scope: &str, cap_usd: Option<f64>, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO budget_caps (scope, cap_usd, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (scope) DO UPDATE SET cap_usd = excluded.cap_usd, updated_at = excluded.updated_at",
+        )
+        .bind(scope)
+        .bind(cap_usd)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn budget_caps(&self) -> StoreResult<Vec<(String, Option<f64>)>> {
+        let rows = sqlx::query("SELECT scope, cap_usd FROM budget_caps ORDER BY scope").fetch_all(&self.pool).await?;
+        rows.iter().map(|row| Ok((row.try_get("scope")?, row.try_get("cap_usd")?))).collect()
+    }
+
+    async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64> {
+        let mut query = sqlx::query_scalar::<_, Option<f64>>(sqlx::AssertSqlSafe(spend_sql(filter)));
+        if let Some(task) = filter.task {
+            query = query.bind(task.0);
+        }
+        if let Some(repo) = &filter.repo {
+            query = query.bind(repo.clone());
+        }
+        if let Some(since) = filter.since_ms {
+            query = query.bind(since);
+        }
+        let spent = query.fetch_one(&self.pool).await?;
+        Ok(spent.unwrap_or(0.0))
+    }
+
+    async fn record_once(&self, key: &str, kind: &str, now_ms: i64) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "INSERT INTO inbox (dedup_key, task_id, kind, payload, received_at, outcome) VALUES ($1, NULL, $2, '{}', $3, 'once')
+             ON CONFLICT (dedup_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(kind)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>> {
+        let key = match group {
+            UsageGroup::Task => "t.repo || '/' || t.work_item_id",
+            UsageGroup::Stage => "r.stage",
+            UsageGroup::Adapter => "r.adapter",
+            UsageGroup::Model => "COALESCE(r.model, '(unknown)')",
+            UsageGroup::Repo => "t.repo",
+            UsageGroup::Day => "to_char(to_timestamp(r.started_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        };
+        let sql = format!(
+            "SELECT {key} AS key, COUNT(*) AS runs, SUM(r.input_tokens)::bigint AS input_tokens,
+               SUM(r.output_tokens)::bigint AS output_tokens, SUM(r.cache_read_tokens)::bigint AS cache_read_tokens,
+               SUM(r.cache_write_tokens)::bigint AS cache_write_tokens, COALESCE(SUM(r.cost_usd), 0.0)::float8 AS cost_usd,
+               COUNT(*) FILTER (WHERE r.cost_usd IS NULL) AS unpriced_runs
+             FROM agent_runs r JOIN tasks t ON t.id = r.task_id GROUP BY 1 ORDER BY 1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let u = |c: &str| -> StoreResult<u64> { Ok(row.try_get::<Option<i64>, _>(c)?.unwrap_or(0) as u64) };
+                Ok(UsageRow {
+                    key: row.try_get("key")?,
+                    runs: u("runs")?,
+                    input_tokens: u("input_tokens")?,
+                    output_tokens: u("output_tokens")?,
+                    cache_read_tokens: u("cache_read_tokens")?,
+                    cache_write_tokens: u("cache_write_tokens")?,
+                    cost_usd: row.try_get("cost_usd")?,
+                    unpriced_runs: u("unpriced_runs")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_effects(&self, claim: &EffectClaim) -> StoreResult<Vec<EffectRecord>> {
+        let rows = sqlx::query(CLAIM_EFFECTS)
+            .bind(claim.now_ms)
+            .bind(claim.claim_ms)
+            .bind(i64::from(claim.limit))
+            .bind(claim.task.map(|t| t.0))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut effects = rows.iter().map(effect_from_row).collect::<StoreResult<Vec<_>>>()?;
+        effects.sort_by_key(|e| e.id);
+        Ok(effects)
+    }
+
+    async fn complete_effect(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE outbox SET done_at = $2 WHERE id = $1 AND done_at IS NULL")
+            .bind(id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail_effect(&self, id: i64, error: &str, retry_at_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET last_error = $2, available_at = $3, claimed_until = 0 WHERE id = $1 AND done_at IS NULL",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(retry_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn effects(&self, task: Option<TaskId>, pending_only: bool) -> StoreResult<Vec<EffectRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM outbox WHERE ($1::bigint IS NULL OR task_id = $1) AND (NOT $2 OR done_at IS NULL) ORDER BY id",
+        )
+        .bind(task.map(|t| t.0))
+        .bind(pending_only)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(effect_from_row).collect()
+    }
+
+    async fn open_agent_runs(&self) -> StoreResult<Vec<AgentRunRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM agent_runs WHERE ended_at IS NULL ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(agent_run_from_row).collect()
+    }
+
+    async fn close_agent_run(&self, id: i64, status: &str, error: &str, now_ms: i64) -> StoreResult<bool> {
+        let closed = sqlx::query(
+            "UPDATE agent_runs SET ended_at = $2, status = $3, error = $4 WHERE id = $1 AND ended_at IS NULL",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(status)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(closed.rows_affected() == 1)
+    }
+
+    async fn create_api_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        scope: &str,
+        created_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let result = sqlx::query(
+            "INSERT INTO api_tokens (name, token_hash, scope, created_by, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(token_hash)
+        .bind(scope)
+        .bind(created_by)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("a token named `{name}` exists already")));
+        }
+        Ok(())
+    }
+
+    async fn api_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiTokenRecord>> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiTokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_api_token(&self, name: &str, now_ms: i64) -> StoreResult<bool> {
+        let result = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
+            .bind(now_ms)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn record_delivery(&self, delivery: NewDelivery) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "INSERT INTO webhook_deliveries (source, delivery_id, event, received_at, payload)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, delivery_id) DO NOTHING",
+        )
+        .bind(&delivery.source)
+        .bind(&delivery.delivery_id)
+        .bind(&delivery.event)
+        .bind(delivery.received_at_ms)
+        .bind(&delivery.payload)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn pending_deliveries(&self, limit: u32) -> StoreResult<Vec<DeliveryRecord>> {
+        let rows = sqlx::query("SELECT * FROM webhook_deliveries WHERE processed_at IS NULL ORDER BY id LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn mark_delivery(
+        &self,
+        id: i64,
+        processed_at_ms: i64,
+        parsed: Option<&str>,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE webhook_deliveries SET processed_at = $1, parsed = $2, error = $3
+             WHERE id = $4 AND processed_at IS NULL",
+        )
+        .bind(processed_at_ms)
+        .bind(parsed)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn deliveries(&self, source: Option<&str>) -> StoreResult<Vec<DeliveryRecord>> {
+        let rows = sqlx::query("SELECT * FROM webhook_deliveries WHERE $1::text IS NULL OR source = $1 ORDER BY id")
+            .bind(source)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn begin_idempotent(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now_ms: i64,
+        stale_ms: i64,
+    ) -> StoreResult<IdempotencyBegin> {
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency (key, request_hash, started_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(request_hash)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            tx.commit().await?;
+            return Ok(IdempotencyBegin::Started);
+        }
+        let row =
+            sqlx::query("SELECT * FROM idempotency WHERE key = $1 FOR UPDATE").bind(key).fetch_one(&mut *tx).await?;
+        let stored_hash: String = row.try_get("request_hash")?;
+        if stored_hash != request_hash {
+            return Ok(IdempotencyBegin::Mismatch);
+        }
+        if let (Some(status), Some(body)) =
+            (row.try_get::<Option<i64>, _>("status")?, row.try_get::<Option<String>, _>("response")?)
+        {
+            return Ok(IdempotencyBegin::Replay { status: u16::try_from(status).unwrap_or(500), body });
+        }
+        let started: i64 = row.try_get("started_at")?;
+        if now_ms - started < stale_ms {
+            return Ok(IdempotencyBegin::InProgress);
+        }
+        sqlx::query("UPDATE idempotency SET started_at = $1 WHERE key = $2")
+            .bind(now_ms)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let task = row.try_get::<Option<i64>, _>("task_id")?.map(TaskId);
+        Ok(IdempotencyBegin::Resumed { task })
+    }
+
+    async fn finish_idempotent(&self, key: &str, status: u16, body: &str, now_ms: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE idempotency SET status = $1, response = $2, finished_at = $3 WHERE key = $4")
+            .bind(i64::from(status))
+            .bind(body)
+            .bind(now_ms)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn abandon_idempotent(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM idempotency WHERE key = $1 AND status IS NULL AND task_id IS NULL")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn queue_enter(&self, task: TaskId, repo: &str, priority: i64, now_ms: i64) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "INSERT INTO merge_queue (task_id, repo, priority, entered_at, state, updated_at)
+             VALUES ($1, $2, $3, $4, 'waiting', $4) ON CONFLICT (task_id) DO NOTHING",
+        )
+        .bind(task.0)
+        .bind(repo)
+        .bind(priority)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn queue_entry(&self, task: TaskId) -> StoreResult<Option<QueueEntry>> {
+        let sql = format!("SELECT {QUEUE_COLUMNS} WHERE q.task_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(task.0).fetch_optional(&self.pool).await?;
+        row.as_ref().map(queue_from_row).transpose()
+    }
+
+    async fn queue_entries(&self, repo: Option<&str>) -> StoreResult<Vec<QueueEntry>> {
+        let rows = match repo {
+            Some(repo) => {
+                let sql = format!("SELECT {QUEUE_COLUMNS} WHERE q.repo = $1 ORDER BY q.entered_at, q.task_id");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repo).fetch_all(&self.pool).await?
+            }
+            None => {
+                let sql = format!("SELECT {QUEUE_COLUMNS} ORDER BY q.repo, q.entered_at, q.task_id");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?
+            }
+        };
+        rows.iter().map(queue_from_row).collect()
+    }
+
+    async fn queue_update(
+        &self,
+        task: TaskId,
+        expect: &QueueExpect,
+        change: &QueueChange,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE merge_queue SET state = $4, base = $5, head = $6, fails = $7, reason = $8, updated_at = $9,
+                 batch = $10, split = $11
+             WHERE task_id = $1 AND state = $2 AND base IS NOT DISTINCT FROM $3",
+        )
+        .bind(task.0)
+        .bind(expect.state.as_str())
+        .bind(expect.base.as_deref())
+        .bind(change.state.as_str())
+        .bind(change.base.as_deref())
+        .bind(change.head.as_deref())
+        .bind(i64::from(change.fails))
+        .bind(change.reason.as_deref())
+        .bind(now_ms)
+        .bind(change.batch.map(|b| b.0))
+        .bind(change.split.map(i64::from))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool> {
+        let result = sqlx::query("UPDATE merge_queue SET priority = $2 WHERE task_id = $1")
+            .bind(task.0)
+            .bind(priority)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn due_holds(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<TaskId>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE due_at_ms IS NOT NULL AND due_at_ms <= $1 ORDER BY due_at_ms, id LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(TaskId).collect())
+    }
+
+    async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MIN(due_at_ms) FROM tasks WHERE due_at_ms IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn unapplied_tasks(&self, since_ms: i64, before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
+        let rows = sqlx::query(UNAPPLIED_TASKS)
+            .bind(since_ms)
+            .bind(before_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn job_counts(&self) -> StoreResult<JobCounts> {
+        let mut counts = JobCounts::default();
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        for row in rows {
+            let n = row.try_get::<i64, _>("n")?.max(0) as u64;
+            match row.try_get::<String, _>("status")?.as_str() {
+                "queued" => counts.queued = n,
+                "running" => counts.running = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// How one try of a create ended: a unique violation is retried once the winner committed.
+enum Attempt {
+    Unique(sqlx::Error),
+    Store(StoreError),
+}
+
+impl From<sqlx::Error> for Attempt {
+    fn from(error: sqlx::Error) -> Self {
+        if is_unique_violation(&error) { Attempt::Unique(error) } else { Attempt::Store(error.into()) }
+    }
+}
+
+impl From<StoreError> for Attempt {
+    fn from(error: StoreError) -> Self {
+        Attempt::Store(error)
+    }
+}
+
+impl PgStore {
+    async fn try_create_task(&self, new: &NewTask, first: &Transition, now_ms: i64) -> Result<TaskRecord, Attempt> {
+        let mut tx = self.begin().await?;
+        if let Some(external) = &new.external_ref {
+            let row = sqlx::query("SELECT * FROM tasks WHERE external_ref = $1")
+                .bind(external)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = row {
+                return Err(Attempt::Store(StoreError::Exists(Box::new(task_from_row(&row)?))));
+            }
+        }
+        // Upserting the counter row first locks it: creates in one (repo, prefix) take turns, and
+        // each sees the tasks its predecessors committed.
+        let start: i64 = sqlx::query_scalar(
+            "INSERT INTO work_item_counters (repo, prefix, next_number) VALUES ($1, $2, 1)
+             ON CONFLICT (repo, prefix) DO UPDATE SET next_number = work_item_counters.next_number
+             RETURNING next_number",
+        )
+        .bind(&new.repo)
+        .bind(&new.prefix)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut number = start.max(1) as u32;
+        let mut walked = 0;
+        let work_item = loop {
+            let candidate = WorkItemId::new(&new.prefix, number);
+            let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE repo = $1 AND work_item_id = $2")
+                .bind(&new.repo)
+                .bind(candidate.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if taken.is_none() {
+                break candidate;
+            }
+            walked += 1;
+            if walked > WORK_ITEM_WALK_MAX {
+                return Err(Attempt::Store(StoreError::Conflict(format!(
+                    "no free work-item id for {} after {walked}",
+                    new.prefix
+                ))));
+            }
+            number += 1;
+        };
+        sqlx::query("UPDATE work_item_counters SET next_number = $3 WHERE repo = $1 AND prefix = $2")
+            .bind(&new.repo)
+            .bind(&new.prefix)
+            .bind(i64::from(number) + 1)
+            .execute(&mut *tx)
+            .await?;
+        let branch = branch_name(&work_item, &new.title);
+        let columns = state_columns(&new.state)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tasks (repo, work_item_id, title, body, branch, external_ref, stage, hold, state, version, created_at, updated_at, due_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11) RETURNING id",
+        )
+        .bind(&new.repo)
+        .bind(work_item.as_str())
+        .bind(&new.title)
+        .bind(&new.body)
+        .bind(&branch)
+        .bind(&new.external_ref)
+        .bind(&new.state.stage)
+        .bind(columns.hold)
+        .bind(columns.json)
+        .bind(now_ms)
+        .bind(columns.due_at_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id = TaskId(id);
+        apply_transition(&mut tx, id, &new.repo, &new.state, first, now_ms).await?;
+        if let Some(key) = &new.idempotency_key {
+            sqlx::query("UPDATE idempotency SET task_id = $1 WHERE key = $2")
+                .bind(id.0)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_event(
+            &mut tx,
+            &NewEvent {
+                task: id,
+                at_ms: now_ms,
+                kind: "created".into(),
+                stage: new.state.stage.clone(),
+                message: format!("{work_item} created: {}", new.title),
+                detail: serde_json::json!({ "branch": branch }),
+            },
+        )
+        .await?;
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(id.0).fetch_one(&mut *tx).await?;
+        let record = task_from_row(&row)?;
+        tx.commit().await?;
+        Ok(record)
+    }
+}

@@ -1,0 +1,196 @@
+//! Shared by the SQL backends: the row decoders (one macro, expanded over each backend's row
+//! type) and the stored columns of a task state, so every backend reads and writes the same
+//! shapes.
+
+use crate::StoreResult;
+use baton_domain::TaskState;
+
+/// Work-item numbers tried past a collision before giving up.
+pub const WORK_ITEM_WALK_MAX: u32 = 10_000;
+
+/// The stored columns of a task state: the JSON (without the active job), the hold kind
+/// (`Hold::label`, '' for none) and when the hold ends by itself (`due_at_ms`).
+pub struct StateColumns {
+    pub json: String,
+    pub hold: String,
+    pub due_at_ms: Option<i64>,
+}
+
+pub fn state_columns(state: &TaskState) -> StoreResult<StateColumns> {
+    let mut stored = state.clone();
+    // The active job lives in its own column, written by the transition itself.
+    stored.job = None;
+    let due_at_ms = match state.hold {
+        baton_domain::Hold::PausedQuota { resume_at_ms, .. } => Some(resume_at_ms),
+        _ => None,
+    };
+    Ok(StateColumns { json: serde_json::to_string(&stored)?, hold: state.hold.label().to_string(), due_at_ms })
+}
+
+/// Defines the `*_from_row` decoders for a backend's row type (`SqliteRow`, `PgRow`): every
+/// integer column is read as `i64`, JSON columns as text. The backend must import `sqlx::Row`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! row_decoders {
+    ($row:ty) => {
+        fn opt_u32(row: &$row, column: &str) -> $crate::StoreResult<Option<u32>> {
+            let value: Option<i64> = row.try_get(column)?;
+            Ok(value.map(|v| v as u32))
+        }
+
+        fn json_column(row: &$row, column: &str) -> $crate::StoreResult<::serde_json::Value> {
+            let text: String = row.try_get(column)?;
+            Ok(::serde_json::from_str(&text)?)
+        }
+
+        fn delivery_from_row(row: &$row) -> $crate::StoreResult<$crate::DeliveryRecord> {
+            Ok($crate::DeliveryRecord {
+                id: row.try_get("id")?,
+                source: row.try_get("source")?,
+                delivery_id: row.try_get("delivery_id")?,
+                event: row.try_get("event")?,
+                received_at_ms: row.try_get("received_at")?,
+                payload: row.try_get("payload")?,
+                processed_at_ms: row.try_get("processed_at")?,
+                parsed: row.try_get("parsed")?,
+                error: row.try_get("error")?,
+            })
+        }
+
+        fn token_from_row(row: &$row) -> $crate::StoreResult<$crate::ApiTokenRecord> {
+            Ok($crate::ApiTokenRecord {
+                name: row.try_get("name")?,
+                scope: row.try_get("scope")?,
+                created_by: row.try_get("created_by")?,
+                created_at_ms: row.try_get("created_at")?,
+                revoked_at_ms: row.try_get("revoked_at")?,
+            })
+        }
+
+        fn task_from_row(row: &$row) -> $crate::StoreResult<$crate::TaskRecord> {
+            let state_text: String = row.try_get("state")?;
+            let mut state: ::baton_domain::TaskState = ::serde_json::from_str(&state_text)?;
+            state.job = row.try_get::<Option<i64>, _>("current_job")?.map(JobId);
+            Ok($crate::TaskRecord {
+                id: ::baton_domain::TaskId(row.try_get("id")?),
+                repo: row.try_get("repo")?,
+                work_item_id: row.try_get("work_item_id")?,
+                title: row.try_get("title")?,
+                body: row.try_get("body")?,
+                branch: row.try_get("branch")?,
+                external_ref: row.try_get("external_ref")?,
+                state,
+                version: row.try_get("version")?,
+                created_at_ms: row.try_get("created_at")?,
+                updated_at_ms: row.try_get("updated_at")?,
+            })
+        }
+
+        fn job_from_row(row: &$row) -> $crate::StoreResult<$crate::JobRecord> {
+            let status: String = row.try_get("status")?;
+            let result: Option<String> = row.try_get("result")?;
+            Ok($crate::JobRecord {
+                id: ::baton_domain::JobId(row.try_get("id")?),
+                task_id: ::baton_domain::TaskId(row.try_get("task_id")?),
+                repo: row.try_get("repo")?,
+                stage: row.try_get("stage")?,
+                attempt: row.try_get::<i64, _>("attempt")? as u32,
+                status: $crate::JobStatus::parse(&status)
+                    .ok_or_else(|| $crate::StoreError::Corrupt(format!("job status `{status}`")))?,
+                available_at_ms: row.try_get("available_at")?,
+                rank: row.try_get("rank")?,
+                owner: row.try_get("owner")?,
+                pid: opt_u32(row, "pid")?,
+                pgid: opt_u32(row, "pgid")?,
+                proc_start: row.try_get::<Option<i64>, _>("proc_start")?.map(|t| t as u64),
+                created_at_ms: row.try_get("created_at")?,
+                started_at_ms: row.try_get("started_at")?,
+                finished_at_ms: row.try_get("finished_at")?,
+                result: result.map(|r| ::serde_json::from_str(&r)).transpose()?,
+            })
+        }
+
+        fn event_from_row(row: &$row) -> $crate::StoreResult<$crate::EventRecord> {
+            Ok($crate::EventRecord {
+                id: row.try_get("id")?,
+                task_id: ::baton_domain::TaskId(row.try_get("task_id")?),
+                at_ms: row.try_get("at")?,
+                kind: row.try_get("kind")?,
+                stage: row.try_get("stage")?,
+                message: row.try_get("message")?,
+                detail: json_column(row, "detail")?,
+            })
+        }
+
+        fn agent_run_from_row(row: &$row) -> $crate::StoreResult<$crate::AgentRunRecord> {
+            let u = |c: &str| -> $crate::StoreResult<u64> { Ok(row.try_get::<i64, _>(c)? as u64) };
+            Ok($crate::AgentRunRecord {
+                id: row.try_get("id")?,
+                job_id: ::baton_domain::JobId(row.try_get("job_id")?),
+                task_id: ::baton_domain::TaskId(row.try_get("task_id")?),
+                stage: row.try_get("stage")?,
+                adapter: row.try_get("adapter")?,
+                model: row.try_get("model")?,
+                pid: opt_u32(row, "pid")?,
+                started_at_ms: row.try_get("started_at")?,
+                ended_at_ms: row.try_get("ended_at")?,
+                exit_code: row.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
+                status: row.try_get("status")?,
+                error: row.try_get("error")?,
+                session_id: row.try_get("session_id")?,
+                turns: opt_u32(row, "turns")?,
+                input_tokens: u("input_tokens")?,
+                output_tokens: u("output_tokens")?,
+                cache_read_tokens: u("cache_read_tokens")?,
+                cache_write_tokens: u("cache_write_tokens")?,
+                reasoning_tokens: u("reasoning_tokens")?,
+                cost_usd: row.try_get("cost_usd")?,
+                log_path: row.try_get("log_path")?,
+            })
+        }
+
+        fn effect_from_row(row: &$row) -> $crate::StoreResult<$crate::EffectRecord> {
+            Ok($crate::EffectRecord {
+                id: row.try_get("id")?,
+                task_id: ::baton_domain::TaskId(row.try_get("task_id")?),
+                kind: row.try_get("kind")?,
+                payload: json_column(row, "payload")?,
+                created_at_ms: row.try_get("created_at")?,
+                available_at_ms: row.try_get("available_at")?,
+                attempts: row.try_get::<i64, _>("attempts")? as u32,
+                last_error: row.try_get("last_error")?,
+                done_at_ms: row.try_get("done_at")?,
+            })
+        }
+
+        fn queue_from_row(row: &$row) -> $crate::StoreResult<$crate::QueueEntry> {
+            let state: String = row.try_get("state")?;
+            Ok($crate::QueueEntry {
+                task: ::baton_domain::TaskId(row.try_get("task_id")?),
+                work_item_id: row.try_get("work_item_id")?,
+                repo: row.try_get("repo")?,
+                priority: row.try_get("priority")?,
+                entered_at_ms: row.try_get("entered_at")?,
+                state: $crate::QueueState::parse(&state)
+                    .ok_or_else(|| $crate::StoreError::Corrupt(format!("unknown merge queue state `{state}`")))?,
+                base: row.try_get("base")?,
+                head: row.try_get("head")?,
+                fails: row.try_get::<i64, _>("fails")?.clamp(0, i64::from(u32::MAX)) as u32,
+                reason: row.try_get("reason")?,
+                updated_at_ms: row.try_get("updated_at")?,
+                batch: row.try_get::<Option<i64>, _>("batch")?.map(TaskId),
+                split: row.try_get::<Option<i64>, _>("split")?.map(|s| s.clamp(1, i64::from(u32::MAX)) as u32),
+            })
+        }
+
+        fn lease_from_row(row: &$row) -> $crate::StoreResult<$crate::LeaseRecord> {
+            Ok($crate::LeaseRecord {
+                name: row.try_get("name")?,
+                holder: row.try_get("holder")?,
+                token: row.try_get("token")?,
+                acquired_at_ms: row.try_get("acquired_at")?,
+                expires_at_ms: row.try_get("expires_at")?,
+            })
+        }
+    };
+}
