@@ -159,6 +159,18 @@ impl SimStore {
         self.lock().claim_bumps_version = bumps;
     }
 
+    /// Sets the next work-item number of (repo, prefix), as a restored backup would (the
+    /// conformance suite's counter rewind); `false` when there is no such counter.
+    pub fn set_work_item_counter(&self, repo: &str, prefix: &str, next: u32) -> bool {
+        match self.lock().counters.get_mut(&(repo.to_string(), prefix.to_string())) {
+            Some(counter) => {
+                *counter = next;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Turns fault injection on or off.
     pub fn arm_faults(&self, armed: bool) {
         self.lock().faults_armed = armed;
