@@ -1,6 +1,6 @@
 //! `SimStore`: an in-memory [`Store`] with `SqliteStore`'s semantics, seeded faults and an audit log.
 //!
-//! Semantics copied from `baton_store::sqlite` (the reference): the advance transaction checks
+//! Semantics follow `baton_store_sqlite` (the reference): the advance transaction checks
 //! the inbox, compare-and-sets the task version, flips the finished job guarded on `running`,
 //! appends the event and applies the transition, all or nothing; claims take the oldest runnable
 //! job that is its task's `current_job`, under the global and per-repo running limits; leases
