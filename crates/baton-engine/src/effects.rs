@@ -33,6 +33,11 @@ pub enum OutboxEffect {
         job: JobId,
         pgid: Option<u32>,
         proc_start: Option<u64>,
+        /// The instance running the job when the decision was taken: its process group is
+        /// signalled only on that instance's machine (another machine's pid means nothing here;
+        /// the owner sees its job stopped and stops the agent itself).
+        #[serde(default)]
+        owner: Option<String>,
     },
     /// Remove the task's worktree (a missing one is already removed).
     RemoveWorktree {
@@ -120,11 +125,12 @@ impl OutboxEffect {
 }
 
 /// A job that was running when the decision was taken, with what identifies its process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunningProcess {
     pub job: JobId,
     pub pgid: Option<u32>,
     pub proc_start: Option<u64>,
+    pub owner: Option<String>,
 }
 
 /// The outbox rows of a decision's external effects, in the order they are carried out (the
@@ -143,7 +149,12 @@ pub fn outbox_rows(
     let mut rows = Vec::new();
     if effects.contains(&Effect::StopAgent) {
         for process in running {
-            rows.push(OutboxEffect::StopAgent { job: process.job, pgid: process.pgid, proc_start: process.proc_start });
+            rows.push(OutboxEffect::StopAgent {
+                job: process.job,
+                pgid: process.pgid,
+                proc_start: process.proc_start,
+                owner: process.owner.clone(),
+            });
         }
     }
     if effects.contains(&Effect::RemoveWorktree) {
@@ -324,9 +335,18 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
         .map_err(|e| format!("unreadable outbox effect {} ({}): {e}", record.id, record.kind))?;
     let settings = engine.settings();
     match effect {
-        OutboxEffect::StopAgent { job, pgid, proc_start } => {
+        OutboxEffect::StopAgent { job, pgid, proc_start, owner } => {
             engine.signal_stop(job);
-            if let Some(pgid) = pgid {
+            let elsewhere = match owner.as_deref() {
+                Some(owner) if owner != engine.owner() => engine
+                    .instances()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .get(owner)
+                    .is_some_and(|instance| instance.host != engine.host()),
+                _ => false,
+            };
+            if let Some(pgid) = pgid.filter(|_| !elsewhere) {
                 let supervisor = engine.supervisor();
                 // A group that ended long ago may have a new owner: stop only the one we started.
                 if supervisor.is_same_group(pgid, proc_start) {

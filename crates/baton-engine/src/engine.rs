@@ -124,8 +124,12 @@ pub struct Engine {
     polling: Arc<AtomicBool>,
     /// A webhook delivery was stored since the loop last looked.
     webhooks_pending: AtomicBool,
-    /// Identifies this process as job owner.
+    /// Identifies this process as job owner: its instance id when it serves.
     owner: String,
+    /// The machine it runs on (instances on one host may stop each other's agents).
+    host: String,
+    /// When this engine was built (the instance's current run).
+    started_at_ms: i64,
     /// Every secret this engine knows, masked in everything it records (SPEC §16).
     redactor: Redactor,
     pub(crate) running: Mutex<HashMap<JobId, watch::Sender<bool>>>,
@@ -142,6 +146,17 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").field("owner", &self.owner).finish()
     }
+}
+
+/// Who watches a running job, as this instance sees it ([`Engine::claimant`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimant {
+    Mine,
+    Unknown,
+    /// A live instance, by id.
+    Alive(String),
+    /// An instance silent past the grace period.
+    Dead(baton_store::InstanceRecord),
 }
 
 /// Builds an [`Engine`] from its ports. Every port has a real default: the wall clock, tokio,
@@ -262,10 +277,11 @@ impl EngineBuilder {
         // Every write goes through the redacting store when there is a secret to mask.
         let store: Arc<dyn Store> =
             if redactor.is_empty() { self.store } else { Arc::new(RedactingStore::new(self.store, redactor.clone())) };
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         Arc::new(Engine {
             pipeline,
             store,
-            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            clock: clock.clone(),
             spawner: self.spawner.unwrap_or_else(|| Arc::new(TokioSpawner)),
             vcs: self.vcs.unwrap_or_else(|| Arc::new(GitVcs)),
             supervisor,
@@ -280,6 +296,8 @@ impl EngineBuilder {
             polling: Arc::new(AtomicBool::new(false)),
             webhooks_pending: AtomicBool::new(true),
             owner: self.owner.unwrap_or_else(|| format!("pid:{}", std::process::id())),
+            host: local_host(),
+            started_at_ms: clock.now_ms(),
             redactor,
             sandbox: self.sandbox,
             running: Mutex::new(HashMap::new()),
@@ -693,7 +711,7 @@ impl Engine {
         Ok(jobs
             .into_iter()
             .filter(|j| j.status == JobStatus::Running)
-            .map(|j| RunningProcess { job: j.id, pgid: j.pgid, proc_start: j.proc_start })
+            .map(|j| RunningProcess { job: j.id, pgid: j.pgid, proc_start: j.proc_start, owner: j.owner })
             .collect())
     }
 
@@ -755,7 +773,16 @@ impl Engine {
     /// left `running` for [`Engine::adopt_orphans`]: their agent must not run a second time.
     pub async fn recover(&self) -> Result<u32, EngineError> {
         let mut recovered = 0;
+        let instances = self.instances().await?;
         for job in self.store.jobs_with_status(JobStatus::Running).await? {
+            match self.claimant(&job, &instances) {
+                Claimant::Alive(_) => continue,
+                Claimant::Dead(instance) => {
+                    recovered += u32::from(self.take_over(&job, &instance).await?);
+                    continue;
+                }
+                Claimant::Mine | Claimant::Unknown => {}
+            }
             if self.is_running_here(job.id) || self.outlives(&job).await? {
                 continue;
             }
@@ -773,9 +800,21 @@ impl Engine {
     /// executor vanished): the executor waits for the surviving agent or takes its recorded result.
     pub async fn adopt_orphans(self: &Arc<Self>) -> Result<u32, EngineError> {
         let mut adopted = 0;
+        let instances = self.instances().await?;
         for job in self.store.jobs_with_status(JobStatus::Running).await? {
             if self.is_running_here(job.id) {
                 continue;
+            }
+            match self.claimant(&job, &instances) {
+                // Its instance watches it (on another machine, maybe): never ours to adopt.
+                Claimant::Alive(_) => continue,
+                // Its agent ran on a machine that went silent: it cannot be watched from here;
+                // the stage runs again.
+                Claimant::Dead(instance) => {
+                    self.take_over(&job, &instance).await?;
+                    continue;
+                }
+                Claimant::Mine | Claimant::Unknown => {}
             }
             tracing::info!(job = %job.id, stage = %job.stage, owner = ?job.owner, "re-adopting an orphaned running job");
             self.store.set_job_owner(job.id, &self.owner).await?;
@@ -798,6 +837,107 @@ impl Engine {
             self.start_job(job.clone(), Start::Fresh);
         }
         Ok(job)
+    }
+
+    /// Records that this instance is alive (`baton serve` does every `heartbeat_secs`).
+    pub async fn heartbeat(&self) -> Result<(), EngineError> {
+        let beat = baton_store::InstanceRecord {
+            id: self.owner.clone(),
+            host: self.host.clone(),
+            pid: std::process::id(),
+            started_at_ms: self.started_at_ms,
+            heartbeat_at_ms: self.clock.now_ms(),
+        };
+        Ok(self.store.heartbeat(&beat).await?)
+    }
+
+    /// The machine this engine runs on.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The instances sharing the store, by id.
+    pub async fn instances(&self) -> Result<HashMap<String, baton_store::InstanceRecord>, EngineError> {
+        Ok(self.store.instances().await?.into_iter().map(|i| (i.id.clone(), i)).collect())
+    }
+
+    /// Who watches a running job, as this instance sees it: itself, a live instance, a dead one
+    /// (silent past `instance_grace_secs`), or nobody known (a job from before instances, or of a
+    /// process that never served: a single machine's previous run).
+    pub fn claimant(&self, job: &JobRecord, instances: &HashMap<String, baton_store::InstanceRecord>) -> Claimant {
+        let Some(owner) = job.owner.as_deref() else { return Claimant::Unknown };
+        if owner == self.owner {
+            return Claimant::Mine;
+        }
+        match instances.get(owner) {
+            None => Claimant::Unknown,
+            Some(instance) => {
+                let grace_ms = self.settings.limits.instance_grace_secs as i64 * 1000;
+                if instance.is_alive(self.clock.now_ms(), grace_ms) {
+                    Claimant::Alive(instance.id.clone())
+                } else {
+                    Claimant::Dead(instance.clone())
+                }
+            }
+        }
+    }
+
+    /// Requeues the running job of a dead instance (guarded on it still running under that
+    /// owner's claim): the one case where a stage attempt starts again, on whichever instance
+    /// claims it. The dead instance's late writes lose: the next claim moves the task's version,
+    /// and its executor finds the job no longer its own. `true` when requeued here.
+    async fn take_over(&self, job: &JobRecord, dead: &baton_store::InstanceRecord) -> Result<bool, EngineError> {
+        let now = self.clock.now_ms();
+        if !self.store.requeue_job(job.id, now).await? {
+            return Ok(false);
+        }
+        let silent_s = (now - dead.heartbeat_at_ms) / 1000;
+        let why = format!(
+            "instance {} ({}) has been silent for {silent_s} s (grace {} s)",
+            dead.id, dead.host, self.settings.limits.instance_grace_secs
+        );
+        tracing::warn!(job = %job.id, stage = %job.stage, "{why}: requeued its job");
+        self.close_lost_runs(job.id, &format!("{why}; its agent cannot be watched from here")).await?;
+        let stage = self.store.task(&TaskKey::Id(job.task_id)).await?.map(|t| t.state.stage).unwrap_or_default();
+        self.store
+            .append_event(NewEvent {
+                task: job.task_id,
+                at_ms: now,
+                kind: "instance_dead".into(),
+                stage,
+                message: format!("{why}: job {} ({}) requeued; the stage runs again", job.id, job.stage),
+                detail: serde_json::json!({ "instance": dead.id, "host": dead.host, "job": job.id.0, "silent_s": silent_s }),
+            })
+            .await?;
+        Ok(true)
+    }
+
+    /// Stops the agents of jobs running here that are no longer this instance's: stopped (STOP
+    /// applied by another instance cancelled the job) or taken over (this instance was silent
+    /// past the grace period and another requeued its job). One indexed read, only while
+    /// something runs here; returns how many it stopped.
+    pub async fn stop_jobs_taken_away(&self) -> Result<u32, EngineError> {
+        let here = self.running_here();
+        if here.is_empty() {
+            return Ok(0);
+        }
+        let ours: std::collections::HashSet<JobId> = self
+            .store
+            .jobs_with_status(JobStatus::Running)
+            .await?
+            .into_iter()
+            .filter(|j| j.owner.as_deref() == Some(self.owner.as_str()) || j.owner.is_none())
+            .map(|j| j.id)
+            .collect();
+        let mut stopped = 0;
+        for job in here.into_iter().filter(|j| !ours.contains(j)) {
+            // A job that just ended here is already out of the store's running set: only its
+            // executor's own finish can be in flight, which a stop signal does not disturb.
+            tracing::info!(job = %job, "this job is no longer this instance's (stopped or taken over): stopping it");
+            self.signal_stop(job);
+            stopped += 1;
+        }
+        Ok(stopped)
     }
 
     /// The jobs whose executor runs in this process.
@@ -863,6 +1003,11 @@ impl Engine {
     /// runs each on its own task until `shutdown` turns true, or until the store is lost (checked
     /// every second; see [`Engine::check_store`]).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        // Alive before anything else: another instance must not take this one's jobs over while
+        // it recovers them.
+        if let Err(error) = self.heartbeat().await {
+            tracing::error!("recording this instance's heartbeat failed: {error}");
+        }
         match self.recover().await {
             Ok(0) => {}
             Ok(n) => tracing::info!("recovered {n} interrupted job(s)"),
@@ -889,6 +1034,8 @@ impl Engine {
         let mut last_reconciler_ms = last_reaper_ms;
         let mut last_outbox_ms = i64::MIN;
         let mut last_store_check_ms = i64::MIN;
+        let mut last_heartbeat_ms = self.clock.now_ms();
+        let heartbeat_ms = self.settings.limits.heartbeat_secs.max(1) as i64 * 1000;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -897,6 +1044,15 @@ impl Engine {
             if now.saturating_sub(last_store_check_ms) >= STORE_CHECK_MS {
                 last_store_check_ms = now;
                 self.check_store().await;
+                if let Err(error) = self.stop_jobs_taken_away().await {
+                    tracing::warn!("checking the jobs running here failed: {error}");
+                }
+            }
+            if now.saturating_sub(last_heartbeat_ms) >= heartbeat_ms {
+                last_heartbeat_ms = now;
+                if let Err(error) = self.heartbeat().await {
+                    tracing::warn!("recording this instance's heartbeat failed: {error}");
+                }
             }
             if self.store_lost().is_some() {
                 break;
@@ -1094,4 +1250,13 @@ mod tests {
         assert_eq!(transition_of(&enqueue("nowhere"), &pipeline).rank, 0);
         assert_eq!(transition_of(&[Effect::CancelJobs], &pipeline).rank, 0);
     }
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`), or `localhost` when it cannot be read.
+pub fn local_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }

@@ -233,11 +233,18 @@ async fn run_job(
         stop,
         start,
     };
-    // A `url` repository: Baton's clone is created on first use and fetched before a new worktree.
-    if let Some(remote) = repo.remote()
-        && !engine.vcs().exists(&ctx.worktree)
-    {
-        timed(&ctx, engine.vcs().sync_remote(&repo.path, &remote, &repo.default_branch)).await?;
+    // A `url` repository: Baton's clone is created on first use and fetched before a new worktree,
+    // and before every job of a task that ran on another instance too (which pushes the task
+    // branch there): the branch is taken up from the remote when another instance pushed to it
+    // since this one did, so the work continues where it was left.
+    if let Some(remote) = repo.remote() {
+        let elsewhere = ran_elsewhere(engine, &task, job.id).await;
+        if elsewhere || !engine.vcs().exists(&ctx.worktree) {
+            timed(&ctx, engine.vcs().sync_remote(&repo.path, &remote, &repo.default_branch)).await?;
+        }
+        if elsewhere {
+            timed(&ctx, engine.vcs().take_branch(&repo.path, &remote, &ctx.worktree, &task.branch)).await?;
+        }
     }
     timed(&ctx, engine.vcs().ensure_worktree(&repo.path, &ctx.worktree, &task.branch, &repo.default_ref())).await?;
     // A re-adopted agent's uncommitted work must survive; every other start cleans leftovers.
@@ -290,6 +297,13 @@ async fn run_job(
     let mut verdicts: Vec<GateVerdict> = shipped.into_iter().collect();
     verdicts.extend(gates::evaluate_all(&ctx.gates(), &stage.gates).await);
     record_verdicts(engine, &task, stage, &verdicts).await;
+    // The merge gate rewrites the task branch (rebased, squashed): the remote gets it too, so the
+    // instance that runs the next job (the deploy) finds exactly the head that was re-tested.
+    if matches!(stage.actor, Actor::None)
+        && let Some(reason) = push_task_branch(&ctx).await
+    {
+        return Ok(Some(JobOutcome::Failed { reason }));
+    }
     // A gate that failed because the machine did (a full disk in the merge gate's rebase, a git
     // lock) says nothing about the code: retry the stage without spending an attempt or a rollback.
     let broken = verdicts.iter().find(|v| {
@@ -303,6 +317,15 @@ async fn run_job(
         }));
     }
     Ok(Some(JobOutcome::Completed { verdicts }))
+}
+
+/// Whether a job of the task other than `job` ran on another instance: then its newest work may
+/// be on the remote, not in this instance's clone.
+async fn ran_elsewhere(engine: &Engine, task: &TaskRecord, job: baton_domain::JobId) -> bool {
+    let Ok(jobs) = engine.store().jobs_for_task(task.id).await else {
+        return false;
+    };
+    jobs.iter().filter(|j| j.id != job).filter_map(|j| j.owner.as_deref()).any(|owner| owner != engine.owner())
 }
 
 /// Pushes the task branch of a `url` repository (with a lease on what Baton pushed last). An
@@ -945,6 +968,12 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     let current = engine.store().task(&TaskKey::Id(ctx.task.id)).await.ok().flatten();
     if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {
         return Err("the task changed before the merge; not merging".into());
+    }
+    // Nor for a job this instance no longer owns: declared dead (silent past the grace period),
+    // its job was requeued and may be running on another instance now.
+    let job_now = engine.store().job(ctx.job.id).await.ok().flatten();
+    if !job_now.is_some_and(|j| j.status == JobStatus::Running && j.owner.as_deref() == Some(engine.owner())) {
+        return Err("this job was taken over by another instance before the merge; not merging".into());
     }
     // The lease must still be ours at the moment of the merge: a Baton paused past the lease's TTL
     // (or a long step) may have lost it to another task, which may be merging now. Renew it, then

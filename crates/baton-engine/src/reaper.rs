@@ -56,7 +56,15 @@ async fn backstop(engine: &Arc<Engine>) -> u32 {
     };
     let now = engine.clock().now_ms();
     let backstop_ms = engine.settings().limits.job_backstop_secs as i64 * 1000;
+    // Another live instance backstops its own jobs (their agents run on its machine).
+    let instances = engine.instances().await.unwrap_or_default();
+    let watched_here = |j: &baton_store::JobRecord| {
+        matches!(engine.claimant(j, &instances), crate::engine::Claimant::Mine | crate::engine::Claimant::Unknown)
+    };
     for job in running.into_iter().filter(|j| j.started_at_ms.is_some_and(|s| now - s > backstop_ms)) {
+        if !watched_here(&job) {
+            continue;
+        }
         let reason = format!("ran longer than the {} s backstop; stopped by the reaper", backstop_ms / 1000);
         let outcome = JobOutcome::Failed { reason: reason.clone() };
         let finish = JobFinish {

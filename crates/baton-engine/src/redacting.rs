@@ -303,4 +303,10 @@ impl Store for RedactingStore {
     async fn job_counts(&self) -> StoreResult<JobCounts> {
         self.inner.job_counts().await
     }
+    async fn heartbeat(&self, beat: &baton_store::InstanceRecord) -> StoreResult<()> {
+        self.inner.heartbeat(beat).await
+    }
+    async fn instances(&self) -> StoreResult<Vec<baton_store::InstanceRecord>> {
+        self.inner.instances().await
+    }
 }

@@ -52,6 +52,11 @@ pub struct Limits {
     pub reconciler_interval_secs: u64,
     /// A task idle this long with a finished but unapplied job is reconciled.
     pub reconcile_grace_secs: u64,
+    /// How often a running `baton serve` records that it is alive (instances sharing a store).
+    pub heartbeat_secs: u64,
+    /// An instance silent this long is dead: another instance requeues its running jobs (their
+    /// attempt starts again) and its late writes are refused.
+    pub instance_grace_secs: u64,
     /// Longest task title, in characters.
     pub title_chars_max: usize,
     /// Largest task body, in bytes (files are read only this far).
@@ -84,6 +89,8 @@ impl Default for Limits {
             job_backstop_secs: 4 * 3_600 + 1_800,
             reconciler_interval_secs: 10,
             reconcile_grace_secs: 30,
+            heartbeat_secs: 2,
+            instance_grace_secs: 30,
             title_chars_max: 200,
             body_bytes_max: 100_000,
             answer_bytes_max: 20_000,

@@ -116,6 +116,13 @@ pub trait Vcs: Send + Sync {
         let _ = (repo, remote, default_branch);
         Ok(())
     }
+    /// Takes up the task `branch` as another instance pushed it to `remote` (after
+    /// [`Vcs::sync_remote`]): moves the clone's branch (and `worktree`, when it has it checked
+    /// out) to the remote's. Nothing for a local repository.
+    async fn take_branch(&self, repo: &Path, remote: &Remote, worktree: &Path, branch: &str) -> Result<bool, GitError> {
+        let _ = (repo, remote, worktree, branch);
+        Ok(false)
+    }
     /// Pushes the task `branch` of Baton's clone to `remote` with a lease (never the default
     /// branch, never forced); `Ok(false)` when there was nothing new.
     async fn push_branch(
@@ -326,6 +333,14 @@ pub struct GitVcs;
 /// Git's worktree bookkeeping (`.git/worktrees/`) is not safe under concurrent `worktree add`,
 /// `remove` and `prune` in one repository ("failed to read .git/worktrees/…/commondir"): each
 /// repository's worktree changes in this process go one at a time.
+/// The fetch lock of a remote repository's clone, shared by every task of this process.
+fn fetch_lock(repo: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<Mutex<HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>> =
+        std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+    let mut locks = LOCKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    locks.entry(repo.to_path_buf()).or_default().clone()
+}
+
 fn worktree_lock(repo: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
     static LOCKS: std::sync::LazyLock<Mutex<HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>> =
         std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
@@ -491,6 +506,10 @@ impl Vcs for GitVcs {
     }
 
     async fn sync_remote(&self, repo: &Path, remote: &Remote, default_branch: &str) -> Result<(), GitError> {
+        // One fetch at a time per clone: two at once fight over the same remote-tracking refs
+        // ("cannot lock ref").
+        let lock = fetch_lock(repo);
+        let _one_at_a_time = lock.lock().await;
         remote.sync(repo, default_branch).await
     }
 
@@ -502,6 +521,10 @@ impl Vcs for GitVcs {
         default_branch: &str,
     ) -> Result<bool, GitError> {
         remote.push_branch(repo, branch, default_branch).await
+    }
+
+    async fn take_branch(&self, repo: &Path, remote: &Remote, worktree: &Path, branch: &str) -> Result<bool, GitError> {
+        remote.take_branch(repo, worktree, branch).await
     }
 
     fn entries(&self, dir: &Path) -> Vec<String> {

@@ -119,6 +119,46 @@ impl Remote {
         Ok(true)
     }
 
+    /// Takes up the task `branch` as another Baton instance left it on the remote (after a
+    /// fetch): when the remote branch is not what this clone pushed last, another instance
+    /// pushed its newer work there — the merge gate may even have rewritten it, rebased and
+    /// squashed — and the local
+    /// branch — and the task's `worktree` when it has the branch checked out — moves to the
+    /// remote's commit, and the push lease becomes that commit, so the next push continues from
+    /// the other instance's work instead of being refused. `Ok(true)` when the branch moved.
+    pub async fn take_branch(&self, clone: &Path, worktree: &Path, branch: &str) -> Result<bool, GitError> {
+        let git = self.git(clone);
+        let Some(remote) = git.rev(&format!("refs/remotes/origin/{branch}")).await else {
+            return Ok(false);
+        };
+        // Nobody else pushed since this clone last did: its own branch is the newest (it may hold
+        // work a failed push left unpushed).
+        if git.rev(&pushed_ref(branch)).await.as_deref() == Some(remote.as_str()) {
+            return Ok(false);
+        }
+        let local = git.rev(&format!("refs/heads/{branch}")).await;
+        let moved = match &local {
+            Some(local) if *local == remote => false,
+            Some(local) => {
+                let on_branch = worktree.join(".git").exists()
+                    && Git::new(worktree).run(&["symbolic-ref", "--short", "-q", "HEAD"]).await.ok().as_deref()
+                        == Some(branch);
+                if on_branch {
+                    Git::new(worktree).run(&["reset", "-q", "--hard", &remote]).await?;
+                } else {
+                    git.run(&["update-ref", &format!("refs/heads/{branch}"), &remote, local]).await?;
+                }
+                true
+            }
+            None => {
+                git.run(&["update-ref", &format!("refs/heads/{branch}"), &remote]).await?;
+                true
+            }
+        };
+        git.run(&["update-ref", &pushed_ref(branch), &remote]).await?;
+        Ok(moved)
+    }
+
     /// The commit `branch` points at on the remote, asked from any directory `dir` (no clone
     /// needed: `baton config check --online`), or `None` when the branch does not exist.
     pub async fn probe(&self, dir: &Path, branch: &str) -> Result<Option<String>, GitError> {

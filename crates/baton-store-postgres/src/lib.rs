@@ -31,7 +31,8 @@ use std::time::Duration;
 
 /// Versioned migrations, applied in order at connect under [`MIGRATE_LOCK`]; never edit an
 /// applied one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/0001_init.sql")), (2, include_str!("../migrations/0002_instances.sql"))];
 
 /// Advisory lock keys (one namespace for Baton: the high bits spell "BATN").
 const MIGRATE_LOCK: i64 = 0x4241_544E_0000_0001;
@@ -1399,6 +1400,39 @@ impl Store for PgStore {
             }
         }
         Ok(counts)
+    }
+
+    async fn heartbeat(&self, beat: &InstanceRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+               started_at = excluded.started_at,
+               heartbeat_at = CASE WHEN excluded.heartbeat_at > instances.heartbeat_at
+                                   THEN excluded.heartbeat_at ELSE instances.heartbeat_at END",
+        )
+        .bind(&beat.id)
+        .bind(&beat.host)
+        .bind(i64::from(beat.pid))
+        .bind(beat.started_at_ms)
+        .bind(beat.heartbeat_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn instances(&self) -> StoreResult<Vec<InstanceRecord>> {
+        let rows = sqlx::query("SELECT * FROM instances ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(InstanceRecord {
+                    id: row.try_get("id")?,
+                    host: row.try_get("host")?,
+                    pid: row.try_get::<i64, _>("pid")?.clamp(0, i64::from(u32::MAX)) as u32,
+                    started_at_ms: row.try_get("started_at")?,
+                    heartbeat_at_ms: row.try_get("heartbeat_at")?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_idle.sql")),
     (9, include_str!("../migrations/0009_queue_batch.sql")),
     (10, include_str!("../migrations/0010_job_rank.sql")),
+    (11, include_str!("../migrations/0011_instances.sql")),
 ];
 
 /// The newest schema version this Baton knows (versions may be merged out of order, so not the
@@ -1408,5 +1409,40 @@ impl Store for SqliteStore {
             }
         }
         Ok(counts)
+    }
+
+    async fn heartbeat(&self, beat: &InstanceRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+               started_at = excluded.started_at,
+               heartbeat_at = CASE WHEN excluded.heartbeat_at > instances.heartbeat_at
+                                   THEN excluded.heartbeat_at ELSE instances.heartbeat_at END",
+        )
+        .bind(&beat.id)
+        .bind(&beat.host)
+        .bind(i64::from(beat.pid))
+        .bind(beat.started_at_ms)
+        .bind(beat.heartbeat_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn instances(&self) -> StoreResult<Vec<InstanceRecord>> {
+        let rows = sqlx::query("SELECT * FROM instances ORDER BY id").fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(InstanceRecord {
+                    id: row.try_get("id")?,
+                    host: row.try_get("host")?,
+                    pid: row.try_get::<i64, _>("pid")?.clamp(0, i64::from(u32::MAX)) as u32,
+                    started_at_ms: row.try_get("started_at")?,
+                    heartbeat_at_ms: row.try_get("heartbeat_at")?,
+                })
+            })
+            .collect()
     }
 }

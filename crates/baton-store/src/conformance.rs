@@ -1060,6 +1060,30 @@ pub async fn suite_metric_counts(store: Arc<dyn Store>) {
     assert_eq!((counts.merge_wait.count, counts.merge_wait.sum_ms), (1, 3_000));
 }
 
+/// Instances: the first beat inserts, later beats move the time forward (never back), a restart
+/// replaces the pid and start time; liveness is judged against a grace period.
+pub async fn suite_instances(store: Arc<dyn Store>) {
+    let beat = |id: &str, pid: u32, started: i64, at: i64| crate::InstanceRecord {
+        id: id.into(),
+        host: "host-a".into(),
+        pid,
+        started_at_ms: started,
+        heartbeat_at_ms: at,
+    };
+    assert!(store.instances().await.unwrap().is_empty());
+    store.heartbeat(&beat("b", 20, T0, T0)).await.unwrap();
+    store.heartbeat(&beat("a", 10, T0, T0 + 5)).await.unwrap();
+    store.heartbeat(&beat("a", 10, T0, T0 + 2_000)).await.unwrap();
+    store.heartbeat(&beat("a", 10, T0, T0 + 1_000)).await.unwrap();
+    let all = store.instances().await.unwrap();
+    assert_eq!(all.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["a", "b"], "by id");
+    assert_eq!(all[0].heartbeat_at_ms, T0 + 2_000, "a late beat never moves the time back");
+    assert!(all[0].is_alive(T0 + 12_000, 10_000) && !all[1].is_alive(T0 + 12_000, 10_000));
+    store.heartbeat(&beat("a", 11, T0 + 3_000, T0 + 3_000)).await.unwrap();
+    let a = store.instances().await.unwrap().into_iter().find(|i| i.id == "a").unwrap();
+    assert_eq!((a.pid, a.started_at_ms, a.heartbeat_at_ms), (11, T0 + 3_000, T0 + 3_000), "a restart");
+}
+
 pub async fn suite_events(store: Arc<dyn Store>) {
     let a = create(&*store, "alpha", "P").await;
     let b = create(&*store, "alpha", "P").await;
@@ -1628,6 +1652,13 @@ macro_rules! conformance_tests {
         async fn metric_counts_agree_with_the_records() {
             let (_keep, _backend, store) = $fresh().await;
             $crate::conformance::suite_metric_counts(store).await;
+        }
+
+        // Instances heartbeat: inserted, moved forward only, replaced on restart.
+        #[::tokio::test]
+        async fn instances_heartbeat_forward_and_restart() {
+            let (_keep, _backend, store) = $fresh().await;
+            $crate::conformance::suite_instances(store).await;
         }
     };
 }

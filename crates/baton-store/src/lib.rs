@@ -406,4 +406,11 @@ pub trait Store: Send + Sync {
     /// How many jobs are queued and how many running, counted from an index (`/api/status`):
     /// never loads a job.
     async fn job_counts(&self) -> StoreResult<JobCounts>;
+
+    /// Records that instance `beat.id` is alive at `beat.heartbeat_at_ms` (inserting it on its
+    /// first beat; a restart replaces its pid and start time). The time never goes back.
+    async fn heartbeat(&self, beat: &InstanceRecord) -> StoreResult<()>;
+
+    /// Every instance that ever heartbeated, by id.
+    async fn instances(&self) -> StoreResult<Vec<InstanceRecord>>;
 }

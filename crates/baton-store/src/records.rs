@@ -334,6 +334,28 @@ pub struct AgentRunRecord {
     pub log_path: String,
 }
 
+/// One `baton serve` sharing the store (SPEC §15): it writes a heartbeat every few seconds; its
+/// jobs are `owner = id`. One that stops heartbeating for longer than the grace period is dead:
+/// another instance requeues its jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceRecord {
+    /// Stable across restarts of the same instance (default: the host name and its data directory).
+    pub id: String,
+    pub host: String,
+    /// The process id of its current run.
+    pub pid: u32,
+    /// When its current run started.
+    pub started_at_ms: i64,
+    pub heartbeat_at_ms: i64,
+}
+
+impl InstanceRecord {
+    /// Whether it heartbeated within `grace_ms` of `now_ms`.
+    pub fn is_alive(&self, now_ms: i64, grace_ms: i64) -> bool {
+        now_ms - self.heartbeat_at_ms <= grace_ms
+    }
+}
+
 /// A lease row.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaseRecord {

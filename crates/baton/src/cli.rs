@@ -271,6 +271,7 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
     let store = open_store(config).await?;
     let sandbox = Arc::new(Sandbox::new(config.sandbox.clone()));
     let engine = Engine::builder(config.engine.clone(), store)
+        .owner(config.server.instance())
         .secrets(config.server.api_token.iter().cloned())
         .secrets(
             [&config.webhooks.github, &config.webhooks.gitea, &config.webhooks.plane].into_iter().flatten().cloned(),

@@ -329,6 +329,21 @@ struct Status<'a> {
     leases: &'a [LeaseRecord],
     /// Each repository's merge queue in train order.
     merge_queues: &'a [baton_engine::queue::QueueView],
+    /// The `baton serve` instances sharing the store, with their last heartbeat.
+    instances: &'a [InstanceView],
+}
+
+/// An instance as `baton status` shows it.
+#[derive(Debug, Serialize)]
+pub struct InstanceView {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub heartbeat_at_ms: i64,
+    /// Heartbeated within `limits.instance_grace_secs`.
+    pub alive: bool,
+    /// Seconds since its last heartbeat.
+    pub silent_secs: i64,
 }
 
 pub fn status(
@@ -338,6 +353,7 @@ pub fn status(
     running: &[JobRecord],
     leases: &[LeaseRecord],
     queues: &[baton_engine::queue::QueueView],
+    instances: &[InstanceView],
     json: bool,
 ) {
     let mut by_stage = std::collections::BTreeMap::new();
@@ -355,6 +371,7 @@ pub fn status(
             running_jobs: running,
             leases,
             merge_queues: queues,
+            instances,
         });
     }
     say!("{}", server.describe());
@@ -374,6 +391,21 @@ pub fn status(
     }
     for lease in leases {
         say!("lease {} held by {} (token {})", lease.name, lease.holder, lease.token);
+    }
+    // One instance is the usual case, and its state is the server line above.
+    if instances.len() > 1 {
+        say!("instances:");
+        for i in instances {
+            let state = if i.alive { "alive" } else { "DEAD" };
+            say!(
+                "  {:<24} {:<5} on {} (pid {}), last heartbeat {} s ago",
+                safe(&i.id),
+                state,
+                safe(&i.host),
+                i.pid,
+                i.silent_secs
+            );
+        }
     }
     for queue in queues {
         say!("merge queue {} (speculation depth {}):", safe(&queue.repo), queue.depth);

@@ -397,7 +397,23 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
     let running = engine.store().jobs_with_status(JobStatus::Running).await?;
     let leases = engine.store().leases().await?;
     let queues = baton_engine::queue::views(&engine).await?;
-    output::status(&server, &counts, &queued, &running, &leases, &queues, json);
+    let now = engine.clock().now_ms();
+    let grace_ms = config.engine.limits.instance_grace_secs as i64 * 1000;
+    let instances: Vec<output::InstanceView> = engine
+        .store()
+        .instances()
+        .await?
+        .into_iter()
+        .map(|i| output::InstanceView {
+            alive: i.is_alive(now, grace_ms),
+            silent_secs: (now - i.heartbeat_at_ms).max(0) / 1000,
+            id: i.id,
+            host: i.host,
+            pid: i.pid,
+            heartbeat_at_ms: i.heartbeat_at_ms,
+        })
+        .collect();
+    output::status(&server, &counts, &queued, &running, &leases, &queues, &instances, json);
     if !json {
         // Secrets the server needs but this shell does not have: worth knowing before `serve`.
         for issue in &config.deferred {

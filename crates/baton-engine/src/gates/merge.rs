@@ -283,6 +283,13 @@ async fn build(ctx: &GateContext<'_>, entry: &QueueEntry, base: &str, role: &Rol
             }
         };
     }
+    // A `url` repository: the build goes to the remote before it is recorded, so a change behind
+    // it that another instance builds finds it there (instances share the store, not the clone).
+    if let Some(remote) = ctx.repo.remote().filter(|_| ctx.repo.pushes())
+        && let Err(error) = ctx.timed(ctx.vcs.push_branch(&ctx.repo.path, &remote, &ctx.task.branch, default)).await
+    {
+        return Err(Round::Done(verdict(Verdict::Error, format!("pushing the build to the remote failed: {error}"))));
+    }
     let expect = QueueExpect { state: QueueState::Testing, base: Some(base.to_string()) };
     let change = QueueChange {
         state: QueueState::Testing,

@@ -1064,4 +1064,20 @@ impl Store for SimStore {
         })
         .await
     }
+
+    async fn heartbeat(&self, beat: &baton_store::InstanceRecord) -> StoreResult<()> {
+        self.call("heartbeat", Access::Write, |s, _| {
+            let at = s
+                .instances
+                .get(&beat.id)
+                .map_or(beat.heartbeat_at_ms, |old| old.heartbeat_at_ms.max(beat.heartbeat_at_ms));
+            s.instances.insert(beat.id.clone(), baton_store::InstanceRecord { heartbeat_at_ms: at, ..beat.clone() });
+            Ok(())
+        })
+        .await
+    }
+
+    async fn instances(&self) -> StoreResult<Vec<baton_store::InstanceRecord>> {
+        self.call("instances", Access::Read, |s, _| Ok(s.instances.values().cloned().collect())).await
+    }
 }

@@ -42,6 +42,7 @@ pub(crate) struct State {
     pub(crate) idempotency: BTreeMap<String, IdempotencyRow>,
     /// The webhook inbox, in arrival order (the row id is the index plus one).
     pub(crate) deliveries: Vec<DeliveryRecord>,
+    pub(crate) instances: BTreeMap<String, InstanceRecord>,
     pub(crate) faults_armed: bool,
     /// A one-shot fault for the next call named so (scripted scenarios).
     pub(crate) fail_next: Option<(String, Fault)>,
@@ -80,6 +81,7 @@ impl State {
             api_tokens: BTreeMap::new(),
             idempotency: BTreeMap::new(),
             deliveries: Vec::new(),
+            instances: BTreeMap::new(),
             faults_armed: false,
             fail_next: None,
             conflicts: 0,

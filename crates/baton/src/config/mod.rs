@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// A PostgreSQL URL (`server.database_url`): several instances share that database. `None`:
     /// the SQLite file `baton.db` in the data directory.
     pub database_url: Option<String>,
+    /// This server's name among the instances sharing the store (`server.instance_id`); by
+    /// default the host name and a digest of the data directory ([`ServerConfig::instance`]).
+    pub instance_id: Option<String>,
     pub api_token: Option<String>,
     /// Reads (`GET /api/...`) need a token with the `read` scope too.
     pub read_requires_token: bool,
@@ -68,6 +71,23 @@ pub struct ServerConfig {
     pub events: bool,
     /// The web dashboard: off, read-only, or on with actions (`server.dashboard`).
     pub dashboard: baton_http::DashboardMode,
+}
+
+impl ServerConfig {
+    /// The instance id: `server.instance_id`, else `<host>-<digest of the data directory>`
+    /// (stable across restarts, distinct for two servers on one machine).
+    pub fn instance(&self) -> String {
+        if let Some(id) = &self.instance_id {
+            return id.clone();
+        }
+        let dir = std::fs::canonicalize(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        // FNV-1a: a short, stable digest (not a secret, only a distinguisher).
+        let digest = dir
+            .to_string_lossy()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+        format!("{}-{:08x}", baton_engine::engine::local_host(), digest as u32)
+    }
 }
 
 // Written by hand so that debug output and logs never show the token.

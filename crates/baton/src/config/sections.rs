@@ -51,6 +51,8 @@ pub(super) const FORGE_KEYS: &[&str] =
 
 /// Limits that make Baton useless at 0 (nothing runs, or every run is stopped at once).
 const LIMITS_NONZERO: &[&str] = &[
+    "heartbeat_secs",
+    "instance_grace_secs",
     "title_chars_max",
     "body_bytes_max",
     "answer_bytes_max",
@@ -100,6 +102,20 @@ impl Loader<'_> {
             baton_exe,
             env_passthrough,
         };
+        // Several instances on one database each work in their own clone of a `url` repository
+        // (docs/postgres.md); a merge-queue batch's one commit lives only in the clone that built
+        // it, so batches stay with SQLite's single instance for now.
+        if server.database_url.is_some() {
+            for (i, repo) in engine.repos.iter().enumerate() {
+                if repo.merge_batch > 1 {
+                    self.issue(
+                        format!("repos[{i}].merge_batch"),
+                        "merge-queue batches are not supported with several instances yet (a batch's commit lives in one instance's clone)",
+                        "remove `merge_batch` (speculative testing still tests several changes at once), or remove `server.database_url`",
+                    );
+                }
+            }
+        }
         // A `url` repository is worked on in Baton's own clone under the data dir.
         let mut engine = engine;
         for repo in engine.repos.iter_mut().filter(|r| r.url.is_some()) {
@@ -146,6 +162,8 @@ impl Loader<'_> {
             data_dir: Option<PathBuf>,
             #[serde(default)]
             database_url: Option<String>,
+            #[serde(default)]
+            instance_id: Option<String>,
             #[serde(default)]
             api_token: Option<String>,
             #[serde(default)]
@@ -207,6 +225,16 @@ impl Loader<'_> {
             None => Some(clean(&self.cwd.join(default_data_dir(self.env)))),
         };
         let database_url = self.database_url(section.database_url);
+        let instance_id = section.instance_id.filter(|id| !id.trim().is_empty());
+        if let Some(id) = &instance_id
+            && (id.len() > 100 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+        {
+            self.issue(
+                "server.instance_id",
+                format!("`{id}` is not a usable instance id"),
+                "use up to 100 letters, digits, `-`, `_`, `.` or `:`, unique per `baton serve`, e.g. \"build-1\"",
+            );
+        }
         let api_token = section.api_token.filter(|token| !token.is_empty());
         if let Some(token) = &api_token {
             // A token written literally in the file is hidden from messages too.
@@ -239,6 +267,7 @@ impl Loader<'_> {
             listen: listen?,
             data_dir: data_dir?,
             database_url,
+            instance_id,
             api_token,
             read_requires_token: section.read_requires_token,
             secret_env: section.secret_env.clone(),

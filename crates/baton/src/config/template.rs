@@ -122,6 +122,8 @@ const LIMIT_DOCS: &[(&str, &str)] = &[
     ("job_backstop_secs", "a job running longer is stopped and failed"),
     ("reconciler_interval_secs", "how often finished but unapplied jobs are looked for"),
     ("reconcile_grace_secs", "idle time before the reconciler acts on a task"),
+    ("heartbeat_secs", "how often a running server records that it is alive"),
+    ("instance_grace_secs", "a server silent this long is dead: another one requeues its jobs"),
     ("title_chars_max", "longest task title, in characters"),
     ("body_bytes_max", "largest task body, in bytes (files are read only this far)"),
     ("answer_bytes_max", "largest human answer, in bytes"),

@@ -13,6 +13,7 @@ mod dashboard;
 mod demo;
 mod forges;
 mod fuzz_corpus;
+mod instances;
 mod lease;
 mod lost_database;
 mod path_safety;
