@@ -588,3 +588,48 @@ async fn set_sequences(tx: &mut Transaction<'static, Postgres>) -> StoreResult<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A table whose count or any figure differs on the two sides is named as a mismatch.
+    #[test]
+    fn a_differing_count_or_figure_is_a_mismatch() {
+        let figure =
+            |sqlite: &str, postgres: &str| Figure { name: "max id", sqlite: sqlite.into(), postgres: postgres.into() };
+        let report = ImportReport {
+            tables: vec![
+                TableReport { table: "tasks", sqlite_rows: 3, postgres_rows: 3, figures: vec![figure("3", "3")] },
+                TableReport { table: "jobs", sqlite_rows: 5, postgres_rows: 4, figures: vec![figure("5", "5")] },
+                TableReport { table: "events", sqlite_rows: 9, postgres_rows: 9, figures: vec![figure("9", "8")] },
+            ],
+        };
+        assert_eq!(report.mismatches(), ["jobs", "events"]);
+        assert_eq!(report.rows(), 16);
+    }
+
+    // Every table of the PostgreSQL schema is copied with every column, and a batch of the widest
+    // table stays within the bind-parameter limit.
+    #[test]
+    fn every_table_and_column_of_the_schema_is_copied_within_the_parameter_limit() {
+        let schema = include_str!("../migrations/0001_init.sql");
+        let mut created: Vec<(&str, Vec<&str>)> = Vec::new();
+        for line in schema.lines() {
+            if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
+                created.push((rest.split_whitespace().next().unwrap(), Vec::new()));
+            } else if let Some(column) = line.strip_prefix("    ").and_then(|l| l.split_whitespace().next())
+                && !matches!(column, "UNIQUE" | "PRIMARY")
+                && let Some((_, columns)) = created.last_mut()
+            {
+                columns.push(column);
+            }
+        }
+        let copied: Vec<(&str, Vec<&str>)> =
+            TABLES.iter().map(|t| (t.name, t.columns.iter().map(|(c, _)| *c).collect())).collect();
+        assert_eq!(copied, created);
+        for table in TABLES {
+            assert!(table.columns.len() * BATCH_ROWS < BIND_PARAMETERS_MAX, "{}", table.name);
+        }
+    }
+}
