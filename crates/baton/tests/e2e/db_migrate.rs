@@ -171,6 +171,39 @@ async fn migrate_copies_the_demo_store_and_new_rows_continue_its_numbering() {
     assert!(timeline.iter().all(|e| e.id > max_event), "the events sequence was moved past the copied ids");
 }
 
+// A backlog larger than one batch (2,500 seeded tasks with their jobs, events, agent runs and
+// effects: thousands of rows per table) is copied whole across several INSERTs: every table
+// verified, and PostgreSQL counts the tasks by stage and hold, and the jobs by status, as SQLite
+// does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_copies_a_backlog_larger_than_one_batch() {
+    let env = Env::new("", "");
+    env.add_task("One");
+    let sqlite = SqliteStore::open(&env.root.join("data").join("baton.db")).await.unwrap();
+    sqlite.bench_seed(2_500, 1_800_000_000_000).await.unwrap();
+    let target = fresh_database().await;
+
+    let out = env.run(&["--json", "db", "migrate", "--to", &target]);
+    assert!(out.status.success(), "migrate failed: {}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report:#}");
+    let rows = |table: &str| {
+        let entry = report["tables"].as_array().unwrap().iter().find(|t| t["table"] == table).unwrap();
+        entry["postgres_rows"].as_u64().unwrap()
+    };
+    assert_eq!(rows("tasks"), 2_501);
+    assert!(rows("events") > 10_000 && rows("jobs") > 7_500 && rows("agent_runs") >= 5_000, "{report:#}");
+
+    let postgres = PgStore::connect(&target).await.unwrap();
+    let mut expected = sqlite.task_counts().await.unwrap();
+    let mut copied = postgres.task_counts().await.unwrap();
+    let key = |c: &baton_store::TaskCount| serde_json::to_string(c).unwrap();
+    expected.sort_by_key(key);
+    copied.sort_by_key(key);
+    assert_eq!(copied, expected);
+    assert_eq!(postgres.job_counts().await.unwrap(), sqlite.job_counts().await.unwrap());
+}
+
 // A second migrate into a database that already holds the copy is refused, naming the count,
 // and changes nothing there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
