@@ -361,10 +361,11 @@ pub async fn import_sqlite(
     for (table, (total, _)) in TABLES.iter().zip(&expected) {
         copy_table(&mut snapshot, &mut tx, table, *total, progress).await?;
     }
-    set_sequences(&mut tx).await?;
-    tx.commit().await?;
+    // The snapshot only read: ending it changes nothing in the file.
     snapshot.rollback().await?;
     sqlite.close().await?;
+    set_sequences(&mut tx).await?;
+    tx.commit().await?;
 
     let mut tables = Vec::with_capacity(TABLES.len());
     for (table, (sqlite_rows, sqlite_figures)) in TABLES.iter().zip(expected) {
