@@ -19,6 +19,8 @@
 //! violation); every timestamp comes from the engine's clock (only `schema_migrations` records
 //! the server's time).
 
+pub mod import;
+
 use baton_domain::ids::branch_name;
 use baton_domain::{JobId, TaskId, WorkItemId};
 use baton_store::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts, OpenJob, TokenTotals};

@@ -80,6 +80,9 @@ pub enum Command {
     /// Named API tokens with a scope (read, act, admin); stored only as digests.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The database: move the SQLite store into PostgreSQL.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Run a script agent step (Baton starts this itself for the `script` adapter).
     #[command(hide = true)]
     AgentScript {
@@ -129,6 +132,18 @@ pub enum TokenCommand {
     List,
     /// Revoke a token: requests with it are refused at once.
     Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy the SQLite store of the data directory into an empty PostgreSQL database (every table,
+    /// ids kept, one transaction), verify the copy table by table, and say how to switch over.
+    /// Refused while a `baton serve` runs on the data directory; the SQLite file is not changed.
+    Migrate {
+        /// The target database, e.g. postgres://baton:PASSWORD@db.example.com:5432/baton.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -417,6 +432,10 @@ pub async fn run(cli: Cli) -> u8 {
         },
         Command::Token(command) => match load_config_for(config_path.as_deref(), LoadMode::Read) {
             Ok(config) => crate::token_cmd::run(&config, command, json).await,
+            Err(code) => return code,
+        },
+        Command::Db(command) => match load_config_for(config_path.as_deref(), LoadMode::Read) {
+            Ok(config) => crate::db_cmd::run(&config, command, json).await,
             Err(code) => return code,
         },
         Command::Status => match load_config_for(config_path.as_deref(), LoadMode::Read) {

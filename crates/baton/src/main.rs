@@ -8,6 +8,7 @@
 mod output;
 mod bench;
 mod cli;
+mod db_cmd;
 mod demo;
 mod logging;
 mod mock_llm_cmd;

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `baton` binary on real git repositories, a real SQLite file and real
 //! processes: the demo, restart after `kill -9`, the crash test (SIGKILL at random moments), STOP,
-//! path safety, the merge lease, config check, and the replay of the committed fuzz inputs.
+//! path safety, the merge lease, config check, `db migrate` into PostgreSQL, and the replay of the
+//! committed fuzz inputs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
@@ -10,6 +11,7 @@ mod cli;
 mod config_check;
 mod crash;
 mod dashboard;
+mod db_migrate;
 mod demo;
 mod forges;
 mod fuzz_corpus;
