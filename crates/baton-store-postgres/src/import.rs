@@ -16,9 +16,11 @@ use sqlx::{Connection, Postgres, QueryBuilder, Row, SqliteConnection, Transactio
 use std::path::Path;
 use std::str::FromStr;
 
-/// The SQLite schema version whose tables the PostgreSQL schema mirrors (its `0001_init.sql`).
-/// A source at another version has other columns: it is refused rather than half copied.
-pub const SQLITE_SCHEMA_VERSION: i64 = 10;
+/// The SQLite schema version whose tables the PostgreSQL schema mirrors (its `0001_init.sql`;
+/// version 11's `instances` — heartbeats, `0002_instances.sql` — is not copied: the instances
+/// of the new deployment write their own). A source at another version has other columns: it
+/// is refused rather than half copied.
+pub const SQLITE_SCHEMA_VERSION: i64 = 11;
 
 /// Rows per `INSERT` (and per read from SQLite): few round trips, and far below PostgreSQL's
 /// 65535 bind parameters for the widest table.
