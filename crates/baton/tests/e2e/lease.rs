@@ -209,7 +209,13 @@ fn batch_witness_test(env: &Env, culprit_file: &str) -> String {
 fn a_red_batch_is_bisected_to_its_culprit_and_the_rest_lands() {
     let env = Env::with_extra(
         "",
-        &ConfigExtra { limits: "rollback_max = 1", repo: "merge_batch = 4", ..ConfigExtra::default() },
+        // One unit on the train at a time: while the first change is tested alone, the others
+        // (the culprit last) wait and then form one batch, whatever the timing of the confirms.
+        &ConfigExtra {
+            limits: "rollback_max = 1\nmerge_queue_depth = 1\nmerge_queue_depth_max = 1",
+            repo: "merge_batch = 4",
+            ..ConfigExtra::default()
+        },
     );
     let culprit_id = "DEMO-004";
     let test = batch_witness_test(&env, "mathkit/m_demo_004.py");

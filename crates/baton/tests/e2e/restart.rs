@@ -30,6 +30,7 @@ fn kill9_mid_run_then_restart_every_task_reaches_done() {
     for n in 1..=3 {
         env.add_task(&format!("slow task {n}"));
     }
+    let mut killed_agents: Vec<u64> = Vec::new();
     for round in 0..2 {
         let mut server = env.serve(round);
         // Wait until an agent is running, then kill the server without warning.
@@ -37,14 +38,14 @@ fn kill9_mid_run_then_restart_every_task_reaches_done() {
         let agent_pid = loop {
             env.play_human(&env.tasks());
             let status = env.json(&["status"]);
-            // Only an agent of this server: rows of the previous, killed server may still be in recovery.
-            let owner = format!("pid:{}", server.child.id());
-            // And one started less than 2 s ago, so its 5 s step is sure to outlive the kill (an agent
-            // re-adopted from the previous round may be about to end).
+            // Only an agent this server started (the job's owner is the instance, the same across
+            // restarts): not the previous round's, and one started less than 2 s ago, so its 5 s
+            // step is sure to outlive the kill (an agent re-adopted from the previous round may be
+            // about to end).
             let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
             let fresh = |j: &serde_json::Value| j["started_at_ms"].as_i64().is_some_and(|t| now_ms - t < 2_000);
             let slow = |j: &&serde_json::Value| {
-                j["owner"] == owner.as_str()
+                !killed_agents.contains(&j["pid"].as_u64().unwrap_or(0))
                     && (j["stage"] == "architecture" || j["stage"] == "development")
                     && fresh(j)
             };
@@ -57,6 +58,7 @@ fn kill9_mid_run_then_restart_every_task_reaches_done() {
             std::thread::sleep(Duration::from_millis(100));
         };
         server.kill9();
+        killed_agents.push(agent_pid);
         let log = std::fs::read_to_string(env.root.join(format!("serve-{round}.log"))).unwrap_or_default();
         let stat = std::fs::read_to_string(format!("/proc/{agent_pid}/stat")).unwrap_or_default();
         assert!(pid_alive(agent_pid), "the agent should outlive the killed server: {stat}\n{log}");
