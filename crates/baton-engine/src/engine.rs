@@ -33,6 +33,8 @@ pub const DUE_HOLDS_PER_PASS: u32 = 100;
 const OUTBOX_INTERVAL_MS: i64 = 1_000;
 /// How often the claim loop runs the store's health checks (the database file still there).
 const STORE_CHECK_MS: i64 = 1_000;
+/// Jobs the claim loop takes per transaction at most.
+const CLAIM_BATCH_MAX: u32 = 8;
 /// Re-reads and re-decides after a lost compare-and-set at most this many times.
 const ADVANCE_ATTEMPTS_MAX: u32 = 8;
 /// Environment variables every agent and repo command gets (when set), before pass-through.
@@ -825,6 +827,23 @@ impl Engine {
     }
 
     /// One claim of the claim loop: the next runnable job under the limits, started here.
+    /// The claim loop's step: up to `max` runnable jobs under the limits in one transaction (many
+    /// jobs due at once cost one commit, not one each), each started here; how many.
+    pub async fn claim_batch(self: &Arc<Self>, max: u32) -> Result<usize, EngineError> {
+        let claim = Claim {
+            owner: self.owner.clone(),
+            now_ms: self.clock.now_ms(),
+            running_max: self.settings.limits.running_max,
+            running_per_repo_max: self.settings.limits.running_per_repo_max,
+        };
+        let jobs = self.store.claim_jobs(&claim, max).await?;
+        let claimed = jobs.len();
+        for job in jobs {
+            self.start_job(job, Start::Fresh);
+        }
+        Ok(claimed)
+    }
+
     pub async fn claim_next(self: &Arc<Self>) -> Result<Option<JobRecord>, EngineError> {
         let claim = Claim {
             owner: self.owner.clone(),
@@ -1084,11 +1103,11 @@ impl Engine {
             }
             crate::queue::schedule_kicked(&self).await;
             loop {
-                match self.claim_next().await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
+                match self.claim_batch(CLAIM_BATCH_MAX).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
                     Err(error) => {
-                        tracing::error!("claiming a job failed: {error}");
+                        tracing::error!("claiming jobs failed: {error}");
                         break;
                     }
                 }

@@ -87,6 +87,9 @@ impl Store for RedactingStore {
     async fn claim_job(&self, claim: &Claim) -> StoreResult<Option<JobRecord>> {
         self.inner.claim_job(claim).await
     }
+    async fn claim_jobs(&self, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
+        self.inner.claim_jobs(claim, limit).await
+    }
     async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
         self.inner.job(id).await
     }

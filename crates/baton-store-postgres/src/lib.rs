@@ -193,12 +193,29 @@ const QUEUE_COLUMNS: &str = "q.task_id, t.work_item_id, q.repo, q.priority, q.en
 const LIVE: &str = "stage NOT IN ('done', 'cancelled')";
 
 /// The next runnable job (highest rank, then oldest `available_at`, then id), locked for the
-/// claim; the running counts are exact because every claim holds [`CLAIM_LOCK`].
-const CLAIM_JOB: &str = "SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id
+/// claim; the running jobs are counted once per claim, by repository, and the counts are exact
+/// because every claim holds [`CLAIM_LOCK`].
+const CLAIM_JOB: &str = "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo)
+     SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN running r ON r.repo = j.repo
      WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
-       AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running') < $2
-       AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' AND r.repo = j.repo) < $3
+       AND (SELECT COALESCE(SUM(n), 0) FROM running) < $2
+       AND COALESCE(r.n, 0) < $3
      ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED";
+
+/// Up to `$4` runnable jobs at once, best first, each within the limits as if claimed in turn:
+/// a repository's candidates are numbered in claim order and kept while its running count plus
+/// their number stays within `$3`, and the whole batch within `$2` minus what already runs.
+const CLAIM_BATCH: &str =
+    "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo),
+     candidates AS (
+       SELECT j.id, j.repo, j.rank, j.available_at,
+              ROW_NUMBER() OVER (PARTITION BY j.repo ORDER BY j.rank DESC, j.available_at, j.id) AS k
+       FROM jobs j JOIN tasks t ON t.id = j.task_id
+       WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id)
+     SELECT c.id FROM candidates c LEFT JOIN running r ON r.repo = c.repo
+     WHERE COALESCE(r.n, 0) + c.k <= $3
+     ORDER BY c.rank DESC, c.available_at, c.id
+     LIMIT GREATEST(0, LEAST($4, $2 - (SELECT COALESCE(SUM(n), 0) FROM running)))";
 
 const CLAIM_EFFECTS: &str = "UPDATE outbox SET claimed_until = $1 + $2, attempts = attempts + 1
      WHERE id IN (SELECT id FROM outbox
@@ -698,36 +715,55 @@ impl Store for PgStore {
     }
 
     async fn claim_job(&self, claim: &Claim) -> StoreResult<Option<JobRecord>> {
+        Ok(self.claim_jobs(claim, 1).await?.pop())
+    }
+
+    async fn claim_jobs(&self, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
         let mut tx = self.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CLAIM_LOCK).execute(&mut *tx).await?;
-        let candidate: Option<i64> = sqlx::query_scalar(CLAIM_JOB)
-            .bind(claim.now_ms)
-            .bind(i64::from(claim.running_max))
-            .bind(i64::from(claim.running_per_repo_max))
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(id) = candidate else {
+        if limit == 0 {
             tx.commit().await?;
-            return Ok(None);
+            return Ok(Vec::new());
+        }
+        // One job: the plain query (no window over every candidate).
+        let ids: Vec<i64> = if limit == 1 {
+            sqlx::query_scalar(CLAIM_JOB)
+                .bind(claim.now_ms)
+                .bind(i64::from(claim.running_max))
+                .bind(i64::from(claim.running_per_repo_max))
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            sqlx::query_scalar(CLAIM_BATCH)
+                .bind(claim.now_ms)
+                .bind(i64::from(claim.running_max))
+                .bind(i64::from(claim.running_per_repo_max))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?
         };
-        let row = sqlx::query(
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
             "UPDATE jobs SET status = 'running', owner = $2, started_at = $3, pid = NULL, pgid = NULL, proc_start = NULL
-             WHERE id = $1 AND status = 'queued' RETURNING *",
+             WHERE id = ANY($1) AND status = 'queued' RETURNING *",
         )
-        .bind(id)
+        .bind(&ids)
         .bind(&claim.owner)
         .bind(claim.now_ms)
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        let job = job_from_row(&row)?;
+        let mut claimed = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
         // A claim changes what the task is doing: decisions read before it must lose their
         // compare-and-set and decide again.
-        sqlx::query("UPDATE tasks SET version = version + 1 WHERE id = $1")
-            .bind(job.task_id.0)
-            .execute(&mut *tx)
-            .await?;
+        let tasks: Vec<i64> = claimed.iter().map(|j| j.task_id.0).collect();
+        sqlx::query("UPDATE tasks SET version = version + 1 WHERE id = ANY($1)").bind(&tasks).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Some(job))
+        // Best first, as the query chose them.
+        claimed.sort_by_key(|j| ids.iter().position(|id| *id == j.id.0));
+        Ok(claimed)
     }
 
     async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {

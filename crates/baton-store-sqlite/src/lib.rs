@@ -342,6 +342,65 @@ fn sql_stage(column: &str) -> String {
     format!("CASE WHEN instr({column}, ' (') > 0 THEN substr({column}, 1, instr({column}, ' (') - 1) ELSE {column} END")
 }
 
+/// Up to `limit` claims inside `tx` with one query, one update of the jobs and one of their
+/// tasks (ids passed as a JSON array); best first.
+async fn claim_batch(tx: &mut Transaction<'static, Sqlite>, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
+    let ids: Vec<i64> = sqlx::query_scalar(CLAIM_BATCH)
+        .bind(claim.now_ms)
+        .bind(i64::from(claim.running_max))
+        .bind(i64::from(claim.running_per_repo_max))
+        .bind(i64::from(limit))
+        .fetch_all(&mut **tx)
+        .await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = serde_json::to_string(&ids)?;
+    let rows = sqlx::query(
+        "UPDATE jobs SET status = 'running', owner = $2, started_at = $3, pid = NULL, pgid = NULL, proc_start = NULL
+         WHERE id IN (SELECT value FROM json_each($1)) AND status = 'queued' RETURNING *",
+    )
+    .bind(&list)
+    .bind(&claim.owner)
+    .bind(claim.now_ms)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut claimed = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+    let tasks = serde_json::to_string(&claimed.iter().map(|j| j.task_id.0).collect::<Vec<_>>())?;
+    sqlx::query("UPDATE tasks SET version = version + 1 WHERE id IN (SELECT value FROM json_each($1))")
+        .bind(&tasks)
+        .execute(&mut **tx)
+        .await?;
+    claimed.sort_by_key(|j| ids.iter().position(|id| *id == j.id.0));
+    Ok(claimed)
+}
+
+/// One claim inside `tx`: the next runnable job under the limits, marked running, and its task's
+/// version moved (a decision read before the claim must decide again).
+async fn claim_one(tx: &mut Transaction<'static, Sqlite>, claim: &Claim) -> StoreResult<Option<JobRecord>> {
+    let candidate: Option<i64> = sqlx::query_scalar(CLAIM_JOB)
+        .bind(claim.now_ms)
+        .bind(i64::from(claim.running_max))
+        .bind(i64::from(claim.running_per_repo_max))
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(id) = candidate else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "UPDATE jobs SET status = 'running', owner = $2, started_at = $3, pid = NULL, pgid = NULL, proc_start = NULL
+         WHERE id = $1 AND status = 'queued' RETURNING *",
+    )
+    .bind(id)
+    .bind(&claim.owner)
+    .bind(claim.now_ms)
+    .fetch_one(&mut **tx)
+    .await?;
+    let job = job_from_row(&row)?;
+    sqlx::query("UPDATE tasks SET version = version + 1 WHERE id = $1").bind(job.task_id.0).execute(&mut **tx).await?;
+    Ok(Some(job))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn open_jobs(&self) -> StoreResult<Vec<OpenJob>> {
@@ -688,35 +747,18 @@ impl Store for SqliteStore {
     }
 
     async fn claim_job(&self, claim: &Claim) -> StoreResult<Option<JobRecord>> {
+        Ok(self.claim_jobs(claim, 1).await?.pop())
+    }
+
+    async fn claim_jobs(&self, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
         let mut tx = self.begin().await?;
-        let candidate: Option<i64> = sqlx::query_scalar(CLAIM_JOB)
-            .bind(claim.now_ms)
-            .bind(i64::from(claim.running_max))
-            .bind(i64::from(claim.running_per_repo_max))
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(id) = candidate else {
-            tx.commit().await?;
-            return Ok(None);
+        let claimed = match limit {
+            0 => Vec::new(),
+            1 => claim_one(&mut tx, claim).await?.into_iter().collect(),
+            _ => claim_batch(&mut tx, claim, limit).await?,
         };
-        let row = sqlx::query(
-            "UPDATE jobs SET status = 'running', owner = $2, started_at = $3, pid = NULL, pgid = NULL, proc_start = NULL
-             WHERE id = $1 AND status = 'queued' RETURNING *",
-        )
-        .bind(id)
-        .bind(&claim.owner)
-        .bind(claim.now_ms)
-        .fetch_one(&mut *tx)
-        .await?;
-        let job = job_from_row(&row)?;
-        // A claim changes what the task is doing: decisions read before it (a STOP judging whether
-        // a deploy is running) must lose their compare-and-set and decide again.
-        sqlx::query("UPDATE tasks SET version = version + 1 WHERE id = $1")
-            .bind(job.task_id.0)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(Some(job))
+        Ok(claimed)
     }
 
     async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {

@@ -29,13 +29,31 @@ pub(crate) const JOBS_WITH_STATUS: &str = "SELECT * FROM jobs WHERE status = $1 
 /// The next runnable job under the limits: highest rank (the later pipeline stage) first, then the
 /// oldest `available_at`, then id. Only the jobs available now are read (a range of `jobs_queue
 /// (status, available_at)`) and sorted: a backlog of jobs deferred to later costs nothing (an
-/// index in claim order would walk past every one of them on each claim). The running counts
-/// search a `status` prefix.
-pub(crate) const CLAIM_JOB: &str = "SELECT j.id FROM jobs j INDEXED BY jobs_queue JOIN tasks t ON t.id = j.task_id
+/// index in claim order would walk past every one of them on each claim). The running jobs are
+/// counted once per claim, by repository (a `status` prefix of the index), not once per candidate.
+pub(crate) const CLAIM_JOB: &str =
+    "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo)
+     SELECT j.id FROM jobs j INDEXED BY jobs_queue JOIN tasks t ON t.id = j.task_id
+       LEFT JOIN running r ON r.repo = j.repo
      WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
-       AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running') < $2
-       AND (SELECT COUNT(*) FROM jobs r WHERE r.status = 'running' AND r.repo = j.repo) < $3
+       AND (SELECT COALESCE(SUM(n), 0) FROM running) < $2
+       AND COALESCE(r.n, 0) < $3
      ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1";
+
+/// Up to `$4` runnable jobs at once, best first, each within the limits as if claimed in turn:
+/// a repository's candidates are numbered in claim order and kept while its running count plus
+/// their number stays within `$3`, and the whole batch within `$2` minus what already runs.
+pub(crate) const CLAIM_BATCH: &str =
+    "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo),
+     candidates AS (
+       SELECT j.id, j.repo, j.rank, j.available_at,
+              ROW_NUMBER() OVER (PARTITION BY j.repo ORDER BY j.rank DESC, j.available_at, j.id) AS k
+       FROM jobs j INDEXED BY jobs_queue JOIN tasks t ON t.id = j.task_id
+       WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id)
+     SELECT c.id FROM candidates c LEFT JOIN running r ON r.repo = c.repo
+     WHERE COALESCE(r.n, 0) + c.k <= $3
+     ORDER BY c.rank DESC, c.available_at, c.id
+     LIMIT max(0, min($4, $2 - (SELECT COALESCE(SUM(n), 0) FROM running)))";
 
 /// Due, unacknowledged outbox rows (`outbox_due (done_at, available_at)`).
 pub(crate) const CLAIM_EFFECTS: &str = "UPDATE outbox SET claimed_until = $1 + $2, attempts = attempts + 1
@@ -145,6 +163,7 @@ pub fn hot_queries() -> Vec<(String, String)> {
         ("jobs_for_task", JOBS_OF_TASK),
         ("jobs_with_status", JOBS_WITH_STATUS),
         ("claim_job", CLAIM_JOB),
+        ("claim_jobs", CLAIM_BATCH),
         ("claim_effects", CLAIM_EFFECTS),
         ("task_counts", TASK_COUNTS),
         ("job_counts", JOB_COUNTS),

@@ -1084,6 +1084,37 @@ pub async fn suite_instances(store: Arc<dyn Store>) {
     assert_eq!((a.pid, a.started_at_ms, a.heartbeat_at_ms), (11, T0 + 3_000, T0 + 3_000), "a restart");
 }
 
+/// A batched claim takes jobs best first, as single claims in turn would, stops at the limits,
+/// and moves each task's version.
+pub async fn suite_claim_batch(store: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        tasks.push(create(&*store, "alpha", "P").await);
+    }
+    tasks.push(create(&*store, "beta", "P").await);
+    let claimed = store.claim_jobs(&limits("batch", T0, 10, 3), 10).await.unwrap();
+    let repos: Vec<&str> = claimed.iter().map(|j| j.repo.as_str()).collect();
+    assert_eq!(
+        repos.iter().filter(|r| **r == "alpha").count(),
+        3,
+        "the per-repo limit holds within a batch: {repos:?}"
+    );
+    assert_eq!(repos.iter().filter(|r| **r == "beta").count(), 1);
+    assert!(claimed.iter().all(|j| j.status == JobStatus::Running && j.owner.as_deref() == Some("batch")));
+    let ids: Vec<JobId> = claimed.iter().map(|j| j.id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "equal rank and time: oldest first");
+    for job in &claimed {
+        let task = reload(&*store, job.task_id).await;
+        let before = tasks.iter().find(|t| t.id == job.task_id).unwrap();
+        assert!(task.version > before.version, "the claim moved the task's version");
+    }
+    assert!(store.claim_jobs(&limits("batch", T0, 10, 3), 10).await.unwrap().is_empty(), "alpha is at its limit");
+    assert_eq!(store.claim_jobs(&limits("batch", T0, 10, 5), 1).await.unwrap().len(), 1, "at most `limit`");
+    assert!(store.claim_jobs(&limits("batch", T0, 10, 5), 0).await.unwrap().is_empty());
+}
+
 pub async fn suite_events(store: Arc<dyn Store>) {
     let a = create(&*store, "alpha", "P").await;
     let b = create(&*store, "alpha", "P").await;
@@ -1659,6 +1690,13 @@ macro_rules! conformance_tests {
         async fn instances_heartbeat_forward_and_restart() {
             let (_keep, _backend, store) = $fresh().await;
             $crate::conformance::suite_instances(store).await;
+        }
+
+        // A batched claim takes the best jobs in turn and stops at the limits.
+        #[::tokio::test]
+        async fn batched_claims_take_jobs_in_order_within_the_limits() {
+            let (_keep, _backend, store) = $fresh().await;
+            $crate::conformance::suite_claim_batch(store).await;
         }
     };
 }

@@ -192,6 +192,11 @@ pub trait Store: Send + Sync {
     /// Claims the next runnable job under the concurrency limits, marking it running.
     async fn claim_job(&self, claim: &Claim) -> StoreResult<Option<JobRecord>>;
 
+    /// Claims up to `limit` runnable jobs in one transaction, each as [`Store::claim_job`] would
+    /// in turn (the limits count the ones claimed before it): fewer commits when many jobs are
+    /// due at once. Best first.
+    async fn claim_jobs(&self, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>>;
+
     async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>>;
 
     /// Jobs in the given status, oldest first.

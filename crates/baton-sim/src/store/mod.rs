@@ -375,6 +375,18 @@ impl Store for SimStore {
         self.call("claim_job", Access::Write, |s, _| Ok(s.claim(claim))).await
     }
 
+    async fn claim_jobs(&self, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
+        self.call("claim_jobs", Access::Write, |s, _| {
+            let mut claimed = Vec::new();
+            while claimed.len() < limit as usize {
+                let Some(job) = s.claim(claim) else { break };
+                claimed.push(job);
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
     async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
         self.call("job", Access::Read, |s, _| Ok(s.jobs.get(&id).cloned())).await
     }

@@ -9,6 +9,8 @@
 //! against a real git repository, next to `bench/baseline.sh` doing the same git and process work
 //! without orchestration.
 //! `baton bench idle`: an idle `baton serve` over a large seeded backlog (`bench/idle.rs`).
+//! `baton bench store`: claims per second and advance latency on SQLite and PostgreSQL
+//! (`bench/store.rs`).
 
 // A benchmark measures wall time: it reads the system clock on purpose.
 #![allow(clippy::disallowed_methods)]
@@ -63,9 +65,13 @@ pub enum Scenario {
     /// An idle `baton serve` (the real binary, 127.0.0.1) over a seeded backlog of `--tasks`
     /// tasks: CPU % of one core and RSS while idle, `/api/status` and `/api/tasks` latency.
     Idle(idle::IdleArgs),
+    /// The store's claims per second (one worker; several at once; batched) and advance latency,
+    /// on SQLite and, with `--database-url`, on PostgreSQL in the same run.
+    Store(store::StoreArgs),
 }
 
 mod idle;
+mod store;
 
 #[derive(Debug, clap::Args)]
 pub struct WebhookArgs {
@@ -91,6 +97,7 @@ pub async fn run(args: BenchArgs, json: bool) -> anyhow::Result<u8> {
         Some(Scenario::Webhooks(args)) => webhooks::run(args, json).await,
         Some(Scenario::Pipeline(args)) => pipeline::run(args, json).await,
         Some(Scenario::Idle(args)) => idle::run(args, json).await,
+        Some(Scenario::Store(args)) => store::run(args, json).await,
     }
 }
 
