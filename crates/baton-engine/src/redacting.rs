@@ -312,4 +312,9 @@ impl Store for RedactingStore {
     async fn instances(&self) -> StoreResult<Vec<baton_store::InstanceRecord>> {
         self.inner.instances().await
     }
+
+    /// Deletes only: nothing to mask.
+    async fn prune(&self, before_ms: i64, limit: u32) -> StoreResult<baton_store::PruneCounts> {
+        self.inner.prune(before_ms, limit).await
+    }
 }

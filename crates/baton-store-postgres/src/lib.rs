@@ -33,8 +33,11 @@ use std::time::Duration;
 
 /// Versioned migrations, applied in order at connect under [`MIGRATE_LOCK`]; never edit an
 /// applied one.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/0001_init.sql")), (2, include_str!("../migrations/0002_instances.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_instances.sql")),
+    (3, include_str!("../migrations/0003_retention.sql")),
+];
 
 /// Advisory lock keys (one namespace for Baton: the high bits spell "BATN").
 const MIGRATE_LOCK: i64 = 0x4241_544E_0000_0001;
@@ -191,6 +194,40 @@ const QUEUE_COLUMNS: &str = "q.task_id, t.work_item_id, q.repo, q.priority, q.en
 
 /// Live tasks, as the partial index `tasks_live` says it.
 const LIVE: &str = "stage NOT IN ('done', 'cancelled')";
+
+/// One batch of old events of ended tasks outside their summary: the SQL of
+/// `baton_store::retention::event_prunable`. The summary test is written exactly as the partial
+/// index `events_prunable` says it (`IS NOT DISTINCT FROM`: a missing key is false, not NULL).
+const PRUNE_EVENTS: &str = "DELETE FROM events WHERE id IN (SELECT id FROM events
+      WHERE at < $1
+        AND NOT (kind IN ('created', 'gate')
+                 OR (jsonb_typeof(detail::jsonb -> 'from') IS NOT DISTINCT FROM 'string'
+                     AND jsonb_typeof(detail::jsonb -> 'to') IS NOT DISTINCT FROM 'string'))
+        AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = events.task_id AND t.stage IN ('done', 'cancelled'))
+      ORDER BY at LIMIT $2)";
+
+/// One batch of finished jobs before the cutoff that are not their task's current job and have no
+/// agent run (`baton_store::retention::job_prunable`).
+const PRUNE_JOBS: &str = "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id
+      WHERE j.finished_at IS NOT NULL AND j.finished_at < $1 AND j.status NOT IN ('queued', 'running')
+        AND t.current_job IS DISTINCT FROM j.id
+        AND NOT EXISTS (SELECT 1 FROM agent_runs r WHERE r.job_id = j.id)
+      ORDER BY j.finished_at LIMIT $2)";
+
+/// One batch of outbox rows acknowledged before the cutoff (`outbox_done`).
+const PRUNE_OUTBOX: &str = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+      WHERE done_at IS NOT NULL AND done_at < $1 ORDER BY done_at LIMIT $2)";
+
+/// One batch of webhook deliveries processed before the cutoff (`webhook_deliveries_processed`).
+const PRUNE_DELIVERIES: &str = "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries
+      WHERE processed_at IS NOT NULL AND processed_at < $1 ORDER BY processed_at LIMIT $2)";
+
+/// One batch of inbox rows received before the cutoff of ended tasks or of no task
+/// (`inbox_received`).
+const PRUNE_INBOX: &str =
+    "DELETE FROM inbox WHERE id IN (SELECT i.id FROM inbox i LEFT JOIN tasks t ON t.id = i.task_id
+      WHERE i.received_at < $1 AND (i.task_id IS NULL OR t.stage IN ('done', 'cancelled'))
+      ORDER BY i.received_at LIMIT $2)";
 
 /// The next runnable job (highest rank, then oldest `available_at`, then id), locked for the
 /// claim; the running jobs are counted once per claim, by repository, and the counts are exact
@@ -1471,6 +1508,19 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn prune(&self, before_ms: i64, limit: u32) -> StoreResult<PruneCounts> {
+        // Each kind in its own statement (its own short transaction): no lock is held for the
+        // whole pass, and a concurrent writer waits at most for one batch.
+        let mut counts = [0u64; 5];
+        for (count, sql) in
+            counts.iter_mut().zip([PRUNE_EVENTS, PRUNE_JOBS, PRUNE_OUTBOX, PRUNE_DELIVERIES, PRUNE_INBOX])
+        {
+            *count = sqlx::query(sql).bind(before_ms).bind(i64::from(limit)).execute(&self.pool).await?.rows_affected();
+        }
+        let [events, jobs, outbox, deliveries, inbox] = counts;
+        Ok(PruneCounts { events, jobs, outbox, deliveries, inbox })
     }
 }
 

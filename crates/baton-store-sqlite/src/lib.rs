@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/0009_queue_batch.sql")),
     (10, include_str!("../migrations/0010_job_rank.sql")),
     (11, include_str!("../migrations/0011_instances.sql")),
+    (12, include_str!("../migrations/0012_retention.sql")),
 ];
 
 /// The newest schema version this Baton knows (versions may be merged out of order, so not the
@@ -1486,5 +1487,33 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn prune(&self, before_ms: i64, limit: u32) -> StoreResult<PruneCounts> {
+        // Each kind in its own short transaction: the write lock is never held for the whole pass.
+        let events = self.prune_batch(&prune_events_sql(), before_ms, limit).await?;
+        Ok(PruneCounts {
+            events,
+            jobs: self.prune_batch(PRUNE_JOBS, before_ms, limit).await?,
+            outbox: self.prune_batch(PRUNE_OUTBOX, before_ms, limit).await?,
+            deliveries: self.prune_batch(PRUNE_DELIVERIES, before_ms, limit).await?,
+            inbox: self.prune_batch(PRUNE_INBOX, before_ms, limit).await?,
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Runs one prune `DELETE` (bound to the cutoff and the batch size) in its own transaction;
+    /// returns the rows it deleted.
+    async fn prune_batch(&self, sql: &str, before_ms: i64, limit: u32) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .bind(before_ms)
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
     }
 }

@@ -95,6 +95,48 @@ pub(crate) const PENDING_DELIVERIES: &str =
 
 pub(crate) const OPEN_AGENT_RUNS: &str = "SELECT * FROM agent_runs WHERE ended_at IS NULL ORDER BY id";
 
+/// An event that is not part of its task's summary, exactly as the partial index `events_prunable`
+/// says it: the SQL of `baton_store::retention::event_is_summary`, negated (`IS`, never `=`, so a
+/// missing key is false rather than NULL).
+pub(crate) const NOT_SUMMARY: &str = "NOT (kind IN ('created', 'gate') OR (json_type(detail, '$.from') IS 'text' AND json_type(detail, '$.to') IS 'text'))";
+
+/// One batch of old events of ended tasks outside their summary (`baton_store::retention`):
+/// walks `events_prunable` oldest first, looking each task up by its key.
+pub(crate) fn prune_events_sql() -> String {
+    format!(
+        "DELETE FROM events WHERE id IN (SELECT id FROM events INDEXED BY events_prunable
+          WHERE at < $1 AND {NOT_SUMMARY}
+            AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = events.task_id AND t.stage IN ('done', 'cancelled'))
+          ORDER BY at LIMIT $2)"
+    )
+}
+
+/// One batch of finished jobs before the cutoff that are not their task's current job and have no
+/// agent run: walks `jobs_finished`, with `agent_runs_job` for the runs.
+pub(crate) const PRUNE_JOBS: &str = "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j INDEXED BY jobs_finished
+      JOIN tasks t ON t.id = j.task_id
+      WHERE j.finished_at IS NOT NULL AND j.finished_at < $1 AND j.status NOT IN ('queued', 'running')
+        AND t.current_job IS NOT j.id
+        AND NOT EXISTS (SELECT 1 FROM agent_runs r WHERE r.job_id = j.id)
+      ORDER BY j.finished_at LIMIT $2)";
+
+/// One batch of outbox rows acknowledged before the cutoff (`outbox_due (done_at, …)`).
+pub(crate) const PRUNE_OUTBOX: &str = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+      WHERE done_at IS NOT NULL AND done_at < $1 ORDER BY done_at LIMIT $2)";
+
+/// One batch of webhook deliveries processed before the cutoff
+/// (`webhook_deliveries_pending (processed_at, id)`).
+pub(crate) const PRUNE_DELIVERIES: &str =
+    "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries
+      WHERE processed_at IS NOT NULL AND processed_at < $1 ORDER BY processed_at LIMIT $2)";
+
+/// One batch of inbox rows received before the cutoff of ended tasks or of no task
+/// (`inbox_received`).
+pub(crate) const PRUNE_INBOX: &str = "DELETE FROM inbox WHERE id IN (SELECT i.id FROM inbox i INDEXED BY inbox_received
+      LEFT JOIN tasks t ON t.id = i.task_id
+      WHERE i.received_at < $1 AND (i.task_id IS NULL OR t.stage IN ('done', 'cancelled'))
+      ORDER BY i.received_at LIMIT $2)";
+
 /// Tasks matching `filter`, newest first; with `paged`, only ids below a bound and at most a
 /// limit (bound in that order after the filter's values: repo, stage, hold). Each filter is an
 /// index walk in id order: `tasks_repo`, `tasks_stage`, `tasks_hold`, `tasks_live`.
@@ -173,10 +215,15 @@ pub fn hot_queries() -> Vec<(String, String)> {
         ("health(tasks)", NEWEST_TASK),
         ("pending_deliveries", PENDING_DELIVERIES),
         ("open_agent_runs", OPEN_AGENT_RUNS),
+        ("prune(jobs)", PRUNE_JOBS),
+        ("prune(outbox)", PRUNE_OUTBOX),
+        ("prune(deliveries)", PRUNE_DELIVERIES),
+        ("prune(inbox)", PRUNE_INBOX),
     ]
     .into_iter()
     .map(|(name, sql)| (name.to_string(), sql.to_string()))
     .collect();
+    queries.push(("prune(events)".to_string(), prune_events_sql()));
     for shape in 0..16u8 {
         let filter = TaskFilter {
             active_only: shape & 1 != 0,

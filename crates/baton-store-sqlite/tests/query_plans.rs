@@ -42,6 +42,12 @@ const REQUIRED_INDEX: &[(&str, &str)] = &[
     ("list_tasks_page(active=true, repo=false, stage=true, hold=false)", "tasks_stage"),
     ("list_tasks_page(active=false, repo=false, stage=false, hold=true)", "tasks_hold"),
     ("list_tasks_page(active=true, repo=false, stage=false, hold=true)", "tasks_hold"),
+    ("prune(events)", "events_prunable"),
+    ("prune(jobs)", "jobs_finished"),
+    ("prune(jobs)", "agent_runs_job"),
+    ("prune(outbox)", "outbox_due"),
+    ("prune(deliveries)", "webhook_deliveries_pending"),
+    ("prune(inbox)", "inbox_received"),
 ];
 
 /// A fresh, fully migrated database and a raw connection to it.
@@ -101,7 +107,9 @@ async fn every_hot_query_is_answered_from_an_index() {
 async fn dropping_an_index_is_caught() {
     // The check above is only worth something if a missing index makes it fail.
     let (_dir, mut connection) = migrated().await;
-    for index in ["tasks_due", "events_task", "jobs_task", "tasks_hold", "agent_runs_task", "tasks_live"] {
+    for index in
+        ["tasks_due", "events_task", "jobs_task", "tasks_hold", "agent_runs_task", "tasks_live", "agent_runs_job"]
+    {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {index}"))).execute(&mut connection).await.unwrap();
     }
     let scanned: Vec<String> = {
@@ -113,8 +121,15 @@ async fn dropping_an_index_is_caught() {
         }
         scanned
     };
-    for expected in ["due_holds", "next_due_ms", "events(task)", "jobs_for_task", "agent_runs(task)", "spend_usd(task)"]
-    {
+    for expected in [
+        "due_holds",
+        "next_due_ms",
+        "events(task)",
+        "jobs_for_task",
+        "agent_runs(task)",
+        "spend_usd(task)",
+        "prune(jobs)",
+    ] {
         assert!(scanned.iter().any(|n| n == expected), "{expected} not caught; caught: {scanned:?}");
     }
     assert!(

@@ -19,6 +19,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::Barrier;
 
+mod prune;
+pub use prune::suite_prune;
+
 /// The fake clock's origin: 2023-11-14T22:13:20Z.
 const T0: i64 = 1_700_000_000_000;
 const DAY_MS: i64 = 86_400_000;
@@ -1697,6 +1700,13 @@ macro_rules! conformance_tests {
         async fn batched_claims_take_jobs_in_order_within_the_limits() {
             let (_keep, _backend, store) = $fresh().await;
             $crate::conformance::suite_claim_batch(store).await;
+        }
+
+        // Pruning in small batches deletes exactly the old rows the retention rule names, and a pass after the last deletes nothing.
+        #[::tokio::test]
+        async fn prune_deletes_exactly_the_old_history_the_rule_names() {
+            let (_keep, _backend, store) = $fresh().await;
+            $crate::conformance::suite_prune(store).await;
         }
     };
 }

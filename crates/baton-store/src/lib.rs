@@ -14,6 +14,7 @@
 pub mod conformance;
 pub mod metrics;
 pub mod records;
+pub mod retention;
 #[doc(hidden)]
 pub mod rows;
 
@@ -418,4 +419,12 @@ pub trait Store: Send + Sync {
 
     /// Every instance that ever heartbeated, by id.
     async fn instances(&self) -> StoreResult<Vec<InstanceRecord>>;
+
+    /// Deletes old history older than `before_ms`, at most `limit` rows of each kind, and says
+    /// what went: the rule is [`retention`]'s (events of ended tasks outside their summary,
+    /// finished jobs no run or task points at, acknowledged outbox rows, processed webhook
+    /// deliveries, ended tasks' inbox rows and old `record_once` keys). Each kind is one short
+    /// `DELETE … WHERE id IN (SELECT id … LIMIT n)`, so the write lock is never held long; the
+    /// caller prunes again until a pass deletes nothing.
+    async fn prune(&self, before_ms: i64, limit: u32) -> StoreResult<PruneCounts>;
 }

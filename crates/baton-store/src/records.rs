@@ -595,3 +595,40 @@ impl QueueExpect {
         QueueExpect { state: entry.state, base: entry.base.clone() }
     }
 }
+
+/// What one [`crate::Store::prune`] pass deleted, per kind of row (each at most the pass's
+/// limit). A caller prunes again until a pass deletes nothing ([`PruneCounts::is_empty`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PruneCounts {
+    /// Timeline events of ended tasks that were not part of the task's summary.
+    pub events: u64,
+    /// Finished jobs that no agent run and no task points at.
+    pub jobs: u64,
+    /// Acknowledged outbox rows.
+    pub outbox: u64,
+    /// Processed webhook deliveries.
+    pub deliveries: u64,
+    /// Dedup rows of ended tasks' inputs and one-shot alert keys.
+    pub inbox: u64,
+}
+
+impl PruneCounts {
+    /// Whether the pass deleted nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+
+    /// Rows deleted, all kinds together.
+    pub fn total(&self) -> u64 {
+        self.events + self.jobs + self.outbox + self.deliveries + self.inbox
+    }
+
+    /// Adds another pass's counts (a summary over several passes).
+    pub fn add(&mut self, other: PruneCounts) {
+        self.events += other.events;
+        self.jobs += other.jobs;
+        self.outbox += other.outbox;
+        self.deliveries += other.deliveries;
+        self.inbox += other.inbox;
+    }
+}

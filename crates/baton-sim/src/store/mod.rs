@@ -115,6 +115,9 @@ pub struct Commit {
 pub(crate) struct InboxRow {
     #[allow(dead_code)] // kept for parity with the SQLite inbox and for debugging dumps
     pub(crate) outcome: String,
+    /// The task whose input it records; `None` for a `record_once` key.
+    pub(crate) task: Option<TaskId>,
+    pub(crate) received_at_ms: i64,
 }
 
 /// How an injected fault hits a call.
@@ -344,7 +347,7 @@ impl Store for SimStore {
             if state.mutation == Mutation::InboxSurvivesFailure
                 && let Some(entry) = &advance.inbox
             {
-                let _ = state.insert_inbox(entry, "applied");
+                let _ = state.insert_inbox(entry, advance.task, "applied", advance.now_ms);
             }
             return Err(database("advance", "failed before commit"));
         }
@@ -359,10 +362,10 @@ impl Store for SimStore {
         result
     }
 
-    async fn record_suppressed(&self, _task: TaskId, inbox: Option<InboxEntry>, event: NewEvent) -> StoreResult<()> {
+    async fn record_suppressed(&self, task: TaskId, inbox: Option<InboxEntry>, event: NewEvent) -> StoreResult<()> {
         self.call("record_suppressed", Access::Write, |s, _| {
             if let Some(entry) = &inbox {
-                s.insert_inbox(entry, "suppressed")?;
+                s.insert_inbox(entry, task, "suppressed", event.at_ms)?;
                 s.keys_without_commit.insert(entry.dedup_key.clone());
             }
             s.insert_event(&event);
@@ -630,12 +633,12 @@ impl Store for SimStore {
         .await
     }
 
-    async fn record_once(&self, key: &str, _kind: &str, _now_ms: i64) -> StoreResult<bool> {
+    async fn record_once(&self, key: &str, _kind: &str, now_ms: i64) -> StoreResult<bool> {
         self.call("record_once", Access::Write, |s, _| {
             if s.inbox.contains_key(key) {
                 return Ok(false);
             }
-            s.inbox.insert(key.to_string(), InboxRow { outcome: "once".into() });
+            s.inbox.insert(key.to_string(), InboxRow { outcome: "once".into(), task: None, received_at_ms: now_ms });
             s.keys_without_commit.insert(key.to_string());
             Ok(true)
         })
@@ -789,7 +792,8 @@ impl Store for SimStore {
             if s.deliveries.iter().any(|d| d.source == delivery.source && d.delivery_id == delivery.delivery_id) {
                 return Ok(false);
             }
-            let id = s.deliveries.len() as i64 + 1;
+            // As SQLite's rowid: one past the largest id (pruned rows leave gaps).
+            let id = s.deliveries.last().map_or(1, |d| d.id + 1);
             s.deliveries.push(DeliveryRecord {
                 id,
                 source: delivery.source,
@@ -1091,5 +1095,9 @@ impl Store for SimStore {
 
     async fn instances(&self) -> StoreResult<Vec<baton_store::InstanceRecord>> {
         self.call("instances", Access::Read, |s, _| Ok(s.instances.values().cloned().collect())).await
+    }
+
+    async fn prune(&self, before_ms: i64, limit: u32) -> StoreResult<PruneCounts> {
+        self.call("prune", Access::Write, |s, _| Ok(s.prune(before_ms, limit as usize))).await
     }
 }

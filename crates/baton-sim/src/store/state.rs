@@ -126,11 +126,18 @@ impl State {
         id
     }
 
-    pub(crate) fn insert_inbox(&mut self, entry: &InboxEntry, outcome: &str) -> StoreResult<()> {
+    pub(crate) fn insert_inbox(
+        &mut self,
+        entry: &InboxEntry,
+        task: TaskId,
+        outcome: &str,
+        now: i64,
+    ) -> StoreResult<()> {
         if self.inbox.contains_key(&entry.dedup_key) {
             return Err(StoreError::Duplicate(entry.dedup_key.clone()));
         }
-        self.inbox.insert(entry.dedup_key.clone(), InboxRow { outcome: outcome.to_string() });
+        let row = InboxRow { outcome: outcome.to_string(), task: Some(task), received_at_ms: now };
+        self.inbox.insert(entry.dedup_key.clone(), row);
         Ok(())
     }
 
@@ -294,7 +301,7 @@ impl State {
             }
         }
         if let Some(entry) = &advance.inbox {
-            self.insert_inbox(entry, "applied")?;
+            self.insert_inbox(entry, advance.task, "applied", advance.now_ms)?;
         }
         if let Some(record) = self.tasks.get_mut(&advance.task) {
             record.state = advance.next.clone();
@@ -312,7 +319,8 @@ impl State {
         let enqueued =
             self.apply_transition(advance.task, &task.repo, &advance.next, &advance.transition, advance.now_ms);
         for effect in &advance.effects {
-            let id = self.outbox.len() as i64 + 1;
+            // As SQLite's rowid: one past the largest id (pruned rows leave gaps).
+            let id = self.outbox.last().map_or(1, |(r, _)| r.id + 1);
             let record = EffectRecord {
                 id,
                 task_id: advance.task,
@@ -377,6 +385,87 @@ impl State {
             *self.claim_bumps.entry(job.task_id).or_insert(0) += 1;
         }
         Some(job)
+    }
+
+    /// One retention pass: at most `limit` rows of each kind, chosen by `baton_store::retention`'s
+    /// rule, oldest first (as the SQL stores walk their indexes).
+    pub(crate) fn prune(&mut self, before_ms: i64, limit: usize) -> PruneCounts {
+        use baton_store::retention::{self, InboxOwner};
+        let stage_of = |tasks: &BTreeMap<TaskId, TaskRecord>, id: TaskId| tasks.get(&id).map(|t| t.state.stage.clone());
+        let mut events: Vec<(i64, i64)> = self
+            .events
+            .iter()
+            .filter(|e| {
+                stage_of(&self.tasks, e.task_id).is_some_and(|stage| retention::event_prunable(e, &stage, before_ms))
+            })
+            .map(|e| (e.at_ms, e.id))
+            .collect();
+        events.sort_unstable();
+        let events: BTreeSet<i64> = events.into_iter().take(limit).map(|(_, id)| id).collect();
+        self.events.retain(|e| !events.contains(&e.id));
+
+        let mut jobs: Vec<(i64, JobId)> = self
+            .jobs
+            .values()
+            .filter(|j| {
+                let current = self.tasks.get(&j.task_id).is_some_and(|t| t.state.job == Some(j.id));
+                let has_run = self.agent_runs.iter().any(|r| r.job_id == j.id);
+                self.tasks.contains_key(&j.task_id) && retention::job_prunable(j, current, has_run, before_ms)
+            })
+            .map(|j| (j.finished_at_ms.unwrap_or(i64::MIN), j.id))
+            .collect();
+        jobs.sort_unstable();
+        jobs.truncate(limit);
+        for (_, id) in &jobs {
+            self.jobs.remove(id);
+        }
+
+        let mut outbox: Vec<(i64, i64)> = self
+            .outbox
+            .iter()
+            .filter(|(r, _)| retention::effect_prunable(r, before_ms))
+            .map(|(r, _)| (r.done_at_ms.unwrap_or(i64::MIN), r.id))
+            .collect();
+        outbox.sort_unstable();
+        let outbox: BTreeSet<i64> = outbox.into_iter().take(limit).map(|(_, id)| id).collect();
+        self.outbox.retain(|(r, _)| !outbox.contains(&r.id));
+
+        let mut deliveries: Vec<(i64, i64)> = self
+            .deliveries
+            .iter()
+            .filter(|d| retention::delivery_prunable(d, before_ms))
+            .map(|d| (d.processed_at_ms.unwrap_or(i64::MIN), d.id))
+            .collect();
+        deliveries.sort_unstable();
+        let deliveries: BTreeSet<i64> = deliveries.into_iter().take(limit).map(|(_, id)| id).collect();
+        self.deliveries.retain(|d| !deliveries.contains(&d.id));
+
+        let mut inbox: Vec<(i64, String)> = self
+            .inbox
+            .iter()
+            .filter(|(_, row)| {
+                let stage = row.task.map(|task| stage_of(&self.tasks, task));
+                let owner = match &stage {
+                    None => InboxOwner::None,
+                    Some(Some(stage)) => InboxOwner::Task(stage),
+                    Some(None) => InboxOwner::Missing,
+                };
+                retention::inbox_prunable(row.received_at_ms, owner, before_ms)
+            })
+            .map(|(key, row)| (row.received_at_ms, key.clone()))
+            .collect();
+        inbox.sort_unstable();
+        inbox.truncate(limit);
+        for (_, key) in &inbox {
+            self.inbox.remove(key);
+        }
+        PruneCounts {
+            events: events.len() as u64,
+            jobs: jobs.len() as u64,
+            outbox: outbox.len() as u64,
+            deliveries: deliveries.len() as u64,
+            inbox: inbox.len() as u64,
+        }
     }
 
     pub(crate) fn acquire_lease(&mut self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> LeaseOutcome {
