@@ -140,6 +140,8 @@ pub struct Engine {
     store_lost: Mutex<Option<String>>,
     /// What the reaper's and the reconciler's last passes did.
     maintenance: crate::stats::MaintenanceStats,
+    /// `[retention]` and where its run-log walk stopped.
+    retention: crate::retention::RetentionState,
     /// The merge queues' depth and pending passes.
     queues: crate::queue::MergeQueues,
 }
@@ -182,6 +184,7 @@ pub struct EngineBuilder {
     owner: Option<String>,
     secrets: Vec<String>,
     sandbox: Option<Arc<Sandbox>>,
+    retention: Option<crate::settings::Retention>,
 }
 
 impl EngineBuilder {
@@ -262,6 +265,13 @@ impl EngineBuilder {
         self
     }
 
+    /// How long history is kept (`[retention]`). Without it (embedded engines, simulations)
+    /// everything is kept; the `baton` binary always sets it from the configuration.
+    pub fn retention(mut self, retention: crate::settings::Retention) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
     /// The job-owner name of this process (default `pid:<pid>`).
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
@@ -306,6 +316,9 @@ impl EngineBuilder {
             wake: Notify::new(),
             store_lost: Mutex::new(None),
             maintenance: crate::stats::MaintenanceStats::default(),
+            retention: crate::retention::RetentionState::new(
+                self.retention.unwrap_or(crate::settings::Retention::KEEP_ALL),
+            ),
             queues: crate::queue::MergeQueues::new(
                 self.settings.limits.merge_queue_depth,
                 self.settings.limits.merge_queue_depth_max,
@@ -336,6 +349,7 @@ impl Engine {
             owner: None,
             secrets: Vec::new(),
             sandbox: None,
+            retention: None,
         }
     }
 
@@ -371,6 +385,11 @@ impl Engine {
 
     pub fn maintenance(&self) -> &crate::stats::MaintenanceStats {
         &self.maintenance
+    }
+
+    /// How long history is kept (`[retention]`), with the retention tick's progress.
+    pub fn retention(&self) -> &crate::retention::RetentionState {
+        &self.retention
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -1041,6 +1060,8 @@ impl Engine {
         if self.settings.limits.reconciler_interval_secs > 0 {
             crate::reconciler::tick(&self).await;
         }
+        // Retention once at start (a Baton restarted daily still prunes), then once an hour.
+        crate::retention::tick(&self).await;
         let poll = Duration::from_millis(self.settings.limits.poll_interval_ms.max(10));
         // The quota timer runs only when the earliest due hold has come; the cached time is read
         // again after each pass, whenever the loop is woken, and once a second (a pause written by
@@ -1051,6 +1072,7 @@ impl Engine {
         // Periodic work first runs one interval after start (recovery just ran).
         let mut last_reaper_ms = self.clock.now_ms();
         let mut last_reconciler_ms = last_reaper_ms;
+        let mut last_retention_ms = last_reaper_ms;
         let mut last_outbox_ms = i64::MIN;
         let mut last_store_check_ms = i64::MIN;
         let mut last_heartbeat_ms = self.clock.now_ms();
@@ -1100,6 +1122,10 @@ impl Engine {
             {
                 last_reconciler_ms = now;
                 crate::reconciler::tick(&self).await;
+            }
+            if now.saturating_sub(last_retention_ms) >= crate::retention::RETENTION_INTERVAL_MS {
+                last_retention_ms = now;
+                crate::retention::tick(&self).await;
             }
             crate::queue::schedule_kicked(&self).await;
             loop {

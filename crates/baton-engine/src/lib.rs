@@ -36,6 +36,7 @@ pub mod queue;
 pub mod reaper;
 pub mod reconciler;
 mod redacting;
+pub mod retention;
 pub mod sandbox;
 pub mod settings;
 pub mod stats;
@@ -50,7 +51,7 @@ pub use engine::{Engine, EngineBuilder, Input, InputOutcome, NewTaskRequest};
 pub use sandbox::{Confinement, Sandbox};
 pub use settings::{
     AdapterKind, AgentSettings, Budgets, CiPolicy, DeleteRemoteBranch, EngineSettings, ForgeKind, Limits, MergeStyle,
-    RepoForge, RepoSettings, SandboxMode, SandboxNetwork, SandboxSettings,
+    RepoForge, RepoSettings, Retention, SandboxMode, SandboxNetwork, SandboxSettings,
 };
 
 /// Errors at the engine boundary.

@@ -363,6 +363,34 @@ impl Default for Budgets {
     }
 }
 
+/// History retention (`[retention]`): how long the old history of ended tasks is kept before the
+/// engine's hourly pass prunes it ([`baton_store::Store::prune`], the rule in
+/// `baton_store::retention`) and deletes the run logs of their agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Days of history kept; 0 keeps everything (nothing is pruned).
+    pub days: u32,
+    /// Rows of each kind one prune batch deletes at most (small batches keep the write lock short).
+    pub batch: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { days: 90, batch: 500 }
+    }
+}
+
+impl Retention {
+    /// Keeps everything: what an engine built without `[retention]` does.
+    pub const KEEP_ALL: Retention = Retention { days: 0, batch: 500 };
+
+    /// The cutoff at `now_ms`: history older than this goes; `None` when everything is kept.
+    pub fn cutoff_ms(&self, now_ms: i64) -> Option<i64> {
+        (self.days > 0 && self.batch > 0).then(|| now_ms.saturating_sub(i64::from(self.days) * 86_400_000))
+    }
+}
+
 /// Everything the engine needs.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
