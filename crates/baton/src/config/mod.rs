@@ -178,6 +178,8 @@ pub struct Config {
     pub telegram: Option<TelegramConfig>,
     /// `[[notifiers]]`: further notifiers (signed JSON webhooks).
     pub notifiers: Vec<NotifierConfig>,
+    /// `[retention]`: how long old history is kept (90 days unless set; 0 keeps everything).
+    pub retention: baton_engine::Retention,
     /// The file used; `None` means the embedded defaults.
     pub source: Option<PathBuf>,
     /// Problems the [`LoadMode`] let pass: secrets whose variables are unset, which `baton serve`

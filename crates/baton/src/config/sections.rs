@@ -1,6 +1,6 @@
 //! Reading each section of `baton.toml` into the engine's settings and checking what it means:
 //! `[server]`, `[limits]`, `[budgets]`, `[[repos]]` (names, prefixes, git checkouts and branches),
-//! `[agents.<role>]`, `[pipeline]`, `[sandbox]` and `[webhooks]`.
+//! `[agents.<role>]`, `[pipeline]`, `[sandbox]`, `[webhooks]` and `[retention]`.
 
 use super::diagnostics::{suggest_fix, type_name};
 use super::sources::{clean, valid_env_name};
@@ -10,7 +10,7 @@ use baton_domain::pipeline::{Actor, GateSpec, Pipeline, PipelineProblem, StageSp
 use baton_engine::intake::{IntakeRule, IntakeSource};
 use baton_engine::{
     AdapterKind, AgentSettings, Budgets, CiPolicy, EngineSettings, ForgeKind, Limits, MergeStyle, RepoForge,
-    RepoSettings, SandboxSettings,
+    RepoSettings, Retention, SandboxSettings,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -31,7 +31,11 @@ pub(super) const SECTIONS: &[&str] = &[
     "trackers",
     "telegram",
     "notifiers",
+    "retention",
 ];
+
+/// The longest retention accepted (100 years); `0` is the way to keep everything.
+const RETENTION_DAYS_MAX: u32 = 36_500;
 
 /// Shortest webhook secret accepted: the signature is only as strong as the secret.
 const WEBHOOK_SECRET_CHARS_MIN: usize = 16;
@@ -87,6 +91,7 @@ impl Loader<'_> {
         let trackers = self.trackers(doc.remove("trackers"), repos.as_deref().unwrap_or(&[]));
         let telegram = self.telegram(doc.remove("telegram"));
         let notifiers = self.notifiers(doc.remove("notifiers"));
+        let retention = self.retention(doc.remove("retention"));
         let (server, env_passthrough) = server?;
         let mut pipeline = pipeline?;
         if repos.as_deref().is_some_and(|r| r.iter().any(|repo| repo.forge.is_hosted())) {
@@ -135,6 +140,7 @@ impl Loader<'_> {
             trackers: trackers?,
             telegram,
             notifiers: notifiers?,
+            retention: retention?,
             source,
             deferred: Vec::new(),
         })
@@ -718,6 +724,32 @@ impl Loader<'_> {
             }
         }
         ok.then_some(sandbox)
+    }
+
+    /// `[retention]`: `days` (0 keeps everything) and `batch` (at least 1: rows of each kind one
+    /// prune batch deletes).
+    fn retention(&mut self, raw: Option<Value>) -> Option<Retention> {
+        let table = self.section_table("retention", raw, "write it as a [retention] section")?;
+        let parsed = self.deserialize::<Retention>("retention", table);
+        let retention = parsed.value?;
+        let mut ok = parsed.bad.is_empty();
+        if retention.batch == 0 {
+            ok = false;
+            self.issue(
+                "retention.batch",
+                "`batch` is 0; no old row could ever be deleted",
+                "use a small positive number of rows per batch (the default is 500); set `days = 0` to keep everything",
+            );
+        }
+        if retention.days > RETENTION_DAYS_MAX {
+            ok = false;
+            self.issue(
+                "retention.days",
+                format!("`days` is {}; at most {RETENTION_DAYS_MAX} (100 years) is accepted", retention.days),
+                "use `days = 0` to keep everything",
+            );
+        }
+        ok.then_some(retention)
     }
 
     fn budgets(&mut self, raw: Option<Value>) -> Option<Budgets> {
@@ -1388,7 +1420,7 @@ fn unknown_section(key: &str) -> ConfigIssue {
         return ConfigIssue::new(
             key,
             format!("the `{key}` section is not supported by this version of Baton"),
-            "remove it; the sections read are server, limits, budgets, repos, agents, pipeline and sandbox",
+            "remove it; the sections read are server, limits, budgets, repos, agents, pipeline, sandbox, webhooks, trackers, telegram, notifiers and retention",
         );
     }
     ConfigIssue::new(key, format!("unknown section `{key}`"), suggest_fix(key, SECTIONS, "the sections are"))

@@ -87,6 +87,12 @@ const TEMPLATE_AGENTS: &str = "\
 # global_daily_usd = 200.0
 # warn_ratio = 0.8                       # one alert per scope and day at 80 % of a cap
 
+# How long old history is kept: hourly, the chatter of tasks that ended more than `days` ago goes
+# (their summary — stages, gates, who decided — and all spend stay), with their run logs.
+# [retention]
+# days = 90                              # 0 keeps everything
+# batch = 500                            # rows of each kind deleted per batch
+
 # Signed webhooks (docs/webhooks.md): each secret turns on POST /webhooks/<source>. Keep the
 # secrets in the environment.
 # [webhooks]

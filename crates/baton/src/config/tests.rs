@@ -483,6 +483,27 @@ fn sandbox_section_loads_and_reports_bad_values() {
     assert!(find(&issues, "agents.default.sandbox_mode").fix.contains("auto"), "{issues:#?}");
 }
 
+// `[retention]` defaults to 90 days in batches of 500, `days = 0` keeps everything, and a zero
+// batch, an absurd number of days or an unknown key is reported with its key.
+#[test]
+fn retention_section_loads_and_reports_bad_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[server]\ndata_dir = \"data\"\n\n";
+    let load = |text: &str| load_str(text, &env(&[]), dir.path(), PathBuf::from("baton"));
+    let config = loaded(load(base));
+    assert_eq!(config.retention, baton_engine::Retention { days: 90, batch: 500 });
+    let config = loaded(load(&format!("{base}[retention]\ndays = 0\n")));
+    assert_eq!(config.retention.cutoff_ms(1_000_000_000_000), None, "0 keeps everything");
+    let config = loaded(load(&format!("{base}[retention]\ndays = 7\nbatch = 50\n")));
+    assert_eq!(config.retention, baton_engine::Retention { days: 7, batch: 50 });
+    assert_eq!(config.retention.cutoff_ms(8 * 86_400_000), Some(86_400_000));
+    let bad = issues(load(&format!("{base}[retention]\ndays = 99999\nbatch = 0\n")));
+    assert!(find(&bad, "retention.batch").fix.contains("days = 0"), "{bad:#?}");
+    assert!(find(&bad, "retention.days").message.contains("99999"), "{bad:#?}");
+    let unknown = issues(load(&format!("{base}[retention]\nweeks = 2\n")));
+    assert!(unknown.iter().any(|i| i.key.starts_with("retention")), "{unknown:#?}");
+}
+
 // A `url` repository loads with Baton's clone under the data dir as its path; a bare repository's
 // path is accepted as its URL (resolved like `path`).
 #[test]
