@@ -16,6 +16,7 @@ const PROBES: &[(&str, &str)] = &[
     ("[server]\nPROBE = 1\n", "server"),
     ("[limits]\nPROBE = 1\n", "limits"),
     ("[budgets]\nPROBE = 1\n", "budgets"),
+    ("[retention]\nPROBE = 1\n", "retention"),
     ("[sandbox]\nPROBE = 1\n", "sandbox"),
     ("[webhooks]\nPROBE = 1\n", "webhooks"),
     ("[[repos]]\nname = \"a\"\npath = \".\"\nprefix = \"A\"\nPROBE = 1\n", "repos"),
