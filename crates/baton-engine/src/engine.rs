@@ -1278,6 +1278,15 @@ pub(crate) fn forge_repo(repo: &crate::settings::RepoSettings) -> ForgeRepo {
     }
 }
 
+/// This machine's host name (`/proc/sys/kernel/hostname`), or `localhost` when it cannot be read.
+pub fn local_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1295,13 +1304,4 @@ mod tests {
         assert_eq!(transition_of(&enqueue("nowhere"), &pipeline).rank, 0);
         assert_eq!(transition_of(&[Effect::CancelJobs], &pipeline).rank, 0);
     }
-}
-
-/// This machine's host name (`/proc/sys/kernel/hostname`), or `localhost` when it cannot be read.
-pub fn local_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
 }

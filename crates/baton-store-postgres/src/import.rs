@@ -18,9 +18,10 @@ use std::str::FromStr;
 
 /// The SQLite schema version whose tables the PostgreSQL schema mirrors (its `0001_init.sql`;
 /// version 11's `instances` — heartbeats, `0002_instances.sql` — is not copied: the instances
-/// of the new deployment write their own). A source at another version has other columns: it
+/// of the new deployment write their own; version 12 only adds retention's indexes, which
+/// PostgreSQL's migration 3 creates itself). A source at another version has other columns: it
 /// is refused rather than half copied.
-pub const SQLITE_SCHEMA_VERSION: i64 = 11;
+pub const SQLITE_SCHEMA_VERSION: i64 = 12;
 
 /// Rows per `INSERT` (and per read from SQLite): few round trips, and far below PostgreSQL's
 /// 65535 bind parameters for the widest table.

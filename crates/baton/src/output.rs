@@ -346,6 +346,7 @@ pub struct InstanceView {
     pub silent_secs: i64,
 }
 
+#[allow(clippy::too_many_arguments)] // one argument per part of the status, each read by its own query
 pub fn status(
     server: &ServerState,
     counts: &[baton_store::TaskCount],
