@@ -182,14 +182,15 @@ fn the_queue_tests_changes_on_top_of_each_other_and_evicts_only_the_culprit() {
 
 /// A test command for batches: it records `<tree> <exit>` in `witness`, and fails on the merge
 /// queue's re-test (a commit whose subject is a batch's or a squashed change's) whenever the tree
-/// holds `culprit_file`, whichever changes are tested with it. A re-test takes a second, so the
-/// changes confirmed while the first one is tested wait together and form a batch.
+/// holds `culprit_file`, whichever changes are tested with it. A re-test waits until the test
+/// writes `<root>/go` (at most two minutes), so the changes confirmed while the first one is
+/// tested wait together and form a batch, however slow the machine.
 fn batch_witness_test(env: &Env, culprit_file: &str) -> String {
     let script = format!(
         "#!/bin/sh\n\
          tree=$(git rev-parse 'HEAD^{{tree}}')\n\
          case \"$(git log -1 --format=%s)\" in\n\
-         \x20 'Merge queue batch:'*|DEMO-[0-9][0-9][0-9]:*) sleep 1; if [ -e '{culprit_file}' ]; then echo \"$tree 1\" >> '{root}/witness'; echo 'the combined tree breaks' >&2; exit 1; fi ;;\n\
+         \x20 'Merge queue batch:'*|DEMO-[0-9][0-9][0-9]:*) n=0; while [ ! -e '{root}/go' ] && [ $n -lt 1200 ]; do sleep 0.1; n=$((n+1)); done; if [ -e '{culprit_file}' ]; then echo \"$tree 1\" >> '{root}/witness'; echo 'the combined tree breaks' >&2; exit 1; fi ;;\n\
          esac\n\
          python3 -m unittest -q\n\
          rc=$?\n\
@@ -210,7 +211,7 @@ fn a_red_batch_is_bisected_to_its_culprit_and_the_rest_lands() {
     let env = Env::with_extra(
         "",
         // One unit on the train at a time: while the first change is tested alone, the others
-        // (the culprit last) wait and then form one batch, whatever the timing of the confirms.
+        // (the culprit last) wait and then form one batch.
         &ConfigExtra {
             limits: "rollback_max = 1\nmerge_queue_depth = 1\nmerge_queue_depth_max = 1",
             repo: "merge_batch = 4",
@@ -226,22 +227,42 @@ fn a_red_batch_is_bisected_to_its_culprit_and_the_rest_lands() {
     assert_eq!(ids[3], culprit_id);
     let _server = env.serve(0);
     let deadline = Instant::now() + Duration::from_secs(300);
+    let mut released = false;
     loop {
         let mut tasks = env.tasks();
-        // Confirmed in filing order: the culprit last, behind the changes it is batched with.
         tasks.sort_by_key(|t| t["work_item_id"].as_str().unwrap_or("").to_string());
         let settled = |t: &Value| stage(t) == "done" || hold(t) == "blocked";
         if tasks.iter().all(settled) {
             break;
         }
+        // The first change is confirmed alone and enters the queue alone (its test waits for
+        // `go`); the other three are confirmed once it is there, the culprit after the other
+        // two entered, and wait behind it; `go` is given when they are all parked in the queue,
+        // so they form one batch with the culprit last.
         let all_waiting = tasks.iter().all(|t| hold(t) == "awaiting_confirm" || stage(t) == "done");
-        for task in &tasks {
+        let entered =
+            |id: &str| messages(&timeline(&env, id), "gate").iter().any(|m| m.contains("entered the merge queue"));
+        let culprit_waits = tasks.last().is_some_and(|t| hold(t) == "awaiting_confirm");
+        // The culprit enters last (after the two others are in), so the halves of the batch's
+        // split are a green pair and the culprit alone.
+        let first_queued = !released && culprit_waits && entered(&ids[0]);
+        let pair_queued = first_queued && entered(&ids[1]) && entered(&ids[2]);
+        if !released && tasks.len() == 4 && tasks.iter().skip(1).all(|t| hold(t) == "merge_queue") {
+            std::fs::write(env.root.join("go"), "").unwrap();
+            released = true;
+        }
+        for (n, task) in tasks.iter().enumerate() {
             let id = task["work_item_id"].as_str().unwrap();
+            let confirm = match n {
+                0 => all_waiting,
+                3 => pair_queued,
+                _ => first_queued,
+            };
             match hold(task) {
                 "awaiting_approval" => {
                     env.run(&["task", "approve", id]);
                 }
-                "awaiting_confirm" if all_waiting || id == culprit_id && task["state"]["rollbacks"] != 0 => {
+                "awaiting_confirm" if confirm || released || id == culprit_id && task["state"]["rollbacks"] != 0 => {
                     env.run(&["task", "confirm-deploy", id]);
                 }
                 _ => {}
@@ -281,7 +302,20 @@ fn a_red_batch_is_bisected_to_its_culprit_and_the_rest_lands() {
     );
     // Some batch of more than one change landed as one commit.
     let commits = main_commits(&env.project());
-    assert!(commits.iter().any(|(_, subject)| subject.starts_with("Merge queue batch:")), "{commits:?}");
+    let story: Vec<String> = ids
+        .iter()
+        .flat_map(|id| {
+            timeline(&env, id)
+                .into_iter()
+                .filter(|e| matches!(e["kind"].as_str(), Some("queue_turn" | "bisect" | "gate" | "merged")))
+                .map(move |e| format!("{id} {} {}", e["kind"], e["message"]))
+        })
+        .collect();
+    assert!(
+        commits.iter().any(|(_, subject)| subject.starts_with("Merge queue batch:")),
+        "{commits:?}\n{}",
+        story.join("\n")
+    );
     let culprit_file = git(&env.project(), &["ls-tree", "--name-only", "main", "mathkit/m_demo_004.py"]);
     assert!(culprit_file.is_empty(), "the culprit's file is on main: {culprit_file}");
     for id in ids.iter().filter(|id| *id != culprit_id) {
