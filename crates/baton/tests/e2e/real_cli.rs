@@ -478,12 +478,15 @@ fn real_cli_gemini_stopped_mid_run_is_recorded_stopped() {
     }
     let out = env.run(&["task", "stop", &id]);
     assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
+    // The executor records the run's end once the agent is gone; a reaper pass in between may
+    // close it as lost first (its job is cancelled), which the executor's record then replaces.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let run = loop {
         let detail = env.json(&["task", "show", &id]);
         let runs = runs_of(&detail, "analysis").into_iter().cloned().collect::<Vec<_>>();
         if let [run] = runs.as_slice()
             && !run["ended_at_ms"].is_null()
+            && (run["status"] == "stopped" || std::time::Instant::now() >= deadline)
         {
             break run.clone();
         }
