@@ -68,8 +68,8 @@ pub enum Command {
         #[arg(long, default_value = "task")]
         by: String,
     },
-    /// Measure Baton's own costs (decide, store transactions, process spawn, git); `bench
-    /// webhooks`: the webhook receiver's latency and throughput.
+    /// Measure Baton's own costs (decide, store transactions, process spawn, git); scenarios:
+    /// `webhooks`, `pipeline` (tickets end to end vs a shell baseline), `idle`, `store` (claims/s).
     Bench(crate::bench::BenchArgs),
     /// Budget caps set at runtime (they override [budgets] in baton.toml).
     #[command(subcommand)]
