@@ -213,16 +213,26 @@ impl Forge for LocalForge {
             return fast_forward_remote(remote, repo, expected_base, head, &target).await;
         }
         let branch_ref = format!("refs/heads/{}", repo.default_branch);
-        let current = git.run(&["rev-parse", "--verify", &branch_ref]).await?;
+        let Some(current) = git.rev(&branch_ref).await else {
+            return Err(AdapterError::Git(baton_runner::GitError::Failed {
+                args: format!("rev-parse --verify {branch_ref}"),
+                dir: repo.path.display().to_string(),
+                stderr: format!("the default branch `{}` cannot be read", repo.default_branch),
+            }));
+        };
         if current == head || current == target || is_merge_of(&git, &current, expected_base, head).await {
             return Ok(MergeOutcome::AlreadyMerged);
         }
         if current != expected_base || !git.is_ancestor(&current, &target).await {
             return Ok(MergeOutcome::Moved { current });
         }
-        let checked_out = git.run(&["symbolic-ref", "-q", "HEAD"]).await.ok();
-        let bare = git.run(&["rev-parse", "--is-bare-repository"]).await.map(|b| b == "true").unwrap_or(false);
-        if !bare && checked_out.as_deref() == Some(branch_ref.as_str()) {
+        // A checkout has a `.git` (a bare repository has none): there the default branch may be
+        // checked out, and moves with its working tree.
+        let checked_out = match baton_runner::git::git_dir(&repo.path) {
+            Some(_) => git.current_branch().await,
+            None => None,
+        };
+        if checked_out.as_deref() == Some(repo.default_branch.as_str()) {
             // The default branch is checked out: move it with its working tree, fast-forward only.
             git.run(&["merge", "--ff-only", "-q", &target]).await?;
         } else {

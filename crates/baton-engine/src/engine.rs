@@ -136,6 +136,9 @@ pub struct Engine {
     redactor: Redactor,
     pub(crate) running: Mutex<HashMap<JobId, watch::Sender<bool>>>,
     wake: Notify,
+    /// The store's change feed said another process stopped or took a running job away: the
+    /// loop checks the jobs running here at once instead of at its next once-a-second check.
+    jobs_taken: AtomicBool,
     /// Why the store can no longer be used (a failed fatal health check); the loop then stops.
     store_lost: Mutex<Option<String>>,
     /// What the reaper's and the reconciler's last passes did.
@@ -314,6 +317,7 @@ impl EngineBuilder {
             sandbox: self.sandbox,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            jobs_taken: AtomicBool::new(false),
             store_lost: Mutex::new(None),
             maintenance: crate::stats::MaintenanceStats::default(),
             retention: crate::retention::RetentionState::new(
@@ -1037,6 +1041,42 @@ impl Engine {
         self.store_lost.lock().map(|l| l.clone()).unwrap_or(None)
     }
 
+    /// Subscribes to the store's change feed (PostgreSQL's LISTEN/NOTIFY), when it has one: a
+    /// background task wakes the loop on every change another process makes — a job queued is
+    /// claimed at once, a running job stopped or taken away elsewhere has its agent stopped at
+    /// once — rather than at the next poll. It hastens the polling; the polling stays.
+    async fn listen_for_changes(self: &Arc<Self>) {
+        let mut feed = match self.store.change_feed().await {
+            Ok(Some(feed)) => feed,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!("subscribing to the store's changes failed (polling only): {error}");
+                return;
+            }
+        };
+        let engine = Arc::downgrade(self);
+        let clock = self.clock.clone();
+        self.spawner.spawn(Box::pin(async move {
+            loop {
+                let change = feed.next().await;
+                let Some(engine) = engine.upgrade() else { return };
+                match change {
+                    Ok(baton_store::Change::Stopped) => {
+                        engine.jobs_taken.store(true, Ordering::Release);
+                        engine.wake.notify_one();
+                    }
+                    Ok(_) => engine.wake.notify_one(),
+                    Err(error) => {
+                        // Reconnected by the next call; the polling covers the gap.
+                        tracing::warn!("the store's change feed failed (polling meanwhile): {error}");
+                        drop(engine);
+                        clock.sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }));
+    }
+
     /// The claim loop: recovers interrupted work, then claims runnable jobs under the limits and
     /// runs each on its own task until `shutdown` turns true, or until the store is lost (checked
     /// every second; see [`Engine::check_store`]).
@@ -1055,6 +1095,7 @@ impl Engine {
             tracing::error!("re-adopting running jobs failed: {error}");
         }
         crate::reaper::sweep_at_start(&self).await;
+        self.listen_for_changes().await;
         // The reconciler's first pass looks at every ended job once (later ones only at what ended
         // since): start-up work, done before the loop settles into idling.
         if self.settings.limits.reconciler_interval_secs > 0 {
@@ -1082,9 +1123,12 @@ impl Engine {
                 break;
             }
             let now = self.clock.now_ms();
-            if now.saturating_sub(last_store_check_ms) >= STORE_CHECK_MS {
-                last_store_check_ms = now;
-                self.check_store().await;
+            let taken = self.jobs_taken.swap(false, Ordering::AcqRel);
+            if taken || now.saturating_sub(last_store_check_ms) >= STORE_CHECK_MS {
+                if !taken {
+                    last_store_check_ms = now;
+                    self.check_store().await;
+                }
                 if let Err(error) = self.stop_jobs_taken_away().await {
                     tracing::warn!("checking the jobs running here failed: {error}");
                 }

@@ -117,7 +117,10 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
     let external_ms = AtomicU64::new(0);
     let outcome = run_job(&engine, &job, &external_ms, stop_rx, start).await;
     let touched_git = !matches!(outcome, Ok(None));
-    let diff_stat = if touched_git { diff_stat(&engine, &job).await } else { None };
+    // Only an actor moves the branch (an agent's commit, the merge gate's rebase and squash); a
+    // gates-only stage leaves the last job's diff stat true.
+    let moves_branch = engine.pipeline().stage(&job.stage).is_some_and(|stage| !matches!(stage.actor, Actor::None));
+    let diff_stat = if touched_git && moves_branch { diff_stat(&engine, &job).await } else { None };
     finish_job(&engine, &job, outcome, started, &external_ms, diff_stat).await;
     // A task that ended while this job ran had its worktree and branch removed by its own
     // cleanup; this job may have re-created them since. Leave nothing behind.

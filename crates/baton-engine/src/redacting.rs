@@ -317,4 +317,8 @@ impl Store for RedactingStore {
     async fn prune(&self, before_ms: i64, limit: u32) -> StoreResult<baton_store::PruneCounts> {
         self.inner.prune(before_ms, limit).await
     }
+
+    async fn change_feed(&self) -> StoreResult<Option<Box<dyn baton_store::ChangeFeed>>> {
+        self.inner.change_feed().await
+    }
 }

@@ -28,10 +28,13 @@ pub struct Git {
     env: Vec<(String, String)>,
 }
 
-/// Settings applied to every invocation: no prompts, no background gc, no signing, a fixed identity.
+/// Settings applied to every invocation: no prompts, no background gc or maintenance (a commit
+/// would otherwise start `git maintenance run --auto` after itself), no signing, a fixed identity.
 const FIXED_CONFIG: &[&str] = &[
     "-c",
     "gc.auto=0",
+    "-c",
+    "maintenance.auto=false",
     "-c",
     "commit.gpgsign=false",
     "-c",
@@ -76,7 +79,7 @@ impl Git {
     /// Runs git with `args`; returns trimmed stdout, or the failure with stderr.
     pub async fn run(&self, args: &[&str]) -> Result<String, GitError> {
         let started = Instant::now();
-        let output = tokio::process::Command::new("git")
+        let output = tokio::process::Command::new(git_program())
             .args(FIXED_CONFIG)
             .args(args)
             .current_dir(&self.dir)
@@ -104,9 +107,29 @@ impl Git {
         }
     }
 
-    /// The commit id `rev` resolves to, or `None` when it does not exist.
+    /// The commit id `rev` resolves to, or `None` when it does not exist. `HEAD` and branches
+    /// are read from git's own files when they are plain files (no process); anything else, or a
+    /// repository whose refs are not plain files, asks git.
     pub async fn rev(&self, rev: &str) -> Option<String> {
+        if let Some(id) = read_ref(&self.dir, rev) {
+            return Some(id);
+        }
         self.run(&["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")]).await.ok()
+    }
+
+    /// The branch checked out (`symbolic-ref --short HEAD`), read from the checkout's `HEAD` file
+    /// when it is a plain file; `None` when HEAD is detached.
+    pub async fn current_branch(&self) -> Option<String> {
+        if let Some(head) = git_dir(&self.dir).and_then(|dir| std::fs::read_to_string(dir.join("HEAD")).ok()) {
+            let head = head.trim();
+            if let Some(branch) = head.strip_prefix("ref:").and_then(|r| r.trim().strip_prefix("refs/heads/")) {
+                return Some(branch.to_string());
+            }
+            if is_object_id(head) {
+                return None;
+            }
+        }
+        self.run(&["symbolic-ref", "--short", "-q", "HEAD"]).await.ok()
     }
 
     /// Stages everything and commits with `message`; `Ok(false)` when there was nothing to commit.
@@ -115,18 +138,46 @@ impl Git {
         // run's private object directory, so an index naming them would not commit here.
         let _ = self.run(&["reset", "-q"]).await;
         self.run(&["add", "-A"]).await?;
-        let status = self.run(&["status", "--porcelain"]).await?;
-        if status.is_empty() {
-            return Ok(false);
+        match self.run(&["commit", "-q", "-m", message]).await {
+            Ok(_) => Ok(true),
+            // `git commit` fails when nothing is staged; only then is "nothing to commit" the answer.
+            Err(error) => match self.run(&["diff", "--cached", "--quiet"]).await {
+                Ok(_) => Ok(false),
+                Err(_) => Err(error),
+            },
         }
-        self.run(&["commit", "-q", "-m", message]).await?;
-        Ok(true)
+    }
+
+    /// Whether the worktree has no change git would report: nothing modified, staged or untracked
+    /// (ignored files do not count).
+    pub async fn is_clean(&self) -> Result<bool, GitError> {
+        Ok(self.run(&["status", "--porcelain", "--untracked-files=all"]).await?.is_empty())
     }
 
     /// Whether `ancestor` is an ancestor of (or equal to) `descendant`.
     pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> bool {
         self.run(&["merge-base", "--is-ancestor", ancestor, descendant]).await.is_ok()
     }
+}
+
+/// The `git` program: found on `PATH` once (every call would otherwise search it again, a failed
+/// `execve` per directory before git's); plain `git` when it is not there, so the error names it.
+fn git_program() -> &'static Path {
+    static PROGRAM: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
+        std::env::var_os("PATH")
+            .and_then(|path| {
+                // Only absolute directories: a relative one would be resolved in each call's own
+                // working directory.
+                std::env::split_paths(&path).filter(|dir| dir.is_absolute()).map(|dir| dir.join("git")).find(
+                    |candidate| {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                    },
+                )
+            })
+            .unwrap_or_else(|| PathBuf::from("git"))
+    });
+    &PROGRAM
 }
 
 /// The git directory of a checkout: `.git` itself, or where a `.git` file (`gitdir: …`) points.
@@ -138,6 +189,60 @@ pub fn git_dir(repo: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(&dot_git).ok()?;
     let target = text.trim().strip_prefix("gitdir:")?.trim();
     Some(repo.join(target))
+}
+
+/// `HEAD` or a branch (`refs/heads/…`) of the checkout at `dir` resolved from git's files: a
+/// worktree's own `HEAD`, then the loose ref, then `packed-refs`, in the common directory. `None`
+/// when git must answer (another kind of name, a reftable repository, anything unexpected).
+/// Git writes a loose ref by renaming a complete file into place and packs refs by writing
+/// `packed-refs` before deleting the loose files, so reading loose-then-packed sees one of them.
+pub fn read_ref(dir: &Path, name: &str) -> Option<String> {
+    let own = git_dir(dir)?;
+    let common = match std::fs::read_to_string(own.join("commondir")) {
+        Ok(text) => own.join(text.trim()),
+        Err(_) => own.clone(),
+    };
+    if common.join("reftable").exists() {
+        return None;
+    }
+    let name = if name == "HEAD" {
+        let head = std::fs::read_to_string(own.join("HEAD")).ok()?;
+        let head = head.trim();
+        match head.strip_prefix("ref:") {
+            Some(target) => target.trim().to_string(),
+            None => return is_object_id(head).then(|| head.to_string()),
+        }
+    } else {
+        name.to_string()
+    };
+    let branch = name.strip_prefix("refs/heads/")?;
+    if branch.is_empty() || branch.split('/').any(|part| part.is_empty() || part.starts_with('.')) {
+        return None;
+    }
+    match std::fs::read_to_string(common.join(&name)) {
+        Ok(text) => {
+            let id = text.trim();
+            return is_object_id(id).then(|| id.to_string());
+        }
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return None,
+        Err(_) => {}
+    }
+    let packed = match std::fs::read_to_string(common.join("packed-refs")) {
+        Ok(packed) => packed,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(_) => return None,
+    };
+    // Absent from both: the branch does not exist, but only git says so with certainty (a
+    // symbolic ref, a concurrent rewrite): let it.
+    packed.lines().find_map(|line| {
+        let (id, refname) = line.split_once(' ')?;
+        (refname.trim() == name && is_object_id(id)).then(|| id.to_string())
+    })
+}
+
+/// A full SHA-1 or SHA-256 object id in lowercase hex.
+fn is_object_id(text: &str) -> bool {
+    (text.len() == 40 || text.len() == 64) && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Whether the branch exists as a loose ref or in packed-refs (in the common dir of a worktree).

@@ -386,13 +386,20 @@ impl Vcs for GitVcs {
                 stderr: e.to_string(),
             })?;
         }
-        // A stale registration (directory deleted by hand) would block `worktree add`.
-        main.run(&["worktree", "prune"]).await?;
         let path = worktree.display().to_string();
-        if main.rev(&format!("refs/heads/{branch}")).await.is_some() {
-            main.run(&["worktree", "add", "-q", &path, branch]).await?;
-        } else {
-            main.run(&["worktree", "add", "-q", "--no-track", "-b", branch, &path, default_branch]).await?;
+        let exists = main.rev(&format!("refs/heads/{branch}")).await.is_some();
+        let add = || async {
+            if exists {
+                main.run(&["worktree", "add", "-q", &path, branch]).await
+            } else {
+                main.run(&["worktree", "add", "-q", "--no-track", "-b", branch, &path, default_branch]).await
+            }
+        };
+        if add().await.is_err() {
+            // A stale registration (a worktree directory deleted by hand) blocks `worktree add`:
+            // forget what no longer exists, then try once more (the error then is the real one).
+            main.run(&["worktree", "prune"]).await?;
+            add().await?;
         }
         Ok(())
     }
@@ -412,6 +419,10 @@ impl Vcs for GitVcs {
         if rebasing {
             let _ = git.run(&["rebase", "--abort"]).await;
         }
+        // The common case is a tree the last job left committed: one status instead of two writes.
+        if !rebasing && git.is_clean().await? {
+            return Ok(());
+        }
         git.run(&["reset", "-q", "--hard"]).await?;
         git.run(&["clean", "-q", "-fd"]).await?;
         Ok(())
@@ -430,9 +441,9 @@ impl Vcs for GitVcs {
         // A branch the merge gate squashed before sits on the base it was built on — maybe the
         // head of a change ahead in the merge queue, not the branch's own work: replay only what
         // came after that base, never the other change.
-        let built_on = match git.run(&["symbolic-ref", "--short", "-q", "HEAD"]).await {
-            Ok(branch) => git.run(&["rev-parse", "-q", "--verify", &built_on_ref(&branch)]).await.ok(),
-            Err(_) => None,
+        let built_on = match git.current_branch().await {
+            Some(branch) => git.run(&["rev-parse", "-q", "--verify", &built_on_ref(&branch)]).await.ok(),
+            None => None,
         };
         let rebased = match built_on {
             Some(upstream) if git.is_ancestor(&upstream, "HEAD").await => {
@@ -450,7 +461,7 @@ impl Vcs for GitVcs {
         let git = Git::new(worktree);
         git.run(&["reset", "-q", "--soft", base]).await?;
         git.run(&["commit", "-q", "-m", message]).await?;
-        if let Ok(branch) = git.run(&["symbolic-ref", "--short", "-q", "HEAD"]).await {
+        if let Some(branch) = git.current_branch().await {
             git.run(&["update-ref", &built_on_ref(&branch), base]).await?;
         }
         Ok(())
@@ -771,13 +782,15 @@ impl CommandRunner for SupervisedCommands {
 async fn remove_worktree_locked(main: &Git, worktree: &Path) -> Result<(), GitError> {
     if worktree.exists() {
         let path = worktree.display().to_string();
-        if main.run(&["worktree", "remove", "--force", &path]).await.is_err() {
-            std::fs::remove_dir_all(worktree).map_err(|e| GitError::Failed {
-                args: "worktree remove".into(),
-                dir: path.clone(),
-                stderr: e.to_string(),
-            })?;
+        if main.run(&["worktree", "remove", "--force", &path]).await.is_ok() {
+            // git removed the directory and its registration together.
+            return Ok(());
         }
+        std::fs::remove_dir_all(worktree).map_err(|e| GitError::Failed {
+            args: "worktree remove".into(),
+            dir: path.clone(),
+            stderr: e.to_string(),
+        })?;
     }
     main.run(&["worktree", "prune"]).await?;
     Ok(())

@@ -99,3 +99,59 @@ async fn a_directory_that_is_not_a_registered_worktree_is_replaced() {
         "{listing}"
     );
 }
+
+/// What `git rev-parse` says `name` is in `dir` (the reference `read_ref` must agree with).
+async fn rev_parse(dir: &Path, name: &str) -> Option<String> {
+    Git::new(dir).run(&["rev-parse", "--verify", "--quiet", &format!("{name}^{{commit}}")]).await.ok()
+}
+
+#[tokio::test]
+async fn refs_read_from_gits_files_agree_with_git_loose_packed_worktree_and_detached() {
+    let (_tmp, repo, worktree) = repo().await;
+    GitVcs.ensure_worktree(&repo, &worktree, "baton/DEMO-001-task", "main").await.unwrap();
+    std::fs::write(worktree.join("a.txt"), "a\n").unwrap();
+    git(&worktree, &["add", "a.txt"]).await;
+    git(&worktree, &["commit", "-q", "-m", "a"]).await;
+    let check = |dir: std::path::PathBuf, name: &'static str| async move {
+        let fast = baton_runner::git::read_ref(&dir, name);
+        assert_eq!(fast, rev_parse(&dir, name).await, "{name} in {}", dir.display());
+        fast
+    };
+    // Loose refs: the repository's HEAD and branches, the worktree's own HEAD (not the repository's).
+    let main = check(repo.clone(), "HEAD").await.expect("main's HEAD");
+    assert_eq!(check(repo.clone(), "refs/heads/main").await.as_deref(), Some(main.as_str()));
+    let task = check(worktree.clone(), "HEAD").await.expect("the worktree's HEAD");
+    assert_ne!(task, main, "a worktree's HEAD is its own branch");
+    assert_eq!(check(worktree.clone(), "refs/heads/baton/DEMO-001-task").await.as_deref(), Some(task.as_str()));
+    // Packed: the loose files are gone, packed-refs answers.
+    git(&repo, &["pack-refs", "--all"]).await;
+    assert!(!repo.join(".git/refs/heads/main").exists());
+    assert_eq!(check(repo.clone(), "refs/heads/main").await.as_deref(), Some(main.as_str()));
+    assert_eq!(check(worktree.clone(), "HEAD").await.as_deref(), Some(task.as_str()));
+    // A branch moved after packing: the loose ref wins over the stale packed line.
+    git(&repo, &["update-ref", "refs/heads/main", &task]).await;
+    assert_eq!(check(repo.clone(), "refs/heads/main").await.as_deref(), Some(task.as_str()));
+    // Detached HEAD.
+    git(&worktree, &["checkout", "-q", "--detach", &main]).await;
+    assert_eq!(check(worktree.clone(), "HEAD").await.as_deref(), Some(main.as_str()));
+    // What the files cannot answer is left to git: a missing branch, other names.
+    assert_eq!(baton_runner::git::read_ref(&repo, "refs/heads/nope"), None);
+    assert_eq!(baton_runner::git::read_ref(&repo, "refs/heads/../HEAD"), None);
+    assert_eq!(baton_runner::git::read_ref(&repo, "main"), None);
+    assert_eq!(baton_runner::git::read_ref(&repo, "HEAD^"), None);
+    assert_eq!(Git::new(&repo).rev("HEAD^").await, rev_parse(&repo, "HEAD^").await);
+    assert_eq!(Git::new(&repo).rev("refs/heads/nope").await, None);
+}
+
+#[tokio::test]
+async fn commit_all_says_whether_it_committed() {
+    let (_tmp, repo, _worktree) = repo().await;
+    let git_repo = Git::new(&repo);
+    assert!(!git_repo.commit_all("nothing").await.unwrap(), "a clean tree commits nothing");
+    assert!(git_repo.is_clean().await.unwrap());
+    std::fs::write(repo.join("new.txt"), "new\n").unwrap();
+    assert!(!git_repo.is_clean().await.unwrap(), "an untracked file is a change");
+    assert!(git_repo.commit_all("add new").await.unwrap());
+    assert!(git_repo.is_clean().await.unwrap());
+    assert_eq!(git(&repo, &["log", "-1", "--format=%s"]).await, "add new");
+}

@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_instances.sql")),
     (3, include_str!("../migrations/0003_retention.sql")),
+    (4, include_str!("../migrations/0004_notify.sql")),
 ];
 
 /// Advisory lock keys (one namespace for Baton: the high bits spell "BATN").
@@ -188,6 +189,27 @@ async fn migrate(pool: &PgPool) -> StoreResult<()> {
 }
 
 baton_store::row_decoders!(PgRow);
+
+/// The channel the triggers of `0004_notify.sql` notify on.
+const CHANGES_CHANNEL: &str = "baton_changes";
+
+/// [`Store::change_feed`] over LISTEN: its own connection, re-established by sqlx on the next
+/// call after a loss (notifications sent meanwhile are missed; the engine polls as well).
+struct PgChangeFeed {
+    listener: sqlx::postgres::PgListener,
+}
+
+#[async_trait::async_trait]
+impl ChangeFeed for PgChangeFeed {
+    async fn next(&mut self) -> StoreResult<Change> {
+        let notification = self.listener.recv().await?;
+        Ok(match notification.payload() {
+            "queued" => Change::Queued,
+            "stopped" => Change::Stopped,
+            _ => Change::Other,
+        })
+    }
+}
 
 const QUEUE_COLUMNS: &str = "q.task_id, t.work_item_id, q.repo, q.priority, q.entered_at, q.state, q.base, q.head, \
      q.fails, q.reason, q.updated_at, q.batch, q.split FROM merge_queue q JOIN tasks t ON t.id = q.task_id";
@@ -1475,6 +1497,12 @@ impl Store for PgStore {
             }
         }
         Ok(counts)
+    }
+
+    async fn change_feed(&self) -> StoreResult<Option<Box<dyn ChangeFeed>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
+        Ok(Some(Box::new(PgChangeFeed { listener })))
     }
 
     async fn heartbeat(&self, beat: &InstanceRecord) -> StoreResult<()> {

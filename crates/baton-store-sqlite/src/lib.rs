@@ -1500,6 +1500,12 @@ impl Store for SqliteStore {
             inbox: self.prune_batch(PRUNE_INBOX, before_ms, limit).await?,
         })
     }
+
+    async fn change_feed(&self) -> StoreResult<Option<Box<dyn ChangeFeed>>> {
+        // One server per file; a CLI command writing to the same file is heard of by the
+        // server's polling.
+        Ok(None)
+    }
 }
 
 impl SqliteStore {

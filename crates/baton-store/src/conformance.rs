@@ -1063,6 +1063,30 @@ pub async fn suite_metric_counts(store: Arc<dyn Store>) {
     assert_eq!((counts.merge_wait.count, counts.merge_wait.sum_ms), (1, 3_000));
 }
 
+/// A store with a change feed hears another handle's changes (another instance on the same
+/// database): a job queued, then a running job requeued (taken away) and one cancelled. A
+/// store without one answers `None` (polling is then the only way, and there is nothing to check).
+pub async fn suite_change_feed(store: Arc<dyn Store>, backend: &dyn Harness) {
+    let Some(mut feed) = store.change_feed().await.unwrap() else { return };
+    let other = backend.open().await;
+    async fn next(feed: &mut Box<dyn crate::ChangeFeed>, what: &str) -> crate::Change {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), feed.next()).await {
+            Ok(change) => change.unwrap(),
+            Err(_) => panic!("no change heard within 30 s: {what}"),
+        }
+    }
+    let task = create(&*other, "alpha", "P").await;
+    assert_eq!(next(&mut feed, "a job queued").await, crate::Change::Queued);
+    let job = claim(&*other, T0).await;
+    assert_eq!(job.task_id, task.id);
+    assert!(other.requeue_job(job.id, T0).await.unwrap());
+    assert_eq!(next(&mut feed, "a running job requeued").await, crate::Change::Stopped);
+    let job = claim(&*other, T0).await;
+    assert!(other.close_job(job.id, JobStatus::Cancelled, json!({ "stopped": true }), T0 + 1).await.unwrap());
+    assert_eq!(next(&mut feed, "a running job cancelled").await, crate::Change::Stopped);
+    assert_eq!(job_of(&*other, job.id).await.status, JobStatus::Cancelled);
+}
+
 /// Instances: the first beat inserts, later beats move the time forward (never back), a restart
 /// replaces the pid and start time; liveness is judged against a grace period.
 pub async fn suite_instances(store: Arc<dyn Store>) {
@@ -1686,6 +1710,13 @@ macro_rules! conformance_tests {
         async fn metric_counts_agree_with_the_records() {
             let (_keep, _backend, store) = $fresh().await;
             $crate::conformance::suite_metric_counts(store).await;
+        }
+
+        // A change feed, where the backend has one, hears another handle's queued and stopped jobs.
+        #[::tokio::test]
+        async fn change_feed_hears_another_handles_queued_and_stopped_jobs() {
+            let (_keep, backend, store) = $fresh().await;
+            $crate::conformance::suite_change_feed(store, &backend).await;
         }
 
         // Instances heartbeat: inserted, moved forward only, replaced on restart.

@@ -427,4 +427,29 @@ pub trait Store: Send + Sync {
     /// `DELETE … WHERE id IN (SELECT id … LIMIT n)`, so the write lock is never held long; the
     /// caller prunes again until a pass deletes nothing.
     async fn prune(&self, before_ms: i64, limit: u32) -> StoreResult<PruneCounts>;
+
+    /// A feed of what other processes changed that this one should act on at once (a job queued,
+    /// a running job stopped or taken away), or `None` when the backend has none and polling is
+    /// the only way (the embedded SQLite store: one server per file). A feed may miss changes
+    /// (a reconnect): it hastens the engine's polling, never replaces it.
+    async fn change_feed(&self) -> StoreResult<Option<Box<dyn ChangeFeed>>>;
+}
+
+/// What [`Store::change_feed`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A job was queued: it may be claimable now.
+    Queued,
+    /// A running job was cancelled or requeued by another process: whoever runs it must stop.
+    Stopped,
+    /// Something the feed does not name.
+    Other,
+}
+
+/// One subscription to another process's changes ([`Store::change_feed`]).
+#[async_trait]
+pub trait ChangeFeed: Send {
+    /// Waits for the next change. An error means the feed is broken for now; calling again
+    /// reconnects.
+    async fn next(&mut self) -> StoreResult<Change>;
 }

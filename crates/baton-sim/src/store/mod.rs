@@ -1100,4 +1100,9 @@ impl Store for SimStore {
     async fn prune(&self, before_ms: i64, limit: u32) -> StoreResult<PruneCounts> {
         self.call("prune", Access::Write, |s, _| Ok(s.prune(before_ms, limit as usize))).await
     }
+
+    async fn change_feed(&self) -> StoreResult<Option<Box<dyn ChangeFeed>>> {
+        // The simulation drives every instance's loop itself: polling is the model.
+        Ok(None)
+    }
 }
