@@ -260,7 +260,8 @@ async fn run_job(
         Actor::Agent { role } => {
             let run = run_agent(&ctx, role).await?;
             let message = format!("{} {}: {role} run", task.work_item_id, stage.name);
-            timed(&ctx, engine.vcs().commit_all(&ctx.worktree, &message)).await?;
+            let private_objects = crate::sandbox::private_objects_dir(&ctx.run_dir);
+            timed(&ctx, engine.vcs().commit_all(&ctx.worktree, &message, Some(&private_objects))).await?;
             if let Some(reason) = push_task_branch(&ctx).await {
                 return Ok(Some(JobOutcome::Failed { reason }));
             }

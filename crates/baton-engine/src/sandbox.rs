@@ -146,6 +146,12 @@ fn absolute_program(program: &str) -> Option<PathBuf> {
     path.is_absolute().then(|| path.to_path_buf())
 }
 
+/// Where a sandboxed agent's git writes its objects: the run's own directory (the repository's
+/// object store is read-only inside the sandbox).
+pub fn private_objects_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("git-objects")
+}
+
 /// What a confined run of `agent` (in `request.worktree`) may see and touch:
 /// - hidden: `/tmp` and the data directory (the database, the API token, other tasks' worktrees and
 ///   every run log but this run's);
@@ -174,7 +180,7 @@ pub fn agent_policy(
     let mut env: Vec<(String, String)> = Vec::new();
     if let Some(common) = common_git_dir(&repo.path) {
         env.push(("GIT_ALTERNATE_OBJECT_DIRECTORIES".into(), common.join("objects").display().to_string()));
-        let objects = run_dir.join("git-objects");
+        let objects = private_objects_dir(run_dir);
         if std::fs::create_dir_all(&objects).is_ok() {
             env.push(("GIT_OBJECT_DIRECTORY".into(), objects.display().to_string()));
         }

@@ -137,6 +137,11 @@ impl Git {
         // The index goes back to HEAD first: a sandboxed agent's `git add` wrote its blobs to the
         // run's private object directory, so an index naming them would not commit here.
         let _ = self.run(&["reset", "-q"]).await;
+        self.commit_all_keeping_index(message).await
+    }
+
+    /// [`Git::commit_all`] on the index as it is: every object it names is in the repository.
+    pub async fn commit_all_keeping_index(&self, message: &str) -> Result<bool, GitError> {
         self.run(&["add", "-A"]).await?;
         match self.run(&["commit", "-q", "-m", message]).await {
             Ok(_) => Ok(true),

@@ -83,8 +83,15 @@ pub trait Vcs: Send + Sync {
     ) -> Result<(), GitError>;
     /// Discards uncommitted leftovers (and an interrupted rebase) before a stage runs afresh.
     async fn clean(&self, worktree: &Path) -> Result<(), GitError>;
-    /// Stages everything and commits; `false` when there was nothing to commit.
-    async fn commit_all(&self, worktree: &Path, message: &str) -> Result<bool, GitError>;
+    /// Stages everything and commits; `false` when there was nothing to commit. `private_objects`:
+    /// the object directory a sandboxed agent wrote to (its `git add`s); when it holds objects,
+    /// the index may name them and is rebuilt from HEAD first.
+    async fn commit_all(
+        &self,
+        worktree: &Path,
+        message: &str,
+        private_objects: Option<&Path>,
+    ) -> Result<bool, GitError>;
     /// The commit `rev` resolves to in `dir`, or `None`.
     async fn rev(&self, dir: &Path, rev: &str) -> Option<String>;
     /// Rebases the worktree's branch onto `onto`; on failure the rebase is aborted.
@@ -428,8 +435,16 @@ impl Vcs for GitVcs {
         Ok(())
     }
 
-    async fn commit_all(&self, worktree: &Path, message: &str) -> Result<bool, GitError> {
-        Git::new(worktree).commit_all(message).await
+    async fn commit_all(
+        &self,
+        worktree: &Path,
+        message: &str,
+        private_objects: Option<&Path>,
+    ) -> Result<bool, GitError> {
+        let git = Git::new(worktree);
+        let index_may_be_foreign = private_objects
+            .is_some_and(|dir| std::fs::read_dir(dir).map(|mut entries| entries.next().is_some()).unwrap_or(false));
+        if index_may_be_foreign { git.commit_all(message).await } else { git.commit_all_keeping_index(message).await }
     }
 
     async fn rev(&self, dir: &Path, rev: &str) -> Option<String> {

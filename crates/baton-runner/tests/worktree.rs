@@ -155,3 +155,35 @@ async fn commit_all_says_whether_it_committed() {
     assert!(git_repo.is_clean().await.unwrap());
     assert_eq!(git(&repo, &["log", "-1", "--format=%s"]).await, "add new");
 }
+
+#[tokio::test]
+async fn a_sandboxed_agents_git_add_into_its_private_objects_still_commits() {
+    let (tmp, repo, worktree) = repo().await;
+    GitVcs.ensure_worktree(&repo, &worktree, "baton/DEMO-001-task", "main").await.unwrap();
+    // The agent, sandboxed: its git writes objects to the run's own directory, the repository's
+    // objects as alternates; it stages its file there. The file is older than the index, so git
+    // trusts the index entry later (as it would after any real agent run).
+    let private = tmp.path().join("run").join("git-objects");
+    std::fs::create_dir_all(&private).unwrap();
+    let file = worktree.join("agent.txt");
+    std::fs::write(&file, "the agent's work\n").unwrap();
+    let long_ago = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    std::fs::File::options().write(true).open(&file).unwrap().set_modified(long_ago).unwrap();
+    let agent = Git::new(&worktree).with_env(vec![
+        ("GIT_OBJECT_DIRECTORY".into(), private.display().to_string()),
+        ("GIT_ALTERNATE_OBJECT_DIRECTORIES".into(), repo.join(".git/objects").display().to_string()),
+    ]);
+    agent.run(&["add", "agent.txt"]).await.unwrap();
+    assert!(std::fs::read_dir(&private).unwrap().next().is_some(), "the blob went to the private directory");
+    // Baton commits after the run, outside the sandbox: the index names a blob only the run
+    // directory has, so it is rebuilt first, and the commit holds the file.
+    assert!(GitVcs.commit_all(&worktree, "DEMO-001 development", Some(&private)).await.unwrap());
+    std::fs::remove_dir_all(tmp.path().join("run")).unwrap();
+    assert_eq!(git(&worktree, &["show", "HEAD:agent.txt"]).await, "the agent's work");
+    git(&repo, &["fsck", "--no-progress"]).await;
+    // An agent that staged nothing privately: the index is used as it is.
+    std::fs::write(worktree.join("more.txt"), "more\n").unwrap();
+    assert!(GitVcs.commit_all(&worktree, "DEMO-001 review", Some(&tmp.path().join("nowhere"))).await.unwrap());
+    assert_eq!(git(&worktree, &["show", "HEAD:more.txt"]).await, "more");
+    assert!(!GitVcs.commit_all(&worktree, "nothing", None).await.unwrap());
+}

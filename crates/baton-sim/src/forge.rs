@@ -362,7 +362,7 @@ impl Vcs for SimForge {
         Ok(())
     }
 
-    async fn commit_all(&self, worktree: &Path, _message: &str) -> Result<bool, GitError> {
+    async fn commit_all(&self, worktree: &Path, _message: &str, _private: Option<&Path>) -> Result<bool, GitError> {
         let mut git = self.lock();
         if !git.worktrees.get(worktree).is_some_and(|(_, t)| t.dirty()) {
             return Ok(false);
