@@ -24,7 +24,13 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The per-process helpers (`baton shim` around every agent and command, the script agent)
+    // start by the thousand and do one thing each: one thread, no worker pool to start.
+    let mut builder = match &cli.command {
+        cli::Command::Shim { .. } | cli::Command::AgentScript { .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
