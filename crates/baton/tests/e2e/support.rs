@@ -340,6 +340,7 @@ pub async fn engine_for(script: &str) -> (Env, std::sync::Arc<baton_engine::Engi
             deploy: None,
             health: None,
             merge_batch: 1,
+            hooks: Default::default(),
             forge: Default::default(),
         }],
         agents: [("default".to_string(), agent)].into_iter().collect(),
