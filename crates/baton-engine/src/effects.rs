@@ -361,7 +361,10 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
                 return Ok(());
             };
             let path = worktree_path(&settings.worktrees_dir(), &repo.name, &work_item).map_err(|e| e.to_string())?;
-            if let Ok(Some(task)) = engine.store().task(&TaskKey::Id(record.task_id)).await {
+            // Only a repository with the hook reads the task (nothing more happens without one).
+            if crate::hooks::Hook::BeforeRemove.argv(repo).is_some()
+                && let Ok(Some(task)) = engine.store().task(&TaskKey::Id(record.task_id)).await
+            {
                 crate::hooks::before_remove(engine, &task, repo, &path).await;
             }
             engine.vcs().remove_worktree(&repo.path, &path).await.map_err(|e| format!("remove worktree: {e}"))
