@@ -57,6 +57,7 @@ impl ApiHarness {
                     deploy: None,
                     health: None,
                     merge_batch: 1,
+                    hooks: Default::default(),
                     forge: Default::default(),
                 }],
                 agents: Default::default(),

@@ -78,6 +78,7 @@ impl HttpHarness {
                     deploy: None,
                     health: None,
                     merge_batch: 1,
+                    hooks: Default::default(),
                     forge: Default::default(),
                 }],
                 agents: Default::default(),

@@ -361,18 +361,27 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
                 return Ok(());
             };
             let path = worktree_path(&settings.worktrees_dir(), &repo.name, &work_item).map_err(|e| e.to_string())?;
+            // Only a repository with the hook reads the task (nothing more happens without one).
+            if crate::hooks::Hook::BeforeRemove.argv(repo).is_some()
+                && let Ok(Some(task)) = engine.store().task(&TaskKey::Id(record.task_id)).await
+            {
+                crate::hooks::before_remove(engine, &task, repo, &path).await;
+            }
             engine.vcs().remove_worktree(&repo.path, &path).await.map_err(|e| format!("remove worktree: {e}"))
         }
         OutboxEffect::ParkWorktree { repo, work_item, version } => {
             // The task moved on (resumed, answered, cancelled) since: its worktree is not ours to park.
             let task = engine.store().task(&TaskKey::Id(record.task_id)).await.map_err(|e| e.to_string())?;
-            if !task.is_some_and(|t| t.version == version && parks_worktree(&t.state)) {
+            if !task.as_ref().is_some_and(|t| t.version == version && parks_worktree(&t.state)) {
                 return Ok(());
             }
             let Some(repo) = settings.repo(&repo).filter(|r| engine.vcs().exists(&r.path)) else {
                 return Ok(());
             };
             let path = worktree_path(&settings.worktrees_dir(), &repo.name, &work_item).map_err(|e| e.to_string())?;
+            if let Some(task) = &task {
+                crate::hooks::before_remove(engine, task, repo, &path).await;
+            }
             engine.vcs().remove_worktree(&repo.path, &path).await.map_err(|e| format!("park worktree: {e}"))
         }
         OutboxEffect::DeleteBranch { repo, branch } => {

@@ -147,6 +147,8 @@ pub struct Engine {
     retention: crate::retention::RetentionState,
     /// The merge queues' depth and pending passes.
     queues: crate::queue::MergeQueues,
+    /// The kill switches (`[features]`).
+    features: crate::features::Features,
 }
 
 impl std::fmt::Debug for Engine {
@@ -188,6 +190,7 @@ pub struct EngineBuilder {
     secrets: Vec<String>,
     sandbox: Option<Arc<Sandbox>>,
     retention: Option<crate::settings::Retention>,
+    features: crate::features::Features,
 }
 
 impl EngineBuilder {
@@ -275,6 +278,12 @@ impl EngineBuilder {
         self
     }
 
+    /// The kill switches (`[features]`). Without them every behaviour is on.
+    pub fn features(mut self, features: crate::features::Features) -> Self {
+        self.features = features;
+        self
+    }
+
     /// The job-owner name of this process (default `pid:<pid>`).
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
@@ -327,6 +336,7 @@ impl EngineBuilder {
                 self.settings.limits.merge_queue_depth,
                 self.settings.limits.merge_queue_depth_max,
             ),
+            features: self.features,
             settings: self.settings,
         })
     }
@@ -354,7 +364,13 @@ impl Engine {
             secrets: Vec::new(),
             sandbox: None,
             retention: None,
+            features: crate::features::Features::all_on(),
         }
+    }
+
+    /// The kill switches: whether an optional behaviour is on for a repository.
+    pub fn features(&self) -> &crate::features::Features {
+        &self.features
     }
 
     /// The secrets this engine masks (SPEC §16): use it on every text that leaves Baton.

@@ -10,7 +10,9 @@
 use crate::EngineError;
 use crate::budgets;
 use crate::engine::{Engine, forge_repo};
+use crate::features::Feature;
 use crate::gates::{self, GateContext, RepoCommand, artifact_relative_path};
+use crate::hooks::{self, Hook, HookSite};
 use crate::prompts::{self, ArtifactText, PromptContext, PromptTask};
 use crate::sandbox::Confinement;
 use crate::settings::RepoSettings;
@@ -63,9 +65,33 @@ struct JobContext<'a> {
     external_ms: &'a AtomicU64,
     stop: watch::Receiver<bool>,
     start: Start,
+    /// The attempt's free loopback port (`BATON_PORT`), the same for its hooks and its agent.
+    port: Option<u16>,
 }
 
 impl JobContext<'_> {
+    /// The variables naming the task to hooks and agents ([`hooks::task_env`]).
+    fn task_env(&self) -> Vec<(String, String)> {
+        hooks::task_env(self.task, &self.stage.name, &self.worktree, self.port)
+    }
+
+    /// Runs one workspace hook of this job (`Err`: a hook that fails the attempt failed).
+    async fn hook(&self, hook: Hook) -> Result<(), String> {
+        let mut env = minimal_env(self.engine);
+        env.extend(self.task_env());
+        let site = HookSite {
+            task: self.task,
+            repo: self.repo,
+            stage: &self.stage.name,
+            worktree: &self.worktree,
+            runs_under: self.run_dir.clone(),
+            owner: format!("job:{}", self.job.id),
+            env,
+            stop: self.stop.clone(),
+        };
+        timed(self, hooks::run(self.engine, &site, hook)).await
+    }
+
     /// The narrow view gates and the deploy step get.
     fn gates(&self) -> GateContext<'_> {
         GateContext {
@@ -235,6 +261,10 @@ async fn run_job(
         external_ms,
         stop,
         start,
+        // Not finding a free port is no reason to fail the attempt: hooks and agent go without.
+        port: baton_runner::net::free_local_port()
+            .inspect_err(|error| tracing::warn!(task = %task.work_item_id, "no free port for BATON_PORT: {error}"))
+            .ok(),
     };
     // A `url` repository: Baton's clone is created on first use and fetched before a new worktree,
     // and before every job of a task that ran on another instance too (which pushes the task
@@ -249,16 +279,28 @@ async fn run_job(
             timed(&ctx, engine.vcs().take_branch(&repo.path, &remote, &ctx.worktree, &task.branch)).await?;
         }
     }
+    let created = !engine.vcs().exists(&ctx.worktree);
     timed(&ctx, engine.vcs().ensure_worktree(&repo.path, &ctx.worktree, &task.branch, &repo.default_ref())).await?;
     // A re-adopted agent's uncommitted work must survive; every other start cleans leftovers.
     let adopting_agent = start == Start::Adopt && matches!(stage.actor, Actor::Agent { .. });
     if !adopting_agent {
         timed(&ctx, engine.vcs().clean(&ctx.worktree)).await?;
     }
+    if created && let Err(reason) = ctx.hook(Hook::AfterCreate).await {
+        // The next attempt creates the worktree afresh and runs the hook again (the branch and
+        // its commits stay).
+        if let Err(error) = timed(&ctx, engine.vcs().remove_worktree(&repo.path, &ctx.worktree)).await {
+            tracing::warn!(task = %task.work_item_id, "removing the worktree after a failed after_create: {error}");
+        }
+        return Ok(Some(JobOutcome::Failed { reason }));
+    }
     let mut shipped = None;
     match &stage.actor {
         Actor::Agent { role } => {
             let run = run_agent(&ctx, role).await?;
+            if let Some(reason) = run.hook_failure {
+                return Ok(Some(JobOutcome::Failed { reason }));
+            }
             let message = format!("{} {}: {role} run", task.work_item_id, stage.name);
             let private_objects = crate::sandbox::private_objects_dir(&ctx.run_dir);
             timed(&ctx, engine.vcs().commit_all(&ctx.worktree, &message, Some(&private_objects))).await?;
@@ -299,7 +341,8 @@ async fn run_job(
         Actor::None => {}
     }
     let mut verdicts: Vec<GateVerdict> = shipped.into_iter().collect();
-    verdicts.extend(gates::evaluate_all(&ctx.gates(), &stage.gates).await);
+    let gates = switched_on_gates(&ctx).await;
+    verdicts.extend(gates::evaluate_all(&ctx.gates(), &gates).await);
     record_verdicts(engine, &task, stage, &verdicts).await;
     // The merge gate rewrites the task branch (rebased, squashed): the remote gets it too, so the
     // instance that runs the next job (the deploy) finds exactly the head that was re-tested.
@@ -361,6 +404,38 @@ async fn push_task_branch(ctx: &JobContext<'_>) -> Option<String> {
     Some(error)
 }
 
+/// The stage's gates that are switched on for the task's repository (`[features]`); each one
+/// switched off is recorded on the timeline as skipped, never dropped silently.
+async fn switched_on_gates(ctx: &JobContext<'_>) -> Vec<baton_domain::GateSpec> {
+    let features = ctx.engine.features();
+    let mut on = Vec::new();
+    for gate in &ctx.stage.gates {
+        match Feature::of_gate(gate) {
+            Some(feature) if !features.enabled(feature, &ctx.repo.name) => {
+                let _ = ctx
+                    .engine
+                    .store()
+                    .append_event(NewEvent {
+                        task: ctx.task.id,
+                        at_ms: ctx.engine.clock().now_ms(),
+                        kind: "gate_skipped".into(),
+                        stage: ctx.stage.name.clone(),
+                        message: format!(
+                            "{} skipped: switched off for {} ([features] {})",
+                            gate.name(),
+                            ctx.repo.name,
+                            feature.name()
+                        ),
+                        detail: serde_json::json!({ "gate": gate.name(), "feature": feature.name() }),
+                    })
+                    .await;
+            }
+            _ => on.push(gate.clone()),
+        }
+    }
+    on
+}
+
 /// Records each verdict on the task's timeline.
 async fn record_verdicts(engine: &Engine, task: &TaskRecord, stage: &StageSpec, verdicts: &[GateVerdict]) {
     for verdict in verdicts {
@@ -383,10 +458,14 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
 
-/// The environment an agent of `role` gets: the engine's minimal set, the agent's own pass-through
-/// names and its API key variable. Nothing else of Baton's environment reaches it.
-fn agent_env(engine: &Engine, role: &str) -> Vec<(String, String)> {
+/// The environment an agent of `role` gets: the engine's minimal set, the task's ids and
+/// `BATON_PORT`, the agent's own pass-through names and its API key variable. Nothing else of Baton's environment reaches it.
+fn agent_env(engine: &Engine, role: &str, ctx: &JobContext<'_>) -> Vec<(String, String)> {
     let mut env = minimal_env(engine);
+    // The task's ids and the attempt's port; the adapters add the run's own context variables
+    // (`BATON_WORK_ITEM`, `BATON_STAGE`, `BATON_ATTEMPT`, …) themselves.
+    let own = ["BATON_WORK_ITEM", "BATON_STAGE", "BATON_ATTEMPT"];
+    env.extend(ctx.task_env().into_iter().filter(|(name, _)| !own.contains(&name.as_str())));
     if let Some(settings) = engine.settings().agent_for(role) {
         let names = settings.env.iter().chain(settings.api_key_env.iter());
         for name in names {
@@ -436,6 +515,8 @@ async fn earlier_artifacts(ctx: &JobContext<'_>) -> Vec<ArtifactText> {
 struct AgentRun {
     report: AgentReport,
     budget_stop: Option<String>,
+    /// The `before_run` hook failed: the agent did not run, the attempt fails with this reason.
+    hook_failure: Option<String>,
 }
 
 async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineError> {
@@ -444,7 +525,7 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
     if ctx.start == Start::Adopt {
         if let Some(adopted) = adoptable(ctx).await? {
             tracing::info!(task = %ctx.task.work_item_id, job = %ctx.job.id, "re-adopting the agent started before a restart");
-            return supervise(ctx, role, agent, adopted).await;
+            return after_run(ctx, supervise(ctx, role, agent, adopted).await).await;
         }
         // Nothing survived to adopt: the stage runs afresh from a clean worktree, and the run
         // that died without a trace is closed as lost.
@@ -477,7 +558,7 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
     let agent_settings = engine.settings().agent_for(role);
     let confinement = engine.sandbox().map_or(Confinement::Unsandboxed, |s| s.confinement(agent_settings));
     if let Confinement::Refused(reason) = &confinement {
-        return Ok(AgentRun { report: AgentReport::failed(reason.clone()), budget_stop: None });
+        return Ok(AgentRun { report: AgentReport::failed(reason.clone()), budget_stop: None, hook_failure: None });
     }
     let request = AgentRequest {
         work_item: ctx.task.work_item_id.clone(),
@@ -489,7 +570,7 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
         worktree: ctx.worktree.clone(),
         run_dir: run_dir.clone(),
         prompt,
-        base_env: agent_env(engine, role),
+        base_env: agent_env(engine, role, ctx),
         resume_session: resume_session(ctx).await?,
         sandboxed: matches!(confinement, Confinement::Sandboxed { .. }),
     };
@@ -507,7 +588,18 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
     }
     let limits_before = budgets::limits_for(engine, ctx.task).await?;
     if let Some(reason) = budgets::exceeded(&limits_before, 0.0) {
-        return Ok(AgentRun { report: AgentReport::failed(reason.clone()), budget_stop: Some(reason) });
+        return Ok(AgentRun {
+            report: AgentReport::failed(reason.clone()),
+            budget_stop: Some(reason),
+            hook_failure: None,
+        });
+    }
+    if let Err(reason) = ctx.hook(Hook::BeforeRun).await {
+        return Ok(AgentRun {
+            report: AgentReport::failed(reason.clone()),
+            budget_stop: None,
+            hook_failure: Some(reason),
+        });
     }
     // The run's row comes first: whatever happens from here on, its spend has a place, and a
     // restarted Baton finds its run directory (where the shim records the launch and the exit).
@@ -554,7 +646,14 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
     );
     let run =
         Supervision { run_id, run_number, run_dir, started_at_ms, launch, limits: limits_before, recorded: false };
-    supervise(ctx, role, agent, run).await
+    after_run(ctx, supervise(ctx, role, agent, run).await).await
+}
+
+/// Runs the `after_run` hook once the agent ended (a failure is only a warning), passing the
+/// run's result through.
+async fn after_run(ctx: &JobContext<'_>, run: Result<AgentRun, EngineError>) -> Result<AgentRun, EngineError> {
+    let _ = ctx.hook(Hook::AfterRun).await;
+    run
 }
 
 /// A running (or finished) agent process and its run record.
@@ -718,7 +817,7 @@ async fn supervise(
     );
     // A run whose end an earlier Baton recorded is on the timeline already.
     if recorded {
-        return Ok(AgentRun { report, budget_stop });
+        return Ok(AgentRun { report, budget_stop, hook_failure: None });
     }
     let _ = engine
         .store()
@@ -738,7 +837,7 @@ async fn supervise(
         })
         .await;
     budgets::warn_once(engine, ctx.task).await;
-    Ok(AgentRun { report, budget_stop })
+    Ok(AgentRun { report, budget_stop, hook_failure: None })
 }
 
 /// Whether this job's row left `running` while its agent ran (a STOP or the reaper ended it).

@@ -7,6 +7,8 @@
 //! - [`executor`]: running one claimed job and turning its result into a `JobFinished` event.
 //! - [`effects`]: the outbox of durable effects and its worker.
 //! - [`intake`]: forge issues with the start label become tasks (a webhook sink).
+//! - [`features`]: the kill switches (`[features]`), asked wherever an optional behaviour happens.
+//! - [`hooks`]: workspace hooks run in a task's worktree (`[repos.hooks]`).
 //! - [`gates`]: one file per gate kind, including the merge gate; gates see only a `GateContext`.
 //! - [`access`]: principals, scoped API tokens (stored as digests), the scope a decision needs.
 //! - [`agents`]: the agent port ([`AgentFactory`]) and the configured adapters.
@@ -29,7 +31,9 @@ pub mod clock;
 pub mod effects;
 pub mod engine;
 pub mod executor;
+pub mod features;
 pub mod gates;
+pub mod hooks;
 pub mod intake;
 pub mod prompts;
 pub mod queue;
@@ -48,10 +52,11 @@ pub use access::{Principal, Scope};
 pub use agents::{AgentFactory, ConfiguredAgents};
 pub use clock::{BoxFuture, Clock, Spawner, SystemClock, TokioSpawner};
 pub use engine::{Engine, EngineBuilder, Input, InputOutcome, NewTaskRequest};
+pub use features::{Feature, FeatureScope, Features};
 pub use sandbox::{Confinement, Sandbox};
 pub use settings::{
     AdapterKind, AgentSettings, Budgets, CiPolicy, DeleteRemoteBranch, EngineSettings, ForgeKind, Limits, MergeStyle,
-    RepoForge, RepoSettings, Retention, SandboxMode, SandboxNetwork, SandboxSettings,
+    RepoForge, RepoHooks, RepoSettings, Retention, SandboxMode, SandboxNetwork, SandboxSettings,
 };
 
 /// Errors at the engine boundary.

@@ -84,11 +84,18 @@ pub async fn schedule_kicked(engine: &Engine) {
 /// Passes over every repository that has a queue (the reconciler's backstop: a wake lost in a
 /// crash, or a default branch moved from outside).
 pub async fn schedule_all(engine: &Engine) {
+    schedule_where(engine, |_| true).await;
+}
+
+/// A pass over the queue of every repository with queued changes for which `wanted` holds.
+pub async fn schedule_where(engine: &Engine, wanted: impl Fn(&str) -> bool) {
     let Ok(entries) = engine.store().queue_entries(None).await else {
         return;
     };
     for repo in entries.into_iter().map(|e| e.repo).collect::<BTreeSet<String>>() {
-        engine.queues().kick(&repo);
+        if wanted(&repo) {
+            engine.queues().kick(&repo);
+        }
     }
     run_kicked(engine).await;
 }

@@ -119,6 +119,15 @@ async fn leases(engine: &Arc<Engine>) -> (u32, u32) {
             }
             continue;
         }
+        // Switched off (`[features] reaper_lease_reclaim`): the lease stays until it expires or
+        // its holder releases it.
+        let repo = match &task {
+            Some(task) => task.repo.as_str(),
+            None => lease.name.strip_prefix("merge:").unwrap_or(&lease.name),
+        };
+        if !engine.features().enabled(crate::features::Feature::ReaperLeaseReclaim, repo) {
+            continue;
+        }
         if let Ok(true) = engine.store().release_lease(&lease.name, &lease.holder).await {
             tracing::warn!(lease = %lease.name, holder = %lease.holder, "reclaimed a lease whose holder is gone");
             reclaimed += 1;

@@ -4,6 +4,7 @@
 //! path (decide + one transaction); anything it cannot judge stays silent (one log line, no alert).
 
 use crate::engine::Engine;
+use crate::features::Feature;
 use crate::stats::ReconcilerPass;
 use baton_domain::{Event, Hold};
 use baton_store::JobStatus;
@@ -14,12 +15,17 @@ const UNAPPLIED_PER_PASS: u32 = 200;
 /// How far back each pass looks again past the previous one's window.
 const RECHECK_MS: i64 = 10 * 60 * 1000;
 
-/// One reconciler pass. Never fails: problems are logged.
+/// One reconciler pass. Never fails: problems are logged. Switched off (`[features] reconciler`)
+/// for every repository it does nothing at all; for some, it passes over their tasks and queues.
 pub async fn tick(engine: &Arc<Engine>) {
+    let features = engine.features();
+    if features.off_everywhere(Feature::Reconciler) {
+        return;
+    }
     let mut pass = ReconcilerPass::default();
     pass_over(engine, &mut pass).await;
     // The merge queues' backstop: a wake lost in a crash, a default branch moved from outside.
-    crate::queue::schedule_all(engine).await;
+    crate::queue::schedule_where(engine, |repo| features.enabled(Feature::Reconciler, repo)).await;
     pass.at_ms = engine.clock().now_ms();
     engine.maintenance().reconciler_done(pass);
 }
@@ -39,7 +45,11 @@ async fn pass_over(engine: &Arc<Engine>, pass: &mut ReconcilerPass) {
     if tasks.len() < UNAPPLIED_PER_PASS as usize {
         engine.maintenance().set_reconciler_since_ms(before - RECHECK_MS);
     }
-    for task in tasks.into_iter().filter(|t| t.state.hold == Hold::None && now - t.updated_at_ms > grace_ms) {
+    let switched_on = |repo: &str| engine.features().enabled(Feature::Reconciler, repo);
+    for task in tasks
+        .into_iter()
+        .filter(|t| t.state.hold == Hold::None && now - t.updated_at_ms > grace_ms && switched_on(&t.repo))
+    {
         pass.examined += 1;
         let Some(job_id) = task.state.job else {
             tracing::warn!(task = %task.work_item_id, "reconciler: running task without a job; left for a human");

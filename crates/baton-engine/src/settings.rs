@@ -1,5 +1,6 @@
 //! Engine settings: limits, repositories, agents and the pipeline, as read from `baton.toml`.
 
+pub use crate::features::{Feature, FeatureScope, Features};
 use baton_adapters::agent::PromptMode;
 pub use baton_adapters::forge::MergeStyle;
 use baton_domain::Pipeline;
@@ -134,10 +135,45 @@ pub struct RepoSettings {
     /// found (docs/merge-queue.md). 1 (the default) tests every change on its own.
     #[serde(default = "default_merge_batch")]
     pub merge_batch: u32,
+    /// Workspace hooks (`[repos.hooks]`): commands run in the task's worktree around its life.
+    #[serde(default)]
+    pub hooks: RepoHooks,
     /// The hosted forge of the repository (`forge`, `forge_repo`, … in the file, read by the
     /// configuration loader; default: local).
     #[serde(skip)]
     pub forge: RepoForge,
+}
+
+/// Workspace hooks of a repository (SPEC §7): argument vectors run in the task's worktree through
+/// the command runner (a shell only when the user writes one, `["sh", "-c", "…"]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepoHooks {
+    /// After the worktree is created (and re-created after being parked); a failure fails the attempt.
+    pub after_create: Option<Vec<String>>,
+    /// Before every agent run; a failure fails the attempt.
+    pub before_run: Option<Vec<String>>,
+    /// After every agent run; a failure is a warning.
+    pub after_run: Option<Vec<String>>,
+    /// Before the worktree is removed; a failure is a warning and the removal goes on.
+    pub before_remove: Option<Vec<String>>,
+    /// Wall-clock limit of each hook run.
+    pub timeout_secs: u64,
+}
+
+/// The default wall-clock limit of a workspace hook.
+pub const HOOK_TIMEOUT_SECS_DEFAULT: u64 = 120;
+
+impl Default for RepoHooks {
+    fn default() -> Self {
+        RepoHooks {
+            after_create: None,
+            before_run: None,
+            after_run: None,
+            before_remove: None,
+            timeout_secs: HOOK_TIMEOUT_SECS_DEFAULT,
+        }
+    }
 }
 
 /// Which forge holds a repository.

@@ -248,6 +248,7 @@ impl World {
                 deploy: None,
                 health: None,
                 merge_batch: 1,
+                hooks: Default::default(),
                 forge: RepoForge {
                     kind: ForgeKind::GitHub,
                     repo: Some("acme/app".into()),

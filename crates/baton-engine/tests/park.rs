@@ -191,6 +191,7 @@ async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_wor
             deploy: None,
             health: None,
             merge_batch: 1,
+            hooks: Default::default(),
             forge: Default::default(),
         }],
         agents: Default::default(),

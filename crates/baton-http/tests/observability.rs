@@ -48,6 +48,7 @@ impl Harness {
                 deploy: None,
                 health: None,
                 merge_batch: 1,
+                hooks: Default::default(),
                 forge: Default::default(),
             }],
             agents: BTreeMap::new(),

@@ -50,6 +50,7 @@ impl Running {
                 deploy: None,
                 health: None,
                 merge_batch: 1,
+                hooks: Default::default(),
                 forge: Default::default(),
             }],
             agents: Default::default(),

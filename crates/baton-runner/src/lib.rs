@@ -5,6 +5,7 @@
 //! - [`command`]: short commands (tests, deploy, health, hooks) run to completion with a timeout.
 //! - [`git`]: `git` invoked with argument vectors only.
 //! - [`paths`]: path-safety checks for derived paths.
+//! - [`net`]: a free loopback port for a task attempt (`BATON_PORT`).
 //! - [`remote`]: Baton's clone of a remote repository: fetch, lease pushes, fast-forward pushes.
 //! - [`sandbox`]: the bubblewrap wrapper that confines agent processes.
 //! - [`ports`]: the `Vcs`, `Supervisor` and `CommandRunner` ports the engine uses, with their
@@ -15,6 +16,7 @@
 
 pub mod command;
 pub mod git;
+pub mod net;
 pub mod paths;
 pub mod ports;
 pub mod process;

@@ -237,6 +237,7 @@ fn settings_for(config: &WorldConfig) -> EngineSettings {
                 deploy: argv(DEPLOY_PROGRAM),
                 health: argv(HEALTH_PROGRAM),
                 merge_batch: config.merge_batch,
+                hooks: Default::default(),
                 forge: Default::default(),
             })
             .collect(),

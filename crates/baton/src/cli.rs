@@ -294,7 +294,8 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
         .secrets(config.server.secret_env.iter().filter_map(|name| std::env::var(name).ok()))
         .forge(forges(&config.engine)?)
         .sandbox(sandbox)
-        .retention(config.retention);
+        .retention(config.retention)
+        .features(config.features.clone());
     // Tickets become tasks, and task status is mirrored onto them, once a tracker is configured.
     let engine = if config.trackers.is_empty() {
         engine

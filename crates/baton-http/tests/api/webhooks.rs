@@ -496,6 +496,7 @@ async fn intake_hooks() -> (tempfile::TempDir, Arc<Engine>) {
             deploy: None,
             health: None,
             merge_batch: 1,
+            hooks: Default::default(),
             forge: Default::default(),
         }],
         agents: BTreeMap::new(),

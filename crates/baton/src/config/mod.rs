@@ -14,6 +14,10 @@
 //! `baton init` writes).
 
 mod diagnostics;
+mod features;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod features_tests;
 #[cfg(test)]
 mod forge_tests;
 mod keys;
@@ -180,6 +184,8 @@ pub struct Config {
     pub notifiers: Vec<NotifierConfig>,
     /// `[retention]`: how long old history is kept (90 days unless set; 0 keeps everything).
     pub retention: baton_engine::Retention,
+    /// `[features]`: the kill switches (every behaviour on unless switched off).
+    pub features: baton_engine::Features,
     /// The file used; `None` means the embedded defaults.
     pub source: Option<PathBuf>,
     /// Problems the [`LoadMode`] let pass: secrets whose variables are unset, which `baton serve`

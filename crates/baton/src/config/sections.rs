@@ -32,6 +32,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "telegram",
     "notifiers",
     "retention",
+    "features",
 ];
 
 /// The longest retention accepted (100 years); `0` is the way to keep everything.
@@ -41,7 +42,7 @@ const RETENTION_DAYS_MAX: u32 = 36_500;
 const WEBHOOK_SECRET_CHARS_MIN: usize = 16;
 
 /// Sections SPEC §13 names that this version does not read yet.
-const PLANNED_SECTIONS: &[&str] = &["forges", "features", "pricing"];
+const PLANNED_SECTIONS: &[&str] = &["forges", "pricing"];
 
 /// Agent roles always accepted under `[agents.<role>]`.
 const BUILTIN_ROLES: &[&str] = &["default", "analyst", "architect", "developer", "reviewer", "tester"];
@@ -92,6 +93,7 @@ impl Loader<'_> {
         let telegram = self.telegram(doc.remove("telegram"));
         let notifiers = self.notifiers(doc.remove("notifiers"));
         let retention = self.retention(doc.remove("retention"));
+        let features = self.features(doc.remove("features"), repos.as_deref());
         let (server, env_passthrough) = server?;
         let mut pipeline = pipeline?;
         if repos.as_deref().is_some_and(|r| r.iter().any(|repo| repo.forge.is_hosted())) {
@@ -141,13 +143,14 @@ impl Loader<'_> {
             telegram,
             notifiers: notifiers?,
             retention: retention?,
+            features: features?,
             source,
             deferred: Vec::new(),
         })
     }
 
     /// Takes a section that must be a table; reports it otherwise.
-    fn section_table(&mut self, key: &str, value: Option<Value>, how: &str) -> Option<Table> {
+    pub(super) fn section_table(&mut self, key: &str, value: Option<Value>, how: &str) -> Option<Table> {
         match value {
             None => Some(Table::new()),
             Some(Value::Table(table)) => Some(table),
@@ -833,6 +836,7 @@ impl Loader<'_> {
             for key in ["test", "deploy", "health"] {
                 split_string_list(&mut table, key, char::is_whitespace);
             }
+            let hooks = self.repo_hooks(&base, table.remove("hooks"));
             // The forge keys are read on their own (the engine keeps them apart from git's).
             let mut forge_table = Table::new();
             for key in FORGE_KEYS {
@@ -847,6 +851,10 @@ impl Loader<'_> {
                 continue;
             };
             ok &= self.check_repo(&base, &mut repo, &parsed.bad, &mut names, i);
+            match hooks {
+                Some(hooks) => repo.hooks = hooks,
+                None => ok = false,
+            }
             match self.repo_forge(&base, forge_table, &repo) {
                 Some(forge) => repo.forge = forge,
                 None => ok = false,
@@ -1420,7 +1428,7 @@ fn unknown_section(key: &str) -> ConfigIssue {
         return ConfigIssue::new(
             key,
             format!("the `{key}` section is not supported by this version of Baton"),
-            "remove it; the sections read are server, limits, budgets, repos, agents, pipeline, sandbox, webhooks, trackers, telegram, notifiers and retention",
+            "remove it; the sections read are server, limits, budgets, repos, agents, pipeline, sandbox, webhooks, trackers, telegram, notifiers, retention and features",
         );
     }
     ConfigIssue::new(key, format!("unknown section `{key}`"), suggest_fix(key, SECTIONS, "the sections are"))

@@ -121,6 +121,13 @@ impl<'a> Loader<'a> {
                 "BATON_DATA_DIR" => vec!["server".into(), "data_dir".into()],
                 "BATON_API_TOKEN" => vec!["server".into(), "api_token".into()],
                 "BATON_DATABASE_URL" => vec!["server".into(), "database_url".into()],
+                // `BATON_FEATURES_<SWITCH>=0|1`: the kill switches' shorthand.
+                _ if var
+                    .strip_prefix("BATON_FEATURES_")
+                    .is_some_and(|s| !s.is_empty() && !s.starts_with('_') && !s.contains("__")) =>
+                {
+                    vec!["features".into(), var["BATON_FEATURES_".len()..].to_ascii_lowercase()]
+                }
                 _ => match var.strip_prefix("BATON_").filter(|rest| rest.contains("__")) {
                     Some(rest) => rest.split("__").map(str::to_ascii_lowercase).collect(),
                     None => continue,

@@ -300,6 +300,14 @@ impl baton_engine::Clock for FakeClock {
 
 /// An engine on a fake clock over a fresh environment (script agents run as real processes).
 pub async fn engine_for(script: &str) -> (Env, std::sync::Arc<baton_engine::Engine>, std::sync::Arc<FakeClock>) {
+    engine_with_features(script, baton_engine::Features::all_on()).await
+}
+
+/// Like [`engine_for`], with the kill switches `features`.
+pub async fn engine_with_features(
+    script: &str,
+    features: baton_engine::Features,
+) -> (Env, std::sync::Arc<baton_engine::Engine>, std::sync::Arc<FakeClock>) {
     use std::sync::Arc;
     let env = Env::new(script, "");
     let store = baton_store_sqlite::SqliteStore::open(&env.root.join("engine.db")).await.unwrap();
@@ -340,6 +348,7 @@ pub async fn engine_for(script: &str) -> (Env, std::sync::Arc<baton_engine::Engi
             deploy: None,
             health: None,
             merge_batch: 1,
+            hooks: Default::default(),
             forge: Default::default(),
         }],
         agents: [("default".to_string(), agent)].into_iter().collect(),
@@ -349,7 +358,8 @@ pub async fn engine_for(script: &str) -> (Env, std::sync::Arc<baton_engine::Engi
         env_passthrough: vec![],
     };
     let clock = Arc::new(FakeClock(std::sync::atomic::AtomicI64::new(1_800_000_000_000)));
-    let engine = baton_engine::Engine::builder(settings, Arc::new(store)).clock(clock.clone()).build();
+    let engine =
+        baton_engine::Engine::builder(settings, Arc::new(store)).clock(clock.clone()).features(features).build();
     (env, engine, clock)
 }
 
