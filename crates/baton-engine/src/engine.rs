@@ -144,6 +144,9 @@ pub struct Engine {
     retention: crate::retention::RetentionState,
     /// The merge queues' depth and pending passes.
     queues: crate::queue::MergeQueues,
+    /// `[usage]` and `[pricing]`, with the price tables they give.
+    usage: crate::usage::UsageSettings,
+    prices: crate::usage::Prices,
 }
 
 impl std::fmt::Debug for Engine {
@@ -185,6 +188,7 @@ pub struct EngineBuilder {
     secrets: Vec<String>,
     sandbox: Option<Arc<Sandbox>>,
     retention: Option<crate::settings::Retention>,
+    usage: crate::usage::UsageSettings,
 }
 
 impl EngineBuilder {
@@ -272,6 +276,13 @@ impl EngineBuilder {
         self
     }
 
+    /// The read-time category map and a user's pricing file (`[usage]`, `[pricing]`). Without it
+    /// the built-in price table and no category map.
+    pub fn usage(mut self, usage: crate::usage::UsageSettings) -> Self {
+        self.usage = usage;
+        self
+    }
+
     /// The job-owner name of this process (default `pid:<pid>`).
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
@@ -323,6 +334,8 @@ impl EngineBuilder {
                 self.settings.limits.merge_queue_depth,
                 self.settings.limits.merge_queue_depth_max,
             ),
+            prices: crate::usage::Prices::new(self.usage.user_prices.as_ref()),
+            usage: self.usage,
             settings: self.settings,
         })
     }
@@ -350,6 +363,7 @@ impl Engine {
             secrets: Vec::new(),
             sandbox: None,
             retention: None,
+            usage: crate::usage::UsageSettings::default(),
         }
     }
 
@@ -365,6 +379,16 @@ impl Engine {
 
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
+    }
+
+    /// `[usage]` and `[pricing]` as configured.
+    pub fn usage_settings(&self) -> &crate::usage::UsageSettings {
+        &self.usage
+    }
+
+    /// The built-in price table and, with a user's file, the merged one ([`Engine::prices`] picks).
+    pub fn prices_state(&self) -> &crate::usage::Prices {
+        &self.prices
     }
 
     /// Baton's agent sandbox, when this engine was given one.

@@ -180,6 +180,8 @@ pub struct Config {
     pub notifiers: Vec<NotifierConfig>,
     /// `[retention]`: how long old history is kept (90 days unless set; 0 keeps everything).
     pub retention: baton_engine::Retention,
+    /// `[usage]` and `[pricing]`: the read-time category map and a user's pricing file.
+    pub usage: baton_engine::usage::UsageSettings,
     /// The file used; `None` means the embedded defaults.
     pub source: Option<PathBuf>,
     /// Problems the [`LoadMode`] let pass: secrets whose variables are unset, which `baton serve`
