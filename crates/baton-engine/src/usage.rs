@@ -5,10 +5,11 @@
 //! read-time category map.
 //!
 //! Pricing of a record without `cost_usd`: tokens at the model's rates (the long-context tier by the
-//! record's own prompt size), plus `units` at the unit price of `unit_kind` (the model's
-//! `[model.units]`, else the table's `[units]`). When any part that is not zero has no price, the
-//! record is stored unpriced (`priced_by = none`, cost unknown rather than $0) and the answer says
-//! why.
+//! record's own prompt size), plus `units` at the unit price of `unit_kind` when the table has one
+//! (the model's `[model.units]`, else the table's `[units]`); units without a price beside priced
+//! tokens are only counted (they feed $ per unit). When tokens have no price, or units without
+//! tokens have none, the record is stored unpriced (`priced_by = none`, cost unknown rather than
+//! $0) and the answer says why.
 
 use crate::{Engine, EngineError};
 use baton_domain::Usage;
@@ -214,6 +215,9 @@ impl IngestRequest {
         {
             match table.unit_price(self.model.as_deref(), kind) {
                 Some(per_unit) => total += per_unit * self.units,
+                // Units beside priced tokens are counted, not priced again (a TTS model's audio
+                // minutes are its output tokens): they only feed $ per unit.
+                None if tokens > 0 => {}
                 None => unpriced.push(format!(
                     "unit kind {kind:?} has no price in the pricing table {} (add it under [units] of `pricing.file`, or send cost_usd)",
                     table.version
@@ -429,6 +433,11 @@ mod tests {
         .unwrap();
         let (cost, by, warnings) = tts.price(&table);
         assert!((cost.unwrap() - 0.0301).abs() < 1e-12 && by == "table" && warnings.is_empty());
+        // Minutes counted beside priced tokens add nothing when their kind has no price.
+        let counted = IngestRequest { units: 1.0, unit_kind: Some("tts_minute".into()), ..tts.clone() };
+        assert!((counted.price(&table).0.unwrap() - 0.0301).abs() < 1e-12);
+        let alone = IngestRequest::from_json(&json!({"source": "x", "units": 3, "unit_kind": "page"}), None).unwrap();
+        assert_eq!(alone.price(&table).1, "none");
         let minutes =
             IngestRequest::from_json(&json!({"source": "stt", "units": 10, "unit_kind": "audio_minute"}), None)
                 .unwrap();
@@ -457,7 +466,7 @@ mod tests {
         )
         .unwrap();
         let prices = Prices::new(Some(&user));
-        let nov_30 = 1_764_547_200_000 + 364 * 86_400_000 - 1; // 2026-11-30T23:59:59.999Z
+        let nov_30 = 1_764_547_200_000 + 365 * 86_400_000 - 1; // 2026-11-30T23:59:59.999Z
         assert_eq!(utc_date(nov_30), "2026-11-30");
         assert_eq!(prices.at(nov_30).version, "2026-11-01");
         assert_eq!(prices.at(nov_30 + 1).version, "2026-11-01+u2");
