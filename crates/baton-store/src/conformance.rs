@@ -936,7 +936,8 @@ pub async fn suite_usage_record_totals_and_spend(store: Arc<dyn Store>) {
     store.insert_usage_record(other).await.unwrap();
 
     let totals = store.usage_record_totals().await.unwrap();
-    let keys: Vec<(&str, Option<&str>, Option<&str>, &str, u64)> = totals
+    type Keys<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a str, u64);
+    let keys: Vec<Keys<'_>> = totals
         .iter()
         .map(|t| (t.source.as_str(), t.repo.as_deref(), t.task.as_deref(), t.day.as_str(), t.records))
         .collect();
