@@ -12,6 +12,7 @@
 //! - [`redact`]: secret masking for whole texts and for output streams cut anywhere.
 //! - [`text`]: checks on untrusted input text and terminal-safe escaping on output.
 //! - [`money`]: amounts of money for people (`$0.0527`).
+//! - [`usage`]: usage categories mapped at read time (`[usage.categories]`).
 //!
 //! Invariant: no IO, no async, no clock or random reads. `now` and randomness come in as arguments.
 
@@ -26,6 +27,7 @@ pub mod redact;
 pub mod retry;
 pub mod task;
 pub mod text;
+pub mod usage;
 
 pub use agent::{AgentReport, AgentStatus, Usage};
 pub use decide::{Decision, Effect, NotifyKind, decide};

@@ -15,6 +15,15 @@
 //!
 //! The order of entries in the file therefore never matters.
 //!
+//! **Per-unit prices** (SPEC §9 unit economics: audio minutes, images, calls): a `[model.units]`
+//! table prices units of one model, a top-level `[units]` table prices units whatever the model;
+//! [`PriceTable::unit_price`] takes the model's price first.
+//!
+//! **A user's file** ([`PriceTable::overlaid`]) overrides rows of the built-in table by id and adds
+//! new ones; lookups then run over the merged rows, so a user id that is a prefix of a built-in id
+//! (or the reverse) still resolves each to its own row. [`PriceTable::error_line`] says which line
+//! of a rejected file is at fault.
+//!
 //! **Contract for adapters filling [`Usage`]** (what [`PriceTable::cost_usd`] relies on):
 //! - `input_tokens` excludes cache reads and cache writes. Codex and Gemini count cached tokens inside
 //!   their input figure, so their adapters subtract them.
@@ -67,6 +76,9 @@ pub struct PriceTable {
     /// `YYYY-MM-DD`.
     pub effective_date: String,
     pub models: Vec<ModelPrice>,
+    /// Top-level `[units]`: USD per unit by unit kind, for units reported without a model (or
+    /// whose model has no price for them).
+    pub units_usd: BTreeMap<String, f64>,
 }
 
 /// One model's prices.
@@ -180,7 +192,7 @@ impl PriceTable {
     pub fn from_toml(text: &str) -> Result<PriceTable, PricingError> {
         let doc: toml::Table = toml::from_str(text).map_err(|e| PricingError::Syntax { message: e.to_string() })?;
         let top = Fields { entry: "the top level".to_owned(), table: &doc };
-        top.deny_unknown(&["version", "effective_date", "model"])?;
+        top.deny_unknown(&["version", "effective_date", "model", "units"])?;
         let version = top.string("version")?;
         let effective_date = top.date("effective_date")?;
         let Value::Array(entries) = top.required("model")? else {
@@ -198,7 +210,89 @@ impl PriceTable {
             }
             models.push(model);
         }
-        Ok(PriceTable { version, effective_date, models })
+        let units_usd = top.units()?;
+        Ok(PriceTable { version, effective_date, models, units_usd })
+    }
+
+    /// This table with `user`'s rows laid over it: a row of `user` replaces the row with the same id
+    /// and every other row is added; `user`'s `[units]` replace ours kind by kind. The result is
+    /// stamped `<ours>+<theirs>` and carries `user`'s effective date.
+    pub fn overlaid(&self, user: &PriceTable) -> PriceTable {
+        let mut models: Vec<ModelPrice> =
+            self.models.iter().filter(|m| !user.models.iter().any(|u| u.id == m.id)).cloned().collect();
+        models.extend(user.models.iter().cloned());
+        let mut units_usd = self.units_usd.clone();
+        units_usd.extend(user.units_usd.iter().map(|(k, v)| (k.clone(), *v)));
+        PriceTable {
+            version: format!("{}+{}", self.version, user.version),
+            effective_date: user.effective_date.clone(),
+            models,
+            units_usd,
+        }
+    }
+
+    /// USD per unit of `unit_kind`: the model's own `[model.units]` price when the model resolves
+    /// and has one, else the table's `[units]` price; `None` when neither prices it.
+    pub fn unit_price(&self, model: Option<&str>, unit_kind: &str) -> Option<f64> {
+        let own = model.and_then(|m| self.lookup(m)).and_then(|found| found.entry.units_usd.get(unit_kind).copied());
+        own.or_else(|| self.units_usd.get(unit_kind).copied())
+    }
+
+    /// The 1-based line of `text` (the file [`PriceTable::from_toml`] rejected with `error`) that the
+    /// error is about: the field's line, or the entry's `[[model]]` line when the field is missing.
+    /// TOML syntax errors name their line in their message already; `None` for those.
+    pub fn error_line(text: &str, error: &PricingError) -> Option<usize> {
+        let lines: Vec<&str> = text.lines().collect();
+        let assigns = |line: &str, key: &str| {
+            line.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+        };
+        match error {
+            PricingError::Syntax { .. } => None,
+            PricingError::DuplicateId { id } => {
+                let quoted = format!("\"{id}\"");
+                let hits: Vec<usize> =
+                    (0..lines.len()).filter(|&i| assigns(lines[i], "id") && lines[i].contains(&quoted)).collect();
+                hits.get(1).map(|i| i + 1)
+            }
+            PricingError::Field { entry, field, .. } => {
+                // Which `[[model]]` block (entry strings end in "entry N" or "entry N)").
+                let position = entry
+                    .rsplit("entry ")
+                    .next()
+                    .and_then(|tail| tail.trim_end_matches(')').parse::<usize>().ok())
+                    .filter(|_| entry != "the top level");
+                let headers: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].trim() == "[[model]]").collect();
+                let (start, end) = match position {
+                    Some(n) => {
+                        let start = *headers.get(n.checked_sub(1)?)?;
+                        (start, headers.get(n).copied().unwrap_or(lines.len()))
+                    }
+                    None if field.starts_with("units.") => {
+                        let start = lines.iter().position(|l| l.trim() == "[units]")?;
+                        let after = lines.iter().skip(start + 1).position(|l| l.trim_start().starts_with('['));
+                        (start, after.map_or(lines.len(), |n| start + 1 + n))
+                    }
+                    None => (0, lines.iter().position(|l| l.trim_start().starts_with('[')).unwrap_or(lines.len())),
+                };
+                let (key, within_units) = match field.strip_prefix("units.") {
+                    Some(kind) => (kind, true),
+                    None => (field.as_str(), false),
+                };
+                // The top-level `[units]` block is the range itself.
+                let mut in_units = position.is_none() && within_units;
+                for (i, line) in lines.iter().enumerate().take(end).skip(start) {
+                    let trimmed = line.trim();
+                    if trimmed.starts_with('[') && i != start {
+                        in_units = trimmed == "[model.units]" || trimmed == "[units]";
+                        continue;
+                    }
+                    if in_units == within_units && assigns(line, key) {
+                        return Some(i + 1);
+                    }
+                }
+                Some(start + 1)
+            }
+        }
     }
 
     /// Resolves a reported model id: exact, then normalized, then longest separator-bounded prefix.
@@ -523,3 +617,19 @@ impl fmt::Display for PricingError {
 }
 
 impl std::error::Error for PricingError {}
+
+/// `YYYY-MM-DD` (UTC) of a Unix time in milliseconds: the day a pricing file's effective date is
+/// compared with.
+pub fn utc_date(ms: i64) -> String {
+    // Days to civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let z = ms.div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}

@@ -397,3 +397,128 @@ fn override_errors_name_the_entry_and_field() {
     );
     assert!(matches!(PriceTable::from_toml(&cases[13]).unwrap_err(), PricingError::Syntax { .. }));
 }
+
+/// A user's pricing file: one id that is a prefix of built-in ids (`claude-opus-4-5-fast` is not, but
+/// `gpt-5.2-codex-max` extends a built-in id), one built-in id overridden, and table-wide unit prices.
+const USER_FILE: &str = r#"
+version = "acme-7"
+effective_date = "2026-12-01"
+
+[units]
+audio_minute = 0.006
+image = 0.04
+
+[[model]]
+id = "gpt-5.2-codex-max"
+input = 3
+output = 30
+cache_read = 0.3
+cache_write = 3
+
+[[model]]
+id = "claude-sonnet"
+input = 9
+output = 90
+cache_read = 0.9
+cache_write = 9
+
+[[model]]
+id = "gpt-5-mini"
+input = 0.2
+output = 1.6
+cache_read = 0.02
+cache_write = 0.2
+
+[model.units]
+audio_minute = 0.003
+"#;
+
+// The user's rows override and extend the built-in ones, and lookup stays exact-then-longest-prefix
+// across the merged rows: a user id that extends a built-in id and a user id that is a prefix of
+// built-in ids each resolve to their own row, never the other's.
+#[test]
+fn user_file_overrides_and_extends_without_the_prefix_pitfall() {
+    let user = PriceTable::from_toml(USER_FILE).unwrap();
+    let merged = PriceTable::embedded().overlaid(&user);
+    assert_eq!((merged.version.as_str(), merged.effective_date.as_str()), ("2026-11-01+acme-7", "2026-12-01"));
+    insta::assert_snapshot!(resolve_all(&merged, &[
+        "gpt-5.2-codex-max",
+        "gpt-5.2-codex-max-preview",
+        "gpt-5.2-codex",
+        "gpt-5.2",
+        "claude-sonnet",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5-20250929",
+        "claude-sonnet-9",
+        "gpt-5-mini",
+        "gpt-5-mini-2025-08-07",
+        "gpt-5",
+    ]), @r"
+    gpt-5.2-codex-max → gpt-5.2-codex-max (Exact) 3/30
+    gpt-5.2-codex-max-preview → gpt-5.2-codex-max (Prefix) 3/30
+    gpt-5.2-codex → gpt-5.2-codex (Exact) 1.75/14
+    gpt-5.2 → gpt-5.2 (Exact) 1.75/14
+    claude-sonnet → claude-sonnet (Exact) 9/90
+    claude-sonnet-4-5 → claude-sonnet-4-5 (Exact) 3/15
+    claude-sonnet-4-5-20250929 → claude-sonnet-4-5 (Normalized) 3/15
+    claude-sonnet-9 → claude-sonnet (Prefix) 9/90
+    gpt-5-mini → gpt-5-mini (Exact) 0.2/1.6
+    gpt-5-mini-2025-08-07 → gpt-5-mini (Normalized) 0.2/1.6
+    gpt-5 → gpt-5 (Exact) 1.25/10
+    ");
+    // One row per id: the overridden built-in row is gone, the others stay.
+    assert_eq!(merged.models.len(), PriceTable::embedded().models.len() + 2);
+    // Reversing the merged rows changes nothing.
+    let reversed = PriceTable { models: merged.models.iter().rev().cloned().collect(), ..merged.clone() };
+    assert_eq!(
+        resolve_all(&reversed, &["claude-sonnet-9", "gpt-5.2-codex-max-x"]),
+        resolve_all(&merged, &["claude-sonnet-9", "gpt-5.2-codex-max-x"])
+    );
+}
+
+// Per-unit prices: a model's own `[model.units]` price first, then the table's `[units]`, else none.
+#[test]
+fn unit_prices_come_from_the_model_then_the_table() {
+    let merged = PriceTable::embedded().overlaid(&PriceTable::from_toml(USER_FILE).unwrap());
+    assert_eq!(merged.unit_price(Some("gpt-5-mini"), "audio_minute"), Some(0.003));
+    assert_eq!(merged.unit_price(Some("gpt-5"), "audio_minute"), Some(0.006));
+    assert_eq!(merged.unit_price(None, "image"), Some(0.04));
+    assert_eq!(merged.unit_price(Some("mystery"), "audio_minute"), Some(0.006));
+    assert_eq!(merged.unit_price(None, "page"), None);
+    assert_eq!(PriceTable::embedded().unit_price(None, "audio_minute"), None);
+}
+
+// A rejected file's error points at the offending line (the field's, or its entry's header when the
+// field is missing); syntax errors carry their line in the message.
+#[test]
+fn errors_name_the_line() {
+    let line_of = |text: &str| {
+        let error = PriceTable::from_toml(text).unwrap_err();
+        (PriceTable::error_line(text, &error), error.to_string())
+    };
+    let negative = USER_FILE.replace("output = 1.6", "output = -1.6");
+    assert_eq!(line_of(&negative).0, Some(26));
+    let unit = USER_FILE.replace("audio_minute = 0.003", "audio_minute = \"cheap\"");
+    assert_eq!(line_of(&unit).0, Some(31));
+    let top_unit = USER_FILE.replace("image = 0.04", "image = -1");
+    assert_eq!(line_of(&top_unit).0, Some(7));
+    let missing = USER_FILE.replace("cache_read = 0.9\n", "");
+    assert_eq!(line_of(&missing).0, Some(16));
+    let duplicate = USER_FILE.replace("id = \"claude-sonnet\"", "id = \"gpt-5-mini\"");
+    assert_eq!(line_of(&duplicate).0, Some(24));
+    let top = USER_FILE.replace("version = \"acme-7\"", "version = 7");
+    assert_eq!(line_of(&top).0, Some(2));
+    let (line, message) = line_of("version = \"x\"\neffective_date = \n");
+    assert_eq!(line, None);
+    assert!(message.contains("line 2"), "{message}");
+}
+
+// The effective date of a file is compared with the UTC day of the engine clock.
+#[test]
+fn utc_dates_of_clock_times() {
+    use baton_domain::pricing::utc_date;
+    assert_eq!(utc_date(0), "1970-01-01");
+    assert_eq!(utc_date(1_764_547_200_000), "2025-12-01");
+    assert_eq!(utc_date(1_764_547_199_999), "2025-11-30");
+    assert_eq!(utc_date(951_782_400_000), "2000-02-29");
+}

@@ -8,8 +8,9 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::io::Read;
 
-/// What a token may do; each scope includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// What a token may do: `read` ⊂ `act` ⊂ `admin`; `ingest` stands apart and may only report usage
+/// (`POST /api/usage/ingest`), which `admin` may do too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// Read tasks, status and usage.
     Read,
@@ -17,6 +18,8 @@ pub enum Scope {
     Act,
     /// Everything.
     Admin,
+    /// Only report usage from an outside tool: a key safe to hand to scripts and other machines.
+    Ingest,
 }
 
 impl Scope {
@@ -25,6 +28,7 @@ impl Scope {
             "read" => Some(Scope::Read),
             "act" => Some(Scope::Act),
             "admin" => Some(Scope::Admin),
+            "ingest" => Some(Scope::Ingest),
             _ => None,
         }
     }
@@ -34,6 +38,7 @@ impl Scope {
             Scope::Read => "read",
             Scope::Act => "act",
             Scope::Admin => "admin",
+            Scope::Ingest => "ingest",
         }
     }
 }
@@ -55,7 +60,19 @@ pub struct Principal {
 impl Principal {
     /// Whether this principal may do what `needed` allows.
     pub fn allows(&self, needed: Scope) -> bool {
-        self.scope >= needed
+        /// Place in the chain read ⊂ act ⊂ admin; `ingest` is outside it.
+        fn rank(scope: Scope) -> Option<u8> {
+            match scope {
+                Scope::Read => Some(0),
+                Scope::Act => Some(1),
+                Scope::Admin => Some(2),
+                Scope::Ingest => None,
+            }
+        }
+        match (self.scope, needed) {
+            (Scope::Admin, _) | (Scope::Ingest, Scope::Ingest) => true,
+            (have, needed) => matches!((rank(have), rank(needed)), (Some(have), Some(needed)) if have >= needed),
+        }
     }
 }
 
@@ -163,6 +180,13 @@ mod tests {
         assert!(reader.allows(Scope::Read) && !reader.allows(Scope::Act));
         assert!(admin.allows(Scope::Act) && admin.allows(Scope::Read));
         assert_eq!(Scope::parse("act"), Some(Scope::Act));
+        // `ingest` may only ingest; admin may ingest too; read and act may not.
+        let ingester = Principal { name: "api:tts".into(), scope: Scope::Ingest };
+        assert!(ingester.allows(Scope::Ingest) && !ingester.allows(Scope::Read) && !ingester.allows(Scope::Act));
+        assert!(admin.allows(Scope::Ingest) && !reader.allows(Scope::Ingest));
+        let actor = Principal { name: "api:bot".into(), scope: Scope::Act };
+        assert!(!actor.allows(Scope::Ingest) && actor.allows(Scope::Read));
+        assert_eq!(Scope::parse("ingest"), Some(Scope::Ingest));
         assert_eq!(Scope::parse("write"), None);
     }
 

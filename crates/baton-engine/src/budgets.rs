@@ -5,9 +5,57 @@ use crate::EngineError;
 use crate::engine::Engine;
 use baton_adapters::notifier::Notification;
 use baton_domain::NotifyKind;
-use baton_store::{NewEvent, SpendFilter, TaskRecord};
+use baton_store::{NewEvent, SpendFilter, TaskFilter, TaskKey, TaskRecord};
+use serde::Serialize;
 
 const DAY_MS: i64 = 86_400_000;
+/// The shortest part of the day a forecast divides by: just after midnight a few cents would
+/// otherwise project to thousands of dollars.
+const FORECAST_ELAPSED_MS_MIN: i64 = 3_600_000;
+
+/// Spend under one cap (`baton budget show`, `GET /api/budgets`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CapSpend {
+    /// `all repos today`, `repo demo today`, `task DEMO-001`.
+    pub label: String,
+    /// As `baton budget set` names it: `global`, `repo:<name>`, `task:<id>`.
+    pub scope: String,
+    pub spent_usd: f64,
+    /// The override when set, else `[budgets]`; `None`: no cap.
+    pub cap_usd: Option<f64>,
+    /// `spent / cap`; `None` without a cap.
+    pub ratio: Option<f64>,
+    /// Daily scopes: today's spend at the current rate ([`Forecast`]); `None` for task scopes.
+    pub forecast_usd: Option<f64>,
+    /// `forecast / cap`.
+    pub forecast_ratio: Option<f64>,
+}
+
+/// How the forecasts of daily scopes are made.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Forecast {
+    /// The rule, in words.
+    pub method: String,
+    /// Hours of the UTC day gone (at least one: see the method).
+    pub elapsed_hours: f64,
+    /// Every repository's spend today and its forecast (the global scope's figures).
+    pub spent_today_usd: f64,
+    pub forecast_usd: f64,
+}
+
+/// Spend against every cap, with today's forecast.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetReport {
+    pub caps: Vec<CapSpend>,
+    pub forecast: Forecast,
+    pub warn_ratio: f64,
+    /// What counts toward the caps.
+    pub rule: String,
+}
+
+/// What counts toward a cap, as `budget show` and the API state it.
+pub const SPEND_RULE: &str = "agent runs always count; ingested usage counts toward a repository's daily cap and the \
+     global daily cap when it carries a repository (its own or its task's), and toward a task's cap when linked to the task";
 
 /// One cap that applies to a run, with what was spent under it before the run.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +125,98 @@ pub async fn limits_for(engine: &Engine, task: &TaskRecord) -> Result<Vec<Budget
         limits.push(BudgetLimit { label: "all repos today".into(), scope: "global".into(), cap_usd, spent_usd });
     }
     Ok(limits)
+}
+
+impl Engine {
+    /// Spend against every cap: global and each repository (configured, or with an override) for
+    /// the current UTC day, and each active task (or task with an override) for its whole life;
+    /// daily scopes with a forecast of the day's spend at the current rate.
+    pub async fn budget_report(&self) -> Result<BudgetReport, EngineError> {
+        let configured = &self.settings().budgets;
+        let store = self.store();
+        let caps = store.budget_caps().await?;
+        let cap = |scope: &str, default: Option<f64>| match caps.iter().find(|(s, _)| s == scope) {
+            Some((_, cap)) => *cap,
+            None => default,
+        };
+        let now = self.clock().now_ms();
+        let day_start = now - now.rem_euclid(DAY_MS);
+        let elapsed_ms = (now - day_start).max(FORECAST_ELAPSED_MS_MIN);
+        let project = |spent: f64| spent * DAY_MS as f64 / elapsed_ms as f64;
+        let daily = |label: String, scope: String, spent_usd: f64, cap_usd: Option<f64>| {
+            let forecast = project(spent_usd);
+            CapSpend {
+                label,
+                scope,
+                spent_usd,
+                ratio: cap_usd.map(|c| spent_usd / c),
+                forecast_usd: Some(forecast),
+                forecast_ratio: cap_usd.map(|c| forecast / c),
+                cap_usd,
+            }
+        };
+        let today = SpendFilter { since_ms: Some(day_start), ..SpendFilter::default() };
+        let spent_today = store.spend_usd(&today).await?;
+        let mut out = vec![daily(
+            "all repos today".into(),
+            "global".into(),
+            spent_today,
+            cap("global", configured.global_daily_usd),
+        )];
+        let mut repos: Vec<String> = self.settings().repos.iter().map(|r| r.name.clone()).collect();
+        for (scope, _) in &caps {
+            if let Some(name) = scope.strip_prefix("repo:")
+                && !repos.iter().any(|r| r == name)
+            {
+                repos.push(name.to_string());
+            }
+        }
+        for repo in repos {
+            let scope = format!("repo:{repo}");
+            let filter = SpendFilter { repo: Some(repo.clone()), since_ms: Some(day_start), ..SpendFilter::default() };
+            let spent = store.spend_usd(&filter).await?;
+            let cap_usd = cap(&scope, configured.repo_daily_usd);
+            out.push(daily(format!("repo {repo} today"), scope, spent, cap_usd));
+        }
+        let mut tasks = store.list_tasks(&TaskFilter { active_only: true, ..TaskFilter::default() }).await?;
+        for (scope, _) in &caps {
+            let Some(id) = scope.strip_prefix("task:").and_then(|id| id.parse::<i64>().ok()) else { continue };
+            let id = baton_domain::TaskId(id);
+            if !tasks.iter().any(|t| t.id == id)
+                && let Some(task) = store.task(&TaskKey::Id(id)).await?
+            {
+                tasks.push(task);
+            }
+        }
+        for task in tasks {
+            let scope = format!("task:{}", task.id);
+            let spent_usd = store.spend_usd(&SpendFilter { task: Some(task.id), ..SpendFilter::default() }).await?;
+            let cap_usd = cap(&scope, configured.task_usd);
+            out.push(CapSpend {
+                label: format!("task {}", task.work_item_id),
+                scope,
+                spent_usd,
+                ratio: cap_usd.map(|c| spent_usd / c),
+                cap_usd,
+                forecast_usd: None,
+                forecast_ratio: None,
+            });
+        }
+        Ok(BudgetReport {
+            caps: out,
+            forecast: Forecast {
+                method:
+                    "spend so far today (UTC) ÷ the elapsed part of the day × 24 h, the elapsed part counted as at \
+                         least one hour"
+                        .into(),
+                elapsed_hours: elapsed_ms as f64 / 3_600_000.0,
+                spent_today_usd: spent_today,
+                forecast_usd: project(spent_today),
+            },
+            warn_ratio: configured.warn_ratio,
+            rule: SPEND_RULE.into(),
+        })
+    }
 }
 
 /// Sends one warning per (scope, cap, day) when spend crosses the warning ratio. Never fails the run.

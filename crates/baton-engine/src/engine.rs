@@ -149,6 +149,9 @@ pub struct Engine {
     queues: crate::queue::MergeQueues,
     /// The kill switches (`[features]`).
     features: crate::features::Features,
+    /// `[usage]` and `[pricing]`, with the price tables they give.
+    usage: crate::usage::UsageSettings,
+    prices: crate::usage::Prices,
 }
 
 impl std::fmt::Debug for Engine {
@@ -191,6 +194,7 @@ pub struct EngineBuilder {
     sandbox: Option<Arc<Sandbox>>,
     retention: Option<crate::settings::Retention>,
     features: crate::features::Features,
+    usage: crate::usage::UsageSettings,
 }
 
 impl EngineBuilder {
@@ -284,6 +288,13 @@ impl EngineBuilder {
         self
     }
 
+    /// The read-time category map and a user's pricing file (`[usage]`, `[pricing]`). Without it
+    /// the built-in price table and no category map.
+    pub fn usage(mut self, usage: crate::usage::UsageSettings) -> Self {
+        self.usage = usage;
+        self
+    }
+
     /// The job-owner name of this process (default `pid:<pid>`).
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
@@ -337,6 +348,8 @@ impl EngineBuilder {
                 self.settings.limits.merge_queue_depth_max,
             ),
             features: self.features,
+            prices: crate::usage::Prices::new(self.usage.user_prices.as_ref()),
+            usage: self.usage,
             settings: self.settings,
         })
     }
@@ -365,6 +378,7 @@ impl Engine {
             sandbox: None,
             retention: None,
             features: crate::features::Features::all_on(),
+            usage: crate::usage::UsageSettings::default(),
         }
     }
 
@@ -385,6 +399,16 @@ impl Engine {
 
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
+    }
+
+    /// `[usage]` and `[pricing]` as configured.
+    pub fn usage_settings(&self) -> &crate::usage::UsageSettings {
+        &self.usage
+    }
+
+    /// The built-in price table and, with a user's file, the merged one ([`Engine::prices`] picks).
+    pub fn prices_state(&self) -> &crate::usage::Prices {
+        &self.prices
     }
 
     /// Baton's agent sandbox, when this engine was given one.

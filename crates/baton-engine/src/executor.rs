@@ -479,10 +479,11 @@ fn agent_env(engine: &Engine, role: &str, ctx: &JobContext<'_>) -> Vec<(String, 
     env
 }
 
-/// Cost of `usage` on `model` from the pricing table; `None` (unpriced) for an unknown model.
-pub fn price(model: Option<&str>, usage: &baton_domain::Usage) -> Option<f64> {
+/// Cost of `usage` on `model` from the pricing table in force (the built-in one, or a user's file
+/// laid over it); `None` (unpriced) for an unknown model.
+pub fn price(engine: &Engine, model: Option<&str>, usage: &baton_domain::Usage) -> Option<f64> {
     let model = model?;
-    let priced = baton_domain::pricing::PriceTable::embedded().cost_usd(model, usage)?;
+    let priced = engine.prices().cost_usd(model, usage)?;
     if priced.how == baton_domain::pricing::MatchKind::Prefix {
         tracing::info!(model, matched = %priced.matched_id, "priced by longest prefix");
     }
@@ -785,7 +786,7 @@ async fn supervise(
         report.model = progress.model.clone().or_else(|| agent.model().map(str::to_string));
     }
     if report.cost_usd.is_none() {
-        report.cost_usd = price(report.model.as_deref(), &report.usage);
+        report.cost_usd = price(engine, report.model.as_deref(), &report.usage);
     }
     engine
         .store()
@@ -915,7 +916,7 @@ impl Monitor<'_> {
             return None;
         }
         let model = progress.model.as_deref().or(self.agent.model());
-        let live_usd = progress.cost_usd.or_else(|| price(model, &progress.usage)).unwrap_or(0.0);
+        let live_usd = progress.cost_usd.or_else(|| price(self.ctx.engine, model, &progress.usage)).unwrap_or(0.0);
         budgets::exceeded(&self.limits, live_usd)
     }
 

@@ -45,6 +45,8 @@ pub mod sandbox;
 pub mod settings;
 pub mod stats;
 pub mod telegram;
+pub mod usage;
+pub mod usage_report;
 pub mod webhooks;
 pub mod workspace;
 

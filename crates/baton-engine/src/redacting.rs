@@ -175,6 +175,21 @@ impl Store for RedactingStore {
     async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>> {
         self.inner.usage(group).await
     }
+    async fn insert_usage_record(&self, record: NewUsageRecord) -> StoreResult<UsageInsert> {
+        let record = NewUsageRecord {
+            source: self.text(&record.source),
+            category: self.text(&record.category),
+            idempotency_key: record.idempotency_key.as_deref().map(|k| self.text(k)),
+            ..record
+        };
+        self.inner.insert_usage_record(record).await
+    }
+    async fn usage_record_totals(&self) -> StoreResult<Vec<UsageRecordTotals>> {
+        self.inner.usage_record_totals().await
+    }
+    async fn done_task_spend(&self) -> StoreResult<DoneTaskSpend> {
+        self.inner.done_task_spend().await
+    }
     async fn claim_effects(&self, claim: &EffectClaim) -> StoreResult<Vec<EffectRecord>> {
         self.inner.claim_effects(claim).await
     }

@@ -1,6 +1,7 @@
 //! Who is asking (SPEC §16): `Authorization: Bearer <token>` names a principal with a scope — a
 //! named token from the database (`baton token create`), or the one set in `server.api_token`.
-//! Mutations need the `act` scope; reads are open unless `server.read_requires_token`. The
+//! Mutations need the `act` scope, usage ingest the `ingest` scope (or `admin`); reads are open
+//! unless `server.read_requires_token`. The
 //! principal rides in the request's extensions, so every input records who made it.
 
 use crate::AppState;
@@ -15,6 +16,11 @@ use std::sync::Arc;
 /// Middleware for the mutating routes: passes the request on only for a principal with `act`.
 pub(crate) async fn require_act(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     guard(&state, Scope::Act, request, next).await
+}
+
+/// Middleware for `POST /api/usage/ingest`: a principal with `ingest` (or `admin`).
+pub(crate) async fn require_ingest(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    guard(&state, Scope::Ingest, request, next).await
 }
 
 /// Middleware for the read routes: open unless the server requires a `read` token.

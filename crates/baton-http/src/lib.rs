@@ -109,6 +109,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tasks/{id}/retry"),
     ("POST", "/api/tasks/{id}/resume"),
     ("GET", "/api/usage"),
+    ("POST", "/api/usage/ingest"),
+    ("GET", "/api/budgets"),
     ("GET", "/api/queue"),
     ("GET", "/api/metrics"),
     ("GET", "/api/openapi.json"),

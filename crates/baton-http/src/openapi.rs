@@ -22,7 +22,7 @@ pub struct ErrorBody {
 #[openapi(
     info(title = "Baton", description = "Baton's HTTP API: tasks, human actions, usage, observability and webhooks."),
     paths(
-        health, status, tasks_list, tasks_create, tasks_show, task_action, usage,
+        health, status, tasks_list, tasks_create, tasks_show, task_action, usage, usage_ingest, budgets,
         crate::api::queue::queue, crate::api::metrics::metrics, crate::prometheus::metrics, openapi_json, webhook, events,
     ),
     components(schemas(ErrorBody)),
@@ -97,12 +97,33 @@ fn tasks_show() {}
 #[allow(dead_code)]
 fn task_action() {}
 
-/// Token and cost totals grouped by task, stage, adapter, model, repo or day.
+/// Agent runs and ingested usage grouped, with unit economics ($ per merged task, per stage, per unit).
 #[utoipa::path(get, path = "/api/usage", tag = "usage",
-    params(("by" = Option<String>, Query, description = "task | stage | adapter | model | repo | day")),
-    responses((status = 200, description = "Usage rows", body = Vec<Object>), (status = 400, body = ErrorBody)))]
+    params(("by" = Option<String>, Query, description = "task | stage | adapter | model | repo | day | category | source | unit_kind")),
+    responses((status = 200, description = "`{by, rows: [{key, runs, records, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, units, cost_usd, agent_cost_usd, ingested_cost_usd, unpriced}], total_cost_usd, unit_economics: {per_merged_task, per_stage, per_unit}, pricing_version}`", body = Object),
+              (status = 400, body = ErrorBody)))]
 #[allow(dead_code)]
 fn usage() {}
+
+/// Usage reported by an outside tool (`ingest` or `admin` scope). Unknown fields, negative numbers
+/// and oversize values are refused with a 400 naming the field. Without `cost_usd` the record is
+/// priced from the pricing table (tokens by model, units by unit kind); an unknown model is stored
+/// unpriced with a warning. A replay of `(source, idempotency_key)` (the key may also come as the
+/// `Idempotency-Key` header) returns the first record with 200.
+#[utoipa::path(post, path = "/api/usage/ingest", tag = "usage",
+    request_body(content = Object, description = "`{source, category?, model?, input_tokens?, output_tokens?, cache_read_tokens?, cache_write_tokens?, units?, unit_kind?, cost_usd?, idempotency_key?, task?, repo?}`"),
+    responses((status = 201, description = "`{record, created: true, warnings}`", body = Object),
+              (status = 200, description = "A replay: `{record (the first), created: false, warnings}`", body = Object),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[allow(dead_code)]
+fn usage_ingest() {}
+
+/// Spend against every budget cap (global and per repository per UTC day, per task), with the
+/// ratio and a forecast of today's spend at the current rate.
+#[utoipa::path(get, path = "/api/budgets", tag = "usage",
+    responses((status = 200, description = "`{caps: [{label, scope, spent_usd, cap_usd, ratio, forecast_usd, forecast_ratio}], forecast: {method, elapsed_hours, spent_today_usd, forecast_usd}, warn_ratio, rule}`", body = Object)))]
+#[allow(dead_code)]
+fn budgets() {}
 
 /// Timeline events as server-sent events, resumable with `Last-Event-ID`.
 #[utoipa::path(get, path = "/api/events", tag = "events",

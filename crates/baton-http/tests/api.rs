@@ -432,13 +432,15 @@ async fn answer_needs_text() {
 
 #[tokio::test]
 async fn usage_is_empty_and_checks_the_grouping() {
-    // Usage on an empty database is `[]` for every grouping; an unknown grouping is a 400 naming
-    // the valid ones.
+    // Usage on an empty database has no rows for every grouping; an unknown grouping is a 400
+    // naming the valid ones.
     let h = Harness::new().await;
-    for by in ["task", "stage", "adapter", "model", "repo", "day"] {
-        assert_eq!(h.get(&format!("/api/usage?by={by}")).await, (StatusCode::OK, json!([])), "{by}");
+    for by in ["task", "stage", "adapter", "model", "repo", "day", "category", "source", "unit_kind"] {
+        let (status, body) = h.get(&format!("/api/usage?by={by}")).await;
+        assert_eq!((status, &body["rows"], &body["by"]), (StatusCode::OK, &json!([]), &json!(by)), "{by}");
+        assert_eq!(body["unit_economics"]["per_merged_task"]["usd_per_task"], json!(null));
     }
-    assert_eq!(h.get("/api/usage").await, (StatusCode::OK, json!([])));
+    assert_eq!(h.get("/api/usage").await.1["by"], "task");
     let (status, body) = h.get("/api/usage?by=nonsense").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let message = error_message(&body, "bad_request");

@@ -21,7 +21,7 @@ use std::str::FromStr;
 /// of the new deployment write their own; version 12 only adds retention's indexes, which
 /// PostgreSQL's migration 3 creates itself). A source at another version has other columns: it
 /// is refused rather than half copied.
-pub const SQLITE_SCHEMA_VERSION: i64 = 12;
+pub const SQLITE_SCHEMA_VERSION: i64 = 13;
 
 /// Rows per `INSERT` (and per read from SQLite): few round trips, and far below PostgreSQL's
 /// 65535 bind parameters for the widest table.
@@ -185,6 +185,30 @@ const TABLES: &[Table] = &[
         ],
         identity: true,
         figures: ID_FIGURES,
+    },
+    Table {
+        name: "usage_records",
+        columns: &[
+            ("id", Int),
+            ("source", Text),
+            ("category", Text),
+            ("model", Text),
+            ("input_tokens", Int),
+            ("output_tokens", Int),
+            ("cache_read_tokens", Int),
+            ("cache_write_tokens", Int),
+            ("units", Real),
+            ("unit_kind", Text),
+            ("cost_usd", Real),
+            ("priced_by", Text),
+            ("idempotency_key", Text),
+            ("task_id", Int),
+            ("repo", Text),
+            ("at", Int),
+            ("principal", Text),
+        ],
+        identity: true,
+        figures: &[("max id", "MAX(id)"), ("sum id", "SUM(id)"), ("micro-USD", "ROUND(SUM(cost_usd) * 1000000)")],
     },
     Table {
         name: "budget_caps",

@@ -37,7 +37,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_instances.sql")),
     (3, include_str!("../migrations/0003_retention.sql")),
-    (4, include_str!("../migrations/0004_notify.sql")),
+    (4, include_str!("../migrations/0004_usage_ingest.sql")),
+    (5, include_str!("../migrations/0005_notify.sql")),
 ];
 
 /// Advisory lock keys (one namespace for Baton: the high bits spell "BATN").
@@ -190,7 +191,7 @@ async fn migrate(pool: &PgPool) -> StoreResult<()> {
 
 baton_store::row_decoders!(PgRow);
 
-/// The channel the triggers of `0004_notify.sql` notify on.
+/// The channel the triggers of `0005_notify.sql` notify on.
 const CHANGES_CHANNEL: &str = "baton_changes";
 
 /// [`Store::change_feed`] over LISTEN: its own connection, re-established by sqlx on the next
@@ -1108,7 +1109,25 @@ impl Store for PgStore {
             query = query.bind(since);
         }
         let spent = query.fetch_one(&self.pool).await?;
-        Ok(spent.unwrap_or(0.0))
+        let ingested_sql = baton_store::rows::ingested_spend_sql(filter, {
+            let mut n = 0;
+            move || {
+                n += 1;
+                format!("${n}")
+            }
+        });
+        let mut ingested = sqlx::query_scalar::<_, Option<f64>>(sqlx::AssertSqlSafe(ingested_sql));
+        if let Some(task) = filter.task {
+            ingested = ingested.bind(task.0);
+        }
+        if let Some(repo) = &filter.repo {
+            ingested = ingested.bind(repo.clone());
+        }
+        if let Some(since) = filter.since_ms {
+            ingested = ingested.bind(since);
+        }
+        let ingested = ingested.fetch_one(&self.pool).await?;
+        Ok(spent.unwrap_or(0.0) + ingested.unwrap_or(0.0))
     }
 
     async fn record_once(&self, key: &str, kind: &str, now_ms: i64) -> StoreResult<bool> {
@@ -1134,7 +1153,7 @@ impl Store for PgStore {
             UsageGroup::Day => "to_char(to_timestamp(r.started_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
         };
         let sql = format!(
-            "SELECT {key} AS key, COUNT(*) AS runs, SUM(r.input_tokens)::bigint AS input_tokens,
+            "SELECT {key} AS key, COUNT(*) AS runs, COUNT(DISTINCT r.task_id) AS tasks, SUM(r.input_tokens)::bigint AS input_tokens,
                SUM(r.output_tokens)::bigint AS output_tokens, SUM(r.cache_read_tokens)::bigint AS cache_read_tokens,
                SUM(r.cache_write_tokens)::bigint AS cache_write_tokens, COALESCE(SUM(r.cost_usd), 0.0)::float8 AS cost_usd,
                COUNT(*) FILTER (WHERE r.cost_usd IS NULL) AS unpriced_runs
@@ -1147,6 +1166,7 @@ impl Store for PgStore {
                 Ok(UsageRow {
                     key: row.try_get("key")?,
                     runs: u("runs")?,
+                    tasks: u("tasks")?,
                     input_tokens: u("input_tokens")?,
                     output_tokens: u("output_tokens")?,
                     cache_read_tokens: u("cache_read_tokens")?,
@@ -1156,6 +1176,62 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn insert_usage_record(&self, record: NewUsageRecord) -> StoreResult<UsageInsert> {
+        let id: Option<i64> = sqlx::query_scalar(baton_store::rows::INSERT_USAGE_RECORD)
+            .bind(&record.source)
+            .bind(&record.category)
+            .bind(&record.model)
+            .bind(record.input_tokens as i64)
+            .bind(record.output_tokens as i64)
+            .bind(record.cache_read_tokens as i64)
+            .bind(record.cache_write_tokens as i64)
+            .bind(record.units)
+            .bind(&record.unit_kind)
+            .bind(record.cost_usd)
+            .bind(&record.priced_by)
+            .bind(&record.idempotency_key)
+            .bind(record.task.map(|t| t.0))
+            .bind(&record.repo)
+            .bind(record.at_ms)
+            .bind(&record.principal)
+            .fetch_optional(&self.pool)
+            .await?;
+        let insert = match (id, &record.idempotency_key) {
+            (Some(id), _) => UsageInsert { record: UsageRecord { id, record }, created: true },
+            (None, Some(key)) => {
+                let row = sqlx::query(baton_store::rows::USAGE_RECORD_BY_KEY)
+                    .bind(&record.source)
+                    .bind(key)
+                    .fetch_one(&self.pool)
+                    .await?;
+                UsageInsert { record: usage_record_from_row(&row)?, created: false }
+            }
+            (None, None) => return Err(StoreError::Database("a usage record without a key was not stored".into())),
+        };
+
+        Ok(insert)
+    }
+
+    async fn usage_record_totals(&self) -> StoreResult<Vec<UsageRecordTotals>> {
+        let sql = baton_store::rows::usage_totals_sql(
+            "to_char(to_timestamp(r.at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+            "::bigint",
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let mut totals = rows.iter().map(usage_totals_from_row).collect::<StoreResult<Vec<_>>>()?;
+        UsageRecordTotals::sort(&mut totals);
+        Ok(totals)
+    }
+
+    async fn done_task_spend(&self) -> StoreResult<DoneTaskSpend> {
+        let row = sqlx::query(baton_store::rows::DONE_TASK_SPEND).fetch_one(&self.pool).await?;
+        Ok(DoneTaskSpend {
+            tasks: row.try_get::<i64, _>("tasks")?.max(0) as u64,
+            agent_cost_usd: row.try_get::<Option<f64>, _>("agent")?.unwrap_or(0.0),
+            ingested_cost_usd: row.try_get::<Option<f64>, _>("ingested")?.unwrap_or(0.0),
+        })
     }
 
     async fn claim_effects(&self, claim: &EffectClaim) -> StoreResult<Vec<EffectRecord>> {

@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_job_rank.sql")),
     (11, include_str!("../migrations/0011_instances.sql")),
     (12, include_str!("../migrations/0012_retention.sql")),
+    (13, include_str!("../migrations/0013_usage_ingest.sql")),
 ];
 
 /// The newest schema version this Baton knows (versions may be merged out of order, so not the
@@ -1054,7 +1055,19 @@ impl Store for SqliteStore {
             query = query.bind(since);
         }
         let spent = query.fetch_one(&self.reader).await?;
-        Ok(spent.unwrap_or(0.0))
+        let ingested_sql = baton_store::rows::ingested_spend_sql(filter, || "?".to_string());
+        let mut ingested = sqlx::query_scalar::<_, Option<f64>>(sqlx::AssertSqlSafe(ingested_sql));
+        if let Some(task) = filter.task {
+            ingested = ingested.bind(task.0);
+        }
+        if let Some(repo) = &filter.repo {
+            ingested = ingested.bind(repo.clone());
+        }
+        if let Some(since) = filter.since_ms {
+            ingested = ingested.bind(since);
+        }
+        let ingested = ingested.fetch_one(&self.reader).await?;
+        Ok(spent.unwrap_or(0.0) + ingested.unwrap_or(0.0))
     }
 
     async fn record_once(&self, key: &str, kind: &str, now_ms: i64) -> StoreResult<bool> {
@@ -1082,7 +1095,7 @@ impl Store for SqliteStore {
             UsageGroup::Day => "strftime('%Y-%m-%d', r.started_at / 1000, 'unixepoch')",
         };
         let sql = format!(
-            "SELECT {key} AS key, COUNT(*) AS runs, SUM(r.input_tokens) AS input_tokens, SUM(r.output_tokens) AS output_tokens,
+            "SELECT {key} AS key, COUNT(*) AS runs, COUNT(DISTINCT r.task_id) AS tasks, SUM(r.input_tokens) AS input_tokens, SUM(r.output_tokens) AS output_tokens,
                SUM(r.cache_read_tokens) AS cache_read_tokens, SUM(r.cache_write_tokens) AS cache_write_tokens,
                COALESCE(SUM(r.cost_usd), 0.0) AS cost_usd, SUM(CASE WHEN r.cost_usd IS NULL THEN 1 ELSE 0 END) AS unpriced_runs
              FROM agent_runs r JOIN tasks t ON t.id = r.task_id GROUP BY 1 ORDER BY 1"
@@ -1094,6 +1107,7 @@ impl Store for SqliteStore {
                 Ok(UsageRow {
                     key: row.try_get("key")?,
                     runs: u("runs")?,
+                    tasks: u("tasks")?,
                     input_tokens: u("input_tokens")?,
                     output_tokens: u("output_tokens")?,
                     cache_read_tokens: u("cache_read_tokens")?,
@@ -1103,6 +1117,60 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn insert_usage_record(&self, record: NewUsageRecord) -> StoreResult<UsageInsert> {
+        let mut tx = self.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(baton_store::rows::INSERT_USAGE_RECORD)
+            .bind(&record.source)
+            .bind(&record.category)
+            .bind(&record.model)
+            .bind(record.input_tokens as i64)
+            .bind(record.output_tokens as i64)
+            .bind(record.cache_read_tokens as i64)
+            .bind(record.cache_write_tokens as i64)
+            .bind(record.units)
+            .bind(&record.unit_kind)
+            .bind(record.cost_usd)
+            .bind(&record.priced_by)
+            .bind(&record.idempotency_key)
+            .bind(record.task.map(|t| t.0))
+            .bind(&record.repo)
+            .bind(record.at_ms)
+            .bind(&record.principal)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let insert = match (id, &record.idempotency_key) {
+            (Some(id), _) => UsageInsert { record: UsageRecord { id, record }, created: true },
+            (None, Some(key)) => {
+                let row = sqlx::query(baton_store::rows::USAGE_RECORD_BY_KEY)
+                    .bind(&record.source)
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                UsageInsert { record: usage_record_from_row(&row)?, created: false }
+            }
+            (None, None) => return Err(StoreError::Database("a usage record without a key was not stored".into())),
+        };
+        tx.commit().await?;
+        Ok(insert)
+    }
+
+    async fn usage_record_totals(&self) -> StoreResult<Vec<UsageRecordTotals>> {
+        let sql = baton_store::rows::usage_totals_sql("strftime('%Y-%m-%d', r.at / 1000, 'unixepoch')", "");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.reader).await?;
+        let mut totals = rows.iter().map(usage_totals_from_row).collect::<StoreResult<Vec<_>>>()?;
+        UsageRecordTotals::sort(&mut totals);
+        Ok(totals)
+    }
+
+    async fn done_task_spend(&self) -> StoreResult<DoneTaskSpend> {
+        let row = sqlx::query(baton_store::rows::DONE_TASK_SPEND).fetch_one(&self.reader).await?;
+        Ok(DoneTaskSpend {
+            tasks: row.try_get::<i64, _>("tasks")?.max(0) as u64,
+            agent_cost_usd: row.try_get::<Option<f64>, _>("agent")?.unwrap_or(0.0),
+            ingested_cost_usd: row.try_get::<Option<f64>, _>("ingested")?.unwrap_or(0.0),
+        })
     }
 
     async fn claim_effects(&self, claim: &EffectClaim) -> StoreResult<Vec<EffectRecord>> {

@@ -9,9 +9,9 @@
 #![allow(missing_docs)]
 
 use crate::{
-    Advance, AgentRunFinish, Claim, EffectClaim, EventRecord, InboxEntry, JobCounts, JobFinish, JobRecord, JobStatus,
-    LeaseOutcome, NewAgentRun, NewDelivery, NewEffect, NewEvent, NewTask, Store, StoreError, TaskFilter, TaskKey,
-    TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
+    Advance, AgentRunFinish, Claim, DoneTaskSpend, EffectClaim, EventRecord, InboxEntry, JobCounts, JobFinish,
+    JobRecord, JobStatus, LeaseOutcome, NewAgentRun, NewDelivery, NewEffect, NewEvent, NewTask, NewUsageRecord,
+    SpendFilter, Store, StoreError, TaskFilter, TaskKey, TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
 };
 use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};
 use serde_json::json;
@@ -863,6 +863,131 @@ pub async fn suite_agent_runs_and_usage(store: Arc<dyn Store>) {
     assert_eq!(store.count_agent_runs(a.id, "analysis").await.unwrap(), 1);
 }
 
+fn usage_record(source: &str, key: Option<&str>, cost_usd: Option<f64>) -> NewUsageRecord {
+    NewUsageRecord {
+        source: source.into(),
+        category: "audio".into(),
+        model: Some("tts-1".into()),
+        input_tokens: 100,
+        output_tokens: 1_500,
+        cache_read_tokens: 3,
+        cache_write_tokens: 4,
+        units: 2.5,
+        unit_kind: Some("audio_minute".into()),
+        cost_usd,
+        priced_by: if cost_usd.is_some() { "reported" } else { "none" }.into(),
+        idempotency_key: key.map(str::to_string),
+        task: None,
+        repo: None,
+        at_ms: T0,
+        principal: "api:transcriber".into(),
+    }
+}
+
+/// An ingested usage record is stored once per (source, idempotency key): a replay returns the
+/// first record unchanged, the same key from another source is a new record, and records without
+/// a key are never deduplicated. Every field reads back as written.
+pub async fn suite_usage_record_idempotency(store: Arc<dyn Store>) {
+    let first = store.insert_usage_record(usage_record("transcriber", Some("k-1"), Some(0.03))).await.unwrap();
+    assert!(first.created);
+    assert_eq!(first.record.record, usage_record("transcriber", Some("k-1"), Some(0.03)));
+    let changed = NewUsageRecord { units: 99.0, at_ms: T0 + 5, ..usage_record("transcriber", Some("k-1"), Some(9.0)) };
+    let replay = store.insert_usage_record(changed).await.unwrap();
+    assert!(!replay.created, "a replay stores nothing");
+    assert_eq!(replay.record, first.record, "a replay returns the first record");
+    let other = store.insert_usage_record(usage_record("narrator", Some("k-1"), None)).await.unwrap();
+    assert!(other.created, "keys are unique per source");
+    assert_ne!(other.record.id, first.record.id);
+    assert_eq!((other.record.record.cost_usd, other.record.record.priced_by.as_str()), (None, "none"));
+    let a = store.insert_usage_record(usage_record("transcriber", None, Some(0.01))).await.unwrap();
+    let b = store.insert_usage_record(usage_record("transcriber", None, Some(0.01))).await.unwrap();
+    assert!(a.created && b.created && a.record.id != b.record.id, "records without a key are all kept");
+    let totals = store.usage_record_totals().await.unwrap();
+    assert_eq!(totals.iter().map(|t| t.records).sum::<u64>(), 4, "{totals:?}");
+}
+
+/// Ingested totals group by (source, category, model, unit kind, repository, task, day), keep
+/// unpriced records apart (cost never 0 for them, units of priced records counted alone), name a
+/// linked task `repo/WORK-ITEM`, and count toward spend only with a repository. Done tasks'
+/// spend sums their agent runs and their linked records.
+pub async fn suite_usage_record_totals_and_spend(store: Arc<dyn Store>) {
+    let task = create(&*store, "alpha", "A").await;
+    let linked = NewUsageRecord {
+        task: Some(task.id),
+        repo: Some("alpha".into()),
+        ..usage_record("transcriber", Some("t-1"), Some(0.5))
+    };
+    store.insert_usage_record(linked).await.unwrap();
+    store.insert_usage_record(usage_record("transcriber", Some("t-2"), Some(0.25))).await.unwrap();
+    store.insert_usage_record(usage_record("transcriber", Some("t-3"), None)).await.unwrap();
+    let next_day = NewUsageRecord {
+        at_ms: T0 + DAY_MS,
+        repo: Some("beta".into()),
+        ..usage_record("transcriber", Some("t-4"), Some(1.0))
+    };
+    store.insert_usage_record(next_day).await.unwrap();
+    let other = NewUsageRecord {
+        category: "leads".into(),
+        model: None,
+        unit_kind: None,
+        units: 0.0,
+        ..usage_record("crm", Some("c-1"), Some(2.0))
+    };
+    store.insert_usage_record(other).await.unwrap();
+
+    let totals = store.usage_record_totals().await.unwrap();
+    type Keys<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a str, u64);
+    let keys: Vec<Keys<'_>> = totals
+        .iter()
+        .map(|t| (t.source.as_str(), t.repo.as_deref(), t.task.as_deref(), t.day.as_str(), t.records))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("crm", None, None, "2023-11-14", 1),
+            ("transcriber", None, None, "2023-11-14", 2),
+            ("transcriber", Some("alpha"), Some("alpha/A-001"), "2023-11-14", 1),
+            ("transcriber", Some("beta"), None, "2023-11-15", 1),
+        ]
+    );
+    let unlinked = &totals[1];
+    assert_eq!(
+        (unlinked.category.as_str(), unlinked.model.as_deref(), unlinked.unit_kind.as_deref()),
+        ("audio", Some("tts-1"), Some("audio_minute"))
+    );
+    assert_eq!(
+        (unlinked.input_tokens, unlinked.output_tokens, unlinked.cache_read_tokens, unlinked.cache_write_tokens),
+        (200, 3_000, 6, 8)
+    );
+    assert!((unlinked.units - 5.0).abs() < 1e-9 && (unlinked.priced_units - 2.5).abs() < 1e-9, "{unlinked:?}");
+    assert!((unlinked.cost_usd - 0.25).abs() < 1e-9 && unlinked.unpriced_records == 1, "{unlinked:?}");
+    assert_eq!((totals[0].model.as_deref(), totals[0].unit_kind.as_deref(), totals[0].units), (None, None, 0.0));
+
+    // Spend: agent runs plus records with a repository only.
+    run(&*store, &task, "analysis", T0, report(AgentStatus::Succeeded, tokens(1, 1, 0, 0), Some(0.125), None)).await;
+    let spend = |filter: SpendFilter| {
+        let store = store.clone();
+        async move { store.spend_usd(&filter).await.unwrap() }
+    };
+    assert!((spend(SpendFilter::default()).await - (0.125 + 0.5 + 1.0)).abs() < 1e-9);
+    assert!((spend(SpendFilter { task: Some(task.id), ..SpendFilter::default() }).await - 0.625).abs() < 1e-9);
+    assert!((spend(SpendFilter { repo: Some("beta".into()), ..SpendFilter::default() }).await - 1.0).abs() < 1e-9);
+    let today = SpendFilter { since_ms: Some(T0 + DAY_MS), ..SpendFilter::default() };
+    assert!((spend(today).await - 1.0).abs() < 1e-9);
+
+    assert_eq!(store.done_task_spend().await.unwrap(), DoneTaskSpend::default(), "no task is done yet");
+    let job = claim(&*store, T0 + 5).await.id;
+    let task = reload(&*store, task.id).await;
+    store.advance(step(&task, "done", finished(job, json!("ok")), Transition::default())).await.unwrap();
+    create(&*store, "alpha", "A").await;
+    let done = store.done_task_spend().await.unwrap();
+    assert_eq!(done.tasks, 1);
+    assert!((done.agent_cost_usd - 0.125).abs() < 1e-9 && (done.ingested_cost_usd - 0.5).abs() < 1e-9, "{done:?}");
+    // Agent-run totals count the distinct tasks of a group.
+    let stage = store.usage(UsageGroup::Stage).await.unwrap();
+    assert_eq!(usage_row(&stage, "analysis").tasks, 1);
+}
+
 /// Per-task usage keeps two tasks apart even when their repos gave them the same work-item id.
 pub async fn suite_usage_by_task_across_repos(store: Arc<dyn Store>) {
     let a = create(&*store, "alpha", "P").await;
@@ -1610,6 +1735,20 @@ macro_rules! conformance_tests {
         async fn agent_runs_and_usage_totals() {
             let (_dir, _, store) = $fresh().await;
             $crate::conformance::suite_agent_runs_and_usage(store).await;
+        }
+
+        // An ingested usage record is stored once per (source, idempotency key); a replay returns the first.
+        #[::tokio::test]
+        async fn usage_records_are_idempotent_per_source() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_usage_record_idempotency(store).await;
+        }
+
+        // Ingested totals group by their keys, unpriced records stay apart, and spend counts records with a repository.
+        #[::tokio::test]
+        async fn usage_record_totals_group_and_count_toward_spend() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_usage_record_totals_and_spend(store).await;
         }
 
         // Per-task usage does not merge two repos' tasks that share a work-item id.

@@ -268,14 +268,27 @@ pub trait Store: Send + Sync {
     /// Runtime budget caps by scope; a `None` cap means "no cap" and overrides configuration.
     async fn budget_caps(&self) -> StoreResult<Vec<(String, Option<f64>)>>;
 
-    /// Priced spend of agent runs matching `filter` (unpriced runs add nothing).
+    /// Priced spend of agent runs and ingested usage records matching `filter` (unpriced ones add
+    /// nothing; see [`SpendFilter`] for which ingested records count).
     async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64>;
 
     /// Records `key` once; `true` the first time (one-shot alerts such as budget warnings).
     async fn record_once(&self, key: &str, kind: &str, now_ms: i64) -> StoreResult<bool>;
 
-    /// Token and cost totals grouped by `group` (task, stage, adapter, model, repo, day).
+    /// Token and cost totals of agent runs grouped by `group` (task, stage, adapter, model, repo, day).
     async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>>;
+
+    /// Stores an ingested usage record once per (source, idempotency key): a record with a key
+    /// already stored for its source stores nothing and returns the first record (`created:
+    /// false`). Records without a key are always stored.
+    async fn insert_usage_record(&self, record: NewUsageRecord) -> StoreResult<UsageInsert>;
+
+    /// Ingested usage records summed per (source, category, model, unit kind, repository, task,
+    /// UTC day), ordered by those keys.
+    async fn usage_record_totals(&self) -> StoreResult<Vec<UsageRecordTotals>>;
+
+    /// How many tasks reached done, and what their agent runs and linked ingested records cost.
+    async fn done_task_spend(&self) -> StoreResult<DoneTaskSpend>;
 
     /// Claims due, unacknowledged outbox rows (oldest first): each is hidden from other workers
     /// until `now + claim_ms` and its attempt count goes up by one.

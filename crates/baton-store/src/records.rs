@@ -389,6 +389,8 @@ pub enum UsageGroup {
 pub struct UsageRow {
     pub key: String,
     pub runs: u64,
+    /// Distinct tasks with a run in the group (the denominator of "$ per task in this stage").
+    pub tasks: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cache_read_tokens: u64,
@@ -397,7 +399,109 @@ pub struct UsageRow {
     pub unpriced_runs: u64,
 }
 
-/// Which agent runs a spend total covers; every `None` is "any".
+/// A usage record reported by an outside tool (`POST /api/usage/ingest`, SPEC §9), to be stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewUsageRecord {
+    /// Who spent it (`transcriber`, `ci-review`): with the idempotency key, the record's identity.
+    pub source: String,
+    /// The category it carries (mapped again at read time by `[usage.categories]`).
+    pub category: String,
+    pub model: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    /// How many units of `unit_kind` (minutes of audio, images, calls); 0 when none.
+    pub units: f64,
+    pub unit_kind: Option<String>,
+    /// `None`: unpriced (unknown model and no reported cost).
+    pub cost_usd: Option<f64>,
+    /// `reported` (the client's own figure), `table` (the pricing table) or `none`.
+    pub priced_by: String,
+    /// Unique per source: a replay returns the first record.
+    pub idempotency_key: Option<String>,
+    pub task: Option<TaskId>,
+    /// The repository it was spent for (set from the task when only the task is given).
+    pub repo: Option<String>,
+    /// When it was recorded, by the engine's clock.
+    pub at_ms: i64,
+    /// `api:<token name>`.
+    pub principal: String,
+}
+
+/// A stored usage record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub record: NewUsageRecord,
+}
+
+/// What [`crate::Store::insert_usage_record`] did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageInsert {
+    /// The new record, or the first one stored under the same (source, idempotency key).
+    pub record: UsageRecord,
+    /// `false`: a replay; nothing was stored.
+    pub created: bool,
+}
+
+/// Totals of ingested usage records sharing (source, category, model, unit kind, repository, task,
+/// UTC day): few rows, from which every read-time grouping is summed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageRecordTotals {
+    pub source: String,
+    pub category: String,
+    pub model: Option<String>,
+    pub unit_kind: Option<String>,
+    pub repo: Option<String>,
+    /// `repo/WORK-ITEM` of the linked task.
+    pub task: Option<String>,
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub records: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub units: f64,
+    /// Sum over priced records.
+    pub cost_usd: f64,
+    /// Units of priced records only (the denominator of $ per unit).
+    pub priced_units: f64,
+    pub unpriced_records: u64,
+}
+
+impl UsageRecordTotals {
+    /// Sorts totals by their keys (`None` first), so every backend returns the same order.
+    pub fn sort(rows: &mut [UsageRecordTotals]) {
+        rows.sort_by(|a, b| {
+            (&a.source, &a.category, &a.model, &a.unit_kind, &a.repo, &a.task, &a.day).cmp(&(
+                &b.source,
+                &b.category,
+                &b.model,
+                &b.unit_kind,
+                &b.repo,
+                &b.task,
+                &b.day,
+            ))
+        });
+    }
+}
+
+/// Spend of the tasks that reached done (the numerator of "$ per merged task").
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct DoneTaskSpend {
+    pub tasks: u64,
+    pub agent_cost_usd: f64,
+    /// Ingested records linked to those tasks.
+    pub ingested_cost_usd: f64,
+}
+
+/// Which spend a total covers; every `None` is "any". Agent runs always count; ingested usage
+/// records count only when they carry a repository (their own, or their task's): a task filter
+/// takes the records linked to the task, a repository filter the records of that repository, and
+/// no filter every record with a repository.
 #[derive(Debug, Clone, Default)]
 pub struct SpendFilter {
     pub task: Option<TaskId>,
@@ -410,7 +514,7 @@ pub struct SpendFilter {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApiTokenRecord {
     pub name: String,
-    /// `read`, `act` or `admin`.
+    /// `read`, `act`, `admin` or `ingest`.
     pub scope: String,
     pub created_by: String,
     pub created_at_ms: i64,

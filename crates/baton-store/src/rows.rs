@@ -27,6 +27,58 @@ pub fn state_columns(state: &TaskState) -> StoreResult<StateColumns> {
     Ok(StateColumns { json: serde_json::to_string(&stored)?, hold: state.hold.label().to_string(), due_at_ms })
 }
 
+/// Columns of `usage_records`, in the order [`INSERT_USAGE_RECORD`] binds them.
+pub const USAGE_RECORD_COLUMNS: &str = "source, category, model, input_tokens, output_tokens, cache_read_tokens, \
+     cache_write_tokens, units, unit_kind, cost_usd, priced_by, idempotency_key, task_id, repo, at, principal";
+
+/// Stores a usage record unless its (source, idempotency key) is taken; returns its id when stored
+/// (the same SQL on both backends: `$n` placeholders, `ON CONFLICT … DO NOTHING RETURNING`).
+pub const INSERT_USAGE_RECORD: &str = "INSERT INTO usage_records (source, category, model, input_tokens, output_tokens, \
+     cache_read_tokens, cache_write_tokens, units, unit_kind, cost_usd, priced_by, idempotency_key, task_id, repo, at, \
+     principal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+     ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING id";
+
+/// The record stored first under a (source, idempotency key).
+pub const USAGE_RECORD_BY_KEY: &str = "SELECT id, source, category, model, input_tokens, output_tokens, \
+     cache_read_tokens, cache_write_tokens, units, unit_kind, cost_usd, priced_by, idempotency_key, task_id, repo, at, \
+     principal FROM usage_records WHERE source = $1 AND idempotency_key = $2";
+
+/// Spend of the tasks that reached done: (done tasks, their agent runs' cost, their linked records' cost).
+pub const DONE_TASK_SPEND: &str = "SELECT (SELECT COUNT(*) FROM tasks WHERE stage = 'done') AS tasks, \
+     (SELECT SUM(r.cost_usd) FROM agent_runs r JOIN tasks t ON t.id = r.task_id WHERE t.stage = 'done') AS agent, \
+     (SELECT SUM(u.cost_usd) FROM usage_records u JOIN tasks t ON t.id = u.task_id WHERE t.stage = 'done') AS ingested";
+
+/// The `SELECT … FROM usage_records` of `Store::usage_record_totals`, with the backend's
+/// expression for a UTC day of `r.at` and its cast of a sum of integers.
+pub fn usage_totals_sql(day: &str, int: &str) -> String {
+    format!(
+        "SELECT r.source, r.category, r.model, r.unit_kind, r.repo, \
+           CASE WHEN t.id IS NULL THEN NULL ELSE t.repo || '/' || t.work_item_id END AS task, {day} AS day, \
+           COUNT(*) AS records, SUM(r.input_tokens){int} AS input_tokens, SUM(r.output_tokens){int} AS output_tokens, \
+           SUM(r.cache_read_tokens){int} AS cache_read_tokens, SUM(r.cache_write_tokens){int} AS cache_write_tokens, \
+           SUM(r.units) AS units, SUM(r.cost_usd) AS cost_usd, \
+           SUM(CASE WHEN r.cost_usd IS NULL THEN 0.0 ELSE r.units END) AS priced_units, \
+           SUM(CASE WHEN r.cost_usd IS NULL THEN 1 ELSE 0 END){int} AS unpriced_records \
+         FROM usage_records r LEFT JOIN tasks t ON t.id = r.task_id GROUP BY 1, 2, 3, 4, 5, 6, 7"
+    )
+}
+
+/// The ingested half of `Store::spend_usd`: records with a repository, filtered as the agent
+/// runs are (task, repository, since), placeholders numbered by `placeholder`.
+pub fn ingested_spend_sql(filter: &crate::SpendFilter, mut placeholder: impl FnMut() -> String) -> String {
+    let mut terms = vec!["repo IS NOT NULL".to_string()];
+    if filter.task.is_some() {
+        terms.push(format!("task_id = {}", placeholder()));
+    }
+    if filter.repo.is_some() {
+        terms.push(format!("repo = {}", placeholder()));
+    }
+    if filter.since_ms.is_some() {
+        terms.push(format!("at >= {}", placeholder()));
+    }
+    format!("SELECT SUM(cost_usd) FROM usage_records WHERE {}", terms.join(" AND "))
+}
+
 /// Defines the `*_from_row` decoders for a backend's row type (`SqliteRow`, `PgRow`): every
 /// integer column is read as `i64`, JSON columns as text. The backend must import `sqlx::Row`.
 #[doc(hidden)]
@@ -180,6 +232,55 @@ macro_rules! row_decoders {
                 updated_at_ms: row.try_get("updated_at")?,
                 batch: row.try_get::<Option<i64>, _>("batch")?.map(TaskId),
                 split: row.try_get::<Option<i64>, _>("split")?.map(|s| s.clamp(1, i64::from(u32::MAX)) as u32),
+            })
+        }
+
+        fn usage_record_from_row(row: &$row) -> $crate::StoreResult<$crate::UsageRecord> {
+            let u = |c: &str| -> $crate::StoreResult<u64> { Ok(row.try_get::<i64, _>(c)?.max(0) as u64) };
+            Ok($crate::UsageRecord {
+                id: row.try_get("id")?,
+                record: $crate::NewUsageRecord {
+                    source: row.try_get("source")?,
+                    category: row.try_get("category")?,
+                    model: row.try_get("model")?,
+                    input_tokens: u("input_tokens")?,
+                    output_tokens: u("output_tokens")?,
+                    cache_read_tokens: u("cache_read_tokens")?,
+                    cache_write_tokens: u("cache_write_tokens")?,
+                    units: row.try_get("units")?,
+                    unit_kind: row.try_get("unit_kind")?,
+                    cost_usd: row.try_get("cost_usd")?,
+                    priced_by: row.try_get("priced_by")?,
+                    idempotency_key: row.try_get("idempotency_key")?,
+                    task: row.try_get::<Option<i64>, _>("task_id")?.map(::baton_domain::TaskId),
+                    repo: row.try_get("repo")?,
+                    at_ms: row.try_get("at")?,
+                    principal: row.try_get("principal")?,
+                },
+            })
+        }
+
+        fn usage_totals_from_row(row: &$row) -> $crate::StoreResult<$crate::UsageRecordTotals> {
+            let u = |c: &str| -> $crate::StoreResult<u64> {
+                Ok(row.try_get::<Option<i64>, _>(c)?.unwrap_or(0).max(0) as u64)
+            };
+            Ok($crate::UsageRecordTotals {
+                source: row.try_get("source")?,
+                category: row.try_get("category")?,
+                model: row.try_get("model")?,
+                unit_kind: row.try_get("unit_kind")?,
+                repo: row.try_get("repo")?,
+                task: row.try_get("task")?,
+                day: row.try_get("day")?,
+                records: u("records")?,
+                input_tokens: u("input_tokens")?,
+                output_tokens: u("output_tokens")?,
+                cache_read_tokens: u("cache_read_tokens")?,
+                cache_write_tokens: u("cache_write_tokens")?,
+                units: row.try_get::<Option<f64>, _>("units")?.unwrap_or(0.0),
+                cost_usd: row.try_get::<Option<f64>, _>("cost_usd")?.unwrap_or(0.0),
+                priced_units: row.try_get::<Option<f64>, _>("priced_units")?.unwrap_or(0.0),
+                unpriced_records: u("unpriced_records")?,
             })
         }
 

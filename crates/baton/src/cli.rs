@@ -62,9 +62,9 @@ pub enum Command {
     Task(TaskCommand),
     /// Tasks by stage, running jobs and held leases.
     Status,
-    /// Tokens and cost, grouped.
+    /// Tokens and cost of agent runs and ingested usage, grouped, with unit economics.
     Usage {
-        /// Group by task, stage, adapter, model, repo or day.
+        /// Group by task, stage, adapter, model, repo, day, category, source or unit_kind.
         #[arg(long, default_value = "task")]
         by: String,
     },
@@ -77,7 +77,7 @@ pub enum Command {
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Named API tokens with a scope (read, act, admin); stored only as digests.
+    /// Named API tokens with a scope (read, act, admin, ingest); stored only as digests.
     #[command(subcommand)]
     Token(TokenCommand),
     /// The database: move the SQLite store into PostgreSQL.
@@ -121,7 +121,7 @@ pub enum BudgetCommand {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a token and print it (once): `read` reads, `act` also creates tasks and decides
-    /// human gates, `admin` is everything.
+    /// human gates, `admin` is everything; `ingest` may only report usage (`POST /api/usage/ingest`).
     Create {
         /// The token's name, shown as `api:<name>` on every input made with it.
         name: String,
@@ -295,7 +295,8 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
         .forge(forges(&config.engine)?)
         .sandbox(sandbox)
         .retention(config.retention)
-        .features(config.features.clone());
+        .features(config.features.clone())
+        .usage(config.usage.clone());
     // Tickets become tasks, and task status is mirrored onto them, once a tracker is configured.
     let engine = if config.trackers.is_empty() {
         engine

@@ -19,7 +19,7 @@ macro_rules! warn_line {
 }
 
 use baton::config::Config;
-use baton_store::{AgentRunRecord, EventRecord, JobRecord, LeaseRecord, TaskRecord, UsageRow};
+use baton_store::{AgentRunRecord, EventRecord, JobRecord, LeaseRecord, TaskRecord};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -423,29 +423,66 @@ pub fn status(
     }
 }
 
-pub fn usage(by: &str, rows: &[UsageRow], json: bool) {
+pub fn usage(report: &baton_engine::usage_report::UsageReport, json: bool) {
     if json {
-        return print_json(rows);
+        return print_json(report);
     }
-    let mut total = 0.0;
-    let lines: Vec<Vec<String>> = rows
+    let lines: Vec<Vec<String>> = report
+        .rows
         .iter()
         .map(|r| {
-            total += r.cost_usd;
             vec![
                 r.key.clone(),
                 r.runs.to_string(),
+                r.records.to_string(),
                 tokens(r.input_tokens),
                 tokens(r.output_tokens),
                 tokens(r.cache_read_tokens),
                 tokens(r.cache_write_tokens),
+                if r.units > 0.0 { format!("{:.2}", r.units) } else { String::new() },
                 money(r.cost_usd),
-                r.unpriced_runs.to_string(),
+                r.unpriced.to_string(),
             ]
         })
         .collect();
-    table(&[&by.to_uppercase(), "RUNS", "IN", "OUT", "CACHE READ", "CACHE WRITE", "COST", "UNPRICED"], &lines);
-    say!("total {}", money(total));
+    table(
+        &[
+            &report.by.to_uppercase(),
+            "RUNS",
+            "INGESTED",
+            "IN",
+            "OUT",
+            "CACHE READ",
+            "CACHE WRITE",
+            "UNITS",
+            "COST",
+            "UNPRICED",
+        ],
+        &lines,
+    );
+    say!("total {} (pricing {})", money(report.total_cost_usd), report.pricing_version);
+    let economics = &report.unit_economics;
+    let per = |v: Option<f64>| v.map_or("-".to_string(), money);
+    let merged = &economics.per_merged_task;
+    say!("");
+    say!(
+        "per merged task: {} ({} over {} done tasks)",
+        per(merged.usd_per_task),
+        money(merged.cost_usd),
+        merged.done_tasks
+    );
+    for stage in &economics.per_stage {
+        say!(
+            "per task in {}: {} ({} over {} tasks)",
+            stage.stage,
+            per(stage.usd_per_task),
+            money(stage.cost_usd),
+            stage.tasks
+        );
+    }
+    for unit in &economics.per_unit {
+        say!("per {}: {} ({} over {:.2})", unit.unit_kind, per(unit.usd_per_unit), money(unit.cost_usd), unit.units);
+    }
 }
 
 pub fn config_ok(config: &Config, json: bool) {

@@ -10,7 +10,7 @@ use anyhow::Context;
 use baton::config::Config;
 use baton_adapters::agent::script::{Script, ScriptContext, interpret};
 use baton_engine::{EngineError, Input, InputOutcome, NewTaskRequest};
-use baton_store::{JobStatus, TaskFilter, TaskKey, UsageGroup};
+use baton_store::{JobStatus, TaskFilter, TaskKey};
 use std::path::Path;
 
 /// Reads a text file (or stdin for `-`) of at most `max` bytes, never more: `/dev/zero` or a huge
@@ -178,82 +178,6 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
         }
         Err(other) => Err(other.into()),
     }
-}
-
-/// Spend under one budget scope, against its cap in force.
-#[derive(Debug, serde::Serialize)]
-struct ScopeSpend {
-    /// `all repos today`, `repo demo today`, `task DEMO-001`.
-    label: String,
-    /// As `baton budget set` names it: `global`, `repo:<name>`, `task:<id>`.
-    scope: String,
-    spent_usd: f64,
-    /// The override when set, else `[budgets]`; `None`: no cap.
-    cap_usd: Option<f64>,
-}
-
-/// Spend against every cap `budget show` reports: global and each repository for the current UTC
-/// day, and each active task (or task with an override) for its whole life.
-async fn budget_spend(
-    engine: &baton_engine::Engine,
-    config: &Config,
-    caps: &[(String, Option<f64>)],
-) -> anyhow::Result<Vec<ScopeSpend>> {
-    use baton_store::SpendFilter;
-    const DAY_MS: i64 = 86_400_000;
-    let configured = &config.engine.budgets;
-    let cap = |scope: &str, default: Option<f64>| match caps.iter().find(|(s, _)| s == scope) {
-        Some((_, cap)) => *cap,
-        None => default,
-    };
-    let now = engine.clock().now_ms();
-    let today = Some(now - now.rem_euclid(DAY_MS));
-    let store = engine.store();
-    let mut out = vec![ScopeSpend {
-        label: "all repos today".into(),
-        scope: "global".into(),
-        spent_usd: store.spend_usd(&SpendFilter { since_ms: today, ..SpendFilter::default() }).await?,
-        cap_usd: cap("global", configured.global_daily_usd),
-    }];
-    let mut repos: Vec<String> = config.engine.repos.iter().map(|r| r.name.clone()).collect();
-    for (scope, _) in caps {
-        if let Some(name) = scope.strip_prefix("repo:")
-            && !repos.iter().any(|r| r == name)
-        {
-            repos.push(name.to_string());
-        }
-    }
-    for repo in repos {
-        let scope = format!("repo:{repo}");
-        let filter = SpendFilter { repo: Some(repo.clone()), since_ms: today, ..SpendFilter::default() };
-        out.push(ScopeSpend {
-            label: format!("repo {repo} today"),
-            spent_usd: store.spend_usd(&filter).await?,
-            cap_usd: cap(&scope, configured.repo_daily_usd),
-            scope,
-        });
-    }
-    let mut tasks = store.list_tasks(&TaskFilter { active_only: true, ..TaskFilter::default() }).await?;
-    for (scope, _) in caps {
-        let Some(id) = scope.strip_prefix("task:").and_then(|id| id.parse::<i64>().ok()) else { continue };
-        let id = baton_domain::TaskId(id);
-        if !tasks.iter().any(|t| t.id == id)
-            && let Some(task) = store.task(&TaskKey::Id(id)).await?
-        {
-            tasks.push(task);
-        }
-    }
-    for task in tasks {
-        let scope = format!("task:{}", task.id);
-        let filter = SpendFilter { task: Some(task.id), ..SpendFilter::default() };
-        out.push(ScopeSpend {
-            label: format!("task {}", task.work_item_id),
-            spent_usd: store.spend_usd(&filter).await?,
-            cap_usd: cap(&scope, configured.task_usd),
-            scope,
-        });
-    }
-    Ok(out)
 }
 
 /// Lines of a log shown as a failure's tail.
@@ -424,21 +348,16 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
 }
 
 pub async fn usage(config: &Config, by: &str, json: bool) -> anyhow::Result<u8> {
-    let group = match by {
-        "task" => UsageGroup::Task,
-        "stage" => UsageGroup::Stage,
-        "adapter" => UsageGroup::Adapter,
-        "model" => UsageGroup::Model,
-        "repo" => UsageGroup::Repo,
-        "day" => UsageGroup::Day,
-        other => {
-            warn_line!("error: cannot group usage by `{other}`; use task, stage, adapter, model, repo or day");
-            return Ok(EXIT_USAGE);
-        }
+    let Some(group) = baton_engine::usage_report::UsageBy::parse(by) else {
+        warn_line!(
+            "error: cannot group usage by `{by}`; use {}",
+            baton_engine::usage_report::UsageBy::choices().replace('|', ", ")
+        );
+        return Ok(EXIT_USAGE);
     };
     let engine = open_engine(config).await?;
-    let rows = engine.store().usage(group).await?;
-    output::usage(by, &rows, json);
+    let report = engine.usage_report(group).await?;
+    output::usage(&report, json);
     Ok(EXIT_OK)
 }
 
@@ -510,13 +429,15 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
         BudgetCommand::Show => {
             let caps = engine.store().budget_caps().await?;
             let b = &config.engine.budgets;
-            let spend = budget_spend(&engine, config, &caps).await?;
+            let report = engine.budget_report().await?;
             if json {
                 output::print_json(&serde_json::json!({
                     "configured": { "task_usd": b.task_usd, "repo_daily_usd": b.repo_daily_usd,
                                     "global_daily_usd": b.global_daily_usd, "warn_ratio": b.warn_ratio },
                     "overrides": caps.iter().map(|(s, c)| serde_json::json!({ "scope": s, "cap_usd": c })).collect::<Vec<_>>(),
-                    "spend": spend,
+                    "spend": report.caps,
+                    "forecast": report.forecast,
+                    "rule": report.rule,
                 }));
             } else {
                 let show = |v: Option<f64>| v.map_or("none".to_string(), output::money);
@@ -531,7 +452,8 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
                     say!("override {scope}: {}", show(*cap));
                 }
                 say!("");
-                let rows: Vec<Vec<String>> = spend
+                let rows: Vec<Vec<String>> = report
+                    .caps
                     .iter()
                     .map(|s| {
                         vec![
@@ -540,10 +462,20 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
                             output::money(s.spent_usd),
                             show(s.cap_usd),
                             output::percent(s.spent_usd, s.cap_usd),
+                            show(s.forecast_usd),
+                            s.forecast_usd.map_or(String::new(), |f| output::percent(f, s.cap_usd)),
                         ]
                     })
                     .collect();
-                output::table(&["SPEND", "SCOPE", "SPENT", "CAP", "USED"], &rows);
+                output::table(&["SPEND", "SCOPE", "SPENT", "CAP", "USED", "FORECAST TODAY", "OF CAP"], &rows);
+                say!("");
+                say!(
+                    "forecast: {} today at the current rate ({}; {:.1} h elapsed)",
+                    output::money(report.forecast.forecast_usd),
+                    report.forecast.method,
+                    report.forecast.elapsed_hours
+                );
+                say!("counted: {}", report.rule);
             }
             Ok(EXIT_OK)
         }

@@ -12,7 +12,9 @@ pub async fn run(config: &Config, command: TokenCommand, json: bool) -> anyhow::
     match command {
         TokenCommand::Create { name, scope } => {
             let Some(scope) = Scope::parse(&scope) else {
-                warn_line!("error: `--scope {scope}` is not a scope; use read, act or admin");
+                warn_line!(
+                    "error: `--scope {scope}` is not a scope; use read, act, admin or ingest (ingest may only report usage)"
+                );
                 return Ok(EXIT_USAGE);
             };
             let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));

@@ -4,7 +4,7 @@
 //! - [`tasks`]: list, show, create, and the human actions (approve, answer, confirm-deploy, stop, retry).
 //! - [`status`]: counts by stage and hold, the job queue, held leases, uptime.
 //! - [`events`]: `/api/events`, the timeline as server-sent events, resumable by `Last-Event-ID`.
-//! - [`usage`]: token and cost totals grouped by task, stage, adapter, model, repo or day.
+//! - [`usage`]: usage grouped nine ways with unit economics, usage ingest (`ingest` scope), budgets.
 //! - [`queue`]: open jobs, merge leases and who waits, reaper/reconciler passes, budgets, pending STOPs.
 //! - [`metrics`]: the versioned metrics envelope (stages, queue, live agents, cost).
 //! - `/openapi.json`: the OpenAPI document ([`crate::openapi`]).
@@ -17,7 +17,7 @@ pub mod tasks;
 pub mod usage;
 
 use crate::AppState;
-use crate::auth::{require_act, require_read};
+use crate::auth::{require_act, require_ingest, require_read};
 use crate::idempotency::idempotent;
 use axum::Router;
 use axum::middleware::from_fn_with_state;
@@ -42,12 +42,17 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::show))
         .route("/usage", get(usage::usage))
+        .route("/budgets", get(usage::budgets))
         // Observability (kill switches in `crate::Observability`).
         .route("/queue", get(queue::queue))
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route_layer(from_fn_with_state(state.clone(), require_read));
-    reads.merge(mutations).merge(events::router(state))
+    // Usage ingest has its own scope, and its own idempotency (per source, in the record).
+    let ingest = Router::new()
+        .route("/usage/ingest", post(usage::ingest))
+        .route_layer(from_fn_with_state(state.clone(), require_ingest));
+    reads.merge(mutations).merge(ingest).merge(events::router(state))
 }
 
 /// `/metrics` (Prometheus), outside `/api` but behind the same read rule.

@@ -628,7 +628,14 @@ impl Store for SimStore {
 
     async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64> {
         self.call("spend_usd", Access::Read, |s, _| {
-            Ok(s.agent_runs.iter().filter(|r| s.run_matches(r, filter)).filter_map(|r| r.cost_usd).sum())
+            let runs: f64 = s.agent_runs.iter().filter(|r| s.run_matches(r, filter)).filter_map(|r| r.cost_usd).sum();
+            let records: f64 = s
+                .usage_records
+                .iter()
+                .filter(|r| State::record_matches(&r.record, filter))
+                .filter_map(|r| r.record.cost_usd)
+                .sum();
+            Ok(runs + records)
         })
         .await
     }
@@ -647,6 +654,31 @@ impl Store for SimStore {
 
     async fn usage(&self, group: UsageGroup) -> StoreResult<Vec<UsageRow>> {
         self.call("usage", Access::Read, |s, _| Ok(s.usage(group))).await
+    }
+
+    async fn insert_usage_record(&self, record: NewUsageRecord) -> StoreResult<UsageInsert> {
+        self.call("insert_usage_record", Access::Write, |s, _| {
+            if let Some(key) = &record.idempotency_key
+                && let Some(first) = s
+                    .usage_records
+                    .iter()
+                    .find(|r| r.record.source == record.source && r.record.idempotency_key.as_ref() == Some(key))
+            {
+                return Ok(UsageInsert { record: first.clone(), created: false });
+            }
+            let stored = UsageRecord { id: s.usage_records.len() as i64 + 1, record: record.clone() };
+            s.usage_records.push(stored.clone());
+            Ok(UsageInsert { record: stored, created: true })
+        })
+        .await
+    }
+
+    async fn usage_record_totals(&self) -> StoreResult<Vec<UsageRecordTotals>> {
+        self.call("usage_record_totals", Access::Read, |s, _| Ok(s.usage_record_totals())).await
+    }
+
+    async fn done_task_spend(&self) -> StoreResult<DoneTaskSpend> {
+        self.call("done_task_spend", Access::Read, |s, _| Ok(s.done_task_spend())).await
     }
 
     async fn claim_effects(&self, claim: &EffectClaim) -> StoreResult<Vec<EffectRecord>> {

@@ -27,6 +27,8 @@ pub(crate) struct State {
     pub(crate) counters: BTreeMap<(String, String), u32>,
     pub(crate) inbox: BTreeMap<String, InboxRow>,
     pub(crate) agent_runs: Vec<AgentRunRecord>,
+    /// Ingested usage records, in insert order (the id is the index plus one).
+    pub(crate) usage_records: Vec<UsageRecord>,
     pub(crate) budget_caps: BTreeMap<String, Option<f64>>,
     /// The outbox of durable effects (claimed rows carry their claim's end).
     pub(crate) outbox: Vec<(EffectRecord, i64)>,
@@ -73,6 +75,7 @@ impl State {
             counters: BTreeMap::new(),
             inbox: BTreeMap::new(),
             agent_runs: Vec::new(),
+            usage_records: Vec::new(),
             budget_caps: BTreeMap::new(),
             outbox: Vec::new(),
             commits: Vec::new(),
@@ -501,7 +504,82 @@ impl State {
             && filter.since_ms.is_none_or(|since| run.started_at_ms >= since)
     }
 
+    /// Whether an ingested record counts under `filter` (only records with a repository count).
+    pub(crate) fn record_matches(record: &NewUsageRecord, filter: &SpendFilter) -> bool {
+        record.repo.is_some()
+            && filter.task.is_none_or(|t| record.task == Some(t))
+            && filter.repo.as_deref().is_none_or(|r| record.repo.as_deref() == Some(r))
+            && filter.since_ms.is_none_or(|since| record.at_ms >= since)
+    }
+
+    pub(crate) fn usage_record_totals(&self) -> Vec<UsageRecordTotals> {
+        type Key = (String, String, Option<String>, Option<String>, Option<String>, Option<String>, String);
+        let mut groups: BTreeMap<Key, UsageRecordTotals> = BTreeMap::new();
+        for stored in &self.usage_records {
+            let r = &stored.record;
+            let task = r.task.and_then(|t| self.tasks.get(&t)).map(|t| format!("{}/{}", t.repo, t.work_item_id));
+            let key: Key = (
+                r.source.clone(),
+                r.category.clone(),
+                r.model.clone(),
+                r.unit_kind.clone(),
+                r.repo.clone(),
+                task.clone(),
+                utc_day(r.at_ms),
+            );
+            let row = groups.entry(key).or_insert_with(|| UsageRecordTotals {
+                source: r.source.clone(),
+                category: r.category.clone(),
+                model: r.model.clone(),
+                unit_kind: r.unit_kind.clone(),
+                repo: r.repo.clone(),
+                task,
+                day: utc_day(r.at_ms),
+                records: 0,
+                input_tokens: 0,
+                output_tokens: 0,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                units: 0.0,
+                cost_usd: 0.0,
+                priced_units: 0.0,
+                unpriced_records: 0,
+            });
+            row.records += 1;
+            row.input_tokens += r.input_tokens;
+            row.output_tokens += r.output_tokens;
+            row.cache_read_tokens += r.cache_read_tokens;
+            row.cache_write_tokens += r.cache_write_tokens;
+            row.units += r.units;
+            match r.cost_usd {
+                Some(cost) => {
+                    row.cost_usd += cost;
+                    row.priced_units += r.units;
+                }
+                None => row.unpriced_records += 1,
+            }
+        }
+        let mut rows: Vec<UsageRecordTotals> = groups.into_values().collect();
+        UsageRecordTotals::sort(&mut rows);
+        rows
+    }
+
+    pub(crate) fn done_task_spend(&self) -> DoneTaskSpend {
+        let done = |t: &TaskId| self.tasks.get(t).is_some_and(|t| t.state.stage == "done");
+        DoneTaskSpend {
+            tasks: self.tasks.values().filter(|t| t.state.stage == "done").count() as u64,
+            agent_cost_usd: self.agent_runs.iter().filter(|r| done(&r.task_id)).filter_map(|r| r.cost_usd).sum(),
+            ingested_cost_usd: self
+                .usage_records
+                .iter()
+                .filter(|r| r.record.task.as_ref().is_some_and(done))
+                .filter_map(|r| r.record.cost_usd)
+                .sum(),
+        }
+    }
+
     pub(crate) fn usage(&self, group: UsageGroup) -> Vec<UsageRow> {
+        let mut tasks_of: BTreeMap<String, BTreeSet<TaskId>> = BTreeMap::new();
         let mut rows: BTreeMap<String, UsageRow> = BTreeMap::new();
         for run in &self.agent_runs {
             let Some(task) = self.tasks.get(&run.task_id) else { continue };
@@ -513,9 +591,11 @@ impl State {
                 UsageGroup::Repo => task.repo.clone(),
                 UsageGroup::Day => utc_day(run.started_at_ms),
             };
+            tasks_of.entry(key.clone()).or_default().insert(run.task_id);
             let row = rows.entry(key.clone()).or_insert_with(|| UsageRow {
                 key,
                 runs: 0,
+                tasks: 0,
                 input_tokens: 0,
                 output_tokens: 0,
                 cache_read_tokens: 0,
@@ -532,6 +612,9 @@ impl State {
                 Some(cost) => row.cost_usd += cost,
                 None => row.unpriced_runs += 1,
             }
+        }
+        for (key, row) in rows.iter_mut() {
+            row.tasks = tasks_of.get(key).map_or(0, |t| t.len() as u64);
         }
         rows.into_values().collect()
     }

@@ -17,6 +17,8 @@ const PROBES: &[(&str, &str)] = &[
     ("[limits]\nPROBE = 1\n", "limits"),
     ("[budgets]\nPROBE = 1\n", "budgets"),
     ("[retention]\nPROBE = 1\n", "retention"),
+    ("[usage]\nPROBE = 1\n", "usage"),
+    ("[pricing]\nPROBE = 1\n", "pricing"),
     ("[sandbox]\nPROBE = 1\n", "sandbox"),
     ("[webhooks]\nPROBE = 1\n", "webhooks"),
     ("[[repos]]\nname = \"a\"\npath = \".\"\nprefix = \"A\"\nPROBE = 1\n", "repos"),

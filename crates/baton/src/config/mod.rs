@@ -186,6 +186,8 @@ pub struct Config {
     pub retention: baton_engine::Retention,
     /// `[features]`: the kill switches (every behaviour on unless switched off).
     pub features: baton_engine::Features,
+    /// `[usage]` and `[pricing]`: the read-time category map and a user's pricing file.
+    pub usage: baton_engine::usage::UsageSettings,
     /// The file used; `None` means the embedded defaults.
     pub source: Option<PathBuf>,
     /// Problems the [`LoadMode`] let pass: secrets whose variables are unset, which `baton serve`

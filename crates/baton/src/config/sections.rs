@@ -33,6 +33,8 @@ pub(super) const SECTIONS: &[&str] = &[
     "notifiers",
     "retention",
     "features",
+    "usage",
+    "pricing",
 ];
 
 /// The longest retention accepted (100 years); `0` is the way to keep everything.
@@ -42,7 +44,7 @@ const RETENTION_DAYS_MAX: u32 = 36_500;
 const WEBHOOK_SECRET_CHARS_MIN: usize = 16;
 
 /// Sections SPEC §13 names that this version does not read yet.
-const PLANNED_SECTIONS: &[&str] = &["forges", "pricing"];
+const PLANNED_SECTIONS: &[&str] = &["forges"];
 
 /// Agent roles always accepted under `[agents.<role>]`.
 const BUILTIN_ROLES: &[&str] = &["default", "analyst", "architect", "developer", "reviewer", "tester"];
@@ -94,6 +96,7 @@ impl Loader<'_> {
         let notifiers = self.notifiers(doc.remove("notifiers"));
         let retention = self.retention(doc.remove("retention"));
         let features = self.features(doc.remove("features"), repos.as_deref());
+        let usage = self.usage(doc.remove("usage"), doc.remove("pricing"));
         let (server, env_passthrough) = server?;
         let mut pipeline = pipeline?;
         if repos.as_deref().is_some_and(|r| r.iter().any(|repo| repo.forge.is_hosted())) {
@@ -144,6 +147,7 @@ impl Loader<'_> {
             notifiers: notifiers?,
             retention: retention?,
             features: features?,
+            usage: usage?,
             source,
             deferred: Vec::new(),
         })
@@ -753,6 +757,67 @@ impl Loader<'_> {
             );
         }
         ok.then_some(retention)
+    }
+
+    /// `[usage]` (the read-time category map) and `[pricing]` (a user's pricing file, relative to
+    /// the config file's directory; a bad one is reported with its line).
+    fn usage(&mut self, usage: Option<Value>, pricing: Option<Value>) -> Option<baton_engine::usage::UsageSettings> {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields, default)]
+        struct UsageSection {
+            categories: BTreeMap<String, String>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields, default)]
+        struct PricingSection {
+            file: Option<PathBuf>,
+        }
+        let usage_table = self.section_table("usage", usage, "write it as a [usage] section");
+        let pricing_table = self.section_table("pricing", pricing, "write it as a [pricing] section");
+        let usage = self.deserialize::<UsageSection>("usage", usage_table?).value;
+        let pricing = self.deserialize::<PricingSection>("pricing", pricing_table?).value;
+        let categories = match baton_domain::usage::CategoryMap::new(usage?.categories) {
+            Ok(map) => Some(map),
+            Err(problem) => {
+                self.issue(
+                    format!("usage.categories.\"{}\"", problem.key),
+                    format!("`{}` {}", problem.key, problem.problem),
+                    "map a key such as \"agent:*\", \"agent:review\", \"source:transcriber\" or a category name to a category, e.g. \"agent:*\" = \"engineering\"",
+                );
+                None
+            }
+        };
+        let user_prices = match pricing?.file {
+            None => None,
+            Some(file) => {
+                let path = if file.is_absolute() { file.clone() } else { self.config_dir.join(&file) };
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(error) => {
+                        self.issue(
+                            "pricing.file",
+                            format!("cannot read the pricing file {}: {error}", path.display()),
+                            "point `file` at a pricing TOML file (relative paths start at the config file's directory), or remove it to use the built-in table",
+                        );
+                        return None;
+                    }
+                };
+                match baton_domain::PriceTable::from_toml(&text) {
+                    Ok(table) => Some(table),
+                    Err(error) => {
+                        let at = baton_domain::PriceTable::error_line(&text, &error)
+                            .map_or(String::new(), |line| format!(" (line {line})"));
+                        self.issue(
+                            "pricing.file",
+                            format!("{}{at}: {error}", path.display()),
+                            "fix that line; the format is the built-in table's (docs/usage.md: version, effective_date, [units], [[model]] entries)",
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(baton_engine::usage::UsageSettings { categories: categories?, user_prices })
     }
 
     fn budgets(&mut self, raw: Option<Value>) -> Option<Budgets> {
@@ -1428,7 +1493,7 @@ fn unknown_section(key: &str) -> ConfigIssue {
         return ConfigIssue::new(
             key,
             format!("the `{key}` section is not supported by this version of Baton"),
-            "remove it; the sections read are server, limits, budgets, repos, agents, pipeline, sandbox, webhooks, trackers, telegram, notifiers, retention and features",
+            "remove it; the sections read are server, limits, budgets, repos, agents, pipeline, sandbox, webhooks, trackers, telegram, notifiers, retention, features, usage and pricing",
         );
     }
     ConfigIssue::new(key, format!("unknown section `{key}`"), suggest_fix(key, SECTIONS, "the sections are"))

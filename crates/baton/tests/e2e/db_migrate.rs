@@ -120,6 +120,37 @@ async fn records(store: &dyn Store) -> Value {
 async fn migrate_copies_the_demo_store_and_new_rows_continue_its_numbering() {
     let demo = Demo::run();
     let target = fresh_database().await;
+    // An ingested usage record rides along (the demo itself reports none).
+    {
+        use baton_store::Store;
+        let store = baton_store_sqlite::SqliteStore::open(&demo.database()).await.unwrap();
+        let record = baton_store::NewUsageRecord {
+            source: "transcriber".into(),
+            category: "audio".into(),
+            model: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            units: 12.5,
+            unit_kind: Some("audio_minute".into()),
+            cost_usd: Some(0.075),
+            priced_by: "table".into(),
+            idempotency_key: Some("t-1".into()),
+            task: None,
+            repo: Some("demo".into()),
+            at_ms: 1_700_000_000_000,
+            principal: "api:transcriber".into(),
+        };
+        assert!(store.insert_usage_record(record).await.unwrap().created);
+        drop(store);
+        // Fold the write-ahead log into the file, so the byte comparison below sees a settled file.
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", demo.database().display());
+        let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut connection).await.unwrap();
+        connection.close().await.unwrap();
+    }
     let before = std::fs::read(demo.database()).unwrap();
 
     let out = baton(&demo.config(), &["--json", "db", "migrate", "--to", &target]);
@@ -128,7 +159,9 @@ async fn migrate_copies_the_demo_store_and_new_rows_continue_its_numbering() {
     let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints the report");
     assert_eq!(report["ok"], true, "{report:#}");
     let tables = report["tables"].as_array().unwrap();
-    assert_eq!(tables.len(), 14, "{report:#}");
+    assert_eq!(tables.len(), 15, "{report:#}");
+    let usage = tables.iter().find(|t| t["table"] == "usage_records").unwrap();
+    assert_eq!(usage["postgres_rows"], 1, "{usage}");
     for table in tables {
         assert_eq!(table["ok"], true, "{table}");
         assert_eq!(table["sqlite_rows"], table["postgres_rows"], "{table}");

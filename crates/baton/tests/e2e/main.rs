@@ -1,7 +1,7 @@
 //! End-to-end tests of the `baton` binary on real git repositories, a real SQLite file and real
 //! processes: the demo, restart after `kill -9`, the crash test (SIGKILL at random moments), STOP,
-//! path safety, the merge lease, config check, `db migrate` into PostgreSQL, and the replay of the
-//! committed fuzz inputs.
+//! path safety, the merge lease, config check, `db migrate` into PostgreSQL, usage ingest and
+//! economics, and the replay of the committed fuzz inputs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
@@ -29,3 +29,4 @@ mod stop;
 mod supervised;
 mod support;
 mod trust;
+mod usage;
