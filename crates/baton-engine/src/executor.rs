@@ -1106,8 +1106,10 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         return Err(Refused::LeaseLost(format!("the merge lease of {} could not be kept fresh", ctx.repo.name)));
     }
     let merged = timed(ctx, engine.forge().merge(&forge_repo(ctx.repo), &ctx.task.branch, &base, &head)).await;
+    let mut already_merged = false;
     match merged {
-        Ok(MergeOutcome::Merged) | Ok(MergeOutcome::AlreadyMerged) => {}
+        Ok(MergeOutcome::Merged) => {}
+        Ok(MergeOutcome::AlreadyMerged) => already_merged = true,
         Ok(MergeOutcome::Moved { current }) => {
             // Someone else merged meanwhile (the lease was lost): rebase and re-test first.
             return Err(Refused::LeaseLost(format!(
@@ -1126,6 +1128,15 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     if batch_tail && let Err(error) = timed(ctx, engine.vcs().reset_to(&ctx.worktree, &head)).await {
         return Err(format!("cannot move the worktree to the batch's commit: {error}").into());
     }
+    // This very job merged on another instance, since declared dead and its job taken over: that
+    // instance may have run the deploy (its record lies on its own machine), so it never runs
+    // again here; a human checks the target and retries.
+    let gates = ctx.gates();
+    let deploy_argv = RepoCommand::Deploy.argv(&gates);
+    let taken_over = match &deploy_argv {
+        Some(_) if already_merged => merged_elsewhere_by_this_job(ctx, &head).await,
+        _ => None,
+    };
     let short = &head[..head.len().min(10)];
     let landed = match ctx.repo.forge.merge_style {
         crate::settings::MergeStyle::FastForward => "fast-forwarded to",
@@ -1140,7 +1151,10 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
             kind: "merged".into(),
             stage: ctx.stage.name.clone(),
             message: format!("{} {landed} {short}", ctx.repo.default_branch),
-            detail: serde_json::json!({ "base": base, "head": head }),
+            // Which job on which instance merged: an instance that takes the job over reads it.
+            detail: serde_json::json!({
+                "base": base, "head": head, "job": ctx.job.id.0, "instance": engine.owner(),
+            }),
         })
         .await;
     let mut merged = GateVerdict::new(
@@ -1149,13 +1163,57 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         format!("{} {landed} {short}", ctx.repo.default_branch),
     );
     merged.evidence = Some(head.clone());
-    let gates = ctx.gates();
-    let failed = match RepoCommand::Deploy.argv(&gates) {
-        None => None,
-        Some(argv) => deploy_command(ctx, &gates, &head, &argv).await,
+    let failed = match (deploy_argv, taken_over) {
+        (None, _) => None,
+        (Some(_), Some(instance)) => Some(format!(
+            "{short} was merged by this job on instance {instance}, which was declared dead before the job ended; \
+             its deploy may have run there and its outcome is unknown here, so it is not run again: \
+             check the target, then `baton task retry` to deploy again"
+        )),
+        (Some(argv), None) => deploy_command(ctx, &gates, &head, &argv).await,
     };
     let failed = failed.map(|reason| GateVerdict::new("deploy", Verdict::Fail, reason));
     Ok(Deployed { merged, failed })
+}
+
+/// The instance that merged `head` for this same job before it was taken over from it, when that
+/// was another instance and this machine has no record of the head's deploy (a restart of the same
+/// instance finds its own records and waits for or takes their outcome).
+async fn merged_elsewhere_by_this_job(ctx: &JobContext<'_>, head: &str) -> Option<String> {
+    let engine = ctx.engine;
+    let run_dir = deploy_run_dir(ctx, head);
+    if !matches!(engine.commands().previous(&run_dir), Previous::Nothing) {
+        return None;
+    }
+    let mut after = 0;
+    for _ in 0..TIMELINE_PAGES_MAX {
+        let page = engine.store().events(Some(ctx.task.id), after, TIMELINE_PAGE).await.ok()?;
+        let found = page.iter().filter(|e| e.kind == "merged").find_map(|e| {
+            let detail = &e.detail;
+            let instance = detail.get("instance")?.as_str()?;
+            let same_job = detail.get("job")?.as_i64() == Some(ctx.job.id.0);
+            let same_head = detail.get("head")?.as_str() == Some(head);
+            (same_job && same_head && instance != engine.owner()).then(|| instance.to_string())
+        });
+        if found.is_some() {
+            return found;
+        }
+        match page.last() {
+            Some(last) if page.len() == TIMELINE_PAGE as usize => after = last.id,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Timeline events read per page, and pages at most, when looking for an earlier merge by the
+/// same job.
+const TIMELINE_PAGE: u32 = 500;
+const TIMELINE_PAGES_MAX: u32 = 40;
+
+/// Where this instance records the deploy of `head` (one directory per head, see [`deploy_command`]).
+fn deploy_run_dir(ctx: &JobContext<'_>, head: &str) -> PathBuf {
+    ctx.engine.settings().runs_dir().join(&ctx.repo.name).join("deploys").join(head)
 }
 
 /// The deploy stage of a change that landed inside a batch: the batch's last change merged the
@@ -1217,7 +1275,7 @@ async fn deploy_batch_member(ctx: &JobContext<'_>, entry: &baton_store::QueueEnt
 async fn deploy_command(ctx: &JobContext<'_>, gates: &GateContext<'_>, head: &str, argv: &[String]) -> Option<String> {
     let engine = ctx.engine;
     let commands = engine.commands();
-    let run_dir = engine.settings().runs_dir().join(&ctx.repo.name).join("deploys").join(head);
+    let run_dir = deploy_run_dir(ctx, head);
     let owner = format!("job:{}", ctx.job.id);
     let launched_by = commands.owner(&run_dir);
     let ours = launched_by.as_deref() == Some(owner.as_str());

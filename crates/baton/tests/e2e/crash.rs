@@ -18,8 +18,9 @@
 //! dir, serve logs, witness logs) and prints the timeline, jobs and agent runs of the tasks
 //! concerned.
 
-mod chaos;
-mod witness;
+// The generator and the witnesses are shared with the multi-instance test (`instances.rs`).
+pub(crate) mod chaos;
+pub(crate) mod witness;
 
 use crate::support::{ConfigExtra, Env, git, main_commits, pid_alive};
 use chaos::{Chaos, Kind, Rng, SmallDisk};

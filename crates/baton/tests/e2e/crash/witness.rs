@@ -1,6 +1,7 @@
-//! Witnesses of the crash test that live outside Baton's store: every agent execution, test run,
-//! deploy and health check appends a line to its own log under `<root>/witness/`, and the checks
-//! here count from those lines — then compare them with what the store says.
+//! Witnesses of the crash test (and of the multi-instance test) that live outside Baton's store:
+//! every agent execution, test run, deploy and health check appends a line to its own log under
+//! `<root>/witness/`, and the checks here count from those lines — then compare them with what the
+//! store says.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
