@@ -133,11 +133,11 @@ fn budgets() {}
 fn coverage() {}
 
 /// Sets a repository's coverage baseline either way (`admin` scope), recorded with the principal
-/// and the reason. An unknown repository, a percentage outside 0–100 or an empty reason is a 400.
+/// and the reason. An unknown repository, a percentage outside 0–100 or an empty reason is a 422 naming it; a malformed body a 400.
 #[utoipa::path(post, path = "/api/coverage/baseline", tag = "coverage",
     request_body(content = Object, description = "`{repo, pct, reason}`"),
     responses((status = 200, description = "The baseline now: `{repo, pct, updated_at_ms, set_by, reason}`", body = Object),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 #[allow(dead_code)]
 fn coverage_baseline() {}
 
