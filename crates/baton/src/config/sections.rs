@@ -1134,7 +1134,8 @@ impl Loader<'_> {
             );
         }
         for (key, value) in [("coverage_min", repo.coverage_min), ("coverage_epsilon", repo.coverage_epsilon)] {
-            if !skip(key) && !(value.is_finite() && (0.0..=100.0).contains(&value)) {
+            let in_range = value.is_finite() && (0.0..=100.0).contains(&value);
+            if !skip(key) && !in_range {
                 self.issue(
                     format!("{base}.{key}"),
                     format!("`{key} = {value}` is out of range"),
