@@ -13,10 +13,12 @@
 //! - [`text`]: checks on untrusted input text and terminal-safe escaping on output.
 //! - [`money`]: amounts of money for people (`$0.0527`).
 //! - [`usage`]: usage categories mapped at read time (`[usage.categories]`).
+//! - [`coverage`]: coverage percentages read from tool output and judged against floor and baseline.
 //!
 //! Invariant: no IO, no async, no clock or random reads. `now` and randomness come in as arguments.
 
 pub mod agent;
+pub mod coverage;
 pub mod decide;
 pub mod event;
 pub mod ids;

@@ -112,6 +112,7 @@ impl JobContext<'_> {
             external_ms: self.external_ms,
             stop: self.stop.clone(),
             queues: self.engine.queues(),
+            features: self.engine.features(),
         }
     }
 }
@@ -1157,6 +1158,7 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
             }),
         })
         .await;
+    ratchet_coverage(ctx, &head).await;
     let mut merged = GateVerdict::new(
         baton_domain::MERGED_VERDICT,
         Verdict::Pass,
@@ -1214,6 +1216,50 @@ const TIMELINE_PAGES_MAX: u32 = 40;
 /// Where this instance records the deploy of `head` (one directory per head, see [`deploy_command`]).
 fn deploy_run_dir(ctx: &JobContext<'_>, head: &str) -> PathBuf {
     ctx.engine.settings().runs_dir().join(&ctx.repo.name).join("deploys").join(head)
+}
+
+/// Pages of timeline events read looking for the landed head's coverage measurement.
+const COVERAGE_EVENT_PAGES_MAX: usize = 50;
+
+/// Once `head` has landed: raises the repository's coverage baseline to what the merge gate
+/// measured on exactly that head (compare-and-set: never down). An observer: a failure here is a
+/// warning, never a failed deploy.
+async fn ratchet_coverage(ctx: &JobContext<'_>, head: &str) {
+    let (engine, repo) = (ctx.engine, ctx.repo);
+    if repo.coverage.is_none() || !engine.features().enabled(Feature::Coverage, &repo.name) {
+        return;
+    }
+    let store = engine.store();
+    let mut measured = None;
+    let mut after = 0;
+    for _ in 0..COVERAGE_EVENT_PAGES_MAX {
+        let Ok(page) = store.events(Some(ctx.task.id), after, 500).await else { return };
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for event in page.iter().filter(|e| e.kind == "coverage") {
+            if event.detail.get("head").and_then(|h| h.as_str()) == Some(head) {
+                measured = event.detail.get("pct").and_then(serde_json::Value::as_f64).or(measured);
+            }
+        }
+    }
+    let Some(pct) = measured else { return };
+    let holder = baton_store::task_holder(ctx.task.id);
+    let now = engine.clock().now_ms();
+    let (kind, message) =
+        match store.raise_coverage_baseline(&repo.name, pct, &holder, &ctx.task.work_item_id, now).await {
+            Ok(true) => ("coverage_baseline", format!("coverage baseline of {} raised to {pct:.2}%", repo.name)),
+            Ok(false) => return,
+            Err(error) => ("warning", format!("cannot raise the coverage baseline of {}: {error}", repo.name)),
+        };
+    let event = NewEvent {
+        task: ctx.task.id,
+        at_ms: now,
+        kind: kind.into(),
+        stage: ctx.stage.name.clone(),
+        message,
+        detail: serde_json::json!({ "repo": repo.name, "pct": pct, "head": head }),
+    };
+    let _ = store.append_event(event).await;
 }
 
 /// The deploy stage of a change that landed inside a batch: the batch's last change merged the

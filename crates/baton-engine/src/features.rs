@@ -29,6 +29,10 @@ pub enum Feature {
     DeployStatus,
     /// Every `command` gate.
     Command,
+    /// The coverage gate on the merge gate's re-tested tree, and the baseline's ratchet.
+    Coverage,
+    /// The security gate on the merge gate's re-tested tree.
+    Security,
 }
 
 impl Feature {
@@ -43,6 +47,8 @@ impl Feature {
         Feature::CiGreen,
         Feature::DeployStatus,
         Feature::Command,
+        Feature::Coverage,
+        Feature::Security,
     ];
 
     /// The switch's key under `[features]`.
@@ -57,6 +63,8 @@ impl Feature {
             Feature::CiGreen => "ci_green",
             Feature::DeployStatus => "deploy_status",
             Feature::Command => "command",
+            Feature::Coverage => "coverage",
+            Feature::Security => "security",
         }
     }
 

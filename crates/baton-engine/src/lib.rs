@@ -28,6 +28,7 @@ pub mod access;
 pub mod agents;
 pub mod budgets;
 pub mod clock;
+pub mod coverage;
 pub mod effects;
 pub mod engine;
 pub mod executor;

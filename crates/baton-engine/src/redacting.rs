@@ -160,6 +160,32 @@ impl Store for RedactingStore {
     async fn inbox_seen(&self, dedup_key: &str) -> StoreResult<bool> {
         self.inner.inbox_seen(dedup_key).await
     }
+    async fn coverage_baseline(&self, repo: &str) -> StoreResult<Option<CoverageBaseline>> {
+        self.inner.coverage_baseline(repo).await
+    }
+    async fn coverage_baselines(&self) -> StoreResult<Vec<CoverageBaseline>> {
+        self.inner.coverage_baselines().await
+    }
+    async fn raise_coverage_baseline(
+        &self,
+        repo: &str,
+        pct: f64,
+        set_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.inner.raise_coverage_baseline(repo, pct, set_by, &self.text(reason), now_ms).await
+    }
+    async fn set_coverage_baseline(
+        &self,
+        repo: &str,
+        pct: f64,
+        set_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        self.inner.set_coverage_baseline(repo, pct, set_by, &self.text(reason), now_ms).await
+    }
     async fn set_budget_cap(&self, scope: &str, cap_usd: Option<f64>, now_ms: i64) -> StoreResult<()> {
         self.inner.set_budget_cap(scope, cap_usd, now_ms).await
     }

@@ -130,6 +130,26 @@ pub struct RepoSettings {
     pub deploy: Option<Vec<String>>,
     #[serde(default)]
     pub health: Option<Vec<String>>,
+    /// The coverage gate's command (SPEC §5.1): prints a line-coverage percentage, or names a
+    /// report file (coverage JSON, lcov) holding it. Run on the merge gate's re-tested tree.
+    #[serde(default)]
+    pub coverage: Option<Vec<String>>,
+    /// How coverage is judged: against `coverage_min`, the baseline, or both.
+    #[serde(default)]
+    pub coverage_mode: baton_domain::coverage::CoverageMode,
+    /// The absolute floor in percent (0: none).
+    #[serde(default)]
+    pub coverage_min: f64,
+    /// Points below the baseline still accepted (against flapping).
+    #[serde(default = "default_coverage_epsilon")]
+    pub coverage_epsilon: f64,
+    /// A coverage command that fails or prints no figure passes with a warning (true) or fails
+    /// the change (false).
+    #[serde(default = "default_true")]
+    pub coverage_fail_open: bool,
+    /// The security gate's command (`cargo audit`, gitleaks …): a non-zero exit is a finding.
+    #[serde(default)]
+    pub security: Option<Vec<String>>,
     /// Batches in the merge queue (opt-in): up to this many queued changes are tested as one
     /// combined head and land as one commit; a red batch is split in halves until the culprit is
     /// found (docs/merge-queue.md). 1 (the default) tests every change on its own.
@@ -470,4 +490,8 @@ impl EngineSettings {
     pub fn runs_dir(&self) -> PathBuf {
         self.data_dir.join("runs")
     }
+}
+
+fn default_coverage_epsilon() -> f64 {
+    0.1
 }

@@ -247,6 +247,12 @@ impl World {
                 test: Some(vec!["run-tests".into()]),
                 deploy: None,
                 health: None,
+                coverage: None,
+                coverage_mode: Default::default(),
+                coverage_min: 0.0,
+                coverage_epsilon: 0.1,
+                coverage_fail_open: true,
+                security: None,
                 merge_batch: 1,
                 hooks: Default::default(),
                 forge: RepoForge {

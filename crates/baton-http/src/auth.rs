@@ -23,6 +23,11 @@ pub(crate) async fn require_ingest(State(state): State<Arc<AppState>>, request: 
     guard(&state, Scope::Ingest, request, next).await
 }
 
+/// Middleware for the administrative routes (the coverage baseline's override): `admin` only.
+pub(crate) async fn require_admin(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    guard(&state, Scope::Admin, request, next).await
+}
+
 /// Middleware for the read routes: open unless the server requires a `read` token.
 pub(crate) async fn require_read(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     if !state.read_requires_token {

@@ -111,6 +111,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/usage"),
     ("POST", "/api/usage/ingest"),
     ("GET", "/api/budgets"),
+    ("GET", "/api/coverage"),
+    ("POST", "/api/coverage/baseline"),
     ("GET", "/api/queue"),
     ("GET", "/api/metrics"),
     ("GET", "/api/openapi.json"),

@@ -23,6 +23,7 @@ pub struct ErrorBody {
     info(title = "Baton", description = "Baton's HTTP API: tasks, human actions, usage, observability and webhooks."),
     paths(
         health, status, tasks_list, tasks_create, tasks_show, task_action, usage, usage_ingest, budgets,
+        coverage, coverage_baseline,
         crate::api::queue::queue, crate::api::metrics::metrics, crate::prometheus::metrics, openapi_json, webhook, events,
     ),
     components(schemas(ErrorBody)),
@@ -124,6 +125,21 @@ fn usage_ingest() {}
     responses((status = 200, description = "`{caps: [{label, scope, spent_usd, cap_usd, ratio, forecast_usd, forecast_ratio}], forecast: {method, elapsed_hours, spent_today_usd, forecast_usd}, warn_ratio, rule}`", body = Object)))]
 #[allow(dead_code)]
 fn budgets() {}
+
+/// Every repository's coverage baseline (SPEC §5.1).
+#[utoipa::path(get, path = "/api/coverage", tag = "coverage",
+    responses((status = 200, description = "`{baselines: [{repo, pct, updated_at_ms, set_by, reason}]}`", body = Object)))]
+#[allow(dead_code)]
+fn coverage() {}
+
+/// Sets a repository's coverage baseline either way (`admin` scope), recorded with the principal
+/// and the reason. An unknown repository, a percentage outside 0–100 or an empty reason is a 422 naming it; a malformed body a 400.
+#[utoipa::path(post, path = "/api/coverage/baseline", tag = "coverage",
+    request_body(content = Object, description = "`{repo, pct, reason}`"),
+    responses((status = 200, description = "The baseline now: `{repo, pct, updated_at_ms, set_by, reason}`", body = Object),
+              (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[allow(dead_code)]
+fn coverage_baseline() {}
 
 /// Timeline events as server-sent events, resumable with `Last-Event-ID`.
 #[utoipa::path(get, path = "/api/events", tag = "events",

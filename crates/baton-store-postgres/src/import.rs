@@ -21,7 +21,7 @@ use std::str::FromStr;
 /// of the new deployment write their own; version 12 only adds retention's indexes, which
 /// PostgreSQL's migration 3 creates itself). A source at another version has other columns: it
 /// is refused rather than half copied.
-pub const SQLITE_SCHEMA_VERSION: i64 = 13;
+pub const SQLITE_SCHEMA_VERSION: i64 = 14;
 
 /// Rows per `INSERT` (and per read from SQLite): few round trips, and far below PostgreSQL's
 /// 65535 bind parameters for the widest table.
@@ -215,6 +215,12 @@ const TABLES: &[Table] = &[
         columns: &[("scope", Text), ("cap_usd", Real), ("updated_at", Int)],
         identity: false,
         figures: &[("micro-USD", "ROUND(SUM(cap_usd) * 1000000)")],
+    },
+    Table {
+        name: "coverage_baselines",
+        columns: &[("repo", Text), ("pct", Real), ("updated_at", Int), ("set_by", Text), ("reason", Text)],
+        identity: false,
+        figures: &[("milli-percent", "ROUND(SUM(pct) * 1000)")],
     },
     Table {
         name: "outbox",

@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_retention.sql")),
     (4, include_str!("../migrations/0004_usage_ingest.sql")),
     (5, include_str!("../migrations/0005_notify.sql")),
+    (6, include_str!("../migrations/0006_coverage.sql")),
 ];
 
 /// Advisory lock keys (one namespace for Baton: the high bits spell "BATN").
@@ -1097,6 +1098,69 @@ impl Store for PgStore {
         rows.iter().map(|row| Ok((row.try_get("scope")?, row.try_get("cap_usd")?))).collect()
     }
 
+    async fn coverage_baseline(&self, repo: &str) -> StoreResult<Option<CoverageBaseline>> {
+        let row = sqlx::query("SELECT repo, pct, updated_at, set_by, reason FROM coverage_baselines WHERE repo = $1")
+            .bind(repo)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| coverage_row(&row)).transpose()
+    }
+
+    async fn coverage_baselines(&self) -> StoreResult<Vec<CoverageBaseline>> {
+        let rows = sqlx::query("SELECT repo, pct, updated_at, set_by, reason FROM coverage_baselines ORDER BY repo")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(coverage_row).collect()
+    }
+
+    async fn raise_coverage_baseline(
+        &self,
+        repo: &str,
+        pct: f64,
+        set_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        // One statement: the compare-and-set is the upsert's WHERE, re-checked on the stored row.
+        let done = sqlx::query(
+            "INSERT INTO coverage_baselines (repo, pct, updated_at, set_by, reason) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (repo) DO UPDATE SET pct = excluded.pct, updated_at = excluded.updated_at,
+               set_by = excluded.set_by, reason = excluded.reason
+             WHERE coverage_baselines.pct < excluded.pct",
+        )
+        .bind(repo)
+        .bind(pct)
+        .bind(now_ms)
+        .bind(set_by)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_coverage_baseline(
+        &self,
+        repo: &str,
+        pct: f64,
+        set_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO coverage_baselines (repo, pct, updated_at, set_by, reason) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (repo) DO UPDATE SET pct = excluded.pct, updated_at = excluded.updated_at,
+               set_by = excluded.set_by, reason = excluded.reason",
+        )
+        .bind(repo)
+        .bind(pct)
+        .bind(now_ms)
+        .bind(set_by)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64> {
         let mut query = sqlx::query_scalar::<_, Option<f64>>(sqlx::AssertSqlSafe(spend_sql(filter)));
         if let Some(task) = filter.task {
@@ -1741,4 +1805,14 @@ impl PgStore {
         tx.commit().await?;
         Ok(record)
     }
+}
+
+fn coverage_row(row: &sqlx::postgres::PgRow) -> StoreResult<CoverageBaseline> {
+    Ok(CoverageBaseline {
+        repo: row.try_get("repo")?,
+        pct: row.try_get("pct")?,
+        updated_at_ms: row.try_get("updated_at")?,
+        set_by: row.try_get("set_by")?,
+        reason: row.try_get("reason")?,
+    })
 }

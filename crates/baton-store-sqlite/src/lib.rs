@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../migrations/0011_instances.sql")),
     (12, include_str!("../migrations/0012_retention.sql")),
     (13, include_str!("../migrations/0013_usage_ingest.sql")),
+    (14, include_str!("../migrations/0014_coverage.sql")),
 ];
 
 /// The newest schema version this Baton knows (versions may be merged out of order, so not the
@@ -1043,6 +1044,73 @@ impl Store for SqliteStore {
         rows.iter().map(|row| Ok((row.try_get("scope")?, row.try_get("cap_usd")?))).collect()
     }
 
+    async fn coverage_baseline(&self, repo: &str) -> StoreResult<Option<CoverageBaseline>> {
+        let row = sqlx::query("SELECT repo, pct, updated_at, set_by, reason FROM coverage_baselines WHERE repo = $1")
+            .bind(repo)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|row| coverage_row(&row)).transpose()
+    }
+
+    async fn coverage_baselines(&self) -> StoreResult<Vec<CoverageBaseline>> {
+        let rows = sqlx::query("SELECT repo, pct, updated_at, set_by, reason FROM coverage_baselines ORDER BY repo")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(coverage_row).collect()
+    }
+
+    async fn raise_coverage_baseline(
+        &self,
+        repo: &str,
+        pct: f64,
+        set_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        // One statement: the compare-and-set is the upsert's WHERE, re-checked on the stored row.
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO coverage_baselines (repo, pct, updated_at, set_by, reason) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (repo) DO UPDATE SET pct = excluded.pct, updated_at = excluded.updated_at,
+               set_by = excluded.set_by, reason = excluded.reason
+             WHERE coverage_baselines.pct < excluded.pct",
+        )
+        .bind(repo)
+        .bind(pct)
+        .bind(now_ms)
+        .bind(set_by)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_coverage_baseline(
+        &self,
+        repo: &str,
+        pct: f64,
+        set_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO coverage_baselines (repo, pct, updated_at, set_by, reason) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (repo) DO UPDATE SET pct = excluded.pct, updated_at = excluded.updated_at,
+               set_by = excluded.set_by, reason = excluded.reason",
+        )
+        .bind(repo)
+        .bind(pct)
+        .bind(now_ms)
+        .bind(set_by)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64> {
         let mut query = sqlx::query_scalar::<_, Option<f64>>(sqlx::AssertSqlSafe(spend_sql(filter)));
         if let Some(task) = filter.task {
@@ -1590,4 +1658,14 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(deleted)
     }
+}
+
+fn coverage_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<CoverageBaseline> {
+    Ok(CoverageBaseline {
+        repo: row.try_get("repo")?,
+        pct: row.try_get("pct")?,
+        updated_at_ms: row.try_get("updated_at")?,
+        set_by: row.try_get("set_by")?,
+        reason: row.try_get("reason")?,
+    })
 }

@@ -653,6 +653,52 @@ pub async fn suite_lease_race(store: Arc<dyn Store>) {
     assert_eq!(store.lease("merge:alpha").await.unwrap().unwrap().holder, format!("holder-{}", winners[0]));
 }
 
+/// SPEC §5.1: the coverage baseline only rises by compare-and-set; an override sets it either way.
+pub async fn suite_coverage_baseline(store: Arc<dyn Store>) {
+    assert_eq!(store.coverage_baseline("alpha").await.unwrap(), None);
+    assert!(store.raise_coverage_baseline("alpha", 70.0, "task:1", "A-001", T0).await.unwrap(), "first raise inserts");
+    assert!(!store.raise_coverage_baseline("alpha", 65.0, "task:2", "A-002", T0 + 1).await.unwrap(), "never down");
+    assert!(!store.raise_coverage_baseline("alpha", 70.0, "task:2", "A-002", T0 + 1).await.unwrap(), "equal: no move");
+    let kept = store.coverage_baseline("alpha").await.unwrap().unwrap();
+    assert_eq!(
+        (kept.pct, kept.set_by.as_str(), kept.reason.as_str(), kept.updated_at_ms),
+        (70.0, "task:1", "A-001", T0)
+    );
+    assert!(store.raise_coverage_baseline("alpha", 72.5, "task:3", "A-003", T0 + 2).await.unwrap());
+    assert_eq!(store.coverage_baseline("alpha").await.unwrap().unwrap().pct, 72.5);
+    // The override may lower it; a later raise compares with the overridden value.
+    store.set_coverage_baseline("alpha", 50.0, "api:admin", "tests removed on purpose", T0 + 3).await.unwrap();
+    let set = store.coverage_baseline("alpha").await.unwrap().unwrap();
+    assert_eq!((set.pct, set.set_by.as_str(), set.reason.as_str()), (50.0, "api:admin", "tests removed on purpose"));
+    assert!(store.raise_coverage_baseline("alpha", 55.0, "task:4", "A-004", T0 + 4).await.unwrap());
+    store.set_coverage_baseline("beta", 10.0, "cli:me", "start", T0).await.unwrap();
+    let all: Vec<(String, f64)> =
+        store.coverage_baselines().await.unwrap().into_iter().map(|b| (b.repo, b.pct)).collect();
+    assert_eq!(all, vec![("alpha".to_string(), 55.0), ("beta".to_string(), 10.0)]);
+}
+
+/// Concurrent raises of one repository's coverage baseline keep the highest, whatever the order.
+pub async fn suite_coverage_baseline_race(store: Arc<dyn Store>) {
+    let barrier = Arc::new(Barrier::new(8));
+    let racers: Vec<_> = (0..8)
+        .map(|n| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                // 40, 45, … 75 in a scrambled order: the last writer is rarely the highest.
+                let pct = 40.0 + ((n * 37) % 8) as f64 * 5.0;
+                store.raise_coverage_baseline("alpha", pct, &format!("task:{n}"), "race", T0).await.unwrap();
+                pct
+            })
+        })
+        .collect();
+    let mut highest = 0.0f64;
+    for racer in racers {
+        highest = highest.max(racer.await.unwrap());
+    }
+    assert_eq!(store.coverage_baseline("alpha").await.unwrap().unwrap().pct, highest);
+}
+
 // ---------------------------------------------------------------- suites: inbox
 
 /// SPEC §4.5: an input replayed with the same dedup key is `Duplicate` and changes nothing.
@@ -1877,6 +1923,20 @@ macro_rules! conformance_tests {
         async fn prune_deletes_exactly_the_old_history_the_rule_names() {
             let (_keep, _backend, store) = $fresh().await;
             $crate::conformance::suite_prune(store).await;
+        }
+
+        // The coverage baseline rises only by compare-and-set; the override sets it either way.
+        #[::tokio::test]
+        async fn coverage_baseline_never_decreases_and_the_override_sets_it() {
+            let (_keep, _backend, store) = $fresh().await;
+            $crate::conformance::suite_coverage_baseline(store).await;
+        }
+
+        // Eight concurrent raises of one baseline keep the highest of them.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_coverage_raises_keep_the_highest() {
+            let (_keep, _backend, store) = $fresh().await;
+            $crate::conformance::suite_coverage_baseline_race(store).await;
         }
     };
 }

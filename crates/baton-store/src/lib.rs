@@ -268,6 +268,34 @@ pub trait Store: Send + Sync {
     /// Runtime budget caps by scope; a `None` cap means "no cap" and overrides configuration.
     async fn budget_caps(&self) -> StoreResult<Vec<(String, Option<f64>)>>;
 
+    /// The coverage baseline of `repo`, if one was ever recorded.
+    async fn coverage_baseline(&self, repo: &str) -> StoreResult<Option<CoverageBaseline>>;
+
+    /// Every repository's coverage baseline, by repository name.
+    async fn coverage_baselines(&self) -> StoreResult<Vec<CoverageBaseline>>;
+
+    /// Raises `repo`'s coverage baseline to `pct` by compare-and-set: stored only when the
+    /// repository has no baseline or a lower one, so it never decreases and concurrent raises
+    /// keep the highest. `true` when it moved.
+    async fn raise_coverage_baseline(
+        &self,
+        repo: &str,
+        pct: f64,
+        set_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// Sets `repo`'s coverage baseline to `pct` whatever it was (the authenticated override).
+    async fn set_coverage_baseline(
+        &self,
+        repo: &str,
+        pct: f64,
+        set_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
     /// Priced spend of agent runs and ingested usage records matching `filter` (unpriced ones add
     /// nothing; see [`SpendFilter`] for which ingested records count).
     async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64>;

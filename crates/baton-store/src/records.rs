@@ -356,6 +356,20 @@ impl InstanceRecord {
     }
 }
 
+/// A repository's coverage baseline (SPEC §5.1): raised by every merge that measured more, set
+/// either way only by an authenticated override.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CoverageBaseline {
+    pub repo: String,
+    /// Line coverage in percent.
+    pub pct: f64,
+    pub updated_at_ms: i64,
+    /// Who set it: `task:<id>` for a merge's ratchet, the principal for an override.
+    pub set_by: String,
+    /// Why (the work item that raised it, or the override's reason).
+    pub reason: String,
+}
+
 /// A lease row.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaseRecord {

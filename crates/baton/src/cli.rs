@@ -74,6 +74,9 @@ pub enum Command {
     /// Budget caps set at runtime (they override [budgets] in baton.toml).
     #[command(subcommand)]
     Budget(BudgetCommand),
+    /// Coverage baselines: show them, or set one by hand (up or down, with a reason).
+    #[command(subcommand)]
+    Coverage(CoverageCommand),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -116,6 +119,27 @@ pub enum BudgetCommand {
     },
     /// Show the caps in force and what was spent under each.
     Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CoverageCommand {
+    /// Every repository's coverage baseline, who set it and why.
+    Show,
+    /// The baseline override.
+    #[command(subcommand)]
+    Baseline(CoverageBaselineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CoverageBaselineCommand {
+    /// Set REPO's coverage baseline to PCT percent (merges then ratchet it up from there).
+    Set {
+        repo: String,
+        pct: String,
+        /// Why the baseline is set by hand (recorded with it).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -448,6 +472,10 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Bench(args) => crate::bench::run(args, json).await,
         Command::Budget(command) => match load_config_for(config_path.as_deref(), LoadMode::Read) {
             Ok(config) => crate::task_cmd::budget(&config, command, json).await,
+            Err(code) => return code,
+        },
+        Command::Coverage(command) => match load_config_for(config_path.as_deref(), LoadMode::Read) {
+            Ok(config) => crate::coverage_cmd::run(&config, command, json).await,
             Err(code) => return code,
         },
         Command::Usage { by } => match load_config_for(config_path.as_deref(), LoadMode::Read) {

@@ -8,6 +8,7 @@
 mod output;
 mod bench;
 mod cli;
+mod coverage_cmd;
 mod db_cmd;
 mod demo;
 mod logging;

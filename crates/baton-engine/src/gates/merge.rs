@@ -9,6 +9,7 @@
 
 use super::GateContext;
 use super::command::run_repo_command;
+use super::quality::Quality;
 use baton_domain::{GateVerdict, Verdict};
 use baton_store::{LeaseOutcome, NewEvent, QueueChange, QueueEntry, QueueExpect, QueueState, task_holder};
 
@@ -168,12 +169,12 @@ async fn test_round(ctx: &GateContext<'_>, entry: &QueueEntry) -> Round {
     let mut fails = entry.fails;
     loop {
         let Some(argv) = ctx.repo.test.clone() else {
-            return record_green(ctx, &base, &head, fails, None, alone).await;
+            return judged_green(ctx, &base, &head, fails, None, alone).await;
         };
         match run_repo_command(ctx, "merge-retest", &argv).await {
             Ok(out) if out.exit.success() => {
                 let flake = (fails > 0).then(|| argv.join(" "));
-                return record_green(ctx, &base, &head, fails, flake, alone).await;
+                return judged_green(ctx, &base, &head, fails, flake, alone).await;
             }
             Ok(out) => {
                 let on = if Some(base.as_str()) == current_main(ctx).await.as_deref() {
@@ -304,6 +305,23 @@ async fn build(ctx: &GateContext<'_>, entry: &QueueEntry, base: &str, role: &Rol
         }
         Ok(false) => Err(Round::Again),
         Err(error) => Err(Round::Done(verdict(Verdict::Error, format!("cannot record the build: {error}")))),
+    }
+}
+
+/// A tree whose re-test passed: the coverage and security checks run on it, in this job, before
+/// it is recorded green; a red check is a red re-test (no flake retry: the tools are deterministic).
+async fn judged_green(
+    ctx: &GateContext<'_>,
+    base: &str,
+    head: &str,
+    fails: u32,
+    flake: Option<String>,
+    alone: bool,
+) -> Round {
+    match super::quality::check(ctx, head).await {
+        Quality::Pass => record_green(ctx, base, head, fails, flake, alone).await,
+        Quality::Red(reason) => record_red(ctx, base, head, 2, reason, alone).await,
+        Quality::Error(reason) => Round::Done(verdict(Verdict::Error, reason)),
     }
 }
 

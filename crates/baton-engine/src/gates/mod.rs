@@ -8,6 +8,7 @@ mod artifact;
 mod ci;
 mod command;
 mod merge;
+mod quality;
 mod verdict;
 
 pub use artifact::artifact_relative_path;
@@ -54,6 +55,8 @@ pub struct GateContext<'a> {
     pub stop: watch::Receiver<bool>,
     /// The merge queues' scheduler hooks (ask for a pass, adapt the depth).
     pub queues: &'a crate::queue::MergeQueues,
+    /// The kill switches (the merge gate's coverage and security checks ask them).
+    pub features: &'a crate::features::Features,
 }
 
 impl GateContext<'_> {

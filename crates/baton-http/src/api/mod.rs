@@ -7,8 +7,10 @@
 //! - [`usage`]: usage grouped nine ways with unit economics, usage ingest (`ingest` scope), budgets.
 //! - [`queue`]: open jobs, merge leases and who waits, reaper/reconciler passes, budgets, pending STOPs.
 //! - [`metrics`]: the versioned metrics envelope (stages, queue, live agents, cost).
+//! - [`coverage`]: the coverage baselines, and their override (`admin` scope).
 //! - `/openapi.json`: the OpenAPI document ([`crate::openapi`]).
 
+pub mod coverage;
 pub mod events;
 pub mod metrics;
 pub mod queue;
@@ -17,7 +19,7 @@ pub mod tasks;
 pub mod usage;
 
 use crate::AppState;
-use crate::auth::{require_act, require_ingest, require_read};
+use crate::auth::{require_act, require_admin, require_ingest, require_read};
 use crate::idempotency::idempotent;
 use axum::Router;
 use axum::middleware::from_fn_with_state;
@@ -43,6 +45,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tasks/{id}", get(tasks::show))
         .route("/usage", get(usage::usage))
         .route("/budgets", get(usage::budgets))
+        .route("/coverage", get(coverage::list))
         // Observability (kill switches in `crate::Observability`).
         .route("/queue", get(queue::queue))
         .route("/metrics", get(metrics::metrics))
@@ -52,7 +55,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let ingest = Router::new()
         .route("/usage/ingest", post(usage::ingest))
         .route_layer(from_fn_with_state(state.clone(), require_ingest));
-    reads.merge(mutations).merge(ingest).merge(events::router(state))
+    // Overriding a coverage baseline can let a change in that ratchets would keep out: admin only.
+    let admin = Router::new()
+        .route("/coverage/baseline", post(coverage::set_baseline))
+        .route_layer(from_fn_with_state(state.clone(), idempotent))
+        .route_layer(from_fn_with_state(state.clone(), require_admin));
+    reads.merge(mutations).merge(ingest).merge(admin).merge(events::router(state))
 }
 
 /// `/metrics` (Prometheus), outside `/api` but behind the same read rule.

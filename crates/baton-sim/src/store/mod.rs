@@ -613,6 +613,61 @@ impl Store for SimStore {
         self.call("inbox_seen", Access::Read, |s, _| Ok(s.inbox.contains_key(dedup_key))).await
     }
 
+    async fn coverage_baseline(&self, repo: &str) -> StoreResult<Option<CoverageBaseline>> {
+        self.call("coverage_baseline", Access::Read, |s, _| Ok(s.coverage_baselines.get(repo).cloned())).await
+    }
+
+    async fn coverage_baselines(&self) -> StoreResult<Vec<CoverageBaseline>> {
+        self.call("coverage_baselines", Access::Read, |s, _| Ok(s.coverage_baselines.values().cloned().collect())).await
+    }
+
+    async fn raise_coverage_baseline(
+        &self,
+        repo: &str,
+        pct: f64,
+        set_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.call("raise_coverage_baseline", Access::Write, |s, _| {
+            if s.coverage_baselines.get(repo).is_some_and(|b| b.pct >= pct) {
+                return Ok(false);
+            }
+            let row = CoverageBaseline {
+                repo: repo.to_string(),
+                pct,
+                updated_at_ms: now_ms,
+                set_by: set_by.to_string(),
+                reason: reason.to_string(),
+            };
+            s.coverage_baselines.insert(repo.to_string(), row);
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn set_coverage_baseline(
+        &self,
+        repo: &str,
+        pct: f64,
+        set_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        self.call("set_coverage_baseline", Access::Write, |s, _| {
+            let row = CoverageBaseline {
+                repo: repo.to_string(),
+                pct,
+                updated_at_ms: now_ms,
+                set_by: set_by.to_string(),
+                reason: reason.to_string(),
+            };
+            s.coverage_baselines.insert(repo.to_string(), row);
+            Ok(())
+        })
+        .await
+    }
+
     async fn set_budget_cap(&self, scope: &str, cap_usd: Option<f64>, _now_ms: i64) -> StoreResult<()> {
         self.call("set_budget_cap", Access::Write, |s, _| {
             s.budget_caps.insert(scope.to_string(), cap_usd);

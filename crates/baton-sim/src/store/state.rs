@@ -30,6 +30,7 @@ pub(crate) struct State {
     /// Ingested usage records, in insert order (the id is the index plus one).
     pub(crate) usage_records: Vec<UsageRecord>,
     pub(crate) budget_caps: BTreeMap<String, Option<f64>>,
+    pub(crate) coverage_baselines: BTreeMap<String, CoverageBaseline>,
     /// The outbox of durable effects (claimed rows carry their claim's end).
     pub(crate) outbox: Vec<(EffectRecord, i64)>,
     /// Every committed advance, in commit order.
@@ -77,6 +78,7 @@ impl State {
             agent_runs: Vec::new(),
             usage_records: Vec::new(),
             budget_caps: BTreeMap::new(),
+            coverage_baselines: BTreeMap::new(),
             outbox: Vec::new(),
             commits: Vec::new(),
             job_endings: BTreeMap::new(),

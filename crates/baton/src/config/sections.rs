@@ -898,7 +898,7 @@ impl Loader<'_> {
                 ok = false;
                 continue;
             };
-            for key in ["test", "deploy", "health"] {
+            for key in ["test", "deploy", "health", "coverage", "security"] {
                 split_string_list(&mut table, key, char::is_whitespace);
             }
             let hooks = self.repo_hooks(&base, table.remove("hooks"));
@@ -1133,7 +1133,24 @@ impl Loader<'_> {
                 ),
             );
         }
-        for (key, argv) in [("test", &repo.test), ("deploy", &repo.deploy), ("health", &repo.health)] {
+        for (key, value) in [("coverage_min", repo.coverage_min), ("coverage_epsilon", repo.coverage_epsilon)] {
+            let in_range = value.is_finite() && (0.0..=100.0).contains(&value);
+            if !skip(key) && !in_range {
+                self.issue(
+                    format!("{base}.{key}"),
+                    format!("`{key} = {value}` is out of range"),
+                    "give percentage points from 0 to 100, e.g. 80 or 0.5",
+                );
+            }
+        }
+        let argvs = [
+            ("test", &repo.test),
+            ("deploy", &repo.deploy),
+            ("health", &repo.health),
+            ("coverage", &repo.coverage),
+            ("security", &repo.security),
+        ];
+        for (key, argv) in argvs {
             if let Some(argv) = argv
                 && !skip(key)
             {

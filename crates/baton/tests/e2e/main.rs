@@ -9,6 +9,7 @@ mod agents;
 mod bench;
 mod cli;
 mod config_check;
+mod coverage;
 mod crash;
 mod dashboard;
 mod db_migrate;
