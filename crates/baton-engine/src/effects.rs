@@ -99,6 +99,11 @@ pub enum OutboxEffect {
         work_item: String,
         version: i64,
     },
+    /// Write the task's hand-off (`<data_dir>/handoffs/<WORK-ITEM>.{md,html}`) from what the store
+    /// and git hold now; rewriting it is harmless.
+    WriteHandoff {
+        work_item: String,
+    },
 }
 
 impl OutboxEffect {
@@ -113,6 +118,7 @@ impl OutboxEffect {
             OutboxEffect::SyncPullRequest { .. } => "sync_pull_request",
             OutboxEffect::TrackerUpdate { .. } => "tracker_update",
             OutboxEffect::LiveUpdate { .. } => "live_update",
+            OutboxEffect::WriteHandoff { .. } => "write_handoff",
         }
     }
 
@@ -133,19 +139,29 @@ pub struct RunningProcess {
     pub owner: Option<String>,
 }
 
+/// What the engine around a decision has configured, for [`outbox_rows`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxOptions {
+    /// The task's repository is on GitHub or Gitea/Forgejo (its pull request follows the status).
+    pub hosted_forge: bool,
+    /// A live board is configured (the task's card shows the new version).
+    pub live: bool,
+    /// Hand-offs are written (a task reaching done or blocked gets one).
+    pub handoffs: bool,
+}
+
 /// The outbox rows of a decision's external effects, in the order they are carried out (the
-/// agent stops before its worktree goes; the worktree goes before its branch). `hosted_forge`:
-/// the task's repository is on GitHub or Gitea/Forgejo (its pull request follows the status);
-/// `live`: a live board is configured (the task's card shows the new version).
+/// agent stops before its worktree goes; the hand-off is written while the worktree is still
+/// there; the worktree goes before its branch).
 pub fn outbox_rows(
     pipeline: &Pipeline,
     task: &TaskRecord,
     next: &TaskState,
     effects: &[Effect],
     running: &[RunningProcess],
-    hosted_forge: bool,
-    live: bool,
+    options: OutboxOptions,
 ) -> Vec<NewEffect> {
+    let OutboxOptions { hosted_forge, live, handoffs } = options;
     let mut rows = Vec::new();
     if effects.contains(&Effect::StopAgent) {
         for process in running {
@@ -156,6 +172,9 @@ pub fn outbox_rows(
                 owner: process.owner.clone(),
             });
         }
+    }
+    if handoffs && crate::handoff::is_handoff_state(next) && !crate::handoff::is_handoff_state(&task.state) {
+        rows.push(OutboxEffect::WriteHandoff { work_item: task.work_item_id.clone() });
     }
     if effects.contains(&Effect::RemoveWorktree) {
         rows.push(OutboxEffect::RemoveWorktree { repo: task.repo.clone(), work_item: task.work_item_id.clone() });
@@ -447,5 +466,6 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
             engine.tracker().task_changed(&update).await.map_err(|e| format!("tracker update: {e}"))
         }
         OutboxEffect::LiveUpdate { version, .. } => crate::telegram::show(engine, record.task_id, version).await,
+        OutboxEffect::WriteHandoff { .. } => crate::handoff::write(engine, record.task_id).await,
     }
 }

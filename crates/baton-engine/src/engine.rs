@@ -106,6 +106,8 @@ pub enum InputOutcome {
 /// world only through the ports given to its [`EngineBuilder`].
 pub struct Engine {
     settings: EngineSettings,
+    /// Whether a task reaching done or blocked gets its hand-off written ([`EngineBuilder::write_handoffs`]).
+    handoffs: bool,
     sandbox: Option<Arc<Sandbox>>,
     pipeline: Pipeline,
     store: Arc<dyn Store>,
@@ -195,6 +197,7 @@ pub struct EngineBuilder {
     retention: Option<crate::settings::Retention>,
     features: crate::features::Features,
     usage: crate::usage::UsageSettings,
+    handoffs: bool,
 }
 
 impl EngineBuilder {
@@ -295,6 +298,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Write a hand-off (`<data_dir>/handoffs/`) whenever a task reaches done or blocked (an
+    /// outbox effect of that transition). Off by default: an engine without a data dir of its own
+    /// (the simulation) writes none.
+    pub fn write_handoffs(mut self) -> Self {
+        self.handoffs = true;
+        self
+    }
+
     /// The job-owner name of this process (default `pid:<pid>`).
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
@@ -350,6 +361,7 @@ impl EngineBuilder {
             features: self.features,
             prices: crate::usage::Prices::new(self.usage.user_prices.as_ref()),
             usage: self.usage,
+            handoffs: self.handoffs,
             settings: self.settings,
         })
     }
@@ -379,6 +391,7 @@ impl Engine {
             retention: None,
             features: crate::features::Features::all_on(),
             usage: crate::usage::UsageSettings::default(),
+            handoffs: false,
         }
     }
 
@@ -738,8 +751,11 @@ impl Engine {
                             &next,
                             &effects,
                             &running,
-                            self.settings.repo(&task.repo).is_some_and(|r| r.forge.is_hosted()),
-                            self.live.is_some(),
+                            effects::OutboxOptions {
+                                hosted_forge: self.settings.repo(&task.repo).is_some_and(|r| r.forge.is_hosted()),
+                                live: self.live.is_some(),
+                                handoffs: self.handoffs,
+                            },
                         ),
                         now_ms: now,
                     };

@@ -9,6 +9,7 @@
 //! - [`intake`]: forge issues with the start label become tasks (a webhook sink).
 //! - [`features`]: the kill switches (`[features]`), asked wherever an optional behaviour happens.
 //! - [`hooks`]: workspace hooks run in a task's worktree (`[repos.hooks]`).
+//! - [`handoff`]: a task's hand-off document (Markdown and HTML) when it is done or blocked.
 //! - [`gates`]: one file per gate kind, including the merge gate; gates see only a `GateContext`.
 //! - [`access`]: principals, scoped API tokens (stored as digests), the scope a decision needs.
 //! - [`agents`]: the agent port ([`AgentFactory`]) and the configured adapters.
@@ -34,6 +35,7 @@ pub mod engine;
 pub mod executor;
 pub mod features;
 pub mod gates;
+pub mod handoff;
 pub mod hooks;
 pub mod intake;
 pub mod prompts;

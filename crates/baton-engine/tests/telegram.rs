@@ -11,7 +11,7 @@ mod fakes;
 
 use baton_domain::{Hold, Pipeline, TaskState};
 use baton_engine::clock::{BoxFuture, Clock};
-use baton_engine::effects::{OutboxEffect, outbox_rows};
+use baton_engine::effects::{OutboxEffect, OutboxOptions, outbox_rows};
 use baton_engine::telegram::{LIVE_EVENT, LiveUpdates, PressMode, REFUSED_EVENT, live_message};
 use baton_engine::{Engine, EngineSettings, Limits, NewTaskRequest, RepoSettings};
 use baton_forges::{Telegram, TelegramClient, TelegramConfig};
@@ -137,7 +137,14 @@ impl Harness {
     async fn put(&self, id: baton_domain::TaskId, stage: &str, hold: Hold) {
         let task = self.task(id).await;
         let next = TaskState { stage: stage.into(), hold, job: None, ..task.state.clone() };
-        let effects = outbox_rows(self.engine.pipeline(), &task, &next, &[], &[], false, true);
+        let effects = outbox_rows(
+            self.engine.pipeline(),
+            &task,
+            &next,
+            &[],
+            &[],
+            OutboxOptions { live: true, ..OutboxOptions::default() },
+        );
         self.advance(&task, next, effects).await;
     }
 
@@ -355,7 +362,14 @@ async fn alerts_for_decisions_are_separate_messages() {
         kind: baton_domain::NotifyKind::NeedsHuman,
         text: "analysis awaits approval".into(),
     }];
-    let rows = outbox_rows(h.engine.pipeline(), &current, &next, &effects, &[], false, true);
+    let rows = outbox_rows(
+        h.engine.pipeline(),
+        &current,
+        &next,
+        &effects,
+        &[],
+        OutboxOptions { live: true, ..OutboxOptions::default() },
+    );
     h.advance(&current, next, rows).await;
     let st = h.fake.lock().unwrap();
     assert_eq!(st.count("sendMessage"), 2, "the live message and one alert");

@@ -101,6 +101,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/tasks"),
     ("POST", "/api/tasks"),
     ("GET", "/api/tasks/{id}"),
+    ("GET", "/api/tasks/{id}/handoff"),
+    ("GET", "/tasks/{id}/handoff"),
     ("POST", "/api/tasks/{id}/approve"),
     ("POST", "/api/tasks/{id}/answer"),
     ("POST", "/api/tasks/{id}/confirm-deploy"),
@@ -131,6 +133,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::observability_root(state.clone()))
         .nest("/api", api::router(state.clone()))
         .merge(webhooks::router(state.clone()))
+        .merge(api::handoff_page())
         .merge(dashboard::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

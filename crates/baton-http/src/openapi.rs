@@ -22,7 +22,7 @@ pub struct ErrorBody {
 #[openapi(
     info(title = "Baton", description = "Baton's HTTP API: tasks, human actions, usage, observability and webhooks."),
     paths(
-        health, status, tasks_list, tasks_create, tasks_show, task_action, usage, usage_ingest, budgets,
+        health, status, tasks_list, tasks_create, tasks_show, task_action, handoff_json, handoff_page, usage, usage_ingest, budgets,
         coverage, coverage_baseline,
         crate::api::queue::queue, crate::api::metrics::metrics, crate::prometheus::metrics, openapi_json, webhook, events,
     ),
@@ -87,6 +87,23 @@ fn tasks_create() {}
     responses((status = 200, description = "Task detail", body = Object), (status = 404, body = ErrorBody)))]
 #[allow(dead_code)]
 fn tasks_show() {}
+
+/// A task's hand-off: `{work_item, markdown, html, stored}` — the document written when the task
+/// reached done or blocked (`stored`), else one built now.
+#[utoipa::path(get, path = "/api/tasks/{id}/handoff", tag = "tasks",
+    params(("id" = String, Path, description = "numeric id or work-item id")),
+    responses((status = 200, description = "The hand-off in Markdown and HTML", body = Object), (status = 404, body = ErrorBody)))]
+#[allow(dead_code)]
+fn handoff_json() {}
+
+/// A task's hand-off as one self-contained HTML page (`?format=md`: the Markdown).
+#[utoipa::path(get, path = "/tasks/{id}/handoff", tag = "tasks",
+    params(("id" = String, Path, description = "numeric id or work-item id"),
+           ("format" = Option<String>, Query, description = "`html` (default) or `md`")),
+    responses((status = 200, description = "The hand-off page (text/html) or Markdown (text/markdown)", content_type = "text/html"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[allow(dead_code)]
+fn handoff_page() {}
 
 /// A human action on a task (`act` scope; honours `Idempotency-Key`); `answer` takes `{text}`,
 /// `priority` takes `{priority}` (the change's place in its merge queue; 422 when not queued).

@@ -149,6 +149,29 @@ pub trait Vcs: Send + Sync {
         let _ = (worktree, base);
         None
     }
+    /// The commits in `base..head` of the repository at `dir`, newest first, as
+    /// `<short id> <subject>` lines (at most `max`); empty when unknown. Read by the hand-off.
+    async fn commits_between(&self, dir: &Path, base: &str, head: &str, max: usize) -> Vec<String> {
+        let _ = (dir, base, head, max);
+        Vec::new()
+    }
+    /// Git's per-file diff stat of `base..head` in the repository at `dir` (the hand-off's "what
+    /// changed"); `None` when unknown or empty.
+    async fn diff_stat_between(&self, dir: &Path, base: &str, head: &str) -> Option<String> {
+        let _ = (dir, base, head);
+        None
+    }
+    /// The names of the files directly in directory `relative` of commit `rev`, sorted; empty
+    /// when there is none.
+    async fn files_at(&self, dir: &Path, rev: &str, relative: &str) -> Vec<String> {
+        let _ = (dir, rev, relative);
+        Vec::new()
+    }
+    /// A text file of commit `rev` (an artifact of a task whose worktree is gone), or `None`.
+    async fn read_at(&self, dir: &Path, rev: &str, relative: &str) -> Option<String> {
+        let _ = (dir, rev, relative);
+        None
+    }
 }
 
 /// Processes started under `baton shim`, each with its own run directory.
@@ -517,6 +540,38 @@ impl Vcs for GitVcs {
         let stat = Git::new(worktree).run(&["diff", "--shortstat", &range]).await.ok()?;
         let stat = stat.trim();
         (!stat.is_empty()).then(|| stat.to_string())
+    }
+
+    async fn commits_between(&self, dir: &Path, base: &str, head: &str, max: usize) -> Vec<String> {
+        let (range, max) = (format!("{base}..{head}"), format!("--max-count={max}"));
+        let Ok(log) = Git::new(dir).run(&["log", "--no-color", "--format=%h %s", &max, &range, "--"]).await else {
+            return Vec::new();
+        };
+        log.lines().map(str::to_string).filter(|line| !line.is_empty()).collect()
+    }
+
+    async fn diff_stat_between(&self, dir: &Path, base: &str, head: &str) -> Option<String> {
+        let stat = Git::new(dir).run(&["diff", "--no-color", "--stat=100", base, head, "--"]).await.ok()?;
+        let stat = stat.trim_end();
+        (!stat.is_empty()).then(|| stat.to_string())
+    }
+
+    async fn files_at(&self, dir: &Path, rev: &str, relative: &str) -> Vec<String> {
+        let tree = format!("{rev}:{relative}");
+        let Ok(names) = Git::new(dir).run(&["ls-tree", "--name-only", &tree]).await else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = names.lines().map(str::to_string).filter(|n| !n.is_empty()).collect();
+        names.sort();
+        names
+    }
+
+    async fn read_at(&self, dir: &Path, rev: &str, relative: &str) -> Option<String> {
+        // Only plain relative paths name a file of the commit (no `..`, no absolute path).
+        if relative.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            return None;
+        }
+        Git::new(dir).run(&["show", &format!("{rev}:{relative}")]).await.ok()
     }
 
     async fn read_file(&self, worktree: &Path, relative: &str) -> Option<String> {

@@ -60,6 +60,15 @@ pub enum Command {
     /// Create, inspect and act on tasks.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Print a task's hand-off: what changed, gates with proof, cost, human decisions, open
+    /// limitations and the next prompt (Markdown; `--html` for the self-contained page).
+    Handoff {
+        /// Work-item id (DEMO-001) or numeric id.
+        id: String,
+        /// Print the HTML page instead of Markdown.
+        #[arg(long)]
+        html: bool,
+    },
     /// Tasks by stage, running jobs and held leases.
     Status,
     /// Tokens and cost of agent runs and ingested usage, grouped, with unit economics.
@@ -320,7 +329,8 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
         .sandbox(sandbox)
         .retention(config.retention)
         .features(config.features.clone())
-        .usage(config.usage.clone());
+        .usage(config.usage.clone())
+        .write_handoffs();
     // Tickets become tasks, and task status is mirrored onto them, once a tracker is configured.
     let engine = if config.trackers.is_empty() {
         engine
@@ -463,6 +473,10 @@ pub async fn run(cli: Cli) -> u8 {
         },
         Command::Db(command) => match load_config_for(config_path.as_deref(), LoadMode::Read) {
             Ok(config) => crate::db_cmd::run(&config, command, json).await,
+            Err(code) => return code,
+        },
+        Command::Handoff { id, html } => match load_config_for(config_path.as_deref(), LoadMode::Read) {
+            Ok(config) => crate::task_cmd::handoff(&config, &id, html, json).await,
             Err(code) => return code,
         },
         Command::Status => match load_config_for(config_path.as_deref(), LoadMode::Read) {

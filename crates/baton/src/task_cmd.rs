@@ -481,3 +481,23 @@ pub async fn budget(config: &Config, command: BudgetCommand, json: bool) -> anyh
         }
     }
 }
+
+/// `baton handoff ID [--html]`: the task's hand-off — the one written when it reached done or
+/// blocked, else built now — as Markdown, the HTML page, or (`--json`) both.
+pub async fn handoff(config: &Config, id: &str, html: bool, json: bool) -> anyhow::Result<u8> {
+    let engine = open_engine(config).await?;
+    let Some(task) = engine.store().task(&TaskKey::parse(id)).await? else {
+        warn_line!("error: no task `{id}`; `baton task list --all` shows them");
+        return Ok(EXIT_NOT_FOUND);
+    };
+    let handoff = baton_engine::handoff::read(&engine, &task).await.context("building the hand-off")?;
+    if json {
+        output::print_json(&handoff);
+        return Ok(EXIT_OK);
+    }
+    let text = if html { &handoff.html } else { &handoff.markdown };
+    for line in text.lines() {
+        say!("{line}");
+    }
+    Ok(EXIT_OK)
+}

@@ -2,6 +2,7 @@
 //! `Idempotency-Key`; reads are open unless `server.read_requires_token`.
 //!
 //! - [`tasks`]: list, show, create, and the human actions (approve, answer, confirm-deploy, stop, retry).
+//! - [`handoff`]: a task's hand-off, as JSON here and as a page at `/tasks/{id}/handoff`.
 //! - [`status`]: counts by stage and hold, the job queue, held leases, uptime.
 //! - [`events`]: `/api/events`, the timeline as server-sent events, resumable by `Last-Event-ID`.
 //! - [`usage`]: usage grouped nine ways with unit economics, usage ingest (`ingest` scope), budgets.
@@ -12,6 +13,7 @@
 
 pub mod coverage;
 pub mod events;
+pub mod handoff;
 pub mod metrics;
 pub mod queue;
 pub mod status;
@@ -25,6 +27,12 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use std::sync::Arc;
+
+/// `GET /tasks/{id}/handoff`: the hand-off page, served whatever `server.dashboard` says (its
+/// handler checks the reader itself: a dashboard session or a bearer token).
+pub(crate) fn handoff_page() -> Router<Arc<AppState>> {
+    Router::new().route("/tasks/{id}/handoff", get(handoff::page))
+}
 
 /// The routes under `/api`, to be nested by [`crate::app`].
 pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -43,6 +51,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/status", get(status::status))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::show))
+        .route("/tasks/{id}/handoff", get(handoff::json))
         .route("/usage", get(usage::usage))
         .route("/budgets", get(usage::budgets))
         .route("/coverage", get(coverage::list))

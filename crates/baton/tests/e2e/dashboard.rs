@@ -65,6 +65,9 @@ fn demo_serves_the_dashboard_and_serve_keeps_it_up() {
     assert!(body.contains("done <span class=\"count\">3</span>"), "three tickets done on the board: {body}");
     let (status, task) = http_get(&addr, "/tasks/DEMO-001");
     assert!(status.contains("200") && task.contains("Add a multiply function"), "{status}");
+    assert!(task.contains("href=\"/tasks/DEMO-001/handoff\""), "the task page links its hand-off: {task}");
+    let (status, handoff) = http_get(&addr, "/tasks/DEMO-001/handoff");
+    assert!(status.contains("200") && handoff.contains("Next prompt"), "{status}: {handoff}");
 
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());

@@ -16,6 +16,7 @@ mod db_migrate;
 mod demo;
 mod forges;
 mod fuzz_corpus;
+mod handoff;
 mod hooks;
 mod instances;
 mod lease;

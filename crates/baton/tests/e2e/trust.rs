@@ -25,7 +25,7 @@ fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 /// `GET path` on the server at `addr`; returns the body.
-fn http_get(addr: &str, path: &str) -> String {
+pub(crate) fn http_get(addr: &str, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut reply = String::new();
@@ -35,7 +35,7 @@ fn http_get(addr: &str, path: &str) -> String {
 }
 
 /// The address `baton serve` printed in its log.
-fn served_address(log: &Path) -> String {
+pub(crate) fn served_address(log: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
