@@ -762,6 +762,8 @@ impl Engine {
                     match self.store.advance(advance).await {
                         Ok(_) => {
                             tracing::info!(task = %task.work_item_id, "{note}");
+                            // The journal observes the committed transition; it cannot fail it.
+                            crate::lessons::observe(self, &task, &next).await;
                             // The repository's merge queue may move now (a change entered or left
                             // it, the lease was released with the transition): the next change
                             // starts landing while this task's effects are carried out.
