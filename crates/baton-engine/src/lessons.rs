@@ -180,3 +180,102 @@ mod tests {
         assert_eq!(slug_part("command:lint"), "command-lint");
     }
 }
+
+/// A lesson as a person writes it (`POST /api/lessons`, `baton lessons add`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LessonInput {
+    pub title: String,
+    pub body: String,
+    #[serde(default)]
+    pub repo: Option<String>,
+    #[serde(default)]
+    pub stage: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `human` (the default) or `agent`; `auto` belongs to the detectors.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+impl Engine {
+    /// The lessons that apply to `filter`, or `None` when the journal is switched off everywhere.
+    pub async fn lessons(&self, filter: &LessonFilter) -> Result<Option<Vec<LessonRecord>>, crate::EngineError> {
+        if self.features().off_everywhere(Feature::Lessons) {
+            return Ok(None);
+        }
+        Ok(Some(self.store().lessons(filter).await?))
+    }
+
+    /// Records a lesson written by a person or an agent. An empty title or body, an unknown
+    /// repository or stage, or a source other than `human`/`agent` is refused and nothing stored.
+    pub async fn add_lesson(&self, input: LessonInput) -> Result<Option<LessonRecord>, crate::EngineError> {
+        if self.features().off_everywhere(Feature::Lessons) {
+            return Ok(None);
+        }
+        let source = input.source.clone().unwrap_or_else(|| "human".into());
+        if !["human", "agent"].contains(&source.as_str()) {
+            return Err(crate::EngineError::Invalid(format!(
+                "lesson source `{source}` is not allowed: use `human` or `agent` (`auto` is the detectors')"
+            )));
+        }
+        self.check_lesson_text(Some(&input.title), Some(&input.body))?;
+        self.check_lesson_scope(input.repo.as_deref(), input.stage.as_deref())?;
+        let now = self.clock().now_ms();
+        let lesson = NewLesson {
+            slug: format!("{source}-{now}-{}", slug_part(&input.title)),
+            title: input.title.trim().to_string(),
+            body: input.body.trim().to_string(),
+            source,
+            repo: input.repo,
+            stage: input.stage,
+            tags: input.tags,
+            task: None,
+        };
+        Ok(Some(self.store().record_lesson(&lesson, DEDUP_WINDOW_MS, now).await?.0))
+    }
+
+    /// Edits lesson `id`; the same checks as [`Engine::add_lesson`].
+    pub async fn edit_lesson(
+        &self,
+        id: i64,
+        patch: baton_store::LessonPatch,
+    ) -> Result<Option<LessonRecord>, crate::EngineError> {
+        if self.features().off_everywhere(Feature::Lessons) {
+            return Ok(None);
+        }
+        self.check_lesson_text(patch.title.as_deref(), patch.body.as_deref())?;
+        let repo = patch.repo.clone().flatten();
+        let stage = patch.stage.clone().flatten();
+        self.check_lesson_scope(repo.as_deref(), stage.as_deref())?;
+        let now = self.clock().now_ms();
+        Ok(Some(self.store().update_lesson(id, &patch, now).await?))
+    }
+
+    fn check_lesson_text(&self, title: Option<&str>, body: Option<&str>) -> Result<(), crate::EngineError> {
+        for (name, text) in [("title", title), ("body", body)] {
+            if text.is_some_and(|t| t.trim().is_empty()) {
+                return Err(crate::EngineError::Invalid(format!("the lesson's {name} is empty: say what was learned")));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_lesson_scope(&self, repo: Option<&str>, stage: Option<&str>) -> Result<(), crate::EngineError> {
+        if let Some(repo) = repo {
+            if self.settings().repo(repo).is_none() {
+                return Err(crate::EngineError::Invalid(format!(
+                    "repository `{repo}` is not configured: name one under [[repos]] or leave `repo` out"
+                )));
+            }
+        }
+        if let Some(stage) = stage {
+            if self.pipeline().stage(stage).is_none() {
+                return Err(crate::EngineError::Invalid(format!(
+                    "stage `{stage}` is not in the pipeline: name one of its stages or leave `stage` out"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
