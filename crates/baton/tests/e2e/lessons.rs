@@ -156,6 +156,23 @@ fn a_rejected_review_teaches_the_next_prompt_once() {
         "{edited}"
     );
     assert_eq!(lessons(&addr).len(), 2);
+
+    // The same journal from the command line.
+    let listed = env.json(&["lessons", "list", "--repo", "demo", "--stage", "development"]);
+    assert_eq!(listed["lessons"].as_array().unwrap().len(), 2, "{listed}");
+    let added =
+        env.json(&["lessons", "add", "--title", "Pin versions", "--body", "in requirements.txt", "--tag", "deps"]);
+    assert_eq!((added["source"].as_str(), added["tags"][0].as_str()), (Some("human"), Some("deps")), "{added}");
+    let edited = env.json(&["lessons", "edit", &added["id"].to_string(), "--stage", "review"]);
+    assert_eq!(edited["stage"].as_str(), Some("review"), "{edited}");
+    let shown = env.json(&["lessons", "show", &added["id"].to_string()]);
+    assert_eq!(shown["title"].as_str(), Some("Pin versions"), "{shown}");
+    let refused = env.run(&["lessons", "add", "--title", "t", "--body", "b", "--repo", "elsewhere"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("elsewhere"), "the error names the repository");
+    let missing = env.run(&["lessons", "show", "999"]);
+    assert!(!missing.status.success());
+    assert_eq!(lessons(&addr).len(), 3, "the refusals stored nothing");
 }
 
 // `[features] lessons = false`: the API answers `{"enabled": false}` for reads and writes, the
@@ -174,6 +191,7 @@ fn the_kill_switch_disables_the_journal_and_writes_nothing() {
         let (status, reply) = http(&addr, method, path, body);
         assert_eq!((status, reply), (200, serde_json::json!({ "enabled": false })), "{method} {path}");
     }
+    assert_eq!(env.json(&["lessons", "list"]), serde_json::json!({ "enabled": false }));
     assert_eq!(rows(&env, "SELECT COUNT(*) FROM lessons"), "0");
     let seen = prompts(&env, &first, "development");
     assert!(!seen.is_empty() && seen.iter().all(|p| !p.contains("Lessons from earlier runs")), "{seen:#?}");
