@@ -118,6 +118,9 @@ fn a_rejected_review_teaches_the_next_prompt_once() {
     assert!(lesson["slug"].as_str().unwrap().ends_with("-demo-review"), "{lesson}");
     assert!(lesson["body"].as_str().unwrap().contains("docstring"), "the gate's reason is kept: {lesson}");
     let title = lesson["title"].as_str().unwrap().to_string();
+    let (status, queue) = http(&addr, "GET", "/api/queue", "");
+    assert_eq!((status, queue["lessons"]["count"].as_u64()), (200, Some(1)), "{queue}");
+    assert_eq!(queue["lessons"]["recent"][0]["id"], lesson["id"], "{queue}");
 
     let second = env.add_task("Plain module");
     finish(&env, &second);
@@ -192,6 +195,8 @@ fn the_kill_switch_disables_the_journal_and_writes_nothing() {
         assert_eq!((status, reply), (200, serde_json::json!({ "enabled": false })), "{method} {path}");
     }
     assert_eq!(env.json(&["lessons", "list"]), serde_json::json!({ "enabled": false }));
+    let (_, queue) = http(&addr, "GET", "/api/queue", "");
+    assert_eq!(queue["lessons"], serde_json::json!({ "enabled": false }), "{queue}");
     assert_eq!(rows(&env, "SELECT COUNT(*) FROM lessons"), "0");
     let seen = prompts(&env, &first, "development");
     assert!(!seen.is_empty() && seen.iter().all(|p| !p.contains("Lessons from earlier runs")), "{seen:#?}");
