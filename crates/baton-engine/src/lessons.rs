@@ -90,10 +90,10 @@ pub async fn prompt_section(engine: &Engine, repo: &str, stage: &str, work_item:
     let lessons: Vec<LessonRecord> =
         lessons.into_iter().filter(|l| l.task.as_deref() != Some(work_item) || l.source != "auto").collect();
     let (text, shown) = render(lessons, PROMPT_BUDGET_BYTES);
-    if !shown.is_empty() {
-        if let Err(e) = engine.store().hit_lessons(&shown, engine.clock().now_ms()).await {
-            tracing::warn!(task = %work_item, "lesson hits not counted: {e}");
-        }
+    if !shown.is_empty()
+        && let Err(e) = engine.store().hit_lessons(&shown, engine.clock().now_ms()).await
+    {
+        tracing::warn!(task = %work_item, "lesson hits not counted: {e}");
     }
     text
 }
@@ -262,19 +262,19 @@ impl Engine {
     }
 
     fn check_lesson_scope(&self, repo: Option<&str>, stage: Option<&str>) -> Result<(), crate::EngineError> {
-        if let Some(repo) = repo {
-            if self.settings().repo(repo).is_none() {
-                return Err(crate::EngineError::Invalid(format!(
-                    "repository `{repo}` is not configured: name one under [[repos]] or leave `repo` out"
-                )));
-            }
+        if let Some(repo) = repo
+            && self.settings().repo(repo).is_none()
+        {
+            return Err(crate::EngineError::Invalid(format!(
+                "repository `{repo}` is not configured: name one under [[repos]] or leave `repo` out"
+            )));
         }
-        if let Some(stage) = stage {
-            if self.pipeline().stage(stage).is_none() {
-                return Err(crate::EngineError::Invalid(format!(
-                    "stage `{stage}` is not in the pipeline: name one of its stages or leave `stage` out"
-                )));
-            }
+        if let Some(stage) = stage
+            && self.pipeline().stage(stage).is_none()
+        {
+            return Err(crate::EngineError::Invalid(format!(
+                "stage `{stage}` is not in the pipeline: name one of its stages or leave `stage` out"
+            )));
         }
         Ok(())
     }
