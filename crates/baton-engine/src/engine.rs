@@ -762,8 +762,6 @@ impl Engine {
                     match self.store.advance(advance).await {
                         Ok(_) => {
                             tracing::info!(task = %task.work_item_id, "{note}");
-                            // The journal observes the committed transition; it cannot fail it.
-                            crate::lessons::observe(self, &task, &next).await;
                             // The repository's merge queue may move now (a change entered or left
                             // it, the lease was released with the transition): the next change
                             // starts landing while this task's effects are carried out.
@@ -772,6 +770,9 @@ impl Engine {
                             // picks up whatever a crash here leaves).
                             effects::drain(self, Some(task.id)).await;
                             self.wake();
+                            // The journal observes the committed transition last: it cannot fail
+                            // it, nor delay the queue or the effects.
+                            crate::lessons::observe(self, &task, &next).await;
                             return Ok(InputOutcome::Applied { note });
                         }
                         Err(StoreError::Conflict(why)) => {
