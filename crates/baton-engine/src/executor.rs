@@ -303,8 +303,8 @@ async fn run_job(
                 return Ok(Some(JobOutcome::Failed { reason }));
             }
             let message = format!("{} {}: {role} run", task.work_item_id, stage.name);
-            let private_objects = crate::sandbox::private_objects_dir(&ctx.run_dir);
-            timed(&ctx, engine.vcs().commit_all(&ctx.worktree, &message, Some(&private_objects))).await?;
+            let private_objects = crate::sandbox::written_private_objects(&ctx.run_dir);
+            timed(&ctx, engine.vcs().commit_all(&ctx.worktree, &message, private_objects.as_deref())).await?;
             if let Some(reason) = push_task_branch(&ctx).await {
                 return Ok(Some(JobOutcome::Failed { reason }));
             }

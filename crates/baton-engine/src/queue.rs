@@ -373,16 +373,18 @@ async fn walk_batch(
             _ => break,
         }
     }
-    // The batch no longer fits the train (its last change left, or something ahead moved): its
-    // changes wait again and are tested anew.
-    for entry in unit {
+    // The batch no longer fits the train (its last change left, or something ahead moved, or a
+    // change of it could not be built on the one ahead): its changes wait again and are tested
+    // anew — a batch with a change that failed its build is formed again only up to that change,
+    // so it is not formed, and failed, again and again.
+    let red_member = unit.iter().position(|e| e.state == QueueState::Red && e.batch != Some(e.task));
+    for (k, entry) in unit.iter().enumerate() {
+        let split = match red_member {
+            Some(red) if k == 0 && red > 0 => Some(entry.split.map_or(red as u32, |s| s.min(red as u32))),
+            _ => entry.split,
+        };
         store
-            .queue_update(
-                entry.task,
-                &QueueExpect::of(entry),
-                &QueueChange::waiting(entry.split),
-                engine.clock().now_ms(),
-            )
+            .queue_update(entry.task, &QueueExpect::of(entry), &QueueChange::waiting(split), engine.clock().now_ms())
             .await?;
     }
     engine.queues().kick(&first.repo);

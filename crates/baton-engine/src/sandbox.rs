@@ -152,6 +152,16 @@ pub fn private_objects_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("git-objects")
 }
 
+/// The private object directory of one of this job's agent runs (`<job run dir>/run<N>/`) that
+/// holds objects, if any: Baton's commit after the run must not trust an index naming them.
+pub fn written_private_objects(job_run_dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(job_run_dir)
+        .ok()?
+        .flatten()
+        .map(|run| private_objects_dir(&run.path()))
+        .find(|objects| std::fs::read_dir(objects).is_ok_and(|mut entries| entries.next().is_some()))
+}
+
 /// What a confined run of `agent` (in `request.worktree`) may see and touch:
 /// - hidden: `/tmp` and the data directory (the database, the API token, other tasks' worktrees and
 ///   every run log but this run's);

@@ -237,7 +237,10 @@ async fn built(ctx: &GateContext<'_>, entry: &QueueEntry, base: &str, role: &Rol
 /// makes the batch's one commit: its build's tree (every change of the batch) on the batch's base,
 /// recorded as the head; its own branch keeps only its own change.
 async fn build(ctx: &GateContext<'_>, entry: &QueueEntry, base: &str, role: &Role) -> Result<String, Round> {
-    let alone = matches!(role, Role::Alone);
+    // A change that cannot even be built (a conflict, or nothing left to merge) on the default
+    // head itself is the culprit whatever batch it is in: nothing ahead of it can be blamed, and
+    // leaving it in its batch would have the batch formed, and failed, again and again.
+    let alone = true;
     let default = &ctx.repo.default_branch;
     // A `url` repository: the default head comes from the remote.
     if let Some(remote) = ctx.repo.remote()
