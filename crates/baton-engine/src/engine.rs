@@ -770,6 +770,9 @@ impl Engine {
                             // picks up whatever a crash here leaves).
                             effects::drain(self, Some(task.id)).await;
                             self.wake();
+                            // The journal observes the committed transition last: it cannot fail
+                            // it, nor delay the queue or the effects.
+                            crate::lessons::observe(self, &task, &next).await;
                             return Ok(InputOutcome::Applied { note });
                         }
                         Err(StoreError::Conflict(why)) => {

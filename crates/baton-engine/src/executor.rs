@@ -555,6 +555,9 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
             artifacts: earlier_artifacts(ctx).await,
         },
     )?;
+    // Appended after the template, so an overridden template still carries the lessons.
+    let prompt =
+        prompt + &crate::lessons::prompt_section(engine, &ctx.task.repo, &ctx.stage.name, &ctx.task.work_item_id).await;
     let run_dir = ctx.run_dir.join(format!("run{run_number}"));
     // Only agent runs are confined (repository commands are not); see `sandbox::agent_policy`.
     let agent_settings = engine.settings().agent_for(role);

@@ -33,6 +33,8 @@ pub enum Feature {
     Coverage,
     /// The security gate on the merge gate's re-tested tree.
     Security,
+    /// The lessons journal: its auto-detectors, its prompt injection and its API (SPEC §10).
+    Lessons,
 }
 
 impl Feature {
@@ -49,6 +51,7 @@ impl Feature {
         Feature::Command,
         Feature::Coverage,
         Feature::Security,
+        Feature::Lessons,
     ];
 
     /// The switch's key under `[features]`.
@@ -65,6 +68,7 @@ impl Feature {
             Feature::Command => "command",
             Feature::Coverage => "coverage",
             Feature::Security => "security",
+            Feature::Lessons => "lessons",
         }
     }
 

@@ -38,6 +38,7 @@ pub mod gates;
 pub mod handoff;
 pub mod hooks;
 pub mod intake;
+pub mod lessons;
 pub mod prompts;
 pub mod queue;
 pub mod reaper;

@@ -186,6 +186,32 @@ impl Store for RedactingStore {
     ) -> StoreResult<()> {
         self.inner.set_coverage_baseline(repo, pct, set_by, &self.text(reason), now_ms).await
     }
+    async fn record_lesson(
+        &self,
+        lesson: &NewLesson,
+        dedup_window_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<(LessonRecord, LessonWrite)> {
+        let lesson = NewLesson { title: self.text(&lesson.title), body: self.text(&lesson.body), ..lesson.clone() };
+        self.inner.record_lesson(&lesson, dedup_window_ms, now_ms).await
+    }
+    async fn lesson(&self, id: i64) -> StoreResult<Option<LessonRecord>> {
+        self.inner.lesson(id).await
+    }
+    async fn lessons(&self, filter: &LessonFilter) -> StoreResult<Vec<LessonRecord>> {
+        self.inner.lessons(filter).await
+    }
+    async fn update_lesson(&self, id: i64, patch: &LessonPatch, now_ms: i64) -> StoreResult<LessonRecord> {
+        let patch = LessonPatch {
+            title: patch.title.as_deref().map(|t| self.text(t)),
+            body: patch.body.as_deref().map(|b| self.text(b)),
+            ..patch.clone()
+        };
+        self.inner.update_lesson(id, &patch, now_ms).await
+    }
+    async fn hit_lessons(&self, ids: &[i64], now_ms: i64) -> StoreResult<()> {
+        self.inner.hit_lessons(ids, now_ms).await
+    }
     async fn set_budget_cap(&self, scope: &str, cap_usd: Option<f64>, now_ms: i64) -> StoreResult<()> {
         self.inner.set_budget_cap(scope, cap_usd, now_ms).await
     }

@@ -23,7 +23,7 @@ pub struct ErrorBody {
     info(title = "Baton", description = "Baton's HTTP API: tasks, human actions, usage, observability and webhooks."),
     paths(
         health, status, tasks_list, tasks_create, tasks_show, task_action, handoff_json, handoff_page, usage, usage_ingest, budgets,
-        coverage, coverage_baseline,
+        coverage, coverage_baseline, lessons_list, lessons_add, lessons_edit,
         crate::api::queue::queue, crate::api::metrics::metrics, crate::prometheus::metrics, openapi_json, webhook, events,
     ),
     components(schemas(ErrorBody)),
@@ -157,6 +157,33 @@ fn coverage() {}
               (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 #[allow(dead_code)]
 fn coverage_baseline() {}
+
+/// The lessons journal (SPEC §10), filtered to the lessons that apply to `repo` and/or `stage`;
+/// `{"enabled": false}` when `[features] lessons` is off.
+#[utoipa::path(get, path = "/api/lessons", tag = "lessons",
+    params(("repo" = Option<String>, Query, description = "only lessons for this repository or for every one"),
+           ("stage" = Option<String>, Query, description = "only lessons for this stage or for every one")),
+    responses((status = 200, description = "`{enabled, lessons: [{id, slug, title, body, source, repo, stage, tags, task, created_at_ms, updated_at_ms, hits, last_hit_at_ms}]}`", body = Object)))]
+#[allow(dead_code)]
+fn lessons_list() {}
+
+/// Records a lesson (`act` scope; source `human` unless `agent` is given). An empty title or body,
+/// an unknown repository or stage is a 422 naming it; a malformed body a 400.
+#[utoipa::path(post, path = "/api/lessons", tag = "lessons",
+    request_body(content = Object, description = "`{title, body, repo?, stage?, tags?, source?}`"),
+    responses((status = 200, description = "The lesson, or `{enabled: false}`", body = Object),
+              (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[allow(dead_code)]
+fn lessons_add() {}
+
+/// Edits a lesson (`act` scope): fields left out stay; `repo`/`stage` set to null widen it.
+#[utoipa::path(post, path = "/api/lessons/{id}", tag = "lessons",
+    params(("id" = i64, Path, description = "the lesson's id")),
+    request_body(content = Object, description = "`{title?, body?, repo?, stage?, tags?}`"),
+    responses((status = 200, description = "The lesson now, or `{enabled: false}`", body = Object),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[allow(dead_code)]
+fn lessons_edit() {}
 
 /// Timeline events as server-sent events, resumable with `Last-Event-ID`.
 #[utoipa::path(get, path = "/api/events", tag = "events",

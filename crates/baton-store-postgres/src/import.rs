@@ -21,7 +21,7 @@ use std::str::FromStr;
 /// of the new deployment write their own; version 12 only adds retention's indexes, which
 /// PostgreSQL's migration 3 creates itself). A source at another version has other columns: it
 /// is refused rather than half copied.
-pub const SQLITE_SCHEMA_VERSION: i64 = 14;
+pub const SQLITE_SCHEMA_VERSION: i64 = 15;
 
 /// Rows per `INSERT` (and per read from SQLite): few round trips, and far below PostgreSQL's
 /// 65535 bind parameters for the widest table.
@@ -221,6 +221,26 @@ const TABLES: &[Table] = &[
         columns: &[("repo", Text), ("pct", Real), ("updated_at", Int), ("set_by", Text), ("reason", Text)],
         identity: false,
         figures: &[("milli-percent", "ROUND(SUM(pct) * 1000)")],
+    },
+    Table {
+        name: "lessons",
+        columns: &[
+            ("id", Int),
+            ("slug", Text),
+            ("title", Text),
+            ("body", Text),
+            ("source", Text),
+            ("repo", Text),
+            ("stage", Text),
+            ("tags", Text),
+            ("task", Text),
+            ("created_at", Int),
+            ("updated_at", Int),
+            ("hits", Int),
+            ("last_hit_at", Int),
+        ],
+        identity: true,
+        figures: &[("max id", "MAX(id)"), ("sum id", "SUM(id)"), ("sum hits", "SUM(hits)")],
     },
     Table {
         name: "outbox",

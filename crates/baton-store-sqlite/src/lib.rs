@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../migrations/0012_retention.sql")),
     (13, include_str!("../migrations/0013_usage_ingest.sql")),
     (14, include_str!("../migrations/0014_coverage.sql")),
+    (15, include_str!("../migrations/0015_lessons.sql")),
 ];
 
 /// The newest schema version this Baton knows (versions may be merged out of order, so not the
@@ -1111,6 +1112,125 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn record_lesson(
+        &self,
+        lesson: &NewLesson,
+        dedup_window_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<(LessonRecord, LessonWrite)> {
+        let tags = lesson_tags_json(&lesson.tags);
+        let mut tx = self.begin().await?;
+        let created = sqlx::query(
+            "INSERT INTO lessons (slug, title, body, source, repo, stage, tags, task, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT (slug) DO NOTHING",
+        )
+        .bind(&lesson.slug)
+        .bind(&lesson.title)
+        .bind(&lesson.body)
+        .bind(&lesson.source)
+        .bind(&lesson.repo)
+        .bind(&lesson.stage)
+        .bind(&tags)
+        .bind(&lesson.task)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let write = if created {
+            LessonWrite::Created
+        } else {
+            let updated_at: i64 = sqlx::query_scalar("SELECT updated_at FROM lessons WHERE slug = $1")
+                .bind(&lesson.slug)
+                .fetch_one(&mut *tx)
+                .await?;
+            if now_ms - updated_at < dedup_window_ms {
+                sqlx::query("UPDATE lessons SET updated_at = MAX(updated_at, $1) WHERE slug = $2")
+                    .bind(now_ms)
+                    .bind(&lesson.slug)
+                    .execute(&mut *tx)
+                    .await?;
+                LessonWrite::Duplicate
+            } else {
+                sqlx::query(
+                    "UPDATE lessons SET title = $1, body = $2, repo = $3, stage = $4, tags = $5, task = $6,
+                       updated_at = $7 WHERE slug = $8",
+                )
+                .bind(&lesson.title)
+                .bind(&lesson.body)
+                .bind(&lesson.repo)
+                .bind(&lesson.stage)
+                .bind(&tags)
+                .bind(&lesson.task)
+                .bind(now_ms)
+                .bind(&lesson.slug)
+                .execute(&mut *tx)
+                .await?;
+                LessonWrite::Refreshed
+            }
+        };
+        let row = sqlx::query("SELECT * FROM lessons WHERE slug = $1").bind(&lesson.slug).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((lesson_row(&row)?, write))
+    }
+
+    async fn lesson(&self, id: i64) -> StoreResult<Option<LessonRecord>> {
+        let row = sqlx::query("SELECT * FROM lessons WHERE id = $1").bind(id).fetch_optional(&self.reader).await?;
+        row.map(|row| lesson_row(&row)).transpose()
+    }
+
+    async fn lessons(&self, filter: &LessonFilter) -> StoreResult<Vec<LessonRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM lessons WHERE ($1 IS NULL OR repo IS NULL OR repo = $1)
+               AND ($2 IS NULL OR stage IS NULL OR stage = $2) ORDER BY updated_at DESC, id DESC",
+        )
+        .bind(&filter.repo)
+        .bind(&filter.stage)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(lesson_row).collect()
+    }
+
+    async fn update_lesson(&self, id: i64, patch: &LessonPatch, now_ms: i64) -> StoreResult<LessonRecord> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT * FROM lessons WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound(format!("lesson {id}")));
+        };
+        let mut lesson = lesson_row(&row)?;
+        patch.apply(&mut lesson, now_ms);
+        sqlx::query(
+            "UPDATE lessons SET title = $1, body = $2, repo = $3, stage = $4, tags = $5, updated_at = $6 WHERE id = $7",
+        )
+        .bind(&lesson.title)
+        .bind(&lesson.body)
+        .bind(&lesson.repo)
+        .bind(&lesson.stage)
+        .bind(lesson_tags_json(&lesson.tags))
+        .bind(lesson.updated_at_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(lesson)
+    }
+
+    async fn hit_lessons(&self, ids: &[i64], now_ms: i64) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for id in ids {
+            sqlx::query("UPDATE lessons SET hits = hits + 1, last_hit_at = $1 WHERE id = $2")
+                .bind(now_ms)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64> {
         let mut query = sqlx::query_scalar::<_, Option<f64>>(sqlx::AssertSqlSafe(spend_sql(filter)));
         if let Some(task) = filter.task {
@@ -1667,5 +1787,24 @@ fn coverage_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<CoverageBaseline> 
         updated_at_ms: row.try_get("updated_at")?,
         set_by: row.try_get("set_by")?,
         reason: row.try_get("reason")?,
+    })
+}
+
+fn lesson_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<LessonRecord> {
+    let tags: String = row.try_get("tags")?;
+    Ok(LessonRecord {
+        id: row.try_get("id")?,
+        slug: row.try_get("slug")?,
+        title: row.try_get("title")?,
+        body: row.try_get("body")?,
+        source: row.try_get("source")?,
+        repo: row.try_get("repo")?,
+        stage: row.try_get("stage")?,
+        tags: lesson_tags_parse(&tags)?,
+        task: row.try_get("task")?,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+        hits: row.try_get("hits")?,
+        last_hit_at_ms: row.try_get("last_hit_at")?,
     })
 }

@@ -10,8 +10,9 @@
 
 use crate::{
     Advance, AgentRunFinish, Claim, DoneTaskSpend, EffectClaim, EventRecord, InboxEntry, JobCounts, JobFinish,
-    JobRecord, JobStatus, LeaseOutcome, NewAgentRun, NewDelivery, NewEffect, NewEvent, NewTask, NewUsageRecord,
-    SpendFilter, Store, StoreError, TaskFilter, TaskKey, TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
+    JobRecord, JobStatus, LeaseOutcome, LessonFilter, LessonPatch, LessonWrite, NewAgentRun, NewDelivery, NewEffect,
+    NewEvent, NewLesson, NewTask, NewUsageRecord, SpendFilter, Store, StoreError, TaskFilter, TaskKey, TaskRecord,
+    Transition, UsageGroup, UsageRow, task_holder,
 };
 use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};
 use serde_json::json;
@@ -697,6 +698,70 @@ pub async fn suite_coverage_baseline_race(store: Arc<dyn Store>) {
         highest = highest.max(racer.await.unwrap());
     }
     assert_eq!(store.coverage_baseline("alpha").await.unwrap().unwrap().pct, highest);
+}
+
+/// SPEC §10: lessons are upserted by slug (a repeat within the window only moves `updated_at`),
+/// listed by the scope they apply to, edited, and counted when injected.
+pub async fn suite_lessons(store: Arc<dyn Store>) {
+    const HOUR: i64 = 3_600_000;
+    let gate = NewLesson {
+        slug: "gate-review-alpha-implement".into(),
+        title: "review rejected".into(),
+        body: "missing tests".into(),
+        source: "auto".into(),
+        repo: Some("alpha".into()),
+        stage: Some("implement".into()),
+        tags: vec!["gate".into(), "review".into()],
+        task: Some("A-001".into()),
+    };
+    let (first, write) = store.record_lesson(&gate, HOUR, T0).await.unwrap();
+    assert_eq!(write, LessonWrite::Created);
+    assert_eq!((first.hits, first.created_at_ms, first.updated_at_ms), (0, T0, T0));
+    assert_eq!(first.tags, vec!["gate".to_string(), "review".to_string()]);
+    // Within the window: the same row, only `updated_at` moved, the text kept.
+    let again = NewLesson { body: "a different reason".into(), ..gate.clone() };
+    let (dup, write) = store.record_lesson(&again, HOUR, T0 + 1_000).await.unwrap();
+    assert_eq!(write, LessonWrite::Duplicate);
+    assert_eq!(
+        (dup.id, dup.body.as_str(), dup.updated_at_ms, dup.created_at_ms),
+        (first.id, "missing tests", T0 + 1_000, T0)
+    );
+    // Past the window: refreshed in place.
+    let (fresh, write) = store.record_lesson(&again, HOUR, T0 + 1_000 + HOUR).await.unwrap();
+    assert_eq!(write, LessonWrite::Refreshed);
+    assert_eq!((fresh.id, fresh.body.as_str()), (first.id, "a different reason"));
+
+    let human = NewLesson {
+        slug: "human-1".into(),
+        title: "run the linter".into(),
+        body: "every repository".into(),
+        source: "human".into(),
+        ..NewLesson::default()
+    };
+    let (everywhere, _) = store.record_lesson(&human, HOUR, T0 + 2 * HOUR).await.unwrap();
+    let beta = NewLesson { slug: "beta-only".into(), repo: Some("beta".into()), ..human.clone() };
+    let (beta, _) = store.record_lesson(&beta, HOUR, T0 + 3 * HOUR).await.unwrap();
+    let ids = |filter: LessonFilter| {
+        let store = store.clone();
+        async move { store.lessons(&filter).await.unwrap().into_iter().map(|l| l.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(ids(LessonFilter::default()).await, vec![beta.id, everywhere.id, first.id], "newest first");
+    let alpha_implement = LessonFilter { repo: Some("alpha".into()), stage: Some("implement".into()) };
+    assert_eq!(ids(alpha_implement.clone()).await, vec![everywhere.id, first.id]);
+    let alpha_review = LessonFilter { repo: Some("alpha".into()), stage: Some("review".into()) };
+    assert_eq!(ids(alpha_review).await, vec![everywhere.id]);
+
+    store.hit_lessons(&[first.id, everywhere.id, 9_999], T0 + 5 * HOUR).await.unwrap();
+    store.hit_lessons(&[first.id], T0 + 6 * HOUR).await.unwrap();
+    let hit = store.lesson(first.id).await.unwrap().unwrap();
+    assert_eq!((hit.hits, hit.last_hit_at_ms), (2, Some(T0 + 6 * HOUR)));
+
+    let patch = LessonPatch { body: Some("write the tests first".into()), stage: Some(None), ..LessonPatch::default() };
+    let edited = store.update_lesson(first.id, &patch, T0 + 7 * HOUR).await.unwrap();
+    assert_eq!((edited.body.as_str(), edited.stage.as_deref(), edited.hits), ("write the tests first", None, 2));
+    assert_eq!(store.lesson(first.id).await.unwrap().unwrap(), edited);
+    assert!(matches!(store.update_lesson(9_999, &patch, T0).await, Err(StoreError::NotFound(_))));
+    assert_eq!(store.lesson(9_999).await.unwrap(), None);
 }
 
 // ---------------------------------------------------------------- suites: inbox
@@ -1937,6 +2002,13 @@ macro_rules! conformance_tests {
         async fn concurrent_coverage_raises_keep_the_highest() {
             let (_keep, _backend, store) = $fresh().await;
             $crate::conformance::suite_coverage_baseline_race(store).await;
+        }
+
+        // Lessons upsert by slug within a dedup window, list by scope, edit and count hits.
+        #[::tokio::test]
+        async fn lessons_upsert_by_slug_list_by_scope_and_count_hits() {
+            let (_keep, _backend, store) = $fresh().await;
+            $crate::conformance::suite_lessons(store).await;
         }
     };
 }

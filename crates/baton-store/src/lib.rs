@@ -296,6 +296,27 @@ pub trait Store: Send + Sync {
         now_ms: i64,
     ) -> StoreResult<()>;
 
+    /// Records a lesson, upserted by slug (SPEC §10): a new slug is `Created`; a slug recorded
+    /// less than `dedup_window_ms` before `now_ms` only has its `updated_at` moved (`Duplicate`);
+    /// an older one has its title, body, scope and tags replaced (`Refreshed`). Hits are kept.
+    async fn record_lesson(
+        &self,
+        lesson: &NewLesson,
+        dedup_window_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<(LessonRecord, LessonWrite)>;
+
+    async fn lesson(&self, id: i64) -> StoreResult<Option<LessonRecord>>;
+
+    /// The lessons passing `filter`, most recently updated first.
+    async fn lessons(&self, filter: &LessonFilter) -> StoreResult<Vec<LessonRecord>>;
+
+    /// Applies `patch` to lesson `id`; `NotFound` when there is none.
+    async fn update_lesson(&self, id: i64, patch: &LessonPatch, now_ms: i64) -> StoreResult<LessonRecord>;
+
+    /// Counts one hit (an injection into a prompt) on each of `ids`; unknown ids are skipped.
+    async fn hit_lessons(&self, ids: &[i64], now_ms: i64) -> StoreResult<()>;
+
     /// Priced spend of agent runs and ingested usage records matching `filter` (unpriced ones add
     /// nothing; see [`SpendFilter`] for which ingested records count).
     async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64>;

@@ -750,3 +750,116 @@ impl PruneCounts {
         self.inbox += other.inbox;
     }
 }
+
+/// Where a lesson came from (SPEC §10).
+pub const LESSON_SOURCES: &[&str] = &["auto", "human", "agent"];
+
+/// A lesson in the journal (SPEC §10): something an earlier run learned, scoped to a repository
+/// and/or a stage (none means "everywhere"), injected into later prompts that it applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LessonRecord {
+    pub id: i64,
+    /// Stable key: an auto-detector records the same slug for the same kind of event, so a repeat
+    /// updates one row instead of adding another.
+    pub slug: String,
+    pub title: String,
+    pub body: String,
+    /// `auto`, `human` or `agent`.
+    pub source: String,
+    pub repo: Option<String>,
+    pub stage: Option<String>,
+    pub tags: Vec<String>,
+    /// The work item that taught it, if any.
+    pub task: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// How many prompts it was injected into.
+    pub hits: i64,
+    pub last_hit_at_ms: Option<i64>,
+}
+
+/// A lesson to record (upserted by slug).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewLesson {
+    pub slug: String,
+    pub title: String,
+    pub body: String,
+    pub source: String,
+    pub repo: Option<String>,
+    pub stage: Option<String>,
+    pub tags: Vec<String>,
+    pub task: Option<String>,
+}
+
+/// What [`crate::Store::record_lesson`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LessonWrite {
+    /// A new row.
+    Created,
+    /// The slug was recorded within the dedup window: only its `updated_at` moved.
+    Duplicate,
+    /// The slug existed but outside the window: its title, body and scope were refreshed.
+    Refreshed,
+}
+
+/// Which lessons to list: with a repository or stage given, those that apply to it (scoped to
+/// it or unscoped); `None` matches every lesson.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LessonFilter {
+    pub repo: Option<String>,
+    pub stage: Option<String>,
+}
+
+impl LessonFilter {
+    /// Whether `lesson` passes this filter (the backends' SQL says the same).
+    pub fn matches(&self, lesson: &LessonRecord) -> bool {
+        let fits = |want: &Option<String>, have: &Option<String>| match (want, have) {
+            (Some(want), Some(have)) => want == have,
+            _ => true,
+        };
+        fits(&self.repo, &lesson.repo) && fits(&self.stage, &lesson.stage)
+    }
+}
+
+/// An edit of a lesson: each `Some` replaces the field (`Some(None)` clears a scope).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LessonPatch {
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub repo: Option<Option<String>>,
+    pub stage: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+}
+
+impl LessonPatch {
+    /// Applies the edit to `lesson` in memory (the backends then write the row back).
+    pub fn apply(&self, lesson: &mut LessonRecord, now_ms: i64) {
+        if let Some(title) = &self.title {
+            lesson.title = title.clone();
+        }
+        if let Some(body) = &self.body {
+            lesson.body = body.clone();
+        }
+        if let Some(repo) = &self.repo {
+            lesson.repo = repo.clone();
+        }
+        if let Some(stage) = &self.stage {
+            lesson.stage = stage.clone();
+        }
+        if let Some(tags) = &self.tags {
+            lesson.tags = tags.clone();
+        }
+        lesson.updated_at_ms = now_ms;
+    }
+}
+
+/// A lesson's tags as the JSON text the `tags` column holds.
+pub fn lesson_tags_json(tags: &[String]) -> String {
+    serde_json::to_string(tags).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// Reads the `tags` column back; anything but a JSON array of strings is a corrupt row.
+pub fn lesson_tags_parse(text: &str) -> Result<Vec<String>, crate::StoreError> {
+    serde_json::from_str(text).map_err(|e| crate::StoreError::Corrupt(format!("lesson tags `{text}`: {e}")))
+}

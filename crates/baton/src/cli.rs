@@ -86,6 +86,9 @@ pub enum Command {
     /// Coverage baselines: show them, or set one by hand (up or down, with a reason).
     #[command(subcommand)]
     Coverage(CoverageCommand),
+    /// The lessons journal: list, add, show and edit what earlier runs learned.
+    #[command(subcommand)]
+    Lessons(LessonsCommand),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -148,6 +151,50 @@ pub enum CoverageBaselineCommand {
         /// Why the baseline is set by hand (recorded with it).
         #[arg(long)]
         reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LessonsCommand {
+    /// The lessons, newest first; with --repo or --stage only those that apply there.
+    List {
+        #[arg(long)]
+        repo: Option<String>,
+        #[arg(long)]
+        stage: Option<String>,
+    },
+    /// Record a lesson by hand (source `human`); it reaches the prompts of its repository and stage.
+    Add {
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        body: String,
+        /// Only for this repository (default: every one).
+        #[arg(long)]
+        repo: Option<String>,
+        /// Only for this stage's prompts (default: every stage).
+        #[arg(long)]
+        stage: Option<String>,
+        /// A tag; repeat for more.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// One lesson in full, with its hit count.
+    Show { id: i64 },
+    /// Change a lesson's text, scope or tags; `--repo ""` or `--stage ""` makes it apply everywhere.
+    Edit {
+        id: i64,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        body: Option<String>,
+        #[arg(long)]
+        repo: Option<String>,
+        #[arg(long)]
+        stage: Option<String>,
+        /// Replaces the tags; repeat for more.
+        #[arg(long = "tag")]
+        tags: Option<Vec<String>>,
     },
 }
 
@@ -490,6 +537,10 @@ pub async fn run(cli: Cli) -> u8 {
         },
         Command::Coverage(command) => match load_config_for(config_path.as_deref(), LoadMode::Read) {
             Ok(config) => crate::coverage_cmd::run(&config, command, json).await,
+            Err(code) => return code,
+        },
+        Command::Lessons(command) => match load_config_for(config_path.as_deref(), LoadMode::Read) {
+            Ok(config) => crate::lessons_cmd::run(&config, command, json).await,
             Err(code) => return code,
         },
         Command::Usage { by } => match load_config_for(config_path.as_deref(), LoadMode::Read) {

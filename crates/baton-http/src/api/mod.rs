@@ -9,11 +9,13 @@
 //! - [`queue`]: open jobs, merge leases and who waits, reaper/reconciler passes, budgets, pending STOPs.
 //! - [`metrics`]: the versioned metrics envelope (stages, queue, live agents, cost).
 //! - [`coverage`]: the coverage baselines, and their override (`admin` scope).
+//! - [`lessons`]: the lessons journal: list, add and edit.
 //! - `/openapi.json`: the OpenAPI document ([`crate::openapi`]).
 
 pub mod coverage;
 pub mod events;
 pub mod handoff;
+pub mod lessons;
 pub mod metrics;
 pub mod queue;
 pub mod status;
@@ -45,6 +47,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tasks/{id}/retry", post(tasks::retry))
         .route("/tasks/{id}/resume", post(tasks::resume))
         .route("/tasks/{id}/priority", post(tasks::priority))
+        .route("/lessons", post(lessons::add))
+        .route("/lessons/{id}", post(lessons::edit))
         .route_layer(from_fn_with_state(state.clone(), idempotent))
         .route_layer(from_fn_with_state(state.clone(), require_act));
     let reads = Router::new()
@@ -55,6 +59,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/usage", get(usage::usage))
         .route("/budgets", get(usage::budgets))
         .route("/coverage", get(coverage::list))
+        .route("/lessons", get(lessons::list))
         // Observability (kill switches in `crate::Observability`).
         .route("/queue", get(queue::queue))
         .route("/metrics", get(metrics::metrics))

@@ -30,6 +30,11 @@ pub struct QueueReport {
     pub reconciler: PassReport<ReconcilerPassView>,
     pub budgets: BudgetReport,
     pub stop: Vec<PendingStop>,
+    /// The lessons journal, read only: `{enabled, count, recent: [the five newest lessons]}`;
+    /// `{enabled: false}` when switched off; `{enabled: true, error}` when it cannot be read (the
+    /// rest of the report still answers).
+    #[schema(value_type = Object)]
+    pub lessons: serde_json::Value,
 }
 
 /// An open job.
@@ -217,7 +222,21 @@ pub(crate) async fn queue(State(state): State<Arc<AppState>>) -> Result<Json<Que
         reconciler: PassReport { passes: stats.reconciler_passes, last: stats.reconciler_last.map(Into::into) },
         budgets: budgets(&state, now).await?,
         stop,
+        lessons: lessons_block(&state).await,
     }))
+}
+
+/// The journal's read-only block of the report; never fails it.
+async fn lessons_block(state: &AppState) -> serde_json::Value {
+    match state.engine.lessons(&baton_store::LessonFilter::default()).await {
+        Ok(None) => serde_json::json!({ "enabled": false }),
+        Ok(Some(lessons)) => serde_json::json!({
+            "enabled": true,
+            "count": lessons.len(),
+            "recent": lessons.iter().take(5).collect::<Vec<_>>(),
+        }),
+        Err(e) => serde_json::json!({ "enabled": true, "error": e.to_string() }),
+    }
 }
 
 fn queue_job(open: &OpenJob, now: i64) -> QueueJob {

@@ -668,6 +668,86 @@ impl Store for SimStore {
         .await
     }
 
+    async fn record_lesson(
+        &self,
+        lesson: &NewLesson,
+        dedup_window_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<(LessonRecord, LessonWrite)> {
+        self.call("record_lesson", Access::Write, |s, _| {
+            if let Some(row) = s.lessons.values_mut().find(|l| l.slug == lesson.slug) {
+                let write = if now_ms - row.updated_at_ms < dedup_window_ms {
+                    row.updated_at_ms = row.updated_at_ms.max(now_ms);
+                    LessonWrite::Duplicate
+                } else {
+                    row.title = lesson.title.clone();
+                    row.body = lesson.body.clone();
+                    row.repo = lesson.repo.clone();
+                    row.stage = lesson.stage.clone();
+                    row.tags = lesson.tags.clone();
+                    row.task = lesson.task.clone();
+                    row.updated_at_ms = now_ms;
+                    LessonWrite::Refreshed
+                };
+                return Ok((row.clone(), write));
+            }
+            let id = s.lessons.keys().next_back().copied().unwrap_or(0) + 1;
+            let row = LessonRecord {
+                id,
+                slug: lesson.slug.clone(),
+                title: lesson.title.clone(),
+                body: lesson.body.clone(),
+                source: lesson.source.clone(),
+                repo: lesson.repo.clone(),
+                stage: lesson.stage.clone(),
+                tags: lesson.tags.clone(),
+                task: lesson.task.clone(),
+                created_at_ms: now_ms,
+                updated_at_ms: now_ms,
+                hits: 0,
+                last_hit_at_ms: None,
+            };
+            s.lessons.insert(id, row.clone());
+            Ok((row, LessonWrite::Created))
+        })
+        .await
+    }
+
+    async fn lesson(&self, id: i64) -> StoreResult<Option<LessonRecord>> {
+        self.call("lesson", Access::Read, |s, _| Ok(s.lessons.get(&id).cloned())).await
+    }
+
+    async fn lessons(&self, filter: &LessonFilter) -> StoreResult<Vec<LessonRecord>> {
+        self.call("lessons", Access::Read, |s, _| {
+            let mut rows: Vec<LessonRecord> = s.lessons.values().filter(|l| filter.matches(l)).cloned().collect();
+            rows.sort_by_key(|l| std::cmp::Reverse((l.updated_at_ms, l.id)));
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn update_lesson(&self, id: i64, patch: &LessonPatch, now_ms: i64) -> StoreResult<LessonRecord> {
+        self.call("update_lesson", Access::Write, |s, _| {
+            let row = s.lessons.get_mut(&id).ok_or_else(|| StoreError::NotFound(format!("lesson {id}")))?;
+            patch.apply(row, now_ms);
+            Ok(row.clone())
+        })
+        .await
+    }
+
+    async fn hit_lessons(&self, ids: &[i64], now_ms: i64) -> StoreResult<()> {
+        self.call("hit_lessons", Access::Write, |s, _| {
+            for id in ids {
+                if let Some(row) = s.lessons.get_mut(id) {
+                    row.hits += 1;
+                    row.last_hit_at_ms = Some(now_ms);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn set_budget_cap(&self, scope: &str, cap_usd: Option<f64>, _now_ms: i64) -> StoreResult<()> {
         self.call("set_budget_cap", Access::Write, |s, _| {
             s.budget_caps.insert(scope.to_string(), cap_usd);

@@ -31,6 +31,8 @@ pub(crate) struct State {
     pub(crate) usage_records: Vec<UsageRecord>,
     pub(crate) budget_caps: BTreeMap<String, Option<f64>>,
     pub(crate) coverage_baselines: BTreeMap<String, CoverageBaseline>,
+    /// The lessons journal, by id (ids are assigned in insert order from 1).
+    pub(crate) lessons: BTreeMap<i64, LessonRecord>,
     /// The outbox of durable effects (claimed rows carry their claim's end).
     pub(crate) outbox: Vec<(EffectRecord, i64)>,
     /// Every committed advance, in commit order.
@@ -79,6 +81,7 @@ impl State {
             usage_records: Vec::new(),
             budget_caps: BTreeMap::new(),
             coverage_baselines: BTreeMap::new(),
+            lessons: BTreeMap::new(),
             outbox: Vec::new(),
             commits: Vec::new(),
             job_endings: BTreeMap::new(),

@@ -20,6 +20,7 @@ mod handoff;
 mod hooks;
 mod instances;
 mod lease;
+mod lessons;
 mod lost_database;
 mod path_safety;
 mod real_cli;
