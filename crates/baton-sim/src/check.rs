@@ -443,10 +443,21 @@ impl Checker {
                         .filter(|j| j.task_id == task.id && matches!(j.status, JobStatus::Queued | JobStatus::Running))
                         .map(|j| format!("job {} {} {:?} owner {:?}", j.id, j.stage, j.status, j.owner))
                         .collect();
+                    let queued = state.queue.get(&task.id).map_or(String::new(), |e| {
+                        format!(
+                            "; queue entry {} base {:?} head {:?} batch {:?} split {:?} fails {}",
+                            e.state.as_str(),
+                            e.base,
+                            e.head,
+                            e.batch,
+                            e.split,
+                            e.fails
+                        )
+                    });
                     found.push(Violation::new(
                         Kind::NotSettled,
                         format!(
-                            "task {} is {} after draining; active: [{}]",
+                            "task {} is {} after draining; active: [{}]{queued}",
                             task.id,
                             task.state.display(),
                             jobs.join(", ")

@@ -19,8 +19,7 @@ use crate::sched::{Background, Task, run_with, yield_once};
 use crate::store::{FaultRates, Mutation, SimStore};
 use baton_domain::{Event, JobId, JobOutcome, Pipeline, TaskId};
 use baton_engine::{
-    Budgets, Clock, Engine, EngineSettings, Feature, FeatureScope, Features, Input, InputOutcome, Limits,
-    NewTaskRequest, RepoSettings,
+    Budgets, Clock, Engine, EngineSettings, Features, Input, InputOutcome, Limits, NewTaskRequest, RepoSettings,
 };
 use baton_runner::SupervisedCommands;
 use baton_store::{JobFinish, JobRecord, JobStatus, Store, TaskKey, TaskRecord};
@@ -320,11 +319,7 @@ impl World {
             .supervisor(Arc::new(SimSupervisor(self.procs.clone())))
             .commands(Arc::new(SupervisedCommands::new(Arc::new(SimSupervisor(self.procs.clone())))))
             .agents(Arc::new(SimAgents))
-            // The lessons journal is an observer outside the invariants checked here, and is off.
-            // With it on, its reads reorder the seeded schedules, and seed 185 then leaves a task
-            // parked in the merge queue with no job: a merge-queue bug that reordering exposes,
-            // still open.
-            .features(Features::all_on().with(Feature::Lessons, FeatureScope::everywhere(false)));
+            .features(Features::all_on());
         if let Some(owner) = owner {
             builder = builder.owner(owner);
         }

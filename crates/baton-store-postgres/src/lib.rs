@@ -432,6 +432,19 @@ async fn apply_transition(
         sqlx::query("DELETE FROM leases WHERE holder = $1").bind(task_holder(task)).execute(&mut **tx).await?;
         sqlx::query("DELETE FROM merge_queue WHERE task_id = $1").bind(task.0).execute(&mut **tx).await?;
     }
+    if next.hold == baton_domain::Hold::MergeQueue {
+        // Parking in the merge queue and the queue entry commit together: a merge gate whose job
+        // was stopped or taken over meanwhile never leaves an entry behind.
+        sqlx::query(
+            "INSERT INTO merge_queue (task_id, repo, priority, entered_at, state, updated_at)
+             VALUES ($1, $2, 0, $3, 'waiting', $3) ON CONFLICT (task_id) DO NOTHING",
+        )
+        .bind(task.0)
+        .bind(repo)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
     let mut enqueued = None;
     if let Some((stage, delay_ms)) = &transition.enqueue {
         let id: i64 = sqlx::query_scalar(

@@ -125,10 +125,10 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         // One writer: SQLite has one write lock, and IMMEDIATE transactions on one connection never hit SQLITE_BUSY upgrades.
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let writer = connect(SqlitePoolOptions::new().max_connections(1), &options).await?;
         let store_for_migrate = writer.clone();
         migrate(&store_for_migrate).await?;
-        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+        let reader = connect(SqlitePoolOptions::new().max_connections(4), &options.read_only(true)).await?;
         Ok(SqliteStore { writer, reader, file: Arc::new(FileWatch::open(path)) })
     }
 
@@ -161,6 +161,29 @@ impl SqliteStore {
             Err(error) => HealthCheck::failed("tasks", format!("reading the tasks table failed: {error}"), false),
         });
         checks
+    }
+}
+
+/// Tries to connect for this long while another process holds the file's lock.
+const OPEN_BUSY_MS: u64 = 10_000;
+const OPEN_RETRY_MS: u64 = 50;
+
+/// Connects a pool. SQLite's busy timeout does not cover a connection's first statements while
+/// another process creates the same file and switches it to WAL (two Batons started at once on a
+/// fresh data directory): that answers "database is locked" at once, so connecting is retried
+/// for as long as the busy timeout would wait.
+async fn connect(pool: SqlitePoolOptions, options: &SqliteConnectOptions) -> StoreResult<SqlitePool> {
+    let mut waited_ms = 0;
+    loop {
+        match pool.clone().connect_with(options.clone()).await {
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("5") && waited_ms < OPEN_BUSY_MS => {
+                // Before any clock exists (the store is opened first); never in a simulation.
+                #[allow(clippy::disallowed_methods)]
+                tokio::time::sleep(Duration::from_millis(OPEN_RETRY_MS)).await;
+                waited_ms += OPEN_RETRY_MS;
+            }
+            result => return Ok(result?),
+        }
     }
 }
 
@@ -275,6 +298,19 @@ async fn apply_transition(
         sqlx::query("DELETE FROM leases WHERE holder = $1").bind(task_holder(task)).execute(&mut **tx).await?;
         // Leaving the merge queue goes with releasing the lease (done, rollback, block, cancel).
         sqlx::query("DELETE FROM merge_queue WHERE task_id = $1").bind(task.0).execute(&mut **tx).await?;
+    }
+    if next.hold == baton_domain::Hold::MergeQueue {
+        // Parking in the merge queue and the queue entry commit together: a merge gate whose job
+        // was stopped or taken over meanwhile never leaves an entry behind.
+        sqlx::query(
+            "INSERT INTO merge_queue (task_id, repo, priority, entered_at, state, updated_at)
+             VALUES ($1, $2, 0, $3, 'waiting', $3) ON CONFLICT (task_id) DO NOTHING",
+        )
+        .bind(task.0)
+        .bind(repo)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
     }
     let mut enqueued = None;
     if let Some((stage, delay_ms)) = &transition.enqueue {

@@ -11,8 +11,8 @@
 use crate::{
     Advance, AgentRunFinish, Claim, DoneTaskSpend, EffectClaim, EventRecord, InboxEntry, JobCounts, JobFinish,
     JobRecord, JobStatus, LeaseOutcome, LessonFilter, LessonPatch, LessonWrite, NewAgentRun, NewDelivery, NewEffect,
-    NewEvent, NewLesson, NewTask, NewUsageRecord, SpendFilter, Store, StoreError, TaskFilter, TaskKey, TaskRecord,
-    Transition, UsageGroup, UsageRow, task_holder,
+    NewEvent, NewLesson, NewTask, NewUsageRecord, QueueChange, QueueExpect, QueueState, SpendFilter, Store, StoreError,
+    TaskFilter, TaskKey, TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
 };
 use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};
 use serde_json::json;
@@ -200,6 +200,66 @@ fn assert_usage(row: &UsageRow, runs: u64, input: u64, output: u64, cost_usd: f6
         "{row:?}"
     );
     assert!((row.cost_usd - cost_usd).abs() < 1e-9, "{row:?}: cost {cost_usd} expected");
+}
+
+// ---------------------------------------------------------------- suites: merge queue
+
+/// SPEC §6.3: parking a task in the merge queue and its queue entry commit together; a parking
+/// that loses its compare-and-set (a STOP moved the task first) leaves no entry; leaving the
+/// queue with the lease release deletes it; entry updates are compare-and-set on state and base.
+pub async fn suite_merge_queue(store: Arc<dyn Store>) {
+    let task = create(&*store, "alpha", "P").await;
+    let job = claim(&*store, T0).await.id;
+    let stale = reload(&*store, task.id).await;
+    let parked = |task: &TaskRecord| {
+        let mut advance = step(task, "merge", finished(job, json!("queued")), Transition::default());
+        advance.next.hold = Hold::MergeQueue;
+        advance
+    };
+
+    // A STOP commits first: the merge gate's late parking conflicts and enters nothing.
+    let stop = Transition { cancel_jobs: true, release_leases: true, ..Transition::default() };
+    store.advance(step(&stale, "cancelled", None, stop)).await.unwrap();
+    assert!(is_conflict(&store.advance(parked(&stale)).await));
+    assert_eq!(store.queue_entry(task.id).await.unwrap(), None, "a stopped task left an entry");
+    assert!(store.queue_entries(Some("alpha")).await.unwrap().is_empty());
+
+    // A parking that commits enters the task as waiting, once.
+    let other = create(&*store, "alpha", "P").await;
+    let job = claim(&*store, T0).await.id;
+    let other = reload(&*store, other.id).await;
+    let mut advance = step(&other, "merge", finished(job, json!("queued")), Transition::default());
+    advance.next.hold = Hold::MergeQueue;
+    store.advance(advance).await.unwrap();
+    let entry = store.queue_entry(other.id).await.unwrap().expect("the parked task is queued");
+    assert_eq!((entry.state, entry.repo.as_str(), entry.entered_at_ms), (QueueState::Waiting, "alpha", T0 + 1));
+    assert_eq!(entry.work_item_id, other.work_item_id);
+    assert!(!store.queue_enter(other.id, "alpha", 0, T0 + 5).await.unwrap(), "queued already");
+
+    // Updates are compare-and-set on (state, base).
+    let testing = QueueChange { state: QueueState::Testing, base: Some("abc".into()), ..QueueChange::from(&entry) };
+    assert!(store.queue_update(other.id, &QueueExpect::of(&entry), &testing, T0 + 2).await.unwrap());
+    assert!(!store.queue_update(other.id, &QueueExpect::of(&entry), &testing, T0 + 3).await.unwrap());
+    let entry = store.queue_entry(other.id).await.unwrap().unwrap();
+    assert_eq!((entry.state, entry.base.as_deref()), (QueueState::Testing, Some("abc")));
+
+    // Woken (no hold) and parked again: still one entry, its state kept.
+    let other = reload(&*store, other.id).await;
+    store.advance(step(&other, "merge", None, enqueue("merge", 0))).await.unwrap();
+    let job = claim(&*store, T0 + 1).await.id;
+    let other = reload(&*store, other.id).await;
+    let mut advance = step(&other, "merge", finished(job, json!("queued")), Transition::default());
+    advance.next.hold = Hold::MergeQueue;
+    store.advance(advance).await.unwrap();
+    let entries = store.queue_entries(Some("alpha")).await.unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].state, QueueState::Testing);
+
+    // Leaving with the lease release (done, rollback, block, cancel) deletes the entry.
+    let other = reload(&*store, other.id).await;
+    let leave = Transition { release_leases: true, ..Transition::default() };
+    store.advance(step(&other, "done", None, leave)).await.unwrap();
+    assert_eq!(store.queue_entry(other.id).await.unwrap(), None);
 }
 
 // ---------------------------------------------------------------- suites: advance
@@ -2002,6 +2062,13 @@ macro_rules! conformance_tests {
         async fn concurrent_coverage_raises_keep_the_highest() {
             let (_keep, _backend, store) = $fresh().await;
             $crate::conformance::suite_coverage_baseline_race(store).await;
+        }
+
+        // Parking in the merge queue enters the task in the same transaction; a stale parking enters nothing.
+        #[::tokio::test]
+        async fn merge_queue_entries_commit_with_the_parking_and_leave_with_the_lease() {
+            let (_keep, _backend, store) = $fresh().await;
+            $crate::conformance::suite_merge_queue(store).await;
         }
 
         // Lessons upsert by slug within a dedup window, list by scope, edit and count hits.

@@ -435,7 +435,8 @@ pub trait Store: Send + Sync {
     async fn task_counts(&self) -> StoreResult<Vec<TaskCount>>;
 
     /// Puts the task into its repository's merge queue as `waiting`; `false` (nothing changed)
-    /// when it is queued already.
+    /// when it is queued already. The engine never calls it: an [`Store::advance`] whose next
+    /// state is parked in the merge queue enters the task in the same transaction.
     async fn queue_enter(&self, task: TaskId, repo: &str, priority: i64, now_ms: i64) -> StoreResult<bool>;
 
     /// The task's merge-queue entry.

@@ -1,6 +1,6 @@
-//! The merge gate (SPEC §6.3): the change's side of the repository's merge queue. A first run puts
-//! the change in the queue and parks the task (no job, no slot, no events while it waits). When
-//! the queue wakes it to be tested on a base — the default head, or the tested head of the change
+//! The merge gate (SPEC §6.3): the change's side of the repository's merge queue. A first run parks
+//! the task in the queue (the parking transition writes the entry; no job, no slot, no events while
+//! it waits). When the queue wakes it to be tested on a base — the default head, or the tested head of the change
 //! ahead — the gate rebases the task branch onto that base, squashes it to one commit, re-runs
 //! `test` on that tree (a failure is tried once more: a pass then is a flake, not a culprit) and
 //! records the result. It passes only under the repository's merge lease, with the worktree at
@@ -43,13 +43,9 @@ pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
             Err(error) => return verdict(Verdict::Error, format!("cannot read the merge queue: {error}")),
         };
         let Some(entry) = entry else {
-            return match store.queue_enter(ctx.task.id, &ctx.repo.name, 0, ctx.clock.now_ms()).await {
-                Ok(_) => {
-                    ctx.queues.kick(&ctx.repo.name);
-                    queued(format!("entered the merge queue of {}", ctx.repo.name))
-                }
-                Err(error) => verdict(Verdict::Error, format!("cannot enter the merge queue: {error}")),
-            };
+            // The transition that parks the task enters it (one transaction): a gate whose job
+            // was stopped or taken over meanwhile leaves nothing in the queue.
+            return queued(format!("entered the merge queue of {}", ctx.repo.name));
         };
         let next = match entry.state {
             QueueState::Evicted => {

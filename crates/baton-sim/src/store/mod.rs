@@ -1112,32 +1112,7 @@ impl Store for SimStore {
     }
 
     async fn queue_enter(&self, task: TaskId, repo: &str, priority: i64, now_ms: i64) -> StoreResult<bool> {
-        self.call("queue_enter", Access::Write, |s, _| {
-            if s.queue.contains_key(&task) {
-                return Ok(false);
-            }
-            let work_item_id = s.tasks.get(&task).map(|t| t.work_item_id.clone()).unwrap_or_default();
-            s.queue.insert(
-                task,
-                QueueEntry {
-                    task,
-                    work_item_id,
-                    repo: repo.to_string(),
-                    priority,
-                    entered_at_ms: now_ms,
-                    state: QueueState::Waiting,
-                    base: None,
-                    head: None,
-                    fails: 0,
-                    reason: None,
-                    updated_at_ms: now_ms,
-                    batch: None,
-                    split: None,
-                },
-            );
-            Ok(true)
-        })
-        .await
+        self.call("queue_enter", Access::Write, |s, _| Ok(s.enter_queue(task, repo, priority, now_ms))).await
     }
 
     async fn due_holds(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<TaskId>> {

@@ -4,7 +4,7 @@
 use super::{Access, Commit, Fault, FaultCounts, FaultRates, InboxRow, Mutation};
 use crate::rng::Rng;
 use baton_domain::ids::branch_name;
-use baton_domain::{JobId, TaskId, TaskState, WorkItemId};
+use baton_domain::{Hold, JobId, TaskId, TaskState, WorkItemId};
 use baton_store::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -192,6 +192,10 @@ impl State {
             self.release_leases(task);
             self.queue.remove(&task);
         }
+        if next.hold == Hold::MergeQueue {
+            // Parking in the merge queue and the queue entry commit together.
+            self.enter_queue(task, repo, 0, now);
+        }
         let mut enqueued = None;
         if let Some((stage, delay_ms)) = &transition.enqueue {
             let id = JobId(self.jobs.keys().next_back().map_or(1, |j| j.0 + 1));
@@ -225,6 +229,33 @@ impl State {
             record.state.job = enqueued.or(kept);
         }
         enqueued
+    }
+
+    /// Puts `task` into `repo`'s merge queue as waiting; `false` when it is queued already.
+    pub(crate) fn enter_queue(&mut self, task: TaskId, repo: &str, priority: i64, now_ms: i64) -> bool {
+        if self.queue.contains_key(&task) {
+            return false;
+        }
+        let work_item_id = self.tasks.get(&task).map(|t| t.work_item_id.clone()).unwrap_or_default();
+        self.queue.insert(
+            task,
+            QueueEntry {
+                task,
+                work_item_id,
+                repo: repo.to_string(),
+                priority,
+                entered_at_ms: now_ms,
+                state: QueueState::Waiting,
+                base: None,
+                head: None,
+                fails: 0,
+                reason: None,
+                updated_at_ms: now_ms,
+                batch: None,
+                split: None,
+            },
+        );
+        true
     }
 
     pub(crate) fn create_task(&mut self, new: NewTask, first: Transition, now: i64) -> StoreResult<TaskRecord> {
