@@ -1,6 +1,7 @@
 //! The lessons journal (SPEC §10): auto-detectors that record what a transition taught (a gate
-//! failure that rolled a task back, a task blocked after its retries or rollbacks ran out), and
-//! the "Lessons from earlier runs" section injected into the prompts they apply to.
+//! failure that rolled a task back, the merge queue sending a change back, retries exhausted, a
+//! task blocked, a pause on a quota or a budget), and the "Lessons from earlier runs" section
+//! injected into the prompts they apply to.
 //!
 //! The journal only observes: every write runs after the transition committed, and an error is a
 //! warning in the log, never a failed transition. `[features] lessons = false` stops the detectors,
@@ -18,38 +19,83 @@ pub const DEDUP_WINDOW_MS: i64 = 3_600_000;
 pub const PROMPT_BUDGET_BYTES: usize = 2048;
 
 /// What a transition from `before` to `after` taught, if anything: a rollback after a failed
-/// gate, or a task blocked (retries or rollbacks exhausted).
+/// gate (the merge queue's own, a merge hold, apart), a task blocked once its retries ran out
+/// (transient failures) or for another reason, a pause on a provider's quota or a budget cap.
 pub fn detect(task: &TaskRecord, before: &TaskState, after: &TaskState) -> Option<NewLesson> {
     let failure = after.failure.clone().unwrap_or_default();
+    let lesson = |slug: String, title: String, body: &str, stage: &str, tags: &[&str]| NewLesson {
+        slug,
+        title,
+        body: format!("{body} (seen on {})", task.work_item_id),
+        source: "auto".into(),
+        repo: Some(task.repo.clone()),
+        stage: Some(stage.to_string()),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        task: Some(task.work_item_id.clone()),
+    };
+    let repo = slug_part(&task.repo);
     if after.rollbacks > before.rollbacks {
         // The failure reads `<stage> failed: <gate>: <reason>[; <gate>: <reason>]`.
         let reasons = failure.strip_prefix(&format!("{} failed: ", before.stage)).unwrap_or(&failure);
         let gate = reasons.split_once(':').map_or("gate", |(gate, _)| gate.trim());
         let gate = slug_part(gate);
-        return Some(NewLesson {
-            slug: format!("gate-{gate}-{}-{}", slug_part(&task.repo), slug_part(&before.stage)),
-            title: format!("the {gate} gate of {} rolled a change back to {}", before.stage, after.stage),
-            body: format!("{reasons} (seen on {})", task.work_item_id),
-            source: "auto".into(),
-            repo: Some(task.repo.clone()),
-            stage: Some(after.stage.clone()),
-            tags: vec!["gate".into(), gate, "rollback".into()],
-            task: Some(task.work_item_id.clone()),
-        });
+        if gate == "mergeable" {
+            // The merge queue sent the change back: it conflicted with main or failed on top of it.
+            let why = if reasons.to_lowercase().contains("conflict") { "conflict" } else { "evicted" };
+            return Some(lesson(
+                format!("merge-hold-{why}-{repo}"),
+                format!("the merge queue of {} sent a change back to {} ({why})", task.repo, after.stage),
+                reasons,
+                &after.stage,
+                &["merge", why, "rollback"],
+            ));
+        }
+        return Some(lesson(
+            format!("gate-{gate}-{repo}-{}", slug_part(&before.stage)),
+            format!("the {gate} gate of {} rolled a change back to {}", before.stage, after.stage),
+            reasons,
+            &after.stage,
+            &["gate", &gate, "rollback"],
+        ));
     }
-    if let (Hold::Blocked { reason }, false) = (&after.hold, matches!(before.hold, Hold::Blocked { .. })) {
-        return Some(NewLesson {
-            slug: format!("blocked-{}-{}", slug_part(&task.repo), slug_part(&before.stage)),
-            title: format!("{} blocked a change", before.stage),
-            body: format!("{reason} (seen on {})", task.work_item_id),
-            source: "auto".into(),
-            repo: Some(task.repo.clone()),
-            stage: Some(before.stage.clone()),
-            tags: vec!["blocked".into()],
-            task: Some(task.work_item_id.clone()),
-        });
+    let newly = |hold: &Hold| std::mem::discriminant(hold) != std::mem::discriminant(&before.hold);
+    match &after.hold {
+        Hold::Blocked { reason } if newly(&after.hold) => {
+            let stage = slug_part(&before.stage);
+            // `failed_attempt` words an exhausted retry budget as `<stage> failed <n> times; last: …`.
+            if reason.starts_with(&format!("{} failed ", before.stage)) && reason.contains(" times; last: ") {
+                return Some(lesson(
+                    format!("retries-exhausted-{repo}-{stage}"),
+                    format!("{} kept failing until its retries ran out", before.stage),
+                    reason,
+                    &before.stage,
+                    &["blocked", "transient", "retry"],
+                ));
+            }
+            Some(lesson(
+                format!("blocked-{repo}-{stage}"),
+                format!("{} blocked a change", before.stage),
+                reason,
+                &before.stage,
+                &["blocked"],
+            ))
+        }
+        Hold::PausedQuota { reason, .. } if newly(&after.hold) => Some(lesson(
+            format!("quota-{repo}-{}", slug_part(&after.stage)),
+            format!("{} paused on a provider's quota", after.stage),
+            reason,
+            &after.stage,
+            &["quota", "pause"],
+        )),
+        Hold::PausedBudget { reason } if newly(&after.hold) => Some(lesson(
+            format!("budget-{repo}-{}", slug_part(&after.stage)),
+            format!("{} paused on a budget cap", after.stage),
+            reason,
+            &after.stage,
+            &["budget", "pause"],
+        )),
+        _ => None,
     }
-    None
 }
 
 /// Runs the detectors on a committed transition and records what they found. Never fails.
@@ -172,6 +218,66 @@ mod tests {
         assert!(text.find("exact").unwrap() < text.find("anywhere").unwrap());
         assert!(text.len() <= PROMPT_BUDGET_BYTES);
         assert_eq!(render(Vec::new(), PROMPT_BUDGET_BYTES), (String::new(), Vec::new()));
+    }
+
+    fn task() -> TaskRecord {
+        TaskRecord {
+            id: baton_domain::TaskId(7),
+            work_item_id: "APP-007".into(),
+            repo: "app".into(),
+            title: "t".into(),
+            body: String::new(),
+            branch: "baton/APP-007-t".into(),
+            external_ref: None,
+            state: TaskState::new("development"),
+            version: 1,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    fn at(stage: &str, hold: Hold) -> TaskState {
+        let mut state = TaskState::new(stage);
+        state.hold = hold;
+        state
+    }
+
+    // Each detector fires on the transition that enters its condition, once: staying in the same
+    // hold is not a new lesson; the merge queue's rollbacks and exhausted retries are told apart.
+    #[test]
+    fn each_detector_names_what_happened() {
+        let task = task();
+        let quota = Hold::PausedQuota { reason: "claude: 429 rate limited".into(), resume_at_ms: 9 };
+        let found = detect(&task, &at("development", Hold::None), &at("development", quota.clone())).unwrap();
+        assert_eq!(
+            (found.slug.as_str(), found.tags.clone()),
+            ("quota-app-development", vec!["quota".into(), "pause".into()])
+        );
+        assert!(found.body.contains("429") && found.body.contains("APP-007"), "{}", found.body);
+        assert!(detect(&task, &at("development", quota.clone()), &at("development", quota)).is_none());
+
+        let budget = Hold::PausedBudget { reason: "repo:app daily cap $5.00 reached".into() };
+        let found = detect(&task, &at("review", Hold::None), &at("review", budget)).unwrap();
+        assert_eq!(found.slug, "budget-app-review");
+
+        let exhausted = Hold::Blocked { reason: "development failed 3 times; last: agent exited 1".into() };
+        let found = detect(&task, &at("development", Hold::None), &at("development", exhausted)).unwrap();
+        assert_eq!(found.slug, "retries-exhausted-app-development");
+        assert!(found.tags.contains(&"transient".to_string()));
+        let other = Hold::Blocked { reason: "cycle of dependencies".into() };
+        assert_eq!(
+            detect(&task, &at("development", Hold::None), &at("development", other)).unwrap().slug,
+            "blocked-app-development"
+        );
+
+        let before = at("merge", Hold::None);
+        let mut after = at("development", Hold::None);
+        after.rollbacks = 1;
+        after.failure = Some("merge failed: mergeable: rebase onto main conflicts in src/lib.rs".into());
+        let found = detect(&task, &before, &after).unwrap();
+        assert_eq!(found.slug, "merge-hold-conflict-app");
+        after.failure = Some("merge failed: tests_passed: 2 tests failed".into());
+        assert_eq!(detect(&task, &before, &after).unwrap().slug, "gate-tests-passed-app-merge");
     }
 
     #[test]
