@@ -28,11 +28,20 @@ pub struct GateVerdict {
     /// the re-tested head that deploy may merge, and nothing else).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
+    /// Where a human sees what the gate judged (the `ci_green` gate: the pull request's page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 impl GateVerdict {
     pub fn new(gate: &str, verdict: Verdict, reason: impl Into<String>) -> Self {
-        GateVerdict { gate: gate.to_string(), verdict, reason: reason.into(), evidence: None }
+        GateVerdict { gate: gate.to_string(), verdict, reason: reason.into(), evidence: None, link: None }
+    }
+
+    /// The verdict with `link` (when there is one).
+    pub fn with_link(mut self, link: Option<String>) -> Self {
+        self.link = link;
+        self
     }
 }
 

@@ -72,9 +72,10 @@ pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
         &ctx.task.branch,
         &ctx.task.state.display(),
     );
-    if let Err(error) = ctx.timed(ctx.forge.sync_pull_request(&repo, &spec)).await {
-        return forge_error("updating the pull request", &error);
-    }
+    let pull_request = match ctx.timed(ctx.forge.sync_pull_request(&repo, &spec)).await {
+        Ok(pr) => pr.map(|pr| pr.url),
+        Err(error) => return forge_error("updating the pull request", &error),
+    };
     let status = match ctx.timed(ctx.forge.ci_status(&repo, &head)).await {
         Ok(status) => status,
         Err(error) => return forge_error(&format!("reading CI of {}", short(&head)), &error),
@@ -84,7 +85,7 @@ pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
         verdict.evidence = Some(head.clone());
         verdict
     };
-    match status {
+    let verdict = match status {
         CiStatus::Green => pass(format!("CI is green on {}", short(&head))),
         CiStatus::NoChecks if ctx.repo.forge.ci == CiPolicy::Optional => {
             pass(format!("no CI checks on {} (ci = \"optional\")", short(&head)))
@@ -114,7 +115,8 @@ pub async fn check(ctx: &GateContext<'_>) -> GateVerdict {
                 format!("CI check `{check}` failed on {} ({link}); log tail:\n{log_tail}", short(&head)),
             )
         }
-    }
+    };
+    verdict.with_link(pull_request)
 }
 
 /// The web address of a hosted repository (`https://github.com/owner/name`), from its API URL.

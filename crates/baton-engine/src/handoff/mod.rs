@@ -77,6 +77,9 @@ pub struct Document {
     /// The commit the task merged (done tasks), and the base it was merged onto.
     pub merged_head: Option<String>,
     pub merged_base: Option<String>,
+    /// The task's pull request on a hosted forge (the page the `ci_green` gate last linked).
+    #[serde(default)]
+    pub pull_request: Option<String>,
     pub diff_stat: Option<String>,
     pub commits: Vec<String>,
     /// Where `commits` are: on the default branch (merged) or on the task branch.
@@ -227,6 +230,13 @@ async fn gather(engine: &Engine, task: &TaskRecord) -> Result<Document, EngineEr
     }
 
     let gates: Vec<GateRow> = events.iter().filter(|e| e.kind == "gate").filter_map(gate_row).collect();
+    let pull_request = events
+        .iter()
+        .rev()
+        .filter(|e| e.kind == "gate")
+        .find_map(|e| e.detail["link"].as_str())
+        .filter(|link| link.starts_with("https://") || link.starts_with("http://"))
+        .map(str::to_string);
     let (costs, totals) = cost_rows(&runs);
     let decisions = events.iter().filter_map(decision_row).collect();
     let (artifacts, artifact_limits) = read_artifacts(engine, task, merged_head.as_deref().filter(|_| done)).await;
@@ -246,6 +256,7 @@ async fn gather(engine: &Engine, task: &TaskRecord) -> Result<Document, EngineEr
         created_at_ms: task.created_at_ms,
         merged_head,
         merged_base,
+        pull_request,
         diff_stat,
         commits,
         commits_on,

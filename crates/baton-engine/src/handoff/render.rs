@@ -33,6 +33,9 @@ pub fn next_prompt(doc: &Document) -> String {
     if let Some(ticket) = &doc.ticket {
         let _ = writeln!(p, "Ticket: {ticket}.");
     }
+    if let Some(pr) = &doc.pull_request {
+        let _ = writeln!(p, "Pull request: {pr}.");
+    }
     let _ = writeln!(p, "Outcome: {}.", doc.outcome);
     let _ = writeln!(p);
     let _ = writeln!(p, "What was done:");
@@ -103,6 +106,9 @@ pub fn markdown(doc: &Document) -> String {
     let _ = writeln!(m, "- **Hand-off written:** {}\n", utc_time(doc.generated_at_ms));
 
     let _ = writeln!(m, "## What changed\n");
+    if let Some(pr) = &doc.pull_request {
+        let _ = writeln!(m, "Pull request: <{}>\n", md_inline(pr));
+    }
     let _ = writeln!(m, "Commits on `{}`:\n", doc.commits_on);
     if doc.commits.is_empty() {
         let _ = writeln!(m, "- none recorded");
@@ -290,7 +296,10 @@ pub fn html(doc: &Document) -> String {
 
     let _ = writeln!(
         h,
-        "<section id=\"changes\"><h2>What changed</h2><p>Commits on <code>{}</code>:</p><ul>",
+        "<section id=\"changes\"><h2>What changed</h2>{}<p>Commits on <code>{}</code>:</p><ul>",
+        doc.pull_request
+            .as_deref()
+            .map_or_else(String::new, |pr| format!("<p>Pull request: <code class=\"link\">{}</code></p>", e(pr))),
         e(&doc.commits_on)
     );
     if doc.commits.is_empty() {

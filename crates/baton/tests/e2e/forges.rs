@@ -408,6 +408,11 @@ fn whole_pipeline_by_labels(flavor: Flavor) {
         assert!(st.prs[0].title.contains(&id), "{:?}", st.prs[0].title);
         assert!(st.statuses.contains_key(&head), "CI was read for the re-tested head");
     }
+    // The hand-off links the pull request the CI gate synced.
+    let number_of_pr = w.forge().prs[0].number;
+    let handoff = w.env.run(&["handoff", &id]);
+    let handoff = String::from_utf8_lossy(&handoff.stdout).to_string();
+    assert!(handoff.contains(&format!("/acme/app/pull/{number_of_pr}>")), "{handoff}");
     let timeline = detail.to_string();
     assert!(timeline.contains(&format!("tracker:{source}:alice")), "decisions by the labeller");
     // Each job records what the branch changes (the dashboard's diff stat).
