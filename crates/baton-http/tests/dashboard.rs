@@ -313,3 +313,36 @@ async fn events_resume_with_last_event_id() {
     assert_eq!(bad.status(), 400);
     served.shutdown().await;
 }
+
+// The usage page puts ingested spend beside the agents': by category first (an ingested record's
+// own category), by source, and the per-unit economics of its unit kind.
+#[tokio::test]
+async fn usage_page_shows_ingested_spend_by_category_and_per_unit() {
+    let h = Harness::new().await;
+    let app = app(h.state(DashboardMode::On, false));
+    let request = baton_engine::usage::IngestRequest {
+        source: "transcriber".into(),
+        category: "speech-to-text".into(),
+        model: None,
+        usage: baton_domain::Usage::default(),
+        units: 30.0,
+        unit_kind: Some("audio_minute".into()),
+        cost_usd: Some(0.18),
+        idempotency_key: Some("call-1".into()),
+        task: None,
+        repo: None,
+    };
+    h.engine.ingest_usage(request, "api:ingest").await.unwrap();
+    let page = get(&app, "/usage", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let body = page.body;
+    let category = body.find("By category").expect("a table by category");
+    let source = body.find("By source").expect("a table by source");
+    assert!(category < body.find("By model").unwrap(), "category comes first");
+    assert!(body[category..source].contains("speech-to-text"), "the record's own category");
+    assert!(body[source..].contains("transcriber"), "the record's source");
+    let economics = &body[body.find("id=\"economics\"").expect("the unit economics")..];
+    let row = &economics[economics.find("audio_minute").expect("a per-unit row")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("$0.1800") && row.contains("$0.0060"), "30 minutes for $0.18: {row}");
+}

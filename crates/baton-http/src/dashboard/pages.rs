@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use baton_domain::pipeline::{CANCELLED, DONE};
 use baton_domain::{Hold, Verdict};
-use baton_store::{EventRecord, JobStatus, TaskFilter, TaskKey, TaskRecord, UsageGroup, UsageRow};
+use baton_store::{EventRecord, JobStatus, TaskFilter, TaskKey, TaskRecord};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -618,8 +618,11 @@ struct UsageTable {
 #[derive(Debug, Serialize)]
 struct UsageBar {
     key: String,
+    /// Agent runs and ingested records in the group.
     runs: u64,
+    records: u64,
     tokens: u64,
+    units: f64,
     cost: f64,
     unpriced: u64,
     /// The bar's length, 0–100, relative to the table's largest cost (or tokens, unpriced).
@@ -632,48 +635,54 @@ struct UsagePage {
     tables: Vec<UsageTable>,
     total_cost: f64,
     total_runs: u64,
-    merged: usize,
+    total_records: u64,
+    merged: u64,
     per_merged: Option<f64>,
+    economics: baton_engine::usage_report::UnitEconomics,
+    pricing_version: String,
 }
 
+/// Spend by category first (agent runs map to their stage's category, ingested records carry
+/// theirs), then by model, stage, repository, source and day: agent runs and ingested usage
+/// together, with the unit economics (per merged task, per stage, per unit).
 pub(crate) async fn usage(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    use baton_engine::usage_report::UsageBy;
     let viewer = match viewer(&state, &headers, "/usage") {
         Ok(viewer) => viewer,
         Err(redirect) => return Ok(redirect.into_response()),
     };
-    let store = state.engine.store();
-    let cursor = latest_event_id(store.as_ref()).await?;
+    let cursor = latest_event_id(state.engine.store().as_ref()).await?;
+    let report = state.engine.usage_report(UsageBy::Category).await?;
+    let mut tables = vec![UsageTable { title: "By category", rows: bars(&report.rows) }];
     let groups = [
-        ("By model", UsageGroup::Model),
-        ("By stage", UsageGroup::Stage),
-        ("By repository", UsageGroup::Repo),
-        ("By day", UsageGroup::Day),
+        ("By model", UsageBy::Model),
+        ("By stage", UsageBy::Stage),
+        ("By repository", UsageBy::Repo),
+        ("By source", UsageBy::Source),
+        ("By day", UsageBy::Day),
     ];
-    let mut tables = Vec::new();
-    let (mut total_cost, mut total_runs) = (0.0, 0);
-    for (index, (title, group)) in groups.into_iter().enumerate() {
-        let rows = store.usage(group).await?;
-        if index == 0 {
-            total_cost = rows.iter().map(|r| r.cost_usd).sum();
-            total_runs = rows.iter().map(|r| r.runs).sum();
-        }
+    for (title, by) in groups {
+        let rows = state.engine.usage_report(by).await?.rows;
         tables.push(UsageTable { title, rows: bars(&rows) });
     }
-    let merged = store.task_counts().await?.iter().filter(|c| c.stage == DONE).map(|c| c.tasks as usize).sum::<usize>();
-    let per_merged = (merged > 0).then(|| total_cost / merged as f64);
     let context = UsagePage {
         common: common(&state, &viewer, "Usage".into(), "usage", cursor),
+        total_cost: report.total_cost_usd,
+        total_runs: report.rows.iter().map(|r| r.runs).sum(),
+        total_records: report.rows.iter().map(|r| r.records).sum(),
+        merged: report.unit_economics.per_merged_task.done_tasks,
+        per_merged: report.unit_economics.per_merged_task.usd_per_task,
+        economics: report.unit_economics,
+        pricing_version: report.pricing_version,
         tables,
-        total_cost,
-        total_runs,
-        merged,
-        per_merged,
     };
     Ok(page("usage.html", context))
 }
 
-fn bars(rows: &[UsageRow]) -> Vec<UsageBar> {
-    let tokens = |r: &UsageRow| r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_write_tokens;
+fn bars(rows: &[baton_engine::usage_report::UsageLine]) -> Vec<UsageBar> {
+    let tokens = |r: &baton_engine::usage_report::UsageLine| {
+        r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_write_tokens
+    };
     let max_cost = rows.iter().map(|r| r.cost_usd).fold(0.0, f64::max);
     let max_tokens = rows.iter().map(tokens).max().unwrap_or(0);
     rows.iter()
@@ -688,9 +697,11 @@ fn bars(rows: &[UsageRow]) -> Vec<UsageBar> {
             UsageBar {
                 key: row.key.clone(),
                 runs: row.runs,
+                records: row.records,
                 tokens: tokens(row),
+                units: row.units,
                 cost: row.cost_usd,
-                unpriced: row.unpriced_runs,
+                unpriced: row.unpriced,
                 width: (width * 10.0).round() / 10.0,
             }
         })
