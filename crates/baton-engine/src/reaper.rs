@@ -21,8 +21,36 @@ pub async fn tick(engine: &Arc<Engine>) {
     pass.backstopped = backstop(engine).await;
     (pass.leases_renewed, pass.leases_reclaimed) = leases(engine).await;
     pass.runs_closed = lost_runs(engine).await;
+    pass.worktrees_swept = ended_elsewhere(engine).await;
     pass.at_ms = engine.clock().now_ms();
     engine.maintenance().reaper_done(pass);
+}
+
+/// With other instances on the same database, a task this instance worked on may end on another
+/// one (a job taken over, a STOP, a cancel): the ended task's clean-up runs wherever the outbox
+/// row is carried out, and this instance's worktree of it stays. Each pass removes the worktrees
+/// here whose task has ended (one read per worktree on disk; alone, the start's sweep and the
+/// clean-up effects are enough and nothing is read).
+async fn ended_elsewhere(engine: &Arc<Engine>) -> u32 {
+    let Ok(instances) = engine.instances().await else {
+        return 0;
+    };
+    if instances.keys().all(|id| id == engine.owner()) {
+        return 0;
+    }
+    let root = engine.settings().worktrees_dir();
+    let mut swept = 0;
+    for repo in &engine.settings().repos {
+        for work_item in engine.vcs().entries(&root.join(&repo.name)) {
+            let task = engine.store().task(&TaskKey::WorkItem(work_item.clone())).await.ok().flatten();
+            if let Some(task) = task.filter(|t| t.repo == repo.name && t.state.is_terminal()) {
+                tracing::info!(repo = %repo.name, %work_item, "removing the worktree of a task that ended on another instance");
+                crate::effects::clean_up_ended(engine, &task).await;
+                swept += 1;
+            }
+        }
+    }
+    swept
 }
 
 /// Closes agent runs that never recorded their end while their job is no longer running: the

@@ -18,6 +18,8 @@ pub struct ReaperPass {
     pub leases_reclaimed: u32,
     /// Agent runs closed as lost.
     pub runs_closed: u32,
+    /// Worktrees of tasks another instance ended, removed (only with other instances).
+    pub worktrees_swept: u32,
 }
 
 /// One reconciler pass.

@@ -91,6 +91,8 @@ pub struct ReaperPassView {
     pub leases_renewed: u32,
     pub leases_reclaimed: u32,
     pub runs_closed: u32,
+    /// Worktrees of tasks that ended on another instance, removed.
+    pub worktrees_swept: u32,
 }
 
 /// What one reconciler pass did.
@@ -111,6 +113,7 @@ impl From<ReaperPass> for ReaperPassView {
             leases_renewed: p.leases_renewed,
             leases_reclaimed: p.leases_reclaimed,
             runs_closed: p.runs_closed,
+            worktrees_swept: p.worktrees_swept,
         }
     }
 }

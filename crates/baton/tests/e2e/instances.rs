@@ -426,6 +426,33 @@ fn three_instances_on_one_database_survive_kills_and_a_freeze() {
         crate::support::assert_each_main_commit_passes_tests(&checkout);
     }
 
+    // No instance keeps the worktree of an ended task: one that ended on another instance is
+    // removed by this instance's reaper (every second here).
+    let ended: BTreeSet<String> = tasks.iter().filter(|t| terminal(t)).map(id_of).collect();
+    let leftover = || -> Vec<String> {
+        let mut left = Vec::new();
+        for name in NAMES {
+            for (repo, _) in REPOS {
+                let dir = env.root.join(format!("data-{name}")).join("worktrees").join(repo);
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let work_item = entry.file_name().to_string_lossy().to_string();
+                    if ended.contains(&work_item) {
+                        left.push(format!("{name}:{repo}/{work_item}"));
+                    }
+                }
+            }
+        }
+        left
+    };
+    let swept_by = Instant::now() + Duration::from_secs(20);
+    while !leftover().is_empty() && Instant::now() < swept_by {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let left = leftover();
+    if !left.is_empty() {
+        violations.push(format!("worktrees of ended tasks left: {left:?}"));
+    }
+
     // Nothing left: no job queued or running, no lease; the three instances alive at the end.
     let status = env.json(&["status"]);
     if status["queued_jobs"] != 0 || !status["running_jobs"].as_array().is_some_and(Vec::is_empty) {
