@@ -36,7 +36,7 @@ const REPOS: [(&str, &str); 2] = [("demo", "DEMO"), ("other", "OTHER")];
 /// The heartbeat grace period the instances run with.
 const GRACE_SECS: u64 = 4;
 /// Time for the whole pipeline, chaos included.
-const FINISH_TIMEOUT: Duration = Duration::from_secs(600);
+const FINISH_TIMEOUT: Duration = Duration::from_secs(900);
 /// The stages an agent runs.
 const AGENT_STAGES: &[&str] = &["analysis", "architecture", "development", "review", "testing"];
 /// The instances' ids.
