@@ -246,6 +246,7 @@ fn settings_for(config: &WorldConfig) -> EngineSettings {
                 security: None,
                 merge_batch: config.merge_batch,
                 hooks: Default::default(),
+                pipeline: None,
                 forge: Default::default(),
             })
             .collect(),
