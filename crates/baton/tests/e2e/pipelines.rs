@@ -9,9 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A stand-in `claude`: prints each argument on a line of its own, then one successful
-/// Claude-shaped result (the prompt arrives on stdin and is recorded by Baton in the run).
+/// A stand-in `claude`: prints each argument on a line of its own, changes a file of the worktree,
+/// then prints one successful Claude-shaped result (the prompt arrives on stdin and is recorded by
+/// Baton in the run).
 const FAKE_CLAUDE: &str = "#!/bin/sh\nfor arg in \"$@\"; do echo \"argv: $arg\"; done\ncat > /dev/null\n\
+echo 'made by the lite stage' > lite-change.txt\n\
 echo '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"built\",\"session_id\":\"s-1\",\"num_turns\":1}'\n";
 
 /// A pipeline without analysis, architecture, review or testing: the lite repository's.
@@ -95,7 +97,7 @@ fn two_repositories_each_run_their_own_pipeline_and_stage_actor() {
     let out = env.run(&["task", "add", "--repo", "lite", "--title", "Lite pipeline change"]);
     assert!(out.status.success(), "task add: {}", String::from_utf8_lossy(&out.stderr));
     let lite_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let tasks = env.drive(Duration::from_secs(240), |tasks| tasks.len() == 2 && all_done(tasks));
+    let tasks = env.drive(Duration::from_secs(120), |tasks| tasks.len() == 2 && all_done(tasks));
     assert!(tasks.iter().all(|t| stage(t) == "done"), "{tasks:#?}");
 
     assert_eq!(stages_seen(&env, &lite_id), ["development", "deploy_staging", "deploy", "done"]);
