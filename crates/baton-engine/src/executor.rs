@@ -460,8 +460,8 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
 
-/// The environment an agent of `role` gets: the engine's minimal set, the task's ids and
-/// `BATON_PORT`, the agent's own pass-through names and its API key variable. Nothing else of Baton's environment reaches it.
+/// The environment the agent `agent` (as resolved for the stage) gets: the engine's minimal set,
+/// the task's ids and `BATON_PORT`, the agent's own pass-through names and its API key variable. Nothing else of Baton's environment reaches it.
 fn agent_env(engine: &Engine, agent: Option<&AgentSettings>, ctx: &JobContext<'_>) -> Vec<(String, String)> {
     let mut env = minimal_env(engine);
     // The task's ids and the attempt's port; the adapters add the run's own context variables

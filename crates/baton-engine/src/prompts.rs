@@ -94,3 +94,41 @@ pub fn check_template(text: &str) -> Result<(), String> {
     }
     env.add_template_owned(STAGE_TEMPLATE, text.to_string()).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn context() -> PromptContext {
+        PromptContext {
+            task: PromptTask {
+                work_item: "DEMO-007".into(),
+                title: "Add a flag".into(),
+                body: "Body text".into(),
+                branch: "baton/DEMO-007-add-a-flag".into(),
+            },
+            stage: "review".into(),
+            role: "reviewer".into(),
+            attempt: 1,
+            run: 1,
+            artifact_path: Some("docs/baton/DEMO-007/04-review.md".into()),
+            failure: None,
+            answers: Vec::new(),
+            artifacts: Vec::new(),
+        }
+    }
+
+    // A stage's own template replaces the role's and may include the shared context.
+    #[test]
+    fn a_stage_template_replaces_the_role_template() {
+        let dir = tempfile::tempdir().unwrap();
+        let role = render(dir.path(), &context()).unwrap();
+        let own = "OWN {{ task.work_item }} as {{ role }}\n{% include \"_context.md.j2\" %}";
+        let stage = render_with(dir.path(), Some(own), &context()).unwrap();
+        assert!(stage.starts_with("OWN DEMO-007 as reviewer\n"), "{stage}");
+        assert!(stage.contains("Add a flag") && !role.starts_with("OWN"), "{stage}");
+        assert!(check_template(own).is_ok());
+        assert!(check_template("{% if %}").unwrap_err().contains("syntax"), "a broken template is refused");
+    }
+}
