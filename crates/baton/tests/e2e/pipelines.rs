@@ -1,6 +1,6 @@
 //! Per-repository pipelines and per-stage actors end to end: two repositories, one on a short
 //! named pipeline and one on the default, both reaching done; a stage's own adapter, model and
-//! prompt template reaching the agent's command line and prompt; a stage's own timeout and budget
+//! prompt template reaching the agent's command line and prompt; a stage's own timeouts and budget
 //! stopping its agent. Real git repositories, the real binary, script agents.
 
 use crate::support::{ConfigExtra, Env, all_done, git, stage};
@@ -163,6 +163,30 @@ fn a_stage_timeout_kills_a_slow_agent_at_its_own_limit() {
     assert!((1_500..20_000).contains(&took_ms), "killed after {took_ms} ms: {run:#}");
     let error = run["error"].as_str().unwrap_or_default();
     assert!(error.contains("wall-clock timeout"), "{run:#}");
+}
+
+// A stage's `stall_timeout_secs` stops an agent that goes silent, far below `[limits]`' stall limit.
+#[test]
+fn a_stage_stall_timeout_stops_a_silent_agent() {
+    let sections = "[[pipeline.stages]]\nname = \"development\"\nactor = { kind = \"agent\", role = \"developer\" }\n\
+                    gates = [\"tests_passed\"]\nstall_timeout_secs = 2\n";
+    let env = Env::with_extra(
+        SLOW,
+        &ConfigExtra { limits: "stall_timeout_secs = 600\nretry_max = 1", sections, ..ConfigExtra::default() },
+    );
+    let id = env.add_task("slow change");
+    let _server = env.serve(1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        if let Some(run) = runs(&env, &id).into_iter().find(|r| !r["ended_at_ms"].is_null()) {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the silent agent was never stopped: {:#?}", runs(&env, &id));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let took_ms = run["ended_at_ms"].as_i64().unwrap() - run["started_at_ms"].as_i64().unwrap();
+    assert!((1_500..20_000).contains(&took_ms), "stopped after {took_ms} ms: {run:#}");
+    assert!(run["error"].as_str().unwrap_or_default().contains("no output"), "{run:#}");
 }
 
 const PRICEY: &str = r#"
