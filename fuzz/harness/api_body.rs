@@ -64,6 +64,7 @@ impl ApiHarness {
                     security: None,
                     merge_batch: 1,
                     hooks: Default::default(),
+                    pipeline: None,
                     forge: Default::default(),
                 }],
                 agents: Default::default(),

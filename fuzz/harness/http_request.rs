@@ -85,6 +85,7 @@ impl HttpHarness {
                     security: None,
                     merge_batch: 1,
                     hooks: Default::default(),
+                    pipeline: None,
                     forge: Default::default(),
                 }],
                 agents: Default::default(),

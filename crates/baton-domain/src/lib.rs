@@ -36,7 +36,7 @@ pub use decide::{Decision, Effect, NotifyKind, decide};
 pub use event::{Event, GateVerdict, JobOutcome, MERGED_VERDICT, Verdict};
 pub use ids::{JobId, TaskId, WorkItemId};
 pub use money::money;
-pub use pipeline::{Actor, GateSpec, OnGateFail, Pipeline, PipelineProblem, StageSpec};
+pub use pipeline::{Actor, GateSpec, OnGateFail, Pipeline, PipelineProblem, StageOverrides, StageSpec};
 pub use pricing::{MatchKind, ModelPrice, PriceMatch, PriceTable, PriceTier, PricedCost, PricingError};
 pub use redact::{Redactor, StreamRedactor};
 pub use task::{Hold, TaskState};

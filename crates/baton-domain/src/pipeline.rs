@@ -72,8 +72,37 @@ pub enum OnGateFail {
     Block,
 }
 
+/// Who runs an agent stage and with what limits, when the stage says so itself: each field set
+/// here wins over the agent entry's own setting (`[agents.<role>]`), which wins over the defaults
+/// (`[limits]`, the built-in prompt of the role). Empty for a stage that names nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StageOverrides {
+    /// The agent entry (`[agents.<name>]`) that runs the stage instead of the actor's role's.
+    pub agent: Option<String>,
+    /// The adapter (`claude`, `codex`, `gemini`, `command`, `script`) instead of the entry's.
+    pub adapter: Option<String>,
+    /// The model instead of the entry's.
+    pub model: Option<String>,
+    /// The prompt template's text (minijinja) instead of the role's template.
+    pub prompt_template: Option<String>,
+    /// The agent's wall-clock limit instead of `limits.agent_timeout_secs`.
+    pub timeout_secs: Option<u64>,
+    /// The agent's stall limit instead of `limits.stall_timeout_secs`.
+    pub stall_timeout_secs: Option<u64>,
+    /// A cap on the cost of one agent run of this stage, in USD.
+    pub budget_usd: Option<f64>,
+}
+
+impl StageOverrides {
+    /// Whether the stage overrides nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == StageOverrides::default()
+    }
+}
+
 /// One stage of the pipeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageSpec {
     pub name: String,
     pub actor: Actor,
@@ -83,10 +112,13 @@ pub struct StageSpec {
     /// A human confirms before the actor runs (stop #2, Confirm Deploy).
     pub confirm_before: bool,
     pub on_gate_fail: OnGateFail,
+    /// The stage's own choice of agent, adapter, model, prompt, timeouts and budget.
+    #[serde(default, skip_serializing_if = "StageOverrides::is_empty")]
+    pub overrides: StageOverrides,
 }
 
 /// The whole pipeline: stages in order, then `done`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pipeline {
     pub stages: Vec<StageSpec>,
     /// Attempts of one stage (agent failures, red gates) before the task is blocked.
@@ -114,6 +146,7 @@ impl Pipeline {
             gates,
             confirm_before: false,
             on_gate_fail,
+            overrides: StageOverrides::default(),
         };
         let mut stages = vec![
             stage(

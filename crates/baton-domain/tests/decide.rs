@@ -906,6 +906,7 @@ fn validate_reports_every_broken_reference() {
         gates,
         confirm_before: false,
         on_gate_fail,
+        overrides: Default::default(),
     };
     let rollback = |to: &str| OnGateFail::Rollback { to: to.into() };
     let verdict = GateSpec::Verdict { key: "verdict".into(), pass: vec!["pass".into()] };

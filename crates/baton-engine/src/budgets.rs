@@ -89,6 +89,25 @@ pub fn exceeded(limits: &[BudgetLimit], extra_usd: f64) -> Option<String> {
     limits.iter().find(|l| l.reached_with(extra_usd)).map(|l| l.describe(extra_usd))
 }
 
+/// The caps that apply to one agent run of `stage` for `task`: [`limits_for`], and the stage's
+/// own cap on one run (`budget_usd`), under which nothing is spent before the run.
+pub async fn limits_for_stage(
+    engine: &Engine,
+    task: &TaskRecord,
+    stage: &baton_domain::StageSpec,
+) -> Result<Vec<BudgetLimit>, EngineError> {
+    let mut limits = limits_for(engine, task).await?;
+    if let Some(cap_usd) = stage.overrides.budget_usd {
+        limits.push(BudgetLimit {
+            label: format!("one {} run", stage.name),
+            scope: format!("stage:{}", stage.name),
+            cap_usd,
+            spent_usd: 0.0,
+        });
+    }
+    Ok(limits)
+}
+
 /// The caps that apply to `task` now, with current spend under each.
 pub async fn limits_for(engine: &Engine, task: &TaskRecord) -> Result<Vec<BudgetLimit>, EngineError> {
     let configured = &engine.settings().budgets;

@@ -432,7 +432,14 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
             let Some(repo) = settings.repo(&repo).filter(|r| r.forge.is_hosted()) else {
                 return Ok(());
             };
-            let spec = crate::gates::pull_request_spec(repo, engine.pipeline(), &work_item, &title, &branch, &status);
+            let spec = crate::gates::pull_request_spec(
+                repo,
+                engine.pipeline_for(&repo.name),
+                &work_item,
+                &title,
+                &branch,
+                &status,
+            );
             engine
                 .forge()
                 .sync_pull_request(&crate::engine::forge_repo(repo), &spec)
@@ -454,7 +461,7 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
             let task = engine.store().task(&TaskKey::Id(record.task_id)).await.map_err(|e| e.to_string())?;
             if let Some(task) = task {
                 if task.state.is_terminal() {
-                    update.status = ticket_status(engine.pipeline(), &task.state);
+                    update.status = ticket_status(engine.pipeline_for(&task.repo), &task.state);
                     update.display = task.state.display();
                 }
                 update.branch = task.branch;

@@ -109,7 +109,9 @@ pub struct Engine {
     /// Whether a task reaching done or blocked gets its hand-off written ([`EngineBuilder::write_handoffs`]).
     handoffs: bool,
     sandbox: Option<Arc<Sandbox>>,
-    pipeline: Pipeline,
+    /// The global pipeline, and each repository's own where it names one (resolved once here).
+    pipeline: Arc<Pipeline>,
+    repo_pipelines: HashMap<String, Arc<Pipeline>>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     spawner: Arc<dyn Spawner>,
@@ -313,7 +315,14 @@ impl EngineBuilder {
     }
 
     pub fn build(self) -> Arc<Engine> {
-        let pipeline = self.settings.effective_pipeline();
+        let pipeline = Arc::new(self.settings.effective_pipeline());
+        let repo_pipelines = self
+            .settings
+            .repos
+            .iter()
+            .filter(|repo| repo.pipeline.is_some())
+            .map(|repo| (repo.name.clone(), Arc::new(self.settings.effective_pipeline_for(&repo.name))))
+            .collect();
         let redactor = Redactor::new(known_secrets(&self.settings).into_iter().chain(self.secrets));
         let supervisor: Arc<dyn Supervisor> = self.supervisor.unwrap_or_else(|| {
             Arc::new(ShimSupervisor::new(self.settings.baton_exe.clone()).with_redactor(redactor.clone()))
@@ -326,6 +335,7 @@ impl EngineBuilder {
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         Arc::new(Engine {
             pipeline,
+            repo_pipelines,
             store,
             clock: clock.clone(),
             spawner: self.spawner.unwrap_or_else(|| Arc::new(TokioSpawner)),
@@ -429,9 +439,34 @@ impl Engine {
         self.sandbox.as_ref()
     }
 
-    /// The effective pipeline (configured stages with the repo-independent defaults applied).
+    /// The global pipeline (configured stages with the repo-independent defaults applied): the one
+    /// of every repository that does not name its own. A task's stages come from
+    /// [`Engine::pipeline_for`].
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
+    }
+
+    /// The pipeline tasks of `repo` run through: its `[pipelines.<name>]` when it names one, else
+    /// the global pipeline.
+    pub fn pipeline_for(&self, repo: &str) -> &Pipeline {
+        self.repo_pipelines.get(repo).unwrap_or(&self.pipeline)
+    }
+
+    /// The stage names of `repo`'s pipeline; without a repository, those of the global pipeline
+    /// followed by the stages only a repository's own pipeline has (status views and boards).
+    pub fn stage_names(&self, repo: Option<&str>) -> Vec<&str> {
+        if let Some(repo) = repo {
+            return self.pipeline_for(repo).stages.iter().map(|s| s.name.as_str()).collect();
+        }
+        let mut names: Vec<&str> = self.pipeline.stages.iter().map(|s| s.name.as_str()).collect();
+        for pipeline in self.repo_pipelines.values() {
+            for stage in &pipeline.stages {
+                if !names.contains(&stage.name.as_str()) {
+                    names.push(&stage.name);
+                }
+            }
+        }
+        names
     }
 
     /// What the reaper's and the reconciler's passes did, read-only.
@@ -616,11 +651,12 @@ impl Engine {
             checked
                 .map_err(|problem| invalid_input("the external reference", problem, "limits.external_ref_bytes_max"))?;
         }
-        let first = self.pipeline.first().ok_or_else(|| EngineError::Invalid("the pipeline has no stages".into()))?;
+        let pipeline = self.pipeline_for(&repo.name);
+        let first = pipeline.first().ok_or_else(|| EngineError::Invalid("the pipeline has no stages".into()))?;
         let state = TaskState::new(&first.name);
         let now = self.clock.now_ms();
-        let transition = match baton_domain::decide(&state, &Event::Created, &self.pipeline, now) {
-            Decision::Apply { effects, .. } => transition_of(&effects, &self.pipeline),
+        let transition = match baton_domain::decide(&state, &Event::Created, pipeline, now) {
+            Decision::Apply { effects, .. } => transition_of(&effects, pipeline),
             Decision::Suppress { reason } => return Err(EngineError::Invalid(reason)),
         };
         let new = NewTask {
@@ -670,7 +706,10 @@ impl Engine {
     /// Whether the task's merge/deploy actor is running right now (a STOP must then wait for it).
     /// Idle parking, such as waiting for Confirm Deploy while holding the lease, is not critical.
     async fn in_critical_step(&self, task: &TaskRecord) -> Result<bool, EngineError> {
-        let deploying = self.pipeline.stage(&task.state.stage).is_some_and(|s| s.actor == baton_domain::Actor::Deploy);
+        let deploying = self
+            .pipeline_for(&task.repo)
+            .stage(&task.state.stage)
+            .is_some_and(|s| s.actor == baton_domain::Actor::Deploy);
         let Some(job) = task.state.job.filter(|_| deploying) else {
             return Ok(false);
         };
@@ -699,7 +738,8 @@ impl Engine {
                 *critical = self.in_critical_step(&task).await?;
             }
             let event = &event;
-            match baton_domain::decide(&task.state, event, &self.pipeline, now) {
+            let pipeline = self.pipeline_for(&task.repo);
+            match baton_domain::decide(&task.state, event, pipeline, now) {
                 Decision::Suppress { reason } => {
                     // One structured line per late, stale or duplicate caller (SPEC §4.3).
                     tracing::info!(
@@ -743,10 +783,10 @@ impl Engine {
                             message: note.clone(),
                             detail: serde_json::json!({ "from": task.state.display(), "to": next.display(), "event": event }),
                         },
-                        transition: transition_of(&effects, &self.pipeline),
+                        transition: transition_of(&effects, pipeline),
                         inbox: inbox.clone(),
                         effects: effects::outbox_rows(
-                            &self.pipeline,
+                            pipeline,
                             &task,
                             &next,
                             &effects,
@@ -824,7 +864,7 @@ impl Engine {
     /// started again: its agent (running, or ended with a recorded exit), or — for the deploy step,
     /// whose command may never run twice — anything at all (its executor judges on adoption).
     async fn outlives(&self, job: &JobRecord) -> Result<bool, EngineError> {
-        let actor = self.pipeline.stage(&job.stage).map(|s| s.actor.clone());
+        let actor = self.pipeline_for(&job.repo).stage(&job.stage).map(|s| s.actor.clone());
         if actor == Some(baton_domain::Actor::Deploy) {
             return Ok(true);
         }

@@ -15,7 +15,7 @@ use crate::gates::{self, GateContext, RepoCommand, artifact_relative_path};
 use crate::hooks::{self, Hook, HookSite};
 use crate::prompts::{self, ArtifactText, PromptContext, PromptTask};
 use crate::sandbox::Confinement;
-use crate::settings::RepoSettings;
+use crate::settings::{AgentSettings, RepoSettings};
 use crate::workspace::worktree_path;
 use baton_adapters::agent::{Agent, AgentRequest, LiveProgress};
 use baton_adapters::forge::MergeOutcome;
@@ -100,7 +100,7 @@ impl JobContext<'_> {
             vcs: self.engine.vcs().as_ref(),
             commands: self.engine.commands().as_ref(),
             forge: self.engine.forge().as_ref(),
-            pipeline: self.engine.pipeline(),
+            pipeline: self.engine.pipeline_for(&self.task.repo),
             task: self.task,
             job: self.job,
             repo: self.repo,
@@ -146,7 +146,8 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
     let touched_git = !matches!(outcome, Ok(None));
     // Only an actor moves the branch (an agent's commit, the merge gate's rebase and squash); a
     // gates-only stage leaves the last job's diff stat true.
-    let moves_branch = engine.pipeline().stage(&job.stage).is_some_and(|stage| !matches!(stage.actor, Actor::None));
+    let moves_branch =
+        engine.pipeline_for(&job.repo).stage(&job.stage).is_some_and(|stage| !matches!(stage.actor, Actor::None));
     let diff_stat = if touched_git && moves_branch { diff_stat(&engine, &job).await } else { None };
     finish_job(&engine, &job, outcome, started, &external_ms, diff_stat).await;
     // A task that ended while this job ran had its worktree and branch removed by its own
@@ -245,7 +246,7 @@ async fn run_job(
         .repo(&task.repo)
         .ok_or_else(|| EngineError::Invalid(format!("repository `{}` is no longer configured", task.repo)))?;
     let stage = engine
-        .pipeline()
+        .pipeline_for(&task.repo)
         .stage(&job.stage)
         .ok_or_else(|| EngineError::Invalid(format!("stage `{}` is not in the pipeline", job.stage)))?;
     let worktree = worktree_path(&settings.worktrees_dir(), &task.repo, &task.work_item_id)?;
@@ -459,15 +460,15 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
 
-/// The environment an agent of `role` gets: the engine's minimal set, the task's ids and
-/// `BATON_PORT`, the agent's own pass-through names and its API key variable. Nothing else of Baton's environment reaches it.
-fn agent_env(engine: &Engine, role: &str, ctx: &JobContext<'_>) -> Vec<(String, String)> {
+/// The environment the agent `agent` (as resolved for the stage) gets: the engine's minimal set,
+/// the task's ids and `BATON_PORT`, the agent's own pass-through names and its API key variable. Nothing else of Baton's environment reaches it.
+fn agent_env(engine: &Engine, agent: Option<&AgentSettings>, ctx: &JobContext<'_>) -> Vec<(String, String)> {
     let mut env = minimal_env(engine);
     // The task's ids and the attempt's port; the adapters add the run's own context variables
     // (`BATON_WORK_ITEM`, `BATON_STAGE`, `BATON_ATTEMPT`, …) themselves.
     let own = ["BATON_WORK_ITEM", "BATON_STAGE", "BATON_ATTEMPT"];
     env.extend(ctx.task_env().into_iter().filter(|(name, _)| !own.contains(&name.as_str())));
-    if let Some(settings) = engine.settings().agent_for(role) {
+    if let Some(settings) = agent {
         let names = settings.env.iter().chain(settings.api_key_env.iter());
         for name in names {
             if let Ok(value) = std::env::var(name)
@@ -523,7 +524,15 @@ struct AgentRun {
 
 async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineError> {
     let engine = ctx.engine;
-    let agent = engine.agents().agent(engine.settings(), role)?;
+    // The stage's own agent entry, adapter or model (stage override > agent role > defaults).
+    let agent_settings = engine.settings().agent_for_stage(role, ctx.stage);
+    let overrides = &ctx.stage.overrides;
+    let agent = match &agent_settings {
+        Some(settings) if overrides.agent.is_some() || overrides.adapter.is_some() || overrides.model.is_some() => {
+            engine.agents().stage_agent(engine.settings(), role, settings)?
+        }
+        _ => engine.agents().agent(engine.settings(), role)?,
+    };
     if ctx.start == Start::Adopt {
         if let Some(adopted) = adoptable(ctx).await? {
             tracing::info!(task = %ctx.task.work_item_id, job = %ctx.job.id, "re-adopting the agent started before a restart");
@@ -536,8 +545,9 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
     }
     let run_number = engine.store().count_agent_runs(ctx.task.id, &ctx.stage.name).await? + 1;
     let artifact_path = ctx.stage.artifact.as_deref().map(|name| artifact_relative_path(&ctx.task.work_item_id, name));
-    let prompt = prompts::render(
+    let prompt = prompts::render_with(
         &engine.settings().data_dir.join("prompts"),
+        ctx.stage.overrides.prompt_template.as_deref(),
         &PromptContext {
             task: PromptTask {
                 work_item: ctx.task.work_item_id.clone(),
@@ -560,7 +570,7 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
         prompt + &crate::lessons::prompt_section(engine, &ctx.task.repo, &ctx.stage.name, &ctx.task.work_item_id).await;
     let run_dir = ctx.run_dir.join(format!("run{run_number}"));
     // Only agent runs are confined (repository commands are not); see `sandbox::agent_policy`.
-    let agent_settings = engine.settings().agent_for(role);
+    let agent_settings = agent_settings.as_ref();
     let confinement = engine.sandbox().map_or(Confinement::Unsandboxed, |s| s.confinement(agent_settings));
     if let Confinement::Refused(reason) = &confinement {
         return Ok(AgentRun { report: AgentReport::failed(reason.clone()), budget_stop: None, hook_failure: None });
@@ -575,7 +585,7 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
         worktree: ctx.worktree.clone(),
         run_dir: run_dir.clone(),
         prompt,
-        base_env: agent_env(engine, role, ctx),
+        base_env: agent_env(engine, agent_settings, ctx),
         resume_session: resume_session(ctx).await?,
         sandboxed: matches!(confinement, Confinement::Sandboxed { .. }),
     };
@@ -591,7 +601,7 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
         );
         spec = baton_runner::sandbox::wrap(spec, bwrap, &policy);
     }
-    let limits_before = budgets::limits_for(engine, ctx.task).await?;
+    let limits_before = budgets::limits_for_stage(engine, ctx.task, ctx.stage).await?;
     if let Some(reason) = budgets::exceeded(&limits_before, 0.0) {
         return Ok(AgentRun {
             report: AgentReport::failed(reason.clone()),
@@ -711,7 +721,7 @@ async fn adoptable(ctx: &JobContext<'_>) -> Result<Option<Supervision>, EngineEr
         run_dir,
         started_at_ms: run.started_at_ms,
         launch,
-        limits: budgets::limits_for(ctx.engine, ctx.task).await?,
+        limits: budgets::limits_for_stage(ctx.engine, ctx.task, ctx.stage).await?,
         recorded: run.ended_at_ms.is_some(),
     }))
 }
@@ -728,9 +738,11 @@ async fn supervise(
     let stdout_path = run_dir.join("stdout.log");
     let stderr_path = run_dir.join("stderr.log");
     let limits = &engine.settings().limits;
+    // A stage's own limits win over `[limits]`.
+    let overrides = &ctx.stage.overrides;
     let run_limits = RunLimits {
-        timeout: Duration::from_secs(limits.agent_timeout_secs),
-        stall_timeout: Duration::from_secs(limits.stall_timeout_secs),
+        timeout: Duration::from_secs(overrides.timeout_secs.unwrap_or(limits.agent_timeout_secs)),
+        stall_timeout: Duration::from_secs(overrides.stall_timeout_secs.unwrap_or(limits.stall_timeout_secs)),
         stop_grace: Duration::from_secs(limits.stop_grace_secs),
     };
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -379,7 +379,7 @@ async fn create(engine: &Engine, request: NewTaskRequest, reference: &str) -> Re
             // The ticket shows at once that Baton took it (best effort: creation writes no outbox
             // row; the next status change writes one, and retries until it lands).
             if let effects::OutboxEffect::TrackerUpdate { work_item, external_ref, title, status, ticket } =
-                effects::tracker_update(engine.pipeline(), &task, &task.state)
+                effects::tracker_update(engine.pipeline_for(&task.repo), &task, &task.state)
             {
                 let update = baton_adapters::tracker::TrackerUpdate {
                     work_item,
@@ -453,7 +453,7 @@ async fn converge(
         },
         transition: Transition::default(),
         inbox: None,
-        effects: vec![effects::row(&effects::tracker_update(engine.pipeline(), task, &task.state))],
+        effects: vec![effects::row(&effects::tracker_update(engine.pipeline_for(&task.repo), task, &task.state))],
         now_ms: now,
     };
     match engine.store().advance(advance).await {

@@ -375,8 +375,17 @@ impl Engine {
                 "repository `{repo}` is not configured: name one under [[repos]] or leave `repo` out"
             )));
         }
+        // A lesson of one repository names a stage of its pipeline; one of every repository, a
+        // stage of any pipeline in use.
+        let known = |stage: &str| match repo {
+            Some(repo) => self.pipeline_for(repo).stage(stage).is_some(),
+            None => {
+                self.pipeline().stage(stage).is_some()
+                    || self.settings().repos.iter().any(|r| self.pipeline_for(&r.name).stage(stage).is_some())
+            }
+        };
         if let Some(stage) = stage
-            && self.pipeline().stage(stage).is_none()
+            && !known(stage)
         {
             return Err(crate::EngineError::Invalid(format!(
                 "stage `{stage}` is not in the pipeline: name one of its stages or leave `stage` out"

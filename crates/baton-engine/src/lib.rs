@@ -62,7 +62,7 @@ pub use features::{Feature, FeatureScope, Features};
 pub use sandbox::{Confinement, Sandbox};
 pub use settings::{
     AdapterKind, AgentSettings, Budgets, CiPolicy, DeleteRemoteBranch, EngineSettings, ForgeKind, Limits, MergeStyle,
-    RepoForge, RepoHooks, RepoSettings, Retention, SandboxMode, SandboxNetwork, SandboxSettings,
+    NamedPipeline, RepoForge, RepoHooks, RepoSettings, Retention, SandboxMode, SandboxNetwork, SandboxSettings,
 };
 
 /// Errors at the engine boundary.

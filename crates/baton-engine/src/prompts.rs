@@ -46,8 +46,17 @@ pub struct PromptContext {
     pub artifacts: Vec<ArtifactText>,
 }
 
+/// The name a stage's own template (`prompt_template`) is known by.
+const STAGE_TEMPLATE: &str = "stage prompt_template";
+
 /// Renders the prompt for `context.role`, preferring `<overrides>/<role>.md.j2` when present.
 pub fn render(overrides: &Path, context: &PromptContext) -> Result<String, EngineError> {
+    render_with(overrides, None, context)
+}
+
+/// Renders the prompt of a stage: its own template (`prompt_template`) when it has one, which may
+/// include the shared `_context.md.j2`; else the role's, as [`render`].
+pub fn render_with(overrides: &Path, template: Option<&str>, context: &PromptContext) -> Result<String, EngineError> {
     let mut env = Environment::new();
     for (name, source) in BUILT_IN {
         let path = overrides.join(name);
@@ -55,7 +64,14 @@ pub fn render(overrides: &Path, context: &PromptContext) -> Result<String, Engin
         env.add_template_owned(name.to_string(), text)
             .map_err(|e| EngineError::Invalid(format!("prompt template {name}: {e}")))?;
     }
-    let name = format!("{}.md.j2", context.role);
+    let name = match template {
+        Some(text) => {
+            env.add_template_owned(STAGE_TEMPLATE, text.to_string())
+                .map_err(|e| EngineError::Invalid(format!("{STAGE_TEMPLATE}: {e}")))?;
+            STAGE_TEMPLATE.to_string()
+        }
+        None => format!("{}.md.j2", context.role),
+    };
     if env.get_template(&name).is_err() {
         let path = overrides.join(&name);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
@@ -68,4 +84,51 @@ pub fn render(overrides: &Path, context: &PromptContext) -> Result<String, Engin
     template
         .render(minijinja::Value::from(minijinja::value::Serde(context)))
         .map_err(|e| EngineError::Invalid(format!("rendering prompt {name}: {e}")))
+}
+
+/// Checks a stage's own template (`prompt_template`) compiles; the error says where it does not.
+pub fn check_template(text: &str) -> Result<(), String> {
+    let mut env = Environment::new();
+    for (name, source) in BUILT_IN {
+        env.add_template(name, source).map_err(|e| e.to_string())?;
+    }
+    env.add_template_owned(STAGE_TEMPLATE, text.to_string()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn context() -> PromptContext {
+        PromptContext {
+            task: PromptTask {
+                work_item: "DEMO-007".into(),
+                title: "Add a flag".into(),
+                body: "Body text".into(),
+                branch: "baton/DEMO-007-add-a-flag".into(),
+            },
+            stage: "review".into(),
+            role: "reviewer".into(),
+            attempt: 1,
+            run: 1,
+            artifact_path: Some("docs/baton/DEMO-007/04-review.md".into()),
+            failure: None,
+            answers: Vec::new(),
+            artifacts: Vec::new(),
+        }
+    }
+
+    // A stage's own template replaces the role's and may include the shared context.
+    #[test]
+    fn a_stage_template_replaces_the_role_template() {
+        let dir = tempfile::tempdir().unwrap();
+        let role = render(dir.path(), &context()).unwrap();
+        let own = "OWN {{ task.work_item }} as {{ role }}\n{% include \"_context.md.j2\" %}";
+        let stage = render_with(dir.path(), Some(own), &context()).unwrap();
+        assert!(stage.starts_with("OWN DEMO-007 as reviewer\n"), "{stage}");
+        assert!(stage.contains("Add a flag") && !role.starts_with("OWN"), "{stage}");
+        assert!(check_template(own).is_ok());
+        assert!(check_template("{% if %}").unwrap_err().contains("syntax"), "a broken template is refused");
+    }
 }

@@ -558,14 +558,14 @@ async fn wake_parked(engine: &Engine, entry: &QueueEntry, why: &str) {
     let Ok(Some(task)) = engine.store().task(&TaskKey::Id(entry.task)).await else {
         return;
     };
-    if task.state.hold != Hold::MergeQueue || !is_queue_stage(engine, &task.state.stage) {
+    if task.state.hold != Hold::MergeQueue || !is_queue_stage(engine, &task.repo, &task.state.stage) {
         return;
     }
     wake(engine, entry.task, why).await;
 }
 
-fn is_queue_stage(engine: &Engine, stage: &str) -> bool {
-    engine.pipeline().stage(stage).is_some_and(|s| s.gates.contains(&GateSpec::Mergeable))
+fn is_queue_stage(engine: &Engine, repo: &str, stage: &str) -> bool {
+    engine.pipeline_for(repo).stage(stage).is_some_and(|s| s.gates.contains(&GateSpec::Mergeable))
 }
 
 async fn wake(engine: &Engine, task: TaskId, why: &str) {

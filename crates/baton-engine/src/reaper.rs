@@ -134,7 +134,7 @@ async fn leases(engine: &Arc<Engine>) -> (u32, u32) {
         let holds_legitimately = task.as_ref().is_some_and(|t| {
             !t.state.is_terminal()
                 && matches!(t.state.hold, baton_domain::Hold::None | baton_domain::Hold::AwaitingConfirm)
-                && engine.pipeline().stage(&t.state.stage).is_some_and(|s| {
+                && engine.pipeline_for(&t.repo).stage(&t.state.stage).is_some_and(|s| {
                     s.gates.contains(&baton_domain::GateSpec::Mergeable) || s.actor == baton_domain::Actor::Deploy
                 })
         });

@@ -158,10 +158,21 @@ pub struct RepoSettings {
     /// Workspace hooks (`[repos.hooks]`): commands run in the task's worktree around its life.
     #[serde(default)]
     pub hooks: RepoHooks,
+    /// The repository's own pipeline (`pipeline = "<name>"`, one of `[pipelines.<name>]`, read by
+    /// the configuration loader); `None`: the global `[pipeline]`.
+    #[serde(skip)]
+    pub pipeline: Option<NamedPipeline>,
     /// The hosted forge of the repository (`forge`, `forge_repo`, … in the file, read by the
     /// configuration loader; default: local).
     #[serde(skip)]
     pub forge: RepoForge,
+}
+
+/// A pipeline of `[pipelines.<name>]` as a repository uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedPipeline {
+    pub name: String,
+    pub pipeline: Pipeline,
 }
 
 /// Workspace hooks of a repository (SPEC §7): argument vectors run in the task's worktree through
@@ -306,6 +317,21 @@ pub enum AdapterKind {
 }
 
 impl AdapterKind {
+    /// Every adapter, as written in `baton.toml`.
+    pub const NAMES: &'static [&'static str] = &["script", "command", "claude", "codex", "gemini"];
+
+    /// The adapter of a `baton.toml` name (`claude`, …); `None` for a name Baton does not know.
+    pub fn parse(name: &str) -> Option<AdapterKind> {
+        Some(match name {
+            "script" => AdapterKind::Script,
+            "command" => AdapterKind::Command,
+            "claude" => AdapterKind::Claude,
+            "codex" => AdapterKind::Codex,
+            "gemini" => AdapterKind::Gemini,
+            _ => return None,
+        })
+    }
+
     /// The CLI program run by default for the real-agent adapters.
     pub fn default_program(self) -> &'static str {
         match self {
@@ -474,7 +500,37 @@ impl EngineSettings {
 
     /// The pipeline with the configured retry, rollback and deferral limits applied.
     pub fn effective_pipeline(&self) -> Pipeline {
-        let mut pipeline = self.pipeline.clone();
+        self.with_limits(self.pipeline.clone())
+    }
+
+    /// The pipeline tasks of `repo` run through: the repository's named pipeline, else the global
+    /// one, with the configured limits applied.
+    pub fn effective_pipeline_for(&self, repo: &str) -> Pipeline {
+        match self.repo(repo).and_then(|r| r.pipeline.as_ref()) {
+            Some(named) => self.with_limits(named.pipeline.clone()),
+            None => self.effective_pipeline(),
+        }
+    }
+
+    /// The settings of the agent that runs `stage` (an agent stage): the stage's `agent` entry or
+    /// its role's (then `[agents.default]`), with the stage's adapter and model laid over it.
+    /// `None` when no entry serves it.
+    pub fn agent_for_stage(&self, role: &str, stage: &baton_domain::StageSpec) -> Option<AgentSettings> {
+        let overrides = &stage.overrides;
+        let mut agent = match &overrides.agent {
+            Some(name) => self.agents.get(name)?.clone(),
+            None => self.agent_for(role)?.clone(),
+        };
+        if let Some(adapter) = overrides.adapter.as_deref().and_then(AdapterKind::parse) {
+            agent.adapter = adapter;
+        }
+        if let Some(model) = &overrides.model {
+            agent.model = Some(model.clone());
+        }
+        Some(agent)
+    }
+
+    fn with_limits(&self, mut pipeline: Pipeline) -> Pipeline {
         pipeline.retry_max = self.limits.retry_max;
         pipeline.rollback_max = self.limits.rollback_max;
         pipeline.retry_base_ms = self.limits.retry_base_secs * 1000;

@@ -217,6 +217,7 @@ impl World {
             gates,
             confirm_before: false,
             on_gate_fail,
+            overrides: Default::default(),
         };
         let pipeline = Pipeline {
             stages: vec![
@@ -255,6 +256,7 @@ impl World {
                 security: None,
                 merge_batch: 1,
                 hooks: Default::default(),
+                pipeline: None,
                 forge: RepoForge {
                     kind: ForgeKind::GitHub,
                     repo: Some("acme/app".into()),

@@ -169,6 +169,7 @@ async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_wor
         gates,
         confirm_before: false,
         on_gate_fail: OnGateFail::Retry,
+        overrides: Default::default(),
     };
     let pipeline = Pipeline {
         stages: vec![stage("analysis", vec![]), stage("development", vec![])],
@@ -198,6 +199,7 @@ async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_wor
             security: None,
             merge_batch: 1,
             hooks: Default::default(),
+            pipeline: None,
             forge: Default::default(),
         }],
         agents: Default::default(),

@@ -86,6 +86,7 @@ fn settings(dir: &Path) -> EngineSettings {
             delete_remote_branch: baton_engine::DeleteRemoteBranch::default(),
             merge_batch: 1,
             hooks: Default::default(),
+            pipeline: None,
             forge: Default::default(),
             credentials_env: None,
             test: None,

@@ -57,6 +57,7 @@ impl Running {
                 security: None,
                 merge_batch: 1,
                 hooks: Default::default(),
+                pipeline: None,
                 forge: Default::default(),
             }],
             agents: Default::default(),

@@ -463,13 +463,20 @@ pub struct SimAgents;
 
 impl AgentFactory for SimAgents {
     fn agent(&self, settings: &EngineSettings, _role: &str) -> Result<Arc<dyn Agent>, EngineError> {
-        Ok(Arc::new(SimAgent { pipeline: settings.effective_pipeline() }))
+        // Each repository's pipeline, found by the work item's prefix (`DEMO-001` → `DEMO`).
+        let pipelines = settings
+            .repos
+            .iter()
+            .map(|repo| (repo.prefix.clone(), settings.effective_pipeline_for(&repo.name)))
+            .collect();
+        Ok(Arc::new(SimAgent { pipelines, pipeline: settings.effective_pipeline() }))
     }
 }
 
 /// The simulated agent: `sim-agent <stage> <work item> <artifact>`; its output is one line.
 #[derive(Debug, Clone)]
 pub struct SimAgent {
+    pipelines: std::collections::BTreeMap<String, baton_domain::Pipeline>,
     pipeline: baton_domain::Pipeline,
 }
 
@@ -483,7 +490,9 @@ impl Agent for SimAgent {
     }
 
     fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
-        let artifact = self.pipeline.stage(&request.stage).and_then(|s| s.artifact.clone()).unwrap_or_default();
+        let prefix = request.work_item.rsplit_once('-').map_or("", |(prefix, _)| prefix);
+        let pipeline = self.pipelines.get(prefix).unwrap_or(&self.pipeline);
+        let artifact = pipeline.stage(&request.stage).and_then(|s| s.artifact.clone()).unwrap_or_default();
         Ok(ProcessSpec {
             program: AGENT_PROGRAM.into(),
             args: vec![request.stage.clone(), request.work_item.clone(), artifact],

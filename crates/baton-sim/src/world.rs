@@ -217,6 +217,18 @@ impl std::fmt::Debug for World {
     }
 }
 
+/// The repository that runs through a pipeline of its own (when the world has it): every task of
+/// the others goes through the default pipeline.
+const SHORT_PIPELINE_REPO: &str = "beta";
+
+/// The default pipeline without architecture and review: the named pipeline of
+/// [`SHORT_PIPELINE_REPO`].
+fn short_pipeline() -> Pipeline {
+    let mut pipeline = Pipeline::default_pipeline();
+    pipeline.stages.retain(|s| s.name != "architecture" && s.name != "review");
+    pipeline
+}
+
 fn settings_for(config: &WorldConfig) -> EngineSettings {
     let root = PathBuf::from(ROOT);
     let argv = |program: &str| Some(vec![program.to_string()]);
@@ -246,6 +258,8 @@ fn settings_for(config: &WorldConfig) -> EngineSettings {
                 security: None,
                 merge_batch: config.merge_batch,
                 hooks: Default::default(),
+                pipeline: (name == SHORT_PIPELINE_REPO)
+                    .then(|| baton_engine::NamedPipeline { name: "short".into(), pipeline: short_pipeline() }),
                 forge: Default::default(),
             })
             .collect(),

@@ -495,12 +495,28 @@ pub fn config_ok(config: &Config, json: bool) {
             "repos": config.engine.repos.iter().map(|r| &r.name).collect::<Vec<_>>(),
             "agents": config.engine.agents.keys().collect::<Vec<_>>(),
             "stages": config.engine.pipeline.stages.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            "repo_pipelines": config
+                .engine
+                .repos
+                .iter()
+                .filter_map(|r| {
+                    let named = r.pipeline.as_ref()?;
+                    let stages: Vec<&str> = named.pipeline.stages.iter().map(|s| s.name.as_str()).collect();
+                    Some((r.name.clone(), serde_json::json!({ "pipeline": named.name, "stages": stages })))
+                })
+                .collect::<serde_json::Map<_, _>>(),
         }));
     }
     say!("configuration OK ({source})");
     say!("  data dir: {}", config.engine.data_dir.display());
     say!("  repos: {}", config.engine.repos.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "));
     say!("  agents: {}", config.engine.agents.keys().cloned().collect::<Vec<_>>().join(", "));
+    for repo in &config.engine.repos {
+        if let Some(named) = &repo.pipeline {
+            let stages: Vec<&str> = named.pipeline.stages.iter().map(|s| s.name.as_str()).collect();
+            say!("  pipeline of {}: {} ({})", repo.name, named.name, stages.join(" → "));
+        }
+    }
     say!("  listen: {}", config.server.listen);
 }
 

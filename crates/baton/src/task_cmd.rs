@@ -200,8 +200,8 @@ fn task_files(
     // After the task ends its worktree is gone; the artifacts are then in the repository's checkout.
     let checkout = settings.repo(&task.repo).filter(|r| r.url.is_none()).map(|r| r.path.clone());
     let base = worktree.clone().filter(|w| w.is_dir()).or(checkout);
-    let artifacts = settings
-        .pipeline
+    let pipeline = settings.effective_pipeline_for(&task.repo);
+    let artifacts = pipeline
         .stages
         .iter()
         .filter_map(|stage| {

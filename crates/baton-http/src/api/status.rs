@@ -59,10 +59,8 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Json<St
 
     let mut tasks = TaskCounts {
         by_stage: engine
-            .pipeline()
-            .stages
-            .iter()
-            .map(|stage| stage.name.as_str())
+            .stage_names(None)
+            .into_iter()
             .chain([DONE, CANCELLED])
             .map(|stage| StageCount { stage: stage.to_string(), tasks: 0 })
             .collect(),

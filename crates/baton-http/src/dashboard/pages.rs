@@ -199,10 +199,9 @@ pub(crate) async fn board(
     let counted = query.repo.is_none();
     let mut stages: Vec<String> = state
         .engine
-        .pipeline()
-        .stages
-        .iter()
-        .map(|stage| stage.name.clone())
+        .stage_names(query.repo.as_deref())
+        .into_iter()
+        .map(str::to_string)
         .chain([DONE.into(), CANCELLED.into()])
         .collect();
     for stage in counts.by_stage.keys() {
@@ -487,7 +486,7 @@ fn task_changes(jobs: &[baton_store::JobRecord]) -> Option<String> {
 }
 
 fn stage_steps(state: &AppState, task: &TaskRecord) -> Vec<StageStep> {
-    let names: Vec<&str> = state.engine.pipeline().stages.iter().map(|s| s.name.as_str()).chain([DONE]).collect();
+    let names: Vec<&str> = state.engine.stage_names(Some(&task.repo)).into_iter().chain([DONE]).collect();
     let current = names.iter().position(|n| *n == task.state.stage);
     names
         .iter()

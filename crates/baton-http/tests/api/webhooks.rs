@@ -503,6 +503,7 @@ async fn intake_hooks() -> (tempfile::TempDir, Arc<Engine>) {
             security: None,
             merge_batch: 1,
             hooks: Default::default(),
+            pipeline: None,
             forge: Default::default(),
         }],
         agents: BTreeMap::new(),

@@ -56,6 +56,7 @@ impl Harness {
                 security: None,
                 merge_batch: 1,
                 hooks: Default::default(),
+                pipeline: None,
                 forge: Default::default(),
             }],
             agents: BTreeMap::new(),

@@ -44,6 +44,8 @@ pub fn accepted_keys() -> Vec<String> {
     }
     // The forge keys of a repository are read apart from its git keys.
     keys.extend(FORGE_KEYS.iter().map(|k| format!("repos.{k}")));
+    // So is the name of its pipeline (resolved once `[pipelines]` is read).
+    keys.push("repos.pipeline".to_string());
     keys.extend(SECTIONS.iter().map(|s| s.to_string()));
     keys.sort();
     keys.dedup();

@@ -21,6 +21,10 @@ mod features_tests;
 #[cfg(test)]
 mod forge_tests;
 mod keys;
+mod pipelines;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod pipelines_tests;
 mod sections;
 mod sources;
 mod template;

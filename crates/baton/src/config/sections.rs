@@ -26,6 +26,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "repos",
     "agents",
     "pipeline",
+    "pipelines",
     "sandbox",
     "webhooks",
     "trackers",
@@ -49,8 +50,23 @@ const PLANNED_SECTIONS: &[&str] = &["forges"];
 /// Agent roles always accepted under `[agents.<role>]`.
 const BUILTIN_ROLES: &[&str] = &["default", "analyst", "architect", "developer", "reviewer", "tester"];
 
-/// Keys of one `[[pipeline.stages]]` entry (`StageSpec` itself ignores unknown keys).
-const STAGE_KEYS: &[&str] = &["name", "actor", "artifact", "gates", "confirm_before", "on_gate_fail"];
+/// Keys of one `[[pipeline.stages]]` entry (`StageSpec` itself ignores unknown keys); the stage's
+/// own actor choice ([`super::pipelines::STAGE_ACTOR_KEYS`]) is read apart.
+const STAGE_KEYS: &[&str] = &[
+    "name",
+    "actor",
+    "artifact",
+    "gates",
+    "confirm_before",
+    "on_gate_fail",
+    "agent",
+    "adapter",
+    "model",
+    "prompt_template",
+    "timeout_secs",
+    "stall_timeout_secs",
+    "budget_usd",
+];
 
 /// The forge keys of a `[[repos]]` entry (read apart from the git ones).
 pub(super) const FORGE_KEYS: &[&str] =
@@ -82,13 +98,16 @@ impl Loader<'_> {
                 self.issues.push(issue);
             }
         }
-        let roles = pipeline_roles(doc.get("pipeline"));
+        let roles = pipeline_roles(doc.get("pipeline"), doc.get("pipelines"));
+        // Each repository's `pipeline = "<name>"` is resolved once the named pipelines are read.
+        let repo_pipelines = super::pipelines::take_repo_pipelines(&mut doc);
         let server = self.server(doc.remove("server"));
         let limits = self.limits(doc.remove("limits"));
         let budgets = self.budgets(doc.remove("budgets"));
         let repos = self.repos(doc.remove("repos"));
         let agents = self.agents(doc.remove("agents"), &roles);
-        let pipeline = self.pipeline(doc.remove("pipeline"));
+        let pipeline = self.pipeline("pipeline", doc.remove("pipeline"), agents.as_ref(), limits.as_ref());
+        let pipelines = self.pipelines(doc.remove("pipelines"), agents.as_ref(), limits.as_ref());
         let sandbox = self.sandbox(doc.remove("sandbox"), server.as_ref().map(|(s, _)| s.data_dir.as_path()));
         let webhooks = self.webhooks(doc.remove("webhooks"));
         let trackers = self.trackers(doc.remove("trackers"), repos.as_deref().unwrap_or(&[]));
@@ -99,8 +118,14 @@ impl Loader<'_> {
         let usage = self.usage(doc.remove("usage"), doc.remove("pricing"));
         let (server, env_passthrough) = server?;
         let mut pipeline = pipeline?;
+        let mut pipelines = pipelines?;
         if repos.as_deref().is_some_and(|r| r.iter().any(|repo| repo.forge.is_hosted())) {
             with_ci_gate(&mut pipeline);
+            pipelines.values_mut().for_each(with_ci_gate);
+        }
+        let mut repos = repos;
+        if let Some(repos) = repos.as_mut() {
+            self.assign_pipelines(repos, repo_pipelines, &pipelines)?;
         }
         let engine = EngineSettings {
             data_dir: server.data_dir.clone(),
@@ -1377,53 +1402,68 @@ impl Loader<'_> {
         self.issues.len() == before
     }
 
-    fn pipeline(&mut self, raw: Option<Value>) -> Option<Pipeline> {
+    /// Reads `[pipeline]` (`at` = `pipeline`) or one `[pipelines.<name>]` (`at` =
+    /// `pipelines.<name>`): its stages, each stage's own actor choice, then the whole.
+    pub(super) fn pipeline(
+        &mut self,
+        at: &str,
+        raw: Option<Value>,
+        agents: Option<&BTreeMap<String, AgentSettings>>,
+        limits: Option<&Limits>,
+    ) -> Option<Pipeline> {
         let Some(raw) = raw else {
             return Some(Pipeline::default_pipeline());
         };
-        let mut table = self.section_table("pipeline", Some(raw), "write it as a [pipeline] section")?;
+        let mut table = self.section_table(at, Some(raw), &format!("write it as a [{at}] section"))?;
         let mut ok = true;
         for key in table.keys().filter(|k| k.as_str() != "stages") {
             let fix = suggest_fix(key, &["stages"], "the only key is");
-            self.issues.push(ConfigIssue::new(format!("pipeline.{key}"), format!("unknown key `{key}`"), fix));
+            self.issues.push(ConfigIssue::new(format!("{at}.{key}"), format!("unknown key `{key}`"), fix));
             ok = false;
         }
         let stages = match table.remove("stages") {
             Some(Value::Array(stages)) => stages,
             Some(other) => {
                 self.issue(
-                    "pipeline.stages",
+                    format!("{at}.stages"),
                     format!("`stages` must be a list of tables, not {}", type_name(&other)),
-                    "write each stage as a [[pipeline.stages]] block",
+                    format!("write each stage as a [[{at}.stages]] block"),
                 );
                 return None;
             }
             None => {
-                self.issue(
-                    "pipeline.stages",
-                    "[pipeline] has no `stages`",
-                    "list the stages as [[pipeline.stages]] blocks, or remove [pipeline] to use the default pipeline",
-                );
+                let fix = if at == "pipeline" {
+                    "list the stages as [[pipeline.stages]] blocks, or remove [pipeline] to use the default pipeline"
+                        .to_string()
+                } else {
+                    format!("list the stages as [[{at}.stages]] blocks")
+                };
+                self.issue(format!("{at}.stages"), format!("[{at}] has no `stages`"), fix);
                 return None;
             }
         };
         let mut specs = Vec::new();
         for (i, stage) in stages.into_iter().enumerate() {
-            let base = format!("pipeline.stages[{i}]");
+            let base = format!("{at}.stages[{i}]");
             let Value::Table(stage) = stage else {
-                self.issue(base, "a stage must be a table", "write each stage as a [[pipeline.stages]] block");
+                self.issue(base, "a stage must be a table", format!("write each stage as a [[{at}.stages]] block"));
                 ok = false;
                 continue;
             };
-            let stage = self.stage_defaults(&base, stage);
+            let mut stage = self.stage_defaults(&base, stage);
+            let actor_keys = super::pipelines::take_actor_keys(&mut stage);
             let parsed = self.deserialize::<StageSpec>(&base, stage);
             ok &= parsed.bad.is_empty();
             match parsed.value {
-                Some(spec) => {
+                Some(mut spec) => {
                     for (g, gate) in spec.gates.iter().enumerate() {
                         if let GateSpec::Command { argv, .. } = gate {
                             self.check_argv(&format!("{base}.gates[{g}].argv"), argv);
                         }
+                    }
+                    match self.stage_overrides(&base, &spec, actor_keys, agents, limits) {
+                        Some(overrides) => spec.overrides = overrides,
+                        None => ok = false,
                     }
                     specs.push(spec);
                 }
@@ -1436,7 +1476,7 @@ impl Loader<'_> {
         let pipeline = Pipeline { stages: specs, ..Pipeline::default_pipeline() };
         let problems = pipeline.validate();
         for problem in &problems {
-            self.issue(stage_key(&pipeline, problem), problem.to_string(), pipeline_fix(problem));
+            self.issue(stage_key(at, &pipeline, problem), problem.to_string(), pipeline_fix(problem));
         }
         problems.is_empty().then_some(pipeline)
     }
@@ -1517,7 +1557,7 @@ fn unknown_section(key: &str) -> ConfigIssue {
 }
 
 /// The agent roles `[agents.<role>]` may name: the built-in ones plus every role of the pipeline.
-fn pipeline_roles(raw: Option<&Value>) -> Vec<String> {
+fn pipeline_roles(raw: Option<&Value>, named: Option<&Value>) -> Vec<String> {
     let mut roles: Vec<String> = BUILTIN_ROLES.iter().map(|r| r.to_string()).collect();
     let from_pipeline: Vec<String> = match raw {
         None => Pipeline::default_pipeline()
@@ -1536,6 +1576,9 @@ fn pipeline_roles(raw: Option<&Value>) -> Vec<String> {
             .filter_map(|stage| stage.get("actor")?.get("role")?.as_str().map(str::to_string))
             .collect(),
     };
+    // A named pipeline's roles, and the agent entries stages name with `agent = "<entry>"`.
+    let named_roles = super::pipelines::named_roles(raw, named);
+    let from_pipeline = from_pipeline.into_iter().chain(named_roles);
     for role in from_pipeline {
         if !roles.contains(&role) {
             roles.push(role);
@@ -1546,11 +1589,11 @@ fn pipeline_roles(raw: Option<&Value>) -> Vec<String> {
 
 /// The key of the stage a pipeline problem concerns (the first stage of that name), or of the
 /// whole list for a problem of the pipeline.
-fn stage_key(pipeline: &Pipeline, problem: &PipelineProblem) -> String {
+fn stage_key(at: &str, pipeline: &Pipeline, problem: &PipelineProblem) -> String {
     problem
         .stage()
         .and_then(|name| pipeline.stages.iter().position(|s| s.name == name))
-        .map_or_else(|| "pipeline.stages".to_string(), |i| format!("pipeline.stages[{i}]"))
+        .map_or_else(|| format!("{at}.stages"), |i| format!("{at}.stages[{i}]"))
 }
 
 /// How to fix a pipeline problem in `baton.toml`.
@@ -1574,7 +1617,7 @@ fn pipeline_fix(problem: &PipelineProblem) -> &'static str {
 /// A hosted forge's CI gates the merge: `ci_green` right after `mergeable`, in every stage that
 /// has `mergeable` and no `ci_green` yet (a custom pipeline may place it itself). On a repository
 /// of the local forge the gate passes at once.
-fn with_ci_gate(pipeline: &mut Pipeline) {
+pub(super) fn with_ci_gate(pipeline: &mut Pipeline) {
     for stage in &mut pipeline.stages {
         if stage.gates.contains(&GateSpec::CiGreen) {
             continue;

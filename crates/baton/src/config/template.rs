@@ -103,7 +103,10 @@ const TEMPLATE_AGENTS: &str = "\
 
 const TEMPLATE_PIPELINE_HEAD: &str = "\
 # The pipeline. Without [pipeline] Baton uses the default below; a [pipeline] section replaces it
-# entirely. Uncomment to change it.
+# entirely. Uncomment to change it. A repository may run its own pipeline instead: define it as
+# [pipelines.<name>] (same keys) and set `pipeline = \"<name>\"` in its [[repos]] entry. An agent
+# stage may set its own agent, adapter, model, prompt_template, timeout_secs, stall_timeout_secs
+# and budget_usd (docs/configuration.md).
 # [pipeline]
 ";
 

@@ -23,6 +23,7 @@ mod lease;
 mod lessons;
 mod lost_database;
 mod path_safety;
+mod pipelines;
 mod real_cli;
 mod recovery;
 mod remote;

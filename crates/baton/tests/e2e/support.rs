@@ -355,6 +355,7 @@ pub async fn engine_with_features(
             security: None,
             merge_batch: 1,
             hooks: Default::default(),
+            pipeline: None,
             forge: Default::default(),
         }],
         agents: [("default".to_string(), agent)].into_iter().collect(),
