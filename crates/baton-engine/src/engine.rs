@@ -699,7 +699,8 @@ impl Engine {
                 *critical = self.in_critical_step(&task).await?;
             }
             let event = &event;
-            match baton_domain::decide(&task.state, event, &self.pipeline, now) {
+            let pipeline = crate::monitor::pipeline_for(self, &task.repo);
+            match baton_domain::decide(&task.state, event, &pipeline, now) {
                 Decision::Suppress { reason } => {
                     // One structured line per late, stale or duplicate caller (SPEC §4.3).
                     tracing::info!(
@@ -1052,14 +1053,24 @@ impl Engine {
         self.running.lock().map(|r| r.contains_key(&job)).unwrap_or(false)
     }
 
-    /// Resumes tasks paused on provider quota whose resume time has come. Asks the store for the
-    /// due ones only (`Store::due_holds`, indexed): never lists tasks, so its cost does not grow
-    /// with the backlog. At most [`DUE_HOLDS_PER_PASS`] per call; the loop comes back for more.
+    /// Resumes tasks paused on provider quota whose resume time has come, and runs the post-deploy
+    /// health checks that are due (`monitor::check`; on this loop, bounded by the command timeout).
+    /// Asks the store for the due ones only (`Store::due_holds`, indexed): never lists tasks, so its
+    /// cost does not grow with the backlog. At most [`DUE_HOLDS_PER_PASS`] per call; the loop comes
+    /// back for more.
     pub async fn resume_due_quota_pauses(&self) -> Result<u32, EngineError> {
         let now = self.clock.now_ms();
         let mut resumed = 0;
         for id in self.store.due_holds(now, DUE_HOLDS_PER_PASS).await? {
             let Some(task) = self.store.task(&TaskKey::Id(id)).await? else { continue };
+            if matches!(task.state.hold, baton_domain::Hold::Monitoring { .. }) {
+                match crate::monitor::check(self, &task).await {
+                    Ok(true) => resumed += 1,
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(task = %task.work_item_id, "post-deploy health check failed: {error}"),
+                }
+                continue;
+            }
             if let baton_domain::Hold::PausedQuota { resume_at_ms, .. } = task.state.hold
                 && resume_at_ms <= now
                 && let InputOutcome::Applied { .. } =

@@ -414,7 +414,7 @@ impl Driver {
             Hold::AwaitingApproval => Some(Input::Approve),
             Hold::NeedsInput { .. } => Some(Input::Answer { text: "Use SQLite.".into() }),
             Hold::AwaitingConfirm => Some(Input::ConfirmDeploy),
-            Hold::MergeQueue => None,
+            Hold::MergeQueue | Hold::Monitoring { .. } => None,
             Hold::PausedBudget { .. } | Hold::PausedQuota { .. } => Some(Input::Resume),
             Hold::Blocked { .. } => {
                 let retries = self.retries.entry(task.id).or_insert(0);

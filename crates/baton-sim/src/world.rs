@@ -699,7 +699,9 @@ impl World {
                 baton_domain::Hold::NeedsInput { .. } => Some(Input::Answer { text: "Use SQLite.".into() }),
                 baton_domain::Hold::PausedBudget { .. } | baton_domain::Hold::PausedQuota { .. } => Some(Input::Resume),
                 baton_domain::Hold::Blocked { .. } => return false,
-                baton_domain::Hold::None | baton_domain::Hold::MergeQueue => None,
+                baton_domain::Hold::None | baton_domain::Hold::MergeQueue | baton_domain::Hold::Monitoring { .. } => {
+                    None
+                }
             };
             if let Some(input) = input {
                 let _ = self.submit(task, input, None);

@@ -223,6 +223,23 @@ const TABLES: &[Table] = &[
         figures: &[("milli-percent", "ROUND(SUM(pct) * 1000)")],
     },
     Table {
+        name: "repo_freezes",
+        columns: &[
+            ("id", Int),
+            ("repo", Text),
+            ("task_id", Int),
+            ("incident_task_id", Int),
+            ("revert_task_id", Int),
+            ("frozen_by", Text),
+            ("reason", Text),
+            ("frozen_at", Int),
+            ("unfrozen_by", Text),
+            ("unfrozen_at", Int),
+        ],
+        identity: true,
+        figures: ID_FIGURES,
+    },
+    Table {
         name: "lessons",
         columns: &[
             ("id", Int),
