@@ -233,7 +233,7 @@ async fn append(
 pub async fn unfreeze(engine: &Engine, repo: &str, by: &str) -> Result<RepoFreeze, EngineError> {
     if engine.settings().repo(repo).is_none() {
         let known: Vec<&str> = engine.settings().repos.iter().map(|r| r.name.as_str()).collect();
-        return Err(EngineError::NotFound(format!("repository `{repo}`; configured: {}", known.join(", "))));
+        return Err(EngineError::NotFound(format!("repository `{repo}` (configured: {})", known.join(", "))));
     }
     let now = engine.clock().now_ms();
     let Some(freeze) = engine.store().unfreeze_repo(repo, by, now).await? else {
