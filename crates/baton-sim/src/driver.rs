@@ -148,6 +148,7 @@ impl Driver {
             skip_recover: config.skip_recover,
             reuse_owner: false,
             merge_batch,
+            monitor_window_secs: 0,
         });
         world.arm_faults(per_mille > 0);
         world.echo = config.echo;
