@@ -477,6 +477,9 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
         }
         OutboxEffect::LiveUpdate { version, .. } => crate::telegram::show(engine, record.task_id, version).await,
         OutboxEffect::WriteHandoff { .. } => crate::handoff::write(engine, record.task_id).await,
-        OutboxEffect::Degraded { output, .. } => crate::monitor::degraded(engine, record.task_id, &output).await,
+        // Boxed: the revert it files is confirmed through `apply_event`, which drains effects again.
+        OutboxEffect::Degraded { output, .. } => {
+            Box::pin(crate::monitor::degraded(engine, record.task_id, &output)).await
+        }
     }
 }

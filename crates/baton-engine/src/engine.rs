@@ -589,6 +589,28 @@ impl Engine {
         request: NewTaskRequest,
         key: Option<String>,
     ) -> Result<TaskRecord, EngineError> {
+        self.create_task_from(request, key, None).await
+    }
+
+    /// Creates a task held in `state` (a later stage, a hold, no job): a change Baton makes itself,
+    /// such as the revert of a degraded deploy, which skips the agent stages. The caller prepares
+    /// the task's branch, then releases the hold with an event.
+    pub async fn create_held_task(&self, request: NewTaskRequest, state: TaskState) -> Result<TaskRecord, EngineError> {
+        if state.hold == baton_domain::Hold::None || self.pipeline.stage(&state.stage).is_none() {
+            return Err(EngineError::Invalid(format!(
+                "a held task needs a hold and a pipeline stage, not {}",
+                state.display()
+            )));
+        }
+        self.create_task_from(request, None, Some(state)).await
+    }
+
+    async fn create_task_from(
+        &self,
+        request: NewTaskRequest,
+        key: Option<String>,
+        start_held: Option<TaskState>,
+    ) -> Result<TaskRecord, EngineError> {
         let repo = self.settings.repo(&request.repo).ok_or_else(|| {
             let known: Vec<&str> = self.settings.repos.iter().map(|r| r.name.as_str()).collect();
             EngineError::Invalid(format!(
@@ -616,12 +638,19 @@ impl Engine {
             checked
                 .map_err(|problem| invalid_input("the external reference", problem, "limits.external_ref_bytes_max"))?;
         }
-        let first = self.pipeline.first().ok_or_else(|| EngineError::Invalid("the pipeline has no stages".into()))?;
-        let state = TaskState::new(&first.name);
         let now = self.clock.now_ms();
-        let transition = match baton_domain::decide(&state, &Event::Created, &self.pipeline, now) {
-            Decision::Apply { effects, .. } => transition_of(&effects, &self.pipeline),
-            Decision::Suppress { reason } => return Err(EngineError::Invalid(reason)),
+        let (state, transition) = match start_held {
+            // Held at a later stage, no job: whoever created it prepares its change, then starts it.
+            Some(state) => (state, Transition::default()),
+            None => {
+                let first =
+                    self.pipeline.first().ok_or_else(|| EngineError::Invalid("the pipeline has no stages".into()))?;
+                let state = TaskState::new(&first.name);
+                match baton_domain::decide(&state, &Event::Created, &self.pipeline, now) {
+                    Decision::Apply { effects, .. } => (state, transition_of(&effects, &self.pipeline)),
+                    Decision::Suppress { reason } => return Err(EngineError::Invalid(reason)),
+                }
+            }
         };
         let new = NewTask {
             repo: repo.name.clone(),

@@ -6,8 +6,10 @@
 //!   engine's due-holds pass, no job, no slot); its result is an `Event::HealthChecked`.
 //! - [`degraded`]: the outbox effect of a DEGRADED deploy — freeze the repository (`freeze`
 //!   switch), alert, file the incident task linked to the deployed one, and revert its commit when
-//!   the repository says so (`revert` switch). Carried out at least once: each step first looks
-//!   whether it was already done.
+//!   the repository says so (`revert` switch): a task held at the merge gate whose branch is the
+//!   `git revert` of what the task merged, the one change a frozen repository lands. Carried out
+//!   at least once: each step first looks whether it was already done (a crash between a task's
+//!   creation and its timeline link can file it twice).
 //! - [`frozen`]: whether the merge queue and the deploy step must leave a repository alone.
 
 use crate::EngineError;
@@ -17,7 +19,7 @@ use crate::workspace::worktree_path;
 use baton_adapters::notifier::Notification;
 use baton_domain::{Event, Hold, MonitorSpec, NotifyKind, Pipeline, TaskId};
 use baton_runner::CommandRequest;
-use baton_store::{NewEvent, NewFreeze, RepoFreeze, TaskKey, TaskRecord};
+use baton_store::{EventRecord, NewEvent, NewFreeze, RepoFreeze, TaskKey, TaskRecord};
 use std::borrow::Cow;
 use std::time::Duration;
 
@@ -27,6 +29,10 @@ pub const MONITOR_PRINCIPAL: &str = "monitor";
 pub const INCIDENT_FILED: &str = "incident_filed";
 /// The timeline kind of the event naming the deployed task an incident is about (on the incident).
 pub const INCIDENT_OF: &str = "incident_of";
+/// The timeline kind of the event naming a degraded task's revert (on the deployed task).
+pub const REVERT_FILED: &str = "revert_filed";
+/// The timeline kind of the event naming the task a revert undoes (on the revert).
+pub const REVERT_OF: &str = "revert_of";
 
 /// The pipeline `decide` uses for a task of `repo`: the effective one, with the repository's
 /// monitor window when it has one and the `monitor` switch is on there.
@@ -155,29 +161,102 @@ pub async fn degraded(engine: &Engine, task_id: TaskId, output: &str) -> Result<
     } else {
         None
     };
-    let incident = match incident_of(engine, &task).await? {
+    let incident = match timeline_link(engine, &task, INCIDENT_FILED, "incident").await? {
         Some(id) => id,
         None => file_incident(engine, &task, output).await?,
     };
     if let Some(freeze) = &freeze {
         store.link_freeze(freeze.id, Some(incident), None).await.map_err(|e| format!("link freeze: {e}"))?;
     }
+    let reverts = engine.settings().repo(&task.repo).is_some_and(|r| r.revert_on_degraded)
+        && engine.features().enabled(Feature::Revert, &task.repo);
+    if reverts && timeline_link(engine, &task, REVERT_FILED, "revert").await?.is_none() {
+        file_revert(engine, &task, freeze.as_ref()).await?;
+    }
     Ok(())
 }
 
-/// The incident already filed for `task`, from its timeline.
-async fn incident_of(engine: &Engine, task: &TaskRecord) -> Result<Option<TaskId>, String> {
+/// Files the revert of `task`'s merged change: a task held at the merge gate's stage whose branch
+/// is the default branch plus `git revert` of what the task merged. It skips the agent stages; it
+/// is linked to the freeze before it may move (so the frozen merge queue lets exactly it land),
+/// then confirmed by the monitor unless the repository wants a human's `revert_confirm`.
+async fn file_revert(engine: &Engine, task: &TaskRecord, freeze: Option<&RepoFreeze>) -> Result<(), String> {
+    let settings = engine.settings();
+    let Some(repo) = settings.repo(&task.repo) else { return Ok(()) };
+    let merged = timeline_event(engine, task, "merged").await?;
+    let range = merged.as_ref().and_then(|e| {
+        let base = e.detail.get("base")?.as_str()?.to_string();
+        let head = e.detail.get("head")?.as_str()?.to_string();
+        Some((base, head))
+    });
+    let gate = engine.pipeline().stages.iter().find(|s| s.gates.contains(&baton_domain::GateSpec::Mergeable));
+    let (Some((base, head)), Some(gate)) = (range, gate) else {
+        return alert(engine, task, "no merged change or merge gate to revert through; revert it by hand".into()).await;
+    };
+    let short = &head[..head.len().min(10)];
+    let title = truncate(&format!("Revert {}: {}", task.work_item_id, task.title), settings.limits.title_chars_max);
+    let body = format!(
+        "Reverts {base}..{head}, the change of {} whose deploy degraded. Made by Baton: no agent stages.\n",
+        task.work_item_id
+    );
+    let state = baton_domain::TaskState { hold: Hold::AwaitingConfirm, ..baton_domain::TaskState::new(&gate.name) };
+    let request = NewTaskRequest { repo: task.repo.clone(), title, body, external_ref: None };
+    let revert = engine.create_held_task(request, state).await.map_err(|e| format!("file revert: {e}"))?;
+    let detail = serde_json::json!({ "revert": revert.id.0, "work_item": revert.work_item_id });
+    let text = format!("revert {} filed for {short}", revert.work_item_id);
+    append(engine, task.id, REVERT_FILED, &task.state.stage, &text, detail).await?;
+    let detail = serde_json::json!({ "task": task.id.0, "work_item": task.work_item_id, "base": base, "head": head });
+    let text = format!("reverts {} ({short}), whose deploy degraded", task.work_item_id);
+    append(engine, revert.id, REVERT_OF, &revert.state.stage, &text, detail).await?;
+    if let Some(freeze) = freeze {
+        engine.store().link_freeze(freeze.id, None, Some(revert.id)).await.map_err(|e| format!("link freeze: {e}"))?;
+    }
+    let worktree =
+        worktree_path(&settings.worktrees_dir(), &task.repo, &revert.work_item_id).map_err(|e| e.to_string())?;
+    let message = format!("Revert {} ({short}): its deploy degraded", task.work_item_id);
+    let prepared = match engine.vcs().ensure_worktree(&repo.path, &worktree, &revert.branch, &repo.default_ref()).await
+    {
+        Ok(()) => engine.vcs().revert(&worktree, &base, &head, &message).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = prepared {
+        let by = format!("{MONITOR_PRINCIPAL} (revert failed)");
+        let _ = engine.apply_event(revert.id, &Event::Stop { by, critical: false }, None, None).await;
+        return alert(engine, task, format!("the revert of {short} could not be made ({error}); revert it by hand"))
+            .await;
+    }
+    if !repo.revert_confirm {
+        let by = format!("{MONITOR_PRINCIPAL} (revert-only change)");
+        engine.apply_event(revert.id, &Event::DeployConfirmed { by }, None, None).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn alert(engine: &Engine, task: &TaskRecord, text: String) -> Result<(), String> {
+    append(engine, task.id, "revert_failed", &task.state.stage, &text, serde_json::Value::Null).await?;
+    let alert =
+        Notification { work_item: task.work_item_id.clone(), title: task.title.clone(), kind: NotifyKind::Alert, text };
+    engine.notifier().notify(&alert).await.map_err(|e| format!("notify: {e}"))
+}
+
+/// The first event of `kind` on `task`'s timeline.
+async fn timeline_event(engine: &Engine, task: &TaskRecord, kind: &str) -> Result<Option<EventRecord>, String> {
     let mut after = 0;
     // A task's timeline is bounded (retries, rollbacks, defers are capped); read it in pages.
     for _ in 0..1_000 {
         let page = engine.store().events(Some(task.id), after, 500).await.map_err(|e| e.to_string())?;
         let Some(last) = page.last() else { return Ok(None) };
         after = last.id;
-        if let Some(found) = page.iter().find(|e| e.kind == INCIDENT_FILED) {
-            return Ok(found.detail.get("incident").and_then(|v| v.as_i64()).map(TaskId));
+        if let Some(found) = page.into_iter().find(|e| e.kind == kind) {
+            return Ok(Some(found));
         }
     }
     Ok(None)
+}
+
+/// The task a timeline event of `kind` links to (its `detail[key]`).
+async fn timeline_link(engine: &Engine, task: &TaskRecord, kind: &str, key: &str) -> Result<Option<TaskId>, String> {
+    Ok(timeline_event(engine, task, kind).await?.and_then(|e| e.detail.get(key).and_then(|v| v.as_i64())).map(TaskId))
 }
 
 /// Files the incident task of `task`'s degraded deploy in the same repository, linked both ways

@@ -106,7 +106,7 @@ fn degrade_first(env: &Env, first: &str) -> String {
     let reason = blocked["state"]["hold"]["reason"].as_str().unwrap();
     assert!(reason.starts_with("deploy degraded") && reason.contains("HTTP 503"), "{reason}");
     let text = timeline_text(env, first);
-    assert!(text.contains("monitoring health for 6 s"), "{text}");
+    assert!(text.contains("monitoring health for "), "{text}");
     assert!(text.contains("health check 1 failed (1 of 2 in a row)"), "{text}");
     // The incident, linked both ways, carries the health output.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -219,4 +219,66 @@ fn monitor_switched_off_keeps_the_single_health_check() {
     assert!(!text.contains("monitoring health"), "{text}");
     assert!(frozen(&env).is_empty());
     assert!(!env.tasks().iter().any(|t| t["title"].as_str().is_some_and(|s| s.starts_with("Incident:"))));
+}
+
+/// The deploy makes the service sick while DEMO-001's module is in the deployed tree and heals it
+/// otherwise; the repository reverts a degraded deploy on its own.
+const REVERT_KEYS: &str = "deploy = [\"sh\", \"-c\", \"if [ -f mathkit/m_demo_001.py ]; then touch {root}/sick; else rm -f {root}/sick {root}/seen; fi\"]\n\
+    health = [\"sh\", \"-c\", \"if [ -f {root}/sick ]; then if [ -f {root}/seen ]; then echo 'GET /healthz: HTTP 503'; exit 1; fi; touch {root}/seen; fi; echo ok\"]\n\
+    monitor_window_secs = 4\nmonitor_interval_secs = 1\nmonitor_failures = 2\nrevert_on_degraded = true\n";
+
+// With `revert_on_degraded`, the degraded change is reverted by a task that skips the agent
+// stages and needs no human confirm: it lands in the frozen repository (the one change that may),
+// deploys green and ends done; main ends without the change and every commit passes its tests;
+// the repository stays frozen until `baton repo unfreeze`, after which the incident lands too.
+#[test]
+fn degraded_deploy_is_reverted_through_the_merge_gate_while_frozen() {
+    let env = Env::with_extra(
+        "",
+        &ConfigExtra { repo: REVERT_KEYS, limits: "reconciler_interval_secs = 1\n", ..ConfigExtra::default() },
+    );
+    let (_server, _addr) = start(&env);
+    let first = env.add_task("First");
+    let incident = degrade_first(&env, &first);
+    let revert_of = |tasks: &[Value]| {
+        tasks.iter().find(|t| t["title"].as_str().is_some_and(|s| s.starts_with(&format!("Revert {first}")))).cloned()
+    };
+    // Only the incident is played by the human here: the revert must need nobody.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let revert = loop {
+        let tasks = env.tasks();
+        if let Some(revert) = revert_of(&tasks).filter(|t| stage(t) == "done") {
+            break revert;
+        }
+        let incident_only: Vec<Value> =
+            tasks.iter().filter(|t| t["work_item_id"] == incident.as_str()).cloned().collect();
+        env.play_human(&incident_only);
+        assert!(Instant::now() < deadline, "the revert did not finish; tasks: {tasks:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let id = revert["work_item_id"].as_str().unwrap();
+    let text = timeline_text(&env, id);
+    assert!(text.contains(&format!("reverts {first}")), "{text}");
+    assert!(text.contains("confirmed by monitor (revert-only change)"), "{text}");
+    assert!(text.contains("monitor window closed green"), "{text}");
+    for agent_stage in ["analysis", "architecture", "development", "review", "testing"] {
+        assert!(!text.contains(&format!("{agent_stage} →")), "the revert skipped the agent stages: {text}");
+    }
+    let tree = crate::support::git(&env.project(), &["ls-tree", "-r", "--name-only", "main"]);
+    assert!(!tree.contains("m_demo_001.py"), "main no longer has the degraded change: {tree}");
+    assert_each_main_commit_passes_tests(&env.project());
+    let freezes = frozen(&env);
+    assert_eq!(freezes.len(), 1, "no auto-unfreeze: {freezes:?}");
+    assert_eq!(freezes[0]["revert"].as_i64(), revert["id"].as_i64(), "{freezes:?}");
+
+    let out = env.run(&["repo", "unfreeze", "demo"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unfrozen by cli:"), "{out:?}");
+    let again = env.run(&["repo", "unfreeze", "demo"]);
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not frozen"), "{again:?}");
+    drive(&env, "the incident to land after the unfreeze", Duration::from_secs(120), |tasks| {
+        task(tasks, &incident).is_some_and(|t| stage(t) == "done")
+    });
+    assert_each_main_commit_passes_tests(&env.project());
 }
