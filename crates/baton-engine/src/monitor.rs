@@ -25,6 +25,8 @@ use std::time::Duration;
 
 /// Who freezes a repository on a DEGRADED deploy.
 pub const MONITOR_PRINCIPAL: &str = "monitor";
+/// The timeline kind of the event recording that a degraded task froze its repository.
+pub const FROZEN: &str = "frozen";
 /// The timeline kind of the event naming a degraded task's incident (on the deployed task).
 pub const INCIDENT_FILED: &str = "incident_filed";
 /// The timeline kind of the event naming the deployed task an incident is about (on the incident).
@@ -141,21 +143,23 @@ pub async fn degraded(engine: &Engine, task_id: TaskId, output: &str) -> Result<
             frozen_by: MONITOR_PRINCIPAL.to_string(),
             reason: reason.clone(),
         };
-        let (freeze, opened) = store.freeze_repo(&new, now).await.map_err(|e| format!("freeze: {e}"))?;
-        if opened {
+        let (freeze, _) = store.freeze_repo(&new, now).await.map_err(|e| format!("freeze: {e}"))?;
+        // The alert goes before the timeline line that says it went: a failed notification is
+        // retried with the effect (at least once), a sent one is not sent again.
+        if freeze.task == Some(task.id) && timeline_event(engine, &task, FROZEN).await?.is_none() {
             let text = format!(
                 "{} is frozen: {reason}; nothing lands or deploys there until `baton repo unfreeze {}`",
                 task.repo, task.repo
             );
-            append(engine, task.id, "frozen", &task.state.stage, &text, serde_json::json!({ "freeze": freeze.id }))
-                .await?;
             let alert = Notification {
                 work_item: task.work_item_id.clone(),
                 title: task.title.clone(),
                 kind: NotifyKind::Alert,
-                text,
+                text: text.clone(),
             };
             engine.notifier().notify(&alert).await.map_err(|e| format!("notify: {e}"))?;
+            append(engine, task.id, FROZEN, &task.state.stage, &text, serde_json::json!({ "freeze": freeze.id }))
+                .await?;
         }
         Some(freeze)
     } else {

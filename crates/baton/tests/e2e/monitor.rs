@@ -140,6 +140,10 @@ fn degraded_deploy_freezes_the_repo_files_an_incident_and_unfreeze_resumes() {
     let freezes = frozen(&env);
     assert_eq!(freezes.len(), 1, "{freezes:?}");
     assert_eq!((freezes[0]["repo"].as_str(), freezes[0]["frozen_by"].as_str()), (Some("demo"), Some("monitor")));
+    let text = timeline_text(&env, &first);
+    assert!(text.contains("demo is frozen: the deploy of"), "the freeze alert went out: {text}");
+    let log = std::fs::read_to_string(env.root.join("serve-1.log")).unwrap();
+    assert!(log.contains("demo is frozen"), "the alert reached the notifier (the log): {log}");
     let status = env.run(&["status"]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("FROZEN demo"), "{status:?}");
     let (code, queue) = http(&addr, "GET", "/api/queue", Some("test-token"));
