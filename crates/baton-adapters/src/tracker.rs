@@ -56,6 +56,8 @@ impl TicketStatus {
             Hold::AwaitingConfirm => TicketStatus::AwaitingDeploy,
             // Confirmed and on its way: the merge queue tests, lands and deploys it.
             Hold::MergeQueue => TicketStatus::Deploying,
+            // Deployed, its post-deploy monitor window still open: not done until it closes green.
+            Hold::Monitoring { .. } => TicketStatus::Deploying,
             Hold::Blocked { .. } | Hold::PausedBudget { .. } => TicketStatus::Blocked,
             Hold::None | Hold::PausedQuota { .. } if deploy_stage => TicketStatus::Deploying,
             Hold::None | Hold::PausedQuota { .. } => TicketStatus::InProgress,
@@ -76,7 +78,7 @@ impl TicketStatus {
             (_, "blocked") | (_, "paused_budget") => TicketStatus::Blocked,
             (_, "awaiting_approval") => TicketStatus::InReview,
             (_, "awaiting_confirm") => TicketStatus::AwaitingDeploy,
-            (_, "merge_queue") | ("deploy", _) => TicketStatus::Deploying,
+            (_, "merge_queue") | (_, "monitoring") | ("deploy", _) => TicketStatus::Deploying,
             _ => TicketStatus::InProgress,
         }
     }

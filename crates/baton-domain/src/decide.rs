@@ -4,7 +4,7 @@
 //! A stale or duplicate event is not an error: it yields [`Decision::Suppress`] with a reason.
 
 use crate::event::{Event, GateVerdict, JobOutcome, Verdict};
-use crate::pipeline::{CANCELLED, DONE, GateSpec, OnGateFail, Pipeline, StageSpec};
+use crate::pipeline::{Actor, CANCELLED, DONE, GateSpec, OnGateFail, Pipeline, StageSpec};
 use crate::retry::{backoff_ms, quota_backoff_ms};
 use crate::task::{Hold, TaskState};
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,14 @@ pub enum Effect {
     DeleteBranch,
     /// Tell humans.
     Notify { kind: NotifyKind, text: String },
+    /// The post-deploy monitor found the deploy DEGRADED: freeze the repository, file an incident
+    /// task linked to this one and, when the repository enables it, revert the task's commit.
+    /// `output` is the last failed check's output tail.
+    Degraded { output: String },
 }
+
+/// The reason a task whose deploy degraded is blocked with (the start of its `Blocked` reason).
+pub const DEPLOY_DEGRADED: &str = "deploy degraded";
 
 /// The result of `decide`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +160,16 @@ pub fn decide(state: &TaskState, event: &Event, pipeline: &Pipeline, now_ms: i64
                 state.display()
             )),
         },
+        Event::HealthChecked { ok, output } => match state.hold {
+            Hold::Monitoring { until_ms, failures, checks, .. } => {
+                health_checked(state, pipeline, *ok, output, until_ms, failures, checks, now_ms)
+            }
+            _ => suppress(format!("health check ignored: the task is at {}, not monitoring", state.display())),
+        },
+        Event::Stop { .. } if matches!(state.hold, Hold::Monitoring { .. }) => suppress(
+            "the change is deployed and its post-deploy monitor is running: shipped code is never cancelled; \
+             the window ends the task (switch the `monitor` feature off to end windows early)",
+        ),
         Event::Stop { by, critical } => {
             if let Some(first) = &state.cancel_requested {
                 return suppress(format!("stop already requested by {first}; it applies when the running step ends"));
@@ -337,7 +354,80 @@ fn gates_verdict(
         let effects = vec![Effect::Notify { kind: NotifyKind::NeedsHuman, text: text.clone() }];
         return Decision::Apply { next, effects, note: text };
     }
+    if spec.actor == Actor::Deploy
+        && let Some(monitor) = pipeline.monitor
+    {
+        // Deployed and healthy once: the monitor window starts. The merge lease goes now (other
+        // changes may land meanwhile, unless a DEGRADED check freezes the repository).
+        let mut next = state.clone();
+        next.job = None;
+        next.failure = None;
+        let until_ms = now_ms.saturating_add(monitor.window_ms as i64);
+        let next_check_ms = now_ms.saturating_add(monitor.interval_ms.max(1) as i64).min(until_ms);
+        next.hold = Hold::Monitoring { until_ms, next_check_ms, failures: 0, checks: 0 };
+        let text = format!(
+            "{} passed its gates; monitoring health for {} s (every {} s, degraded after {} failures in a row)",
+            state.stage,
+            monitor.window_ms / 1000,
+            monitor.interval_ms / 1000,
+            monitor.failures
+        );
+        let effects = vec![Effect::ReleaseLeases, Effect::Notify { kind: NotifyKind::Info, text: text.clone() }];
+        return Decision::Apply { next, effects, note: text };
+    }
     advance(state, pipeline, format!("{} passed its gates", state.stage))
+}
+
+/// One post-deploy health check's result: the window closes green into `done`, or
+/// `monitor.failures` failures in a row are DEGRADED (blocked with [`DEPLOY_DEGRADED`]; the shell
+/// freezes the repository), or the next check is scheduled.
+#[allow(clippy::too_many_arguments)]
+fn health_checked(
+    state: &TaskState,
+    pipeline: &Pipeline,
+    ok: bool,
+    output: &str,
+    until_ms: i64,
+    failures: u32,
+    checks: u32,
+    now_ms: i64,
+) -> Decision {
+    let Some(monitor) = pipeline.monitor else {
+        // The monitor was switched off meanwhile: the deploy already passed its gates.
+        return advance(state, pipeline, format!("{} monitor switched off", state.stage));
+    };
+    let checks = checks.saturating_add(1);
+    let failures = if ok { 0 } else { failures.saturating_add(1) };
+    if failures >= monitor.failures.max(1) {
+        let reason = format!(
+            "{DEPLOY_DEGRADED}: `health` failed {failures} times in a row after deploy; output tail:\n{output}"
+        );
+        let mut next = state.clone();
+        next.hold = Hold::Blocked { reason: reason.clone() };
+        next.failure = Some(reason.clone());
+        next.job = None;
+        let effects = vec![
+            Effect::ReleaseLeases,
+            Effect::Degraded { output: output.to_string() },
+            Effect::Notify { kind: NotifyKind::Alert, text: format!("blocked: {reason}") },
+        ];
+        return Decision::Apply { next, effects, note: format!("blocked: {reason}") };
+    }
+    if now_ms >= until_ms && ok {
+        return advance(state, pipeline, format!("monitor window closed green after {checks} checks"));
+    }
+    let mut next = state.clone();
+    // A window that closes on a failed check is extended check by check until it passes again or
+    // degrades: `done` only ever follows a green check.
+    let next_check_ms = now_ms.saturating_add(monitor.interval_ms.max(1) as i64);
+    let next_check_ms = if ok { next_check_ms.min(until_ms.max(now_ms)) } else { next_check_ms };
+    next.hold = Hold::Monitoring { until_ms, next_check_ms, failures, checks };
+    let note = if ok {
+        format!("health check {checks} passed")
+    } else {
+        format!("health check {checks} failed ({failures} of {} in a row): {output}", monitor.failures)
+    };
+    Decision::Apply { next, effects: Vec::new(), note }
 }
 
 /// Enters `spec` as a fresh stage: attempt 1, then either a job or a wait for confirmation.

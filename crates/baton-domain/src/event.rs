@@ -124,6 +124,8 @@ pub enum Event {
     /// The merge queue wakes a parked task: its change is to be tested on a new base, landed, or
     /// evicted; `why` is the timeline line.
     QueueTurn { why: String },
+    /// The post-deploy monitor ran the repo `health` command: whether it passed, and its output tail.
+    HealthChecked { ok: bool, output: String },
 }
 
 impl Event {
@@ -139,6 +141,7 @@ impl Event {
             | Event::Resume { by }
             | Event::Stop { by, .. } => by.clone(),
             Event::QueueTurn { .. } => "merge queue".to_string(),
+            Event::HealthChecked { .. } => "monitor".to_string(),
         }
     }
 
@@ -154,6 +157,7 @@ impl Event {
             Event::Resume { .. } => "resume",
             Event::Stop { .. } => "stop",
             Event::QueueTurn { .. } => "queue_turn",
+            Event::HealthChecked { .. } => "health_checked",
         }
     }
 }

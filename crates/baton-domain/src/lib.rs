@@ -32,11 +32,11 @@ pub mod text;
 pub mod usage;
 
 pub use agent::{AgentReport, AgentStatus, Usage};
-pub use decide::{Decision, Effect, NotifyKind, decide};
+pub use decide::{DEPLOY_DEGRADED, Decision, Effect, NotifyKind, decide};
 pub use event::{Event, GateVerdict, JobOutcome, MERGED_VERDICT, Verdict};
 pub use ids::{JobId, TaskId, WorkItemId};
 pub use money::money;
-pub use pipeline::{Actor, GateSpec, OnGateFail, Pipeline, PipelineProblem, StageOverrides, StageSpec};
+pub use pipeline::{Actor, GateSpec, MonitorSpec, OnGateFail, Pipeline, PipelineProblem, StageOverrides, StageSpec};
 pub use pricing::{MatchKind, ModelPrice, PriceMatch, PriceTable, PriceTier, PricedCost, PricingError};
 pub use redact::{Redactor, StreamRedactor};
 pub use task::{Hold, TaskState};

@@ -131,6 +131,20 @@ pub struct Pipeline {
     pub defer_delay_ms: u64,
     /// Base of the exponential retry backoff (10 s by default).
     pub retry_base_ms: u64,
+    /// The post-deploy monitor of the task's repository (SPEC §3 `done` row); `None`: the deploy
+    /// stage ends on its one `deploy_status` check. The shell sets it per repository.
+    #[serde(default)]
+    pub monitor: Option<MonitorSpec>,
+}
+
+/// The post-deploy monitor window: after the deploy stage passes its gates, the repo `health`
+/// command runs every `interval_ms` until `window_ms` has passed; `failures` consecutive failed
+/// checks are DEGRADED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorSpec {
+    pub window_ms: u64,
+    pub interval_ms: u64,
+    pub failures: u32,
 }
 
 impl Pipeline {
@@ -194,6 +208,7 @@ impl Pipeline {
             defer_max: 720,
             defer_delay_ms: 5_000,
             retry_base_ms: crate::retry::RETRY_BASE_MS,
+            monitor: None,
         }
     }
 

@@ -26,9 +26,22 @@ pub enum Hold {
     PausedBudget { reason: String },
     /// The provider's quota ran out; resumes by itself at `resume_at_ms` (or earlier on request).
     PausedQuota { reason: String, resume_at_ms: i64 },
+    /// Deployed; the post-deploy monitor runs the repo `health` command at `next_check_ms` (no
+    /// job, no slot: a due hold) until `until_ms`. `failures` counts consecutive failed checks.
+    Monitoring { until_ms: i64, next_check_ms: i64, failures: u32, checks: u32 },
 }
 
 impl Hold {
+    /// When the hold ends by itself or needs the engine again (a quota's reset, the monitor's next
+    /// health check): the store indexes it for `due_holds`.
+    pub fn due_at_ms(&self) -> Option<i64> {
+        match self {
+            Hold::PausedQuota { resume_at_ms, .. } => Some(*resume_at_ms),
+            Hold::Monitoring { next_check_ms, .. } => Some(*next_check_ms),
+            _ => None,
+        }
+    }
+
     /// The short label used in listings (`needs_input`, `awaiting_approval`, ...).
     pub fn label(&self) -> &'static str {
         match self {
@@ -40,6 +53,7 @@ impl Hold {
             Hold::Blocked { .. } => "blocked",
             Hold::PausedBudget { .. } => "paused_budget",
             Hold::PausedQuota { .. } => "paused_quota",
+            Hold::Monitoring { .. } => "monitoring",
         }
     }
 }

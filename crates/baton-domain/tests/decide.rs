@@ -104,6 +104,8 @@ fn render_event(event: &Event) -> String {
         Event::Resume { by } => format!("resume by {by}"),
         Event::Stop { by, critical } => format!("stop by {by}{}", if *critical { " (critical)" } else { "" }),
         Event::QueueTurn { why } => format!("queue turn: {why}"),
+        Event::HealthChecked { ok: true, .. } => "health ok".to_string(),
+        Event::HealthChecked { ok: false, output } => format!("health failed ({output})"),
     }
 }
 
@@ -140,6 +142,7 @@ fn render_effect(effect: &Effect, job: Option<JobId>) -> String {
             };
             format!("notify {kind} \"{text}\"")
         }
+        Effect::Degraded { output } => format!("degraded ({output})"),
     }
 }
 
@@ -163,6 +166,13 @@ fn render_extras(state: &TaskState) -> String {
     }
     if !state.answers.is_empty() {
         parts.push(format!("answers {:?}", state.answers));
+    }
+    if let Hold::Monitoring { until_ms, next_check_ms, failures, checks } = state.hold {
+        parts.push(format!(
+            "checks {checks}, failing {failures}, next +{}s, until +{}s",
+            (next_check_ms - T0) / 1000,
+            (until_ms - T0) / 1000
+        ));
     }
     if parts.is_empty() { String::new() } else { format!(" {{{}}}", parts.join(", ")) }
 }
@@ -279,6 +289,10 @@ fn confirm() -> Step {
 
 fn retry() -> Step {
     Box::new(|_, _| Event::Retry { by: "ann".to_string() })
+}
+
+fn health(ok: bool) -> Step {
+    Box::new(move |_, _| Event::HealthChecked { ok, output: if ok { "200".into() } else { "503".into() } })
 }
 
 fn stop() -> Step {
@@ -1123,4 +1137,68 @@ fn infrastructure_failures_block_after_twelve_in_a_row() {
     check!(state, [infra("No space left on device")], @r#"
         job 4 development: infrastructure failure (No space left on device) → development (blocked) [release_leases, notify alert "blocked: development hit 12 infrastructure failures in a row; last: No space left on device"] {failure "development hit 12 infrastructure failures in a row; last: No space left on device", infra 11}
         "#);
+}
+
+// ---------------------------------------------------------------- post-deploy monitor (SPEC §3 `done` row)
+
+/// The default pipeline with a 3 s monitor window, a check a second, degraded after 2 failures.
+fn monitored() -> Pipeline {
+    Pipeline {
+        monitor: Some(baton_domain::MonitorSpec { window_ms: 3_000, interval_ms: 1_000, failures: 2 }),
+        ..Pipeline::default_pipeline()
+    }
+}
+
+// A deploy that passes its gates waits in the monitor hold (lease released, no job); the window
+// closing green is what makes it done.
+#[test]
+fn monitor_window_closes_green_into_done() {
+    let steps = vec![finish_ok(), health(true), health(true), health(true), health(true)];
+    insta::assert_snapshot!(timeline(&monitored(), running("deploy", 8), steps), @r#"
+    job 8 deploy: ok → deploy (monitoring) [release_leases, notify info "deploy passed its gates; monitoring health for 3 s (every 1 s, degraded after 2 failures in a row)"] {checks 0, failing 0, next +1s, until +3s}
+    health ok → deploy (monitoring) [] {checks 1, failing 0, next +2s, until +3s}
+    health ok → deploy (monitoring) [] {checks 2, failing 0, next +3s, until +3s}
+    health ok → done [release_leases, remove_worktree, notify info "done"]
+    health ok  suppressed: task is done; terminal stages ignore `health_checked`
+    "#);
+}
+
+// K failures in a row are DEGRADED: the task is blocked with the reason and the shell is told to
+// freeze, file the incident and revert; a later check changes nothing.
+#[test]
+fn monitor_degrades_after_consecutive_failures() {
+    let steps = vec![finish_ok(), health(false), health(true), health(false), health(false), health(true)];
+    insta::assert_snapshot!(timeline(&monitored(), running("deploy", 8), steps), @r#"
+    job 8 deploy: ok → deploy (monitoring) [release_leases, notify info "deploy passed its gates; monitoring health for 3 s (every 1 s, degraded after 2 failures in a row)"] {checks 0, failing 0, next +1s, until +3s}
+    health failed (503) → deploy (monitoring) [] {checks 1, failing 1, next +2s, until +3s}
+    health ok → deploy (monitoring) [] {checks 2, failing 0, next +3s, until +3s}
+    health failed (503) → deploy (monitoring) [] {checks 3, failing 1, next +4s, until +3s}
+    health failed (503) → deploy (blocked) [release_leases, degraded (503), notify alert "blocked: deploy degraded: `health` failed 2 times in a row after deploy; output tail:
+    503"] {failure "deploy degraded: `health` failed 2 times in a row after deploy; output tail:
+    503"}
+    health ok  suppressed: health check ignored: the task is at deploy (blocked), not monitoring
+    "#);
+}
+
+// Shipped code is never cancelled: STOP while monitoring is suppressed, and so is every human
+// input that does not belong to the monitor hold.
+#[test]
+fn monitor_ignores_stop_and_other_inputs() {
+    let state = held("deploy", Hold::Monitoring { until_ms: T0 + 3_000, next_check_ms: T0, failures: 0, checks: 0 });
+    insta::assert_snapshot!(timeline(&monitored(), state, vec![stop(), confirm(), retry(), queue_turn("late")]), @r"
+    stop by ann  suppressed: the change is deployed and its post-deploy monitor is running: shipped code is never cancelled; the window ends the task (switch the `monitor` feature off to end windows early)
+    confirm by ann  suppressed: confirm ignored: the task is at deploy (monitoring), not awaiting confirmation
+    retry by ann  suppressed: retry ignored: the task is at deploy (monitoring), not blocked
+    queue turn: late  suppressed: merge queue turn ignored: the task is at deploy (monitoring), not in the merge queue
+    ");
+}
+
+// A monitor switched off while a window is open: the next check ends the task as the one
+// `deploy_status` check did; without a monitor, deploy goes straight to done as before.
+#[test]
+fn monitor_switched_off_ends_the_window() {
+    let state = held("deploy", Hold::Monitoring { until_ms: T0 + 3_000, next_check_ms: T0, failures: 1, checks: 1 });
+    insta::assert_snapshot!(timeline(&Pipeline::default_pipeline(), state, vec![health(true)]), @r#"
+    health ok → done [release_leases, remove_worktree, notify info "done"]
+    "#);
 }

@@ -104,6 +104,12 @@ pub enum OutboxEffect {
     WriteHandoff {
         work_item: String,
     },
+    /// The task's deploy degraded: freeze its repository, alert, file the incident, revert
+    /// (`monitor::degraded`; each step skipped when already done).
+    Degraded {
+        work_item: String,
+        output: String,
+    },
 }
 
 impl OutboxEffect {
@@ -119,6 +125,7 @@ impl OutboxEffect {
             OutboxEffect::TrackerUpdate { .. } => "tracker_update",
             OutboxEffect::LiveUpdate { .. } => "live_update",
             OutboxEffect::WriteHandoff { .. } => "write_handoff",
+            OutboxEffect::Degraded { .. } => "degraded",
         }
     }
 
@@ -192,6 +199,9 @@ pub fn outbox_rows(
         rows.push(OutboxEffect::DeleteMergedBranch { repo: task.repo.clone(), branch: task.branch.clone() });
     }
     for effect in effects {
+        if let Effect::Degraded { output } = effect {
+            rows.push(OutboxEffect::Degraded { work_item: task.work_item_id.clone(), output: output.clone() });
+        }
         if let Effect::Notify { kind, text } = effect {
             rows.push(OutboxEffect::Notify {
                 work_item: task.work_item_id.clone(),
@@ -474,5 +484,9 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
         }
         OutboxEffect::LiveUpdate { version, .. } => crate::telegram::show(engine, record.task_id, version).await,
         OutboxEffect::WriteHandoff { .. } => crate::handoff::write(engine, record.task_id).await,
+        // Boxed: the revert it files is confirmed through `apply_event`, which drains effects again.
+        OutboxEffect::Degraded { output, .. } => {
+            Box::pin(crate::monitor::degraded(engine, record.task_id, &output)).await
+        }
     }
 }

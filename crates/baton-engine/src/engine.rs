@@ -624,6 +624,28 @@ impl Engine {
         request: NewTaskRequest,
         key: Option<String>,
     ) -> Result<TaskRecord, EngineError> {
+        self.create_task_from(request, key, None).await
+    }
+
+    /// Creates a task held in `state` (a later stage, a hold, no job): a change Baton makes itself,
+    /// such as the revert of a degraded deploy, which skips the agent stages. The caller prepares
+    /// the task's branch, then releases the hold with an event.
+    pub async fn create_held_task(&self, request: NewTaskRequest, state: TaskState) -> Result<TaskRecord, EngineError> {
+        if state.hold == baton_domain::Hold::None || self.pipeline.stage(&state.stage).is_none() {
+            return Err(EngineError::Invalid(format!(
+                "a held task needs a hold and a pipeline stage, not {}",
+                state.display()
+            )));
+        }
+        self.create_task_from(request, None, Some(state)).await
+    }
+
+    async fn create_task_from(
+        &self,
+        request: NewTaskRequest,
+        key: Option<String>,
+        start_held: Option<TaskState>,
+    ) -> Result<TaskRecord, EngineError> {
         let repo = self.settings.repo(&request.repo).ok_or_else(|| {
             let known: Vec<&str> = self.settings.repos.iter().map(|r| r.name.as_str()).collect();
             EngineError::Invalid(format!(
@@ -651,13 +673,19 @@ impl Engine {
             checked
                 .map_err(|problem| invalid_input("the external reference", problem, "limits.external_ref_bytes_max"))?;
         }
-        let pipeline = self.pipeline_for(&repo.name);
-        let first = pipeline.first().ok_or_else(|| EngineError::Invalid("the pipeline has no stages".into()))?;
-        let state = TaskState::new(&first.name);
         let now = self.clock.now_ms();
-        let transition = match baton_domain::decide(&state, &Event::Created, pipeline, now) {
-            Decision::Apply { effects, .. } => transition_of(&effects, pipeline),
-            Decision::Suppress { reason } => return Err(EngineError::Invalid(reason)),
+        let (state, transition) = match start_held {
+            // Held at a later stage, no job: whoever created it prepares its change, then starts it.
+            Some(state) => (state, Transition::default()),
+            None => {
+                let pipeline = crate::monitor::pipeline_for(self, &repo.name);
+                let first = pipeline.first().ok_or_else(|| EngineError::Invalid("the pipeline has no stages".into()))?;
+                let state = TaskState::new(&first.name);
+                match baton_domain::decide(&state, &Event::Created, &pipeline, now) {
+                    Decision::Apply { effects, .. } => (state, transition_of(&effects, &pipeline)),
+                    Decision::Suppress { reason } => return Err(EngineError::Invalid(reason)),
+                }
+            }
         };
         let new = NewTask {
             repo: repo.name.clone(),
@@ -738,8 +766,8 @@ impl Engine {
                 *critical = self.in_critical_step(&task).await?;
             }
             let event = &event;
-            let pipeline = self.pipeline_for(&task.repo);
-            match baton_domain::decide(&task.state, event, pipeline, now) {
+            let pipeline = crate::monitor::pipeline_for(self, &task.repo);
+            match baton_domain::decide(&task.state, event, &pipeline, now) {
                 Decision::Suppress { reason } => {
                     // One structured line per late, stale or duplicate caller (SPEC §4.3).
                     tracing::info!(
@@ -783,10 +811,10 @@ impl Engine {
                             message: note.clone(),
                             detail: serde_json::json!({ "from": task.state.display(), "to": next.display(), "event": event }),
                         },
-                        transition: transition_of(&effects, pipeline),
+                        transition: transition_of(&effects, &pipeline),
                         inbox: inbox.clone(),
                         effects: effects::outbox_rows(
-                            pipeline,
+                            &pipeline,
                             &task,
                             &next,
                             &effects,
@@ -1092,14 +1120,24 @@ impl Engine {
         self.running.lock().map(|r| r.contains_key(&job)).unwrap_or(false)
     }
 
-    /// Resumes tasks paused on provider quota whose resume time has come. Asks the store for the
-    /// due ones only (`Store::due_holds`, indexed): never lists tasks, so its cost does not grow
-    /// with the backlog. At most [`DUE_HOLDS_PER_PASS`] per call; the loop comes back for more.
+    /// Resumes tasks paused on provider quota whose resume time has come, and runs the post-deploy
+    /// health checks that are due (`monitor::check`; on this loop, bounded by the command timeout).
+    /// Asks the store for the due ones only (`Store::due_holds`, indexed): never lists tasks, so its
+    /// cost does not grow with the backlog. At most [`DUE_HOLDS_PER_PASS`] per call; the loop comes
+    /// back for more.
     pub async fn resume_due_quota_pauses(&self) -> Result<u32, EngineError> {
         let now = self.clock.now_ms();
         let mut resumed = 0;
         for id in self.store.due_holds(now, DUE_HOLDS_PER_PASS).await? {
             let Some(task) = self.store.task(&TaskKey::Id(id)).await? else { continue };
+            if matches!(task.state.hold, baton_domain::Hold::Monitoring { .. }) {
+                match crate::monitor::check(self, &task).await {
+                    Ok(true) => resumed += 1,
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(task = %task.work_item_id, "post-deploy health check failed: {error}"),
+                }
+                continue;
+            }
             if let baton_domain::Hold::PausedQuota { resume_at_ms, .. } = task.state.hold
                 && resume_at_ms <= now
                 && let InputOutcome::Applied { .. } =

@@ -1121,6 +1121,11 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     if !fresh {
         return Err(Refused::LeaseLost(format!("the merge lease of {} could not be kept fresh", ctx.repo.name)));
     }
+    // Frozen since it was let land (a deploy degraded meanwhile): nothing merges but the revert.
+    // Nothing was merged; back to the merge gate, where the change waits for the unfreeze.
+    if !crate::monitor::may_land(engine, &ctx.repo.name, ctx.task.id).await.unwrap_or(false) {
+        return Err(Refused::LeaseLost(format!("{} is frozen; not merging until it is unfrozen", ctx.repo.name)));
+    }
     let merged = timed(ctx, engine.forge().merge(&forge_repo(ctx.repo), &ctx.task.branch, &base, &head)).await;
     let mut already_merged = false;
     match merged {

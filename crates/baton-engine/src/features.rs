@@ -35,6 +35,13 @@ pub enum Feature {
     Security,
     /// The lessons journal: its auto-detectors, its prompt injection and its API (SPEC §10).
     Lessons,
+    /// The post-deploy monitor window (`monitor_window_secs`); off: the one `deploy_status` check.
+    Monitor,
+    /// The repository freeze on a DEGRADED deploy (and the merge queue's halt while frozen); off:
+    /// the task is blocked and an incident filed, but merges go on.
+    Freeze,
+    /// The revert of a DEGRADED deploy's commit (`revert_on_degraded`).
+    Revert,
 }
 
 impl Feature {
@@ -52,6 +59,9 @@ impl Feature {
         Feature::Coverage,
         Feature::Security,
         Feature::Lessons,
+        Feature::Monitor,
+        Feature::Freeze,
+        Feature::Revert,
     ];
 
     /// The switch's key under `[features]`.
@@ -69,6 +79,9 @@ impl Feature {
             Feature::Coverage => "coverage",
             Feature::Security => "security",
             Feature::Lessons => "lessons",
+            Feature::Monitor => "monitor",
+            Feature::Freeze => "freeze",
+            Feature::Revert => "revert",
         }
     }
 

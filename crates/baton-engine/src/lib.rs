@@ -39,6 +39,7 @@ pub mod handoff;
 pub mod hooks;
 pub mod intake;
 pub mod lessons;
+pub mod monitor;
 pub mod prompts;
 pub mod queue;
 pub mod reaper;

@@ -514,6 +514,10 @@ fn short(sha: &str) -> &str {
 /// The first green change sits on the default head: it takes the merge lease and its task is
 /// woken to land.
 async fn land(engine: &Engine, entry: &QueueEntry, head: &str) -> Result<bool, crate::EngineError> {
+    // A frozen repository lands nothing but its revert; the change stays green and waits.
+    if !crate::monitor::may_land(engine, &entry.repo, entry.task).await? {
+        return Ok(false);
+    }
     let store = engine.store();
     let lease = crate::gates::merge_lease_name(&entry.repo);
     let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;

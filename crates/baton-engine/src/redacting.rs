@@ -186,6 +186,19 @@ impl Store for RedactingStore {
     ) -> StoreResult<()> {
         self.inner.set_coverage_baseline(repo, pct, set_by, &self.text(reason), now_ms).await
     }
+    async fn freeze_repo(&self, freeze: &NewFreeze, now_ms: i64) -> StoreResult<(RepoFreeze, bool)> {
+        let freeze = NewFreeze { reason: self.text(&freeze.reason), ..freeze.clone() };
+        self.inner.freeze_repo(&freeze, now_ms).await
+    }
+    async fn link_freeze(&self, id: i64, incident: Option<TaskId>, revert: Option<TaskId>) -> StoreResult<()> {
+        self.inner.link_freeze(id, incident, revert).await
+    }
+    async fn unfreeze_repo(&self, repo: &str, by: &str, now_ms: i64) -> StoreResult<Option<RepoFreeze>> {
+        self.inner.unfreeze_repo(repo, by, now_ms).await
+    }
+    async fn repo_freezes(&self) -> StoreResult<Vec<RepoFreeze>> {
+        self.inner.repo_freezes().await
+    }
     async fn record_lesson(
         &self,
         lesson: &NewLesson,

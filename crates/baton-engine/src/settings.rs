@@ -155,6 +155,24 @@ pub struct RepoSettings {
     /// found (docs/merge-queue.md). 1 (the default) tests every change on its own.
     #[serde(default = "default_merge_batch")]
     pub merge_batch: u32,
+    /// The post-deploy monitor window (SPEC §3): after a deploy passes its health check, `health`
+    /// runs every `monitor_interval_secs` for this long and the task is `done` when it closes
+    /// green. 0 (the default): no window, the one `deploy_status` check decides.
+    #[serde(default)]
+    pub monitor_window_secs: u64,
+    /// Seconds between the monitor's health checks.
+    #[serde(default = "default_monitor_interval_secs")]
+    pub monitor_interval_secs: u64,
+    /// Consecutive failed checks that make the deploy DEGRADED (freeze, incident, revert).
+    #[serde(default = "default_monitor_failures")]
+    pub monitor_failures: u32,
+    /// On DEGRADED, revert the task's commit through the merge gate and deploy (the one change
+    /// that lands in a frozen repository).
+    #[serde(default)]
+    pub revert_on_degraded: bool,
+    /// Whether a revert still waits for a human's deploy confirmation (default: it does not).
+    #[serde(default)]
+    pub revert_confirm: bool,
     /// Workspace hooks (`[repos.hooks]`): commands run in the task's worktree around its life.
     #[serde(default)]
     pub hooks: RepoHooks,
@@ -267,6 +285,17 @@ pub enum DeleteRemoteBranch {
 fn default_merge_batch() -> u32 {
     1
 }
+
+fn default_monitor_interval_secs() -> u64 {
+    30
+}
+
+fn default_monitor_failures() -> u32 {
+    3
+}
+
+/// The longest post-deploy monitor window (`monitor_window_secs`): a week.
+pub const MONITOR_WINDOW_SECS_MAX: u64 = 7 * 24 * 3600;
 
 /// The largest merge-queue batch (`merge_batch`).
 pub const MERGE_BATCH_MAX: u32 = 32;

@@ -255,6 +255,11 @@ impl World {
                 coverage_fail_open: true,
                 security: None,
                 merge_batch: 1,
+                monitor_window_secs: 0,
+                monitor_interval_secs: 30,
+                monitor_failures: 3,
+                revert_on_degraded: false,
+                revert_confirm: false,
                 hooks: Default::default(),
                 pipeline: None,
                 forge: RepoForge {

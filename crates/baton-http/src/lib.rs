@@ -110,6 +110,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tasks/{id}/stop"),
     ("POST", "/api/tasks/{id}/retry"),
     ("POST", "/api/tasks/{id}/resume"),
+    ("POST", "/api/repos/{repo}/unfreeze"),
     ("GET", "/api/usage"),
     ("POST", "/api/usage/ingest"),
     ("GET", "/api/budgets"),

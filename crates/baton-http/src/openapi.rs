@@ -23,7 +23,7 @@ pub struct ErrorBody {
     info(title = "Baton", description = "Baton's HTTP API: tasks, human actions, usage, observability and webhooks."),
     paths(
         health, status, tasks_list, tasks_create, tasks_show, task_action, handoff_json, handoff_page, usage, usage_ingest, budgets,
-        coverage, coverage_baseline, lessons_list, lessons_add, lessons_edit,
+        coverage, coverage_baseline, repo_unfreeze, lessons_list, lessons_add, lessons_edit,
         crate::api::queue::queue, crate::api::metrics::metrics, crate::prometheus::metrics, openapi_json, webhook, events,
     ),
     components(schemas(ErrorBody)),
@@ -157,6 +157,15 @@ fn coverage() {}
               (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 #[allow(dead_code)]
 fn coverage_baseline() {}
+
+/// Unfreezes a repository frozen by a DEGRADED post-deploy check (SPEC §6.4); the principal is
+/// recorded. An unknown repository is a 404; one that is not frozen a 422.
+#[utoipa::path(post, path = "/api/repos/{repo}/unfreeze", tag = "repos",
+    params(("repo" = String, Path, description = "the repository's name")),
+    responses((status = 200, description = "The closed freeze: `{id, repo, task, incident, revert, frozen_by, reason, frozen_at_ms, unfrozen_by, unfrozen_at_ms}`", body = Object),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[allow(dead_code)]
+fn repo_unfreeze() {}
 
 /// The lessons journal (SPEC §10), filtered to the lessons that apply to `repo` and/or `stage`;
 /// `{"enabled": false}` when `[features] lessons` is off.

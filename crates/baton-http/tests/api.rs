@@ -61,6 +61,11 @@ impl Harness {
                 coverage_fail_open: true,
                 security: None,
                 merge_batch: 1,
+                monitor_window_secs: 0,
+                monitor_interval_secs: 30,
+                monitor_failures: 3,
+                revert_on_degraded: false,
+                revert_confirm: false,
                 hooks: Default::default(),
                 pipeline: None,
                 forge: Default::default(),
@@ -471,8 +476,9 @@ async fn status_counts_tasks_jobs_and_holds() {
     assert_eq!(stages.last().unwrap(), &json!({ "stage": "cancelled", "tasks": 1 }));
     assert_eq!(
         report["tasks"]["by_hold"],
-        json!({ "needs_input": 0, "awaiting_approval": 0, "awaiting_confirm": 0, "blocked": 0, "paused_budget": 0, "paused_quota": 0 })
+        json!({ "needs_input": 0, "awaiting_approval": 0, "awaiting_confirm": 0, "blocked": 0, "paused_budget": 0, "paused_quota": 0, "monitoring": 0 })
     );
+    assert_eq!(report["freezes"], json!([]), "no repository frozen");
     assert_eq!(report["jobs"], json!({ "queued": 1, "running": 0 }));
     assert_eq!(report["leases"], json!([]));
     assert!(report["uptime_secs"].as_i64().unwrap() > 0);

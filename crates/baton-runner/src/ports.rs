@@ -101,6 +101,17 @@ pub trait Vcs: Send + Sync {
     /// A new commit with the worktree HEAD's tree on `parent` (a merge-queue batch's one commit),
     /// moving no branch; returns its id.
     async fn commit_tree(&self, worktree: &Path, parent: &str, message: &str) -> Result<String, GitError>;
+    /// Commits on the worktree's HEAD the inverse of the changes `base..head` (the revert of a
+    /// degraded deploy); on a conflict the revert is aborted, nothing is left behind, and the
+    /// error says which files. Unsupported by default.
+    async fn revert(&self, worktree: &Path, base: &str, head: &str, message: &str) -> Result<(), GitError> {
+        let _ = (base, head, message);
+        Err(GitError::Failed {
+            args: "revert".into(),
+            dir: worktree.display().to_string(),
+            stderr: "this repository backend cannot revert".into(),
+        })
+    }
     /// Whether commits `a` and `b` have the same tree, in the repository at `dir`.
     async fn same_tree(&self, dir: &Path, a: &str, b: &str) -> bool;
     /// Moves the worktree's branch, index and files to `commit` (an existing commit of the
@@ -507,6 +518,16 @@ impl Vcs for GitVcs {
 
     async fn commit_tree(&self, worktree: &Path, parent: &str, message: &str) -> Result<String, GitError> {
         Git::new(worktree).run(&["commit-tree", "HEAD^{tree}", "-p", parent, "-m", message]).await
+    }
+
+    async fn revert(&self, worktree: &Path, base: &str, head: &str, message: &str) -> Result<(), GitError> {
+        let git = Git::new(worktree);
+        let range = format!("{base}..{head}");
+        if let Err(error) = git.run(&["revert", "--no-commit", "--no-edit", &range]).await {
+            let _ = git.run(&["revert", "--abort"]).await;
+            return Err(error);
+        }
+        git.run(&["commit", "-q", "-m", message]).await.map(|_| ())
     }
 
     async fn same_tree(&self, dir: &Path, a: &str, b: &str) -> bool {

@@ -148,6 +148,7 @@ impl Driver {
             skip_recover: config.skip_recover,
             reuse_owner: false,
             merge_batch,
+            monitor_window_secs: 0,
         });
         world.arm_faults(per_mille > 0);
         world.echo = config.echo;
@@ -414,7 +415,7 @@ impl Driver {
             Hold::AwaitingApproval => Some(Input::Approve),
             Hold::NeedsInput { .. } => Some(Input::Answer { text: "Use SQLite.".into() }),
             Hold::AwaitingConfirm => Some(Input::ConfirmDeploy),
-            Hold::MergeQueue => None,
+            Hold::MergeQueue | Hold::Monitoring { .. } => None,
             Hold::PausedBudget { .. } | Hold::PausedQuota { .. } => Some(Input::Resume),
             Hold::Blocked { .. } => {
                 let retries = self.retries.entry(task.id).or_insert(0);

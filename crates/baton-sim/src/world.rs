@@ -52,6 +52,8 @@ pub struct WorldConfig {
     pub reuse_owner: bool,
     /// Every repository's `merge_batch` (1: no batches in the merge queue).
     pub merge_batch: u32,
+    /// Every repository's post-deploy monitor window (0: the one `deploy_status` check).
+    pub monitor_window_secs: u64,
 }
 
 impl WorldConfig {
@@ -66,6 +68,7 @@ impl WorldConfig {
             skip_recover: false,
             reuse_owner: false,
             merge_batch: 1,
+            monitor_window_secs: 0,
         }
     }
 }
@@ -257,6 +260,11 @@ fn settings_for(config: &WorldConfig) -> EngineSettings {
                 coverage_fail_open: true,
                 security: None,
                 merge_batch: config.merge_batch,
+                monitor_window_secs: config.monitor_window_secs,
+                monitor_interval_secs: 30,
+                monitor_failures: 2,
+                revert_on_degraded: false,
+                revert_confirm: false,
                 hooks: Default::default(),
                 pipeline: (name == SHORT_PIPELINE_REPO)
                     .then(|| baton_engine::NamedPipeline { name: "short".into(), pipeline: short_pipeline() }),
@@ -713,7 +721,9 @@ impl World {
                 baton_domain::Hold::NeedsInput { .. } => Some(Input::Answer { text: "Use SQLite.".into() }),
                 baton_domain::Hold::PausedBudget { .. } | baton_domain::Hold::PausedQuota { .. } => Some(Input::Resume),
                 baton_domain::Hold::Blocked { .. } => return false,
-                baton_domain::Hold::None | baton_domain::Hold::MergeQueue => None,
+                baton_domain::Hold::None | baton_domain::Hold::MergeQueue | baton_domain::Hold::Monitoring { .. } => {
+                    None
+                }
             };
             if let Some(input) = input {
                 let _ = self.submit(task, input, None);

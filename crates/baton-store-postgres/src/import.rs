@@ -19,9 +19,9 @@ use std::str::FromStr;
 /// The SQLite schema version whose tables the PostgreSQL schema mirrors (its `0001_init.sql`;
 /// version 11's `instances` — heartbeats, `0002_instances.sql` — is not copied: the instances
 /// of the new deployment write their own; version 12 only adds retention's indexes, which
-/// PostgreSQL's migration 3 creates itself). A source at another version has other columns: it
-/// is refused rather than half copied.
-pub const SQLITE_SCHEMA_VERSION: i64 = 15;
+/// PostgreSQL's migration 3 creates itself; version 17's `repo_freezes` is PostgreSQL's migration
+/// 9). A source at another version has other columns: it is refused rather than half copied.
+pub const SQLITE_SCHEMA_VERSION: i64 = 17;
 
 /// Rows per `INSERT` (and per read from SQLite): few round trips, and far below PostgreSQL's
 /// 65535 bind parameters for the widest table.
@@ -221,6 +221,23 @@ const TABLES: &[Table] = &[
         columns: &[("repo", Text), ("pct", Real), ("updated_at", Int), ("set_by", Text), ("reason", Text)],
         identity: false,
         figures: &[("milli-percent", "ROUND(SUM(pct) * 1000)")],
+    },
+    Table {
+        name: "repo_freezes",
+        columns: &[
+            ("id", Int),
+            ("repo", Text),
+            ("task_id", Int),
+            ("incident_task_id", Int),
+            ("revert_task_id", Int),
+            ("frozen_by", Text),
+            ("reason", Text),
+            ("frozen_at", Int),
+            ("unfrozen_by", Text),
+            ("unfrozen_at", Int),
+        ],
+        identity: true,
+        figures: ID_FIGURES,
     },
     Table {
         name: "lessons",

@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../migrations/0013_usage_ingest.sql")),
     (14, include_str!("../migrations/0014_coverage.sql")),
     (15, include_str!("../migrations/0015_lessons.sql")),
+    (17, include_str!("../migrations/0017_freeze.sql")),
 ];
 
 /// The newest schema version this Baton knows (versions may be merged out of order, so not the
@@ -1081,6 +1082,74 @@ impl Store for SqliteStore {
         rows.iter().map(|row| Ok((row.try_get("scope")?, row.try_get("cap_usd")?))).collect()
     }
 
+    async fn freeze_repo(&self, freeze: &NewFreeze, now_ms: i64) -> StoreResult<(RepoFreeze, bool)> {
+        let mut tx = self.begin().await?;
+        // The partial unique index keeps one open freeze per repository: a second is not inserted.
+        let inserted = sqlx::query(
+            "INSERT INTO repo_freezes (repo, task_id, frozen_by, reason, frozen_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&freeze.repo)
+        .bind(freeze.task.map(|t| t.0))
+        .bind(&freeze.frozen_by)
+        .bind(&freeze.reason)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let row = sqlx::query(
+            "SELECT id, repo, task_id, incident_task_id, revert_task_id, frozen_by, reason, frozen_at, unfrozen_by, unfrozen_at
+             FROM repo_freezes WHERE repo = $1 AND unfrozen_at IS NULL",
+        )
+            .bind(&freeze.repo)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((freeze_row(&row)?, inserted))
+    }
+
+    async fn link_freeze(&self, id: i64, incident: Option<TaskId>, revert: Option<TaskId>) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE repo_freezes SET incident_task_id = COALESCE(incident_task_id, $2),
+               revert_task_id = COALESCE(revert_task_id, $3) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(incident.map(|t| t.0))
+        .bind(revert.map(|t| t.0))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unfreeze_repo(&self, repo: &str, by: &str, now_ms: i64) -> StoreResult<Option<RepoFreeze>> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "UPDATE repo_freezes SET unfrozen_by = $2, unfrozen_at = $3 WHERE repo = $1 AND unfrozen_at IS NULL
+             RETURNING id, repo, task_id, incident_task_id, revert_task_id, frozen_by, reason, frozen_at, unfrozen_by, unfrozen_at",
+        )
+        .bind(repo)
+        .bind(by)
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.map(|row| freeze_row(&row)).transpose()
+    }
+
+    async fn repo_freezes(&self) -> StoreResult<Vec<RepoFreeze>> {
+        let rows =
+            sqlx::query(
+                "SELECT id, repo, task_id, incident_task_id, revert_task_id, frozen_by, reason, frozen_at, unfrozen_by, unfrozen_at
+                 FROM repo_freezes WHERE unfrozen_at IS NULL ORDER BY repo",
+            )
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter().map(freeze_row).collect()
+    }
+
     async fn coverage_baseline(&self, repo: &str) -> StoreResult<Option<CoverageBaseline>> {
         let row = sqlx::query("SELECT repo, pct, updated_at, set_by, reason FROM coverage_baselines WHERE repo = $1")
             .bind(repo)
@@ -1814,6 +1883,22 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(deleted)
     }
+}
+
+fn freeze_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<RepoFreeze> {
+    let task = |column: &str| -> StoreResult<Option<TaskId>> { Ok(row.try_get::<Option<i64>, _>(column)?.map(TaskId)) };
+    Ok(RepoFreeze {
+        id: row.try_get("id")?,
+        repo: row.try_get("repo")?,
+        task: task("task_id")?,
+        incident: task("incident_task_id")?,
+        revert: task("revert_task_id")?,
+        frozen_by: row.try_get("frozen_by")?,
+        reason: row.try_get("reason")?,
+        frozen_at_ms: row.try_get("frozen_at")?,
+        unfrozen_by: row.try_get("unfrozen_by")?,
+        unfrozen_at_ms: row.try_get("unfrozen_at")?,
+    })
 }
 
 fn coverage_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<CoverageBaseline> {

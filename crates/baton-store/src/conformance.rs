@@ -11,8 +11,8 @@
 use crate::{
     Advance, AgentRunFinish, Claim, DoneTaskSpend, EffectClaim, EventRecord, InboxEntry, JobCounts, JobFinish,
     JobRecord, JobStatus, LeaseOutcome, LessonFilter, LessonPatch, LessonWrite, NewAgentRun, NewDelivery, NewEffect,
-    NewEvent, NewLesson, NewTask, NewUsageRecord, QueueChange, QueueExpect, QueueState, SpendFilter, Store, StoreError,
-    TaskFilter, TaskKey, TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
+    NewEvent, NewFreeze, NewLesson, NewTask, NewUsageRecord, QueueChange, QueueExpect, QueueState, RepoFreeze,
+    SpendFilter, Store, StoreError, TaskFilter, TaskKey, TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
 };
 use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};
 use serde_json::json;
@@ -758,6 +758,80 @@ pub async fn suite_coverage_baseline_race(store: Arc<dyn Store>) {
         highest = highest.max(racer.await.unwrap());
     }
     assert_eq!(store.coverage_baseline("alpha").await.unwrap().unwrap().pct, highest);
+}
+
+/// SPEC §6.4: one open freeze per repository, who froze and who unfroze it recorded, the
+/// incident and revert linked once, closed freezes kept as history; a monitored task is due at
+/// its next health check.
+pub async fn suite_repo_freezes(store: Arc<dyn Store>) {
+    assert!(store.repo_freezes().await.unwrap().is_empty());
+    assert_eq!(store.unfreeze_repo("alpha", "api:ann", T0).await.unwrap(), None, "nothing to unfreeze");
+    let degraded = create(&*store, "alpha", "A").await;
+    let new = |repo: &str, task: Option<TaskId>| NewFreeze {
+        repo: repo.into(),
+        task,
+        frozen_by: "monitor".into(),
+        reason: "the deploy of A-001 degraded".into(),
+    };
+    let (first, opened) = store.freeze_repo(&new("alpha", Some(degraded.id)), T0).await.unwrap();
+    assert!(opened);
+    assert_eq!((first.repo.as_str(), first.task, first.frozen_at_ms), ("alpha", Some(degraded.id), T0));
+    assert_eq!((first.incident, first.revert, first.unfrozen_by.clone()), (None, None, None));
+    let (again, opened) = store.freeze_repo(&new("alpha", None), T0 + 1).await.unwrap();
+    assert!(!opened, "a frozen repository is not frozen twice");
+    assert_eq!(again, first);
+    store.freeze_repo(&new("beta", None), T0 + 2).await.unwrap();
+    let repos = |freezes: Vec<RepoFreeze>| freezes.into_iter().map(|f| f.repo).collect::<Vec<_>>();
+    assert_eq!(repos(store.repo_freezes().await.unwrap()), vec!["alpha", "beta"]);
+
+    let incident = create(&*store, "alpha", "A").await;
+    let revert = create(&*store, "alpha", "A").await;
+    store.link_freeze(first.id, Some(incident.id), None).await.unwrap();
+    store.link_freeze(first.id, Some(revert.id), Some(revert.id)).await.unwrap();
+    let linked = store.repo_freezes().await.unwrap().remove(0);
+    assert_eq!((linked.incident, linked.revert), (Some(incident.id), Some(revert.id)), "a stored link stays");
+
+    let closed = store.unfreeze_repo("alpha", "api:ann", T0 + 5).await.unwrap().unwrap();
+    assert_eq!(
+        (closed.id, closed.unfrozen_by.as_deref(), closed.unfrozen_at_ms),
+        (first.id, Some("api:ann"), Some(T0 + 5))
+    );
+    assert_eq!(repos(store.repo_freezes().await.unwrap()), vec!["beta"]);
+    assert_eq!(store.unfreeze_repo("alpha", "api:ann", T0 + 6).await.unwrap(), None, "already unfrozen");
+    let (reopened, opened) = store.freeze_repo(&new("alpha", None), T0 + 7).await.unwrap();
+    assert!(opened && reopened.id != first.id, "a new freeze after the unfreeze");
+
+    // A deployed task in its monitor window is due at its next check.
+    let mut advance = step(&degraded, "analysis", None, Transition { cancel_jobs: true, ..Transition::default() });
+    advance.next.hold = Hold::Monitoring { until_ms: T0 + 600, next_check_ms: T0 + 30, failures: 0, checks: 0 };
+    store.advance(advance).await.unwrap();
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(T0 + 30));
+    assert_eq!(store.due_holds(T0 + 30, 10).await.unwrap(), vec![degraded.id]);
+}
+
+/// Concurrent freezes of one repository open one freeze; every caller sees that one.
+pub async fn suite_repo_freeze_race(store: Arc<dyn Store>) {
+    let barrier = Arc::new(Barrier::new(8));
+    let racers: Vec<_> = (0..8)
+        .map(|n| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let new =
+                    NewFreeze { repo: "alpha".into(), task: None, frozen_by: format!("m{n}"), reason: "race".into() };
+                store.freeze_repo(&new, T0).await.unwrap()
+            })
+        })
+        .collect();
+    let mut opened = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    for racer in racers {
+        let (freeze, new) = racer.await.unwrap();
+        opened += usize::from(new);
+        ids.insert(freeze.id);
+    }
+    assert_eq!((opened, ids.len()), (1, 1));
+    assert_eq!(store.repo_freezes().await.unwrap().len(), 1);
 }
 
 /// SPEC §10: lessons are upserted by slug (a repeat within the window only moves `updated_at`),
@@ -1775,6 +1849,20 @@ pub async fn suite_task_counts(store: Arc<dyn Store>) {
 #[macro_export]
 macro_rules! conformance_tests {
     ($fresh:path) => {
+        // One open freeze per repository, links kept once, unfreeze recorded with its principal.
+        #[::tokio::test]
+        async fn repo_freezes_open_once_and_close_with_their_principal() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_repo_freezes(store).await;
+        }
+
+        // Eight concurrent freezes of one repository open exactly one.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn repo_freeze_race_opens_one() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_repo_freeze_race(store).await;
+        }
+
         // Tasks by (stage, hold) from one aggregate query agree with counting every task.
         #[::tokio::test]
         async fn task_counts_agree_with_the_tasks() {

@@ -268,6 +268,20 @@ pub trait Store: Send + Sync {
     /// Runtime budget caps by scope; a `None` cap means "no cap" and overrides configuration.
     async fn budget_caps(&self) -> StoreResult<Vec<(String, Option<f64>)>>;
 
+    /// Freezes `freeze.repo` unless it is frozen already: returns the open freeze and whether
+    /// this call opened it (at most one open freeze per repository, even between instances).
+    async fn freeze_repo(&self, freeze: &NewFreeze, now_ms: i64) -> StoreResult<(RepoFreeze, bool)>;
+
+    /// Records the incident and revert tasks of freeze `id` (a `None` leaves the stored value;
+    /// a stored one is never replaced).
+    async fn link_freeze(&self, id: i64, incident: Option<TaskId>, revert: Option<TaskId>) -> StoreResult<()>;
+
+    /// Closes `repo`'s open freeze with who closed it; `None` when it was not frozen.
+    async fn unfreeze_repo(&self, repo: &str, by: &str, now_ms: i64) -> StoreResult<Option<RepoFreeze>>;
+
+    /// The open freezes, by repository name.
+    async fn repo_freezes(&self) -> StoreResult<Vec<RepoFreeze>>;
+
     /// The coverage baseline of `repo`, if one was ever recorded.
     async fn coverage_baseline(&self, repo: &str) -> StoreResult<Option<CoverageBaseline>>;
 

@@ -370,6 +370,36 @@ pub struct CoverageBaseline {
     pub reason: String,
 }
 
+/// A repository freeze (SPEC §6.4): while open (`unfrozen_at_ms` is `None`), the merge queue
+/// lands and deploys nothing in the repository but a revert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepoFreeze {
+    pub id: i64,
+    pub repo: String,
+    /// The task whose deploy degraded, when a monitor froze the repository.
+    pub task: Option<TaskId>,
+    /// The incident task filed for it.
+    pub incident: Option<TaskId>,
+    /// The task reverting the degraded change, when the repository reverts on DEGRADED.
+    pub revert: Option<TaskId>,
+    /// Who froze it (`monitor`, or a principal).
+    pub frozen_by: String,
+    pub reason: String,
+    pub frozen_at_ms: i64,
+    /// The principal that unfroze it.
+    pub unfrozen_by: Option<String>,
+    pub unfrozen_at_ms: Option<i64>,
+}
+
+/// A new freeze, for [`crate::Store::freeze_repo`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFreeze {
+    pub repo: String,
+    pub task: Option<TaskId>,
+    pub frozen_by: String,
+    pub reason: String,
+}
+
 /// A lease row.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaseRecord {

@@ -20,10 +20,7 @@ pub fn state_columns(state: &TaskState) -> StoreResult<StateColumns> {
     let mut stored = state.clone();
     // The active job lives in its own column, written by the transition itself.
     stored.job = None;
-    let due_at_ms = match state.hold {
-        baton_domain::Hold::PausedQuota { resume_at_ms, .. } => Some(resume_at_ms),
-        _ => None,
-    };
+    let due_at_ms = state.hold.due_at_ms();
     Ok(StateColumns { json: serde_json::to_string(&stored)?, hold: state.hold.label().to_string(), due_at_ms })
 }
 

@@ -89,6 +89,9 @@ pub enum Command {
     /// The lessons journal: list, add, show and edit what earlier runs learned.
     #[command(subcommand)]
     Lessons(LessonsCommand),
+    /// Repository freezes: list the frozen repositories, unfreeze one.
+    #[command(subcommand)]
+    Repo(RepoCommand),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -152,6 +155,14 @@ pub enum CoverageBaselineCommand {
         #[arg(long)]
         reason: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// The frozen repositories (a DEGRADED deploy froze them), why and since when.
+    Frozen,
+    /// Unfreeze NAME: merges and deploys resume there (recorded with who did it).
+    Unfreeze { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -541,6 +552,10 @@ pub async fn run(cli: Cli) -> u8 {
         },
         Command::Lessons(command) => match load_config_for(config_path.as_deref(), LoadMode::Read) {
             Ok(config) => crate::lessons_cmd::run(&config, command, json).await,
+            Err(code) => return code,
+        },
+        Command::Repo(command) => match load_config_for(config_path.as_deref(), LoadMode::Read) {
+            Ok(config) => crate::repo_cmd::run(&config, command, json).await,
             Err(code) => return code,
         },
         Command::Usage { by } => match load_config_for(config_path.as_deref(), LoadMode::Read) {

@@ -15,6 +15,7 @@ mod lessons_cmd;
 mod logging;
 mod mock_llm_cmd;
 mod online;
+mod repo_cmd;
 mod serve;
 mod task_cmd;
 mod token_cmd;

@@ -331,6 +331,8 @@ struct Status<'a> {
     merge_queues: &'a [baton_engine::queue::QueueView],
     /// The `baton serve` instances sharing the store, with their last heartbeat.
     instances: &'a [InstanceView],
+    /// The frozen repositories (a DEGRADED deploy).
+    freezes: &'a [baton_store::RepoFreeze],
 }
 
 /// An instance as `baton status` shows it.
@@ -355,6 +357,7 @@ pub fn status(
     leases: &[LeaseRecord],
     queues: &[baton_engine::queue::QueueView],
     instances: &[InstanceView],
+    freezes: &[baton_store::RepoFreeze],
     json: bool,
 ) {
     let mut by_stage = std::collections::BTreeMap::new();
@@ -373,9 +376,19 @@ pub fn status(
             leases,
             merge_queues: queues,
             instances,
+            freezes,
         });
     }
     say!("{}", server.describe());
+    for freeze in freezes {
+        say!(
+            "FROZEN {}: {} (by {}); nothing lands there but a revert until `baton repo unfreeze {}`",
+            safe(&freeze.repo),
+            safe(&freeze.reason),
+            safe(&freeze.frozen_by),
+            safe(&freeze.repo)
+        );
+    }
     say!("tasks: {total}");
     for (stage, count) in &by_stage {
         say!("  {stage:<28} {count}");

@@ -337,7 +337,8 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
             heartbeat_at_ms: i.heartbeat_at_ms,
         })
         .collect();
-    output::status(&server, &counts, &queued, &running, &leases, &queues, &instances, json);
+    let freezes = engine.store().repo_freezes().await?;
+    output::status(&server, &counts, &queued, &running, &leases, &queues, &instances, &freezes, json);
     if !json {
         // Secrets the server needs but this shell does not have: worth knowing before `serve`.
         for issue in &config.deferred {

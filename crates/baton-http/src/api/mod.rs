@@ -9,6 +9,7 @@
 //! - [`queue`]: open jobs, merge leases and who waits, reaper/reconciler passes, budgets, pending STOPs.
 //! - [`metrics`]: the versioned metrics envelope (stages, queue, live agents, cost).
 //! - [`coverage`]: the coverage baselines, and their override (`admin` scope).
+//! - [`repos`]: the unfreeze of a repository frozen by a DEGRADED deploy.
 //! - [`lessons`]: the lessons journal: list, add and edit.
 //! - `/openapi.json`: the OpenAPI document ([`crate::openapi`]).
 
@@ -18,6 +19,7 @@ pub mod handoff;
 pub mod lessons;
 pub mod metrics;
 pub mod queue;
+pub mod repos;
 pub mod status;
 pub mod tasks;
 pub mod usage;
@@ -47,6 +49,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tasks/{id}/retry", post(tasks::retry))
         .route("/tasks/{id}/resume", post(tasks::resume))
         .route("/tasks/{id}/priority", post(tasks::priority))
+        .route("/repos/{repo}/unfreeze", post(repos::unfreeze))
         .route("/lessons", post(lessons::add))
         .route("/lessons/{id}", post(lessons::edit))
         .route_layer(from_fn_with_state(state.clone(), idempotent))

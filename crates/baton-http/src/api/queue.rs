@@ -35,6 +35,10 @@ pub struct QueueReport {
     /// rest of the report still answers).
     #[schema(value_type = Object)]
     pub lessons: serde_json::Value,
+    /// The frozen repositories (a DEGRADED deploy; nothing lands there but a revert until a
+    /// person unfreezes it): `[{id, repo, task, incident, revert, frozen_by, reason, frozen_at_ms}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub freezes: Vec<baton_store::RepoFreeze>,
 }
 
 /// An open job.
@@ -226,6 +230,7 @@ pub(crate) async fn queue(State(state): State<Arc<AppState>>) -> Result<Json<Que
         budgets: budgets(&state, now).await?,
         stop,
         lessons: lessons_block(&state).await,
+        freezes: state.engine.store().repo_freezes().await?,
     }))
 }
 

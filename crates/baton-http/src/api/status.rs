@@ -15,6 +15,8 @@ pub struct StatusReport {
     pub jobs: JobCounts,
     /// Leases whose expiry is still ahead (the repo merge leases).
     pub leases: Vec<LeaseRecord>,
+    /// The frozen repositories (a DEGRADED deploy; nothing lands there but a revert).
+    pub freezes: Vec<baton_store::RepoFreeze>,
     pub started_at_ms: i64,
     pub uptime_secs: i64,
 }
@@ -44,6 +46,8 @@ pub struct HoldCounts {
     pub blocked: u64,
     pub paused_budget: u64,
     pub paused_quota: u64,
+    /// Deployed, in the post-deploy monitor window.
+    pub monitoring: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -86,6 +90,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Json<St
             "blocked" => hold.blocked += n,
             "paused_budget" => hold.paused_budget += n,
             "paused_quota" => hold.paused_quota += n,
+            "monitoring" => hold.monitoring += n,
             _ => {}
         }
     }
@@ -98,6 +103,7 @@ pub(crate) async fn status(State(state): State<Arc<AppState>>) -> Result<Json<St
         tasks,
         jobs,
         leases,
+        freezes: store.repo_freezes().await?,
         started_at_ms: state.started_at_ms,
         uptime_secs: (now_ms - state.started_at_ms).max(0) / 1000,
     }))

@@ -96,6 +96,10 @@ fn hold_detail(hold: &Hold) -> String {
         Hold::AwaitingApproval => "the stage's result waits for approval".into(),
         Hold::AwaitingConfirm => "the deploy waits for confirmation".into(),
         Hold::MergeQueue => "in the merge queue: tested on top of the changes ahead, then landed".into(),
+        Hold::Monitoring { until_ms, checks, failures, .. } => format!(
+            "deployed; post-deploy monitor until {} ({checks} checks, {failures} failed in a row)",
+            render::format_time(*until_ms)
+        ),
         Hold::None => String::new(),
     }
 }
@@ -516,6 +520,8 @@ fn actions_for(task: &TaskRecord) -> Vec<Action> {
         Hold::Blocked { .. } => actions.push(action("retry", "Retry", false, false)),
         Hold::PausedBudget { .. } | Hold::PausedQuota { .. } => actions.push(action("resume", "Resume", false, false)),
         Hold::None | Hold::MergeQueue => {}
+        // Deployed code is not stopped: the monitor window ends the task.
+        Hold::Monitoring { .. } => return actions,
     }
     actions.push(action("stop", "Stop", false, true));
     actions

@@ -668,6 +668,60 @@ impl Store for SimStore {
         .await
     }
 
+    async fn freeze_repo(&self, freeze: &NewFreeze, now_ms: i64) -> StoreResult<(RepoFreeze, bool)> {
+        self.call("freeze_repo", Access::Write, |s, _| {
+            if let Some(open) = s.freezes.iter().find(|f| f.repo == freeze.repo && f.unfrozen_at_ms.is_none()) {
+                return Ok((open.clone(), false));
+            }
+            let row = RepoFreeze {
+                id: s.freezes.len() as i64 + 1,
+                repo: freeze.repo.clone(),
+                task: freeze.task,
+                incident: None,
+                revert: None,
+                frozen_by: freeze.frozen_by.clone(),
+                reason: freeze.reason.clone(),
+                frozen_at_ms: now_ms,
+                unfrozen_by: None,
+                unfrozen_at_ms: None,
+            };
+            s.freezes.push(row.clone());
+            Ok((row, true))
+        })
+        .await
+    }
+
+    async fn link_freeze(&self, id: i64, incident: Option<TaskId>, revert: Option<TaskId>) -> StoreResult<()> {
+        self.call("link_freeze", Access::Write, |s, _| {
+            if let Some(row) = s.freezes.iter_mut().find(|f| f.id == id) {
+                row.incident = row.incident.or(incident);
+                row.revert = row.revert.or(revert);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unfreeze_repo(&self, repo: &str, by: &str, now_ms: i64) -> StoreResult<Option<RepoFreeze>> {
+        self.call("unfreeze_repo", Access::Write, |s, _| {
+            Ok(s.freezes.iter_mut().find(|f| f.repo == repo && f.unfrozen_at_ms.is_none()).map(|row| {
+                row.unfrozen_by = Some(by.to_string());
+                row.unfrozen_at_ms = Some(now_ms);
+                row.clone()
+            }))
+        })
+        .await
+    }
+
+    async fn repo_freezes(&self) -> StoreResult<Vec<RepoFreeze>> {
+        self.call("repo_freezes", Access::Read, |s, _| {
+            let mut open: Vec<RepoFreeze> = s.freezes.iter().filter(|f| f.unfrozen_at_ms.is_none()).cloned().collect();
+            open.sort_by(|a, b| a.repo.cmp(&b.repo));
+            Ok(open)
+        })
+        .await
+    }
+
     async fn record_lesson(
         &self,
         lesson: &NewLesson,
@@ -1120,12 +1174,7 @@ impl Store for SimStore {
             let mut due: Vec<(i64, TaskId)> = s
                 .tasks
                 .values()
-                .filter_map(|t| match t.state.hold {
-                    baton_domain::Hold::PausedQuota { resume_at_ms, .. } if resume_at_ms <= now_ms => {
-                        Some((resume_at_ms, t.id))
-                    }
-                    _ => None,
-                })
+                .filter_map(|t| t.state.hold.due_at_ms().filter(|at| *at <= now_ms).map(|at| (at, t.id)))
                 .collect();
             due.sort();
             Ok(due.into_iter().take(limit as usize).map(|(_, id)| id).collect())
@@ -1185,14 +1234,7 @@ impl Store for SimStore {
     /// second, and a seed must replay the same whether or not it does.
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         let state = self.lock();
-        Ok(state
-            .tasks
-            .values()
-            .filter_map(|t| match t.state.hold {
-                baton_domain::Hold::PausedQuota { resume_at_ms, .. } => Some(resume_at_ms),
-                _ => None,
-            })
-            .min())
+        Ok(state.tasks.values().filter_map(|t| t.state.hold.due_at_ms()).min())
     }
 
     async fn unapplied_tasks(&self, since_ms: i64, before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {

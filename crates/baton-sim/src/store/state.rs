@@ -31,6 +31,8 @@ pub(crate) struct State {
     pub(crate) usage_records: Vec<UsageRecord>,
     pub(crate) budget_caps: BTreeMap<String, Option<f64>>,
     pub(crate) coverage_baselines: BTreeMap<String, CoverageBaseline>,
+    /// Every freeze, open and closed, in id order (id = index + 1).
+    pub(crate) freezes: Vec<baton_store::RepoFreeze>,
     /// The lessons journal, by id (ids are assigned in insert order from 1).
     pub(crate) lessons: BTreeMap<i64, LessonRecord>,
     /// The outbox of durable effects (claimed rows carry their claim's end).
@@ -81,6 +83,7 @@ impl State {
             usage_records: Vec::new(),
             budget_caps: BTreeMap::new(),
             coverage_baselines: BTreeMap::new(),
+            freezes: Vec::new(),
             lessons: BTreeMap::new(),
             outbox: Vec::new(),
             commits: Vec::new(),

@@ -1158,6 +1158,46 @@ impl Loader<'_> {
                 ),
             );
         }
+        let window_max = baton_engine::settings::MONITOR_WINDOW_SECS_MAX;
+        if !skip("monitor_window_secs") && repo.monitor_window_secs > window_max {
+            self.issue(
+                format!("{base}.monitor_window_secs"),
+                format!("`monitor_window_secs = {}` is out of range", repo.monitor_window_secs),
+                format!("use 0 (no post-deploy monitor) to {window_max} seconds: how long `health` is watched after a deploy"),
+            );
+        }
+        if repo.monitor_window_secs > 0 {
+            if !skip("monitor_interval_secs") && !(1..=repo.monitor_window_secs).contains(&repo.monitor_interval_secs) {
+                self.issue(
+                    format!("{base}.monitor_interval_secs"),
+                    format!(
+                        "`monitor_interval_secs = {}` does not fit the {} s monitor window",
+                        repo.monitor_interval_secs, repo.monitor_window_secs
+                    ),
+                    "give the seconds between health checks, from 1 to `monitor_window_secs`",
+                );
+            }
+            if !skip("monitor_failures") && repo.monitor_failures == 0 {
+                self.issue(
+                    format!("{base}.monitor_failures"),
+                    "`monitor_failures = 0` would call every deploy degraded",
+                    "give how many failed health checks in a row make a deploy DEGRADED, e.g. 3",
+                );
+            }
+            if !skip("health") && repo.health.is_none() {
+                self.issue(
+                    format!("{base}.monitor_window_secs"),
+                    "a post-deploy monitor window without a `health` command watches nothing",
+                    "set `health` to the command that checks the deployed service, or `monitor_window_secs = 0`",
+                );
+            }
+        } else if !skip("revert_on_degraded") && repo.revert_on_degraded {
+            self.issue(
+                format!("{base}.revert_on_degraded"),
+                "`revert_on_degraded` needs the post-deploy monitor (only a DEGRADED deploy is reverted)",
+                "set `monitor_window_secs` above 0, or remove `revert_on_degraded`",
+            );
+        }
         for (key, value) in [("coverage_min", repo.coverage_min), ("coverage_epsilon", repo.coverage_epsilon)] {
             let in_range = value.is_finite() && (0.0..=100.0).contains(&value);
             if !skip(key) && !in_range {

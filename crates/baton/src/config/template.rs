@@ -57,6 +57,11 @@ const TEMPLATE_REPOS: &str = "\
 # deploy = [\"sh\", \"scripts/deploy.sh\"]   # run by the deploy stage after the merge
 # health = [\"sh\", \"scripts/health.sh\"]   # the deploy_status gate runs this
 # merge_batch = 4   # test up to 4 waiting changes as one in the merge queue (default 1: each alone)
+# monitor_window_secs = 600   # watch `health` this long after a deploy (default 0: one check)
+# monitor_interval_secs = 30   # seconds between post-deploy health checks
+# monitor_failures = 3         # failed checks in a row that make a deploy DEGRADED (freeze + incident)
+# revert_on_degraded = false   # revert a DEGRADED deploy's commit through the merge gate
+# revert_confirm = false       # whether that revert still waits for Confirm Deploy
 ";
 
 const TEMPLATE_AGENTS: &str = "\

@@ -730,3 +730,57 @@ fn load_modes_defer_only_the_secrets_a_command_never_uses() {
     let keys: Vec<&str> = read.deferred.iter().map(|i| i.key.as_str()).collect();
     assert_eq!(keys, ["server.api_token", "webhooks.github_secret", "trackers[0].token_env", "telegram.bot_token_env"]);
 }
+
+// The post-deploy monitor's settings load per repository, and each bad value is named with its fix:
+// a window too long, an interval outside it, zero failures, a window without `health`, a revert
+// without a window.
+#[test]
+fn monitor_settings_load_and_bad_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b", "c"] {
+        git_repo(&dir.path().join(name));
+    }
+    write(dir.path(), "script.toml", "");
+    let repo = |name: &str, prefix: &str, extra: &str| {
+        format!("[[repos]]\nname = \"{name}\"\npath = \"{name}\"\nprefix = \"{prefix}\"\n{extra}\n")
+    };
+    let text = format!(
+        "{}{}{}[agents.default]\nadapter = \"script\"\nscript = \"script.toml\"\n",
+        repo(
+            "a",
+            "A",
+            "health = [\"true\"]\nmonitor_window_secs = 600\nmonitor_interval_secs = 20\nmonitor_failures = 4\n\
+             revert_on_degraded = true\nrevert_confirm = true\n"
+        ),
+        repo("b", "B", "health = [\"true\"]\nmonitor_window_secs = 9999999\n"),
+        repo("c", "C", "monitor_window_secs = 60\nmonitor_interval_secs = 61\nmonitor_failures = 0\n"),
+    );
+    let found = issues(load_file(&write(dir.path(), "baton.toml", &text), &[]));
+    assert!(find(&found, "repos[1].monitor_window_secs").message.contains("out of range"), "{found:#?}");
+    assert!(find(&found, "repos[2].monitor_interval_secs").fix.contains("from 1 to `monitor_window_secs`"));
+    assert!(find(&found, "repos[2].monitor_failures").message.contains("every deploy degraded"));
+    assert!(found.iter().any(|i| i.key == "repos[2].monitor_window_secs" && i.message.contains("without a `health`")));
+    assert!(!found.iter().any(|i| i.key.starts_with("repos[0]")), "repo a is valid: {found:#?}");
+
+    let only_a = format!(
+        "{}[agents.default]\nadapter = \"script\"\nscript = \"script.toml\"\n",
+        repo(
+            "a",
+            "A",
+            "health = [\"true\"]\nmonitor_window_secs = 600\nmonitor_interval_secs = 20\nmonitor_failures = 4\n\
+         revert_on_degraded = true\nrevert_confirm = true\n"
+        )
+    );
+    let config = loaded(load_file(&write(dir.path(), "baton.toml", &only_a), &[]));
+    let a = &config.engine.repos[0];
+    assert_eq!(
+        (a.monitor_window_secs, a.monitor_interval_secs, a.monitor_failures, a.revert_on_degraded, a.revert_confirm),
+        (600, 20, 4, true, true)
+    );
+    let revert_alone = format!(
+        "{}[agents.default]\nadapter = \"script\"\nscript = \"script.toml\"\n",
+        repo("a", "A", "revert_on_degraded = true\n")
+    );
+    let found = issues(load_file(&write(dir.path(), "baton.toml", &revert_alone), &[]));
+    assert!(find(&found, "repos[0].revert_on_degraded").fix.contains("monitor_window_secs"));
+}

@@ -22,6 +22,7 @@ mod instances;
 mod lease;
 mod lessons;
 mod lost_database;
+mod monitor;
 mod path_safety;
 mod pipelines;
 mod real_cli;
