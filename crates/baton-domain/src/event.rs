@@ -115,6 +115,9 @@ pub enum Event {
     /// The merge queue wakes a parked task: its change is to be tested on a new base, landed, or
     /// evicted; `why` is the timeline line.
     QueueTurn { why: String },
+    /// The task cannot wait for its dependencies any longer (SPEC §6.4): they form a cycle, or one
+    /// was cancelled. `reason` names the tasks and what a human can do.
+    DependencyBlocked { reason: String },
 }
 
 impl Event {
@@ -130,6 +133,7 @@ impl Event {
             | Event::Resume { by }
             | Event::Stop { by, .. } => by.clone(),
             Event::QueueTurn { .. } => "merge queue".to_string(),
+            Event::DependencyBlocked { .. } => "dependencies".to_string(),
         }
     }
 
@@ -145,6 +149,7 @@ impl Event {
             Event::Resume { .. } => "resume",
             Event::Stop { .. } => "stop",
             Event::QueueTurn { .. } => "queue_turn",
+            Event::DependencyBlocked { .. } => "dependency_blocked",
         }
     }
 }

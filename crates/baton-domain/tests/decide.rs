@@ -104,6 +104,7 @@ fn render_event(event: &Event) -> String {
         Event::Resume { by } => format!("resume by {by}"),
         Event::Stop { by, critical } => format!("stop by {by}{}", if *critical { " (critical)" } else { "" }),
         Event::QueueTurn { why } => format!("queue turn: {why}"),
+        Event::DependencyBlocked { reason } => format!("dependency blocked: {reason}"),
     }
 }
 
@@ -279,6 +280,10 @@ fn confirm() -> Step {
 
 fn retry() -> Step {
     Box::new(|_, _| Event::Retry { by: "ann".to_string() })
+}
+
+fn dependency_blocked(reason: &'static str) -> Step {
+    Box::new(move |_, _| Event::DependencyBlocked { reason: reason.to_string() })
 }
 
 fn stop() -> Step {
@@ -1121,5 +1126,32 @@ fn infrastructure_failures_block_after_twelve_in_a_row() {
     let state = TaskState { infra_failures: 11, ..running("development", 4) };
     check!(state, [infra("No space left on device")], @r#"
         job 4 development: infrastructure failure (No space left on device) → development (blocked) [release_leases, notify alert "blocked: development hit 12 infrastructure failures in a row; last: No space left on device"] {failure "development hit 12 infrastructure failures in a row; last: No space left on device", infra 11}
+        "#);
+}
+
+// ---------------------------------------------------------------- dependencies (SPEC §6.4)
+
+// A task waiting for its dependencies is blocked when they can never be met: its queued job is
+// cancelled and a human alerted; a second report is suppressed; a human's retry starts the stage again.
+#[test]
+fn dependency_blocked_blocks_once_with_an_alert_and_retry_resumes() {
+    check!([
+        created(),
+        dependency_blocked("dependency cycle ACME-1 → ACME-2 → ACME-1"),
+        dependency_blocked("dependency cycle ACME-1 → ACME-2 → ACME-1"),
+        retry(),
+    ], @r#"
+        created → analysis [enqueue #1 analysis]
+        dependency blocked: dependency cycle ACME-1 → ACME-2 → ACME-1 → analysis (blocked) [cancel_jobs, release_leases, notify alert "blocked: dependency cycle ACME-1 → ACME-2 → ACME-1"] {failure "dependency cycle ACME-1 → ACME-2 → ACME-1"}
+        dependency blocked: dependency cycle ACME-1 → ACME-2 → ACME-1  suppressed: already blocked: analysis (blocked)
+        retry by ann → analysis [enqueue #2 analysis] {failure "dependency cycle ACME-1 → ACME-2 → ACME-1"}
+        "#);
+}
+
+// A task that ended ignores a late dependency report.
+#[test]
+fn dependency_blocked_after_done_is_suppressed() {
+    check!(held("done", Hold::None), [dependency_blocked("ACME-2 was cancelled")], @r#"
+        dependency blocked: ACME-2 was cancelled  suppressed: task is done; terminal stages ignore `dependency_blocked`
         "#);
 }

@@ -6,6 +6,7 @@ use crate::agents::{AgentFactory, ConfiguredAgents};
 use crate::clock::{Clock, Spawner, SystemClock, TokioSpawner};
 use crate::effects::{self, RunningProcess};
 use crate::executor::{self, Start};
+use crate::features::Feature;
 use crate::redacting::RedactingStore;
 use crate::sandbox::Sandbox;
 use crate::settings::EngineSettings;
@@ -908,16 +909,33 @@ impl Engine {
         Ok(adopted)
     }
 
-    /// One claim of the claim loop: the next runnable job under the limits, started here.
-    /// The claim loop's step: up to `max` runnable jobs under the limits in one transaction (many
-    /// jobs due at once cost one commit, not one each), each started here; how many.
-    pub async fn claim_batch(self: &Arc<Self>, max: u32) -> Result<usize, EngineError> {
-        let claim = Claim {
+    /// What a claim asks of the store now: the limits, and where the dependency and serial gates
+    /// apply (a switch off for a repository, `[features]`, means the claim ignores that gate there).
+    pub fn claim_request(&self) -> Claim {
+        let repos = &self.settings.repos;
+        Claim {
             owner: self.owner.clone(),
             now_ms: self.clock.now_ms(),
             running_max: self.settings.limits.running_max,
             running_per_repo_max: self.settings.limits.running_per_repo_max,
-        };
+            dependency_free_repos: repos
+                .iter()
+                .filter(|r| !self.features.enabled(Feature::Dependencies, &r.name))
+                .map(|r| r.name.clone())
+                .collect(),
+            serial_repos: repos
+                .iter()
+                .filter(|r| r.serial && self.features.enabled(Feature::Serial, &r.name))
+                .map(|r| r.name.clone())
+                .collect(),
+        }
+    }
+
+    /// One claim of the claim loop: the next runnable job under the limits, started here.
+    /// The claim loop's step: up to `max` runnable jobs under the limits in one transaction (many
+    /// jobs due at once cost one commit, not one each), each started here; how many.
+    pub async fn claim_batch(self: &Arc<Self>, max: u32) -> Result<usize, EngineError> {
+        let claim = self.claim_request();
         let jobs = self.store.claim_jobs(&claim, max).await?;
         let claimed = jobs.len();
         for job in jobs {
@@ -927,12 +945,7 @@ impl Engine {
     }
 
     pub async fn claim_next(self: &Arc<Self>) -> Result<Option<JobRecord>, EngineError> {
-        let claim = Claim {
-            owner: self.owner.clone(),
-            now_ms: self.clock.now_ms(),
-            running_max: self.settings.limits.running_max,
-            running_per_repo_max: self.settings.limits.running_per_repo_max,
-        };
+        let claim = self.claim_request();
         let job = self.store.claim_job(&claim).await?;
         if let Some(job) = &job {
             self.start_job(job.clone(), Start::Fresh);

@@ -35,6 +35,11 @@ pub enum Feature {
     Security,
     /// The lessons journal: its auto-detectors, its prompt injection and its API (SPEC §10).
     Lessons,
+    /// Task dependencies (SPEC §6.4): the claim waits for them, the reconciler blocks cycles and
+    /// cancelled dependencies. Off: declared dependencies are kept but ignored.
+    Dependencies,
+    /// The serial gate of repositories with `serial = true` (SPEC §6.4). Off: tasks run in parallel.
+    Serial,
 }
 
 impl Feature {
@@ -52,6 +57,8 @@ impl Feature {
         Feature::Coverage,
         Feature::Security,
         Feature::Lessons,
+        Feature::Dependencies,
+        Feature::Serial,
     ];
 
     /// The switch's key under `[features]`.
@@ -69,6 +76,8 @@ impl Feature {
             Feature::Coverage => "coverage",
             Feature::Security => "security",
             Feature::Lessons => "lessons",
+            Feature::Dependencies => "dependencies",
+            Feature::Serial => "serial",
         }
     }
 

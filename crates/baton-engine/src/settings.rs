@@ -155,6 +155,11 @@ pub struct RepoSettings {
     /// found (docs/merge-queue.md). 1 (the default) tests every change on its own.
     #[serde(default = "default_merge_batch")]
     pub merge_batch: u32,
+    /// The serial gate (SPEC §6.4, opt-in): a task's first stage is not claimed while an earlier
+    /// unfinished task of the repository exists, so tasks run one after another in id order, each
+    /// branched from the default branch its predecessor merged into.
+    #[serde(default)]
+    pub serial: bool,
     /// Workspace hooks (`[repos.hooks]`): commands run in the task's worktree around its life.
     #[serde(default)]
     pub hooks: RepoHooks,

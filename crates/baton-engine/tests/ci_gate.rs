@@ -254,6 +254,7 @@ impl World {
                 coverage_fail_open: true,
                 security: None,
                 merge_batch: 1,
+                serial: false,
                 hooks: Default::default(),
                 forge: RepoForge {
                     kind: ForgeKind::GitHub,

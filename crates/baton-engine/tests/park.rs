@@ -197,6 +197,7 @@ async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_wor
             coverage_fail_open: true,
             security: None,
             merge_batch: 1,
+            serial: false,
             hooks: Default::default(),
             forge: Default::default(),
         }],

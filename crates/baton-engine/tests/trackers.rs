@@ -85,6 +85,7 @@ fn settings(dir: &Path) -> EngineSettings {
             push: None,
             delete_remote_branch: baton_engine::DeleteRemoteBranch::default(),
             merge_batch: 1,
+            serial: false,
             hooks: Default::default(),
             forge: Default::default(),
             credentials_env: None,

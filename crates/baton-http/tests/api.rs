@@ -61,6 +61,7 @@ impl Harness {
                 coverage_fail_open: true,
                 security: None,
                 merge_batch: 1,
+                serial: false,
                 hooks: Default::default(),
                 forge: Default::default(),
             }],

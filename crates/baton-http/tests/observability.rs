@@ -54,6 +54,7 @@ impl Harness {
                 coverage_fail_open: true,
                 security: None,
                 merge_batch: 1,
+                serial: false,
                 hooks: Default::default(),
                 forge: Default::default(),
             }],

@@ -56,6 +56,7 @@ impl Running {
                 coverage_fail_open: true,
                 security: None,
                 merge_batch: 1,
+                serial: false,
                 hooks: Default::default(),
                 forge: Default::default(),
             }],

@@ -245,6 +245,7 @@ fn settings_for(config: &WorldConfig) -> EngineSettings {
                 coverage_fail_open: true,
                 security: None,
                 merge_batch: config.merge_batch,
+                serial: false,
                 hooks: Default::default(),
                 forge: Default::default(),
             })

@@ -502,6 +502,7 @@ async fn intake_hooks() -> (tempfile::TempDir, Arc<Engine>) {
             coverage_fail_open: true,
             security: None,
             merge_batch: 1,
+            serial: false,
             hooks: Default::default(),
             forge: Default::default(),
         }],

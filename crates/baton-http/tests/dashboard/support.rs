@@ -55,6 +55,7 @@ impl Harness {
                 coverage_fail_open: true,
                 security: None,
                 merge_batch: 1,
+                serial: false,
                 hooks: Default::default(),
                 forge: Default::default(),
             }],
@@ -98,7 +99,13 @@ impl Harness {
     pub async fn park_for_approval(&self, task: &TaskRecord) -> TaskRecord {
         let store = self.engine.store();
         let now = self.engine.clock().now_ms();
-        let claim = Claim { owner: "test".into(), now_ms: now, running_max: 1000, running_per_repo_max: 1000 };
+        let claim = Claim {
+            owner: "test".into(),
+            now_ms: now,
+            running_max: 1000,
+            running_per_repo_max: 1000,
+            ..Claim::default()
+        };
         let job = loop {
             let job = store.claim_job(&claim).await.unwrap().expect("a queued job");
             if job.task_id == task.id {

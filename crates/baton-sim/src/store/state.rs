@@ -33,6 +33,8 @@ pub(crate) struct State {
     pub(crate) coverage_baselines: BTreeMap<String, CoverageBaseline>,
     /// The lessons journal, by id (ids are assigned in insert order from 1).
     pub(crate) lessons: BTreeMap<i64, LessonRecord>,
+    /// Declared dependencies: (task, the task it waits for) → (declared at, by whom).
+    pub(crate) dependencies: BTreeMap<(TaskId, TaskId), (i64, String)>,
     /// The outbox of durable effects (claimed rows carry their claim's end).
     pub(crate) outbox: Vec<(EffectRecord, i64)>,
     /// Every committed advance, in commit order.
@@ -82,6 +84,7 @@ impl State {
             budget_caps: BTreeMap::new(),
             coverage_baselines: BTreeMap::new(),
             lessons: BTreeMap::new(),
+            dependencies: BTreeMap::new(),
             outbox: Vec::new(),
             commits: Vec::new(),
             job_endings: BTreeMap::new(),
@@ -390,6 +393,38 @@ impl State {
         Ok(enqueued)
     }
 
+    /// Whether every task `task` depends on is done.
+    fn dependencies_met(&self, task: TaskId) -> bool {
+        self.dependencies
+            .range((task, TaskId(i64::MIN))..=(task, TaskId(i64::MAX)))
+            .all(|((_, on), _)| self.tasks.get(on).is_some_and(|t| t.state.stage == baton_domain::pipeline::DONE))
+    }
+
+    /// Whether an earlier task of `job`'s repository is unfinished (the serial gate).
+    fn earlier_unfinished(&self, job: &JobRecord) -> bool {
+        self.tasks.range(..job.task_id).any(|(_, t)| t.repo == job.repo && !t.state.is_terminal())
+    }
+
+    /// The dependency records of `edges`, read with each dependency's work item and stage.
+    pub(crate) fn dependency_records<'a>(
+        &self,
+        edges: impl Iterator<Item = (&'a (TaskId, TaskId), &'a (i64, String))>,
+    ) -> Vec<DependencyRecord> {
+        edges
+            .filter_map(|((task, on), (at, by))| {
+                let dependency = self.tasks.get(on)?;
+                Some(DependencyRecord {
+                    task_id: *task,
+                    depends_on: *on,
+                    depends_on_work_item: dependency.work_item_id.clone(),
+                    depends_on_stage: dependency.state.stage.clone(),
+                    created_at_ms: *at,
+                    created_by: by.clone(),
+                })
+            })
+            .collect()
+    }
+
     pub(crate) fn claim(&mut self, claim: &Claim) -> Option<JobRecord> {
         let running = |repo: Option<&str>| {
             self.jobs.values().filter(|j| j.status == JobStatus::Running && repo.is_none_or(|r| j.repo == r)).count()
@@ -404,6 +439,8 @@ impl State {
             .filter(|j| j.status == JobStatus::Queued && j.available_at_ms <= claim.now_ms)
             .filter(|j| self.tasks.get(&j.task_id).is_some_and(|t| t.state.job == Some(j.id)))
             .filter(|j| running(Some(&j.repo)) < u64::from(claim.running_per_repo_max))
+            .filter(|j| claim.dependency_free_repos.contains(&j.repo) || self.dependencies_met(j.task_id))
+            .filter(|j| !(j.rank <= 1 && claim.serial_repos.contains(&j.repo) && self.earlier_unfinished(j)))
             // As `SqliteStore`'s claim: the highest rank (later pipeline stage) first.
             .min_by_key(|j| (std::cmp::Reverse(j.rank), j.available_at_ms, j.id))
             .map(|j| j.id)?;
@@ -699,7 +736,8 @@ mod tests {
         let middle = task_at(&mut state, 3, 0);
         let middle_later = task_at(&mut state, 3, 10);
         let middle_sooner = task_at(&mut state, 3, 5);
-        let claim = Claim { owner: "w".into(), now_ms: 10, running_max: 100, running_per_repo_max: 100 };
+        let claim =
+            Claim { owner: "w".into(), now_ms: 10, running_max: 100, running_per_repo_max: 100, ..Claim::default() };
         let order: Vec<TaskId> = std::iter::from_fn(|| state.claim(&claim)).map(|job| job.task_id).collect();
         assert_eq!(order, [high, middle, middle_sooner, middle_later, low]);
     }

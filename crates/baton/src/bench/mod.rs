@@ -198,6 +198,7 @@ async fn bench_store(dir: &Path) -> anyhow::Result<Vec<Figure>> {
         now_ms: clock.now_ms(),
         running_max: 1_000_000,
         running_per_repo_max: 1_000_000,
+        ..Claim::default()
     };
     for task in &created {
         let started = Instant::now();

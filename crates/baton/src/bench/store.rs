@@ -126,6 +126,7 @@ async fn measure(backend: &str, store: Arc<dyn Store>, args: &StoreArgs) -> anyh
         now_ms: clock.now_ms(),
         running_max: 1_000_000,
         running_per_repo_max: 1_000_000,
+        ..Claim::default()
     };
 
     // One worker, one claim per transaction; then an advance of every claimed job.
@@ -227,6 +228,7 @@ async fn concurrent(store: &Arc<dyn Store>, workers: u32, batch: u32) -> anyhow:
                 now_ms: clock.now_ms(),
                 running_max: 1_000_000,
                 running_per_repo_max: 1_000_000,
+                ..Claim::default()
             };
             let mut n = 0usize;
             loop {

@@ -354,6 +354,7 @@ pub async fn engine_with_features(
             coverage_fail_open: true,
             security: None,
             merge_batch: 1,
+            serial: false,
             hooks: Default::default(),
             forge: Default::default(),
         }],
