@@ -63,6 +63,7 @@ impl ApiHarness {
                     coverage_fail_open: true,
                     security: None,
                     merge_batch: 1,
+                    serial: false,
                     hooks: Default::default(),
                     forge: Default::default(),
                 }],

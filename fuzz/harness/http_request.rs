@@ -84,6 +84,7 @@ impl HttpHarness {
                     coverage_fail_open: true,
                     security: None,
                     merge_batch: 1,
+                    serial: false,
                     hooks: Default::default(),
                     forge: Default::default(),
                 }],

@@ -139,6 +139,25 @@ impl Engine {
         Ok(Declared { task: dependent, depends_on: dependency, created })
     }
 
+    /// The ids of the tasks a new task is to wait for: each must exist and not be cancelled (a new
+    /// task closes no cycle: nothing waits for it yet). Duplicates count once.
+    pub(crate) async fn dependencies_for_new_task(&self, keys: &[TaskKey]) -> Result<Vec<TaskId>, EngineError> {
+        let mut ids = Vec::with_capacity(keys.len());
+        for key in keys {
+            let dependency = self.task_or_not_found(key).await?;
+            if dependency.state.stage == CANCELLED {
+                return Err(EngineError::Refused(format!(
+                    "{} was cancelled and will never be done; a new task cannot wait for it",
+                    dependency.work_item_id
+                )));
+            }
+            if !ids.contains(&dependency.id) {
+                ids.push(dependency.id);
+            }
+        }
+        Ok(ids)
+    }
+
     /// Withdraws a dependency; `false` when there was none. The task's next claim no longer waits
     /// for it (a task blocked for it stays blocked until a human retries it).
     pub async fn withdraw_dependency(&self, task: &TaskKey, depends_on: &TaskKey) -> Result<bool, EngineError> {

@@ -590,6 +590,19 @@ impl Engine {
         request: NewTaskRequest,
         key: Option<String>,
     ) -> Result<TaskRecord, EngineError> {
+        self.create_task_depending(request, key, &[]).await
+    }
+
+    /// [`Engine::create_task_keyed`] for a task that waits for `depends_on` (SPEC §6.4): the
+    /// dependencies are recorded in the task's creating transaction, so its first job is never
+    /// claimed before them. Each must exist and not be cancelled.
+    pub async fn create_task_depending(
+        &self,
+        request: NewTaskRequest,
+        key: Option<String>,
+        depends_on: &[TaskKey],
+    ) -> Result<TaskRecord, EngineError> {
+        let depends_on = self.dependencies_for_new_task(depends_on).await?;
         let repo = self.settings.repo(&request.repo).ok_or_else(|| {
             let known: Vec<&str> = self.settings.repos.iter().map(|r| r.name.as_str()).collect();
             EngineError::Invalid(format!(
@@ -632,6 +645,7 @@ impl Engine {
             external_ref: request.external_ref,
             state,
             idempotency_key: key,
+            depends_on,
         };
         let task = self.store.create_task(new, transition, now).await?;
         self.wake();

@@ -69,6 +69,7 @@ async fn task_with_run(store: &dyn Store, runs_dir: &Path, title: &str) -> (Task
         external_ref: None,
         state: TaskState::new("analysis"),
         idempotency_key: None,
+        depends_on: Vec::new(),
     };
     let enqueue = Transition { enqueue: Some(("analysis".into(), 0)), ..Transition::default() };
     let task = store.create_task(new, enqueue, T0).await.unwrap();

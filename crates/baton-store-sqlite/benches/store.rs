@@ -79,6 +79,7 @@ fn claim_and_advance(c: &mut Criterion) {
             external_ref: None,
             state: TaskState::new("analysis"),
             idempotency_key: None,
+            depends_on: Vec::new(),
         };
         let first = Transition { enqueue: Some(("analysis".into(), 0)), ..Transition::default() };
         store.create_task(new, first, NOW_MS).await.unwrap()

@@ -663,6 +663,25 @@ impl Store for SqliteStore {
         )
         .await?;
         apply_transition(&mut tx, id, &new.repo, &new.state, &first, now_ms).await?;
+        for on in &new.depends_on {
+            let added = sqlx::query(
+                "INSERT INTO task_dependencies (task_id, depends_on, created_at, created_by)
+                 SELECT $1, id, $3, $4 FROM tasks WHERE id = $2 ON CONFLICT (task_id, depends_on) DO NOTHING",
+            )
+            .bind(id.0)
+            .bind(on.0)
+            .bind(now_ms)
+            .bind(DEPENDS_AT_CREATE)
+            .execute(&mut *tx)
+            .await?;
+            if added.rows_affected() == 0 {
+                let exists: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1").bind(on.0).fetch_optional(&mut *tx).await?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound(format!("task {on}")));
+                }
+            }
+        }
         if let Some(key) = &new.idempotency_key {
             sqlx::query("UPDATE idempotency SET task_id = $1 WHERE key = $2")
                 .bind(id.0)

@@ -54,6 +54,7 @@ fn new_task(repo: &str, prefix: &str, title: &str) -> NewTask {
         body: format!("body of {title}"),
         external_ref: None,
         idempotency_key: None,
+        depends_on: Vec::new(),
         state: TaskState::new("analysis"),
     }
 }

@@ -76,6 +76,9 @@ pub struct NewTask {
     /// The idempotency key this create answers (see [`crate::Store::begin_idempotent`]): the same
     /// transaction records the new task under it.
     pub idempotency_key: Option<String>,
+    /// Tasks the new one waits for (SPEC §6.4), recorded in the same transaction, so its first
+    /// job is never claimed before them. Each must exist.
+    pub depends_on: Vec<TaskId>,
 }
 
 /// A stored task.
@@ -175,6 +178,9 @@ pub struct Claim {
     /// Repositories under the serial gate.
     pub serial_repos: Vec<String>,
 }
+
+/// Who declared the dependencies a task was created with ([`NewTask::depends_on`]).
+pub const DEPENDS_AT_CREATE: &str = "created with the task";
 
 /// One declared dependency: `task_id` is not claimed until `depends_on` is done. Read with the
 /// dependency's current work item and stage.

@@ -267,6 +267,9 @@ impl State {
         {
             return Err(StoreError::Exists(Box::new(task.clone())));
         }
+        if let Some(missing) = new.depends_on.iter().find(|on| !self.tasks.contains_key(on)) {
+            return Err(StoreError::NotFound(format!("task {missing}")));
+        }
         let idempotency_key = new.idempotency_key.clone();
         let key = (new.repo.clone(), new.prefix.clone());
         let mut number = self.counters.get(&key).copied().unwrap_or(1).max(1);
@@ -313,6 +316,9 @@ impl State {
             detail: serde_json::json!({ "branch": branch }),
         });
         self.apply_transition(id, &new.repo, &new.state, &first, now);
+        for on in &new.depends_on {
+            self.dependencies.entry((id, *on)).or_insert((now, DEPENDS_AT_CREATE.to_string()));
+        }
         if let Some(row) = idempotency_key.and_then(|key| self.idempotency.get_mut(&key)) {
             row.2 = Some(id);
         }
@@ -722,6 +728,7 @@ mod tests {
             external_ref: None,
             state: TaskState::new("analysis"),
             idempotency_key: None,
+            depends_on: Vec::new(),
         };
         let first = Transition { enqueue: Some(("analysis".into(), delay_ms)), rank, ..Transition::default() };
         state.create_task(new, first, 0).map(|task| task.id).unwrap_or_else(|error| panic!("create: {error}"))

@@ -184,6 +184,7 @@ async fn bench_store(dir: &Path) -> anyhow::Result<Vec<Figure>> {
             body: String::new(),
             external_ref: None,
             idempotency_key: None,
+            depends_on: Vec::new(),
             state: TaskState::new("analysis"),
         };
         let first = Transition { enqueue: Some(("analysis".into(), 0)), ..Transition::default() };

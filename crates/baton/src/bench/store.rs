@@ -205,6 +205,7 @@ async fn seed(store: &dyn Store, n: u32, round: &str) -> anyhow::Result<Vec<Dura
             body: String::new(),
             external_ref: None,
             idempotency_key: None,
+            depends_on: Vec::new(),
             state: TaskState::new("analysis"),
         };
         let first = Transition { enqueue: Some(("analysis".into(), 0)), ..Transition::default() };
