@@ -47,6 +47,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tasks/{id}/retry", post(tasks::retry))
         .route("/tasks/{id}/resume", post(tasks::resume))
         .route("/tasks/{id}/priority", post(tasks::priority))
+        .route("/tasks/{id}/dependencies", post(tasks::depend).delete(tasks::undepend))
         .route("/lessons", post(lessons::add))
         .route("/lessons/{id}", post(lessons::edit))
         .route_layer(from_fn_with_state(state.clone(), idempotent))
