@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod coverage_cmd;
 mod db_cmd;
+mod depend_cmd;
 mod demo;
 mod lessons_cmd;
 mod logging;

@@ -331,6 +331,8 @@ struct Status<'a> {
     merge_queues: &'a [baton_engine::queue::QueueView],
     /// The `baton serve` instances sharing the store, with their last heartbeat.
     instances: &'a [InstanceView],
+    /// Tasks the claim holds back for their dependencies or the serial gate, with what they wait for.
+    waiting: &'a [baton_engine::dependencies::Waiting],
 }
 
 /// An instance as `baton status` shows it.
@@ -355,6 +357,7 @@ pub fn status(
     leases: &[LeaseRecord],
     queues: &[baton_engine::queue::QueueView],
     instances: &[InstanceView],
+    waiting: &[baton_engine::dependencies::Waiting],
     json: bool,
 ) {
     let mut by_stage = std::collections::BTreeMap::new();
@@ -373,6 +376,7 @@ pub fn status(
             leases,
             merge_queues: queues,
             instances,
+            waiting,
         });
     }
     say!("{}", server.describe());
@@ -392,6 +396,16 @@ pub fn status(
     }
     for lease in leases {
         say!("lease {} held by {} (token {})", lease.name, lease.holder, lease.token);
+    }
+    for w in waiting {
+        let why = if w.gate == "serial" { "serial gate, behind" } else { "waits for" };
+        say!(
+            "waiting {} {} ({}): {why} {}",
+            safe(&w.work_item_id),
+            safe(&w.stage),
+            safe(&w.repo),
+            w.waits_for.iter().map(|x| safe(x)).collect::<Vec<_>>().join(", ")
+        );
     }
     // One instance is the usual case, and its state is the server line above.
     if instances.len() > 1 {
