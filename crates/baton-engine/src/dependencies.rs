@@ -249,8 +249,7 @@ pub struct Waiting {
 /// switches). Reads the live dependencies and each serial repository's live tasks.
 pub async fn waiting(engine: &Engine, open: &[OpenJob]) -> Result<Vec<Waiting>, EngineError> {
     let claim = engine.claim_request();
-    let queued: Vec<&OpenJob> =
-        open.iter().filter(|o| o.job.status == baton_store::JobStatus::Queued).collect();
+    let queued: Vec<&OpenJob> = open.iter().filter(|o| o.job.status == baton_store::JobStatus::Queued).collect();
     let mut unmet: BTreeMap<TaskId, Vec<String>> = BTreeMap::new();
     if !engine.features().off_everywhere(Feature::Dependencies) {
         for record in engine.store().live_dependencies().await? {

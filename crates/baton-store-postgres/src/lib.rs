@@ -2024,8 +2024,10 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
             if added.rows_affected() == 0 {
-                let exists: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1").bind(on.0).fetch_optional(&mut *tx).await?;
+                let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1")
+                    .bind(on.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                 if exists.is_none() {
                     return Err(Attempt::Store(StoreError::NotFound(format!("task {on}"))));
                 }

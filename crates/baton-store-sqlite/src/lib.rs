@@ -675,8 +675,10 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
             if added.rows_affected() == 0 {
-                let exists: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1").bind(on.0).fetch_optional(&mut *tx).await?;
+                let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1")
+                    .bind(on.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                 if exists.is_none() {
                     return Err(StoreError::NotFound(format!("task {on}")));
                 }
