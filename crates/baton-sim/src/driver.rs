@@ -273,6 +273,7 @@ impl Driver {
             1,                                                          // 13 reconciler
             2,                                                          // 14 outbox worker
             if ready.is_empty() { 0 } else { self.params.kill_weight }, // 15 kill a job's process group
+            if tasks.len() < 2 { 0 } else { 1 },                        // 16 declare a dependency
         ];
         match self.rng.weighted(&weights) {
             Some(8) => {
@@ -386,6 +387,16 @@ impl Driver {
             13 => Some(Action::ReconcilerTick),
             14 => Some(Action::OutboxTick),
             15 => Some(Action::KillGroup { job: *self.rng.pick(ready)? }),
+            16 => {
+                // Usually a later task waiting for an earlier one; now and then any pair, and
+                // rarely one written past the engine's cycle check (a race it cannot see).
+                let live: Vec<TaskId> = tasks.iter().filter(|t| !t.state.is_terminal()).map(|t| t.id).collect();
+                let task = *self.rng.pick(&live)?;
+                let earlier: Vec<TaskId> = tasks.iter().map(|t| t.id).filter(|id| *id < task).collect();
+                let any: Vec<TaskId> = tasks.iter().map(|t| t.id).filter(|id| *id != task).collect();
+                let on = if self.rng.chance(800) { *self.rng.pick(&earlier)? } else { *self.rng.pick(&any)? };
+                Some(Action::Depend { task, on, unchecked: self.rng.chance(100) })
+            }
             _ => None,
         }
     }
