@@ -3,8 +3,8 @@
 //! keeps a first-stage job out while an earlier unfinished task of its repository exists; each gate
 //! is ignored for the repositories a claim exempts.
 
-use super::{T0, claim_at, create, finished, limits, reload, step};
-use crate::{Claim, Store, StoreError, TaskRecord, Transition};
+use super::{T0, claim_at, create, enqueue, finished, limits, new_task, reload, step};
+use crate::{Claim, NewTask, Store, StoreError, TaskRecord, Transition};
 use baton_domain::TaskId;
 use serde_json::json;
 use std::sync::Arc;
@@ -65,6 +65,20 @@ pub async fn suite_dependencies(store: Arc<dyn Store>) {
     assert!(store.remove_dependency(b.id, a.id).await.unwrap());
     assert!(!store.remove_dependency(b.id, a.id).await.unwrap(), "withdrawn twice: nothing changes");
     assert!(store.dependencies(b.id).await.unwrap().is_empty());
+
+    // Created waiting: the dependencies are there before the first claim can see the task.
+    let new = NewTask { depends_on: vec![c.id, c.id], ..new_task("alpha", "A", "Waits") };
+    let d = store.create_task(new, enqueue("analysis", 0), T0).await.unwrap();
+    let declared = store.dependencies(d.id).await.unwrap();
+    assert_eq!(
+        declared.iter().map(|r| (r.depends_on, r.created_by.as_str())).collect::<Vec<_>>(),
+        vec![(c.id, crate::DEPENDS_AT_CREATE)]
+    );
+    assert!(store.claim_job(&claim_at("w", T0)).await.unwrap().is_none(), "D waits for C from its creation");
+    let missing = NewTask { depends_on: vec![TaskId(999_999)], ..new_task("alpha", "A", "Nothing") };
+    assert!(matches!(store.create_task(missing, enqueue("analysis", 0), T0).await, Err(StoreError::NotFound(_))));
+    let tasks = store.list_tasks(&crate::TaskFilter::default()).await.unwrap();
+    assert_eq!(tasks.len(), 4, "a create naming a missing task stores nothing");
 }
 
 /// A cancelled dependency never lets its dependent run; a claim exempting the repository (the
