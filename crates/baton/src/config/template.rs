@@ -57,6 +57,7 @@ const TEMPLATE_REPOS: &str = "\
 # deploy = [\"sh\", \"scripts/deploy.sh\"]   # run by the deploy stage after the merge
 # health = [\"sh\", \"scripts/health.sh\"]   # the deploy_status gate runs this
 # merge_batch = 4   # test up to 4 waiting changes as one in the merge queue (default 1: each alone)
+# serial = true     # one task at a time, in id order, each branched from its predecessor's main
 ";
 
 const TEMPLATE_AGENTS: &str = "\
