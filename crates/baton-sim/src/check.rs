@@ -492,13 +492,20 @@ impl Checker {
                             e.fails
                         )
                     });
+                    let running: Vec<String> = state
+                        .jobs
+                        .values()
+                        .filter(|j| j.status == JobStatus::Running)
+                        .map(|j| format!("job {} of task {} ({})", j.id, j.task_id, j.repo))
+                        .collect();
                     found.push(Violation::new(
                         Kind::NotSettled,
                         format!(
-                            "task {} is {} after draining; active: [{}]{queued}",
+                            "task {} is {} after draining; active: [{}]{queued}; running anywhere: [{}]",
                             task.id,
                             task.state.display(),
-                            jobs.join(", ")
+                            jobs.join(", "),
+                            running.join(", ")
                         ),
                     ));
                 }
@@ -528,11 +535,11 @@ impl Checker {
     }
 }
 
-/// Whether the task's queued job waits for a dependency that is still live (itself waiting for a
+/// Whether the task (its queued job, or its change in the merge queue) waits for a dependency that is still live (itself waiting for a
 /// human, or further down a chain that does): settled, not stuck. A cancelled dependency does not
 /// count: the reconciler's backstop must have blocked the task.
 fn waits_for_live_task(state: &State, task: &TaskRecord) -> bool {
-    task.state.hold == Hold::None
+    matches!(task.state.hold, Hold::None | Hold::MergeQueue)
         && state
             .dependencies
             .range((task.id, TaskId(i64::MIN))..=(task.id, TaskId(i64::MAX)))
