@@ -68,6 +68,7 @@ impl ApiHarness {
                     monitor_failures: 3,
                     revert_on_degraded: false,
                     revert_confirm: false,
+                    serial: false,
                     hooks: Default::default(),
                     pipeline: None,
                     forge: Default::default(),

@@ -170,6 +170,18 @@ pub fn decide(state: &TaskState, event: &Event, pipeline: &Pipeline, now_ms: i64
             "the change is deployed and its post-deploy monitor is running: shipped code is never cancelled; \
              the window ends the task (switch the `monitor` feature off to end windows early)",
         ),
+        Event::DependencyBlocked { reason } => match state.hold {
+            Hold::Blocked { .. } => suppress(format!("already blocked: {}", state.display())),
+            // A waiting task's queued job is never claimed; cancel it so the block is the only
+            // thing the task does until a human acts (undepend, then retry).
+            _ => {
+                let mut decision = block(state, reason.clone());
+                if let Decision::Apply { effects, .. } = &mut decision {
+                    effects.insert(0, Effect::CancelJobs);
+                }
+                decision
+            }
+        },
         Event::Stop { by, critical } => {
             if let Some(first) = &state.cancel_requested {
                 return suppress(format!("stop already requested by {first}; it applies when the running step ends"));

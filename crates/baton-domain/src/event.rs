@@ -126,6 +126,9 @@ pub enum Event {
     QueueTurn { why: String },
     /// The post-deploy monitor ran the repo `health` command: whether it passed, and its output tail.
     HealthChecked { ok: bool, output: String },
+    /// The task cannot wait for its dependencies any longer (SPEC §6.4): they form a cycle, or one
+    /// was cancelled. `reason` names the tasks and what a human can do.
+    DependencyBlocked { reason: String },
 }
 
 impl Event {
@@ -142,6 +145,7 @@ impl Event {
             | Event::Stop { by, .. } => by.clone(),
             Event::QueueTurn { .. } => "merge queue".to_string(),
             Event::HealthChecked { .. } => "monitor".to_string(),
+            Event::DependencyBlocked { .. } => "dependencies".to_string(),
         }
     }
 
@@ -158,6 +162,7 @@ impl Event {
             Event::Stop { .. } => "stop",
             Event::QueueTurn { .. } => "queue_turn",
             Event::HealthChecked { .. } => "health_checked",
+            Event::DependencyBlocked { .. } => "dependency_blocked",
         }
     }
 }

@@ -106,6 +106,7 @@ fn render_event(event: &Event) -> String {
         Event::QueueTurn { why } => format!("queue turn: {why}"),
         Event::HealthChecked { ok: true, .. } => "health ok".to_string(),
         Event::HealthChecked { ok: false, output } => format!("health failed ({output})"),
+        Event::DependencyBlocked { reason } => format!("dependency blocked: {reason}"),
     }
 }
 
@@ -293,6 +294,10 @@ fn retry() -> Step {
 
 fn health(ok: bool) -> Step {
     Box::new(move |_, _| Event::HealthChecked { ok, output: if ok { "200".into() } else { "503".into() } })
+}
+
+fn dependency_blocked(reason: &'static str) -> Step {
+    Box::new(move |_, _| Event::DependencyBlocked { reason: reason.to_string() })
 }
 
 fn stop() -> Step {
@@ -1201,4 +1206,31 @@ fn monitor_switched_off_ends_the_window() {
     insta::assert_snapshot!(timeline(&Pipeline::default_pipeline(), state, vec![health(true)]), @r#"
     health ok → done [release_leases, remove_worktree, notify info "done"]
     "#);
+}
+
+// ---------------------------------------------------------------- dependencies (SPEC §6.4)
+
+// A task waiting for its dependencies is blocked when they can never be met: its queued job is
+// cancelled and a human alerted; a second report is suppressed; a human's retry starts the stage again.
+#[test]
+fn dependency_blocked_blocks_once_with_an_alert_and_retry_resumes() {
+    check!([
+        created(),
+        dependency_blocked("dependency cycle ACME-1 → ACME-2 → ACME-1"),
+        dependency_blocked("dependency cycle ACME-1 → ACME-2 → ACME-1"),
+        retry(),
+    ], @r#"
+        created → analysis [enqueue #1 analysis]
+        dependency blocked: dependency cycle ACME-1 → ACME-2 → ACME-1 → analysis (blocked) [cancel_jobs, release_leases, notify alert "blocked: dependency cycle ACME-1 → ACME-2 → ACME-1"] {failure "dependency cycle ACME-1 → ACME-2 → ACME-1"}
+        dependency blocked: dependency cycle ACME-1 → ACME-2 → ACME-1  suppressed: already blocked: analysis (blocked)
+        retry by ann → analysis [enqueue #2 analysis] {failure "dependency cycle ACME-1 → ACME-2 → ACME-1"}
+        "#);
+}
+
+// A task that ended ignores a late dependency report.
+#[test]
+fn dependency_blocked_after_done_is_suppressed() {
+    check!(held("done", Hold::None), [dependency_blocked("ACME-2 was cancelled")], @r#"
+        dependency blocked: ACME-2 was cancelled  suppressed: task is done; terminal stages ignore `dependency_blocked`
+        "#);
 }

@@ -6,6 +6,7 @@ use crate::agents::{AgentFactory, ConfiguredAgents};
 use crate::clock::{Clock, Spawner, SystemClock, TokioSpawner};
 use crate::effects::{self, RunningProcess};
 use crate::executor::{self, Start};
+use crate::features::Feature;
 use crate::redacting::RedactingStore;
 use crate::sandbox::Sandbox;
 use crate::settings::EngineSettings;
@@ -624,20 +625,32 @@ impl Engine {
         request: NewTaskRequest,
         key: Option<String>,
     ) -> Result<TaskRecord, EngineError> {
-        self.create_task_from(request, key, None).await
+        self.create_task_from(request, key, None, &[]).await
+    }
+
+    /// [`Engine::create_task_keyed`] for a task that waits for `depends_on` (SPEC §6.4): the
+    /// dependencies are recorded in the task's creating transaction, so its first job is never
+    /// claimed before them. Each must exist and not be cancelled.
+    pub async fn create_task_depending(
+        &self,
+        request: NewTaskRequest,
+        key: Option<String>,
+        depends_on: &[TaskKey],
+    ) -> Result<TaskRecord, EngineError> {
+        self.create_task_from(request, key, None, depends_on).await
     }
 
     /// Creates a task held in `state` (a later stage, a hold, no job): a change Baton makes itself,
     /// such as the revert of a degraded deploy, which skips the agent stages. The caller prepares
     /// the task's branch, then releases the hold with an event.
     pub async fn create_held_task(&self, request: NewTaskRequest, state: TaskState) -> Result<TaskRecord, EngineError> {
-        if state.hold == baton_domain::Hold::None || self.pipeline.stage(&state.stage).is_none() {
+        if state.hold == baton_domain::Hold::None || self.pipeline_for(&request.repo).stage(&state.stage).is_none() {
             return Err(EngineError::Invalid(format!(
                 "a held task needs a hold and a pipeline stage, not {}",
                 state.display()
             )));
         }
-        self.create_task_from(request, None, Some(state)).await
+        self.create_task_from(request, None, Some(state), &[]).await
     }
 
     async fn create_task_from(
@@ -645,7 +658,9 @@ impl Engine {
         request: NewTaskRequest,
         key: Option<String>,
         start_held: Option<TaskState>,
+        depends_on: &[TaskKey],
     ) -> Result<TaskRecord, EngineError> {
+        let depends_on = self.dependencies_for_new_task(depends_on).await?;
         let repo = self.settings.repo(&request.repo).ok_or_else(|| {
             let known: Vec<&str> = self.settings.repos.iter().map(|r| r.name.as_str()).collect();
             EngineError::Invalid(format!(
@@ -679,7 +694,8 @@ impl Engine {
             Some(state) => (state, Transition::default()),
             None => {
                 let pipeline = crate::monitor::pipeline_for(self, &repo.name);
-                let first = pipeline.first().ok_or_else(|| EngineError::Invalid("the pipeline has no stages".into()))?;
+                let first =
+                    pipeline.first().ok_or_else(|| EngineError::Invalid("the pipeline has no stages".into()))?;
                 let state = TaskState::new(&first.name);
                 match baton_domain::decide(&state, &Event::Created, &pipeline, now) {
                     Decision::Apply { effects, .. } => (state, transition_of(&effects, &pipeline)),
@@ -695,6 +711,7 @@ impl Engine {
             external_ref: request.external_ref,
             state,
             idempotency_key: key,
+            depends_on,
         };
         let task = self.store.create_task(new, transition, now).await?;
         self.wake();
@@ -976,16 +993,33 @@ impl Engine {
         Ok(adopted)
     }
 
-    /// One claim of the claim loop: the next runnable job under the limits, started here.
-    /// The claim loop's step: up to `max` runnable jobs under the limits in one transaction (many
-    /// jobs due at once cost one commit, not one each), each started here; how many.
-    pub async fn claim_batch(self: &Arc<Self>, max: u32) -> Result<usize, EngineError> {
-        let claim = Claim {
+    /// What a claim asks of the store now: the limits, and where the dependency and serial gates
+    /// apply (a switch off for a repository, `[features]`, means the claim ignores that gate there).
+    pub fn claim_request(&self) -> Claim {
+        let repos = &self.settings.repos;
+        Claim {
             owner: self.owner.clone(),
             now_ms: self.clock.now_ms(),
             running_max: self.settings.limits.running_max,
             running_per_repo_max: self.settings.limits.running_per_repo_max,
-        };
+            dependency_free_repos: repos
+                .iter()
+                .filter(|r| !self.features.enabled(Feature::Dependencies, &r.name))
+                .map(|r| r.name.clone())
+                .collect(),
+            serial_repos: repos
+                .iter()
+                .filter(|r| r.serial && self.features.enabled(Feature::Serial, &r.name))
+                .map(|r| r.name.clone())
+                .collect(),
+        }
+    }
+
+    /// One claim of the claim loop: the next runnable job under the limits, started here.
+    /// The claim loop's step: up to `max` runnable jobs under the limits in one transaction (many
+    /// jobs due at once cost one commit, not one each), each started here; how many.
+    pub async fn claim_batch(self: &Arc<Self>, max: u32) -> Result<usize, EngineError> {
+        let claim = self.claim_request();
         let jobs = self.store.claim_jobs(&claim, max).await?;
         let claimed = jobs.len();
         for job in jobs {
@@ -995,12 +1029,7 @@ impl Engine {
     }
 
     pub async fn claim_next(self: &Arc<Self>) -> Result<Option<JobRecord>, EngineError> {
-        let claim = Claim {
-            owner: self.owner.clone(),
-            now_ms: self.clock.now_ms(),
-            running_max: self.settings.limits.running_max,
-            running_per_repo_max: self.settings.limits.running_per_repo_max,
-        };
+        let claim = self.claim_request();
         let job = self.store.claim_job(&claim).await?;
         if let Some(job) = &job {
             self.start_job(job.clone(), Start::Fresh);

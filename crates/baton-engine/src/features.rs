@@ -42,6 +42,11 @@ pub enum Feature {
     Freeze,
     /// The revert of a DEGRADED deploy's commit (`revert_on_degraded`).
     Revert,
+    /// Task dependencies (SPEC §6.4): the claim waits for them, the reconciler blocks cycles and
+    /// cancelled dependencies. Off: declared dependencies are kept but ignored.
+    Dependencies,
+    /// The serial gate of repositories with `serial = true` (SPEC §6.4). Off: tasks run in parallel.
+    Serial,
 }
 
 impl Feature {
@@ -62,6 +67,8 @@ impl Feature {
         Feature::Monitor,
         Feature::Freeze,
         Feature::Revert,
+        Feature::Dependencies,
+        Feature::Serial,
     ];
 
     /// The switch's key under `[features]`.
@@ -82,6 +89,8 @@ impl Feature {
             Feature::Monitor => "monitor",
             Feature::Freeze => "freeze",
             Feature::Revert => "revert",
+            Feature::Dependencies => "dependencies",
+            Feature::Serial => "serial",
         }
     }
 

@@ -30,6 +30,7 @@ pub mod agents;
 pub mod budgets;
 pub mod clock;
 pub mod coverage;
+pub mod dependencies;
 pub mod effects;
 pub mod engine;
 pub mod executor;
@@ -75,6 +76,9 @@ pub enum EngineError {
     Invalid(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The request contradicts what is stored (a dependency that would close a cycle).
+    #[error("{0}")]
+    Refused(String),
     #[error("io: {0}")]
     Io(String),
     #[error(transparent)]
@@ -98,7 +102,9 @@ impl EngineError {
             )
             | EngineError::Io(_) => true,
             EngineError::Run(baton_runner::RunError::Io { .. }) => true,
-            EngineError::Store(_) | EngineError::Invalid(_) | EngineError::NotFound(_) => false,
+            EngineError::Store(_) | EngineError::Invalid(_) | EngineError::NotFound(_) | EngineError::Refused(_) => {
+                false
+            }
             EngineError::Run(_) => false,
             other => baton_runner::is_infrastructure(&other.to_string()),
         }

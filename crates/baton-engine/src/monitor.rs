@@ -194,7 +194,8 @@ async fn file_revert(engine: &Engine, task: &TaskRecord, freeze: Option<&RepoFre
         let head = e.detail.get("head")?.as_str()?.to_string();
         Some((base, head))
     });
-    let gate = engine.pipeline_for(&task.repo).stages.iter().find(|s| s.gates.contains(&baton_domain::GateSpec::Mergeable));
+    let gate =
+        engine.pipeline_for(&task.repo).stages.iter().find(|s| s.gates.contains(&baton_domain::GateSpec::Mergeable));
     let (Some((base, head)), Some(gate)) = (range, gate) else {
         return alert(engine, task, "no merged change or merge gate to revert through; revert it by hand".into()).await;
     };

@@ -2,6 +2,8 @@
 //! never applied (the applying process died between the job's end and the transition) is idle
 //! forever. After a grace period the reconciler re-applies the recorded outcome through the normal
 //! path (decide + one transaction); anything it cannot judge stays silent (one log line, no alert).
+//! Each pass also runs the dependency backstop (`crate::dependencies::backstop`): cycles and
+//! cancelled dependencies block their tasks with an alert.
 
 use crate::engine::Engine;
 use crate::features::Feature;
@@ -18,6 +20,8 @@ const RECHECK_MS: i64 = 10 * 60 * 1000;
 /// One reconciler pass. Never fails: problems are logged. Switched off (`[features] reconciler`)
 /// for every repository it does nothing at all; for some, it passes over their tasks and queues.
 pub async fn tick(engine: &Arc<Engine>) {
+    // The dependency backstop has its own switch (`[features] dependencies`).
+    crate::dependencies::backstop(engine).await;
     let features = engine.features();
     if features.off_everywhere(Feature::Reconciler) {
         return;

@@ -93,6 +93,24 @@ impl Store for RedactingStore {
     async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
         self.inner.job(id).await
     }
+    async fn add_dependency(
+        &self,
+        task: TaskId,
+        depends_on: TaskId,
+        created_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.inner.add_dependency(task, depends_on, &self.text(created_by), now_ms).await
+    }
+    async fn remove_dependency(&self, task: TaskId, depends_on: TaskId) -> StoreResult<bool> {
+        self.inner.remove_dependency(task, depends_on).await
+    }
+    async fn dependencies(&self, task: TaskId) -> StoreResult<Vec<DependencyRecord>> {
+        self.inner.dependencies(task).await
+    }
+    async fn live_dependencies(&self) -> StoreResult<Vec<DependencyRecord>> {
+        self.inner.live_dependencies().await
+    }
     async fn jobs_with_status(&self, status: JobStatus) -> StoreResult<Vec<JobRecord>> {
         self.inner.jobs_with_status(status).await
     }

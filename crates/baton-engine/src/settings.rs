@@ -173,6 +173,11 @@ pub struct RepoSettings {
     /// Whether a revert still waits for a human's deploy confirmation (default: it does not).
     #[serde(default)]
     pub revert_confirm: bool,
+    /// The serial gate (SPEC §6.4, opt-in): a task's first stage is not claimed while an earlier
+    /// unfinished task of the repository exists, so tasks run one after another in id order, each
+    /// branched from the default branch its predecessor merged into.
+    #[serde(default)]
+    pub serial: bool,
     /// Workspace hooks (`[repos.hooks]`): commands run in the task's worktree around its life.
     #[serde(default)]
     pub hooks: RepoHooks,

@@ -260,6 +260,7 @@ impl World {
                 monitor_failures: 3,
                 revert_on_degraded: false,
                 revert_confirm: false,
+                serial: false,
                 hooks: Default::default(),
                 pipeline: None,
                 forge: RepoForge {

@@ -203,6 +203,7 @@ async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_wor
             monitor_failures: 3,
             revert_on_degraded: false,
             revert_confirm: false,
+            serial: false,
             hooks: Default::default(),
             pipeline: None,
             forge: Default::default(),

@@ -69,10 +69,12 @@ async fn task_with_run(store: &dyn Store, runs_dir: &Path, title: &str) -> (Task
         external_ref: None,
         state: TaskState::new("analysis"),
         idempotency_key: None,
+        depends_on: Vec::new(),
     };
     let enqueue = Transition { enqueue: Some(("analysis".into(), 0)), ..Transition::default() };
     let task = store.create_task(new, enqueue, T0).await.unwrap();
-    let claim = Claim { owner: "test".into(), now_ms: T0 + 1, running_max: 10, running_per_repo_max: 10 };
+    let claim =
+        Claim { owner: "test".into(), now_ms: T0 + 1, running_max: 10, running_per_repo_max: 10, ..Claim::default() };
     let job = store.claim_job(&claim).await.unwrap().unwrap().id;
     let log_dir = baton_engine::executor::job_run_dir(runs_dir, &task.work_item_id, "analysis", job);
     std::fs::create_dir_all(&log_dir).unwrap();

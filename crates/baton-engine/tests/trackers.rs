@@ -90,6 +90,7 @@ fn settings(dir: &Path) -> EngineSettings {
             monitor_failures: 3,
             revert_on_degraded: false,
             revert_confirm: false,
+            serial: false,
             hooks: Default::default(),
             pipeline: None,
             forge: Default::default(),

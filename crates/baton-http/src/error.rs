@@ -115,6 +115,7 @@ impl From<EngineError> for ApiError {
         match error {
             EngineError::Invalid(message) => ApiError::Invalid(message),
             EngineError::NotFound(what) => ApiError::NotFound(format!("{what} does not exist")),
+            EngineError::Refused(message) => ApiError::Conflict(message),
             EngineError::Store(store) => store.into(),
             other => internal(&other),
         }

@@ -101,6 +101,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/tasks"),
     ("POST", "/api/tasks"),
     ("GET", "/api/tasks/{id}"),
+    ("POST", "/api/tasks/{id}/dependencies"),
+    ("DELETE", "/api/tasks/{id}/dependencies"),
     ("GET", "/api/tasks/{id}/handoff"),
     ("GET", "/tasks/{id}/handoff"),
     ("POST", "/api/tasks/{id}/approve"),

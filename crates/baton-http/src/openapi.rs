@@ -22,7 +22,7 @@ pub struct ErrorBody {
 #[openapi(
     info(title = "Baton", description = "Baton's HTTP API: tasks, human actions, usage, observability and webhooks."),
     paths(
-        health, status, tasks_list, tasks_create, tasks_show, task_action, handoff_json, handoff_page, usage, usage_ingest, budgets,
+        health, status, tasks_list, tasks_create, tasks_show, task_action, task_depend, task_undepend, handoff_json, handoff_page, usage, usage_ingest, budgets,
         coverage, coverage_baseline, repo_unfreeze, lessons_list, lessons_add, lessons_edit,
         crate::api::queue::queue, crate::api::metrics::metrics, crate::prometheus::metrics, openapi_json, webhook, events,
     ),
@@ -75,13 +75,13 @@ fn tasks_list() {}
 
 /// Creates a task (`act` scope; honours `Idempotency-Key`).
 #[utoipa::path(post, path = "/api/tasks", tag = "tasks",
-    request_body(content = Object, description = "`{repo, title, body?, external_ref?}`"),
+    request_body(content = Object, description = "`{repo, title, body?, external_ref?, depends_on?: [id or work item]}`"),
     responses((status = 201, description = "The new task", body = Object), (status = 401, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 #[allow(dead_code)]
 fn tasks_create() {}
 
-/// One task with its timeline, jobs, agent runs and totals.
+/// One task with its timeline, jobs, agent runs, totals and dependencies.
 #[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks",
     params(("id" = String, Path, description = "numeric id or work-item id")),
     responses((status = 200, description = "Task detail", body = Object), (status = 404, body = ErrorBody)))]
@@ -114,6 +114,27 @@ fn handoff_page() {}
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[allow(dead_code)]
 fn task_action() {}
+
+/// Declares that the task waits for another to be done (`act` scope): 201 new, 200 declared
+/// already, 409 when it would close a cycle (the message names it) or the other was cancelled.
+#[utoipa::path(post, path = "/api/tasks/{id}/dependencies", tag = "tasks",
+    params(("id" = String, Path, description = "numeric id or work-item id")),
+    request_body(content = Object, description = "`{depends_on: id or work item}`"),
+    responses((status = 201, description = "`{task, depends_on, created: true}`", body = Object),
+              (status = 200, description = "`{task, depends_on, created: false}`", body = Object),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+#[allow(dead_code)]
+fn task_depend() {}
+
+/// Withdraws a dependency (`act` scope).
+#[utoipa::path(delete, path = "/api/tasks/{id}/dependencies", tag = "tasks",
+    params(("id" = String, Path, description = "numeric id or work-item id")),
+    request_body(content = Object, description = "`{depends_on: id or work item}`"),
+    responses((status = 200, description = "`{removed}`: false when there was none", body = Object),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[allow(dead_code)]
+fn task_undepend() {}
 
 /// Agent runs and ingested usage grouped, with unit economics ($ per merged task, per stage, per unit).
 #[utoipa::path(get, path = "/api/usage", tag = "usage",

@@ -66,6 +66,7 @@ impl Harness {
                 monitor_failures: 3,
                 revert_on_degraded: false,
                 revert_confirm: false,
+                serial: false,
                 hooks: Default::default(),
                 pipeline: None,
                 forge: Default::default(),
@@ -543,4 +544,56 @@ async fn priority_moves_a_queued_change_and_refuses_one_not_queued() {
 
     let (status, body) = h.post(&format!("/api/tasks/{work_item}/priority"), json!({ "priority": "high" })).await;
     assert!(status.is_client_error(), "{status} {body}");
+}
+
+// Dependencies over HTTP: a task created waiting, a declaration (201, then 200 when repeated), a
+// cycle refused with 409 naming it, the task's detail listing them, `/api/queue` saying what the
+// held task waits for, and a withdrawal; declaring needs the `act` token.
+#[tokio::test]
+async fn dependencies_declared_refused_shown_and_withdrawn() {
+    let h = Harness::new().await;
+    let a = h.create("First").await;
+    let (status, b) =
+        h.post("/api/tasks", json!({ "repo": "demo", "title": "Second", "depends_on": [a["id"].clone()] })).await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    let (a_id, b_id) = (a["work_item_id"].as_str().unwrap(), b["work_item_id"].as_str().unwrap());
+    let c = h.create("Third").await;
+    let c_id = c["work_item_id"].as_str().unwrap();
+
+    let (status, body) = h.post(&format!("/api/tasks/{c_id}/dependencies"), json!({ "depends_on": b_id })).await;
+    assert_eq!((status, body["created"].clone()), (StatusCode::CREATED, json!(true)), "{body}");
+    let (status, body) = h.post(&format!("/api/tasks/{c_id}/dependencies"), json!({ "depends_on": b_id })).await;
+    assert_eq!((status, body["created"].clone()), (StatusCode::OK, json!(false)), "{body}");
+    let (status, body) = h.post(&format!("/api/tasks/{a_id}/dependencies"), json!({ "depends_on": c_id })).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let cycle = format!("{a_id} → {c_id} → {b_id} → {a_id}");
+    assert!(body["message"].as_str().unwrap().contains(&cycle), "{body}");
+    let (status, body) = h.post(&format!("/api/tasks/{a_id}/dependencies"), json!({ "depends_on": "NOPE-9" })).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let unauthed = Request::post(format!("/api/tasks/{a_id}/dependencies"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({ "depends_on": c_id }).to_string()))
+        .unwrap();
+    assert_eq!(send(h.app(), unauthed).await.0, StatusCode::UNAUTHORIZED);
+
+    let (_, detail) = h.get(&format!("/api/tasks/{c_id}")).await;
+    let deps = detail["dependencies"].as_array().unwrap();
+    assert_eq!(deps.len(), 1);
+    assert_eq!((deps[0]["depends_on_work_item"].as_str(), deps[0]["met"].as_bool()), (Some(b_id), Some(false)));
+
+    let (status, queue) = h.get("/api/queue").await;
+    assert_eq!(status, StatusCode::OK, "{queue}");
+    let waiting = queue["waiting"].as_array().unwrap();
+    let of = |id: &str| waiting.iter().find(|w| w["work_item_id"] == id).cloned();
+    assert_eq!(of(b_id).unwrap()["waits_for"], json!([a_id]));
+    assert_eq!(of(c_id).unwrap()["gate"], "dependencies");
+    assert!(of(a_id).is_none(), "{a_id} waits for nothing");
+
+    let delete = authed(Method::DELETE, &format!("/api/tasks/{c_id}/dependencies"))
+        .body(Body::from(json!({ "depends_on": b_id }).to_string()))
+        .unwrap();
+    let (status, body) = send(h.app(), delete).await;
+    assert_eq!((status, body["removed"].clone()), (StatusCode::OK, json!(true)), "{body}");
+    let (_, detail) = h.get(&format!("/api/tasks/{c_id}")).await;
+    assert!(detail["dependencies"].as_array().unwrap().is_empty());
 }

@@ -61,6 +61,7 @@ impl Running {
                 monitor_failures: 3,
                 revert_on_degraded: false,
                 revert_confirm: false,
+                serial: false,
                 hooks: Default::default(),
                 pipeline: None,
                 forge: Default::default(),

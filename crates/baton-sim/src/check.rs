@@ -57,6 +57,9 @@ pub enum Kind {
     DuplicateAgent,
     /// §4.6: a head was deployed while another deploy of it ran, or after one of it succeeded.
     DuplicateDeploy,
+    /// §6.4: a job of a task started after the task was declared to wait for another, while that
+    /// other was not done.
+    DependencyIgnored,
     /// After draining: a done or cancelled task kept its worktree, a cancelled task its branch,
     /// or an agent run of an ended job was never closed.
     LeftBehind,
@@ -110,6 +113,8 @@ pub struct Checker {
     committed_keys: BTreeSet<String>,
     terminal: BTreeMap<TaskId, (String, i64)>,
     stale_leases_seen: BTreeSet<(String, i64)>,
+    /// (job, start time) pairs already judged against the task's dependencies.
+    starts_seen: BTreeSet<(JobId, i64)>,
     pub checks: u64,
 }
 
@@ -137,6 +142,7 @@ impl Checker {
             self.check_commits(state, &mut found);
             self.check_tasks(state, ledger, &mut found);
             self.check_leases(state, now_ms, &mut found);
+            self.check_dependencies(state, &mut found);
         });
         for (job, applied) in &ledger.applied_jobs {
             if *applied > 1 {
@@ -155,6 +161,35 @@ impl Checker {
             }
         }
         found
+    }
+
+    /// A dependent's job never starts before its dependency is done: each job start is judged at
+    /// the first check after it (checks follow every step, and done is final, so a dependency not
+    /// done now was not done when the job started). A job started before the declaration is fine.
+    fn check_dependencies(&mut self, state: &State, found: &mut Vec<Violation>) {
+        if state.dependencies.is_empty() {
+            return;
+        }
+        for job in state.jobs.values() {
+            let Some(started) = job.started_at_ms else { continue };
+            if !self.starts_seen.insert((job.id, started)) {
+                continue;
+            }
+            let waits = state.dependencies.range((job.task_id, TaskId(i64::MIN))..=(job.task_id, TaskId(i64::MAX)));
+            for ((_, on), (declared_at, _)) in waits {
+                let on_stage = state.tasks.get(on).map_or("missing", |t| t.state.stage.as_str());
+                if started > *declared_at && on_stage != baton_domain::pipeline::DONE {
+                    found.push(Violation::new(
+                        Kind::DependencyIgnored,
+                        format!(
+                            "job {} ({}) of task {} started at {started} though the task waits (since {declared_at}) \
+                             for task {on}, which is {on_stage}",
+                            job.id, job.stage, job.task_id
+                        ),
+                    ));
+                }
+            }
+        }
     }
 
     fn check_commits(&mut self, state: &State, found: &mut Vec<Violation>) {
@@ -436,7 +471,10 @@ impl Checker {
         let mut found = Vec::new();
         store.peek(|state| {
             for task in state.tasks.values() {
-                if !task.state.is_terminal() && !is_waiting_for_human(&task.state.hold) {
+                if !task.state.is_terminal()
+                    && !is_waiting_for_human(&task.state.hold)
+                    && !waits_for_live_task(state, task)
+                {
                     let jobs: Vec<String> = state
                         .jobs
                         .values()
@@ -454,13 +492,20 @@ impl Checker {
                             e.fails
                         )
                     });
+                    let running: Vec<String> = state
+                        .jobs
+                        .values()
+                        .filter(|j| j.status == JobStatus::Running)
+                        .map(|j| format!("job {} of task {} ({})", j.id, j.task_id, j.repo))
+                        .collect();
                     found.push(Violation::new(
                         Kind::NotSettled,
                         format!(
-                            "task {} is {} after draining; active: [{}]{queued}",
+                            "task {} is {} after draining; active: [{}]{queued}; running anywhere: [{}]",
                             task.id,
                             task.state.display(),
-                            jobs.join(", ")
+                            jobs.join(", "),
+                            running.join(", ")
                         ),
                     ));
                 }
@@ -488,6 +533,17 @@ impl Checker {
         });
         found
     }
+}
+
+/// Whether the task (its queued job, or its change in the merge queue) waits for a dependency that is still live (itself waiting for a
+/// human, or further down a chain that does): settled, not stuck. A cancelled dependency does not
+/// count: the reconciler's backstop must have blocked the task.
+fn waits_for_live_task(state: &State, task: &TaskRecord) -> bool {
+    matches!(task.state.hold, Hold::None | Hold::MergeQueue)
+        && state
+            .dependencies
+            .range((task.id, TaskId(i64::MIN))..=(task.id, TaskId(i64::MAX)))
+            .any(|((_, on), _)| state.tasks.get(on).is_some_and(|t| !t.state.is_terminal()))
 }
 
 /// Why a task's jobs do not match its state (SPEC §4.6 "no lost task"), if they do not.

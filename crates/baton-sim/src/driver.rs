@@ -274,6 +274,7 @@ impl Driver {
             1,                                                          // 13 reconciler
             2,                                                          // 14 outbox worker
             if ready.is_empty() { 0 } else { self.params.kill_weight }, // 15 kill a job's process group
+            if tasks.len() < 2 { 0 } else { 1 },                        // 16 declare a dependency
         ];
         match self.rng.weighted(&weights) {
             Some(8) => {
@@ -387,6 +388,18 @@ impl Driver {
             13 => Some(Action::ReconcilerTick),
             14 => Some(Action::OutboxTick),
             15 => Some(Action::KillGroup { job: *self.rng.pick(ready)? }),
+            16 => {
+                // Usually a later task waiting for an earlier one; now and then any pair, and
+                // rarely one written past the engine's cycle check (a race it cannot see).
+                // Dependents are tasks that have not got past their first stage (declared mid-way,
+                // a dependency can hold a change parked in the merge queue: not simulated yet).
+                let live: Vec<TaskId> = tasks.iter().filter(|t| t.state.stage == "analysis").map(|t| t.id).collect();
+                let task = *self.rng.pick(&live)?;
+                let earlier: Vec<TaskId> = tasks.iter().map(|t| t.id).filter(|id| *id < task).collect();
+                let any: Vec<TaskId> = tasks.iter().map(|t| t.id).filter(|id| *id != task).collect();
+                let on = if self.rng.chance(800) { *self.rng.pick(&earlier)? } else { *self.rng.pick(&any)? };
+                Some(Action::Depend { task, on, unchecked: self.rng.chance(100) })
+            }
             _ => None,
         }
     }
@@ -543,7 +556,15 @@ impl Driver {
     fn next_wake_ms(&self) -> Option<i64> {
         let now = self.world.clock.now_ms();
         let mut next: Option<i64> = None;
-        for task in self.tasks() {
+        // A job held back by its task's dependencies wakes when they are done, not at its time.
+        let held: std::collections::BTreeSet<TaskId> = self.world.store.peek(|s| {
+            s.dependencies
+                .keys()
+                .filter(|(_, on)| s.tasks.get(on).is_none_or(|t| t.state.stage != baton_domain::pipeline::DONE))
+                .map(|(task, _)| *task)
+                .collect()
+        });
+        for task in self.tasks().into_iter().filter(|t| !held.contains(&t.id)) {
             if let Hold::PausedQuota { resume_at_ms, .. } = task.state.hold {
                 next = Some(next.map_or(resume_at_ms, |n| n.min(resume_at_ms)));
             }

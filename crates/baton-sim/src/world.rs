@@ -151,6 +151,14 @@ pub enum Action {
     KillGroup {
         job: JobId,
     },
+    /// A human declares that `task` waits for `on` (SPEC §6.4) through the engine, which refuses
+    /// cycles; `unchecked` writes it straight to the store instead, as a declaration racing
+    /// another could, leaving a cycle to the reconciler's backstop.
+    Depend {
+        task: TaskId,
+        on: TaskId,
+        unchecked: bool,
+    },
     /// The action, started only after its future was polled `yields` times (to place it late in
     /// an interleaving: a scripted race whose window opens after several store calls).
     After {
@@ -174,6 +182,7 @@ pub enum Outcome {
     Reconciler,
     Outbox(u32),
     KilledGroup(JobId, u32),
+    Depended(TaskId, TaskId, Result<bool, String>),
 }
 
 /// Counts for the report.
@@ -265,6 +274,7 @@ fn settings_for(config: &WorldConfig) -> EngineSettings {
                 monitor_failures: 2,
                 revert_on_degraded: false,
                 revert_confirm: false,
+                serial: false,
                 hooks: Default::default(),
                 pipeline: (name == SHORT_PIPELINE_REPO)
                     .then(|| baton_engine::NamedPipeline { name: "short".into(), pipeline: short_pipeline() }),
@@ -446,6 +456,22 @@ impl World {
                     .map_err(|e| e.to_string());
                 Outcome::Delivered(delivery, result)
             }),
+            Action::Depend { task, on, unchecked } => {
+                let store = self.store.clone();
+                Box::pin(async move {
+                    let result = if unchecked {
+                        let now = engine.clock().now_ms();
+                        store.add_dependency(task, on, "sim-race", now).await.map_err(|e| e.to_string())
+                    } else {
+                        engine
+                            .declare_dependency(&TaskKey::Id(task), &TaskKey::Id(on), "sim-human")
+                            .await
+                            .map(|declared| declared.created)
+                            .map_err(|e| e.to_string())
+                    };
+                    Outcome::Depended(task, on, result)
+                })
+            }
             Action::Submit(sent) => Box::pin(async move {
                 let result = engine
                     .submit(&TaskKey::Id(sent.task), sent.input.clone(), "sim-human", sent.key.clone())
@@ -574,6 +600,10 @@ impl World {
                     show(result)
                 )
             }
+            Outcome::Depended(task, on, result) => match result {
+                Ok(created) => format!("task {task} declared to wait for task {on} (new: {created})"),
+                Err(why) => format!("task {task} may not wait for task {on}: {why}"),
+            },
             Outcome::Reaper => "reaper pass".into(),
             Outcome::Reconciler => "reconciler pass".into(),
             Outcome::Outbox(n) => format!("outbox worker carried out {n} effect(s)"),

@@ -240,6 +240,12 @@ const TABLES: &[Table] = &[
         figures: ID_FIGURES,
     },
     Table {
+        name: "task_dependencies",
+        columns: &[("task_id", Int), ("depends_on", Int), ("created_at", Int), ("created_by", Text)],
+        identity: false,
+        figures: &[("sum task_id", "SUM(task_id)"), ("sum depends_on", "SUM(depends_on)")],
+    },
+    Table {
         name: "lessons",
         columns: &[
             ("id", Int),

@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_coverage.sql")),
     (7, include_str!("../migrations/0007_lessons.sql")),
     (9, include_str!("../migrations/0009_freeze.sql")),
+    (8, include_str!("../migrations/0008_dependencies.sql")),
 ];
 
 /// Advisory lock keys (one namespace for Baton: the high bits spell "BATN").
@@ -194,6 +195,18 @@ async fn migrate(pool: &PgPool) -> StoreResult<()> {
 
 baton_store::row_decoders!(PgRow);
 
+/// A row of the dependency reads ([`DEPENDENCY_COLUMNS`]).
+fn dependency_from_row(row: &PgRow) -> StoreResult<DependencyRecord> {
+    Ok(DependencyRecord {
+        task_id: TaskId(row.try_get("task_id")?),
+        depends_on: TaskId(row.try_get("depends_on")?),
+        depends_on_work_item: row.try_get("depends_on_work_item")?,
+        depends_on_stage: row.try_get("depends_on_stage")?,
+        created_at_ms: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
 /// The channel the triggers of `0005_notify.sql` notify on.
 const CHANGES_CHANNEL: &str = "baton_changes";
 
@@ -257,28 +270,48 @@ const PRUNE_INBOX: &str =
 
 /// The next runnable job (highest rank, then oldest `available_at`, then id), locked for the
 /// claim; the running jobs are counted once per claim, by repository, and the counts are exact
-/// because every claim holds [`CLAIM_LOCK`].
+/// because every claim holds [`CLAIM_LOCK`]. A job whose task waits for a dependency not done
+/// (unless its repository is in `$4`), and in a serial repository (`$5`) a first-stage job behind
+/// an earlier unfinished task, is no candidate.
 const CLAIM_JOB: &str = "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo)
      SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN running r ON r.repo = j.repo
      WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
        AND (SELECT COALESCE(SUM(n), 0) FROM running) < $2
        AND COALESCE(r.n, 0) < $3
+       AND (j.repo = ANY($4) OR NOT EXISTS (
+             SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
+             WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
+       AND NOT (j.rank <= 1 AND j.repo = ANY($5) AND EXISTS (
+             SELECT 1 FROM tasks e
+             WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled')))
      ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED";
 
 /// Up to `$4` runnable jobs at once, best first, each within the limits as if claimed in turn:
 /// a repository's candidates are numbered in claim order and kept while its running count plus
-/// their number stays within `$3`, and the whole batch within `$2` minus what already runs.
+/// their number stays within `$3`, and the whole batch within `$2` minus what already runs. The
+/// dependency and serial gates (`$5`, `$6`, as in [`CLAIM_JOB`]) drop candidates before they are
+/// numbered, so a waiting job takes no slot.
 const CLAIM_BATCH: &str =
     "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo),
      candidates AS (
        SELECT j.id, j.repo, j.rank, j.available_at,
               ROW_NUMBER() OVER (PARTITION BY j.repo ORDER BY j.rank DESC, j.available_at, j.id) AS k
        FROM jobs j JOIN tasks t ON t.id = j.task_id
-       WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id)
+       WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
+         AND (j.repo = ANY($5) OR NOT EXISTS (
+               SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
+               WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
+         AND NOT (j.rank <= 1 AND j.repo = ANY($6) AND EXISTS (
+               SELECT 1 FROM tasks e
+               WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))))
      SELECT c.id FROM candidates c LEFT JOIN running r ON r.repo = c.repo
      WHERE COALESCE(r.n, 0) + c.k <= $3
      ORDER BY c.rank DESC, c.available_at, c.id
      LIMIT GREATEST(0, LEAST($4, $2 - (SELECT COALESCE(SUM(n), 0) FROM running)))";
+
+/// The columns of a [`DependencyRecord`]: the row, with the dependency's work item and stage.
+const DEPENDENCY_COLUMNS: &str = "SELECT d.task_id, d.depends_on, t.work_item_id AS depends_on_work_item,
+       t.stage AS depends_on_stage, d.created_at, d.created_by";
 
 const CLAIM_EFFECTS: &str = "UPDATE outbox SET claimed_until = $1 + $2, attempts = attempts + 1
      WHERE id IN (SELECT id FROM outbox
@@ -807,6 +840,8 @@ impl Store for PgStore {
                 .bind(claim.now_ms)
                 .bind(i64::from(claim.running_max))
                 .bind(i64::from(claim.running_per_repo_max))
+                .bind(&claim.dependency_free_repos)
+                .bind(&claim.serial_repos)
                 .fetch_all(&mut *tx)
                 .await?
         } else {
@@ -815,6 +850,8 @@ impl Store for PgStore {
                 .bind(i64::from(claim.running_max))
                 .bind(i64::from(claim.running_per_repo_max))
                 .bind(i64::from(limit))
+                .bind(&claim.dependency_free_repos)
+                .bind(&claim.serial_repos)
                 .fetch_all(&mut *tx)
                 .await?
         };
@@ -853,6 +890,66 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    async fn add_dependency(
+        &self,
+        task: TaskId,
+        depends_on: TaskId,
+        created_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        if task == depends_on {
+            return Err(StoreError::Conflict(format!("task {task} cannot depend on itself")));
+        }
+        let mut tx = self.begin().await?;
+        for id in [task, depends_on] {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1").bind(id.0).fetch_optional(&mut *tx).await?;
+            if found.is_none() {
+                return Err(StoreError::NotFound(format!("task {id}")));
+            }
+        }
+        let result = sqlx::query(
+            "INSERT INTO task_dependencies (task_id, depends_on, created_at, created_by) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (task_id, depends_on) DO NOTHING",
+        )
+        .bind(task.0)
+        .bind(depends_on.0)
+        .bind(now_ms)
+        .bind(created_by)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn remove_dependency(&self, task: TaskId, depends_on: TaskId) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM task_dependencies WHERE task_id = $1 AND depends_on = $2")
+            .bind(task.0)
+            .bind(depends_on.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn dependencies(&self, task: TaskId) -> StoreResult<Vec<DependencyRecord>> {
+        let sql = format!(
+            "{DEPENDENCY_COLUMNS} FROM task_dependencies d JOIN tasks t ON t.id = d.depends_on
+             WHERE d.task_id = $1 ORDER BY d.depends_on"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(task.0).fetch_all(&self.pool).await?;
+        rows.iter().map(dependency_from_row).collect()
+    }
+
+    async fn live_dependencies(&self) -> StoreResult<Vec<DependencyRecord>> {
+        let sql = format!(
+            "{DEPENDENCY_COLUMNS} FROM tasks w JOIN task_dependencies d ON d.task_id = w.id
+               JOIN tasks t ON t.id = d.depends_on
+             WHERE w.stage NOT IN ('done', 'cancelled') ORDER BY d.task_id, d.depends_on"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.iter().map(dependency_from_row).collect()
     }
 
     async fn jobs_for_task(&self, task: TaskId) -> StoreResult<Vec<JobRecord>> {
@@ -1984,6 +2081,27 @@ impl PgStore {
         .await?;
         let id = TaskId(id);
         apply_transition(&mut tx, id, &new.repo, &new.state, first, now_ms).await?;
+        for on in &new.depends_on {
+            let added = sqlx::query(
+                "INSERT INTO task_dependencies (task_id, depends_on, created_at, created_by)
+                 SELECT $1, id, $3, $4 FROM tasks WHERE id = $2 ON CONFLICT (task_id, depends_on) DO NOTHING",
+            )
+            .bind(id.0)
+            .bind(on.0)
+            .bind(now_ms)
+            .bind(DEPENDS_AT_CREATE)
+            .execute(&mut *tx)
+            .await?;
+            if added.rows_affected() == 0 {
+                let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1")
+                    .bind(on.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_none() {
+                    return Err(Attempt::Store(StoreError::NotFound(format!("task {on}"))));
+                }
+            }
+        }
         if let Some(key) = &new.idempotency_key {
             sqlx::query("UPDATE idempotency SET task_id = $1 WHERE key = $2")
                 .bind(id.0)

@@ -79,6 +79,7 @@ fn claim_and_advance(c: &mut Criterion) {
             external_ref: None,
             state: TaskState::new("analysis"),
             idempotency_key: None,
+            depends_on: Vec::new(),
         };
         let first = Transition { enqueue: Some(("analysis".into(), 0)), ..Transition::default() };
         store.create_task(new, first, NOW_MS).await.unwrap()
@@ -86,7 +87,8 @@ fn claim_and_advance(c: &mut Criterion) {
     c.bench_function("store_10k_tasks/claim+advance", |b| {
         b.to_async(&rt).iter(|| async {
             let now_ms = clock.fetch_add(1, Ordering::SeqCst);
-            let claim = Claim { owner: "bench".into(), now_ms, running_max: 4, running_per_repo_max: 4 };
+            let claim =
+                Claim { owner: "bench".into(), now_ms, running_max: 4, running_per_repo_max: 4, ..Claim::default() };
             let job = store.claim_job(&claim).await.unwrap().expect("the bench task's job is runnable");
             let current = store.task(&baton_store::TaskKey::Id(task.id)).await.unwrap().unwrap();
             let advance = Advance {

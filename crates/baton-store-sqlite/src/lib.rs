@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (14, include_str!("../migrations/0014_coverage.sql")),
     (15, include_str!("../migrations/0015_lessons.sql")),
     (17, include_str!("../migrations/0017_freeze.sql")),
+    (16, include_str!("../migrations/0016_dependencies.sql")),
 ];
 
 /// The newest schema version this Baton knows (versions may be merged out of order, so not the
@@ -383,6 +384,18 @@ fn sql_stage(column: &str) -> String {
     format!("CASE WHEN instr({column}, ' (') > 0 THEN substr({column}, 1, instr({column}, ' (') - 1) ELSE {column} END")
 }
 
+/// A row of [`DEPENDENCIES_OF_TASK`] or [`LIVE_DEPENDENCIES`].
+fn dependency_from_row(row: &SqliteRow) -> StoreResult<DependencyRecord> {
+    Ok(DependencyRecord {
+        task_id: TaskId(row.try_get("task_id")?),
+        depends_on: TaskId(row.try_get("depends_on")?),
+        depends_on_work_item: row.try_get("depends_on_work_item")?,
+        depends_on_stage: row.try_get("depends_on_stage")?,
+        created_at_ms: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
 /// Up to `limit` claims inside `tx` with one query, one update of the jobs and one of their
 /// tasks (ids passed as a JSON array); best first.
 async fn claim_batch(tx: &mut Transaction<'static, Sqlite>, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
@@ -391,6 +404,8 @@ async fn claim_batch(tx: &mut Transaction<'static, Sqlite>, claim: &Claim, limit
         .bind(i64::from(claim.running_max))
         .bind(i64::from(claim.running_per_repo_max))
         .bind(i64::from(limit))
+        .bind(serde_json::to_string(&claim.dependency_free_repos)?)
+        .bind(serde_json::to_string(&claim.serial_repos)?)
         .fetch_all(&mut **tx)
         .await?;
     if ids.is_empty() {
@@ -423,6 +438,8 @@ async fn claim_one(tx: &mut Transaction<'static, Sqlite>, claim: &Claim) -> Stor
         .bind(claim.now_ms)
         .bind(i64::from(claim.running_max))
         .bind(i64::from(claim.running_per_repo_max))
+        .bind(serde_json::to_string(&claim.dependency_free_repos)?)
+        .bind(serde_json::to_string(&claim.serial_repos)?)
         .fetch_optional(&mut **tx)
         .await?;
     let Some(id) = candidate else {
@@ -647,6 +664,27 @@ impl Store for SqliteStore {
         )
         .await?;
         apply_transition(&mut tx, id, &new.repo, &new.state, &first, now_ms).await?;
+        for on in &new.depends_on {
+            let added = sqlx::query(
+                "INSERT INTO task_dependencies (task_id, depends_on, created_at, created_by)
+                 SELECT $1, id, $3, $4 FROM tasks WHERE id = $2 ON CONFLICT (task_id, depends_on) DO NOTHING",
+            )
+            .bind(id.0)
+            .bind(on.0)
+            .bind(now_ms)
+            .bind(DEPENDS_AT_CREATE)
+            .execute(&mut *tx)
+            .await?;
+            if added.rows_affected() == 0 {
+                let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1")
+                    .bind(on.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound(format!("task {on}")));
+                }
+            }
+        }
         if let Some(key) = &new.idempotency_key {
             sqlx::query("UPDATE idempotency SET task_id = $1 WHERE key = $2")
                 .bind(id.0)
@@ -810,6 +848,59 @@ impl Store for SqliteStore {
     async fn jobs_with_status(&self, status: JobStatus) -> StoreResult<Vec<JobRecord>> {
         let rows = sqlx::query(JOBS_WITH_STATUS).bind(status.as_str()).fetch_all(&self.reader).await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    async fn add_dependency(
+        &self,
+        task: TaskId,
+        depends_on: TaskId,
+        created_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        if task == depends_on {
+            return Err(StoreError::Conflict(format!("task {task} cannot depend on itself")));
+        }
+        let mut tx = self.begin().await?;
+        for id in [task, depends_on] {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1").bind(id.0).fetch_optional(&mut *tx).await?;
+            if found.is_none() {
+                return Err(StoreError::NotFound(format!("task {id}")));
+            }
+        }
+        let result = sqlx::query(
+            "INSERT INTO task_dependencies (task_id, depends_on, created_at, created_by) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (task_id, depends_on) DO NOTHING",
+        )
+        .bind(task.0)
+        .bind(depends_on.0)
+        .bind(now_ms)
+        .bind(created_by)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn remove_dependency(&self, task: TaskId, depends_on: TaskId) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query("DELETE FROM task_dependencies WHERE task_id = $1 AND depends_on = $2")
+            .bind(task.0)
+            .bind(depends_on.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn dependencies(&self, task: TaskId) -> StoreResult<Vec<DependencyRecord>> {
+        let rows = sqlx::query(DEPENDENCIES_OF_TASK).bind(task.0).fetch_all(&self.reader).await?;
+        rows.iter().map(dependency_from_row).collect()
+    }
+
+    async fn live_dependencies(&self) -> StoreResult<Vec<DependencyRecord>> {
+        let rows = sqlx::query(LIVE_DEPENDENCIES).fetch_all(&self.reader).await?;
+        rows.iter().map(dependency_from_row).collect()
     }
 
     async fn jobs_for_task(&self, task: TaskId) -> StoreResult<Vec<JobRecord>> {

@@ -31,6 +31,8 @@ pub(crate) const JOBS_WITH_STATUS: &str = "SELECT * FROM jobs WHERE status = $1 
 /// (status, available_at)`) and sorted: a backlog of jobs deferred to later costs nothing (an
 /// index in claim order would walk past every one of them on each claim). The running jobs are
 /// counted once per claim, by repository (a `status` prefix of the index), not once per candidate.
+/// A job whose task waits for a dependency not done (unless its repository is in `$4`), and in a
+/// serial repository (`$5`) a first-stage job behind an earlier unfinished task, is no candidate.
 pub(crate) const CLAIM_JOB: &str =
     "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo)
      SELECT j.id FROM jobs j INDEXED BY jobs_queue JOIN tasks t ON t.id = j.task_id
@@ -38,22 +40,51 @@ pub(crate) const CLAIM_JOB: &str =
      WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
        AND (SELECT COALESCE(SUM(n), 0) FROM running) < $2
        AND COALESCE(r.n, 0) < $3
+       AND (j.repo IN (SELECT value FROM json_each($4)) OR NOT EXISTS (
+             SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
+             WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
+       AND NOT (j.rank <= 1 AND j.repo IN (SELECT value FROM json_each($5)) AND EXISTS (
+             SELECT 1 FROM tasks e INDEXED BY tasks_live_repo
+             WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled')))
      ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1";
 
 /// Up to `$4` runnable jobs at once, best first, each within the limits as if claimed in turn:
 /// a repository's candidates are numbered in claim order and kept while its running count plus
-/// their number stays within `$3`, and the whole batch within `$2` minus what already runs.
+/// their number stays within `$3`, and the whole batch within `$2` minus what already runs. The
+/// dependency and serial gates (`$5`, `$6`) drop candidates before they are numbered, so a waiting
+/// job takes no slot.
 pub(crate) const CLAIM_BATCH: &str =
     "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo),
      candidates AS (
        SELECT j.id, j.repo, j.rank, j.available_at,
               ROW_NUMBER() OVER (PARTITION BY j.repo ORDER BY j.rank DESC, j.available_at, j.id) AS k
        FROM jobs j INDEXED BY jobs_queue JOIN tasks t ON t.id = j.task_id
-       WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id)
+       WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
+         AND (j.repo IN (SELECT value FROM json_each($5)) OR NOT EXISTS (
+               SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
+               WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
+         AND NOT (j.rank <= 1 AND j.repo IN (SELECT value FROM json_each($6)) AND EXISTS (
+               SELECT 1 FROM tasks e INDEXED BY tasks_live_repo
+               WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))))
      SELECT c.id FROM candidates c LEFT JOIN running r ON r.repo = c.repo
      WHERE COALESCE(r.n, 0) + c.k <= $3
      ORDER BY c.rank DESC, c.available_at, c.id
      LIMIT max(0, min($4, $2 - (SELECT COALESCE(SUM(n), 0) FROM running)))";
+
+/// What one task depends on, with each dependency's work item and stage (primary key walk).
+pub(crate) const DEPENDENCIES_OF_TASK: &str = "SELECT d.task_id, d.depends_on, t.work_item_id AS depends_on_work_item,
+       t.stage AS depends_on_stage, d.created_at, d.created_by
+     FROM task_dependencies d JOIN tasks t ON t.id = d.depends_on
+     WHERE d.task_id = $1 ORDER BY d.depends_on";
+
+/// Every dependency of a live task: walks `tasks_live`, then the primary key of
+/// `task_dependencies` (`CROSS JOIN` keeps that order: the dependencies of ended tasks, which grow
+/// with the history, are never read).
+pub(crate) const LIVE_DEPENDENCIES: &str = "SELECT d.task_id, d.depends_on, t.work_item_id AS depends_on_work_item,
+       t.stage AS depends_on_stage, d.created_at, d.created_by
+     FROM tasks w CROSS JOIN task_dependencies d ON d.task_id = w.id
+       JOIN tasks t ON t.id = d.depends_on
+     WHERE w.stage NOT IN ('done', 'cancelled') ORDER BY d.task_id, d.depends_on";
 
 /// Due, unacknowledged outbox rows (`outbox_due (done_at, available_at)`).
 pub(crate) const CLAIM_EFFECTS: &str = "UPDATE outbox SET claimed_until = $1 + $2, attempts = attempts + 1
@@ -207,6 +238,8 @@ pub fn hot_queries() -> Vec<(String, String)> {
         ("claim_job", CLAIM_JOB),
         ("claim_jobs", CLAIM_BATCH),
         ("claim_effects", CLAIM_EFFECTS),
+        ("dependencies", DEPENDENCIES_OF_TASK),
+        ("live_dependencies", LIVE_DEPENDENCIES),
         ("task_counts", TASK_COUNTS),
         ("job_counts", JOB_COUNTS),
         ("due_holds", DUE_HOLDS),

@@ -12,8 +12,10 @@ use sqlx::{ConnectOptions, Row, SqliteConnection};
 /// `running` is the claim's per-repository count of running jobs: one row per repository; `c`
 /// (with its window's `(subquery-N)`) is the batched claim's candidates, built from the indexed
 /// range of available jobs (the plan must show that range: `claim_jobs` requires `jobs_queue`).
+/// `json_each` is a claim's list of repositories (the dependency and serial gates' exemptions).
 const SMALL_TABLES: &[&str] = &[
     "c",
+    "json_each",
     "leases",
     "lease_tokens",
     "schema_migrations",
@@ -35,6 +37,9 @@ const REQUIRED_INDEX: &[(&str, &str)] = &[
     ("unapplied_tasks", "jobs_finished"),
     ("claim_job", "jobs_queue"),
     ("claim_jobs", "jobs_queue"),
+    ("claim_job", "tasks_live_repo"),
+    ("claim_jobs", "tasks_live_repo"),
+    ("live_dependencies", "tasks_live"),
     ("list_tasks_page(active=true, repo=false, stage=false, hold=false)", "tasks_live"),
     ("list_tasks_page(active=false, repo=true, stage=false, hold=false)", "tasks_repo"),
     ("list_tasks_page(active=true, repo=true, stage=false, hold=false)", "tasks_repo"),

@@ -20,7 +20,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::Barrier;
 
+mod dependencies;
 mod prune;
+pub use dependencies::{suite_dependencies, suite_dependency_cancelled_and_exempt, suite_serial_gate};
 pub use prune::suite_prune;
 
 /// The fake clock's origin: 2023-11-14T22:13:20Z.
@@ -52,6 +54,7 @@ fn new_task(repo: &str, prefix: &str, title: &str) -> NewTask {
         body: format!("body of {title}"),
         external_ref: None,
         idempotency_key: None,
+        depends_on: Vec::new(),
         state: TaskState::new("analysis"),
     }
 }
@@ -100,7 +103,7 @@ fn claim_at(owner: &str, now_ms: i64) -> Claim {
 }
 
 fn limits(owner: &str, now_ms: i64, running_max: u32, running_per_repo_max: u32) -> Claim {
-    Claim { owner: owner.into(), now_ms, running_max, running_per_repo_max }
+    Claim { owner: owner.into(), now_ms, running_max, running_per_repo_max, ..Claim::default() }
 }
 
 /// Claims at `now_ms` and insists a job came back.
@@ -1910,6 +1913,28 @@ macro_rules! conformance_tests {
         async fn tasks_round_trip_and_list_newest_first() {
             let (_dir, _, store) = $fresh().await;
             $crate::conformance::suite_tasks_and_listing(store).await;
+        }
+
+        // Dependencies: declared once, read back, withdrawn; a waiting task's job is skipped
+        // without holding a slot and claimed once its dependency is done.
+        #[::tokio::test]
+        async fn dependencies_hold_the_claim_until_done_without_a_slot() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_dependencies(store).await;
+        }
+
+        // A cancelled dependency never frees its dependent; an exempt repository ignores them.
+        #[::tokio::test]
+        async fn cancelled_dependency_keeps_waiting_and_exempt_repos_ignore_dependencies() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_dependency_cancelled_and_exempt(store).await;
+        }
+
+        // The serial gate admits a repository's tasks one at a time, by id.
+        #[::tokio::test]
+        async fn serial_gate_admits_the_earliest_unfinished_task_only() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_serial_gate(store).await;
         }
 
         // Claims stop at the global and the per-repo running limits.

@@ -198,6 +198,28 @@ pub trait Store: Send + Sync {
     /// due at once. Best first.
     async fn claim_jobs(&self, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>>;
 
+    /// Declares that `task` waits for `depends_on` to be done (SPEC §6.4): from now on the claim
+    /// skips `task`'s jobs while `depends_on` is not done. `false` when it was declared already;
+    /// `NotFound` when either task does not exist; `Conflict` for a task depending on itself.
+    /// Cycles are the engine's to refuse (it reads [`Store::live_dependencies`] first).
+    async fn add_dependency(
+        &self,
+        task: TaskId,
+        depends_on: TaskId,
+        created_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// Withdraws a dependency; `false` when there was none.
+    async fn remove_dependency(&self, task: TaskId, depends_on: TaskId) -> StoreResult<bool>;
+
+    /// What `task` depends on, by dependency id (primary key walk).
+    async fn dependencies(&self, task: TaskId) -> StoreResult<Vec<DependencyRecord>>;
+
+    /// Every dependency of a live (not done or cancelled) task, by task then dependency: the
+    /// cycle check, the backstop and the queue view read the waiting graph from it.
+    async fn live_dependencies(&self) -> StoreResult<Vec<DependencyRecord>>;
+
     async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>>;
 
     /// Jobs in the given status, oldest first.

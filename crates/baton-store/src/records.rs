@@ -76,6 +76,9 @@ pub struct NewTask {
     /// The idempotency key this create answers (see [`crate::Store::begin_idempotent`]): the same
     /// transaction records the new task under it.
     pub idempotency_key: Option<String>,
+    /// Tasks the new one waits for (SPEC §6.4), recorded in the same transaction, so its first
+    /// job is never claimed before them. Each must exist.
+    pub depends_on: Vec<TaskId>,
 }
 
 /// A stored task.
@@ -159,12 +162,43 @@ impl JobRecord {
 }
 
 /// A claim request: who claims, when, and the concurrency limits to respect.
-#[derive(Debug, Clone)]
+///
+/// Two gates keep a job out of the claim without it holding a slot (SPEC §6.4): a job whose task
+/// depends on a task that is not done is skipped (except in `dependency_free_repos`, where the
+/// dependencies switch is off), and in `serial_repos` a first-stage job (rank 1, or 0 for a stage
+/// the pipeline does not name) is skipped while an earlier unfinished task of its repository exists.
+#[derive(Debug, Clone, Default)]
 pub struct Claim {
     pub owner: String,
     pub now_ms: i64,
     pub running_max: u32,
     pub running_per_repo_max: u32,
+    /// Repositories whose tasks' dependencies the claim ignores.
+    pub dependency_free_repos: Vec<String>,
+    /// Repositories under the serial gate.
+    pub serial_repos: Vec<String>,
+}
+
+/// Who declared the dependencies a task was created with ([`NewTask::depends_on`]).
+pub const DEPENDS_AT_CREATE: &str = "created with the task";
+
+/// One declared dependency: `task_id` is not claimed until `depends_on` is done. Read with the
+/// dependency's current work item and stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DependencyRecord {
+    pub task_id: TaskId,
+    pub depends_on: TaskId,
+    pub depends_on_work_item: String,
+    pub depends_on_stage: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+}
+
+impl DependencyRecord {
+    /// Whether the dependency is met (its task is done).
+    pub fn met(&self) -> bool {
+        self.depends_on_stage == baton_domain::pipeline::DONE
+    }
 }
 
 /// A timeline event to append.

@@ -272,6 +272,25 @@ pub enum TaskCommand {
         /// The ticket's id in its tracker (e.g. `plane:ORCH-12`); one active task per ref.
         #[arg(long, value_name = "REF")]
         external_ref: Option<String>,
+        /// Tasks this one waits for (ids or work-item ids, comma-separated): none of its jobs
+        /// runs until each is done.
+        #[arg(long, value_name = "ID", value_delimiter = ',')]
+        depends_on: Vec<String>,
+    },
+    /// Declare that a task waits for others to be done (refused when it would close a cycle).
+    Depend {
+        /// Task id or work-item id.
+        id: String,
+        /// The tasks it waits for (comma-separated).
+        #[arg(long, value_name = "ID", value_delimiter = ',', required = true)]
+        on: Vec<String>,
+    },
+    /// Withdraw dependencies declared with `depend` (a task blocked for them stays blocked
+    /// until `baton task retry`).
+    Undepend {
+        id: String,
+        #[arg(long, value_name = "ID", value_delimiter = ',', required = true)]
+        on: Vec<String>,
     },
     /// List tasks (active ones unless --all).
     List {

@@ -11,6 +11,7 @@ mod cli;
 mod coverage_cmd;
 mod db_cmd;
 mod demo;
+mod depend_cmd;
 mod lessons_cmd;
 mod logging;
 mod mock_llm_cmd;

@@ -333,6 +333,8 @@ struct Status<'a> {
     instances: &'a [InstanceView],
     /// The frozen repositories (a DEGRADED deploy).
     freezes: &'a [baton_store::RepoFreeze],
+    /// Tasks the claim holds back for their dependencies or the serial gate, with what they wait for.
+    waiting: &'a [baton_engine::dependencies::Waiting],
 }
 
 /// An instance as `baton status` shows it.
@@ -358,6 +360,7 @@ pub fn status(
     queues: &[baton_engine::queue::QueueView],
     instances: &[InstanceView],
     freezes: &[baton_store::RepoFreeze],
+    waiting: &[baton_engine::dependencies::Waiting],
     json: bool,
 ) {
     let mut by_stage = std::collections::BTreeMap::new();
@@ -377,6 +380,7 @@ pub fn status(
             merge_queues: queues,
             instances,
             freezes,
+            waiting,
         });
     }
     say!("{}", server.describe());
@@ -405,6 +409,16 @@ pub fn status(
     }
     for lease in leases {
         say!("lease {} held by {} (token {})", lease.name, lease.holder, lease.token);
+    }
+    for w in waiting {
+        let why = if w.gate == "serial" { "serial gate, behind" } else { "waits for" };
+        say!(
+            "waiting {} {} ({}): {why} {}",
+            safe(&w.work_item_id),
+            safe(&w.stage),
+            safe(&w.repo),
+            w.waits_for.iter().map(|x| safe(x)).collect::<Vec<_>>().join(", ")
+        );
     }
     // One instance is the usual case, and its state is the server line above.
     if instances.len() > 1 {

@@ -39,7 +39,7 @@ fn read_bounded(path: &Path, max: usize) -> Result<String, String> {
 pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::Result<u8> {
     let engine = open_engine(config).await?;
     let (key, input, dedup) = match command {
-        TaskCommand::Add { repo, title, body, body_file, external_ref } => {
+        TaskCommand::Add { repo, title, body, body_file, external_ref, depends_on } => {
             let body = match body_file {
                 Some(path) => match read_bounded(&path, config.engine.limits.body_bytes_max) {
                     Ok(text) => text,
@@ -50,7 +50,9 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
                 },
                 None => body.unwrap_or_default(),
             };
-            return match engine.create_task(NewTaskRequest { repo, title, body, external_ref }).await {
+            let depends_on: Vec<TaskKey> = depends_on.iter().map(|k| TaskKey::parse(k.trim())).collect();
+            let request = NewTaskRequest { repo, title, body, external_ref };
+            return match engine.create_task_depending(request, None, &depends_on).await {
                 Ok(task) => {
                     if json {
                         output::print_json(&task);
@@ -76,6 +78,14 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
                 Err(EngineError::Invalid(message)) => {
                     warn_line!("error: {message}");
                     Ok(EXIT_USAGE)
+                }
+                Err(EngineError::Refused(message)) => {
+                    warn_line!("error: {message}; nothing created");
+                    Ok(EXIT_ERROR)
+                }
+                Err(EngineError::NotFound(what)) => {
+                    warn_line!("error: --depends-on names no {what}; `baton task list --all` shows them");
+                    Ok(EXIT_NOT_FOUND)
                 }
                 Err(EngineError::Store(baton_store::StoreError::Exists(task))) => {
                     // The ticket is already being carried: answer with its task, change nothing.
@@ -134,6 +144,8 @@ pub async fn run(config: &Config, command: TaskCommand, json: bool) -> anyhow::R
                 Err(other) => Err(other.into()),
             };
         }
+        TaskCommand::Depend { id, on } => return crate::depend_cmd::depend(&engine, &id, &on, json).await,
+        TaskCommand::Undepend { id, on } => return crate::depend_cmd::undepend(&engine, &id, &on, json).await,
         TaskCommand::Approve(a) => (a.id, Input::Approve, a.key),
         TaskCommand::Answer { input, text } => (input.id, Input::Answer { text }, input.key),
         TaskCommand::ConfirmDeploy(a) => (a.id, Input::ConfirmDeploy, a.key),
@@ -338,7 +350,9 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
         })
         .collect();
     let freezes = engine.store().repo_freezes().await?;
-    output::status(&server, &counts, &queued, &running, &leases, &queues, &instances, &freezes, json);
+    let open = engine.store().open_jobs().await?;
+    let waiting = baton_engine::dependencies::waiting(&engine, &open).await?;
+    output::status(&server, &counts, &queued, &running, &leases, &queues, &instances, &freezes, &waiting, json);
     if !json {
         // Secrets the server needs but this shell does not have: worth knowing before `serve`.
         for issue in &config.deferred {

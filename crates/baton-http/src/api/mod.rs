@@ -50,6 +50,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tasks/{id}/resume", post(tasks::resume))
         .route("/tasks/{id}/priority", post(tasks::priority))
         .route("/repos/{repo}/unfreeze", post(repos::unfreeze))
+        .route("/tasks/{id}/dependencies", post(tasks::depend).delete(tasks::undepend))
         .route("/lessons", post(lessons::add))
         .route("/lessons/{id}", post(lessons::edit))
         .route_layer(from_fn_with_state(state.clone(), idempotent))

@@ -30,6 +30,10 @@ pub struct QueueReport {
     pub reconciler: PassReport<ReconcilerPassView>,
     pub budgets: BudgetReport,
     pub stop: Vec<PendingStop>,
+    /// Tasks whose next job the claim holds back (SPEC §6.4): `{task, work_item_id, repo, stage,
+    /// gate: dependencies | serial, waits_for: [work items]}`.
+    #[schema(value_type = Vec<Object>)]
+    pub waiting: Vec<baton_engine::dependencies::Waiting>,
     /// The lessons journal, read only: `{enabled, count, recent: [the five newest lessons]}`;
     /// `{enabled: false}` when switched off; `{enabled: true, error}` when it cannot be read (the
     /// rest of the report still answers).
@@ -220,6 +224,7 @@ pub(crate) async fn queue(State(state): State<Arc<AppState>>) -> Result<Json<Que
             })
         })
         .collect();
+    let waiting = baton_engine::dependencies::waiting(engine, &open).await?;
     Ok(Json(QueueReport {
         generated_at_ms: now,
         jobs,
@@ -229,6 +234,7 @@ pub(crate) async fn queue(State(state): State<Arc<AppState>>) -> Result<Json<Que
         reconciler: PassReport { passes: stats.reconciler_passes, last: stats.reconciler_last.map(Into::into) },
         budgets: budgets(&state, now).await?,
         stop,
+        waiting,
         lessons: lessons_block(&state).await,
         freezes: state.engine.store().repo_freezes().await?,
     }))

@@ -11,7 +11,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use baton_engine::{EngineError, Input, InputOutcome, NewTaskRequest, Principal};
-use baton_store::{AgentRunRecord, EventRecord, JobRecord, StoreError, TaskFilter, TaskKey, TaskRecord};
+use baton_store::{
+    AgentRunRecord, DependencyRecord, EventRecord, JobRecord, StoreError, TaskFilter, TaskKey, TaskRecord,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -70,7 +72,38 @@ pub struct CreateTask {
     /// 409 naming its task.
     #[serde(default)]
     pub external_ref: Option<String>,
+    /// Tasks the new one waits for (numeric ids or work-item ids): its jobs are not claimed until
+    /// each is done (SPEC §6.4).
+    #[serde(default)]
+    pub depends_on: Vec<TaskRef>,
 }
+
+/// A task named in a body: its numeric id or its work-item id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TaskRef {
+    Id(i64),
+    WorkItem(String),
+}
+
+impl TaskRef {
+    fn key(&self) -> TaskKey {
+        match self {
+            TaskRef::Id(id) => TaskKey::Id(baton_domain::TaskId(*id)),
+            TaskRef::WorkItem(key) => TaskKey::parse(key),
+        }
+    }
+}
+
+/// `POST /api/tasks/{id}/dependencies` and `DELETE …` body: the task waited for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DependencyBody {
+    pub depends_on: TaskRef,
+}
+
+/// Most dependencies one request may declare.
+const DEPENDS_ON_MAX: usize = 50;
 
 /// `POST /api/tasks/{id}/answer` body.
 #[derive(Debug, Deserialize)]
@@ -88,6 +121,22 @@ pub struct TaskDetail {
     pub jobs: Vec<JobRecord>,
     pub agent_runs: Vec<AgentRunRecord>,
     pub totals: RunTotals,
+    /// The tasks this one waits for, each with its stage (`met` once it is done).
+    pub dependencies: Vec<DependencyView>,
+}
+
+/// A dependency as shown with its task.
+#[derive(Debug, Serialize)]
+pub struct DependencyView {
+    #[serde(flatten)]
+    pub record: DependencyRecord,
+    pub met: bool,
+}
+
+impl From<DependencyRecord> for DependencyView {
+    fn from(record: DependencyRecord) -> Self {
+        DependencyView { met: record.met(), record }
+    }
 }
 
 /// Sums over a task's agent runs. `cost_usd` covers the priced runs; `unpriced_runs` the rest.
@@ -190,7 +239,8 @@ pub(crate) async fn show(
     let jobs = store.jobs_for_task(task.id).await?;
     let agent_runs = store.agent_runs(task.id).await?;
     let totals = RunTotals::of(&agent_runs);
-    Ok(Json(TaskDetail { task, timeline, jobs, agent_runs, totals }))
+    let dependencies = store.dependencies(task.id).await?.into_iter().map(DependencyView::from).collect();
+    Ok(Json(TaskDetail { task, timeline, jobs, agent_runs, totals, dependencies }))
 }
 
 pub(crate) async fn create(
@@ -198,9 +248,16 @@ pub(crate) async fn create(
     key: Option<Extension<IdempotencyKey>>,
     ApiJson(body): ApiJson<CreateTask>,
 ) -> Result<impl IntoResponse, ApiError> {
+    if body.depends_on.len() > DEPENDS_ON_MAX {
+        return Err(ApiError::Invalid(format!(
+            "`depends_on` names {} tasks; at most {DEPENDS_ON_MAX} may be declared at once",
+            body.depends_on.len()
+        )));
+    }
+    let depends_on: Vec<TaskKey> = body.depends_on.iter().map(TaskRef::key).collect();
     let request =
         NewTaskRequest { repo: body.repo, title: body.title, body: body.body, external_ref: body.external_ref };
-    let task = match state.engine.create_task_keyed(request, key.map(|Extension(k)| k.0)).await {
+    let task = match state.engine.create_task_depending(request, key.map(|Extension(k)| k.0), &depends_on).await {
         Err(EngineError::Store(StoreError::Exists(task))) => {
             return Err(ApiError::Conflict(format!(
                 "ticket {} already has the live task {}; stop it first to start the ticket again",
@@ -264,6 +321,35 @@ pub(crate) async fn resume(
     caller: Caller,
 ) -> Result<Json<InputOutcome>, ApiError> {
     submit(&state, &id, Input::Resume, caller).await
+}
+
+/// Declares that the task waits for another (`act` scope): 201 when new, 200 when it was declared
+/// already; 409 naming the cycle it would close.
+pub(crate) async fn depend(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+    Extension(principal): Extension<Principal>,
+    ApiJson(body): ApiJson<DependencyBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let declared =
+        state.engine.declare_dependency(&TaskKey::parse(&id), &body.depends_on.key(), &principal.name).await?;
+    let status = if declared.created { StatusCode::CREATED } else { StatusCode::OK };
+    let answer = serde_json::json!({
+        "task": declared.task.work_item_id,
+        "depends_on": declared.depends_on.work_item_id,
+        "created": declared.created,
+    });
+    Ok((status, Json(answer)))
+}
+
+/// Withdraws a dependency (`act` scope): `{removed}`, false when there was none.
+pub(crate) async fn undepend(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<DependencyBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let removed = state.engine.withdraw_dependency(&TaskKey::parse(&id), &body.depends_on.key()).await?;
+    Ok(Json(serde_json::json!({ "removed": removed })))
 }
 
 /// The body of `POST /api/tasks/{id}/priority`.

@@ -507,6 +507,7 @@ async fn intake_hooks() -> (tempfile::TempDir, Arc<Engine>) {
             monitor_failures: 3,
             revert_on_degraded: false,
             revert_confirm: false,
+            serial: false,
             hooks: Default::default(),
             pipeline: None,
             forge: Default::default(),

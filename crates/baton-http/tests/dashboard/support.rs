@@ -60,6 +60,7 @@ impl Harness {
                 monitor_failures: 3,
                 revert_on_degraded: false,
                 revert_confirm: false,
+                serial: false,
                 hooks: Default::default(),
                 pipeline: None,
                 forge: Default::default(),
@@ -104,7 +105,13 @@ impl Harness {
     pub async fn park_for_approval(&self, task: &TaskRecord) -> TaskRecord {
         let store = self.engine.store();
         let now = self.engine.clock().now_ms();
-        let claim = Claim { owner: "test".into(), now_ms: now, running_max: 1000, running_per_repo_max: 1000 };
+        let claim = Claim {
+            owner: "test".into(),
+            now_ms: now,
+            running_max: 1000,
+            running_per_repo_max: 1000,
+            ..Claim::default()
+        };
         let job = loop {
             let job = store.claim_job(&claim).await.unwrap().expect("a queued job");
             if job.task_id == task.id {

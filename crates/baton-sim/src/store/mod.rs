@@ -390,6 +390,51 @@ impl Store for SimStore {
         .await
     }
 
+    async fn add_dependency(
+        &self,
+        task: TaskId,
+        depends_on: TaskId,
+        created_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.call("add_dependency", Access::Write, |s, _| {
+            if task == depends_on {
+                return Err(StoreError::Conflict(format!("task {task} cannot depend on itself")));
+            }
+            for id in [task, depends_on] {
+                if !s.tasks.contains_key(&id) {
+                    return Err(StoreError::NotFound(format!("task {id}")));
+                }
+            }
+            if s.dependencies.contains_key(&(task, depends_on)) {
+                return Ok(false);
+            }
+            s.dependencies.insert((task, depends_on), (now_ms, created_by.to_string()));
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn remove_dependency(&self, task: TaskId, depends_on: TaskId) -> StoreResult<bool> {
+        self.call("remove_dependency", Access::Write, |s, _| Ok(s.dependencies.remove(&(task, depends_on)).is_some()))
+            .await
+    }
+
+    async fn dependencies(&self, task: TaskId) -> StoreResult<Vec<DependencyRecord>> {
+        self.call("dependencies", Access::Read, |s, _| {
+            Ok(s.dependency_records(s.dependencies.iter().filter(|((t, _), _)| *t == task)))
+        })
+        .await
+    }
+
+    async fn live_dependencies(&self) -> StoreResult<Vec<DependencyRecord>> {
+        self.call("live_dependencies", Access::Read, |s, _| {
+            let live = |t: &TaskId| s.tasks.get(t).is_some_and(|t| !t.state.is_terminal());
+            Ok(s.dependency_records(s.dependencies.iter().filter(|((t, _), _)| live(t))))
+        })
+        .await
+    }
+
     async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
         self.call("job", Access::Read, |s, _| Ok(s.jobs.get(&id).cloned())).await
     }

@@ -35,6 +35,8 @@ pub(crate) struct State {
     pub(crate) freezes: Vec<baton_store::RepoFreeze>,
     /// The lessons journal, by id (ids are assigned in insert order from 1).
     pub(crate) lessons: BTreeMap<i64, LessonRecord>,
+    /// Declared dependencies: (task, the task it waits for) → (declared at, by whom).
+    pub(crate) dependencies: BTreeMap<(TaskId, TaskId), (i64, String)>,
     /// The outbox of durable effects (claimed rows carry their claim's end).
     pub(crate) outbox: Vec<(EffectRecord, i64)>,
     /// Every committed advance, in commit order.
@@ -85,6 +87,7 @@ impl State {
             coverage_baselines: BTreeMap::new(),
             freezes: Vec::new(),
             lessons: BTreeMap::new(),
+            dependencies: BTreeMap::new(),
             outbox: Vec::new(),
             commits: Vec::new(),
             job_endings: BTreeMap::new(),
@@ -267,6 +270,9 @@ impl State {
         {
             return Err(StoreError::Exists(Box::new(task.clone())));
         }
+        if let Some(missing) = new.depends_on.iter().find(|on| !self.tasks.contains_key(on)) {
+            return Err(StoreError::NotFound(format!("task {missing}")));
+        }
         let idempotency_key = new.idempotency_key.clone();
         let key = (new.repo.clone(), new.prefix.clone());
         let mut number = self.counters.get(&key).copied().unwrap_or(1).max(1);
@@ -313,6 +319,9 @@ impl State {
             detail: serde_json::json!({ "branch": branch }),
         });
         self.apply_transition(id, &new.repo, &new.state, &first, now);
+        for on in &new.depends_on {
+            self.dependencies.entry((id, *on)).or_insert((now, DEPENDS_AT_CREATE.to_string()));
+        }
         if let Some(row) = idempotency_key.and_then(|key| self.idempotency.get_mut(&key)) {
             row.2 = Some(id);
         }
@@ -393,6 +402,38 @@ impl State {
         Ok(enqueued)
     }
 
+    /// Whether every task `task` depends on is done.
+    fn dependencies_met(&self, task: TaskId) -> bool {
+        self.dependencies
+            .range((task, TaskId(i64::MIN))..=(task, TaskId(i64::MAX)))
+            .all(|((_, on), _)| self.tasks.get(on).is_some_and(|t| t.state.stage == baton_domain::pipeline::DONE))
+    }
+
+    /// Whether an earlier task of `job`'s repository is unfinished (the serial gate).
+    fn earlier_unfinished(&self, job: &JobRecord) -> bool {
+        self.tasks.range(..job.task_id).any(|(_, t)| t.repo == job.repo && !t.state.is_terminal())
+    }
+
+    /// The dependency records of `edges`, read with each dependency's work item and stage.
+    pub(crate) fn dependency_records<'a>(
+        &self,
+        edges: impl Iterator<Item = (&'a (TaskId, TaskId), &'a (i64, String))>,
+    ) -> Vec<DependencyRecord> {
+        edges
+            .filter_map(|((task, on), (at, by))| {
+                let dependency = self.tasks.get(on)?;
+                Some(DependencyRecord {
+                    task_id: *task,
+                    depends_on: *on,
+                    depends_on_work_item: dependency.work_item_id.clone(),
+                    depends_on_stage: dependency.state.stage.clone(),
+                    created_at_ms: *at,
+                    created_by: by.clone(),
+                })
+            })
+            .collect()
+    }
+
     pub(crate) fn claim(&mut self, claim: &Claim) -> Option<JobRecord> {
         let running = |repo: Option<&str>| {
             self.jobs.values().filter(|j| j.status == JobStatus::Running && repo.is_none_or(|r| j.repo == r)).count()
@@ -407,6 +448,8 @@ impl State {
             .filter(|j| j.status == JobStatus::Queued && j.available_at_ms <= claim.now_ms)
             .filter(|j| self.tasks.get(&j.task_id).is_some_and(|t| t.state.job == Some(j.id)))
             .filter(|j| running(Some(&j.repo)) < u64::from(claim.running_per_repo_max))
+            .filter(|j| claim.dependency_free_repos.contains(&j.repo) || self.dependencies_met(j.task_id))
+            .filter(|j| !(j.rank <= 1 && claim.serial_repos.contains(&j.repo) && self.earlier_unfinished(j)))
             // As `SqliteStore`'s claim: the highest rank (later pipeline stage) first.
             .min_by_key(|j| (std::cmp::Reverse(j.rank), j.available_at_ms, j.id))
             .map(|j| j.id)?;
@@ -688,6 +731,7 @@ mod tests {
             external_ref: None,
             state: TaskState::new("analysis"),
             idempotency_key: None,
+            depends_on: Vec::new(),
         };
         let first = Transition { enqueue: Some(("analysis".into(), delay_ms)), rank, ..Transition::default() };
         state.create_task(new, first, 0).map(|task| task.id).unwrap_or_else(|error| panic!("create: {error}"))
@@ -702,7 +746,8 @@ mod tests {
         let middle = task_at(&mut state, 3, 0);
         let middle_later = task_at(&mut state, 3, 10);
         let middle_sooner = task_at(&mut state, 3, 5);
-        let claim = Claim { owner: "w".into(), now_ms: 10, running_max: 100, running_per_repo_max: 100 };
+        let claim =
+            Claim { owner: "w".into(), now_ms: 10, running_max: 100, running_per_repo_max: 100, ..Claim::default() };
         let order: Vec<TaskId> = std::iter::from_fn(|| state.claim(&claim)).map(|job| job.task_id).collect();
         assert_eq!(order, [high, middle, middle_sooner, middle_later, low]);
     }

@@ -184,6 +184,7 @@ async fn bench_store(dir: &Path) -> anyhow::Result<Vec<Figure>> {
             body: String::new(),
             external_ref: None,
             idempotency_key: None,
+            depends_on: Vec::new(),
             state: TaskState::new("analysis"),
         };
         let first = Transition { enqueue: Some(("analysis".into(), 0)), ..Transition::default() };
@@ -198,6 +199,7 @@ async fn bench_store(dir: &Path) -> anyhow::Result<Vec<Figure>> {
         now_ms: clock.now_ms(),
         running_max: 1_000_000,
         running_per_repo_max: 1_000_000,
+        ..Claim::default()
     };
     for task in &created {
         let started = Instant::now();

@@ -126,6 +126,7 @@ async fn measure(backend: &str, store: Arc<dyn Store>, args: &StoreArgs) -> anyh
         now_ms: clock.now_ms(),
         running_max: 1_000_000,
         running_per_repo_max: 1_000_000,
+        ..Claim::default()
     };
 
     // One worker, one claim per transaction; then an advance of every claimed job.
@@ -204,6 +205,7 @@ async fn seed(store: &dyn Store, n: u32, round: &str) -> anyhow::Result<Vec<Dura
             body: String::new(),
             external_ref: None,
             idempotency_key: None,
+            depends_on: Vec::new(),
             state: TaskState::new("analysis"),
         };
         let first = Transition { enqueue: Some(("analysis".into(), 0)), ..Transition::default() };
@@ -227,6 +229,7 @@ async fn concurrent(store: &Arc<dyn Store>, workers: u32, batch: u32) -> anyhow:
                 now_ms: clock.now_ms(),
                 running_max: 1_000_000,
                 running_per_repo_max: 1_000_000,
+                ..Claim::default()
             };
             let mut n = 0usize;
             loop {

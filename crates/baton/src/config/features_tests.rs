@@ -147,3 +147,20 @@ fn bad_hooks_are_reported() {
     assert!(find(&found, "repos[0].hooks.after_creat").fix.contains("after_create"), "{found:#?}");
     assert!(find(&found, "repos[1].hooks").message.contains("must be a table"), "{found:#?}");
 }
+
+// `serial` on a repository is read (off by default), the two new switches take repository scopes,
+// and a `serial` that is not a boolean is reported with its key.
+#[test]
+fn serial_repositories_and_the_dependency_switches_load() {
+    let config = load_with(
+        "serial = true\n\n[features]\nserial = { enabled = false, repos = [\"a\"] }\ndependencies = false\n",
+        &[],
+    )
+    .unwrap();
+    let serial: Vec<(&str, bool)> = config.engine.repos.iter().map(|r| (r.name.as_str(), r.serial)).collect();
+    assert_eq!(serial, vec![("a", false), ("b", true)]);
+    assert!(!config.features.enabled(Feature::Serial, "a") && config.features.enabled(Feature::Serial, "b"));
+    assert!(config.features.off_everywhere(Feature::Dependencies));
+    let found = issues(load_with("serial = \"yes\"\n", &[]));
+    assert!(found.iter().any(|i| i.key.contains("serial")), "{found:?}");
+}

@@ -62,6 +62,7 @@ const TEMPLATE_REPOS: &str = "\
 # monitor_failures = 3         # failed checks in a row that make a deploy DEGRADED (freeze + incident)
 # revert_on_degraded = false   # revert a DEGRADED deploy's commit through the merge gate
 # revert_confirm = false       # whether that revert still waits for Confirm Deploy
+# serial = true     # one task at a time, in id order, each branched from its predecessor's main
 ";
 
 const TEMPLATE_AGENTS: &str = "\

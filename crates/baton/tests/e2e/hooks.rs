@@ -231,7 +231,7 @@ fn gate_switched_off_for_one_repo_still_runs_for_another() {
 /// A task whose first job finished without its result being applied (the applying process died).
 async fn unapplied(env: &Env, engine: &baton_engine::Engine, now_ms: i64) -> TaskKey {
     let task = engine.create_task(env.request("lost result")).await.unwrap();
-    let claim = Claim { owner: "dead".into(), now_ms, running_max: 4, running_per_repo_max: 4 };
+    let claim = Claim { owner: "dead".into(), now_ms, running_max: 4, running_per_repo_max: 4, ..Claim::default() };
     let job = engine.store().claim_job(&claim).await.unwrap().unwrap();
     let result = serde_json::json!({ "outcome": JobOutcome::Completed { verdicts: vec![] } });
     assert!(engine.store().close_job(job.id, JobStatus::Done, result, now_ms).await.unwrap());

@@ -14,6 +14,7 @@ mod crash;
 mod dashboard;
 mod db_migrate;
 mod demo;
+mod dependencies;
 mod forges;
 mod fuzz_corpus;
 mod handoff;

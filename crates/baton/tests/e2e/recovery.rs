@@ -10,7 +10,13 @@ use baton_store::{Claim, JobStatus, LeaseOutcome, TaskKey, task_holder};
 async fn reconciler_applies_a_finished_job_that_was_never_applied() {
     let (env, engine, clock) = engine_for("").await;
     let task = engine.create_task(env.request("lost result")).await.unwrap();
-    let claim = Claim { owner: "dead".into(), now_ms: clock.now(), running_max: 4, running_per_repo_max: 4 };
+    let claim = Claim {
+        owner: "dead".into(),
+        now_ms: clock.now(),
+        running_max: 4,
+        running_per_repo_max: 4,
+        ..Claim::default()
+    };
     let job = engine.store().claim_job(&claim).await.unwrap().unwrap();
     let outcome = JobOutcome::Completed { verdicts: vec![] };
     let result = serde_json::json!({ "outcome": outcome });

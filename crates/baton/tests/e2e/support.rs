@@ -359,6 +359,7 @@ pub async fn engine_with_features(
             monitor_failures: 3,
             revert_on_degraded: false,
             revert_confirm: false,
+            serial: false,
             hooks: Default::default(),
             pipeline: None,
             forge: Default::default(),

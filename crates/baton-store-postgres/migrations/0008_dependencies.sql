@@ -1,0 +1,14 @@
+-- Baton PostgreSQL schema 8: task dependencies and the serial gate (SPEC §6.4), as SQLite's
+-- schema 16. A row says `task_id` waits for `depends_on` to be done; the claim skips every job of
+-- `task_id` while a dependency is not done. `tasks_live_repo` answers the serial gate's "is there
+-- an earlier unfinished task in this repository" from an index.
+CREATE TABLE task_dependencies (
+    task_id BIGINT NOT NULL REFERENCES tasks (id),
+    depends_on BIGINT NOT NULL REFERENCES tasks (id),
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (task_id, depends_on),
+    CHECK (task_id <> depends_on)
+);
+CREATE INDEX task_dependencies_on ON task_dependencies (depends_on);
+CREATE INDEX tasks_live_repo ON tasks (repo, id) WHERE stage NOT IN ('done', 'cancelled');
