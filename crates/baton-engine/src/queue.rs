@@ -332,7 +332,9 @@ async fn walk_batch(
     let (Some(first), Some(last)) = (unit.first(), unit.last()) else {
         return Ok(None);
     };
-    let complete = Some(last.task) == first.batch;
+    // A batch is at least two changes: a last change left alone in its batch (the others were
+    // sent back to wait) has the whole batch's commit as its head, and waits again too.
+    let complete = Some(last.task) == first.batch && unit.len() > 1;
     let mut cur = base.to_string();
     for entry in unit {
         let is_tail = entry.batch == Some(entry.task);
@@ -436,19 +438,24 @@ async fn landed_member(
         return Ok(());
     }
     let tail_landing = train.iter().any(|e| Some(e.task) == entry.batch && e.state == QueueState::Landing);
-    if !tail_landing
-        && engine
+    if tail_landing {
+        return Ok(());
+    }
+    // The batch's landing was given up (a crash between marking its changes and the tail taking
+    // the lease): the whole batch waits again, its last change too — its recorded head is the
+    // batch's commit, which must never land without every change of the batch landing with it.
+    for member in train.iter().filter(|e| e.batch == entry.batch) {
+        engine
             .store()
             .queue_update(
-                entry.task,
-                &QueueExpect::of(entry),
-                &QueueChange::waiting(entry.split),
+                member.task,
+                &QueueExpect::of(member),
+                &QueueChange::waiting(member.split),
                 engine.clock().now_ms(),
             )
-            .await?
-    {
-        engine.queues().kick(&repo.name);
+            .await?;
     }
+    engine.queues().kick(&repo.name);
     Ok(())
 }
 
