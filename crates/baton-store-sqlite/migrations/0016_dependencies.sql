@@ -10,6 +10,6 @@ CREATE TABLE task_dependencies (
     created_by TEXT NOT NULL,
     PRIMARY KEY (task_id, depends_on),
     CHECK (task_id <> depends_on)
-) WITHOUT ROWID;
+);
 CREATE INDEX task_dependencies_on ON task_dependencies (depends_on);
 CREATE INDEX tasks_live_repo ON tasks (repo, id) WHERE stage NOT IN ('done', 'cancelled');
