@@ -20,7 +20,8 @@ pub const PROMPT_BUDGET_BYTES: usize = 2048;
 
 /// What a transition from `before` to `after` taught, if anything: a rollback after a failed
 /// gate (the merge queue's own, a merge hold, apart), a task blocked once its retries ran out
-/// (transient failures) or for another reason, a pause on a provider's quota or a budget cap.
+/// (transient failures), a deploy the post-deploy monitor found degraded, another block, a pause
+/// on a provider's quota or a budget cap.
 pub fn detect(task: &TaskRecord, before: &TaskState, after: &TaskState) -> Option<NewLesson> {
     let failure = after.failure.clone().unwrap_or_default();
     let lesson = |slug: String, title: String, body: &str, stage: &str, tags: &[&str]| NewLesson {
@@ -60,6 +61,16 @@ pub fn detect(task: &TaskRecord, before: &TaskState, after: &TaskState) -> Optio
     }
     let newly = |hold: &Hold| std::mem::discriminant(hold) != std::mem::discriminant(&before.hold);
     match &after.hold {
+        Hold::Blocked { reason } if newly(&after.hold) && reason.starts_with(baton_domain::DEPLOY_DEGRADED) => {
+            // The post-deploy monitor saw the deploy degrade production (the repository froze).
+            Some(lesson(
+                format!("deploy-degraded-{repo}"),
+                format!("a deploy of {} degraded production", task.repo),
+                reason,
+                &before.stage,
+                &["deploy", "degraded", "freeze"],
+            ))
+        }
         Hold::Blocked { reason } if newly(&after.hold) => {
             let stage = slug_part(&before.stage);
             // `failed_attempt` words an exhausted retry budget as `<stage> failed <n> times; last: …`.
@@ -264,6 +275,9 @@ mod tests {
         let found = detect(&task, &at("development", Hold::None), &at("development", exhausted)).unwrap();
         assert_eq!(found.slug, "retries-exhausted-app-development");
         assert!(found.tags.contains(&"transient".to_string()));
+        let degraded = Hold::Blocked { reason: format!("{}: `health` failed 3 times", baton_domain::DEPLOY_DEGRADED) };
+        let found = detect(&task, &at("deploy", Hold::None), &at("deploy", degraded)).unwrap();
+        assert_eq!((found.slug.as_str(), found.stage.as_deref()), ("deploy-degraded-app", Some("deploy")));
         let other = Hold::Blocked { reason: "cycle of dependencies".into() };
         assert_eq!(
             detect(&task, &at("development", Hold::None), &at("development", other)).unwrap().slug,
