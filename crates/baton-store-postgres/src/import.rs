@@ -700,7 +700,7 @@ mod tests {
                 in_table = false;
             } else if in_table
                 && let Some(column) = line.strip_prefix("    ").and_then(|l| l.split_whitespace().next())
-                && !matches!(column, "UNIQUE" | "PRIMARY")
+                && !matches!(column, "UNIQUE" | "PRIMARY" | "CHECK")
                 && let Some((_, columns)) = created.last_mut()
             {
                 columns.push(column);
