@@ -43,18 +43,6 @@ fn drive_until(env: &Env, id: &str, timeout: Duration, done: impl Fn(&str, &[Val
     }
 }
 
-fn served_address(log: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(rest) = text.split("listening on http://").nth(1) {
-            return rest.split_whitespace().next().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "serve never said where it listens: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -79,7 +67,7 @@ fn token(env: &Env, name: &str, scope: &str) -> String {
 
 fn start(env: &Env) -> (Server, String) {
     let server = env.serve(1);
-    let addr = served_address(&env.root.join("serve-1.log"));
+    let addr = crate::support::served_address(&env.root.join("serve-1.log"));
     (server, addr)
 }
 

@@ -113,7 +113,7 @@ impl World {
         let check = self.env.command().envs(self.env.serve_env.clone()).args(["config", "check"]).output().unwrap();
         assert!(check.status.success(), "config check: {}", String::from_utf8_lossy(&check.stderr));
         let server = self.env.serve(0);
-        self.addr = Some(served_address(&self.env.root.join("serve-0.log")));
+        self.addr = Some(crate::support::served_address(&self.env.root.join("serve-0.log")));
         server
     }
 
@@ -293,19 +293,6 @@ impl World {
         let total: usize = calls.values().sum();
         eprintln!("api calls in {test}: {total} {calls:?}");
         total
-    }
-}
-
-/// The address `baton serve` printed in its log.
-fn served_address(log: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(rest) = text.split("listening on http://").nth(1) {
-            return rest.split_whitespace().next().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "serve never said where it listens: {text}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -2,8 +2,9 @@
 //! hand-off with gates, costs, decisions and the next prompt; a blocked task's hand-off lists its
 //! failure; a secret planted in the run reaches neither the files nor the HTTP answers.
 
+use crate::support::served_address;
 use crate::support::{ConfigExtra, Env, baton_exe};
-use crate::trust::{http_get, served_address};
+use crate::trust::http_get;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

@@ -6,7 +6,6 @@
 use crate::support::{ConfigExtra, Env, Server, assert_each_main_commit_passes_tests, main_commits, stage};
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The first deploy makes the service sick; `health` passes once after that, then fails.
@@ -56,18 +55,6 @@ fn drive(env: &Env, what: &str, timeout: Duration, done: impl Fn(&[Value]) -> bo
     }
 }
 
-fn served_address(log: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(rest) = text.split("listening on http://").nth(1) {
-            return rest.split_whitespace().next().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "serve never said where it listens: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -87,7 +74,7 @@ fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Valu
 
 fn start(env: &Env) -> (Server, String) {
     let server = env.serve(1);
-    let addr = served_address(&env.root.join("serve-1.log"));
+    let addr = crate::support::served_address(&env.root.join("serve-1.log"));
     (server, addr)
 }
 

@@ -392,3 +392,16 @@ pub async fn wait_for(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The address `baton serve` printed in its log.
+pub fn served_address(log: &std::path::Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(rest) = text.split("listening on http://").nth(1) {
+            return rest.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "serve never said where it listens: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

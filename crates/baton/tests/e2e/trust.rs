@@ -34,19 +34,6 @@ pub(crate) fn http_get(addr: &str, path: &str) -> String {
     reply
 }
 
-/// The address `baton serve` printed in its log.
-pub(crate) fn served_address(log: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(rest) = text.split("listening on http://").nth(1) {
-            return rest.split_whitespace().next().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "serve never said where it listens: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 // A development agent prints the key it was given on stdout and stderr and fails with it in its
 // last words; the task blocks after its retries. The key is then searched for in every file of the
 // data dir (database, WAL, run logs, intents), the serve log, `task show` (text and JSON) and every
@@ -72,7 +59,7 @@ fn a_key_printed_by_an_agent_is_masked_everywhere() {
     let failure = tasks[0]["state"]["failure"].as_str().unwrap_or_default().to_string();
     assert!(failure.contains("[REDACTED]"), "the failure quotes the agent, masked: {failure}");
 
-    let addr = served_address(&env.root.join("serve-0.log"));
+    let addr = crate::support::served_address(&env.root.join("serve-0.log"));
     let mut api = String::new();
     for path in ["/api/tasks", &format!("/api/tasks/{id}"), "/api/status", "/api/usage?by=task", "/health"] {
         api.push_str(&http_get(&addr, path));

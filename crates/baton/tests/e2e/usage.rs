@@ -10,7 +10,7 @@ use baton_domain::{PriceTable, Usage};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PRICES: &str = "version = \"acme-1\"\neffective_date = \"2020-01-01\"\n\n[units]\naudio_minute = 0.006\n\n\
                       [[model]]\nid = \"house-model\"\ninput = 2\noutput = 8\ncache_read = 0.2\ncache_write = 2\n";
@@ -18,19 +18,6 @@ const PRICES: &str = "version = \"acme-1\"\neffective_date = \"2020-01-01\"\n\n[
 const SECTIONS: &str = "[usage.categories]\n\"source:transcriber\" = \"audio\"\n\"tts\" = \"audio-out\"\n\
                         \"agent:*\" = \"engineering\"\n\n[pricing]\nfile = \"prices.toml\"\n\n\
                         [budgets]\nglobal_daily_usd = 50.0\n";
-
-/// The address `baton serve` printed in its log.
-fn served_address(log: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(rest) = text.split("listening on http://").nth(1) {
-            return rest.split_whitespace().next().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "serve never said where it listens: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// One HTTP/1.1 request; returns (status, JSON body).
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
@@ -89,7 +76,7 @@ fn python_client() -> String {
 
 fn start(env: &Env) -> (Server, String) {
     let server = env.serve(1);
-    let addr = served_address(&env.root.join("serve-1.log"));
+    let addr = crate::support::served_address(&env.root.join("serve-1.log"));
     (server, addr)
 }
 
