@@ -709,6 +709,11 @@ async fn adoptable(ctx: &JobContext<'_>) -> Result<Option<Supervision>, EngineEr
     let Some(launch) = launch else {
         return Ok(None);
     };
+    // A kill between the job row and the run record taking the pid leaves the run without it: the
+    // adopted process is this run's, so its record names it (what `task show` and the spend refer to).
+    if run.pid.is_none() && launch.pid != 0 {
+        ctx.engine.store().set_agent_run_pid(run.id, launch.pid).await?;
+    }
     let run_number = run_dir
         .file_name()
         .and_then(|n| n.to_str())

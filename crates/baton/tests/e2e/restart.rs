@@ -62,6 +62,11 @@ fn kill9_mid_run_then_restart_every_task_reaches_done() {
         let log = std::fs::read_to_string(env.root.join(format!("serve-{round}.log"))).unwrap_or_default();
         let stat = std::fs::read_to_string(format!("/proc/{agent_pid}/stat")).unwrap_or_default();
         assert!(pid_alive(agent_pid), "the agent should outlive the killed server: {stat}\n{log}");
+        if round == 0 {
+            // The kill may land after the job row took the pid but before the run record did: the
+            // first round leaves exactly that, and the restarted Baton must still name the process.
+            forget_run_pid(&env.root.join("data").join("baton.db"), agent_pid);
+        }
         // The next server re-adopts the surviving agent: it waits for it and uses its result,
         // never starting a second agent for that job.
         let next = env.serve(10 + round);
@@ -96,4 +101,22 @@ fn kill9_mid_run_then_restart_every_task_reaches_done() {
     assert!(status["leases"].as_array().unwrap().is_empty(), "leases left: {status}");
     assert_eq!(main_commits(&env.project()).len(), 4);
     assert_each_main_commit_passes_tests(&env.project());
+}
+
+/// Clears the pid of the agent run that recorded `pid` (the job row keeps it), in the real file.
+fn forget_run_pid(database: &std::path::Path, pid: u64) {
+    use sqlx::Connection;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let url = format!("sqlite://{}", database.display());
+        let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let cleared = sqlx::query("UPDATE agent_runs SET pid = NULL WHERE pid = ?")
+            .bind(pid as i64)
+            .execute(&mut connection)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(cleared, 1, "the run record of agent {pid}");
+        connection.close().await.unwrap();
+    });
 }
