@@ -118,6 +118,14 @@ impl Engine {
                 dependency.work_item_id, dependent.work_item_id
             )));
         }
+        if let Some(gate) = self.merge_gate_reached(&dependent) {
+            // Its place in the merge queue would hold every change behind it for as long as it waits.
+            return Err(EngineError::Refused(format!(
+                "{} already reached the merge gate ({gate}); a dependency holds a task only before it \
+                 enters the merge queue — stop it and file it again, or let it land",
+                dependent.work_item_id
+            )));
+        }
         let mut graph = Graph::from_records(&self.store().live_dependencies().await?);
         graph.names.insert(dependent.id, dependent.work_item_id.clone());
         graph.names.insert(dependency.id, dependency.work_item_id.clone());
@@ -137,6 +145,16 @@ impl Engine {
             tracing::info!(task = %dependent.work_item_id, on = %dependency.work_item_id, %by, "dependency declared");
         }
         Ok(Declared { task: dependent, depends_on: dependency, created })
+    }
+
+    /// The merge-gate stage `task` is at or past in its repository's pipeline, if any.
+    fn merge_gate_reached(&self, task: &TaskRecord) -> Option<String> {
+        let pipeline = self.pipeline_for(&task.repo);
+        let at = pipeline.stages.iter().position(|s| s.name == task.state.stage)?;
+        pipeline.stages[..=at]
+            .iter()
+            .find(|s| s.gates.contains(&baton_domain::GateSpec::Mergeable))
+            .map(|s| s.name.clone())
     }
 
     /// The ids of the tasks a new task is to wait for: each must exist and not be cancelled (a new

@@ -152,6 +152,13 @@ fn dependency_cycle_is_refused_and_the_backstop_blocks_both_with_an_alert() {
         let out = env.run(&["task", "retry", id]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
+    // Past the merge gate a task can wait for nothing: its place in the merge queue would hold
+    // every change behind it.
+    env.drive(Duration::from_secs(300), |tasks| hold(find(tasks, &a)) == "awaiting_confirm");
+    let d = env.add_task("Fourth");
+    let refused = env.run(&["task", "depend", &a, "--on", &d]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("already reached the merge gate"), "{}", stderr(&refused));
     env.drive(Duration::from_secs(300), |tasks| tasks.iter().all(|t| stage(t) == "done"));
     let end = |id: &str| jobs(&env, id).iter().filter_map(|j| j["finished_at_ms"].as_i64()).max().unwrap();
     let start = |id: &str| jobs(&env, id).iter().filter_map(|j| j["started_at_ms"].as_i64()).min().unwrap();
