@@ -256,7 +256,8 @@ pub struct Waiting {
     pub work_item_id: String,
     pub repo: String,
     pub stage: String,
-    /// `dependencies` (tasks not done yet) or `serial` (an earlier unfinished task of the repository).
+    /// `dependencies` (tasks not done yet), `serial` (an earlier unfinished task of the repository)
+    /// or `frozen` (a serial repository's first stage while the repository is frozen).
     pub gate: String,
     /// The work items it waits for.
     pub waits_for: Vec<String>,
@@ -284,6 +285,12 @@ pub async fn waiting(engine: &Engine, open: &[OpenJob]) -> Result<Vec<Waiting>, 
         live.sort();
         ahead.insert(repo.clone(), live);
     }
+    // A serial repository's first stages also wait while it is frozen.
+    let frozen: Vec<baton_store::RepoFreeze> = if claim.serial_repos.is_empty() {
+        Vec::new()
+    } else {
+        engine.store().repo_freezes().await?.into_iter().filter(|f| claim.serial_repos.contains(&f.repo)).collect()
+    };
     let mut waiting = Vec::new();
     for open in queued {
         let job = &open.job;
@@ -297,6 +304,11 @@ pub async fn waiting(engine: &Engine, open: &[OpenJob]) -> Result<Vec<Waiting>, 
         };
         if let Some(on) = unmet.get(&job.task_id).filter(|_| !claim.dependency_free_repos.contains(&job.repo)) {
             waiting.push(entry("dependencies", on.clone()));
+        } else if job.rank <= 1
+            && let Some(freeze) = frozen.iter().find(|f| f.repo == job.repo)
+        {
+            let by = freeze.task.map_or_else(|| freeze.frozen_by.clone(), |t| format!("task {}", t.0));
+            waiting.push(entry("frozen", vec![format!("unfreeze (frozen by {by}: {})", freeze.reason)]));
         } else if job.rank <= 1
             && let Some(live) = ahead.get(&job.repo)
         {

@@ -272,7 +272,7 @@ const PRUNE_INBOX: &str =
 /// claim; the running jobs are counted once per claim, by repository, and the counts are exact
 /// because every claim holds [`CLAIM_LOCK`]. A job whose task waits for a dependency not done
 /// (unless its repository is in `$4`), and in a serial repository (`$5`) a first-stage job behind
-/// an earlier unfinished task, is no candidate.
+/// an earlier unfinished task or while the repository is frozen, is no candidate.
 const CLAIM_JOB: &str = "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo)
      SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN running r ON r.repo = j.repo
      WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
@@ -281,9 +281,10 @@ const CLAIM_JOB: &str = "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs W
        AND (j.repo = ANY($4) OR NOT EXISTS (
              SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
              WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
-       AND NOT (j.rank <= 1 AND j.repo = ANY($5) AND EXISTS (
+       AND NOT (j.rank <= 1 AND j.repo = ANY($5) AND (EXISTS (
              SELECT 1 FROM tasks e
-             WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled')))
+             WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))
+             OR EXISTS (SELECT 1 FROM repo_freezes f WHERE f.repo = j.repo AND f.unfrozen_at IS NULL)))
      ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED";
 
 /// Up to `$4` runnable jobs at once, best first, each within the limits as if claimed in turn:
@@ -301,9 +302,10 @@ const CLAIM_BATCH: &str =
          AND (j.repo = ANY($5) OR NOT EXISTS (
                SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
                WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
-         AND NOT (j.rank <= 1 AND j.repo = ANY($6) AND EXISTS (
+         AND NOT (j.rank <= 1 AND j.repo = ANY($6) AND (EXISTS (
                SELECT 1 FROM tasks e
-               WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))))
+               WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))
+               OR EXISTS (SELECT 1 FROM repo_freezes f WHERE f.repo = j.repo AND f.unfrozen_at IS NULL))))
      SELECT c.id FROM candidates c LEFT JOIN running r ON r.repo = c.repo
      WHERE COALESCE(r.n, 0) + c.k <= $3
      ORDER BY c.rank DESC, c.available_at, c.id

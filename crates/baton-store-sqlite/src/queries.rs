@@ -32,7 +32,8 @@ pub(crate) const JOBS_WITH_STATUS: &str = "SELECT * FROM jobs WHERE status = $1 
 /// index in claim order would walk past every one of them on each claim). The running jobs are
 /// counted once per claim, by repository (a `status` prefix of the index), not once per candidate.
 /// A job whose task waits for a dependency not done (unless its repository is in `$4`), and in a
-/// serial repository (`$5`) a first-stage job behind an earlier unfinished task, is no candidate.
+/// serial repository (`$5`) a first-stage job behind an earlier unfinished task or while the
+/// repository is frozen (`repo_freezes_open`), is no candidate.
 pub(crate) const CLAIM_JOB: &str =
     "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo)
      SELECT j.id FROM jobs j INDEXED BY jobs_queue JOIN tasks t ON t.id = j.task_id
@@ -43,9 +44,10 @@ pub(crate) const CLAIM_JOB: &str =
        AND (j.repo IN (SELECT value FROM json_each($4)) OR NOT EXISTS (
              SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
              WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
-       AND NOT (j.rank <= 1 AND j.repo IN (SELECT value FROM json_each($5)) AND EXISTS (
+       AND NOT (j.rank <= 1 AND j.repo IN (SELECT value FROM json_each($5)) AND (EXISTS (
              SELECT 1 FROM tasks e INDEXED BY tasks_live_repo
-             WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled')))
+             WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))
+             OR EXISTS (SELECT 1 FROM repo_freezes f WHERE f.repo = j.repo AND f.unfrozen_at IS NULL)))
      ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1";
 
 /// Up to `$4` runnable jobs at once, best first, each within the limits as if claimed in turn:
@@ -63,9 +65,10 @@ pub(crate) const CLAIM_BATCH: &str =
          AND (j.repo IN (SELECT value FROM json_each($5)) OR NOT EXISTS (
                SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
                WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
-         AND NOT (j.rank <= 1 AND j.repo IN (SELECT value FROM json_each($6)) AND EXISTS (
+         AND NOT (j.rank <= 1 AND j.repo IN (SELECT value FROM json_each($6)) AND (EXISTS (
                SELECT 1 FROM tasks e INDEXED BY tasks_live_repo
-               WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))))
+               WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))
+               OR EXISTS (SELECT 1 FROM repo_freezes f WHERE f.repo = j.repo AND f.unfrozen_at IS NULL))))
      SELECT c.id FROM candidates c LEFT JOIN running r ON r.repo = c.repo
      WHERE COALESCE(r.n, 0) + c.k <= $3
      ORDER BY c.rank DESC, c.available_at, c.id

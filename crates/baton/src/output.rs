@@ -411,7 +411,11 @@ pub fn status(
         say!("lease {} held by {} (token {})", lease.name, lease.holder, lease.token);
     }
     for w in waiting {
-        let why = if w.gate == "serial" { "serial gate, behind" } else { "waits for" };
+        let why = match w.gate.as_str() {
+            "serial" => "serial gate, behind",
+            "frozen" => "serial gate, repository frozen, waits for",
+            _ => "waits for",
+        };
         say!(
             "waiting {} {} ({}): {why} {}",
             safe(&w.work_item_id),

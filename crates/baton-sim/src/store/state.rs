@@ -414,6 +414,11 @@ impl State {
         self.tasks.range(..job.task_id).any(|(_, t)| t.repo == job.repo && !t.state.is_terminal())
     }
 
+    /// Whether `repo` has an open freeze (the serial gate admits no first stage there).
+    fn frozen(&self, repo: &str) -> bool {
+        self.freezes.iter().any(|f| f.repo == repo && f.unfrozen_at_ms.is_none())
+    }
+
     /// The dependency records of `edges`, read with each dependency's work item and stage.
     pub(crate) fn dependency_records<'a>(
         &self,
@@ -449,7 +454,11 @@ impl State {
             .filter(|j| self.tasks.get(&j.task_id).is_some_and(|t| t.state.job == Some(j.id)))
             .filter(|j| running(Some(&j.repo)) < u64::from(claim.running_per_repo_max))
             .filter(|j| claim.dependency_free_repos.contains(&j.repo) || self.dependencies_met(j.task_id))
-            .filter(|j| !(j.rank <= 1 && claim.serial_repos.contains(&j.repo) && self.earlier_unfinished(j)))
+            .filter(|j| {
+                !(j.rank <= 1
+                    && claim.serial_repos.contains(&j.repo)
+                    && (self.earlier_unfinished(j) || self.frozen(&j.repo)))
+            })
             // As `SqliteStore`'s claim: the highest rank (later pipeline stage) first.
             .min_by_key(|j| (std::cmp::Reverse(j.rank), j.available_at_ms, j.id))
             .map(|j| j.id)?;

@@ -133,4 +133,24 @@ pub async fn suite_serial_gate(store: Arc<dyn Store>) {
     assert!(store.claim_job(&serial(T0 + 1)).await.unwrap().is_none(), "T4 waits behind T2 and T3");
     let unserial = claim_at("w", T0 + 1);
     assert_eq!(claimed_tasks(&*store, &unserial).await, vec![t4.id], "without the gate T4 runs at once");
+
+    // A frozen serial repository admits no first stage, even with nothing unfinished ahead; a
+    // frozen repository that is not serial is not held here (its merges are).
+    let frozen = |now_ms| Claim { serial_repos: vec!["gamma".into()], ..claim_at("w", now_ms) };
+    let g1 = create(&*store, "gamma", "G").await;
+    let d1 = create(&*store, "delta", "D").await;
+    for repo in ["gamma", "delta"] {
+        let freeze = crate::NewFreeze {
+            repo: repo.into(),
+            task: None,
+            frozen_by: "monitor".into(),
+            reason: "deploy degraded".into(),
+        };
+        store.freeze_repo(&freeze, T0).await.unwrap();
+    }
+    let first = store.claim_job(&frozen(T0 + 1)).await.unwrap().expect("delta is not serial: D1 runs");
+    assert_eq!(first.task_id, d1.id, "G1 waits while gamma is frozen");
+    assert!(claimed_tasks(&*store, &frozen(T0 + 1)).await.is_empty(), "a batch claim holds G1 back too");
+    store.unfreeze_repo("gamma", "ann", T0 + 2).await.unwrap().expect("gamma was frozen");
+    assert_eq!(claimed_tasks(&*store, &frozen(T0 + 2)).await, vec![g1.id], "unfrozen: G1 is admitted");
 }
