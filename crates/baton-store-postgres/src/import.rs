@@ -20,8 +20,9 @@ use std::str::FromStr;
 /// version 11's `instances` — heartbeats, `0002_instances.sql` — is not copied: the instances
 /// of the new deployment write their own; version 12 only adds retention's indexes, which
 /// PostgreSQL's migration 3 creates itself; version 17's `repo_freezes` is PostgreSQL's migration
-/// 9). A source at another version has other columns: it is refused rather than half copied.
-pub const SQLITE_SCHEMA_VERSION: i64 = 17;
+/// 9; version 19 only adds the claim-order index, PostgreSQL's migration 11). A source at another
+/// version has other columns: it is refused rather than half copied.
+pub const SQLITE_SCHEMA_VERSION: i64 = 19;
 
 /// Rows per `INSERT` (and per read from SQLite): few round trips, and far below PostgreSQL's
 /// 65535 bind parameters for the widest table.

@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_coverage.sql")),
     (7, include_str!("../migrations/0007_lessons.sql")),
     (9, include_str!("../migrations/0009_freeze.sql")),
+    (11, include_str!("../migrations/0011_claim_order.sql")),
     (8, include_str!("../migrations/0008_dependencies.sql")),
 ];
 
@@ -268,48 +269,74 @@ const PRUNE_INBOX: &str =
       WHERE i.received_at < $1 AND (i.task_id IS NULL OR t.stage IN ('done', 'cancelled'))
       ORDER BY i.received_at LIMIT $2)";
 
-/// The next runnable job (highest rank, then oldest `available_at`, then id), locked for the
-/// claim; the running jobs are counted once per claim, by repository, and the counts are exact
-/// because every claim holds [`CLAIM_LOCK`]. A job whose task waits for a dependency not done
-/// (unless its repository is in `$4`), and in a serial repository (`$5`) a first-stage job behind
-/// an earlier unfinished task or while the repository is frozen, is no candidate.
-const CLAIM_JOB: &str = "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo)
-     SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN running r ON r.repo = j.repo
-     WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
-       AND (SELECT COALESCE(SUM(n), 0) FROM running) < $2
-       AND COALESCE(r.n, 0) < $3
-       AND (j.repo = ANY($4) OR NOT EXISTS (
+/// The gates every claim candidate passes, after `j` (the job) and `t` (its task): it is its
+/// task's current job; its task waits for no dependency not done (unless its repository is in
+/// `$D`); and in a serial repository (`$S`) a first-stage job is behind no earlier unfinished task
+/// and its repository is not frozen.
+macro_rules! claim_gates {
+    ($deps:literal, $serial:literal) => {
+        concat!(
+            "t.current_job = j.id
+       AND (j.repo = ANY(",
+            $deps,
+            ") OR NOT EXISTS (
              SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
              WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
-       AND NOT (j.rank <= 1 AND j.repo = ANY($5) AND (EXISTS (
+       AND NOT (j.rank <= 1 AND j.repo = ANY(",
+            $serial,
+            ") AND (EXISTS (
              SELECT 1 FROM tasks e
              WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))
-             OR EXISTS (SELECT 1 FROM repo_freezes f WHERE f.repo = j.repo AND f.unfrozen_at IS NULL)))
-     ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED";
+           OR EXISTS (SELECT 1 FROM repo_freezes f WHERE f.repo = j.repo AND f.unfrozen_at IS NULL)))"
+        )
+    };
+}
 
-/// Up to `$4` runnable jobs at once, best first, each within the limits as if claimed in turn:
-/// a repository's candidates are numbered in claim order and kept while its running count plus
-/// their number stays within `$3`, and the whole batch within `$2` minus what already runs. The
-/// dependency and serial gates (`$5`, `$6`, as in [`CLAIM_JOB`]) drop candidates before they are
-/// numbered, so a waiting job takes no slot.
-const CLAIM_BATCH: &str =
+/// The next runnable job — highest rank, then oldest `available_at`, then id: the order of
+/// `jobs_claim`, walked until the first job that passes — locked for the claim. The running jobs
+/// are counted once per claim, by repository, and the counts are exact because every claim holds
+/// [`CLAIM_LOCK`].
+const CLAIM_JOB: &str = concat!(
+    "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo)
+     SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN running r ON r.repo = j.repo
+     WHERE j.status = 'queued' AND j.available_at <= $1
+       AND (SELECT COALESCE(SUM(n), 0) FROM running) < $2
+       AND COALESCE(r.n, 0) < $3
+       AND ",
+    claim_gates!("$4", "$5"),
+    "
+     ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED"
+);
+
+/// Up to `$4` runnable jobs at once, best first, each within the limits as if claimed in turn.
+/// The candidates are the first `$7` jobs in claim order (`jobs_claim`) that pass the gates (`$5`,
+/// `$6`, so a waiting job takes no slot) and whose repository is below its limit — a window a few
+/// times the batch, not every available job; then a repository's candidates are numbered in
+/// claim order and kept while its running count plus their number stays within `$3`, and the
+/// whole batch within `$2` minus what already runs.
+const CLAIM_BATCH: &str = concat!(
     "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo),
+     firsts AS (
+       SELECT j.id, j.repo, j.rank, j.available_at
+       FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN running r ON r.repo = j.repo
+       WHERE j.status = 'queued' AND j.available_at <= $1 AND COALESCE(r.n, 0) < $3
+         AND ",
+    claim_gates!("$5", "$6"),
+    "
+       ORDER BY j.rank DESC, j.available_at, j.id LIMIT $7),
      candidates AS (
-       SELECT j.id, j.repo, j.rank, j.available_at,
-              ROW_NUMBER() OVER (PARTITION BY j.repo ORDER BY j.rank DESC, j.available_at, j.id) AS k
-       FROM jobs j JOIN tasks t ON t.id = j.task_id
-       WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
-         AND (j.repo = ANY($5) OR NOT EXISTS (
-               SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
-               WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
-         AND NOT (j.rank <= 1 AND j.repo = ANY($6) AND (EXISTS (
-               SELECT 1 FROM tasks e
-               WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))
-               OR EXISTS (SELECT 1 FROM repo_freezes f WHERE f.repo = j.repo AND f.unfrozen_at IS NULL))))
+       SELECT w.*, ROW_NUMBER() OVER (PARTITION BY w.repo ORDER BY w.rank DESC, w.available_at, w.id) AS k
+       FROM firsts w)
      SELECT c.id FROM candidates c LEFT JOIN running r ON r.repo = c.repo
      WHERE COALESCE(r.n, 0) + c.k <= $3
      ORDER BY c.rank DESC, c.available_at, c.id
-     LIMIT GREATEST(0, LEAST($4, $2 - (SELECT COALESCE(SUM(n), 0) FROM running)))";
+     LIMIT GREATEST(0, LEAST($4, $2 - (SELECT COALESCE(SUM(n), 0) FROM running)))"
+);
+
+/// Candidates a batch claim reads for a batch of `limit` (as SQLite's).
+fn claim_window(limit: u32) -> i64 {
+    i64::from(limit).saturating_mul(4).max(32)
+}
 
 /// The columns of a [`DependencyRecord`]: the row, with the dependency's work item and stage.
 const DEPENDENCY_COLUMNS: &str = "SELECT d.task_id, d.depends_on, t.work_item_id AS depends_on_work_item,
@@ -854,6 +881,7 @@ impl Store for PgStore {
                 .bind(i64::from(limit))
                 .bind(&claim.dependency_free_repos)
                 .bind(&claim.serial_repos)
+                .bind(claim_window(limit))
                 .fetch_all(&mut *tx)
                 .await?
         };

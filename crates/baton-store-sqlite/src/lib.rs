@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (15, include_str!("../migrations/0015_lessons.sql")),
     (17, include_str!("../migrations/0017_freeze.sql")),
     (16, include_str!("../migrations/0016_dependencies.sql")),
+    (19, include_str!("../migrations/0019_claim_order.sql")),
 ];
 
 /// The newest schema version this Baton knows (versions may be merged out of order, so not the
@@ -406,6 +407,7 @@ async fn claim_batch(tx: &mut Transaction<'static, Sqlite>, claim: &Claim, limit
         .bind(i64::from(limit))
         .bind(serde_json::to_string(&claim.dependency_free_repos)?)
         .bind(serde_json::to_string(&claim.serial_repos)?)
+        .bind(claim_window(limit))
         .fetch_all(&mut **tx)
         .await?;
     if ids.is_empty() {

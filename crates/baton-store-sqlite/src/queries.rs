@@ -26,53 +26,78 @@ pub(crate) const JOBS_OF_TASK: &str = "SELECT * FROM jobs WHERE task_id = $1 ORD
 
 pub(crate) const JOBS_WITH_STATUS: &str = "SELECT * FROM jobs WHERE status = $1 ORDER BY id";
 
-/// The next runnable job under the limits: highest rank (the later pipeline stage) first, then the
-/// oldest `available_at`, then id. Only the jobs available now are read (a range of `jobs_queue
-/// (status, available_at)`) and sorted: a backlog of jobs deferred to later costs nothing (an
-/// index in claim order would walk past every one of them on each claim). The running jobs are
-/// counted once per claim, by repository (a `status` prefix of the index), not once per candidate.
-/// A job whose task waits for a dependency not done (unless its repository is in `$4`), and in a
-/// serial repository (`$5`) a first-stage job behind an earlier unfinished task or while the
-/// repository is frozen (`repo_freezes_open`), is no candidate.
-pub(crate) const CLAIM_JOB: &str =
-    "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo)
-     SELECT j.id FROM jobs j INDEXED BY jobs_queue JOIN tasks t ON t.id = j.task_id
-       LEFT JOIN running r ON r.repo = j.repo
-     WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
-       AND (SELECT COALESCE(SUM(n), 0) FROM running) < $2
-       AND COALESCE(r.n, 0) < $3
-       AND (j.repo IN (SELECT value FROM json_each($4)) OR NOT EXISTS (
+/// The gates every claim candidate passes, after `j` (the job) and `t` (its task): it is its
+/// task's current job; its task waits for no dependency not done (unless its repository is in
+/// `$D`); and in a serial repository (`$S`) a first-stage job is behind no earlier unfinished task
+/// and its repository is not frozen (`repo_freezes_open`).
+macro_rules! claim_gates {
+    ($deps:literal, $serial:literal) => {
+        concat!(
+            "t.current_job = j.id
+       AND (j.repo IN (SELECT value FROM json_each(",
+            $deps,
+            ")) OR NOT EXISTS (
              SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
              WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
-       AND NOT (j.rank <= 1 AND j.repo IN (SELECT value FROM json_each($5)) AND (EXISTS (
+       AND NOT (j.rank <= 1 AND j.repo IN (SELECT value FROM json_each(",
+            $serial,
+            ")) AND (EXISTS (
              SELECT 1 FROM tasks e INDEXED BY tasks_live_repo
              WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))
-             OR EXISTS (SELECT 1 FROM repo_freezes f WHERE f.repo = j.repo AND f.unfrozen_at IS NULL)))
-     ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1";
+           OR EXISTS (SELECT 1 FROM repo_freezes f WHERE f.repo = j.repo AND f.unfrozen_at IS NULL)))"
+        )
+    };
+}
 
-/// Up to `$4` runnable jobs at once, best first, each within the limits as if claimed in turn:
-/// a repository's candidates are numbered in claim order and kept while its running count plus
-/// their number stays within `$3`, and the whole batch within `$2` minus what already runs. The
-/// dependency and serial gates (`$5`, `$6`) drop candidates before they are numbered, so a waiting
-/// job takes no slot.
-pub(crate) const CLAIM_BATCH: &str =
+/// The next runnable job under the limits: highest rank (the later pipeline stage) first, then the
+/// oldest `available_at`, then id — the order of `jobs_claim`, walked from its start until the
+/// first job that passes (a job deferred to later, or of a repository at its limit, is stepped
+/// over). The running jobs are counted once per claim, by repository.
+pub(crate) const CLAIM_JOB: &str = concat!(
+    "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo)
+     SELECT j.id FROM jobs j INDEXED BY jobs_claim JOIN tasks t ON t.id = j.task_id
+       LEFT JOIN running r ON r.repo = j.repo
+     WHERE j.status = 'queued' AND j.available_at <= $1
+       AND (SELECT COALESCE(SUM(n), 0) FROM running) < $2
+       AND COALESCE(r.n, 0) < $3
+       AND ",
+    claim_gates!("$4", "$5"),
+    "
+     ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1"
+);
+
+/// Up to `$4` runnable jobs at once, best first, each within the limits as if claimed in turn.
+/// The candidates are the first `$7` jobs down `jobs_claim` that pass the gates (`$5`, `$6`, so a
+/// waiting job takes no slot) and whose repository is below its limit — a window a few times the
+/// batch, not every available job; then a repository's candidates are numbered in claim order and
+/// kept while its running count plus their number stays within `$3`, and the whole batch within
+/// `$2` minus what already runs. A window whose repositories fill up early yields fewer jobs than
+/// asked, never none while one is claimable; the claim loop asks again.
+pub(crate) const CLAIM_BATCH: &str = concat!(
     "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo),
+     firsts AS (
+       SELECT j.id, j.repo, j.rank, j.available_at
+       FROM jobs j INDEXED BY jobs_claim JOIN tasks t ON t.id = j.task_id
+         LEFT JOIN running r ON r.repo = j.repo
+       WHERE j.status = 'queued' AND j.available_at <= $1 AND COALESCE(r.n, 0) < $3
+         AND ",
+    claim_gates!("$5", "$6"),
+    "
+       ORDER BY j.rank DESC, j.available_at, j.id LIMIT $7),
      candidates AS (
-       SELECT j.id, j.repo, j.rank, j.available_at,
-              ROW_NUMBER() OVER (PARTITION BY j.repo ORDER BY j.rank DESC, j.available_at, j.id) AS k
-       FROM jobs j INDEXED BY jobs_queue JOIN tasks t ON t.id = j.task_id
-       WHERE j.status = 'queued' AND j.available_at <= $1 AND t.current_job = j.id
-         AND (j.repo IN (SELECT value FROM json_each($5)) OR NOT EXISTS (
-               SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
-               WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
-         AND NOT (j.rank <= 1 AND j.repo IN (SELECT value FROM json_each($6)) AND (EXISTS (
-               SELECT 1 FROM tasks e INDEXED BY tasks_live_repo
-               WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))
-               OR EXISTS (SELECT 1 FROM repo_freezes f WHERE f.repo = j.repo AND f.unfrozen_at IS NULL))))
+       SELECT w.*, ROW_NUMBER() OVER (PARTITION BY w.repo ORDER BY w.rank DESC, w.available_at, w.id) AS k
+       FROM firsts w)
      SELECT c.id FROM candidates c LEFT JOIN running r ON r.repo = c.repo
      WHERE COALESCE(r.n, 0) + c.k <= $3
      ORDER BY c.rank DESC, c.available_at, c.id
-     LIMIT max(0, min($4, $2 - (SELECT COALESCE(SUM(n), 0) FROM running)))";
+     LIMIT max(0, min($4, $2 - (SELECT COALESCE(SUM(n), 0) FROM running)))"
+);
+
+/// Candidates a batch claim reads for a batch of `limit`: enough that repositories filling up
+/// inside the window rarely cut a batch short.
+pub(crate) fn claim_window(limit: u32) -> i64 {
+    i64::from(limit).saturating_mul(4).max(32)
+}
 
 /// What one task depends on, with each dependency's work item and stage (primary key walk).
 pub(crate) const DEPENDENCIES_OF_TASK: &str = "SELECT d.task_id, d.depends_on, t.work_item_id AS depends_on_work_item,

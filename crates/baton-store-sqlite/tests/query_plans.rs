@@ -9,12 +9,13 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Row, SqliteConnection};
 
 /// Tables that stay small whatever the backlog (a scan of one is fine).
-/// `running` is the claim's per-repository count of running jobs: one row per repository; `c`
-/// (with its window's `(subquery-N)`) is the batched claim's candidates, built from the indexed
-/// range of available jobs (the plan must show that range: `claim_jobs` requires `jobs_queue`).
+/// `running` is the claim's per-repository count of running jobs: one row per repository; `w` and
+/// `c` (with its window's `(subquery-N)`) are the batched claim's candidates, at most a few times
+/// the batch, read down `jobs_claim` (the plan must show that walk: the claims require it).
 /// `json_each` is a claim's list of repositories (the dependency and serial gates' exemptions).
 const SMALL_TABLES: &[&str] = &[
     "c",
+    "w",
     "json_each",
     "leases",
     "lease_tokens",
@@ -35,8 +36,8 @@ const REQUIRED_INDEX: &[(&str, &str)] = &[
     ("due_holds", "tasks_due"),
     ("next_due_ms", "tasks_due"),
     ("unapplied_tasks", "jobs_finished"),
-    ("claim_job", "jobs_queue"),
-    ("claim_jobs", "jobs_queue"),
+    ("claim_job", "jobs_claim"),
+    ("claim_jobs", "jobs_claim"),
     ("claim_job", "tasks_live_repo"),
     ("claim_jobs", "tasks_live_repo"),
     ("live_dependencies", "tasks_live"),

@@ -1515,6 +1515,30 @@ pub async fn suite_claim_batch(store: Arc<dyn Store>) {
     assert!(store.claim_jobs(&limits("batch", T0, 10, 5), 0).await.unwrap().is_empty());
 }
 
+/// A batch whose best candidates all belong to one repository with room for one more job still
+/// claims that one, and the next claim reaches the other repositories' jobs further down the claim
+/// order: a claim loop that asks until it gets nothing never leaves a claimable job behind.
+pub async fn suite_claim_batch_window(store: Arc<dyn Store>) {
+    for _ in 0..40 {
+        create(&*store, "alpha", "P").await;
+    }
+    let beta = create(&*store, "beta", "P").await;
+    let claim = limits("batch", T0, 10, 1);
+    let first = store.claim_jobs(&claim, 8).await.unwrap();
+    assert!(!first.is_empty(), "a claimable job is claimed");
+    let mut claimed = first;
+    loop {
+        let more = store.claim_jobs(&claim, 8).await.unwrap();
+        if more.is_empty() {
+            break;
+        }
+        claimed.extend(more);
+    }
+    let repos: Vec<&str> = claimed.iter().map(|j| j.repo.as_str()).collect();
+    assert_eq!(repos.iter().filter(|r| **r == "alpha").count(), 1, "alpha's limit holds: {repos:?}");
+    assert!(claimed.iter().any(|j| j.task_id == beta.id), "beta's job behind alpha's backlog is claimed: {repos:?}");
+}
+
 pub async fn suite_events(store: Arc<dyn Store>) {
     let a = create(&*store, "alpha", "P").await;
     let b = create(&*store, "alpha", "P").await;
@@ -1935,6 +1959,13 @@ macro_rules! conformance_tests {
         async fn serial_gate_admits_the_earliest_unfinished_task_only() {
             let (_dir, _, store) = $fresh().await;
             $crate::conformance::suite_serial_gate(store).await;
+        }
+
+        // A batch window filled by one repository at its limit leaves no other job unclaimed.
+        #[::tokio::test]
+        async fn a_window_filled_by_one_repository_leaves_no_other_job_behind() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_claim_batch_window(store).await;
         }
 
         // Claims stop at the global and the per-repo running limits.
