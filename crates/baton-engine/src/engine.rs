@@ -195,6 +195,7 @@ pub struct EngineBuilder {
     pollers: Vec<Arc<dyn TicketPoller>>,
     live: Option<Arc<crate::telegram::LiveUpdates>>,
     owner: Option<String>,
+    host: Option<String>,
     secrets: Vec<String>,
     sandbox: Option<Arc<Sandbox>>,
     retention: Option<crate::settings::Retention>,
@@ -315,6 +316,13 @@ impl EngineBuilder {
         self
     }
 
+    /// The machine this engine reports to the other instances (default: [`local_host`]). Only an
+    /// instance on the same machine as an agent signals its process group.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
     pub fn build(self) -> Arc<Engine> {
         let pipeline = Arc::new(self.settings.effective_pipeline());
         let repo_pipelines = self
@@ -353,7 +361,7 @@ impl EngineBuilder {
             polling: Arc::new(AtomicBool::new(false)),
             webhooks_pending: AtomicBool::new(true),
             owner: self.owner.unwrap_or_else(|| format!("pid:{}", std::process::id())),
-            host: local_host(),
+            host: self.host.unwrap_or_else(local_host),
             started_at_ms: clock.now_ms(),
             redactor,
             sandbox: self.sandbox,
@@ -397,6 +405,7 @@ impl Engine {
             pollers: Vec::new(),
             live: None,
             owner: None,
+            host: None,
             secrets: Vec::new(),
             sandbox: None,
             retention: None,

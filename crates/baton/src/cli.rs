@@ -397,6 +397,7 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
     let sandbox = Arc::new(Sandbox::new(config.sandbox.clone()));
     let engine = Engine::builder(config.engine.clone(), store)
         .owner(config.server.instance())
+        .host(config.server.host.clone().unwrap_or_else(baton_engine::engine::local_host))
         .secrets(config.server.api_token.iter().cloned())
         .secrets(
             [&config.webhooks.github, &config.webhooks.gitea, &config.webhooks.plane].into_iter().flatten().cloned(),

@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// This server's name among the instances sharing the store (`server.instance_id`); by
     /// default the host name and a digest of the data directory ([`ServerConfig::instance`]).
     pub instance_id: Option<String>,
+    /// The machine this instance reports to the others (`server.host`); by default the host name.
+    /// An agent's process group is signalled only by instances on the same machine.
+    pub host: Option<String>,
     pub api_token: Option<String>,
     /// Reads (`GET /api/...`) need a token with the `read` scope too.
     pub read_requires_token: bool,

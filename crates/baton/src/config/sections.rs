@@ -203,6 +203,8 @@ impl Loader<'_> {
             #[serde(default)]
             instance_id: Option<String>,
             #[serde(default)]
+            host: Option<String>,
+            #[serde(default)]
             api_token: Option<String>,
             #[serde(default)]
             read_requires_token: bool,
@@ -273,6 +275,16 @@ impl Loader<'_> {
                 "use up to 100 letters, digits, `-`, `_`, `.` or `:`, unique per `baton serve`, e.g. \"build-1\"",
             );
         }
+        let host = section.host.filter(|h| !h.trim().is_empty());
+        if let Some(host) = &host
+            && (host.len() > 253 || !host.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            self.issue(
+                "server.host",
+                format!("`{host}` is not a usable machine name"),
+                "use the machine's host name (letters, digits, `-`, `_`, `.`), or leave `host` out to use it",
+            );
+        }
         let api_token = section.api_token.filter(|token| !token.is_empty());
         if let Some(token) = &api_token {
             // A token written literally in the file is hidden from messages too.
@@ -306,6 +318,7 @@ impl Loader<'_> {
             data_dir: data_dir?,
             database_url,
             instance_id,
+            host,
             api_token,
             read_requires_token: section.read_requires_token,
             secret_env: section.secret_env.clone(),

@@ -18,6 +18,7 @@
 
 mod chaos;
 mod fleet;
+mod stop;
 
 use crate::crash::chaos::Rng;
 use crate::crash::witness::{self, AGENT_END, AGENT_START, AgentExec, Counts, Witness};

@@ -24,11 +24,18 @@ pub struct Instance {
     pub starts: u32,
     addr: Option<String>,
     pub frozen: bool,
+    /// The machine it says it runs on (`server.host`); `None`: this machine's host name.
+    pub host: Option<&'static str>,
 }
 
 impl Instance {
     pub fn new(name: &'static str) -> Instance {
-        Instance { name, server: None, starts: 0, addr: None, frozen: false }
+        Instance { name, server: None, starts: 0, addr: None, frozen: false, host: None }
+    }
+
+    /// An instance that says it runs on machine `host`, as if on another machine than the others.
+    pub fn on_machine(name: &'static str, host: &'static str) -> Instance {
+        Instance { host: Some(host), ..Instance::new(name) }
     }
 
     fn log(&self, env: &Env) -> PathBuf {
@@ -39,8 +46,11 @@ impl Instance {
     pub fn start(&mut self, env: &Env) {
         assert!(self.server.is_none(), "instance {} is already running", self.name);
         let log = std::fs::File::create(env.root.join(format!("serve-{}-{}.log", self.name, self.starts))).unwrap();
-        let child = env
-            .command()
+        let mut command = env.command();
+        if let Some(host) = self.host {
+            command.env("BATON_SERVER__HOST", host);
+        }
+        let child = command
             .arg("serve")
             .env("BATON_LOG", "info")
             .env("BATON_DATA_DIR", env.root.join(format!("data-{}", self.name)))
