@@ -21,7 +21,7 @@ use std::str::FromStr;
 /// of the new deployment write their own; version 12 only adds retention's indexes, which
 /// PostgreSQL's migration 3 creates itself; version 17's `repo_freezes` is PostgreSQL's migration
 /// 9). A source at another version has other columns: it is refused rather than half copied.
-pub const SQLITE_SCHEMA_VERSION: i64 = 17;
+pub const SQLITE_SCHEMA_VERSION: i64 = 18;
 
 /// Rows per `INSERT` (and per read from SQLite): few round trips, and far below PostgreSQL's
 /// 65535 bind parameters for the widest table.
@@ -261,9 +261,27 @@ const TABLES: &[Table] = &[
             ("updated_at", Int),
             ("hits", Int),
             ("last_hit_at", Int),
+            ("status", Text),
         ],
         identity: true,
         figures: &[("max id", "MAX(id)"), ("sum id", "SUM(id)"), ("sum hits", "SUM(hits)")],
+    },
+    Table {
+        name: "task_proposals",
+        columns: &[
+            ("id", Int),
+            ("from_task_id", Int),
+            ("repo", Text),
+            ("title", Text),
+            ("body", Text),
+            ("status", Text),
+            ("created_at", Int),
+            ("decided_at", Int),
+            ("decided_by", Text),
+            ("created_task_id", Int),
+        ],
+        identity: true,
+        figures: ID_FIGURES,
     },
     Table {
         name: "outbox",

@@ -33,7 +33,7 @@ pub async fn run(config: &Config, command: LessonsCommand, json: bool) -> anyhow
     let engine = open_engine(config).await?;
     let written = match command {
         LessonsCommand::List { repo, stage } => {
-            match engine.lessons(&LessonFilter { repo, stage }).await? {
+            match engine.lessons(&LessonFilter { repo, stage, status: None }).await? {
                 None if json => output::print_json(&serde_json::json!({ "enabled": false })),
                 None => say!("{OFF}"),
                 Some(lessons) if json => {

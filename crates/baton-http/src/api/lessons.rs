@@ -47,7 +47,7 @@ pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = LessonFilter { repo: query.repo, stage: query.stage };
+    let filter = LessonFilter { repo: query.repo, stage: query.stage, status: None };
     Ok(match state.engine.lessons(&filter).await? {
         Some(lessons) => Json(json!({ "enabled": true, "lessons": lessons })),
         None => disabled(),
