@@ -714,6 +714,14 @@ mod tests {
             if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
                 created.push((rest.split_whitespace().next().unwrap(), Vec::new()));
                 in_table = true;
+            } else if let Some(rest) = line.strip_prefix("ALTER TABLE ") {
+                // `ALTER TABLE <table> ADD COLUMN <column> …`: a column a later migration added.
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                if let [table, "ADD", "COLUMN", column, ..] = words[..]
+                    && let Some((_, columns)) = created.iter_mut().find(|(t, _)| *t == table)
+                {
+                    columns.push(column);
+                }
             } else if line.starts_with(')') {
                 in_table = false;
             } else if in_table

@@ -817,7 +817,7 @@ impl Loader<'_> {
                 format!("use a small number (the default is {})", baton_engine::retro::MAX_PROPOSALS_DEFAULT),
             );
         }
-        let Some(agents) = agents else { return None };
+        let agents = agents?;
         if let Some(agent) = &retro.agent
             && !agents.contains_key(agent)
         {
