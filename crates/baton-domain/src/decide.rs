@@ -540,7 +540,12 @@ fn advance(state: &TaskState, pipeline: &Pipeline, why: String) -> Decision {
     next.failure = None;
     match pipeline.next_after(&state.stage) {
         Some(spec) => {
-            let effects = enter(&mut next, spec, pipeline);
+            let mut effects = enter(&mut next, spec, pipeline);
+            if spec.after_ship {
+                // The change shipped: the merge lease and the queue entry go now, so the next
+                // change lands while this one's retro runs.
+                effects.insert(0, Effect::ReleaseLeases);
+            }
             Decision::Apply { next, effects, note: format!("{why}; {} → {}", state.stage, spec.name) }
         }
         None => {

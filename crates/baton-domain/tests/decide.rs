@@ -1277,7 +1277,8 @@ fn assert_done_anyway(outcome: JobOutcome, reason: &str) {
     assert!(!effects.iter().any(|e| matches!(e, Effect::EnqueueJob { .. })), "no retry: {effects:?}");
 }
 
-// Deploy passing its gates enters the retro stage; the retro passing its gates ends in done.
+// Deploy passing its gates enters the retro stage, releasing the merge lease (the next change may
+// land meanwhile); the retro passing its gates ends in done.
 #[test]
 fn a_shipped_task_enters_the_retro_and_a_passing_retro_is_done() {
     let pipeline = with_retro();
@@ -1287,6 +1288,7 @@ fn a_shipped_task_enters_the_retro_and_a_passing_retro_is_done() {
     let Decision::Apply { next, effects, .. } = decide(&state, &event, &pipeline, T0) else { panic!("suppressed") };
     assert_eq!((next.stage.as_str(), &next.hold), ("retro", &Hold::None));
     assert!(effects.contains(&Effect::EnqueueJob { stage: "retro".into(), delay_ms: 0 }), "{effects:?}");
+    assert!(effects.contains(&Effect::ReleaseLeases), "the merge lease goes once shipped: {effects:?}");
     let (next, _, note) =
         at_retro(|s| finished(s, JobOutcome::Completed { verdicts: verdicts(s, &pipeline, "", Verdict::Pass, "") }));
     assert_eq!(next.stage, DONE);
