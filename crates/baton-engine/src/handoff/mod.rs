@@ -211,7 +211,9 @@ async fn gather(engine: &Engine, task: &TaskRecord) -> Result<Document, EngineEr
     let merged = events.iter().rev().find(|e| e.kind == "merged");
     let merged_head = merged.and_then(|e| e.detail["head"].as_str()).filter(|h| is_commit_id(h)).map(str::to_string);
     let merged_base = merged.and_then(|e| e.detail["base"].as_str()).filter(|b| is_commit_id(b)).map(str::to_string);
-    let done = task.state.stage == pipeline::DONE;
+    // A task at a stage after shipping (its retro) reads its change from the merged commit too.
+    let done = task.state.stage == pipeline::DONE
+        || engine.pipeline_for(&task.repo).stage(&task.state.stage).is_some_and(|s| s.after_ship);
 
     let (mut diff_stat, mut commits, mut commits_on) = (None, Vec::new(), task.branch.clone());
     if let Some(repo) = repo.filter(|r| engine.vcs().exists(&r.path)) {

@@ -123,6 +123,8 @@ fn a_retro_proposes_and_only_a_person_decides() {
     let prompt = &seen[0];
     assert!(prompt.contains(&format!("# Hand-off: {first}")), "the hand-off is in the prompt: {prompt}");
     assert!(prompt.contains("## Gates and their proof"), "{prompt}");
+    assert!(prompt.contains("Commits on `main`:"), "the retro reads the merged change: {prompt}");
+    assert!(prompt.contains(&format!("m_{}.py", first.to_lowercase().replace('-', "_"))), "{prompt}");
     assert!(prompt.contains("Keep commits small"), "the repository's lessons are in the prompt: {prompt}");
     assert!(prompt.contains("```json") && prompt.contains("next_tasks"), "the artifact's format is spelled out");
     let events = timeline(&env, &first);
