@@ -100,6 +100,7 @@ pub fn decide(state: &TaskState, event: &Event, pipeline: &Pipeline, now_ms: i64
                 ));
             }
             match pipeline.stage(stage) {
+                Some(spec) if spec.after_ship => after_ship_finished(state, outcome, pipeline),
                 Some(spec) => job_finished(state, spec, outcome, pipeline, now_ms),
                 None => suppress(format!("stage `{stage}` is not in the pipeline")),
             }
@@ -170,6 +171,20 @@ pub fn decide(state: &TaskState, event: &Event, pipeline: &Pipeline, now_ms: i64
             "the change is deployed and its post-deploy monitor is running: shipped code is never cancelled; \
              the window ends the task (switch the `monitor` feature off to end windows early)",
         ),
+        Event::Stop { by, .. } if after_ship(state, pipeline) => {
+            let mut decision = shipped_done(
+                state,
+                format!("{} stopped by {by}; the change is shipped, the task is done", state.stage),
+            );
+            if let Decision::Apply { effects, .. } = &mut decision {
+                effects.splice(0..0, [Effect::StopAgent, Effect::CancelJobs]);
+            }
+            decision
+        }
+        Event::DependencyBlocked { .. } if after_ship(state, pipeline) => suppress(format!(
+            "dependency block ignored: {} runs after the change shipped, which no dependency can undo",
+            state.stage
+        )),
         Event::DependencyBlocked { reason } => match state.hold {
             Hold::Blocked { .. } => suppress(format!("already blocked: {}", state.display())),
             // A waiting task's queued job is never claimed; cancel it so the block is the only
@@ -215,6 +230,62 @@ fn cancel(state: &TaskState, note: &str) -> Decision {
         Effect::Notify { kind: NotifyKind::Info, text: note.to_string() },
     ];
     Decision::Apply { next, effects, note: note.to_string() }
+}
+
+/// Whether the task's current stage runs after its change shipped.
+fn after_ship(state: &TaskState, pipeline: &Pipeline) -> bool {
+    pipeline.stage(&state.stage).is_some_and(|spec| spec.after_ship)
+}
+
+/// A stage that runs after the change shipped (the retro) ended: it passes into the next stage
+/// (or `done`) whatever happened, since shipped code is never held back, blocked or cancelled.
+fn after_ship_finished(state: &TaskState, outcome: &JobOutcome, pipeline: &Pipeline) -> Decision {
+    let failure = match outcome {
+        JobOutcome::Completed { verdicts } => [Verdict::Error, Verdict::Fail, Verdict::Defer, Verdict::Queued]
+            .into_iter()
+            .find_map(|verdict| reasons(verdicts, verdict)),
+        JobOutcome::Failed { reason }
+        | JobOutcome::LeaseLost { reason }
+        | JobOutcome::Infrastructure { reason }
+        | JobOutcome::BudgetExceeded { reason }
+        | JobOutcome::QuotaExhausted { reason, .. } => Some(reason.clone()),
+        JobOutcome::NeedsInput { questions } => Some(format!("it asked questions instead of answering: {questions}")),
+    };
+    let mut decision = match failure {
+        Some(reason) => shipped_done(state, format!("{} failed: {reason}; the task is done anyway", state.stage)),
+        None => {
+            // A human approval gate is not asked after shipping: it would hold a shipped task.
+            let mut passed = advance(state, pipeline, format!("{} passed its gates", state.stage));
+            if let Decision::Apply { next, .. } = &mut passed {
+                next.quota_pauses = 0;
+                next.infra_failures = 0;
+            }
+            passed
+        }
+    };
+    if let (Some(by), Decision::Apply { note, .. }) = (&state.cancel_requested, &mut decision) {
+        *note = format!("stop requested by {by} arrived after the change shipped; {note}");
+    }
+    if let Decision::Apply { next, .. } = &mut decision {
+        next.cancel_requested = None;
+    }
+    decision
+}
+
+/// Ends a shipped task in `done` from a stage that runs after shipping, with `note` on the timeline.
+fn shipped_done(state: &TaskState, note: String) -> Decision {
+    let mut next = state.clone();
+    next.stage = DONE.to_string();
+    next.hold = Hold::None;
+    next.job = None;
+    next.failure = None;
+    next.cancel_requested = None;
+    let effects = vec![
+        Effect::ReleaseLeases,
+        Effect::RemoveWorktree,
+        Effect::Notify { kind: NotifyKind::Info, text: format!("done; {note}") },
+    ];
+    Decision::Apply { next, effects, note }
 }
 
 fn job_finished(
@@ -469,7 +540,12 @@ fn advance(state: &TaskState, pipeline: &Pipeline, why: String) -> Decision {
     next.failure = None;
     match pipeline.next_after(&state.stage) {
         Some(spec) => {
-            let effects = enter(&mut next, spec, pipeline);
+            let mut effects = enter(&mut next, spec, pipeline);
+            if spec.after_ship {
+                // The change shipped: the merge lease and the queue entry go now, so the next
+                // change lands while this one's retro runs.
+                effects.insert(0, Effect::ReleaseLeases);
+            }
             Decision::Apply { next, effects, note: format!("{why}; {} → {}", state.stage, spec.name) }
         }
         None => {

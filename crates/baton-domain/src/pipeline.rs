@@ -115,6 +115,11 @@ pub struct StageSpec {
     /// The stage's own choice of agent, adapter, model, prompt, timeouts and budget.
     #[serde(default, skip_serializing_if = "StageOverrides::is_empty")]
     pub overrides: StageOverrides,
+    /// The stage runs after the change shipped (the retro, SPEC §3): its outcome never changes the
+    /// task's fate. A failed attempt, a red gate, questions, an infrastructure failure, a budget or
+    /// quota stop and a STOP all end the task in `done`, never `blocked` or `cancelled`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_ship: bool,
 }
 
 /// The whole pipeline: stages in order, then `done`.
@@ -161,6 +166,7 @@ impl Pipeline {
             confirm_before: false,
             on_gate_fail,
             overrides: StageOverrides::default(),
+            after_ship: false,
         };
         let mut stages = vec![
             stage(

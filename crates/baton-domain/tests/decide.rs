@@ -926,6 +926,7 @@ fn validate_reports_every_broken_reference() {
         confirm_before: false,
         on_gate_fail,
         overrides: Default::default(),
+        after_ship: false,
     };
     let rollback = |to: &str| OnGateFail::Rollback { to: to.into() };
     let verdict = GateSpec::Verdict { key: "verdict".into(), pass: vec!["pass".into()] };
@@ -1233,4 +1234,127 @@ fn dependency_blocked_after_done_is_suppressed() {
     check!(held("done", Hold::None), [dependency_blocked("ACME-2 was cancelled")], @r#"
         dependency blocked: ACME-2 was cancelled  suppressed: task is done; terminal stages ignore `dependency_blocked`
         "#);
+}
+
+// ---------------------------------------------------------------- after-ship stages (the retro)
+
+/// The default pipeline with a `retro` stage appended after deploy, as `[retro] enabled` builds it.
+fn with_retro() -> Pipeline {
+    let mut pipeline = Pipeline::default_pipeline();
+    pipeline.stages.push(StageSpec {
+        name: "retro".into(),
+        actor: Actor::Agent { role: "retro".into() },
+        artifact: Some("09-retro.md".into()),
+        gates: vec![GateSpec::Artifact],
+        confirm_before: false,
+        on_gate_fail: OnGateFail::Retry,
+        overrides: Default::default(),
+        after_ship: true,
+    });
+    pipeline
+}
+
+/// Decides `event` for a task running job 9 of the retro stage; returns the next state, the
+/// effects and the note.
+fn at_retro(event: impl Fn(&TaskState) -> Event) -> (TaskState, Vec<Effect>, String) {
+    let state = running("retro", 9);
+    match decide(&state, &event(&state), &with_retro(), T0) {
+        Decision::Apply { next, effects, note } => (next, effects, note),
+        Decision::Suppress { reason } => panic!("suppressed: {reason}"),
+    }
+}
+
+/// Asserts that a retro outcome ended the task in `done` (not blocked, not cancelled), with the
+/// failure wording and the clean-up of done.
+fn assert_done_anyway(outcome: JobOutcome, reason: &str) {
+    let (next, effects, note) = at_retro(|s| finished(s, outcome.clone()));
+    assert_eq!(next.stage, DONE, "{note}");
+    assert_eq!(next.hold, Hold::None, "{note}");
+    assert_eq!(next.job, None);
+    assert_eq!(note, format!("retro failed: {reason}; the task is done anyway"));
+    assert!(effects.contains(&Effect::ReleaseLeases) && effects.contains(&Effect::RemoveWorktree), "{effects:?}");
+    assert!(!effects.contains(&Effect::DeleteBranch), "a shipped task keeps its branch: {effects:?}");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::EnqueueJob { .. })), "no retry: {effects:?}");
+}
+
+// Deploy passing its gates enters the retro stage, releasing the merge lease (the next change may
+// land meanwhile); the retro passing its gates ends in done.
+#[test]
+fn a_shipped_task_enters_the_retro_and_a_passing_retro_is_done() {
+    let pipeline = with_retro();
+    let state = running("deploy", 4);
+    let event =
+        finished(&state, JobOutcome::Completed { verdicts: verdicts(&state, &pipeline, "", Verdict::Pass, "") });
+    let Decision::Apply { next, effects, .. } = decide(&state, &event, &pipeline, T0) else { panic!("suppressed") };
+    assert_eq!((next.stage.as_str(), &next.hold), ("retro", &Hold::None));
+    assert!(effects.contains(&Effect::EnqueueJob { stage: "retro".into(), delay_ms: 0 }), "{effects:?}");
+    assert!(effects.contains(&Effect::ReleaseLeases), "the merge lease goes once shipped: {effects:?}");
+    let (next, _, note) =
+        at_retro(|s| finished(s, JobOutcome::Completed { verdicts: verdicts(s, &pipeline, "", Verdict::Pass, "") }));
+    assert_eq!(next.stage, DONE);
+    assert_eq!(note, "retro passed its gates; retro → done");
+}
+
+// A retro agent that fails is not retried and never blocks: the task is done.
+#[test]
+fn a_failed_retro_attempt_ends_in_done() {
+    assert_done_anyway(JobOutcome::Failed { reason: "agent exited 1".into() }, "agent exited 1");
+}
+
+// A retro whose artifact gate fails (or cannot run) ends in done, not retried or blocked.
+#[test]
+fn a_failing_retro_gate_ends_in_done() {
+    let pipeline = with_retro();
+    let state = running("retro", 9);
+    let failing = verdicts(&state, &pipeline, "artifact", Verdict::Fail, "09-retro.md is missing");
+    assert_done_anyway(JobOutcome::Completed { verdicts: failing }, "artifact: 09-retro.md is missing");
+    let error = verdicts(&state, &pipeline, "artifact", Verdict::Error, "git failed");
+    assert_done_anyway(JobOutcome::Completed { verdicts: error }, "artifact: git failed");
+}
+
+// A retro agent asking questions does not park the shipped task for a human.
+#[test]
+fn a_retro_needing_input_ends_in_done() {
+    assert_done_anyway(
+        JobOutcome::NeedsInput { questions: "which lessons?".into() },
+        "it asked questions instead of answering: which lessons?",
+    );
+}
+
+// An infrastructure failure during the retro does not rerun it forever nor block: done.
+#[test]
+fn a_retro_infrastructure_failure_ends_in_done() {
+    assert_done_anyway(JobOutcome::Infrastructure { reason: "disk full".into() }, "disk full");
+}
+
+// A budget cap or a provider quota reached by the retro does not pause the shipped task: done.
+#[test]
+fn a_retro_budget_or_quota_stop_ends_in_done() {
+    assert_done_anyway(JobOutcome::BudgetExceeded { reason: "daily cap reached".into() }, "daily cap reached");
+    assert_done_anyway(
+        JobOutcome::QuotaExhausted { reason: "429 rate limited".into(), resets_at_ms: Some(T0 + 60_000) },
+        "429 rate limited",
+    );
+}
+
+// A STOP during the retro stops the agent and cancels its job, and the shipped task is done,
+// never cancelled.
+#[test]
+fn a_stop_during_the_retro_ends_in_done_not_cancelled() {
+    for critical in [false, true] {
+        let (next, effects, note) = at_retro(|_| Event::Stop { by: "ann".into(), critical });
+        assert_eq!(next.stage, DONE);
+        assert_ne!(next.stage, CANCELLED);
+        assert_eq!(note, "retro stopped by ann; the change is shipped, the task is done");
+        assert_eq!(&effects[..2], &[Effect::StopAgent, Effect::CancelJobs]);
+        assert!(!effects.contains(&Effect::DeleteBranch), "{effects:?}");
+    }
+}
+
+// A dependency block cannot reach a shipped task at its retro.
+#[test]
+fn a_dependency_block_at_the_retro_is_suppressed() {
+    let state = running("retro", 9);
+    let event = Event::DependencyBlocked { reason: "waits for a cancelled task".into() };
+    assert!(matches!(decide(&state, &event, &with_retro(), T0), Decision::Suppress { .. }));
 }

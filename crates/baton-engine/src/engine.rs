@@ -157,6 +157,8 @@ pub struct Engine {
     /// `[usage]` and `[pricing]`, with the price tables they give.
     usage: crate::usage::UsageSettings,
     prices: crate::usage::Prices,
+    /// `[retro]`: the retro stage (appended to the pipelines in `build`) and its limits.
+    retro: crate::retro::RetroSettings,
 }
 
 impl std::fmt::Debug for Engine {
@@ -202,6 +204,7 @@ pub struct EngineBuilder {
     features: crate::features::Features,
     usage: crate::usage::UsageSettings,
     handoffs: bool,
+    retro: crate::retro::RetroSettings,
 }
 
 impl EngineBuilder {
@@ -295,6 +298,13 @@ impl EngineBuilder {
         self
     }
 
+    /// The retro stage (`[retro]`): when enabled, every repository whose `retro` switch is on
+    /// runs a `retro` stage after its change shipped. Without it no pipeline has one.
+    pub fn retro(mut self, retro: crate::retro::RetroSettings) -> Self {
+        self.retro = retro;
+        self
+    }
+
     /// The read-time category map and a user's pricing file (`[usage]`, `[pricing]`). Without it
     /// the built-in price table and no category map.
     pub fn usage(mut self, usage: crate::usage::UsageSettings) -> Self {
@@ -324,14 +334,32 @@ impl EngineBuilder {
     }
 
     pub fn build(self) -> Arc<Engine> {
-        let pipeline = Arc::new(self.settings.effective_pipeline());
+        let mut pipeline = self.settings.effective_pipeline();
+        // With `[retro]` on, every repository whose switch is on ends its pipeline with the retro;
+        // each repository then gets its own entry, so a switch off for one keeps it out there.
+        let retro = self.retro.enabled.then(|| crate::retro::stage(&self.retro, &self.settings.agents));
         let repo_pipelines = self
             .settings
             .repos
             .iter()
-            .filter(|repo| repo.pipeline.is_some())
-            .map(|repo| (repo.name.clone(), Arc::new(self.settings.effective_pipeline_for(&repo.name))))
+            .filter(|repo| repo.pipeline.is_some() || retro.is_some())
+            .map(|repo| {
+                let own = self.settings.effective_pipeline_for(&repo.name);
+                let own = match &retro {
+                    Some(stage) if self.features.enabled(crate::features::Feature::Retro, &repo.name) => {
+                        crate::retro::with_retro(own, stage)
+                    }
+                    _ => own,
+                };
+                (repo.name.clone(), Arc::new(own))
+            })
             .collect();
+        if let Some(stage) = &retro
+            && !self.features.off_everywhere(crate::features::Feature::Retro)
+        {
+            pipeline = crate::retro::with_retro(pipeline, stage);
+        }
+        let pipeline = Arc::new(pipeline);
         let redactor = Redactor::new(known_secrets(&self.settings).into_iter().chain(self.secrets));
         let supervisor: Arc<dyn Supervisor> = self.supervisor.unwrap_or_else(|| {
             Arc::new(ShimSupervisor::new(self.settings.baton_exe.clone()).with_redactor(redactor.clone()))
@@ -381,6 +409,7 @@ impl EngineBuilder {
             prices: crate::usage::Prices::new(self.usage.user_prices.as_ref()),
             usage: self.usage,
             handoffs: self.handoffs,
+            retro: self.retro,
             settings: self.settings,
         })
     }
@@ -412,12 +441,18 @@ impl Engine {
             features: crate::features::Features::all_on(),
             usage: crate::usage::UsageSettings::default(),
             handoffs: false,
+            retro: crate::retro::RetroSettings::default(),
         }
     }
 
     /// The kill switches: whether an optional behaviour is on for a repository.
     pub fn features(&self) -> &crate::features::Features {
         &self.features
+    }
+
+    /// `[retro]`: whether pipelines end with a retro stage, and its limits.
+    pub fn retro(&self) -> &crate::retro::RetroSettings {
+        &self.retro
     }
 
     /// The secrets this engine masks (SPEC §16): use it on every text that leaves Baton.

@@ -346,6 +346,19 @@ async fn run_job(
     let gates = switched_on_gates(&ctx).await;
     verdicts.extend(gates::evaluate_all(&ctx.gates(), &gates).await);
     record_verdicts(engine, &task, stage, &verdicts).await;
+    // A retro whose gates passed: its proposals are recorded before the task reaches done, so
+    // the hand-off written then lists them (idempotently: a retried job records nothing twice).
+    if stage.after_ship
+        && matches!(&stage.actor, Actor::Agent { role } if role == crate::retro::ROLE)
+        && verdicts.iter().all(|v| v.verdict == Verdict::Pass)
+    {
+        let path = stage.artifact.as_deref().map(|name| artifact_relative_path(&task.work_item_id, name));
+        let text = match path {
+            Some(path) => timed(&ctx, engine.vcs().read_file(&ctx.worktree, &path)).await,
+            None => None,
+        };
+        crate::retro::record(engine, &task, &stage.name, text.as_deref()).await;
+    }
     // The merge gate rewrites the task branch (rebased, squashed): the remote gets it too, so the
     // instance that runs the next job (the deploy) finds exactly the head that was re-tested.
     if matches!(stage.actor, Actor::None)
@@ -545,6 +558,15 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
     }
     let run_number = engine.store().count_agent_runs(ctx.task.id, &ctx.stage.name).await? + 1;
     let artifact_path = ctx.stage.artifact.as_deref().map(|name| artifact_relative_path(&ctx.task.work_item_id, name));
+    // The retro reads the task's hand-off and every lesson of the repository instead of the
+    // lessons of one stage.
+    let retro =
+        if role == crate::retro::ROLE { Some(crate::retro::prompt_context(engine, ctx.task).await) } else { None };
+    let lessons = if retro.is_some() {
+        String::new()
+    } else {
+        crate::lessons::prompt_section(engine, &ctx.task.repo, &ctx.stage.name, &ctx.task.work_item_id).await
+    };
     let prompt = prompts::render_with(
         &engine.settings().data_dir.join("prompts"),
         ctx.stage.overrides.prompt_template.as_deref(),
@@ -563,11 +585,11 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
             failure: ctx.task.state.failure.clone(),
             answers: ctx.task.state.answers.clone(),
             artifacts: earlier_artifacts(ctx).await,
+            retro,
         },
     )?;
     // Appended after the template, so an overridden template still carries the lessons.
-    let prompt =
-        prompt + &crate::lessons::prompt_section(engine, &ctx.task.repo, &ctx.stage.name, &ctx.task.work_item_id).await;
+    let prompt = prompt + &lessons;
     let run_dir = ctx.run_dir.join(format!("run{run_number}"));
     // Only agent runs are confined (repository commands are not); see `sandbox::agent_policy`.
     let agent_settings = agent_settings.as_ref();

@@ -47,6 +47,9 @@ pub enum Feature {
     Dependencies,
     /// The serial gate of repositories with `serial = true` (SPEC §6.4). Off: tasks run in parallel.
     Serial,
+    /// The retro stage of `[retro] enabled` (SPEC §3): off for a repository, its pipeline has no
+    /// retro stage and nothing is proposed.
+    Retro,
 }
 
 impl Feature {
@@ -69,6 +72,7 @@ impl Feature {
         Feature::Revert,
         Feature::Dependencies,
         Feature::Serial,
+        Feature::Retro,
     ];
 
     /// The switch's key under `[features]`.
@@ -91,6 +95,7 @@ impl Feature {
             Feature::Revert => "revert",
             Feature::Dependencies => "dependencies",
             Feature::Serial => "serial",
+            Feature::Retro => "retro",
         }
     }
 

@@ -33,6 +33,7 @@ pub fn detect(task: &TaskRecord, before: &TaskState, after: &TaskState) -> Optio
         stage: Some(stage.to_string()),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         task: Some(task.work_item_id.clone()),
+        proposed: false,
     };
     let repo = slug_part(&task.repo);
     if after.rollbacks > before.rollbacks {
@@ -135,7 +136,12 @@ pub async fn prompt_section(engine: &Engine, repo: &str, stage: &str, work_item:
     if !engine.features().enabled(Feature::Lessons, repo) {
         return String::new();
     }
-    let filter = LessonFilter { repo: Some(repo.to_string()), stage: Some(stage.to_string()) };
+    // Only active lessons reach prompts: an agent's proposal waits for a human's accept.
+    let filter = LessonFilter {
+        repo: Some(repo.to_string()),
+        stage: Some(stage.to_string()),
+        status: Some(baton_store::LESSON_ACTIVE.to_string()),
+    };
     let lessons = match engine.store().lessons(&filter).await {
         Ok(lessons) => lessons,
         Err(e) => {
@@ -212,6 +218,7 @@ mod tests {
             updated_at_ms: id,
             hits,
             last_hit_at_ms: None,
+            status: "active".into(),
         }
     }
 
@@ -351,6 +358,7 @@ impl Engine {
             stage: input.stage,
             tags: input.tags,
             task: None,
+            proposed: false,
         };
         Ok(Some(self.store().record_lesson(&lesson, DEDUP_WINDOW_MS, now).await?.0))
     }

@@ -47,6 +47,7 @@ pub mod reaper;
 pub mod reconciler;
 mod redacting;
 pub mod retention;
+pub mod retro;
 pub mod sandbox;
 pub mod settings;
 pub mod stats;

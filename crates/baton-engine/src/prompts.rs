@@ -13,6 +13,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("developer.md.j2", include_str!("../prompts/developer.md.j2")),
     ("reviewer.md.j2", include_str!("../prompts/reviewer.md.j2")),
     ("tester.md.j2", include_str!("../prompts/tester.md.j2")),
+    ("retro.md.j2", include_str!("../prompts/retro.md.j2")),
 ];
 
 /// An earlier artifact shown to the agent.
@@ -44,6 +45,17 @@ pub struct PromptContext {
     pub failure: Option<String>,
     pub answers: Vec<String>,
     pub artifacts: Vec<ArtifactText>,
+    /// What the retro agent reads (the `retro` role only).
+    #[serde(default)]
+    pub retro: Option<RetroContext>,
+}
+
+/// The retro's reading: the task's hand-off as Markdown and the repository's active lessons.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetroContext {
+    pub handoff: String,
+    pub lessons: String,
+    pub max_proposals: u32,
 }
 
 /// The name a stage's own template (`prompt_template`) is known by.
@@ -116,6 +128,7 @@ mod tests {
             failure: None,
             answers: Vec::new(),
             artifacts: Vec::new(),
+            retro: None,
         }
     }
 

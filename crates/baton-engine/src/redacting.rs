@@ -243,6 +243,29 @@ impl Store for RedactingStore {
     async fn hit_lessons(&self, ids: &[i64], now_ms: i64) -> StoreResult<()> {
         self.inner.hit_lessons(ids, now_ms).await
     }
+    async fn propose_task(&self, proposal: &NewTaskProposal, now_ms: i64) -> StoreResult<(TaskProposalRecord, bool)> {
+        let proposal =
+            NewTaskProposal { title: self.text(&proposal.title), body: self.text(&proposal.body), ..proposal.clone() };
+        self.inner.propose_task(&proposal, now_ms).await
+    }
+    async fn task_proposal(&self, id: i64) -> StoreResult<Option<TaskProposalRecord>> {
+        self.inner.task_proposal(id).await
+    }
+    async fn task_proposals(&self, filter: &ProposalFilter) -> StoreResult<Vec<TaskProposalRecord>> {
+        self.inner.task_proposals(filter).await
+    }
+    async fn decide_task_proposal(
+        &self,
+        id: i64,
+        status: &str,
+        by: &str,
+        now_ms: i64,
+    ) -> StoreResult<TaskProposalRecord> {
+        self.inner.decide_task_proposal(id, status, by, now_ms).await
+    }
+    async fn link_task_proposal(&self, id: i64, task: TaskId) -> StoreResult<TaskProposalRecord> {
+        self.inner.link_task_proposal(id, task).await
+    }
     async fn set_budget_cap(&self, scope: &str, cap_usd: Option<f64>, now_ms: i64) -> StoreResult<()> {
         self.inner.set_budget_cap(scope, cap_usd, now_ms).await
     }

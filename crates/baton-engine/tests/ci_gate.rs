@@ -218,6 +218,7 @@ impl World {
             confirm_before: false,
             on_gate_fail,
             overrides: Default::default(),
+            after_ship: false,
         };
         let pipeline = Pipeline {
             stages: vec![

@@ -170,6 +170,7 @@ async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_wor
         confirm_before: false,
         on_gate_fail: OnGateFail::Retry,
         overrides: Default::default(),
+        after_ship: false,
     };
     let pipeline = Pipeline {
         stages: vec![stage("analysis", vec![]), stage("development", vec![])],

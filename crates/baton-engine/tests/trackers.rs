@@ -371,6 +371,7 @@ async fn plane_answer_from_comments_relaunches_the_stage() {
             failure: None,
             answers: after.state.answers.clone(),
             artifacts: vec![],
+            retro: None,
         },
     )
     .unwrap();

@@ -23,7 +23,8 @@ pub struct ErrorBody {
     info(title = "Baton", description = "Baton's HTTP API: tasks, human actions, usage, observability and webhooks."),
     paths(
         health, status, tasks_list, tasks_create, tasks_show, task_action, task_depend, task_undepend, handoff_json, handoff_page, usage, usage_ingest, budgets,
-        coverage, coverage_baseline, repo_unfreeze, lessons_list, lessons_add, lessons_edit,
+        coverage, coverage_baseline, repo_unfreeze, lessons_list, lessons_add, lessons_edit, lesson_decide,
+        proposals_list, proposal_decide,
         crate::api::queue::queue, crate::api::metrics::metrics, crate::prometheus::metrics, openapi_json, webhook, events,
     ),
     components(schemas(ErrorBody)),
@@ -193,7 +194,7 @@ fn repo_unfreeze() {}
 #[utoipa::path(get, path = "/api/lessons", tag = "lessons",
     params(("repo" = Option<String>, Query, description = "only lessons for this repository or for every one"),
            ("stage" = Option<String>, Query, description = "only lessons for this stage or for every one")),
-    responses((status = 200, description = "`{enabled, lessons: [{id, slug, title, body, source, repo, stage, tags, task, created_at_ms, updated_at_ms, hits, last_hit_at_ms}]}`", body = Object)))]
+    responses((status = 200, description = "`{enabled, lessons: [{id, slug, title, body, source, repo, stage, tags, task, created_at_ms, updated_at_ms, hits, last_hit_at_ms, status}]}`; only `active` lessons reach prompts", body = Object)))]
 #[allow(dead_code)]
 fn lessons_list() {}
 
@@ -214,6 +215,35 @@ fn lessons_add() {}
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 #[allow(dead_code)]
 fn lessons_edit() {}
+
+/// Accepts (`active`: it reaches prompts from now on) or rejects a lesson a retro proposed. A
+/// person's `act` token only: an agent's principal is 403; a lesson not `proposed` is 409.
+#[utoipa::path(post, path = "/api/lessons/{id}/{decision}", tag = "lessons",
+    params(("id" = i64, Path, description = "the lesson's id"),
+           ("decision" = String, Path, description = "`accept` or `reject`")),
+    responses((status = 200, description = "The lesson now", body = Object),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[allow(dead_code)]
+fn lesson_decide() {}
+
+/// The next tasks retros proposed (SPEC §3), oldest first.
+#[utoipa::path(get, path = "/api/proposals", tag = "proposals",
+    params(("status" = Option<String>, Query, description = "`proposed`, `accepted` or `rejected`")),
+    responses((status = 200, description = "`{proposals: [{id, from_task, repo, title, body, status, created_at_ms, decided_at_ms, decided_by, created_task}]}`", body = Object),
+              (status = 422, body = ErrorBody)))]
+#[allow(dead_code)]
+fn proposals_list() {}
+
+/// Accepts a task proposal (its task is created in the proposal's repository, once:
+/// `{proposal, task}`) or rejects it (`{proposal, task: null}`). A person's `act` token only: an
+/// agent's principal is 403; a proposal decided already is 409, never a second task.
+#[utoipa::path(post, path = "/api/proposals/{id}/{decision}", tag = "proposals",
+    params(("id" = i64, Path, description = "the proposal's id"),
+           ("decision" = String, Path, description = "`accept` or `reject`")),
+    responses((status = 200, description = "`{proposal, task}`", body = Object),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[allow(dead_code)]
+fn proposal_decide() {}
 
 /// Timeline events as server-sent events, resumable with `Last-Event-ID`.
 #[utoipa::path(get, path = "/api/events", tag = "events",

@@ -20,8 +20,9 @@ use std::str::FromStr;
 /// version 11's `instances` — heartbeats, `0002_instances.sql` — is not copied: the instances
 /// of the new deployment write their own; version 12 only adds retention's indexes, which
 /// PostgreSQL's migration 3 creates itself; version 17's `repo_freezes` is PostgreSQL's migration
-/// 9; version 19 only adds the claim-order index, PostgreSQL's migration 11). A source at another
-/// version has other columns: it is refused rather than half copied.
+/// 9; version 18's `task_proposals` is PostgreSQL's migration 10; version 19 only adds the
+/// claim-order index, PostgreSQL's migration 11). A source at another version has other columns:
+/// it is refused rather than half copied.
 pub const SQLITE_SCHEMA_VERSION: i64 = 19;
 
 /// Rows per `INSERT` (and per read from SQLite): few round trips, and far below PostgreSQL's
@@ -262,9 +263,27 @@ const TABLES: &[Table] = &[
             ("updated_at", Int),
             ("hits", Int),
             ("last_hit_at", Int),
+            ("status", Text),
         ],
         identity: true,
         figures: &[("max id", "MAX(id)"), ("sum id", "SUM(id)"), ("sum hits", "SUM(hits)")],
+    },
+    Table {
+        name: "task_proposals",
+        columns: &[
+            ("id", Int),
+            ("from_task_id", Int),
+            ("repo", Text),
+            ("title", Text),
+            ("body", Text),
+            ("status", Text),
+            ("created_at", Int),
+            ("decided_at", Int),
+            ("decided_by", Text),
+            ("created_task_id", Int),
+        ],
+        identity: true,
+        figures: ID_FIGURES,
     },
     Table {
         name: "outbox",
@@ -697,6 +716,14 @@ mod tests {
             if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
                 created.push((rest.split_whitespace().next().unwrap(), Vec::new()));
                 in_table = true;
+            } else if let Some(rest) = line.strip_prefix("ALTER TABLE ") {
+                // `ALTER TABLE <table> ADD COLUMN <column> …`: a column a later migration added.
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                if let [table, "ADD", "COLUMN", column, ..] = words[..]
+                    && let Some((_, columns)) = created.iter_mut().find(|(t, _)| *t == table)
+                {
+                    columns.push(column);
+                }
             } else if line.starts_with(')') {
                 in_table = false;
             } else if in_table

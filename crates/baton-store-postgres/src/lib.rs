@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/0009_freeze.sql")),
     (11, include_str!("../migrations/0011_claim_order.sql")),
     (8, include_str!("../migrations/0008_dependencies.sql")),
+    (10, include_str!("../migrations/0010_retro.sql")),
 ];
 
 /// Advisory lock keys (one namespace for Baton: the high bits spell "BATN").
@@ -1380,8 +1381,8 @@ impl Store for PgStore {
         let tags = lesson_tags_json(&lesson.tags);
         let mut tx = self.begin().await?;
         let created = sqlx::query(
-            "INSERT INTO lessons (slug, title, body, source, repo, stage, tags, task, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT (slug) DO NOTHING",
+            "INSERT INTO lessons (slug, title, body, source, repo, stage, tags, task, created_at, updated_at, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) ON CONFLICT (slug) DO NOTHING",
         )
         .bind(&lesson.slug)
         .bind(&lesson.title)
@@ -1392,6 +1393,7 @@ impl Store for PgStore {
         .bind(&tags)
         .bind(&lesson.task)
         .bind(now_ms)
+        .bind(lesson.status())
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -1441,10 +1443,12 @@ impl Store for PgStore {
     async fn lessons(&self, filter: &LessonFilter) -> StoreResult<Vec<LessonRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM lessons WHERE ($1::TEXT IS NULL OR repo IS NULL OR repo = $1)
-               AND ($2::TEXT IS NULL OR stage IS NULL OR stage = $2) ORDER BY updated_at DESC, id DESC",
+               AND ($2::TEXT IS NULL OR stage IS NULL OR stage = $2) AND ($3::TEXT IS NULL OR status = $3)
+             ORDER BY updated_at DESC, id DESC",
         )
         .bind(&filter.repo)
         .bind(&filter.stage)
+        .bind(&filter.status)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(lesson_row).collect()
@@ -1460,7 +1464,8 @@ impl Store for PgStore {
         let mut lesson = lesson_row(&row)?;
         patch.apply(&mut lesson, now_ms);
         sqlx::query(
-            "UPDATE lessons SET title = $1, body = $2, repo = $3, stage = $4, tags = $5, updated_at = $6 WHERE id = $7",
+            "UPDATE lessons SET title = $1, body = $2, repo = $3, stage = $4, tags = $5, updated_at = $6, status = $7
+             WHERE id = $8",
         )
         .bind(&lesson.title)
         .bind(&lesson.body)
@@ -1468,6 +1473,7 @@ impl Store for PgStore {
         .bind(&lesson.stage)
         .bind(lesson_tags_json(&lesson.tags))
         .bind(lesson.updated_at_ms)
+        .bind(&lesson.status)
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -1489,6 +1495,105 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn propose_task(&self, proposal: &NewTaskProposal, now_ms: i64) -> StoreResult<(TaskProposalRecord, bool)> {
+        let mut tx = self.begin().await?;
+        let created = sqlx::query(
+            "INSERT INTO task_proposals (from_task_id, repo, title, body, status, created_at)
+             VALUES ($1, $2, $3, $4, 'proposed', $5) ON CONFLICT (from_task_id, title) DO NOTHING",
+        )
+        .bind(proposal.from_task.0)
+        .bind(&proposal.repo)
+        .bind(&proposal.title)
+        .bind(&proposal.body)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let row = sqlx::query("SELECT * FROM task_proposals WHERE from_task_id = $1 AND title = $2")
+            .bind(proposal.from_task.0)
+            .bind(&proposal.title)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((proposal_row(&row)?, created))
+    }
+
+    async fn task_proposal(&self, id: i64) -> StoreResult<Option<TaskProposalRecord>> {
+        let row = sqlx::query("SELECT * FROM task_proposals WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.map(|row| proposal_row(&row)).transpose()
+    }
+
+    async fn task_proposals(&self, filter: &ProposalFilter) -> StoreResult<Vec<TaskProposalRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM task_proposals WHERE ($1::TEXT IS NULL OR status = $1)
+               AND ($2::BIGINT IS NULL OR from_task_id = $2) ORDER BY id",
+        )
+        .bind(&filter.status)
+        .bind(filter.from_task.map(|t| t.0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(proposal_row).collect()
+    }
+
+    async fn decide_task_proposal(
+        &self,
+        id: i64,
+        status: &str,
+        by: &str,
+        now_ms: i64,
+    ) -> StoreResult<TaskProposalRecord> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT * FROM task_proposals WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound(format!("task proposal {id}")));
+        };
+        let mut proposal = proposal_row(&row)?;
+        proposal_decision(&mut proposal, status, by, now_ms)?;
+        let changed = sqlx::query(
+            "UPDATE task_proposals SET status = $1, decided_at = $2, decided_by = $3
+             WHERE id = $4 AND status = $5 AND created_task_id IS NULL",
+        )
+        .bind(&proposal.status)
+        .bind(proposal.decided_at_ms)
+        .bind(&proposal.decided_by)
+        .bind(id)
+        .bind(row.try_get::<String, _>("status")?)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Err(StoreError::Conflict(format!("task proposal {id} was decided meanwhile")));
+        }
+        tx.commit().await?;
+        Ok(proposal)
+    }
+
+    async fn link_task_proposal(&self, id: i64, task: TaskId) -> StoreResult<TaskProposalRecord> {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE task_proposals SET created_task_id = $1
+             WHERE id = $2 AND status = 'accepted' AND created_task_id IS NULL",
+        )
+        .bind(task.0)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let row = sqlx::query("SELECT * FROM task_proposals WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound(format!("task proposal {id}")));
+        };
+        if changed != 1 {
+            return Err(StoreError::Conflict(format!("task proposal {id} is not accepted or already has its task")));
+        }
+        tx.commit().await?;
+        proposal_row(&row)
     }
 
     async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64> {
@@ -2200,5 +2305,20 @@ fn lesson_row(row: &PgRow) -> StoreResult<LessonRecord> {
         updated_at_ms: row.try_get("updated_at")?,
         hits: row.try_get("hits")?,
         last_hit_at_ms: row.try_get("last_hit_at")?,
+        status: row.try_get("status")?,
+    })
+}
+fn proposal_row(row: &PgRow) -> StoreResult<TaskProposalRecord> {
+    Ok(TaskProposalRecord {
+        id: row.try_get("id")?,
+        from_task: TaskId(row.try_get("from_task_id")?),
+        repo: row.try_get("repo")?,
+        title: row.try_get("title")?,
+        body: row.try_get("body")?,
+        status: row.try_get("status")?,
+        created_at_ms: row.try_get("created_at")?,
+        decided_at_ms: row.try_get("decided_at")?,
+        decided_by: row.try_get("decided_by")?,
+        created_task: row.try_get::<Option<i64>, _>("created_task_id")?.map(TaskId),
     })
 }

@@ -11,8 +11,9 @@
 use crate::{
     Advance, AgentRunFinish, Claim, DoneTaskSpend, EffectClaim, EventRecord, InboxEntry, JobCounts, JobFinish,
     JobRecord, JobStatus, LeaseOutcome, LessonFilter, LessonPatch, LessonWrite, NewAgentRun, NewDelivery, NewEffect,
-    NewEvent, NewFreeze, NewLesson, NewTask, NewUsageRecord, QueueChange, QueueExpect, QueueState, RepoFreeze,
-    SpendFilter, Store, StoreError, TaskFilter, TaskKey, TaskRecord, Transition, UsageGroup, UsageRow, task_holder,
+    NewEvent, NewFreeze, NewLesson, NewTask, NewTaskProposal, NewUsageRecord, ProposalFilter, QueueChange, QueueExpect,
+    QueueState, RepoFreeze, SpendFilter, Store, StoreError, TaskFilter, TaskKey, TaskRecord, Transition, UsageGroup,
+    UsageRow, task_holder,
 };
 use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};
 use serde_json::json;
@@ -850,6 +851,7 @@ pub async fn suite_lessons(store: Arc<dyn Store>) {
         stage: Some("implement".into()),
         tags: vec!["gate".into(), "review".into()],
         task: Some("A-001".into()),
+        proposed: false,
     };
     let (first, write) = store.record_lesson(&gate, HOUR, T0).await.unwrap();
     assert_eq!(write, LessonWrite::Created);
@@ -883,9 +885,11 @@ pub async fn suite_lessons(store: Arc<dyn Store>) {
         async move { store.lessons(&filter).await.unwrap().into_iter().map(|l| l.id).collect::<Vec<_>>() }
     };
     assert_eq!(ids(LessonFilter::default()).await, vec![beta.id, everywhere.id, first.id], "newest first");
-    let alpha_implement = LessonFilter { repo: Some("alpha".into()), stage: Some("implement".into()) };
+    let alpha_implement =
+        LessonFilter { repo: Some("alpha".into()), stage: Some("implement".into()), ..LessonFilter::default() };
     assert_eq!(ids(alpha_implement.clone()).await, vec![everywhere.id, first.id]);
-    let alpha_review = LessonFilter { repo: Some("alpha".into()), stage: Some("review".into()) };
+    let alpha_review =
+        LessonFilter { repo: Some("alpha".into()), stage: Some("review".into()), ..LessonFilter::default() };
     assert_eq!(ids(alpha_review).await, vec![everywhere.id]);
 
     store.hit_lessons(&[first.id, everywhere.id, 9_999], T0 + 5 * HOUR).await.unwrap();
@@ -899,6 +903,103 @@ pub async fn suite_lessons(store: Arc<dyn Store>) {
     assert_eq!(store.lesson(first.id).await.unwrap().unwrap(), edited);
     assert!(matches!(store.update_lesson(9_999, &patch, T0).await, Err(StoreError::NotFound(_))));
     assert_eq!(store.lesson(9_999).await.unwrap(), None);
+}
+
+/// SPEC §3, §10: a retro's proposals. A proposed lesson is listed by status (only `active` ones
+/// reach prompts) and becomes active or rejected by a human's patch, a refresh never changing its
+/// status; a task proposal is kept once per (task, title), decided once (a second accept is a
+/// conflict), released when its task could not be created, and linked to its task once.
+pub async fn suite_retro_proposals(store: Arc<dyn Store>) {
+    const HOUR: i64 = 3_600_000;
+    let proposed = NewLesson {
+        slug: "agent-a-001-pin-versions".into(),
+        title: "pin versions".into(),
+        body: "the build broke on a new minor".into(),
+        source: "agent".into(),
+        repo: Some("alpha".into()),
+        task: Some("A-001".into()),
+        proposed: true,
+        ..NewLesson::default()
+    };
+    let (lesson, _) = store.record_lesson(&proposed, HOUR, T0).await.unwrap();
+    assert_eq!(lesson.status, "proposed");
+    let human = NewLesson { slug: "human-2".into(), source: "human".into(), ..proposed.clone() };
+    let human = NewLesson { proposed: false, ..human };
+    let (active, _) = store.record_lesson(&human, HOUR, T0 + 1).await.unwrap();
+    assert_eq!(active.status, "active");
+    let only_active =
+        LessonFilter { repo: Some("alpha".into()), status: Some("active".into()), ..LessonFilter::default() };
+    let ids = |filter: LessonFilter| {
+        let store = store.clone();
+        async move { store.lessons(&filter).await.unwrap().into_iter().map(|l| l.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(ids(only_active.clone()).await, vec![active.id], "a proposed lesson is not active");
+    let all = LessonFilter { repo: Some("alpha".into()), ..LessonFilter::default() };
+    assert_eq!(ids(all).await, vec![active.id, lesson.id]);
+    // A retried retro refreshes the row past the window but never touches its status.
+    let (again, _) = store.record_lesson(&proposed, HOUR, T0 + 2 * HOUR).await.unwrap();
+    assert_eq!((again.id, again.status.as_str()), (lesson.id, "proposed"));
+    let accept = LessonPatch { status: Some("active".into()), ..LessonPatch::default() };
+    let accepted = store.update_lesson(lesson.id, &accept, T0 + 3 * HOUR).await.unwrap();
+    assert_eq!(accepted.status, "active");
+    assert_eq!(store.lesson(lesson.id).await.unwrap().unwrap().status, "active");
+    assert_eq!(ids(only_active).await, vec![accepted.id, active.id]);
+    let (_, _) = store.record_lesson(&proposed, HOUR, T0 + 5 * HOUR).await.unwrap();
+    assert_eq!(store.lesson(lesson.id).await.unwrap().unwrap().status, "active", "an accepted lesson stays active");
+
+    let from = create(store.as_ref(), "alpha", "A").await;
+    let next = NewTaskProposal {
+        from_task: from.id,
+        repo: "alpha".into(),
+        title: "add a cache".into(),
+        body: "the lookups repeat".into(),
+    };
+    let (first, created) = store.propose_task(&next, T0).await.unwrap();
+    assert!(created);
+    assert_eq!((first.status.as_str(), first.created_task, first.decided_by.clone()), ("proposed", None, None));
+    let (same, created) =
+        store.propose_task(&NewTaskProposal { body: "other".into(), ..next.clone() }, T0 + 1).await.unwrap();
+    assert!(!created, "one proposal per task and title");
+    assert_eq!((same.id, same.body.as_str()), (first.id, "the lookups repeat"));
+    let other = NewTaskProposal { title: "drop the flag".into(), ..next.clone() };
+    let (second, _) = store.propose_task(&other, T0 + 2).await.unwrap();
+    assert_eq!(store.task_proposal(first.id).await.unwrap().unwrap(), first);
+    assert_eq!(store.task_proposal(9_999).await.unwrap(), None);
+    let listed = |filter: ProposalFilter| {
+        let store = store.clone();
+        async move { store.task_proposals(&filter).await.unwrap().into_iter().map(|p| p.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(listed(ProposalFilter::default()).await, vec![first.id, second.id], "oldest first");
+
+    let accepted = store.decide_task_proposal(first.id, "accepted", "ann", T0 + 10).await.unwrap();
+    assert_eq!(
+        (accepted.status.as_str(), accepted.decided_by.as_deref(), accepted.decided_at_ms),
+        ("accepted", Some("ann"), Some(T0 + 10))
+    );
+    let twice = store.decide_task_proposal(first.id, "accepted", "bob", T0 + 11).await;
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "a second accept is refused: {twice:?}");
+    // The task could not be created: the accept is released, then made again.
+    let released = store.decide_task_proposal(first.id, "proposed", "ann", T0 + 12).await.unwrap();
+    assert_eq!((released.status.as_str(), released.decided_by), ("proposed", None));
+    store.decide_task_proposal(first.id, "accepted", "ann", T0 + 13).await.unwrap();
+    let task = create(store.as_ref(), "alpha", "A").await;
+    let linked = store.link_task_proposal(first.id, task.id).await.unwrap();
+    assert_eq!(linked.created_task, Some(task.id));
+    assert!(matches!(store.link_task_proposal(first.id, task.id).await, Err(StoreError::Conflict(_))));
+    assert!(
+        matches!(store.decide_task_proposal(first.id, "proposed", "ann", T0 + 14).await, Err(StoreError::Conflict(_))),
+        "a linked accept is final"
+    );
+    let rejected = store.decide_task_proposal(second.id, "rejected", "ann", T0 + 15).await.unwrap();
+    assert_eq!(rejected.status, "rejected");
+    assert!(matches!(store.link_task_proposal(second.id, task.id).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.decide_task_proposal(9_999, "accepted", "ann", T0).await, Err(StoreError::NotFound(_))));
+    let accepted_only = ProposalFilter { status: Some("accepted".into()), from_task: Some(from.id) };
+    assert_eq!(listed(accepted_only).await, vec![first.id]);
+    assert_eq!(
+        listed(ProposalFilter { from_task: Some(task.id), ..ProposalFilter::default() }).await,
+        Vec::<i64>::new()
+    );
 }
 
 // ---------------------------------------------------------------- suites: inbox
@@ -2220,6 +2321,14 @@ macro_rules! conformance_tests {
         async fn lessons_upsert_by_slug_list_by_scope_and_count_hits() {
             let (_keep, _backend, store) = $fresh().await;
             $crate::conformance::suite_lessons(store).await;
+        }
+
+        // A retro's proposals: proposed lessons stay out of the active list until accepted; task
+        // proposals are kept once, decided once, released and linked to their task once.
+        #[::tokio::test]
+        async fn retro_proposals_are_kept_once_and_decided_once() {
+            let (_keep, _backend, store) = $fresh().await;
+            $crate::conformance::suite_retro_proposals(store).await;
         }
     };
 }

@@ -353,6 +353,30 @@ pub trait Store: Send + Sync {
     /// Counts one hit (an injection into a prompt) on each of `ids`; unknown ids are skipped.
     async fn hit_lessons(&self, ids: &[i64], now_ms: i64) -> StoreResult<()>;
 
+    /// Records a task proposal once per (proposing task, title): `true` with the new row, or
+    /// `false` with the row already there (a retried retro proposes nothing twice).
+    async fn propose_task(&self, proposal: &NewTaskProposal, now_ms: i64) -> StoreResult<(TaskProposalRecord, bool)>;
+
+    async fn task_proposal(&self, id: i64) -> StoreResult<Option<TaskProposalRecord>>;
+
+    /// The task proposals passing `filter`, oldest first.
+    async fn task_proposals(&self, filter: &ProposalFilter) -> StoreResult<Vec<TaskProposalRecord>>;
+
+    /// A human's decision on proposal `id`: `proposed` becomes `status` (`accepted` or
+    /// `rejected`), recording `by` and `now_ms`. `NotFound` when there is none, `Conflict` when it
+    /// was decided already (a second accept never creates a second task).
+    async fn decide_task_proposal(
+        &self,
+        id: i64,
+        status: &str,
+        by: &str,
+        now_ms: i64,
+    ) -> StoreResult<TaskProposalRecord>;
+
+    /// Links accepted proposal `id` to the task created from it; `Conflict` unless it is accepted
+    /// and not linked yet.
+    async fn link_task_proposal(&self, id: i64, task: TaskId) -> StoreResult<TaskProposalRecord>;
+
     /// Priced spend of agent runs and ingested usage records matching `filter` (unpriced ones add
     /// nothing; see [`SpendFilter`] for which ingested records count).
     async fn spend_usd(&self, filter: &SpendFilter) -> StoreResult<f64>;

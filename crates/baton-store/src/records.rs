@@ -840,7 +840,17 @@ pub struct LessonRecord {
     /// How many prompts it was injected into.
     pub hits: i64,
     pub last_hit_at_ms: Option<i64>,
+    /// `active` (injected into prompts), `proposed` (an agent's proposal awaiting a human) or
+    /// `rejected`.
+    pub status: String,
 }
+
+/// A lesson's status: only `active` lessons reach prompts.
+pub const LESSON_STATUSES: &[&str] = &["active", "proposed", "rejected"];
+/// The status of a lesson injected into prompts.
+pub const LESSON_ACTIVE: &str = "active";
+/// The status of an agent's proposed lesson until a human accepts or rejects it.
+pub const LESSON_PROPOSED: &str = "proposed";
 
 /// A lesson to record (upserted by slug).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -853,6 +863,16 @@ pub struct NewLesson {
     pub stage: Option<String>,
     pub tags: Vec<String>,
     pub task: Option<String>,
+    /// Recorded `proposed` (awaiting a human) instead of `active`; a refresh of an existing slug
+    /// never changes its status.
+    pub proposed: bool,
+}
+
+impl NewLesson {
+    /// The status a new row of this lesson gets.
+    pub fn status(&self) -> &'static str {
+        if self.proposed { LESSON_PROPOSED } else { LESSON_ACTIVE }
+    }
 }
 
 /// What [`crate::Store::record_lesson`] did.
@@ -873,6 +893,8 @@ pub enum LessonWrite {
 pub struct LessonFilter {
     pub repo: Option<String>,
     pub stage: Option<String>,
+    /// Only lessons with this status (`active` for prompts); `None`: every status.
+    pub status: Option<String>,
 }
 
 impl LessonFilter {
@@ -882,7 +904,9 @@ impl LessonFilter {
             (Some(want), Some(have)) => want == have,
             _ => true,
         };
-        fits(&self.repo, &lesson.repo) && fits(&self.stage, &lesson.stage)
+        fits(&self.repo, &lesson.repo)
+            && fits(&self.stage, &lesson.stage)
+            && self.status.as_ref().is_none_or(|status| *status == lesson.status)
     }
 }
 
@@ -894,6 +918,8 @@ pub struct LessonPatch {
     pub repo: Option<Option<String>>,
     pub stage: Option<Option<String>>,
     pub tags: Option<Vec<String>>,
+    /// A human's decision on a proposed lesson (`active` or `rejected`).
+    pub status: Option<String>,
 }
 
 impl LessonPatch {
@@ -914,7 +940,58 @@ impl LessonPatch {
         if let Some(tags) = &self.tags {
             lesson.tags = tags.clone();
         }
+        if let Some(status) = &self.status {
+            lesson.status = status.clone();
+        }
         lesson.updated_at_ms = now_ms;
+    }
+}
+
+/// A task proposal's status: `proposed` until a human accepts (a task is created) or rejects it.
+pub const PROPOSAL_STATUSES: &[&str] = &["proposed", "accepted", "rejected"];
+
+/// A next task an agent proposed in a task's retro (SPEC §3): it becomes a task only when a human
+/// accepts it. One per (proposing task, title).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskProposalRecord {
+    pub id: i64,
+    /// The task whose retro proposed it.
+    pub from_task: TaskId,
+    /// The repository the task would be created in (the proposing task's).
+    pub repo: String,
+    pub title: String,
+    pub body: String,
+    /// `proposed`, `accepted` or `rejected`.
+    pub status: String,
+    pub created_at_ms: i64,
+    pub decided_at_ms: Option<i64>,
+    /// The principal that accepted or rejected it.
+    pub decided_by: Option<String>,
+    /// The task created when it was accepted.
+    pub created_task: Option<TaskId>,
+}
+
+/// A task proposal to record (kept once per proposing task and title).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTaskProposal {
+    pub from_task: TaskId,
+    pub repo: String,
+    pub title: String,
+    pub body: String,
+}
+
+/// Which task proposals to list; `None` matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProposalFilter {
+    pub status: Option<String>,
+    pub from_task: Option<TaskId>,
+}
+
+impl ProposalFilter {
+    /// Whether `proposal` passes this filter (the backends' SQL says the same).
+    pub fn matches(&self, proposal: &TaskProposalRecord) -> bool {
+        self.status.as_ref().is_none_or(|s| *s == proposal.status)
+            && self.from_task.is_none_or(|t| t == proposal.from_task)
     }
 }
 
@@ -926,4 +1003,39 @@ pub fn lesson_tags_json(tags: &[String]) -> String {
 /// Reads the `tags` column back; anything but a JSON array of strings is a corrupt row.
 pub fn lesson_tags_parse(text: &str) -> Result<Vec<String>, crate::StoreError> {
     serde_json::from_str(text).map_err(|e| crate::StoreError::Corrupt(format!("lesson tags `{text}`: {e}")))
+}
+
+/// Applies a decision to `proposal` in memory, checking it is allowed (the backends then write it
+/// back under a compare-and-set on the old status): `proposed` → `accepted` or `rejected` records
+/// `by` and `now_ms`; `accepted` without a created task → `proposed` releases an accept whose task
+/// could not be created. Anything else is `Conflict`, naming what the proposal already is.
+pub fn proposal_decision(
+    proposal: &mut TaskProposalRecord,
+    status: &str,
+    by: &str,
+    now_ms: i64,
+) -> Result<(), crate::StoreError> {
+    let id = proposal.id;
+    match (proposal.status.as_str(), status) {
+        ("proposed", "accepted" | "rejected") => {
+            proposal.decided_at_ms = Some(now_ms);
+            proposal.decided_by = Some(by.to_string());
+        }
+        ("accepted", "proposed") if proposal.created_task.is_none() => {
+            proposal.decided_at_ms = None;
+            proposal.decided_by = None;
+        }
+        (_, new) if !PROPOSAL_STATUSES.contains(&new) => {
+            return Err(crate::StoreError::Conflict(format!(
+                "task proposal status `{new}` is not one of {}",
+                PROPOSAL_STATUSES.join(", ")
+            )));
+        }
+        (old, _) => {
+            let by = proposal.decided_by.as_deref().unwrap_or("someone");
+            return Err(crate::StoreError::Conflict(format!("task proposal {id} was already {old} by {by}")));
+        }
+    }
+    proposal.status = status.to_string();
+    Ok(())
 }

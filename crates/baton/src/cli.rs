@@ -86,9 +86,13 @@ pub enum Command {
     /// Coverage baselines: show them, or set one by hand (up or down, with a reason).
     #[command(subcommand)]
     Coverage(CoverageCommand),
-    /// The lessons journal: list, add, show and edit what earlier runs learned.
+    /// The lessons journal: list, add, show and edit what earlier runs learned; accept or reject
+    /// the lessons a retro proposed.
     #[command(subcommand)]
     Lessons(LessonsCommand),
+    /// Next tasks a retro proposed: list them, accept one (it becomes a task) or reject it.
+    #[command(subcommand)]
+    Proposals(ProposalsCommand),
     /// Repository freezes: list the frozen repositories, unfreeze one.
     #[command(subcommand)]
     Repo(RepoCommand),
@@ -207,6 +211,23 @@ pub enum LessonsCommand {
         #[arg(long = "tag")]
         tags: Option<Vec<String>>,
     },
+    /// Accept a lesson a retro proposed: it reaches the prompts it applies to from now on.
+    Accept { id: i64 },
+    /// Reject a lesson a retro proposed: it stays in the journal, never in a prompt.
+    Reject { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProposalsCommand {
+    /// The next tasks retros proposed, oldest first; --status proposed|accepted|rejected.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Accept a proposal: its task is created in the proposal's repository (once).
+    Accept { id: i64 },
+    /// Reject a proposal: no task is created.
+    Reject { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -408,6 +429,7 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
         .retention(config.retention)
         .features(config.features.clone())
         .usage(config.usage.clone())
+        .retro(config.retro.clone())
         .write_handoffs();
     // Tickets become tasks, and task status is mirrored onto them, once a tracker is configured.
     let engine = if config.trackers.is_empty() {
@@ -574,6 +596,13 @@ pub async fn run(cli: Cli) -> u8 {
             Ok(config) => crate::lessons_cmd::run(&config, command, json).await,
             Err(code) => return code,
         },
+        Command::Proposals(command) => {
+            let mode = if matches!(command, ProposalsCommand::List { .. }) { LoadMode::Read } else { LoadMode::Act };
+            match load_config_for(config_path.as_deref(), mode) {
+                Ok(config) => crate::proposals_cmd::run(&config, command, json).await,
+                Err(code) => return code,
+            }
+        }
         Command::Repo(command) => match load_config_for(config_path.as_deref(), LoadMode::Read) {
             Ok(config) => crate::repo_cmd::run(&config, command, json).await,
             Err(code) => return code,

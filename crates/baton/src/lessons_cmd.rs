@@ -1,6 +1,7 @@
-//! `baton lessons list|add|show|edit`: the lessons journal (SPEC §10) from the command line.
-//! Whoever can open the data dir is the operator: no token is needed. With `[features] lessons =
-//! false` every subcommand says the journal is off and changes nothing.
+//! `baton lessons list|add|show|edit|accept|reject`: the lessons journal (SPEC §10) from the
+//! command line. Whoever can open the data dir is the operator: no token is needed (but a command
+//! run inside an agent's run may not accept or reject). With `[features] lessons = false` every
+//! subcommand says the journal is off and changes nothing.
 
 use crate::cli::{EXIT_OK, EXIT_USAGE, LessonsCommand, open_engine};
 use crate::output;
@@ -14,10 +15,11 @@ const OFF: &str = "the lessons journal is switched off ([features] lessons = fal
 fn line(lesson: &LessonRecord) -> String {
     let scope = format!("{}/{}", lesson.repo.as_deref().unwrap_or("*"), lesson.stage.as_deref().unwrap_or("*"));
     format!(
-        "#{} [{}] {} ({}, {} hits): {}",
+        "#{} [{}] {} ({}, {}, {} hits): {}",
         lesson.id,
         output::safe(&scope),
         output::safe(&lesson.title),
+        lesson.status,
         lesson.source,
         lesson.hits,
         output::safe(&lesson.body)
@@ -33,7 +35,7 @@ pub async fn run(config: &Config, command: LessonsCommand, json: bool) -> anyhow
     let engine = open_engine(config).await?;
     let written = match command {
         LessonsCommand::List { repo, stage } => {
-            match engine.lessons(&LessonFilter { repo, stage }).await? {
+            match engine.lessons(&LessonFilter { repo, stage, status: None }).await? {
                 None if json => output::print_json(&serde_json::json!({ "enabled": false })),
                 None => say!("{OFF}"),
                 Some(lessons) if json => {
@@ -70,8 +72,14 @@ pub async fn run(config: &Config, command: LessonsCommand, json: bool) -> anyhow
             engine.add_lesson(LessonInput { title, body, repo, stage, tags, source: None }).await
         }
         LessonsCommand::Edit { id, title, body, repo, stage, tags } => {
-            let patch = LessonPatch { title, body, repo: scope(repo), stage: scope(stage), tags };
+            let patch = LessonPatch { title, body, repo: scope(repo), stage: scope(stage), tags, status: None };
             engine.edit_lesson(id, patch).await
+        }
+        LessonsCommand::Accept { id } => {
+            engine.accept_lesson(id, &crate::proposals_cmd::cli_principal()).await.map(Some)
+        }
+        LessonsCommand::Reject { id } => {
+            engine.reject_lesson(id, &crate::proposals_cmd::cli_principal()).await.map(Some)
         }
     };
     match written {
@@ -87,11 +95,11 @@ pub async fn run(config: &Config, command: LessonsCommand, json: bool) -> anyhow
             say!("{OFF}");
             Ok(EXIT_OK)
         }
-        Err(EngineError::Invalid(message)) => {
-            warn_line!("error: {message}");
+        Err(EngineError::Invalid(message) | EngineError::Refused(message)) => {
+            warn_line!("error: {}", output::safe(&message));
             Ok(EXIT_USAGE)
         }
-        Err(EngineError::Store(baton_store::StoreError::NotFound(_))) => {
+        Err(EngineError::Store(baton_store::StoreError::NotFound(_)) | EngineError::NotFound(_)) => {
             warn_line!("error: there is no such lesson (see `baton lessons list`)");
             Ok(EXIT_USAGE)
         }

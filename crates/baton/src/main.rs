@@ -16,6 +16,7 @@ mod lessons_cmd;
 mod logging;
 mod mock_llm_cmd;
 mod online;
+mod proposals_cmd;
 mod repo_cmd;
 mod serve;
 mod task_cmd;

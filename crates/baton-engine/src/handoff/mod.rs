@@ -92,6 +92,9 @@ pub struct Document {
     /// Failures met and overcome on the way (a failed gate that passed later, a rollback).
     pub resolved: Vec<String>,
     pub artifacts: Vec<String>,
+    /// What the task's retro proposed (lessons and next tasks), each with its status.
+    #[serde(default)]
+    pub proposals: Vec<String>,
     pub next_prompt: String,
 }
 
@@ -208,7 +211,9 @@ async fn gather(engine: &Engine, task: &TaskRecord) -> Result<Document, EngineEr
     let merged = events.iter().rev().find(|e| e.kind == "merged");
     let merged_head = merged.and_then(|e| e.detail["head"].as_str()).filter(|h| is_commit_id(h)).map(str::to_string);
     let merged_base = merged.and_then(|e| e.detail["base"].as_str()).filter(|b| is_commit_id(b)).map(str::to_string);
-    let done = task.state.stage == pipeline::DONE;
+    // A task at a stage after shipping (its retro) reads its change from the merged commit too.
+    let done = task.state.stage == pipeline::DONE
+        || engine.pipeline_for(&task.repo).stage(&task.state.stage).is_some_and(|s| s.after_ship);
 
     let (mut diff_stat, mut commits, mut commits_on) = (None, Vec::new(), task.branch.clone());
     if let Some(repo) = repo.filter(|r| engine.vcs().exists(&r.path)) {
@@ -267,10 +272,31 @@ async fn gather(engine: &Engine, task: &TaskRecord) -> Result<Document, EngineEr
         limitations,
         resolved,
         artifacts,
+        proposals: retro_proposals(engine, task).await,
         next_prompt: String::new(),
     };
     document.next_prompt = render::next_prompt(&document);
     Ok(document)
+}
+
+/// One line per lesson and next task the task's retro proposed, with what became of it.
+async fn retro_proposals(engine: &Engine, task: &TaskRecord) -> Vec<String> {
+    let mut lines = Vec::new();
+    let filter = baton_store::LessonFilter { repo: Some(task.repo.clone()), ..Default::default() };
+    if let Ok(lessons) = engine.store().lessons(&filter).await {
+        for lesson in lessons.iter().rev() {
+            if lesson.source == "agent" && lesson.task.as_deref() == Some(task.work_item_id.as_str()) {
+                lines.push(format!("lesson {} ({}): {}", lesson.id, lesson.status, lesson.title));
+            }
+        }
+    }
+    let filter = baton_store::ProposalFilter { from_task: Some(task.id), ..Default::default() };
+    if let Ok(proposals) = engine.store().task_proposals(&filter).await {
+        for proposal in proposals {
+            lines.push(format!("next task proposal {} ({}): {}", proposal.id, proposal.status, proposal.title));
+        }
+    }
+    lines
 }
 
 /// A full or abbreviated commit id (hex): safe to hand to git as an argument.

@@ -204,6 +204,15 @@ pub fn markdown(doc: &Document) -> String {
         );
     }
 
+    if !doc.proposals.is_empty() {
+        let _ = writeln!(m, "## Retro proposals\n");
+        let _ = writeln!(m, "Awaiting a human (`baton proposals`, `baton lessons`) unless decided:\n");
+        for line in &doc.proposals {
+            let _ = writeln!(m, "- {}", md_inline(line));
+        }
+        let _ = writeln!(m);
+    }
+
     let _ = writeln!(m, "## Next prompt\n");
     let _ = writeln!(m, "```text\n{}```", fence_safe(&doc.next_prompt));
     m
@@ -411,6 +420,14 @@ pub fn html(doc: &Document) -> String {
         let _ = writeln!(h, "<p>Artifacts read: {}.</p>", names.join(", "));
     }
     let _ = writeln!(h, "</section>");
+
+    if !doc.proposals.is_empty() {
+        let _ = writeln!(h, "<section id=\"retro\"><h2>Retro proposals</h2><ul>");
+        for line in &doc.proposals {
+            let _ = writeln!(h, "<li>{}</li>", e(line));
+        }
+        let _ = writeln!(h, "</ul></section>");
+    }
 
     let _ = writeln!(h, "<section id=\"next-prompt\"><h2>Next prompt</h2><pre>{}</pre></section>", e(&doc.next_prompt));
     let _ = writeln!(h, "</body></html>");

@@ -47,7 +47,7 @@ pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = LessonFilter { repo: query.repo, stage: query.stage };
+    let filter = LessonFilter { repo: query.repo, stage: query.stage, status: None };
     Ok(match state.engine.lessons(&filter).await? {
         Some(lessons) => Json(json!({ "enabled": true, "lessons": lessons })),
         None => disabled(),
@@ -71,7 +71,14 @@ pub(crate) async fn edit(
     Path(id): Path<i64>,
     ApiJson(body): ApiJson<EditBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let patch = LessonPatch { title: body.title, body: body.body, repo: body.repo, stage: body.stage, tags: body.tags };
+    let patch = LessonPatch {
+        title: body.title,
+        body: body.body,
+        repo: body.repo,
+        stage: body.stage,
+        tags: body.tags,
+        status: None,
+    };
     Ok(match state.engine.edit_lesson(id, patch).await? {
         Some(lesson) => Json(json!(lesson)),
         None => disabled(),

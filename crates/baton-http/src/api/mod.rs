@@ -11,6 +11,7 @@
 //! - [`coverage`]: the coverage baselines, and their override (`admin` scope).
 //! - [`repos`]: the unfreeze of a repository frozen by a DEGRADED deploy.
 //! - [`lessons`]: the lessons journal: list, add and edit.
+//! - [`proposals`]: a retro's proposals: list next tasks, accept or reject them and proposed lessons.
 //! - `/openapi.json`: the OpenAPI document ([`crate::openapi`]).
 
 pub mod coverage;
@@ -18,6 +19,7 @@ pub mod events;
 pub mod handoff;
 pub mod lessons;
 pub mod metrics;
+pub mod proposals;
 pub mod queue;
 pub mod repos;
 pub mod status;
@@ -53,6 +55,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tasks/{id}/dependencies", post(tasks::depend).delete(tasks::undepend))
         .route("/lessons", post(lessons::add))
         .route("/lessons/{id}", post(lessons::edit))
+        .route("/lessons/{id}/accept", post(proposals::accept_lesson))
+        .route("/lessons/{id}/reject", post(proposals::reject_lesson))
+        .route("/proposals/{id}/accept", post(proposals::accept))
+        .route("/proposals/{id}/reject", post(proposals::reject))
         .route_layer(from_fn_with_state(state.clone(), idempotent))
         .route_layer(from_fn_with_state(state.clone(), require_act));
     let reads = Router::new()
@@ -64,6 +70,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/budgets", get(usage::budgets))
         .route("/coverage", get(coverage::list))
         .route("/lessons", get(lessons::list))
+        .route("/proposals", get(proposals::list))
         // Observability (kill switches in `crate::Observability`).
         .route("/queue", get(queue::queue))
         .route("/metrics", get(metrics::metrics))

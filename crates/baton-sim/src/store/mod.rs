@@ -805,6 +805,7 @@ impl Store for SimStore {
                 updated_at_ms: now_ms,
                 hits: 0,
                 last_hit_at_ms: None,
+                status: lesson.status().to_string(),
             };
             s.lessons.insert(id, row.clone());
             Ok((row, LessonWrite::Created))
@@ -843,6 +844,75 @@ impl Store for SimStore {
                 }
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn propose_task(&self, proposal: &NewTaskProposal, now_ms: i64) -> StoreResult<(TaskProposalRecord, bool)> {
+        self.call("propose_task", Access::Write, |s, _| {
+            let same = |p: &&TaskProposalRecord| p.from_task == proposal.from_task && p.title == proposal.title;
+            if let Some(row) = s.task_proposals.values().find(same) {
+                return Ok((row.clone(), false));
+            }
+            let id = s.task_proposals.keys().next_back().copied().unwrap_or(0) + 1;
+            let row = TaskProposalRecord {
+                id,
+                from_task: proposal.from_task,
+                repo: proposal.repo.clone(),
+                title: proposal.title.clone(),
+                body: proposal.body.clone(),
+                status: "proposed".into(),
+                created_at_ms: now_ms,
+                decided_at_ms: None,
+                decided_by: None,
+                created_task: None,
+            };
+            s.task_proposals.insert(id, row.clone());
+            Ok((row, true))
+        })
+        .await
+    }
+
+    async fn task_proposal(&self, id: i64) -> StoreResult<Option<TaskProposalRecord>> {
+        self.call("task_proposal", Access::Read, |s, _| Ok(s.task_proposals.get(&id).cloned())).await
+    }
+
+    async fn task_proposals(&self, filter: &ProposalFilter) -> StoreResult<Vec<TaskProposalRecord>> {
+        self.call("task_proposals", Access::Read, |s, _| {
+            Ok(s.task_proposals.values().filter(|p| filter.matches(p)).cloned().collect())
+        })
+        .await
+    }
+
+    async fn decide_task_proposal(
+        &self,
+        id: i64,
+        status: &str,
+        by: &str,
+        now_ms: i64,
+    ) -> StoreResult<TaskProposalRecord> {
+        self.call("decide_task_proposal", Access::Write, |s, _| {
+            let row =
+                s.task_proposals.get_mut(&id).ok_or_else(|| StoreError::NotFound(format!("task proposal {id}")))?;
+            let mut decided = row.clone();
+            baton_store::proposal_decision(&mut decided, status, by, now_ms)?;
+            *row = decided.clone();
+            Ok(decided)
+        })
+        .await
+    }
+
+    async fn link_task_proposal(&self, id: i64, task: TaskId) -> StoreResult<TaskProposalRecord> {
+        self.call("link_task_proposal", Access::Write, |s, _| {
+            let row =
+                s.task_proposals.get_mut(&id).ok_or_else(|| StoreError::NotFound(format!("task proposal {id}")))?;
+            if row.status != "accepted" || row.created_task.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "task proposal {id} is not accepted or already has its task"
+                )));
+            }
+            row.created_task = Some(task);
+            Ok(row.clone())
         })
         .await
     }

@@ -35,6 +35,8 @@ pub(crate) struct State {
     pub(crate) freezes: Vec<baton_store::RepoFreeze>,
     /// The lessons journal, by id (ids are assigned in insert order from 1).
     pub(crate) lessons: BTreeMap<i64, LessonRecord>,
+    /// Task proposals of retros, by id (assigned in insert order from 1).
+    pub(crate) task_proposals: BTreeMap<i64, baton_store::TaskProposalRecord>,
     /// Declared dependencies: (task, the task it waits for) → (declared at, by whom).
     pub(crate) dependencies: BTreeMap<(TaskId, TaskId), (i64, String)>,
     /// The outbox of durable effects (claimed rows carry their claim's end).
@@ -87,6 +89,7 @@ impl State {
             coverage_baselines: BTreeMap::new(),
             freezes: Vec::new(),
             lessons: BTreeMap::new(),
+            task_proposals: BTreeMap::new(),
             dependencies: BTreeMap::new(),
             outbox: Vec::new(),
             commits: Vec::new(),

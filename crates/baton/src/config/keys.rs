@@ -18,6 +18,7 @@ const PROBES: &[(&str, &str)] = &[
     ("[budgets]\nPROBE = 1\n", "budgets"),
     ("[retention]\nPROBE = 1\n", "retention"),
     ("[usage]\nPROBE = 1\n", "usage"),
+    ("[retro]\nPROBE = 1\n", "retro"),
     ("[pricing]\nPROBE = 1\n", "pricing"),
     ("[sandbox]\nPROBE = 1\n", "sandbox"),
     ("[webhooks]\nPROBE = 1\n", "webhooks"),

@@ -195,6 +195,8 @@ pub struct Config {
     pub features: baton_engine::Features,
     /// `[usage]` and `[pricing]`: the read-time category map and a user's pricing file.
     pub usage: baton_engine::usage::UsageSettings,
+    /// `[retro]`: the retro stage after shipping (off unless enabled).
+    pub retro: baton_engine::retro::RetroSettings,
     /// The file used; `None` means the embedded defaults.
     pub source: Option<PathBuf>,
     /// Problems the [`LoadMode`] let pass: secrets whose variables are unset, which `baton serve`

@@ -8,6 +8,7 @@ use super::{Config, ConfigIssue, DEFAULT_LISTEN, Loader, ServerConfig, TrackerCo
 use baton_domain::ids::{valid_prefix, valid_repo_name};
 use baton_domain::pipeline::{Actor, GateSpec, Pipeline, PipelineProblem, StageSpec};
 use baton_engine::intake::{IntakeRule, IntakeSource};
+use baton_engine::retro::RetroSettings;
 use baton_engine::{
     AdapterKind, AgentSettings, Budgets, CiPolicy, EngineSettings, ForgeKind, Limits, MergeStyle, RepoForge,
     RepoSettings, Retention, SandboxSettings,
@@ -36,6 +37,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "features",
     "usage",
     "pricing",
+    "retro",
 ];
 
 /// The longest retention accepted (100 years); `0` is the way to keep everything.
@@ -48,7 +50,7 @@ const WEBHOOK_SECRET_CHARS_MIN: usize = 16;
 const PLANNED_SECTIONS: &[&str] = &["forges"];
 
 /// Agent roles always accepted under `[agents.<role>]`.
-const BUILTIN_ROLES: &[&str] = &["default", "analyst", "architect", "developer", "reviewer", "tester"];
+const BUILTIN_ROLES: &[&str] = &["default", "analyst", "architect", "developer", "reviewer", "tester", "retro"];
 
 /// Keys of one `[[pipeline.stages]]` entry (`StageSpec` itself ignores unknown keys); the stage's
 /// own actor choice ([`super::pipelines::STAGE_ACTOR_KEYS`]) is read apart.
@@ -98,7 +100,13 @@ impl Loader<'_> {
                 self.issues.push(issue);
             }
         }
-        let roles = pipeline_roles(doc.get("pipeline"), doc.get("pipelines"));
+        let mut roles = pipeline_roles(doc.get("pipeline"), doc.get("pipelines"));
+        // The agent entry `[retro] agent` names is an entry of its own, like a stage's `agent`.
+        if let Some(agent) = doc.get("retro").and_then(|r| r.get("agent")).and_then(Value::as_str)
+            && !roles.iter().any(|r| r == agent)
+        {
+            roles.push(agent.to_string());
+        }
         // Each repository's `pipeline = "<name>"` is resolved once the named pipelines are read.
         let repo_pipelines = super::pipelines::take_repo_pipelines(&mut doc);
         let server = self.server(doc.remove("server"));
@@ -116,6 +124,7 @@ impl Loader<'_> {
         let retention = self.retention(doc.remove("retention"));
         let features = self.features(doc.remove("features"), repos.as_deref());
         let usage = self.usage(doc.remove("usage"), doc.remove("pricing"));
+        let retro = self.retro(doc.remove("retro"), agents.as_ref(), pipeline.as_ref(), pipelines.as_ref());
         let (server, env_passthrough) = server?;
         let mut pipeline = pipeline?;
         let mut pipelines = pipelines?;
@@ -173,6 +182,7 @@ impl Loader<'_> {
             retention: retention?,
             features: features?,
             usage: usage?,
+            retro: retro?,
             source,
             deferred: Vec::new(),
         })
@@ -795,6 +805,64 @@ impl Loader<'_> {
             );
         }
         ok.then_some(retention)
+    }
+
+    /// `[retro]`: the retro stage after shipping. Its `agent` must name an `[agents.<name>]` entry,
+    /// some entry must serve the role when it is on, `max_proposals` is 1 to 50, and no pipeline
+    /// may already have a stage named `retro`.
+    fn retro(
+        &mut self,
+        raw: Option<Value>,
+        agents: Option<&BTreeMap<String, AgentSettings>>,
+        pipeline: Option<&Pipeline>,
+        pipelines: Option<&BTreeMap<String, Pipeline>>,
+    ) -> Option<RetroSettings> {
+        let table = self.section_table("retro", raw, "write it as a [retro] section")?;
+        let parsed = self.deserialize::<RetroSettings>("retro", table);
+        let retro = parsed.value?;
+        let mut ok = parsed.bad.is_empty();
+        let max = baton_engine::retro::MAX_PROPOSALS_LIMIT;
+        if retro.max_proposals == 0 || retro.max_proposals > max {
+            ok = false;
+            self.issue(
+                "retro.max_proposals",
+                format!("`max_proposals` is {}; it must be between 1 and {max}", retro.max_proposals),
+                format!("use a small number (the default is {})", baton_engine::retro::MAX_PROPOSALS_DEFAULT),
+            );
+        }
+        let agents = agents?;
+        if let Some(agent) = &retro.agent
+            && !agents.contains_key(agent)
+        {
+            ok = false;
+            let known: Vec<&str> = agents.keys().map(String::as_str).collect();
+            self.issue(
+                "retro.agent",
+                format!("`agent = \"{agent}\"` names no [agents.{agent}] entry"),
+                suggest_fix(agent, &known, "the agent entries are"),
+            );
+        }
+        let served = retro.agent.is_some() || ["retro", "developer", "default"].iter().any(|e| agents.contains_key(*e));
+        if retro.enabled && !served {
+            ok = false;
+            self.issue(
+                "retro.agent",
+                "the retro is on but no agent entry runs it",
+                "add [agents.retro] (or [agents.developer] / [agents.default]), or name an entry with `agent`",
+            );
+        }
+        let named = pipelines.into_iter().flat_map(|p| p.iter().map(|(name, p)| (format!("pipelines.{name}"), p)));
+        for (key, p) in pipeline.map(|p| ("pipeline".to_string(), p)).into_iter().chain(named) {
+            if retro.enabled && p.stage(baton_engine::retro::STAGE).is_some() {
+                ok = false;
+                self.issue(
+                    format!("{key}.stages"),
+                    "a stage is named `retro`, the name of the stage `[retro] enabled` appends",
+                    "rename that stage, or leave `[retro] enabled` off",
+                );
+            }
+        }
+        ok.then_some(retro)
     }
 
     /// `[usage]` (the read-time category map) and `[pricing]` (a user's pricing file, relative to

@@ -99,6 +99,13 @@ const TEMPLATE_AGENTS: &str = "\
 # days = 90                              # 0 keeps everything
 # batch = 500                            # rows of each kind deleted per batch
 
+# The retro (off by default): after a change shipped, an agent reads its hand-off and proposes
+# lessons and next tasks; a person accepts them (`baton lessons accept`, `baton proposals accept`).
+# [retro]
+# enabled = true
+# agent = \"developer\"                    # default: [agents.retro], else the developer's entry
+# max_proposals = 5
+
 # Signed webhooks (docs/webhooks.md): each secret turns on POST /webhooks/<source>. Keep the
 # secrets in the environment.
 # [webhooks]

@@ -784,3 +784,35 @@ fn monitor_settings_load_and_bad_ones_are_named() {
     let found = issues(load_file(&write(dir.path(), "baton.toml", &revert_alone), &[]));
     assert!(find(&found, "repos[0].revert_on_degraded").fix.contains("monitor_window_secs"));
 }
+
+// `[retro]` is off by default; enabled, it loads with its defaults; a `max_proposals` out of
+// range, an `agent` naming no entry, a retro no entry can run and a pipeline that already has a
+// `retro` stage are each reported with their key.
+#[test]
+fn retro_section_loads_and_reports_bad_values() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), "").unwrap();
+    let base = "[server]\ndata_dir = \"data\"\n\n[agents.default]\nadapter = \"script\"\nscript = \"s.toml\"\n\n";
+    let load = |text: &str| load_str(text, &env(&[]), dir.path(), PathBuf::from("baton"));
+    let config = loaded(load(base));
+    assert_eq!(config.retro, baton_engine::retro::RetroSettings::default());
+    assert!(!config.retro.enabled, "off by default");
+    let config = loaded(load(&format!("{base}[retro]\nenabled = true\n")));
+    assert_eq!((config.retro.enabled, config.retro.max_proposals, config.retro.agent), (true, 5, None));
+    let config = loaded(load(&format!(
+        "{base}[agents.cheap]\nadapter = \"script\"\nscript = \"s.toml\"\n\n[retro]\nenabled = true\nagent = \"cheap\"\n"
+    )));
+    assert_eq!(config.retro.agent.as_deref(), Some("cheap"));
+    let bad = issues(load(&format!("{base}[retro]\nenabled = true\nmax_proposals = 0\nagent = \"nobody\"\n")));
+    assert!(find(&bad, "retro.max_proposals").message.contains("between 1 and 50"), "{bad:#?}");
+    assert!(find(&bad, "retro.agent").message.contains("nobody"), "{bad:#?}");
+    let unknown = issues(load(&format!("{base}[retro]\nenable = true\n")));
+    assert!(unknown.iter().any(|i| i.key.starts_with("retro")), "{unknown:#?}");
+    let unserved = issues(load("[server]\ndata_dir = \"data\"\n\n[retro]\nenabled = true\n"));
+    assert!(find(&unserved, "retro.agent").message.contains("no agent entry"), "{unserved:#?}");
+    let taken = format!(
+        "{base}[[pipeline.stages]]\nname = \"retro\"\nactor = {{ kind = \"agent\", role = \"developer\" }}\ngates = []\n\n[retro]\nenabled = true\n"
+    );
+    let taken = issues(load(&taken));
+    assert!(find(&taken, "pipeline.stages").message.contains("named `retro`"), "{taken:#?}");
+}

@@ -159,7 +159,7 @@ async fn migrate_copies_the_demo_store_and_new_rows_continue_its_numbering() {
     let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints the report");
     assert_eq!(report["ok"], true, "{report:#}");
     let tables = report["tables"].as_array().unwrap();
-    assert_eq!(tables.len(), 19, "{report:#}");
+    assert_eq!(tables.len(), 20, "{report:#}");
     let usage = tables.iter().find(|t| t["table"] == "usage_records").unwrap();
     assert_eq!(usage["postgres_rows"], 1, "{usage}");
     for table in tables {

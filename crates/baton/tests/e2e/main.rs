@@ -30,6 +30,7 @@ mod real_cli;
 mod recovery;
 mod remote;
 mod restart;
+mod retro;
 mod sandbox;
 mod stop;
 mod supervised;
