@@ -41,10 +41,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_notify.sql")),
     (6, include_str!("../migrations/0006_coverage.sql")),
     (7, include_str!("../migrations/0007_lessons.sql")),
-    (9, include_str!("../migrations/0009_freeze.sql")),
-    (11, include_str!("../migrations/0011_claim_order.sql")),
     (8, include_str!("../migrations/0008_dependencies.sql")),
+    (9, include_str!("../migrations/0009_freeze.sql")),
     (10, include_str!("../migrations/0010_retro.sql")),
+    (11, include_str!("../migrations/0011_claim_order.sql")),
 ];
 
 /// Advisory lock keys (one namespace for Baton: the high bits spell "BATN").

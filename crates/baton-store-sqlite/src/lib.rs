@@ -39,8 +39,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../migrations/0013_usage_ingest.sql")),
     (14, include_str!("../migrations/0014_coverage.sql")),
     (15, include_str!("../migrations/0015_lessons.sql")),
-    (17, include_str!("../migrations/0017_freeze.sql")),
     (16, include_str!("../migrations/0016_dependencies.sql")),
+    (17, include_str!("../migrations/0017_freeze.sql")),
     (18, include_str!("../migrations/0018_retro.sql")),
     (19, include_str!("../migrations/0019_claim_order.sql")),
 ];
