@@ -69,7 +69,7 @@ pub enum Command {
         #[arg(long)]
         html: bool,
     },
-    /// Tasks by stage, running jobs and held leases.
+    /// Tasks by stage, running jobs, merge queues, held leases, instances, frozen repositories and waiting tasks.
     Status,
     /// Tokens and cost of agent runs and ingested usage, grouped, with unit economics.
     Usage {
