@@ -491,6 +491,19 @@ async fn summary(
             "rollbacks": task.state.rollbacks, "duration_ms": duration, "tokens": tokens_total, "cost_usd": cost,
         }));
     }
+    // Each task's hand-off (written by the outbox when the task ended; written now if that has
+    // not happened yet) and what the lessons journal learned on the way.
+    let mut handoffs = Vec::new();
+    for task in tasks.iter().rev() {
+        let (md, html) = baton_engine::handoff::paths(&engine.settings().data_dir, &task.work_item_id)?;
+        if !md.exists()
+            && let Err(error) = baton_engine::handoff::write(engine, task.id).await
+        {
+            tracing::warn!(task = %task.work_item_id, "writing the hand-off failed: {error}");
+        }
+        handoffs.push((task.work_item_id.clone(), md, html));
+    }
+    let learned = engine.lessons(&baton_store::LessonFilter::default()).await?.unwrap_or_default();
     let main_log = Git::new(dir.join("project")).run(&["log", "--oneline", "main"]).await?;
     overheads.sort_unstable();
     let mean = if overheads.is_empty() { 0 } else { overheads.iter().sum::<u64>() / overheads.len() as u64 };
@@ -499,6 +512,8 @@ async fn summary(
         output::print_json(&serde_json::json!({
             "dir": dir, "wall_ms": started.elapsed().as_millis() as u64, "tasks": report, "main": main_log.lines().collect::<Vec<_>>(),
             "overhead_ms_per_transition": { "mean": mean, "p95": p95, "jobs": overheads.len() },
+            "handoffs": handoffs.iter().map(|(task, md, html)| serde_json::json!({ "task": task, "markdown": md, "html": html })).collect::<Vec<_>>(),
+            "lessons": learned.iter().map(|l| serde_json::json!({ "id": l.id, "repo": l.repo, "stage": l.stage, "title": l.title, "task": l.task })).collect::<Vec<_>>(),
         }));
         return Ok(());
     }
@@ -507,6 +522,23 @@ async fn summary(
     println!("\nmain of {}:", dir.join("project").display());
     for line in main_log.lines() {
         println!("  {line}");
+    }
+    println!("\nhand-offs (what changed, each gate's proof, cost, decisions, the next prompt):");
+    for (task, md, html) in &handoffs {
+        println!("  {task}  {}  ·  {}", md.display(), html.display());
+    }
+    match learned.first() {
+        Some(lesson) => {
+            let scope = [lesson.repo.as_deref(), lesson.stage.as_deref()].into_iter().flatten().collect::<Vec<_>>();
+            let from = lesson.task.as_deref().map(|t| format!(" (from {t})")).unwrap_or_default();
+            println!(
+                "\nlearned: [{}] {}{from}; it goes into the next {} prompts (`baton lessons list`)",
+                scope.join("/"),
+                crate::output::safe(&lesson.title),
+                lesson.stage.as_deref().unwrap_or("matching")
+            );
+        }
+        None => println!("\nlearned: nothing this time (no gate failed)"),
     }
     println!(
         "\ndemo wall time {:.1}s · Baton's own overhead per stage transition: mean {mean} ms, p95 {p95} ms over {} jobs",

@@ -25,6 +25,17 @@ fn demo_reaches_done_and_every_main_commit_passes_tests() {
     );
     assert!(stdout.contains("auto-approve because --yes was given"), "{stdout}");
     assert!(stdout.contains("auto-confirm-deploy because --yes was given"), "{stdout}");
+    // It ends by saying where each hand-off is and what it learned (review's rollback of divide).
+    for n in 1..=3 {
+        let md = dir.join("data").join("handoffs").join(format!("DEMO-00{n}.md"));
+        assert!(stdout.contains(&md.display().to_string()), "DEMO-00{n}'s hand-off is named: {stdout}");
+        assert!(md.exists() && md.with_extension("html").exists(), "both documents of DEMO-00{n} exist");
+    }
+    let learned = stdout.lines().find(|l| l.starts_with("learned: ")).unwrap_or_default();
+    assert!(
+        learned.contains("[demo/development]") && learned.contains("review") && learned.contains("DEMO-002"),
+        "the demo names the lesson of DEMO-002's review rollback: {stdout}"
+    );
 
     let project = dir.join("project");
     let commits = main_commits(&project);
