@@ -145,7 +145,7 @@ pub struct TicketPlace<'a> {
 
 /// What a reference resolved to.
 enum Resolved {
-    Task(TaskRecord),
+    Task(Box<TaskRecord>),
     /// No Baton task for it yet: the reference waits for that ticket to be taken.
     Pending(String),
 }
@@ -168,13 +168,13 @@ impl TicketPlace<'_> {
             }
             TicketRef::Key(key) => {
                 if let Some(task) = engine.store().task(&TaskKey::WorkItem(key.clone())).await? {
-                    return Ok(Resolved::Task(task));
+                    return Ok(Resolved::Task(Box::new(task)));
                 }
                 let upper = key.to_ascii_uppercase();
                 if upper != *key
                     && let Some(task) = engine.store().task(&TaskKey::WorkItem(upper)).await?
                 {
-                    return Ok(Resolved::Task(task));
+                    return Ok(Resolved::Task(Box::new(task)));
                 }
                 match engine.tracker().ticket_by_key(key).await.map_err(EngineError::Adapter)? {
                     Some(external) => external,
@@ -187,7 +187,7 @@ impl TicketPlace<'_> {
             }
         };
         Ok(match engine.store().task_by_external_ref(&external).await? {
-            Some(task) => Resolved::Task(task),
+            Some(task) => Resolved::Task(Box::new(task)),
             None => Resolved::Pending(format!("{reference}: Baton has no task for {external} yet")),
         })
     }
@@ -204,7 +204,7 @@ pub async fn resolve_all(
     let mut pending = Vec::new();
     for reference in refs {
         match place.resolve(engine, reference).await? {
-            Resolved::Task(task) if !tasks.iter().any(|t| t.id == task.id) => tasks.push(task),
+            Resolved::Task(task) if !tasks.iter().any(|t| t.id == task.id) => tasks.push(*task),
             Resolved::Task(_) => {}
             Resolved::Pending(why) => pending.push(format!(
                 "dependency {why}; it does not hold this task until that ticket is taken, and is \

@@ -128,6 +128,34 @@ fn page(all: Vec<Value>, r: &Req, rec: &mut Recorder) -> Response {
 }
 
 fn route(st: &mut PlaneFake, r: &Req) -> Response {
+    // The workspace's by-key route: `P1-<sequence id>` names the project's items in order.
+    if let Some(key) = r.path.strip_prefix("/api/v1/workspaces/acme/work-items/").and_then(|k| k.strip_suffix('/')) {
+        let endpoint = "GET work-items/{key}/";
+        if r.method != "GET" {
+            return st.rec.violation(StatusCode::NOT_FOUND, format!("unknown route {} {}", r.method, r.path));
+        }
+        st.rec.check_user_agent(r, endpoint);
+        if r.header("x-api-key") != Some(st.key.as_str()) {
+            return st.rec.violation(StatusCode::UNAUTHORIZED, format!("{endpoint}: no or wrong X-API-Key"));
+        }
+        if let Some(fault) = st.rec.enter(endpoint) {
+            return fault;
+        }
+        let index = key.strip_prefix("P1-").and_then(|n| n.parse::<usize>().ok()).filter(|n| *n >= 1);
+        return match index.and_then(|n| st.items.get(n - 1).map(|it| (n - 1, it.clone()))) {
+            Some((i, item)) => {
+                let mut v = fixture(include_str!("../fixtures/plane_work_item.json"));
+                v["id"] = json!(item.0);
+                v["name"] = json!(item.1);
+                v["sequence_id"] = json!(i + 1);
+                v["project"] = json!("p1");
+                v["state"] = json!(item.2);
+                axum::Json(v).into_response()
+            }
+            None => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "The requested resource does not exist."})))
+                .into_response(),
+        };
+    }
     let prefix = "/api/v1/workspaces/acme/projects/p1/";
     let Some(rest) = r.path.strip_prefix(prefix) else {
         return st.rec.violation(StatusCode::NOT_FOUND, format!("unknown path {} {}", r.method, r.path));
