@@ -25,6 +25,8 @@ pub struct PlaneFake {
     pub comment_log: Vec<(String, String, String, String)>,
     /// The fake's clock: the `created_at` of what Baton writes.
     pub now: String,
+    /// Work item descriptions (`description_html`) set by a test; others have the fixture's.
+    pub descriptions: std::collections::BTreeMap<String, String>,
 }
 
 impl PlaneFake {
@@ -86,6 +88,7 @@ pub async fn start(key: &str) -> (FakePlane, String) {
         items: vec![],
         comment_log: vec![],
         now: "2026-01-01T00:00:00Z".into(),
+        descriptions: Default::default(),
     }));
     let app = axum::Router::new().fallback(handle).with_state(state.clone());
     let addr = super::serve(app).await;
@@ -191,6 +194,9 @@ fn route(st: &mut PlaneFake, r: &Req) -> Response {
         v["id"] = json!(item.0);
         v["name"] = json!(item.1);
         v["sequence_id"] = json!(i + 1);
+        if let Some(html) = st.descriptions.get(&item.0) {
+            v["description_html"] = json!(html);
+        }
         v["state"] = if expand_state {
             let s = st.states.iter().find(|s| s.0 == item.2).cloned().unwrap_or_default();
             json!({"id": s.0, "name": s.1, "group": s.2, "color": "#000000"})

@@ -826,3 +826,39 @@ fn ticket_body_cycle_is_refused_on_the_timeline_and_a_dropped_dependency_is_with
     });
     w.assert_no_violations();
 }
+
+// A Plane work item whose description says "Depends on: P1-1" waits for the task of the work item
+// with that key: `baton status` shows the wait and none of its jobs starts while the first task
+// awaits approval; the key is looked up once however often the project is polled.
+#[test]
+fn plane_description_dependency_by_key_holds_the_second_item() {
+    let mut w = plane_world("");
+    let first = w.plane().add_item("First item", "To Analyse");
+    let _baton = w.serve();
+    let of = |tasks: Vec<Value>, item: &str| {
+        tasks.into_iter().find(|t| t["external_ref"].as_str().is_some_and(|r| r.ends_with(item)))
+    };
+    w.wait_for("the first item's task to await approval", Duration::from_secs(60), || {
+        of(w.tasks(), &first).is_some_and(|t| hold(&t) == Some("awaiting_approval"))
+    });
+    let a = of(w.tasks(), &first).unwrap()["work_item_id"].as_str().unwrap().to_string();
+    let second = {
+        let mut st = w.plane();
+        let id = st.add_item("Second item", "To Analyse");
+        st.descriptions.insert(id.clone(), "<p>Needs the first.</p><p><strong>Depends on:</strong> P1-1</p>".into());
+        id
+    };
+    w.wait_for("the second item's task", Duration::from_secs(30), || of(w.tasks(), &second).is_some());
+    let b = of(w.tasks(), &second).unwrap()["work_item_id"].as_str().unwrap().to_string();
+    w.wait_for("`baton status` to show the wait", Duration::from_secs(30), || {
+        let status = String::from_utf8_lossy(&w.env.run(&["status"]).stdout).to_string();
+        status.contains(&format!("waiting {b} analysis (demo): waits for {a}"))
+    });
+    std::thread::sleep(Duration::from_secs(3)); // a few polls
+    assert!(
+        task_jobs(&w.env, &b).iter().all(|j| j["started_at_ms"].is_null()),
+        "{b} ran a job while {a} awaits approval"
+    );
+    assert_eq!(w.plane().rec.count("GET work-items/{key}/"), 1, "the key was looked up once");
+    w.assert_no_violations();
+}
