@@ -176,12 +176,18 @@ impl TicketPlace<'_> {
                 {
                     return Ok(Resolved::Task(Box::new(task)));
                 }
-                match engine.tracker().ticket_by_key(key).await.map_err(EngineError::Adapter)? {
-                    Some(external) => external,
-                    None => {
+                // A tracker that cannot answer now (down, rate limited) leaves the reference
+                // pending: the ticket's next event or poll asks again.
+                match engine.tracker().ticket_by_key(key).await {
+                    Ok(Some(external)) => external,
+                    Ok(None) => {
                         return Ok(Resolved::Pending(format!(
                             "{reference}: no Baton task and no ticket has that key yet"
                         )));
+                    }
+                    Err(error) => {
+                        tracing::warn!("looking up the ticket {reference} failed: {error}");
+                        return Ok(Resolved::Pending(format!("{reference}: the tracker could not be asked for it")));
                     }
                 }
             }
