@@ -151,6 +151,12 @@ pub trait Tracker: Send + Sync {
     /// The name of the workflow state `state_id` of the ticket's project (Plane webhooks may carry
     /// only the id); `None` when this tracker has no such state or no states at all.
     async fn state_name(&self, external_ref: &str, state_id: &str) -> Result<Option<String>, crate::AdapterError>;
+
+    /// The external reference of the ticket this tracker knows by `key` (Plane's `PROJ-12`), if
+    /// it has one; trackers without such keys have none.
+    async fn ticket_by_key(&self, _key: &str) -> Result<Option<String>, crate::AdapterError> {
+        Ok(None)
+    }
 }
 
 /// The built-in tracker: Baton's own tasks (CLI, API). Mirroring is a no-op.
@@ -248,6 +254,15 @@ impl Tracker for TrackerSet {
             Some(tracker) => tracker.state_name(external_ref, state_id).await,
             None => Ok(None),
         }
+    }
+
+    async fn ticket_by_key(&self, key: &str) -> Result<Option<String>, crate::AdapterError> {
+        for (_, tracker) in &self.routes {
+            if let Some(found) = tracker.ticket_by_key(key).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 }
 

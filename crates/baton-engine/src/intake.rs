@@ -22,6 +22,7 @@
 //! Plane state) is set back to Done through a tracker-update outbox row, with a timeline event.
 
 use crate::effects;
+use crate::ticket_dependencies::{self, TicketPlace};
 use crate::webhooks::{LogSink, WebhookSink};
 use crate::{Engine, EngineError, Input, NewTaskRequest};
 use async_trait::async_trait;
@@ -156,11 +157,33 @@ impl IntakeSink {
         IntakeSink { rules }
     }
 
-    /// Applies the rules to one issue event from `source` (`github` or `gitea`).
+    fn issue_rule(&self, source: &str, issue: &IssueEvent) -> Option<&IntakeRule> {
+        self.rules.iter().find(|r| r.source.as_str() == source && r.forge_repo.eq_ignore_ascii_case(&issue.repo))
+    }
+
+    /// Applies the rules to one issue event from `source` (`github` or `gitea`); then, when the
+    /// open ticket has a live task it did not just create, makes the task's dependencies what the
+    /// ticket's body declares (an edit, a label, a poll: each carries the body).
     pub async fn take(&self, engine: &Engine, source: &str, issue: &IssueEvent) -> Result<IntakeOutcome, EngineError> {
-        let Some(rule) =
-            self.rules.iter().find(|r| r.source.as_str() == source && r.forge_repo.eq_ignore_ascii_case(&issue.repo))
-        else {
+        let outcome = self.take_issue(engine, source, issue).await?;
+        if let Some(rule) = self.issue_rule(source, issue)
+            && issue.state == "open"
+            && !matches!(outcome, IntakeOutcome::Created(_))
+        {
+            let reference = format!("{source}:{}#{}", issue.repo, issue.number);
+            let place = TicketPlace { source, forge_repo: &rule.forge_repo };
+            sync_live(engine, &place, &reference, &issue.body).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn take_issue(
+        &self,
+        engine: &Engine,
+        source: &str,
+        issue: &IssueEvent,
+    ) -> Result<IntakeOutcome, EngineError> {
+        let Some(rule) = self.issue_rule(source, issue) else {
             return Ok(IntakeOutcome::NotForUs(format!("no [[trackers]] entry for {source} {}", issue.repo)));
         };
         let reference = format!("{source}:{}#{}", issue.repo, issue.number);
@@ -227,19 +250,39 @@ impl IntakeSink {
             body: clean_body(&issue.body, limits.body_bytes_max),
             external_ref: Some(reference.clone()),
         };
-        create(engine, request, &reference).await
+        let place = TicketPlace { source, forge_repo: &rule.forge_repo };
+        create(engine, request, &reference, &place, &issue.body).await
     }
 
-    /// Applies the rules to one Plane work-item event: the start state creates the task, the
-    /// decision states decide, a done task's item moved out of Done converges back.
-    pub async fn take_work_item(&self, engine: &Engine, item: &WorkItemEvent) -> Result<IntakeOutcome, EngineError> {
+    fn plane_rule(&self, item: &WorkItemEvent) -> Option<&IntakeRule> {
         let plane_rules = || self.rules.iter().filter(|r| r.source == IntakeSource::Plane);
-        let rule = match item.project.as_deref() {
+        match item.project.as_deref() {
             Some(project) => plane_rules().find(|r| r.forge_repo == project),
             None if plane_rules().count() == 1 => plane_rules().next(),
             None => None,
-        };
-        let Some(rule) = rule else {
+        }
+    }
+
+    /// Applies the rules to one Plane work-item event: the start state creates the task, the
+    /// decision states decide, a done task's item moved out of Done converges back. Then, when
+    /// the event carries the description and the item has a live task it did not just create,
+    /// the task's dependencies become what the description declares.
+    pub async fn take_work_item(&self, engine: &Engine, item: &WorkItemEvent) -> Result<IntakeOutcome, EngineError> {
+        let outcome = self.take_plane_item(engine, item).await?;
+        if let Some(rule) = self.plane_rule(item)
+            && let Some(html) = item.description_html.as_deref()
+            && item.action != WorkItemAction::Deleted
+            && !matches!(outcome, IntakeOutcome::Created(_))
+        {
+            let reference = format!("plane:{}/{}", rule.forge_repo, item.id);
+            let place = TicketPlace { source: "plane", forge_repo: &rule.forge_repo };
+            sync_live(engine, &place, &reference, &html_to_text(html)).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn take_plane_item(&self, engine: &Engine, item: &WorkItemEvent) -> Result<IntakeOutcome, EngineError> {
+        let Some(rule) = self.plane_rule(item) else {
             return Ok(IntakeOutcome::NotForUs(format!(
                 "no [[trackers]] entry for plane project {}",
                 item.project.as_deref().unwrap_or("?")
@@ -318,16 +361,15 @@ impl IntakeSink {
             Some(n) => format!("work item {n}"),
             None => "work item".to_string(),
         };
+        let text = html_to_text(item.description_html.as_deref().unwrap_or_default());
         let request = NewTaskRequest {
             repo: rule.repo.clone(),
             title: clean_title(title, &fallback, limits.title_chars_max),
-            body: clean_body(
-                &html_to_text(item.description_html.as_deref().unwrap_or_default()),
-                limits.body_bytes_max,
-            ),
+            body: clean_body(&text, limits.body_bytes_max),
             external_ref: Some(reference.clone()),
         };
-        create(engine, request, &reference).await
+        let place = TicketPlace { source: "plane", forge_repo: &rule.forge_repo };
+        create(engine, request, &reference, &place, &text).await
     }
 
     /// Hands a decision to the ticket's live task, recorded as made by `tracker:<source>:<who>`,
@@ -371,11 +413,49 @@ impl IntakeSink {
     }
 }
 
-/// Creates the ticket's task; an existing holder of the reference (live, or done: Done is final)
-/// is reported, not duplicated.
-async fn create(engine: &Engine, request: NewTaskRequest, reference: &str) -> Result<IntakeOutcome, EngineError> {
-    match engine.create_task(request).await {
+/// Makes the dependencies of the ticket's live task, if it has one, what `body` declares.
+async fn sync_live(engine: &Engine, place: &TicketPlace<'_>, reference: &str, body: &str) -> Result<(), EngineError> {
+    let Some(task) = engine.store().live_task_by_external_ref(reference).await? else {
+        return Ok(());
+    };
+    let synced = ticket_dependencies::sync(engine, place, &task, body).await?;
+    if !synced.declared.is_empty() || !synced.withdrawn.is_empty() {
+        tracing::info!(
+            task = %task.work_item_id,
+            "{reference}: dependencies declared {:?}, withdrawn {:?}",
+            synced.declared,
+            synced.withdrawn
+        );
+    }
+    Ok(())
+}
+
+/// Creates the ticket's task, waiting for the tasks its `body` names (recorded in the creating
+/// transaction, so its first job is never claimed before them); a named task that was cancelled
+/// and a ticket without a task yet become timeline notes. An existing holder of the reference
+/// (live, or done: Done is final) is reported, not duplicated.
+async fn create(
+    engine: &Engine,
+    request: NewTaskRequest,
+    reference: &str,
+    place: &TicketPlace<'_>,
+    body: &str,
+) -> Result<IntakeOutcome, EngineError> {
+    let refs = ticket_dependencies::parse_dependencies(body);
+    let (named, mut notes) = ticket_dependencies::resolve_all(engine, place, &refs).await?;
+    let mut depends_on = Vec::new();
+    for task in named {
+        if task.state.stage == baton_domain::pipeline::CANCELLED {
+            notes.push(format!("dependency on {} refused: it was cancelled and will never be done", task.work_item_id));
+        } else {
+            depends_on.push(TaskKey::Id(task.id));
+        }
+    }
+    match engine.create_task_depending(request, None, &depends_on).await {
         Ok(task) => {
+            for note in &notes {
+                ticket_dependencies::note_once(engine, &task, note).await?;
+            }
             // The ticket shows at once that Baton took it (best effort: creation writes no outbox
             // row; the next status change writes one, and retries until it lands).
             if let effects::OutboxEffect::TrackerUpdate { work_item, external_ref, title, status, ticket } =

@@ -7,6 +7,7 @@
 //! - [`executor`]: running one claimed job and turning its result into a `JobFinished` event.
 //! - [`effects`]: the outbox of durable effects and its worker.
 //! - [`intake`]: forge issues with the start label become tasks (a webhook sink).
+//! - [`ticket_dependencies`]: the dependencies a ticket declares in its body (`Depends on #12`).
 //! - [`features`]: the kill switches (`[features]`), asked wherever an optional behaviour happens.
 //! - [`hooks`]: workspace hooks run in a task's worktree (`[repos.hooks]`).
 //! - [`handoff`]: a task's hand-off document (Markdown and HTML) when it is done or blocked.
@@ -52,6 +53,7 @@ pub mod sandbox;
 pub mod settings;
 pub mod stats;
 pub mod telegram;
+pub mod ticket_dependencies;
 pub mod usage;
 pub mod usage_report;
 pub mod webhooks;

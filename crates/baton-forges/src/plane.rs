@@ -136,6 +136,22 @@ impl Plane {
         parse_work_item(call, &v)
     }
 
+    /// The id of this project's work item known by `key` (`PROJ-12`: the project identifier and
+    /// the sequence id), read through the workspace's by-key route; `None` when there is no such
+    /// item or it belongs to another project.
+    pub async fn work_item_id_by_key(&self, key: &str) -> Result<Option<String>, ApiError> {
+        let call = "plane.get_work_item_by_key";
+        let path = format!("/workspaces/{}/work-items/{}/", seg(&self.workspace), seg(key));
+        let v = match self.http.get_json(call, &path, &[]).await {
+            Ok(v) => v,
+            Err(ApiError::NotFound { .. }) => return Ok(None),
+            Err(other) => return Err(other),
+        };
+        let item = parse_work_item(call, &v)?;
+        let project = s(&v, "project");
+        Ok((project.is_empty() || project == self.project).then_some(item.id))
+    }
+
     /// Moves a work item to the state with this id (partial update).
     pub async fn set_state(&self, id: &str, state_id: &str) -> Result<(), ApiError> {
         let call = "plane.set_state";

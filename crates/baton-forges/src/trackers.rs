@@ -207,11 +207,17 @@ pub fn plane_state_for(status: TicketStatus) -> &'static [&'static str] {
 pub struct PlaneTracker {
     plane: Plane,
     states: Mutex<Option<StateMap>>,
+    /// Work item keys (`PROJ-12`) already resolved to their references: a key never changes
+    /// item, so each is looked up once.
+    keys: Mutex<std::collections::BTreeMap<String, String>>,
 }
+
+/// Work item keys remembered at most (then the cache starts over).
+const PLANE_KEYS_CACHED_MAX: usize = 10_000;
 
 impl PlaneTracker {
     pub fn new(plane: Plane) -> Self {
-        PlaneTracker { plane, states: Mutex::new(None) }
+        PlaneTracker { plane, states: Mutex::new(None), keys: Mutex::new(Default::default()) }
     }
 
     /// `plane:<project>/`.
@@ -294,6 +300,29 @@ impl Tracker for PlaneTracker {
         }
         let map = self.states(|m| m.name_of(state_id).is_some()).await?;
         Ok(map.name_of(state_id).map(str::to_string))
+    }
+
+    async fn ticket_by_key(&self, key: &str) -> Result<Option<String>, AdapterError> {
+        let key = key.to_ascii_uppercase();
+        let well_formed = key.split_once('-').is_some_and(|(project, seq)| {
+            !project.is_empty() && !seq.is_empty() && seq.chars().all(|c| c.is_ascii_digit())
+        });
+        if !well_formed {
+            return Ok(None);
+        }
+        if let Some(found) = self.keys.lock().await.get(&key) {
+            return Ok(Some(found.clone()));
+        }
+        let Some(id) = self.plane.work_item_id_by_key(&key).await? else {
+            return Ok(None);
+        };
+        let reference = format!("{}{id}", self.ref_prefix());
+        let mut keys = self.keys.lock().await;
+        if keys.len() >= PLANE_KEYS_CACHED_MAX {
+            keys.clear();
+        }
+        keys.insert(key, reference.clone());
+        Ok(Some(reference))
     }
 }
 

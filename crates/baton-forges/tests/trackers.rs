@@ -391,3 +391,20 @@ async fn plane_poller_reads_every_page() {
     let v = fake.lock().unwrap().rec.violations.clone();
     assert!(v.is_empty(), "{v:#?}");
 }
+
+// Plane: a work item key (`P1-2`, any case) names the project's item through the workspace's
+// by-key route, looked up once; an unknown key and a word that is no key name nothing.
+#[tokio::test]
+async fn plane_tracker_resolves_work_item_keys_once() {
+    let (fake, base) = fakes::plane::start(TOKEN).await;
+    let _first = fake.lock().unwrap().add_item("first", "To Analyse");
+    let second = fake.lock().unwrap().add_item("second", "To Analyse");
+    let tracker = PlaneTracker::new(plane(&base).await);
+    assert_eq!(tracker.ticket_by_key("P1-2").await.unwrap(), Some(format!("plane:p1/{second}")));
+    assert_eq!(tracker.ticket_by_key("p1-2").await.unwrap(), Some(format!("plane:p1/{second}")));
+    assert_eq!(fake.lock().unwrap().rec.count("GET work-items/{key}/"), 1, "a key is looked up once");
+    assert_eq!(tracker.ticket_by_key("P1-9").await.unwrap(), None);
+    assert_eq!(tracker.ticket_by_key("nokey").await.unwrap(), None);
+    assert_eq!(fake.lock().unwrap().rec.count("GET work-items/{key}/"), 2, "a word that is no key costs no call");
+    assert!(fake.lock().unwrap().rec.violations.is_empty(), "{:?}", fake.lock().unwrap().rec.violations);
+}

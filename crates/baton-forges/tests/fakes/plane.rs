@@ -25,6 +25,8 @@ pub struct PlaneFake {
     pub comment_log: Vec<(String, String, String, String)>,
     /// The fake's clock: the `created_at` of what Baton writes.
     pub now: String,
+    /// Work item descriptions (`description_html`) set by a test; others have the fixture's.
+    pub descriptions: std::collections::BTreeMap<String, String>,
 }
 
 impl PlaneFake {
@@ -86,6 +88,7 @@ pub async fn start(key: &str) -> (FakePlane, String) {
         items: vec![],
         comment_log: vec![],
         now: "2026-01-01T00:00:00Z".into(),
+        descriptions: Default::default(),
     }));
     let app = axum::Router::new().fallback(handle).with_state(state.clone());
     let addr = super::serve(app).await;
@@ -128,6 +131,34 @@ fn page(all: Vec<Value>, r: &Req, rec: &mut Recorder) -> Response {
 }
 
 fn route(st: &mut PlaneFake, r: &Req) -> Response {
+    // The workspace's by-key route: `P1-<sequence id>` names the project's items in order.
+    if let Some(key) = r.path.strip_prefix("/api/v1/workspaces/acme/work-items/").and_then(|k| k.strip_suffix('/')) {
+        let endpoint = "GET work-items/{key}/";
+        if r.method != "GET" {
+            return st.rec.violation(StatusCode::NOT_FOUND, format!("unknown route {} {}", r.method, r.path));
+        }
+        st.rec.check_user_agent(r, endpoint);
+        if r.header("x-api-key") != Some(st.key.as_str()) {
+            return st.rec.violation(StatusCode::UNAUTHORIZED, format!("{endpoint}: no or wrong X-API-Key"));
+        }
+        if let Some(fault) = st.rec.enter(endpoint) {
+            return fault;
+        }
+        let index = key.strip_prefix("P1-").and_then(|n| n.parse::<usize>().ok()).filter(|n| *n >= 1);
+        return match index.and_then(|n| st.items.get(n - 1).map(|it| (n - 1, it.clone()))) {
+            Some((i, item)) => {
+                let mut v = fixture(include_str!("../fixtures/plane_work_item.json"));
+                v["id"] = json!(item.0);
+                v["name"] = json!(item.1);
+                v["sequence_id"] = json!(i + 1);
+                v["project"] = json!("p1");
+                v["state"] = json!(item.2);
+                axum::Json(v).into_response()
+            }
+            None => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "The requested resource does not exist."})))
+                .into_response(),
+        };
+    }
     let prefix = "/api/v1/workspaces/acme/projects/p1/";
     let Some(rest) = r.path.strip_prefix(prefix) else {
         return st.rec.violation(StatusCode::NOT_FOUND, format!("unknown path {} {}", r.method, r.path));
@@ -163,6 +194,9 @@ fn route(st: &mut PlaneFake, r: &Req) -> Response {
         v["id"] = json!(item.0);
         v["name"] = json!(item.1);
         v["sequence_id"] = json!(i + 1);
+        if let Some(html) = st.descriptions.get(&item.0) {
+            v["description_html"] = json!(html);
+        }
         v["state"] = if expand_state {
             let s = st.states.iter().find(|s| s.0 == item.2).cloned().unwrap_or_default();
             json!({"id": s.0, "name": s.1, "group": s.2, "color": "#000000"})

@@ -686,3 +686,179 @@ fn config_check_online_calls_telegram_get_me() {
     assert!(!text.contains("not-the-token") && !text.contains("bot-token-for-e2e"), "{text}");
     drop(fake);
 }
+
+/// The jobs of a task, from `task show --json`.
+fn task_jobs(env: &Env, id: &str) -> Vec<Value> {
+    env.json(&["task", "show", id])["jobs"].as_array().cloned().unwrap_or_default()
+}
+
+/// The timeline messages of `kind` on a task.
+fn timeline(env: &Env, id: &str, kind: &str) -> Vec<String> {
+    env.json(&["task", "show", id])["timeline"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A new issue labelled for Baton with `body`.
+fn issue_with_body(w: &World, title: &str, body: &str) -> u64 {
+    let mut st = w.forge();
+    let number = st.issue(title, &["baton"]);
+    st.issues.iter_mut().find(|i| i.number == number).unwrap().body = body.into();
+    number
+}
+
+fn set_body(w: &World, number: u64, body: &str) {
+    w.forge().issues.iter_mut().find(|i| i.number == number).unwrap().body = body.into();
+}
+
+// Two tickets labelled for Baton, the second's body saying "Depends on #<first>": the second's
+// task is created waiting for the first's, `baton status` shows the wait, and its first job starts
+// only after the first task is done.
+#[test]
+fn ticket_body_dependency_holds_the_second_ticket_until_the_first_is_done() {
+    let mut w = forge_world(Flavor::GitHub, "");
+    let first = w.forge().issue("First ticket", &["baton"]);
+    let first_ref = format!("github:{FORGE_REPO}#{first}");
+    let _baton = w.serve();
+    let a = w.wait_task(&first_ref, "the first ticket's task", Duration::from_secs(30), |_| true);
+    let a = a["work_item_id"].as_str().unwrap().to_string();
+    let second = issue_with_body(&w, "Second ticket", &format!("Builds on the first.\n\nDepends on #{first}\n"));
+    let second_ref = format!("github:{FORGE_REPO}#{second}");
+    let event = w.issue_event(second, "labeled", Some("baton"), "alice");
+    assert_eq!(w.deliver("github", "issues", &event).0, 202);
+    let b = w.wait_task(&second_ref, "the second ticket's task", Duration::from_secs(30), |_| true);
+    let b = b["work_item_id"].as_str().unwrap().to_string();
+    w.wait_for("`baton status` to show the wait", Duration::from_secs(30), || {
+        let status = String::from_utf8_lossy(&w.env.run(&["status"]).stdout).to_string();
+        status.contains(&format!("waiting {b} analysis (demo): waits for {a}"))
+    });
+    let deadline = Instant::now() + Duration::from_secs(480);
+    loop {
+        let tasks = w.tasks();
+        if tasks.len() == 2 && tasks.iter().all(|t| stage(t) == "done") {
+            break;
+        }
+        for (number, reference) in [(first, &first_ref), (second, &second_ref)] {
+            if let Some(task) = w.task_for(reference) {
+                match hold(&task) {
+                    Some("awaiting_approval") => w.add_label(number, "baton:approved"),
+                    Some("awaiting_confirm") => w.add_label(number, "baton:deploy"),
+                    _ => {}
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out: {:#?}", w.tasks());
+        w.report_ci(None);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let first_end = task_jobs(&w.env, &a).iter().filter_map(|j| j["finished_at_ms"].as_i64()).max().unwrap();
+    let second_start = task_jobs(&w.env, &b).iter().filter_map(|j| j["started_at_ms"].as_i64()).min().unwrap();
+    assert!(second_start >= first_end, "{b} started at {second_start}, before {a} was done at {first_end}");
+    w.assert_no_violations();
+    w.report_calls("github ticket dependency");
+}
+
+// A ticket edited to close a dependency cycle is refused with one timeline line (however often
+// the ticket is polled after) and its delivery is handled, not failed; a ticket edited to drop
+// its dependency withdraws it, and the refused one is declared at the next poll once it closes no
+// cycle.
+#[test]
+fn ticket_body_cycle_is_refused_on_the_timeline_and_a_dropped_dependency_is_withdrawn() {
+    let mut w = forge_world(Flavor::GitHub, "");
+    let first = w.forge().issue("First ticket", &["baton"]);
+    let first_ref = format!("github:{FORGE_REPO}#{first}");
+    let _baton = w.serve();
+    let a = w.wait_task(&first_ref, "the first ticket's task", Duration::from_secs(30), |_| true);
+    let a = a["work_item_id"].as_str().unwrap().to_string();
+    let second = issue_with_body(&w, "Second ticket", &format!("Blocked by: #{first}"));
+    let second_ref = format!("github:{FORGE_REPO}#{second}");
+    let b = w.wait_task(&second_ref, "the second ticket's task (polled)", Duration::from_secs(30), |_| true);
+    let b = b["work_item_id"].as_str().unwrap().to_string();
+    w.wait_for("the first task to await approval", Duration::from_secs(60), || {
+        w.task_for(&first_ref).is_some_and(|t| hold(&t) == Some("awaiting_approval"))
+    });
+
+    // The first ticket now says it waits for the second, which waits for it: refused.
+    set_body(&w, first, &format!("Depends on #{second}"));
+    let edited = w.issue_event(first, "edited", None, "alice");
+    assert_eq!(w.deliver("github", "issues", &edited).0, 202);
+    w.wait_for("the refusal on the timeline", Duration::from_secs(30), || {
+        timeline(&w.env, &a, "tracker_dependency").iter().any(|m| m.contains("refused") && m.contains("cycle"))
+    });
+    std::thread::sleep(Duration::from_secs(3)); // a few polls re-read the same body
+    let refusals: Vec<String> =
+        timeline(&w.env, &a, "tracker_dependency").into_iter().filter(|m| m.contains("refused")).collect();
+    assert_eq!(refusals.len(), 1, "one line, not one per poll: {refusals:#?}");
+    assert!(refusals[0].contains(&format!("{a} → {b} → {a}")), "the line names the cycle: {}", refusals[0]);
+    let status = String::from_utf8_lossy(&w.env.run(&["status"]).stdout).to_string();
+    assert!(status.contains(&format!("waiting {b} analysis (demo): waits for {a}")), "{status}");
+    // Every delivery was handled: the refusal failed none.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let deliveries = runtime.block_on(async {
+        use baton_store::Store;
+        let store = baton_store_sqlite::SqliteStore::open(&w.env.root.join("data").join("baton.db")).await.unwrap();
+        store.deliveries(Some("github")).await.unwrap()
+    });
+    assert!(!deliveries.is_empty());
+    for delivery in &deliveries {
+        assert!(delivery.processed_at_ms.is_some() && delivery.error.is_none(), "{delivery:#?}");
+    }
+
+    // The second ticket drops its dependency: withdrawn, so it runs while the first still waits
+    // for approval; the first ticket's dependency, refused before, is declared at the next poll.
+    set_body(&w, second, "No longer waits for anything.");
+    let edited = w.issue_event(second, "edited", None, "alice");
+    assert_eq!(w.deliver("github", "issues", &edited).0, 202);
+    w.wait_for("the withdrawal on the timeline", Duration::from_secs(30), || {
+        timeline(&w.env, &b, "tracker_dependency").iter().any(|m| m.contains(&format!("withdrawn by the ticket: {a}")))
+    });
+    w.wait_for("the second task to run and await approval", Duration::from_secs(60), || {
+        w.task_for(&second_ref).is_some_and(|t| hold(&t) == Some("awaiting_approval"))
+    });
+    assert_eq!(stage(&w.task_for(&first_ref).unwrap()), "analysis", "{a} is not done, yet {b} ran");
+    w.wait_for("the first ticket's dependency to be declared", Duration::from_secs(30), || {
+        timeline(&w.env, &a, "tracker_dependency").iter().any(|m| m.contains(&format!("declared by the ticket: {b}")))
+    });
+    w.assert_no_violations();
+}
+
+// A Plane work item whose description says "Depends on: P1-1" waits for the task of the work item
+// with that key: `baton status` shows the wait and none of its jobs starts while the first task
+// awaits approval; the key is looked up once however often the project is polled.
+#[test]
+fn plane_description_dependency_by_key_holds_the_second_item() {
+    let mut w = plane_world("");
+    let first = w.plane().add_item("First item", "To Analyse");
+    let _baton = w.serve();
+    let of = |tasks: Vec<Value>, item: &str| {
+        tasks.into_iter().find(|t| t["external_ref"].as_str().is_some_and(|r| r.ends_with(item)))
+    };
+    w.wait_for("the first item's task to await approval", Duration::from_secs(60), || {
+        of(w.tasks(), &first).is_some_and(|t| hold(&t) == Some("awaiting_approval"))
+    });
+    let a = of(w.tasks(), &first).unwrap()["work_item_id"].as_str().unwrap().to_string();
+    let second = {
+        let mut st = w.plane();
+        let id = st.add_item("Second item", "To Analyse");
+        st.descriptions.insert(id.clone(), "<p>Needs the first.</p><p><strong>Depends on:</strong> P1-1</p>".into());
+        id
+    };
+    w.wait_for("the second item's task", Duration::from_secs(30), || of(w.tasks(), &second).is_some());
+    let b = of(w.tasks(), &second).unwrap()["work_item_id"].as_str().unwrap().to_string();
+    w.wait_for("`baton status` to show the wait", Duration::from_secs(30), || {
+        let status = String::from_utf8_lossy(&w.env.run(&["status"]).stdout).to_string();
+        status.contains(&format!("waiting {b} analysis (demo): waits for {a}"))
+    });
+    std::thread::sleep(Duration::from_secs(3)); // a few polls
+    assert!(
+        task_jobs(&w.env, &b).iter().all(|j| j["started_at_ms"].is_null()),
+        "{b} ran a job while {a} awaits approval"
+    );
+    assert_eq!(w.plane().rec.count("GET work-items/{key}/"), 1, "the key was looked up once");
+    w.assert_no_violations();
+}
