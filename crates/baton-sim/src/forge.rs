@@ -64,6 +64,10 @@ struct Git {
     /// Commits made with another commit's tree on a parent of their own (a merge-queue batch's one
     /// commit): commit → (the commit whose tree it has, its parent).
     aliases: BTreeMap<String, (String, String)>,
+    /// Revert commits (`Vcs::revert`): commit → the head whose change it undoes.
+    reverts: BTreeMap<String, String>,
+    /// Commits made from others (a rebase's replay, a squash, a batch's commit): commit → sources.
+    derived: BTreeMap<String, Vec<String>>,
     next_commit: u64,
     violations: Vec<Violation>,
     merges: u64,
@@ -169,6 +173,33 @@ impl SimForge {
         self.lock().batch_merges
     }
 
+    /// Whether `repo`'s default branch, after `head` landed, took a commit that carries the revert
+    /// of `head` (a revert commit, or one squashed, replayed or batched from it). `None` when
+    /// `head` never landed there.
+    pub fn main_reverted(&self, repo: &str, head: &str) -> Option<bool> {
+        let git = self.lock();
+        let main = git.mains.get(repo)?;
+        let at = main.iter().position(|c| c == head)?;
+        Some(main[at + 1..].iter().any(|c| Self::carries_revert(&git, c, head)))
+    }
+
+    /// Whether `commit` is, or was made from, a revert of `head`.
+    fn carries_revert(git: &Git, commit: &str, head: &str) -> bool {
+        let mut stack = vec![commit.to_string()];
+        let mut seen = BTreeSet::new();
+        // Bounded by the commits made in a seed.
+        while let Some(commit) = stack.pop() {
+            if !seen.insert(commit.clone()) {
+                continue;
+            }
+            if git.reverts.get(&commit).is_some_and(|h| h == head) {
+                return true;
+            }
+            stack.extend(git.derived.get(&commit).into_iter().flatten().cloned());
+        }
+        false
+    }
+
     fn roll_fault(git: &mut Git) -> bool {
         let (armed, per_mille) = (git.faults_armed, git.fault_per_mille);
         armed && git.fault_rng.as_mut().is_some_and(|rng| rng.chance(per_mille))
@@ -239,6 +270,19 @@ impl SimForge {
                     passed.task
                 ),
             )),
+        }
+        // A frozen repository lands nothing but the revert its freeze names (SPEC §6.4).
+        if let Some(freeze) = self.store.peek(|s| s.open_freeze(repo))
+            && freeze.revert != Some(passed.task)
+            && !self.store.peek(|s| s.is_revert_of_degraded(passed.task))
+        {
+            git.violations.push(Violation::new(
+                Kind::FrozenMerge,
+                format!(
+                    "{repo} main moved to {head} for task {} while frozen since {} ms ({}; its revert: {:?})",
+                    passed.task, freeze.frozen_at_ms, freeze.reason, freeze.revert
+                ),
+            ));
         }
         let task = self.store.peek_task(passed.task);
         let deploying = task.as_ref().is_some_and(|t| {
@@ -409,10 +453,12 @@ impl Vcs for SimForge {
             return Ok(());
         }
         // The branch's own commits are replayed onto `onto` as new commits.
-        let own = tree.chain.len().saturating_sub(1);
+        let old: Vec<String> = tree.chain.iter().skip(1).cloned().collect();
         let mut chain = vec![onto.to_string()];
-        for _ in 0..own {
-            chain.push(Self::new_commit(&mut git));
+        for source in old {
+            let commit = Self::new_commit(&mut git);
+            git.derived.insert(commit.clone(), vec![source]);
+            chain.push(commit);
         }
         if let Some((branch, tree)) = git.worktrees.get_mut(worktree) {
             tree.chain = chain.clone();
@@ -427,6 +473,8 @@ impl Vcs for SimForge {
         Self::disk_full(&mut git, "commit", worktree)?;
         let head = Self::new_commit(&mut git);
         git.squashed.insert(head.clone());
+        let sources = git.worktrees.get(worktree).map(|(_, t)| own_commits(&t.chain, base)).unwrap_or_default();
+        git.derived.insert(head.clone(), sources);
         let Some((branch, tree)) = git.worktrees.get_mut(worktree) else {
             return Err(failed("commit", worktree, "no worktree"));
         };
@@ -480,8 +528,27 @@ impl Vcs for SimForge {
             .ok_or_else(|| failed("commit-tree", worktree, "no worktree"))?;
         let commit = Self::new_commit(&mut git);
         git.squashed.insert(commit.clone());
+        let sources = git.worktrees.get(worktree).map(|(_, t)| own_commits(&t.chain, parent)).unwrap_or_default();
+        git.derived.insert(commit.clone(), sources);
         git.aliases.insert(commit.clone(), (head, parent.to_string()));
         Ok(commit)
+    }
+
+    async fn revert(&self, worktree: &Path, _base: &str, head: &str, _message: &str) -> Result<(), GitError> {
+        let mut git = self.lock();
+        Self::disk_full(&mut git, "revert", worktree)?;
+        if !git.worktrees.contains_key(worktree) {
+            return Err(failed("revert", worktree, "no worktree"));
+        }
+        let commit = Self::new_commit(&mut git);
+        git.reverts.insert(commit.clone(), head.to_string());
+        let Some((branch, tree)) = git.worktrees.get_mut(worktree) else {
+            return Err(failed("revert", worktree, "no worktree"));
+        };
+        tree.chain.push(commit);
+        let (branch, chain) = (branch.clone(), tree.chain.clone());
+        git.branches.insert(branch, chain);
+        Ok(())
     }
 
     async fn same_tree(&self, dir: &Path, a: &str, b: &str) -> bool {
@@ -544,4 +611,10 @@ impl Vcs for SimForge {
             .collect();
         names.into_iter().collect()
     }
+}
+
+/// The commits of `chain` after `base` (all but its first when `base` is not in it).
+fn own_commits(chain: &[String], base: &str) -> Vec<String> {
+    let from = chain.iter().position(|c| c == base).map_or(1, |at| at + 1);
+    chain.iter().skip(from).cloned().collect()
 }
