@@ -588,13 +588,17 @@ fn check_incidents(state: &State, found: &mut Vec<Violation>) {
     }
 }
 
+/// A degraded task, its reverts, its merged head, whether a `revert_failed` alert was raised, and
+/// what its repository's freeze and the reverts' queue entries look like (for the message).
+type Degraded = (TaskRecord, Vec<TaskRecord>, Option<String>, bool, String);
+
 /// After draining: each degraded task of a repository in `revert_repos` ends with its revert done
 /// and main carrying that revert after the degraded head; or with its revert blocked or stopped
 /// (waiting for a human, who is told why); or with a `revert_failed` alert on its timeline (no
 /// merged change to revert, or the revert could not be made).
 pub fn check_reverted(store: &SimStore, forge: &crate::forge::SimForge, revert_repos: &[String]) -> Vec<Violation> {
     let mut found = Vec::new();
-    let degraded: Vec<(TaskRecord, Vec<TaskRecord>, Option<String>, bool, String)> = store.peek(|state| {
+    let degraded: Vec<Degraded> = store.peek(|state| {
         state
             .tasks
             .values()
@@ -639,7 +643,10 @@ pub fn check_reverted(store: &SimStore, forge: &crate::forge::SimForge, revert_r
         let Some(revert) = reverts.first() else {
             found.push(Violation::new(
                 Kind::NotReverted,
-                format!("task {} ({}) degraded, but no revert was filed and no alert says why", task.id, task.work_item_id),
+                format!(
+                    "task {} ({}) degraded, but no revert was filed and no alert says why",
+                    task.id, task.work_item_id
+                ),
             ));
             continue;
         };

@@ -581,9 +581,9 @@ impl Driver {
 
     /// Repositories frozen now.
     fn frozen_repos(&self) -> Vec<String> {
-        self.world.store.peek(|s| {
-            s.freezes().iter().filter(|f| f.unfrozen_at_ms.is_none()).map(|f| f.repo.clone()).collect()
-        })
+        self.world
+            .store
+            .peek(|s| s.freezes().iter().filter(|f| f.unfrozen_at_ms.is_none()).map(|f| f.repo.clone()).collect())
     }
 
     /// In the drain, the human unfreezes a repository once its degraded deploys are dealt with:

@@ -136,7 +136,11 @@ impl State {
 
     /// When the next pending outbox effect may be claimed.
     pub fn next_effect_ms(&self) -> Option<i64> {
-        self.outbox.iter().filter(|(r, _)| r.done_at_ms.is_none()).map(|(r, claimed_until)| r.available_at_ms.max(*claimed_until)).min()
+        self.outbox
+            .iter()
+            .filter(|(r, _)| r.done_at_ms.is_none())
+            .map(|(r, claimed_until)| r.available_at_ms.max(*claimed_until))
+            .min()
     }
 
     /// Whether an outbox effect of `kind` was begun (claimed at least once) and never finished.
