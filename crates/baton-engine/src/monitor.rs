@@ -343,8 +343,8 @@ async fn file_revert(engine: &Engine, task: &TaskRecord, freeze: Option<&RepoFre
     Ok(())
 }
 
-/// The revert's branch: the default head (again on every try: an earlier one may have left its
-/// commit) plus the inverse of `range`.
+/// The revert's branch: the default head (reset to it again when an earlier try left its commit)
+/// plus the inverse of `range`.
 async fn prepare_revert(
     engine: &Engine,
     repo: &crate::RepoSettings,
@@ -355,7 +355,9 @@ async fn prepare_revert(
 ) -> Result<(), baton_runner::GitError> {
     let vcs = engine.vcs();
     vcs.ensure_worktree(&repo.path, worktree, branch, &repo.default_ref()).await?;
-    if let Some(main) = vcs.rev(&repo.path, &repo.default_ref()).await {
+    if let Some(main) = vcs.rev(&repo.path, &repo.default_ref()).await
+        && vcs.rev(worktree, "HEAD").await.as_deref() != Some(main.as_str())
+    {
         vcs.reset_to(worktree, &main).await?;
     }
     vcs.revert(worktree, base, head, message).await

@@ -660,7 +660,7 @@ pub fn check_reverted(store: &SimStore, forge: &crate::forge::SimForge, revert_r
             found.push(Violation::new(
                 Kind::NotReverted,
                 format!(
-                    "task {} ({}) degraded; its revert {} is {} and main {} (head {head:?}){freeze}",
+                    "task {} ({}) degraded; its revert {} is {} and main {} (head {head:?}){freeze}; {}",
                     task.id,
                     task.work_item_id,
                     revert.id,
@@ -669,7 +669,8 @@ pub fn check_reverted(store: &SimStore, forge: &crate::forge::SimForge, revert_r
                         Some(true) => "took the revert",
                         Some(false) => "still holds the change",
                         None => "never had the change",
-                    }
+                    },
+                    head.as_deref().map(|h| forge.describe_revert(&task.repo, h)).unwrap_or_default()
                 ),
             ));
         }

@@ -66,7 +66,8 @@ struct Git {
     aliases: BTreeMap<String, (String, String)>,
     /// Revert commits (`Vcs::revert`): commit → the head whose change it undoes.
     reverts: BTreeMap<String, String>,
-    /// Commits made from others (a rebase's replay, a squash, a batch's commit): commit → sources.
+    /// What each commit's tree is made of (a rebase's replay: its change and the commit before; a
+    /// squash or a batch's commit: the commits it squashes and its parent): commit → sources.
     derived: BTreeMap<String, Vec<String>>,
     next_commit: u64,
     violations: Vec<Violation>,
@@ -181,6 +182,18 @@ impl SimForge {
         let main = git.mains.get(repo)?;
         let at = main.iter().position(|c| c == head)?;
         Some(main[at + 1..].iter().any(|c| Self::carries_revert(&git, c, head)))
+    }
+
+    /// What the forge knows of `head`'s reverts, for a failure message: the revert commits made
+    /// of it, and `repo`'s default branch after it.
+    pub fn describe_revert(&self, repo: &str, head: &str) -> String {
+        let git = self.lock();
+        let reverts: Vec<&String> = git.reverts.iter().filter(|(_, h)| *h == head).map(|(c, _)| c).collect();
+        let main = git.mains.get(repo).cloned().unwrap_or_default();
+        let after: Vec<String> = main.iter().skip_while(|c| *c != head).cloned().collect();
+        let derived: Vec<String> =
+            after.iter().map(|c| format!("{c}<-{:?}", git.derived.get(c).cloned().unwrap_or_default())).collect();
+        format!("revert commits {reverts:?}; main from the head: {}", derived.join(" "))
     }
 
     /// Whether `commit` is, or was made from, a revert of `head`.
@@ -457,7 +470,9 @@ impl Vcs for SimForge {
         let mut chain = vec![onto.to_string()];
         for source in old {
             let commit = Self::new_commit(&mut git);
-            git.derived.insert(commit.clone(), vec![source]);
+            // Its change, on the tree of the commit before it.
+            let parent = chain.last().cloned().unwrap_or_default();
+            git.derived.insert(commit.clone(), vec![source, parent]);
             chain.push(commit);
         }
         if let Some((branch, tree)) = git.worktrees.get_mut(worktree) {
@@ -473,7 +488,8 @@ impl Vcs for SimForge {
         Self::disk_full(&mut git, "commit", worktree)?;
         let head = Self::new_commit(&mut git);
         git.squashed.insert(head.clone());
-        let sources = git.worktrees.get(worktree).map(|(_, t)| own_commits(&t.chain, base)).unwrap_or_default();
+        let mut sources = git.worktrees.get(worktree).map(|(_, t)| lineage(&t.chain, base)).unwrap_or_default();
+        sources.push(base.to_string());
         git.derived.insert(head.clone(), sources);
         let Some((branch, tree)) = git.worktrees.get_mut(worktree) else {
             return Err(failed("commit", worktree, "no worktree"));
@@ -528,7 +544,8 @@ impl Vcs for SimForge {
             .ok_or_else(|| failed("commit-tree", worktree, "no worktree"))?;
         let commit = Self::new_commit(&mut git);
         git.squashed.insert(commit.clone());
-        let sources = git.worktrees.get(worktree).map(|(_, t)| own_commits(&t.chain, parent)).unwrap_or_default();
+        let mut sources = git.worktrees.get(worktree).map(|(_, t)| lineage(&t.chain, parent)).unwrap_or_default();
+        sources.push(parent.to_string());
         git.derived.insert(commit.clone(), sources);
         git.aliases.insert(commit.clone(), (head, parent.to_string()));
         Ok(commit)
@@ -542,6 +559,8 @@ impl Vcs for SimForge {
         }
         let commit = Self::new_commit(&mut git);
         git.reverts.insert(commit.clone(), head.to_string());
+        let parent = git.worktrees.get(worktree).and_then(|(_, t)| t.chain.last().cloned()).unwrap_or_default();
+        git.derived.insert(commit.clone(), vec![parent]);
         let Some((branch, tree)) = git.worktrees.get_mut(worktree) else {
             return Err(failed("revert", worktree, "no worktree"));
         };
@@ -613,8 +632,9 @@ impl Vcs for SimForge {
     }
 }
 
-/// The commits of `chain` after `base` (all but its first when `base` is not in it).
-fn own_commits(chain: &[String], base: &str) -> Vec<String> {
-    let from = chain.iter().position(|c| c == base).map_or(1, |at| at + 1);
+/// The commits of `chain` after `base`; all of it when `base` is not in it (a batch's last change
+/// is built on the changes ahead of it, whose heads it then carries).
+fn lineage(chain: &[String], base: &str) -> Vec<String> {
+    let from = chain.iter().position(|c| c == base).map_or(0, |at| at + 1);
     chain.iter().skip(from).cloned().collect()
 }
