@@ -686,15 +686,22 @@ impl Engine {
 
     /// Creates a task held in `state` (a later stage, a hold, no job): a change Baton makes itself,
     /// such as the revert of a degraded deploy, which skips the agent stages. The caller prepares
-    /// the task's branch, then releases the hold with an event.
-    pub async fn create_held_task(&self, request: NewTaskRequest, state: TaskState) -> Result<TaskRecord, EngineError> {
+    /// the task's branch, then releases the hold with an event. With `key` (begun with
+    /// `Store::begin_idempotent`), the task is recorded under it in the same transaction, so a
+    /// caller carried out again finds the task it filed before.
+    pub async fn create_held_task(
+        &self,
+        request: NewTaskRequest,
+        state: TaskState,
+        key: Option<String>,
+    ) -> Result<TaskRecord, EngineError> {
         if state.hold == baton_domain::Hold::None || self.pipeline_for(&request.repo).stage(&state.stage).is_none() {
             return Err(EngineError::Invalid(format!(
                 "a held task needs a hold and a pipeline stage, not {}",
                 state.display()
             )));
         }
-        self.create_task_from(request, None, Some(state), &[]).await
+        self.create_task_from(request, key, Some(state), &[]).await
     }
 
     async fn create_task_from(
@@ -781,6 +788,16 @@ impl Engine {
                 .map_err(|problem| invalid_input("the answer", problem, "limits.answer_bytes_max"))?;
         }
         let task = self.store.task(key).await?.ok_or_else(|| EngineError::NotFound(format!("task {key}")))?;
+        if input == Input::ConfirmDeploy
+            && task.state.hold == baton_domain::Hold::AwaitingConfirm
+            && crate::monitor::revert_unprepared(self, &task).await?
+        {
+            return Err(EngineError::Invalid(format!(
+                "{} is a revert whose branch is still being prepared; confirm it once its timeline says \
+                 the branch holds the revert",
+                task.work_item_id
+            )));
+        }
         // Without a caller's key, the input is keyed by what it does to which task version: a
         // replay of the same command on the same state is a duplicate and changes nothing.
         let dedup_key = dedup_key.unwrap_or_else(|| auto_dedup_key(&task, &input));

@@ -8,18 +8,22 @@
 //!   switch), alert, file the incident task linked to the deployed one, and revert its commit when
 //!   the repository says so (`revert` switch): a task held at the merge gate whose branch is the
 //!   `git revert` of what the task merged, the one change a frozen repository lands. Carried out
-//!   at least once: each step first looks whether it was already done (a crash between a task's
-//!   creation and its timeline link can file it twice).
+//!   at least once: each step first looks whether it was already done, and the incident and the
+//!   revert are created under an idempotency key of the degraded task ([`filing_key`]) recorded in
+//!   their creating transaction, so an effect carried out again after a crash between creating a
+//!   task and linking it finds that task instead of filing another.
 //! - [`frozen`]: whether the merge queue and the deploy step must leave a repository alone.
 
 use crate::EngineError;
 use crate::engine::{Engine, NewTaskRequest};
-use crate::features::Feature;
+use crate::features::{Feature, Features};
 use crate::workspace::worktree_path;
 use baton_adapters::notifier::Notification;
 use baton_domain::{Event, Hold, MonitorSpec, NotifyKind, Pipeline, TaskId};
 use baton_runner::CommandRequest;
-use baton_store::{EventRecord, NewEvent, NewFreeze, RepoFreeze, TaskKey, TaskRecord};
+use baton_store::{
+    EventRecord, IdempotencyBegin, NewEvent, NewFreeze, RepoFreeze, Store, StoreError, TaskKey, TaskRecord,
+};
 use std::borrow::Cow;
 use std::time::Duration;
 
@@ -35,6 +39,49 @@ pub const INCIDENT_OF: &str = "incident_of";
 pub const REVERT_FILED: &str = "revert_filed";
 /// The timeline kind of the event naming the task a revert undoes (on the revert).
 pub const REVERT_OF: &str = "revert_of";
+/// The timeline kind of the event recording that a revert's branch holds the revert commit (on
+/// the revert); until then nobody may confirm it.
+pub const REVERT_PREPARED: &str = "revert_prepared";
+/// The timeline kind of the alert that a degraded task's revert could not be made (on the task).
+pub const REVERT_FAILED: &str = "revert_failed";
+/// The start of a revert task's external reference (`baton:revert:<work item it reverts>`),
+/// written in its creating transaction: how a revert is known before its timeline says so.
+pub const REVERT_REF_PREFIX: &str = "baton:revert:";
+/// The request digest of the idempotency rows the incident and revert are filed under.
+const FILING_DIGEST: &str = "monitor-filing-v1";
+
+/// The idempotency key the incident (`what` = `incident`) or revert (`revert`) of the degraded
+/// task `task` is filed under. HTTP keys are scoped `principal|route|key`; these hold no `|`.
+pub fn filing_key(what: &str, task: TaskId) -> String {
+    format!("baton:monitor:{what}:{}", task.0)
+}
+
+/// The task filed before under `key`, if one was; otherwise the key is begun now, and the caller
+/// creates the task under it (its creating transaction records it there).
+async fn filed_before(engine: &Engine, key: &str) -> Result<Option<TaskRecord>, String> {
+    let store = engine.store();
+    let now = engine.clock().now_ms();
+    // Stale at once: the only other attempt under this key is an earlier try of the same effect.
+    match store.begin_idempotent(key, FILING_DIGEST, now, 0).await.map_err(|e| format!("filing key {key}: {e}"))? {
+        IdempotencyBegin::Started | IdempotencyBegin::Resumed { task: None } => Ok(None),
+        IdempotencyBegin::Resumed { task: Some(id) } => store
+            .task(&TaskKey::Id(id))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(Some)
+            .ok_or_else(|| format!("filing key {key} names task {id}, which does not exist")),
+        other => Err(format!("filing key {key} is in use by something else ({other:?})")),
+    }
+}
+
+/// Whether `task` is a revert the monitor filed whose branch does not hold the revert yet: a
+/// human's deploy confirmation must wait for it (it would land an empty change).
+pub async fn revert_unprepared(engine: &Engine, task: &TaskRecord) -> Result<bool, EngineError> {
+    if !task.external_ref.as_deref().is_some_and(|r| r.starts_with(REVERT_REF_PREFIX)) {
+        return Ok(false);
+    }
+    Ok(timeline_event(engine, task, REVERT_PREPARED).await.map_err(EngineError::Invalid)?.is_none())
+}
 
 /// The pipeline `decide` uses for a task of `repo`: the repository's own (its named pipeline, or
 /// the global one), with the repository's monitor window when it has one and the `monitor` switch
@@ -68,9 +115,26 @@ pub async fn frozen(engine: &Engine, repo: &str) -> Result<Option<RepoFreeze>, E
 }
 
 /// Whether `task` may land or deploy in `repo` now: always, unless the repository is frozen and
-/// the task is not the freeze's revert (the one change allowed into a frozen repository).
+/// the task is not a revert the monitor filed — the freeze's own, or that of another deploy that
+/// degraded while the repository was frozen already (the freeze names only the first): each
+/// degraded change is taken off the default branch.
 pub async fn may_land(engine: &Engine, repo: &str, task: TaskId) -> Result<bool, EngineError> {
-    Ok(frozen(engine, repo).await?.is_none_or(|f| f.revert == Some(task)))
+    Ok(may_land_in(engine.store().as_ref(), engine.features(), repo, task).await?)
+}
+
+/// [`may_land`] for callers that hold the store and the switches, not the engine (the merge gate).
+pub async fn may_land_in(store: &dyn Store, features: &Features, repo: &str, task: TaskId) -> Result<bool, StoreError> {
+    if !features.enabled(Feature::Freeze, repo) {
+        return Ok(true);
+    }
+    let Some(freeze) = store.repo_freezes().await?.into_iter().find(|f| f.repo == repo) else {
+        return Ok(true);
+    };
+    if freeze.revert == Some(task) {
+        return Ok(true);
+    }
+    // A revert's `revert_of` line is among the first of its timeline (written before it may move).
+    Ok(store.events(Some(task), 0, 50).await?.iter().any(|e| e.kind == REVERT_OF))
 }
 
 /// Runs the repository's `health` command for a monitored task whose check is due and feeds the
@@ -175,7 +239,7 @@ pub async fn degraded(engine: &Engine, task_id: TaskId, output: &str) -> Result<
     }
     let reverts = engine.settings().repo(&task.repo).is_some_and(|r| r.revert_on_degraded)
         && engine.features().enabled(Feature::Revert, &task.repo);
-    if reverts && timeline_link(engine, &task, REVERT_FILED, "revert").await?.is_none() {
+    if reverts {
         file_revert(engine, &task, freeze.as_ref()).await?;
     }
     Ok(())
@@ -184,10 +248,13 @@ pub async fn degraded(engine: &Engine, task_id: TaskId, output: &str) -> Result<
 /// Files the revert of `task`'s merged change: a task held at the merge gate's stage whose branch
 /// is the default branch plus `git revert` of what the task merged. It skips the agent stages; it
 /// is linked to the freeze before it may move (so the frozen merge queue lets exactly it land),
-/// then confirmed by the monitor unless the repository wants a human's `revert_confirm`.
+/// then confirmed by the monitor unless the repository wants a human's `revert_confirm`. Each step
+/// is done once across tries: the revert is found again by its filing key, its links and its
+/// prepared branch by the timelines.
 async fn file_revert(engine: &Engine, task: &TaskRecord, freeze: Option<&RepoFreeze>) -> Result<(), String> {
     let settings = engine.settings();
     let Some(repo) = settings.repo(&task.repo) else { return Ok(()) };
+    let store = engine.store();
     let merged = timeline_event(engine, task, "merged").await?;
     let range = merged.as_ref().and_then(|e| {
         let base = e.detail.get("base")?.as_str()?.to_string();
@@ -197,39 +264,77 @@ async fn file_revert(engine: &Engine, task: &TaskRecord, freeze: Option<&RepoFre
     let gate =
         engine.pipeline_for(&task.repo).stages.iter().find(|s| s.gates.contains(&baton_domain::GateSpec::Mergeable));
     let (Some((base, head)), Some(gate)) = (range, gate) else {
+        if timeline_event(engine, task, REVERT_FAILED).await?.is_some() {
+            return Ok(());
+        }
         return alert(engine, task, "no merged change or merge gate to revert through; revert it by hand".into()).await;
     };
-    let short = &head[..head.len().min(10)];
-    let title = truncate(&format!("Revert {}: {}", task.work_item_id, task.title), settings.limits.title_chars_max);
-    let body = format!(
-        "Reverts {base}..{head}, the change of {} whose deploy degraded. Made by Baton: no agent stages.\n",
-        task.work_item_id
-    );
-    let state = baton_domain::TaskState { hold: Hold::AwaitingConfirm, ..baton_domain::TaskState::new(&gate.name) };
-    let request = NewTaskRequest { repo: task.repo.clone(), title, body, external_ref: None };
-    let revert = engine.create_held_task(request, state).await.map_err(|e| format!("file revert: {e}"))?;
-    let detail = serde_json::json!({ "revert": revert.id.0, "work_item": revert.work_item_id });
-    let text = format!("revert {} filed for {short}", revert.work_item_id);
-    append(engine, task.id, REVERT_FILED, &task.state.stage, &text, detail).await?;
-    let detail = serde_json::json!({ "task": task.id.0, "work_item": task.work_item_id, "base": base, "head": head });
-    let text = format!("reverts {} ({short}), whose deploy degraded", task.work_item_id);
-    append(engine, revert.id, REVERT_OF, &revert.state.stage, &text, detail).await?;
-    if let Some(freeze) = freeze {
-        engine.store().link_freeze(freeze.id, None, Some(revert.id)).await.map_err(|e| format!("link freeze: {e}"))?;
-    }
-    let worktree =
-        worktree_path(&settings.worktrees_dir(), &task.repo, &revert.work_item_id).map_err(|e| e.to_string())?;
-    let message = format!("Revert {} ({short}): its deploy degraded", task.work_item_id);
-    let prepared = match engine.vcs().ensure_worktree(&repo.path, &worktree, &revert.branch, &repo.default_ref()).await
-    {
-        Ok(()) => engine.vcs().revert(&worktree, &base, &head, &message).await,
-        Err(error) => Err(error),
+    let short = head[..head.len().min(10)].to_string();
+    let linked = match timeline_link(engine, task, REVERT_FILED, "revert").await? {
+        Some(id) => store.task(&TaskKey::Id(id)).await.map_err(|e| e.to_string())?,
+        None => None,
     };
-    if let Err(error) = prepared {
-        let by = format!("{MONITOR_PRINCIPAL} (revert failed)");
-        let _ = engine.apply_event(revert.id, &Event::Stop { by, critical: false }, None, None).await;
-        return alert(engine, task, format!("the revert of {short} could not be made ({error}); revert it by hand"))
+    let revert = match linked {
+        Some(revert) => revert,
+        None => {
+            let key = filing_key("revert", task.id);
+            match filed_before(engine, &key).await? {
+                Some(revert) => revert,
+                None => {
+                    let title = truncate(
+                        &format!("Revert {}: {}", task.work_item_id, task.title),
+                        settings.limits.title_chars_max,
+                    );
+                    let body = format!(
+                        "Reverts {base}..{head}, the change of {} whose deploy degraded. Made by Baton: no agent stages.\n",
+                        task.work_item_id
+                    );
+                    let state = baton_domain::TaskState {
+                        hold: Hold::AwaitingConfirm,
+                        ..baton_domain::TaskState::new(&gate.name)
+                    };
+                    let external_ref = Some(format!("{REVERT_REF_PREFIX}{}", task.work_item_id));
+                    let request = NewTaskRequest { repo: task.repo.clone(), title, body, external_ref };
+                    engine.create_held_task(request, state, Some(key)).await.map_err(|e| format!("file revert: {e}"))?
+                }
+            }
+        }
+    };
+    if timeline_event(engine, &revert, REVERT_OF).await?.is_none() {
+        let detail =
+            serde_json::json!({ "task": task.id.0, "work_item": task.work_item_id, "base": base, "head": head });
+        let text = format!("reverts {} ({short}), whose deploy degraded", task.work_item_id);
+        append(engine, revert.id, REVERT_OF, &revert.state.stage, &text, detail).await?;
+    }
+    if timeline_event(engine, task, REVERT_FILED).await?.is_none() {
+        let detail = serde_json::json!({ "revert": revert.id.0, "work_item": revert.work_item_id });
+        let text = format!("revert {} filed for {short}", revert.work_item_id);
+        append(engine, task.id, REVERT_FILED, &task.state.stage, &text, detail).await?;
+    }
+    if let Some(freeze) = freeze {
+        store.link_freeze(freeze.id, None, Some(revert.id)).await.map_err(|e| format!("link freeze: {e}"))?;
+    }
+    // Read again: a human may have stopped it (or, once prepared, confirmed it) meanwhile.
+    let revert = store.task(&TaskKey::Id(revert.id)).await.map_err(|e| e.to_string())?.unwrap_or(revert);
+    if revert.state.is_terminal() || revert.state.stage != gate.name || revert.state.hold != Hold::AwaitingConfirm {
+        return Ok(());
+    }
+    if timeline_event(engine, &revert, REVERT_PREPARED).await?.is_none() {
+        let worktree =
+            worktree_path(&settings.worktrees_dir(), &task.repo, &revert.work_item_id).map_err(|e| e.to_string())?;
+        let message = format!("Revert {} ({short}): its deploy degraded", task.work_item_id);
+        if let Err(error) = prepare_revert(engine, repo, &worktree, &revert.branch, (&base, &head), &message).await {
+            let by = format!("{MONITOR_PRINCIPAL} (revert failed)");
+            let _ = engine.apply_event(revert.id, &Event::Stop { by, critical: false }, None, None).await;
+            return alert(
+                engine,
+                task,
+                format!("the revert of {short} could not be made ({error}); revert it by hand"),
+            )
             .await;
+        }
+        let text = format!("the branch holds the revert of {short}");
+        append(engine, revert.id, REVERT_PREPARED, &revert.state.stage, &text, serde_json::Value::Null).await?;
     }
     if !repo.revert_confirm {
         let by = format!("{MONITOR_PRINCIPAL} (revert-only change)");
@@ -238,8 +343,28 @@ async fn file_revert(engine: &Engine, task: &TaskRecord, freeze: Option<&RepoFre
     Ok(())
 }
 
+/// The revert's branch: the default head (reset to it again when an earlier try left its commit)
+/// plus the inverse of `range`.
+async fn prepare_revert(
+    engine: &Engine,
+    repo: &crate::RepoSettings,
+    worktree: &std::path::Path,
+    branch: &str,
+    (base, head): (&str, &str),
+    message: &str,
+) -> Result<(), baton_runner::GitError> {
+    let vcs = engine.vcs();
+    vcs.ensure_worktree(&repo.path, worktree, branch, &repo.default_ref()).await?;
+    if let Some(main) = vcs.rev(&repo.path, &repo.default_ref()).await
+        && vcs.rev(worktree, "HEAD").await.as_deref() != Some(main.as_str())
+    {
+        vcs.reset_to(worktree, &main).await?;
+    }
+    vcs.revert(worktree, base, head, message).await
+}
+
 async fn alert(engine: &Engine, task: &TaskRecord, text: String) -> Result<(), String> {
-    append(engine, task.id, "revert_failed", &task.state.stage, &text, serde_json::Value::Null).await?;
+    append(engine, task.id, REVERT_FAILED, &task.state.stage, &text, serde_json::Value::Null).await?;
     let alert =
         Notification { work_item: task.work_item_id.clone(), title: task.title.clone(), kind: NotifyKind::Alert, text };
     engine.notifier().notify(&alert).await.map_err(|e| format!("notify: {e}"))
@@ -265,25 +390,33 @@ async fn timeline_link(engine: &Engine, task: &TaskRecord, kind: &str, key: &str
     Ok(timeline_event(engine, task, kind).await?.and_then(|e| e.detail.get(key).and_then(|v| v.as_i64())).map(TaskId))
 }
 
-/// Files the incident task of `task`'s degraded deploy in the same repository, linked both ways
-/// on the timelines.
+/// Files the incident task of `task`'s degraded deploy in the same repository (once: under its
+/// filing key), linked both ways on the timelines.
 async fn file_incident(engine: &Engine, task: &TaskRecord, output: &str) -> Result<TaskId, String> {
-    let limits = &engine.settings().limits;
-    let title: String = format!("Incident: {} degraded {}", task.work_item_id, task.repo);
-    let title = truncate(&title, limits.title_chars_max);
-    let body = format!(
-        "The post-deploy monitor found the deploy of {} ({}) DEGRADED.\n\nHealth output tail:\n\n{output}\n",
-        task.work_item_id, task.title
-    );
-    let body = truncate(&body, limits.body_bytes_max);
-    let request = NewTaskRequest { repo: task.repo.clone(), title, body, external_ref: None };
-    let incident = engine.create_task(request).await.map_err(|e| format!("file incident: {e}"))?;
+    let key = filing_key("incident", task.id);
+    let incident = match filed_before(engine, &key).await? {
+        Some(incident) => incident,
+        None => {
+            let limits = &engine.settings().limits;
+            let title: String = format!("Incident: {} degraded {}", task.work_item_id, task.repo);
+            let title = truncate(&title, limits.title_chars_max);
+            let body = format!(
+                "The post-deploy monitor found the deploy of {} ({}) DEGRADED.\n\nHealth output tail:\n\n{output}\n",
+                task.work_item_id, task.title
+            );
+            let body = truncate(&body, limits.body_bytes_max);
+            let request = NewTaskRequest { repo: task.repo.clone(), title, body, external_ref: None };
+            engine.create_task_keyed(request, Some(key)).await.map_err(|e| format!("file incident: {e}"))?
+        }
+    };
+    if timeline_event(engine, &incident, INCIDENT_OF).await?.is_none() {
+        let detail = serde_json::json!({ "task": task.id.0, "work_item": task.work_item_id });
+        let text = format!("incident of the degraded deploy of {}", task.work_item_id);
+        append(engine, incident.id, INCIDENT_OF, &incident.state.stage, &text, detail).await?;
+    }
     let detail = serde_json::json!({ "incident": incident.id.0, "work_item": incident.work_item_id });
     let text = format!("incident {} filed for the degraded deploy", incident.work_item_id);
     append(engine, task.id, INCIDENT_FILED, &task.state.stage, &text, detail).await?;
-    let detail = serde_json::json!({ "task": task.id.0, "work_item": task.work_item_id });
-    let text = format!("incident of the degraded deploy of {}", task.work_item_id);
-    append(engine, incident.id, INCIDENT_OF, &incident.state.stage, &text, detail).await?;
     Ok(incident.id)
 }
 

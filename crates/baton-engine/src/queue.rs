@@ -154,6 +154,22 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
         tracing::warn!(repo = repo_name, "merge queue: the default branch `{}` cannot be read", repo.default_branch);
         return Ok(());
     };
+    let entries = if crate::monitor::frozen(engine, repo_name).await?.is_some() {
+        // Frozen: only reverts may land. The other changes stay off the train, untouched, so no
+        // green change that may not land holds a revert up behind it; after the unfreeze they are
+        // tested again on the default head the reverts moved.
+        let mut kept = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if matches!(entry.state, QueueState::Landing | QueueState::Evicted)
+                || crate::monitor::may_land(engine, repo_name, entry.task).await?
+            {
+                kept.push(entry);
+            }
+        }
+        kept
+    } else {
+        entries
+    };
     let depth = engine.queues().depth(repo_name) as usize;
     let train = train_order(entries);
     let mut base = main.clone();

@@ -63,6 +63,17 @@ pub enum Kind {
     /// After draining: a done or cancelled task kept its worktree, a cancelled task its branch,
     /// or an agent run of an ended job was never closed.
     LeftBehind,
+    /// §6.4: main moved while its repository was frozen, for a task other than a revert of a
+    /// degraded deploy — the one the freeze names, or that of another deploy that degraded while
+    /// frozen (checked by the forge at the moment main moves, against the open freeze row).
+    FrozenMerge,
+    /// §6.4: a degraded deploy got more than one incident task, or more than one revert task
+    /// (counted from the tasks themselves, not from the timeline links that name them).
+    DuplicateIncident,
+    /// §6.4: after draining, a degraded task of a repository that reverts has no revert that
+    /// landed and took its change off main — and the revert is not blocked or stopped (waiting for
+    /// a human, who sees why), nor alerted as impossible.
+    NotReverted,
 }
 
 impl Kind {
@@ -143,6 +154,7 @@ impl Checker {
             self.check_tasks(state, ledger, &mut found);
             self.check_leases(state, now_ms, &mut found);
             self.check_dependencies(state, &mut found);
+            check_incidents(state, &mut found);
         });
         for (job, applied) in &ledger.applied_jobs {
             if *applied > 1 {
@@ -471,9 +483,12 @@ impl Checker {
         let mut found = Vec::new();
         store.peek(|state| {
             for task in state.tasks.values() {
+                // A change waiting in a frozen repository's merge queue waits for a human's unfreeze.
+                let frozen_out = task.state.hold == Hold::MergeQueue && state.open_freeze(&task.repo).is_some();
                 if !task.state.is_terminal()
                     && !is_waiting_for_human(&task.state.hold)
                     && !waits_for_live_task(state, task)
+                    && !frozen_out
                 {
                     let jobs: Vec<String> = state
                         .jobs
@@ -533,6 +548,134 @@ impl Checker {
         });
         found
     }
+}
+
+/// The title an incident task of the degraded task `work_item` starts with.
+fn incident_title(work_item: &str) -> String {
+    format!("Incident: {work_item} degraded ")
+}
+
+/// The title a revert task of the degraded task `work_item` starts with.
+fn revert_title(work_item: &str) -> String {
+    format!("Revert {work_item}: ")
+}
+
+/// At most one incident and one revert per degraded task, whatever crashes happened: counted from
+/// the tasks that exist (their titles name the task), independently of the links the engine wrote.
+fn check_incidents(state: &State, found: &mut Vec<Violation>) {
+    let mut filed: BTreeMap<(&str, &str), Vec<TaskId>> = BTreeMap::new();
+    for task in state.tasks.values() {
+        for (what, prefix) in [("incident", "Incident: "), ("revert", "Revert ")] {
+            let Some(rest) = task.title.strip_prefix(prefix) else { continue };
+            let of = state
+                .tasks
+                .values()
+                .map(|t| t.work_item_id.as_str())
+                .find(|wi| rest.starts_with(&format!("{wi} degraded ")) || rest.starts_with(&format!("{wi}: ")));
+            if let Some(of) = of {
+                filed.entry((of, what)).or_default().push(task.id);
+            }
+        }
+    }
+    for ((of, what), tasks) in filed {
+        if tasks.len() > 1 {
+            let ids: Vec<String> = tasks.iter().map(ToString::to_string).collect();
+            found.push(Violation::new(
+                Kind::DuplicateIncident,
+                format!("the degraded deploy of {of} got {} {what} tasks: {}", tasks.len(), ids.join(", ")),
+            ));
+        }
+    }
+}
+
+/// A degraded task, its reverts, its merged head, whether a `revert_failed` alert was raised, and
+/// what its repository's freeze and the reverts' queue entries look like (for the message).
+type Degraded = (TaskRecord, Vec<TaskRecord>, Option<String>, bool, String);
+
+/// After draining: each degraded task of a repository in `revert_repos` ends with its revert done
+/// and main carrying that revert after the degraded head; or with its revert blocked or stopped
+/// (waiting for a human, who is told why); or with a `revert_failed` alert on its timeline (no
+/// merged change to revert, or the revert could not be made).
+pub fn check_reverted(store: &SimStore, forge: &crate::forge::SimForge, revert_repos: &[String]) -> Vec<Violation> {
+    let mut found = Vec::new();
+    let degraded: Vec<Degraded> = store.peek(|state| {
+        state
+            .tasks
+            .values()
+            .filter(|t| revert_repos.contains(&t.repo))
+            .filter(|t| state.tasks.values().any(|i| i.title.starts_with(&incident_title(&t.work_item_id))))
+            .map(|t| {
+                let reverts: Vec<TaskRecord> = state
+                    .tasks
+                    .values()
+                    .filter(|r| r.title.starts_with(&revert_title(&t.work_item_id)))
+                    .cloned()
+                    .collect();
+                let events = state.events.iter().filter(|e| e.task_id == t.id);
+                let head = events
+                    .clone()
+                    .filter(|e| e.kind == "merged")
+                    .find_map(|e| e.detail.get("head").and_then(|h| h.as_str()).map(str::to_string));
+                let alerted = events.clone().any(|e| e.kind == "revert_failed");
+                let mut freeze =
+                    state.open_freeze(&t.repo).map(|f| format!("; {} frozen, its revert {:?}", t.repo, f.revert));
+                for revert in &reverts {
+                    if let Some(e) = state.queue.get(&revert.id) {
+                        let entry = format!(
+                            "; queue entry of {}: {} base {:?} head {:?} reason {:?}",
+                            revert.id,
+                            e.state.as_str(),
+                            e.base,
+                            e.head,
+                            e.reason
+                        );
+                        freeze.get_or_insert_with(String::new).push_str(&entry);
+                    }
+                }
+                (t.clone(), reverts, head, alerted, freeze.unwrap_or_default())
+            })
+            .collect()
+    });
+    for (task, reverts, head, alerted, freeze) in degraded {
+        if alerted {
+            continue;
+        }
+        let Some(revert) = reverts.first() else {
+            found.push(Violation::new(
+                Kind::NotReverted,
+                format!(
+                    "task {} ({}) degraded, but no revert was filed and no alert says why",
+                    task.id, task.work_item_id
+                ),
+            ));
+            continue;
+        };
+        let waits_for_human = matches!(revert.state.hold, Hold::Blocked { .. })
+            || revert.state.stage == baton_domain::pipeline::CANCELLED;
+        if waits_for_human {
+            continue;
+        }
+        let reverted = head.as_deref().and_then(|h| forge.main_reverted(&task.repo, h));
+        if revert.state.stage != baton_domain::pipeline::DONE || reverted != Some(true) {
+            found.push(Violation::new(
+                Kind::NotReverted,
+                format!(
+                    "task {} ({}) degraded; its revert {} is {} and main {} (head {head:?}){freeze}; {}",
+                    task.id,
+                    task.work_item_id,
+                    revert.id,
+                    revert.state.display(),
+                    match reverted {
+                        Some(true) => "took the revert",
+                        Some(false) => "still holds the change",
+                        None => "never had the change",
+                    },
+                    head.as_deref().map(|h| forge.describe_revert(&task.repo, h)).unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    found
 }
 
 /// Whether the task (its queued job, or its change in the merge queue) waits for a dependency that is still live (itself waiting for a

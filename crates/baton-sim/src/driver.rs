@@ -32,6 +32,12 @@ const KILLS_MAX: u32 = 6;
 const BURST_CHOICES: [usize; 9] = [1, 2, 2, 3, 4, 5, 6, 9, 12];
 /// Retries a simulated human grants one blocked task.
 const HUMAN_RETRIES_MAX: u32 = 2;
+/// Worlds (per mille) whose repositories run the post-deploy monitor.
+const MONITORED_WORLDS_PER_MILLE: u32 = 333;
+/// Kills per seed at most in the middle of a health check or a degraded deploy's effect.
+const KILLS_DURING_MAX: u32 = 4;
+/// Polls at most of an outbox pass or a health check a kill may cut short.
+const KILL_DURING_POLLS_MAX: u64 = 160;
 
 /// What a seed run is asked to do.
 #[derive(Debug, Clone)]
@@ -63,6 +69,34 @@ impl Config {
             mutation: Mutation::None,
             skip_recover: false,
             echo: false,
+        }
+    }
+}
+
+/// The post-deploy monitor of a world: off in most, on in a share of the seeds.
+#[derive(Debug, Clone, Default)]
+struct MonitorDraw {
+    window_secs: u64,
+    revert_repos: Vec<String>,
+    revert_confirm: bool,
+    unhealthy_per_mille: u32,
+}
+
+impl MonitorDraw {
+    /// A third of the worlds watch their deploys for two to five checks (every 30 s, degraded
+    /// after two failures in a row) and have unhealthy deploys; each repository reverts a degraded
+    /// deploy in most of those, and some reverts wait for a human's confirmation. A stream of its
+    /// own: the other draws keep their seeds.
+    fn draw(seed: u64, repos: &[String]) -> Self {
+        let mut rng = Rng::fork(seed, 0x3071);
+        if !rng.chance(MONITORED_WORLDS_PER_MILLE) {
+            return MonitorDraw::default();
+        }
+        MonitorDraw {
+            window_secs: rng.range(60, 150),
+            revert_repos: repos.iter().filter(|_| rng.chance(700)).cloned().collect(),
+            revert_confirm: rng.chance(300),
+            unhealthy_per_mille: rng.range(200, 600) as u32,
         }
     }
 }
@@ -119,6 +153,8 @@ struct Driver {
     pending: Vec<Violation>,
     /// Jobs chosen to finish in the current step.
     finishing: BTreeSet<JobId>,
+    kills_mid_effect: u64,
+    kills_during: u32,
 }
 
 impl Driver {
@@ -139,6 +175,7 @@ impl Driver {
             // A shallow train leaves changes waiting together, which is when batches form.
             limits.merge_queue_depth = batch_rng.range(1, 2) as u32;
         }
+        let monitor = MonitorDraw::draw(config.seed, &repos);
         let mut world = World::new(WorldConfig {
             seed: config.seed,
             repos,
@@ -148,7 +185,10 @@ impl Driver {
             skip_recover: config.skip_recover,
             reuse_owner: false,
             merge_batch,
-            monitor_window_secs: 0,
+            monitor_window_secs: monitor.window_secs,
+            revert_repos: monitor.revert_repos,
+            revert_confirm: monitor.revert_confirm,
+            unhealthy_per_mille: monitor.unhealthy_per_mille,
         });
         world.arm_faults(per_mille > 0);
         world.echo = config.echo;
@@ -174,6 +214,8 @@ impl Driver {
             known_bug_seen: BTreeSet::new(),
             pending: Vec::new(),
             finishing: BTreeSet::new(),
+            kills_mid_effect: 0,
+            kills_during: 0,
         }
     }
 
@@ -256,6 +298,8 @@ impl Driver {
         let waiting: Vec<TaskId> =
             tasks.iter().filter(|t| !t.state.is_terminal() && t.state.hold != Hold::None).map(|t| t.id).collect();
         let ready = self.ready_jobs();
+        let monitoring = self.world.store.peek(|s| s.effect_pending("degraded"))
+            || tasks.iter().any(|t| matches!(t.state.hold, Hold::Monitoring { .. }));
         let creating = self.create_attempts < self.params.tasks_target;
         let weights = [
             if creating { 6 } else { 0 },                               // 0 create
@@ -275,6 +319,10 @@ impl Driver {
             2,                                                          // 14 outbox worker
             if ready.is_empty() { 0 } else { self.params.kill_weight }, // 15 kill a job's process group
             if tasks.len() < 2 { 0 } else { 1 },                        // 16 declare a dependency
+            if self.frozen_repos().is_empty() { 0 } else { 1 },         // 17 a human unfreezes
+            // 18 a kill in the middle of a health check or a degraded deploy's consequences (a
+            // budget of its own: monitoring comes late in a run, after the other kills were spent)
+            if monitoring && self.kills_during < KILLS_DURING_MAX { self.params.kill_weight * 2 } else { 0 },
         ];
         match self.rng.weighted(&weights) {
             Some(8) => {
@@ -285,6 +333,12 @@ impl Driver {
                 self.plans.clear();
                 self.late.clear();
                 let zombies = self.world.kill_and_restart();
+                self.pending.extend(zombies);
+            }
+            Some(18) => {
+                self.plans.clear();
+                self.late.clear();
+                let zombies = self.kill_during_monitor(&tasks);
                 self.pending.extend(zombies);
             }
             Some(11) => {
@@ -388,6 +442,10 @@ impl Driver {
             13 => Some(Action::ReconcilerTick),
             14 => Some(Action::OutboxTick),
             15 => Some(Action::KillGroup { job: *self.rng.pick(ready)? }),
+            17 => {
+                let repos = self.frozen_repos();
+                Some(Action::Unfreeze { repo: self.rng.pick(&repos)?.clone() })
+            }
             16 => {
                 // Usually a later task waiting for an earlier one; now and then any pair, and
                 // rarely one written past the engine's cycle check (a race it cannot see).
@@ -430,6 +488,9 @@ impl Driver {
             Hold::AwaitingConfirm => Some(Input::ConfirmDeploy),
             Hold::MergeQueue | Hold::Monitoring { .. } => None,
             Hold::PausedBudget { .. } | Hold::PausedQuota { .. } => Some(Input::Resume),
+            // A degraded deploy is not retried: the human looks at the incident (redeploying the
+            // same head is not what a retry is for).
+            Hold::Blocked { reason } if reason.starts_with(baton_domain::DEPLOY_DEGRADED) => None,
             Hold::Blocked { .. } => {
                 let retries = self.retries.entry(task.id).or_insert(0);
                 if *retries < HUMAN_RETRIES_MAX {
@@ -485,6 +546,65 @@ impl Driver {
         }
     }
 
+    /// Kills Baton in the middle of the degraded deploy's effect still to carry out, or else of the
+    /// next health check (time moved to it) — preferring a deploy one failure from degraded, whose
+    /// check sets the effect off inline.
+    fn kill_during_monitor(&mut self, tasks: &[TaskRecord]) -> Vec<crate::check::Violation> {
+        self.kills_during += 1;
+        let degrading = self.world.store.peek(|s| s.effect_pending("degraded"));
+        let monitored = |failing: bool| {
+            tasks
+                .iter()
+                .filter_map(|t| match t.state.hold {
+                    Hold::Monitoring { next_check_ms, failures, .. } if !failing || failures > 0 => Some(next_check_ms),
+                    _ => None,
+                })
+                .min()
+        };
+        let action = match monitored(true).or_else(|| monitored(false)) {
+            Some(at) if !degrading => {
+                let now = self.world.clock.now_ms();
+                if at > now {
+                    self.world.advance_clock(at - now);
+                }
+                Action::QuotaTimer
+            }
+            _ => Action::OutboxTick,
+        };
+        let polls = self.rng.range(1, KILL_DURING_POLLS_MAX) as u32;
+        let zombies = self.world.kill_during(action, polls);
+        if self.world.store.peek(|s| s.effect_interrupted("degraded")) {
+            self.kills_mid_effect += 1;
+        }
+        zombies
+    }
+
+    /// Repositories frozen now.
+    fn frozen_repos(&self) -> Vec<String> {
+        self.world
+            .store
+            .peek(|s| s.freezes().iter().filter(|f| f.unfrozen_at_ms.is_none()).map(|f| f.repo.clone()).collect())
+    }
+
+    /// In the drain, the human unfreezes a repository once its degraded deploys are dealt with:
+    /// no degraded effect is left to carry out and every revert there is done, blocked or stopped.
+    fn unfreeze_when_dealt_with(&mut self) {
+        if self.world.store.peek(|s| s.effect_pending("degraded")) {
+            return;
+        }
+        for repo in self.frozen_repos() {
+            let open_revert = self.tasks().iter().any(|t| {
+                t.repo == repo
+                    && t.title.starts_with("Revert ")
+                    && !t.state.is_terminal()
+                    && !matches!(t.state.hold, Hold::Blocked { .. })
+            });
+            if !open_revert {
+                self.world.act(Action::Unfreeze { repo });
+            }
+        }
+    }
+
     /// No more faults, a restart, helpful humans and passing jobs, time advanced until nothing is
     /// left to do; then every task must be terminal or waiting for a human.
     fn drain(&mut self) -> Result<(), Failure> {
@@ -530,6 +650,9 @@ impl Driver {
             self.world.act(Action::ReconcilerTick);
             self.check()?;
             if self.progress_mark() == before {
+                self.unfreeze_when_dealt_with();
+            }
+            if self.progress_mark() == before {
                 match self.next_wake_ms() {
                     Some(at) => {
                         let now = self.world.clock.now_ms();
@@ -541,6 +664,11 @@ impl Driver {
         }
         let mut unsettled = self.world.checker.check_settled(&self.world.store);
         unsettled.extend(self.world.check_cleaned_up());
+        unsettled.extend(crate::check::check_reverted(
+            &self.world.store,
+            &self.world.forge,
+            &self.world.config.revert_repos,
+        ));
         self.judge(unsettled)
     }
 
@@ -565,14 +693,20 @@ impl Driver {
                 .collect()
         });
         for task in self.tasks().into_iter().filter(|t| !held.contains(&t.id)) {
-            if let Hold::PausedQuota { resume_at_ms, .. } = task.state.hold {
-                next = Some(next.map_or(resume_at_ms, |n| n.min(resume_at_ms)));
+            // A quota pause's end, or a monitored deploy's next health check.
+            if let Some(due) = task.state.hold.due_at_ms() {
+                next = Some(next.map_or(due, |n| n.min(due)));
             }
             for job in self.world.store.peek_jobs(task.id) {
                 if job.status == JobStatus::Queued && task.state.job == Some(job.id) {
                     next = Some(next.map_or(job.available_at_ms, |n| n.min(job.available_at_ms)));
                 }
             }
+        }
+        // An outbox effect waiting out its backoff, or the claim of a worker that died with it.
+        let effects = self.world.store.peek(|s| s.next_effect_ms());
+        if let Some(at) = effects {
+            next = Some(next.map_or(at, |n| n.min(at)));
         }
         next.map(|at| at.max(now + 1))
     }
@@ -597,6 +731,12 @@ impl Driver {
             results_suppressed: counters.results_suppressed,
             duplicates: counters.inputs_duplicate,
             engine_errors: counters.engine_errors,
+            monitored_seeds: u64::from(self.world.config.monitor_window_secs > 0),
+            degraded: tasks.iter().filter(|t| t.title.starts_with("Incident: ")).count() as u64,
+            freezes: self.world.store.peek(|s| s.freezes().len()) as u64,
+            reverts_done: tasks.iter().filter(|t| t.title.starts_with("Revert ") && t.state.stage == "done").count()
+                as u64,
+            kills_mid_effect: self.kills_mid_effect,
             ..Totals::default()
         };
         for kind in &self.known_bugs {

@@ -64,6 +64,11 @@ struct Git {
     /// Commits made with another commit's tree on a parent of their own (a merge-queue batch's one
     /// commit): commit → (the commit whose tree it has, its parent).
     aliases: BTreeMap<String, (String, String)>,
+    /// Revert commits (`Vcs::revert`): commit → the head whose change it undoes.
+    reverts: BTreeMap<String, String>,
+    /// What each commit's tree is made of (a rebase's replay: its change and the commit before; a
+    /// squash or a batch's commit: the commits it squashes and its parent): commit → sources.
+    derived: BTreeMap<String, Vec<String>>,
     next_commit: u64,
     violations: Vec<Violation>,
     merges: u64,
@@ -169,6 +174,45 @@ impl SimForge {
         self.lock().batch_merges
     }
 
+    /// Whether `repo`'s default branch, after `head` landed, took a commit that carries the revert
+    /// of `head` (a revert commit, or one squashed, replayed or batched from it). `None` when
+    /// `head` never landed there.
+    pub fn main_reverted(&self, repo: &str, head: &str) -> Option<bool> {
+        let git = self.lock();
+        let main = git.mains.get(repo)?;
+        let at = main.iter().position(|c| c == head)?;
+        Some(main[at + 1..].iter().any(|c| Self::carries_revert(&git, c, head)))
+    }
+
+    /// What the forge knows of `head`'s reverts, for a failure message: the revert commits made
+    /// of it, and `repo`'s default branch after it.
+    pub fn describe_revert(&self, repo: &str, head: &str) -> String {
+        let git = self.lock();
+        let reverts: Vec<&String> = git.reverts.iter().filter(|(_, h)| *h == head).map(|(c, _)| c).collect();
+        let main = git.mains.get(repo).cloned().unwrap_or_default();
+        let after: Vec<String> = main.iter().skip_while(|c| *c != head).cloned().collect();
+        let derived: Vec<String> =
+            after.iter().map(|c| format!("{c}<-{:?}", git.derived.get(c).cloned().unwrap_or_default())).collect();
+        format!("revert commits {reverts:?}; main from the head: {}", derived.join(" "))
+    }
+
+    /// Whether `commit` is, or was made from, a revert of `head`.
+    fn carries_revert(git: &Git, commit: &str, head: &str) -> bool {
+        let mut stack = vec![commit.to_string()];
+        let mut seen = BTreeSet::new();
+        // Bounded by the commits made in a seed.
+        while let Some(commit) = stack.pop() {
+            if !seen.insert(commit.clone()) {
+                continue;
+            }
+            if git.reverts.get(&commit).is_some_and(|h| h == head) {
+                return true;
+            }
+            stack.extend(git.derived.get(&commit).into_iter().flatten().cloned());
+        }
+        false
+    }
+
     fn roll_fault(git: &mut Git) -> bool {
         let (armed, per_mille) = (git.faults_armed, git.fault_per_mille);
         armed && git.fault_rng.as_mut().is_some_and(|rng| rng.chance(per_mille))
@@ -239,6 +283,19 @@ impl SimForge {
                     passed.task
                 ),
             )),
+        }
+        // A frozen repository lands nothing but the revert its freeze names (SPEC §6.4).
+        if let Some(freeze) = self.store.peek(|s| s.open_freeze(repo))
+            && freeze.revert != Some(passed.task)
+            && !self.store.peek(|s| s.is_revert_of_degraded(passed.task))
+        {
+            git.violations.push(Violation::new(
+                Kind::FrozenMerge,
+                format!(
+                    "{repo} main moved to {head} for task {} while frozen since {} ms ({}; its revert: {:?})",
+                    passed.task, freeze.frozen_at_ms, freeze.reason, freeze.revert
+                ),
+            ));
         }
         let task = self.store.peek_task(passed.task);
         let deploying = task.as_ref().is_some_and(|t| {
@@ -409,10 +466,14 @@ impl Vcs for SimForge {
             return Ok(());
         }
         // The branch's own commits are replayed onto `onto` as new commits.
-        let own = tree.chain.len().saturating_sub(1);
+        let old: Vec<String> = tree.chain.iter().skip(1).cloned().collect();
         let mut chain = vec![onto.to_string()];
-        for _ in 0..own {
-            chain.push(Self::new_commit(&mut git));
+        for source in old {
+            let commit = Self::new_commit(&mut git);
+            // Its change, on the tree of the commit before it.
+            let parent = chain.last().cloned().unwrap_or_default();
+            git.derived.insert(commit.clone(), vec![source, parent]);
+            chain.push(commit);
         }
         if let Some((branch, tree)) = git.worktrees.get_mut(worktree) {
             tree.chain = chain.clone();
@@ -427,6 +488,9 @@ impl Vcs for SimForge {
         Self::disk_full(&mut git, "commit", worktree)?;
         let head = Self::new_commit(&mut git);
         git.squashed.insert(head.clone());
+        let mut sources = git.worktrees.get(worktree).map(|(_, t)| lineage(&t.chain, base)).unwrap_or_default();
+        sources.push(base.to_string());
+        git.derived.insert(head.clone(), sources);
         let Some((branch, tree)) = git.worktrees.get_mut(worktree) else {
             return Err(failed("commit", worktree, "no worktree"));
         };
@@ -480,8 +544,30 @@ impl Vcs for SimForge {
             .ok_or_else(|| failed("commit-tree", worktree, "no worktree"))?;
         let commit = Self::new_commit(&mut git);
         git.squashed.insert(commit.clone());
+        let mut sources = git.worktrees.get(worktree).map(|(_, t)| lineage(&t.chain, parent)).unwrap_or_default();
+        sources.push(parent.to_string());
+        git.derived.insert(commit.clone(), sources);
         git.aliases.insert(commit.clone(), (head, parent.to_string()));
         Ok(commit)
+    }
+
+    async fn revert(&self, worktree: &Path, _base: &str, head: &str, _message: &str) -> Result<(), GitError> {
+        let mut git = self.lock();
+        Self::disk_full(&mut git, "revert", worktree)?;
+        if !git.worktrees.contains_key(worktree) {
+            return Err(failed("revert", worktree, "no worktree"));
+        }
+        let commit = Self::new_commit(&mut git);
+        git.reverts.insert(commit.clone(), head.to_string());
+        let parent = git.worktrees.get(worktree).and_then(|(_, t)| t.chain.last().cloned()).unwrap_or_default();
+        git.derived.insert(commit.clone(), vec![parent]);
+        let Some((branch, tree)) = git.worktrees.get_mut(worktree) else {
+            return Err(failed("revert", worktree, "no worktree"));
+        };
+        tree.chain.push(commit);
+        let (branch, chain) = (branch.clone(), tree.chain.clone());
+        git.branches.insert(branch, chain);
+        Ok(())
     }
 
     async fn same_tree(&self, dir: &Path, a: &str, b: &str) -> bool {
@@ -544,4 +630,11 @@ impl Vcs for SimForge {
             .collect();
         names.into_iter().collect()
     }
+}
+
+/// The commits of `chain` after `base`; all of it when `base` is not in it (a batch's last change
+/// is built on the changes ahead of it, whose heads it then carries).
+fn lineage(chain: &[String], base: &str) -> Vec<String> {
+    let from = chain.iter().position(|c| c == base).map_or(0, |at| at + 1);
+    chain.iter().skip(from).cloned().collect()
 }

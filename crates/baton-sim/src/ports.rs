@@ -12,7 +12,7 @@ use crate::forge::{Passed, SimForge};
 use async_trait::async_trait;
 use baton_adapters::AdapterError;
 use baton_adapters::agent::{Agent, AgentRequest};
-use baton_domain::{AgentReport, AgentStatus, JobId, Usage};
+use baton_domain::{AgentReport, AgentStatus, JobId, TaskId, Usage};
 use baton_engine::{AgentFactory, BoxFuture, Clock, EngineError, EngineSettings, Spawner};
 use baton_runner::shim::ExitRecord;
 use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
@@ -98,12 +98,46 @@ struct Procs {
     executions: Vec<Execution>,
 }
 
+/// Which deployed tasks are unhealthy after their deploy: drawn once per task, at its first
+/// post-deploy health check, from the world's seed. An unhealthy task fails that many checks in a
+/// row — one is a flake the monitor rides out (it degrades after two), more is a degraded deploy.
+/// A revert the monitor filed deploys the change back out and is always healthy.
+#[derive(Debug)]
+pub struct HealthPlan {
+    rng: crate::rng::Rng,
+    unhealthy_per_mille: u32,
+    fails_left: BTreeMap<TaskId, u32>,
+}
+
+/// Failures in a row an unhealthy task's checks may have (`u32::MAX`: never healthy again).
+const HEALTH_FAILS: [u32; 4] = [1, 2, 3, u32::MAX];
+
+impl HealthPlan {
+    pub fn new(seed: u64, unhealthy_per_mille: u32) -> Self {
+        HealthPlan { rng: crate::rng::Rng::fork(seed, 0x4EA1), unhealthy_per_mille, fails_left: BTreeMap::new() }
+    }
+
+    /// Whether this check of `task` passes.
+    fn check(&mut self, task: TaskId, revert: bool) -> bool {
+        let HealthPlan { rng, unhealthy_per_mille, fails_left } = self;
+        let left = fails_left.entry(task).or_insert_with(|| {
+            if revert || !rng.chance(*unhealthy_per_mille) { 0 } else { rng.pick(&HEALTH_FAILS).copied().unwrap_or(1) }
+        });
+        if *left == 0 {
+            return true;
+        }
+        *left -= 1;
+        false
+    }
+}
+
 /// The simulated operating system's processes (shared by the supervisor and the command runner).
 pub struct SimProcs {
     inner: Mutex<Procs>,
     clock: Arc<dyn Clock>,
     forge: Arc<SimForge>,
     store: Arc<crate::store::SimStore>,
+    health: Mutex<HealthPlan>,
 }
 
 impl std::fmt::Debug for SimProcs {
@@ -117,8 +151,19 @@ fn job_of(owner: &str) -> Option<JobId> {
 }
 
 impl SimProcs {
-    pub fn new(clock: Arc<dyn Clock>, forge: Arc<SimForge>, store: Arc<crate::store::SimStore>) -> Self {
-        SimProcs { inner: Mutex::new(Procs { next_pgid: 1000, ..Procs::default() }), clock, forge, store }
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        forge: Arc<SimForge>,
+        store: Arc<crate::store::SimStore>,
+        health: HealthPlan,
+    ) -> Self {
+        SimProcs {
+            inner: Mutex::new(Procs { next_pgid: 1000, ..Procs::default() }),
+            clock,
+            forge,
+            store,
+            health: Mutex::new(health),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Procs> {
@@ -189,6 +234,22 @@ impl SimProcs {
         } else {
             self.command_ends(&proc, &script)
         };
+        self.exit(dir, &proc, code, output);
+    }
+
+    /// A post-deploy health check (owner `monitor:<task>`) ends at once, as the health plan says.
+    fn check_health(&self, dir: &Path, task: TaskId) {
+        let Some(proc) = self.lock().by_dir.get(dir).filter(|p| p.state == State::Live).cloned() else {
+            return;
+        };
+        let revert = self.store.peek_task(task).is_some_and(|t| t.title.starts_with("Revert "));
+        let ok = self.health.lock().unwrap_or_else(PoisonError::into_inner).check(task, revert);
+        let code = i32::from(!ok);
+        self.exit(dir, &proc, code, format!("{} exited {code}", proc.program));
+    }
+
+    /// Records that the process in `dir` exited with `code`, having written `output`.
+    fn exit(&self, dir: &Path, proc: &Proc, code: i32, output: String) {
         let mut procs = self.lock();
         procs.outputs.insert(proc.stdout.clone(), output.into_bytes());
         if let Some(live) = procs.by_dir.get_mut(dir) {
@@ -313,7 +374,10 @@ impl SimProcs {
             procs.by_dir.insert(run_dir.to_path_buf(), proc);
             pgid
         };
-        self.play(run_dir);
+        match owner.strip_prefix("monitor:").and_then(|t| t.parse::<i64>().ok()) {
+            Some(task) => self.check_health(run_dir, TaskId(task)),
+            None => self.play(run_dir),
+        }
         LaunchRecord { pid: pgid, pgid, start_ticks: None }
     }
 

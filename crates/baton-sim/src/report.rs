@@ -25,6 +25,16 @@ pub struct Totals {
     pub results_suppressed: u64,
     pub duplicates: u64,
     pub engine_errors: u64,
+    /// Seeds whose repositories ran the post-deploy monitor.
+    pub monitored_seeds: u64,
+    /// Deploys the monitor found degraded (tasks that got an incident).
+    pub degraded: u64,
+    /// Freezes opened, and reverts that landed.
+    pub freezes: u64,
+    pub reverts_done: u64,
+    /// Kills that left a degraded deploy's consequences half carried out (the effect begun and not
+    /// finished).
+    pub kills_mid_effect: u64,
     /// Seeds that hit each known engine bug (tolerated).
     pub known_bugs: BTreeMap<String, u64>,
     /// First seed that hit each known engine bug.
@@ -49,6 +59,11 @@ impl Totals {
         self.results_suppressed += other.results_suppressed;
         self.duplicates += other.duplicates;
         self.engine_errors += other.engine_errors;
+        self.monitored_seeds += other.monitored_seeds;
+        self.degraded += other.degraded;
+        self.freezes += other.freezes;
+        self.reverts_done += other.reverts_done;
+        self.kills_mid_effect += other.kills_mid_effect;
         for (kind, n) in &other.known_bugs {
             *self.known_bugs.entry(kind.clone()).or_insert(0) += n;
         }
@@ -78,6 +93,11 @@ impl fmt::Display for Totals {
             self.results_suppressed,
             self.duplicates,
             self.engine_errors
+        )?;
+        writeln!(
+            f,
+            "monitored seeds {} · deploys degraded {} · freezes {} · reverts landed {} · kills mid-effect {}",
+            self.monitored_seeds, self.degraded, self.freezes, self.reverts_done, self.kills_mid_effect
         )?;
         if self.known_bugs.is_empty() {
             write!(f, "known engine bugs hit: none")

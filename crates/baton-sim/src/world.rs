@@ -54,6 +54,12 @@ pub struct WorldConfig {
     pub merge_batch: u32,
     /// Every repository's post-deploy monitor window (0: the one `deploy_status` check).
     pub monitor_window_secs: u64,
+    /// Repositories whose degraded deploys are reverted (`revert_on_degraded`).
+    pub revert_repos: Vec<String>,
+    /// Whether a revert waits for a human's deploy confirmation (`revert_confirm`).
+    pub revert_confirm: bool,
+    /// Per mille of deployed tasks whose health checks fail (see [`crate::ports::HealthPlan`]).
+    pub unhealthy_per_mille: u32,
 }
 
 impl WorldConfig {
@@ -69,6 +75,9 @@ impl WorldConfig {
             reuse_owner: false,
             merge_batch: 1,
             monitor_window_secs: 0,
+            revert_repos: Vec::new(),
+            revert_confirm: false,
+            unhealthy_per_mille: 0,
         }
     }
 }
@@ -159,6 +168,10 @@ pub enum Action {
         on: TaskId,
         unchecked: bool,
     },
+    /// A human unfreezes `repo` (`baton repo unfreeze`).
+    Unfreeze {
+        repo: String,
+    },
     /// The action, started only after its future was polled `yields` times (to place it late in
     /// an interleaving: a scripted race whose window opens after several store calls).
     After {
@@ -183,6 +196,7 @@ pub enum Outcome {
     Outbox(u32),
     KilledGroup(JobId, u32),
     Depended(TaskId, TaskId, Result<bool, String>),
+    Unfrozen(String, Result<(), String>),
 }
 
 /// Counts for the report.
@@ -272,8 +286,8 @@ fn settings_for(config: &WorldConfig) -> EngineSettings {
                 monitor_window_secs: config.monitor_window_secs,
                 monitor_interval_secs: 30,
                 monitor_failures: 2,
-                revert_on_degraded: false,
-                revert_confirm: false,
+                revert_on_degraded: config.revert_repos.contains(name),
+                revert_confirm: config.revert_confirm,
                 serial: false,
                 hooks: Default::default(),
                 pipeline: (name == SHORT_PIPELINE_REPO)
@@ -301,7 +315,8 @@ impl World {
             config.seed,
             config.faults.per_mille,
         ));
-        let procs = Arc::new(SimProcs::new(clock.clone(), forge.clone(), store.clone()));
+        let health = crate::ports::HealthPlan::new(config.seed, config.unhealthy_per_mille);
+        let procs = Arc::new(SimProcs::new(clock.clone(), forge.clone(), store.clone(), health));
         let settings = settings_for(&config);
         let spawner = Arc::new(SimSpawner::default());
         let schedule_rng = Rng::fork(config.seed, 0x5C4E);
@@ -479,6 +494,10 @@ impl World {
                     .map_err(|e| e.to_string());
                 Outcome::Submitted(sent, result)
             }),
+            Action::Unfreeze { repo } => Box::pin(async move {
+                let result = baton_engine::monitor::unfreeze(&engine, &repo, "sim-human").await;
+                Outcome::Unfrozen(repo, result.map(|_| ()).map_err(|e| e.to_string()))
+            }),
             Action::QuotaTimer => {
                 Box::pin(
                     async move { Outcome::Timer(engine.resume_due_quota_pauses().await.map_err(|e| e.to_string())) },
@@ -604,6 +623,10 @@ impl World {
                 Ok(created) => format!("task {task} declared to wait for task {on} (new: {created})"),
                 Err(why) => format!("task {task} may not wait for task {on}: {why}"),
             },
+            Outcome::Unfrozen(repo, result) => match result {
+                Ok(()) => format!("human unfroze {repo}"),
+                Err(why) => format!("unfreezing {repo} refused: {why}"),
+            },
             Outcome::Reaper => "reaper pass".into(),
             Outcome::Reconciler => "reconciler pass".into(),
             Outcome::Outbox(n) => format!("outbox worker carried out {n} effect(s)"),
@@ -619,6 +642,27 @@ impl World {
                 }
             },
         }
+    }
+
+    /// Kills Baton in the middle of `action`: its future is polled `polls` times (store calls
+    /// interleaved, so each poll gets about one call further), then dropped with the process, as a
+    /// SIGKILL would leave it; then [`World::kill_and_restart`].
+    pub fn kill_during(&mut self, action: Action, polls: u32) -> Vec<Violation> {
+        let what = format!("{action:?}");
+        let mut future = self.future(action);
+        self.store.set_interleaving(true);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut polled = 0;
+        let mut finished = false;
+        while polled < polls && !finished {
+            polled += 1;
+            finished = future.as_mut().poll(&mut cx).is_ready();
+        }
+        self.store.set_interleaving(false);
+        drop(future);
+        let cut = if finished { "after it ended" } else { "in its middle" };
+        self.note(format!("kill during {what} {cut} ({polled} polls)"));
+        self.kill_and_restart()
     }
 
     /// Kills Baton (its executors die mid-await with it) and starts a new process, which starts

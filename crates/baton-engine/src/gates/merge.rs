@@ -370,8 +370,13 @@ async fn record_green(
             .await;
     }
     // On the default head with the lease free: land now, without a round trip through the queue
-    // (a batch lands through the queue, which marks its other changes).
-    if alone && current_main(ctx).await.as_deref() == Some(base) {
+    // (a batch lands through the queue, which marks its other changes). Not in a frozen repository
+    // (unless this is its revert): the deploy step would refuse, and the change would come back
+    // here at once, round after round; it waits green in the queue for the unfreeze instead.
+    if alone
+        && current_main(ctx).await.as_deref() == Some(base)
+        && crate::monitor::may_land_in(ctx.store, ctx.features, &ctx.repo.name, ctx.task.id).await.unwrap_or(false)
+    {
         let lease = merge_lease_name(&ctx.repo.name);
         let ttl_ms = ctx.limits.lease_ttl_secs as i64 * 1000;
         let holder = task_holder(ctx.task.id);

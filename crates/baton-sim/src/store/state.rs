@@ -115,6 +115,47 @@ impl State {
 }
 
 impl State {
+    /// The open freeze of `repo`, if it is frozen.
+    pub fn open_freeze(&self, repo: &str) -> Option<baton_store::RepoFreeze> {
+        self.freezes.iter().find(|f| f.repo == repo && f.unfrozen_at_ms.is_none()).cloned()
+    }
+
+    /// Whether `task` is the revert of a deploy that degraded (its title names a task of its
+    /// repository that got an incident), read from the tasks themselves.
+    pub fn is_revert_of_degraded(&self, task: TaskId) -> bool {
+        let Some(revert) = self.tasks.get(&task) else { return false };
+        let Some(rest) = revert.title.strip_prefix("Revert ") else { return false };
+        self.tasks.values().any(|t| {
+            t.repo == revert.repo
+                && rest.starts_with(&format!("{}: ", t.work_item_id))
+                && self.tasks.values().any(|i| i.title.starts_with(&format!("Incident: {} degraded ", t.work_item_id)))
+        })
+    }
+
+    /// Every freeze, open and closed, oldest first.
+    pub fn freezes(&self) -> &[baton_store::RepoFreeze] {
+        &self.freezes
+    }
+
+    /// When the next pending outbox effect may be claimed.
+    pub fn next_effect_ms(&self) -> Option<i64> {
+        self.outbox
+            .iter()
+            .filter(|(r, _)| r.done_at_ms.is_none())
+            .map(|(r, claimed_until)| r.available_at_ms.max(*claimed_until))
+            .min()
+    }
+
+    /// Whether an outbox effect of `kind` was begun (claimed at least once) and never finished.
+    pub fn effect_interrupted(&self, kind: &str) -> bool {
+        self.outbox.iter().any(|(r, _)| r.done_at_ms.is_none() && r.attempts > 0 && r.kind == kind)
+    }
+
+    /// Whether an outbox effect of `kind` is still to be carried out.
+    pub fn effect_pending(&self, kind: &str) -> bool {
+        self.outbox.iter().any(|(r, _)| r.done_at_ms.is_none() && r.kind == kind)
+    }
+
     pub(crate) fn roll(&mut self, what: &str, access: Access) -> Option<Fault> {
         if self.fail_next.as_ref().is_some_and(|(call, _)| call == what) {
             return self.fail_next.take().map(|(_, fault)| fault);

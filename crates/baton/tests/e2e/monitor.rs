@@ -273,3 +273,63 @@ fn degraded_deploy_is_reverted_through_the_merge_gate_while_frozen() {
     });
     assert_each_main_commit_passes_tests(&env.project());
 }
+
+// With `revert_confirm = true`, the revert is filed and its branch prepared, then it waits for a
+// human's Confirm Deploy: nothing of it runs (and main keeps the degraded change) until then; once
+// confirmed, it lands in the frozen repository and main ends without the change.
+#[test]
+fn a_revert_with_revert_confirm_waits_for_a_humans_deploy_confirmation() {
+    let keys = format!("{REVERT_KEYS}revert_confirm = true\n");
+    let env = Env::with_extra(
+        "",
+        &ConfigExtra { repo: &keys, limits: "reconciler_interval_secs = 1\n", ..ConfigExtra::default() },
+    );
+    let (_server, _addr) = start(&env);
+    let first = env.add_task("First");
+    let incident = degrade_first(&env, &first);
+    let revert_of = |tasks: &[Value]| {
+        tasks.iter().find(|t| t["title"].as_str().is_some_and(|s| s.starts_with(&format!("Revert {first}")))).cloned()
+    };
+    // Filed, prepared, and then held for the human (who plays nothing yet).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let tasks = env.tasks();
+        if let Some(revert) = revert_of(&tasks) {
+            let id = revert["work_item_id"].as_str().unwrap().to_string();
+            if timeline_text(&env, &id).contains("the branch holds the revert") {
+                break id;
+            }
+        }
+        assert!(Instant::now() < deadline, "no prepared revert; tasks: {tasks:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // A few monitor and reconciler intervals later it still waits, and nothing of it ran.
+    std::thread::sleep(Duration::from_secs(3));
+    let tasks = env.tasks();
+    let waiting = task(&tasks, &id).unwrap();
+    assert_eq!((stage(waiting), hold(waiting)), ("deploy_staging", "awaiting_confirm"), "{waiting:#}");
+    let text = timeline_text(&env, &id);
+    assert!(!text.contains("confirmed by monitor"), "{text}");
+    let tree = crate::support::git(&env.project(), &["ls-tree", "-r", "--name-only", "main"]);
+    assert!(tree.contains("m_demo_001.py"), "main keeps the change until the revert is confirmed: {tree}");
+
+    let out = env.run(&["task", "confirm-deploy", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let tasks = env.tasks();
+        if task(&tasks, &id).is_some_and(|t| stage(t) == "done") {
+            break;
+        }
+        let incident_only: Vec<Value> =
+            tasks.iter().filter(|t| t["work_item_id"] == incident.as_str()).cloned().collect();
+        env.play_human(&incident_only);
+        assert!(Instant::now() < deadline, "the confirmed revert did not finish; tasks: {tasks:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(timeline_text(&env, &id).contains("deploy_staging confirmed by cli:"), "{}", timeline_text(&env, &id));
+    let tree = crate::support::git(&env.project(), &["ls-tree", "-r", "--name-only", "main"]);
+    assert!(!tree.contains("m_demo_001.py"), "main no longer has the degraded change: {tree}");
+    assert_each_main_commit_passes_tests(&env.project());
+    assert_eq!(frozen(&env).len(), 1, "still frozen until a human unfreezes");
+}
