@@ -157,6 +157,12 @@ pub trait Tracker: Send + Sync {
     async fn ticket_by_key(&self, _key: &str) -> Result<Option<String>, crate::AdapterError> {
         Ok(None)
     }
+
+    /// The external references of the tickets the ticket `external_ref` is blocked by in the
+    /// tracker's own relations (Plane's `blocked_by`); trackers without such relations have none.
+    async fn blocked_by(&self, _external_ref: &str) -> Result<Vec<String>, crate::AdapterError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The built-in tracker: Baton's own tasks (CLI, API). Mirroring is a no-op.
@@ -263,6 +269,13 @@ impl Tracker for TrackerSet {
             }
         }
         Ok(None)
+    }
+
+    async fn blocked_by(&self, external_ref: &str) -> Result<Vec<String>, crate::AdapterError> {
+        match self.route(external_ref) {
+            Some(tracker) => tracker.blocked_by(external_ref).await,
+            None => Ok(Vec::new()),
+        }
     }
 }
 

@@ -442,7 +442,8 @@ async fn create(
     body: &str,
 ) -> Result<IntakeOutcome, EngineError> {
     let refs = ticket_dependencies::parse_dependencies(body);
-    let (named, mut notes) = ticket_dependencies::resolve_all(engine, place, &refs).await?;
+    let ticket_dependencies::TicketDependencies { tasks: named, mut notes, .. } =
+        ticket_dependencies::resolve_all(engine, place, &refs, Some(reference)).await?;
     let mut depends_on = Vec::new();
     for task in named {
         if task.state.stage == baton_domain::pipeline::CANCELLED {

@@ -4,7 +4,8 @@
 //! task through the same engine path as `baton task depend` (cycles and cancelled tasks refused
 //! the same way), withdraws those the ticket no longer names, and notes on the task's timeline
 //! each reference it could not honour (refused, or a ticket Baton has no task for yet: that one is
-//! tried again at the ticket's next update or poll).
+//! tried again at the ticket's next update or poll). The tracker's own blocked-by relations
+//! (Plane's) count as references too.
 
 use crate::{Engine, EngineError};
 use baton_domain::TaskId;
@@ -199,26 +200,63 @@ impl TicketPlace<'_> {
     }
 }
 
-/// The tasks `refs` name that have a task, each once, and a timeline note for each reference that
-/// has none yet (tried again at the ticket's next update or poll).
+/// What a ticket's dependencies resolved to.
+#[derive(Debug, Default)]
+pub struct TicketDependencies {
+    /// The tasks it waits for, each once.
+    pub tasks: Vec<TaskRecord>,
+    /// A timeline note for each reference that has no task yet (tried again at the ticket's next
+    /// update or poll).
+    pub notes: Vec<String>,
+    /// Every source was read: the body and, when the tracker has them, the ticket's relations. A
+    /// sync withdraws nothing after a partial read (a tracker that could not be asked is not a
+    /// ticket that dropped its relations).
+    pub complete: bool,
+}
+
+/// The tasks `refs` (parsed from the ticket's text) name, and the tickets the ticket `external`
+/// is blocked by in the tracker's own relations (Plane's `blocked_by`), that have a task.
 pub async fn resolve_all(
     engine: &Engine,
     place: &TicketPlace<'_>,
     refs: &[TicketRef],
-) -> Result<(Vec<TaskRecord>, Vec<String>), EngineError> {
-    let mut tasks: Vec<TaskRecord> = Vec::new();
-    let mut pending = Vec::new();
+    external: Option<&str>,
+) -> Result<TicketDependencies, EngineError> {
+    let mut found = TicketDependencies { complete: true, ..TicketDependencies::default() };
+    let pending = |why: String| {
+        format!(
+            "dependency {why}; it does not hold this task until that ticket is taken, and is tried again at this \
+             ticket's next update or poll"
+        )
+    };
     for reference in refs {
         match place.resolve(engine, reference).await? {
-            Resolved::Task(task) if !tasks.iter().any(|t| t.id == task.id) => tasks.push(*task),
+            Resolved::Task(task) if !found.tasks.iter().any(|t| t.id == task.id) => found.tasks.push(*task),
             Resolved::Task(_) => {}
-            Resolved::Pending(why) => pending.push(format!(
-                "dependency {why}; it does not hold this task until that ticket is taken, and is \
-                 tried again at this ticket's next update or poll"
-            )),
+            Resolved::Pending(why) => found.notes.push(pending(why)),
         }
     }
-    Ok((tasks, pending))
+    let Some(external) = external else {
+        return Ok(found);
+    };
+    match engine.tracker().blocked_by(external).await {
+        Ok(blockers) => {
+            for blocker in blockers {
+                match engine.store().task_by_external_ref(&blocker).await? {
+                    Some(task) if !found.tasks.iter().any(|t| t.id == task.id) => found.tasks.push(task),
+                    Some(_) => {}
+                    None => found
+                        .notes
+                        .push(pending(format!("{blocker} (a blocked-by relation): Baton has no task for it yet"))),
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!("reading the relations of {external} failed: {error}");
+            found.complete = false;
+        }
+    }
+    Ok(found)
 }
 
 /// What a sync changed.
@@ -230,7 +268,8 @@ pub struct Synced {
     pub notes: Vec<String>,
 }
 
-/// Makes the live `task`'s ticket-declared dependencies what `body` says: each resolved reference
+/// Makes the live `task`'s ticket-declared dependencies what `body` and the tracker's blocked-by
+/// relations of its ticket say (a failed relations read withdraws nothing): each resolved reference
 /// is declared by `tracker:<source>` through [`Engine::declare_dependency`] — a refusal (cycle,
 /// cancelled, past the merge gate) becomes a timeline note, never an error —, and a dependency the
 /// ticket declared earlier (at creation or by a sync) that the body no longer names is withdrawn.
@@ -242,7 +281,8 @@ pub async fn sync(
     body: &str,
 ) -> Result<Synced, EngineError> {
     let refs = parse_dependencies(body);
-    let (wanted, mut notes) = resolve_all(engine, place, &refs).await?;
+    let TicketDependencies { tasks: wanted, mut notes, complete } =
+        resolve_all(engine, place, &refs, task.external_ref.as_deref()).await?;
     let principal = place.principal();
     let current = engine.store().dependencies(task.id).await?;
     let ours = |by: &str| by == principal || by == DEPENDS_AT_CREATE;
@@ -265,7 +305,7 @@ pub async fn sync(
         notes.push(format!("{} names its own ticket as a dependency; ignored", task.work_item_id));
     }
     let kept: Vec<TaskId> = wanted.iter().map(|w| w.id).collect();
-    for old in current.iter().filter(|c| ours(&c.created_by) && !kept.contains(&c.depends_on)) {
+    for old in current.iter().filter(|c| complete && ours(&c.created_by) && !kept.contains(&c.depends_on)) {
         if engine.withdraw_dependency(&key, &TaskKey::Id(old.depends_on)).await? {
             synced.withdrawn.push(old.depends_on_work_item.clone());
         }

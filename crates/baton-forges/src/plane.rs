@@ -8,6 +8,8 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 const MAX_PAGES: usize = 100;
+/// Work items one item may be blocked by that Baton reads (as many as a body may name).
+const BLOCKED_BY_MAX: usize = 20;
 
 /// One project state (`group` is backlog | unstarted | started | completed | cancelled).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +152,17 @@ impl Plane {
         let item = parse_work_item(call, &v)?;
         let project = s(&v, "project");
         Ok((project.is_empty() || project == self.project).then_some(item.id))
+    }
+
+    /// The ids of the work items this one is blocked by (its `relations` map's `blocked_by`; the
+    /// other lists — blocking, duplicate, relates_to, scheduling — do not order work).
+    pub async fn blocked_by(&self, id: &str) -> Result<Vec<String>, ApiError> {
+        let call = "plane.list_relations";
+        let v = self.http.get_json(call, &self.path(&format!("/work-items/{}/relations/", seg(id))), &[]).await?;
+        let Some(list) = v.get("blocked_by").and_then(|b| b.as_array()) else {
+            return Err(ApiError::invalid(call, "the relations map has no `blocked_by` list"));
+        };
+        Ok(list.iter().filter_map(|id| id.as_str().map(str::to_string)).take(BLOCKED_BY_MAX).collect())
     }
 
     /// Moves a work item to the state with this id (partial update).

@@ -302,6 +302,14 @@ impl Tracker for PlaneTracker {
         Ok(map.name_of(state_id).map(str::to_string))
     }
 
+    async fn blocked_by(&self, external_ref: &str) -> Result<Vec<String>, AdapterError> {
+        let Some(item) = self.item(external_ref) else {
+            return Ok(Vec::new());
+        };
+        let prefix = self.ref_prefix();
+        Ok(self.plane.blocked_by(item).await?.into_iter().map(|id| format!("{prefix}{id}")).collect())
+    }
+
     async fn ticket_by_key(&self, key: &str) -> Result<Option<String>, AdapterError> {
         let key = key.to_ascii_uppercase();
         let well_formed = key.split_once('-').is_some_and(|(project, seq)| {

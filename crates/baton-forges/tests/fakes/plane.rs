@@ -27,6 +27,8 @@ pub struct PlaneFake {
     pub now: String,
     /// Work item descriptions (`description_html`) set by a test; others have the fixture's.
     pub descriptions: std::collections::BTreeMap<String, String>,
+    /// The work items each item is blocked by (its relations' `blocked_by`), set by a test.
+    pub blocked_by: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl PlaneFake {
@@ -89,6 +91,7 @@ pub async fn start(key: &str) -> (FakePlane, String) {
         comment_log: vec![],
         now: "2026-01-01T00:00:00Z".into(),
         descriptions: Default::default(),
+        blocked_by: Default::default(),
     }));
     let app = axum::Router::new().fallback(handle).with_state(state.clone());
     let addr = super::serve(app).await;
@@ -171,6 +174,7 @@ fn route(st: &mut PlaneFake, r: &Req) -> Response {
         ("PATCH", ["work-items", _, ""]) => "PATCH work-items/{id}/",
         ("POST", ["work-items", _, "comments", ""]) => "POST work-items/{id}/comments/",
         ("GET", ["work-items", _, "comments", ""]) => "GET work-items/{id}/comments/",
+        ("GET", ["work-items", _, "relations", ""]) => "GET work-items/{id}/relations/",
         _ => return st.rec.violation(StatusCode::NOT_FOUND, format!("unknown route {} {}", r.method, r.path)),
     };
     st.rec.check_user_agent(r, endpoint);
@@ -284,6 +288,18 @@ fn route(st: &mut PlaneFake, r: &Req) -> Response {
                 })
                 .collect();
             page(all, r, &mut st.rec)
+        }
+        ("GET work-items/{id}/relations/", [_, id, _, _]) => {
+            if !st.items.iter().any(|it| it.0 == *id) {
+                return (StatusCode::NOT_FOUND, axum::Json(json!({"error": "not found"}))).into_response();
+            }
+            // The documented map: every relation kind present, each a list of work item ids.
+            let blocked_by = st.blocked_by.get(*id).cloned().unwrap_or_default();
+            axum::Json(json!({
+                "blocking": [], "blocked_by": blocked_by, "duplicate": [], "relates_to": [],
+                "start_after": [], "start_before": [], "finish_after": [], "finish_before": []
+            }))
+            .into_response()
         }
         _ => st.rec.violation(StatusCode::NOT_FOUND, format!("unhandled {endpoint}")),
     }
