@@ -91,7 +91,7 @@ impl ApiHarness {
     /// Sends one request chosen by `data[0]`; a 500 or a panic fails.
     pub fn run(&self, data: &[u8]) {
         let Some((&route, rest)) = data.split_first() else { return };
-        let (method, uri, body) = match route % 8 {
+        let (method, uri, body) = match route % 9 {
             0 => (Method::POST, "/api/tasks".to_string(), rest),
             1 => (Method::POST, "/api/tasks/DEMO-1/answer".to_string(), rest),
             2 => (Method::GET, format!("/api/tasks?{}", encode(rest, b"=&")), &[][..]),
@@ -99,7 +99,8 @@ impl ApiHarness {
             4 => (Method::GET, format!("/api/tasks/{}", encode(rest, b"")), &[][..]),
             5 => (Method::POST, format!("/api/tasks/{}/approve", encode(rest, b"")), &[][..]),
             6 => (Method::POST, format!("/api/tasks/{}/retry", encode(rest, b"")), &[][..]),
-            _ => (Method::POST, "/api/tasks/DEMO-1/confirm-deploy".to_string(), rest),
+            7 => (Method::POST, "/api/tasks/DEMO-1/confirm-deploy".to_string(), rest),
+            _ => (Method::POST, "/api/usage/ingest".to_string(), rest),
         };
         let request = Request::builder()
             .method(method)
