@@ -827,16 +827,16 @@ fn ticket_body_cycle_is_refused_on_the_timeline_and_a_dropped_dependency_is_with
     w.assert_no_violations();
 }
 
-// A Plane work item whose description says "Depends on: P1-1" waits for the task of the work item
-// with that key: `baton status` shows the wait and none of its jobs starts while the first task
-// awaits approval; the key is looked up once however often the project is polled.
-// A Plane work item blocked by another in Plane's own relations (no line in its description)
-// waits for that item's task; removing the relation in Plane withdraws the dependency.
-#[test]
-fn plane_blocked_by_relation_holds_the_second_item_until_it_is_removed() {
+/// A Plane world whose second work item (`declare` makes it wait for the first, given the first's
+/// id) is held while the first task awaits approval: `baton status` shows the wait and none of its
+/// jobs starts over a few polls. Returns the world with Baton running, the second item's id and
+/// the two tasks' work items.
+fn plane_second_item_waits(
+    declare: impl FnOnce(&mut fakes::plane::PlaneFake, &str, &str),
+) -> (World, crate::support::Server, String, String, String) {
     let mut w = plane_world("");
     let first = w.plane().add_item("First item", "To Analyse");
-    let _baton = w.serve();
+    let baton = w.serve();
     let of = |tasks: Vec<Value>, item: &str| {
         tasks.into_iter().find(|t| t["external_ref"].as_str().is_some_and(|r| r.ends_with(item)))
     };
@@ -847,7 +847,7 @@ fn plane_blocked_by_relation_holds_the_second_item_until_it_is_removed() {
     let second = {
         let mut st = w.plane();
         let id = st.add_item("Second item", "To Analyse");
-        st.blocked_by.insert(id.clone(), vec![first.clone()]);
+        declare(&mut st, &id, &first);
         id
     };
     w.wait_for("the second item's task", Duration::from_secs(30), || of(w.tasks(), &second).is_some());
@@ -861,6 +861,16 @@ fn plane_blocked_by_relation_holds_the_second_item_until_it_is_removed() {
         task_jobs(&w.env, &b).iter().all(|j| j["started_at_ms"].is_null()),
         "{b} ran a job while {a} awaits approval"
     );
+    (w, baton, second, a, b)
+}
+
+// A Plane work item blocked by another in Plane's own relations (no line in its description)
+// waits for that item's task; removing the relation in Plane withdraws the dependency.
+#[test]
+fn plane_blocked_by_relation_holds_the_second_item_until_it_is_removed() {
+    let (w, _baton, second, _, b) = plane_second_item_waits(|st, id, first| {
+        st.blocked_by.insert(id.to_string(), vec![first.to_string()]);
+    });
     assert!(w.plane().rec.count("GET work-items/{id}/relations/") >= 1, "the relations were read");
     // The relation removed in Plane: the next poll withdraws the dependency and the item runs.
     w.plane().blocked_by.remove(&second);
@@ -870,35 +880,15 @@ fn plane_blocked_by_relation_holds_the_second_item_until_it_is_removed() {
     w.assert_no_violations();
 }
 
+// A Plane work item whose description says "Depends on: P1-1" waits for the task of the work item
+// with that key: `baton status` shows the wait and none of its jobs starts while the first task
+// awaits approval; the key is looked up once however often the project is polled.
 #[test]
 fn plane_description_dependency_by_key_holds_the_second_item() {
-    let mut w = plane_world("");
-    let first = w.plane().add_item("First item", "To Analyse");
-    let _baton = w.serve();
-    let of = |tasks: Vec<Value>, item: &str| {
-        tasks.into_iter().find(|t| t["external_ref"].as_str().is_some_and(|r| r.ends_with(item)))
-    };
-    w.wait_for("the first item's task to await approval", Duration::from_secs(60), || {
-        of(w.tasks(), &first).is_some_and(|t| hold(&t) == Some("awaiting_approval"))
+    let (w, _baton, ..) = plane_second_item_waits(|st, id, _| {
+        let html = "<p>Needs the first.</p><p><strong>Depends on:</strong> P1-1</p>";
+        st.descriptions.insert(id.to_string(), html.into());
     });
-    let a = of(w.tasks(), &first).unwrap()["work_item_id"].as_str().unwrap().to_string();
-    let second = {
-        let mut st = w.plane();
-        let id = st.add_item("Second item", "To Analyse");
-        st.descriptions.insert(id.clone(), "<p>Needs the first.</p><p><strong>Depends on:</strong> P1-1</p>".into());
-        id
-    };
-    w.wait_for("the second item's task", Duration::from_secs(30), || of(w.tasks(), &second).is_some());
-    let b = of(w.tasks(), &second).unwrap()["work_item_id"].as_str().unwrap().to_string();
-    w.wait_for("`baton status` to show the wait", Duration::from_secs(30), || {
-        let status = String::from_utf8_lossy(&w.env.run(&["status"]).stdout).to_string();
-        status.contains(&format!("waiting {b} analysis (demo): waits for {a}"))
-    });
-    std::thread::sleep(Duration::from_secs(3)); // a few polls
-    assert!(
-        task_jobs(&w.env, &b).iter().all(|j| j["started_at_ms"].is_null()),
-        "{b} ran a job while {a} awaits approval"
-    );
     assert_eq!(w.plane().rec.count("GET work-items/{key}/"), 1, "the key was looked up once");
     w.assert_no_violations();
 }
