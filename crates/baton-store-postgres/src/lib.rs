@@ -5,8 +5,9 @@
 //! this store takes a lock instead, each held until its transaction ends:
 //!
 //! - **claims** take one advisory lock (`CLAIM_LOCK`), so the running counts a claim checks
-//!   cannot change under it: the global and per-repository limits hold across instances. The
-//!   candidate row is also locked `FOR UPDATE SKIP LOCKED`;
+//!   cannot change under it: the global and per-repository limits hold across instances. A claim
+//!   is one call of the `baton_claim_jobs` function (migration 12): lock, candidate query and
+//!   updates run in the server, so the lock is held for no network round trip;
 //! - **leases** take an advisory lock per lease name, then read, compare and write;
 //! - **work-item ids** lock their `(repo, prefix)` counter row by upserting it first;
 //! - **events** take the events lock (`EVENTS_LOCK`) just before their insert, so ids are handed
@@ -45,11 +46,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/0009_freeze.sql")),
     (10, include_str!("../migrations/0010_retro.sql")),
     (11, include_str!("../migrations/0011_claim_order.sql")),
+    (12, include_str!("../migrations/0012_claim_function.sql")),
 ];
 
 /// Advisory lock keys (one namespace for Baton: the high bits spell "BATN").
 const MIGRATE_LOCK: i64 = 0x4241_544E_0000_0001;
-const CLAIM_LOCK: i64 = 0x4241_544E_0000_0002;
+/// The lock every claim holds to its commit (public so a test can hold it from another session).
+pub const CLAIM_LOCK: i64 = 0x4241_544E_0000_0002;
 const EVENTS_LOCK: i64 = 0x4241_544E_0000_0003;
 
 /// Connections per instance unless the URL's caller says otherwise.
@@ -269,70 +272,6 @@ const PRUNE_INBOX: &str =
     "DELETE FROM inbox WHERE id IN (SELECT i.id FROM inbox i LEFT JOIN tasks t ON t.id = i.task_id
       WHERE i.received_at < $1 AND (i.task_id IS NULL OR t.stage IN ('done', 'cancelled'))
       ORDER BY i.received_at LIMIT $2)";
-
-/// The gates every claim candidate passes, after `j` (the job) and `t` (its task): it is its
-/// task's current job; its task waits for no dependency not done (unless its repository is in
-/// `$D`); and in a serial repository (`$S`) a first-stage job is behind no earlier unfinished task
-/// and its repository is not frozen.
-macro_rules! claim_gates {
-    ($deps:literal, $serial:literal) => {
-        concat!(
-            "t.current_job = j.id
-       AND (j.repo = ANY(",
-            $deps,
-            ") OR NOT EXISTS (
-             SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on
-             WHERE d.task_id = j.task_id AND dt.stage <> 'done'))
-       AND NOT (j.rank <= 1 AND j.repo = ANY(",
-            $serial,
-            ") AND (EXISTS (
-             SELECT 1 FROM tasks e
-             WHERE e.repo = j.repo AND e.id < j.task_id AND e.stage NOT IN ('done', 'cancelled'))
-           OR EXISTS (SELECT 1 FROM repo_freezes f WHERE f.repo = j.repo AND f.unfrozen_at IS NULL)))"
-        )
-    };
-}
-
-/// The next runnable job — highest rank, then oldest `available_at`, then id: the order of
-/// `jobs_claim`, walked until the first job that passes — locked for the claim. The running jobs
-/// are counted once per claim, by repository, and the counts are exact because every claim holds
-/// [`CLAIM_LOCK`].
-const CLAIM_JOB: &str = concat!(
-    "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo)
-     SELECT j.id FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN running r ON r.repo = j.repo
-     WHERE j.status = 'queued' AND j.available_at <= $1
-       AND (SELECT COALESCE(SUM(n), 0) FROM running) < $2
-       AND COALESCE(r.n, 0) < $3
-       AND ",
-    claim_gates!("$4", "$5"),
-    "
-     ORDER BY j.rank DESC, j.available_at, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED"
-);
-
-/// Up to `$4` runnable jobs at once, best first, each within the limits as if claimed in turn.
-/// The candidates are the first `$7` jobs in claim order (`jobs_claim`) that pass the gates (`$5`,
-/// `$6`, so a waiting job takes no slot) and whose repository is below its limit — a window a few
-/// times the batch, not every available job; then a repository's candidates are numbered in
-/// claim order and kept while its running count plus their number stays within `$3`, and the
-/// whole batch within `$2` minus what already runs.
-const CLAIM_BATCH: &str = concat!(
-    "WITH running AS (SELECT repo, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY repo),
-     firsts AS (
-       SELECT j.id, j.repo, j.rank, j.available_at
-       FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN running r ON r.repo = j.repo
-       WHERE j.status = 'queued' AND j.available_at <= $1 AND COALESCE(r.n, 0) < $3
-         AND ",
-    claim_gates!("$5", "$6"),
-    "
-       ORDER BY j.rank DESC, j.available_at, j.id LIMIT $7),
-     candidates AS (
-       SELECT w.*, ROW_NUMBER() OVER (PARTITION BY w.repo ORDER BY w.rank DESC, w.available_at, w.id) AS k
-       FROM firsts w)
-     SELECT c.id FROM candidates c LEFT JOIN running r ON r.repo = c.repo
-     WHERE COALESCE(r.n, 0) + c.k <= $3
-     ORDER BY c.rank DESC, c.available_at, c.id
-     LIMIT GREATEST(0, LEAST($4, $2 - (SELECT COALESCE(SUM(n), 0) FROM running)))"
-);
 
 /// Candidates a batch claim reads for a batch of `limit` (as SQLite's).
 fn claim_window(limit: u32) -> i64 {
@@ -858,55 +797,23 @@ impl Store for PgStore {
     }
 
     async fn claim_jobs(&self, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
-        let mut tx = self.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CLAIM_LOCK).execute(&mut *tx).await?;
-        if limit == 0 {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        // One job: the plain query (no window over every candidate).
-        let ids: Vec<i64> = if limit == 1 {
-            sqlx::query_scalar(CLAIM_JOB)
-                .bind(claim.now_ms)
-                .bind(i64::from(claim.running_max))
-                .bind(i64::from(claim.running_per_repo_max))
-                .bind(&claim.dependency_free_repos)
-                .bind(&claim.serial_repos)
-                .fetch_all(&mut *tx)
-                .await?
-        } else {
-            sqlx::query_scalar(CLAIM_BATCH)
-                .bind(claim.now_ms)
-                .bind(i64::from(claim.running_max))
-                .bind(i64::from(claim.running_per_repo_max))
-                .bind(i64::from(limit))
-                .bind(&claim.dependency_free_repos)
-                .bind(&claim.serial_repos)
-                .bind(claim_window(limit))
-                .fetch_all(&mut *tx)
-                .await?
-        };
-        if ids.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(
-            "UPDATE jobs SET status = 'running', owner = $2, started_at = $3, pid = NULL, pgid = NULL, proc_start = NULL
-             WHERE id = ANY($1) AND status = 'queued' RETURNING *",
-        )
-        .bind(&ids)
-        .bind(&claim.owner)
-        .bind(claim.now_ms)
-        .fetch_all(&mut *tx)
-        .await?;
+        // One round trip: `baton_claim_jobs` (migration 12) takes the claim lock, picks the
+        // candidates and claims them in the server, in the statement's own transaction.
+        let rows = sqlx::query("SELECT * FROM baton_claim_jobs($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(CLAIM_LOCK)
+            .bind(claim.now_ms)
+            .bind(i64::from(claim.running_max))
+            .bind(i64::from(claim.running_per_repo_max))
+            .bind(i64::from(limit))
+            .bind(&claim.dependency_free_repos)
+            .bind(&claim.serial_repos)
+            .bind(claim_window(limit))
+            .bind(&claim.owner)
+            .fetch_all(&self.pool)
+            .await?;
         let mut claimed = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
-        // A claim changes what the task is doing: decisions read before it must lose their
-        // compare-and-set and decide again.
-        let tasks: Vec<i64> = claimed.iter().map(|j| j.task_id.0).collect();
-        sqlx::query("UPDATE tasks SET version = version + 1 WHERE id = ANY($1)").bind(&tasks).execute(&mut *tx).await?;
-        tx.commit().await?;
-        // Best first, as the query chose them.
-        claimed.sort_by_key(|j| ids.iter().position(|id| *id == j.id.0));
+        // Best first: the claim order.
+        claimed.sort_by_key(|j| (std::cmp::Reverse(j.rank), j.available_at_ms, j.id.0));
         Ok(claimed)
     }
 

@@ -70,3 +70,37 @@ async fn fresh() -> ((), Postgres, Arc<dyn Store>) {
 }
 
 baton_store::conformance_tests!(fresh);
+
+/// A claim is exact across instances only because it holds the claim lock while it counts and
+/// claims: while another session (another instance's claim) holds it, a claim waits, and it
+/// completes once the lock is released.
+#[tokio::test]
+async fn a_claim_waits_while_another_session_holds_the_claim_lock() {
+    let (_, harness, store) = fresh().await;
+    let mut other = sqlx::PgConnection::connect(&harness.url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(baton_store_postgres::CLAIM_LOCK)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let claim = baton_store::Claim {
+        owner: "instance-b".into(),
+        running_max: 4,
+        running_per_repo_max: 2,
+        ..Default::default()
+    };
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move { store.claim_jobs(&claim, 8).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the claim finished while another session held the claim lock");
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(baton_store_postgres::CLAIM_LOCK)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let claimed = tokio::time::timeout(std::time::Duration::from_secs(30), waiting).await.unwrap().unwrap().unwrap();
+    assert!(claimed.is_empty(), "nothing is queued, so nothing is claimed");
+    other.close().await.unwrap();
+}
