@@ -882,7 +882,27 @@ async fn remove_worktree_locked(main: &Git, worktree: &Path) -> Result<(), GitEr
             dir: path.clone(),
             stderr: e.to_string(),
         })?;
+    } else if !still_registered(main.dir(), worktree) {
+        // Removed before (a task's cleanup runs once at its end and again after its last job):
+        // nothing of it is left to forget.
+        return Ok(());
     }
     main.run(&["worktree", "prune"]).await?;
     Ok(())
+}
+
+/// Whether the repository at `repo` still lists `worktree` among its worktrees
+/// (`<git dir>/worktrees/*/gitdir` naming its `.git`); `true` when that cannot be read, so the
+/// caller prunes.
+fn still_registered(repo: &Path, worktree: &Path) -> bool {
+    let Some(admin) = crate::git::git_dir(repo).map(|dir| dir.join("worktrees")) else {
+        return true;
+    };
+    let Ok(entries) = std::fs::read_dir(&admin) else {
+        return admin.exists();
+    };
+    let dot_git = worktree.join(".git");
+    entries.flatten().any(|entry| {
+        std::fs::read_to_string(entry.path().join("gitdir")).map_or(true, |text| Path::new(text.trim()) == dot_git)
+    })
 }

@@ -187,3 +187,20 @@ async fn a_sandboxed_agents_git_add_into_its_private_objects_still_commits() {
     assert_eq!(git(&worktree, &["show", "HEAD:more.txt"]).await, "more");
     assert!(!GitVcs.commit_all(&worktree, "nothing", None).await.unwrap());
 }
+
+/// Removing a worktree whose directory was deleted by hand still forgets its registration (its
+/// branch can be checked out again), and removing one already removed is a no-op.
+#[tokio::test]
+async fn removing_a_hand_deleted_worktree_forgets_it_and_a_second_removal_is_a_no_op() {
+    let (_tmp, repo, worktree) = repo().await;
+    let vcs = GitVcs;
+    vcs.ensure_worktree(&repo, &worktree, "baton/DEMO-001-task", "main").await.unwrap();
+    std::fs::remove_dir_all(&worktree).unwrap();
+    assert!(git(&repo, &["worktree", "list", "--porcelain"]).await.contains("DEMO-001"), "git still lists it");
+    vcs.remove_worktree(&repo, &worktree).await.unwrap();
+    assert!(!git(&repo, &["worktree", "list", "--porcelain"]).await.contains("DEMO-001"), "the registration is gone");
+    vcs.remove_worktree(&repo, &worktree).await.unwrap();
+    // The branch is free: another worktree of it can be added.
+    vcs.ensure_worktree(&repo, &worktree, "baton/DEMO-001-task", "main").await.unwrap();
+    assert_eq!(head_branch(&worktree).await, "baton/DEMO-001-task");
+}
