@@ -220,7 +220,11 @@ impl Forge for LocalForge {
                 stderr: format!("the default branch `{}` cannot be read", repo.default_branch),
             }));
         };
-        if current == head || current == target || is_merge_of(&git, &current, expected_base, head).await {
+        // (A merge of `head` onto the base is never the base itself: no git call in the common case.)
+        let merged = current == head
+            || current == target
+            || (current != expected_base && is_merge_of(&git, &current, expected_base, head).await);
+        if merged {
             return Ok(MergeOutcome::AlreadyMerged);
         }
         if current != expected_base || !git.is_ancestor(&current, &target).await {
@@ -296,12 +300,15 @@ async fn merge_commit(
 
 /// Whether `commit` is a merge of `head` onto `base` with `head`'s tree (one Baton made).
 async fn is_merge_of(git: &Git, commit: &str, base: &str, head: &str) -> bool {
-    let parents = git.run(&["rev-list", "--parents", "-n", "1", commit]).await.unwrap_or_default();
-    let parents: Vec<&str> = parents.split_whitespace().skip(1).collect();
-    let tree = |c: &str| format!("{c}^{{tree}}");
-    let merged = git.run(&["rev-parse", "--verify", "--quiet", &tree(commit)]).await.ok();
-    let tested = git.run(&["rev-parse", "--verify", "--quiet", &tree(head)]).await.ok();
-    parents == [base, head] && merged.is_some() && merged == tested
+    // One call: the commit's parents (`^@`, one line each), then both trees; an unknown name fails it.
+    let (all_parents, tree) = (format!("{commit}^@"), |c: &str| format!("{c}^{{tree}}"));
+    let Ok(lines) = git.run(&["rev-parse", &all_parents, &tree(commit), &tree(head)]).await else {
+        return false;
+    };
+    match lines.lines().collect::<Vec<_>>().as_slice() {
+        [first, second, merged, tested] => [*first, *second] == [base, head] && merged == tested,
+        _ => false,
+    }
 }
 
 /// The merge of a `url` repository: the remote's default branch is pushed to `target` (`head`, or

@@ -78,8 +78,24 @@ impl Git {
 
     /// Runs git with `args`; returns trimmed stdout, or the failure with stderr.
     pub async fn run(&self, args: &[&str]) -> Result<String, GitError> {
+        let output = self.output(args, None).await?;
+        Ok(String::from_utf8_lossy(&output).trim().to_string())
+    }
+
+    /// Runs git with `args` and `input` on its standard input; returns stdout as it is.
+    pub async fn run_with_input(&self, args: &[&str], input: &[u8]) -> Result<Vec<u8>, GitError> {
+        self.output(args, Some(input)).await
+    }
+
+    async fn output(&self, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, GitError> {
+        use tokio::io::AsyncWriteExt;
+        // Whatever may write to the working tree makes Baton's knowledge that it is clean stale.
+        if !args.first().is_some_and(|command| READ_ONLY.contains(command)) {
+            clean_marks::forget(&self.dir);
+        }
         let started = Instant::now();
-        let output = tokio::process::Command::new(git_program())
+        let mut command = tokio::process::Command::new(git_program());
+        command
             .args(FIXED_CONFIG)
             .args(args)
             .current_dir(&self.dir)
@@ -88,16 +104,44 @@ impl Git {
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
             .env_remove("GIT_INDEX_FILE")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(GitError::Spawn)?;
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let output = match input {
+            None => command.stdin(std::process::Stdio::null()).output().await.map_err(GitError::Spawn)?,
+            Some(input) => {
+                let mut child = command
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(GitError::Spawn)?;
+                if let Some(mut stdin) = child.stdin.take() {
+                    // Written while git answers (wait_with_output reads both pipes): a large
+                    // input cannot deadlock on a full pipe in either direction.
+                    let input = input.to_vec();
+                    let (written, output) = tokio::join!(
+                        async move {
+                            let written = stdin.write_all(&input).await;
+                            drop(stdin);
+                            written
+                        },
+                        child.wait_with_output()
+                    );
+                    let output = output.map_err(GitError::Spawn)?;
+                    // git may stop reading once it has failed: its own error says more.
+                    if output.status.success() {
+                        written.map_err(GitError::Spawn)?;
+                    }
+                    output
+                } else {
+                    child.wait_with_output().await.map_err(GitError::Spawn)?
+                }
+            }
+        };
         if let Some(counter) = &self.spent_ms {
             counter.fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
         if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+            Ok(output.stdout)
         } else {
             let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
             if stderr.is_empty() {
@@ -111,8 +155,10 @@ impl Git {
     /// are read from git's own files when they are plain files (no process); anything else, or a
     /// repository whose refs are not plain files, asks git.
     pub async fn rev(&self, rev: &str) -> Option<String> {
-        if let Some(id) = read_ref(&self.dir, rev) {
-            return Some(id);
+        match lookup_ref(&self.dir, rev) {
+            Lookup::Found(id) if rev == "HEAD" || rev.starts_with("refs/heads/") => return Some(id),
+            Lookup::Absent => return None,
+            _ => {}
         }
         self.run(&["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")]).await.ok()
     }
@@ -143,14 +189,17 @@ impl Git {
     /// [`Git::commit_all`] on the index as it is: every object it names is in the repository.
     pub async fn commit_all_keeping_index(&self, message: &str) -> Result<bool, GitError> {
         self.run(&["add", "-A"]).await?;
-        match self.run(&["commit", "-q", "-m", message]).await {
-            Ok(_) => Ok(true),
+        let committed = match self.run(&["commit", "-q", "-m", message]).await {
+            Ok(_) => true,
             // `git commit` fails when nothing is staged; only then is "nothing to commit" the answer.
             Err(error) => match self.run(&["diff", "--cached", "--quiet"]).await {
-                Ok(_) => Ok(false),
-                Err(_) => Err(error),
+                Ok(_) => false,
+                Err(_) => return Err(error),
             },
-        }
+        };
+        // Everything was added and committed: the tree is what HEAD holds.
+        self.mark_clean();
+        Ok(committed)
     }
 
     /// Whether the worktree has no change git would report: nothing modified, staged or untracked
@@ -159,10 +208,111 @@ impl Git {
         Ok(self.run(&["status", "--porcelain", "--untracked-files=all"]).await?.is_empty())
     }
 
+    /// Marks this worktree clean at its current `HEAD` (after a commit of everything in it).
+    pub fn mark_clean(&self) {
+        if let Some(head) = read_ref(&self.dir, "HEAD") {
+            clean_marks::mark(&self.dir, &head);
+        }
+    }
+
     /// Whether `ancestor` is an ancestor of (or equal to) `descendant`.
     pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> bool {
         self.run(&["merge-base", "--is-ancestor", ancestor, descendant]).await.is_ok()
     }
+}
+
+/// The git commands Baton runs that never write to a working tree (`status` may refresh the
+/// index's cached file times, which changes no content).
+const READ_ONLY: &[&str] = &[
+    "status",
+    "diff",
+    "show",
+    "log",
+    "rev-parse",
+    "rev-list",
+    "ls-tree",
+    "ls-files",
+    "merge-base",
+    "cat-file",
+    "symbolic-ref",
+    "for-each-ref",
+];
+
+/// Worktrees Baton's own commit left clean, so the next job in them need not ask `git status`.
+///
+/// A mark names the worktree's `HEAD` when Baton committed everything in it. It is forgotten
+/// when anything may have written there since: a git command that is not read-only run in (or
+/// above) the worktree, or any process Baton starts with its working directory in it (agents,
+/// test gates, deploy commands — `process::spawn` forgets). It counts only while `HEAD` is
+/// unchanged and for [`clean_marks::FRESH_FOR`]: a worktree left waiting longer (for a human,
+/// a retry, a quota) is asked again, as is every worktree after a restart (marks live in memory).
+pub mod clean_marks {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::{LazyLock, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// How long a mark is trusted.
+    pub const FRESH_FOR: Duration = Duration::from_secs(60);
+
+    static MARKS: LazyLock<Mutex<HashMap<PathBuf, (String, Instant)>>> = LazyLock::new(Default::default);
+
+    fn key(dir: &Path) -> PathBuf {
+        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+    }
+
+    /// The worktree at `dir` holds exactly the commit `head`.
+    pub fn mark(dir: &Path, head: &str) {
+        if let Ok(mut marks) = MARKS.lock() {
+            marks.insert(key(dir), (head.to_string(), Instant::now()));
+        }
+    }
+
+    /// Something may write in `dir`: forget the marks of worktrees at, inside or above it.
+    pub fn forget(dir: &Path) {
+        let Ok(mut marks) = MARKS.lock() else { return };
+        if marks.is_empty() {
+            return;
+        }
+        let dir = key(dir);
+        marks.retain(|worktree, _| !(dir.starts_with(worktree) || worktree.starts_with(&dir)));
+    }
+
+    /// Whether `dir` is marked clean, freshly, at the `HEAD` it has now.
+    pub fn is_clean(dir: &Path) -> bool {
+        let Some(head) = super::read_ref(dir, "HEAD") else { return false };
+        let Ok(marks) = MARKS.lock() else { return false };
+        marks.get(&key(dir)).is_some_and(|(marked, at)| *marked == head && at.elapsed() < FRESH_FOR)
+    }
+}
+
+/// The answers of `git cat-file --batch` to `count` names: each blob's text (lossy UTF-8), or
+/// `None` for a name that is missing or not a blob; `None` for every answer past a malformed one.
+pub fn parse_batch(output: &[u8], count: usize) -> Vec<Option<String>> {
+    let mut answers = Vec::with_capacity(count);
+    let mut rest = output;
+    while answers.len() < count {
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else { break };
+        let header = String::from_utf8_lossy(&rest[..end]).into_owned();
+        rest = &rest[end + 1..];
+        let fields: Vec<&str> = header.split(' ').collect();
+        match fields.as_slice() {
+            // `<object> <type> <size>`, then the content and a newline.
+            [_, kind, size] if is_object_id(fields[0]) => {
+                let Ok(size) = size.parse::<usize>() else { break };
+                if rest.len() < size {
+                    break;
+                }
+                let content = &rest[..size];
+                answers.push((*kind == "blob").then(|| String::from_utf8_lossy(content).into_owned()));
+                rest = rest.get(size + 1..).unwrap_or(&[]);
+            }
+            // `<name> missing`, `<name> ambiguous`, …: no content follows.
+            _ => answers.push(None),
+        }
+    }
+    answers.resize(count, None);
+    answers
 }
 
 /// The `git` program: found on `PATH` once (every call would otherwise search it again, a failed
@@ -202,47 +352,76 @@ pub fn git_dir(repo: &Path) -> Option<PathBuf> {
 /// Git writes a loose ref by renaming a complete file into place and packs refs by writing
 /// `packed-refs` before deleting the loose files, so reading loose-then-packed sees one of them.
 pub fn read_ref(dir: &Path, name: &str) -> Option<String> {
-    let own = git_dir(dir)?;
+    match lookup_ref(dir, name) {
+        Lookup::Found(id) if name == "HEAD" || name.starts_with("refs/heads/") => Some(id),
+        _ => None,
+    }
+}
+
+/// What git's files say of a reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// It names this object.
+    Found(String),
+    /// It does not exist: neither a loose file nor a `packed-refs` line.
+    Absent,
+    /// Only git can tell (another kind of name, a reftable repository, a symbolic ref, an
+    /// unreadable file).
+    Unknown,
+}
+
+/// `HEAD` or a full reference name (`refs/…`) of the checkout at `dir`, from git's files: a
+/// worktree's own `HEAD`, then the loose ref, then `packed-refs`, in the common directory.
+/// Git writes a loose ref by renaming a complete file into place and packs refs by writing
+/// `packed-refs` before deleting the loose files, so reading loose-then-packed sees an existing
+/// ref in one of them: absent from both, it does not exist (unless created at that very moment,
+/// a race git's own answer would have too).
+pub fn lookup_ref(dir: &Path, name: &str) -> Lookup {
+    let Some(own) = git_dir(dir) else { return Lookup::Unknown };
     let common = match std::fs::read_to_string(own.join("commondir")) {
         Ok(text) => own.join(text.trim()),
         Err(_) => own.clone(),
     };
     if common.join("reftable").exists() {
-        return None;
+        return Lookup::Unknown;
     }
     let name = if name == "HEAD" {
-        let head = std::fs::read_to_string(own.join("HEAD")).ok()?;
+        let Ok(head) = std::fs::read_to_string(own.join("HEAD")) else { return Lookup::Unknown };
         let head = head.trim();
         match head.strip_prefix("ref:") {
             Some(target) => target.trim().to_string(),
-            None => return is_object_id(head).then(|| head.to_string()),
+            None if is_object_id(head) => return Lookup::Found(head.to_string()),
+            None => return Lookup::Unknown,
         }
     } else {
         name.to_string()
     };
-    let branch = name.strip_prefix("refs/heads/")?;
-    if branch.is_empty() || branch.split('/').any(|part| part.is_empty() || part.starts_with('.')) {
-        return None;
+    let Some(rest) = name.strip_prefix("refs/") else { return Lookup::Unknown };
+    if rest.split('/').any(|part| part.is_empty() || part.starts_with('.')) || !rest.contains('/') {
+        return Lookup::Unknown;
     }
     match std::fs::read_to_string(common.join(&name)) {
         Ok(text) => {
             let id = text.trim();
-            return is_object_id(id).then(|| id.to_string());
+            return if is_object_id(id) { Lookup::Found(id.to_string()) } else { Lookup::Unknown };
         }
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return None,
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Lookup::Unknown,
         Err(_) => {}
     }
     let packed = match std::fs::read_to_string(common.join("packed-refs")) {
         Ok(packed) => packed,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(_) => return None,
+        Err(_) => return Lookup::Unknown,
     };
-    // Absent from both: the branch does not exist, but only git says so with certainty (a
-    // symbolic ref, a concurrent rewrite): let it.
-    packed.lines().find_map(|line| {
+    let found = packed.lines().find_map(|line| {
         let (id, refname) = line.split_once(' ')?;
-        (refname.trim() == name && is_object_id(id)).then(|| id.to_string())
-    })
+        (refname.trim() == name).then_some(id)
+    });
+    match found {
+        Some(id) if is_object_id(id) => Lookup::Found(id.to_string()),
+        Some(_) => Lookup::Unknown,
+        None => Lookup::Absent,
+    }
 }
 
 /// A full SHA-1 or SHA-256 object id in lowercase hex.

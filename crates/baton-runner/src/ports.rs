@@ -183,6 +183,14 @@ pub trait Vcs: Send + Sync {
         let _ = (dir, rev, relative);
         None
     }
+    /// [`Vcs::read_at`] for several files of one commit, in the order asked.
+    async fn read_all_at(&self, dir: &Path, rev: &str, relatives: &[String]) -> Vec<Option<String>> {
+        let mut texts = Vec::with_capacity(relatives.len());
+        for relative in relatives {
+            texts.push(self.read_at(dir, rev, relative).await);
+        }
+        texts
+    }
 }
 
 /// Processes started under `baton shim`, each with its own run directory.
@@ -442,6 +450,8 @@ impl Vcs for GitVcs {
             main.run(&["worktree", "prune"]).await?;
             add().await?;
         }
+        // A checkout git just made holds exactly its HEAD.
+        Git::new(worktree).mark_clean();
         Ok(())
     }
 
@@ -460,8 +470,9 @@ impl Vcs for GitVcs {
         if rebasing {
             let _ = git.run(&["rebase", "--abort"]).await;
         }
-        // The common case is a tree the last job left committed: one status instead of two writes.
-        if !rebasing && git.is_clean().await? {
+        // The common case is a tree the last job left committed: Baton's own commit moments ago
+        // with nothing run there since (no process at all), else one status instead of two writes.
+        if !rebasing && (crate::git::clean_marks::is_clean(worktree) || git.is_clean().await?) {
             return Ok(());
         }
         git.run(&["reset", "-q", "--hard"]).await?;
@@ -491,7 +502,15 @@ impl Vcs for GitVcs {
         // head of a change ahead in the merge queue, not the branch's own work: replay only what
         // came after that base, never the other change.
         let built_on = match git.current_branch().await {
-            Some(branch) => git.run(&["rev-parse", "-q", "--verify", &built_on_ref(&branch)]).await.ok(),
+            Some(branch) => {
+                let name = built_on_ref(&branch);
+                match crate::git::lookup_ref(worktree, &name) {
+                    crate::git::Lookup::Found(id) => Some(id),
+                    // Never squashed before: the plain rebase, without asking git.
+                    crate::git::Lookup::Absent => None,
+                    crate::git::Lookup::Unknown => git.run(&["rev-parse", "-q", "--verify", &name]).await.ok(),
+                }
+            }
             None => None,
         };
         let rebased = match built_on {
@@ -533,11 +552,13 @@ impl Vcs for GitVcs {
     async fn same_tree(&self, dir: &Path, a: &str, b: &str) -> bool {
         let git = Git::new(dir);
         let tree = |rev: &str| format!("{rev}^{{tree}}");
-        match (
-            git.run(&["rev-parse", "-q", "--verify", &tree(a)]).await,
-            git.run(&["rev-parse", "-q", "--verify", &tree(b)]).await,
-        ) {
-            (Ok(x), Ok(y)) => x == y,
+        // Both trees in one call; either unknown fails it.
+        let Ok(trees) = git.run(&["rev-parse", &tree(a), &tree(b)]).await else {
+            return false;
+        };
+        let mut lines = trees.lines();
+        match (lines.next(), lines.next(), lines.next()) {
+            (Some(x), Some(y), None) => x == y,
             _ => false,
         }
     }
@@ -557,6 +578,13 @@ impl Vcs for GitVcs {
     }
 
     async fn diff_stat(&self, worktree: &Path, base: &str) -> Option<String> {
+        // A branch that is its base (just merged, or no commit yet) changes nothing.
+        if let (Some(head), crate::git::Lookup::Found(base_id)) =
+            (crate::git::read_ref(worktree, "HEAD"), crate::git::lookup_ref(worktree, base))
+            && head == base_id
+        {
+            return None;
+        }
         let range = format!("{base}...HEAD");
         let stat = Git::new(worktree).run(&["diff", "--shortstat", &range]).await.ok()?;
         let stat = stat.trim();
@@ -593,6 +621,24 @@ impl Vcs for GitVcs {
             return None;
         }
         Git::new(dir).run(&["show", &format!("{rev}:{relative}")]).await.ok()
+    }
+
+    async fn read_all_at(&self, dir: &Path, rev: &str, relatives: &[String]) -> Vec<Option<String>> {
+        // One `cat-file --batch` for them all; a name that is not a plain relative path (or could
+        // break the batch's lines) is not asked.
+        let plain = |relative: &str| {
+            !relative.contains(['\n', '\r']) && !relative.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+        };
+        let asked: Vec<&String> = relatives.iter().filter(|r| plain(r)).collect();
+        if asked.is_empty() || rev.contains(['\n', '\r', ':']) {
+            return relatives.iter().map(|_| None).collect();
+        }
+        let input: String = asked.iter().map(|relative| format!("{rev}:{relative}\n")).collect();
+        let Ok(output) = Git::new(dir).run_with_input(&["cat-file", "--batch"], input.as_bytes()).await else {
+            return relatives.iter().map(|_| None).collect();
+        };
+        let mut answers = crate::git::parse_batch(&output, asked.len()).into_iter();
+        relatives.iter().map(|relative| if plain(relative) { answers.next().flatten() } else { None }).collect()
     }
 
     async fn read_file(&self, worktree: &Path, relative: &str) -> Option<String> {

@@ -124,6 +124,8 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Supervised, RunError> {
         ),
         None => Stdio::null(),
     };
+    // Whatever runs there may write there: Baton no longer knows that worktree is clean.
+    crate::git::clean_marks::forget(&spec.cwd);
     let mut command = tokio::process::Command::new(&spec.program);
     command
         .args(&spec.args)

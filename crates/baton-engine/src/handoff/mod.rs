@@ -445,14 +445,20 @@ async fn read_artifacts(engine: &Engine, task: &TaskRecord, merged_head: Option<
         (None, None) => Vec::new(),
     };
     let names: Vec<String> = names.into_iter().filter(|n| n.ends_with(".md")).take(ARTIFACTS_MAX).collect();
+    let paths: Vec<String> = names.iter().map(|name| format!("{relative}/{name}")).collect();
+    let texts = match (&worktree, &rev) {
+        (Some(worktree), _) => {
+            let mut texts = Vec::with_capacity(paths.len());
+            for path in &paths {
+                texts.push(vcs.read_file(worktree, path).await);
+            }
+            texts
+        }
+        (None, Some(rev)) => vcs.read_all_at(&repo.path, rev, &paths).await,
+        (None, None) => Vec::new(),
+    };
     let mut open = Vec::new();
-    for name in &names {
-        let path = format!("{relative}/{name}");
-        let text = match (&worktree, &rev) {
-            (Some(worktree), _) => vcs.read_file(worktree, &path).await,
-            (None, Some(rev)) => vcs.read_at(&repo.path, rev, &path).await,
-            (None, None) => None,
-        };
+    for (name, text) in names.iter().zip(texts) {
         let Some(mut text) = text else { continue };
         if text.len() > ARTIFACT_BYTES_MAX {
             let mut cut = ARTIFACT_BYTES_MAX;
