@@ -4,14 +4,19 @@
 # commit; the test after development; then, one at a time: rebase onto
 # main, squash, re-test, fast-forward main, deploy, health; worktree removed), with the same
 # parallelism and no orchestration at all: no database, no supervisor, no agents, no retries.
-# Usage: bash bench/baseline.sh [--tickets N] [--parallel P] [--test-sleep-ms MS] [--queue] [--dir DIR]
+# The git reads Baton makes for what it reports are part of that work: after every stage the
+# branch's diff stat against main (the dashboard's "changes"), and after the merge the hand-off's
+# commit list, diff stat and the ticket's documents read from the merged commit; main moves by
+# `merge --ff-only` in the repository's checkout, so its files follow. `--minimal` leaves those
+# out (the bare work: no reports, main moved by `update-ref` with its checkout left behind).
+# Usage: bash bench/baseline.sh [--tickets N] [--parallel P] [--test-sleep-ms MS] [--queue] [--minimal] [--dir DIR]
 # With --queue, every ticket's stages are done first; then the merges run one after another: the
 # serial floor of the merge work (rebase, squash, re-test, fast-forward, deploy, health).
 # Prints one JSON line: {"tickets":N,"seconds":S,"merges_per_s":M} (docs/bench.md).
 set -euo pipefail
 export LC_ALL=C
 
-tickets=50 parallel=4 test_sleep_ms=0 dir="" queue=0
+tickets=50 parallel=4 test_sleep_ms=0 dir="" queue=0 minimal=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --tickets) tickets=$2; shift 2 ;;
@@ -19,6 +24,7 @@ while [ $# -gt 0 ]; do
     --test-sleep-ms) test_sleep_ms=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --queue) queue=1; shift ;;
+    --minimal) minimal=1; shift ;;
     *) echo "baseline.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -59,6 +65,8 @@ stages() {
     fi
     git -C "$wt" add -A && git -C "$wt" commit -q -m "$id $stage"
     if [ "$stage" = development ]; then (cd "$wt" && "${test_cmd[@]}"); fi
+    # What the branch changes so far, for the report.
+    [ "$minimal" -eq 1 ] || git -C "$wt" diff --shortstat main...HEAD > /dev/null
   done
 }
 
@@ -72,10 +80,22 @@ merge() {
     (cd "$wt" && "${test_cmd[@]}")
     local old head
     old=$(git -C "$repo" rev-parse refs/heads/main) head=$(git -C "$wt" rev-parse HEAD)
-    git -C "$repo" update-ref refs/heads/main "$head" "$old"
+    if [ "$minimal" -eq 1 ]; then
+      git -C "$repo" update-ref refs/heads/main "$head" "$old"
+    else
+      git -C "$repo" merge -q --ff-only "$head"
+    fi
     echo "$EPOCHREALTIME" >> "$merges"
     (cd "$repo" && true && true) # deploy, then health
   } 9> "$lock"
+  if [ "$minimal" -eq 0 ]; then
+    # The hand-off: the commits and the diff stat it landed, and the ticket's documents.
+    git -C "$repo" log --no-color --format='%h %s' --max-count=50 "$old..$head" -- > /dev/null
+    git -C "$repo" diff --no-color --stat=100 "$old" "$head" -- > /dev/null
+    local names
+    names=$(git -C "$repo" ls-tree --name-only "$head:docs/$id")
+    printf "$head:docs/$id/%s\n" $names | git -C "$repo" cat-file --batch > /dev/null
+  fi
   flock "$dir/worktree.lock" git -C "$repo" worktree remove --force "$wt"
   flock "$dir/worktree.lock" git -C "$repo" branch -q -D "$branch"
 }

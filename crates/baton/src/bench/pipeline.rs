@@ -54,6 +54,16 @@ pub struct PipelineArgs {
     /// Baton/baseline ratios.
     #[arg(long)]
     pub baseline: bool,
+    /// Run the baseline with `--minimal`: without the git reads behind Baton's reports (the
+    /// per-stage diff stat, the hand-off's commits, diff stat and documents) and moving main by
+    /// `update-ref`, leaving its checkout behind.
+    #[arg(long, requires = "baseline")]
+    pub minimal_baseline: bool,
+    /// Measure this many times, Baton and (with `--baseline`) the baseline alternately, each run
+    /// in a fresh directory; the figures shown are the run with the median wall-time ratio (on a
+    /// shared machine one run's load says little), and every run's pair is listed.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub runs: u32,
     /// Stop waiting after this long: the figures of the tickets settled by then are printed and
     /// the run fails (exit 1).
     #[arg(long, default_value_t = 1_800, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -77,6 +87,8 @@ pub struct PipelineFigures {
     batch: u32,
     /// `--queue`: the merges were timed from the moment every ticket was confirmed at once.
     queue: bool,
+    /// `--minimal-baseline`: the baseline left out the git reads behind Baton's reports.
+    minimal_baseline: bool,
     /// Tickets that reached `done`, and the rest (blocked, cancelled, or still under way at the
     /// timeout).
     tickets_done: usize,
@@ -85,6 +97,9 @@ pub struct PipelineFigures {
     timed_out: bool,
     /// From filing the first ticket until every ticket was settled (or the timeout).
     wall_s: f64,
+    /// Processor time (user + system) of Baton and every process it waited for (git, agents,
+    /// commands) over that time.
+    cpu_s: f64,
     /// `merged` timeline events, and the merge phase from the first to the last of them.
     merges: usize,
     merge_phase_s: f64,
@@ -104,14 +119,42 @@ pub struct PipelineFigures {
     /// Where the files were kept (`--dir`), if anywhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<PathBuf>,
+    /// Every run of `--runs`, in order (only when more than one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    runs: Vec<RunPair>,
 }
 
-/// The one JSON line `bench/baseline.sh` prints.
+/// One run of `--runs`: Baton's and the baseline's times.
+#[derive(Debug, Clone, serde::Serialize)]
+struct RunPair {
+    wall_s: f64,
+    cpu_s: f64,
+    baseline_s: Option<f64>,
+    baseline_cpu_s: Option<f64>,
+    wall_ratio: Option<f64>,
+}
+
+/// The one JSON line `bench/baseline.sh` prints, and the processor time the bench measured.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Baseline {
     tickets: usize,
     seconds: f64,
     merges_per_s: f64,
+    #[serde(default)]
+    cpu_s: f64,
+}
+
+/// Processor seconds (user + system) used so far by this process and by the children it has
+/// waited for (and theirs).
+fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let seconds = |who| {
+        getrusage(who).map_or(0.0, |u| {
+            let (user, system) = (u.user_time(), u.system_time());
+            user.tv_sec() as f64 + user.tv_usec() as f64 / 1e6 + system.tv_sec() as f64 + system.tv_usec() as f64 / 1e6
+        })
+    };
+    seconds(UsageWho::RUSAGE_SELF) + seconds(UsageWho::RUSAGE_CHILDREN)
 }
 
 /// Baton/baseline: above 1 for the wall time means Baton is slower; below 1 for merges per
@@ -125,11 +168,46 @@ struct Ratio {
 
 pub async fn run(args: PipelineArgs, json: bool) -> anyhow::Result<u8> {
     let (dir, keep) = super::work_dir(args.dir.as_deref(), "pipeline", "")?;
-    let result = measure(&args, &dir).await;
+    let mut all = Vec::new();
+    for run in 1..=args.runs {
+        let run_dir = if args.runs == 1 { dir.clone() } else { dir.join(format!("run-{run}")) };
+        if let Err(error) = std::fs::create_dir_all(&run_dir) {
+            bail!("creating {}: {error}", run_dir.display());
+        }
+        let result = measure(&args, &run_dir).await;
+        if !keep && args.runs > 1 {
+            let _ = std::fs::remove_dir_all(&run_dir);
+        }
+        match result {
+            Ok(figures) => all.push(figures),
+            Err(error) => {
+                if !keep {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                return Err(error);
+            }
+        }
+    }
     if !keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let mut figures = result?;
+    let pairs: Vec<RunPair> = all
+        .iter()
+        .map(|f| RunPair {
+            wall_s: f.wall_s,
+            cpu_s: f.cpu_s,
+            baseline_s: f.baseline.as_ref().map(|b| b.seconds),
+            baseline_cpu_s: f.baseline.as_ref().map(|b| b.cpu_s),
+            wall_ratio: f.ratio.as_ref().and_then(|r| r.wall),
+        })
+        .collect();
+    // The run with the median wall ratio (or wall time, without a baseline) stands for them all.
+    let key = |f: &PipelineFigures| f.ratio.as_ref().and_then(|r| r.wall).unwrap_or(f.wall_s);
+    all.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let mut figures = all.swap_remove(all.len() / 2);
+    if pairs.len() > 1 {
+        figures.runs = pairs;
+    }
     if keep {
         figures.data_dir = Some(dir);
     }
@@ -150,6 +228,7 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
     config.engine.pipeline = pipeline_without_human_gates(args.queue);
     let engine = crate::cli::open_engine(&config).await?;
 
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let ids = file_tickets(&engine, args.tickets).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -157,11 +236,13 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
     let timeout = Duration::from_secs(args.timeout_secs);
     let settled = wait_settled(&engine, ids.len(), args.queue, started, timeout).await;
     let wall = started.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
     let _ = stop_tx.send(true);
     let _ = engine_loop.await;
     let timed_out = !settled?;
 
     let mut figures = count(&engine, &ids, wall).await?;
+    figures.cpu_s = cpu;
     figures.timed_out = timed_out;
     if timed_out {
         eprintln!(
@@ -173,6 +254,7 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
     figures.test_sleep_ms = args.test_sleep_ms;
     figures.depth = args.depth;
     figures.queue = args.queue;
+    figures.minimal_baseline = args.minimal_baseline;
     figures.batch = args.batch;
     figures.db_bytes = ["baton.db", "baton.db-wal"]
         .iter()
@@ -397,6 +479,7 @@ async fn count(engine: &Arc<Engine>, ids: &[baton_domain::TaskId], wall: Duratio
         test_sleep_ms: 0,
         depth: None,
         queue: false,
+        minimal_baseline: false,
         batch: 1,
         tickets_done,
         tickets_not_done: ids.len() - tickets_done,
@@ -408,6 +491,8 @@ async fn count(engine: &Arc<Engine>, ids: &[baton_domain::TaskId], wall: Duratio
         jobs_per_ticket: jobs as f64 / n,
         events_per_ticket: events as f64 / n,
         db_bytes: 0,
+        cpu_s: 0.0,
+        runs: Vec::new(),
         baseline: None,
         ratio: None,
         data_dir: None,
@@ -439,6 +524,7 @@ async fn run_baseline(args: &PipelineArgs, dir: &Path, timeout: Duration) -> any
         ]
         .into_iter()
         .chain(args.queue.then(|| "--queue".to_string()))
+        .chain(args.minimal_baseline.then(|| "--minimal".to_string()))
         .collect(),
         cwd: dir.to_path_buf(),
         env,
@@ -448,16 +534,21 @@ async fn run_baseline(args: &PipelineArgs, dir: &Path, timeout: Duration) -> any
     };
     let progress = output::progress("bench pipeline", 1);
     progress.step("baseline: bench/baseline.sh");
+    let cpu_before = cpu_seconds();
     let mut child = baton_runner::process::spawn(&spec).context("starting bash bench/baseline.sh")?;
     let limits = baton_runner::RunLimits { timeout, stall_timeout: timeout, stop_grace: Duration::from_secs(2) };
     let (_keep, stop) = tokio::sync::watch::channel(false);
     let exit = child.wait(limits, stop).await;
+    let cpu = cpu_seconds() - cpu_before;
     progress.clear();
     let out = std::fs::read_to_string(&stdout).unwrap_or_default();
     let err = std::fs::read_to_string(&stderr).unwrap_or_default();
     ensure!(exit.success(), "bench/baseline.sh {}: {}", exit.describe(), err.trim());
     let line = out.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_default();
-    serde_json::from_str(line).with_context(|| format!("bench/baseline.sh printed no JSON figures line: {out}"))
+    let mut baseline: Baseline =
+        serde_json::from_str(line).with_context(|| format!("bench/baseline.sh printed no JSON figures line: {out}"))?;
+    baseline.cpu_s = cpu;
+    Ok(baseline)
 }
 
 fn print_text(f: &PipelineFigures) {
@@ -475,6 +566,15 @@ fn print_text(f: &PipelineFigures) {
             format!("{:.2}", f.wall_s),
             base.map_or("-".into(), |b| format!("{:.2}", b.seconds)),
             ratio(f.ratio.as_ref().and_then(|r| r.wall)),
+        ],
+        vec![
+            "processor time (s)".into(),
+            format!("{:.2}", f.cpu_s),
+            base.map_or("-".into(), |b| format!("{:.2}", b.cpu_s)),
+            match base {
+                Some(b) if b.cpu_s > 0.0 => format!("{:.2}", f.cpu_s / b.cpu_s),
+                _ => "-".into(),
+            },
         ],
         vec![
             "merges per second".into(),
@@ -496,6 +596,24 @@ fn print_text(f: &PipelineFigures) {
     );
     if f.timed_out {
         println!("timed out: the figures cover the tickets settled by then");
+    }
+    if !f.runs.is_empty() {
+        println!("{} runs (the figures above are the median run's):", f.runs.len());
+        for (n, run) in f.runs.iter().enumerate() {
+            let or_dash = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+            println!(
+                "  run {}: Baton {:.2} s ({:.2} CPU-s), baseline {} s ({} CPU-s), wall ratio {}",
+                n + 1,
+                run.wall_s,
+                run.cpu_s,
+                or_dash(run.baseline_s),
+                or_dash(run.baseline_cpu_s),
+                or_dash(run.wall_ratio)
+            );
+        }
+    }
+    if f.minimal_baseline {
+        println!("minimal baseline: no git reads for reports, main moved by update-ref (--minimal-baseline)");
     }
     if f.queue {
         println!("merge queue alone: every ticket confirmed at once when all were ready (--queue)");

@@ -88,13 +88,36 @@ fn bench_pipeline_carries_every_ticket_to_done_and_reports_every_figure() {
     assert_eq!((figures["tickets"].as_u64(), figures["tickets_done"].as_u64()), (Some(3), Some(3)), "{figures}");
     assert_eq!(figures["tickets_not_done"], 0, "{figures}");
     assert_eq!(figures["merges"], 3, "one merge per ticket: {figures}");
-    for key in ["wall_s", "merges_per_s", "merge_phase_s", "events_per_ticket"] {
+    for key in ["wall_s", "cpu_s", "merges_per_s", "merge_phase_s", "events_per_ticket"] {
         assert!(figures[key].as_f64().unwrap() > 0.0, "{key}: {figures}");
     }
     assert!(figures["jobs_per_ticket"].as_f64().unwrap() >= 7.0, "a job per stage at least: {figures}");
     assert!(figures["db_bytes"].as_u64().unwrap() > 0, "{figures}");
     assert_eq!((figures["parallel"].as_u64(), figures["test_sleep_ms"].as_u64()), (Some(4), Some(0)));
     assert!(figures.get("baseline").is_none() && figures.get("ratio").is_none(), "no --baseline: {figures}");
+}
+
+// `--runs 2 --baseline`: Baton and the baseline measured alternately, twice; each run's pair is
+// listed with its processor time, and the figures shown are one of those runs.
+#[test]
+fn bench_pipeline_runs_alternate_with_the_baseline_and_list_every_pair() {
+    let out = Command::new(baton_exe())
+        .args(["bench", "pipeline", "--tickets", "2", "--runs", "2", "--baseline", "--json"])
+        .env_remove("BATON_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = figures["runs"].as_array().expect("the runs are listed");
+    assert_eq!(runs.len(), 2, "{figures}");
+    for run in runs {
+        for key in ["wall_s", "cpu_s", "baseline_s", "baseline_cpu_s", "wall_ratio"] {
+            assert!(run[key].as_f64().unwrap() > 0.0, "{key}: {figures}");
+        }
+    }
+    let shown = figures["wall_s"].as_f64().unwrap();
+    assert!(runs.iter().any(|r| r["wall_s"].as_f64() == Some(shown)), "the figures are one run's: {figures}");
+    assert!(figures["baseline"]["cpu_s"].as_f64().unwrap() > 0.0, "{figures}");
 }
 
 // `bench/baseline.sh` does the same git and process work for three tickets and prints its one
