@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_retro.sql")),
     (11, include_str!("../migrations/0011_claim_order.sql")),
     (12, include_str!("../migrations/0012_claim_function.sql")),
+    (13, include_str!("../migrations/0013_claim_walk.sql")),
 ];
 
 /// Advisory lock keys (one namespace for Baton: the high bits spell "BATN").
