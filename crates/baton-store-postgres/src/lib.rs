@@ -6,7 +6,7 @@
 //!
 //! - **claims** take one advisory lock (`CLAIM_LOCK`), so the running counts a claim checks
 //!   cannot change under it: the global and per-repository limits hold across instances. A claim
-//!   is one call of the `baton_claim_jobs` function (migration 12): lock, candidate query and
+//!   is one call of the `baton_claim_jobs` function (migrations 12 and 13): lock, candidate walk and
 //!   updates run in the server, so the lock is held for no network round trip;
 //! - **leases** take an advisory lock per lease name, then read, compare and write;
 //! - **work-item ids** lock their `(repo, prefix)` counter row by upserting it first;
@@ -798,7 +798,7 @@ impl Store for PgStore {
     }
 
     async fn claim_jobs(&self, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
-        // One round trip: `baton_claim_jobs` (migration 12) takes the claim lock, picks the
+        // One round trip: `baton_claim_jobs` (migrations 12, 13) takes the claim lock, picks the
         // candidates and claims them in the server, in the statement's own transaction.
         let rows = sqlx::query("SELECT * FROM baton_claim_jobs($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(CLAIM_LOCK)
