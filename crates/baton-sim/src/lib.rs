@@ -53,8 +53,8 @@ pub mod world;
 
 pub use check::{Kind, Violation};
 pub use clock::SimClock;
-pub use driver::{Config, run_seed, sweep};
+pub use driver::{Config, IsolationMix, run_seed, sweep};
 pub use forge::SimForge;
 pub use report::{Failure, Totals};
-pub use store::{Fault, FaultRates, Mutation, SimStore};
+pub use store::{Fault, FaultRates, Isolation, Mutation, SimStore};
 pub use world::{World, WorldConfig};

@@ -16,7 +16,7 @@ use crate::ports::{
 };
 use crate::rng::Rng;
 use crate::sched::{Background, Task, run_with, yield_once};
-use crate::store::{FaultRates, Mutation, SimStore};
+use crate::store::{FaultRates, Isolation, Mutation, SimStore};
 use baton_domain::{Event, JobId, JobOutcome, Pipeline, TaskId};
 use baton_engine::{
     Budgets, Clock, Engine, EngineSettings, Features, Input, InputOutcome, Limits, NewTaskRequest, RepoSettings,
@@ -60,6 +60,9 @@ pub struct WorldConfig {
     pub revert_confirm: bool,
     /// Per mille of deployed tasks whose health checks fail (see [`crate::ports::HealthPlan`]).
     pub unhealthy_per_mille: u32,
+    /// How the store's concurrent calls see each other (SQLite's serial calls or PostgreSQL's
+    /// READ COMMITTED statements).
+    pub isolation: Isolation,
 }
 
 impl WorldConfig {
@@ -78,6 +81,7 @@ impl WorldConfig {
             revert_repos: Vec::new(),
             revert_confirm: false,
             unhealthy_per_mille: 0,
+            isolation: Isolation::Serial,
         }
     }
 }
@@ -307,6 +311,7 @@ impl World {
     pub fn new(config: WorldConfig) -> Self {
         let clock = Arc::new(SimClock::default());
         let store = Arc::new(SimStore::new(clock.clone(), config.seed, config.faults, config.mutation));
+        store.set_isolation(config.isolation);
         let forge = Arc::new(SimForge::new(
             &PathBuf::from(ROOT),
             &config.repos,
