@@ -217,6 +217,7 @@ impl Driver {
             limits.merge_queue_depth = batch_rng.range(1, 2) as u32;
         }
         let monitor = MonitorDraw::draw(config.seed, &repos);
+        let isolation = config.isolation.for_seed(config.seed);
         let mut world = World::new(WorldConfig {
             seed: config.seed,
             repos,
@@ -230,7 +231,9 @@ impl Driver {
             revert_repos: monitor.revert_repos,
             revert_confirm: monitor.revert_confirm,
             unhealthy_per_mille: monitor.unhealthy_per_mille,
-            isolation: config.isolation.for_seed(config.seed),
+            isolation,
+            // PostgreSQL is what several instances share: READ COMMITTED worlds run two.
+            peer: isolation == Isolation::ReadCommitted,
         });
         world.arm_faults(per_mille > 0);
         world.echo = config.echo;
@@ -398,10 +401,12 @@ impl Driver {
                 }
                 self.perform(actions);
             }
-            // At READ COMMITTED, the claim loops of two instances claim at once, so the claim
-            // lock is what keeps the limits.
-            Some(1) if self.world.config.isolation == Isolation::ReadCommitted => {
-                self.perform(vec![Action::Claim, Action::Claim]);
+            // With a second instance, both claim loops claim at once (the claim lock is what
+            // keeps the limits), the second one starting a few polls later or not at all.
+            Some(1) if self.world.config.peer => {
+                let yields = self.rng.below(4) as u32;
+                let peer = Action::After { yields, action: Box::new(Action::OnPeer(Box::new(Action::Claim))) };
+                self.perform(vec![Action::Claim, peer]);
             }
             Some(choice) => {
                 if let Some(action) = self.action_for(choice, &tasks, &waiting, &ready) {

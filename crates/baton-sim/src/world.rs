@@ -63,6 +63,10 @@ pub struct WorldConfig {
     /// How the store's concurrent calls see each other (SQLite's serial calls or PostgreSQL's
     /// READ COMMITTED statements).
     pub isolation: Isolation,
+    /// A second Baton instance shares the store (as several `baton serve` share one PostgreSQL
+    /// database): it heartbeats, claims through [`Action::OnPeer`] and runs its executors; a kill
+    /// takes both instances down.
+    pub peer: bool,
 }
 
 impl WorldConfig {
@@ -82,6 +86,7 @@ impl WorldConfig {
             revert_confirm: false,
             unhealthy_per_mille: 0,
             isolation: Isolation::Serial,
+            peer: false,
         }
     }
 }
@@ -182,6 +187,8 @@ pub enum Action {
         yields: u32,
         action: Box<Action>,
     },
+    /// The action done by the second instance ([`WorldConfig::peer`]); by the first without one.
+    OnPeer(Box<Action>),
 }
 
 /// What an action returned.
@@ -228,6 +235,9 @@ pub struct World {
     /// The executors of the current Baton process.
     background: Vec<Background>,
     engine: Arc<Engine>,
+    /// The second instance, when the world has one ([`WorldConfig::peer`]).
+    peer: Option<Arc<Engine>>,
+    peer_incarnation: u32,
     settings: EngineSettings,
     incarnation: u32,
     /// Orders concurrent futures.
@@ -335,6 +345,8 @@ impl World {
             spawner,
             background: Vec::new(),
             engine,
+            peer: None,
+            peer_incarnation: 0,
             settings,
             incarnation: 0,
             schedule_rng,
@@ -346,7 +358,38 @@ impl World {
             echo: false,
         };
         world.engine = world.start_engine();
+        world.start_peer();
         world
+    }
+
+    /// Starts the second instance (when the world has one) under a new owner, its instance row
+    /// written fresh; the previous peer's row goes, so its jobs are a previous run's to recover.
+    fn start_peer(&mut self) {
+        if !self.config.peer {
+            return;
+        }
+        if self.peer.is_some() {
+            let old = format!("sim-peer-{}", self.peer_incarnation);
+            self.store.forget_instance(&old);
+        }
+        self.peer_incarnation += 1;
+        let owner = format!("sim-peer-{}", self.peer_incarnation);
+        self.peer = Some(self.build_engine(Some(owner)));
+        self.peer_heartbeat();
+    }
+
+    /// The peer's heartbeat as of now (written directly: no store call, so no fault or yield).
+    fn peer_heartbeat(&self) {
+        if let Some(peer) = &self.peer {
+            let now = self.clock.now_ms();
+            self.store.beat(baton_store::InstanceRecord {
+                id: peer.owner().to_string(),
+                host: "sim-peer".into(),
+                pid: 0,
+                started_at_ms: now,
+                heartbeat_at_ms: now,
+            });
+        }
     }
 
     /// A new Baton process: a fresh engine (no in-memory state) over the same ports.
@@ -394,6 +437,9 @@ impl World {
     /// running (an agent that outlived the Baton that started it). Oldest first.
     pub fn running_jobs(&self) -> Vec<JobRecord> {
         let mut jobs = self.engine.running_here();
+        if let Some(peer) = &self.peer {
+            jobs.extend(peer.running_here());
+        }
         for job in self.store.peek_running_jobs() {
             if !jobs.contains(&job) && self.procs.has_live(job) {
                 jobs.push(job);
@@ -431,12 +477,17 @@ impl World {
     /// Time passes; the executors get to see it (sleeps end, timeouts fire).
     pub fn advance_clock(&mut self, ms: i64) {
         self.clock.advance_ms(ms);
+        self.peer_heartbeat();
         self.note(format!("clock +{:.1}s", ms as f64 / 1000.0));
         self.run(Vec::new());
     }
 
     fn future(&mut self, action: Action) -> Task<'static, Outcome> {
         let engine = self.engine.clone();
+        self.future_on(engine, action)
+    }
+
+    fn future_on(&mut self, engine: Arc<Engine>, action: Action) -> Task<'static, Outcome> {
         match action {
             Action::Create { repo, external_ref } => {
                 self.task_numbers += 1;
@@ -457,15 +508,19 @@ impl World {
             Action::Finish { job, script } => {
                 let procs = self.procs.clone();
                 let store = self.store.clone();
+                let peer = self.peer.clone();
                 Box::pin(async move {
                     procs.release(job, script);
+                    // Whichever instance runs the job applies its result.
+                    let watched =
+                        || engine.is_running_here(job) || peer.as_ref().is_some_and(|p| p.is_running_here(job));
                     for _ in 0..FINISH_ROUNDS_MAX {
-                        if !engine.is_running_here(job) {
+                        if !watched() {
                             break;
                         }
                         yield_once().await;
                     }
-                    let (delivery, result) = finished(&store, job, engine.is_running_here(job));
+                    let (delivery, result) = finished(&store, job, watched());
                     Outcome::Finished(job, delivery, result)
                 })
             }
@@ -523,8 +578,12 @@ impl World {
                 let procs = self.procs.clone();
                 Box::pin(async move { Outcome::KilledGroup(job, procs.kill_group(job)) })
             }
+            Action::OnPeer(action) => {
+                let peer = self.peer.clone().unwrap_or(engine);
+                self.future_on(peer, *action)
+            }
             Action::After { yields, action } => {
-                let later = self.future(*action);
+                let later = self.future_on(engine, *action);
                 Box::pin(async move {
                     for _ in 0..yields {
                         yield_once().await;
@@ -678,6 +737,7 @@ impl World {
         self.background.clear();
         drop(self.spawner.take());
         self.engine = self.start_engine();
+        self.start_peer();
         if self.config.skip_recover {
             // Nothing re-adopts or requeues: whatever was running is left without an executor.
             self.note(format!("killed Baton; process {} started WITHOUT recovery", self.incarnation));

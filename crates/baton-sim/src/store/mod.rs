@@ -277,6 +277,16 @@ impl SimStore {
         self.lock().commits.clone()
     }
 
+    /// Writes an instance's heartbeat directly (the simulator's peer beats without store calls).
+    pub fn beat(&self, record: InstanceRecord) {
+        self.lock().instances.insert(record.id.clone(), record);
+    }
+
+    /// Forgets an instance's row (a killed peer: its jobs become a previous run's to recover).
+    pub fn forget_instance(&self, id: &str) {
+        self.lock().instances.remove(id);
+    }
+
     /// Whether the inbox holds `key`, without faults.
     pub fn peek_inbox(&self, key: &str) -> bool {
         self.lock().inbox.contains_key(key)
