@@ -402,11 +402,19 @@ impl Driver {
                 self.perform(actions);
             }
             // With a second instance, both claim loops claim at once (the claim lock is what
-            // keeps the limits), the second one starting a few polls later or not at all.
+            // keeps the limits), the second one a few polls after the first. Now and then a human
+            // answers just before: the answer's job may be enqueued between the two claims' reads,
+            // so that they pick different jobs.
             Some(1) if self.world.config.peer => {
-                let yields = self.rng.below(4) as u32;
-                let peer = Action::After { yields, action: Box::new(Action::OnPeer(Box::new(Action::Claim))) };
-                self.perform(vec![Action::Claim, peer]);
+                let human =
+                    if waiting.is_empty() || !self.rng.chance(750) { None } else { self.human_input(&tasks, &waiting) };
+                let first = if human.is_some() { self.rng.range(3, 9) as u32 } else { 0 };
+                let second = first + self.rng.range(1, 4) as u32;
+                let claim = |yields, action| Action::After { yields, action: Box::new(action) };
+                let mut actions: Vec<Action> = human.into_iter().map(Action::Submit).collect();
+                actions.push(claim(first, Action::Claim));
+                actions.push(claim(second, Action::OnPeer(Box::new(Action::Claim))));
+                self.perform(actions);
             }
             Some(choice) => {
                 if let Some(action) = self.action_for(choice, &tasks, &waiting, &ready) {

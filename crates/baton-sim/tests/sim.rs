@@ -6,8 +6,8 @@
 use baton_domain::{Event, GateVerdict, Hold, JobOutcome, TaskId, Verdict};
 use baton_engine::{Input, InputOutcome};
 use baton_sim::ports::Script;
-use baton_sim::world::{Action, Outcome, delivery_for};
-use baton_sim::{Config, Fault, Kind, Mutation, Violation, World, WorldConfig, run_seed, sweep};
+use baton_sim::world::{Action, Outcome, SentInput, delivery_for};
+use baton_sim::{Config, Fault, Isolation, Kind, Mutation, Violation, World, WorldConfig, run_seed, sweep};
 use baton_store::{JobStatus, TaskRecord};
 
 /// A scripted regression scenario: `Err` says what went wrong.
@@ -671,4 +671,40 @@ fn a_batch_lands_as_one_tested_commit() {
     config.limits.running_max = 3;
     config.limits.running_per_repo_max = 3;
     batch_scenario(config).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Two instances claim at READ COMMITTED while a human's approval commits between their reads
+/// (the approved task's next job is a better pick than the other task's queued job): only the
+/// claim lock keeps the second claim from running a job past the global limit of one. Tried
+/// with the second claim starting at several points; `Err` names the schedule that broke it.
+fn claim_race_scenario(config: WorldConfig) -> Result<(), String> {
+    for schedule in 0..8u32 {
+        let mut world = World::new(WorldConfig {
+            seed: config.seed + u64::from(schedule),
+            isolation: Isolation::ReadCommitted,
+            peer: true,
+            ..config.clone()
+        });
+        let first = world.create_task("alpha");
+        at(&mut world, first, "analysis", Hold::AwaitingApproval)?;
+        let second = world.create_task("alpha");
+        let queued = world.store.peek_jobs(second);
+        ensure(queued.iter().any(|j| j.status == JobStatus::Queued), "the second task has no queued job")?;
+        let approve = Action::Submit(SentInput { task: first, input: Input::Approve, key: None });
+        let later = |yields, action| Action::After { yields, action: Box::new(action) };
+        let claims = [later(schedule + 2, Action::Claim), later(schedule + 4, Action::OnPeer(Box::new(Action::Claim)))];
+        world.run([vec![approve], claims.to_vec()].concat());
+        no_violations(&mut world).map_err(|found| format!("schedule {schedule}: {found}"))?;
+    }
+    Ok(())
+}
+
+// At READ COMMITTED, two instances' claims racing a human's approval keep the global limit; without
+// the claim lock (`ClaimWithoutLock`) some schedule runs two jobs where one may run.
+#[test]
+fn racing_claims_keep_the_limit_only_under_the_claim_lock() {
+    claim_race_scenario(WorldConfig::scripted(7)).unwrap_or_else(|e| panic!("{e}"));
+    let broken = claim_race_scenario(WorldConfig { mutation: Mutation::ClaimWithoutLock, ..WorldConfig::scripted(7) });
+    let found = broken.expect_err("claims without the claim lock never ran past the limit");
+    assert!(found.contains("LimitExceeded"), "{found}");
 }

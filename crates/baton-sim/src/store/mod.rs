@@ -527,7 +527,7 @@ impl SimStore {
             LeaseDecision::Renew { token } => {
                 txn.lock(LockKey::Lease(name.to_string())).await?;
                 self.commit(txn, "acquire_lease", fault, |s| {
-                    s.extend_lease(name, now_ms + ttl_ms);
+                    s.extend_lease(name, holder, now_ms + ttl_ms);
                     Ok(LeaseOutcome::Acquired { token })
                 })
             }

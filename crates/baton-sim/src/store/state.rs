@@ -681,7 +681,7 @@ impl State {
     pub(crate) fn acquire_lease(&mut self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> LeaseOutcome {
         match self.lease_decision(name, holder, now_ms) {
             LeaseDecision::Renew { token } => {
-                self.extend_lease(name, now_ms + ttl_ms);
+                self.extend_lease(name, holder, now_ms + ttl_ms);
                 LeaseOutcome::Acquired { token }
             }
             LeaseDecision::Busy { holder } => LeaseOutcome::Busy { holder },
@@ -702,9 +702,15 @@ impl State {
         }
     }
 
-    /// `UPDATE leases SET expires_at WHERE name`: whoever holds it now.
-    pub(crate) fn extend_lease(&mut self, name: &str, expires_at_ms: i64) {
+    /// `UPDATE leases SET expires_at WHERE name`: whoever holds it now — recording a double
+    /// grant when that is no longer `holder`, who read the lease as its own and believes it holds it.
+    pub(crate) fn extend_lease(&mut self, name: &str, holder: &str, expires_at_ms: i64) {
         if let Some(lease) = self.leases.get_mut(name) {
+            if lease.holder != holder {
+                let other = format!("{} (token {})", lease.holder, lease.token);
+                self.double_grants
+                    .push(format!("lease {name} renewed by {holder}, who no longer held it, for {other}"));
+            }
             lease.expires_at_ms = expires_at_ms;
         }
     }
