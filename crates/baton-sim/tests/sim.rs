@@ -708,3 +708,31 @@ fn racing_claims_keep_the_limit_only_under_the_claim_lock() {
     let found = broken.expect_err("claims without the claim lock never ran past the limit");
     assert!(found.contains("LimitExceeded"), "{found}");
 }
+
+/// Found by a READ COMMITTED seed: the reaper read the holder of the merge lease, the read failed,
+/// and it reclaimed the lease as if its task were gone — from a deploying task, whose deploy then
+/// merged without it. A failed read must decide nothing.
+fn reaper_failed_read_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let task = world.create_task("alpha");
+    to_deploy(&mut world, task)?;
+    let held = world.store.peek_lease("merge:alpha");
+    ensure(
+        held.as_ref().is_some_and(|l| l.holder == format!("task:{task}")),
+        format!("deploying without the lease: {held:?}"),
+    )?;
+    world.store.fail_next("task", Fault::Before);
+    world.act(Action::ReaperTick);
+    let after = world.store.peek_lease("merge:alpha");
+    ensure(
+        after.is_some(),
+        format!("the reaper reclaimed the deploying task's lease on a failed read\n{}", world.trace().join("\n")),
+    )?;
+    no_violations(&mut world)
+}
+
+// A store read failing in the reaper's lease pass never takes the merge lease from a deploying task.
+#[test]
+fn reaper_keeps_the_lease_when_reading_its_holder_fails() {
+    reaper_failed_read_scenario(WorldConfig::scripted(11)).unwrap_or_else(|e| panic!("{e}"));
+}
