@@ -17,7 +17,8 @@
 //! - transaction-scoped advisory locks (the claim lock, one per lease name, the events lock) are
 //!   the same named locks; a wait that would close a cycle fails the call with
 //!   [`StoreError::Busy`], as PostgreSQL's deadlock detector would, and so does a wait longer than
-//!   [`LOCK_WAIT_POLLS_MAX`] polls (a lock timeout).
+//!   [`LOCK_WAIT_POLLS_MAX`] polls (a bound on the simulation, not a PostgreSQL setting). A freed
+//!   lock goes to its first waiter, so no waiter starves.
 //!
 //! Reads of a call's own uncommitted writes happen inside one step (the claim counts the jobs it
 //! picked, the advance's commit reads the task it updates), so no overlay of pending rows is kept.
@@ -58,6 +59,8 @@ pub(crate) enum LockKey {
 pub(crate) struct Locks {
     held: std::collections::BTreeMap<LockKey, u64>,
     waiting: std::collections::BTreeMap<u64, LockKey>,
+    /// Waiters per lock in arrival order: a freed lock goes to the first (no waiter starves).
+    queues: std::collections::BTreeMap<LockKey, std::collections::VecDeque<u64>>,
     next_txn: u64,
     /// Lock waits so far (a lock was held by another open call when asked for).
     pub(crate) waits: u64,
@@ -83,7 +86,23 @@ impl Locks {
 
     fn release(&mut self, txn: u64) {
         self.held.retain(|_, holder| *holder != txn);
-        self.waiting.remove(&txn);
+        self.stop_waiting(txn);
+    }
+
+    fn stop_waiting(&mut self, txn: u64) {
+        if let Some(key) = self.waiting.remove(&txn)
+            && let Some(queue) = self.queues.get_mut(&key)
+        {
+            queue.retain(|waiter| *waiter != txn);
+            if queue.is_empty() {
+                self.queues.remove(&key);
+            }
+        }
+    }
+
+    /// Whether `txn` may take the free lock `key`: nobody waits for it, or `txn` waits first.
+    fn first_in_line(&self, key: &LockKey, txn: u64) -> bool {
+        self.queues.get(key).and_then(|queue| queue.front()).is_none_or(|first| *first == txn)
     }
 }
 
@@ -113,25 +132,26 @@ impl<'a> Txn<'a> {
                 let mut state = self.store.lock();
                 let locks = &mut state.locks;
                 match locks.held.get(&key).copied() {
-                    None => {
+                    None if locks.first_in_line(&key, self.id) => {
+                        locks.stop_waiting(self.id);
                         locks.held.insert(key, self.id);
-                        locks.waiting.remove(&self.id);
                         return Ok(());
                     }
                     Some(holder) if holder == self.id => return Ok(()),
-                    Some(holder) => {
+                    holder => {
                         if !waited {
                             waited = true;
                             locks.waits += 1;
+                            locks.waiting.insert(self.id, key.clone());
+                            locks.queues.entry(key.clone()).or_default().push_back(self.id);
                         }
-                        if locks.closes_cycle(self.id, holder) {
+                        if holder.is_some_and(|holder| locks.closes_cycle(self.id, holder)) {
                             locks.busy += 1;
-                            locks.waiting.remove(&self.id);
+                            locks.stop_waiting(self.id);
                             return Err(StoreError::Busy(format!(
                                 "deadlock detected waiting for {key:?} (simulated READ COMMITTED); the engine retries"
                             )));
                         }
-                        locks.waiting.insert(self.id, key.clone());
                     }
                 }
             }
@@ -139,7 +159,7 @@ impl<'a> Txn<'a> {
         }
         let mut state = self.store.lock();
         state.locks.busy += 1;
-        state.locks.waiting.remove(&self.id);
+        state.locks.stop_waiting(self.id);
         Err(StoreError::Busy(format!(
             "lock timeout waiting for {key:?} (simulated READ COMMITTED); the engine retries"
         )))
