@@ -16,6 +16,20 @@
 //! first yields one to three times, so concurrent engine calls interleave call by call in any
 //! order (two can read the same version before either commits).
 //!
+//! [`Isolation`] says how concurrent calls see each other. `Serial` (the default) is SQLite's: a
+//! call is one transaction that runs alone. `ReadCommitted` is `PgStore`'s: the calls it runs as
+//! several statements — `claim_job(s)` (the claim lock, the candidate read, the task version bumps,
+//! the job updates re-checked on `status = 'queued'`), `advance` (inbox row, version
+//! compare-and-set, job flip, the rows the transition touches, the events lock), `create_task`
+//! (the work-item counter row, the events lock), `acquire_lease` (the lease name's lock, the read,
+//! the token and lease upserts), `renew_lease`/`release_lease`/`close_job`/`requeue_job` (one row
+//! each), `append_event`/`record_suppressed` (the events lock) — become a `txn::Txn`: steps with
+//! a yield between them, named locks held to the end, writes applied at the commit through the
+//! same `State` methods the serial calls use. At the commit, a claim records a breach when more
+//! jobs run than its limits allow, and a lease grant one when it lands on another holder's live
+//! lease (the checks report them). Calls PostgreSQL runs as one statement stay atomic, and take
+//! no row locks (none writes a row a modelled call guards).
+//!
 //! [`Mutation`]s deliberately break one rule; the tests use them to prove each invariant check
 //! and regression test can fail.
 
