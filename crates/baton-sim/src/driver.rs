@@ -798,6 +798,7 @@ impl Driver {
                 as u64,
             kills_mid_effect: self.kills_mid_effect,
             read_committed_seeds: u64::from(self.world.config.isolation == Isolation::ReadCommitted),
+            peer_claims: counters.peer_claims,
             lock_waits: self.world.store.lock_waits().0,
             lock_busy: self.world.store.lock_waits().1,
             ..Totals::default()

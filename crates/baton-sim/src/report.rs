@@ -38,6 +38,8 @@ pub struct Totals {
     /// Seeds whose store ran at READ COMMITTED, the lock waits there, and the calls failed
     /// `Busy` (a deadlock or a lock timeout).
     pub read_committed_seeds: u64,
+    /// Jobs the second instance of a READ COMMITTED world claimed.
+    pub peer_claims: u64,
     pub lock_waits: u64,
     pub lock_busy: u64,
     /// Seeds that hit each known engine bug (tolerated).
@@ -70,6 +72,7 @@ impl Totals {
         self.reverts_done += other.reverts_done;
         self.kills_mid_effect += other.kills_mid_effect;
         self.read_committed_seeds += other.read_committed_seeds;
+        self.peer_claims += other.peer_claims;
         self.lock_waits += other.lock_waits;
         self.lock_busy += other.lock_busy;
         for (kind, n) in &other.known_bugs {
@@ -109,8 +112,8 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "read committed seeds {} · lock waits {} · calls failed busy {}",
-            self.read_committed_seeds, self.lock_waits, self.lock_busy
+            "read committed seeds {} · claims by a second instance {} · lock waits {} · calls failed busy {}",
+            self.read_committed_seeds, self.peer_claims, self.lock_waits, self.lock_busy
         )?;
         if self.known_bugs.is_empty() {
             write!(f, "known engine bugs hit: none")

@@ -33,6 +33,8 @@ pub const TRACE_LINES_MAX: usize = 50;
 const FINISH_ROUNDS_MAX: u32 = 64;
 /// Rounds the background is polled after the actions of a step ended.
 const SETTLE_ROUNDS: u32 = 6;
+/// The owner of the second instance, before its incarnation number.
+const PEER_OWNER: &str = "sim-peer-";
 /// Where the simulated installation lives (never touched on disk).
 const ROOT: &str = "/nonexistent/baton-sim";
 
@@ -222,6 +224,8 @@ pub struct Counters {
     pub inputs_duplicate: u64,
     pub engine_errors: u64,
     pub bursts: u64,
+    /// Claims the second instance won ([`WorldConfig::peer`]).
+    pub peer_claims: u64,
 }
 
 /// The simulated world.
@@ -369,11 +373,11 @@ impl World {
             return;
         }
         if self.peer.is_some() {
-            let old = format!("sim-peer-{}", self.peer_incarnation);
+            let old = format!("{PEER_OWNER}{}", self.peer_incarnation);
             self.store.forget_instance(&old);
         }
         self.peer_incarnation += 1;
-        let owner = format!("sim-peer-{}", self.peer_incarnation);
+        let owner = format!("{PEER_OWNER}{}", self.peer_incarnation);
         self.peer = Some(self.build_engine(Some(owner)));
         self.peer_heartbeat();
     }
@@ -645,6 +649,9 @@ impl World {
             }
             Outcome::Claimed(Ok(Some(job))) => {
                 self.counters.claims += 1;
+                if job.owner.as_deref().is_some_and(|owner| owner.starts_with(PEER_OWNER)) {
+                    self.counters.peer_claims += 1;
+                }
                 format!("claimed job {} of task {} ({} attempt {})", job.id, job.task_id, job.stage, job.attempt)
             }
             Outcome::Claimed(Ok(None)) => "claim: nothing runnable".into(),

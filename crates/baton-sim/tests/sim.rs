@@ -753,6 +753,7 @@ fn read_committed_seeds_keep_the_invariants() {
     println!("{totals}");
     assert_eq!(totals.read_committed_seeds, 500);
     assert!(totals.lock_waits > 0, "no call ever waited for a lock: {totals}");
+    assert!(totals.peer_claims > 0, "the second instance never claimed: {totals}");
     assert!(totals.done > 0 && totals.merges > 0, "the sweep exercised little: {totals}");
 }
 
