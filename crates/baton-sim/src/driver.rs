@@ -416,6 +416,15 @@ impl Driver {
                 actions.push(claim(second, Action::OnPeer(Box::new(Action::Claim))));
                 self.perform(actions);
             }
+            // The reconciler's pass (with the merge queues' backstop) and the outbox worker run in
+            // both instances at once, as each instance's engine loop runs them.
+            Some(choice @ (13 | 14)) if self.world.config.peer => {
+                if let Some(action) = self.action_for(choice, &tasks, &waiting, &ready) {
+                    let yields = self.rng.below(4) as u32;
+                    let peer = Action::After { yields, action: Box::new(Action::OnPeer(Box::new(action.clone()))) };
+                    self.perform(vec![action, peer]);
+                }
+            }
             Some(choice) => {
                 if let Some(action) = self.action_for(choice, &tasks, &waiting, &ready) {
                     self.perform(vec![action]);
