@@ -27,8 +27,9 @@
 //! (a fault before the commit, or a kill, discards them), written rows are locked until the commit
 //! (a second writer waits, then re-checks its condition on the newest row, as PostgreSQL does
 //! after a row lock wait), and the advisory locks are named locks. Such a world runs a second
-//! Baton instance (its own owner, heartbeating) whose claim loop claims alongside the first, so the
-//! claim lock is what keeps the limits ([`Kind::LimitExceeded`]) and the lease lock what keeps one
+//! Baton instance (its own owner, heartbeating) whose claim loop claims alongside the first (its
+//! reconciler and outbox worker too, and its executors run its jobs), so the claim lock is what
+//! keeps the limits ([`Kind::LimitExceeded`]) and the lease lock what keeps one
 //! holder ([`Kind::DoubleLease`]); [`Mutation::ClaimWithoutLock`] and
 //! [`Mutation::LeaseWithoutLock`] remove them. It does not model a statement's own snapshot (each
 //! step reads at one instant), `SKIP LOCKED`, serialization failures, nor a call re-reading its own
