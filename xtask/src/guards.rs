@@ -29,6 +29,24 @@ const EXECUTOR: &str = "crates/baton-engine/src/executor.rs";
 // deploy job and defers; a claim bumps the task version). Their scenarios still run as tests.
 const GUARDS: &[Guard] = &[
     Guard {
+        name: "deploy re-judges the merge lease after the freeze check",
+        edits: &[Edit {
+            file: EXECUTOR,
+            find: "    if expires_at_ms - engine.clock().now_ms() <= ttl_ms / 2 {",
+            replace: "    if expires_at_ms < i64::MIN {",
+        }],
+        test: "a_deploy_paused_past_its_lease_never_merges",
+    },
+    Guard {
+        name: "the reaper decides nothing about a lease whose holder it failed to read",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/reaper.rs",
+            find: "                Err(_) => continue,",
+            replace: "                Err(_) => None,",
+        }],
+        test: "reaper_keeps_the_lease_when_reading_its_holder_fails",
+    },
+    Guard {
         name: "the reaper keeps the merge lease only for active holds",
         edits: &[Edit {
             file: "crates/baton-engine/src/reaper.rs",

@@ -1127,7 +1127,7 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     // read it back with a fresh clock (a pause between the renewal's clock read and its write would
     // leave it stale); nothing awaits between the last check and the merge.
     let holder = task_holder(ctx.task.id);
-    let mut fresh = false;
+    let mut fresh_until_ms = None;
     for _ in 0..3 {
         match engine.store().renew_lease(&lease, &holder, ttl_ms, engine.clock().now_ms()).await {
             Ok(true) => {}
@@ -1140,18 +1140,28 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
             Err(error) => return Err(format!("cannot renew the merge lease before the merge: {error}").into()),
         }
         let current = engine.store().lease(&lease).await.ok().flatten();
-        if current.is_some_and(|l| l.holder == holder && l.expires_at_ms - engine.clock().now_ms() > ttl_ms / 2) {
-            fresh = true;
+        if let Some(lease) = current.filter(|l| l.holder == holder)
+            && lease.expires_at_ms - engine.clock().now_ms() > ttl_ms / 2
+        {
+            fresh_until_ms = Some(lease.expires_at_ms);
             break;
         }
     }
-    if !fresh {
+    let Some(expires_at_ms) = fresh_until_ms else {
         return Err(Refused::LeaseLost(format!("the merge lease of {} could not be kept fresh", ctx.repo.name)));
-    }
+    };
     // Frozen since it was let land (a deploy degraded meanwhile): nothing merges but the revert.
     // Nothing was merged; back to the merge gate, where the change waits for the unfreeze.
     if !crate::monitor::may_land(engine, &ctx.repo.name, ctx.task.id).await.unwrap_or(false) {
         return Err(Refused::LeaseLost(format!("{} is frozen; not merging until it is unfrozen", ctx.repo.name)));
+    }
+    // The freeze check awaited the store: a Baton paused there past the lease's expiry may have
+    // lost it. The clock is read without awaiting, so nothing awaits between this and the merge.
+    if expires_at_ms - engine.clock().now_ms() <= ttl_ms / 2 {
+        return Err(Refused::LeaseLost(format!(
+            "the merge lease of {} went stale while checking for a freeze; not merging",
+            ctx.repo.name
+        )));
     }
     let merged = timed(ctx, engine.forge().merge(&forge_repo(ctx.repo), &ctx.task.branch, &base, &head)).await;
     let mut already_merged = false;

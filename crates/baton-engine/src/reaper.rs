@@ -127,7 +127,12 @@ async fn leases(engine: &Arc<Engine>) -> (u32, u32) {
     let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
     for lease in leases {
         let task = match lease.holder.strip_prefix("task:").and_then(|id| id.parse::<i64>().ok()) {
-            Some(id) => engine.store().task(&TaskKey::Id(baton_domain::TaskId(id))).await.ok().flatten(),
+            Some(id) => match engine.store().task(&TaskKey::Id(baton_domain::TaskId(id))).await {
+                Ok(task) => task,
+                // A failed read says nothing about the holder: reclaiming on it took a deploying
+                // task's lease away just before its merge. The next pass looks again.
+                Err(_) => continue,
+            },
             None => None,
         };
         // A blocked or paused task must not keep the repo's merges waiting for a human.

@@ -52,6 +52,12 @@ pub enum Kind {
     StaleGateHeadMerged,
     /// §4.6: after draining, a task is neither terminal nor waiting for a human.
     NotSettled,
+    /// §13/§15: more jobs ran than the global running limit or a repository's limit allow (judged
+    /// as each claim commits, from the store's rows).
+    LimitExceeded,
+    /// §6.3: a lease was granted to a second holder while the first holder's grant was live (two
+    /// holders believe they hold it; judged as the grant commits).
+    DoubleLease,
     /// §4.6: a second agent ran for one job (one stage attempt) while the first was running or
     /// had left its exit record (witnessed by the simulated processes, not the store).
     DuplicateAgent,
@@ -126,6 +132,9 @@ pub struct Checker {
     stale_leases_seen: BTreeSet<(String, i64)>,
     /// (job, start time) pairs already judged against the task's dependencies.
     starts_seen: BTreeSet<(JobId, i64)>,
+    /// Limit breaches and double lease grants already reported.
+    breaches_seen: usize,
+    double_grants_seen: usize,
     pub checks: u64,
 }
 
@@ -154,6 +163,7 @@ impl Checker {
             self.check_tasks(state, ledger, &mut found);
             self.check_leases(state, now_ms, &mut found);
             self.check_dependencies(state, &mut found);
+            self.check_exclusion(state, &mut found);
             check_incidents(state, &mut found);
         });
         for (job, applied) in &ledger.applied_jobs {
@@ -322,6 +332,18 @@ impl Checker {
                 ));
             }
         }
+    }
+
+    /// What the claim lock and the lease locks exclude: running past a limit, two lease holders.
+    fn check_exclusion(&mut self, state: &State, found: &mut Vec<Violation>) {
+        for breach in state.limit_breaches.iter().skip(self.breaches_seen) {
+            found.push(Violation::new(Kind::LimitExceeded, breach.clone()));
+        }
+        self.breaches_seen = state.limit_breaches.len();
+        for grant in state.double_grants.iter().skip(self.double_grants_seen) {
+            found.push(Violation::new(Kind::DoubleLease, grant.clone()));
+        }
+        self.double_grants_seen = state.double_grants.len();
     }
 
     fn check_leases(&mut self, state: &State, now_ms: i64, found: &mut Vec<Violation>) {

@@ -9,7 +9,7 @@ use crate::check::{Kind, Violation};
 use crate::ports::Script;
 use crate::report::{Failure, Totals};
 use crate::rng::Rng;
-use crate::store::{FaultRates, Mutation};
+use crate::store::{FaultRates, Isolation, Mutation};
 use crate::world::{Action, Delivery, Outcome, SentInput, World, WorldConfig, sim_limits};
 use baton_domain::{Hold, JobId, TaskId};
 use baton_engine::{Clock, Input};
@@ -34,6 +34,8 @@ const BURST_CHOICES: [usize; 9] = [1, 2, 2, 3, 4, 5, 6, 9, 12];
 const HUMAN_RETRIES_MAX: u32 = 2;
 /// Worlds (per mille) whose repositories run the post-deploy monitor.
 const MONITORED_WORLDS_PER_MILLE: u32 = 333;
+/// Seeds (per mille) whose store runs at READ COMMITTED in a mixed sweep.
+const READ_COMMITTED_SEEDS_PER_MILLE: u32 = 250;
 /// Kills per seed at most in the middle of a health check or a degraded deploy's effect.
 const KILLS_DURING_MAX: u32 = 4;
 /// Polls at most of an outbox pass or a health check a kill may cut short.
@@ -54,6 +56,44 @@ pub struct Config {
     pub skip_recover: bool,
     /// Print every step as it happens.
     pub echo: bool,
+    /// Which seeds run the store at READ COMMITTED.
+    pub isolation: IsolationMix,
+}
+
+/// Which seeds of a sweep run their store at which [`Isolation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationMix {
+    /// Every seed serial (SQLite's semantics).
+    Serial,
+    /// Every seed READ COMMITTED (PostgreSQL's).
+    ReadCommitted,
+    /// A seeded quarter of the seeds READ COMMITTED, the rest serial.
+    #[default]
+    Mixed,
+}
+
+impl IsolationMix {
+    /// Parses `serial`, `rc` or `mixed`.
+    pub fn parse(name: &str) -> Option<IsolationMix> {
+        match name.to_ascii_lowercase().as_str() {
+            "serial" => Some(IsolationMix::Serial),
+            "rc" | "read-committed" => Some(IsolationMix::ReadCommitted),
+            "mixed" => Some(IsolationMix::Mixed),
+            _ => None,
+        }
+    }
+
+    /// The isolation of `seed` (a stream of its own: the other draws keep their seeds).
+    pub fn for_seed(self, seed: u64) -> Isolation {
+        match self {
+            IsolationMix::Serial => Isolation::Serial,
+            IsolationMix::ReadCommitted => Isolation::ReadCommitted,
+            IsolationMix::Mixed if Rng::fork(seed, 0x15C0).chance(READ_COMMITTED_SEEDS_PER_MILLE) => {
+                Isolation::ReadCommitted
+            }
+            IsolationMix::Mixed => Isolation::Serial,
+        }
+    }
 }
 
 impl Config {
@@ -69,6 +109,7 @@ impl Config {
             mutation: Mutation::None,
             skip_recover: false,
             echo: false,
+            isolation: IsolationMix::Mixed,
         }
     }
 }
@@ -176,6 +217,7 @@ impl Driver {
             limits.merge_queue_depth = batch_rng.range(1, 2) as u32;
         }
         let monitor = MonitorDraw::draw(config.seed, &repos);
+        let isolation = config.isolation.for_seed(config.seed);
         let mut world = World::new(WorldConfig {
             seed: config.seed,
             repos,
@@ -189,6 +231,9 @@ impl Driver {
             revert_repos: monitor.revert_repos,
             revert_confirm: monitor.revert_confirm,
             unhealthy_per_mille: monitor.unhealthy_per_mille,
+            isolation,
+            // PostgreSQL is what several instances share: READ COMMITTED worlds run two.
+            peer: isolation == Isolation::ReadCommitted,
         });
         world.arm_faults(per_mille > 0);
         world.echo = config.echo;
@@ -355,6 +400,30 @@ impl Driver {
                     }
                 }
                 self.perform(actions);
+            }
+            // With a second instance, both claim loops claim at once (the claim lock is what
+            // keeps the limits), the second one a few polls after the first. Now and then a human
+            // answers just before: the answer's job may be enqueued between the two claims' reads,
+            // so that they pick different jobs.
+            Some(1) if self.world.config.peer => {
+                let human =
+                    if waiting.is_empty() || !self.rng.chance(750) { None } else { self.human_input(&tasks, &waiting) };
+                let first = if human.is_some() { self.rng.range(3, 9) as u32 } else { 0 };
+                let second = first + self.rng.range(1, 4) as u32;
+                let claim = |yields, action| Action::After { yields, action: Box::new(action) };
+                let mut actions: Vec<Action> = human.into_iter().map(Action::Submit).collect();
+                actions.push(claim(first, Action::Claim));
+                actions.push(claim(second, Action::OnPeer(Box::new(Action::Claim))));
+                self.perform(actions);
+            }
+            // The reconciler's pass (with the merge queues' backstop) and the outbox worker run in
+            // both instances at once, as each instance's engine loop runs them.
+            Some(choice @ (13 | 14)) if self.world.config.peer => {
+                if let Some(action) = self.action_for(choice, &tasks, &waiting, &ready) {
+                    let yields = self.rng.below(4) as u32;
+                    let peer = Action::After { yields, action: Box::new(Action::OnPeer(Box::new(action.clone()))) };
+                    self.perform(vec![action, peer]);
+                }
             }
             Some(choice) => {
                 if let Some(action) = self.action_for(choice, &tasks, &waiting, &ready) {
@@ -737,6 +806,10 @@ impl Driver {
             reverts_done: tasks.iter().filter(|t| t.title.starts_with("Revert ") && t.state.stage == "done").count()
                 as u64,
             kills_mid_effect: self.kills_mid_effect,
+            read_committed_seeds: u64::from(self.world.config.isolation == Isolation::ReadCommitted),
+            peer_claims: counters.peer_claims,
+            lock_waits: self.world.store.lock_waits().0,
+            lock_busy: self.world.store.lock_waits().1,
             ..Totals::default()
         };
         for kind in &self.known_bugs {

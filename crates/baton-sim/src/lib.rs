@@ -4,7 +4,8 @@
 //! the SPEC §4 invariants after every step. Run it with `cargo xtask sim [--seeds N] [--seed S]`.
 //!
 //! **How the real code runs here.** The engine is built with `Engine::builder` over simulated
-//! ports: [`SimStore`] (the store, with `SqliteStore`'s semantics, failing calls at a seeded rate
+//! ports: [`SimStore`] (the store, with `SqliteStore`'s semantics — or, in a seeded quarter of the
+//! worlds, PostgreSQL's READ COMMITTED interleavings, see below — failing calls at a seeded rate
 //! before committing or after committing with the reply lost), [`SimForge`] (git worktrees,
 //! commits, rebase, squash and files behind the `Vcs` port, the forge's fast-forward, and injected
 //! full disks), [`ports::SimProcs`] (process groups behind the `Supervisor` and `CommandRunner`
@@ -18,6 +19,22 @@
 //! **Independent witnesses.** Which heads passed the merge gate comes from the simulated re-test
 //! command (not from the engine's verdict), so "main is sacred" is checked against what was tested;
 //! the simulated processes count agent executions per job and deploys per head.
+//!
+//! **READ COMMITTED.** A world at [`Isolation::ReadCommitted`] runs the calls `PgStore` runs as
+//! several statements (claims, advance, task creation, lease acquire/renew/release, job
+//! close/requeue, event appends) step by step in `PgStore`'s statement order, with a yield to the
+//! scheduler between steps: a step reads the newest committed state, writes commit all at once
+//! (a fault before the commit, or a kill, discards them), written rows are locked until the commit
+//! (a second writer waits, then re-checks its condition on the newest row, as PostgreSQL does
+//! after a row lock wait), and the advisory locks are named locks. Such a world runs a second
+//! Baton instance (its own owner, heartbeating) whose claim loop claims alongside the first (its
+//! reconciler and outbox worker too, and its executors run its jobs), so the claim lock is what
+//! keeps the limits ([`Kind::LimitExceeded`]) and the lease lock what keeps one
+//! holder ([`Kind::DoubleLease`]); [`Mutation::ClaimWithoutLock`] and
+//! [`Mutation::LeaseWithoutLock`] remove them. It does not model a statement's own snapshot (each
+//! step reads at one instant), `SKIP LOCKED`, serialization failures, nor a call re-reading its own
+//! uncommitted writes in a later statement (such reads happen inside one step). Sweeps choose the
+//! isolation per seed with [`IsolationMix`] (`--isolation rc|serial|mixed`, mixed by default).
 //!
 //! **What it does not cover.** Real processes, signals, files and SQL: the store conformance suite
 //! covers SQL, and the crash test with the real binary (SIGKILL at random points against real
@@ -53,8 +70,8 @@ pub mod world;
 
 pub use check::{Kind, Violation};
 pub use clock::SimClock;
-pub use driver::{Config, run_seed, sweep};
+pub use driver::{Config, IsolationMix, run_seed, sweep};
 pub use forge::SimForge;
 pub use report::{Failure, Totals};
-pub use store::{Fault, FaultRates, Mutation, SimStore};
+pub use store::{Fault, FaultRates, Isolation, Mutation, SimStore};
 pub use world::{World, WorldConfig};

@@ -1,22 +1,26 @@
-//! `baton-sim [--seeds N] [--first S] [--seed S] [--steps N] [--strict] [--trace] [--mutate M] [--skip-recover]`: runs the simulation and
+//! `baton-sim [--seeds N] [--first S] [--seed S] [--steps N] [--strict] [--trace] [--mutate M] [--skip-recover]
+//! [--isolation rc|serial|mixed]`: runs the simulation and
 //! prints counts and seeds per second; a failing seed prints how to reproduce it and its trace.
 //!
 //! Exit codes: 0 all seeds passed, 1 a seed broke an invariant, 2 bad arguments.
 
-use baton_sim::{Config, Mutation, sweep};
+use baton_sim::{Config, IsolationMix, Mutation, sweep};
 use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: baton-sim [--seeds N] [--first S] [--seed S] [--steps N] [--strict] [--trace] [--mutate M] [--skip-recover]
+    "usage: baton-sim [--seeds N] [--first S] [--seed S] [--steps N] [--strict] [--trace] [--mutate M] [--skip-recover] [--isolation I]
   --seeds N   run N seeds (default 1000) starting at --first (default 0)
   --seed S    run only seed S (to reproduce a failure)
   --steps N   steps per seed before draining (default 400)
   --strict    fail on known engine bugs instead of counting them
   --trace     print every step as it happens
   --mutate M  break one store rule on purpose (SkipVersionCas, SkipJobFlipGuard, SkipAllAdvanceGuards,
-              KeepLeasesOnRelease, InboxSurvivesFailure, RequeueNothing): the run must then fail
-  --skip-recover  restarts skip Engine::recover (the run must then fail)";
+              KeepLeasesOnRelease, InboxSurvivesFailure, RequeueNothing, ForgetKeptJob; at READ COMMITTED
+              ClaimWithoutLock, LeaseWithoutLock): the run must then fail
+  --skip-recover  restarts skip Engine::recover (the run must then fail)
+  --isolation I   the store's isolation: serial (SQLite's), rc (PostgreSQL's READ COMMITTED) or
+              mixed (default: a seeded quarter of the seeds at rc)";
 
 struct Args {
     first: u64,
@@ -26,6 +30,7 @@ struct Args {
     echo: bool,
     mutation: Mutation,
     skip_recover: bool,
+    isolation: IsolationMix,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -37,6 +42,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         echo: false,
         mutation: Mutation::None,
         skip_recover: false,
+        isolation: IsolationMix::Mixed,
     };
     let mut i = 0;
     while i < args.len() {
@@ -69,6 +75,11 @@ fn parse(args: &[String]) -> Result<Args, String> {
                     format!("unknown mutation `{name}`; one of {}", names.join(", "))
                 })?;
             }
+            "--isolation" => {
+                let name = args.get(i + 1).ok_or("--isolation needs rc, serial or mixed")?;
+                parsed.isolation = IsolationMix::parse(name)
+                    .ok_or_else(|| format!("unknown isolation `{name}`; one of rc, serial, mixed"))?;
+            }
             "--trace" => {
                 parsed.echo = true;
                 i += 1;
@@ -100,6 +111,7 @@ fn main() -> ExitCode {
         echo: args.echo,
         mutation: args.mutation,
         skip_recover: args.skip_recover,
+        isolation: args.isolation,
         ..Config::sweep(args.first)
     };
     let build = if cfg!(debug_assertions) { "debug" } else { "release" };

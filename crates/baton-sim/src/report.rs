@@ -35,6 +35,13 @@ pub struct Totals {
     /// Kills that left a degraded deploy's consequences half carried out (the effect begun and not
     /// finished).
     pub kills_mid_effect: u64,
+    /// Seeds whose store ran at READ COMMITTED, the lock waits there, and the calls failed
+    /// `Busy` (a deadlock or a lock timeout).
+    pub read_committed_seeds: u64,
+    /// Jobs the second instance of a READ COMMITTED world claimed.
+    pub peer_claims: u64,
+    pub lock_waits: u64,
+    pub lock_busy: u64,
     /// Seeds that hit each known engine bug (tolerated).
     pub known_bugs: BTreeMap<String, u64>,
     /// First seed that hit each known engine bug.
@@ -64,6 +71,10 @@ impl Totals {
         self.freezes += other.freezes;
         self.reverts_done += other.reverts_done;
         self.kills_mid_effect += other.kills_mid_effect;
+        self.read_committed_seeds += other.read_committed_seeds;
+        self.peer_claims += other.peer_claims;
+        self.lock_waits += other.lock_waits;
+        self.lock_busy += other.lock_busy;
         for (kind, n) in &other.known_bugs {
             *self.known_bugs.entry(kind.clone()).or_insert(0) += n;
         }
@@ -98,6 +109,11 @@ impl fmt::Display for Totals {
             f,
             "monitored seeds {} · deploys degraded {} · freezes {} · reverts landed {} · kills mid-effect {}",
             self.monitored_seeds, self.degraded, self.freezes, self.reverts_done, self.kills_mid_effect
+        )?;
+        writeln!(
+            f,
+            "read committed seeds {} · claims by a second instance {} · lock waits {} · calls failed busy {}",
+            self.read_committed_seeds, self.peer_claims, self.lock_waits, self.lock_busy
         )?;
         if self.known_bugs.is_empty() {
             write!(f, "known engine bugs hit: none")

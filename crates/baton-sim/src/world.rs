@@ -16,7 +16,7 @@ use crate::ports::{
 };
 use crate::rng::Rng;
 use crate::sched::{Background, Task, run_with, yield_once};
-use crate::store::{FaultRates, Mutation, SimStore};
+use crate::store::{FaultRates, Isolation, Mutation, SimStore};
 use baton_domain::{Event, JobId, JobOutcome, Pipeline, TaskId};
 use baton_engine::{
     Budgets, Clock, Engine, EngineSettings, Features, Input, InputOutcome, Limits, NewTaskRequest, RepoSettings,
@@ -33,6 +33,8 @@ pub const TRACE_LINES_MAX: usize = 50;
 const FINISH_ROUNDS_MAX: u32 = 64;
 /// Rounds the background is polled after the actions of a step ended.
 const SETTLE_ROUNDS: u32 = 6;
+/// The owner of the second instance, before its incarnation number.
+const PEER_OWNER: &str = "sim-peer-";
 /// Where the simulated installation lives (never touched on disk).
 const ROOT: &str = "/nonexistent/baton-sim";
 
@@ -60,6 +62,13 @@ pub struct WorldConfig {
     pub revert_confirm: bool,
     /// Per mille of deployed tasks whose health checks fail (see [`crate::ports::HealthPlan`]).
     pub unhealthy_per_mille: u32,
+    /// How the store's concurrent calls see each other (SQLite's serial calls or PostgreSQL's
+    /// READ COMMITTED statements).
+    pub isolation: Isolation,
+    /// A second Baton instance shares the store (as several `baton serve` share one PostgreSQL
+    /// database): it heartbeats, claims through [`Action::OnPeer`] and runs its executors; a kill
+    /// takes both instances down.
+    pub peer: bool,
 }
 
 impl WorldConfig {
@@ -78,6 +87,8 @@ impl WorldConfig {
             revert_repos: Vec::new(),
             revert_confirm: false,
             unhealthy_per_mille: 0,
+            isolation: Isolation::Serial,
+            peer: false,
         }
     }
 }
@@ -178,6 +189,8 @@ pub enum Action {
         yields: u32,
         action: Box<Action>,
     },
+    /// The action done by the second instance ([`WorldConfig::peer`]); by the first without one.
+    OnPeer(Box<Action>),
 }
 
 /// What an action returned.
@@ -211,6 +224,8 @@ pub struct Counters {
     pub inputs_duplicate: u64,
     pub engine_errors: u64,
     pub bursts: u64,
+    /// Claims the second instance won ([`WorldConfig::peer`]).
+    pub peer_claims: u64,
 }
 
 /// The simulated world.
@@ -224,6 +239,9 @@ pub struct World {
     /// The executors of the current Baton process.
     background: Vec<Background>,
     engine: Arc<Engine>,
+    /// The second instance, when the world has one ([`WorldConfig::peer`]).
+    peer: Option<Arc<Engine>>,
+    peer_incarnation: u32,
     settings: EngineSettings,
     incarnation: u32,
     /// Orders concurrent futures.
@@ -307,6 +325,7 @@ impl World {
     pub fn new(config: WorldConfig) -> Self {
         let clock = Arc::new(SimClock::default());
         let store = Arc::new(SimStore::new(clock.clone(), config.seed, config.faults, config.mutation));
+        store.set_isolation(config.isolation);
         let forge = Arc::new(SimForge::new(
             &PathBuf::from(ROOT),
             &config.repos,
@@ -330,6 +349,8 @@ impl World {
             spawner,
             background: Vec::new(),
             engine,
+            peer: None,
+            peer_incarnation: 0,
             settings,
             incarnation: 0,
             schedule_rng,
@@ -341,7 +362,38 @@ impl World {
             echo: false,
         };
         world.engine = world.start_engine();
+        world.start_peer();
         world
+    }
+
+    /// Starts the second instance (when the world has one) under a new owner, its instance row
+    /// written fresh; the previous peer's row goes, so its jobs are a previous run's to recover.
+    fn start_peer(&mut self) {
+        if !self.config.peer {
+            return;
+        }
+        if self.peer.is_some() {
+            let old = format!("{PEER_OWNER}{}", self.peer_incarnation);
+            self.store.forget_instance(&old);
+        }
+        self.peer_incarnation += 1;
+        let owner = format!("{PEER_OWNER}{}", self.peer_incarnation);
+        self.peer = Some(self.build_engine(Some(owner)));
+        self.peer_heartbeat();
+    }
+
+    /// The peer's heartbeat as of now (written directly: no store call, so no fault or yield).
+    fn peer_heartbeat(&self) {
+        if let Some(peer) = &self.peer {
+            let now = self.clock.now_ms();
+            self.store.beat(baton_store::InstanceRecord {
+                id: peer.owner().to_string(),
+                host: "sim-peer".into(),
+                pid: 0,
+                started_at_ms: now,
+                heartbeat_at_ms: now,
+            });
+        }
     }
 
     /// A new Baton process: a fresh engine (no in-memory state) over the same ports.
@@ -389,6 +441,9 @@ impl World {
     /// running (an agent that outlived the Baton that started it). Oldest first.
     pub fn running_jobs(&self) -> Vec<JobRecord> {
         let mut jobs = self.engine.running_here();
+        if let Some(peer) = &self.peer {
+            jobs.extend(peer.running_here());
+        }
         for job in self.store.peek_running_jobs() {
             if !jobs.contains(&job) && self.procs.has_live(job) {
                 jobs.push(job);
@@ -426,12 +481,17 @@ impl World {
     /// Time passes; the executors get to see it (sleeps end, timeouts fire).
     pub fn advance_clock(&mut self, ms: i64) {
         self.clock.advance_ms(ms);
+        self.peer_heartbeat();
         self.note(format!("clock +{:.1}s", ms as f64 / 1000.0));
         self.run(Vec::new());
     }
 
     fn future(&mut self, action: Action) -> Task<'static, Outcome> {
         let engine = self.engine.clone();
+        self.future_on(engine, action)
+    }
+
+    fn future_on(&mut self, engine: Arc<Engine>, action: Action) -> Task<'static, Outcome> {
         match action {
             Action::Create { repo, external_ref } => {
                 self.task_numbers += 1;
@@ -452,15 +512,19 @@ impl World {
             Action::Finish { job, script } => {
                 let procs = self.procs.clone();
                 let store = self.store.clone();
+                let peer = self.peer.clone();
                 Box::pin(async move {
                     procs.release(job, script);
+                    // Whichever instance runs the job applies its result.
+                    let watched =
+                        || engine.is_running_here(job) || peer.as_ref().is_some_and(|p| p.is_running_here(job));
                     for _ in 0..FINISH_ROUNDS_MAX {
-                        if !engine.is_running_here(job) {
+                        if !watched() {
                             break;
                         }
                         yield_once().await;
                     }
-                    let (delivery, result) = finished(&store, job, engine.is_running_here(job));
+                    let (delivery, result) = finished(&store, job, watched());
                     Outcome::Finished(job, delivery, result)
                 })
             }
@@ -518,8 +582,12 @@ impl World {
                 let procs = self.procs.clone();
                 Box::pin(async move { Outcome::KilledGroup(job, procs.kill_group(job)) })
             }
+            Action::OnPeer(action) => {
+                let peer = self.peer.clone().unwrap_or(engine);
+                self.future_on(peer, *action)
+            }
             Action::After { yields, action } => {
-                let later = self.future(*action);
+                let later = self.future_on(engine, *action);
                 Box::pin(async move {
                     for _ in 0..yields {
                         yield_once().await;
@@ -581,6 +649,9 @@ impl World {
             }
             Outcome::Claimed(Ok(Some(job))) => {
                 self.counters.claims += 1;
+                if job.owner.as_deref().is_some_and(|owner| owner.starts_with(PEER_OWNER)) {
+                    self.counters.peer_claims += 1;
+                }
                 format!("claimed job {} of task {} ({} attempt {})", job.id, job.task_id, job.stage, job.attempt)
             }
             Outcome::Claimed(Ok(None)) => "claim: nothing runnable".into(),
@@ -673,6 +744,7 @@ impl World {
         self.background.clear();
         drop(self.spawner.take());
         self.engine = self.start_engine();
+        self.start_peer();
         if self.config.skip_recover {
             // Nothing re-adopts or requeues: whatever was running is left without an executor.
             self.note(format!("killed Baton; process {} started WITHOUT recovery", self.incarnation));

@@ -35,3 +35,22 @@ async fn fresh() -> ((), Memory, Arc<dyn Store>) {
 }
 
 baton_store::conformance_tests!(fresh);
+
+/// The same suite with the store at READ COMMITTED: the calls PostgreSQL runs as several
+/// statements interleave step by step under its locks, and the store keeps the same contract
+/// (the suite's races run on several threads at once).
+mod read_committed {
+    use super::*;
+    use baton_sim::Isolation;
+
+    async fn fresh() -> ((), Memory, Arc<dyn Store>) {
+        let rates = FaultRates { per_mille: 0, reply_lost_per_mille: 0 };
+        let store = Arc::new(SimStore::new(Arc::new(SimClock::default()), 1, rates, Mutation::default()));
+        store.set_isolation(Isolation::ReadCommitted);
+        let harness = Memory { store };
+        let store = harness.open().await;
+        ((), harness, store)
+    }
+
+    baton_store::conformance_tests!(fresh);
+}

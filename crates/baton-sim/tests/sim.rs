@@ -6,9 +6,11 @@
 use baton_domain::{Event, GateVerdict, Hold, JobOutcome, TaskId, Verdict};
 use baton_engine::{Input, InputOutcome};
 use baton_sim::ports::Script;
-use baton_sim::world::{Action, Outcome, delivery_for};
-use baton_sim::{Config, Fault, Kind, Mutation, Violation, World, WorldConfig, run_seed, sweep};
-use baton_store::{JobStatus, TaskRecord};
+use baton_sim::world::{Action, Outcome, SentInput, delivery_for};
+use baton_sim::{
+    Config, Fault, Isolation, IsolationMix, Kind, Mutation, Violation, World, WorldConfig, run_seed, sweep,
+};
+use baton_store::{JobStatus, Store, TaskRecord};
 
 /// A scripted regression scenario: `Err` says what went wrong.
 type Scenario = fn(WorldConfig) -> Result<(), String>;
@@ -671,4 +673,160 @@ fn a_batch_lands_as_one_tested_commit() {
     config.limits.running_max = 3;
     config.limits.running_per_repo_max = 3;
     batch_scenario(config).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Two instances claim at READ COMMITTED while a human's approval commits between their reads
+/// (the approved task's next job is a better pick than the other task's queued job): only the
+/// claim lock keeps the second claim from running a job past the global limit of one. Tried
+/// with the second claim starting at several points; `Err` names the schedule that broke it.
+fn claim_race_scenario(config: WorldConfig) -> Result<(), String> {
+    for schedule in 0..8u32 {
+        let mut world = World::new(WorldConfig {
+            seed: config.seed + u64::from(schedule),
+            isolation: Isolation::ReadCommitted,
+            peer: true,
+            ..config.clone()
+        });
+        let first = world.create_task("alpha");
+        at(&mut world, first, "analysis", Hold::AwaitingApproval)?;
+        let second = world.create_task("alpha");
+        let queued = world.store.peek_jobs(second);
+        ensure(queued.iter().any(|j| j.status == JobStatus::Queued), "the second task has no queued job")?;
+        let approve = Action::Submit(SentInput { task: first, input: Input::Approve, key: None });
+        let later = |yields, action| Action::After { yields, action: Box::new(action) };
+        let claims = [later(schedule + 2, Action::Claim), later(schedule + 4, Action::OnPeer(Box::new(Action::Claim)))];
+        world.run([vec![approve], claims.to_vec()].concat());
+        no_violations(&mut world).map_err(|found| format!("schedule {schedule}: {found}"))?;
+    }
+    Ok(())
+}
+
+// At READ COMMITTED, two instances' claims racing a human's approval keep the global limit; without
+// the claim lock (`ClaimWithoutLock`) some schedule runs two jobs where one may run.
+#[test]
+fn racing_claims_keep_the_limit_only_under_the_claim_lock() {
+    claim_race_scenario(WorldConfig::scripted(7)).unwrap_or_else(|e| panic!("{e}"));
+    let broken = claim_race_scenario(WorldConfig { mutation: Mutation::ClaimWithoutLock, ..WorldConfig::scripted(7) });
+    let found = broken.expect_err("claims without the claim lock never ran past the limit");
+    assert!(found.contains("LimitExceeded"), "{found}");
+}
+
+/// Found by a READ COMMITTED seed: the reaper read the holder of the merge lease, the read failed,
+/// and it reclaimed the lease as if its task were gone — from a deploying task, whose deploy then
+/// merged without it. A failed read must decide nothing.
+fn reaper_failed_read_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let task = world.create_task("alpha");
+    to_deploy(&mut world, task)?;
+    let held = world.store.peek_lease("merge:alpha");
+    ensure(
+        held.as_ref().is_some_and(|l| l.holder == format!("task:{task}")),
+        format!("deploying without the lease: {held:?}"),
+    )?;
+    world.store.fail_next("task", Fault::Before);
+    world.act(Action::ReaperTick);
+    let after = world.store.peek_lease("merge:alpha");
+    ensure(
+        after.is_some(),
+        format!("the reaper reclaimed the deploying task's lease on a failed read\n{}", world.trace().join("\n")),
+    )?;
+    no_violations(&mut world)
+}
+
+// A store read failing in the reaper's lease pass never takes the merge lease from a deploying task.
+#[test]
+fn reaper_keeps_the_lease_when_reading_its_holder_fails() {
+    reaper_failed_read_scenario(WorldConfig::scripted(11)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The READ COMMITTED sweep: seeds whose store runs PostgreSQL's statement-by-statement
+/// interleavings under its locks, with two instances claiming at once.
+fn read_committed(mutation: Mutation) -> Config {
+    Config { isolation: IsolationMix::ReadCommitted, mutation, ..Config::sweep(0) }
+}
+
+// 500 READ COMMITTED seeds (two instances, statements interleaved under PostgreSQL's locks) keep
+// every invariant, and their calls did wait for each other's locks.
+#[test]
+fn read_committed_seeds_keep_the_invariants() {
+    let totals = sweep(0, 500, &read_committed(Mutation::None)).unwrap_or_else(|failure| panic!("{failure}"));
+    println!("{totals}");
+    assert_eq!(totals.read_committed_seeds, 500);
+    assert!(totals.lock_waits > 0, "no call ever waited for a lock: {totals}");
+    assert!(totals.peer_claims > 0, "the second instance never claimed: {totals}");
+    assert!(totals.done > 0 && totals.merges > 0, "the sweep exercised little: {totals}");
+}
+
+// A mixed sweep runs about a quarter of its seeds at READ COMMITTED, and says so.
+#[test]
+fn a_mixed_sweep_runs_a_quarter_of_its_seeds_at_read_committed() {
+    let rc = (0..400u64).filter(|seed| IsolationMix::Mixed.for_seed(*seed) == Isolation::ReadCommitted).count();
+    assert!((60..=140).contains(&rc), "{rc} of 400 seeds at READ COMMITTED");
+    let totals = sweep(0, 8, &Config::sweep(0)).unwrap_or_else(|failure| panic!("{failure}"));
+    let expected = (0..8u64).filter(|seed| IsolationMix::Mixed.for_seed(*seed) == Isolation::ReadCommitted).count();
+    assert_eq!(totals.read_committed_seeds, expected as u64);
+}
+
+// Claims that skip the claim lock at READ COMMITTED run more jobs than the limits allow on some
+// seed (two instances' claims read the running jobs before either commits).
+#[test]
+fn claims_without_the_claim_lock_run_past_the_limits() {
+    let failure = sweep(0, 300, &read_committed(Mutation::ClaimWithoutLock))
+        .expect_err("300 READ COMMITTED seeds never ran past a limit without the claim lock");
+    assert!(failure.violations.iter().any(|v| v.kind == Kind::LimitExceeded), "{failure}");
+}
+
+// Two instances acquire the free merge lease at READ COMMITTED: under the lease's lock one gets
+// it and the other is told who holds it; without the lock (`LeaseWithoutLock`) some schedule
+// grants it to both, which the checks report as `DoubleLease`.
+#[test]
+fn lease_acquires_race_safely_only_under_the_lease_lock() {
+    let race = |mutation: Mutation, schedule: u64| -> (usize, Vec<Violation>) {
+        let config = WorldConfig { mutation, isolation: Isolation::ReadCommitted, ..WorldConfig::scripted(schedule) };
+        let mut world = World::new(config);
+        world.store.set_interleaving(true);
+        let store = world.store.clone();
+        let acquire = |holder: &'static str| {
+            let store = store.clone();
+            Box::pin(async move { store.acquire_lease("merge:alpha", holder, 120_000, 0).await })
+                as baton_sim::sched::Task<'static, _>
+        };
+        let mut rng = baton_sim::rng::Rng::new(schedule);
+        let outcomes = baton_sim::sched::interleave(vec![acquire("task:1"), acquire("task:2")], &mut rng);
+        let granted = outcomes.iter().filter(|o| matches!(o, Ok(baton_store::LeaseOutcome::Acquired { .. }))).count();
+        (granted, world.check())
+    };
+    for schedule in 0..16 {
+        let (granted, found) = race(Mutation::None, schedule);
+        assert_eq!(granted, 1, "schedule {schedule}: {granted} holders");
+        assert!(found.is_empty(), "schedule {schedule}: {found:?}");
+    }
+    let doubled = (0..16).map(|schedule| race(Mutation::LeaseWithoutLock, schedule)).find(|(granted, _)| *granted == 2);
+    let (_, found) = doubled.expect("no schedule granted the lease twice without its lock");
+    assert!(found.iter().any(|v| v.kind == Kind::DoubleLease), "{found:?}");
+}
+
+/// Found by a READ COMMITTED seed: a deploy renewed the merge lease and read it back fresh, then
+/// awaited the freeze check while time passed the lease's expiry, and merged without the lease.
+/// The deploy job is claimed alongside a no-op that ends after `polls` rounds, which strands the
+/// executor somewhere in its deploy; then time passes beyond the lease's TTL. Wherever it was
+/// stranded, main never moves without the lease.
+fn deploy_paused_past_lease_scenario(config: WorldConfig) -> Result<(), String> {
+    for polls in 0..48u32 {
+        let mut world = World::new(WorldConfig { seed: config.seed + u64::from(polls), ..config.clone() });
+        let task = world.create_task("alpha");
+        to_deploy(&mut world, task)?;
+        let noop = Action::After { yields: polls, action: Box::new(Action::KillGroup { job: baton_domain::JobId(0) }) };
+        world.run(vec![Action::Claim, noop]);
+        world.advance_clock(200_000);
+        no_violations(&mut world).map_err(|found| format!("stranded after {polls} polls: {found}"))?;
+    }
+    Ok(())
+}
+
+// A deploy stranded anywhere between taking the merge lease and merging, while time passes the
+// lease's expiry, never merges without the lease.
+#[test]
+fn a_deploy_paused_past_its_lease_never_merges() {
+    deploy_paused_past_lease_scenario(WorldConfig::scripted(41)).unwrap_or_else(|e| panic!("{e}"));
 }

@@ -16,12 +16,29 @@
 //! first yields one to three times, so concurrent engine calls interleave call by call in any
 //! order (two can read the same version before either commits).
 //!
+//! [`Isolation`] says how concurrent calls see each other. `Serial` (the default) is SQLite's: a
+//! call is one transaction that runs alone. `ReadCommitted` is `PgStore`'s: the calls it runs as
+//! several statements — `claim_job(s)` (the claim lock, the candidate read, the task version bumps,
+//! the job updates re-checked on `status = 'queued'`), `advance` (inbox row, version
+//! compare-and-set, job flip, the rows the transition touches, the events lock), `create_task`
+//! (the work-item counter row, the events lock), `acquire_lease` (the lease name's lock, the read,
+//! the token and lease upserts), `renew_lease`/`release_lease`/`close_job`/`requeue_job` (one row
+//! each), `append_event`/`record_suppressed` (the events lock) — become a `txn::Txn`: steps with
+//! a yield between them, named locks held to the end, writes applied at the commit through the
+//! same `State` methods the serial calls use. At the commit, a claim records a breach when more
+//! jobs run than its limits allow, and a lease grant one when it lands on another holder's live
+//! lease (the checks report them). Calls PostgreSQL runs as one statement stay atomic, and take
+//! no row locks (none writes a row a modelled call guards).
+//!
 //! [`Mutation`]s deliberately break one rule; the tests use them to prove each invariant check
 //! and regression test can fail.
 
 mod state;
+mod txn;
 
+use state::LeaseDecision;
 pub(crate) use state::State;
+use txn::{LockKey, Txn};
 
 use crate::clock::SimClock;
 use crate::sched::yield_once;
@@ -50,11 +67,16 @@ pub enum Mutation {
     RequeueNothing,
     /// A transition that enqueues nothing clears the current job even when the decision kept it.
     ForgetKeptJob,
+    /// In READ COMMITTED, a claim takes no claim lock (two claims count the same running jobs).
+    ClaimWithoutLock,
+    /// In READ COMMITTED, a lease acquire takes no lock on its name (two acquirers read the same
+    /// free lease).
+    LeaseWithoutLock,
 }
 
 impl Mutation {
     /// Every mutation, for self-checks.
-    pub const ALL: [Mutation; 7] = [
+    pub const ALL: [Mutation; 9] = [
         Mutation::SkipVersionCas,
         Mutation::SkipJobFlipGuard,
         Mutation::SkipAllAdvanceGuards,
@@ -62,11 +84,37 @@ impl Mutation {
         Mutation::InboxSurvivesFailure,
         Mutation::RequeueNothing,
         Mutation::ForgetKeptJob,
+        Mutation::ClaimWithoutLock,
+        Mutation::LeaseWithoutLock,
     ];
 
     /// Parses the `Debug` name (`SkipVersionCas`, ...).
     pub fn parse(name: &str) -> Option<Mutation> {
         Mutation::ALL.into_iter().find(|m| format!("{m:?}").eq_ignore_ascii_case(name))
+    }
+}
+
+/// How concurrent store calls see each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// `SqliteStore`'s: every call is one transaction that runs alone (`BEGIN IMMEDIATE`), so
+    /// concurrent calls interleave call by call.
+    #[default]
+    Serial,
+    /// `PgStore`'s READ COMMITTED: the calls PostgreSQL runs as several statements (claims,
+    /// advance, task creation, leases, job close and requeue, event appends) run step by step,
+    /// other calls in between, under the PostgreSQL store's locks (see the `txn` module).
+    ReadCommitted,
+}
+
+impl Isolation {
+    /// Parses `serial` or `rc` (also `read-committed`).
+    pub fn parse(name: &str) -> Option<Isolation> {
+        match name.to_ascii_lowercase().as_str() {
+            "serial" => Some(Isolation::Serial),
+            "rc" | "read-committed" | "readcommitted" => Some(Isolation::ReadCommitted),
+            _ => None,
+        }
     }
 }
 
@@ -243,6 +291,16 @@ impl SimStore {
         self.lock().commits.clone()
     }
 
+    /// Writes an instance's heartbeat directly (the simulator's peer beats without store calls).
+    pub fn beat(&self, record: InstanceRecord) {
+        self.lock().instances.insert(record.id.clone(), record);
+    }
+
+    /// Forgets an instance's row (a killed peer: its jobs become a previous run's to recover).
+    pub fn forget_instance(&self, id: &str) {
+        self.lock().instances.remove(id);
+    }
+
     /// Whether the inbox holds `key`, without faults.
     pub fn peek_inbox(&self, key: &str) -> bool {
         self.lock().inbox.contains_key(key)
@@ -258,6 +316,266 @@ impl SimStore {
         for _ in 0..yields {
             yield_once().await;
         }
+    }
+
+    /// Sets how concurrent calls see each other (before any call runs).
+    pub fn set_isolation(&self, isolation: Isolation) {
+        self.lock().isolation = isolation;
+    }
+
+    pub fn isolation(&self) -> Isolation {
+        self.lock().isolation
+    }
+
+    fn read_committed(&self) -> bool {
+        self.lock().isolation == Isolation::ReadCommitted
+    }
+
+    /// Lock waits in READ COMMITTED so far, and calls failed `Busy` (deadlock or lock timeout).
+    pub fn lock_waits(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.locks.waits, state.locks.busy)
+    }
+
+    /// Opens a READ COMMITTED transaction for `what`, its fault rolled now and struck at commit.
+    async fn begin(&self, what: &str) -> (Txn<'_>, Option<Fault>) {
+        self.pause().await;
+        let fault = self.lock().roll(what, Access::Write);
+        (Txn::begin(self), fault)
+    }
+
+    /// Commits `txn`: `apply` writes everything at once, then its locks go. A `Before` fault
+    /// discards the writes; `ReplyLost` keeps them and loses the answer.
+    fn commit<T>(
+        &self,
+        txn: Txn<'_>,
+        what: &str,
+        fault: Option<Fault>,
+        apply: impl FnOnce(&mut State) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let result = {
+            let mut state = self.lock();
+            if fault == Some(Fault::Before) {
+                state.fault_counts.failed_before_commit += 1;
+                Err(database(what, "failed before commit"))
+            } else {
+                let result = apply(&mut state);
+                if fault == Some(Fault::ReplyLost) && result.is_ok() {
+                    state.fault_counts.reply_lost += 1;
+                    Err(database(what, "committed, but the reply was lost"))
+                } else {
+                    result
+                }
+            }
+        };
+        // The state's guard is gone: dropping the transaction takes the mutex to release locks.
+        drop(txn);
+        result
+    }
+
+    /// A one-statement write in READ COMMITTED: waits for the row lock of `key`, then runs
+    /// `body` against the newest committed row and commits.
+    async fn row_write<T>(
+        &self,
+        what: &str,
+        key: LockKey,
+        body: impl FnOnce(&mut State) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let (txn, fault) = self.begin(what).await;
+        txn.lock(key).await?;
+        self.commit(txn, what, fault, body)
+    }
+
+    /// `baton_claim_jobs` in READ COMMITTED: the claim lock; the candidate query (a fresh read of
+    /// what runs, so exact under the lock); the task version bumps, then the job updates, each
+    /// row locked and re-checked (`status = 'queued'`) against the newest committed row.
+    async fn claim_read_committed(&self, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
+        let (txn, fault) = self.begin("claim_jobs").await;
+        if self.lock().mutation != Mutation::ClaimWithoutLock {
+            txn.lock(LockKey::Claim).await?;
+        }
+        txn.step().await;
+        let picked: Vec<(JobId, TaskId)> = {
+            let state = self.lock();
+            let picked = state.pick_claims(claim, limit);
+            picked.into_iter().filter_map(|id| state.jobs.get(&id).map(|j| (id, j.task_id))).collect()
+        };
+        if picked.is_empty() {
+            return self.commit(txn, "claim_jobs", fault, |_| Ok(Vec::new()));
+        }
+        txn.step().await;
+        txn.lock_all(picked.iter().map(|(_, task)| LockKey::Task(*task)).collect()).await?;
+        let bumped: Vec<TaskId> = {
+            let state = self.lock();
+            let queued = |job: &JobId| state.jobs.get(job).is_some_and(|j| j.status == JobStatus::Queued);
+            picked.iter().filter(|(job, _)| queued(job)).map(|(_, task)| *task).collect()
+        };
+        txn.step().await;
+        txn.lock_all(picked.iter().map(|(job, _)| LockKey::Job(*job)).collect()).await?;
+        self.commit(txn, "claim_jobs", fault, |s| {
+            for task in bumped {
+                s.bump_for_claim(task);
+            }
+            let claimed: Vec<JobRecord> = picked.iter().filter_map(|(job, _)| s.start_claimed(*job, claim)).collect();
+            s.audit_limits(claim);
+            Ok(claimed)
+        })
+    }
+
+    /// `PgStore::advance` in READ COMMITTED, in its statement order: the inbox row, the task's
+    /// version compare-and-set, the finished job's status guard, the rows the transition touches
+    /// (the task's active jobs, its leases), the events lock; then everything commits at once.
+    async fn advance_read_committed(&self, advance: Advance) -> StoreResult<Option<JobId>> {
+        let (txn, fault) = self.begin("advance").await;
+        let conflict = |store: &SimStore, error: StoreError| {
+            store.lock().conflicts += 1;
+            Err(error)
+        };
+        if let Some(entry) = &advance.inbox {
+            txn.lock(LockKey::Inbox(entry.dedup_key.clone())).await?;
+            if self.lock().inbox.contains_key(&entry.dedup_key) {
+                return Err(StoreError::Duplicate(entry.dedup_key.clone()));
+            }
+            txn.step().await;
+        }
+        txn.lock(LockKey::Task(advance.task)).await?;
+        let mutation = self.lock().mutation;
+        let skip_cas = matches!(mutation, Mutation::SkipVersionCas | Mutation::SkipAllAdvanceGuards);
+        let version = self.lock().tasks.get(&advance.task).map(|t| t.version);
+        if version.is_none() || (version != Some(advance.expected_version) && !skip_cas) {
+            let lost = format!("task {} is no longer at version {}", advance.task, advance.expected_version);
+            return conflict(self, StoreError::Conflict(lost));
+        }
+        txn.step().await;
+        if let Some(finish) = &advance.finish_job {
+            txn.lock(LockKey::Job(finish.job)).await?;
+            let skip_flip = matches!(mutation, Mutation::SkipJobFlipGuard | Mutation::SkipAllAdvanceGuards);
+            let running = self
+                .lock()
+                .jobs
+                .get(&finish.job)
+                .is_some_and(|j| j.task_id == advance.task && (j.status == JobStatus::Running || skip_flip));
+            if !running {
+                return conflict(self, StoreError::Conflict(format!("job {} is no longer running", finish.job)));
+            }
+            txn.step().await;
+        }
+        let touched: Vec<LockKey> = {
+            let state = self.lock();
+            let mut keys = Vec::new();
+            if advance.transition.cancel_jobs {
+                let active = |j: &&JobRecord| {
+                    j.task_id == advance.task && matches!(j.status, JobStatus::Queued | JobStatus::Running)
+                };
+                keys.extend(state.jobs.values().filter(active).map(|j| LockKey::Job(j.id)));
+            }
+            if advance.transition.release_leases {
+                let holder = task_holder(advance.task);
+                let held = state.leases.values().filter(|l| l.holder == holder);
+                keys.extend(held.map(|l| LockKey::Lease(l.name.clone())));
+            }
+            keys
+        };
+        if !touched.is_empty() {
+            txn.lock_all(touched).await?;
+            txn.step().await;
+        }
+        txn.lock(LockKey::Events).await?;
+        if fault == Some(Fault::Before)
+            && mutation == Mutation::InboxSurvivesFailure
+            && let Some(entry) = &advance.inbox
+        {
+            let _ = self.lock().insert_inbox(entry, advance.task, "applied", advance.now_ms);
+        }
+        let result = self.commit(txn, "advance", fault, |s| s.advance(&advance));
+        if matches!(result, Err(StoreError::Conflict(_))) {
+            self.lock().conflicts += 1;
+        }
+        result
+    }
+
+    /// `PgStore::create_task` in READ COMMITTED: the ticket's lookup, the work-item counter row
+    /// (locked by its upsert, so creates in one `(repo, prefix)` take turns), the events lock;
+    /// the walk to a free number, the rows and the event commit together.
+    async fn create_task_read_committed(
+        &self,
+        new: NewTask,
+        first: Transition,
+        now_ms: i64,
+    ) -> StoreResult<TaskRecord> {
+        let (txn, fault) = self.begin("create_task").await;
+        if let Some(external) = &new.external_ref {
+            let found = self.lock().tasks.values().find(|t| t.external_ref.as_deref() == Some(external)).cloned();
+            if let Some(task) = found {
+                return Err(StoreError::Exists(Box::new(task)));
+            }
+        }
+        txn.step().await;
+        txn.lock(LockKey::Counter(new.repo.clone(), new.prefix.clone())).await?;
+        txn.step().await;
+        txn.lock(LockKey::Events).await?;
+        self.commit(txn, "create_task", fault, |s| s.create_task(new, first, now_ms))
+    }
+
+    /// `PgStore::acquire_lease` in READ COMMITTED: the lease name's advisory lock, the read of
+    /// the lease, then (as it decided) the expiry update, or the token upsert and the lease upsert
+    /// — which writes over whatever row is there, unguarded.
+    async fn acquire_lease_read_committed(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<LeaseOutcome> {
+        let (txn, fault) = self.begin("acquire_lease").await;
+        if self.lock().mutation != Mutation::LeaseWithoutLock {
+            txn.lock(LockKey::LeaseName(name.to_string())).await?;
+        }
+        txn.step().await;
+        let decision = self.lock().lease_decision(name, holder, now_ms);
+        txn.step().await;
+        match decision {
+            LeaseDecision::Busy { holder } => {
+                self.commit(txn, "acquire_lease", fault, |_| Ok(LeaseOutcome::Busy { holder }))
+            }
+            LeaseDecision::Renew { token } => {
+                txn.lock(LockKey::Lease(name.to_string())).await?;
+                self.commit(txn, "acquire_lease", fault, |s| {
+                    s.extend_lease(name, holder, now_ms + ttl_ms);
+                    Ok(LeaseOutcome::Acquired { token })
+                })
+            }
+            LeaseDecision::Take => {
+                txn.lock(LockKey::LeaseToken(name.to_string())).await?;
+                txn.step().await;
+                txn.lock(LockKey::Lease(name.to_string())).await?;
+                self.commit(txn, "acquire_lease", fault, |s| {
+                    let token = s.next_lease_token(name);
+                    s.grant_lease(name, holder, token, ttl_ms, now_ms);
+                    Ok(LeaseOutcome::Acquired { token })
+                })
+            }
+        }
+    }
+
+    /// An event insert in READ COMMITTED (`record_suppressed`, `append_event`): the inbox row
+    /// first when there is one, then the events lock, then the commit.
+    async fn event_read_committed<T>(
+        &self,
+        what: &str,
+        inbox_key: Option<&str>,
+        apply: impl FnOnce(&mut State) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let (txn, fault) = self.begin(what).await;
+        if let Some(key) = inbox_key {
+            txn.lock(LockKey::Inbox(key.to_string())).await?;
+            if self.lock().inbox.contains_key(key) {
+                return Err(StoreError::Duplicate(key.to_string()));
+            }
+            txn.step().await;
+        }
+        txn.lock(LockKey::Events).await?;
+        self.commit(txn, what, fault, apply)
     }
 
     /// Runs one call atomically under the lock, with a fault rolled first.
@@ -293,6 +611,9 @@ impl Store for SimStore {
     }
 
     async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord> {
+        if self.read_committed() {
+            return self.create_task_read_committed(new, first, now_ms).await;
+        }
         self.call("create_task", Access::Write, |s, _| s.create_task(new, first, now_ms)).await
     }
 
@@ -339,6 +660,9 @@ impl Store for SimStore {
     }
 
     async fn advance(&self, advance: Advance) -> StoreResult<Option<JobId>> {
+        if self.read_committed() {
+            return self.advance_read_committed(advance).await;
+        }
         self.pause().await;
         let mut state = self.lock();
         let fault = state.roll("advance", Access::Write);
@@ -363,22 +687,32 @@ impl Store for SimStore {
     }
 
     async fn record_suppressed(&self, task: TaskId, inbox: Option<InboxEntry>, event: NewEvent) -> StoreResult<()> {
-        self.call("record_suppressed", Access::Write, |s, _| {
+        let apply = |s: &mut State| {
             if let Some(entry) = &inbox {
                 s.insert_inbox(entry, task, "suppressed", event.at_ms)?;
                 s.keys_without_commit.insert(entry.dedup_key.clone());
             }
             s.insert_event(&event);
             Ok(())
-        })
-        .await
+        };
+        if self.read_committed() {
+            let key = inbox.as_ref().map(|entry| entry.dedup_key.clone());
+            return self.event_read_committed("record_suppressed", key.as_deref(), apply).await;
+        }
+        self.call("record_suppressed", Access::Write, |s, _| apply(s)).await
     }
 
     async fn claim_job(&self, claim: &Claim) -> StoreResult<Option<JobRecord>> {
+        if self.read_committed() {
+            return Ok(self.claim_read_committed(claim, 1).await?.pop());
+        }
         self.call("claim_job", Access::Write, |s, _| Ok(s.claim(claim))).await
     }
 
     async fn claim_jobs(&self, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
+        if self.read_committed() {
+            return self.claim_read_committed(claim, limit).await;
+        }
         self.call("claim_jobs", Access::Write, |s, _| {
             let mut claimed = Vec::new();
             while claimed.len() < limit as usize {
@@ -485,25 +819,31 @@ impl Store for SimStore {
     }
 
     async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {
-        self.call("renew_lease", Access::Write, |s, _| {
+        let apply = |s: &mut State| {
             let Some(lease) = s.leases.get_mut(name).filter(|l| l.holder == holder) else {
                 return Ok(false);
             };
             lease.expires_at_ms = now_ms + ttl_ms;
             Ok(true)
-        })
-        .await
+        };
+        if self.read_committed() {
+            return self.row_write("renew_lease", LockKey::Lease(name.to_string()), apply).await;
+        }
+        self.call("renew_lease", Access::Write, |s, _| apply(s)).await
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
-        self.call("release_lease", Access::Write, |s, _| {
+        let apply = |s: &mut State| {
             let held = s.leases.get(name).is_some_and(|l| l.holder == holder);
             if held {
                 s.leases.remove(name);
             }
             Ok(held)
-        })
-        .await
+        };
+        if self.read_committed() {
+            return self.row_write("release_lease", LockKey::Lease(name.to_string()), apply).await;
+        }
+        self.call("release_lease", Access::Write, |s, _| apply(s)).await
     }
 
     async fn close_job(
@@ -513,19 +853,21 @@ impl Store for SimStore {
         result: serde_json::Value,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        self.call("close_job", Access::Write, |s, _| {
-            let now = now_ms;
+        let apply = |s: &mut State| {
             let active = s.jobs.get(&job).is_some_and(|j| matches!(j.status, JobStatus::Queued | JobStatus::Running));
             if active {
-                s.end_job(job, status, Some(result), now);
+                s.end_job(job, status, Some(result), now_ms);
             }
             Ok(active)
-        })
-        .await
+        };
+        if self.read_committed() {
+            return self.row_write("close_job", LockKey::Job(job), apply).await;
+        }
+        self.call("close_job", Access::Write, |s, _| apply(s)).await
     }
 
     async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {
-        self.call("requeue_job", Access::Write, |s, _| {
+        let apply = |s: &mut State| {
             if s.mutation == Mutation::RequeueNothing {
                 return Ok(false);
             }
@@ -541,8 +883,11 @@ impl Store for SimStore {
                 }
                 _ => Ok(false),
             }
-        })
-        .await
+        };
+        if self.read_committed() {
+            return self.row_write("requeue_job", LockKey::Job(job), apply).await;
+        }
+        self.call("requeue_job", Access::Write, |s, _| apply(s)).await
     }
 
     async fn insert_agent_run(&self, run: NewAgentRun) -> StoreResult<i64> {
@@ -627,6 +972,9 @@ impl Store for SimStore {
     }
 
     async fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
+        if self.read_committed() {
+            return self.event_read_committed("append_event", None, |s| Ok(s.insert_event(&event))).await;
+        }
         self.call("append_event", Access::Write, |s, _| Ok(s.insert_event(&event))).await
     }
 
@@ -643,6 +991,9 @@ impl Store for SimStore {
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome> {
+        if self.read_committed() {
+            return self.acquire_lease_read_committed(name, holder, ttl_ms, now_ms).await;
+        }
         self.call("acquire_lease", Access::Write, |s, _| Ok(s.acquire_lease(name, holder, ttl_ms, now_ms))).await
     }
 

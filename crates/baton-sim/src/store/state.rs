@@ -1,7 +1,8 @@
 //! The store's tables in memory and the transactional operations on them, one method per
 //! `SqliteStore` transaction, checking every guard before writing anything (all or nothing).
 
-use super::{Access, Commit, Fault, FaultCounts, FaultRates, InboxRow, Mutation};
+use super::txn::Locks;
+use super::{Access, Commit, Fault, FaultCounts, FaultRates, InboxRow, Isolation, Mutation};
 use crate::rng::Rng;
 use baton_domain::ids::branch_name;
 use baton_domain::{Hold, JobId, TaskId, TaskState, WorkItemId};
@@ -11,10 +12,21 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Work-item numbers tried past a collision before giving up (as in SQLite).
 const WORK_ITEM_WALK_MAX: u32 = 10_000;
 
-/// Everything the store holds, plus the audit trail the checks read.
+/// What an acquire does with the stored lease of its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LeaseDecision {
+    /// The holder has it: extend it, keep the token.
+    Renew { token: i64 },
+    /// Someone else holds it and it has not expired.
+    Busy { holder: String },
+    /// Free or expired: a new grant with the next token.
+    Take,
+}
+
 /// An idempotency row: (request digest, started at, task created under it, the answer).
 pub(crate) type IdempotencyRow = (String, i64, Option<TaskId>, Option<(u16, String)>);
 
+/// Everything the store holds, plus the audit trail the checks read.
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) tasks: BTreeMap<TaskId, TaskRecord>,
@@ -70,6 +82,14 @@ pub(crate) struct State {
     pub(crate) claim_bumps_version: bool,
     /// Version bumps by claims per task (not transitions: the checks count them apart).
     pub(crate) claim_bumps: BTreeMap<TaskId, i64>,
+    /// How concurrent calls see each other (see [`Isolation`]).
+    pub(crate) isolation: Isolation,
+    /// The named locks of open READ COMMITTED transactions.
+    pub(crate) locks: Locks,
+    /// Claims that left more jobs running than their limits allowed, as they committed.
+    pub(crate) limit_breaches: Vec<String>,
+    /// Leases granted to a holder while another holder's grant was live, as they committed.
+    pub(crate) double_grants: Vec<String>,
 }
 
 impl State {
@@ -110,6 +130,10 @@ impl State {
             mutation,
             claim_bumps_version: true,
             claim_bumps: BTreeMap::new(),
+            isolation: Isolation::Serial,
+            locks: Locks::default(),
+            limit_breaches: Vec::new(),
+            double_grants: Vec::new(),
         }
     }
 }
@@ -484,17 +508,40 @@ impl State {
     }
 
     pub(crate) fn claim(&mut self, claim: &Claim) -> Option<JobRecord> {
+        let candidate = self.claim_candidate(claim, &[])?;
+        let task = self.jobs.get(&candidate)?.task_id;
+        self.bump_for_claim(task);
+        let job = self.start_claimed(candidate, claim);
+        self.audit_limits(claim);
+        job
+    }
+
+    /// The jobs a claim of up to `limit` picks, best first, read without writing (the candidate
+    /// query of `baton_claim_jobs`: each pick counts as running for the next).
+    pub(crate) fn pick_claims(&self, claim: &Claim, limit: u32) -> Vec<JobId> {
+        let mut picked: Vec<JobId> = Vec::new();
+        while picked.len() < limit as usize {
+            let Some(job) = self.claim_candidate(claim, &picked) else { break };
+            picked.push(job);
+        }
+        picked
+    }
+
+    /// The next job a claim takes when `picked` are taken already (and count as running).
+    fn claim_candidate(&self, claim: &Claim, picked: &[JobId]) -> Option<JobId> {
         let running = |repo: Option<&str>| {
-            self.jobs.values().filter(|j| j.status == JobStatus::Running && repo.is_none_or(|r| j.repo == r)).count()
-                as u64
+            self.jobs
+                .values()
+                .filter(|j| j.status == JobStatus::Running || picked.contains(&j.id))
+                .filter(|j| repo.is_none_or(|r| j.repo == r))
+                .count() as u64
         };
         if running(None) >= u64::from(claim.running_max) {
             return None;
         }
-        let candidate = self
-            .jobs
+        self.jobs
             .values()
-            .filter(|j| j.status == JobStatus::Queued && j.available_at_ms <= claim.now_ms)
+            .filter(|j| j.status == JobStatus::Queued && j.available_at_ms <= claim.now_ms && !picked.contains(&j.id))
             .filter(|j| self.tasks.get(&j.task_id).is_some_and(|t| t.state.job == Some(j.id)))
             .filter(|j| running(Some(&j.repo)) < u64::from(claim.running_per_repo_max))
             .filter(|j| claim.dependency_free_repos.contains(&j.repo) || self.dependencies_met(j.task_id))
@@ -505,24 +552,49 @@ impl State {
             })
             // As `SqliteStore`'s claim: the highest rank (later pipeline stage) first.
             .min_by_key(|j| (std::cmp::Reverse(j.rank), j.available_at_ms, j.id))
-            .map(|j| j.id)?;
-        let job = self.jobs.get_mut(&candidate)?;
+            .map(|j| j.id)
+    }
+
+    /// A claim changes what the task is doing: decisions read before it (a STOP judging whether
+    /// a deploy is running) must lose their compare-and-set and decide again.
+    pub(crate) fn bump_for_claim(&mut self, task: TaskId) {
+        if self.claim_bumps_version
+            && let Some(record) = self.tasks.get_mut(&task)
+        {
+            record.version += 1;
+            *self.claim_bumps.entry(task).or_insert(0) += 1;
+        }
+    }
+
+    /// Marks a queued job running for `claim`'s owner; `None` when it is no longer queued.
+    pub(crate) fn start_claimed(&mut self, id: JobId, claim: &Claim) -> Option<JobRecord> {
+        let job = self.jobs.get_mut(&id).filter(|j| j.status == JobStatus::Queued)?;
         job.status = JobStatus::Running;
         job.owner = Some(claim.owner.clone());
         job.started_at_ms = Some(claim.now_ms);
         job.pid = None;
         job.pgid = None;
         job.proc_start = None;
-        let job = job.clone();
-        // A claim changes what the task is doing: decisions read before it (a STOP judging whether
-        // a deploy is running) must lose their compare-and-set and decide again.
-        if self.claim_bumps_version
-            && let Some(task) = self.tasks.get_mut(&job.task_id)
-        {
-            task.version += 1;
-            *self.claim_bumps.entry(job.task_id).or_insert(0) += 1;
+        Some(job.clone())
+    }
+
+    /// Records a breach when, as a claim commits, more jobs run than its limits allow.
+    pub(crate) fn audit_limits(&mut self, claim: &Claim) {
+        let running: Vec<&JobRecord> = self.jobs.values().filter(|j| j.status == JobStatus::Running).collect();
+        if running.len() as u64 > u64::from(claim.running_max) {
+            let breach = format!("{} jobs running, the global limit is {}", running.len(), claim.running_max);
+            self.limit_breaches.push(breach);
         }
-        Some(job)
+        let mut per_repo: BTreeMap<&str, u64> = BTreeMap::new();
+        for job in &running {
+            *per_repo.entry(job.repo.as_str()).or_insert(0) += 1;
+        }
+        for (repo, count) in per_repo {
+            if count > u64::from(claim.running_per_repo_max) {
+                let limit = claim.running_per_repo_max;
+                self.limit_breaches.push(format!("{count} jobs of {repo} running, its limit is {limit}"));
+            }
+        }
     }
 
     /// One retention pass: at most `limit` rows of each kind, chosen by `baton_store::retention`'s
@@ -607,19 +679,58 @@ impl State {
     }
 
     pub(crate) fn acquire_lease(&mut self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> LeaseOutcome {
-        if let Some(lease) = self.leases.get_mut(name) {
-            if lease.holder == holder {
-                lease.expires_at_ms = now_ms + ttl_ms;
-                return LeaseOutcome::Acquired { token: lease.token };
+        match self.lease_decision(name, holder, now_ms) {
+            LeaseDecision::Renew { token } => {
+                self.extend_lease(name, holder, now_ms + ttl_ms);
+                LeaseOutcome::Acquired { token }
             }
-            if lease.expires_at_ms > now_ms {
-                return LeaseOutcome::Busy { holder: lease.holder.clone() };
+            LeaseDecision::Busy { holder } => LeaseOutcome::Busy { holder },
+            LeaseDecision::Take => {
+                let token = self.next_lease_token(name);
+                self.grant_lease(name, holder, token, ttl_ms, now_ms);
+                LeaseOutcome::Acquired { token }
             }
         }
-        // Fencing tokens survive release, so a new holder always gets a larger token than any earlier one.
+    }
+
+    /// What an acquire of `name` by `holder` does, read from the stored lease.
+    pub(crate) fn lease_decision(&self, name: &str, holder: &str, now_ms: i64) -> LeaseDecision {
+        match self.leases.get(name) {
+            Some(lease) if lease.holder == holder => LeaseDecision::Renew { token: lease.token },
+            Some(lease) if lease.expires_at_ms > now_ms => LeaseDecision::Busy { holder: lease.holder.clone() },
+            _ => LeaseDecision::Take,
+        }
+    }
+
+    /// `UPDATE leases SET expires_at WHERE name`: whoever holds it now — recording a double
+    /// grant when that is no longer `holder`, who read the lease as its own and believes it holds it.
+    pub(crate) fn extend_lease(&mut self, name: &str, holder: &str, expires_at_ms: i64) {
+        if let Some(lease) = self.leases.get_mut(name) {
+            if lease.holder != holder {
+                let other = format!("{} (token {})", lease.holder, lease.token);
+                self.double_grants
+                    .push(format!("lease {name} renewed by {holder}, who no longer held it, for {other}"));
+            }
+            lease.expires_at_ms = expires_at_ms;
+        }
+    }
+
+    /// Fencing tokens survive release, so a new holder always gets a larger token than any earlier one.
+    pub(crate) fn next_lease_token(&mut self, name: &str) -> i64 {
         let token = self.lease_tokens.entry(name.to_string()).or_insert(0);
         *token += 1;
-        let token = *token;
+        *token
+    }
+
+    /// Writes `holder`'s grant of `name` over whatever row is there (`INSERT ... ON CONFLICT DO
+    /// UPDATE`), recording a double grant when another holder's grant was still live.
+    pub(crate) fn grant_lease(&mut self, name: &str, holder: &str, token: i64, ttl_ms: i64, now_ms: i64) {
+        if let Some(lease) = self.leases.get(name).filter(|l| l.holder != holder && l.expires_at_ms > now_ms) {
+            self.double_grants.push(format!(
+                "lease {name} granted to {holder} (token {token}) while {} held it (token {}) until {}",
+                lease.holder, lease.token, lease.expires_at_ms
+            ));
+        }
         self.leases.insert(
             name.to_string(),
             LeaseRecord {
@@ -630,7 +741,6 @@ impl State {
                 expires_at_ms: now_ms + ttl_ms,
             },
         );
-        LeaseOutcome::Acquired { token }
     }
 
     pub(crate) fn run_matches(&self, run: &AgentRunRecord, filter: &SpendFilter) -> bool {
