@@ -47,6 +47,9 @@ mod read_committed {
         let rates = FaultRates { per_mille: 0, reply_lost_per_mille: 0 };
         let store = Arc::new(SimStore::new(Arc::new(SimClock::default()), 1, rates, Mutation::default()));
         store.set_isolation(Isolation::ReadCommitted);
+        // The suite's races run on real threads: a lock holder may wait for a CPU far longer than
+        // the simulation's rounds (no lock timeout within the tests' own time limits).
+        store.set_lock_wait_polls(u32::MAX);
         let harness = Memory { store };
         let store = harness.open().await;
         ((), harness, store)

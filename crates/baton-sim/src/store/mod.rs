@@ -327,6 +327,14 @@ impl SimStore {
         self.lock().isolation
     }
 
+    /// How many polls a READ COMMITTED lock wait lasts before it fails `Busy` as a lock timeout.
+    /// The simulation's seeded scheduler polls every waiter once per round, so the default bound is
+    /// rounds; on a real multi-threaded runtime (the store conformance suite) a poll is a wake-up
+    /// while the holder's thread may not be running at all, so a bound there must be far larger.
+    pub fn set_lock_wait_polls(&self, polls: u32) {
+        self.lock().locks.wait_polls = Some(polls);
+    }
+
     fn read_committed(&self) -> bool {
         self.lock().isolation == Isolation::ReadCommitted
     }

@@ -66,6 +66,8 @@ pub(crate) struct Locks {
     pub(crate) waits: u64,
     /// Calls failed as deadlocked or timed out.
     pub(crate) busy: u64,
+    /// Polls a lock wait may last (`None`: [`LOCK_WAIT_POLLS_MAX`]).
+    pub(crate) wait_polls: Option<u32>,
 }
 
 impl Locks {
@@ -127,7 +129,8 @@ impl<'a> Txn<'a> {
     /// Takes `key` for the rest of the transaction, waiting while another open call holds it.
     pub(crate) async fn lock(&self, key: LockKey) -> StoreResult<()> {
         let mut waited = false;
-        for _ in 0..LOCK_WAIT_POLLS_MAX {
+        let polls = self.store.lock().locks.wait_polls.unwrap_or(LOCK_WAIT_POLLS_MAX);
+        for _ in 0..polls {
             {
                 let mut state = self.store.lock();
                 let locks = &mut state.locks;
