@@ -1365,6 +1365,27 @@ async fn deploy_batch_member(ctx: &JobContext<'_>, entry: &baton_store::QueueEnt
     let gates = ctx.gates();
     let failed = match RepoCommand::Deploy.argv(&gates) {
         None => None,
+        // A later change landed on top of the batch (the lease the batch landed under is free
+        // again): that change's deploy carries this commit. Deploying this older commit now would
+        // run beside that deploy and could take the target back to it.
+        Some(_) if main != head => {
+            let _ = engine
+                .store()
+                .append_event(NewEvent {
+                    task: ctx.task.id,
+                    at_ms: engine.clock().now_ms(),
+                    kind: "deploy".into(),
+                    stage: ctx.stage.name.clone(),
+                    message: format!(
+                        "{} moved past {short} to {}: the later change's deploy carries it; not deploying it again",
+                        ctx.repo.default_branch,
+                        &main[..main.len().min(10)]
+                    ),
+                    detail: serde_json::json!({ "head": head, "main": main }),
+                })
+                .await;
+            None
+        }
         Some(argv) => deploy_command(ctx, &gates, &head, &argv).await,
     };
     let failed = failed.map(|reason| GateVerdict::new("deploy", Verdict::Fail, reason));
