@@ -1369,27 +1369,32 @@ async fn deploy_batch_member(ctx: &JobContext<'_>, entry: &baton_store::QueueEnt
         // again): that change's deploy carries this commit. Deploying this older commit now would
         // run beside that deploy and could take the target back to it.
         Some(_) if main != head => {
-            let _ = engine
-                .store()
-                .append_event(NewEvent {
-                    task: ctx.task.id,
-                    at_ms: engine.clock().now_ms(),
-                    kind: "deploy".into(),
-                    stage: ctx.stage.name.clone(),
-                    message: format!(
-                        "{} moved past {short} to {}: the later change's deploy carries it; not deploying it again",
-                        ctx.repo.default_branch,
-                        &main[..main.len().min(10)]
-                    ),
-                    detail: serde_json::json!({ "head": head, "main": main }),
-                })
-                .await;
+            let message = format!(
+                "{} moved past {short} to {}: the later change's deploy carries it; not deploying it again",
+                ctx.repo.default_branch,
+                &main[..main.len().min(10)]
+            );
+            deploy_note(ctx, message, serde_json::json!({ "head": head, "main": main })).await;
             None
         }
         Some(argv) => deploy_command(ctx, &gates, &head, &argv).await,
     };
     let failed = failed.map(|reason| GateVerdict::new("deploy", Verdict::Fail, reason));
     Ok(Deployed { merged, failed })
+}
+
+/// A `deploy` line on the task's timeline: why this job runs no deploy command.
+async fn deploy_note(ctx: &JobContext<'_>, message: String, detail: serde_json::Value) {
+    let engine = ctx.engine;
+    let event = NewEvent {
+        task: ctx.task.id,
+        at_ms: engine.clock().now_ms(),
+        kind: "deploy".into(),
+        stage: ctx.stage.name.clone(),
+        message,
+        detail,
+    };
+    let _ = engine.store().append_event(event).await;
 }
 
 /// Runs the repository's `deploy` for `head` at most once: its run directory is keyed by the head,
@@ -1408,20 +1413,9 @@ async fn deploy_command(ctx: &JobContext<'_>, gates: &GateContext<'_>, head: &st
         Previous::Exited(exit) if exit.code == Some(0) => {
             if !ours {
                 let by = launched_by.unwrap_or_else(|| "an earlier job".to_string());
-                let _ = engine
-                    .store()
-                    .append_event(NewEvent {
-                        task: ctx.task.id,
-                        at_ms: engine.clock().now_ms(),
-                        kind: "deploy".into(),
-                        stage: ctx.stage.name.clone(),
-                        message: format!(
-                            "{} was already deployed by {by}; not deploying it again",
-                            &head[..head.len().min(10)]
-                        ),
-                        detail: serde_json::Value::Null,
-                    })
-                    .await;
+                let message =
+                    format!("{} was already deployed by {by}; not deploying it again", &head[..head.len().min(10)]);
+                deploy_note(ctx, message, serde_json::Value::Null).await;
             }
             return None;
         }

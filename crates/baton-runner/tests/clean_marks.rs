@@ -10,23 +10,14 @@ use baton_runner::{CommandSpec, Git, GitVcs, Vcs, run_command};
 use std::path::Path;
 use std::time::Duration;
 
-const ID: [&str; 6] = ["-c", "user.name=Test", "-c", "user.email=test@localhost", "-c", "commit.gpgsign=false"];
+#[path = "support/local_repo.rs"]
+mod local_repo;
 
-async fn git(dir: &Path, args: &[&str]) -> String {
-    let all: Vec<&str> = ID.iter().chain(args).copied().collect();
-    Git::new(dir).run(&all).await.unwrap_or_else(|e| panic!("git {args:?}: {e}"))
-}
+use local_repo::git;
 
 /// A repository with one commit on `main` and a task worktree on its own branch.
 async fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]).await;
-    std::fs::write(repo.join("README.md"), "demo\n").unwrap();
-    git(&repo, &["add", "README.md"]).await;
-    git(&repo, &["commit", "-q", "-m", "init"]).await;
-    let worktree = tmp.path().join("worktrees").join("demo").join("DEMO-001");
+    let (tmp, repo, worktree) = local_repo::repo().await;
     GitVcs.ensure_worktree(&repo, &worktree, "baton/DEMO-001-task", "main").await.unwrap();
     (tmp, repo, worktree)
 }

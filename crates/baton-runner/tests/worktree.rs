@@ -7,25 +7,10 @@
 use baton_runner::{Git, GitVcs, Vcs};
 use std::path::Path;
 
-const ID: [&str; 6] = ["-c", "user.name=Test", "-c", "user.email=test@localhost", "-c", "commit.gpgsign=false"];
+#[path = "support/local_repo.rs"]
+mod local_repo;
 
-async fn git(dir: &Path, args: &[&str]) -> String {
-    let all: Vec<&str> = ID.iter().chain(args).copied().collect();
-    Git::new(dir).run(&all).await.unwrap_or_else(|e| panic!("git {args:?}: {e}"))
-}
-
-/// A repository with one commit on `main`, and where its task worktrees go.
-async fn repo() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]).await;
-    std::fs::write(repo.join("README.md"), "demo\n").unwrap();
-    git(&repo, &["add", "README.md"]).await;
-    git(&repo, &["commit", "-q", "-m", "init"]).await;
-    let worktree = tmp.path().join("worktrees").join("demo").join("DEMO-001");
-    (tmp, repo, worktree)
-}
+use local_repo::{git, repo};
 
 async fn head_branch(worktree: &Path) -> String {
     git(worktree, &["symbolic-ref", "--short", "HEAD"]).await
