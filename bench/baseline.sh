@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # baseline.sh — the baseline of `baton bench pipeline`: the same git and process work Baton
 # orchestrates for N tickets (worktree; five stages, each one process writing its file and a
-# commit; the test after development; then, one at a time: rebase onto
-# main, squash, re-test, fast-forward main, deploy, health; worktree removed), with the same
-# parallelism and no orchestration at all: no database, no supervisor, no agents, no retries.
+# commit; the test after development; then, one at a time: the branch squashed onto main (one
+# three-way merge and a commit, as Baton's merge gate), re-test, fast-forward main, deploy,
+# health; worktree removed), with the same parallelism and no orchestration at all: no database,
+# no supervisor, no agents, no retries.
 # The git reads Baton makes for what it reports are part of that work: after every stage the
 # branch's diff stat against main (the dashboard's "changes"), and after the merge the hand-off's
 # commit list, diff stat and the ticket's documents read from the merged commit; main moves by
@@ -11,7 +12,7 @@
 # out (the bare work: no reports, main moved by `update-ref` with its checkout left behind).
 # Usage: bash bench/baseline.sh [--tickets N] [--parallel P] [--test-sleep-ms MS] [--queue] [--minimal] [--dir DIR]
 # With --queue, every ticket's stages are done first; then the merges run one after another: the
-# serial floor of the merge work (rebase, squash, re-test, fast-forward, deploy, health).
+# serial floor of the merge work (squash onto main, re-test, fast-forward, deploy, health).
 # Prints one JSON line: {"tickets":N,"seconds":S,"merges_per_s":M} (docs/bench.md).
 set -euo pipefail
 export LC_ALL=C
@@ -75,11 +76,14 @@ merge() {
   local id=$1 wt="$dir/wt/$1" branch="baton/$1"
   {
     flock 9
-    git -C "$wt" rebase -q main
-    git -C "$wt" reset -q --soft main && git -C "$wt" commit -q -m "$id"
+    # The branch as one commit on main, as Baton's merge gate builds it: one three-way merge of
+    # the branch's changes onto main, a commit of that tree, the worktree moved to it.
+    local old head tree
+    old=$(git -C "$repo" rev-parse refs/heads/main)
+    tree=$(git -C "$wt" merge-tree --write-tree "$old" HEAD)
+    head=$(git -C "$wt" commit-tree "$tree" -p "$old" -m "$id")
+    git -C "$wt" reset -q --hard "$head"
     (cd "$wt" && "${test_cmd[@]}")
-    local old head
-    old=$(git -C "$repo" rev-parse refs/heads/main) head=$(git -C "$wt" rev-parse HEAD)
     if [ "$minimal" -eq 1 ]; then
       git -C "$repo" update-ref refs/heads/main "$head" "$old"
     else

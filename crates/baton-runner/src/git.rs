@@ -425,7 +425,7 @@ pub fn lookup_ref(dir: &Path, name: &str) -> Lookup {
 }
 
 /// A full SHA-1 or SHA-256 object id in lowercase hex.
-fn is_object_id(text: &str) -> bool {
+pub(crate) fn is_object_id(text: &str) -> bool {
     (text.len() == 40 || text.len() == 64) && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 

@@ -67,6 +67,23 @@ fn built_on_ref(branch: &str) -> String {
     format!("refs/baton/built-on/{branch}")
 }
 
+fn no_head(worktree: &Path) -> GitError {
+    GitError::Failed { args: "rev-parse HEAD".into(), dir: worktree.display().to_string(), stderr: "no HEAD".into() }
+}
+
+/// A `git merge-tree --write-tree --name-only` that stopped on conflicts, as one line: the
+/// conflicted files and git's messages about them (its output's first line, the tree, left out).
+fn merge_conflicts(output: &str) -> String {
+    let mut sections = output.splitn(2, "\n\n");
+    let files: Vec<&str> = sections.next().unwrap_or("").lines().skip(1).filter(|l| !l.is_empty()).collect();
+    let messages: Vec<&str> = sections.next().unwrap_or("").lines().filter(|l| l.starts_with("CONFLICT")).collect();
+    let mut text = format!("conflicts in {}", if files.is_empty() { "the tree".to_string() } else { files.join(", ") });
+    if !messages.is_empty() {
+        text.push_str(&format!(" ({})", messages.join("; ")));
+    }
+    text
+}
+
 /// Git operations on repositories and task worktrees.
 #[async_trait]
 pub trait Vcs: Send + Sync {
@@ -98,6 +115,20 @@ pub trait Vcs: Send + Sync {
     async fn rebase(&self, worktree: &Path, onto: &str) -> Result<(), GitError>;
     /// Squashes everything since `base` into one commit with `message`.
     async fn squash(&self, worktree: &Path, base: &str, message: &str) -> Result<(), GitError>;
+    /// The merge gate's build: the worktree branch's own changes (since the base it was last
+    /// built on, or since it forked) as one commit with `message` on `onto`; the branch, index and
+    /// files move to it. `Ok(None)`: the branch changes nothing relative to `onto` (nothing
+    /// moved). On a conflict nothing moves and the error names the files. By default a rebase
+    /// and a squash.
+    async fn rebuild(&self, worktree: &Path, onto: &str, message: &str) -> Result<Option<String>, GitError> {
+        self.rebase(worktree, onto).await?;
+        let head = self.rev(worktree, "HEAD").await.ok_or_else(|| no_head(worktree))?;
+        if head == onto {
+            return Ok(None);
+        }
+        self.squash(worktree, onto, message).await?;
+        self.rev(worktree, "HEAD").await.map(Some).ok_or_else(|| no_head(worktree))
+    }
     /// A new commit with the worktree HEAD's tree on `parent` (a merge-queue batch's one commit),
     /// moving no branch; returns its id.
     async fn commit_tree(&self, worktree: &Path, parent: &str, message: &str) -> Result<String, GitError>;
@@ -379,6 +410,22 @@ async fn reusable_worktree(main: &Git, worktree: &Path, branch: &str) -> Result<
 #[derive(Debug, Default, Clone)]
 pub struct GitVcs;
 
+impl GitVcs {
+    /// The base `branch` was last built on by the merge gate, when its head still sits on it. A
+    /// branch squashed before sits on that base — maybe the head of a change ahead in the merge
+    /// queue, not the branch's own work: only what came after it is the branch's.
+    async fn built_on(&self, git: &Git, branch: &str) -> Option<String> {
+        let name = built_on_ref(branch);
+        let base = match crate::git::lookup_ref(git.dir(), &name) {
+            crate::git::Lookup::Found(id) => id,
+            // Never squashed before: nothing to ask git.
+            crate::git::Lookup::Absent => return None,
+            crate::git::Lookup::Unknown => git.run(&["rev-parse", "-q", "--verify", &name]).await.ok()?,
+        };
+        git.is_ancestor(&base, "HEAD").await.then_some(base)
+    }
+}
+
 /// Git's worktree bookkeeping (`.git/worktrees/`) is not safe under concurrent `worktree add`,
 /// `remove` and `prune` in one repository ("failed to read .git/worktrees/…/commondir"): each
 /// repository's worktree changes in this process go one at a time.
@@ -498,31 +545,54 @@ impl Vcs for GitVcs {
 
     async fn rebase(&self, worktree: &Path, onto: &str) -> Result<(), GitError> {
         let git = Git::new(worktree);
-        // A branch the merge gate squashed before sits on the base it was built on — maybe the
-        // head of a change ahead in the merge queue, not the branch's own work: replay only what
-        // came after that base, never the other change.
         let built_on = match git.current_branch().await {
-            Some(branch) => {
-                let name = built_on_ref(&branch);
-                match crate::git::lookup_ref(worktree, &name) {
-                    crate::git::Lookup::Found(id) => Some(id),
-                    // Never squashed before: the plain rebase, without asking git.
-                    crate::git::Lookup::Absent => None,
-                    crate::git::Lookup::Unknown => git.run(&["rev-parse", "-q", "--verify", &name]).await.ok(),
-                }
-            }
+            Some(branch) => self.built_on(&git, &branch).await,
             None => None,
         };
         let rebased = match built_on {
-            Some(upstream) if git.is_ancestor(&upstream, "HEAD").await => {
-                git.run(&["rebase", "-q", "--onto", onto, &upstream]).await
-            }
-            _ => git.run(&["rebase", "-q", onto]).await,
+            Some(upstream) => git.run(&["rebase", "-q", "--onto", onto, &upstream]).await,
+            None => git.run(&["rebase", "-q", onto]).await,
         };
         if rebased.is_err() {
             let _ = git.run(&["rebase", "--abort"]).await;
         }
         rebased.map(|_| ())
+    }
+
+    async fn rebuild(&self, worktree: &Path, onto: &str, message: &str) -> Result<Option<String>, GitError> {
+        // One three-way merge of the branch's own changes onto `onto` (no commit-by-commit replay
+        // through the working tree, as a rebase does), one commit on `onto`, then the branch and
+        // files move to it.
+        let git = Git::new(worktree);
+        let branch = git.current_branch().await;
+        let built_on = match &branch {
+            Some(branch) => self.built_on(&git, branch).await,
+            None => None,
+        };
+        let mut args = vec!["merge-tree", "--write-tree", "--name-only"];
+        if let Some(base) = &built_on {
+            args.extend(["--merge-base", base.as_str()]);
+        }
+        args.extend([onto, "HEAD"]);
+        let tree = match git.run(&args).await {
+            Ok(out) => out.lines().next().unwrap_or("").to_string(),
+            Err(GitError::Failed { args, dir, stderr })
+                if stderr.lines().next().is_some_and(crate::git::is_object_id) =>
+            {
+                return Err(GitError::Failed { args, dir, stderr: merge_conflicts(&stderr) });
+            }
+            Err(error) => return Err(error),
+        };
+        let onto_tree = git.run(&["rev-parse", &format!("{onto}^{{tree}}")]).await?;
+        if tree == onto_tree {
+            return Ok(None);
+        }
+        let commit = git.run(&["commit-tree", &tree, "-p", onto, "-m", message]).await?;
+        git.run(&["reset", "-q", "--hard", &commit]).await?;
+        if let Some(branch) = &branch {
+            git.run(&["update-ref", &built_on_ref(branch), onto]).await?;
+        }
+        Ok(Some(commit))
     }
 
     async fn squash(&self, worktree: &Path, base: &str, message: &str) -> Result<(), GitError> {

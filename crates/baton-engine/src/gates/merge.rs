@@ -244,29 +244,22 @@ async fn build(ctx: &GateContext<'_>, entry: &QueueEntry, base: &str, role: &Rol
     {
         return Err(Round::Done(verdict(Verdict::Error, format!("cannot fetch the remote: {error}"))));
     }
-    if let Err(error) = ctx.timed(ctx.vcs.rebase(ctx.worktree, base)).await {
-        let reason = format!("rebase onto {} conflicts: {error}", short(base));
-        if baton_runner::is_infrastructure(&reason) {
-            return Err(Round::Done(verdict(Verdict::Error, reason)));
-        }
-        return Err(record_red(ctx, base, "", 2, reason, alone).await);
-    }
-    match ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD")).await {
-        Some(head) if head == base => {
-            let reason = format!("the branch has no changes relative to {default}");
-            return Err(record_red(ctx, base, "", 2, reason, alone).await);
-        }
-        Some(_) => {}
-        None => return Err(Round::Done(verdict(Verdict::Error, "the worktree has no HEAD"))),
-    }
     // One commit per task on the default branch, so every commit there is a re-tested head.
     let title: String = ctx.task.title.chars().filter(|c| !c.is_control()).take(120).collect();
     let message = format!("{}: {title}\n\nMerged by Baton from {}.", ctx.task.work_item_id, ctx.task.branch);
-    if let Err(error) = ctx.timed(ctx.vcs.squash(ctx.worktree, base, &message)).await {
-        return Err(Round::Done(verdict(Verdict::Error, format!("squashing onto {} failed: {error}", short(base)))));
-    }
-    let Some(mut head) = ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD")).await else {
-        return Err(Round::Done(verdict(Verdict::Error, "the worktree has no HEAD after squashing")));
+    let mut head = match ctx.timed(ctx.vcs.rebuild(ctx.worktree, base, &message)).await {
+        Ok(Some(head)) => head,
+        Ok(None) => {
+            let reason = format!("the branch has no changes relative to {default}");
+            return Err(record_red(ctx, base, "", 2, reason, alone).await);
+        }
+        Err(error) => {
+            let reason = format!("rebase onto {} conflicts: {error}", short(base));
+            if baton_runner::is_infrastructure(&reason) {
+                return Err(Round::Done(verdict(Verdict::Error, reason)));
+            }
+            return Err(record_red(ctx, base, "", 2, reason, alone).await);
+        }
     };
     if let Role::Tail(batch) = role {
         let names: Vec<&str> = batch.changes.iter().map(|(id, _)| id.as_str()).collect();
