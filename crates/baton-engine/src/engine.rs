@@ -144,6 +144,9 @@ pub struct Engine {
     /// The store's change feed said another process stopped or took a running job away: the
     /// loop checks the jobs running here at once instead of at its next once-a-second check.
     jobs_taken: AtomicBool,
+    /// The claim loop found every job slot taken by jobs running here and did not ask the store:
+    /// the next job to end here wakes it.
+    claim_deferred: AtomicBool,
     /// Why the store can no longer be used (a failed fatal health check); the loop then stops.
     store_lost: Mutex<Option<String>>,
     /// What the reaper's and the reconciler's last passes did.
@@ -396,6 +399,7 @@ impl EngineBuilder {
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             jobs_taken: AtomicBool::new(false),
+            claim_deferred: AtomicBool::new(false),
             store_lost: Mutex::new(None),
             maintenance: crate::stats::MaintenanceStats::default(),
             retention: crate::retention::RetentionState::new(
@@ -1098,6 +1102,29 @@ impl Engine {
         Ok(job)
     }
 
+    /// Whether a claim can take anything: `false` when the jobs running here alone fill
+    /// `running_max` (the store counts them, and any elsewhere, against the same limit), so the
+    /// store is not asked; the next job to end here wakes the loop ([`Engine::job_left`]).
+    fn slots_free_here(&self) -> bool {
+        let max = self.settings.limits.running_max as usize;
+        let here = || self.running.lock().map(|r| r.len()).unwrap_or(0);
+        if here() < max {
+            return true;
+        }
+        // Deferred first, then counted again: a job ending between the two either is seen in the
+        // count or sees the flag and wakes the loop.
+        self.claim_deferred.store(true, Ordering::SeqCst);
+        here() < max
+    }
+
+    /// A job ended here (its executor let it go): wakes the claim loop if it skipped a claim
+    /// because every slot was taken here.
+    pub(crate) fn job_left(&self) {
+        if self.claim_deferred.swap(false, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
     /// Records that this instance is alive (`baton serve` does every `heartbeat_secs`).
     pub async fn heartbeat(&self) -> Result<(), EngineError> {
         let beat = baton_store::InstanceRecord {
@@ -1399,13 +1426,16 @@ impl Engine {
                 crate::retention::tick(&self).await;
             }
             crate::queue::schedule_kicked(&self).await;
-            loop {
-                match self.claim_batch(CLAIM_BATCH_MAX).await {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::error!("claiming jobs failed: {error}");
-                        break;
+            if self.slots_free_here() {
+                loop {
+                    match self.claim_batch(CLAIM_BATCH_MAX).await {
+                        // Fewer than asked for: nothing more is runnable under the limits now.
+                        Ok(n) if n < CLAIM_BATCH_MAX as usize => break,
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::error!("claiming jobs failed: {error}");
+                            break;
+                        }
                     }
                 }
             }
