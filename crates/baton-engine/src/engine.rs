@@ -147,6 +147,9 @@ pub struct Engine {
     /// The claim loop found every job slot taken by jobs running here and did not ask the store:
     /// the next job to end here wakes it.
     claim_deferred: AtomicBool,
+    /// Jobs running here whose end is committed (the store no longer counts them against the
+    /// limits) while their executor still finishes up: they hold no slot.
+    settled: Mutex<std::collections::HashSet<JobId>>,
     /// Why the store can no longer be used (a failed fatal health check); the loop then stops.
     store_lost: Mutex<Option<String>>,
     /// What the reaper's and the reconciler's last passes did.
@@ -400,6 +403,7 @@ impl EngineBuilder {
             wake: Notify::new(),
             jobs_taken: AtomicBool::new(false),
             claim_deferred: AtomicBool::new(false),
+            settled: Mutex::new(std::collections::HashSet::new()),
             store_lost: Mutex::new(None),
             maintenance: crate::stats::MaintenanceStats::default(),
             retention: crate::retention::RetentionState::new(
@@ -912,6 +916,11 @@ impl Engine {
                     match self.store.advance(advance).await {
                         Ok(_) => {
                             tracing::info!(task = %task.work_item_id, "{note}");
+                            // A job's end is committed: its slot is free for the claim loop now,
+                            // while this task's queue pass and effects go on.
+                            if let Some(finish) = &finish {
+                                self.job_settled(finish.job);
+                            }
                             // The repository's merge queue may move now (a change entered or left
                             // it, the lease was released with the transition): the next change
                             // starts landing while this task's effects are carried out.
@@ -1107,7 +1116,10 @@ impl Engine {
     /// store is not asked; the next job to end here wakes the loop ([`Engine::job_left`]).
     fn slots_free_here(&self) -> bool {
         let max = self.settings.limits.running_max as usize;
-        let here = || self.running.lock().map(|r| r.len()).unwrap_or(0);
+        let here = || {
+            let running = self.running.lock().map(|r| r.len()).unwrap_or(0);
+            running.saturating_sub(self.settled.lock().map(|s| s.len()).unwrap_or(0))
+        };
         if here() < max {
             return true;
         }
@@ -1117,9 +1129,23 @@ impl Engine {
         here() < max
     }
 
-    /// A job ended here (its executor let it go): wakes the claim loop if it skipped a claim
-    /// because every slot was taken here.
-    pub(crate) fn job_left(&self) {
+    /// The end of `job`, running here, is committed: it no longer holds a slot; the claim loop
+    /// may fill it at once.
+    fn job_settled(&self, job: JobId) {
+        let here = self.running.lock().map(|r| r.contains_key(&job)).unwrap_or(false);
+        if here && let Ok(mut settled) = self.settled.lock() {
+            settled.insert(job);
+        }
+        self.claim_deferred.store(false, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// A job's executor let it go (`running` no longer holds it): wakes the claim loop if it
+    /// skipped a claim because every slot was taken here.
+    pub(crate) fn job_left(&self, job: JobId) {
+        if let Ok(mut settled) = self.settled.lock() {
+            settled.remove(&job);
+        }
         if self.claim_deferred.swap(false, Ordering::SeqCst) {
             self.wake();
         }

@@ -162,7 +162,7 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
     if let Ok(mut running) = engine.running.lock() {
         running.remove(&job.id);
     }
-    engine.job_left();
+    engine.job_left(job.id);
 }
 
 /// What the task's branch changes relative to its repository's default branch, after this job
