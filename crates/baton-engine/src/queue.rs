@@ -186,13 +186,13 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
                 if is_batch_member(entry) {
                     landed_member(engine, repo, &main, entry, &train).await?;
                 } else {
-                    wake_parked(engine, entry, "it holds the merge lease: landing").await;
+                    rewake_parked(engine, entry, "it holds the merge lease: landing").await;
                 }
                 i += 1;
                 continue;
             }
             QueueState::Evicted => {
-                wake_parked(engine, entry, "evicted from the merge queue").await;
+                rewake_parked(engine, entry, "evicted from the merge queue").await;
                 i += 1;
                 continue;
             }
@@ -218,13 +218,13 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
         match (entry.state, on_train, entry.head.clone()) {
             (QueueState::Testing, true, Some(head)) => {
                 // Built on the train: the next change can build on it while this one is tested.
-                wake_parked(engine, entry, "tested on the merge queue's train").await;
+                rewake_parked(engine, entry, "tested on the merge queue's train").await;
                 ahead_green = false;
                 base = head;
             }
             (QueueState::Testing, true, None) => {
                 // Not built yet: the changes behind wait for its head.
-                wake_parked(engine, entry, "tested on the merge queue's train").await;
+                rewake_parked(engine, entry, "tested on the merge queue's train").await;
                 break;
             }
             (QueueState::Green, true, Some(head)) => {
@@ -368,12 +368,12 @@ async fn walk_batch(
             (QueueState::Testing, Some(_), None) => {
                 // Being built. Woken again on every pass: a wake sent while its job was still
                 // finishing (it entered the queue a moment ago) found nothing parked and was lost.
-                wake_parked(engine, entry, &format!("merge queue: built on {} in its batch", short(&cur))).await;
+                rewake_parked(engine, entry, &format!("merge queue: built on {} in its batch", short(&cur))).await;
                 return Ok(None);
             }
             (QueueState::Built | QueueState::Testing, Some(_), Some(head)) if !is_tail => cur = head,
             (QueueState::Testing, Some(_), Some(head)) => {
-                wake_parked(engine, entry, "merge queue: testing its batch").await;
+                rewake_parked(engine, entry, "merge queue: testing its batch").await;
                 return Ok(Some((head, false)));
             }
             (QueueState::Green, Some(_), Some(head)) if is_tail => {
@@ -450,7 +450,7 @@ async fn landed_member(
         return Ok(());
     };
     if main == head || engine.vcs().is_ancestor(&repo.path, head, main).await {
-        wake_parked(engine, entry, &format!("merge queue: its batch landed as {}", short(head))).await;
+        rewake_parked(engine, entry, &format!("merge queue: its batch landed as {}", short(head))).await;
         return Ok(());
     }
     let tail_landing = train.iter().any(|e| Some(e.task) == entry.batch && e.state == QueueState::Landing);
@@ -586,6 +586,27 @@ async fn wake_parked(engine: &Engine, entry: &QueueEntry, why: &str) {
         return;
     };
     if task.state.hold != Hold::MergeQueue || !is_queue_stage(engine, &task.repo, &task.state.stage) {
+        return;
+    }
+    wake(engine, entry.task, why).await;
+}
+
+/// Wakes the task of `entry`, as this pass read it, if it is parked in the merge queue and its
+/// entry is still as read: the pass wakes changes it finds in a state that needs their job (a
+/// wake lost in a crash, or sent while the job was still finishing). A change whose own job moved
+/// it on since the pass read the queue (built, tested green) is left alone — its move kicked a
+/// new pass — instead of being run again for nothing.
+async fn rewake_parked(engine: &Engine, entry: &QueueEntry, why: &str) {
+    let Ok(Some(task)) = engine.store().task(&TaskKey::Id(entry.task)).await else {
+        return;
+    };
+    if task.state.hold != Hold::MergeQueue || !is_queue_stage(engine, &task.repo, &task.state.stage) {
+        return;
+    }
+    let Ok(Some(now)) = engine.store().queue_entry(entry.task).await else {
+        return;
+    };
+    if (now.state, &now.base, &now.head, now.batch) != (entry.state, &entry.base, &entry.head, entry.batch) {
         return;
     }
     wake(engine, entry.task, why).await;
