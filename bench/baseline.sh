@@ -42,6 +42,10 @@ else
 fi
 # A fixed identity and no user or system git configuration, so the figures do not depend on them.
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+# No automatic gc or maintenance after commits, as Baton runs git (at a few hundred tickets the
+# loose objects would otherwise set off `git gc --auto` in the middle of the run).
+export GIT_CONFIG_COUNT=2 GIT_CONFIG_KEY_0=gc.auto GIT_CONFIG_VALUE_0=0
+export GIT_CONFIG_KEY_1=maintenance.auto GIT_CONFIG_VALUE_1=false
 export GIT_AUTHOR_NAME=baseline GIT_AUTHOR_EMAIL=baseline@localhost
 export GIT_COMMITTER_NAME=baseline GIT_COMMITTER_EMAIL=baseline@localhost
 
