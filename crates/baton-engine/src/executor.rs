@@ -329,6 +329,10 @@ async fn run_job(
         }
         Actor::Deploy => match deploy(&ctx).await {
             Err(Refused::LeaseLost(reason)) => return Ok(Some(JobOutcome::LeaseLost { reason })),
+            Err(Refused::Wait(reason)) => {
+                let verdicts = vec![GateVerdict::new(baton_domain::MERGED_VERDICT, Verdict::Defer, reason)];
+                return Ok(Some(JobOutcome::Completed { verdicts }));
+            }
             Err(Refused::Other(reason)) if gates::is_infrastructure(&reason) => {
                 return Ok(Some(JobOutcome::Infrastructure { reason }));
             }
@@ -1058,6 +1062,9 @@ struct Deployed {
 enum Refused {
     /// The merge lease is another task's now: the merge gate must rebase and re-test again.
     LeaseLost(String),
+    /// Another change's landing must finish first: the deploy stage runs again after a pause,
+    /// with the change's place and tested head kept.
+    Wait(String),
     Other(String),
 }
 
@@ -1082,15 +1089,6 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     {
         return deploy_batch_member(ctx, &entry).await;
     }
-    let lease = gates::merge_lease_name(&ctx.repo.name);
-    let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
-    match engine.store().acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock().now_ms()).await {
-        Ok(LeaseOutcome::Acquired { .. }) => {}
-        Ok(LeaseOutcome::Busy { holder }) => {
-            return Err(Refused::LeaseLost(format!("the merge lease of {} is held by {holder}", ctx.repo.name)));
-        }
-        Err(error) => return Err(format!("cannot renew the merge lease: {error}").into()),
-    }
     let worktree_head = timed(ctx, engine.vcs().rev(&ctx.worktree, "HEAD")).await.ok_or("the worktree has no HEAD")?;
     // The last change of a batch lands the batch's commit: its build's tree on the batch's base.
     let batch_tail =
@@ -1112,6 +1110,21 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     let parent = if batch_tail { format!("{head}^") } else { "HEAD^".to_string() };
     let dir = if batch_tail { ctx.repo.path.clone() } else { ctx.worktree.clone() };
     let base = timed(ctx, engine.vcs().rev(&dir, &parent)).await.ok_or("the retested head has no parent")?;
+    // Landed by an earlier run of this job (a Baton killed between the merge and the end of the
+    // job): the change is on the default branch, so it never goes back to the merge queue (where
+    // it would have nothing left to merge). No other change lands on top of it before its deploy
+    // stage ends (see `unshipped_landing`), so the lease, if another task holds it, is not needed.
+    let landed = landed_before(ctx, &base, &head).await;
+    let lease = gates::merge_lease_name(&ctx.repo.name);
+    let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
+    match engine.store().acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock().now_ms()).await {
+        Ok(LeaseOutcome::Acquired { .. }) => {}
+        Ok(LeaseOutcome::Busy { .. }) if landed.is_some() => {}
+        Ok(LeaseOutcome::Busy { holder }) => {
+            return Err(Refused::LeaseLost(format!("the merge lease of {} is held by {holder}", ctx.repo.name)));
+        }
+        Err(error) => return Err(format!("cannot renew the merge lease: {error}").into()),
+    }
     // The task may have been stopped since this job was claimed: never merge for a cancelled task.
     let current = engine.store().task(&TaskKey::Id(ctx.task.id)).await.ok().flatten();
     if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {
@@ -1123,65 +1136,10 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     if !job_now.is_some_and(|j| j.status == JobStatus::Running && j.owner.as_deref() == Some(engine.owner())) {
         return Err("this job was taken over by another instance before the merge; not merging".into());
     }
-    // The lease must still be ours at the moment of the merge: a Baton paused past the lease's TTL
-    // (or a long step) may have lost it to another task, which may be merging now. Renew it, then
-    // read it back with a fresh clock (a pause between the renewal's clock read and its write would
-    // leave it stale); nothing awaits between the last check and the merge.
-    let holder = task_holder(ctx.task.id);
-    let mut fresh_until_ms = None;
-    for _ in 0..3 {
-        match engine.store().renew_lease(&lease, &holder, ttl_ms, engine.clock().now_ms()).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(Refused::LeaseLost(format!(
-                    "the merge lease of {} was lost before the merge (held past its TTL)",
-                    ctx.repo.name
-                )));
-            }
-            Err(error) => return Err(format!("cannot renew the merge lease before the merge: {error}").into()),
-        }
-        let current = engine.store().lease(&lease).await.ok().flatten();
-        if let Some(lease) = current.filter(|l| l.holder == holder)
-            && lease.expires_at_ms - engine.clock().now_ms() > ttl_ms / 2
-        {
-            fresh_until_ms = Some(lease.expires_at_ms);
-            break;
-        }
-    }
-    let Some(expires_at_ms) = fresh_until_ms else {
-        return Err(Refused::LeaseLost(format!("the merge lease of {} could not be kept fresh", ctx.repo.name)));
+    let (already_merged, moved_past) = match landed {
+        Some(main) => (true, (main != head).then_some(main)),
+        None => (merge_under_lease(ctx, &lease, ttl_ms, &base, &head).await?, None),
     };
-    // Frozen since it was let land (a deploy degraded meanwhile): nothing merges but the revert.
-    // Nothing was merged; back to the merge gate, where the change waits for the unfreeze.
-    if !crate::monitor::may_land(engine, &ctx.repo.name, ctx.task.id).await.unwrap_or(false) {
-        return Err(Refused::LeaseLost(format!("{} is frozen; not merging until it is unfrozen", ctx.repo.name)));
-    }
-    // The freeze check awaited the store: a Baton paused there past the lease's expiry may have
-    // lost it. The clock is read without awaiting, so nothing awaits between this and the merge.
-    if expires_at_ms - engine.clock().now_ms() <= ttl_ms / 2 {
-        return Err(Refused::LeaseLost(format!(
-            "the merge lease of {} went stale while checking for a freeze; not merging",
-            ctx.repo.name
-        )));
-    }
-    let merged = timed(ctx, engine.forge().merge(&forge_repo(ctx.repo), &ctx.task.branch, &base, &head)).await;
-    let mut already_merged = false;
-    match merged {
-        Ok(MergeOutcome::Merged) => {}
-        Ok(MergeOutcome::AlreadyMerged) => already_merged = true,
-        Ok(MergeOutcome::Moved { current }) => {
-            // Someone else merged meanwhile (the lease was lost): rebase and re-test first.
-            return Err(Refused::LeaseLost(format!(
-                "{} moved to {current} since the merge gate; refusing to merge (main is sacred)",
-                ctx.repo.default_branch
-            )));
-        }
-        // A forge that cannot be reached (rate limit, outage): the machine's fault, not the code's.
-        Err(error) if error.is_transient() => {
-            return Err(format!("{}: merge failed: {error}", gates::FORGE_UNAVAILABLE).into());
-        }
-        Err(error) => return Err(format!("merge failed: {error}").into()),
-    }
     // A batch's commit is on the default branch now: the deploy runs on exactly that commit (the
     // worktree had the same tree on its own branch), and the change never goes back to the queue.
     if batch_tail && let Err(error) = timed(ctx, engine.vcs().reset_to(&ctx.worktree, &head)).await {
@@ -1225,6 +1183,18 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     merged.evidence = Some(head.clone());
     let failed = match (deploy_argv, taken_over) {
         (None, _) => None,
+        // Landed by an earlier run, and a later change landed on top before this deploy ran (it
+        // cannot, short of a lease stolen mid-merge): that change's deploy carries this commit;
+        // deploying the older one now could take the target back to it.
+        (Some(_), _) if let Some(main) = &moved_past => {
+            let message = format!(
+                "{} moved past {short} to {}: the later change's deploy carries it; not deploying it again",
+                ctx.repo.default_branch,
+                &main[..main.len().min(10)]
+            );
+            deploy_note(ctx, message, serde_json::json!({ "head": head, "main": main })).await;
+            None
+        }
         (Some(_), Some(instance)) => Some(format!(
             "{short} was merged by this job on instance {instance}, which was declared dead before the job ended; \
              its deploy may have run there and its outcome is unknown here, so it is not run again: \
@@ -1234,6 +1204,116 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     };
     let failed = failed.map(|reason| GateVerdict::new("deploy", Verdict::Fail, reason));
     Ok(Deployed { merged, failed })
+}
+
+/// The default branch's head when it already holds `head` (this job merged it in an earlier run,
+/// then its Baton died before the job's end was recorded); `None` when it does not.
+async fn landed_before(ctx: &JobContext<'_>, base: &str, head: &str) -> Option<String> {
+    let engine = ctx.engine;
+    if let Some(remote) = ctx.repo.remote() {
+        timed(ctx, engine.vcs().sync_remote(&ctx.repo.path, &remote, &ctx.repo.default_branch)).await.ok()?;
+    }
+    let main = timed(ctx, engine.vcs().rev(&ctx.repo.path, &ctx.repo.default_ref())).await?;
+    let landed =
+        main == head || (main != base && timed(ctx, engine.vcs().is_ancestor(&ctx.repo.path, head, &main)).await);
+    landed.then_some(main)
+}
+
+/// The change (work item) that merged the default branch's current head `base` and whose deploy
+/// stage has not ended (its queue entry goes when it does): nothing lands on top of a commit
+/// before its deploy ran on exactly that commit. `None` when the default branch is not at `base`.
+async fn unshipped_landing(ctx: &JobContext<'_>, base: &str) -> Option<String> {
+    let engine = ctx.engine;
+    let entries = engine.store().queue_entries(Some(&ctx.repo.name)).await.ok()?;
+    let other = entries.into_iter().find(|e| e.task != ctx.task.id && e.head.as_deref() == Some(base))?;
+    let main = timed(ctx, engine.vcs().rev(&ctx.repo.path, &ctx.repo.default_ref())).await?;
+    (main == base).then_some(other.work_item_id)
+}
+
+/// Merges `head` onto the default branch at `base` under the merge lease, kept fresh to the
+/// moment of the merge. `Ok(true)` when the default branch already held it.
+async fn merge_under_lease(
+    ctx: &JobContext<'_>,
+    lease: &str,
+    ttl_ms: i64,
+    base: &str,
+    head: &str,
+) -> Result<bool, Refused> {
+    let engine = ctx.engine;
+    // The lease must still be ours at the moment of the merge: a Baton paused past the lease's TTL
+    // (or a long step) may have lost it to another task, which may be merging now. Renew it, then
+    // read it back with a fresh clock (a pause between the renewal's clock read and its write would
+    // leave it stale); nothing awaits between the last check and the merge.
+    let holder = task_holder(ctx.task.id);
+    let mut fresh_until_ms = None;
+    for _ in 0..3 {
+        match engine.store().renew_lease(lease, &holder, ttl_ms, engine.clock().now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Refused::LeaseLost(format!(
+                    "the merge lease of {} was lost before the merge (held past its TTL)",
+                    ctx.repo.name
+                )));
+            }
+            Err(error) => return Err(format!("cannot renew the merge lease before the merge: {error}").into()),
+        }
+        let current = engine.store().lease(lease).await.ok().flatten();
+        if let Some(lease) = current.filter(|l| l.holder == holder)
+            && lease.expires_at_ms - engine.clock().now_ms() > ttl_ms / 2
+        {
+            fresh_until_ms = Some(lease.expires_at_ms);
+            break;
+        }
+    }
+    let Some(expires_at_ms) = fresh_until_ms else {
+        return Err(Refused::LeaseLost(format!("the merge lease of {} could not be kept fresh", ctx.repo.name)));
+    };
+    // Frozen since it was let land (a deploy degraded meanwhile): nothing merges but the revert.
+    // Nothing was merged; back to the merge gate, where the change waits for the unfreeze.
+    if !crate::monitor::may_land(engine, &ctx.repo.name, ctx.task.id).await.unwrap_or(false) {
+        return Err(Refused::LeaseLost(format!("{} is frozen; not merging until it is unfrozen", ctx.repo.name)));
+    }
+    // The freeze check awaited the store: a Baton paused there past the lease's expiry may have
+    // lost it. The clock is read without awaiting, so nothing awaits between this and the merge.
+    if expires_at_ms - engine.clock().now_ms() <= ttl_ms / 2 {
+        return Err(Refused::LeaseLost(format!(
+            "the merge lease of {} went stale while checking for a freeze; not merging",
+            ctx.repo.name
+        )));
+    }
+    // Another change merged and its deploy stage has not ended: its deploy runs while the default
+    // branch is exactly its commit, so this one waits (nothing merged; it keeps its place).
+    if let Some(other) = unshipped_landing(ctx, base).await {
+        let _ = engine.store().release_lease(lease, &holder).await;
+        return Err(Refused::Wait(format!(
+            "{} is at {}, which {other} merged and has not finished deploying; merging once it has",
+            ctx.repo.default_branch,
+            &base[..base.len().min(10)]
+        )));
+    }
+    if expires_at_ms - engine.clock().now_ms() <= ttl_ms / 2 {
+        return Err(Refused::LeaseLost(format!(
+            "the merge lease of {} went stale while checking for a landing ahead; not merging",
+            ctx.repo.name
+        )));
+    }
+    let merged = timed(ctx, engine.forge().merge(&forge_repo(ctx.repo), &ctx.task.branch, base, head)).await;
+    match merged {
+        Ok(MergeOutcome::Merged) => Ok(false),
+        Ok(MergeOutcome::AlreadyMerged) => Ok(true),
+        Ok(MergeOutcome::Moved { current }) => {
+            // Someone else merged meanwhile (the lease was lost): rebase and re-test first.
+            Err(Refused::LeaseLost(format!(
+                "{} moved to {current} since the merge gate; refusing to merge (main is sacred)",
+                ctx.repo.default_branch
+            )))
+        }
+        // A forge that cannot be reached (rate limit, outage): the machine's fault, not the code's.
+        Err(error) if error.is_transient() => {
+            Err(format!("{}: merge failed: {error}", gates::FORGE_UNAVAILABLE).into())
+        }
+        Err(error) => Err(format!("merge failed: {error}").into()),
+    }
 }
 
 /// The instance that merged `head` for this same job before it was taken over from it, when that
