@@ -56,11 +56,11 @@ const GUARDS: &[Guard] = &[
         test: "blocked_task_does_not_keep_the_merge_lease",
     },
     Guard {
-        name: "the merge gate re-checks its task after taking the lease",
+        name: "the merge queue gives the lease back when the change it took it for is no longer queued",
         edits: &[Edit {
-            file: "crates/baton-engine/src/gates/merge.rs",
-            find: "            if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {",
-            replace: "            if current.is_none() {",
+            file: "crates/baton-engine/src/queue.rs",
+            find: "        store.release_lease(&lease, &holder).await?;",
+            replace: "        let _ = (&lease, &holder);",
         }],
         test: "merge_gate_never_keeps_the_lease_for_a_cancelled_task",
     },
@@ -84,19 +84,15 @@ const GUARDS: &[Guard] = &[
     },
     Guard {
         name: "a gate failing on a full disk is an infrastructure failure",
-        edits: &[Edit {
-            file: EXECUTOR,
-            find: "            && baton_runner::is_infrastructure(&v.reason)",
-            replace: "            && false",
-        }],
+        edits: &[Edit { file: EXECUTOR, find: "&& gates::is_infrastructure(&v.reason)", replace: "&& false" }],
         test: "a_full_disk_in_the_merge_gate_is_not_a_code_failure",
     },
     Guard {
         name: "a decision's effects are written to the outbox in its transaction",
         edits: &[Edit {
             file: "crates/baton-engine/src/engine.rs",
-            find: "                        effects: effects::outbox_rows(\n                            &self.pipeline,\n                            &task,\n                            &next,\n                            &effects,\n                            &running,\n                            self.settings.repo(&task.repo).is_some_and(|r| r.forge.is_hosted()),\n                            self.live.is_some(),\n                        ),",
-            replace: "                        effects: { let _ = &running; Vec::new() },",
+            find: "                        effects: effects::outbox_rows(\n                            &pipeline,\n                            &task,\n                            &next,\n                            &effects,\n                            &running,\n                            effects::OutboxOptions {\n                                hosted_forge: self.settings.repo(&task.repo).is_some_and(|r| r.forge.is_hosted()),\n                                live: self.live.is_some(),\n                                handoffs: self.handoffs,\n                            },\n                        ),",
+            replace: "                        effects: { let _ = (&running, &pipeline); Vec::new() },",
         }],
         test: "stop_cleanup_survives_a_crash",
     },

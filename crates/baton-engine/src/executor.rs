@@ -1268,19 +1268,6 @@ async fn merge_under_lease(
     let Some(expires_at_ms) = fresh_until_ms else {
         return Err(Refused::LeaseLost(format!("the merge lease of {} could not be kept fresh", ctx.repo.name)));
     };
-    // Frozen since it was let land (a deploy degraded meanwhile): nothing merges but the revert.
-    // Nothing was merged; back to the merge gate, where the change waits for the unfreeze.
-    if !crate::monitor::may_land(engine, &ctx.repo.name, ctx.task.id).await.unwrap_or(false) {
-        return Err(Refused::LeaseLost(format!("{} is frozen; not merging until it is unfrozen", ctx.repo.name)));
-    }
-    // The freeze check awaited the store: a Baton paused there past the lease's expiry may have
-    // lost it. The clock is read without awaiting, so nothing awaits between this and the merge.
-    if expires_at_ms - engine.clock().now_ms() <= ttl_ms / 2 {
-        return Err(Refused::LeaseLost(format!(
-            "the merge lease of {} went stale while checking for a freeze; not merging",
-            ctx.repo.name
-        )));
-    }
     // Another change merged and its deploy stage has not ended: its deploy runs while the default
     // branch is exactly its commit, so this one waits (nothing merged; it keeps its place).
     if let Some(other) = unshipped_landing(ctx, base).await {
@@ -1291,9 +1278,16 @@ async fn merge_under_lease(
             &base[..base.len().min(10)]
         )));
     }
+    // Frozen since it was let land (a deploy degraded meanwhile): nothing merges but the revert.
+    // Nothing was merged; back to the merge gate, where the change waits for the unfreeze.
+    if !crate::monitor::may_land(engine, &ctx.repo.name, ctx.task.id).await.unwrap_or(false) {
+        return Err(Refused::LeaseLost(format!("{} is frozen; not merging until it is unfrozen", ctx.repo.name)));
+    }
+    // The checks above awaited the store: a Baton paused there past the lease's expiry may have
+    // lost it. The clock is read without awaiting, so nothing awaits between this and the merge.
     if expires_at_ms - engine.clock().now_ms() <= ttl_ms / 2 {
         return Err(Refused::LeaseLost(format!(
-            "the merge lease of {} went stale while checking for a landing ahead; not merging",
+            "the merge lease of {} went stale while checking for a freeze; not merging",
             ctx.repo.name
         )));
     }
