@@ -1301,6 +1301,15 @@ impl Engine {
         })
     }
 
+    /// Whether a queued job is due by `now` (one indexed read): the claim query, which walks the
+    /// queue in claim order, runs only then. A failed read answers yes (the claim reports it).
+    async fn job_due(&self, now: i64) -> bool {
+        match self.store.next_job_at_ms().await {
+            Ok(next) => next.is_some_and(|at| at <= now),
+            Err(_) => true,
+        }
+    }
+
     /// Runs the store's health checks; a failed fatal one (the database file deleted or replaced)
     /// is logged once and remembered: [`Engine::run`] then stops and [`Engine::store_lost`] says why.
     pub async fn check_store(&self) -> Vec<baton_store::HealthCheck> {
@@ -1452,7 +1461,7 @@ impl Engine {
                 crate::retention::tick(&self).await;
             }
             crate::queue::schedule_kicked(&self).await;
-            if self.slots_free_here() {
+            if self.slots_free_here() && self.job_due(now).await {
                 loop {
                     match self.claim_batch(CLAIM_BATCH_MAX).await {
                         // Fewer than asked for: nothing more is runnable under the limits now.

@@ -421,6 +421,9 @@ impl Store for RedactingStore {
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         self.inner.next_due_ms().await
     }
+    async fn next_job_at_ms(&self) -> StoreResult<Option<i64>> {
+        self.inner.next_job_at_ms().await
+    }
     async fn unapplied_tasks(&self, since_ms: i64, before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
         self.inner.unapplied_tasks(since_ms, before_ms, limit).await
     }

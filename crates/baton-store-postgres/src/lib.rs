@@ -1955,6 +1955,13 @@ impl Store for PgStore {
             .await?)
     }
 
+    async fn next_job_at_ms(&self) -> StoreResult<Option<i64>> {
+        // `jobs_queue` is (available_at) over queued jobs only.
+        Ok(sqlx::query_scalar("SELECT MIN(available_at) FROM jobs WHERE status = 'queued'")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     async fn unapplied_tasks(&self, since_ms: i64, before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
         let rows = sqlx::query(UNAPPLIED_TASKS)
             .bind(since_ms)

@@ -1988,6 +1988,10 @@ impl Store for SqliteStore {
         Ok(sqlx::query_scalar(NEXT_DUE).fetch_one(&self.reader).await?)
     }
 
+    async fn next_job_at_ms(&self) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar(NEXT_JOB_AT).fetch_one(&self.reader).await?)
+    }
+
     async fn unapplied_tasks(&self, since_ms: i64, before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
         let rows = sqlx::query(UNAPPLIED_TASKS)
             .bind(since_ms)

@@ -133,6 +133,9 @@ pub(crate) const DUE_HOLDS: &str =
 /// The earliest due time (one step down `tasks_due`).
 pub(crate) const NEXT_DUE: &str = "SELECT MIN(due_at_ms) FROM tasks WHERE due_at_ms IS NOT NULL";
 
+/// The earliest `available_at` of a queued job, from `jobs_queue`.
+pub(crate) const NEXT_JOB_AT: &str = "SELECT MIN(available_at) FROM jobs WHERE status = 'queued'";
+
 /// Live tasks holding for nothing whose current job ended in `[$1, $2)` and which last changed
 /// before `$2` (the reconciler's candidates): walks the jobs that ended in the window
 /// (`jobs_finished`), never the history.
@@ -272,6 +275,7 @@ pub fn hot_queries() -> Vec<(String, String)> {
         ("job_counts", JOB_COUNTS),
         ("due_holds", DUE_HOLDS),
         ("next_due_ms", NEXT_DUE),
+        ("next_job_at_ms", NEXT_JOB_AT),
         ("unapplied_tasks", UNAPPLIED_TASKS),
         ("health(tasks)", NEWEST_TASK),
         ("pending_deliveries", PENDING_DELIVERIES),

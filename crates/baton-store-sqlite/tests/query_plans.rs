@@ -35,6 +35,7 @@ const REQUIRED_INDEX: &[(&str, &str)] = &[
     ("task(work_item)", "tasks_work_item_id"),
     ("due_holds", "tasks_due"),
     ("next_due_ms", "tasks_due"),
+    ("next_job_at_ms", "jobs_queue"),
     ("unapplied_tasks", "jobs_finished"),
     ("claim_job", "jobs_claim"),
     ("claim_jobs", "jobs_claim"),

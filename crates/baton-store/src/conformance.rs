@@ -535,13 +535,16 @@ pub async fn suite_claim_limits(store: Arc<dyn Store>) {
 
 /// A job delayed until `available_at` is not claimable a millisecond earlier.
 pub async fn suite_claim_available_at(store: Arc<dyn Store>) {
+    assert_eq!(store.next_job_at_ms().await.unwrap(), None, "no job is queued");
     let task = store.create_task(new_task("alpha", "P", "Later"), enqueue("analysis", 60_000), T0).await.unwrap();
     let job = job_of(&*store, task.state.job.unwrap()).await;
     assert_eq!((job.status, job.available_at_ms, job.attempt), (JobStatus::Queued, T0 + 60_000, 1));
+    assert_eq!(store.next_job_at_ms().await.unwrap(), Some(T0 + 60_000), "the queued job's time");
     assert!(store.claim_job(&claim_at("w", T0)).await.unwrap().is_none());
     assert!(store.claim_job(&claim_at("w", T0 + 59_999)).await.unwrap().is_none());
     let claimed = store.claim_job(&claim_at("w", T0 + 60_000)).await.unwrap().unwrap();
     assert_eq!(claimed.id, job.id);
+    assert_eq!(store.next_job_at_ms().await.unwrap(), None, "a running job is not queued");
     assert_eq!(
         (claimed.status, claimed.owner.as_deref(), claimed.started_at_ms),
         (JobStatus::Running, Some("w"), Some(T0 + 60_000))

@@ -526,6 +526,11 @@ pub trait Store: Send + Sync {
     /// The earliest time a hold ends by itself, if any task has one (indexed).
     async fn next_due_ms(&self) -> StoreResult<Option<i64>>;
 
+    /// The earliest `available_at` of a queued job, if any job is queued (indexed): the claim
+    /// loop asks it before claiming, so an idle Baton over a backlog of jobs not yet due runs no
+    /// claim query.
+    async fn next_job_at_ms(&self) -> StoreResult<Option<i64>>;
+
     /// Live tasks holding for nothing whose current job ended (done, failed or cancelled) at or
     /// after `since_ms` and before `before_ms`, and which last changed before `before_ms`: the
     /// reconciler's candidates, oldest ended job first, at most `limit` (indexed on the jobs'

@@ -1470,6 +1470,11 @@ impl Store for SimStore {
         Ok(state.tasks.values().filter_map(|t| t.state.hold.due_at_ms()).min())
     }
 
+    async fn next_job_at_ms(&self) -> StoreResult<Option<i64>> {
+        let state = self.lock();
+        Ok(state.jobs.values().filter(|j| j.status == JobStatus::Queued).map(|j| j.available_at_ms).min())
+    }
+
     async fn unapplied_tasks(&self, since_ms: i64, before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
         self.call("unapplied_tasks", Access::Read, |s, _| {
             let mut found: Vec<(i64, JobId, TaskRecord)> = s
