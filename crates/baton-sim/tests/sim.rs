@@ -830,3 +830,100 @@ fn deploy_paused_past_lease_scenario(config: WorldConfig) -> Result<(), String> 
 fn a_deploy_paused_past_its_lease_never_merges() {
     deploy_paused_past_lease_scenario(WorldConfig::scripted(41)).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// The merge queue's entries of `alpha`, as `(task, state)`.
+fn queue_of(world: &World) -> Vec<(TaskId, baton_store::QueueState)> {
+    let entries = baton_sim::sched::block_on(world.store.queue_entries(Some("alpha"))).unwrap_or_default();
+    entries.into_iter().map(|e| (e.task, e.state)).collect()
+}
+
+/// Drives two tasks of `alpha` until the first holds the merge lease to land (its deploy job
+/// queued) while the second is green on top of it: both tested at once on the train, the second
+/// one's test finishing first.
+fn first_landing_second_green(world: &mut World, first: TaskId, second: TaskId) -> Result<(), String> {
+    for _ in 0..DRIVE_STEPS_MAX {
+        let (a, b) = (world.task(first), world.task(second));
+        if a.state.stage == "deploy" {
+            let queue = queue_of(world);
+            return ensure(
+                queue.contains(&(second, baton_store::QueueState::Green)),
+                format!("the second change is not green behind the landing one: {queue:?}"),
+            );
+        }
+        let answer = |hold: &Hold| match hold {
+            Hold::AwaitingApproval => Some(Input::Approve),
+            Hold::AwaitingConfirm => Some(Input::ConfirmDeploy),
+            _ => None,
+        };
+        if let Some(input) = answer(&a.state.hold) {
+            world.submit(first, input, None)?;
+            continue;
+        }
+        if let Some(input) = answer(&b.state.hold) {
+            world.submit(second, input, None)?;
+            continue;
+        }
+        if world.claim().is_some() {
+            continue;
+        }
+        // The second change's merge-queue test ends before the first one's.
+        let running = world.running_jobs();
+        let next = running
+            .iter()
+            .find(|j| j.task_id == second && j.stage == "deploy_staging")
+            .or_else(|| running.first())
+            .map(|j| j.id);
+        match next {
+            Some(job) => {
+                let _ = world.finish(job, Script::Pass);
+            }
+            None => world.advance_clock(5_000),
+        }
+    }
+    Err(format!("the first task did not reach deploy; it is {}", world.task(first).state.display()))
+}
+
+/// A deploy stranded anywhere in its run (before, during or after its merge) by a kill, with the
+/// change behind it green on top of it and the lease's TTL passed while Baton was down: after the
+/// restart the first change reaches done from its one development run (never sent back to
+/// development through the queue), the second lands on top of it, and main holds only tested commits.
+/// (The crash test's seed 1796305346425310396 found the variant where the change behind took the
+/// lease before the re-run; no schedule tried here reaches that window, so it does not pin
+/// `landed_before`.)
+fn deploy_killed_after_merge_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut merged_then_killed = 0;
+    for polls in 0..32u32 {
+        let mut config = WorldConfig { seed: config.seed + u64::from(polls), ..config.clone() };
+        config.limits = baton_sim::world::sim_limits(2, 2);
+        let mut world = World::new(config);
+        let first = world.create_task("alpha");
+        let second = world.create_task("alpha");
+        first_landing_second_green(&mut world, first, second)?;
+        let main_before = world.forge.main_history("alpha").len();
+        let noop = Action::After { yields: polls, action: Box::new(Action::KillGroup { job: baton_domain::JobId(0) }) };
+        world.run(vec![Action::Claim, noop]);
+        let merged = world.forge.main_history("alpha").len() > main_before;
+        let zombies = world.kill_and_restart();
+        ensure(zombies.is_empty(), describe(&world, &zombies))?;
+        if merged && world.task(first).state.stage == "deploy" {
+            merged_then_killed += 1;
+        }
+        // The first task's lease expires; a queue pass lets the second change land.
+        world.advance_clock(200_000);
+        world.act(Action::ReaperTick);
+        world.act(Action::ReconcilerTick);
+        at(&mut world, first, "done", Hold::None).map_err(|e| format!("polls {polls}: {e}"))?;
+        at(&mut world, second, "done", Hold::None).map_err(|e| format!("polls {polls}: {e}"))?;
+        let developments = world.store.peek_jobs(first).iter().filter(|j| j.stage == "development").count();
+        ensure(developments == 1, format!("polls {polls}: the first task was sent back to development"))?;
+        no_violations(&mut world).map_err(|found| format!("polls {polls}: {found}"))?;
+    }
+    ensure(merged_then_killed > 0, "no schedule killed the deploy between its merge and its end")
+}
+
+// A deploy killed anywhere around its merge, with a change green behind it, reaches done without
+// going back to development; the change behind lands after it.
+#[test]
+fn a_deploy_killed_around_its_merge_reaches_done_and_the_change_behind_lands() {
+    deploy_killed_after_merge_scenario(WorldConfig::scripted(61)).unwrap_or_else(|e| panic!("{e}"));
+}
