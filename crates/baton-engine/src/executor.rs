@@ -1110,20 +1110,26 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     let parent = if batch_tail { format!("{head}^") } else { "HEAD^".to_string() };
     let dir = if batch_tail { ctx.repo.path.clone() } else { ctx.worktree.clone() };
     let base = timed(ctx, engine.vcs().rev(&dir, &parent)).await.ok_or("the retested head has no parent")?;
-    // Landed by an earlier run of this job (a Baton killed between the merge and the end of the
-    // job): the change is on the default branch, so it never goes back to the merge queue (where
-    // it would have nothing left to merge). No other change lands on top of it before its deploy
-    // stage ends (see `unshipped_landing`), so the lease, if another task holds it, is not needed.
-    let landed = landed_before(ctx, &base, &head).await;
     let lease = gates::merge_lease_name(&ctx.repo.name);
     let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
-    match engine.store().acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock().now_ms()).await {
-        Ok(LeaseOutcome::Acquired { .. }) => {}
-        Ok(LeaseOutcome::Busy { .. }) if landed.is_some() => {}
-        Ok(LeaseOutcome::Busy { holder }) => {
-            return Err(Refused::LeaseLost(format!("the merge lease of {} is held by {holder}", ctx.repo.name)));
+    let lease_lost =
+        match engine.store().acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock().now_ms()).await {
+            Ok(LeaseOutcome::Acquired { .. }) => None,
+            Ok(LeaseOutcome::Busy { holder }) => {
+                Some(format!("the merge lease of {} is held by {holder}", ctx.repo.name))
+            }
+            Err(error) => return Err(format!("cannot renew the merge lease: {error}").into()),
+        };
+    // Without the lease, the change may still have landed by an earlier run of this job (a Baton
+    // killed between the merge and the end of the job, its lease expired meanwhile): then it is
+    // deployed, never sent back to the merge queue (where it would have nothing left to merge).
+    // No other change lands on top of it before its deploy stage ends (see `unshipped_landing`).
+    let mut landed = None;
+    if let Some(reason) = lease_lost {
+        landed = landed_before(ctx, &base, &head).await;
+        if landed.is_none() {
+            return Err(Refused::LeaseLost(reason));
         }
-        Err(error) => return Err(format!("cannot renew the merge lease: {error}").into()),
     }
     // The task may have been stopped since this job was claimed: never merge for a cancelled task.
     let current = engine.store().task(&TaskKey::Id(ctx.task.id)).await.ok().flatten();
@@ -1136,10 +1142,20 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     if !job_now.is_some_and(|j| j.status == JobStatus::Running && j.owner.as_deref() == Some(engine.owner())) {
         return Err("this job was taken over by another instance before the merge; not merging".into());
     }
-    let (already_merged, moved_past) = match landed {
-        Some(main) => (true, (main != head).then_some(main)),
-        None => (merge_under_lease(ctx, &lease, ttl_ms, &base, &head).await?, None),
+    let landed = match landed {
+        Some(main) => Some(main),
+        None => match merge_under_lease(ctx, &lease, ttl_ms, &base, &head).await {
+            Ok(already_merged) => already_merged.then(|| head.clone()),
+            // The lease lost or main moved on since: landed by an earlier run after all, or back
+            // to the queue.
+            Err(Refused::LeaseLost(reason)) => {
+                Some(landed_before(ctx, &base, &head).await.ok_or(Refused::LeaseLost(reason))?)
+            }
+            Err(refused) => return Err(refused),
+        },
     };
+    let already_merged = landed.is_some();
+    let moved_past = landed.filter(|main| *main != head);
     // A batch's commit is on the default branch now: the deploy runs on exactly that commit (the
     // worktree had the same tree on its own branch), and the change never goes back to the queue.
     if batch_tail && let Err(error) = timed(ctx, engine.vcs().reset_to(&ctx.worktree, &head)).await {
@@ -1187,12 +1203,7 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         // cannot, short of a lease stolen mid-merge): that change's deploy carries this commit;
         // deploying the older one now could take the target back to it.
         (Some(_), _) if let Some(main) = &moved_past => {
-            let message = format!(
-                "{} moved past {short} to {}: the later change's deploy carries it; not deploying it again",
-                ctx.repo.default_branch,
-                &main[..main.len().min(10)]
-            );
-            deploy_note(ctx, message, serde_json::json!({ "head": head, "main": main })).await;
+            note_moved_past(ctx, &head, main).await;
             None
         }
         (Some(_), Some(instance)) => Some(format!(
@@ -1444,18 +1455,25 @@ async fn deploy_batch_member(ctx: &JobContext<'_>, entry: &baton_store::QueueEnt
         // again): that change's deploy carries this commit. Deploying this older commit now would
         // run beside that deploy and could take the target back to it.
         Some(_) if main != head => {
-            let message = format!(
-                "{} moved past {short} to {}: the later change's deploy carries it; not deploying it again",
-                ctx.repo.default_branch,
-                &main[..main.len().min(10)]
-            );
-            deploy_note(ctx, message, serde_json::json!({ "head": head, "main": main })).await;
+            note_moved_past(ctx, &head, &main).await;
             None
         }
         Some(argv) => deploy_command(ctx, &gates, &head, &argv).await,
     };
     let failed = failed.map(|reason| GateVerdict::new("deploy", Verdict::Fail, reason));
     Ok(Deployed { merged, failed })
+}
+
+/// Records that `head` is not deployed because the default branch moved past it to `main`: the
+/// later change's deploy carries it.
+async fn note_moved_past(ctx: &JobContext<'_>, head: &str, main: &str) {
+    let message = format!(
+        "{} moved past {} to {}: the later change's deploy carries it; not deploying it again",
+        ctx.repo.default_branch,
+        &head[..head.len().min(10)],
+        &main[..main.len().min(10)]
+    );
+    deploy_note(ctx, message, serde_json::json!({ "head": head, "main": main })).await;
 }
 
 /// A `deploy` line on the task's timeline: why this job runs no deploy command.
