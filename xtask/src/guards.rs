@@ -108,6 +108,15 @@ const GUARDS: &[Guard] = &[
         }],
         test: "a_later_stage_is_claimed_before_an_earlier_stage_of_another_task",
     },
+    Guard {
+        name: "a landed deploy run again without the lease deploys, never goes back to the queue",
+        edits: &[Edit {
+            file: EXECUTOR,
+            find: "        landed = landed_before(ctx, &base, &head).await;",
+            replace: "        landed = None;",
+        }],
+        test: "a_landed_deploy_rerun_without_the_lease_still_deploys",
+    },
 ];
 
 /// Runs the pinning test; `true` when it passed.

@@ -887,11 +887,18 @@ fn first_landing_second_green(world: &mut World, first: TaskId, second: TaskId) 
 /// change behind it green on top of it and the lease's TTL passed while Baton was down: after the
 /// restart the first change reaches done from its one development run (never sent back to
 /// development through the queue), the second lands on top of it, and main holds only tested commits.
-/// (The crash test's seed 1796305346425310396 found the variant where the change behind took the
-/// lease before the re-run; no schedule tried here reaches that window, so it does not pin
-/// `landed_before`.)
 fn deploy_killed_after_merge_scenario(config: WorldConfig) -> Result<(), String> {
+    deploy_killed_around_merge(config, false)
+}
+
+/// `steal`: when the kill came after the merge, the change behind takes the lease before the
+/// first one's deploy runs again (the crash test's seed 1796305346425310396 found this window:
+/// the restarted Baton was slower than the lease's TTL). The re-run must still see its commit on
+/// main and deploy it without the lease, never send it back to the queue, where it would have
+/// nothing left to merge.
+fn deploy_killed_around_merge(config: WorldConfig, steal: bool) -> Result<(), String> {
     let mut merged_then_killed = 0;
+    let mut stolen_any = false;
     for polls in 0..32u32 {
         let mut config = WorldConfig { seed: config.seed + u64::from(polls), ..config.clone() };
         config.limits = baton_sim::world::sim_limits(2, 2);
@@ -903,6 +910,21 @@ fn deploy_killed_after_merge_scenario(config: WorldConfig) -> Result<(), String>
         let noop = Action::After { yields: polls, action: Box::new(Action::KillGroup { job: baton_domain::JobId(0) }) };
         world.run(vec![Action::Claim, noop]);
         let merged = world.forge.main_history("alpha").len() > main_before;
+        let gate_jobs =
+            |world: &World| world.store.peek_jobs(first).iter().filter(|j| j.stage == "deploy_staging").count();
+        let gate_jobs_before = gate_jobs(&world);
+        let stolen = steal && merged && world.task(first).state.stage == "deploy";
+        stolen_any |= stolen;
+        if stolen {
+            // Baton is down longer than the lease's TTL; the change behind takes the lease then.
+            let holder = baton_store::task_holder(second);
+            let later = baton_engine::Clock::now_ms(world.clock.as_ref()) + 200_000;
+            let taken = baton_sim::sched::block_on(world.store.acquire_lease("merge:alpha", &holder, 600_000, later));
+            ensure(
+                matches!(taken, Ok(baton_store::LeaseOutcome::Acquired { .. })),
+                format!("polls {polls}: the change behind could not take the lease: {taken:?}"),
+            )?;
+        }
         let zombies = world.kill_and_restart();
         ensure(zombies.is_empty(), describe(&world, &zombies))?;
         if merged && world.task(first).state.stage == "deploy" {
@@ -916,8 +938,13 @@ fn deploy_killed_after_merge_scenario(config: WorldConfig) -> Result<(), String>
         at(&mut world, second, "done", Hold::None).map_err(|e| format!("polls {polls}: {e}"))?;
         let developments = world.store.peek_jobs(first).iter().filter(|j| j.stage == "development").count();
         ensure(developments == 1, format!("polls {polls}: the first task was sent back to development"))?;
+        ensure(
+            !stolen || gate_jobs(&world) == gate_jobs_before,
+            format!("polls {polls}: the landed change went back to the merge queue\n{}", world.trace().join("\n")),
+        )?;
         no_violations(&mut world).map_err(|found| format!("polls {polls}: {found}"))?;
     }
+    ensure(!steal || stolen_any, "no schedule let the change behind take the lease of a landed change")?;
     ensure(merged_then_killed > 0, "no schedule killed the deploy between its merge and its end")
 }
 
@@ -926,4 +953,15 @@ fn deploy_killed_after_merge_scenario(config: WorldConfig) -> Result<(), String>
 #[test]
 fn a_deploy_killed_around_its_merge_reaches_done_and_the_change_behind_lands() {
     deploy_killed_after_merge_scenario(WorldConfig::scripted(61)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn deploy_killed_after_merge_lease_taken_scenario(config: WorldConfig) -> Result<(), String> {
+    deploy_killed_around_merge(config, true)
+}
+
+// A deploy killed after its merge, whose lease the change behind took while Baton was down, still
+// deploys its landed commit and reaches done; it is never sent back to the queue.
+#[test]
+fn a_landed_deploy_rerun_without_the_lease_still_deploys() {
+    deploy_killed_after_merge_lease_taken_scenario(WorldConfig::scripted(61)).unwrap_or_else(|e| panic!("{e}"));
 }
