@@ -1230,13 +1230,20 @@ async fn landed_before(ctx: &JobContext<'_>, base: &str, head: &str) -> Option<S
     landed.then_some(main)
 }
 
-/// The change (work item) that merged the default branch's current head `base` and whose deploy
-/// stage has not ended (its queue entry goes when it does): nothing lands on top of a commit
-/// before its deploy ran on exactly that commit. `None` when the default branch is not at `base`.
+/// The change (work item) whose tested head is `base` and whose deploy stage has not ended (its
+/// queue entry goes when it does), when it is landing (it took the lease: merged, or about to) or
+/// the default branch is at `base`: nothing lands on top of a commit before its deploy ran on
+/// exactly that commit. The entry's state is the store's word, the same on every instance; the
+/// default branch is read only for an entry that is not landing (a lease lost while its Baton
+/// was down), and for a `url` repository that read is the last fetch, which the entry's state
+/// does not depend on.
 async fn unshipped_landing(ctx: &JobContext<'_>, base: &str) -> Option<String> {
     let engine = ctx.engine;
     let entries = engine.store().queue_entries(Some(&ctx.repo.name)).await.ok()?;
     let other = entries.into_iter().find(|e| e.task != ctx.task.id && e.head.as_deref() == Some(base))?;
+    if other.state == baton_store::QueueState::Landing {
+        return Some(other.work_item_id);
+    }
     let main = timed(ctx, engine.vcs().rev(&ctx.repo.path, &ctx.repo.default_ref())).await?;
     (main == base).then_some(other.work_item_id)
 }
@@ -1279,14 +1286,15 @@ async fn merge_under_lease(
     let Some(expires_at_ms) = fresh_until_ms else {
         return Err(Refused::LeaseLost(format!("the merge lease of {} could not be kept fresh", ctx.repo.name)));
     };
-    // Another change merged and its deploy stage has not ended: its deploy runs while the default
-    // branch is exactly its commit, so this one waits (nothing merged; it keeps its place).
+    // The change this one was tested on top of is landing, or merged, and its deploy stage has not
+    // ended: its deploy runs while the default branch is exactly its commit, so this one waits
+    // (nothing merged; it keeps its place).
     if let Some(other) = unshipped_landing(ctx, base).await {
         let _ = engine.store().release_lease(lease, &holder).await;
         return Err(Refused::Wait(format!(
-            "{} is at {}, which {other} merged and has not finished deploying; merging once it has",
+            "{other} is landing {} on {} and has not finished deploying; merging on top of it once it has",
+            &base[..base.len().min(10)],
             ctx.repo.default_branch,
-            &base[..base.len().min(10)]
         )));
     }
     // Frozen since it was let land (a deploy degraded meanwhile): nothing merges but the revert.
