@@ -53,6 +53,8 @@ fn init_tracing(cli: &cli::Cli) {
         cli::Command::Serve => "info",
         // The shim shares the agent's stderr: it must stay silent.
         cli::Command::Shim { .. } => "off",
+        // The benches seed large backlogs in one statement on purpose: no slow-statement warning.
+        cli::Command::Bench(_) => "warn,sqlx::query=error",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
