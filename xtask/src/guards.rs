@@ -29,7 +29,8 @@ const EXECUTOR: &str = "crates/baton-engine/src/executor.rs";
 // deploy job and defers; a claim bumps the task version). Their scenarios still run as tests.
 // One guard has no pinning scenario yet: the merge queue giving the lease back when the change it
 // took it for left the queue meanwhile (`queue::land`); `merge_gate_never_keeps_the_lease_for_a_cancelled_task`
-// passes without it, since no schedule it tries puts a STOP between the pass's read and its lease.
+// and `queue_never_keeps_the_lease_for_a_change_stopped_meanwhile` pass without it, since no
+// schedule they try puts a STOP between the pass's read and its lease.
 const GUARDS: &[Guard] = &[
     Guard {
         name: "deploy re-judges the merge lease after the freeze check",

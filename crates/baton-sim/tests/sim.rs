@@ -492,6 +492,73 @@ fn merge_gate_never_keeps_the_lease_for_a_cancelled_task() {
     merge_gate_after_stop_scenario(WorldConfig::scripted(8)).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A STOP racing the queue pass that lets a green change land: when the STOP commits after the
+/// pass read the queue but before it took the merge lease for that change, the pass finds the
+/// change gone from the queue and must give the lease back at once, not leave a cancelled task
+/// holding it until the TTL or the reaper. Tried with the STOP at 16 points of the green result's
+/// transition and the pass after it, under four seeds. (None of these reaches that window: the
+/// test passes without the give-back too, so it does not pin it; see `cargo xtask guards`.)
+fn queue_pass_after_stop_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut reached = 0;
+    for schedule in 0..64u32 {
+        let mut world = World::new(WorldConfig { seed: config.seed + u64::from(schedule / 16), ..config.clone() });
+        let task = world.create_task("alpha");
+        let test = merge_queue_test(&mut world, task)?;
+        let stop = baton_sim::world::SentInput { task, input: Input::Stop, key: Some("stop-1".into()) };
+        let late_stop = Action::After { yields: schedule % 16, action: Box::new(Action::Submit(stop)) };
+        world.run(vec![Action::Finish { job: test, script: Script::Pass }, late_stop]);
+        if world.task(task).state.stage != "cancelled" {
+            continue; // the STOP came after the change started landing: it waits for the deploy
+        }
+        reached += 1;
+        let lease = world.store.peek_lease("merge:alpha");
+        ensure(lease.is_none(), format!("schedule {schedule}: the cancelled task holds {lease:?}"))?;
+        no_violations(&mut world).map_err(|found| format!("schedule {schedule}: {found}"))?;
+    }
+    ensure(reached > 0, "no schedule cancelled the task")
+}
+
+/// Drives `task` until its merge-queue test (the merge gate's run after it entered the queue) is
+/// running; returns that job.
+fn merge_queue_test(world: &mut World, task: TaskId) -> Result<baton_domain::JobId, String> {
+    for _ in 0..DRIVE_STEPS_MAX {
+        let gates: Vec<_> = world.store.peek_jobs(task).into_iter().filter(|j| j.stage == "deploy_staging").collect();
+        if gates.len() == 2
+            && let Some(running) =
+                world.running_jobs().into_iter().find(|j| j.task_id == task && j.stage == "deploy_staging")
+        {
+            return Ok(running.id);
+        }
+        let record = world.task(task);
+        match record.state.hold {
+            Hold::AwaitingApproval => {
+                world.submit(task, Input::Approve, None)?;
+            }
+            Hold::AwaitingConfirm => {
+                world.submit(task, Input::ConfirmDeploy, None)?;
+            }
+            _ => {
+                if world.claim().is_some() {
+                    continue;
+                }
+                match world.running_jobs().first().map(|j| j.id) {
+                    Some(job) => {
+                        let _ = world.finish(job, Script::Pass);
+                    }
+                    None => world.advance_clock(5_000),
+                }
+            }
+        }
+    }
+    Err(format!("task {task} never ran its merge-queue test; it is {}", world.task(task).state.display()))
+}
+
+// The queue gives the merge lease back when the change it took it for was stopped meanwhile.
+#[test]
+fn queue_never_keeps_the_lease_for_a_change_stopped_meanwhile() {
+    queue_pass_after_stop_scenario(WorldConfig::scripted(12)).unwrap_or_else(|e| panic!("{e}"));
+}
+
 // The event the executor builds for a job result names the job and its stage.
 #[test]
 fn deliveries_carry_the_job_and_stage() {
