@@ -113,8 +113,8 @@ const GUARDS: &[Guard] = &[
         name: "a landed deploy run again without the lease deploys, never goes back to the queue",
         edits: &[Edit {
             file: EXECUTOR,
-            find: "        landed = landed_before(ctx, &base, &head).await;",
-            replace: "        landed = None;",
+            find: "        Some(reason) => Some(landed_before(ctx, &base, &head).await.ok_or(Refused::LeaseLost(reason))?),",
+            replace: "        Some(reason) => return Err(Refused::LeaseLost(reason)),",
         }],
         test: "a_landed_deploy_rerun_without_the_lease_still_deploys",
     },

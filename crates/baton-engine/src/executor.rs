@@ -1124,13 +1124,10 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     // killed between the merge and the end of the job, its lease expired meanwhile): then it is
     // deployed, never sent back to the merge queue (where it would have nothing left to merge).
     // No other change lands on top of it before its deploy stage ends (see `unshipped_landing`).
-    let mut landed = None;
-    if let Some(reason) = lease_lost {
-        landed = landed_before(ctx, &base, &head).await;
-        if landed.is_none() {
-            return Err(Refused::LeaseLost(reason));
-        }
-    }
+    let landed = match lease_lost {
+        Some(reason) => Some(landed_before(ctx, &base, &head).await.ok_or(Refused::LeaseLost(reason))?),
+        None => None,
+    };
     // The task may have been stopped since this job was claimed: never merge for a cancelled task.
     let current = engine.store().task(&TaskKey::Id(ctx.task.id)).await.ok().flatten();
     if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {

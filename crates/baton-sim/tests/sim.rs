@@ -522,33 +522,15 @@ fn queue_pass_after_stop_scenario(config: WorldConfig) -> Result<(), String> {
 /// running; returns that job.
 fn merge_queue_test(world: &mut World, task: TaskId) -> Result<baton_domain::JobId, String> {
     for _ in 0..DRIVE_STEPS_MAX {
-        let gates: Vec<_> = world.store.peek_jobs(task).into_iter().filter(|j| j.stage == "deploy_staging").collect();
-        if gates.len() == 2
+        let gates = world.store.peek_jobs(task).into_iter().filter(|j| j.stage == "deploy_staging").count();
+        if gates == 2
             && let Some(running) =
                 world.running_jobs().into_iter().find(|j| j.task_id == task && j.stage == "deploy_staging")
         {
             return Ok(running.id);
         }
-        let record = world.task(task);
-        match record.state.hold {
-            Hold::AwaitingApproval => {
-                world.submit(task, Input::Approve, None)?;
-            }
-            Hold::AwaitingConfirm => {
-                world.submit(task, Input::ConfirmDeploy, None)?;
-            }
-            _ => {
-                if world.claim().is_some() {
-                    continue;
-                }
-                match world.running_jobs().first().map(|j| j.id) {
-                    Some(job) => {
-                        let _ = world.finish(job, Script::Pass);
-                    }
-                    None => world.advance_clock(5_000),
-                }
-            }
-        }
+        // One step of the usual drive: answer a hold, end a running job, or claim one.
+        world.drive_until(task, 1, |_| false);
     }
     Err(format!("task {task} never ran its merge-queue test; it is {}", world.task(task).state.display()))
 }
