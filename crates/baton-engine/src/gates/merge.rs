@@ -165,12 +165,16 @@ async fn test_round(ctx: &GateContext<'_>, entry: &QueueEntry) -> Round {
     let mut fails = entry.fails;
     loop {
         let Some(argv) = ctx.repo.test.clone() else {
-            return judged_green(ctx, &base, &head, fails, None, alone).await;
+            return judged_green(ctx, &base, &head, fails, alone).await;
         };
         match run_repo_command(ctx, "merge-retest", &argv).await {
             Ok(out) if out.exit.success() => {
-                let flake = (fails > 0).then(|| argv.join(" "));
-                return judged_green(ctx, &base, &head, fails, flake, alone).await;
+                if fails > 0 {
+                    // A fact about the test command, whatever the queue did meanwhile: it is told
+                    // even when the entry moved to another base and this result is not used.
+                    note_flake(ctx, &base, &head, &argv.join(" ")).await;
+                }
+                return judged_green(ctx, &base, &head, fails, alone).await;
             }
             Ok(out) => {
                 let on = if Some(base.as_str()) == current_main(ctx).await.as_deref() {
@@ -193,7 +197,11 @@ async fn test_round(ctx: &GateContext<'_>, entry: &QueueEntry) -> Round {
                     let expect = QueueExpect { state: QueueState::Testing, base: Some(base.clone()) };
                     match ctx.store.queue_update(ctx.task.id, &expect, &change, ctx.clock.now_ms()).await {
                         Ok(true) => continue,
-                        Ok(false) => return Round::Again,
+                        Ok(false) => {
+                            let what = format!("`{}` failed on {}", argv.join(" "), short(&head));
+                            note_superseded(ctx, &base, &what).await;
+                            return Round::Again;
+                        }
                         Err(error) => {
                             return Round::Done(verdict(Verdict::Error, format!("cannot record the re-test: {error}")));
                         }
@@ -302,16 +310,9 @@ async fn build(ctx: &GateContext<'_>, entry: &QueueEntry, base: &str, role: &Rol
 
 /// A tree whose re-test passed: the coverage and security checks run on it, in this job, before
 /// it is recorded green; a red check is a red re-test (no flake retry: the tools are deterministic).
-async fn judged_green(
-    ctx: &GateContext<'_>,
-    base: &str,
-    head: &str,
-    fails: u32,
-    flake: Option<String>,
-    alone: bool,
-) -> Round {
+async fn judged_green(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32, alone: bool) -> Round {
     match super::quality::check(ctx, head).await {
-        Quality::Pass => record_green(ctx, base, head, fails, flake, alone).await,
+        Quality::Pass => record_green(ctx, base, head, fails, alone).await,
         Quality::Red(reason) => record_red(ctx, base, head, 2, reason, alone).await,
         Quality::Error(reason) => Round::Done(verdict(Verdict::Error, reason)),
     }
@@ -321,14 +322,7 @@ async fn current_main(ctx: &GateContext<'_>) -> Option<String> {
     ctx.timed(ctx.vcs.rev(&ctx.repo.path, &ctx.repo.default_ref())).await
 }
 
-async fn record_green(
-    ctx: &GateContext<'_>,
-    base: &str,
-    head: &str,
-    fails: u32,
-    flake: Option<String>,
-    alone: bool,
-) -> Round {
+async fn record_green(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32, alone: bool) -> Round {
     let expect = QueueExpect { state: QueueState::Testing, base: Some(base.to_string()) };
     let batch = if alone { None } else { Some(ctx.task.id) };
     let change = QueueChange {
@@ -346,22 +340,6 @@ async fn record_green(
         Err(error) => return Round::Done(verdict(Verdict::Error, format!("cannot record the re-test: {error}"))),
     }
     ctx.queues.record(&ctx.repo.name, true);
-    if let Some(command) = flake {
-        let _ = ctx
-            .store
-            .append_event(NewEvent {
-                task: ctx.task.id,
-                at_ms: ctx.clock.now_ms(),
-                kind: "flake".into(),
-                stage: ctx.stage.name.clone(),
-                message: format!(
-                    "`{command}` failed, then passed on the same tree {}: counted as a flake, not a culprit",
-                    short(head)
-                ),
-                detail: serde_json::json!({ "command": command, "head": head, "base": base }),
-            })
-            .await;
-    }
     // On the default head with the lease free: land now, without a round trip through the queue
     // (a batch lands through the queue, which marks its other changes). Not in a frozen repository
     // (unless this is its revert): the deploy step would refuse, and the change would come back
@@ -390,6 +368,45 @@ async fn record_green(
     Round::Done(queued(format!("green on top of {}; waits for its turn to land", short(base))))
 }
 
+/// Tells the task's timeline that `command` failed on `head`, then passed on the same tree.
+async fn note_flake(ctx: &GateContext<'_>, base: &str, head: &str, command: &str) {
+    let _ = ctx
+        .store
+        .append_event(NewEvent {
+            task: ctx.task.id,
+            at_ms: ctx.clock.now_ms(),
+            kind: "flake".into(),
+            stage: ctx.stage.name.clone(),
+            message: format!(
+                "`{command}` failed, then passed on the same tree {}: counted as a flake, not a culprit",
+                short(head)
+            ),
+            detail: serde_json::json!({ "command": command, "head": head, "base": base }),
+        })
+        .await;
+}
+
+/// Tells the task's timeline that a red result (`what`) is not used: the merge queue moved the
+/// change off `base` meanwhile (a change ahead landed, left or was rebuilt), and it is tested again
+/// on its new base. Without this line the failure would vanish from the task's story.
+async fn note_superseded(ctx: &GateContext<'_>, base: &str, what: &str) {
+    let _ = ctx
+        .store
+        .append_event(NewEvent {
+            task: ctx.task.id,
+            at_ms: ctx.clock.now_ms(),
+            kind: "retest_superseded".into(),
+            stage: ctx.stage.name.clone(),
+            message: format!(
+                "{what} (on top of {}), but the merge queue has moved this change to another base \
+                 meanwhile: it is tested again there",
+                short(base)
+            ),
+            detail: serde_json::json!({ "base": base }),
+        })
+        .await;
+}
+
 async fn record_red(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32, reason: String, alone: bool) -> Round {
     let expect = QueueExpect { state: QueueState::Testing, base: Some(base.to_string()) };
     let head = (!head.is_empty()).then(|| head.to_string());
@@ -408,7 +425,11 @@ async fn record_red(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32, r
     };
     match ctx.store.queue_update(ctx.task.id, &expect, &change, ctx.clock.now_ms()).await {
         Ok(true) => {}
-        Ok(false) => return Round::Again,
+        Ok(false) => {
+            let what = reason.lines().next().unwrap_or("the re-test failed").to_string();
+            note_superseded(ctx, base, &what).await;
+            return Round::Again;
+        }
         Err(error) => return Round::Done(verdict(Verdict::Error, format!("cannot record the re-test: {error}"))),
     }
     // Tested alone on the default head itself: nothing ahead can be blamed (a batch is split by

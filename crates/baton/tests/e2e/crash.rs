@@ -495,18 +495,25 @@ fn random_kills_keep_spec_4_invariants_as_the_witnesses_see_them() {
     let done = tasks.iter().filter(|t| stage_of(t) == "done").count();
     let cancelled: Vec<&str> =
         tasks.iter().filter(|t| stage_of(t) == "cancelled").filter_map(|t| t["work_item_id"].as_str()).collect();
-    let mut summary = vec![
-        format!(
-            "crash test: seed {seed}, {} tasks ({done} done, cancelled {cancelled:?}, stopped {:?}), {KILLS} kills, \
+    let mut summary = vec![format!(
+        "crash test: seed {seed}, {} tasks ({done} done, cancelled {cancelled:?}, stopped {:?}), {KILLS} kills, \
              {} restarts, full disk {full_disk_note}, chaos {chaos_time:.1?}, cleanup wait {cleanup_time:.1?}, \
              wall {:.1?}",
-            tasks.len(),
-            chaos.stopped,
-            chaos.servers - 1,
-            started.elapsed()
-        ),
-        format!("  {:<40} {:>5} {:>5}", "kill kind", "drawn", "hit"),
-    ];
+        tasks.len(),
+        chaos.stopped,
+        chaos.servers - 1,
+        started.elapsed()
+    )];
+    // The violations first, shortened: a log cut after its first lines still says what broke.
+    for violation in &violations {
+        let text: String = violation.text.chars().take(400).collect();
+        summary.push(format!(
+            "  VIOLATION {}: {}",
+            violation.task.as_deref().unwrap_or("-"),
+            text.replace('\n', " / ")
+        ));
+    }
+    summary.push(format!("  {:<40} {:>5} {:>5}", "kill kind", "drawn", "hit"));
     for (kind, tally) in &chaos.tally {
         summary.push(format!("  {:<40} {:>5} {:>5}", kind.name(), tally.drawn, tally.hit));
     }
