@@ -72,6 +72,21 @@ pub struct PipelineArgs {
     /// temporary directory removed at the end; it must not exist yet.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// The agent every stage runs: `shell` (the `command` adapter running `sh -c`, the same
+    /// process the baseline starts for a stage) or `script` (Baton's own script agent, `baton
+    /// agent-script`, as the end-to-end tests use it).
+    #[arg(long, value_enum, default_value_t = BenchAgent::Shell)]
+    pub agent: BenchAgent,
+}
+
+/// The agent process of `baton bench pipeline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchAgent {
+    /// `sh -c` writing the stage's file.
+    Shell,
+    /// `baton agent-script` with the bench's script.
+    Script,
 }
 
 /// What the scenario measured.
@@ -89,6 +104,8 @@ pub struct PipelineFigures {
     queue: bool,
     /// `--minimal-baseline`: the baseline left out the git reads behind Baton's reports.
     minimal_baseline: bool,
+    /// `--agent`: the process every agent stage ran.
+    agent: BenchAgent,
     /// Tickets that reached `done`, and the rest (blocked, cancelled, or still under way at the
     /// timeout).
     tickets_done: usize,
@@ -255,6 +272,7 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
     figures.depth = args.depth;
     figures.queue = args.queue;
     figures.minimal_baseline = args.minimal_baseline;
+    figures.agent = args.agent;
     figures.batch = args.batch;
     figures.db_bytes = ["baton.db", "baton.db-wal"]
         .iter()
@@ -310,7 +328,7 @@ fn load_config(args: &PipelineArgs, dir: &Path) -> anyhow::Result<baton::config:
          merge_defer_max = {defer_max}\npoll_interval_ms = 100\n{depth}\n\
          [[repos]]\nname = \"bench\"\npath = {project}\ndefault_branch = \"main\"\nprefix = \"BENCH\"\n\
          test = {test}\ndeploy = [\"true\"]\nhealth = [\"true\"]\nmerge_batch = {batch}\n\n\
-         [agents.default]\nadapter = \"script\"\nscript = {script}\n",
+         {agent}",
         data = path(dir.join("data")),
         p = args.parallel,
         batch = args.batch,
@@ -321,13 +339,32 @@ fn load_config(args: &PipelineArgs, dir: &Path) -> anyhow::Result<baton::config:
         // Every ticket may wait for every other one at the merge gate, a second per deferral.
         defer_max = 1_000 + 10 * args.tickets,
         project = path(dir.join("project")),
-        script = path(dir.join("script.toml")),
+        agent = match args.agent {
+            BenchAgent::Script => format!("[agents.default]\nadapter = \"script\"\nscript = {}\n", path(dir.join("script.toml"))),
+            BenchAgent::Shell => format!(
+                "[agents.default]\nadapter = \"command\"\ncommand = [\"sh\", \"-c\", {}]\n",
+                toml::Value::String(SHELL_AGENT.to_string())
+            ),
+        },
     );
     baton::config::load_str(&text, &[], dir, crate::cli::baton_exe()).map_err(|issues| {
         let all: Vec<String> = issues.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("the benchmark's configuration: {}", all.join("; "))
     })
 }
+
+/// What the shell agent does, by stage: the same files as [`SCRIPT`], each written by one `sh`,
+/// as the baseline's stages are.
+const SHELL_AGENT: &str = r#"d="docs/baton/$BATON_WORK_ITEM"
+case "$BATON_STAGE" in
+  analysis) mkdir -p "$d" && printf '# %s\n' "$BATON_WORK_ITEM" > "$d/01-analysis.md" ;;
+  architecture) mkdir -p "$d" && printf '# %s\n' "$BATON_WORK_ITEM" > "$d/02-architecture.md" ;;
+  development) printf '%s\n' "$BATON_TASK_TITLE" > "tickets/$BATON_WORK_ITEM.txt" ;;
+  review) mkdir -p "$d" && printf -- '---\nverdict: approve\n---\n' > "$d/04-review.md" ;;
+  testing) mkdir -p "$d" && printf -- '---\nverdict: pass\n---\n' > "$d/05-test-report.md" ;;
+  *) echo "no work for stage $BATON_STAGE" >&2; exit 1 ;;
+esac
+"#;
 
 /// What the script agents do: the artifacts every gate asks for, and one distinct file per ticket
 /// from the developer, so no two merges conflict.
@@ -480,6 +517,7 @@ async fn count(engine: &Arc<Engine>, ids: &[baton_domain::TaskId], wall: Duratio
         depth: None,
         queue: false,
         minimal_baseline: false,
+        agent: BenchAgent::Shell,
         batch: 1,
         tickets_done,
         tickets_not_done: ids.len() - tickets_done,
@@ -553,8 +591,12 @@ async fn run_baseline(args: &PipelineArgs, dir: &Path, timeout: Duration) -> any
 
 fn print_text(f: &PipelineFigures) {
     println!(
-        "{} tickets through the default pipeline (script agents, human gates off), {} at once, test {}",
+        "{} tickets through the default pipeline ({} agents, human gates off), {} at once, test {}",
         f.tickets,
+        match f.agent {
+            BenchAgent::Shell => "`sh -c`",
+            BenchAgent::Script => "script",
+        },
         f.parallel,
         if f.test_sleep_ms == 0 { "`true`".to_string() } else { format!("`sleep` {} ms", f.test_sleep_ms) }
     );

@@ -95,6 +95,22 @@ fn bench_pipeline_carries_every_ticket_to_done_and_reports_every_figure() {
     assert!(figures["db_bytes"].as_u64().unwrap() > 0, "{figures}");
     assert_eq!((figures["parallel"].as_u64(), figures["test_sleep_ms"].as_u64()), (Some(4), Some(0)));
     assert!(figures.get("baseline").is_none() && figures.get("ratio").is_none(), "no --baseline: {figures}");
+    assert_eq!(figures["agent"], "shell", "the agents are `sh -c`, as the baseline's stages: {figures}");
+}
+
+// `--agent script`: the same pipeline with Baton's own script agent in every stage (a `baton`
+// process per agent run) carries every ticket to done too, and says which agent it ran.
+#[test]
+fn bench_pipeline_runs_the_script_agent_when_asked() {
+    let out = Command::new(baton_exe())
+        .args(["bench", "pipeline", "--tickets", "2", "--agent", "script", "--json"])
+        .env_remove("BATON_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((figures["tickets_done"].as_u64(), figures["merges"].as_u64()), (Some(2), Some(2)), "{figures}");
+    assert_eq!(figures["agent"], "script", "{figures}");
 }
 
 // `--runs 2 --baseline`: Baton and the baseline measured alternately, twice; each run's pair is
