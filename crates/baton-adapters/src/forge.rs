@@ -227,7 +227,7 @@ impl Forge for LocalForge {
         if merged {
             return Ok(MergeOutcome::AlreadyMerged);
         }
-        if current != expected_base || !git.is_ancestor(&current, &target).await {
+        if current != expected_base {
             return Ok(MergeOutcome::Moved { current });
         }
         // A checkout has a `.git` (a bare repository has none): there the default branch may be
@@ -237,8 +237,16 @@ impl Forge for LocalForge {
             None => None,
         };
         if checked_out.as_deref() == Some(repo.default_branch.as_str()) {
-            // The default branch is checked out: move it with its working tree, fast-forward only.
-            git.run(&["merge", "--ff-only", "-q", &target]).await?;
+            // The default branch is checked out: move it with its working tree, fast-forward only
+            // (git refuses anything else itself; only then is it asked why).
+            if let Err(error) = git.run(&["merge", "--ff-only", "-q", &target]).await {
+                if !git.is_ancestor(&current, &target).await {
+                    return Ok(MergeOutcome::Moved { current });
+                }
+                return Err(error.into());
+            }
+        } else if !git.is_ancestor(&current, &target).await {
+            return Ok(MergeOutcome::Moved { current });
         } else {
             // Compare-and-set on the ref: fails if someone moved it in between.
             git.run(&["update-ref", &branch_ref, &target, &current]).await?;

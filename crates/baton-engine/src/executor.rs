@@ -1084,15 +1084,15 @@ impl From<String> for Refused {
 /// `Err` means nothing was merged.
 async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     let engine = ctx.engine;
-    if let Ok(Some(entry)) = engine.store().queue_entry(ctx.task.id).await
-        && crate::queue::is_batch_member(&entry)
+    let entry = engine.store().queue_entry(ctx.task.id).await.ok().flatten();
+    if let Some(entry) = &entry
+        && crate::queue::is_batch_member(entry)
     {
-        return deploy_batch_member(ctx, &entry).await;
+        return deploy_batch_member(ctx, entry).await;
     }
     let worktree_head = timed(ctx, engine.vcs().rev(&ctx.worktree, "HEAD")).await.ok_or("the worktree has no HEAD")?;
     // The last change of a batch lands the batch's commit: its build's tree on the batch's base.
-    let batch_tail =
-        matches!(engine.store().queue_entry(ctx.task.id).await, Ok(Some(e)) if e.batch == Some(ctx.task.id));
+    let batch_tail = entry.as_ref().is_some_and(|e| e.batch == Some(ctx.task.id));
     // Merge exactly the head the merge gate re-tested, and nothing else (main is sacred).
     let head = match merge_gate_head(ctx).await {
         Some(passed) if passed == worktree_head => passed,
@@ -1107,9 +1107,15 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         }
         None => return Err("no merge-gate pass recorded for this task; refusing to merge".into()),
     };
-    let parent = if batch_tail { format!("{head}^") } else { "HEAD^".to_string() };
-    let dir = if batch_tail { ctx.repo.path.clone() } else { ctx.worktree.clone() };
-    let base = timed(ctx, engine.vcs().rev(&dir, &parent)).await.ok_or("the retested head has no parent")?;
+    // A change tested alone is one commit on the base recorded with it in the merge queue; else
+    // (a batch's commit, or no entry any more) git says what the head's parent is.
+    let recorded = entry.as_ref().and_then(|e| crate::queue::tested_base(e, &head));
+    let base = match recorded {
+        Some(base) => Some(base),
+        None if batch_tail => timed(ctx, engine.vcs().rev(&ctx.repo.path, &format!("{head}^"))).await,
+        None => timed(ctx, engine.vcs().rev(&ctx.worktree, "HEAD^")).await,
+    };
+    let base = base.ok_or("the retested head has no parent")?;
     let lease = gates::merge_lease_name(&ctx.repo.name);
     let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
     let lease_lost =

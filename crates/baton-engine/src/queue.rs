@@ -277,6 +277,12 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
     Ok(())
 }
 
+/// The base `head` was built and tested on, when the entry records it for a change tested alone:
+/// its head is then one commit whose parent is that base (a batch's commit is not: `None`).
+pub fn tested_base(entry: &QueueEntry, head: &str) -> Option<String> {
+    (entry.batch.is_none() && entry.head.as_deref() == Some(head)).then(|| entry.base.clone()).flatten()
+}
+
 /// Whether the entry is a change of a batch other than its last.
 pub fn is_batch_member(entry: &QueueEntry) -> bool {
     entry.batch.is_some_and(|tail| tail != entry.task)

@@ -87,13 +87,9 @@ impl Git {
         self.output(args, Some(input)).await
     }
 
-    async fn output(&self, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, GitError> {
-        use tokio::io::AsyncWriteExt;
-        // Whatever may write to the working tree makes Baton's knowledge that it is clean stale.
-        if !args.first().is_some_and(|command| READ_ONLY.contains(command)) {
-            clean_marks::forget(&self.dir);
-        }
-        let started = Instant::now();
+    /// A git process for `args` in this directory, with Baton's fixed configuration and
+    /// environment.
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(git_program());
         command
             .args(FIXED_CONFIG)
@@ -105,6 +101,76 @@ impl Git {
             .env_remove("GIT_WORK_TREE")
             .env_remove("GIT_INDEX_FILE")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command
+    }
+
+    /// The files directly in directory `relative` of commit `rev` whose names `keep` accepts, in
+    /// git's (sorted) order, each with its text (`None` for what is not a readable blob), at most
+    /// `max`; empty when the directory does not exist. One `cat-file --batch` process answers it
+    /// all: the directory's tree first, then the files it names.
+    pub async fn read_dir_at(
+        &self,
+        rev: &str,
+        relative: &str,
+        keep: impl Fn(&str) -> bool,
+        max: usize,
+    ) -> Result<Vec<(String, Option<String>)>, GitError> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let started = Instant::now();
+        let io = |error: std::io::Error| GitError::Spawn(error);
+        let mut child = self
+            .command(&["cat-file", "--batch"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io)?;
+        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(io(std::io::Error::other("cat-file --batch has no pipes")));
+        };
+        let mut stdout = BufReader::new(stdout);
+        stdin.write_all(format!("{rev}:{relative}\n").as_bytes()).await.map_err(io)?;
+        stdin.flush().await.map_err(io)?;
+        let mut header = Vec::new();
+        stdout.read_until(b'\n', &mut header).await.map_err(io)?;
+        let header = String::from_utf8_lossy(&header).trim().to_string();
+        let fields: Vec<&str> = header.split(' ').collect();
+        let names = match fields.as_slice() {
+            [id, "tree", size] if is_object_id(id) => {
+                let size: usize =
+                    size.parse().map_err(|_| io(std::io::Error::other(format!("bad header: {header}"))))?;
+                let mut tree = vec![0; size + 1];
+                stdout.read_exact(&mut tree).await.map_err(io)?;
+                let names = tree_names(&tree[..size], id.len() / 2).into_iter();
+                // A name that could break the batch's lines is not asked.
+                names.filter(|n| !n.contains(['\n', '\r']) && keep(n)).take(max).collect()
+            }
+            // Missing, or not a directory: nothing in it.
+            _ => Vec::new(),
+        };
+        let asked: String = names.iter().map(|name| format!("{rev}:{relative}/{name}\n")).collect();
+        let written = stdin.write_all(asked.as_bytes()).await;
+        drop(stdin);
+        let mut rest = Vec::new();
+        stdout.read_to_end(&mut rest).await.map_err(io)?;
+        written.map_err(io)?;
+        let _ = child.wait().await;
+        if let Some(counter) = &self.spent_ms {
+            counter.fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        let texts = parse_batch(&rest, names.len());
+        Ok(names.into_iter().zip(texts).collect())
+    }
+
+    async fn output(&self, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, GitError> {
+        use tokio::io::AsyncWriteExt;
+        // Whatever may write to the working tree makes Baton's knowledge that it is clean stale.
+        if !args.first().is_some_and(|command| READ_ONLY.contains(command)) {
+            clean_marks::forget(&self.dir);
+        }
+        let started = Instant::now();
+        let mut command = self.command(args);
         let output = match input {
             None => command.stdin(std::process::Stdio::null()).output().await.map_err(GitError::Spawn)?,
             Some(input) => {
@@ -288,6 +354,20 @@ pub mod clean_marks {
 
 /// The answers of `git cat-file --batch` to `count` names: each blob's text (lossy UTF-8), or
 /// `None` for a name that is missing or not a blob; `None` for every answer past a malformed one.
+/// The entry names of a raw tree object (`<mode> <name>\\0<id>` each, the id `id_len` bytes).
+fn tree_names(tree: &[u8], id_len: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = tree;
+    while let Some(space) = rest.iter().position(|&b| b == b' ') {
+        let after = &rest[space + 1..];
+        let Some(nul) = after.iter().position(|&b| b == 0) else { break };
+        names.push(String::from_utf8_lossy(&after[..nul]).into_owned());
+        let Some(next) = after.get(nul + 1 + id_len..) else { break };
+        rest = next;
+    }
+    names
+}
+
 pub fn parse_batch(output: &[u8], count: usize) -> Vec<Option<String>> {
     let mut answers = Vec::with_capacity(count);
     let mut rest = output;

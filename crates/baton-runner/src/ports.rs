@@ -222,6 +222,22 @@ pub trait Vcs: Send + Sync {
         }
         texts
     }
+    /// The files of directory `relative` of commit `rev` whose names end with `suffix`, sorted,
+    /// at most `max`, each with its text: [`Vcs::files_at`] and [`Vcs::read_all_at`] in one.
+    async fn texts_at(
+        &self,
+        dir: &Path,
+        rev: &str,
+        relative: &str,
+        suffix: &str,
+        max: usize,
+    ) -> Vec<(String, Option<String>)> {
+        let names: Vec<String> =
+            self.files_at(dir, rev, relative).await.into_iter().filter(|n| n.ends_with(suffix)).take(max).collect();
+        let paths: Vec<String> = names.iter().map(|name| format!("{relative}/{name}")).collect();
+        let texts = self.read_all_at(dir, rev, &paths).await;
+        names.into_iter().zip(texts).collect()
+    }
 }
 
 /// Processes started under `baton shim`, each with its own run directory.
@@ -709,6 +725,27 @@ impl Vcs for GitVcs {
         };
         let mut answers = crate::git::parse_batch(&output, asked.len()).into_iter();
         relatives.iter().map(|relative| if plain(relative) { answers.next().flatten() } else { None }).collect()
+    }
+
+    async fn texts_at(
+        &self,
+        dir: &Path,
+        rev: &str,
+        relative: &str,
+        suffix: &str,
+        max: usize,
+    ) -> Vec<(String, Option<String>)> {
+        // One `cat-file --batch` for the directory and its files; only plain names are asked.
+        let plain = |text: &str| {
+            !text.contains(['\n', '\r']) && !text.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+        };
+        if !plain(relative) || rev.contains(['\n', '\r', ':']) {
+            return Vec::new();
+        }
+        let mut found =
+            Git::new(dir).read_dir_at(rev, relative, |name| name.ends_with(suffix), max).await.unwrap_or_default();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
     }
 
     async fn read_file(&self, worktree: &Path, relative: &str) -> Option<String> {

@@ -138,6 +138,45 @@ async fn a_commits_files_are_read_in_one_batch_in_the_order_asked() {
 }
 
 #[tokio::test]
+async fn a_commits_directory_and_its_documents_read_together_match_the_two_step_read() {
+    let (_tmp, repo, _worktree) = setup().await;
+    let docs = repo.join("docs/baton/DEMO-001");
+    std::fs::create_dir_all(docs.join("sub.md")).unwrap();
+    std::fs::write(docs.join("01-analysis.md"), "# A\nline two\n").unwrap();
+    std::fs::write(docs.join("04 review.md"), "---\nverdict: approve\n---\n").unwrap();
+    std::fs::write(docs.join("notes.txt"), "not a document\n").unwrap();
+    std::fs::write(docs.join("sub.md/inner.md"), "inside\n").unwrap();
+    std::fs::write(docs.join("z-empty.md"), "").unwrap();
+    git(&repo, &["add", "-A"]).await;
+    git(&repo, &["commit", "-q", "-m", "docs"]).await;
+    let head = git(&repo, &["rev-parse", "HEAD"]).await;
+    let relative = "docs/baton/DEMO-001";
+    let one = GitVcs.texts_at(&repo, &head, relative, ".md", 10).await;
+    assert_eq!(
+        one,
+        vec![
+            ("01-analysis.md".to_string(), Some("# A\nline two\n".to_string())),
+            ("04 review.md".to_string(), Some("---\nverdict: approve\n---\n".to_string())),
+            ("sub.md".to_string(), None), // a directory, not a document
+            ("z-empty.md".to_string(), Some(String::new())),
+        ]
+    );
+    // The same as `ls-tree` then `cat-file --batch` (the trait's two-step default).
+    let names: Vec<String> =
+        GitVcs.files_at(&repo, &head, relative).await.into_iter().filter(|n| n.ends_with(".md")).collect();
+    let paths: Vec<String> = names.iter().map(|n| format!("{relative}/{n}")).collect();
+    let two: Vec<(String, Option<String>)> =
+        names.into_iter().zip(GitVcs.read_all_at(&repo, &head, &paths).await).collect();
+    assert_eq!(one, two);
+    // At most `max`; a missing directory, a file, an unknown commit or an unsafe path: nothing.
+    assert_eq!(GitVcs.texts_at(&repo, &head, relative, ".md", 1).await.len(), 1);
+    assert!(GitVcs.texts_at(&repo, &head, "docs/baton/DEMO-002", ".md", 10).await.is_empty());
+    assert!(GitVcs.texts_at(&repo, &head, "docs/baton/DEMO-001/01-analysis.md", ".md", 10).await.is_empty());
+    assert!(GitVcs.texts_at(&repo, &"0".repeat(40), relative, ".md", 10).await.is_empty());
+    assert!(GitVcs.texts_at(&repo, &head, "docs/../docs", ".md", 10).await.is_empty());
+}
+
+#[tokio::test]
 async fn a_reference_absent_from_gits_files_is_absent_for_git_too() {
     let (_tmp, repo, worktree) = setup().await;
     for dir in [&repo, &worktree] {

@@ -480,9 +480,15 @@ async fn landing(ctx: &GateContext<'_>, entry: &QueueEntry) -> GateVerdict {
     if !at_head {
         return requeue(ctx, entry, "the worktree is not at the tested head").await;
     }
-    let (dir, parent) =
-        if tail { (ctx.repo.path.as_path(), format!("{head}^")) } else { (ctx.worktree, "HEAD^".to_string()) };
-    let Some(base) = ctx.timed(ctx.vcs.rev(dir, &parent)).await else {
+    // A change tested alone is one commit on the base it was tested on (the build made it so, or
+    // checked it): that base is recorded with it. A batch's commit sits on the batch's base.
+    let recorded = crate::queue::tested_base(entry, &head);
+    let base = match recorded {
+        Some(base) => Some(base),
+        None if tail => ctx.timed(ctx.vcs.rev(&ctx.repo.path, &format!("{head}^"))).await,
+        None => ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD^")).await,
+    };
+    let Some(base) = base else {
         return requeue(ctx, entry, "the tested head has no parent").await;
     };
     if current_main(ctx).await.as_deref() != Some(base.as_str()) {

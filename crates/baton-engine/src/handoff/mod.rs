@@ -439,26 +439,23 @@ async fn read_artifacts(engine: &Engine, task: &TaskRecord, merged_head: Option<
         .ok()
         .filter(|w| vcs.exists(w) && merged_head.is_none());
     let rev = merged_head.map(str::to_string).or_else(|| is_branch_name(&task.branch).then(|| task.branch.clone()));
-    let names = match (&worktree, &rev) {
-        (Some(worktree), _) => vcs.list_dir(worktree, &relative).await,
-        (None, Some(rev)) => vcs.files_at(&repo.path, rev, &relative).await,
-        (None, None) => Vec::new(),
-    };
-    let names: Vec<String> = names.into_iter().filter(|n| n.ends_with(".md")).take(ARTIFACTS_MAX).collect();
-    let paths: Vec<String> = names.iter().map(|name| format!("{relative}/{name}")).collect();
-    let texts = match (&worktree, &rev) {
+    let found: Vec<(String, Option<String>)> = match (&worktree, &rev) {
         (Some(worktree), _) => {
-            let mut texts = Vec::with_capacity(paths.len());
-            for path in &paths {
-                texts.push(vcs.read_file(worktree, path).await);
+            let names = vcs.list_dir(worktree, &relative).await;
+            let mut found = Vec::new();
+            for name in names.into_iter().filter(|n| n.ends_with(".md")).take(ARTIFACTS_MAX) {
+                let text = vcs.read_file(worktree, &format!("{relative}/{name}")).await;
+                found.push((name, text));
             }
-            texts
+            found
         }
-        (None, Some(rev)) => vcs.read_all_at(&repo.path, rev, &paths).await,
+        // The commit's directory and its documents, read in one go.
+        (None, Some(rev)) => vcs.texts_at(&repo.path, rev, &relative, ".md", ARTIFACTS_MAX).await,
         (None, None) => Vec::new(),
     };
+    let names: Vec<String> = found.iter().map(|(name, _)| name.clone()).collect();
     let mut open = Vec::new();
-    for (name, text) in names.iter().zip(texts) {
+    for (name, text) in found {
         let Some(mut text) = text else { continue };
         if text.len() > ARTIFACT_BYTES_MAX {
             let mut cut = ARTIFACT_BYTES_MAX;
@@ -467,7 +464,7 @@ async fn read_artifacts(engine: &Engine, task: &TaskRecord, merged_head: Option<
             }
             text.truncate(cut);
         }
-        open.extend(artifact_limitations(name, &text));
+        open.extend(artifact_limitations(&name, &text));
     }
     (names, open)
 }

@@ -340,7 +340,8 @@ fn load_config(args: &PipelineArgs, dir: &Path) -> anyhow::Result<baton::config:
         defer_max = 1_000 + 10 * args.tickets,
         project = path(dir.join("project")),
         agent = match args.agent {
-            BenchAgent::Script => format!("[agents.default]\nadapter = \"script\"\nscript = {}\n", path(dir.join("script.toml"))),
+            BenchAgent::Script =>
+                format!("[agents.default]\nadapter = \"script\"\nscript = {}\n", path(dir.join("script.toml"))),
             BenchAgent::Shell => format!(
                 "[agents.default]\nadapter = \"command\"\ncommand = [\"sh\", \"-c\", {}]\n",
                 toml::Value::String(SHELL_AGENT.to_string())
