@@ -171,7 +171,34 @@ fn apt_install(packages: &[&str], note: &str) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("apt-get install {names} failed ({status}); {note}")) }
 }
 
+/// Free space below which the tests are likely to fail for want of disk (a clean debug build,
+/// the end-to-end tests' repositories and worktrees at their peak): about 5 GB measured.
+const DISK_NEEDED_MB: u64 = 6_000;
+
+/// Says so, before any test runs, when the build or temporary directory has less free space than
+/// the tests need: a test that then fails with "No space left on device" is explained up front.
+fn warn_if_disk_short() {
+    let temp = std::env::temp_dir();
+    for dir in [PathBuf::from("."), temp] {
+        let Ok(out) = Command::new("df").arg("-Pk").arg(&dir).output() else { continue };
+        let text = String::from_utf8_lossy(&out.stdout);
+        // `Filesystem 1024-blocks Used Available Capacity Mounted-on`, then one line.
+        let free_kb = text.lines().nth(1).and_then(|line| line.split_whitespace().nth(3)?.parse::<u64>().ok());
+        if let Some(free_kb) = free_kb
+            && free_kb / 1024 < DISK_NEEDED_MB
+        {
+            eprintln!(
+                "xtask: warning: only {} MB free for {} (the tests need about {DISK_NEEDED_MB} MB); \
+                 a test may fail with \"No space left on device\"",
+                free_kb / 1024,
+                dir.display()
+            );
+        }
+    }
+}
+
 fn test(extra: &[String]) -> Result<(), String> {
+    warn_if_disk_short();
     install_bwrap()?;
     install_chromium()?;
     let dir = install_clis()?;
