@@ -118,6 +118,15 @@ const GUARDS: &[Guard] = &[
         }],
         test: "a_landed_deploy_rerun_without_the_lease_still_deploys",
     },
+    Guard {
+        name: "a change waits for the landing ahead of it whatever its instance last fetched",
+        edits: &[Edit {
+            file: EXECUTOR,
+            find: "    if other.state == baton_store::QueueState::Landing {\n        return Some(other.work_item_id);\n    }\n",
+            replace: "",
+        }],
+        test: "a_change_never_lands_on_an_undeployed_commit_whatever_its_instance_last_fetched",
+    },
 ];
 
 /// Runs the pinning test; `true` when it passed.

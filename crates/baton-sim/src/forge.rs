@@ -78,6 +78,10 @@ struct Git {
     faults_armed: bool,
     /// A one-shot full disk for the next git write named so (scripted scenarios).
     fail_next: Option<String>,
+    /// What reading a repository's default branch answers instead of its head, by repository:
+    /// the tracking ref of an instance whose last fetch is older than the remote's last push
+    /// (scripted scenarios). Merges still see the real head, as the remote does.
+    stale_main: BTreeMap<String, String>,
 }
 
 /// The simulated forge and repositories.
@@ -122,6 +126,16 @@ impl SimForge {
     /// The default branch head of `repo`.
     pub fn main_head(&self, repo: &str) -> Option<String> {
         self.lock().mains.get(repo).and_then(|m| m.last().cloned())
+    }
+
+    /// Reads of `repo`'s default branch answer `commit` from now on (`None`: its head again), as
+    /// on an instance whose last fetch of a `url` repository is older than the last merge there.
+    pub fn stale_main_reads(&self, repo: &str, commit: Option<&str>) {
+        let mut git = self.lock();
+        match commit {
+            Some(commit) => git.stale_main.insert(repo.to_string(), commit.to_string()),
+            None => git.stale_main.remove(repo),
+        };
     }
 
     /// The default branch history of `repo`, oldest first.
@@ -444,6 +458,9 @@ impl Vcs for SimForge {
         if let Some(repo) = git.repos.get(dir) {
             let name = rev.strip_prefix("refs/heads/")?;
             if name == "main" {
+                if let Some(stale) = git.stale_main.get(repo) {
+                    return Some(stale.clone());
+                }
                 return git.mains.get(repo).and_then(|m| m.last().cloned());
             }
             return git.branches.get(name).and_then(|c| c.last().cloned());

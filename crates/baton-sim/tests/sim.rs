@@ -1014,3 +1014,67 @@ fn deploy_killed_after_merge_lease_taken_scenario(config: WorldConfig) -> Result
 fn a_landed_deploy_rerun_without_the_lease_still_deploys() {
     deploy_killed_after_merge_lease_taken_scenario(WorldConfig::scripted(61)).unwrap_or_else(|e| panic!("{e}"));
 }
+
+// `url` repositories on several instances: the change behind a landing one may be let through by
+// the queue the moment the merge lease is free, and its deploy job may run on an instance whose
+// last fetch is older than that landing, where the default branch still reads as the commit
+// before it. The merge-queue entry's state, not that stale read, keeps the change from landing on
+// top of a commit whose deploy has not ended; it lands once that deploy is over.
+#[test]
+fn a_change_never_lands_on_an_undeployed_commit_whatever_its_instance_last_fetched() {
+    stale_fetch_landing_scenario(WorldConfig::scripted(71)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn stale_fetch_landing_scenario(mut config: WorldConfig) -> Result<(), String> {
+    config.limits = baton_sim::world::sim_limits(2, 2);
+    let ttl_ms = config.limits.lease_ttl_secs as i64 * 1000;
+    let mut world = World::new(config);
+    let first = world.create_task("alpha");
+    let second = world.create_task("alpha");
+    first_landing_second_green(&mut world, first, second)?;
+    let before = world.forge.main_head("alpha").unwrap_or_default();
+    let trace = |world: &World| world.trace().join("\n");
+    // The first change lands; its deploy command runs and is kept running.
+    ensure(world.claim().is_some(), "the first deploy job was not claimed")?;
+    let first_deploy = world
+        .running_jobs()
+        .into_iter()
+        .find(|j| j.task_id == first && j.stage == "deploy")
+        .map(|j| j.id)
+        .ok_or_else(|| format!("the first deploy is not running\n{}", trace(&world)))?;
+    let landed = world.forge.main_head("alpha").unwrap_or_default();
+    ensure(landed != before, format!("the first change did not land\n{}", trace(&world)))?;
+    // Its instance freezes past the lease's TTL (nothing renews it); the queue lets the change
+    // behind land, and that change passes its gate: its deploy job waits to be claimed.
+    world.advance_clock(ttl_ms + 1_000);
+    for _ in 0..DRIVE_STEPS_MAX {
+        if world.task(second).state.stage == "deploy" {
+            break;
+        }
+        if world.claim().is_none() {
+            world.act(Action::ReconcilerTick);
+            world.advance_clock(1_000);
+        }
+    }
+    ensure(
+        world.task(second).state.stage == "deploy",
+        format!("the change behind was not let through while the first deploy ran\n{}", trace(&world)),
+    )?;
+    // The instance that claims the second deploy job fetched before the first change landed.
+    world.forge.stale_main_reads("alpha", Some(&before));
+    for _ in 0..6 {
+        world.claim();
+        ensure(
+            world.forge.main_head("alpha").as_deref() == Some(landed.as_str()),
+            format!("a change landed on top of {landed}, whose deploy was still running\n{}", trace(&world)),
+        )?;
+        world.advance_clock(2_000);
+    }
+    // The first deploy ends; the next fetch is fresh: the second change lands on top of it.
+    let _ = world.finish(first_deploy, Script::Pass);
+    world.forge.stale_main_reads("alpha", None);
+    at(&mut world, first, "done", Hold::None)?;
+    at(&mut world, second, "done", Hold::None)?;
+    ensure(world.forge.main_history("alpha").len() == 3, format!("both changes are on main\n{}", trace(&world)))?;
+    no_violations(&mut world)
+}
