@@ -187,14 +187,42 @@ pub async fn run(exit_file: PathBuf, argv: Vec<String>) -> i32 {
 }
 
 /// The shim's own stdout or stderr — the run's output files — as an async writer.
-fn own_output(stderr: bool) -> Option<tokio::fs::File> {
+fn own_output(stderr: bool) -> Option<FileWriter> {
     use std::os::fd::AsFd;
     let owned = if stderr {
         std::io::stderr().as_fd().try_clone_to_owned()
     } else {
         std::io::stdout().as_fd().try_clone_to_owned()
     };
-    Some(tokio::fs::File::from_std(std::fs::File::from(owned.ok()?)))
+    Some(FileWriter(std::fs::File::from(owned.ok()?)))
+}
+
+/// A file written in place: the run's output files are local files, where a write returns at once,
+/// so no thread of a blocking pool is started (and torn down) for each shim.
+struct FileWriter(std::fs::File);
+
+impl tokio::io::AsyncWrite for FileWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(std::io::Write::write(&mut self.0, buf))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(std::io::Write::flush(&mut self.0))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 /// Copies `from` into `to` through `redactor` until end of stream. A failed write (a full disk)

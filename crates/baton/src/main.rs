@@ -27,6 +27,9 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if let Some(code) = shim_fast_path() {
+        return code;
+    }
     let cli = cli::Cli::parse();
     init_tracing(&cli);
     // The per-process helpers (`baton shim` around every agent and command, the script agent)
@@ -46,6 +49,28 @@ fn main() -> ExitCode {
     // Do not wait for detached job tasks: agents are separate processes and survive by design.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     ExitCode::from(code)
+}
+
+/// `baton shim --exit-file FILE -- COMMAND…` exactly as Baton launches it (around every agent and
+/// repository command, nine times a ticket): run without building the whole command line's
+/// parser, without logging (the shim shares the command's stderr and stays silent) and on one
+/// thread. Any other shape — `--help`, a mistake — goes through the parser as usual.
+fn shim_fast_path() -> Option<ExitCode> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != "shim" || args.next()? != "--exit-file" {
+        return None;
+    }
+    let exit_file = std::path::PathBuf::from(args.next()?);
+    if args.next()? != "--" {
+        return None;
+    }
+    let command: Vec<String> = args.map(|a| a.into_string().ok()).collect::<Option<_>>()?;
+    if command.is_empty() || exit_file.as_os_str().is_empty() {
+        return None;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let code = runtime.block_on(baton_runner::shim::run(exit_file, command));
+    Some(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)))
 }
 
 fn init_tracing(cli: &cli::Cli) {
