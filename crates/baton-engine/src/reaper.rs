@@ -54,7 +54,9 @@ async fn ended_elsewhere(engine: &Arc<Engine>) -> u32 {
 }
 
 /// Closes agent runs that never recorded their end while their job is no longer running: the
-/// agent died with a Baton and nothing will ever finish the row (its spend is unknown).
+/// agent died with a Baton and nothing will ever finish the row (its spend is unknown). A job that
+/// a STOP or a cancel ended is no longer running while its executor here still stops the agent
+/// and records the run's real end (its exit and spend): such a run is left to that executor.
 async fn lost_runs(engine: &Arc<Engine>) -> u32 {
     let mut closed = 0;
     let Ok(open) = engine.store().open_agent_runs().await else {
@@ -64,7 +66,7 @@ async fn lost_runs(engine: &Arc<Engine>) -> u32 {
         let Ok(Some(job)) = engine.store().job(run.job_id).await else {
             continue;
         };
-        if job.status == JobStatus::Running {
+        if job.status == JobStatus::Running || engine.is_running_here(job.id) {
             continue;
         }
         let why = format!("its job ended ({}) without the agent recording an exit", job.status.as_str());
