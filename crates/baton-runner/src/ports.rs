@@ -442,6 +442,12 @@ impl GitVcs {
     }
 }
 
+/// A plain relative path of a commit, safe to ask `cat-file --batch` for on one line: no `..`,
+/// no absolute path, no empty part, no line break.
+fn plain_path(relative: &str) -> bool {
+    !relative.contains(['\n', '\r']) && !relative.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+}
+
 /// Git's worktree bookkeeping (`.git/worktrees/`) is not safe under concurrent `worktree add`,
 /// `remove` and `prune` in one repository ("failed to read .git/worktrees/…/commondir"): each
 /// repository's worktree changes in this process go one at a time.
@@ -712,10 +718,7 @@ impl Vcs for GitVcs {
     async fn read_all_at(&self, dir: &Path, rev: &str, relatives: &[String]) -> Vec<Option<String>> {
         // One `cat-file --batch` for them all; a name that is not a plain relative path (or could
         // break the batch's lines) is not asked.
-        let plain = |relative: &str| {
-            !relative.contains(['\n', '\r']) && !relative.split('/').any(|p| p.is_empty() || p == "." || p == "..")
-        };
-        let asked: Vec<&String> = relatives.iter().filter(|r| plain(r)).collect();
+        let asked: Vec<&String> = relatives.iter().filter(|r| plain_path(r)).collect();
         if asked.is_empty() || rev.contains(['\n', '\r', ':']) {
             return relatives.iter().map(|_| None).collect();
         }
@@ -724,7 +727,7 @@ impl Vcs for GitVcs {
             return relatives.iter().map(|_| None).collect();
         };
         let mut answers = crate::git::parse_batch(&output, asked.len()).into_iter();
-        relatives.iter().map(|relative| if plain(relative) { answers.next().flatten() } else { None }).collect()
+        relatives.iter().map(|relative| if plain_path(relative) { answers.next().flatten() } else { None }).collect()
     }
 
     async fn texts_at(
@@ -736,10 +739,7 @@ impl Vcs for GitVcs {
         max: usize,
     ) -> Vec<(String, Option<String>)> {
         // One `cat-file --batch` for the directory and its files; only plain names are asked.
-        let plain = |text: &str| {
-            !text.contains(['\n', '\r']) && !text.split('/').any(|p| p.is_empty() || p == "." || p == "..")
-        };
-        if !plain(relative) || rev.contains(['\n', '\r', ':']) {
+        if !plain_path(relative) || rev.contains(['\n', '\r', ':']) {
             return Vec::new();
         }
         let mut found =
