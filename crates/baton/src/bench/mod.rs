@@ -58,7 +58,7 @@ pub enum Scenario {
     /// Signed GitHub `issues` deliveries (and redeliveries) against `POST /webhooks/github` on
     /// 127.0.0.1: webhook-to-202 latency, deliveries per second, each stored once.
     Webhooks(WebhookArgs),
-    /// Tickets carried through the whole pipeline by the in-process engine (script agents, human
+    /// Tickets carried through the whole pipeline by the in-process engine (`sh -c` or script agents, human
     /// gates off, a real git repository): wall time, merges per second, jobs and events per
     /// ticket, database size; `--baseline` runs `bench/baseline.sh` for comparison.
     Pipeline(pipeline::PipelineArgs),

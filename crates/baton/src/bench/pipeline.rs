@@ -1,6 +1,6 @@
 //! `baton bench pipeline`: N tickets carried through the whole default pipeline by the engine,
 //! in process and built as `baton serve` builds it (`open_engine`), against a real local git
-//! repository — script agents, every human gate off, trivial test/deploy/health commands — so what
+//! repository — `sh -c` agents (or the script agent), every human gate off, trivial test/deploy/health commands — so what
 //! is measured is Baton's orchestration around the unavoidable git and process work. With
 //! `--baseline`, `bench/baseline.sh` does that same work with the same parallelism and no
 //! orchestration, and the figures are set side by side (docs/bench.md).
