@@ -222,7 +222,11 @@ pub fn outbox_rows(
             status: next.display(),
         });
     }
-    rows.push(tracker_update(pipeline, task, next));
+    // A task filed here (CLI, API, a bench) has no ticket to mirror, now or later: a reference is
+    // only ever given at creation, so no row is written for it.
+    if task.external_ref.is_some() {
+        rows.push(tracker_update(pipeline, task, next));
+    }
     if live {
         rows.push(OutboxEffect::LiveUpdate { work_item: task.work_item_id.clone(), version: task.version + 1 });
     }

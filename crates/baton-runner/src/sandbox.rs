@@ -122,7 +122,13 @@ pub fn bwrap_args(spec: &ProcessSpec, policy: &SandboxPolicy) -> Vec<String> {
     let tmp = Path::new("/tmp");
     let mut mounts: Vec<Mount<'_>> = vec![Mount::Tmpfs(tmp)];
     mounts.extend(policy.hidden.iter().map(|p| Mount::Tmpfs(p)));
-    mounts.extend(policy.read_only.iter().map(|p| Mount::ReadOnly(p)));
+    // A read-only path no other mount covers is already what `--ro-bind / /` shows: binding it
+    // again would only cost bwrap another pass over the mount table.
+    let covers: Vec<&Path> = std::iter::once(tmp)
+        .chain(policy.hidden.iter().map(PathBuf::as_path))
+        .chain(policy.writable.iter().map(PathBuf::as_path))
+        .collect();
+    mounts.extend(policy.read_only.iter().filter(|p| covered(p, &covers)).map(|p| Mount::ReadOnly(p)));
     mounts.extend(policy.writable.iter().map(|p| Mount::Writable(p)));
     // A mount hides what an earlier one put below its path: parents first, children on top, and at
     // equal depth tmpfs, then read-only, then writable (the order they were listed in).
@@ -144,6 +150,20 @@ pub fn bwrap_args(spec: &ProcessSpec, policy: &SandboxPolicy) -> Vec<String> {
     }
     args.extend(["--chdir".to_string(), spec.cwd.to_string_lossy().to_string(), "--".to_string()]);
     args
+}
+
+/// Whether `path` lies in or under one of `covers` (the sandbox's tmpfs and writable mounts), as
+/// written or once its symbolic links are resolved (bwrap binds what a link points to). A path
+/// that does not exist is covered by nothing: `--ro-bind-try` would skip it anyway.
+fn covered(path: &Path, covers: &[&Path]) -> bool {
+    let real = std::fs::canonicalize(path).ok();
+    covers.iter().any(|cover| {
+        let real_cover = std::fs::canonicalize(cover).ok();
+        [Some(path), real.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|p| p.starts_with(cover) || real_cover.as_deref().is_some_and(|c| p.starts_with(c)))
+    })
 }
 
 /// `spec` run inside the sandbox by `bwrap`: same output files, stdin and working directory;
@@ -224,8 +244,11 @@ mod tests {
     fn mounts_are_ordered_by_depth_and_the_program_follows() {
         let policy = SandboxPolicy {
             hidden: vec![PathBuf::from("/data")],
-            read_only: vec![PathBuf::from("/repo/.git")],
-            writable: vec![PathBuf::from("/data/worktrees/demo/DEMO-001"), PathBuf::from("/repo/.git/worktrees/x")],
+            read_only: vec![PathBuf::from("/data/repo/.git")],
+            writable: vec![
+                PathBuf::from("/data/worktrees/demo/DEMO-001"),
+                PathBuf::from("/data/repo/.git/worktrees/x"),
+            ],
             protected: vec![PathBuf::from("/data/runs/x/launch.json")],
             masked_files: vec![],
             network: SandboxNetwork::None,
@@ -237,7 +260,7 @@ mod tests {
         let at = |needle: &str| args.find(needle).unwrap_or_else(|| panic!("{needle} missing in {args}"));
         assert!(at("--tmpfs /tmp") < at("--tmpfs /data"));
         assert!(at("--tmpfs /data") < at("--bind-try /data/worktrees"));
-        assert!(at("--ro-bind-try /repo/.git /repo/.git") < at("--bind-try /repo/.git/worktrees/x"));
+        assert!(at("--ro-bind-try /data/repo/.git /data/repo/.git") < at("--bind-try /data/repo/.git/worktrees/x"));
         assert!(at("--bind-try /data/worktrees") < at("--ro-bind-try /data/runs/x/launch.json"));
         assert!(args.contains("--unshare-net"));
         assert!(args.contains("--unshare-pid"));
@@ -246,6 +269,37 @@ mod tests {
         assert_eq!(wrapped.env.iter().filter(|(k, _)| k == "HOME").count(), 1);
         assert!(wrapped.env.contains(&("HOME".into(), "/data/runs/x/home".into())));
         assert_eq!(wrapped.stdout, spec().stdout);
+    }
+
+    // Read-only binds are made only where a tmpfs or a writable bind would otherwise decide what
+    // the agent sees there: under them (as written or through a symbolic link), never elsewhere.
+    #[test]
+    fn read_only_paths_are_bound_only_where_another_mount_covers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hidden, writable, outside) = (dir.path().join("data"), dir.path().join("work"), dir.path().join("opt"));
+        for d in [&hidden, &writable, &outside] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(hidden.join("baton"), "").unwrap();
+        std::fs::write(writable.join("protected"), "").unwrap();
+        std::fs::write(outside.join("tool"), "").unwrap();
+        std::os::unix::fs::symlink(hidden.join("baton"), outside.join("link")).unwrap();
+        let covers = [hidden.as_path(), writable.as_path()];
+        assert!(covered(&hidden.join("baton"), &covers));
+        assert!(covered(&writable.join("protected"), &covers));
+        assert!(covered(&outside.join("link"), &covers), "a link into a hidden directory is bound");
+        assert!(!covered(&outside.join("tool"), &covers));
+        assert!(!covered(&outside.join("missing"), &covers));
+        // The whole argument list: /usr/bin is shown by `--ro-bind / /` already.
+        let policy = SandboxPolicy {
+            hidden: vec![hidden.clone()],
+            read_only: vec![PathBuf::from("/usr/bin"), hidden.join("baton")],
+            ..SandboxPolicy::default()
+        };
+        let args = bwrap_args(&spec(), &policy).join(" ");
+        assert!(!args.contains("/usr/bin /usr/bin"), "{args}");
+        let baton = hidden.join("baton").display().to_string();
+        assert!(args.contains(&format!("--ro-bind-try {baton} {baton}")), "{args}");
     }
 
     #[test]

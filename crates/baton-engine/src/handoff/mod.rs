@@ -170,11 +170,14 @@ pub async fn write(engine: &Engine, task_id: baton_domain::TaskId) -> Result<(),
 }
 
 /// `task`'s hand-off for a reader: the stored one of a done or blocked task, else built now (a
-/// task still in progress, or one whose files are missing).
+/// task still in progress, or one whose files are missing or empty).
 pub async fn read(engine: &Engine, task: &TaskRecord) -> Result<Handoff, EngineError> {
     if is_handoff_state(&task.state) {
         let (md, html) = paths(&engine.settings().data_dir, &task.work_item_id)?;
-        if let (Ok(markdown), Ok(html)) = (std::fs::read_to_string(&md), std::fs::read_to_string(&html)) {
+        if let (Ok(markdown), Ok(html)) = (std::fs::read_to_string(&md), std::fs::read_to_string(&html))
+            && !markdown.is_empty()
+            && !html.is_empty()
+        {
             // Stored before a secret was added to the configuration, they are masked again.
             let redactor = engine.redactor();
             return Ok(Handoff {
@@ -197,7 +200,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let partial = path.with_extension("partial");
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&partial)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
+    // No fsync: it would hold an engine thread for a journal commit per file. Readers see the old
+    // file or the new one (the rename); a file a power loss left empty is rebuilt on reading.
     std::fs::rename(&partial, path)
 }
 
