@@ -50,24 +50,33 @@ export GIT_AUTHOR_NAME=baseline GIT_AUTHOR_EMAIL=baseline@localhost
 export GIT_COMMITTER_NAME=baseline GIT_COMMITTER_EMAIL=baseline@localhost
 
 git init -q -b main "$repo"
-echo "baseline" > "$repo/README.md"
+# The same first commit as Baton's benchmark repository.
+echo 'The repository of `baton bench pipeline`.' > "$repo/README.md"
+mkdir "$repo/tickets" && : > "$repo/tickets/.keep"
 git -C "$repo" add -A && git -C "$repo" commit -q -m "Initial commit"
 : > "$merges"
+
+# What one agent stage writes: the same files, with the same contents, as the agents of
+# `baton bench pipeline` (its shell agent runs this very `case`), so both commit the same trees.
+agent='d="docs/baton/$BATON_WORK_ITEM"
+case "$BATON_STAGE" in
+  analysis) mkdir -p "$d" && printf '"'"'# %s\n'"'"' "$BATON_WORK_ITEM" > "$d/01-analysis.md" ;;
+  architecture) mkdir -p "$d" && printf '"'"'# %s\n'"'"' "$BATON_WORK_ITEM" > "$d/02-architecture.md" ;;
+  development) printf '"'"'%s\n'"'"' "$BATON_TASK_TITLE" > "tickets/$BATON_WORK_ITEM.txt" ;;
+  review) mkdir -p "$d" && printf -- '"'"'---\nverdict: approve\n---\n'"'"' > "$d/04-review.md" ;;
+  testing) mkdir -p "$d" && printf -- '"'"'---\nverdict: pass\n---\n'"'"' > "$d/05-test-report.md" ;;
+esac'
 
 # One ticket's stages: the work of Baton's five agent stages in its own worktree.
 stages() {
   local id=$1 wt="$dir/wt/$1" branch="baton/$1"
   # Git's worktree bookkeeping is not safe under a concurrent add and remove: a short lock of its own.
   flock "$dir/worktree.lock" git -C "$repo" worktree add -q -b "$branch" "$wt" main
-  # The five agent stages: one process each writes its file, then a commit (as Baton's script
-  # agent and its commit after every stage); the development stage's test gate runs once.
+  # The five agent stages: one process each writes its file, then a commit (as Baton's agents and
+  # its commit after every stage); the development stage's test gate runs once.
   local stage
   for stage in analysis architecture development review testing; do
-    if [ "$stage" = development ]; then
-      sh -c 'mkdir -p "$1/tickets" && echo "ticket $2" > "$1/tickets/$2.txt"' sh "$wt" "$id"
-    else
-      sh -c 'mkdir -p "$1/docs/$2" && echo "$3" > "$1/docs/$2/$3.md"' sh "$wt" "$id" "$stage"
-    fi
+    (cd "$wt" && BATON_STAGE=$stage BATON_WORK_ITEM=$id BATON_TASK_TITLE="Bench ticket $((10#${id#BENCH-}))" sh -c "$agent")
     git -C "$wt" add -A && git -C "$wt" commit -q -m "$id $stage"
     if [ "$stage" = development ]; then (cd "$wt" && "${test_cmd[@]}"); fi
     # What the branch changes so far, for the report.
@@ -101,8 +110,8 @@ merge() {
     git -C "$repo" log --no-color --format='%h %s' --max-count=50 "$old..$head" -- > /dev/null
     git -C "$repo" diff --no-color --stat=100 "$old" "$head" -- > /dev/null
     local names
-    names=$(git -C "$repo" ls-tree --name-only "$head:docs/$id")
-    printf "$head:docs/$id/%s\n" $names | git -C "$repo" cat-file --batch > /dev/null
+    names=$(git -C "$repo" ls-tree --name-only "$head:docs/baton/$id")
+    printf "$head:docs/baton/$id/%s\n" $names | git -C "$repo" cat-file --batch > /dev/null
   fi
   flock "$dir/worktree.lock" git -C "$repo" worktree remove --force "$wt"
   flock "$dir/worktree.lock" git -C "$repo" branch -q -D "$branch"
@@ -122,7 +131,7 @@ each() {
       wait -n
       running=$((running - 1))
     fi
-    "$1" "$(printf 'BASE-%04d' "$n")" &
+    "$1" "$(printf 'BENCH-%03d' "$n")" &
     running=$((running + 1))
   done
   while [ "$running" -gt 0 ]; do
@@ -134,7 +143,7 @@ each() {
 started=$EPOCHREALTIME
 if [ "$queue" -eq 1 ]; then
   each stages
-  for n in $(seq 1 "$tickets"); do merge "$(printf 'BASE-%04d' "$n")"; done
+  for n in $(seq 1 "$tickets"); do merge "$(printf 'BENCH-%03d' "$n")"; done
 else
   each ticket
 fi

@@ -144,10 +144,13 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
     let external_ms = AtomicU64::new(0);
     let outcome = run_job(&engine, &job, &external_ms, stop_rx, start).await;
     let touched_git = !matches!(outcome, Ok(None));
-    // Only an actor moves the branch (an agent's commit, the merge gate's rebase and squash); a
-    // gates-only stage leaves the last job's diff stat true.
-    let moves_branch =
-        engine.pipeline_for(&job.repo).stage(&job.stage).is_some_and(|stage| !matches!(stage.actor, Actor::None));
+    // Only an agent moves the branch away from the default branch (its commit); a gates-only stage
+    // leaves the last job's diff stat true, and after a deploy the branch is on the default branch
+    // (nothing to count: the dashboard keeps showing the change's last stat).
+    let moves_branch = engine
+        .pipeline_for(&job.repo)
+        .stage(&job.stage)
+        .is_some_and(|stage| matches!(stage.actor, Actor::Agent { .. }));
     let diff_stat = if touched_git && moves_branch { diff_stat(&engine, &job).await } else { None };
     finish_job(&engine, &job, outcome, started, &external_ms, diff_stat).await;
     // A task that ended while this job ran had its worktree and branch removed by its own

@@ -541,11 +541,15 @@ impl Vcs for GitVcs {
         }
         // The common case is a tree the last job left committed: Baton's own commit moments ago
         // with nothing run there since (no process at all), else one status instead of two writes.
-        if !rebasing && (crate::git::clean_marks::is_clean(worktree) || git.is_clean().await?) {
+        if !rebasing && crate::git::clean_marks::is_clean(worktree) {
             return Ok(());
         }
-        git.run(&["reset", "-q", "--hard"]).await?;
-        git.run(&["clean", "-q", "-fd"]).await?;
+        if rebasing || !git.is_clean().await? {
+            git.run(&["reset", "-q", "--hard"]).await?;
+            git.run(&["clean", "-q", "-fd"]).await?;
+        }
+        // Clean now: the next job here need not ask again while nothing runs in it.
+        git.mark_clean();
         Ok(())
     }
 

@@ -174,6 +174,11 @@ async fn test_round(ctx: &GateContext<'_>, entry: &QueueEntry) -> Round {
                     // even when the entry moved to another base and this result is not used.
                     note_flake(ctx, &base, &head, &argv.join(" ")).await;
                 }
+                // What the test left in the worktree goes now, off the landing's path: the landing
+                // and deploy jobs then find the worktree known clean and ask git nothing.
+                if let Err(error) = ctx.timed(ctx.vcs.clean(ctx.worktree)).await {
+                    tracing::debug!(task = %ctx.task.work_item_id, "tidying the worktree after the re-test: {error}");
+                }
                 return judged_green(ctx, &base, &head, fails, alone).await;
             }
             Ok(out) => {

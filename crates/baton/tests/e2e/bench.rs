@@ -160,7 +160,25 @@ fn bench_baseline_script_merges_every_ticket_and_prints_its_json_line() {
     let log = crate::support::git(&repo, &["log", "--format=%s", "main"]);
     let mut subjects: Vec<&str> = log.lines().collect();
     subjects.sort_unstable();
-    assert_eq!(subjects, ["BASE-0001", "BASE-0002", "BASE-0003", "Initial commit"], "{log}");
+    assert_eq!(subjects, ["BENCH-001", "BENCH-002", "BENCH-003", "Initial commit"], "{log}");
+    // The same files, with the same contents, as the pipeline bench's agents write for a ticket.
+    let files = crate::support::git(&repo, &["ls-tree", "-r", "--name-only", "main"]);
+    for file in [
+        "README.md",
+        "tickets/.keep",
+        "tickets/BENCH-002.txt",
+        "docs/baton/BENCH-002/01-analysis.md",
+        "docs/baton/BENCH-002/02-architecture.md",
+        "docs/baton/BENCH-002/04-review.md",
+        "docs/baton/BENCH-002/05-test-report.md",
+    ] {
+        assert!(files.lines().any(|f| f == file), "{file} missing on main: {files}");
+    }
+    let show = |path: &str| crate::support::git(&repo, &["show", &format!("main:{path}")]);
+    assert_eq!(show("tickets/BENCH-002.txt").trim(), "Bench ticket 2");
+    assert_eq!(show("docs/baton/BENCH-002/01-analysis.md").trim(), "# BENCH-002");
+    assert!(show("docs/baton/BENCH-002/04-review.md").contains("verdict: approve"));
+    assert!(show("docs/baton/BENCH-002/05-test-report.md").contains("verdict: pass"));
     assert_eq!(crate::support::git(&repo, &["worktree", "list"]).lines().count(), 1);
     assert_eq!(crate::support::git(&repo, &["branch", "--format=%(refname:short)"]), "main");
 }
