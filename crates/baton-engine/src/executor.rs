@@ -1112,13 +1112,15 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     };
     // A change tested alone is one commit on the base recorded with it in the merge queue; else
     // (a batch's commit, or no entry any more) git says what the head's parent is.
-    let recorded = entry.as_ref().and_then(|e| crate::queue::tested_base(e, &head));
-    let base = match recorded {
-        Some(base) => Some(base),
-        None if batch_tail => timed(ctx, engine.vcs().rev(&ctx.repo.path, &format!("{head}^"))).await,
-        None => timed(ctx, engine.vcs().rev(&ctx.worktree, "HEAD^")).await,
-    };
-    let base = base.ok_or("the retested head has no parent")?;
+    let landing_base = crate::queue::landing_base(
+        engine.vcs().as_ref(),
+        &ctx.repo.path,
+        &ctx.worktree,
+        entry.as_ref(),
+        &head,
+        batch_tail,
+    );
+    let base = timed(ctx, landing_base).await.ok_or("the retested head has no parent")?;
     let lease = gates::merge_lease_name(&ctx.repo.name);
     let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
     let lease_lost =

@@ -283,6 +283,24 @@ pub fn tested_base(entry: &QueueEntry, head: &str) -> Option<String> {
     (entry.batch.is_none() && entry.head.as_deref() == Some(head)).then(|| entry.base.clone()).flatten()
 }
 
+/// The commit a landing change's `head` sits on, as the merge gate's landing check and the deploy
+/// both need it: recorded with a change tested alone (no git asked), else git's parent of the
+/// head — of the batch's commit in the repository for a batch's last change, of the worktree's
+/// `HEAD` otherwise (no entry any more).
+pub(crate) async fn landing_base(
+    vcs: &dyn baton_runner::Vcs,
+    repo: &std::path::Path,
+    worktree: &std::path::Path,
+    entry: Option<&QueueEntry>,
+    head: &str,
+    batch_tail: bool,
+) -> Option<String> {
+    if let Some(base) = entry.and_then(|entry| tested_base(entry, head)) {
+        return Some(base);
+    }
+    if batch_tail { vcs.rev(repo, &format!("{head}^")).await } else { vcs.rev(worktree, "HEAD^").await }
+}
+
 /// Whether the entry is a change of a batch other than its last.
 pub fn is_batch_member(entry: &QueueEntry) -> bool {
     entry.batch.is_some_and(|tail| tail != entry.task)

@@ -186,6 +186,11 @@ pub async fn run(exit_file: PathBuf, argv: Vec<String>) -> i32 {
     record.code.unwrap_or_else(|| 128 + record.signal.unwrap_or(0))
 }
 
+/// [`run`]'s code as the shim process's exit status (codes past 0–255 are clamped to them).
+pub fn exit_status(code: i32) -> u8 {
+    u8::try_from(code.clamp(0, 255)).unwrap_or(u8::MAX)
+}
+
 /// The shim's own stdout or stderr — the run's output files — as an async writer.
 fn own_output(stderr: bool) -> Option<FileWriter> {
     use std::os::fd::AsFd;

@@ -549,8 +549,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::MockLlm { script, listen } => crate::mock_llm_cmd::run(&script, listen).await,
         Command::AgentScript { script } => crate::task_cmd::agent_script(&script).await,
         Command::Shim { exit_file, command } => {
-            let code = baton_runner::shim::run(exit_file, command).await;
-            return u8::try_from(code.clamp(0, 255)).unwrap_or(1);
+            return baton_runner::shim::exit_status(baton_runner::shim::run(exit_file, command).await);
         }
         Command::Config(ConfigCommand::Check { online }) => match load_config(config_path.as_deref()) {
             Ok(config) if online => {

@@ -70,7 +70,7 @@ fn shim_fast_path() -> Option<ExitCode> {
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
     let code = runtime.block_on(baton_runner::shim::run(exit_file, command));
-    Some(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)))
+    Some(ExitCode::from(baton_runner::shim::exit_status(code)))
 }
 
 fn init_tracing(cli: &cli::Cli) {

@@ -487,12 +487,8 @@ async fn landing(ctx: &GateContext<'_>, entry: &QueueEntry) -> GateVerdict {
     }
     // A change tested alone is one commit on the base it was tested on (the build made it so, or
     // checked it): that base is recorded with it. A batch's commit sits on the batch's base.
-    let recorded = crate::queue::tested_base(entry, &head);
-    let base = match recorded {
-        Some(base) => Some(base),
-        None if tail => ctx.timed(ctx.vcs.rev(&ctx.repo.path, &format!("{head}^"))).await,
-        None => ctx.timed(ctx.vcs.rev(ctx.worktree, "HEAD^")).await,
-    };
+    let base =
+        ctx.timed(crate::queue::landing_base(ctx.vcs, &ctx.repo.path, ctx.worktree, Some(entry), &head, tail)).await;
     let Some(base) = base else {
         return requeue(ctx, entry, "the tested head has no parent").await;
     };
