@@ -469,8 +469,14 @@ async fn record_verdicts(engine: &Engine, task: &TaskRecord, stage: &StageSpec, 
                 at_ms: engine.clock().now_ms(),
                 kind: "gate".into(),
                 stage: stage.name.clone(),
-                message: format!("{} {:?}: {}", verdict.gate, verdict.verdict, first_line(&verdict.reason))
-                    .to_lowercase(),
+                // Only the verdict's name is lower-cased: the reason keeps its case (paths, work
+                // items, output are case-sensitive facts).
+                message: format!(
+                    "{} {}: {}",
+                    verdict.gate,
+                    format!("{:?}", verdict.verdict).to_lowercase(),
+                    first_line(&verdict.reason)
+                ),
                 detail: serde_json::to_value(verdict).unwrap_or_default(),
             })
             .await;
