@@ -484,16 +484,21 @@ async fn landed_member(
     // The batch's landing was given up (a crash between marking its changes and the tail taking
     // the lease): the whole batch waits again, its last change too — its recorded head is the
     // batch's commit, which must never land without every change of the batch landing with it.
-    for member in train.iter().filter(|e| e.batch == entry.batch) {
-        engine
-            .store()
-            .queue_update(
-                member.task,
-                &QueueExpect::of(member),
-                &QueueChange::waiting(member.split),
-                engine.clock().now_ms(),
-            )
-            .await?;
+    // The last change goes first, and the others only if it did: a pass elsewhere may be landing
+    // the batch right now (its changes marked, the tail about to take the lease), and then the
+    // tail's entry is no longer as read here — sending only the others back would let the tail
+    // land their changes in its commit while they wait to be tested again.
+    let store = engine.store();
+    let now = engine.clock().now_ms();
+    let members: Vec<&QueueEntry> = train.iter().filter(|e| e.batch == entry.batch).collect();
+    if let Some(tail) = members.iter().find(|e| Some(e.task) == entry.batch)
+        && !store.queue_update(tail.task, &QueueExpect::of(tail), &QueueChange::waiting(tail.split), now).await?
+    {
+        engine.queues().kick(&repo.name);
+        return Ok(());
+    }
+    for member in members.iter().filter(|e| Some(e.task) != entry.batch) {
+        store.queue_update(member.task, &QueueExpect::of(member), &QueueChange::waiting(member.split), now).await?;
     }
     engine.queues().kick(&repo.name);
     Ok(())
