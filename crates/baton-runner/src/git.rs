@@ -352,8 +352,6 @@ pub mod clean_marks {
     }
 }
 
-/// The answers of `git cat-file --batch` to `count` names: each blob's text (lossy UTF-8), or
-/// `None` for a name that is missing or not a blob; `None` for every answer past a malformed one.
 /// The entry names of a raw tree object (`<mode> <name>\\0<id>` each, the id `id_len` bytes).
 fn tree_names(tree: &[u8], id_len: usize) -> Vec<String> {
     let mut names = Vec::new();
@@ -368,6 +366,8 @@ fn tree_names(tree: &[u8], id_len: usize) -> Vec<String> {
     names
 }
 
+/// The answers of `git cat-file --batch` to `count` names: each blob's text (lossy UTF-8), or
+/// `None` for a name that is missing or not a blob; `None` for every answer past a malformed one.
 pub fn parse_batch(output: &[u8], count: usize) -> Vec<Option<String>> {
     let mut answers = Vec::with_capacity(count);
     let mut rest = output;

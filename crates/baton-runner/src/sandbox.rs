@@ -124,9 +124,10 @@ pub fn bwrap_args(spec: &ProcessSpec, policy: &SandboxPolicy) -> Vec<String> {
     mounts.extend(policy.hidden.iter().map(|p| Mount::Tmpfs(p)));
     // A read-only path no other mount covers is already what `--ro-bind / /` shows: binding it
     // again would only cost bwrap another pass over the mount table.
-    let covers: Vec<&Path> = std::iter::once(tmp)
+    let covers: Vec<Cover<'_>> = std::iter::once(tmp)
         .chain(policy.hidden.iter().map(PathBuf::as_path))
         .chain(policy.writable.iter().map(PathBuf::as_path))
+        .map(Cover::new)
         .collect();
     mounts.extend(policy.read_only.iter().filter(|p| covered(p, &covers)).map(|p| Mount::ReadOnly(p)));
     mounts.extend(policy.writable.iter().map(|p| Mount::Writable(p)));
@@ -152,18 +153,28 @@ pub fn bwrap_args(spec: &ProcessSpec, policy: &SandboxPolicy) -> Vec<String> {
     args
 }
 
+/// A tmpfs or writable mount of the sandbox, as written and with its symbolic links resolved.
+struct Cover<'a> {
+    path: &'a Path,
+    real: Option<PathBuf>,
+}
+
+impl<'a> Cover<'a> {
+    fn new(path: &'a Path) -> Self {
+        Cover { path, real: std::fs::canonicalize(path).ok() }
+    }
+
+    fn holds(&self, path: &Path) -> bool {
+        path.starts_with(self.path) || self.real.as_deref().is_some_and(|real| path.starts_with(real))
+    }
+}
+
 /// Whether `path` lies in or under one of `covers` (the sandbox's tmpfs and writable mounts), as
 /// written or once its symbolic links are resolved (bwrap binds what a link points to). A path
 /// that does not exist is covered by nothing: `--ro-bind-try` would skip it anyway.
-fn covered(path: &Path, covers: &[&Path]) -> bool {
+fn covered(path: &Path, covers: &[Cover<'_>]) -> bool {
     let real = std::fs::canonicalize(path).ok();
-    covers.iter().any(|cover| {
-        let real_cover = std::fs::canonicalize(cover).ok();
-        [Some(path), real.as_deref()]
-            .into_iter()
-            .flatten()
-            .any(|p| p.starts_with(cover) || real_cover.as_deref().is_some_and(|c| p.starts_with(c)))
-    })
+    covers.iter().any(|cover| [Some(path), real.as_deref()].into_iter().flatten().any(|p| cover.holds(p)))
 }
 
 /// `spec` run inside the sandbox by `bwrap`: same output files, stdin and working directory;
@@ -284,7 +295,7 @@ mod tests {
         std::fs::write(writable.join("protected"), "").unwrap();
         std::fs::write(outside.join("tool"), "").unwrap();
         std::os::unix::fs::symlink(hidden.join("baton"), outside.join("link")).unwrap();
-        let covers = [hidden.as_path(), writable.as_path()];
+        let covers = [Cover::new(&hidden), Cover::new(&writable)];
         assert!(covered(&hidden.join("baton"), &covers));
         assert!(covered(&writable.join("protected"), &covers));
         assert!(covered(&outside.join("link"), &covers), "a link into a hidden directory is bound");
