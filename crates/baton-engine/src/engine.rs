@@ -144,6 +144,9 @@ pub struct Engine {
     /// The store's change feed said another process stopped or took a running job away: the
     /// loop checks the jobs running here at once instead of at its next once-a-second check.
     jobs_taken: AtomicBool,
+    /// This engine wrote a hold with a due time (a quota pause, a monitoring check) since the loop
+    /// last read the earliest one: the loop reads it again now rather than at its once-a-second read.
+    due_written: AtomicBool,
     /// The claim loop found every job slot taken by jobs running here and did not ask the store:
     /// the next job to end here wakes it.
     claim_deferred: AtomicBool,
@@ -402,6 +405,7 @@ impl EngineBuilder {
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             jobs_taken: AtomicBool::new(false),
+            due_written: AtomicBool::new(false),
             claim_deferred: AtomicBool::new(false),
             settled: Mutex::new(std::collections::HashSet::new()),
             store_lost: Mutex::new(None),
@@ -650,6 +654,14 @@ impl Engine {
         &self.owner
     }
 
+    /// Records that `state`, just committed, holds with a due time: the loop reads the earliest
+    /// due hold again on its next pass (otherwise once a second, for holds other processes write).
+    pub(crate) fn note_due(&self, state: &TaskState) {
+        if state.hold.due_at_ms().is_some() {
+            self.due_written.store(true, Ordering::Release);
+        }
+    }
+
     /// Wakes the claim loop (a job became runnable).
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -773,6 +785,7 @@ impl Engine {
             depends_on,
         };
         let task = self.store.create_task(new, transition, now).await?;
+        self.note_due(&task.state);
         self.wake();
         Ok(task)
     }
@@ -916,6 +929,7 @@ impl Engine {
                     match self.store.advance(advance).await {
                         Ok(_) => {
                             tracing::info!(task = %task.work_item_id, "{note}");
+                            self.note_due(&next);
                             // A job's end is committed: its slot is free for the claim loop now,
                             // while this task's queue pass and effects go on.
                             if let Some(finish) = &finish {
@@ -1394,11 +1408,10 @@ impl Engine {
         crate::retention::tick(&self).await;
         let poll = Duration::from_millis(self.settings.limits.poll_interval_ms.max(10));
         // The quota timer runs only when the earliest due hold has come; the cached time is read
-        // again after each pass, whenever the loop is woken, and once a second (a pause written by
-        // another process).
+        // again after each pass, after this engine wrote a due hold, and once a second (a hold
+        // written by another process).
         let mut quota_check_ms: Option<i64> = Some(i64::MIN);
         let mut quota_known_ms = i64::MIN;
-        let mut woken = false;
         // Periodic work first runs one interval after start (recovery just ran).
         let mut last_reaper_ms = self.clock.now_ms();
         let mut last_reconciler_ms = last_reaper_ms;
@@ -1431,7 +1444,7 @@ impl Engine {
             if self.store_lost().is_some() {
                 break;
             }
-            if woken || now.saturating_sub(quota_known_ms) >= QUOTA_TIMER_MS {
+            if self.due_written.swap(false, Ordering::AcqRel) || now.saturating_sub(quota_known_ms) >= QUOTA_TIMER_MS {
                 quota_known_ms = now;
                 quota_check_ms = self.next_due_ms(now).await;
             }
@@ -1515,12 +1528,12 @@ impl Engine {
                     }));
                 }
             }
-            woken = tokio::select! {
-                _ = self.clock.sleep(poll) => false,
-                _ = self.wake.notified() => true,
-                _ = self.queues.kicked() => true,
-                _ = shutdown.changed() => false,
-            };
+            tokio::select! {
+                _ = self.clock.sleep(poll) => {}
+                _ = self.wake.notified() => {}
+                _ = self.queues.kicked() => {}
+                _ = shutdown.changed() => {}
+            }
         }
     }
 }

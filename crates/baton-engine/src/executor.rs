@@ -142,7 +142,8 @@ pub fn minimal_env(engine: &Engine) -> Vec<(String, String)> {
 pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiver<bool>, start: Start) {
     let started = engine.clock().now_ms();
     let external_ms = AtomicU64::new(0);
-    let outcome = run_job(&engine, &job, &external_ms, stop_rx, start).await;
+    let mut worktree = None;
+    let outcome = run_job(&engine, &job, &external_ms, stop_rx, start, &mut worktree).await;
     let touched_git = !matches!(outcome, Ok(None));
     // Only an agent moves the branch away from the default branch (its commit); a gates-only stage
     // leaves the last job's diff stat true, and after a deploy the branch is on the default branch
@@ -151,7 +152,10 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
         .pipeline_for(&job.repo)
         .stage(&job.stage)
         .is_some_and(|stage| matches!(stage.actor, Actor::Agent { .. }));
-    let diff_stat = if touched_git && moves_branch { diff_stat(&engine, &job).await } else { None };
+    let diff_stat = match worktree {
+        Some(worktree) if touched_git && moves_branch => diff_stat(&engine, &job.repo, &worktree).await,
+        _ => None,
+    };
     finish_job(&engine, &job, outcome, started, &external_ms, diff_stat).await;
     // A task that ended while this job ran had its worktree and branch removed by its own
     // cleanup; this job may have re-created them since. Leave nothing behind.
@@ -168,16 +172,14 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
     engine.job_left(job.id);
 }
 
-/// What the task's branch changes relative to its repository's default branch, after this job
-/// (the dashboard's diff stat); `None` when the worktree is gone or nothing changed.
-async fn diff_stat(engine: &Engine, job: &JobRecord) -> Option<String> {
-    let task = engine.store().task(&TaskKey::Id(job.task_id)).await.ok()??;
-    let repo = engine.settings().repo(&task.repo)?;
-    let worktree = worktree_path(&engine.settings().worktrees_dir(), &task.repo, &task.work_item_id).ok()?;
-    if !engine.vcs().exists(&worktree) {
+/// What the task's branch in `worktree` changes relative to `repo`'s default branch, after this
+/// job (the dashboard's diff stat); `None` when the worktree is gone or nothing changed.
+async fn diff_stat(engine: &Engine, repo: &str, worktree: &Path) -> Option<String> {
+    let repo = engine.settings().repo(repo)?;
+    if !engine.vcs().exists(worktree) {
         return None;
     }
-    engine.vcs().diff_stat(&worktree, &repo.default_ref()).await
+    engine.vcs().diff_stat(worktree, &repo.default_ref()).await
 }
 
 /// Applies the job's outcome through the normal transition (or closes a stale job).
@@ -232,12 +234,15 @@ async fn timed<T>(ctx: &JobContext<'_>, work: impl std::future::Future<Output = 
     result
 }
 
+/// Runs the job; `worktree_used` gets the task's worktree once the job knows it (the diff stat
+/// after the job reads it there, without reading the task again).
 async fn run_job(
     engine: &Engine,
     job: &JobRecord,
     external_ms: &AtomicU64,
     stop: watch::Receiver<bool>,
     start: Start,
+    worktree_used: &mut Option<PathBuf>,
 ) -> Result<Option<JobOutcome>, EngineError> {
     let Some(task) = engine.store().task(&TaskKey::Id(job.task_id)).await? else {
         return Ok(None);
@@ -254,6 +259,7 @@ async fn run_job(
         .stage(&job.stage)
         .ok_or_else(|| EngineError::Invalid(format!("stage `{}` is not in the pipeline", job.stage)))?;
     let worktree = worktree_path(&settings.worktrees_dir(), &task.repo, &task.work_item_id)?;
+    *worktree_used = Some(worktree.clone());
     let run_dir = job_run_dir(&settings.runs_dir(), &task.work_item_id, &job.stage, job.id);
     let ctx = JobContext {
         engine,
