@@ -802,6 +802,65 @@ mod tests {
         assert_eq!(order(vec![old, soon]), vec![3, 1]);
     }
 
+    // A pass that takes the lease for a green change which changed since the pass read it (built
+    // on a new base meanwhile) gives the lease back: a lease kept for a change that is not landing
+    // would stop every other merge of the repository until it expired.
+    #[tokio::test]
+    async fn land_gives_the_lease_back_when_the_change_moved_since_it_was_read() {
+        use crate::engine::NewTaskRequest;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let repo: crate::settings::RepoSettings = serde_json::from_value(serde_json::json!({
+            "name": "app", "prefix": "APP", "path": dir.path().join("app"),
+        }))
+        .expect("a repository's settings");
+        let settings = crate::settings::EngineSettings {
+            data_dir: dir.path().join("data"),
+            limits: Default::default(),
+            repos: vec![repo],
+            agents: Default::default(),
+            pipeline: baton_domain::Pipeline::default_pipeline(),
+            budgets: Default::default(),
+            baton_exe: "/nonexistent/baton".into(),
+            env_passthrough: vec![],
+        };
+        let store = baton_store_sqlite::SqliteStore::open(&dir.path().join("baton.db")).await.expect("the store");
+        let engine = Engine::new(settings, std::sync::Arc::new(store));
+        let store = engine.store();
+        let request = |title: &str| NewTaskRequest {
+            repo: "app".into(),
+            title: title.into(),
+            body: String::new(),
+            external_ref: None,
+        };
+        let task = engine.create_task(request("one")).await.expect("a task").id;
+        let now = engine.clock().now_ms();
+        assert!(store.queue_enter(task, "app", 0, now).await.expect("entered"));
+        let green_on = |base: &str| QueueChange {
+            state: QueueState::Green,
+            base: Some(base.into()),
+            head: Some("h1".into()),
+            ..QueueChange::waiting(None)
+        };
+        let read = store.queue_entry(task).await.expect("read").expect("an entry");
+        assert!(store.queue_update(task, &QueueExpect::of(&read), &green_on("b1"), now).await.expect("updated"));
+        let green = store.queue_entry(task).await.expect("read").expect("an entry");
+        // Built again on another base after the pass read it: the pass's entry is stale.
+        assert!(store.queue_update(task, &QueueExpect::of(&green), &green_on("b2"), now).await.expect("updated"));
+        let lease = crate::gates::merge_lease_name("app");
+        assert!(!land(&engine, &green, "h1").await.expect("a pass"), "a stale entry does not land");
+        let other = task_holder(TaskId(task.0 + 1000));
+        let taken = store.acquire_lease(&lease, &other, 60_000, now).await.expect("a lease read");
+        assert!(matches!(taken, LeaseOutcome::Acquired { .. }), "the lease was kept: {taken:?}");
+        store.release_lease(&lease, &other).await.expect("released");
+        // The entry as it stands lands, and then the lease is its.
+        let current = store.queue_entry(task).await.expect("read").expect("an entry");
+        assert!(land(&engine, &current, "h1").await.expect("a pass"), "the current entry lands");
+        let taken = store.acquire_lease(&lease, &other, 60_000, now).await.expect("a lease read");
+        assert!(matches!(taken, LeaseOutcome::Busy { .. }), "the landing change holds the lease: {taken:?}");
+        let landing = store.queue_entry(task).await.expect("read").expect("an entry");
+        assert_eq!(landing.state, QueueState::Landing);
+    }
+
     // One deeper per green result up to the maximum; half as deep per eviction, never below 1.
     #[test]
     fn depth_adapts_between_one_and_the_maximum() {
