@@ -802,19 +802,15 @@ mod tests {
         assert_eq!(order(vec![old, soon]), vec![3, 1]);
     }
 
-    // A pass that takes the lease for a green change which changed since the pass read it (built
-    // on a new base meanwhile) gives the lease back: a lease kept for a change that is not landing
-    // would stop every other merge of the repository until it expired.
-    #[tokio::test]
-    async fn land_gives_the_lease_back_when_the_change_moved_since_it_was_read() {
-        use crate::engine::NewTaskRequest;
-        let dir = tempfile::tempdir().expect("a temporary directory");
+    /// An engine on a SQLite store in `dir`, with one repository `app` (no checkout: the queue's
+    /// passes here read none).
+    async fn engine_in(dir: &std::path::Path) -> std::sync::Arc<Engine> {
         let repo: crate::settings::RepoSettings = serde_json::from_value(serde_json::json!({
-            "name": "app", "prefix": "APP", "path": dir.path().join("app"),
+            "name": "app", "prefix": "APP", "path": dir.join("app"),
         }))
         .expect("a repository's settings");
         let settings = crate::settings::EngineSettings {
-            data_dir: dir.path().join("data"),
+            data_dir: dir.join("data"),
             limits: Default::default(),
             repos: vec![repo],
             agents: Default::default(),
@@ -823,18 +819,85 @@ mod tests {
             baton_exe: "/nonexistent/baton".into(),
             env_passthrough: vec![],
         };
-        let store = baton_store_sqlite::SqliteStore::open(&dir.path().join("baton.db")).await.expect("the store");
-        let engine = Engine::new(settings, std::sync::Arc::new(store));
-        let store = engine.store();
-        let request = |title: &str| NewTaskRequest {
+        let store = baton_store_sqlite::SqliteStore::open(&dir.join("baton.db")).await.expect("the store");
+        Engine::new(settings, std::sync::Arc::new(store))
+    }
+
+    /// A new task of `app`, entered in its merge queue (waiting).
+    async fn queued_task(engine: &Engine, title: &str) -> TaskId {
+        let request = crate::engine::NewTaskRequest {
             repo: "app".into(),
             title: title.into(),
             body: String::new(),
             external_ref: None,
         };
-        let task = engine.create_task(request("one")).await.expect("a task").id;
+        let task = engine.create_task(request).await.expect("a task").id;
+        assert!(engine.store().queue_enter(task, "app", 0, engine.clock().now_ms()).await.expect("entered"));
+        task
+    }
+
+    /// Moves `task`'s entry, as it stands, to `change`.
+    async fn set(engine: &Engine, task: TaskId, change: QueueChange) -> QueueEntry {
+        let store = engine.store();
         let now = engine.clock().now_ms();
-        assert!(store.queue_enter(task, "app", 0, now).await.expect("entered"));
+        let read = store.queue_entry(task).await.expect("read").expect("an entry");
+        assert!(store.queue_update(task, &QueueExpect::of(&read), &change, now).await.expect("updated"));
+        store.queue_entry(task).await.expect("read").expect("an entry")
+    }
+
+    // A batch whose landing looks given up is sent back tail first, and its other changes only if
+    // the tail's entry was still as read: here another pass marked the tail landing after this one
+    // read the queue, and the batch's other changes must stay landing with it — sent back to
+    // wait, they would land in the tail's commit while waiting to be tested again.
+    #[tokio::test]
+    async fn a_batch_given_up_goes_back_only_if_its_tail_was_not_taken_meanwhile() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let engine = engine_in(dir.path()).await;
+        let repo = engine.settings().repo("app").expect("the repository").clone();
+        let (a, b, tail) =
+            (queued_task(&engine, "a").await, queued_task(&engine, "b").await, queued_task(&engine, "c").await);
+        let in_batch = |state: QueueState| QueueChange {
+            state,
+            base: Some("base".into()),
+            head: Some("batch-commit".into()),
+            batch: Some(tail),
+            ..QueueChange::waiting(None)
+        };
+        let train = vec![
+            set(&engine, a, in_batch(QueueState::Landing)).await,
+            set(&engine, b, in_batch(QueueState::Landing)).await,
+            set(&engine, tail, in_batch(QueueState::Green)).await,
+        ];
+        // Another pass takes the tail to landing after this pass read the train.
+        set(&engine, tail, in_batch(QueueState::Landing)).await;
+        landed_member(&engine, &repo, "main-head", &train[0], &train).await.expect("a pass");
+        for task in [a, b, tail] {
+            let entry = engine.store().queue_entry(task).await.expect("read").expect("an entry");
+            assert_eq!(entry.state, QueueState::Landing, "{task:?} was sent back while its batch lands");
+        }
+        // Read as it stands (the tail green again, nothing landing): the whole batch goes back.
+        set(&engine, tail, in_batch(QueueState::Green)).await;
+        let mut train = Vec::new();
+        for task in [a, b, tail] {
+            train.push(engine.store().queue_entry(task).await.expect("read").expect("an entry"));
+        }
+        landed_member(&engine, &repo, "main-head", &train[0], &train).await.expect("a pass");
+        for task in [a, b, tail] {
+            let entry = engine.store().queue_entry(task).await.expect("read").expect("an entry");
+            assert_eq!(entry.state, QueueState::Waiting, "{task:?} was not sent back with its batch");
+        }
+    }
+
+    // A pass that takes the lease for a green change which changed since the pass read it (built
+    // on a new base meanwhile) gives the lease back: a lease kept for a change that is not landing
+    // would stop every other merge of the repository until it expired.
+    #[tokio::test]
+    async fn land_gives_the_lease_back_when_the_change_moved_since_it_was_read() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let engine = engine_in(dir.path()).await;
+        let store = engine.store();
+        let task = queued_task(&engine, "one").await;
+        let now = engine.clock().now_ms();
         let green_on = |base: &str| QueueChange {
             state: QueueState::Green,
             base: Some(base.into()),
