@@ -136,6 +136,16 @@ impl SqliteStore {
         Ok(SqliteStore { writer, reader, file: Arc::new(FileWatch::open(path)) })
     }
 
+    /// The writer for a write of one statement: SQLite makes it a transaction of its own, one
+    /// round trip to the connection's thread where `BEGIN IMMEDIATE … COMMIT` takes three (a busy
+    /// write lock is waited for the same way).
+    fn single_writer(&self) -> StoreResult<&SqlitePool> {
+        if let Some(why) = self.file.lost() {
+            return Err(StoreError::Lost(why));
+        }
+        Ok(&self.writer)
+    }
+
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         if let Some(why) = self.file.lost() {
             return Err(StoreError::Lost(why));
@@ -241,7 +251,7 @@ baton_store::row_decoders!(SqliteRow);
 const QUEUE_COLUMNS: &str = "q.task_id, t.work_item_id, q.repo, q.priority, q.entered_at, q.state, q.base, q.head, \
      q.fails, q.reason, q.updated_at, q.batch, q.split FROM merge_queue q JOIN tasks t ON t.id = q.task_id";
 
-async fn insert_event(tx: &mut Transaction<'static, Sqlite>, event: &NewEvent) -> StoreResult<i64> {
+async fn insert_event<'c>(executor: impl sqlx::SqliteExecutor<'c>, event: &NewEvent) -> StoreResult<i64> {
     let result =
         sqlx::query("INSERT INTO events (task_id, at, kind, stage, message, detail) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(event.task.0)
@@ -250,7 +260,7 @@ async fn insert_event(tx: &mut Transaction<'static, Sqlite>, event: &NewEvent) -
             .bind(&event.stage)
             .bind(&event.message)
             .bind(event.detail.to_string())
-            .execute(&mut **tx)
+            .execute(executor)
             .await?;
     Ok(result.last_insert_rowid())
 }
@@ -655,7 +665,7 @@ impl Store for SqliteStore {
         .await?;
         let id = TaskId(result.last_insert_rowid());
         insert_event(
-            &mut tx,
+            &mut *tx,
             &NewEvent {
                 task: id,
                 at_ms: now_ms,
@@ -800,7 +810,7 @@ impl Store for SqliteStore {
         }
         let repo: String =
             sqlx::query_scalar("SELECT repo FROM tasks WHERE id = $1").bind(advance.task.0).fetch_one(&mut *tx).await?;
-        insert_event(&mut tx, &advance.event).await?;
+        insert_event(&mut *tx, &advance.event).await?;
         let enqueued =
             apply_transition(&mut tx, advance.task, &repo, &advance.next, &advance.transition, advance.now_ms).await?;
         for effect in &advance.effects {
@@ -823,7 +833,7 @@ impl Store for SqliteStore {
         if let Some(entry) = &inbox {
             insert_inbox(&mut tx, task, entry, "suppressed", event.at_ms).await?;
         }
-        insert_event(&mut tx, &event).await?;
+        insert_event(&mut *tx, &event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -886,13 +896,11 @@ impl Store for SqliteStore {
     }
 
     async fn remove_dependency(&self, task: TaskId, depends_on: TaskId) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let result = sqlx::query("DELETE FROM task_dependencies WHERE task_id = $1 AND depends_on = $2")
             .bind(task.0)
             .bind(depends_on.0)
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -912,59 +920,49 @@ impl Store for SqliteStore {
     }
 
     async fn set_job_process(&self, job: JobId, pid: Option<u32>, pgid: Option<u32>) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
         sqlx::query("UPDATE jobs SET pid = $2, pgid = $3 WHERE id = $1")
             .bind(job.0)
             .bind(pid.map(i64::from))
             .bind(pgid.map(i64::from))
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 
     async fn set_job_proc_start(&self, job: JobId, start_ticks: u64) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
         sqlx::query("UPDATE jobs SET proc_start = $2 WHERE id = $1")
             .bind(job.0)
             .bind(start_ticks as i64)
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 
     async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
         sqlx::query("UPDATE jobs SET owner = $2 WHERE id = $1 AND status = 'running'")
             .bind(job.0)
             .bind(owner)
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 
     async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let result = sqlx::query("UPDATE leases SET expires_at = $3 WHERE name = $1 AND holder = $2")
             .bind(name)
             .bind(holder)
             .bind(now_ms + ttl_ms)
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let result = sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
             .bind(name)
             .bind(holder)
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -975,7 +973,6 @@ impl Store for SqliteStore {
         result: serde_json::Value,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let closed = sqlx::query(
             "UPDATE jobs SET status = $2, result = $3, finished_at = $4
              WHERE id = $1 AND status IN ('queued', 'running')",
@@ -984,28 +981,24 @@ impl Store for SqliteStore {
         .bind(status.as_str())
         .bind(result.to_string())
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(closed.rows_affected() == 1)
     }
 
     async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let result = sqlx::query(
             "UPDATE jobs SET status = 'queued', owner = NULL, pid = NULL, pgid = NULL, proc_start = NULL, available_at = $2
              WHERE id = $1 AND status = 'running'",
         )
         .bind(job.0)
         .bind(available_at_ms)
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn insert_agent_run(&self, run: NewAgentRun) -> StoreResult<i64> {
-        let mut tx = self.begin().await?;
         let result = sqlx::query(
             "INSERT INTO agent_runs (job_id, task_id, stage, adapter, model, pid, started_at, log_path)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -1018,27 +1011,23 @@ impl Store for SqliteStore {
         .bind(run.pid.map(i64::from))
         .bind(run.started_at_ms)
         .bind(&run.log_path)
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(result.last_insert_rowid())
     }
 
     async fn set_agent_run_pid(&self, id: i64, pid: u32) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
         sqlx::query("UPDATE agent_runs SET pid = $2 WHERE id = $1")
             .bind(id)
             .bind(i64::from(pid))
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 
     async fn finish_agent_run(&self, id: i64, finish: AgentRunFinish) -> StoreResult<()> {
         let report = &finish.report;
         let (status, error) = finish.status_and_error();
-        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE agent_runs SET ended_at = $2, exit_code = $3, status = $4, error = $5, session_id = $6, turns = $7,
                input_tokens = $8, output_tokens = $9, cache_read_tokens = $10, cache_write_tokens = $11,
@@ -1059,9 +1048,8 @@ impl Store for SqliteStore {
         .bind(report.usage.reasoning_tokens as i64)
         .bind(report.cost_usd)
         .bind(&report.model)
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -1080,10 +1068,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
-        let mut tx = self.begin().await?;
-        let id = insert_event(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(id)
+        insert_event(self.single_writer()?, &event).await
     }
 
     async fn events(&self, task: Option<TaskId>, after_id: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
@@ -1157,7 +1142,6 @@ impl Store for SqliteStore {
     }
 
     async fn set_budget_cap(&self, scope: &str, cap_usd: Option<f64>, now_ms: i64) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO budget_caps (scope, cap_usd, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (scope) DO UPDATE SET cap_usd = excluded.cap_usd, updated_at = excluded.updated_at",
@@ -1165,9 +1149,8 @@ impl Store for SqliteStore {
         .bind(scope)
         .bind(cap_usd)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -1204,7 +1187,6 @@ impl Store for SqliteStore {
     }
 
     async fn link_freeze(&self, id: i64, incident: Option<TaskId>, revert: Option<TaskId>) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE repo_freezes SET incident_task_id = COALESCE(incident_task_id, $2),
                revert_task_id = COALESCE(revert_task_id, $3) WHERE id = $1",
@@ -1212,14 +1194,12 @@ impl Store for SqliteStore {
         .bind(id)
         .bind(incident.map(|t| t.0))
         .bind(revert.map(|t| t.0))
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
     async fn unfreeze_repo(&self, repo: &str, by: &str, now_ms: i64) -> StoreResult<Option<RepoFreeze>> {
-        let mut tx = self.begin().await?;
         let row = sqlx::query(
             "UPDATE repo_freezes SET unfrozen_by = $2, unfrozen_at = $3 WHERE repo = $1 AND unfrozen_at IS NULL
              RETURNING id, repo, task_id, incident_task_id, revert_task_id, frozen_by, reason, frozen_at, unfrozen_by, unfrozen_at",
@@ -1227,9 +1207,8 @@ impl Store for SqliteStore {
         .bind(repo)
         .bind(by)
         .bind(now_ms)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         row.map(|row| freeze_row(&row)).transpose()
     }
 
@@ -1560,7 +1539,6 @@ impl Store for SqliteStore {
     }
 
     async fn record_once(&self, key: &str, kind: &str, now_ms: i64) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let result = sqlx::query(
             "INSERT INTO inbox (dedup_key, task_id, kind, payload, received_at, outcome) VALUES ($1, NULL, $2, '{}', $3, 'once')
              ON CONFLICT (dedup_key) DO NOTHING",
@@ -1568,9 +1546,8 @@ impl Store for SqliteStore {
         .bind(key)
         .bind(kind)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -1663,42 +1640,36 @@ impl Store for SqliteStore {
     }
 
     async fn claim_effects(&self, claim: &EffectClaim) -> StoreResult<Vec<EffectRecord>> {
-        let mut tx = self.begin().await?;
         let rows = sqlx::query(CLAIM_EFFECTS)
             .bind(claim.now_ms)
             .bind(claim.claim_ms)
             .bind(i64::from(claim.limit))
             .bind(claim.task.map(|t| t.0))
-            .fetch_all(&mut *tx)
+            .fetch_all(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         let mut effects = rows.iter().map(effect_from_row).collect::<StoreResult<Vec<_>>>()?;
         effects.sort_by_key(|e| e.id);
         Ok(effects)
     }
 
     async fn complete_effect(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let done = sqlx::query("UPDATE outbox SET done_at = $2 WHERE id = $1 AND done_at IS NULL")
             .bind(id)
             .bind(now_ms)
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn fail_effect(&self, id: i64, error: &str, retry_at_ms: i64) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE outbox SET last_error = $2, available_at = $3, claimed_until = 0 WHERE id = $1 AND done_at IS NULL",
         )
         .bind(id)
         .bind(error)
         .bind(retry_at_ms)
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -1719,7 +1690,6 @@ impl Store for SqliteStore {
     }
 
     async fn close_agent_run(&self, id: i64, status: &str, error: &str, now_ms: i64) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let closed = sqlx::query(
             "UPDATE agent_runs SET ended_at = $2, status = $3, error = $4 WHERE id = $1 AND ended_at IS NULL",
         )
@@ -1727,9 +1697,8 @@ impl Store for SqliteStore {
         .bind(now_ms)
         .bind(status)
         .bind(error)
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(closed.rows_affected() == 1)
     }
 
@@ -1774,18 +1743,15 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_api_token(&self, name: &str, now_ms: i64) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let result = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
             .bind(now_ms)
             .bind(name)
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn record_delivery(&self, delivery: NewDelivery) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let result = sqlx::query(
             "INSERT INTO webhook_deliveries (source, delivery_id, event, received_at, payload)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, delivery_id) DO NOTHING",
@@ -1795,9 +1761,8 @@ impl Store for SqliteStore {
         .bind(&delivery.event)
         .bind(delivery.received_at_ms)
         .bind(&delivery.payload)
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -1813,7 +1778,6 @@ impl Store for SqliteStore {
         parsed: Option<&str>,
         error: Option<&str>,
     ) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let result = sqlx::query(
             "UPDATE webhook_deliveries SET processed_at = $1, parsed = $2, error = $3
              WHERE id = $4 AND processed_at IS NULL",
@@ -1822,9 +1786,8 @@ impl Store for SqliteStore {
         .bind(parsed)
         .bind(error)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -1879,30 +1842,25 @@ impl Store for SqliteStore {
     }
 
     async fn finish_idempotent(&self, key: &str, status: u16, body: &str, now_ms: i64) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
         sqlx::query("UPDATE idempotency SET status = $1, response = $2, finished_at = $3 WHERE key = $4")
             .bind(i64::from(status))
             .bind(body)
             .bind(now_ms)
             .bind(key)
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 
     async fn abandon_idempotent(&self, key: &str) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM idempotency WHERE key = $1 AND status IS NULL AND task_id IS NULL")
             .bind(key)
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 
     async fn queue_enter(&self, task: TaskId, repo: &str, priority: i64, now_ms: i64) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let result = sqlx::query(
             "INSERT INTO merge_queue (task_id, repo, priority, entered_at, state, updated_at)
              VALUES ($1, $2, $3, $4, 'waiting', $4) ON CONFLICT (task_id) DO NOTHING",
@@ -1911,9 +1869,8 @@ impl Store for SqliteStore {
         .bind(repo)
         .bind(priority)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -1944,7 +1901,6 @@ impl Store for SqliteStore {
         change: &QueueChange,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let result = sqlx::query(
             "UPDATE merge_queue SET state = $4, base = $5, head = $6, fails = $7, reason = $8, updated_at = $9,
                  batch = $10, split = $11
@@ -1961,20 +1917,17 @@ impl Store for SqliteStore {
         .bind(now_ms)
         .bind(change.batch.map(|b| b.0))
         .bind(change.split.map(i64::from))
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
         let result = sqlx::query("UPDATE merge_queue SET priority = $2 WHERE task_id = $1")
             .bind(task.0)
             .bind(priority)
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?;
-        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -2016,7 +1969,6 @@ impl Store for SqliteStore {
     }
 
     async fn heartbeat(&self, beat: &InstanceRecord) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
@@ -2029,9 +1981,8 @@ impl Store for SqliteStore {
         .bind(i64::from(beat.pid))
         .bind(beat.started_at_ms)
         .bind(beat.heartbeat_at_ms)
-        .execute(&mut *tx)
+        .execute(self.single_writer()?)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -2073,14 +2024,12 @@ impl SqliteStore {
     /// Runs one prune `DELETE` (bound to the cutoff and the batch size) in its own transaction;
     /// returns the rows it deleted.
     async fn prune_batch(&self, sql: &str, before_ms: i64, limit: u32) -> StoreResult<u64> {
-        let mut tx = self.begin().await?;
         let deleted = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
             .bind(before_ms)
             .bind(i64::from(limit))
-            .execute(&mut *tx)
+            .execute(self.single_writer()?)
             .await?
             .rows_affected();
-        tx.commit().await?;
         Ok(deleted)
     }
 }
