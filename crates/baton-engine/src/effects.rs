@@ -281,6 +281,9 @@ pub async fn drain(engine: &Engine, task: Option<TaskId>) -> u32 {
         if claimed.is_empty() {
             return done;
         }
+        // Fewer than a batch: nothing more was due when claimed (what became due since is the
+        // next drain's).
+        let last = claimed.len() < CLAIM_BATCH_MAX as usize;
         for record in claimed {
             match carry_out(engine, &record).await {
                 Ok(()) => {
@@ -292,6 +295,9 @@ pub async fn drain(engine: &Engine, task: Option<TaskId>) -> u32 {
                 }
                 Err(error) => failed(engine, &record, &error).await,
             }
+        }
+        if last {
+            return done;
         }
     }
 }

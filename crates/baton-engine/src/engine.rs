@@ -926,6 +926,7 @@ impl Engine {
                         ),
                         now_ms: now,
                     };
+                    let wrote_effects = !advance.effects.is_empty();
                     match self.store.advance(advance).await {
                         Ok(_) => {
                             tracing::info!(task = %task.work_item_id, "{note}");
@@ -940,8 +941,10 @@ impl Engine {
                             // starts landing while this task's effects are carried out.
                             Box::pin(crate::queue::schedule(self, &task.repo)).await;
                             // The effects are durable now; carry out this task's at once (a worker
-                            // picks up whatever a crash here leaves).
-                            effects::drain(self, Some(task.id)).await;
+                            // picks up whatever a crash here leaves, and any left from before).
+                            if wrote_effects {
+                                effects::drain(self, Some(task.id)).await;
+                            }
                             self.wake();
                             // The journal observes the committed transition last: it cannot fail
                             // it, nor delay the queue or the effects.

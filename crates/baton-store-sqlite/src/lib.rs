@@ -290,7 +290,8 @@ async fn insert_inbox(
     Ok(())
 }
 
-/// Applies the store-side effects of a transition inside `tx`; returns the enqueued job.
+/// Applies the store-side effects of a transition inside `tx`; returns the enqueued job. The
+/// caller has written the task row with `next`, its `current_job` included.
 async fn apply_transition(
     tx: &mut Transaction<'static, Sqlite>,
     task: TaskId,
@@ -344,12 +345,14 @@ async fn apply_transition(
         enqueued = Some(JobId(result.last_insert_rowid()));
     }
     // The active job is the one just enqueued, else the one the decision kept (a deferred STOP
-    // keeps the running job), else none.
-    sqlx::query("UPDATE tasks SET current_job = $2 WHERE id = $1")
-        .bind(task.0)
-        .bind(enqueued.or(next.job).map(|j| j.0))
-        .execute(&mut **tx)
-        .await?;
+    // keeps the running job), else none: the caller's write of the task row set the latter.
+    if let Some(job) = enqueued {
+        sqlx::query("UPDATE tasks SET current_job = $2 WHERE id = $1")
+            .bind(task.0)
+            .bind(job.0)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(enqueued)
 }
 
@@ -647,8 +650,8 @@ impl Store for SqliteStore {
         let branch = branch_name(&work_item, &new.title);
         let columns = state_columns(&new.state)?;
         let result = sqlx::query(
-            "INSERT INTO tasks (repo, work_item_id, title, body, branch, external_ref, stage, hold, state, version, created_at, updated_at, due_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11)",
+            "INSERT INTO tasks (repo, work_item_id, title, body, branch, external_ref, stage, hold, state, version, created_at, updated_at, due_at_ms, current_job)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11, $12)",
         )
         .bind(&new.repo)
         .bind(work_item.as_str())
@@ -661,6 +664,7 @@ impl Store for SqliteStore {
         .bind(columns.json)
         .bind(now_ms)
         .bind(columns.due_at_ms)
+        .bind(new.state.job.map(|j| j.0))
         .execute(&mut *tx)
         .await?;
         let id = TaskId(result.last_insert_rowid());
@@ -764,9 +768,11 @@ impl Store for SqliteStore {
             insert_inbox(&mut tx, advance.task, entry, "applied", advance.now_ms).await?;
         }
         let columns = state_columns(&advance.next)?;
-        let updated = sqlx::query(
-            "UPDATE tasks SET stage = $3, hold = $4, state = $5, version = version + 1, updated_at = $6, due_at_ms = $7
-             WHERE id = $1 AND version = $2",
+        // The task's repository comes back with the update: the transition's rows name it.
+        let repo: Option<String> = sqlx::query_scalar(
+            "UPDATE tasks SET stage = $3, hold = $4, state = $5, version = version + 1, updated_at = $6, due_at_ms = $7,
+                 current_job = $8
+             WHERE id = $1 AND version = $2 RETURNING repo",
         )
         .bind(advance.task.0)
         .bind(advance.expected_version)
@@ -775,14 +781,15 @@ impl Store for SqliteStore {
         .bind(columns.json)
         .bind(advance.now_ms)
         .bind(columns.due_at_ms)
-        .execute(&mut *tx)
+        .bind(advance.next.job.map(|j| j.0))
+        .fetch_optional(&mut *tx)
         .await?;
-        if updated.rows_affected() != 1 {
+        let Some(repo) = repo else {
             return Err(StoreError::Conflict(format!(
                 "task {} is no longer at version {}",
                 advance.task, advance.expected_version
             )));
-        }
+        };
         if let Some(finish) = &advance.finish_job {
             let flipped = sqlx::query(
                 "UPDATE jobs SET status = $2, finished_at = $3, result = $4
@@ -808,8 +815,6 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        let repo: String =
-            sqlx::query_scalar("SELECT repo FROM tasks WHERE id = $1").bind(advance.task.0).fetch_one(&mut *tx).await?;
         insert_event(&mut *tx, &advance.event).await?;
         let enqueued =
             apply_transition(&mut tx, advance.task, &repo, &advance.next, &advance.transition, advance.now_ms).await?;
