@@ -8,9 +8,10 @@ use baton_store::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts,
 use baton_store::rows::{WORK_ITEM_WALK_MAX, state_columns};
 use baton_store::*;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, Sqlite, Transaction};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,7 +55,10 @@ fn newest_known() -> i64 {
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    /// The one writer connection, held for the store's life rather than checked out of a pool:
+    /// a checkout costs a round trip to the connection's thread (a ping) and its return a spawned
+    /// task and another, all while the only writer is held.
+    writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
     reader: SqlitePool,
     file: Arc<FileWatch>,
 }
@@ -130,27 +134,26 @@ impl SqliteStore {
             .foreign_keys(true);
         // One writer: SQLite has one write lock, and IMMEDIATE transactions on one connection never hit SQLITE_BUSY upgrades.
         let writer = connect(SqlitePoolOptions::new().max_connections(1), &options).await?;
-        let store_for_migrate = writer.clone();
-        migrate(&store_for_migrate).await?;
-        let reader = connect(SqlitePoolOptions::new().max_connections(4), &options.read_only(true)).await?;
+        migrate(&writer).await?;
+        let writer = Arc::new(tokio::sync::Mutex::new(writer.acquire().await?.detach()));
+        // No ping before each checkout of a reader: a connection to a file does not go away the
+        // way a socket does (a replaced or deleted file is the file watch's to notice), and each
+        // ping is one more round trip to the connection's thread.
+        let reader =
+            connect(SqlitePoolOptions::new().max_connections(4).test_before_acquire(false), &options.read_only(true))
+                .await?;
         Ok(SqliteStore { writer, reader, file: Arc::new(FileWatch::open(path)) })
     }
 
-    /// The writer for a write of one statement: SQLite makes it a transaction of its own, one
-    /// round trip to the connection's thread where `BEGIN IMMEDIATE … COMMIT` takes three (a busy
-    /// write lock is waited for the same way).
-    fn single_writer(&self) -> StoreResult<&SqlitePool> {
+    /// The writer connection, once the transactions ahead are done: a write of one statement runs
+    /// on it as its own transaction (one round trip to the connection's thread where
+    /// `BEGIN IMMEDIATE … COMMIT` takes three, a busy write lock waited for the same way); more
+    /// statements go in [`Connection::begin_with`]`("BEGIN IMMEDIATE")` on it.
+    async fn writer(&self) -> StoreResult<tokio::sync::MutexGuard<'_, SqliteConnection>> {
         if let Some(why) = self.file.lost() {
             return Err(StoreError::Lost(why));
         }
-        Ok(&self.writer)
-    }
-
-    async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        if let Some(why) = self.file.lost() {
-            return Err(StoreError::Lost(why));
-        }
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.lock().await)
     }
 
     /// The schema version and a one-row read of the tasks table, on a reader connection.
@@ -266,7 +269,7 @@ async fn insert_event<'c>(executor: impl sqlx::SqliteExecutor<'c>, event: &NewEv
 }
 
 async fn insert_inbox(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     task: TaskId,
     entry: &InboxEntry,
     outcome: &str,
@@ -293,7 +296,7 @@ async fn insert_inbox(
 /// Applies the store-side effects of a transition inside `tx`; returns the enqueued job. The
 /// caller has written the task row with `next`, its `current_job` included.
 async fn apply_transition(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     task: TaskId,
     repo: &str,
     next: &TaskState,
@@ -413,7 +416,7 @@ fn dependency_from_row(row: &SqliteRow) -> StoreResult<DependencyRecord> {
 
 /// Up to `limit` claims inside `tx` with one query, one update of the jobs and one of their
 /// tasks (ids passed as a JSON array); best first.
-async fn claim_batch(tx: &mut Transaction<'static, Sqlite>, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
+async fn claim_batch(tx: &mut Transaction<'_, Sqlite>, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
     let ids: Vec<i64> = sqlx::query_scalar(CLAIM_BATCH)
         .bind(claim.now_ms)
         .bind(i64::from(claim.running_max))
@@ -449,7 +452,7 @@ async fn claim_batch(tx: &mut Transaction<'static, Sqlite>, claim: &Claim, limit
 
 /// One claim inside `tx`: the next runnable job under the limits, marked running, and its task's
 /// version moved (a decision read before the claim must decide again).
-async fn claim_one(tx: &mut Transaction<'static, Sqlite>, claim: &Claim) -> StoreResult<Option<JobRecord>> {
+async fn claim_one(tx: &mut Transaction<'_, Sqlite>, claim: &Claim) -> StoreResult<Option<JobRecord>> {
     let candidate: Option<i64> = sqlx::query_scalar(CLAIM_JOB)
         .bind(claim.now_ms)
         .bind(i64::from(claim.running_max))
@@ -600,7 +603,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(external) = &new.external_ref {
             let active: Option<String> = sqlx::query_scalar("SELECT work_item_id FROM tasks WHERE external_ref = $1")
                 .bind(external)
@@ -763,7 +767,8 @@ impl Store for SqliteStore {
     }
 
     async fn advance(&self, advance: Advance) -> StoreResult<Option<JobId>> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(entry) = &advance.inbox {
             insert_inbox(&mut tx, advance.task, entry, "applied", advance.now_ms).await?;
         }
@@ -834,7 +839,8 @@ impl Store for SqliteStore {
     }
 
     async fn record_suppressed(&self, task: TaskId, inbox: Option<InboxEntry>, event: NewEvent) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(entry) = &inbox {
             insert_inbox(&mut tx, task, entry, "suppressed", event.at_ms).await?;
         }
@@ -848,7 +854,8 @@ impl Store for SqliteStore {
     }
 
     async fn claim_jobs(&self, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let claimed = match limit {
             0 => Vec::new(),
             1 => claim_one(&mut tx, claim).await?.into_iter().collect(),
@@ -878,7 +885,8 @@ impl Store for SqliteStore {
         if task == depends_on {
             return Err(StoreError::Conflict(format!("task {task} cannot depend on itself")));
         }
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         for id in [task, depends_on] {
             let found: Option<i64> =
                 sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1").bind(id.0).fetch_optional(&mut *tx).await?;
@@ -904,7 +912,7 @@ impl Store for SqliteStore {
         let result = sqlx::query("DELETE FROM task_dependencies WHERE task_id = $1 AND depends_on = $2")
             .bind(task.0)
             .bind(depends_on.0)
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -929,7 +937,7 @@ impl Store for SqliteStore {
             .bind(job.0)
             .bind(pid.map(i64::from))
             .bind(pgid.map(i64::from))
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -938,7 +946,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE jobs SET proc_start = $2 WHERE id = $1")
             .bind(job.0)
             .bind(start_ticks as i64)
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -947,7 +955,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE jobs SET owner = $2 WHERE id = $1 AND status = 'running'")
             .bind(job.0)
             .bind(owner)
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -957,7 +965,7 @@ impl Store for SqliteStore {
             .bind(name)
             .bind(holder)
             .bind(now_ms + ttl_ms)
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -966,7 +974,7 @@ impl Store for SqliteStore {
         let result = sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
             .bind(name)
             .bind(holder)
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -986,7 +994,7 @@ impl Store for SqliteStore {
         .bind(status.as_str())
         .bind(result.to_string())
         .bind(now_ms)
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(closed.rows_affected() == 1)
     }
@@ -998,7 +1006,7 @@ impl Store for SqliteStore {
         )
         .bind(job.0)
         .bind(available_at_ms)
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1016,7 +1024,7 @@ impl Store for SqliteStore {
         .bind(run.pid.map(i64::from))
         .bind(run.started_at_ms)
         .bind(&run.log_path)
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(result.last_insert_rowid())
     }
@@ -1025,7 +1033,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE agent_runs SET pid = $2 WHERE id = $1")
             .bind(id)
             .bind(i64::from(pid))
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -1053,7 +1061,7 @@ impl Store for SqliteStore {
         .bind(report.usage.reasoning_tokens as i64)
         .bind(report.cost_usd)
         .bind(&report.model)
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -1073,7 +1081,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
-        insert_event(self.single_writer()?, &event).await
+        insert_event(&mut *self.writer().await?, &event).await
     }
 
     async fn events(&self, task: Option<TaskId>, after_id: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
@@ -1086,7 +1094,8 @@ impl Store for SqliteStore {
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let current = sqlx::query("SELECT * FROM leases WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
         if let Some(row) = current.as_ref() {
             let lease = lease_from_row(row)?;
@@ -1154,7 +1163,7 @@ impl Store for SqliteStore {
         .bind(scope)
         .bind(cap_usd)
         .bind(now_ms)
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -1165,7 +1174,8 @@ impl Store for SqliteStore {
     }
 
     async fn freeze_repo(&self, freeze: &NewFreeze, now_ms: i64) -> StoreResult<(RepoFreeze, bool)> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         // The partial unique index keeps one open freeze per repository: a second is not inserted.
         let inserted = sqlx::query(
             "INSERT INTO repo_freezes (repo, task_id, frozen_by, reason, frozen_at) VALUES ($1, $2, $3, $4, $5)
@@ -1199,7 +1209,7 @@ impl Store for SqliteStore {
         .bind(id)
         .bind(incident.map(|t| t.0))
         .bind(revert.map(|t| t.0))
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -1212,7 +1222,7 @@ impl Store for SqliteStore {
         .bind(repo)
         .bind(by)
         .bind(now_ms)
-        .fetch_optional(self.single_writer()?)
+        .fetch_optional(&mut *self.writer().await?)
         .await?;
         row.map(|row| freeze_row(&row)).transpose()
     }
@@ -1252,7 +1262,8 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<bool> {
         // One statement: the compare-and-set is the upsert's WHERE, re-checked on the stored row.
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "INSERT INTO coverage_baselines (repo, pct, updated_at, set_by, reason) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (repo) DO UPDATE SET pct = excluded.pct, updated_at = excluded.updated_at,
@@ -1278,7 +1289,8 @@ impl Store for SqliteStore {
         reason: &str,
         now_ms: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO coverage_baselines (repo, pct, updated_at, set_by, reason) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (repo) DO UPDATE SET pct = excluded.pct, updated_at = excluded.updated_at,
@@ -1302,7 +1314,8 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<(LessonRecord, LessonWrite)> {
         let tags = lesson_tags_json(&lesson.tags);
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let created = sqlx::query(
             "INSERT INTO lessons (slug, title, body, source, repo, stage, tags, task, created_at, updated_at, status)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) ON CONFLICT (slug) DO NOTHING",
@@ -1378,7 +1391,8 @@ impl Store for SqliteStore {
     }
 
     async fn update_lesson(&self, id: i64, patch: &LessonPatch, now_ms: i64) -> StoreResult<LessonRecord> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT * FROM lessons WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
         let Some(row) = row else {
             return Err(StoreError::NotFound(format!("lesson {id}")));
@@ -1407,7 +1421,8 @@ impl Store for SqliteStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         for id in ids {
             sqlx::query("UPDATE lessons SET hits = hits + 1, last_hit_at = $1 WHERE id = $2")
                 .bind(now_ms)
@@ -1420,7 +1435,8 @@ impl Store for SqliteStore {
     }
 
     async fn propose_task(&self, proposal: &NewTaskProposal, now_ms: i64) -> StoreResult<(TaskProposalRecord, bool)> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let created = sqlx::query(
             "INSERT INTO task_proposals (from_task_id, repo, title, body, status, created_at)
              VALUES ($1, $2, $3, $4, 'proposed', $5) ON CONFLICT (from_task_id, title) DO NOTHING",
@@ -1468,7 +1484,8 @@ impl Store for SqliteStore {
         by: &str,
         now_ms: i64,
     ) -> StoreResult<TaskProposalRecord> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT * FROM task_proposals WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
         let Some(row) = row else {
             return Err(StoreError::NotFound(format!("task proposal {id}")));
@@ -1495,7 +1512,8 @@ impl Store for SqliteStore {
     }
 
     async fn link_task_proposal(&self, id: i64, task: TaskId) -> StoreResult<TaskProposalRecord> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let changed = sqlx::query(
             "UPDATE task_proposals SET created_task_id = $1
              WHERE id = $2 AND status = 'accepted' AND created_task_id IS NULL",
@@ -1551,7 +1569,7 @@ impl Store for SqliteStore {
         .bind(key)
         .bind(kind)
         .bind(now_ms)
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1591,7 +1609,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_usage_record(&self, record: NewUsageRecord) -> StoreResult<UsageInsert> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let id: Option<i64> = sqlx::query_scalar(baton_store::rows::INSERT_USAGE_RECORD)
             .bind(&record.source)
             .bind(&record.category)
@@ -1650,7 +1669,7 @@ impl Store for SqliteStore {
             .bind(claim.claim_ms)
             .bind(i64::from(claim.limit))
             .bind(claim.task.map(|t| t.0))
-            .fetch_all(self.single_writer()?)
+            .fetch_all(&mut *self.writer().await?)
             .await?;
         let mut effects = rows.iter().map(effect_from_row).collect::<StoreResult<Vec<_>>>()?;
         effects.sort_by_key(|e| e.id);
@@ -1661,7 +1680,7 @@ impl Store for SqliteStore {
         let done = sqlx::query("UPDATE outbox SET done_at = $2 WHERE id = $1 AND done_at IS NULL")
             .bind(id)
             .bind(now_ms)
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1673,7 +1692,7 @@ impl Store for SqliteStore {
         .bind(id)
         .bind(error)
         .bind(retry_at_ms)
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -1702,7 +1721,7 @@ impl Store for SqliteStore {
         .bind(now_ms)
         .bind(status)
         .bind(error)
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(closed.rows_affected() == 1)
     }
@@ -1715,7 +1734,8 @@ impl Store for SqliteStore {
         created_by: &str,
         now_ms: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let result = sqlx::query(
             "INSERT INTO api_tokens (name, token_hash, scope, created_by, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT DO NOTHING",
@@ -1751,7 +1771,7 @@ impl Store for SqliteStore {
         let result = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
             .bind(now_ms)
             .bind(name)
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1766,7 +1786,7 @@ impl Store for SqliteStore {
         .bind(&delivery.event)
         .bind(delivery.received_at_ms)
         .bind(&delivery.payload)
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1791,7 +1811,7 @@ impl Store for SqliteStore {
         .bind(parsed)
         .bind(error)
         .bind(id)
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1811,7 +1831,8 @@ impl Store for SqliteStore {
         now_ms: i64,
         stale_ms: i64,
     ) -> StoreResult<IdempotencyBegin> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT * FROM idempotency WHERE key = $1").bind(key).fetch_optional(&mut *tx).await?;
         let Some(row) = row else {
             sqlx::query("INSERT INTO idempotency (key, request_hash, started_at) VALUES ($1, $2, $3)")
@@ -1852,7 +1873,7 @@ impl Store for SqliteStore {
             .bind(body)
             .bind(now_ms)
             .bind(key)
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -1860,7 +1881,7 @@ impl Store for SqliteStore {
     async fn abandon_idempotent(&self, key: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM idempotency WHERE key = $1 AND status IS NULL AND task_id IS NULL")
             .bind(key)
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -1874,7 +1895,7 @@ impl Store for SqliteStore {
         .bind(repo)
         .bind(priority)
         .bind(now_ms)
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1922,7 +1943,7 @@ impl Store for SqliteStore {
         .bind(now_ms)
         .bind(change.batch.map(|b| b.0))
         .bind(change.split.map(i64::from))
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1931,7 +1952,7 @@ impl Store for SqliteStore {
         let result = sqlx::query("UPDATE merge_queue SET priority = $2 WHERE task_id = $1")
             .bind(task.0)
             .bind(priority)
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1986,7 +2007,7 @@ impl Store for SqliteStore {
         .bind(i64::from(beat.pid))
         .bind(beat.started_at_ms)
         .bind(beat.heartbeat_at_ms)
-        .execute(self.single_writer()?)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -2032,7 +2053,7 @@ impl SqliteStore {
         let deleted = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
             .bind(before_ms)
             .bind(i64::from(limit))
-            .execute(self.single_writer()?)
+            .execute(&mut *self.writer().await?)
             .await?
             .rows_affected();
         Ok(deleted)

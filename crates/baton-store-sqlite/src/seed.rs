@@ -5,6 +5,7 @@ use super::SqliteStore;
 use baton_domain::{Hold, TaskState};
 use baton_store::StoreResult;
 use baton_store::rows::state_columns;
+use sqlx::Connection;
 
 /// How long ago the newest seeded task last changed.
 const SEED_LAST_CHANGE_AGO_MS: i64 = 15 * 60 * 1000;
@@ -38,7 +39,8 @@ impl SqliteStore {
     /// inserts (seconds for 100 000 tasks).
     #[doc(hidden)]
     pub async fn bench_seed(&self, tasks: u32, now_ms: i64) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::raw_sql(
             "CREATE TEMP TABLE IF NOT EXISTS bench_kinds (k INTEGER PRIMARY KEY, stage TEXT, hold TEXT, state TEXT, due INTEGER, queued INTEGER);
              DELETE FROM bench_kinds;",
