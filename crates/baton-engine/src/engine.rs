@@ -927,6 +927,7 @@ impl Engine {
                         now_ms: now,
                     };
                     let wrote_effects = !advance.effects.is_empty();
+                    let moves_queue = moves_queue(&pipeline, &task.state, &next, &advance.transition);
                     match self.store.advance(advance).await {
                         Ok(_) => {
                             tracing::info!(task = %task.work_item_id, "{note}");
@@ -939,7 +940,9 @@ impl Engine {
                             // The repository's merge queue may move now (a change entered or left
                             // it, the lease was released with the transition): the next change
                             // starts landing while this task's effects are carried out.
-                            Box::pin(crate::queue::schedule(self, &task.repo)).await;
+                            if moves_queue {
+                                Box::pin(crate::queue::schedule(self, &task.repo)).await;
+                            }
                             // The effects are durable now; carry out this task's at once (a worker
                             // picks up whatever a crash here leaves, and any left from before).
                             if wrote_effects {
@@ -1599,6 +1602,21 @@ fn auto_dedup_key(task: &TaskRecord, input: &Input) -> String {
 /// The store-side part of a decision's effects. An enqueued job is ranked by its stage's place in
 /// `pipeline` (1 for the first stage, 0 for a stage the pipeline does not name), so claims take
 /// later stages first: tasks in progress finish before new ones start.
+/// Whether a transition from `from` to `to` can move its repository's merge queue: a change
+/// entering, in or leaving it (its stage has the merge gate, it waits in the queue, a lease is
+/// let go) or a deploy (the default branch moves). One agent stage to the next cannot: no queue
+/// pass for it.
+fn moves_queue(pipeline: &Pipeline, from: &TaskState, to: &TaskState, transition: &Transition) -> bool {
+    let quiet = |state: &TaskState| {
+        state.hold != baton_domain::Hold::MergeQueue
+            && pipeline.stage(&state.stage).is_some_and(|stage| {
+                matches!(stage.actor, baton_domain::Actor::Agent { .. })
+                    && !stage.gates.contains(&baton_domain::GateSpec::Mergeable)
+            })
+    };
+    transition.release_leases || !quiet(from) || !quiet(to)
+}
+
 pub fn transition_of(effects: &[Effect], pipeline: &Pipeline) -> Transition {
     let mut transition = Transition::default();
     for effect in effects {
@@ -1642,6 +1660,31 @@ pub fn local_host() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // One agent stage to the next leaves the merge queue alone; entering the merge gate's stage,
+    // waiting in the queue, letting a lease go or a deploy may move it.
+    #[test]
+    fn only_transitions_near_the_merge_queue_run_a_queue_pass() {
+        use baton_domain::{Actor, GateSpec, Hold};
+        let pipeline = Pipeline::default_pipeline();
+        let agents: Vec<&str> = pipeline
+            .stages
+            .iter()
+            .filter(|s| matches!(s.actor, Actor::Agent { .. }) && !s.gates.contains(&GateSpec::Mergeable))
+            .map(|s| s.name.as_str())
+            .collect();
+        let gate = pipeline.stages.iter().find(|s| s.gates.contains(&GateSpec::Mergeable)).expect("a merge gate");
+        let deploy = pipeline.stages.iter().find(|s| s.actor == Actor::Deploy).expect("a deploy stage");
+        let none = Transition::default();
+        let (a, b) = (TaskState::new(agents[0]), TaskState::new(agents[1]));
+        assert!(!moves_queue(&pipeline, &a, &b, &none), "{} to {}", agents[0], agents[1]);
+        assert!(moves_queue(&pipeline, &b, &TaskState::new(&gate.name), &none));
+        assert!(moves_queue(&pipeline, &TaskState::new(&deploy.name), &b, &none));
+        let parked = TaskState { hold: Hold::MergeQueue, ..b.clone() };
+        assert!(moves_queue(&pipeline, &a, &parked, &none));
+        assert!(moves_queue(&pipeline, &a, &b, &Transition { release_leases: true, ..Transition::default() }));
+        assert!(moves_queue(&pipeline, &a, &TaskState::new("cancelled"), &none), "a stage outside the pipeline");
+    }
 
     // An enqueued job is ranked by its stage's place in the pipeline (later stages claimed first);
     // a stage the pipeline does not name, or no job at all, ranks 0.

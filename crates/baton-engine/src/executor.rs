@@ -681,15 +681,8 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
             return Err(error.into());
         }
     };
-    let recorded = async {
-        engine.store().set_job_process(ctx.job.id, Some(launch.pid), Some(launch.pgid)).await?;
-        engine.store().set_agent_run_pid(run_id, launch.pid).await?;
-        if let Some(ticks) = launch.start_ticks {
-            engine.store().set_job_proc_start(ctx.job.id, ticks).await?;
-        }
-        Ok::<(), baton_store::StoreError>(())
-    };
-    if let Err(error) = recorded.await {
+    let recorded = engine.store().record_launch(ctx.job.id, run_id, launch.pid, launch.pgid, launch.start_ticks).await;
+    if let Err(error) = recorded {
         // An agent this job cannot account for must not run on beside the next attempt.
         let grace = Duration::from_secs(engine.settings().limits.stop_grace_secs);
         engine.supervisor().stop_group(launch.pgid, grace).await;

@@ -123,6 +123,16 @@ impl Store for RedactingStore {
     async fn set_job_proc_start(&self, job: JobId, start_ticks: u64) -> StoreResult<()> {
         self.inner.set_job_proc_start(job, start_ticks).await
     }
+    async fn record_launch(
+        &self,
+        job: JobId,
+        run: i64,
+        pid: u32,
+        pgid: u32,
+        start_ticks: Option<u64>,
+    ) -> StoreResult<()> {
+        self.inner.record_launch(job, run, pid, pgid, start_ticks).await
+    }
     async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
         self.inner.set_job_owner(job, owner).await
     }

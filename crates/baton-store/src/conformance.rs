@@ -1098,6 +1098,29 @@ pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
     store.set_job_process(job, Some(100), Some(101)).await.unwrap();
     let running = job_of(&*store, job).await;
     assert_eq!((running.pid, running.pgid), (Some(100), Some(101)));
+    // A launch recorded in one call: the job's process and start time, and the run's pid; a
+    // launch without a start time keeps the one recorded.
+    let run = store
+        .insert_agent_run(NewAgentRun {
+            job,
+            task: a.id,
+            stage: "analysis".into(),
+            adapter: "claude".into(),
+            model: None,
+            pid: None,
+            started_at_ms: T0,
+            log_path: "logs/a.log".into(),
+        })
+        .await
+        .unwrap();
+    store.record_launch(job, run, 200, 201, Some(7)).await.unwrap();
+    let launched = job_of(&*store, job).await;
+    assert_eq!((launched.pid, launched.pgid, launched.proc_start), (Some(200), Some(201), Some(7)));
+    store.record_launch(job, run, 100, 101, None).await.unwrap();
+    let launched = job_of(&*store, job).await;
+    assert_eq!((launched.pid, launched.pgid, launched.proc_start), (Some(100), Some(101), Some(7)));
+    let runs = store.agent_runs(a.id).await.unwrap();
+    assert_eq!(runs.iter().find(|r| r.id == run).and_then(|r| r.pid), Some(100));
 
     assert!(store.requeue_job(job, T0 + 5_000).await.unwrap());
     let requeued = job_of(&*store, job).await;

@@ -233,6 +233,25 @@ pub trait Store: Send + Sync {
     /// Records the agent process's start time (see `JobRecord::proc_start`).
     async fn set_job_proc_start(&self, job: JobId, start_ticks: u64) -> StoreResult<()>;
 
+    /// Records a launched agent on its running job and on its run: what [`Store::set_job_process`],
+    /// [`Store::set_agent_run_pid`] and (with a start time) [`Store::set_job_proc_start`] record,
+    /// in that order; a store may write them with fewer round trips.
+    async fn record_launch(
+        &self,
+        job: JobId,
+        run: i64,
+        pid: u32,
+        pgid: u32,
+        start_ticks: Option<u64>,
+    ) -> StoreResult<()> {
+        self.set_job_process(job, Some(pid), Some(pgid)).await?;
+        self.set_agent_run_pid(run, pid).await?;
+        if let Some(ticks) = start_ticks {
+            self.set_job_proc_start(job, ticks).await?;
+        }
+        Ok(())
+    }
+
     /// Records that `owner` now supervises a running job it re-adopted. Bookkeeping for humans and
     /// metrics only (nothing decides on it).
     async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()>;
