@@ -414,7 +414,8 @@ async fn insert_inbox(
     Ok(())
 }
 
-/// Applies the store-side effects of a transition inside `tx`; returns the enqueued job.
+/// Applies the store-side effects of a transition inside `tx`; returns the enqueued job. The
+/// caller has written the task row with `next`, its `current_job` included.
 async fn apply_transition(
     tx: &mut Transaction<'static, Postgres>,
     task: TaskId,
@@ -466,11 +467,15 @@ async fn apply_transition(
         .await?;
         enqueued = Some(JobId(id));
     }
-    sqlx::query("UPDATE tasks SET current_job = $2 WHERE id = $1")
-        .bind(task.0)
-        .bind(enqueued.or(next.job).map(|j| j.0))
-        .execute(&mut **tx)
-        .await?;
+    // The active job is the one just enqueued, else the one the decision kept: the caller's
+    // write of the task row set the latter.
+    if let Some(job) = enqueued {
+        sqlx::query("UPDATE tasks SET current_job = $2 WHERE id = $1")
+            .bind(task.0)
+            .bind(job.0)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(enqueued)
 }
 
@@ -723,7 +728,8 @@ impl Store for PgStore {
         }
         let columns = state_columns(&advance.next)?;
         let repo: Option<String> = sqlx::query_scalar(
-            "UPDATE tasks SET stage = $3, hold = $4, state = $5, version = version + 1, updated_at = $6, due_at_ms = $7
+            "UPDATE tasks SET stage = $3, hold = $4, state = $5, version = version + 1, updated_at = $6, due_at_ms = $7,
+                 current_job = $8
              WHERE id = $1 AND version = $2 RETURNING repo",
         )
         .bind(advance.task.0)
@@ -733,6 +739,7 @@ impl Store for PgStore {
         .bind(columns.json)
         .bind(advance.now_ms)
         .bind(columns.due_at_ms)
+        .bind(advance.next.job.map(|j| j.0))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(repo) = repo else {
@@ -2113,8 +2120,8 @@ impl PgStore {
         let branch = branch_name(&work_item, &new.title);
         let columns = state_columns(&new.state)?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO tasks (repo, work_item_id, title, body, branch, external_ref, stage, hold, state, version, created_at, updated_at, due_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11) RETURNING id",
+            "INSERT INTO tasks (repo, work_item_id, title, body, branch, external_ref, stage, hold, state, version, created_at, updated_at, due_at_ms, current_job)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11, $12) RETURNING id",
         )
         .bind(&new.repo)
         .bind(work_item.as_str())
@@ -2127,6 +2134,7 @@ impl PgStore {
         .bind(columns.json)
         .bind(now_ms)
         .bind(columns.due_at_ms)
+        .bind(new.state.job.map(|j| j.0))
         .fetch_one(&mut *tx)
         .await?;
         let id = TaskId(id);
