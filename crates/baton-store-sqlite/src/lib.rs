@@ -52,6 +52,16 @@ fn newest_known() -> i64 {
     MIGRATIONS.iter().map(|(version, _)| *version).max().unwrap_or(0)
 }
 
+/// How many reader connections a store holds.
+const READERS: usize = 4;
+
+/// The reader connections of a [`SqliteStore`].
+struct Readers {
+    connections: Vec<tokio::sync::Mutex<SqliteConnection>>,
+    /// The next connection a read waits for when none is free.
+    next: std::sync::atomic::AtomicUsize,
+}
+
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -59,7 +69,9 @@ pub struct SqliteStore {
     /// a checkout costs a round trip to the connection's thread (a ping) and its return a spawned
     /// task and another, all while the only writer is held.
     writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
-    reader: SqlitePool,
+    /// Reader connections, held like the writer (a pool's checkout and return cost a round trip
+    /// each); a read takes one that is free, else waits its turn on one.
+    readers: Arc<Readers>,
     file: Arc<FileWatch>,
 }
 
@@ -136,19 +148,29 @@ impl SqliteStore {
         let writer = connect(SqlitePoolOptions::new().max_connections(1), &options).await?;
         migrate(&writer).await?;
         let writer = Arc::new(tokio::sync::Mutex::new(writer.acquire().await?.detach()));
-        // No ping before each checkout of a reader: a connection to a file does not go away the
-        // way a socket does (a replaced or deleted file is the file watch's to notice), and each
-        // ping is one more round trip to the connection's thread.
-        let reader =
-            connect(SqlitePoolOptions::new().max_connections(4).test_before_acquire(false), &options.read_only(true))
-                .await?;
-        Ok(SqliteStore { writer, reader, file: Arc::new(FileWatch::open(path)) })
+        let pool = connect(SqlitePoolOptions::new().max_connections(READERS as u32), &options.read_only(true)).await?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(tokio::sync::Mutex::new(pool.acquire().await?.detach()));
+        }
+        let readers = Arc::new(Readers { connections: readers, next: std::sync::atomic::AtomicUsize::new(0) });
+        Ok(SqliteStore { writer, readers, file: Arc::new(FileWatch::open(path)) })
     }
 
     /// The writer connection, once the transactions ahead are done: a write of one statement runs
     /// on it as its own transaction (one round trip to the connection's thread where
     /// `BEGIN IMMEDIATE … COMMIT` takes three, a busy write lock waited for the same way); more
     /// statements go in [`Connection::begin_with`]`("BEGIN IMMEDIATE")` on it.
+    /// A reader connection: the first free one, else the next in turn once it is free.
+    async fn reader(&self) -> tokio::sync::MutexGuard<'_, SqliteConnection> {
+        let connections = &self.readers.connections;
+        if let Some(free) = connections.iter().find_map(|c| c.try_lock().ok()) {
+            return free;
+        }
+        let turn = self.readers.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % connections.len();
+        connections[turn].lock().await
+    }
+
     async fn writer(&self) -> StoreResult<tokio::sync::MutexGuard<'_, SqliteConnection>> {
         if let Some(why) = self.file.lost() {
             return Err(StoreError::Lost(why));
@@ -160,7 +182,7 @@ impl SqliteStore {
     async fn query_checks(&self) -> Vec<HealthCheck> {
         let mut checks = Vec::new();
         let newest: Result<Option<i64>, StoreError> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
-            .fetch_one(&self.reader)
+            .fetch_one(&mut *self.reader().await)
             .await
             .map_err(Into::into);
         let known = newest_known();
@@ -172,7 +194,7 @@ impl SqliteStore {
             Err(error) => HealthCheck::failed("schema", format!("reading the schema version failed: {error}"), false),
         });
         let newest_task: Result<Option<i64>, StoreError> =
-            sqlx::query_scalar(NEWEST_TASK).fetch_one(&self.reader).await.map_err(Into::into);
+            sqlx::query_scalar(NEWEST_TASK).fetch_one(&mut *self.reader().await).await.map_err(Into::into);
         checks.push(match newest_task {
             Ok(_) => HealthCheck::ok("tasks", "the tasks table answers"),
             Err(error) => HealthCheck::failed("tasks", format!("reading the tasks table failed: {error}"), false),
@@ -371,7 +393,7 @@ fn bind_task_filter<'q>(
 }
 
 /// Reads a histogram over the values `v` of `values` (a subquery) with one aggregate query.
-async fn histogram(reader: &SqlitePool, values: &str, bounds_ms: &[i64]) -> StoreResult<Histogram> {
+async fn histogram(reader: &mut SqliteConnection, values: &str, bounds_ms: &[i64]) -> StoreResult<Histogram> {
     // The bounds are integers, written into the query text (nothing outside can reach them).
     let mut columns: Vec<String> = bounds_ms
         .iter()
@@ -392,7 +414,7 @@ async fn histogram(reader: &SqlitePool, values: &str, bounds_ms: &[i64]) -> Stor
 }
 
 /// Rows of (text, text, count).
-async fn triples(reader: &SqlitePool, sql: String) -> StoreResult<Vec<(String, String, u64)>> {
+async fn triples(reader: &mut SqliteConnection, sql: String) -> StoreResult<Vec<(String, String, u64)>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(reader).await?;
     rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get::<i64, _>(2)? as u64))).collect()
 }
@@ -485,7 +507,7 @@ impl Store for SqliteStore {
             "SELECT j.*, t.work_item_id AS work_item_id, t.state AS task_state FROM jobs j JOIN tasks t ON t.id = j.task_id
              WHERE j.status IN ('queued', 'running') ORDER BY j.available_at, j.id",
         )
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader().await)
         .await?;
         rows.iter()
             .map(|row| {
@@ -500,7 +522,7 @@ impl Store for SqliteStore {
     }
 
     async fn task_counts(&self) -> StoreResult<Vec<TaskCount>> {
-        let rows = sqlx::query(TASK_COUNTS).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(TASK_COUNTS).fetch_all(&mut *self.reader().await).await?;
         rows.iter()
             .map(|row| {
                 Ok(TaskCount {
@@ -513,15 +535,15 @@ impl Store for SqliteStore {
     }
 
     async fn metric_counts(&self, bounds: &HistogramBounds) -> StoreResult<MetricCounts> {
-        let reader = &self.reader;
+        let mut reader = self.reader().await;
         let stages = sqlx::query("SELECT stage, COUNT(*) AS n FROM tasks GROUP BY stage ORDER BY stage")
-            .fetch_all(reader)
+            .fetch_all(&mut *reader)
             .await?
             .iter()
             .map(|row| Ok((row.try_get("stage")?, row.try_get::<i64, _>("n")? as u64)))
             .collect::<StoreResult<Vec<(String, u64)>>>()?;
         let stage_transitions = triples(
-            reader,
+            &mut reader,
             format!(
                 "SELECT f, t, COUNT(*) FROM (SELECT {} AS f, {} AS t FROM (
                    SELECT json_extract(detail, '$.from') AS fr, json_extract(detail, '$.to') AS tt FROM events
@@ -533,15 +555,14 @@ impl Store for SqliteStore {
         )
         .await?;
         let gate_verdicts = triples(
-            reader,
+            &mut reader,
             "SELECT json_extract(detail, '$.gate') AS g, json_extract(detail, '$.verdict') AS v, COUNT(*) FROM events
              WHERE kind = 'gate' AND json_type(detail, '$.gate') = 'text' AND json_type(detail, '$.verdict') = 'text'
              GROUP BY g, v ORDER BY g, v"
                 .into(),
         )
         .await?;
-        let agent_runs = triples(
-            reader,
+        let agent_runs = triples(&mut reader,
             "SELECT adapter, COALESCE(status, 'running') AS s, COUNT(*) FROM agent_runs GROUP BY adapter, s ORDER BY adapter, s"
                 .into(),
         )
@@ -551,7 +572,7 @@ impl Store for SqliteStore {
                COALESCE(SUM(cache_read_tokens), 0) AS cr, COALESCE(SUM(cache_write_tokens), 0) AS cw,
                COALESCE(SUM(reasoning_tokens), 0) AS r, COALESCE(SUM(cost_usd), 0.0) AS c FROM agent_runs",
         )
-        .fetch_one(reader)
+        .fetch_one(&mut *reader)
         .await?;
         let count = |name: &str| -> StoreResult<u64> { Ok(totals.try_get::<i64, _>(name)? as u64) };
         let tokens = TokenTotals {
@@ -562,13 +583,12 @@ impl Store for SqliteStore {
             reasoning: count("r")?,
         };
         let job_latency = histogram(
-            reader,
+            &mut reader,
             "SELECT max(finished_at - max(available_at, created_at), 0) AS v FROM jobs WHERE finished_at IS NOT NULL",
             &bounds.job_latency_ms,
         )
         .await?;
-        let merge_wait = histogram(
-            reader,
+        let merge_wait = histogram(&mut reader,
             &format!(
                 "SELECT pass - first AS v FROM (
                    SELECT MIN(at) AS first, MIN(CASE WHEN json_extract(detail, '$.verdict') = 'pass' THEN at END) AS pass
@@ -722,9 +742,14 @@ impl Store for SqliteStore {
     async fn task(&self, key: &TaskKey) -> StoreResult<Option<TaskRecord>> {
         let row = match key {
             TaskKey::Id(id) => {
-                sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(id.0).fetch_optional(&self.reader).await?
+                sqlx::query("SELECT * FROM tasks WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_optional(&mut *self.reader().await)
+                    .await?
             }
-            TaskKey::WorkItem(w) => sqlx::query(TASK_BY_WORK_ITEM).bind(w).fetch_optional(&self.reader).await?,
+            TaskKey::WorkItem(w) => {
+                sqlx::query(TASK_BY_WORK_ITEM).bind(w).fetch_optional(&mut *self.reader().await).await?
+            }
         };
         row.as_ref().map(task_from_row).transpose()
     }
@@ -732,7 +757,7 @@ impl Store for SqliteStore {
     async fn task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>> {
         let row = sqlx::query("SELECT * FROM tasks WHERE external_ref = $1")
             .bind(external_ref)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader().await)
             .await?;
         row.as_ref().map(task_from_row).transpose()
     }
@@ -740,14 +765,16 @@ impl Store for SqliteStore {
     async fn live_task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>> {
         let row = sqlx::query("SELECT * FROM tasks WHERE external_ref = $1 AND stage NOT IN ('done', 'cancelled')")
             .bind(external_ref)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader().await)
             .await?;
         row.as_ref().map(task_from_row).transpose()
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<TaskRecord>> {
         let sql = list_tasks_sql(filter, false);
-        let rows = bind_task_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter).fetch_all(&self.reader).await?;
+        let rows = bind_task_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter)
+            .fetch_all(&mut *self.reader().await)
+            .await?;
         rows.iter().map(task_from_row).collect()
     }
 
@@ -761,7 +788,7 @@ impl Store for SqliteStore {
         let rows = bind_task_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter)
             .bind(before.map_or(i64::MAX, |id| id.0))
             .bind(i64::from(limit))
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.reader().await)
             .await?;
         rows.iter().map(task_from_row).collect()
     }
@@ -866,12 +893,15 @@ impl Store for SqliteStore {
     }
 
     async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id.0).fetch_optional(&self.reader).await?;
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&mut *self.reader().await)
+            .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
     async fn jobs_with_status(&self, status: JobStatus) -> StoreResult<Vec<JobRecord>> {
-        let rows = sqlx::query(JOBS_WITH_STATUS).bind(status.as_str()).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(JOBS_WITH_STATUS).bind(status.as_str()).fetch_all(&mut *self.reader().await).await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -918,17 +948,17 @@ impl Store for SqliteStore {
     }
 
     async fn dependencies(&self, task: TaskId) -> StoreResult<Vec<DependencyRecord>> {
-        let rows = sqlx::query(DEPENDENCIES_OF_TASK).bind(task.0).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(DEPENDENCIES_OF_TASK).bind(task.0).fetch_all(&mut *self.reader().await).await?;
         rows.iter().map(dependency_from_row).collect()
     }
 
     async fn live_dependencies(&self) -> StoreResult<Vec<DependencyRecord>> {
-        let rows = sqlx::query(LIVE_DEPENDENCIES).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(LIVE_DEPENDENCIES).fetch_all(&mut *self.reader().await).await?;
         rows.iter().map(dependency_from_row).collect()
     }
 
     async fn jobs_for_task(&self, task: TaskId) -> StoreResult<Vec<JobRecord>> {
-        let rows = sqlx::query(JOBS_OF_TASK).bind(task.0).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(JOBS_OF_TASK).bind(task.0).fetch_all(&mut *self.reader().await).await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -1093,7 +1123,7 @@ impl Store for SqliteStore {
     }
 
     async fn agent_runs(&self, task: TaskId) -> StoreResult<Vec<AgentRunRecord>> {
-        let rows = sqlx::query(AGENT_RUNS_OF_TASK).bind(task.0).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(AGENT_RUNS_OF_TASK).bind(task.0).fetch_all(&mut *self.reader().await).await?;
         rows.iter().map(agent_run_from_row).collect()
     }
 
@@ -1101,7 +1131,7 @@ impl Store for SqliteStore {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_runs WHERE task_id = $1 AND stage = $2")
             .bind(task.0)
             .bind(stage)
-            .fetch_one(&self.reader)
+            .fetch_one(&mut *self.reader().await)
             .await?;
         Ok(count as u32)
     }
@@ -1115,7 +1145,7 @@ impl Store for SqliteStore {
             Some(task) => sqlx::query(EVENTS_OF_TASK).bind(task.0).bind(after_id),
             None => sqlx::query(EVENTS_ALL).bind(after_id),
         };
-        let rows = query.bind(i64::from(limit)).fetch_all(&self.reader).await?;
+        let rows = query.bind(i64::from(limit)).fetch_all(&mut *self.reader().await).await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -1164,19 +1194,22 @@ impl Store for SqliteStore {
     }
 
     async fn lease(&self, name: &str) -> StoreResult<Option<LeaseRecord>> {
-        let row = sqlx::query("SELECT * FROM leases WHERE name = $1").bind(name).fetch_optional(&self.reader).await?;
+        let row = sqlx::query("SELECT * FROM leases WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *self.reader().await)
+            .await?;
         row.as_ref().map(lease_from_row).transpose()
     }
 
     async fn leases(&self) -> StoreResult<Vec<LeaseRecord>> {
-        let rows = sqlx::query("SELECT * FROM leases ORDER BY name").fetch_all(&self.reader).await?;
+        let rows = sqlx::query("SELECT * FROM leases ORDER BY name").fetch_all(&mut *self.reader().await).await?;
         rows.iter().map(lease_from_row).collect()
     }
 
     async fn inbox_seen(&self, dedup_key: &str) -> StoreResult<bool> {
         let found: Option<i64> = sqlx::query_scalar("SELECT id FROM inbox WHERE dedup_key = $1")
             .bind(dedup_key)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader().await)
             .await?;
         Ok(found.is_some())
     }
@@ -1195,7 +1228,9 @@ impl Store for SqliteStore {
     }
 
     async fn budget_caps(&self) -> StoreResult<Vec<(String, Option<f64>)>> {
-        let rows = sqlx::query("SELECT scope, cap_usd FROM budget_caps ORDER BY scope").fetch_all(&self.reader).await?;
+        let rows = sqlx::query("SELECT scope, cap_usd FROM budget_caps ORDER BY scope")
+            .fetch_all(&mut *self.reader().await)
+            .await?;
         rows.iter().map(|row| Ok((row.try_get("scope")?, row.try_get("cap_usd")?))).collect()
     }
 
@@ -1259,7 +1294,7 @@ impl Store for SqliteStore {
                 "SELECT id, repo, task_id, incident_task_id, revert_task_id, frozen_by, reason, frozen_at, unfrozen_by, unfrozen_at
                  FROM repo_freezes WHERE unfrozen_at IS NULL ORDER BY repo",
             )
-                .fetch_all(&self.reader)
+                .fetch_all(&mut *self.reader().await)
                 .await?;
         rows.iter().map(freeze_row).collect()
     }
@@ -1267,14 +1302,14 @@ impl Store for SqliteStore {
     async fn coverage_baseline(&self, repo: &str) -> StoreResult<Option<CoverageBaseline>> {
         let row = sqlx::query("SELECT repo, pct, updated_at, set_by, reason FROM coverage_baselines WHERE repo = $1")
             .bind(repo)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader().await)
             .await?;
         row.map(|row| coverage_row(&row)).transpose()
     }
 
     async fn coverage_baselines(&self) -> StoreResult<Vec<CoverageBaseline>> {
         let rows = sqlx::query("SELECT repo, pct, updated_at, set_by, reason FROM coverage_baselines ORDER BY repo")
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.reader().await)
             .await?;
         rows.iter().map(coverage_row).collect()
     }
@@ -1398,7 +1433,10 @@ impl Store for SqliteStore {
     }
 
     async fn lesson(&self, id: i64) -> StoreResult<Option<LessonRecord>> {
-        let row = sqlx::query("SELECT * FROM lessons WHERE id = $1").bind(id).fetch_optional(&self.reader).await?;
+        let row = sqlx::query("SELECT * FROM lessons WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *self.reader().await)
+            .await?;
         row.map(|row| lesson_row(&row)).transpose()
     }
 
@@ -1411,7 +1449,7 @@ impl Store for SqliteStore {
         .bind(&filter.repo)
         .bind(&filter.stage)
         .bind(&filter.status)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader().await)
         .await?;
         rows.iter().map(lesson_row).collect()
     }
@@ -1486,8 +1524,10 @@ impl Store for SqliteStore {
     }
 
     async fn task_proposal(&self, id: i64) -> StoreResult<Option<TaskProposalRecord>> {
-        let row =
-            sqlx::query("SELECT * FROM task_proposals WHERE id = $1").bind(id).fetch_optional(&self.reader).await?;
+        let row = sqlx::query("SELECT * FROM task_proposals WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *self.reader().await)
+            .await?;
         row.map(|row| proposal_row(&row)).transpose()
     }
 
@@ -1498,7 +1538,7 @@ impl Store for SqliteStore {
         )
         .bind(&filter.status)
         .bind(filter.from_task.map(|t| t.0))
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader().await)
         .await?;
         rows.iter().map(proposal_row).collect()
     }
@@ -1571,7 +1611,7 @@ impl Store for SqliteStore {
         if let Some(since) = filter.since_ms {
             query = query.bind(since);
         }
-        let spent = query.fetch_one(&self.reader).await?;
+        let spent = query.fetch_one(&mut *self.reader().await).await?;
         let ingested_sql = baton_store::rows::ingested_spend_sql(filter, || "?".to_string());
         let mut ingested = sqlx::query_scalar::<_, Option<f64>>(sqlx::AssertSqlSafe(ingested_sql));
         if let Some(task) = filter.task {
@@ -1583,7 +1623,7 @@ impl Store for SqliteStore {
         if let Some(since) = filter.since_ms {
             ingested = ingested.bind(since);
         }
-        let ingested = ingested.fetch_one(&self.reader).await?;
+        let ingested = ingested.fetch_one(&mut *self.reader().await).await?;
         Ok(spent.unwrap_or(0.0) + ingested.unwrap_or(0.0))
     }
 
@@ -1615,7 +1655,7 @@ impl Store for SqliteStore {
                COALESCE(SUM(r.cost_usd), 0.0) AS cost_usd, SUM(CASE WHEN r.cost_usd IS NULL THEN 1 ELSE 0 END) AS unpriced_runs
              FROM agent_runs r JOIN tasks t ON t.id = r.task_id GROUP BY 1 ORDER BY 1"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *self.reader().await).await?;
         rows.iter()
             .map(|row| {
                 let u = |c: &str| -> StoreResult<u64> { Ok(row.try_get::<Option<i64>, _>(c)?.unwrap_or(0) as u64) };
@@ -1674,14 +1714,14 @@ impl Store for SqliteStore {
 
     async fn usage_record_totals(&self) -> StoreResult<Vec<UsageRecordTotals>> {
         let sql = baton_store::rows::usage_totals_sql("strftime('%Y-%m-%d', r.at / 1000, 'unixepoch')", "");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *self.reader().await).await?;
         let mut totals = rows.iter().map(usage_totals_from_row).collect::<StoreResult<Vec<_>>>()?;
         UsageRecordTotals::sort(&mut totals);
         Ok(totals)
     }
 
     async fn done_task_spend(&self) -> StoreResult<DoneTaskSpend> {
-        let row = sqlx::query(baton_store::rows::DONE_TASK_SPEND).fetch_one(&self.reader).await?;
+        let row = sqlx::query(baton_store::rows::DONE_TASK_SPEND).fetch_one(&mut *self.reader().await).await?;
         Ok(DoneTaskSpend {
             tasks: row.try_get::<i64, _>("tasks")?.max(0) as u64,
             agent_cost_usd: row.try_get::<Option<f64>, _>("agent")?.unwrap_or(0.0),
@@ -1729,13 +1769,13 @@ impl Store for SqliteStore {
         )
         .bind(task.map(|t| t.0))
         .bind(i64::from(pending_only))
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader().await)
         .await?;
         rows.iter().map(effect_from_row).collect()
     }
 
     async fn open_agent_runs(&self) -> StoreResult<Vec<AgentRunRecord>> {
-        let rows = sqlx::query(OPEN_AGENT_RUNS).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(OPEN_AGENT_RUNS).fetch_all(&mut *self.reader().await).await?;
         rows.iter().map(agent_run_from_row).collect()
     }
 
@@ -1783,13 +1823,13 @@ impl Store for SqliteStore {
     async fn api_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiTokenRecord>> {
         let row = sqlx::query("SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
             .bind(token_hash)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader().await)
             .await?;
         row.as_ref().map(token_from_row).transpose()
     }
 
     async fn api_tokens(&self) -> StoreResult<Vec<ApiTokenRecord>> {
-        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY name").fetch_all(&self.reader).await?;
+        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY name").fetch_all(&mut *self.reader().await).await?;
         rows.iter().map(token_from_row).collect()
     }
 
@@ -1818,7 +1858,7 @@ impl Store for SqliteStore {
     }
 
     async fn pending_deliveries(&self, limit: u32) -> StoreResult<Vec<DeliveryRecord>> {
-        let rows = sqlx::query(PENDING_DELIVERIES).bind(i64::from(limit)).fetch_all(&self.reader).await?;
+        let rows = sqlx::query(PENDING_DELIVERIES).bind(i64::from(limit)).fetch_all(&mut *self.reader().await).await?;
         rows.iter().map(delivery_from_row).collect()
     }
 
@@ -1845,7 +1885,7 @@ impl Store for SqliteStore {
     async fn deliveries(&self, source: Option<&str>) -> StoreResult<Vec<DeliveryRecord>> {
         let rows = sqlx::query("SELECT * FROM webhook_deliveries WHERE $1 IS NULL OR source = $1 ORDER BY id")
             .bind(source)
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.reader().await)
             .await?;
         rows.iter().map(delivery_from_row).collect()
     }
@@ -1928,7 +1968,7 @@ impl Store for SqliteStore {
 
     async fn queue_entry(&self, task: TaskId) -> StoreResult<Option<QueueEntry>> {
         let sql = format!("SELECT {QUEUE_COLUMNS} WHERE q.task_id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(task.0).fetch_optional(&self.reader).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(task.0).fetch_optional(&mut *self.reader().await).await?;
         row.as_ref().map(queue_from_row).transpose()
     }
 
@@ -1936,11 +1976,11 @@ impl Store for SqliteStore {
         let rows = match repo {
             Some(repo) => {
                 let sql = format!("SELECT {QUEUE_COLUMNS} WHERE q.repo = $1 ORDER BY q.entered_at, q.task_id");
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repo).fetch_all(&self.reader).await?
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repo).fetch_all(&mut *self.reader().await).await?
             }
             None => {
                 let sql = format!("SELECT {QUEUE_COLUMNS} ORDER BY q.repo, q.entered_at, q.task_id");
-                sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.reader).await?
+                sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *self.reader().await).await?
             }
         };
         rows.iter().map(queue_from_row).collect()
@@ -1984,17 +2024,20 @@ impl Store for SqliteStore {
     }
 
     async fn due_holds(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<TaskId>> {
-        let ids: Vec<i64> =
-            sqlx::query_scalar(DUE_HOLDS).bind(now_ms).bind(i64::from(limit)).fetch_all(&self.reader).await?;
+        let ids: Vec<i64> = sqlx::query_scalar(DUE_HOLDS)
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.reader().await)
+            .await?;
         Ok(ids.into_iter().map(TaskId).collect())
     }
 
     async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
-        Ok(sqlx::query_scalar(NEXT_DUE).fetch_one(&self.reader).await?)
+        Ok(sqlx::query_scalar(NEXT_DUE).fetch_one(&mut *self.reader().await).await?)
     }
 
     async fn next_job_at_ms(&self) -> StoreResult<Option<i64>> {
-        Ok(sqlx::query_scalar(NEXT_JOB_AT).fetch_one(&self.reader).await?)
+        Ok(sqlx::query_scalar(NEXT_JOB_AT).fetch_one(&mut *self.reader().await).await?)
     }
 
     async fn unapplied_tasks(&self, since_ms: i64, before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
@@ -2002,14 +2045,14 @@ impl Store for SqliteStore {
             .bind(since_ms)
             .bind(before_ms)
             .bind(i64::from(limit))
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.reader().await)
             .await?;
         rows.iter().map(task_from_row).collect()
     }
 
     async fn job_counts(&self) -> StoreResult<JobCounts> {
         let mut counts = JobCounts::default();
-        for row in sqlx::query(JOB_COUNTS).fetch_all(&self.reader).await? {
+        for row in sqlx::query(JOB_COUNTS).fetch_all(&mut *self.reader().await).await? {
             let n = row.try_get::<i64, _>("n")?.max(0) as u64;
             match row.try_get::<String, _>("status")?.as_str() {
                 "queued" => counts.queued = n,
@@ -2039,7 +2082,7 @@ impl Store for SqliteStore {
     }
 
     async fn instances(&self) -> StoreResult<Vec<InstanceRecord>> {
-        let rows = sqlx::query("SELECT * FROM instances ORDER BY id").fetch_all(&self.reader).await?;
+        let rows = sqlx::query("SELECT * FROM instances ORDER BY id").fetch_all(&mut *self.reader().await).await?;
         rows.iter()
             .map(|row| {
                 Ok(InstanceRecord {
