@@ -1,5 +1,6 @@
 //! Baton's SQLite store (the embedded default): WAL, one writer connection, every write transaction
-//! `BEGIN IMMEDIATE`, so a transaction runs alone and the store's guards are plain reads.
+//! `BEGIN IMMEDIATE`, so a transaction runs alone and the store's guards are plain reads; the
+//! writer and the readers are connections held for the store's life.
 
 use async_trait::async_trait;
 use baton_domain::ids::branch_name;
