@@ -53,6 +53,8 @@ pub mod sandbox;
 pub mod settings;
 pub mod stats;
 pub mod telegram;
+#[cfg(test)]
+mod testing;
 pub mod ticket_dependencies;
 pub mod usage;
 pub mod usage_report;

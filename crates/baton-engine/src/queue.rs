@@ -802,36 +802,9 @@ mod tests {
         assert_eq!(order(vec![old, soon]), vec![3, 1]);
     }
 
-    /// An engine on a SQLite store in `dir`, with one repository `app` (no checkout: the queue's
-    /// passes here read none).
-    async fn engine_in(dir: &std::path::Path) -> std::sync::Arc<Engine> {
-        let repo: crate::settings::RepoSettings = serde_json::from_value(serde_json::json!({
-            "name": "app", "prefix": "APP", "path": dir.join("app"),
-        }))
-        .expect("a repository's settings");
-        let settings = crate::settings::EngineSettings {
-            data_dir: dir.join("data"),
-            limits: Default::default(),
-            repos: vec![repo],
-            agents: Default::default(),
-            pipeline: baton_domain::Pipeline::default_pipeline(),
-            budgets: Default::default(),
-            baton_exe: "/nonexistent/baton".into(),
-            env_passthrough: vec![],
-        };
-        let store = baton_store_sqlite::SqliteStore::open(&dir.join("baton.db")).await.expect("the store");
-        Engine::new(settings, std::sync::Arc::new(store))
-    }
-
     /// A new task of `app`, entered in its merge queue (waiting).
     async fn queued_task(engine: &Engine, title: &str) -> TaskId {
-        let request = crate::engine::NewTaskRequest {
-            repo: "app".into(),
-            title: title.into(),
-            body: String::new(),
-            external_ref: None,
-        };
-        let task = engine.create_task(request).await.expect("a task").id;
+        let task = crate::testing::task(engine, title).await;
         assert!(engine.store().queue_enter(task, "app", 0, engine.clock().now_ms()).await.expect("entered"));
         task
     }
@@ -852,7 +825,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_given_up_goes_back_only_if_its_tail_was_not_taken_meanwhile() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let engine = engine_in(dir.path()).await;
+        let engine = crate::testing::engine_in(dir.path()).await;
         let repo = engine.settings().repo("app").expect("the repository").clone();
         let (a, b, tail) =
             (queued_task(&engine, "a").await, queued_task(&engine, "b").await, queued_task(&engine, "c").await);
@@ -894,7 +867,7 @@ mod tests {
     #[tokio::test]
     async fn land_gives_the_lease_back_when_the_change_moved_since_it_was_read() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let engine = engine_in(dir.path()).await;
+        let engine = crate::testing::engine_in(dir.path()).await;
         let store = engine.store();
         let task = queued_task(&engine, "one").await;
         let now = engine.clock().now_ms();

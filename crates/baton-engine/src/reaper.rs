@@ -238,3 +238,52 @@ pub async fn sweep_at_start(engine: &Arc<Engine>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_store::{Claim, NewAgentRun};
+
+    // A run whose job a STOP ended while the executor here still stops its agent is left to that
+    // executor, which records the run's real end (its exit and spend); once no executor here has
+    // the job, nothing will, and the reaper closes the run as lost.
+    #[tokio::test]
+    async fn a_run_whose_job_an_executor_here_still_ends_is_not_closed_as_lost() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let engine = crate::testing::engine_in(dir.path()).await;
+        let store = engine.store();
+        let task = crate::testing::task(&engine, "one").await;
+        let now = engine.clock().now_ms();
+        let claim = Claim {
+            owner: engine.owner().to_string(),
+            now_ms: now,
+            running_max: 4,
+            running_per_repo_max: 4,
+            ..Claim::default()
+        };
+        let job = store.claim_jobs(&claim, 1).await.expect("a claim").pop().expect("the task's job");
+        assert_eq!(job.task_id, task);
+        let run = NewAgentRun {
+            job: job.id,
+            task,
+            stage: job.stage.clone(),
+            adapter: "command".into(),
+            model: None,
+            pid: None,
+            started_at_ms: now,
+            log_path: "runs/one".into(),
+        };
+        let run = store.insert_agent_run(run).await.expect("a run");
+        // The STOP: the job's row leaves `running` while its executor here stops the agent.
+        assert!(store.close_job(job.id, JobStatus::Cancelled, serde_json::json!({}), now).await.expect("closed"));
+        let (stop, _stopped) = tokio::sync::watch::channel(false);
+        engine.running.lock().expect("the running jobs").insert(job.id, stop);
+        assert_eq!(lost_runs(&engine).await, 0, "the executor here records the run's end");
+        let open = store.open_agent_runs().await.expect("open runs");
+        assert!(open.iter().any(|r| r.id == run), "the run was closed under its executor");
+        engine.running.lock().expect("the running jobs").remove(&job.id);
+        assert_eq!(lost_runs(&engine).await, 1, "no executor left: the run is lost");
+        let open = store.open_agent_runs().await.expect("open runs");
+        assert!(open.iter().all(|r| r.id != run));
+    }
+}
