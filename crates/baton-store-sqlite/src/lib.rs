@@ -59,8 +59,27 @@ const READERS: usize = 4;
 /// The reader connections of a [`SqliteStore`].
 struct Readers {
     connections: Vec<tokio::sync::Mutex<SqliteConnection>>,
-    /// The next connection a read waits for when none is free.
-    next: std::sync::atomic::AtomicUsize,
+    /// One permit per connection not in use: a read waits for whichever connection frees first.
+    free: tokio::sync::Semaphore,
+}
+
+/// A reader connection in use, and the permit that says so (the connection is let go first).
+struct Reader<'a> {
+    connection: tokio::sync::MutexGuard<'a, SqliteConnection>,
+    _permit: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.connection
+    }
+}
+
+impl std::ops::DerefMut for Reader<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.connection
+    }
 }
 
 /// SQLite-backed [`Store`].
@@ -154,7 +173,7 @@ impl SqliteStore {
         for _ in 0..READERS {
             readers.push(tokio::sync::Mutex::new(pool.acquire().await?.detach()));
         }
-        let readers = Arc::new(Readers { connections: readers, next: std::sync::atomic::AtomicUsize::new(0) });
+        let readers = Arc::new(Readers { connections: readers, free: tokio::sync::Semaphore::new(READERS) });
         Ok(SqliteStore { writer, readers, file: Arc::new(FileWatch::open(path)) })
     }
 
@@ -162,14 +181,18 @@ impl SqliteStore {
     /// on it as its own transaction (one round trip to the connection's thread where
     /// `BEGIN IMMEDIATE … COMMIT` takes three, a busy write lock waited for the same way); more
     /// statements go in [`Connection::begin_with`]`("BEGIN IMMEDIATE")` on it.
-    /// A reader connection: the first free one, else the next in turn once it is free.
-    async fn reader(&self) -> tokio::sync::MutexGuard<'_, SqliteConnection> {
-        let connections = &self.readers.connections;
-        if let Some(free) = connections.iter().find_map(|c| c.try_lock().ok()) {
-            return free;
-        }
-        let turn = self.readers.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % connections.len();
-        connections[turn].lock().await
+    /// A free reader connection, once one is (whichever frees first).
+    async fn reader(&self) -> Reader<'_> {
+        let readers = &*self.readers;
+        // A permit means a connection is free: each reader lets its connection go before its
+        // permit. (The semaphore is never closed; were it, reads would still take turns.)
+        let permit = readers.free.acquire().await.ok();
+        let free = readers.connections.iter().find_map(|c| c.try_lock().ok());
+        let connection = match free {
+            Some(connection) => connection,
+            None => readers.connections[0].lock().await,
+        };
+        Reader { connection, _permit: permit }
     }
 
     async fn writer(&self) -> StoreResult<tokio::sync::MutexGuard<'_, SqliteConnection>> {
