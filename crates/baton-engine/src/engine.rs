@@ -1599,9 +1599,6 @@ fn auto_dedup_key(task: &TaskRecord, input: &Input) -> String {
     format!("auto:{}:{}:v{}{text}", input.kind(), task.id, task.version)
 }
 
-/// The store-side part of a decision's effects. An enqueued job is ranked by its stage's place in
-/// `pipeline` (1 for the first stage, 0 for a stage the pipeline does not name), so claims take
-/// later stages first: tasks in progress finish before new ones start.
 /// Whether a transition from `from` to `to` can move its repository's merge queue: a change
 /// entering, in or leaving it (its stage has the merge gate, it waits in the queue, a lease is
 /// let go) or a deploy (the default branch moves). One agent stage to the next cannot: no queue
@@ -1617,6 +1614,9 @@ fn moves_queue(pipeline: &Pipeline, from: &TaskState, to: &TaskState, transition
     transition.release_leases || !quiet(from) || !quiet(to)
 }
 
+/// The store-side part of a decision's effects. An enqueued job is ranked by its stage's place in
+/// `pipeline` (1 for the first stage, 0 for a stage the pipeline does not name), so claims take
+/// later stages first: tasks in progress finish before new ones start.
 pub fn transition_of(effects: &[Effect], pipeline: &Pipeline) -> Transition {
     let mut transition = Transition::default();
     for effect in effects {

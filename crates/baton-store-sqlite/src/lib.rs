@@ -90,7 +90,7 @@ pub struct SqliteStore {
     /// task and another, all while the only writer is held.
     writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
     /// Reader connections, held like the writer (a pool's checkout and return cost a round trip
-    /// each); a read takes one that is free, else waits its turn on one.
+    /// each); a read takes whichever is free first.
     readers: Arc<Readers>,
     file: Arc<FileWatch>,
 }
@@ -177,10 +177,6 @@ impl SqliteStore {
         Ok(SqliteStore { writer, readers, file: Arc::new(FileWatch::open(path)) })
     }
 
-    /// The writer connection, once the transactions ahead are done: a write of one statement runs
-    /// on it as its own transaction (one round trip to the connection's thread where
-    /// `BEGIN IMMEDIATE … COMMIT` takes three, a busy write lock waited for the same way); more
-    /// statements go in [`Connection::begin_with`]`("BEGIN IMMEDIATE")` on it.
     /// A free reader connection, once one is (whichever frees first).
     async fn reader(&self) -> Reader<'_> {
         let readers = &*self.readers;
@@ -195,6 +191,10 @@ impl SqliteStore {
         Reader { connection, _permit: permit }
     }
 
+    /// The writer connection, once the transactions ahead are done: a write of one statement runs
+    /// on it as its own transaction (one round trip to the connection's thread where
+    /// `BEGIN IMMEDIATE … COMMIT` takes three, a busy write lock waited for the same way); more
+    /// statements go in [`Connection::begin_with`]`("BEGIN IMMEDIATE")` on it.
     async fn writer(&self) -> StoreResult<tokio::sync::MutexGuard<'_, SqliteConnection>> {
         if let Some(why) = self.file.lost() {
             return Err(StoreError::Lost(why));
