@@ -55,19 +55,36 @@ async fn ended_elsewhere(engine: &Arc<Engine>) -> u32 {
 
 /// Closes agent runs that never recorded their end while their job is no longer running: the
 /// agent died with a Baton and nothing will ever finish the row (its spend is unknown). A job that
-/// a STOP or a cancel ended is no longer running while its executor here still stops the agent
-/// and records the run's real end (its exit and spend): such a run is left to that executor.
+/// a STOP or a cancel ended is no longer running while its executor still stops the agent and
+/// records the run's real end (its exit and spend): such a run is left to that executor, here or
+/// on the live instance that claimed the job (whose own reaper closes the run once it has no
+/// executor for it). A run of a dead instance's job is closed here.
 async fn lost_runs(engine: &Arc<Engine>) -> u32 {
     let mut closed = 0;
     let Ok(open) = engine.store().open_agent_runs().await else {
         return closed;
     };
+    // Read once, and only when a run may be closed.
+    let mut instances = None;
     for run in open {
         let Ok(Some(job)) = engine.store().job(run.job_id).await else {
             continue;
         };
         if job.status == JobStatus::Running || engine.is_running_here(job.id) {
             continue;
+        }
+        if job.owner.as_deref().is_some_and(|owner| owner != engine.owner()) {
+            if instances.is_none() {
+                match engine.instances().await {
+                    Ok(all) => instances = Some(all),
+                    // Who claimed the job is unknown: the next pass looks again.
+                    Err(_) => return closed,
+                }
+            }
+            let all = instances.as_ref().expect("read just above");
+            if matches!(engine.claimant(&job, all), crate::engine::Claimant::Alive(_)) {
+                continue;
+            }
         }
         let why = format!("its job ended ({}) without the agent recording an exit", job.status.as_str());
         if let Ok(true) = engine.store().close_agent_run(run.id, "lost", &why, engine.clock().now_ms()).await {
@@ -285,5 +302,55 @@ mod tests {
         assert_eq!(lost_runs(&engine).await, 1, "no executor left: the run is lost");
         let open = store.open_agent_runs().await.expect("open runs");
         assert!(open.iter().all(|r| r.id != run));
+    }
+    // On a shared database, a run whose job a live instance claimed is that instance's to close
+    // (its executor may still be stopping the agent there, to record the real exit and spend):
+    // another instance's reaper leaves it. A run of a job whose instance is silent past the grace
+    // period is closed: nothing will record its end.
+    #[tokio::test]
+    async fn a_run_of_a_job_another_live_instance_claimed_is_left_to_it() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let engine = crate::testing::engine_in(dir.path()).await;
+        let store = engine.store();
+        let now = engine.clock().now_ms();
+        let grace_ms = engine.settings().limits.instance_grace_secs as i64 * 1000;
+        let mut runs = Vec::new();
+        for (name, beat_at) in [("alive", now), ("silent", now - grace_ms - 1_000)] {
+            let task = crate::testing::task(&engine, name).await;
+            let instance = baton_store::InstanceRecord {
+                id: format!("{name}-host:/srv/baton"),
+                host: format!("{name}-host"),
+                pid: 4242,
+                started_at_ms: beat_at,
+                heartbeat_at_ms: beat_at,
+            };
+            store.heartbeat(&instance).await.expect("the instance beats");
+            let claim = Claim {
+                owner: instance.id.clone(),
+                now_ms: engine.clock().now_ms(),
+                running_max: 4,
+                running_per_repo_max: 4,
+                ..Claim::default()
+            };
+            let job = store.claim_jobs(&claim, 1).await.expect("a claim").pop().expect("the task's job");
+            assert_eq!(job.task_id, task);
+            let run = NewAgentRun {
+                job: job.id,
+                task,
+                stage: job.stage.clone(),
+                adapter: "command".into(),
+                model: None,
+                pid: None,
+                started_at_ms: now,
+                log_path: format!("runs/{name}"),
+            };
+            runs.push(store.insert_agent_run(run).await.expect("a run"));
+            // A STOP on that instance: the job's row leaves `running` while its executor there
+            // stops the agent (if that instance still runs).
+            assert!(store.close_job(job.id, JobStatus::Cancelled, serde_json::json!({}), now).await.expect("closed"));
+        }
+        assert_eq!(lost_runs(&engine).await, 1, "only the silent instance's run is lost");
+        let open: Vec<i64> = store.open_agent_runs().await.expect("open runs").iter().map(|r| r.id).collect();
+        assert_eq!(open, vec![runs[0]], "the live instance's run is left to it");
     }
 }
