@@ -1139,9 +1139,22 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     // Without the lease, the change may still have landed by an earlier run of this job (a Baton
     // killed between the merge and the end of the job, its lease expired meanwhile): then it is
     // deployed, never sent back to the merge queue (where it would have nothing left to merge).
-    // No other change lands on top of it before its deploy stage ends (see `unshipped_landing`).
+    // Its deploy runs under the lease like any other: while another task holds it, that task may
+    // land on top of this commit during the deploy, which could then take the target back behind
+    // the default branch (a human's retry of a failed deploy, say, while the queue moved on). It
+    // waits for the lease, keeping its place; landed on top by then, the later deploy carries it.
     let landed = match lease_lost {
-        Some(reason) => Some(landed_before(ctx, &base, &head).await.ok_or(Refused::LeaseLost(reason))?),
+        Some(reason) => {
+            let main = landed_before(ctx, &base, &head).await.ok_or(Refused::LeaseLost(reason.clone()))?;
+            if main == head {
+                return Err(Refused::Wait(format!(
+                    "{reason}; {} has landed on {} and deploys once that lease is free",
+                    &head[..head.len().min(10)],
+                    ctx.repo.default_branch
+                )));
+            }
+            Some(main)
+        }
         None => None,
     };
     // The task may have been stopped since this job was claimed: never merge for a cancelled task.

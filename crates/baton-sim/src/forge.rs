@@ -70,6 +70,8 @@ struct Git {
     /// squash or a batch's commit: the commits it squashes and its parent): commit → sources.
     derived: BTreeMap<String, Vec<String>>,
     next_commit: u64,
+    /// Every move of a default branch: (repository, new head, when).
+    moves: Vec<(String, String, i64)>,
     violations: Vec<Violation>,
     merges: u64,
     batch_merges: u64,
@@ -136,6 +138,11 @@ impl SimForge {
             Some(commit) => git.stale_main.insert(repo.to_string(), commit.to_string()),
             None => git.stale_main.remove(repo),
         };
+    }
+
+    /// Every move of a default branch, in order: (repository, new head, when).
+    pub fn main_moves(&self) -> Vec<(String, String, i64)> {
+        self.lock().moves.clone()
     }
 
     /// The default branch history of `repo`, oldest first.
@@ -353,6 +360,8 @@ impl Forge for SimForge {
         }
         self.check_merge(&mut git, &repo.name, expected_base, head);
         git.mains.entry(repo.name.clone()).or_default().push(head.to_string());
+        let now = self.clock.now_ms();
+        git.moves.push((repo.name.clone(), head.to_string(), now));
         git.merges += 1;
         if git.aliases.contains_key(head) {
             git.batch_merges += 1;

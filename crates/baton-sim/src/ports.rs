@@ -187,6 +187,26 @@ impl SimProcs {
         }
     }
 
+    /// Ends, as `script` says, the live deploys launched by a job other than `job` that `ended`
+    /// says has ended: a deploy's run directory is keyed by its head, so a later job of the task
+    /// waits for the deploy an earlier one left running (launched, then the job deferred or its
+    /// Baton was killed) and would wait forever for a process no job finishes.
+    pub fn release_left_deploys(&self, job: JobId, script: Script, ended: impl Fn(JobId) -> bool) {
+        let left: Vec<JobId> = {
+            let procs = self.lock();
+            procs
+                .by_dir
+                .values()
+                .filter(|p| p.state == State::Live && p.program == DEPLOY_PROGRAM)
+                .filter_map(|p| p.job)
+                .filter(|other| *other != job && ended(*other))
+                .collect()
+        };
+        for other in left {
+            self.release(other, script.clone());
+        }
+    }
+
     /// Whether `job` has a process running.
     pub fn has_live(&self, job: JobId) -> bool {
         self.lock().by_dir.values().any(|p| p.job == Some(job) && p.state == State::Live)

@@ -514,7 +514,11 @@ impl World {
                 let store = self.store.clone();
                 let peer = self.peer.clone();
                 Box::pin(async move {
-                    procs.release(job, script);
+                    procs.release(job, script.clone());
+                    if !procs.has_live(job) {
+                        let ended = |other| store.peek_job(other).is_some_and(|j| j.status != JobStatus::Running);
+                        procs.release_left_deploys(job, script, ended);
+                    }
                     // Whichever instance runs the job applies its result.
                     let watched =
                         || engine.is_running_here(job) || peer.as_ref().is_some_and(|p| p.is_running_here(job));
@@ -820,7 +824,8 @@ impl World {
     pub fn check(&mut self) -> Vec<Violation> {
         let mut found = self.forge.take_violations();
         found.extend(self.checker.check(&self.store, &self.ledger, self.clock.now_ms()));
-        found.extend(self.checker.check_executions(&self.procs.executions(), &self.forge));
+        let lease_ttl_ms = self.config.limits.lease_ttl_secs as i64 * 1000;
+        found.extend(self.checker.check_executions(&self.procs.executions(), &self.forge, lease_ttl_ms));
         found
     }
 

@@ -1009,7 +1009,9 @@ fn deploy_killed_after_merge_lease_taken_scenario(config: WorldConfig) -> Result
 }
 
 // A deploy killed after its merge, whose lease the change behind took while Baton was down, still
-// deploys its landed commit and reaches done; it is never sent back to the queue.
+// deploys its landed commit and reaches done; it is never sent back to the queue. It deploys under
+// the lease: it waits until the change behind gives the lease back (that change may not land on
+// top of a commit whose deploy has not run), so nothing lands on top of it while it deploys.
 #[test]
 fn a_landed_deploy_rerun_without_the_lease_still_deploys() {
     deploy_killed_after_merge_lease_taken_scenario(WorldConfig::scripted(61)).unwrap_or_else(|e| panic!("{e}"));
