@@ -1265,13 +1265,33 @@ async fn landed_before(ctx: &JobContext<'_>, base: &str, head: &str) -> Option<S
 /// does not depend on.
 async fn unshipped_landing(ctx: &JobContext<'_>, base: &str) -> Option<String> {
     let engine = ctx.engine;
-    let entries = engine.store().queue_entries(Some(&ctx.repo.name)).await.ok()?;
+    // A queue that cannot be read holds the merge back (the next attempt reads it again): read as
+    // empty, it let a change land on top of one still deploying.
+    let entries = match engine.store().queue_entries(Some(&ctx.repo.name)).await {
+        Ok(entries) => entries,
+        Err(error) => return Some(format!("(the merge queue could not be read: {error})")),
+    };
     let other = entries.into_iter().find(|e| e.task != ctx.task.id && e.head.as_deref() == Some(base))?;
     if other.state == baton_store::QueueState::Landing {
         return Some(other.work_item_id);
     }
     let main = timed(ctx, engine.vcs().rev(&ctx.repo.path, &ctx.repo.default_ref())).await?;
     (main == base).then_some(other.work_item_id)
+}
+
+/// Another task of this repository whose deploy job is running, by work item (or why the running
+/// jobs could not be read: then nothing merges either).
+async fn deploying_elsewhere(ctx: &JobContext<'_>) -> Option<String> {
+    let engine = ctx.engine;
+    let running = match engine.store().jobs_with_status(JobStatus::Running).await {
+        Ok(running) => running,
+        Err(error) => return Some(format!("(the running jobs could not be read: {error})")),
+    };
+    let job = running
+        .into_iter()
+        .find(|j| j.repo == ctx.repo.name && j.stage == ctx.stage.name && j.task_id != ctx.task.id)?;
+    let task = engine.store().task(&TaskKey::Id(job.task_id)).await.ok().flatten();
+    Some(task.map_or_else(|| format!("task {}", job.task_id), |t| t.work_item_id))
 }
 
 /// Merges `head` onto the default branch at `base` under the merge lease, kept fresh to the
@@ -1321,6 +1341,16 @@ async fn merge_under_lease(
             "{other} is landing {} on {} and has not finished deploying; merging on top of it once it has",
             &base[..base.len().min(10)],
             ctx.repo.default_branch,
+        )));
+    }
+    // Nor while another change's deploy job runs: its deploy must run on the default branch's
+    // head. The lease and the queue entries cover this, except where a lease expired under a Baton
+    // frozen past its TTL during a deploy that has no entry left (a human's retry of a failed one).
+    if let Some(other) = deploying_elsewhere(ctx).await {
+        let _ = engine.store().release_lease(lease, &holder).await;
+        return Err(Refused::Wait(format!(
+            "{other} is deploying on {}; merging once its deploy has ended",
+            ctx.repo.name
         )));
     }
     // Frozen since it was let land (a deploy degraded meanwhile): nothing merges but the revert.

@@ -403,26 +403,17 @@ impl Checker {
     /// What the simulated processes witnessed: at most one agent per job unless the earlier one
     /// vanished without an exit record (then the stage runs afresh), and each head deployed by
     /// one deploy at a time and never again after one succeeded.
-    pub fn check_executions(
-        &self,
-        executions: &[Execution],
-        forge: &crate::forge::SimForge,
-        lease_ttl_ms: i64,
-    ) -> Vec<Violation> {
+    pub fn check_executions(&self, executions: &[Execution], forge: &crate::forge::SimForge) -> Vec<Violation> {
         let mut found = Vec::new();
         // Nothing lands on top of a commit while its deploy runs: a deploy runs under the merge
-        // lease, or (a batch's members, deploying its one commit) behind queue entries that hold
-        // later changes back. Judged within the lease's TTL of the deploy's start: a Baton frozen
-        // longer than that, with no renewal, loses the lease by design.
+        // lease, a batch's members (deploying its one commit) behind queue entries that hold later
+        // changes back, and no change merges while another's deploy job runs (which also holds
+        // where the lease expired under a Baton frozen past its TTL).
         let moves = forge.main_moves();
         for deploy in executions.iter().filter(|e| e.program == DEPLOY_PROGRAM) {
             let Some(head) = deploy.head.as_deref() else { continue };
             let Some((repo, _, _)) = moves.iter().find(|(_, moved_to, _)| moved_to == head) else { continue };
-            let during = |at: i64| {
-                at > deploy.started_ms
-                    && at - deploy.started_ms < lease_ttl_ms
-                    && deploy.ended_ms.is_none_or(|end| at < end)
-            };
+            let during = |at: i64| at > deploy.started_ms && deploy.ended_ms.is_none_or(|end| at < end);
             for (_, moved_to, at) in moves.iter().filter(|(r, to, at)| r == repo && to != head && during(*at)) {
                 found.push(Violation::new(
                     Kind::MovedUnderDeploy,

@@ -761,10 +761,14 @@ impl Driver {
                 .map(|(task, _)| *task)
                 .collect()
         });
-        for task in self.tasks().into_iter().filter(|t| !held.contains(&t.id)) {
-            // A quota pause's end, or a monitored deploy's next health check.
+        for task in self.tasks() {
+            // A quota pause's end, or a monitored deploy's next health check: the engine's timer
+            // resumes a pause whatever the task waits for next.
             if let Some(due) = task.state.hold.due_at_ms() {
                 next = Some(next.map_or(due, |n| n.min(due)));
+            }
+            if held.contains(&task.id) {
+                continue;
             }
             for job in self.world.store.peek_jobs(task.id) {
                 if job.status == JobStatus::Queued && task.state.job == Some(job.id) {

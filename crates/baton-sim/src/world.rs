@@ -824,8 +824,7 @@ impl World {
     pub fn check(&mut self) -> Vec<Violation> {
         let mut found = self.forge.take_violations();
         found.extend(self.checker.check(&self.store, &self.ledger, self.clock.now_ms()));
-        let lease_ttl_ms = self.config.limits.lease_ttl_secs as i64 * 1000;
-        found.extend(self.checker.check_executions(&self.procs.executions(), &self.forge, lease_ttl_ms));
+        found.extend(self.checker.check_executions(&self.procs.executions(), &self.forge));
         found
     }
 

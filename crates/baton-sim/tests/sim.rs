@@ -78,6 +78,21 @@ fn a_seed_replays_exactly() {
     assert_eq!(format!("{first:?}"), format!("{second:?}"));
 }
 
+// Seeds past the sweep's range that found engine or driver bugs keep the invariants
+// (`MovedUnderDeploy`: main moved while a deploy of an earlier commit ran). 5734: a change landed
+// on top of one still deploying, whose lease had expired while Baton was frozen, after the read of
+// the merge queue failed and was taken for an empty queue (the read now holds the merge back, and
+// no change merges while another's deploy job runs). 11808: the same after a human's retry of a
+// failed deploy, which has no queue entry left (only the running deploy job holds the merge back).
+// 11587 (`NotSettled`): the drain never woke the quota pause of a task that also waited for a
+// dependency (the engine's timer resumes it regardless).
+#[test]
+fn seeds_that_found_bugs_keep_the_invariants() {
+    for seed in [5734, 11808, 11587] {
+        sweep(seed, 1, &Config::sweep(0)).unwrap_or_else(|failure| panic!("seed {seed}: {failure}"));
+    }
+}
+
 // Each store rule the invariants rely on, broken on purpose, is caught within a few hundred seeds.
 #[test]
 fn broken_rules_are_caught_by_the_sweep() {
