@@ -739,6 +739,122 @@ fn a_batch_lands_as_one_tested_commit() {
     batch_scenario(config).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A batch's one commit is deployed by whichever of its changes' deploy jobs runs first, the
+/// others waiting for that same deploy, and only the batch's last change holds the lease: while
+/// that deploy runs, a change green on top of the batch's commit does not land, even once that
+/// lease has expired and the change's deploy job tries to merge; it lands once the deploy has
+/// ended.
+fn batch_deploy_holds_the_change_behind_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let tasks: Vec<TaskId> = (0..4).map(|_| world.create_task("alpha")).collect();
+    for task in &tasks {
+        at(&mut world, *task, "deploy_staging", Hold::AwaitingConfirm)?;
+    }
+    let (batch, behind) = (&tasks[1..3], tasks[3]);
+    for task in &tasks[..3] {
+        world.submit(*task, Input::ConfirmDeploy, None)?;
+    }
+    let trace = |world: &World| world.trace().join("\n");
+    let batch_deploys = |world: &World| -> Vec<baton_domain::JobId> {
+        let running = world.running_jobs();
+        running.iter().filter(|j| j.stage == "deploy" && batch.contains(&j.task_id)).map(|j| j.id).collect()
+    };
+    // Every job runs to its end but the batch's deploys, kept running once the batch has landed.
+    for _ in 0..DRIVE_STEPS_MAX {
+        if world.forge.batch_merges() >= 1 && !batch_deploys(&world).is_empty() {
+            break;
+        }
+        if world.claim().is_some() {
+            continue;
+        }
+        let running = world.running_jobs();
+        match running.iter().find(|j| !(j.stage == "deploy" && batch.contains(&j.task_id))) {
+            Some(job) => {
+                let _ = world.finish(job.id, Script::Pass);
+            }
+            None => world.advance_clock(2_000),
+        }
+    }
+    ensure(world.forge.batch_merges() >= 1, format!("no batch landed\n{}", trace(&world)))?;
+    let batch_commit = world.forge.main_head("alpha").unwrap_or_default();
+    // The change behind is confirmed and tested on top of the batch's commit; the deploy runs on.
+    world.submit(behind, Input::ConfirmDeploy, None)?;
+    let mut green = false;
+    for _ in 0..DRIVE_STEPS_MAX {
+        green |= queue_of(&world).contains(&(behind, baton_store::QueueState::Green));
+        ensure(
+            world.forge.main_head("alpha").as_deref() == Some(batch_commit.as_str()),
+            format!("main moved past the batch's commit {batch_commit} while its deploy ran\n{}", trace(&world)),
+        )?;
+        if world.claim().is_some() {
+            continue;
+        }
+        let running = world.running_jobs();
+        match running.iter().find(|j| !(j.stage == "deploy" && batch.contains(&j.task_id))) {
+            Some(job) => {
+                let _ = world.finish(job.id, Script::Pass);
+            }
+            None if green => break,
+            None => world.advance_clock(2_000),
+        }
+    }
+    ensure(green, format!("the change behind never got green on the batch's commit\n{}", trace(&world)))?;
+    // The lease the batch landed under expires (a Baton frozen past its TTL): the queue lets the
+    // change behind through, and its deploy job tries to merge, again and again.
+    let ttl_ms = world.config.limits.lease_ttl_secs as i64 * 1000;
+    world.advance_clock(ttl_ms + 1_000);
+    for _ in 0..DRIVE_STEPS_MAX {
+        ensure(
+            world.forge.main_head("alpha").as_deref() == Some(batch_commit.as_str()),
+            format!("main moved past the batch's commit {batch_commit} while its deploy ran\n{}", trace(&world)),
+        )?;
+        let tries = world.store.peek_jobs(behind).iter().filter(|j| j.stage == "deploy").count();
+        if tries >= 3 {
+            break;
+        }
+        // The reconciler's queue pass finds the lease free (no reaper pass renews it first).
+        world.act(Action::ReconcilerTick);
+        if world.claim().is_some() {
+            continue;
+        }
+        let running = world.running_jobs();
+        match running.iter().find(|j| !(j.stage == "deploy" && batch.contains(&j.task_id))) {
+            Some(job) => {
+                let _ = world.finish(job.id, Script::Pass);
+            }
+            None => world.advance_clock(2_000),
+        }
+    }
+    let tries = world.store.peek_jobs(behind).iter().filter(|j| j.stage == "deploy").count();
+    ensure(tries >= 3, format!("the change behind tried to land {tries} time(s)\n{}", trace(&world)))?;
+    ensure(!batch_deploys(&world).is_empty(), "the batch's deploy ended early")?;
+    // The deploy ends: the batch is done and the change behind lands on top of it.
+    for job in batch_deploys(&world) {
+        let _ = world.finish(job, Script::Pass);
+    }
+    for task in &tasks {
+        at(&mut world, *task, "done", Hold::None)?;
+    }
+    let history = world.forge.main_history("alpha");
+    ensure(
+        history.iter().position(|c| *c == batch_commit).is_some_and(|at| at + 1 < history.len()),
+        format!("the change behind did not land on top of the batch: {history:?}"),
+    )?;
+    no_violations(&mut world)
+}
+
+// A change behind a batch lands only once the batch's deploy, run by its members without the
+// lease, has ended.
+#[test]
+fn a_batch_deploy_holds_the_change_behind_until_it_ends() {
+    let mut config = WorldConfig::scripted(7);
+    config.merge_batch = 2;
+    config.limits.merge_queue_depth = 1;
+    config.limits.running_max = 4;
+    config.limits.running_per_repo_max = 4;
+    batch_deploy_holds_the_change_behind_scenario(config).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Two instances claim at READ COMMITTED while a human's approval commits between their reads
 /// (the approved task's next job is a better pick than the other task's queued job): only the
 /// claim lock keeps the second claim from running a job past the global limit of one. Tried
