@@ -261,18 +261,15 @@ mod tests {
     use super::*;
     use baton_store::{Claim, NewAgentRun};
 
-    // A run whose job a STOP ended while the executor here still stops its agent is left to that
-    // executor, which records the run's real end (its exit and spend); once no executor here has
-    // the job, nothing will, and the reaper closes the run as lost.
-    #[tokio::test]
-    async fn a_run_whose_job_an_executor_here_still_ends_is_not_closed_as_lost() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let engine = crate::testing::engine_in(dir.path()).await;
+    /// A new task's job claimed by `owner`, with an agent run open on it, then ended by a STOP
+    /// (its row leaves `running` while the executor that claimed it stops the agent): the job and
+    /// the run's id.
+    async fn stopped_run(engine: &Engine, owner: &str, name: &str) -> (baton_store::JobRecord, i64) {
         let store = engine.store();
-        let task = crate::testing::task(&engine, "one").await;
+        let task = crate::testing::task(engine, name).await;
         let now = engine.clock().now_ms();
         let claim = Claim {
-            owner: engine.owner().to_string(),
+            owner: owner.to_string(),
             now_ms: now,
             running_max: 4,
             running_per_repo_max: 4,
@@ -288,11 +285,22 @@ mod tests {
             model: None,
             pid: None,
             started_at_ms: now,
-            log_path: "runs/one".into(),
+            log_path: format!("runs/{name}"),
         };
         let run = store.insert_agent_run(run).await.expect("a run");
-        // The STOP: the job's row leaves `running` while its executor here stops the agent.
         assert!(store.close_job(job.id, JobStatus::Cancelled, serde_json::json!({}), now).await.expect("closed"));
+        (job, run)
+    }
+
+    // A run whose job a STOP ended while the executor here still stops its agent is left to that
+    // executor, which records the run's real end (its exit and spend); once no executor here has
+    // the job, nothing will, and the reaper closes the run as lost.
+    #[tokio::test]
+    async fn a_run_whose_job_an_executor_here_still_ends_is_not_closed_as_lost() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let engine = crate::testing::engine_in(dir.path()).await;
+        let store = engine.store();
+        let (job, run) = stopped_run(&engine, engine.owner(), "one").await;
         let (stop, _stopped) = tokio::sync::watch::channel(false);
         engine.running.lock().expect("the running jobs").insert(job.id, stop);
         assert_eq!(lost_runs(&engine).await, 0, "the executor here records the run's end");
@@ -316,7 +324,6 @@ mod tests {
         let grace_ms = engine.settings().limits.instance_grace_secs as i64 * 1000;
         let mut runs = Vec::new();
         for (name, beat_at) in [("alive", now), ("silent", now - grace_ms - 1_000)] {
-            let task = crate::testing::task(&engine, name).await;
             let instance = baton_store::InstanceRecord {
                 id: format!("{name}-host:/srv/baton"),
                 host: format!("{name}-host"),
@@ -325,29 +332,8 @@ mod tests {
                 heartbeat_at_ms: beat_at,
             };
             store.heartbeat(&instance).await.expect("the instance beats");
-            let claim = Claim {
-                owner: instance.id.clone(),
-                now_ms: engine.clock().now_ms(),
-                running_max: 4,
-                running_per_repo_max: 4,
-                ..Claim::default()
-            };
-            let job = store.claim_jobs(&claim, 1).await.expect("a claim").pop().expect("the task's job");
-            assert_eq!(job.task_id, task);
-            let run = NewAgentRun {
-                job: job.id,
-                task,
-                stage: job.stage.clone(),
-                adapter: "command".into(),
-                model: None,
-                pid: None,
-                started_at_ms: now,
-                log_path: format!("runs/{name}"),
-            };
-            runs.push(store.insert_agent_run(run).await.expect("a run"));
-            // A STOP on that instance: the job's row leaves `running` while its executor there
-            // stops the agent (if that instance still runs).
-            assert!(store.close_job(job.id, JobStatus::Cancelled, serde_json::json!({}), now).await.expect("closed"));
+            // A STOP on that instance: its executor there stops the agent (if that instance runs).
+            runs.push(stopped_run(&engine, &instance.id, name).await.1);
         }
         assert_eq!(lost_runs(&engine).await, 1, "only the silent instance's run is lost");
         let open: Vec<i64> = store.open_agent_runs().await.expect("open runs").iter().map(|r| r.id).collect();

@@ -739,6 +739,22 @@ fn a_batch_lands_as_one_tested_commit() {
     batch_scenario(config).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// One step: claims a job, else ends a running one other than the deploys of `keep`'s tasks
+/// (kept running). `false` when nothing could run.
+fn step_keeping_deploys(world: &mut World, keep: &[TaskId]) -> bool {
+    if world.claim().is_some() {
+        return true;
+    }
+    let running = world.running_jobs();
+    match running.iter().find(|j| !(j.stage == "deploy" && keep.contains(&j.task_id))) {
+        Some(job) => {
+            let _ = world.finish(job.id, Script::Pass);
+            true
+        }
+        None => false,
+    }
+}
+
 /// A batch's one commit is deployed by whichever of its changes' deploy jobs runs first, the
 /// others waiting for that same deploy, and only the batch's last change holds the lease: while
 /// that deploy runs, a change green on top of the batch's commit does not land, even once that
@@ -764,15 +780,8 @@ fn batch_deploy_holds_the_change_behind_scenario(config: WorldConfig) -> Result<
         if world.forge.batch_merges() >= 1 && !batch_deploys(&world).is_empty() {
             break;
         }
-        if world.claim().is_some() {
-            continue;
-        }
-        let running = world.running_jobs();
-        match running.iter().find(|j| !(j.stage == "deploy" && batch.contains(&j.task_id))) {
-            Some(job) => {
-                let _ = world.finish(job.id, Script::Pass);
-            }
-            None => world.advance_clock(2_000),
+        if !step_keeping_deploys(&mut world, batch) {
+            world.advance_clock(2_000);
         }
     }
     ensure(world.forge.batch_merges() >= 1, format!("no batch landed\n{}", trace(&world)))?;
@@ -786,16 +795,11 @@ fn batch_deploy_holds_the_change_behind_scenario(config: WorldConfig) -> Result<
             world.forge.main_head("alpha").as_deref() == Some(batch_commit.as_str()),
             format!("main moved past the batch's commit {batch_commit} while its deploy ran\n{}", trace(&world)),
         )?;
-        if world.claim().is_some() {
-            continue;
-        }
-        let running = world.running_jobs();
-        match running.iter().find(|j| !(j.stage == "deploy" && batch.contains(&j.task_id))) {
-            Some(job) => {
-                let _ = world.finish(job.id, Script::Pass);
+        if !step_keeping_deploys(&mut world, batch) {
+            if green {
+                break;
             }
-            None if green => break,
-            None => world.advance_clock(2_000),
+            world.advance_clock(2_000);
         }
     }
     ensure(green, format!("the change behind never got green on the batch's commit\n{}", trace(&world)))?;
@@ -814,15 +818,8 @@ fn batch_deploy_holds_the_change_behind_scenario(config: WorldConfig) -> Result<
         }
         // The reconciler's queue pass finds the lease free (no reaper pass renews it first).
         world.act(Action::ReconcilerTick);
-        if world.claim().is_some() {
-            continue;
-        }
-        let running = world.running_jobs();
-        match running.iter().find(|j| !(j.stage == "deploy" && batch.contains(&j.task_id))) {
-            Some(job) => {
-                let _ = world.finish(job.id, Script::Pass);
-            }
-            None => world.advance_clock(2_000),
+        if !step_keeping_deploys(&mut world, batch) {
+            world.advance_clock(2_000);
         }
     }
     let tries = world.store.peek_jobs(behind).iter().filter(|j| j.stage == "deploy").count();
