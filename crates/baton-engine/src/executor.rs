@@ -1267,16 +1267,18 @@ async fn unshipped_landing(ctx: &JobContext<'_>, base: &str) -> Option<String> {
     let engine = ctx.engine;
     // A queue that cannot be read holds the merge back (the next attempt reads it again): read as
     // empty, it let a change land on top of one still deploying.
-    let entries = match engine.store().queue_entries(Some(&ctx.repo.name)).await {
+    let entries = match engine.store().queue_entries_with_head(&ctx.repo.name, base).await {
         Ok(entries) => entries,
         Err(error) => return Some(format!("(the merge queue could not be read: {error})")),
     };
-    let other = entries.into_iter().find(|e| e.task != ctx.task.id && e.head.as_deref() == Some(base))?;
-    if other.state == baton_store::QueueState::Landing {
-        return Some(other.work_item_id);
+    let mut others = entries.into_iter().filter(|e| e.task != ctx.task.id).peekable();
+    let first = others.peek()?.work_item_id.clone();
+    // Of a batch, every member was tested as `base`: any one of them landing holds this merge.
+    if let Some(landing) = others.find(|e| e.state == baton_store::QueueState::Landing) {
+        return Some(landing.work_item_id);
     }
     let main = timed(ctx, engine.vcs().rev(&ctx.repo.path, &ctx.repo.default_ref())).await?;
-    (main == base).then_some(other.work_item_id)
+    (main == base).then_some(first)
 }
 
 /// Another task of this repository whose deploy job is running, by work item (or why the running

@@ -411,6 +411,9 @@ impl Store for RedactingStore {
     async fn queue_entries(&self, repo: Option<&str>) -> StoreResult<Vec<baton_store::QueueEntry>> {
         self.inner.queue_entries(repo).await
     }
+    async fn queue_entries_with_head(&self, repo: &str, head: &str) -> StoreResult<Vec<baton_store::QueueEntry>> {
+        self.inner.queue_entries_with_head(repo, head).await
+    }
     async fn queue_update(
         &self,
         task: TaskId,

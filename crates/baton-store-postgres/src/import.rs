@@ -21,9 +21,10 @@ use std::str::FromStr;
 /// of the new deployment write their own; version 12 only adds retention's indexes, which
 /// PostgreSQL's migration 3 creates itself; version 17's `repo_freezes` is PostgreSQL's migration
 /// 9; version 18's `task_proposals` is PostgreSQL's migration 10; version 19 only adds the
-/// claim-order index, PostgreSQL's migration 11). A source at another version has other columns:
-/// it is refused rather than half copied.
-pub const SQLITE_SCHEMA_VERSION: i64 = 19;
+/// claim-order index, PostgreSQL's migration 11; version 20 only adds the merge queue's index by
+/// head, PostgreSQL's migration 14). A source at another version has other columns: it is refused
+/// rather than half copied.
+pub const SQLITE_SCHEMA_VERSION: i64 = 20;
 
 /// Rows per `INSERT` (and per read from SQLite): few round trips, and far below PostgreSQL's
 /// 65535 bind parameters for the widest table.

@@ -48,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../migrations/0011_claim_order.sql")),
     (12, include_str!("../migrations/0012_claim_function.sql")),
     (13, include_str!("../migrations/0013_claim_walk.sql")),
+    (14, include_str!("../migrations/0014_queue_head.sql")),
 ];
 
 /// Advisory lock keys (one namespace for Baton: the high bits spell "BATN").
@@ -1905,6 +1906,12 @@ impl Store for PgStore {
                 sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?
             }
         };
+        rows.iter().map(queue_from_row).collect()
+    }
+
+    async fn queue_entries_with_head(&self, repo: &str, head: &str) -> StoreResult<Vec<QueueEntry>> {
+        let sql = format!("SELECT {QUEUE_COLUMNS} WHERE q.repo = $1 AND q.head = $2 ORDER BY q.entered_at, q.task_id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repo).bind(head).fetch_all(&self.pool).await?;
         rows.iter().map(queue_from_row).collect()
     }
 

@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (17, include_str!("../migrations/0017_freeze.sql")),
     (18, include_str!("../migrations/0018_retro.sql")),
     (19, include_str!("../migrations/0019_claim_order.sql")),
+    (20, include_str!("../migrations/0020_queue_head.sql")),
 ];
 
 /// The newest schema version this Baton knows (versions may be merged out of order, so not the
@@ -299,6 +300,11 @@ baton_store::row_decoders!(SqliteRow);
 
 const QUEUE_COLUMNS: &str = "q.task_id, t.work_item_id, q.repo, q.priority, q.entered_at, q.state, q.base, q.head, \
      q.fails, q.reason, q.updated_at, q.batch, q.split FROM merge_queue q JOIN tasks t ON t.id = q.task_id";
+
+/// The entries of a repository (`$1`) whose tested head is `$2`, down `merge_queue_head`.
+pub(crate) fn queue_with_head_sql() -> String {
+    format!("SELECT {QUEUE_COLUMNS} WHERE q.repo = $1 AND q.head = $2 ORDER BY q.entered_at, q.task_id")
+}
 
 async fn insert_event<'c>(executor: impl sqlx::SqliteExecutor<'c>, event: &NewEvent) -> StoreResult<i64> {
     let result =
@@ -2007,6 +2013,15 @@ impl Store for SqliteStore {
                 sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *self.reader().await).await?
             }
         };
+        rows.iter().map(queue_from_row).collect()
+    }
+
+    async fn queue_entries_with_head(&self, repo: &str, head: &str) -> StoreResult<Vec<QueueEntry>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(queue_with_head_sql()))
+            .bind(repo)
+            .bind(head)
+            .fetch_all(&mut *self.reader().await)
+            .await?;
         rows.iter().map(queue_from_row).collect()
     }
 

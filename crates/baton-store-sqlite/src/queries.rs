@@ -289,6 +289,7 @@ pub fn hot_queries() -> Vec<(String, String)> {
     .map(|(name, sql)| (name.to_string(), sql.to_string()))
     .collect();
     queries.push(("prune(events)".to_string(), prune_events_sql()));
+    queries.push(("queue_entries_with_head".to_string(), crate::queue_with_head_sql()));
     for shape in 0..16u8 {
         let filter = TaskFilter {
             active_only: shape & 1 != 0,

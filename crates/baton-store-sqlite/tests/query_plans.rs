@@ -55,6 +55,7 @@ const REQUIRED_INDEX: &[(&str, &str)] = &[
     ("prune(outbox)", "outbox_due"),
     ("prune(deliveries)", "webhook_deliveries_pending"),
     ("prune(inbox)", "inbox_received"),
+    ("queue_entries_with_head", "merge_queue_head"),
 ];
 
 /// A fresh, fully migrated database and a raw connection to it.

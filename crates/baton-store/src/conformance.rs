@@ -247,6 +247,15 @@ pub async fn suite_merge_queue(store: Arc<dyn Store>) {
     let entry = store.queue_entry(other.id).await.unwrap().unwrap();
     assert_eq!((entry.state, entry.base.as_deref()), (QueueState::Testing, Some("abc")));
 
+    // Entries by tested head: only the repository's entries tested as exactly that commit.
+    assert!(store.queue_entries_with_head("alpha", "abd").await.unwrap().is_empty(), "nothing tested yet");
+    let green = QueueChange { state: QueueState::Green, head: Some("abd".into()), ..QueueChange::from(&entry) };
+    assert!(store.queue_update(other.id, &QueueExpect::of(&entry), &green, T0 + 3).await.unwrap());
+    let tested = store.queue_entries_with_head("alpha", "abd").await.unwrap();
+    assert_eq!(tested.iter().map(|e| (e.task, e.state)).collect::<Vec<_>>(), [(other.id, QueueState::Green)]);
+    assert!(store.queue_entries_with_head("alpha", "abc").await.unwrap().is_empty(), "a base is not a head");
+    assert!(store.queue_entries_with_head("beta", "abd").await.unwrap().is_empty(), "another repository's");
+
     // Woken (no hold) and parked again: still one entry, its state kept.
     let other = reload(&*store, other.id).await;
     store.advance(step(&other, "merge", None, enqueue("merge", 0))).await.unwrap();
@@ -257,7 +266,7 @@ pub async fn suite_merge_queue(store: Arc<dyn Store>) {
     store.advance(advance).await.unwrap();
     let entries = store.queue_entries(Some("alpha")).await.unwrap();
     assert_eq!(entries.len(), 1, "{entries:?}");
-    assert_eq!(entries[0].state, QueueState::Testing);
+    assert_eq!(entries[0].state, QueueState::Green);
 
     // Leaving with the lease release (done, rollback, block, cancel) deletes the entry.
     let other = reload(&*store, other.id).await;

@@ -525,6 +525,11 @@ pub trait Store: Send + Sync {
     /// task id (the queue order adds priority: [`QueueEntry::order_key`]). Indexed by repository.
     async fn queue_entries(&self, repo: Option<&str>) -> StoreResult<Vec<QueueEntry>>;
 
+    /// The entries of `repo`'s merge queue whose tested head is exactly `head` (one change, or
+    /// every member of a batch), in the order of [`Store::queue_entries`]. Indexed by repository
+    /// and head: a landing asks this, so it costs the same with one entry queued or a thousand.
+    async fn queue_entries_with_head(&self, repo: &str, head: &str) -> StoreResult<Vec<QueueEntry>>;
+
     /// Compare-and-set on a queue entry: applies `change` only while the entry is still in
     /// `expect`'s state on `expect`'s base. `false` when it changed meanwhile (or left the queue).
     async fn queue_update(

@@ -1429,6 +1429,16 @@ impl Store for SimStore {
         .await
     }
 
+    async fn queue_entries_with_head(&self, repo: &str, head: &str) -> StoreResult<Vec<QueueEntry>> {
+        self.call("queue_entries_with_head", Access::Read, |s, _| {
+            let mut entries: Vec<QueueEntry> =
+                s.queue.values().filter(|e| e.repo == repo && e.head.as_deref() == Some(head)).cloned().collect();
+            entries.sort_by_key(|e| (e.entered_at_ms, e.task));
+            Ok(entries)
+        })
+        .await
+    }
+
     async fn queue_update(
         &self,
         task: TaskId,
