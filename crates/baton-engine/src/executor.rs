@@ -1126,14 +1126,25 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         batch_tail,
     );
     let base = timed(ctx, landing_base).await.ok_or("the retested head has no parent")?;
+    let gates = ctx.gates();
+    let deploy_argv = RepoCommand::Deploy.argv(&gates);
+    // A deploy of this head still running (this job started it before a restart) is waited for
+    // before anything else: the head has landed (a deploy starts only after), and this job stays
+    // running while it waits, so no other change lands under it (`deploying_elsewhere`). Sent to
+    // wait for the lease or another deploy instead, the job left that deploy running unseen, and
+    // a change landed on top of it (seed 33120).
+    let deploying = deploy_argv.is_some()
+        && matches!(engine.commands().previous(&deploy_run_dir(ctx, &head)), Previous::Running(_));
     let lease = gates::merge_lease_name(&ctx.repo.name);
     let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
     let lease_lost =
         match engine.store().acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock().now_ms()).await {
             Ok(LeaseOutcome::Acquired { .. }) => None,
+            Ok(LeaseOutcome::Busy { .. }) if deploying => None,
             Ok(LeaseOutcome::Busy { holder }) => {
                 Some(format!("the merge lease of {} is held by {holder}", ctx.repo.name))
             }
+            Err(_) if deploying => None,
             Err(error) => return Err(format!("cannot renew the merge lease: {error}").into()),
         };
     // Without the lease, the change may still have landed by an earlier run of this job (a Baton
@@ -1170,6 +1181,7 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     }
     let landed = match landed {
         Some(main) => Some(main),
+        None if deploying => Some(head.clone()),
         None => match merge_under_lease(ctx, &lease, ttl_ms, &base, &head).await {
             Ok(already_merged) => already_merged.then(|| head.clone()),
             // The lease lost or main moved on since: landed by an earlier run after all, or back
@@ -1190,8 +1202,6 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     // This very job merged on another instance, since declared dead and its job taken over: that
     // instance may have run the deploy (its record lies on its own machine), so it never runs
     // again here; a human checks the target and retries.
-    let gates = ctx.gates();
-    let deploy_argv = RepoCommand::Deploy.argv(&gates);
     let taken_over = match &deploy_argv {
         Some(_) if already_merged => merged_elsewhere_by_this_job(ctx, &head).await,
         _ => None,

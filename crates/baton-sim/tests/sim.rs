@@ -85,10 +85,13 @@ fn a_seed_replays_exactly() {
 // no change merges while another's deploy job runs). 11808: the same after a human's retry of a
 // failed deploy, which has no queue entry left (only the running deploy job holds the merge back).
 // 11587 (`NotSettled`): the drain never woke the quota pause of a task that also waited for a
-// dependency (the engine's timer resumes it regardless).
+// dependency (the engine's timer resumes it regardless). 33120: a retried deploy's job, run again
+// after a restart while its deploy still ran, waited for another deploy job instead of for its
+// own deploy; no longer running, it held nothing back, and a change landed under that deploy (a
+// job whose deploy still runs now waits for it before anything else).
 #[test]
 fn seeds_that_found_bugs_keep_the_invariants() {
-    for seed in [5734, 11808, 11587] {
+    for seed in [5734, 11808, 11587, 33120] {
         sweep(seed, 1, &Config::sweep(0)).unwrap_or_else(|failure| panic!("seed {seed}: {failure}"));
     }
 }
