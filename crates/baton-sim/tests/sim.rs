@@ -1148,6 +1148,110 @@ fn a_landed_deploy_rerun_without_the_lease_still_deploys() {
     deploy_killed_after_merge_lease_taken_scenario(WorldConfig::scripted(61)).unwrap_or_else(|e| panic!("{e}"));
 }
 
+// A human retries a failed deploy; the retried deploy is running when Baton is killed, and Baton
+// stays down past the merge lease's TTL, long enough for the change behind to take the lease. The
+// restarted Baton runs that deploy job again: it waits for its deploy, which still runs, and
+// stays running meanwhile, so the change behind does not land until that deploy has ended (a
+// retried deploy has no merge-queue entry left to hold it back: only its running job does).
+// Found by seed 33120.
+#[test]
+fn a_retried_deploy_still_running_after_a_restart_holds_the_change_behind() {
+    retried_deploy_after_restart_scenario(WorldConfig::scripted(83)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn retried_deploy_after_restart_scenario(mut config: WorldConfig) -> Result<(), String> {
+    config.limits = baton_sim::world::sim_limits(2, 2);
+    let ttl_ms = config.limits.lease_ttl_secs as i64 * 1000;
+    let mut world = World::new(config);
+    let trace = |world: &World| world.trace().join("\n");
+    let deploy_of = |world: &World, task: TaskId| {
+        world.running_jobs().into_iter().find(|j| j.task_id == task && j.stage == "deploy").map(|j| j.id)
+    };
+    // The first change lands alone; its deploy fails and the human retries it: the retried deploy
+    // runs, under the lease.
+    let first = world.create_task("alpha");
+    to_deploy(&mut world, first)?;
+    ensure(world.claim().is_some(), "the first deploy job was not claimed")?;
+    let failed =
+        deploy_of(&world, first).ok_or_else(|| format!("the first deploy is not running\n{}", trace(&world)))?;
+    let landed = world.forge.main_head("alpha").unwrap_or_default();
+    let _ = world.finish(failed, Script::Fail);
+    world.submit(first, Input::Retry, None)?;
+    for _ in 0..DRIVE_STEPS_MAX {
+        if deploy_of(&world, first).is_some_and(|job| job != failed) || world.claim().is_none() {
+            break;
+        }
+    }
+    let retried = deploy_of(&world, first)
+        .filter(|job| *job != failed)
+        .ok_or_else(|| format!("the retried deploy is not running\n{}", trace(&world)))?;
+    // A second change reaches the merge queue meanwhile and is green on top of the landed commit;
+    // only its own jobs end.
+    let second = world.create_task("alpha");
+    for _ in 0..DRIVE_STEPS_MAX {
+        if queue_of(&world).contains(&(second, baton_store::QueueState::Green)) {
+            break;
+        }
+        let hold = world.task(second).state.hold;
+        let input = match hold {
+            Hold::AwaitingApproval => Some(Input::Approve),
+            Hold::AwaitingConfirm => Some(Input::ConfirmDeploy),
+            _ => None,
+        };
+        if let Some(input) = input {
+            world.submit(second, input, None)?;
+            continue;
+        }
+        if world.claim().is_some() {
+            continue;
+        }
+        match world.running_jobs().into_iter().find(|j| j.task_id == second) {
+            Some(job) => {
+                let _ = world.finish(job.id, Script::Pass);
+            }
+            None => world.advance_clock(1_000),
+        }
+    }
+    ensure(
+        queue_of(&world).contains(&(second, baton_store::QueueState::Green)),
+        format!("the second change is not green in the queue: {:?}\n{}", queue_of(&world), trace(&world)),
+    )?;
+    // Baton is killed while the retried deploy runs and stays down past the lease's TTL: the
+    // change behind takes the lease then. The restarted Baton runs the deploy job again.
+    let holder = baton_store::task_holder(second);
+    let later = baton_engine::Clock::now_ms(world.clock.as_ref()) + ttl_ms + 1_000;
+    let taken = baton_sim::sched::block_on(world.store.acquire_lease("merge:alpha", &holder, 10 * ttl_ms, later));
+    ensure(
+        matches!(taken, Ok(baton_store::LeaseOutcome::Acquired { .. })),
+        format!("the change behind could not take the lease: {taken:?}"),
+    )?;
+    let zombies = world.kill_and_restart();
+    ensure(zombies.is_empty(), describe(&world, &zombies))?;
+    world.advance_clock(ttl_ms + 1_000);
+    // Whatever runs now, main stays at the commit being deployed, and the retried deploy's job
+    // keeps running.
+    for step in 0..12 {
+        world.claim();
+        world.act(Action::ReaperTick);
+        world.act(Action::ReconcilerTick);
+        ensure(
+            world.forge.main_head("alpha").as_deref() == Some(landed.as_str()),
+            format!("step {step}: a change landed on top of {landed} while its deploy ran\n{}", trace(&world)),
+        )?;
+        ensure(
+            deploy_of(&world, first) == Some(retried),
+            format!("step {step}: the retried deploy's job stopped running while its deploy ran\n{}", trace(&world)),
+        )?;
+        world.advance_clock(2_000);
+    }
+    // The deploy ends: the first task reaches done, and the change behind lands on top.
+    let _ = world.finish(retried, Script::Pass);
+    at(&mut world, first, "done", Hold::None)?;
+    at(&mut world, second, "done", Hold::None)?;
+    ensure(world.forge.main_history("alpha").len() == 3, format!("both changes are on main\n{}", trace(&world)))?;
+    no_violations(&mut world)
+}
+
 // `url` repositories on several instances: the change behind a landing one may be let through by
 // the queue the moment the merge lease is free, and its deploy job may run on an instance whose
 // last fetch is older than that landing, where the default branch still reads as the commit
