@@ -16,6 +16,7 @@ use base64::Engine as _;
 use baton_engine::Input;
 use baton_http::DashboardMode;
 use serde_json::{Value, json};
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,7 +70,9 @@ impl Browser {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
+        // Its own process group, with the Chromium it starts: a failing test stops them all.
         let driver = Command::new(driver_path)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -171,10 +174,28 @@ impl Browser {
         )
         .await;
     }
+}
 
-    async fn quit(mut self) {
-        let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send().await;
-        let _ = self.driver.kill();
+/// A test that fails before it ends leaves no Chromium or chromedriver running: the session is
+/// deleted (chromedriver then closes Chromium) by a plain blocking request, then the driver's
+/// process group is killed.
+impl Drop for Browser {
+    fn drop(&mut self) {
+        use std::io::{Read as _, Write as _};
+        let address = self.base.trim_start_matches("http://").to_string();
+        if let Ok(mut stream) = std::net::TcpStream::connect(&address) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let request = format!(
+                "DELETE /session/{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            // chromedriver answers once Chromium is closed: the first bytes of the answer will do.
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read(&mut [0u8; 512]);
+            }
+        }
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.driver.wait();
     }
 }
@@ -239,7 +260,7 @@ async fn pages_fit_every_width_in_chromium() {
     assert!(shown.as_str().unwrap().contains("<script>window.__pwned = 1</script>"), "raw HTML shows as text: {shown}");
     let pwned = browser.eval("return window.__pwned === undefined && document.querySelectorAll('.markdown script, .markdown img').length === 0;", json!([])).await;
     assert_eq!(pwned, Value::Bool(true), "nothing from the artifact ran or became an element");
-    browser.quit().await;
+    drop(browser);
     served.shutdown().await;
 }
 
@@ -290,7 +311,7 @@ async fn approve_moves_the_task_live_and_read_sessions_see_no_buttons() {
         )
         .await;
     assert_eq!(browser.eval("return window.__samePage;", json!([])).await, "board", "the board changed in place");
-    browser.quit().await;
+    drop(browser);
 
     let reader = Browser::start().await;
     reader.login(&served.base, &h.read_token).await;
@@ -301,6 +322,6 @@ async fn approve_moves_the_task_live_and_read_sessions_see_no_buttons() {
         .eval("return [document.querySelectorAll('form.action, form[data-action]').length, document.body.innerText.includes('awaiting approval')];", json!([]))
         .await;
     assert_eq!(seen, json!([0, true]), "a read session sees the held task and no action buttons");
-    reader.quit().await;
+    drop(reader);
     served.shutdown().await;
 }
