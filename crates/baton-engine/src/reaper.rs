@@ -119,6 +119,17 @@ async fn backstop(engine: &Arc<Engine>) -> u32 {
             status: JobStatus::Failed,
             result: serde_json::json!({ "outcome": outcome, "reaped": true }),
         };
+        // The processes go before the job's end is recorded. A deploy command's group is named in
+        // its run directory, not on the job row: recorded as ended while that deploy still ran,
+        // the job held no merge back, and a change landed under the deploy (seed 161677).
+        let group = match job.pgid.filter(|pgid| engine.supervisor().is_same_group(*pgid, job.proc_start)) {
+            Some(pgid) => Some(pgid),
+            None => running_deploy_group(engine, &job).await,
+        };
+        if let Some(pgid) = group {
+            let grace = std::time::Duration::from_secs(engine.settings().limits.stop_grace_secs);
+            engine.supervisor().stop_group(pgid, grace).await;
+        }
         let event = Event::JobFinished { job: job.id, stage: job.stage.clone(), outcome };
         match engine.apply_event(job.task_id, &event, Some(finish), None).await {
             Ok(outcome) => {
@@ -128,12 +139,42 @@ async fn backstop(engine: &Arc<Engine>) -> u32 {
             Err(error) => tracing::warn!(job = %job.id, "reaper backstop failed: {error}"),
         }
         engine.signal_stop(job.id);
-        if let Some(pgid) = job.pgid.filter(|pgid| engine.supervisor().is_same_group(*pgid, job.proc_start)) {
-            let grace = std::time::Duration::from_secs(engine.settings().limits.stop_grace_secs);
-            engine.supervisor().stop_group(pgid, grace).await;
-        }
     }
     failed
+}
+
+/// Events read per page looking for a deploy job's `merged` event.
+const EVENT_PAGE: u32 = 500;
+
+/// The process group of the deploy command `job` started, while it runs. The job records the
+/// head it lands (its `merged` event) before it starts the deploy, whose run directory is keyed
+/// by that head and names the group.
+async fn running_deploy_group(engine: &Arc<Engine>, job: &baton_store::JobRecord) -> Option<u32> {
+    let deploys =
+        engine.pipeline_for(&job.repo).stage(&job.stage).is_some_and(|s| s.actor == baton_domain::Actor::Deploy);
+    if !deploys {
+        return None;
+    }
+    let (mut after, mut head) = (0, None);
+    loop {
+        let page = engine.store().events(Some(job.task_id), after, EVENT_PAGE).await.ok()?;
+        for event in page.iter().filter(|e| e.kind == "merged") {
+            if event.detail.get("job").and_then(serde_json::Value::as_i64) == Some(job.id.0)
+                && let Some(landed) = event.detail.get("head").and_then(serde_json::Value::as_str)
+            {
+                head = Some(landed.to_string());
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == EVENT_PAGE as usize => after = last.id,
+            _ => break,
+        }
+    }
+    let run_dir = engine.settings().runs_dir().join(&job.repo).join("deploys").join(head?);
+    match engine.commands().previous(&run_dir) {
+        baton_runner::Previous::Running(launch) => Some(launch.pgid),
+        _ => None,
+    }
 }
 
 /// Renews the merge lease of holders still at the merge/deploy stages; reclaims the others.

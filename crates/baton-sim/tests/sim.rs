@@ -88,10 +88,13 @@ fn a_seed_replays_exactly() {
 // dependency (the engine's timer resumes it regardless). 33120: a retried deploy's job, run again
 // after a restart while its deploy still ran, waited for another deploy job instead of for its
 // own deploy; no longer running, it held nothing back, and a change landed under that deploy (a
-// job whose deploy still runs now waits for it before anything else).
+// job whose deploy still runs now waits for it before anything else). 161677: the reaper's
+// backstop failed a deploy job of an instance of unknown liveness without stopping its deploy
+// command (a command's group is named in its run directory, not on the job row), and a change
+// landed under that deploy (the backstop now finds and stops it before recording the end).
 #[test]
 fn seeds_that_found_bugs_keep_the_invariants() {
-    for seed in [5734, 11808, 11587, 33120] {
+    for seed in [5734, 11808, 11587, 33120, 161677] {
         sweep(seed, 1, &Config::sweep(0)).unwrap_or_else(|failure| panic!("seed {seed}: {failure}"));
     }
 }
