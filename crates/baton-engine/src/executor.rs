@@ -1402,29 +1402,34 @@ async fn merge_under_lease(
 /// instance finds its own records and waits for or takes their outcome).
 async fn merged_elsewhere_by_this_job(ctx: &JobContext<'_>, head: &str) -> Option<String> {
     let engine = ctx.engine;
-    let run_dir = deploy_run_dir(ctx, head);
-    if !matches!(engine.commands().previous(&run_dir), Previous::Nothing) {
+    if !matches!(engine.commands().previous(&deploy_run_dir(ctx, head)), Previous::Nothing) {
         return None;
     }
-    let mut after = 0;
+    let merges = merges_by_job(engine, ctx.task.id, ctx.job.id).await?;
+    merges.into_iter().find(|(landed, instance)| landed == head && instance != engine.owner()).map(|(_, i)| i)
+}
+
+/// The merges `job` recorded on its task's timeline (its `merged` events), oldest first, as the
+/// head landed and the instance that landed it; `None` when the timeline could not be read.
+pub(crate) async fn merges_by_job(
+    engine: &Engine,
+    task: baton_domain::TaskId,
+    job: baton_domain::JobId,
+) -> Option<Vec<(String, String)>> {
+    let (mut after, mut merges) = (0, Vec::new());
     for _ in 0..TIMELINE_PAGES_MAX {
-        let page = engine.store().events(Some(ctx.task.id), after, TIMELINE_PAGE).await.ok()?;
-        let found = page.iter().filter(|e| e.kind == "merged").find_map(|e| {
+        let page = engine.store().events(Some(task), after, TIMELINE_PAGE).await.ok()?;
+        merges.extend(page.iter().filter(|e| e.kind == "merged").filter_map(|e| {
             let detail = &e.detail;
-            let instance = detail.get("instance")?.as_str()?;
-            let same_job = detail.get("job")?.as_i64() == Some(ctx.job.id.0);
-            let same_head = detail.get("head")?.as_str() == Some(head);
-            (same_job && same_head && instance != engine.owner()).then(|| instance.to_string())
-        });
-        if found.is_some() {
-            return found;
-        }
+            (detail.get("job")?.as_i64() == Some(job.0)).then_some(())?;
+            Some((detail.get("head")?.as_str()?.to_string(), detail.get("instance")?.as_str()?.to_string()))
+        }));
         match page.last() {
             Some(last) if page.len() == TIMELINE_PAGE as usize => after = last.id,
-            _ => return None,
+            _ => break,
         }
     }
-    None
+    Some(merges)
 }
 
 /// Timeline events read per page, and pages at most, when looking for an earlier merge by the
@@ -1434,7 +1439,12 @@ const TIMELINE_PAGES_MAX: u32 = 40;
 
 /// Where this instance records the deploy of `head` (one directory per head, see [`deploy_command`]).
 fn deploy_run_dir(ctx: &JobContext<'_>, head: &str) -> PathBuf {
-    ctx.engine.settings().runs_dir().join(&ctx.repo.name).join("deploys").join(head)
+    repo_deploy_run_dir(ctx.engine, &ctx.repo.name, head)
+}
+
+/// The run directory of `repo`'s deploy of `head` (keyed by the head: one deploy per commit).
+pub(crate) fn repo_deploy_run_dir(engine: &Engine, repo: &str, head: &str) -> PathBuf {
+    engine.settings().runs_dir().join(repo).join("deploys").join(head)
 }
 
 /// Pages of timeline events read looking for the landed head's coverage measurement.

@@ -143,9 +143,6 @@ async fn backstop(engine: &Arc<Engine>) -> u32 {
     failed
 }
 
-/// Events read per page looking for a deploy job's `merged` event.
-const EVENT_PAGE: u32 = 500;
-
 /// The process group of the deploy command `job` started, while it runs. The job records the
 /// head it lands (its `merged` event) before it starts the deploy, whose run directory is keyed
 /// by that head and names the group.
@@ -155,22 +152,8 @@ async fn running_deploy_group(engine: &Arc<Engine>, job: &baton_store::JobRecord
     if !deploys {
         return None;
     }
-    let (mut after, mut head) = (0, None);
-    loop {
-        let page = engine.store().events(Some(job.task_id), after, EVENT_PAGE).await.ok()?;
-        for event in page.iter().filter(|e| e.kind == "merged") {
-            if event.detail.get("job").and_then(serde_json::Value::as_i64) == Some(job.id.0)
-                && let Some(landed) = event.detail.get("head").and_then(serde_json::Value::as_str)
-            {
-                head = Some(landed.to_string());
-            }
-        }
-        match page.last() {
-            Some(last) if page.len() == EVENT_PAGE as usize => after = last.id,
-            _ => break,
-        }
-    }
-    let run_dir = engine.settings().runs_dir().join(&job.repo).join("deploys").join(head?);
+    let (head, _) = crate::executor::merges_by_job(engine, job.task_id, job.id).await?.pop()?;
+    let run_dir = crate::executor::repo_deploy_run_dir(engine, &job.repo, &head);
     match engine.commands().previous(&run_dir) {
         baton_runner::Previous::Running(launch) => Some(launch.pgid),
         _ => None,

@@ -737,12 +737,18 @@ fn batch_scenario(config: WorldConfig) -> Result<(), String> {
 // Batches land as one commit whose tree was tested, under the lease, by the batch's last change.
 #[test]
 fn a_batch_lands_as_one_tested_commit() {
+    batch_scenario(batch_config(3, 3)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The scripted world of the batch scenarios: batches of up to `batch`, no speculation, `running`
+/// jobs at once.
+fn batch_config(batch: u32, running: u32) -> WorldConfig {
     let mut config = WorldConfig::scripted(7);
-    config.merge_batch = 3;
+    config.merge_batch = batch;
     config.limits.merge_queue_depth = 1;
-    config.limits.running_max = 3;
-    config.limits.running_per_repo_max = 3;
-    batch_scenario(config).unwrap_or_else(|e| panic!("{e}"));
+    config.limits.running_max = running;
+    config.limits.running_per_repo_max = running;
+    config
 }
 
 /// One step: claims a job, else ends a running one other than the deploys of `keep`'s tasks
@@ -850,12 +856,7 @@ fn batch_deploy_holds_the_change_behind_scenario(config: WorldConfig) -> Result<
 // lease, has ended.
 #[test]
 fn a_batch_deploy_holds_the_change_behind_until_it_ends() {
-    let mut config = WorldConfig::scripted(7);
-    config.merge_batch = 2;
-    config.limits.merge_queue_depth = 1;
-    config.limits.running_max = 4;
-    config.limits.running_per_repo_max = 4;
-    batch_deploy_holds_the_change_behind_scenario(config).unwrap_or_else(|e| panic!("{e}"));
+    batch_deploy_holds_the_change_behind_scenario(batch_config(2, 4)).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Two instances claim at READ COMMITTED while a human's approval commits between their reads
