@@ -92,9 +92,12 @@ fn a_seed_replays_exactly() {
 // backstop failed a deploy job of an instance of unknown liveness without stopping its deploy
 // command (a command's group is named in its run directory, not on the job row), and a change
 // landed under that deploy (the backstop now finds and stops it before recording the end).
+// 165339 (`DoubleLease`, READ COMMITTED): a deploy renewed its merge lease just after it expired
+// while another task's acquire, having read it expired, wrote its own grant over it; renewals
+// now take the acquirers' lock.
 #[test]
 fn seeds_that_found_bugs_keep_the_invariants() {
-    for seed in [5734, 11808, 11587, 33120, 161677] {
+    for seed in [5734, 11808, 11587, 33120, 161677, 165339] {
         sweep(seed, 1, &Config::sweep(0)).unwrap_or_else(|failure| panic!("seed {seed}: {failure}"));
     }
 }
@@ -987,6 +990,47 @@ fn lease_acquires_race_safely_only_under_the_lease_lock() {
     }
     let doubled = (0..16).map(|schedule| race(Mutation::LeaseWithoutLock, schedule)).find(|(granted, _)| *granted == 2);
     let (_, found) = doubled.expect("no schedule granted the lease twice without its lock");
+    assert!(found.iter().any(|v| v.kind == Kind::DoubleLease), "{found:?}");
+}
+
+// A holder renews its merge lease just after it expired while another task acquires it, at READ
+// COMMITTED: under the lease's lock (which renewals take too) exactly one of them holds it after;
+// without the lock some schedule lets the renewal through and the acquire write over it, and the
+// checks report `DoubleLease`.
+#[test]
+fn a_renewal_of_an_expired_lease_races_an_acquire_safely_only_under_the_lease_lock() {
+    let race = |mutation: Mutation, schedule: u64| -> (usize, Vec<Violation>) {
+        let config = WorldConfig { mutation, isolation: Isolation::ReadCommitted, ..WorldConfig::scripted(schedule) };
+        let mut world = World::new(config);
+        let store = world.store.clone();
+        let first = baton_sim::sched::block_on(store.acquire_lease("merge:alpha", "task:1", 120_000, 0));
+        assert!(matches!(first, Ok(baton_store::LeaseOutcome::Acquired { .. })), "{first:?}");
+        world.store.set_interleaving(true);
+        let now = 200_000;
+        let renew = {
+            let store = store.clone();
+            Box::pin(async move { store.renew_lease("merge:alpha", "task:1", 120_000, now).await })
+                as baton_sim::sched::Task<'static, _>
+        };
+        let acquire = {
+            let store = store.clone();
+            Box::pin(async move {
+                let outcome = store.acquire_lease("merge:alpha", "task:2", 120_000, now).await?;
+                Ok(matches!(outcome, baton_store::LeaseOutcome::Acquired { .. }))
+            }) as baton_sim::sched::Task<'static, _>
+        };
+        let mut rng = baton_sim::rng::Rng::new(schedule);
+        let outcomes = baton_sim::sched::interleave(vec![renew, acquire], &mut rng);
+        let holders = outcomes.iter().filter(|o| matches!(o, Ok(true))).count();
+        (holders, world.check())
+    };
+    for schedule in 0..16 {
+        let (holders, found) = race(Mutation::None, schedule);
+        assert_eq!(holders, 1, "schedule {schedule}: {holders} believe they hold the lease");
+        assert!(found.is_empty(), "schedule {schedule}: {found:?}");
+    }
+    let doubled = (0..16).map(|schedule| race(Mutation::LeaseWithoutLock, schedule)).find(|(holders, _)| *holders == 2);
+    let (_, found) = doubled.expect("no schedule let a renewal and an acquire both hold the lease without its lock");
     assert!(found.iter().any(|v| v.kind == Kind::DoubleLease), "{found:?}");
 }
 

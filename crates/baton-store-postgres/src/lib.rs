@@ -934,12 +934,20 @@ impl Store for PgStore {
     }
 
     async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        // The acquirers' lock: a holder renewing a lease that has just expired must not race an
+        // acquirer that read it expired and is about to write its own grant over it.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('baton-lease:' || $1, 0))")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         let result = sqlx::query("UPDATE leases SET expires_at = $3 WHERE name = $1 AND holder = $2")
             .bind(name)
             .bind(holder)
             .bind(now_ms + ttl_ms)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 

@@ -594,7 +594,7 @@ impl Store for SimStore {
             Ok(true)
         };
         if self.read_committed() {
-            return self.row_write("renew_lease", LockKey::Lease(name.to_string()), apply).await;
+            return self.renew_lease_read_committed(name, apply).await;
         }
         self.call("renew_lease", Access::Write, |s, _| apply(s)).await
     }

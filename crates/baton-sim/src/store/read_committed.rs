@@ -231,6 +231,23 @@ impl SimStore {
         }
     }
 
+    /// `PgStore::renew_lease` in READ COMMITTED: the lease name's advisory lock (the one
+    /// acquirers take), then the row update. Without that lock a holder renewing its expired lease
+    /// races an acquirer that has just read it expired, and both believe they hold it.
+    pub(super) async fn renew_lease_read_committed(
+        &self,
+        name: &str,
+        apply: impl FnOnce(&mut State) -> StoreResult<bool>,
+    ) -> StoreResult<bool> {
+        let (txn, fault) = self.begin("renew_lease").await;
+        if self.lock().mutation != Mutation::LeaseWithoutLock {
+            txn.lock(LockKey::LeaseName(name.to_string())).await?;
+        }
+        txn.step().await;
+        txn.lock(LockKey::Lease(name.to_string())).await?;
+        self.commit(txn, "renew_lease", fault, apply)
+    }
+
     /// An event insert in READ COMMITTED (`record_suppressed`, `append_event`): the inbox row
     /// first when there is one, then the events lock, then the commit.
     pub(super) async fn event_read_committed<T>(
