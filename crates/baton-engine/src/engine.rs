@@ -830,6 +830,27 @@ impl Engine {
         self.apply_event(task.id, &input.event(by), None, inbox).await
     }
 
+    /// Ends `finish.job` as `status` with its result, unless `finish.claimed_by` names a claim the
+    /// job no longer runs under (taken over from this instance, queued again or running under
+    /// another's claim): then it is left to that claim. `true` when closed here.
+    pub(crate) async fn close_job_under_claim(
+        &self,
+        finish: &JobFinish,
+        status: JobStatus,
+        now_ms: i64,
+    ) -> Result<bool, EngineError> {
+        if let Some(claimant) = finish.claimed_by.as_deref() {
+            let row = self.store.job(finish.job).await?;
+            let ours = row.is_some_and(|row| {
+                row.status == JobStatus::Running && row.owner.as_deref().is_none_or(|owner| owner == claimant)
+            });
+            if !ours {
+                return Ok(false);
+            }
+        }
+        Ok(self.store.close_job(finish.job, status, finish.result.clone(), now_ms).await?)
+    }
+
     /// Whether the task's merge/deploy actor is running right now (a STOP must then wait for it).
     /// Idle parking, such as waiting for Confirm Deploy while holding the lease, is not critical.
     async fn in_critical_step(&self, task: &TaskRecord) -> Result<bool, EngineError> {
@@ -886,8 +907,9 @@ impl Engine {
                         other => other?,
                     }
                     if let Some(finish) = finish {
-                        // The result is stale, but the job must not stay `running`.
-                        self.store.close_job(finish.job, JobStatus::Cancelled, finish.result, now).await?;
+                        // The result is stale, but the job must not stay `running` (unless it runs
+                        // under another instance's claim now: then it is that claim's to end).
+                        self.close_job_under_claim(&finish, JobStatus::Cancelled, now).await?;
                     }
                     return Ok(InputOutcome::Suppressed { reason });
                 }
@@ -1220,27 +1242,27 @@ impl Engine {
     /// and its executor finds the job no longer its own. `true` when requeued here.
     async fn take_over(&self, job: &JobRecord, dead: &baton_store::InstanceRecord) -> Result<bool, EngineError> {
         let now = self.clock.now_ms();
-        if !self.store.requeue_job(job.id, now).await? {
-            return Ok(false);
-        }
         let silent_s = (now - dead.heartbeat_at_ms) / 1000;
         let why = format!(
             "instance {} ({}) has been silent for {silent_s} s (grace {} s)",
             dead.id, dead.host, self.settings.limits.instance_grace_secs
         );
+        let stage = self.store.task(&TaskKey::Id(job.task_id)).await?.map(|t| t.state.stage).unwrap_or_default();
+        let event = NewEvent {
+            task: job.task_id,
+            at_ms: now,
+            kind: "instance_dead".into(),
+            stage,
+            message: format!("{why}: job {} ({}) requeued; the stage runs again", job.id, job.stage),
+            detail: serde_json::json!({ "instance": dead.id, "host": dead.host, "job": job.id.0, "silent_s": silent_s }),
+        };
+        // The requeue and its reason commit together, and only while the dead instance's claim
+        // stands: another instance may have taken the job over and claimed it since it was read.
+        if !self.store.take_over_job(job.id, &dead.id, now, event).await? {
+            return Ok(false);
+        }
         tracing::warn!(job = %job.id, stage = %job.stage, "{why}: requeued its job");
         self.close_lost_runs(job.id, &format!("{why}; its agent cannot be watched from here")).await?;
-        let stage = self.store.task(&TaskKey::Id(job.task_id)).await?.map(|t| t.state.stage).unwrap_or_default();
-        self.store
-            .append_event(NewEvent {
-                task: job.task_id,
-                at_ms: now,
-                kind: "instance_dead".into(),
-                stage,
-                message: format!("{why}: job {} ({}) requeued; the stage runs again", job.id, job.stage),
-                detail: serde_json::json!({ "instance": dead.id, "host": dead.host, "job": job.id.0, "silent_s": silent_s }),
-            })
-            .await?;
         Ok(true)
     }
 

@@ -19,7 +19,7 @@ use crate::settings::{AgentSettings, RepoSettings};
 use crate::workspace::worktree_path;
 use baton_adapters::agent::{Agent, AgentRequest, LiveProgress};
 use baton_adapters::forge::MergeOutcome;
-use baton_domain::{Actor, AgentReport, AgentStatus, Event, GateVerdict, JobOutcome, StageSpec, Verdict};
+use baton_domain::{Actor, AgentReport, AgentStatus, Event, GateVerdict, JobId, JobOutcome, StageSpec, Verdict};
 use baton_runner::{LaunchRecord, Previous, Provenance, RunLimits};
 use baton_store::{
     AgentRunFinish, JobFinish, JobRecord, JobStatus, LeaseOutcome, NewAgentRun, NewEvent, TaskKey, TaskRecord,
@@ -191,12 +191,22 @@ async fn finish_job(
     external_ms: &AtomicU64,
     diff_stat: Option<String>,
 ) {
+    // Declared dead while it ran (a stopped process, a suspended machine), this instance had the
+    // job taken over: it is another instance's to run and end now, not ours to close or finish.
+    if taken_away(engine, job.id).await {
+        tracing::warn!(job = %job.id, stage = %job.stage, "the job was taken over by another instance meanwhile; leaving it to that instance");
+        return;
+    }
     let outcome = match outcome {
         Ok(Some(outcome)) => outcome,
         Ok(None) => {
-            let now = engine.clock().now_ms();
-            let _ =
-                engine.store().close_job(job.id, JobStatus::Cancelled, serde_json::json!({ "stale": true }), now).await;
+            let stale = JobFinish {
+                job: job.id,
+                status: JobStatus::Cancelled,
+                result: serde_json::json!({ "stale": true }),
+                claimed_by: Some(engine.owner().to_string()),
+            };
+            let _ = engine.close_job_under_claim(&stale, JobStatus::Cancelled, engine.clock().now_ms()).await;
             return;
         }
         Err(error) if error.is_infrastructure() => JobOutcome::Infrastructure { reason: error.to_string() },
@@ -218,6 +228,7 @@ async fn finish_job(
             "overhead_ms": wall_ms - external,
             "diff_stat": diff_stat,
         }),
+        claimed_by: Some(engine.owner().to_string()),
     };
     let event = Event::JobFinished { job: job.id, stage: job.stage.clone(), outcome };
     if let Err(error) = engine.apply_event(job.task_id, &event, Some(finish), None).await {
@@ -310,6 +321,11 @@ async fn run_job(
     match &stage.actor {
         Actor::Agent { role } => {
             let run = run_agent(&ctx, role).await?;
+            // Nor does a run stopped because the job was taken away commit or push: the branch is
+            // the new claimant's to move.
+            if taken_away(engine, job.id).await {
+                return Ok(None);
+            }
             if let Some(reason) = run.hook_failure {
                 return Ok(Some(JobOutcome::Failed { reason }));
             }
@@ -658,6 +674,15 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
             hook_failure: Some(reason),
         });
     }
+    // Taken over while this process stood still (a stopped process, a suspended machine, between
+    // the claim and here): the agent runs wherever the job is claimed now, not here as well. The
+    // job's end is then that instance's to record (see `finish_job`).
+    if taken_away(engine, ctx.job.id).await {
+        return Err(EngineError::Refused(format!(
+            "job {} was taken over by another instance; its agent is not started here",
+            ctx.job.id
+        )));
+    }
     // The run's row comes first: whatever happens from here on, its spend has a place, and a
     // restarted Baton finds its run directory (where the shim records the launch and the exit).
     let started_at_ms = engine.clock().now_ms();
@@ -895,6 +920,20 @@ async fn supervise(
         .await;
     budgets::warn_once(engine, ctx.task).await;
     Ok(AgentRun { report, budget_stop, hook_failure: None })
+}
+
+/// Whether `job` was taken over from this instance (declared dead while silent past the grace
+/// period): back in the queue, or running under another instance's claim. A job with no owner
+/// recorded is not (a single machine's jobs from before owners).
+async fn taken_away(engine: &Engine, job: JobId) -> bool {
+    match engine.store().job(job).await {
+        Ok(Some(row)) => match row.status {
+            JobStatus::Queued => true,
+            JobStatus::Running => row.owner.as_deref().is_some_and(|owner| owner != engine.owner()),
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Whether this job's row left `running` while its agent ran (a STOP or the reaper ended it).

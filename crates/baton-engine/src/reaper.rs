@@ -118,6 +118,8 @@ async fn backstop(engine: &Arc<Engine>) -> u32 {
             job: job.id,
             status: JobStatus::Failed,
             result: serde_json::json!({ "outcome": outcome, "reaped": true }),
+            // Under the claim read here: if another instance took the job over since, it is theirs.
+            claimed_by: job.owner.clone(),
         };
         // The processes go before the job's end is recorded. A deploy command's group is named in
         // its run directory, not on the job row: recorded as ended while that deploy still ran,

@@ -154,6 +154,9 @@ impl Store for RedactingStore {
     async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {
         self.inner.requeue_job(job, available_at_ms).await
     }
+    async fn take_over_job(&self, job: JobId, owner: &str, available_at_ms: i64, event: NewEvent) -> StoreResult<bool> {
+        self.inner.take_over_job(job, owner, available_at_ms, self.event(event)).await
+    }
     async fn insert_agent_run(&self, run: NewAgentRun) -> StoreResult<i64> {
         self.inner.insert_agent_run(run).await
     }

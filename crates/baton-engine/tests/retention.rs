@@ -123,7 +123,7 @@ async fn the_maintenance_loop_prunes_an_ended_tasks_old_history_and_keeps_a_live
         task: ended.id,
         expected_version: store.task(&TaskKey::Id(ended.id)).await.unwrap().unwrap().version,
         next: TaskState::new("done"),
-        finish_job: Some(JobFinish { job: ended_job, status: JobStatus::Done, result: json!({}) }),
+        finish_job: Some(JobFinish { job: ended_job, status: JobStatus::Done, result: json!({}), claimed_by: None }),
         event: NewEvent {
             detail: json!({ "from": "analysis", "to": "done" }),
             ..note(ended.id, T0 + 10, "job_finished")

@@ -401,9 +401,15 @@ impl Checker {
 
     /// Right after a restart whose recovery succeeded: every running job has an executor here.
     /// What the simulated processes witnessed: at most one agent per job unless the earlier one
-    /// vanished without an exit record (then the stage runs afresh), and each head deployed by
-    /// one deploy at a time and never again after one succeeded.
-    pub fn check_executions(&self, executions: &[Execution], forge: &crate::forge::SimForge) -> Vec<Violation> {
+    /// vanished without an exit record or its job was taken over from the instance that started
+    /// it, declared dead (`taken_over`: when, each time; then the stage runs afresh elsewhere),
+    /// and each head deployed by one deploy at a time and never again after one succeeded.
+    pub fn check_executions(
+        &self,
+        executions: &[Execution],
+        forge: &crate::forge::SimForge,
+        taken_over: &BTreeMap<JobId, Vec<i64>>,
+    ) -> Vec<Violation> {
         let mut found = Vec::new();
         // Nothing lands on top of a commit while its deploy runs: a deploy runs under the merge
         // lease, a batch's members (deploying its one commit) behind queue entries that hold later
@@ -442,7 +448,16 @@ impl Checker {
             for pair in runs.windows(2) {
                 let (earlier, later) = (pair[0], pair[1]);
                 let ended_before = earlier.ended_ms.is_some_and(|end| end <= later.started_ms);
-                if !(ended_before && earlier.vanished) {
+                // Taken over from an instance declared dead: the stage runs again wherever the job
+                // is claimed next, which cannot know of the agent the silent instance started on
+                // its own machine — before the take-over, or (on another instance) after it, the
+                // silent one running on unaware until its loop stopped it.
+                let rerun_after_take_over = taken_over.get(&job).is_some_and(|times| {
+                    times.iter().any(|at| {
+                        *at <= later.started_ms && (*at >= earlier.started_ms || earlier.instance != later.instance)
+                    })
+                });
+                if !(rerun_after_take_over || ended_before && earlier.vanished) {
                     found.push(Violation::new(
                         Kind::DuplicateAgent,
                         format!(

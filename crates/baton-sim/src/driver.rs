@@ -40,6 +40,10 @@ const READ_COMMITTED_SEEDS_PER_MILLE: u32 = 250;
 const KILLS_DURING_MAX: u32 = 4;
 /// Polls at most of an outbox pass or a health check a kill may cut short.
 const KILL_DURING_POLLS_MAX: u64 = 160;
+/// Times per run the second instance's process may be stopped ([`World::freeze_peer`]).
+const PEER_STOPS_MAX: u64 = 2;
+/// Polls after a thaw before the thawed instance's loop runs (its executors carry on meanwhile).
+const THAW_LOOP_POLLS_MAX: u64 = 12;
 
 /// What a seed run is asked to do.
 #[derive(Debug, Clone)]
@@ -196,6 +200,8 @@ struct Driver {
     finishing: BTreeSet<JobId>,
     kills_mid_effect: u64,
     kills_during: u32,
+    /// When the frozen second instance runs again.
+    thaw_at_ms: Option<i64>,
 }
 
 impl Driver {
@@ -261,6 +267,7 @@ impl Driver {
             finishing: BTreeSet::new(),
             kills_mid_effect: 0,
             kills_during: 0,
+            thaw_at_ms: None,
         }
     }
 
@@ -337,6 +344,7 @@ impl Driver {
     }
 
     fn step(&mut self) {
+        self.thaw_when_due();
         self.sync_plans();
         self.finishing.clear();
         let tasks = self.tasks();
@@ -368,6 +376,7 @@ impl Driver {
             // 18 a kill in the middle of a health check or a degraded deploy's consequences (a
             // budget of its own: monitoring comes late in a run, after the other kills were spent)
             if monitoring && self.kills_during < KILLS_DURING_MAX { self.params.kill_weight * 2 } else { 0 },
+            if self.may_freeze() { 1 } else { 0 }, // 19 the second instance's process stops
         ];
         match self.rng.weighted(&weights) {
             Some(8) => {
@@ -379,6 +388,15 @@ impl Driver {
                 self.late.clear();
                 let zombies = self.world.kill_and_restart();
                 self.pending.extend(zombies);
+            }
+            Some(19) => {
+                // Stopped past the grace period: the first instance declares it dead and takes
+                // its jobs over; it runs again later, its executors where they were.
+                let grace_ms = self.world.settings().limits.instance_grace_secs as i64 * 1000;
+                let frozen_ms =
+                    grace_ms + self.rng.range(0, 120_000) as i64 - self.rng.range(0, grace_ms as u64 / 2) as i64;
+                self.thaw_at_ms = Some(self.world.clock.now_ms() + frozen_ms);
+                self.world.freeze_peer();
             }
             Some(18) => {
                 self.plans.clear();
@@ -431,6 +449,28 @@ impl Driver {
                 }
             }
             None => {}
+        }
+    }
+
+    /// A second instance that is running, holding no lock of an open transaction (a process
+    /// stopped inside one holds its locks until PostgreSQL ends the idle session, which the store
+    /// sets it to do), and stops left this run.
+    fn may_freeze(&self) -> bool {
+        self.world.config.peer
+            && !self.world.peer_is_frozen()
+            && self.world.counters.peer_stops < PEER_STOPS_MAX
+            && self.world.store.no_locks_held()
+    }
+
+    /// Thaws the stopped second instance once its time has come (a restart since started a new one).
+    fn thaw_when_due(&mut self) {
+        let Some(at) = self.thaw_at_ms else { return };
+        if !self.world.peer_is_frozen() {
+            self.thaw_at_ms = None;
+        } else if self.world.clock.now_ms() >= at {
+            self.thaw_at_ms = None;
+            let polls = self.rng.below(THAW_LOOP_POLLS_MAX) as u32;
+            self.world.thaw_peer(polls);
         }
     }
 
@@ -812,6 +852,7 @@ impl Driver {
             kills_mid_effect: self.kills_mid_effect,
             read_committed_seeds: u64::from(self.world.config.isolation == Isolation::ReadCommitted),
             peer_claims: counters.peer_claims,
+            peer_stops: counters.peer_stops,
             lock_waits: self.world.store.lock_waits().0,
             lock_busy: self.world.store.lock_waits().1,
             ..Totals::default()

@@ -31,7 +31,9 @@
 //! reconciler and outbox worker too, and its executors run its jobs), so the claim lock is what
 //! keeps the limits ([`Kind::LimitExceeded`]) and the lease lock what keeps one
 //! holder ([`Kind::DoubleLease`]); [`Mutation::ClaimWithoutLock`] and
-//! [`Mutation::LeaseWithoutLock`] remove them. It does not model a statement's own snapshot (each
+//! [`Mutation::LeaseWithoutLock`] remove them. That second instance's process now and then stops
+//! past the grace period ([`World::freeze_peer`]: its executors stay mid-await, its processes run
+//! on) while the first declares it dead and takes its jobs over, then runs on where it was. It does not model a statement's own snapshot (each
 //! step reads at one instant), `SKIP LOCKED`, serialization failures, nor a call re-reading its own
 //! uncommitted writes in a later statement (such reads happen inside one step). Sweeps choose the
 //! isolation per seed with [`IsolationMix`] (`--isolation rc|serial|mixed`, mixed by default).

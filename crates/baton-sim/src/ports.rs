@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -87,6 +88,8 @@ pub struct Execution {
     pub ended_ms: Option<i64>,
     /// Killed with its shim: no exit record.
     pub vanished: bool,
+    /// The Baton process (instance) that started it.
+    pub instance: String,
 }
 
 #[derive(Debug, Default)]
@@ -362,7 +365,7 @@ impl SimProcs {
         }
     }
 
-    fn start(&self, spec: &ProcessSpec, run_dir: &Path, owner: &str) -> LaunchRecord {
+    fn start(&self, spec: &ProcessSpec, run_dir: &Path, owner: &str, instance: &str) -> LaunchRecord {
         let head = self.forge.head_and_base(&spec.cwd);
         let now = self.clock.now_ms();
         let pgid = {
@@ -390,6 +393,7 @@ impl SimProcs {
                 succeeded: None,
                 ended_ms: None,
                 vanished: false,
+                instance: instance.to_string(),
             });
             procs.by_dir.insert(run_dir.to_path_buf(), proc);
             pgid
@@ -471,14 +475,15 @@ impl Future for Wait {
     }
 }
 
-/// The simulated [`Supervisor`].
+/// The simulated [`Supervisor`]: the processes, and the instance whose supervisor this is
+/// (recorded on each execution).
 #[derive(Debug, Clone)]
-pub struct SimSupervisor(pub Arc<SimProcs>);
+pub struct SimSupervisor(pub Arc<SimProcs>, pub String);
 
 #[async_trait]
 impl Supervisor for SimSupervisor {
     async fn launch(&self, spec: ProcessSpec, run_dir: &Path, owner: &str) -> Result<LaunchRecord, RunError> {
-        Ok(self.0.start(&spec, run_dir, owner))
+        Ok(self.0.start(&spec, run_dir, owner, &self.1))
     }
 
     fn owner(&self, run_dir: &Path) -> Option<String> {
@@ -633,5 +638,27 @@ impl SimSpawner {
 impl Spawner for SimSpawner {
     fn spawn(&self, work: BoxFuture) {
         self.spawned.lock().unwrap_or_else(PoisonError::into_inner).push(work);
+    }
+}
+
+/// The second instance's spawner: its executors go to the same scheduler, each behind a gate that
+/// keeps it pending while `frozen` is set — the whole Baton process stopped (a `SIGSTOP`, a
+/// suspended machine), while the processes it started run on.
+#[derive(Debug)]
+pub struct FreezableSpawner {
+    pub inner: Arc<SimSpawner>,
+    pub frozen: Arc<AtomicBool>,
+}
+
+impl Spawner for FreezableSpawner {
+    fn spawn(&self, work: BoxFuture) {
+        let frozen = self.frozen.clone();
+        let mut work = work;
+        self.inner.spawn(Box::pin(std::future::poll_fn(move |cx| {
+            if frozen.load(Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+            work.as_mut().poll(cx)
+        })));
     }
 }

@@ -40,6 +40,8 @@ pub struct Totals {
     pub read_committed_seeds: u64,
     /// Jobs the second instance of a READ COMMITTED world claimed.
     pub peer_claims: u64,
+    /// Times the second instance's process was stopped and later ran on.
+    pub peer_stops: u64,
     pub lock_waits: u64,
     pub lock_busy: u64,
     /// Seeds that hit each known engine bug (tolerated).
@@ -73,6 +75,7 @@ impl Totals {
         self.kills_mid_effect += other.kills_mid_effect;
         self.read_committed_seeds += other.read_committed_seeds;
         self.peer_claims += other.peer_claims;
+        self.peer_stops += other.peer_stops;
         self.lock_waits += other.lock_waits;
         self.lock_busy += other.lock_busy;
         for (kind, n) in &other.known_bugs {
@@ -112,8 +115,8 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "read committed seeds {} · claims by a second instance {} · lock waits {} · calls failed busy {}",
-            self.read_committed_seeds, self.peer_claims, self.lock_waits, self.lock_busy
+            "read committed seeds {} · claims by a second instance {} · second instance stopped {} · lock waits {} · calls failed busy {}",
+            self.read_committed_seeds, self.peer_claims, self.peer_stops, self.lock_waits, self.lock_busy
         )?;
         if self.known_bugs.is_empty() {
             write!(f, "known engine bugs hit: none")

@@ -12,7 +12,8 @@ use crate::check::{Checker, Kind, Ledger, Violation};
 use crate::clock::SimClock;
 use crate::forge::SimForge;
 use crate::ports::{
-    DEPLOY_PROGRAM, HEALTH_PROGRAM, Script, SimAgents, SimProcs, SimSpawner, SimSupervisor, TEST_PROGRAM,
+    DEPLOY_PROGRAM, FreezableSpawner, HEALTH_PROGRAM, Script, SimAgents, SimProcs, SimSpawner, SimSupervisor,
+    TEST_PROGRAM,
 };
 use crate::rng::Rng;
 use crate::sched::{Background, Task, run_with, yield_once};
@@ -20,12 +21,14 @@ use crate::store::{FaultRates, Isolation, Mutation, SimStore};
 use baton_domain::{Event, JobId, JobOutcome, Pipeline, TaskId};
 use baton_engine::{
     Budgets, Clock, Engine, EngineSettings, Features, Input, InputOutcome, Limits, NewTaskRequest, RepoSettings,
+    Spawner,
 };
 use baton_runner::SupervisedCommands;
 use baton_store::{JobFinish, JobRecord, JobStatus, Store, TaskKey, TaskRecord};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Trace lines kept for a failure report.
 pub const TRACE_LINES_MAX: usize = 50;
@@ -140,7 +143,7 @@ pub fn delivery_for(job: &JobRecord, outcome: JobOutcome) -> Delivery {
         JobOutcome::Failed { .. } | JobOutcome::Infrastructure { .. } => JobStatus::Failed,
         _ => JobStatus::Done,
     };
-    let finish = JobFinish { job: job.id, status, result: serde_json::json!({ "outcome": outcome }) };
+    let finish = JobFinish { job: job.id, status, result: serde_json::json!({ "outcome": outcome }), claimed_by: None };
     Delivery { task: job.task_id, event: Event::JobFinished { job: job.id, stage: job.stage.clone(), outcome }, finish }
 }
 
@@ -179,6 +182,9 @@ pub enum Action {
         on: TaskId,
         unchecked: bool,
     },
+    /// The engine loop's check for jobs running here that are no longer this instance's
+    /// (`Engine::stop_jobs_taken_away`).
+    StopTakenAway,
     /// A human unfreezes `repo` (`baton repo unfreeze`).
     Unfreeze {
         repo: String,
@@ -210,6 +216,7 @@ pub enum Outcome {
     KilledGroup(JobId, u32),
     Depended(TaskId, TaskId, Result<bool, String>),
     Unfrozen(String, Result<(), String>),
+    TakenAway(Result<u32, String>),
 }
 
 /// Counts for the report.
@@ -226,6 +233,8 @@ pub struct Counters {
     pub bursts: u64,
     /// Claims the second instance won ([`WorldConfig::peer`]).
     pub peer_claims: u64,
+    /// Times the second instance's process was stopped ([`World::freeze_peer`]).
+    pub peer_stops: u64,
 }
 
 /// The simulated world.
@@ -242,6 +251,9 @@ pub struct World {
     /// The second instance, when the world has one ([`WorldConfig::peer`]).
     peer: Option<Arc<Engine>>,
     peer_incarnation: u32,
+    /// Set while the second instance's process is stopped: its executors are not polled, it
+    /// heartbeats no more and takes no actions (its processes run on).
+    peer_frozen: Arc<AtomicBool>,
     settings: EngineSettings,
     incarnation: u32,
     /// Orders concurrent futures.
@@ -351,6 +363,7 @@ impl World {
             engine,
             peer: None,
             peer_incarnation: 0,
+            peer_frozen: Arc::new(AtomicBool::new(false)),
             settings,
             incarnation: 0,
             schedule_rng,
@@ -378,12 +391,18 @@ impl World {
         }
         self.peer_incarnation += 1;
         let owner = format!("{PEER_OWNER}{}", self.peer_incarnation);
-        self.peer = Some(self.build_engine(Some(owner)));
+        // A new process: whatever froze the last one is over.
+        self.peer_frozen = Arc::new(AtomicBool::new(false));
+        let spawner = Arc::new(FreezableSpawner { inner: self.spawner.clone(), frozen: self.peer_frozen.clone() });
+        self.peer = Some(self.build_engine_with(Some(owner), spawner));
         self.peer_heartbeat();
     }
 
     /// The peer's heartbeat as of now (written directly: no store call, so no fault or yield).
     fn peer_heartbeat(&self) {
+        if self.peer_is_frozen() {
+            return;
+        }
         if let Some(peer) = &self.peer {
             let now = self.clock.now_ms();
             self.store.beat(baton_store::InstanceRecord {
@@ -408,21 +427,59 @@ impl World {
     }
 
     fn build_engine(&mut self, owner: Option<String>) -> Arc<Engine> {
+        let spawner: Arc<dyn Spawner> = self.spawner.clone();
+        self.build_engine_with(owner, spawner)
+    }
+
+    fn build_engine_with(&mut self, owner: Option<String>, spawner: Arc<dyn Spawner>) -> Arc<Engine> {
+        let instance = owner.clone().unwrap_or_else(|| format!("sim-process-{} (default owner)", self.incarnation));
+        let supervisor = SimSupervisor(self.procs.clone(), instance);
         let store: Arc<dyn Store> = self.store.clone();
         let clock: Arc<dyn Clock> = self.clock.clone();
         let mut builder = Engine::builder(self.settings.clone(), store)
             .clock(clock)
-            .spawner(self.spawner.clone())
+            .spawner(spawner)
             .vcs(self.forge.clone())
             .forge(self.forge.clone())
-            .supervisor(Arc::new(SimSupervisor(self.procs.clone())))
-            .commands(Arc::new(SupervisedCommands::new(Arc::new(SimSupervisor(self.procs.clone())))))
+            .supervisor(Arc::new(supervisor.clone()))
+            .commands(Arc::new(SupervisedCommands::new(Arc::new(supervisor))))
             .agents(Arc::new(SimAgents))
             .features(Features::all_on());
         if let Some(owner) = owner {
             builder = builder.owner(owner);
         }
         builder.build()
+    }
+
+    /// Whether the second instance's process is stopped ([`World::freeze_peer`]).
+    pub fn peer_is_frozen(&self) -> bool {
+        self.peer_frozen.load(Ordering::SeqCst)
+    }
+
+    /// Stops the second instance's process where it is (`SIGSTOP`, a suspended machine): its
+    /// executors stay mid-await, it heartbeats no more, the processes it started run on. Once it
+    /// is silent past `instance_grace_secs` the first instance declares it dead and takes its jobs
+    /// over.
+    pub fn freeze_peer(&mut self) {
+        if self.peer.is_some() {
+            self.peer_frozen.store(true, Ordering::SeqCst);
+            self.counters.peer_stops += 1;
+            self.note("second instance frozen".into());
+        }
+    }
+
+    /// The stopped second instance runs again: its executors carry on from where they were while
+    /// its loop, a few polls later, heartbeats and stops the jobs taken away from it meanwhile.
+    pub fn thaw_peer(&mut self, loop_after_polls: u32) -> Outcome {
+        self.peer_frozen.store(false, Ordering::SeqCst);
+        self.note("second instance thawed".into());
+        let check = Action::After {
+            yields: loop_after_polls,
+            action: Box::new(Action::OnPeer(Box::new(Action::StopTakenAway))),
+        };
+        let outcome = self.run(vec![check]).pop().expect("one action yields one outcome");
+        self.peer_heartbeat();
+        outcome
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -586,9 +643,15 @@ impl World {
                 let procs = self.procs.clone();
                 Box::pin(async move { Outcome::KilledGroup(job, procs.kill_group(job)) })
             }
+            // A stopped process does nothing: the first instance acts alone meanwhile.
             Action::OnPeer(action) => {
-                let peer = self.peer.clone().unwrap_or(engine);
+                let peer = self.peer.clone().filter(|_| !self.peer_is_frozen()).unwrap_or(engine);
                 self.future_on(peer, *action)
+            }
+            Action::StopTakenAway => {
+                Box::pin(
+                    async move { Outcome::TakenAway(engine.stop_jobs_taken_away().await.map_err(|e| e.to_string())) },
+                )
             }
             Action::After { yields, action } => {
                 let later = self.future_on(engine, *action);
@@ -702,6 +765,11 @@ impl World {
                 Ok(()) => format!("human unfroze {repo}"),
                 Err(why) => format!("unfreezing {repo} refused: {why}"),
             },
+            Outcome::TakenAway(Ok(n)) => format!("stopped {n} job(s) no longer this instance's"),
+            Outcome::TakenAway(Err(e)) => {
+                self.counters.engine_errors += 1;
+                format!("checking for jobs taken away failed: {e}")
+            }
             Outcome::Reaper => "reaper pass".into(),
             Outcome::Reconciler => "reconciler pass".into(),
             Outcome::Outbox(n) => format!("outbox worker carried out {n} effect(s)"),
@@ -824,8 +892,24 @@ impl World {
     pub fn check(&mut self) -> Vec<Violation> {
         let mut found = self.forge.take_violations();
         found.extend(self.checker.check(&self.store, &self.ledger, self.clock.now_ms()));
-        found.extend(self.checker.check_executions(&self.procs.executions(), &self.forge));
+        let taken_over = self.taken_over_jobs();
+        found.extend(self.checker.check_executions(&self.procs.executions(), &self.forge, &taken_over));
         found
+    }
+
+    /// Jobs requeued from an instance declared dead, with when (their `instance_dead` events):
+    /// such a job's stage runs afresh wherever it is claimed next (the exit its agent may have
+    /// recorded lies on the dead instance's machine).
+    pub fn taken_over_jobs(&self) -> BTreeMap<JobId, Vec<i64>> {
+        self.store.peek(|s| {
+            let mut taken: BTreeMap<JobId, Vec<i64>> = BTreeMap::new();
+            for event in s.events.iter().filter(|e| e.kind == "instance_dead") {
+                if let Some(job) = event.detail.get("job").and_then(serde_json::Value::as_i64) {
+                    taken.entry(JobId(job)).or_default().push(event.at_ms);
+                }
+            }
+            taken
+        })
     }
 
     /// After draining: what cancelled and done tasks must have left behind (nothing), and every
@@ -905,7 +989,7 @@ fn finished(store: &SimStore, job: JobId, still_running: bool) -> (Option<Delive
     let delivery = row.outcome().map(|outcome| Delivery {
         task: row.task_id,
         event: Event::JobFinished { job, stage: row.stage.clone(), outcome },
-        finish: JobFinish { job, status: row.status, result: row.result.clone().unwrap_or_default() },
+        finish: JobFinish { job, status: row.status, result: row.result.clone().unwrap_or_default(), claimed_by: None },
     });
     let applied = store.commits().iter().rev().find(|c| c.finish_job == Some(job)).map(|c| c.kind.clone());
     let result = match applied {

@@ -95,7 +95,12 @@ fn claim_and_advance(c: &mut Criterion) {
                 task: task.id,
                 expected_version: current.version,
                 next: TaskState { job: Some(job.id), ..TaskState::new("analysis") },
-                finish_job: Some(JobFinish { job: job.id, status: JobStatus::Done, result: serde_json::json!({}) }),
+                finish_job: Some(JobFinish {
+                    job: job.id,
+                    status: JobStatus::Done,
+                    result: serde_json::json!({}),
+                    claimed_by: None,
+                }),
                 event: NewEvent {
                     task: task.id,
                     at_ms: now_ms,

@@ -855,17 +855,19 @@ impl Store for SqliteStore {
         if let Some(finish) = &advance.finish_job {
             let flipped = sqlx::query(
                 "UPDATE jobs SET status = $2, finished_at = $3, result = $4
-                 WHERE id = $1 AND task_id = $5 AND status = 'running'",
+                 WHERE id = $1 AND task_id = $5 AND status = 'running'
+                   AND ($6 IS NULL OR owner IS NULL OR owner = $6)",
             )
             .bind(finish.job.0)
             .bind(finish.status.as_str())
             .bind(advance.now_ms)
             .bind(finish.result.to_string())
             .bind(advance.task.0)
+            .bind(finish.claimed_by.as_deref())
             .execute(&mut *tx)
             .await?;
             if flipped.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("job {} is no longer running", finish.job)));
+                return Err(StoreError::Conflict(format!("job {} is no longer running under this claim", finish.job)));
             }
         }
         if advance.next.stage == baton_domain::pipeline::CANCELLED {
@@ -1095,6 +1097,26 @@ impl Store for SqliteStore {
         .execute(&mut *self.writer().await?)
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn take_over_job(&self, job: JobId, owner: &str, available_at_ms: i64, event: NewEvent) -> StoreResult<bool> {
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let result = sqlx::query(
+            "UPDATE jobs SET status = 'queued', owner = NULL, pid = NULL, pgid = NULL, proc_start = NULL, available_at = $2
+             WHERE id = $1 AND status = 'running' AND owner = $3",
+        )
+        .bind(job.0)
+        .bind(available_at_ms)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_event(&mut *tx, &event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn insert_agent_run(&self, run: NewAgentRun) -> StoreResult<i64> {

@@ -113,7 +113,7 @@ async fn claim(store: &dyn Store, now_ms: i64) -> JobRecord {
 }
 
 fn finished(job: JobId, result: serde_json::Value) -> Option<JobFinish> {
-    Some(JobFinish { job, status: JobStatus::Done, result })
+    Some(JobFinish { job, status: JobStatus::Done, result, claimed_by: None })
 }
 
 /// The advance a fresh read of `task` would produce: move to `stage` at `T0 + 1`.
@@ -1173,6 +1173,66 @@ pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
     assert_eq!((kept.status, kept.result), (JobStatus::Done, Some(json!("ok"))));
 }
 
+/// `take_over_job` requeues a running job only under the claim of the owner it names, and
+/// records its event in the same transaction; when the guard fails nothing is written. A job
+/// finish naming its claim ends the job only under that claim.
+pub async fn suite_take_over(store: Arc<dyn Store>) {
+    let a = create(&*store, "alpha", "P").await;
+    let job = a.state.job.unwrap();
+    let event = |message: &str| NewEvent {
+        task: a.id,
+        at_ms: T0 + 10,
+        kind: "instance_dead".into(),
+        stage: "analysis".into(),
+        message: message.into(),
+        detail: json!({ "job": job.0 }),
+    };
+    let dead_events = || async {
+        let events = store.events(Some(a.id), 0, 1_000).await.unwrap();
+        events.into_iter().filter(|e| e.kind == "instance_dead").map(|e| e.message).collect::<Vec<_>>()
+    };
+    assert!(!store.take_over_job(job, "dead", T0, event("queued")).await.unwrap(), "a queued job is not taken over");
+    let claimed = store.claim_job(&claim_at("dead", T0)).await.unwrap().expect("a claimable job");
+    assert_eq!(claimed.id, job);
+    assert!(
+        !store.take_over_job(job, "someone-else", T0, event("wrong owner")).await.unwrap(),
+        "a job running under another owner's claim is not taken over"
+    );
+    assert_eq!(job_of(&*store, job).await.status, JobStatus::Running);
+    assert!(dead_events().await.is_empty(), "a refused take-over writes no event");
+
+    assert!(store.take_over_job(job, "dead", T0 + 5_000, event("taken over")).await.unwrap());
+    let requeued = job_of(&*store, job).await;
+    assert_eq!((requeued.status, requeued.owner, requeued.available_at_ms), (JobStatus::Queued, None, T0 + 5_000));
+    assert_eq!(dead_events().await, vec!["taken over".to_string()]);
+    // Claimed again by a live instance: a second reaper that read the dead claim earlier takes
+    // nothing away from it.
+    let again = store.claim_job(&claim_at("alive", T0 + 5_000)).await.unwrap().expect("claimable again");
+    assert_eq!(again.id, job);
+    assert!(!store.take_over_job(job, "dead", T0 + 6_000, event("late")).await.unwrap());
+    let kept = job_of(&*store, job).await;
+    assert_eq!((kept.status, kept.owner.as_deref()), (JobStatus::Running, Some("alive")));
+    assert_eq!(dead_events().await, vec!["taken over".to_string()]);
+
+    // The dead claimant's late result, decided against a fresh read of the task, cannot end the
+    // job under its new claim; the new claimant's can (and a finish naming no claim would).
+    let finish = |claimant: &str| JobFinish {
+        job,
+        status: JobStatus::Done,
+        result: json!({ "by": claimant }),
+        claimed_by: Some(claimant.to_string()),
+    };
+    let fresh = reload(&*store, a.id).await;
+    let late = store.advance(step(&fresh, "design", Some(finish("dead")), Transition::default())).await;
+    assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+    let unchanged = reload(&*store, a.id).await;
+    assert_eq!((unchanged.version, unchanged.state.stage.as_str()), (fresh.version, fresh.state.stage.as_str()));
+    assert_eq!(job_of(&*store, job).await.status, JobStatus::Running);
+    store.advance(step(&fresh, "design", Some(finish("alive")), Transition::default())).await.unwrap();
+    let done = job_of(&*store, job).await;
+    assert_eq!((done.status, done.result), (JobStatus::Done, Some(json!({ "by": "alive" }))));
+}
+
 // ---------------------------------------------------------------- suites: agent runs and usage
 
 /// Agent runs keep their token figures and an unknown cost as `None`; usage sums them per group.
@@ -2172,6 +2232,14 @@ macro_rules! conformance_tests {
         async fn cancel_jobs_touches_only_the_tasks_live_jobs() {
             let (_dir, _, store) = $fresh().await;
             $crate::conformance::suite_cancel_jobs(store).await;
+        }
+
+        // A dead instance's job is taken over only under its claim, its event written with it;
+        // its late result cannot end the job under the new claim.
+        #[::tokio::test]
+        async fn take_over_requeues_only_under_the_dead_claim_with_its_event() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_take_over(store).await;
         }
 
         // requeue_job acts only on running jobs, close_job only on queued or running ones.

@@ -275,6 +275,12 @@ pub trait Store: Send + Sync {
     /// Puts a running job back in the queue (its runner died); guarded on `running`.
     async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool>;
 
+    /// Takes over the running job of an instance declared dead, in one transaction: the job back
+    /// in the queue, guarded on it still running under `owner`'s claim (another live instance may
+    /// have requeued and claimed it since it was read), and `event` (why) recorded with it.
+    /// `false`, and nothing written, when the guard fails.
+    async fn take_over_job(&self, job: JobId, owner: &str, available_at_ms: i64, event: NewEvent) -> StoreResult<bool>;
+
     async fn insert_agent_run(&self, run: NewAgentRun) -> StoreResult<i64>;
 
     /// Records the pid of an agent run inserted before its process started.

@@ -238,6 +238,12 @@ pub struct JobFinish {
     pub job: JobId,
     pub status: JobStatus,
     pub result: serde_json::Value,
+    /// The instance whose claim ran the job (its executor's owner): the flip then also requires
+    /// the job to be running under that claim (or under none recorded), so an instance that was
+    /// declared dead and had the job taken over cannot end it under its new claimant — re-deciding
+    /// after a lost version race would otherwise let its late result through. `None`: any claim
+    /// (the reaper's backstop, which ends a job on its owner's behalf).
+    pub claimed_by: Option<String>,
 }
 
 /// The store-side part of a decision (everything that must commit together).

@@ -178,8 +178,12 @@ impl Harness {
                 .await
                 .unwrap();
         }
-        let finish =
-            JobFinish { job: job.id, status: JobStatus::Done, result: serde_json::json!({ "outcome": outcome }) };
+        let finish = JobFinish {
+            job: job.id,
+            status: JobStatus::Done,
+            result: serde_json::json!({ "outcome": outcome }),
+            claimed_by: None,
+        };
         let event = Event::JobFinished { job: job.id, stage: "analysis".into(), outcome };
         self.engine.apply_event(task.id, &event, Some(finish), None).await.unwrap();
         let parked = self.task(&task.work_item_id).await;

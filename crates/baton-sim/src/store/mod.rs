@@ -200,6 +200,11 @@ impl SimStore {
         SimStore { clock, state: Mutex::new(State::new(seed, rates, mutation)) }
     }
 
+    /// Whether no open transaction holds a lock (READ COMMITTED; always so in SERIALIZABLE).
+    pub fn no_locks_held(&self) -> bool {
+        !self.lock().locks.any_held()
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -631,6 +636,31 @@ impl Store for SimStore {
             return self.row_write("close_job", LockKey::Job(job), apply).await;
         }
         self.call("close_job", Access::Write, |s, _| apply(s)).await
+    }
+
+    async fn take_over_job(&self, job: JobId, owner: &str, available_at_ms: i64, event: NewEvent) -> StoreResult<bool> {
+        let apply = |s: &mut State| {
+            if s.mutation == Mutation::RequeueNothing {
+                return Ok(false);
+            }
+            match s.jobs.get_mut(&job) {
+                Some(row) if row.status == JobStatus::Running && row.owner.as_deref() == Some(owner) => {
+                    row.status = JobStatus::Queued;
+                    row.owner = None;
+                    row.pid = None;
+                    row.pgid = None;
+                    row.proc_start = None;
+                    row.available_at_ms = available_at_ms;
+                    s.insert_event(&event);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        };
+        if self.read_committed() {
+            return self.take_over_job_read_committed(job, apply).await;
+        }
+        self.call("take_over_job", Access::Write, |s, _| apply(s)).await
     }
 
     async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {

@@ -3,7 +3,7 @@
 //! a yield between steps, and whose writes commit at once through the same `State` methods the
 //! serial calls use.
 
-use super::state::LeaseDecision;
+use super::state::{LeaseDecision, claimed_by_matches};
 use super::txn::{LockKey, Txn};
 use super::{Access, Fault, Mutation, SimStore, State, database};
 use baton_domain::{JobId, TaskId};
@@ -123,13 +123,15 @@ impl SimStore {
         if let Some(finish) = &advance.finish_job {
             txn.lock(LockKey::Job(finish.job)).await?;
             let skip_flip = matches!(mutation, Mutation::SkipJobFlipGuard | Mutation::SkipAllAdvanceGuards);
-            let running = self
-                .lock()
-                .jobs
-                .get(&finish.job)
-                .is_some_and(|j| j.task_id == advance.task && (j.status == JobStatus::Running || skip_flip));
+            let running = self.lock().jobs.get(&finish.job).is_some_and(|j| {
+                j.task_id == advance.task
+                    && (j.status == JobStatus::Running && claimed_by_matches(j, finish) || skip_flip)
+            });
             if !running {
-                return conflict(self, StoreError::Conflict(format!("job {} is no longer running", finish.job)));
+                return conflict(
+                    self,
+                    StoreError::Conflict(format!("job {} is no longer running under this claim", finish.job)),
+                );
             }
             txn.step().await;
         }
@@ -246,6 +248,20 @@ impl SimStore {
         txn.step().await;
         txn.lock(LockKey::Lease(name.to_string())).await?;
         self.commit(txn, "renew_lease", fault, apply)
+    }
+
+    /// `PgStore::take_over_job` in READ COMMITTED: the job row (re-checked against the newest
+    /// committed row), then the events lock for the event, then the commit.
+    pub(super) async fn take_over_job_read_committed(
+        &self,
+        job: JobId,
+        apply: impl FnOnce(&mut State) -> StoreResult<bool>,
+    ) -> StoreResult<bool> {
+        let (txn, fault) = self.begin("take_over_job").await;
+        txn.lock(LockKey::Job(job)).await?;
+        txn.step().await;
+        txn.lock(LockKey::Events).await?;
+        self.commit(txn, "take_over_job", fault, apply)
     }
 
     /// An event insert in READ COMMITTED (`record_suppressed`, `append_event`): the inbox row

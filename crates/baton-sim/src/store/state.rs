@@ -414,9 +414,9 @@ impl State {
         }
         if let Some(finish) = &advance.finish_job {
             let job = self.jobs.get(&finish.job).filter(|j| j.task_id == advance.task);
-            let running = job.is_some_and(|j| j.status == JobStatus::Running);
+            let running = job.is_some_and(|j| j.status == JobStatus::Running && claimed_by_matches(j, finish));
             if !(running || skip_flip && job.is_some()) {
-                return Err(StoreError::Conflict(format!("job {} is no longer running", finish.job)));
+                return Err(StoreError::Conflict(format!("job {} is no longer running under this claim", finish.job)));
             }
         }
         if let Some(entry) = &advance.inbox {
@@ -879,6 +879,15 @@ fn utc_day(ms: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The advance's claim guard on a job finish: running under the claim the finish names, under
+/// none recorded, or any claim when the finish names none.
+pub(crate) fn claimed_by_matches(job: &JobRecord, finish: &JobFinish) -> bool {
+    match (&finish.claimed_by, &job.owner) {
+        (Some(claimant), Some(owner)) => claimant == owner,
+        _ => true,
+    }
 }
 
 #[cfg(test)]

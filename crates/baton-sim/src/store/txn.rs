@@ -71,6 +71,11 @@ pub(crate) struct Locks {
 }
 
 impl Locks {
+    /// Whether any open transaction holds a lock.
+    pub(crate) fn any_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// Whether `txn` waiting for a lock held by `holder` closes a cycle of waits.
     fn closes_cycle(&self, txn: u64, holder: u64) -> bool {
         let mut current = holder;

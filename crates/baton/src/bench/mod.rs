@@ -212,7 +212,12 @@ async fn bench_store(dir: &Path) -> anyhow::Result<Vec<Figure>> {
             task: job.task_id,
             expected_version: version,
             next,
-            finish_job: Some(JobFinish { job: job.id, status: JobStatus::Done, result: serde_json::json!({}) }),
+            finish_job: Some(JobFinish {
+                job: job.id,
+                status: JobStatus::Done,
+                result: serde_json::json!({}),
+                claimed_by: None,
+            }),
             event: NewEvent {
                 task: job.task_id,
                 at_ms: clock.now_ms(),

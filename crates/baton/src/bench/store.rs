@@ -146,7 +146,12 @@ async fn measure(backend: &str, store: Arc<dyn Store>, args: &StoreArgs) -> anyh
             task: job.task_id,
             expected_version: task.version,
             next: TaskState { stage: "architecture".into(), ..task.state.clone() },
-            finish_job: Some(JobFinish { job: job.id, status: JobStatus::Done, result: serde_json::json!({}) }),
+            finish_job: Some(JobFinish {
+                job: job.id,
+                status: JobStatus::Done,
+                result: serde_json::json!({}),
+                claimed_by: None,
+            }),
             event: NewEvent {
                 task: job.task_id,
                 at_ms: clock.now_ms(),
