@@ -60,6 +60,15 @@ const EVENTS_LOCK: i64 = 0x4241_544E_0000_0003;
 /// Connections per instance unless the URL's caller says otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 
+/// How long the server lets one of Baton's sessions sit idle inside an open transaction before it
+/// ends the session (`idle_in_transaction_session_timeout`). Baton's transactions never wait on
+/// anything but the database, so only a process that stopped mid-transaction (a `SIGSTOP`, a
+/// suspended machine) trips it — and without it, whatever that transaction locked (the claim
+/// lock, a lease name, the events lock) would stay locked for every other instance until that
+/// process ran again. Below the default `instance_grace_secs` (30 s), so the instance judged
+/// dead holds nothing the survivors need.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "15s";
+
 fn newest_known() -> i64 {
     MIGRATIONS.iter().map(|(version, _)| *version).max().unwrap_or(0)
 }
@@ -139,7 +148,8 @@ impl PgStore {
     pub async fn connect_with(url: &str, max_connections: u32) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Database(format!("the database URL {} is not valid: {e}", redact_url(url))))?
-            .application_name("baton");
+            .application_name("baton")
+            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT)]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))

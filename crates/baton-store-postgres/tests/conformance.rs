@@ -104,3 +104,17 @@ async fn a_claim_waits_while_another_session_holds_the_claim_lock() {
     assert!(claimed.is_empty(), "nothing is queued, so nothing is claimed");
     other.close().await.unwrap();
 }
+
+/// A Baton process stopped inside a transaction must not keep its locks from every other
+/// instance: its sessions carry `idle_in_transaction_session_timeout`, so the server ends such a
+/// session (and its locks) after a while.
+#[tokio::test]
+async fn sessions_end_a_transaction_left_idle() {
+    let (_, harness, _) = fresh().await;
+    let store = PgStore::connect(&harness.url).await.unwrap();
+    let mut tx = store.pool().begin().await.unwrap();
+    let timeout: String =
+        sqlx::query_scalar("SHOW idle_in_transaction_session_timeout").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(timeout, baton_store_postgres::IDLE_IN_TRANSACTION_TIMEOUT);
+    tx.rollback().await.unwrap();
+}
