@@ -841,10 +841,7 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         if let Some(claimant) = finish.claimed_by.as_deref() {
             let row = self.store.job(finish.job).await?;
-            let ours = row.is_some_and(|row| {
-                row.status == JobStatus::Running && row.owner.as_deref().is_none_or(|owner| owner == claimant)
-            });
-            if !ours {
+            if !row.is_some_and(|row| row.runs_under_claim(claimant)) {
                 return Ok(false);
             }
         }

@@ -923,13 +923,13 @@ async fn supervise(
 }
 
 /// Whether `job` was taken over from this instance (declared dead while silent past the grace
-/// period): back in the queue, or running under another instance's claim. A job with no owner
-/// recorded is not (a single machine's jobs from before owners).
+/// period): back in the queue, or running under another instance's claim. An ended job is not
+/// (a STOP or the reaper ended it: the usual paths handle that).
 async fn taken_away(engine: &Engine, job: JobId) -> bool {
     match engine.store().job(job).await {
         Ok(Some(row)) => match row.status {
             JobStatus::Queued => true,
-            JobStatus::Running => row.owner.as_deref().is_some_and(|owner| owner != engine.owner()),
+            JobStatus::Running => !row.runs_under_claim(engine.owner()),
             _ => false,
         },
         _ => false,

@@ -154,6 +154,13 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// Whether the job runs under `claimant`'s claim: running, and owned by `claimant` or by no
+    /// one recorded (a single machine's jobs from before owners). What a job finish naming its
+    /// claim (`JobFinish::claimed_by`) requires.
+    pub fn runs_under_claim(&self, claimant: &str) -> bool {
+        self.status == JobStatus::Running && self.owner.as_deref().is_none_or(|owner| owner == claimant)
+    }
+
     /// The outcome the job's executor recorded in its result, when it ended with one.
     pub fn outcome(&self) -> Option<baton_domain::JobOutcome> {
         let outcome = self.result.as_ref()?.get("outcome")?;

@@ -643,19 +643,11 @@ impl Store for SimStore {
             if s.mutation == Mutation::RequeueNothing {
                 return Ok(false);
             }
-            match s.jobs.get_mut(&job) {
-                Some(row) if row.status == JobStatus::Running && row.owner.as_deref() == Some(owner) => {
-                    row.status = JobStatus::Queued;
-                    row.owner = None;
-                    row.pid = None;
-                    row.pgid = None;
-                    row.proc_start = None;
-                    row.available_at_ms = available_at_ms;
-                    s.insert_event(&event);
-                    Ok(true)
-                }
-                _ => Ok(false),
+            let requeued = s.requeue_running(job, Some(owner), available_at_ms);
+            if requeued {
+                s.insert_event(&event);
             }
+            Ok(requeued)
         };
         if self.read_committed() {
             return self.take_over_job_read_committed(job, apply).await;
@@ -668,18 +660,7 @@ impl Store for SimStore {
             if s.mutation == Mutation::RequeueNothing {
                 return Ok(false);
             }
-            match s.jobs.get_mut(&job) {
-                Some(row) if row.status == JobStatus::Running => {
-                    row.status = JobStatus::Queued;
-                    row.owner = None;
-                    row.pid = None;
-                    row.pgid = None;
-                    row.proc_start = None;
-                    row.available_at_ms = available_at_ms;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            }
+            Ok(s.requeue_running(job, None, available_at_ms))
         };
         if self.read_committed() {
             return self.row_write("requeue_job", LockKey::Job(job), apply).await;

@@ -678,6 +678,23 @@ impl State {
         }
     }
 
+    /// `UPDATE jobs SET status = 'queued', owner = NULL, … WHERE status = 'running' [AND owner = ?]`:
+    /// puts the running job back in the queue (only under `owner`'s claim when given).
+    pub(crate) fn requeue_running(&mut self, job: JobId, owner: Option<&str>, available_at_ms: i64) -> bool {
+        match self.jobs.get_mut(&job) {
+            Some(row) if row.status == JobStatus::Running && owner.is_none_or(|o| row.owner.as_deref() == Some(o)) => {
+                row.status = JobStatus::Queued;
+                row.owner = None;
+                row.pid = None;
+                row.pgid = None;
+                row.proc_start = None;
+                row.available_at_ms = available_at_ms;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn acquire_lease(&mut self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> LeaseOutcome {
         match self.lease_decision(name, holder, now_ms) {
             LeaseDecision::Renew { token } => {
@@ -884,10 +901,7 @@ fn utc_day(ms: i64) -> String {
 /// The advance's claim guard on a job finish: running under the claim the finish names, under
 /// none recorded, or any claim when the finish names none.
 pub(crate) fn claimed_by_matches(job: &JobRecord, finish: &JobFinish) -> bool {
-    match (&finish.claimed_by, &job.owner) {
-        (Some(claimant), Some(owner)) => claimant == owner,
-        _ => true,
-    }
+    finish.claimed_by.as_deref().is_none_or(|claimant| job.runs_under_claim(claimant))
 }
 
 #[cfg(test)]
