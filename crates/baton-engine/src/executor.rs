@@ -706,14 +706,29 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
             return Err(error.into());
         }
     };
-    let recorded = engine.store().record_launch(ctx.job.id, run_id, launch.pid, launch.pgid, launch.start_ticks).await;
-    if let Err(error) = recorded {
+    let recorded = engine
+        .store()
+        .record_launch(ctx.job.id, engine.owner(), run_id, launch.pid, launch.pgid, launch.start_ticks)
+        .await;
+    let unrecorded = match recorded {
+        Ok(true) => None,
+        // Taken over (or ended) between the check above and the launch: the job runs under
+        // another claim, and this agent must not run beside that claim's own.
+        Ok(false) => Some((
+            "stopped: its job was taken over by another instance as it started".to_string(),
+            EngineError::Refused(format!(
+                "job {} was taken over by another instance as its agent started; the agent was stopped",
+                ctx.job.id
+            )),
+        )),
         // An agent this job cannot account for must not run on beside the next attempt.
+        Err(error) => Some((format!("stopped: its process could not be recorded ({error})"), error.into())),
+    };
+    if let Some((why, error)) = unrecorded {
         let grace = Duration::from_secs(engine.settings().limits.stop_grace_secs);
         engine.supervisor().stop_group(launch.pgid, grace).await;
-        let why = format!("stopped: its process could not be recorded ({error})");
         let _ = engine.store().close_agent_run(run_id, "stopped", &why, engine.clock().now_ms()).await;
-        return Err(error.into());
+        return Err(error);
     }
     tracing::info!(
         task = %ctx.task.work_item_id, stage = %ctx.stage.name, adapter = agent.adapter(),

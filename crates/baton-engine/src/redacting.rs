@@ -126,12 +126,13 @@ impl Store for RedactingStore {
     async fn record_launch(
         &self,
         job: JobId,
+        claimed_by: &str,
         run: i64,
         pid: u32,
         pgid: u32,
         start_ticks: Option<u64>,
-    ) -> StoreResult<()> {
-        self.inner.record_launch(job, run, pid, pgid, start_ticks).await
+    ) -> StoreResult<bool> {
+        self.inner.record_launch(job, claimed_by, run, pid, pgid, start_ticks).await
     }
     async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
         self.inner.set_job_owner(job, owner).await

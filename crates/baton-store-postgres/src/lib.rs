@@ -936,6 +936,36 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn record_launch(
+        &self,
+        job: JobId,
+        claimed_by: &str,
+        run: i64,
+        pid: u32,
+        pgid: u32,
+        start_ticks: Option<u64>,
+    ) -> StoreResult<bool> {
+        // The run's pid whatever happened; the job's process only under the launching claim (the
+        // row's WHERE is re-checked on the row's newest version at READ COMMITTED).
+        sqlx::query("UPDATE agent_runs SET pid = $2 WHERE id = $1")
+            .bind(run)
+            .bind(i64::from(pid))
+            .execute(&self.pool)
+            .await?;
+        let recorded = sqlx::query(
+            "UPDATE jobs SET pid = $2, pgid = $3, proc_start = COALESCE($4, proc_start) \
+             WHERE id = $1 AND status = 'running' AND (owner IS NULL OR owner = $5)",
+        )
+        .bind(job.0)
+        .bind(i64::from(pid))
+        .bind(i64::from(pgid))
+        .bind(start_ticks.map(|t| t as i64))
+        .bind(claimed_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(recorded.rows_affected() == 1)
+    }
+
     async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
         sqlx::query("UPDATE jobs SET owner = $2 WHERE id = $1 AND status = 'running'")
             .bind(job.0)

@@ -1122,14 +1122,22 @@ pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    store.record_launch(job, run, 200, 201, Some(7)).await.unwrap();
+    let claimant = running.owner.clone().expect("a claimed job names its claimant");
+    assert!(store.record_launch(job, &claimant, run, 200, 201, Some(7)).await.unwrap());
     let launched = job_of(&*store, job).await;
     assert_eq!((launched.pid, launched.pgid, launched.proc_start), (Some(200), Some(201), Some(7)));
-    store.record_launch(job, run, 100, 101, None).await.unwrap();
+    assert!(store.record_launch(job, &claimant, run, 100, 101, None).await.unwrap());
     let launched = job_of(&*store, job).await;
     assert_eq!((launched.pid, launched.pgid, launched.proc_start), (Some(100), Some(101), Some(7)));
     let runs = store.agent_runs(a.id).await.unwrap();
     assert_eq!(runs.iter().find(|r| r.id == run).and_then(|r| r.pid), Some(100));
+    // A launch under another claim (an instance that stood still while the job was taken over)
+    // leaves the job's process as its claimant recorded it; the launching run still names its pid.
+    assert!(!store.record_launch(job, "someone-else", run, 300, 301, Some(9)).await.unwrap());
+    let kept = job_of(&*store, job).await;
+    assert_eq!((kept.pid, kept.pgid, kept.proc_start), (Some(100), Some(101), Some(7)));
+    let runs = store.agent_runs(a.id).await.unwrap();
+    assert_eq!(runs.iter().find(|r| r.id == run).and_then(|r| r.pid), Some(300));
 
     assert!(store.requeue_job(job, T0 + 5_000).await.unwrap());
     let requeued = job_of(&*store, job).await;
@@ -1138,6 +1146,11 @@ pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
         (JobStatus::Queued, None, None, None, T0 + 5_000)
     );
     assert!(!store.requeue_job(job, T0).await.unwrap(), "requeued once only");
+    assert!(
+        !store.record_launch(job, &claimant, run, 400, 401, None).await.unwrap(),
+        "a requeued job takes no launch from its former claimant"
+    );
+    assert_eq!(job_of(&*store, job).await.pid, None);
     assert!(store.claim_job(&claim_at("w", T0 + 4_999)).await.unwrap().is_none());
     assert_eq!(store.claim_job(&claim_at("again", T0 + 5_000)).await.unwrap().unwrap().id, job);
 

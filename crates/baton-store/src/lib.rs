@@ -233,24 +233,21 @@ pub trait Store: Send + Sync {
     /// Records the agent process's start time (see `JobRecord::proc_start`).
     async fn set_job_proc_start(&self, job: JobId, start_ticks: u64) -> StoreResult<()>;
 
-    /// Records a launched agent on its running job and on its run: what [`Store::set_job_process`],
-    /// [`Store::set_agent_run_pid`] and (with a start time) [`Store::set_job_proc_start`] record,
-    /// in that order; a store may write them with fewer round trips.
+    /// Records a launched agent on its run (the pid) and, while the job still runs under
+    /// `claimed_by`'s claim (`JobRecord::runs_under_claim`), on its job: the pid, the process
+    /// group and (with a start time; without one the recorded one stays) the start time. `false`
+    /// when the job was no longer that claim's (taken over while the launching process stood
+    /// still, or ended): its row then keeps the process of whoever runs it now, and the caller
+    /// stops the agent it just started. The job's check and write are one statement.
     async fn record_launch(
         &self,
         job: JobId,
+        claimed_by: &str,
         run: i64,
         pid: u32,
         pgid: u32,
         start_ticks: Option<u64>,
-    ) -> StoreResult<()> {
-        self.set_job_process(job, Some(pid), Some(pgid)).await?;
-        self.set_agent_run_pid(run, pid).await?;
-        if let Some(ticks) = start_ticks {
-            self.set_job_proc_start(job, ticks).await?;
-        }
-        Ok(())
-    }
+    ) -> StoreResult<bool>;
 
     /// Records that `owner` now supervises a running job it re-adopted. Bookkeeping for humans and
     /// metrics only (nothing decides on it).

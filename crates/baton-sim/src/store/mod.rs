@@ -580,6 +580,32 @@ impl Store for SimStore {
         .await
     }
 
+    async fn record_launch(
+        &self,
+        job: JobId,
+        claimed_by: &str,
+        run: i64,
+        pid: u32,
+        pgid: u32,
+        start_ticks: Option<u64>,
+    ) -> StoreResult<bool> {
+        self.call("record_launch", Access::Write, |s, _| {
+            if let Some(run) = s.agent_runs.iter_mut().find(|r| r.id == run) {
+                run.pid = Some(pid);
+            }
+            let Some(row) = s.jobs.get_mut(&job).filter(|j| j.runs_under_claim(claimed_by)) else {
+                return Ok(false);
+            };
+            row.pid = Some(pid);
+            row.pgid = Some(pgid);
+            if let Some(ticks) = start_ticks {
+                row.proc_start = Some(ticks);
+            }
+            Ok(true)
+        })
+        .await
+    }
+
     async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
         self.call("set_job_owner", Access::Write, |s, _| {
             if let Some(row) = s.jobs.get_mut(&job).filter(|j| j.status == JobStatus::Running) {

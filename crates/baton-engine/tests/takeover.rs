@@ -1,0 +1,262 @@
+//! An agent launched for a job taken over in the same moment: the instance that claimed the job
+//! stood still past its grace period between its last check and the launch, and another instance
+//! took the job over. The launch record is written only under the launching claim, so the job
+//! keeps its new claimant's process, and the agent just started is stopped at once instead of
+//! running beside the new claimant's own. Real git and SQLite; the supervisor is a test double
+//! whose launch is where the take-over happens.
+// Test scaffolding: a failed setup step or a poisoned lock should panic the test.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use async_trait::async_trait;
+use baton_adapters::AdapterError;
+use baton_adapters::agent::{Agent, AgentRequest};
+use baton_domain::pipeline::{Actor, Pipeline, StageSpec};
+use baton_domain::{AgentReport, AgentStatus, Usage};
+use baton_engine::{
+    AgentFactory, BoxFuture, Engine, EngineError, EngineSettings, NewTaskRequest, RepoSettings, Spawner,
+};
+use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
+use baton_store::{Claim, JobStatus, NewEvent, Store};
+use baton_store_sqlite::SqliteStore;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+const HERE: &str = "instance-here";
+const ELSEWHERE: &str = "instance-elsewhere";
+const LAUNCHED_PGID: u32 = 4242;
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+struct TestAgents;
+
+impl AgentFactory for TestAgents {
+    fn agent(&self, _settings: &EngineSettings, _role: &str) -> Result<Arc<dyn Agent>, EngineError> {
+        Ok(Arc::new(TestAgent))
+    }
+}
+
+struct TestAgent;
+
+impl Agent for TestAgent {
+    fn adapter(&self) -> &str {
+        "test"
+    }
+    fn model(&self) -> Option<&str> {
+        None
+    }
+    fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
+        Ok(ProcessSpec {
+            program: "test-agent".into(),
+            args: vec![],
+            cwd: request.worktree.clone(),
+            env: vec![],
+            stdin: None,
+            stdout: request.stdout_path(),
+            stderr: request.stderr_path(),
+        })
+    }
+    fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
+        AgentReport {
+            status: AgentStatus::Succeeded,
+            usage: Usage::default(),
+            cost_usd: None,
+            model: None,
+            session_id: None,
+            turns: None,
+            final_text: None,
+        }
+    }
+}
+
+/// Its launch is the moment the other instance takes the job over (this one declared dead) and
+/// claims it; it then "starts" a process group it records, and notes every group it is asked to
+/// stop and every wait.
+#[derive(Default)]
+struct TakeOverAtLaunch {
+    store: OnceLock<Arc<dyn Store>>,
+    stopped: Mutex<Vec<u32>>,
+    waited: Mutex<u32>,
+}
+
+#[async_trait]
+impl Supervisor for TakeOverAtLaunch {
+    async fn launch(&self, _spec: ProcessSpec, _run_dir: &Path, _owner: &str) -> Result<LaunchRecord, RunError> {
+        let store = self.store.get().unwrap();
+        let running = store.jobs_with_status(JobStatus::Running).await.unwrap();
+        let job = running.iter().find(|j| j.owner.as_deref() == Some(HERE)).expect("the job claimed here");
+        let event = NewEvent {
+            task: job.task_id,
+            at_ms: 1,
+            kind: "instance_dead".into(),
+            stage: job.stage.clone(),
+            message: format!("{HERE} was silent past its grace period: its job goes back to the queue"),
+            detail: serde_json::json!({ "job": job.id.0, "instance": HERE }),
+        };
+        assert!(store.take_over_job(job.id, HERE, 0, event).await.unwrap());
+        let claim = Claim {
+            owner: ELSEWHERE.into(),
+            now_ms: i64::MAX / 2,
+            running_max: 10,
+            running_per_repo_max: 10,
+            ..Claim::default()
+        };
+        let taken = store.claim_job(&claim).await.unwrap().expect("the other instance claims the job");
+        assert_eq!(taken.id, job.id);
+        Ok(LaunchRecord { pid: LAUNCHED_PGID, pgid: LAUNCHED_PGID, start_ticks: Some(7) })
+    }
+    fn owner(&self, _run_dir: &Path) -> Option<String> {
+        None
+    }
+    fn read_output(&self, _path: &Path) -> Vec<u8> {
+        Vec::new()
+    }
+    fn previous(&self, _run_dir: &Path) -> Previous {
+        Previous::Nothing
+    }
+    async fn wait(
+        &self,
+        _launch: &LaunchRecord,
+        _run_dir: &Path,
+        _outputs: [&Path; 2],
+        _already_ran: Duration,
+        _limits: RunLimits,
+        _stop: watch::Receiver<bool>,
+    ) -> ExitReport {
+        *self.waited.lock().unwrap() += 1;
+        ExitReport { code: Some(0), signal: None, timed_out: false, stalled: false, stopped: false, duration_ms: 1 }
+    }
+    fn is_same_group(&self, _pgid: u32, _start_ticks: Option<u64>) -> bool {
+        false
+    }
+    async fn stop_group(&self, pgid: u32, _grace: Duration) {
+        self.stopped.lock().unwrap().push(pgid);
+    }
+    fn shims_under(&self, _runs_dir: &Path) -> Vec<(u32, u32, PathBuf)> {
+        Vec::new()
+    }
+    fn archive(&self, _run_dir: &Path) -> Result<(), RunError> {
+        Ok(())
+    }
+}
+
+/// Executors are collected and run by the test.
+#[derive(Default)]
+struct Collect(Mutex<Vec<BoxFuture>>);
+
+impl Spawner for Collect {
+    fn spawn(&self, work: BoxFuture) {
+        self.0.lock().unwrap().push(work);
+    }
+}
+
+#[tokio::test]
+async fn an_agent_launched_as_its_job_is_taken_over_is_stopped_and_leaves_the_job_to_its_new_claimant() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("app");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main", "."]);
+    std::fs::write(repo.join("README"), "app\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "initial"]);
+    let pipeline = Pipeline {
+        stages: vec![StageSpec {
+            name: "analysis".into(),
+            actor: Actor::Agent { role: "analyst".into() },
+            artifact: None,
+            gates: vec![],
+            confirm_before: false,
+            on_gate_fail: baton_domain::pipeline::OnGateFail::Retry,
+            overrides: Default::default(),
+            after_ship: false,
+        }],
+        ..Pipeline::default_pipeline()
+    };
+    let settings = EngineSettings {
+        data_dir: dir.path().join("data"),
+        limits: Default::default(),
+        repos: vec![RepoSettings {
+            name: "app".into(),
+            path: repo.clone(),
+            url: None,
+            push: None,
+            delete_remote_branch: Default::default(),
+            credentials_env: None,
+            default_branch: "main".into(),
+            prefix: "APP".into(),
+            test: None,
+            deploy: None,
+            health: None,
+            coverage: None,
+            coverage_mode: Default::default(),
+            coverage_min: 0.0,
+            coverage_epsilon: 0.1,
+            coverage_fail_open: true,
+            security: None,
+            merge_batch: 1,
+            monitor_window_secs: 0,
+            monitor_interval_secs: 30,
+            monitor_failures: 3,
+            revert_on_degraded: false,
+            revert_confirm: false,
+            serial: false,
+            hooks: Default::default(),
+            pipeline: None,
+            forge: Default::default(),
+        }],
+        agents: Default::default(),
+        pipeline,
+        budgets: Default::default(),
+        baton_exe: PathBuf::from("/nonexistent/baton"),
+        env_passthrough: vec![],
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("baton.db")).await.unwrap());
+    let supervisor = Arc::new(TakeOverAtLaunch::default());
+    supervisor.store.set(store.clone()).ok().unwrap();
+    let spawner = Arc::new(Collect::default());
+    let engine = Engine::builder(settings, store.clone())
+        .owner(HERE)
+        .agents(Arc::new(TestAgents))
+        .supervisor(supervisor.clone())
+        .spawner(spawner.clone())
+        .build();
+    let task = engine
+        .create_task(NewTaskRequest { repo: "app".into(), title: "t".into(), body: "".into(), external_ref: None })
+        .await
+        .unwrap();
+    let job = engine.claim_next().await.unwrap().expect("the analysis job");
+    let work: Vec<BoxFuture> = std::mem::take(&mut *spawner.0.lock().unwrap());
+    assert_eq!(work.len(), 1);
+    for future in work {
+        future.await;
+    }
+
+    // The agent started here is stopped at once, never watched to its end.
+    assert_eq!(*supervisor.stopped.lock().unwrap(), vec![LAUNCHED_PGID]);
+    assert_eq!(*supervisor.waited.lock().unwrap(), 0, "the stopped agent is not supervised here");
+    // The job runs on under the other instance's claim, without this launch's process.
+    let row = store.job(job.id).await.unwrap().unwrap();
+    assert_eq!((row.status, row.owner.as_deref()), (JobStatus::Running, Some(ELSEWHERE)));
+    assert_eq!(
+        (row.pid, row.pgid, row.proc_start),
+        (None, None, None),
+        "the new claimant's process fields stay its own"
+    );
+    // The run says why it ended; the task did not move.
+    let runs = store.agent_runs(task.id).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].pid, runs[0].status.as_deref()), (Some(LAUNCHED_PGID), Some("stopped")));
+    assert!(runs[0].error.as_deref().unwrap_or_default().contains("taken over"), "{:?}", runs[0].error);
+    assert!(runs[0].ended_at_ms.is_some());
+    let now = store.task(&baton_store::TaskKey::Id(task.id)).await.unwrap().unwrap();
+    assert_eq!((now.state.stage.as_str(), now.state.job), ("analysis", Some(job.id)));
+}
