@@ -127,18 +127,88 @@ async fn run_kicked(engine: &Engine) {
     }
 }
 
-/// The queue of `repo` in train order: the landing change, then the changes being tested or
-/// judged (their order is fixed once they are on the train), then the waiting ones by priority
-/// and entry time (aging).
-pub fn train_order(mut entries: Vec<QueueEntry>) -> Vec<QueueEntry> {
+/// The queue of `repo` in train order: the landing change, then the changes on the train (being
+/// tested or judged) in the order they boarded it, then the waiting ones by priority and entry
+/// time (aging), then the evicted ones.
+pub fn train_order(entries: Vec<QueueEntry>) -> Vec<QueueEntry> {
     let rank = |e: &QueueEntry| match e.state {
         QueueState::Landing => 0,
         QueueState::Testing | QueueState::Built | QueueState::Green | QueueState::Red => 1,
         QueueState::Waiting => 2,
         QueueState::Evicted => 3,
     };
-    entries.sort_by_key(|e| (rank(e), e.order_key()));
-    entries
+    let mut ranked: [Vec<QueueEntry>; 4] = Default::default();
+    for entry in entries {
+        ranked[rank(&entry)].push(entry);
+    }
+    for group in &mut ranked {
+        group.sort_by_key(QueueEntry::order_key);
+    }
+    let [landing, on_train, waiting, evicted] = ranked;
+    let mut ordered = landing;
+    ordered.extend(boarding_order(on_train));
+    ordered.extend(waiting);
+    ordered.extend(evicted);
+    ordered
+}
+
+/// The changes on the train (sorted by `order_key`) in the order they boarded it. A change put on
+/// the train is built on the head of the one ahead of it, so it follows that change (or batch)
+/// whatever their priorities and entry times: a waiting change with an older entry (sent back to
+/// wait, or raised in priority) that boards behind newer ones stays behind them. Sorting it by
+/// entry time instead put it ahead of the change it was built on, so every pass found the train
+/// broken, and a batch split by it was formed again and broken again without end. A batch moves
+/// as one unit, its last change last; a change whose base is no change's head on the train (built
+/// on the default head, or on a base no longer on the train) starts a chain, in `order_key` order.
+fn boarding_order(on_train: Vec<QueueEntry>) -> Vec<QueueEntry> {
+    let mut units: Vec<Vec<QueueEntry>> = Vec::new();
+    let mut batch_unit: HashMap<TaskId, usize> = HashMap::new();
+    for entry in on_train {
+        match entry.batch {
+            Some(tail) => match batch_unit.get(&tail) {
+                Some(&unit) => units[unit].push(entry),
+                None => {
+                    batch_unit.insert(tail, units.len());
+                    units.push(vec![entry]);
+                }
+            },
+            None => units.push(vec![entry]),
+        }
+    }
+    for unit in &mut units {
+        // A batch's last change closes it (its priority may have changed since it was formed).
+        unit.sort_by_key(|e| e.batch == Some(e.task));
+    }
+    let head_of = |unit: &[QueueEntry]| unit.last().and_then(|e| e.head.clone());
+    let mut by_head: HashMap<String, usize> = HashMap::new();
+    for (k, unit) in units.iter().enumerate() {
+        if let Some(head) = head_of(unit) {
+            by_head.entry(head).or_insert(k);
+        }
+    }
+    let mut roots = Vec::new();
+    let mut followers: Vec<Vec<usize>> = vec![Vec::new(); units.len()];
+    for (k, unit) in units.iter().enumerate() {
+        let ahead = unit.first().and_then(|e| e.base.as_ref()).and_then(|base| by_head.get(base)).copied();
+        match ahead {
+            Some(ahead) if ahead != k => followers[ahead].push(k),
+            _ => roots.push(k),
+        }
+    }
+    let mut placed = vec![false; units.len()];
+    let mut order = Vec::with_capacity(units.len());
+    let mut stack: Vec<usize> = roots.into_iter().rev().collect();
+    while let Some(k) = stack.pop() {
+        if std::mem::replace(&mut placed[k], true) {
+            continue;
+        }
+        order.push(k);
+        stack.extend(followers[k].iter().rev().copied());
+    }
+    // Only a cycle of heads (which git cannot produce) leaves a unit unplaced: kept, in its order.
+    order.extend((0..units.len()).filter(|&k| !placed[k]));
+    let mut slots: Vec<Option<Vec<QueueEntry>>> = units.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|k| slots[k].take()).flatten().collect()
 }
 
 async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError> {
@@ -800,6 +870,40 @@ mod tests {
         assert_eq!(order(vec![old.clone(), late]), vec![1, 2]);
         let soon = entry(3, QueueState::Waiting, QUEUE_PRIORITY_STEP_MS - 1, 1);
         assert_eq!(order(vec![old, soon]), vec![3, 1]);
+    }
+
+    fn on(mut entry: QueueEntry, base: Option<&str>, head: Option<&str>, batch: Option<i64>) -> QueueEntry {
+        entry.base = base.map(str::to_string);
+        entry.head = head.map(str::to_string);
+        entry.batch = batch.map(TaskId);
+        entry
+    }
+
+    // A change that boards behind others follows the change it is built on, whatever its entry
+    // time: here the batch of 3 and 5 was formed behind 4 (3 and 5 were waiting while 4 boarded)
+    // though 3 entered no later than 4. Sorted by entry time, 4 split the batch, the pass broke the
+    // batch up and formed it again behind 4, and so on without end (simulation seed 275832).
+    #[test]
+    fn a_change_that_boarded_behind_another_stays_behind_it() {
+        let entries = vec![
+            on(entry(5, QueueState::Testing, 0, 0), None, None, Some(5)),
+            on(entry(3, QueueState::Built, 0, 0), Some("c53"), Some("c60"), Some(5)),
+            on(entry(4, QueueState::Green, 0, 0), Some("c19"), Some("c53"), None),
+            on(entry(2, QueueState::Landing, 0, 0), Some("c9"), Some("c19"), None),
+            entry(1, QueueState::Waiting, 0, 0),
+        ];
+        assert_eq!(order(entries), vec![2, 4, 3, 5, 1]);
+        // A chain of changes tested alone, whatever their priorities; a change on a base no longer
+        // on the train starts a chain of its own, in entry order.
+        let minute = 60_000;
+        let entries = vec![
+            on(entry(7, QueueState::Testing, 3 * minute, 0), Some("h8"), None, None),
+            on(entry(8, QueueState::Green, 2 * minute, 0), Some("h6"), Some("h8"), None),
+            on(entry(6, QueueState::Green, minute, 0), Some("main"), Some("h6"), None),
+            on(entry(9, QueueState::Testing, 0, 5), Some("h6"), None, None),
+            on(entry(10, QueueState::Red, 4 * minute, 0), Some("old-main"), None, None),
+        ];
+        assert_eq!(order(entries), vec![6, 9, 8, 7, 10]);
     }
 
     /// A new task of `app`, entered in its merge queue (waiting).
