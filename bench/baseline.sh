@@ -10,14 +10,17 @@
 # commit list, diff stat and the ticket's documents read from the merged commit; main moves by
 # `merge --ff-only` in the repository's checkout, so its files follow. `--minimal` leaves those
 # out (the bare work: no reports, main moved by `update-ref` with its checkout left behind).
-# Usage: bash bench/baseline.sh [--tickets N] [--parallel P] [--test-sleep-ms MS] [--queue] [--minimal] [--dir DIR]
+# `--sandbox` runs each agent stage's process confined as Baton's default sandbox confines an
+# agent (bubblewrap: the system read-only, a private /tmp, its own pid and IPC namespaces, no
+# capabilities, only the worktree writable), so the comparison leaves out the sandbox's cost.
+# Usage: bash bench/baseline.sh [--tickets N] [--parallel P] [--test-sleep-ms MS] [--queue] [--minimal] [--sandbox] [--dir DIR]
 # With --queue, every ticket's stages are done first; then the merges run one after another: the
 # serial floor of the merge work (squash onto main, re-test, fast-forward, deploy, health).
 # Prints one JSON line: {"tickets":N,"seconds":S,"merges_per_s":M} (docs/bench.md).
 set -euo pipefail
 export LC_ALL=C
 
-tickets=50 parallel=4 test_sleep_ms=0 dir="" queue=0 minimal=0
+tickets=50 parallel=4 test_sleep_ms=0 dir="" queue=0 minimal=0 sandbox=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --tickets) tickets=$2; shift 2 ;;
@@ -26,12 +29,17 @@ while [ $# -gt 0 ]; do
     --dir) dir=$2; shift 2 ;;
     --queue) queue=1; shift ;;
     --minimal) minimal=1; shift ;;
+    --sandbox) sandbox=1; shift ;;
     *) echo "baseline.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [ -n "$dir" ] || { dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT; }
 mkdir -p "$dir"
 repo="$dir/repo" merges="$dir/merges" lock="$dir/merge.lock"
+
+if [ "$sandbox" -eq 1 ]; then
+  command -v bwrap > /dev/null || { echo "baseline.sh: --sandbox needs bwrap (bubblewrap) on PATH" >&2; exit 2; }
+fi
 
 # Baton runs `true` as a process (through its shim); so does the baseline, not as a builtin.
 enable -n true
@@ -74,9 +82,14 @@ stages() {
   flock "$dir/worktree.lock" git -C "$repo" worktree add -q -b "$branch" "$wt" main
   # The five agent stages: one process each writes its file, then a commit (as Baton's agents and
   # its commit after every stage); the development stage's test gate runs once.
-  local stage
+  local stage confine=()
+  if [ "$sandbox" -eq 1 ]; then
+    confine=(bwrap --ro-bind / / --dev /dev --unshare-pid --proc /proc --unshare-ipc --cap-drop ALL
+      --tmpfs /tmp --bind "$wt" "$wt" --chdir "$wt")
+  fi
   for stage in analysis architecture development review testing; do
-    (cd "$wt" && BATON_STAGE=$stage BATON_WORK_ITEM=$id BATON_TASK_TITLE="Bench ticket $((10#${id#BENCH-}))" sh -c "$agent")
+    (cd "$wt" && BATON_STAGE=$stage BATON_WORK_ITEM=$id BATON_TASK_TITLE="Bench ticket $((10#${id#BENCH-}))" \
+      "${confine[@]}" sh -c "$agent")
     git -C "$wt" add -A && git -C "$wt" commit -q -m "$id $stage"
     if [ "$stage" = development ]; then (cd "$wt" && "${test_cmd[@]}"); fi
     # What the branch changes so far, for the report.

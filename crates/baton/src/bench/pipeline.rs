@@ -59,6 +59,10 @@ pub struct PipelineArgs {
     /// `update-ref`, leaving its checkout behind.
     #[arg(long, requires = "baseline")]
     pub minimal_baseline: bool,
+    /// Run the baseline with `--sandbox`: each of its agent stages confined as Baton's default
+    /// sandbox confines an agent (bubblewrap), so the ratio leaves the sandbox's own cost out.
+    #[arg(long, requires = "baseline")]
+    pub sandboxed_baseline: bool,
     /// Measure this many times, Baton and (with `--baseline`) the baseline alternately, each run
     /// in a fresh directory; the figures shown are the run with the median wall-time ratio (on a
     /// shared machine one run's load says little), and every run's pair is listed.
@@ -104,6 +108,8 @@ pub struct PipelineFigures {
     queue: bool,
     /// `--minimal-baseline`: the baseline left out the git reads behind Baton's reports.
     minimal_baseline: bool,
+    /// `--sandboxed-baseline`: the baseline's agent stages ran under bubblewrap, as Baton's do.
+    sandboxed_baseline: bool,
     /// `--agent`: the process every agent stage ran.
     agent: BenchAgent,
     /// Tickets that reached `done`, and the rest (blocked, cancelled, or still under way at the
@@ -272,6 +278,7 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
     figures.depth = args.depth;
     figures.queue = args.queue;
     figures.minimal_baseline = args.minimal_baseline;
+    figures.sandboxed_baseline = args.sandboxed_baseline;
     figures.agent = args.agent;
     figures.batch = args.batch;
     figures.db_bytes = ["baton.db", "baton.db-wal"]
@@ -518,6 +525,7 @@ async fn count(engine: &Arc<Engine>, ids: &[baton_domain::TaskId], wall: Duratio
         depth: None,
         queue: false,
         minimal_baseline: false,
+        sandboxed_baseline: false,
         agent: BenchAgent::Shell,
         batch: 1,
         tickets_done,
@@ -564,6 +572,7 @@ async fn run_baseline(args: &PipelineArgs, dir: &Path, timeout: Duration) -> any
         .into_iter()
         .chain(args.queue.then(|| "--queue".to_string()))
         .chain(args.minimal_baseline.then(|| "--minimal".to_string()))
+        .chain(args.sandboxed_baseline.then(|| "--sandbox".to_string()))
         .collect(),
         cwd: dir.to_path_buf(),
         env,
@@ -657,6 +666,9 @@ fn print_text(f: &PipelineFigures) {
     }
     if f.minimal_baseline {
         println!("minimal baseline: no git reads for reports, main moved by update-ref (--minimal-baseline)");
+    }
+    if f.sandboxed_baseline {
+        println!("sandboxed baseline: its agent stages ran under bubblewrap, as Baton's do (--sandboxed-baseline)");
     }
     if f.queue {
         println!("merge queue alone: every ticket confirmed at once when all were ready (--queue)");

@@ -141,12 +141,24 @@ fn bench_pipeline_runs_alternate_with_the_baseline_and_list_every_pair() {
 // worktree or task branch.
 #[test]
 fn bench_baseline_script_merges_every_ticket_and_prints_its_json_line() {
+    baseline_merges_every_ticket(&[]);
+}
+
+// With `--sandbox` its agent stages run under bubblewrap, as Baton's do, and the work is the same.
+#[test]
+fn bench_baseline_script_with_sandboxed_agents_does_the_same_work() {
+    baseline_merges_every_ticket(&["--sandbox"]);
+}
+
+fn baseline_merges_every_ticket(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let kept = dir.path().join("baseline");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/baseline.sh");
     let out = Command::new("bash")
         .arg(&script)
-        .args(["--tickets", "3", "--parallel", "2", "--test-sleep-ms", "10", "--dir"])
+        .args(["--tickets", "3", "--parallel", "2", "--test-sleep-ms", "10"])
+        .args(extra)
+        .arg("--dir")
         .arg(&kept)
         .output()
         .unwrap();
