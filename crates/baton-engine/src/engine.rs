@@ -1098,8 +1098,12 @@ impl Engine {
                 }
                 Claimant::Mine | Claimant::Unknown => {}
             }
-            tracing::info!(job = %job.id, stage = %job.stage, owner = ?job.owner, "re-adopting an orphaned running job");
-            self.store.set_job_owner(job.id, &self.owner).await?;
+            // Under the claim as read: of two instances adopting the same orphan, one watches it.
+            if !self.store.adopt_job(job.id, job.owner.as_deref(), &self.owner).await? {
+                continue;
+            }
+            tracing::info!(job = %job.id, stage = %job.stage, owner = ?job.owner, "re-adopted an orphaned running job");
+            let job = JobRecord { owner: Some(self.owner.clone()), ..job };
             self.start_job(job, Start::Adopt);
             adopted += 1;
         }

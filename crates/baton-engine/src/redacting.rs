@@ -134,8 +134,8 @@ impl Store for RedactingStore {
     ) -> StoreResult<bool> {
         self.inner.record_launch(job, claimed_by, run, pid, pgid, start_ticks).await
     }
-    async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
-        self.inner.set_job_owner(job, owner).await
+    async fn adopt_job(&self, job: JobId, claimed_by: Option<&str>, owner: &str) -> StoreResult<bool> {
+        self.inner.adopt_job(job, claimed_by, owner).await
     }
     async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {
         self.inner.renew_lease(name, holder, ttl_ms, now_ms).await

@@ -966,13 +966,18 @@ impl Store for PgStore {
         Ok(recorded.rows_affected() == 1)
     }
 
-    async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET owner = $2 WHERE id = $1 AND status = 'running'")
-            .bind(job.0)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn adopt_job(&self, job: JobId, claimed_by: Option<&str>, owner: &str) -> StoreResult<bool> {
+        // At READ COMMITTED the WHERE is checked again on the row's newest version: of two
+        // instances adopting the same read, one wins.
+        let adopted = sqlx::query(
+            "UPDATE jobs SET owner = $3 WHERE id = $1 AND status = 'running' AND owner IS NOT DISTINCT FROM $2",
+        )
+        .bind(job.0)
+        .bind(claimed_by)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(adopted.rows_affected() == 1)
     }
 
     async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {

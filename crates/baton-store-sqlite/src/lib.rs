@@ -1044,13 +1044,14 @@ impl Store for SqliteStore {
         Ok(recorded.rows_affected() == 1)
     }
 
-    async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET owner = $2 WHERE id = $1 AND status = 'running'")
+    async fn adopt_job(&self, job: JobId, claimed_by: Option<&str>, owner: &str) -> StoreResult<bool> {
+        let adopted = sqlx::query("UPDATE jobs SET owner = $3 WHERE id = $1 AND status = 'running' AND owner IS $2")
             .bind(job.0)
+            .bind(claimed_by)
             .bind(owner)
             .execute(&mut *self.writer().await?)
             .await?;
-        Ok(())
+        Ok(adopted.rows_affected() == 1)
     }
 
     async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {

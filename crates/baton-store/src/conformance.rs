@@ -1138,6 +1138,15 @@ pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
     assert_eq!((kept.pid, kept.pgid, kept.proc_start), (Some(100), Some(101), Some(7)));
     let runs = store.agent_runs(a.id).await.unwrap();
     assert_eq!(runs.iter().find(|r| r.id == run).and_then(|r| r.pid), Some(300));
+    // A running job is adopted only under the claim it was read with: of two instances adopting
+    // the same read, one watches it.
+    assert!(!store.adopt_job(job, Some("someone-else"), "adopter").await.unwrap(), "not under another claim");
+    assert!(!store.adopt_job(job, None, "adopter").await.unwrap(), "not as if it had no claim");
+    assert_eq!(job_of(&*store, job).await.owner.as_deref(), Some(claimant.as_str()));
+    assert!(store.adopt_job(job, Some(&claimant), "adopter").await.unwrap());
+    assert!(!store.adopt_job(job, Some(&claimant), "late-adopter").await.unwrap(), "the claim it read is gone");
+    let adopted = job_of(&*store, job).await;
+    assert_eq!((adopted.status, adopted.owner.as_deref()), (JobStatus::Running, Some("adopter")));
 
     assert!(store.requeue_job(job, T0 + 5_000).await.unwrap());
     let requeued = job_of(&*store, job).await;
@@ -1151,6 +1160,7 @@ pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
         "a requeued job takes no launch from its former claimant"
     );
     assert_eq!(job_of(&*store, job).await.pid, None);
+    assert!(!store.adopt_job(job, None, "adopter").await.unwrap(), "a queued job is not adopted");
     assert!(store.claim_job(&claim_at("w", T0 + 4_999)).await.unwrap().is_none());
     assert_eq!(store.claim_job(&claim_at("again", T0 + 5_000)).await.unwrap().unwrap().id, job);
 

@@ -249,9 +249,12 @@ pub trait Store: Send + Sync {
         start_ticks: Option<u64>,
     ) -> StoreResult<bool>;
 
-    /// Records that `owner` now supervises a running job it re-adopted. Bookkeeping for humans and
-    /// metrics only (nothing decides on it).
-    async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()>;
+    /// Records that `owner` now supervises a running job it re-adopts, only while the job still
+    /// runs under the claim it was read with (`claimed_by`, `None` for a job claimed by nobody
+    /// known): the claim the guards of a launch record and a job's end check. `false` when the job
+    /// moved meanwhile (another instance adopted it, took it over, or it ended): it is not this
+    /// instance's to watch.
+    async fn adopt_job(&self, job: JobId, claimed_by: Option<&str>, owner: &str) -> StoreResult<bool>;
 
     /// Extends the named lease if `holder` still holds it; never creates one (a renewal must not
     /// resurrect a lease released meanwhile). `true` when extended.

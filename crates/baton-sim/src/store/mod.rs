@@ -5,8 +5,8 @@
 //! appends the event and applies the transition, all or nothing; claims take the oldest runnable
 //! job that is its task's `current_job`, under the global and per-repo running limits; leases
 //! are renewed by their holder, taken over only after their TTL, with fencing tokens that never
-//! repeat, released by their holder or reclaimed; `close_job`, `requeue_job` and `set_job_owner`
-//! are guarded on the job's status; a ticket's external id belongs to one live task and is
+//! repeat, released by their holder or reclaimed; `close_job` and `requeue_job`
+//! are guarded on the job's status, `adopt_job` and `take_over_job` on its claim too; a ticket's external id belongs to one live task and is
 //! tombstoned when the task is cancelled; a claim bumps its task's version (so a decision read
 //! before the claim loses its compare-and-set); a transition that enqueues nothing keeps the job the
 //! decision kept (a deferred STOP).
@@ -606,12 +606,15 @@ impl Store for SimStore {
         .await
     }
 
-    async fn set_job_owner(&self, job: JobId, owner: &str) -> StoreResult<()> {
-        self.call("set_job_owner", Access::Write, |s, _| {
-            if let Some(row) = s.jobs.get_mut(&job).filter(|j| j.status == JobStatus::Running) {
-                row.owner = Some(owner.to_string());
-            }
-            Ok(())
+    async fn adopt_job(&self, job: JobId, claimed_by: Option<&str>, owner: &str) -> StoreResult<bool> {
+        self.call("adopt_job", Access::Write, |s, _| {
+            let Some(row) =
+                s.jobs.get_mut(&job).filter(|j| j.status == JobStatus::Running && j.owner.as_deref() == claimed_by)
+            else {
+                return Ok(false);
+            };
+            row.owner = Some(owner.to_string());
+            Ok(true)
         })
         .await
     }
