@@ -839,13 +839,13 @@ impl Engine {
         status: JobStatus,
         now_ms: i64,
     ) -> Result<bool, EngineError> {
-        if let Some(claimant) = finish.claimed_by.as_deref() {
-            let row = self.store.job(finish.job).await?;
-            if !row.is_some_and(|row| row.runs_under_claim(claimant)) {
-                return Ok(false);
+        let closed = match finish.claimed_by.as_deref() {
+            Some(claimant) => {
+                self.store.close_claimed_job(finish.job, claimant, status, finish.result.clone(), now_ms).await?
             }
-        }
-        Ok(self.store.close_job(finish.job, status, finish.result.clone(), now_ms).await?)
+            None => self.store.close_job(finish.job, status, finish.result.clone(), now_ms).await?,
+        };
+        Ok(closed)
     }
 
     /// Whether the task's merge/deploy actor is running right now (a STOP must then wait for it).
@@ -1068,7 +1068,7 @@ impl Engine {
             if self.is_running_here(job.id) || self.outlives(&job).await? {
                 continue;
             }
-            if self.store.requeue_job(job.id, self.clock.now_ms()).await? {
+            if self.store.requeue_job(job.id, job.owner.as_deref(), self.clock.now_ms()).await? {
                 tracing::info!(job = %job.id, stage = %job.stage, owner = ?job.owner, "requeued a job interrupted by a restart");
                 self.close_lost_runs(job.id, "the agent died with the Baton that ran it and left no exit record")
                     .await?;

@@ -152,8 +152,18 @@ impl Store for RedactingStore {
     ) -> StoreResult<bool> {
         self.inner.close_job(job, status, self.json(result), now_ms).await
     }
-    async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {
-        self.inner.requeue_job(job, available_at_ms).await
+    async fn close_claimed_job(
+        &self,
+        job: JobId,
+        claimed_by: &str,
+        status: JobStatus,
+        result: serde_json::Value,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        self.inner.close_claimed_job(job, claimed_by, status, self.json(result), now_ms).await
+    }
+    async fn requeue_job(&self, job: JobId, claimed_by: Option<&str>, available_at_ms: i64) -> StoreResult<bool> {
+        self.inner.requeue_job(job, claimed_by, available_at_ms).await
     }
     async fn take_over_job(&self, job: JobId, owner: &str, available_at_ms: i64, event: NewEvent) -> StoreResult<bool> {
         self.inner.take_over_job(job, owner, available_at_ms, self.event(event)).await

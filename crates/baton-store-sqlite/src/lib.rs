@@ -1093,13 +1093,36 @@ impl Store for SqliteStore {
         Ok(closed.rows_affected() == 1)
     }
 
-    async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {
+    async fn close_claimed_job(
+        &self,
+        job: JobId,
+        claimed_by: &str,
+        status: JobStatus,
+        result: serde_json::Value,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let closed = sqlx::query(
+            "UPDATE jobs SET status = $2, result = $3, finished_at = $4
+             WHERE id = $1 AND status = 'running' AND (owner IS NULL OR owner = $5)",
+        )
+        .bind(job.0)
+        .bind(status.as_str())
+        .bind(result.to_string())
+        .bind(now_ms)
+        .bind(claimed_by)
+        .execute(&mut *self.writer().await?)
+        .await?;
+        Ok(closed.rows_affected() == 1)
+    }
+
+    async fn requeue_job(&self, job: JobId, claimed_by: Option<&str>, available_at_ms: i64) -> StoreResult<bool> {
         let result = sqlx::query(
             "UPDATE jobs SET status = 'queued', owner = NULL, pid = NULL, pgid = NULL, proc_start = NULL, available_at = $2
-             WHERE id = $1 AND status = 'running'",
+             WHERE id = $1 AND status = 'running' AND owner IS $3",
         )
         .bind(job.0)
         .bind(available_at_ms)
+        .bind(claimed_by)
         .execute(&mut *self.writer().await?)
         .await?;
         Ok(result.rows_affected() == 1)

@@ -1102,7 +1102,7 @@ pub async fn suite_cancel_jobs(store: Arc<dyn Store>) {
 pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
     let a = create(&*store, "alpha", "P").await;
     let job = a.state.job.unwrap();
-    assert!(!store.requeue_job(job, T0).await.unwrap(), "a queued job is not requeued");
+    assert!(!store.requeue_job(job, None, T0).await.unwrap(), "a queued job is not requeued");
     claim(&*store, T0).await;
     store.set_job_process(job, Some(100), Some(101)).await.unwrap();
     let running = job_of(&*store, job).await;
@@ -1148,13 +1148,18 @@ pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
     let adopted = job_of(&*store, job).await;
     assert_eq!((adopted.status, adopted.owner.as_deref()), (JobStatus::Running, Some("adopter")));
 
-    assert!(store.requeue_job(job, T0 + 5_000).await.unwrap());
+    assert!(
+        !store.requeue_job(job, Some(&claimant), T0 + 5_000).await.unwrap(),
+        "not under a claim another instance's adoption replaced"
+    );
+    assert_eq!(job_of(&*store, job).await.status, JobStatus::Running);
+    assert!(store.requeue_job(job, Some("adopter"), T0 + 5_000).await.unwrap());
     let requeued = job_of(&*store, job).await;
     assert_eq!(
         (requeued.status, requeued.owner, requeued.pid, requeued.pgid, requeued.available_at_ms),
         (JobStatus::Queued, None, None, None, T0 + 5_000)
     );
-    assert!(!store.requeue_job(job, T0).await.unwrap(), "requeued once only");
+    assert!(!store.requeue_job(job, None, T0).await.unwrap(), "requeued once only");
     assert!(
         !store.record_launch(job, &claimant, run, 400, 401, None).await.unwrap(),
         "a requeued job takes no launch from its former claimant"
@@ -1163,10 +1168,16 @@ pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
     assert!(!store.adopt_job(job, None, "adopter").await.unwrap(), "a queued job is not adopted");
     assert!(store.claim_job(&claim_at("w", T0 + 4_999)).await.unwrap().is_none());
     assert_eq!(store.claim_job(&claim_at("again", T0 + 5_000)).await.unwrap().unwrap().id, job);
+    // A close under a claim: not the former claimant's (the job was requeued and claimed again).
+    assert!(
+        !store.close_claimed_job(job, &claimant, JobStatus::Cancelled, json!("late"), T0 + 50).await.unwrap(),
+        "the former claimant does not end the new claim's job"
+    );
+    assert_eq!(job_of(&*store, job).await.status, JobStatus::Running);
 
     assert!(
-        store.close_job(job, JobStatus::Failed, json!({ "stale": true }), T0 + 50).await.unwrap(),
-        "running → closed"
+        store.close_claimed_job(job, "again", JobStatus::Failed, json!({ "stale": true }), T0 + 50).await.unwrap(),
+        "running → closed under its claim"
     );
     let closed = job_of(&*store, job).await;
     assert_eq!((closed.status, closed.result), (JobStatus::Failed, Some(json!({ "stale": true }))));
@@ -1175,7 +1186,7 @@ pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
         !store.close_job(job, JobStatus::Cancelled, json!(null), T0 + 50).await.unwrap(),
         "a failed job stays failed"
     );
-    assert!(!store.requeue_job(job, T0).await.unwrap(), "a failed job is not requeued");
+    assert!(!store.requeue_job(job, Some("again"), T0).await.unwrap(), "a failed job is not requeued");
     assert_eq!(job_of(&*store, job).await.status, JobStatus::Failed);
 
     let b = create(&*store, "alpha", "P").await;
@@ -1183,7 +1194,15 @@ pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
     assert!(store.close_job(queued, JobStatus::Cancelled, json!("stale"), T0 + 50).await.unwrap(), "queued → closed");
     assert_eq!(job_of(&*store, queued).await.status, JobStatus::Cancelled);
     assert!(!store.close_job(queued, JobStatus::Failed, json!("again"), T0 + 50).await.unwrap());
-    assert!(!store.requeue_job(queued, T0).await.unwrap(), "a cancelled job is not requeued");
+    let d = create(&*store, "alpha", "P").await;
+    let waiting = d.state.job.unwrap();
+    assert!(
+        !store.close_claimed_job(waiting, "worker", JobStatus::Cancelled, json!(null), T0 + 50).await.unwrap(),
+        "a queued job runs under no claim"
+    );
+    assert_eq!(job_of(&*store, waiting).await.status, JobStatus::Queued);
+    assert!(store.close_job(waiting, JobStatus::Cancelled, json!(null), T0 + 50).await.unwrap());
+    assert!(!store.requeue_job(queued, None, T0).await.unwrap(), "a cancelled job is not requeued");
 
     let c = create(&*store, "alpha", "P").await;
     let done = claim(&*store, T0 + 5_000).await.id;
@@ -1191,7 +1210,7 @@ pub async fn suite_requeue_and_close(store: Arc<dyn Store>) {
     let c = reload(&*store, c.id).await;
     store.advance(step(&c, "design", finished(done, json!("ok")), Transition::default())).await.unwrap();
     assert!(!store.close_job(done, JobStatus::Failed, json!("late"), T0 + 50).await.unwrap(), "a done job stays done");
-    assert!(!store.requeue_job(done, T0).await.unwrap(), "a done job is not requeued");
+    assert!(!store.requeue_job(done, Some("worker"), T0).await.unwrap(), "a done job is not requeued");
     let kept = job_of(&*store, done).await;
     assert_eq!((kept.status, kept.result), (JobStatus::Done, Some(json!("ok"))));
 }
@@ -1671,7 +1690,7 @@ pub async fn suite_change_feed(store: Arc<dyn Store>, backend: &dyn Harness) {
     assert_eq!(next(&mut feed, "a job queued").await, crate::Change::Queued);
     let job = claim(&*other, T0).await;
     assert_eq!(job.task_id, task.id);
-    assert!(other.requeue_job(job.id, T0).await.unwrap());
+    assert!(other.requeue_job(job.id, job.owner.as_deref(), T0).await.unwrap());
     assert_eq!(next(&mut feed, "a running job requeued").await, crate::Change::Stopped);
     let job = claim(&*other, T0).await;
     assert!(other.close_job(job.id, JobStatus::Cancelled, json!({ "stopped": true }), T0 + 1).await.unwrap());

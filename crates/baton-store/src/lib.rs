@@ -272,8 +272,23 @@ pub trait Store: Send + Sync {
         now_ms: i64,
     ) -> StoreResult<bool>;
 
-    /// Puts a running job back in the queue (its runner died); guarded on `running`.
-    async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool>;
+    /// Ends a running job outside a transition, only while it runs under `claimed_by`'s claim
+    /// (`JobRecord::runs_under_claim`), checked and written in one statement: a job taken over and
+    /// claimed again meanwhile is the new claim's to end. `false` when the guard fails.
+    async fn close_claimed_job(
+        &self,
+        job: JobId,
+        claimed_by: &str,
+        status: JobStatus,
+        result: serde_json::Value,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// Puts a running job back in the queue (its runner died), only while it still runs under the
+    /// claim it was read with (`claimed_by`; `None` for a job claimed by nobody known): another
+    /// instance may have adopted it since, and it is then that instance's to watch. `false` when
+    /// the guard fails.
+    async fn requeue_job(&self, job: JobId, claimed_by: Option<&str>, available_at_ms: i64) -> StoreResult<bool>;
 
     /// Takes over the running job of an instance declared dead, in one transaction: the job back
     /// in the queue, guarded on it still running under `owner`'s claim (another live instance may

@@ -667,6 +667,27 @@ impl Store for SimStore {
         self.call("close_job", Access::Write, |s, _| apply(s)).await
     }
 
+    async fn close_claimed_job(
+        &self,
+        job: JobId,
+        claimed_by: &str,
+        status: JobStatus,
+        result: serde_json::Value,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let apply = |s: &mut State| {
+            let claimed = s.jobs.get(&job).is_some_and(|j| j.runs_under_claim(claimed_by));
+            if claimed {
+                s.end_job(job, status, Some(result), now_ms);
+            }
+            Ok(claimed)
+        };
+        if self.read_committed() {
+            return self.row_write("close_claimed_job", LockKey::Job(job), apply).await;
+        }
+        self.call("close_claimed_job", Access::Write, |s, _| apply(s)).await
+    }
+
     async fn take_over_job(&self, job: JobId, owner: &str, available_at_ms: i64, event: NewEvent) -> StoreResult<bool> {
         let apply = |s: &mut State| {
             if s.mutation == Mutation::RequeueNothing {
@@ -684,12 +705,12 @@ impl Store for SimStore {
         self.call("take_over_job", Access::Write, |s, _| apply(s)).await
     }
 
-    async fn requeue_job(&self, job: JobId, available_at_ms: i64) -> StoreResult<bool> {
+    async fn requeue_job(&self, job: JobId, claimed_by: Option<&str>, available_at_ms: i64) -> StoreResult<bool> {
         let apply = |s: &mut State| {
             if s.mutation == Mutation::RequeueNothing {
                 return Ok(false);
             }
-            Ok(s.requeue_running(job, None, available_at_ms))
+            Ok(s.requeue_running(job, claimed_by, available_at_ms))
         };
         if self.read_committed() {
             return self.row_write("requeue_job", LockKey::Job(job), apply).await;

@@ -680,9 +680,9 @@ impl State {
 
     /// `UPDATE jobs SET status = 'queued', owner = NULL, … WHERE status = 'running' [AND owner = ?]`:
     /// puts the running job back in the queue (only under `owner`'s claim when given).
-    pub(crate) fn requeue_running(&mut self, job: JobId, owner: Option<&str>, available_at_ms: i64) -> bool {
+    pub(crate) fn requeue_running(&mut self, job: JobId, claimed_by: Option<&str>, available_at_ms: i64) -> bool {
         match self.jobs.get_mut(&job) {
-            Some(row) if row.status == JobStatus::Running && owner.is_none_or(|o| row.owner.as_deref() == Some(o)) => {
+            Some(row) if row.status == JobStatus::Running && row.owner.as_deref() == claimed_by => {
                 row.status = JobStatus::Queued;
                 row.owner = None;
                 row.pid = None;
