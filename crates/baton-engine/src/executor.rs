@@ -712,12 +712,12 @@ async fn run_agent(ctx: &JobContext<'_>, role: &str) -> Result<AgentRun, EngineE
         .await;
     let unrecorded = match recorded {
         Ok(true) => None,
-        // Taken over (or ended) between the check above and the launch: the job runs under
-        // another claim, and this agent must not run beside that claim's own.
+        // Taken over (or stopped) between the check above and the launch: the job runs under
+        // another claim, or not at all, and this agent must not run beside that claim's own.
         Ok(false) => Some((
-            "stopped: its job was taken over by another instance as it started".to_string(),
+            "stopped: as it started, its job was taken over by another instance or stopped".to_string(),
             EngineError::Refused(format!(
-                "job {} was taken over by another instance as its agent started; the agent was stopped",
+                "job {} was taken over by another instance or stopped as its agent started; the agent was stopped",
                 ctx.job.id
             )),
         )),
