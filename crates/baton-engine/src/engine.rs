@@ -1041,9 +1041,22 @@ impl Engine {
     /// Closes the agent runs of `job` that never recorded their end: the agent died with the Baton
     /// that ran it and left no exit record, so its spend is unknown.
     pub(crate) async fn close_lost_runs(&self, job: JobId, why: &str) -> Result<u32, EngineError> {
+        let runs = self.open_runs_of(job).await?;
+        self.close_runs_lost(&runs, why).await
+    }
+
+    /// The agent runs of `job` that have not recorded their end, as they stand now. Read before
+    /// the job goes back to the queue: closing them after the requeue then never closes a run that
+    /// the job's next claim (on another instance, a moment later) has started meanwhile.
+    async fn open_runs_of(&self, job: JobId) -> Result<Vec<i64>, EngineError> {
+        Ok(self.store.open_agent_runs().await?.into_iter().filter(|r| r.job_id == job).map(|r| r.id).collect())
+    }
+
+    /// Closes `runs` as lost (those still open); how many it closed.
+    async fn close_runs_lost(&self, runs: &[i64], why: &str) -> Result<u32, EngineError> {
         let mut closed = 0;
-        for run in self.store.open_agent_runs().await?.into_iter().filter(|r| r.job_id == job) {
-            if self.store.close_agent_run(run.id, "lost", why, self.clock.now_ms()).await? {
+        for &run in runs {
+            if self.store.close_agent_run(run, "lost", why, self.clock.now_ms()).await? {
                 closed += 1;
             }
         }
@@ -1068,9 +1081,10 @@ impl Engine {
             if self.is_running_here(job.id) || self.outlives(&job).await? {
                 continue;
             }
+            let lost = self.open_runs_of(job.id).await?;
             if self.store.requeue_job(job.id, job.owner.as_deref(), self.clock.now_ms()).await? {
                 tracing::info!(job = %job.id, stage = %job.stage, owner = ?job.owner, "requeued a job interrupted by a restart");
-                self.close_lost_runs(job.id, "the agent died with the Baton that ran it and left no exit record")
+                self.close_runs_lost(&lost, "the agent died with the Baton that ran it and left no exit record")
                     .await?;
                 recovered += 1;
             }
@@ -1259,11 +1273,13 @@ impl Engine {
         };
         // The requeue and its reason commit together, and only while the dead instance's claim
         // stands: another instance may have taken the job over and claimed it since it was read.
+        // The runs to close are the dead claim's, read before the job can be claimed again.
+        let lost = self.open_runs_of(job.id).await?;
         if !self.store.take_over_job(job.id, &dead.id, now, event).await? {
             return Ok(false);
         }
         tracing::warn!(job = %job.id, stage = %job.stage, "{why}: requeued its job");
-        self.close_lost_runs(job.id, &format!("{why}; its agent cannot be watched from here")).await?;
+        self.close_runs_lost(&lost, &format!("{why}; its agent cannot be watched from here")).await?;
         Ok(true)
     }
 
