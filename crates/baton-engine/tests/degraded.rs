@@ -11,19 +11,10 @@ use baton_engine::monitor::{self, INCIDENT_FILED, REVERT_FILED, REVERT_PREPARED,
 use baton_engine::{Engine, EngineSettings, Features, Input, NewTaskRequest, RepoSettings};
 use baton_store::{IdempotencyBegin, NewEvent, TaskFilter, TaskKey, TaskRecord};
 use baton_store_sqlite::SqliteStore;
-use std::path::Path;
 use std::sync::Arc;
+use support::git;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+mod support;
 
 /// An engine over a real repository whose `main` took a feature commit (`base..head`), and the
 /// task that merged it, its `merged` event on its timeline.
@@ -37,11 +28,7 @@ struct Setup {
 async fn setup(revert_confirm: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("app");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main", "."]);
-    std::fs::write(repo.join("README"), "app\n").unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "initial"]);
+    support::init_repo(&repo);
     let base = git(&repo, &["rev-parse", "HEAD"]);
     std::fs::write(repo.join("feature.txt"), "slow path\n").unwrap();
     git(&repo, &["add", "."]);
@@ -51,33 +38,12 @@ async fn setup(revert_confirm: bool) -> Setup {
         data_dir: dir.path().join("data"),
         limits: Default::default(),
         repos: vec![RepoSettings {
-            name: "app".into(),
-            path: repo.clone(),
-            url: None,
-            push: None,
-            delete_remote_branch: Default::default(),
-            credentials_env: None,
-            default_branch: "main".into(),
-            prefix: "APP".into(),
-            test: None,
-            deploy: None,
-            health: None,
-            coverage: None,
-            coverage_mode: Default::default(),
-            coverage_min: 0.0,
-            coverage_epsilon: 0.1,
-            coverage_fail_open: true,
-            security: None,
-            merge_batch: 1,
             monitor_window_secs: 60,
             monitor_interval_secs: 10,
             monitor_failures: 2,
             revert_on_degraded: true,
             revert_confirm,
-            serial: false,
-            hooks: Default::default(),
-            pipeline: None,
-            forge: Default::default(),
+            ..support::repo_settings(&repo)
         }],
         agents: Default::default(),
         pipeline: Pipeline::default_pipeline(),

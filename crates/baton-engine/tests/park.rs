@@ -11,8 +11,7 @@ use baton_adapters::agent::{Agent, AgentRequest};
 use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
 use baton_domain::{AgentReport, AgentStatus, Hold, Usage};
 use baton_engine::{
-    AgentFactory, BoxFuture, Clock, Engine, EngineError, EngineSettings, Input, NewTaskRequest, RepoSettings, Spawner,
-    SystemClock,
+    AgentFactory, BoxFuture, Clock, Engine, EngineError, EngineSettings, Input, NewTaskRequest, SystemClock,
 };
 use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
 use baton_store::TaskKey;
@@ -21,18 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::{Collect, git};
 use tokio::sync::watch;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+mod support;
 
 /// Every agent records which earlier work files its worktree holds, then writes its own
 /// (`work-N.txt`, committed by the executor).
@@ -132,16 +123,6 @@ impl Supervisor for TestSupervisor {
     }
 }
 
-/// Executors are collected and run by the test, one claim at a time.
-#[derive(Default)]
-struct Collect(Mutex<Vec<BoxFuture>>);
-
-impl Spawner for Collect {
-    fn spawn(&self, work: BoxFuture) {
-        self.0.lock().unwrap().push(work);
-    }
-}
-
 struct TestClock(AtomicI64);
 
 impl Clock for TestClock {
@@ -157,11 +138,7 @@ impl Clock for TestClock {
 async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_work_back() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("app");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main", "."]);
-    std::fs::write(repo.join("README"), "app\n").unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "initial"]);
+    support::init_repo(&repo);
     let stage = |name: &str, gates: Vec<GateSpec>| StageSpec {
         name: name.into(),
         actor: Actor::Agent { role: "developer".into() },
@@ -180,35 +157,7 @@ async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_wor
     let settings = EngineSettings {
         data_dir: data_dir.clone(),
         limits: Default::default(),
-        repos: vec![RepoSettings {
-            name: "app".into(),
-            path: repo.clone(),
-            url: None,
-            push: None,
-            delete_remote_branch: Default::default(),
-            credentials_env: None,
-            default_branch: "main".into(),
-            prefix: "APP".into(),
-            test: None,
-            deploy: None,
-            health: None,
-            coverage: None,
-            coverage_mode: Default::default(),
-            coverage_min: 0.0,
-            coverage_epsilon: 0.1,
-            coverage_fail_open: true,
-            security: None,
-            merge_batch: 1,
-            monitor_window_secs: 0,
-            monitor_interval_secs: 30,
-            monitor_failures: 3,
-            revert_on_degraded: false,
-            revert_confirm: false,
-            serial: false,
-            hooks: Default::default(),
-            pipeline: None,
-            forge: Default::default(),
-        }],
+        repos: vec![support::repo_settings(&repo)],
         agents: Default::default(),
         pipeline,
         budgets: baton_engine::Budgets { task_usd: Some(0.5), ..Default::default() },

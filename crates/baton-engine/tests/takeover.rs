@@ -12,30 +12,21 @@ use baton_adapters::AdapterError;
 use baton_adapters::agent::{Agent, AgentRequest};
 use baton_domain::pipeline::{Actor, Pipeline, StageSpec};
 use baton_domain::{AgentReport, AgentStatus, Usage};
-use baton_engine::{
-    AgentFactory, BoxFuture, Engine, EngineError, EngineSettings, NewTaskRequest, RepoSettings, Spawner,
-};
+use baton_engine::{AgentFactory, Engine, EngineError, EngineSettings, NewTaskRequest};
 use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
 use baton_store::{Claim, JobStatus, NewEvent, Store};
 use baton_store_sqlite::SqliteStore;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use support::Collect;
 use tokio::sync::watch;
+
+mod support;
 
 const HERE: &str = "instance-here";
 const ELSEWHERE: &str = "instance-elsewhere";
 const LAUNCHED_PGID: u32 = 4242;
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 struct TestAgents;
 
@@ -149,25 +140,11 @@ impl Supervisor for TakeOverAtLaunch {
     }
 }
 
-/// Executors are collected and run by the test.
-#[derive(Default)]
-struct Collect(Mutex<Vec<BoxFuture>>);
-
-impl Spawner for Collect {
-    fn spawn(&self, work: BoxFuture) {
-        self.0.lock().unwrap().push(work);
-    }
-}
-
 #[tokio::test]
 async fn an_agent_launched_as_its_job_is_taken_over_is_stopped_and_leaves_the_job_to_its_new_claimant() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("app");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main", "."]);
-    std::fs::write(repo.join("README"), "app\n").unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "initial"]);
+    support::init_repo(&repo);
     let pipeline = Pipeline {
         stages: vec![StageSpec {
             name: "analysis".into(),
@@ -184,35 +161,7 @@ async fn an_agent_launched_as_its_job_is_taken_over_is_stopped_and_leaves_the_jo
     let settings = EngineSettings {
         data_dir: dir.path().join("data"),
         limits: Default::default(),
-        repos: vec![RepoSettings {
-            name: "app".into(),
-            path: repo.clone(),
-            url: None,
-            push: None,
-            delete_remote_branch: Default::default(),
-            credentials_env: None,
-            default_branch: "main".into(),
-            prefix: "APP".into(),
-            test: None,
-            deploy: None,
-            health: None,
-            coverage: None,
-            coverage_mode: Default::default(),
-            coverage_min: 0.0,
-            coverage_epsilon: 0.1,
-            coverage_fail_open: true,
-            security: None,
-            merge_batch: 1,
-            monitor_window_secs: 0,
-            monitor_interval_secs: 30,
-            monitor_failures: 3,
-            revert_on_degraded: false,
-            revert_confirm: false,
-            serial: false,
-            hooks: Default::default(),
-            pipeline: None,
-            forge: Default::default(),
-        }],
+        repos: vec![support::repo_settings(&repo)],
         agents: Default::default(),
         pipeline,
         budgets: Default::default(),
@@ -234,11 +183,7 @@ async fn an_agent_launched_as_its_job_is_taken_over_is_stopped_and_leaves_the_jo
         .await
         .unwrap();
     let job = engine.claim_next().await.unwrap().expect("the analysis job");
-    let work: Vec<BoxFuture> = std::mem::take(&mut *spawner.0.lock().unwrap());
-    assert_eq!(work.len(), 1);
-    for future in work {
-        future.await;
-    }
+    assert_eq!(spawner.run_all().await, 1);
 
     // The agent started here is stopped at once, never watched to its end.
     assert_eq!(*supervisor.stopped.lock().unwrap(), vec![LAUNCHED_PGID]);

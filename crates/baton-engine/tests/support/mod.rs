@@ -1,0 +1,86 @@
+//! Scaffolding shared by the engine's integration tests: git in a test repository, a first
+//! repository with one commit on `main`, its settings, and a spawner that collects executors for
+//! the test to run. Each test binary uses what it needs.
+// Test scaffolding: a failed setup step or a poisoned lock should panic the test.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods, dead_code)]
+
+use baton_engine::{BoxFuture, RepoSettings, Spawner};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Runs git in `dir` with a fixed identity; its trimmed stdout. Panics when git fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Creates a repository at `repo` with one commit (`README`) on `main`.
+pub fn init_repo(repo: &Path) {
+    std::fs::create_dir_all(repo).unwrap();
+    git(repo, &["init", "-q", "-b", "main", "."]);
+    std::fs::write(repo.join("README"), "app\n").unwrap();
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "initial"]);
+}
+
+/// The local repository `app` at `repo` (prefix `APP`, default branch `main`), with no commands,
+/// no coverage, no batches and no post-deploy monitoring.
+pub fn repo_settings(repo: &Path) -> RepoSettings {
+    RepoSettings {
+        name: "app".into(),
+        path: repo.to_path_buf(),
+        url: None,
+        push: None,
+        delete_remote_branch: Default::default(),
+        credentials_env: None,
+        default_branch: "main".into(),
+        prefix: "APP".into(),
+        test: None,
+        deploy: None,
+        health: None,
+        coverage: None,
+        coverage_mode: Default::default(),
+        coverage_min: 0.0,
+        coverage_epsilon: 0.1,
+        coverage_fail_open: true,
+        security: None,
+        merge_batch: 1,
+        monitor_window_secs: 0,
+        monitor_interval_secs: 30,
+        monitor_failures: 3,
+        revert_on_degraded: false,
+        revert_confirm: false,
+        serial: false,
+        hooks: Default::default(),
+        pipeline: None,
+        forge: Default::default(),
+    }
+}
+
+/// Executors are collected here and run by the test, one claim at a time.
+#[derive(Default)]
+pub struct Collect(pub Mutex<Vec<BoxFuture>>);
+
+impl Spawner for Collect {
+    fn spawn(&self, work: BoxFuture) {
+        self.0.lock().unwrap().push(work);
+    }
+}
+
+impl Collect {
+    /// Runs every executor collected so far, in order; how many.
+    pub async fn run_all(&self) -> usize {
+        let work: Vec<BoxFuture> = std::mem::take(&mut *self.0.lock().unwrap());
+        let n = work.len();
+        for future in work {
+            future.await;
+        }
+        n
+    }
+}
