@@ -803,6 +803,8 @@ pub struct ShimSupervisor {
     redactor: Redactor,
     /// Children this process started, by process group, so waiting reaps them.
     children: Mutex<HashMap<u32, Supervised>>,
+    /// Whether launches go through the embedded shim ([`shim::embedded`]) when it starts here.
+    embedded: bool,
 }
 
 impl ShimSupervisor {
@@ -811,7 +813,15 @@ impl ShimSupervisor {
             baton_exe: baton_exe.into(),
             redactor: Redactor::default(),
             children: Mutex::new(HashMap::new()),
+            embedded: true,
         }
+    }
+
+    /// The same supervisor, launching `baton shim` (the whole binary) even where the embedded
+    /// shim starts: what a remote host runs, kept working and tested here.
+    pub fn launching_baton_shim(mut self) -> Self {
+        self.embedded = false;
+        self
     }
 
     /// The same supervisor, masking `redactor`'s secrets in every launched command's output and
@@ -837,8 +847,9 @@ impl Supervisor for ShimSupervisor {
         let record = serde_json::json!({ "argv": argv, "owner": owner }).to_string();
         std::fs::write(&intent, record).map_err(|e| io_error(&intent, e))?;
         let exit_file = run_dir.join(EXIT_FILE);
-        let spec = shim::wrap(spec, &self.baton_exe, &exit_file, &self.redactor);
-        let child = crate::process::spawn(&spec)?;
+        let embedded = if self.embedded { shim::embedded() } else { None };
+        let spec = shim::wrap(spec, embedded.unwrap_or(&self.baton_exe), &exit_file, &self.redactor);
+        let child = crate::process::spawn_as(&spec, embedded.map(|_| "baton-shim"))?;
         let launch = LaunchRecord {
             pid: child.pid,
             pgid: child.pgid,

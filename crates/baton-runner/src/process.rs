@@ -118,6 +118,11 @@ fn open_output(path: &PathBuf) -> Result<std::fs::File, RunError> {
 
 /// Starts `spec` as the leader of a new process group.
 pub fn spawn(spec: &ProcessSpec) -> Result<Supervised, RunError> {
+    spawn_as(spec, None)
+}
+
+/// [`spawn`], with `arg0` as the process's own name for itself (what `ps` shows) when given.
+pub fn spawn_as(spec: &ProcessSpec, arg0: Option<&str>) -> Result<Supervised, RunError> {
     let stdin = match &spec.stdin {
         Some(path) => Stdio::from(
             std::fs::File::open(path).map_err(|source| RunError::Io { what: path.display().to_string(), source })?,
@@ -138,6 +143,9 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Supervised, RunError> {
         .process_group(0)
         // Agents must outlive Baton (files, not pipes; no kill on drop) so a restart can find them.
         .kill_on_drop(false);
+    if let Some(arg0) = arg0 {
+        command.arg0(arg0);
+    }
     let child = command.spawn().map_err(|source| RunError::Spawn { program: spec.program.clone(), source })?;
     let pid = child.id().unwrap_or(0);
     Ok(Supervised {

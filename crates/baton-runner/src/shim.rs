@@ -7,7 +7,12 @@
 //!
 //! The command's stdout and stderr reach their files through the shim: it masks every secret
 //! named in [`REDACT_ENV`] (passed by Baton, removed from the command's environment) before a byte
-//! is written, so no run log ever holds a key the command printed.
+//! is written, so no run log ever holds a key the command printed. With no secret to mask, the
+//! command writes to the files itself.
+//!
+//! Baton launches the same contract from a smaller program where it can ([`embedded`]: the
+//! `baton-shim` crate, carried inside the binary), and `baton shim` everywhere else — on a remote
+//! host, or where a memory file may not be executed.
 
 // The runner is the one crate allowed to spawn processes.
 #![allow(clippy::disallowed_methods)]
@@ -105,9 +110,54 @@ pub fn survives(pgid: Option<u32>, start_ticks: Option<u64>, run_dir: &Path) -> 
     alive || matches!(previous(run_dir), Previous::Running(_) | Previous::Exited(_))
 }
 
-/// Wraps `spec` so that `baton shim` (at `baton_exe`) runs it and records its exit in `exit_file`;
-/// the shim masks `redactor`'s secrets in the command's output.
-pub fn wrap(spec: ProcessSpec, baton_exe: &Path, exit_file: &Path, redactor: &Redactor) -> ProcessSpec {
+/// The small supervisor `crates/baton-shim`, built by this crate's build script and carried inside
+/// the binary (empty when it could not be built there).
+static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/baton-shim"));
+
+/// The argument that makes the embedded shim exit at once with success (the start-up check).
+const PROBE: &str = "--probe";
+
+/// The embedded shim, ready to start: the path of a sealed, read-only memory file holding the
+/// program (`/proc/self/fd/N`, which a child resolves before its exec closes the descriptor).
+/// It starts in well under half the time the whole `baton` binary takes to load, around every
+/// agent and repository command. `None` when it is missing, memory files may not be executed
+/// here, or it does not start: Baton then launches `baton shim`, which does the same.
+pub fn embedded() -> Option<&'static Path> {
+    static PROGRAM: std::sync::OnceLock<Option<(std::fs::File, PathBuf)>> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(load_embedded).as_ref().map(|(_, path)| path.as_path())
+}
+
+fn load_embedded() -> Option<(std::fs::File, PathBuf)> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    if EMBEDDED.is_empty() {
+        return None;
+    }
+    let mut writable =
+        std::fs::File::from(memfd_create("baton-shim", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).ok()?);
+    writable.write_all(EMBEDDED).ok()?;
+    let seals = SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+    fcntl(&writable, FcntlArg::F_ADD_SEALS(seals)).ok()?;
+    // A program open for writing cannot be executed: keep a read-only descriptor of it instead.
+    let program = std::fs::File::open(format!("/proc/self/fd/{}", writable.as_raw_fd())).ok()?;
+    drop(writable);
+    let path = PathBuf::from(format!("/proc/self/fd/{}", program.as_raw_fd()));
+    let starts = std::process::Command::new(&path)
+        .arg(PROBE)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    starts.then_some((program, path))
+}
+
+/// Wraps `spec` so that the shim at `shim_program` (`baton` itself, or the [`embedded`] one) runs
+/// it and records its exit in `exit_file`; the shim masks `redactor`'s secrets in the command's
+/// output.
+pub fn wrap(spec: ProcessSpec, shim_program: &Path, exit_file: &Path, redactor: &Redactor) -> ProcessSpec {
     let mut args =
         vec!["shim".to_string(), "--exit-file".to_string(), exit_file.display().to_string(), "--".to_string()];
     args.push(spec.program.clone());
@@ -117,7 +167,7 @@ pub fn wrap(spec: ProcessSpec, baton_exe: &Path, exit_file: &Path, redactor: &Re
         let secrets = serde_json::to_string(redactor.secrets()).unwrap_or_else(|_| "[]".into());
         env.push((REDACT_ENV.to_string(), secrets));
     }
-    ProcessSpec { program: baton_exe.display().to_string(), args, env, ..spec }
+    ProcessSpec { program: shim_program.display().to_string(), args, env, ..spec }
 }
 
 /// The shim's body: runs `argv` as a child (same process group), copies its output through the
@@ -146,11 +196,13 @@ pub async fn run(exit_file: PathBuf, argv: Vec<String>) -> i32 {
         start_ticks: crate::process::process_start_ticks(pid),
     };
     write_json(&exit_file.with_file_name(LAUNCH_FILE), &launch);
+    // With nothing to mask, the command writes to the run's files itself: no pipes to copy.
+    let output = || if redactor.is_empty() { std::process::Stdio::inherit() } else { std::process::Stdio::piped() };
     let spawned = tokio::process::Command::new(program)
         .args(args)
         .env_remove(REDACT_ENV)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(output())
+        .stderr(output())
         .kill_on_drop(false)
         .spawn();
     let mut child = match spawned {

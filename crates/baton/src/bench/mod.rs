@@ -1,6 +1,7 @@
 //! `baton bench`: measures Baton's own costs next to the unavoidable work it orchestrates — a pure
 //! decision, a store transition (claim + advance, one commit each), a supervised process spawn
-//! through `baton shim` (bare, and inside the bubblewrap agent sandbox), and a git call — so the overhead per stage transition can be read in context.
+//! through the embedded shim and through `baton shim` (bare, and inside the bubblewrap agent
+//! sandbox), and a git call — so the overhead per stage transition can be read in context.
 //! `baton bench webhooks`: the webhook receiver as `baton serve` runs it (same composition root,
 //! same accept loop, a real SQLite file, the engine loop draining the inbox meanwhile), fed signed
 //! GitHub `issues` deliveries and a share of redeliveries over loopback TCP: webhook-to-202
@@ -134,13 +135,17 @@ async fn measure(dir: &Path) -> anyhow::Result<Vec<Figure>> {
     progress.step("store transactions");
     figures.extend(bench_store(dir).await?);
     progress.step("process spawn");
-    figures.push(bench_spawn(dir, None).await?);
+    let embedded = baton_runner::shim::embedded();
+    if let Some(shim) = embedded {
+        figures.push(bench_spawn(dir, Some(shim), None).await?);
+    }
+    figures.push(bench_spawn(dir, None, None).await?);
     progress.step("sandboxed spawn");
     progress.clear();
     // The sandbox's cost per agent spawn, where bubblewrap works.
     let bwrap = baton_runner::sandbox::find_bwrap(std::env::var("PATH").ok().as_deref());
     match bwrap.map(|b| baton_runner::sandbox::probe(&b, baton_runner::SandboxNetwork::Open).map(|_| b)) {
-        Some(Ok(bwrap)) => figures.push(bench_spawn(dir, Some(&bwrap)).await?),
+        Some(Ok(bwrap)) => figures.push(bench_spawn(dir, embedded, Some(&bwrap)).await?),
         Some(Err(why)) => eprintln!("no sandboxed spawn figure: {why}"),
         None => eprintln!("no sandboxed spawn figure: bubblewrap (`bwrap`) is not installed"),
     }
@@ -245,10 +250,10 @@ async fn bench_store(dir: &Path) -> anyhow::Result<Vec<Figure>> {
 /// Spawns measured per figure.
 const SPAWNS: usize = 200;
 
-/// A supervised process through `baton shim` running `true`, waited to its end; with `sandbox`,
-/// wrapped in bubblewrap as an agent run is (data directory hidden, worktree and run directory
-/// writable).
-async fn bench_spawn(dir: &Path, sandbox: Option<&Path>) -> anyhow::Result<Figure> {
+/// A supervised process running `true` through the shim — the embedded one at `embedded`, else
+/// `baton shim` — waited to its end; with `sandbox`, wrapped in bubblewrap as an agent run is
+/// (data directory hidden, worktree and run directory writable).
+async fn bench_spawn(dir: &Path, embedded: Option<&Path>, sandbox: Option<&Path>) -> anyhow::Result<Figure> {
     let exe = crate::cli::baton_exe();
     let data = dir.join("data");
     let (worktree, run_dir) = (data.join("worktrees/demo/BENCH-001"), data.join("runs/BENCH-001/run1"));
@@ -278,12 +283,12 @@ async fn bench_spawn(dir: &Path, sandbox: Option<&Path>) -> anyhow::Result<Figur
         };
         let spec = baton_runner::shim::wrap(
             spec,
-            &exe,
+            embedded.unwrap_or(&exe),
             &run_dir.join(format!("exit{n}.json")),
             &baton_domain::Redactor::default(),
         );
         let started = Instant::now();
-        let mut child = baton_runner::process::spawn(&spec)?;
+        let mut child = baton_runner::process::spawn_as(&spec, embedded.map(|_| "baton-shim"))?;
         let limits = baton_runner::RunLimits {
             timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(30),
@@ -294,10 +299,15 @@ async fn bench_spawn(dir: &Path, sandbox: Option<&Path>) -> anyhow::Result<Figur
         anyhow::ensure!(exit.success(), "the benchmark's `true` {}", exit.describe());
         samples.push(started.elapsed());
     }
-    Ok(match sandbox {
-        Some(_) => figure("spawn agent via baton shim + bwrap sandbox", samples),
-        None => figure("spawn agent via baton shim", samples),
-    })
+    Ok(figure(
+        match (embedded.is_some(), sandbox.is_some()) {
+            (true, true) => "spawn agent via the embedded shim + bwrap sandbox",
+            (true, false) => "spawn agent via the embedded shim",
+            (false, true) => "spawn agent via baton shim + bwrap sandbox",
+            (false, false) => "spawn agent via baton shim",
+        },
+        samples,
+    ))
 }
 
 /// `git rev-parse HEAD` in a fresh repository.

@@ -4,8 +4,9 @@
 use crate::support::baton_exe;
 use std::process::Command;
 
-// The benchmark reports decide, the three store transactions, the shim spawn bare and sandboxed
-// (bubblewrap is installed where the tests run) and a git call, each with positive latencies (it
+// The benchmark reports decide, the three store transactions, the spawn through the embedded shim
+// and through `baton shim`, the embedded shim's spawn sandboxed (bubblewrap is installed where the
+// tests run) and a git call, each with positive latencies (it
 // measures; the figures themselves are not asserted).
 #[test]
 fn bench_reports_every_operation() {
@@ -13,8 +14,9 @@ fn bench_reports_every_operation() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = figures.as_array().unwrap().iter().map(|f| f["what"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 7, "{names:?}");
-    assert!(names.iter().any(|n| n.contains("bwrap sandbox")), "{names:?}");
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert!(names.iter().any(|n| n.contains("embedded shim + bwrap sandbox")), "{names:?}");
+    assert!(names.contains(&"spawn agent via baton shim"), "{names:?}");
     assert!(names.iter().any(|n| n.contains("advance")) && names.iter().any(|n| n.contains("shim")));
     assert!(
         figures

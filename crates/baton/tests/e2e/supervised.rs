@@ -1,8 +1,10 @@
-//! The real process ports (`ShimSupervisor`, `SupervisedCommands`) with the real `baton shim`: a run
-//! directory holds at most one execution (a finished one is returned, never run again), a process
-//! whose Baton died between the spawn and storing its pid is found from the shim's own launch
-//! record and adopted, and a reset stops a leftover before a fresh run. Executions are counted from
-//! a witness file the commands append to, not from Baton's records.
+//! The real process ports (`ShimSupervisor`, `SupervisedCommands`) with each real shim — the one
+//! embedded in the binary and `baton shim`: a run directory holds at most one execution (a finished
+//! one is returned, never run again), a process whose Baton died between the spawn and storing its
+//! pid is found from the shim's own launch record and adopted, a reset stops a leftover before a
+//! fresh run, secrets never reach the run's files, and a group's stop signal ends the command while
+//! its shim lives on to record how. Executions are counted from a witness file the commands append
+//! to, not from Baton's records.
 
 use crate::support::{baton_exe, pid_alive};
 use baton_runner::{
@@ -12,6 +14,42 @@ use baton_runner::{
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Which shim a supervisor launches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shim {
+    /// The small program carried inside the binary (what `baton serve` launches here).
+    Embedded,
+    /// `baton shim`: the whole binary (what a remote host runs).
+    Baton,
+}
+
+fn supervisor(shim: Shim) -> ShimSupervisor {
+    let supervisor = ShimSupervisor::new(baton_exe());
+    match shim {
+        Shim::Embedded => {
+            assert!(baton_runner::shim::embedded().is_some(), "the embedded shim must start on this machine");
+            supervisor
+        }
+        Shim::Baton => supervisor.launching_baton_shim(),
+    }
+}
+
+/// One test per shim, each running `$body(shim)`.
+macro_rules! with_each_shim {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn embedded() {
+                super::$body(super::Shim::Embedded).await;
+            }
+            #[tokio::test]
+            async fn baton_shim() {
+                super::$body(super::Shim::Baton).await;
+            }
+        }
+    };
+}
 
 fn witness_lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
@@ -31,12 +69,12 @@ fn request(dir: &Path, run_dir: &Path, script: &str) -> CommandRequest {
 
 // A command's run directory keeps its one execution: asking again returns the recorded exit and
 // runs nothing; only after `archive` does a new execution start.
-#[tokio::test]
-async fn a_run_directory_holds_one_execution() {
+with_each_shim!(a_run_directory_holds_one_execution, one_execution);
+async fn one_execution(shim: Shim) {
     let dir = tempfile::tempdir().unwrap();
     let witness = dir.path().join("witness.log");
     let run_dir = dir.path().join("runs/deploy-abc");
-    let commands = SupervisedCommands::new(Arc::new(ShimSupervisor::new(baton_exe())));
+    let commands = SupervisedCommands::new(Arc::new(supervisor(shim)));
     let script = format!("echo deployed >> {}; exit 3", witness.display());
     let (_keep, stop) = tokio::sync::watch::channel(false);
     let first = commands.run(&request(dir.path(), &run_dir, &script), stop.clone()).await.unwrap();
@@ -58,8 +96,8 @@ async fn a_run_directory_holds_one_execution() {
 // Baton dies right after the spawn, before it stores the pid: a new supervisor finds the process
 // from the launch record the shim wrote before starting the command, waits for it, and takes its
 // exit — the command ran once.
-#[tokio::test]
-async fn a_process_whose_pid_was_never_stored_is_adopted_from_the_shims_launch_record() {
+with_each_shim!(a_process_whose_pid_was_never_stored_is_adopted_from_the_shims_launch_record, adopted);
+async fn adopted(shim: Shim) {
     let dir = tempfile::tempdir().unwrap();
     let witness = dir.path().join("witness.log");
     let run_dir = dir.path().join("runs/run1");
@@ -73,7 +111,7 @@ async fn a_process_whose_pid_was_never_stored_is_adopted_from_the_shims_launch_r
         stderr: run_dir.join("stderr.log"),
     };
     {
-        let dying = ShimSupervisor::new(baton_exe());
+        let dying = supervisor(shim);
         dying.launch(spec, &run_dir, "job:9").await.unwrap();
         // The launch result is dropped: nothing of it reaches a store.
     }
@@ -82,7 +120,7 @@ async fn a_process_whose_pid_was_never_stored_is_adopted_from_the_shims_launch_r
         assert!(std::time::Instant::now() < deadline, "the shim never wrote its launch record");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let restarted = ShimSupervisor::new(baton_exe());
+    let restarted = supervisor(shim);
     let Previous::Running(launch) = restarted.previous(&run_dir) else {
         panic!("the surviving process was not found: {:?}", restarted.previous(&run_dir));
     };
@@ -101,11 +139,11 @@ async fn a_process_whose_pid_was_never_stored_is_adopted_from_the_shims_launch_r
 }
 
 // A check left running by a dead Baton is stopped and its records set aside before it runs afresh.
-#[tokio::test]
-async fn reset_stops_a_leftover_before_a_fresh_run() {
+with_each_shim!(reset_stops_a_leftover_before_a_fresh_run, reset);
+async fn reset(shim: Shim) {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("runs/cmd-test");
-    let supervisor = Arc::new(ShimSupervisor::new(baton_exe()));
+    let supervisor = Arc::new(supervisor(shim));
     let commands = SupervisedCommands::new(supervisor.clone());
     let spec = ProcessSpec {
         program: "sleep".into(),
@@ -129,4 +167,88 @@ async fn reset_stops_a_leftover_before_a_fresh_run() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(matches!(commands.previous(&run_dir), Previous::Nothing), "the run directory is free again");
+}
+
+fn spec(dir: &Path, run_dir: &Path, script: &str) -> ProcessSpec {
+    ProcessSpec {
+        program: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        cwd: dir.to_path_buf(),
+        env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+        stdin: None,
+        stdout: run_dir.join("stdout.log"),
+        stderr: run_dir.join("stderr.log"),
+    }
+}
+
+fn limits() -> RunLimits {
+    RunLimits {
+        timeout: Duration::from_secs(30),
+        stall_timeout: Duration::from_secs(30),
+        stop_grace: Duration::from_secs(1),
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+// A secret the command prints — on either stream, in pieces or whole — reaches the run's files
+// masked, the command never sees the variable that carried the secrets, and its exit is recorded.
+with_each_shim!(secrets_never_reach_the_run_files, masked);
+async fn masked(shim: Shim) {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("runs/run1");
+    let secret = "sk-live-0123456789abcdef";
+    let supervisor = supervisor(shim).with_redactor(baton_domain::redact::Redactor::new([secret]));
+    let script = format!(
+        "echo \"key {secret} end\"; printf 'sk-live-0123'; sleep 0.1; printf '456789abcdef!\\n'; \
+         echo \"err {secret}\" >&2; echo \"seen=${{BATON_SHIM_REDACT:-none}}\"; exit 5"
+    );
+    let launch = supervisor.launch(spec(dir.path(), &run_dir, &script), &run_dir, "job:1").await.unwrap();
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    let outputs = [run_dir.join("stdout.log"), run_dir.join("stderr.log")];
+    let exit = supervisor.wait(&launch, &run_dir, [&outputs[0], &outputs[1]], Duration::ZERO, limits(), stop).await;
+    assert_eq!(exit.code, Some(5), "{exit:?}");
+    let (out, err) = (read(&outputs[0]), read(&outputs[1]));
+    assert_eq!(out, "key [REDACTED] end\n[REDACTED]!\nseen=none\n", "{shim:?}");
+    assert_eq!(err, "err [REDACTED]\n", "{shim:?}");
+    assert!(matches!(supervisor.previous(&run_dir), Previous::Exited(e) if e.code == Some(5)));
+}
+
+// The group's SIGTERM ends the command; its shim, in the same group, lives on and records that the
+// command died of the signal. The shim is found among the running shims by its command line, as the
+// reaper finds it, and the embedded one is the program from the binary, named `baton-shim`.
+with_each_shim!(a_stopped_command_has_its_end_recorded_by_the_shim, stopped);
+async fn stopped(shim: Shim) {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let run_dir = runs.join("run1");
+    let supervisor = supervisor(shim);
+    let launch = supervisor.launch(spec(dir.path(), &run_dir, "exec sleep 30"), &run_dir, "job:2").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !matches!(supervisor.previous(&run_dir), Previous::Running(_)) {
+        assert!(std::time::Instant::now() < deadline, "the command never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let found = supervisor.shims_under(&runs);
+    assert_eq!(found, vec![(launch.pid, launch.pgid, run_dir.clone())], "{shim:?}");
+    let cmdline = read(Path::new(&format!("/proc/{}/cmdline", launch.pid)));
+    let argv0 = cmdline.split('\0').next().unwrap_or_default().to_string();
+    let exe = std::fs::read_link(format!("/proc/{}/exe", launch.pid)).unwrap().display().to_string();
+    match shim {
+        Shim::Embedded => assert!(argv0 == "baton-shim" && exe.contains("memfd:baton-shim"), "{argv0} {exe}"),
+        Shim::Baton => assert!(argv0 == baton_exe() && !exe.contains("memfd"), "{argv0} {exe}"),
+    }
+    // As a stop sends it: SIGTERM to the whole group.
+    let group = nix::unistd::Pid::from_raw(i32::try_from(launch.pgid).unwrap());
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    let outputs = [run_dir.join("stdout.log"), run_dir.join("stderr.log")];
+    let exit = supervisor.wait(&launch, &run_dir, [&outputs[0], &outputs[1]], Duration::ZERO, limits(), stop).await;
+    assert_eq!(exit.code, Some(128 + 15), "the shim exits as the command did: {exit:?}");
+    let Previous::Exited(record) = supervisor.previous(&run_dir) else {
+        panic!("no exit record: {:?}", supervisor.previous(&run_dir));
+    };
+    assert_eq!((record.code, record.signal), (None, Some(15)), "{shim:?}");
 }

@@ -1,0 +1,355 @@
+//! The small supervisor Baton starts around every agent and repository command: the same contract
+//! as `baton shim` (see `baton_runner::shim`), in a program of its own that starts in a fraction of
+//! the time the whole `baton` binary takes to load.
+//!
+//! `baton-shim shim --exit-file FILE -- PROGRAM ARGS…` leads the process group Baton started it
+//! in, writes `launch.json` (its pid, group and start time) next to `FILE` before the command
+//! starts, runs the command in the same group with the secrets named in `BATON_SHIM_REDACT` masked
+//! in its output (which goes to the shim's own stdout and stderr: the run's files), survives
+//! SIGTERM, SIGINT and SIGHUP (the command, in the same group, receives them and ends), and records
+//! how the command ended in `FILE` by temp file and rename. It exits with the command's code, or
+//! 128 + the signal that ended it.
+//!
+//! It uses nothing but the standard library: `baton-runner`'s build script compiles this file with
+//! `rustc` alone and embeds the program in the `baton` binary, which starts it from a sealed memory
+//! file. The masking is `baton_domain`'s own source file, included here.
+
+#![allow(clippy::disallowed_methods)] // This program exists to start one process.
+
+#[allow(dead_code)]
+#[path = "../../baton-domain/src/redact/masking.rs"]
+mod masking;
+
+use std::ffi::OsString;
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Environment variable carrying the secrets to mask, as a JSON array of strings; removed from the
+/// command's environment.
+const REDACT_ENV: &str = "BATON_SHIM_REDACT";
+/// Name of the launch record, next to the exit file.
+const LAUNCH_FILE: &str = "launch.json";
+/// How long output is still copied after the command exited (a background process it left may
+/// hold the pipes open forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// The argument Baton passes once to check that this program starts here at all.
+const PROBE: &str = "--probe";
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.len() == 1 && args[0] == PROBE {
+        return ExitCode::SUCCESS;
+    }
+    let Some((exit_file, command)) = parse_args(&args) else {
+        eprintln!("usage: baton-shim shim --exit-file FILE -- PROGRAM [ARGS…]");
+        return ExitCode::from(2);
+    };
+    let code = run(&exit_file, &command);
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(u8::MAX))
+}
+
+/// `shim --exit-file FILE -- PROGRAM ARGS…`, exactly as Baton passes them.
+fn parse_args(args: &[OsString]) -> Option<(PathBuf, Vec<OsString>)> {
+    let [shim, flag, exit_file, dashes, command @ ..] = args else {
+        return None;
+    };
+    let shaped = shim == "shim" && flag == "--exit-file" && dashes == "--";
+    (shaped && !exit_file.is_empty() && !command.is_empty()).then(|| (PathBuf::from(exit_file), command.to_vec()))
+}
+
+fn run(exit_file: &Path, command: &[OsString]) -> i32 {
+    sys::survive_stop_signals();
+    let secrets = std::env::var(REDACT_ENV).ok().and_then(|json| parse_string_array(&json)).unwrap_or_default();
+    let redactor = masking::Redactor::new(secrets);
+    // Before the command starts: who this process group is, for a Baton that must adopt it.
+    let pid = std::process::id();
+    let stat = own_stat();
+    let launch = format!(
+        "{{\"pid\":{pid},\"pgid\":{},\"start_ticks\":{}}}",
+        stat.map_or(pid, |(pgid, _)| pgid),
+        json_number(stat.map(|(_, ticks)| ticks)),
+    );
+    write_atomically(&exit_file.with_file_name(LAUNCH_FILE), &launch);
+    let (program, args) = command.split_first().expect("parse_args returns a command");
+    // With nothing to mask, the command writes to the run's files itself: no pipes to copy.
+    let output = || if redactor.is_empty() { Stdio::inherit() } else { Stdio::piped() };
+    let spawned = Command::new(program).args(args).env_remove(REDACT_ENV).stdout(output()).stderr(output()).spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(error) => {
+            eprintln!("baton shim: cannot start `{}`: {error}", program.to_string_lossy());
+            write_atomically(exit_file, &exit_json(Some(127), None));
+            return 127;
+        }
+    };
+    let (done, copied) = mpsc::channel();
+    let mut copiers = 0;
+    if let Some(stdout) = child.stdout.take() {
+        copiers += 1;
+        let (done, stream) = (done.clone(), redactor.stream());
+        std::thread::spawn(move || {
+            copy_redacted(stdout, std::io::stdout(), stream);
+            let _ = done.send(());
+        });
+    }
+    if let Some(stderr) = child.stderr.take() {
+        copiers += 1;
+        let stream = redactor.stream();
+        std::thread::spawn(move || {
+            copy_redacted(stderr, std::io::stderr(), stream);
+            let _ = done.send(());
+        });
+    }
+    let status = child.wait().ok();
+    // Everything the command wrote is in the files before its exit is recorded: readers parse the
+    // output once they see the exit record.
+    let deadline = std::time::Instant::now() + DRAIN_AFTER_EXIT;
+    for _ in 0..copiers {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if copied.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let (code, signal) = (status.and_then(|s| s.code()), status.and_then(|s| s.signal()));
+    write_atomically(exit_file, &exit_json(code, signal));
+    code.unwrap_or_else(|| 128 + signal.unwrap_or(0))
+}
+
+/// Copies `from` into `to` through `redactor` until end of stream. A failed write (a full disk)
+/// drops that chunk and keeps draining, so the command never blocks on a pipe nobody reads.
+fn copy_redacted(mut from: impl Read, mut to: impl Write, mut redactor: masking::StreamRedactor) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                let ready = redactor.push(&buffer[..n]);
+                if !ready.is_empty() {
+                    let _ = to.write_all(&ready).and_then(|_| to.flush());
+                }
+            }
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let rest = redactor.finish();
+    let _ = to.write_all(&rest).and_then(|_| to.flush());
+}
+
+/// This process's group and start time (clock ticks since boot) from `/proc/self/stat`.
+fn own_stat() -> Option<(u32, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces and parentheses: fields are counted after the last `)`.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    // Field 3 (state) is fields[0]: the group is field 5, the start time field 22.
+    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+fn json_number(value: Option<impl std::fmt::Display>) -> String {
+    value.map_or_else(|| "null".to_string(), |v| v.to_string())
+}
+
+/// The exit record, as `baton_runner::shim::ExitRecord` reads it.
+fn exit_json(code: Option<i32>, signal: Option<i32>) -> String {
+    format!("{{\"code\":{},\"signal\":{}}}", json_number(code), json_number(signal))
+}
+
+/// Writes `text` by temp file and rename, so a reader never sees half of it.
+fn write_atomically(path: &Path, text: &str) {
+    let temp = path.with_extension("json.tmp");
+    if let Err(error) = std::fs::write(&temp, text).and_then(|_| std::fs::rename(&temp, path)) {
+        eprintln!("baton shim: cannot write {}: {error}", path.display());
+    }
+}
+
+/// Parses a JSON array of strings (what Baton puts in [`REDACT_ENV`]); `None` for anything else.
+fn parse_string_array(text: &str) -> Option<Vec<String>> {
+    let mut chars = text.trim().chars().peekable();
+    let mut items = Vec::new();
+    let skip_blank = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
+    };
+    if chars.next()? != '[' {
+        return None;
+    }
+    skip_blank(&mut chars);
+    if chars.next_if_eq(&']').is_some() {
+        return chars.next().is_none().then_some(items);
+    }
+    loop {
+        skip_blank(&mut chars);
+        if chars.next()? != '"' {
+            return None;
+        }
+        items.push(parse_string_body(&mut chars)?);
+        skip_blank(&mut chars);
+        match chars.next()? {
+            ',' => continue,
+            ']' => return chars.next().is_none().then_some(items),
+            _ => return None,
+        }
+    }
+}
+
+/// The rest of a JSON string after its opening quote, escapes decoded.
+fn parse_string_body(chars: &mut impl Iterator<Item = char>) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        match chars.next()? {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                '"' => out.push('"'),
+                '\\' => out.push('\\'),
+                '/' => out.push('/'),
+                'b' => out.push('\u{8}'),
+                'f' => out.push('\u{c}'),
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                't' => out.push('\t'),
+                'u' => {
+                    let high = hex4(chars)?;
+                    let code = if (0xD800..0xDC00).contains(&high) {
+                        if chars.next()? != '\\' || chars.next()? != 'u' {
+                            return None;
+                        }
+                        let low = hex4(chars)?;
+                        if !(0xDC00..0xE000).contains(&low) {
+                            return None;
+                        }
+                        0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+                    } else {
+                        high
+                    };
+                    out.push(char::from_u32(code)?);
+                }
+                _ => return None,
+            },
+            c if (c as u32) < 0x20 => return None,
+            c => out.push(c),
+        }
+    }
+}
+
+fn hex4(chars: &mut impl Iterator<Item = char>) -> Option<u32> {
+    (0..4).try_fold(0, |acc, _| Some(acc * 16 + chars.next()?.to_digit(16)?))
+}
+
+/// The one thing std cannot do: keep running through a stop signal.
+#[allow(unsafe_code)]
+mod sys {
+    use std::ffi::c_int;
+
+    const SIGHUP: c_int = 1;
+    const SIGINT: c_int = 2;
+    const SIGTERM: c_int = 15;
+
+    unsafe extern "C" {
+        fn signal(signum: c_int, handler: extern "C" fn(c_int)) -> usize;
+    }
+
+    extern "C" fn carry_on(_: c_int) {}
+
+    /// Installs a handler that does nothing for SIGTERM, SIGINT and SIGHUP: the shim lives on to
+    /// record the command's end, and the command (whose handlers exec resets) still receives them
+    /// from the group's signal. glibc's `signal` keeps the handler and restarts interrupted calls.
+    pub fn survive_stop_signals() {
+        for signum in [SIGHUP, SIGINT, SIGTERM] {
+            // SAFETY: `carry_on` touches no state, so it is async-signal-safe; the signal numbers
+            // are Linux's, and replacing these handlers affects no other code in this program.
+            unsafe {
+                signal(signum, carry_on);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The secrets Baton sends (serde_json's encoding) come back exactly, escapes and all.
+    #[test]
+    fn string_arrays_as_serde_json_writes_them_parse_back() {
+        let cases: Vec<Vec<String>> = vec![
+            vec![],
+            vec!["sk-plain-secret".into()],
+            vec!["quote\"back\\slash/".into(), "tab\tnew\nline\r\u{1}\u{1f}".into()],
+            vec!["ключ-секрет-😀-𝄞".into(), "  spaced  ".into()],
+        ];
+        for case in cases {
+            let json = serde_json::to_string(&case).unwrap();
+            assert_eq!(parse_string_array(&json), Some(case.clone()), "{json}");
+            let pretty = serde_json::to_string_pretty(&case).unwrap();
+            assert_eq!(parse_string_array(&pretty), Some(case), "{pretty}");
+        }
+        assert_eq!(parse_string_array(r#"["\ud83d\ude00"]"#), Some(vec!["😀".to_string()]));
+    }
+
+    // Anything that is not an array of strings is refused rather than half-read.
+    #[test]
+    fn malformed_arrays_are_refused() {
+        for bad in ["", "[", "[\"a\"", "[\"a\",]", "[1]", "{\"a\":1}", "[\"a\"] x", "[\"\\x\"]", "[\"\\ud800\"]"] {
+            assert_eq!(parse_string_array(bad), None, "{bad:?}");
+        }
+    }
+
+    // Only the exact shape Baton launches is accepted.
+    #[test]
+    fn arguments_must_have_the_launch_shape() {
+        let os = |items: &[&str]| items.iter().map(OsString::from).collect::<Vec<_>>();
+        let (file, command) = parse_args(&os(&["shim", "--exit-file", "/r/exit.json", "--", "sh", "-c", "x"])).unwrap();
+        assert_eq!(file, PathBuf::from("/r/exit.json"));
+        assert_eq!(command, os(&["sh", "-c", "x"]));
+        assert!(parse_args(&os(&["shim", "--exit-file", "/r/exit.json", "--"])).is_none());
+        assert!(parse_args(&os(&["shim", "--exit", "/r/exit.json", "--", "sh"])).is_none());
+        assert!(parse_args(&os(&["shim", "--exit-file", "", "--", "sh"])).is_none());
+    }
+
+    // This process's own stat parses: its group is its real one and the start time is stable.
+    #[test]
+    fn own_stat_reads_the_group_and_start_time() {
+        let (pgid, ticks) = own_stat().unwrap();
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 1..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        assert_eq!(pgid.to_string(), fields[2]);
+        assert_eq!(own_stat().unwrap().1, ticks);
+    }
+
+    // A chunked stream is masked as a whole, and what follows is copied as it is.
+    #[test]
+    fn copying_masks_secrets_across_reads() {
+        struct Chunks(Vec<Vec<u8>>);
+        impl Read for Chunks {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() {
+                    return Ok(0);
+                }
+                let chunk = self.0.remove(0);
+                buf[..chunk.len()].copy_from_slice(&chunk);
+                Ok(chunk.len())
+            }
+        }
+        let redactor = masking::Redactor::new(["sk-secret-value"]);
+        let input = Chunks(vec![b"key=sk-se".to_vec(), b"cret-va".to_vec(), b"lue done\n".to_vec()]);
+        let mut out = Vec::new();
+        copy_redacted(input, &mut out, redactor.stream());
+        assert_eq!(String::from_utf8(out).unwrap(), "key=[REDACTED] done\n");
+    }
+
+    #[test]
+    fn records_are_the_json_baton_reads() {
+        assert_eq!(exit_json(Some(3), None), r#"{"code":3,"signal":null}"#);
+        assert_eq!(exit_json(None, Some(9)), r#"{"code":null,"signal":9}"#);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exit.json");
+        write_atomically(&path, &exit_json(Some(0), None));
+        let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(value, serde_json::json!({ "code": 0, "signal": null }));
+        assert!(!dir.path().join("exit.json.tmp").exists());
+    }
+}
