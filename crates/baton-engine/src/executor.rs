@@ -144,6 +144,12 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
     let external_ms = AtomicU64::new(0);
     let mut worktree = None;
     let outcome = run_job(&engine, &job, &external_ms, stop_rx, start, &mut worktree).await;
+    // An adoption that failed before it could watch what it adopted (a store read, the agent's
+    // configuration) ends the job: what the earlier Baton started must not run on beside the
+    // job's next attempt, unwatched.
+    if start == Start::Adopt && outcome.is_err() {
+        stop_what_was_adopted(&engine, &job).await;
+    }
     let touched_git = !matches!(outcome, Ok(None));
     // Only an agent moves the branch away from the default branch (its commit); a gates-only stage
     // leaves the last job's diff stat true, and after a deploy the branch is on the default branch
@@ -170,6 +176,25 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
         running.remove(&job.id);
     }
     engine.job_left(job.id);
+}
+
+/// Stops the process group an earlier Baton started for `job`, if it still runs: the one on the
+/// job row, or (killed before the row took it) the one the shim's launch record of the job's last
+/// agent run names.
+async fn stop_what_was_adopted(engine: &Engine, job: &JobRecord) {
+    let supervisor = engine.supervisor();
+    let mut group = job.pgid.filter(|pgid| supervisor.is_same_group(*pgid, job.proc_start));
+    if group.is_none()
+        && let Ok(runs) = engine.store().agent_runs(job.task_id).await
+        && let Some(run) = runs.iter().rev().find(|r| r.job_id == job.id)
+        && let Previous::Running(launch) = supervisor.previous(Path::new(&run.log_path))
+    {
+        group = Some(launch.pgid);
+    }
+    if let Some(pgid) = group {
+        tracing::warn!(job = %job.id, stage = %job.stage, pgid, "the adoption failed: stopping the process group it adopted");
+        supervisor.stop_group(pgid, Duration::from_secs(engine.settings().limits.stop_grace_secs)).await;
+    }
 }
 
 /// What the task's branch in `worktree` changes relative to `repo`'s default branch, after this

@@ -87,6 +87,23 @@ async fn lost_runs(engine: &Arc<Engine>) -> u32 {
             }
         }
         let why = format!("its job ended ({}) without the agent recording an exit", job.status.as_str());
+        // Its job ended while no Baton watched the agent (a STOP or a cancel that landed as the
+        // Baton running it died): an agent still running here is stopped now, never left to run
+        // and spend unwatched, and its run says so.
+        let supervisor = engine.supervisor();
+        if let baton_runner::Previous::Running(launch) = supervisor.previous(std::path::Path::new(&run.log_path)) {
+            let grace = std::time::Duration::from_secs(engine.settings().limits.stop_grace_secs);
+            supervisor.stop_group(launch.pgid, grace).await;
+            let why = format!(
+                "its job ended ({}) while no Baton watched its agent; the reaper stopped the agent",
+                job.status.as_str()
+            );
+            if let Ok(true) = engine.store().close_agent_run(run.id, "stopped", &why, engine.clock().now_ms()).await {
+                tracing::warn!(run = run.id, job = %job.id, "stopped an agent whose job had ended while no Baton watched it");
+                closed += 1;
+            }
+            continue;
+        }
         if let Ok(true) = engine.store().close_agent_run(run.id, "lost", &why, engine.clock().now_ms()).await {
             tracing::warn!(run = run.id, job = %job.id, "closed an agent run that never recorded its end");
             closed += 1;

@@ -63,6 +63,10 @@ pub enum Kind {
     DuplicateAgent,
     /// §4.6: a head was deployed while another deploy of it ran, or after one of it succeeded.
     DuplicateDeploy,
+    /// §8: an agent run was closed as `lost` while its agent was still running and not out of
+    /// reach — not started by an instance before it was declared dead (witnessed by the simulated
+    /// processes: the run's own execution, in its run directory).
+    LostWhileRunning,
     /// §4.7: the default branch moved while a deploy of one of its earlier commits ran (that
     /// deploy no longer runs on the branch's head, and may take the target back behind it).
     MovedUnderDeploy,
@@ -138,6 +142,8 @@ pub struct Checker {
     /// Limit breaches and double lease grants already reported.
     breaches_seen: usize,
     double_grants_seen: usize,
+    /// Agent runs closed as lost, each judged once: right after the step that closed it.
+    lost_runs_judged: BTreeSet<i64>,
     pub checks: u64,
 }
 
@@ -499,6 +505,56 @@ impl Checker {
             }
         }
         found
+    }
+
+    /// Every agent run closed as `lost` (by a take-over, a restart's recovery or the reaper) had
+    /// no agent running at that moment in its run directory, unless that agent was out of reach:
+    /// started before a take-over of its job (an instance declared dead), or by the instance that
+    /// is `frozen` (stopped where it was: what it started runs on until it wakes and finds its
+    /// claims gone). An agent whose Baton was killed is an orphan the living instances answer for.
+    /// Judged right after the step that closed the run, once. Catches a close that labels the
+    /// fresh run of the job's next claim, and a job ended with the agent it adopted left running.
+    pub fn check_lost_runs(
+        &mut self,
+        store: &SimStore,
+        executions: &[Execution],
+        taken_over: &BTreeMap<JobId, Vec<i64>>,
+        frozen: Option<&str>,
+    ) -> Vec<Violation> {
+        let by_dir: BTreeMap<&std::path::Path, &Execution> =
+            executions.iter().map(|e| (e.run_dir.as_path(), e)).collect();
+        let judged = &mut self.lost_runs_judged;
+        store.peek(|state| {
+            state
+                .agent_runs
+                .iter()
+                .filter(|r| r.status.as_deref() == Some("lost"))
+                .filter(|r| judged.insert(r.id))
+                .filter_map(|run| {
+                    let closed = run.ended_at_ms?;
+                    let agent = by_dir.get(std::path::Path::new(&run.log_path))?;
+                    let running = agent.started_ms <= closed && agent.ended_ms.is_none_or(|end| end > closed);
+                    let out_of_reach = frozen == Some(agent.instance.as_str())
+                        || taken_over
+                            .get(&run.job_id)
+                            .is_some_and(|times| times.iter().any(|at| agent.started_ms <= *at && *at <= closed));
+                    (running && !out_of_reach).then(|| {
+                        Violation::new(
+                            Kind::LostWhileRunning,
+                            format!(
+                                "agent run {} of job {} was closed as lost at {closed} ms while its agent (started at \
+                                 {} ms by {}) ran on: {}",
+                                run.id,
+                                run.job_id,
+                                agent.started_ms,
+                                agent.instance,
+                                run.error.as_deref().unwrap_or("no reason")
+                            ),
+                        )
+                    })
+                })
+                .collect()
+        })
     }
 
     /// After draining: no agent run of a job that is no longer running is left open.

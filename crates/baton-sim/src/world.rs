@@ -893,7 +893,10 @@ impl World {
         let mut found = self.forge.take_violations();
         found.extend(self.checker.check(&self.store, &self.ledger, self.clock.now_ms()));
         let taken_over = self.taken_over_jobs();
-        found.extend(self.checker.check_executions(&self.procs.executions(), &self.forge, &taken_over));
+        let executions = self.procs.executions();
+        found.extend(self.checker.check_executions(&executions, &self.forge, &taken_over));
+        let frozen = self.peer.as_ref().filter(|_| self.peer_is_frozen()).map(|peer| peer.owner().to_string());
+        found.extend(self.checker.check_lost_runs(&self.store, &executions, &taken_over, frozen.as_deref()));
         found
     }
 

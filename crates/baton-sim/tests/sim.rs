@@ -94,10 +94,14 @@ fn a_seed_replays_exactly() {
 // landed under that deploy (the backstop now finds and stops it before recording the end).
 // 165339 (`DoubleLease`, READ COMMITTED): a deploy renewed its merge lease just after it expired
 // while another task's acquire, having read it expired, wrote its own grant over it; renewals
-// now take the acquirers' lock.
+// now take the acquirers' lock. 385833 (`LostWhileRunning`): a restarted Baton re-adopted a
+// running job, failed on a store read before watching the agent, and ended the job with the agent
+// running on beside its next attempt (a failed adoption now stops what it adopted). 386116: a STOP
+// cancelled a job just before the Baton watching its agent died; no executor saw it, the agent ran on
+// unwatched while the next Baton's reaper labelled its run lost (the reaper now stops it).
 #[test]
 fn seeds_that_found_bugs_keep_the_invariants() {
-    for seed in [5734, 11808, 11587, 33120, 161677, 165339] {
+    for seed in [5734, 11808, 11587, 33120, 161677, 165339, 385833, 386116] {
         sweep(seed, 1, &Config::sweep(0)).unwrap_or_else(|failure| panic!("seed {seed}: {failure}"));
     }
 }
