@@ -10,10 +10,10 @@ use baton_adapters::AdapterError;
 use baton_adapters::agent::{Agent, AgentRequest};
 use baton_adapters::forge::{CiStatus, Forge, ForgeRepo, LocalForge, MergeOutcome, PullRequestRef, PullRequestSpec};
 use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
-use baton_domain::{AgentReport, AgentStatus, JobOutcome, Usage, Verdict};
+use baton_domain::{AgentReport, JobOutcome, Verdict};
 use baton_engine::{
     AgentFactory, BoxFuture, Clock, Engine, EngineError, EngineSettings, ForgeKind, NewTaskRequest, RepoForge,
-    RepoSettings, Spawner, SystemClock,
+    RepoSettings, SystemClock,
 };
 use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
 use baton_store::{TaskKey, TaskRecord};
@@ -22,18 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::Collect;
 use tokio::sync::watch;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+mod support;
 
 /// A hosted forge as the engine sees it: CI answers set by the test; merges and branch deletion
 /// by git as the local forge does; every call recorded.
@@ -97,26 +89,10 @@ impl Agent for TestAgent {
         let mut prompts = self.0.lock().unwrap();
         prompts.push(request.prompt.clone());
         std::fs::write(request.worktree.join(format!("work-{}.txt", prompts.len())), "work\n").unwrap();
-        Ok(ProcessSpec {
-            program: "test-agent".into(),
-            args: vec![],
-            cwd: request.worktree.clone(),
-            env: vec![],
-            stdin: None,
-            stdout: request.stdout_path(),
-            stderr: request.stderr_path(),
-        })
+        Ok(support::agent_process(request))
     }
     fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
-        AgentReport {
-            status: AgentStatus::Succeeded,
-            usage: Usage::default(),
-            cost_usd: None,
-            model: None,
-            session_id: None,
-            turns: None,
-            final_text: None,
-        }
+        support::succeeded(None)
     }
 }
 
@@ -165,16 +141,6 @@ impl Supervisor for TestSupervisor {
     }
 }
 
-/// Executors are collected and run by the test, one claim at a time.
-#[derive(Default)]
-struct Collect(Mutex<Vec<BoxFuture>>);
-
-impl Spawner for Collect {
-    fn spawn(&self, work: BoxFuture) {
-        self.0.lock().unwrap().push(work);
-    }
-}
-
 struct TestClock(AtomicI64);
 
 impl Clock for TestClock {
@@ -202,14 +168,14 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let bare = dir.path().join("app.git");
         std::fs::create_dir_all(&bare).unwrap();
-        git(&bare, &["init", "-q", "--bare", "-b", "main", "."]);
-        git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), "seed"]);
+        support::git(&bare, &["init", "-q", "--bare", "-b", "main", "."]);
+        support::git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), "seed"]);
         let seed = dir.path().join("seed");
-        git(&seed, &["checkout", "-q", "-b", "main"]);
+        support::git(&seed, &["checkout", "-q", "-b", "main"]);
         std::fs::write(seed.join("README"), "app\n").unwrap();
-        git(&seed, &["add", "."]);
-        git(&seed, &["commit", "-q", "-m", "initial"]);
-        git(&seed, &["push", "-q", "origin", "main"]);
+        support::git(&seed, &["add", "."]);
+        support::git(&seed, &["commit", "-q", "-m", "initial"]);
+        support::git(&seed, &["push", "-q", "origin", "main"]);
         let stage = |name: &str, actor: Actor, gates: Vec<GateSpec>, on_gate_fail: OnGateFail| StageSpec {
             name: name.into(),
             actor,
@@ -238,32 +204,9 @@ impl World {
             data_dir: data_dir.clone(),
             limits: Default::default(),
             repos: vec![RepoSettings {
-                name: "app".into(),
                 path: data_dir.join("repos/app.git"),
                 url: Some(bare.display().to_string()),
-                push: None,
-                delete_remote_branch: Default::default(),
-                credentials_env: None,
-                default_branch: "main".into(),
-                prefix: "APP".into(),
                 test: Some(vec!["run-tests".into()]),
-                deploy: None,
-                health: None,
-                coverage: None,
-                coverage_mode: Default::default(),
-                coverage_min: 0.0,
-                coverage_epsilon: 0.1,
-                coverage_fail_open: true,
-                security: None,
-                merge_batch: 1,
-                monitor_window_secs: 0,
-                monitor_interval_secs: 30,
-                monitor_failures: 3,
-                revert_on_degraded: false,
-                revert_confirm: false,
-                serial: false,
-                hooks: Default::default(),
-                pipeline: None,
                 forge: RepoForge {
                     kind: ForgeKind::GitHub,
                     repo: Some("acme/app".into()),
@@ -272,6 +215,7 @@ impl World {
                     merge_style: Default::default(),
                     ci: Default::default(),
                 },
+                ..support::repo_settings(&data_dir.join("repos/app.git"))
             }],
             agents: Default::default(),
             pipeline,
@@ -299,10 +243,7 @@ impl World {
     async fn step(&self) -> String {
         self.clock.0.fetch_add(600_000, Ordering::SeqCst);
         let job = self.engine.claim_next().await.unwrap().expect("a runnable job");
-        let work: Vec<BoxFuture> = std::mem::take(&mut *self.spawner.0.lock().unwrap());
-        for future in work {
-            future.await;
-        }
+        self.spawner.run_all().await;
         job.stage
     }
 
@@ -331,7 +272,7 @@ impl World {
     }
 
     fn remote(&self, reference: &str) -> String {
-        git(&self.bare, &["rev-parse", reference])
+        support::git(&self.bare, &["rev-parse", reference])
     }
 }
 

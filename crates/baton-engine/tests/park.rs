@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use baton_adapters::AdapterError;
 use baton_adapters::agent::{Agent, AgentRequest};
 use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
-use baton_domain::{AgentReport, AgentStatus, Hold, Usage};
+use baton_domain::{AgentReport, Hold};
 use baton_engine::{
     AgentFactory, BoxFuture, Clock, Engine, EngineError, EngineSettings, Input, NewTaskRequest, SystemClock,
 };
@@ -54,27 +54,11 @@ impl Agent for TestAgent {
         found.sort();
         seen.push(found.join(","));
         std::fs::write(request.worktree.join(format!("work-{}.txt", seen.len())), "work\n").unwrap();
-        Ok(ProcessSpec {
-            program: "test-agent".into(),
-            args: vec![],
-            cwd: request.worktree.clone(),
-            env: vec![],
-            stdin: None,
-            stdout: request.stdout_path(),
-            stderr: request.stderr_path(),
-        })
+        Ok(support::agent_process(request))
     }
     fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
-        AgentReport {
-            status: AgentStatus::Succeeded,
-            usage: Usage::default(),
-            // Each run costs a dollar: the second stage starts over a half-dollar task cap.
-            cost_usd: Some(1.0),
-            model: None,
-            session_id: None,
-            turns: None,
-            final_text: None,
-        }
+        // Each run costs a dollar: the second stage starts over a half-dollar task cap.
+        support::succeeded(Some(1.0))
     }
 }
 
@@ -153,16 +137,9 @@ async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_wor
         stages: vec![stage("analysis", vec![]), stage("development", vec![])],
         ..Pipeline::default_pipeline()
     };
-    let data_dir = dir.path().join("data");
     let settings = EngineSettings {
-        data_dir: data_dir.clone(),
-        limits: Default::default(),
-        repos: vec![support::repo_settings(&repo)],
-        agents: Default::default(),
-        pipeline,
         budgets: baton_engine::Budgets { task_usd: Some(0.5), ..Default::default() },
-        baton_exe: PathBuf::from("/nonexistent/baton"),
-        env_passthrough: vec![],
+        ..support::engine_settings(dir.path(), &repo, pipeline)
     };
     let store = SqliteStore::open(&dir.path().join("baton.db")).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));

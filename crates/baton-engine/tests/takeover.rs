@@ -8,10 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use async_trait::async_trait;
-use baton_adapters::AdapterError;
-use baton_adapters::agent::{Agent, AgentRequest};
-use baton_domain::pipeline::{Actor, Pipeline, StageSpec};
-use baton_domain::{AgentReport, AgentStatus, Usage};
+use baton_adapters::agent::Agent;
 use baton_engine::{AgentFactory, Engine, EngineError, EngineSettings, NewTaskRequest};
 use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
 use baton_store::{Claim, JobStatus, NewEvent, Store};
@@ -32,40 +29,7 @@ struct TestAgents;
 
 impl AgentFactory for TestAgents {
     fn agent(&self, _settings: &EngineSettings, _role: &str) -> Result<Arc<dyn Agent>, EngineError> {
-        Ok(Arc::new(TestAgent))
-    }
-}
-
-struct TestAgent;
-
-impl Agent for TestAgent {
-    fn adapter(&self) -> &str {
-        "test"
-    }
-    fn model(&self) -> Option<&str> {
-        None
-    }
-    fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
-        Ok(ProcessSpec {
-            program: "test-agent".into(),
-            args: vec![],
-            cwd: request.worktree.clone(),
-            env: vec![],
-            stdin: None,
-            stdout: request.stdout_path(),
-            stderr: request.stderr_path(),
-        })
-    }
-    fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
-        AgentReport {
-            status: AgentStatus::Succeeded,
-            usage: Usage::default(),
-            cost_usd: None,
-            model: None,
-            session_id: None,
-            turns: None,
-            final_text: None,
-        }
+        Ok(Arc::new(support::SucceedingAgent))
     }
 }
 
@@ -145,29 +109,7 @@ async fn an_agent_launched_as_its_job_is_taken_over_is_stopped_and_leaves_the_jo
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("app");
     support::init_repo(&repo);
-    let pipeline = Pipeline {
-        stages: vec![StageSpec {
-            name: "analysis".into(),
-            actor: Actor::Agent { role: "analyst".into() },
-            artifact: None,
-            gates: vec![],
-            confirm_before: false,
-            on_gate_fail: baton_domain::pipeline::OnGateFail::Retry,
-            overrides: Default::default(),
-            after_ship: false,
-        }],
-        ..Pipeline::default_pipeline()
-    };
-    let settings = EngineSettings {
-        data_dir: dir.path().join("data"),
-        limits: Default::default(),
-        repos: vec![support::repo_settings(&repo)],
-        agents: Default::default(),
-        pipeline,
-        budgets: Default::default(),
-        baton_exe: PathBuf::from("/nonexistent/baton"),
-        env_passthrough: vec![],
-    };
+    let settings = support::engine_settings(dir.path(), &repo, support::analysis_only());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("baton.db")).await.unwrap());
     let supervisor = Arc::new(TakeOverAtLaunch::default());
     supervisor.store.set(store.clone()).ok().unwrap();

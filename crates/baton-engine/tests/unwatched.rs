@@ -7,10 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use async_trait::async_trait;
-use baton_adapters::AdapterError;
-use baton_adapters::agent::{Agent, AgentRequest};
-use baton_domain::pipeline::{Actor, Pipeline, StageSpec};
-use baton_domain::{AgentReport, AgentStatus, Usage};
+use baton_adapters::agent::Agent;
 use baton_engine::{AgentFactory, Engine, EngineError, EngineSettings, NewTaskRequest};
 use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
 use baton_store::{JobRecord, JobStatus, Store, TaskRecord};
@@ -37,40 +34,7 @@ impl AgentFactory for TestAgents {
         if self.broken {
             return Err(EngineError::Invalid(format!("no agent is configured for role `{role}`")));
         }
-        Ok(Arc::new(TestAgent))
-    }
-}
-
-struct TestAgent;
-
-impl Agent for TestAgent {
-    fn adapter(&self) -> &str {
-        "test"
-    }
-    fn model(&self) -> Option<&str> {
-        None
-    }
-    fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
-        Ok(ProcessSpec {
-            program: "test-agent".into(),
-            args: vec![],
-            cwd: request.worktree.clone(),
-            env: vec![],
-            stdin: None,
-            stdout: request.stdout_path(),
-            stderr: request.stderr_path(),
-        })
-    }
-    fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
-        AgentReport {
-            status: AgentStatus::Succeeded,
-            usage: Usage::default(),
-            cost_usd: None,
-            model: None,
-            session_id: None,
-            turns: None,
-            final_text: None,
-        }
+        Ok(Arc::new(support::SucceedingAgent))
     }
 }
 
@@ -142,29 +106,7 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("app");
         support::init_repo(&repo);
-        let pipeline = Pipeline {
-            stages: vec![StageSpec {
-                name: "analysis".into(),
-                actor: Actor::Agent { role: "analyst".into() },
-                artifact: None,
-                gates: vec![],
-                confirm_before: false,
-                on_gate_fail: baton_domain::pipeline::OnGateFail::Retry,
-                overrides: Default::default(),
-                after_ship: false,
-            }],
-            ..Pipeline::default_pipeline()
-        };
-        let settings = EngineSettings {
-            data_dir: dir.path().join("data"),
-            limits: Default::default(),
-            repos: vec![support::repo_settings(&repo)],
-            agents: Default::default(),
-            pipeline,
-            budgets: Default::default(),
-            baton_exe: PathBuf::from("/nonexistent/baton"),
-            env_passthrough: vec![],
-        };
+        let settings = support::engine_settings(dir.path(), &repo, support::analysis_only());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("baton.db")).await.unwrap());
         World { _dir: dir, settings, store, processes: Arc::new(Processes::default()) }
     }

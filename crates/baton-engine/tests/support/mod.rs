@@ -1,11 +1,17 @@
 //! Scaffolding shared by the engine's integration tests: git in a test repository, a first
-//! repository with one commit on `main`, its settings, and a spawner that collects executors for
-//! the test to run. Each test binary uses what it needs.
+//! repository with one commit on `main`, its settings, engine settings around a one-stage
+//! pipeline, a test agent's process and report, and a spawner that collects executors for the test
+//! to run. Each test binary uses what it needs.
 // Test scaffolding: a failed setup step or a poisoned lock should panic the test.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods, dead_code)]
 
-use baton_engine::{BoxFuture, RepoSettings, Spawner};
-use std::path::Path;
+use baton_adapters::AdapterError;
+use baton_adapters::agent::{Agent, AgentRequest};
+use baton_domain::pipeline::{Actor, Pipeline, StageSpec};
+use baton_domain::{AgentReport, AgentStatus, Usage};
+use baton_engine::{BoxFuture, EngineSettings, RepoSettings, Spawner};
+use baton_runner::{ExitReport, ProcessSpec};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Runs git in `dir` with a fixed identity; its trimmed stdout. Panics when git fails.
@@ -82,5 +88,81 @@ impl Collect {
             future.await;
         }
         n
+    }
+}
+
+/// The default pipeline cut to one stage, `analysis`, run by the `analyst` agent with no gates.
+pub fn analysis_only() -> Pipeline {
+    Pipeline {
+        stages: vec![StageSpec {
+            name: "analysis".into(),
+            actor: Actor::Agent { role: "analyst".into() },
+            artifact: None,
+            gates: vec![],
+            confirm_before: false,
+            on_gate_fail: baton_domain::pipeline::OnGateFail::Retry,
+            overrides: Default::default(),
+            after_ship: false,
+        }],
+        ..Pipeline::default_pipeline()
+    }
+}
+
+/// Engine settings over the repository `app` at `repo` ([`repo_settings`]), data under
+/// `dir/data`, running `pipeline`; no `baton` binary (the tests' supervisors start nothing real).
+pub fn engine_settings(dir: &Path, repo: &Path, pipeline: Pipeline) -> EngineSettings {
+    EngineSettings {
+        data_dir: dir.join("data"),
+        limits: Default::default(),
+        repos: vec![repo_settings(repo)],
+        agents: Default::default(),
+        pipeline,
+        budgets: Default::default(),
+        baton_exe: PathBuf::from("/nonexistent/baton"),
+        env_passthrough: vec![],
+    }
+}
+
+/// The process a test agent asks for: `test-agent` in the worktree, output to the run's files.
+pub fn agent_process(request: &AgentRequest) -> ProcessSpec {
+    ProcessSpec {
+        program: "test-agent".into(),
+        args: vec![],
+        cwd: request.worktree.clone(),
+        env: vec![],
+        stdin: None,
+        stdout: request.stdout_path(),
+        stderr: request.stderr_path(),
+    }
+}
+
+/// A run that succeeded, at `cost_usd`.
+pub fn succeeded(cost_usd: Option<f64>) -> AgentReport {
+    AgentReport {
+        status: AgentStatus::Succeeded,
+        usage: Usage::default(),
+        cost_usd,
+        model: None,
+        session_id: None,
+        turns: None,
+        final_text: None,
+    }
+}
+
+/// An agent that asks for [`agent_process`] and reports success, whatever the process did.
+pub struct SucceedingAgent;
+
+impl Agent for SucceedingAgent {
+    fn adapter(&self) -> &str {
+        "test"
+    }
+    fn model(&self) -> Option<&str> {
+        None
+    }
+    fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
+        Ok(agent_process(request))
+    }
+    fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
+        succeeded(None)
     }
 }
