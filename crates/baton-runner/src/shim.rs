@@ -7,8 +7,8 @@
 //!
 //! The command's stdout and stderr reach their files through the shim: it masks every secret
 //! named in [`REDACT_ENV`] (passed by Baton, removed from the command's environment) before a byte
-//! is written, so no run log ever holds a key the command printed. With no secret to mask, the
-//! command writes to the files itself.
+//! is written, so no run log ever holds a key the command printed. A write to the files that fails
+//! (a full disk) drops that chunk and never fails the command's own write.
 //!
 //! Baton launches the same contract from a smaller program where it can ([`embedded`]: the
 //! `baton-shim` crate, carried inside the binary), and `baton shim` everywhere else — on a remote
@@ -196,13 +196,13 @@ pub async fn run(exit_file: PathBuf, argv: Vec<String>) -> i32 {
         start_ticks: crate::process::process_start_ticks(pid),
     };
     write_json(&exit_file.with_file_name(LAUNCH_FILE), &launch);
-    // With nothing to mask, the command writes to the run's files itself: no pipes to copy.
-    let output = || if redactor.is_empty() { std::process::Stdio::inherit() } else { std::process::Stdio::piped() };
+    // The output goes through pipes even with nothing to mask: a write to the run's files that
+    // fails (a full disk) drops that chunk here, and never fails the command's own write.
     let spawned = tokio::process::Command::new(program)
         .args(args)
         .env_remove(REDACT_ENV)
-        .stdout(output())
-        .stderr(output())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(false)
         .spawn();
     let mut child = match spawned {

@@ -74,9 +74,10 @@ fn run(exit_file: &Path, command: &[OsString]) -> i32 {
     );
     write_atomically(&exit_file.with_file_name(LAUNCH_FILE), &launch);
     let (program, args) = command.split_first().expect("parse_args returns a command");
-    // With nothing to mask, the command writes to the run's files itself: no pipes to copy.
-    let output = || if redactor.is_empty() { Stdio::inherit() } else { Stdio::piped() };
-    let spawned = Command::new(program).args(args).env_remove(REDACT_ENV).stdout(output()).stderr(output()).spawn();
+    // The output goes through pipes even with nothing to mask: a write to the run's files that
+    // fails (a full disk) drops that chunk here, and never fails the command's own write.
+    let spawned =
+        Command::new(program).args(args).env_remove(REDACT_ENV).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
     let mut child = match spawned {
         Ok(child) => child,
         Err(error) => {
