@@ -58,7 +58,9 @@ async fn ended_elsewhere(engine: &Arc<Engine>) -> u32 {
 /// a STOP or a cancel ended is no longer running while its executor still stops the agent and
 /// records the run's real end (its exit and spend): such a run is left to that executor, here or
 /// on the live instance that claimed the job (whose own reaper closes the run once it has no
-/// executor for it). A run of a dead instance's job is closed here.
+/// executor for it). A run of a dead instance's job is closed here. An agent that still runs here
+/// with no executor watching it (its job ended as its Baton died) is stopped first, and its run
+/// closed as `stopped`.
 async fn lost_runs(engine: &Arc<Engine>) -> u32 {
     let mut closed = 0;
     let Ok(open) = engine.store().open_agent_runs().await else {
