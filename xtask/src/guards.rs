@@ -156,6 +156,42 @@ const GUARDS: &[Guard] = &[
         }],
         test: "seeds_that_found_bugs_keep_the_invariants",
     },
+    Guard {
+        name: "a STOP is told when the default branch already holds the task's change",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/engine.rs",
+            find: "        Ok((false, self.landed_head(task).await?.is_some()))",
+            replace: "        Ok((false, false))",
+        }],
+        test: "seeds_that_found_bugs_keep_the_invariants",
+    },
+    Guard {
+        name: "a deploy that settled nothing keeps a deferred STOP waiting",
+        edits: &[Edit {
+            file: "crates/baton-domain/src/decide.rs",
+            find: "        if spec.actor == Actor::Deploy && unsettled {",
+            replace: "        if spec.actor == Actor::Deploy && unsettled && false {",
+        }],
+        test: "seeds_that_found_bugs_keep_the_invariants",
+    },
+    Guard {
+        name: "deploy reports a store that cannot be read before the merge as the machine's failure",
+        edits: &[Edit {
+            file: EXECUTOR,
+            find: "        Err(error) => return Err(Refused::Machine(format!(\"cannot read the task before the merge: {error}\"))),",
+            replace: "        Err(_) => None,",
+        }],
+        test: "seeds_that_found_bugs_keep_the_invariants",
+    },
+    Guard {
+        name: "the reaper's backstop of a deploy whose change landed says it landed",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/reaper.rs",
+            find: "        let outcome = match landed_deploy(engine, &job).await {",
+            replace: "        let outcome = match None::<String> {",
+        }],
+        test: "seeds_that_found_bugs_keep_the_invariants",
+    },
 ];
 
 /// Runs the pinning test; `true` when it passed.

@@ -197,17 +197,39 @@ pub fn decide(state: &TaskState, event: &Event, pipeline: &Pipeline, now_ms: i64
                 decision
             }
         },
-        Event::Stop { by, critical } => {
+        Event::Stop { by, critical, landed } => {
             if let Some(first) = &state.cancel_requested {
                 return suppress(format!("stop already requested by {first}; it applies when the running step ends"));
             }
-            if *critical && state.job.is_some() && state.hold == Hold::None {
-                // The merge/deploy step cannot be interrupted honestly: cancel when it ends.
+            // The step that may be merging, or may have merged, cannot be interrupted honestly:
+            // cancel when it ends, unless it merged (a change of a batch that is landing waits
+            // parked for its merge gate's next run, which says whether the batch landed).
+            let settles = (state.job.is_some() && state.hold == Hold::None) || state.hold == Hold::MergeQueue;
+            if (*critical || *landed) && settles {
                 let mut next = state.clone();
                 next.cancel_requested = Some(by.clone());
-                let text = format!("stop requested by {by}: deferred until the running {} step ends", state.stage);
+                let text = if state.hold == Hold::MergeQueue {
+                    format!("stop requested by {by}: deferred until the landing of its merge-queue batch settles")
+                } else {
+                    format!("stop requested by {by}: deferred until the running {} step ends", state.stage)
+                };
                 let effects = vec![Effect::Notify { kind: NotifyKind::Info, text: text.clone() }];
                 return Decision::Apply { next, effects, note: text };
+            }
+            if *landed {
+                // Nothing left to wait for (a deploy blocked after its merge, say): the change is on
+                // the default branch, so the task ends done and a human checks the target.
+                let note = format!(
+                    "stop requested by {by} at {} arrived too late: the change is already on the default branch; \
+                     the task ends done (check that the target runs it)",
+                    state.display()
+                );
+                let mut decision = shipped_done(state, note);
+                if let Decision::Apply { effects, .. } = &mut decision {
+                    effects.splice(0..0, [Effect::StopAgent, Effect::CancelJobs]);
+                    alert_instead(effects);
+                }
+                return decision;
             }
             cancel(state, &format!("stopped by {by} at {}", state.display()))
         }
@@ -272,6 +294,15 @@ fn after_ship_finished(state: &TaskState, outcome: &JobOutcome, pipeline: &Pipel
     decision
 }
 
+/// Makes the decision's notifications alerts: a STOP that arrived too late is news for a human.
+fn alert_instead(effects: &mut [Effect]) {
+    for effect in effects {
+        if let Effect::Notify { kind, .. } = effect {
+            *kind = NotifyKind::Alert;
+        }
+    }
+}
+
 /// Ends a shipped task in `done` from a stage that runs after shipping, with `note` on the timeline.
 fn shipped_done(state: &TaskState, note: String) -> Decision {
     let mut next = state.clone();
@@ -309,6 +340,45 @@ fn job_finished(
                 );
                 effects.push(Effect::Notify { kind: NotifyKind::Alert, text: late.clone() });
                 *note = format!("{late}; {note}");
+            }
+            return decision;
+        }
+        // A deploy step that settled nothing — its change landed and it waits for the merge lease
+        // to deploy, or it failed on the machine before it could tell — runs again as it would,
+        // and the STOP keeps waiting for it: cancelled now, a change on the default branch would
+        // be called cancelled.
+        let landed = outcome.landed_head().is_some();
+        let unsettled = landed || matches!(outcome, JobOutcome::Infrastructure { .. });
+        if spec.actor == Actor::Deploy && unsettled {
+            let mut waiting = state.clone();
+            waiting.cancel_requested = None;
+            let mut decision = job_finished(&waiting, spec, outcome, pipeline, now_ms);
+            if let Decision::Apply { next, effects, note } = &mut decision {
+                let again =
+                    effects.iter().any(|e| matches!(e, Effect::EnqueueJob { stage, .. } if *stage == state.stage));
+                if again && next.hold == Hold::None && next.stage == state.stage {
+                    next.cancel_requested = Some(by.clone());
+                    *note = format!("{note}; the stop requested by {by} waits for the next run of the step");
+                } else if landed && matches!(next.hold, Hold::Blocked { .. }) {
+                    let late = format!(
+                        "stop requested by {by} arrived too late: the change is already on the default branch; \
+                         the task ends done (check that the target runs it)"
+                    );
+                    let mut done = shipped_done(state, format!("{late}; {note}"));
+                    if let Decision::Apply { effects, .. } = &mut done {
+                        effects.insert(0, Effect::CancelJobs);
+                        alert_instead(effects);
+                    }
+                    return done;
+                } else {
+                    let text = format!(
+                        "stop requested by {by} could not be applied: the {} step failed before it could tell \
+                         whether the change landed; stop the task again to end it",
+                        state.stage
+                    );
+                    effects.push(Effect::Notify { kind: NotifyKind::Alert, text: text.clone() });
+                    *note = format!("{note}; {text}");
+                }
             }
             return decision;
         }

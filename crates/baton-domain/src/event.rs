@@ -84,6 +84,18 @@ impl JobOutcome {
         }
     }
 
+    /// The head the default branch holds for the job's change, when its `merged` verdict names
+    /// one: merged by this job (a pass), or landed earlier and waiting to deploy (a deferral).
+    pub fn landed_head(&self) -> Option<&str> {
+        match self {
+            JobOutcome::Completed { verdicts } => verdicts
+                .iter()
+                .find(|v| v.gate == MERGED_VERDICT && matches!(v.verdict, Verdict::Pass | Verdict::Defer))
+                .and_then(|v| v.evidence.as_deref()),
+            _ => None,
+        }
+    }
+
     /// The head the job merged into the default branch, when it did.
     pub fn merged_head(&self) -> Option<&str> {
         match self {
@@ -114,12 +126,19 @@ pub enum Event {
     Retry { by: String },
     /// Resume a task paused for budget or quota.
     Resume { by: String },
-    /// STOP: cancel the task. `critical` is set by the shell when a merge or deploy actor of the
-    /// task is running right now (the irreversible step): the cancel then waits for it to end.
+    /// STOP: cancel the task. `critical` is set by the shell when the task's change may be landing
+    /// or may already have landed (a deploy running or sent back after a claim, a landed change
+    /// waiting for its deploy, a batch member whose batch is landing): the cancel then waits for
+    /// the step that settles it, and a change that landed ends done ("arrived too late").
+    /// `landed` is set by the shell when the default branch already holds the task's change:
+    /// shipped code is never called cancelled, so a STOP that has no step to wait for ends the
+    /// task done, with an alert saying so.
     Stop {
         by: String,
         #[serde(default)]
         critical: bool,
+        #[serde(default)]
+        landed: bool,
     },
     /// The merge queue wakes a parked task: its change is to be tested on a new base, landed, or
     /// evicted; `why` is the timeline line.

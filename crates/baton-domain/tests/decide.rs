@@ -102,7 +102,11 @@ fn render_event(event: &Event) -> String {
         Event::DeployConfirmed { by } => format!("confirm by {by}"),
         Event::Retry { by } => format!("retry by {by}"),
         Event::Resume { by } => format!("resume by {by}"),
-        Event::Stop { by, critical } => format!("stop by {by}{}", if *critical { " (critical)" } else { "" }),
+        Event::Stop { by, critical, landed } => format!(
+            "stop by {by}{}{}",
+            if *critical { " (critical)" } else { "" },
+            if *landed { " (landed)" } else { "" }
+        ),
         Event::QueueTurn { why } => format!("queue turn: {why}"),
         Event::HealthChecked { ok: true, .. } => "health ok".to_string(),
         Event::HealthChecked { ok: false, output } => format!("health failed ({output})"),
@@ -301,7 +305,7 @@ fn dependency_blocked(reason: &'static str) -> Step {
 }
 
 fn stop() -> Step {
-    Box::new(|_, _| Event::Stop { by: "ann".to_string(), critical: false })
+    Box::new(|_, _| Event::Stop { by: "ann".to_string(), critical: false, landed: false })
 }
 
 /// One event of every kind, with `result` as the job result.
@@ -839,8 +843,8 @@ fn decide_never_panics_and_terminal_never_moves() {
                         Event::DeployConfirmed { by: "a".into() },
                         Event::Retry { by: "a".into() },
                         Event::Resume { by: "a".into() },
-                        Event::Stop { by: "a".into(), critical: false },
-                        Event::Stop { by: "a".into(), critical: true },
+                        Event::Stop { by: "a".into(), critical: false, landed: false },
+                        Event::Stop { by: "a".into(), critical: true, landed: false },
                     ];
                     for (job, event_stage) in [(1, stage.as_str()), (2, stage.as_str()), (1, "analysis")] {
                         for outcome in outcomes(event_stage) {
@@ -1030,7 +1034,7 @@ fn quota_pauses_back_off_and_resume_without_using_attempts() {
 // ---------------------------------------------------------------- STOP during the irreversible step
 
 fn stop_critical() -> Step {
-    Box::new(|_, _| Event::Stop { by: "bob".to_string(), critical: true })
+    Box::new(|_, _| Event::Stop { by: "bob".to_string(), critical: true, landed: false })
 }
 
 // A STOP while the deploy actor runs is deferred (one notification; a repeated STOP changes
@@ -1110,6 +1114,63 @@ fn stop_during_deploy_after_the_merge_with_failed_health_blocks() {
     check!(running("deploy", 9), [stop_critical(), deployed(Verdict::Fail)], @r#"
         stop by bob (critical) → deploy [notify info "stop requested by bob: deferred until the running deploy step ends"]
         job 9 deploy: deploy_status fail (health) → deploy (blocked) [release_leases, notify alert "blocked: deploy failed: deploy_status: health", notify alert "stop requested by bob arrived too late: 0123456789 is already merged and deployed"] {failure "deploy failed: deploy_status: health"}
+        "#);
+}
+
+fn stop_landed() -> Step {
+    Box::new(|_, _| Event::Stop { by: "bob".to_string(), critical: false, landed: true })
+}
+
+/// The deploy job found its change landed by an earlier run and waits for the merge lease.
+fn landed_waits() -> Step {
+    Box::new(|s, _| {
+        let mut waits = GateVerdict::new(baton_domain::MERGED_VERDICT, Verdict::Defer, "lease busy; landed");
+        waits.evidence = Some("0123456789abcdef".into());
+        finished(s, JobOutcome::Completed { verdicts: vec![waits] })
+    })
+}
+
+// A STOP that waited for a deploy whose change had landed before (the deploy now waits for the
+// merge lease) keeps waiting for the next run of the deploy, which ends the task done: a cancel
+// then would call code on the default branch cancelled.
+#[test]
+fn stop_waiting_for_a_landed_deploy_waits_for_its_next_run() {
+    check!(running("deploy", 9), [stop_critical(), landed_waits(), stop(), deployed(Verdict::Pass)], @r#"
+        stop by bob (critical) → deploy [notify info "stop requested by bob: deferred until the running deploy step ends"]
+        job 9 deploy: merged defer (lease busy; landed) → deploy [enqueue #10 deploy +5000ms] {defers 1}
+        stop by ann  suppressed: stop already requested by bob; it applies when the running step ends
+        job 10 deploy: ok → done [release_leases, remove_worktree, notify info "done", notify alert "stop requested by bob arrived too late: 0123456789 is already merged and deployed"] {defers 1}
+        "#);
+}
+
+// A deploy that failed on the machine may have merged before it could tell: the STOP waits for
+// the next run, and a run that merged nothing then cancels.
+#[test]
+fn stop_waiting_for_a_deploy_that_failed_on_the_machine_waits_for_its_next_run() {
+    check!(running("deploy", 9), [stop_critical(), infra("database is locked"), agent_failed("stop requested by bob before the merge; not merging")], @r#"
+        stop by bob (critical) → deploy [notify info "stop requested by bob: deferred until the running deploy step ends"]
+        job 9 deploy: infrastructure failure (database is locked) → deploy [enqueue #10 deploy +10788ms, notify alert "deploy hit an infrastructure failure (1 in a row): database is locked; running it again in 10 s"] {infra 1}
+        job 10 deploy: agent failed (stop requested by bob before the merge; not merging) → cancelled [stop_agent, cancel_jobs, release_leases, remove_worktree, delete_branch, notify info "stopped by bob after the deploy step ended"] {infra 1}
+        "#);
+}
+
+// A STOP of a task whose change is on the default branch and that has no step to wait for (its
+// deploy blocked after the merge) ends it done with an alert, never cancelled.
+#[test]
+fn stop_of_a_blocked_task_whose_change_landed_ends_done() {
+    check!(held("deploy", blocked("deploy")), [stop_landed(), stop()], @r#"
+        stop by bob (landed) → done [stop_agent, cancel_jobs, release_leases, remove_worktree, notify alert "done; stop requested by bob at deploy (blocked) arrived too late: the change is already on the default branch; the task ends done (check that the target runs it)"]
+        stop by ann  suppressed: task is done; terminal stages ignore `stop`
+        "#);
+}
+
+// A change of a merge-queue batch that is landing (parked in the queue) waits for its merge gate's
+// next run, which says whether the batch landed.
+#[test]
+fn stop_of_a_change_whose_batch_is_landing_waits_parked() {
+    check!(held("deploy_staging", Hold::MergeQueue), [stop_critical(), stop()], @r#"
+        stop by bob (critical) → deploy_staging (merge_queue) [notify info "stop requested by bob: deferred until the landing of its merge-queue batch settles"]
+        stop by ann  suppressed: stop already requested by bob; it applies when the running step ends
         "#);
 }
 
@@ -1342,7 +1403,7 @@ fn a_retro_budget_or_quota_stop_ends_in_done() {
 #[test]
 fn a_stop_during_the_retro_ends_in_done_not_cancelled() {
     for critical in [false, true] {
-        let (next, effects, note) = at_retro(|_| Event::Stop { by: "ann".into(), critical });
+        let (next, effects, note) = at_retro(|_| Event::Stop { by: "ann".into(), critical, landed: false });
         assert_eq!(next.stage, DONE);
         assert_ne!(next.stage, CANCELLED);
         assert_eq!(note, "retro stopped by ann; the change is shipped, the task is done");

@@ -84,7 +84,7 @@ impl Input {
             Input::ConfirmDeploy => Event::DeployConfirmed { by },
             Input::Retry => Event::Retry { by },
             Input::Resume => Event::Resume { by },
-            Input::Stop => Event::Stop { by, critical: false },
+            Input::Stop => Event::Stop { by, critical: false, landed: false },
         }
     }
 }
@@ -848,17 +848,73 @@ impl Engine {
         Ok(closed)
     }
 
-    /// Whether the task's merge/deploy actor is running right now (a STOP must then wait for it).
-    /// Idle parking, such as waiting for Confirm Deploy while holding the lease, is not critical.
-    async fn in_critical_step(&self, task: &TaskRecord) -> Result<bool, EngineError> {
-        let deploying = self
-            .pipeline_for(&task.repo)
-            .stage(&task.state.stage)
-            .is_some_and(|s| s.actor == baton_domain::Actor::Deploy);
-        let Some(job) = task.state.job.filter(|_| deploying) else {
-            return Ok(false);
+    /// What a STOP of the task must know (`Event::Stop`): shipped code is never called cancelled
+    /// (SPEC §12), and a cancel's effects (its worktree and branch removed) cannot take a change
+    /// back off the default branch. Critical (the STOP waits for the step that settles whether
+    /// the change landed) when
+    /// - the deploy actor runs right now (it may be merging);
+    /// - its job waits to run again after a claim that may have merged before it ended (an
+    ///   instance killed or declared dead mid-deploy: the job was sent back to the queue);
+    /// - a change of a merge-queue batch (not its last) waits while its batch is landing.
+    ///
+    /// Landed when the default branch (as this instance last read it) already holds the change:
+    /// the head its merge gate passed, or for a change of a batch, the batch's commit.
+    ///
+    /// Idle parking, such as waiting for Confirm Deploy while holding the lease, is neither.
+    async fn stop_context(&self, task: &TaskRecord) -> Result<(bool, bool), EngineError> {
+        let Some(stage) = self.pipeline_for(&task.repo).stage(&task.state.stage) else {
+            return Ok((false, false));
         };
-        Ok(self.store.job(job).await?.is_some_and(|j| j.status == JobStatus::Running))
+        if stage.actor != baton_domain::Actor::Deploy {
+            if !stage.gates.contains(&baton_domain::GateSpec::Mergeable) {
+                return Ok((false, false));
+            }
+            let Some(entry) = self.store.queue_entry(task.id).await?.filter(crate::queue::is_batch_member) else {
+                return Ok((false, false));
+            };
+            let landing = entry.state == baton_store::QueueState::Landing;
+            let landed = match entry.head.as_deref() {
+                Some(head) if landing => self.holds(&task.repo, head).await,
+                _ => false,
+            };
+            return Ok((landing, landed));
+        }
+        if let Some(job) = task.state.job
+            && let Some(job) = self.store.job(job).await?
+        {
+            match job.status {
+                JobStatus::Running => return Ok((true, false)),
+                JobStatus::Queued if job.started_at_ms.is_some() => return Ok((true, false)),
+                _ => {}
+            }
+        }
+        Ok((false, self.landed_head(task).await?.is_some()))
+    }
+
+    /// The head the task's merge gate last passed, when the repository's default branch (as this
+    /// instance last read it) holds it: the change has landed.
+    pub(crate) async fn landed_head(&self, task: &TaskRecord) -> Result<Option<String>, EngineError> {
+        let jobs = self.store.jobs_for_task(task.id).await?;
+        let head = jobs
+            .iter()
+            .rev()
+            .filter(|j| j.status == JobStatus::Done)
+            .find_map(|j| j.outcome().and_then(|o| o.retested_head().map(str::to_string)));
+        Ok(match head {
+            Some(head) if self.holds(&task.repo, &head).await => Some(head),
+            _ => None,
+        })
+    }
+
+    /// Whether the repository's default branch, as this instance last read it, holds `head`.
+    async fn holds(&self, repo: &str, head: &str) -> bool {
+        let Some(repo) = self.settings.repo(repo) else {
+            return false;
+        };
+        let Some(main) = self.vcs.rev(&repo.path, &repo.default_ref()).await else {
+            return false;
+        };
+        main == head || self.vcs.is_ancestor(&repo.path, head, &main).await
     }
 
     /// Decides `event` for the task and commits it atomically; re-decides after a lost race.
@@ -879,8 +935,8 @@ impl Engine {
             // Whether a STOP must wait is judged on the state it is decided against: a claim of
             // the deploy job bumps the task version, so a STOP read before it loses its CAS here.
             let mut event = event.clone();
-            if let Event::Stop { critical, .. } = &mut event {
-                *critical = self.in_critical_step(&task).await?;
+            if let Event::Stop { critical, landed, .. } = &mut event {
+                (*critical, *landed) = self.stop_context(&task).await?;
             }
             let event = &event;
             let pipeline = crate::monitor::pipeline_for(self, &task.repo);

@@ -383,6 +383,12 @@ async fn run_job(
                 let verdicts = vec![GateVerdict::new(baton_domain::MERGED_VERDICT, Verdict::Defer, reason)];
                 return Ok(Some(JobOutcome::Completed { verdicts }));
             }
+            Err(Refused::Landed { reason, head }) => {
+                let mut waits = GateVerdict::new(baton_domain::MERGED_VERDICT, Verdict::Defer, reason);
+                waits.evidence = Some(head);
+                return Ok(Some(JobOutcome::Completed { verdicts: vec![waits] }));
+            }
+            Err(Refused::Machine(reason)) => return Ok(Some(JobOutcome::Infrastructure { reason })),
             Err(Refused::Other(reason)) if gates::is_infrastructure(&reason) => {
                 return Ok(Some(JobOutcome::Infrastructure { reason }));
             }
@@ -400,6 +406,7 @@ async fn run_job(
     let mut verdicts: Vec<GateVerdict> = shipped.into_iter().collect();
     let gates = switched_on_gates(&ctx).await;
     verdicts.extend(gates::evaluate_all(&ctx.gates(), &gates).await);
+    verdicts.extend(landed_with_batch(&ctx, &verdicts).await);
     record_verdicts(engine, &task, stage, &verdicts).await;
     // A retro whose gates passed: its proposals are recorded before the task reaches done, so
     // the hand-off written then lists them (idempotently: a retried job records nothing twice).
@@ -1137,6 +1144,22 @@ async fn merge_gate_head(ctx: &JobContext<'_>) -> Option<String> {
         .find_map(|j| j.outcome().and_then(|o| o.retested_head().map(str::to_string)))
 }
 
+/// The `merged` verdict of a change of a merge-queue batch (not its last) whose merge gate just
+/// passed: it passes only once the default branch holds the batch's commit, which carries it. Its
+/// merge is then done, like a deploy's: a STOP that waited for this run arrived too late.
+async fn landed_with_batch(ctx: &JobContext<'_>, verdicts: &[GateVerdict]) -> Option<GateVerdict> {
+    let passed = verdicts.iter().find(|v| v.gate == "mergeable" && v.verdict == Verdict::Pass)?;
+    let head = passed.evidence.clone()?;
+    let entry = ctx.engine.store().queue_entry(ctx.task.id).await.ok().flatten()?;
+    if !crate::queue::is_batch_member(&entry) {
+        return None;
+    }
+    let message = format!("{} holds its batch's commit {}", ctx.repo.default_branch, &head[..head.len().min(10)]);
+    let mut merged = GateVerdict::new(baton_domain::MERGED_VERDICT, Verdict::Pass, message);
+    merged.evidence = Some(head);
+    Some(merged)
+}
+
 /// What the deploy actor did once the default branch holds the re-tested head.
 struct Deployed {
     /// The `merged` verdict, with the head as its evidence.
@@ -1152,6 +1175,14 @@ enum Refused {
     /// Another change's landing must finish first: the deploy stage runs again after a pause,
     /// with the change's place and tested head kept.
     Wait(String),
+    /// The change landed (by an earlier run of the job) and its deploy waits for the merge lease:
+    /// the deploy stage runs again after a pause; `head` is what the default branch holds.
+    Landed {
+        reason: String,
+        head: String,
+    },
+    /// The machine failed (a store that cannot be read): nothing is known about the change.
+    Machine(String),
     Other(String),
 }
 
@@ -1233,28 +1264,49 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     // land on top of this commit during the deploy, which could then take the target back behind
     // the default branch (a human's retry of a failed deploy, say, while the queue moved on). It
     // waits for the lease, keeping its place; landed on top by then, the later deploy carries it.
-    let landed = match lease_lost {
+    let mut landed = match lease_lost {
         Some(reason) => {
             let main = landed_before(ctx, &base, &head).await.ok_or(Refused::LeaseLost(reason.clone()))?;
             if main == head {
-                return Err(Refused::Wait(format!(
+                let reason = format!(
                     "{reason}; {} has landed on {} and deploys once that lease is free",
                     &head[..head.len().min(10)],
                     ctx.repo.default_branch
-                )));
+                );
+                return Err(Refused::Landed { reason, head });
             }
             Some(main)
         }
         None => None,
     };
     // The task may have been stopped since this job was claimed: never merge for a cancelled task.
-    let current = engine.store().task(&TaskKey::Id(ctx.task.id)).await.ok().flatten();
-    if !current.is_some_and(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) {
+    // A store that cannot be read says nothing about the task: the machine failed, and the step
+    // runs again (a STOP waiting for it keeps waiting; the change may have landed before).
+    let current = match engine.store().task(&TaskKey::Id(ctx.task.id)).await {
+        Ok(current) => current,
+        Err(error) => return Err(Refused::Machine(format!("cannot read the task before the merge: {error}"))),
+    };
+    let Some(current) = current.filter(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) else {
         return Err("the task changed before the merge; not merging".into());
+    };
+    // A STOP that waited for this job (it might have merged before a restart, or its change had
+    // landed while it waited for the lease): nothing new is merged. A change that already landed
+    // is deployed, and the STOP arrived too late.
+    if let Some(by) = &current.state.cancel_requested
+        && landed.is_none()
+        && !deploying
+    {
+        match landed_before(ctx, &base, &head).await {
+            Some(main) => landed = Some(main),
+            None => return Err(format!("stop requested by {by} before the merge; not merging").into()),
+        }
     }
     // Nor for a job this instance no longer owns: declared dead (silent past the grace period),
     // its job was requeued and may be running on another instance now.
-    let job_now = engine.store().job(ctx.job.id).await.ok().flatten();
+    let job_now = match engine.store().job(ctx.job.id).await {
+        Ok(job) => job,
+        Err(error) => return Err(Refused::Machine(format!("cannot read the job before the merge: {error}"))),
+    };
     if !job_now.is_some_and(|j| j.status == JobStatus::Running && j.owner.as_deref() == Some(engine.owner())) {
         return Err("this job was taken over by another instance before the merge; not merging".into());
     }

@@ -325,7 +325,8 @@ async fn file_revert(engine: &Engine, task: &TaskRecord, freeze: Option<&RepoFre
         let message = format!("Revert {} ({short}): its deploy degraded", task.work_item_id);
         if let Err(error) = prepare_revert(engine, repo, &worktree, &revert.branch, (&base, &head), &message).await {
             let by = format!("{MONITOR_PRINCIPAL} (revert failed)");
-            let _ = engine.apply_event(revert.id, &Event::Stop { by, critical: false }, None, None).await;
+            let _ =
+                engine.apply_event(revert.id, &Event::Stop { by, critical: false, landed: false }, None, None).await;
             return alert(
                 engine,
                 task,

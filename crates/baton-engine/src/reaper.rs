@@ -114,6 +114,18 @@ async fn lost_runs(engine: &Arc<Engine>) -> u32 {
     closed
 }
 
+/// The landed head of `job`'s task when `job` is its deploy job and the default branch holds the
+/// head its merge gate passed.
+async fn landed_deploy(engine: &Arc<Engine>, job: &baton_store::JobRecord) -> Option<String> {
+    let task = engine.store().task(&baton_store::TaskKey::Id(job.task_id)).await.ok().flatten()?;
+    let deploys =
+        engine.pipeline_for(&task.repo).stage(&job.stage).is_some_and(|s| s.actor == baton_domain::Actor::Deploy);
+    if !deploys {
+        return None;
+    }
+    engine.landed_head(&task).await.ok().flatten()
+}
+
 /// Fails jobs running longer than `job_backstop_secs` and stops their agent.
 async fn backstop(engine: &Arc<Engine>) -> u32 {
     let mut failed = 0;
@@ -132,7 +144,23 @@ async fn backstop(engine: &Arc<Engine>) -> u32 {
             continue;
         }
         let reason = format!("ran longer than the {} s backstop; stopped by the reaper", backstop_ms / 1000);
-        let outcome = JobOutcome::Failed { reason: reason.clone() };
+        let outcome = match landed_deploy(engine, &job).await {
+            // A deploy whose change is on the default branch (its command hung after the merge):
+            // the outcome says so, like a deploy command that failed after its merge — never a
+            // plain failure, which a STOP waiting for the step would turn into a cancel.
+            Some(head) => {
+                let short = &head[..head.len().min(10)];
+                let mut merged = baton_domain::GateVerdict::new(
+                    baton_domain::MERGED_VERDICT,
+                    baton_domain::Verdict::Pass,
+                    format!("the default branch holds {short}"),
+                );
+                merged.evidence = Some(head);
+                let failed = baton_domain::GateVerdict::new("deploy", baton_domain::Verdict::Fail, reason.clone());
+                JobOutcome::Completed { verdicts: vec![merged, failed] }
+            }
+            None => JobOutcome::Failed { reason: reason.clone() },
+        };
         let finish = JobFinish {
             job: job.id,
             status: JobStatus::Failed,

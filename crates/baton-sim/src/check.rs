@@ -52,6 +52,9 @@ pub enum Kind {
     StaleGateHeadMerged,
     /// §4.6: after draining, a task is neither terminal nor waiting for a human.
     NotSettled,
+    /// §12: a task ended `cancelled` while a default branch holds its change (its own merge, or a
+    /// merge-queue batch's commit that carries it): shipped code is never called cancelled.
+    ShippedCancelled,
     /// §13/§15: more jobs ran than the global running limit or a repository's limit allow (judged
     /// as each claim commits, from the store's rows).
     LimitExceeded,

@@ -75,6 +75,9 @@ struct Git {
     violations: Vec<Violation>,
     merges: u64,
     batch_merges: u64,
+    /// Tasks whose change a default branch took: a merged head's task and, for a batch's commit,
+    /// every change the queue had batched behind it (read from the store as main moved).
+    shipped: BTreeSet<TaskId>,
     fault_rng: Option<Rng>,
     fault_per_mille: u32,
     faults_armed: bool,
@@ -193,6 +196,11 @@ impl SimForge {
     /// Merges of a batch's one commit.
     pub fn batch_merges(&self) -> u64 {
         self.lock().batch_merges
+    }
+
+    /// Tasks whose change some default branch took (see `Git::shipped`).
+    pub fn shipped_tasks(&self) -> BTreeSet<TaskId> {
+        self.lock().shipped.clone()
     }
 
     /// Whether `repo`'s default branch, after `head` landed, took a commit that carries the revert
@@ -318,6 +326,10 @@ impl SimForge {
                 ),
             ));
         }
+        git.shipped.insert(passed.task);
+        let members: Vec<TaskId> =
+            self.store.peek(|s| s.queue.values().filter(|e| e.batch == Some(passed.task)).map(|e| e.task).collect());
+        git.shipped.extend(members);
         let task = self.store.peek_task(passed.task);
         let deploying = task.as_ref().is_some_and(|t| {
             !t.state.is_terminal()

@@ -921,6 +921,7 @@ impl World {
         let mut found = Vec::new();
         let worktrees = self.forge.worktree_paths();
         let branches = self.forge.branch_names();
+        let shipped = self.forge.shipped_tasks();
         let root = self.settings.worktrees_dir();
         for task in self.store.peek_tasks().iter().filter(|t| t.state.is_terminal()) {
             let path = root.join(&task.repo).join(&task.work_item_id);
@@ -928,6 +929,12 @@ impl World {
                 found.push(Violation::new(
                     Kind::LeftBehind,
                     format!("{} task {} kept its worktree", task.state.stage, task.id),
+                ));
+            }
+            if task.state.stage == baton_domain::pipeline::CANCELLED && shipped.contains(&task.id) {
+                found.push(Violation::new(
+                    Kind::ShippedCancelled,
+                    format!("task {} ended cancelled, but a default branch holds its change", task.id),
                 ));
             }
             if task.state.stage == baton_domain::pipeline::CANCELLED && branches.contains(&task.branch) {

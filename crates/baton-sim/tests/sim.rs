@@ -101,7 +101,7 @@ fn a_seed_replays_exactly() {
 // unwatched while the next Baton's reaper labelled its run lost (the reaper now stops it).
 #[test]
 fn seeds_that_found_bugs_keep_the_invariants() {
-    for seed in [5734, 11808, 11587, 33120, 161677, 165339, 385833, 386116] {
+    for seed in [5734, 11808, 11587, 33120, 161677, 165339, 385833, 386116, 410236, 410608, 412116, 414658] {
         sweep(seed, 1, &Config::sweep(0)).unwrap_or_else(|failure| panic!("seed {seed}: {failure}"));
     }
 }
@@ -452,9 +452,9 @@ fn stale_merge_gate_run_never_reaches_main() {
 
 /// Found by the sweep (seed 301316 at 1,200 steps): a deploy that outlives the job backstop keeps
 /// running after the reaper failed it; it must not keep (or re-take) the merge lease for a task
-/// that then blocks: the repository's merges would wait for a human forever. Here the hung deploy
-/// is failed by the backstop, the next attempt's deploy command fails after the merge, the task
-/// blocks, and no lease may be left.
+/// that then blocks: the repository's merges would wait for a human forever. Here the deploy
+/// command hangs after the merge and the backstop ends it as a failed deploy of a landed change,
+/// the task blocks, and no lease may be left.
 fn blocked_task_lease_scenario(config: WorldConfig) -> Result<(), String> {
     let mut world = World::new(config);
     let task = world.create_task("alpha");
@@ -462,10 +462,8 @@ fn blocked_task_lease_scenario(config: WorldConfig) -> Result<(), String> {
     world.procs.release(first, Script::Hang);
     world.advance_clock(1_000_000);
     world.act(Action::ReaperTick);
-    world.advance_clock(60_000);
-    let second = world.claim().ok_or("deploy attempt 2 did not start")?;
-    ensure(second != first, "a new deploy job runs after the backstop")?;
-    let _ = world.finish(second, Script::Fail);
+    // The deploy hung after its merge: the backstop ends it as a failed deploy of a change on the
+    // default branch, which blocks for a human (no agent undoes a merge).
     let blocked = world.task(task);
     ensure(matches!(blocked.state.hold, Hold::Blocked { .. }), format!("the task is {}", blocked.state.display()))?;
     // A stale executor of the task re-takes the lease after the block (what the backstopped
