@@ -192,6 +192,15 @@ const GUARDS: &[Guard] = &[
         }],
         test: "seeds_that_found_bugs_keep_the_invariants",
     },
+    Guard {
+        name: "the simulated store lets one idempotency key name one task",
+        edits: &[Edit {
+            file: "crates/baton-sim/src/store/state.rs",
+            find: "            return Err(StoreError::Exists(Box::new(task.clone())));\n        }\n        let idempotency_key",
+            replace: "        }\n        let idempotency_key",
+        }],
+        test: "seeds_that_found_bugs_keep_the_invariants",
+    },
 ];
 
 /// Runs the pinning test; `true` when it passed.

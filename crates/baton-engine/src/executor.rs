@@ -1136,12 +1136,13 @@ async fn resume_session(ctx: &JobContext<'_>) -> Result<Option<String>, EngineEr
 }
 
 /// The head the task's last passing merge gate re-tested (from the deploy_staging job's result).
-async fn merge_gate_head(ctx: &JobContext<'_>) -> Option<String> {
-    let jobs = ctx.engine.store().jobs_for_task(ctx.task.id).await.ok()?;
-    jobs.iter()
+async fn merge_gate_head(ctx: &JobContext<'_>) -> Result<Option<String>, baton_store::StoreError> {
+    let jobs = ctx.engine.store().jobs_for_task(ctx.task.id).await?;
+    Ok(jobs
+        .iter()
         .rev()
         .filter(|j| j.status == JobStatus::Done)
-        .find_map(|j| j.outcome().and_then(|o| o.retested_head().map(str::to_string)))
+        .find_map(|j| j.outcome().and_then(|o| o.retested_head().map(str::to_string))))
 }
 
 /// The `merged` verdict of a change of a merge-queue batch (not its last) whose merge gate just
@@ -1202,7 +1203,12 @@ impl From<String> for Refused {
 /// `Err` means nothing was merged.
 async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     let engine = ctx.engine;
-    let entry = engine.store().queue_entry(ctx.task.id).await.ok().flatten();
+    // A store that cannot be read is the machine's failure, never the change's: the step runs
+    // again (a STOP waiting for it keeps waiting; the change may have landed in an earlier run).
+    let entry = match engine.store().queue_entry(ctx.task.id).await {
+        Ok(entry) => entry,
+        Err(error) => return Err(Refused::Machine(format!("cannot read the merge queue: {error}"))),
+    };
     if let Some(entry) = &entry
         && crate::queue::is_batch_member(entry)
     {
@@ -1212,7 +1218,10 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     // The last change of a batch lands the batch's commit: its build's tree on the batch's base.
     let batch_tail = entry.as_ref().is_some_and(|e| e.batch == Some(ctx.task.id));
     // Merge exactly the head the merge gate re-tested, and nothing else (main is sacred).
-    let head = match merge_gate_head(ctx).await {
+    let passed = merge_gate_head(ctx)
+        .await
+        .map_err(|error| Refused::Machine(format!("cannot read the task's jobs: {error}")))?;
+    let head = match passed {
         Some(passed) if passed == worktree_head => passed,
         Some(passed) if batch_tail && timed(ctx, engine.vcs().same_tree(&ctx.worktree, "HEAD", &passed)).await => {
             passed
@@ -1255,7 +1264,7 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
                 Some(format!("the merge lease of {} is held by {holder}", ctx.repo.name))
             }
             Err(_) if deploying => None,
-            Err(error) => return Err(format!("cannot renew the merge lease: {error}").into()),
+            Err(error) => return Err(Refused::Machine(format!("cannot renew the merge lease: {error}"))),
         };
     // Without the lease, the change may still have landed by an earlier run of this job (a Baton
     // killed between the merge and the end of the job, its lease expired meanwhile): then it is
@@ -1280,8 +1289,6 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         None => None,
     };
     // The task may have been stopped since this job was claimed: never merge for a cancelled task.
-    // A store that cannot be read says nothing about the task: the machine failed, and the step
-    // runs again (a STOP waiting for it keeps waiting; the change may have landed before).
     let current = match engine.store().task(&TaskKey::Id(ctx.task.id)).await {
         Ok(current) => current,
         Err(error) => return Err(Refused::Machine(format!("cannot read the task before the merge: {error}"))),
@@ -1628,7 +1635,10 @@ async fn ratchet_coverage(ctx: &JobContext<'_>, head: &str) {
 async fn deploy_batch_member(ctx: &JobContext<'_>, entry: &baton_store::QueueEntry) -> Result<Deployed, Refused> {
     let engine = ctx.engine;
     let head = timed(ctx, engine.vcs().rev(&ctx.worktree, "HEAD")).await.ok_or("the worktree has no HEAD")?;
-    match merge_gate_head(ctx).await {
+    let passed = merge_gate_head(ctx)
+        .await
+        .map_err(|error| Refused::Machine(format!("cannot read the task's jobs: {error}")))?;
+    match passed {
         Some(passed) if passed == head && entry.head.as_deref() == Some(head.as_str()) => {}
         _ => {
             return Err(format!(

@@ -61,7 +61,9 @@ pub fn filing_key(what: &str, task: TaskId) -> String {
 async fn filed_before(engine: &Engine, key: &str) -> Result<Option<TaskRecord>, String> {
     let store = engine.store();
     let now = engine.clock().now_ms();
-    // Stale at once: the only other attempt under this key is an earlier try of the same effect.
+    // Stale at once: another attempt under this key is a try of the same effect (an earlier one,
+    // or one still running whose outbox claim expired); the store lets only one of them create
+    // the task (see `filed_once`).
     match store.begin_idempotent(key, FILING_DIGEST, now, 0).await.map_err(|e| format!("filing key {key}: {e}"))? {
         IdempotencyBegin::Started | IdempotencyBegin::Resumed { task: None } => Ok(None),
         IdempotencyBegin::Resumed { task: Some(id) } => store
@@ -71,6 +73,15 @@ async fn filed_before(engine: &Engine, key: &str) -> Result<Option<TaskRecord>, 
             .map(Some)
             .ok_or_else(|| format!("filing key {key} names task {id}, which does not exist")),
         other => Err(format!("filing key {key} is in use by something else ({other:?})")),
+    }
+}
+
+/// The task a filing created, or the one another try of the same filing created under its key
+/// meanwhile (two tries at once: an outbox claim that expired while the first still ran).
+fn filed_once(created: Result<TaskRecord, crate::EngineError>) -> Result<TaskRecord, crate::EngineError> {
+    match created {
+        Err(crate::EngineError::Store(baton_store::StoreError::Exists(first))) => Ok(*first),
+        other => other,
     }
 }
 
@@ -295,7 +306,8 @@ async fn file_revert(engine: &Engine, task: &TaskRecord, freeze: Option<&RepoFre
                     };
                     let external_ref = Some(format!("{REVERT_REF_PREFIX}{}", task.work_item_id));
                     let request = NewTaskRequest { repo: task.repo.clone(), title, body, external_ref };
-                    engine.create_held_task(request, state, Some(key)).await.map_err(|e| format!("file revert: {e}"))?
+                    filed_once(engine.create_held_task(request, state, Some(key)).await)
+                        .map_err(|e| format!("file revert: {e}"))?
                 }
             }
         }
@@ -407,7 +419,7 @@ async fn file_incident(engine: &Engine, task: &TaskRecord, output: &str) -> Resu
             );
             let body = truncate(&body, limits.body_bytes_max);
             let request = NewTaskRequest { repo: task.repo.clone(), title, body, external_ref: None };
-            engine.create_task_keyed(request, Some(key)).await.map_err(|e| format!("file incident: {e}"))?
+            filed_once(engine.create_task_keyed(request, Some(key)).await).map_err(|e| format!("file incident: {e}"))?
         }
     };
     if timeline_event(engine, &incident, INCIDENT_OF).await?.is_none() {

@@ -2265,11 +2265,24 @@ impl PgStore {
             }
         }
         if let Some(key) = &new.idempotency_key {
-            sqlx::query("UPDATE idempotency SET task_id = $1 WHERE key = $2")
+            // A key names one task: a second creation under it (two tries of one effect at once)
+            // rolls back and answers with the task the first one made. At READ COMMITTED the
+            // second UPDATE waits for the first's row lock and re-reads `task_id` after it commits.
+            let named = sqlx::query("UPDATE idempotency SET task_id = $1 WHERE key = $2 AND task_id IS NULL")
                 .bind(id.0)
                 .bind(key)
                 .execute(&mut *tx)
                 .await?;
+            if named.rows_affected() == 0 {
+                let first: Option<Option<i64>> = sqlx::query_scalar("SELECT task_id FROM idempotency WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(Some(first)) = first {
+                    let row = sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(first).fetch_one(&mut *tx).await?;
+                    return Err(Attempt::Store(StoreError::Exists(Box::new(task_from_row(&row)?))));
+                }
+            }
         }
         insert_event(
             &mut tx,

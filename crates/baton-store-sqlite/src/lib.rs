@@ -757,11 +757,23 @@ impl Store for SqliteStore {
             }
         }
         if let Some(key) = &new.idempotency_key {
-            sqlx::query("UPDATE idempotency SET task_id = $1 WHERE key = $2")
+            // A key names one task: a second creation under it (two tries of one effect at once)
+            // rolls back and answers with the task the first one made.
+            let named = sqlx::query("UPDATE idempotency SET task_id = $1 WHERE key = $2 AND task_id IS NULL")
                 .bind(id.0)
                 .bind(key)
                 .execute(&mut *tx)
                 .await?;
+            if named.rows_affected() == 0 {
+                let first: Option<Option<i64>> = sqlx::query_scalar("SELECT task_id FROM idempotency WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(Some(first)) = first {
+                    let row = sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(first).fetch_one(&mut *tx).await?;
+                    return Err(StoreError::Exists(Box::new(task_from_row(&row)?)));
+                }
+            }
         }
         let row = sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(id.0).fetch_one(&mut *tx).await?;
         let record = task_from_row(&row)?;

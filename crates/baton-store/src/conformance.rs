@@ -1989,6 +1989,14 @@ pub async fn suite_idempotency(store: Arc<dyn Store>) {
         store.begin_idempotent("p|POST /tasks|c", "hc", T0 + 60_000, 30_000).await.unwrap(),
         B::Resumed { task: Some(task.id) }
     );
+    // A key names one task: a second create under it (two tries of one filing at once) changes
+    // nothing and answers with the first task.
+    let again = NewTask { idempotency_key: Some("p|POST /tasks|c".into()), ..new_task("demo", "DEMO", "Twice") };
+    match store.create_task(again, enqueue("analysis", 0), T0 + 60_001).await {
+        Err(StoreError::Exists(first)) => assert_eq!(first.id, task.id),
+        other => panic!("a second create under one key must answer with the first task: {other:?}"),
+    }
+    assert_eq!(store.list_tasks(&TaskFilter::default()).await.unwrap().len(), 1, "the second create left no task");
 }
 
 fn delivery(source: &str, id: &str, payload: &str) -> NewDelivery {

@@ -341,6 +341,12 @@ impl State {
         if let Some(missing) = new.depends_on.iter().find(|on| !self.tasks.contains_key(on)) {
             return Err(StoreError::NotFound(format!("task {missing}")));
         }
+        // A key names one task: a second creation under it answers with the first one's task.
+        if let Some(first) = new.idempotency_key.as_ref().and_then(|k| self.idempotency.get(k)).and_then(|row| row.2)
+            && let Some(task) = self.tasks.get(&first)
+        {
+            return Err(StoreError::Exists(Box::new(task.clone())));
+        }
         let idempotency_key = new.idempotency_key.clone();
         let key = (new.repo.clone(), new.prefix.clone());
         let mut number = self.counters.get(&key).copied().unwrap_or(1).max(1);
