@@ -1337,11 +1337,12 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     if batch_tail && let Err(error) = timed(ctx, engine.vcs().reset_to(&ctx.worktree, &head)).await {
         return Err(format!("cannot move the worktree to the batch's commit: {error}").into());
     }
-    // This very job merged on another instance, since declared dead and its job taken over: that
-    // instance may have run the deploy (its record lies on its own machine), so it never runs
-    // again here; a human checks the target and retries.
+    // A deploy job of this task merged on another instance, since declared dead and the job taken
+    // over, and no job recorded the deploy's outcome since: that instance may have run the deploy
+    // (its record lies on its own machine), so it never runs again here; a human checks the target
+    // and retries.
     let taken_over = match &deploy_argv {
-        Some(_) if already_merged => merged_elsewhere_by_this_job(ctx, &head).await,
+        Some(_) if already_merged => merged_elsewhere_unrecorded(ctx, &head).await,
         _ => None,
     };
     let short = &head[..head.len().min(10)];
@@ -1381,9 +1382,9 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
             None
         }
         (Some(_), Some(instance)) => Some(format!(
-            "{short} was merged by this job on instance {instance}, which was declared dead before the job ended; \
-             its deploy may have run there and its outcome is unknown here, so it is not run again: \
-             check the target, then `baton task retry` to deploy again"
+            "{short} was merged by a deploy job of this task on instance {instance}, which was declared dead \
+             before that job recorded its deploy; its deploy may have run there and its outcome is unknown \
+             here, so it is not run again: check the target, then `baton task retry` to deploy again"
         )),
         (Some(argv), None) => deploy_command(ctx, &gates, &head, &argv).await,
     };
@@ -1535,16 +1536,33 @@ async fn merge_under_lease(
     }
 }
 
-/// The instance that merged `head` for this same job before it was taken over from it, when that
-/// was another instance and this machine has no record of the head's deploy (a restart of the same
-/// instance finds its own records and waits for or takes their outcome).
-async fn merged_elsewhere_by_this_job(ctx: &JobContext<'_>, head: &str) -> Option<String> {
+/// The instance that merged `head` for this task's deploy and ended before its deploy's outcome
+/// was recorded, when that was another instance and this machine has no record of the head's
+/// deploy (a restart of the same instance finds its own records and waits for or takes their
+/// outcome). That is this very job, taken over from a Baton declared dead; or an earlier job of the
+/// task that was taken over and then ended without reaching its deploy (a failed fetch at the
+/// start of the job on the instance that took it over): its record lies on the dead instance's
+/// machine. A job that recorded its deploy's outcome (a failed deploy a human retries) does not
+/// count.
+async fn merged_elsewhere_unrecorded(ctx: &JobContext<'_>, head: &str) -> Option<String> {
     let engine = ctx.engine;
     if !matches!(engine.commands().previous(&deploy_run_dir(ctx, head)), Previous::Nothing) {
         return None;
     }
-    let merges = merges_by_job(engine, ctx.task.id, ctx.job.id).await?;
-    merges.into_iter().find(|(landed, instance)| landed == head && instance != engine.owner()).map(|(_, i)| i)
+    let merges: Vec<(String, String, baton_domain::JobId)> = merges_of_task(engine, ctx.task.id)
+        .await?
+        .into_iter()
+        .filter(|(landed, instance, _)| landed == head && instance != engine.owner())
+        .collect();
+    if let Some((_, instance, _)) = merges.iter().find(|(_, _, job)| *job == ctx.job.id) {
+        return Some(instance.clone());
+    }
+    let (_, instance, _) = merges.into_iter().next()?;
+    // Settled once any other job of the task recorded an outcome for the head (its deploy ran and
+    // was judged, or a job told a human it could not know): a human's retry then deploys.
+    let jobs = engine.store().jobs_for_task(ctx.task.id).await.ok()?;
+    let told = jobs.iter().any(|j| j.id != ctx.job.id && j.outcome().is_some_and(|o| o.merged_head() == Some(head)));
+    (!told).then_some(instance)
 }
 
 /// The merges `job` recorded on its task's timeline (its `merged` events), oldest first, as the
@@ -1554,13 +1572,24 @@ pub(crate) async fn merges_by_job(
     task: baton_domain::TaskId,
     job: baton_domain::JobId,
 ) -> Option<Vec<(String, String)>> {
+    let merges = merges_of_task(engine, task).await?;
+    Some(merges.into_iter().filter(|(_, _, by)| *by == job).map(|(head, instance, _)| (head, instance)).collect())
+}
+
+/// Every merge recorded on the task's timeline (its `merged` events), oldest first: the head
+/// landed, the instance that landed it and the job that did; `None` when the timeline could not
+/// be read.
+async fn merges_of_task(
+    engine: &Engine,
+    task: baton_domain::TaskId,
+) -> Option<Vec<(String, String, baton_domain::JobId)>> {
     let (mut after, mut merges) = (0, Vec::new());
     for _ in 0..TIMELINE_PAGES_MAX {
         let page = engine.store().events(Some(task), after, TIMELINE_PAGE).await.ok()?;
         merges.extend(page.iter().filter(|e| e.kind == "merged").filter_map(|e| {
             let detail = &e.detail;
-            (detail.get("job")?.as_i64() == Some(job.0)).then_some(())?;
-            Some((detail.get("head")?.as_str()?.to_string(), detail.get("instance")?.as_str()?.to_string()))
+            let job = baton_domain::JobId(detail.get("job")?.as_i64()?);
+            Some((detail.get("head")?.as_str()?.to_string(), detail.get("instance")?.as_str()?.to_string(), job))
         }));
         match page.last() {
             Some(last) if page.len() == TIMELINE_PAGE as usize => after = last.id,

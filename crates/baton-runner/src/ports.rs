@@ -41,6 +41,8 @@ pub fn is_infrastructure(text: &str) -> bool {
         "killed by signal 9",
         // Git's worktree bookkeeping raced another process's `worktree add/remove/prune`.
         "failed to read .git/worktrees/",
+        // Two fetches into one clone at once raced for a remote-tracking ref.
+        "cannot lock ref",
         // A remote repository that cannot be reached right now.
         "Could not resolve host",
         "Could not resolve hostname",
