@@ -116,14 +116,19 @@ async fn lost_runs(engine: &Arc<Engine>) -> u32 {
 
 /// The landed head of `job`'s task when `job` is its deploy job and the default branch holds the
 /// head its merge gate passed.
-async fn landed_deploy(engine: &Arc<Engine>, job: &baton_store::JobRecord) -> Option<String> {
-    let task = engine.store().task(&baton_store::TaskKey::Id(job.task_id)).await.ok().flatten()?;
+async fn landed_deploy(
+    engine: &Arc<Engine>,
+    job: &baton_store::JobRecord,
+) -> Result<Option<String>, crate::EngineError> {
+    let Some(task) = engine.store().task(&baton_store::TaskKey::Id(job.task_id)).await? else {
+        return Ok(None);
+    };
     let deploys =
         engine.pipeline_for(&task.repo).stage(&job.stage).is_some_and(|s| s.actor == baton_domain::Actor::Deploy);
     if !deploys {
-        return None;
+        return Ok(None);
     }
-    engine.landed_head(&task).await.ok().flatten()
+    engine.landed_head(&task).await
 }
 
 /// Fails jobs running longer than `job_backstop_secs` and stops their agent.
@@ -144,7 +149,12 @@ async fn backstop(engine: &Arc<Engine>) -> u32 {
             continue;
         }
         let reason = format!("ran longer than the {} s backstop; stopped by the reaper", backstop_ms / 1000);
-        let outcome = match landed_deploy(engine, &job).await {
+        // A store that cannot be read says nothing about whether the change landed: the next
+        // pass judges this job again.
+        let Ok(landed) = landed_deploy(engine, &job).await else {
+            continue;
+        };
+        let outcome = match landed {
             // A deploy whose change is on the default branch (its command hung after the merge):
             // the outcome says so, like a deploy command that failed after its merge — never a
             // plain failure, which a STOP waiting for the step would turn into a cancel.

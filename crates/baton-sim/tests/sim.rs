@@ -101,7 +101,9 @@ fn a_seed_replays_exactly() {
 // unwatched while the next Baton's reaper labelled its run lost (the reaper now stops it).
 #[test]
 fn seeds_that_found_bugs_keep_the_invariants() {
-    for seed in [5734, 11808, 11587, 33120, 161677, 165339, 385833, 386116, 410236, 410608, 412116, 414658, 422699] {
+    for seed in
+        [5734, 11808, 11587, 33120, 161677, 165339, 385833, 386116, 410236, 410608, 412116, 414658, 422699, 444881]
+    {
         sweep(seed, 1, &Config::sweep(0)).unwrap_or_else(|failure| panic!("seed {seed}: {failure}"));
     }
     // Found at READ COMMITTED: two tries of one degraded deploy's filing at once (an outbox claim

@@ -60,7 +60,17 @@ fn wait_tasks(env: &Env, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> 
         if done(&tasks) {
             return tasks;
         }
-        assert!(Instant::now() < deadline, "timed out; tasks: {tasks:#?}");
+        if Instant::now() >= deadline {
+            // What the server said tells why nothing moved (it never started, or it stalled).
+            let logs: Vec<String> = std::fs::read_dir(&env.root)
+                .map(|dir| dir.flatten().map(|e| e.path()).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("serve-")))
+                .map(|p| format!("{}:\n{}", p.display(), std::fs::read_to_string(&p).unwrap_or_default()))
+                .collect();
+            panic!("timed out; tasks: {tasks:#?}\nserver logs:\n{}", logs.join("\n"));
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
