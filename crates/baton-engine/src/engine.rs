@@ -894,12 +894,7 @@ impl Engine {
     /// The head the task's merge gate last passed, when the repository's default branch (as this
     /// instance last read it) holds it: the change has landed.
     pub(crate) async fn landed_head(&self, task: &TaskRecord) -> Result<Option<String>, EngineError> {
-        let jobs = self.store.jobs_for_task(task.id).await?;
-        let head = jobs
-            .iter()
-            .rev()
-            .filter(|j| j.status == JobStatus::Done)
-            .find_map(|j| j.outcome().and_then(|o| o.retested_head().map(str::to_string)));
+        let head = executor::retested_head(self.store.as_ref(), task.id).await?;
         Ok(match head {
             Some(head) if self.holds(&task.repo, &head).await => Some(head),
             _ => None,

@@ -1137,7 +1137,15 @@ async fn resume_session(ctx: &JobContext<'_>) -> Result<Option<String>, EngineEr
 
 /// The head the task's last passing merge gate re-tested (from the deploy_staging job's result).
 async fn merge_gate_head(ctx: &JobContext<'_>) -> Result<Option<String>, baton_store::StoreError> {
-    let jobs = ctx.engine.store().jobs_for_task(ctx.task.id).await?;
+    retested_head(ctx.engine.store().as_ref(), ctx.task.id).await
+}
+
+/// The head `task`'s last passing merge gate re-tested, read from its jobs' results.
+pub(crate) async fn retested_head(
+    store: &dyn baton_store::Store,
+    task: baton_domain::TaskId,
+) -> Result<Option<String>, baton_store::StoreError> {
+    let jobs = store.jobs_for_task(task).await?;
     Ok(jobs
         .iter()
         .rev()
