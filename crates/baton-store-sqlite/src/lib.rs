@@ -367,7 +367,14 @@ async fn apply_transition(
     if transition.release_leases {
         sqlx::query("DELETE FROM leases WHERE holder = $1").bind(task_holder(task)).execute(&mut **tx).await?;
         // Leaving the merge queue goes with releasing the lease (done, rollback, block, cancel).
-        sqlx::query("DELETE FROM merge_queue WHERE task_id = $1").bind(task.0).execute(&mut **tx).await?;
+        let left: Option<(String, Option<i64>)> =
+            sqlx::query_as("DELETE FROM merge_queue WHERE task_id = $1 RETURNING state, batch")
+                .bind(task.0)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some((state, batch)) = left {
+            refuse_leaving_landing_batch(task, &state, batch.map(TaskId), next)?;
+        }
     }
     if next.hold == baton_domain::Hold::MergeQueue {
         // Parking in the merge queue and the queue entry commit together: a merge gate whose job

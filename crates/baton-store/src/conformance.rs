@@ -271,8 +271,50 @@ pub async fn suite_merge_queue(store: Arc<dyn Store>) {
     // Leaving with the lease release (done, rollback, block, cancel) deletes the entry.
     let other = reload(&*store, other.id).await;
     let leave = Transition { release_leases: true, ..Transition::default() };
-    store.advance(step(&other, "done", None, leave)).await.unwrap();
+    store.advance(step(&other, "done", None, leave.clone())).await.unwrap();
     assert_eq!(store.queue_entry(other.id).await.unwrap(), None);
+
+    // A batch is landing: its changes other than the last are never cancelled. A STOP that read a
+    // member before it was marked loses, and writes nothing; the member leaves once its batch
+    // landed (here to its deploy stage), and the last change (holding the lease) may leave any
+    // way, as any landing change.
+    let member = park(&*store, "alpha").await;
+    let tail = park(&*store, "alpha").await;
+    for (task, head) in [(member, "b1"), (tail, "b1")] {
+        let entry = store.queue_entry(task).await.unwrap().unwrap();
+        let landing = QueueChange {
+            state: QueueState::Landing,
+            head: Some(head.into()),
+            batch: Some(tail),
+            ..QueueChange::from(&entry)
+        };
+        assert!(store.queue_update(task, &QueueExpect::of(&entry), &landing, T0 + 4).await.unwrap());
+    }
+    let stopped = reload(&*store, member).await;
+    let stop = Transition { cancel_jobs: true, release_leases: true, ..Transition::default() };
+    assert!(
+        is_conflict(&store.advance(step(&stopped, "cancelled", None, stop.clone())).await),
+        "a landing member was cancelled"
+    );
+    assert_eq!(store.queue_entry(member).await.unwrap().map(|e| e.state), Some(QueueState::Landing));
+    assert_eq!(reload(&*store, member).await.version, stopped.version, "the lost STOP wrote the task");
+    let tail_record = reload(&*store, tail).await;
+    store.advance(step(&tail_record, "development", None, leave.clone())).await.unwrap();
+    assert_eq!(store.queue_entry(tail).await.unwrap(), None, "the last change left its landing");
+    store.advance(step(&stopped, "deploy", None, leave)).await.unwrap();
+    assert_eq!(store.queue_entry(member).await.unwrap(), None, "a landed member left for its deploy");
+}
+
+/// A task parked in `repo`'s merge queue, its entry waiting.
+async fn park(store: &dyn Store, repo: &str) -> TaskId {
+    let task = create(store, repo, "P").await;
+    let job = claim(store, T0).await;
+    assert_eq!(job.task_id, task.id, "another task's job was queued");
+    let record = reload(store, task.id).await;
+    let mut advance = step(&record, "merge", finished(job.id, json!("queued")), Transition::default());
+    advance.next.hold = Hold::MergeQueue;
+    store.advance(advance).await.unwrap();
+    task.id
 }
 
 // ---------------------------------------------------------------- suites: advance

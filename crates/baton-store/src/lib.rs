@@ -110,6 +110,26 @@ pub enum SqlState {
     Other,
 }
 
+/// The one rule every store keeps when a transition takes a task out of the merge queue: a change
+/// of a batch other than its last, once marked `landing`, is never cancelled. Its change is in the
+/// commit the batch's last change is landing (or has landed: the entry stays until the change's
+/// own deploy stage ends); a STOP that read the entry before it was marked would otherwise cancel
+/// a change the default branch is about to hold. The loser of that race gets
+/// [`StoreError::Conflict`] and decides again, now seeing `landing`: it waits for the batch.
+/// `state` and `batch` are the entry's as the transition removed it.
+pub fn refuse_leaving_landing_batch(
+    task: TaskId,
+    state: &str,
+    batch: Option<TaskId>,
+    next: &baton_domain::TaskState,
+) -> StoreResult<()> {
+    let member = batch.is_some_and(|tail| tail != task);
+    if member && state == QueueState::Landing.as_str() && next.stage == baton_domain::pipeline::CANCELLED {
+        return Err(StoreError::Conflict(format!("task {task}'s batch is landing its change: it cannot be cancelled")));
+    }
+    Ok(())
+}
+
 /// Classifies a PostgreSQL SQLSTATE (see [`SqlState`]).
 pub fn sqlstate_class(code: &str) -> SqlState {
     match code {

@@ -425,6 +425,11 @@ impl State {
                 return Err(StoreError::Conflict(format!("job {} is no longer running under this claim", finish.job)));
             }
         }
+        if advance.transition.release_leases
+            && let Some(entry) = self.queue.get(&advance.task)
+        {
+            baton_store::refuse_leaving_landing_batch(advance.task, entry.state.as_str(), entry.batch, &advance.next)?;
+        }
         if let Some(entry) = &advance.inbox {
             self.insert_inbox(entry, advance.task, "applied", advance.now_ms)?;
         }
