@@ -47,20 +47,24 @@ fn main() -> ExitCode {
         eprintln!("usage: baton-shim shim --exit-file FILE -- PROGRAM [ARGS…]");
         return ExitCode::from(2);
     };
-    let code = run(&exit_file, &command);
+    let code = run(&exit_file, command);
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(u8::MAX))
 }
 
 /// `shim --exit-file FILE -- PROGRAM ARGS…`, exactly as Baton passes them.
-fn parse_args(args: &[OsString]) -> Option<(PathBuf, Vec<OsString>)> {
-    let [shim, flag, exit_file, dashes, command @ ..] = args else {
+fn parse_args(args: &[OsString]) -> Option<(PathBuf, Command)> {
+    let [shim, flag, exit_file, dashes, program, args @ ..] = args else {
         return None;
     };
     let shaped = shim == "shim" && flag == "--exit-file" && dashes == "--";
-    (shaped && !exit_file.is_empty() && !command.is_empty()).then(|| (PathBuf::from(exit_file), command.to_vec()))
+    (shaped && !exit_file.is_empty()).then(|| {
+        let mut command = Command::new(program);
+        command.args(args);
+        (PathBuf::from(exit_file), command)
+    })
 }
 
-fn run(exit_file: &Path, command: &[OsString]) -> i32 {
+fn run(exit_file: &Path, mut command: Command) -> i32 {
     sys::survive_stop_signals();
     let secrets = std::env::var(REDACT_ENV).ok().and_then(|json| parse_string_array(&json)).unwrap_or_default();
     let redactor = masking::Redactor::new(secrets);
@@ -73,15 +77,13 @@ fn run(exit_file: &Path, command: &[OsString]) -> i32 {
         json_number(stat.map(|(_, ticks)| ticks)),
     );
     write_atomically(&exit_file.with_file_name(LAUNCH_FILE), &launch);
-    let (program, args) = command.split_first().expect("parse_args returns a command");
     // The output goes through pipes even with nothing to mask: a write to the run's files that
     // fails (a full disk) drops that chunk here, and never fails the command's own write.
-    let spawned =
-        Command::new(program).args(args).env_remove(REDACT_ENV).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let spawned = command.env_remove(REDACT_ENV).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
     let mut child = match spawned {
         Ok(child) => child,
         Err(error) => {
-            eprintln!("baton shim: cannot start `{}`: {error}", program.to_string_lossy());
+            eprintln!("baton shim: cannot start `{}`: {error}", command.get_program().to_string_lossy());
             write_atomically(exit_file, &exit_json(Some(127), None));
             return 127;
         }
@@ -304,7 +306,8 @@ mod tests {
         let os = |items: &[&str]| items.iter().map(OsString::from).collect::<Vec<_>>();
         let (file, command) = parse_args(&os(&["shim", "--exit-file", "/r/exit.json", "--", "sh", "-c", "x"])).unwrap();
         assert_eq!(file, PathBuf::from("/r/exit.json"));
-        assert_eq!(command, os(&["sh", "-c", "x"]));
+        assert_eq!(command.get_program(), "sh");
+        assert_eq!(command.get_args().collect::<Vec<_>>(), ["-c", "x"]);
         assert!(parse_args(&os(&["shim", "--exit-file", "/r/exit.json", "--"])).is_none());
         assert!(parse_args(&os(&["shim", "--exit", "/r/exit.json", "--", "sh"])).is_none());
         assert!(parse_args(&os(&["shim", "--exit-file", "", "--", "sh"])).is_none());
