@@ -202,7 +202,16 @@ const GUARDS: &[Guard] = &[
         test: "seeds_that_found_bugs_keep_the_invariants",
     },
     Guard {
-        name: "a change of a landing batch leaves the merge queue only as done",
+        name: "a deploy never re-runs one an instance declared dead merged and may have run",
+        edits: &[Edit {
+            file: EXECUTOR,
+            find: "    let (_, instance, _) = merges.into_iter().next()?;",
+            replace: "    let (_, instance, _) = merges.into_iter().next().filter(|_| false)?;",
+        }],
+        test: "baton-engine/deploy_takeover/a_deploy_merged_by_an_instance_declared_dead_is_not_run_again_after_a_failed_take_over",
+    },
+    Guard {
+        name: "a change of a landing batch is never cancelled",
         edits: &[Edit {
             file: "crates/baton-store/src/lib.rs",
             find: "if member && state == QueueState::Landing.as_str()",
