@@ -9,21 +9,18 @@ use async_trait::async_trait;
 use baton_adapters::AdapterError;
 use baton_adapters::agent::{Agent, AgentRequest};
 use baton_adapters::forge::{CiStatus, Forge, ForgeRepo, LocalForge, MergeOutcome, PullRequestRef, PullRequestSpec};
-use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
+use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline};
 use baton_domain::{AgentReport, JobOutcome, Verdict};
 use baton_engine::{
-    AgentFactory, BoxFuture, Clock, Engine, EngineError, EngineSettings, ForgeKind, NewTaskRequest, RepoForge,
-    RepoSettings, SystemClock,
+    AgentFactory, Engine, EngineError, EngineSettings, ForgeKind, NewTaskRequest, RepoForge, RepoSettings,
 };
-use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
+use baton_runner::{ExitReport, ProcessSpec};
 use baton_store::{TaskKey, TaskRecord};
 use baton_store_sqlite::SqliteStore;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use support::Collect;
-use tokio::sync::watch;
+use support::{Collect, InstantSupervisor, TestClock};
 
 mod support;
 
@@ -96,69 +93,13 @@ impl Agent for TestAgent {
     }
 }
 
-/// Every process (the agent, the merge gate's re-test) "runs" at once and exits 0; launches are
-/// recorded by run directory.
-#[derive(Default)]
-struct TestSupervisor {
-    launched: Mutex<Vec<PathBuf>>,
-}
-
-#[async_trait]
-impl Supervisor for TestSupervisor {
-    async fn launch(&self, _spec: ProcessSpec, run_dir: &Path, _owner: &str) -> Result<LaunchRecord, RunError> {
-        self.launched.lock().unwrap().push(run_dir.to_path_buf());
-        Ok(LaunchRecord { pid: 0, pgid: 0, start_ticks: None })
-    }
-    fn owner(&self, _run_dir: &Path) -> Option<String> {
-        None
-    }
-    fn read_output(&self, _path: &Path) -> Vec<u8> {
-        Vec::new()
-    }
-    fn previous(&self, _run_dir: &Path) -> Previous {
-        Previous::Nothing
-    }
-    async fn wait(
-        &self,
-        _launch: &LaunchRecord,
-        _run_dir: &Path,
-        _outputs: [&Path; 2],
-        _already_ran: Duration,
-        _limits: RunLimits,
-        _stop: watch::Receiver<bool>,
-    ) -> ExitReport {
-        ExitReport { code: Some(0), signal: None, timed_out: false, stalled: false, stopped: false, duration_ms: 1 }
-    }
-    fn is_same_group(&self, _pgid: u32, _start_ticks: Option<u64>) -> bool {
-        false
-    }
-    async fn stop_group(&self, _pgid: u32, _grace: Duration) {}
-    fn shims_under(&self, _runs_dir: &Path) -> Vec<(u32, u32, PathBuf)> {
-        Vec::new()
-    }
-    fn archive(&self, _run_dir: &Path) -> Result<(), RunError> {
-        Ok(())
-    }
-}
-
-struct TestClock(AtomicI64);
-
-impl Clock for TestClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-    fn sleep(&self, duration: Duration) -> BoxFuture {
-        SystemClock.sleep(duration)
-    }
-}
-
 struct World {
     _dir: tempfile::TempDir,
     bare: PathBuf,
     engine: Arc<Engine>,
     forge: Arc<TestForge>,
     prompts: Arc<Mutex<Vec<String>>>,
-    supervisor: Arc<TestSupervisor>,
+    supervisor: Arc<InstantSupervisor>,
     spawner: Arc<Collect>,
     clock: Arc<TestClock>,
 }
@@ -176,26 +117,16 @@ impl World {
         support::git(&seed, &["add", "."]);
         support::git(&seed, &["commit", "-q", "-m", "initial"]);
         support::git(&seed, &["push", "-q", "origin", "main"]);
-        let stage = |name: &str, actor: Actor, gates: Vec<GateSpec>, on_gate_fail: OnGateFail| StageSpec {
-            name: name.into(),
-            actor,
-            artifact: None,
-            gates,
-            confirm_before: false,
-            on_gate_fail,
-            overrides: Default::default(),
-            after_ship: false,
-        };
         let pipeline = Pipeline {
             stages: vec![
-                stage("development", Actor::Agent { role: "developer".into() }, vec![], OnGateFail::Retry),
-                stage(
+                support::stage("development", Actor::Agent { role: "developer".into() }, vec![], OnGateFail::Retry),
+                support::stage(
                     "deploy_staging",
                     Actor::None,
                     vec![GateSpec::Mergeable, GateSpec::CiGreen],
                     OnGateFail::Rollback { to: "development".into() },
                 ),
-                stage("deploy", Actor::Deploy, vec![], OnGateFail::Block),
+                support::stage("deploy", Actor::Deploy, vec![], OnGateFail::Block),
             ],
             ..Pipeline::default_pipeline()
         };
@@ -226,9 +157,9 @@ impl World {
         let store = SqliteStore::open(&dir.path().join("baton.db")).await.unwrap();
         let forge = Arc::new(TestForge::default());
         let prompts = Arc::new(Mutex::new(Vec::new()));
-        let supervisor = Arc::new(TestSupervisor::default());
+        let supervisor = Arc::new(InstantSupervisor::default());
         let spawner = Arc::new(Collect::default());
-        let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
         let engine = Engine::builder(settings, Arc::new(store))
             .forge(forge.clone())
             .agents(Arc::new(TestAgents(prompts.clone())))

@@ -5,23 +5,17 @@
 // Test scaffolding: a failed setup step or a poisoned lock should panic the test.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use async_trait::async_trait;
 use baton_adapters::AdapterError;
 use baton_adapters::agent::{Agent, AgentRequest};
 use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
 use baton_domain::{AgentReport, Hold};
-use baton_engine::{
-    AgentFactory, BoxFuture, Clock, Engine, EngineError, EngineSettings, Input, NewTaskRequest, SystemClock,
-};
-use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
+use baton_engine::{AgentFactory, BoxFuture, Clock, Engine, EngineError, EngineSettings, Input, NewTaskRequest};
+use baton_runner::{ExitReport, ProcessSpec};
 use baton_store::TaskKey;
 use baton_store_sqlite::SqliteStore;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use support::{Collect, git};
-use tokio::sync::watch;
+use support::{Collect, InstantSupervisor, TestClock, git};
 
 mod support;
 
@@ -62,62 +56,6 @@ impl Agent for TestAgent {
     }
 }
 
-/// Every process (the agent, the merge gate's re-test) "runs" at once and exits 0; launches are
-/// recorded by run directory.
-#[derive(Default)]
-struct TestSupervisor {
-    launched: Mutex<Vec<PathBuf>>,
-}
-
-#[async_trait]
-impl Supervisor for TestSupervisor {
-    async fn launch(&self, _spec: ProcessSpec, run_dir: &Path, _owner: &str) -> Result<LaunchRecord, RunError> {
-        self.launched.lock().unwrap().push(run_dir.to_path_buf());
-        Ok(LaunchRecord { pid: 0, pgid: 0, start_ticks: None })
-    }
-    fn owner(&self, _run_dir: &Path) -> Option<String> {
-        None
-    }
-    fn read_output(&self, _path: &Path) -> Vec<u8> {
-        Vec::new()
-    }
-    fn previous(&self, _run_dir: &Path) -> Previous {
-        Previous::Nothing
-    }
-    async fn wait(
-        &self,
-        _launch: &LaunchRecord,
-        _run_dir: &Path,
-        _outputs: [&Path; 2],
-        _already_ran: Duration,
-        _limits: RunLimits,
-        _stop: watch::Receiver<bool>,
-    ) -> ExitReport {
-        ExitReport { code: Some(0), signal: None, timed_out: false, stalled: false, stopped: false, duration_ms: 1 }
-    }
-    fn is_same_group(&self, _pgid: u32, _start_ticks: Option<u64>) -> bool {
-        false
-    }
-    async fn stop_group(&self, _pgid: u32, _grace: Duration) {}
-    fn shims_under(&self, _runs_dir: &Path) -> Vec<(u32, u32, PathBuf)> {
-        Vec::new()
-    }
-    fn archive(&self, _run_dir: &Path) -> Result<(), RunError> {
-        Ok(())
-    }
-}
-
-struct TestClock(AtomicI64);
-
-impl Clock for TestClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-    fn sleep(&self, duration: Duration) -> BoxFuture {
-        SystemClock.sleep(duration)
-    }
-}
-
 #[tokio::test]
 async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_work_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,10 +82,10 @@ async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_wor
     let store = SqliteStore::open(&dir.path().join("baton.db")).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let spawner = Arc::new(Collect::default());
-    let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
+    let clock = Arc::new(TestClock::at(1_800_000_000_000));
     let engine = Engine::builder(settings, Arc::new(store))
         .agents(Arc::new(TestAgents(seen.clone())))
-        .supervisor(Arc::new(TestSupervisor::default()))
+        .supervisor(Arc::new(InstantSupervisor::default()))
         .spawner(spawner.clone())
         .clock(clock.clone())
         .build();

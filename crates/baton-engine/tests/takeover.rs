@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use baton_adapters::agent::Agent;
 use baton_engine::{AgentFactory, Engine, EngineError, EngineSettings, NewTaskRequest};
 use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
-use baton_store::{Claim, JobStatus, NewEvent, Store};
+use baton_store::{Claim, JobStatus, Store};
 use baton_store_sqlite::SqliteStore;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -47,17 +47,7 @@ struct TakeOverAtLaunch {
 impl Supervisor for TakeOverAtLaunch {
     async fn launch(&self, _spec: ProcessSpec, _run_dir: &Path, _owner: &str) -> Result<LaunchRecord, RunError> {
         let store = self.store.get().unwrap();
-        let running = store.jobs_with_status(JobStatus::Running).await.unwrap();
-        let job = running.iter().find(|j| j.owner.as_deref() == Some(HERE)).expect("the job claimed here");
-        let event = NewEvent {
-            task: job.task_id,
-            at_ms: 1,
-            kind: "instance_dead".into(),
-            stage: job.stage.clone(),
-            message: format!("{HERE} was silent past its grace period: its job goes back to the queue"),
-            detail: serde_json::json!({ "job": job.id.0, "instance": HERE }),
-        };
-        assert!(store.take_over_job(job.id, HERE, 0, event).await.unwrap());
+        let job = support::declare_dead(store.as_ref(), HERE).await;
         let claim = Claim {
             owner: ELSEWHERE.into(),
             now_ms: i64::MAX / 2,

@@ -524,40 +524,46 @@ impl Checker {
         taken_over: &BTreeMap<JobId, Vec<i64>>,
         frozen: Option<&str>,
     ) -> Vec<Violation> {
-        let by_dir: BTreeMap<&std::path::Path, &Execution> =
-            executions.iter().map(|e| (e.run_dir.as_path(), e)).collect();
         let judged = &mut self.lost_runs_judged;
-        store.peek(|state| {
+        let lost: Vec<baton_store::AgentRunRecord> = store.peek(|state| {
             state
                 .agent_runs
                 .iter()
-                .filter(|r| r.status.as_deref() == Some("lost"))
-                .filter(|r| judged.insert(r.id))
-                .filter_map(|run| {
-                    let closed = run.ended_at_ms?;
-                    let agent = by_dir.get(std::path::Path::new(&run.log_path))?;
-                    let running = agent.started_ms <= closed && agent.ended_ms.is_none_or(|end| end > closed);
-                    let out_of_reach = frozen == Some(agent.instance.as_str())
-                        || taken_over
-                            .get(&run.job_id)
-                            .is_some_and(|times| times.iter().any(|at| agent.started_ms <= *at && *at <= closed));
-                    (running && !out_of_reach).then(|| {
-                        Violation::new(
-                            Kind::LostWhileRunning,
-                            format!(
-                                "agent run {} of job {} was closed as lost at {closed} ms while its agent (started at \
-                                 {} ms by {}) ran on: {}",
-                                run.id,
-                                run.job_id,
-                                agent.started_ms,
-                                agent.instance,
-                                run.error.as_deref().unwrap_or("no reason")
-                            ),
-                        )
-                    })
-                })
+                .filter(|r| r.status.as_deref() == Some("lost") && judged.insert(r.id))
+                .cloned()
                 .collect()
-        })
+        });
+        if lost.is_empty() {
+            return Vec::new();
+        }
+        // Indexed only when a run was newly closed as lost (rarely): not at every step.
+        let by_dir: BTreeMap<&std::path::Path, &Execution> =
+            executions.iter().map(|e| (e.run_dir.as_path(), e)).collect();
+        lost.iter()
+            .filter_map(|run| {
+                let closed = run.ended_at_ms?;
+                let agent = by_dir.get(std::path::Path::new(&run.log_path))?;
+                let running = agent.started_ms <= closed && agent.ended_ms.is_none_or(|end| end > closed);
+                let out_of_reach = frozen == Some(agent.instance.as_str())
+                    || taken_over
+                        .get(&run.job_id)
+                        .is_some_and(|times| times.iter().any(|at| agent.started_ms <= *at && *at <= closed));
+                (running && !out_of_reach).then(|| {
+                    Violation::new(
+                        Kind::LostWhileRunning,
+                        format!(
+                            "agent run {} of job {} was closed as lost at {closed} ms while its agent (started at \
+                                 {} ms by {}) ran on: {}",
+                            run.id,
+                            run.job_id,
+                            agent.started_ms,
+                            agent.instance,
+                            run.error.as_deref().unwrap_or("no reason")
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// After draining: no agent run of a job that is no longer running is left open.

@@ -1,18 +1,23 @@
 //! Scaffolding shared by the engine's integration tests: git in a test repository, a first
 //! repository with one commit on `main`, its settings, engine settings around a one-stage
-//! pipeline, a test agent's process and report, and a spawner that collects executors for the test
-//! to run. Each test binary uses what it needs.
+//! pipeline, a test agent's process and report, a spawner that collects executors for the test to
+//! run, a supervisor whose processes exit at once, and a hand-moved clock. Each test binary uses
+//! what it needs.
 // Test scaffolding: a failed setup step or a poisoned lock should panic the test.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods, dead_code)]
 
 use baton_adapters::AdapterError;
 use baton_adapters::agent::{Agent, AgentRequest};
-use baton_domain::pipeline::{Actor, Pipeline, StageSpec};
+use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
 use baton_domain::{AgentReport, AgentStatus, Usage};
-use baton_engine::{BoxFuture, EngineSettings, RepoSettings, Spawner};
-use baton_runner::{ExitReport, ProcessSpec};
+use baton_engine::{BoxFuture, Clock, EngineSettings, RepoSettings, Spawner, SystemClock};
+use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
+use baton_store::{JobRecord, JobStatus, NewEvent, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// Runs git in `dir` with a fixed identity; its trimmed stdout. Panics when git fails.
 pub fn git(dir: &Path, args: &[&str]) -> String {
@@ -165,4 +170,105 @@ impl Agent for SucceedingAgent {
     fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
         succeeded(None)
     }
+}
+
+/// Called with each launch's run directory before it "starts" (a test's moment to act).
+pub type OnLaunch = Box<dyn Fn(PathBuf) -> BoxFuture + Send + Sync>;
+
+/// A supervisor whose every process "runs" at once and exits 0, recording each launch's run
+/// directory; `on_launch`, when set, runs first.
+#[derive(Default)]
+pub struct InstantSupervisor {
+    pub launched: Mutex<Vec<PathBuf>>,
+    pub on_launch: Option<OnLaunch>,
+}
+
+#[async_trait::async_trait]
+impl Supervisor for InstantSupervisor {
+    async fn launch(&self, _spec: ProcessSpec, run_dir: &Path, _owner: &str) -> Result<LaunchRecord, RunError> {
+        if let Some(hook) = &self.on_launch {
+            hook(run_dir.to_path_buf()).await;
+        }
+        self.launched.lock().unwrap().push(run_dir.to_path_buf());
+        Ok(LaunchRecord { pid: 0, pgid: 0, start_ticks: None })
+    }
+    fn owner(&self, _run_dir: &Path) -> Option<String> {
+        None
+    }
+    fn read_output(&self, _path: &Path) -> Vec<u8> {
+        Vec::new()
+    }
+    fn previous(&self, _run_dir: &Path) -> Previous {
+        Previous::Nothing
+    }
+    async fn wait(
+        &self,
+        _launch: &LaunchRecord,
+        _run_dir: &Path,
+        _outputs: [&Path; 2],
+        _already_ran: Duration,
+        _limits: RunLimits,
+        _stop: watch::Receiver<bool>,
+    ) -> ExitReport {
+        ExitReport { code: Some(0), signal: None, timed_out: false, stalled: false, stopped: false, duration_ms: 1 }
+    }
+    fn is_same_group(&self, _pgid: u32, _start_ticks: Option<u64>) -> bool {
+        false
+    }
+    async fn stop_group(&self, _pgid: u32, _grace: Duration) {}
+    fn shims_under(&self, _runs_dir: &Path) -> Vec<(u32, u32, PathBuf)> {
+        Vec::new()
+    }
+    fn archive(&self, _run_dir: &Path) -> Result<(), RunError> {
+        Ok(())
+    }
+}
+
+/// A clock the test moves by hand (sleeps are real).
+pub struct TestClock(pub AtomicI64);
+
+impl TestClock {
+    pub fn at(now_ms: i64) -> Self {
+        TestClock(AtomicI64::new(now_ms))
+    }
+}
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn sleep(&self, duration: Duration) -> BoxFuture {
+        SystemClock.sleep(duration)
+    }
+}
+
+/// A pipeline stage with no artifact, no confirmation and no overrides.
+pub fn stage(name: &str, actor: Actor, gates: Vec<GateSpec>, on_gate_fail: OnGateFail) -> StageSpec {
+    StageSpec {
+        name: name.into(),
+        actor,
+        artifact: None,
+        gates,
+        confirm_before: false,
+        on_gate_fail,
+        overrides: Default::default(),
+        after_ship: false,
+    }
+}
+
+/// Declares `instance` dead while it runs a job, as another instance's reaper does: its running
+/// job goes back to the queue, guarded on its claim, with the event that says why. That job.
+pub async fn declare_dead(store: &dyn Store, instance: &str) -> JobRecord {
+    let running = store.jobs_with_status(JobStatus::Running).await.unwrap();
+    let job = running.into_iter().find(|j| j.owner.as_deref() == Some(instance)).expect("a job claimed there");
+    let event = NewEvent {
+        task: job.task_id,
+        at_ms: 1,
+        kind: "instance_dead".into(),
+        stage: job.stage.clone(),
+        message: format!("{instance} was silent past its grace period: its job goes back to the queue"),
+        detail: serde_json::json!({ "job": job.id.0, "instance": instance }),
+    };
+    assert!(store.take_over_job(job.id, instance, 0, event).await.unwrap());
+    job
 }
