@@ -178,22 +178,40 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
     engine.job_left(job.id);
 }
 
-/// Stops the process group an earlier Baton started for `job`, if it still runs: the one on the
-/// job row, or (killed before the row took it) the one the shim's launch record of the job's last
-/// agent run names.
+/// Stops the process group an earlier Baton started for `job`, if it still runs.
 async fn stop_what_was_adopted(engine: &Engine, job: &JobRecord) {
+    if let Some(pgid) = live_group(engine, job).await {
+        tracing::warn!(job = %job.id, stage = %job.stage, pgid, "the adoption failed: stopping the process group it adopted");
+        let grace = Duration::from_secs(engine.settings().limits.stop_grace_secs);
+        engine.supervisor().stop_group(pgid, grace).await;
+    }
+}
+
+/// The process group `job` still has running, wherever it is named: on the job row (while that
+/// group is still the one started for it); in the shim's launch record of the job's last agent
+/// run (a Baton killed before the row took the group); or, for a deploy job, in the run directory
+/// of the deploy command it started (keyed by the head its `merged` event records, and never on
+/// the job row). What the reaper's backstop and a failed adoption stop before the job's end is
+/// recorded.
+pub(crate) async fn live_group(engine: &Engine, job: &JobRecord) -> Option<u32> {
     let supervisor = engine.supervisor();
-    let mut group = job.pgid.filter(|pgid| supervisor.is_same_group(*pgid, job.proc_start));
-    if group.is_none()
-        && let Ok(runs) = engine.store().agent_runs(job.task_id).await
+    if let Some(pgid) = job.pgid.filter(|pgid| supervisor.is_same_group(*pgid, job.proc_start)) {
+        return Some(pgid);
+    }
+    if let Ok(runs) = engine.store().agent_runs(job.task_id).await
         && let Some(run) = runs.iter().rev().find(|r| r.job_id == job.id)
         && let Previous::Running(launch) = supervisor.previous(Path::new(&run.log_path))
     {
-        group = Some(launch.pgid);
+        return Some(launch.pgid);
     }
-    if let Some(pgid) = group {
-        tracing::warn!(job = %job.id, stage = %job.stage, pgid, "the adoption failed: stopping the process group it adopted");
-        supervisor.stop_group(pgid, Duration::from_secs(engine.settings().limits.stop_grace_secs)).await;
+    let deploys = engine.pipeline_for(&job.repo).stage(&job.stage).is_some_and(|s| s.actor == Actor::Deploy);
+    if !deploys {
+        return None;
+    }
+    let (head, _) = merges_by_job(engine, job.task_id, job.id).await?.pop()?;
+    match engine.commands().previous(&repo_deploy_run_dir(engine, &job.repo, &head)) {
+        Previous::Running(launch) => Some(launch.pgid),
+        _ => None,
     }
 }
 

@@ -181,11 +181,7 @@ async fn backstop(engine: &Arc<Engine>) -> u32 {
         // The processes go before the job's end is recorded. A deploy command's group is named in
         // its run directory, not on the job row: recorded as ended while that deploy still ran,
         // the job held no merge back, and a change landed under the deploy (seed 161677).
-        let group = match job.pgid.filter(|pgid| engine.supervisor().is_same_group(*pgid, job.proc_start)) {
-            Some(pgid) => Some(pgid),
-            None => running_deploy_group(engine, &job).await,
-        };
-        if let Some(pgid) = group {
+        if let Some(pgid) = crate::executor::live_group(engine, &job).await {
             let grace = std::time::Duration::from_secs(engine.settings().limits.stop_grace_secs);
             engine.supervisor().stop_group(pgid, grace).await;
         }
@@ -200,23 +196,6 @@ async fn backstop(engine: &Arc<Engine>) -> u32 {
         engine.signal_stop(job.id);
     }
     failed
-}
-
-/// The process group of the deploy command `job` started, while it runs. The job records the
-/// head it lands (its `merged` event) before it starts the deploy, whose run directory is keyed
-/// by that head and names the group.
-async fn running_deploy_group(engine: &Arc<Engine>, job: &baton_store::JobRecord) -> Option<u32> {
-    let deploys =
-        engine.pipeline_for(&job.repo).stage(&job.stage).is_some_and(|s| s.actor == baton_domain::Actor::Deploy);
-    if !deploys {
-        return None;
-    }
-    let (head, _) = crate::executor::merges_by_job(engine, job.task_id, job.id).await?.pop()?;
-    let run_dir = crate::executor::repo_deploy_run_dir(engine, &job.repo, &head);
-    match engine.commands().previous(&run_dir) {
-        baton_runner::Previous::Running(launch) => Some(launch.pgid),
-        _ => None,
-    }
 }
 
 /// Renews the merge lease of holders still at the merge/deploy stages; reclaims the others.
