@@ -22,6 +22,7 @@ struct Guard {
 }
 
 const EXECUTOR: &str = "crates/baton-engine/src/executor.rs";
+const GIT: &str = "crates/baton-runner/src/git.rs";
 
 // Two guards are layered behind others in the real code, so removing one alone harms nothing a
 // test can see, and they are not listed: the executor keeping its job until the result is applied
@@ -218,6 +219,33 @@ const GUARDS: &[Guard] = &[
             replace: "if member && state == \"never\"",
         }],
         test: "baton-store-sqlite/conformance/merge_queue_entries_commit_with_the_parking_and_leave_with_the_lease",
+    },
+    Guard {
+        name: "a worktree a command wrote in is asked git status again",
+        edits: &[Edit {
+            file: GIT,
+            find: "Some(before) => fingerprint(dir, None) == Some(before),",
+            replace: "Some(_) => true,",
+        }],
+        test: "baton-runner/clean_marks/a_repository_command_that_writes_anything_in_the_worktree_or_its_index_has_git_asked_again",
+    },
+    Guard {
+        name: "a change to the index alone is a change",
+        edits: &[Edit {
+            file: GIT,
+            find: "Ok(meta) => stamp_file(&meta, not_after, &mut hasher)?,",
+            replace: "Ok(_) => (),",
+        }],
+        test: "baton-runner/clean_marks/a_repository_command_that_writes_anything_in_the_worktree_or_its_index_has_git_asked_again",
+    },
+    Guard {
+        name: "a file as new as the file system's clock is never fingerprinted",
+        edits: &[Edit {
+            file: GIT,
+            find: "if not_after.is_some_and(|now| newest(meta) >= now) {",
+            replace: "if not_after.is_some_and(|_| false) {",
+        }],
+        test: "baton-runner/clean_marks/a_file_not_older_than_the_file_systems_clock_is_never_fingerprinted",
     },
 ];
 

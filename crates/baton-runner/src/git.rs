@@ -287,10 +287,13 @@ impl Git {
     }
 }
 
-/// The git commands Baton runs that never write to a working tree (`status` may refresh the
-/// index's cached file times, which changes no content).
+/// The git commands Baton runs that never write to a working tree or its index (`status` may
+/// refresh the index's cached file times, which changes no content; `merge-tree --write-tree`
+/// and `commit-tree` only add objects).
 const READ_ONLY: &[&str] = &[
     "status",
+    "merge-tree",
+    "commit-tree",
     "diff",
     "show",
     "log",
@@ -309,11 +312,24 @@ const READ_ONLY: &[&str] = &[
 /// A mark names the worktree's `HEAD` when Baton committed everything in it. It is forgotten
 /// when anything may have written there since: a git command that is not read-only run in (or
 /// above) the worktree, or any process Baton starts with its working directory in it (agents,
-/// test gates, deploy commands — `process::spawn` forgets). It counts only while `HEAD` is
-/// unchanged and for [`clean_marks::FRESH_FOR`]: a worktree left waiting longer (for a human,
-/// a retry, a quota) is asked again, as is every worktree after a restart (marks live in memory).
+/// test gates, deploy commands — `process::spawn` calls [`clean_marks::started_in`]). It counts
+/// only while `HEAD` is unchanged and for [`clean_marks::FRESH_FOR`]: a worktree left waiting
+/// longer (for a human, a retry, a quota) is asked again, as is every worktree after a restart
+/// (marks live in memory).
+///
+/// A repository command (a test gate, the merge gate's re-test) usually writes nothing tracked
+/// or untracked. Before one starts, [`clean_marks::watch`] takes a fingerprint of the worktree's
+/// files and of its index (every name, inode, size, mode and both file times); the mark then
+/// survives the command, and the next check walks the files again: the same fingerprint means
+/// nothing was written, so the worktree is still what Baton committed, with no `git status`.
+/// Any difference (an ignored build output too) falls back to asking git. A file written in the
+/// same clock tick as the fingerprint could change again without a new time (git's "racy"
+/// entries): the fingerprint is only taken when every file time is older than a probe file just
+/// created on the same file system.
 pub mod clean_marks {
     use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
     use std::sync::{LazyLock, Mutex};
     use std::time::{Duration, Instant};
@@ -321,7 +337,25 @@ pub mod clean_marks {
     /// How long a mark is trusted.
     pub const FRESH_FOR: Duration = Duration::from_secs(60);
 
-    static MARKS: LazyLock<Mutex<HashMap<PathBuf, (String, Instant)>>> = LazyLock::new(Default::default);
+    /// The most entries a fingerprint walks; a larger worktree is asked `git status` as before
+    /// (walking it would cost about what git's own walk costs).
+    pub const MAX_ENTRIES: usize = 4096;
+
+    /// What the worktree's files and index were when a command started there.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Fingerprint {
+        entries: usize,
+        hash: u64,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Mark {
+        head: String,
+        at: Instant,
+        files: Option<Fingerprint>,
+    }
+
+    static MARKS: LazyLock<Mutex<HashMap<PathBuf, Mark>>> = LazyLock::new(Default::default);
 
     fn key(dir: &Path) -> PathBuf {
         std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
@@ -330,25 +364,151 @@ pub mod clean_marks {
     /// The worktree at `dir` holds exactly the commit `head`.
     pub fn mark(dir: &Path, head: &str) {
         if let Ok(mut marks) = MARKS.lock() {
-            marks.insert(key(dir), (head.to_string(), Instant::now()));
+            marks.insert(key(dir), Mark { head: head.to_string(), at: Instant::now(), files: None });
         }
     }
 
     /// Something may write in `dir`: forget the marks of worktrees at, inside or above it.
     pub fn forget(dir: &Path) {
+        drop_marks(dir, |_| true);
+    }
+
+    /// A process starts with its working directory at `dir`: forget the marks of worktrees at,
+    /// inside or above it, except those [`watch`] fingerprinted (checked by a new walk instead).
+    pub fn started_in(dir: &Path) {
+        drop_marks(dir, |mark| mark.files.is_none());
+    }
+
+    fn drop_marks(dir: &Path, drop: impl Fn(&Mark) -> bool) {
         let Ok(mut marks) = MARKS.lock() else { return };
         if marks.is_empty() {
             return;
         }
         let dir = key(dir);
-        marks.retain(|worktree, _| !(dir.starts_with(worktree) || worktree.starts_with(&dir)));
+        marks.retain(|worktree, mark| !((dir.starts_with(worktree) || worktree.starts_with(&dir)) && drop(mark)));
     }
 
-    /// Whether `dir` is marked clean, freshly, at the `HEAD` it has now.
+    /// A repository command is about to start in `worktree`: when it is marked clean, keep the
+    /// mark through the command with a fingerprint of its files (nothing is kept when the files
+    /// are too many, too fresh to tell a later write apart, or unreadable).
+    pub fn watch(worktree: &Path) {
+        let Some(head) = super::read_ref(worktree, "HEAD") else { return };
+        let key = key(worktree);
+        let marked_at = match MARKS.lock() {
+            Ok(marks) => match marks.get(&key) {
+                Some(mark) if mark.head == head && mark.at.elapsed() < FRESH_FOR => mark.at,
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        let Some(now) = file_system_now(worktree) else { return };
+        let Some(files) = fingerprint(worktree, Some(now)) else { return };
+        if let Ok(mut marks) = MARKS.lock()
+            && let Some(mark) = marks.get_mut(&key)
+            && mark.head == head
+            && mark.at == marked_at
+        {
+            mark.files = Some(files);
+        }
+    }
+
+    /// Whether `dir` is marked clean, freshly, at the `HEAD` it has now (and, when a command ran
+    /// there since the mark, with the files it had before).
     pub fn is_clean(dir: &Path) -> bool {
         let Some(head) = super::read_ref(dir, "HEAD") else { return false };
-        let Ok(marks) = MARKS.lock() else { return false };
-        marks.get(&key(dir)).is_some_and(|(marked, at)| *marked == head && at.elapsed() < FRESH_FOR)
+        let key = key(dir);
+        let files = {
+            let Ok(marks) = MARKS.lock() else { return false };
+            match marks.get(&key) {
+                Some(mark) if mark.head == head && mark.at.elapsed() < FRESH_FOR => mark.files,
+                _ => return false,
+            }
+        };
+        match files {
+            None => true,
+            Some(before) => fingerprint(dir, None) == Some(before),
+        }
+    }
+
+    /// A file time as (seconds, nanoseconds).
+    type Stamp = (i64, i64);
+
+    /// The file system's own clock at `worktree`: the time of a file created now in the
+    /// worktree's git directory (the same device as the worktree, else `None`).
+    fn file_system_now(worktree: &Path) -> Option<Stamp> {
+        let admin = super::git_dir(worktree)?;
+        let probe = admin.join("baton-clock-probe");
+        let _ = std::fs::remove_file(&probe);
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&probe).ok()?;
+        let meta = file.metadata();
+        drop(file);
+        let _ = std::fs::remove_file(&probe);
+        let meta = meta.ok()?;
+        let root = std::fs::symlink_metadata(worktree).ok()?;
+        (meta.dev() == root.dev()).then(|| newest(&meta))
+    }
+
+    fn newest(meta: &std::fs::Metadata) -> Stamp {
+        (meta.mtime(), meta.mtime_nsec()).max((meta.ctime(), meta.ctime_nsec()))
+    }
+
+    /// Every entry of `worktree` but its top-level `.git`, in name order, and its index: names,
+    /// kinds, inodes, and for everything not a directory its size, mode and file times. `None`
+    /// past [`MAX_ENTRIES`], on another device, on any read error, or (with `not_after`) when a
+    /// file time is not older than `not_after`.
+    fn fingerprint(worktree: &Path, not_after: Option<Stamp>) -> Option<Fingerprint> {
+        let root = std::fs::symlink_metadata(worktree).ok()?;
+        let mut hasher = std::hash::DefaultHasher::new();
+        let mut entries = 0usize;
+        let mut pending = vec![(worktree.to_path_buf(), true)];
+        while let Some((dir, top)) = pending.pop() {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(&dir).ok()? {
+                let name = entry.ok()?.file_name();
+                if !(top && name == ".git") {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            dir.hash(&mut hasher);
+            names.len().hash(&mut hasher);
+            for name in names {
+                entries += 1;
+                if entries > MAX_ENTRIES {
+                    return None;
+                }
+                let path = dir.join(&name);
+                let meta = std::fs::symlink_metadata(&path).ok()?;
+                if meta.dev() != root.dev() {
+                    return None;
+                }
+                name.hash(&mut hasher);
+                meta.ino().hash(&mut hasher);
+                if meta.is_dir() {
+                    true.hash(&mut hasher);
+                    pending.push((path, false));
+                } else {
+                    stamp_file(&meta, not_after, &mut hasher)?;
+                }
+            }
+        }
+        // The index: staging or unstaging touches only it.
+        let index = super::git_dir(worktree)?.join("index");
+        match std::fs::symlink_metadata(&index) {
+            Ok(meta) => stamp_file(&meta, not_after, &mut hasher)?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0u8.hash(&mut hasher),
+            Err(_) => return None,
+        }
+        Some(Fingerprint { entries, hash: hasher.finish() })
+    }
+
+    fn stamp_file(meta: &std::fs::Metadata, not_after: Option<Stamp>, hasher: &mut impl Hasher) -> Option<()> {
+        if not_after.is_some_and(|now| newest(meta) >= now) {
+            return None;
+        }
+        (meta.ino(), meta.mode(), meta.size(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec())
+            .hash(hasher);
+        Some(())
     }
 }
 
@@ -502,6 +662,51 @@ pub fn lookup_ref(dir: &Path, name: &str) -> Lookup {
         Some(_) => Lookup::Unknown,
         None => Lookup::Absent,
     }
+}
+
+/// Sets Baton's own reference `name` (under `refs/baton/`) of the repository at `dir` to the
+/// object `id` as git writes a loose reference: `<name>.lock` created exclusively in the common
+/// directory, the id written there, the lock renamed into place (a loose reference takes
+/// precedence over `packed-refs`; `git pack-refs` takes the same lock before it removes one). No
+/// `git` process for it. Baton's references keep no reflog, as git keeps none for names outside
+/// branches, remotes and notes by default. `false`, with nothing written, wherever `git
+/// update-ref` must do it instead: a reftable repository, a name with anything but plain parts,
+/// the lock held, a file in the way.
+pub fn write_own_ref(dir: &Path, name: &str, id: &str) -> bool {
+    use std::io::Write;
+    let plain_part = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with('.')
+            && !part.ends_with(".lock")
+            && !part.contains("..")
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    let Some(rest) = name.strip_prefix("refs/baton/") else { return false };
+    if !is_object_id(id) || !rest.split('/').all(plain_part) {
+        return false;
+    }
+    let Some(own) = git_dir(dir) else { return false };
+    let common = match std::fs::read_to_string(own.join("commondir")) {
+        Ok(text) => own.join(text.trim()),
+        Err(_) => own.clone(),
+    };
+    if common.join("reftable").exists() || !common.join("refs").is_dir() {
+        return false;
+    }
+    let path = common.join(name);
+    let Some(parent) = path.parent() else { return false };
+    if std::fs::create_dir_all(parent).is_err() {
+        return false;
+    }
+    let lock = common.join(format!("{name}.lock"));
+    let Ok(mut file) = std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) else { return false };
+    let written = file.write_all(format!("{id}\n").as_bytes()).is_ok();
+    drop(file);
+    if written && std::fs::rename(&lock, &path).is_ok() {
+        return true;
+    }
+    let _ = std::fs::remove_file(&lock);
+    false
 }
 
 /// A full SHA-1 or SHA-256 object id in lowercase hex.

@@ -69,6 +69,15 @@ fn built_on_ref(branch: &str) -> String {
     format!("refs/baton/built-on/{branch}")
 }
 
+/// Records that `branch` was last built on `base`: written in place as git would, else by git.
+async fn set_built_on(git: &Git, branch: &str, base: &str) -> Result<(), GitError> {
+    let name = built_on_ref(branch);
+    if !crate::git::write_own_ref(git.dir(), &name, base) {
+        git.run(&["update-ref", &name, base]).await?;
+    }
+    Ok(())
+}
+
 fn no_head(worktree: &Path) -> GitError {
     GitError::Failed { args: "rev-parse HEAD".into(), dir: worktree.display().to_string(), stderr: "no HEAD".into() }
 }
@@ -592,6 +601,9 @@ impl Vcs for GitVcs {
         // through the working tree, as a rebase does), one commit on `onto`, then the branch and
         // files move to it.
         let git = Git::new(worktree);
+        // Clean now (the job's start made it so) means clean after `reset --hard` too: the reset
+        // makes the index and every tracked file the new commit's, and there is nothing untracked.
+        let was_clean = crate::git::clean_marks::is_clean(worktree);
         let branch = git.current_branch().await;
         let built_on = match &branch {
             Some(branch) => self.built_on(&git, branch).await,
@@ -618,7 +630,10 @@ impl Vcs for GitVcs {
         let commit = git.run(&["commit-tree", &tree, "-p", onto, "-m", message]).await?;
         git.run(&["reset", "-q", "--hard", &commit]).await?;
         if let Some(branch) = &branch {
-            git.run(&["update-ref", &built_on_ref(branch), onto]).await?;
+            set_built_on(&git, branch, onto).await?;
+        }
+        if was_clean {
+            git.mark_clean();
         }
         Ok(Some(commit))
     }
@@ -628,7 +643,7 @@ impl Vcs for GitVcs {
         git.run(&["reset", "-q", "--soft", base]).await?;
         git.run(&["commit", "-q", "-m", message]).await?;
         if let Some(branch) = git.current_branch().await {
-            git.run(&["update-ref", &built_on_ref(&branch), base]).await?;
+            set_built_on(&git, &branch, base).await?;
         }
         Ok(())
     }
@@ -1000,6 +1015,9 @@ impl CommandRunner for SupervisedCommands {
             Previous::Running(launch) => (launch, Provenance::Adopted),
             Previous::Nothing => {
                 let (program, args) = request.argv.split_first().ok_or(RunError::EmptyCommand)?;
+                // A test or deploy command usually writes nothing in the worktree: when Baton
+                // knows it clean now, finding the same files afterwards needs no `git status`.
+                crate::git::clean_marks::watch(&request.cwd);
                 let spec = ProcessSpec {
                     program: program.clone(),
                     args: args.to_vec(),

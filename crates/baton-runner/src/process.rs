@@ -129,8 +129,9 @@ pub fn spawn_as(spec: &ProcessSpec, arg0: Option<&str>) -> Result<Supervised, Ru
         ),
         None => Stdio::null(),
     };
-    // Whatever runs there may write there: Baton no longer knows that worktree is clean.
-    crate::git::clean_marks::forget(&spec.cwd);
+    // Whatever runs there may write there: Baton no longer knows that worktree is clean (unless
+    // it fingerprinted the files first, to check them again afterwards).
+    crate::git::clean_marks::started_in(&spec.cwd);
     let mut command = tokio::process::Command::new(&spec.program);
     command
         .args(&spec.args)

@@ -198,3 +198,182 @@ async fn a_reference_absent_from_gits_files_is_absent_for_git_too() {
     assert_eq!(lookup_ref(&repo, "refs/heads/../HEAD"), Lookup::Unknown);
     assert_eq!(lookup_ref(&repo, "HEAD^"), Lookup::Unknown);
 }
+
+/// Runs `script` in `worktree` as Baton runs a test gate or the merge gate's re-test: a
+/// repository command under the shim, in its own run directory.
+async fn repo_command(tmp: &Path, worktree: &Path, n: u32, script: &str) {
+    use baton_runner::{CommandRequest, CommandRunner, ShimSupervisor, SupervisedCommands};
+    let commands = SupervisedCommands::new(std::sync::Arc::new(ShimSupervisor::new(tmp.join("no-baton-binary"))));
+    let request = CommandRequest {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        cwd: worktree.to_path_buf(),
+        env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+        timeout: Duration::from_secs(30),
+        stop_grace: Duration::from_secs(1),
+        run_dir: tmp.join(format!("runs/{n}")),
+        owner: "job:1".into(),
+    };
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    let run = commands.run(&request, stop).await.unwrap();
+    assert_eq!(run.output.exit.code, Some(0), "{script}: {}", run.output.tail);
+}
+
+/// [`commit_then_stray`], then a pause: every file time is then older than the file system's
+/// clock when the next command starts, so a write by that command is told apart.
+async fn settled_commit_then_stray(worktree: &Path, n: u32) -> std::path::PathBuf {
+    let stray = commit_then_stray(worktree, n).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    stray
+}
+
+#[tokio::test]
+async fn a_repository_command_that_writes_nothing_leaves_the_worktree_known_clean_without_git() {
+    let (tmp, _repo, worktree) = setup().await;
+    let stray = settled_commit_then_stray(&worktree, 1).await;
+    repo_command(tmp.path(), &worktree, 1, "cat README.md work-1.txt > /dev/null; ls -R > /dev/null").await;
+    GitVcs.clean(&worktree).await.unwrap();
+    assert!(stray.exists(), "the files were as before the command: no git status ran");
+    // A second command in a row, still writing nothing, keeps it so.
+    repo_command(tmp.path(), &worktree, 2, "true").await;
+    GitVcs.clean(&worktree).await.unwrap();
+    assert!(stray.exists());
+    // An agent (any other process started there) after the command still makes it unknown.
+    let spec = CommandSpec {
+        argv: vec!["sh".into(), "-c".into(), "echo agent > agent.txt".into()],
+        cwd: worktree.clone(),
+        env: Vec::new(),
+        timeout: Duration::from_secs(30),
+        log: tmp.path().join("agent.log"),
+    };
+    run_command(&spec).await.unwrap();
+    GitVcs.clean(&worktree).await.unwrap();
+    assert!(!stray.exists() && !worktree.join("agent.txt").exists(), "the files changed: git was asked and cleaned");
+}
+
+#[tokio::test]
+async fn a_repository_command_that_writes_anything_in_the_worktree_or_its_index_has_git_asked_again() {
+    let (tmp, _repo, worktree) = setup().await;
+    let cases: [(&str, &str); 6] = [
+        ("a new untracked file", "echo built > out.txt"),
+        ("a new file in a new directory", "mkdir -p a/b && echo x > a/b/c.txt"),
+        // `work\n` and `WORK\n`: the same size, written at once.
+        ("a tracked file rewritten in place at the same size", "printf 'WORK\\n' > work-N.txt"),
+        ("a tracked file removed", "rm work-N.txt"),
+        ("a tracked file's mode", "chmod +x work-N.txt"),
+        ("the index alone (the file unstaged, left in place)", "git rm -q --cached work-N.txt"),
+    ];
+    for (n, (what, script)) in (1u32..).zip(cases) {
+        let stray = settled_commit_then_stray(&worktree, n).await;
+        let script = script.replace("work-N", &format!("work-{n}"));
+        repo_command(tmp.path(), &worktree, n, &script).await;
+        GitVcs.clean(&worktree).await.unwrap();
+        assert!(!stray.exists(), "{what}: git was asked (the stray file went with the clean-up)");
+        let status = git(&worktree, &["status", "--porcelain", "--untracked-files=all"]).await;
+        assert_eq!(status, "", "{what}: the worktree is what Baton committed again");
+        let tracked = std::fs::read_to_string(worktree.join(format!("work-{n}.txt"))).unwrap();
+        assert_eq!(tracked, "work\n", "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_file_not_older_than_the_file_systems_clock_is_never_fingerprinted() {
+    let (tmp, _repo, worktree) = setup().await;
+    let stray = settled_commit_then_stray(&worktree, 1).await;
+    // As if written in the very clock tick the command starts in: a later write in that tick
+    // would leave its times unchanged, so the fingerprint cannot vouch for it.
+    let file = std::fs::OpenOptions::new().write(true).open(worktree.join("work-1.txt")).unwrap();
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600)).unwrap();
+    drop(file);
+    repo_command(tmp.path(), &worktree, 1, "true").await;
+    GitVcs.clean(&worktree).await.unwrap();
+    assert!(!stray.exists(), "no fingerprint was taken: git was asked");
+}
+
+#[tokio::test]
+async fn a_rebuild_of_a_clean_worktree_leaves_it_known_clean_and_of_an_unknown_one_does_not() {
+    let (tmp, repo, worktree) = setup().await;
+    let advance_main = |n: u32| {
+        let repo = repo.clone();
+        async move {
+            std::fs::write(repo.join(format!("main-{n}.txt")), "main\n").unwrap();
+            git(&repo, &["add", "-A"]).await;
+            git(&repo, &["commit", "-q", "-m", &format!("main {n}")]).await;
+            git(&repo, &["rev-parse", "HEAD"]).await
+        }
+    };
+    // Clean before (Baton's own commit): the rebuilt worktree is clean and known so.
+    std::fs::write(worktree.join("work-1.txt"), "work\n").unwrap();
+    assert!(GitVcs.commit_all(&worktree, "work 1", None).await.unwrap());
+    let main = advance_main(1).await;
+    let head = GitVcs.rebuild(&worktree, &main, "squashed 1").await.unwrap().expect("a new commit");
+    assert!(worktree.join("main-1.txt").exists() && worktree.join("work-1.txt").exists());
+    let stray = worktree.join("stray.txt");
+    std::fs::write(&stray, "behind Baton's back\n").unwrap();
+    GitVcs.clean(&worktree).await.unwrap();
+    assert!(stray.exists(), "known clean at the rebuilt head {head}: no git status ran");
+    std::fs::remove_file(&stray).unwrap();
+
+    // Unknown before (a process ran there and wrote): the rebuild does not vouch for the files.
+    std::fs::write(worktree.join("work-2.txt"), "work\n").unwrap();
+    assert!(GitVcs.commit_all(&worktree, "work 2", None).await.unwrap());
+    let spec = CommandSpec {
+        argv: vec!["sh".into(), "-c".into(), "echo left > left.txt".into()],
+        cwd: worktree.clone(),
+        env: Vec::new(),
+        timeout: Duration::from_secs(30),
+        log: tmp.path().join("left.log"),
+    };
+    run_command(&spec).await.unwrap();
+    let main = advance_main(2).await;
+    GitVcs.rebuild(&worktree, &main, "squashed 2").await.unwrap().expect("a new commit");
+    assert!(worktree.join("left.txt").exists(), "a reset keeps untracked files");
+    GitVcs.clean(&worktree).await.unwrap();
+    assert!(!worktree.join("left.txt").exists(), "git was asked and the leftover removed");
+}
+
+#[tokio::test]
+async fn batons_own_reference_written_in_place_is_what_git_reads_and_anything_unusual_is_left_to_git() {
+    use baton_runner::git::write_own_ref;
+    let (_tmp, repo, worktree) = setup().await;
+    let main = git(&repo, &["rev-parse", "refs/heads/main"]).await;
+    std::fs::write(worktree.join("work.txt"), "work\n").unwrap();
+    assert!(GitVcs.commit_all(&worktree, "work", None).await.unwrap());
+    let work = git(&worktree, &["rev-parse", "HEAD"]).await;
+    let name = "refs/baton/built-on/baton/DEMO-001-task";
+
+    // Written from the worktree, it lands in the common directory: git reads it from both.
+    assert!(write_own_ref(&worktree, name, &main));
+    assert_eq!(git(&repo, &["rev-parse", name]).await, main);
+    assert_eq!(git(&worktree, &["rev-parse", name]).await, main);
+    // A loose reference overrides a packed one, as git's own update does.
+    git(&repo, &["pack-refs", "--all"]).await;
+    assert!(write_own_ref(&repo, name, &work));
+    assert_eq!(git(&repo, &["rev-parse", name]).await, work);
+    assert_eq!(git(&repo, &["for-each-ref", "--format=%(objectname)", name]).await, work);
+    git(&repo, &["fsck", "--no-progress"]).await;
+
+    // A lock someone holds: nothing is written (git would refuse too).
+    let lock = repo.join(".git").join(format!("{name}.lock"));
+    std::fs::write(&lock, "").unwrap();
+    assert!(!write_own_ref(&repo, name, &main));
+    assert_eq!(git(&repo, &["rev-parse", name]).await, work, "unchanged");
+    std::fs::remove_file(&lock).unwrap();
+
+    // Names and ids git should judge, and anything outside Baton's own namespace, are left to git.
+    for bad in [
+        "refs/heads/main",
+        "refs/baton/built-on/../heads/main",
+        "refs/baton/built-on/x.lock",
+        "refs/baton/built-on/.hidden",
+        "refs/baton/built-on/a b",
+        "refs/baton/built-on//x",
+        "refs/baton/",
+    ] {
+        assert!(!write_own_ref(&repo, bad, &main), "{bad}");
+    }
+    assert!(!write_own_ref(&repo, "refs/baton/built-on/y", "HEAD"), "only a full object id");
+    // A file in the way of a directory the name needs.
+    assert!(write_own_ref(&repo, "refs/baton/built-on/z", &main));
+    assert!(!write_own_ref(&repo, "refs/baton/built-on/z/under", &main));
+    assert_eq!(git(&repo, &["rev-parse", "refs/heads/main"]).await, main, "main untouched throughout");
+}
