@@ -3,7 +3,8 @@
 //! artifacts are read in one `cat-file --batch`; a reference git's files say is absent is not
 //! asked of git.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Real file times and real pauses: the fingerprint reads the file system's own clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use baton_runner::git::{Lookup, lookup_ref};
 use baton_runner::{CommandSpec, Git, GitVcs, Vcs, run_command};
