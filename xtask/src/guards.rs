@@ -224,10 +224,22 @@ const GUARDS: &[Guard] = &[
         name: "a worktree a command wrote in is asked git status again",
         edits: &[Edit {
             file: GIT,
-            find: "Some(before) => fingerprint(dir, None) == Some(before),",
-            replace: "Some(_) => true,",
+            find: "let holds = fingerprint(dir, None) == Some(before);",
+            replace: "let holds = Some(before).is_some();",
         }],
         test: "baton-runner/clean_marks/a_repository_command_that_writes_anything_in_the_worktree_or_its_index_has_git_asked_again",
+    },
+    Guard {
+        name: "a fingerprint a command may have broken is checked before the next command",
+        edits: &[
+            Edit {
+                file: GIT,
+                find: "        if let Some(before) = files {",
+                replace: "        if let Some(before) = files.filter(|_| false) {",
+            },
+            Edit { file: GIT, find: "            && !mark.unverified\n", replace: "\n" },
+        ],
+        test: "baton-runner/clean_marks/a_write_by_one_command_is_not_forgiven_by_a_later_command_that_writes_nothing",
     },
     Guard {
         name: "a change to the index alone is a change",

@@ -353,6 +353,8 @@ pub mod clean_marks {
         head: String,
         at: Instant,
         files: Option<Fingerprint>,
+        /// A process started there since `files` was last found to hold.
+        unverified: bool,
     }
 
     static MARKS: LazyLock<Mutex<HashMap<PathBuf, Mark>>> = LazyLock::new(Default::default);
@@ -364,51 +366,83 @@ pub mod clean_marks {
     /// The worktree at `dir` holds exactly the commit `head`.
     pub fn mark(dir: &Path, head: &str) {
         if let Ok(mut marks) = MARKS.lock() {
-            marks.insert(key(dir), Mark { head: head.to_string(), at: Instant::now(), files: None });
+            let mark = Mark { head: head.to_string(), at: Instant::now(), files: None, unverified: false };
+            marks.insert(key(dir), mark);
         }
     }
 
     /// Something may write in `dir`: forget the marks of worktrees at, inside or above it.
     pub fn forget(dir: &Path) {
-        drop_marks(dir, |_| true);
-    }
-
-    /// A process starts with its working directory at `dir`: forget the marks of worktrees at,
-    /// inside or above it, except those [`watch`] fingerprinted (checked by a new walk instead).
-    pub fn started_in(dir: &Path) {
-        drop_marks(dir, |mark| mark.files.is_none());
-    }
-
-    fn drop_marks(dir: &Path, drop: impl Fn(&Mark) -> bool) {
         let Ok(mut marks) = MARKS.lock() else { return };
         if marks.is_empty() {
             return;
         }
         let dir = key(dir);
-        marks.retain(|worktree, mark| !((dir.starts_with(worktree) || worktree.starts_with(&dir)) && drop(mark)));
+        marks.retain(|worktree, _| !(dir.starts_with(worktree) || worktree.starts_with(&dir)));
+    }
+
+    /// A process starts with its working directory at `dir`: forget the marks of worktrees at,
+    /// inside or above it, except those [`watch`] fingerprinted, which are checked by a new walk
+    /// before they are trusted again.
+    pub fn started_in(dir: &Path) {
+        let Ok(mut marks) = MARKS.lock() else { return };
+        if marks.is_empty() {
+            return;
+        }
+        let dir = key(dir);
+        marks.retain(|worktree, mark| {
+            if !(dir.starts_with(worktree) || worktree.starts_with(&dir)) {
+                return true;
+            }
+            mark.unverified = true;
+            mark.files.is_some()
+        });
+    }
+
+    /// The fresh mark of `key` at `head`: its fingerprint and whether it awaits a check.
+    fn fresh(key: &Path, head: &str) -> Option<(Instant, Option<Fingerprint>, bool)> {
+        let marks = MARKS.lock().ok()?;
+        let mark = marks.get(key).filter(|mark| mark.head == head && mark.at.elapsed() < FRESH_FOR)?;
+        Some((mark.at, mark.files, mark.unverified))
+    }
+
+    /// Records the outcome of checking the mark made at `at`: still holding, or forgotten.
+    fn checked(key: &Path, at: Instant, holds: bool) {
+        if let Ok(mut marks) = MARKS.lock()
+            && marks.get(key).is_some_and(|mark| mark.at == at)
+        {
+            if holds {
+                if let Some(mark) = marks.get_mut(key) {
+                    mark.unverified = false;
+                }
+            } else {
+                marks.remove(key);
+            }
+        }
     }
 
     /// A repository command is about to start in `worktree`: when it is marked clean, keep the
     /// mark through the command with a fingerprint of its files (nothing is kept when the files
-    /// are too many, too fresh to tell a later write apart, or unreadable).
+    /// are too many, too fresh to tell a later write apart, or unreadable). A fingerprint taken
+    /// before an earlier command is checked first and kept when it still holds.
     pub fn watch(worktree: &Path) {
         let Some(head) = super::read_ref(worktree, "HEAD") else { return };
         let key = key(worktree);
-        let marked_at = match MARKS.lock() {
-            Ok(marks) => match marks.get(&key) {
-                Some(mark) if mark.head == head && mark.at.elapsed() < FRESH_FOR => mark.at,
-                _ => return,
-            },
-            Err(_) => return,
-        };
-        let Some(now) = file_system_now(worktree) else { return };
-        let Some(files) = fingerprint(worktree, Some(now)) else { return };
-        if let Ok(mut marks) = MARKS.lock()
+        let Some((at, files, unverified)) = fresh(&key, &head) else { return };
+        if let Some(before) = files {
+            if unverified {
+                checked(&key, at, fingerprint(worktree, None) == Some(before));
+            }
+            return;
+        }
+        let taken = file_system_now(worktree).and_then(|now| fingerprint(worktree, Some(now)));
+        if let Some(taken) = taken
+            && let Ok(mut marks) = MARKS.lock()
             && let Some(mark) = marks.get_mut(&key)
-            && mark.head == head
-            && mark.at == marked_at
+            && mark.at == at
+            && !mark.unverified
         {
-            mark.files = Some(files);
+            mark.files = Some(taken);
         }
     }
 
@@ -417,16 +451,14 @@ pub mod clean_marks {
     pub fn is_clean(dir: &Path) -> bool {
         let Some(head) = super::read_ref(dir, "HEAD") else { return false };
         let key = key(dir);
-        let files = {
-            let Ok(marks) = MARKS.lock() else { return false };
-            match marks.get(&key) {
-                Some(mark) if mark.head == head && mark.at.elapsed() < FRESH_FOR => mark.files,
-                _ => return false,
+        match fresh(&key, &head) {
+            None => false,
+            Some((_, None, _) | (_, Some(_), false)) => true,
+            Some((at, Some(before), true)) => {
+                let holds = fingerprint(dir, None) == Some(before);
+                checked(&key, at, holds);
+                holds
             }
-        };
-        match files {
-            None => true,
-            Some(before) => fingerprint(dir, None) == Some(before),
         }
     }
 
@@ -462,23 +494,23 @@ pub mod clean_marks {
         let mut entries = 0usize;
         let mut pending = vec![(worktree.to_path_buf(), true)];
         while let Some((dir, top)) = pending.pop() {
-            let mut names = Vec::new();
+            let mut found = Vec::new();
             for entry in std::fs::read_dir(&dir).ok()? {
-                let name = entry.ok()?.file_name();
-                if !(top && name == ".git") {
-                    names.push(name);
+                let entry = entry.ok()?;
+                if top && entry.file_name() == ".git" {
+                    continue;
                 }
-            }
-            names.sort();
-            dir.hash(&mut hasher);
-            names.len().hash(&mut hasher);
-            for name in names {
                 entries += 1;
                 if entries > MAX_ENTRIES {
                     return None;
                 }
-                let path = dir.join(&name);
-                let meta = std::fs::symlink_metadata(&path).ok()?;
+                // Stated relative to the open directory (never following a link).
+                found.push((entry.file_name(), entry.metadata().ok()?));
+            }
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            dir.hash(&mut hasher);
+            found.len().hash(&mut hasher);
+            for (name, meta) in found {
                 if meta.dev() != root.dev() {
                     return None;
                 }
@@ -486,7 +518,7 @@ pub mod clean_marks {
                 meta.ino().hash(&mut hasher);
                 if meta.is_dir() {
                     true.hash(&mut hasher);
-                    pending.push((path, false));
+                    pending.push((dir.join(&name), false));
                 } else {
                     stamp_file(&meta, not_after, &mut hasher)?;
                 }

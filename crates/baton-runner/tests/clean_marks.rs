@@ -277,6 +277,25 @@ async fn a_repository_command_that_writes_anything_in_the_worktree_or_its_index_
 }
 
 #[tokio::test]
+async fn a_write_by_one_command_is_not_forgiven_by_a_later_command_that_writes_nothing() {
+    let (tmp, _repo, worktree) = setup().await;
+    // A deploy command that leaves a file, then a health check that writes nothing.
+    let stray = settled_commit_then_stray(&worktree, 1).await;
+    repo_command(tmp.path(), &worktree, 1, "echo deployed > deployed.txt").await;
+    // Long enough that the new file is no longer too fresh to fingerprint.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    repo_command(tmp.path(), &worktree, 2, "true").await;
+    GitVcs.clean(&worktree).await.unwrap();
+    assert!(!stray.exists() && !worktree.join("deployed.txt").exists(), "git was asked and cleaned");
+    // Two commands that both write nothing keep the mark, checked once in between.
+    let stray = settled_commit_then_stray(&worktree, 2).await;
+    repo_command(tmp.path(), &worktree, 3, "true").await;
+    repo_command(tmp.path(), &worktree, 4, "true").await;
+    GitVcs.clean(&worktree).await.unwrap();
+    assert!(stray.exists(), "no git status ran");
+}
+
+#[tokio::test]
 async fn a_file_not_older_than_the_file_systems_clock_is_never_fingerprinted() {
     let (tmp, _repo, worktree) = setup().await;
     let stray = settled_commit_then_stray(&worktree, 1).await;

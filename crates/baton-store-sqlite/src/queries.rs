@@ -15,10 +15,10 @@ pub(crate) const LIVE: &str = "stage NOT IN ('done', 'cancelled')";
 pub(crate) const TASK_BY_WORK_ITEM: &str = "SELECT * FROM tasks WHERE work_item_id = $1 ORDER BY id DESC LIMIT 1";
 
 /// One task's timeline after an event id (`events_task (task_id, id)`).
-pub(crate) const EVENTS_OF_TASK: &str = "SELECT * FROM events WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+pub(crate) const EVENTS_OF_TASK: &str = "SELECT * FROM events WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT +$3";
 
 /// Every task's timeline after an event id (the primary key).
-pub(crate) const EVENTS_ALL: &str = "SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2";
+pub(crate) const EVENTS_ALL: &str = "SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT +$2";
 
 pub(crate) const AGENT_RUNS_OF_TASK: &str = "SELECT * FROM agent_runs WHERE task_id = $1 ORDER BY id";
 
@@ -83,7 +83,7 @@ pub(crate) const CLAIM_BATCH: &str = concat!(
          AND ",
     claim_gates!("$5", "$6"),
     "
-       ORDER BY j.rank DESC, j.available_at, j.id LIMIT $7),
+       ORDER BY j.rank DESC, j.available_at, j.id LIMIT +$7),
      candidates AS (
        SELECT w.*, ROW_NUMBER() OVER (PARTITION BY w.repo ORDER BY w.rank DESC, w.available_at, w.id) AS k
        FROM firsts w)
@@ -119,7 +119,7 @@ pub(crate) const CLAIM_EFFECTS: &str = "UPDATE outbox SET claimed_until = $1 + $
      WHERE id IN (SELECT id FROM outbox
                   WHERE done_at IS NULL AND available_at <= $1 AND claimed_until <= $1
                     AND ($4 IS NULL OR task_id = $4)
-                  ORDER BY id LIMIT $3)
+                  ORDER BY id LIMIT +$3)
      RETURNING *";
 
 /// Tasks by (stage, hold), read from the tally the triggers of migration 8 keep: a few rows,
@@ -128,7 +128,7 @@ pub(crate) const TASK_COUNTS: &str = "SELECT stage, hold, n FROM task_tally WHER
 
 /// Tasks whose hold ends by itself and is due (`tasks_due`, partial on `due_at_ms`).
 pub(crate) const DUE_HOLDS: &str =
-    "SELECT id FROM tasks WHERE due_at_ms IS NOT NULL AND due_at_ms <= $1 ORDER BY due_at_ms, id LIMIT $2";
+    "SELECT id FROM tasks WHERE due_at_ms IS NOT NULL AND due_at_ms <= $1 ORDER BY due_at_ms, id LIMIT +$2";
 
 /// The earliest due time (one step down `tasks_due`).
 pub(crate) const NEXT_DUE: &str = "SELECT MIN(due_at_ms) FROM tasks WHERE due_at_ms IS NOT NULL";
@@ -144,7 +144,7 @@ pub(crate) const UNAPPLIED_TASKS: &str = "SELECT t.* FROM jobs j INDEXED BY jobs
      WHERE j.finished_at IS NOT NULL AND j.finished_at >= $1 AND j.finished_at < $2
        AND j.status NOT IN ('queued', 'running') AND t.current_job = j.id
        AND t.hold = '' AND t.stage NOT IN ('done', 'cancelled') AND t.updated_at < $2
-     ORDER BY j.finished_at, j.id LIMIT $3";
+     ORDER BY j.finished_at, j.id LIMIT +$3";
 
 /// Open jobs by status, from the tally the triggers of migration 8 keep.
 pub(crate) const JOB_COUNTS: &str = "SELECT status, n FROM job_tally WHERE status IN ('queued', 'running')";
@@ -153,7 +153,7 @@ pub(crate) const JOB_COUNTS: &str = "SELECT status, n FROM job_tally WHERE statu
 pub(crate) const NEWEST_TASK: &str = "SELECT MAX(id) FROM tasks";
 
 pub(crate) const PENDING_DELIVERIES: &str =
-    "SELECT * FROM webhook_deliveries WHERE processed_at IS NULL ORDER BY id LIMIT $1";
+    "SELECT * FROM webhook_deliveries WHERE processed_at IS NULL ORDER BY id LIMIT +$1";
 
 pub(crate) const OPEN_AGENT_RUNS: &str = "SELECT * FROM agent_runs WHERE ended_at IS NULL ORDER BY id";
 
@@ -169,7 +169,7 @@ pub(crate) fn prune_events_sql() -> String {
         "DELETE FROM events WHERE id IN (SELECT id FROM events INDEXED BY events_prunable
           WHERE at < $1 AND {NOT_SUMMARY}
             AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = events.task_id AND t.stage IN ('done', 'cancelled'))
-          ORDER BY at LIMIT $2)"
+          ORDER BY at LIMIT +$2)"
     )
 }
 
@@ -180,24 +180,24 @@ pub(crate) const PRUNE_JOBS: &str = "DELETE FROM jobs WHERE id IN (SELECT j.id F
       WHERE j.finished_at IS NOT NULL AND j.finished_at < $1 AND j.status NOT IN ('queued', 'running')
         AND t.current_job IS NOT j.id
         AND NOT EXISTS (SELECT 1 FROM agent_runs r WHERE r.job_id = j.id)
-      ORDER BY j.finished_at LIMIT $2)";
+      ORDER BY j.finished_at LIMIT +$2)";
 
 /// One batch of outbox rows acknowledged before the cutoff (`outbox_due (done_at, …)`).
 pub(crate) const PRUNE_OUTBOX: &str = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
-      WHERE done_at IS NOT NULL AND done_at < $1 ORDER BY done_at LIMIT $2)";
+      WHERE done_at IS NOT NULL AND done_at < $1 ORDER BY done_at LIMIT +$2)";
 
 /// One batch of webhook deliveries processed before the cutoff
 /// (`webhook_deliveries_pending (processed_at, id)`).
 pub(crate) const PRUNE_DELIVERIES: &str =
     "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries
-      WHERE processed_at IS NOT NULL AND processed_at < $1 ORDER BY processed_at LIMIT $2)";
+      WHERE processed_at IS NOT NULL AND processed_at < $1 ORDER BY processed_at LIMIT +$2)";
 
 /// One batch of inbox rows received before the cutoff of ended tasks or of no task
 /// (`inbox_received`).
 pub(crate) const PRUNE_INBOX: &str = "DELETE FROM inbox WHERE id IN (SELECT i.id FROM inbox i INDEXED BY inbox_received
       LEFT JOIN tasks t ON t.id = i.task_id
       WHERE i.received_at < $1 AND (i.task_id IS NULL OR t.stage IN ('done', 'cancelled'))
-      ORDER BY i.received_at LIMIT $2)";
+      ORDER BY i.received_at LIMIT +$2)";
 
 /// Tasks matching `filter`, newest first; with `paged`, only ids below a bound and at most a
 /// limit (bound in that order after the filter's values: repo, stage, hold). Each filter is an
@@ -226,7 +226,7 @@ pub(crate) fn list_tasks_sql(filter: &TaskFilter, paged: bool) -> String {
     }
     sql.push_str(" ORDER BY id DESC");
     if paged {
-        sql.push_str(" LIMIT ?");
+        sql.push_str(" LIMIT +?");
     }
     sql
 }
