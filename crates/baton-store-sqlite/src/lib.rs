@@ -14,6 +14,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Row, Sqlite, Transaction};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,6 +84,52 @@ impl std::ops::DerefMut for Reader<'_> {
     }
 }
 
+/// Moves the write-ahead log into the database file off the writer's path. SQLite's own
+/// automatic checkpoint runs inside the commit that crosses its threshold, on the one writer
+/// connection: that commit then waits while the log is copied back and both files are flushed to
+/// disk (`fsync` twice), and every job waiting for the writer waits with it. Here commits never
+/// checkpoint (`wal_autocheckpoint = 0`); every [`CHECKPOINT_EVERY`] writes a passive checkpoint
+/// runs as a task of its own on a connection of its own, copying what no reader still needs while
+/// writers go on appending. A log only starts over when a write finds it completely copied, which
+/// steady writes never let a concurrent checkpoint reach: once the log passes
+/// [`LOG_RESTART_BYTES`], the checkpoint finishes holding the writer (only the frames appended
+/// since it began are left to copy), and the next write starts the log over.
+struct Checkpointer {
+    connection: tokio::sync::Mutex<SqliteConnection>,
+    writes: AtomicU64,
+    writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
+    log: PathBuf,
+}
+
+/// Writes between two checkpoints: about what SQLite's default threshold of 1,000 log pages holds
+/// at Baton's few pages a write.
+const CHECKPOINT_EVERY: u64 = 300;
+
+/// The log's size past which a checkpoint finishes holding the writer, so that the log starts over.
+const LOG_RESTART_BYTES: u64 = 16 << 20;
+
+impl Checkpointer {
+    /// Counts a write; every [`CHECKPOINT_EVERY`]th starts a checkpoint unless one still runs.
+    fn wrote(self: &Arc<Self>) {
+        if !(self.writes.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(CHECKPOINT_EVERY) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let this = Arc::clone(self);
+        runtime.spawn(async move {
+            let Ok(mut connection) = this.connection.try_lock() else { return };
+            // A checkpoint that fails (the file busy, say) is the next one's work.
+            let _ = sqlx::query(CHECKPOINT).execute(&mut *connection).await;
+            if std::fs::metadata(&this.log).is_ok_and(|log| log.len() > LOG_RESTART_BYTES) {
+                let _writes_wait = this.writer.lock().await;
+                let _ = sqlx::query(CHECKPOINT).execute(&mut *connection).await;
+            }
+        });
+    }
+}
+
+const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -93,6 +140,7 @@ pub struct SqliteStore {
     /// Reader connections, held like the writer (a pool's checkout and return cost a round trip
     /// each); a read takes whichever is free first.
     readers: Arc<Readers>,
+    checkpointer: Arc<Checkpointer>,
     file: Arc<FileWatch>,
 }
 
@@ -164,18 +212,30 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Commits never checkpoint: the checkpointer does, on its own connection.
+            .pragma("wal_autocheckpoint", "0");
         // One writer: SQLite has one write lock, and IMMEDIATE transactions on one connection never hit SQLITE_BUSY upgrades.
         let writer = connect(SqlitePoolOptions::new().max_connections(1), &options).await?;
         migrate(&writer).await?;
         let writer = Arc::new(tokio::sync::Mutex::new(writer.acquire().await?.detach()));
-        let pool = connect(SqlitePoolOptions::new().max_connections(READERS as u32), &options.read_only(true)).await?;
+        let pool =
+            connect(SqlitePoolOptions::new().max_connections(READERS as u32), &options.clone().read_only(true)).await?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(tokio::sync::Mutex::new(pool.acquire().await?.detach()));
         }
         let readers = Arc::new(Readers { connections: readers, free: tokio::sync::Semaphore::new(READERS) });
-        Ok(SqliteStore { writer, readers, file: Arc::new(FileWatch::open(path)) })
+        let checkpointer = connect(SqlitePoolOptions::new().max_connections(1), &options).await?;
+        let mut log = path.as_os_str().to_owned();
+        log.push("-wal");
+        let checkpointer = Arc::new(Checkpointer {
+            connection: tokio::sync::Mutex::new(checkpointer.acquire().await?.detach()),
+            writes: AtomicU64::new(0),
+            writer: Arc::clone(&writer),
+            log: PathBuf::from(log),
+        });
+        Ok(SqliteStore { writer, readers, checkpointer, file: Arc::new(FileWatch::open(path)) })
     }
 
     /// A free reader connection, once one is (whichever frees first).
@@ -200,6 +260,7 @@ impl SqliteStore {
         if let Some(why) = self.file.lost() {
             return Err(StoreError::Lost(why));
         }
+        self.checkpointer.wrote();
         Ok(self.writer.lock().await)
     }
 

@@ -1,0 +1,78 @@
+//! The write-ahead log is checkpointed off the writer's path: commits never checkpoint, and a
+//! checkpoint of its own runs every few hundred writes, so the database file takes the written
+//! pages while the store stays open; on a real SQLite file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use baton_domain::TaskState;
+use baton_store::{NewTask, Store, Transition};
+use baton_store_sqlite::SqliteStore;
+use std::path::Path;
+use std::time::Duration;
+
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Files `count` tasks with bodies of `body` bytes, one write each.
+async fn file_tasks(store: &SqliteStore, from: i64, count: i64, body: usize) {
+    for n in from..from + count {
+        let task = NewTask {
+            repo: "alpha".into(),
+            prefix: "CP".into(),
+            title: format!("Task {n}"),
+            body: "x".repeat(body),
+            external_ref: None,
+            idempotency_key: None,
+            depends_on: Vec::new(),
+            state: TaskState::new("analysis"),
+        };
+        let enqueue = Transition { enqueue: Some(("analysis".into(), 0)), ..Transition::default() };
+        store.create_task(task, enqueue, 1_000 + n).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_file_takes_the_logs_pages_while_the_store_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("baton.db");
+    let store = SqliteStore::open(&db).await.unwrap();
+    let before = size(&db);
+    file_tasks(&store, 0, 700, 2_000).await;
+    // The checkpoints run as tasks of their own: give the last one a moment.
+    let mut grown = size(&db);
+    for _ in 0..100 {
+        if grown > before + 1_000_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        grown = size(&db);
+    }
+    assert!(
+        grown > before + 1_000_000,
+        "700 tasks of 2 kB each reached the database file while it was open: {before} → {grown} bytes"
+    );
+    let wal = dir.path().join("baton.db-wal");
+    assert!(size(&wal) > 0, "the log is in use");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_writes_start_the_log_over_instead_of_growing_it_without_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("baton.db");
+    let wal = dir.path().join("baton.db-wal");
+    let store = SqliteStore::open(&db).await.unwrap();
+    // About 3 MB of log per 300 writes: well past the restart size after the first round.
+    let mut sizes = Vec::new();
+    for round in 0..4 {
+        file_tasks(&store, round * 1_500, 1_500, 8_000).await;
+        sizes.push(size(&wal));
+    }
+    let data = size(&db);
+    assert!(data > 40_000_000, "the tasks reached the database file: {data} bytes");
+    // Without a restart the log would hold every round: four times the first round's size and more.
+    let bound = 40 << 20;
+    assert!(
+        sizes.iter().all(|&s| s < bound),
+        "the log stays bounded (under {bound} bytes) round after round: {sizes:?}"
+    );
+}
