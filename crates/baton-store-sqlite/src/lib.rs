@@ -106,7 +106,7 @@ struct Checkpointer {
 const CHECKPOINT_EVERY: u64 = 300;
 
 /// The log's size past which a checkpoint finishes holding the writer, so that the log starts over.
-const LOG_RESTART_BYTES: u64 = 16 << 20;
+const LOG_RESTART_BYTES: u64 = 4 << 20;
 
 impl Checkpointer {
     /// Counts a write; every [`CHECKPOINT_EVERY`]th starts a checkpoint unless one still runs.

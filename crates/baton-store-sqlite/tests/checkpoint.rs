@@ -61,7 +61,7 @@ async fn steady_writes_start_the_log_over_instead_of_growing_it_without_end() {
     let db = dir.path().join("baton.db");
     let wal = dir.path().join("baton.db-wal");
     let store = SqliteStore::open(&db).await.unwrap();
-    // About 8 MB of log a round: past the restart size by the second or third.
+    // About 8 MB of log a round: past the restart size from the first.
     let mut sizes = Vec::new();
     for round in 0..6 {
         file_tasks(&store, round * 1_000, 1_000, 8_000).await;
