@@ -219,6 +219,18 @@ async fn repo_command(tmp: &Path, worktree: &Path, n: u32, script: &str) {
     assert_eq!(run.output.exit.code, Some(0), "{script}: {}", run.output.tail);
 }
 
+/// Runs `script` in `worktree` as any other process Baton starts there (an agent, say).
+async fn process_in(tmp: &Path, worktree: &Path, script: &str) {
+    let spec = CommandSpec {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        cwd: worktree.to_path_buf(),
+        env: Vec::new(),
+        timeout: Duration::from_secs(30),
+        log: tmp.join("process.log"),
+    };
+    run_command(&spec).await.unwrap();
+}
+
 /// [`commit_then_stray`], then a pause: every file time is then older than the file system's
 /// clock when the next command starts, so a write by that command is told apart.
 async fn settled_commit_then_stray(worktree: &Path, n: u32) -> std::path::PathBuf {
@@ -239,14 +251,7 @@ async fn a_repository_command_that_writes_nothing_leaves_the_worktree_known_clea
     GitVcs.clean(&worktree).await.unwrap();
     assert!(stray.exists());
     // An agent (any other process started there) after the command still makes it unknown.
-    let spec = CommandSpec {
-        argv: vec!["sh".into(), "-c".into(), "echo agent > agent.txt".into()],
-        cwd: worktree.clone(),
-        env: Vec::new(),
-        timeout: Duration::from_secs(30),
-        log: tmp.path().join("agent.log"),
-    };
-    run_command(&spec).await.unwrap();
+    process_in(tmp.path(), &worktree, "echo agent > agent.txt").await;
     GitVcs.clean(&worktree).await.unwrap();
     assert!(!stray.exists() && !worktree.join("agent.txt").exists(), "the files changed: git was asked and cleaned");
 }
@@ -336,14 +341,7 @@ async fn a_rebuild_of_a_clean_worktree_leaves_it_known_clean_and_of_an_unknown_o
     // Unknown before (a process ran there and wrote): the rebuild does not vouch for the files.
     std::fs::write(worktree.join("work-2.txt"), "work\n").unwrap();
     assert!(GitVcs.commit_all(&worktree, "work 2", None).await.unwrap());
-    let spec = CommandSpec {
-        argv: vec!["sh".into(), "-c".into(), "echo left > left.txt".into()],
-        cwd: worktree.clone(),
-        env: Vec::new(),
-        timeout: Duration::from_secs(30),
-        log: tmp.path().join("left.log"),
-    };
-    run_command(&spec).await.unwrap();
+    process_in(tmp.path(), &worktree, "echo left > left.txt").await;
     let main = advance_main(2).await;
     GitVcs.rebuild(&worktree, &main, "squashed 2").await.unwrap().expect("a new commit");
     assert!(worktree.join("left.txt").exists(), "a reset keeps untracked files");
