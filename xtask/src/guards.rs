@@ -263,8 +263,8 @@ const GUARDS: &[Guard] = &[
         name: "a change to the index alone is a change",
         edits: &[Edit {
             file: GIT,
-            find: "Ok(meta) => stamp_file(&meta, not_after, &mut hasher)?,",
-            replace: "Ok(_) => (),",
+            find: "let index = super::git_dir(worktree)?.join(\"index\");",
+            replace: "let index = super::git_dir(worktree)?.join(\"not-the-index\");",
         }],
         test: "baton-runner/clean_marks/a_repository_command_that_writes_anything_in_the_worktree_or_its_index_has_git_asked_again",
     },
@@ -272,7 +272,7 @@ const GUARDS: &[Guard] = &[
         name: "a file as new as the file system's clock is never fingerprinted",
         edits: &[Edit {
             file: GIT,
-            find: "if not_after.is_some_and(|now| newest(meta) >= now) {",
+            find: "if not_after.is_some_and(|now| modified.max(changed) >= now) {",
             replace: "if not_after.is_some_and(|_| false) {",
         }],
         test: "baton-runner/clean_marks/a_file_not_older_than_the_file_systems_clock_is_never_fingerprinted",

@@ -301,6 +301,20 @@ async fn a_write_by_one_command_is_not_forgiven_by_a_later_command_that_writes_n
 }
 
 #[tokio::test]
+async fn a_worktree_past_the_walks_limit_is_asked_git_status_as_before() {
+    let (tmp, _repo, worktree) = setup().await;
+    let many = worktree.join("many");
+    std::fs::create_dir_all(&many).unwrap();
+    for n in 0..baton_runner::git::clean_marks::MAX_ENTRIES {
+        std::fs::write(many.join(format!("{n}.txt")), "x").unwrap();
+    }
+    let stray = settled_commit_then_stray(&worktree, 1).await;
+    repo_command(tmp.path(), &worktree, 1, "true").await;
+    GitVcs.clean(&worktree).await.unwrap();
+    assert!(!stray.exists(), "too many entries to fingerprint: git was asked");
+}
+
+#[tokio::test]
 async fn a_file_not_older_than_the_file_systems_clock_is_never_fingerprinted() {
     let (tmp, _repo, worktree) = setup().await;
     let stray = settled_commit_then_stray(&worktree, 1).await;
