@@ -219,6 +219,12 @@ async fn repo_command(tmp: &Path, worktree: &Path, n: u32, script: &str) {
     assert_eq!(run.output.exit.code, Some(0), "{script}: {}", run.output.tail);
 }
 
+/// A repository command that writes nothing, then the next job's clean-up.
+async fn true_then_clean(tmp: &Path, worktree: &Path) {
+    repo_command(tmp, worktree, 1, "true").await;
+    GitVcs.clean(worktree).await.unwrap();
+}
+
 /// Runs `script` in `worktree` as any other process Baton starts there (an agent, say).
 async fn process_in(tmp: &Path, worktree: &Path, script: &str) {
     let spec = CommandSpec {
@@ -309,8 +315,7 @@ async fn a_worktree_past_the_walks_limit_is_asked_git_status_as_before() {
         std::fs::write(many.join(format!("{n}.txt")), "x").unwrap();
     }
     let stray = settled_commit_then_stray(&worktree, 1).await;
-    repo_command(tmp.path(), &worktree, 1, "true").await;
-    GitVcs.clean(&worktree).await.unwrap();
+    true_then_clean(tmp.path(), &worktree).await;
     assert!(!stray.exists(), "too many entries to fingerprint: git was asked");
 }
 
@@ -323,8 +328,7 @@ async fn a_file_not_older_than_the_file_systems_clock_is_never_fingerprinted() {
     let file = std::fs::OpenOptions::new().write(true).open(worktree.join("work-1.txt")).unwrap();
     file.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600)).unwrap();
     drop(file);
-    repo_command(tmp.path(), &worktree, 1, "true").await;
-    GitVcs.clean(&worktree).await.unwrap();
+    true_then_clean(tmp.path(), &worktree).await;
     assert!(!stray.exists(), "no fingerprint was taken: git was asked");
 }
 
