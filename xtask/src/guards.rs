@@ -230,15 +230,6 @@ const GUARDS: &[Guard] = &[
         test: "baton-store-sqlite/checkpoint/the_database_file_takes_the_logs_pages_while_the_store_stays_open",
     },
     Guard {
-        name: "a log past its restart size is finished holding the writer",
-        edits: &[Edit {
-            file: "crates/baton-store-sqlite/src/lib.rs",
-            find: "log.len() > LOG_RESTART_BYTES",
-            replace: "log.len() > u64::MAX",
-        }],
-        test: "baton-store-sqlite/checkpoint/steady_writes_start_the_log_over_instead_of_growing_it_without_end",
-    },
-    Guard {
         name: "a worktree a command wrote in is asked git status again",
         edits: &[Edit {
             file: GIT,
