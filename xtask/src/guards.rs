@@ -268,6 +268,15 @@ const GUARDS: &[Guard] = &[
         }],
         test: "baton-runner/clean_marks/a_file_not_older_than_the_file_systems_clock_is_never_fingerprinted",
     },
+    Guard {
+        name: "a sandboxed agent writes only its own part of the run directory",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/sandbox.rs",
+            find: "vec![worktree.to_path_buf(), request.agent_dir()]",
+            replace: "vec![worktree.to_path_buf(), run_dir.to_path_buf()]",
+        }],
+        test: "baton/e2e/sandbox::sandboxed_agent_cannot_read_the_token_the_database_other_worktrees_or_approve_another_task",
+    },
 ];
 
 /// Runs the pinning test; `true` when it passed.

@@ -6,8 +6,8 @@
 
 use crate::settings::{AgentSettings, EngineSettings, RepoSettings, SandboxMode, SandboxNetwork, SandboxSettings};
 use baton_adapters::agent::AgentRequest;
+use baton_runner::git;
 use baton_runner::sandbox::{self, HOW_TO_ENABLE, SandboxPolicy};
-use baton_runner::{git, shim};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,11 +134,7 @@ fn common_git_dir(repo: &Path) -> Option<PathBuf> {
     if !repo.join(".git").exists() && repo.join("HEAD").is_file() && repo.join("objects").is_dir() {
         return Some(repo.to_path_buf());
     }
-    let dir = git::git_dir(repo)?;
-    match std::fs::read_to_string(dir.join("commondir")) {
-        Ok(common) => Some(dir.join(common.trim())),
-        Err(_) => Some(dir),
-    }
+    git::git_dir(repo).map(|own| git::common_dir(&own))
 }
 
 fn absolute_program(program: &str) -> Option<PathBuf> {
@@ -149,7 +145,7 @@ fn absolute_program(program: &str) -> Option<PathBuf> {
 /// Where a sandboxed agent's git writes its objects: the run's own directory (the repository's
 /// object store is read-only inside the sandbox).
 pub fn private_objects_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join("git-objects")
+    run_dir.join(baton_adapters::agent::AGENT_DIR).join("git-objects")
 }
 
 /// The private object directory of one of this job's agent runs (`<job run dir>/run<N>/`) that
@@ -165,9 +161,11 @@ pub fn written_private_objects(job_run_dir: &Path) -> Option<PathBuf> {
 /// What a confined run of `agent` (in `request.worktree`) may see and touch:
 /// - hidden: `/tmp` and the data directory (the database, the API token, other tasks' worktrees and
 ///   every run log but this run's);
-/// - read-write: the worktree, its git directory (index, HEAD), this run's directory (prompt,
-///   generated config homes, a private `HOME`, a private git object directory) — but not the
-///   shim's launch and intent records in it;
+/// - read-write: the worktree, its git directory (index, HEAD), and the agent's part of this
+///   run's directory (`agent/`: prompt, generated config homes, a private git object directory).
+///   The rest of the run directory — the run's logs, the shim's launch, intent and exit records —
+///   stays hidden with the data directory: an agent cannot forge the output its cost and verdict
+///   are read from, nor the record of how it ended;
 /// - read-only where hidden: the repository's common git directory, the `baton` binary, the
 ///   agent's script or absolute program, and `[sandbox] read_only`; `[sandbox] writable` read-write;
 /// - environment: git objects written to the run directory with the repository's as alternates
@@ -186,7 +184,7 @@ pub fn agent_policy(
 ) -> SandboxPolicy {
     let (worktree, run_dir) = (request.worktree.as_path(), request.run_dir.as_path());
     let mut read_only: Vec<PathBuf> = vec![settings.baton_exe.clone()];
-    let mut writable: Vec<PathBuf> = vec![worktree.to_path_buf(), run_dir.to_path_buf()];
+    let mut writable: Vec<PathBuf> = vec![worktree.to_path_buf(), request.agent_dir()];
     let mut env: Vec<(String, String)> = Vec::new();
     if let Some(common) = common_git_dir(&repo.path) {
         env.push(("GIT_ALTERNATE_OBJECT_DIRECTORIES".into(), common.join("objects").display().to_string()));
@@ -210,7 +208,6 @@ pub fn agent_policy(
         hidden: vec![settings.data_dir.clone()],
         read_only,
         writable,
-        protected: vec![run_dir.join(shim::LAUNCH_FILE), run_dir.join(shim::INTENT_FILE)],
         masked_files: sandbox.masked_files.clone(),
         network,
         env,

@@ -500,19 +500,9 @@ pub mod clean_marks {
         // The index: staging or unstaging touches only it.
         let mut hasher = std::hash::DefaultHasher::new();
         let index = super::git_dir(worktree)?.join("index");
-        match std::fs::symlink_metadata(&index) {
-            Ok(meta) => stamp(
-                (
-                    meta.ino(),
-                    meta.mode(),
-                    meta.size(),
-                    (meta.mtime(), meta.mtime_nsec()),
-                    (meta.ctime(), meta.ctime_nsec()),
-                ),
-                not_after,
-                &mut hasher,
-            )?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0u8.hash(&mut hasher),
+        match nix::sys::stat::lstat(&index) {
+            Ok(stat) => stamp(&stat, not_after, &mut hasher)?,
+            Err(nix::errno::Errno::ENOENT) => 0u8.hash(&mut hasher),
             Err(_) => return None,
         }
         Some(Fingerprint { entries: walk.entries, hash: walk.sum ^ hasher.finish() })
@@ -567,12 +557,7 @@ pub mod clean_marks {
                     let child = nix::fcntl::openat(&lookup, name, DIRECTORY, nix::sys::stat::Mode::empty()).ok()?;
                     self.directory(child, depth + 1)?;
                 } else {
-                    let times = ((stat.st_mtime, stat.st_mtime_nsec), (stat.st_ctime, stat.st_ctime_nsec));
-                    stamp(
-                        (stat.st_ino, stat.st_mode, stat.st_size as u64, times.0, times.1),
-                        self.not_after,
-                        &mut hasher,
-                    )?;
+                    stamp(&stat, self.not_after, &mut hasher)?;
                 }
                 self.sum = self.sum.wrapping_add(hasher.finish());
             }
@@ -582,15 +567,12 @@ pub mod clean_marks {
 
     /// A file's identity, mode, size and (modified, changed) times, hashed; `None` when a time is
     /// not older than `not_after`.
-    fn stamp(
-        (inode, mode, size, modified, changed): (u64, u32, u64, Stamp, Stamp),
-        not_after: Option<Stamp>,
-        hasher: &mut impl Hasher,
-    ) -> Option<()> {
+    fn stamp(stat: &nix::sys::stat::FileStat, not_after: Option<Stamp>, hasher: &mut impl Hasher) -> Option<()> {
+        let (modified, changed) = ((stat.st_mtime, stat.st_mtime_nsec), (stat.st_ctime, stat.st_ctime_nsec));
         if not_after.is_some_and(|now| modified.max(changed) >= now) {
             return None;
         }
-        (inode, mode, size, modified, changed).hash(hasher);
+        (stat.st_ino, stat.st_mode, stat.st_size, modified, changed).hash(hasher);
         Some(())
     }
 }
@@ -669,6 +651,21 @@ pub fn git_dir(repo: &Path) -> Option<PathBuf> {
     Some(repo.join(target))
 }
 
+/// The common git directory of the git directory `own`: where a worktree's `commondir` file
+/// points, or `own` itself (a repository's own git directory, or a bare repository).
+pub fn common_dir(own: &Path) -> PathBuf {
+    match std::fs::read_to_string(own.join("commondir")) {
+        Ok(text) => own.join(text.trim()),
+        Err(_) => own.to_path_buf(),
+    }
+}
+
+/// Whether the repository whose common git directory is `common` keeps its references in the
+/// reftable format, which only git reads.
+fn reftable(common: &Path) -> bool {
+    common.join("reftable").exists()
+}
+
 /// `HEAD` or a branch (`refs/heads/…`) of the checkout at `dir` resolved from git's files: a
 /// worktree's own `HEAD`, then the loose ref, then `packed-refs`, in the common directory. `None`
 /// when git must answer (another kind of name, a reftable repository, anything unexpected).
@@ -701,11 +698,8 @@ pub enum Lookup {
 /// a race git's own answer would have too).
 pub fn lookup_ref(dir: &Path, name: &str) -> Lookup {
     let Some(own) = git_dir(dir) else { return Lookup::Unknown };
-    let common = match std::fs::read_to_string(own.join("commondir")) {
-        Ok(text) => own.join(text.trim()),
-        Err(_) => own.clone(),
-    };
-    if common.join("reftable").exists() {
+    let common = common_dir(&own);
+    if reftable(&common) {
         return Lookup::Unknown;
     }
     let name = if name == "HEAD" {
@@ -769,11 +763,8 @@ pub fn write_own_ref(dir: &Path, name: &str, id: &str) -> bool {
         return false;
     }
     let Some(own) = git_dir(dir) else { return false };
-    let common = match std::fs::read_to_string(own.join("commondir")) {
-        Ok(text) => own.join(text.trim()),
-        Err(_) => own.clone(),
-    };
-    if common.join("reftable").exists() || !common.join("refs").is_dir() {
+    let common = common_dir(&own);
+    if reftable(&common) || !common.join("refs").is_dir() {
         return false;
     }
     let path = common.join(name);
@@ -799,12 +790,9 @@ pub(crate) fn is_object_id(text: &str) -> bool {
 
 /// Whether the branch exists as a loose ref or in packed-refs (in the common dir of a worktree).
 pub fn has_branch(git_dir: &Path, branch: &str) -> bool {
-    let common = match std::fs::read_to_string(git_dir.join("commondir")) {
-        Ok(text) => git_dir.join(text.trim()),
-        Err(_) => git_dir.to_path_buf(),
-    };
+    let common = common_dir(git_dir);
     // The reftable format cannot be read without git; trust the configuration then.
-    if common.join("reftable").is_dir() {
+    if reftable(&common) {
         return true;
     }
     if common.join("refs").join("heads").join(branch).is_file() {

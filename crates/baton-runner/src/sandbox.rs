@@ -1,7 +1,7 @@
 //! The agent sandbox: an agent's process wrapped in a `bwrap` (bubblewrap) invocation that sees
 //! the system read-only, an empty `/tmp`, an empty data directory, its own `/proc` (no Baton
 //! processes) and, bound back read-write, only what the run needs (the worktree, its git
-//! directory, the run directory with the generated config homes).
+//! directory, the agent's part of its run directory with the generated config homes).
 //!
 //! The wrapper runs INSIDE `baton shim` (shim → bwrap → agent): bwrap is started without
 //! `--new-session` and without `--die-with-parent`, so the shim stays the leader of the process
@@ -61,9 +61,6 @@ pub struct SandboxPolicy {
     /// Paths bound read-write (the worktree, its git directory, the run directory). Missing ones
     /// are skipped.
     pub writable: Vec<PathBuf>,
-    /// Files inside writable paths bound read-only over themselves when they exist at start (the
-    /// shim's launch and intent records).
-    pub protected: Vec<PathBuf>,
     /// Files that cannot be read inside (the host's `/dev/null` bound over them, which the
     /// sandbox's `nodev` mounts refuse to open): Baton's configuration file, which may hold a
     /// token. Missing ones are skipped.
@@ -141,10 +138,6 @@ pub fn bwrap_args(spec: &ProcessSpec, policy: &SandboxPolicy) -> Vec<String> {
             Mount::ReadOnly(_) => args.extend(["--ro-bind-try".to_string(), path.clone(), path]),
             Mount::Writable(_) => args.extend(["--bind-try".to_string(), path.clone(), path]),
         }
-    }
-    for file in &policy.protected {
-        let path = file.to_string_lossy().to_string();
-        args.extend(["--ro-bind-try".to_string(), path.clone(), path]);
     }
     for file in policy.masked_files.iter().filter(|f| f.is_file()) {
         args.extend(["--ro-bind".to_string(), "/dev/null".to_string(), file.to_string_lossy().to_string()]);
@@ -260,7 +253,6 @@ mod tests {
                 PathBuf::from("/data/worktrees/demo/DEMO-001"),
                 PathBuf::from("/data/repo/.git/worktrees/x"),
             ],
-            protected: vec![PathBuf::from("/data/runs/x/launch.json")],
             masked_files: vec![],
             network: SandboxNetwork::None,
             env: vec![("HOME".into(), "/data/runs/x/home".into())],
@@ -272,7 +264,6 @@ mod tests {
         assert!(at("--tmpfs /tmp") < at("--tmpfs /data"));
         assert!(at("--tmpfs /data") < at("--bind-try /data/worktrees"));
         assert!(at("--ro-bind-try /data/repo/.git /data/repo/.git") < at("--bind-try /data/repo/.git/worktrees/x"));
-        assert!(at("--bind-try /data/worktrees") < at("--ro-bind-try /data/runs/x/launch.json"));
         assert!(args.contains("--unshare-net"));
         assert!(args.contains("--unshare-pid"));
         assert!(!args.contains("--new-session") && !args.contains("--die-with-parent"));

@@ -51,7 +51,6 @@ fn policy(layout: &Layout) -> SandboxPolicy {
         hidden: vec![layout.data.clone()],
         read_only: vec![layout.readonly.clone()],
         writable: vec![layout.worktree.clone()],
-        protected: vec![],
         masked_files: vec![layout.readonly.join("baton.toml")],
         network: SandboxNetwork::Open,
         env: vec![],

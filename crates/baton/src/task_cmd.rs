@@ -390,7 +390,7 @@ pub async fn agent_script(script_path: &Path) -> anyhow::Result<u8> {
         worktree: std::env::current_dir().context("reading the working directory")?,
         now_ms: baton_engine::Clock::now_ms(&baton_engine::SystemClock),
         run_dir: var("BATON_PROMPT_FILE")
-            .map(|p| Path::new(&p).parent().map(Path::to_path_buf).unwrap_or_default())
+            .map(|p| baton_adapters::agent::run_dir_of_prompt(Path::new(&p)).unwrap_or_default())
             .unwrap_or_else(|_| std::env::temp_dir()),
         pid: std::process::id(),
         append_dir: std::env::var_os(baton_adapters::agent::script::APPEND_DIR_ENV).map(std::path::PathBuf::from),

@@ -283,9 +283,13 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Finds an earlier run's transcript of `session` (`<run>/claude-home/projects/<cwd>/<session>.jsonl`
-/// under the task's run directories, up to two levels above this run) and copies it into this
-/// run's fresh config directory, so `--resume` finds it. Returns whether it did.
+/// The claude CLI's config directory in the agent's directory (`CLAUDE_CONFIG_DIR`).
+const CLAUDE_HOME: &str = "claude-home";
+
+/// Finds an earlier run's transcript of `session` (`<run>/agent/claude-home/projects/<cwd>/<session>.jsonl`
+/// under the task's run directories, up to two levels above this run; `<run>/claude-home/…` for a
+/// run written before the agent had a directory of its own) and copies it into this run's fresh
+/// config directory, so `--resume` finds it. Returns whether it did.
 fn carry_session(run_dir: &Path, home: &Path, session: &str) -> bool {
     if !safe_session_id(session) {
         return false;
@@ -295,7 +299,8 @@ fn carry_session(run_dir: &Path, home: &Path, session: &str) -> bool {
     let runs = task_dir.map(entries).unwrap_or_default().into_iter().flat_map(|job| entries(&job));
     let found = runs
         .filter(|run| run.as_path() != run_dir)
-        .flat_map(|run| entries(&run.join("claude-home").join("projects")))
+        .flat_map(|run| [run.join(super::AGENT_DIR).join(CLAUDE_HOME), run.join(CLAUDE_HOME)])
+        .flat_map(|home| entries(&home.join("projects")))
         .map(|project| project.join(&file_name))
         .find(|transcript| transcript.is_file());
     let Some(transcript) = found else { return false };
@@ -319,7 +324,7 @@ impl Agent for ClaudeAgent {
 
     fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
         let prompt = request.write_prompt()?;
-        let home = request.run_dir.join("claude-home");
+        let home = request.agent_dir().join(CLAUDE_HOME);
         create_dir(&home)?;
         let resume = request.resume_session.as_deref().filter(|session| {
             let carried = carry_session(&request.run_dir, &home, session);

@@ -223,7 +223,7 @@ impl Agent for CodexAgent {
     fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
         request.write_prompt()?;
         check_prompt_arg("codex", &request.prompt)?;
-        let home = request.run_dir.join("codex-home");
+        let home = request.agent_dir().join("codex-home");
         create_dir(&home)?;
         write_file(&home.join("config.toml"), &self.config_toml()?)?;
         let mut env = Env::for_request(request);

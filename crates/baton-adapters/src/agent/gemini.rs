@@ -279,7 +279,7 @@ impl Agent for GeminiAgent {
     fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
         request.write_prompt()?;
         check_prompt_arg("gemini", &format!("--prompt={}", request.prompt))?;
-        let home = request.run_dir.join("gemini-home");
+        let home = request.agent_dir().join("gemini-home");
         let settings_dir = home.join(".gemini");
         create_dir(&settings_dir)?;
         write_file(&settings_dir.join("settings.json"), &self.settings_json())?;

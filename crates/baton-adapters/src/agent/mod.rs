@@ -11,7 +11,7 @@ pub mod script;
 use crate::AdapterError;
 use baton_domain::{AgentReport, Usage};
 use baton_runner::{ExitReport, ProcessSpec};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use claude::ClaudeAgent;
 pub use cli::CliAgentConfig;
@@ -31,7 +31,8 @@ pub struct AgentRequest {
     /// 1 for the first run of this stage for this task, 2 for the next, ...
     pub run_number: u32,
     pub worktree: PathBuf,
-    /// Directory for this run's prompt, logs and generated config homes.
+    /// Baton's directory for this run: the shim's records and the run's logs, and in its
+    /// [`AGENT_DIR`] the part the agent may write ([`AgentRequest::agent_dir`]).
     pub run_dir: PathBuf,
     pub prompt: String,
     /// Environment allowed through to the agent (already filtered by the engine).
@@ -63,6 +64,21 @@ pub struct LiveProgress {
     pub counted: std::collections::BTreeMap<String, Usage>,
 }
 
+/// The subdirectory of a run directory that belongs to the agent: its prompt, the generated
+/// config homes, its private git objects. A sandboxed agent sees and writes this directory alone
+/// of the run's: the logs and the shim's launch, intent and exit records beside it are Baton's,
+/// and the sandbox hides them (an agent that could write them could forge its own cost or exit).
+pub const AGENT_DIR: &str = "agent";
+
+/// The run directory a prompt file at `prompt` belongs to (the parent of its [`AGENT_DIR`]).
+pub fn run_dir_of_prompt(prompt: &Path) -> Option<PathBuf> {
+    let dir = prompt.parent()?;
+    match dir.file_name() {
+        Some(name) if name == AGENT_DIR => dir.parent().map(Path::to_path_buf),
+        _ => Some(dir.to_path_buf()),
+    }
+}
+
 /// A line in an agent's final text that starts its questions for a human: `QUESTIONS:`.
 pub const QUESTIONS_MARKER: &str = "QUESTIONS:";
 
@@ -90,15 +106,21 @@ impl AgentRequest {
         self.run_dir.join("stderr.log")
     }
 
-    pub fn prompt_path(&self) -> PathBuf {
-        self.run_dir.join("prompt.md")
+    /// The part of the run directory the agent may write ([`AGENT_DIR`]).
+    pub fn agent_dir(&self) -> PathBuf {
+        self.run_dir.join(AGENT_DIR)
     }
 
-    /// Writes the prompt file; ticket text reaches agents only as file or stdin content.
+    pub fn prompt_path(&self) -> PathBuf {
+        self.agent_dir().join("prompt.md")
+    }
+
+    /// Writes the prompt file (creating the agent's directory); ticket text reaches agents only
+    /// as file or stdin content.
     pub fn write_prompt(&self) -> Result<PathBuf, AdapterError> {
         let path = self.prompt_path();
-        std::fs::create_dir_all(&self.run_dir)
-            .map_err(|source| AdapterError::Io { what: self.run_dir.display().to_string(), source })?;
+        let dir = self.agent_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| AdapterError::Io { what: dir.display().to_string(), source })?;
         std::fs::write(&path, &self.prompt)
             .map_err(|source| AdapterError::Io { what: path.display().to_string(), source })?;
         Ok(path)
@@ -147,4 +169,18 @@ pub fn provider_wait(why: &str, attempt: u64, max: Option<u64>, delay_ms: Option
     let of = max.map(|m| format!("/{m}")).unwrap_or_default();
     let delay = delay_ms.map(|ms| format!(" in {:.1} s", ms / 1000.0)).unwrap_or_default();
     format!("waiting on the provider: {why}, retry {attempt}{of}{delay}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The prompt lies in the agent's part of the run directory; the run directory is the one above
+    // it (and, for a prompt written before runs had that part, its own directory).
+    #[test]
+    fn the_run_directory_of_a_prompt_is_above_the_agents_part() {
+        let run = Path::new("/data/runs/W-1/analysis-job3/run1");
+        assert_eq!(run_dir_of_prompt(&run.join("agent/prompt.md")).as_deref(), Some(run));
+        assert_eq!(run_dir_of_prompt(&run.join("prompt.md")).as_deref(), Some(run));
+    }
 }

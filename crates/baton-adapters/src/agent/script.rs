@@ -209,7 +209,7 @@ pub struct ScriptContext {
     pub worktree: PathBuf,
     /// Current time, for reset times of quota endings (and `{started_ms}`).
     pub now_ms: i64,
-    /// Directory for this run's files (command logs).
+    /// Baton's directory for this run (`{run_dir}`); the commands' log goes to its agent's part.
     pub run_dir: PathBuf,
     /// This agent process's id (`{pid}`).
     pub pid: u32,
@@ -334,7 +334,7 @@ async fn perform(action: &Action, context: &ScriptContext) -> Result<Option<Endi
                 cwd: context.worktree.clone(),
                 env: std::env::vars().collect(),
                 timeout: Duration::from_secs(600),
-                log: context.run_dir.join("script-commands.log"),
+                log: context.run_dir.join(super::AGENT_DIR).join("script-commands.log"),
             };
             let output = run_command(&spec).await.map_err(|e| e.to_string())?;
             eprintln!("{}", output.tail);

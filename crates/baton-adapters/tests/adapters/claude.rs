@@ -204,7 +204,7 @@ fn prepare_builds_argv_env_and_config_dir() {
     assert_eq!(spec.cwd, req.worktree);
     assert_eq!(spec.stdin.as_deref(), Some(req.prompt_path().as_path()));
     assert_eq!(std::fs::read_to_string(req.prompt_path()).expect("prompt file"), req.prompt);
-    let home = req.run_dir.join("claude-home");
+    let home = req.agent_dir().join("claude-home");
     assert!(home.is_dir());
     assert_eq!(env_value(&spec, "CLAUDE_CONFIG_DIR"), Some(home.display().to_string().as_str()));
     assert_eq!(env_value(&spec, "ANTHROPIC_BASE_URL"), Some("http://127.0.0.1:4010"));
@@ -246,18 +246,21 @@ fn prepare_refuses_a_key_variable_missing_from_base_env() {
 
 #[test]
 fn resume_carries_the_earlier_session_into_the_fresh_config_dir() {
-    // With resume_session, the earlier run's transcript is copied into this run's home and --resume passed.
-    let dir = temp();
-    let session = "0872e457-1fef-4384-9f4d-fc2b7d175421";
-    let earlier = dir.path().join("runs/W-1/analysis-job0/run1/claude-home/projects/-work-worktree");
-    std::fs::create_dir_all(&earlier).expect("earlier home");
-    std::fs::write(earlier.join(format!("{session}.jsonl")), "{\"type\":\"user\"}\n").expect("transcript");
-    let mut req = request(dir.path());
-    req.resume_session = Some(session.into());
-    let spec = claude().prepare(&req).expect("prepare");
-    assert!(has_flag(&spec.args, "--resume", session), "{:?}", spec.args);
-    let copied = req.run_dir.join(format!("claude-home/projects/-work-worktree/{session}.jsonl"));
-    assert_eq!(std::fs::read_to_string(copied).expect("copied transcript"), "{\"type\":\"user\"}\n");
+    // With resume_session, the earlier run's transcript is copied into this run's home and --resume
+    // passed: from an earlier run's agent directory, and from a run written before runs had one.
+    for earlier_home in ["run1/agent/claude-home", "run1/claude-home"] {
+        let dir = temp();
+        let session = "0872e457-1fef-4384-9f4d-fc2b7d175421";
+        let earlier = dir.path().join("runs/W-1/analysis-job0").join(earlier_home).join("projects/-work-worktree");
+        std::fs::create_dir_all(&earlier).expect("earlier home");
+        std::fs::write(earlier.join(format!("{session}.jsonl")), "{\"type\":\"user\"}\n").expect("transcript");
+        let mut req = request(dir.path());
+        req.resume_session = Some(session.into());
+        let spec = claude().prepare(&req).expect("prepare");
+        assert!(has_flag(&spec.args, "--resume", session), "{earlier_home}: {:?}", spec.args);
+        let copied = req.agent_dir().join(format!("claude-home/projects/-work-worktree/{session}.jsonl"));
+        assert_eq!(std::fs::read_to_string(copied).expect("copied transcript"), "{\"type\":\"user\"}\n");
+    }
 }
 
 #[test]

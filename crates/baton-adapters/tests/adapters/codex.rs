@@ -125,7 +125,7 @@ fn prepare_writes_a_local_provider_config() {
         ..CliAgentConfig::default()
     });
     let spec = agent.prepare(&req).expect("prepare");
-    let home = req.run_dir.join("codex-home");
+    let home = req.agent_dir().join("codex-home");
     let text = std::fs::read_to_string(home.join("config.toml")).expect("config.toml");
     let config: toml::Table = toml::from_str(&text).expect("config.toml parses");
     assert_eq!(config["model"].as_str(), Some("gpt-5.5"));
@@ -163,7 +163,7 @@ fn prepare_without_base_url_uses_openai_with_the_key_from_base_env() {
         ..CliAgentConfig::default()
     });
     let spec = agent.prepare(&req).expect("prepare");
-    let text = std::fs::read_to_string(req.run_dir.join("codex-home/config.toml")).expect("config.toml");
+    let text = std::fs::read_to_string(req.agent_dir().join("codex-home/config.toml")).expect("config.toml");
     let config: toml::Table = toml::from_str(&text).expect("config.toml parses");
     assert!(config.get("model_provider").is_none() && config.get("model_providers").is_none(), "{text}");
     assert_eq!(config["features"]["plugins"].as_bool(), Some(false));

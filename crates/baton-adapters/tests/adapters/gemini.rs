@@ -129,7 +129,7 @@ fn prepare_writes_settings_and_overrides_home() {
         ..CliAgentConfig::default()
     });
     let spec = agent.prepare(&req).expect("prepare");
-    let home = req.run_dir.join("gemini-home");
+    let home = req.agent_dir().join("gemini-home");
     let settings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(home.join(".gemini/settings.json")).expect("settings"))
             .expect("settings.json parses");
@@ -176,7 +176,7 @@ fn an_auto_model_alias_is_never_recorded() {
     let req = request(dir.path());
     configured.prepare(&req).expect("prepare");
     let settings: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(req.run_dir.join("gemini-home/.gemini/settings.json")).expect("settings"),
+        &std::fs::read_to_string(req.agent_dir().join("gemini-home/.gemini/settings.json")).expect("settings"),
     )
     .expect("settings.json parses");
     assert_eq!(settings["general"]["maxAttempts"], 10, "gemini refuses more than 10 attempts");

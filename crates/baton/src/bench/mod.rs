@@ -252,18 +252,18 @@ const SPAWNS: usize = 200;
 
 /// A supervised process running `true` through the shim — the embedded one at `embedded`, else
 /// `baton shim` — waited to its end; with `sandbox`, wrapped in bubblewrap as an agent run is
-/// (data directory hidden, worktree and run directory writable).
+/// (data directory hidden, worktree and the run directory's agent part writable).
 async fn bench_spawn(dir: &Path, embedded: Option<&Path>, sandbox: Option<&Path>) -> anyhow::Result<Figure> {
     let exe = crate::cli::baton_exe();
     let data = dir.join("data");
     let (worktree, run_dir) = (data.join("worktrees/demo/BENCH-001"), data.join("runs/BENCH-001/run1"));
     std::fs::create_dir_all(&worktree)?;
-    std::fs::create_dir_all(&run_dir)?;
+    let agent_dir = run_dir.join(baton_adapters::agent::AGENT_DIR);
+    std::fs::create_dir_all(&agent_dir)?;
     let policy = baton_runner::SandboxPolicy {
         hidden: vec![data.clone()],
         read_only: vec![exe.clone()],
-        writable: vec![worktree.clone(), run_dir.clone()],
-        protected: vec![run_dir.join(baton_runner::shim::LAUNCH_FILE)],
+        writable: vec![worktree.clone(), agent_dir],
         ..baton_runner::SandboxPolicy::default()
     };
     let mut samples = Vec::new();

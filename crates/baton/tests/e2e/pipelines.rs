@@ -114,7 +114,7 @@ fn two_repositories_each_run_their_own_pipeline_and_stage_actor() {
     assert_eq!((run["stage"].as_str(), run["adapter"].as_str()), (Some("development"), Some("claude")));
     assert_eq!(run["model"], "lite-model-7", "{run:#}");
     let run_dir = Path::new(run["log_path"].as_str().unwrap());
-    let prompt = read(&run_dir.join("prompt.md"));
+    let prompt = read(&run_dir.join("agent/prompt.md"));
     assert!(
         prompt.starts_with(&format!(
             "LITE TEMPLATE for {lite_id}: Lite pipeline change (stage development, role developer)"
@@ -127,7 +127,7 @@ fn two_repositories_each_run_their_own_pipeline_and_stage_actor() {
     // the role's built-in prompt.
     let demo_dev = runs(&env, &demo_id).into_iter().find(|r| r["stage"] == "development").unwrap();
     assert_eq!(demo_dev["adapter"], "script", "{demo_dev:#}");
-    let demo_prompt = read(&Path::new(demo_dev["log_path"].as_str().unwrap()).join("prompt.md"));
+    let demo_prompt = read(&Path::new(demo_dev["log_path"].as_str().unwrap()).join("agent/prompt.md"));
     assert!(!demo_prompt.contains("LITE TEMPLATE"), "{demo_prompt}");
 }
 

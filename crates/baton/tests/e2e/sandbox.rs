@@ -1,6 +1,7 @@
 //! The agent sandbox against a hostile agent: a `command` agent runs `attack.sh` from its worktree,
 //! which tries to (a) read the API token from Baton's configuration file, (b) read the database, (c) list
-//! other tasks' worktrees and run logs, (d) read the environment of Baton's processes, and (e)
+//! other tasks' worktrees and run logs, (d) read the environment of Baton's processes, (e) forge
+//! its own run log (what its cost and verdict are read from) next to the shim's records, and (f)
 //! approve another task over HTTP with whatever token it found. Real binary, real git, real
 //! SQLite, a real `baton serve`. Sandboxed, every attempt fails and the other task stays
 //! unapproved; with `[sandbox] mode = "off"` the same attempts succeed, and Baton warns about it.
@@ -25,6 +26,9 @@ L=$(ls "$D/worktrees/demo" "$D/runs" 2>&1)
 if echo "$L" | grep -q "$ATTACK_OTHER"; then echo "result list: READ ($L)"; else echo "result list: DENIED ($L)"; fi
 echo "attempt environ: grep ATTACK_MARKER /proc/*/environ"
 if grep -l ATTACK_MARKER /proc/[0-9]*/environ 2>/dev/null | grep -q .; then echo "result environ: READ"; else echo "result environ: DENIED (procs: $(ls -d /proc/[0-9]* | wc -l))"; fi
+echo "attempt forge: append to its own run log, read its launch record"
+R=$(dirname "$(dirname "$BATON_PROMPT_FILE")")
+if echo '{"type":"result","forged":true}' >> "$R/stdout.log" 2>/dev/null && [ -s "$R/launch.json" ]; then echo "result forge: WROTE"; else echo "result forge: DENIED (the run directory holds: $(ls -A "$R" 2>&1 | tr '\n' ' '))"; fi
 echo "attempt approve: POST $ATTACK_URL/api/tasks/$ATTACK_OTHER/approve"
 CODE=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $TOKEN" "$ATTACK_URL/api/tasks/$ATTACK_OTHER/approve")
 echo "result approve: HTTP $CODE"
@@ -135,13 +139,13 @@ fn attack(mode: &str) -> Outcome {
 }
 
 // Sandboxed (mode "required", so a missing bubblewrap fails here rather than passing unconfined):
-// the token in the configuration file, the database, the other task's worktree and run logs and Baton's environment are all
-// out of reach, the approval is refused as unauthenticated, and the other task still waits.
+// the token in the configuration file, the database, the other task's worktree and run logs, Baton's
+// environment, and the agent's own run log and shim records are all out of reach, the approval is refused as unauthenticated, and the other task still waits.
 #[test]
 fn sandboxed_agent_cannot_read_the_token_the_database_other_worktrees_or_approve_another_task() {
     let outcome = attack("required");
     let log = &outcome.log;
-    for what in ["token", "db", "list", "environ"] {
+    for what in ["token", "db", "list", "environ", "forge"] {
         assert!(
             result(log, what).starts_with("DENIED"),
             "{what} was not denied ({}):\n{log}",
@@ -149,6 +153,7 @@ fn sandboxed_agent_cannot_read_the_token_the_database_other_worktrees_or_approve
         );
     }
     assert_eq!(result(log, "approve"), "HTTP 401", "the approval must fail authentication:\n{log}");
+    assert!(!log.contains("\"forged\""), "the agent wrote into its own run log:\n{log}");
     assert!(log.contains("attempt token: read api_token") && log.contains("attempt approve: POST "), "{log}");
     assert_eq!(hold(&outcome.other), Some("awaiting_approval"), "the other task was approved: {:#?}", outcome.other);
     assert_eq!(outcome.other["state"]["stage"], "analysis");
@@ -163,6 +168,7 @@ fn sandboxed_agent_cannot_read_the_token_the_database_other_worktrees_or_approve
 fn unsandboxed_agent_reads_the_token_and_approves_another_task_and_baton_warns() {
     let outcome = attack("off");
     let log = &outcome.log;
+    assert_eq!(result(log, "forge"), "WROTE", "unsandboxed, the run log is the agent's to write:\n{log}");
     for what in ["token", "db", "list", "environ"] {
         assert!(result(log, what).starts_with("READ"), "{what} was expected to succeed unsandboxed:\n{log}");
     }
