@@ -225,7 +225,7 @@ const GUARDS: &[Guard] = &[
         edits: &[Edit {
             file: "crates/baton-store-sqlite/src/lib.rs",
             find: "        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };",
-            replace: "        let Ok(runtime) = tokio::runtime::Handle::try_current().and(Err(())) else { return };",
+            replace: "        let Some(runtime) = None::<tokio::runtime::Handle> else { return };",
         }],
         test: "baton-store-sqlite/checkpoint/the_database_file_takes_the_logs_pages_while_the_store_stays_open",
     },
