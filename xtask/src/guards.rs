@@ -277,6 +277,15 @@ const GUARDS: &[Guard] = &[
         }],
         test: "baton/e2e/sandbox::sandboxed_agent_cannot_read_the_token_the_database_other_worktrees_or_approve_another_task",
     },
+    Guard {
+        name: "a deploy that started runs to its end when its job is taken away",
+        edits: &[Edit {
+            file: EXECUTOR,
+            find: "match timed(ctx, commands.run(&request, unstoppable)).await {",
+            replace: "match timed(ctx, commands.run(&request, ctx.stop.clone())).await {",
+        }],
+        test: "baton-engine/deploy_takeover/a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_end",
+    },
 ];
 
 /// Runs the pinning test; `true` when it passed.

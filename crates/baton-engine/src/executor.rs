@@ -1811,7 +1811,13 @@ async fn deploy_command(ctx: &JobContext<'_>, gates: &GateContext<'_>, head: &st
         Previous::Nothing => {}
     }
     let request = gates::command_request(gates, argv, run_dir);
-    match timed(ctx, commands.run(&request, ctx.stop.clone())).await {
+    // A deploy that started runs to its end (its own timeout still applies): a STOP never reaches
+    // a running deploy (it is critical), so the job's stop only comes from this instance finding
+    // the job taken away — declared dead while alive, after a stall past the grace period. The
+    // instance that took the job over never deploys this head again (it blocks for a human), so
+    // cutting the deploy short would only leave the target half-deployed.
+    let (_never, unstoppable) = tokio::sync::watch::channel(false);
+    match timed(ctx, commands.run(&request, unstoppable)).await {
         Ok(run) => {
             if run.provenance == Provenance::Adopted {
                 tracing::info!(task = %ctx.task.work_item_id, "waited for the deploy started before a restart");

@@ -4,8 +4,10 @@
 //! start (the machine's failure: the attempt ends `Infrastructure`), so the task's next attempt
 //! is a new job. That job finds the head on the default branch, merged by A, with no job of the
 //! task having recorded the deploy's outcome: it must not deploy again, but block for a human,
-//! naming the instance. The human's retry then deploys (the block recorded the outcome). Two
-//! engines over one SQLite store, each with its own data directory, real git on one repository.
+//! naming the instance. The human's retry then deploys (the block recorded the outcome). And an
+//! instance declared dead while alive (a stall past the grace period) that finds its deploy job
+//! taken away lets the deploy that started run to its end. Two engines over one SQLite store, each
+//! with its own data directory, real git on one repository.
 // Test scaffolding: a failed setup step or a poisoned lock should panic the test.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -18,8 +20,8 @@ use baton_runner::{ExitReport, ProcessSpec};
 use baton_store::{JobFinish, JobStatus, Store, TaskKey, TaskRecord};
 use baton_store_sqlite::SqliteStore;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use support::{Collect, InstantSupervisor, TestClock};
 
 mod support;
@@ -83,6 +85,12 @@ struct World {
 
 impl World {
     async fn new() -> World {
+        World::with(false).await
+    }
+
+    /// With `a_notices`, A is alive when it is declared dead (a stall past the grace period): in
+    /// that moment it also finds the job taken away and stops what it runs for it.
+    async fn with(a_notices: bool) -> World {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("app");
         support::init_repo(&repo);
@@ -103,6 +111,7 @@ impl World {
         let clock = Arc::new(TestClock::at(1_800_000_000_000));
         // A is declared dead the moment it launches the deploy command (once).
         let armed = Arc::new(AtomicBool::new(true));
+        let a_engine: Arc<OnceLock<Arc<Engine>>> = Arc::new(OnceLock::new());
         let instance = |name: &'static str, on_launch: Option<support::OnLaunch>| {
             let settings = EngineSettings {
                 data_dir: dir.path().join(name),
@@ -121,17 +130,21 @@ impl World {
             Instance { engine, supervisor, spawner }
         };
         let dies: support::OnLaunch = {
-            let (store, armed) = (store.clone(), armed.clone());
+            let (store, armed, a_engine) = (store.clone(), armed.clone(), a_engine.clone());
             Box::new(move |run_dir| {
-                let (store, armed) = (store.clone(), armed.clone());
+                let (store, armed, a_engine) = (store.clone(), armed.clone(), a_engine.clone());
                 Box::pin(async move {
                     if is_deploy(&run_dir) && armed.swap(false, Ordering::SeqCst) {
                         support::declare_dead(store.as_ref(), A).await;
+                        if a_notices && let Some(engine) = a_engine.get() {
+                            assert_eq!(engine.stop_jobs_taken_away().await.unwrap(), 1, "A stops the job taken away");
+                        }
                     }
                 })
             })
         };
         let (a, b) = (instance(A, Some(dies)), instance(B, None));
+        let _ = a_engine.set(a.engine.clone());
         World { _dir: dir, repo, store, clock, a, b }
     }
 
@@ -221,4 +234,40 @@ async fn a_deploy_merged_by_an_instance_declared_dead_is_not_run_again_after_a_f
     assert_eq!(w.step(&w.b).await, "deploy");
     assert_eq!(w.deploys(), (1, 1), "the human's retry did not deploy");
     assert_eq!(w.task(&task).await.state.stage, "done");
+}
+
+// A stall past the grace period: A is declared dead while alive, the moment its deploy starts, and
+// finds the job taken away at once. It stops the job, but not the deploy command that started: cut
+// short, it would leave the target half-deployed, and the instance that takes the job over never
+// runs it again (it blocks for a human).
+#[tokio::test]
+async fn a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_end() {
+    let w = World::with(true).await;
+    let task =
+        w.a.engine
+            .create_task(NewTaskRequest { repo: "app".into(), title: "t".into(), body: "".into(), external_ref: None })
+            .await
+            .unwrap();
+    for _ in 0..8 {
+        if w.task(&task).await.state.stage == "deploy" {
+            break;
+        }
+        w.step(&w.a).await;
+    }
+    assert_eq!(w.step(&w.a).await, "deploy");
+    assert_eq!(w.deploys(), (1, 0), "A started the deploy once");
+    let stopped: Vec<PathBuf> = w.a.supervisor.stopped.lock().unwrap().clone();
+    assert!(!stopped.iter().any(|dir| is_deploy(dir)), "A cut its running deploy short: {stopped:?}");
+    let taken_over = w.task(&task).await.state.job.unwrap();
+    let job = w.store.job(taken_over).await.unwrap().unwrap();
+    assert_eq!((job.status, job.outcome()), (JobStatus::Queued, None), "A's result was refused: {job:?}");
+    // Both instances share the one repository here: B's checkout of the branch needs A's gone.
+    std::fs::remove_dir_all(w._dir.path().join(A).join("worktrees")).unwrap();
+    support::git(&w.repo, &["worktree", "prune"]);
+    // B takes the job over, finds the change merged by A with no outcome recorded, and blocks.
+    assert_eq!(w.step(&w.b).await, "deploy");
+    assert_eq!(w.deploys(), (1, 0), "the deploy A ran was run again");
+    let now = w.task(&task).await;
+    let Hold::Blocked { reason } = &now.state.hold else { panic!("not blocked: {:?}", now.state) };
+    assert!(reason.contains(A), "{reason}");
 }

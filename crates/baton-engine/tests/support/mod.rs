@@ -176,10 +176,12 @@ impl Agent for SucceedingAgent {
 pub type OnLaunch = Box<dyn Fn(PathBuf) -> BoxFuture + Send + Sync>;
 
 /// A supervisor whose every process "runs" at once and exits 0, recording each launch's run
-/// directory; `on_launch`, when set, runs first.
+/// directory; `on_launch`, when set, runs first. A process whose stop was asked for by the time
+/// it is waited for ends stopped instead (SIGTERM), its run directory recorded in `stopped`.
 #[derive(Default)]
 pub struct InstantSupervisor {
     pub launched: Mutex<Vec<PathBuf>>,
+    pub stopped: Mutex<Vec<PathBuf>>,
     pub on_launch: Option<OnLaunch>,
 }
 
@@ -204,12 +206,23 @@ impl Supervisor for InstantSupervisor {
     async fn wait(
         &self,
         _launch: &LaunchRecord,
-        _run_dir: &Path,
+        run_dir: &Path,
         _outputs: [&Path; 2],
         _already_ran: Duration,
         _limits: RunLimits,
-        _stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> ExitReport {
+        if *stop.borrow() {
+            self.stopped.lock().unwrap().push(run_dir.to_path_buf());
+            return ExitReport {
+                code: None,
+                signal: Some(15),
+                timed_out: false,
+                stalled: false,
+                stopped: true,
+                duration_ms: 1,
+            };
+        }
         ExitReport { code: Some(0), signal: None, timed_out: false, stalled: false, stopped: false, duration_ms: 1 }
     }
     fn is_same_group(&self, _pgid: u32, _start_ticks: Option<u64>) -> bool {
