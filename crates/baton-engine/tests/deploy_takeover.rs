@@ -156,6 +156,19 @@ impl World {
         job.stage
     }
 
+    /// A task filed on A and run there up to its deploy job.
+    async fn to_deploy(&self) -> TaskRecord {
+        let request = NewTaskRequest { repo: "app".into(), title: "t".into(), body: "".into(), external_ref: None };
+        let task = self.a.engine.create_task(request).await.unwrap();
+        for _ in 0..8 {
+            if self.task(&task).await.state.stage == "deploy" {
+                break;
+            }
+            self.step(&self.a).await;
+        }
+        task
+    }
+
     async fn task(&self, task: &TaskRecord) -> TaskRecord {
         self.store.task(&TaskKey::Id(task.id)).await.unwrap().unwrap()
     }
@@ -174,19 +187,7 @@ impl World {
 async fn a_deploy_merged_by_an_instance_declared_dead_is_not_run_again_after_a_failed_take_over() {
     let w = World::new().await;
     let initial = w.main_head();
-    let task =
-        w.a.engine
-            .create_task(NewTaskRequest { repo: "app".into(), title: "t".into(), body: "".into(), external_ref: None })
-            .await
-            .unwrap();
-    // Instance A runs the change up to its deploy job.
-    for _ in 0..8 {
-        let now = w.task(&task).await;
-        if now.state.stage == "deploy" {
-            break;
-        }
-        w.step(&w.a).await;
-    }
+    let task = w.to_deploy().await;
     let now = w.task(&task).await;
     assert_eq!((now.state.stage.as_str(), &now.state.hold), ("deploy", &Hold::None), "{:?}", now.state);
 
@@ -243,17 +244,7 @@ async fn a_deploy_merged_by_an_instance_declared_dead_is_not_run_again_after_a_f
 #[tokio::test]
 async fn a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_end() {
     let w = World::with(true).await;
-    let task =
-        w.a.engine
-            .create_task(NewTaskRequest { repo: "app".into(), title: "t".into(), body: "".into(), external_ref: None })
-            .await
-            .unwrap();
-    for _ in 0..8 {
-        if w.task(&task).await.state.stage == "deploy" {
-            break;
-        }
-        w.step(&w.a).await;
-    }
+    let task = w.to_deploy().await;
     assert_eq!(w.step(&w.a).await, "deploy");
     assert_eq!(w.deploys(), (1, 0), "A started the deploy once");
     let stopped: Vec<PathBuf> = w.a.supervisor.stopped.lock().unwrap().clone();
