@@ -263,7 +263,7 @@ const GUARDS: &[Guard] = &[
         name: "a file as new as the file system's clock is never fingerprinted",
         edits: &[Edit {
             file: GIT,
-            find: "if not_after.is_some_and(|now| modified.max(changed) >= now) {",
+            find: "if not_after.is_some_and(|now| newest(stat) >= now) {",
             replace: "if not_after.is_some_and(|_| false) {",
         }],
         test: "baton-runner/clean_marks/a_file_not_older_than_the_file_systems_clock_is_never_fingerprinted",

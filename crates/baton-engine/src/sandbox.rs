@@ -145,7 +145,7 @@ fn absolute_program(program: &str) -> Option<PathBuf> {
 /// Where a sandboxed agent's git writes its objects: the run's own directory (the repository's
 /// object store is read-only inside the sandbox).
 pub fn private_objects_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join(baton_adapters::agent::AGENT_DIR).join("git-objects")
+    baton_adapters::agent::agent_dir_of(run_dir).join("git-objects")
 }
 
 /// The private object directory of one of this job's agent runs (`<job run dir>/run<N>/`) that

@@ -329,7 +329,6 @@ const READ_ONLY: &[&str] = &[
 pub mod clean_marks {
     use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
-    use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
     use std::sync::{LazyLock, Mutex};
     use std::time::{Duration, Instant};
@@ -474,16 +473,17 @@ pub mod clean_marks {
         let probe = admin.join("baton-clock-probe");
         let _ = std::fs::remove_file(&probe);
         let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&probe).ok()?;
-        let meta = file.metadata();
+        let stat = nix::sys::stat::fstat(&file);
         drop(file);
         let _ = std::fs::remove_file(&probe);
-        let meta = meta.ok()?;
-        let root = std::fs::symlink_metadata(worktree).ok()?;
-        (meta.dev() == root.dev()).then(|| newest(&meta))
+        let stat = stat.ok()?;
+        let root = nix::sys::stat::lstat(worktree).ok()?;
+        (stat.st_dev == root.st_dev).then(|| newest(&stat))
     }
 
-    fn newest(meta: &std::fs::Metadata) -> Stamp {
-        (meta.mtime(), meta.mtime_nsec()).max((meta.ctime(), meta.ctime_nsec()))
+    /// The later of a file's modified and changed times.
+    fn newest(stat: &nix::sys::stat::FileStat) -> Stamp {
+        (stat.st_mtime, stat.st_mtime_nsec).max((stat.st_ctime, stat.st_ctime_nsec))
     }
 
     /// Every entry of `worktree` but its top-level `.git`, and its index: names, kinds, inodes,
@@ -568,10 +568,10 @@ pub mod clean_marks {
     /// A file's identity, mode, size and (modified, changed) times, hashed; `None` when a time is
     /// not older than `not_after`.
     fn stamp(stat: &nix::sys::stat::FileStat, not_after: Option<Stamp>, hasher: &mut impl Hasher) -> Option<()> {
-        let (modified, changed) = ((stat.st_mtime, stat.st_mtime_nsec), (stat.st_ctime, stat.st_ctime_nsec));
-        if not_after.is_some_and(|now| modified.max(changed) >= now) {
+        if not_after.is_some_and(|now| newest(stat) >= now) {
             return None;
         }
+        let (modified, changed) = ((stat.st_mtime, stat.st_mtime_nsec), (stat.st_ctime, stat.st_ctime_nsec));
         (stat.st_ino, stat.st_mode, stat.st_size, modified, changed).hash(hasher);
         Some(())
     }

@@ -58,8 +58,8 @@ pub struct SandboxPolicy {
     /// Paths bound back read-only where a hidden directory covers them (the repository's git
     /// directory, the `baton` binary, a script file). Missing ones are skipped.
     pub read_only: Vec<PathBuf>,
-    /// Paths bound read-write (the worktree, its git directory, the run directory). Missing ones
-    /// are skipped.
+    /// Paths bound read-write (the worktree, its git directory, the agent's part of the run
+    /// directory). Missing ones are skipped.
     pub writable: Vec<PathBuf>,
     /// Files that cannot be read inside (the host's `/dev/null` bound over them, which the
     /// sandbox's `nodev` mounts refuse to open): Baton's configuration file, which may hold a

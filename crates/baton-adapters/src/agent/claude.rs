@@ -299,7 +299,7 @@ fn carry_session(run_dir: &Path, home: &Path, session: &str) -> bool {
     let runs = task_dir.map(entries).unwrap_or_default().into_iter().flat_map(|job| entries(&job));
     let found = runs
         .filter(|run| run.as_path() != run_dir)
-        .flat_map(|run| [run.join(super::AGENT_DIR).join(CLAUDE_HOME), run.join(CLAUDE_HOME)])
+        .flat_map(|run| [super::agent_dir_of(&run).join(CLAUDE_HOME), run.join(CLAUDE_HOME)])
         .flat_map(|home| entries(&home.join("projects")))
         .map(|project| project.join(&file_name))
         .find(|transcript| transcript.is_file());

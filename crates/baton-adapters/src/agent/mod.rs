@@ -70,6 +70,11 @@ pub struct LiveProgress {
 /// and the sandbox hides them (an agent that could write them could forge its own cost or exit).
 pub const AGENT_DIR: &str = "agent";
 
+/// The agent's part ([`AGENT_DIR`]) of the run directory `run_dir`.
+pub fn agent_dir_of(run_dir: &Path) -> PathBuf {
+    run_dir.join(AGENT_DIR)
+}
+
 /// The run directory a prompt file at `prompt` belongs to (the parent of its [`AGENT_DIR`]).
 pub fn run_dir_of_prompt(prompt: &Path) -> Option<PathBuf> {
     let dir = prompt.parent()?;
@@ -108,7 +113,7 @@ impl AgentRequest {
 
     /// The part of the run directory the agent may write ([`AGENT_DIR`]).
     pub fn agent_dir(&self) -> PathBuf {
-        self.run_dir.join(AGENT_DIR)
+        agent_dir_of(&self.run_dir)
     }
 
     pub fn prompt_path(&self) -> PathBuf {

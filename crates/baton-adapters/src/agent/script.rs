@@ -334,7 +334,7 @@ async fn perform(action: &Action, context: &ScriptContext) -> Result<Option<Endi
                 cwd: context.worktree.clone(),
                 env: std::env::vars().collect(),
                 timeout: Duration::from_secs(600),
-                log: context.run_dir.join(super::AGENT_DIR).join("script-commands.log"),
+                log: super::agent_dir_of(&context.run_dir).join("script-commands.log"),
             };
             let output = run_command(&spec).await.map_err(|e| e.to_string())?;
             eprintln!("{}", output.tail);

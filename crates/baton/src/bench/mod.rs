@@ -258,7 +258,7 @@ async fn bench_spawn(dir: &Path, embedded: Option<&Path>, sandbox: Option<&Path>
     let data = dir.join("data");
     let (worktree, run_dir) = (data.join("worktrees/demo/BENCH-001"), data.join("runs/BENCH-001/run1"));
     std::fs::create_dir_all(&worktree)?;
-    let agent_dir = run_dir.join(baton_adapters::agent::AGENT_DIR);
+    let agent_dir = baton_adapters::agent::agent_dir_of(&run_dir);
     std::fs::create_dir_all(&agent_dir)?;
     let policy = baton_runner::SandboxPolicy {
         hidden: vec![data.clone()],
