@@ -1407,11 +1407,25 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
             note_moved_past(ctx, &head, main).await;
             None
         }
-        (Some(_), Some(instance)) => Some(format!(
-            "{short} was merged by a deploy job of this task on instance {instance}, which was declared dead \
-             before that job recorded its deploy; its deploy may have run there and its outcome is unknown \
-             here, so it is not run again: check the target, then `baton task retry` to deploy again"
-        )),
+        // That deploy may still be running there: the repository freezes before this job's
+        // outcome takes the task out of the merge queue, so no later change lands and deploys
+        // over it.
+        (Some(_), Some(instance)) => {
+            if let Err(error) = crate::monitor::freeze_unknown_deploy(engine, ctx.task, &head, &instance).await {
+                return Err(Refused::Machine(format!("cannot freeze the repository over an unknown deploy: {error}")));
+            }
+            let frozen = crate::monitor::frozen(engine, &ctx.task.repo).await.ok().flatten().is_some();
+            let then = if frozen {
+                format!("then `baton repo unfreeze {}` and `baton task retry`", ctx.task.repo)
+            } else {
+                "then `baton task retry`".to_string()
+            };
+            Some(format!(
+                "{short} was merged by a deploy job of this task on instance {instance}, which was declared dead \
+                 before that job recorded its deploy; its deploy may have run there and its outcome is unknown \
+                 here, so it is not run again: check the target, {then} to deploy again"
+            ))
+        }
         (Some(argv), None) => deploy_command(ctx, &gates, &head, &argv).await,
     };
     let failed = failed.map(|reason| GateVerdict::new("deploy", Verdict::Fail, reason));

@@ -12,6 +12,8 @@
 //!   revert are created under an idempotency key of the degraded task ([`filing_key`]) recorded in
 //!   their creating transaction, so an effect carried out again after a crash between creating a
 //!   task and linking it finds that task instead of filing another.
+//! - [`freeze_unknown_deploy`]: the freeze while a deploy may still be running on an instance
+//!   declared dead, so that no other change lands and deploys over it.
 //! - [`frozen`]: whether the merge queue and the deploy step must leave a repository alone.
 
 use crate::EngineError;
@@ -29,6 +31,8 @@ use std::time::Duration;
 
 /// Who freezes a repository on a DEGRADED deploy.
 pub const MONITOR_PRINCIPAL: &str = "monitor";
+/// Who freezes a repository on a deploy whose outcome is unknown ([`freeze_unknown_deploy`]).
+pub const DEPLOY_PRINCIPAL: &str = "deploy";
 /// The timeline kind of the event recording that a degraded task froze its repository.
 pub const FROZEN: &str = "frozen";
 /// The timeline kind of the event naming a degraded task's incident (on the deployed task).
@@ -254,6 +258,56 @@ pub async fn degraded(engine: &Engine, task_id: TaskId, output: &str) -> Result<
         file_revert(engine, &task, freeze.as_ref()).await?;
     }
     Ok(())
+}
+
+/// Freezes `task`'s repository because the deploy of `head` started on `instance`, since declared
+/// dead, and its outcome is unknown here: it may still be running there (a deploy runs to its end
+/// on an instance that lost its job, and survives its instance's death as an orphan). Called by
+/// the deploy job before it records its outcome, so the freeze is in place before the task leaves
+/// the merge queue: no later change lands and deploys while that deploy may run. A human checks
+/// the target, unfreezes, and retries the task. Idempotent (one open freeze per repository, the
+/// alert and the timeline line once); nothing happens when the `freeze` switch is off there.
+pub async fn freeze_unknown_deploy(
+    engine: &Engine,
+    task: &TaskRecord,
+    head: &str,
+    instance: &str,
+) -> Result<(), String> {
+    if !engine.features().enabled(Feature::Freeze, &task.repo) {
+        return Ok(());
+    }
+    let short = &head[..head.len().min(10)];
+    let reason = format!(
+        "the deploy of {short} ({}) started on instance {instance}, declared dead since; it may still be running",
+        task.work_item_id
+    );
+    let new = NewFreeze {
+        repo: task.repo.clone(),
+        task: Some(task.id),
+        frozen_by: DEPLOY_PRINCIPAL.to_string(),
+        reason: reason.clone(),
+    };
+    let now = engine.clock().now_ms();
+    let (freeze, _) = engine.store().freeze_repo(&new, now).await.map_err(|e| format!("freeze: {e}"))?;
+    if freeze.task != Some(task.id) || timeline_event(engine, task, FROZEN).await?.is_some() {
+        return Ok(());
+    }
+    let text = format!(
+        "{repo} is frozen: {reason}. Nothing lands or deploys there until a person checks the target \
+         and runs `baton repo unfreeze {repo}`",
+        repo = task.repo
+    );
+    let alert = Notification {
+        work_item: task.work_item_id.clone(),
+        title: task.title.clone(),
+        kind: NotifyKind::Alert,
+        text: text.clone(),
+    };
+    // The freeze holds whether or not the alert went; the blocked task says it too.
+    if let Err(error) = engine.notifier().notify(&alert).await {
+        tracing::warn!(task = %task.work_item_id, "the alert of the freeze was not sent: {error}");
+    }
+    append(engine, task.id, FROZEN, &task.state.stage, &text, serde_json::json!({ "freeze": freeze.id })).await
 }
 
 /// Files the revert of `task`'s merged change: a task held at the merge gate's stage whose branch

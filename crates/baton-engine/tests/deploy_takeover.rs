@@ -37,7 +37,7 @@ impl AgentFactory for TestAgents {
     }
 }
 
-/// Writes one file into the worktree (the change to land).
+/// Writes one file into the worktree, named after its task (the change to land).
 struct Developer;
 
 impl Agent for Developer {
@@ -48,7 +48,8 @@ impl Agent for Developer {
         None
     }
     fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
-        std::fs::write(request.worktree.join("feature.txt"), "feature\n").unwrap();
+        let name = request.worktree.file_name().unwrap().to_string_lossy().to_string();
+        std::fs::write(request.worktree.join(format!("{name}.txt")), "feature\n").unwrap();
         Ok(support::agent_process(request))
     }
     fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
@@ -240,7 +241,8 @@ async fn a_deploy_merged_by_an_instance_declared_dead_is_not_run_again_after_a_f
 // A stall past the grace period: A is declared dead while alive, the moment its deploy starts, and
 // finds the job taken away at once. It stops the job, but not the deploy command that started: cut
 // short, it would leave the target half-deployed, and the instance that takes the job over never
-// runs it again (it blocks for a human).
+// runs it again (it blocks for a human). As far as B knows that deploy may still be running, so
+// B freezes the repository: the next change waits until a person unfreezes it.
 #[tokio::test]
 async fn a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_end() {
     let w = World::with(true).await;
@@ -261,4 +263,41 @@ async fn a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_e
     let now = w.task(&task).await;
     let Hold::Blocked { reason } = &now.state.hold else { panic!("not blocked: {:?}", now.state) };
     assert!(reason.contains(A), "{reason}");
+    assert!(reason.contains("baton repo unfreeze app"), "the block does not say how to go on: {reason}");
+
+    // A's deploy may still be running as far as B knows: the repository froze before the task left
+    // the merge queue, so the next change waits, green, and neither lands nor deploys.
+    let freezes = w.store.repo_freezes().await.unwrap();
+    let [freeze] = freezes.as_slice() else { panic!("one open freeze expected: {freezes:?}") };
+    assert_eq!((freeze.repo.as_str(), freeze.task, freeze.frozen_by.as_str()), ("app", Some(task.id), "deploy"));
+    assert!(freeze.reason.contains(A), "the freeze does not name the instance: {}", freeze.reason);
+    let merged = w.main_head();
+    let request = NewTaskRequest { repo: "app".into(), title: "next".into(), body: "".into(), external_ref: None };
+    let next = w.b.engine.create_task(request).await.unwrap();
+    for _ in 0..12 {
+        w.clock.0.fetch_add(600_000, Ordering::SeqCst);
+        if w.b.engine.claim_next().await.unwrap().is_none() {
+            break;
+        }
+        w.b.spawner.run_all().await;
+    }
+    assert_eq!(w.main_head(), merged, "a change landed in the frozen repository");
+    assert_eq!(w.deploys(), (1, 0), "a deploy ran in the frozen repository");
+    assert_ne!(w.task(&next).await.state.stage, "done");
+
+    // A person checks the target and unfreezes: the next change lands and deploys.
+    baton_engine::monitor::unfreeze(&w.b.engine, "app", "human").await.unwrap();
+    for _ in 0..12 {
+        if w.task(&next).await.state.stage == "done" {
+            break;
+        }
+        w.clock.0.fetch_add(600_000, Ordering::SeqCst);
+        if w.b.engine.claim_next().await.unwrap().is_none() {
+            break;
+        }
+        w.b.spawner.run_all().await;
+    }
+    assert_eq!(w.task(&next).await.state.stage, "done", "{:?}", w.task(&next).await.state);
+    assert_ne!(w.main_head(), merged, "the next change did not land after the unfreeze");
+    assert_eq!(w.deploys(), (1, 1), "the next change was not deployed once");
 }

@@ -267,6 +267,30 @@ impl Human<'_> {
         *self.calls.entry((name.to_string(), kind)).or_default() += 1;
         Some(reply)
     }
+
+    /// A repository frozen because a deploy's outcome was unknown (its job taken over from an
+    /// instance declared dead mid-deploy) is unfrozen once the target is checked: no deploy it
+    /// witnessed is still running (each started one ended, or its process is gone).
+    fn unfreeze_settled_deploys(&mut self, chaos: &mut Chaos, instances: &mut [Instance]) {
+        let Some(queue) = self.call(chaos, instances, "queue", "GET", "/api/queue", None).filter(|r| r.status == 200)
+        else {
+            return;
+        };
+        let freezes = queue.json()["freezes"].as_array().cloned().unwrap_or_default();
+        for freeze in freezes.iter().filter(|f| f["frozen_by"] == "deploy") {
+            let repo = freeze["repo"].as_str().unwrap_or_default();
+            let deploys = Witness::read(&self.env.root.join("witness").join(repo)).deploys;
+            let running = deploys.iter().any(|d| d.end_ns.is_none() && Path::new(&format!("/proc/{}", d.pid)).exists());
+            if running {
+                continue;
+            }
+            let path = format!("/api/repos/{repo}/unfreeze");
+            if let Some(reply) = self.call(chaos, instances, "unfreeze", "POST", &path, None) {
+                // Another round's call may have unfrozen it already.
+                assert!(matches!(reply.status, 200 | 400 | 409 | 422), "POST {path}: {} {}", reply.status, reply.body);
+            }
+        }
+    }
 }
 
 // Three instances share one PostgreSQL database and two remote repositories; sixty tickets go
@@ -329,6 +353,7 @@ fn three_instances_on_one_database_survive_kills_and_a_freeze() {
                     assert_eq!(reply.status, 200, "POST {path}: {}", reply.body);
                 }
             }
+            human.unfreeze_settled_deploys(&mut chaos, &mut instances);
         }
         if Instant::now() > deadline {
             let tasks = env.tasks();
