@@ -295,6 +295,33 @@ const GUARDS: &[Guard] = &[
         }],
         test: "baton-engine/deploy_takeover/a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_end",
     },
+    Guard {
+        name: "the dependency backstop withdraws a shipping change's dead dependencies",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/dependencies.rs",
+            find: "            Ok((false, false)) => {}",
+            replace: "            Ok(_) => {}",
+        }],
+        test: "a_dependency_cancelled_while_its_batch_lands_does_not_hold_the_change_back",
+    },
+    Guard {
+        name: "a parked change of a landing batch never leaves the merge queue",
+        edits: &[Edit {
+            file: "crates/baton-store/src/lib.rs",
+            find: "    if parked {",
+            replace: "    if parked && false {",
+        }],
+        test: "baton-store-sqlite/conformance/merge_queue_entries_commit_with_the_parking_and_leave_with_the_lease",
+    },
+    Guard {
+        name: "a change waiting for a dependency stays off the merge queue's train",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/queue.rs",
+            find: "|| !waiting.contains(&e.task)",
+            replace: "|| waiting.is_empty() || true",
+        }],
+        test: "a_change_waiting_for_a_dependency_does_not_hold_the_merge_queue",
+    },
 ];
 
 /// Runs the pinning test; `true` when it passed.

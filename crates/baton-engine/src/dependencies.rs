@@ -238,6 +238,22 @@ pub async fn backstop(engine: &Engine) -> u32 {
         {
             continue;
         }
+        // A change that is landing (its merge, or its batch's, under way) or has landed ships
+        // whatever its dependencies do: a block now would leave it on the default branch while
+        // the task waits for a human (the store refuses the block of a landing batch's change
+        // anyway). Its dependencies that can never be met are withdrawn instead, so that its
+        // next job (the claim waits for dependencies) carries it on to its deploy.
+        match engine.stop_context(&record).await {
+            Ok((false, false)) => {}
+            Ok(_) => {
+                withdraw_from_shipping(engine, &record, &records, &reason).await;
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(task = %record.work_item_id, "dependency backstop: {error}");
+                continue;
+            }
+        }
         match engine.apply_event(task, &Event::DependencyBlocked { reason }, None, None).await {
             Ok(_) => {
                 blocked += 1;
@@ -247,6 +263,45 @@ pub async fn backstop(engine: &Engine) -> u32 {
         }
     }
     blocked
+}
+
+/// Withdraws every dependency of `task` not done (a cancelled one, or one on a cycle of waits:
+/// none will ever be met) because its change is landing or has landed, with a line on its timeline
+/// naming them and why.
+async fn withdraw_from_shipping(
+    engine: &Engine,
+    task: &baton_store::TaskRecord,
+    records: &[DependencyRecord],
+    reason: &str,
+) {
+    let mut withdrawn = Vec::new();
+    for record in records.iter().filter(|r| r.task_id == task.id && !r.met()) {
+        match engine.store().remove_dependency(task.id, record.depends_on).await {
+            Ok(true) => withdrawn.push(record.depends_on_work_item.clone()),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(task = %task.work_item_id, "dependency backstop: withdrawing: {error}"),
+        }
+    }
+    if withdrawn.is_empty() {
+        return;
+    }
+    let message = format!(
+        "its change is landing or has landed, so its wait for {} was withdrawn instead of blocking it ({reason})",
+        withdrawn.join(", ")
+    );
+    let event = baton_store::NewEvent {
+        task: task.id,
+        at_ms: engine.clock().now_ms(),
+        kind: "dependency_withdrawn".into(),
+        stage: task.state.stage.clone(),
+        message,
+        detail: serde_json::json!({ "withdrawn": withdrawn, "by": "dependency backstop" }),
+    };
+    if let Err(error) = engine.store().append_event(event).await {
+        tracing::warn!(task = %task.work_item_id, "dependency backstop: recording the withdrawal: {error}");
+    }
+    tracing::warn!(task = %task.work_item_id, "dependency backstop withdrew the dependencies of a shipping change");
+    engine.wake();
 }
 
 /// A task whose next job the claim holds back, and for what.

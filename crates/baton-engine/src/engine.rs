@@ -861,7 +861,7 @@ impl Engine {
     /// the head its merge gate passed, or for a change of a batch, the batch's commit.
     ///
     /// Idle parking, such as waiting for Confirm Deploy while holding the lease, is neither.
-    async fn stop_context(&self, task: &TaskRecord) -> Result<(bool, bool), EngineError> {
+    pub(crate) async fn stop_context(&self, task: &TaskRecord) -> Result<(bool, bool), EngineError> {
         let Some(stage) = self.pipeline_for(&task.repo).stage(&task.state.stage) else {
             return Ok((false, false));
         };
@@ -933,9 +933,23 @@ impl Engine {
             if let Event::Stop { critical, landed, .. } = &mut event {
                 (*critical, *landed) = self.stop_context(&task).await?;
             }
+            // Nor is a change blocked for a dependency once it is landing or landed: it ships
+            // whatever the dependency does (the store refuses the block of a landing batch's
+            // change, so deciding it would only lose the race again).
+            let shipping =
+                matches!(event, Event::DependencyBlocked { .. }) && self.stop_context(&task).await? != (false, false);
             let event = &event;
             let pipeline = crate::monitor::pipeline_for(self, &task.repo);
-            match baton_domain::decide(&task.state, event, &pipeline, now) {
+            let decision = if shipping {
+                Decision::Suppress {
+                    reason: "dependency block ignored: the change is landing or has landed, which no dependency \
+                             can undo"
+                        .to_string(),
+                }
+            } else {
+                baton_domain::decide(&task.state, event, &pipeline, now)
+            };
+            match decision {
                 Decision::Suppress { reason } => {
                     // One structured line per late, stale or duplicate caller (SPEC §4.3).
                     tracing::info!(

@@ -13,6 +13,7 @@
 //! culprit is re-tested.
 
 use crate::engine::Engine;
+use crate::features::Feature;
 use baton_domain::{Event, GateSpec, Hold, TaskId};
 use baton_store::{LeaseOutcome, QueueChange, QueueEntry, QueueExpect, QueueState, TaskKey, task_holder};
 use std::collections::{BTreeSet, HashMap};
@@ -237,6 +238,24 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
             }
         }
         kept
+    } else {
+        entries
+    };
+    // A change that waits for a dependency (declared in a race with its reaching the merge gate,
+    // which the declaration refuses otherwise) runs no job until the dependency is done: on the
+    // train it would hold every change behind it, its dependency perhaps among them. It stays off,
+    // untouched, and is tested again on the train's base once the dependency is done. A landing
+    // change ships whatever its dependencies do; a batch's changes move with their batch.
+    let entries = if engine.features().enabled(Feature::Dependencies, repo_name) {
+        let waiting: BTreeSet<TaskId> =
+            store.live_dependencies().await?.into_iter().filter(|d| !d.met()).map(|d| d.task_id).collect();
+        let mut entries = entries;
+        entries.retain(|e| {
+            e.batch.is_some()
+                || matches!(e.state, QueueState::Landing | QueueState::Evicted)
+                || !waiting.contains(&e.task)
+        });
+        entries
     } else {
         entries
     };

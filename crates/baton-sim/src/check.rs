@@ -90,6 +90,10 @@ pub enum Kind {
     /// landed and took its change off main — and the revert is not blocked or stopped (waiting for
     /// a human, who sees why), nor alerted as impossible.
     NotReverted,
+    /// §6.4: after draining, a task is blocked at a stage before its deploy while a default branch
+    /// holds its change (a change of a merge-queue batch blocked or sent back while its batch was
+    /// landing): shipped code is never held back.
+    ShippedHeldBack,
 }
 
 impl Kind {

@@ -558,9 +558,15 @@ impl Driver {
             16 => {
                 // Usually a later task waiting for an earlier one; now and then any pair, and
                 // rarely one written past the engine's cycle check (a race it cannot see).
-                // Dependents are tasks that have not got past their first stage (declared mid-way,
-                // a dependency can hold a change parked in the merge queue: not simulated yet).
-                let live: Vec<TaskId> = tasks.iter().filter(|t| t.state.stage == "analysis").map(|t| t.id).collect();
+                // Dependents are mostly tasks that have not got past their first stage; now and then
+                // one parked in the merge queue (declared mid-way: its dependency's cancellation
+                // blocks it, unless its change, or its batch's, is landing or has landed).
+                let parked = self.rng.chance(200);
+                let live: Vec<TaskId> = tasks
+                    .iter()
+                    .filter(|t| if parked { t.state.hold == Hold::MergeQueue } else { t.state.stage == "analysis" })
+                    .map(|t| t.id)
+                    .collect();
                 let task = *self.rng.pick(&live)?;
                 let earlier: Vec<TaskId> = tasks.iter().map(|t| t.id).filter(|id| *id < task).collect();
                 let any: Vec<TaskId> = tasks.iter().map(|t| t.id).filter(|id| *id != task).collect();

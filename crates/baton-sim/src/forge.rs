@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The stage whose actor merges (the engine's `Actor::Deploy`).
-const DEPLOY_STAGE: &str = "deploy";
+/// The stage whose deploy actor merges (a change of a landed batch reaches it, woken).
+pub(crate) const DEPLOY_STAGE: &str = "deploy";
 
 /// A head that passed the merge gate: retested on top of `base` for `task`.
 #[derive(Debug, Clone)]
@@ -327,8 +328,10 @@ impl SimForge {
             ));
         }
         git.shipped.insert(passed.task);
-        let members: Vec<TaskId> =
-            self.store.peek(|s| s.queue.values().filter(|e| e.batch == Some(passed.task)).map(|e| e.task).collect());
+        let members: Vec<TaskId> = self.store.peek(|s| {
+            let queued = s.queue.values().filter(|e| e.batch == Some(passed.task)).map(|e| e.task);
+            queued.chain(s.landing_members.get(&passed.task).into_iter().flatten().copied()).collect()
+        });
         git.shipped.extend(members);
         let task = self.store.peek_task(passed.task);
         let deploying = task.as_ref().is_some_and(|t| {

@@ -944,6 +944,16 @@ impl World {
                 ));
             }
         }
+        // A change on a default branch goes on to its deploy stage (or ends): never blocked before it.
+        for task in self.store.peek_tasks().iter().filter(|t| shipped.contains(&t.id)) {
+            let blocked = matches!(task.state.hold, baton_domain::Hold::Blocked { .. });
+            if blocked && task.state.stage != crate::forge::DEPLOY_STAGE {
+                found.push(Violation::new(
+                    Kind::ShippedHeldBack,
+                    format!("task {} is {} while a default branch holds its change", task.id, task.state.display()),
+                ));
+            }
+        }
         found.extend(self.checker.check_runs_closed(&self.store));
         found
     }

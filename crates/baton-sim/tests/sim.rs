@@ -1385,3 +1385,96 @@ fn stale_fetch_landing_scenario(mut config: WorldConfig) -> Result<(), String> {
     ensure(world.forge.main_history("alpha").len() == 3, format!("both changes are on main\n{}", trace(&world)))?;
     no_violations(&mut world)
 }
+
+/// A change of a merge-queue batch whose dependency is cancelled while its batch is landing: the
+/// dependency backstop must not block it (its change is about to be on main, or already is), so
+/// it is woken once the batch landed and reaches `done` like the rest of its batch. The dependency
+/// is written the way a declaration racing the change's arrival at the merge gate would leave it.
+fn dependency_cancelled_while_its_batch_lands_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let gone = world.create_task("alpha");
+    let stopped = world.submit(gone, Input::Stop, None)?;
+    ensure(matches!(stopped, InputOutcome::Applied { .. }), format!("STOP: {stopped:?}"))?;
+    at(&mut world, gone, baton_domain::pipeline::CANCELLED, Hold::None)?;
+    let tasks: Vec<TaskId> = (0..3).map(|_| world.create_task("alpha")).collect();
+    for task in &tasks {
+        at(&mut world, *task, "deploy_staging", Hold::AwaitingConfirm)?;
+    }
+    for task in &tasks {
+        world.submit(*task, Input::ConfirmDeploy, None)?;
+    }
+    // The first change is tested alone (depth 1); the two behind it wait together as a batch.
+    let member = tasks[1];
+    let mut blocked_while_landing = false;
+    for _ in 0..DRIVE_STEPS_MAX {
+        let landing = queue_of(&world).contains(&(member, baton_store::QueueState::Landing));
+        if landing && world.task(member).state.hold == Hold::MergeQueue {
+            world.act(Action::Depend { task: member, on: gone, unchecked: true });
+            world.act(Action::ReconcilerTick);
+            blocked_while_landing = true;
+            break;
+        }
+        if world.claim().is_none() {
+            match world.running_jobs().first() {
+                Some(job) => {
+                    let _ = world.finish(job.id, Script::Pass);
+                }
+                None => world.advance_clock(2_000),
+            }
+        }
+    }
+    ensure(blocked_while_landing, format!("the batch never landed\n{}", world.trace().join("\n")))?;
+    for task in &tasks {
+        let done = world.drive_until(*task, DRIVE_STEPS_MAX, |t| t.state.stage == "done");
+        ensure(done, format!("task {task} did not reach done; it is {}", world.task(*task).state.display()))?;
+    }
+    ensure(world.forge.batch_merges() >= 1, "no batch landed")?;
+    let left = world.check_cleaned_up();
+    ensure(left.is_empty(), describe(&world, &left))?;
+    no_violations(&mut world)
+}
+
+// A cancelled dependency blocks a change only before it lands: a change of a landing batch is
+// left to land with its batch.
+#[test]
+fn a_dependency_cancelled_while_its_batch_lands_does_not_hold_the_change_back() {
+    dependency_cancelled_while_its_batch_lands_scenario(batch_config(2, 3)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A change parked in the merge queue that waits for the change behind it (a dependency declared
+/// in a race with its reaching the merge gate, which the declaration refuses otherwise) does not
+/// hold the train: it stays off it until its dependency is done, then is tested again and lands.
+fn waiting_change_off_the_train_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let (first, second) = (world.create_task("alpha"), world.create_task("alpha"));
+    for task in [first, second] {
+        at(&mut world, task, "deploy_staging", Hold::AwaitingConfirm)?;
+    }
+    world.submit(first, Input::ConfirmDeploy, None)?;
+    let mut queued = false;
+    for _ in 0..DRIVE_STEPS_MAX {
+        if queue_of(&world).iter().any(|(task, _)| *task == first) {
+            queued = true;
+            break;
+        }
+        if world.claim().is_none() {
+            world.advance_clock(2_000);
+        }
+    }
+    ensure(queued, format!("the first change never entered the queue\n{}", world.trace().join("\n")))?;
+    world.act(Action::Depend { task: first, on: second, unchecked: true });
+    world.submit(second, Input::ConfirmDeploy, None)?;
+    for task in [second, first] {
+        let done = world.drive_until(task, DRIVE_STEPS_MAX, |t| t.state.stage == "done");
+        ensure(done, format!("task {task} did not reach done; it is {}", world.task(task).state.display()))?;
+    }
+    let history = world.forge.main_history("alpha");
+    ensure(history.len() >= 3, format!("both changes did not land: {history:?}"))?;
+    no_violations(&mut world)
+}
+
+// A change waiting for a dependency leaves the merge queue's train to the changes behind it.
+#[test]
+fn a_change_waiting_for_a_dependency_does_not_hold_the_merge_queue() {
+    waiting_change_off_the_train_scenario(batch_config(1, 3)).unwrap_or_else(|e| panic!("{e}"));
+}

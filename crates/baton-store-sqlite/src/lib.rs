@@ -415,6 +415,7 @@ async fn apply_transition(
     next: &TaskState,
     transition: &Transition,
     now_ms: i64,
+    parked: bool,
 ) -> StoreResult<Option<JobId>> {
     if transition.cancel_jobs {
         sqlx::query(
@@ -434,7 +435,7 @@ async fn apply_transition(
                 .fetch_optional(&mut **tx)
                 .await?;
         if let Some((state, batch)) = left {
-            refuse_leaving_landing_batch(task, &state, batch.map(TaskId), next)?;
+            refuse_leaving_landing_batch(task, &state, batch.map(TaskId), parked, next)?;
         }
     }
     if next.hold == baton_domain::Hold::MergeQueue {
@@ -802,7 +803,7 @@ impl Store for SqliteStore {
             },
         )
         .await?;
-        apply_transition(&mut tx, id, &new.repo, &new.state, &first, now_ms).await?;
+        apply_transition(&mut tx, id, &new.repo, &new.state, &first, now_ms, false).await?;
         for on in &new.depends_on {
             let added = sqlx::query(
                 "INSERT INTO task_dependencies (task_id, depends_on, created_at, created_by)
@@ -909,6 +910,15 @@ impl Store for SqliteStore {
         if let Some(entry) = &advance.inbox {
             insert_inbox(&mut tx, advance.task, entry, "applied", advance.now_ms).await?;
         }
+        // Whether the task is parked in the merge queue before this transition, read only for one
+        // that leaves it (the version check below makes it the state the transition was decided on).
+        let parked = advance.transition.release_leases
+            && sqlx::query_scalar::<_, String>("SELECT hold FROM tasks WHERE id = $1")
+                .bind(advance.task.0)
+                .fetch_optional(&mut *tx)
+                .await?
+                .as_deref()
+                == Some(baton_domain::Hold::MergeQueue.label());
         let columns = state_columns(&advance.next)?;
         // The task's repository comes back with the update: the transition's rows name it.
         let repo: Option<String> = sqlx::query_scalar(
@@ -961,7 +971,8 @@ impl Store for SqliteStore {
         }
         insert_event(&mut *tx, &advance.event).await?;
         let enqueued =
-            apply_transition(&mut tx, advance.task, &repo, &advance.next, &advance.transition, advance.now_ms).await?;
+            apply_transition(&mut tx, advance.task, &repo, &advance.next, &advance.transition, advance.now_ms, parked)
+                .await?;
         for effect in &advance.effects {
             sqlx::query(
                 "INSERT INTO outbox (task_id, kind, payload, created_at, available_at) VALUES ($1, $2, $3, $4, $4)",

@@ -298,10 +298,26 @@ pub async fn suite_merge_queue(store: Arc<dyn Store>) {
     );
     assert_eq!(store.queue_entry(member).await.unwrap().map(|e| e.state), Some(QueueState::Landing));
     assert_eq!(reload(&*store, member).await.version, stopped.version, "the lost STOP wrote the task");
+    // Nor, while it is parked (not yet woken as landed), is it blocked or rolled back: a dependency
+    // block read before the mark loses the same way.
+    let mut block = step(&stopped, "merge", None, leave.clone());
+    block.next.hold = Hold::Blocked { reason: "its dependency was cancelled".into() };
+    assert!(is_conflict(&store.advance(block).await), "a parked landing member was blocked");
+    assert!(
+        is_conflict(&store.advance(step(&stopped, "development", None, leave.clone())).await),
+        "a parked landing member was rolled back"
+    );
+    assert_eq!(store.queue_entry(member).await.unwrap().map(|e| e.state), Some(QueueState::Landing));
+    assert_eq!(reload(&*store, member).await.version, stopped.version, "a lost transition wrote the task");
     let tail_record = reload(&*store, tail).await;
     store.advance(step(&tail_record, "development", None, leave.clone())).await.unwrap();
     assert_eq!(store.queue_entry(tail).await.unwrap(), None, "the last change left its landing");
-    store.advance(step(&stopped, "deploy", None, leave)).await.unwrap();
+    // Woken once its batch landed, the member's merge stage passes on to its deploy stage, which
+    // may end as any other's: the entry goes.
+    store.advance(step(&stopped, "merge", None, Transition::default())).await.unwrap();
+    let woken = reload(&*store, member).await;
+    assert_eq!(store.queue_entry(member).await.unwrap().map(|e| e.state), Some(QueueState::Landing));
+    store.advance(step(&woken, "deploy", None, leave)).await.unwrap();
     assert_eq!(store.queue_entry(member).await.unwrap(), None, "a landed member left for its deploy");
 }
 

@@ -111,21 +111,37 @@ pub enum SqlState {
 }
 
 /// The one rule every store keeps when a transition takes a task out of the merge queue: a change
-/// of a batch other than its last, once marked `landing`, is never cancelled. Its change is in the
-/// commit the batch's last change is landing (or has landed: the entry stays until the change's
-/// own deploy stage ends); a STOP that read the entry before it was marked would otherwise cancel
-/// a change the default branch is about to hold. The loser of that race gets
-/// [`StoreError::Conflict`] and decides again, now seeing `landing`: it waits for the batch.
-/// `state` and `batch` are the entry's as the transition removed it.
+/// of a batch other than its last, once marked `landing`, never leaves the queue by any way but its
+/// own landing. Its change is in the commit the batch's last change is landing (or has landed: the
+/// entry stays until the change's own deploy stage ends), so
+/// - it is never cancelled: a STOP that read the entry before it was marked would otherwise cancel
+///   a change the default branch is about to hold;
+/// - while it is still parked (`parked`: the task's hold before the transition was the merge
+///   queue's, so it was not yet woken as landed), nothing else takes it out either — a block (a
+///   dependency's backstop) or a rollback read before the mark would leave its change landing on
+///   the default branch while the task waits for a human or works on it again. Once its batch
+///   landed it is woken, and from then on its deploy stage may end as any other's.
+///
+/// The loser of such a race gets [`StoreError::Conflict`] and decides again, now seeing `landing`:
+/// it waits for the batch. `state` and `batch` are the entry's as the transition removed it.
 pub fn refuse_leaving_landing_batch(
     task: TaskId,
     state: &str,
     batch: Option<TaskId>,
+    parked: bool,
     next: &baton_domain::TaskState,
 ) -> StoreResult<()> {
     let member = batch.is_some_and(|tail| tail != task);
-    if member && state == QueueState::Landing.as_str() && next.stage == baton_domain::pipeline::CANCELLED {
+    if !member || state != QueueState::Landing.as_str() {
+        return Ok(());
+    }
+    if next.stage == baton_domain::pipeline::CANCELLED {
         return Err(StoreError::Conflict(format!("task {task}'s batch is landing its change: it cannot be cancelled")));
+    }
+    if parked {
+        return Err(StoreError::Conflict(format!(
+            "task {task}'s batch is landing its change: it leaves the merge queue only once that landed"
+        )));
     }
     Ok(())
 }

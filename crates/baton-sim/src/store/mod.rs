@@ -1508,12 +1508,27 @@ impl Store for SimStore {
         now_ms: i64,
     ) -> StoreResult<bool> {
         self.call("queue_update", Access::Write, |s, _| {
-            let Some(entry) = s.queue.get_mut(&task) else {
+            let Some(entry) = s.queue.get(&task) else {
                 return Ok(false);
             };
             if entry.state != expect.state || entry.base != expect.base {
                 return Ok(false);
             }
+            let (was, batch) = (entry.state, entry.batch);
+            match change.batch {
+                Some(tail) if change.state == QueueState::Landing && tail != task => {
+                    s.landing_members.entry(tail).or_default().insert(task);
+                }
+                _ if was == QueueState::Landing => {
+                    if let Some(members) = batch.and_then(|tail| s.landing_members.get_mut(&tail)) {
+                        members.remove(&task);
+                    }
+                }
+                _ => {}
+            }
+            let Some(entry) = s.queue.get_mut(&task) else {
+                return Ok(false);
+            };
             entry.state = change.state;
             entry.base = change.base.clone();
             entry.head = change.head.clone();

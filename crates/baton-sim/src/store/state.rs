@@ -35,6 +35,10 @@ pub(crate) struct State {
     pub(crate) leases: BTreeMap<String, LeaseRecord>,
     /// The merge queues' entries by task.
     pub(crate) queue: BTreeMap<TaskId, QueueEntry>,
+    /// The changes other than its last marked landing with each batch (by its last change), as
+    /// marked: the forge counts them shipped when the batch lands, whether or not their entries
+    /// are still there. A batch whose landing is given up unmarks them.
+    pub(crate) landing_members: BTreeMap<TaskId, BTreeSet<TaskId>>,
     pub(crate) lease_tokens: BTreeMap<String, i64>,
     pub(crate) counters: BTreeMap<(String, String), u32>,
     pub(crate) inbox: BTreeMap<String, InboxRow>,
@@ -100,6 +104,7 @@ impl State {
             events: Vec::new(),
             leases: BTreeMap::new(),
             queue: BTreeMap::new(),
+            landing_members: BTreeMap::new(),
             lease_tokens: BTreeMap::new(),
             counters: BTreeMap::new(),
             inbox: BTreeMap::new(),
@@ -428,7 +433,14 @@ impl State {
         if advance.transition.release_leases
             && let Some(entry) = self.queue.get(&advance.task)
         {
-            baton_store::refuse_leaving_landing_batch(advance.task, entry.state.as_str(), entry.batch, &advance.next)?;
+            let parked = task.state.hold == baton_domain::Hold::MergeQueue;
+            baton_store::refuse_leaving_landing_batch(
+                advance.task,
+                entry.state.as_str(),
+                entry.batch,
+                parked,
+                &advance.next,
+            )?;
         }
         if let Some(entry) = &advance.inbox {
             self.insert_inbox(entry, advance.task, "applied", advance.now_ms)?;
