@@ -331,6 +331,24 @@ const GUARDS: &[Guard] = &[
         }],
         test: "a_change_waiting_for_a_dependency_does_not_hold_the_merge_queue",
     },
+    Guard {
+        name: "a reference lock left by a killed writer is taken over",
+        edits: &[Edit {
+            file: GIT,
+            find: "open().or_else(|held| if remove_stale_lock(&lock) { open() } else { Err(held) })",
+            replace: "open()",
+        }],
+        test: "baton-runner/clean_marks/batons_own_reference_written_in_place_is_what_git_reads_and_anything_unusual_is_left_to_git",
+    },
+    Guard {
+        name: "clean removes the branch lock a killed commit left",
+        edits: &[Edit {
+            file: "crates/baton-runner/src/ports.rs",
+            find: "                crate::git::remove_stale_lock(&crate::git::common_dir(dir).join(format!(\"{branch}.lock\")));",
+            replace: "                let _ = branch;",
+        }],
+        test: "baton-runner/clean_marks/clean_removes_the_locks_a_killed_commit_left",
+    },
 ];
 
 /// Runs the pinning test; `true` when it passed.

@@ -180,8 +180,8 @@ fn coverage() {}
 #[allow(dead_code)]
 fn coverage_baseline() {}
 
-/// Unfreezes a repository frozen by a DEGRADED post-deploy check (SPEC §6.4); the principal is
-/// recorded. An unknown repository is a 404; one that is not frozen a 422.
+/// Unfreezes a repository frozen by a DEGRADED post-deploy check, or by a deploy whose outcome is
+/// unknown (`frozen_by = "deploy"`; SPEC §6.4); the principal is recorded. An unknown repository is a 404; one that is not frozen a 422.
 #[utoipa::path(post, path = "/api/repos/{repo}/unfreeze", tag = "repos",
     params(("repo" = String, Path, description = "the repository's name")),
     responses((status = 200, description = "The closed freeze: `{id, repo, task, incident, revert, frozen_by, reason, frozen_at_ms, unfrozen_by, unfrozen_at_ms}`", body = Object),

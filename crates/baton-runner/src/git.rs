@@ -748,7 +748,9 @@ pub fn lookup_ref(dir: &Path, name: &str) -> Lookup {
 /// `git` process for it. Baton's references keep no reflog, as git keeps none for names outside
 /// branches, remotes and notes by default. `false`, with nothing written, wherever `git
 /// update-ref` must do it instead: a reftable repository, a name with anything but plain parts,
-/// the lock held, a file in the way.
+/// the lock held, a file in the way. A lock older than [`STALE_LOCK_AFTER`] was left by a writer
+/// killed while it held it (Baton's names are each one task's, written by one job at a time), and
+/// is taken over.
 pub fn write_own_ref(dir: &Path, name: &str, id: &str) -> bool {
     use std::io::Write;
     let plain_part = |part: &str| {
@@ -773,7 +775,10 @@ pub fn write_own_ref(dir: &Path, name: &str, id: &str) -> bool {
         return false;
     }
     let lock = common.join(format!("{name}.lock"));
-    let Ok(mut file) = std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) else { return false };
+    let open = || std::fs::OpenOptions::new().write(true).create_new(true).open(&lock);
+    let Ok(mut file) = open().or_else(|held| if remove_stale_lock(&lock) { open() } else { Err(held) }) else {
+        return false;
+    };
     let written = file.write_all(format!("{id}\n").as_bytes()).is_ok();
     drop(file);
     if written && std::fs::rename(&lock, &path).is_ok() {
@@ -781,6 +786,18 @@ pub fn write_own_ref(dir: &Path, name: &str, id: &str) -> bool {
     }
     let _ = std::fs::remove_file(&lock);
     false
+}
+
+/// How old a lock file of git's must be before Baton takes it as left behind by a process killed
+/// while it held it: a reference or index update holds its lock for well under a second.
+pub const STALE_LOCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Removes the lock file `lock` when it is older than [`STALE_LOCK_AFTER`]; whether it did. Only
+/// for locks of what belongs to one task (its worktree's index, its branch, Baton's own references
+/// for it), which one job at a time writes.
+pub fn remove_stale_lock(lock: &Path) -> bool {
+    let age = std::fs::symlink_metadata(lock).ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+    age.is_some_and(|age| age > STALE_LOCK_AFTER) && std::fs::remove_file(lock).is_ok()
 }
 
 /// A full SHA-1 or SHA-256 object id in lowercase hex.

@@ -544,6 +544,16 @@ impl Vcs for GitVcs {
         };
         if let Some(dir) = &git_dir {
             let _ = std::fs::remove_file(dir.join("index.lock"));
+            // And the locks of its `HEAD` and its branch, left by a commit killed mid-way (past
+            // their stale age: the branch is this task's own, but a lock is never taken lightly).
+            crate::git::remove_stale_lock(&dir.join("HEAD.lock"));
+            if let Ok(head) = std::fs::read_to_string(dir.join("HEAD"))
+                && let Some(branch) = head.trim().strip_prefix("ref: ")
+                && branch.starts_with("refs/heads/")
+                && !branch.contains("..")
+            {
+                crate::git::remove_stale_lock(&crate::git::common_dir(dir).join(format!("{branch}.lock")));
+            }
         }
         let rebasing =
             git_dir.as_ref().is_none_or(|d| d.join("rebase-merge").exists() || d.join("rebase-apply").exists());

@@ -393,7 +393,13 @@ async fn batons_own_reference_written_in_place_is_what_git_reads_and_anything_un
     std::fs::write(&lock, "").unwrap();
     assert!(!write_own_ref(&repo, name, &main));
     assert_eq!(git(&repo, &["rev-parse", name]).await, work, "unchanged");
-    std::fs::remove_file(&lock).unwrap();
+    // A lock left by a writer killed while it held it (older than any write takes): taken over.
+    let left = std::time::SystemTime::now() - baton_runner::git::STALE_LOCK_AFTER * 2;
+    std::fs::File::options().write(true).open(&lock).unwrap().set_modified(left).unwrap();
+    assert!(write_own_ref(&repo, name, &main), "a stale lock kept Baton's reference from being written");
+    assert_eq!(git(&repo, &["rev-parse", name]).await, main);
+    assert!(!lock.exists(), "the stale lock was left");
+    assert!(write_own_ref(&repo, name, &work));
 
     // Names and ids git should judge, and anything outside Baton's own namespace, are left to git.
     for bad in [
@@ -412,4 +418,28 @@ async fn batons_own_reference_written_in_place_is_what_git_reads_and_anything_un
     assert!(write_own_ref(&repo, "refs/baton/built-on/z", &main));
     assert!(!write_own_ref(&repo, "refs/baton/built-on/z/under", &main));
     assert_eq!(git(&repo, &["rev-parse", "refs/heads/main"]).await, main, "main untouched throughout");
+}
+
+// A Baton killed in the middle of a commit leaves the locks of the worktree's index and of its
+// branch: the next job's clean removes them (the branch's only once stale), and a commit works.
+#[tokio::test]
+async fn clean_removes_the_locks_a_killed_commit_left() {
+    let (_tmp, _repo, worktree) = setup().await;
+    let git_dir = std::path::PathBuf::from(git(&worktree, &["rev-parse", "--absolute-git-dir"]).await);
+    let common =
+        std::path::PathBuf::from(git(&worktree, &["rev-parse", "--path-format=absolute", "--git-common-dir"]).await);
+    let branch = git(&worktree, &["symbolic-ref", "HEAD"]).await;
+    let branch_lock = common.join(format!("{branch}.lock"));
+    std::fs::write(&branch_lock, "").unwrap();
+    std::fs::write(git_dir.join("index.lock"), "").unwrap();
+    // A fresh lock may be a live writer's: kept.
+    GitVcs.clean(&worktree).await.unwrap();
+    assert!(branch_lock.exists(), "a fresh branch lock was removed");
+    let left = std::time::SystemTime::now() - baton_runner::git::STALE_LOCK_AFTER * 2;
+    std::fs::File::options().write(true).open(&branch_lock).unwrap().set_modified(left).unwrap();
+    GitVcs.clean(&worktree).await.unwrap();
+    assert!(!branch_lock.exists(), "the stale branch lock was left");
+    assert!(!git_dir.join("index.lock").exists(), "the index lock was left");
+    std::fs::write(worktree.join("after.txt"), "after\n").unwrap();
+    assert!(GitVcs.commit_all(&worktree, "after the kill", None).await.unwrap(), "the commit did not go through");
 }

@@ -163,7 +163,7 @@ pub enum CoverageBaselineCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
-    /// The frozen repositories (a DEGRADED deploy froze them), why and since when.
+    /// The frozen repositories (a DEGRADED deploy, or a deploy whose outcome is unknown, froze them), why and since when.
     Frozen,
     /// Unfreeze NAME: merges and deploys resume there (recorded with who did it).
     Unfreeze { name: String },

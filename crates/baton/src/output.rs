@@ -331,7 +331,7 @@ struct Status<'a> {
     merge_queues: &'a [baton_engine::queue::QueueView],
     /// The `baton serve` instances sharing the store, with their last heartbeat.
     instances: &'a [InstanceView],
-    /// The frozen repositories (a DEGRADED deploy).
+    /// The frozen repositories (a DEGRADED deploy, or a deploy whose outcome is unknown).
     freezes: &'a [baton_store::RepoFreeze],
     /// Tasks the claim holds back for their dependencies or the serial gate, with what they wait for.
     waiting: &'a [baton_engine::dependencies::Waiting],
@@ -385,8 +385,13 @@ pub fn status(
     }
     say!("{}", server.describe());
     for freeze in freezes {
+        let until = if freeze.frozen_by == baton_engine::monitor::DEPLOY_PRINCIPAL {
+            "nothing lands or deploys there until the target is checked and"
+        } else {
+            "nothing lands there but a revert until"
+        };
         say!(
-            "FROZEN {}: {} (by {}); nothing lands there but a revert until `baton repo unfreeze {}`",
+            "FROZEN {}: {} (by {}); {until} `baton repo unfreeze {}`",
             safe(&freeze.repo),
             safe(&freeze.reason),
             safe(&freeze.frozen_by),

@@ -1,6 +1,6 @@
-//! `baton repo frozen|unfreeze NAME`: the repository freezes of DEGRADED deploys (SPEC §6.4) from
-//! the command line. Whoever can open the data dir is the operator, so the unfreeze needs no
-//! token; it is recorded as `cli:<user>`.
+//! `baton repo frozen|unfreeze NAME`: the repository freezes of DEGRADED deploys and of deploys
+//! whose outcome is unknown (SPEC §6.4) from the command line. Whoever can open the data dir is
+//! the operator, so the unfreeze needs no token; it is recorded as `cli:<user>`.
 
 use crate::cli::{EXIT_OK, EXIT_USAGE, RepoCommand, open_engine};
 use crate::output;

@@ -9,7 +9,7 @@
 //! - [`queue`]: open jobs, merge leases and who waits, reaper/reconciler passes, budgets, pending STOPs.
 //! - [`metrics`]: the versioned metrics envelope (stages, queue, live agents, cost).
 //! - [`coverage`]: the coverage baselines, and their override (`admin` scope).
-//! - [`repos`]: the unfreeze of a repository frozen by a DEGRADED deploy.
+//! - [`repos`]: the unfreeze of a repository frozen by a DEGRADED deploy or a deploy whose outcome is unknown.
 //! - [`lessons`]: the lessons journal: list, add and edit.
 //! - [`proposals`]: a retro's proposals: list next tasks, accept or reject them and proposed lessons.
 //! - `/openapi.json`: the OpenAPI document ([`crate::openapi`]).

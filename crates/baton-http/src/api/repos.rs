@@ -1,5 +1,6 @@
 //! `POST /api/repos/{repo}/unfreeze`: a person unfreezes a repository frozen by a DEGRADED deploy
-//! (SPEC §6.4); the principal is recorded with the freeze and on the degraded task's timeline.
+//! or a deploy whose outcome is unknown (SPEC §6.4); the principal is recorded with the freeze and
+//! on the timeline of the task that froze it.
 
 use crate::AppState;
 use crate::error::ApiError;
