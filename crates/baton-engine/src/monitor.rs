@@ -265,8 +265,10 @@ pub async fn degraded(engine: &Engine, task_id: TaskId, output: &str) -> Result<
 /// on an instance that lost its job, and survives its instance's death as an orphan). Called by
 /// the deploy job before it records its outcome, so the freeze is in place before the task leaves
 /// the merge queue: no later change lands and deploys while that deploy may run. A human checks
-/// the target, unfreezes, and retries the task. Idempotent (one open freeze per repository, the
-/// alert and the timeline line once); nothing happens when the `freeze` switch is off there.
+/// the target, unfreezes, and retries the task. A freeze already open (a degraded deploy's) holds
+/// it too: the alert then says to check this target as well before lifting it. Idempotent (one
+/// open freeze per repository, the alert and the timeline line once); nothing happens when the
+/// `freeze` switch is off there.
 pub async fn freeze_unknown_deploy(
     engine: &Engine,
     task: &TaskRecord,
@@ -289,14 +291,26 @@ pub async fn freeze_unknown_deploy(
     };
     let now = engine.clock().now_ms();
     let (freeze, _) = engine.store().freeze_repo(&new, now).await.map_err(|e| format!("freeze: {e}"))?;
-    if freeze.task != Some(task.id) || timeline_event(engine, task, FROZEN).await?.is_some() {
+    if timeline_event(engine, task, FROZEN).await?.is_some() {
         return Ok(());
     }
-    let text = format!(
-        "{repo} is frozen: {reason}. Nothing lands or deploys there until a person checks the target \
-         and runs `baton repo unfreeze {repo}`",
-        repo = task.repo
-    );
+    // One freeze is open per repository: one already open (a degraded deploy's) holds this deploy
+    // too, and whoever lifts it must know to check this target as well.
+    let text = if freeze.task == Some(task.id) {
+        format!(
+            "{repo} is frozen: {reason}. Nothing lands or deploys there until a person checks the target \
+             and runs `baton repo unfreeze {repo}`",
+            repo = task.repo
+        )
+    } else {
+        format!(
+            "{repo} stays frozen ({}, by {}): {reason}. Check the target for this deploy too before \
+             `baton repo unfreeze {repo}`",
+            freeze.reason,
+            freeze.frozen_by,
+            repo = task.repo
+        )
+    };
     let alert = Notification {
         work_item: task.work_item_id.clone(),
         title: task.title.clone(),

@@ -223,6 +223,15 @@ async fn a_deploy_merged_by_an_instance_declared_dead_is_not_run_again_after_a_f
     let now = w.task(&task).await;
     assert_ne!(now.state.job, Some(taken_over), "the failed attempt was followed by a new job");
 
+    // The repository is frozen already, by another deploy that degraded meanwhile.
+    let degraded = baton_store::NewFreeze {
+        repo: "app".into(),
+        task: None,
+        frozen_by: "monitor".into(),
+        reason: "the deploy of APP-000 degraded".into(),
+    };
+    w.store.freeze_repo(&degraded, 0).await.unwrap();
+
     // B's next attempt finds the change merged by A, with no outcome recorded: it blocks for a
     // human, naming A, and deploys nothing.
     assert_eq!(w.step(&w.b).await, "deploy");
@@ -230,6 +239,15 @@ async fn a_deploy_merged_by_an_instance_declared_dead_is_not_run_again_after_a_f
     let now = w.task(&task).await;
     let Hold::Blocked { reason } = &now.state.hold else { panic!("the task is {:?}", now.state) };
     assert!(reason.contains(A), "the block does not name the instance that merged: {reason}");
+    // The freeze already open holds this deploy too: whoever lifts it is told to check this target.
+    let timeline = w.store.events(Some(task.id), 0, 500).await.unwrap();
+    let frozen = timeline.iter().find(|e| e.kind == "frozen").expect("no freeze line on the timeline");
+    assert!(
+        frozen.message.contains("stays frozen") && frozen.message.contains("APP-000") && frozen.message.contains(A),
+        "{}",
+        frozen.message
+    );
+    baton_engine::monitor::unfreeze(&w.b.engine, "app", "human").await.unwrap();
 
     // The human's retry deploys: the block recorded the outcome, so the head is settled.
     w.b.engine.submit(&TaskKey::Id(task.id), Input::Retry, "human", None).await.unwrap();
