@@ -241,8 +241,8 @@ pub async fn backstop(engine: &Engine) -> u32 {
         // A change that is landing (its merge, or its batch's, under way) or has landed ships
         // whatever its dependencies do: a block now would leave it on the default branch while
         // the task waits for a human (the store refuses the block of a landing batch's change
-        // anyway). Its dependencies that can never be met are withdrawn instead, so that its
-        // next job (the claim waits for dependencies) carries it on to its deploy.
+        // anyway). Its dependencies not done are withdrawn instead, so that its next job (the
+        // claim waits for dependencies) carries it on to its deploy.
         match engine.stop_context(&record).await {
             Ok((false, false)) => {}
             Ok(_) => {
@@ -265,9 +265,9 @@ pub async fn backstop(engine: &Engine) -> u32 {
     blocked
 }
 
-/// Withdraws every dependency of `task` not done (a cancelled one, or one on a cycle of waits:
-/// none will ever be met) because its change is landing or has landed, with a line on its timeline
-/// naming them and why.
+/// Withdraws every dependency of `task` not done — the one the backstop found can never be met (a
+/// cancelled task, a cycle of waits) and any other — because its change is landing or has landed
+/// and no wait can hold it back any more, with a line on its timeline naming them and why.
 async fn withdraw_from_shipping(
     engine: &Engine,
     task: &baton_store::TaskRecord,
