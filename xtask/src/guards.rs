@@ -299,8 +299,8 @@ const GUARDS: &[Guard] = &[
         name: "a deploy whose outcome is unknown freezes its repository",
         edits: &[Edit {
             file: EXECUTOR,
-            find: "if let Err(error) = crate::monitor::freeze_unknown_deploy(engine, ctx.task, &head, &instance).await {",
-            replace: "if let Err(error) = Ok::<(), String>(()) {",
+            find: "match crate::monitor::freeze_unknown_deploy(engine, ctx.task, &head, &instance).await {",
+            replace: "match Ok::<bool, String>(true) {",
         }],
         test: "baton-engine/deploy_takeover/a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_end",
     },

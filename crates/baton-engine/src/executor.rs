@@ -1411,10 +1411,14 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         // outcome takes the task out of the merge queue, so no later change lands and deploys
         // over it.
         (Some(_), Some(instance)) => {
-            if let Err(error) = crate::monitor::freeze_unknown_deploy(engine, ctx.task, &head, &instance).await {
-                return Err(Refused::Machine(format!("cannot freeze the repository over an unknown deploy: {error}")));
-            }
-            let frozen = crate::monitor::frozen(engine, &ctx.task.repo).await.ok().flatten().is_some();
+            let frozen = match crate::monitor::freeze_unknown_deploy(engine, ctx.task, &head, &instance).await {
+                Ok(frozen) => frozen,
+                Err(error) => {
+                    return Err(Refused::Machine(format!(
+                        "cannot freeze the repository over an unknown deploy: {error}"
+                    )));
+                }
+            };
             let then = if frozen {
                 format!("then `baton repo unfreeze {}` and `baton task retry`", ctx.task.repo)
             } else {

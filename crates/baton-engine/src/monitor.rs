@@ -268,15 +268,15 @@ pub async fn degraded(engine: &Engine, task_id: TaskId, output: &str) -> Result<
 /// the target, unfreezes, and retries the task. A freeze already open (a degraded deploy's) holds
 /// it too: the alert then says to check this target as well before lifting it. Idempotent (one
 /// open freeze per repository, the alert and the timeline line once); nothing happens when the
-/// `freeze` switch is off there.
+/// `freeze` switch is off there. `true` when the repository is frozen now.
 pub async fn freeze_unknown_deploy(
     engine: &Engine,
     task: &TaskRecord,
     head: &str,
     instance: &str,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     if !engine.features().enabled(Feature::Freeze, &task.repo) {
-        return Ok(());
+        return Ok(false);
     }
     let short = &head[..head.len().min(10)];
     let reason = format!(
@@ -292,7 +292,7 @@ pub async fn freeze_unknown_deploy(
     let now = engine.clock().now_ms();
     let (freeze, _) = engine.store().freeze_repo(&new, now).await.map_err(|e| format!("freeze: {e}"))?;
     if timeline_event(engine, task, FROZEN).await?.is_some() {
-        return Ok(());
+        return Ok(true);
     }
     // One freeze is open per repository: one already open (a degraded deploy's) holds this deploy
     // too, and whoever lifts it must know to check this target as well.
@@ -321,7 +321,8 @@ pub async fn freeze_unknown_deploy(
     if let Err(error) = engine.notifier().notify(&alert).await {
         tracing::warn!(task = %task.work_item_id, "the alert of the freeze was not sent: {error}");
     }
-    append(engine, task.id, FROZEN, &task.state.stage, &text, serde_json::json!({ "freeze": freeze.id })).await
+    append(engine, task.id, FROZEN, &task.state.stage, &text, serde_json::json!({ "freeze": freeze.id })).await?;
+    Ok(true)
 }
 
 /// Files the revert of `task`'s merged change: a task held at the merge gate's stage whose branch

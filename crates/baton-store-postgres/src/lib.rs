@@ -25,7 +25,7 @@ pub mod import;
 use baton_domain::ids::branch_name;
 use baton_domain::{JobId, TaskId, WorkItemId};
 use baton_store::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts, OpenJob, TokenTotals};
-use baton_store::rows::{WORK_ITEM_WALK_MAX, state_columns};
+use baton_store::rows::{HOLD_OF_TASK, WORK_ITEM_WALK_MAX, parked_hold, state_columns};
 use baton_store::*;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
@@ -746,15 +746,12 @@ impl Store for PgStore {
         if let Some(entry) = &advance.inbox {
             insert_inbox(&mut tx, advance.task, entry, "applied", advance.now_ms).await?;
         }
-        // Whether the task is parked in the merge queue before this transition, read only for one
-        // that leaves it (the version check below makes it the state the transition was decided on).
-        let parked = advance.transition.release_leases
-            && sqlx::query_scalar::<_, String>("SELECT hold FROM tasks WHERE id = $1")
-                .bind(advance.task.0)
-                .fetch_optional(&mut *tx)
-                .await?
-                .as_deref()
-                == Some(baton_domain::Hold::MergeQueue.label());
+        // Parked in the merge queue before this transition (read only for one that leaves it).
+        let hold: Option<String> = match advance.transition.release_leases {
+            true => sqlx::query_scalar(HOLD_OF_TASK).bind(advance.task.0).fetch_optional(&mut *tx).await?,
+            false => None,
+        };
+        let parked = parked_hold(hold.as_deref());
         let columns = state_columns(&advance.next)?;
         let repo: Option<String> = sqlx::query_scalar(
             "UPDATE tasks SET stage = $3, hold = $4, state = $5, version = version + 1, updated_at = $6, due_at_ms = $7,

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use baton_domain::ids::branch_name;
 use baton_domain::{JobId, TaskId, TaskState, WorkItemId};
 use baton_store::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts, OpenJob, TokenTotals};
-use baton_store::rows::{WORK_ITEM_WALK_MAX, state_columns};
+use baton_store::rows::{HOLD_OF_TASK, WORK_ITEM_WALK_MAX, parked_hold, state_columns};
 use baton_store::*;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -910,15 +910,12 @@ impl Store for SqliteStore {
         if let Some(entry) = &advance.inbox {
             insert_inbox(&mut tx, advance.task, entry, "applied", advance.now_ms).await?;
         }
-        // Whether the task is parked in the merge queue before this transition, read only for one
-        // that leaves it (the version check below makes it the state the transition was decided on).
-        let parked = advance.transition.release_leases
-            && sqlx::query_scalar::<_, String>("SELECT hold FROM tasks WHERE id = $1")
-                .bind(advance.task.0)
-                .fetch_optional(&mut *tx)
-                .await?
-                .as_deref()
-                == Some(baton_domain::Hold::MergeQueue.label());
+        // Parked in the merge queue before this transition (read only for one that leaves it).
+        let hold: Option<String> = match advance.transition.release_leases {
+            true => sqlx::query_scalar(HOLD_OF_TASK).bind(advance.task.0).fetch_optional(&mut *tx).await?,
+            false => None,
+        };
+        let parked = parked_hold(hold.as_deref());
         let columns = state_columns(&advance.next)?;
         // The task's repository comes back with the update: the transition's rows name it.
         let repo: Option<String> = sqlx::query_scalar(

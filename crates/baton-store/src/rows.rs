@@ -24,6 +24,15 @@ pub fn state_columns(state: &TaskState) -> StoreResult<StateColumns> {
     Ok(StateColumns { json: serde_json::to_string(&stored)?, hold: state.hold.label().to_string(), due_at_ms })
 }
 
+/// The stored hold of a task, read inside a transition that leaves the merge queue (the version
+/// check that follows makes it the state the transition was decided on).
+pub const HOLD_OF_TASK: &str = "SELECT hold FROM tasks WHERE id = $1";
+
+/// Whether a stored hold ([`HOLD_OF_TASK`]) is the merge queue's: the task was parked there.
+pub fn parked_hold(hold: Option<&str>) -> bool {
+    hold == Some(baton_domain::Hold::MergeQueue.label())
+}
+
 /// Columns of `usage_records`, in the order [`INSERT_USAGE_RECORD`] binds them.
 pub const USAGE_RECORD_COLUMNS: &str = "source, category, model, input_tokens, output_tokens, cache_read_tokens, \
      cache_write_tokens, units, unit_kind, cost_usd, priced_by, idempotency_key, task_id, repo, at, principal";
