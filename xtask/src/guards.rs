@@ -305,6 +305,15 @@ const GUARDS: &[Guard] = &[
         test: "baton-engine/deploy_takeover/a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_end",
     },
     Guard {
+        name: "a landed change's deploy waits while an unknown deploy's freeze is open",
+        edits: &[Edit {
+            file: EXECUTOR,
+            find: "    if deploy_argv.is_some() && already_merged && taken_over.is_none() && moved_past.is_none() && !deploying {",
+            replace: "    if false {",
+        }],
+        test: "baton-engine/deploy_takeover/a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_end",
+    },
+    Guard {
         name: "the dependency backstop withdraws a shipping change's dead dependencies",
         edits: &[Edit {
             file: "crates/baton-engine/src/dependencies.rs",

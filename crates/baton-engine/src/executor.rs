@@ -1299,6 +1299,7 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     // land on top of this commit during the deploy, which could then take the target back behind
     // the default branch (a human's retry of a failed deploy, say, while the queue moved on). It
     // waits for the lease, keeping its place; landed on top by then, the later deploy carries it.
+    let holds_lease = lease_lost.is_none() && !deploying;
     let mut landed = match lease_lost {
         Some(reason) => {
             let main = landed_before(ctx, &base, &head).await.ok_or(Refused::LeaseLost(reason.clone()))?;
@@ -1371,6 +1372,29 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         Some(_) if already_merged => merged_elsewhere_unrecorded(ctx, &head).await,
         _ => None,
     };
+    // Landed by an earlier run and not deployed yet (a human's retry of the task a deploy of unknown
+    // outcome blocked), while that deploy's freeze is open: it may still be running on the target,
+    // so this one waits for the unfreeze, keeping its place.
+    if deploy_argv.is_some() && already_merged && taken_over.is_none() && moved_past.is_none() && !deploying {
+        let freeze = crate::monitor::unknown_deploy_freeze(engine, &ctx.repo.name)
+            .await
+            .map_err(|error| Refused::Machine(format!("cannot read the repository's freezes: {error}")))?;
+        if let Some(freeze) = freeze {
+            if holds_lease {
+                let _ = engine.store().release_lease(&lease, &task_holder(ctx.task.id)).await;
+            }
+            let reason = format!(
+                "{} is frozen ({}): {} has landed on {} and deploys once a person has checked the target and run \
+                 `baton repo unfreeze {}`",
+                ctx.repo.name,
+                freeze.reason,
+                &head[..head.len().min(10)],
+                ctx.repo.default_branch,
+                ctx.repo.name
+            );
+            return Err(Refused::Landed { reason, head });
+        }
+    }
     let short = &head[..head.len().min(10)];
     let landed = match ctx.repo.forge.merge_style {
         crate::settings::MergeStyle::FastForward => "fast-forwarded to",

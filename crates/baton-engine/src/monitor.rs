@@ -325,6 +325,18 @@ pub async fn freeze_unknown_deploy(
     Ok(true)
 }
 
+/// The open freeze of `repo` over a deploy of unknown outcome ([`freeze_unknown_deploy`]), when
+/// the `freeze` switch is on there. A change that landed and has not deployed yet (a human's retry
+/// of the task that freeze blocked, before the unfreeze) waits while it is open: that other deploy
+/// may still be running on the target. A degraded deploy's freeze does not hold such a deploy back:
+/// the revert lands on top of it only once its deploy stage has ended.
+pub async fn unknown_deploy_freeze(engine: &Engine, repo: &str) -> Result<Option<RepoFreeze>, StoreError> {
+    if !engine.features().enabled(Feature::Freeze, repo) {
+        return Ok(None);
+    }
+    Ok(engine.store().repo_freezes().await?.into_iter().find(|f| f.repo == repo && f.frozen_by == DEPLOY_PRINCIPAL))
+}
+
 /// Files the revert of `task`'s merged change: a task held at the merge gate's stage whose branch
 /// is the default branch plus `git revert` of what the task merged. It skips the agent stages; it
 /// is linked to the freeze before it may move (so the frozen merge queue lets exactly it land),

@@ -303,10 +303,32 @@ async fn a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_e
     assert_eq!(w.deploys(), (1, 0), "a deploy ran in the frozen repository");
     assert_ne!(w.task(&next).await.state.stage, "done");
 
-    // A person checks the target and unfreezes: the next change lands and deploys.
+    // A retry before the unfreeze (the person skipped checking the target) deploys nothing: the
+    // landed change waits at its deploy stage, saying what it waits for.
+    w.b.engine.submit(&TaskKey::Id(task.id), Input::Retry, "human", None).await.unwrap();
+    for _ in 0..4 {
+        w.clock.0.fetch_add(600_000, Ordering::SeqCst);
+        if w.b.engine.claim_next().await.unwrap().is_none() {
+            break;
+        }
+        w.b.spawner.run_all().await;
+    }
+    assert_eq!(w.deploys(), (1, 0), "a retry deployed in the frozen repository");
+    assert_eq!(w.main_head(), merged, "a change landed in the frozen repository");
+    let now = w.task(&task).await;
+    assert_eq!(now.state.stage, "deploy", "{:?}", now.state);
+    let timeline = w.store.events(Some(task.id), 0, 500).await.unwrap();
+    assert!(
+        timeline.iter().any(|e| e.message.contains("deploys once a person has checked the target")),
+        "the wait is not on the timeline: {:?}",
+        timeline.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+
+    // A person checks the target and unfreezes: the retried change deploys, and the next change
+    // lands and deploys.
     baton_engine::monitor::unfreeze(&w.b.engine, "app", "human").await.unwrap();
-    for _ in 0..12 {
-        if w.task(&next).await.state.stage == "done" {
+    for _ in 0..16 {
+        if w.task(&next).await.state.stage == "done" && w.task(&task).await.state.stage == "done" {
             break;
         }
         w.clock.0.fetch_add(600_000, Ordering::SeqCst);
@@ -316,6 +338,7 @@ async fn a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_e
         w.b.spawner.run_all().await;
     }
     assert_eq!(w.task(&next).await.state.stage, "done", "{:?}", w.task(&next).await.state);
+    assert_eq!(w.task(&task).await.state.stage, "done", "{:?}", w.task(&task).await.state);
     assert_ne!(w.main_head(), merged, "the next change did not land after the unfreeze");
-    assert_eq!(w.deploys(), (1, 1), "the next change was not deployed once");
+    assert_eq!(w.deploys(), (1, 2), "the retried and the next change were not deployed once each");
 }
