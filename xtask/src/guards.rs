@@ -314,6 +314,15 @@ const GUARDS: &[Guard] = &[
         test: "baton-engine/deploy_takeover/a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_end",
     },
     Guard {
+        name: "a landed change of a batch waits for no dependency",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/queue.rs",
+            find: "        crate::dependencies::withdraw_from_landed(engine, entry.task, head).await?;",
+            replace: "",
+        }],
+        test: "a_landed_change_of_a_batch_does_not_wait_for_a_healthy_dependency",
+    },
+    Guard {
         name: "the dependency backstop withdraws a shipping change's dead dependencies",
         edits: &[Edit {
             file: "crates/baton-engine/src/dependencies.rs",

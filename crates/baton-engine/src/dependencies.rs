@@ -246,7 +246,7 @@ pub async fn backstop(engine: &Engine) -> u32 {
         match engine.stop_context(&record).await {
             Ok((false, false)) => {}
             Ok(_) => {
-                withdraw_from_shipping(engine, &record, &records, &reason).await;
+                withdraw_from_shipping(engine, &record, &records, &format!("instead of blocking it: {reason}")).await;
                 continue;
             }
             Err(error) => {
@@ -286,7 +286,7 @@ async fn withdraw_from_shipping(
         return;
     }
     let message = format!(
-        "its change is landing or has landed, so its wait for {} was withdrawn instead of blocking it ({reason})",
+        "its change is landing or has landed, so its wait for {} was withdrawn ({reason})",
         withdrawn.join(", ")
     );
     let event = baton_store::NewEvent {
@@ -302,6 +302,32 @@ async fn withdraw_from_shipping(
     }
     tracing::warn!(task = %task.work_item_id, "dependency backstop withdrew the dependencies of a shipping change");
     engine.wake();
+}
+
+/// Withdraws every dependency not done of the change of a batch that has just landed, before it
+/// is woken to carry on towards its deploy: the claim holds a job back while its task waits for a
+/// dependency, and a landed change held there keeps its batch's queue entry landing, so every
+/// change behind it (its dependency too, perhaps) waits for its deploy. Such a wait can only have
+/// been declared in a race with the change's arrival at the merge gate (`baton task depend` refuses
+/// it after), and its change is on the default branch whatever the dependency does. A line on the
+/// timeline names what was withdrawn. Nothing happens where the `dependencies` switch is off.
+pub(crate) async fn withdraw_from_landed(engine: &Engine, task: TaskId, head: &str) -> Result<(), EngineError> {
+    if engine.features().off_everywhere(Feature::Dependencies) {
+        return Ok(());
+    }
+    let store = engine.store();
+    let records = store.dependencies(task).await?;
+    if records.iter().all(DependencyRecord::met) {
+        return Ok(());
+    }
+    let Some(record) = store.task(&TaskKey::Id(task)).await? else { return Ok(()) };
+    if !engine.features().enabled(Feature::Dependencies, &record.repo) {
+        return Ok(());
+    }
+    let head = &head[..head.len().min(10)];
+    let why = format!("its batch landed as {head}; a landed change waits for nothing before its deploy");
+    withdraw_from_shipping(engine, &record, &records, &why).await;
+    Ok(())
 }
 
 /// A task whose next job the claim holds back, and for what.

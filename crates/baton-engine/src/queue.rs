@@ -563,6 +563,7 @@ async fn landed_member(
         return Ok(());
     };
     if main == head || engine.vcs().is_ancestor(&repo.path, head, main).await {
+        crate::dependencies::withdraw_from_landed(engine, entry.task, head).await?;
         rewake_parked(engine, entry, &format!("merge queue: its batch landed as {}", short(head))).await;
         return Ok(());
     }

@@ -1441,6 +1441,59 @@ fn a_dependency_cancelled_while_its_batch_lands_does_not_hold_the_change_back() 
     dependency_cancelled_while_its_batch_lands_scenario(batch_config(2, 3)).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A change of a merge-queue batch that gets a dependency on a healthy task while its batch is
+/// landing (a declaration racing its arrival at the merge gate), a task that waits for a human's
+/// approval: once the batch has landed the change waits for nothing — its change is on the default
+/// branch — so its wait is withdrawn and it reaches `done` with its batch, while its dependency
+/// stays where it was.
+fn healthy_dependency_while_its_batch_lands_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let later = world.create_task("alpha");
+    at(&mut world, later, "analysis", Hold::AwaitingApproval)?;
+    let tasks: Vec<TaskId> = (0..3).map(|_| world.create_task("alpha")).collect();
+    for task in &tasks {
+        at(&mut world, *task, "deploy_staging", Hold::AwaitingConfirm)?;
+    }
+    for task in &tasks {
+        world.submit(*task, Input::ConfirmDeploy, None)?;
+    }
+    let member = tasks[1];
+    let mut declared = false;
+    for _ in 0..DRIVE_STEPS_MAX {
+        let landing = queue_of(&world).contains(&(member, baton_store::QueueState::Landing));
+        if landing && world.task(member).state.hold == Hold::MergeQueue {
+            world.act(Action::Depend { task: member, on: later, unchecked: true });
+            declared = true;
+            break;
+        }
+        if world.claim().is_none() {
+            match world.running_jobs().first() {
+                Some(job) => {
+                    let _ = world.finish(job.id, Script::Pass);
+                }
+                None => world.advance_clock(2_000),
+            }
+        }
+    }
+    ensure(declared, format!("the batch never landed\n{}", world.trace().join("\n")))?;
+    for task in &tasks {
+        let done = world.drive_until(*task, DRIVE_STEPS_MAX, |t| t.state.stage == "done");
+        ensure(done, format!("task {task} did not reach done; it is {}", world.task(*task).state.display()))?;
+    }
+    let now = world.task(later);
+    ensure(
+        now.state.stage == "analysis" && now.state.hold == Hold::AwaitingApproval,
+        format!("the dependency moved: {}", now.state.display()),
+    )?;
+    no_violations(&mut world)
+}
+
+// A landed change of a batch waits for no dependency before its deploy: the wait is withdrawn.
+#[test]
+fn a_landed_change_of_a_batch_does_not_wait_for_a_healthy_dependency() {
+    healthy_dependency_while_its_batch_lands_scenario(batch_config(2, 3)).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A change parked in the merge queue that waits for the change behind it (a dependency declared
 /// in a race with its reaching the merge gate, which the declaration refuses otherwise) does not
 /// hold the train: it stays off it until its dependency is done, then is tested again and lands.
