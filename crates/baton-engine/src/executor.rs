@@ -1376,7 +1376,7 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     // outcome blocked), while that deploy's freeze is open: it may still be running on the target,
     // so this one waits for the unfreeze, keeping its place.
     if deploy_argv.is_some() && already_merged && taken_over.is_none() && moved_past.is_none() && !deploying {
-        let freeze = crate::monitor::unknown_deploy_freeze(engine, &ctx.repo.name)
+        let freeze = crate::monitor::unknown_deploy_freeze(engine, ctx.task)
             .await
             .map_err(|error| Refused::Machine(format!("cannot read the repository's freezes: {error}")))?;
         if let Some(freeze) = freeze {

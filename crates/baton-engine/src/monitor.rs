@@ -325,16 +325,44 @@ pub async fn freeze_unknown_deploy(
     Ok(true)
 }
 
-/// The open freeze of `repo` over a deploy of unknown outcome ([`freeze_unknown_deploy`]), when
-/// the `freeze` switch is on there. A change that landed and has not deployed yet (a human's retry
-/// of the task that freeze blocked, before the unfreeze) waits while it is open: that other deploy
-/// may still be running on the target. A degraded deploy's freeze does not hold such a deploy back:
-/// the revert lands on top of it only once its deploy stage has ended.
-pub async fn unknown_deploy_freeze(engine: &Engine, repo: &str) -> Result<Option<RepoFreeze>, StoreError> {
-    if !engine.features().enabled(Feature::Freeze, repo) {
+/// The open freeze of `task`'s repository that holds a deploy of unknown outcome
+/// ([`freeze_unknown_deploy`]): one it opened (`frozen_by = "deploy"`), or the one already open
+/// that this task's unknown deploy joined (its `frozen` timeline line names it). `None` when the
+/// `freeze` switch is off there. A change that landed and has not deployed yet (a human's retry of
+/// a task such a freeze blocked, before the unfreeze) waits while it is open: that other deploy
+/// may still be running on the target. A degraded deploy's freeze alone does not hold such a
+/// deploy back: the revert lands on top of it only once its deploy stage has ended.
+pub async fn unknown_deploy_freeze(engine: &Engine, task: &TaskRecord) -> Result<Option<RepoFreeze>, String> {
+    if !engine.features().enabled(Feature::Freeze, &task.repo) {
         return Ok(None);
     }
-    Ok(engine.store().repo_freezes().await?.into_iter().find(|f| f.repo == repo && f.frozen_by == DEPLOY_PRINCIPAL))
+    let open: Vec<RepoFreeze> = engine
+        .store()
+        .repo_freezes()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|f| f.repo == task.repo)
+        .collect();
+    if open.is_empty() {
+        return Ok(None);
+    }
+    if let Some(freeze) = open.iter().find(|f| f.frozen_by == DEPLOY_PRINCIPAL) {
+        return Ok(Some(freeze.clone()));
+    }
+    let mut after = 0;
+    for _ in 0..1_000 {
+        let page = engine.store().events(Some(task.id), after, 500).await.map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else { return Ok(None) };
+        after = last.id;
+        for event in page.iter().filter(|e| e.kind == FROZEN) {
+            let joined = event.detail.get("freeze").and_then(|v| v.as_i64());
+            if let Some(freeze) = open.iter().find(|f| Some(f.id) == joined) {
+                return Ok(Some(freeze.clone()));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Files the revert of `task`'s merged change: a task held at the merge gate's stage whose branch

@@ -4,7 +4,8 @@
 //! start (the machine's failure: the attempt ends `Infrastructure`), so the task's next attempt
 //! is a new job. That job finds the head on the default branch, merged by A, with no job of the
 //! task having recorded the deploy's outcome: it must not deploy again, but block for a human,
-//! naming the instance. The human's retry then deploys (the block recorded the outcome). And an
+//! naming the instance. The human's retry deploys once the freeze holding that unknown deploy is
+//! lifted, and not before (the block recorded the outcome). And an
 //! instance declared dead while alive (a stall past the grace period) that finds its deploy job
 //! taken away lets the deploy that started run to its end. Two engines over one SQLite store, each
 //! with its own data directory, real git on one repository.
@@ -247,10 +248,17 @@ async fn a_deploy_merged_by_an_instance_declared_dead_is_not_run_again_after_a_f
         "{}",
         frozen.message
     );
+
+    // A retry before the freeze is lifted deploys nothing: the deploy A may have run is held by
+    // the freeze it joined, whoever opened it.
+    w.b.engine.submit(&TaskKey::Id(task.id), Input::Retry, "human", None).await.unwrap();
+    assert_eq!(w.step(&w.b).await, "deploy");
+    assert_eq!(w.deploys(), (1, 0), "a retry deployed while the freeze holding the unknown deploy is open");
+    assert_eq!(w.task(&task).await.state.stage, "deploy");
     baton_engine::monitor::unfreeze(&w.b.engine, "app", "human").await.unwrap();
 
-    // The human's retry deploys: the block recorded the outcome, so the head is settled.
-    w.b.engine.submit(&TaskKey::Id(task.id), Input::Retry, "human", None).await.unwrap();
+    // Once it is lifted, the retried change deploys: the block recorded the outcome, so the head
+    // is settled.
     assert_eq!(w.step(&w.b).await, "deploy");
     assert_eq!(w.deploys(), (1, 1), "the human's retry did not deploy");
     assert_eq!(w.task(&task).await.state.stage, "done");
