@@ -323,6 +323,15 @@ const GUARDS: &[Guard] = &[
         test: "a_landed_change_of_a_batch_does_not_wait_for_a_healthy_dependency",
     },
     Guard {
+        name: "no deploy runs before its merge is recorded on the timeline",
+        edits: &[Edit {
+            file: EXECUTOR,
+            find: "    if let (Err(error), Some(_)) = (&recorded, &deploy_argv) {",
+            replace: "    if let (Err(error), true) = (&recorded, false) {",
+        }],
+        test: "seeds_that_found_bugs_keep_the_invariants",
+    },
+    Guard {
         name: "the dependency backstop withdraws a shipping change's dead dependencies",
         edits: &[Edit {
             file: "crates/baton-engine/src/dependencies.rs",

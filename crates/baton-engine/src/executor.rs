@@ -191,8 +191,8 @@ async fn stop_what_was_adopted(engine: &Engine, job: &JobRecord) {
 /// group is still the one started for it); in the shim's launch record of the job's last agent
 /// run (a Baton killed before the row took the group); or, for a deploy job, in the run directory
 /// of the deploy command it started (keyed by the head its `merged` event records, and never on
-/// the job row). What the reaper's backstop and a failed adoption stop before the job's end is
-/// recorded.
+/// the job row; no deploy runs before that event is written). What the reaper's backstop and a
+/// failed adoption stop before the job's end is recorded.
 pub(crate) async fn live_group(engine: &Engine, job: &JobRecord) -> Option<u32> {
     let supervisor = engine.supervisor();
     if let Some(pgid) = job.pgid.filter(|pgid| supervisor.is_same_group(*pgid, job.proc_start)) {
@@ -1226,7 +1226,8 @@ impl From<String> for Refused {
 }
 
 /// The deploy actor: fast-forward the default branch to the retested head, then run `deploy`.
-/// `Err` means nothing was merged.
+/// `Err` means nothing was merged, or (`Machine`) nothing was deployed: a merge whose `merged`
+/// line could not be written.
 async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     let engine = ctx.engine;
     // A store that cannot be read is the machine's failure, never the change's: the step runs
@@ -1401,7 +1402,7 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         crate::settings::MergeStyle::Squash => "squash-merged at",
         crate::settings::MergeStyle::Merge => "merged at",
     };
-    let _ = engine
+    let recorded = engine
         .store()
         .append_event(NewEvent {
             task: ctx.task.id,
@@ -1415,6 +1416,18 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
             }),
         })
         .await;
+    // No deploy runs without that line: the reaper's backstop finds a hung deploy's group by it
+    // (without it, the job's end was recorded while its deploy ran on, and a change landed under
+    // it: seed 31001051), and an instance that takes this job over after this one is declared dead
+    // reads it to know a deploy may have run here. The change has landed; the next attempt finds
+    // it there and deploys.
+    if let (Err(error), Some(_)) = (&recorded, &deploy_argv) {
+        return Err(Refused::Machine(format!(
+            "{short} has landed on {}, but the merge could not be recorded on the timeline ({error}); \
+             deploying once it is",
+            ctx.repo.default_branch
+        )));
+    }
     ratchet_coverage(ctx, &head).await;
     let mut merged = GateVerdict::new(
         baton_domain::MERGED_VERDICT,

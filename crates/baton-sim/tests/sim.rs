@@ -99,11 +99,16 @@ fn a_seed_replays_exactly() {
 // running on beside its next attempt (a failed adoption now stops what it adopted). 386116: a STOP
 // cancelled a job just before the Baton watching its agent died; no executor saw it, the agent ran on
 // unwatched while the next Baton's reaper labelled its run lost (the reaper now stops it).
+// 31001051: the reaper's backstop found no deploy to stop for a deploy job whose `merged` line
+// was never written (a store write failed after the merge) and recorded its end while its deploy
+// ran on; a human's retry let the next change land under it (no deploy runs now before its merge
+// is recorded).
 #[test]
 fn seeds_that_found_bugs_keep_the_invariants() {
-    for seed in
-        [5734, 11808, 11587, 33120, 161677, 165339, 385833, 386116, 410236, 410608, 412116, 414658, 422699, 444881]
-    {
+    for seed in [
+        5734, 11808, 11587, 33120, 161677, 165339, 385833, 386116, 410236, 410608, 412116, 414658, 422699, 444881,
+        31001051,
+    ] {
         sweep(seed, 1, &Config::sweep(0)).unwrap_or_else(|failure| panic!("seed {seed}: {failure}"));
     }
     // Found at READ COMMITTED: two tries of one degraded deploy's filing at once (an outbox claim
