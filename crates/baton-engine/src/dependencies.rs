@@ -304,14 +304,15 @@ async fn withdraw_from_shipping(
     engine.wake();
 }
 
-/// Withdraws every dependency not done of the change of a batch that has just landed, before it
-/// is woken to carry on towards its deploy: the claim holds a job back while its task waits for a
-/// dependency, and a landed change held there keeps its batch's queue entry landing, so every
-/// change behind it (its dependency too, perhaps) waits for its deploy. Such a wait can only have
-/// been declared in a race with the change's arrival at the merge gate (`baton task depend` refuses
-/// it after), and its change is on the default branch whatever the dependency does. A line on the
-/// timeline names what was withdrawn. Nothing happens where the `dependencies` switch is off.
-pub(crate) async fn withdraw_from_landed(engine: &Engine, task: TaskId, head: &str) -> Result<(), EngineError> {
+/// Withdraws every dependency not done of a change that is landing (it took the merge lease), or
+/// of a change of a batch that has just landed, before it is woken to carry on towards its deploy:
+/// the claim holds a job back while its task waits for a dependency, and a landing change held
+/// there keeps its queue entry landing, so every change behind it (its dependency too, perhaps)
+/// waits for its deploy. Such a wait can only have been declared in a race with the change's
+/// arrival at the merge gate (`baton task depend` refuses it after), and a landing change ships
+/// whatever its dependencies do. A line on the timeline names what was withdrawn, and `why`.
+/// Nothing happens where the `dependencies` switch is off.
+pub(crate) async fn withdraw_from_landed(engine: &Engine, task: TaskId, why: &str) -> Result<(), EngineError> {
     if engine.features().off_everywhere(Feature::Dependencies) {
         return Ok(());
     }
@@ -324,9 +325,7 @@ pub(crate) async fn withdraw_from_landed(engine: &Engine, task: TaskId, head: &s
     if !engine.features().enabled(Feature::Dependencies, &record.repo) {
         return Ok(());
     }
-    let head = &head[..head.len().min(10)];
-    let why = format!("its batch landed as {head}; a landed change waits for nothing before its deploy");
-    withdraw_from_shipping(engine, &record, &records, &why).await;
+    withdraw_from_shipping(engine, &record, &records, why).await;
     Ok(())
 }
 

@@ -249,6 +249,16 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
     let entries = if engine.features().enabled(Feature::Dependencies, repo_name) {
         let waiting: BTreeSet<TaskId> =
             store.live_dependencies().await?.into_iter().filter(|d| !d.met()).map(|d| d.task_id).collect();
+        // A change landing on its own (it took the merge lease; its deploy job merges) that waits
+        // for one would hold the lease's queue forever, its dependency perhaps behind it: its
+        // waits are withdrawn, and it ships.
+        for entry in entries.iter().filter(|e| e.state == QueueState::Landing && e.batch.is_none()) {
+            if waiting.contains(&entry.task) {
+                let why =
+                    "it is landing (it took the merge lease); a landing change ships whatever its dependencies do";
+                crate::dependencies::withdraw_from_landed(engine, entry.task, why).await?;
+            }
+        }
         let mut entries = entries;
         entries.retain(|e| {
             e.batch.is_some()
@@ -563,7 +573,8 @@ async fn landed_member(
         return Ok(());
     };
     if main == head || engine.vcs().is_ancestor(&repo.path, head, main).await {
-        crate::dependencies::withdraw_from_landed(engine, entry.task, head).await?;
+        let why = format!("its batch landed as {}; a landed change waits for nothing before its deploy", short(head));
+        crate::dependencies::withdraw_from_landed(engine, entry.task, &why).await?;
         rewake_parked(engine, entry, &format!("merge queue: its batch landed as {}", short(head))).await;
         return Ok(());
     }

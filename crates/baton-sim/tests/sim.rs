@@ -102,12 +102,15 @@ fn a_seed_replays_exactly() {
 // 31001051: the reaper's backstop found no deploy to stop for a deploy job whose `merged` line
 // was never written (a store write failed after the merge) and recorded its end while its deploy
 // ran on; a human's retry let the next change land under it (no deploy runs now before its merge
-// is recorded).
+// is recorded). 52011298 (`NotSettled`): a change that took the merge lease got a dependency in a
+// race, on a task waiting (through another) for the change behind it in the queue; the claim held
+// its deploy job back, and the queue waited for its landing for ever (a landing change's waits are
+// now withdrawn: it ships whatever its dependencies do).
 #[test]
 fn seeds_that_found_bugs_keep_the_invariants() {
     for seed in [
         5734, 11808, 11587, 33120, 161677, 165339, 385833, 386116, 410236, 410608, 412116, 414658, 422699, 444881,
-        31001051,
+        31001051, 52011298,
     ] {
         sweep(seed, 1, &Config::sweep(0)).unwrap_or_else(|failure| panic!("seed {seed}: {failure}"));
     }
