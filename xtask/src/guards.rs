@@ -332,11 +332,11 @@ const GUARDS: &[Guard] = &[
         test: "seeds_that_found_bugs_keep_the_invariants",
     },
     Guard {
-        name: "a change landing on its own waits for no dependency",
+        name: "a change landing on its own, or a revert in a frozen repository, waits for no dependency",
         edits: &[Edit {
             file: "crates/baton-engine/src/queue.rs",
-            find: "                crate::dependencies::withdraw_from_landed(engine, entry.task, why).await?;",
-            replace: "                let _ = why;",
+            find: "            crate::dependencies::withdraw_from_landed(engine, entry.task, why).await?;",
+            replace: "            let _ = why;",
         }],
         test: "seeds_that_found_bugs_keep_the_invariants",
     },

@@ -225,7 +225,8 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
         tracing::warn!(repo = repo_name, "merge queue: the default branch `{}` cannot be read", repo.default_branch);
         return Ok(());
     };
-    let entries = if crate::monitor::frozen(engine, repo_name).await?.is_some() {
+    let frozen = crate::monitor::frozen(engine, repo_name).await?.is_some();
+    let entries = if frozen {
         // Frozen: only reverts may land. The other changes stay off the train, untouched, so no
         // green change that may not land holds a revert up behind it; after the unfreeze they are
         // tested again on the default head the reverts moved.
@@ -251,13 +252,19 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
             store.live_dependencies().await?.into_iter().filter(|d| !d.met()).map(|d| d.task_id).collect();
         // A change landing on its own (it took the merge lease; its deploy job merges) that waits
         // for one would hold the lease's queue forever, its dependency perhaps behind it: its
-        // waits are withdrawn, and it ships.
-        for entry in entries.iter().filter(|e| e.state == QueueState::Landing && e.batch.is_none()) {
-            if waiting.contains(&entry.task) {
-                let why =
-                    "it is landing (it took the merge lease); a landing change ships whatever its dependencies do";
-                crate::dependencies::withdraw_from_landed(engine, entry.task, why).await?;
-            }
+        // waits are withdrawn, and it ships. So are a revert's, in a frozen repository (every
+        // change left on the train there is one): the repository stays frozen until it lands,
+        // and its dependency may well wait for the very change it reverts.
+        for entry in entries.iter().filter(|e| waiting.contains(&e.task)) {
+            let why = match entry.state {
+                QueueState::Landing if entry.batch.is_none() => {
+                    "it is landing (it took the merge lease); a landing change ships whatever its dependencies do"
+                }
+                QueueState::Landing | QueueState::Evicted => continue,
+                _ if frozen => "it reverts a degraded deploy in a frozen repository; a revert waits for nothing",
+                _ => continue,
+            };
+            crate::dependencies::withdraw_from_landed(engine, entry.task, why).await?;
         }
         let mut entries = entries;
         entries.retain(|e| {

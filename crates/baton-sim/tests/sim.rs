@@ -105,12 +105,14 @@ fn a_seed_replays_exactly() {
 // is recorded). 52011298 (`NotSettled`): a change that took the merge lease got a dependency in a
 // race, on a task waiting (through another) for the change behind it in the queue; the claim held
 // its deploy job back, and the queue waited for its landing for ever (a landing change's waits are
-// now withdrawn: it ships whatever its dependencies do).
+// now withdrawn: it ships whatever its dependencies do). 52016652 (`NotReverted`): the same race
+// gave the revert of a degraded deploy a dependency on a task that waited for the degraded one, and
+// the frozen repository's revert never landed (a revert's waits are withdrawn there too).
 #[test]
 fn seeds_that_found_bugs_keep_the_invariants() {
     for seed in [
         5734, 11808, 11587, 33120, 161677, 165339, 385833, 386116, 410236, 410608, 412116, 414658, 422699, 444881,
-        31001051, 52011298,
+        31001051, 52011298, 52016652,
     ] {
         sweep(seed, 1, &Config::sweep(0)).unwrap_or_else(|failure| panic!("seed {seed}: {failure}"));
     }
