@@ -180,10 +180,16 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
 
 /// Stops the process group an earlier Baton started for `job`, if it still runs.
 async fn stop_what_was_adopted(engine: &Engine, job: &JobRecord) {
-    if let Some(pgid) = live_group(engine, job).await {
-        tracing::warn!(job = %job.id, stage = %job.stage, pgid, "the adoption failed: stopping the process group it adopted");
-        let grace = Duration::from_secs(engine.settings().limits.stop_grace_secs);
-        engine.supervisor().stop_group(pgid, grace).await;
+    match live_group(engine, job).await {
+        Ok(Some(pgid)) => {
+            tracing::warn!(job = %job.id, stage = %job.stage, pgid, "the adoption failed: stopping the process group it adopted");
+            let grace = Duration::from_secs(engine.settings().limits.stop_grace_secs);
+            engine.supervisor().stop_group(pgid, grace).await;
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(job = %job.id, "the adoption failed, and what it adopted cannot be found: {error}")
+        }
     }
 }
 
@@ -192,27 +198,31 @@ async fn stop_what_was_adopted(engine: &Engine, job: &JobRecord) {
 /// run (a Baton killed before the row took the group); or, for a deploy job, in the run directory
 /// of the deploy command it started (keyed by the head its `merged` event records, and never on
 /// the job row; no deploy runs before that event is written). What the reaper's backstop and a
-/// failed adoption stop before the job's end is recorded.
-pub(crate) async fn live_group(engine: &Engine, job: &JobRecord) -> Option<u32> {
+/// failed adoption stop before the job's end is recorded. `Err` when the store could not be read:
+/// that says nothing about whether a group runs, so the job's end must not be recorded on it (read
+/// as "none", a deploy ran on after the reaper recorded its job's end, and a change landed under
+/// it: seed 77003305).
+pub(crate) async fn live_group(engine: &Engine, job: &JobRecord) -> Result<Option<u32>, String> {
     let supervisor = engine.supervisor();
     if let Some(pgid) = job.pgid.filter(|pgid| supervisor.is_same_group(*pgid, job.proc_start)) {
-        return Some(pgid);
+        return Ok(Some(pgid));
     }
-    if let Ok(runs) = engine.store().agent_runs(job.task_id).await
-        && let Some(run) = runs.iter().rev().find(|r| r.job_id == job.id)
+    let runs = engine.store().agent_runs(job.task_id).await.map_err(|e| format!("cannot read the agent runs: {e}"))?;
+    if let Some(run) = runs.iter().rev().find(|r| r.job_id == job.id)
         && let Previous::Running(launch) = supervisor.previous(Path::new(&run.log_path))
     {
-        return Some(launch.pgid);
+        return Ok(Some(launch.pgid));
     }
     let deploys = engine.pipeline_for(&job.repo).stage(&job.stage).is_some_and(|s| s.actor == Actor::Deploy);
     if !deploys {
-        return None;
+        return Ok(None);
     }
-    let (head, _) = merges_by_job(engine, job.task_id, job.id).await?.pop()?;
-    match engine.commands().previous(&repo_deploy_run_dir(engine, &job.repo, &head)) {
+    let merges = merges_by_job(engine, job.task_id, job.id).await.ok_or("cannot read the task's timeline")?;
+    let Some((head, _)) = merges.last() else { return Ok(None) };
+    Ok(match engine.commands().previous(&repo_deploy_run_dir(engine, &job.repo, head)) {
         Previous::Running(launch) => Some(launch.pgid),
         _ => None,
-    }
+    })
 }
 
 /// What the task's branch in `worktree` changes relative to `repo`'s default branch, after this

@@ -181,7 +181,16 @@ async fn backstop(engine: &Arc<Engine>) -> u32 {
         // The processes go before the job's end is recorded. A deploy command's group is named in
         // its run directory, not on the job row: recorded as ended while that deploy still ran,
         // the job held no merge back, and a change landed under the deploy (seed 161677).
-        if let Some(pgid) = crate::executor::live_group(engine, &job).await {
+        // Where that group is cannot be read: nothing is recorded, and the next pass judges this
+        // job again.
+        let group = match crate::executor::live_group(engine, &job).await {
+            Ok(group) => group,
+            Err(error) => {
+                tracing::warn!(job = %job.id, "reaper backstop: {error}");
+                continue;
+            }
+        };
+        if let Some(pgid) = group {
             let grace = std::time::Duration::from_secs(engine.settings().limits.stop_grace_secs);
             engine.supervisor().stop_group(pgid, grace).await;
         }

@@ -120,6 +120,11 @@ fn seeds_that_found_bugs_keep_the_invariants() {
     // expired while the first still ran) filed two incident tasks.
     let rc = Config { isolation: IsolationMix::ReadCommitted, ..Config::sweep(0) };
     sweep(166247, 1, &rc).unwrap_or_else(|failure| panic!("seed 166247 at READ COMMITTED: {failure}"));
+    // Found in a run of 1,500 steps (`MovedUnderDeploy`): the reaper's backstop read "no group" from
+    // a failed read of the timeline, recorded the end of a deploy job whose deploy ran on, and the
+    // next change landed under it (a read that fails now leaves the job to the next pass).
+    let long = Config { steps_max: 1_500, ..Config::sweep(0) };
+    sweep(77003305, 1, &long).unwrap_or_else(|failure| panic!("seed 77003305 over 1,500 steps: {failure}"));
 }
 
 // Each store rule the invariants rely on, broken on purpose, is caught within a few hundred seeds.
