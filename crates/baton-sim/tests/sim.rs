@@ -1401,32 +1401,39 @@ fn stale_fetch_landing_scenario(mut config: WorldConfig) -> Result<(), String> {
     no_violations(&mut world)
 }
 
-/// A change of a merge-queue batch whose dependency is cancelled while its batch is landing: the
-/// dependency backstop must not block it (its change is about to be on main, or already is), so
-/// it is woken once the batch landed and reaches `done` like the rest of its batch. The dependency
-/// is written the way a declaration racing the change's arrival at the merge gate would leave it.
-fn dependency_cancelled_while_its_batch_lands_scenario(config: WorldConfig) -> Result<(), String> {
-    let mut world = World::new(config);
-    let gone = world.create_task("alpha");
-    let stopped = world.submit(gone, Input::Stop, None)?;
-    ensure(matches!(stopped, InputOutcome::Applied { .. }), format!("STOP: {stopped:?}"))?;
-    at(&mut world, gone, baton_domain::pipeline::CANCELLED, Hold::None)?;
+/// Three changes confirmed for the merge queue of `alpha` (the first tested alone at depth 1, the
+/// two behind it as one batch), driven until the batch's first change is parked while its batch
+/// lands; then it is made to wait for `on`, written the way a declaration racing the change's
+/// arrival at the merge gate would leave it, and with `backstop` the reconciler's dependency
+/// backstop runs at once. The three changes, once every one is `done`.
+fn batch_member_gets_a_dependency_while_landing(
+    world: &mut World,
+    on: TaskId,
+    backstop: bool,
+) -> Result<Vec<TaskId>, String> {
     let tasks: Vec<TaskId> = (0..3).map(|_| world.create_task("alpha")).collect();
     for task in &tasks {
-        at(&mut world, *task, "deploy_staging", Hold::AwaitingConfirm)?;
+        at(world, *task, "deploy_staging", Hold::AwaitingConfirm)?;
     }
     for task in &tasks {
         world.submit(*task, Input::ConfirmDeploy, None)?;
     }
-    // The first change is tested alone (depth 1); the two behind it wait together as a batch.
     let member = tasks[1];
-    let mut blocked_while_landing = false;
+    let mut declared = false;
     for _ in 0..DRIVE_STEPS_MAX {
-        let landing = queue_of(&world).contains(&(member, baton_store::QueueState::Landing));
+        let landing = queue_of(world).contains(&(member, baton_store::QueueState::Landing));
         if landing && world.task(member).state.hold == Hold::MergeQueue {
-            world.act(Action::Depend { task: member, on: gone, unchecked: true });
-            world.act(Action::ReconcilerTick);
-            blocked_while_landing = true;
+            world.act(Action::Depend { task: member, on, unchecked: true });
+            if backstop {
+                // The backstop withdraws a wait that can never be met at once, instead of blocking
+                // the landing change or leaving the wait for the queue to find.
+                world.act(Action::ReconcilerTick);
+                ensure(
+                    !world.store.peek_depends(member, on),
+                    format!("the backstop left the landing change waiting for {on}\n{}", world.trace().join("\n")),
+                )?;
+            }
+            declared = true;
             break;
         }
         if world.claim().is_none() {
@@ -1438,11 +1445,26 @@ fn dependency_cancelled_while_its_batch_lands_scenario(config: WorldConfig) -> R
             }
         }
     }
-    ensure(blocked_while_landing, format!("the batch never landed\n{}", world.trace().join("\n")))?;
+    ensure(declared, format!("the batch never landed\n{}", world.trace().join("\n")))?;
     for task in &tasks {
         let done = world.drive_until(*task, DRIVE_STEPS_MAX, |t| t.state.stage == "done");
         ensure(done, format!("task {task} did not reach done; it is {}", world.task(*task).state.display()))?;
     }
+    Ok(tasks)
+}
+
+/// A change of a merge-queue batch whose dependency is cancelled while its batch is landing: the
+/// dependency backstop must not block it (its change is about to be on main, or already is), so
+/// it is woken once the batch landed and reaches `done` like the rest of its batch. The dependency
+/// is written the way a declaration racing the change's arrival at the merge gate would leave it.
+fn dependency_cancelled_while_its_batch_lands_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let gone = world.create_task("alpha");
+    let stopped = world.submit(gone, Input::Stop, None)?;
+    ensure(matches!(stopped, InputOutcome::Applied { .. }), format!("STOP: {stopped:?}"))?;
+    at(&mut world, gone, baton_domain::pipeline::CANCELLED, Hold::None)?;
+    // The backstop runs at once: it must not block the landing change.
+    batch_member_gets_a_dependency_while_landing(&mut world, gone, true)?;
     ensure(world.forge.batch_merges() >= 1, "no batch landed")?;
     let left = world.check_cleaned_up();
     ensure(left.is_empty(), describe(&world, &left))?;
@@ -1465,36 +1487,7 @@ fn healthy_dependency_while_its_batch_lands_scenario(config: WorldConfig) -> Res
     let mut world = World::new(config);
     let later = world.create_task("alpha");
     at(&mut world, later, "analysis", Hold::AwaitingApproval)?;
-    let tasks: Vec<TaskId> = (0..3).map(|_| world.create_task("alpha")).collect();
-    for task in &tasks {
-        at(&mut world, *task, "deploy_staging", Hold::AwaitingConfirm)?;
-    }
-    for task in &tasks {
-        world.submit(*task, Input::ConfirmDeploy, None)?;
-    }
-    let member = tasks[1];
-    let mut declared = false;
-    for _ in 0..DRIVE_STEPS_MAX {
-        let landing = queue_of(&world).contains(&(member, baton_store::QueueState::Landing));
-        if landing && world.task(member).state.hold == Hold::MergeQueue {
-            world.act(Action::Depend { task: member, on: later, unchecked: true });
-            declared = true;
-            break;
-        }
-        if world.claim().is_none() {
-            match world.running_jobs().first() {
-                Some(job) => {
-                    let _ = world.finish(job.id, Script::Pass);
-                }
-                None => world.advance_clock(2_000),
-            }
-        }
-    }
-    ensure(declared, format!("the batch never landed\n{}", world.trace().join("\n")))?;
-    for task in &tasks {
-        let done = world.drive_until(*task, DRIVE_STEPS_MAX, |t| t.state.stage == "done");
-        ensure(done, format!("task {task} did not reach done; it is {}", world.task(*task).state.display()))?;
-    }
+    batch_member_gets_a_dependency_while_landing(&mut world, later, false)?;
     let now = world.task(later);
     ensure(
         now.state.stage == "analysis" && now.state.hold == Hold::AwaitingApproval,

@@ -286,6 +286,11 @@ impl SimStore {
         self.lock().jobs.values().filter(|j| j.task_id == task).cloned().collect()
     }
 
+    /// Whether `task` is declared to wait for `on`, as stored, without faults.
+    pub fn peek_depends(&self, task: TaskId, on: TaskId) -> bool {
+        self.lock().dependencies.contains_key(&(task, on))
+    }
+
     /// A lease as stored, without faults.
     pub fn peek_lease(&self, name: &str) -> Option<LeaseRecord> {
         self.lock().leases.get(name).cloned()
