@@ -326,7 +326,7 @@ const GUARDS: &[Guard] = &[
         name: "a landed change of a batch waits for no dependency",
         edits: &[Edit {
             file: "crates/baton-engine/src/queue.rs",
-            find: "        crate::dependencies::withdraw_from_landed(engine, entry.task, &why).await?;",
+            find: "        crate::dependencies::withdraw_waits(engine, entry.task, &why).await?;",
             replace: "        let _ = &why;",
         }],
         test: "a_landed_change_of_a_batch_does_not_wait_for_a_healthy_dependency",
@@ -344,7 +344,7 @@ const GUARDS: &[Guard] = &[
         name: "a change landing on its own, or a revert in a frozen repository, waits for no dependency",
         edits: &[Edit {
             file: "crates/baton-engine/src/queue.rs",
-            find: "            crate::dependencies::withdraw_from_landed(engine, entry.task, why).await?;",
+            find: "            crate::dependencies::withdraw_waits(engine, entry.task, why).await?;",
             replace: "            let _ = why;",
         }],
         test: "seeds_that_found_bugs_keep_the_invariants",

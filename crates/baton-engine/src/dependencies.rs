@@ -304,15 +304,16 @@ async fn withdraw_from_shipping(
     engine.wake();
 }
 
-/// Withdraws every dependency not done of a change that is landing (it took the merge lease), or
-/// of a change of a batch that has just landed, before it is woken to carry on towards its deploy:
+/// Withdraws every dependency not done of a change that is landing (it took the merge lease), of
+/// a change of a batch that has just landed, before it is woken to carry on towards its deploy, or
+/// of the revert a frozen repository waits for (the queue pass calls it for each):
 /// the claim holds a job back while its task waits for a dependency, and a landing change held
 /// there keeps its queue entry landing, so every change behind it (its dependency too, perhaps)
 /// waits for its deploy. Such a wait can only have been declared in a race with the change's
 /// arrival at the merge gate (`baton task depend` refuses it after), and a landing change ships
 /// whatever its dependencies do. A line on the timeline names what was withdrawn, and `why`.
 /// Nothing happens where the `dependencies` switch is off.
-pub(crate) async fn withdraw_from_landed(engine: &Engine, task: TaskId, why: &str) -> Result<(), EngineError> {
+pub(crate) async fn withdraw_waits(engine: &Engine, task: TaskId, why: &str) -> Result<(), EngineError> {
     if engine.features().off_everywhere(Feature::Dependencies) {
         return Ok(());
     }

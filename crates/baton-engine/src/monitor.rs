@@ -350,19 +350,10 @@ pub async fn unknown_deploy_freeze(engine: &Engine, task: &TaskRecord) -> Result
     if let Some(freeze) = open.iter().find(|f| f.frozen_by == DEPLOY_PRINCIPAL) {
         return Ok(Some(freeze.clone()));
     }
-    let mut after = 0;
-    for _ in 0..1_000 {
-        let page = engine.store().events(Some(task.id), after, 500).await.map_err(|e| e.to_string())?;
-        let Some(last) = page.last() else { return Ok(None) };
-        after = last.id;
-        for event in page.iter().filter(|e| e.kind == FROZEN) {
-            let joined = event.detail.get("freeze").and_then(|v| v.as_i64());
-            if let Some(freeze) = open.iter().find(|f| Some(f.id) == joined) {
-                return Ok(Some(freeze.clone()));
-            }
-        }
-    }
-    Ok(None)
+    let joined = |e: &EventRecord| e.detail.get("freeze").and_then(|v| v.as_i64());
+    let line =
+        timeline_find(engine, task, |e| e.kind == FROZEN && open.iter().any(|f| Some(f.id) == joined(e))).await?;
+    Ok(line.and_then(|e| open.into_iter().find(|f| Some(f.id) == joined(&e))))
 }
 
 /// Files the revert of `task`'s merged change: a task held at the merge gate's stage whose branch
@@ -494,13 +485,22 @@ async fn alert(engine: &Engine, task: &TaskRecord, text: String) -> Result<(), S
 
 /// The first event of `kind` on `task`'s timeline.
 async fn timeline_event(engine: &Engine, task: &TaskRecord, kind: &str) -> Result<Option<EventRecord>, String> {
+    timeline_find(engine, task, |e| e.kind == kind).await
+}
+
+/// The first event of `task`'s timeline that `wanted` picks.
+async fn timeline_find(
+    engine: &Engine,
+    task: &TaskRecord,
+    wanted: impl Fn(&EventRecord) -> bool,
+) -> Result<Option<EventRecord>, String> {
     let mut after = 0;
     // A task's timeline is bounded (retries, rollbacks, defers are capped); read it in pages.
     for _ in 0..1_000 {
         let page = engine.store().events(Some(task.id), after, 500).await.map_err(|e| e.to_string())?;
         let Some(last) = page.last() else { return Ok(None) };
         after = last.id;
-        if let Some(found) = page.into_iter().find(|e| e.kind == kind) {
+        if let Some(found) = page.into_iter().find(|e| wanted(e)) {
             return Ok(Some(found));
         }
     }

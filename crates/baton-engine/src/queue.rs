@@ -264,7 +264,7 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
                 _ if frozen => "it reverts a degraded deploy in a frozen repository; a revert waits for nothing",
                 _ => continue,
             };
-            crate::dependencies::withdraw_from_landed(engine, entry.task, why).await?;
+            crate::dependencies::withdraw_waits(engine, entry.task, why).await?;
         }
         let mut entries = entries;
         entries.retain(|e| {
@@ -581,7 +581,7 @@ async fn landed_member(
     };
     if main == head || engine.vcs().is_ancestor(&repo.path, head, main).await {
         let why = format!("its batch landed as {}; a landed change waits for nothing before its deploy", short(head));
-        crate::dependencies::withdraw_from_landed(engine, entry.task, &why).await?;
+        crate::dependencies::withdraw_waits(engine, entry.task, &why).await?;
         rewake_parked(engine, entry, &format!("merge queue: its batch landed as {}", short(head))).await;
         return Ok(());
     }
