@@ -320,6 +320,15 @@ const GUARDS: &[Guard] = &[
             find: "    if deploy_argv.is_some() && already_merged && taken_over.is_none() && moved_past.is_none() && !deploying {",
             replace: "    if false {",
         }],
+        test: "baton-engine/deploy_takeover/a_deploy_merged_by_an_instance_declared_dead_is_not_run_again_after_a_failed_take_over",
+    },
+    Guard {
+        name: "a person's retry of a landed change is refused while an unknown deploy's freeze is open",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/engine.rs",
+            find: "        if input == Input::Retry\n            && let Some(refusal) = self.retry_refusal(&task).await?",
+            replace: "        if input == Input::Stop && input == Input::Retry\n            && let Some(refusal) = self.retry_refusal(&task).await?",
+        }],
         test: "baton-engine/deploy_takeover/a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_end",
     },
     Guard {

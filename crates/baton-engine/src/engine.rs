@@ -819,6 +819,11 @@ impl Engine {
                 task.work_item_id
             )));
         }
+        if input == Input::Retry
+            && let Some(refusal) = self.retry_refusal(&task).await?
+        {
+            return Err(EngineError::Invalid(refusal));
+        }
         // Without a caller's key, the input is keyed by what it does to which task version: a
         // replay of the same command on the same state is a duplicate and changes nothing.
         let dedup_key = dedup_key.unwrap_or_else(|| auto_dedup_key(&task, &input));
@@ -828,6 +833,45 @@ impl Engine {
             payload: serde_json::json!({ "by": by, "input": format!("{input:?}") }),
         });
         self.apply_event(task.id, &input.event(by), None, inbox).await
+    }
+
+    /// Why a human's retry of `task` cannot go on yet, when it cannot: the task is blocked at its
+    /// deploy stage with its change landed, and the repository's freeze that holds a deploy of
+    /// unknown outcome (one this task's deploy opened or joined, [`crate::monitor::unknown_deploy_freeze`])
+    /// is still open. That deploy may still be running on the target, so the retried deploy would
+    /// only wait for the unfreeze; the retry is refused instead, naming the order that works. (The
+    /// deploy actor still waits, without deploying, for a retry that reaches it another way.)
+    async fn retry_refusal(&self, task: &TaskRecord) -> Result<Option<String>, EngineError> {
+        if !matches!(task.state.hold, baton_domain::Hold::Blocked { .. }) {
+            return Ok(None);
+        }
+        let at_deploy = self
+            .pipeline_for(&task.repo)
+            .stage(&task.state.stage)
+            .is_some_and(|stage| stage.actor == baton_domain::Actor::Deploy);
+        if !at_deploy {
+            return Ok(None);
+        }
+        let Some(freeze) = crate::monitor::unknown_deploy_freeze(self, task)
+            .await
+            .map_err(|error| EngineError::Io(format!("cannot read the repository's freezes: {error}")))?
+        else {
+            return Ok(None);
+        };
+        let Some(head) = self.landed_head(task).await? else {
+            return Ok(None);
+        };
+        Ok(Some(format!(
+            "{} is frozen ({}, by {}), and {}'s change {} has landed without a known deploy: check the target, \
+             run `baton repo unfreeze {}`, then retry {}",
+            task.repo,
+            freeze.reason,
+            freeze.frozen_by,
+            task.work_item_id,
+            &head[..head.len().min(10)],
+            task.repo,
+            task.work_item_id
+        )))
     }
 
     /// Ends `finish.job` as `status` with its result, unless `finish.claimed_by` names a claim the

@@ -4,8 +4,10 @@
 //! start (the machine's failure: the attempt ends `Infrastructure`), so the task's next attempt
 //! is a new job. That job finds the head on the default branch, merged by A, with no job of the
 //! task having recorded the deploy's outcome: it must not deploy again, but block for a human,
-//! naming the instance. The human's retry deploys once the freeze holding that unknown deploy is
-//! lifted, and not before (the block recorded the outcome). And an
+//! naming the instance. A person's retry is refused while the freeze holding that unknown deploy
+//! is open (it says to check the target and unfreeze first), a retry that reaches the task another
+//! way waits without deploying, and after the unfreeze the retry deploys (the block recorded the
+//! outcome). And an
 //! instance declared dead while alive (a stall past the grace period) that finds its deploy job
 //! taken away lets the deploy that started run to its end. Two engines over one SQLite store, each
 //! with its own data directory, real git on one repository.
@@ -249,12 +251,24 @@ async fn a_deploy_merged_by_an_instance_declared_dead_is_not_run_again_after_a_f
         frozen.message
     );
 
-    // A retry before the freeze is lifted deploys nothing: the deploy A may have run is held by
-    // the freeze it joined, whoever opened it.
-    w.b.engine.submit(&TaskKey::Id(task.id), Input::Retry, "human", None).await.unwrap();
+    // A person's retry before the freeze is lifted is refused, naming the order that works: the
+    // deploy A may have run is held by the freeze it joined, whoever opened it.
+    let refused = w.b.engine.submit(&TaskKey::Id(task.id), Input::Retry, "human", None).await;
+    let Err(EngineError::Invalid(why)) = &refused else { panic!("the retry was not refused: {refused:?}") };
+    assert!(why.contains("APP-000") && why.contains("baton repo unfreeze app"), "{why}");
+    assert!(matches!(w.task(&task).await.state.hold, Hold::Blocked { .. }), "the refused retry moved the task");
+    // A retry that reaches the task another way deploys nothing either.
+    let retry = Event::Retry { by: "human".into() };
+    w.b.engine.apply_event(task.id, &retry, None, None).await.unwrap();
     assert_eq!(w.step(&w.b).await, "deploy");
     assert_eq!(w.deploys(), (1, 0), "a retry deployed while the freeze holding the unknown deploy is open");
     assert_eq!(w.task(&task).await.state.stage, "deploy");
+    let timeline = w.store.events(Some(task.id), 0, 500).await.unwrap();
+    assert!(
+        timeline.iter().any(|e| e.message.contains("deploys once a person has checked the target")),
+        "the wait is not on the timeline: {:?}",
+        timeline.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
     baton_engine::monitor::unfreeze(&w.b.engine, "app", "human").await.unwrap();
 
     // Once it is lifted, the retried change deploys: the block recorded the outcome, so the head
@@ -311,30 +325,21 @@ async fn a_deploy_started_by_an_instance_declared_dead_while_alive_runs_to_its_e
     assert_eq!(w.deploys(), (1, 0), "a deploy ran in the frozen repository");
     assert_ne!(w.task(&next).await.state.stage, "done");
 
-    // A retry before the unfreeze (the person skipped checking the target) deploys nothing: the
-    // landed change waits at its deploy stage, saying what it waits for.
-    w.b.engine.submit(&TaskKey::Id(task.id), Input::Retry, "human", None).await.unwrap();
-    for _ in 0..4 {
-        w.clock.0.fetch_add(600_000, Ordering::SeqCst);
-        if w.b.engine.claim_next().await.unwrap().is_none() {
-            break;
-        }
-        w.b.spawner.run_all().await;
-    }
+    // A retry before the unfreeze (the person skipped checking the target) is refused, saying what
+    // to do first; the task stays blocked and nothing lands or deploys.
+    let refused = w.b.engine.submit(&TaskKey::Id(task.id), Input::Retry, "human", None).await;
+    let Err(EngineError::Invalid(why)) = &refused else { panic!("the retry was not refused: {refused:?}") };
+    assert!(why.contains("check the target") && why.contains("baton repo unfreeze app"), "{why}");
+    w.clock.0.fetch_add(600_000, Ordering::SeqCst);
+    assert!(w.b.engine.claim_next().await.unwrap().is_none(), "a job runs in the frozen repository");
     assert_eq!(w.deploys(), (1, 0), "a retry deployed in the frozen repository");
     assert_eq!(w.main_head(), merged, "a change landed in the frozen repository");
-    let now = w.task(&task).await;
-    assert_eq!(now.state.stage, "deploy", "{:?}", now.state);
-    let timeline = w.store.events(Some(task.id), 0, 500).await.unwrap();
-    assert!(
-        timeline.iter().any(|e| e.message.contains("deploys once a person has checked the target")),
-        "the wait is not on the timeline: {:?}",
-        timeline.iter().map(|e| &e.message).collect::<Vec<_>>()
-    );
+    assert!(matches!(w.task(&task).await.state.hold, Hold::Blocked { .. }), "the refused retry moved the task");
 
     // A person checks the target and unfreezes: the retried change deploys, and the next change
     // lands and deploys.
     baton_engine::monitor::unfreeze(&w.b.engine, "app", "human").await.unwrap();
+    w.b.engine.submit(&TaskKey::Id(task.id), Input::Retry, "human", None).await.unwrap();
     for _ in 0..16 {
         if w.task(&next).await.state.stage == "done" && w.task(&task).await.state.stage == "done" {
             break;
