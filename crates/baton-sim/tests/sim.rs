@@ -69,6 +69,20 @@ fn two_thousand_seeds_keep_the_invariants() {
     assert!(totals.kills > 0 && totals.faults > 0 && totals.bursts > 0, "the sweep injected little: {totals}");
 }
 
+// Longer runs reach states short ones do not (a task retried after its deploy was taken over, a
+// frozen repository's second incident, a queue that drained and filled again): the bugs behind
+// seeds 31001051 and 77003305 showed only past 400 steps. 200 seeds of up to 1,500 steps each,
+// about a quarter at READ COMMITTED, keep every invariant.
+#[test]
+fn two_hundred_long_seeds_keep_the_invariants() {
+    let long = Config { steps_max: 1_500, ..Config::sweep(0) };
+    let totals = sweep(2_000, 200, &long).unwrap_or_else(|failure| panic!("{failure}"));
+    println!("{totals}");
+    assert_eq!(totals.seeds, 200);
+    assert!(totals.read_committed_seeds > 0, "no seed ran at READ COMMITTED: {totals}");
+    assert!(totals.done > 0 && totals.merges > 0 && totals.freezes > 0, "the sweep exercised little: {totals}");
+}
+
 // A seed replays exactly: same counts, same final trace.
 #[test]
 fn a_seed_replays_exactly() {
