@@ -266,6 +266,16 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
             };
             crate::dependencies::withdraw_waits(engine, entry.task, why).await?;
         }
+        // A batch none of whose changes is landing, with a change that waits (declared in the same
+        // race), would wait for ever: its last change's test covers them all, the claim holds the
+        // waiting change's job back, and its dependency may be a change ahead of it in the very
+        // batch (seed 240001970). The batch is broken up: its changes wait again, the waiting one
+        // off the train until its dependency is done, the others batched anew without it. Its last
+        // change goes first, the others only if it did (as when a batch's landing is given up).
+        if !frozen && dissolve_waiting_batches(engine, &entries, &waiting).await? {
+            engine.queues().kick(repo_name);
+            return Ok(());
+        }
         let mut entries = entries;
         entries.retain(|e| {
             e.batch.is_some()
@@ -381,6 +391,57 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
         i += 1;
     }
     Ok(())
+}
+
+/// Sends every change of each batch that holds a change in `waiting` and none landing back to wait
+/// (see [`pass`]); `true` when one was broken up.
+async fn dissolve_waiting_batches(
+    engine: &Engine,
+    entries: &[QueueEntry],
+    waiting: &BTreeSet<TaskId>,
+) -> Result<bool, crate::EngineError> {
+    let in_batch = |tail: TaskId| entries.iter().filter(move |e| e.batch == Some(tail));
+    let stuck: BTreeSet<TaskId> = entries
+        .iter()
+        .filter(|e| waiting.contains(&e.task))
+        .filter_map(|e| e.batch)
+        .filter(|tail| in_batch(*tail).all(|e| !matches!(e.state, QueueState::Landing | QueueState::Evicted)))
+        .collect();
+    let store = engine.store();
+    let now = engine.clock().now_ms();
+    for tail in &stuck {
+        let names: Vec<&str> = in_batch(*tail).map(|e| e.work_item_id.as_str()).collect();
+        if let Some(last) = entries.iter().find(|e| e.task == *tail && e.batch == Some(*tail))
+            && !store.queue_update(last.task, &QueueExpect::of(last), &QueueChange::waiting(last.split), now).await?
+        {
+            continue;
+        }
+        for entry in in_batch(*tail).filter(|e| e.task != *tail) {
+            store.queue_update(entry.task, &QueueExpect::of(entry), &QueueChange::waiting(entry.split), now).await?;
+        }
+        let message = format!(
+            "merge queue: the batch of {} is broken up: a change of it waits for a dependency; the others are \
+             tested again without it",
+            names.join(", ")
+        );
+        let pipeline = engine.pipeline_for(&entries[0].repo);
+        let gate = pipeline.stages.iter().find(|s| s.gates.contains(&GateSpec::Mergeable));
+        let stage = gate.map(|s| s.name.clone()).unwrap_or_default();
+        for entry in in_batch(*tail) {
+            let event = baton_store::NewEvent {
+                task: entry.task,
+                at_ms: now,
+                kind: "unbatched".into(),
+                stage: stage.clone(),
+                message: message.clone(),
+                detail: serde_json::json!({ "batch": names, "waiting": waiting.contains(&entry.task) }),
+            };
+            if let Err(error) = store.append_event(event).await {
+                tracing::warn!(task = %entry.task, "recording the batch's break-up failed: {error}");
+            }
+        }
+    }
+    Ok(!stuck.is_empty())
 }
 
 /// The base `head` was built and tested on, when the entry records it for a change tested alone:

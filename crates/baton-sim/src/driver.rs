@@ -298,8 +298,18 @@ impl Driver {
         if fatal.is_empty() {
             Ok(())
         } else {
+            let mut replay = format!("--seed {}", self.config.seed);
+            if self.config.steps_max != Config::sweep(0).steps_max {
+                replay.push_str(&format!(" --steps {}", self.config.steps_max));
+            }
+            match self.config.isolation {
+                IsolationMix::Mixed => {}
+                IsolationMix::Serial => replay.push_str(" --isolation serial"),
+                IsolationMix::ReadCommitted => replay.push_str(" --isolation rc"),
+            }
             Err(Failure {
                 seed: self.config.seed,
+                replay,
                 step: self.world.counters.steps,
                 violations: fatal,
                 trace: self.world.trace(),

@@ -138,6 +138,9 @@ impl fmt::Display for Totals {
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub seed: u64,
+    /// The arguments of `cargo xtask sim` that replay it: the seed, and the run's length and
+    /// isolation when they are not the defaults.
+    pub replay: String,
     pub step: u64,
     pub violations: Vec<Violation>,
     pub trace: Vec<String>,
@@ -149,7 +152,7 @@ impl fmt::Display for Failure {
         for violation in &self.violations {
             writeln!(f, "  {violation}")?;
         }
-        writeln!(f, "reproduce: cargo xtask sim --seed {}", self.seed)?;
+        writeln!(f, "reproduce: cargo xtask sim {}", self.replay)?;
         writeln!(f, "last {} steps:", self.trace.len())?;
         for line in &self.trace {
             writeln!(f, "  {line}")?;

@@ -139,6 +139,11 @@ fn seeds_that_found_bugs_keep_the_invariants() {
     // next change landed under it (a read that fails now leaves the job to the next pass).
     let long = Config { steps_max: 1_500, ..Config::sweep(0) };
     sweep(77003305, 1, &long).unwrap_or_else(|failure| panic!("seed 77003305 over 1,500 steps: {failure}"));
+    // Found at READ COMMITTED over 1,500 steps (`NotSettled`): a batch's last change got a
+    // dependency, in the race with its batching, on the change ahead of it in the batch; the claim
+    // held its test back, and the batch waited for it for ever (such a batch is broken up now).
+    let long_rc = Config { isolation: IsolationMix::ReadCommitted, ..long };
+    sweep(240001970, 1, &long_rc).unwrap_or_else(|failure| panic!("seed 240001970: {failure}"));
 }
 
 // Each store rule the invariants rely on, broken on purpose, is caught within a few hundred seeds.
@@ -1552,4 +1557,67 @@ fn waiting_change_off_the_train_scenario(config: WorldConfig) -> Result<(), Stri
 #[test]
 fn a_change_waiting_for_a_dependency_does_not_hold_the_merge_queue() {
     waiting_change_off_the_train_scenario(batch_config(1, 3)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Three changes confirmed for the merge queue of `alpha` (the first tested alone at depth 1, the
+/// two behind it as one batch); as soon as the two are batched, the batch's last change is made to
+/// wait for the change ahead of it in that very batch, written the way a declaration racing the
+/// batching would leave it. Every change must reach `done`: the batch is broken up (the waiting
+/// change off the train, with its break-up on its timeline), the change ahead lands alone, and the
+/// waiting one follows once its dependency is done. Before, the batch waited for its last change's
+/// test, which the claim held back for the dependency, which waited for the batch (seed 240001970).
+fn batch_waits_for_a_change_of_its_own_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut world = World::new(config);
+    let tasks: Vec<TaskId> = (0..3).map(|_| world.create_task("alpha")).collect();
+    for task in &tasks {
+        at(&mut world, *task, "deploy_staging", Hold::AwaitingConfirm)?;
+    }
+    for task in &tasks {
+        world.submit(*task, Input::ConfirmDeploy, None)?;
+    }
+    let (ahead, last) = (tasks[1], tasks[2]);
+    let mut declared = false;
+    for _ in 0..DRIVE_STEPS_MAX {
+        let entries = baton_sim::sched::block_on(world.store.queue_entries(Some("alpha"))).unwrap_or_default();
+        let batched = |task: TaskId| entries.iter().any(|e| e.task == task && e.batch == Some(last));
+        if batched(ahead) && batched(last) {
+            world.act(Action::Depend { task: last, on: ahead, unchecked: true });
+            ensure(world.store.peek_depends(last, ahead), "the dependency was not written")?;
+            declared = true;
+            break;
+        }
+        if world.claim().is_none() {
+            match world.running_jobs().first() {
+                Some(job) => {
+                    let _ = world.finish(job.id, Script::Pass);
+                }
+                None => world.advance_clock(2_000),
+            }
+        }
+    }
+    ensure(declared, format!("the two changes were never batched\n{}", world.trace().join("\n")))?;
+    for task in &tasks {
+        let done = world.drive_until(*task, DRIVE_STEPS_MAX, |t| t.state.stage == "done");
+        ensure(
+            done,
+            format!(
+                "task {task} did not reach done; it is {}\n{}",
+                world.task(*task).state.display(),
+                world.trace().join("\n")
+            ),
+        )?;
+    }
+    let timeline = baton_sim::sched::block_on(world.store.events(Some(last), 0, 1_000)).unwrap_or_default();
+    ensure(
+        timeline.iter().any(|e| e.kind == "unbatched" && e.message.contains("waits for a dependency")),
+        "the break-up of the batch is not on the waiting change's timeline",
+    )?;
+    no_violations(&mut world)
+}
+
+// A batch whose change gets a dependency on a change ahead of it in the batch is broken up, and
+// every change of it lands.
+#[test]
+fn a_batch_whose_change_waits_for_another_of_it_is_broken_up() {
+    batch_waits_for_a_change_of_its_own_scenario(batch_config(2, 3)).unwrap_or_else(|e| panic!("{e}"));
 }
