@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask test [nextest args…] | cargo xtask install-clis | cargo xtask install-bwrap | cargo xtask install-chromium | cargo xtask sim [--seeds N] [--seed S] [--isolation rc|serial|mixed] | cargo xtask guards [NAME]"
+                "usage: cargo xtask test [nextest args…] | cargo xtask install-clis | cargo xtask install-bwrap | cargo xtask install-chromium | cargo xtask sim [--seeds N] [--first S] [--seed S] [--steps N] [--tasks MIN-MAX] [--isolation rc|serial|mixed] | cargo xtask guards [NAME]"
             );
             return ExitCode::from(2);
         }

@@ -299,8 +299,12 @@ impl Driver {
             Ok(())
         } else {
             let mut replay = format!("--seed {}", self.config.seed);
-            if self.config.steps_max != Config::sweep(0).steps_max {
+            let defaults = Config::sweep(0);
+            if self.config.steps_max != defaults.steps_max {
                 replay.push_str(&format!(" --steps {}", self.config.steps_max));
+            }
+            if (self.config.tasks_min, self.config.tasks_max) != (defaults.tasks_min, defaults.tasks_max) {
+                replay.push_str(&format!(" --tasks {}-{}", self.config.tasks_min, self.config.tasks_max));
             }
             match self.config.isolation {
                 IsolationMix::Mixed => {}

@@ -1,4 +1,4 @@
-//! `baton-sim [--seeds N] [--first S] [--seed S] [--steps N] [--strict] [--trace] [--mutate M] [--skip-recover]
+//! `baton-sim [--seeds N] [--first S] [--seed S] [--steps N] [--tasks MIN-MAX] [--strict] [--trace] [--mutate M] [--skip-recover]
 //! [--isolation rc|serial|mixed]`: runs the simulation and
 //! prints counts and seeds per second; a failing seed prints how to reproduce it and its trace.
 //!
@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: baton-sim [--seeds N] [--first S] [--seed S] [--steps N] [--strict] [--trace] [--mutate M] [--skip-recover] [--isolation I]
+    "usage: baton-sim [--seeds N] [--first S] [--seed S] [--steps N] [--tasks MIN-MAX] [--strict] [--trace] [--mutate M] [--skip-recover] [--isolation I]
   --seeds N   run N seeds (default 1000) starting at --first (default 0)
   --seed S    run only seed S (to reproduce a failure)
   --steps N   steps per seed before draining (default 400)
+  --tasks MIN-MAX  tasks per seed, drawn between the two (default 3-6; more tasks form more batches)
   --strict    fail on known engine bugs instead of counting them
   --trace     print every step as it happens
   --mutate M  break one store rule on purpose (SkipVersionCas, SkipJobFlipGuard, SkipAllAdvanceGuards,
@@ -26,6 +27,7 @@ struct Args {
     first: u64,
     count: u64,
     steps: u32,
+    tasks: (u32, u32),
     strict: bool,
     echo: bool,
     mutation: Mutation,
@@ -38,6 +40,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         first: 0,
         count: 1000,
         steps: 400,
+        tasks: (Config::sweep(0).tasks_min, Config::sweep(0).tasks_max),
         strict: false,
         echo: false,
         mutation: Mutation::None,
@@ -58,6 +61,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 parsed.count = 1;
             }
             "--steps" => parsed.steps = u32::try_from(value(i)?).map_err(|_| "--steps is too large".to_string())?,
+            "--tasks" => {
+                let text = args.get(i + 1).ok_or("--tasks needs MIN-MAX, such as 8-12")?;
+                parsed.tasks = parse_tasks(text)?;
+            }
             "--strict" => {
                 parsed.strict = true;
                 i += 1;
@@ -93,6 +100,16 @@ fn parse(args: &[String]) -> Result<Args, String> {
     Ok(parsed)
 }
 
+/// `MIN-MAX` (or one number for both), each at least 1 and MIN at most MAX.
+fn parse_tasks(text: &str) -> Result<(u32, u32), String> {
+    let (min, max) = text.split_once('-').unwrap_or((text, text));
+    let number = |part: &str| part.trim().parse::<u32>().ok().filter(|n| (1..=64).contains(n));
+    match (number(min), number(max)) {
+        (Some(min), Some(max)) if min <= max => Ok((min, max)),
+        _ => Err(format!("--tasks: `{text}` is not MIN-MAX with 1 <= MIN <= MAX <= 64, such as 8-12")),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args = match parse(&args) {
@@ -107,6 +124,8 @@ fn main() -> ExitCode {
     };
     let base = Config {
         steps_max: args.steps,
+        tasks_min: args.tasks.0,
+        tasks_max: args.tasks.1,
         tolerate_known_bugs: !args.strict,
         echo: args.echo,
         mutation: args.mutation,
