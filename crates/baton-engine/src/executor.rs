@@ -1235,6 +1235,23 @@ impl From<String> for Refused {
     }
 }
 
+/// The merge lease this deploy job took (`held`) goes back when the job stops short of the merge
+/// because its task moved on or the job is no longer this instance's: unless the task, read now,
+/// may still hold it (the job taken over and running on another instance, under the same task's
+/// name). Kept, it held the repository's merges for a task the reaper had just blocked until a
+/// later reaper pass reclaimed it (seed 290000647). A failed read leaves it to that pass.
+async fn give_back_lease(ctx: &JobContext<'_>, lease: &str, held: bool) {
+    if !held {
+        return;
+    }
+    let engine = ctx.engine;
+    if let Ok(task) = engine.store().task(&TaskKey::Id(ctx.task.id)).await
+        && !task.is_some_and(|t| crate::reaper::may_hold_merge_lease(engine, &t))
+    {
+        let _ = engine.store().release_lease(lease, &task_holder(ctx.task.id)).await;
+    }
+}
+
 /// The deploy actor: fast-forward the default branch to the retested head, then run `deploy`.
 /// `Err` means nothing was merged, or (`Machine`) nothing was deployed: a merge whose `merged`
 /// line could not be written.
@@ -1332,6 +1349,7 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         Err(error) => return Err(Refused::Machine(format!("cannot read the task before the merge: {error}"))),
     };
     let Some(current) = current.filter(|t| t.state.job == Some(ctx.job.id) && !t.state.is_terminal()) else {
+        give_back_lease(ctx, &lease, holds_lease).await;
         return Err("the task changed before the merge; not merging".into());
     };
     // A STOP that waited for this job (it might have merged before a restart, or its change had
@@ -1353,6 +1371,7 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         Err(error) => return Err(Refused::Machine(format!("cannot read the job before the merge: {error}"))),
     };
     if !job_now.is_some_and(|j| j.status == JobStatus::Running && j.owner.as_deref() == Some(engine.owner())) {
+        give_back_lease(ctx, &lease, holds_lease).await;
         return Err("this job was taken over by another instance before the merge; not merging".into());
     }
     let landed = match landed {

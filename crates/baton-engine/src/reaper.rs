@@ -207,6 +207,17 @@ async fn backstop(engine: &Arc<Engine>) -> u32 {
     failed
 }
 
+/// Whether `task` may hold its repository's merge lease: it is at the merge gate's stage or a
+/// deploy stage, neither ended nor held for a person (a blocked or paused task must not keep the
+/// repository's merges waiting for a human).
+pub(crate) fn may_hold_merge_lease(engine: &Engine, task: &baton_store::TaskRecord) -> bool {
+    !task.state.is_terminal()
+        && matches!(task.state.hold, baton_domain::Hold::None | baton_domain::Hold::AwaitingConfirm)
+        && engine.pipeline_for(&task.repo).stage(&task.state.stage).is_some_and(|s| {
+            s.gates.contains(&baton_domain::GateSpec::Mergeable) || s.actor == baton_domain::Actor::Deploy
+        })
+}
+
 /// Renews the merge lease of holders still at the merge/deploy stages; reclaims the others.
 async fn leases(engine: &Arc<Engine>) -> (u32, u32) {
     let (mut renewed, mut reclaimed) = (0, 0);
@@ -225,14 +236,7 @@ async fn leases(engine: &Arc<Engine>) -> (u32, u32) {
             },
             None => None,
         };
-        // A blocked or paused task must not keep the repo's merges waiting for a human.
-        let holds_legitimately = task.as_ref().is_some_and(|t| {
-            !t.state.is_terminal()
-                && matches!(t.state.hold, baton_domain::Hold::None | baton_domain::Hold::AwaitingConfirm)
-                && engine.pipeline_for(&t.repo).stage(&t.state.stage).is_some_and(|s| {
-                    s.gates.contains(&baton_domain::GateSpec::Mergeable) || s.actor == baton_domain::Actor::Deploy
-                })
-        });
+        let holds_legitimately = task.as_ref().is_some_and(|t| may_hold_merge_lease(engine, t));
         if holds_legitimately {
             if lease.expires_at_ms - now < ttl_ms / 2 {
                 // Extend only: a STOP may have released the lease since it was read.
