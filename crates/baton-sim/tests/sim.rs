@@ -1426,6 +1426,18 @@ fn stale_fetch_landing_scenario(mut config: WorldConfig) -> Result<(), String> {
     no_violations(&mut world)
 }
 
+/// One step of driving: claims a job, else lets the first running job pass, else moves time on.
+fn claim_or_finish_one(world: &mut World) {
+    if world.claim().is_none() {
+        match world.running_jobs().first() {
+            Some(job) => {
+                let _ = world.finish(job.id, Script::Pass);
+            }
+            None => world.advance_clock(2_000),
+        }
+    }
+}
+
 /// Three changes confirmed for the merge queue of `alpha` (the first tested alone at depth 1, the
 /// two behind it as one batch), driven until the batch's first change is parked while its batch
 /// lands; then it is made to wait for `on`, written the way a declaration racing the change's
@@ -1461,14 +1473,7 @@ fn batch_member_gets_a_dependency_while_landing(
             declared = true;
             break;
         }
-        if world.claim().is_none() {
-            match world.running_jobs().first() {
-                Some(job) => {
-                    let _ = world.finish(job.id, Script::Pass);
-                }
-                None => world.advance_clock(2_000),
-            }
-        }
+        claim_or_finish_one(world);
     }
     ensure(declared, format!("the batch never landed\n{}", world.trace().join("\n")))?;
     for task in &tasks {
@@ -1592,14 +1597,7 @@ fn batch_waits_for_a_change_of_its_own_scenario(config: WorldConfig) -> Result<(
             declared = true;
             break;
         }
-        if world.claim().is_none() {
-            match world.running_jobs().first() {
-                Some(job) => {
-                    let _ = world.finish(job.id, Script::Pass);
-                }
-                None => world.advance_clock(2_000),
-            }
-        }
+        claim_or_finish_one(&mut world);
     }
     ensure(declared, format!("the two changes were never batched\n{}", world.trace().join("\n")))?;
     for task in &tasks {
