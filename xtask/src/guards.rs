@@ -346,6 +346,15 @@ const GUARDS: &[Guard] = &[
         test: "seeds_that_found_bugs_keep_the_invariants",
     },
     Guard {
+        name: "a STOP waits through a deploy step that waited before it looked",
+        edits: &[Edit {
+            file: "crates/baton-domain/src/decide.rs",
+            find: "        let unsettled = landed || waits || matches!(outcome, JobOutcome::Infrastructure { .. });",
+            replace: "        let unsettled = landed || (waits && false) || matches!(outcome, JobOutcome::Infrastructure { .. });",
+        }],
+        test: "seeds_that_found_bugs_keep_the_invariants",
+    },
+    Guard {
         name: "a landed change of a batch waits for no dependency",
         edits: &[Edit {
             file: "crates/baton-engine/src/queue.rs",

@@ -344,11 +344,14 @@ fn job_finished(
             return decision;
         }
         // A deploy step that settled nothing — its change landed and it waits for the merge lease
-        // to deploy, or it failed on the machine before it could tell — runs again as it would,
-        // and the STOP keeps waiting for it: cancelled now, a change on the default branch would
-        // be called cancelled.
+        // to deploy, it waits for another change's landing or deploy before it looks (a change
+        // that landed in an earlier run waits there too: seed 330000973), or it failed on the
+        // machine before it could tell — runs again as it would, and the STOP keeps waiting for
+        // it: cancelled now, a change on the default branch would be called cancelled.
         let landed = outcome.landed_head().is_some();
-        let unsettled = landed || matches!(outcome, JobOutcome::Infrastructure { .. });
+        let waits = matches!(outcome, JobOutcome::Completed { verdicts }
+            if verdicts.iter().any(|v| v.gate == crate::event::MERGED_VERDICT && v.verdict == Verdict::Defer));
+        let unsettled = landed || waits || matches!(outcome, JobOutcome::Infrastructure { .. });
         if spec.actor == Actor::Deploy && unsettled {
             let mut waiting = state.clone();
             waiting.cancel_requested = None;
