@@ -409,6 +409,12 @@ async fn dissolve_waiting_batches(
         .collect();
     let store = engine.store();
     let now = engine.clock().now_ms();
+    // The stage the timeline line is written at: the merge gate's, where the changes wait.
+    let stage = entries.first().map_or_else(String::new, |first| {
+        let pipeline = engine.pipeline_for(&first.repo);
+        let gate = pipeline.stages.iter().find(|s| s.gates.contains(&GateSpec::Mergeable));
+        gate.map(|s| s.name.clone()).unwrap_or_default()
+    });
     for tail in &stuck {
         let names: Vec<&str> = in_batch(*tail).map(|e| e.work_item_id.as_str()).collect();
         if let Some(last) = entries.iter().find(|e| e.task == *tail && e.batch == Some(*tail))
@@ -424,9 +430,6 @@ async fn dissolve_waiting_batches(
              tested again without it",
             names.join(", ")
         );
-        let pipeline = engine.pipeline_for(&entries[0].repo);
-        let gate = pipeline.stages.iter().find(|s| s.gates.contains(&GateSpec::Mergeable));
-        let stage = gate.map(|s| s.name.clone()).unwrap_or_default();
         for entry in in_batch(*tail) {
             let event = baton_store::NewEvent {
                 task: entry.task,
