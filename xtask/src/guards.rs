@@ -346,6 +346,15 @@ const GUARDS: &[Guard] = &[
         test: "seeds_that_found_bugs_keep_the_invariants",
     },
     Guard {
+        name: "a lease released on a read of its task goes only while the task is as read",
+        edits: &[Edit {
+            file: "crates/baton-store-sqlite/src/lib.rs",
+            find: "             AND EXISTS (SELECT 1 FROM tasks WHERE id = $3 AND version = $4)\",",
+            replace: "             AND $3 = $3 AND $4 = $4\",",
+        }],
+        test: "baton-store-sqlite/conformance/a_lease_is_released_only_while_its_holders_task_is_as_read",
+    },
+    Guard {
         name: "a STOP waits through a deploy step that waited before it looked",
         edits: &[Edit {
             file: "crates/baton-domain/src/decide.rs",

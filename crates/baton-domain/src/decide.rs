@@ -661,8 +661,7 @@ fn failed_attempt(state: &TaskState, pipeline: &Pipeline, reason: &str, now_ms: 
 /// fault: no rollback is spent and the next prompt hears nothing of it.
 fn lease_lost(state: &TaskState, pipeline: &Pipeline, reason: &str, now_ms: i64) -> Decision {
     let current = pipeline.stages.iter().position(|s| s.name == state.stage);
-    let gate =
-        current.and_then(|at| pipeline.stages[..at].iter().rev().find(|s| s.gates.contains(&GateSpec::Mergeable)));
+    let gate = current.and_then(|at| pipeline.stages[..at].iter().rev().find(|s| s.is_merge_gate()));
     let Some(gate) = gate else {
         return failed_attempt(state, pipeline, reason, now_ms);
     };

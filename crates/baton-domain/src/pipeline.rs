@@ -122,6 +122,14 @@ pub struct StageSpec {
     pub after_ship: bool,
 }
 
+impl StageSpec {
+    /// Whether this stage is a merge gate (its gates include `mergeable`): where changes wait in
+    /// the merge queue, are re-tested on the default branch and take the merge lease.
+    pub fn is_merge_gate(&self) -> bool {
+        self.gates.contains(&GateSpec::Mergeable)
+    }
+}
+
 /// The whole pipeline: stages in order, then `done`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pipeline {
@@ -226,6 +234,11 @@ impl Pipeline {
         self.stages.iter().find(|s| s.name == name)
     }
 
+    /// The first merge-gate stage ([`StageSpec::is_merge_gate`]), if the pipeline has one.
+    pub fn merge_gate(&self) -> Option<&StageSpec> {
+        self.stages.iter().find(|s| s.is_merge_gate())
+    }
+
     /// The stage after `name`, or `None` when the next step is `done`.
     pub fn next_after(&self, name: &str) -> Option<&StageSpec> {
         let index = self.stages.iter().position(|s| s.name == name)?;
@@ -255,7 +268,7 @@ impl Pipeline {
                     Some(_) => {}
                 }
             }
-            if stage.confirm_before && self.stages[..i].iter().any(|s| s.gates.contains(&GateSpec::Mergeable)) {
+            if stage.confirm_before && self.stages[..i].iter().any(|s| s.is_merge_gate()) {
                 problems.push(PipelineProblem::ConfirmAfterMergeQueue { stage: name() });
             }
             let needs_artifact = stage.gates.iter().any(|g| matches!(g, GateSpec::Artifact | GateSpec::Verdict { .. }));

@@ -151,10 +151,7 @@ impl Engine {
     fn merge_gate_reached(&self, task: &TaskRecord) -> Option<String> {
         let pipeline = self.pipeline_for(&task.repo);
         let at = pipeline.stages.iter().position(|s| s.name == task.state.stage)?;
-        pipeline.stages[..=at]
-            .iter()
-            .find(|s| s.gates.contains(&baton_domain::GateSpec::Mergeable))
-            .map(|s| s.name.clone())
+        pipeline.stages[..=at].iter().find(|s| s.is_merge_gate()).map(|s| s.name.clone())
     }
 
     /// The ids of the tasks a new task is to wait for: each must exist and not be cancelled (a new

@@ -910,7 +910,7 @@ impl Engine {
             return Ok((false, false));
         };
         if stage.actor != baton_domain::Actor::Deploy {
-            if !stage.gates.contains(&baton_domain::GateSpec::Mergeable) {
+            if !stage.is_merge_gate() {
                 return Ok((false, false));
             }
             let Some(entry) = self.store.queue_entry(task.id).await?.filter(crate::queue::is_batch_member) else {
@@ -1754,10 +1754,9 @@ fn auto_dedup_key(task: &TaskRecord, input: &Input) -> String {
 fn moves_queue(pipeline: &Pipeline, from: &TaskState, to: &TaskState, transition: &Transition) -> bool {
     let quiet = |state: &TaskState| {
         state.hold != baton_domain::Hold::MergeQueue
-            && pipeline.stage(&state.stage).is_some_and(|stage| {
-                matches!(stage.actor, baton_domain::Actor::Agent { .. })
-                    && !stage.gates.contains(&baton_domain::GateSpec::Mergeable)
-            })
+            && pipeline
+                .stage(&state.stage)
+                .is_some_and(|stage| matches!(stage.actor, baton_domain::Actor::Agent { .. }) && !stage.is_merge_gate())
     };
     transition.release_leases || !quiet(from) || !quiet(to)
 }
@@ -1813,15 +1812,15 @@ mod tests {
     // waiting in the queue, letting a lease go or a deploy may move it.
     #[test]
     fn only_transitions_near_the_merge_queue_run_a_queue_pass() {
-        use baton_domain::{Actor, GateSpec, Hold};
+        use baton_domain::{Actor, Hold};
         let pipeline = Pipeline::default_pipeline();
         let agents: Vec<&str> = pipeline
             .stages
             .iter()
-            .filter(|s| matches!(s.actor, Actor::Agent { .. }) && !s.gates.contains(&GateSpec::Mergeable))
+            .filter(|s| matches!(s.actor, Actor::Agent { .. }) && !s.is_merge_gate())
             .map(|s| s.name.as_str())
             .collect();
-        let gate = pipeline.stages.iter().find(|s| s.gates.contains(&GateSpec::Mergeable)).expect("a merge gate");
+        let gate = pipeline.merge_gate().expect("a merge gate");
         let deploy = pipeline.stages.iter().find(|s| s.actor == Actor::Deploy).expect("a deploy stage");
         let none = Transition::default();
         let (a, b) = (TaskState::new(agents[0]), TaskState::new(agents[1]));

@@ -1245,10 +1245,16 @@ async fn give_back_lease(ctx: &JobContext<'_>, lease: &str, held: bool) {
         return;
     }
     let engine = ctx.engine;
-    if let Ok(task) = engine.store().task(&TaskKey::Id(ctx.task.id)).await
-        && !task.is_some_and(|t| crate::reaper::may_hold_merge_lease(engine, &t))
-    {
-        let _ = engine.store().release_lease(lease, &task_holder(ctx.task.id)).await;
+    match engine.store().task(&TaskKey::Id(ctx.task.id)).await {
+        // Released only while the task is as read, as the reaper releases (`reaper::leases`): a
+        // retry claimed since may have taken the lease again under the same name.
+        Ok(Some(task)) if !crate::reaper::may_hold_merge_lease(engine, &task) => {
+            let _ = engine.store().release_lease_if_unmoved(lease, task.id, task.version).await;
+        }
+        Ok(None) => {
+            let _ = engine.store().release_lease(lease, &task_holder(ctx.task.id)).await;
+        }
+        _ => {}
     }
 }
 

@@ -372,8 +372,8 @@ async fn file_revert(engine: &Engine, task: &TaskRecord, freeze: Option<&RepoFre
         let head = e.detail.get("head")?.as_str()?.to_string();
         Some((base, head))
     });
-    let gate =
-        engine.pipeline_for(&task.repo).stages.iter().find(|s| s.gates.contains(&baton_domain::GateSpec::Mergeable));
+    let pipeline = engine.pipeline_for(&task.repo);
+    let gate = pipeline.merge_gate();
     let (Some((base, head)), Some(gate)) = (range, gate) else {
         if timeline_event(engine, task, REVERT_FAILED).await?.is_some() {
             return Ok(());

@@ -14,7 +14,7 @@
 
 use crate::engine::Engine;
 use crate::features::Feature;
-use baton_domain::{Event, GateSpec, Hold, TaskId};
+use baton_domain::{Event, Hold, TaskId};
 use baton_store::{LeaseOutcome, QueueChange, QueueEntry, QueueExpect, QueueState, TaskKey, task_holder};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -411,9 +411,7 @@ async fn dissolve_waiting_batches(
     let now = engine.clock().now_ms();
     // The stage the timeline line is written at: the merge gate's, where the changes wait.
     let stage = entries.first().map_or_else(String::new, |first| {
-        let pipeline = engine.pipeline_for(&first.repo);
-        let gate = pipeline.stages.iter().find(|s| s.gates.contains(&GateSpec::Mergeable));
-        gate.map(|s| s.name.clone()).unwrap_or_default()
+        engine.pipeline_for(&first.repo).merge_gate().map(|s| s.name.clone()).unwrap_or_default()
     });
     for tail in &stuck {
         let names: Vec<&str> = in_batch(*tail).map(|e| e.work_item_id.as_str()).collect();
@@ -814,7 +812,7 @@ async fn rewake_parked(engine: &Engine, entry: &QueueEntry, why: &str) {
 }
 
 fn is_queue_stage(engine: &Engine, repo: &str, stage: &str) -> bool {
-    engine.pipeline_for(repo).stage(stage).is_some_and(|s| s.gates.contains(&GateSpec::Mergeable))
+    engine.pipeline_for(repo).stage(stage).is_some_and(|s| s.is_merge_gate())
 }
 
 async fn wake(engine: &Engine, task: TaskId, why: &str) {

@@ -213,9 +213,10 @@ async fn backstop(engine: &Arc<Engine>) -> u32 {
 pub(crate) fn may_hold_merge_lease(engine: &Engine, task: &baton_store::TaskRecord) -> bool {
     !task.state.is_terminal()
         && matches!(task.state.hold, baton_domain::Hold::None | baton_domain::Hold::AwaitingConfirm)
-        && engine.pipeline_for(&task.repo).stage(&task.state.stage).is_some_and(|s| {
-            s.gates.contains(&baton_domain::GateSpec::Mergeable) || s.actor == baton_domain::Actor::Deploy
-        })
+        && engine
+            .pipeline_for(&task.repo)
+            .stage(&task.state.stage)
+            .is_some_and(|s| s.is_merge_gate() || s.actor == baton_domain::Actor::Deploy)
 }
 
 /// Renews the merge lease of holders still at the merge/deploy stages; reclaims the others.
@@ -255,7 +256,13 @@ async fn leases(engine: &Arc<Engine>) -> (u32, u32) {
         if !engine.features().enabled(crate::features::Feature::ReaperLeaseReclaim, repo) {
             continue;
         }
-        if let Ok(true) = engine.store().release_lease(&lease.name, &lease.holder).await {
+        // Released only if the task is still as read: a claim or a person's retry since then may
+        // have taken the lease again under the same holder name, just before its merge.
+        let released = match &task {
+            Some(task) => engine.store().release_lease_if_unmoved(&lease.name, task.id, task.version).await,
+            None => engine.store().release_lease(&lease.name, &lease.holder).await,
+        };
+        if let Ok(true) = released {
             tracing::warn!(lease = %lease.name, holder = %lease.holder, "reclaimed a lease whose holder is gone");
             reclaimed += 1;
             if let Some(task) = task {

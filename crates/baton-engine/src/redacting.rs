@@ -143,6 +143,10 @@ impl Store for RedactingStore {
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
         self.inner.release_lease(name, holder).await
     }
+
+    async fn release_lease_if_unmoved(&self, name: &str, task: TaskId, version: i64) -> StoreResult<bool> {
+        self.inner.release_lease_if_unmoved(name, task, version).await
+    }
     async fn close_job(
         &self,
         job: JobId,

@@ -1023,6 +1023,26 @@ impl Store for PgStore {
         Ok(result.rows_affected() == 1)
     }
 
+    async fn release_lease_if_unmoved(&self, name: &str, task: TaskId, version: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        // The task row locked first: a claim or advance of it (each moves its version) waits for
+        // this release, or has committed and is read here.
+        let current: Option<i64> = sqlx::query_scalar("SELECT version FROM tasks WHERE id = $1 FOR SHARE")
+            .bind(task.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if current != Some(version) {
+            return Ok(false);
+        }
+        let result = sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(task_holder(task))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     async fn close_job(
         &self,
         job: JobId,

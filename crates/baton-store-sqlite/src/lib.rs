@@ -1161,6 +1161,21 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
+    async fn release_lease_if_unmoved(&self, name: &str, task: TaskId, version: i64) -> StoreResult<bool> {
+        // One statement on the one writer: no claim or advance commits between check and delete.
+        let result = sqlx::query(
+            "DELETE FROM leases WHERE name = $1 AND holder = $2
+             AND EXISTS (SELECT 1 FROM tasks WHERE id = $3 AND version = $4)",
+        )
+        .bind(name)
+        .bind(task_holder(task))
+        .bind(task.0)
+        .bind(version)
+        .execute(&mut *self.writer().await?)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     async fn close_job(
         &self,
         job: JobId,

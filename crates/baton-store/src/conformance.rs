@@ -765,6 +765,45 @@ pub async fn suite_lease_release(store: Arc<dyn Store>) {
     }
 }
 
+/// A lease released on a read of its holder's task goes only while that task is as read: a claim
+/// or an advance since then keeps it (the task may have taken it again under the same name).
+pub async fn suite_lease_release_if_unmoved(store: Arc<dyn Store>) {
+    let task = create(&*store, "alpha", "P").await;
+    let holder = task_holder(task.id);
+    assert!(matches!(
+        store.acquire_lease("merge:alpha", &holder, 60_000, T0).await.unwrap(),
+        LeaseOutcome::Acquired { .. }
+    ));
+    let read = reload(&*store, task.id).await;
+
+    // A claim moves the task's version: the release read before it releases nothing.
+    claim(&*store, T0).await;
+    assert!(
+        !store.release_lease_if_unmoved("merge:alpha", task.id, read.version).await.unwrap(),
+        "the task was claimed since it was read"
+    );
+    assert_eq!(store.lease("merge:alpha").await.unwrap().unwrap().holder, holder, "the lease is kept");
+
+    // An advance moves it too.
+    let claimed = reload(&*store, task.id).await;
+    store.advance(step(&claimed, "architecture", None, Transition::default())).await.unwrap();
+    assert!(!store.release_lease_if_unmoved("merge:alpha", task.id, claimed.version).await.unwrap());
+    assert!(store.lease("merge:alpha").await.unwrap().is_some(), "the lease is kept");
+
+    // Another task, unmoved, releases nothing of this task's; nor does a lease of another name.
+    let now = reload(&*store, task.id).await;
+    let other = create(&*store, "alpha", "Q").await;
+    assert!(!store.release_lease_if_unmoved("merge:alpha", other.id, other.version).await.unwrap());
+    assert!(!store.release_lease_if_unmoved("merge:beta", task.id, now.version).await.unwrap());
+    assert!(!store.release_lease_if_unmoved("merge:alpha", TaskId(9_999_999), 1).await.unwrap());
+    assert!(store.lease("merge:alpha").await.unwrap().is_some(), "the lease is kept");
+
+    // The task as read now: released, once.
+    assert!(store.release_lease_if_unmoved("merge:alpha", task.id, now.version).await.unwrap());
+    assert!(store.lease("merge:alpha").await.unwrap().is_none(), "the lease is released");
+    assert!(!store.release_lease_if_unmoved("merge:alpha", task.id, now.version).await.unwrap());
+}
+
 /// Eight holders racing for one free lease: exactly one gets it.
 pub async fn suite_lease_race(store: Arc<dyn Store>) {
     let barrier = Arc::new(Barrier::new(8));
@@ -2319,6 +2358,13 @@ macro_rules! conformance_tests {
         async fn advance_releases_the_tasks_leases_and_tokens_keep_growing() {
             let (_dir, _, store) = $fresh().await;
             $crate::conformance::suite_lease_release(store).await;
+        }
+
+        // A release on a read of the holder's task goes only while the task is as read.
+        #[::tokio::test]
+        async fn a_lease_is_released_only_while_its_holders_task_is_as_read() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_lease_release_if_unmoved(store).await;
         }
 
         // Eight concurrent acquirers of one lease: exactly one wins.

@@ -299,6 +299,14 @@ pub trait Store: Send + Sync {
     /// Releases the named lease if `holder` holds it (reclaiming a dead holder's lease).
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool>;
 
+    /// Releases the named lease if `task` holds it ([`task_holder`]) and is still at `version`:
+    /// the release of a lease the task was read not to need (the reaper's reclaim, a deploy step
+    /// that stopped short of its merge). Every claim and advance moves a task's version, so a task
+    /// that may have taken the lease again since that read (under the same holder name) keeps it:
+    /// nothing is released and the answer is `false`. The task row is locked first, so no claim or
+    /// advance of it commits between the check and the release.
+    async fn release_lease_if_unmoved(&self, name: &str, task: TaskId, version: i64) -> StoreResult<bool>;
+
     /// Ends a job outside a transition (its result was stale); guarded on queued or running.
     async fn close_job(
         &self,

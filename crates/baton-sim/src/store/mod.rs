@@ -652,6 +652,26 @@ impl Store for SimStore {
         self.call("release_lease", Access::Write, |s, _| apply(s)).await
     }
 
+    async fn release_lease_if_unmoved(&self, name: &str, task: TaskId, version: i64) -> StoreResult<bool> {
+        let what = "release_lease_if_unmoved";
+        let apply = |s: &mut State| {
+            let unmoved = s.tasks.get(&task).is_some_and(|t| t.version == version);
+            let held = unmoved && s.leases.get(name).is_some_and(|l| l.holder == task_holder(task));
+            if held {
+                s.leases.remove(name);
+            }
+            Ok(held)
+        };
+        if self.read_committed() {
+            // The task row first (`FOR SHARE`), then the lease's row, as PostgreSQL takes them.
+            let (txn, fault) = self.begin(what).await;
+            txn.lock(LockKey::Task(task)).await?;
+            txn.lock(LockKey::Lease(name.to_string())).await?;
+            return self.commit(txn, what, fault, apply);
+        }
+        self.call(what, Access::Write, |s, _| apply(s)).await
+    }
+
     async fn close_job(
         &self,
         job: JobId,

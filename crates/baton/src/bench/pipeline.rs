@@ -304,7 +304,7 @@ fn pipeline_without_human_gates(keep_confirm: bool) -> Pipeline {
     let mut pipeline = Pipeline::default_pipeline();
     for stage in &mut pipeline.stages {
         stage.gates.retain(|gate| !matches!(gate, GateSpec::HumanApproval));
-        stage.confirm_before &= keep_confirm && stage.gates.contains(&GateSpec::Mergeable);
+        stage.confirm_before &= keep_confirm && stage.is_merge_gate();
     }
     pipeline
 }
