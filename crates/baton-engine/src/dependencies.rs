@@ -282,10 +282,7 @@ async fn withdraw_from_shipping(
     if withdrawn.is_empty() {
         return;
     }
-    let message = format!(
-        "its change is landing or has landed, so its wait for {} was withdrawn ({reason})",
-        withdrawn.join(", ")
-    );
+    let message = format!("its wait for {} was withdrawn: {reason}", withdrawn.join(", "));
     let event = baton_store::NewEvent {
         task: task.id,
         at_ms: engine.clock().now_ms(),

@@ -148,6 +148,15 @@ pub async fn may_land_in(store: &dyn Store, features: &Features, repo: &str, tas
     if freeze.revert == Some(task) {
         return Ok(true);
     }
+    is_revert_in(store, task).await
+}
+
+/// Whether `task` is a revert the monitor filed for a degraded deploy.
+pub async fn is_revert(engine: &Engine, task: TaskId) -> Result<bool, EngineError> {
+    Ok(is_revert_in(engine.store().as_ref(), task).await?)
+}
+
+async fn is_revert_in(store: &dyn Store, task: TaskId) -> Result<bool, StoreError> {
     // A revert's `revert_of` line is among the first of its timeline (written before it may move).
     Ok(store.events(Some(task), 0, 50).await?.iter().any(|e| e.kind == REVERT_OF))
 }

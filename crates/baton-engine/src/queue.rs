@@ -248,13 +248,16 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
     // untouched, and is tested again on the train's base once the dependency is done. A landing
     // change ships whatever its dependencies do; a batch's changes move with their batch.
     let entries = if engine.features().enabled(Feature::Dependencies, repo_name) {
-        let waiting: BTreeSet<TaskId> =
+        let mut waiting: BTreeSet<TaskId> =
             store.live_dependencies().await?.into_iter().filter(|d| !d.met()).map(|d| d.task_id).collect();
         // A change landing on its own (it took the merge lease; its deploy job merges) that waits
         // for one would hold the lease's queue forever, its dependency perhaps behind it: its
-        // waits are withdrawn, and it ships. So are a revert's, in a frozen repository (every
-        // change left on the train there is one): the repository stays frozen until it lands,
-        // and its dependency may well wait for the very change it reverts.
+        // waits are withdrawn, and it ships. So are a revert's (in a frozen repository every
+        // change left on the train is one): a frozen repository stays frozen until it lands, its
+        // dependency may well wait for the very change it reverts, and after an unfreeze the
+        // degraded change must still leave the default branch, not wait on a task that may never
+        // be done (seed 360000686: a revert green in the queue waited for ever on a blocked task).
+        let mut withdrawn = Vec::new();
         for entry in entries.iter().filter(|e| waiting.contains(&e.task)) {
             let why = match entry.state {
                 QueueState::Landing if entry.batch.is_none() => {
@@ -262,9 +265,17 @@ async fn pass(engine: &Engine, repo_name: &str) -> Result<(), crate::EngineError
                 }
                 QueueState::Landing | QueueState::Evicted => continue,
                 _ if frozen => "it reverts a degraded deploy in a frozen repository; a revert waits for nothing",
+                _ if crate::monitor::is_revert(engine, entry.task).await? => {
+                    "it reverts a degraded deploy; a revert waits for nothing"
+                }
                 _ => continue,
             };
             crate::dependencies::withdraw_waits(engine, entry.task, why).await?;
+            withdrawn.push(entry.task);
+        }
+        // What waited no more takes its place on the train in this very pass.
+        for task in withdrawn {
+            waiting.remove(&task);
         }
         // A batch none of whose changes is landing, with a change that waits (declared in the same
         // race), would wait for ever: its last change's test covers them all, the claim holds the

@@ -170,6 +170,12 @@ fn seeds_that_found_bugs_keep_the_invariants() {
     // and the task was called cancelled (the STOP now waits for the next run, which settles it).
     let crowded_long = Config { steps_max: 3_000, ..crowded };
     sweep(330000973, 1, &crowded_long).unwrap_or_else(|failure| panic!("seed 330000973: {failure}"));
+    // Found over 3,000 steps with 10-16 tasks (`NotReverted`): after an unfreeze, a declaration
+    // racing the revert of a degraded deploy into the merge queue made it wait for a task blocked
+    // on a dependency cycle; the green revert stayed off the train for ever and the degraded change
+    // on the default branch (a revert's waits are withdrawn now, frozen repository or not).
+    let crowded_long_mixed = Config { steps_max: 3_000, tasks_min: 10, tasks_max: 16, ..Config::sweep(0) };
+    sweep(360000686, 1, &crowded_long_mixed).unwrap_or_else(|failure| panic!("seed 360000686: {failure}"));
 }
 
 // Each store rule the invariants rely on, broken on purpose, is caught within a few hundred seeds.
