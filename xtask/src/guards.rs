@@ -364,6 +364,15 @@ const GUARDS: &[Guard] = &[
         test: "seeds_that_found_bugs_keep_the_invariants",
     },
     Guard {
+        name: "the dependency backstop withdraws a revert's waits instead of blocking it",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/dependencies.rs",
+            find: "        match crate::monitor::is_revert(engine, task).await {",
+            replace: "        match Ok::<bool, crate::EngineError>(false) {",
+        }],
+        test: "baton-engine/degraded/the_dependency_backstop_withdraws_a_reverts_wait_instead_of_blocking_it",
+    },
+    Guard {
         name: "a STOP waits through a deploy step that waited before it looked",
         edits: &[Edit {
             file: "crates/baton-domain/src/decide.rs",

@@ -251,6 +251,22 @@ pub async fn backstop(engine: &Engine) -> u32 {
                 continue;
             }
         }
+        // Nor is the revert of a degraded deploy blocked: the degraded change must leave the
+        // default branch, and a revert waits for nothing (the queue pass withdraws its waits too).
+        match crate::monitor::is_revert(engine, task).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let why = format!(
+                    "it reverts a degraded deploy; a revert waits for nothing, instead of blocking it: {reason}"
+                );
+                withdraw_from_shipping(engine, &record, &records, &why).await;
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(task = %record.work_item_id, "dependency backstop: {error}");
+                continue;
+            }
+        }
         match engine.apply_event(task, &Event::DependencyBlocked { reason }, None, None).await {
             Ok(_) => {
                 blocked += 1;

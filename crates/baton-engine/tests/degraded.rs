@@ -158,3 +158,35 @@ async fn a_crash_between_filing_and_linking_finds_the_filed_tasks_again() {
     let confirmed = engine.submit(&TaskKey::Id(revert.id), Input::ConfirmDeploy, "cli:human", None).await.unwrap();
     assert!(matches!(confirmed, baton_engine::InputOutcome::Applied { .. }), "{confirmed:?}");
 }
+
+// A declaration that raced the revert's arrival at the merge gate made it wait for a task that was
+// then cancelled: the reconciler's backstop, which blocks such a waiting task, withdraws the
+// revert's wait instead (a revert waits for nothing), so the degraded change still leaves main.
+#[tokio::test]
+async fn the_dependency_backstop_withdraws_a_reverts_wait_instead_of_blocking_it() {
+    let Setup { _dir: _kept, engine, task, repo: _ } = setup(false).await;
+    monitor::degraded(&engine, task.id, "health: 503").await.unwrap();
+    let revert = tasks_titled(&engine, "Revert ").await.remove(0);
+    let request =
+        NewTaskRequest { repo: "app".into(), title: "other work".into(), body: String::new(), external_ref: None };
+    let other = engine.create_task(request).await.unwrap();
+    engine.submit(&TaskKey::Id(other.id), Input::Stop, "cli:human", None).await.unwrap();
+    assert_eq!(read(&engine, other.id).await.state.stage, baton_domain::pipeline::CANCELLED);
+    // The race: the engine refuses a declaration on a task at the merge gate; the store does not.
+    let now = engine.clock().now_ms();
+    assert!(engine.store().add_dependency(revert.id, other.id, "cli:human", now).await.unwrap());
+    // A task that is no revert, waiting for the same cancelled task, is blocked as before.
+    let request =
+        NewTaskRequest { repo: "app".into(), title: "waits too".into(), body: String::new(), external_ref: None };
+    let waiter = engine.create_task(request).await.unwrap();
+    assert!(engine.store().add_dependency(waiter.id, other.id, "cli:human", now).await.unwrap());
+
+    assert_eq!(baton_engine::dependencies::backstop(&engine).await, 1, "only the task that is no revert is blocked");
+    let revert = read(&engine, revert.id).await;
+    assert!(!matches!(revert.state.hold, Hold::Blocked { .. }), "the revert is not blocked: {:?}", revert.state);
+    assert!(engine.store().dependencies(revert.id).await.unwrap().is_empty(), "its wait is withdrawn");
+    let lines = engine.store().events(Some(revert.id), 0, 500).await.unwrap();
+    let withdrawn = lines.iter().find(|e| e.kind == "dependency_withdrawn").expect("a dependency_withdrawn line");
+    assert!(withdrawn.message.contains("a revert waits for nothing"), "{}", withdrawn.message);
+    assert!(matches!(read(&engine, waiter.id).await.state.hold, Hold::Blocked { .. }));
+}
