@@ -355,6 +355,15 @@ const GUARDS: &[Guard] = &[
         test: "baton-store-sqlite/conformance/a_lease_is_released_only_while_its_holders_task_is_as_read",
     },
     Guard {
+        name: "a job's own acquire of the merge lease takes it only while the job is its task's active one",
+        edits: &[Edit {
+            file: "crates/baton-store-sqlite/src/lib.rs",
+            find: "        if active.is_none() {\n            return Ok(None);",
+            replace: "        if active.is_none() && false {\n            return Ok(None);",
+        }],
+        test: "baton-store-sqlite/conformance/a_jobs_lease_is_taken_only_while_it_is_its_tasks_active_job",
+    },
+    Guard {
         name: "a revert's dependency waits are withdrawn after an unfreeze too",
         edits: &[Edit {
             file: "crates/baton-engine/src/queue.rs",

@@ -1245,6 +1245,7 @@ async fn give_back_lease(ctx: &JobContext<'_>, lease: &str, held: bool) {
         return;
     }
     let engine = ctx.engine;
+
     match engine.store().task(&TaskKey::Id(ctx.task.id)).await {
         // Released only while the task is as read, as the reaper releases (`reaper::leases`): a
         // retry claimed since may have taken the lease again under the same name.
@@ -1316,16 +1317,24 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
         && matches!(engine.commands().previous(&deploy_run_dir(ctx, &head)), Previous::Running(_));
     let lease = gates::merge_lease_name(&ctx.repo.name);
     let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
-    let lease_lost =
-        match engine.store().acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, engine.clock().now_ms()).await {
-            Ok(LeaseOutcome::Acquired { .. }) => None,
-            Ok(LeaseOutcome::Busy { .. }) if deploying => None,
-            Ok(LeaseOutcome::Busy { holder }) => {
-                Some(format!("the merge lease of {} is held by {holder}", ctx.repo.name))
-            }
-            Err(_) if deploying => None,
-            Err(error) => return Err(Refused::Machine(format!("cannot renew the merge lease: {error}"))),
-        };
+    // Taken only while this job is the task's active one: a job the reaper stopped (or a STOP, or
+    // a retry) took the lease after its task was blocked, and a failed give-back kept the
+    // repository's merges waiting for a blocked task (seed 530000976).
+    let now = engine.clock().now_ms();
+    let acquired = match engine.store().acquire_lease_for_job(&lease, ctx.task.id, ctx.job.id, ttl_ms, now).await {
+        Ok(None) => return Err("the task changed before the merge; not merging".into()),
+        Ok(Some(outcome)) => Ok(outcome),
+        Err(error) => Err(error),
+    };
+    // Whether this run holds the lease now, waiting for its own running deploy or not.
+    let holds_lease = matches!(acquired, Ok(LeaseOutcome::Acquired { .. }));
+    let lease_lost = match acquired {
+        Ok(LeaseOutcome::Acquired { .. }) => None,
+        Ok(LeaseOutcome::Busy { .. }) if deploying => None,
+        Ok(LeaseOutcome::Busy { holder }) => Some(format!("the merge lease of {} is held by {holder}", ctx.repo.name)),
+        Err(_) if deploying => None,
+        Err(error) => return Err(Refused::Machine(format!("cannot renew the merge lease: {error}"))),
+    };
     // Without the lease, the change may still have landed by an earlier run of this job (a Baton
     // killed between the merge and the end of the job, its lease expired meanwhile): then it is
     // deployed, never sent back to the merge queue (where it would have nothing left to merge).
@@ -1333,7 +1342,6 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     // land on top of this commit during the deploy, which could then take the target back behind
     // the default branch (a human's retry of a failed deploy, say, while the queue moved on). It
     // waits for the lease, keeping its place; landed on top by then, the later deploy carries it.
-    let holds_lease = lease_lost.is_none() && !deploying;
     let mut landed = match lease_lost {
         Some(reason) => {
             let main = landed_before(ctx, &base, &head).await.ok_or(Refused::LeaseLost(reason.clone()))?;

@@ -197,6 +197,16 @@ impl Store for RedactingStore {
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome> {
         self.inner.acquire_lease(name, holder, ttl_ms, now_ms).await
     }
+    async fn acquire_lease_for_job(
+        &self,
+        name: &str,
+        task: TaskId,
+        job: JobId,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<LeaseOutcome>> {
+        self.inner.acquire_lease_for_job(name, task, job, ttl_ms, now_ms).await
+    }
     async fn lease(&self, name: &str) -> StoreResult<Option<LeaseRecord>> {
         self.inner.lease(name).await
     }

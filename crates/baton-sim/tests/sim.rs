@@ -176,6 +176,12 @@ fn seeds_that_found_bugs_keep_the_invariants() {
     // on the default branch (a revert's waits are withdrawn now, frozen repository or not).
     let crowded_long_mixed = Config { steps_max: 3_000, tasks_min: 10, tasks_max: 16, ..Config::sweep(0) };
     sweep(360000686, 1, &crowded_long_mixed).unwrap_or_else(|failure| panic!("seed 360000686: {failure}"));
+    // Found at READ COMMITTED with 14-22 tasks (`StaleLease`): a deploy job the reaper's backstop
+    // had just blocked took the merge lease, saw the task had moved on, and its give-back failed
+    // on the store; the repository's merges waited for a blocked task (a job's acquire is fenced
+    // on its being the task's active job now: a stale job takes nothing).
+    let wide_rc = Config { tasks_min: 14, tasks_max: 22, ..long_rc };
+    sweep(530000976, 1, &wide_rc).unwrap_or_else(|failure| panic!("seed 530000976: {failure}"));
 }
 
 // Each store rule the invariants rely on, broken on purpose, is caught within a few hundred seeds.

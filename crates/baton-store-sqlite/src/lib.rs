@@ -1336,45 +1336,34 @@ impl Store for SqliteStore {
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome> {
         let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let current = sqlx::query("SELECT * FROM leases WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
-        if let Some(row) = current.as_ref() {
-            let lease = lease_from_row(row)?;
-            if lease.holder == holder {
-                sqlx::query("UPDATE leases SET expires_at = $2 WHERE name = $1")
-                    .bind(name)
-                    .bind(now_ms + ttl_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                return Ok(LeaseOutcome::Acquired { token: lease.token });
-            }
-            if lease.expires_at_ms > now_ms {
-                tx.commit().await?;
-                return Ok(LeaseOutcome::Busy { holder: lease.holder });
-            }
-        }
-        // Fencing tokens survive release, so a new holder always gets a larger token than any earlier one.
-        let token: i64 = sqlx::query_scalar(
-            "INSERT INTO lease_tokens (name, last_token) VALUES ($1, 1)
-             ON CONFLICT (name) DO UPDATE SET last_token = last_token + 1 RETURNING last_token",
-        )
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO leases (name, holder, token, acquired_at, expires_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,
-               acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(token)
-        .bind(now_ms)
-        .bind(now_ms + ttl_ms)
-        .execute(&mut *tx)
-        .await?;
+        let outcome = acquire_lease_in(&mut tx, name, holder, ttl_ms, now_ms).await?;
         tx.commit().await?;
-        Ok(LeaseOutcome::Acquired { token })
+        Ok(outcome)
+    }
+
+    async fn acquire_lease_for_job(
+        &self,
+        name: &str,
+        task: TaskId,
+        job: JobId,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<LeaseOutcome>> {
+        let mut writer = self.writer().await?;
+        // One transaction on the one writer: no advance of the task commits between the check
+        // of its active job and the grant.
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let active: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = $1 AND current_job = $2")
+            .bind(task.0)
+            .bind(job.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if active.is_none() {
+            return Ok(None);
+        }
+        let outcome = acquire_lease_in(&mut tx, name, &task_holder(task), ttl_ms, now_ms).await?;
+        tx.commit().await?;
+        Ok(Some(outcome))
     }
 
     async fn lease(&self, name: &str) -> StoreResult<Option<LeaseRecord>> {
@@ -2380,4 +2369,50 @@ fn proposal_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<TaskProposalRecord
         decided_by: row.try_get("decided_by")?,
         created_task: row.try_get::<Option<i64>, _>("created_task_id")?.map(TaskId),
     })
+}
+
+/// Takes or renews `name` for `holder` inside the caller's write transaction.
+async fn acquire_lease_in(
+    tx: &mut sqlx::SqliteConnection,
+    name: &str,
+    holder: &str,
+    ttl_ms: i64,
+    now_ms: i64,
+) -> StoreResult<LeaseOutcome> {
+    let current = sqlx::query("SELECT * FROM leases WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
+    if let Some(row) = current.as_ref() {
+        let lease = lease_from_row(row)?;
+        if lease.holder == holder {
+            sqlx::query("UPDATE leases SET expires_at = $2 WHERE name = $1")
+                .bind(name)
+                .bind(now_ms + ttl_ms)
+                .execute(&mut *tx)
+                .await?;
+            return Ok(LeaseOutcome::Acquired { token: lease.token });
+        }
+        if lease.expires_at_ms > now_ms {
+            return Ok(LeaseOutcome::Busy { holder: lease.holder });
+        }
+    }
+    // Fencing tokens survive release, so a new holder always gets a larger token than any earlier one.
+    let token: i64 = sqlx::query_scalar(
+        "INSERT INTO lease_tokens (name, last_token) VALUES ($1, 1)
+         ON CONFLICT (name) DO UPDATE SET last_token = last_token + 1 RETURNING last_token",
+    )
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO leases (name, holder, token, acquired_at, expires_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,
+           acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
+    )
+    .bind(name)
+    .bind(holder)
+    .bind(token)
+    .bind(now_ms)
+    .bind(now_ms + ttl_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(LeaseOutcome::Acquired { token })
 }

@@ -804,6 +804,51 @@ pub async fn suite_lease_release_if_unmoved(store: Arc<dyn Store>) {
     assert!(!store.release_lease_if_unmoved("merge:alpha", task.id, now.version).await.unwrap());
 }
 
+/// A job's own acquire takes the lease only while that job is its task's active one.
+pub async fn suite_lease_for_job(store: Arc<dyn Store>) {
+    let task = create(&*store, "alpha", "P").await;
+    let job = task.state.job.expect("the first job");
+    let first = store.acquire_lease_for_job("merge:alpha", task.id, job, 60_000, T0).await.unwrap();
+    let Some(LeaseOutcome::Acquired { token }) = first else { panic!("the active job takes a free lease: {first:?}") };
+    assert_eq!(store.lease("merge:alpha").await.unwrap().unwrap().holder, task_holder(task.id));
+    assert_eq!(
+        store.acquire_lease_for_job("merge:alpha", task.id, job, 60_000, T0 + 10).await.unwrap(),
+        Some(LeaseOutcome::Acquired { token }),
+        "the active job renews its own lease"
+    );
+    assert_eq!(store.lease("merge:alpha").await.unwrap().unwrap().expires_at_ms, T0 + 10 + 60_000);
+
+    // Another task's active job finds the lease busy, as a plain acquire does.
+    let other = create(&*store, "alpha", "Q").await;
+    let other_job = other.state.job.expect("its first job");
+    assert_eq!(
+        store.acquire_lease_for_job("merge:alpha", other.id, other_job, 60_000, T0 + 20).await.unwrap(),
+        Some(LeaseOutcome::Busy { holder: task_holder(task.id) })
+    );
+
+    // A job that is not the task's active one takes nothing, even a free lease.
+    store.release_lease("merge:alpha", &task_holder(task.id)).await.unwrap();
+    assert_eq!(
+        store.acquire_lease_for_job("merge:alpha", task.id, JobId(job.0 + 1_000), 60_000, T0 + 30).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.acquire_lease_for_job("merge:alpha", TaskId(9_999_999), job, 60_000, T0 + 30).await.unwrap(),
+        None
+    );
+    assert!(store.lease("merge:alpha").await.unwrap().is_none(), "nothing was taken");
+
+    // The task moved on (blocked, stopped, advanced): its old job's late acquire takes nothing.
+    let now = reload(&*store, task.id).await;
+    store.advance(step(&now, "architecture", None, Transition::default())).await.unwrap();
+    assert_eq!(store.acquire_lease_for_job("merge:alpha", task.id, job, 60_000, T0 + 40).await.unwrap(), None);
+    assert!(store.lease("merge:alpha").await.unwrap().is_none(), "a stale job holds no lease");
+
+    // The other task's active job takes the free lease, with a larger token.
+    let taken = store.acquire_lease_for_job("merge:alpha", other.id, other_job, 60_000, T0 + 50).await.unwrap();
+    assert!(matches!(taken, Some(LeaseOutcome::Acquired { token: later }) if later > token), "{taken:?}");
+}
+
 /// Eight holders racing for one free lease: exactly one gets it.
 pub async fn suite_lease_race(store: Arc<dyn Store>) {
     let barrier = Arc::new(Barrier::new(8));
@@ -2365,6 +2410,13 @@ macro_rules! conformance_tests {
         async fn a_lease_is_released_only_while_its_holders_task_is_as_read() {
             let (_dir, _, store) = $fresh().await;
             $crate::conformance::suite_lease_release_if_unmoved(store).await;
+        }
+
+        // A job's own acquire takes the lease only while it is its task's active job.
+        #[::tokio::test]
+        async fn a_jobs_lease_is_taken_only_while_it_is_its_tasks_active_job() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_lease_for_job(store).await;
         }
 
         // Eight concurrent acquirers of one lease: exactly one wins.

@@ -361,6 +361,20 @@ pub trait Store: Send + Sync {
     /// Takes or renews the named lease for `holder`. Re-acquiring one's own lease succeeds.
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome>;
 
+    /// Takes or renews the named lease for `task` ([`task_holder`]) only while `job` is the
+    /// task's active job: the acquire of a job's own step (the merge gate landing, the deploy
+    /// merging). `None` when it is not — the task was blocked, stopped or moved on since the job
+    /// was claimed — and nothing is taken. The task row is locked first, so no advance of it
+    /// commits between the check and the grant: a stale job never holds the repository's merges.
+    async fn acquire_lease_for_job(
+        &self,
+        name: &str,
+        task: TaskId,
+        job: JobId,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<LeaseOutcome>>;
+
     async fn lease(&self, name: &str) -> StoreResult<Option<LeaseRecord>>;
 
     async fn leases(&self) -> StoreResult<Vec<LeaseRecord>>;

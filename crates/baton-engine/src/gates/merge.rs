@@ -356,8 +356,8 @@ async fn record_green(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32,
         let lease = merge_lease_name(&ctx.repo.name);
         let ttl_ms = ctx.limits.lease_ttl_secs as i64 * 1000;
         let holder = task_holder(ctx.task.id);
-        if let Ok(LeaseOutcome::Acquired { .. }) =
-            ctx.store.acquire_lease(&lease, &holder, ttl_ms, ctx.clock.now_ms()).await
+        if let Ok(Some(LeaseOutcome::Acquired { .. })) =
+            ctx.store.acquire_lease_for_job(&lease, ctx.task.id, ctx.job.id, ttl_ms, ctx.clock.now_ms()).await
         {
             let expect = QueueExpect { state: QueueState::Green, base: Some(base.to_string()) };
             let change = QueueChange { state: QueueState::Landing, ..change };
@@ -463,9 +463,11 @@ async fn landing(ctx: &GateContext<'_>, entry: &QueueEntry) -> GateVerdict {
     };
     let lease = merge_lease_name(&ctx.repo.name);
     let ttl_ms = ctx.limits.lease_ttl_secs as i64 * 1000;
-    match ctx.store.acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, ctx.clock.now_ms()).await {
-        Ok(LeaseOutcome::Acquired { .. }) => {}
-        Ok(LeaseOutcome::Busy { holder }) => {
+    match ctx.store.acquire_lease_for_job(&lease, ctx.task.id, ctx.job.id, ttl_ms, ctx.clock.now_ms()).await {
+        Ok(Some(LeaseOutcome::Acquired { .. })) => {}
+        // The task moved on since this job was claimed (its result will be stale): nothing taken.
+        Ok(None) => return verdict(Verdict::Error, "the task changed before it could land; not landing".to_string()),
+        Ok(Some(LeaseOutcome::Busy { holder })) => {
             return requeue(ctx, entry, &format!("the merge lease is held by {holder}")).await;
         }
         Err(error) => return verdict(Verdict::Error, format!("cannot take the merge lease: {error}")),

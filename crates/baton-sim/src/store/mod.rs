@@ -850,6 +850,23 @@ impl Store for SimStore {
         self.call("acquire_lease", Access::Write, |s, _| Ok(s.acquire_lease(name, holder, ttl_ms, now_ms))).await
     }
 
+    async fn acquire_lease_for_job(
+        &self,
+        name: &str,
+        task: TaskId,
+        job: JobId,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<LeaseOutcome>> {
+        if self.read_committed() {
+            return self.acquire_lease_for_job_read_committed(name, task, job, ttl_ms, now_ms).await;
+        }
+        self.call("acquire_lease_for_job", Access::Write, |s, _| {
+            Ok(s.job_is_active(task, job).then(|| s.acquire_lease(name, &task_holder(task), ttl_ms, now_ms)))
+        })
+        .await
+    }
+
     async fn lease(&self, name: &str) -> StoreResult<Option<LeaseRecord>> {
         self.call("lease", Access::Read, |s, _| Ok(s.leases.get(name).cloned())).await
     }

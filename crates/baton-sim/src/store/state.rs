@@ -733,6 +733,11 @@ impl State {
         }
     }
 
+    /// Whether `job` is `task`'s active job (`tasks.current_job`).
+    pub(crate) fn job_is_active(&self, task: TaskId, job: JobId) -> bool {
+        self.tasks.get(&task).is_some_and(|t| t.state.job == Some(job))
+    }
+
     /// What an acquire of `name` by `holder` does, read from the stored lease.
     pub(crate) fn lease_decision(&self, name: &str, holder: &str, now_ms: i64) -> LeaseDecision {
         match self.leases.get(name) {
