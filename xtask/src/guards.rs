@@ -364,6 +364,15 @@ const GUARDS: &[Guard] = &[
         test: "baton-store-sqlite/conformance/a_jobs_lease_is_taken_only_while_it_is_its_tasks_active_job",
     },
     Guard {
+        name: "a deploy job takes the merge lease only while it is its task's active job",
+        edits: &[Edit {
+            file: EXECUTOR,
+            find: "engine.store().acquire_lease_for_job(&lease, ctx.task.id, ctx.job.id, ttl_ms, now).await {",
+            replace: "engine.store().acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, now).await.map(Some) {",
+        }],
+        test: "a_deploy_job_ended_under_its_executor_takes_no_merge_lease",
+    },
+    Guard {
         name: "a revert's dependency waits are withdrawn after an unfreeze too",
         edits: &[Edit {
             file: "crates/baton-engine/src/queue.rs",

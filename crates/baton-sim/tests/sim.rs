@@ -1657,3 +1657,41 @@ fn batch_waits_for_a_change_of_its_own_scenario(config: WorldConfig) -> Result<(
 fn a_batch_whose_change_waits_for_another_of_it_is_broken_up() {
     batch_waits_for_a_change_of_its_own_scenario(batch_config(2, 3)).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Found by this simulation (seed 530000976): a deploy job whose task moved on while its executor
+/// started — the reaper's backstop ended it and blocked the task, releasing the merge lease — took
+/// the lease again on its way to the merge, saw the task had moved, and its give-back failed on
+/// the store: the repository's merges waited for a blocked task. Under each interleaving of the
+/// claim (which starts the executor) with the job's end, with the give-back failing, the blocked
+/// task must hold no lease and no stale lease is taken (a job's acquire is fenced on its being the
+/// task's active job).
+fn stale_deploy_lease_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut raced = false;
+    for schedule in 0..16 {
+        let mut world = World::new(WorldConfig { seed: config.seed + schedule, ..config.clone() });
+        let task = world.create_task("alpha");
+        to_deploy(&mut world, task)?;
+        let queued = world.store.peek_jobs(task).into_iter().find(|j| j.status == JobStatus::Queued);
+        let job = queued.ok_or("no queued deploy job")?;
+        let verdicts = vec![GateVerdict::new("deploy", Verdict::Fail, "ran longer than the backstop")];
+        let ended = delivery_for(&job, JobOutcome::Completed { verdicts });
+        world.store.fail_next("release_lease_if_unmoved", Fault::Before);
+        let outcomes = world.run(vec![Action::Claim, Action::Deliver(ended)]);
+        raced |= matches!(outcomes.first(), Some(Outcome::Claimed(Ok(Some(_)))));
+        let after = world.task(task);
+        ensure(
+            matches!(after.state.hold, Hold::Blocked { .. }),
+            format!("schedule {schedule}: the task is {}", after.state.display()),
+        )?;
+        let lease = world.store.peek_lease("merge:alpha");
+        ensure(lease.is_none(), format!("schedule {schedule}: the blocked task's lease is held: {lease:?}"))?;
+        no_violations(&mut world)?;
+    }
+    ensure(raced, "no schedule claimed the deploy job before its end")
+}
+
+// Seed 530000976: a deploy job ended under its executor takes no merge lease for its blocked task.
+#[test]
+fn a_deploy_job_ended_under_its_executor_takes_no_merge_lease() {
+    stale_deploy_lease_scenario(WorldConfig::scripted(7)).unwrap_or_else(|e| panic!("{e}"));
+}
