@@ -367,8 +367,8 @@ const GUARDS: &[Guard] = &[
         name: "a deploy job takes the merge lease only while it is its task's active job",
         edits: &[Edit {
             file: EXECUTOR,
-            find: "engine.store().acquire_lease_for_job(&lease, ctx.task.id, ctx.job.id, ttl_ms, now).await {",
-            replace: "engine.store().acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, now).await.map(Some) {",
+            find: "engine.store().acquire_lease_for_job(&lease, ctx.task.id, ctx.job.id, ttl_ms, now).await.transpose()",
+            replace: "engine.store().acquire_lease(&lease, &task_holder(ctx.task.id), ttl_ms, now).await.map(Some).transpose()",
         }],
         test: "a_deploy_job_ended_under_its_executor_takes_no_merge_lease",
     },

@@ -1321,10 +1321,10 @@ async fn deploy(ctx: &JobContext<'_>) -> Result<Deployed, Refused> {
     // a retry) took the lease after its task was blocked, and a failed give-back kept the
     // repository's merges waiting for a blocked task (seed 530000976).
     let now = engine.clock().now_ms();
-    let acquired = match engine.store().acquire_lease_for_job(&lease, ctx.task.id, ctx.job.id, ttl_ms, now).await {
-        Ok(None) => return Err("the task changed before the merge; not merging".into()),
-        Ok(Some(outcome)) => Ok(outcome),
-        Err(error) => Err(error),
+    let Some(acquired) =
+        engine.store().acquire_lease_for_job(&lease, ctx.task.id, ctx.job.id, ttl_ms, now).await.transpose()
+    else {
+        return Err("the task changed before the merge; not merging".into());
     };
     // Whether this run holds the lease now, waiting for its own running deploy or not.
     let holds_lease = matches!(acquired, Ok(LeaseOutcome::Acquired { .. }));

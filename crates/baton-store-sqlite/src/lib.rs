@@ -6,7 +6,10 @@ use async_trait::async_trait;
 use baton_domain::ids::branch_name;
 use baton_domain::{JobId, TaskId, TaskState, WorkItemId};
 use baton_store::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts, OpenJob, TokenTotals};
-use baton_store::rows::{HOLD_OF_TASK, WORK_ITEM_WALK_MAX, parked_hold, state_columns};
+use baton_store::rows::{
+    EXTEND_LEASE, GRANT_LEASE, HOLD_OF_TASK, LEASE_BY_NAME, NEXT_LEASE_TOKEN, WORK_ITEM_WALK_MAX, parked_hold,
+    state_columns,
+};
 use baton_store::*;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -2379,40 +2382,25 @@ async fn acquire_lease_in(
     ttl_ms: i64,
     now_ms: i64,
 ) -> StoreResult<LeaseOutcome> {
-    let current = sqlx::query("SELECT * FROM leases WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
+    let current = sqlx::query(LEASE_BY_NAME).bind(name).fetch_optional(&mut *tx).await?;
     if let Some(row) = current.as_ref() {
         let lease = lease_from_row(row)?;
         if lease.holder == holder {
-            sqlx::query("UPDATE leases SET expires_at = $2 WHERE name = $1")
-                .bind(name)
-                .bind(now_ms + ttl_ms)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(EXTEND_LEASE).bind(name).bind(now_ms + ttl_ms).execute(&mut *tx).await?;
             return Ok(LeaseOutcome::Acquired { token: lease.token });
         }
         if lease.expires_at_ms > now_ms {
             return Ok(LeaseOutcome::Busy { holder: lease.holder });
         }
     }
-    // Fencing tokens survive release, so a new holder always gets a larger token than any earlier one.
-    let token: i64 = sqlx::query_scalar(
-        "INSERT INTO lease_tokens (name, last_token) VALUES ($1, 1)
-         ON CONFLICT (name) DO UPDATE SET last_token = last_token + 1 RETURNING last_token",
-    )
-    .bind(name)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO leases (name, holder, token, acquired_at, expires_at) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,
-           acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
-    )
-    .bind(name)
-    .bind(holder)
-    .bind(token)
-    .bind(now_ms)
-    .bind(now_ms + ttl_ms)
-    .execute(&mut *tx)
-    .await?;
+    let token: i64 = sqlx::query_scalar(NEXT_LEASE_TOKEN).bind(name).fetch_one(&mut *tx).await?;
+    sqlx::query(GRANT_LEASE)
+        .bind(name)
+        .bind(holder)
+        .bind(token)
+        .bind(now_ms)
+        .bind(now_ms + ttl_ms)
+        .execute(&mut *tx)
+        .await?;
     Ok(LeaseOutcome::Acquired { token })
 }

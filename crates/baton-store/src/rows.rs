@@ -28,6 +28,24 @@ pub fn state_columns(state: &TaskState) -> StoreResult<StateColumns> {
 /// check that follows makes it the state the transition was decided on).
 pub const HOLD_OF_TASK: &str = "SELECT hold FROM tasks WHERE id = $1";
 
+/// A lease by name, read inside an acquire (under the acquirers' lock or the one writer).
+pub const LEASE_BY_NAME: &str = "SELECT * FROM leases WHERE name = $1";
+
+/// A holder's renewal of its own lease: `$2` is the new expiry.
+pub const EXTEND_LEASE: &str = "UPDATE leases SET expires_at = $2 WHERE name = $1";
+
+/// The next fencing token of a lease name. Tokens survive release, so a new holder always gets a
+/// larger token than any earlier one.
+pub const NEXT_LEASE_TOKEN: &str = "INSERT INTO lease_tokens (name, last_token) VALUES ($1, 1)
+     ON CONFLICT (name) DO UPDATE SET last_token = lease_tokens.last_token + 1 RETURNING last_token";
+
+/// A grant of a lease to a new holder (`$1` name, `$2` holder, `$3` token, `$4` acquired at,
+/// `$5` expires at), over whatever expired row is there.
+pub const GRANT_LEASE: &str =
+    "INSERT INTO leases (name, holder, token, acquired_at, expires_at) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,
+       acquired_at = excluded.acquired_at, expires_at = excluded.expires_at";
+
 /// Whether a stored hold ([`HOLD_OF_TASK`]) is the merge queue's: the task was parked there.
 pub fn parked_hold(hold: Option<&str>) -> bool {
     hold == Some(baton_domain::Hold::MergeQueue.label())

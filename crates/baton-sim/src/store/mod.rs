@@ -845,7 +845,9 @@ impl Store for SimStore {
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome> {
         if self.read_committed() {
-            return self.acquire_lease_read_committed(name, holder, ttl_ms, now_ms).await;
+            let outcome = self.acquire_lease_read_committed(name, holder, None, ttl_ms, now_ms).await?;
+            // Only a fenced acquire answers `None`.
+            return outcome.ok_or_else(|| StoreError::Database("acquire_lease: no answer".into()));
         }
         self.call("acquire_lease", Access::Write, |s, _| Ok(s.acquire_lease(name, holder, ttl_ms, now_ms))).await
     }
@@ -859,7 +861,8 @@ impl Store for SimStore {
         now_ms: i64,
     ) -> StoreResult<Option<LeaseOutcome>> {
         if self.read_committed() {
-            return self.acquire_lease_for_job_read_committed(name, task, job, ttl_ms, now_ms).await;
+            let holder = task_holder(task);
+            return self.acquire_lease_read_committed(name, &holder, Some((task, job)), ttl_ms, now_ms).await;
         }
         self.call("acquire_lease_for_job", Access::Write, |s, _| {
             Ok(s.job_is_active(task, job).then(|| s.acquire_lease(name, &task_holder(task), ttl_ms, now_ms)))

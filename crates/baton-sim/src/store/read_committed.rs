@@ -194,15 +194,25 @@ impl SimStore {
 
     /// `PgStore::acquire_lease` in READ COMMITTED: the lease name's advisory lock, the read of
     /// the lease, then (as it decided) the expiry update, or the token upsert and the lease upsert
-    /// — which writes over whatever row is there, unguarded.
+    /// — which writes over whatever row is there, unguarded. With a `fence` (`acquire_lease_for_job`)
+    /// the task's row (`FOR SHARE`) comes first, and `None` when the job is not its active one.
     pub(super) async fn acquire_lease_read_committed(
         &self,
         name: &str,
         holder: &str,
+        fence: Option<(TaskId, JobId)>,
         ttl_ms: i64,
         now_ms: i64,
-    ) -> StoreResult<LeaseOutcome> {
-        let (txn, fault) = self.begin("acquire_lease").await;
+    ) -> StoreResult<Option<LeaseOutcome>> {
+        let what = if fence.is_some() { "acquire_lease_for_job" } else { "acquire_lease" };
+        let (txn, fault) = self.begin(what).await;
+        if let Some((task, job)) = fence {
+            txn.lock(LockKey::Task(task)).await?;
+            txn.step().await;
+            if !self.lock().job_is_active(task, job) {
+                return self.commit(txn, what, fault, |_| Ok(None));
+            }
+        }
         if self.lock().mutation != Mutation::LeaseWithoutLock {
             txn.lock(LockKey::LeaseName(name.to_string())).await?;
         }
@@ -211,60 +221,12 @@ impl SimStore {
         txn.step().await;
         match decision {
             LeaseDecision::Busy { holder } => {
-                self.commit(txn, "acquire_lease", fault, |_| Ok(LeaseOutcome::Busy { holder }))
-            }
-            LeaseDecision::Renew { token } => {
-                txn.lock(LockKey::Lease(name.to_string())).await?;
-                self.commit(txn, "acquire_lease", fault, |s| {
-                    s.extend_lease(name, holder, now_ms + ttl_ms);
-                    Ok(LeaseOutcome::Acquired { token })
-                })
-            }
-            LeaseDecision::Take => {
-                txn.lock(LockKey::LeaseToken(name.to_string())).await?;
-                txn.step().await;
-                txn.lock(LockKey::Lease(name.to_string())).await?;
-                self.commit(txn, "acquire_lease", fault, |s| {
-                    let token = s.next_lease_token(name);
-                    s.grant_lease(name, holder, token, ttl_ms, now_ms);
-                    Ok(LeaseOutcome::Acquired { token })
-                })
-            }
-        }
-    }
-
-    /// `PgStore::acquire_lease_for_job` in READ COMMITTED: the task row (`FOR SHARE`) and the
-    /// check of its active job, then the acquire as above in the same transaction.
-    pub(super) async fn acquire_lease_for_job_read_committed(
-        &self,
-        name: &str,
-        task: TaskId,
-        job: JobId,
-        ttl_ms: i64,
-        now_ms: i64,
-    ) -> StoreResult<Option<LeaseOutcome>> {
-        let what = "acquire_lease_for_job";
-        let (txn, fault) = self.begin(what).await;
-        txn.lock(LockKey::Task(task)).await?;
-        txn.step().await;
-        if !self.lock().job_is_active(task, job) {
-            return self.commit(txn, what, fault, |_| Ok(None));
-        }
-        let holder = task_holder(task);
-        if self.lock().mutation != Mutation::LeaseWithoutLock {
-            txn.lock(LockKey::LeaseName(name.to_string())).await?;
-        }
-        txn.step().await;
-        let decision = self.lock().lease_decision(name, &holder, now_ms);
-        txn.step().await;
-        match decision {
-            LeaseDecision::Busy { holder } => {
                 self.commit(txn, what, fault, |_| Ok(Some(LeaseOutcome::Busy { holder })))
             }
             LeaseDecision::Renew { token } => {
                 txn.lock(LockKey::Lease(name.to_string())).await?;
                 self.commit(txn, what, fault, |s| {
-                    s.extend_lease(name, &holder, now_ms + ttl_ms);
+                    s.extend_lease(name, holder, now_ms + ttl_ms);
                     Ok(Some(LeaseOutcome::Acquired { token }))
                 })
             }
@@ -274,7 +236,7 @@ impl SimStore {
                 txn.lock(LockKey::Lease(name.to_string())).await?;
                 self.commit(txn, what, fault, |s| {
                     let token = s.next_lease_token(name);
-                    s.grant_lease(name, &holder, token, ttl_ms, now_ms);
+                    s.grant_lease(name, holder, token, ttl_ms, now_ms);
                     Ok(Some(LeaseOutcome::Acquired { token }))
                 })
             }
