@@ -235,30 +235,10 @@ pub async fn backstop(engine: &Engine) -> u32 {
         {
             continue;
         }
-        // A change that is landing (its merge, or its batch's, under way) or has landed ships
-        // whatever its dependencies do: a block now would leave it on the default branch while
-        // the task waits for a human (the store refuses the block of a landing batch's change
-        // anyway). Its dependencies not done are withdrawn instead, so that its next job (the
-        // claim waits for dependencies) carries it on to its deploy.
-        match engine.stop_context(&record).await {
-            Ok((false, false)) => {}
-            Ok(_) => {
-                withdraw_from_shipping(engine, &record, &records, &format!("instead of blocking it: {reason}")).await;
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(task = %record.work_item_id, "dependency backstop: {error}");
-                continue;
-            }
-        }
-        // Nor is the revert of a degraded deploy blocked: the degraded change must leave the
-        // default branch, and a revert waits for nothing (the queue pass withdraws its waits too).
-        match crate::monitor::is_revert(engine, task).await {
-            Ok(false) => {}
-            Ok(true) => {
-                let why = format!(
-                    "it reverts a degraded deploy; a revert waits for nothing, instead of blocking it: {reason}"
-                );
+        match ships_regardless(engine, &record).await {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                let why = format!("{why}instead of blocking it: {reason}");
                 withdraw_from_shipping(engine, &record, &records, &why).await;
                 continue;
             }
@@ -276,6 +256,26 @@ pub async fn backstop(engine: &Engine) -> u32 {
         }
     }
     blocked
+}
+
+/// Why `task` ships whatever its dependencies do, as the start of a sentence, or `None` when it
+/// does not. A change that is landing (its merge, or its batch's, under way) or has landed: a
+/// block now would leave it on the default branch while the task waits for a human (the store
+/// refuses the block of a landing batch's change anyway); its next job (the claim waits for
+/// dependencies) carries it on to its deploy once they are withdrawn. And the revert of a
+/// degraded deploy: the degraded change must leave the default branch, and a revert waits for
+/// nothing (the queue pass withdraws its waits too).
+async fn ships_regardless(
+    engine: &Engine,
+    task: &baton_store::TaskRecord,
+) -> Result<Option<&'static str>, crate::EngineError> {
+    if engine.stop_context(task).await? != (false, false) {
+        return Ok(Some(""));
+    }
+    if crate::monitor::is_revert(engine, task.id).await? {
+        return Ok(Some("it reverts a degraded deploy; a revert waits for nothing, "));
+    }
+    Ok(None)
 }
 
 /// Withdraws every dependency of `task` not done — the one the backstop found can never be met (a
