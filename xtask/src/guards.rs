@@ -364,6 +364,15 @@ const GUARDS: &[Guard] = &[
         test: "baton-store-sqlite/conformance/a_jobs_lease_is_taken_only_while_it_is_its_tasks_active_job",
     },
     Guard {
+        name: "the merge queue's landing takes the lease only together with the entry's move to landing",
+        edits: &[Edit {
+            file: "crates/baton-store-sqlite/src/lib.rs",
+            find: "        if !update_queue_entry_in(&mut tx, task, expect, change, now_ms).await? {\n            return Ok(None);",
+            replace: "        if !update_queue_entry_in(&mut tx, task, expect, change, now_ms).await? {\n            tx.commit().await?;\n            return Ok(None);",
+        }],
+        test: "baton-store-sqlite/conformance/the_queue_lands_a_change_with_its_lease_or_not_at_all",
+    },
+    Guard {
         name: "a deploy job takes the merge lease only while it is its task's active job",
         edits: &[Edit {
             file: EXECUTOR,

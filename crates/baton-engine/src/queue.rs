@@ -15,7 +15,7 @@
 use crate::engine::Engine;
 use crate::features::Feature;
 use baton_domain::{Event, Hold, TaskId};
-use baton_store::{LeaseOutcome, QueueChange, QueueEntry, QueueExpect, QueueState, TaskKey, task_holder};
+use baton_store::{LeaseOutcome, QueueChange, QueueEntry, QueueExpect, QueueState, TaskKey};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use tokio::sync::Notify;
@@ -751,14 +751,8 @@ async fn land(engine: &Engine, entry: &QueueEntry, head: &str) -> Result<bool, c
     if !crate::monitor::may_land(engine, &entry.repo, entry.task).await? {
         return Ok(false);
     }
-    let store = engine.store();
     let lease = crate::gates::merge_lease_name(&entry.repo);
     let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
-    let holder = task_holder(entry.task);
-    match store.acquire_lease(&lease, &holder, ttl_ms, engine.clock().now_ms()).await? {
-        LeaseOutcome::Acquired { .. } => {}
-        LeaseOutcome::Busy { .. } => return Ok(false),
-    }
     let expect = QueueExpect { state: QueueState::Green, base: entry.base.clone() };
     let change = QueueChange {
         state: QueueState::Landing,
@@ -766,14 +760,16 @@ async fn land(engine: &Engine, entry: &QueueEntry, head: &str) -> Result<bool, c
         reason: None,
         ..QueueChange::from(entry)
     };
-    if store.queue_update(entry.task, &expect, &change, engine.clock().now_ms()).await? {
-        wake_parked(engine, entry, &format!("merge queue: {} is green on the default head; landing", short(head)))
-            .await;
-        Ok(true)
-    } else {
-        // The entry changed meanwhile: never keep the lease for a change that is not landing.
-        store.release_lease(&lease, &holder).await?;
-        Ok(false)
+    // The grant and the move to landing commit together: a change that moved meanwhile takes
+    // nothing, so the lease is never held for a change that is not landing.
+    let now = engine.clock().now_ms();
+    match engine.store().queue_land(entry.task, &expect, &change, &lease, ttl_ms, now).await? {
+        Some(LeaseOutcome::Acquired { .. }) => {
+            wake_parked(engine, entry, &format!("merge queue: {} is green on the default head; landing", short(head)))
+                .await;
+            Ok(true)
+        }
+        Some(LeaseOutcome::Busy { .. }) | None => Ok(false),
     }
 }
 
@@ -936,7 +932,7 @@ pub async fn set_priority(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_store::QUEUE_PRIORITY_STEP_MS;
+    use baton_store::{QUEUE_PRIORITY_STEP_MS, task_holder};
 
     fn entry(task: i64, state: QueueState, entered_at_ms: i64, priority: i64) -> QueueEntry {
         QueueEntry {

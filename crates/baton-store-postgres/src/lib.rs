@@ -2042,25 +2042,39 @@ impl Store for PgStore {
         change: &QueueChange,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "UPDATE merge_queue SET state = $4, base = $5, head = $6, fails = $7, reason = $8, updated_at = $9,
-                 batch = $10, split = $11
-             WHERE task_id = $1 AND state = $2 AND base IS NOT DISTINCT FROM $3",
-        )
-        .bind(task.0)
-        .bind(expect.state.as_str())
-        .bind(expect.base.as_deref())
-        .bind(change.state.as_str())
-        .bind(change.base.as_deref())
-        .bind(change.head.as_deref())
-        .bind(i64::from(change.fails))
-        .bind(change.reason.as_deref())
-        .bind(now_ms)
-        .bind(change.batch.map(|b| b.0))
-        .bind(change.split.map(i64::from))
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await?;
+        update_queue_entry_in(&mut conn, task, expect, change, now_ms).await
+    }
+
+    async fn queue_land(
+        &self,
+        task: TaskId,
+        expect: &QueueExpect,
+        change: &QueueChange,
+        name: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<LeaseOutcome>> {
+        let mut tx = self.begin().await?;
+        // The locks in an advance's order: the task row (`FOR SHARE`: an advance that releases
+        // the task's leases and removes its entry waits, or has committed and is seen), the lease,
+        // then the entry's row. Nothing commits unless both the grant and the entry's move do.
+        let known: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1 FOR SHARE")
+            .bind(task.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            return Ok(None);
+        }
+        let outcome = acquire_lease_in(&mut tx, name, &task_holder(task), ttl_ms, now_ms).await?;
+        if matches!(outcome, LeaseOutcome::Busy { .. }) {
+            return Ok(Some(outcome));
+        }
+        if !update_queue_entry_in(&mut tx, task, expect, change, now_ms).await? {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(outcome))
     }
 
     async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool> {
@@ -2384,6 +2398,36 @@ fn proposal_row(row: &PgRow) -> StoreResult<TaskProposalRecord> {
         decided_by: row.try_get("decided_by")?,
         created_task: row.try_get::<Option<i64>, _>("created_task_id")?.map(TaskId),
     })
+}
+
+/// The merge queue entry's compare-and-set (`Store::queue_update`) on the caller's connection:
+/// `change` applied only while the entry is in `expect`'s state on `expect`'s base.
+async fn update_queue_entry_in(
+    conn: &mut sqlx::PgConnection,
+    task: TaskId,
+    expect: &QueueExpect,
+    change: &QueueChange,
+    now_ms: i64,
+) -> StoreResult<bool> {
+    let result = sqlx::query(
+        "UPDATE merge_queue SET state = $4, base = $5, head = $6, fails = $7, reason = $8, updated_at = $9,
+             batch = $10, split = $11
+         WHERE task_id = $1 AND state = $2 AND base IS NOT DISTINCT FROM $3",
+    )
+    .bind(task.0)
+    .bind(expect.state.as_str())
+    .bind(expect.base.as_deref())
+    .bind(change.state.as_str())
+    .bind(change.base.as_deref())
+    .bind(change.head.as_deref())
+    .bind(i64::from(change.fails))
+    .bind(change.reason.as_deref())
+    .bind(now_ms)
+    .bind(change.batch.map(|b| b.0))
+    .bind(change.split.map(i64::from))
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
 }
 
 /// Takes or renews `name` for `holder` inside the caller's transaction, under the lease name's

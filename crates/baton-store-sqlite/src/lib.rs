@@ -2178,25 +2178,31 @@ impl Store for SqliteStore {
         change: &QueueChange,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "UPDATE merge_queue SET state = $4, base = $5, head = $6, fails = $7, reason = $8, updated_at = $9,
-                 batch = $10, split = $11
-             WHERE task_id = $1 AND state = $2 AND base IS $3",
-        )
-        .bind(task.0)
-        .bind(expect.state.as_str())
-        .bind(expect.base.as_deref())
-        .bind(change.state.as_str())
-        .bind(change.base.as_deref())
-        .bind(change.head.as_deref())
-        .bind(i64::from(change.fails))
-        .bind(change.reason.as_deref())
-        .bind(now_ms)
-        .bind(change.batch.map(|b| b.0))
-        .bind(change.split.map(i64::from))
-        .execute(&mut *self.writer().await?)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        update_queue_entry_in(&mut *self.writer().await?, task, expect, change, now_ms).await
+    }
+
+    async fn queue_land(
+        &self,
+        task: TaskId,
+        expect: &QueueExpect,
+        change: &QueueChange,
+        name: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<LeaseOutcome>> {
+        let mut writer = self.writer().await?;
+        // One transaction on the one writer: the grant and the entry's move commit together, or
+        // neither does (a dropped transaction rolls back).
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let outcome = acquire_lease_in(&mut tx, name, &task_holder(task), ttl_ms, now_ms).await?;
+        if matches!(outcome, LeaseOutcome::Busy { .. }) {
+            return Ok(Some(outcome));
+        }
+        if !update_queue_entry_in(&mut tx, task, expect, change, now_ms).await? {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(outcome))
     }
 
     async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool> {
@@ -2372,6 +2378,36 @@ fn proposal_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<TaskProposalRecord
         decided_by: row.try_get("decided_by")?,
         created_task: row.try_get::<Option<i64>, _>("created_task_id")?.map(TaskId),
     })
+}
+
+/// The merge queue entry's compare-and-set (`Store::queue_update`) on the caller's connection:
+/// `change` applied only while the entry is in `expect`'s state on `expect`'s base.
+async fn update_queue_entry_in(
+    conn: &mut sqlx::SqliteConnection,
+    task: TaskId,
+    expect: &QueueExpect,
+    change: &QueueChange,
+    now_ms: i64,
+) -> StoreResult<bool> {
+    let result = sqlx::query(
+        "UPDATE merge_queue SET state = $4, base = $5, head = $6, fails = $7, reason = $8, updated_at = $9,
+             batch = $10, split = $11
+         WHERE task_id = $1 AND state = $2 AND base IS $3",
+    )
+    .bind(task.0)
+    .bind(expect.state.as_str())
+    .bind(expect.base.as_deref())
+    .bind(change.state.as_str())
+    .bind(change.base.as_deref())
+    .bind(change.head.as_deref())
+    .bind(i64::from(change.fails))
+    .bind(change.reason.as_deref())
+    .bind(now_ms)
+    .bind(change.batch.map(|b| b.0))
+    .bind(change.split.map(i64::from))
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
 }
 
 /// Takes or renews `name` for `holder` inside the caller's write transaction.

@@ -849,6 +849,66 @@ pub async fn suite_lease_for_job(store: Arc<dyn Store>) {
     assert!(matches!(taken, Some(LeaseOutcome::Acquired { token: later }) if later > token), "{taken:?}");
 }
 
+/// The merge queue's own landing: the lease and the entry's move to landing commit together, or
+/// nothing does — no lease is ever held for a change that is not landing.
+pub async fn suite_queue_land(store: Arc<dyn Store>) {
+    let task = park(&*store, "alpha").await;
+    let waiting = store.queue_entry(task).await.unwrap().expect("the parked task is queued");
+    let green = QueueChange {
+        state: QueueState::Green,
+        base: Some("b1".into()),
+        head: Some("h1".into()),
+        ..QueueChange::from(&waiting)
+    };
+    assert!(store.queue_update(task, &QueueExpect::of(&waiting), &green, T0 + 1).await.unwrap());
+    let green = store.queue_entry(task).await.unwrap().unwrap();
+    let landing = QueueChange { state: QueueState::Landing, head: Some("m1".into()), ..QueueChange::from(&green) };
+
+    // Another holder has the lease: busy, and the entry stays green.
+    assert!(matches!(
+        store.acquire_lease("merge:alpha", "task:other", 60_000, T0).await.unwrap(),
+        LeaseOutcome::Acquired { .. }
+    ));
+    let busy = store.queue_land(task, &QueueExpect::of(&green), &landing, "merge:alpha", 60_000, T0 + 2).await.unwrap();
+    assert_eq!(busy, Some(LeaseOutcome::Busy { holder: "task:other".into() }));
+    assert_eq!(
+        store.queue_entry(task).await.unwrap().unwrap().state,
+        QueueState::Green,
+        "a busy lease moved the entry"
+    );
+    assert!(store.release_lease("merge:alpha", "task:other").await.unwrap());
+
+    // The entry moved since it was read (built again on another base): nothing is taken, even a
+    // free lease, and the entry is left as it is.
+    let stale = QueueExpect { state: QueueState::Green, base: Some("b0".into()) };
+    assert_eq!(store.queue_land(task, &stale, &landing, "merge:alpha", 60_000, T0 + 3).await.unwrap(), None);
+    assert!(store.lease("merge:alpha").await.unwrap().is_none(), "a lease was taken for a change not landing");
+    let entry = store.queue_entry(task).await.unwrap().unwrap();
+    assert_eq!((entry.state, entry.base.as_deref()), (QueueState::Green, Some("b1")));
+    // Nor for a task with no entry.
+    assert_eq!(
+        store.queue_land(TaskId(9_999_999), &stale, &landing, "merge:alpha", 60_000, T0 + 3).await.unwrap(),
+        None
+    );
+    assert!(store.lease("merge:alpha").await.unwrap().is_none());
+
+    // As read: the lease is the task's and the entry is landing on the new head, together.
+    let landed =
+        store.queue_land(task, &QueueExpect::of(&green), &landing, "merge:alpha", 60_000, T0 + 4).await.unwrap();
+    let Some(LeaseOutcome::Acquired { token }) = landed else { panic!("a green change lands: {landed:?}") };
+    let lease = store.lease("merge:alpha").await.unwrap().expect("the lease is held");
+    assert_eq!((lease.holder, lease.token, lease.expires_at_ms), (task_holder(task), token, T0 + 4 + 60_000));
+    let entry = store.queue_entry(task).await.unwrap().unwrap();
+    assert_eq!((entry.state, entry.head.as_deref()), (QueueState::Landing, Some("m1")));
+
+    // A second landing of the same read finds the entry moved: nothing changes, the lease stays.
+    let again =
+        store.queue_land(task, &QueueExpect::of(&green), &landing, "merge:alpha", 60_000, T0 + 5).await.unwrap();
+    assert_eq!(again, None);
+    let lease = store.lease("merge:alpha").await.unwrap().expect("the lease is still held");
+    assert_eq!((lease.token, lease.expires_at_ms), (token, T0 + 4 + 60_000), "a refused landing renewed the lease");
+}
+
 /// Eight holders racing for one free lease: exactly one gets it.
 pub async fn suite_lease_race(store: Arc<dyn Store>) {
     let barrier = Arc::new(Barrier::new(8));
@@ -2417,6 +2477,13 @@ macro_rules! conformance_tests {
         async fn a_jobs_lease_is_taken_only_while_it_is_its_tasks_active_job() {
             let (_dir, _, store) = $fresh().await;
             $crate::conformance::suite_lease_for_job(store).await;
+        }
+
+        // The queue's own landing takes the lease and moves the entry together, or neither.
+        #[::tokio::test]
+        async fn the_queue_lands_a_change_with_its_lease_or_not_at_all() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_queue_land(store).await;
         }
 
         // Eight concurrent acquirers of one lease: exactly one wins.

@@ -37,6 +37,7 @@ mod read_committed;
 mod state;
 mod txn;
 
+use read_committed::LeaseFence;
 pub(crate) use state::State;
 use txn::LockKey;
 
@@ -845,7 +846,7 @@ impl Store for SimStore {
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome> {
         if self.read_committed() {
-            let outcome = self.acquire_lease_read_committed(name, holder, None, ttl_ms, now_ms).await?;
+            let outcome = self.acquire_lease_read_committed(name, holder, LeaseFence::None, ttl_ms, now_ms).await?;
             // Only a fenced acquire answers `None`.
             return outcome.ok_or_else(|| StoreError::Database("acquire_lease: no answer".into()));
         }
@@ -862,7 +863,9 @@ impl Store for SimStore {
     ) -> StoreResult<Option<LeaseOutcome>> {
         if self.read_committed() {
             let holder = task_holder(task);
-            return self.acquire_lease_read_committed(name, &holder, Some((task, job)), ttl_ms, now_ms).await;
+            return self
+                .acquire_lease_read_committed(name, &holder, LeaseFence::ActiveJob(task, job), ttl_ms, now_ms)
+                .await;
         }
         self.call("acquire_lease_for_job", Access::Write, |s, _| {
             Ok(s.job_is_active(task, job).then(|| s.acquire_lease(name, &task_holder(task), ttl_ms, now_ms)))
@@ -1552,37 +1555,33 @@ impl Store for SimStore {
         change: &QueueChange,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        self.call("queue_update", Access::Write, |s, _| {
-            let Some(entry) = s.queue.get(&task) else {
-                return Ok(false);
-            };
-            if entry.state != expect.state || entry.base != expect.base {
-                return Ok(false);
+        self.call("queue_update", Access::Write, |s, _| Ok(s.update_queue_entry(task, expect, change, now_ms))).await
+    }
+
+    async fn queue_land(
+        &self,
+        task: TaskId,
+        expect: &QueueExpect,
+        change: &QueueChange,
+        name: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<Option<LeaseOutcome>> {
+        let holder = task_holder(task);
+        if self.read_committed() {
+            let fence = LeaseFence::QueueLanding { task, expect, change };
+            return self.acquire_lease_read_committed(name, &holder, fence, ttl_ms, now_ms).await;
+        }
+        self.call("queue_land", Access::Write, |s, _| {
+            let entry = s.queue.get(&task).filter(|e| e.state == expect.state && e.base == expect.base);
+            if entry.is_none() {
+                return Ok(None);
             }
-            let (was, batch) = (entry.state, entry.batch);
-            match change.batch {
-                Some(tail) if change.state == QueueState::Landing && tail != task => {
-                    s.landing_members.entry(tail).or_default().insert(task);
-                }
-                _ if was == QueueState::Landing => {
-                    if let Some(members) = batch.and_then(|tail| s.landing_members.get_mut(&tail)) {
-                        members.remove(&task);
-                    }
-                }
-                _ => {}
+            let outcome = s.acquire_lease(name, &holder, ttl_ms, now_ms);
+            if matches!(outcome, LeaseOutcome::Acquired { .. }) {
+                s.update_queue_entry(task, expect, change, now_ms);
             }
-            let Some(entry) = s.queue.get_mut(&task) else {
-                return Ok(false);
-            };
-            entry.state = change.state;
-            entry.base = change.base.clone();
-            entry.head = change.head.clone();
-            entry.fails = change.fails;
-            entry.reason = change.reason.clone();
-            entry.updated_at_ms = now_ms;
-            entry.batch = change.batch;
-            entry.split = change.split;
-            Ok(true)
+            Ok(Some(outcome))
         })
         .await
     }

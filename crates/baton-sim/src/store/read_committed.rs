@@ -9,6 +9,17 @@ use super::{Access, Fault, Mutation, SimStore, State, database};
 use baton_domain::{JobId, TaskId};
 use baton_store::*;
 
+/// What a READ COMMITTED lease acquire is fenced on.
+#[derive(Clone, Copy)]
+pub(super) enum LeaseFence<'a> {
+    /// `acquire_lease`: nothing.
+    None,
+    /// `acquire_lease_for_job`: the job must be the task's active one.
+    ActiveJob(TaskId, JobId),
+    /// `queue_land`: the entry must still be in `expect`, and moves to `change` with the grant.
+    QueueLanding { task: TaskId, expect: &'a QueueExpect, change: &'a QueueChange },
+}
+
 impl SimStore {
     /// Opens a READ COMMITTED transaction for `what`, its fault rolled now and struck at commit.
     pub(super) async fn begin(&self, what: &str) -> (Txn<'_>, Option<Fault>) {
@@ -194,23 +205,36 @@ impl SimStore {
 
     /// `PgStore::acquire_lease` in READ COMMITTED: the lease name's advisory lock, the read of
     /// the lease, then (as it decided) the expiry update, or the token upsert and the lease upsert
-    /// — which writes over whatever row is there, unguarded. With a `fence` (`acquire_lease_for_job`)
-    /// the task's row (`FOR SHARE`) comes first, and `None` when the job is not its active one.
+    /// — which writes over whatever row is there, unguarded. A [`LeaseFence`] takes the task's
+    /// row (`FOR SHARE`) first: `acquire_lease_for_job` answers `None` when the job is not the
+    /// task's active one; `queue_land` moves the entry to landing with the grant, and answers
+    /// `None` (nothing written) when the entry moved meanwhile.
     pub(super) async fn acquire_lease_read_committed(
         &self,
         name: &str,
         holder: &str,
-        fence: Option<(TaskId, JobId)>,
+        fence: LeaseFence<'_>,
         ttl_ms: i64,
         now_ms: i64,
     ) -> StoreResult<Option<LeaseOutcome>> {
-        let what = if fence.is_some() { "acquire_lease_for_job" } else { "acquire_lease" };
+        let what = match fence {
+            LeaseFence::None => "acquire_lease",
+            LeaseFence::ActiveJob(..) => "acquire_lease_for_job",
+            LeaseFence::QueueLanding { .. } => "queue_land",
+        };
         let (txn, fault) = self.begin(what).await;
-        if let Some((task, job)) = fence {
-            txn.lock(LockKey::Task(task)).await?;
-            txn.step().await;
-            if !self.lock().job_is_active(task, job) {
-                return self.commit(txn, what, fault, |_| Ok(None));
+        match fence {
+            LeaseFence::None => {}
+            LeaseFence::ActiveJob(task, job) => {
+                txn.lock(LockKey::Task(task)).await?;
+                txn.step().await;
+                if !self.lock().job_is_active(task, job) {
+                    return self.commit(txn, what, fault, |_| Ok(None));
+                }
+            }
+            LeaseFence::QueueLanding { task, .. } => {
+                txn.lock(LockKey::Task(task)).await?;
+                txn.step().await;
             }
         }
         if self.lock().mutation != Mutation::LeaseWithoutLock {
@@ -219,6 +243,12 @@ impl SimStore {
         txn.step().await;
         let decision = self.lock().lease_decision(name, holder, now_ms);
         txn.step().await;
+        // The entry's update, last (against the newest committed row): without it the whole
+        // transaction rolls back.
+        let land = |s: &mut State| match fence {
+            LeaseFence::QueueLanding { task, expect, change } => s.update_queue_entry(task, expect, change, now_ms),
+            _ => true,
+        };
         match decision {
             LeaseDecision::Busy { holder } => {
                 self.commit(txn, what, fault, |_| Ok(Some(LeaseOutcome::Busy { holder })))
@@ -226,6 +256,9 @@ impl SimStore {
             LeaseDecision::Renew { token } => {
                 txn.lock(LockKey::Lease(name.to_string())).await?;
                 self.commit(txn, what, fault, |s| {
+                    if !land(s) {
+                        return Ok(None);
+                    }
                     s.extend_lease(name, holder, now_ms + ttl_ms);
                     Ok(Some(LeaseOutcome::Acquired { token }))
                 })
@@ -235,6 +268,9 @@ impl SimStore {
                 txn.step().await;
                 txn.lock(LockKey::Lease(name.to_string())).await?;
                 self.commit(txn, what, fault, |s| {
+                    if !land(s) {
+                        return Ok(None);
+                    }
                     let token = s.next_lease_token(name);
                     s.grant_lease(name, holder, token, ttl_ms, now_ms);
                     Ok(Some(LeaseOutcome::Acquired { token }))

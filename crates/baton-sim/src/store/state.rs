@@ -734,6 +734,47 @@ impl State {
     }
 
     /// Whether `job` is `task`'s active job (`tasks.current_job`).
+    /// `UPDATE merge_queue … WHERE task_id AND state AND base`: `change` applied to the entry
+    /// while it is in `expect`'s state on `expect`'s base (the landing batch's members kept).
+    pub(crate) fn update_queue_entry(
+        &mut self,
+        task: TaskId,
+        expect: &QueueExpect,
+        change: &QueueChange,
+        now_ms: i64,
+    ) -> bool {
+        let Some(entry) = self.queue.get(&task) else {
+            return false;
+        };
+        if entry.state != expect.state || entry.base != expect.base {
+            return false;
+        }
+        let (was, batch) = (entry.state, entry.batch);
+        match change.batch {
+            Some(tail) if change.state == QueueState::Landing && tail != task => {
+                self.landing_members.entry(tail).or_default().insert(task);
+            }
+            _ if was == QueueState::Landing => {
+                if let Some(members) = batch.and_then(|tail| self.landing_members.get_mut(&tail)) {
+                    members.remove(&task);
+                }
+            }
+            _ => {}
+        }
+        let Some(entry) = self.queue.get_mut(&task) else {
+            return false;
+        };
+        entry.state = change.state;
+        entry.base = change.base.clone();
+        entry.head = change.head.clone();
+        entry.fails = change.fails;
+        entry.reason = change.reason.clone();
+        entry.updated_at_ms = now_ms;
+        entry.batch = change.batch;
+        entry.split = change.split;
+        true
+    }
+
     pub(crate) fn job_is_active(&self, task: TaskId, job: JobId) -> bool {
         self.tasks.get(&task).is_some_and(|t| t.state.job == Some(job))
     }
