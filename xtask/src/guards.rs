@@ -29,10 +29,11 @@ const GIT: &str = "crates/baton-runner/src/git.rs";
 // (an adopted twin re-checks its task at start and finds it moved on; a deploy's run-once record
 // stops a second deploy), and deploy re-checking its task before merging (a STOP reads the running
 // deploy job and defers; a claim bumps the task version). Their scenarios still run as tests.
-// One guard has no pinning scenario yet: the merge queue giving the lease back when the change it
-// took it for left the queue meanwhile (`queue::land`); `merge_gate_never_keeps_the_lease_for_a_cancelled_task`
-// and `queue_never_keeps_the_lease_for_a_change_stopped_meanwhile` pass without it, since no
-// schedule they try puts a STOP between the pass's read and its lease.
+// The merge queue's landing (`queue::land`, and the merge gate's own landing of a change green on
+// the default head) takes the lease in one transaction with the entry's move to landing
+// (`Store::queue_land`): there is no give-back left to remove. Its guards break the store call and
+// are pinned by its conformance test; no scheduled scenario puts a STOP between a pass's read and
+// its landing (`queue_never_keeps_the_lease_for_a_change_stopped_meanwhile` tries).
 const GUARDS: &[Guard] = &[
     Guard {
         name: "deploy re-judges the merge lease after the freeze check",
@@ -369,6 +370,15 @@ const GUARDS: &[Guard] = &[
             file: "crates/baton-store-sqlite/src/lib.rs",
             find: "        if !update_queue_entry_in(&mut tx, task, expect, change, now_ms).await? {\n            return Ok(None);",
             replace: "        if !update_queue_entry_in(&mut tx, task, expect, change, now_ms).await? {\n            tx.commit().await?;\n            return Ok(None);",
+        }],
+        test: "baton-store-sqlite/conformance/the_queue_lands_a_change_with_its_lease_or_not_at_all",
+    },
+    Guard {
+        name: "the merge gate's own landing takes the lease only while its job is the task's active one",
+        edits: &[Edit {
+            file: "crates/baton-store-sqlite/src/lib.rs",
+            find: "            if active.is_none() {\n                return Ok(None);",
+            replace: "            if active.is_none() && false {\n                return Ok(None);",
         }],
         test: "baton-store-sqlite/conformance/the_queue_lands_a_change_with_its_lease_or_not_at_all",
     },

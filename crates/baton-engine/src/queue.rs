@@ -763,7 +763,7 @@ async fn land(engine: &Engine, entry: &QueueEntry, head: &str) -> Result<bool, c
     // The grant and the move to landing commit together: a change that moved meanwhile takes
     // nothing, so the lease is never held for a change that is not landing.
     let now = engine.clock().now_ms();
-    match engine.store().queue_land(entry.task, &expect, &change, &lease, ttl_ms, now).await? {
+    match engine.store().queue_land(entry.task, None, &expect, &change, &lease, ttl_ms, now).await? {
         Some(LeaseOutcome::Acquired { .. }) => {
             wake_parked(engine, entry, &format!("merge queue: {} is green on the default head; landing", short(head)))
                 .await;

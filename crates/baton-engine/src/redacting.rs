@@ -456,6 +456,7 @@ impl Store for RedactingStore {
     async fn queue_land(
         &self,
         task: TaskId,
+        job: Option<baton_domain::JobId>,
         expect: &baton_store::QueueExpect,
         change: &baton_store::QueueChange,
         name: &str,
@@ -464,7 +465,7 @@ impl Store for RedactingStore {
     ) -> StoreResult<Option<LeaseOutcome>> {
         let mut change = change.clone();
         change.reason = change.reason.map(|r| self.text(&r));
-        self.inner.queue_land(task, expect, &change, name, ttl_ms, now_ms).await
+        self.inner.queue_land(task, job, expect, &change, name, ttl_ms, now_ms).await
     }
     async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool> {
         self.inner.set_queue_priority(task, priority).await

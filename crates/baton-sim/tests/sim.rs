@@ -568,9 +568,9 @@ fn blocked_task_does_not_keep_the_merge_lease() {
 }
 
 /// A STOP at deploy_staging racing the merge gate's claim (a merge gate is not a critical step: the
-/// STOP cancels at once). When the STOP lands between the claim and the gate's lease, the gate
-/// takes the lease for the cancelled task; it must give it back at once, not leave it until the
-/// TTL or the reaper. Tried under several interleavings.
+/// STOP cancels at once). When the STOP lands between the claim and the gate's landing, the gate
+/// must take nothing for the cancelled task (its landing is fenced on its job and the queue entry),
+/// never leave it the lease until the TTL or the reaper. Tried under several interleavings.
 fn merge_gate_after_stop_scenario(config: WorldConfig) -> Result<(), String> {
     for schedule in 0..24u64 {
         let mut world = World::new(WorldConfig { seed: config.seed + schedule, ..config.clone() });
@@ -598,10 +598,11 @@ fn merge_gate_never_keeps_the_lease_for_a_cancelled_task() {
 
 /// A STOP racing the queue pass that lets a green change land: when the STOP commits after the
 /// pass read the queue but before it took the merge lease for that change, the pass finds the
-/// change gone from the queue and must give the lease back at once, not leave a cancelled task
-/// holding it until the TTL or the reaper. Tried with the STOP at 16 points of the green result's
-/// transition and the pass after it, under four seeds. (None of these reaches that window: the
-/// test passes without the give-back too, so it does not pin it; see `cargo xtask guards`.)
+/// change gone from the queue and must take nothing (the lease and the entry's move to landing
+/// commit together), never leave a cancelled task holding it until the TTL or the reaper. Tried
+/// with the STOP at 16 points of the green result's transition and the pass after it, under four
+/// seeds. (None of these reaches that window, so the store's conformance test pins the atomic
+/// landing instead; see `cargo xtask guards`.)
 fn queue_pass_after_stop_scenario(config: WorldConfig) -> Result<(), String> {
     let mut reached = 0;
     for schedule in 0..64u32 {
@@ -639,7 +640,7 @@ fn merge_queue_test(world: &mut World, task: TaskId) -> Result<baton_domain::Job
     Err(format!("task {task} never ran its merge-queue test; it is {}", world.task(task).state.display()))
 }
 
-// The queue gives the merge lease back when the change it took it for was stopped meanwhile.
+// The queue never holds the merge lease for a change stopped meanwhile.
 #[test]
 fn queue_never_keeps_the_lease_for_a_change_stopped_meanwhile() {
     queue_pass_after_stop_scenario(WorldConfig::scripted(12)).unwrap_or_else(|e| panic!("{e}"));

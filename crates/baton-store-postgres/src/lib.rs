@@ -2049,6 +2049,7 @@ impl Store for PgStore {
     async fn queue_land(
         &self,
         task: TaskId,
+        job: Option<JobId>,
         expect: &QueueExpect,
         change: &QueueChange,
         name: &str,
@@ -2059,12 +2060,14 @@ impl Store for PgStore {
         // The locks in an advance's order: the task row (`FOR SHARE`: an advance that releases
         // the task's leases and removes its entry waits, or has committed and is seen), the lease,
         // then the entry's row. Nothing commits unless both the grant and the entry's move do.
-        let known: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1 FOR SHARE")
+        let active: Option<Option<i64>> = sqlx::query_scalar("SELECT current_job FROM tasks WHERE id = $1 FOR SHARE")
             .bind(task.0)
             .fetch_optional(&mut *tx)
             .await?;
-        if known.is_none() {
-            return Ok(None);
+        match (active, job) {
+            (None, _) => return Ok(None),
+            (Some(active), Some(job)) if active != Some(job.0) => return Ok(None),
+            _ => {}
         }
         let outcome = acquire_lease_in(&mut tx, name, &task_holder(task), ttl_ms, now_ms).await?;
         if matches!(outcome, LeaseOutcome::Busy { .. }) {

@@ -2184,6 +2184,7 @@ impl Store for SqliteStore {
     async fn queue_land(
         &self,
         task: TaskId,
+        job: Option<JobId>,
         expect: &QueueExpect,
         change: &QueueChange,
         name: &str,
@@ -2194,6 +2195,16 @@ impl Store for SqliteStore {
         // One transaction on the one writer: the grant and the entry's move commit together, or
         // neither does (a dropped transaction rolls back).
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(job) = job {
+            let active: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = $1 AND current_job = $2")
+                .bind(task.0)
+                .bind(job.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if active.is_none() {
+                return Ok(None);
+            }
+        }
         let outcome = acquire_lease_in(&mut tx, name, &task_holder(task), ttl_ms, now_ms).await?;
         if matches!(outcome, LeaseOutcome::Busy { .. }) {
             return Ok(Some(outcome));

@@ -869,7 +869,8 @@ pub async fn suite_queue_land(store: Arc<dyn Store>) {
         store.acquire_lease("merge:alpha", "task:other", 60_000, T0).await.unwrap(),
         LeaseOutcome::Acquired { .. }
     ));
-    let busy = store.queue_land(task, &QueueExpect::of(&green), &landing, "merge:alpha", 60_000, T0 + 2).await.unwrap();
+    let busy =
+        store.queue_land(task, None, &QueueExpect::of(&green), &landing, "merge:alpha", 60_000, T0 + 2).await.unwrap();
     assert_eq!(busy, Some(LeaseOutcome::Busy { holder: "task:other".into() }));
     assert_eq!(
         store.queue_entry(task).await.unwrap().unwrap().state,
@@ -881,20 +882,20 @@ pub async fn suite_queue_land(store: Arc<dyn Store>) {
     // The entry moved since it was read (built again on another base): nothing is taken, even a
     // free lease, and the entry is left as it is.
     let stale = QueueExpect { state: QueueState::Green, base: Some("b0".into()) };
-    assert_eq!(store.queue_land(task, &stale, &landing, "merge:alpha", 60_000, T0 + 3).await.unwrap(), None);
+    assert_eq!(store.queue_land(task, None, &stale, &landing, "merge:alpha", 60_000, T0 + 3).await.unwrap(), None);
     assert!(store.lease("merge:alpha").await.unwrap().is_none(), "a lease was taken for a change not landing");
     let entry = store.queue_entry(task).await.unwrap().unwrap();
     assert_eq!((entry.state, entry.base.as_deref()), (QueueState::Green, Some("b1")));
     // Nor for a task with no entry.
     assert_eq!(
-        store.queue_land(TaskId(9_999_999), &stale, &landing, "merge:alpha", 60_000, T0 + 3).await.unwrap(),
+        store.queue_land(TaskId(9_999_999), None, &stale, &landing, "merge:alpha", 60_000, T0 + 3).await.unwrap(),
         None
     );
     assert!(store.lease("merge:alpha").await.unwrap().is_none());
 
     // As read: the lease is the task's and the entry is landing on the new head, together.
     let landed =
-        store.queue_land(task, &QueueExpect::of(&green), &landing, "merge:alpha", 60_000, T0 + 4).await.unwrap();
+        store.queue_land(task, None, &QueueExpect::of(&green), &landing, "merge:alpha", 60_000, T0 + 4).await.unwrap();
     let Some(LeaseOutcome::Acquired { token }) = landed else { panic!("a green change lands: {landed:?}") };
     let lease = store.lease("merge:alpha").await.unwrap().expect("the lease is held");
     assert_eq!((lease.holder, lease.token, lease.expires_at_ms), (task_holder(task), token, T0 + 4 + 60_000));
@@ -903,10 +904,34 @@ pub async fn suite_queue_land(store: Arc<dyn Store>) {
 
     // A second landing of the same read finds the entry moved: nothing changes, the lease stays.
     let again =
-        store.queue_land(task, &QueueExpect::of(&green), &landing, "merge:alpha", 60_000, T0 + 5).await.unwrap();
+        store.queue_land(task, None, &QueueExpect::of(&green), &landing, "merge:alpha", 60_000, T0 + 5).await.unwrap();
     assert_eq!(again, None);
     let lease = store.lease("merge:alpha").await.unwrap().expect("the lease is still held");
     assert_eq!((lease.token, lease.expires_at_ms), (token, T0 + 4 + 60_000), "a refused landing renewed the lease");
+
+    // The merge gate landing its own change: only while its job is the task's active one.
+    let gated = park(&*store, "alpha").await;
+    let waiting = store.queue_entry(gated).await.unwrap().unwrap();
+    let green = QueueChange { state: QueueState::Green, base: Some("b2".into()), ..QueueChange::from(&waiting) };
+    assert!(store.queue_update(gated, &QueueExpect::of(&waiting), &green, T0 + 6).await.unwrap());
+    let green = store.queue_entry(gated).await.unwrap().unwrap();
+    let landing = QueueChange { state: QueueState::Landing, head: Some("m2".into()), ..QueueChange::from(&green) };
+    let parked = QueueExpect::of(&green);
+    // Parked, the task runs no job: a job's landing takes nothing.
+    let no_job = store.queue_land(gated, Some(JobId(9_999_999)), &parked, &landing, "merge:beta", 60_000, T0 + 7);
+    assert_eq!(no_job.await.unwrap(), None);
+    // Woken to its merge gate's job: another job takes nothing, the active one lands.
+    let woken = reload(&*store, gated).await;
+    store.advance(step(&woken, "merge", None, enqueue("merge", 0))).await.unwrap();
+    let job = reload(&*store, gated).await.state.job.expect("the woken task's job");
+    let stale = store.queue_land(gated, Some(JobId(job.0 + 1_000)), &parked, &landing, "merge:beta", 60_000, T0 + 8);
+    assert_eq!(stale.await.unwrap(), None);
+    assert!(store.lease("merge:beta").await.unwrap().is_none(), "a job not active took the lease");
+    assert_eq!(store.queue_entry(gated).await.unwrap().unwrap().state, QueueState::Green);
+    let own = store.queue_land(gated, Some(job), &parked, &landing, "merge:beta", 60_000, T0 + 9).await.unwrap();
+    assert!(matches!(own, Some(LeaseOutcome::Acquired { .. })), "the active job lands: {own:?}");
+    assert_eq!(store.lease("merge:beta").await.unwrap().unwrap().holder, task_holder(gated));
+    assert_eq!(store.queue_entry(gated).await.unwrap().unwrap().state, QueueState::Landing);
 }
 
 /// Eight holders racing for one free lease: exactly one gets it.

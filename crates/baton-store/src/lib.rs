@@ -619,15 +619,17 @@ pub trait Store: Send + Sync {
         now_ms: i64,
     ) -> StoreResult<bool>;
 
-    /// The merge queue's own landing of a green change: in one transaction, takes or renews the
-    /// lease `name` for `task` ([`task_holder`]) and applies `change` (to `landing`) to the entry
-    /// while it is still in `expect`'s state on `expect`'s base. `None` when the entry changed
-    /// meanwhile (or left the queue), `Busy` when another holds the lease: either way nothing is
-    /// taken or written, so no lease is ever held for a change that is not landing. The task row
-    /// is locked first, then the lease, then the entry (the order of an advance).
+    /// The landing of a green change: in one transaction, takes or renews the lease `name` for
+    /// `task` ([`task_holder`]) and applies `change` (to `landing`) to the entry while it is still
+    /// in `expect`'s state on `expect`'s base — and, with `job` (the merge gate landing its own
+    /// change), while that job is the task's active one. `None` when the entry changed meanwhile
+    /// (or left the queue) or the job is no longer active, `Busy` when another holds the lease:
+    /// either way nothing is taken or written, so no lease is ever held for a change that is not
+    /// landing. The task row is locked first, then the lease, then the entry (an advance's order).
     async fn queue_land(
         &self,
         task: TaskId,
+        job: Option<JobId>,
         expect: &QueueExpect,
         change: &QueueChange,
         name: &str,

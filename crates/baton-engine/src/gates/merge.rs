@@ -355,18 +355,15 @@ async fn record_green(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32,
     {
         let lease = merge_lease_name(&ctx.repo.name);
         let ttl_ms = ctx.limits.lease_ttl_secs as i64 * 1000;
-        let holder = task_holder(ctx.task.id);
+        let expect = QueueExpect { state: QueueState::Green, base: Some(base.to_string()) };
+        let landing = QueueChange { state: QueueState::Landing, ..change };
+        // The lease and the move to landing commit together, and only while this job is the
+        // task's active one: nothing is taken for a change that does not land now.
+        let now = ctx.clock.now_ms();
         if let Ok(Some(LeaseOutcome::Acquired { .. })) =
-            ctx.store.acquire_lease_for_job(&lease, ctx.task.id, ctx.job.id, ttl_ms, ctx.clock.now_ms()).await
+            ctx.store.queue_land(ctx.task.id, Some(ctx.job.id), &expect, &landing, &lease, ttl_ms, now).await
         {
-            let expect = QueueExpect { state: QueueState::Green, base: Some(base.to_string()) };
-            let change = QueueChange { state: QueueState::Landing, ..change };
-            match ctx.store.queue_update(ctx.task.id, &expect, &change, ctx.clock.now_ms()).await {
-                Ok(true) => return Round::Done(pass(ctx, base, head)),
-                _ => {
-                    let _ = ctx.store.release_lease(&lease, &holder).await;
-                }
-            }
+            return Round::Done(pass(ctx, base, head));
         }
     }
     ctx.queues.kick(&ctx.repo.name);

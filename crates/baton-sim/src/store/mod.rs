@@ -1561,6 +1561,7 @@ impl Store for SimStore {
     async fn queue_land(
         &self,
         task: TaskId,
+        job: Option<JobId>,
         expect: &QueueExpect,
         change: &QueueChange,
         name: &str,
@@ -1569,12 +1570,12 @@ impl Store for SimStore {
     ) -> StoreResult<Option<LeaseOutcome>> {
         let holder = task_holder(task);
         if self.read_committed() {
-            let fence = LeaseFence::QueueLanding { task, expect, change };
+            let fence = LeaseFence::QueueLanding { task, job, expect, change };
             return self.acquire_lease_read_committed(name, &holder, fence, ttl_ms, now_ms).await;
         }
         self.call("queue_land", Access::Write, |s, _| {
             let entry = s.queue.get(&task).filter(|e| e.state == expect.state && e.base == expect.base);
-            if entry.is_none() {
+            if entry.is_none() || job.is_some_and(|job| !s.job_is_active(task, job)) {
                 return Ok(None);
             }
             let outcome = s.acquire_lease(name, &holder, ttl_ms, now_ms);

@@ -16,8 +16,9 @@ pub(super) enum LeaseFence<'a> {
     None,
     /// `acquire_lease_for_job`: the job must be the task's active one.
     ActiveJob(TaskId, JobId),
-    /// `queue_land`: the entry must still be in `expect`, and moves to `change` with the grant.
-    QueueLanding { task: TaskId, expect: &'a QueueExpect, change: &'a QueueChange },
+    /// `queue_land`: the entry must still be in `expect` (and `job`, if any, the task's active
+    /// one), and moves to `change` with the grant.
+    QueueLanding { task: TaskId, job: Option<JobId>, expect: &'a QueueExpect, change: &'a QueueChange },
 }
 
 impl SimStore {
@@ -232,9 +233,12 @@ impl SimStore {
                     return self.commit(txn, what, fault, |_| Ok(None));
                 }
             }
-            LeaseFence::QueueLanding { task, .. } => {
+            LeaseFence::QueueLanding { task, job, .. } => {
                 txn.lock(LockKey::Task(task)).await?;
                 txn.step().await;
+                if job.is_some_and(|job| !self.lock().job_is_active(task, job)) {
+                    return self.commit(txn, what, fault, |_| Ok(None));
+                }
             }
         }
         if self.lock().mutation != Mutation::LeaseWithoutLock {
@@ -246,7 +250,7 @@ impl SimStore {
         // The entry's update, last (against the newest committed row): without it the whole
         // transaction rolls back.
         let land = |s: &mut State| match fence {
-            LeaseFence::QueueLanding { task, expect, change } => s.update_queue_entry(task, expect, change, now_ms),
+            LeaseFence::QueueLanding { task, expect, change, .. } => s.update_queue_entry(task, expect, change, now_ms),
             _ => true,
         };
         match decision {
