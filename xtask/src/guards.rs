@@ -383,6 +383,15 @@ const GUARDS: &[Guard] = &[
         test: "baton-store-sqlite/conformance/the_queue_lands_a_change_with_its_lease_or_not_at_all",
     },
     Guard {
+        name: "a merge gate's landing job takes the merge lease only while it is its task's active job",
+        edits: &[Edit {
+            file: "crates/baton-engine/src/gates/merge.rs",
+            find: "    match ctx.store.acquire_lease_for_job(&lease, ctx.task.id, ctx.job.id, ttl_ms, ctx.clock.now_ms()).await {",
+            replace: "    match ctx.store.acquire_lease(&lease, &baton_store::task_holder(ctx.task.id), ttl_ms, ctx.clock.now_ms()).await.map(Some) {",
+        }],
+        test: "a_landing_job_ended_under_its_executor_takes_no_merge_lease",
+    },
+    Guard {
         name: "a deploy job takes the merge lease only while it is its task's active job",
         edits: &[Edit {
             file: EXECUTOR,

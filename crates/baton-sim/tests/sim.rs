@@ -10,7 +10,7 @@ use baton_sim::world::{Action, Outcome, SentInput, delivery_for};
 use baton_sim::{
     Config, Fault, Isolation, IsolationMix, Kind, Mutation, Violation, World, WorldConfig, run_seed, sweep,
 };
-use baton_store::{JobStatus, Store, TaskRecord};
+use baton_store::{JobRecord, JobStatus, Store, TaskRecord};
 
 /// A scripted regression scenario: `Err` says what went wrong.
 type Scenario = fn(WorldConfig) -> Result<(), String>;
@@ -1695,4 +1695,76 @@ fn stale_deploy_lease_scenario(config: WorldConfig) -> Result<(), String> {
 #[test]
 fn a_deploy_job_ended_under_its_executor_takes_no_merge_lease() {
     stale_deploy_lease_scenario(WorldConfig::scripted(7)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Drives two tasks of `alpha` until the second, green behind the first, was let land by the queue
+/// once the first reached done: its entry is landing and its merge gate's landing job is queued;
+/// returns that job.
+fn second_woken_to_land(world: &mut World, first: TaskId, second: TaskId) -> Result<JobRecord, String> {
+    first_landing_second_green(world, first, second)?;
+    for _ in 0..DRIVE_STEPS_MAX {
+        let landing = queue_of(world).contains(&(second, baton_store::QueueState::Landing));
+        let queued = world
+            .store
+            .peek_jobs(second)
+            .into_iter()
+            .find(|j| j.status == JobStatus::Queued && j.stage == "deploy_staging");
+        if landing && let Some(job) = queued {
+            return Ok(job);
+        }
+        // Only the first task's jobs run meanwhile: its deploy, and whatever follows to done.
+        if let Some(running) = world.running_jobs().into_iter().find(|j| j.task_id == first) {
+            let _ = world.finish(running.id, Script::Pass);
+            continue;
+        }
+        let first_queued = world.store.peek_jobs(first).into_iter().any(|j| j.status == JobStatus::Queued);
+        if first_queued && world.claim().is_some() {
+            continue;
+        }
+        world.advance_clock(1_000);
+    }
+    let queue = queue_of(world);
+    Err(format!(
+        "the second change was never woken to land: {queue:?}; the first is {}",
+        world.task(first).state.display()
+    ))
+}
+
+/// The merge gate's landing job (the queue woke its task to land) racing the job's own end, which
+/// sends the change back to development (and out of the queue, its lease released): the landing's
+/// acquire must take nothing for a job no longer its task's active one, or the task at development
+/// would hold the repository's merges until the reaper. Under each interleaving of the claim (which
+/// starts the real executor) with the job's end.
+fn stale_landing_lease_scenario(config: WorldConfig) -> Result<(), String> {
+    let mut raced = false;
+    for schedule in 0..16 {
+        let mut config = WorldConfig { seed: config.seed + schedule, ..config.clone() };
+        // Two jobs at once: both changes tested on the train together.
+        config.limits = baton_sim::world::sim_limits(2, 2);
+        let mut world = World::new(config);
+        let (first, second) = (world.create_task("alpha"), world.create_task("alpha"));
+        let job = second_woken_to_land(&mut world, first, second)?;
+        let verdicts = vec![GateVerdict::new("mergeable", Verdict::Fail, "conflicts with the default branch")];
+        let ended = delivery_for(&job, JobOutcome::Completed { verdicts });
+        let outcomes = world.run(vec![Action::Claim, Action::Deliver(ended)]);
+        raced |= matches!(outcomes.first(), Some(Outcome::Claimed(Ok(Some(_)))));
+        for running in world.running_jobs() {
+            let _ = world.finish(running.id, Script::Pass);
+        }
+        let after = world.task(second);
+        ensure(
+            after.state.stage != "deploy_staging",
+            format!("schedule {schedule}: the task is {}", after.state.display()),
+        )?;
+        let lease = world.store.peek_lease("merge:alpha");
+        ensure(lease.is_none(), format!("schedule {schedule}: the task sent back holds {lease:?}"))?;
+        no_violations(&mut world).map_err(|found| format!("schedule {schedule}: {found}"))?;
+    }
+    ensure(raced, "no schedule claimed the landing job before its end")
+}
+
+// A merge gate's landing job ended under its executor takes no merge lease for its task.
+#[test]
+fn a_landing_job_ended_under_its_executor_takes_no_merge_lease() {
+    stale_landing_lease_scenario(WorldConfig::scripted(9)).unwrap_or_else(|e| panic!("{e}"));
 }
