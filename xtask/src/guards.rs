@@ -359,8 +359,8 @@ const GUARDS: &[Guard] = &[
         name: "a job's own acquire of the merge lease takes it only while the job is its task's active one",
         edits: &[Edit {
             file: "crates/baton-store-sqlite/src/lib.rs",
-            find: "        if active.is_none() {\n            return Ok(None);",
-            replace: "        if active.is_none() && false {\n            return Ok(None);",
+            find: "        if !runs_job_in(&mut tx, task, job).await? {\n            return Ok(None);",
+            replace: "        if !runs_job_in(&mut tx, task, job).await? && false {\n            return Ok(None);",
         }],
         test: "baton-store-sqlite/conformance/a_jobs_lease_is_taken_only_while_it_is_its_tasks_active_job",
     },
@@ -377,8 +377,8 @@ const GUARDS: &[Guard] = &[
         name: "the merge gate's own landing takes the lease only while its job is the task's active one",
         edits: &[Edit {
             file: "crates/baton-store-sqlite/src/lib.rs",
-            find: "            if active.is_none() {\n                return Ok(None);",
-            replace: "            if active.is_none() && false {\n                return Ok(None);",
+            find: "            && !runs_job_in(&mut tx, task, job).await?\n",
+            replace: "            && !runs_job_in(&mut tx, task, job).await?\n            && false\n",
         }],
         test: "baton-store-sqlite/conformance/the_queue_lands_a_change_with_its_lease_or_not_at_all",
     },

@@ -26,8 +26,8 @@ use baton_domain::ids::branch_name;
 use baton_domain::{JobId, TaskId, WorkItemId};
 use baton_store::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts, OpenJob, TokenTotals};
 use baton_store::rows::{
-    EXTEND_LEASE, GRANT_LEASE, HOLD_OF_TASK, LEASE_BY_NAME, NEXT_LEASE_TOKEN, WORK_ITEM_WALK_MAX, parked_hold,
-    state_columns,
+    EXTEND_LEASE, GRANT_LEASE, HOLD_OF_TASK, LEASE_BY_NAME, NEXT_LEASE_TOKEN, UPDATE_QUEUE_ENTRY, WORK_ITEM_WALK_MAX,
+    parked_hold, state_columns,
 };
 use baton_store::*;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -1228,12 +1228,7 @@ impl Store for PgStore {
         let mut tx = self.begin().await?;
         // The task row locked first (as every lease operation fenced on a task takes it): an
         // advance of the task waits for this grant, or has committed and is read here.
-        let active: Option<i64> = sqlx::query_scalar("SELECT current_job FROM tasks WHERE id = $1 FOR SHARE")
-            .bind(task.0)
-            .fetch_optional(&mut *tx)
-            .await?
-            .flatten();
-        if active != Some(job.0) {
+        if active_job_for_share(&mut tx, task).await?.flatten() != Some(job.0) {
             return Ok(None);
         }
         let outcome = acquire_lease_in(&mut tx, name, &task_holder(task), ttl_ms, now_ms).await?;
@@ -2060,11 +2055,7 @@ impl Store for PgStore {
         // The locks in an advance's order: the task row (`FOR SHARE`: an advance that releases
         // the task's leases and removes its entry waits, or has committed and is seen), the lease,
         // then the entry's row. Nothing commits unless both the grant and the entry's move do.
-        let active: Option<Option<i64>> = sqlx::query_scalar("SELECT current_job FROM tasks WHERE id = $1 FOR SHARE")
-            .bind(task.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-        match (active, job) {
+        match (active_job_for_share(&mut tx, task).await?, job) {
             (None, _) => return Ok(None),
             (Some(active), Some(job)) if active != Some(job.0) => return Ok(None),
             _ => {}
@@ -2403,6 +2394,16 @@ fn proposal_row(row: &PgRow) -> StoreResult<TaskProposalRecord> {
     })
 }
 
+/// The task row locked `FOR SHARE` (first, as every lease operation fenced on a task takes it:
+/// an advance of the task waits, or has committed and is read here) and its active job: `None`
+/// for no such task, `Some(None)` for a task running no job.
+async fn active_job_for_share(tx: &mut sqlx::PgConnection, task: TaskId) -> StoreResult<Option<Option<i64>>> {
+    Ok(sqlx::query_scalar("SELECT current_job FROM tasks WHERE id = $1 FOR SHARE")
+        .bind(task.0)
+        .fetch_optional(&mut *tx)
+        .await?)
+}
+
 /// The merge queue entry's compare-and-set (`Store::queue_update`) on the caller's connection:
 /// `change` applied only while the entry is in `expect`'s state on `expect`'s base.
 async fn update_queue_entry_in(
@@ -2412,24 +2413,20 @@ async fn update_queue_entry_in(
     change: &QueueChange,
     now_ms: i64,
 ) -> StoreResult<bool> {
-    let result = sqlx::query(
-        "UPDATE merge_queue SET state = $4, base = $5, head = $6, fails = $7, reason = $8, updated_at = $9,
-             batch = $10, split = $11
-         WHERE task_id = $1 AND state = $2 AND base IS NOT DISTINCT FROM $3",
-    )
-    .bind(task.0)
-    .bind(expect.state.as_str())
-    .bind(expect.base.as_deref())
-    .bind(change.state.as_str())
-    .bind(change.base.as_deref())
-    .bind(change.head.as_deref())
-    .bind(i64::from(change.fails))
-    .bind(change.reason.as_deref())
-    .bind(now_ms)
-    .bind(change.batch.map(|b| b.0))
-    .bind(change.split.map(i64::from))
-    .execute(&mut *conn)
-    .await?;
+    let result = sqlx::query(UPDATE_QUEUE_ENTRY)
+        .bind(task.0)
+        .bind(expect.state.as_str())
+        .bind(expect.base.as_deref())
+        .bind(change.state.as_str())
+        .bind(change.base.as_deref())
+        .bind(change.head.as_deref())
+        .bind(i64::from(change.fails))
+        .bind(change.reason.as_deref())
+        .bind(now_ms)
+        .bind(change.batch.map(|b| b.0))
+        .bind(change.split.map(i64::from))
+        .execute(&mut *conn)
+        .await?;
     Ok(result.rows_affected() == 1)
 }
 

@@ -7,8 +7,8 @@ use baton_domain::ids::branch_name;
 use baton_domain::{JobId, TaskId, TaskState, WorkItemId};
 use baton_store::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts, OpenJob, TokenTotals};
 use baton_store::rows::{
-    EXTEND_LEASE, GRANT_LEASE, HOLD_OF_TASK, LEASE_BY_NAME, NEXT_LEASE_TOKEN, WORK_ITEM_WALK_MAX, parked_hold,
-    state_columns,
+    EXTEND_LEASE, GRANT_LEASE, HOLD_OF_TASK, LEASE_BY_NAME, NEXT_LEASE_TOKEN, UPDATE_QUEUE_ENTRY, WORK_ITEM_WALK_MAX,
+    parked_hold, state_columns,
 };
 use baton_store::*;
 use sqlx::sqlite::{
@@ -1356,12 +1356,7 @@ impl Store for SqliteStore {
         // One transaction on the one writer: no advance of the task commits between the check
         // of its active job and the grant.
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let active: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = $1 AND current_job = $2")
-            .bind(task.0)
-            .bind(job.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if active.is_none() {
+        if !runs_job_in(&mut tx, task, job).await? {
             return Ok(None);
         }
         let outcome = acquire_lease_in(&mut tx, name, &task_holder(task), ttl_ms, now_ms).await?;
@@ -2195,15 +2190,10 @@ impl Store for SqliteStore {
         // One transaction on the one writer: the grant and the entry's move commit together, or
         // neither does (a dropped transaction rolls back).
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(job) = job {
-            let active: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = $1 AND current_job = $2")
-                .bind(task.0)
-                .bind(job.0)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if active.is_none() {
-                return Ok(None);
-            }
+        if let Some(job) = job
+            && !runs_job_in(&mut tx, task, job).await?
+        {
+            return Ok(None);
         }
         let outcome = acquire_lease_in(&mut tx, name, &task_holder(task), ttl_ms, now_ms).await?;
         if matches!(outcome, LeaseOutcome::Busy { .. }) {
@@ -2391,6 +2381,17 @@ fn proposal_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<TaskProposalRecord
     })
 }
 
+/// Whether `job` is `task`'s active job, read in the caller's write transaction (a lease grant
+/// fenced on the job).
+async fn runs_job_in(tx: &mut sqlx::SqliteConnection, task: TaskId, job: JobId) -> StoreResult<bool> {
+    let active: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = $1 AND current_job = $2")
+        .bind(task.0)
+        .bind(job.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(active.is_some())
+}
+
 /// The merge queue entry's compare-and-set (`Store::queue_update`) on the caller's connection:
 /// `change` applied only while the entry is in `expect`'s state on `expect`'s base.
 async fn update_queue_entry_in(
@@ -2400,24 +2401,20 @@ async fn update_queue_entry_in(
     change: &QueueChange,
     now_ms: i64,
 ) -> StoreResult<bool> {
-    let result = sqlx::query(
-        "UPDATE merge_queue SET state = $4, base = $5, head = $6, fails = $7, reason = $8, updated_at = $9,
-             batch = $10, split = $11
-         WHERE task_id = $1 AND state = $2 AND base IS $3",
-    )
-    .bind(task.0)
-    .bind(expect.state.as_str())
-    .bind(expect.base.as_deref())
-    .bind(change.state.as_str())
-    .bind(change.base.as_deref())
-    .bind(change.head.as_deref())
-    .bind(i64::from(change.fails))
-    .bind(change.reason.as_deref())
-    .bind(now_ms)
-    .bind(change.batch.map(|b| b.0))
-    .bind(change.split.map(i64::from))
-    .execute(&mut *conn)
-    .await?;
+    let result = sqlx::query(UPDATE_QUEUE_ENTRY)
+        .bind(task.0)
+        .bind(expect.state.as_str())
+        .bind(expect.base.as_deref())
+        .bind(change.state.as_str())
+        .bind(change.base.as_deref())
+        .bind(change.head.as_deref())
+        .bind(i64::from(change.fails))
+        .bind(change.reason.as_deref())
+        .bind(now_ms)
+        .bind(change.batch.map(|b| b.0))
+        .bind(change.split.map(i64::from))
+        .execute(&mut *conn)
+        .await?;
     Ok(result.rows_affected() == 1)
 }
 

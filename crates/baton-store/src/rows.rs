@@ -46,6 +46,14 @@ pub const GRANT_LEASE: &str =
      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token,
        acquired_at = excluded.acquired_at, expires_at = excluded.expires_at";
 
+/// A merge-queue entry's compare-and-set (`Store::queue_update`): `$4`…`$11` (state, base, head,
+/// fails, reason, updated at, batch, split) applied only while the entry of task `$1` is in state
+/// `$2` on base `$3` (either may be null: compared null-safely).
+pub const UPDATE_QUEUE_ENTRY: &str =
+    "UPDATE merge_queue SET state = $4, base = $5, head = $6, fails = $7, reason = $8, updated_at = $9,
+         batch = $10, split = $11
+     WHERE task_id = $1 AND state = $2 AND base IS NOT DISTINCT FROM $3";
+
 /// Whether a stored hold ([`HOLD_OF_TASK`]) is the merge queue's: the task was parked there.
 pub fn parked_hold(hold: Option<&str>) -> bool {
     hold == Some(baton_domain::Hold::MergeQueue.label())
