@@ -15,7 +15,7 @@
 use crate::engine::Engine;
 use crate::features::Feature;
 use baton_domain::{Event, Hold, TaskId};
-use baton_store::{LeaseOutcome, QueueChange, QueueEntry, QueueExpect, QueueState, TaskKey};
+use baton_store::{LeaseOutcome, QueueChange, QueueEntry, QueueExpect, QueueLanding, QueueState, TaskKey};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use tokio::sync::Notify;
@@ -751,19 +751,22 @@ async fn land(engine: &Engine, entry: &QueueEntry, head: &str) -> Result<bool, c
     if !crate::monitor::may_land(engine, &entry.repo, entry.task).await? {
         return Ok(false);
     }
-    let lease = crate::gates::merge_lease_name(&entry.repo);
-    let ttl_ms = engine.settings().limits.lease_ttl_secs as i64 * 1000;
-    let expect = QueueExpect { state: QueueState::Green, base: entry.base.clone() };
-    let change = QueueChange {
-        state: QueueState::Landing,
-        head: Some(head.to_string()),
-        reason: None,
-        ..QueueChange::from(entry)
+    let landing = QueueLanding {
+        task: entry.task,
+        job: None,
+        expect: QueueExpect { state: QueueState::Green, base: entry.base.clone() },
+        change: QueueChange {
+            state: QueueState::Landing,
+            head: Some(head.to_string()),
+            reason: None,
+            ..QueueChange::from(entry)
+        },
+        lease: crate::gates::merge_lease_name(&entry.repo),
+        ttl_ms: engine.settings().limits.lease_ttl_secs as i64 * 1000,
     };
     // The grant and the move to landing commit together: a change that moved meanwhile takes
     // nothing, so the lease is never held for a change that is not landing.
-    let now = engine.clock().now_ms();
-    match engine.store().queue_land(entry.task, None, &expect, &change, &lease, ttl_ms, now).await? {
+    match engine.store().queue_land(&landing, engine.clock().now_ms()).await? {
         Some(LeaseOutcome::Acquired { .. }) => {
             wake_parked(engine, entry, &format!("merge queue: {} is green on the default head; landing", short(head)))
                 .await;

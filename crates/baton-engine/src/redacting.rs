@@ -453,19 +453,10 @@ impl Store for RedactingStore {
         change.reason = change.reason.map(|r| self.text(&r));
         self.inner.queue_update(task, expect, &change, now_ms).await
     }
-    async fn queue_land(
-        &self,
-        task: TaskId,
-        job: Option<baton_domain::JobId>,
-        expect: &baton_store::QueueExpect,
-        change: &baton_store::QueueChange,
-        name: &str,
-        ttl_ms: i64,
-        now_ms: i64,
-    ) -> StoreResult<Option<LeaseOutcome>> {
-        let mut change = change.clone();
-        change.reason = change.reason.map(|r| self.text(&r));
-        self.inner.queue_land(task, job, expect, &change, name, ttl_ms, now_ms).await
+    async fn queue_land(&self, landing: &baton_store::QueueLanding, now_ms: i64) -> StoreResult<Option<LeaseOutcome>> {
+        let mut landing = landing.clone();
+        landing.change.reason = landing.change.reason.map(|r| self.text(&r));
+        self.inner.queue_land(&landing, now_ms).await
     }
     async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool> {
         self.inner.set_queue_priority(task, priority).await

@@ -2041,16 +2041,9 @@ impl Store for PgStore {
         update_queue_entry_in(&mut conn, task, expect, change, now_ms).await
     }
 
-    async fn queue_land(
-        &self,
-        task: TaskId,
-        job: Option<JobId>,
-        expect: &QueueExpect,
-        change: &QueueChange,
-        name: &str,
-        ttl_ms: i64,
-        now_ms: i64,
-    ) -> StoreResult<Option<LeaseOutcome>> {
+    async fn queue_land(&self, landing: &QueueLanding, now_ms: i64) -> StoreResult<Option<LeaseOutcome>> {
+        let QueueLanding { task, job, expect, change, lease: name, ttl_ms } = landing;
+        let (task, job, ttl_ms) = (*task, *job, *ttl_ms);
         let mut tx = self.begin().await?;
         // The locks in an advance's order: the task row (`FOR SHARE`: an advance that releases
         // the task's leases and removes its entry waits, or has committed and is seen), the lease,

@@ -2176,16 +2176,9 @@ impl Store for SqliteStore {
         update_queue_entry_in(&mut *self.writer().await?, task, expect, change, now_ms).await
     }
 
-    async fn queue_land(
-        &self,
-        task: TaskId,
-        job: Option<JobId>,
-        expect: &QueueExpect,
-        change: &QueueChange,
-        name: &str,
-        ttl_ms: i64,
-        now_ms: i64,
-    ) -> StoreResult<Option<LeaseOutcome>> {
+    async fn queue_land(&self, landing: &QueueLanding, now_ms: i64) -> StoreResult<Option<LeaseOutcome>> {
+        let QueueLanding { task, job, expect, change, lease: name, ttl_ms } = landing;
+        let (task, job, ttl_ms) = (*task, *job, *ttl_ms);
         let mut writer = self.writer().await?;
         // One transaction on the one writer: the grant and the entry's move commit together, or
         // neither does (a dropped transaction rolls back).

@@ -12,8 +12,8 @@ use crate::{
     Advance, AgentRunFinish, Claim, DoneTaskSpend, EffectClaim, EventRecord, InboxEntry, JobCounts, JobFinish,
     JobRecord, JobStatus, LeaseOutcome, LessonFilter, LessonPatch, LessonWrite, NewAgentRun, NewDelivery, NewEffect,
     NewEvent, NewFreeze, NewLesson, NewTask, NewTaskProposal, NewUsageRecord, ProposalFilter, QueueChange, QueueExpect,
-    QueueState, RepoFreeze, SpendFilter, Store, StoreError, TaskFilter, TaskKey, TaskRecord, Transition, UsageGroup,
-    UsageRow, task_holder,
+    QueueLanding, QueueState, RepoFreeze, SpendFilter, Store, StoreError, TaskFilter, TaskKey, TaskRecord, Transition,
+    UsageGroup, UsageRow, task_holder,
 };
 use baton_domain::{AgentReport, AgentStatus, Hold, JobId, TaskId, TaskState, Usage};
 use serde_json::json;
@@ -849,6 +849,11 @@ pub async fn suite_lease_for_job(store: Arc<dyn Store>) {
     assert!(matches!(taken, Some(LeaseOutcome::Acquired { token: later }) if later > token), "{taken:?}");
 }
 
+/// A landing of `task` (fenced on `job`) from `expect` to `change` under `lease`, for a minute.
+fn land(task: TaskId, job: Option<JobId>, expect: &QueueExpect, change: &QueueChange, lease: &str) -> QueueLanding {
+    QueueLanding { task, job, expect: expect.clone(), change: change.clone(), lease: lease.into(), ttl_ms: 60_000 }
+}
+
 /// The merge queue's own landing: the lease and the entry's move to landing commit together, or
 /// nothing does — no lease is ever held for a change that is not landing.
 pub async fn suite_queue_land(store: Arc<dyn Store>) {
@@ -870,7 +875,7 @@ pub async fn suite_queue_land(store: Arc<dyn Store>) {
         LeaseOutcome::Acquired { .. }
     ));
     let busy =
-        store.queue_land(task, None, &QueueExpect::of(&green), &landing, "merge:alpha", 60_000, T0 + 2).await.unwrap();
+        store.queue_land(&land(task, None, &QueueExpect::of(&green), &landing, "merge:alpha"), T0 + 2).await.unwrap();
     assert_eq!(busy, Some(LeaseOutcome::Busy { holder: "task:other".into() }));
     assert_eq!(
         store.queue_entry(task).await.unwrap().unwrap().state,
@@ -882,20 +887,20 @@ pub async fn suite_queue_land(store: Arc<dyn Store>) {
     // The entry moved since it was read (built again on another base): nothing is taken, even a
     // free lease, and the entry is left as it is.
     let stale = QueueExpect { state: QueueState::Green, base: Some("b0".into()) };
-    assert_eq!(store.queue_land(task, None, &stale, &landing, "merge:alpha", 60_000, T0 + 3).await.unwrap(), None);
+    assert_eq!(store.queue_land(&land(task, None, &stale, &landing, "merge:alpha"), T0 + 3).await.unwrap(), None);
     assert!(store.lease("merge:alpha").await.unwrap().is_none(), "a lease was taken for a change not landing");
     let entry = store.queue_entry(task).await.unwrap().unwrap();
     assert_eq!((entry.state, entry.base.as_deref()), (QueueState::Green, Some("b1")));
     // Nor for a task with no entry.
     assert_eq!(
-        store.queue_land(TaskId(9_999_999), None, &stale, &landing, "merge:alpha", 60_000, T0 + 3).await.unwrap(),
+        store.queue_land(&land(TaskId(9_999_999), None, &stale, &landing, "merge:alpha"), T0 + 3).await.unwrap(),
         None
     );
     assert!(store.lease("merge:alpha").await.unwrap().is_none());
 
     // As read: the lease is the task's and the entry is landing on the new head, together.
     let landed =
-        store.queue_land(task, None, &QueueExpect::of(&green), &landing, "merge:alpha", 60_000, T0 + 4).await.unwrap();
+        store.queue_land(&land(task, None, &QueueExpect::of(&green), &landing, "merge:alpha"), T0 + 4).await.unwrap();
     let Some(LeaseOutcome::Acquired { token }) = landed else { panic!("a green change lands: {landed:?}") };
     let lease = store.lease("merge:alpha").await.unwrap().expect("the lease is held");
     assert_eq!((lease.holder, lease.token, lease.expires_at_ms), (task_holder(task), token, T0 + 4 + 60_000));
@@ -904,7 +909,7 @@ pub async fn suite_queue_land(store: Arc<dyn Store>) {
 
     // A second landing of the same read finds the entry moved: nothing changes, the lease stays.
     let again =
-        store.queue_land(task, None, &QueueExpect::of(&green), &landing, "merge:alpha", 60_000, T0 + 5).await.unwrap();
+        store.queue_land(&land(task, None, &QueueExpect::of(&green), &landing, "merge:alpha"), T0 + 5).await.unwrap();
     assert_eq!(again, None);
     let lease = store.lease("merge:alpha").await.unwrap().expect("the lease is still held");
     assert_eq!((lease.token, lease.expires_at_ms), (token, T0 + 4 + 60_000), "a refused landing renewed the lease");
@@ -918,17 +923,17 @@ pub async fn suite_queue_land(store: Arc<dyn Store>) {
     let landing = QueueChange { state: QueueState::Landing, head: Some("m2".into()), ..QueueChange::from(&green) };
     let parked = QueueExpect::of(&green);
     // Parked, the task runs no job: a job's landing takes nothing.
-    let no_job = store.queue_land(gated, Some(JobId(9_999_999)), &parked, &landing, "merge:beta", 60_000, T0 + 7);
-    assert_eq!(no_job.await.unwrap(), None);
+    let no_job = land(gated, Some(JobId(9_999_999)), &parked, &landing, "merge:beta");
+    assert_eq!(store.queue_land(&no_job, T0 + 7).await.unwrap(), None);
     // Woken to its merge gate's job: another job takes nothing, the active one lands.
     let woken = reload(&*store, gated).await;
     store.advance(step(&woken, "merge", None, enqueue("merge", 0))).await.unwrap();
     let job = reload(&*store, gated).await.state.job.expect("the woken task's job");
-    let stale = store.queue_land(gated, Some(JobId(job.0 + 1_000)), &parked, &landing, "merge:beta", 60_000, T0 + 8);
-    assert_eq!(stale.await.unwrap(), None);
+    let stale = land(gated, Some(JobId(job.0 + 1_000)), &parked, &landing, "merge:beta");
+    assert_eq!(store.queue_land(&stale, T0 + 8).await.unwrap(), None);
     assert!(store.lease("merge:beta").await.unwrap().is_none(), "a job not active took the lease");
     assert_eq!(store.queue_entry(gated).await.unwrap().unwrap().state, QueueState::Green);
-    let own = store.queue_land(gated, Some(job), &parked, &landing, "merge:beta", 60_000, T0 + 9).await.unwrap();
+    let own = store.queue_land(&land(gated, Some(job), &parked, &landing, "merge:beta"), T0 + 9).await.unwrap();
     assert!(matches!(own, Some(LeaseOutcome::Acquired { .. })), "the active job lands: {own:?}");
     assert_eq!(store.lease("merge:beta").await.unwrap().unwrap().holder, task_holder(gated));
     assert_eq!(store.queue_entry(gated).await.unwrap().unwrap().state, QueueState::Landing);

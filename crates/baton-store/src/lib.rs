@@ -619,23 +619,14 @@ pub trait Store: Send + Sync {
         now_ms: i64,
     ) -> StoreResult<bool>;
 
-    /// The landing of a green change: in one transaction, takes or renews the lease `name` for
-    /// `task` ([`task_holder`]) and applies `change` (to `landing`) to the entry while it is still
-    /// in `expect`'s state on `expect`'s base — and, with `job` (the merge gate landing its own
-    /// change), while that job is the task's active one. `None` when the entry changed meanwhile
+    /// The landing of a green change: in one transaction, takes or renews the lease for the task
+    /// ([`task_holder`]) and applies `change` (to `landing`) to the entry while it is still in
+    /// `expect`'s state on `expect`'s base — and, with `job` (the merge gate landing its own
+    /// change), while that job is the task's active one ([`QueueLanding`]). `None` when the entry changed meanwhile
     /// (or left the queue) or the job is no longer active, `Busy` when another holds the lease:
     /// either way nothing is taken or written, so no lease is ever held for a change that is not
     /// landing. The task row is locked first, then the lease, then the entry (an advance's order).
-    async fn queue_land(
-        &self,
-        task: TaskId,
-        job: Option<JobId>,
-        expect: &QueueExpect,
-        change: &QueueChange,
-        name: &str,
-        ttl_ms: i64,
-        now_ms: i64,
-    ) -> StoreResult<Option<LeaseOutcome>>;
+    async fn queue_land(&self, landing: &QueueLanding, now_ms: i64) -> StoreResult<Option<LeaseOutcome>>;
 
     /// Sets the priority of a queued change; `false` when the task is not in a merge queue.
     async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool>;

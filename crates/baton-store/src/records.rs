@@ -750,6 +750,19 @@ pub struct QueueExpect {
     pub base: Option<String>,
 }
 
+/// A change's landing ([`crate::Store::queue_land`]): the lease `lease` taken for `task` (for
+/// `ttl_ms`) together with the entry's move from `expect` to `change`, fenced on `job` when the
+/// merge gate lands its own change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueLanding {
+    pub task: TaskId,
+    pub job: Option<JobId>,
+    pub expect: QueueExpect,
+    pub change: QueueChange,
+    pub lease: String,
+    pub ttl_ms: i64,
+}
+
 /// The new state of a queue entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueChange {

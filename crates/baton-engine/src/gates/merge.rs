@@ -11,7 +11,9 @@ use super::GateContext;
 use super::command::run_repo_command;
 use super::quality::Quality;
 use baton_domain::{GateVerdict, Verdict};
-use baton_store::{LeaseOutcome, NewEvent, QueueChange, QueueEntry, QueueExpect, QueueState, task_holder};
+use baton_store::{
+    LeaseOutcome, NewEvent, QueueChange, QueueEntry, QueueExpect, QueueLanding, QueueState, task_holder,
+};
 
 const GATE: &str = "mergeable";
 
@@ -353,16 +355,17 @@ async fn record_green(ctx: &GateContext<'_>, base: &str, head: &str, fails: u32,
         && current_main(ctx).await.as_deref() == Some(base)
         && crate::monitor::may_land_in(ctx.store, ctx.features, &ctx.repo.name, ctx.task.id).await.unwrap_or(false)
     {
-        let lease = merge_lease_name(&ctx.repo.name);
-        let ttl_ms = ctx.limits.lease_ttl_secs as i64 * 1000;
-        let expect = QueueExpect { state: QueueState::Green, base: Some(base.to_string()) };
-        let landing = QueueChange { state: QueueState::Landing, ..change };
+        let landing = QueueLanding {
+            task: ctx.task.id,
+            job: Some(ctx.job.id),
+            expect: QueueExpect { state: QueueState::Green, base: Some(base.to_string()) },
+            change: QueueChange { state: QueueState::Landing, ..change },
+            lease: merge_lease_name(&ctx.repo.name),
+            ttl_ms: ctx.limits.lease_ttl_secs as i64 * 1000,
+        };
         // The lease and the move to landing commit together, and only while this job is the
         // task's active one: nothing is taken for a change that does not land now.
-        let now = ctx.clock.now_ms();
-        if let Ok(Some(LeaseOutcome::Acquired { .. })) =
-            ctx.store.queue_land(ctx.task.id, Some(ctx.job.id), &expect, &landing, &lease, ttl_ms, now).await
-        {
+        if let Ok(Some(LeaseOutcome::Acquired { .. })) = ctx.store.queue_land(&landing, ctx.clock.now_ms()).await {
             return Round::Done(pass(ctx, base, head));
         }
     }

@@ -1558,19 +1558,12 @@ impl Store for SimStore {
         self.call("queue_update", Access::Write, |s, _| Ok(s.update_queue_entry(task, expect, change, now_ms))).await
     }
 
-    async fn queue_land(
-        &self,
-        task: TaskId,
-        job: Option<JobId>,
-        expect: &QueueExpect,
-        change: &QueueChange,
-        name: &str,
-        ttl_ms: i64,
-        now_ms: i64,
-    ) -> StoreResult<Option<LeaseOutcome>> {
+    async fn queue_land(&self, landing: &QueueLanding, now_ms: i64) -> StoreResult<Option<LeaseOutcome>> {
+        let QueueLanding { task, job, expect, change, lease: name, ttl_ms } = landing;
+        let (task, job, ttl_ms) = (*task, *job, *ttl_ms);
         let holder = task_holder(task);
         if self.read_committed() {
-            let fence = LeaseFence::QueueLanding { task, job, expect, change };
+            let fence = LeaseFence::QueueLanding(landing);
             return self.acquire_lease_read_committed(name, &holder, fence, ttl_ms, now_ms).await;
         }
         self.call("queue_land", Access::Write, |s, _| {

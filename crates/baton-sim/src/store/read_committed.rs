@@ -18,7 +18,7 @@ pub(super) enum LeaseFence<'a> {
     ActiveJob(TaskId, JobId),
     /// `queue_land`: the entry must still be in `expect` (and `job`, if any, the task's active
     /// one), and moves to `change` with the grant.
-    QueueLanding { task: TaskId, job: Option<JobId>, expect: &'a QueueExpect, change: &'a QueueChange },
+    QueueLanding(&'a QueueLanding),
 }
 
 impl SimStore {
@@ -233,7 +233,7 @@ impl SimStore {
                     return self.commit(txn, what, fault, |_| Ok(None));
                 }
             }
-            LeaseFence::QueueLanding { task, job, .. } => {
+            LeaseFence::QueueLanding(&QueueLanding { task, job, .. }) => {
                 txn.lock(LockKey::Task(task)).await?;
                 txn.step().await;
                 if job.is_some_and(|job| !self.lock().job_is_active(task, job)) {
@@ -250,7 +250,9 @@ impl SimStore {
         // The entry's update, last (against the newest committed row): without it the whole
         // transaction rolls back.
         let land = |s: &mut State| match fence {
-            LeaseFence::QueueLanding { task, expect, change, .. } => s.update_queue_entry(task, expect, change, now_ms),
+            LeaseFence::QueueLanding(landing) => {
+                s.update_queue_entry(landing.task, &landing.expect, &landing.change, now_ms)
+            }
             _ => true,
         };
         match decision {
