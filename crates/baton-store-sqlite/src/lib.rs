@@ -7,8 +7,8 @@ use baton_domain::ids::branch_name;
 use baton_domain::{JobId, TaskId, TaskState, WorkItemId};
 use baton_store::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts, OpenJob, TokenTotals};
 use baton_store::rows::{
-    EXTEND_LEASE, GRANT_LEASE, HOLD_OF_TASK, LEASE_BY_NAME, NEXT_LEASE_TOKEN, UPDATE_QUEUE_ENTRY, WORK_ITEM_WALK_MAX,
-    parked_hold, state_columns,
+    EXTEND_LEASE, GRANT_LEASE, HOLD_OF_TASK, LEASE_BY_NAME, NEXT_LEASE_TOKEN, WORK_ITEM_WALK_MAX, parked_hold,
+    state_columns, update_queue_entry,
 };
 use baton_store::*;
 use sqlx::sqlite::{
@@ -2394,20 +2394,7 @@ async fn update_queue_entry_in(
     change: &QueueChange,
     now_ms: i64,
 ) -> StoreResult<bool> {
-    let result = sqlx::query(UPDATE_QUEUE_ENTRY)
-        .bind(task.0)
-        .bind(expect.state.as_str())
-        .bind(expect.base.as_deref())
-        .bind(change.state.as_str())
-        .bind(change.base.as_deref())
-        .bind(change.head.as_deref())
-        .bind(i64::from(change.fails))
-        .bind(change.reason.as_deref())
-        .bind(now_ms)
-        .bind(change.batch.map(|b| b.0))
-        .bind(change.split.map(i64::from))
-        .execute(&mut *conn)
-        .await?;
+    let result = update_queue_entry(task, expect, change, now_ms).execute(&mut *conn).await?;
     Ok(result.rows_affected() == 1)
 }
 

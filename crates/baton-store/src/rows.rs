@@ -54,6 +54,34 @@ pub const UPDATE_QUEUE_ENTRY: &str =
          batch = $10, split = $11
      WHERE task_id = $1 AND state = $2 AND base IS NOT DISTINCT FROM $3";
 
+/// [`UPDATE_QUEUE_ENTRY`] with its arguments bound, on either engine.
+pub fn update_queue_entry<'a, DB>(
+    task: crate::TaskId,
+    expect: &crate::QueueExpect,
+    change: &crate::QueueChange,
+    now_ms: i64,
+) -> sqlx::query::Query<'a, DB, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<&'t str>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(UPDATE_QUEUE_ENTRY)
+        .bind(task.0)
+        .bind(expect.state.as_str())
+        .bind(expect.base.as_deref())
+        .bind(change.state.as_str())
+        .bind(change.base.as_deref())
+        .bind(change.head.as_deref())
+        .bind(i64::from(change.fails))
+        .bind(change.reason.as_deref())
+        .bind(now_ms)
+        .bind(change.batch.map(|b| b.0))
+        .bind(change.split.map(i64::from))
+}
+
 /// Whether a stored hold ([`HOLD_OF_TASK`]) is the merge queue's: the task was parked there.
 pub fn parked_hold(hold: Option<&str>) -> bool {
     hold == Some(baton_domain::Hold::MergeQueue.label())
