@@ -21,6 +21,17 @@ pub(super) enum LeaseFence<'a> {
     QueueLanding(&'a QueueLanding),
 }
 
+impl LeaseFence<'_> {
+    /// The task whose row is locked first, and the job that must be its active one, if any.
+    fn task(&self) -> Option<(TaskId, Option<JobId>)> {
+        match *self {
+            LeaseFence::None => None,
+            LeaseFence::ActiveJob(task, job) => Some((task, Some(job))),
+            LeaseFence::QueueLanding(landing) => Some((landing.task, landing.job)),
+        }
+    }
+}
+
 impl SimStore {
     /// Opens a READ COMMITTED transaction for `what`, its fault rolled now and struck at commit.
     pub(super) async fn begin(&self, what: &str) -> (Txn<'_>, Option<Fault>) {
@@ -221,24 +232,14 @@ impl SimStore {
         let what = match fence {
             LeaseFence::None => "acquire_lease",
             LeaseFence::ActiveJob(..) => "acquire_lease_for_job",
-            LeaseFence::QueueLanding { .. } => "queue_land",
+            LeaseFence::QueueLanding(_) => "queue_land",
         };
         let (txn, fault) = self.begin(what).await;
-        match fence {
-            LeaseFence::None => {}
-            LeaseFence::ActiveJob(task, job) => {
-                txn.lock(LockKey::Task(task)).await?;
-                txn.step().await;
-                if !self.lock().job_is_active(task, job) {
-                    return self.commit(txn, what, fault, |_| Ok(None));
-                }
-            }
-            LeaseFence::QueueLanding(&QueueLanding { task, job, .. }) => {
-                txn.lock(LockKey::Task(task)).await?;
-                txn.step().await;
-                if job.is_some_and(|job| !self.lock().job_is_active(task, job)) {
-                    return self.commit(txn, what, fault, |_| Ok(None));
-                }
+        if let Some((task, job)) = fence.task() {
+            txn.lock(LockKey::Task(task)).await?;
+            txn.step().await;
+            if job.is_some_and(|job| !self.lock().job_is_active(task, job)) {
+                return self.commit(txn, what, fault, |_| Ok(None));
             }
         }
         if self.lock().mutation != Mutation::LeaseWithoutLock {
