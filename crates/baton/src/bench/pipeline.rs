@@ -61,8 +61,12 @@ pub struct PipelineArgs {
     pub minimal_baseline: bool,
     /// Run the baseline with `--sandbox`: each of its agent stages confined as Baton's default
     /// sandbox confines an agent (bubblewrap), so the ratio leaves the sandbox's own cost out.
-    #[arg(long, requires = "baseline")]
+    #[arg(long, requires = "baseline", conflicts_with = "unsandboxed")]
     pub sandboxed_baseline: bool,
+    /// Run Baton's agents without its sandbox (`[sandbox] mode = "off"`), as the plain baseline
+    /// runs its stages: the same process work on both sides without bubblewrap.
+    #[arg(long)]
+    pub unsandboxed: bool,
     /// Measure this many times, Baton and (with `--baseline`) the baseline alternately, each run
     /// in a fresh directory; the figures shown are the run with the median wall-time ratio (on a
     /// shared machine one run's load says little), and every run's pair is listed.
@@ -110,6 +114,8 @@ pub struct PipelineFigures {
     minimal_baseline: bool,
     /// `--sandboxed-baseline`: the baseline's agent stages ran under bubblewrap, as Baton's do.
     sandboxed_baseline: bool,
+    /// `--unsandboxed`: Baton's agents ran without its sandbox.
+    unsandboxed: bool,
     /// `--agent`: the process every agent stage ran.
     agent: BenchAgent,
     /// Tickets that reached `done`, and the rest (blocked, cancelled, or still under way at the
@@ -279,6 +285,7 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
     figures.queue = args.queue;
     figures.minimal_baseline = args.minimal_baseline;
     figures.sandboxed_baseline = args.sandboxed_baseline;
+    figures.unsandboxed = args.unsandboxed;
     figures.agent = args.agent;
     figures.batch = args.batch;
     figures.db_bytes = ["baton.db", "baton.db-wal"]
@@ -335,7 +342,7 @@ fn load_config(args: &PipelineArgs, dir: &Path) -> anyhow::Result<baton::config:
          merge_defer_max = {defer_max}\npoll_interval_ms = 100\n{depth}\n\
          [[repos]]\nname = \"bench\"\npath = {project}\ndefault_branch = \"main\"\nprefix = \"BENCH\"\n\
          test = {test}\ndeploy = [\"true\"]\nhealth = [\"true\"]\nmerge_batch = {batch}\n\n\
-         {agent}",
+         {sandbox}{agent}",
         data = path(dir.join("data")),
         p = args.parallel,
         batch = args.batch,
@@ -346,6 +353,7 @@ fn load_config(args: &PipelineArgs, dir: &Path) -> anyhow::Result<baton::config:
         // Every ticket may wait for every other one at the merge gate, a second per deferral.
         defer_max = 1_000 + 10 * args.tickets,
         project = path(dir.join("project")),
+        sandbox = if args.unsandboxed { "[sandbox]\nmode = \"off\"\n\n" } else { "" },
         agent = match args.agent {
             BenchAgent::Script =>
                 format!("[agents.default]\nadapter = \"script\"\nscript = {}\n", path(dir.join("script.toml"))),
@@ -526,6 +534,7 @@ async fn count(engine: &Arc<Engine>, ids: &[baton_domain::TaskId], wall: Duratio
         queue: false,
         minimal_baseline: false,
         sandboxed_baseline: false,
+        unsandboxed: false,
         agent: BenchAgent::Shell,
         batch: 1,
         tickets_done,
@@ -669,6 +678,9 @@ fn print_text(f: &PipelineFigures) {
     }
     if f.sandboxed_baseline {
         println!("sandboxed baseline: its agent stages ran under bubblewrap, as Baton's do (--sandboxed-baseline)");
+    }
+    if f.unsandboxed {
+        println!("unsandboxed: Baton's agents ran without its sandbox, as the plain baseline's stages (--unsandboxed)");
     }
     if f.queue {
         println!("merge queue alone: every ticket confirmed at once when all were ready (--queue)");
