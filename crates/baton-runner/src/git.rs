@@ -360,8 +360,9 @@ pub mod clean_marks {
 
     static MARKS: LazyLock<Mutex<HashMap<PathBuf, Mark>>> = LazyLock::new(Default::default);
 
+    /// The worktree's real path (links resolved), or `dir` as given when it does not exist.
     fn key(dir: &Path) -> PathBuf {
-        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+        super::resolve(dir).unwrap_or_else(|| dir.to_path_buf())
     }
 
     /// The worktree at `dir` holds exactly the commit `head`.
@@ -620,6 +621,21 @@ pub fn parse_batch(output: &[u8], count: usize) -> Vec<Option<String>> {
     answers
 }
 
+/// `path` with every link resolved (`canonicalize`'s answer), `None` when it does not exist.
+/// Asked first of the kernel, as it names what it opens: one lookup of the whole path and a read
+/// of `/proc/self/fd/N`, where `canonicalize` reads each prefix of the path as a link in turn, a
+/// lookup of its own each (every git command and every process started in a worktree asks for
+/// this). `canonicalize` answers when that cannot tell (no `/proc`, a path removed meanwhile).
+pub(crate) fn resolve(path: &Path) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let flags = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC;
+    let opened = nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()).ok();
+    let named = opened.and_then(|fd| std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok());
+    // A path removed after the open is named with this suffix; an answer not absolute is no path.
+    let named = named.filter(|p| p.is_absolute() && !p.as_os_str().as_encoded_bytes().ends_with(b" (deleted)"));
+    named.or_else(|| std::fs::canonicalize(path).ok())
+}
+
 /// The `git` program: found on `PATH` once (every call would otherwise search it again, a failed
 /// `execve` per directory before git's); plain `git` when it is not there, so the error names it.
 fn git_program() -> &'static Path {
@@ -819,4 +835,35 @@ pub fn has_branch(git_dir: &Path, branch: &str) -> bool {
     std::fs::read_to_string(common.join("packed-refs")).is_ok_and(|packed| {
         packed.lines().any(|line| line.split_once(' ').is_some_and(|(_, name)| name.trim() == wanted))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::resolve;
+
+    #[test]
+    fn resolve_answers_as_canonicalize_does_through_links_and_for_missing_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        std::fs::create_dir_all(real.join("inner")).unwrap();
+        std::fs::write(real.join("inner/file.txt"), "x").unwrap();
+        std::os::unix::fs::symlink(&real, tmp.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("real/inner", tmp.path().join("relative-link")).unwrap();
+        for path in [
+            real.clone(),
+            tmp.path().join("link"),
+            tmp.path().join("link/inner"),
+            tmp.path().join("link/inner/file.txt"),
+            tmp.path().join("relative-link"),
+            tmp.path().join("link/inner/../inner/./file.txt"),
+        ] {
+            let expected = std::fs::canonicalize(&path).unwrap();
+            assert_eq!(resolve(&path), Some(expected), "{}", path.display());
+        }
+        assert_eq!(resolve(&tmp.path().join("link/missing")), None);
+        assert_eq!(resolve(&tmp.path().join("dangling")), None);
+        std::os::unix::fs::symlink(tmp.path().join("nowhere"), tmp.path().join("dangling")).unwrap();
+        assert_eq!(resolve(&tmp.path().join("dangling")), None);
+    }
 }

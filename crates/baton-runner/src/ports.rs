@@ -372,7 +372,7 @@ mod tests {
 /// it, and its HEAD is the task's branch with no rebase under way. `false` means "check the slow
 /// way", never "broken".
 fn worktree_on_branch(repo: &Path, worktree: &Path, branch: &str) -> bool {
-    let canonical = |path: &Path| path.canonicalize().ok();
+    let canonical = |path: &Path| crate::git::resolve(path);
     let (Some(admin), Some(repo_git)) = (crate::git::git_dir(worktree), crate::git::git_dir(repo)) else {
         return false;
     };

@@ -87,6 +87,37 @@ async fn a_worktree_baton_just_committed_is_asked_git_status_again_once_anything
 }
 
 #[tokio::test]
+async fn a_process_started_in_the_worktree_through_a_link_forgets_its_mark_as_a_direct_one_does() {
+    let (tmp, _repo, worktree) = setup().await;
+    let spec = CommandSpec {
+        argv: vec!["true".into()],
+        cwd: worktree.clone(),
+        env: Vec::new(),
+        timeout: Duration::from_secs(30),
+        log: tmp.path().join("true.log"),
+    };
+    // A link to the worktree, and a link to the directory that holds it.
+    let to_worktree = tmp.path().join("to-worktree");
+    std::os::unix::fs::symlink(&worktree, &to_worktree).unwrap();
+    let to_parent = tmp.path().join("to-parent");
+    std::os::unix::fs::symlink(worktree.parent().unwrap(), &to_parent).unwrap();
+    let inside_by_link = to_parent.join(worktree.file_name().unwrap()).join("sub");
+    for (n, cwd) in [(1, to_worktree.clone()), (2, inside_by_link.clone())] {
+        let stray = commit_then_stray(&worktree, n).await;
+        // (An untracked directory: each clean that asks git removes it.)
+        std::fs::create_dir_all(worktree.join("sub")).unwrap();
+        run_command(&CommandSpec { cwd: cwd.clone(), ..spec.clone() }).await.unwrap();
+        GitVcs.clean(&worktree).await.unwrap();
+        assert!(!stray.exists(), "a process started at {} is one in the worktree", cwd.display());
+    }
+    // And the worktree named through a link is the one marked: a process elsewhere leaves it so.
+    let stray = commit_then_stray(&worktree, 3).await;
+    run_command(&CommandSpec { cwd: tmp.path().join("repo"), ..spec.clone() }).await.unwrap();
+    GitVcs.clean(&to_worktree).await.unwrap();
+    assert!(stray.exists(), "the mark made at the worktree's own path answers for its linked name");
+}
+
+#[tokio::test]
 async fn a_fresh_worktree_is_known_clean_and_a_read_only_git_command_keeps_the_mark() {
     let (_tmp, _repo, worktree) = setup().await;
     let stray = worktree.join("stray.txt");
