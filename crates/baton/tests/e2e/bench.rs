@@ -98,6 +98,36 @@ fn bench_pipeline_carries_every_ticket_to_done_and_reports_every_figure() {
     assert_eq!((figures["parallel"].as_u64(), figures["test_sleep_ms"].as_u64()), (Some(4), Some(0)));
     assert!(figures.get("baseline").is_none() && figures.get("ratio").is_none(), "no --baseline: {figures}");
     assert_eq!(figures["agent"], "shell", "the agents are `sh -c`, as the baseline's stages: {figures}");
+    assert_eq!(figures["unsandboxed"], false, "Baton's own sandbox setting by default: {figures}");
+}
+
+// `--unsandboxed`: Baton's agents run with `[sandbox] mode = "off"` (the engine says so as it
+// starts), as the plain baseline's stages run, and every ticket still reaches done.
+#[test]
+fn bench_pipeline_runs_batons_agents_without_the_sandbox_when_asked() {
+    let out = Command::new(baton_exe())
+        .args(["bench", "pipeline", "--tickets", "2", "--unsandboxed", "--json"])
+        .env_remove("BATON_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((figures["tickets_done"].as_u64(), figures["merges"].as_u64()), (Some(2), Some(2)), "{figures}");
+    assert_eq!(figures["unsandboxed"], true, "{figures}");
+    assert!(stderr.contains("sandbox mode is \"off\""), "the engine ran with the sandbox off: {stderr}");
+    // The like-for-like pairs: an unsandboxed Baton is compared with the plain baseline only.
+    let both = Command::new(baton_exe())
+        .args(["bench", "pipeline", "--tickets", "1", "--unsandboxed", "--baseline", "--sandboxed-baseline"])
+        .env_remove("BATON_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2), "{}", String::from_utf8_lossy(&both.stderr));
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("--unsandboxed"),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
 }
 
 // `--agent script`: the same pipeline with Baton's own script agent in every stage (a `baton`
