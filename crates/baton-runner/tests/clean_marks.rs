@@ -33,6 +33,17 @@ async fn commit_then_stray(worktree: &Path, n: u32) -> std::path::PathBuf {
     stray
 }
 
+/// `true`, started at `cwd` as Baton starts any process (its log under `tmp`).
+fn true_at(tmp: &Path, cwd: &Path) -> CommandSpec {
+    CommandSpec {
+        argv: vec!["true".into()],
+        cwd: cwd.to_path_buf(),
+        env: Vec::new(),
+        timeout: Duration::from_secs(30),
+        log: tmp.join("true.log"),
+    }
+}
+
 #[tokio::test]
 async fn a_worktree_baton_just_committed_is_asked_git_status_again_once_anything_may_have_written_there() {
     let (tmp, repo, worktree) = setup().await;
@@ -44,13 +55,7 @@ async fn a_worktree_baton_just_committed_is_asked_git_status_again_once_anything
     assert!(stray.exists(), "no git status ran: the mark of Baton's commit answered");
 
     // A process Baton starts in the worktree (a test gate, an agent) may write there.
-    let spec = CommandSpec {
-        argv: vec!["true".into()],
-        cwd: worktree.clone(),
-        env: Vec::new(),
-        timeout: Duration::from_secs(30),
-        log: tmp.path().join("true.log"),
-    };
+    let spec = true_at(tmp.path(), &worktree);
     assert_eq!(run_command(&spec).await.unwrap().exit.code, Some(0));
     GitVcs.clean(&worktree).await.unwrap();
     assert!(!stray.exists(), "after a process ran in the worktree, clean() asked git and removed the stray file");
@@ -89,13 +94,7 @@ async fn a_worktree_baton_just_committed_is_asked_git_status_again_once_anything
 #[tokio::test]
 async fn a_process_started_in_the_worktree_through_a_link_forgets_its_mark_as_a_direct_one_does() {
     let (tmp, _repo, worktree) = setup().await;
-    let spec = CommandSpec {
-        argv: vec!["true".into()],
-        cwd: worktree.clone(),
-        env: Vec::new(),
-        timeout: Duration::from_secs(30),
-        log: tmp.path().join("true.log"),
-    };
+    let spec = true_at(tmp.path(), &worktree);
     // A link to the worktree, and a link to the directory that holds it.
     let to_worktree = tmp.path().join("to-worktree");
     std::os::unix::fs::symlink(&worktree, &to_worktree).unwrap();
