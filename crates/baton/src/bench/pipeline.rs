@@ -116,6 +116,8 @@ pub struct PipelineFigures {
     sandboxed_baseline: bool,
     /// `--unsandboxed`: Baton's agents ran without its sandbox.
     unsandboxed: bool,
+    /// Whether Baton's agents ran under its sandbox (`bwrap`): its default where bubblewrap works.
+    sandboxed: bool,
     /// `--agent`: the process every agent stage ran.
     agent: BenchAgent,
     /// Tickets that reached `done`, and the rest (blocked, cancelled, or still under way at the
@@ -286,6 +288,9 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
     figures.minimal_baseline = args.minimal_baseline;
     figures.sandboxed_baseline = args.sandboxed_baseline;
     figures.unsandboxed = args.unsandboxed;
+    figures.sandboxed = engine
+        .sandbox()
+        .is_some_and(|s| matches!(s.confinement(None), baton_engine::sandbox::Confinement::Sandboxed { .. }));
     figures.agent = args.agent;
     figures.batch = args.batch;
     figures.db_bytes = ["baton.db", "baton.db-wal"]
@@ -535,6 +540,7 @@ async fn count(engine: &Arc<Engine>, ids: &[baton_domain::TaskId], wall: Duratio
         minimal_baseline: false,
         sandboxed_baseline: false,
         unsandboxed: false,
+        sandboxed: false,
         agent: BenchAgent::Shell,
         batch: 1,
         tickets_done,
@@ -681,6 +687,13 @@ fn print_text(f: &PipelineFigures) {
     }
     if f.unsandboxed {
         println!("unsandboxed: Baton's agents ran without its sandbox, as the plain baseline's stages (--unsandboxed)");
+    }
+    if f.baseline.is_some() && f.sandboxed != f.sandboxed_baseline {
+        println!(
+            "not like for like: Baton's agents ran {} and the baseline's {}; --unsandboxed or --sandboxed-baseline compares the same process work",
+            if f.sandboxed { "sandboxed" } else { "unsandboxed" },
+            if f.sandboxed_baseline { "sandboxed" } else { "unsandboxed" },
+        );
     }
     if f.queue {
         println!("merge queue alone: every ticket confirmed at once when all were ready (--queue)");

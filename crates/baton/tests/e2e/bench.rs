@@ -114,7 +114,7 @@ fn bench_pipeline_runs_batons_agents_without_the_sandbox_when_asked() {
     assert!(out.status.success(), "{stderr}");
     let figures: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((figures["tickets_done"].as_u64(), figures["merges"].as_u64()), (Some(2), Some(2)), "{figures}");
-    assert_eq!(figures["unsandboxed"], true, "{figures}");
+    assert_eq!((&figures["unsandboxed"], &figures["sandboxed"]), (&true.into(), &false.into()), "{figures}");
     assert!(stderr.contains("sandbox mode is \"off\""), "the engine ran with the sandbox off: {stderr}");
     // The like-for-like pairs: an unsandboxed Baton is compared with the plain baseline only.
     let both = Command::new(baton_exe())
