@@ -270,6 +270,15 @@ const GUARDS: &[Guard] = &[
         test: "baton-runner/clean_marks/a_write_by_one_command_is_not_forgiven_by_a_later_command_that_writes_nothing",
     },
     Guard {
+        name: "a worktree's clean mark is keyed by its real path",
+        edits: &[Edit {
+            file: GIT,
+            find: "        super::resolve(dir).unwrap_or_else(|| dir.to_path_buf())",
+            replace: "        dir.to_path_buf()",
+        }],
+        test: "baton-runner/clean_marks/a_process_started_in_the_worktree_through_a_link_forgets_its_mark_as_a_direct_one_does",
+    },
+    Guard {
         name: "a change to the index alone is a change",
         edits: &[Edit {
             file: GIT,
