@@ -270,6 +270,15 @@ const GUARDS: &[Guard] = &[
         test: "baton-runner/clean_marks/a_write_by_one_command_is_not_forgiven_by_a_later_command_that_writes_nothing",
     },
     Guard {
+        name: "only a process leading its group is a shim",
+        edits: &[Edit {
+            file: "crates/baton-runner/src/process.rs",
+            find: "(stat.live() && stat.pgid == pid).then(",
+            replace: "stat.live().then(",
+        }],
+        test: "baton/e2e/supervised::only_a_group_leader_with_the_shims_command_line_is_found_as_a_shim",
+    },
+    Guard {
         name: "a worktree's clean mark is keyed by its real path",
         edits: &[Edit {
             file: GIT,

@@ -328,7 +328,9 @@ pub async fn wait_adopted(
 }
 
 /// Running `baton shim` processes whose exit file lies under `runs_dir`: (pid, process group,
-/// exit file).
+/// exit file). Only a process that leads its group counts, as every shim Baton starts does: the
+/// shim's child, between its fork and its exec, shows the shim's very command line in the shim's
+/// group, and is not a second shim of that run.
 pub fn find_shims(runs_dir: &str) -> Vec<(u32, u32, PathBuf)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -346,7 +348,7 @@ pub fn find_shims(runs_dir: &str) -> Vec<(u32, u32, PathBuf)> {
                 return None;
             }
             let stat = proc_stat(pid)?;
-            stat.live().then(|| (pid, stat.pgid, PathBuf::from(exit_file)))
+            (stat.live() && stat.pgid == pid).then(|| (pid, stat.pgid, PathBuf::from(exit_file)))
         })
         .collect()
 }

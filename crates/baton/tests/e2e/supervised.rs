@@ -252,3 +252,50 @@ async fn stopped(shim: Shim) {
     };
     assert_eq!((record.code, record.signal), (None, Some(15)), "{shim:?}");
 }
+
+// Only a process that leads its group is a shim: a shim's child shows the shim's command line
+// between its fork and its exec, in the shim's group, and is no second shim of that run (the
+// reaper finds shims this way). The same `baton shim` command line is found when it leads its
+// group, as every shim Baton starts does, and not when it runs in a group another process leads.
+#[tokio::test]
+async fn only_a_group_leader_with_the_shims_command_line_is_found_as_a_shim() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let supervisor = supervisor(Shim::Baton);
+    for (n, leads) in [(1, false), (2, true)] {
+        let run_dir = runs.join(format!("run{n}"));
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let exit_file = run_dir.join("exit.json");
+        // Either the shim itself leads a new group, or a shell does and the shim is its child.
+        let mut command = if leads {
+            let mut shim = std::process::Command::new(baton_exe());
+            shim.args(["shim", "--exit-file"]).arg(&exit_file).args(["--", "sleep", "30"]);
+            shim
+        } else {
+            let mut shell = std::process::Command::new("sh");
+            shell.args(["-c", "\"$0\" shim --exit-file \"$1\" -- sleep 30 & wait"]).arg(baton_exe()).arg(&exit_file);
+            shell
+        };
+        let mut child = command
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !matches!(supervisor.previous(&run_dir), Previous::Running(_)) {
+            assert!(std::time::Instant::now() < deadline, "the shim never recorded its launch");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let found = supervisor.shims_under(&runs);
+        let group = child.id();
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(i32::try_from(group).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        let expected = if leads { vec![(group, group, run_dir.clone())] } else { Vec::new() };
+        assert_eq!(found, expected, "the shim leads its group: {leads}");
+    }
+}
