@@ -283,8 +283,12 @@ async fn only_a_group_leader_with_the_shims_command_line_is_found_as_a_shim() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !matches!(supervisor.previous(&run_dir), Previous::Running(_)) {
+        // The shim records its launch before it starts the command, and lives on with it: once
+        // the record is there, the shim runs. (Not `previous`: a shim that leads no group is not
+        // one Baton would adopt, and says so.)
+        let launch = run_dir.join(baton_runner::shim::LAUNCH_FILE);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !launch.exists() {
             assert!(std::time::Instant::now() < deadline, "the shim never recorded its launch");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
