@@ -18,8 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the bench looks at the task counts while the engine works.
+/// How often the bench looks at the task counts while many tickets are still under way.
 const SETTLE_POLL: Duration = Duration::from_millis(100);
+/// How often it looks once the last few are: the end of the run is then known within a few
+/// milliseconds, as the baseline's own clock knows its end, and not up to a whole poll late.
+const SETTLE_POLL_CLOSE: Duration = Duration::from_millis(5);
 /// Events read per page when counting a task's timeline.
 const EVENTS_PAGE: u32 = 500;
 /// The baseline script, embedded so the bench runs the committed one from any directory.
@@ -261,11 +264,20 @@ async fn measure(args: &PipelineArgs, dir: &Path) -> anyhow::Result<PipelineFigu
 
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    let ids = file_tickets(&engine, args.tickets).await?;
+    // The tickets reach a running engine, as they reach `baton serve`: the first is worked on
+    // while the rest are filed.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let engine_loop = tokio::spawn(engine.clone().run(stop_rx));
+    let ids = match file_tickets(&engine, args.tickets).await {
+        Ok(ids) => ids,
+        Err(error) => {
+            let _ = stop_tx.send(true);
+            let _ = engine_loop.await;
+            return Err(error);
+        }
+    };
     let timeout = Duration::from_secs(args.timeout_secs);
-    let settled = wait_settled(&engine, ids.len(), args.queue, started, timeout).await;
+    let settled = wait_settled(&engine, ids.len(), args.parallel as usize, args.queue, started, timeout).await;
     let wall = started.elapsed();
     let cpu = cpu_seconds() - cpu_before;
     let _ = stop_tx.send(true);
@@ -428,9 +440,12 @@ async fn file_tickets(engine: &Arc<Engine>, tickets: u32) -> anyhow::Result<Vec<
 /// Waits until every ticket is done, cancelled or blocked (true) or `timeout` ran out (false); a
 /// ticket waiting for a human (there are no human gates) fails the bench at once. With `queue`,
 /// the tickets waiting for their deploy confirmation are all confirmed once every ticket waits.
+/// It looks every [`SETTLE_POLL`], and every [`SETTLE_POLL_CLOSE`] once no more than `parallel`
+/// tickets are left.
 async fn wait_settled(
     engine: &Arc<Engine>,
     tickets: usize,
+    parallel: usize,
     queue: bool,
     started: Instant,
     timeout: Duration,
@@ -483,7 +498,8 @@ async fn wait_settled(
             progress.clear();
             return Ok(false);
         }
-        tokio::time::sleep(SETTLE_POLL).await;
+        let close = tickets.saturating_sub(settled) <= parallel.max(1);
+        tokio::time::sleep(if close { SETTLE_POLL_CLOSE } else { SETTLE_POLL }).await;
     }
 }
 
