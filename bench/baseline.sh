@@ -99,7 +99,7 @@ stages() {
 
 # One ticket's merge, one at a time: the merge gate's and the deploy stage's work.
 merge() {
-  local id=$1 wt="$dir/wt/$1" branch="baton/$1"
+  local id=$1 wt="$dir/wt/$1"
   {
     flock 9
     # The branch as one commit on main, as Baton's merge gate builds it: one three-way merge of
@@ -126,8 +126,8 @@ merge() {
     names=$(git -C "$repo" ls-tree --name-only "$head:docs/baton/$id")
     printf "$head:docs/baton/$id/%s\n" $names | git -C "$repo" cat-file --batch > /dev/null
   fi
+  # The branch stays, as Baton keeps a local repository's task branch (its history before the squash).
   flock "$dir/worktree.lock" git -C "$repo" worktree remove --force "$wt"
-  flock "$dir/worktree.lock" git -C "$repo" branch -q -D "$branch"
 }
 
 # One ticket, start to end.

@@ -224,5 +224,9 @@ fn baseline_merges_every_ticket(extra: &[&str]) {
     assert!(show("docs/baton/BENCH-002/04-review.md").contains("verdict: approve"));
     assert!(show("docs/baton/BENCH-002/05-test-report.md").contains("verdict: pass"));
     assert_eq!(crate::support::git(&repo, &["worktree", "list"]).lines().count(), 1);
-    assert_eq!(crate::support::git(&repo, &["branch", "--format=%(refname:short)"]), "main");
+    // Each task branch stays after its merge, as Baton keeps a local repository's task branch.
+    assert_eq!(
+        crate::support::git(&repo, &["branch", "--format=%(refname:short)"]),
+        "baton/BENCH-001\nbaton/BENCH-002\nbaton/BENCH-003\nmain"
+    );
 }
