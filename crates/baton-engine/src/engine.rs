@@ -140,6 +140,9 @@ pub struct Engine {
     /// Every secret this engine knows, masked in everything it records (SPEC §16).
     redactor: Redactor,
     pub(crate) running: Mutex<HashMap<JobId, watch::Sender<bool>>>,
+    /// Repositories whose work-item counter this process has raised past their task branches
+    /// ([`Engine::number_past_branches`]).
+    numbered: Mutex<std::collections::HashSet<String>>,
     wake: Notify,
     /// The store's change feed said another process stopped or took a running job away: the
     /// loop checks the jobs running here at once instead of at its next once-a-second check.
@@ -403,6 +406,7 @@ impl EngineBuilder {
             redactor,
             sandbox: self.sandbox,
             running: Mutex::new(HashMap::new()),
+            numbered: Mutex::new(std::collections::HashSet::new()),
             wake: Notify::new(),
             jobs_taken: AtomicBool::new(false),
             due_written: AtomicBool::new(false),
@@ -784,10 +788,43 @@ impl Engine {
             idempotency_key: key,
             depends_on,
         };
+        self.number_past_branches(repo).await;
         let task = self.store.create_task(new, transition, now).await?;
         self.note_due(&task.state);
         self.wake();
         Ok(task)
+    }
+
+    /// Once per repository in this process, before its first new task: the work-item counter is
+    /// raised past every number a task branch in the repository already carries. A database lost
+    /// and started afresh, or restored from an older backup, would hand those numbers out again,
+    /// and a new task whose title matched an old one's would find that task's branch — and its
+    /// unmerged work — under its own name, then carry it to the default branch. A failure is
+    /// logged and tried again at the next new task.
+    async fn number_past_branches(&self, repo: &crate::RepoSettings) {
+        // A remote repository's clone not made yet has no branches to read: asked again next time.
+        if self.numbered.lock().map(|done| done.contains(&repo.name)).unwrap_or(false) || !self.vcs.exists(&repo.path) {
+            return;
+        }
+        let raised = match self.vcs.highest_task_branch_number(&repo.path, &repo.prefix).await {
+            Ok(None) => Ok(()),
+            Ok(Some(highest)) => {
+                let next = i64::try_from(highest).unwrap_or(i64::MAX - 1).saturating_add(1);
+                self.store.raise_work_item_counter(&repo.name, &repo.prefix, next).await.map_err(|e| e.to_string())
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        match raised {
+            Ok(()) => {
+                if let Ok(mut done) = self.numbered.lock() {
+                    done.insert(repo.name.clone());
+                }
+            }
+            Err(error) => tracing::warn!(
+                repo = %repo.name,
+                "reading the task branches to number past them failed (tried again at the next new task): {error}"
+            ),
+        }
     }
 
     /// Applies a human input to a task. With a dedup key, a replay changes nothing.

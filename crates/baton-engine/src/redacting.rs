@@ -50,6 +50,9 @@ impl RedactingStore {
 
 #[async_trait]
 impl Store for RedactingStore {
+    async fn raise_work_item_counter(&self, repo: &str, prefix: &str, next: i64) -> StoreResult<()> {
+        self.inner.raise_work_item_counter(repo, prefix, next).await
+    }
     async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord> {
         let new = NewTask { title: self.text(&new.title), body: self.text(&new.body), ..new };
         self.inner.create_task(new, first, now_ms).await

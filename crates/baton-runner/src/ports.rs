@@ -164,6 +164,13 @@ pub trait Vcs: Send + Sync {
     async fn is_ancestor(&self, dir: &Path, ancestor: &str, descendant: &str) -> bool;
     /// Removes a worktree (forced) and prunes its registration; a missing one is fine.
     async fn remove_worktree(&self, repo: &Path, worktree: &Path) -> Result<(), GitError>;
+    /// The highest work-item number of `prefix` a task branch in the repository at `repo` carries
+    /// (`baton/<PREFIX>-<N>-…`, local or fetched from a remote); `None` when there is none. None
+    /// by default (a backend without branches).
+    async fn highest_task_branch_number(&self, repo: &Path, prefix: &str) -> Result<Option<u64>, GitError> {
+        let _ = (repo, prefix);
+        Ok(None)
+    }
     /// A text file of the worktree (an artifact), or `None`.
     async fn read_file(&self, worktree: &Path, relative: &str) -> Option<String>;
     /// File names in a directory of the worktree, sorted; empty when it does not exist.
@@ -337,7 +344,27 @@ pub trait CommandRunner: Send + Sync {
 
 #[cfg(test)]
 mod tests {
-    use super::is_infrastructure;
+    use super::{is_infrastructure, task_branch_number};
+
+    // A task branch's number is read for its own prefix only, local or fetched, digits alone.
+    #[test]
+    fn task_branch_numbers_are_read_for_their_own_prefix() {
+        for (name, number) in [
+            ("refs/heads/baton/APP-001-add-feature", Some(1)),
+            ("refs/heads/baton/APP-042", Some(42)),
+            ("refs/heads/baton/APP-1234-x-2", Some(1234)),
+            ("refs/remotes/origin/baton/APP-007-fix", Some(7)),
+            ("refs/heads/baton/APPX-009-other-prefix", None),
+            ("refs/heads/baton/AP-009-shorter-prefix", None),
+            ("refs/heads/baton/APP-01a-not-a-number", None),
+            ("refs/heads/baton/APP--1", None),
+            ("refs/heads/APP-003-not-a-task-branch", None),
+            ("refs/remotes/origin/APP-003-nor-this", None),
+            ("refs/tags/baton/APP-005", None),
+        ] {
+            assert_eq!(task_branch_number(name, "APP"), number, "{name}");
+        }
+    }
 
     // The machine's failures are told apart from the code's by what the error says.
     #[test]
@@ -451,6 +478,21 @@ impl GitVcs {
         };
         git.is_ancestor(&base, "HEAD").await.then_some(base)
     }
+}
+
+/// The work-item number of `prefix` a task branch's full ref name carries:
+/// `refs/heads/baton/<PREFIX>-<N>[-slug]`, or the same fetched, `refs/remotes/<remote>/baton/…`.
+fn task_branch_number(refname: &str, prefix: &str) -> Option<u64> {
+    let branch = match refname.strip_prefix("refs/heads/") {
+        Some(branch) => branch,
+        None => refname.strip_prefix("refs/remotes/")?.split_once('/')?.1,
+    };
+    let rest = branch.strip_prefix("baton/")?.strip_prefix(prefix)?.strip_prefix('-')?;
+    let digits = rest.split('-').next()?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// A plain relative path of a commit, safe to ask `cat-file --batch` for on one line: no `..`,
@@ -698,6 +740,12 @@ impl Vcs for GitVcs {
         let lock = worktree_lock(repo);
         let _one_at_a_time = lock.lock().await;
         remove_worktree_locked(&Git::new(repo), worktree).await
+    }
+
+    async fn highest_task_branch_number(&self, repo: &Path, prefix: &str) -> Result<Option<u64>, GitError> {
+        let refs =
+            Git::new(repo).run(&["for-each-ref", "--format=%(refname)", "refs/heads/baton/", "refs/remotes/"]).await?;
+        Ok(refs.lines().filter_map(|name| task_branch_number(name, prefix)).max())
     }
 
     async fn diff_stat(&self, worktree: &Path, base: &str) -> Option<String> {

@@ -853,6 +853,19 @@ impl Store for SqliteStore {
         Ok(record)
     }
 
+    async fn raise_work_item_counter(&self, repo: &str, prefix: &str, next: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO work_item_counters (repo, prefix, next_number) VALUES ($1, $2, $3)
+             ON CONFLICT (repo, prefix) DO UPDATE SET next_number = max(next_number, excluded.next_number)",
+        )
+        .bind(repo)
+        .bind(prefix)
+        .bind(next)
+        .execute(&mut *self.writer().await?)
+        .await?;
+        Ok(())
+    }
+
     async fn task(&self, key: &TaskKey) -> StoreResult<Option<TaskRecord>> {
         let row = match key {
             TaskKey::Id(id) => {

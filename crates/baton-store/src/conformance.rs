@@ -471,6 +471,26 @@ pub async fn suite_work_item_ids(store: Arc<dyn Store>, backend: &dyn Harness) {
     assert!(store.task(&TaskKey::Id(TaskId(9_999))).await.unwrap().is_none());
 }
 
+/// A counter raised past numbers taken outside the store hands out the next one after them, for
+/// its own (repo, prefix) only; raising it to a lower number, or to where it is, changes nothing;
+/// a counter that does not exist yet starts there.
+pub async fn suite_raise_work_item_counter(store: Arc<dyn Store>) {
+    let id = |repo: &'static str, prefix: &'static str| {
+        let store = store.clone();
+        async move { create(&*store, repo, prefix).await.work_item_id }
+    };
+    assert_eq!(id("alpha", "P").await, "P-001");
+    store.raise_work_item_counter("alpha", "P", 8).await.unwrap();
+    assert_eq!(id("alpha", "P").await, "P-008");
+    store.raise_work_item_counter("alpha", "P", 3).await.unwrap();
+    store.raise_work_item_counter("alpha", "P", 9).await.unwrap();
+    assert_eq!(id("alpha", "P").await, "P-009", "never lowered");
+    assert_eq!(id("beta", "P").await, "P-001", "another repository keeps its own counter");
+    assert_eq!(id("alpha", "Q").await, "Q-001", "another prefix keeps its own counter");
+    store.raise_work_item_counter("gamma", "R", 42).await.unwrap();
+    assert_eq!(id("gamma", "R").await, "R-042", "a new counter starts where it was raised to");
+}
+
 /// Concurrent creates in one (repo, prefix) get distinct, gap-free work-item ids.
 pub async fn suite_work_item_ids_concurrent(store: Arc<dyn Store>) {
     let barrier = Arc::new(Barrier::new(20));
@@ -2394,6 +2414,13 @@ macro_rules! conformance_tests {
         async fn advance_refuses_to_finish_another_tasks_job() {
             let (_dir, _, store) = $fresh().await;
             $crate::conformance::suite_finish_guard_other_task(store).await;
+        }
+
+        // A raised work-item counter hands out the numbers after it, and is never lowered.
+        #[::tokio::test]
+        async fn raised_work_item_counter_numbers_past_what_was_taken_elsewhere() {
+            let (_dir, _, store) = $fresh().await;
+            $crate::conformance::suite_raise_work_item_counter(store).await;
         }
 
         // Work-item ids number per (repo, prefix) and walk past taken numbers after a counter rewind.

@@ -197,6 +197,11 @@ pub trait Store: Send + Sync {
     /// `created` event, and applies `first` (the decision for `Event::Created`) in one transaction.
     async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord>;
 
+    /// Makes the next work-item number of (`repo`, `prefix`) at least `next` (never lower): the
+    /// numbers below are taken outside the store (task branches a lost or restored database no
+    /// longer knows).
+    async fn raise_work_item_counter(&self, repo: &str, prefix: &str, next: i64) -> StoreResult<()>;
+
     /// Finds a task by numeric id or work-item id.
     async fn task(&self, key: &TaskKey) -> StoreResult<Option<TaskRecord>>;
 

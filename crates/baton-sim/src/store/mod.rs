@@ -395,6 +395,16 @@ impl Store for SimStore {
         self.call("create_task", Access::Write, |s, _| s.create_task(new, first, now_ms)).await
     }
 
+    async fn raise_work_item_counter(&self, repo: &str, prefix: &str, next: i64) -> StoreResult<()> {
+        let next = u32::try_from(next.max(1)).unwrap_or(u32::MAX);
+        self.call("raise_work_item_counter", Access::Write, |s, _| {
+            let counter = s.counters.entry((repo.to_string(), prefix.to_string())).or_insert(1);
+            *counter = (*counter).max(next);
+            Ok(())
+        })
+        .await
+    }
+
     async fn task(&self, key: &TaskKey) -> StoreResult<Option<TaskRecord>> {
         self.call("task", Access::Read, |s, _| {
             Ok(match key {

@@ -1,0 +1,113 @@
+//! A database lost and started afresh on a repository that keeps its task branches: the counter
+//! would hand out `APP-001` again, and a new task titled as the old one would check out the old
+//! task's branch, unmerged work and all, under its own name. The engine numbers past every task
+//! branch the repository carries before its first new task, so the new task gets a number, a
+//! branch and a worktree of its own, and the old branch is left as it was. Real git and SQLite.
+// Test scaffolding: a failed setup step or a poisoned lock should panic the test.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use baton_adapters::AdapterError;
+use baton_adapters::agent::{Agent, AgentRequest};
+use baton_domain::AgentReport;
+use baton_domain::pipeline::{Actor, OnGateFail, Pipeline, StageSpec};
+use baton_engine::{AgentFactory, BoxFuture, Engine, EngineError, EngineSettings, NewTaskRequest};
+use baton_runner::{ExitReport, ProcessSpec};
+use baton_store_sqlite::SqliteStore;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use support::{Collect, InstantSupervisor, TestClock, git};
+
+mod support;
+
+/// Every agent records which earlier work files its worktree holds, then writes its own
+/// (`work-N.txt`, committed by the executor).
+struct TestAgents(Arc<Mutex<Vec<String>>>);
+
+impl AgentFactory for TestAgents {
+    fn agent(&self, _settings: &EngineSettings, _role: &str) -> Result<Arc<dyn Agent>, EngineError> {
+        Ok(Arc::new(TestAgent(self.0.clone())))
+    }
+}
+
+struct TestAgent(Arc<Mutex<Vec<String>>>);
+
+impl Agent for TestAgent {
+    fn adapter(&self) -> &str {
+        "test"
+    }
+    fn model(&self) -> Option<&str> {
+        None
+    }
+    fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
+        let mut seen = self.0.lock().unwrap();
+        let mut found: Vec<String> = std::fs::read_dir(&request.worktree)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("work-"))
+            .collect();
+        found.sort();
+        seen.push(found.join(","));
+        std::fs::write(request.worktree.join(format!("work-{}.txt", seen.len())), "work\n").unwrap();
+        Ok(support::agent_process(request))
+    }
+    fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
+        support::succeeded(None)
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_database_numbers_past_the_task_branches_the_repository_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("app");
+    support::init_repo(&repo);
+    let stage = |name: &str| StageSpec {
+        name: name.into(),
+        actor: Actor::Agent { role: "developer".into() },
+        artifact: None,
+        gates: vec![],
+        confirm_before: false,
+        on_gate_fail: OnGateFail::Retry,
+        overrides: Default::default(),
+        after_ship: false,
+    };
+    let pipeline = Pipeline { stages: vec![stage("analysis"), stage("development")], ..Pipeline::default_pipeline() };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    // Two lives of Baton on one repository, each with a data directory (and database) of its own:
+    // the first one's is gone when the second starts.
+    for life in 0..2 {
+        let data = dir.path().join(format!("life-{life}"));
+        let settings = support::engine_settings(&data, &repo, pipeline.clone());
+        std::fs::create_dir_all(&settings.data_dir).unwrap();
+        let store = SqliteStore::open(&settings.data_dir.join("baton.db")).await.unwrap();
+        let spawner = Arc::new(Collect::default());
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
+        let engine = Engine::builder(settings, Arc::new(store))
+            .agents(Arc::new(TestAgents(seen.clone())))
+            .supervisor(Arc::new(InstantSupervisor::default()))
+            .spawner(spawner.clone())
+            .clock(clock.clone())
+            .build();
+        let request =
+            NewTaskRequest { repo: "app".into(), title: "add feature".into(), body: "".into(), external_ref: None };
+        let task = engine.create_task(request).await.unwrap();
+        clock.0.fetch_add(600_000, Ordering::SeqCst);
+        let job = engine.claim_next().await.unwrap().expect("a runnable job");
+        let work: Vec<BoxFuture> = std::mem::take(&mut *spawner.0.lock().unwrap());
+        for future in work {
+            future.await;
+        }
+        assert_eq!(job.stage, "analysis");
+        tasks.push(task);
+        drop(engine);
+        std::fs::remove_dir_all(&data).unwrap();
+    }
+    let (old, new) = (&tasks[0], &tasks[1]);
+    assert_eq!((old.work_item_id.as_str(), old.branch.as_str()), ("APP-001", "baton/APP-001-add-feature"));
+    assert_eq!((new.work_item_id.as_str(), new.branch.as_str()), ("APP-002", "baton/APP-002-add-feature"));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, ["", ""], "each task's agent starts from the default branch, with no work of another");
+    let files = |branch: &str| git(&repo, &["ls-tree", "--name-only", branch]);
+    assert_eq!(files(&old.branch), "README\nwork-1.txt", "the old task's branch is left as it was");
+    assert_eq!(files(&new.branch), "README\nwork-2.txt", "the new task's branch holds its own work only");
+}
