@@ -6,54 +6,14 @@
 // Test scaffolding: a failed setup step or a poisoned lock should panic the test.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use baton_adapters::AdapterError;
-use baton_adapters::agent::{Agent, AgentRequest};
-use baton_domain::AgentReport;
 use baton_domain::pipeline::{Actor, OnGateFail, Pipeline, StageSpec};
-use baton_engine::{AgentFactory, BoxFuture, Engine, EngineError, EngineSettings, NewTaskRequest};
-use baton_runner::{ExitReport, ProcessSpec};
+use baton_engine::{BoxFuture, Engine, NewTaskRequest};
 use baton_store_sqlite::SqliteStore;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use support::{Collect, InstantSupervisor, TestClock, git};
+use support::{Collect, InstantSupervisor, TestClock, WorkNotingAgents, git};
 
 mod support;
-
-/// Every agent records which earlier work files its worktree holds, then writes its own
-/// (`work-N.txt`, committed by the executor).
-struct TestAgents(Arc<Mutex<Vec<String>>>);
-
-impl AgentFactory for TestAgents {
-    fn agent(&self, _settings: &EngineSettings, _role: &str) -> Result<Arc<dyn Agent>, EngineError> {
-        Ok(Arc::new(TestAgent(self.0.clone())))
-    }
-}
-
-struct TestAgent(Arc<Mutex<Vec<String>>>);
-
-impl Agent for TestAgent {
-    fn adapter(&self) -> &str {
-        "test"
-    }
-    fn model(&self) -> Option<&str> {
-        None
-    }
-    fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
-        let mut seen = self.0.lock().unwrap();
-        let mut found: Vec<String> = std::fs::read_dir(&request.worktree)
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|name| name.starts_with("work-"))
-            .collect();
-        found.sort();
-        seen.push(found.join(","));
-        std::fs::write(request.worktree.join(format!("work-{}.txt", seen.len())), "work\n").unwrap();
-        Ok(support::agent_process(request))
-    }
-    fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
-        support::succeeded(None)
-    }
-}
 
 #[tokio::test]
 async fn a_fresh_database_numbers_past_the_task_branches_the_repository_keeps() {
@@ -83,7 +43,7 @@ async fn a_fresh_database_numbers_past_the_task_branches_the_repository_keeps() 
         let spawner = Arc::new(Collect::default());
         let clock = Arc::new(TestClock::at(1_800_000_000_000));
         let engine = Engine::builder(settings, Arc::new(store))
-            .agents(Arc::new(TestAgents(seen.clone())))
+            .agents(Arc::new(WorkNotingAgents { seen: seen.clone(), cost_usd: None }))
             .supervisor(Arc::new(InstantSupervisor::default()))
             .spawner(spawner.clone())
             .clock(clock.clone())

@@ -1,8 +1,8 @@
 //! Scaffolding shared by the engine's integration tests: git in a test repository, a first
 //! repository with one commit on `main`, its settings, engine settings around a one-stage
-//! pipeline, a test agent's process and report, a spawner that collects executors for the test to
-//! run, a supervisor whose processes exit at once, and a hand-moved clock. Each test binary uses
-//! what it needs.
+//! pipeline, a test agent's process and report, agents that note the work they find, a spawner
+//! that collects executors for the test to run, a supervisor whose processes exit at once, and a
+//! hand-moved clock. Each test binary uses what it needs.
 // Test scaffolding: a failed setup step or a poisoned lock should panic the test.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods, dead_code)]
 
@@ -10,12 +10,12 @@ use baton_adapters::AdapterError;
 use baton_adapters::agent::{Agent, AgentRequest};
 use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
 use baton_domain::{AgentReport, AgentStatus, Usage};
-use baton_engine::{BoxFuture, Clock, EngineSettings, RepoSettings, Spawner, SystemClock};
+use baton_engine::{AgentFactory, BoxFuture, Clock, EngineError, EngineSettings, RepoSettings, Spawner, SystemClock};
 use baton_runner::{ExitReport, LaunchRecord, Previous, ProcessSpec, RunError, RunLimits, Supervisor};
 use baton_store::{JobRecord, JobStatus, NewEvent, Store};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -169,6 +169,49 @@ impl Agent for SucceedingAgent {
     }
     fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
         succeeded(None)
+    }
+}
+
+/// Agents that note which earlier work files (`work-*`) their worktree holds when they start,
+/// sorted and joined by commas, in `seen`; then write their own (`work-N.txt`, N the count of
+/// runs so far, committed by the executor). Each run reports `cost_usd`.
+pub struct WorkNotingAgents {
+    pub seen: Arc<Mutex<Vec<String>>>,
+    pub cost_usd: Option<f64>,
+}
+
+impl AgentFactory for WorkNotingAgents {
+    fn agent(&self, _settings: &EngineSettings, _role: &str) -> Result<Arc<dyn Agent>, EngineError> {
+        Ok(Arc::new(WorkNotingAgent { seen: self.seen.clone(), cost_usd: self.cost_usd }))
+    }
+}
+
+struct WorkNotingAgent {
+    seen: Arc<Mutex<Vec<String>>>,
+    cost_usd: Option<f64>,
+}
+
+impl Agent for WorkNotingAgent {
+    fn adapter(&self) -> &str {
+        "test"
+    }
+    fn model(&self) -> Option<&str> {
+        None
+    }
+    fn prepare(&self, request: &AgentRequest) -> Result<ProcessSpec, AdapterError> {
+        let mut seen = self.seen.lock().unwrap();
+        let mut found: Vec<String> = std::fs::read_dir(&request.worktree)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("work-"))
+            .collect();
+        found.sort();
+        seen.push(found.join(","));
+        std::fs::write(request.worktree.join(format!("work-{}.txt", seen.len())), "work\n").unwrap();
+        Ok(agent_process(request))
+    }
+    fn parse(&self, _stdout: &str, _stderr: &str, _exit: &ExitReport) -> AgentReport {
+        succeeded(self.cost_usd)
     }
 }
 
