@@ -809,7 +809,7 @@ impl Engine {
         let raised = match self.vcs.highest_task_branch_number(&repo.path, &repo.prefix).await {
             Ok(None) => Ok(()),
             Ok(Some(highest)) => {
-                let next = i64::try_from(highest).unwrap_or(i64::MAX - 1).saturating_add(1);
+                let next = i64::try_from(highest.saturating_add(1)).unwrap_or(i64::MAX);
                 self.store.raise_work_item_counter(&repo.name, &repo.prefix, next).await.map_err(|e| e.to_string())
             }
             Err(error) => Err(error.to_string()),

@@ -6,7 +6,7 @@
 // Test scaffolding: a failed setup step or a poisoned lock should panic the test.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use baton_domain::pipeline::{Actor, OnGateFail, Pipeline, StageSpec};
+use baton_domain::pipeline::{Actor, OnGateFail, Pipeline};
 use baton_engine::{BoxFuture, Engine, NewTaskRequest};
 use baton_store_sqlite::SqliteStore;
 use std::sync::atomic::Ordering;
@@ -20,16 +20,7 @@ async fn a_fresh_database_numbers_past_the_task_branches_the_repository_keeps() 
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("app");
     support::init_repo(&repo);
-    let stage = |name: &str| StageSpec {
-        name: name.into(),
-        actor: Actor::Agent { role: "developer".into() },
-        artifact: None,
-        gates: vec![],
-        confirm_before: false,
-        on_gate_fail: OnGateFail::Retry,
-        overrides: Default::default(),
-        after_ship: false,
-    };
+    let stage = |name: &str| support::stage(name, Actor::Agent { role: "developer".into() }, vec![], OnGateFail::Retry);
     let pipeline = Pipeline { stages: vec![stage("analysis"), stage("development")], ..Pipeline::default_pipeline() };
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
