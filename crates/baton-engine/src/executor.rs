@@ -9,7 +9,7 @@
 
 use crate::EngineError;
 use crate::budgets;
-use crate::engine::{Engine, forge_repo};
+use crate::engine::{Engine, InputOutcome, forge_repo};
 use crate::features::Feature;
 use crate::gates::{self, GateContext, RepoCommand, artifact_relative_path};
 use crate::hooks::{self, Hook, HookSite};
@@ -162,10 +162,14 @@ pub async fn execute(engine: Arc<Engine>, job: JobRecord, stop_rx: watch::Receiv
         Some(worktree) if touched_git && moves_branch => diff_stat(&engine, &job.repo, &worktree).await,
         _ => None,
     };
-    finish_job(&engine, &job, outcome, started, &external_ms, diff_stat).await;
+    let advanced = finish_job(&engine, &job, outcome, started, &external_ms, diff_stat).await;
     // A task that ended while this job ran had its worktree and branch removed by its own
-    // cleanup; this job may have re-created them since. Leave nothing behind.
+    // cleanup; this job may have re-created them since. Leave nothing behind. When the job's own
+    // result moved the task, the task had not ended before it, and an end it reached by that very
+    // transition carries its own clean-up (leases, worktree), which runs after this job's git work:
+    // nothing to read then.
     if touched_git
+        && !advanced
         && let Ok(Some(task)) = engine.store().task(&TaskKey::Id(job.task_id)).await
         && task.state.is_terminal()
     {
@@ -235,7 +239,8 @@ async fn diff_stat(engine: &Engine, repo: &str, worktree: &Path) -> Option<Strin
     engine.vcs().diff_stat(worktree, &repo.default_ref()).await
 }
 
-/// Applies the job's outcome through the normal transition (or closes a stale job).
+/// Applies the job's outcome through the normal transition (or closes a stale job); `true` when
+/// that transition committed (the task moved on this job's result).
 async fn finish_job(
     engine: &Arc<Engine>,
     job: &JobRecord,
@@ -243,12 +248,12 @@ async fn finish_job(
     started_ms: i64,
     external_ms: &AtomicU64,
     diff_stat: Option<String>,
-) {
+) -> bool {
     // Declared dead while it ran (a stopped process, a suspended machine), this instance had the
     // job taken over: it is another instance's to run and end now, not ours to close or finish.
     if taken_away(engine, job.id).await {
         tracing::warn!(job = %job.id, stage = %job.stage, "the job was taken over by another instance meanwhile; leaving it to that instance");
-        return;
+        return false;
     }
     let outcome = match outcome {
         Ok(Some(outcome)) => outcome,
@@ -260,7 +265,7 @@ async fn finish_job(
                 claimed_by: Some(engine.owner().to_string()),
             };
             let _ = engine.close_job_under_claim(&stale, JobStatus::Cancelled, engine.clock().now_ms()).await;
-            return;
+            return false;
         }
         Err(error) if error.is_infrastructure() => JobOutcome::Infrastructure { reason: error.to_string() },
         Err(error) => JobOutcome::Failed { reason: error.to_string() },
@@ -284,8 +289,12 @@ async fn finish_job(
         claimed_by: Some(engine.owner().to_string()),
     };
     let event = Event::JobFinished { job: job.id, stage: job.stage.clone(), outcome };
-    if let Err(error) = engine.apply_event(job.task_id, &event, Some(finish), None).await {
-        tracing::error!(job = %job.id, "applying the result of job failed: {error}");
+    match engine.apply_event(job.task_id, &event, Some(finish), None).await {
+        Ok(outcome) => matches!(outcome, InputOutcome::Applied { .. }),
+        Err(error) => {
+            tracing::error!(job = %job.id, "applying the result of job failed: {error}");
+            false
+        }
     }
 }
 
