@@ -39,10 +39,13 @@ pub enum OutboxEffect {
         #[serde(default)]
         owner: Option<String>,
     },
-    /// Remove the task's worktree (a missing one is already removed).
+    /// Remove the task's worktree (a missing one is already removed), and forget what the merge
+    /// gate last built its `branch` on (rows written before the field carry none).
     RemoveWorktree {
         repo: String,
         work_item: String,
+        #[serde(default)]
+        branch: Option<String>,
     },
     /// Park the worktree of a task that waits for a budget or a quota ([`parks_worktree`]): remove
     /// it, keep its branch (the agent's work is committed on it). Carried out only while the task is still
@@ -184,7 +187,11 @@ pub fn outbox_rows(
         rows.push(OutboxEffect::WriteHandoff { work_item: task.work_item_id.clone() });
     }
     if effects.contains(&Effect::RemoveWorktree) {
-        rows.push(OutboxEffect::RemoveWorktree { repo: task.repo.clone(), work_item: task.work_item_id.clone() });
+        rows.push(OutboxEffect::RemoveWorktree {
+            repo: task.repo.clone(),
+            work_item: task.work_item_id.clone(),
+            branch: Some(task.branch.clone()),
+        });
     } else if parks_worktree(next) && !parks_worktree(&task.state) {
         rows.push(OutboxEffect::ParkWorktree {
             repo: task.repo.clone(),
@@ -345,8 +352,11 @@ pub async fn clean_up_ended(engine: &Engine, task: &TaskRecord) {
             }
         }
     }
-    let mut cleanup =
-        vec![OutboxEffect::RemoveWorktree { repo: task.repo.clone(), work_item: task.work_item_id.clone() }];
+    let mut cleanup = vec![OutboxEffect::RemoveWorktree {
+        repo: task.repo.clone(),
+        work_item: task.work_item_id.clone(),
+        branch: Some(task.branch.clone()),
+    }];
     if task.state.stage == baton_domain::pipeline::CANCELLED {
         cleanup.push(OutboxEffect::DeleteBranch { repo: task.repo.clone(), branch: task.branch.clone() });
     }
@@ -394,7 +404,7 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
             }
             Ok(())
         }
-        OutboxEffect::RemoveWorktree { repo, work_item } => {
+        OutboxEffect::RemoveWorktree { repo, work_item, branch } => {
             // A repository that is no longer configured or no longer exists has no worktrees.
             let Some(repo) = settings.repo(&repo).filter(|r| engine.vcs().exists(&r.path)) else {
                 return Ok(());
@@ -406,7 +416,12 @@ async fn carry_out(engine: &Engine, record: &EffectRecord) -> Result<(), String>
             {
                 crate::hooks::before_remove(engine, &task, repo, &path).await;
             }
-            engine.vcs().remove_worktree(&repo.path, &path).await.map_err(|e| format!("remove worktree: {e}"))
+            engine.vcs().remove_worktree(&repo.path, &path).await.map_err(|e| format!("remove worktree: {e}"))?;
+            // One reference a task would otherwise leave behind in the repository for good.
+            if let Some(branch) = branch {
+                engine.vcs().forget_built_on(&repo.path, &branch).await.map_err(|e| format!("forget built-on: {e}"))?;
+            }
+            Ok(())
         }
         OutboxEffect::ParkWorktree { repo, work_item, version } => {
             // The task moved on (resumed, answered, cancelled) since: its worktree is not ours to park.

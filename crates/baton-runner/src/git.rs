@@ -804,6 +804,40 @@ pub fn write_own_ref(dir: &Path, name: &str, id: &str) -> bool {
     false
 }
 
+/// Deletes Baton's own reference `name` (under `refs/baton/`) in the repository of `dir` in place,
+/// as git would: the loose file removed (a missing one is already deleted). `false` when git must
+/// do it: a name that is not a plain one of Baton's, a `reftable` repository, a reference that is
+/// also packed (removing the loose file would bring the packed value back), or a failed removal.
+pub fn delete_own_ref(dir: &Path, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("refs/baton/") else { return false };
+    let plain = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with('.')
+            && !part.ends_with(".lock")
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    if !rest.split('/').all(plain) {
+        return false;
+    }
+    let Some(own) = git_dir(dir) else { return false };
+    let common = common_dir(&own);
+    if reftable(&common) || !common.join("refs").is_dir() {
+        return false;
+    }
+    match std::fs::read_to_string(common.join("packed-refs")) {
+        Ok(packed) if packed.lines().any(|line| line.strip_suffix(name).is_some_and(|id| id.ends_with(' '))) => {
+            return false;
+        }
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => return false,
+    }
+    match std::fs::remove_file(common.join(name)) {
+        Ok(()) => true,
+        Err(error) => error.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
 /// How old a lock file of git's must be before Baton takes it as left behind by a process killed
 /// while it held it: a reference or index update holds its lock for well under a second.
 pub const STALE_LOCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);

@@ -164,6 +164,12 @@ pub trait Vcs: Send + Sync {
     async fn is_ancestor(&self, dir: &Path, ancestor: &str, descendant: &str) -> bool;
     /// Removes a worktree (forced) and prunes its registration; a missing one is fine.
     async fn remove_worktree(&self, repo: &Path, worktree: &Path) -> Result<(), GitError>;
+    /// Forgets what the merge gate last built the task `branch` on (a task that ended needs it no
+    /// more); a missing record is fine. Nothing by default (a backend without it).
+    async fn forget_built_on(&self, repo: &Path, branch: &str) -> Result<(), GitError> {
+        let _ = (repo, branch);
+        Ok(())
+    }
     /// The highest work-item number of `prefix` a task branch in the repository at `repo` carries
     /// (`baton/<PREFIX>-<N>-…`, local or fetched from a remote); `None` when there is none. None
     /// by default (a backend without branches).
@@ -740,6 +746,14 @@ impl Vcs for GitVcs {
         let lock = worktree_lock(repo);
         let _one_at_a_time = lock.lock().await;
         remove_worktree_locked(&Git::new(repo), worktree).await
+    }
+
+    async fn forget_built_on(&self, repo: &Path, branch: &str) -> Result<(), GitError> {
+        let name = built_on_ref(branch);
+        if !crate::git::delete_own_ref(repo, &name) {
+            Git::new(repo).run(&["update-ref", "-d", &name]).await?;
+        }
+        Ok(())
     }
 
     async fn highest_task_branch_number(&self, repo: &Path, prefix: &str) -> Result<Option<u64>, GitError> {

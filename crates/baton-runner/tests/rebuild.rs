@@ -115,3 +115,33 @@ async fn a_branch_that_changes_nothing_on_the_base_builds_nothing() {
     assert_eq!(GitVcs.rebuild(&worktree, &main, "DEMO-001").await.unwrap(), None);
     assert_eq!(git(&worktree, &["rev-parse", "HEAD"]).await, before, "nothing moved");
 }
+
+// A task that ended needs no record of what its branch was last built on: forgetting it removes
+// the loose reference, a packed one too (through git), and a missing one is no error.
+#[tokio::test]
+async fn forgetting_what_a_branch_was_built_on_leaves_no_reference_behind() {
+    let (_tmp, repo, worktree) = local_repo::repo().await;
+    GitVcs.ensure_worktree(&repo, &worktree, BRANCH, "main").await.unwrap();
+    commit(&worktree, &[("src/lib.rs", "fn a() {}\n")], "development").await;
+    let main = git(&repo, &["rev-parse", "main"]).await;
+    GitVcs.rebuild(&worktree, &main, "DEMO-001: the task").await.unwrap().expect("changes");
+    let name = format!("refs/baton/built-on/{BRANCH}");
+    let listed = || async { git(&repo, &["for-each-ref", "--format=%(refname)", "refs/baton/"]).await };
+    assert_eq!(listed().await, name, "the build recorded its base");
+
+    GitVcs.forget_built_on(&repo, BRANCH).await.unwrap();
+    assert_eq!(listed().await, "", "the loose reference is gone");
+    GitVcs.forget_built_on(&repo, BRANCH).await.expect("a missing record is no error");
+
+    // Packed by a `git gc` meanwhile: removing a loose file alone would not do.
+    git(&repo, &["update-ref", &name, &main]).await;
+    git(&repo, &["pack-refs", "--all"]).await;
+    assert_eq!(listed().await, name);
+    GitVcs.forget_built_on(&repo, BRANCH).await.unwrap();
+    assert_eq!(listed().await, "", "the packed reference is gone too");
+    assert_eq!(
+        git(&repo, &["rev-parse", BRANCH]).await,
+        git(&worktree, &["rev-parse", "HEAD"]).await,
+        "the branch stays"
+    );
+}
