@@ -6,12 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use baton_domain::pipeline::{Actor, OnGateFail, Pipeline};
-use baton_engine::{BoxFuture, Engine, NewTaskRequest};
+use baton_engine::NewTaskRequest;
 use baton_store::TaskKey;
-use baton_store_sqlite::SqliteStore;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use support::{Collect, InstantSupervisor, TestClock, WorkNotingAgents, git};
+use support::{NotingEngine, git};
 
 mod support;
 
@@ -23,15 +21,9 @@ async fn a_task_that_reaches_done_leaves_no_built_on_reference_and_keeps_its_bra
     let stage = support::stage("development", Actor::Agent { role: "developer".into() }, vec![], OnGateFail::Retry);
     let pipeline = Pipeline { stages: vec![stage], ..Pipeline::default_pipeline() };
     let settings = support::engine_settings(dir.path(), &repo, pipeline);
-    let store = SqliteStore::open(&dir.path().join("baton.db")).await.unwrap();
-    let spawner = Arc::new(Collect::default());
-    let clock = Arc::new(TestClock::at(1_800_000_000_000));
-    let engine = Engine::builder(settings, Arc::new(store))
-        .agents(Arc::new(WorkNotingAgents { seen: Arc::new(Mutex::new(Vec::new())), cost_usd: None }))
-        .supervisor(Arc::new(InstantSupervisor::default()))
-        .spawner(spawner.clone())
-        .clock(clock.clone())
-        .build();
+    let noting =
+        NotingEngine::open(settings, &dir.path().join("baton.db"), Arc::new(Mutex::new(Vec::new())), None).await;
+    let engine = &noting.engine;
     let request =
         NewTaskRequest { repo: "app".into(), title: "add feature".into(), body: "".into(), external_ref: None };
     let task = engine.create_task(request).await.unwrap();
@@ -42,13 +34,8 @@ async fn a_task_that_reaches_done_leaves_no_built_on_reference_and_keeps_its_bra
     let worktree =
         baton_engine::workspace::worktree_path(&engine.settings().worktrees_dir(), "app", &task.work_item_id).unwrap();
 
-    clock.0.fetch_add(600_000, Ordering::SeqCst);
-    engine.claim_next().await.unwrap().expect("a runnable job");
-    let work: Vec<BoxFuture> = std::mem::take(&mut *spawner.0.lock().unwrap());
-    for future in work {
-        future.await;
-    }
-    baton_engine::effects::drain(&engine, None).await;
+    assert_eq!(noting.step().await, "development");
+    baton_engine::effects::drain(engine, None).await;
 
     let done = engine.store().task(&TaskKey::Id(task.id)).await.unwrap().unwrap();
     assert_eq!(done.state.stage, baton_domain::pipeline::DONE, "{:?}", done.state);

@@ -7,12 +7,10 @@
 
 use baton_domain::Hold;
 use baton_domain::pipeline::{Actor, GateSpec, OnGateFail, Pipeline, StageSpec};
-use baton_engine::{BoxFuture, Clock, Engine, EngineSettings, Input, NewTaskRequest};
+use baton_engine::{Clock, EngineSettings, Input, NewTaskRequest};
 use baton_store::TaskKey;
-use baton_store_sqlite::SqliteStore;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use support::{Collect, InstantSupervisor, TestClock, WorkNotingAgents, git};
+use support::{NotingEngine, git};
 
 mod support;
 
@@ -39,26 +37,10 @@ async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_wor
         budgets: baton_engine::Budgets { task_usd: Some(0.5), ..Default::default() },
         ..support::engine_settings(dir.path(), &repo, pipeline)
     };
-    let store = SqliteStore::open(&dir.path().join("baton.db")).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let spawner = Arc::new(Collect::default());
-    let clock = Arc::new(TestClock::at(1_800_000_000_000));
-    let engine = Engine::builder(settings, Arc::new(store))
-        // Each run costs a dollar: the second stage starts over a half-dollar task cap.
-        .agents(Arc::new(WorkNotingAgents { seen: seen.clone(), cost_usd: Some(1.0) }))
-        .supervisor(Arc::new(InstantSupervisor::default()))
-        .spawner(spawner.clone())
-        .clock(clock.clone())
-        .build();
-    let step = || async {
-        clock.0.fetch_add(600_000, Ordering::SeqCst);
-        let job = engine.claim_next().await.unwrap().expect("a runnable job");
-        let work: Vec<BoxFuture> = std::mem::take(&mut *spawner.0.lock().unwrap());
-        for future in work {
-            future.await;
-        }
-        job.stage
-    };
+    // Each run costs a dollar: the second stage starts over a half-dollar task cap.
+    let noting = NotingEngine::open(settings, &dir.path().join("baton.db"), seen.clone(), Some(1.0)).await;
+    let (engine, clock, step) = (&noting.engine, &noting.clock, || noting.step());
     let task = engine
         .create_task(NewTaskRequest {
             repo: "app".into(),
@@ -75,7 +57,7 @@ async fn a_budget_pause_parks_the_worktree_and_resuming_brings_the_committed_wor
     assert_eq!(step().await, "development");
     let held = engine.store().task(&TaskKey::Id(task.id)).await.unwrap().unwrap();
     assert!(matches!(held.state.hold, Hold::PausedBudget { .. }), "{:?}", held.state);
-    baton_engine::effects::drain(&engine, None).await;
+    baton_engine::effects::drain(engine, None).await;
     let parked: Vec<_> = engine.store().effects(Some(task.id), false).await.unwrap();
     assert!(parked.iter().any(|e| e.kind == "park_worktree" && e.done_at_ms.is_some()), "{parked:#?}");
     assert!(!worktree.exists(), "the worktree is parked while the task is paused");

@@ -7,11 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use baton_domain::pipeline::{Actor, OnGateFail, Pipeline};
-use baton_engine::{BoxFuture, Engine, NewTaskRequest};
-use baton_store_sqlite::SqliteStore;
-use std::sync::atomic::Ordering;
+use baton_engine::NewTaskRequest;
 use std::sync::{Arc, Mutex};
-use support::{Collect, InstantSupervisor, TestClock, WorkNotingAgents, git};
+use support::{NotingEngine, git};
 
 mod support;
 
@@ -30,27 +28,14 @@ async fn a_fresh_database_numbers_past_the_task_branches_the_repository_keeps() 
         let data = dir.path().join(format!("life-{life}"));
         let settings = support::engine_settings(&data, &repo, pipeline.clone());
         std::fs::create_dir_all(&settings.data_dir).unwrap();
-        let store = SqliteStore::open(&settings.data_dir.join("baton.db")).await.unwrap();
-        let spawner = Arc::new(Collect::default());
-        let clock = Arc::new(TestClock::at(1_800_000_000_000));
-        let engine = Engine::builder(settings, Arc::new(store))
-            .agents(Arc::new(WorkNotingAgents { seen: seen.clone(), cost_usd: None }))
-            .supervisor(Arc::new(InstantSupervisor::default()))
-            .spawner(spawner.clone())
-            .clock(clock.clone())
-            .build();
+        let noting =
+            NotingEngine::open(settings.clone(), &settings.data_dir.join("baton.db"), seen.clone(), None).await;
         let request =
             NewTaskRequest { repo: "app".into(), title: "add feature".into(), body: "".into(), external_ref: None };
-        let task = engine.create_task(request).await.unwrap();
-        clock.0.fetch_add(600_000, Ordering::SeqCst);
-        let job = engine.claim_next().await.unwrap().expect("a runnable job");
-        let work: Vec<BoxFuture> = std::mem::take(&mut *spawner.0.lock().unwrap());
-        for future in work {
-            future.await;
-        }
-        assert_eq!(job.stage, "analysis");
+        let task = noting.engine.create_task(request).await.unwrap();
+        assert_eq!(noting.step().await, "analysis");
         tasks.push(task);
-        drop(engine);
+        drop(noting);
         std::fs::remove_dir_all(&data).unwrap();
     }
     let (old, new) = (&tasks[0], &tasks[1]);

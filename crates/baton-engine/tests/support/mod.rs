@@ -2,7 +2,8 @@
 //! repository with one commit on `main`, its settings, engine settings around a one-stage
 //! pipeline, a test agent's process and report, agents that note the work they find, a spawner
 //! that collects executors for the test to run, a supervisor whose processes exit at once, and a
-//! hand-moved clock. Each test binary uses what it needs.
+//! hand-moved clock, and an engine on real git and SQLite built of those that tests step job by
+//! job. Each test binary uses what it needs.
 // Test scaffolding: a failed setup step or a poisoned lock should panic the test.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods, dead_code)]
 
@@ -327,4 +328,45 @@ pub async fn declare_dead(store: &dyn Store, instance: &str) -> JobRecord {
     };
     assert!(store.take_over_job(job.id, instance, 0, event).await.unwrap());
     job
+}
+
+/// An engine on real git and the SQLite store at `db`: agents that note the work they find (each
+/// run costing `cost_usd`), a supervisor whose processes exit at once, executors collected for the
+/// test to run through [`NotingEngine::step`], and a hand-moved clock.
+pub struct NotingEngine {
+    pub engine: Arc<baton_engine::Engine>,
+    pub spawner: Arc<Collect>,
+    pub clock: Arc<TestClock>,
+}
+
+impl NotingEngine {
+    pub async fn open(
+        settings: EngineSettings,
+        db: &Path,
+        seen: Arc<Mutex<Vec<String>>>,
+        cost_usd: Option<f64>,
+    ) -> Self {
+        let store = baton_store_sqlite::SqliteStore::open(db).await.unwrap();
+        let spawner = Arc::new(Collect::default());
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
+        let engine = baton_engine::Engine::builder(settings, Arc::new(store))
+            .agents(Arc::new(WorkNotingAgents { seen, cost_usd }))
+            .supervisor(Arc::new(InstantSupervisor::default()))
+            .spawner(spawner.clone())
+            .clock(clock.clone())
+            .build();
+        NotingEngine { engine, spawner, clock }
+    }
+
+    /// Ten minutes on, claims the next runnable job and runs its executor to the end; the job's
+    /// stage. Panics when no job is runnable.
+    pub async fn step(&self) -> String {
+        self.clock.0.fetch_add(600_000, Ordering::SeqCst);
+        let job = self.engine.claim_next().await.unwrap().expect("a runnable job");
+        let work: Vec<BoxFuture> = std::mem::take(&mut *self.spawner.0.lock().unwrap());
+        for future in work {
+            future.await;
+        }
+        job.stage
+    }
 }
