@@ -62,18 +62,31 @@ async fn steady_writes_start_the_log_over_instead_of_growing_it_without_end() {
     let db = dir.path().join("baton.db");
     let wal = dir.path().join("baton.db-wal");
     let store = SqliteStore::open(&db).await.unwrap();
-    // About 8 MB of log a round: past the restart size from the first. The writes never pause: a
-    // pause would let a checkpoint copy the whole log with nobody writing, and the log would
-    // start over without the checkpoint that finishes under the writer.
+    // A write here appends about 23 pages to the log (the task, its event and job, their indexes):
+    // about 95 MB a round, 570 MB over six rounds for a log that never starts over. A checkpoint
+    // every 300 writes (about 28 MB) lets it start over. The writes never pause: a pause would
+    // let a checkpoint copy the whole log with nobody writing, and the log would start over
+    // without the checkpoint that finishes under the writer.
     let mut sizes = Vec::new();
     for round in 0..6 {
         file_tasks(&store, round * 1_000, 1_000, 8_000).await;
         sizes.push(size(&wal));
     }
-    let data = size(&db);
-    assert!(data > 40_000_000, "the tasks reached the database file: {data} bytes");
-    // A log that starts over is written again from its start: its file keeps its largest size
-    // and grows no more. Without a restart each round would add its 8 MB.
-    let grown = sizes[5].saturating_sub(sizes[2]);
-    assert!(grown < 16_000_000, "the log's file grew by {grown} bytes over the last three rounds: {sizes:?}");
+    // The checkpoints run as tasks of their own, and on a loaded machine they lag behind the
+    // writes: give the last ones a moment to copy the pages over.
+    let mut data = size(&db);
+    for _ in 0..200 {
+        if data > 40_000_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        data = size(&db);
+    }
+    assert!(data > 40_000_000, "the tasks reached the database file: {data} bytes; the log: {sizes:?}");
+    // A log that starts over is written again from its start: its file keeps its largest size,
+    // a few checkpoints' worth (about 30 MB here, 50 MB seen while a loaded machine held the
+    // checkpoints back), however many rounds are written. Without a restart it would hold every
+    // round, well past this bound.
+    let largest = sizes[5];
+    assert!(largest < 150_000_000, "the log's file grew to {largest} bytes over six rounds: {sizes:?}");
 }
