@@ -757,6 +757,25 @@ pub fn lookup_ref(dir: &Path, name: &str) -> Lookup {
     }
 }
 
+/// The common git directory of the repository at `dir` when Baton may write or delete its own
+/// reference `name` there as a loose file: a name under `refs/baton/` made of plain parts, in a
+/// repository that keeps loose references (not `reftable`). `None` where git must do it.
+fn own_ref_store(dir: &Path, name: &str) -> Option<PathBuf> {
+    let plain_part = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with('.')
+            && !part.ends_with(".lock")
+            && !part.contains("..")
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    let rest = name.strip_prefix("refs/baton/")?;
+    if !rest.split('/').all(plain_part) {
+        return None;
+    }
+    let common = common_dir(&git_dir(dir)?);
+    (!reftable(&common) && common.join("refs").is_dir()).then_some(common)
+}
+
 /// Sets Baton's own reference `name` (under `refs/baton/`) of the repository at `dir` to the
 /// object `id` as git writes a loose reference: `<name>.lock` created exclusively in the common
 /// directory, the id written there, the lock renamed into place (a loose reference takes
@@ -769,22 +788,10 @@ pub fn lookup_ref(dir: &Path, name: &str) -> Lookup {
 /// is taken over.
 pub fn write_own_ref(dir: &Path, name: &str, id: &str) -> bool {
     use std::io::Write;
-    let plain_part = |part: &str| {
-        !part.is_empty()
-            && !part.starts_with('.')
-            && !part.ends_with(".lock")
-            && !part.contains("..")
-            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    };
-    let Some(rest) = name.strip_prefix("refs/baton/") else { return false };
-    if !is_object_id(id) || !rest.split('/').all(plain_part) {
+    if !is_object_id(id) {
         return false;
     }
-    let Some(own) = git_dir(dir) else { return false };
-    let common = common_dir(&own);
-    if reftable(&common) || !common.join("refs").is_dir() {
-        return false;
-    }
+    let Some(common) = own_ref_store(dir, name) else { return false };
     let path = common.join(name);
     let Some(parent) = path.parent() else { return false };
     if std::fs::create_dir_all(parent).is_err() {
@@ -809,21 +816,7 @@ pub fn write_own_ref(dir: &Path, name: &str, id: &str) -> bool {
 /// do it: a name that is not a plain one of Baton's, a `reftable` repository, a reference that is
 /// also packed (removing the loose file would bring the packed value back), or a failed removal.
 pub fn delete_own_ref(dir: &Path, name: &str) -> bool {
-    let Some(rest) = name.strip_prefix("refs/baton/") else { return false };
-    let plain = |part: &str| {
-        !part.is_empty()
-            && !part.starts_with('.')
-            && !part.ends_with(".lock")
-            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    };
-    if !rest.split('/').all(plain) {
-        return false;
-    }
-    let Some(own) = git_dir(dir) else { return false };
-    let common = common_dir(&own);
-    if reftable(&common) || !common.join("refs").is_dir() {
-        return false;
-    }
+    let Some(common) = own_ref_store(dir, name) else { return false };
     match std::fs::read_to_string(common.join("packed-refs")) {
         Ok(packed) if packed.lines().any(|line| line.strip_suffix(name).is_some_and(|id| id.ends_with(' '))) => {
             return false;
