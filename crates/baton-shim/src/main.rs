@@ -24,8 +24,7 @@ use std::ffi::OsString;
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Environment variable carrying the secrets to mask, as a JSON array of strings; removed from the
 /// command's environment.
@@ -88,59 +87,115 @@ fn run(exit_file: &Path, mut command: Command) -> i32 {
             return 127;
         }
     };
-    let (done, copied) = mpsc::channel();
-    let mut copiers = 0;
-    if let Some(stdout) = child.stdout.take() {
-        copiers += 1;
-        let (done, stream) = (done.clone(), redactor.stream());
-        std::thread::spawn(move || {
-            copy_redacted(stdout, std::io::stdout(), stream);
-            let _ = done.send(());
-        });
-    }
-    if let Some(stderr) = child.stderr.take() {
-        copiers += 1;
-        let stream = redactor.stream();
-        std::thread::spawn(move || {
-            copy_redacted(stderr, std::io::stderr(), stream);
-            let _ = done.send(());
-        });
-    }
-    let status = child.wait().ok();
-    // Everything the command wrote is in the files before its exit is recorded: readers parse the
-    // output once they see the exit record.
-    let deadline = std::time::Instant::now() + DRAIN_AFTER_EXIT;
-    for _ in 0..copiers {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if copied.recv_timeout(left).is_err() {
-            break;
-        }
-    }
+    // Both streams are copied on this one thread, by `poll`: no thread to start for each (the
+    // shim runs around every command, so what it costs is paid many times a ticket).
+    let outputs =
+        [
+            child.stdout.take().map(|pipe| {
+                Output::new(pipe_file(pipe), Box::new(std::io::stdout()) as Box<dyn Write>, redactor.stream())
+            }),
+            child.stderr.take().map(|pipe| {
+                Output::new(pipe_file(pipe), Box::new(std::io::stderr()) as Box<dyn Write>, redactor.stream())
+            }),
+        ];
+    let status = copy_until_exit(&mut child, outputs);
     use std::os::unix::process::ExitStatusExt;
     let (code, signal) = (status.and_then(|s| s.code()), status.and_then(|s| s.signal()));
     write_atomically(exit_file, &exit_json(code, signal));
     code.unwrap_or_else(|| 128 + signal.unwrap_or(0))
 }
 
-/// Copies `from` into `to` through `redactor` until end of stream. A failed write (a full disk)
-/// drops that chunk and keeps draining, so the command never blocks on a pipe nobody reads.
-fn copy_redacted(mut from: impl Read, mut to: impl Write, mut redactor: masking::StreamRedactor) {
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        match from.read(&mut buffer) {
-            Ok(0) => break,
+/// One of the command's output streams: the read end of its pipe, where its bytes go (the shim's
+/// own stdout or stderr: the run's files), and the masking between them.
+struct Output<R: Read, W: Write> {
+    pipe: R,
+    to: W,
+    redactor: masking::StreamRedactor,
+}
+
+impl<R: Read, W: Write> Output<R, W> {
+    fn new(pipe: R, to: W, redactor: masking::StreamRedactor) -> Self {
+        Output { pipe, to, redactor }
+    }
+
+    /// Copies what one read returns; `false` at the end of the stream (or a read that failed).
+    /// A failed write (a full disk) drops that chunk and keeps draining, so the command never
+    /// blocks on a pipe nobody reads.
+    fn copy_some(&mut self, buffer: &mut [u8]) -> bool {
+        match self.pipe.read(buffer) {
+            Ok(0) => false,
             Ok(n) => {
-                let ready = redactor.push(&buffer[..n]);
+                let ready = self.redactor.push(&buffer[..n]);
                 if !ready.is_empty() {
-                    let _ = to.write_all(&ready).and_then(|_| to.flush());
+                    let _ = self.to.write_all(&ready).and_then(|_| self.to.flush());
                 }
+                true
             }
-            Err(error) if error.kind() == ErrorKind::Interrupted => {}
-            Err(_) => break,
+            Err(error) => error.kind() == ErrorKind::Interrupted,
         }
     }
-    let rest = redactor.finish();
-    let _ = to.write_all(&rest).and_then(|_| to.flush());
+
+    /// What the masking still holds back, written out at the end of the stream.
+    fn finish(mut self) {
+        let rest = self.redactor.finish();
+        let _ = self.to.write_all(&rest).and_then(|_| self.to.flush());
+    }
+}
+
+/// The read end of one of the command's pipes, as a file (both then have one type).
+fn pipe_file(pipe: impl Into<std::os::fd::OwnedFd>) -> std::fs::File {
+    std::fs::File::from(pipe.into())
+}
+
+/// How often the copying looks whether the command exited while its output is still open (a
+/// background process it left may hold the pipes).
+const EXIT_CHECK: Duration = Duration::from_millis(100);
+
+/// Copies both output streams until each ends, then returns how the command ended. Once the
+/// command has exited, the streams still open are copied for [`DRAIN_AFTER_EXIT`] more at most.
+fn copy_until_exit(
+    child: &mut std::process::Child,
+    mut outputs: [Option<Output<std::fs::File, Box<dyn Write>>>; 2],
+) -> Option<std::process::ExitStatus> {
+    use std::os::fd::AsRawFd;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut status = None;
+    let mut deadline: Option<Instant> = None;
+    let mut last_check = Instant::now();
+    while outputs.iter().any(Option::is_some) {
+        let now = Instant::now();
+        if status.is_none() && now.duration_since(last_check) >= EXIT_CHECK {
+            last_check = now;
+            if let Ok(Some(ended)) = child.try_wait() {
+                status = Some(ended);
+                deadline = Some(now + DRAIN_AFTER_EXIT);
+            }
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        let wait = deadline.map_or(EXIT_CHECK, |d| d.saturating_duration_since(now).min(EXIT_CHECK));
+        let fds: Vec<i32> = outputs.iter().flatten().map(|o| o.pipe.as_raw_fd()).collect();
+        let ready = sys::readable(&fds, wait);
+        let mut ready = ready.into_iter();
+        for slot in outputs.iter_mut().filter(|o| o.is_some()) {
+            if ready.next() != Some(true) {
+                continue;
+            }
+            if slot.as_mut().is_some_and(|output| !output.copy_some(&mut buffer))
+                && let Some(ended) = slot.take()
+            {
+                ended.finish();
+            }
+        }
+    }
+    for output in outputs.into_iter().flatten() {
+        output.finish();
+    }
+    match status {
+        Some(status) => Some(status),
+        None => child.wait().ok(),
+    }
 }
 
 /// This process's group and start time (clock ticks since boot) from `/proc/self/stat`.
@@ -241,10 +296,10 @@ fn hex4(chars: &mut impl Iterator<Item = char>) -> Option<u32> {
     (0..4).try_fold(0, |acc, _| Some(acc * 16 + chars.next()?.to_digit(16)?))
 }
 
-/// The one thing std cannot do: keep running through a stop signal.
+/// What std cannot do: keep running through a stop signal, and wait on two pipes at once.
 #[allow(unsafe_code)]
 mod sys {
-    use std::ffi::c_int;
+    use std::ffi::{c_int, c_short, c_ulong};
 
     const SIGHUP: c_int = 1;
     const SIGINT: c_int = 2;
@@ -255,6 +310,30 @@ mod sys {
     }
 
     extern "C" fn carry_on(_: c_int) {}
+
+    #[repr(C)]
+    struct PollFd {
+        fd: c_int,
+        events: c_short,
+        revents: c_short,
+    }
+
+    const POLLIN: c_short = 0x1;
+
+    unsafe extern "C" {
+        fn poll(fds: *mut PollFd, nfds: c_ulong, timeout: c_int) -> c_int;
+    }
+
+    /// Waits up to `wait` for any of `fds` to be readable (data, its end, or an error: each of
+    /// which a read then tells); one answer for each fd. An interrupted wait answers none ready.
+    pub fn readable(fds: &[c_int], wait: std::time::Duration) -> Vec<bool> {
+        let mut polled: Vec<PollFd> = fds.iter().map(|&fd| PollFd { fd, events: POLLIN, revents: 0 }).collect();
+        let timeout = c_int::try_from(wait.as_millis()).unwrap_or(c_int::MAX);
+        // SAFETY: `polled` is a live, exclusively borrowed array of `polled.len()` `struct pollfd`s
+        // (the same layout: int, short, short), which `poll` only reads and writes within.
+        let n = unsafe { poll(polled.as_mut_ptr(), polled.len() as c_ulong, timeout) };
+        polled.iter().map(|p| n > 0 && p.revents != 0).collect()
+    }
 
     /// Installs a handler that does nothing for SIGTERM, SIGINT and SIGHUP: the shim lives on to
     /// record the command's end, and the command (whose handlers exec resets) still receives them
@@ -341,7 +420,10 @@ mod tests {
         let redactor = masking::Redactor::new(["sk-secret-value"]);
         let input = Chunks(vec![b"key=sk-se".to_vec(), b"cret-va".to_vec(), b"lue done\n".to_vec()]);
         let mut out = Vec::new();
-        copy_redacted(input, &mut out, redactor.stream());
+        let mut output = Output::new(input, &mut out, redactor.stream());
+        let mut buffer = vec![0u8; 64];
+        while output.copy_some(&mut buffer) {}
+        output.finish();
         assert_eq!(String::from_utf8(out).unwrap(), "key=[REDACTED] done\n");
     }
 
