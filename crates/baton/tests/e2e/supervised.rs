@@ -2,9 +2,9 @@
 //! embedded in the binary and `baton shim`: a run directory holds at most one execution (a finished
 //! one is returned, never run again), a process whose Baton died between the spawn and storing its
 //! pid is found from the shim's own launch record and adopted, a reset stops a leftover before a
-//! fresh run, secrets never reach the run's files, and a group's stop signal ends the command while
-//! its shim lives on to record how. Executions are counted from a witness file the commands append
-//! to, not from Baton's records.
+//! fresh run, secrets never reach the run's files, a group's stop signal ends the command while
+//! its shim lives on to record how, and a leftover holding the output does not hold the exit back.
+//! Executions are counted from a witness file the commands append to, not from Baton's records.
 
 use crate::support::{baton_exe, pid_alive};
 use baton_runner::{
@@ -251,6 +251,33 @@ async fn stopped(shim: Shim) {
         panic!("no exit record: {:?}", supervisor.previous(&run_dir));
     };
     assert_eq!((record.code, record.signal), (None, Some(15)), "{shim:?}");
+}
+
+// A command that exits leaving a process behind that holds its output open — silent, or writing
+// on and on — is recorded as exited once the shim has copied the rest for its bounded while (two
+// seconds), not when the leftover ends: what the command wrote before its exit is in the files.
+with_each_shim!(a_command_whose_leftover_holds_its_output_is_recorded_within_the_drain_bound, leftover);
+async fn leftover(shim: Shim) {
+    for (name, leftover) in [("silent", "sleep 30"), ("writing", "while :; do echo more; sleep 0.02; done")] {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("runs/run1");
+        let supervisor = supervisor(shim);
+        let script = format!("echo before; ({leftover}) & echo after >&2; exit 4");
+        let started = std::time::Instant::now();
+        let launch = supervisor.launch(spec(dir.path(), &run_dir, &script), &run_dir, "job:3").await.unwrap();
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        let outputs = [run_dir.join("stdout.log"), run_dir.join("stderr.log")];
+        let exit = supervisor.wait(&launch, &run_dir, [&outputs[0], &outputs[1]], Duration::ZERO, limits(), stop).await;
+        let took = started.elapsed();
+        // The leftover is in the shim's group: gone with it before anything is asserted.
+        let group = nix::unistd::Pid::from_raw(i32::try_from(launch.pgid).unwrap());
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        assert_eq!(exit.code, Some(4), "{shim:?} {name}: {exit:?}");
+        assert!(took < Duration::from_secs(20), "{shim:?} {name}: the exit waited for the leftover ({took:?})");
+        assert!(read(&outputs[0]).starts_with("before\n"), "{shim:?} {name}: {:?}", read(&outputs[0]));
+        assert_eq!(read(&outputs[1]), "after\n", "{shim:?} {name}");
+        assert!(matches!(supervisor.previous(&run_dir), Previous::Exited(e) if e.code == Some(4)), "{shim:?} {name}");
+    }
 }
 
 // Only a process that leads its group is a shim: a shim's child shows the shim's command line
