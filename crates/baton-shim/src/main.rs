@@ -89,15 +89,11 @@ fn run(exit_file: &Path, mut command: Command) -> i32 {
     };
     // Both streams are copied on this one thread, by `poll`: no thread to start for each (the
     // shim runs around every command, so what it costs is paid many times a ticket).
-    let outputs =
-        [
-            child.stdout.take().map(|pipe| {
-                Output::new(pipe_file(pipe), Box::new(std::io::stdout()) as Box<dyn Write>, redactor.stream())
-            }),
-            child.stderr.take().map(|pipe| {
-                Output::new(pipe_file(pipe), Box::new(std::io::stderr()) as Box<dyn Write>, redactor.stream())
-            }),
-        ];
+    let (out, err): (Box<dyn Write>, Box<dyn Write>) = (Box::new(std::io::stdout()), Box::new(std::io::stderr()));
+    let outputs = [
+        child.stdout.take().map(|pipe| Output::new(pipe_file(pipe), out, redactor.stream())),
+        child.stderr.take().map(|pipe| Output::new(pipe_file(pipe), err, redactor.stream())),
+    ];
     let status = copy_until_exit(&mut child, outputs);
     use std::os::unix::process::ExitStatusExt;
     let (code, signal) = (status.and_then(|s| s.code()), status.and_then(|s| s.signal()));
