@@ -11,16 +11,18 @@ use baton_store::rows::{
     state_columns, update_queue_entry,
 };
 use baton_store::*;
+use rusqlite::Connection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Connection, Row, Sqlite, Transaction};
+use sqlx::{Connection as _, Row};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod inline;
 mod queries;
 mod seed;
 
@@ -145,6 +147,8 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     checkpointer: Arc<Checkpointer>,
     file: Arc<FileWatch>,
+    /// The hot paths' own connections, used on the calling thread (see [`inline`]).
+    inline: Arc<inline::Inline>,
 }
 
 /// The database file as opened: its path and identity (device, inode). Once the path is found
@@ -238,7 +242,8 @@ impl SqliteStore {
             writer: Arc::clone(&writer),
             log: PathBuf::from(log),
         });
-        Ok(SqliteStore { writer, readers, checkpointer, file: Arc::new(FileWatch::open(path)) })
+        let inline = Arc::new(inline::Inline::open(path)?);
+        Ok(SqliteStore { writer, readers, checkpointer, file: Arc::new(FileWatch::open(path)), inline })
     }
 
     /// A free reader connection, once one is (whichever frees first).
@@ -370,49 +375,37 @@ pub(crate) fn queue_with_head_sql() -> String {
     format!("SELECT {QUEUE_COLUMNS} WHERE q.repo = $1 AND q.head = $2 ORDER BY q.entered_at, q.task_id")
 }
 
-async fn insert_event<'c>(executor: impl sqlx::SqliteExecutor<'c>, event: &NewEvent) -> StoreResult<i64> {
-    let result =
-        sqlx::query("INSERT INTO events (task_id, at, kind, stage, message, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(event.task.0)
-            .bind(event.at_ms)
-            .bind(&event.kind)
-            .bind(&event.stage)
-            .bind(&event.message)
-            .bind(event.detail.to_string())
-            .execute(executor)
-            .await?;
-    Ok(result.last_insert_rowid())
+fn insert_event(connection: &Connection, event: &NewEvent) -> StoreResult<i64> {
+    inline::insert(
+        connection,
+        "INSERT INTO events (task_id, at, kind, stage, message, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&event.task.0, &event.at_ms, &event.kind, &event.stage, &event.message, &event.detail.to_string()],
+    )
 }
 
-async fn insert_inbox(
-    tx: &mut Transaction<'_, Sqlite>,
+fn insert_inbox(
+    connection: &Connection,
     task: TaskId,
     entry: &InboxEntry,
     outcome: &str,
     now_ms: i64,
 ) -> StoreResult<()> {
-    let result = sqlx::query(
+    let inserted = inline::execute(
+        connection,
         "INSERT INTO inbox (dedup_key, task_id, kind, payload, received_at, outcome) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (dedup_key) DO NOTHING",
-    )
-    .bind(&entry.dedup_key)
-    .bind(task.0)
-    .bind(&entry.kind)
-    .bind(entry.payload.to_string())
-    .bind(now_ms)
-    .bind(outcome)
-    .execute(&mut **tx)
-    .await?;
-    if result.rows_affected() == 0 {
+        &[&entry.dedup_key, &task.0, &entry.kind, &entry.payload.to_string(), &now_ms, &outcome],
+    )?;
+    if inserted == 0 {
         return Err(StoreError::Duplicate(entry.dedup_key.clone()));
     }
     Ok(())
 }
 
-/// Applies the store-side effects of a transition inside `tx`; returns the enqueued job. The
-/// caller has written the task row with `next`, its `current_job` included.
-async fn apply_transition(
-    tx: &mut Transaction<'_, Sqlite>,
+/// Applies the store-side effects of a transition inside the caller's transaction; returns the
+/// enqueued job. The caller has written the task row with `next`, its `current_job` included.
+fn apply_transition(
+    connection: &Connection,
     task: TaskId,
     repo: &str,
     next: &TaskState,
@@ -421,22 +414,21 @@ async fn apply_transition(
     parked: bool,
 ) -> StoreResult<Option<JobId>> {
     if transition.cancel_jobs {
-        sqlx::query(
+        inline::execute(
+            connection,
             "UPDATE jobs SET status = 'cancelled', finished_at = $2 WHERE task_id = $1 AND status IN ('queued', 'running')",
-        )
-        .bind(task.0)
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
+            &[&task.0, &now_ms],
+        )?;
     }
     if transition.release_leases {
-        sqlx::query("DELETE FROM leases WHERE holder = $1").bind(task_holder(task)).execute(&mut **tx).await?;
+        inline::execute(connection, "DELETE FROM leases WHERE holder = $1", &[&task_holder(task)])?;
         // Leaving the merge queue goes with releasing the lease (done, rollback, block, cancel).
-        let left: Option<(String, Option<i64>)> =
-            sqlx::query_as("DELETE FROM merge_queue WHERE task_id = $1 RETURNING state, batch")
-                .bind(task.0)
-                .fetch_optional(&mut **tx)
-                .await?;
+        let left = inline::query_row(
+            connection,
+            "DELETE FROM merge_queue WHERE task_id = $1 RETURNING state, batch",
+            &[&task.0],
+            |row| Ok((row.try_get::<String, _>(0)?, row.try_get::<Option<i64>, _>(1)?)),
+        )?;
         if let Some((state, batch)) = left {
             refuse_leaving_landing_batch(task, &state, batch.map(TaskId), parked, next)?;
         }
@@ -444,50 +436,36 @@ async fn apply_transition(
     if next.hold == baton_domain::Hold::MergeQueue {
         // Parking in the merge queue and the queue entry commit together: a merge gate whose job
         // was stopped or taken over meanwhile never leaves an entry behind.
-        sqlx::query(
+        inline::execute(
+            connection,
             "INSERT INTO merge_queue (task_id, repo, priority, entered_at, state, updated_at)
              VALUES ($1, $2, 0, $3, 'waiting', $3) ON CONFLICT (task_id) DO NOTHING",
-        )
-        .bind(task.0)
-        .bind(repo)
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
+            &[&task.0, &repo, &now_ms],
+        )?;
     }
     let mut enqueued = None;
     if let Some((stage, delay_ms)) = &transition.enqueue {
-        let result = sqlx::query(
+        let job = inline::insert(
+            connection,
             "INSERT INTO jobs (task_id, repo, stage, attempt, status, available_at, created_at, rank)
              VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
-        )
-        .bind(task.0)
-        .bind(repo)
-        .bind(stage)
-        .bind(i64::from(next.attempt))
-        .bind(now_ms + delay_ms)
-        .bind(now_ms)
-        .bind(transition.rank)
-        .execute(&mut **tx)
-        .await?;
-        enqueued = Some(JobId(result.last_insert_rowid()));
+            &[&task.0, &repo, stage, &i64::from(next.attempt), &(now_ms + delay_ms), &now_ms, &transition.rank],
+        )?;
+        enqueued = Some(JobId(job));
     }
     // The active job is the one just enqueued, else the one the decision kept (a deferred STOP
     // keeps the running job), else none: the caller's write of the task row set the latter.
     if let Some(job) = enqueued {
-        sqlx::query("UPDATE tasks SET current_job = $2 WHERE id = $1")
-            .bind(task.0)
-            .bind(job.0)
-            .execute(&mut **tx)
-            .await?;
+        inline::execute(connection, "UPDATE tasks SET current_job = $2 WHERE id = $1", &[&task.0, &job.0])?;
     }
     Ok(enqueued)
 }
 
 /// Binds a [`TaskFilter`]'s values in the order [`list_tasks_sql`] writes their terms.
 fn bind_task_filter<'q>(
-    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     filter: &TaskFilter,
-) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     for value in [&filter.repo, &filter.stage, &filter.hold].into_iter().flatten() {
         query = query.bind(value.clone());
     }
@@ -538,68 +516,249 @@ fn dependency_from_row(row: &SqliteRow) -> StoreResult<DependencyRecord> {
     })
 }
 
-/// Up to `limit` claims inside `tx` with one query, one update of the jobs and one of their
-/// tasks (ids passed as a JSON array); best first.
-async fn claim_batch(tx: &mut Transaction<'_, Sqlite>, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
-    let ids: Vec<i64> = sqlx::query_scalar(CLAIM_BATCH)
-        .bind(claim.now_ms)
-        .bind(i64::from(claim.running_max))
-        .bind(i64::from(claim.running_per_repo_max))
-        .bind(i64::from(limit))
-        .bind(serde_json::to_string(&claim.dependency_free_repos)?)
-        .bind(serde_json::to_string(&claim.serial_repos)?)
-        .bind(claim_window(limit))
-        .fetch_all(&mut **tx)
-        .await?;
+/// Up to `limit` claims inside the caller's transaction with one query, one update of the jobs
+/// and one of their tasks (ids passed as a JSON array); best first.
+fn claim_batch(connection: &Connection, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
+    let ids: Vec<i64> = inline::query_all(
+        connection,
+        CLAIM_BATCH,
+        &[
+            &claim.now_ms,
+            &i64::from(claim.running_max),
+            &i64::from(claim.running_per_repo_max),
+            &i64::from(limit),
+            &serde_json::to_string(&claim.dependency_free_repos)?,
+            &serde_json::to_string(&claim.serial_repos)?,
+            &claim_window(limit),
+        ],
+        |row| row.try_get(0),
+    )?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let list = serde_json::to_string(&ids)?;
-    let rows = sqlx::query(
+    let mut claimed = inline::query_all(
+        connection,
         "UPDATE jobs SET status = 'running', owner = $2, started_at = $3, pid = NULL, pgid = NULL, proc_start = NULL
          WHERE id IN (SELECT value FROM json_each($1)) AND status = 'queued' RETURNING *",
-    )
-    .bind(&list)
-    .bind(&claim.owner)
-    .bind(claim.now_ms)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut claimed = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+        &[&serde_json::to_string(&ids)?, &claim.owner, &claim.now_ms],
+        inline::decode::job,
+    )?;
     let tasks = serde_json::to_string(&claimed.iter().map(|j| j.task_id.0).collect::<Vec<_>>())?;
-    sqlx::query("UPDATE tasks SET version = version + 1 WHERE id IN (SELECT value FROM json_each($1))")
-        .bind(&tasks)
-        .execute(&mut **tx)
-        .await?;
+    inline::execute(
+        connection,
+        "UPDATE tasks SET version = version + 1 WHERE id IN (SELECT value FROM json_each($1))",
+        &[&tasks],
+    )?;
     claimed.sort_by_key(|j| ids.iter().position(|id| *id == j.id.0));
     Ok(claimed)
 }
 
-/// One claim inside `tx`: the next runnable job under the limits, marked running, and its task's
-/// version moved (a decision read before the claim must decide again).
-async fn claim_one(tx: &mut Transaction<'_, Sqlite>, claim: &Claim) -> StoreResult<Option<JobRecord>> {
-    let candidate: Option<i64> = sqlx::query_scalar(CLAIM_JOB)
-        .bind(claim.now_ms)
-        .bind(i64::from(claim.running_max))
-        .bind(i64::from(claim.running_per_repo_max))
-        .bind(serde_json::to_string(&claim.dependency_free_repos)?)
-        .bind(serde_json::to_string(&claim.serial_repos)?)
-        .fetch_optional(&mut **tx)
-        .await?;
+/// One claim inside the caller's transaction: the next runnable job under the limits, marked
+/// running, and its task's version moved (a decision read before the claim must decide again).
+fn claim_one(connection: &Connection, claim: &Claim) -> StoreResult<Option<JobRecord>> {
+    let candidate: Option<i64> = inline::scalar(
+        connection,
+        CLAIM_JOB,
+        &[
+            &claim.now_ms,
+            &i64::from(claim.running_max),
+            &i64::from(claim.running_per_repo_max),
+            &serde_json::to_string(&claim.dependency_free_repos)?,
+            &serde_json::to_string(&claim.serial_repos)?,
+        ],
+    )?;
     let Some(id) = candidate else {
         return Ok(None);
     };
-    let row = sqlx::query(
+    let job = inline::query_row(
+        connection,
         "UPDATE jobs SET status = 'running', owner = $2, started_at = $3, pid = NULL, pgid = NULL, proc_start = NULL
          WHERE id = $1 AND status = 'queued' RETURNING *",
-    )
-    .bind(id)
-    .bind(&claim.owner)
-    .bind(claim.now_ms)
-    .fetch_one(&mut **tx)
-    .await?;
-    let job = job_from_row(&row)?;
-    sqlx::query("UPDATE tasks SET version = version + 1 WHERE id = $1").bind(job.task_id.0).execute(&mut **tx).await?;
+        &[&id, &claim.owner, &claim.now_ms],
+        inline::decode::job,
+    )?
+    .ok_or_else(|| StoreError::Database(format!("job {id} left the queue inside its claim")))?;
+    inline::execute(connection, "UPDATE tasks SET version = version + 1 WHERE id = $1", &[&job.task_id.0])?;
     Ok(Some(job))
+}
+
+/// A new task with its first transition, inside the caller's transaction (`Store::create_task`).
+fn create_task_in(tx: &Connection, new: &NewTask, first: &Transition, now_ms: i64) -> StoreResult<TaskRecord> {
+    let task_by_id = |id: i64| -> StoreResult<TaskRecord> {
+        inline::query_row(tx, "SELECT * FROM tasks WHERE id = $1", &[&id], inline::decode::task)?
+            .ok_or_else(|| StoreError::NotFound(format!("task {id}")))
+    };
+    if let Some(external) = &new.external_ref {
+        let active: Option<i64> = inline::scalar(tx, "SELECT id FROM tasks WHERE external_ref = $1", &[external])?;
+        if let Some(active) = active {
+            return Err(StoreError::Exists(Box::new(task_by_id(active)?)));
+        }
+    }
+    let start: Option<i64> = inline::scalar(
+        tx,
+        "SELECT next_number FROM work_item_counters WHERE repo = $1 AND prefix = $2",
+        &[&new.repo, &new.prefix],
+    )?;
+    let mut number = start.unwrap_or(1).max(1) as u32;
+    let mut walked = 0;
+    let work_item = loop {
+        let candidate = WorkItemId::new(&new.prefix, number);
+        let taken: Option<i64> = inline::scalar(
+            tx,
+            "SELECT id FROM tasks WHERE repo = $1 AND work_item_id = $2",
+            &[&new.repo, &candidate.as_str()],
+        )?;
+        if taken.is_none() {
+            break candidate;
+        }
+        walked += 1;
+        if walked > WORK_ITEM_WALK_MAX {
+            return Err(StoreError::Conflict(format!("no free work-item id for {} after {walked}", new.prefix)));
+        }
+        number += 1;
+    };
+    inline::execute(
+        tx,
+        "INSERT INTO work_item_counters (repo, prefix, next_number) VALUES ($1, $2, $3)
+         ON CONFLICT (repo, prefix) DO UPDATE SET next_number = excluded.next_number",
+        &[&new.repo, &new.prefix, &(i64::from(number) + 1)],
+    )?;
+    let branch = branch_name(&work_item, &new.title);
+    let columns = state_columns(&new.state)?;
+    let id = TaskId(inline::insert(
+        tx,
+        "INSERT INTO tasks (repo, work_item_id, title, body, branch, external_ref, stage, hold, state, version, created_at, updated_at, due_at_ms, current_job)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11, $12)",
+        &[
+            &new.repo,
+            &work_item.as_str(),
+            &new.title,
+            &new.body,
+            &branch,
+            &new.external_ref,
+            &new.state.stage,
+            &columns.hold,
+            &columns.json,
+            &now_ms,
+            &columns.due_at_ms,
+            &new.state.job.map(|j| j.0),
+        ],
+    )?);
+    insert_event(
+        tx,
+        &NewEvent {
+            task: id,
+            at_ms: now_ms,
+            kind: "created".into(),
+            stage: new.state.stage.clone(),
+            message: format!("{work_item} created: {}", new.title),
+            detail: serde_json::json!({ "branch": branch }),
+        },
+    )?;
+    apply_transition(tx, id, &new.repo, &new.state, first, now_ms, false)?;
+    for on in &new.depends_on {
+        let added = inline::execute(
+            tx,
+            "INSERT INTO task_dependencies (task_id, depends_on, created_at, created_by)
+             SELECT $1, id, $3, $4 FROM tasks WHERE id = $2 ON CONFLICT (task_id, depends_on) DO NOTHING",
+            &[&id.0, &on.0, &now_ms, &DEPENDS_AT_CREATE],
+        )?;
+        if added == 0 && inline::scalar::<i64>(tx, "SELECT id FROM tasks WHERE id = $1", &[&on.0])?.is_none() {
+            return Err(StoreError::NotFound(format!("task {on}")));
+        }
+    }
+    if let Some(key) = &new.idempotency_key {
+        // A key names one task: a second creation under it (two tries of one effect at once)
+        // rolls back and answers with the task the first one made.
+        let named = inline::execute(
+            tx,
+            "UPDATE idempotency SET task_id = $1 WHERE key = $2 AND task_id IS NULL",
+            &[&id.0, key],
+        )?;
+        if named == 0 {
+            let first: Option<Option<i64>> =
+                inline::scalar(tx, "SELECT task_id FROM idempotency WHERE key = $1", &[key])?;
+            if let Some(Some(first)) = first {
+                return Err(StoreError::Exists(Box::new(task_by_id(first)?)));
+            }
+        }
+    }
+    task_by_id(id.0)
+}
+
+/// One transition of a task, inside the caller's transaction (`Store::advance`).
+fn advance_in(tx: &Connection, advance: &Advance) -> StoreResult<Option<JobId>> {
+    if let Some(entry) = &advance.inbox {
+        insert_inbox(tx, advance.task, entry, "applied", advance.now_ms)?;
+    }
+    // Parked in the merge queue before this transition (read only for one that leaves it).
+    let hold: Option<String> = match advance.transition.release_leases {
+        true => inline::scalar(tx, HOLD_OF_TASK, &[&advance.task.0])?,
+        false => None,
+    };
+    let parked = parked_hold(hold.as_deref());
+    let columns = state_columns(&advance.next)?;
+    // The task's repository comes back with the update: the transition's rows name it.
+    let repo: Option<String> = inline::scalar(
+        tx,
+        "UPDATE tasks SET stage = $3, hold = $4, state = $5, version = version + 1, updated_at = $6, due_at_ms = $7,
+             current_job = $8
+         WHERE id = $1 AND version = $2 RETURNING repo",
+        &[
+            &advance.task.0,
+            &advance.expected_version,
+            &advance.next.stage,
+            &columns.hold,
+            &columns.json,
+            &advance.now_ms,
+            &columns.due_at_ms,
+            &advance.next.job.map(|j| j.0),
+        ],
+    )?;
+    let Some(repo) = repo else {
+        return Err(StoreError::Conflict(format!(
+            "task {} is no longer at version {}",
+            advance.task, advance.expected_version
+        )));
+    };
+    if let Some(finish) = &advance.finish_job {
+        let flipped = inline::execute(
+            tx,
+            "UPDATE jobs SET status = $2, finished_at = $3, result = $4
+             WHERE id = $1 AND task_id = $5 AND status = 'running'
+               AND ($6 IS NULL OR owner IS NULL OR owner = $6)",
+            &[
+                &finish.job.0,
+                &finish.status.as_str(),
+                &advance.now_ms,
+                &finish.result.to_string(),
+                &advance.task.0,
+                &finish.claimed_by.as_deref(),
+            ],
+        )?;
+        if flipped != 1 {
+            return Err(StoreError::Conflict(format!("job {} is no longer running under this claim", finish.job)));
+        }
+    }
+    if advance.next.stage == baton_domain::pipeline::CANCELLED {
+        // Tombstone the natural key: the same ticket may start again from scratch.
+        inline::execute(
+            tx,
+            "UPDATE tasks SET tombstoned_ref = external_ref, external_ref = NULL WHERE id = $1 AND external_ref IS NOT NULL",
+            &[&advance.task.0],
+        )?;
+    }
+    insert_event(tx, &advance.event)?;
+    let enqueued =
+        apply_transition(tx, advance.task, &repo, &advance.next, &advance.transition, advance.now_ms, parked)?;
+    for effect in &advance.effects {
+        inline::execute(
+            tx,
+            "INSERT INTO outbox (task_id, kind, payload, created_at, available_at) VALUES ($1, $2, $3, $4, $4)",
+            &[&advance.task.0, &effect.kind, &effect.payload.to_string(), &advance.now_ms],
+        )?;
+    }
+    Ok(enqueued)
 }
 
 #[async_trait]
@@ -725,132 +884,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_task(&self, new: NewTask, first: Transition, now_ms: i64) -> StoreResult<TaskRecord> {
-        let mut writer = self.writer().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(external) = &new.external_ref {
-            let active: Option<String> = sqlx::query_scalar("SELECT work_item_id FROM tasks WHERE external_ref = $1")
-                .bind(external)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if active.is_some() {
-                let row = sqlx::query("SELECT * FROM tasks WHERE external_ref = $1")
-                    .bind(external)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                return Err(StoreError::Exists(Box::new(task_from_row(&row)?)));
-            }
-        }
-        let start: Option<i64> =
-            sqlx::query_scalar("SELECT next_number FROM work_item_counters WHERE repo = $1 AND prefix = $2")
-                .bind(&new.repo)
-                .bind(&new.prefix)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let mut number = start.unwrap_or(1).max(1) as u32;
-        let mut walked = 0;
-        let work_item = loop {
-            let candidate = WorkItemId::new(&new.prefix, number);
-            let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE repo = $1 AND work_item_id = $2")
-                .bind(&new.repo)
-                .bind(candidate.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if taken.is_none() {
-                break candidate;
-            }
-            walked += 1;
-            if walked > WORK_ITEM_WALK_MAX {
-                return Err(StoreError::Conflict(format!("no free work-item id for {} after {walked}", new.prefix)));
-            }
-            number += 1;
-        };
-        sqlx::query(
-            "INSERT INTO work_item_counters (repo, prefix, next_number) VALUES ($1, $2, $3)
-             ON CONFLICT (repo, prefix) DO UPDATE SET next_number = excluded.next_number",
-        )
-        .bind(&new.repo)
-        .bind(&new.prefix)
-        .bind(i64::from(number) + 1)
-        .execute(&mut *tx)
-        .await?;
-        let branch = branch_name(&work_item, &new.title);
-        let columns = state_columns(&new.state)?;
-        let result = sqlx::query(
-            "INSERT INTO tasks (repo, work_item_id, title, body, branch, external_ref, stage, hold, state, version, created_at, updated_at, due_at_ms, current_job)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11, $12)",
-        )
-        .bind(&new.repo)
-        .bind(work_item.as_str())
-        .bind(&new.title)
-        .bind(&new.body)
-        .bind(&branch)
-        .bind(&new.external_ref)
-        .bind(&new.state.stage)
-        .bind(columns.hold)
-        .bind(columns.json)
-        .bind(now_ms)
-        .bind(columns.due_at_ms)
-        .bind(new.state.job.map(|j| j.0))
-        .execute(&mut *tx)
-        .await?;
-        let id = TaskId(result.last_insert_rowid());
-        insert_event(
-            &mut *tx,
-            &NewEvent {
-                task: id,
-                at_ms: now_ms,
-                kind: "created".into(),
-                stage: new.state.stage.clone(),
-                message: format!("{work_item} created: {}", new.title),
-                detail: serde_json::json!({ "branch": branch }),
-            },
-        )
-        .await?;
-        apply_transition(&mut tx, id, &new.repo, &new.state, &first, now_ms, false).await?;
-        for on in &new.depends_on {
-            let added = sqlx::query(
-                "INSERT INTO task_dependencies (task_id, depends_on, created_at, created_by)
-                 SELECT $1, id, $3, $4 FROM tasks WHERE id = $2 ON CONFLICT (task_id, depends_on) DO NOTHING",
-            )
-            .bind(id.0)
-            .bind(on.0)
-            .bind(now_ms)
-            .bind(DEPENDS_AT_CREATE)
-            .execute(&mut *tx)
-            .await?;
-            if added.rows_affected() == 0 {
-                let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1")
-                    .bind(on.0)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if exists.is_none() {
-                    return Err(StoreError::NotFound(format!("task {on}")));
-                }
-            }
-        }
-        if let Some(key) = &new.idempotency_key {
-            // A key names one task: a second creation under it (two tries of one effect at once)
-            // rolls back and answers with the task the first one made.
-            let named = sqlx::query("UPDATE idempotency SET task_id = $1 WHERE key = $2 AND task_id IS NULL")
-                .bind(id.0)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-            if named.rows_affected() == 0 {
-                let first: Option<Option<i64>> = sqlx::query_scalar("SELECT task_id FROM idempotency WHERE key = $1")
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(Some(first)) = first {
-                    let row = sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(first).fetch_one(&mut *tx).await?;
-                    return Err(StoreError::Exists(Box::new(task_from_row(&row)?)));
-                }
-            }
-        }
-        let row = sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(id.0).fetch_one(&mut *tx).await?;
-        let record = task_from_row(&row)?;
-        tx.commit().await?;
-        Ok(record)
+        let writer = self.writer().await?;
+        self.inline.transaction(&writer, |tx| create_task_in(tx, &new, &first, now_ms))
     }
 
     async fn raise_work_item_counter(&self, repo: &str, prefix: &str, next: i64) -> StoreResult<()> {
@@ -867,18 +902,14 @@ impl Store for SqliteStore {
     }
 
     async fn task(&self, key: &TaskKey) -> StoreResult<Option<TaskRecord>> {
-        let row = match key {
+        self.inline.read(|connection| match key {
             TaskKey::Id(id) => {
-                sqlx::query("SELECT * FROM tasks WHERE id = $1")
-                    .bind(id.0)
-                    .fetch_optional(&mut *self.reader().await)
-                    .await?
+                inline::query_row(connection, "SELECT * FROM tasks WHERE id = $1", &[&id.0], inline::decode::task)
             }
             TaskKey::WorkItem(w) => {
-                sqlx::query(TASK_BY_WORK_ITEM).bind(w).fetch_optional(&mut *self.reader().await).await?
+                inline::query_row(connection, TASK_BY_WORK_ITEM, &[&w.as_str()], inline::decode::task)
             }
-        };
-        row.as_ref().map(task_from_row).transpose()
+        })
     }
 
     async fn task_by_external_ref(&self, external_ref: &str) -> StoreResult<Option<TaskRecord>> {
@@ -921,95 +952,19 @@ impl Store for SqliteStore {
     }
 
     async fn advance(&self, advance: Advance) -> StoreResult<Option<JobId>> {
-        let mut writer = self.writer().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(entry) = &advance.inbox {
-            insert_inbox(&mut tx, advance.task, entry, "applied", advance.now_ms).await?;
-        }
-        // Parked in the merge queue before this transition (read only for one that leaves it).
-        let hold: Option<String> = match advance.transition.release_leases {
-            true => sqlx::query_scalar(HOLD_OF_TASK).bind(advance.task.0).fetch_optional(&mut *tx).await?,
-            false => None,
-        };
-        let parked = parked_hold(hold.as_deref());
-        let columns = state_columns(&advance.next)?;
-        // The task's repository comes back with the update: the transition's rows name it.
-        let repo: Option<String> = sqlx::query_scalar(
-            "UPDATE tasks SET stage = $3, hold = $4, state = $5, version = version + 1, updated_at = $6, due_at_ms = $7,
-                 current_job = $8
-             WHERE id = $1 AND version = $2 RETURNING repo",
-        )
-        .bind(advance.task.0)
-        .bind(advance.expected_version)
-        .bind(&advance.next.stage)
-        .bind(columns.hold)
-        .bind(columns.json)
-        .bind(advance.now_ms)
-        .bind(columns.due_at_ms)
-        .bind(advance.next.job.map(|j| j.0))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(repo) = repo else {
-            return Err(StoreError::Conflict(format!(
-                "task {} is no longer at version {}",
-                advance.task, advance.expected_version
-            )));
-        };
-        if let Some(finish) = &advance.finish_job {
-            let flipped = sqlx::query(
-                "UPDATE jobs SET status = $2, finished_at = $3, result = $4
-                 WHERE id = $1 AND task_id = $5 AND status = 'running'
-                   AND ($6 IS NULL OR owner IS NULL OR owner = $6)",
-            )
-            .bind(finish.job.0)
-            .bind(finish.status.as_str())
-            .bind(advance.now_ms)
-            .bind(finish.result.to_string())
-            .bind(advance.task.0)
-            .bind(finish.claimed_by.as_deref())
-            .execute(&mut *tx)
-            .await?;
-            if flipped.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("job {} is no longer running under this claim", finish.job)));
-            }
-        }
-        if advance.next.stage == baton_domain::pipeline::CANCELLED {
-            // Tombstone the natural key: the same ticket may start again from scratch.
-            sqlx::query(
-                "UPDATE tasks SET tombstoned_ref = external_ref, external_ref = NULL WHERE id = $1 AND external_ref IS NOT NULL",
-            )
-            .bind(advance.task.0)
-            .execute(&mut *tx)
-            .await?;
-        }
-        insert_event(&mut *tx, &advance.event).await?;
-        let enqueued =
-            apply_transition(&mut tx, advance.task, &repo, &advance.next, &advance.transition, advance.now_ms, parked)
-                .await?;
-        for effect in &advance.effects {
-            sqlx::query(
-                "INSERT INTO outbox (task_id, kind, payload, created_at, available_at) VALUES ($1, $2, $3, $4, $4)",
-            )
-            .bind(advance.task.0)
-            .bind(&effect.kind)
-            .bind(effect.payload.to_string())
-            .bind(advance.now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(enqueued)
+        let writer = self.writer().await?;
+        self.inline.transaction(&writer, |tx| advance_in(tx, &advance))
     }
 
     async fn record_suppressed(&self, task: TaskId, inbox: Option<InboxEntry>, event: NewEvent) -> StoreResult<()> {
-        let mut writer = self.writer().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(entry) = &inbox {
-            insert_inbox(&mut tx, task, entry, "suppressed", event.at_ms).await?;
-        }
-        insert_event(&mut *tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        let writer = self.writer().await?;
+        self.inline.transaction(&writer, |tx| {
+            if let Some(entry) = &inbox {
+                insert_inbox(tx, task, entry, "suppressed", event.at_ms)?;
+            }
+            insert_event(tx, &event)?;
+            Ok(())
+        })
     }
 
     async fn claim_job(&self, claim: &Claim) -> StoreResult<Option<JobRecord>> {
@@ -1017,23 +972,18 @@ impl Store for SqliteStore {
     }
 
     async fn claim_jobs(&self, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
-        let mut writer = self.writer().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let claimed = match limit {
-            0 => Vec::new(),
-            1 => claim_one(&mut tx, claim).await?.into_iter().collect(),
-            _ => claim_batch(&mut tx, claim, limit).await?,
-        };
-        tx.commit().await?;
-        Ok(claimed)
+        let writer = self.writer().await?;
+        self.inline.transaction(&writer, |tx| match limit {
+            0 => Ok(Vec::new()),
+            1 => Ok(claim_one(tx, claim)?.into_iter().collect()),
+            _ => claim_batch(tx, claim, limit),
+        })
     }
 
     async fn job(&self, id: JobId) -> StoreResult<Option<JobRecord>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
-            .bind(id.0)
-            .fetch_optional(&mut *self.reader().await)
-            .await?;
-        row.as_ref().map(job_from_row).transpose()
+        self.inline.read(|connection| {
+            inline::query_row(connection, "SELECT * FROM jobs WHERE id = $1", &[&id.0], inline::decode::job)
+        })
     }
 
     async fn jobs_with_status(&self, status: JobStatus) -> StoreResult<Vec<JobRecord>> {
@@ -1099,12 +1049,14 @@ impl Store for SqliteStore {
     }
 
     async fn set_job_process(&self, job: JobId, pid: Option<u32>, pgid: Option<u32>) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET pid = $2, pgid = $3 WHERE id = $1")
-            .bind(job.0)
-            .bind(pid.map(i64::from))
-            .bind(pgid.map(i64::from))
-            .execute(&mut *self.writer().await?)
-            .await?;
+        let writer = self.writer().await?;
+        self.inline.write(&writer, |connection| {
+            inline::execute(
+                connection,
+                "UPDATE jobs SET pid = $2, pgid = $3 WHERE id = $1",
+                &[&job.0, &pid.map(i64::from), &pgid.map(i64::from)],
+            )
+        })?;
         Ok(())
     }
 
@@ -1128,24 +1080,17 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         // Two statements on the writer, taken once (each one its own transaction): the run's pid
         // whatever happened, the job's process only under the launching claim.
-        let mut writer = self.writer().await?;
-        sqlx::query("UPDATE agent_runs SET pid = $2 WHERE id = $1")
-            .bind(run)
-            .bind(i64::from(pid))
-            .execute(&mut *writer)
-            .await?;
-        let recorded = sqlx::query(
-            "UPDATE jobs SET pid = $2, pgid = $3, proc_start = COALESCE($4, proc_start) \
-             WHERE id = $1 AND status = 'running' AND (owner IS NULL OR owner = $5)",
-        )
-        .bind(job.0)
-        .bind(i64::from(pid))
-        .bind(i64::from(pgid))
-        .bind(start_ticks.map(|t| t as i64))
-        .bind(claimed_by)
-        .execute(&mut *writer)
-        .await?;
-        Ok(recorded.rows_affected() == 1)
+        let writer = self.writer().await?;
+        self.inline.write(&writer, |connection| {
+            inline::execute(connection, "UPDATE agent_runs SET pid = $2 WHERE id = $1", &[&run, &i64::from(pid)])?;
+            let recorded = inline::execute(
+                connection,
+                "UPDATE jobs SET pid = $2, pgid = $3, proc_start = COALESCE($4, proc_start) \
+                 WHERE id = $1 AND status = 'running' AND (owner IS NULL OR owner = $5)",
+                &[&job.0, &i64::from(pid), &i64::from(pgid), &start_ticks.map(|t| t as i64), &claimed_by],
+            )?;
+            Ok(recorded == 1)
+        })
     }
 
     async fn adopt_job(&self, job: JobId, claimed_by: Option<&str>, owner: &str) -> StoreResult<bool> {
@@ -1248,77 +1193,80 @@ impl Store for SqliteStore {
     }
 
     async fn take_over_job(&self, job: JobId, owner: &str, available_at_ms: i64, event: NewEvent) -> StoreResult<bool> {
-        let mut writer = self.writer().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let result = sqlx::query(
-            "UPDATE jobs SET status = 'queued', owner = NULL, pid = NULL, pgid = NULL, proc_start = NULL, available_at = $2
-             WHERE id = $1 AND status = 'running' AND owner = $3",
-        )
-        .bind(job.0)
-        .bind(available_at_ms)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?;
-        if result.rows_affected() != 1 {
-            return Ok(false);
-        }
-        insert_event(&mut *tx, &event).await?;
-        tx.commit().await?;
-        Ok(true)
+        let writer = self.writer().await?;
+        self.inline.transaction(&writer, |tx| {
+            let requeued = inline::execute(
+                tx,
+                "UPDATE jobs SET status = 'queued', owner = NULL, pid = NULL, pgid = NULL, proc_start = NULL, available_at = $2
+                 WHERE id = $1 AND status = 'running' AND owner = $3",
+                &[&job.0, &available_at_ms, &owner],
+            )?;
+            if requeued != 1 {
+                return Ok(false);
+            }
+            insert_event(tx, &event)?;
+            Ok(true)
+        })
     }
 
     async fn insert_agent_run(&self, run: NewAgentRun) -> StoreResult<i64> {
-        let result = sqlx::query(
-            "INSERT INTO agent_runs (job_id, task_id, stage, adapter, model, pid, started_at, log_path)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(run.job.0)
-        .bind(run.task.0)
-        .bind(&run.stage)
-        .bind(&run.adapter)
-        .bind(&run.model)
-        .bind(run.pid.map(i64::from))
-        .bind(run.started_at_ms)
-        .bind(&run.log_path)
-        .execute(&mut *self.writer().await?)
-        .await?;
-        Ok(result.last_insert_rowid())
+        let writer = self.writer().await?;
+        self.inline.write(&writer, |connection| {
+            inline::insert(
+                connection,
+                "INSERT INTO agent_runs (job_id, task_id, stage, adapter, model, pid, started_at, log_path)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &run.job.0,
+                    &run.task.0,
+                    &run.stage,
+                    &run.adapter,
+                    &run.model,
+                    &run.pid.map(i64::from),
+                    &run.started_at_ms,
+                    &run.log_path,
+                ],
+            )
+        })
     }
 
     async fn set_agent_run_pid(&self, id: i64, pid: u32) -> StoreResult<()> {
-        sqlx::query("UPDATE agent_runs SET pid = $2 WHERE id = $1")
-            .bind(id)
-            .bind(i64::from(pid))
-            .execute(&mut *self.writer().await?)
-            .await?;
+        let writer = self.writer().await?;
+        self.inline.write(&writer, |connection| {
+            inline::execute(connection, "UPDATE agent_runs SET pid = $2 WHERE id = $1", &[&id, &i64::from(pid)])
+        })?;
         Ok(())
     }
 
     async fn finish_agent_run(&self, id: i64, finish: AgentRunFinish) -> StoreResult<()> {
         let report = &finish.report;
         let (status, error) = finish.status_and_error();
-        sqlx::query(
-            "UPDATE agent_runs SET ended_at = $2, exit_code = $3, status = $4, error = $5, session_id = $6, turns = $7,
-               input_tokens = $8, output_tokens = $9, cache_read_tokens = $10, cache_write_tokens = $11,
-               reasoning_tokens = $12, cost_usd = $13, model = COALESCE($14, model)
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(finish.ended_at_ms)
-        .bind(finish.exit_code.map(i64::from))
-        .bind(status)
-        .bind(error)
-        .bind(&report.session_id)
-        .bind(report.turns.map(i64::from))
-        .bind(report.usage.input_tokens as i64)
-        .bind(report.usage.output_tokens as i64)
-        .bind(report.usage.cache_read_tokens as i64)
-        .bind(report.usage.cache_write_tokens as i64)
-        .bind(report.usage.reasoning_tokens as i64)
-        .bind(report.cost_usd)
-        .bind(&report.model)
-        .execute(&mut *self.writer().await?)
-        .await?;
+        let writer = self.writer().await?;
+        self.inline.write(&writer, |connection| {
+            inline::execute(
+                connection,
+                "UPDATE agent_runs SET ended_at = $2, exit_code = $3, status = $4, error = $5, session_id = $6, turns = $7,
+                   input_tokens = $8, output_tokens = $9, cache_read_tokens = $10, cache_write_tokens = $11,
+                   reasoning_tokens = $12, cost_usd = $13, model = COALESCE($14, model)
+                 WHERE id = $1",
+                &[
+                    &id,
+                    &finish.ended_at_ms,
+                    &finish.exit_code.map(i64::from),
+                    &status,
+                    &error,
+                    &report.session_id,
+                    &report.turns.map(i64::from),
+                    &(report.usage.input_tokens as i64),
+                    &(report.usage.output_tokens as i64),
+                    &(report.usage.cache_read_tokens as i64),
+                    &(report.usage.cache_write_tokens as i64),
+                    &(report.usage.reasoning_tokens as i64),
+                    &report.cost_usd,
+                    &report.model,
+                ],
+            )
+        })?;
         Ok(())
     }
 
@@ -1328,16 +1276,19 @@ impl Store for SqliteStore {
     }
 
     async fn count_agent_runs(&self, task: TaskId, stage: &str) -> StoreResult<u32> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_runs WHERE task_id = $1 AND stage = $2")
-            .bind(task.0)
-            .bind(stage)
-            .fetch_one(&mut *self.reader().await)
-            .await?;
-        Ok(count as u32)
+        let count: Option<i64> = self.inline.read(|connection| {
+            inline::scalar(
+                connection,
+                "SELECT COUNT(*) FROM agent_runs WHERE task_id = $1 AND stage = $2",
+                &[&task.0, &stage],
+            )
+        })?;
+        Ok(count.unwrap_or(0) as u32)
     }
 
     async fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
-        insert_event(&mut *self.writer().await?, &event).await
+        let writer = self.writer().await?;
+        self.inline.write(&writer, |connection| insert_event(connection, &event))
     }
 
     async fn events(&self, task: Option<TaskId>, after_id: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
@@ -1412,10 +1363,11 @@ impl Store for SqliteStore {
     }
 
     async fn budget_caps(&self) -> StoreResult<Vec<(String, Option<f64>)>> {
-        let rows = sqlx::query("SELECT scope, cap_usd FROM budget_caps ORDER BY scope")
-            .fetch_all(&mut *self.reader().await)
-            .await?;
-        rows.iter().map(|row| Ok((row.try_get("scope")?, row.try_get("cap_usd")?))).collect()
+        self.inline.read(|connection| {
+            inline::query_all(connection, "SELECT scope, cap_usd FROM budget_caps ORDER BY scope", &[], |row| {
+                Ok((row.try_get("scope")?, row.try_get("cap_usd")?))
+            })
+        })
     }
 
     async fn freeze_repo(&self, freeze: &NewFreeze, now_ms: i64) -> StoreResult<(RepoFreeze, bool)> {
@@ -1927,12 +1879,15 @@ impl Store for SqliteStore {
     }
 
     async fn complete_effect(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE outbox SET done_at = $2 WHERE id = $1 AND done_at IS NULL")
-            .bind(id)
-            .bind(now_ms)
-            .execute(&mut *self.writer().await?)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let writer = self.writer().await?;
+        let done = self.inline.write(&writer, |connection| {
+            inline::execute(
+                connection,
+                "UPDATE outbox SET done_at = $2 WHERE id = $1 AND done_at IS NULL",
+                &[&id, &now_ms],
+            )
+        })?;
+        Ok(done == 1)
     }
 
     async fn fail_effect(&self, id: i64, error: &str, retry_at_ms: i64) -> StoreResult<()> {
@@ -2235,7 +2190,7 @@ impl Store for SqliteStore {
     }
 
     async fn next_job_at_ms(&self) -> StoreResult<Option<i64>> {
-        Ok(sqlx::query_scalar(NEXT_JOB_AT).fetch_one(&mut *self.reader().await).await?)
+        Ok(self.inline.read(|connection| inline::scalar::<Option<i64>>(connection, NEXT_JOB_AT, &[]))?.flatten())
     }
 
     async fn unapplied_tasks(&self, since_ms: i64, before_ms: i64, limit: u32) -> StoreResult<Vec<TaskRecord>> {
