@@ -28,6 +28,12 @@ const READERS: usize = 3;
 /// Prepared statements kept per connection (the hot paths use a few dozen).
 const STATEMENT_CACHE: usize = 64;
 
+/// How a transaction that answered ends.
+pub(crate) enum Finish {
+    Commit,
+    RollBack,
+}
+
 /// The inline connections of a store: one writer, a few readers.
 pub(crate) struct Inline {
     writer: Mutex<Connection>,
@@ -61,16 +67,29 @@ impl Inline {
     }
 
     /// Runs `write` as one `BEGIN IMMEDIATE` transaction: committed when it answers `Ok`, rolled
-    /// back when it answers `Err`. `_held` is the store's writer guard: no other write runs.
+    /// back when it answers `Err`. `held` is the store's writer guard: no other write runs.
     pub(crate) fn transaction<G, T>(
         &self,
-        _held: &G,
+        held: &G,
         write: impl FnOnce(&Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.transaction_deciding(held, |tx| write(tx).map(|answer| (answer, Finish::Commit)))
+    }
+
+    /// [`Inline::transaction`] where `write` also says whether its changes are kept.
+    pub(crate) fn transaction_deciding<G, T>(
+        &self,
+        _held: &G,
+        write: impl FnOnce(&Connection) -> StoreResult<(T, Finish)>,
     ) -> StoreResult<T> {
         let mut connection = lock(&self.writer);
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
-        let answer = write(&tx)?;
-        tx.commit().map_err(error)?;
+        let (answer, finish) = write(&tx)?;
+        match finish {
+            Finish::Commit => tx.commit(),
+            Finish::RollBack => tx.rollback(),
+        }
+        .map_err(error)?;
         Ok(answer)
     }
 
@@ -186,27 +205,59 @@ pub(crate) fn insert(connection: &Connection, sql: &str, values: &[&dyn ToSql]) 
     Ok(connection.last_insert_rowid())
 }
 
-/// The shared row decoders over an inline row, those with an inline caller named for it.
+/// The row decoders over an inline row (the shared ones and the SQLite store's own), those with an
+/// inline caller named for it.
 pub(crate) mod decode {
     use super::InlineRow;
-    use baton_domain::{JobId, TaskId};
-    use baton_store::{JobRecord, StoreResult, TaskRecord};
+    use baton_store::*;
 
     mod all {
         #![allow(dead_code)]
-        use super::{InlineRow, JobId, JobRecord, StoreResult, TaskId, TaskRecord};
+        use super::*;
+        use baton_domain::{JobId, TaskId};
         baton_store::row_decoders!(InlineRow<'_>);
+        sqlite_decoders!(InlineRow<'_>);
 
         pub(crate) fn task(row: &InlineRow<'_>) -> StoreResult<TaskRecord> {
             task_from_row(row)
         }
-
         pub(crate) fn job(row: &InlineRow<'_>) -> StoreResult<JobRecord> {
             job_from_row(row)
         }
+        pub(crate) fn event(row: &InlineRow<'_>) -> StoreResult<EventRecord> {
+            event_from_row(row)
+        }
+        pub(crate) fn agent_run(row: &InlineRow<'_>) -> StoreResult<AgentRunRecord> {
+            agent_run_from_row(row)
+        }
+        pub(crate) fn effect(row: &InlineRow<'_>) -> StoreResult<EffectRecord> {
+            effect_from_row(row)
+        }
+        pub(crate) fn queue(row: &InlineRow<'_>) -> StoreResult<QueueEntry> {
+            queue_from_row(row)
+        }
+        pub(crate) fn lease(row: &InlineRow<'_>) -> StoreResult<LeaseRecord> {
+            lease_from_row(row)
+        }
+        pub(crate) fn dependency(row: &InlineRow<'_>) -> StoreResult<DependencyRecord> {
+            Ok(DependencyRecord {
+                task_id: TaskId(row.try_get("task_id")?),
+                depends_on: TaskId(row.try_get("depends_on")?),
+                depends_on_work_item: row.try_get("depends_on_work_item")?,
+                depends_on_stage: row.try_get("depends_on_stage")?,
+                created_at_ms: row.try_get("created_at")?,
+                created_by: row.try_get("created_by")?,
+            })
+        }
+        pub(crate) fn freeze(row: &InlineRow<'_>) -> StoreResult<RepoFreeze> {
+            freeze_row(row)
+        }
+        pub(crate) fn lesson(row: &InlineRow<'_>) -> StoreResult<LessonRecord> {
+            lesson_row(row)
+        }
     }
 
-    pub(crate) use all::{job, task};
+    pub(crate) use all::{agent_run, dependency, effect, event, freeze, job, lease, lesson, queue, task};
 }
 
 #[cfg(test)]

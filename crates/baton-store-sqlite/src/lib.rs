@@ -7,8 +7,8 @@ use baton_domain::ids::branch_name;
 use baton_domain::{JobId, TaskId, TaskState, WorkItemId};
 use baton_store::metrics::{Histogram, HistogramBounds, MERGE_GATE, MetricCounts, OpenJob, TokenTotals};
 use baton_store::rows::{
-    EXTEND_LEASE, GRANT_LEASE, HOLD_OF_TASK, LEASE_BY_NAME, NEXT_LEASE_TOKEN, WORK_ITEM_WALK_MAX, parked_hold,
-    state_columns, update_queue_entry,
+    EXTEND_LEASE, GRANT_LEASE, HOLD_OF_TASK, LEASE_BY_NAME, NEXT_LEASE_TOKEN, UPDATE_QUEUE_ENTRY, WORK_ITEM_WALK_MAX,
+    parked_hold, state_columns,
 };
 use baton_store::*;
 use rusqlite::Connection;
@@ -22,7 +22,53 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The SQLite store's own row decoders, for the sqlx rows and the inline ones alike.
+macro_rules! sqlite_decoders {
+    ($row:ty) => {
+        fn freeze_row(row: &$row) -> StoreResult<RepoFreeze> {
+            let task = |column: &str| -> StoreResult<Option<TaskId>> {
+                Ok(row.try_get::<Option<i64>, _>(column)?.map(TaskId))
+            };
+            Ok(RepoFreeze {
+                id: row.try_get("id")?,
+                repo: row.try_get("repo")?,
+                task: task("task_id")?,
+                incident: task("incident_task_id")?,
+                revert: task("revert_task_id")?,
+                frozen_by: row.try_get("frozen_by")?,
+                reason: row.try_get("reason")?,
+                frozen_at_ms: row.try_get("frozen_at")?,
+                unfrozen_by: row.try_get("unfrozen_by")?,
+                unfrozen_at_ms: row.try_get("unfrozen_at")?,
+            })
+        }
+
+        fn lesson_row(row: &$row) -> StoreResult<LessonRecord> {
+            let tags: String = row.try_get("tags")?;
+            Ok(LessonRecord {
+                id: row.try_get("id")?,
+                slug: row.try_get("slug")?,
+                title: row.try_get("title")?,
+                body: row.try_get("body")?,
+                source: row.try_get("source")?,
+                repo: row.try_get("repo")?,
+                stage: row.try_get("stage")?,
+                tags: lesson_tags_parse(&tags)?,
+                task: row.try_get("task")?,
+                created_at_ms: row.try_get("created_at")?,
+                updated_at_ms: row.try_get("updated_at")?,
+                hits: row.try_get("hits")?,
+                last_hit_at_ms: row.try_get("last_hit_at")?,
+                status: row.try_get("status")?,
+            })
+        }
+    };
+}
+
+sqlite_decoders!(SqliteRow);
+
 mod inline;
+use inline::Finish;
 mod queries;
 mod seed;
 
@@ -505,17 +551,6 @@ fn sql_stage(column: &str) -> String {
 }
 
 /// A row of [`DEPENDENCIES_OF_TASK`] or [`LIVE_DEPENDENCIES`].
-fn dependency_from_row(row: &SqliteRow) -> StoreResult<DependencyRecord> {
-    Ok(DependencyRecord {
-        task_id: TaskId(row.try_get("task_id")?),
-        depends_on: TaskId(row.try_get("depends_on")?),
-        depends_on_work_item: row.try_get("depends_on_work_item")?,
-        depends_on_stage: row.try_get("depends_on_stage")?,
-        created_at_ms: row.try_get("created_at")?,
-        created_by: row.try_get("created_by")?,
-    })
-}
-
 /// Up to `limit` claims inside the caller's transaction with one query, one update of the jobs
 /// and one of their tasks (ids passed as a JSON array); best first.
 fn claim_batch(connection: &Connection, claim: &Claim, limit: u32) -> StoreResult<Vec<JobRecord>> {
@@ -783,16 +818,15 @@ impl Store for SqliteStore {
     }
 
     async fn task_counts(&self) -> StoreResult<Vec<TaskCount>> {
-        let rows = sqlx::query(TASK_COUNTS).fetch_all(&mut *self.reader().await).await?;
-        rows.iter()
-            .map(|row| {
+        self.inline.read(|connection| {
+            inline::query_all(connection, TASK_COUNTS, &[], |row| {
                 Ok(TaskCount {
                     stage: row.try_get("stage")?,
                     hold: row.try_get("hold")?,
                     tasks: row.try_get::<i64, _>("n")?.max(0) as u64,
                 })
             })
-            .collect()
+        })
     }
 
     async fn metric_counts(&self, bounds: &HistogramBounds) -> StoreResult<MetricCounts> {
@@ -987,8 +1021,9 @@ impl Store for SqliteStore {
     }
 
     async fn jobs_with_status(&self, status: JobStatus) -> StoreResult<Vec<JobRecord>> {
-        let rows = sqlx::query(JOBS_WITH_STATUS).bind(status.as_str()).fetch_all(&mut *self.reader().await).await?;
-        rows.iter().map(job_from_row).collect()
+        self.inline.read(|connection| {
+            inline::query_all(connection, JOBS_WITH_STATUS, &[&status.as_str()], inline::decode::job)
+        })
     }
 
     async fn add_dependency(
@@ -1034,18 +1069,17 @@ impl Store for SqliteStore {
     }
 
     async fn dependencies(&self, task: TaskId) -> StoreResult<Vec<DependencyRecord>> {
-        let rows = sqlx::query(DEPENDENCIES_OF_TASK).bind(task.0).fetch_all(&mut *self.reader().await).await?;
-        rows.iter().map(dependency_from_row).collect()
+        self.inline.read(|connection| {
+            inline::query_all(connection, DEPENDENCIES_OF_TASK, &[&task.0], inline::decode::dependency)
+        })
     }
 
     async fn live_dependencies(&self) -> StoreResult<Vec<DependencyRecord>> {
-        let rows = sqlx::query(LIVE_DEPENDENCIES).fetch_all(&mut *self.reader().await).await?;
-        rows.iter().map(dependency_from_row).collect()
+        self.inline.read(|connection| inline::query_all(connection, LIVE_DEPENDENCIES, &[], inline::decode::dependency))
     }
 
     async fn jobs_for_task(&self, task: TaskId) -> StoreResult<Vec<JobRecord>> {
-        let rows = sqlx::query(JOBS_OF_TASK).bind(task.0).fetch_all(&mut *self.reader().await).await?;
-        rows.iter().map(job_from_row).collect()
+        self.inline.read(|connection| inline::query_all(connection, JOBS_OF_TASK, &[&task.0], inline::decode::job))
     }
 
     async fn set_job_process(&self, job: JobId, pid: Option<u32>, pgid: Option<u32>) -> StoreResult<()> {
@@ -1104,37 +1138,37 @@ impl Store for SqliteStore {
     }
 
     async fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<bool> {
-        let result = sqlx::query("UPDATE leases SET expires_at = $3 WHERE name = $1 AND holder = $2")
-            .bind(name)
-            .bind(holder)
-            .bind(now_ms + ttl_ms)
-            .execute(&mut *self.writer().await?)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        let writer = self.writer().await?;
+        let renewed = self.inline.write(&writer, |connection| {
+            inline::execute(
+                connection,
+                "UPDATE leases SET expires_at = $3 WHERE name = $1 AND holder = $2",
+                &[&name, &holder, &(now_ms + ttl_ms)],
+            )
+        })?;
+        Ok(renewed == 1)
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
-        let result = sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
-            .bind(name)
-            .bind(holder)
-            .execute(&mut *self.writer().await?)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        let writer = self.writer().await?;
+        let released = self.inline.write(&writer, |connection| {
+            inline::execute(connection, "DELETE FROM leases WHERE name = $1 AND holder = $2", &[&name, &holder])
+        })?;
+        Ok(released == 1)
     }
 
     async fn release_lease_if_unmoved(&self, name: &str, task: TaskId, version: i64) -> StoreResult<bool> {
         // One statement on the one writer: no claim or advance commits between check and delete.
-        let result = sqlx::query(
-            "DELETE FROM leases WHERE name = $1 AND holder = $2
-             AND EXISTS (SELECT 1 FROM tasks WHERE id = $3 AND version = $4)",
-        )
-        .bind(name)
-        .bind(task_holder(task))
-        .bind(task.0)
-        .bind(version)
-        .execute(&mut *self.writer().await?)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        let writer = self.writer().await?;
+        let released = self.inline.write(&writer, |connection| {
+            inline::execute(
+                connection,
+                "DELETE FROM leases WHERE name = $1 AND holder = $2
+                 AND EXISTS (SELECT 1 FROM tasks WHERE id = $3 AND version = $4)",
+                &[&name, &task_holder(task), &task.0, &version],
+            )
+        })?;
+        Ok(released == 1)
     }
 
     async fn close_job(
@@ -1271,8 +1305,8 @@ impl Store for SqliteStore {
     }
 
     async fn agent_runs(&self, task: TaskId) -> StoreResult<Vec<AgentRunRecord>> {
-        let rows = sqlx::query(AGENT_RUNS_OF_TASK).bind(task.0).fetch_all(&mut *self.reader().await).await?;
-        rows.iter().map(agent_run_from_row).collect()
+        self.inline
+            .read(|connection| inline::query_all(connection, AGENT_RUNS_OF_TASK, &[&task.0], inline::decode::agent_run))
     }
 
     async fn count_agent_runs(&self, task: TaskId, stage: &str) -> StoreResult<u32> {
@@ -1292,20 +1326,18 @@ impl Store for SqliteStore {
     }
 
     async fn events(&self, task: Option<TaskId>, after_id: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
-        let query = match task {
-            Some(task) => sqlx::query(EVENTS_OF_TASK).bind(task.0).bind(after_id),
-            None => sqlx::query(EVENTS_ALL).bind(after_id),
-        };
-        let rows = query.bind(i64::from(limit)).fetch_all(&mut *self.reader().await).await?;
-        rows.iter().map(event_from_row).collect()
+        let limit = i64::from(limit);
+        self.inline.read(|connection| match task {
+            Some(task) => {
+                inline::query_all(connection, EVENTS_OF_TASK, &[&task.0, &after_id, &limit], inline::decode::event)
+            }
+            None => inline::query_all(connection, EVENTS_ALL, &[&after_id, &limit], inline::decode::event),
+        })
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome> {
-        let mut writer = self.writer().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let outcome = acquire_lease_in(&mut tx, name, holder, ttl_ms, now_ms).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        let writer = self.writer().await?;
+        self.inline.transaction(&writer, |tx| acquire_lease_in(tx, name, holder, ttl_ms, now_ms))
     }
 
     async fn acquire_lease_for_job(
@@ -1316,29 +1348,25 @@ impl Store for SqliteStore {
         ttl_ms: i64,
         now_ms: i64,
     ) -> StoreResult<Option<LeaseOutcome>> {
-        let mut writer = self.writer().await?;
+        let writer = self.writer().await?;
         // One transaction on the one writer: no advance of the task commits between the check
         // of its active job and the grant.
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        if !runs_job_in(&mut tx, task, job).await? {
-            return Ok(None);
-        }
-        let outcome = acquire_lease_in(&mut tx, name, &task_holder(task), ttl_ms, now_ms).await?;
-        tx.commit().await?;
-        Ok(Some(outcome))
+        self.inline.transaction(&writer, |tx| {
+            if !runs_job_in(tx, task, job)? {
+                return Ok(None);
+            }
+            acquire_lease_in(tx, name, &task_holder(task), ttl_ms, now_ms).map(Some)
+        })
     }
 
     async fn lease(&self, name: &str) -> StoreResult<Option<LeaseRecord>> {
-        let row = sqlx::query("SELECT * FROM leases WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *self.reader().await)
-            .await?;
-        row.as_ref().map(lease_from_row).transpose()
+        self.inline.read(|connection| inline::query_row(connection, LEASE_BY_NAME, &[&name], inline::decode::lease))
     }
 
     async fn leases(&self) -> StoreResult<Vec<LeaseRecord>> {
-        let rows = sqlx::query("SELECT * FROM leases ORDER BY name").fetch_all(&mut *self.reader().await).await?;
-        rows.iter().map(lease_from_row).collect()
+        self.inline.read(|connection| {
+            inline::query_all(connection, "SELECT * FROM leases ORDER BY name", &[], inline::decode::lease)
+        })
     }
 
     async fn inbox_seen(&self, dedup_key: &str) -> StoreResult<bool> {
@@ -1425,14 +1453,15 @@ impl Store for SqliteStore {
     }
 
     async fn repo_freezes(&self) -> StoreResult<Vec<RepoFreeze>> {
-        let rows =
-            sqlx::query(
+        self.inline.read(|connection| {
+            inline::query_all(
+                connection,
                 "SELECT id, repo, task_id, incident_task_id, revert_task_id, frozen_by, reason, frozen_at, unfrozen_by, unfrozen_at
                  FROM repo_freezes WHERE unfrozen_at IS NULL ORDER BY repo",
+                &[],
+                inline::decode::freeze,
             )
-                .fetch_all(&mut *self.reader().await)
-                .await?;
-        rows.iter().map(freeze_row).collect()
+        })
     }
 
     async fn coverage_baseline(&self, repo: &str) -> StoreResult<Option<CoverageBaseline>> {
@@ -1577,17 +1606,16 @@ impl Store for SqliteStore {
     }
 
     async fn lessons(&self, filter: &LessonFilter) -> StoreResult<Vec<LessonRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM lessons WHERE ($1 IS NULL OR repo IS NULL OR repo = $1)
-               AND ($2 IS NULL OR stage IS NULL OR stage = $2) AND ($3 IS NULL OR status = $3)
-             ORDER BY updated_at DESC, id DESC",
-        )
-        .bind(&filter.repo)
-        .bind(&filter.stage)
-        .bind(&filter.status)
-        .fetch_all(&mut *self.reader().await)
-        .await?;
-        rows.iter().map(lesson_row).collect()
+        self.inline.read(|connection| {
+            inline::query_all(
+                connection,
+                "SELECT * FROM lessons WHERE ($1 IS NULL OR repo IS NULL OR repo = $1)
+                   AND ($2 IS NULL OR stage IS NULL OR stage = $2) AND ($3 IS NULL OR status = $3)
+                 ORDER BY updated_at DESC, id DESC",
+                &[&filter.repo, &filter.stage, &filter.status],
+                inline::decode::lesson,
+            )
+        })
     }
 
     async fn update_lesson(&self, id: i64, patch: &LessonPatch, now_ms: i64) -> StoreResult<LessonRecord> {
@@ -1866,14 +1894,15 @@ impl Store for SqliteStore {
     }
 
     async fn claim_effects(&self, claim: &EffectClaim) -> StoreResult<Vec<EffectRecord>> {
-        let rows = sqlx::query(CLAIM_EFFECTS)
-            .bind(claim.now_ms)
-            .bind(claim.claim_ms)
-            .bind(i64::from(claim.limit))
-            .bind(claim.task.map(|t| t.0))
-            .fetch_all(&mut *self.writer().await?)
-            .await?;
-        let mut effects = rows.iter().map(effect_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let writer = self.writer().await?;
+        let mut effects = self.inline.write(&writer, |connection| {
+            inline::query_all(
+                connection,
+                CLAIM_EFFECTS,
+                &[&claim.now_ms, &claim.claim_ms, &i64::from(claim.limit), &claim.task.map(|t| t.0)],
+                inline::decode::effect,
+            )
+        })?;
         effects.sort_by_key(|e| e.id);
         Ok(effects)
     }
@@ -2107,31 +2136,26 @@ impl Store for SqliteStore {
 
     async fn queue_entry(&self, task: TaskId) -> StoreResult<Option<QueueEntry>> {
         let sql = format!("SELECT {QUEUE_COLUMNS} WHERE q.task_id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(task.0).fetch_optional(&mut *self.reader().await).await?;
-        row.as_ref().map(queue_from_row).transpose()
+        self.inline.read(|connection| inline::query_row(connection, &sql, &[&task.0], inline::decode::queue))
     }
 
     async fn queue_entries(&self, repo: Option<&str>) -> StoreResult<Vec<QueueEntry>> {
-        let rows = match repo {
+        self.inline.read(|connection| match repo {
             Some(repo) => {
                 let sql = format!("SELECT {QUEUE_COLUMNS} WHERE q.repo = $1 ORDER BY q.entered_at, q.task_id");
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repo).fetch_all(&mut *self.reader().await).await?
+                inline::query_all(connection, &sql, &[&repo], inline::decode::queue)
             }
             None => {
                 let sql = format!("SELECT {QUEUE_COLUMNS} ORDER BY q.repo, q.entered_at, q.task_id");
-                sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *self.reader().await).await?
+                inline::query_all(connection, &sql, &[], inline::decode::queue)
             }
-        };
-        rows.iter().map(queue_from_row).collect()
+        })
     }
 
     async fn queue_entries_with_head(&self, repo: &str, head: &str) -> StoreResult<Vec<QueueEntry>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(queue_with_head_sql()))
-            .bind(repo)
-            .bind(head)
-            .fetch_all(&mut *self.reader().await)
-            .await?;
-        rows.iter().map(queue_from_row).collect()
+        self.inline.read(|connection| {
+            inline::query_all(connection, &queue_with_head_sql(), &[&repo, &head], inline::decode::queue)
+        })
     }
 
     async fn queue_update(
@@ -2141,30 +2165,31 @@ impl Store for SqliteStore {
         change: &QueueChange,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        update_queue_entry_in(&mut *self.writer().await?, task, expect, change, now_ms).await
+        let writer = self.writer().await?;
+        self.inline.write(&writer, |connection| update_queue_entry_in(connection, task, expect, change, now_ms))
     }
 
     async fn queue_land(&self, landing: &QueueLanding, now_ms: i64) -> StoreResult<Option<LeaseOutcome>> {
         let QueueLanding { task, job, expect, change, lease: name, ttl_ms } = landing;
         let (task, job, ttl_ms) = (*task, *job, *ttl_ms);
-        let mut writer = self.writer().await?;
+        let writer = self.writer().await?;
         // One transaction on the one writer: the grant and the entry's move commit together, or
-        // neither does (a dropped transaction rolls back).
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(job) = job
-            && !runs_job_in(&mut tx, task, job).await?
-        {
-            return Ok(None);
-        }
-        let outcome = acquire_lease_in(&mut tx, name, &task_holder(task), ttl_ms, now_ms).await?;
-        if matches!(outcome, LeaseOutcome::Busy { .. }) {
-            return Ok(Some(outcome));
-        }
-        if !update_queue_entry_in(&mut tx, task, expect, change, now_ms).await? {
-            return Ok(None);
-        }
-        tx.commit().await?;
-        Ok(Some(outcome))
+        // neither does.
+        self.inline.transaction_deciding(&writer, |tx| {
+            if let Some(job) = job
+                && !runs_job_in(tx, task, job)?
+            {
+                return Ok((None, Finish::RollBack));
+            }
+            let outcome = acquire_lease_in(tx, name, &task_holder(task), ttl_ms, now_ms)?;
+            if matches!(outcome, LeaseOutcome::Busy { .. }) {
+                return Ok((Some(outcome), Finish::RollBack));
+            }
+            if !update_queue_entry_in(tx, task, expect, change, now_ms)? {
+                return Ok((None, Finish::RollBack));
+            }
+            Ok((Some(outcome), Finish::Commit))
+        })
     }
 
     async fn set_queue_priority(&self, task: TaskId, priority: i64) -> StoreResult<bool> {
@@ -2282,22 +2307,6 @@ impl SqliteStore {
     }
 }
 
-fn freeze_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<RepoFreeze> {
-    let task = |column: &str| -> StoreResult<Option<TaskId>> { Ok(row.try_get::<Option<i64>, _>(column)?.map(TaskId)) };
-    Ok(RepoFreeze {
-        id: row.try_get("id")?,
-        repo: row.try_get("repo")?,
-        task: task("task_id")?,
-        incident: task("incident_task_id")?,
-        revert: task("revert_task_id")?,
-        frozen_by: row.try_get("frozen_by")?,
-        reason: row.try_get("reason")?,
-        frozen_at_ms: row.try_get("frozen_at")?,
-        unfrozen_by: row.try_get("unfrozen_by")?,
-        unfrozen_at_ms: row.try_get("unfrozen_at")?,
-    })
-}
-
 fn coverage_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<CoverageBaseline> {
     Ok(CoverageBaseline {
         repo: row.try_get("repo")?,
@@ -2308,25 +2317,6 @@ fn coverage_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<CoverageBaseline> 
     })
 }
 
-fn lesson_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<LessonRecord> {
-    let tags: String = row.try_get("tags")?;
-    Ok(LessonRecord {
-        id: row.try_get("id")?,
-        slug: row.try_get("slug")?,
-        title: row.try_get("title")?,
-        body: row.try_get("body")?,
-        source: row.try_get("source")?,
-        repo: row.try_get("repo")?,
-        stage: row.try_get("stage")?,
-        tags: lesson_tags_parse(&tags)?,
-        task: row.try_get("task")?,
-        created_at_ms: row.try_get("created_at")?,
-        updated_at_ms: row.try_get("updated_at")?,
-        hits: row.try_get("hits")?,
-        last_hit_at_ms: row.try_get("last_hit_at")?,
-        status: row.try_get("status")?,
-    })
-}
 fn proposal_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<TaskProposalRecord> {
     Ok(TaskProposalRecord {
         id: row.try_get("id")?,
@@ -2344,55 +2334,55 @@ fn proposal_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<TaskProposalRecord
 
 /// Whether `job` is `task`'s active job, read in the caller's write transaction (a lease grant
 /// fenced on the job).
-async fn runs_job_in(tx: &mut sqlx::SqliteConnection, task: TaskId, job: JobId) -> StoreResult<bool> {
-    let active: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = $1 AND current_job = $2")
-        .bind(task.0)
-        .bind(job.0)
-        .fetch_optional(&mut *tx)
-        .await?;
+fn runs_job_in(tx: &Connection, task: TaskId, job: JobId) -> StoreResult<bool> {
+    let active: Option<i64> =
+        inline::scalar(tx, "SELECT 1 FROM tasks WHERE id = $1 AND current_job = $2", &[&task.0, &job.0])?;
     Ok(active.is_some())
 }
 
 /// The merge queue entry's compare-and-set (`Store::queue_update`) on the caller's connection:
-/// `change` applied only while the entry is in `expect`'s state on `expect`'s base.
-async fn update_queue_entry_in(
-    conn: &mut sqlx::SqliteConnection,
+/// `change` applied only while the entry is in `expect`'s state on `expect`'s base. The values in
+/// [`UPDATE_QUEUE_ENTRY`]'s order, as `baton_store::rows::update_queue_entry` binds them for sqlx.
+fn update_queue_entry_in(
+    connection: &Connection,
     task: TaskId,
     expect: &QueueExpect,
     change: &QueueChange,
     now_ms: i64,
 ) -> StoreResult<bool> {
-    let result = update_queue_entry(task, expect, change, now_ms).execute(&mut *conn).await?;
-    Ok(result.rows_affected() == 1)
+    let updated = inline::execute(
+        connection,
+        UPDATE_QUEUE_ENTRY,
+        &[
+            &task.0,
+            &expect.state.as_str(),
+            &expect.base.as_deref(),
+            &change.state.as_str(),
+            &change.base.as_deref(),
+            &change.head.as_deref(),
+            &i64::from(change.fails),
+            &change.reason.as_deref(),
+            &now_ms,
+            &change.batch.map(|b| b.0),
+            &change.split.map(i64::from),
+        ],
+    )?;
+    Ok(updated == 1)
 }
 
 /// Takes or renews `name` for `holder` inside the caller's write transaction.
-async fn acquire_lease_in(
-    tx: &mut sqlx::SqliteConnection,
-    name: &str,
-    holder: &str,
-    ttl_ms: i64,
-    now_ms: i64,
-) -> StoreResult<LeaseOutcome> {
-    let current = sqlx::query(LEASE_BY_NAME).bind(name).fetch_optional(&mut *tx).await?;
-    if let Some(row) = current.as_ref() {
-        let lease = lease_from_row(row)?;
+fn acquire_lease_in(tx: &Connection, name: &str, holder: &str, ttl_ms: i64, now_ms: i64) -> StoreResult<LeaseOutcome> {
+    if let Some(lease) = inline::query_row(tx, LEASE_BY_NAME, &[&name], inline::decode::lease)? {
         if lease.holder == holder {
-            sqlx::query(EXTEND_LEASE).bind(name).bind(now_ms + ttl_ms).execute(&mut *tx).await?;
+            inline::execute(tx, EXTEND_LEASE, &[&name, &(now_ms + ttl_ms)])?;
             return Ok(LeaseOutcome::Acquired { token: lease.token });
         }
         if lease.expires_at_ms > now_ms {
             return Ok(LeaseOutcome::Busy { holder: lease.holder });
         }
     }
-    let token: i64 = sqlx::query_scalar(NEXT_LEASE_TOKEN).bind(name).fetch_one(&mut *tx).await?;
-    sqlx::query(GRANT_LEASE)
-        .bind(name)
-        .bind(holder)
-        .bind(token)
-        .bind(now_ms)
-        .bind(now_ms + ttl_ms)
-        .execute(&mut *tx)
-        .await?;
+    let token: i64 = inline::scalar(tx, NEXT_LEASE_TOKEN, &[&name])?
+        .ok_or_else(|| StoreError::Database(format!("no fencing token for lease {name}")))?;
+    inline::execute(tx, GRANT_LEASE, &[&name, &holder, &token, &now_ms, &(now_ms + ttl_ms)])?;
     Ok(LeaseOutcome::Acquired { token })
 }
