@@ -279,14 +279,21 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_lock_is_busy_and_a_wrong_type_is_corrupt() {
-        let busy = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error { code: rusqlite::ErrorCode::DatabaseBusy, extended_code: 5 },
-            None,
-        );
-        assert!(matches!(error(busy), StoreError::Busy(_)));
-        let connection = Connection::open_in_memory().unwrap();
-        let wrong: StoreResult<Option<i64>> = scalar(&connection, "SELECT 'text'", &[]);
+    fn a_write_lock_held_elsewhere_is_busy_and_a_wrong_type_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("busy.db");
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("CREATE TABLE t (x INTEGER); BEGIN IMMEDIATE;").unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(Duration::ZERO).unwrap();
+        let busy = execute(&other, "INSERT INTO t (x) VALUES ($1)", &[&1]);
+        assert!(matches!(busy, Err(StoreError::Busy(_))), "{busy:?}");
+        holder.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(execute(&other, "INSERT INTO t (x) VALUES ($1)", &[&1]).unwrap(), 1);
+
+        let wrong: StoreResult<Option<i64>> = scalar(&other, "SELECT 'text'", &[]);
         assert!(matches!(wrong, Err(StoreError::Corrupt(_))), "{wrong:?}");
+        let missing = execute(&other, "SELECT * FROM no_such_table", &[]);
+        assert!(matches!(missing, Err(StoreError::Database(_))), "{missing:?}");
     }
 }
