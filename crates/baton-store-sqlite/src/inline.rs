@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Reader connections of the inline side: a read holds one for microseconds, on one of the
 /// runtime's few threads.
@@ -157,6 +157,12 @@ impl InlineRow<'_> {
     }
 }
 
+/// Logs a statement run inline (`BATON_LOG=baton_store_sqlite::inline=debug`), as sqlx logs its
+/// own under `sqlx::query`.
+fn logged(sql: &str, started: Instant, rows: usize) {
+    tracing::debug!(target: "baton_store_sqlite::inline", statement = sql, rows, elapsed = ?started.elapsed());
+}
+
 /// The first row of `sql`, decoded.
 pub(crate) fn query_row<T>(
     connection: &Connection,
@@ -164,12 +170,15 @@ pub(crate) fn query_row<T>(
     values: &[&dyn ToSql],
     decode: impl FnOnce(&InlineRow<'_>) -> StoreResult<T>,
 ) -> StoreResult<Option<T>> {
+    let started = Instant::now();
     let mut statement = connection.prepare_cached(&numbered(sql)).map_err(error)?;
     let mut rows = statement.query(values).map_err(error)?;
-    match rows.next().map_err(error)? {
+    let answer = match rows.next().map_err(error)? {
         Some(row) => decode(&InlineRow(row)).map(Some),
         None => Ok(None),
-    }
+    };
+    logged(sql, started, usize::from(matches!(answer, Ok(Some(_)))));
+    answer
 }
 
 /// Every row of `sql`, decoded.
@@ -179,12 +188,14 @@ pub(crate) fn query_all<T>(
     values: &[&dyn ToSql],
     mut decode: impl FnMut(&InlineRow<'_>) -> StoreResult<T>,
 ) -> StoreResult<Vec<T>> {
+    let started = Instant::now();
     let mut statement = connection.prepare_cached(&numbered(sql)).map_err(error)?;
     let mut rows = statement.query(values).map_err(error)?;
     let mut all = Vec::new();
     while let Some(row) = rows.next().map_err(error)? {
         all.push(decode(&InlineRow(row))?);
     }
+    logged(sql, started, all.len());
     Ok(all)
 }
 
@@ -195,8 +206,11 @@ pub(crate) fn scalar<T: FromSql>(connection: &Connection, sql: &str, values: &[&
 
 /// Runs `sql`; the rows it changed.
 pub(crate) fn execute(connection: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<usize> {
+    let started = Instant::now();
     let mut statement = connection.prepare_cached(&numbered(sql)).map_err(error)?;
-    statement.execute(values).map_err(error)
+    let changed = statement.execute(values).map_err(error)?;
+    logged(sql, started, changed);
+    Ok(changed)
 }
 
 /// Runs an `INSERT`; the new row's id.
