@@ -157,11 +157,22 @@ impl InlineRow<'_> {
     }
 }
 
+/// When a statement to be logged started: read only while the log is on.
+fn started() -> Option<Instant> {
+    #[allow(clippy::disallowed_methods)] // a log line's duration; no answer of the store depends on it
+    tracing::enabled!(target: LOG, tracing::Level::DEBUG).then(Instant::now)
+}
+
 /// Logs a statement run inline (`BATON_LOG=baton_store_sqlite::inline=debug`), as sqlx logs its
 /// own under `sqlx::query`.
-fn logged(sql: &str, started: Instant, rows: usize) {
-    tracing::debug!(target: "baton_store_sqlite::inline", statement = sql, rows, elapsed = ?started.elapsed());
+fn logged(sql: &str, started: Option<Instant>, rows: usize) {
+    if let Some(started) = started {
+        tracing::debug!(target: LOG, statement = sql, rows, elapsed = ?started.elapsed());
+    }
 }
+
+/// The log target of the inline statements.
+const LOG: &str = "baton_store_sqlite::inline";
 
 /// The first row of `sql`, decoded.
 pub(crate) fn query_row<T>(
@@ -170,7 +181,7 @@ pub(crate) fn query_row<T>(
     values: &[&dyn ToSql],
     decode: impl FnOnce(&InlineRow<'_>) -> StoreResult<T>,
 ) -> StoreResult<Option<T>> {
-    let started = Instant::now();
+    let started = started();
     let mut statement = connection.prepare_cached(&numbered(sql)).map_err(error)?;
     let mut rows = statement.query(values).map_err(error)?;
     let answer = match rows.next().map_err(error)? {
@@ -188,7 +199,7 @@ pub(crate) fn query_all<T>(
     values: &[&dyn ToSql],
     mut decode: impl FnMut(&InlineRow<'_>) -> StoreResult<T>,
 ) -> StoreResult<Vec<T>> {
-    let started = Instant::now();
+    let started = started();
     let mut statement = connection.prepare_cached(&numbered(sql)).map_err(error)?;
     let mut rows = statement.query(values).map_err(error)?;
     let mut all = Vec::new();
@@ -206,7 +217,7 @@ pub(crate) fn scalar<T: FromSql>(connection: &Connection, sql: &str, values: &[&
 
 /// Runs `sql`; the rows it changed.
 pub(crate) fn execute(connection: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<usize> {
-    let started = Instant::now();
+    let started = started();
     let mut statement = connection.prepare_cached(&numbered(sql)).map_err(error)?;
     let changed = statement.execute(values).map_err(error)?;
     logged(sql, started, changed);
