@@ -4,10 +4,11 @@
 //! thread and one back: about 70 µs of processor time for a one-row read whose SQLite work is a
 //! few µs, and a transaction of five statements takes seven trips while it holds the one writer.
 //!
-//! The methods a ticket runs many times go here (a task or job read, the claim, the advance, an
-//! event, an agent run's rows); the rest stay on the sqlx connections. Both write under the store's
-//! one writer lock: an inline write first takes the sqlx writer's guard, so writes never contend
-//! inside the process, and the checkpointer and the file check see every write.
+//! What a ticket runs goes here (task and job reads, the claim, the advance, events, agent runs,
+//! the merge queue, leases, the outbox, …); the rest (administration, usage, migrations, pruning)
+//! stays on the sqlx connections. Both write under the store's one writer lock: an inline write
+//! takes the sqlx writer's guard first ([`Held`]), so writes never contend inside the process, and
+//! the checkpointer and the file check see every write.
 //!
 //! A statement runs on the thread that calls: a read is microseconds; a write waits for SQLite's
 //! lock only while another process holds it (the busy timeout, as on the sqlx connections).
@@ -27,6 +28,9 @@ const READERS: usize = 3;
 
 /// Prepared statements kept per connection (the hot paths use a few dozen).
 const STATEMENT_CACHE: usize = 64;
+
+/// The store's writer lock, held: what every inline write is given to show no other write runs.
+pub(crate) type Held<'a> = tokio::sync::MutexGuard<'a, sqlx::sqlite::SqliteConnection>;
 
 /// How a transaction that answered ends.
 pub(crate) enum Finish {
@@ -67,19 +71,19 @@ impl Inline {
     }
 
     /// Runs `write` as one `BEGIN IMMEDIATE` transaction: committed when it answers `Ok`, rolled
-    /// back when it answers `Err`. `held` is the store's writer guard: no other write runs.
-    pub(crate) fn transaction<G, T>(
+    /// back when it answers `Err`.
+    pub(crate) fn transaction<T>(
         &self,
-        held: &G,
+        held: &Held<'_>,
         write: impl FnOnce(&Connection) -> StoreResult<T>,
     ) -> StoreResult<T> {
         self.transaction_deciding(held, |tx| write(tx).map(|answer| (answer, Finish::Commit)))
     }
 
     /// [`Inline::transaction`] where `write` also says whether its changes are kept.
-    pub(crate) fn transaction_deciding<G, T>(
+    pub(crate) fn transaction_deciding<T>(
         &self,
-        _held: &G,
+        _held: &Held<'_>,
         write: impl FnOnce(&Connection) -> StoreResult<(T, Finish)>,
     ) -> StoreResult<T> {
         let mut connection = lock(&self.writer);
@@ -93,9 +97,12 @@ impl Inline {
         Ok(answer)
     }
 
-    /// Runs `write` on the writer, each statement its own transaction. `_held` as in
-    /// [`Inline::transaction`].
-    pub(crate) fn write<G, T>(&self, _held: &G, write: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    /// Runs `write` on the writer, each statement its own transaction.
+    pub(crate) fn write<T>(
+        &self,
+        _held: &Held<'_>,
+        write: impl FnOnce(&Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         write(&lock(&self.writer))
     }
 }
