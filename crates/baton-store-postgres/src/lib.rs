@@ -215,18 +215,6 @@ async fn migrate(pool: &PgPool) -> StoreResult<()> {
 
 baton_store::row_decoders!(PgRow);
 
-/// A row of the dependency reads ([`DEPENDENCY_COLUMNS`]).
-fn dependency_from_row(row: &PgRow) -> StoreResult<DependencyRecord> {
-    Ok(DependencyRecord {
-        task_id: TaskId(row.try_get("task_id")?),
-        depends_on: TaskId(row.try_get("depends_on")?),
-        depends_on_work_item: row.try_get("depends_on_work_item")?,
-        depends_on_stage: row.try_get("depends_on_stage")?,
-        created_at_ms: row.try_get("created_at")?,
-        created_by: row.try_get("created_by")?,
-    })
-}
-
 /// The channel the triggers of `0005_notify.sql` notify on.
 const CHANGES_CHANNEL: &str = "baton_changes";
 
@@ -2339,66 +2327,6 @@ impl PgStore {
         tx.commit().await?;
         Ok(record)
     }
-}
-
-fn freeze_row(row: &PgRow) -> StoreResult<RepoFreeze> {
-    let task = |column: &str| -> StoreResult<Option<TaskId>> { Ok(row.try_get::<Option<i64>, _>(column)?.map(TaskId)) };
-    Ok(RepoFreeze {
-        id: row.try_get("id")?,
-        repo: row.try_get("repo")?,
-        task: task("task_id")?,
-        incident: task("incident_task_id")?,
-        revert: task("revert_task_id")?,
-        frozen_by: row.try_get("frozen_by")?,
-        reason: row.try_get("reason")?,
-        frozen_at_ms: row.try_get("frozen_at")?,
-        unfrozen_by: row.try_get("unfrozen_by")?,
-        unfrozen_at_ms: row.try_get("unfrozen_at")?,
-    })
-}
-
-fn coverage_row(row: &sqlx::postgres::PgRow) -> StoreResult<CoverageBaseline> {
-    Ok(CoverageBaseline {
-        repo: row.try_get("repo")?,
-        pct: row.try_get("pct")?,
-        updated_at_ms: row.try_get("updated_at")?,
-        set_by: row.try_get("set_by")?,
-        reason: row.try_get("reason")?,
-    })
-}
-
-fn lesson_row(row: &PgRow) -> StoreResult<LessonRecord> {
-    let tags: String = row.try_get("tags")?;
-    Ok(LessonRecord {
-        id: row.try_get("id")?,
-        slug: row.try_get("slug")?,
-        title: row.try_get("title")?,
-        body: row.try_get("body")?,
-        source: row.try_get("source")?,
-        repo: row.try_get("repo")?,
-        stage: row.try_get("stage")?,
-        tags: lesson_tags_parse(&tags)?,
-        task: row.try_get("task")?,
-        created_at_ms: row.try_get("created_at")?,
-        updated_at_ms: row.try_get("updated_at")?,
-        hits: row.try_get("hits")?,
-        last_hit_at_ms: row.try_get("last_hit_at")?,
-        status: row.try_get("status")?,
-    })
-}
-fn proposal_row(row: &PgRow) -> StoreResult<TaskProposalRecord> {
-    Ok(TaskProposalRecord {
-        id: row.try_get("id")?,
-        from_task: TaskId(row.try_get("from_task_id")?),
-        repo: row.try_get("repo")?,
-        title: row.try_get("title")?,
-        body: row.try_get("body")?,
-        status: row.try_get("status")?,
-        created_at_ms: row.try_get("created_at")?,
-        decided_at_ms: row.try_get("decided_at")?,
-        decided_by: row.try_get("decided_by")?,
-        created_task: row.try_get::<Option<i64>, _>("created_task_id")?.map(TaskId),
-    })
 }
 
 /// The task row locked `FOR SHARE` (first, as every lease operation fenced on a task takes it:

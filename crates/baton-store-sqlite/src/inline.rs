@@ -237,8 +237,7 @@ pub(crate) fn insert(connection: &Connection, sql: &str, values: &[&dyn ToSql]) 
     Ok(connection.last_insert_rowid())
 }
 
-/// The row decoders over an inline row (the shared ones and the SQLite store's own), those with an
-/// inline caller named for it.
+/// The shared row decoders over an inline row, those with an inline caller named for it.
 pub(crate) mod decode {
     use super::InlineRow;
     use baton_store::*;
@@ -248,7 +247,6 @@ pub(crate) mod decode {
         use super::*;
         use baton_domain::{JobId, TaskId};
         baton_store::row_decoders!(InlineRow<'_>);
-        sqlite_decoders!(InlineRow<'_>);
 
         pub(crate) fn task(row: &InlineRow<'_>) -> StoreResult<TaskRecord> {
             task_from_row(row)
@@ -272,14 +270,7 @@ pub(crate) mod decode {
             lease_from_row(row)
         }
         pub(crate) fn dependency(row: &InlineRow<'_>) -> StoreResult<DependencyRecord> {
-            Ok(DependencyRecord {
-                task_id: TaskId(row.try_get("task_id")?),
-                depends_on: TaskId(row.try_get("depends_on")?),
-                depends_on_work_item: row.try_get("depends_on_work_item")?,
-                depends_on_stage: row.try_get("depends_on_stage")?,
-                created_at_ms: row.try_get("created_at")?,
-                created_by: row.try_get("created_by")?,
-            })
+            dependency_from_row(row)
         }
         pub(crate) fn freeze(row: &InlineRow<'_>) -> StoreResult<RepoFreeze> {
             freeze_row(row)

@@ -22,51 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The SQLite store's own row decoders, for the sqlx rows and the inline ones alike.
-macro_rules! sqlite_decoders {
-    ($row:ty) => {
-        fn freeze_row(row: &$row) -> StoreResult<RepoFreeze> {
-            let task = |column: &str| -> StoreResult<Option<TaskId>> {
-                Ok(row.try_get::<Option<i64>, _>(column)?.map(TaskId))
-            };
-            Ok(RepoFreeze {
-                id: row.try_get("id")?,
-                repo: row.try_get("repo")?,
-                task: task("task_id")?,
-                incident: task("incident_task_id")?,
-                revert: task("revert_task_id")?,
-                frozen_by: row.try_get("frozen_by")?,
-                reason: row.try_get("reason")?,
-                frozen_at_ms: row.try_get("frozen_at")?,
-                unfrozen_by: row.try_get("unfrozen_by")?,
-                unfrozen_at_ms: row.try_get("unfrozen_at")?,
-            })
-        }
-
-        fn lesson_row(row: &$row) -> StoreResult<LessonRecord> {
-            let tags: String = row.try_get("tags")?;
-            Ok(LessonRecord {
-                id: row.try_get("id")?,
-                slug: row.try_get("slug")?,
-                title: row.try_get("title")?,
-                body: row.try_get("body")?,
-                source: row.try_get("source")?,
-                repo: row.try_get("repo")?,
-                stage: row.try_get("stage")?,
-                tags: lesson_tags_parse(&tags)?,
-                task: row.try_get("task")?,
-                created_at_ms: row.try_get("created_at")?,
-                updated_at_ms: row.try_get("updated_at")?,
-                hits: row.try_get("hits")?,
-                last_hit_at_ms: row.try_get("last_hit_at")?,
-                status: row.try_get("status")?,
-            })
-        }
-    };
-}
-
-sqlite_decoders!(SqliteRow);
-
 mod inline;
 use inline::Finish;
 mod queries;
@@ -2305,31 +2260,6 @@ impl SqliteStore {
             .rows_affected();
         Ok(deleted)
     }
-}
-
-fn coverage_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<CoverageBaseline> {
-    Ok(CoverageBaseline {
-        repo: row.try_get("repo")?,
-        pct: row.try_get("pct")?,
-        updated_at_ms: row.try_get("updated_at")?,
-        set_by: row.try_get("set_by")?,
-        reason: row.try_get("reason")?,
-    })
-}
-
-fn proposal_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<TaskProposalRecord> {
-    Ok(TaskProposalRecord {
-        id: row.try_get("id")?,
-        from_task: TaskId(row.try_get("from_task_id")?),
-        repo: row.try_get("repo")?,
-        title: row.try_get("title")?,
-        body: row.try_get("body")?,
-        status: row.try_get("status")?,
-        created_at_ms: row.try_get("created_at")?,
-        decided_at_ms: row.try_get("decided_at")?,
-        decided_by: row.try_get("decided_by")?,
-        created_task: row.try_get::<Option<i64>, _>("created_task_id")?.map(TaskId),
-    })
 }
 
 /// Whether `job` is `task`'s active job, read in the caller's write transaction (a lease grant

@@ -344,6 +344,80 @@ macro_rules! row_decoders {
             })
         }
 
+        fn dependency_from_row(row: &$row) -> $crate::StoreResult<$crate::DependencyRecord> {
+            Ok($crate::DependencyRecord {
+                task_id: ::baton_domain::TaskId(row.try_get("task_id")?),
+                depends_on: ::baton_domain::TaskId(row.try_get("depends_on")?),
+                depends_on_work_item: row.try_get("depends_on_work_item")?,
+                depends_on_stage: row.try_get("depends_on_stage")?,
+                created_at_ms: row.try_get("created_at")?,
+                created_by: row.try_get("created_by")?,
+            })
+        }
+
+        fn freeze_row(row: &$row) -> $crate::StoreResult<$crate::RepoFreeze> {
+            let task = |column: &str| -> $crate::StoreResult<Option<::baton_domain::TaskId>> {
+                Ok(row.try_get::<Option<i64>, _>(column)?.map(::baton_domain::TaskId))
+            };
+            Ok($crate::RepoFreeze {
+                id: row.try_get("id")?,
+                repo: row.try_get("repo")?,
+                task: task("task_id")?,
+                incident: task("incident_task_id")?,
+                revert: task("revert_task_id")?,
+                frozen_by: row.try_get("frozen_by")?,
+                reason: row.try_get("reason")?,
+                frozen_at_ms: row.try_get("frozen_at")?,
+                unfrozen_by: row.try_get("unfrozen_by")?,
+                unfrozen_at_ms: row.try_get("unfrozen_at")?,
+            })
+        }
+
+        fn coverage_row(row: &$row) -> $crate::StoreResult<$crate::CoverageBaseline> {
+            Ok($crate::CoverageBaseline {
+                repo: row.try_get("repo")?,
+                pct: row.try_get("pct")?,
+                updated_at_ms: row.try_get("updated_at")?,
+                set_by: row.try_get("set_by")?,
+                reason: row.try_get("reason")?,
+            })
+        }
+
+        fn lesson_row(row: &$row) -> $crate::StoreResult<$crate::LessonRecord> {
+            let tags: String = row.try_get("tags")?;
+            Ok($crate::LessonRecord {
+                id: row.try_get("id")?,
+                slug: row.try_get("slug")?,
+                title: row.try_get("title")?,
+                body: row.try_get("body")?,
+                source: row.try_get("source")?,
+                repo: row.try_get("repo")?,
+                stage: row.try_get("stage")?,
+                tags: $crate::lesson_tags_parse(&tags)?,
+                task: row.try_get("task")?,
+                created_at_ms: row.try_get("created_at")?,
+                updated_at_ms: row.try_get("updated_at")?,
+                hits: row.try_get("hits")?,
+                last_hit_at_ms: row.try_get("last_hit_at")?,
+                status: row.try_get("status")?,
+            })
+        }
+
+        fn proposal_row(row: &$row) -> $crate::StoreResult<$crate::TaskProposalRecord> {
+            Ok($crate::TaskProposalRecord {
+                id: row.try_get("id")?,
+                from_task: ::baton_domain::TaskId(row.try_get("from_task_id")?),
+                repo: row.try_get("repo")?,
+                title: row.try_get("title")?,
+                body: row.try_get("body")?,
+                status: row.try_get("status")?,
+                created_at_ms: row.try_get("created_at")?,
+                decided_at_ms: row.try_get("decided_at")?,
+                decided_by: row.try_get("decided_by")?,
+                created_task: row.try_get::<Option<i64>, _>("created_task_id")?.map(::baton_domain::TaskId),
+            })
+        }
+
         fn lease_from_row(row: &$row) -> $crate::StoreResult<$crate::LeaseRecord> {
             Ok($crate::LeaseRecord {
                 name: row.try_get("name")?,
