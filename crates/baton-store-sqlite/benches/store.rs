@@ -1,6 +1,6 @@
 //! Criterion benches of the SQLite store's hot paths over a seeded backlog (10 000 tasks from
 //! `SqliteStore::bench_seed`): claim + advance, a page of `list_tasks_page`, `task_counts`, one
-//! task's timeline (`events`) and `spend_usd`. `cargo bench -p baton-store-sqlite`.
+//! task by id, one task's timeline (`events`) and `spend_usd`. `cargo bench -p baton-store-sqlite`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -45,6 +45,9 @@ fn reads(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async { store.list_tasks_page(&filter, None, 100).await.unwrap() })
     });
     group.bench_function("task_counts", |b| b.to_async(&rt).iter(|| async { store.task_counts().await.unwrap() }));
+    group.bench_function("task(id)", |b| {
+        b.to_async(&rt).iter(|| async { store.task(&baton_store::TaskKey::Id(task)).await.unwrap() })
+    });
     group.bench_function("events(task)", |b| {
         b.to_async(&rt).iter(|| async { store.events(Some(task), 0, 100).await.unwrap() })
     });
