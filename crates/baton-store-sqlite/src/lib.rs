@@ -1,6 +1,7 @@
-//! Baton's SQLite store (the embedded default): WAL, one writer connection, every write transaction
-//! `BEGIN IMMEDIATE`, so a transaction runs alone and the store's guards are plain reads; the
-//! writer and the readers are connections held for the store's life.
+//! Baton's SQLite store (the embedded default): WAL, one writer, every write transaction
+//! `BEGIN IMMEDIATE`, so a transaction runs alone and the store's guards are plain reads. What a
+//! ticket runs goes through [`inline`]'s connections on the calling thread; the rest through sqlx
+//! connections, each on a thread of its own. Every connection is held for the store's life.
 
 use async_trait::async_trait;
 use baton_domain::ids::branch_name;
@@ -61,7 +62,7 @@ fn newest_known() -> i64 {
     MIGRATIONS.iter().map(|(version, _)| *version).max().unwrap_or(0)
 }
 
-/// How many reader connections a store holds.
+/// How many sqlx reader connections a store holds (the inline side has its own).
 const READERS: usize = 4;
 
 /// The reader connections of a [`SqliteStore`].
