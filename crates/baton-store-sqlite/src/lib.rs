@@ -1,7 +1,8 @@
 //! Baton's SQLite store (the embedded default): WAL, one writer, every write transaction
 //! `BEGIN IMMEDIATE`, so a transaction runs alone and the store's guards are plain reads. What a
-//! ticket runs goes through the `inline` module's connections on the calling thread; the rest through sqlx
-//! connections, each on a thread of its own. Every connection is held for the store's life.
+//! ticket runs goes through the `inline` module's connections on the calling thread; the rest
+//! through sqlx connections, each on a thread of its own. Every connection is held for the
+//! store's life.
 
 use async_trait::async_trait;
 use baton_domain::ids::branch_name;
